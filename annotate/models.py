@@ -1,0 +1,98 @@
+"""Pairs waiting for labels, who is looking at which pair, and the labels people (and judges) give."""
+from django.conf import settings
+from django.db import models
+
+A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
+CHOICES = [(A, "response A"), (B, "response B"), (TIE, "tie"), (BOTH_BAD, "both bad")]
+LEFT, RIGHT = "left", "right"
+SIDES = [(LEFT, "left"), (RIGHT, "right"), (TIE, "tie"), (BOTH_BAD, "both bad")]
+
+
+class Round(models.Model):
+    """A labelling round: its guidelines and how many labels each of its pairs needs."""
+
+    number = models.PositiveIntegerField(unique=True)
+    guidelines = models.TextField(blank=True)
+    labels_per_pair = models.PositiveIntegerField(default=1)
+    gold_rate = models.FloatField(default=0.0, help_text="Share of served pairs that are gold pairs.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"round {self.number}"
+
+
+class Pair(models.Model):
+    GENERATED, IMPORTED, GOLD = "generated", "imported", "gold"
+    prompt = models.ForeignKey("generation.Prompt", on_delete=models.CASCADE, related_name="pairs")
+    response_a = models.ForeignKey("generation.Response", on_delete=models.CASCADE, related_name="pairs_as_a")
+    response_b = models.ForeignKey("generation.Response", on_delete=models.CASCADE, related_name="pairs_as_b")
+    origin = models.CharField(
+        max_length=20, choices=[(GENERATED, "generated"), (IMPORTED, "imported"), (GOLD, "gold")], default=GENERATED
+    )
+    round = models.ForeignKey(Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
+    job = models.ForeignKey(
+        "generation.GenerationJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs"
+    )
+    labels_needed = models.PositiveIntegerField(default=1)
+    labels_done = models.PositiveIntegerField(default=0, db_index=True)
+    is_gold = models.BooleanField(default=False)
+    gold_choice = models.CharField(max_length=10, choices=CHOICES, blank=True)
+    margin = models.FloatField(null=True, blank=True, help_text="Implicit-reward margin under the current model.")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["response_a", "response_b"], name="one_pair_per_responses")]
+        indexes = [models.Index(fields=["labels_done", "created"])]
+
+    def __str__(self) -> str:
+        return f"pair {self.pk}"
+
+
+class Assignment(models.Model):
+    """One annotator's lease on one pair, with the sides it was shown on. Never two for the same person."""
+
+    LEASED, DONE, SKIPPED = "leased", "done", "skipped"
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    left_is_a = models.BooleanField()
+    state = models.CharField(
+        max_length=10, choices=[(LEASED, "leased"), (DONE, "done"), (SKIPPED, "skipped")], default=LEASED
+    )
+    leased_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pair", "annotator"], name="one_assignment_per_person")]
+
+
+class Label(models.Model):
+    """A decision on a pair. `choice` is in terms of the stored responses; `side` is the key as pressed."""
+
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="labels")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels")
+    choice = models.CharField(max_length=10, choices=CHOICES)
+    side = models.CharField(max_length=10, choices=SIDES)
+    left_is_a = models.BooleanField()
+    strength = models.CharField(max_length=10, choices=[("slight", "slight"), ("clear", "clear")], blank=True)
+    preference_prob = models.FloatField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    seconds = models.FloatField(null=True, blank=True, help_text="Time from showing the pair to the label.")
+    is_automatic = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pair", "annotator"], name="one_label_per_person")]
+
+    def __str__(self) -> str:
+        return f"{self.annotator} on pair {self.pair_id}: {self.choice}"
+
+
+class AnnotatorProfile(models.Model):
+    """Marks an account as an automatic labeller (a judge) rather than a person."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile")
+    is_automatic = models.BooleanField(default=False)
+    judge_path = models.CharField(max_length=300, blank=True)

@@ -1,0 +1,6 @@
+"""Views of the compare app."""
+from django.http import HttpResponse
+
+
+def index(request):
+    return HttpResponse("compare: coming soon")

