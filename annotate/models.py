@@ -15,6 +15,9 @@ class Round(models.Model):
     guidelines = models.TextField(blank=True)
     labels_per_pair = models.PositiveIntegerField(default=1)
     gold_rate = models.FloatField(default=0.0, help_text="Share of served pairs that are gold pairs.")
+    active_learning = models.BooleanField(
+        default=False, help_text="Serve the pairs with the smallest implicit-reward margin first."
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -54,18 +57,21 @@ class Pair(models.Model):
 class Assignment(models.Model):
     """One annotator's lease on one pair, with the sides it was shown on. Never two for the same person."""
 
-    LEASED, DONE, SKIPPED = "leased", "done", "skipped"
+    LEASED, DONE, SKIPPED, EXPIRED = "leased", "done", "skipped", "expired"
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     left_is_a = models.BooleanField()
     state = models.CharField(
-        max_length=10, choices=[(LEASED, "leased"), (DONE, "done"), (SKIPPED, "skipped")], default=LEASED
+        max_length=10,
+        choices=[(LEASED, "leased"), (DONE, "done"), (SKIPPED, "skipped"), (EXPIRED, "expired")],
+        default=LEASED,
     )
     leased_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pair", "annotator"], name="one_assignment_per_person")]
+        indexes = [models.Index(fields=["pair", "state", "expires_at"])]
 
 
 class Label(models.Model):
@@ -91,8 +97,9 @@ class Label(models.Model):
 
 
 class AnnotatorProfile(models.Model):
-    """Marks an account as an automatic labeller (a judge) rather than a person."""
+    """Marks an account as an automatic labeller (a judge), or as the account that owns imported labels."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile")
     is_automatic = models.BooleanField(default=False)
     judge_path = models.CharField(max_length=300, blank=True)
+    is_import = models.BooleanField(default=False, help_text="Owns labels imported from preference files.")

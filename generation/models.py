@@ -117,6 +117,9 @@ class Response(models.Model):
     logp_sum = models.FloatField(null=True, blank=True, help_text="Sum of token log-probs under the sampling model.")
     finish_reason = models.CharField(max_length=20, blank=True)
     sampling_params = models.JSONField(default=dict, blank=True)
+    sampling_key = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="Hash of the sampling settings and seed, for reuse."
+    )
     source = models.CharField(max_length=200, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 

@@ -5,4 +5,6 @@ from . import views
 app_name = "generation"
 urlpatterns = [
     path("", views.jobs, name="jobs"),
+    path("jobs/<int:pk>/progress/", views.job_progress, name="job_progress"),
+    path("jobs/<int:pk>/cancel/", views.cancel_job, name="cancel_job"),
 ]

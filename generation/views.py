@@ -1,6 +1,46 @@
-"""Views of the generation app."""
-from django.http import HttpResponse
+"""Staff pages of the generation app: start a generation job and watch it (htmx polls the progress partial)."""
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from . import services
+from .forms import GenerateForm
+from .models import GenerationJob, ModelVersion
 
 
+@staff_member_required
 def jobs(request):
-    return HttpResponse("generation: coming soon")
+    form = GenerateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = services.start_generation_job(
+                form.cleaned_data["version"], n_prompts=form.cleaned_data["prompts"], config=form.sampling_config(),
+                split=form.cleaned_data["split"], tag=form.cleaned_data["tag"], pairing=form.cleaned_data["pairing"],
+                user=request.user,
+            )
+        except services.GenerationError as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Generation job {job.pk} queued: {job.total} prompts.")
+            return redirect("generation:jobs")
+    context = {"form": form, "jobs": GenerationJob.objects.select_related("version")[:20],
+               "versions": ModelVersion.objects.all()}
+    return render(request, "generation/jobs.html", context)
+
+
+@staff_member_required
+def job_progress(request, pk: int):
+    job = get_object_or_404(GenerationJob, pk=pk)
+    return render(request, "generation/_job_row.html", {"job": job})
+
+
+@staff_member_required
+@require_POST
+def cancel_job(request, pk: int):
+    job = get_object_or_404(GenerationJob, pk=pk)
+    services.cancel_generation_job(job)
+    job.refresh_from_db()
+    if request.htmx:
+        return render(request, "generation/_job_row.html", {"job": job})
+    return redirect("generation:jobs")

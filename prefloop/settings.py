@@ -4,6 +4,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,7 +30,7 @@ def _secret_key() -> str:
     if key:
         return key
     if PRODUCTION:
-        raise RuntimeError("DJANGO_SECRET_KEY must be set when PREFLOOP_PRODUCTION is on")
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when PREFLOOP_PRODUCTION is on")
     # Development: a key kept in the data folder so sessions survive restarts.
     path = DATA_DIR / "secret_key"
     if not path.exists():
@@ -64,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "prefloop.ratelimit.LoginRateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
@@ -99,6 +101,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Tests use a file database (one per test process), so threads and worker subprocesses share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("PREFLOOP_TEST_DB", str(DATA_DIR / f"test-{os.getpid()}.sqlite3"))
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -107,6 +113,21 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Failed sign-ins allowed per username and address within the window (prefloop/ratelimit.py).
+PREFLOOP_LOGIN_MAX_FAILURES = int(os.environ.get("PREFLOOP_LOGIN_MAX_FAILURES", 10))
+PREFLOOP_LOGIN_WINDOW_SECONDS = int(os.environ.get("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 * 60))
+
+# The cache holds login failure counts, so every web process must share it: a file cache on one box, Redis
+# (CACHE_URL=redis://host:6379/1) when several machines serve the web app.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL:
+    raise ImproperlyConfigured(f"CACHE_URL={CACHE_URL!r}: expected redis://host:port/db, or leave it unset")
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": DATA_DIR / "cache"}
+    }
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -162,6 +183,21 @@ CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
 }
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("PREFLOOP_TASK_TIME_LIMIT", 24 * 3600))
+# The soft limit raises SoftTimeLimitExceeded inside the task first, so it can record the failure itself.
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - max(1, min(300, CELERY_TASK_TIME_LIMIT // 10)))
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With acks_late, a task whose worker lost the broker connection is cancelled and redelivered, not run twice.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis redelivers a message not acked within the visibility timeout: it must exceed the longest task, or a
+    # long training run would start a second time while the first is still running.
+    _visibility = int(os.environ.get("PREFLOOP_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 600))
+    if _visibility <= CELERY_TASK_TIME_LIMIT:
+        raise ImproperlyConfigured(
+            f"PREFLOOP_BROKER_VISIBILITY_TIMEOUT ({_visibility} s) must exceed PREFLOOP_TASK_TIME_LIMIT "
+            f"({CELERY_TASK_TIME_LIMIT} s), or Redis redelivers tasks that are still running"
+        )
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": _visibility}
 
 # Models.
 PREFLOOP_BASE_MODEL = os.environ.get("PREFLOOP_BASE_MODEL", str(MODELS_DIR / "smollm2-135m-instruct"))

@@ -22,6 +22,7 @@ class TrainingRun(models.Model):
         "generation.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="made_by_run"
     )
     pairs = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started this run.")
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     progress = models.FloatField(default=0.0)

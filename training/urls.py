@@ -5,4 +5,6 @@ from . import views
 app_name = "training"
 urlpatterns = [
     path("", views.runs, name="runs"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("runs/<int:pk>/cancel/", views.cancel_run, name="cancel_run"),
 ]

@@ -1,6 +1,46 @@
-"""Views of the training app."""
-from django.http import HttpResponse
+"""Staff pages of the training app: start a round, watch its live progress, cancel it."""
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from generation.services import GenerationError
+
+from . import services
+from .forms import TrainingRunForm
+from .models import TrainingRun
 
 
+@staff_member_required
 def runs(request):
-    return HttpResponse("training: coming soon")
+    form = TrainingRunForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.start_training_run(
+                input_version=form.cleaned_data["input_version"],
+                reference_choice=form.cleaned_data["reference_choice"], params=form.params(), user=request.user,
+            )
+        except (services.TrainingError, GenerationError) as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Training run {run.pk} queued.")
+            return redirect("training:runs")
+    recent = TrainingRun.objects.select_related("input_version", "reference_version", "output_version")[:20]
+    return render(request, "training/runs.html", {"form": form, "runs": recent})
+
+
+@staff_member_required
+def run_progress(request, pk: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=pk)
+    return render(request, "training/_run_row.html", {"run": run})
+
+
+@staff_member_required
+@require_POST
+def cancel_run(request, pk: int):
+    run = get_object_or_404(TrainingRun, pk=pk)
+    services.cancel_training_run(run)
+    run.refresh_from_db()
+    if request.htmx:
+        return render(request, "training/_run_row.html", {"run": run})
+    return redirect("training:runs")

@@ -1,0 +1,134 @@
+"""The leaderboard: votes from the database aggregated into matchups, fitted by `compare.ratings`."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db.models import Avg
+
+from generation.models import ModelVersion, Response
+
+from . import ratings
+from .models import Vote
+
+LENGTH_BIN = 0.05  # votes whose length covariates round to the same bin share one matchup row
+
+
+@dataclass
+class Row:
+    version: str
+    round: int
+    rating: float
+    low: float
+    high: float
+    lc_rating: float
+    lc_low: float
+    lc_high: float
+    votes: int
+    mean_tokens: float | None
+
+
+@dataclass
+class Cell:
+    rate: float | None
+    n: float = 0
+    low: float = math.nan
+    high: float = math.nan
+
+    @property
+    def percent(self) -> int | None:
+        return None if self.rate is None else round(100 * self.rate)
+
+
+@dataclass
+class Board:
+    rows: list[Row] = field(default_factory=list)
+    anchor: str = ""
+    votes: int = 0
+    length_coef: float | None = None
+    unrated: list[str] = field(default_factory=list)
+    matrix: list[tuple[str, list[Cell]]] = field(default_factory=list)
+    message: str = ""
+
+
+def vote_rows(*, include_automatic: bool = False):
+    """(version a, version b, outcome, tokens a, tokens b) of every vote between two versions."""
+    votes = Vote.objects.filter(
+        comparison__response_a__version__isnull=False, comparison__response_b__version__isnull=False
+    )
+    if not include_automatic:
+        votes = votes.filter(is_automatic=False)
+    return list(votes.values_list(
+        "comparison__response_a__version__name", "comparison__response_b__version__name", "outcome",
+        "comparison__response_a__token_count", "comparison__response_b__token_count",
+    ))
+
+
+def length_diff(tokens_a: int, tokens_b: int) -> float:
+    """(len a - len b) / (len a + len b): in [-1, 1], 0 for equal lengths."""
+    total = tokens_a + tokens_b
+    return (tokens_a - tokens_b) / total if total else 0.0
+
+
+def matchups(rows) -> list[ratings.Matchup]:
+    """Aggregate vote rows by (version a, version b, binned length covariate)."""
+    index = {"a": 0, "b": 1, "tie": 2, "both_bad": 3}
+    sums: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for a, b, outcome, tokens_a, tokens_b in rows:
+        if a == b:
+            continue
+        binned = round(length_diff(tokens_a, tokens_b) / LENGTH_BIN) * LENGTH_BIN
+        sums[(a, b, binned)][index[outcome]] += 1
+    return [ratings.Matchup(a, b, *counts, length_diff=x) for (a, b, x), counts in sums.items()]
+
+
+def choose_anchor(names: set[str]) -> str:
+    """The base version: the root of the current version's lineage if it has votes, else the earliest rated one."""
+    current = ModelVersion.objects.filter(is_current=True).first()
+    if current is not None and current.lineage()[0].name in names:
+        return current.lineage()[0].name
+    for version in ModelVersion.objects.filter(name__in=names).order_by("round", "created"):
+        return version.name
+    return sorted(names)[0]
+
+
+def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed: int = 0) -> Board:
+    rows = vote_rows(include_automatic=include_automatic)
+    if not rows:
+        return Board(message="No votes between two versions yet.")
+    games = matchups(rows)
+    names = {v for m in games for v in (m.a, m.b)}
+    anchor = choose_anchor(names)
+    raw = ratings.fit_ratings(games, anchor=anchor, bootstrap=bootstrap, seed=seed)
+    controlled = ratings.fit_ratings(games, anchor=anchor, bootstrap=bootstrap, seed=seed, length_control=True)
+    votes = defaultdict(int)
+    for a, b, *_ in rows:
+        votes[a] += 1
+        votes[b] += 1
+    lc = controlled.by_version()
+    rounds = dict(ModelVersion.objects.filter(name__in=names).values_list("name", "round"))
+    board = Board(anchor=anchor, votes=len(rows), length_coef=controlled.length_coef, unrated=raw.unrated)
+    for r in raw.ratings:
+        c = lc[r.version]
+        board.rows.append(Row(r.version, rounds.get(r.version, 0), r.rating, r.low, r.high, c.rating, c.low, c.high,
+                              votes[r.version], mean_compared_tokens(r.version)))
+    order = [r.version for r in raw.ratings]
+    rates = ratings.win_rates(games)
+    for row in order:
+        cells = []
+        for col in order:
+            rate, n = rates.get((row, col), (None, 0))
+            low, high = ratings.wilson_interval(rate * n, n) if rate is not None else (math.nan, math.nan)
+            cells.append(Cell(rate, n, low, high))
+        board.matrix.append((row, cells))
+    return board
+
+
+def mean_compared_tokens(version_name: str) -> float | None:
+    """Mean token count of this version's answers that were compared."""
+    from .models import Comparison
+
+    ids = set(Comparison.objects.filter(response_a__version__name=version_name).values_list("response_a", flat=True))
+    ids |= set(Comparison.objects.filter(response_b__version__name=version_name).values_list("response_b", flat=True))
+    return Response.objects.filter(pk__in=ids).aggregate(m=Avg("token_count"))["m"]

@@ -1,0 +1,278 @@
+"""Bradley–Terry ratings of model versions from aggregated vote counts, with bootstrap intervals.
+
+Pure Python and numpy (no Django). Votes are aggregated first (version a, version b, wins, ties, both bad):
+fitting and bootstrapping work on those few counts, so thousands of votes take well under a second.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCALE = 400.0  # Elo-like: 400 points = 10:1 odds
+BASE_RATING = 1000.0
+PSEUDO_TIES = 0.5  # virtual ties per compared pair, so a version that won every vote still gets a finite rating
+
+
+class RatingError(ValueError):
+    """The votes cannot give ratings (no anchor, bad counts)."""
+
+
+@dataclass(frozen=True)
+class Matchup:
+    """Aggregated votes between versions `a` and `b`; `length_diff` is the length covariate shared by these votes.
+
+    length_diff is (len_a - len_b) / (len_a + len_b) in tokens; rows with different covariates may repeat a pair.
+    """
+
+    a: Hashable
+    b: Hashable
+    wins_a: float = 0
+    wins_b: float = 0
+    ties: float = 0
+    both_bad: float = 0
+    length_diff: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.wins_a + self.wins_b + self.ties + self.both_bad
+
+
+@dataclass
+class Rating:
+    version: Hashable
+    rating: float
+    low: float = math.nan
+    high: float = math.nan
+
+
+@dataclass
+class Fit:
+    """Ratings of the versions connected to the anchor, best first; `unrated` had no path of votes to the anchor."""
+
+    ratings: list[Rating]
+    anchor: Hashable
+    length_coef: float | None = None  # rating points per unit of length_diff (length-controlled fit only)
+    unrated: list[Hashable] = field(default_factory=list)
+
+    def by_version(self) -> dict[Hashable, Rating]:
+        return {r.version: r for r in self.ratings}
+
+
+# ---- small helpers --------------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a rate (successes may be fractional: a tie counts half). (nan, nan) when n == 0."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _check(m: Matchup, where: str) -> None:
+    for name in ("wins_a", "wins_b", "ties", "both_bad"):
+        value = getattr(m, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise RatingError(f"{where}: {name}={value!r} must be a finite count >= 0")
+    if m.a == m.b:
+        raise RatingError(f"{where}: a version cannot be compared with itself ({m.a!r})")
+    if not math.isfinite(m.length_diff):
+        raise RatingError(f"{where}: length_diff={m.length_diff!r} must be finite")
+
+
+def _oriented(m: Matchup) -> Matchup:
+    """The same votes with the versions in a canonical order, so (a, b) and (b, a) rows merge."""
+    if str(m.a) <= str(m.b):
+        return m
+    return Matchup(m.b, m.a, m.wins_b, m.wins_a, m.ties, m.both_bad, -m.length_diff)
+
+
+def merge_pairs(matchups: Iterable[Matchup]) -> list[Matchup]:
+    """One row per unordered version pair (length covariates dropped)."""
+    sums: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
+    for i, m in enumerate(matchups):
+        _check(m, f"matchup {i}")
+        m = _oriented(m)
+        s = sums[(m.a, m.b)]
+        s[0] += m.wins_a
+        s[1] += m.wins_b
+        s[2] += m.ties
+        s[3] += m.both_bad
+    return [Matchup(a, b, *s) for (a, b), s in sums.items()]
+
+
+def win_rates(matchups: Iterable[Matchup], *, both_bad_as_tie: bool = True) -> dict[tuple, tuple[float, float]]:
+    """(row, column) -> (win rate of row against column, number of votes); ties count half a win."""
+    table: dict[tuple, tuple[float, float]] = {}
+    for m in merge_pairs(matchups):
+        ties = m.ties + (m.both_bad if both_bad_as_tie else 0)
+        n = m.wins_a + m.wins_b + ties
+        if n == 0:
+            continue
+        table[(m.a, m.b)] = ((m.wins_a + ties / 2) / n, n)
+        table[(m.b, m.a)] = ((m.wins_b + ties / 2) / n, n)
+    return table
+
+
+def _component(matchups: Sequence[Matchup], anchor: Hashable) -> set:
+    """Versions linked to the anchor by votes."""
+    links: dict[Hashable, set] = defaultdict(set)
+    for m in matchups:
+        if m.total > 0:
+            links[m.a].add(m.b)
+            links[m.b].add(m.a)
+    seen, todo = {anchor}, [anchor]
+    while todo:
+        for other in links[todo.pop()] - seen:
+            seen.add(other)
+            todo.append(other)
+    return seen
+
+
+# ---- the fit --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Problem:
+    """Rows of a logistic model: logit P(a beats b) = theta_a - theta_b (+ beta * length_diff)."""
+
+    versions: list  # rated versions, anchor first
+    design: np.ndarray  # (rows, params): +1 / -1 per free version, and the covariate column if any
+    wins: np.ndarray  # (rows,) wins of a, ties counted half
+    totals: np.ndarray  # (rows,)
+    outcome_counts: np.ndarray  # (rows, 4): wins_a, wins_b, ties, both_bad, for the bootstrap
+
+
+def _problem(
+    matchups: Sequence[Matchup], anchor: Hashable, *, length_control: bool, both_bad_as_tie: bool, pseudo_ties: float
+) -> tuple[_Problem, list]:
+    for i, m in enumerate(matchups):
+        _check(m, f"matchup {i}")
+    rows = [m for m in matchups if m.total > 0]
+    if not any(anchor in (m.a, m.b) for m in rows):
+        raise RatingError(f"the anchor version {anchor!r} has no votes")
+    connected = _component(rows, anchor)
+    everyone = {v for m in rows for v in (m.a, m.b)}
+    unrated = sorted(everyone - connected, key=str)
+    rows = [m for m in rows if m.a in connected]
+    versions = [anchor] + sorted(connected - {anchor}, key=str)
+    if pseudo_ties > 0:
+        rows = rows + [Matchup(m.a, m.b, ties=pseudo_ties) for m in merge_pairs(rows)]
+    index = {v: k - 1 for k, v in enumerate(versions)}  # anchor -> -1: pinned, no column
+    n_params = len(versions) - 1 + (1 if length_control else 0)
+    design = np.zeros((len(rows), n_params))
+    counts = np.zeros((len(rows), 4))
+    for r, m in enumerate(rows):
+        if index[m.a] >= 0:
+            design[r, index[m.a]] = 1.0
+        if index[m.b] >= 0:
+            design[r, index[m.b]] = -1.0
+        if length_control:
+            design[r, -1] = m.length_diff
+        counts[r] = (m.wins_a, m.wins_b, m.ties, m.both_bad)
+    wins, totals = _wins_totals(counts, both_bad_as_tie)
+    return _Problem(versions, design, wins, totals, counts), unrated
+
+
+def _wins_totals(counts: np.ndarray, both_bad_as_tie: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Wins of a (ties half) and totals; counts has shape (..., rows, 4)."""
+    ties = counts[..., 2] + (counts[..., 3] if both_bad_as_tie else 0)
+    wins = counts[..., 0] + ties / 2
+    totals = counts[..., 0] + counts[..., 1] + ties
+    return wins, totals
+
+
+def newton_fit(design: np.ndarray, wins: np.ndarray, totals: np.ndarray, *, max_iter: int = 100) -> np.ndarray:
+    """Maximum-likelihood parameters of logit P(win) = design @ theta, for a batch of count vectors.
+
+    design: (rows, params); wins, totals: (batch, rows). Returns (batch, params). Newton's method with the step
+    capped at 2 nats per parameter, which keeps the (concave) log-likelihood climbing from zero.
+    """
+    batch, n_params = wins.shape[0], design.shape[1]
+    theta = np.zeros((batch, n_params))
+    if n_params == 0:
+        return theta
+    ridge = 1e-9 * np.eye(n_params)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(theta @ design.T)))  # (batch, rows)
+        grad = (wins - totals * p) @ design  # (batch, params)
+        weight = totals * p * (1 - p)
+        hessian = np.einsum("br,rp,rq->bpq", weight, design, design) + ridge
+        step = np.linalg.solve(hessian, grad[..., None])[..., 0]
+        step = np.clip(step, -2.0, 2.0)
+        theta += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return theta
+
+
+def log_likelihood(theta: np.ndarray, design: np.ndarray, wins: np.ndarray, totals: np.ndarray) -> float:
+    """The binomial log-likelihood (up to a constant) of one parameter vector."""
+    z = design @ theta
+    return float(np.sum(wins * -np.logaddexp(0, -z) + (totals - wins) * -np.logaddexp(0, z)))
+
+
+def _to_rating(theta: np.ndarray, base: float) -> np.ndarray:
+    return base + SCALE * theta / math.log(10)
+
+
+def fit_ratings(
+    matchups: Sequence[Matchup],
+    *,
+    anchor: Hashable,
+    base: float = BASE_RATING,
+    length_control: bool = False,
+    both_bad_as_tie: bool = True,
+    pseudo_ties: float = PSEUDO_TIES,
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> Fit:
+    """Bradley–Terry ratings (anchor pinned at `base`), optionally length-controlled, with bootstrap 95% intervals.
+
+    Ties count half a win to each side; both-bad votes count as ties unless both_bad_as_tie is False (then they
+    are left out). Each compared pair gets `pseudo_ties` virtual ties. The bootstrap resamples each row's votes
+    from a multinomial with the observed outcome shares and refits all replicates at once.
+    """
+    matchups = list(matchups) if length_control else merge_pairs(matchups)
+    problem, unrated = _problem(
+        matchups, anchor, length_control=length_control, both_bad_as_tie=both_bad_as_tie, pseudo_ties=pseudo_ties
+    )
+    theta = newton_fit(problem.design, problem.wins[None], problem.totals[None])[0]
+    n_versions = len(problem.versions) - 1
+    points = _to_rating(np.concatenate([[0.0], theta[:n_versions]]), base)
+    low = high = np.full(len(points), math.nan)
+    if bootstrap > 0:
+        draws = _bootstrap_counts(problem.outcome_counts, bootstrap, seed)
+        wins, totals = _wins_totals(draws, both_bad_as_tie)
+        thetas = newton_fit(problem.design, wins, totals)
+        samples = _to_rating(np.concatenate([np.zeros((bootstrap, 1)), thetas[:, :n_versions]], axis=1), base)
+        low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+    ratings = [
+        Rating(v, float(points[k]), float(low[k]), float(high[k])) for k, v in enumerate(problem.versions)
+    ]
+    ratings.sort(key=lambda r: -r.rating)
+    coef = float(SCALE * theta[-1] / math.log(10)) if length_control else None
+    return Fit(ratings=ratings, anchor=anchor, length_coef=coef, unrated=unrated)
+
+
+def _bootstrap_counts(counts: np.ndarray, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, rows, 4) counts: each row's votes redrawn from its observed outcome shares.
+
+    Pseudo-tie rows (all ties) stay fixed, as they hold no data. Fractional counts are rounded for the draw.
+    """
+    rng = np.random.default_rng(seed)
+    n = np.rint(counts.sum(axis=1)).astype(np.int64)
+    shares = np.divide(counts, counts.sum(axis=1, keepdims=True), out=np.zeros_like(counts),
+                       where=counts.sum(axis=1, keepdims=True) > 0)
+    draws = rng.multinomial(n, shares, size=(replicates, len(n))) if len(n) else np.zeros((replicates, 0, 4))
+    virtual = (counts[:, 0] == 0) & (counts[:, 1] == 0) & (counts[:, 3] == 0)
+    draws = draws.astype(float)
+    draws[:, virtual] = counts[virtual]
+    return draws

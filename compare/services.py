@@ -1,0 +1,299 @@
+"""What the compare app does: start and answer comparison sets, serve them blind, record votes, run judges.
+
+Views, tasks and commands call these functions. Ratings are in `compare.leaderboard` (data) over
+`compare.ratings` (math); the rounds dashboard in `compare.dashboard`.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import secrets
+from collections.abc import Callable, Iterable
+
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, A, B
+from generation.models import ModelVersion, Prompt, Response, normalised_hash
+
+from .models import CompareJob, Comparison, Vote
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = (A, B, TIE, BOTH_BAD)
+SIDES = (LEFT, RIGHT, TIE, BOTH_BAD)
+TYPED_TAG = "compare-typed"  # prompts typed on the compare page: eval split, but not part of the eval set
+MAX_PROMPTS = 500
+
+Answerer = Callable[..., dict[int, Response]]
+
+
+class CompareError(Exception):
+    """Something a person can fix: same version twice, no prompts, a vote twice."""
+
+
+class JudgeError(CompareError):
+    """A judge failed or returned something that is not an outcome; names the judge and the comparison."""
+
+
+# ---- choosing what to compare ---------------------------------------------------------------------------------
+
+
+def default_versions() -> tuple[ModelVersion | None, ModelVersion | None]:
+    """The current version and its parent (or the newest other version), as A and B."""
+    current = ModelVersion.objects.filter(is_current=True).first() or ModelVersion.objects.order_by("-created").first()
+    if current is None:
+        return None, None
+    other = current.parent or ModelVersion.objects.exclude(pk=current.pk).order_by("-created").first()
+    return current, other
+
+
+def eval_prompt_ids(limit: int) -> list[int]:
+    """The first `limit` prompts of the eval split (typed prompts left out), oldest first."""
+    prompts = Prompt.objects.filter(split=Prompt.EVAL).exclude(tag=TYPED_TAG).order_by("pk")
+    return list(prompts.values_list("pk", flat=True)[:limit])
+
+
+def typed_prompt(text: str) -> Prompt:
+    """A prompt typed on the page: stored once (same normalised text, same row), kept out of the eval set."""
+    text = text.strip()
+    if not text:
+        raise CompareError("the prompt is empty: type a prompt or choose the eval split")
+    key = normalised_hash(text)
+    existing = Prompt.objects.filter(hash=key).first()
+    if existing:
+        return existing
+    try:
+        with transaction.atomic():
+            return Prompt.objects.create(
+                text=text, split=Prompt.EVAL, source="typed on the compare page", tag=TYPED_TAG, hash=key
+            )
+    except IntegrityError:  # typed at the same moment by someone else
+        return Prompt.objects.get(hash=key)
+
+
+def start_compare_job(
+    version_a: ModelVersion, version_b: ModelVersion, *, prompt_ids: Iterable[int] | None = None, text: str = "",
+    limit: int = 8, blind: bool = True, seed: int = 0, sampling: dict | None = None, user=None, enqueue: bool = True,
+) -> CompareJob:
+    """Record what to compare and queue the answering. prompt_ids, else a typed text, else the eval split."""
+    if version_a.pk == version_b.pk:
+        raise CompareError(f"choose two different versions (both are {version_a.name!r})")
+    if prompt_ids is not None:
+        ids = list(dict.fromkeys(int(i) for i in prompt_ids))
+    elif text.strip():
+        ids = [typed_prompt(text).pk]
+    else:
+        if not 1 <= limit <= MAX_PROMPTS:
+            raise CompareError(f"number of prompts must be between 1 and {MAX_PROMPTS} (got {limit})")
+        ids = eval_prompt_ids(limit)
+        if not ids:
+            raise CompareError("the eval split has no prompts: import some with split=eval, or type a prompt")
+    missing = set(ids) - set(Prompt.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    if missing:
+        raise CompareError(f"no prompt with id {', '.join(map(str, sorted(missing)))}")
+    job = CompareJob.objects.create(
+        version_a=version_a, version_b=version_b, prompt_ids=ids, blind=blind, total=2 * len(ids),
+        params={"seed": seed, "sampling": sampling or {}}, created_by=user,
+    )
+    if enqueue:
+        from .tasks import answer_compare_job
+
+        transaction.on_commit(lambda: answer_compare_job.delay(job.pk))
+    return job
+
+
+# ---- answering ------------------------------------------------------------------------------------------------
+
+
+def _default_answerer() -> Answerer:
+    from generation.services import answers_for
+
+    return answers_for
+
+
+def _sampling_config(data: dict):
+    if not data:
+        return None
+    from generation.backends.base import SamplingConfig
+
+    return SamplingConfig.from_dict(data)
+
+
+def run_compare_job(job_id: int, *, answer: Answerer | None = None) -> CompareJob:
+    """Both versions answer every prompt (stored answers reused), then one comparison per prompt, sides random.
+
+    Safe to run twice: answers and comparisons already made are kept. `answer` defaults to
+    generation.services.answers_for(version, prompts, config, *, seed, on_progress).
+    """
+    answer = answer or _default_answerer()
+    job = CompareJob.objects.select_related("version_a", "version_b").get(pk=job_id)
+    if job.status == CompareJob.SUCCEEDED:
+        return job
+    CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.RUNNING, started=job.started or timezone.now(),
+                                                error="")
+    try:
+        _answer_and_pair(job, answer)
+    except Exception as exc:  # shown on the page; the worker log has the traceback
+        log.exception("compare job %s failed", job.pk)
+        CompareJob.objects.filter(pk=job.pk).update(
+            status=CompareJob.FAILED, error=f"{type(exc).__name__}: {exc}", finished=timezone.now()
+        )
+        raise
+    job.refresh_from_db()
+    return job
+
+
+def _answer_and_pair(job: CompareJob, answer: Answerer) -> None:
+    by_id = Prompt.objects.in_bulk(job.prompt_ids)
+    prompts = [by_id[i] for i in job.prompt_ids if i in by_id]
+    n, seed = len(prompts), int(job.params.get("seed", 0))
+    config = _sampling_config(job.params.get("sampling") or {})
+    answers = []
+    for k, version in enumerate((job.version_a, job.version_b)):
+        def progress(done: int, total: int, offset: int = k * n) -> None:
+            CompareJob.objects.filter(pk=job.pk).update(done=offset + done)
+
+        answers.append(answer(version, prompts, config, seed=seed, on_progress=progress))
+        CompareJob.objects.filter(pk=job.pk).update(done=(k + 1) * n)
+    with transaction.atomic():
+        for prompt in prompts:
+            Comparison.objects.get_or_create(
+                job=job, prompt=prompt,
+                defaults={"response_a": answers[0][prompt.pk], "response_b": answers[1][prompt.pk],
+                          "left_is_a": secrets.randbelow(2) == 0},
+            )
+        CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.SUCCEEDED, done=2 * n, finished=timezone.now())
+
+
+# ---- voting ---------------------------------------------------------------------------------------------------
+
+
+def next_comparison_for(job: CompareJob, user) -> Comparison | None:
+    """The job's first comparison this person has not voted on."""
+    voted = Vote.objects.filter(voter=user, comparison__job=job).values("comparison_id")
+    return (
+        job.comparisons.exclude(pk__in=voted).select_related("prompt", "response_a", "response_b").order_by("pk").first()
+    )
+
+
+def outcome_for_side(comparison: Comparison, side: str) -> str:
+    """The key as pressed (left, right, tie, both_bad) in terms of the stored responses (a, b, tie, both_bad)."""
+    if side not in SIDES:
+        raise CompareError(f"side must be one of {', '.join(SIDES)} (got {side!r})")
+    if side == LEFT:
+        return A if comparison.left_is_a else B
+    if side == RIGHT:
+        return B if comparison.left_is_a else A
+    return side
+
+
+def record_vote(comparison: Comparison, voter, outcome: str, *, is_automatic: bool = False, judge: str = "") -> Vote:
+    """Store one vote (a, b, tie or both_bad); a second vote by the same voter on the same comparison is an error."""
+    if outcome not in OUTCOMES:
+        raise CompareError(f"outcome must be one of {', '.join(OUTCOMES)} (got {outcome!r})")
+    try:
+        with transaction.atomic():
+            return Vote.objects.create(
+                comparison=comparison, voter=voter, outcome=outcome, is_automatic=is_automatic, judge=judge
+            )
+    except IntegrityError:
+        raise CompareError(f"{voter} already voted on comparison {comparison.pk}") from None
+
+
+def job_summary(job: CompareJob, *, include_automatic: bool = False) -> dict[str, int]:
+    """Counts of votes on a job's comparisons: a wins, b wins, ties, both bad."""
+    votes = Vote.objects.filter(comparison__job=job)
+    if not include_automatic:
+        votes = votes.filter(is_automatic=False)
+    counts = dict.fromkeys(OUTCOMES, 0)
+    for outcome in votes.values_list("outcome", flat=True):
+        counts[outcome] += 1
+    return counts
+
+
+# ---- automatic judges -----------------------------------------------------------------------------------------
+
+JudgeResult = str | float
+Judge = Callable[[str, str, str], JudgeResult]
+
+
+def load_judge(dotted_path: str) -> Judge:
+    """The callable at "package.module.name" (or "package.module:name")."""
+    module_name, sep, attr = dotted_path.replace(":", ".").rpartition(".")
+    if not sep or not module_name:
+        raise JudgeError(f"judge {dotted_path!r}: expected a dotted path such as 'compare.judges.prefer_shorter'")
+    try:
+        judge = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise JudgeError(f"judge {dotted_path!r} cannot be imported: {exc}") from None
+    if not callable(judge):
+        raise JudgeError(f"judge {dotted_path!r} is not callable")
+    return judge
+
+
+def judge_voter(judge_name: str):
+    """The user account a judge votes as ("judge:<name>", no password, marked automatic)."""
+    from annotate.models import AnnotatorProfile
+
+    username = f"judge:{judge_name}"[:150]
+    user, created = get_user_model().objects.get_or_create(username=username)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    AnnotatorProfile.objects.update_or_create(user=user, defaults={"is_automatic": True, "judge_path": judge_name})
+    return user
+
+
+def judged_outcome(result: object, *, tie_band: float = 0.05) -> str | None:
+    """A judge's answer as an outcome in its own argument order; None when it is not a valid answer.
+
+    "a"/"b"/"tie"/"both_bad", or a probability that the first answer is better (within tie_band of 0.5: a tie).
+    """
+    if isinstance(result, str):
+        return result if result in OUTCOMES else None
+    if isinstance(result, bool) or not isinstance(result, int | float):
+        return None
+    p = float(result)
+    if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+        return None
+    if abs(p - 0.5) <= tie_band:
+        return TIE
+    return A if p > 0.5 else B
+
+
+def judge_comparisons(
+    comparisons: Iterable[Comparison], judge_callable: Judge, judge_name: str, voter, *, tie_band: float = 0.05,
+) -> list[Vote]:
+    """Let a judge vote on each comparison this voter has not voted on yet; returns the new votes.
+
+    The judge is called as judge(prompt_text, first_text, second_text) with the answers in the order people see
+    them (left first), so a judge's position bias averages out over the randomised sides; its "a" means the first
+    argument. A judge that raises, or returns anything but "a", "b", "tie", "both_bad" or a probability in [0, 1]
+    that the first is better, stops the run with a JudgeError naming the judge and the comparison; the votes
+    stored before it stay.
+    """
+    votes = []
+    for comparison in comparisons:
+        if Vote.objects.filter(comparison=comparison, voter=voter).exists():
+            continue
+        left, right = (
+            (comparison.response_a, comparison.response_b) if comparison.left_is_a
+            else (comparison.response_b, comparison.response_a)
+        )
+        where = f"judge {judge_name!r} on comparison {comparison.pk}"
+        try:
+            result = judge_callable(comparison.prompt.text, left.text, right.text)
+        except Exception as exc:
+            raise JudgeError(f"{where} raised {type(exc).__name__}: {exc}") from exc
+        first = judged_outcome(result, tie_band=tie_band)
+        if first is None:
+            raise JudgeError(
+                f"{where} returned {result!r}; expected 'a', 'b', 'tie', 'both_bad' or a probability in [0, 1]"
+            )
+        side = {A: LEFT, B: RIGHT}.get(first, first)
+        votes.append(record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True,
+                                 judge=judge_name))
+    return votes

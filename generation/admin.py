@@ -1,0 +1,70 @@
+"""Admin for versions (lineage, size, the run that made each, set current), prompts, responses and jobs."""
+from django.contrib import admin, messages
+from django.template.defaultfilters import filesizeformat
+
+from . import services
+from .models import GenerationJob, ModelVersion, Prompt, Response
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "lineage_display", "round", "kind", "size", "made_by", "is_current", "created"]
+    list_filter = ["kind", "is_current"]
+    readonly_fields = ["is_current", "size_bytes", "created", "mean_response_tokens"]
+    actions = ["make_current", "generate_pairs"]
+
+    @admin.display(description="lineage")
+    def lineage_display(self, obj):
+        return " → ".join(v.name for v in obj.lineage())
+
+    @admin.display(description="size")
+    def size(self, obj):
+        return filesizeformat(obj.size_bytes)
+
+    @admin.display(description="made by")
+    def made_by(self, obj):
+        run = getattr(obj, "made_by_run", None)
+        return f"training run {run.pk}" if run else "–"
+
+    @admin.action(description="Make the selected version current")
+    def make_current(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version.", messages.ERROR)
+            return
+        services.set_current(queryset.get())
+        self.message_user(request, f"{queryset.get().name} is now the current version.")
+
+    @admin.action(description="Generate pairs (32 train prompts, 2 samples each)")
+    def generate_pairs(self, request, queryset):
+        for version in queryset:
+            try:
+                job = services.start_generation_job(version, n_prompts=32, user=request.user)
+            except services.GenerationError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"Generation job {job.pk} queued for {version.name}; see /generation/.")
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["id", "short_text", "split", "tag", "source", "created"]
+    list_filter = ["split", "tag", "source"]
+    search_fields = ["text"]
+
+    @admin.display(description="text")
+    def short_text(self, obj):
+        return obj.text[:100]
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["id", "prompt_id", "version", "token_count", "logp_sum", "finish_reason", "created"]
+    list_filter = ["version", "finish_reason"]
+    raw_id_fields = ["prompt", "job"]
+
+
+@admin.register(GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "version", "status", "done", "total", "pairs_made", "created"]
+    list_filter = ["status"]
+    readonly_fields = ["done", "total", "pairs_made", "error", "log", "started", "finished"]

@@ -1,0 +1,27 @@
+"""The form behind "Generate pairs": the same fields as SamplingConfig and the job's prompt selection."""
+from django import forms
+
+from .backends.base import SamplingConfig
+from .models import ModelVersion
+
+_defaults = SamplingConfig()
+
+
+class GenerateForm(forms.Form):
+    version = forms.ModelChoiceField(queryset=ModelVersion.objects.all(), required=False,
+                                     empty_label="current version")
+    prompts = forms.IntegerField(min_value=1, max_value=100_000, initial=32)
+    samples = forms.IntegerField(min_value=2, max_value=64, initial=_defaults.n, label="Samples per prompt (K)")
+    split = forms.ChoiceField(choices=[("train", "train"), ("eval", "eval")], initial="train")
+    tag = forms.CharField(required=False, max_length=100)
+    pairing = forms.ChoiceField(choices=[("random", "random"), ("most_different", "most different"),
+                                         ("best_worst", "best against worst")], initial="random")
+    temperature = forms.FloatField(min_value=0.0, max_value=5.0, initial=_defaults.temperature)
+    top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=_defaults.top_p)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=_defaults.max_new_tokens)
+    seed = forms.IntegerField(initial=0)
+
+    def sampling_config(self) -> SamplingConfig:
+        d = self.cleaned_data
+        return SamplingConfig(n=d["samples"], temperature=d["temperature"], top_p=d["top_p"],
+                              max_new_tokens=d["max_new_tokens"], seed=d["seed"])

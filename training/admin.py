@@ -1,0 +1,69 @@
+"""Admin for training rounds: "Add training run" starts a round through the same service as the page."""
+from django import forms
+from django.contrib import admin, messages
+
+from generation.services import GenerationError
+
+from . import services
+from .models import ReferenceLogp, TrainingRun
+
+
+class StartRunForm(forms.ModelForm):
+    class Meta:
+        model = TrainingRun
+        fields = ["input_version", "reference_choice", "params"]
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(admin.ModelAdmin):
+    list_display = ["id", "status", "input_version", "reference_version", "output_version", "pairs", "progress_pct",
+                    "created"]
+    list_filter = ["status", "reference_choice"]
+    actions = ["cancel_runs"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = StartRunForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["input_version", "reference_choice", "params"]
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [f.name for f in TrainingRun._meta.fields]
+
+    @admin.display(description="progress")
+    def progress_pct(self, obj):
+        return f"{obj.progress:.0%}"
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        try:
+            run = services.start_training_run(input_version=obj.input_version, reference_choice=obj.reference_choice,
+                                              params=obj.params or {}, user=request.user)
+        except (services.TrainingError, GenerationError) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            obj.pk = None
+            return
+        obj.pk = run.pk
+        self.message_user(request, f"Training run {run.pk} queued; watch it on /training/.")
+
+    def response_add(self, request, obj, post_url_continue=None):
+        from django.shortcuts import redirect
+
+        return redirect("training:runs")
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel_runs(self, request, queryset):
+        for run in queryset:
+            services.cancel_training_run(run)
+
+
+@admin.register(ReferenceLogp)
+class ReferenceLogpAdmin(admin.ModelAdmin):
+    list_display = ["response_id", "reference", "max_length", "logp", "created"]

@@ -1,0 +1,177 @@
+"""Sequence log-probs of chosen and rejected responses, summed over response tokens only.
+
+A pair is laid out as one row `[prompt | chosen | rejected]`: the rejected tokens attend to the prompt and to
+themselves but never to the chosen tokens, and their positions restart where the prompt ends, so the row gives
+exactly the log-probs of two separate sequences while the prompt is encoded once. The lm_head and log-softmax run
+in chunks over the response positions only, so the full [batch, length, vocab] logits are never built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LOGIT_CHUNK = 1024  # response positions per lm_head chunk: 1024 x 49152 fp32 logits = 200 MB
+
+
+@dataclass
+class PairBatch:
+    """A padded batch of `[prompt | chosen | rejected]` rows and where each response token is predicted from.
+
+    input_ids, position_ids: [B, L]; attention_mask: [B, 1, L, L] bool (True = may attend);
+    predictor_index: [N] flat index (row * L + position) of the hidden state that predicts each response token;
+    target_ids: [N]; sequence_index: [N] in [0, 2B): chosen of pair i is i, rejected of pair i is B + i;
+    token_counts: [2B] response tokens per sequence (chosen first, then rejected).
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    predictor_index: torch.Tensor
+    target_ids: torch.Tensor
+    sequence_index: torch.Tensor
+    token_counts: torch.Tensor
+
+    @property
+    def pairs(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def tokens(self) -> int:
+        """Real (unpadded) tokens in the batch."""
+        return int(self.attention_mask[:, 0].diagonal(dim1=-2, dim2=-1).sum())
+
+    def to(self, device) -> PairBatch:
+        return PairBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+def build_pair_batch(rows: list[tuple[list[int], list[int], list[int]]], pad_token_id: int = 0) -> PairBatch:
+    """Lay out (prompt_ids, chosen_ids, rejected_ids) triples as a PairBatch; every response needs >= 1 token."""
+    b = len(rows)
+    length = max(len(p) + len(c) + len(r) for p, c, r in rows)
+    input_ids = torch.full((b, length), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((b, length), dtype=torch.long)
+    mask = torch.zeros((b, 1, length, length), dtype=torch.bool)
+    predictors, targets, sequences, counts = [], [], [], [0] * (2 * b)
+    causal = torch.ones((length, length), dtype=torch.bool).tril()
+    for i, (p, c, r) in enumerate(rows):
+        n_p, n_c, n_r = len(p), len(c), len(r)
+        if n_p < 1 or n_c < 1 or n_r < 1:
+            raise ValueError(f"pair {i}: prompt, chosen and rejected need at least one token each")
+        n = n_p + n_c + n_r
+        input_ids[i, :n] = torch.tensor(p + c + r)
+        position_ids[i, :n] = torch.cat([torch.arange(n_p + n_c), torch.arange(n_p, n_p + n_r)])
+        # padding rows attend to themselves only, so no softmax row is empty
+        position_ids[i, n:] = torch.arange(n, length)
+        mask[i, 0] = causal
+        mask[i, 0, n_p + n_c : n, n_p : n_p + n_c] = False  # rejected never sees chosen
+        mask[i, 0, n:, :] = False
+        mask[i, 0, :, n:] = False
+        mask[i, 0, range(n, length), range(n, length)] = True
+        base = i * length
+        chosen_pred = [n_p - 1] + list(range(n_p, n_p + n_c - 1))
+        rejected_pred = [n_p - 1] + list(range(n_p + n_c, n - 1))
+        predictors += [base + k for k in chosen_pred + rejected_pred]
+        targets += c + r
+        sequences += [i] * n_c + [b + i] * n_r
+        counts[i], counts[b + i] = n_c, n_r
+    return PairBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=mask,
+        predictor_index=torch.tensor(predictors, dtype=torch.long),
+        target_ids=torch.tensor(targets, dtype=torch.long),
+        sequence_index=torch.tensor(sequences, dtype=torch.long),
+        token_counts=torch.tensor(counts, dtype=torch.long),
+    )
+
+
+class _TokenLogps(torch.autograd.Function):
+    """log softmax(hidden @ weight.T)[target] per row, in chunks; backward recomputes each chunk's logits."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk):
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)
+        w = weight.to(hidden.dtype)
+        for s in range(0, hidden.shape[0], chunk):
+            logits = (hidden[s : s + chunk] @ w.T).float()
+            lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
+            out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0] - lse[s : s + chunk]
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        w = weight.to(hidden.dtype)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if ctx.needs_input_grad[1] else None
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s : s + ctx.chunk]
+            g = grad_out[s : s + ctx.chunk].float()
+            # d logp_t / d logits = onehot(t) - softmax; scaled by the upstream gradient of each row
+            d = torch.exp((h @ w.T).float() - lse[s : s + ctx.chunk, None]).mul_(-g[:, None])
+            d.scatter_add_(1, targets[s : s + ctx.chunk, None], g[:, None])
+            d = d.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[s : s + ctx.chunk] = d @ w
+            if grad_weight is not None:
+                grad_weight.addmm_(d.T.float(), h.float())
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def token_logps(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
+    """Log-prob of each target under the lm_head. hidden: [N, H], targets: [N] -> [N] float32."""
+    if getattr(lm_head, "bias", None) is not None:
+        logits = lm_head(hidden).float()
+        return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+    return _TokenLogps.apply(hidden, lm_head.weight, targets, chunk)
+
+
+class PairLogps(nn.Module):
+    """Wraps a causal LM so one forward returns summed response log-probs [2B] (chosen then rejected).
+
+    Being an nn.Module whose forward does all the work, it can be wrapped by DDP / FSDP (accelerate.prepare).
+    """
+
+    def __init__(self, model: nn.Module, chunk: int = LOGIT_CHUNK):
+        super().__init__()
+        self.model = model
+        self.chunk = chunk
+
+    def causal_lm(self) -> nn.Module:
+        m = self.model
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+    def forward(self, batch: PairBatch) -> torch.Tensor:
+        lm = self.causal_lm()
+        backbone = getattr(lm, lm.base_model_prefix)
+        hidden = backbone(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predictor_index)
+        per_token = token_logps(hidden, lm.get_output_embeddings(), batch.target_ids, self.chunk)
+        sums = torch.zeros(batch.token_counts.shape[0], dtype=per_token.dtype, device=per_token.device)
+        return sums.index_add(0, batch.sequence_index, per_token)
+
+
+def split_chosen_rejected(logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2B] -> ([B] chosen, [B] rejected)."""
+    return logps.chunk(2, dim=0)
+
+
+@torch.no_grad()
+def plain_sequence_logps(model: nn.Module, prompt_ids: list[int], response_ids: list[int]) -> float:
+    """The slow obvious computation, for tests: full logits of prompt + response, summed over the response."""
+    ids = torch.tensor([prompt_ids + response_ids])
+    logits = model(input_ids=ids).logits.double()
+    logp = torch.log_softmax(logits[0, :-1], dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+    return float(logp[len(prompt_ids) - 1 :].sum())

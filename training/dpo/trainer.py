@@ -1,0 +1,388 @@
+"""The DPO training loop: reference log-probs once, then length-grouped `[prompt | chosen | rejected]` batches.
+
+The reference is only needed as log-probs, so they are computed once up front (no_grad) and the reference model is
+freed before training; with LoRA and no separate reference they come from the same model with adapters disabled.
+Runs in-process (the Celery worker) or under `accelerate launch` (DDP; each rank trains its share of the batches).
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from training.dpo.config import DPOConfig
+from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
+from training.dpo.logps import PairLogps, build_pair_batch
+from training.dpo.losses import dpo_loss, kto_loss, nll_loss, rrhf_loss
+
+
+@dataclass
+class TrainResult:
+    pairs: int
+    steps: int
+    mean_loss: float
+    seconds: float
+    pairs_per_s: float
+    peak_rss_mb: float
+    final_metrics: dict = field(default_factory=dict)
+    reference_logps: list[tuple[float, float]] = field(default_factory=list)
+    truncated: int = 0
+    dropped: int = 0
+
+
+class TrainingCancelled(Exception):
+    """should_stop() returned True; nothing was saved."""
+
+
+StepCallback = Callable[[int, int, dict], None]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resolve_dtype(config: DPOConfig, device: str) -> torch.dtype:
+    if config.dtype == "auto":
+        from prefloop.hardware import fastest_dtype
+
+        return fastest_dtype(device)
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.dtype]
+
+
+def _autocast(device: str, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
+class _Dist:
+    """Rank, world size and the accelerate helpers when launched with several processes; a no-op otherwise."""
+
+    def __init__(self):
+        self.accelerator = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+        self.rank = self.accelerator.process_index if self.accelerator else 0
+        self.world = self.accelerator.num_processes if self.accelerator else 1
+        self.device = str(self.accelerator.device) if self.accelerator else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.is_main = self.rank == 0
+
+    def gather(self, obj: list) -> list:
+        if not self.accelerator:
+            return obj
+        from accelerate.utils import gather_object
+
+        return gather_object(obj)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        return self.accelerator.reduce(values, "mean") if self.accelerator else values
+
+
+def load_model(model_dir: str | Path, device: str):
+    from transformers import AutoModelForCausalLM
+
+    # fp32 master weights; bf16 (when fastest) is applied by autocast so the optimiser keeps full precision
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.to(device)
+    model.eval()  # no dropout: DPO compares policy and reference on the same deterministic forward
+    return model
+
+
+def load_tokenizer(model_dir: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def tokenize_pairs(tokenizer, pairs: list[PreferencePair], config: DPOConfig) -> list[TokenizedPair]:
+    return [tokenize_pair(tokenizer, p, config.max_length, config.max_prompt_length) for p in pairs]
+
+
+@torch.no_grad()
+def _reference_logps_for(
+    scorer: PairLogps, rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str,
+    dtype: torch.dtype, pad_id: int, should_stop: Callable[[], bool] | None = None,
+) -> dict[int, tuple[float, float]]:
+    """Summed reference log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches."""
+    out: dict[int, tuple[float, float]] = {}
+    batches = length_grouped_batches([rows[i].length for i in indices], config.batch_size, seed=0)
+    for batch in batches:
+        if should_stop and should_stop():
+            raise TrainingCancelled("stopped while computing reference log-probs")
+        chosen_idx = [indices[b] for b in batch]
+        pb = build_pair_batch([rows[i].row() for i in chosen_idx], pad_id).to(device)
+        with _autocast(device, dtype):
+            logps = scorer(pb).float().cpu()
+        n = len(chosen_idx)
+        for k, i in enumerate(chosen_idx):
+            out[i] = (float(logps[k]), float(logps[n + k]))
+    return out
+
+
+def compute_reference_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[tuple[float, float]]:
+    """Summed reference log-probs (chosen, rejected) of every pair under the model in model_dir, input order."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype(config, device)
+    tokenizer = load_tokenizer(model_dir)
+    rows = tokenize_pairs(tokenizer, pairs, config)
+    model = load_model(model_dir, device)
+    found = _reference_logps_for(PairLogps(model), rows, list(range(len(rows))), config, device, dtype, _pad_id(tokenizer))
+    return [found[i] for i in range(len(rows))]
+
+
+def _pad_id(tokenizer) -> int:
+    for tok_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if tok_id is not None:
+            return tok_id
+    return 0
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the learning rate at optimiser step `step` (0-based): linear warm-up, then decay to 0."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _apply_lora(model, config: DPOConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
+    """The configured loss over one batch -> (mean loss, chosen rewards, rejected rewards)."""
+    pc, pr = logps.chunk(2)
+    nc, nr = counts.chunk(2)
+    if config.loss_type in ("sigmoid", "robust", "hinge", "ipo"):
+        if config.loss_type == "ipo":  # IPO works on length-averaged log-probs
+            losses, rc_, rr_ = dpo_loss(pc / nc, pr / nr, ref_c / nc, ref_r / nr, beta=config.beta, loss_type="ipo")
+        else:
+            losses, rc_, rr_ = dpo_loss(
+                pc, pr, ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
+                label_smoothing=config.label_smoothing, preference_prob=prefs,
+            )
+    elif config.loss_type == "kto":
+        # each pair gives one desirable (chosen) and one undesirable (rejected) response; the KL reference point
+        # is the batch's mean policy/reference log-ratio (clamped at 0, not trained)
+        policy = torch.cat([pc, pr])
+        ref = torch.cat([ref_c, ref_r])
+        desirable = torch.cat([torch.ones_like(pc, dtype=torch.bool), torch.zeros_like(pr, dtype=torch.bool)])
+        kl = (policy - ref).mean().clamp(min=0).detach()
+        losses, rewards = kto_loss(
+            policy, ref, desirable, kl, beta=config.beta, desirable_weight=config.kto_desirable_weight,
+            undesirable_weight=config.kto_undesirable_weight,
+        )
+        rc_, rr_ = rewards.chunk(2)
+    elif config.loss_type == "rrhf":
+        avg = torch.stack([pc / nc, pr / nr], dim=1)
+        scores = torch.tensor([[1.0, 0.0]], device=avg.device).expand_as(avg)
+        losses = rrhf_loss(avg, scores, nll_loss(pc, nc))
+        rc_, rr_ = (config.beta * (pc - ref_c)).detach(), (config.beta * (pr - ref_r)).detach()
+    else:
+        raise ValueError(f"unknown loss_type {config.loss_type!r}")
+    loss = losses.mean()
+    if config.rpo_alpha > 0:
+        loss = loss + config.rpo_alpha * nll_loss(pc, nc).mean()
+    return loss, rc_, rr_
+
+
+def train_dpo(
+    config: DPOConfig,
+    model_dir: str | Path,
+    pairs: list[PreferencePair],
+    out_dir: str | Path,
+    *,
+    reference_dir: str | Path | None = None,
+    on_step: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train the policy in model_dir on pairs with config's loss and save it (or its LoRA adapter) into out_dir."""
+    config.validate()
+    start = time.perf_counter()
+    if not pairs:
+        raise ValueError("train_dpo: no pairs to train on")
+    dist = _Dist()
+    device = dist.device
+    dtype = resolve_dtype(config, device)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    tokenizer = load_tokenizer(model_dir)
+    pad_id = _pad_id(tokenizer)
+    rows = tokenize_pairs(tokenizer, pairs, config)
+    truncated = sum(r.truncated for r in rows)
+    keep = [i for i, r in enumerate(rows) if r.chosen_ids and r.rejected_ids and r.chosen_ids != r.rejected_ids]
+    scorable = [i for i, r in enumerate(rows) if r.chosen_ids and r.rejected_ids]
+    if not keep:
+        raise ValueError("train_dpo: every pair was dropped (empty or identical chosen and rejected after truncation)")
+
+    # this rank's share of the reference work and of the training batches
+    mine = scorable[dist.rank :: dist.world]
+    reference: dict[int, tuple[float, float]] = {
+        i: (p.ref_chosen_logp, p.ref_rejected_logp) for i, p in enumerate(pairs) if p.has_reference
+    }
+    missing = [i for i in mine if i not in reference]
+
+    if missing and reference_dir is not None:
+        ref_model = load_model(reference_dir, device)
+        reference.update(
+            _reference_logps_for(PairLogps(ref_model), rows, missing, config, device, dtype, pad_id, should_stop)
+        )
+        del ref_model
+        gc.collect()
+        missing = []
+
+    model = load_model(model_dir, device)
+    if config.lora:
+        model = _apply_lora(model, config)
+    scorer = PairLogps(model)
+
+    if config.sft_warmup_epochs:
+        _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop)
+
+    if missing:
+        # the reference is the starting model: with a fresh LoRA adapter that is the model with adapters off
+        adapters_off = model.disable_adapter() if config.lora else contextlib.nullcontext()
+        with adapters_off:
+            reference.update(_reference_logps_for(scorer, rows, missing, config, device, dtype, pad_id, should_stop))
+
+    gathered = dist.gather([(i, reference[i]) for i in mine if i in reference])
+    reference.update(dict(gathered))
+
+    result = _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop)
+
+    if dist.is_main:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out), safe_serialization=True)
+        tokenizer.save_pretrained(str(out))
+    if dist.accelerator:
+        dist.accelerator.wait_for_everyone()
+
+    seconds = time.perf_counter() - start
+    result.seconds = seconds
+    result.pairs_per_s = result.pairs * config.epochs / seconds
+    result.peak_rss_mb = peak_rss_mb()
+    result.truncated = truncated
+    result.dropped = len(pairs) - len(keep)
+    result.reference_logps = [reference.get(i, (math.nan, math.nan)) for i in range(len(pairs))]
+    return result
+
+
+def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop) -> None:
+    """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed)."""
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    mine = keep[dist.rank :: dist.world]
+    for epoch in range(config.sft_warmup_epochs):
+        for batch in length_grouped_batches([rows[i].length for i in mine], config.batch_size, config.seed + epoch):
+            if should_stop and should_stop():
+                raise TrainingCancelled("stopped during the SFT warm start")
+            pb = build_pair_batch([rows[mine[b]].row() for b in batch], pad_id).to(device)
+            with _autocast(device, dtype):
+                logps = scorer(pb)
+            pc, _ = logps.chunk(2)
+            nc, _ = pb.token_counts.chunk(2)
+            nll_loss(pc, nc).mean().backward()
+            if config.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    del optimizer
+    gc.collect()
+
+
+def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop):
+    mine = keep[dist.rank :: dist.world]
+    lengths = [rows[i].length for i in mine]
+    batches_per_epoch = math.ceil(len(mine) / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+
+    model = scorer
+    if dist.accelerator:
+        model = dist.accelerator.prepare(scorer)
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, config.lr_schedule)
+    )
+    use_prefs = config.loss_type in ("sigmoid", "robust") and any(pairs[i].preference_prob is not None for i in keep)
+
+    step, losses, metrics = 0, [], {}
+    for epoch in range(config.epochs):
+        batches = length_grouped_batches(lengths, config.batch_size, config.seed + epoch)
+        for first in range(0, len(batches), config.grad_accum):
+            if should_stop and should_stop():
+                raise TrainingCancelled(f"stopped at step {step} of {total_steps}")
+            t0 = time.perf_counter()
+            group = batches[first : first + config.grad_accum]
+            sums = torch.zeros(8, dtype=torch.float64)
+            tokens = 0
+            for batch in group:
+                idx = [mine[b] for b in batch]
+                pb = build_pair_batch([rows[i].row() for i in idx], pad_id).to(device)
+                tokens += pb.tokens
+                ref_c = torch.tensor([reference[i][0] for i in idx], device=device)
+                ref_r = torch.tensor([reference[i][1] for i in idx], device=device)
+                prefs = None
+                if use_prefs:
+                    prefs = torch.tensor(
+                        [1 - config.label_smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
+                         for i in idx], device=device,
+                    )
+                with _autocast(device, dtype):
+                    logps = model(pb)
+                logps = logps.float()
+                loss, rc, rr = _pair_loss(config, logps, pb.token_counts.to(device), ref_c, ref_r, prefs)
+                (loss / len(group)).backward()
+                pc, pr = logps.detach().chunk(2)
+                sums += torch.tensor([
+                    float(loss), float(rc.mean()), float(rr.mean()), float((rc > rr).float().mean()),
+                    float((rc - rr).mean()), float(pc.mean()), float(pr.mean()),
+                    float(((rc + rr) / (2 * config.beta)).mean()),
+                ], dtype=torch.float64)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            avg = dist.mean(sums / len(group))
+            losses.append(float(avg[0]))
+            seconds = time.perf_counter() - t0
+            names = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
+                     "logps/chosen", "logps/rejected", "kl")
+            metrics = {name: float(v) for name, v in zip(names, avg, strict=True)}
+            metrics.update(
+                grad_norm=grad_norm, lr=lr, tokens_per_s=tokens * dist.world / seconds,
+                epoch=epoch + (first + len(group)) / len(batches),
+            )
+            if on_step and dist.is_main:
+                on_step(step, total_steps, metrics)
+    return TrainResult(
+        pairs=len(keep), steps=step, mean_loss=sum(losses) / max(1, len(losses)), seconds=0.0, pairs_per_s=0.0,
+        peak_rss_mb=0.0, final_metrics=metrics,
+    )

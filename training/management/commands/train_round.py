@@ -1,0 +1,48 @@
+"""Train one DPO round on all decided pairs so far and register the new version, with a progress bar."""
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from generation.models import ModelVersion
+from generation.services import GenerationError
+from training.models import TrainingRun
+from training.services import TrainingError, run_training, start_training_run
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--version", help="Starting version (default: the current version).")
+        parser.add_argument("--reference", default="base", choices=["base", "start"],
+                            help="Reference model: the base (SFT) version (default) or the starting version.")
+        parser.add_argument("--params", default="{}",
+                            help='DPOConfig fields as JSON, e.g. \'{"beta": 0.1, "epochs": 2}\'.')
+        parser.add_argument("--queue", action="store_true", help="Hand the run to the Celery worker instead.")
+
+    def handle(self, *args, **o):
+        try:
+            params = json.loads(o["params"])
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"train_round: --params is not JSON: {exc}") from None
+        try:
+            version = ModelVersion.objects.get(name=o["version"]) if o["version"] else None
+            run = start_training_run(input_version=version, reference_choice=o["reference"], params=params,
+                                     enqueue=o["queue"])
+        except ModelVersion.DoesNotExist:
+            raise CommandError(f"train_round: no version named {o['version']!r}") from None
+        except (TrainingError, GenerationError) as exc:
+            raise CommandError(f"train_round: {exc}") from None
+        if o["queue"]:
+            self.stdout.write(f"run {run.pk} queued")
+            return
+        with tqdm(desc=f"training run {run.pk}", unit="step") as bar:
+            def progress(step, total, metrics):
+                bar.total = total
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
+            run = run_training(run.pk, progress=progress)
+        if run.status != TrainingRun.SUCCEEDED:
+            raise CommandError(f"train_round: run {run.pk} {run.status}: {run.error}")
+        self.stdout.write(json.dumps({"run": run.pk, "version": run.output_version.name, **run.metrics}))

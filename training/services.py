@@ -1,0 +1,202 @@
+"""What the training app does: start a round, run it (DPO on the decided pairs), register the new version.
+
+The DPO math and loop live in `training.dpo` (no Django); this module connects them to the database: which pairs,
+which reference, cached reference log-probs, progress, the atomic checkpoint and the new ModelVersion.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from generation.models import ModelVersion
+from generation.services import base_version, current_version, register_version, update_mean_length
+
+from .dataset import round_pairs
+from .dpo.config import DPOConfig
+from .dpo.data import PreferencePair
+from .models import ReferenceLogp, TrainingRun, TrainingStep
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 2  # a run whose worker died is started once more, then marked failed
+
+
+class TrainingError(Exception):
+    """Something a person can fix: no labels yet, a round already running, a bad setting."""
+
+
+def start_training_run(
+    *, input_version: ModelVersion | None = None, reference_choice: str = TrainingRun.REF_BASE,
+    params: dict | None = None, user=None, enqueue: bool = True,
+) -> TrainingRun:
+    """Validate the settings, record the run as queued and hand it to the worker."""
+    input_version = input_version or current_version()
+    try:
+        config = DPOConfig.from_dict(params or {})
+    except ValueError as exc:
+        raise TrainingError(f"training settings: {exc}") from None
+    if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):
+        raise TrainingError(f"reference must be 'base' or 'start' (got {reference_choice!r})")
+    reference = base_version(input_version) if reference_choice == TrainingRun.REF_BASE else input_version
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(
+                input_version=input_version, reference_version=reference, reference_choice=reference_choice,
+                params=config.to_dict(), created_by=user,
+            )
+    except IntegrityError:
+        raise TrainingError(f"a training round on version {input_version.name!r} is already queued or running") from None
+    if enqueue:
+        from .tasks import run_training
+
+        transaction.on_commit(lambda: run_training.delay(run.pk))
+    return run
+
+
+def cancel_training_run(run: TrainingRun) -> None:
+    TrainingRun.objects.filter(pk=run.pk, status__in=[TrainingRun.QUEUED, TrainingRun.RUNNING]).update(
+        status=TrainingRun.CANCELLED, finished=timezone.now()
+    )
+
+
+def _claim(run_id: int) -> TrainingRun | None:
+    """Mark the run running; None when there is nothing to do (finished, cancelled, or out of attempts)."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        if run.status not in (TrainingRun.QUEUED, TrainingRun.RUNNING):
+            return None
+        if run.attempts >= MAX_ATTEMPTS:
+            run.status, run.finished = TrainingRun.FAILED, timezone.now()
+            run.error = f"the worker stopped during this run {run.attempts} times (killed or out of memory)"
+            run.save(update_fields=["status", "finished", "error"])
+            return None
+        if run.status == TrainingRun.RUNNING:
+            run.log += f"[{timezone.now():%H:%M:%S}] the worker was lost; starting again\n"
+        run.status, run.attempts, run.started = TrainingRun.RUNNING, run.attempts + 1, timezone.now()
+        run.step, run.progress = 0, 0.0
+        run.save(update_fields=["status", "attempts", "started", "step", "progress", "log"])
+        TrainingStep.objects.filter(run=run).delete()
+    return run
+
+
+def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | None = None) -> TrainingRun:
+    """Run a queued round to the end; safe to call twice (a finished run is left alone)."""
+    run = _claim(run_id)
+    if run is None:
+        return TrainingRun.objects.get(pk=run_id)
+    out_tmp: Path | None = None
+    try:
+        config = DPOConfig.from_dict(run.params)
+        pairs, rows = round_pairs(reference=run.reference_version, max_length=config.max_length)
+        if not pairs:
+            raise TrainingError("no decided pairs to train on yet: label some pairs first")
+        TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
+        _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "
+                  f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs")
+        settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
+        out_tmp = Path(tempfile.mkdtemp(prefix=".tmp-run-", dir=settings.MODELS_DIR))
+        result = _train(run, config, pairs, out_tmp, progress)
+        _store_reference_logps(run, config, rows, result.reference_logps)
+        version = _register(run, config, out_tmp)
+        out_tmp = None
+        run.refresh_from_db()
+        run.status, run.finished, run.output_version, run.progress = TrainingRun.SUCCEEDED, timezone.now(), version, 1.0
+        run.metrics = dict(run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
+                           pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
+                           truncated=result.truncated, dropped=result.dropped)
+        run.save()
+        _log(run, f"registered version {version.name!r} as current")
+    except Exception as exc:
+        from .dpo.trainer import TrainingCancelled
+
+        if isinstance(exc, TrainingCancelled):
+            _log(run, "cancelled")
+        else:
+            log.exception("training run %s failed", run.pk)
+            message = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
+            TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.FAILED, error=message,
+                                                         finished=timezone.now())
+        if out_tmp is not None:
+            shutil.rmtree(out_tmp, ignore_errors=True)
+    run.refresh_from_db()
+    return run
+
+
+def _train(run: TrainingRun, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path, progress=None):
+    from .dpo.trainer import train_dpo
+
+    last_write = [0.0]
+
+    def on_step(step: int, total: int, metrics: dict) -> None:
+        TrainingStep.objects.update_or_create(run=run, step=step, defaults={"data": metrics})
+        now = time.monotonic()
+        if now - last_write[0] > 0.5 or step == total:
+            last_write[0] = now
+            TrainingRun.objects.filter(pk=run.pk).update(
+                step=step, total_steps=total, progress=step / max(total, 1), metrics=metrics
+            )
+        if progress:
+            progress(step, total, metrics)
+
+    def should_stop() -> bool:
+        return TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.CANCELLED).exists()
+
+    return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
+                     reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop)
+
+
+def _full_path(version: ModelVersion) -> str:
+    if version.kind == ModelVersion.LORA:
+        raise TrainingError(f"version {version.name!r} is a LoRA adapter: train from a full checkpoint")
+    return version.path
+
+
+def _store_reference_logps(run, config, rows, reference_logps) -> None:
+    """Cache log pi_ref per (response, reference, max length): later epochs and rounds reuse them."""
+    objs = []
+    for (chosen, rejected), (ref_c, ref_r) in zip(rows, reference_logps, strict=True):
+        for response, value in ((chosen, ref_c), (rejected, ref_r)):
+            objs.append(ReferenceLogp(response=response, reference=run.reference_version,
+                                      max_length=config.max_length, logp=value))
+    ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
+
+
+def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersion:
+    """Rename the finished checkpoint into place, then record the version: no version without a whole checkpoint."""
+    parent = run.input_version
+    name = _next_name(parent.round + 1)
+    final = settings.MODELS_DIR / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(out_tmp, final)
+    kind = ModelVersion.LORA if config.lora else ModelVersion.FULL
+    base = parent if config.lora else None
+    try:
+        version = register_version(name, final, parent=parent, kind=kind, base=base)
+    except Exception:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    update_mean_length(version)
+    return version
+
+
+def _next_name(round_number: int) -> str:
+    name, n = f"round-{round_number}", 1
+    while ModelVersion.objects.filter(name=name).exists():
+        n += 1
+        name = f"round-{round_number}-{n}"
+    return name
+
+
+def _log(run: TrainingRun, line: str) -> None:
+    run.refresh_from_db(fields=["log"])
+    run.log += f"[{timezone.now():%H:%M:%S}] {line}\n"
+    TrainingRun.objects.filter(pk=run.pk).update(log=run.log)
