@@ -48,7 +48,14 @@ class Pair(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["response_a", "response_b"], name="one_pair_per_responses")]
-        indexes = [models.Index(fields=["labels_done", "created"])]
+        indexes = [
+            models.Index(fields=["labels_done", "created"]),
+            # The labelling queue: open regular pairs in serving order, so leasing never scans finished pairs.
+            models.Index(
+                fields=["round", "created"], name="pair_open_queue",
+                condition=models.Q(is_gold=False, labels_done__lt=models.F("labels_needed")),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"pair {self.pk}"

@@ -5,4 +5,10 @@ from . import views
 app_name = "annotate"
 urlpatterns = [
     path("", views.label, name="label"),
+    path("submit/", views.submit, name="submit"),
+    path("skip/", views.skip_pair, name="skip"),
+    path("undo/", views.undo, name="undo"),
+    path("quality/", views.quality, name="quality"),
+    path("import/", views.import_file, name="import"),
+    path("export/", views.export, name="export"),
 ]

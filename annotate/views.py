@@ -1,6 +1,166 @@
-"""Views of the annotate app."""
-from django.http import HttpResponse
+"""Views of the labelling workspace: the label page (full or its htmx partial), quality, import and export."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from . import exporters, importers, services
+from . import quality as quality_report
+from .forms import ExportForm, ImportForm, LabelForm
+from .rendering import word_diff
 
 
-def label(request):
-    return HttpResponse("annotate: coming soon")
+def _staff(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("staff only")
+
+
+def _pair_context(assignment) -> dict:
+    if assignment is None:
+        return {"assignment": None}
+    pair = assignment.pair
+    left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
+    diff_left, diff_right = word_diff(left.text, right.text)
+    prompt = pair.prompt
+    return {
+        "assignment": assignment,
+        "pair": pair,
+        "round": pair.round,
+        "chat": prompt.messages or [{"role": "user", "content": prompt.text}],
+        "left": left,
+        "right": right,
+        "diff_left": diff_left,  # escaped in word_diff
+        "diff_right": diff_right,
+    }
+
+
+def _workspace(request: HttpRequest, assignment, notice: str = "") -> HttpResponse:
+    context = _pair_context(assignment) | {"progress": services.progress_for(request.user), "notice": notice}
+    template = "annotate/_pair.html" if request.htmx else "annotate/label.html"
+    return render(request, template, context)
+
+
+def _next(request: HttpRequest, notice: str = "") -> HttpResponse:
+    if not request.htmx:
+        if notice:
+            messages.info(request, notice)
+        return redirect("annotate:label")
+    return _workspace(request, services.next_pair_for(request.user), notice)
+
+
+def label(request: HttpRequest) -> HttpResponse:
+    """The pair to label now (the whole page, or the workspace alone for htmx)."""
+    return _workspace(request, services.next_pair_for(request.user))
+
+
+@require_POST
+def submit(request: HttpRequest) -> HttpResponse:
+    form = LabelForm(request.POST)
+    if not form.is_valid():
+        return _next(request, "That label was not understood: " + "; ".join(
+            f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    data = form.cleaned_data
+    try:
+        services.record_label(
+            data["pair"], request.user, data["side"], strength=data["strength"] or None, comment=data["comment"],
+            seconds=data["seconds"],
+        )
+    except services.LabelError as err:
+        return _next(request, str(err).capitalize() + ".")
+    return _next(request)
+
+
+@require_POST
+def skip_pair(request: HttpRequest) -> HttpResponse:
+    try:
+        pair_id = int(request.POST.get("pair", ""))
+    except ValueError:
+        return _next(request, "Nothing to skip.")
+    services.skip(request.user, pair_id)
+    return _next(request)
+
+
+@require_POST
+def undo(request: HttpRequest) -> HttpResponse:
+    assignment = services.undo_last_label(request.user)
+    if assignment is None:
+        return _next(request, "Nothing to undo: labels can be undone for a minute.")
+    if not request.htmx:
+        messages.info(request, "Label undone.")
+        return redirect("annotate:label")
+    return _workspace(request, assignment, "Label undone: label this pair again.")
+
+
+def _rounds(value) -> list[int] | None:
+    return [value] if value is not None else None
+
+
+def quality(request: HttpRequest) -> HttpResponse:
+    """Staff: agreement, each annotator's gold accuracy and time per label, and the disagreements."""
+    _staff(request)
+    try:
+        round_number = int(request.GET["round"]) if request.GET.get("round") else None
+    except ValueError:
+        round_number = None
+    rounds = _rounds(round_number)
+    return render(request, "annotate/quality.html", {
+        "agreement": quality_report.agreement(rounds),
+        "annotators": quality_report.annotator_stats(rounds),
+        "disagreements": quality_report.disagreements(rounds),
+        "round_number": round_number,
+    })
+
+
+def import_file(request: HttpRequest) -> HttpResponse:
+    """Staff: upload prompts, pairs or preferences; the same checks and messages as the commands."""
+    _staff(request)
+    problems, result = [], None
+    form = ImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data, upload = form.cleaned_data, form.cleaned_data["file"]
+        suffix = Path(upload.name).suffix.lower()
+        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+            for chunk in upload.chunks():
+                tmp.write(chunk)
+            tmp.flush()
+            try:
+                if data["kind"] == "prompts":
+                    result = importers.import_prompts(tmp.name, split=data["split"], tag=data["tag"], name=upload.name)
+                elif data["kind"] == "pairs":
+                    result = importers.import_pairs(tmp.name, round_number=data["round"], name=upload.name)
+                else:
+                    result = importers.import_preferences(
+                        tmp.name, fmt=data["format"], round_number=data["round"], name=upload.name
+                    )
+            except importers.ImportProblem as problem:
+                problems = problem.problems[:50]
+    status = 400 if problems or (request.method == "POST" and not form.is_valid()) else 200
+    return render(request, "annotate/import.html", {"form": form, "problems": problems, "result": result},
+                  status=status)
+
+
+def export(request: HttpRequest) -> HttpResponse:
+    """Staff: download the decided pairs as TRL JSONL or Parquet."""
+    _staff(request)
+    form = ExportForm(request.GET or None)
+    if request.GET.get("download") and form.is_valid():
+        data = form.cleaned_data
+        fmt = data["format"]
+        tmp = tempfile.NamedTemporaryFile(suffix=f".{fmt}", delete=False)
+        tmp.close()
+        exporters.export_preferences(
+            tmp.name, fmt=fmt, rounds=_rounds(data["round"]), min_agreement=data["min_agreement"],
+            include_automatic=data["include_automatic"], soft_labels=data["soft_labels"],
+        )
+        name = f"preferences-{timezone.now():%Y%m%d-%H%M%S}.{fmt}"
+        response = FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=name)
+        Path(tmp.name).unlink()  # the open handle keeps the data until the response is sent
+        return response
+    return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm()})

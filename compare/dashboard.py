@@ -113,9 +113,9 @@ def run_warnings(run: TrainingRun, series: dict[str, list[tuple[float, float]]] 
     return []
 
 
-def version_rows(ratings_by_name: dict | None = None, lc_by_name: dict | None = None) -> list[VersionRow]:
-    """One row per version, oldest round first, with its rating (if voted on) and the run that made it."""
-    ratings_by_name, lc_by_name = ratings_by_name or {}, lc_by_name or {}
+def version_rows(ratings_by_name: dict | None = None) -> list[VersionRow]:
+    """One row per version, oldest round first, with its rating (leaderboard rows by name) and the run that made it."""
+    ratings_by_name = ratings_by_name or {}
     versions = list(ModelVersion.objects.select_related("parent").order_by("round", "created"))
     runs = {r.output_version_id: r for r in TrainingRun.objects.filter(output_version__isnull=False)}
     lengths = {v.pk: mean_tokens(v) for v in versions}
@@ -124,16 +124,15 @@ def version_rows(ratings_by_name: dict | None = None, lc_by_name: dict | None = 
         row = VersionRow(version=v, mean_tokens=lengths[v.pk], run=runs.get(v.pk))
         if v.name in ratings_by_name:
             r = ratings_by_name[v.name]
-            row.rating, row.low, row.high = r.rating, r.low, r.high
-        if v.name in lc_by_name:
-            row.lc_rating = lc_by_name[v.name].rating
+            row.rating, row.low, row.high, row.lc_rating = r.rating, r.low, r.high, r.lc_rating
         parent_len = lengths.get(v.parent_id) if v.parent_id else None
         if parent_len and row.mean_tokens is not None:
             row.length_growth = row.mean_tokens / parent_len - 1
         if warning := length_warning(row.length_growth):
             row.warnings.append(warning)
         if row.run is not None:
-            row.headline = headline(row.run.metrics)
+            last = row.run.steps.order_by("-step").values_list("data", flat=True).first()
+            row.headline = headline(row.run.metrics) or headline(last or {})
             row.warnings += run_warnings(row.run)
         rows.append(row)
     return rows

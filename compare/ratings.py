@@ -6,6 +6,7 @@ fitting and bootstrapping work on those few counts, so thousands of votes take w
 from __future__ import annotations
 
 import math
+import numbers
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ def wilson_interval(successes: float, n: float, z: float = 1.96) -> tuple[float,
 def _check(m: Matchup, where: str) -> None:
     for name in ("wins_a", "wins_b", "ties", "both_bad"):
         value = getattr(m, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and math.isfinite(value) and value >= 0):
             raise RatingError(f"{where}: {name}={value!r} must be a finite count >= 0")
     if m.a == m.b:
         raise RatingError(f"{where}: a version cannot be compared with itself ({m.a!r})")
@@ -189,22 +190,57 @@ def _wins_totals(counts: np.ndarray, both_bad_as_tie: bool) -> tuple[np.ndarray,
     return wins, totals
 
 
+def _hessian_terms(design: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The few non-zero products design[r, p] * design[r, q] of each row, grouped by flat index p * P + q.
+
+    A row touches at most two versions and the covariate, so the Hessian is a sum of at most 9 terms per row:
+    summing them with reduceat is far cheaper than a dense (batch, rows, params, params) product.
+    """
+    n_params = design.shape[1]
+    flat, rows, coefs = [], [], []
+    for r, line in enumerate(design):
+        cols = np.flatnonzero(line)
+        for p in cols:
+            for q in cols:
+                flat.append(p * n_params + q)
+                rows.append(r)
+                coefs.append(line[p] * line[q])
+    flat, rows, coefs = np.array(flat, dtype=np.int64), np.array(rows, dtype=np.int64), np.array(coefs)
+    order = np.argsort(flat, kind="stable")
+    flat, rows, coefs = flat[order], rows[order], coefs[order]
+    cells, starts = np.unique(flat, return_index=True)
+    return cells, starts, rows, coefs
+
+
 def newton_fit(design: np.ndarray, wins: np.ndarray, totals: np.ndarray, *, max_iter: int = 100) -> np.ndarray:
     """Maximum-likelihood parameters of logit P(win) = design @ theta, for a batch of count vectors.
 
     design: (rows, params); wins, totals: (batch, rows). Returns (batch, params). Newton's method with the step
     capped at 2 nats per parameter, which keeps the (concave) log-likelihood climbing from zero.
     """
+    n_params = design.shape[1]
+    if n_params == 0 or wins.shape[0] == 0:
+        return np.zeros((wins.shape[0], n_params))
+    terms = _hessian_terms(design)
+    chunk = max(1, 4_000_000 // max(len(terms[2]), 1))  # replicates per pass, to bound memory
+    return np.concatenate([
+        _newton(design, wins[k:k + chunk], totals[k:k + chunk], terms, max_iter)
+        for k in range(0, wins.shape[0], chunk)
+    ])
+
+
+def _newton(design, wins, totals, terms, max_iter: int) -> np.ndarray:
+    cells, starts, rows, coefs = terms
     batch, n_params = wins.shape[0], design.shape[1]
     theta = np.zeros((batch, n_params))
-    if n_params == 0:
-        return theta
     ridge = 1e-9 * np.eye(n_params)
     for _ in range(max_iter):
         p = 1.0 / (1.0 + np.exp(-(theta @ design.T)))  # (batch, rows)
         grad = (wins - totals * p) @ design  # (batch, params)
         weight = totals * p * (1 - p)
-        hessian = np.einsum("br,rp,rq->bpq", weight, design, design) + ridge
+        hessian = np.zeros((batch, n_params * n_params))
+        hessian[:, cells] = np.add.reduceat(weight[:, rows] * coefs, starts, axis=1)
+        hessian = hessian.reshape(batch, n_params, n_params) + ridge
         step = np.linalg.solve(hessian, grad[..., None])[..., 0]
         step = np.clip(step, -2.0, 2.0)
         theta += step

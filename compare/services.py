@@ -11,6 +11,7 @@ import math
 import secrets
 from collections.abc import Callable, Iterable
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -101,7 +102,9 @@ def start_compare_job(
     if enqueue:
         from .tasks import answer_compare_job
 
-        transaction.on_commit(lambda: answer_compare_job.delay(job.pk))
+        transaction.on_commit(
+            lambda: answer_compare_job.apply_async((job.pk,), queue=settings.PREFLOOP_GPU_QUEUE)
+        )
     return job
 
 
@@ -122,11 +125,14 @@ def _sampling_config(data: dict):
     return SamplingConfig.from_dict(data)
 
 
-def run_compare_job(job_id: int, *, answer: Answerer | None = None) -> CompareJob:
+def run_compare_job(
+    job_id: int, *, answer: Answerer | None = None, progress: Callable[[int, int], None] | None = None
+) -> CompareJob:
     """Both versions answer every prompt (stored answers reused), then one comparison per prompt, sides random.
 
     Safe to run twice: answers and comparisons already made are kept. `answer` defaults to
-    generation.services.answers_for(version, prompts, config, *, seed, on_progress).
+    generation.services.answers_for(version, prompts, config, *, seed, on_progress); `progress(done, total)` is
+    called as answers come in (a CLI's bar), besides the count recorded on the job.
     """
     answer = answer or _default_answerer()
     job = CompareJob.objects.select_related("version_a", "version_b").get(pk=job_id)
@@ -135,7 +141,7 @@ def run_compare_job(job_id: int, *, answer: Answerer | None = None) -> CompareJo
     CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.RUNNING, started=job.started or timezone.now(),
                                                 error="")
     try:
-        _answer_and_pair(job, answer)
+        _answer_and_pair(job, answer, progress)
     except Exception as exc:  # shown on the page; the worker log has the traceback
         log.exception("compare job %s failed", job.pk)
         CompareJob.objects.filter(pk=job.pk).update(
@@ -146,7 +152,7 @@ def run_compare_job(job_id: int, *, answer: Answerer | None = None) -> CompareJo
     return job
 
 
-def _answer_and_pair(job: CompareJob, answer: Answerer) -> None:
+def _answer_and_pair(job: CompareJob, answer: Answerer, report: Callable[[int, int], None] | None) -> None:
     by_id = Prompt.objects.in_bulk(job.prompt_ids)
     prompts = [by_id[i] for i in job.prompt_ids if i in by_id]
     n, seed = len(prompts), int(job.params.get("seed", 0))
@@ -155,9 +161,13 @@ def _answer_and_pair(job: CompareJob, answer: Answerer) -> None:
     for k, version in enumerate((job.version_a, job.version_b)):
         def progress(done: int, total: int, offset: int = k * n) -> None:
             CompareJob.objects.filter(pk=job.pk).update(done=offset + done)
+            if report:
+                report(offset + done, 2 * n)
 
         answers.append(answer(version, prompts, config, seed=seed, on_progress=progress))
         CompareJob.objects.filter(pk=job.pk).update(done=(k + 1) * n)
+        if report:
+            report((k + 1) * n, 2 * n)
     with transaction.atomic():
         for prompt in prompts:
             Comparison.objects.get_or_create(
@@ -188,6 +198,13 @@ def outcome_for_side(comparison: Comparison, side: str) -> str:
     if side == RIGHT:
         return B if comparison.left_is_a else A
     return side
+
+
+def side_for_outcome(comparison: Comparison, outcome: str) -> str:
+    """Where the chosen answer was shown: "left", "right", or "tie" / "both bad"."""
+    if outcome in (A, B):
+        return LEFT if (outcome == A) == comparison.left_is_a else RIGHT
+    return outcome.replace("_", " ")
 
 
 def record_vote(comparison: Comparison, voter, outcome: str, *, is_automatic: bool = False, judge: str = "") -> Vote:

@@ -1,6 +1,127 @@
-"""Views of the compare app."""
-from django.http import HttpResponse
+"""Views of the compare app: start a comparison set, vote blind, the leaderboard, the rounds dashboard."""
+from django.contrib import messages
+from django.http import HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from training.models import TrainingRun
+
+from . import charts, dashboard, leaderboard, services
+from .forms import StartForm
+from .models import CompareJob, Comparison
 
 
 def index(request):
-    return HttpResponse("compare: coming soon")
+    """The start form (staff) and the comparison sets to vote on."""
+    if request.method == "POST":
+        return _start(request)
+    a, b = services.default_versions()
+    form = StartForm(initial={"version_a": a, "version_b": b})
+    return _index_page(request, form)
+
+def _index_page(request, form, status=200):
+    jobs = CompareJob.objects.select_related("version_a", "version_b")[:20]
+    return render(request, "compare/index.html", {"form": form, "jobs": jobs}, status=status)
+
+def _start(request):
+    if not request.user.is_staff:
+        messages.error(request, "Only staff can start a comparison: it samples from both versions.")
+        return redirect("compare:index")
+    form = StartForm(request.POST)
+    if not form.is_valid():
+        return _index_page(request, form, status=400)
+    data = form.cleaned_data
+    try:
+        job = services.start_compare_job(
+            data["version_a"], data["version_b"], text=data["text"] if data["prompts"] == StartForm.TYPED else "",
+            limit=data["limit"], blind=data["blind"], seed=data["seed"], user=request.user,
+            sampling={"max_new_tokens": data["max_new_tokens"]},
+        )
+    except services.CompareError as exc:
+        form.add_error(None, str(exc))
+        return _index_page(request, form, status=400)
+    return redirect("compare:job", pk=job.pk)
+
+def job(request, pk: int):
+    """A comparison set: progress while it is answered, then one comparison at a time (blind) or all (side by side).
+
+    The htmx partial is the same content, polled while the set is being answered.
+    """
+    job = get_object_or_404(CompareJob, pk=pk)
+    context = {"job": job}
+    if job.status == CompareJob.SUCCEEDED:
+        if job.blind:
+            context["comparison"] = services.next_comparison_for(job, request.user)
+            context["voted"] = job.comparisons.filter(votes__voter=request.user).count()
+            context["count"] = job.comparisons.count()
+            if context["comparison"] is None:
+                context["summary"] = services.job_summary(job)
+        else:
+            context["comparisons"] = job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk")
+    template = "compare/_job.html" if request.htmx else "compare/job.html"
+    return render(request, template, context)
+
+@require_POST
+def vote(request, pk: int):
+    """Record the key pressed (left, right, tie, both_bad), then reveal which version was on which side."""
+    comparison = get_object_or_404(Comparison.objects.select_related("job", "prompt"), pk=pk)
+    if comparison.job is not None and not comparison.job.blind:
+        return HttpResponseBadRequest("this comparison set is not blind: votes on it would not be fair")
+    try:
+        outcome = services.outcome_for_side(comparison, request.POST.get("side", ""))
+    except services.CompareError as exc:
+        return HttpResponseBadRequest(str(exc))
+    try:
+        services.record_vote(comparison, request.user, outcome)
+    except services.CompareError:
+        pass  # a second press of the same key: show the reveal again
+    vote = comparison.votes.get(voter=request.user)
+    context = {"comparison": comparison, "job": comparison.job, "voted_side": services.side_for_outcome(comparison, vote.outcome)}
+    template = "compare/_reveal.html" if request.htmx else "compare/reveal.html"
+    return render(request, template, context)
+
+def leaderboard_view(request):
+    include_automatic = request.GET.get("automatic") == "1"
+    board = leaderboard.build_board(include_automatic=include_automatic)
+    return render(request, "compare/leaderboard.html", {"board": board, "include_automatic": include_automatic})
+
+def rounds(request):
+    """Across rounds: each version's rating and answer length, each training run's stored metrics."""
+    include_automatic = request.GET.get("automatic") == "1"
+    board = leaderboard.build_board(include_automatic=include_automatic, bootstrap=200)
+    rows = dashboard.version_rows({r.version: r for r in board.rows})
+    runs = TrainingRun.objects.select_related("input_version", "output_version")[:50]
+    return render(request, "compare/rounds.html", {
+        "rows": rows, "runs": runs, "anchor": board.anchor, "include_automatic": include_automatic,
+    })
+
+def run(request, run_id: int):
+    """One training run: curves of margin, accuracy, loss and KL, its summary metrics, live while it runs."""
+    run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=run_id)
+    series = dashboard.step_series(run)
+    charts_html, used = [], set()
+    for title, candidates in dashboard.CURVES:
+        key = dashboard.find_key(series, candidates)
+        if key:
+            used.add(key)
+        hlines = {"ln 2": dashboard.LN2} if title == "Loss" else {"0": 0.0} if title == "Reward margin" else {}
+        charts_html.append(charts.line_chart({key or title: series.get(key, [])}, title=title, hlines=hlines))
+    chosen, rejected = (dashboard.find_key(series, keys) for keys in (dashboard.CHOSEN_KEYS, dashboard.REJECTED_KEYS))
+    if chosen and rejected:
+        used |= {chosen, rejected}
+        charts_html.append(charts.line_chart(
+            {"chosen": series[chosen], "rejected": series[rejected]}, title="Chosen and rejected rewards",
+            hlines={"0": 0.0},
+        ))
+    more = [charts.line_chart({k: v}, title=k, width=320, height=160) for k, v in sorted(series.items())
+            if k not in used]
+    summary = dashboard.numeric_items(run.metrics)
+    last = {key: points[-1] for key, points in series.items()}
+    context = {
+        "run": run, "charts": charts_html, "more": more, "headline": dashboard.headline(run.metrics) or dashboard.headline({k: p[1] for k, p in last.items()}),
+        "summary": sorted(summary.items()), "last": sorted(last.items()), "steps": run.steps.count(),
+        "warnings": dashboard.run_warnings(run, series), "has_chosen": bool(chosen),
+    }
+    template = "compare/_run.html" if request.htmx else "compare/run.html"
+    return render(request, template, context)
+

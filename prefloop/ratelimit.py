@@ -17,7 +17,7 @@ from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import cache
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.shortcuts import render
 from django.urls import reverse
 
 
@@ -95,6 +95,6 @@ class LoginRateLimitMiddleware:
             f"{'s' if minutes != 1 else ''}, or ask an administrator to reset your password.",
         )
         context = {"form": AuthenticationForm(request), "next": request.POST.get("next", "")}
-        response = TemplateResponse(request, "registration/login.html", context, status=429)
+        response = render(request, "registration/login.html", context, status=429)
         response["Retry-After"] = str(wait)
         return response

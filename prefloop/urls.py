@@ -12,4 +12,5 @@ urlpatterns = [
     path("annotate/", include("annotate.urls")),
     path("training/", include("training.urls")),
     path("compare/", include("compare.urls")),
+    path("loop/", include("loop.urls")),
 ]

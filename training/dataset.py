@@ -11,7 +11,7 @@ def round_pairs(
     *, reference: ModelVersion, max_length: int, include_automatic: bool = True, rounds: list[int] | None = None,
 ) -> tuple[list[PreferencePair], list[tuple[Response, Response]]]:
     """Every decided pair so far (or of the given labelling rounds) and the (chosen, rejected) responses behind each."""
-    from annotate.services import decided_pairs
+    from annotate.dataset import decided_pairs
 
     decided = decided_pairs(include_automatic=include_automatic, rounds=rounds)
     response_ids = [r.pk for d in decided for r in (d.chosen, d.rejected)]

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-DB_FIXTURES = {"db", "transactional_db", "django_db_setup", "django_db_blocker", "live_server", "django_user_model"}
+# (django_db_blocker is not one: pytest-django's autouse fixtures request it for every test.)
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server",
+               "django_user_model", "admin_user", "admin_client"}
 
 
 def uses_database(item: pytest.Item) -> bool:

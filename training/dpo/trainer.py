@@ -360,7 +360,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                 (loss / len(group)).backward()
                 pc, pr = logps.detach().chunk(2)
                 sums += torch.tensor([
-                    float(loss), float(rc.mean()), float(rr.mean()), float((rc > rr).float().mean()),
+                    float(loss.detach()), float(rc.mean()), float(rr.mean()), float((rc > rr).float().mean()),
                     float((rc - rr).mean()), float(pc.mean()), float(pr.mean()),
                     float(((rc + rr) / (2 * config.beta)).mean()),
                 ], dtype=torch.float64)

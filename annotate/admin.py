@@ -1,0 +1,43 @@
+"""Admin pages for rounds, pairs, assignments, labels and annotator profiles."""
+from django.contrib import admin
+
+from .models import AnnotatorProfile, Assignment, Label, Pair, Round
+
+
+@admin.register(Round)
+class RoundAdmin(admin.ModelAdmin):
+    list_display = ["number", "labels_per_pair", "gold_rate", "active_learning", "created"]
+
+
+class LabelInline(admin.TabularInline):
+    model = Label
+    extra = 0
+    fields = ["annotator", "choice", "side", "left_is_a", "strength", "preference_prob", "seconds", "comment", "created"]
+    readonly_fields = ["created"]
+
+
+@admin.register(Pair)
+class PairAdmin(admin.ModelAdmin):
+    list_display = ["pk", "round", "origin", "is_gold", "gold_choice", "labels_done", "labels_needed", "margin", "created"]
+    list_filter = ["round", "origin", "is_gold"]
+    raw_id_fields = ["prompt", "response_a", "response_b", "job"]
+    inlines = [LabelInline]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ["pk", "pair", "annotator", "state", "left_is_a", "leased_at", "expires_at"]
+    list_filter = ["state"]
+    raw_id_fields = ["pair", "annotator"]
+
+
+@admin.register(Label)
+class LabelAdmin(admin.ModelAdmin):
+    list_display = ["pk", "pair", "annotator", "choice", "side", "strength", "seconds", "is_automatic", "created"]
+    list_filter = ["choice", "is_automatic"]
+    raw_id_fields = ["pair", "annotator"]
+
+
+@admin.register(AnnotatorProfile)
+class AnnotatorProfileAdmin(admin.ModelAdmin):
+    list_display = ["user", "is_automatic", "is_import", "judge_path"]

@@ -1,0 +1,112 @@
+"""The decided pairs: each pair's labels resolved by majority into chosen and rejected responses.
+
+Ties and "both bad" decide a pair without giving a chosen/rejected row; a tie for first place decides nothing.
+Gold pairs are decided by their known answer. The training service builds a round's data set from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from django.db.models import Prefetch, Q
+
+from generation.models import Response
+
+from .agreement import majority
+from .models import TIE, A, B, Label, Pair
+
+
+class DecidedPair(NamedTuple):
+    pair: Pair
+    chosen: Response
+    rejected: Response
+    preference_prob: float
+
+
+@dataclass
+class Decision:
+    """A decided pair with the labels that decided it, for exports and pages."""
+
+    pair: Pair
+    chosen: Response
+    rejected: Response
+    preference_prob: float
+    vote_share: float
+    labels: list[Label] = field(default_factory=list)
+
+
+def _soft_prob(winner: str, labels: list[Label]) -> float:
+    """Probability that the chosen response is preferred, from every a/b/tie vote and its strength."""
+    probs = []
+    for label in labels:
+        if label.choice == TIE:
+            probs.append(0.5)
+        elif label.choice in (A, B):
+            p = label.preference_prob if label.preference_prob is not None else 1.0
+            probs.append(p if label.choice == winner else 1.0 - p)
+    return sum(probs) / len(probs) if probs else 1.0
+
+
+def _strength_prob(winner: str, labels: list[Label]) -> float:
+    """Mean strength of the votes for the chosen response (a vote without a strength counts as 1.0)."""
+    probs = [label.preference_prob if label.preference_prob is not None else 1.0
+             for label in labels if label.choice == winner]
+    return sum(probs) / len(probs) if probs else 1.0
+
+
+def decide(pair: Pair, labels: list[Label], *, soft_labels: bool = False) -> Decision | None:
+    """The pair's chosen and rejected responses, or None if its outcome is a tie, both bad, or undecided."""
+    if pair.is_gold and pair.gold_choice in (A, B):
+        winner, share = pair.gold_choice, 1.0
+        prob = 1.0
+    else:
+        winner, share = majority([label.choice for label in labels])
+        if winner not in (A, B):
+            return None
+        prob = _soft_prob(winner, labels) if soft_labels else _strength_prob(winner, labels)
+    chosen, rejected = (pair.response_a, pair.response_b) if winner == A else (pair.response_b, pair.response_a)
+    return Decision(pair, chosen, rejected, prob, share, labels)
+
+
+def decisions(
+    *,
+    rounds: list[int] | None = None,
+    min_agreement: float | None = None,
+    include_automatic: bool = True,
+    soft_labels: bool = False,
+) -> list[Decision]:
+    """Every decided pair (of the given round numbers), oldest first, with its labels."""
+    labels = Label.objects.select_related("annotator").order_by("created", "pk")
+    if not include_automatic:
+        labels = labels.filter(is_automatic=False)
+    pairs = (
+        Pair.objects.filter(Q(labels_done__gt=0) | Q(is_gold=True, gold_choice__in=[A, B]))
+        .select_related("prompt", "response_a", "response_b", "round")
+        .prefetch_related(Prefetch("labels", queryset=labels, to_attr="counted_labels"))
+        .order_by("pk")
+    )
+    if rounds is not None:
+        pairs = pairs.filter(round__number__in=rounds)
+    out = []
+    for pair in pairs.iterator(chunk_size=500):
+        decision = decide(pair, pair.counted_labels, soft_labels=soft_labels)
+        if decision is None or (min_agreement is not None and decision.vote_share < min_agreement):
+            continue
+        out.append(decision)
+    return out
+
+
+def decided_pairs(
+    *,
+    rounds: list[int] | None = None,
+    min_agreement: float | None = None,
+    include_automatic: bool = True,
+    soft_labels: bool = False,
+) -> list[DecidedPair]:
+    """(pair, chosen, rejected, preference_prob) for every decided pair, the shape the trainer reads."""
+    return [
+        DecidedPair(d.pair, d.chosen, d.rejected, d.preference_prob)
+        for d in decisions(
+            rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic, soft_labels=soft_labels
+        )
+    ]

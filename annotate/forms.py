@@ -1,0 +1,55 @@
+"""Forms of the labelling workspace: a label, the staff upload and the staff export."""
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from .exporters import EXPORT_FORMATS
+from .formats import FORMATS, SUFFIXES
+from .models import SIDES
+
+
+class LabelForm(forms.Form):
+    pair = forms.IntegerField()
+    side = forms.ChoiceField(choices=SIDES)
+    strength = forms.ChoiceField(choices=[("", "—"), ("slight", "slight"), ("clear", "clear")], required=False)
+    comment = forms.CharField(required=False, max_length=5000)
+    seconds = forms.FloatField(required=False, min_value=0)
+
+
+class ImportForm(forms.Form):
+    KINDS = [("prompts", "prompts"), ("pairs", "unlabelled pairs"), ("preferences", "labelled preferences")]
+    kind = forms.ChoiceField(choices=KINDS)
+    file = forms.FileField(help_text="JSONL, CSV or Parquet.")
+    format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="auto", help_text="For preferences.")
+    split = forms.ChoiceField(choices=[("train", "train"), ("eval", "eval")], initial="train", help_text="For prompts.")
+    tag = forms.CharField(required=False, max_length=100)
+    round = forms.IntegerField(required=False, min_value=0, help_text="For pairs and preferences.")
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
+        if upload.size > limit:
+            raise forms.ValidationError(f"{upload.name}: {upload.size:,} bytes is over the limit of {limit:,} bytes")
+        suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+        kind = SUFFIXES.get(suffix)
+        if kind is None:
+            raise forms.ValidationError(f"{upload.name}: expected a .jsonl, .csv or .parquet file")
+        head = upload.read(4096)
+        upload.seek(0)
+        if kind == "parquet" and not head.startswith(b"PAR1"):
+            raise forms.ValidationError(f"{upload.name}: not a Parquet file")
+        if kind != "parquet":
+            if b"\x00" in head:
+                raise forms.ValidationError(f"{upload.name}: not a text file")
+            if kind == "jsonl" and head.strip() and head.lstrip()[:1] not in (b"{", b"["):
+                raise forms.ValidationError(f"{upload.name}: not JSON Lines (rows must be JSON objects)")
+        return upload
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=[(f, f) for f in EXPORT_FORMATS if f != "hf"], initial="jsonl")
+    round = forms.IntegerField(required=False, min_value=0)
+    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1)
+    include_automatic = forms.BooleanField(required=False, initial=True)
+    soft_labels = forms.BooleanField(required=False)

@@ -1,0 +1,42 @@
+"""Export the decided pairs in TRL format (prompt, chosen, rejected) as JSONL, Parquet or a `datasets` folder.
+
+One row per decided pair (majority of its labels; ties and "both bad" give no row), with preference_prob,
+annotator ids and label times.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from annotate.exporters import EXPORT_FORMATS, export_preferences
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("out")
+        parser.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+        parser.add_argument("--round", type=int, action="append", default=None,
+                            help="Only this labelling round (repeat for several).")
+        parser.add_argument("--min-agreement", type=float, default=None,
+                            help="Leave out pairs whose majority has a smaller vote share (0 to 1).")
+        parser.add_argument("--include-automatic", dest="include_automatic", action="store_true", default=True,
+                            help="Count labels from automatic labellers (the default).")
+        parser.add_argument("--no-automatic", dest="include_automatic", action="store_false",
+                            help="Count people's labels only.")
+        parser.add_argument("--soft-labels", action="store_true",
+                            help="preference_prob from the vote share and strengths, not the majority's strength.")
+
+    def handle(self, *args, **options):
+        share = options["min_agreement"]
+        if share is not None and not 0 <= share <= 1:
+            raise CommandError(f"--min-agreement must be between 0 and 1, got {share}")
+        try:
+            count = export_preferences(
+                options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
+                include_automatic=options["include_automatic"], soft_labels=options["soft_labels"],
+            )
+        except OSError as err:
+            raise CommandError(f"{options['out']}: {err.strerror or err}") from None
+        self.stdout.write(f"wrote {count} preference rows to {options['out']}")
+
+

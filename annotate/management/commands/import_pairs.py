@@ -1,0 +1,29 @@
+"""Import unlabelled pairs (JSONL, CSV or Parquet rows with prompt, response_a, response_b) into the queue.
+
+All or nothing: one bad row stores nothing and names the file, line and field. Pairs already present are skipped.
+"""
+from django.core.management.base import BaseCommand, CommandError
+
+from annotate.importers import ImportProblem, import_pairs
+
+from ._progress import bar
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("--round", type=int, default=None, help="Labelling round number (created if missing).")
+        parser.add_argument("--labels-needed", type=int, default=None, help="Labels each pair needs.")
+
+    def handle(self, *args, **options):
+        try:
+            with bar("import pairs") as progress:
+                result = import_pairs(
+                    options["file"], round_number=options["round"], labels_needed=options["labels_needed"],
+                    progress=progress,
+                )
+        except (ImportProblem, OSError) as err:
+            raise CommandError(str(err)) from None
+        self.stdout.write(f"pairs from {options['file']}: {result}")

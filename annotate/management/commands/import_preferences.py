@@ -1,0 +1,30 @@
+"""Import labelled preferences: TRL, Anthropic HH-RLHF transcripts or UltraFeedback-binarised (JSONL, CSV, Parquet).
+
+Each row becomes a pair (chosen as A, rejected as B) with a label by the "import" account. All or nothing: one bad
+row stores nothing and names the file, line and field. Rows already present are skipped.
+"""
+from django.core.management.base import BaseCommand, CommandError
+
+from annotate.formats import FORMATS
+from annotate.importers import ImportProblem, import_preferences
+
+from ._progress import bar
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("--format", choices=FORMATS, default="auto")
+        parser.add_argument("--round", type=int, default=None, help="Labelling round number (created if missing).")
+
+    def handle(self, *args, **options):
+        try:
+            with bar("import preferences") as progress:
+                result = import_preferences(
+                    options["file"], fmt=options["format"], round_number=options["round"], progress=progress
+                )
+        except (ImportProblem, OSError) as err:
+            raise CommandError(str(err)) from None
+        self.stdout.write(f"preferences from {options['file']}: {result}")

@@ -1,0 +1,23 @@
+"""Import prompts from a JSONL, CSV or Parquet file with a `prompt` column (text or a message list).
+
+All or nothing: one bad row stores nothing and names the file, line and field. Prompts already present are skipped.
+"""
+from django.core.management.base import BaseCommand, CommandError
+
+from annotate.importers import ImportProblem, import_prompts
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("--split", choices=["train", "eval"], default="train")
+        parser.add_argument("--tag", default="")
+
+    def handle(self, *args, **options):
+        try:
+            result = import_prompts(options["file"], split=options["split"], tag=options["tag"])
+        except (ImportProblem, OSError) as err:
+            raise CommandError(str(err)) from None
+        self.stdout.write(f"prompts from {options['file']}: {result}")

@@ -1,0 +1,116 @@
+"""Label quality for staff: agreement on pairs labelled by several people, accuracy on gold pairs, time per label,
+and the pairs people disagree on. Outcomes are compared as stored ('a', 'b', 'tie', 'both_bad'), never as sides."""
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from itertools import combinations
+
+from django.contrib.auth import get_user_model
+
+from .agreement import cohen_kappa, krippendorff_alpha
+from .models import Label, Pair
+
+
+@dataclass
+class PairwiseKappa:
+    first: str
+    second: str
+    shared: int
+    kappa: float | None
+
+
+@dataclass
+class Agreement:
+    annotators: int
+    overlapping_pairs: int
+    kappa: float | None  # when exactly two people labelled the overlapping pairs
+    alpha: float | None
+    pairwise: list[PairwiseKappa] = field(default_factory=list)
+
+
+@dataclass
+class AnnotatorStats:
+    username: str
+    labels: int
+    gold_seen: int
+    gold_correct: int
+    median_seconds: float | None
+    mean_seconds: float | None
+    outcomes: dict[str, int]
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_seen if self.gold_seen else None
+
+
+@dataclass
+class Disagreement:
+    pair: Pair
+    votes: dict[str, int]
+    labels: list[Label]
+
+
+def _labels(rounds: list[int] | None, include_automatic: bool):
+    labels = Label.objects.select_related("annotator", "pair")
+    if not include_automatic:
+        labels = labels.filter(is_automatic=False)
+    if rounds is not None:
+        labels = labels.filter(pair__round__number__in=rounds)
+    return labels
+
+
+def agreement(rounds: list[int] | None = None, *, include_automatic: bool = False) -> Agreement:
+    """Cohen's κ (two annotators) and Krippendorff's α (any number) over pairs with two or more labels."""
+    by_pair: dict[int, dict[str, str]] = defaultdict(dict)
+    for pair_id, username, choice in _labels(rounds, include_automatic).values_list(
+        "pair_id", "annotator__username", "choice"
+    ):
+        by_pair[pair_id][username] = choice
+    overlapping = {pid: votes for pid, votes in by_pair.items() if len(votes) >= 2}
+    people = sorted({u for votes in overlapping.values() for u in votes})
+    pairwise = []
+    for first, second in combinations(people, 2):
+        shared = [(v[first], v[second]) for v in overlapping.values() if first in v and second in v]
+        if shared:
+            pairwise.append(PairwiseKappa(first, second, len(shared), cohen_kappa(shared)))
+    kappa = pairwise[0].kappa if len(people) == 2 and pairwise else None
+    alpha = krippendorff_alpha([list(v.values()) for v in overlapping.values()])
+    return Agreement(len(people), len(overlapping), kappa, alpha, pairwise)
+
+
+def annotator_stats(rounds: list[int] | None = None) -> list[AnnotatorStats]:
+    """Each person's number of labels, accuracy on gold pairs and time per label."""
+    rows: dict[int, list] = defaultdict(list)
+    for label in _labels(rounds, include_automatic=True):
+        rows[label.annotator_id].append(label)
+    users = get_user_model().objects.in_bulk(list(rows))
+    out = []
+    for user_id, labels in rows.items():
+        gold = [lb for lb in labels if lb.pair.is_gold and lb.pair.gold_choice]
+        seconds = [lb.seconds for lb in labels if lb.seconds is not None]
+        out.append(AnnotatorStats(
+            username=users[user_id].username,
+            labels=len(labels),
+            gold_seen=len(gold),
+            gold_correct=sum(1 for lb in gold if lb.choice == lb.pair.gold_choice),
+            median_seconds=statistics.median(seconds) if seconds else None,
+            mean_seconds=statistics.fmean(seconds) if seconds else None,
+            outcomes=dict(Counter(lb.choice for lb in labels)),
+        ))
+    return sorted(out, key=lambda s: s.username)
+
+
+def disagreements(rounds: list[int] | None = None, *, limit: int = 200) -> list[Disagreement]:
+    """Pairs whose labels do not all give the same outcome, newest first."""
+    by_pair: dict[int, list[Label]] = defaultdict(list)
+    for label in _labels(rounds, include_automatic=True).order_by("created"):
+        by_pair[label.pair_id].append(label)
+    split = [pid for pid, labels in by_pair.items() if len({lb.choice for lb in labels}) > 1]
+    split.sort(reverse=True)
+    pairs = Pair.objects.select_related("prompt", "round").in_bulk(split[:limit])
+    return [
+        Disagreement(pairs[pid], dict(Counter(lb.choice for lb in by_pair[pid])), by_pair[pid])
+        for pid in split[:limit]
+    ]

@@ -1,0 +1,237 @@
+"""Load test of the labelling workspace over loopback: the real server (gunicorn, 127.0.0.1 only) on a fresh SQLite
+database, 32 annotators with their own sessions, each request being what a key press does: submit a label and get
+the next pair back (one htmx POST). (a) no pause for 60 s, (b) a human pace of one label per 3 s each; then the
+database is checked for duplicate labels and over-assigned pairs. Prints a table with the CPU model name.
+
+    .venv/bin/python bench/labelling_load.py [--annotators 32] [--seconds 60] [--human-seconds 60] [--pairs 20000]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PAIR_ID = re.compile(rb'data-pair="(\d+)"')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setup_django(data_dir: Path) -> None:
+    os.environ["DATABASE_URL"] = f"sqlite:///{data_dir / 'db.sqlite3'}"
+    os.environ["PREFLOOP_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefloop.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def _seed(pairs: int, users: int) -> list[str]:
+    """Pairs in one round needing one label each, and users with a logged-in session each; returns session keys."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from annotate.models import Pair, Round
+    from generation.models import Prompt, Response
+
+    call_command("migrate", verbosity=0, interactive=False)
+    with transaction.atomic():
+        round_ = Round.objects.create(number=1, guidelines="Pick the more helpful answer.")
+        prompts = Prompt.objects.bulk_create(
+            [Prompt(text=f"Question {i}: how does step {i} work?", hash=f"bench-{i}") for i in range(pairs)]
+        )
+        responses = Response.objects.bulk_create(
+            [Response(prompt=p, text=f"Answer {side} to {p.text} " + "Some *markdown* and `code`. " * 8)
+             for p in prompts for side in ("A", "B")]
+        )
+        Pair.objects.bulk_create([
+            Pair(prompt=p, response_a=responses[2 * i], response_b=responses[2 * i + 1], round=round_)
+            for i, p in enumerate(prompts)
+        ])
+        keys = []
+        for i in range(users):
+            user = get_user_model().objects.create_user(f"bench{i}")
+            session = SessionStore()
+            session[SESSION_KEY] = str(user.pk)
+            session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+            session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+            session.create()
+            keys.append(session.session_key)
+    return keys
+
+
+class Annotator:
+    """One person's browser: a keep-alive connection, a session cookie and the pair on screen."""
+
+    def __init__(self, port: int, session_key: str):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.cookies = {"sessionid": session_key}
+        self.pair: str | None = None
+
+    def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> bytes:
+        headers = dict(headers or {})
+        headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        data = response.read()
+        for header, value in response.getheaders():
+            if header.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name.strip()] = rest.split(";", 1)[0]
+        if response.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status}: {data[:200]!r}")
+        return data
+
+    def open_page(self) -> None:
+        page = self._request("GET", "/annotate/")
+        self.csrf = re.search(rb'"X-CSRFToken": "([^"]+)"', page).group(1).decode()
+        found = PAIR_ID.search(page)
+        self.pair = found.group(1).decode() if found else None
+
+    def label(self, side: str) -> float:
+        """Press a key: submit the label and receive the next pair; returns the seconds it took."""
+        body = urllib.parse.urlencode({"pair": self.pair, "side": side, "seconds": "1.5"}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true",
+                   "X-CSRFToken": self.csrf}
+        start = time.perf_counter()
+        data = self._request("POST", "/annotate/submit/", body, headers)
+        elapsed = time.perf_counter() - start
+        found = PAIR_ID.search(data)
+        self.pair = found.group(1).decode() if found else None
+        return elapsed
+
+
+def _drive(annotators: list[Annotator], seconds: float, pause: float) -> tuple[list[float], list[str]]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+    sides = ("left", "right", "tie", "both_bad")
+
+    def run(i: int, annotator: Annotator) -> None:
+        mine = []
+        try:
+            annotator.open_page()
+            if pause:
+                time.sleep(pause * i / len(annotators))  # spread people out over the first interval
+            n = 0
+            while time.monotonic() < deadline and annotator.pair:
+                started = time.monotonic()
+                mine.append(annotator.label(sides[(i + n) % 4]))
+                n += 1
+                if pause:
+                    time.sleep(max(0.0, pause - (time.monotonic() - started)))
+        except Exception as exc:  # reported in the table
+            with lock:
+                errors.append(f"{type(exc).__name__}: {exc}")
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(i, a)) for i, a in enumerate(annotators)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1] if len(values) > 1 else values[0]
+
+
+def _database_checks() -> dict:
+    from django.db.models import Count, F
+
+    from annotate.models import Label, Pair
+
+    return {
+        "labels": Label.objects.count(),
+        "duplicate labels": Label.objects.values("pair", "annotator").annotate(n=Count("pk")).filter(n__gt=1).count(),
+        "over-assigned pairs": Pair.objects.filter(labels_done__gt=F("labels_needed")).count()
+        + Pair.objects.annotate(n=Count("labels")).filter(n__gt=F("labels_needed")).count(),
+        "counter mismatches": Pair.objects.annotate(n=Count("labels")).exclude(n=F("labels_done")).count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--annotators", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60.0, help="Length of the no-pause run.")
+    parser.add_argument("--human-seconds", type=float, default=60.0, help="Length of the human-pace run.")
+    parser.add_argument("--pace", type=float, default=3.0, help="Seconds between labels at human pace.")
+    parser.add_argument("--pairs", type=int, default=20000)
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes.")
+    parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker.")
+    args = parser.parse_args(argv)
+
+    data_dir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
+    _setup_django(data_dir)
+    from prefloop.hardware import cpu_model_name
+
+    t0 = time.perf_counter()
+    sessions = _seed(args.pairs, 2 * args.annotators)
+    print(f"seeded {args.pairs} pairs and {2 * args.annotators} users in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "prefloop.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
+         "--log-level", "warning"],
+        cwd=ROOT, env=dict(os.environ),
+    )
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        n = args.annotators
+        print(f"(a) {n} annotators, no pause, {args.seconds:.0f} s ...", file=sys.stderr)
+        fast, fast_errors = _drive([Annotator(port, s) for s in sessions[:n]], args.seconds, 0.0)
+        print(f"(b) {n} annotators, one label per {args.pace:.0f} s each, {args.human_seconds:.0f} s ...",
+              file=sys.stderr)
+        human, human_errors = _drive([Annotator(port, s) for s in sessions[n:]], args.human_seconds, args.pace)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    checks = _database_checks()
+
+    print(f"\nCPU: {cpu_model_name()} ({os.cpu_count()} cores); server: gunicorn {args.workers} workers x "
+          f"{args.threads} threads, SQLite (WAL, IMMEDIATE); {n} annotators; request = submit label + next pair")
+    print(f"{'run':<26}{'labels':>8}{'labels/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
+    for name, values, seconds, errors in (("(a) no pause", fast, args.seconds, fast_errors),
+                                          (f"(b) one per {args.pace:.0f} s each", human, args.human_seconds,
+                                           human_errors)):
+        if not values:
+            print(f"{name:<26}{0:>8}{'-':>10}{'-':>9}{'-':>9}{'-':>9}{len(errors):>8}")
+            continue
+        print(f"{name:<26}{len(values):>8}{len(values) / seconds:>10.1f}{_quantile(values, 0.5) * 1000:>9.1f}"
+              f"{_quantile(values, 0.99) * 1000:>9.1f}{max(values) * 1000:>9.1f}{len(errors):>8}")
+    for key, value in checks.items():
+        print(f"{key:<26}{value:>8}")
+    for err in (fast_errors + human_errors)[:5]:
+        print("error:", err)
+    bad = checks["duplicate labels"] or checks["over-assigned pairs"] or checks["counter mismatches"]
+    return 1 if bad or fast_errors or human_errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

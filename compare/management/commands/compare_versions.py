@@ -1,0 +1,43 @@
+"""`manage.py compare_versions A B`: both versions answer the eval split (or one prompt) now, in this process."""
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from compare import services
+from generation.models import ModelVersion
+
+
+class Command(BaseCommand):
+    help = "Answer a comparison set with two versions here (no worker) and print where to vote on it."
+
+    def add_arguments(self, parser):
+        parser.add_argument("version_a")
+        parser.add_argument("version_b")
+        parser.add_argument("--limit", type=int, default=8, help="eval prompts to answer (default 8)")
+        parser.add_argument("--prompt", default="", help="one prompt instead of the eval split")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--max-new-tokens", type=int, default=128)
+        parser.add_argument("--side-by-side", action="store_true", help="not blind: names shown, no votes")
+
+    def handle(self, *args, **opts):
+        versions = []
+        for name in (opts["version_a"], opts["version_b"]):
+            version = ModelVersion.objects.filter(name=name).first()
+            if version is None:
+                known = ", ".join(ModelVersion.objects.values_list("name", flat=True)) or "none"
+                raise CommandError(f"no version named {name!r} (known: {known})")
+            versions.append(version)
+        try:
+            job = services.start_compare_job(
+                *versions, text=opts["prompt"], limit=opts["limit"], seed=opts["seed"],
+                blind=not opts["side_by_side"], sampling={"max_new_tokens": opts["max_new_tokens"]}, enqueue=False,
+            )
+            with tqdm(total=job.total, desc="answers", unit="answer") as bar:
+                def progress(done: int, total: int) -> None:
+                    bar.update(done - bar.n)
+
+                job = services.run_compare_job(job.pk, progress=progress)
+        except (services.CompareError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
+        except Exception as exc:  # recorded on the job too
+            raise CommandError(f"answering failed: {type(exc).__name__}: {exc}") from None
+        self.stdout.write(f"comparison set {job.pk}: {job.comparisons.count()} comparisons; vote at /compare/sets/{job.pk}/")

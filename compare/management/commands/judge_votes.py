@@ -1,0 +1,32 @@
+"""`manage.py judge_votes --judge dotted.path`: an automatic judge votes on comparisons it has not voted on yet."""
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from compare import services
+from compare.models import Comparison
+
+
+class Command(BaseCommand):
+    help = "Let a judge (a callable named by dotted path) vote on comparisons; its votes are marked automatic."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--judge", default=settings.PREFLOOP_COMPARE_JUDGE,
+                            help="dotted path of the judge (default: PREFLOOP_COMPARE_JUDGE)")
+        parser.add_argument("--set", type=int, dest="job", help="only this comparison set")
+
+    def handle(self, *args, **opts):
+        if not opts["judge"]:
+            raise CommandError("name a judge with --judge package.module.function (or set PREFLOOP_COMPARE_JUDGE)")
+        comparisons = Comparison.objects.select_related("prompt", "response_a", "response_b").order_by("pk")
+        if opts["job"]:
+            comparisons = comparisons.filter(job_id=opts["job"])
+        try:
+            judge = services.load_judge(opts["judge"])
+            voter = services.judge_voter(opts["judge"])
+            todo = comparisons.exclude(votes__voter=voter)
+            votes = services.judge_comparisons(tqdm(todo, total=todo.count(), desc="judging", unit="comparison"),
+                                               judge, opts["judge"], voter)
+        except services.CompareError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"{opts['judge']}: {len(votes)} new vote{'s' if len(votes) != 1 else ''}")

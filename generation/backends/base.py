@@ -1,0 +1,163 @@
+"""The sampling contract shared by every backend: settings in, K samples per prompt out, each with its log-prob.
+
+`load_backend` picks vLLM where a CUDA GPU and the `vllm` package are present and the `hf` sampler otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+ProgressFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]
+
+
+class GenerationCancelled(Exception):
+    """Raised by `Backend.generate` when its `should_stop` callback answered True."""
+
+
+@dataclass
+class SamplingConfig:
+    """One set of sampling settings, used alike by the page, the command, the task and the backends."""
+
+    n: int = 2  # samples per prompt (K)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    seed: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"sampling setting {name!r}: expected {expected}, got {getattr(self, name)!r}")
+
+        for name in ("n", "max_new_tokens", "seed", "batch_size"):
+            need(isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool), name, "an integer")
+        for name in ("temperature", "top_p"):
+            value = getattr(self, name)
+            need(isinstance(value, int | float) and not isinstance(value, bool), name, "a number")
+        need(self.n >= 1, "n", "at least 1")
+        need(0 <= self.temperature <= 100, "temperature", "a number from 0 (greedy) to 100")
+        need(0 < self.top_p <= 1, "top_p", "a number in (0, 1]")
+        need(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
+        need(self.seed >= 0, "seed", "a non-negative integer")
+        need(self.batch_size >= 1, "batch_size", "at least 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SamplingConfig:
+        """Settings from a dict (a form, a job's params); an unknown key or a bad value raises ValueError naming it."""
+        if not isinstance(d, dict):
+            raise ValueError(f"sampling settings must be a mapping, got {type(d).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key in d:
+            if key not in known:
+                raise ValueError(f"unknown sampling setting {key!r} (known: {', '.join(known)})")
+        values = {}
+        for key, value in d.items():
+            if known[key].type in ("int", int) and isinstance(value, str):
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ValueError(f"sampling setting {key!r}: expected an integer, got {value!r}") from None
+            elif known[key].type in ("float", float):
+                if isinstance(value, str):
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        raise ValueError(f"sampling setting {key!r}: expected a number, got {value!r}") from None
+                elif isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass
+class Sample:
+    """One sampled response."""
+
+    text: str  # decoded without special tokens
+    token_ids: list[int]  # sampled ids, including the final EOS when finish_reason == "stop"
+    finish_reason: str  # "stop" or "length"
+    logp_sum: float  # sum of log-probs of token_ids under the sampling model at temperature 1 (raw log-softmax)
+    extra: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+class Backend(ABC):
+    """A loaded model that samples; `generate` returns `config.n` samples per prompt, in prompt order."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def generate(
+        self, prompts: list[str | list[dict]], config: SamplingConfig, *, seeds: list[int] | None = None,
+        on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+    ) -> list[list[Sample]]: ...
+
+    def close(self) -> None:  # noqa: B027  (optional for backends that hold nothing)
+        """Free the model (and GPU memory); the backend is unusable afterwards."""
+
+
+def check_seeds(prompts: list, seeds: list[int] | None) -> None:
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"seeds: expected one seed per prompt ({len(prompts)}), got {len(seeds)}")
+
+
+def default_seed(config_seed: int, prompt_ids: list[int]) -> int:
+    """The seed of a prompt when none is given: from the job's seed and the prompt itself, never its position,
+    so a prompt gets the same samples wherever it sits in a batch."""
+    digest = hashlib.sha256(f"{config_seed}:{','.join(map(str, prompt_ids))}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def sample_seed(prompt_seed: int, sample_index: int) -> int:
+    """The seed of the j-th sample of a prompt (its random stream), independent of any other sample."""
+    digest = hashlib.sha256(f"prefloop-sample:{prompt_seed}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def vllm_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def load_backend(
+    model_path: str, *, kind: str = "auto", adapter_path: str | None = None, base_path: str | None = None,
+    device: str | None = None, **engine_options,
+) -> Backend:
+    """A backend for a checkpoint (or a LoRA adapter over `base_path`/`model_path`).
+
+    kind: "auto" (vLLM if CUDA and vllm are present, else hf), "vllm" or "hf". engine_options go to the backend
+    (hf: dtype, engine; vllm: tensor_parallel_size, gpu_memory_utilization, adapter_name, ...); options meant for
+    the other backend are ignored.
+    """
+    kind = (kind or "auto").lower()
+    if kind not in ("auto", "hf", "vllm"):
+        raise ValueError(f"backend kind must be 'auto', 'hf' or 'vllm', got {kind!r}")
+    if kind == "auto":
+        use_vllm = (device is None or str(device).startswith("cuda")) and cuda_available() and vllm_importable()
+        kind = "vllm" if use_vllm else "hf"
+    if kind == "vllm":
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(model_path, adapter_path=adapter_path, base_path=base_path, **engine_options)
+    from .hf import HFBackend
+
+    return HFBackend(model_path, adapter_path=adapter_path, base_path=base_path, device=device, **engine_options)

@@ -1,0 +1,276 @@
+"""The transformers backend: fast batched sampling on any CPU (or a GPU without vLLM).
+
+Llama-family models run on `SlotDecoder` with continuous batching: prompts sorted by length, each prompt prefilled
+once for its K samples, a finished slot refilled at once from the waiting samples. Other architectures fall back
+to a plain batched loop over the model's own forward pass. The dtype is the fastest one for this machine.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefloop.chat import prompt_token_ids
+
+from .base import (
+    Backend,
+    GenerationCancelled,
+    ProgressFn,
+    Sample,
+    SamplingConfig,
+    StopFn,
+    check_seeds,
+    default_seed,
+    sample_seed,
+)
+
+VLLM_ONLY_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "adapter_name", "enforce_eager",
+                     "max_model_len", "max_lora_rank", "canary_prompt")
+
+
+@dataclass
+class _Sequence:
+    prompt: int
+    index: int
+    rng: random.Random
+    tokens: list[int] = field(default_factory=list)
+    logp: float = 0.0
+
+
+def _dtype(value, device: str):
+    import torch
+
+    from prefloop.hardware import fastest_dtype
+
+    if value is None or value == "auto":
+        return fastest_dtype(device)
+    if isinstance(value, torch.dtype):
+        return value
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if value not in names:
+        raise ValueError(f"dtype must be one of {', '.join(names)} or 'auto', got {value!r}")
+    return names[value]
+
+
+def load_model(model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
+               device: str = "cpu", dtype=None):
+    """(model, tokenizer) for a full checkpoint, or for a LoRA adapter merged into its base."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_path)
+    if adapter_path is None and (path / "adapter_config.json").exists():
+        adapter_path, path = str(path), Path(base_path) if base_path else None
+        if path is None:
+            import json
+
+            base = json.loads((Path(adapter_path) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            path = Path(base or "")
+    elif adapter_path is not None and base_path is not None:
+        path = Path(base_path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no checkpoint here (config.json missing)")
+    tokenizer_dir = adapter_path if adapter_path and (Path(adapter_path) / "tokenizer_config.json").exists() else path
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    if adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+    return model.to(device).eval(), tokenizer
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
+                 device: str | None = None, dtype=None, engine: str = "auto", **options):
+        from prefloop.hardware import default_device
+
+        unknown = set(options) - set(VLLM_ONLY_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown option(s) for the hf backend: {', '.join(sorted(unknown))}")
+        if engine not in ("auto", "slots", "generic"):
+            raise ValueError(f"engine must be 'auto', 'slots' or 'generic', got {engine!r}")
+        self.device = device or default_device()
+        self.dtype = _dtype(dtype, self.device)
+        self.model, self.tokenizer = load_model(model_path, adapter_path=adapter_path, base_path=base_path,
+                                                device=self.device, dtype=self.dtype)
+        from .decoder import supports
+
+        if engine == "auto":
+            engine = "slots" if supports(self.model) else "generic"
+        elif engine == "slots" and not supports(self.model):
+            raise ValueError(f"the slots engine does not support {type(self.model).__name__}")
+        self.engine = engine
+        self._decoder = None
+        eos = {self.tokenizer.eos_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos])
+        self.eos_ids = {e for e in eos if e is not None}
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+
+    # -- public -----------------------------------------------------------------------------------------------
+
+    def prompt_ids(self, prompt) -> list[int]:
+        return prompt_token_ids(self.tokenizer, prompt)
+
+    def generate(self, prompts, config: SamplingConfig, *, seeds=None, on_progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> list[list[Sample]]:
+        check_seeds(prompts, seeds)
+        ids = [self.prompt_ids(p) for p in prompts]
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        for i, row in enumerate(ids):
+            if limit and len(row) + config.max_new_tokens > limit:
+                raise ValueError(f"prompt {i}: {len(row)} tokens + max_new_tokens {config.max_new_tokens} exceed the "
+                                 f"model's context of {limit}")
+        if seeds is None:
+            seeds = [default_seed(config.seed, row) for row in ids]
+        seqs = [[_Sequence(i, j, random.Random(sample_seed(seeds[i], j))) for j in range(config.n)]
+                for i in range(len(ids))]
+        total = len(ids) * config.n
+        done = [0]
+
+        def finished(seq: _Sequence) -> None:
+            done[0] += 1
+            if on_progress:
+                on_progress(done[0], total)
+
+        if ids:
+            run = self._run_slots if self.engine == "slots" else self._run_generic
+            run(ids, seqs, config, finished, should_stop or (lambda: False))
+        return [[self._to_sample(s) for s in row] for row in seqs]
+
+    def close(self) -> None:
+        self._decoder = None
+        self.model = None
+
+    # -- internals --------------------------------------------------------------------------------------------
+
+    def _to_sample(self, seq: _Sequence) -> Sample:
+        stop = bool(seq.tokens) and seq.tokens[-1] in self.eos_ids
+        return Sample(
+            text=self.tokenizer.decode(seq.tokens, skip_special_tokens=True), token_ids=list(seq.tokens),
+            finish_reason="stop" if stop else "length", logp_sum=float(seq.logp),
+        )
+
+    def _is_done(self, seq: _Sequence, config: SamplingConfig) -> bool:
+        return seq.tokens[-1] in self.eos_ids or len(seq.tokens) >= config.max_new_tokens
+
+    def _decoder_for(self, slots: int, max_len: int):
+        from .decoder import SlotDecoder
+
+        dec = self._decoder
+        if dec is None or dec.slots < slots or dec.max_len < max_len:
+            self._decoder = None  # free the old cache before allocating the new one
+            # Round the cache length up so that jobs of slightly different prompt lengths reuse it.
+            dec = self._decoder = SlotDecoder(self.model, slots, -(-max_len // 64) * 64)
+        return dec
+
+    def _run_slots(self, ids, seqs, config: SamplingConfig, finished, should_stop) -> None:
+        import torch
+
+        from .nucleus import sample_tokens
+
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))  # bucket by length
+        waiting = deque(seq for i in order for seq in seqs[i])
+        dec = self._decoder_for(min(config.batch_size, len(waiting)), max(map(len, ids)) + config.max_new_tokens)
+        prefixes: dict[int, list] = {}  # prompt -> [kv, logits, samples not yet admitted]
+        active: list[_Sequence] = []  # slot s holds active[s]; slots stay dense (0..len-1)
+        positions: list[int] = []
+
+        def admit(slot: int) -> bool:
+            """Fill `slot` with the next waiting sample that outlives its first token; False when none is left."""
+            while waiting:
+                seq = waiting.popleft()
+                entry = prefixes.get(seq.prompt)
+                if entry is None:
+                    kv, logits = dec.prefill(ids[seq.prompt])
+                    entry = prefixes[seq.prompt] = [kv, logits, config.n]
+                entry[2] -= 1
+                token, logp = sample_tokens(entry[1][None], config.temperature, config.top_p, [seq.rng.random()])
+                seq.tokens.append(int(token[0]))
+                seq.logp += float(logp[0])
+                kv = entry[0]
+                if entry[2] == 0:
+                    del prefixes[seq.prompt]
+                if self._is_done(seq, config):
+                    finished(seq)
+                    continue
+                dec.load(slot, kv)
+                if slot == len(active):
+                    active.append(seq)
+                    positions.append(len(ids[seq.prompt]))
+                else:
+                    active[slot], positions[slot] = seq, len(ids[seq.prompt])
+                return True
+            return False
+
+        while len(active) < dec.slots and admit(len(active)):
+            pass
+        while active:
+            if should_stop():
+                raise GenerationCancelled("generation stopped on request")
+            tokens = torch.tensor([s.tokens[-1] for s in active], device=dec.device)
+            logits = dec.step(tokens, torch.tensor(positions, device=dec.device))
+            new, logps = sample_tokens(logits, config.temperature, config.top_p, [s.rng.random() for s in active])
+            ended = []
+            for slot, (seq, token, logp) in enumerate(zip(active, new.tolist(), logps.tolist(), strict=True)):
+                seq.tokens.append(token)
+                seq.logp += logp
+                positions[slot] += 1
+                if self._is_done(seq, config):
+                    finished(seq)
+                    ended.append(slot)
+            for slot in sorted(ended, reverse=True):  # refill, or move the last slot into the hole
+                if admit(slot):
+                    continue
+                last = len(active) - 1
+                if slot != last:
+                    dec.compact_one(last, slot, positions[last])
+                    active[slot], positions[slot] = active[last], positions[last]
+                active.pop()
+                positions.pop()
+
+    def _run_generic(self, ids, seqs, config: SamplingConfig, finished, should_stop) -> None:
+        """Static batches of similar length through the model's own forward pass (any causal LM)."""
+        import torch
+
+        from .nucleus import sample_tokens
+
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+        work = [seq for i in order for seq in seqs[i]]
+        device = self.model.device
+        for start in range(0, len(work), config.batch_size):
+            batch = work[start:start + config.batch_size]
+            width = max(len(ids[s.prompt]) for s in batch)
+            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, seq in enumerate(batch):
+                row = ids[seq.prompt]
+                input_ids[r, width - len(row):] = torch.tensor(row)
+                mask[r, width - len(row):] = 1
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+            live = list(range(len(batch)))
+            past = None
+            with torch.inference_mode():
+                while live:
+                    if should_stop():
+                        raise GenerationCancelled("generation stopped on request")
+                    out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                                     past_key_values=past, use_cache=True, logits_to_keep=1)
+                    past = out.past_key_values
+                    tokens, logps = sample_tokens(out.logits[:, -1], config.temperature, config.top_p,
+                                                  [s.rng.random() for s in batch])
+                    for r in list(live):
+                        seq = batch[r]
+                        seq.tokens.append(int(tokens[r]))
+                        seq.logp += float(logps[r])
+                        if self._is_done(seq, config):
+                            finished(seq)
+                            live.remove(r)
+                    input_ids = tokens[:, None]
+                    mask = torch.cat([mask, mask.new_ones((len(batch), 1))], dim=1)
+                    position_ids = position_ids[:, -1:] + 1

@@ -1,0 +1,93 @@
+"""Which of a prompt's K samples become a pair to label: near duplicates dropped (they make ties), then one pair
+chosen at random, as the most different two, or best against worst by a score (implicit reward or judge).
+Pure functions; no Django.
+"""
+from __future__ import annotations
+
+import difflib
+import random
+import re
+from collections.abc import Sequence
+
+STRATEGIES = ("random", "most_different", "best_worst")
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def similarity(a: str, b: str) -> float:
+    """How alike two texts are, 0..1: the ratio of matching words (and punctuation), case and spacing ignored."""
+    na, nb = _normalise(a), _normalise(b)
+    if na == nb:
+        return 1.0
+    wa, wb = _WORD.findall(na), _WORD.findall(nb)
+    if not wa or not wb:
+        return 0.0
+    return difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
+
+
+def near_duplicate(a: str, b: str, threshold: float = 0.9) -> bool:
+    """True when two samples are the same or nearly so (similarity >= threshold), so a pair of them is a tie."""
+    return similarity(a, b) >= threshold
+
+
+def _text(sample) -> str:
+    return sample if isinstance(sample, str) else sample.text
+
+
+def distinct(samples: Sequence, threshold: float = 0.9) -> list:
+    """The samples (texts or objects with .text) with identical and near-identical ones dropped, first kept."""
+    kept: list = []
+    for sample in samples:
+        if not any(near_duplicate(_text(sample), _text(k), threshold) for k in kept):
+            kept.append(sample)
+    return kept
+
+
+def choose_pairs(
+    texts: list[str], strategy: str = "random", scores: list[float] | None = None, rng: random.Random | None = None,
+    *, max_pairs: int = 1, threshold: float = 0.9,
+) -> list[tuple[int, int]]:
+    """Pairs of indices into `texts` (at most `max_pairs`, one by default), never two near duplicates.
+
+    random: a random pair of distinct samples; most_different: the least similar pair; best_worst: the highest
+    against the lowest score (`scores` required, one per text) among distinct samples. Empty when fewer than two
+    distinct samples exist.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"pairing strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "best_worst":
+        if scores is None or len(scores) != len(texts):
+            raise ValueError(f"best_worst pairing needs one score per sample ({len(texts)}), got "
+                             f"{'none' if scores is None else len(scores)}")
+    if max_pairs < 1:
+        return []
+    rng = rng or random.Random(0)
+    n = len(texts)
+    sim = {(i, j): similarity(texts[i], texts[j]) for i in range(n) for j in range(i + 1, n)}
+    candidates = [(i, j) for (i, j), s in sim.items() if s < threshold]
+    pairs: list[tuple[int, int]] = []
+    used: set[int] = set()
+
+    def free(pair: tuple[int, int]) -> bool:
+        return pair[0] not in used and pair[1] not in used
+
+    if strategy == "random":
+        rng.shuffle(candidates)
+        ordered = candidates
+    elif strategy == "most_different":
+        ordered = sorted(candidates, key=lambda p: (sim[p], p))
+    else:
+        ordered = sorted(candidates, key=lambda p: (-abs(scores[p[0]] - scores[p[1]]), p))
+    for pair in ordered:
+        if len(pairs) >= max_pairs:
+            break
+        if free(pair):
+            i, j = pair
+            if strategy == "best_worst" and scores[j] > scores[i]:
+                pair = (j, i)  # best first
+            pairs.append(pair)
+            used.update(pair)
+    return pairs

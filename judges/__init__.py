@@ -1,0 +1,109 @@
+"""Automatic labellers: a judge is a callable `judge(prompt, response_a, response_b)` named "package.module:attr".
+
+It returns "a", "b", "tie" or "both_bad", or a float, the probability that response_a is better. This package loads
+judges by name and turns their answers into one of the four outcomes; it imports no Django.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
+OUTCOMES = (A, B, TIE, BOTH_BAD)
+TIE_BAND = 0.05  # a probability within this of 0.5 is a tie
+
+Judge = Callable[[str, str, str], object]
+
+
+class JudgeError(Exception):
+    """A judge that cannot be loaded, raised, or returned something that is not a verdict; names the judge."""
+
+
+def load_judge(path: str) -> Judge:
+    """The judge named by `path`: "package.module:attr" (or "package.module.attr").
+
+    With a query, "package.module:factory?key=value&key=value", the attribute is called with those keyword
+    arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40".
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise JudgeError("judge: expected a name such as 'judges.rules:length_target'")
+    path = path.strip()
+    name, _, query = path.partition("?")
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    else:
+        module_name, _, attr = name.rpartition(".")
+    if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + attr.split(".")):
+        raise JudgeError(f"judge {path!r}: expected 'package.module:attr', e.g. 'judges.rules:length_target'")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise JudgeError(f"judge {path!r}: cannot import module {module_name!r}: {exc}") from None
+    try:
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except AttributeError:
+        raise JudgeError(f"judge {path!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if query:
+        kwargs = {key: _number_or_text(value) for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
+        if not callable(target):
+            raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
+        try:
+            target = target(**kwargs)
+        except Exception as exc:
+            raise JudgeError(f"judge {path!r}: building it failed: {type(exc).__name__}: {exc}") from None
+    if not callable(target):
+        raise JudgeError(f"judge {path!r} is not callable (it is a {type(target).__name__})")
+    return target
+
+
+def _number_or_text(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def normalise_verdict(result: object, *, tie_band: float = TIE_BAND) -> str | None:
+    """A judge's answer as "a", "b", "tie" or "both_bad" (in its own argument order); None when it is no verdict.
+
+    Strings must be exactly one of the four outcomes. A number is the probability that the first response is
+    better: within `tie_band` of 0.5 it is a tie. Booleans, NaN and numbers outside [0, 1] are not verdicts.
+    """
+    if isinstance(result, str):
+        return result if result in OUTCOMES else None
+    if isinstance(result, bool) or not isinstance(result, int | float):
+        return None
+    p = float(result)
+    if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+        return None
+    if abs(p - 0.5) <= tie_band:
+        return TIE
+    return A if p > 0.5 else B
+
+
+def verdict(judge: Judge, name: str, prompt: str, response_a: str, response_b: str, *, where: str = "") -> str:
+    """Ask the judge about one pair; a judge that raises or answers anything but a verdict is a JudgeError.
+
+    `where` names the pair in the message (e.g. "pair 12"), so a person can find what the judge choked on.
+    """
+    place = f"judge {name!r}" + (f" on {where}" if where else "")
+    try:
+        result = judge(prompt, response_a, response_b)
+    except Exception as exc:
+        raise JudgeError(f"{place} raised {type(exc).__name__}: {exc}") from exc
+    outcome = normalise_verdict(result)
+    if outcome is None:
+        raise JudgeError(
+            f"{place} returned {result!r}; expected 'a', 'b', 'tie', 'both_bad' or a probability in [0, 1]"
+        )
+    return outcome
+
+
+def swapped(outcome: str) -> str:
+    """The same verdict with the two responses' order swapped."""
+    return {A: B, B: A}.get(outcome, outcome)

@@ -1,0 +1,40 @@
+"""The form behind "run N rounds with judge J": used alike by the loop page and the admin."""
+from django import forms
+from django.conf import settings
+
+from generation.models import ModelVersion
+from loop.models import LoopRun
+
+BUILT_IN_JUDGES = [
+    ("judges.rules:length_target", "rule: nearest to 40 words, never degenerate"),
+    ("judges.rules:prefer_shorter", "rule: shorter sound answer"),
+    ("judges.rules:prefer_list", "rule: more list items"),
+    ("judges.rules:not_degenerate", "rule: sound over degenerate only"),
+]
+
+
+def judge_choices() -> list[tuple[str, str]]:
+    """Judges listed in settings (PREFLOOP_JUDGES), the built-in rules, and an LLM judge over each version."""
+    listed = [(path, path) for path in settings.PREFLOOP_JUDGES]
+    llm = [(f"judges.llm:for_version?name={name}", f"LLM judge: version {name}")
+           for name in ModelVersion.objects.values_list("name", flat=True)]
+    seen, choices = set(), []
+    for value, label in listed + BUILT_IN_JUDGES + llm:
+        if value not in seen:
+            seen.add(value)
+            choices.append((value, label))
+    return choices
+
+
+class LoopRunForm(forms.ModelForm):
+    judge = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = LoopRun
+        fields = ["rounds", "pairs", "judge", "tag", "eval_limit", "seed"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["judge"].choices = judge_choices()
+        self.fields["rounds"].min_value = 1
+        self.fields["pairs"].min_value = 1

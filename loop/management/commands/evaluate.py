@@ -1,0 +1,44 @@
+"""Evaluate version B against version A: both answer the eval prompts, a judge votes blind; prints one JSON line."""
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from generation.models import ModelVersion
+from judges import JudgeError
+from loop.services import LoopError, evaluate
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--a", required=True, help="Version A (e.g. base).")
+        parser.add_argument("--b", required=True, help="Version B (e.g. round-2).")
+        parser.add_argument("--judge", required=True, help='The judge, e.g. "judges.rules:length_target".')
+        parser.add_argument("--split", default="eval", choices=["train", "eval"])
+        parser.add_argument("--tag", default="", help="Only prompts with this tag.")
+        parser.add_argument("--limit", type=int, default=None, help="At most this many prompts.")
+        parser.add_argument("--seed", type=int, default=0, help="Seed of the per-prompt sampling seeds.")
+
+    def handle(self, *args, **o):
+        versions = []
+        for key in ("a", "b"):
+            version = ModelVersion.objects.filter(name=o[key]).first()
+            if version is None:
+                known = ", ".join(ModelVersion.objects.values_list("name", flat=True)) or "none"
+                raise CommandError(f"evaluate: --{key}: no version named {o[key]!r} (known: {known})")
+            versions.append(version)
+        if o["limit"] is not None and o["limit"] < 1:
+            raise CommandError(f"evaluate: --limit must be at least 1 (got {o['limit']})")
+        with tqdm(desc="answering", unit="answer") as bar:
+            def progress(stage, done, total):
+                bar.total = total
+                bar.update(done - bar.n)
+
+            try:
+                result = evaluate(*versions, o["judge"], split=o["split"], tag=o["tag"], limit=o["limit"],
+                                  seed=o["seed"], progress=progress)
+            except (JudgeError, LoopError) as exc:
+                raise CommandError(f"evaluate: {exc}") from None
+        self.stdout.write(json.dumps(result.summary))

@@ -1,0 +1,58 @@
+"""Run R rounds unattended: generate P pairs, label them with a judge, train, evaluate against the base version.
+
+A progress bar on stderr; one JSON line per round on stdout.
+"""
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from judges import JudgeError
+from loop.models import LoopRun
+from loop.services import LoopError, run_loop, start_loop_run
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rounds", type=int, required=True)
+        parser.add_argument("--pairs", type=int, required=True, help="Pairs generated and labelled per round.")
+        parser.add_argument("--judge", required=True, help='The judge, e.g. "judges.rules:length_target".')
+        parser.add_argument("--tag", default="", help="Only prompts with this tag.")
+        parser.add_argument("--eval-limit", type=int, default=64, help="Eval prompts each new version answers.")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--params", default="{}",
+                            help='Loop settings as JSON: {"training": {DPOConfig fields}, "sampling": {...}, '
+                                 '"pairing": "random", "reference": "base"}.')
+
+    def handle(self, *args, **o):
+        try:
+            params = json.loads(o["params"])
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"run_loop: --params is not JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise CommandError("run_loop: --params must be a JSON object")
+        try:
+            run = start_loop_run(rounds=o["rounds"], pairs=o["pairs"], judge=o["judge"], tag=o["tag"],
+                                 eval_limit=o["eval_limit"], seed=o["seed"], params=params, enqueue=False)
+        except (JudgeError, LoopError) as exc:
+            raise CommandError(f"run_loop: {exc}") from None
+        with tqdm(total=100 * run.rounds, desc="round 1", unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+            state = {"round": 0}
+
+            def progress(stage, done, total):
+                run.refresh_from_db(fields=["progress"])
+                bar.set_description(f"round {state['round'] + 1}/{run.rounds} {stage}")
+                bar.update(max(0, int(100 * run.rounds * run.progress) - bar.n))
+
+            def on_round(result):
+                state["round"] += 1
+                if result.get("warning"):
+                    bar.write(f"warning: round {result['round']}: {result['warning']}")
+                self.stdout.write(json.dumps(result))
+                self.stdout.flush()
+
+            run = run_loop(run.pk, progress=progress, on_round=on_round)
+        if run.status != LoopRun.SUCCEEDED:
+            raise CommandError(f"run_loop: run {run.pk} {run.status}: {run.error}")

@@ -1,0 +1,405 @@
+"""What the loop app does: let a judge label the queued pairs, evaluate two versions with a judge, and run
+several rounds of generate → label → train → evaluate unattended.
+
+Commands, the admin and the Celery task call these functions; the work itself is done by the generation,
+annotate, training and compare services.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.models import Assignment
+from compare.models import CompareJob, Comparison, Vote
+from generation.backends.base import SamplingConfig
+from generation.models import ModelVersion, Prompt, Response
+from judges import Judge, JudgeError, load_judge, verdict
+
+from .models import LoopRun
+from .stats import length_warning, win_summary
+
+log = logging.getLogger(__name__)
+
+# Settings a loop round uses unless the run names others (measured in docs/defaults.md).
+TRAINING_DEFAULTS: dict = {}
+SAMPLING_DEFAULTS: dict = {}
+PAIRING_DEFAULT = "random"
+STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class LoopError(Exception):
+    """Something a person can fix: no prompts, a version missing, a round that failed; names what and where."""
+
+
+# ---- judges as annotators -------------------------------------------------------------------------------------
+
+
+def judge_account(path: str):
+    """The annotator account a judge labels and votes as ("judge:<path>", marked automatic, no password)."""
+    from compare.services import judge_voter
+
+    return judge_voter(path)
+
+
+@dataclass
+class LabelSummary:
+    judge: str
+    labels: int
+    outcomes: dict
+
+
+def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | None = None,
+                progress: Progress | None = None) -> LabelSummary:
+    """The judge labels queued pairs that still need labels (up to `limit`), blind, with sides randomised.
+
+    A judge that raises or returns no verdict stops here with a JudgeError naming it and the pair; the labels
+    stored before stay, and the pair it failed on goes back to the queue.
+    """
+    from annotate.services import next_pair_for, record_label
+    from prefloop.chat import prompt_text
+
+    judge = judge or load_judge(judge_path)
+    account = judge_account(judge_path)
+    outcomes = dict.fromkeys(("a", "b", "tie", "both_bad"), 0)
+    done = 0
+    while limit is None or done < limit:
+        assignment = next_pair_for(account)
+        if assignment is None:
+            break
+        pair = assignment.pair
+        left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
+        started = time.perf_counter()
+        try:
+            seen = verdict(judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text,
+                           where=f"pair {pair.pk}")
+        except JudgeError:
+            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
+            raise
+        side = {"a": "left", "b": "right"}.get(seen, seen)
+        label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
+        outcomes[label.choice] += 1
+        done += 1
+        if progress:
+            progress("label", done, limit or done)
+    return LabelSummary(judge=judge_path, labels=done, outcomes=outcomes)
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------------
+
+
+def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:
+    """The prompts an evaluation uses, oldest first (prompts typed on the compare page left out)."""
+    from compare.services import TYPED_TAG
+
+    prompts = Prompt.objects.filter(split=split).exclude(tag=TYPED_TAG).order_by("pk")
+    if tag:
+        prompts = prompts.filter(tag=tag)
+    prompts = list(prompts[:limit] if limit else prompts)
+    if not prompts:
+        where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
+        raise LoopError(f"no prompts in {where}: import some with `manage.py import_prompts FILE --split {split}`")
+    return prompts
+
+
+def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
+    try:
+        return SamplingConfig.from_dict(dict(SAMPLING_DEFAULTS, **(data or {}), **overrides))
+    except ValueError as exc:
+        raise LoopError(str(exc)) from None
+
+
+@dataclass
+class Evaluation:
+    summary: dict
+    job: CompareJob
+    answers_a: dict[int, Response]
+    answers_b: dict[int, Response]
+
+
+def evaluate(
+    version_a: ModelVersion, version_b: ModelVersion, judge_path: str, *, split: str = Prompt.EVAL, tag: str = "",
+    limit: int | None = None, seed: int = 0, sampling: dict | None = None, judge: Judge | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Both versions answer the prompts with the same settings and per-prompt seeds; the judge votes blind.
+
+    The votes are stored as compare votes of the judge's account, marked automatic, on a comparison set of their
+    own; the summary counts them (ties and both-bad count half a win to b).
+    """
+    from compare.services import JudgeError as CompareJudgeError
+    from compare.services import judge_comparisons
+    from generation.services import answers_for
+
+    if version_a.pk == version_b.pk:
+        raise LoopError(f"choose two different versions (both are {version_a.name!r})")
+    judge = judge or load_judge(judge_path)
+    prompts = eval_prompts(split=split, tag=tag, limit=limit)
+    config = sampling_config(sampling, n=1)
+    answers = []
+    for k, version in enumerate((version_a, version_b)):
+        def on_progress(done: int, total: int, offset: int = k * len(prompts)) -> None:
+            if progress:
+                progress("answer", offset + done, 2 * len(prompts))
+
+        answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress))
+    rng = random.Random(seed)
+    with transaction.atomic():
+        job = CompareJob.objects.create(
+            version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
+            params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
+            status=CompareJob.SUCCEEDED, done=2 * len(prompts), total=2 * len(prompts), started=timezone.now(),
+            finished=timezone.now(),
+        )
+        comparisons = [
+            Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
+                                      left_is_a=rng.random() < 0.5)
+            for p in prompts
+        ]
+    account = judge_account(judge_path)
+    try:
+        judge_comparisons(comparisons, judge, judge_path, account)
+    except CompareJudgeError as exc:
+        raise JudgeError(str(exc)) from exc
+    outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
+    summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
+    return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])
+
+
+def kl_to_base(version: ModelVersion, base: ModelVersion, answers: dict[int, Response]) -> float:
+    """Monte-Carlo KL(version || base) in nats per answer: mean of log pi(y) - log pi_base(y) over the version's
+    own sampled answers y, both scored by the trainer's log-prob code under the one chat template."""
+    from training.dpo.config import DPOConfig
+    from training.dpo.data import PreferencePair
+    from training.dpo.trainer import compute_reference_logps
+
+    if not answers:
+        return float("nan")
+    prompts = Prompt.objects.in_bulk(list(answers))
+    # The scorer takes pairs; a one-token "rejected" keeps its extra cost negligible.
+    pairs = [PreferencePair(prompt=prompts[pid].as_input, chosen=r.text, rejected=".") for pid, r in answers.items()]
+    config = DPOConfig(batch_size=8)
+    own = compute_reference_logps(version.path, pairs, config)
+    ref = compute_reference_logps(base.path, pairs, config)
+    return sum(o[0] - r[0] for o, r in zip(own, ref, strict=True)) / len(pairs)
+
+
+# ---- loop runs ------------------------------------------------------------------------------------------------
+
+
+def start_loop_run(
+    *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
+    params: dict | None = None, user=None, enqueue: bool = True,
+) -> LoopRun:
+    """Check the settings (the judge must load, prompts must exist), record the run and queue it."""
+    from generation.services import current_version
+
+    if rounds < 1 or pairs < 1 or eval_limit < 1:
+        raise LoopError(f"rounds, pairs and eval prompts must be at least 1 (got {rounds}, {pairs}, {eval_limit})")
+    load_judge(judge)
+    params = dict(params or {})
+    unknown = set(params) - {"training", "sampling", "pairing", "reference"}
+    if unknown:
+        raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} (known: training, sampling, pairing, reference)")
+    _check_params(params)
+    try:
+        current_version()
+    except Exception as exc:
+        raise LoopError(str(exc)) from None
+    _train_prompts_left(tag)
+    eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
+    run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
+                                 seed=seed, params=params, created_by=user)
+    if enqueue:
+        from .tasks import run_loop_task
+
+        transaction.on_commit(lambda: run_loop_task.delay(run.pk))
+    return run
+
+
+def _check_params(params: dict) -> None:
+    from training.dpo.config import DPOConfig
+
+    sampling_config(params.get("sampling"))
+    try:
+        DPOConfig.from_dict(dict(TRAINING_DEFAULTS, **params.get("training", {})))
+    except ValueError as exc:
+        raise LoopError(f"training settings: {exc}") from None
+    if params.get("reference", "base") not in ("base", "start"):
+        raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
+
+
+def _train_prompts_left(tag: str) -> None:
+    prompts = Prompt.objects.filter(split=Prompt.TRAIN)
+    if tag:
+        prompts = prompts.filter(tag=tag)
+    if not prompts.exists():
+        where = "the train split" + (f" with tag {tag!r}" if tag else "")
+        raise LoopError(f"no prompts in {where}: import some with `manage.py import_prompts FILE --split train`")
+
+
+def _eval_tag(tag: str) -> str:
+    """Eval prompts share the run's tag when any eval prompt has it; otherwise the whole eval split is used."""
+    if tag and Prompt.objects.filter(split=Prompt.EVAL, tag=tag).exists():
+        return tag
+    return ""
+
+
+def cancel_loop_run(run: LoopRun) -> None:
+    LoopRun.objects.filter(pk=run.pk, status__in=[LoopRun.QUEUED, LoopRun.RUNNING]).update(
+        status=LoopRun.CANCELLED, finished=timezone.now()
+    )
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def run_loop(run_id: int, *, progress: Progress | None = None,
+             on_round: Callable[[dict], None] | None = None) -> LoopRun:
+    """Run the rounds not done yet; safe to call again after a crash (finished rounds are kept in `results`)."""
+    with transaction.atomic():
+        run = LoopRun.objects.select_for_update().get(pk=run_id)
+        if not run.is_active:
+            return run
+        run.status, run.started, run.error = LoopRun.RUNNING, run.started or timezone.now(), ""
+        run.save(update_fields=["status", "started", "error"])
+    try:
+        judge = load_judge(run.judge)
+        while len(run.results) < run.rounds:
+            result = _one_round(run, judge, progress)
+            run.results = [*run.results, result]
+            LoopRun.objects.filter(pk=run.pk).update(results=run.results)
+            _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base")
+            if on_round:
+                on_round(result)
+        LoopRun.objects.filter(pk=run.pk).update(status=LoopRun.SUCCEEDED, finished=timezone.now(), progress=1.0,
+                                                 stage="")
+    except _Cancelled:
+        _log(run, "cancelled")
+    except Exception as exc:
+        known = (JudgeError, LoopError)
+        if not isinstance(exc, known):
+            log.exception("loop run %s failed", run.pk)
+        message = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
+        # a run cancelled meanwhile stays cancelled
+        LoopRun.objects.filter(pk=run.pk, status=LoopRun.RUNNING).update(status=LoopRun.FAILED, error=message,
+                                                                          finished=timezone.now())
+    run.refresh_from_db()
+    return run
+
+
+def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
+    from generation.services import (
+        GenerationError,
+        base_version,
+        current_version,
+        run_generation_job,
+        start_generation_job,
+    )
+    from training.models import TrainingRun
+    from training.services import TrainingError, run_training, start_training_run
+
+    index = len(run.results)
+    number = index + 1
+    seconds: dict[str, float] = {}
+    report = _stage_reporter(run, index, progress)
+    params = run.params or {}
+
+    report("generate", 0, 1)
+    clock = time.perf_counter()
+    start = current_version()
+    base = base_version(start)
+    config = sampling_config(params.get("sampling"), seed=run.seed + number)
+    try:
+        job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
+                                   pairing=params.get("pairing", PAIRING_DEFAULT), enqueue=False)
+    except GenerationError as exc:
+        raise LoopError(f"round {number}: {exc}") from None
+    job = run_generation_job(job.pk, progress=lambda d, t: report("generate", d, t))
+    if job.status != "succeeded":
+        raise LoopError(f"round {number}: generation job {job.pk} {job.status}: {job.error}")
+    seconds["generate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    labelled = label_pairs(run.judge, judge=judge, progress=lambda s, d, t: report("label", d, max(t, job.pairs_made)))
+    seconds["label"] = time.perf_counter() - clock
+
+    report("train", 0, 1)
+    clock = time.perf_counter()
+    try:
+        training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
+                                      params=dict(TRAINING_DEFAULTS, **params.get("training", {})), enqueue=False)
+    except TrainingError as exc:
+        raise LoopError(f"round {number}: {exc}") from None
+    training = run_training(training.pk, progress=lambda s, t, m: report("train", s, t))
+    if training.status != TrainingRun.SUCCEEDED:
+        raise LoopError(f"round {number}: training run {training.pk} {training.status}: {training.error}")
+    new = training.output_version
+    seconds["train"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    evaluation = evaluate(base, new, run.judge, tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
+                          sampling=params.get("sampling"), judge=judge, progress=lambda s, d, t: report("evaluate", d, t))
+    kl = kl_to_base(new, base, evaluation.answers_b)
+    seconds["evaluate"] = time.perf_counter() - clock
+
+    tokens = _mean_tokens(evaluation.answers_b)
+    previous = run.results[-1] if run.results else {
+        "win_rate_vs_base": 0.5, "mean_response_tokens": _mean_tokens(evaluation.answers_a)}
+    metrics = training.metrics or {}
+    result = {
+        "round": number, "version": new.name, "pairs": job.pairs_made, "labels": labelled.labels,
+        "train_loss": _num(metrics.get("mean_loss")), "reward_accuracy": _num(metrics.get("rewards/accuracy")),
+        "kl_to_base": _num(kl), "mean_response_tokens": _num(tokens),
+        "base_response_tokens": _num(_mean_tokens(evaluation.answers_a)),
+        "win_rate_vs_base": evaluation.summary["win_rate_b"], "ci95": evaluation.summary["ci95"],
+        "votes": {k: evaluation.summary[k] for k in ("n", "b_wins", "a_wins", "ties", "both_bad")},
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    warning = length_warning(result["win_rate_vs_base"], previous["win_rate_vs_base"], tokens,
+                             previous["mean_response_tokens"])
+    if warning:
+        result["warning"] = warning
+        _log(run, f"round {number}: {warning}")
+    return result
+
+
+def _mean_tokens(answers: dict[int, Response]) -> float:
+    return sum(r.token_count for r in answers.values()) / len(answers) if answers else float("nan")
+
+
+def _num(x) -> float | None:
+    return None if x is None or x != x else round(float(x), 4)
+
+
+def _stage_reporter(run: LoopRun, index: int, progress: Progress | None):
+    """Record the stage and overall progress on the run (at most twice a second) and pass it on; stop if cancelled."""
+    last = [0.0]
+
+    def report(stage: str, done: int, total: int) -> None:
+        low, high = STAGES[stage]
+        fraction = (index + low + (high - low) * min(1.0, done / max(total, 1))) / run.rounds
+        now = time.monotonic()
+        if now - last[0] > 0.5 or done >= total:
+            last[0] = now
+            if LoopRun.objects.filter(pk=run.pk, status=LoopRun.CANCELLED).exists():
+                raise _Cancelled
+            LoopRun.objects.filter(pk=run.pk).update(stage=stage, progress=fraction)
+        if progress:
+            progress(stage, done, total)
+
+    return report
+
+
+def _log(run: LoopRun, line: str) -> None:
+    run.refresh_from_db(fields=["log"])
+    run.log += f"[{timezone.now():%H:%M:%S}] {line}\n"
+    LoopRun.objects.filter(pk=run.pk).update(log=run.log)

@@ -1,0 +1,41 @@
+"""Staff pages of the loop app: start "run N rounds with judge J" and watch each round's figures arrive live."""
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from judges import JudgeError
+
+from . import services
+from .forms import LoopRunForm
+from .models import LoopRun
+
+
+@staff_member_required
+def runs(request):
+    form = LoopRunForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.start_loop_run(user=request.user, **form.cleaned_data)
+        except (services.LoopError, JudgeError) as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Loop run {run.pk} queued.")
+            return redirect("loop:run", pk=run.pk)
+    return render(request, "loop/runs.html", {"form": form, "runs": LoopRun.objects.all()[:20]})
+
+
+@staff_member_required
+def run(request, pk: int):
+    """The run with its per-round table; htmx polls the same URL for the partial while it is active."""
+    loop_run = get_object_or_404(LoopRun, pk=pk)
+    template = "loop/_run.html" if request.htmx else "loop/run.html"
+    return render(request, template, {"run": loop_run})
+
+
+@staff_member_required
+@require_POST
+def cancel(request, pk: int):
+    loop_run = get_object_or_404(LoopRun, pk=pk)
+    services.cancel_loop_run(loop_run)
+    return redirect("loop:run", pk=pk)

@@ -1,0 +1,62 @@
+// Keyboard shortcuts of the labelling page: 1 left, 2 right, 3 tie, 4 both bad, e strength, c comment,
+// d word diff, s skip, u undo, ? keys. htmx does the requests; this script only presses the page's buttons.
+(function () {
+  "use strict";
+  var shownAt = performance.now();
+  var SIDES = { "1": "left", "2": "right", "3": "tie", "4": "both_bad" };
+
+  function typing(el) {
+    return el && (el.tagName === "TEXTAREA" || el.tagName === "SELECT" || el.isContentEditable ||
+      (el.tagName === "INPUT" && !["radio", "checkbox", "button", "submit"].includes(el.type)));
+  }
+  function busy() { return document.querySelector(".htmx-request") !== null; }
+  function press(selector) {
+    var button = document.querySelector(selector);
+    if (button && !busy()) button.click();
+  }
+  function toggleHelp() {
+    var help = document.getElementById("help");
+    if (help) help.hidden = !help.hidden;
+  }
+  function toggleDiff() { document.body.classList.toggle("show-diff"); }
+  function cycleStrength() {
+    var radios = Array.from(document.querySelectorAll("#label-form input[name=strength]"));
+    if (!radios.length) return;
+    var i = radios.findIndex(function (r) { return r.checked; });
+    radios[(i + 1) % radios.length].checked = true;
+  }
+
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    if (typing(e.target)) {
+      if (e.key === "Escape") e.target.blur();
+      return;
+    }
+    var key = e.key;
+    if (SIDES[key]) press('#label-form button[name="side"][value="' + SIDES[key] + '"]');
+    else if (key === "s") press('#workspace [data-key="s"]');
+    else if (key === "u") press('#workspace [data-key="u"]');
+    else if (key === "?") toggleHelp();
+    else if (key === "d") toggleDiff();
+    else if (key === "e") cycleStrength();
+    else if (key === "c") { var box = document.querySelector("#label-form textarea"); if (box) box.focus(); }
+    else if (key === "Escape") { var help = document.getElementById("help"); if (help) help.hidden = true; }
+    else return;
+    e.preventDefault();
+  });
+
+  document.addEventListener("click", function (e) {
+    var target = e.target.closest("[data-action]");
+    if (!target) return;
+    if (target.dataset.action === "help") toggleHelp();
+    if (target.dataset.action === "diff") toggleDiff();
+  });
+
+  // Time from showing a pair to its label, sent with the label.
+  document.addEventListener("htmx:configRequest", function (e) {
+    if (e.detail.elt && e.detail.elt.id === "label-form") {
+      e.detail.parameters.seconds = ((performance.now() - shownAt) / 1000).toFixed(3);
+    }
+  });
+  document.addEventListener("htmx:afterSwap", function () { shownAt = performance.now(); });
+})();

@@ -1,0 +1,41 @@
+"""Rows for annotate tests, made directly (no model runs): prompts, responses, pairs, rounds, users."""
+from __future__ import annotations
+
+import itertools
+
+from django.contrib.auth import get_user_model
+
+from annotate.models import Pair, Round
+from generation.models import Prompt, Response
+
+_n = itertools.count(1)
+
+
+def make_round(number: int | None = None, **fields) -> Round:
+    return Round.objects.create(number=next(_n) + 1000 if number is None else number, **fields)
+
+
+def make_prompt(text: str | None = None, messages: list | None = None, **fields) -> Prompt:
+    text = text or f"Prompt number {next(_n)}: explain something."
+    return Prompt.objects.create(text=text, messages=messages, **fields)
+
+
+def make_pair(
+    prompt: Prompt | None = None, text_a: str | None = None, text_b: str | None = None, *,
+    round: Round | None = None, labels_needed: int = 1, **fields,
+) -> Pair:
+    prompt = prompt or make_prompt()
+    n = next(_n)
+    a = Response.objects.create(prompt=prompt, text=text_a or f"Answer A{n}", source="test")
+    b = Response.objects.create(prompt=prompt, text=text_b or f"Answer B{n}", source="test")
+    return Pair.objects.create(prompt=prompt, response_a=a, response_b=b, round=round, labels_needed=labels_needed,
+                               **fields)
+
+
+def make_pairs(count: int, **fields) -> list[Pair]:
+    return [make_pair(**fields) for _ in range(count)]
+
+
+def make_user(name: str | None = None, password: str | None = None, **fields):
+    """A user; without a password (hashing one costs a noticeable fraction of a second) unless given."""
+    return get_user_model().objects.create_user(name or f"user{next(_n)}", password=password, **fields)

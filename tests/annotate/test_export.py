@@ -1,0 +1,138 @@
+"""From a key press to the exported TRL row: majority, ties and both-bad kept out, soft labels, formats."""
+import json
+import re
+
+import pandas as pd
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+
+from annotate.models import AnnotatorProfile, Label
+from annotate.services import decided_pairs, record_label
+
+from .factories import make_pair, make_prompt, make_round, make_user
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def _export(tmp_path, *args, **options) -> list[dict]:
+    out = tmp_path / "prefs.jsonl"
+    call_command("export_preferences", str(out), *args, **options)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def _panel_text(html: str, side: str) -> str:
+    panel = re.search(rf'data-side="{side}">.*?<div class="md">(.*?)</div>', html, re.S).group(1)
+    return re.sub(r"<.*?>", "", panel).strip()
+
+
+def test_round_trip_from_key_press_to_export(tmp_path, annotator):
+    client = Client()
+    client.force_login(annotator)
+    for i in range(6):
+        make_pair(text_a=f"response A of pair {i}", text_b=f"response B of pair {i}")
+    expected = []
+    html = client.get(reverse("annotate:label")).content.decode()
+    for i, side in enumerate(["left", "right", "left", "right", "tie", "both_bad"]):
+        pair_id = int(re.search(r'data-pair="(\d+)"', html).group(1))
+        shown = {s: _panel_text(html, s) for s in ("left", "right")}
+        if side in ("left", "right"):
+            other = "right" if side == "left" else "left"
+            expected.append((pair_id, shown[side], shown[other]))
+        html = client.post(reverse("annotate:submit"), {"pair": pair_id, "side": side}, **HTMX).content.decode()
+    rows = _export(tmp_path)
+    assert [(r["pair_id"], r["chosen"], r["rejected"]) for r in rows] == sorted(expected)
+    assert all(r["annotator_ids"] == [annotator.pk] and len(r["labelled_at"]) == 1 for r in rows)
+
+
+def _labels(pair, *sides, strength=None):
+    for side in sides:
+        record_label(pair.pk, make_user(), side, strength=strength)  # taken on the spot: left is A
+
+
+def test_majority_decides_and_ties_or_both_bad_give_no_row(tmp_path):
+    prompt = make_prompt(text="Which?")
+    a_wins = make_pair(prompt, "good", "bad", labels_needed=3)
+    _labels(a_wins, "left", "left", "right")
+    tie = make_pair(labels_needed=3)
+    _labels(tie, "tie", "tie", "left")
+    both_bad = make_pair(labels_needed=1)
+    _labels(both_bad, "both_bad")
+    split = make_pair(labels_needed=2)
+    _labels(split, "left", "right")
+    rows = _export(tmp_path)
+    assert [r["pair_id"] for r in rows] == [a_wins.pk]
+    assert (rows[0]["prompt"], rows[0]["chosen"], rows[0]["rejected"]) == ("Which?", "good", "bad")
+    assert rows[0]["vote_share"] == pytest.approx(2 / 3) and len(rows[0]["annotator_ids"]) == 3
+    assert _export(tmp_path, min_agreement=0.7) == []
+
+
+def test_strength_and_soft_labels(tmp_path):
+    pair = make_pair(labels_needed=3)
+    _labels(pair, "left", "left", strength="slight")
+    _labels(pair, "right", strength="clear")
+    hard = _export(tmp_path)[0]
+    assert hard["preference_prob"] == pytest.approx(0.75)  # the majority's own strength
+    soft = _export(tmp_path, "--soft-labels")[0]
+    assert soft["preference_prob"] == pytest.approx((0.75 + 0.75 + 0.0) / 3)
+
+
+def test_automatic_labels_can_be_left_out(tmp_path):
+    judge = make_user("judge")
+    AnnotatorProfile.objects.create(user=judge, is_automatic=True)
+    pair = make_pair()
+    record_label(pair.pk, judge, "left")
+    assert Label.objects.get().is_automatic
+    assert len(_export(tmp_path)) == 1
+    assert _export(tmp_path, "--no-automatic") == []
+    assert decided_pairs(include_automatic=False) == []
+
+
+def test_chats_export_as_conversations_and_rounds_filter(tmp_path):
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"},
+            {"role": "user", "content": "Bye?"}]
+    one, two = make_round(number=1), make_round(number=2)
+    chat_pair = make_pair(make_prompt(messages=chat, text="Bye?"), "Bye!", "...", round=one)
+    text_pair = make_pair(make_prompt(text="Plain"), "x", "y", round=two)
+    for pair in (chat_pair, text_pair):
+        _labels(pair, "left")
+    rows = _export(tmp_path)
+    assert rows[0]["prompt"] == chat and rows[0]["chosen"] == [{"role": "assistant", "content": "Bye!"}]
+    assert rows[1]["prompt"] == [{"role": "user", "content": "Plain"}]
+    only_two = _export(tmp_path, round=[2])
+    assert [r["pair_id"] for r in only_two] == [text_pair.pk] and only_two[0]["prompt"] == "Plain"
+
+
+def test_gold_pairs_use_their_known_answer():
+    gold = make_pair(is_gold=True, gold_choice="b")
+    _labels(gold, "left")  # a wrong answer does not change the truth
+    (decided,) = decided_pairs()
+    assert decided.pair == gold and decided.chosen == gold.response_b and decided.preference_prob == 1.0
+    pair, chosen, rejected, prob = decided
+    assert rejected == gold.response_a
+
+
+def test_parquet_and_hf_formats(tmp_path):
+    pair = make_pair(text_a="alpha", text_b="beta")
+    _labels(pair, "right")
+    call_command("export_preferences", str(tmp_path / "p.parquet"), format="parquet")
+    frame = pd.read_parquet(tmp_path / "p.parquet")
+    assert list(frame["chosen"]) == ["beta"] and list(frame["rejected"]) == ["alpha"]
+    datasets = pytest.importorskip("datasets")
+    call_command("export_preferences", str(tmp_path / "hf"), format="hf")
+    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert loaded[0]["chosen"] == "beta" and set(loaded.column_names) >= {"prompt", "chosen", "rejected"}
+
+
+def test_staff_download_button(client, staff):
+    pair = make_pair(text_a="one", text_b="two")
+    _labels(pair, "left")
+    client.force_login(staff)
+    page = client.get(reverse("annotate:export")).content.decode()
+    assert 'name="download"' in page
+    response = client.get(reverse("annotate:export"), {"format": "jsonl", "download": "1", "include_automatic": "on"})
+    assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
+    row = json.loads(b"".join(response.streaming_content).decode().splitlines()[0])
+    assert (row["chosen"], row["rejected"]) == ("one", "two")

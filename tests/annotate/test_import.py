@@ -1,0 +1,174 @@
+"""Imports: prompts, pairs and preferences (TRL, HH-RLHF, UltraFeedback) from JSONL, CSV and Parquet; all or
+nothing, with the file, line and field named on a bad row."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotate.importers import ImportProblem, import_preferences
+from annotate.models import AnnotatorProfile, Label, Pair
+from generation.models import Prompt, Response, normalised_hash
+
+pytestmark = pytest.mark.django_db
+ROOT = Path(__file__).resolve().parents[2]
+HH_SAMPLE = ROOT.parent / "shared" / "data" / "hh-rlhf-sample.jsonl"
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_prompts_from_jsonl_with_text_and_chats_twice_adds_nothing(tmp_path):
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": "What is DPO?"}, {"prompt": chat}, {"prompt": "what  is DPO?"}])
+    call_command("import_prompts", str(path), split="eval", tag="t1")
+    assert Prompt.objects.count() == 2  # the third is the first with other case and spacing
+    stored = Prompt.objects.get(messages__isnull=False)
+    assert stored.messages == chat and stored.text == "Name a colour." and stored.split == "eval"
+    assert stored.tag == "t1" and stored.hash == normalised_hash(chat)
+    call_command("import_prompts", str(path))
+    assert Prompt.objects.count() == 2
+
+
+def test_prompts_from_csv_and_parquet(tmp_path):
+    pd.DataFrame({"prompt": ["one?", '[{"role": "user", "content": "two?"}]']}).to_csv(tmp_path / "p.csv", index=False)
+    call_command("import_prompts", str(tmp_path / "p.csv"))
+    pd.DataFrame({"prompt": ["three?", "four?"]}).to_parquet(tmp_path / "p.parquet")
+    call_command("import_prompts", str(tmp_path / "p.parquet"))
+    assert sorted(Prompt.objects.values_list("text", flat=True)) == ["four?", "one?", "three?", "two?"]
+    assert Prompt.objects.get(text="two?").messages == [{"role": "user", "content": "two?"}]
+
+
+@pytest.mark.parametrize("rows,expected", [
+    ([{"prompt": "ok"}, {"prompt": "fine"}, {"prompt": ""}], "p.jsonl: line 3: field 'prompt': empty"),
+    ([{"prompt": "ok"}, {"text": "no prompt"}], "p.jsonl: line 2: field 'prompt': missing"),
+    ([{"prompt": "ok"}, "{not json"], "p.jsonl: line 2: not valid JSON"),
+    ([{"prompt": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}],
+     "p.jsonl: line 1: field 'prompt': a chat prompt must end with a user message"),
+    ([{"prompt": 12}], "p.jsonl: line 1: field 'prompt': expected text or a list of messages, got int"),
+])
+def test_one_bad_row_names_file_line_and_field_and_stores_nothing(tmp_path, rows, expected):
+    path = _jsonl(tmp_path / "p.jsonl", rows)
+    with pytest.raises(CommandError) as err:
+        call_command("import_prompts", str(path))
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+    assert not Prompt.objects.exists()
+
+
+def test_csv_lines_count_the_header(tmp_path):
+    (tmp_path / "p.csv").write_text("prompt\nfirst\n\"\"\n")
+    with pytest.raises(ImportProblem, match=r"p.csv: line 3: field 'prompt': empty"):
+        call_command_import = __import__("annotate.importers", fromlist=["import_prompts"]).import_prompts
+        call_command_import(tmp_path / "p.csv")
+
+
+def test_the_command_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
+    path = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"prompt": None}])
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", PREFLOOP_DATA_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "manage.py", "import_prompts", str(path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "CommandError: bad.jsonl: line 2: field 'prompt': missing"
+
+
+def test_unknown_file_type_is_refused(tmp_path):
+    (tmp_path / "p.txt").write_text("prompt\nhi\n")
+    with pytest.raises(CommandError, match=r"p.txt: unknown file type '.txt'"):
+        call_command("import_prompts", str(tmp_path / "p.txt"))
+
+
+def test_pairs_join_the_queue_once(tmp_path):
+    rows = [{"prompt": "Say hi", "response_a": "hi", "response_b": "hello"},
+            {"prompt": [{"role": "user", "content": "Add 2+2"}], "response_a": "4", "response_b": "5"}]
+    path = _jsonl(tmp_path / "pairs.jsonl", rows)
+    call_command("import_pairs", str(path), round=2, labels_needed=3)
+    call_command("import_pairs", str(path), round=2, labels_needed=3)
+    assert Pair.objects.count() == 2 and Response.objects.count() == 4
+    pair = Pair.objects.get(response_a__text="4")
+    assert pair.origin == Pair.IMPORTED and pair.round.number == 2 and pair.labels_needed == 3
+    assert pair.response_a.version is None and pair.labels_done == 0
+
+
+def test_bad_pair_row_names_the_field(tmp_path):
+    path = _jsonl(tmp_path / "pairs.jsonl", [{"prompt": "x", "response_a": "a", "response_b": "b"},
+                                             {"prompt": "y", "response_a": "a"}])
+    with pytest.raises(CommandError, match=r"^pairs.jsonl: line 2: field 'response_b': missing"):
+        call_command("import_pairs", str(path))
+    assert not Pair.objects.exists() and not Prompt.objects.exists()
+
+
+def test_hh_rlhf_sample_imports_as_chats_with_labels_by_the_import_account():
+    assert HH_SAMPLE.exists()
+    call_command("import_preferences", str(HH_SAMPLE), format="hh")
+    pairs = Pair.objects.count()
+    assert 95 <= pairs <= 100  # the sample may repeat a row; repeats are skipped
+    assert Label.objects.count() == pairs and set(Label.objects.values_list("choice", flat=True)) == {"a"}
+    profile = AnnotatorProfile.objects.get(user__username="import")
+    assert profile.is_import and not profile.is_automatic
+    first = json.loads(HH_SAMPLE.read_text().splitlines()[0])
+    pair = Pair.objects.select_related("prompt", "response_a").order_by("pk").first()
+    assert pair.prompt.text.startswith("What are some aspects of religious Islam")
+    assert first["chosen"].endswith(pair.response_a.text)
+    assert pair.labels_done == pair.labels_needed == 1
+    call_command("import_preferences", str(HH_SAMPLE))  # auto-detected, all already there
+    assert Pair.objects.count() == pairs
+
+
+def test_trl_string_and_conversational_and_implicit_prompt(tmp_path):
+    rows = [
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5", "preference_prob": 0.75},
+        {"prompt": [{"role": "user", "content": "Capital of France?"}],
+         "chosen": [{"role": "assistant", "content": "Paris"}], "rejected": [{"role": "assistant", "content": "Rome"}]},
+        {"chosen": [{"role": "user", "content": "Colour of sky?"}, {"role": "assistant", "content": "Blue"}],
+         "rejected": [{"role": "user", "content": "Colour of sky?"}, {"role": "assistant", "content": "Green"}]},
+    ]
+    result = import_preferences(_jsonl(tmp_path / "trl.jsonl", rows), fmt="auto")
+    assert result.created == 3
+    assert Label.objects.get(pair__response_a__text="4").preference_prob == 0.75
+    assert Pair.objects.get(response_a__text="Blue").prompt.text == "Colour of sky?"
+
+
+def test_ultrafeedback_binarised_parquet_with_scores(tmp_path):
+    frame = pd.DataFrame([
+        {"prompt": "Write a haiku", "prompt_id": "x1",
+         "chosen": [{"role": "user", "content": "Write a haiku"}, {"role": "assistant", "content": "Leaves fall"}],
+         "rejected": [{"role": "user", "content": "Write a haiku"}, {"role": "assistant", "content": "No."}],
+         "score_chosen": 8.5, "score_rejected": 3.0},
+        {"prompt": "Say yes", "prompt_id": "x2",
+         "chosen": [{"role": "user", "content": "Say yes"}, {"role": "assistant", "content": "Yes"}],
+         "rejected": [{"role": "user", "content": "Say yes"}, {"role": "assistant", "content": "Yes!"}],
+         "score_chosen": 5.0, "score_rejected": 5.0},
+    ])
+    frame.to_parquet(tmp_path / "uf.parquet")
+    call_command("import_preferences", str(tmp_path / "uf.parquet"), format="ultrafeedback")
+    assert Label.objects.get(pair__response_a__text="Leaves fall").choice == "a"
+    assert Label.objects.get(pair__response_a__text="Yes").choice == "tie"  # equal scores are a tie, kept apart
+
+
+def test_multi_turn_hh_transcript_becomes_a_chat_prompt(tmp_path):
+    dialogue = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a joke"
+    rows = [{"chosen": dialogue + "\n\nAssistant: Why did the chicken cross the road?",
+             "rejected": dialogue + "\n\nAssistant: No."}]
+    call_command("import_preferences", str(_jsonl(tmp_path / "h.jsonl", rows)))
+    pair = Pair.objects.select_related("prompt", "response_a", "response_b").get()
+    assert pair.prompt.messages == [
+        {"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Tell me a joke"},
+    ]
+    assert pair.prompt.text == "Tell me a joke"
+    assert (pair.response_a.text, pair.response_b.text) == ("Why did the chicken cross the road?", "No.")
+
+
+def test_hh_row_whose_dialogues_differ_is_refused(tmp_path):
+    rows = [{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: bye\n\nAssistant: ciao"}]
+    with pytest.raises(CommandError, match=r"^h.jsonl: line 1: field 'rejected': the dialogue before"):
+        call_command("import_preferences", str(_jsonl(tmp_path / "h.jsonl", rows)), format="hh")
+    assert not Label.objects.exists()

@@ -1,0 +1,25 @@
+"""Model text is rendered as markdown but raw HTML is always shown as text."""
+from annotate.rendering import render_markdown, word_diff
+
+
+def test_markdown_renders_code_blocks_and_emphasis():
+    html = render_markdown("Some **bold** text\n\n```python\nif a < b:\n    pass\n```")
+    assert "<strong>bold</strong>" in html
+    assert "<pre><code" in html and "if a &lt; b:" in html
+
+
+def test_raw_html_is_escaped_not_passed_through():
+    html = render_markdown('<script>alert(1)</script> <img src=x onerror=alert(1)>\n\n<div onclick="x">y</div>')
+    assert "<script" not in html and "<img" not in html and "<div" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "onerror=alert(1)" in html  # visible as text
+
+
+def test_javascript_links_lose_their_target():
+    assert "javascript:" not in render_markdown("[click](javascript:alert(1))")
+
+
+def test_word_diff_marks_changed_words_and_escapes():
+    left, right = word_diff("the cat <sat>", "the dog <sat>")
+    assert left == "the <del>cat</del> &lt;sat&gt;"
+    assert right == "the <ins>dog</ins> &lt;sat&gt;"

@@ -1,0 +1,148 @@
+"""The leaderboard and the rounds dashboard show the stored votes and metrics, with the drift warnings."""
+import math
+import re
+
+import pytest
+from django.urls import reverse
+
+from compare import dashboard, services
+from compare.leaderboard import build_board
+from training.models import TrainingRun, TrainingStep
+
+from .conftest import make_comparison, make_version
+
+pytestmark = pytest.mark.django_db
+
+
+def _cell(page: str, version: str, css: str) -> str:
+    row = re.search(rf'<tr data-version="{re.escape(version)}">(.*?)</tr>', page, re.S).group(1)
+    return re.search(rf'<td class="[^"]*\b{css}\b[^"]*">(.*?)</td>', row, re.S).group(1).strip()
+
+
+def _votes(version_a, version_b, voter, outcomes, **kw):
+    for outcome in outcomes:
+        services.record_vote(make_comparison(version_a, version_b, **kw), voter, outcome)
+
+
+def test_leaderboard_shows_the_fitted_ratings(client, annotator, versions):
+    base, child = versions
+    _votes(child, base, annotator, ["a", "a", "a", "b", "tie"])
+    board = build_board(bootstrap=200)
+    assert board.anchor == "zebrafinch-base" and board.votes == 5
+    rating = {r.version: r for r in board.rows}["okapi-round-one"].rating
+    assert rating == pytest.approx(1000 + 400 * math.log10((3.5 + 0.25) / (1.5 + 0.25)), abs=1e-6)
+
+    client.force_login(annotator)
+    page = client.get(reverse("compare:leaderboard")).content.decode()
+    assert _cell(page, "okapi-round-one", "rating") == f"{rating:.0f}"
+    assert _cell(page, "zebrafinch-base", "rating") == "1000"
+    assert _cell(page, "okapi-round-one", "votes") == "5"
+    assert "70%" in page  # win rate of round one against base: 3.5 of 5
+
+
+def test_automatic_votes_are_excluded_unless_asked_for(client, annotator, versions):
+    base, child = versions
+    _votes(child, base, annotator, ["a"])
+    judge = services.judge_voter("compare.judges.prefer_shorter")
+    for _ in range(3):
+        comparison = make_comparison(child, base)
+        services.record_vote(comparison, judge, "b", is_automatic=True, judge="compare.judges.prefer_shorter")
+    client.force_login(annotator)
+    people = client.get(reverse("compare:leaderboard")).content.decode()
+    everyone = client.get(reverse("compare:leaderboard") + "?automatic=1").content.decode()
+    assert _cell(people, "okapi-round-one", "votes") == "1"
+    assert _cell(everyone, "okapi-round-one", "votes") == "4"
+    assert int(_cell(everyone, "okapi-round-one", "rating")) < 1000 < int(_cell(people, "okapi-round-one", "rating"))
+
+
+def test_length_controlled_rating_discounts_longer_answers(annotator, versions):
+    base, child = versions
+    # round one wins when its answer is longer, loses when shorter, and is usually longer
+    _votes(child, base, annotator, ["a"] * 8, tokens=(30, 10))
+    _votes(child, base, annotator, ["b"] * 2, tokens=(10, 30))
+    _votes(child, base, annotator, ["a", "b"], tokens=(10, 10))
+    row = {r.version: r for r in build_board(bootstrap=100).rows}["okapi-round-one"]
+    assert row.rating > 1100 and abs(row.lc_rating - 1000) < 0.5 * (row.rating - 1000)
+
+
+def test_empty_leaderboard_says_so(client, annotator, versions):
+    client.force_login(annotator)
+    assert b"No votes between two versions yet" in client.get(reverse("compare:leaderboard")).content
+
+
+def _run(input_version, output_version, *, status=TrainingRun.SUCCEEDED, metrics=None, losses=(0.69, 0.6, 0.5)):
+    run = TrainingRun.objects.create(input_version=input_version, output_version=output_version, status=status,
+                                     metrics=metrics or {}, step=len(losses), total_steps=len(losses), pairs=32)
+    for step, loss in enumerate(losses, 1):
+        TrainingStep.objects.create(run=run, step=step, data={
+            "loss": loss, "rewards/accuracies": 0.5 + step / 10, "rewards/margins": step / 20, "kl": step / 100,
+            "rewards/chosen": -step / 10, "rewards/rejected": -step / 5, "lr": 1e-6, "note": "text is skipped",
+        })
+    return run
+
+
+def test_run_dashboard_shows_the_stored_metrics(client, annotator, versions):
+    base, child = versions
+    metrics = {"loss": 0.5123, "rewards/accuracies": 0.8125, "rewards/margins": 0.3456, "kl": 0.0123, "pairs": 32}
+    run = _run(base, child, metrics=metrics)
+    client.force_login(annotator)
+    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    for key, value in metrics.items():
+        shown = re.search(rf'<table class="metrics summary">.*?data-key="{re.escape(key)}">([^<]*)<', page, re.S)
+        assert float(shown.group(1)) == pytest.approx(value, rel=1e-4), key
+    cards = re.findall(r'data-metric="([^"]+)">([^<]+)<', page)
+    assert cards == [("Reward margin", "0.3456"), ("Reward accuracy", "0.8125"), ("Loss", "0.5123"),
+                     ("KL to reference", "0.0123")]  # margin and accuracy lead
+    last = re.search(r'<table class="metrics last-step">.*?data-key="loss">([^<]*)<', page, re.S).group(1)
+    assert float(last) == 0.5
+    assert page.count("<svg") == 6  # margin, accuracy, loss, KL, chosen/rejected, lr
+    assert "Chosen rewards often go negative" in page
+    assert "hx-trigger" not in page and "stayed at ln 2" not in page
+
+
+def test_a_running_run_is_polled_and_a_flat_loss_warns(client, annotator, versions):
+    base, _ = versions
+    run = _run(base, None, status=TrainingRun.RUNNING, losses=(0.6931, 0.6932, 0.6931, 0.6930, 0.6931))
+    client.force_login(annotator)
+    partial = client.get(reverse("compare:run", args=[run.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-trigger="every 2s"' in partial and "<html" not in partial
+    assert "the loss stayed at ln 2" in partial
+
+
+def test_a_run_without_a_summary_leads_with_its_latest_step(client, annotator, versions):
+    base, child = versions
+    run = _run(base, child, metrics={}, losses=(0.69, 0.61))
+    client.force_login(annotator)
+    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    assert re.findall(r'data-metric="([^"]+)">([^<]+)<', page)[:3] == [
+        ("Reward margin", "0.1"), ("Reward accuracy", "0.7"), ("Loss", "0.61")]
+    rounds = client.get(reverse("compare:rounds")).content.decode()
+    assert "Loss <strong>0.61</strong>" in rounds
+
+
+def test_flat_loss_rule():
+    assert dashboard.loss_is_flat([0.6931] * 6)
+    assert not dashboard.loss_is_flat([0.6931, 0.69, 0.6, 0.5, 0.45, 0.4])
+    assert not dashboard.loss_is_flat([0.6931] * 3)  # too early to tell
+    assert not dashboard.loss_is_flat([0.5, 0.4, 0.6931, 0.65])
+
+
+def test_rounds_page_shows_each_version_and_warns_on_length_drift(client, annotator, versions):
+    base, child = versions
+    base.mean_response_tokens = 100.0
+    base.save()
+    child.mean_response_tokens = 150.0
+    child.save()
+    grandchild = make_version("tapir-round-two", parent=child, mean_response_tokens=155.0)
+    _run(base, child, metrics={"rewards/margins": 0.25, "rewards/accuracies": 0.75})
+    _votes(child, base, annotator, ["a", "a", "b"])
+    client.force_login(annotator)
+    page = client.get(reverse("compare:rounds")).content.decode()
+    assert _cell(page, "zebrafinch-base", "mean-tokens").startswith("100")
+    assert _cell(page, "okapi-round-one", "mean-tokens").startswith("150")
+    assert _cell(page, "zebrafinch-base", "rating") == "1000"
+    assert "okapi-round-one: answers are 50% longer than the parent" in page
+    assert "tapir-round-two: answers are" not in page  # 3% longer is fine
+    headline = re.search(r'<tr data-version="okapi-round-one">.*?class="headline">(.*?)</td>', page, re.S).group(1)
+    assert "Reward margin <strong>0.25</strong>" in headline and "Reward accuracy <strong>0.75</strong>" in headline
+    assert grandchild.name in page

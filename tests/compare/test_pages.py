@@ -1,0 +1,129 @@
+"""The compare pages: blind until the vote, one vote per person, escaped model text, starting a set."""
+import re
+
+import pytest
+from django.urls import reverse
+
+from compare.models import CompareJob, Vote
+
+from .conftest import make_job, make_prompt
+
+pytestmark = pytest.mark.django_db
+NAMES = ("zebrafinch-base", "okapi-round-one")
+
+
+def test_names_are_hidden_until_the_vote_and_shown_after(client, annotator, versions):
+    base, child = versions
+    job = make_job(child, base, n=2)
+    client.force_login(annotator)
+    page = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    assert 'data-side="left"' in page and 'data-side="right"' in page
+    for name in NAMES:
+        assert name not in page  # not in the text, attributes or comments
+
+    comparison = job.comparisons.order_by("pk").first()
+    after = client.post(reverse("compare:vote", args=[comparison.pk]), {"side": "left"}, HTTP_HX_REQUEST="true")
+    revealed = after.content.decode()
+    assert all(name in revealed for name in NAMES)
+    assert Vote.objects.get(voter=annotator).outcome == "a"  # version A was on the left
+
+    # the next comparison is blind again, and so is the partial htmx fetches
+    nxt = client.get(reverse("compare:job", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert 'data-side="left"' in nxt and not any(name in nxt for name in NAMES)
+    assert "Blind comparison 2 of 2" in nxt
+
+
+def test_sides_follow_the_stored_layout(client, annotator, versions):
+    base, child = versions
+    job = make_job(child, base, n=1, left_is_a=(False,))
+    client.force_login(annotator)
+    page = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    left = re.search(r'data-side="left">(.*?)</article>', page, re.S).group(1)
+    assert "answer of B number 0" in left
+    client.post(reverse("compare:vote", args=[job.comparisons.get().pk]), {"side": "left"})
+    assert Vote.objects.get().outcome == "b"
+
+
+def test_votes_are_stored_per_person(client, annotator, staff, versions):
+    base, child = versions
+    job = make_job(child, base, n=1)
+    comparison = job.comparisons.get()
+    url = reverse("compare:vote", args=[comparison.pk])
+    client.force_login(annotator)
+    client.post(url, {"side": "tie"})
+    again = client.post(url, {"side": "right"})  # a second press changes nothing
+    assert again.status_code == 200
+    client.force_login(staff)
+    client.post(url, {"side": "both_bad"})
+    assert sorted(Vote.objects.values_list("voter__username", "outcome")) == [("ann", "tie"), ("staff", "both_bad")]
+    done = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    assert "all 1 voted" in done and all(name in done for name in NAMES)
+
+
+def test_a_bad_side_is_refused(client, annotator, versions):
+    job = make_job(*versions, n=1)
+    client.force_login(annotator)
+    response = client.post(reverse("compare:vote", args=[job.comparisons.get().pk]), {"side": "up"})
+    assert response.status_code == 400 and b"side must be one of" in response.content
+    assert not Vote.objects.exists()
+
+
+def test_model_text_is_escaped(client, annotator, versions):
+    base, child = versions
+    job = make_job(child, base, n=1)
+    comparison = job.comparisons.get()
+    comparison.response_a.text = 'Sure! <script>alert("x")</script> <img src=x onerror=alert(1)> **bold**'
+    comparison.response_a.save()
+    client.force_login(annotator)
+    page = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert" in page and "<strong>bold</strong>" in page
+
+
+def test_side_by_side_sets_show_names_and_take_no_votes(client, annotator, versions):
+    base, child = versions
+    job = make_job(child, base, n=2, blind=False)
+    client.force_login(annotator)
+    page = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    assert all(name in page for name in NAMES) and page.count('data-side="left"') == 2
+    response = client.post(reverse("compare:vote", args=[job.comparisons.first().pk]), {"side": "left"})
+    assert response.status_code == 400
+
+
+def test_progress_is_polled_while_answering(client, annotator, versions):
+    base, child = versions
+    job = CompareJob.objects.create(version_a=child, version_b=base, prompt_ids=[1, 2], total=4, done=1,
+                                    status=CompareJob.RUNNING)
+    client.force_login(annotator)
+    partial = client.get(reverse("compare:job", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-trigger="every 1s"' in partial and "1 of 4 answers" in partial and "width: 25%" in partial
+    assert "<html" not in partial
+    CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.FAILED, error="RuntimeError: boom")
+    failed = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    assert "RuntimeError: boom" in failed and "hx-trigger" not in failed
+
+
+def test_staff_start_a_set_and_others_cannot(client, staff, annotator, versions, django_capture_on_commit_callbacks):
+    base, child = versions
+    make_prompt()
+    client.force_login(annotator)
+    client.post(reverse("compare:index"), {"version_a": child.pk, "version_b": base.pk, "prompts": "eval",
+                                           "limit": 5, "seed": 0, "blind": "on"})
+    assert not CompareJob.objects.exists()
+
+    client.force_login(staff)
+    index = client.get(reverse("compare:index")).content.decode()
+    assert f'<option value="{child.pk}" selected>' in index  # default: current version as A, its parent as B
+    form = {"version_a": child.pk, "version_b": child.pk, "prompts": "eval", "limit": 5, "seed": 0, "max_new_tokens": 64}
+    same = client.post(reverse("compare:index"), form)
+    assert same.status_code == 400 and b"Choose a different version" in same.content
+    from unittest import mock
+
+    with mock.patch("compare.tasks.answer_compare_job.apply_async") as send:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(reverse("compare:index"), dict(form, version_b=base.pk, prompts="typed",
+                                                                    text="Name three rivers."))
+    job = CompareJob.objects.get()
+    assert response.status_code == 302 and response.url == reverse("compare:job", args=[job.pk])
+    assert not job.blind and send.call_args.args[0] == (job.pk,)
+    assert job.params["sampling"] == {"max_new_tokens": 64}

@@ -1,0 +1,175 @@
+"""Bradley–Terry ratings on small vote tables against closed forms and a direct maximum-likelihood search."""
+import math
+
+import numpy as np
+import pytest
+
+from compare.ratings import Matchup, RatingError, fit_ratings, log_likelihood, merge_pairs, wilson_interval, win_rates
+
+
+def elo(odds: float) -> float:
+    return 400 * math.log10(odds)
+
+
+def test_two_versions_match_the_closed_form():
+    fit = fit_ratings([Matchup("new", "base", wins_a=3, wins_b=1)], anchor="base", pseudo_ties=0)
+    by = fit.by_version()
+    assert by["base"].rating == 1000
+    assert by["new"].rating == pytest.approx(1000 + elo(3), abs=1e-6)
+
+
+def test_ties_count_half_and_both_bad_counts_as_a_tie_by_default():
+    plain = fit_ratings([Matchup("x", "y", 3, 1)], anchor="y", pseudo_ties=0).by_version()["x"].rating
+    ties = fit_ratings([Matchup("x", "y", 2, 0, ties=2)], anchor="y", pseudo_ties=0).by_version()["x"].rating
+    both_bad = fit_ratings([Matchup("x", "y", 2, 0, both_bad=2)], anchor="y", pseudo_ties=0).by_version()["x"].rating
+    assert ties == pytest.approx(plain) and both_bad == pytest.approx(plain)
+    dropped = fit_ratings([Matchup("x", "y", 3, 1, both_bad=50)], anchor="y", pseudo_ties=0, both_bad_as_tie=False)
+    assert dropped.by_version()["x"].rating == pytest.approx(plain)
+
+
+def _direct_loglik(theta: dict, table: list[Matchup]) -> float:
+    """Written out from the definition: ties half a win each, P(a beats b) = 1 / (1 + exp(theta_b - theta_a))."""
+    total = 0.0
+    for m in table:
+        p = 1 / (1 + math.exp(theta[m.b] - theta[m.a]))
+        wins_a = m.wins_a + (m.ties + m.both_bad) / 2
+        wins_b = m.wins_b + (m.ties + m.both_bad) / 2
+        total += wins_a * math.log(p) + wins_b * math.log(1 - p)
+    return total
+
+
+def _pattern_search(free: list[str], anchor: str, table: list[Matchup]) -> dict:
+    """Maximise the log-likelihood by coordinate steps that shrink: slow, simple, independent of the Newton fit."""
+    theta = dict.fromkeys([anchor, *free], 0.0)
+    step = 1.0
+    best = _direct_loglik(theta, table)
+    while step > 1e-7:
+        improved = False
+        for name in free:
+            for sign in (1, -1):
+                trial = dict(theta, **{name: theta[name] + sign * step})
+                value = _direct_loglik(trial, table)
+                if value > best + 1e-15:
+                    theta, best, improved = trial, value, True
+        if not improved:
+            step /= 2
+    return theta
+
+
+TABLE = [
+    Matchup("base", "r1", wins_a=12, wins_b=20, ties=5, both_bad=1),
+    Matchup("r1", "r2", wins_a=9, wins_b=14, ties=2),
+    Matchup("base", "r2", wins_a=4, wins_b=17, ties=1, both_bad=2),
+    Matchup("r3", "r2", wins_a=6, wins_b=6, ties=3),
+    Matchup("r3", "base", wins_a=11, wins_b=3),
+]
+
+
+def test_four_versions_match_a_direct_maximum_likelihood_search():
+    fit = fit_ratings(TABLE, anchor="base", pseudo_ties=0).by_version()
+    theta = _pattern_search(["r1", "r2", "r3"], "base", TABLE)
+    for name in ("r1", "r2", "r3"):
+        expected = 1000 + 400 * theta[name] / math.log(10)
+        assert fit[name].rating == pytest.approx(expected, abs=1e-3), name
+    # and the fitted ratings reach at least the likelihood the search found
+    fitted = {k: (r.rating - 1000) * math.log(10) / 400 for k, r in fit.items()}
+    assert _direct_loglik(fitted, TABLE) >= _direct_loglik(theta, TABLE) - 1e-9
+
+
+def test_pseudo_ties_are_the_mle_with_half_a_tie_added_per_pair():
+    fit = fit_ratings(TABLE, anchor="base").by_version()  # default: half a virtual tie per compared pair
+    padded = TABLE + [Matchup(m.a, m.b, ties=0.5) for m in merge_pairs(TABLE)]
+    theta = _pattern_search(["r1", "r2", "r3"], "base", padded)
+    for name in ("r1", "r2", "r3"):
+        assert fit[name].rating == pytest.approx(1000 + 400 * theta[name] / math.log(10), abs=1e-3)
+
+
+def test_a_version_that_won_every_vote_gets_a_finite_rating():
+    fit = fit_ratings([Matchup("new", "base", wins_a=5)], anchor="base").by_version()
+    assert 1000 < fit["new"].rating < 2000  # 5.25 : 0.25 odds
+
+
+def test_anchor_choice_only_shifts_the_scale_and_row_order_does_not_matter():
+    by_base = fit_ratings(TABLE, anchor="base").by_version()
+    by_r2 = fit_ratings(TABLE, anchor="r2", base=1500).by_version()
+    assert by_r2["r2"].rating == 1500
+    shift = by_r2["base"].rating - by_base["base"].rating
+    for name in by_base:
+        assert by_r2[name].rating - by_base[name].rating == pytest.approx(shift, abs=1e-6)
+    flipped = [Matchup(m.b, m.a, m.wins_b, m.wins_a, m.ties, m.both_bad) for m in TABLE]
+    for name, r in fit_ratings(flipped, anchor="base").by_version().items():
+        assert r.rating == pytest.approx(by_base[name].rating, abs=1e-6)
+
+
+def test_length_control_recovers_equal_strength_when_the_longer_answer_wins():
+    # a and b are equally good, but voters prefer the longer answer: logit = 2 * length_diff, and a is usually longer.
+    rows = []
+    for x, n in ((0.5, 400), (0.3, 300), (0.1, 200), (-0.2, 100)):
+        p = 1 / (1 + math.exp(-2 * x))
+        rows.append(Matchup("a", "b", wins_a=n * p, wins_b=n * (1 - p), length_diff=x))
+    raw = fit_ratings(rows, anchor="b", pseudo_ties=0)
+    controlled = fit_ratings(rows, anchor="b", pseudo_ties=0, length_control=True)
+    assert raw.by_version()["a"].rating > 1050  # the raw rating rewards length
+    assert controlled.by_version()["a"].rating == pytest.approx(1000, abs=1e-6)
+    assert controlled.length_coef == pytest.approx(400 * 2 / math.log(10), abs=1e-6)
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_more_votes():
+    small = fit_ratings(TABLE, anchor="base", bootstrap=500, seed=1).by_version()
+    big_table = [Matchup(m.a, m.b, m.wins_a * 10, m.wins_b * 10, m.ties * 10, m.both_bad * 10) for m in TABLE]
+    big = fit_ratings(big_table, anchor="base", bootstrap=500, seed=1).by_version()
+    assert small["base"].low == small["base"].high == 1000
+    for name in ("r1", "r2", "r3"):
+        assert small[name].low < small[name].rating < small[name].high
+        assert big[name].low < big[name].rating < big[name].high
+        assert (big[name].high - big[name].low) < 0.5 * (small[name].high - small[name].low)
+    again = fit_ratings(TABLE, anchor="base", bootstrap=500, seed=1).by_version()
+    assert again["r1"].low == small["r1"].low  # seeded: the same intervals on every page load
+
+
+def test_bootstrap_of_thousands_of_votes_uses_the_aggregated_counts():
+    rng = np.random.default_rng(0)
+    names = [f"v{k}" for k in range(8)]
+    table = [Matchup(a, b, *rng.integers(20, 80, size=4)) for i, a in enumerate(names) for b in names[i + 1:]]
+    assert sum(m.total for m in table) > 4000
+    fit = fit_ratings(table, anchor="v0", bootstrap=1000, length_control=False)
+    assert all(r.low <= r.rating <= r.high for r in fit.ratings)
+
+
+def test_versions_without_a_chain_of_votes_to_the_anchor_are_reported_not_rated():
+    fit = fit_ratings([Matchup("a", "b", 2, 1), Matchup("c", "d", 1, 1)], anchor="a")
+    assert {r.version for r in fit.ratings} == {"a", "b"}
+    assert fit.unrated == ["c", "d"]
+
+
+def test_bad_tables_give_clear_errors():
+    with pytest.raises(RatingError, match="anchor version 'zz' has no votes"):
+        fit_ratings(TABLE, anchor="zz")
+    with pytest.raises(RatingError, match=r"matchup 1: wins_b=-1"):
+        fit_ratings([Matchup("a", "b", 1, 1), Matchup("a", "b", 1, -1)], anchor="a")
+    with pytest.raises(RatingError, match="compared with itself"):
+        fit_ratings([Matchup("a", "a", 1, 1)], anchor="a")
+
+
+def test_win_rate_matrix_counts_ties_half():
+    rates = win_rates([Matchup("a", "b", 6, 2, ties=2), Matchup("b", "a", 1, 1)])
+    assert rates[("a", "b")] == (pytest.approx((7 + 1) / 12), 12)
+    assert rates[("b", "a")][0] == pytest.approx((3 + 1) / 12)
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.3968, abs=1e-4) and high == pytest.approx(0.8922, abs=1e-4)
+    assert wilson_interval(0, 5)[0] == 0.0
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_log_likelihood_is_maximal_at_the_newton_fit():
+    from compare.ratings import newton_fit
+
+    design = np.array([[1.0, 0.0], [1.0, -1.0], [0.0, 1.0]])
+    wins, totals = np.array([[7.0, 5.0, 2.0]]), np.array([[10.0, 9.0, 8.0]])
+    theta = newton_fit(design, wins, totals)[0]
+    best = log_likelihood(theta, design, wins[0], totals[0])
+    for delta in ((1e-3, 0), (-1e-3, 0), (0, 1e-3), (0, -1e-3)):
+        assert log_likelihood(theta + np.array(delta), design, wins[0], totals[0]) < best

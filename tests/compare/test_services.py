@@ -1,0 +1,238 @@
+"""Comparison sets answered by a worker, votes one per person, automatic judges filling the same vote table."""
+import pytest
+
+from compare import services
+from compare.models import CompareJob, Comparison, Vote
+from generation.models import Prompt, Response
+
+from .conftest import make_comparison, make_job, make_prompt
+
+pytestmark = pytest.mark.django_db
+
+
+def fake_answerer(calls: list):
+    """Stands in for generation.services.answers_for: stores one answer per prompt, reusing stored ones."""
+
+    def answer(version, prompts, config, *, seed, on_progress=None):
+        calls.append((version.name, [p.pk for p in prompts], seed))
+        out = {}
+        for k, prompt in enumerate(prompts, 1):
+            out[prompt.pk], _ = Response.objects.get_or_create(
+                prompt=prompt, version=version, defaults={"text": f"{version.name} says hi", "token_count": 3}
+            )
+            if on_progress:
+                on_progress(k, len(prompts))
+        return out
+
+    return answer
+
+
+def test_a_set_is_answered_by_both_versions_then_paired_once_per_prompt(versions):
+    base, child = versions
+    prompts = [make_prompt() for _ in range(3)]
+    make_prompt(split=Prompt.TRAIN)
+    job = services.start_compare_job(child, base, limit=10, seed=7, enqueue=False)
+    assert job.prompt_ids == [p.pk for p in prompts] and job.total == 6  # eval split only
+
+    calls = []
+    job = services.run_compare_job(job.pk, answer=fake_answerer(calls))
+    assert job.status == CompareJob.SUCCEEDED and job.done == job.total == 6
+    assert [c[0] for c in calls] == ["okapi-round-one", "zebrafinch-base"] and calls[0][2] == 7
+    comparisons = list(job.comparisons.all())
+    assert len(comparisons) == 3
+    assert all(c.version_a == child and c.version_b == base for c in comparisons)
+
+    CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.RUNNING)  # a second delivery of the task
+    services.run_compare_job(job.pk, answer=fake_answerer(calls))
+    assert Comparison.objects.filter(job=job).count() == 3
+    assert Response.objects.count() == 6
+
+
+def test_sides_are_randomised(versions):
+    base, child = versions
+    for _ in range(40):
+        make_prompt()
+    job = services.start_compare_job(child, base, limit=40, enqueue=False)
+    services.run_compare_job(job.pk, answer=fake_answerer([]))
+    lefts = list(job.comparisons.values_list("left_is_a", flat=True))
+    assert 0 < sum(lefts) < 40
+
+
+def test_a_failure_is_recorded_on_the_set(versions):
+    base, child = versions
+    make_prompt()
+    job = services.start_compare_job(child, base, enqueue=False)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        services.run_compare_job(job.pk, answer=broken)
+    job.refresh_from_db()
+    assert job.status == CompareJob.FAILED and job.error == "RuntimeError: out of memory"
+
+
+def test_bad_choices_give_clear_errors(versions):
+    base, child = versions
+    with pytest.raises(services.CompareError, match="two different versions"):
+        services.start_compare_job(base, base, enqueue=False)
+    with pytest.raises(services.CompareError, match="eval split has no prompts"):
+        services.start_compare_job(child, base, enqueue=False)
+    with pytest.raises(services.CompareError, match="no prompt with id 999"):
+        services.start_compare_job(child, base, prompt_ids=[999], enqueue=False)
+
+
+def test_a_typed_prompt_is_stored_once_and_kept_out_of_the_eval_set(versions):
+    base, child = versions
+    job = services.start_compare_job(child, base, text="  Write a haiku about tea.  ", enqueue=False)
+    again = services.start_compare_job(child, base, text="write a  haiku about TEA.", enqueue=False)
+    assert job.prompt_ids == again.prompt_ids
+    prompt = Prompt.objects.get(pk=job.prompt_ids[0])
+    assert prompt.text == "Write a haiku about tea." and prompt.tag == services.TYPED_TAG
+    assert services.eval_prompt_ids(10) == []
+
+
+def test_default_versions_are_the_current_one_and_its_parent(versions):
+    base, child = versions
+    assert services.default_versions() == (child, base)
+
+
+def test_one_vote_per_person(versions, staff, annotator):
+    base, child = versions
+    comparison = make_comparison(child, base)
+    services.record_vote(comparison, annotator, "a")
+    with pytest.raises(services.CompareError, match="already voted"):
+        services.record_vote(comparison, annotator, "b")
+    services.record_vote(comparison, staff, "tie")
+    assert sorted(comparison.votes.values_list("outcome", flat=True)) == ["a", "tie"]
+    with pytest.raises(services.CompareError, match="outcome must be one of"):
+        services.record_vote(make_comparison(child, base), staff, "left")
+
+
+def test_keys_map_to_outcomes_through_the_sides(versions):
+    base, child = versions
+    flipped = make_comparison(child, base, left_is_a=False)
+    assert services.outcome_for_side(flipped, "left") == "b"
+    assert services.outcome_for_side(flipped, "right") == "a"
+    assert services.outcome_for_side(flipped, "both_bad") == "both_bad"
+    assert services.side_for_outcome(flipped, "b") == "left"
+
+
+def test_judges_vote_like_people_in_the_order_people_saw(versions):
+    base, child = versions
+    job = make_job(child, base, n=4, left_is_a=(True, False))
+    seen = []
+
+    def prefer_first(prompt, first, second):
+        seen.append(first)
+        return "a"
+
+    voter = services.judge_voter("tests.prefer_first")
+    votes = services.judge_comparisons(job.comparisons.order_by("pk"), prefer_first, "tests.prefer_first", voter)
+    assert len(votes) == 4 and all(v.is_automatic and v.judge == "tests.prefer_first" for v in votes)
+    # the judge always picked the left answer: version A where A was on the left, B elsewhere
+    assert [v.outcome for v in votes] == ["a", "b", "a", "b"]
+    assert seen[1] == "answer of B number 1"
+    assert voter.annotator_profile.is_automatic
+    assert services.judge_comparisons(job.comparisons.all(), prefer_first, "tests.prefer_first", voter) == []
+
+
+def test_probabilities_become_outcomes():
+    assert services.judged_outcome(0.9) == "a"
+    assert services.judged_outcome(0.1) == "b"
+    assert services.judged_outcome(0.52) == "tie"
+    assert services.judged_outcome(1.5) is None
+    assert services.judged_outcome(True) is None
+    assert services.judged_outcome("left") is None
+
+
+def test_a_bad_judge_answer_names_the_judge_and_the_comparison_and_keeps_earlier_votes(versions):
+    base, child = versions
+    job = make_job(child, base, n=3)
+    comparisons = list(job.comparisons.order_by("pk"))
+    answers = iter(["tie", "maybe"])
+    voter = services.judge_voter("flaky")
+    with pytest.raises(services.JudgeError) as info:
+        services.judge_comparisons(comparisons, lambda p, a, b: next(answers), "flaky", voter)
+    assert str(info.value) == (f"judge 'flaky' on comparison {comparisons[1].pk} returned 'maybe'; "
+                               "expected 'a', 'b', 'tie', 'both_bad' or a probability in [0, 1]")
+    assert list(Vote.objects.values_list("comparison_id", "outcome")) == [(comparisons[0].pk, "tie")]
+
+    def crashing(prompt, a, b):
+        raise ValueError("model not loaded")
+
+    with pytest.raises(services.JudgeError, match=f"judge 'flaky' on comparison {comparisons[1].pk} raised "
+                                                  "ValueError: model not loaded"):
+        services.judge_comparisons(comparisons, crashing, "flaky", voter)
+    assert Vote.objects.count() == 1
+
+
+def test_load_judge_errors_are_clear():
+    assert services.load_judge("compare.judges.prefer_shorter")("p", "a", "bb") == "a"
+    with pytest.raises(services.JudgeError, match="'nowhere.judge' cannot be imported"):
+        services.load_judge("nowhere.judge")
+    with pytest.raises(services.JudgeError, match="is not callable"):
+        services.load_judge("compare.services.OUTCOMES")
+
+
+def test_the_task_answers_a_set(versions, monkeypatch):
+    from compare import tasks
+
+    base, child = versions
+    make_prompt()
+    job = services.start_compare_job(child, base, enqueue=False)
+    monkeypatch.setattr(services, "_default_answerer", lambda: fake_answerer([]))
+    tasks.answer_compare_job.apply(args=[job.pk])
+    job.refresh_from_db()
+    assert job.status == CompareJob.SUCCEEDED and job.comparisons.count() == 1
+
+
+def test_both_versions_answer_with_the_tiny_model(tiny_model_dir, versions):
+    """The real answering path: generation.services.answers_for on a tiny random Llama, answers reused."""
+    from generation.models import ModelVersion
+
+    base, child = versions
+    ModelVersion.objects.filter(pk__in=[base.pk, child.pk]).update(path=str(tiny_model_dir))
+    prompts = [make_prompt(f"Say something about the number {k}.") for k in range(2)]
+    job = services.start_compare_job(child, base, limit=2, seed=3, sampling={"max_new_tokens": 6}, enqueue=False)
+    job = services.run_compare_job(job.pk)
+    assert job.status == CompareJob.SUCCEEDED and job.done == 4
+    comparisons = list(job.comparisons.select_related("response_a", "response_b"))
+    assert {c.prompt_id for c in comparisons} == {p.pk for p in prompts}
+    assert all(0 < c.response_a.token_count <= 6 and c.response_b.version == base for c in comparisons)
+    again = services.start_compare_job(child, base, limit=2, seed=3, sampling={"max_new_tokens": 6}, enqueue=False)
+    services.run_compare_job(again.pk)
+    assert Response.objects.count() == 4  # the same version, prompt, seed and settings: answers reused
+
+
+def test_judge_command_votes_once_and_reports_bad_judges(versions):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    base, child = versions
+    make_job(child, base, n=3)
+    out = StringIO()
+    call_command("judge_votes", "--judge", "compare.judges.prefer_longer", stdout=out, stderr=StringIO())
+    assert "3 new votes" in out.getvalue()
+    call_command("judge_votes", "--judge", "compare.judges.prefer_longer", stdout=out, stderr=StringIO())
+    assert "0 new votes" in out.getvalue()
+    assert Vote.objects.filter(is_automatic=True, judge="compare.judges.prefer_longer").count() == 3
+    with pytest.raises(CommandError, match="'compare.judges.nope' cannot be imported"):
+        call_command("judge_votes", "--judge", "compare.judges.nope", stderr=StringIO())
+
+
+def test_compare_command_answers_here(versions, monkeypatch):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    base, child = versions
+    make_prompt()
+    monkeypatch.setattr(services, "_default_answerer", lambda: fake_answerer([]))
+    out = StringIO()
+    call_command("compare_versions", child.name, base.name, stdout=out, stderr=StringIO())
+    job = CompareJob.objects.get()
+    assert job.status == CompareJob.SUCCEEDED and f"/compare/sets/{job.pk}/" in out.getvalue()
+    with pytest.raises(CommandError, match="no version named 'nobody'"):
+        call_command("compare_versions", "nobody", base.name, stderr=StringIO())

@@ -1,0 +1,74 @@
+"""The judge contract: loading by name, what counts as a verdict, and errors that name the judge and the pair."""
+import math
+
+import pytest
+
+from judges import JudgeError, load_judge, normalise_verdict, swapped, verdict
+from judges.rules import LengthTarget, length_target
+
+
+def always_b(prompt, a, b):
+    return "b"
+
+
+def shouts(prompt, a, b):
+    return "A"
+
+
+def explodes(prompt, a, b):
+    raise RuntimeError("model server down")
+
+
+NOT_CALLABLE = 42
+
+
+def test_load_judge_by_colon_or_dotted_name():
+    assert load_judge("judges.rules:length_target") is length_target
+    assert load_judge("judges.rules.length_target") is length_target
+    assert load_judge("tests.judges.test_contract:always_b")("p", "x", "y") == "b"
+
+
+def test_load_judge_builds_a_factory_with_query_arguments():
+    judge = load_judge("judges.rules:LengthTarget?target_words=3&tie_words=0")
+    assert judge == LengthTarget(target_words=3, tie_words=0)
+    assert judge("p", "One two three.", "One two three four five six.") == "a"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("", "expected a name"),
+        ("nomodule", "expected 'package.module:attr'"),
+        ("judges.nowhere:judge", "cannot import module 'judges.nowhere'"),
+        ("judges.rules:nothing_here", "has no attribute 'nothing_here'"),
+        ("tests.judges.test_contract:NOT_CALLABLE", "is not callable"),
+        ("judges.rules:LengthTarget?target_words=0", "building it failed: ValueError: target_words must be >= 1"),
+        ("judges.rules:LengthTarget?colour=red", "building it failed: TypeError"),
+    ],
+)
+def test_load_judge_errors_name_the_judge(path, message):
+    with pytest.raises(JudgeError, match="judge") as err:
+        load_judge(path)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("result", "outcome"),
+    [("a", "a"), ("b", "b"), ("tie", "tie"), ("both_bad", "both_bad"), (0.9, "a"), (0.1, "b"), (0.52, "tie"),
+     (1, "a"), (0, "b"), ("A", None), ("left", None), (None, None), (True, None), (1.5, None), (-0.1, None),
+     (math.nan, None), ([], None)],
+)
+def test_normalise_verdict(result, outcome):
+    assert normalise_verdict(result) == outcome
+
+
+def test_verdict_errors_name_the_judge_and_the_pair():
+    with pytest.raises(JudgeError, match=r"judge 'x:shouts' on pair 7 returned 'A'; expected 'a', 'b'"):
+        verdict(shouts, "x:shouts", "p", "a", "b", where="pair 7")
+    with pytest.raises(JudgeError, match=r"judge 'x:explodes' on pair 3 raised RuntimeError: model server down"):
+        verdict(explodes, "x:explodes", "p", "a", "b", where="pair 3")
+    assert verdict(always_b, "x", "p", "a", "b") == "b"
+
+
+def test_swapped():
+    assert [swapped(o) for o in ("a", "b", "tie", "both_bad")] == ["b", "a", "tie", "both_bad"]

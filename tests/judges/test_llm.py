@@ -1,0 +1,37 @@
+"""The LLM judge asks in both orders: swapping the answers mirrors its verdict, and disagreeing orders are a tie."""
+import pytest
+
+from judges import load_judge
+from judges.llm import LLMJudge
+
+
+@pytest.fixture(scope="module")
+def judge(tiny_model_dir):
+    return load_judge(f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")
+
+
+ANSWERS = ["Paris.", "The capital of France is Paris, on the Seine.", "I do not know.", "Lyon, I think."]
+
+
+def test_swapping_the_answers_mirrors_the_verdict(judge):
+    mirror = {"a": "b", "b": "a", "tie": "tie"}
+    for first in ANSWERS:
+        for second in ANSWERS:
+            assert judge("What is the capital of France?", second, first) == mirror[
+                judge("What is the capital of France?", first, second)
+            ]
+
+
+def test_orders_that_disagree_give_a_tie(judge, monkeypatch):
+    # a judge that always prefers whatever it reads first is pure position bias: every verdict is a tie
+    monkeypatch.setattr(LLMJudge, "first_is_better", lambda self, prompt, first, second: 0.9)
+    assert {judge("q", a, b) for a in ANSWERS for b in ANSWERS} == {"tie"}
+    monkeypatch.setattr(LLMJudge, "first_is_better", lambda self, prompt, first, second: 0.9 if "Paris" in first else 0.2)
+    assert judge("q", ANSWERS[1], ANSWERS[2]) == "a" and judge("q", ANSWERS[2], ANSWERS[1]) == "b"
+
+
+def test_a_folder_without_a_checkpoint_is_a_clear_error(tmp_path):
+    from judges import JudgeError
+
+    with pytest.raises(JudgeError, match="holds no checkpoint"):
+        load_judge(f"judges.llm:LLMJudge?model_dir={tmp_path}")

@@ -1,0 +1,94 @@
+"""evaluate: both versions' answers under the same per-prompt seeds, judged blind, counted into one JSON line."""
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from compare.models import Comparison, Vote
+from generation.models import ModelVersion, Prompt, Response
+from generation.services import prompt_seed, sampling_key
+from judges import JudgeError
+from loop.services import evaluate, sampling_config
+
+GOOD = "tests.loop.judges_for_tests:prefers_good"
+# b better on 6 prompts, a on 2, a tie and a both-bad: win rate of b = (6 + 0.5 * 2) / 10 = 0.7
+TABLE = [("plain", "GOOD")] * 6 + [("GOOD", "plain")] * 2 + [("TIE", "TIE"), ("BAD", "BAD")]
+
+
+def _stored_answers(version, prompts, texts, seed=0):
+    """Answers already stored under the evaluation's sampling key, so no model needs to run."""
+    config = sampling_config(n=1)
+    for prompt, text in zip(prompts, texts, strict=True):
+        s = prompt_seed(seed, prompt.pk)
+        Response.objects.create(prompt=prompt, version=version, text=f"{text} answer", token_count=len(text),
+                                sampling_key=sampling_key(config, s), sampling_params=dict(config.to_dict(), seed=s))
+
+
+@pytest.fixture
+def table(db):
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base")
+    new = ModelVersion.objects.create(name="round-1", path="/nowhere/round-1", parent=base, round=1)
+    prompts = [Prompt.objects.create(text=f"eval prompt {k}", split="eval") for k in range(len(TABLE))]
+    Prompt.objects.create(text="a train prompt", split="train")
+    _stored_answers(base, prompts, [a for a, _ in TABLE])
+    _stored_answers(new, prompts, [b for _, b in TABLE])
+    return base, new
+
+
+def test_counts_win_rate_and_interval(table):
+    base, new = table
+    result = evaluate(base, new, GOOD)
+    s = result.summary
+    assert (s["n"], s["b_wins"], s["a_wins"], s["ties"], s["both_bad"]) == (10, 6, 2, 1, 1)
+    assert s["win_rate_b"] == 0.7 and s["ci95"][0] < 0.7 < s["ci95"][1]
+    # votes are compare votes of the judge's account, marked automatic, on comparisons of the two versions
+    votes = Vote.objects.filter(comparison__job=result.job)
+    assert votes.count() == 10 and all(v.is_automatic and v.judge == GOOD for v in votes)
+    assert {v.voter.username for v in votes} == {f"judge:{GOOD}"}
+    assert all(c.response_a.version == base and c.response_b.version == new
+               for c in Comparison.objects.filter(job=result.job))
+    # no answer was sampled: the stored ones under the same seeds were reused
+    assert Response.objects.count() == 20
+
+
+def test_sides_are_randomised_and_the_judge_sees_them_blind(table):
+    base, new = table
+    seen = []
+
+    def spy(prompt, first, second):
+        seen.append((first, second))
+        return "tie"
+
+    result = evaluate(base, new, "spy", judge=spy, limit=10, seed=0)
+    sides = list(Comparison.objects.filter(job=result.job).values_list("left_is_a", flat=True))
+    assert True in sides and False in sides
+    assert all("base" not in f and "round" not in f for pair in seen for f in pair)
+    assert result.summary["win_rate_b"] == 0.5
+
+
+def test_limit_and_tag(table):
+    base, new = table
+    assert evaluate(base, new, GOOD, limit=3).summary["n"] == 3
+    from loop.services import LoopError
+
+    with pytest.raises(LoopError, match="no prompts in split 'eval' with tag 'nope'"):
+        evaluate(base, new, GOOD, tag="nope")
+
+
+def test_a_failing_judge_names_itself_and_the_comparison(table):
+    base, new = table
+    with pytest.raises(JudgeError, match=r"judge 'tests.loop.judges_for_tests:says_maybe' on comparison \d+ "
+                                         r"returned 'maybe'"):
+        evaluate(base, new, "tests.loop.judges_for_tests:says_maybe")
+
+
+def test_evaluate_command_prints_one_json_line(table, capsys):
+    call_command("evaluate", a="base", b="round-1", judge=GOOD)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == {"a": "base", "b": "round-1", "n": 10, "b_wins": 6, "a_wins": 2, "ties": 1, "both_bad": 1,
+                    "win_rate_b": 0.7, "ci95": last["ci95"]}
+    assert 0.39 < last["ci95"][0] < 0.7 < last["ci95"][1] < 0.92
+    with pytest.raises(CommandError, match=r"evaluate: --b: no version named 'round-9' \(known: base, round-1\)"):
+        call_command("evaluate", a="base", b="round-9", judge=GOOD)
+

@@ -1,0 +1,77 @@
+"""A judge labels the queued pairs blind, as its own automatic account; failures name it and keep earlier labels."""
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from annotate.models import AnnotatorProfile, Assignment, Label
+from judges import JudgeError
+from loop.services import label_pairs
+from tests.annotate.factories import make_pair
+from tests.loop import judges_for_tests
+
+GOOD = "tests.loop.judges_for_tests:prefers_good"
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls():
+    judges_for_tests.CALLS["n"] = 0
+
+
+def _pairs(n):
+    pairs = []
+    for k in range(n):
+        good_first = k % 2 == 0
+        pairs.append(make_pair(text_a="GOOD answer" if good_first else "plain answer",
+                               text_b="plain answer" if good_first else "GOOD answer"))
+    return pairs
+
+
+def test_the_judge_labels_every_queued_pair_as_an_automatic_annotator(db):
+    _pairs(8)
+    summary = label_pairs(GOOD)
+    assert summary.labels == 8 and summary.outcomes == {"a": 4, "b": 4, "tie": 0, "both_bad": 0}
+    labels = Label.objects.select_related("annotator", "pair__response_a")
+    assert labels.count() == 8
+    for label in labels:
+        assert label.is_automatic and label.annotator.username == f"judge:{GOOD}"
+        chosen = label.pair.response_a if label.choice == "a" else label.pair.response_b
+        assert "GOOD" in chosen.text  # right whichever side it was shown on
+    profile = AnnotatorProfile.objects.get(user__username=f"judge:{GOOD}")
+    assert profile.is_automatic and profile.judge_path == GOOD
+    assert label_pairs(GOOD).labels == 0  # nothing left to label
+
+
+def test_limit(db):
+    _pairs(5)
+    assert label_pairs(GOOD, limit=2).labels == 2
+    assert Label.objects.count() == 2
+
+
+def test_a_judge_that_raises_stops_with_its_name_and_the_pair_and_earlier_labels_stay(db):
+    _pairs(5)
+    with pytest.raises(JudgeError, match=r"judge 'tests.loop.judges_for_tests:fails_on_third' on pair \d+ raised "
+                                         r"ConnectionError: judge service unreachable"):
+        label_pairs("tests.loop.judges_for_tests:fails_on_third")
+    assert Label.objects.count() == 2
+    # the pair it failed on is back in the queue, not held by the judge's lease
+    assert not Assignment.objects.filter(state=Assignment.LEASED).exists()
+
+
+def test_a_judge_that_returns_no_verdict_is_an_error(db):
+    _pairs(2)
+    with pytest.raises(JudgeError, match=r"returned 'maybe'; expected 'a', 'b', 'tie', 'both_bad'"):
+        label_pairs("tests.loop.judges_for_tests:says_maybe")
+    assert Label.objects.count() == 0
+
+
+def test_label_pairs_command(db, capsys):
+    _pairs(3)
+    call_command("label_pairs", judge=GOOD, limit=2)
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "judge": GOOD, "labels": 2, "a": 1, "b": 1, "tie": 0, "both_bad": 0}
+    with pytest.raises(CommandError, match="label_pairs: judge 'nowhere.judge:x': cannot import module"):
+        call_command("label_pairs", judge="nowhere.judge:x")
+    with pytest.raises(CommandError, match="labels stored before it stay"):
+        call_command("label_pairs", judge="tests.loop.judges_for_tests:says_maybe")

@@ -1,0 +1,106 @@
+"""run_loop end to end on the tiny model with a rule judge; reference log-probs are computed once per response."""
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from annotate.models import Label
+from compare.models import Vote
+from generation import services as gen
+from generation.models import ModelVersion, Prompt
+from loop.models import LoopRun
+from loop.services import run_loop, start_loop_run
+from training.models import ReferenceLogp
+
+JUDGE = "judges.rules:LengthTarget?target_words=6&tie_words=1"
+PARAMS = {
+    "training": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "max_prompt_length": 64,
+                 "warmup_ratio": 0.0},
+    "sampling": {"max_new_tokens": 10, "temperature": 1.0, "top_p": 1.0},
+}
+KEYS = {"round", "version", "pairs", "labels", "train_loss", "reward_accuracy", "kl_to_base", "mean_response_tokens",
+        "win_rate_vs_base", "ci95", "seconds"}
+
+
+@pytest.fixture
+def tiny_loop(db, tiny_model_dir, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    base = gen.register_version("base", tiny_model_dir)
+    for k in range(12):
+        Prompt.objects.create(text=f"Train question {k}: name {k} fruits.", split="train", tag="t")
+    for k in range(3):
+        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+    return base
+
+
+def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
+    import training.dpo.trainer as trainer
+    import training.services as training_services
+
+    # Count reference log-probs computed inside training runs (the KL check scores answers separately).
+    computed, in_training = [], {"on": False}
+    real_ref, real_run = trainer._reference_logps_for, training_services.run_training
+
+    def counting_ref(scorer, rows, indices, *args, **kwargs):
+        if in_training["on"]:
+            computed.append(len(indices))
+        return real_ref(scorer, rows, indices, *args, **kwargs)
+
+    def flagged_run(*args, **kwargs):
+        in_training["on"] = True
+        try:
+            return real_run(*args, **kwargs)
+        finally:
+            in_training["on"] = False
+
+    monkeypatch.setattr(trainer, "_reference_logps_for", counting_ref)
+    monkeypatch.setattr(training_services, "run_training", flagged_run)
+
+    call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1, params=json.dumps(PARAMS))
+    out = capsys.readouterr()
+    rounds = [json.loads(line) for line in out.out.strip().splitlines()]
+    assert [r["round"] for r in rounds] == [1, 2] and [r["version"] for r in rounds] == ["round-1", "round-2"]
+    for r in rounds:
+        assert KEYS <= set(r)
+        assert r["pairs"] == 4 and r["labels"] >= 4
+        assert 0 <= r["win_rate_vs_base"] <= 1 and r["ci95"][0] <= r["win_rate_vs_base"] <= r["ci95"][1]
+        assert r["kl_to_base"] is not None and r["mean_response_tokens"] > 0
+        assert set(r["seconds"]) == {"generate", "label", "train", "evaluate"}
+    assert "round 2/2" in out.err  # the progress bar
+
+    current = gen.current_version()
+    assert current.name == "round-2" and current.parent.name == "round-1"
+    assert Label.objects.filter(is_automatic=False).count() == 0
+    assert Vote.objects.filter(is_automatic=True, judge=JUDGE).count() == 2 * 3
+    run = LoopRun.objects.get()
+    assert run.status == "succeeded" and run.results == rounds and run.progress == 1.0
+    # Round 2 trains on all decided pairs so far with the base as reference: only the new ones were scored.
+    base = ModelVersion.objects.get(name="base")
+    first, second = computed
+    assert first > 0 and second < first + 4 and sum(computed) * 2 == ReferenceLogp.objects.filter(
+        reference=base).count()
+
+
+def test_a_failing_judge_stops_the_run_with_a_clear_error(tiny_loop):
+    from tests.loop import judges_for_tests
+
+    judges_for_tests.CALLS["n"] = 0
+    run = start_loop_run(rounds=1, pairs=4, judge="tests.loop.judges_for_tests:fails_on_third", tag="t",
+                         eval_limit=3, params=PARAMS, enqueue=False)
+    run = run_loop(run.pk)
+    assert run.status == "failed" and run.results == []
+    assert "judge 'tests.loop.judges_for_tests:fails_on_third' on pair" in run.error
+    assert "ConnectionError: judge service unreachable" in run.error
+    assert Label.objects.count() == 2  # labels stored before it stay
+    assert gen.current_version().name == "base"
+
+
+def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
+    with pytest.raises(CommandError, match="run_loop: judge 'judges.rules:nothing'"):
+        call_command("run_loop", rounds=1, pairs=4, judge="judges.rules:nothing")
+    with pytest.raises(CommandError, match="no prompts in the train split with tag 'other'"):
+        call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, tag="other")
+    with pytest.raises(CommandError, match=r"training settings: DPOConfig.learning_rate=-1.0: must be > 0"):
+        call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"training": {"learning_rate": -1}}')
+    assert not LoopRun.objects.exists()
