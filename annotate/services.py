@@ -165,7 +165,9 @@ def _pick(user, now, rng) -> Pair | None:
             pair = _lockable(_open_pairs(user, now, round_).exclude(pk__in=skipped).select_related(*_PAIR_SHOWN)).first()
             if pair is None:
                 break
-            if not _has_room(pair.pk, user, now):
+            # On PostgreSQL the row lock came after the statement's snapshot: look again. SQLite's IMMEDIATE
+            # transaction already holds the only write lock, so what the query saw still stands.
+            if connection.vendor != "sqlite" and not _has_room(pair.pk, user, now):
                 skipped.append(pair.pk)
                 continue
             rate = round_.gold_rate if round_ else 0.0
@@ -286,4 +288,5 @@ def progress_for(user) -> Progress:
         labels.filter(pair__is_gold=False, pair__labels_done__lt=F("pair__labels_needed")).values_list("pair_id", flat=True)
     )
     remaining = _open(Pair.objects.all()).count() - len(finished)
-    return Progress(done=labels.count(), today=labels.filter(created__gte=start_of_day).count(), remaining=remaining)
+    counts = labels.aggregate(done=Count("pk"), today=Count("pk", filter=Q(created__gte=start_of_day)))
+    return Progress(done=counts["done"], today=counts["today"], remaining=remaining)

@@ -88,8 +88,13 @@ class Annotator:
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> bytes:
         headers = dict(headers or {})
         headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        self.conn.request(method, path, body=body, headers=headers)
-        response = self.conn.getresponse()
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+        except (ConnectionError, http.client.RemoteDisconnected):  # an idle keep-alive closed: reconnect, as browsers do
+            self.conn.close()
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
         data = response.read()
         for header, value in response.getheaders():
             if header.lower() == "set-cookie":
@@ -193,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "prefloop.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
-         "--log-level", "warning"],
+         "--keep-alive", "10", "--log-level", "warning"],
         cwd=ROOT, env=dict(os.environ),
     )
     try:

@@ -187,6 +187,8 @@ PREFLOOP_GPU_QUEUE = os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")
 CELERY_TASK_ROUTES = {
     "generation.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
     "training.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
+    "compare.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
+    "loop.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
 }
 CELERY_TASK_TIME_LIMIT = int(os.environ.get("PREFLOOP_TASK_TIME_LIMIT", 24 * 3600))
 # The soft limit raises SoftTimeLimitExceeded inside the task first, so it can record the failure itself.

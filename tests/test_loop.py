@@ -19,7 +19,8 @@ from generation.models import ModelVersion, Prompt, Response
 from training import services as train
 from training.models import ReferenceLogp, TrainingRun
 
-FAST_TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "warmup_ratio": 0.0}
+FAST_TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "max_prompt_length": 64,
+                 "warmup_ratio": 0.0}
 SAMPLING = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0)
 
 

@@ -22,7 +22,8 @@ def test_real_model_closes_one_iteration(db, real_model_dir, staff, settings, tm
     while (assignment := next_pair_for(staff)) is not None:
         record_label(assignment, staff, "left")
     run = train.run_training(train.start_training_run(
-        params={"epochs": 1, "batch_size": 2, "learning_rate": 1e-5, "max_length": 256}, enqueue=False).pk)
+        params={"epochs": 1, "batch_size": 2, "learning_rate": 1e-5, "max_length": 256,
+                "max_prompt_length": 128}, enqueue=False).pk)
     assert run.status == "succeeded", run.error
     # Policy equals reference at the first step, so the first loss is ln 2.
     assert abs(run.steps.first().data["loss"] - 0.6931) < 1e-3

@@ -75,11 +75,14 @@ class SlotDecoder:
             positions = torch.arange(max_len, device=self.device)[None]
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
             cos, sin = inner.rotary_emb(probe, positions)
-        self.cos, self.sin = cos[0].to(self.dtype), sin[0].to(self.dtype)  # [max_len, head_dim]
+        half = self.head_dim // 2
+        self.cos = cos[0].to(self.dtype)  # [max_len, head_dim]
+        # rotate_half(x) * sin == roll(x, half) * signed_sin, one op fewer per rotation
+        self.sin = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1).to(self.dtype)
         self.slots, self.max_len = slots, max_len
-        shape = (slots, self.n_kv, max_len, self.head_dim)
-        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
-        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        # Keys and values of a layer in one tensor [slots, 2, kv_heads, max_len, hd]: one write per layer and step.
+        shape = (slots, 2, self.n_kv, max_len, self.head_dim)
+        self.cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
 
     # -- pieces -----------------------------------------------------------------------------------------------
 
@@ -90,22 +93,19 @@ class SlotDecoder:
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * xf.to(x.dtype)
 
-    @staticmethod
-    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-        return x * cos + rotated * sin
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(x * cos, torch.roll(x, self.head_dim // 2, dims=-1), sin)
 
     def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """h [..., T, hidden] -> q [..., T, heads, hd], k and v [..., T, kv_heads, hd], rotated."""
-        qkv = F.linear(h, layer.qkv_w, layer.qkv_b)
-        nq, nk = self.n_heads * self.head_dim, self.n_kv * self.head_dim
-        q = qkv[..., :nq].unflatten(-1, (self.n_heads, self.head_dim))
-        k = qkv[..., nq:nq + nk].unflatten(-1, (self.n_kv, self.head_dim))
-        v = qkv[..., nq + nk:].unflatten(-1, (self.n_kv, self.head_dim))
-        if layer.q_norm is not None:
-            q, k = self._rms(q, layer.q_norm), self._rms(k, layer.k_norm)
-        return self._rope(q, cos, sin), self._rope(k, cos, sin), v
+        """h [T, hidden] -> q [T, heads, hd], k and v [T, kv_heads, hd], rotated."""
+        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).unflatten(-1, (self.n_heads + 2 * self.n_kv, self.head_dim))
+        qk, v = qkv[:, : self.n_heads + self.n_kv], qkv[:, self.n_heads + self.n_kv:]
+        if layer.q_norm is None:
+            qk = self._rope(qk, cos, sin)  # queries and keys rotated together
+        else:
+            q, k = self._rms(qk[:, : self.n_heads], layer.q_norm), self._rms(qk[:, self.n_heads:], layer.k_norm)
+            qk = self._rope(torch.cat([q, k], dim=1), cos, sin)
+        return qk[:, : self.n_heads], qk[:, self.n_heads:], v
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         h = self._rms(x, layer.ln2)
@@ -141,15 +141,14 @@ class SlotDecoder:
     def load(self, slot: int, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Copy a prefilled prompt's K/V into a slot (positions 0..T-1)."""
         n = kv[0][0].shape[1]
-        for (k, v), kc, vc in zip(kv, self.k_cache, self.v_cache, strict=True):
-            kc[slot, :, :n] = k
-            vc[slot, :, :n] = v
+        for (k, v), cache in zip(kv, self.cache, strict=True):
+            cache[slot, 0, :, :n] = k
+            cache[slot, 1, :, :n] = v
 
     def compact_one(self, source: int, target: int, length: int) -> None:
         """Move the first `length` cached positions of slot `source` into slot `target`."""
-        for kc, vc in zip(self.k_cache, self.v_cache, strict=True):
-            kc[target, :, :length] = kc[source, :, :length]
-            vc[target, :, :length] = vc[source, :, :length]
+        for cache in self.cache:
+            cache[target, :, :, :length] = cache[source, :, :, :length]
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -161,14 +160,14 @@ class SlotDecoder:
         cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
         mask = (torch.arange(span, device=self.device)[None, :] <= positions[:, None])[:, None, None, :]
         group = self.n_heads // self.n_kv
-        for layer, kc, vc in zip(self.layers, self.k_cache, self.v_cache, strict=True):
+        for layer, cache in zip(self.layers, self.cache, strict=True):
             q, k, v = self._qkv(layer, self._rms(x, layer.ln1), cos, sin)  # [B, heads, hd], [B, kv, hd]
-            kc[rows, :, positions] = k
-            vc[rows, :, positions] = v
+            cache[rows, :, :, positions] = torch.stack([k, v], dim=1)
             # One query position per row: fold the query heads of a group into the "time" axis, so the grouped
             # keys and values are used as they are, without being repeated per head.
             att = F.scaled_dot_product_attention(
-                q.view(b, self.n_kv, group, self.head_dim), kc[:b, :, :span], vc[:b, :, :span], attn_mask=mask,
+                q.reshape(b, self.n_kv, group, self.head_dim), cache[:b, 0, :, :span], cache[:b, 1, :, :span],
+                attn_mask=mask,
                 scale=self.scale,
             )
             x = x + F.linear(att.reshape(b, -1), layer.o_w, layer.o_b)

@@ -7,7 +7,6 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 
-import pytest
 from django.core.management import call_command
 from django.db import connection, connections
 from django.db.models import F

@@ -35,7 +35,7 @@ def test_round_trip_from_key_press_to_export(tmp_path, annotator):
         make_pair(text_a=f"response A of pair {i}", text_b=f"response B of pair {i}")
     expected = []
     html = client.get(reverse("annotate:label")).content.decode()
-    for i, side in enumerate(["left", "right", "left", "right", "tie", "both_bad"]):
+    for side in ["left", "right", "left", "right", "tie", "both_bad"]:
         pair_id = int(re.search(r'data-pair="(\d+)"', html).group(1))
         shown = {s: _panel_text(html, s) for s in ("left", "right")}
         if side in ("left", "right"):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotate.importers import ImportProblem, import_preferences
+from annotate.importers import ImportProblem, import_preferences, import_prompts
 from annotate.models import AnnotatorProfile, Label, Pair
 from generation.models import Prompt, Response, normalised_hash
 
@@ -65,8 +65,7 @@ def test_one_bad_row_names_file_line_and_field_and_stores_nothing(tmp_path, rows
 def test_csv_lines_count_the_header(tmp_path):
     (tmp_path / "p.csv").write_text("prompt\nfirst\n\"\"\n")
     with pytest.raises(ImportProblem, match=r"p.csv: line 3: field 'prompt': empty"):
-        call_command_import = __import__("annotate.importers", fromlist=["import_prompts"]).import_prompts
-        call_command_import(tmp_path / "p.csv")
+        import_prompts(tmp_path / "p.csv")
 
 
 def test_the_command_exits_non_zero_with_one_line_and_no_traceback(tmp_path):

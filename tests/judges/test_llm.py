@@ -35,3 +35,15 @@ def test_a_folder_without_a_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(JudgeError, match="holds no checkpoint"):
         load_judge(f"judges.llm:LLMJudge?model_dir={tmp_path}")
+
+
+def test_an_llm_judge_over_a_registered_version(db, tiny_model_dir):
+    from generation.services import register_version
+    from judges import JudgeError
+
+    register_version("base", tiny_model_dir)
+    judge = load_judge("judges.llm:for_version?name=base")
+    assert judge.model_dir == str(tiny_model_dir)
+    assert judge("q", "yes", "no") in ("a", "b", "tie")
+    with pytest.raises(JudgeError, match="no model version named 'round-7'"):
+        load_judge("judges.llm:for_version?name=round-7")

@@ -77,9 +77,12 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
     assert run.status == "succeeded" and run.results == rounds and run.progress == 1.0
     # Round 2 trains on all decided pairs so far with the base as reference: only the new ones were scored.
     base = ModelVersion.objects.get(name="base")
-    first, second = computed
-    assert first > 0 and second < first + 4 and sum(computed) * 2 == ReferenceLogp.objects.filter(
-        reference=base).count()
+    from training.models import TrainingRun
+
+    run_1, run_2 = TrainingRun.objects.order_by("pk")
+    assert run_2.reference_version == base and run_2.pairs > run_1.pairs > 0
+    assert computed == [run_1.pairs, run_2.pairs - run_1.pairs]
+    assert ReferenceLogp.objects.filter(reference=base).count() == 2 * run_2.pairs
 
 
 def test_a_failing_judge_stops_the_run_with_a_clear_error(tiny_loop):

@@ -181,4 +181,4 @@ def spin_pairs(prompts: list, human_responses: list[str], model_responses: list[
     """SPIN data mode: the human-written response is chosen over the model's own sample for the same prompt."""
     if not len(prompts) == len(human_responses) == len(model_responses):
         raise ValueError("spin_pairs: prompts, human_responses and model_responses must have the same length")
-    return [PreferencePair(prompt=p, chosen=h, rejected=m) for p, h, m in zip(prompts, human_responses, model_responses)]
+    return [PreferencePair(prompt=p, chosen=h, rejected=m) for p, h, m in zip(prompts, human_responses, model_responses, strict=True)]

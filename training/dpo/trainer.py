@@ -22,7 +22,7 @@ import torch
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
 from training.dpo.logps import PairLogps, build_pair_batch
-from training.dpo.losses import dpo_loss, kto_loss, nll_loss, rrhf_loss
+from training.dpo.losses import dpo_loss, implicit_rewards, kto_loss, nll_loss, rrhf_loss
 
 
 @dataclass
@@ -72,7 +72,7 @@ class _Dist:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator()
+            self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.rank = self.accelerator.process_index if self.accelerator else 0
         self.world = self.accelerator.num_processes if self.accelerator else 1
         self.device = str(self.accelerator.device) if self.accelerator else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -176,7 +176,8 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
     nc, nr = counts.chunk(2)
     if config.loss_type in ("sigmoid", "robust", "hinge", "ipo"):
         if config.loss_type == "ipo":  # IPO works on length-averaged log-probs
-            losses, rc_, rr_ = dpo_loss(pc / nc, pr / nr, ref_c / nc, ref_r / nr, beta=config.beta, loss_type="ipo")
+            losses, _, _ = dpo_loss(pc / nc, pr / nr, ref_c / nc, ref_r / nr, beta=config.beta, loss_type="ipo")
+            rc_, rr_ = implicit_rewards(pc, ref_c, config.beta), implicit_rewards(pr, ref_r, config.beta)
         else:
             losses, rc_, rr_ = dpo_loss(
                 pc, pr, ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
@@ -198,7 +199,7 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
         avg = torch.stack([pc / nc, pr / nr], dim=1)
         scores = torch.tensor([[1.0, 0.0]], device=avg.device).expand_as(avg)
         losses = rrhf_loss(avg, scores, nll_loss(pc, nc))
-        rc_, rr_ = (config.beta * (pc - ref_c)).detach(), (config.beta * (pr - ref_r)).detach()
+        rc_, rr_ = implicit_rewards(pc, ref_c, config.beta), implicit_rewards(pr, ref_r, config.beta)
     else:
         raise ValueError(f"unknown loss_type {config.loss_type!r}")
     loss = losses.mean()
@@ -285,7 +286,7 @@ def train_dpo(
     result.pairs_per_s = result.pairs * config.epochs / seconds
     result.peak_rss_mb = peak_rss_mb()
     result.truncated = truncated
-    result.dropped = len(pairs) - len(keep)
+    result.dropped = len(pairs) - result.pairs
     result.reference_logps = [reference.get(i, (math.nan, math.nan)) for i in range(len(pairs))]
     return result
 
@@ -314,7 +315,9 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
 
 
 def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop):
-    mine = keep[dist.rank :: dist.world]
+    # DDP needs the same number of steps on every rank: each takes an equal share (the remainder is not trained)
+    share = len(keep) // dist.world
+    mine = keep[dist.rank :: dist.world][:share]
     lengths = [rows[i].length for i in mine]
     batches_per_epoch = math.ceil(len(mine) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
@@ -383,6 +386,6 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
             if on_step and dist.is_main:
                 on_step(step, total_steps, metrics)
     return TrainResult(
-        pairs=len(keep), steps=step, mean_loss=sum(losses) / max(1, len(losses)), seconds=0.0, pairs_per_s=0.0,
+        pairs=share * dist.world, steps=step, mean_loss=sum(losses) / max(1, len(losses)), seconds=0.0, pairs_per_s=0.0,
         peak_rss_mb=0.0, final_metrics=metrics,
     )

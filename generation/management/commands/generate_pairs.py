@@ -10,6 +10,10 @@ from generation.services import GenerationError, current_version, run_generation
 class Command(BaseCommand):
     help = __doc__
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # Our --version names a model version; it replaces Django's "show the version" flag.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("--version", help="Version name (default: the current version).")
         parser.add_argument("--prompts", type=int, default=32, help="How many prompts to sample (default 32).")

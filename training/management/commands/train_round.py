@@ -13,6 +13,10 @@ from training.services import TrainingError, run_training, start_training_run
 class Command(BaseCommand):
     help = __doc__
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # Our --version names a model version; it replaces Django's "show the version" flag.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser):
         parser.add_argument("--version", help="Starting version (default: the current version).")
         parser.add_argument("--reference", default="base", choices=["base", "start"],

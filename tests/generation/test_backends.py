@@ -1,0 +1,204 @@
+"""The sampling contract on the CPU (`hf`) backend: K samples per prompt in order, log-probs equal to a
+teacher-forced forward pass, per-prompt seeds independent of the batch, stop/length, progress and cancel."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from generation.backends import GenerationCancelled, Sample, SamplingConfig, load_backend
+from generation.backends.hf import HFBackend
+from prefloop.chat import prompt_token_ids
+
+PROMPTS = [
+    "What is the capital of France?",
+    "hi",
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write a haiku about the sea."}],
+    "Explain gradient descent in one sentence, please, with an example about a hill and a ball.",
+    "def add(a, b):",
+]
+
+
+@pytest.fixture(scope="module")
+def chatty_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its EOS embedding boosted, so samples end at many different lengths."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("chatty") / "model"
+    shutil.copytree(tiny_model_dir, out)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    eos = model.config.eos_token_id
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[eos] = emb[eos] + 0.25 * emb.mean(0) / emb.mean(0).norm() * emb.norm(dim=1).mean()
+        model.model.norm.weight.mul_(3.0)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def backend(chatty_model_dir):
+    return load_backend(str(chatty_model_dir), kind="hf", device="cpu")
+
+
+def teacher_forced_logp(model, prompt_ids: list[int], response_ids: list[int]) -> float:
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logps = model(ids).logits[0].float().log_softmax(-1)
+    start = len(prompt_ids) - 1
+    return sum(float(logps[start + t, tok]) for t, tok in enumerate(response_ids))
+
+
+def test_contract_k_samples_per_prompt_in_order(backend):
+    config = SamplingConfig(n=3, max_new_tokens=24, batch_size=4)
+    out = backend.generate(PROMPTS, config, seeds=[11, 12, 13, 14, 15])
+    assert isinstance(backend, HFBackend) and backend.name == "hf"
+    assert [len(row) for row in out] == [3] * len(PROMPTS)
+    eos = backend.tokenizer.eos_token_id
+    reasons = set()
+    for row in out:
+        for s in row:
+            assert isinstance(s, Sample) and 1 <= len(s.token_ids) <= 24
+            reasons.add(s.finish_reason)
+            if s.finish_reason == "stop":
+                assert s.token_ids[-1] == eos and eos not in s.token_ids[:-1]
+            else:
+                assert len(s.token_ids) == 24 and eos not in s.token_ids
+            assert s.text == backend.tokenizer.decode(s.token_ids, skip_special_tokens=True)
+            assert s.logp_sum < 0
+    assert reasons == {"stop", "length"}, "the fixture model should produce both endings"
+    # prompt order is kept although the sampler runs prompts sorted by length: each prompt's samples are the ones
+    # it gets alone
+    alone = backend.generate([PROMPTS[3]], config, seeds=[14])[0]
+    assert [s.token_ids for s in alone] == [s.token_ids for s in out[3]]
+
+
+@pytest.mark.parametrize("engine", ["slots", "generic"])
+def test_logp_sum_equals_teacher_forced_forward(chatty_model_dir, engine):
+    backend = load_backend(str(chatty_model_dir), kind="hf", device="cpu", engine=engine)
+    config = SamplingConfig(n=2, max_new_tokens=40, temperature=1.0, top_p=0.9, batch_size=3)
+    out = backend.generate(PROMPTS, config, seeds=[1, 2, 3, 4, 5])
+    for prompt, row in zip(PROMPTS, out, strict=True):
+        ids = prompt_token_ids(backend.tokenizer, prompt)
+        for s in row:
+            assert s.logp_sum == pytest.approx(teacher_forced_logp(backend.model, ids, s.token_ids), abs=1e-3)
+
+
+def test_engines_agree(chatty_model_dir):
+    """The continuous-batching decoder and the plain forward loop sample the same tokens from the same seeds."""
+    config = SamplingConfig(n=2, max_new_tokens=30, batch_size=4)
+    slots = load_backend(str(chatty_model_dir), kind="hf", engine="slots").generate(PROMPTS, config, seeds=[7] * 5)
+    generic = load_backend(str(chatty_model_dir), kind="hf", engine="generic").generate(PROMPTS, config, seeds=[7] * 5)
+    assert [[s.token_ids for s in row] for row in slots] == [[s.token_ids for s in row] for row in generic]
+
+
+def test_same_prompt_and_seed_give_same_samples_whatever_the_batch(backend):
+    config = SamplingConfig(n=2, max_new_tokens=30, batch_size=2)
+    target = PROMPTS[0]
+    alone = backend.generate([target], config, seeds=[42])[0]
+    crowd = backend.generate(list(reversed(PROMPTS)) + [target], SamplingConfig.from_dict(
+        dict(config.to_dict(), batch_size=5)), seeds=[1, 2, 3, 4, 5, 42])[-1]
+    assert [s.token_ids for s in alone] == [s.token_ids for s in crowd]
+    assert [s.logp_sum for s in alone] == pytest.approx([s.logp_sum for s in crowd], abs=1e-4)
+    # without explicit seeds a prompt's seed comes from its content, not its position
+    a = backend.generate(PROMPTS[:2], config)
+    b = backend.generate(PROMPTS[1::-1], config)
+    assert [s.token_ids for s in a[0]] == [s.token_ids for s in b[1]]
+    # the K samples of one prompt differ from each other, and another seed gives other samples
+    other = backend.generate([target], config, seeds=[43])[0]
+    assert alone[0].token_ids != alone[1].token_ids
+    assert [s.token_ids for s in other] != [s.token_ids for s in alone]
+
+
+def test_greedy_is_the_argmax_path(backend):
+    config = SamplingConfig(n=2, temperature=0, max_new_tokens=12)
+    first, second = backend.generate([PROMPTS[0]], config, seeds=[0])[0]
+    assert first.token_ids == second.token_ids
+    ids = prompt_token_ids(backend.tokenizer, PROMPTS[0])
+    with torch.no_grad():
+        ref = backend.model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=12,
+                                     pad_token_id=backend.tokenizer.pad_token_id)[0, len(ids):].tolist()
+    assert first.token_ids == ref[: len(first.token_ids)]
+
+
+def test_progress_and_cancel(backend):
+    seen = []
+    config = SamplingConfig(n=2, max_new_tokens=8, batch_size=3)
+    backend.generate(PROMPTS, config, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))
+    calls = []
+
+    def stop_after_three():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(GenerationCancelled):
+        backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=64), should_stop=stop_after_three)
+
+
+def test_bad_input_is_named(backend, tiny_model_dir):
+    with pytest.raises(ValueError, match="seeds"):
+        backend.generate(PROMPTS, SamplingConfig(), seeds=[1])
+    with pytest.raises(ValueError, match="prompt 1: .* context"):
+        backend.generate(["hi", "word " * 600], SamplingConfig(max_new_tokens=8))
+    with pytest.raises(ValueError, match="kind"):
+        load_backend(str(tiny_model_dir), kind="onnx")
+    with pytest.raises(ValueError, match="unknown option"):
+        load_backend(str(tiny_model_dir), kind="hf", beam_width=3)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_backend(str(tiny_model_dir / "nowhere"), kind="hf")
+    assert backend.generate([], SamplingConfig()) == []
+
+
+def test_auto_picks_hf_without_cuda_and_ignores_vllm_options(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    backend = load_backend(str(tiny_model_dir), tensor_parallel_size=1, gpu_memory_utilization=0.5,
+                           adapter_name="v1")
+    assert backend.name == "hf"
+
+
+def test_lora_adapter_is_merged(tiny_model_dir, tmp_path):
+    """A version stored as a LoRA adapter samples from base + adapter, and its log-probs follow the merged model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    config = SamplingConfig(n=1, max_new_tokens=16, temperature=0)
+    tuned = load_backend(str(tiny_model_dir), kind="hf", adapter_path=str(tmp_path / "adapter"))
+    plain = load_backend(str(tiny_model_dir), kind="hf")
+    a = tuned.generate(PROMPTS[:2], config, seeds=[0, 0])
+    b = plain.generate(PROMPTS[:2], config, seeds=[0, 0])
+    assert [r[0].logp_sum for r in a] != pytest.approx([r[0].logp_sum for r in b], abs=1e-3)
+    ids = prompt_token_ids(tuned.tokenizer, PROMPTS[0])
+    assert a[0][0].logp_sum == pytest.approx(teacher_forced_logp(tuned.model, ids, a[0][0].token_ids), abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [({"n": 0}, "n"), ({"top_p": 0}, "top_p"), ({"temperature": -1}, "temperature"), ({"max_new_tokens": "x"},
+     "max_new_tokens"), ({"batch_size": 1.5}, "batch_size"), ({"beams": 2}, "beams")],
+)
+def test_sampling_config_names_the_bad_field(bad, field):
+    with pytest.raises(ValueError, match=field):
+        SamplingConfig.from_dict(bad)
+
+
+def test_sampling_config_round_trip():
+    config = SamplingConfig(n=4, temperature=1, top_p=0.9, max_new_tokens=64, seed=3, batch_size=8)
+    assert SamplingConfig.from_dict(config.to_dict()) == config
+    assert SamplingConfig.from_dict({"n": "3", "temperature": "0.7"}) == SamplingConfig(n=3, temperature=0.7)
+
+
+@pytest.mark.real_model
+def test_real_model_logps_match_teacher_forcing(real_model_dir):
+    backend = load_backend(str(real_model_dir), kind="hf", device="cpu", dtype="float32")
+    prompts = ["What is the capital of France?", "Give me one tip for sleeping better."]
+    out = backend.generate(prompts, SamplingConfig(n=2, max_new_tokens=48), seeds=[1, 2])
+    for prompt, row in zip(prompts, out, strict=True):
+        ids = prompt_token_ids(backend.tokenizer, prompt)
+        for s in row:
+            assert s.text.strip()
+            assert s.logp_sum == pytest.approx(teacher_forced_logp(backend.model, ids, s.token_ids), abs=1e-3)

@@ -1,0 +1,43 @@
+"""The CPU sampler's dtype follows the CPU's flags: fp32 where bf16 is emulated (AVX2 only), bf16 with AMX or
+AVX-512 BF16, and the samples' log-probs still match a forward pass in the dtype chosen."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from generation.backends import SamplingConfig, load_backend
+from prefloop import hardware
+
+AVX2_ONLY = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse sse2 avx avx2 fma f16c\n"
+AMX = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [(AVX2_ONLY, torch.float32), (AMX, torch.bfloat16)])
+def test_backend_dtype_follows_cpu_flags(tiny_model_dir, monkeypatch, cpuinfo, expected):
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: cpuinfo)
+    backend = load_backend(str(tiny_model_dir), kind="hf", device="cpu")
+    assert backend.dtype == expected
+    assert next(backend.model.parameters()).dtype == expected
+    out = backend.generate(["hello"], SamplingConfig(n=2, max_new_tokens=6), seeds=[3])
+    assert [len(s.token_ids) for s in out[0]] == [6, 6]
+
+
+def test_dtype_can_be_forced(tiny_model_dir):
+    backend = load_backend(str(tiny_model_dir), kind="hf", device="cpu", dtype="bfloat16")
+    assert backend.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        load_backend(str(tiny_model_dir), kind="hf", dtype="int3")
+
+
+def test_bf16_logps_match_a_bf16_forward_pass(tiny_model_dir):
+    """In bf16 the sampler's log-probs are those of the bf16 model (same dtype), up to bf16 rounding."""
+    from prefloop.chat import prompt_token_ids
+
+    backend = load_backend(str(tiny_model_dir), kind="hf", device="cpu", dtype="bfloat16")
+    prompt = "What is the capital of France?"
+    sample = backend.generate([prompt], SamplingConfig(n=1, max_new_tokens=16), seeds=[5])[0][0]
+    ids = prompt_token_ids(backend.tokenizer, prompt)
+    with torch.no_grad():
+        logps = backend.model(torch.tensor([ids + sample.token_ids])).logits[0].float().log_softmax(-1)
+    ref = sum(float(logps[len(ids) - 1 + t, tok]) for t, tok in enumerate(sample.token_ids))
+    assert sample.logp_sum == pytest.approx(ref, abs=0.05 * len(sample.token_ids))

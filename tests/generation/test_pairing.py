@@ -1,0 +1,77 @@
+"""Choosing pairs from a prompt's samples: near duplicates never paired, one pair per prompt, each strategy."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from generation.backends import Sample
+from generation.pairing import choose_pairs, distinct, near_duplicate, similarity
+
+A = "Paris is the capital of France. It is known for the Eiffel Tower and its museums."
+A_SPACED = "paris is the capital of  France.  It is known for the Eiffel Tower and its museums."
+A_NEAR = "Paris is the capital of France. It is known for the Eiffel Tower and its many museums."
+B = "I am not sure, but I think the capital city might be Lyon or Marseille."
+C = "France's capital is Paris."
+
+
+def test_near_duplicate():
+    assert near_duplicate(A, A) and near_duplicate(A, A_SPACED) and near_duplicate(A, A_NEAR)
+    assert not near_duplicate(A, B) and not near_duplicate(A, C)
+    assert near_duplicate("", "") and not near_duplicate("", "x")
+    assert near_duplicate(A, C, threshold=0.1)
+    assert similarity(A, B) < similarity(A, A_NEAR) < 1.0
+
+
+def test_distinct_keeps_the_first_of_each_group_and_takes_samples():
+    assert distinct([A, A_SPACED, B, A_NEAR, C, B]) == [A, B, C]
+    samples = [Sample(A, [1], "stop", -1.0), Sample(A_NEAR, [2], "stop", -2.0), Sample(B, [3], "stop", -3.0)]
+    assert distinct(samples) == [samples[0], samples[2]]
+
+
+@pytest.mark.parametrize("strategy", ["random", "most_different", "best_worst"])
+def test_near_duplicates_never_pair(strategy):
+    texts = [A, A_NEAR, A_SPACED]
+    scores = [0.0, 5.0, -5.0]
+    assert choose_pairs(texts, strategy, scores=scores, rng=random.Random(1)) == []
+    texts = [A, A_NEAR, B, A_SPACED]
+    scores = [3.0, -9.0, 1.0, 9.0]
+    for seed in range(20):
+        pairs = choose_pairs(texts, strategy, scores=scores, rng=random.Random(seed))
+        assert len(pairs) == 1
+        i, j = pairs[0]
+        assert not near_duplicate(texts[i], texts[j]) and 2 in (i, j)
+
+
+def test_random_pairs_vary_with_the_rng_and_repeat_with_its_seed():
+    texts = [A, B, C, "Something else entirely about cooking pasta."]
+    picks = {choose_pairs(texts, "random", rng=random.Random(s))[0] for s in range(30)}
+    assert len(picks) > 2
+    assert choose_pairs(texts, rng=random.Random(5)) == choose_pairs(texts, rng=random.Random(5))
+
+
+def test_most_different_and_best_worst():
+    texts = [A, A_NEAR.replace("many", "famous"), B, C]
+    i, j = choose_pairs(texts, "most_different")[0]
+    assert similarity(texts[i], texts[j]) == min(
+        similarity(texts[a], texts[b]) for a in range(4) for b in range(a + 1, 4))
+    assert choose_pairs(texts, "best_worst", scores=[0.5, 2.0, -1.0, 0.0]) == [(1, 2)]  # best first
+    # when best and worst are near duplicates, the widest gap between distinct samples wins
+    assert choose_pairs([A, A_NEAR, B], "best_worst", scores=[5.0, -5.0, 0.0]) == [(0, 2)]
+
+
+def test_more_pairs_on_request_never_reuse_a_sample():
+    texts = [A, B, C, "Cooking pasta takes ten minutes.", "Dogs are loyal animals."]
+    pairs = choose_pairs(texts, "random", rng=random.Random(0), max_pairs=3)
+    assert len(pairs) == 2
+    assert len({k for p in pairs for k in p}) == 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="strategy"):
+        choose_pairs([A, B], "longest")
+    with pytest.raises(ValueError, match="score"):
+        choose_pairs([A, B], "best_worst")
+    with pytest.raises(ValueError, match="score"):
+        choose_pairs([A, B], "best_worst", scores=[1.0])
+    assert choose_pairs([A], "random") == [] and choose_pairs([], "most_different") == []

@@ -1,0 +1,58 @@
+"""The loop page and admin: staff start "run N rounds with judge J" and watch the rounds arrive."""
+import pytest
+
+from generation.models import ModelVersion, Prompt
+from loop.models import LoopRun
+
+
+@pytest.fixture
+def ready(db):
+    ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    Prompt.objects.create(text="train me", split="train")
+    Prompt.objects.create(text="eval me", split="eval")
+
+
+def test_staff_start_a_loop_run_and_watch_it(client, staff, ready):
+    client.force_login(staff)
+    page = client.get("/loop/")
+    assert page.status_code == 200 and "judges.rules:length_target" in page.content.decode()
+    assert "judges.llm:for_version?name=base" in page.content.decode()
+    response = client.post("/loop/", {"rounds": 3, "pairs": 48, "judge": "judges.rules:length_target", "tag": "",
+                                      "eval_limit": 64, "seed": 0})
+    run = LoopRun.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/loop/runs/{run.pk}/"
+    assert (run.status, run.rounds, run.pairs, run.judge) == ("queued", 3, 48, "judges.rules:length_target")
+    LoopRun.objects.filter(pk=run.pk).update(status="running", stage="train", progress=0.5, results=[
+        {"round": 1, "version": "round-1", "pairs": 48, "labels": 48, "train_loss": 0.61, "reward_accuracy": 0.7,
+         "kl_to_base": 3.2, "mean_response_tokens": 55, "base_response_tokens": 90, "win_rate_vs_base": 0.66,
+         "ci95": [0.54, 0.76], "seconds": {"generate": 100, "label": 1, "train": 200, "evaluate": 80},
+         "warning": "win rate rose +16% while answers grew +40%"}])
+    partial = client.get(f"/loop/runs/{run.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert 'hx-trigger="every 2s"' in partial and "round-1" in partial and "0.66" in partial
+    assert "answers grew +40%" in partial and "<html" not in partial
+    client.post(f"/loop/runs/{run.pk}/cancel/")
+    run.refresh_from_db()
+    assert run.status == "cancelled"
+    assert 'hx-trigger' not in client.get(f"/loop/runs/{run.pk}/").content.decode()
+
+
+def test_a_bad_start_shows_a_message_not_a_traceback(client, staff, db):
+    client.force_login(staff)
+    response = client.post("/loop/", {"rounds": 1, "pairs": 4, "judge": "judges.rules:length_target", "tag": "",
+                                      "eval_limit": 8, "seed": 0}, follow=True)
+    assert "no current model version" in response.content.decode() and not LoopRun.objects.exists()
+
+
+def test_the_admin_starts_runs_through_the_same_service(client, staff, ready):
+    client.force_login(staff)
+    assert client.get("/admin/loop/looprun/add/").status_code == 200
+    response = client.post("/admin/loop/looprun/add/", {"rounds": 2, "pairs": 8, "judge": "judges.rules:prefer_list",
+                                                        "tag": "", "eval_limit": 4, "seed": 1})
+    run = LoopRun.objects.get()
+    assert response["Location"] == f"/loop/runs/{run.pk}/" and run.judge == "judges.rules:prefer_list"
+    assert client.get("/admin/loop/looprun/").status_code == 200
+
+
+def test_annotators_cannot_see_the_loop(client, annotator, db):
+    client.force_login(annotator)
+    assert client.get("/loop/").status_code == 302

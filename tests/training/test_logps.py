@@ -1,0 +1,116 @@
+"""Sequence log-probs from the shared-prompt layout against a plain full-logits computation, and token masking."""
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from training.dpo.data import PreferencePair, tokenize_pair
+from training.dpo.logps import PairLogps, build_pair_batch, plain_sequence_logps, token_logps
+
+ROWS = [([5, 6, 7], [8, 9], [10, 11, 12, 13]), ([1, 2], [3, 4, 5, 6, 7, 8], [9]), ([4] * 6, [7], [8])]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_layout_equals_separate_full_logits(model):
+    out = PairLogps(model, chunk=3)(build_pair_batch(ROWS, pad_token_id=0))
+    chosen = [plain_sequence_logps(model, p, c) for p, c, _ in ROWS]
+    rejected = [plain_sequence_logps(model, p, r) for p, _, r in ROWS]
+    assert out.tolist() == pytest.approx(chosen + rejected, abs=1e-4)
+
+
+def test_padding_and_batch_neighbours_do_not_change_logps(model):
+    scorer = PairLogps(model)
+    alone = [scorer(build_pair_batch([row], 0)).tolist() for row in ROWS]
+    together = scorer(build_pair_batch(ROWS, 0)).detach()
+    n = len(ROWS)
+    for i, (c, r) in enumerate(alone):
+        assert float(together[i]) == pytest.approx(c, abs=1e-4)
+        assert float(together[n + i]) == pytest.approx(r, abs=1e-4)
+
+
+def test_prompt_tokens_are_never_counted(model):
+    batch = build_pair_batch(ROWS, 0)
+    assert batch.token_counts.tolist() == [2, 6, 1, 4, 1, 1]
+    assert batch.target_ids.tolist() == [8, 9, 10, 11, 12, 13, 3, 4, 5, 6, 7, 8, 9, 7, 8]
+    # changing a prompt token changes the log-probs (it is context) but never the count of scored tokens
+    other = build_pair_batch([([5, 6, 99], [8, 9], [10, 11, 12, 13])], 0)
+    assert other.token_counts.tolist() == [2, 4]
+
+
+def test_gradients_equal_plain_computation(model):
+    model.zero_grad()
+    PairLogps(model, chunk=4)(build_pair_batch(ROWS, 0)).sum().backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    total = 0
+    for p, c, r in ROWS:
+        for resp in (c, r):
+            ids = torch.tensor([p + resp])
+            logits = model(input_ids=ids).logits.float()
+            total = total + torch.log_softmax(logits[0, :-1], -1).gather(1, ids[0, 1:, None])[len(p) - 1 :].sum()
+    total.backward()
+    for name, param in model.named_parameters():
+        assert torch.allclose(ours[name], param.grad, atol=1e-4), name
+    model.zero_grad()
+
+
+def test_chunked_token_logps_match_log_softmax():
+    torch.manual_seed(0)
+    hidden = torch.randn(10, 8, dtype=torch.float64, requires_grad=True)
+    head = torch.nn.Linear(8, 50, bias=False).double()
+    targets = torch.randint(0, 50, (10,))
+    ours = token_logps(hidden, head, targets, chunk=3)
+    plain = torch.log_softmax(head(hidden), -1).gather(1, targets[:, None])[:, 0]
+    assert torch.allclose(ours.double(), plain, atol=1e-6)
+    w = torch.randn(10, dtype=torch.float64)
+    g1 = torch.autograd.grad((ours.double() * w).sum(), [hidden, head.weight])
+    g2 = torch.autograd.grad((plain * w).sum(), [hidden, head.weight])
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_chat_template_tokens(tokenizer):
+    pair = PreferencePair(prompt="Hi there", chosen="Hello!", rejected=f"Go away{tokenizer.eos_token}")
+    t = tokenize_pair(tokenizer, pair, max_length=512, max_prompt_length=256)
+    eos = tokenizer.eos_token_id
+    # the prompt is the chat template with the generation prompt; responses end with exactly one EOS
+    assert tokenizer.decode(t.prompt_ids) == "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    assert t.chosen_ids[-1] == eos and eos not in t.chosen_ids[:-1]
+    assert t.rejected_ids[-1] == eos and eos not in t.rejected_ids[:-1]  # never doubled
+    assert tokenizer.decode(t.chosen_ids[:-1]) == "Hello!"
+    assert not t.truncated
+
+
+def test_truncation_keeps_end_of_prompt(tokenizer):
+    long_prompt = "word " * 200
+    pair = PreferencePair(prompt=long_prompt + "LAST", chosen="yes " * 100, rejected="no")
+    t = tokenize_pair(tokenizer, pair, max_length=64, max_prompt_length=32)
+    assert t.truncated
+    assert len(t.prompt_ids) == 32 and tokenizer.decode(t.prompt_ids).endswith("LAST<|im_end|>\n<|im_start|>assistant\n")
+    assert len(t.prompt_ids) + len(t.chosen_ids) == 64
+    assert t.rejected_ids[-1] == tokenizer.eos_token_id
+
+
+@pytest.mark.real_model
+def test_real_model_layout_equals_plain(real_model_dir):
+    """SmolLM2-135M-Instruct on two HH pairs: the shared-prompt layout gives the plain log-probs."""
+    from pathlib import Path
+
+    from training.dpo.data import load_pairs_jsonl
+
+    hh = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf-sample.jsonl"
+    tok = AutoTokenizer.from_pretrained(real_model_dir)
+    real = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32).eval()
+    rows = [tokenize_pair(tok, p, 256, 128).row() for p in load_pairs_jsonl(hh)[:2]]
+    with torch.no_grad():
+        out = PairLogps(real)(build_pair_batch(rows, tok.pad_token_id))
+    plain = [plain_sequence_logps(real, p, c) for p, c, _ in rows] + [plain_sequence_logps(real, p, r) for p, _, r in rows]
+    assert out.tolist() == pytest.approx(plain, abs=2e-3, rel=1e-5)

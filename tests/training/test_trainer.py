@@ -1,0 +1,201 @@
+"""The training loop on the tiny model: first-step loss, learning a synthetic preference, references, LoRA, CLI."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.dpo.config import DPOConfig
+from training.dpo.data import PreferencePair, load_pairs_jsonl
+from training.dpo.trainer import TrainingCancelled, compute_reference_logps, train_dpo
+
+ROOT = Path(__file__).resolve().parents[2]
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf-sample.jsonl"
+TOPICS = ["the sea", "a fox", "Paris", "gradient descent", "a dog", "the sky", "bread", "python", "music", "snow"]
+
+
+def synthetic_pairs(n=20):
+    """A learnable preference: a polite answer always beats a curt one."""
+    return [
+        PreferencePair(prompt=f"Tell me about {TOPICS[i % len(TOPICS)]}.", chosen="Thank you! Happy to help.",
+                       rejected="No.", key=i)
+        for i in range(n)
+    ]
+
+
+def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_path):
+    steps = []
+    result = train_dpo(DPOConfig(batch_size=4), tiny_model_dir, synthetic_pairs(8), tmp_path / "out",
+                       on_step=lambda s, t, m: steps.append((s, t, m)))
+    first = steps[0][2]
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert first["rewards/margin"] == pytest.approx(0, abs=1e-5) and first["kl"] == pytest.approx(0, abs=1e-5)
+    assert [s for s, _, _ in steps] == [1, 2] and all(t == 2 for _, t, _ in steps)
+    assert set(first) >= {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
+                          "logps/chosen", "logps/rejected", "kl", "grad_norm", "lr", "tokens_per_s", "epoch"}
+    assert steps[-1][2]["epoch"] == pytest.approx(1.0)
+    assert result.pairs == 8 and result.steps == 2 and result.pairs_per_s > 0 and result.peak_rss_mb > 0
+    assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "tokenizer_config.json").exists()
+
+
+def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path):
+    pairs = synthetic_pairs(20)
+    config = DPOConfig(batch_size=4, epochs=3, learning_rate=1e-3, warmup_ratio=0.0, beta=0.1)
+    result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out")
+    policy = compute_reference_logps(tmp_path / "out", pairs, config)
+    margins = [(pc - rc) - (pr - rr) for (pc, pr), (rc, rr) in zip(policy, result.reference_logps, strict=True)]
+    assert sum(m > 0 for m in margins) / len(margins) >= 0.9
+    assert result.final_metrics["rewards/accuracy"] >= 0.75
+    assert result.final_metrics["loss"] < math.log(2)
+    # the trained checkpoint loads with plain transformers
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_reference_logps_come_from_the_reference_and_cached_ones_are_kept(tiny_model_dir, tmp_path):
+    pairs = synthetic_pairs(6)
+    config = DPOConfig(batch_size=2)
+    expected = compute_reference_logps(tiny_model_dir, pairs, config)
+    pairs[1].ref_chosen_logp, pairs[1].ref_rejected_logp = -1.5, -2.5
+    seen = []
+    result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", on_step=lambda s, t, m: seen.append(m))
+    assert result.reference_logps[1] == (-1.5, -2.5)
+    for i in (0, 2, 3, 4, 5):
+        assert list(result.reference_logps[i]) == pytest.approx(list(expected[i]), abs=1e-4)
+    assert len(result.reference_logps) == 6
+
+
+def test_separate_reference_dir_is_used(tiny_model_dir, tmp_path):
+    from tests.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    pairs = synthetic_pairs(4)
+    config = DPOConfig(batch_size=4)
+    expected = compute_reference_logps(other, pairs, config)
+    steps = []
+    result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", reference_dir=other,
+                       on_step=lambda s, t, m: steps.append(m))
+    flat = [x for pair in result.reference_logps for x in pair]
+    assert flat == pytest.approx([x for pair in expected for x in pair], abs=1e-4)
+    assert steps[0]["loss"] != pytest.approx(math.log(2), abs=1e-3)
+
+
+def test_lora_saves_an_adapter_and_trains(tiny_model_dir, tmp_path):
+    config = DPOConfig(batch_size=4, lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, epochs=2)
+    steps = []
+    train_dpo(config, tiny_model_dir, synthetic_pairs(8), tmp_path / "out", on_step=lambda s, t, m: steps.append(m))
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # fresh adapter = reference
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "out")
+
+
+@pytest.mark.parametrize("loss_type", ["ipo", "hinge", "robust", "kto", "rrhf"])
+def test_every_loss_type_trains(tiny_model_dir, tmp_path, loss_type):
+    config = DPOConfig(batch_size=4, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0,
+                       rpo_alpha=0.5 if loss_type == "hinge" else 0.0, grad_accum=2)
+    result = train_dpo(config, tiny_model_dir, synthetic_pairs(8), tmp_path / "out")
+    assert result.steps == 1 and math.isfinite(result.mean_loss)
+
+
+def test_soft_labels_and_sft_warmup(tiny_model_dir, tmp_path):
+    pairs = synthetic_pairs(4)
+    for p in pairs:
+        p.preference_prob = 0.5  # a coin flip: the loss is ln 2 whatever the margin, gradient zero at start
+    steps = []
+    train_dpo(DPOConfig(batch_size=4, sft_warmup_epochs=1), tiny_model_dir, pairs, tmp_path / "out",
+              on_step=lambda s, t, m: steps.append(m))
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_should_stop_cancels(tiny_model_dir, tmp_path):
+    with pytest.raises(TrainingCancelled):
+        train_dpo(DPOConfig(batch_size=2), tiny_model_dir, synthetic_pairs(4), tmp_path / "out", should_stop=lambda: True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_identical_pairs_are_dropped_and_long_ones_truncated(tiny_model_dir, tmp_path):
+    pairs = synthetic_pairs(4) + [PreferencePair(prompt="x", chosen="same", rejected="same"),
+                                  PreferencePair(prompt="long " * 300, chosen="a", rejected="b")]
+    result = train_dpo(DPOConfig(batch_size=4, max_length=64, max_prompt_length=32), tiny_model_dir, pairs,
+                       tmp_path / "out")
+    assert result.dropped == 1 and result.truncated == 1 and result.pairs == 5
+
+
+def test_config_round_trip_and_errors():
+    cfg = DPOConfig(beta=0.2, lora=True)
+    assert DPOConfig.from_dict(cfg.to_dict()) == cfg
+    assert DPOConfig.from_dict({"epochs": 2.0, "beta": 1}).epochs == 2
+    with pytest.raises(ValueError, match="unknown field 'betta'"):
+        DPOConfig.from_dict({"betta": 0.1})
+    with pytest.raises(ValueError, match="beta"):
+        DPOConfig.from_dict({"beta": -1})
+    with pytest.raises(ValueError, match="loss_type"):
+        DPOConfig.from_dict({"loss_type": "dpo++"})
+    with pytest.raises(ValueError, match="batch_size"):
+        DPOConfig.from_dict({"batch_size": "4"})
+    with pytest.raises(ValueError, match="lora"):
+        DPOConfig.from_dict({"lora": 1})
+
+
+def test_load_pairs_formats_and_errors(tmp_path):
+    good = tmp_path / "good.jsonl"
+    rows = [
+        {"prompt": "Hi", "chosen": "Hello", "rejected": "Go", "preference_prob": 0.8, "id": 7},
+        {"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello"}],
+         "rejected": [{"role": "assistant", "content": "Go"}]},
+        {"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+         "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go"}]},
+        {"chosen": "\n\nHuman: Hi\n\nAssistant: Yo\n\nHuman: How?\n\nAssistant: Fine",
+         "rejected": "\n\nHuman: Hi\n\nAssistant: Yo\n\nHuman: How?\n\nAssistant: Bad"},
+    ]
+    good.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pairs = load_pairs_jsonl(good)
+    assert pairs[0].preference_prob == 0.8 and pairs[0].key == 7
+    assert pairs[1].prompt == pairs[2].prompt == [{"role": "user", "content": "Hi"}]
+    assert [(p.chosen, p.rejected) for p in pairs] == [("Hello", "Go")] * 3 + [("Fine", "Bad")]
+    assert pairs[3].prompt == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
+                               {"role": "user", "content": "How?"}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "x", "chosen": "y"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: field 'rejected' is missing"):
+        load_pairs_jsonl(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not valid JSON"):
+        load_pairs_jsonl(bad)
+    bad.write_text(json.dumps({**rows[0], "preference_prob": 2}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: field 'preference_prob'"):
+        load_pairs_jsonl(bad)
+    assert len(load_pairs_jsonl(HH)) == 100
+
+
+def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
+                              for p in synthetic_pairs(4)))
+    cmd = [sys.executable, "-m", "training.dpo.train", "--model", str(tiny_model_dir), "--data", str(data),
+           "--out", str(tmp_path / "out"), "--batch-size", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
+    assert [line["step"] for line in lines[:-1]] == [1, 2]
+    assert set(lines[-1]) >= {"pairs", "loss", "pairs_per_s", "peak_rss_mb"} and lines[-1]["pairs"] == 4
+    data.write_text('{"prompt": "x"}\n')
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2 and "pairs.jsonl:1: field 'chosen' is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dtype_follows_hardware():
+    from prefloop.hardware import fastest_dtype
+    from training.dpo.trainer import resolve_dtype
+
+    assert resolve_dtype(DPOConfig(), "cpu") == fastest_dtype("cpu")
+    assert resolve_dtype(DPOConfig(dtype="float32"), "cpu") == torch.float32
