@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -90,6 +91,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--extra-batch", type=int, nargs="*", default=[], help="also run our sampler at these batch sizes")
     ap.add_argument("--skip-plain", action="store_true", help="skip transformers generate")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for every row (0: torch's default); 1 is steadier on a shared machine")
     ap.add_argument("--vllm", action="store_true", help="also run the vLLM backend (needs a GPU and vllm)")
     args = ap.parse_args(argv)
 
@@ -100,6 +103,8 @@ def main(argv=None) -> None:
     from generation.bootstrap import bootstrap_checkpoint
     from prefloop.hardware import describe
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model_dir = str(bootstrap_checkpoint(args.model))
     prompts = hh_prompts(DATA, args.prompts)
     config = SamplingConfig(n=args.samples, temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens,
@@ -111,7 +116,7 @@ def main(argv=None) -> None:
         rows.append((name, tokens, seconds, note))
         print(f"  {name:<44} {tokens:>6} tok {seconds:>8.1f} s {tokens / seconds:>9.1f} tok/s {note}", flush=True)
 
-    print(f"machine: {describe()}")
+    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}")
     print(f"model: {model_dir}; {len(prompts)} prompts x {config.n} samples, temperature {config.temperature}, "
           f"top_p {config.top_p}, max_new_tokens {config.max_new_tokens}", flush=True)
     if not args.skip_plain:
@@ -150,7 +155,7 @@ def main(argv=None) -> None:
         r1 = f"{rate / b1:.1f}x" if b1 else "-"
         rn = f"{rate / bn:.1f}x" if bn else "-"
         print(f"| {name} | {tokens} | {seconds:.1f} | {rate:.1f} | {r1} | {rn} |")
-    print(f"\n{describe()}")
+    print(f"\n{describe()}; load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

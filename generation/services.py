@@ -126,6 +126,11 @@ def release_backends() -> None:
     _backend_cache.clear()
 
 
+def storable_text(text: str) -> str:
+    """Sampled text without NUL characters, which PostgreSQL text columns refuse."""
+    return text.replace("\x00", "")
+
+
 def prompt_seed(seed: int, prompt_id: int) -> int:
     """The per-prompt seed: the same for every version, so two versions answer under the same randomness."""
     return (seed * 1_000_003 + prompt_id * 7919) % (2**31 - 1)
@@ -244,7 +249,7 @@ def _store_samples(job, prompts, seeds, samples, config, round_) -> int:
                 try:
                     with transaction.atomic():
                         rows.append(Response.objects.create(
-                            prompt=prompt, version=job.version, job=job, sample_index=index, text=sample.text,
+                            prompt=prompt, version=job.version, job=job, sample_index=index, text=storable_text(sample.text),
                             token_ids=list(sample.token_ids), token_count=len(sample.token_ids),
                             logp_sum=sample.logp_sum, finish_reason=sample.finish_reason,
                             sampling_params=dict(config.to_dict(), seed=seed), sampling_key=sampling_key(config, seed),
@@ -302,7 +307,7 @@ def answers_for(
             samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
             for prompt, s, (sample,) in zip(chunk, seeds, samples, strict=True):
                 answers[prompt.pk] = Response.objects.create(
-                    prompt=prompt, version=version, text=sample.text, token_ids=list(sample.token_ids),
+                    prompt=prompt, version=version, text=storable_text(sample.text), token_ids=list(sample.token_ids),
                     token_count=len(sample.token_ids), logp_sum=sample.logp_sum, finish_reason=sample.finish_reason,
                     sampling_params=dict(config.to_dict(), seed=s), sampling_key=sampling_key(config, s),
                 )
@@ -313,3 +318,13 @@ def answers_for(
 
 def remove_checkpoint(path: str | Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def requeue_interrupted_jobs() -> list[int]:
+    """Send the jobs left "running" by a worker that died to the queue again; they resume where they stopped."""
+    from .tasks import run_generation_job
+
+    ids = list(GenerationJob.objects.filter(status=GenerationJob.RUNNING).values_list("pk", flat=True))
+    for job_id in ids:
+        run_generation_job.delay(job_id)
+    return ids

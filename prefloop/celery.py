@@ -2,9 +2,26 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefloop.settings")
 
 app = Celery("prefloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def resume_interrupted_work(**_) -> None:
+    """With the filesystem broker a message is gone once a worker takes it, so a killed worker's task is never
+    redelivered. The embedded setup runs one worker, so at its start anything still marked running was interrupted:
+    send it again (the tasks are safe to run twice, and a training run is retried at most once)."""
+    from django.conf import settings
+
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return  # real brokers redeliver unacknowledged tasks themselves (acks_late)
+    from generation.services import requeue_interrupted_jobs
+    from training.services import requeue_interrupted_runs
+
+    requeue_interrupted_jobs()
+    requeue_interrupted_runs()

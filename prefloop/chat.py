@@ -6,9 +6,7 @@ by the end-of-turn (EOS) token, so chosen and rejected share exactly the same pr
 """
 from __future__ import annotations
 
-from typing import Union
-
-Prompt = Union[str, list]
+Prompt = str | list
 
 
 def to_messages(prompt: Prompt) -> list[dict]:

@@ -39,7 +39,7 @@ run_pass() {
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     echo "=== pass $name ==="
-    env "${envs[@]}" "$PYTHON" -m pytest --junitxml="$reports/$name.xml" "$@"
+    env "${envs[@]}" "$PYTHON" -m pytest --junitxml="$reports/$name.xml" --durations=10 "$@"
     local rc=$?
     if [ $rc -eq 5 ] && [ "$allow_empty" = yes ]; then
         echo "pass $name: no test selected"

@@ -109,7 +109,7 @@ print(json.dumps({
     "soft": conf.task_soft_time_limit, "visibility": (conf.broker_transport_options or {}).get("visibility_timeout"),
     "gen": app.amqp.router.route({}, "generation.tasks.run_generation_job")["queue"].name,
     "train": app.amqp.router.route({}, "training.tasks.run_training")["queue"].name,
-    "other": app.amqp.router.route({}, "compare.tasks.something")["queue"].name,
+    "other": app.amqp.router.route({}, "annotate.tasks.something")["queue"].name,
 }))
 """
     env = {"CELERY_BROKER_URL": "redis://127.0.0.1:6399/0", "PREFLOOP_TASK_TIME_LIMIT": "7200"}

@@ -67,8 +67,15 @@ def cancel_training_run(run: TrainingRun) -> None:
     )
 
 
+def _remove_partial_checkpoints(run_id: int) -> None:
+    """Folders an earlier, killed attempt of this run left behind (named after the run, so safe on shared disks)."""
+    for folder in settings.MODELS_DIR.glob(f".tmp-run-{run_id}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _claim(run_id: int) -> TrainingRun | None:
     """Mark the run running; None when there is nothing to do (finished, cancelled, or out of attempts)."""
+    _remove_partial_checkpoints(run_id)
     with transaction.atomic():
         run = TrainingRun.objects.select_for_update().get(pk=run_id)
         if run.status not in (TrainingRun.QUEUED, TrainingRun.RUNNING):
@@ -102,7 +109,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "
                   f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs")
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
-        out_tmp = Path(tempfile.mkdtemp(prefix=".tmp-run-", dir=settings.MODELS_DIR))
+        out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         result = _train(run, config, pairs, out_tmp, progress)
         _store_reference_logps(run, config, rows, result.reference_logps)
         version = _register(run, config, out_tmp)
@@ -200,3 +207,13 @@ def _log(run: TrainingRun, line: str) -> None:
     run.refresh_from_db(fields=["log"])
     run.log += f"[{timezone.now():%H:%M:%S}] {line}\n"
     TrainingRun.objects.filter(pk=run.pk).update(log=run.log)
+
+
+def requeue_interrupted_runs() -> list[int]:
+    """Send the runs left "running" by a worker that died to the queue again; returns their ids."""
+    from .tasks import run_training
+
+    ids = list(TrainingRun.objects.filter(status=TrainingRun.RUNNING).values_list("pk", flat=True))
+    for run_id in ids:
+        run_training.delay(run_id)
+    return ids

@@ -24,7 +24,39 @@ def supports(model) -> bool:
 
 
 class _Layer:
-    __slots__ = ("ln1", "qkv_w", "qkv_b", "o_w", "o_b", "ln2", "gu_w", "gu_b", "down_w", "down_b", "q_norm", "k_norm")
+    __slots__ = ("ln1", "qkv", "o", "ln2", "gate_up", "down", "q_norm", "k_norm")
+
+
+def _mkldnn_ok(device, dtype) -> bool:
+    return (
+        torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+class _Linear:
+    """y = x W^T + b, with W prepacked by oneDNN on CPU (about 10% faster than F.linear at batch 32 alone, and much
+    less hurt when other processes share the cores); plain F.linear elsewhere."""
+
+    __slots__ = ("weight", "bias", "packed")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, rows_hint: int, pack: bool):
+        self.weight, self.bias, self.packed = weight, bias, None
+        if pack:
+            try:
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows_hint)
+                probe = torch.randn(2, weight.shape[1], dtype=weight.dtype)
+                want = F.linear(probe, weight, bias)
+                got = torch.ops.mkldnn._linear_pointwise(probe, packed, bias, "none", [], "")
+                if torch.allclose(got.float(), want.float(), rtol=1e-2, atol=1e-3):
+                    self.packed, self.weight = packed, None
+            except (RuntimeError, NotImplementedError):
+                self.packed = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
 
 
 def _cat_bias(*linears):
@@ -52,23 +84,27 @@ class SlotDecoder:
         window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
         if window is not None and window < max_len:
             raise ValueError(f"sliding-window attention ({window}) shorter than the sequences ({max_len})")
+        pack = _mkldnn_ok(self.device, self.dtype)
+
+        def linear(weight, bias=None):
+            return _Linear(weight, bias, slots, pack)
+
         self.embed = inner.embed_tokens.weight
         self.norm = inner.norm.weight
-        self.lm_head = model.lm_head.weight
-        self.lm_head_b = getattr(model.lm_head, "bias", None)
         self.layers = []
         with torch.no_grad():
+            self.lm_head = linear(model.lm_head.weight, getattr(model.lm_head, "bias", None))
             for block in inner.layers:
                 att, mlp = block.self_attn, block.mlp
                 layer = _Layer()
                 layer.ln1 = block.input_layernorm.weight
-                layer.qkv_w = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).contiguous()
-                layer.qkv_b = _cat_bias(att.q_proj, att.k_proj, att.v_proj)
-                layer.o_w, layer.o_b = att.o_proj.weight, att.o_proj.bias
+                layer.qkv = linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
+                                   _cat_bias(att.q_proj, att.k_proj, att.v_proj))
+                layer.o = linear(att.o_proj.weight, att.o_proj.bias)
                 layer.ln2 = block.post_attention_layernorm.weight
-                layer.gu_w = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous()
-                layer.gu_b = _cat_bias(mlp.gate_proj, mlp.up_proj)
-                layer.down_w, layer.down_b = mlp.down_proj.weight, mlp.down_proj.bias
+                layer.gate_up = linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+                                       _cat_bias(mlp.gate_proj, mlp.up_proj))
+                layer.down = linear(mlp.down_proj.weight, mlp.down_proj.bias)
                 layer.q_norm = att.q_norm.weight if hasattr(att, "q_norm") else None
                 layer.k_norm = att.k_norm.weight if hasattr(att, "k_norm") else None
                 self.layers.append(layer)
@@ -98,7 +134,7 @@ class SlotDecoder:
 
     def _qkv(self, layer: _Layer, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """h [T, hidden] -> q [T, heads, hd], k and v [T, kv_heads, hd], rotated."""
-        qkv = F.linear(h, layer.qkv_w, layer.qkv_b).unflatten(-1, (self.n_heads + 2 * self.n_kv, self.head_dim))
+        qkv = layer.qkv(h).unflatten(-1, (self.n_heads + 2 * self.n_kv, self.head_dim))
         qk, v = qkv[:, : self.n_heads + self.n_kv], qkv[:, self.n_heads + self.n_kv:]
         if layer.q_norm is None:
             qk = self._rope(qk, cos, sin)  # queries and keys rotated together
@@ -109,34 +145,45 @@ class SlotDecoder:
 
     def _mlp(self, layer: _Layer, x: torch.Tensor) -> torch.Tensor:
         h = self._rms(x, layer.ln2)
-        gu = F.linear(h, layer.gu_w, layer.gu_b)
-        gate, up = gu.chunk(2, dim=-1)
-        return x + F.linear(F.silu(gate) * up, layer.down_w, layer.down_b)
+        gate, up = layer.gate_up(h).chunk(2, dim=-1)
+        return x + layer.down(F.silu(gate) * up)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._rms(h, self.norm), self.lm_head, self.lm_head_b).float()
+        return self.lm_head(self._rms(h, self.norm)).float()
 
     # -- prefill and decode -----------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def prefill(self, token_ids: list[int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """Run one prompt; returns its K/V per layer ([kv_heads, T, hd] each) and the last position's logits [V]."""
-        n = len(token_ids)
-        if n + 1 > self.max_len:
-            raise ValueError(f"prompt of {n} tokens does not fit the cache of {self.max_len}")
-        x = F.embedding(torch.tensor(token_ids, device=self.device), self.embed)  # [T, hidden]
-        cos, sin = self.cos[:n, None, :], self.sin[:n, None, :]
-        kv = []
+    def prefill(self, prompts: list[list[int]]) -> list[tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]]:
+        """Run several prompts packed into one matrix (so the projections see many rows at once); returns per
+        prompt its K/V per layer ([kv_heads, T, hd] each) and the last position's logits [V]."""
+        lengths = [len(p) for p in prompts]
+        for n in lengths:
+            if n + 1 > self.max_len:
+                raise ValueError(f"prompt of {n} tokens does not fit the cache of {self.max_len}")
+        flat = torch.tensor([t for p in prompts for t in p], device=self.device)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        x = F.embedding(flat, self.embed)  # [S, hidden], S = all prompts' tokens
+        cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]
+        kv: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in prompts]
+        gqa = self.n_kv != self.n_heads
         for layer in self.layers:
-            q, k, v = self._qkv(layer, self._rms(x, layer.ln1), cos, sin)  # [T, heads, hd]
-            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [heads, T, hd]
-            kv.append((k, v))
-            att = F.scaled_dot_product_attention(
-                q[None], k[None], v[None], is_causal=True, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
-            )[0]
-            x = x + F.linear(att.transpose(0, 1).reshape(n, -1), layer.o_w, layer.o_b)
+            q, k, v = self._qkv(layer, self._rms(x, layer.ln1), cos, sin)  # [S, heads, hd], [S, kv, hd]
+            q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)  # [heads, S, hd]
+            parts = []
+            for i, (s0, n) in enumerate(zip(starts, lengths, strict=True)):
+                ki, vi = k[:, s0:s0 + n], v[:, s0:s0 + n]
+                kv[i].append((ki, vi))
+                parts.append(F.scaled_dot_product_attention(
+                    q[None, :, s0:s0 + n], ki[None], vi[None], is_causal=True, scale=self.scale, enable_gqa=gqa
+                )[0])
+            att = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # [heads, S, hd]
+            x = x + layer.o(att.transpose(0, 1).reshape(x.shape[0], -1))
             x = self._mlp(layer, x)
-        return kv, self.logits(x[-1])
+        last = torch.tensor([s0 + n - 1 for s0, n in zip(starts, lengths, strict=True)], device=self.device)
+        logits = self.logits(x[last])
+        return [(kv[i], logits[i]) for i in range(len(prompts))]
 
     def load(self, slot: int, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Copy a prefilled prompt's K/V into a slot (positions 0..T-1)."""
@@ -170,6 +217,6 @@ class SlotDecoder:
                 attn_mask=mask,
                 scale=self.scale,
             )
-            x = x + F.linear(att.reshape(b, -1), layer.o_w, layer.o_b)
+            x = x + layer.o(att.reshape(b, -1))
             x = self._mlp(layer, x)
         return self.logits(x)

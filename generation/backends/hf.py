@@ -25,6 +25,7 @@ from .base import (
     sample_seed,
 )
 
+PREFILL_PROMPTS = 16  # prompts prefilled together at most (rows of one projection: enough to run the GEMMs well)
 VLLM_ONLY_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "adapter_name", "enforce_eager",
                      "max_model_len", "max_lora_rank", "canary_prompt")
 
@@ -180,35 +181,38 @@ class HFBackend(Backend):
         active: list[_Sequence] = []  # slot s holds active[s]; slots stay dense (0..len-1)
         positions: list[int] = []
 
-        def admit(slot: int) -> bool:
-            """Fill `slot` with the next waiting sample that outlives its first token; False when none is left."""
-            while waiting:
-                seq = waiting.popleft()
-                entry = prefixes.get(seq.prompt)
-                if entry is None:
-                    kv, logits = dec.prefill(ids[seq.prompt])
-                    entry = prefixes[seq.prompt] = [kv, logits, config.n]
-                entry[2] -= 1
-                token, logp = sample_tokens(entry[1][None], config.temperature, config.top_p, [seq.rng.random()])
-                seq.tokens.append(int(token[0]))
-                seq.logp += float(logp[0])
-                kv = entry[0]
-                if entry[2] == 0:
-                    del prefixes[seq.prompt]
-                if self._is_done(seq, config):
-                    finished(seq)
-                    continue
-                dec.load(slot, kv)
-                if slot == len(active):
-                    active.append(seq)
-                    positions.append(len(ids[seq.prompt]))
-                else:
-                    active[slot], positions[slot] = seq, len(ids[seq.prompt])
-                return True
-            return False
+        def refill(free: list[int]) -> list[int]:
+            """Fill free slots with waiting samples (prefilling their prompts together); returns unfilled slots."""
+            free = sorted(free)
+            while free and waiting:
+                batch = [waiting[i] for i in range(min(len(free), len(waiting)))]
+                need = list(dict.fromkeys(s.prompt for s in batch if s.prompt not in prefixes))
+                for start in range(0, len(need), PREFILL_PROMPTS):
+                    group = need[start:start + PREFILL_PROMPTS]
+                    for prompt, (kv, logits) in zip(group, dec.prefill([ids[i] for i in group]), strict=True):
+                        prefixes[prompt] = [kv, logits, config.n]
+                for seq in batch:
+                    waiting.popleft()
+                    entry = prefixes[seq.prompt]
+                    entry[2] -= 1
+                    if entry[2] == 0:
+                        del prefixes[seq.prompt]
+                    token, logp = sample_tokens(entry[1][None], config.temperature, config.top_p, [seq.rng.random()])
+                    seq.tokens.append(int(token[0]))
+                    seq.logp += float(logp[0])
+                    if self._is_done(seq, config):
+                        finished(seq)
+                        continue
+                    slot = free.pop(0)
+                    dec.load(slot, entry[0])
+                    if slot == len(active):
+                        active.append(seq)
+                        positions.append(len(ids[seq.prompt]))
+                    else:
+                        active[slot], positions[slot] = seq, len(ids[seq.prompt])
+            return free
 
-        while len(active) < dec.slots and admit(len(active)):
-            pass
+        refill(list(range(dec.slots)))
         while active:
             if should_stop():
                 raise GenerationCancelled("generation stopped on request")
@@ -223,9 +227,8 @@ class HFBackend(Backend):
                 if self._is_done(seq, config):
                     finished(seq)
                     ended.append(slot)
-            for slot in sorted(ended, reverse=True):  # refill, or move the last slot into the hole
-                if admit(slot):
-                    continue
+            holes = refill(ended)
+            for slot in sorted(holes, reverse=True):  # keep slots dense: move the last one into each hole
                 last = len(active) - 1
                 if slot != last:
                     dec.compact_one(last, slot, positions[last])

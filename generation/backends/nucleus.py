@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-TOP_CANDIDATES = 64  # a nucleus almost always fits in the top 64 tokens; rows where it does not are fully sorted
+# Candidate counts tried in turn: most nuclei fit in the top 64 tokens, flat ones in 2048; a row that needs more is
+# sorted in full (sorting a 49k-token row costs as much as a top-2048 of 8 rows).
+CANDIDATES = (64, 2048)
 
 
 def _pick(z_sorted: torch.Tensor, lse: torch.Tensor, top_p: float, u: torch.Tensor) -> torch.Tensor:
@@ -37,15 +39,22 @@ def sample_tokens(
             pos = torch.searchsorted(c, (u * c[:, -1].double())[:, None].to(c.dtype))[:, 0]
             tokens = torch.clamp(pos, max=z.shape[-1] - 1)
         else:
-            k = min(TOP_CANDIDATES, z.shape[-1])
-            top, idx = torch.topk(z, k, dim=-1)
-            tokens = idx.gather(1, _pick(top, lse, top_p, u)[:, None])[:, 0]
-            # Rows whose nucleus is wider than the candidates: sort them in full.
-            covered = torch.exp(top - lse[:, None]).sum(-1) >= top_p
-            if not bool(covered.all()):
-                rows = (~covered).nonzero()[:, 0]
-                full, full_idx = torch.sort(z[rows], dim=-1, descending=True)
-                pos = _pick(full, lse[rows], top_p, u[rows])
-                tokens[rows] = full_idx.gather(1, pos[:, None])[:, 0]
+            tokens = torch.empty(z.shape[0], dtype=torch.long, device=z.device)
+            rows = torch.arange(z.shape[0], device=z.device)
+            for k in (*CANDIDATES, z.shape[-1]):
+                zr, lr = z[rows], lse[rows]
+                if k >= z.shape[-1]:
+                    top, idx = torch.sort(zr, dim=-1, descending=True)
+                else:
+                    top, idx = torch.topk(zr, k, dim=-1)
+                # a row is settled when its candidates hold the nucleus (mass >= top_p), or it was sorted in full
+                covered = torch.exp(top - lr[:, None]).sum(-1) >= top_p if k < z.shape[-1] else None
+                pos = _pick(top, lr, top_p, u[rows])
+                picked = idx.gather(1, pos[:, None])[:, 0]
+                if covered is None or bool(covered.all()):
+                    tokens[rows] = picked
+                    break
+                tokens[rows[covered]] = picked[covered]
+                rows = rows[~covered]
     logps = logits.gather(1, tokens[:, None])[:, 0] - lse1
     return tokens, logps

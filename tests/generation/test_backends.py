@@ -202,3 +202,24 @@ def test_real_model_logps_match_teacher_forcing(real_model_dir):
         for s in row:
             assert s.text.strip()
             assert s.logp_sum == pytest.approx(teacher_forced_logp(backend.model, ids, s.token_ids), abs=1e-3)
+
+
+def test_nucleus_sampling_follows_the_renormalised_top_p_distribution(monkeypatch):
+    from generation.backends import nucleus
+
+    probs = torch.tensor([0.5, 0.25, 0.15, 0.06, 0.04])
+    logits = probs.log()[None].repeat(2000, 1)
+    uniforms = [(i + 0.5) / 2000 for i in range(2000)]
+    tokens, logps = nucleus.sample_tokens(logits, 1.0, 0.85, uniforms)
+    counts = torch.bincount(tokens, minlength=5).float() / 2000
+    # nucleus {0, 1, 2} holds 0.9 >= 0.85; tokens 3 and 4 are never drawn
+    assert counts.tolist() == pytest.approx([0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0, 0], abs=2e-3)
+    assert logps[0].item() == pytest.approx(probs.log()[tokens[0]].item(), abs=1e-6)
+    # the staged candidates (top-k, wider top-k, full sort) pick exactly what a full sort picks
+    wide = torch.randn(64, 3000) * 0.5
+    u = [((i * 7919) % 1000) / 1000 for i in range(64)]
+    staged = nucleus.sample_tokens(wide, 0.8, 0.95, u)[0]
+    monkeypatch.setattr(nucleus, "CANDIDATES", ())
+    assert torch.equal(staged, nucleus.sample_tokens(wide, 0.8, 0.95, u)[0])
+    greedy = nucleus.sample_tokens(wide, 0, 0.95, u)[0]
+    assert torch.equal(greedy, wide.argmax(-1))
