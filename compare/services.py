@@ -5,9 +5,7 @@ Views, tasks and commands call these functions. Ratings are in `compare.leaderbo
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import math
 import secrets
 from collections.abc import Callable, Iterable
 
@@ -238,17 +236,13 @@ Judge = Callable[[str, str, str], JudgeResult]
 
 
 def load_judge(dotted_path: str) -> Judge:
-    """The callable at "package.module.name" (or "package.module:name")."""
-    module_name, sep, attr = dotted_path.replace(":", ".").rpartition(".")
-    if not sep or not module_name:
-        raise JudgeError(f"judge {dotted_path!r}: expected a dotted path such as 'compare.judges.prefer_shorter'")
+    """The callable at "package.module:name" (see `judges.load_judge`); a JudgeError of this app when it fails."""
+    import judges
+
     try:
-        judge = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise JudgeError(f"judge {dotted_path!r} cannot be imported: {exc}") from None
-    if not callable(judge):
-        raise JudgeError(f"judge {dotted_path!r} is not callable")
-    return judge
+        return judges.load_judge(dotted_path)
+    except judges.JudgeError as exc:
+        raise JudgeError(str(exc)) from None
 
 
 def judge_voter(judge_name: str):
@@ -265,20 +259,10 @@ def judge_voter(judge_name: str):
 
 
 def judged_outcome(result: object, *, tie_band: float = 0.05) -> str | None:
-    """A judge's answer as an outcome in its own argument order; None when it is not a valid answer.
+    """A judge's answer as an outcome in its own argument order; None when it is not a valid answer."""
+    from judges import normalise_verdict
 
-    "a"/"b"/"tie"/"both_bad", or a probability that the first answer is better (within tie_band of 0.5: a tie).
-    """
-    if isinstance(result, str):
-        return result if result in OUTCOMES else None
-    if isinstance(result, bool) or not isinstance(result, int | float):
-        return None
-    p = float(result)
-    if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-        return None
-    if abs(p - 0.5) <= tie_band:
-        return TIE
-    return A if p > 0.5 else B
+    return normalise_verdict(result, tie_band=tie_band)
 
 
 def judge_comparisons(

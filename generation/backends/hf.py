@@ -86,7 +86,8 @@ class HFBackend(Backend):
     name = "hf"
 
     def __init__(self, model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
-                 device: str | None = None, dtype=None, engine: str = "auto", **options):
+                 device: str | None = None, dtype=None, engine: str = "auto", threads: int | None = None,
+                 **options):
         from prefloop.hardware import default_device
 
         unknown = set(options) - set(VLLM_ONLY_OPTIONS)
@@ -105,6 +106,9 @@ class HFBackend(Backend):
         elif engine == "slots" and not supports(self.model):
             raise ValueError(f"the slots engine does not support {type(self.model).__name__}")
         self.engine = engine
+        # torch's thread count while sampling (None: leave torch's default). On a machine whose cores are busy with
+        # other work, fewer threads than cores avoid waiting at every op's barrier for a preempted thread.
+        self.threads = threads
         self._decoder = None
         eos = {self.tokenizer.eos_token_id}
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -139,8 +143,16 @@ class HFBackend(Backend):
                 on_progress(done[0], total)
 
         if ids:
+            import torch
+
             run = self._run_slots if self.engine == "slots" else self._run_generic
-            run(ids, seqs, config, finished, should_stop or (lambda: False))
+            before = torch.get_num_threads()
+            if self.threads:
+                torch.set_num_threads(self.threads)
+            try:
+                run(ids, seqs, config, finished, should_stop or (lambda: False))
+            finally:
+                torch.set_num_threads(before)
         return [[self._to_sample(s) for s in row] for row in seqs]
 
     def close(self) -> None:

@@ -41,3 +41,12 @@ def test_bf16_logps_match_a_bf16_forward_pass(tiny_model_dir):
         logps = backend.model(torch.tensor([ids + sample.token_ids])).logits[0].float().log_softmax(-1)
     ref = sum(float(logps[len(ids) - 1 + t, tok]) for t, tok in enumerate(sample.token_ids))
     assert sample.logp_sum == pytest.approx(ref, abs=0.05 * len(sample.token_ids))
+
+
+def test_thread_count_is_set_only_while_sampling(tiny_model_dir):
+    before = torch.get_num_threads()
+    backend = load_backend(str(tiny_model_dir), kind="hf", device="cpu", threads=1)
+    seen = []
+    backend.generate(["hi"], SamplingConfig(n=1, max_new_tokens=3),
+                     on_progress=lambda done, total: seen.append(torch.get_num_threads()))
+    assert seen == [1] and torch.get_num_threads() == before
