@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Settings a loop round uses unless the run names others (measurements in docs/defaults.md). They belong in
 # DPOConfig / SamplingConfig's own defaults; until those change, the loop passes them explicitly.
-TRAINING_DEFAULTS: dict = {"learning_rate": 1e-5, "epochs": 2}
+TRAINING_DEFAULTS: dict = {}  # DPOConfig defaults are chosen for small rounds (docs/defaults.md)
 SAMPLING_DEFAULTS: dict = {}
 PAIRING_DEFAULT = "random"
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}

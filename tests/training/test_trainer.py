@@ -28,7 +28,7 @@ def synthetic_pairs(n=20):
 
 def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_path):
     steps = []
-    result = train_dpo(DPOConfig(batch_size=4), tiny_model_dir, synthetic_pairs(8), tmp_path / "out",
+    result = train_dpo(DPOConfig(batch_size=4, epochs=1), tiny_model_dir, synthetic_pairs(8), tmp_path / "out",
                        on_step=lambda s, t, m: steps.append((s, t, m)))
     first = steps[0][2]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
@@ -100,7 +100,7 @@ def test_lora_saves_an_adapter_and_trains(tiny_model_dir, tmp_path):
 @pytest.mark.parametrize("loss_type", ["ipo", "hinge", "robust", "kto", "rrhf"])
 def test_every_loss_type_trains(tiny_model_dir, tmp_path, loss_type):
     config = DPOConfig(batch_size=4, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0,
-                       rpo_alpha=0.5 if loss_type == "hinge" else 0.0, grad_accum=2)
+                       rpo_alpha=0.5 if loss_type == "hinge" else 0.0, grad_accum=2, epochs=1)
     result = train_dpo(config, tiny_model_dir, synthetic_pairs(8), tmp_path / "out")
     assert result.steps == 1 and math.isfinite(result.mean_loss)
 
