@@ -188,7 +188,8 @@ class HFBackend(Backend):
 
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))  # bucket by length
         waiting = deque(seq for i in order for seq in seqs[i])
-        dec = self._decoder_for(min(config.batch_size, len(waiting)), max(map(len, ids)) + config.max_new_tokens)
+        slots = min(config.batch_size, len(waiting))
+        dec = self._decoder_for(slots, max(map(len, ids)) + config.max_new_tokens)
         prefixes: dict[int, list] = {}  # prompt -> [kv, logits, samples not yet admitted]
         active: list[_Sequence] = []  # slot s holds active[s]; slots stay dense (0..len-1)
         positions: list[int] = []
@@ -224,7 +225,7 @@ class HFBackend(Backend):
                         active[slot], positions[slot] = seq, len(ids[seq.prompt])
             return free
 
-        refill(list(range(dec.slots)))
+        refill(list(range(slots)))  # a cache kept from a larger job may have more slots: use only these
         while active:
             if should_stop():
                 raise GenerationCancelled("generation stopped on request")

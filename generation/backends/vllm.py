@@ -116,16 +116,23 @@ class VLLMBackend(Backend):
         if self.llm is None:
             return
         engine = getattr(self.llm, "llm_engine", None)
-        for name in ("shutdown", "close"):
-            fn = getattr(engine, name, None)
+        for owner in (engine, getattr(engine, "engine_core", None)):
+            fn = getattr(owner, "shutdown", None)
             if callable(fn):
                 try:
                     fn()
                 except Exception:  # an engine already half gone: dropping it is all that is left to do
-                    log.debug("vllm engine %s failed", name, exc_info=True)
+                    log.debug("vllm engine shutdown failed", exc_info=True)
                 break
         self.llm = None
         gc.collect()
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # older or newer vLLM without these: the engine process is gone already
+            log.debug("vllm distributed teardown skipped", exc_info=True)
         try:
             import torch
 

@@ -73,7 +73,7 @@ def test_worker_killed_mid_training(worker, broker, tiny_version, annotator, wor
     def run_ended():
         run.refresh_from_db()
         return run.status in (TrainingRun.SUCCEEDED, TrainingRun.FAILED)
-    wait_for(run_ended, 120, "the killed run to end (failed, or succeeded after one re-queue)", worker)
+    wait_for(run_ended, 300, "the killed run to end (failed, or succeeded after one re-queue)", worker)
     if run.status == TrainingRun.SUCCEEDED:
         assert run.attempts == 2, "a succeeded run after a kill must have been started again exactly once"
         assert run.output_version is not None
@@ -95,7 +95,7 @@ def test_worker_killed_mid_training(worker, broker, tiny_version, annotator, wor
     def second_done():
         second.refresh_from_db()
         return second.status not in (TrainingRun.QUEUED, TrainingRun.RUNNING)
-    wait_for(second_done, 120, "the next run to finish", worker)
+    wait_for(second_done, 300, "the next run to finish", worker)
     assert second.status == TrainingRun.SUCCEEDED, second.error
     version = second.output_version
     assert (models_dir / version.name / "model.safetensors").exists()
@@ -132,7 +132,7 @@ def test_worker_killed_mid_generation(worker, broker, tiny_version):
     def job_ended():
         job.refresh_from_db()
         return job.status not in (GenerationJob.QUEUED, GenerationJob.RUNNING)
-    wait_for(job_ended, 120, "the killed job to resume and finish", worker)
+    wait_for(job_ended, 300, "the killed job to resume and finish", worker)
     assert job.status == GenerationJob.SUCCEEDED, job.error
     assert job.done == job.total == n_prompts
     # Every prompt answered exactly n times, none twice (the unique (job, prompt, sample_index) holds).
