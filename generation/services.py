@@ -23,7 +23,7 @@ from .models import GenerationJob, ModelVersion, Prompt, Response
 log = logging.getLogger(__name__)
 
 PAIRING_STRATEGIES = ("random", "most_different", "best_worst")
-CHUNK_PROMPTS = 8  # prompts sampled between two progress commits: small enough for a live bar, large enough to batch
+CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 that fills a batch of 32 rows; a progress commit after each
 
 
 class GenerationError(Exception):
