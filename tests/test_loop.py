@@ -150,18 +150,23 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
     gen.run_generation_job(gen.start_generation_job(base, n_prompts=4, config=SAMPLING, enqueue=False).pk)
     _label_everything(staff)
 
-    db_name = connection.settings_dict["NAME"]
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        database_url = f"sqlite:///{db['NAME']}"
+    else:  # the worker must use the test database, not the one DATABASE_URL names
+        database_url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     data_dir = tmp_path / "worker-data"
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{db_name}", PREFLOOP_DATA_DIR=str(data_dir),
+    env = dict(os.environ, DATABASE_URL=database_url, PREFLOOP_DATA_DIR=str(data_dir),
                DJANGO_SETTINGS_MODULE="prefloop.settings")
     # The test process must publish to the worker's broker folder.
     from prefloop.celery import app
 
-    queue = data_dir / "broker" / "queue"
-    queue.mkdir(parents=True)
-    (data_dir / "broker" / "processed").mkdir()
-    app.conf.broker_transport_options = dict(app.conf.broker_transport_options, data_folder_in=str(queue),
-                                             data_folder_out=str(queue))
+    saved_options = dict(app.conf.broker_transport_options or {})
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        queue = data_dir / "broker" / "queue"
+        queue.mkdir(parents=True)
+        (data_dir / "broker" / "processed").mkdir()
+        app.conf.broker_transport_options = dict(saved_options, data_folder_in=str(queue), data_folder_out=str(queue))
     settings.MODELS_DIR = data_dir / "models"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", "default,gpu", "--pool", "solo",
@@ -183,4 +188,4 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        app.conf.broker_transport_options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+        app.conf.broker_transport_options = saved_options
