@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS: dict = {}  # DPOConfig defaults are chosen for small rounds (docs/defaults.md)
 SAMPLING_DEFAULTS: dict = {}
 PAIRING_DEFAULT = "random"
+# Each round trains the last version on the pairs it sampled (iterative DPO): the cost of a round stays flat.
+DATA_DEFAULT = "new"
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -206,9 +208,10 @@ def start_loop_run(
         raise LoopError(f"rounds, pairs and eval prompts must be at least 1 (got {rounds}, {pairs}, {eval_limit})")
     load_judge(judge)
     params = dict(params or {})
-    unknown = set(params) - {"training", "sampling", "pairing", "reference"}
+    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data"}
     if unknown:
-        raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} (known: training, sampling, pairing, reference)")
+        raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
+                        "(known: training, sampling, pairing, reference, data)")
     _check_params(params)
     try:
         current_version()
@@ -235,6 +238,8 @@ def _check_params(params: dict) -> None:
         raise LoopError(f"training settings: {exc}") from None
     if params.get("reference", "base") not in ("base", "start"):
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
+    if params.get("data", DATA_DEFAULT) not in ("all", "new"):
+        raise LoopError(f"data must be 'all' or 'new' (got {params['data']!r})")
 
 
 def _train_prompts_left(tag: str) -> None:
@@ -337,6 +342,7 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
     clock = time.perf_counter()
     try:
         training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
+                                      data_choice=params.get("data", DATA_DEFAULT),
                                       params=dict(TRAINING_DEFAULTS, **params.get("training", {})), enqueue=False)
     except TrainingError as exc:
         raise LoopError(f"round {number}: {exc}") from None

@@ -100,6 +100,30 @@ def test_second_round_reuses_cached_reference_logps(tiny_base, staff, settings, 
     assert {r.response_id: r.created for r in ReferenceLogp.objects.all()} == created
 
 
+def test_new_labels_only_trains_on_the_starting_versions_pairs(tiny_base, staff, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    _prompts(8)
+    gen.run_generation_job(gen.start_generation_job(tiny_base, n_prompts=4, config=SAMPLING, enqueue=False).pk)
+    first_labels = _label_everything(staff)
+    first = train.run_training(train.start_training_run(params=FAST_TRAINING, enqueue=False).pk)
+    assert first.status == "succeeded", first.error
+    # The new version has sampled nothing yet: "new" has nothing to train on and says which round it looked at.
+    empty = train.run_training(train.start_training_run(input_version=first.output_version, data_choice="new",
+                                                        params=FAST_TRAINING, enqueue=False).pk)
+    assert empty.status == "failed" and "labelling round 2" in empty.error
+    job = gen.run_generation_job(gen.start_generation_job(first.output_version, n_prompts=4, config=SAMPLING,
+                                                          enqueue=False).pk)
+    second_labels = _label_everything(staff)
+    assert job.pairs_made == second_labels > 0
+    new_only = train.run_training(train.start_training_run(input_version=first.output_version, data_choice="new",
+                                                           params=FAST_TRAINING, enqueue=False).pk)
+    assert new_only.status == "succeeded", new_only.error
+    assert new_only.data_choice == "new" and new_only.pairs == second_labels
+    everything = train.start_training_run(input_version=new_only.output_version, params=FAST_TRAINING, enqueue=False)
+    everything = train.run_training(everything.pk)
+    assert everything.pairs == first_labels + second_labels
+
+
 def test_a_second_round_cannot_start_on_the_same_input_while_one_is_queued(tiny_base):
     train.start_training_run(enqueue=False)
     with pytest.raises(train.TrainingError, match="already queued or running"):

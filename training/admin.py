@@ -11,14 +11,14 @@ from .models import ReferenceLogp, TrainingRun
 class StartRunForm(forms.ModelForm):
     class Meta:
         model = TrainingRun
-        fields = ["input_version", "reference_choice", "params"]
+        fields = ["input_version", "reference_choice", "data_choice", "params"]
 
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(admin.ModelAdmin):
     list_display = ["id", "status", "input_version", "reference_version", "output_version", "pairs", "progress_pct",
                     "created"]
-    list_filter = ["status", "reference_choice"]
+    list_filter = ["status", "reference_choice", "data_choice"]
     actions = ["cancel_runs"]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -28,7 +28,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["input_version", "reference_choice", "params"]
+            return ["input_version", "reference_choice", "data_choice", "params"]
         return super().get_fields(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
@@ -45,6 +45,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
             return
         try:
             run = services.start_training_run(input_version=obj.input_version, reference_choice=obj.reference_choice,
+                                              data_choice=obj.data_choice,
                                               params=obj.params or {}, user=request.user)
         except (services.TrainingError, GenerationError) as exc:
             self.message_user(request, str(exc), messages.ERROR)

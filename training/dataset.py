@@ -7,6 +7,11 @@ from .dpo.data import PreferencePair
 from .models import ReferenceLogp
 
 
+def labelling_round(version: ModelVersion) -> int:
+    """The labelling round whose pairs a version sampled (generation files them under the version's round + 1)."""
+    return version.round + 1
+
+
 def round_pairs(
     *, reference: ModelVersion, max_length: int, include_automatic: bool = True, rounds: list[int] | None = None,
 ) -> tuple[list[PreferencePair], list[tuple[Response, Response]]]:

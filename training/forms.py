@@ -16,6 +16,8 @@ class TrainingRunForm(forms.Form):
                                            empty_label="current version", label="Start from")
     reference_choice = forms.ChoiceField(choices=TrainingRun._meta.get_field("reference_choice").choices,
                                          initial=TrainingRun.REF_BASE, label="Reference")
+    data_choice = forms.ChoiceField(choices=TrainingRun._meta.get_field("data_choice").choices,
+                                    initial=TrainingRun.DATA_ALL, label="Train on")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

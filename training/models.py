@@ -6,11 +6,17 @@ class TrainingRun(models.Model):
     QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
     STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
     REF_BASE, REF_START = "base", "start"
+    DATA_ALL, DATA_NEW = "all", "new"
     status = models.CharField(max_length=12, choices=STATUSES, default=QUEUED, db_index=True)
     params = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields; missing ones take defaults.")
     reference_choice = models.CharField(
         max_length=10, choices=[(REF_BASE, "base (SFT) model"), (REF_START, "the round's starting model")],
         default=REF_BASE,
+    )
+    data_choice = models.CharField(
+        max_length=10, default=DATA_ALL,
+        choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's pairs")],
+        help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided pair.",
     )
     input_version = models.ForeignKey(
         "generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs_started"

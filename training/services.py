@@ -20,7 +20,7 @@ from django.utils import timezone
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 
-from .dataset import round_pairs
+from .dataset import labelling_round, round_pairs
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
 from .models import ReferenceLogp, TrainingRun, TrainingStep
@@ -35,7 +35,7 @@ class TrainingError(Exception):
 
 def start_training_run(
     *, input_version: ModelVersion | None = None, reference_choice: str = TrainingRun.REF_BASE,
-    params: dict | None = None, user=None, enqueue: bool = True,
+    data_choice: str = TrainingRun.DATA_ALL, params: dict | None = None, user=None, enqueue: bool = True,
 ) -> TrainingRun:
     """Validate the settings, record the run as queued and hand it to the worker."""
     input_version = input_version or current_version()
@@ -45,12 +45,14 @@ def start_training_run(
         raise TrainingError(f"training settings: {exc}") from None
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):
         raise TrainingError(f"reference must be 'base' or 'start' (got {reference_choice!r})")
+    if data_choice not in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW):
+        raise TrainingError(f"data must be 'all' or 'new' (got {data_choice!r})")
     reference = base_version(input_version) if reference_choice == TrainingRun.REF_BASE else input_version
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
                 input_version=input_version, reference_version=reference, reference_choice=reference_choice,
-                params=config.to_dict(), created_by=user,
+                data_choice=data_choice, params=config.to_dict(), created_by=user,
             )
     except IntegrityError:
         raise TrainingError(f"a training round on version {input_version.name!r} is already queued or running") from None
@@ -102,9 +104,11 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
     out_tmp: Path | None = None
     try:
         config = DPOConfig.from_dict(run.params)
-        pairs, rows = round_pairs(reference=run.reference_version, max_length=config.max_length)
+        rounds = [labelling_round(run.input_version)] if run.data_choice == TrainingRun.DATA_NEW else None
+        pairs, rows = round_pairs(reference=run.reference_version, max_length=config.max_length, rounds=rounds)
         if not pairs:
-            raise TrainingError("no decided pairs to train on yet: label some pairs first")
+            scope = f"of labelling round {rounds[0]} " if rounds else ""
+            raise TrainingError(f"no decided pairs {scope}to train on yet: label some pairs first")
         TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "
                   f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs")

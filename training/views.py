@@ -18,7 +18,8 @@ def runs(request):
         try:
             run = services.start_training_run(
                 input_version=form.cleaned_data["input_version"],
-                reference_choice=form.cleaned_data["reference_choice"], params=form.params(), user=request.user,
+                reference_choice=form.cleaned_data["reference_choice"],
+                data_choice=form.cleaned_data["data_choice"], params=form.params(), user=request.user,
             )
         except (services.TrainingError, GenerationError) as exc:
             messages.error(request, str(exc))

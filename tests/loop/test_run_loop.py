@@ -57,7 +57,8 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
     monkeypatch.setattr(trainer, "_reference_logps_for", counting_ref)
     monkeypatch.setattr(training_services, "run_training", flagged_run)
 
-    call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1, params=json.dumps(PARAMS))
+    call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1,
+                 params=json.dumps(dict(PARAMS, data="all")))
     out = capsys.readouterr()
     rounds = [json.loads(line) for line in out.out.strip().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2] and [r["version"] for r in rounds] == ["round-1", "round-2"]
@@ -83,6 +84,7 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
     assert run_2.reference_version == base and run_2.pairs > run_1.pairs > 0
     assert computed == [run_1.pairs, run_2.pairs - run_1.pairs]
     assert ReferenceLogp.objects.filter(reference=base).count() == 2 * run_2.pairs
+    assert run_1.data_choice == run_2.data_choice == "all"
 
 
 def test_a_failing_judge_stops_the_run_with_a_clear_error(tiny_loop):
@@ -106,4 +108,6 @@ def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, tag="other")
     with pytest.raises(CommandError, match=r"training settings: DPOConfig.learning_rate=-1.0: must be > 0"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"training": {"learning_rate": -1}}')
+    with pytest.raises(CommandError, match=r"data must be 'all' or 'new' \(got 'latest'\)"):
+        call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"data": "latest"}')
     assert not LoopRun.objects.exists()

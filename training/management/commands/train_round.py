@@ -1,4 +1,4 @@
-"""Train one DPO round on all decided pairs so far and register the new version, with a progress bar."""
+"""Train one DPO round on the decided pairs (all so far, or the new ones) and register the new version, with a progress bar."""
 import json
 
 from django.core.management.base import BaseCommand, CommandError
@@ -21,6 +21,8 @@ class Command(BaseCommand):
         parser.add_argument("--version", help="Starting version (default: the current version).")
         parser.add_argument("--reference", default="base", choices=["base", "start"],
                             help="Reference model: the base (SFT) version (default) or the starting version.")
+        parser.add_argument("--data", default="all", choices=["all", "new"],
+                            help="Train on every decided pair so far (default) or only on the starting version's pairs.")
         parser.add_argument("--params", default="{}",
                             help='DPOConfig fields as JSON, e.g. \'{"beta": 0.1, "epochs": 2}\'.')
         parser.add_argument("--queue", action="store_true", help="Hand the run to the Celery worker instead.")
@@ -32,7 +34,8 @@ class Command(BaseCommand):
             raise CommandError(f"train_round: --params is not JSON: {exc}") from None
         try:
             version = ModelVersion.objects.get(name=o["version"]) if o["version"] else None
-            run = start_training_run(input_version=version, reference_choice=o["reference"], params=params,
+            run = start_training_run(input_version=version, reference_choice=o["reference"],
+                                     data_choice=o["data"], params=params,
                                      enqueue=o["queue"])
         except ModelVersion.DoesNotExist:
             raise CommandError(f"train_round: no version named {o['version']!r}") from None
