@@ -22,6 +22,12 @@ CURVES: list[tuple[str, tuple[str, ...]]] = [
     ("Loss", ("loss", "train/loss", "train_loss")),
     ("KL to reference", ("kl", "objective/kl", "kl_to_reference", "mean_kl", "kl_ref")),
 ]
+# Measured once per round after training (training.evaluation), shown beside the curves' last values.
+ROUND_METRICS: list[tuple[str, tuple[str, ...]]] = [
+    ("Held-out accuracy", ("heldout/reward_accuracy",)),
+    ("Held-out margin", ("heldout/margin",)),
+    ("Answer tokens", ("sampled/mean_tokens",)),
+]
 CHOSEN_KEYS = ("rewards/chosen", "chosen_reward", "reward_chosen", "chosen_rewards")
 REJECTED_KEYS = ("rewards/rejected", "rejected_reward", "reward_rejected", "rejected_rewards")
 SKIP_KEYS = {"step", "epoch_step"}
@@ -60,10 +66,11 @@ def find_key(keys, candidates: tuple[str, ...]) -> str | None:
 
 
 def headline(metrics: dict) -> list[tuple[str, float]]:
-    """Margin, accuracy, loss and KL from a run's summary, in that order (margin first: see FIELD-NOTES)."""
+    """Margin, accuracy, loss and KL from a run's summary, in that order (margin first: see FIELD-NOTES), then the
+    round's held-out accuracy and margin and its answers' mean length where they were measured."""
     numbers = numeric_items(metrics)
     rows = []
-    for title, candidates in CURVES:
+    for title, candidates in CURVES + ROUND_METRICS:
         key = find_key(numbers, candidates)
         if key is not None:
             rows.append((title, numbers[key]))

@@ -177,21 +177,10 @@ def evaluate(
 
 
 def kl_to_base(version: ModelVersion, base: ModelVersion, answers: dict[int, Response]) -> float:
-    """Monte-Carlo KL(version || base) in nats per answer: mean of log pi(y) - log pi_base(y) over the version's
-    own sampled answers y, both scored by the trainer's log-prob code under the one chat template."""
-    from training.dpo.config import DPOConfig
-    from training.dpo.data import PreferencePair
-    from training.dpo.trainer import compute_reference_logps
+    """Monte-Carlo KL(version || base) in nats per answer over the version's own sampled answers."""
+    from training.evaluation import mean_kl
 
-    if not answers:
-        return float("nan")
-    prompts = Prompt.objects.in_bulk(list(answers))
-    # The scorer takes pairs; a one-token "rejected" keeps its extra cost negligible.
-    pairs = [PreferencePair(prompt=prompts[pid].as_input, chosen=r.text, rejected=".") for pid, r in answers.items()]
-    config = DPOConfig(batch_size=8)
-    own = compute_reference_logps(version.path, pairs, config)
-    ref = compute_reference_logps(base.path, pairs, config)
-    return sum(o[0] - r[0] for o, r in zip(own, ref, strict=True)) / len(pairs)
+    return mean_kl(version, base, answers)
 
 
 # ---- loop runs ------------------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # whitenoise serves static files under runserver too, as in production (before staticfiles, which it replaces).
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
     "generation",
@@ -61,6 +63,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "prefloop.request_limits.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before the session: an unreachable database, from the session load on, answers 503 and the page retries.
+    "prefloop.dbfaults.DatabaseFaultMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -141,6 +145,11 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+if not PRODUCTION:
+    # Outside production whitenoise serves the source folders directly: no collectstatic to run, and an empty
+    # STATIC_ROOT (whitenoise warns at startup when it is missing). Production serves what collectstatic wrote.
+    WHITENOISE_USE_FINDERS = True
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -213,6 +222,11 @@ PREFLOOP_BACKEND = os.environ.get("PREFLOOP_BACKEND", "auto")  # auto, hf or vll
 PREFLOOP_VLLM_TP = int(os.environ.get("PREFLOOP_VLLM_TP", 1))
 PREFLOOP_VLLM_GPU_MEMORY = float(os.environ.get("PREFLOOP_VLLM_GPU_MEMORY", 0.5))
 PREFLOOP_TRAIN_PROCESSES = int(os.environ.get("PREFLOOP_TRAIN_PROCESSES", 1))
+# Each round is measured on held-out labelled pairs (this share of prompts, never trained on once a round has
+# PREFLOOP_HELDOUT_MIN_PAIRS decided pairs) and on answers to this many eval prompts (KL to the reference, length).
+PREFLOOP_HELDOUT_FRACTION = float(os.environ.get("PREFLOOP_HELDOUT_FRACTION", 0.1))
+PREFLOOP_HELDOUT_MIN_PAIRS = int(os.environ.get("PREFLOOP_HELDOUT_MIN_PAIRS", 20))
+PREFLOOP_ROUND_EVAL_PROMPTS = int(os.environ.get("PREFLOOP_ROUND_EVAL_PROMPTS", 8))
 PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]
 PREFLOOP_COMPARE_JUDGE = os.environ.get("PREFLOOP_COMPARE_JUDGE", "")
 

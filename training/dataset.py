@@ -1,5 +1,9 @@
-"""A round's training data: the decided pairs as PreferencePairs, with cached reference log-probs filled in."""
+"""A round's training data: the decided pairs as PreferencePairs, with cached reference log-probs filled in, and
+the held-out pairs (a fixed share of prompts, chosen by hash, never trained on) that measure each round."""
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 from generation.models import ModelVersion, Response
 
@@ -12,13 +16,52 @@ def labelling_round(version: ModelVersion) -> int:
     return version.round + 1
 
 
+def is_heldout(prompt_id: int, fraction: float) -> bool:
+    """Whether a prompt's pairs are held out: a hash of its id, so the set is the same in every round."""
+    digest = hashlib.sha256(f"prefloop-heldout:{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+@dataclass
+class RoundData:
+    pairs: list[PreferencePair]  # what the round trains on
+    rows: list[tuple[Response, Response]]  # (chosen, rejected) behind each training pair
+    heldout: list[PreferencePair]  # decided pairs of held-out prompts (any round), none of them in `pairs`
+    heldout_rows: list[tuple[Response, Response]]
+    holding_out: bool  # False when too few pairs: the held-out prompts of this round were trained on
+
+
+def round_data(
+    *, reference: ModelVersion, max_length: int, rounds: list[int] | None = None, include_automatic: bool = True,
+    heldout_fraction: float = 0.0, heldout_min_pairs: int = 0,
+) -> RoundData:
+    """The training pairs (every decided pair so far, or those of the given labelling rounds) without the held-out
+    prompts' pairs, once at least `heldout_min_pairs` are decided; and the held-out pairs to measure the round on.
+    Below that threshold every pair trains (a round of a few pairs cannot spare any); such a round's log says so,
+    and its held-out prompts' pairs are then measured on in later rounds although an earlier version saw them."""
+    from annotate.dataset import decided_pairs
+
+    in_scope = decided_pairs(include_automatic=include_automatic, rounds=rounds)
+    holding_out = heldout_fraction > 0 and len(in_scope) >= heldout_min_pairs
+    train = [d for d in in_scope if not (holding_out and is_heldout(d.pair.prompt_id, heldout_fraction))]
+    trained = {d.pair.pk for d in train}
+    everything = in_scope if rounds is None else decided_pairs(include_automatic=include_automatic)
+    heldout = [d for d in everything
+               if heldout_fraction > 0 and is_heldout(d.pair.prompt_id, heldout_fraction) and d.pair.pk not in trained]
+    pairs, rows = _preference_pairs(train, reference, max_length)
+    held, held_rows = _preference_pairs(heldout, reference, max_length)
+    return RoundData(pairs, rows, held, held_rows, holding_out)
+
+
 def round_pairs(
     *, reference: ModelVersion, max_length: int, include_automatic: bool = True, rounds: list[int] | None = None,
 ) -> tuple[list[PreferencePair], list[tuple[Response, Response]]]:
     """Every decided pair so far (or of the given labelling rounds) and the (chosen, rejected) responses behind each."""
-    from annotate.dataset import decided_pairs
+    data = round_data(reference=reference, max_length=max_length, rounds=rounds, include_automatic=include_automatic)
+    return data.pairs, data.rows
 
-    decided = decided_pairs(include_automatic=include_automatic, rounds=rounds)
+
+def _preference_pairs(decided, reference: ModelVersion, max_length: int):
     response_ids = [r.pk for d in decided for r in (d.chosen, d.rejected)]
     cached = {
         row.response_id: row.logp

@@ -20,7 +20,7 @@ from django.utils import timezone
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 
-from .dataset import labelling_round, round_pairs
+from .dataset import labelling_round, round_data
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
 from .models import ReferenceLogp, TrainingRun, TrainingStep
@@ -105,13 +105,19 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
     try:
         config = DPOConfig.from_dict(run.params)
         rounds = [labelling_round(run.input_version)] if run.data_choice == TrainingRun.DATA_NEW else None
-        pairs, rows = round_pairs(reference=run.reference_version, max_length=config.max_length, rounds=rounds)
+        data = round_data(reference=run.reference_version, max_length=config.max_length, rounds=rounds,
+                          heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
+                          heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+        pairs, rows = data.pairs, data.rows
         if not pairs:
             scope = f"of labelling round {rounds[0]} " if rounds else ""
             raise TrainingError(f"no decided pairs {scope}to train on yet: label some pairs first")
         TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "
-                  f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs")
+                  f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs; "
+                  f"{len(data.heldout)} held-out pairs to measure the round on"
+                  + ("" if data.holding_out or not settings.PREFLOOP_HELDOUT_FRACTION else
+                     f" (fewer than {settings.PREFLOOP_HELDOUT_MIN_PAIRS} pairs: nothing held out of this round)"))
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         result = _train(run, config, pairs, out_tmp, progress)
@@ -125,6 +131,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                            truncated=result.truncated, dropped=result.dropped)
         run.save()
         _log(run, f"registered version {version.name!r} as current")
+        _evaluate(run, version, config, data)
     except Exception as exc:
         from .dpo.trainer import TrainingCancelled
 
@@ -139,6 +146,26 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             shutil.rmtree(out_tmp, ignore_errors=True)
     run.refresh_from_db()
     return run
+
+
+def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) -> None:
+    """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays."""
+    from .evaluation import evaluate_round
+
+    _log(run, f"measuring {version.name!r}: {len(data.heldout)} held-out pairs, "
+              f"answers to up to {settings.PREFLOOP_ROUND_EVAL_PROMPTS} eval prompts")
+    try:
+        found = evaluate_round(version, run.reference_version, config, data.heldout, data.heldout_rows)
+    except Exception as exc:  # the round itself succeeded: keep it, say what the measurement hit
+        log.exception("measuring training run %s failed", run.pk)
+        _log(run, f"measuring the round failed: {type(exc).__name__}: {exc}")
+        return
+    run.refresh_from_db(fields=["metrics"])
+    run.metrics = dict(run.metrics, **found)
+    TrainingRun.objects.filter(pk=run.pk).update(metrics=run.metrics)
+    if "sampled/answers" in found:
+        update_mean_length(version)
+    _log(run, "measured: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
 
 
 def _train(run: TrainingRun, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path, progress=None):
@@ -160,6 +187,18 @@ def _train(run: TrainingRun, config: DPOConfig, pairs: list[PreferencePair], out
     def should_stop() -> bool:
         return TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.CANCELLED).exists()
 
+    if settings.PREFLOOP_TRAIN_PROCESSES > 1:  # DDP through `accelerate launch` (docs/deployment.md)
+        from .launcher import train_in_processes
+
+        workdir = out_dir.with_name(out_dir.name + "-launch")
+        _log(run, f"training in {settings.PREFLOOP_TRAIN_PROCESSES} processes through accelerate launch")
+        try:
+            return train_in_processes(config, _full_path(run.input_version), pairs, out_dir,
+                                      processes=settings.PREFLOOP_TRAIN_PROCESSES,
+                                      reference_dir=_full_path(run.reference_version), on_step=on_step,
+                                      should_stop=should_stop, workdir=workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
                      reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop)
 

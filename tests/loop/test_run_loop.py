@@ -38,9 +38,9 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
     import training.dpo.trainer as trainer
     import training.services as training_services
 
-    # Count reference log-probs computed inside training runs (the KL check scores answers separately).
+    # Count reference log-probs computed while training (measuring the round and the KL check score answers apart).
     computed, in_training = [], {"on": False}
-    real_ref, real_run = trainer._reference_logps_for, training_services.run_training
+    real_ref, real_run = trainer._reference_logps_for, training_services._train
 
     def counting_ref(scorer, rows, indices, *args, **kwargs):
         if in_training["on"]:
@@ -55,7 +55,7 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
             in_training["on"] = False
 
     monkeypatch.setattr(trainer, "_reference_logps_for", counting_ref)
-    monkeypatch.setattr(training_services, "run_training", flagged_run)
+    monkeypatch.setattr(training_services, "_train", flagged_run)
 
     call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1,
                  params=json.dumps(dict(PARAMS, data="all")))

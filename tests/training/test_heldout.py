@@ -1,0 +1,117 @@
+"""Each round is measured on labelled pairs it never trained on, and on its own answers to eval prompts."""
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from django.urls import reverse
+
+from annotate.models import Pair
+from annotate.services import next_pair_for, record_label
+from generation import services as gen
+from generation.backends.base import SamplingConfig
+from generation.models import ModelVersion, Prompt
+from training import services as train
+from training.dataset import is_heldout, round_data
+from training.dpo.config import DPOConfig
+from training.dpo.trainer import compute_reference_logps
+from training.evaluation import heldout_score
+
+FAST_TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "max_prompt_length": 64,
+                 "warmup_ratio": 0.0}
+SAMPLING = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=10, seed=0)
+
+
+def test_heldout_score_matches_a_direct_computation():
+    policy = [(-10.0, -12.0), (-8.0, -7.0), (-5.0, -5.5), (-3.0, -4.0)]
+    reference = [(-11.0, -11.0), (-8.5, -8.0), (-5.0, -5.0), (-3.0, -3.0)]
+    probs = [None, 0.25, 0.5, 1.0]
+    beta = 0.2
+    # h = (pc - rc) - (pr - rr): 1 - (-1) = 2; 0.5 - 1 = -0.5; 0 - (-0.5) = 0.5; 0 - (-1) = 1
+    score = heldout_score(policy, reference, beta, probs)
+    assert score.pairs == 4
+    assert score.margin == pytest.approx(beta * (2 - 0.5 + 0.5 + 1) / 4)
+    # right: h > 0 (yes); prob 0.25 means the "rejected" side is better and h < 0 (yes); a tie counts half; yes.
+    assert score.reward_accuracy == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+    assert math.isnan(heldout_score([], [], beta).reward_accuracy)
+
+
+def test_heldout_prompts_are_a_fixed_share_chosen_by_hash():
+    chosen = [pid for pid in range(1, 2001) if is_heldout(pid, 0.1)]
+    assert 150 < len(chosen) < 250
+    assert chosen == [pid for pid in range(1, 2001) if is_heldout(pid, 0.1)]  # the same set every time
+    assert not any(is_heldout(pid, 0.0) for pid in range(1, 200))
+
+
+@pytest.fixture
+def tiny_base(db, tiny_model_dir) -> ModelVersion:
+    return gen.register_version("base", tiny_model_dir)
+
+
+def _labelled_round(base, user, n_prompts: int, split_eval: int = 0):
+    for i in range(n_prompts):
+        Prompt.objects.create(text=f"train question {i}: name a colour number {i}.", split="train")
+    for i in range(split_eval):
+        Prompt.objects.create(text=f"eval question {i}: name an animal.", split="eval")
+    job = gen.start_generation_job(base, n_prompts=n_prompts, config=SAMPLING, enqueue=False)
+    gen.run_generation_job(job.pk)
+    labelled = 0
+    while (assignment := next_pair_for(user)) is not None:
+        record_label(assignment, user, "left" if labelled % 2 else "right", seconds=1.0)
+        labelled += 1
+    return labelled
+
+
+def test_round_data_never_trains_on_heldout_prompts(tiny_base, staff):
+    labelled = _labelled_round(tiny_base, staff, 24)
+    assert labelled >= 20
+    data = round_data(reference=tiny_base, max_length=128, heldout_fraction=0.3, heldout_min_pairs=10)
+    assert data.holding_out
+    trained = {p.key for p in data.pairs}
+    held = {p.key for p in data.heldout}
+    assert held and trained and not trained & held
+    assert len(trained) + len(held) == labelled
+    prompt_of = dict(Pair.objects.values_list("pk", "prompt_id"))
+    assert all(is_heldout(prompt_of[k], 0.3) for k in held)
+    assert not any(is_heldout(prompt_of[k], 0.3) for k in trained)
+    # Too few decided pairs: nothing is held out, every pair trains.
+    small = round_data(reference=tiny_base, max_length=128, heldout_fraction=0.3, heldout_min_pairs=labelled + 1)
+    assert not small.holding_out and len(small.pairs) == labelled and not small.heldout
+
+
+def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tiny_base, staff, client, settings,
+                                                                             tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.PREFLOOP_HELDOUT_FRACTION = 0.3
+    settings.PREFLOOP_HELDOUT_MIN_PAIRS = 10
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
+    _labelled_round(tiny_base, staff, 24, split_eval=4)
+    data = round_data(reference=tiny_base, max_length=128, heldout_fraction=0.3, heldout_min_pairs=10)
+
+    run = train.start_training_run(params=FAST_TRAINING, enqueue=False)
+    run = train.run_training(run.pk)
+    assert run.status == "succeeded", run.error
+    metrics = run.metrics
+    assert metrics["pairs"] == len(data.pairs)
+    assert metrics["heldout/pairs"] == len(data.heldout) > 0
+    assert metrics["sampled/answers"] == 3
+    new = run.output_version
+    assert new.mean_response_tokens == pytest.approx(metrics["sampled/mean_tokens"])
+
+    # The stored held-out figures equal a direct scoring of the held-out pairs by both models.
+    scoring = DPOConfig.from_dict(dict(FAST_TRAINING, batch_size=8))
+    policy = compute_reference_logps(new.path, data.heldout, scoring)
+    reference = compute_reference_logps(tiny_base.path, data.heldout, scoring)
+    direct = heldout_score(policy, reference, scoring.beta, [p.preference_prob for p in data.heldout])
+    assert metrics["heldout/reward_accuracy"] == pytest.approx(direct.reward_accuracy)
+    assert metrics["heldout/margin"] == pytest.approx(direct.margin, abs=1e-4)
+    assert math.isfinite(metrics["kl_to_reference"])
+    assert any("held-out pairs" in line for line in run.log.splitlines())
+
+    client.force_login(staff)
+    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    cards = dict(re.findall(r'data-metric="([^"]+)">([^<]+)<', page))
+    assert float(cards["Held-out accuracy"]) == pytest.approx(metrics["heldout/reward_accuracy"], abs=5e-4)
+    assert float(cards["Held-out margin"]) == pytest.approx(metrics["heldout/margin"], rel=1e-3, abs=1e-4)
+    assert float(cards["Answer tokens"]) == pytest.approx(metrics["sampled/mean_tokens"], rel=1e-3)

@@ -1,0 +1,121 @@
+"""What a finished round is measured on: implicit-reward accuracy and margin on held-out labelled pairs, and the
+new version's own answers to eval prompts (mean KL to the reference, mean length), all scored by the trainer's
+log-prob code under the one chat template."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from generation.models import ModelVersion, Prompt, Response
+
+from .dpo.config import DPOConfig
+from .dpo.data import PreferencePair
+from .models import ReferenceLogp
+
+KL_PLACEHOLDER = "."  # the scorer takes pairs; a one-token "rejected" keeps the extra cost negligible
+
+
+@dataclass
+class HeldoutScore:
+    pairs: int
+    reward_accuracy: float  # share of held-out pairs whose chosen answer gets the larger implicit reward
+    margin: float  # mean of beta * h, h = (log pi - log pi_ref)(chosen) - (log pi - log pi_ref)(rejected)
+
+    def as_metrics(self) -> dict:
+        return {"heldout/pairs": self.pairs, "heldout/reward_accuracy": self.reward_accuracy,
+                "heldout/margin": self.margin}
+
+
+def heldout_score(policy: list[tuple[float, float]], reference: list[tuple[float, float]], beta: float,
+                  preference_probs: list[float | None] | None = None) -> HeldoutScore:
+    """Accuracy and mean margin of the implicit reward over (chosen, rejected) log-probs; a soft label below 0.5
+    flips which side counts as right, a tie (0.5) counts half."""
+    probs = preference_probs or [None] * len(policy)
+    right, margins = 0.0, []
+    for (pc, pr), (rc, rr), prob in zip(policy, reference, probs, strict=True):
+        h = (pc - rc) - (pr - rr)
+        margins.append(beta * h)
+        if prob is not None and abs(prob - 0.5) < 1e-9:
+            right += 0.5
+        elif (h > 0) == (prob is None or prob > 0.5):
+            right += 1
+    n = len(margins)
+    return HeldoutScore(n, right / n if n else math.nan, sum(margins) / n if n else math.nan)
+
+
+def eval_answer_prompts(limit: int) -> list[Prompt]:
+    """The first eval prompts (oldest first, typed compare prompts left out): the same ones every round."""
+    from compare.services import TYPED_TAG
+
+    return list(Prompt.objects.filter(split=Prompt.EVAL).exclude(tag=TYPED_TAG).order_by("pk")[:limit])
+
+
+def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, Response],
+            config: DPOConfig | None = None) -> float:
+    """Monte-Carlo KL(version || reference) in nats per answer: the mean of log pi(y) - log pi_ref(y) over the
+    version's own sampled answers y."""
+    from .dpo.trainer import compute_reference_logps
+
+    if not answers:
+        return math.nan
+    pairs = _answer_pairs(answers)
+    config = config or DPOConfig(batch_size=8)
+    own = compute_reference_logps(version.path, pairs, config)
+    ref = compute_reference_logps(reference.path, pairs, config)
+    return sum(o[0] - r[0] for o, r in zip(own, ref, strict=True)) / len(pairs)
+
+
+def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
+    prompts = Prompt.objects.in_bulk(list(answers))
+    return [PreferencePair(prompt=prompts[pid].as_input, chosen=r.text, rejected=KL_PLACEHOLDER)
+            for pid, r in answers.items()]
+
+
+def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
+                   heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
+                   on_progress=None) -> dict:
+    """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
+    version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
+    Each model is loaded once: the held-out pairs and the answers are scored in one pass."""
+    from generation.backends.base import SamplingConfig
+    from generation.services import answers_for
+
+    from .dpo.trainer import compute_reference_logps
+
+    metrics: dict = {}
+    prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)
+    answers = answers_for(version, prompts, SamplingConfig(), seed=0) if prompts else {}
+    if on_progress:
+        on_progress("answers", len(answers))
+    answer_pairs = _answer_pairs(answers)
+    to_score = heldout + answer_pairs
+    if not to_score:
+        return metrics
+    scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8))
+    own = compute_reference_logps(version.path, to_score, scoring)
+    missing = [i for i, p in enumerate(heldout) if not p.has_reference]
+    ref_pairs = [heldout[i] for i in missing] + answer_pairs
+    ref = compute_reference_logps(reference.path, ref_pairs, scoring) if ref_pairs else []
+    for j, i in enumerate(missing):
+        heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
+    _cache(reference, config.max_length, [heldout_rows[i] for i in missing], ref[:len(missing)])
+    if heldout:
+        score = heldout_score(own[:len(heldout)], [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
+                              config.beta, [p.preference_prob for p in heldout])
+        metrics.update(score.as_metrics())
+    if answers:
+        own_answers, ref_answers = own[len(heldout):], ref[len(missing):]
+        metrics["kl_to_reference"] = sum(o[0] - r[0] for o, r in zip(own_answers, ref_answers, strict=True)) / len(
+            answers)
+        metrics["sampled/answers"] = len(answers)
+        metrics["sampled/mean_tokens"] = sum(r.token_count for r in answers.values()) / len(answers)
+    return metrics
+
+
+def _cache(reference: ModelVersion, max_length: int, rows, values) -> None:
+    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, logp=value)
+            for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
+            for response, value in ((chosen, ref_c), (rejected, ref_r))]
+    ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
