@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from tests.training.test_trainer import synthetic_pairs
+from training.launcher import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +17,7 @@ def test_two_process_accelerate_launch(tiny_model_dir, tmp_path):
                               for p in synthetic_pairs(9)))
     accelerate = Path(sys.executable).with_name("accelerate")
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29571",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "--module", "training.dpo.train", "--model", str(tiny_model_dir), "--data", str(data),
            "--out", str(tmp_path / "out"), "--batch-size", "2", "--lr", "1e-3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
