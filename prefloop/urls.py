@@ -1,12 +1,21 @@
-"""URL map: one include per app, Django's auth views and the admin."""
+"""URL map: one include per app, Django's sign-in, sign-out and password-change views, and the admin. No password
+reset: it would mail a link, and PrefLoop sends no mail (an administrator sets a new password in the admin)."""
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
 
+accounts = [
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+]
+
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/", include(accounts)),
     path("admin/", admin.site.urls),
     path("generation/", include("generation.urls")),
     path("annotate/", include("annotate.urls")),

@@ -16,11 +16,8 @@ from django.urls.resolvers import RegexPattern
 
 from prefloop import ratelimit
 
-# Pages anyone may open: signing in, out, and resetting a password.
-PUBLIC = {
-    "login", "logout", "password_reset", "password_reset_done", "password_reset_confirm", "password_reset_complete",
-    "admin:login", "admin:logout",
-}
+# Pages anyone may open: signing in and out (no password reset: PrefLoop sends no mail; staff set passwords).
+PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
 STAFF_PREFIXES = ("/admin/", "/generation/", "/training/")
 STAFF_NAMES = {"annotate:quality", "annotate:import", "annotate:export"}  # staff pages outside those folders
 XSS = "<script>alert(1)</script>"

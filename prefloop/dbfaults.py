@@ -1,0 +1,61 @@
+"""An unreachable database answers 503 with Retry-After, not a 500: the label page (static/prefloop/retry.js) then
+sends the same request again until it goes through, and the label services record a label sent twice once."""
+from __future__ import annotations
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import escape
+
+logger = logging.getLogger(__name__)
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+MESSAGE = "The database is not answering; your label was not lost: the page retries."
+RETRY_AFTER_SECONDS = 1
+
+
+def unavailable(request: HttpRequest, error: BaseException) -> HttpResponse:
+    """The 503 for a request that met an unreachable database: plain text, or a minimal page for a browser."""
+    logger.warning("database not answering during %s %s: %s: %s", request.method, request.path,
+                   type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else "")
+    wants_html = "HX-Request" not in request.headers and "text/html" in request.headers.get("Accept", "")
+    if wants_html:
+        body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Database not answering</title>'
+                f"</head><body><p>{escape(MESSAGE)}</p></body></html>")
+        response = HttpResponse(body, status=503, content_type="text/html; charset=utf-8")
+    else:
+        response = HttpResponse(MESSAGE, status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class DatabaseFaultMiddleware:
+    """Turns OperationalError and InterfaceError met loading the session and user, or in the view and its template,
+    into the 503 above. (A session save failing after the view is Django's 400 "session was deleted": the label
+    views do not change the session.)"""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        # The session and the user load lazily, at the first look at request.user (the login check, just after
+        # this): look here, where a database fault is answered like one in the view.
+        user = getattr(request, "user", None)
+        if user is None:
+            return None
+        try:
+            user.is_authenticated  # noqa: B018 (evaluates the lazy user)
+        except DATABASE_ERRORS as error:
+            return unavailable(request, error)
+        return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, DATABASE_ERRORS):
+            return unavailable(request, exception)
+        return None
+
