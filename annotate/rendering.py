@@ -3,6 +3,7 @@ and a word-level diff of two responses. Plain Python: no Django here."""
 from __future__ import annotations
 
 import difflib
+import functools
 import html
 import re
 import threading
@@ -25,8 +26,12 @@ def _markdown() -> markdown.Markdown:
     return md
 
 
+@functools.lru_cache(maxsize=512)
 def render_markdown(text: str) -> str:
-    """HTML for model (or prompt) text: markdown rendered, raw HTML escaped, the result sanitised."""
+    """HTML for model (or prompt) text: markdown rendered, raw HTML escaped, the result sanitised.
+
+    Kept per process for the texts shown most (a round's guidelines on every request, a pair on reload and to each
+    of its k annotators): the same text always renders the same."""
     md = _markdown()
     md.reset()
     return nh3.clean(md.convert(text or ""), attributes=_ATTRIBUTES)

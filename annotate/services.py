@@ -7,18 +7,28 @@ timeout); on PostgreSQL the candidate pair is locked with SELECT ... FOR UPDATE 
 """
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Abs, Coalesce
+from django.db.models import BooleanField, Exists, F, OuterRef, Q, Subquery
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Abs
 from django.utils import timezone
 
 from .dataset import DecidedPair, decided_pairs  # noqa: F401  (the training service imports it from here)
 from .models import BOTH_BAD, LEFT, RIGHT, TIE, A, AnnotatorProfile, Assignment, B, Label, Pair, Round
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own busy timeout alone
+    fcntl = None
 
 LEASE_SECONDS = getattr(settings, "PREFLOOP_LEASE_SECONDS", 600)
 UNDO_SECONDS = getattr(settings, "PREFLOOP_UNDO_SECONDS", 60)
@@ -28,6 +38,36 @@ SIDE_KEYS = (LEFT, RIGHT, TIE, BOTH_BAD)
 
 class LabelError(Exception):
     """A label that cannot be recorded; the message is for the annotator."""
+
+
+def _writer_lock_path() -> Path | None:
+    """The file writers queue on, beside a SQLite database file; None on PostgreSQL or an in-memory database."""
+    if fcntl is None or connection.vendor != "sqlite" or connection.is_in_memory_db():
+        return None
+    return Path(f"{connection.settings_dict['NAME']}.writers.lock")
+
+
+@contextmanager
+def _write_transaction() -> Iterator[None]:
+    """transaction.atomic(), first queued on a file lock when the database is a SQLite file.
+
+    SQLite lets one writer in at a time and makes the others poll with a sleeping busy handler (naps of 1, 2, 5 ...
+    up to 100 ms), so under load the write lock sat free while the waiters slept. A lock on a file (a new open file
+    each time, so threads of one process queue too) wakes the next writer as soon as the last one commits. Inside a
+    caller's transaction it adds nothing: that caller may already hold SQLite's lock.
+    """
+    path = _writer_lock_path()
+    if path is None or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    with open(path, "ab") as queue:
+        fcntl.flock(queue, fcntl.LOCK_EX)
+        try:
+            with transaction.atomic():
+                yield
+        finally:
+            fcntl.flock(queue, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -48,16 +88,6 @@ def choice_for(side: str, left_is_a: bool) -> str:
     raise LabelError(f"unknown side {side!r}: expected one of {', '.join(SIDE_KEYS)}")
 
 
-def _live_leases(now, *, exclude_user=None):
-    leases = Assignment.objects.filter(pair=OuterRef("pk"), state=Assignment.LEASED, expires_at__gt=now)
-    if exclude_user is not None:
-        leases = leases.exclude(annotator=exclude_user)
-    return Coalesce(
-        Subquery(leases.order_by().values("pair").annotate(n=Count("pk")).values("n")), Value(0),
-        output_field=IntegerField(),
-    )
-
-
 def _unseen_by(user):
     """Pairs this person has never been given nor labelled (imported labels have no assignment)."""
     return Pair.objects.exclude(Exists(Assignment.objects.filter(pair=OuterRef("pk"), annotator=user))).exclude(
@@ -70,10 +100,27 @@ def _open(queryset):
     return queryset.filter(is_gold=False, labels_done__lt=F("labels_needed"))
 
 
+@functools.cache
+def _unseen_with_room_sql() -> str:
+    """WHERE text: the pair is unseen by this person and labels done + others' live leases leave room.
+
+    Written as SQL because building the same through the ORM (two Exists, a counting Subquery) cost more Python
+    time per key press than running every query of the request; the outer pair table keeps its own name."""
+    q = connection.ops.quote_name
+    pair, assignment, label = (q(model._meta.db_table) for model in (Pair, Assignment, Label))
+    return (
+        f"NOT EXISTS (SELECT 1 FROM {assignment} x WHERE x.pair_id = {pair}.id AND x.annotator_id = %s)"
+        f" AND NOT EXISTS (SELECT 1 FROM {label} y WHERE y.pair_id = {pair}.id AND y.annotator_id = %s)"
+        f" AND {pair}.labels_done + (SELECT COUNT(*) FROM {assignment} z WHERE z.pair_id = {pair}.id"
+        f" AND z.state = %s AND z.expires_at > %s) < {pair}.labels_needed"
+    )
+
+
 def _open_pairs(user, now, round_: Round | None):
     """Regular pairs of one round this person may be given now, in serving order."""
-    pairs = _open(_unseen_by(user)).filter(round=round_) if round_ else _open(_unseen_by(user)).filter(round=None)
-    pairs = pairs.annotate(taken=F("labels_done") + _live_leases(now)).filter(taken__lt=F("labels_needed"))
+    pairs = _open(Pair.objects.filter(round=round_) if round_ else Pair.objects.filter(round=None))
+    params = (user.pk, user.pk, Assignment.LEASED, connection.ops.adapt_datetimefield_value(now))
+    pairs = pairs.filter(RawSQL(_unseen_with_room_sql(), params, output_field=BooleanField()))
     if round_ is not None and round_.active_learning:
         return pairs.order_by(Abs("margin").asc(nulls_last=True), "created", "pk")
     return pairs.order_by("created", "pk")
@@ -115,13 +162,16 @@ _PAIR_SHOWN = ("round", "prompt", "response_a", "response_b")
 _SHOWN = tuple(f"pair__{name}" for name in _PAIR_SHOWN)
 
 
-def _current_lease(user, now) -> Assignment | None:
-    return (
-        Assignment.objects.select_related(*_SHOWN)
-        .filter(annotator=user, state=Assignment.LEASED, expires_at__gt=now)
+def _leases(user) -> list[Assignment]:
+    """This person's open leases (live or run out), oldest first, with the pair as shown: one query."""
+    return list(
+        Assignment.objects.select_related(*_SHOWN).filter(annotator=user, state=Assignment.LEASED)
         .order_by("leased_at", "pk")
-        .first()
     )
+
+
+def _current_lease(user, now) -> Assignment | None:
+    return next((lease for lease in _leases(user) if lease.expires_at > now), None)
 
 
 def _renew_or_expire_old_leases(user, now) -> Assignment | None:
@@ -138,24 +188,24 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
     """The pair this person should label now, leased to them with its sides randomised; None when none is left."""
     rng = rng or random.Random()
     now = timezone.now()
-    current = _current_lease(user, now)
+    leases = _leases(user)
+    current = next((lease for lease in leases if lease.expires_at > now), None)
     if current is not None:
         return current
-    with transaction.atomic():
-        renewed = _renew_or_expire_old_leases(user, now)
-        if renewed is not None:
-            return renewed
-        pair = _pick(user, now, rng)
-        if pair is None:
-            return None
-        try:
-            with transaction.atomic():
-                return Assignment.objects.create(
-                    pair=pair, annotator=user, left_is_a=rng.random() < 0.5, expires_at=_lease_expiry(now)
-                )
-        except IntegrityError:  # the same person in two tabs at once: the other tab's lease stands
-            pass
-    return _current_lease(user, now)
+    try:
+        with _write_transaction():
+            if leases:  # only run-out leases: look at them again under the write lock
+                renewed = _renew_or_expire_old_leases(user, now)
+                if renewed is not None:
+                    return renewed
+            pair = _pick(user, now, rng)
+            if pair is None:
+                return None
+            return Assignment.objects.create(
+                pair=pair, annotator=user, left_is_a=rng.random() < 0.5, expires_at=_lease_expiry(now)
+            )
+    except IntegrityError:  # the same person in two tabs at once: the other tab's lease stands
+        return _current_lease(user, now)
 
 
 def _pick(user, now, rng) -> Pair | None:
@@ -179,10 +229,18 @@ def _pick(user, now, rng) -> Pair | None:
     return None
 
 
-def _assignment_for_label(assignment_or_pair_id, user) -> Assignment:
-    pair_id = assignment_or_pair_id.pair_id if isinstance(assignment_or_pair_id, Assignment) else assignment_or_pair_id
+def _assignment_for_label(pair_id: int, user) -> Assignment:
+    """This person's assignment of the pair, locked where the database can, with `existing_label_id` (their label
+    of it, if any) and `by_automatic` (whether they are an automatic labeller) read in the same query."""
     locked = Assignment.objects.select_for_update() if connection.features.has_select_for_update else Assignment.objects
-    assignment = locked.filter(pair_id=pair_id, annotator=user).first()
+    assignment = (
+        locked.filter(pair_id=pair_id, annotator=user)
+        .annotate(
+            existing_label_id=Subquery(Label.objects.filter(pair_id=OuterRef("pair_id"), annotator=user).values("pk")[:1]),
+            by_automatic=Exists(AnnotatorProfile.objects.filter(user=user, is_automatic=True)),
+        )
+        .first()
+    )
     if assignment is not None:
         return assignment
     # No lease (an automatic labeller, or a direct call): take one now if the pair has room.
@@ -191,8 +249,10 @@ def _assignment_for_label(assignment_or_pair_id, user) -> Assignment:
         raise LabelError(f"pair {pair_id} does not exist")
     if not _has_room(pair_id, user, now):
         raise LabelError("this pair already has all the labels it needs")
-    with transaction.atomic():
-        return Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True, expires_at=now)
+    assignment = Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True, expires_at=now)
+    assignment.existing_label_id = Label.objects.filter(pair_id=pair_id, annotator=user).values_list("pk", flat=True).first()
+    assignment.by_automatic = AnnotatorProfile.objects.filter(user=user, is_automatic=True).exists()
+    return assignment
 
 
 def record_label(
@@ -209,40 +269,40 @@ def record_label(
     strength = strength or ""
     if strength and strength not in STRENGTH_PROB:
         raise LabelError(f"unknown strength {strength!r}: expected slight or clear")
+    pair_id = assignment_or_pair_id.pair_id if isinstance(assignment_or_pair_id, Assignment) else assignment_or_pair_id
     now = timezone.now()
-    with transaction.atomic():
-        assignment = _assignment_for_label(assignment_or_pair_id, user)
-        existing = Label.objects.filter(pair_id=assignment.pair_id, annotator=user).first()
-        if existing is not None:
-            return existing
-        if assignment.state == Assignment.SKIPPED:
-            raise LabelError("you skipped this pair")
-        if assignment.expires_at <= now and not _has_room(assignment.pair_id, user, now):
-            raise LabelError("your lease on this pair ran out and others have labelled it; here is the next one")
-        if seconds is None:
-            seconds = (now - assignment.leased_at).total_seconds()
-        choice = choice_for(side, assignment.left_is_a)
-        is_automatic = AnnotatorProfile.objects.filter(user=user, is_automatic=True).exists()
-        try:
-            with transaction.atomic():
-                label = Label.objects.create(
-                    pair_id=assignment.pair_id, annotator=user, choice=choice, side=side,
-                    left_is_a=assignment.left_is_a, strength=strength if choice in (A, B) else "",
-                    preference_prob=STRENGTH_PROB.get(strength) if choice in (A, B) else None,
-                    comment=(comment or "").strip()[:5000], seconds=max(0.0, min(float(seconds), 86400.0)),
-                    is_automatic=is_automatic,
-                )
-        except IntegrityError:  # a double submit that raced past the check above
-            return Label.objects.get(pair_id=assignment.pair_id, annotator=user)
-        Assignment.objects.filter(pk=assignment.pk).update(state=Assignment.DONE)
-        Pair.objects.filter(pk=assignment.pair_id).update(labels_done=F("labels_done") + 1)
+    try:
+        with _write_transaction():
+            assignment = _assignment_for_label(pair_id, user)
+            if assignment.existing_label_id is not None:
+                return Label.objects.get(pk=assignment.existing_label_id)
+            if assignment.state == Assignment.SKIPPED:
+                raise LabelError("you skipped this pair")
+            if assignment.expires_at <= now and not _has_room(pair_id, user, now):
+                raise LabelError("your lease on this pair ran out and others have labelled it; here is the next one")
+            if seconds is None:
+                seconds = (now - assignment.leased_at).total_seconds()
+            choice = choice_for(side, assignment.left_is_a)
+            label = Label.objects.create(
+                pair_id=pair_id, annotator=user, choice=choice, side=side, left_is_a=assignment.left_is_a,
+                strength=strength if choice in (A, B) else "",
+                preference_prob=STRENGTH_PROB.get(strength) if choice in (A, B) else None,
+                comment=(comment or "").strip()[:5000], seconds=max(0.0, min(float(seconds), 86400.0)),
+                is_automatic=assignment.by_automatic,
+            )
+            Assignment.objects.filter(pk=assignment.pk).update(state=Assignment.DONE)
+            Pair.objects.filter(pk=pair_id).update(labels_done=F("labels_done") + 1)
+    except IntegrityError:  # a double submit that raced past the check above: all of this one was rolled back
+        label = Label.objects.filter(pair_id=pair_id, annotator=user).first()
+        if label is None:
+            raise
     return label
 
 
 def undo_last_label(user) -> Assignment | None:
     """Take back this person's last label if it is under a minute old; its pair is leased to them again."""
     now = timezone.now()
-    with transaction.atomic():
+    with _write_transaction():
         label = (
             Label.objects.filter(annotator=user, created__gte=now - timedelta(seconds=UNDO_SECONDS))
             .order_by("-created", "-pk")
@@ -264,7 +324,7 @@ def undo_last_label(user) -> Assignment | None:
 def skip(user, pair: Pair | int) -> Assignment:
     """Give the pair back to the queue; this person will not be shown it again."""
     pair_id = pair.pk if isinstance(pair, Pair) else pair
-    with transaction.atomic():
+    with _write_transaction():
         updated = Assignment.objects.filter(pair_id=pair_id, annotator=user).exclude(state=Assignment.DONE).update(
             state=Assignment.SKIPPED
         )
@@ -275,18 +335,29 @@ def skip(user, pair: Pair | int) -> Assignment:
     return Assignment.objects.get(pair_id=pair_id, annotator=user)
 
 
+@functools.cache
+def _progress_sql() -> str:
+    """One statement for the four counters, counted from this person's side (few rows) and the open-queue index,
+    never by scanning every pair. (The ORM took longer to build it than the database to answer it.)"""
+    q = connection.ops.quote_name
+    pair, assignment, label = (q(model._meta.db_table) for model in (Pair, Assignment, Label))
+    is_open = "NOT p.is_gold AND p.labels_done < (p.labels_needed)"  # the condition of the pair_open_queue index
+    return (
+        f"SELECT (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s),"
+        f" (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s AND created >= %s),"
+        f" (SELECT COUNT(*) FROM {pair} p WHERE {is_open}),"
+        f" (SELECT COUNT(*) FROM {pair} p WHERE (p.id IN (SELECT pair_id FROM {assignment} WHERE annotator_id = %s"
+        f" AND state <> %s) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open})"
+    )
+
+
 def progress_for(user) -> Progress:
-    """How many labels this person has given (in all and today) and how many open pairs they have not done yet."""
+    """How many labels this person has given (in all and today) and how many open pairs they have not done yet
+    (open pairs less those they labelled, skipped or let expire)."""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    labels = Label.objects.filter(annotator=user)
-    # Counted from this person's side (few rows) and the open-queue index, never by scanning every pair.
-    finished = set(
-        Assignment.objects.filter(annotator=user, pair__is_gold=False, pair__labels_done__lt=F("pair__labels_needed"))
-        .exclude(state=Assignment.LEASED).values_list("pair_id", flat=True)
-    )
-    finished |= set(
-        labels.filter(pair__is_gold=False, pair__labels_done__lt=F("pair__labels_needed")).values_list("pair_id", flat=True)
-    )
-    remaining = _open(Pair.objects.all()).count() - len(finished)
-    counts = labels.aggregate(done=Count("pk"), today=Count("pk", filter=Q(created__gte=start_of_day)))
-    return Progress(done=counts["done"], today=counts["today"], remaining=remaining)
+    params = (user.pk, user.pk, connection.ops.adapt_datetimefield_value(start_of_day), user.pk, Assignment.LEASED,
+              user.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(_progress_sql(), params)
+        done, today, open_pairs, finished = cursor.fetchone()
+    return Progress(done=done, today=today, remaining=open_pairs - finished)

@@ -1,7 +1,9 @@
 """Load test of the labelling workspace over loopback: the real server (gunicorn, 127.0.0.1 only) on a fresh SQLite
 database, 32 annotators with their own sessions, each request being what a key press does: submit a label and get
 the next pair back (one htmx POST). (a) no pause for 60 s, (b) a human pace of one label per 3 s each; then the
-database is checked for duplicate labels and over-assigned pairs. Prints a table with the CPU model name.
+database is checked for duplicate labels and over-assigned pairs. Prints a table with the CPU model name, the load
+average and the SQL queries one page view and one key press cost. The server runs with DEBUG off, as in production
+(DEBUG=1 in the environment turns it on).
 
     .venv/bin/python bench/labelling_load.py [--annotators 32] [--seconds 60] [--human-seconds 60] [--pairs 20000]
 """
@@ -133,9 +135,9 @@ def _drive(annotators: list[Annotator], seconds: float, pause: float) -> tuple[l
     def run(i: int, annotator: Annotator) -> None:
         mine = []
         try:
+            if pause:  # people arrive spread over the first interval, not all opening the page at one instant
+                time.sleep(pause * i / len(annotators))
             annotator.open_page()
-            if pause:
-                time.sleep(pause * i / len(annotators))  # spread people out over the first interval
             n = 0
             while time.monotonic() < deadline and annotator.pair:
                 started = time.monotonic()
@@ -155,6 +157,23 @@ def _drive(annotators: list[Annotator], seconds: float, pause: float) -> tuple[l
     for t in threads:
         t.join()
     return latencies, errors
+
+
+def _query_counts(session_key: str) -> dict[str, int]:
+    """SQL statements of one page view and one key press, counted in process (the same code the server runs)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.cookies["sessionid"] = session_key
+    client.get("/annotate/")  # the lease is taken here; the count below is of a reload
+    with CaptureQueriesContext(connection) as page:
+        html = client.get("/annotate/").content
+    pair = PAIR_ID.search(html).group(1).decode()
+    with CaptureQueriesContext(connection) as submit:
+        client.post("/annotate/submit/", {"pair": pair, "side": "left", "seconds": "1.5"}, HTTP_HX_REQUEST="true")
+    return {"page GET": len(page), "submit + next": len(submit)}
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -191,15 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     from prefloop.hardware import cpu_model_name
 
     t0 = time.perf_counter()
-    sessions = _seed(args.pairs, 2 * args.annotators)
-    print(f"seeded {args.pairs} pairs and {2 * args.annotators} users in {time.perf_counter() - t0:.1f} s",
+    sessions = _seed(args.pairs, 2 * args.annotators + 1)
+    print(f"seeded {args.pairs} pairs and {2 * args.annotators + 1} users in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
+    queries = _query_counts(sessions.pop())
+    debug = os.environ.get("DEBUG", "0")
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "prefloop.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", str(args.workers), "--threads", str(args.threads), "--worker-class", "gthread",
          "--keep-alive", "10", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ),
+        cwd=ROOT, env={**os.environ, "DEBUG": debug},
     )
     try:
         for _ in range(200):
@@ -219,8 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(timeout=30)
     checks = _database_checks()
 
-    print(f"\nCPU: {cpu_model_name()} ({os.cpu_count()} cores); server: gunicorn {args.workers} workers x "
-          f"{args.threads} threads, SQLite (WAL, IMMEDIATE); {n} annotators; request = submit label + next pair")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nCPU: {cpu_model_name()} ({os.cpu_count()} cores), load average {load}; server: gunicorn "
+          f"{args.workers} workers x {args.threads} threads, DEBUG {'on' if debug.strip().lower() in {'1', 'true', 'yes', 'on'} else 'off'}, "
+          f"SQLite (WAL, IMMEDIATE); {n} annotators; request = submit label + next pair")
+    print("SQL queries per request: " + ", ".join(f"{k} {v}" for k, v in queries.items()))
     print(f"{'run':<26}{'labels':>8}{'labels/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
     for name, values, seconds, errors in (("(a) no pause", fast, args.seconds, fast_errors),
                                           (f"(b) one per {args.pace:.0f} s each", human, args.human_seconds,

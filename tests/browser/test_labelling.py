@@ -40,9 +40,12 @@ def browser():
 
 
 def _wait(driver, condition, timeout=15):
+    from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: condition(d))
+    # Mid-swap the workspace can be half there: a script or element error means "not yet", not a failure.
+    return WebDriverWait(driver, timeout, ignored_exceptions=(JavascriptException, StaleElementReferenceException)
+                         ).until(lambda d: condition(d))
 
 
 def _shown(driver) -> dict:
@@ -56,6 +59,9 @@ def _shown(driver) -> dict:
 def _press(driver, key):
     from selenium.webdriver.common.action_chains import ActionChains
 
+    # A key pressed while the previous swap is still in flight or settling could be taken by the old page.
+    _wait(driver, lambda d: d.execute_script(
+        "return !document.querySelector('.htmx-request, .htmx-settling, .htmx-swapping')"))
     ActionChains(driver).send_keys(key).perform()
 
 
