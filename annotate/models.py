@@ -78,7 +78,7 @@ class Assignment(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pair", "annotator"], name="one_assignment_per_person")]
-        indexes = [models.Index(fields=["pair", "state", "expires_at"])]
+        indexes = [models.Index(fields=["pair", "state", "expires_at"]), models.Index(fields=["annotator", "state"])]
 
 
 class Label(models.Model):
