@@ -32,7 +32,7 @@ TRAINING_DEFAULTS: dict = {}  # DPOConfig defaults are chosen for small rounds (
 SAMPLING_DEFAULTS: dict = {}
 PAIRING_DEFAULT = "random"
 # Each round trains the last version on the pairs it sampled (iterative DPO): the cost of a round stays flat.
-DATA_DEFAULT = "new"
+DATA_DEFAULT = "all"  # measured: docs/defaults.md
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -15,7 +15,7 @@ class DPOConfig:
     loss_type: str = "sigmoid"  # sigmoid, ipo, hinge, robust (and kto / rrhf where the data fits)
     label_smoothing: float = 0.0
     rpo_alpha: float = 0.0  # NLL weight on chosen (RPO / SLiC-HF); 0 = off
-    learning_rate: float = 1e-5  # measured for ~50-label rounds: docs/defaults.md
+    learning_rate: float = 3e-5  # measured for ~50-label rounds: docs/defaults.md
     epochs: int = 2
     batch_size: int = 4
     grad_accum: int = 1
