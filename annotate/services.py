@@ -90,9 +90,7 @@ def choice_for(side: str, left_is_a: bool) -> str:
 
 def _unseen_by(user):
     """Pairs this person has never been given nor labelled (imported labels have no assignment)."""
-    return Pair.objects.exclude(Exists(Assignment.objects.filter(pair=OuterRef("pk"), annotator=user))).exclude(
-        Exists(Label.objects.filter(pair=OuterRef("pk"), annotator=user))
-    )
+    return Pair.objects.filter(RawSQL(_sql()["unseen"], (user.pk, user.pk), output_field=BooleanField()))
 
 
 def _open(queryset):
@@ -101,26 +99,27 @@ def _open(queryset):
 
 
 @functools.cache
-def _unseen_with_room_sql() -> str:
-    """WHERE text: the pair is unseen by this person and labels done + others' live leases leave room.
+def _sql() -> dict[str, str]:
+    """WHERE texts on the pair table. "unseen" (params: user, user): this person was never given the pair nor
+    labelled it. "room" (params: LEASED, now): labels done + others' live leases leave room for one more.
 
     Written as SQL because building the same through the ORM (two Exists, a counting Subquery) cost more Python
     time per key press than running every query of the request; the outer pair table keeps its own name."""
     q = connection.ops.quote_name
     pair, assignment, label = (q(model._meta.db_table) for model in (Pair, Assignment, Label))
-    return (
-        f"NOT EXISTS (SELECT 1 FROM {assignment} x WHERE x.pair_id = {pair}.id AND x.annotator_id = %s)"
-        f" AND NOT EXISTS (SELECT 1 FROM {label} y WHERE y.pair_id = {pair}.id AND y.annotator_id = %s)"
-        f" AND {pair}.labels_done + (SELECT COUNT(*) FROM {assignment} z WHERE z.pair_id = {pair}.id"
-        f" AND z.state = %s AND z.expires_at > %s) < {pair}.labels_needed"
-    )
+    return {
+        "unseen": f"NOT EXISTS (SELECT 1 FROM {assignment} x WHERE x.pair_id = {pair}.id AND x.annotator_id = %s)"
+                  f" AND NOT EXISTS (SELECT 1 FROM {label} y WHERE y.pair_id = {pair}.id AND y.annotator_id = %s)",
+        "room": f"{pair}.labels_done + (SELECT COUNT(*) FROM {assignment} z WHERE z.pair_id = {pair}.id"
+                f" AND z.state = %s AND z.expires_at > %s) < {pair}.labels_needed",
+    }
 
 
 def _open_pairs(user, now, round_: Round | None):
     """Regular pairs of one round this person may be given now, in serving order."""
-    pairs = _open(Pair.objects.filter(round=round_) if round_ else Pair.objects.filter(round=None))
-    params = (user.pk, user.pk, Assignment.LEASED, connection.ops.adapt_datetimefield_value(now))
-    pairs = pairs.filter(RawSQL(_unseen_with_room_sql(), params, output_field=BooleanField()))
+    pairs = _open(_unseen_by(user).filter(round=round_) if round_ else _unseen_by(user).filter(round=None))
+    room = (Assignment.LEASED, connection.ops.adapt_datetimefield_value(now))
+    pairs = pairs.filter(RawSQL(_sql()["room"], room, output_field=BooleanField()))
     if round_ is not None and round_.active_learning:
         return pairs.order_by(Abs("margin").asc(nulls_last=True), "created", "pk")
     return pairs.order_by("created", "pk")
@@ -170,8 +169,12 @@ def _leases(user) -> list[Assignment]:
     )
 
 
+def _live(leases: list[Assignment], now) -> Assignment | None:
+    return next((lease for lease in leases if lease.expires_at > now), None)
+
+
 def _current_lease(user, now) -> Assignment | None:
-    return next((lease for lease in _leases(user) if lease.expires_at > now), None)
+    return _live(_leases(user), now)
 
 
 def _renew_or_expire_old_leases(user, now) -> Assignment | None:
@@ -189,7 +192,7 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
     rng = rng or random.Random()
     now = timezone.now()
     leases = _leases(user)
-    current = next((lease for lease in leases if lease.expires_at > now), None)
+    current = _live(leases, now)
     if current is not None:
         return current
     try:
@@ -229,11 +232,11 @@ def _pick(user, now, rng) -> Pair | None:
     return None
 
 
-def _assignment_for_label(pair_id: int, user) -> Assignment:
+def _locked_assignment(pair_id: int, user) -> Assignment | None:
     """This person's assignment of the pair, locked where the database can, with `existing_label_id` (their label
     of it, if any) and `by_automatic` (whether they are an automatic labeller) read in the same query."""
     locked = Assignment.objects.select_for_update() if connection.features.has_select_for_update else Assignment.objects
-    assignment = (
+    return (
         locked.filter(pair_id=pair_id, annotator=user)
         .annotate(
             existing_label_id=Subquery(Label.objects.filter(pair_id=OuterRef("pair_id"), annotator=user).values("pk")[:1]),
@@ -241,6 +244,11 @@ def _assignment_for_label(pair_id: int, user) -> Assignment:
         )
         .first()
     )
+
+
+def _assignment_for_label(pair_id: int, user) -> Assignment:
+    """_locked_assignment, taking the lease first when there is none."""
+    assignment = _locked_assignment(pair_id, user)
     if assignment is not None:
         return assignment
     # No lease (an automatic labeller, or a direct call): take one now if the pair has room.
@@ -249,10 +257,8 @@ def _assignment_for_label(pair_id: int, user) -> Assignment:
         raise LabelError(f"pair {pair_id} does not exist")
     if not _has_room(pair_id, user, now):
         raise LabelError("this pair already has all the labels it needs")
-    assignment = Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True, expires_at=now)
-    assignment.existing_label_id = Label.objects.filter(pair_id=pair_id, annotator=user).values_list("pk", flat=True).first()
-    assignment.by_automatic = AnnotatorProfile.objects.filter(user=user, is_automatic=True).exists()
-    return assignment
+    Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True, expires_at=now)
+    return _locked_assignment(pair_id, user)
 
 
 def record_label(
