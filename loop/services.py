@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 TRAINING_DEFAULTS: dict = {}  # DPOConfig defaults are chosen for small rounds (docs/defaults.md)
 SAMPLING_DEFAULTS: dict = {}
 PAIRING_DEFAULT = "random"
-# Each round trains the last version on the pairs it sampled (iterative DPO): the cost of a round stays flat.
-DATA_DEFAULT = "all"  # measured: docs/defaults.md
+# Each round trains the last version on every label so far ("new": only on the pairs it sampled, a flat cost per
+# round); "all" kept improving over three rounds where "new" did not (docs/defaults.md).
+DATA_DEFAULT = "all"
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -176,13 +177,6 @@ def evaluate(
     return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])
 
 
-def kl_to_base(version: ModelVersion, base: ModelVersion, answers: dict[int, Response]) -> float:
-    """Monte-Carlo KL(version || base) in nats per answer over the version's own sampled answers."""
-    from training.evaluation import mean_kl
-
-    return mean_kl(version, base, answers)
-
-
 # ---- loop runs ------------------------------------------------------------------------------------------------
 
 
@@ -299,6 +293,7 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
         run_generation_job,
         start_generation_job,
     )
+    from training.evaluation import mean_kl
     from training.models import TrainingRun
     from training.services import TrainingError, run_training, start_training_run
 
@@ -344,7 +339,7 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
     clock = time.perf_counter()
     evaluation = evaluate(base, new, run.judge, tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
                           sampling=params.get("sampling"), judge=judge, progress=lambda s, d, t: report("evaluate", d, t))
-    kl = kl_to_base(new, base, evaluation.answers_b)
+    kl = mean_kl(new, base, evaluation.answers_b)
     seconds["evaluate"] = time.perf_counter() - clock
 
     tokens = _mean_tokens(evaluation.answers_b)

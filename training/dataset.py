@@ -61,6 +61,16 @@ def round_pairs(
     return data.pairs, data.rows
 
 
+def store_reference_logps(reference: ModelVersion, max_length: int, rows: list[tuple[Response, Response]],
+                          values: list[tuple[float, float]]) -> None:
+    """Cache log pi_ref per (response, reference, max length) for the (chosen, rejected) rows: later epochs, rounds
+    and measurements reuse them. Values already stored stay."""
+    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, logp=value)
+            for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
+            for response, value in ((chosen, ref_c), (rejected, ref_r))]
+    ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
+
+
 def _preference_pairs(decided, reference: ModelVersion, max_length: int):
     response_ids = [r.pk for d in decided for r in (d.chosen, d.rejected)]
     cached = {

@@ -10,9 +10,9 @@ from django.conf import settings
 
 from generation.models import ModelVersion, Prompt, Response
 
+from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .models import ReferenceLogp
 
 KL_PLACEHOLDER = "."  # the scorer takes pairs; a one-token "rejected" keeps the extra cost negligible
 
@@ -62,9 +62,13 @@ def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, R
         return math.nan
     pairs = _answer_pairs(answers)
     config = config or DPOConfig(batch_size=8)
-    own = compute_reference_logps(version.path, pairs, config)
-    ref = compute_reference_logps(reference.path, pairs, config)
-    return sum(o[0] - r[0] for o, r in zip(own, ref, strict=True)) / len(pairs)
+    return _mean_kl(compute_reference_logps(version.path, pairs, config),
+                    compute_reference_logps(reference.path, pairs, config))
+
+
+def _mean_kl(own: list[tuple[float, float]], ref: list[tuple[float, float]]) -> float:
+    """The mean of log pi(y) - log pi_ref(y) over scored answers (the "chosen" side of each scored pair)."""
+    return sum(o[0] - r[0] for o, r in zip(own, ref, strict=True)) / len(own)
 
 
 def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
@@ -74,8 +78,7 @@ def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
 
 
 def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
-                   heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
-                   on_progress=None) -> dict:
+                   heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]]) -> dict:
     """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
     Each model is loaded once: the held-out pairs and the answers are scored in one pass."""
@@ -87,8 +90,6 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     metrics: dict = {}
     prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)
     answers = answers_for(version, prompts, SamplingConfig(), seed=0) if prompts else {}
-    if on_progress:
-        on_progress("answers", len(answers))
     answer_pairs = _answer_pairs(answers)
     to_score = heldout + answer_pairs
     if not to_score:
@@ -100,22 +101,14 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     ref = compute_reference_logps(reference.path, ref_pairs, scoring) if ref_pairs else []
     for j, i in enumerate(missing):
         heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
-    _cache(reference, config.max_length, [heldout_rows[i] for i in missing], ref[:len(missing)])
+    store_reference_logps(reference, config.max_length, [heldout_rows[i] for i in missing], ref[:len(missing)])
     if heldout:
         score = heldout_score(own[:len(heldout)], [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
                               config.beta, [p.preference_prob for p in heldout])
         metrics.update(score.as_metrics())
     if answers:
-        own_answers, ref_answers = own[len(heldout):], ref[len(missing):]
-        metrics["kl_to_reference"] = sum(o[0] - r[0] for o, r in zip(own_answers, ref_answers, strict=True)) / len(
-            answers)
+        metrics["kl_to_reference"] = _mean_kl(own[len(heldout):], ref[len(missing):])
         metrics["sampled/answers"] = len(answers)
         metrics["sampled/mean_tokens"] = sum(r.token_count for r in answers.values()) / len(answers)
     return metrics
 
-
-def _cache(reference: ModelVersion, max_length: int, rows, values) -> None:
-    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, logp=value)
-            for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
-            for response, value in ((chosen, ref_c), (rejected, ref_r))]
-    ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)

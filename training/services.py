@@ -20,10 +20,10 @@ from django.utils import timezone
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 
-from .dataset import labelling_round, round_data
+from .dataset import labelling_round, round_data, store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .models import ReferenceLogp, TrainingRun, TrainingStep
+from .models import TrainingRun, TrainingStep
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # a run whose worker died is started once more, then marked failed
@@ -121,7 +121,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         result = _train(run, config, pairs, out_tmp, progress)
-        _store_reference_logps(run, config, rows, result.reference_logps)
+        store_reference_logps(run.reference_version, config.max_length, rows, result.reference_logps)
         version = _register(run, config, out_tmp)
         out_tmp = None
         run.refresh_from_db()
@@ -207,16 +207,6 @@ def _full_path(version: ModelVersion) -> str:
     if version.kind == ModelVersion.LORA:
         raise TrainingError(f"version {version.name!r} is a LoRA adapter: train from a full checkpoint")
     return version.path
-
-
-def _store_reference_logps(run, config, rows, reference_logps) -> None:
-    """Cache log pi_ref per (response, reference, max length): later epochs and rounds reuse them."""
-    objs = []
-    for (chosen, rejected), (ref_c, ref_r) in zip(rows, reference_logps, strict=True):
-        for response, value in ((chosen, ref_c), (rejected, ref_r)):
-            objs.append(ReferenceLogp(response=response, reference=run.reference_version,
-                                      max_length=config.max_length, logp=value))
-    ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
 
 
 def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersion:

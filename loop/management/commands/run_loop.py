@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--params", default="{}",
                             help='Loop settings as JSON: {"training": {DPOConfig fields}, "sampling": {...}, '
-                                 '"pairing": "random", "reference": "base", "data": "new"}.')
+                                 '"pairing": "random", "reference": "base", "data": "all"}.')
 
     def handle(self, *args, **o):
         try:
