@@ -12,7 +12,7 @@ from django.core.signals import request_finished, request_started
 
 from annotate.models import Label
 from tests.annotate.factories import make_pair, make_user
-from tests.browser.test_labelling import _press, _shown, _wait, browser  # noqa: F401 (the browser fixture)
+from tests.browser.test_labelling import _open_label_page, _press, _shown, _wait, browser  # noqa: F401 (fixture)
 from tests.test_dbfaults import SUBMIT, break_database, restore_database
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -55,17 +55,11 @@ class UnreachableForLabelPosts:
             restore_database(saved)
 
 
-def _open_label_page(driver, live_server) -> dict:
+def _recorded_label_page(driver, live_server) -> dict:
     make_user("retry", password="pw-retry-123")
     for i in range(2):
         make_pair(text_a=f"first answer {i}", text_b=f"second answer {i}")
-    driver.get(live_server.url + "/accounts/login/")
-    driver.find_element("name", "username").send_keys("retry")
-    driver.find_element("name", "password").send_keys("pw-retry-123")
-    driver.find_element("css selector", "form button[type=submit]").click()
-    _wait(driver, lambda d: "/accounts/login/" not in d.current_url)
-    driver.get(live_server.url + "/annotate/")
-    _wait(driver, lambda d: d.find_elements("css selector", '#workspace [data-side="left"]'))
+    _open_label_page(driver, live_server, "retry", "pw-retry-123")
     driver.execute_script(RECORD)
     return _shown(driver)
 
@@ -79,7 +73,7 @@ def _label_posts(driver) -> list[dict]:
 
 
 def test_label_survives_an_unreachable_database(browser, live_server):  # noqa: F811
-    first = _open_label_page(browser, live_server)
+    first = _recorded_label_page(browser, live_server)
 
     outage = UnreachableForLabelPosts(2)
     request_started.connect(outage.started)
@@ -108,7 +102,7 @@ def test_label_survives_an_unreachable_database(browser, live_server):  # noqa: 
 
 
 def test_label_survives_the_browser_going_offline(browser, live_server):  # noqa: F811
-    first = _open_label_page(browser, live_server)
+    first = _recorded_label_page(browser, live_server)
     browser.execute_cdp_cmd("Network.enable", {})
     offline = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
     browser.execute_cdp_cmd("Network.emulateNetworkConditions", dict(offline, offline=True))
@@ -127,7 +121,7 @@ def test_label_survives_the_browser_going_offline(browser, live_server):  # noqa
 
 
 def test_a_refused_label_is_not_retried(browser, live_server):  # noqa: F811
-    first = _open_label_page(browser, live_server)
+    first = _recorded_label_page(browser, live_server)
     browser.delete_cookie("csrftoken")  # the server now refuses the POST with 403
     _press(browser, "1")
     _wait(browser, lambda d: any("HTTP 403" in s for s in _said(d)))

@@ -65,19 +65,24 @@ def _press(driver, key):
     ActionChains(driver).send_keys(key).perform()
 
 
+def _open_label_page(driver, live_server, username: str, password: str) -> None:
+    """Sign in through the login form and open the labelling page; returns once a pair is shown."""
+    driver.get(live_server.url + "/accounts/login/")
+    driver.find_element("name", "username").send_keys(username)
+    driver.find_element("name", "password").send_keys(password)
+    driver.find_element("css selector", "form button[type=submit]").click()
+    _wait(driver, lambda d: "/accounts/login/" not in d.current_url)
+    driver.get(live_server.url + "/annotate/")
+    _wait(driver, lambda d: d.find_elements("css selector", '#workspace [data-side="left"]'))
+
+
 def test_keyboard_labelling_undo_and_export(browser, live_server, tmp_path):
     make_user("keys", password="pw-keys-123")
     make_pair(make_prompt(text="Is this <b>safe</b>?"), EVIL, "a plain answer")
     for i in range(2):
         make_pair(text_a=f"first answer {i}", text_b=f"second answer {i}")
 
-    browser.get(live_server.url + "/accounts/login/")
-    browser.find_element("name", "username").send_keys("keys")
-    browser.find_element("name", "password").send_keys("pw-keys-123")
-    browser.find_element("css selector", "form [type=submit], form button").click()
-    _wait(browser, lambda d: "/accounts/login/" not in d.current_url)
-    browser.get(live_server.url + "/annotate/")
-    _wait(browser, lambda d: d.find_elements("css selector", '#workspace [data-side="left"]'))
+    _open_label_page(browser, live_server, "keys", "pw-keys-123")
     browser.execute_script("window.__samePage = true")
 
     first = _shown(browser)
