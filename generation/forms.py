@@ -15,11 +15,27 @@ class GenerateForm(forms.Form):
     split = forms.ChoiceField(choices=[("train", "train"), ("eval", "eval")], initial="train")
     tag = forms.CharField(required=False, max_length=100)
     pairing = forms.ChoiceField(choices=[("random", "random"), ("most_different", "most different"),
-                                         ("best_worst", "best against worst")], initial="random")
+                                         ("best_worst", "best against worst (mean log-prob)"),
+                                         ("judge", "best against worst by a judge")], initial="random")
+    judge = forms.ChoiceField(choices=(), required=False, help_text="Ranks the samples when pairing is by a judge.")
     temperature = forms.FloatField(min_value=0.0, max_value=5.0, initial=_defaults.temperature)
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=_defaults.top_p)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=_defaults.max_new_tokens)
     seed = forms.IntegerField(initial=0)
+
+    def __init__(self, *args, **kwargs):
+        from loop.forms import judge_choices
+
+        super().__init__(*args, **kwargs)
+        self.fields["judge"].choices = [("", "none")] + judge_choices()
+
+    def clean(self):
+        data = super().clean()
+        if data.get("pairing") == "judge" and not data.get("judge"):
+            self.add_error("judge", "Choose the judge that ranks the samples.")
+        elif data.get("pairing") != "judge":
+            data["judge"] = ""
+        return data
 
     def sampling_config(self) -> SamplingConfig:
         d = self.cleaned_data

@@ -1,13 +1,13 @@
 """Which of a prompt's K samples become a pair to label: near duplicates dropped (they make ties), then one pair
-chosen at random, as the most different two, or best against worst by a score (implicit reward or judge).
-Pure functions; no Django.
+chosen at random, as the most different two, or best against worst by a score (mean log-prob, or a judge's
+round robin, `round_robin_scores`). Pure functions; no Django.
 """
 from __future__ import annotations
 
 import difflib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 STRATEGIES = ("random", "most_different", "best_worst")
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -91,3 +91,24 @@ def choose_pairs(
             pairs.append(pair)
             used.update(pair)
     return pairs
+
+
+def round_robin_scores(n: int, compare: Callable[[int, int], str], rng: random.Random | None = None) -> list[float]:
+    """Each of n samples' wins when every two of them meet once: `compare(i, j)` answers "a" (i better), "b" (j
+    better), "tie" (half a win each) or "both_bad" (none). Which sample is shown first is drawn from `rng`, so a
+    judge with a position bias favours no index. K samples cost K(K-1)/2 calls.
+    """
+    rng = rng or random.Random(0)
+    wins = [0.0] * n
+    for i in range(n):
+        for j in range(i + 1, n):
+            first, second = (i, j) if rng.random() < 0.5 else (j, i)
+            outcome = compare(first, second)
+            if outcome == "a":
+                wins[first] += 1
+            elif outcome == "b":
+                wins[second] += 1
+            elif outcome == "tie":
+                wins[first] += 0.5
+                wins[second] += 0.5
+    return wins

@@ -22,7 +22,7 @@ from .models import GenerationJob, ModelVersion, Prompt, Response
 
 log = logging.getLogger(__name__)
 
-PAIRING_STRATEGIES = ("random", "most_different", "best_worst")
+PAIRING_STRATEGIES = ("random", "most_different", "best_worst", "judge")  # judge: best against worst by a judge
 CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 that fills a batch of 32 rows; a progress commit after each
 
 
@@ -157,22 +157,38 @@ def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train
 
 def start_generation_job(
     version: ModelVersion | None = None, *, n_prompts: int, config: SamplingConfig | None = None, split: str = "train",
-    tag: str = "", pairing: str = "random", user=None, enqueue: bool = True,
+    tag: str = "", pairing: str = "random", judge: str = "", user=None, enqueue: bool = True,
 ) -> GenerationJob:
-    """Choose the prompts now (so a resumed job samples the same ones) and queue the job."""
+    """Choose the prompts now (so a resumed job samples the same ones) and queue the job.
+
+    With pairing "judge", the judge named by `judge` ranks each prompt's K samples in a round robin and the best
+    meets the worst: K(K-1)/2 judge calls per prompt.
+    """
+    from judges import JudgeError, load_judge
+
     version = version or current_version()
     config = config or SamplingConfig()
     if config.n < 2:
         raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
     if pairing not in PAIRING_STRATEGIES:
         raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
+    if pairing == "judge":
+        if not judge:
+            raise GenerationError("pairing 'judge' needs a judge, e.g. 'judges.rules:length_target'")
+        try:
+            load_judge(judge)
+        except JudgeError as exc:
+            raise GenerationError(str(exc)) from None
+    elif judge:
+        raise GenerationError(f"a judge ranks samples only with pairing 'judge' (pairing is {pairing!r})")
     prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed)
     if not prompt_ids:
         where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
         raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered")
     job = GenerationJob.objects.create(
         version=version, created_by=user, total=len(prompt_ids),
-        params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids},
+        params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids,
+                **({"judge": judge} if judge else {})},
     )
     if enqueue:
         from .tasks import run_generation_job
@@ -214,13 +230,18 @@ def _sample_job(job: GenerationJob, progress) -> None:
     GenerationJob.objects.filter(pk=job.pk).update(done=len(prompt_ids) - len(todo))
     backend = backend_for(job.version) if todo else None
     round_ = _labelling_round(job.version)
+    judge = None
+    if todo and job.params.get("pairing") == "judge":
+        from judges import load_judge
+
+        judge = load_judge(job.params["judge"])
     for start in range(0, len(todo), CHUNK_PROMPTS):
         if GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.CANCELLED).exists():
             return
         chunk = list(Prompt.objects.filter(pk__in=todo[start:start + CHUNK_PROMPTS]).order_by("pk"))
         seeds = [prompt_seed(config.seed, p.pk) for p in chunk]
         samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
-        made = _store_samples(job, chunk, seeds, samples, config, round_)
+        made = _store_samples(job, chunk, seeds, samples, config, round_, judge)
         with transaction.atomic():
             job_row = GenerationJob.objects.select_for_update().get(pk=job.pk)
             job_row.done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
@@ -234,7 +255,23 @@ def _sample_job(job: GenerationJob, progress) -> None:
     update_mean_length(job.version)
 
 
-def _store_samples(job, prompts, seeds, samples, config, round_) -> int:
+def _judge_scores(judge, path: str, prompt: Prompt, rows: list[Response], seed: int) -> list[float]:
+    """Round-robin wins of a prompt's responses by the judge; a judge that fails names itself and the responses."""
+    from judges import verdict
+    from prefloop.chat import prompt_text
+
+    from .pairing import round_robin_scores
+
+    text = prompt_text(prompt.as_input)
+
+    def compare(i: int, j: int) -> str:
+        return verdict(judge, path, text, rows[i].text, rows[j].text,
+                       where=f"prompt {prompt.pk}, responses {rows[i].pk} and {rows[j].pk}")
+
+    return round_robin_scores(len(rows), compare, random.Random(seed))
+
+
+def _store_samples(job, prompts, seeds, samples, config, round_, judge=None) -> int:
     """Responses and pairs of one chunk, in one transaction; returns the number of pairs made."""
     from annotate.models import Pair
 
@@ -256,9 +293,13 @@ def _store_samples(job, prompts, seeds, samples, config, round_) -> int:
                         ))
                 except IntegrityError:  # already stored by an earlier, interrupted attempt
                     rows.append(Response.objects.get(job=job, prompt=prompt, sample_index=index))
-            scores = [r.logp_sum / max(r.token_count, 1) for r in rows] if strategy == "best_worst" else None
-            for i, j in choose_pairs([r.text for r in rows], strategy=strategy, scores=scores,
-                                     rng=random.Random(seed)):
+            scores = None
+            if strategy == "best_worst":
+                scores = [r.logp_sum / max(r.token_count, 1) for r in rows]
+            elif strategy == "judge":
+                scores = _judge_scores(judge, job.params["judge"], prompt, rows, seed)
+            for i, j in choose_pairs([r.text for r in rows], strategy="best_worst" if scores is not None else strategy,
+                                     scores=scores, rng=random.Random(seed)):
                 _, created = Pair.objects.get_or_create(
                     response_a=rows[i], response_b=rows[j],
                     defaults={"prompt": prompt, "round": round_, "job": job, "labels_needed": round_.labels_per_pair},

@@ -17,7 +17,7 @@ def jobs(request):
             job = services.start_generation_job(
                 form.cleaned_data["version"], n_prompts=form.cleaned_data["prompts"], config=form.sampling_config(),
                 split=form.cleaned_data["split"], tag=form.cleaned_data["tag"], pairing=form.cleaned_data["pairing"],
-                user=request.user,
+                judge=form.cleaned_data["judge"], user=request.user,
             )
         except services.GenerationError as exc:
             messages.error(request, str(exc))

@@ -219,6 +219,10 @@ def _check_params(params: dict) -> None:
         DPOConfig.from_dict(dict(TRAINING_DEFAULTS, **params.get("training", {})))
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
+    from generation.services import PAIRING_STRATEGIES
+
+    if params.get("pairing", PAIRING_DEFAULT) not in PAIRING_STRATEGIES:
+        raise LoopError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {params['pairing']!r})")
     if params.get("reference", "base") not in ("base", "start"):
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
     if params.get("data", DATA_DEFAULT) not in ("all", "new"):
@@ -309,8 +313,9 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
     base = base_version(start)
     config = sampling_config(params.get("sampling"), seed=run.seed + number)
     try:
+        pairing = params.get("pairing", PAIRING_DEFAULT)
         job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
-                                   pairing=params.get("pairing", PAIRING_DEFAULT), enqueue=False)
+                                   pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False)
     except GenerationError as exc:
         raise LoopError(f"round {number}: {exc}") from None
     job = run_generation_job(job.pk, progress=lambda d, t: report("generate", d, t))

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from generation.backends import Sample
-from generation.pairing import choose_pairs, distinct, near_duplicate, similarity
+from generation.pairing import choose_pairs, distinct, near_duplicate, round_robin_scores, similarity
 
 A = "Paris is the capital of France. It is known for the Eiffel Tower and its museums."
 A_SPACED = "paris is the capital of  France.  It is known for the Eiffel Tower and its museums."
@@ -75,3 +75,34 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="score"):
         choose_pairs([A, B], "best_worst", scores=[1.0])
     assert choose_pairs([A], "random") == [] and choose_pairs([], "most_different") == []
+
+
+def test_round_robin_scores_rank_by_wins_with_ties_half_and_both_bad_none():
+    quality = [3, 1, 2, 2, 1]  # samples 2 and 3 tie; 1 and 4 are bad: both bad together, losing to the rest
+
+    def compare(i, j):
+        if quality[i] == quality[j] == 1:
+            return "both_bad"
+        if quality[i] == quality[j]:
+            return "tie"
+        return "a" if quality[i] > quality[j] else "b"
+
+    scores = round_robin_scores(5, compare)
+    assert scores == [4.0, 0.0, 2.5, 2.5, 0.0]
+    texts = ["Paris.", "I do not know.", "The capital is Paris.", "It is Paris, in France.", "No idea at all."]
+    assert choose_pairs(texts, "best_worst", scores=scores) == [(0, 1)]
+
+
+def test_round_robin_meets_every_two_once_in_a_drawn_order():
+    seen = []
+
+    def always_first(i, j):  # a judge with a pure position bias
+        seen.append((i, j))
+        return "a"
+
+    wins = round_robin_scores(5, always_first, random.Random(1))
+    assert sorted(tuple(sorted(p)) for p in seen) == [(i, j) for i in range(5) for j in range(i + 1, 5)]
+    assert sum(wins) == 10
+    # the order shown is drawn, so the biased judge does not simply rank by index
+    assert wins != [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert any(i > j for i, j in seen)

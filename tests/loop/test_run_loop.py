@@ -112,4 +112,6 @@ def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"training": {"learning_rate": -1}}')
     with pytest.raises(CommandError, match=r"data must be 'all' or 'new' \(got 'latest'\)"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"data": "latest"}')
+    with pytest.raises(CommandError, match=r"pairing must be one of random, most_different, best_worst, judge"):
+        call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"pairing": "cheapest"}')
     assert not LoopRun.objects.exists()

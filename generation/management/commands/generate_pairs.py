@@ -4,7 +4,13 @@ from tqdm import tqdm
 
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion
-from generation.services import GenerationError, current_version, run_generation_job, start_generation_job
+from generation.services import (
+    PAIRING_STRATEGIES,
+    GenerationError,
+    current_version,
+    run_generation_job,
+    start_generation_job,
+)
 
 
 class Command(BaseCommand):
@@ -20,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--samples", type=int, default=2, help="Samples per prompt, K (default 2).")
         parser.add_argument("--split", default="train", choices=["train", "eval"])
         parser.add_argument("--tag", default="")
-        parser.add_argument("--pairing", default="random", choices=["random", "most_different", "best_worst"])
+        parser.add_argument("--pairing", default="random", choices=list(PAIRING_STRATEGIES),
+                            help="judge: the --judge ranks each prompt's samples and the best meets the worst.")
+        parser.add_argument("--judge", default="", help="Judge for --pairing judge, e.g. judges.rules:length_target.")
         parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature)
         parser.add_argument("--top-p", type=float, default=SamplingConfig.top_p)
         parser.add_argument("--max-new-tokens", type=int, default=SamplingConfig.max_new_tokens)
@@ -38,7 +46,7 @@ class Command(BaseCommand):
             config = SamplingConfig(n=o["samples"], temperature=o["temperature"], top_p=o["top_p"],
                                     max_new_tokens=o["max_new_tokens"], seed=o["seed"])
             job = start_generation_job(version, n_prompts=o["prompts"], config=config, split=o["split"],
-                                       tag=o["tag"], pairing=o["pairing"], enqueue=o["queue"])
+                                       tag=o["tag"], pairing=o["pairing"], judge=o["judge"], enqueue=o["queue"])
         except (GenerationError, ValueError) as exc:
             raise CommandError(f"generate_pairs: {exc}") from None
         if o["queue"]:

@@ -1,0 +1,86 @@
+"""Pairs chosen by a judge: each prompt's K samples ranked in a round robin, the best against the worst."""
+import pytest
+from django.core.management import call_command
+
+from annotate.models import Pair
+from generation import services as gen
+from generation.backends.base import SamplingConfig
+from generation.models import Prompt, Response
+from tests.loop import judges_for_tests
+
+LONGER = "compare.judges:prefer_longer"
+RULE = "judges.rules:length_target"  # a built-in, offered on the page
+SAMPLING = SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0)
+
+
+@pytest.fixture
+def base(db, tiny_model_dir):
+    judges_for_tests.CALLS["n"] = 0
+    for k in range(4):
+        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
+    return gen.register_version("base", tiny_model_dir)
+
+
+def test_the_judges_best_meets_its_worst(base):
+    job = gen.start_generation_job(base, n_prompts=4, config=SAMPLING, pairing="judge", judge=LONGER, enqueue=False)
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded", job.error
+    assert job.params["judge"] == LONGER
+    pairs = list(Pair.objects.filter(job=job).select_related("response_a", "response_b"))
+    assert len(pairs) == job.pairs_made == 4
+    for pair in pairs:
+        lengths = [len(r.text.strip()) for r in Response.objects.filter(job=job, prompt=pair.prompt)]
+        assert len(lengths) == 4
+        assert len(pair.response_a.text.strip()) == max(lengths)  # best first
+        assert len(pair.response_b.text.strip()) == min(lengths)
+
+
+def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, monkeypatch):
+    monkeypatch.setattr(gen, "CHUNK_PROMPTS", 2)
+    config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2))  # one judge call per prompt
+    job = gen.start_generation_job(base, n_prompts=4, config=config, pairing="judge",
+                                   judge="tests.loop.judges_for_tests:fails_on_third", enqueue=False)
+    with pytest.raises(Exception, match="judge service unreachable"):
+        gen.run_generation_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert "judge 'tests.loop.judges_for_tests:fails_on_third' on prompt" in job.error
+    assert "responses" in job.error and "ConnectionError: judge service unreachable" in job.error
+    # the first chunk (two prompts) is stored with its pairs; the failing chunk left nothing half-stored
+    assert Response.objects.filter(job=job).count() == 4
+    assert Pair.objects.filter(job=job).count() == 2
+
+
+@pytest.mark.parametrize("pairing, judge, message", [
+    ("judge", "", "pairing 'judge' needs a judge"),
+    ("random", LONGER, "a judge ranks samples only with pairing 'judge'"),
+    ("judge", "judges.rules:nothing", "judge 'judges.rules:nothing': module 'judges.rules' has no attribute"),
+])
+def test_bad_judge_settings_are_refused_before_sampling(base, pairing, judge, message):
+    with pytest.raises(gen.GenerationError, match=message):
+        gen.start_generation_job(base, n_prompts=2, config=SAMPLING, pairing=pairing, judge=judge, enqueue=False)
+    assert not Response.objects.exists()
+
+
+def test_generate_pairs_command_takes_a_judge(base, capsys):
+    call_command("generate_pairs", prompts=2, samples=3, pairing="judge", judge=LONGER, max_new_tokens=8)
+    assert "2 pairs queued for labelling" in capsys.readouterr().out
+    assert Pair.objects.count() == 2
+
+
+def test_the_generate_page_asks_for_the_judge_when_pairing_by_one(client, staff, base):
+    from django.urls import reverse
+
+    from generation.models import GenerationJob
+
+    client.force_login(staff)
+    form = {"prompts": 2, "samples": 3, "split": "train", "pairing": "judge", "temperature": 1.0, "top_p": 1.0,
+            "max_new_tokens": 8, "seed": 0}
+    page = client.post(reverse("generation:jobs"), form)
+    assert page.status_code == 200 and "Choose the judge that ranks the samples." in page.content.decode()
+    assert not GenerationJob.objects.exists()
+    assert RULE in page.content.decode()  # offered as a choice
+    page = client.post(reverse("generation:jobs"), dict(form, judge=RULE))
+    assert page.status_code == 302
+    job = GenerationJob.objects.get()
+    assert job.params["pairing"] == "judge" and job.params["judge"] == RULE
