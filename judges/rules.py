@@ -134,6 +134,28 @@ def list_items(text: str) -> int:
     return sum(bool(re.match(r"\s*(?:[-*•]|\d+[.)])\s+\S", line)) for line in text.splitlines())
 
 
+def _by_characters(response_a: str, response_b: str, longer: bool) -> str:
+    a, b = response_a.strip(), response_b.strip()
+    if not a and not b:
+        return BOTH_BAD
+    if not a or not b:
+        return A if a else B
+    if len(a) == len(b):
+        return TIE
+    return A if (len(a) > len(b)) == longer else B
+
+
+def longer_text(prompt: str, response_a: str, response_b: str) -> str:
+    """The longer answer in characters wins, with no soundness check: the bias DPO is known to learn, as a baseline,
+    and a judge that always decides on random text (tests); an empty answer loses, both empty are both bad."""
+    return _by_characters(response_a, response_b, longer=True)
+
+
+def shorter_text(prompt: str, response_a: str, response_b: str) -> str:
+    """The shorter non-empty answer in characters wins, with no soundness check (a quick check on length drift)."""
+    return _by_characters(response_a, response_b, longer=False)
+
+
 def not_degenerate(prompt: str, response_a: str, response_b: str) -> str:
     """Only the degeneracy check: the sound answer wins, otherwise a tie (or both bad)."""
     return sound_first(response_a, response_b) or TIE

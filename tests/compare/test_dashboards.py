@@ -43,10 +43,10 @@ def test_leaderboard_shows_the_fitted_ratings(client, annotator, versions):
 def test_automatic_votes_are_excluded_unless_asked_for(client, annotator, versions):
     base, child = versions
     _votes(child, base, annotator, ["a"])
-    judge = services.judge_voter("compare.judges.prefer_shorter")
+    judge = services.judge_voter("judges.rules:shorter_text")
     for _ in range(3):
         comparison = make_comparison(child, base)
-        services.record_vote(comparison, judge, "b", is_automatic=True, judge="compare.judges.prefer_shorter")
+        services.record_vote(comparison, judge, "b", is_automatic=True, judge="judges.rules:shorter_text")
     client.force_login(annotator)
     people = client.get(reverse("compare:leaderboard")).content.decode()
     everyone = client.get(reverse("compare:leaderboard") + "?automatic=1").content.decode()

@@ -168,7 +168,7 @@ def test_a_bad_judge_answer_names_the_judge_and_the_comparison_and_keeps_earlier
 
 
 def test_load_judge_errors_are_clear():
-    assert services.load_judge("compare.judges.prefer_shorter")("p", "a", "bb") == "a"
+    assert services.load_judge("judges.rules:shorter_text")("p", "a", "bb") == "a"
     with pytest.raises(services.JudgeError, match="judge 'nowhere.judge': cannot import module 'nowhere'"):
         services.load_judge("nowhere.judge")
     with pytest.raises(services.JudgeError, match="is not callable"):
@@ -213,13 +213,13 @@ def test_judge_command_votes_once_and_reports_bad_judges(versions):
     base, child = versions
     make_job(child, base, n=3)
     out = StringIO()
-    call_command("judge_votes", "--judge", "compare.judges.prefer_longer", stdout=out, stderr=StringIO())
+    call_command("judge_votes", "--judge", "judges.rules:longer_text", stdout=out, stderr=StringIO())
     assert "3 new votes" in out.getvalue()
-    call_command("judge_votes", "--judge", "compare.judges.prefer_longer", stdout=out, stderr=StringIO())
+    call_command("judge_votes", "--judge", "judges.rules:longer_text", stdout=out, stderr=StringIO())
     assert "0 new votes" in out.getvalue()
-    assert Vote.objects.filter(is_automatic=True, judge="compare.judges.prefer_longer").count() == 3
-    with pytest.raises(CommandError, match="judge 'compare.judges.nope': module 'compare.judges' has no attribute 'nope'"):
-        call_command("judge_votes", "--judge", "compare.judges.nope", stderr=StringIO())
+    assert Vote.objects.filter(is_automatic=True, judge="judges.rules:longer_text").count() == 3
+    with pytest.raises(CommandError, match="judge 'judges.rules.nope': module 'judges.rules' has no attribute 'nope'"):
+        call_command("judge_votes", "--judge", "judges.rules.nope", stderr=StringIO())
 
 
 def test_compare_command_answers_here(versions, monkeypatch):

@@ -8,7 +8,7 @@ from generation.backends.base import SamplingConfig
 from generation.models import Prompt, Response
 from tests.loop import judges_for_tests
 
-LONGER = "compare.judges:prefer_longer"
+LONGER = "judges.rules:longer_text"
 RULE = "judges.rules:length_target"  # a built-in, offered on the page
 SAMPLING = SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0)
 

@@ -46,3 +46,12 @@ def test_other_rules():
     assert PreferShorter()("p", "Yes, it is.", SOUND) == "a"
     assert PreferList()("p", SOUND, "Two things:\n- bread\n- milk") == "b"
     assert not_degenerate("p", SOUND, "") == "a" and not_degenerate("p", SOUND, SOUND) == "tie"
+
+
+def test_character_length_judges_always_decide_unless_equal():
+    from judges.rules import longer_text, shorter_text
+
+    assert longer_text("p", "abc", "ab") == "a" and shorter_text("p", "abc", "ab") == "b"
+    assert longer_text("p", "  ", "x") == "b" and shorter_text("p", "  ", "x") == "b"  # empty loses either way
+    assert longer_text("p", "", " ") == shorter_text("p", "", "") == "both_bad"
+    assert longer_text("p", "ab", "cd") == "tie"

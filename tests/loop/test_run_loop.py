@@ -15,7 +15,7 @@ from training.models import ReferenceLogp
 
 # Always decides on the tiny model's random text (a rule that rejects cut-off answers would call most pairs
 # "both bad", and which prompts a round draws depends on the database's ids).
-JUDGE = "compare.judges:prefer_longer"
+JUDGE = "judges.rules:longer_text"
 PARAMS = {
     "training": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "max_prompt_length": 64,
                  "warmup_ratio": 0.0},
