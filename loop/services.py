@@ -115,7 +115,7 @@ def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None =
 
 def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
     try:
-        return SamplingConfig.from_dict(dict(SAMPLING_DEFAULTS, **(data or {}), **overrides))
+        return SamplingConfig.from_dict({**SAMPLING_DEFAULTS, **(data or {}), **overrides})
     except ValueError as exc:
         raise LoopError(str(exc)) from None
 

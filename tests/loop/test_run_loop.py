@@ -103,6 +103,24 @@ def test_a_failing_judge_stops_the_run_with_a_clear_error(tiny_loop):
     assert gen.current_version().name == "base"
 
 
+def test_a_round_pairs_the_judges_best_and_worst_of_k_samples(tiny_loop):
+    from annotate.models import Pair
+    from generation.models import GenerationJob, Response
+
+    # the sampling settings of a round (K, seed) must not clash with what evaluation sets itself (one answer)
+    params = dict(PARAMS, pairing="judge", sampling=dict(PARAMS["sampling"], n=3, seed=5))
+    run = run_loop(start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=params,
+                                  enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    job = GenerationJob.objects.get()
+    assert job.params["pairing"] == "judge" and job.params["judge"] == JUDGE and job.params["sampling"]["n"] == 3
+    for pair in Pair.objects.filter(job=job):
+        lengths = [len(r.text.strip()) for r in Response.objects.filter(job=job, prompt=pair.prompt)]
+        assert len(lengths) == 3
+        assert (len(pair.response_a.text.strip()), len(pair.response_b.text.strip())) == (max(lengths), min(lengths))
+    assert run.results[0]["votes"]["n"] == 3
+
+
 def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
     with pytest.raises(CommandError, match="run_loop: judge 'judges.rules:nothing'"):
         call_command("run_loop", rounds=1, pairs=4, judge="judges.rules:nothing")
