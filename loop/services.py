@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 # Settings a loop round uses unless the run names others (measurements in docs/defaults.md). They belong in
 # DPOConfig / SamplingConfig's own defaults; until those change, the loop passes them explicitly.
 TRAINING_DEFAULTS: dict = {}  # DPOConfig defaults are chosen for small rounds (docs/defaults.md)
-SAMPLING_DEFAULTS: dict = {}
-PAIRING_DEFAULT = "random"
+# Four samples per prompt, ranked by the run's judge in a round robin, the best paired with the worst: round 3 went
+# from 78.9% (two samples, a random pair) to 82.0% against base, at 6 judge calls per prompt (docs/defaults.md).
+SAMPLING_DEFAULTS: dict = {"n": 4}
+PAIRING_DEFAULT = "judge"
 # Each round trains the last version on every label so far ("new": only on the pairs it sampled, a flat cost per
 # round); "all" kept improving over three rounds where "new" did not (docs/defaults.md).
 DATA_DEFAULT = "all"

@@ -24,7 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--params", default="{}",
                             help='Loop settings as JSON: {"training": {DPOConfig fields}, "sampling": {...}, '
-                                 '"pairing": "random", "reference": "base", "data": "all"}.')
+                                 '"pairing": "judge", "reference": "base", "data": "all"}. By default each prompt '
+                                 'gets 4 samples ("sampling": {"n": 4}) and the judge pairs its best with its worst '
+                                 '(6 judge calls a prompt); "pairing": "random" with n 2 makes one call.')
 
     def handle(self, *args, **o):
         try:
