@@ -102,12 +102,13 @@ def main(argv=None) -> int:
         holder = tempfile.TemporaryDirectory(prefix="loop-efficacy-")
         data_dir = Path(holder.name)
     setup(data_dir)
-    from loop.services import SAMPLING_DEFAULTS, TRAINING_DEFAULTS
+    from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS, TRAINING_DEFAULTS
     from prefloop.hardware import describe
 
     print(f"CPU: {describe()}")
     print(f"judge {args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
           f"loop training defaults {json.dumps(TRAINING_DEFAULTS)}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
+          f"pairing {PAIRING_DEFAULT}, "
           f"params {args.params}", flush=True)
     start = time.perf_counter()
     rounds = run(args)

@@ -23,7 +23,8 @@ from .models import GenerationJob, ModelVersion, Prompt, Response
 log = logging.getLogger(__name__)
 
 PAIRING_STRATEGIES = ("random", "most_different", "best_worst", "judge")  # judge: best against worst by a judge
-CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 that fills a batch of 32 rows; a progress commit after each
+CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 or more, a batch of 32 rows or more; a progress commit after each
+MAX_JUDGED_SAMPLES = 8  # pairing "judge" calls the judge K(K-1)/2 times a prompt: 28 at 8
 
 
 class GenerationError(Exception):
@@ -173,6 +174,9 @@ def start_generation_job(
     if pairing not in PAIRING_STRATEGIES:
         raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
     if pairing == "judge":
+        if config.n > MAX_JUDGED_SAMPLES:
+            raise GenerationError(f"pairing 'judge' ranks at most {MAX_JUDGED_SAMPLES} samples per prompt (got "
+                                  f"{config.n}: that would be {config.n * (config.n - 1) // 2} judge calls a prompt)")
         if not judge:
             raise GenerationError("pairing 'judge' needs a judge, e.g. 'judges.rules:length_target'")
         try:
@@ -204,14 +208,18 @@ def _labelling_round(version: ModelVersion):
     return round_
 
 
-def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | None = None) -> GenerationJob:
-    """Sample the job's prompts that have no responses yet, chunk by chunk; safe to run again after a crash."""
+def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | None = None,
+                       judge=None) -> GenerationJob:
+    """Sample the job's prompts that have no responses yet, chunk by chunk; safe to run again after a crash.
+
+    `judge`: the loaded judge of a "judge" pairing job, when the caller has it already (else it is loaded by name).
+    """
     job = GenerationJob.objects.select_related("version").get(pk=job_id)
     if job.status in (GenerationJob.SUCCEEDED, GenerationJob.CANCELLED):
         return job
     GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.RUNNING, started=job.started or timezone.now())
     try:
-        _sample_job(job, progress)
+        _sample_job(job, progress, judge)
     except Exception as exc:  # recorded on the job for the page; the worker log has the traceback
         log.exception("generation job %s failed", job.pk)
         GenerationJob.objects.filter(pk=job.pk).update(
@@ -222,7 +230,7 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
     return job
 
 
-def _sample_job(job: GenerationJob, progress) -> None:
+def _sample_job(job: GenerationJob, progress, judge=None) -> None:
     config = SamplingConfig.from_dict(job.params["sampling"])
     prompt_ids = job.params["prompt_ids"]
     done = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True).distinct())
@@ -230,8 +238,7 @@ def _sample_job(job: GenerationJob, progress) -> None:
     GenerationJob.objects.filter(pk=job.pk).update(done=len(prompt_ids) - len(todo))
     backend = backend_for(job.version) if todo else None
     round_ = _labelling_round(job.version)
-    judge = None
-    if todo and job.params.get("pairing") == "judge":
+    if todo and job.params.get("pairing") == "judge" and judge is None:
         from judges import load_judge
 
         judge = load_judge(job.params["judge"])
@@ -255,32 +262,39 @@ def _sample_job(job: GenerationJob, progress) -> None:
     update_mean_length(job.version)
 
 
-def _judge_scores(judge, path: str, prompt: Prompt, rows: list[Response], seed: int) -> list[float]:
-    """Round-robin wins of a prompt's responses by the judge; a judge that fails names itself and the responses."""
+def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int) -> list[float]:
+    """Round-robin wins of a prompt's samples by the judge; a judge that fails names itself, the prompt and the
+    samples (by index: nothing of the chunk is stored yet)."""
     from judges import verdict
     from prefloop.chat import prompt_text
 
     from .pairing import round_robin_scores
 
-    text = prompt_text(prompt.as_input)
+    shown = prompt_text(prompt.as_input)
 
     def compare(i: int, j: int) -> str:
-        return verdict(judge, path, text, rows[i].text, rows[j].text,
-                       where=f"prompt {prompt.pk}, responses {rows[i].pk} and {rows[j].pk}")
+        return verdict(judge, path, shown, texts[i], texts[j], where=f"prompt {prompt.pk}, samples {i} and {j}")
 
-    return round_robin_scores(len(rows), compare, random.Random(seed))
+    return round_robin_scores(len(texts), compare, random.Random(seed))
 
 
 def _store_samples(job, prompts, seeds, samples, config, round_, judge=None) -> int:
-    """Responses and pairs of one chunk, in one transaction; returns the number of pairs made."""
+    """Responses and pairs of one chunk, in one transaction; returns the number of pairs made.
+
+    A judge ranks the samples before the transaction opens, so no write lock is held while it thinks.
+    """
     from annotate.models import Pair
 
     from .pairing import choose_pairs
 
     strategy = job.params.get("pairing", "random")
+    judged = None
+    if strategy == "judge":
+        judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row], seed)
+                  for prompt, seed, row in zip(prompts, seeds, samples, strict=True)]
     made = 0
     with transaction.atomic():
-        for prompt, seed, prompt_samples in zip(prompts, seeds, samples, strict=True):
+        for k, (prompt, seed, prompt_samples) in enumerate(zip(prompts, seeds, samples, strict=True)):
             rows = []
             for index, sample in enumerate(prompt_samples):
                 try:
@@ -293,13 +307,13 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None) -> 
                         ))
                 except IntegrityError:  # already stored by an earlier, interrupted attempt
                     rows.append(Response.objects.get(job=job, prompt=prompt, sample_index=index))
-            scores = None
+            chosen, scores = strategy, None
             if strategy == "best_worst":
                 scores = [r.logp_sum / max(r.token_count, 1) for r in rows]
             elif strategy == "judge":
-                scores = _judge_scores(judge, job.params["judge"], prompt, rows, seed)
-            for i, j in choose_pairs([r.text for r in rows], strategy="best_worst" if scores is not None else strategy,
-                                     scores=scores, rng=random.Random(seed)):
+                # a judge that told no sample apart leaves a random pair
+                chosen, scores = ("best_worst", judged[k]) if max(judged[k]) > min(judged[k]) else ("random", None)
+            for i, j in choose_pairs([r.text for r in rows], strategy=chosen, scores=scores, rng=random.Random(seed)):
                 _, created = Pair.objects.get_or_create(
                     response_a=rows[i], response_b=rows[j],
                     defaults={"prompt": prompt, "round": round_, "job": job, "labels_needed": round_.labels_per_pair},

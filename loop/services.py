@@ -198,6 +198,9 @@ def start_loop_run(
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
                         "(known: training, sampling, pairing, reference, data)")
     _check_params(params)
+    # Recorded as resolved, so a run resumed after an upgrade keeps the pairing and samples it started with.
+    params["pairing"] = params.get("pairing", PAIRING_DEFAULT)
+    params["sampling"] = {**SAMPLING_DEFAULTS, **params.get("sampling", {})}
     try:
         current_version()
     except Exception as exc:
@@ -217,6 +220,8 @@ def _check_params(params: dict) -> None:
     from training.dpo.config import DPOConfig
 
     sampling_config(params.get("sampling"))
+    if "seed" in (params.get("sampling") or {}):
+        raise LoopError("sampling.seed: each round draws its seed from the run's seed (--seed); set that instead")
     try:
         DPOConfig.from_dict(dict(TRAINING_DEFAULTS, **params.get("training", {})))
     except ValueError as exc:
@@ -320,7 +325,7 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
                                    pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False)
     except GenerationError as exc:
         raise LoopError(f"round {number}: {exc}") from None
-    job = run_generation_job(job.pk, progress=lambda d, t: report("generate", d, t))
+    job = run_generation_job(job.pk, progress=lambda d, t: report("generate", d, t), judge=judge)
     if job.status != "succeeded":
         raise LoopError(f"round {number}: generation job {job.pk} {job.status}: {job.error}")
     seconds["generate"] = time.perf_counter() - clock

@@ -44,8 +44,8 @@ def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, 
         gen.run_generation_job(job.pk)
     job.refresh_from_db()
     assert job.status == "failed"
-    assert "judge 'tests.loop.judges_for_tests:fails_on_third' on prompt" in job.error
-    assert "responses" in job.error and "ConnectionError: judge service unreachable" in job.error
+    assert "judge 'tests.loop.judges_for_tests:fails_on_third' on prompt " in job.error
+    assert "samples 0 and 1 raised ConnectionError: judge service unreachable" in job.error
     # the first chunk (two prompts) is stored with its pairs; the failing chunk left nothing half-stored
     assert Response.objects.filter(job=job).count() == 4
     assert Pair.objects.filter(job=job).count() == 2
@@ -60,6 +60,26 @@ def test_bad_judge_settings_are_refused_before_sampling(base, pairing, judge, me
     with pytest.raises(gen.GenerationError, match=message):
         gen.start_generation_job(base, n_prompts=2, config=SAMPLING, pairing=pairing, judge=judge, enqueue=False)
     assert not Response.objects.exists()
+
+
+def test_more_samples_than_a_judge_should_rank_are_refused(base):
+    config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=9))
+    with pytest.raises(gen.GenerationError, match="ranks at most 8 samples per prompt .got 9: that would be 36 judge"):
+        gen.start_generation_job(base, n_prompts=2, config=config, pairing="judge", judge=LONGER, enqueue=False)
+
+
+def test_a_judge_that_tells_no_sample_apart_leaves_a_random_pair(base):
+    config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=4))
+    chosen = set()
+    for seed in range(3):
+        Pair.objects.all().delete()
+        Response.objects.all().delete()
+        job = gen.start_generation_job(base, n_prompts=4, config=SamplingConfig.from_dict(dict(config.to_dict(),
+                                       seed=seed)), pairing="judge", judge="judges.rules:not_degenerate", enqueue=False)
+        job = gen.run_generation_job(job.pk)
+        assert job.status == "succeeded" and job.pairs_made == 4
+        chosen |= {(p.response_a.sample_index, p.response_b.sample_index) for p in Pair.objects.filter(job=job)}
+    assert len(chosen) > 1  # not always samples 0 and 1
 
 
 def test_generate_pairs_command_takes_a_judge(base, capsys):

@@ -93,8 +93,10 @@ def test_a_failing_judge_stops_the_run_with_a_clear_error(tiny_loop):
     from tests.loop import judges_for_tests
 
     judges_for_tests.CALLS["n"] = 0
+    # a random pair of two samples: the judge first meets the pairs when labelling
+    params = dict(PARAMS, pairing="random", sampling=dict(PARAMS["sampling"], n=2))
     run = start_loop_run(rounds=1, pairs=4, judge="tests.loop.judges_for_tests:fails_on_third", tag="t",
-                         eval_limit=3, params=PARAMS, enqueue=False)
+                         eval_limit=3, params=params, enqueue=False)
     run = run_loop(run.pk)
     assert run.status == "failed" and run.results == []
     assert "judge 'tests.loop.judges_for_tests:fails_on_third' on pair" in run.error
@@ -107,10 +109,11 @@ def test_a_round_pairs_the_judges_best_and_worst_of_k_samples(tiny_loop):
     from annotate.models import Pair
     from generation.models import GenerationJob, Response
 
-    # the sampling settings of a round (K, seed) must not clash with what evaluation sets itself (one answer)
-    params = dict(PARAMS, pairing="judge", sampling=dict(PARAMS["sampling"], n=3, seed=5))
-    run = run_loop(start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=params,
-                                  enqueue=False).pk)
+    # the round's K must not clash with what evaluation sets itself (one answer)
+    params = dict(PARAMS, sampling=dict(PARAMS["sampling"], n=3))
+    run = start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=params, enqueue=False)
+    assert run.params["pairing"] == "judge"  # the default, recorded with the run
+    run = run_loop(run.pk)
     assert run.status == "succeeded", run.error
     job = GenerationJob.objects.get()
     assert job.params["pairing"] == "judge" and job.params["judge"] == JUDGE and job.params["sampling"]["n"] == 3
@@ -130,6 +133,8 @@ def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"training": {"learning_rate": -1}}')
     with pytest.raises(CommandError, match=r"data must be 'all' or 'new' \(got 'latest'\)"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"data": "latest"}')
+    with pytest.raises(CommandError, match=r"sampling.seed: each round draws its seed from the run's seed"):
+        call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"sampling": {"seed": 3}}')
     with pytest.raises(CommandError, match=r"pairing must be one of random, most_different, best_worst, judge"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"pairing": "cheapest"}')
     assert not LoopRun.objects.exists()
