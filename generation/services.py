@@ -19,10 +19,11 @@ from django.utils import timezone
 
 from .backends.base import SamplingConfig
 from .models import GenerationJob, ModelVersion, Prompt, Response
+from .pairing import STRATEGIES
 
 log = logging.getLogger(__name__)
 
-PAIRING_STRATEGIES = ("random", "most_different", "best_worst", "judge")  # judge: best against worst by a judge
+PAIRING_STRATEGIES = (*STRATEGIES, "judge")  # judge: best against worst by a judge's round robin
 CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 or more, a batch of 32 rows or more; a progress commit after each
 MAX_JUDGED_SAMPLES = 8  # pairing "judge" calls the judge K(K-1)/2 times a prompt: 28 at 8
 
@@ -156,6 +157,28 @@ def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train
     return ids[:n_prompts]
 
 
+def check_pairing(pairing: str, judge: str, samples: int) -> None:
+    """A GenerationError unless `pairing` can choose pairs from `samples` samples a prompt; pairing "judge" needs a
+    judge that loads and at most MAX_JUDGED_SAMPLES samples, and no other pairing takes a judge."""
+    from judges import JudgeError, load_judge
+
+    if pairing not in PAIRING_STRATEGIES:
+        raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
+    if pairing != "judge":
+        if judge:
+            raise GenerationError(f"a judge ranks samples only with pairing 'judge' (pairing is {pairing!r})")
+        return
+    if samples > MAX_JUDGED_SAMPLES:
+        raise GenerationError(f"pairing 'judge' ranks at most {MAX_JUDGED_SAMPLES} samples per prompt (got "
+                              f"{samples}: that would be {samples * (samples - 1) // 2} judge calls a prompt)")
+    if not judge:
+        raise GenerationError("pairing 'judge' needs a judge, e.g. 'judges.rules:length_target'")
+    try:
+        load_judge(judge)
+    except JudgeError as exc:
+        raise GenerationError(str(exc)) from None
+
+
 def start_generation_job(
     version: ModelVersion | None = None, *, n_prompts: int, config: SamplingConfig | None = None, split: str = "train",
     tag: str = "", pairing: str = "random", judge: str = "", user=None, enqueue: bool = True,
@@ -165,26 +188,11 @@ def start_generation_job(
     With pairing "judge", the judge named by `judge` ranks each prompt's K samples in a round robin and the best
     meets the worst: K(K-1)/2 judge calls per prompt.
     """
-    from judges import JudgeError, load_judge
-
     version = version or current_version()
     config = config or SamplingConfig()
     if config.n < 2:
         raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
-    if pairing not in PAIRING_STRATEGIES:
-        raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
-    if pairing == "judge":
-        if config.n > MAX_JUDGED_SAMPLES:
-            raise GenerationError(f"pairing 'judge' ranks at most {MAX_JUDGED_SAMPLES} samples per prompt (got "
-                                  f"{config.n}: that would be {config.n * (config.n - 1) // 2} judge calls a prompt)")
-        if not judge:
-            raise GenerationError("pairing 'judge' needs a judge, e.g. 'judges.rules:length_target'")
-        try:
-            load_judge(judge)
-        except JudgeError as exc:
-            raise GenerationError(str(exc)) from None
-    elif judge:
-        raise GenerationError(f"a judge ranks samples only with pairing 'judge' (pairing is {pairing!r})")
+    check_pairing(pairing, judge, config.n)
     prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed)
     if not prompt_ids:
         where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")

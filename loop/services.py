@@ -197,7 +197,7 @@ def start_loop_run(
     if unknown:
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
                         "(known: training, sampling, pairing, reference, data)")
-    _check_params(params)
+    _check_params(params, judge)
     # Recorded as resolved, so a run resumed after an upgrade keeps the pairing and samples it started with.
     params["pairing"] = params.get("pairing", PAIRING_DEFAULT)
     params["sampling"] = {**SAMPLING_DEFAULTS, **params.get("sampling", {})}
@@ -216,20 +216,22 @@ def start_loop_run(
     return run
 
 
-def _check_params(params: dict) -> None:
+def _check_params(params: dict, judge: str) -> None:
+    from generation.services import GenerationError, check_pairing
     from training.dpo.config import DPOConfig
 
-    sampling_config(params.get("sampling"))
+    sampling = sampling_config(params.get("sampling"))
     if "seed" in (params.get("sampling") or {}):
         raise LoopError("sampling.seed: each round draws its seed from the run's seed (--seed); set that instead")
     try:
         DPOConfig.from_dict(dict(TRAINING_DEFAULTS, **params.get("training", {})))
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
-    from generation.services import PAIRING_STRATEGIES
-
-    if params.get("pairing", PAIRING_DEFAULT) not in PAIRING_STRATEGIES:
-        raise LoopError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {params['pairing']!r})")
+    pairing = params.get("pairing", PAIRING_DEFAULT)
+    try:
+        check_pairing(pairing, judge if pairing == "judge" else "", sampling.n)
+    except GenerationError as exc:
+        raise LoopError(str(exc)) from None
     if params.get("reference", "base") not in ("base", "start"):
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
     if params.get("data", DATA_DEFAULT) not in ("all", "new"):
