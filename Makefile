@@ -7,7 +7,7 @@ export DJANGO_SETTINGS_MODULE := prefloop.settings
 
 .PHONY: run test setup services lint bench clean-var
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-base.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-sample.jsonl"
+DEFAULT_DATA = ROOT / "data" / "hh-rlhf-sample.jsonl"
 
 
 def run_ours(args) -> dict:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from generation.backends.base import SamplingConfig  # noqa: E402
 from prefloop.chat import prompt_token_ids  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-sample.jsonl"
+DATA = ROOT / "data" / "hh-rlhf-sample.jsonl"
 
 
 def hh_prompts(path: Path, count: int) -> list[str]:

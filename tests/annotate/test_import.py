@@ -16,7 +16,7 @@ from generation.models import Prompt, Response, normalised_hash
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
-HH_SAMPLE = ROOT.parent / "shared" / "data" / "hh-rlhf-sample.jsonl"
+HH_SAMPLE = ROOT / "data" / "hh-rlhf-sample.jsonl"
 
 
 def _jsonl(path: Path, rows) -> Path:

@@ -106,7 +106,7 @@ def test_real_model_layout_equals_plain(real_model_dir):
 
     from training.dpo.data import load_pairs_jsonl
 
-    hh = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-rlhf-sample.jsonl"
+    hh = Path(__file__).resolve().parents[2] / "data" / "hh-rlhf-sample.jsonl"
     tok = AutoTokenizer.from_pretrained(real_model_dir)
     real = AutoModelForCausalLM.from_pretrained(real_model_dir, dtype=torch.float32).eval()
     rows = [tokenize_pair(tok, p, 256, 128).row() for p in load_pairs_jsonl(hh)[:2]]

@@ -13,7 +13,7 @@ from training.dpo.data import PreferencePair, load_pairs_jsonl
 from training.dpo.trainer import TrainingCancelled, compute_reference_logps, train_dpo
 
 ROOT = Path(__file__).resolve().parents[2]
-HH = ROOT.parent / "shared" / "data" / "hh-rlhf-sample.jsonl"
+HH = ROOT / "data" / "hh-rlhf-sample.jsonl"
 TOPICS = ["the sea", "a fox", "Paris", "gradient descent", "a dog", "the sky", "bread", "python", "music", "snow"]
 
 
