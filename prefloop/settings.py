@@ -1,6 +1,7 @@
 """Django settings. Every environment variable PrefLoop reads is read here, and only here."""
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "generation",
     "annotate",
     "training",
@@ -71,9 +73,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "prefloop.ratelimit.LoginRateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a sign-in refused for a lockout into the page with a message and status 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "prefloop.urls"
@@ -121,12 +124,32 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
-# Failed sign-ins allowed per username and address within the window (prefloop/ratelimit.py).
+# Sign-in lockout (django-axes, prefloop/lockout.py): after PREFLOOP_LOGIN_MAX_FAILURES failed sign-ins for one
+# username from one address, each within PREFLOOP_LOGIN_WINDOW_SECONDS of the one before, that name is refused from
+# that address until the window has passed since the last counted failure. Every sign-in form is covered, because
+# axes checks in the authentication backend. Failures are kept in the database (the admin lists them).
 PREFLOOP_LOGIN_MAX_FAILURES = int(os.environ.get("PREFLOOP_LOGIN_MAX_FAILURES", 10))
 PREFLOOP_LOGIN_WINDOW_SECONDS = int(os.environ.get("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 * 60))
+# Proxies in front of the web app that append the client's address to X-Forwarded-For (0: none; the header is
+# then ignored, as anyone can send it).
+PREFLOOP_TRUSTED_PROXY_COUNT = int(os.environ.get("PREFLOOP_TRUSTED_PROXY_COUNT", 0))
+if PREFLOOP_LOGIN_MAX_FAILURES < 1 or PREFLOOP_LOGIN_WINDOW_SECONDS < 1 or PREFLOOP_TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(
+        "PREFLOOP_LOGIN_MAX_FAILURES and PREFLOOP_LOGIN_WINDOW_SECONDS must be at least 1, "
+        "PREFLOOP_TRUSTED_PROXY_COUNT at least 0"
+    )
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = PREFLOOP_LOGIN_MAX_FAILURES
+AXES_COOLOFF_TIME = timedelta(seconds=PREFLOOP_LOGIN_WINDOW_SECONDS)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A refused attempt during a lockout does not extend it: it ends a window after the last failure that counted.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_USERNAME_CALLABLE = "prefloop.lockout.lockout_username"
+AXES_CLIENT_IP_CALLABLE = "prefloop.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "prefloop.lockout.lockout_response"
 
-# The cache holds login failure counts, so every web process must share it: a file cache on one box, Redis
-# (CACHE_URL=redis://host:6379/1) when several machines serve the web app.
+# A file cache on one box, Redis (CACHE_URL=redis://host:6379/1) when several machines serve the web app.
 CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
