@@ -23,7 +23,10 @@ MODELS_DIR = DATA_DIR / "models"
 EXPORTS_DIR = DATA_DIR / "exports"
 
 PRODUCTION = _env_bool("PREFLOOP_PRODUCTION", False)
-DEBUG = _env_bool("DEBUG", not PRODUCTION)
+# Off unless DEBUG=1 is set (development only: Django's error page shows settings, the environment and code).
+DEBUG = _env_bool("DEBUG", False)
+# Even then the error page hides connection URLs and masks passwords in any URL (prefloop/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "prefloop.error_reports.ConnectionSafeFilter"
 
 
 def _secret_key() -> str:
