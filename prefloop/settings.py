@@ -7,6 +7,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from prefloop.private_files import create_private, make_private, private_dir, private_sqlite
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -18,7 +20,8 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 DATA_DIR = Path(os.environ.get("PREFLOOP_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# A new data folder is 0700; the secret key and the SQLite database in it are 0600 (prefloop/private_files.py).
+private_dir(DATA_DIR)
 MODELS_DIR = DATA_DIR / "models"
 EXPORTS_DIR = DATA_DIR / "exports"
 
@@ -35,10 +38,10 @@ def _secret_key() -> str:
         return key
     if PRODUCTION:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when PREFLOOP_PRODUCTION is on")
-    # Development: a key kept in the data folder so sessions survive restarts.
+    # Development: a key kept in the data folder so sessions survive restarts, readable by its owner only.
     path = DATA_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
+    create_private(path, secrets.token_urlsafe(50))
+    make_private(path)
     return path.read_text().strip()
 
 
@@ -57,6 +60,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "csp",
     "generation",
     "annotate",
     "training",
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "prefloop.request_limits.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the session: an unreachable database, from the session load on, answers 503 and the page retries.
@@ -107,6 +112,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] and not str(DATABASES["default"]["NAME"]).startswith((":memory:", "file:")):
+        private_sqlite(Path(DATABASES["default"]["NAME"]))
     # IMMEDIATE transactions take the write lock up front, so concurrent writers queue on the
     # busy timeout instead of failing with "database is locked" halfway through a transaction.
     DATABASES["default"]["OPTIONS"] = {
@@ -151,6 +158,24 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_USERNAME_CALLABLE = "prefloop.lockout.lockout_username"
 AXES_CLIENT_IP_CALLABLE = "prefloop.lockout.client_address"
 AXES_LOCKOUT_CALLABLE = "prefloop.lockout.lockout_response"
+
+# Content-Security-Policy (django-csp): pages load only the app's own scripts, style sheets, images and fonts, so
+# a remote image in a model's answer is never fetched by an annotator's browser, and no inline script or style
+# attribute runs (the templates have none; htmx is told not to inject its indicator styles).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # A file cache on one box, Redis (CACHE_URL=redis://host:6379/1) when several machines serve the web app.
 CACHE_URL = os.environ.get("CACHE_URL", "")
