@@ -158,6 +158,8 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_USERNAME_CALLABLE = "prefloop.lockout.lockout_username"
 AXES_CLIENT_IP_CALLABLE = "prefloop.lockout.client_address"
 AXES_LOCKOUT_CALLABLE = "prefloop.lockout.lockout_response"
+# No start-up banner on every command's output; failures and lockouts are still logged as warnings.
+AXES_VERBOSE = False
 
 # Content-Security-Policy (django-csp): pages load only the app's own scripts, style sheets, images and fonts, so
 # a remote image in a model's answer is never fetched by an annotator's browser, and no inline script or style
