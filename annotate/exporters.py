@@ -1,7 +1,8 @@
 """Write the decided pairs as a preference data set in TRL's format: JSONL, Parquet or a `datasets` folder.
 
 Rows are prompt / chosen / rejected, conversational (message lists) when any prompt is a chat, with the preference
-probability, the annotators' ids and the label times.
+probability, the annotators' ids and the label times. An export always goes to a new path: it never overwrites or
+deletes a file or folder it did not create.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .dataset import Decision, decisions
@@ -43,33 +46,104 @@ def preference_rows(decided: list[Decision]) -> list[dict]:
     return rows
 
 
+class ExportError(Exception):
+    """An export that would overwrite something: names the path and what to do instead."""
+
+
+@dataclass(frozen=True)
+class Export:
+    rows: int
+    path: Path  # where the rows went: the path asked for, or a new name inside the folder asked for
+
+
 def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl") -> Path:
-    """Write the rows atomically (a temporary file or folder renamed into place)."""
+    """Write the rows to a new path and return it; nothing that was there before is overwritten or deleted.
+
+    `out` may be a path that does not exist yet (or an empty file: it holds nothing to lose), or an existing folder,
+    in which case the export goes inside it under a new name (preferences-<UTC time>.<format>). Anything else is an
+    ExportError. The data is written to a temporary file or folder beside the target and renamed onto a name this
+    call claimed first, so a reader never sees half an export and two exports never take the same name.
+    """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "hf":
-        import datasets
+    if not out.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
+    target = _claim_target(out, fmt)
+    try:
+        if fmt == "hf":
+            import datasets
 
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-        return out
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.")
-    os.close(fd)
-    if fmt == "jsonl":
-        with open(tmp_name, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    else:
-        import pandas as pd
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+            try:
+                datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+                os.rename(tmp, target)  # onto the empty folder claimed above
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder
+                raise
+            return target
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        try:
+            if fmt == "jsonl":
+                with open(tmp_name, "w", encoding="utf-8") as fh:
+                    for row in rows:
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                import pandas as pd
 
-        pd.DataFrame(rows).to_parquet(tmp_name, index=False)
-    os.replace(tmp_name, out)
+                pd.DataFrame(rows).to_parquet(tmp_name, index=False)
+            os.replace(tmp_name, target)  # onto the empty file claimed above
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return target
+    except BaseException:
+        _release(target, fmt)
+        raise
+
+
+def _claim_target(out: Path, fmt: str) -> Path:
+    """Create the (empty) file or folder the export will replace, so no other writer can take the name."""
+    if out.is_dir():
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        suffix = "" if fmt == "hf" else f".{fmt}"
+        for n in range(1, 1000):
+            candidate = out / f"preferences-{stamp}{'' if n == 1 else f'-{n}'}{suffix}"
+            try:
+                _create(candidate, fmt)
+            except FileExistsError:
+                continue
+            return candidate
+        raise ExportError(f"{out}: no free name for a new export inside it")
+    try:
+        _create(out, fmt)
+    except FileExistsError:
+        if fmt != "hf" and out.is_file() and not out.is_symlink() and out.stat().st_size == 0:
+            return out  # an empty file, such as a temporary file made for this export: nothing to lose
+        raise ExportError(
+            f"{out} already exists: an export never overwrites a file or folder. Choose a new name, "
+            "or name a folder to write a new export inside it."
+        ) from None
     return out
+
+
+def _create(path: Path, fmt: str) -> None:
+    if fmt == "hf":
+        path.mkdir()
+    else:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+
+def _release(target: Path, fmt: str) -> None:
+    """Give back a claimed name the export could not fill (only while it is still the empty placeholder)."""
+    try:
+        if fmt == "hf":
+            target.rmdir()  # fails, leaving it, unless empty
+        elif target.is_file() and target.stat().st_size == 0:
+            target.unlink()
+    except OSError:
+        pass
 
 
 def export_preferences(
@@ -80,11 +154,10 @@ def export_preferences(
     min_agreement: float | None = None,
     include_automatic: bool = True,
     soft_labels: bool = False,
-) -> int:
-    """Write every decided pair (of the given rounds) to `out`; returns the number of rows."""
+) -> Export:
+    """Write every decided pair (of the given rounds) to a new path at or inside `out` (see write_rows)."""
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
                   soft_labels=soft_labels)
     )
-    write_rows(rows, out, fmt)
-    return len(rows)
+    return Export(rows=len(rows), path=write_rows(rows, out, fmt))

@@ -8,7 +8,8 @@ from .models import CompareJob, Comparison, Vote
 class CompareJobAdmin(admin.ModelAdmin):
     list_display = ("pk", "version_a", "version_b", "blind", "status", "done", "total", "created")
     list_filter = ("status", "blind")
-    readonly_fields = ("done", "total", "error", "started", "finished", "created_by")
+    # prompt_ids and params are what the worker runs: set only by the service that starts a set.
+    readonly_fields = ("prompt_ids", "params", "done", "total", "error", "started", "finished", "created_by")
 
 
 @admin.register(Comparison)

@@ -67,4 +67,5 @@ class ResponseAdmin(admin.ModelAdmin):
 class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ["id", "version", "status", "done", "total", "pairs_made", "created"]
     list_filter = ["status"]
-    readonly_fields = ["done", "total", "pairs_made", "error", "log", "started", "finished"]
+    # params are what the worker runs (sampling, prompts, the judge): set only by the service that starts a job.
+    readonly_fields = ["params", "done", "total", "pairs_made", "error", "log", "started", "finished"]

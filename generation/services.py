@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import random
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -377,10 +376,6 @@ def answers_for(
             if on_progress:
                 on_progress(len(prompts) - len(missing) + start + len(chunk), len(prompts))
     return answers
-
-
-def remove_checkpoint(path: str | Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def requeue_interrupted_jobs() -> list[int]:

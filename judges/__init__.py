@@ -1,14 +1,21 @@
 """Automatic labellers: a judge is a callable `judge(prompt, response_a, response_b)` named "package.module:attr".
 
 It returns "a", "b", "tie" or "both_bad", or a float, the probability that response_a is better. This package loads
-judges by name and turns their answers into one of the four outcomes; it imports no Django.
+judges by name and turns their answers into one of the four outcomes.
+
+A name is only ever imported when it is on the allow-list: the built-in judges below, plus the judges listed in the
+PREFLOOP_JUDGES setting (and PREFLOOP_COMPARE_JUDGE). A name stored in a job's parameters, typed on the command line
+or posted in a form is checked before anything is imported, so no stored text can make a worker import or call
+anything else (`subprocess:Popen`, `os:system`). The only Django this package touches is that setting.
 """
 from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from urllib.parse import parse_qsl
+
+from django.conf import settings
 
 A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
 OUTCOMES = (A, B, TIE, BOTH_BAD)
@@ -17,26 +24,71 @@ TIE_BAND = 0.05  # a probability within this of 0.5 is a tie
 Judge = Callable[[str, str, str], object]
 
 
+# The judges that ship with PrefLoop (factories included: their arguments come after "?").
+BUILT_IN_JUDGES = (
+    "judges.rules:length_target", "judges.rules:prefer_shorter", "judges.rules:prefer_list",
+    "judges.rules:not_degenerate", "judges.rules:longer_text", "judges.rules:shorter_text",
+    "judges.rules:LengthTarget", "judges.rules:PreferShorter", "judges.rules:PreferList",
+    "judges.llm:LLMJudge", "judges.llm:for_version",
+)
+
+
 class JudgeError(Exception):
     """A judge that cannot be loaded, raised, or returned something that is not a verdict; names the judge."""
 
 
-def load_judge(path: str) -> Judge:
-    """The judge named by `path`: "package.module:attr" (or "package.module.attr").
-
-    With a query, "package.module:factory?key=value&key=value", the attribute is called with those keyword
-    arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40".
-    """
+def judge_name(path: str) -> str:
+    """The callable a judge path names, as "package.module:attr" (its "?arguments" left off)."""
     if not isinstance(path, str) or not path.strip():
         raise JudgeError("judge: expected a name such as 'judges.rules:length_target'")
     path = path.strip()
-    name, _, query = path.partition("?")
+    name = path.partition("?")[0]
     if ":" in name:
         module_name, _, attr = name.partition(":")
     else:
         module_name, _, attr = name.rpartition(".")
     if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + attr.split(".")):
         raise JudgeError(f"judge {path!r}: expected 'package.module:attr', e.g. 'judges.rules:length_target'")
+    return f"{module_name}:{attr}"
+
+
+def allowed_judges() -> list[str]:
+    """The callables a judge may name: the built-in judges and those listed in settings, in that order."""
+    listed = list(getattr(settings, "PREFLOOP_JUDGES", [])) if settings.configured else []
+    compare = getattr(settings, "PREFLOOP_COMPARE_JUDGE", "") if settings.configured else ""
+    names = list(BUILT_IN_JUDGES)
+    for entry in [*listed, *([compare] if compare else [])]:
+        try:
+            name = judge_name(entry)
+        except JudgeError as exc:
+            raise JudgeError(f"PREFLOOP_JUDGES: {exc}") from None
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def check_allowed(path: str, allowed: Collection[str] | None = None) -> str:
+    """The judge's callable name when it is on the allow-list; a JudgeError listing the allowed ones otherwise."""
+    name = judge_name(path)
+    allowed = allowed_judges() if allowed is None else [judge_name(a) for a in allowed]
+    if name not in allowed:
+        raise JudgeError(
+            f"judge {path.strip()!r} is not allowed: the judges are {', '.join(allowed)}. "
+            "To add your own, list it in the PREFLOOP_JUDGES setting (comma-separated 'package.module:attr')."
+        )
+    return name
+
+
+def load_judge(path: str, *, allowed: Collection[str] | None = None) -> Judge:
+    """The judge named by `path`: "package.module:attr" (or "package.module.attr"), if it is allowed.
+
+    With a query, "package.module:factory?key=value&key=value", the attribute is called with those keyword
+    arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40".
+    `allowed` defaults to allowed_judges(); nothing is imported before the name is found on it.
+    """
+    module_name, _, attr = check_allowed(path, allowed).partition(":")
+    path = path.strip()
+    query = path.partition("?")[2]
     try:
         target = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,10 +1,13 @@
 """Django settings. Every environment variable PrefLoop reads is read here, and only here."""
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from prefloop.private_files import create_private, make_private, private_dir, private_sqlite
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -17,12 +20,16 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 DATA_DIR = Path(os.environ.get("PREFLOOP_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# A new data folder is 0700; the secret key and the SQLite database in it are 0600 (prefloop/private_files.py).
+private_dir(DATA_DIR)
 MODELS_DIR = DATA_DIR / "models"
 EXPORTS_DIR = DATA_DIR / "exports"
 
 PRODUCTION = _env_bool("PREFLOOP_PRODUCTION", False)
-DEBUG = _env_bool("DEBUG", not PRODUCTION)
+# Off unless DEBUG=1 is set (development only: Django's error page shows settings, the environment and code).
+DEBUG = _env_bool("DEBUG", False)
+# Even then the error page hides connection URLs and masks passwords in any URL (prefloop/error_reports.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "prefloop.error_reports.ConnectionSafeFilter"
 
 
 def _secret_key() -> str:
@@ -31,10 +38,10 @@ def _secret_key() -> str:
         return key
     if PRODUCTION:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when PREFLOOP_PRODUCTION is on")
-    # Development: a key kept in the data folder so sessions survive restarts.
+    # Development: a key kept in the data folder so sessions survive restarts, readable by its owner only.
     path = DATA_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
+    create_private(path, secrets.token_urlsafe(50))
+    make_private(path)
     return path.read_text().strip()
 
 
@@ -52,6 +59,8 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
+    "csp",
     "generation",
     "annotate",
     "training",
@@ -61,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "prefloop.request_limits.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the session: an unreachable database, from the session load on, answers 503 and the page retries.
@@ -71,9 +81,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "prefloop.ratelimit.LoginRateLimitMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a sign-in refused for a lockout into the page with a message and status 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "prefloop.urls"
@@ -101,6 +112,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] and not str(DATABASES["default"]["NAME"]).startswith((":memory:", "file:")):
+        private_sqlite(Path(DATABASES["default"]["NAME"]))
     # IMMEDIATE transactions take the write lock up front, so concurrent writers queue on the
     # busy timeout instead of failing with "database is locked" halfway through a transaction.
     DATABASES["default"]["OPTIONS"] = {
@@ -121,12 +134,52 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
-# Failed sign-ins allowed per username and address within the window (prefloop/ratelimit.py).
+# Sign-in lockout (django-axes, prefloop/lockout.py): after PREFLOOP_LOGIN_MAX_FAILURES failed sign-ins for one
+# username from one address, each within PREFLOOP_LOGIN_WINDOW_SECONDS of the one before, that name is refused from
+# that address until the window has passed since the last counted failure. Every sign-in form is covered, because
+# axes checks in the authentication backend. Failures are kept in the database (the admin lists them).
 PREFLOOP_LOGIN_MAX_FAILURES = int(os.environ.get("PREFLOOP_LOGIN_MAX_FAILURES", 10))
 PREFLOOP_LOGIN_WINDOW_SECONDS = int(os.environ.get("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 * 60))
+# Proxies in front of the web app that append the client's address to X-Forwarded-For (0: none; the header is
+# then ignored, as anyone can send it).
+PREFLOOP_TRUSTED_PROXY_COUNT = int(os.environ.get("PREFLOOP_TRUSTED_PROXY_COUNT", 0))
+if PREFLOOP_LOGIN_MAX_FAILURES < 1 or PREFLOOP_LOGIN_WINDOW_SECONDS < 1 or PREFLOOP_TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured(
+        "PREFLOOP_LOGIN_MAX_FAILURES and PREFLOOP_LOGIN_WINDOW_SECONDS must be at least 1, "
+        "PREFLOOP_TRUSTED_PROXY_COUNT at least 0"
+    )
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = PREFLOOP_LOGIN_MAX_FAILURES
+AXES_COOLOFF_TIME = timedelta(seconds=PREFLOOP_LOGIN_WINDOW_SECONDS)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# A refused attempt during a lockout does not extend it: it ends a window after the last failure that counted.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_USERNAME_CALLABLE = "prefloop.lockout.lockout_username"
+AXES_CLIENT_IP_CALLABLE = "prefloop.lockout.client_address"
+AXES_LOCKOUT_CALLABLE = "prefloop.lockout.lockout_response"
+# No start-up banner on every command's output; failures and lockouts are still logged as warnings.
+AXES_VERBOSE = False
 
-# The cache holds login failure counts, so every web process must share it: a file cache on one box, Redis
-# (CACHE_URL=redis://host:6379/1) when several machines serve the web app.
+# Content-Security-Policy (django-csp): pages load only the app's own scripts, style sheets, images and fonts, so
+# a remote image in a model's answer is never fetched by an annotator's browser, and no inline script or style
+# attribute runs (the templates have none; htmx is told not to inject its indicator styles).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# A file cache on one box, Redis (CACHE_URL=redis://host:6379/1) when several machines serve the web app.
 CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://")):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}

@@ -31,3 +31,18 @@ def staff(django_user_model):
 @pytest.fixture
 def annotator(django_user_model):
     return django_user_model.objects.create_user("ann", password="pw-ann-123")
+
+
+# Judges the tests define, importable by name like any team's own; listed the way a team lists its judges.
+TEST_JUDGES = [
+    "tests.loop.judges_for_tests:prefers_good", "tests.loop.judges_for_tests:fails_on_third",
+    "tests.loop.judges_for_tests:says_maybe", "tests.judges.test_contract:always_b",
+    "tests.judges.test_contract:shouts", "tests.judges.test_contract:explodes",
+]
+
+
+@pytest.fixture
+def listed_test_judges(settings):
+    """PREFLOOP_JUDGES naming the tests' own judges (the allow-list holds the built-in judges and these)."""
+    settings.PREFLOOP_JUDGES = [*settings.PREFLOOP_JUDGES, *TEST_JUDGES]
+    return TEST_JUDGES

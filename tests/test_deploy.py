@@ -131,8 +131,9 @@ def test_visibility_timeout_shorter_than_a_task_is_refused(tmp_path):
     assert "PREFLOOP_BROKER_VISIBILITY_TIMEOUT (300 s) must exceed PREFLOOP_TASK_TIME_LIMIT (600 s)" in result.stderr
 
 
-@pytest.mark.parametrize("url", ["postgres://prefloop:pw@127.0.0.1:5432/prefloop", "sqlite:////tmp/x.sqlite3"])
+@pytest.mark.parametrize("url", ["postgres://prefloop:pw@127.0.0.1:5432/prefloop", "sqlite:///{tmp}/x.sqlite3"])
 def test_database_url_is_honoured(tmp_path, url):
+    url = url.format(tmp=tmp_path)
     code = "from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"
     result = run_django(tmp_path, code=code, env={"DATABASE_URL": url})
     assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
 """Security properties, checked over every URL pattern that exists: login everywhere, staff-only pages and the admin
-closed to annotators, no annotator sees another's labels, CSRF on every POST, login rate limiting, a ceiling on
-uploads, and model output escaped in every page."""
+closed to annotators, no annotator sees another's labels, CSRF on every POST, a ceiling on uploads, and model output
+escaped in every page. The sign-in lockout is tested in tests/security/test_login_lockout.py."""
 from __future__ import annotations
 
 import re
@@ -13,8 +13,6 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RegexPattern
-
-from prefloop import ratelimit
 
 # Pages anyone may open: signing in and out (no password reset: PrefLoop sends no mail; staff set passwords).
 PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
@@ -243,51 +241,6 @@ def test_htmx_requests_carry_the_csrf_token_from_the_page(staff):
     assert token, "base.html must give htmx the CSRF token"
     response = client.post(reverse("logout"), HTTP_X_CSRFTOKEN=token.group(1), HTTP_HX_REQUEST="true")
     assert response.status_code == 302
-
-
-# ---- login rate limiting ---------------------------------------------------------------------------------------
-
-@pytest.fixture
-def clean_limits():
-    used: list[tuple[str, str]] = []
-    yield used
-    for username, address in used:
-        ratelimit.reset(username, address)
-
-
-@pytest.mark.django_db
-def test_login_is_refused_after_too_many_failures(annotator, clean_limits):
-    clean_limits += [("ann", "127.0.0.1"), ("ann", "10.0.0.9")]
-    client = Client()
-    for _ in range(settings.PREFLOOP_LOGIN_MAX_FAILURES):
-        response = client.post(reverse("login"), {"username": "ann", "password": "wrong"})
-        assert response.status_code == 200  # the form again, with its error
-    # Now even the right password is refused, with a message that says why and for how long.
-    response = client.post(reverse("login"), {"username": "ann", "password": "pw-ann-123"})
-    assert response.status_code == 429
-    assert "Too many failed sign-in attempts" in response.content.decode()
-    assert int(response["Retry-After"]) > 0
-    assert "_auth_user_id" not in client.session
-    # Another address is not blocked for the same username; the right password works there.
-    other = Client(REMOTE_ADDR="10.0.0.9")
-    assert other.post(reverse("login"), {"username": "ann", "password": "pw-ann-123"}).status_code == 302
-
-
-@pytest.mark.django_db
-def test_login_failures_expire_and_success_resets_them(annotator, clean_limits, settings):
-    settings.PREFLOOP_LOGIN_MAX_FAILURES = 3
-    clean_limits.append(("ann", "127.0.0.1"))
-    for _ in range(2):
-        Client().post(reverse("login"), {"username": "ANN ", "password": "wrong"})  # case and spaces do not dodge it
-    assert len(ratelimit.recent_failures("ann", "127.0.0.1")) == 2
-    assert Client().post(reverse("login"), {"username": "ann", "password": "pw-ann-123"}).status_code == 302
-    assert ratelimit.recent_failures("ann", "127.0.0.1") == []
-    # Failures older than the window no longer count.
-    for _ in range(3):
-        ratelimit.record_failure("ann", "127.0.0.1")
-    assert ratelimit.seconds_blocked("ann", "127.0.0.1") > 0
-    later = ratelimit.recent_failures("ann", "127.0.0.1")[-1] + settings.PREFLOOP_LOGIN_WINDOW_SECONDS + 1
-    assert ratelimit.seconds_blocked("ann", "127.0.0.1", now=later) == 0
 
 
 # ---- uploads -------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ which reference, cached reference log-probs, progress, the atomic checkpoint and
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -210,30 +211,48 @@ def _full_path(version: ModelVersion) -> str:
 
 
 def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersion:
-    """Rename the finished checkpoint into place, then record the version: no version without a whole checkpoint."""
+    """Rename the finished checkpoint into a folder of its own, then record the version: no version without a whole
+    checkpoint, and no checkpoint folder ever reused or replaced.
+
+    The folder takes the version's name ("round-N", then "round-N-2", ...). Renaming a folder onto a name that holds
+    anything fails, so of two runs finishing together each gets its own folder; and a name already registered in the
+    database (by another run a moment earlier, or by hand) moves the checkpoint on to the next name.
+    """
     parent = run.input_version
-    name = _next_name(parent.round + 1)
-    final = settings.MODELS_DIR / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(out_tmp, final)
     kind = ModelVersion.LORA if config.lora else ModelVersion.FULL
     base = parent if config.lora else None
+    folder = out_tmp
     try:
-        version = register_version(name, final, parent=parent, kind=kind, base=base)
-    except Exception:
-        shutil.rmtree(final, ignore_errors=True)
+        for name in _candidate_names(parent.round + 1):
+            if ModelVersion.objects.filter(name=name).exists():
+                continue
+            target = settings.MODELS_DIR / name
+            try:
+                os.rename(folder, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    continue  # something is there already: never touched, try the next name
+                raise
+            folder = target
+            try:
+                version = register_version(name, folder, parent=parent, kind=kind, base=base)
+            except IntegrityError:
+                continue  # registered meanwhile by another run: our folder moves on to the next free name
+            break
+        else:
+            raise TrainingError(f"no free version name for round {parent.round + 1} in {settings.MODELS_DIR}")
+    except BaseException:
+        if folder != out_tmp:  # our own checkpoint, renamed but not registered: run_training removes only out_tmp
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     update_mean_length(version)
     return version
 
 
-def _next_name(round_number: int) -> str:
-    name, n = f"round-{round_number}", 1
-    while ModelVersion.objects.filter(name=name).exists():
-        n += 1
-        name = f"round-{round_number}-{n}"
-    return name
+def _candidate_names(round_number: int, limit: int = 1000):
+    yield f"round-{round_number}"
+    for n in range(2, limit + 1):
+        yield f"round-{round_number}-{n}"
 
 
 def _log(run: TrainingRun, line: str) -> None:

@@ -20,7 +20,9 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 def _export(tmp_path, *args, **options) -> list[dict]:
     out = tmp_path / "prefs.jsonl"
     call_command("export_preferences", str(out), *args, **options)
-    return [json.loads(line) for line in out.read_text().splitlines()]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    out.unlink()  # an export never overwrites a file: the next one needs the name free
+    return rows
 
 
 def _panel_text(html: str, side: str) -> str:

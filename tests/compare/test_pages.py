@@ -96,7 +96,7 @@ def test_progress_is_polled_while_answering(client, annotator, versions):
                                     status=CompareJob.RUNNING)
     client.force_login(annotator)
     partial = client.get(reverse("compare:job", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
-    assert 'hx-trigger="every 1s"' in partial and "1 of 4 answers" in partial and "width: 25%" in partial
+    assert 'hx-trigger="every 1s"' in partial and "1 of 4 answers" in partial and '<progress class="bar" value="25" max="100">' in partial
     assert "<html" not in partial
     CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.FAILED, error="RuntimeError: boom")
     failed = client.get(reverse("compare:job", args=[job.pk])).content.decode()

@@ -167,8 +167,11 @@ def test_a_bad_judge_answer_names_the_judge_and_the_comparison_and_keeps_earlier
     assert Vote.objects.count() == 1
 
 
-def test_load_judge_errors_are_clear():
+def test_load_judge_errors_are_clear(settings):
     assert services.load_judge("judges.rules:shorter_text")("p", "a", "bb") == "a"
+    with pytest.raises(services.JudgeError, match="judge 'nowhere.judge' is not allowed"):
+        services.load_judge("nowhere.judge")
+    settings.PREFLOOP_JUDGES = ["nowhere.judge", "compare.services.OUTCOMES"]  # listed: loading is tried
     with pytest.raises(services.JudgeError, match="judge 'nowhere.judge': cannot import module 'nowhere'"):
         services.load_judge("nowhere.judge")
     with pytest.raises(services.JudgeError, match="is not callable"):
@@ -218,7 +221,7 @@ def test_judge_command_votes_once_and_reports_bad_judges(versions):
     call_command("judge_votes", "--judge", "judges.rules:longer_text", stdout=out, stderr=StringIO())
     assert "0 new votes" in out.getvalue()
     assert Vote.objects.filter(is_automatic=True, judge="judges.rules:longer_text").count() == 3
-    with pytest.raises(CommandError, match="judge 'judges.rules.nope': module 'judges.rules' has no attribute 'nope'"):
+    with pytest.raises(CommandError, match="judge 'judges.rules.nope' is not allowed: the judges are .*PREFLOOP_JUDGES"):
         call_command("judge_votes", "--judge", "judges.rules.nope", stderr=StringIO())
 
 

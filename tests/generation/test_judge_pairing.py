@@ -16,7 +16,7 @@ SAMPLING = SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, se
 
 
 @pytest.fixture
-def base(db, tiny_model_dir):
+def base(db, tiny_model_dir, listed_test_judges):
     judges_for_tests.CALLS["n"] = 0
     for k in range(4):
         Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
@@ -57,7 +57,8 @@ def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, 
 @pytest.mark.parametrize("pairing, judge, message", [
     ("judge", "", "pairing 'judge' needs a judge"),
     ("random", LONGER, "a judge ranks samples only with pairing 'judge'"),
-    ("judge", "judges.rules:nothing", "judge 'judges.rules:nothing': module 'judges.rules' has no attribute"),
+    ("judge", "judges.rules:nothing", "judge 'judges.rules:nothing' is not allowed"),
+    ("judge", "subprocess:Popen?args=true", "judge 'subprocess:Popen.args=true' is not allowed"),
 ])
 def test_bad_judge_settings_are_refused_before_sampling(base, pairing, judge, message):
     with pytest.raises(gen.GenerationError, match=message):

@@ -1,19 +1,21 @@
 """Export the decided pairs in TRL format (prompt, chosen, rejected) as JSONL, Parquet or a `datasets` folder.
 
 One row per decided pair (majority of its labels; ties and "both bad" give no row), with preference_prob,
-annotator ids and label times.
+annotator ids and label times. OUT must not exist yet, or be a folder: the export then goes inside it under a new
+name. Nothing already there is overwritten.
 """
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotate.exporters import EXPORT_FORMATS, export_preferences
+from annotate.exporters import EXPORT_FORMATS, ExportError, export_preferences
 
 
 class Command(BaseCommand):
     help = __doc__
 
     def add_arguments(self, parser):
-        parser.add_argument("out")
+        parser.add_argument("out", help="A new file (or folder, for --format hf), or an existing folder to write a "
+                                        "new export inside; an existing file is never overwritten.")
         parser.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
         parser.add_argument("--round", type=int, action="append", default=None,
                             help="Only this labelling round (repeat for several).")
@@ -31,12 +33,14 @@ class Command(BaseCommand):
         if share is not None and not 0 <= share <= 1:
             raise CommandError(f"--min-agreement must be between 0 and 1, got {share}")
         try:
-            count = export_preferences(
+            export = export_preferences(
                 options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
                 include_automatic=options["include_automatic"], soft_labels=options["soft_labels"],
             )
+        except ExportError as err:
+            raise CommandError(str(err)) from None
         except OSError as err:
             raise CommandError(f"{options['out']}: {err.strerror or err}") from None
-        self.stdout.write(f"wrote {count} preference rows to {options['out']}")
+        self.stdout.write(f"wrote {export.rows} preference rows to {export.path}")
 
 

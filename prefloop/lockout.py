@@ -1,0 +1,101 @@
+"""Sign-in lockout, through django-axes: the three hooks settings.py names (AXES_*_CALLABLE) for PrefLoop.
+
+Axes sits in the authentication backends, so every sign-in form (the app's and the admin's) is covered. A lockout
+is keyed on the username *and* the client address: after PREFLOOP_LOGIN_MAX_FAILURES failures for one name from one
+address, that name is refused from that address for PREFLOOP_LOGIN_WINDOW_SECONDS after the last counted failure.
+The username is normalised exactly as Django's login form normalises it (NFKC, stripped), so a full-width or
+otherwise compatible spelling of a name shares its count. The address is REMOTE_ADDR, or, behind
+PREFLOOP_TRUSTED_PROXY_COUNT proxies that each append to X-Forwarded-For, the address the outermost one saw.
+
+Administrators see the lockouts under "Axes" in the admin and lift them there or with `manage.py axes_reset_username
+NAME` (and `axes_reset_ip`, `axes_reset_ip_username`, `axes_reset`), see docs/deployment.md.
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import unicodedata
+
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import AuthenticationForm
+from django.db.models import Max
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+
+def normalised_username(value: object) -> str | None:
+    """A username as Django's login form hands it to authenticate(): NFKC-normalised and stripped."""
+    if not isinstance(value, str):
+        return None
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+def lockout_username(request: HttpRequest | None, credentials: dict | None = None) -> str | None:
+    """The name a failure is counted under: from the credentials authenticate() saw, else the posted form."""
+    field = get_user_model().USERNAME_FIELD
+    if credentials and credentials.get(field) is not None:
+        return normalised_username(credentials.get(field))
+    data = getattr(request, "POST", None) or {}
+    return normalised_username(data.get(field))
+
+
+def _valid_address(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address((value or "").strip()))
+    except ValueError:
+        return None
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's address: REMOTE_ADDR, unless the settings say how many proxies in front of us to trust.
+
+    Each trusted proxy appends the address it received the request from to X-Forwarded-For, so with N of them the
+    client is the N-th entry from the right; anything further left was written by the client and is ignored. A
+    header shorter than that (a request that bypassed the proxies) or an entry that is no address falls back to
+    REMOTE_ADDR, which keys the lockout on the proxy: stricter, never looser.
+    """
+    remote = _valid_address(request.META.get("REMOTE_ADDR"))
+    proxies = settings.PREFLOOP_TRUSTED_PROXY_COUNT
+    if proxies <= 0:
+        return remote
+    hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+    if len(hops) < proxies:
+        return remote
+    return _valid_address(hops[-proxies]) or remote
+
+
+def seconds_locked(username: str | None, address: str | None) -> int:
+    """How long sign-ins for this name from this address stay refused (at least 1 while locked)."""
+    last = AccessAttempt.objects.filter(username=username, ip_address=address).aggregate(t=Max("attempt_time"))["t"]
+    if last is None:
+        return settings.PREFLOOP_LOGIN_WINDOW_SECONDS
+    left = (last - timezone.now()).total_seconds() + settings.PREFLOOP_LOGIN_WINDOW_SECONDS
+    return max(1, math.ceil(left))
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict | None = None
+) -> HttpResponse:
+    """The sign-in page that was posted to (the app's or the admin's), empty, with a message and status 429."""
+    wait = seconds_locked(lockout_username(request, credentials), getattr(request, "axes_ip_address", None))
+    minutes = math.ceil(wait / 60)
+    messages.error(
+        request,
+        f"Too many failed sign-in attempts for this username. Try again in {minutes} minute"
+        f"{'s' if minutes != 1 else ''}, or ask an administrator to unlock it.",
+    )
+    if isinstance(original_response, TemplateResponse) and original_response.context_data:
+        context = dict(original_response.context_data)
+        form = context.get("form")
+        context["form"] = type(form)(request) if isinstance(form, AuthenticationForm) else AuthenticationForm(request)
+        response = TemplateResponse(request, original_response.template_name, context, status=429).render()
+    else:
+        context = {"form": AuthenticationForm(request), "next": request.POST.get("next", "")}
+        response = render(request, "registration/login.html", context, status=429)
+    response["Retry-After"] = str(wait)
+    return response
