@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from . import exporters, importers, services
 from . import quality as quality_report
-from .forms import ExportForm, ImportForm, LabelForm
+from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
 from .rendering import word_diff
 
 
@@ -79,11 +79,13 @@ def submit(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def skip_pair(request: HttpRequest) -> HttpResponse:
+    form = PairForm(request.POST)
+    if not form.is_valid():
+        return _next(request, "Nothing to skip: " + " ".join(form.errors.get("pair", [])))
     try:
-        pair_id = int(request.POST.get("pair", ""))
-    except ValueError:
-        return _next(request, "Nothing to skip.")
-    services.skip(request.user, pair_id)
+        services.skip(request.user, form.cleaned_data["pair"])
+    except services.LabelError as err:
+        return _next(request, str(err).capitalize() + ".")
     return _next(request)
 
 
@@ -105,12 +107,11 @@ def _rounds(value) -> list[int] | None:
 def quality(request: HttpRequest) -> HttpResponse:
     """Staff: agreement, each annotator's gold accuracy and time per label, and the disagreements."""
     _staff(request)
-    try:
-        round_number = int(request.GET["round"]) if request.GET.get("round") else None
-    except ValueError:
-        round_number = None
+    form = RoundForm(request.GET)
+    round_number = form.cleaned_data["round"] if form.is_valid() else None
     rounds = _rounds(round_number)
     return render(request, "annotate/quality.html", {
+        "form_errors": form.errors.get("round", []),
         "agreement": quality_report.agreement(rounds),
         "annotators": quality_report.annotator_stats(rounds),
         "disagreements": quality_report.disagreements(rounds),

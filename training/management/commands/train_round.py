@@ -32,6 +32,9 @@ class Command(BaseCommand):
             params = json.loads(o["params"])
         except json.JSONDecodeError as exc:
             raise CommandError(f"train_round: --params is not JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise CommandError(f"train_round: --params must be a JSON object of DPOConfig fields, e.g. "
+                               f"'{{\"epochs\": 2}}' (got {json.dumps(params)[:40]})")
         try:
             version = ModelVersion.objects.get(name=o["version"]) if o["version"] else None
             run = start_training_run(input_version=version, reference_choice=o["reference"],
