@@ -27,7 +27,7 @@ def _pair_context(assignment) -> dict:
         return {"assignment": None}
     pair = assignment.pair
     left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
-    diff_left, diff_right = word_diff(left.text, right.text)
+    diff = word_diff(left.text, right.text)
     prompt = pair.prompt
     return {
         "assignment": assignment,
@@ -36,8 +36,9 @@ def _pair_context(assignment) -> dict:
         "chat": prompt.messages or [{"role": "user", "content": prompt.text}],
         "left": left,
         "right": right,
-        "diff_left": diff_left,  # escaped in word_diff
-        "diff_right": diff_right,
+        "diff_left": diff.left,  # escaped in word_diff
+        "diff_right": diff.right,
+        "diff_shown": diff.shown,
     }
 
 
