@@ -180,10 +180,26 @@ def _type_depth(kind) -> int:
     return 0
 
 
+def _decoded_type(kind):
+    """The Arrow type with every dictionary encoding replaced by its values' type."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        return _decoded_type(kind.value_type)
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(kind.field(i).name, _decoded_type(kind.field(i).type)) for i in range(kind.num_fields)])
+    if pa.types.is_list(kind):
+        return pa.list_(_decoded_type(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_decoded_type(kind.value_type))
+    return kind
+
+
 def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
     """Rows of a Parquet file, never decoding more than the limits allow: the row count and the uncompressed size
     from the metadata first, then small batches, each counted before it becomes Python objects (a column of one
     repeated string compresses a thousandfold, so the metadata alone cannot tell the decoded size)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -201,8 +217,11 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
         raise limits.too_deep(name)
     rows: list[tuple[int, dict]] = []
     decoded = 0
+    plain = pa.schema([pa.field(f.name, _decoded_type(f.type)) for f in schema])
     try:
         for batch in parquet.iter_batches(batch_size=256):
+            # dictionary-encoded columns read as (codes, distinct values): decode them to count what rows hold
+            batch = batch.cast(plain) if plain != batch.schema else batch
             decoded += batch.nbytes
             if decoded > limits.max_bytes:
                 raise limits.too_many_bytes(name, f"more than {decoded:,} bytes")
@@ -228,8 +247,8 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
             raise limits.too_deep(name) from None
         except json.JSONDecodeError as exc:
             raise ImportProblem([f"{name}: line {exc.lineno}: not valid JSON ({exc.msg})"]) from None
-        except ValueError as exc:  # a number of more than 4,300 digits
-            raise ImportProblem([f"{name}: not valid JSON ({exc})"]) from None
+        except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
+            raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
         if len(items) > limits.max_rows:
             raise limits.too_many_rows(name, f"{len(items):,}")
         if _depth(items, limits.max_depth + 1) > limits.max_depth + 1:
@@ -248,8 +267,8 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
         except json.JSONDecodeError as exc:
             problems.append(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
             continue
-        except ValueError as exc:  # a number of more than 4,300 digits
-            problems.append(f"{name}: line {number}: not valid JSON ({exc})")
+        except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
+            problems.append(f"{name}: line {number}: a number of more than 4,300 digits: not a value any field takes")
             continue
         if not isinstance(item, dict):
             problems.append(f"{name}: line {number}: expected a JSON object with named fields")
@@ -277,17 +296,17 @@ def _text(row: dict, field: str) -> str:
     return check_text(value, field)
 
 
-def _maybe_json_list(value: Any) -> Any:
+def _maybe_json_list(value: Any, field: str) -> Any:
     """CSV cells hold message lists as JSON text."""
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
             decoded = _json(value)
         except _TooDeep:
-            raise _RowError("(a cell)", "JSON nested too deeply to read") from None
+            raise _RowError(field, "JSON nested too deeply to read") from None
         except ValueError:  # not JSON after all (or a number of more than 4,300 digits): text
             return value
         if _depth(decoded, 8) > 8:
-            raise _RowError("(a cell)", "a message list nested more than 8 levels deep")
+            raise _RowError(field, "a message list nested more than 8 levels deep")
         return decoded
     return value
 
@@ -310,7 +329,7 @@ def _messages(value: Any, field: str) -> list[dict]:
 
 def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
     """A prompt from text or a chat (which must end with a user turn)."""
-    value = _maybe_json_list(value)
+    value = _maybe_json_list(value, field)
     if isinstance(value, list):
         messages = _messages(value, field)
         if messages[-1]["role"] != "user":
@@ -327,7 +346,7 @@ def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
 
 def _response(value: Any, field: str) -> str:
     """A response: text, or a message list ending with the assistant's turn (TRL conversational)."""
-    value = _maybe_json_list(value)
+    value = _maybe_json_list(value, field)
     if isinstance(value, list):
         messages = _messages(value, field)
         if messages[-1]["role"] != "assistant":
@@ -363,7 +382,7 @@ def detect_format(row: dict) -> str:
         return "ultrafeedback"
     if "prompt" in row:
         return "trl"
-    chosen = _maybe_json_list(row.get("chosen"))
+    chosen = _maybe_json_list(row.get("chosen"), "chosen")
     if isinstance(chosen, str) and "Assistant:" in chosen:
         return "hh"
     if isinstance(chosen, list):
@@ -391,7 +410,7 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
         return PreferenceRow(line, prompt, chosen, rejected)
     if fmt == "ultrafeedback":
         chosen, rejected = _response(row.get("chosen"), "chosen"), _response(row.get("rejected"), "rejected")
-        chosen_list = _maybe_json_list(row.get("chosen"))
+        chosen_list = _maybe_json_list(row.get("chosen"), "chosen")
         if isinstance(chosen_list, list) and len(chosen_list) > 1:
             prompt = _chat_prompt(_messages(chosen_list, "chosen")[:-1])
             if prompt.messages[-1]["role"] != "user":
@@ -415,8 +434,8 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
     if row.get("prompt") is not None:
         prompt = prompt_row(line, row.get("prompt"))
     else:  # implicit prompt: both conversations share everything before the last assistant turn
-        chosen_chat = _messages(_maybe_json_list(row.get("chosen")), "chosen")[:-1]
-        rejected_chat = _messages(_maybe_json_list(row.get("rejected")), "rejected")[:-1]
+        chosen_chat = _messages(_maybe_json_list(row.get("chosen"), "chosen"), "chosen")[:-1]
+        rejected_chat = _messages(_maybe_json_list(row.get("rejected"), "rejected"), "rejected")[:-1]
         if not chosen_chat:
             raise _RowError("prompt", "missing (and 'chosen' holds no conversation before its answer)")
         if chosen_chat != rejected_chat:
