@@ -15,7 +15,7 @@ from django.db.models import Prefetch, Q
 from generation.models import Prompt, Response
 
 from .agreement import majority
-from .models import TIE, A, B, Label, Pair
+from .models import MAX_NUMBER, TIE, A, B, Label, Pair
 
 
 class DecidedPair(NamedTuple):
@@ -89,8 +89,8 @@ def decisions(
         .prefetch_related(Prefetch("labels", queryset=labels, to_attr="counted_labels"))
         .order_by("pk")
     )
-    if rounds is not None:
-        pairs = pairs.filter(round__number__in=rounds)
+    if rounds is not None:  # a number no round can have matches nothing (and SQLite could not even look it up)
+        pairs = pairs.filter(round__number__in=[r for r in rounds if 0 <= r <= MAX_NUMBER])
     if not include_eval:
         pairs = pairs.exclude(prompt__split=Prompt.EVAL)
     out = []

@@ -4,12 +4,13 @@ One row per decided pair (majority of its labels; ties and "both bad" give no ro
 annotator ids and label times.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.exporters import EXPORT_FORMATS, export_preferences
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

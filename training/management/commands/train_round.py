@@ -1,16 +1,17 @@
 """Train one DPO round on the decided pairs (all so far, or the new ones) and register the new version, with a progress bar."""
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from generation.models import ModelVersion
 from generation.services import GenerationError
+from prefloop.commands import Command as PrefLoopCommand
 from training.models import TrainingRun
 from training.services import TrainingError, run_training, start_training_run
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def create_parser(self, prog_name, subcommand, **kwargs):
