@@ -168,6 +168,8 @@ def test_command_options_that_reach_the_database_are_checked(tmp_path):
         call_command("import_preferences", str(pairs), round=2**63)
     with pytest.raises(CommandError, match="tag .*: expected up to 100 printable characters"):
         call_command("import_prompts", str(pairs), tag="t" * 101)
-    with pytest.raises(CommandError, match="printable"):
-        call_command("import_prompts", str(pairs), tag="a\x00b")
+    with pytest.raises(CommandError, match="--tag holds a NUL character"):
+        call_command("import_prompts", str(pairs), "--tag=a\x00b")
+    with pytest.raises(CommandError, match="--tag holds bytes that are not UTF-8 text"):
+        call_command("import_prompts", str(pairs), "--tag=caf\udce9")
     assert _nothing_stored()
