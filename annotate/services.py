@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
@@ -177,7 +178,7 @@ def _lock_annotator(user) -> None:
     """Queue this person's leasing requests behind each other: on PostgreSQL by locking their user row; SQLite's
     IMMEDIATE transaction already lets one writer in at a time."""
     if connection.features.has_select_for_update:
-        list(type(user).objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
 
 
 def _live(leases: list[Assignment], now) -> Assignment | None:
