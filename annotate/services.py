@@ -2,11 +2,11 @@
 
 A pair is leased to one annotator at a time for PREFLOOP_LEASE_SECONDS; it is never shown twice to one person and
 never leased beyond its need (labels done + live leases < labels needed). A person holds one open lease at most
-(however many requests race: the database refuses a second, see Assignment's constraints), and a label, skip or undo
-is accepted only for the pair leased to that person. Leasing and labelling run in one transaction each: on SQLite
-the settings make every transaction IMMEDIATE (one writer at a time, queued on the busy timeout); on PostgreSQL the
-person's row is locked first (their requests queue), and the candidate pair is locked with SELECT ... FOR UPDATE
-SKIP LOCKED and its room re-checked.
+(however many of their requests race: the database refuses a second, see Assignment's constraints, and the loser
+shows the winner's lease), and a label, skip or undo is accepted only for the pair leased to that person. Leasing
+and labelling run in one transaction each: on SQLite the settings make every transaction IMMEDIATE (one writer at a
+time, queued on the busy timeout); on PostgreSQL the candidate pair is locked with SELECT ... FOR UPDATE SKIP LOCKED
+and its room re-checked.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
@@ -174,13 +173,6 @@ def _leases(user) -> list[Assignment]:
     )
 
 
-def _lock_annotator(user) -> None:
-    """Queue this person's leasing requests behind each other: on PostgreSQL by locking their user row; SQLite's
-    IMMEDIATE transaction already lets one writer in at a time."""
-    if connection.features.has_select_for_update:
-        list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
-
-
 def _live(leases: list[Assignment], now) -> Assignment | None:
     return next((lease for lease in leases if lease.expires_at > now), None)
 
@@ -209,14 +201,7 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
         return current
     try:
         with _write_transaction():
-            # Look again under the write lock: a request of the same person (another tab, a double click, 20 at
-            # once) may have taken a lease since the look above.
-            _lock_annotator(user)
-            leases = _leases(user)
-            current = _live(leases, now)
-            if current is not None:
-                return current
-            if leases:  # only run-out leases
+            if leases:  # only run-out leases: look at them again under the write lock
                 renewed = _renew_or_expire_old_leases(user, now)
                 if renewed is not None:
                     return renewed
@@ -226,7 +211,10 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
             return Assignment.objects.create(
                 pair=pair, annotator=user, left_is_a=rng.random() < 0.5, expires_at=_lease_expiry(now)
             )
-    except IntegrityError:  # one open lease per person: a racing request's lease stands
+    except IntegrityError:
+        # One open lease per person, kept by the database: a request of the same person that raced this one (another
+        # tab, a double click, 20 at once) leased first, and its lease stands. (On PostgreSQL this insert waited for
+        # that request to commit; on SQLite the requests ran one after the other.)
         return _current_lease(user, now)
 
 
@@ -271,7 +259,6 @@ def lease_pair(pair_id: int, user) -> Assignment:
     they must hold no other open lease."""
     now = timezone.now()
     with _write_transaction():
-        _lock_annotator(user)
         if not Pair.objects.filter(pk=pair_id).exists():
             raise LabelError(f"pair {pair_id} does not exist")
         if Assignment.objects.filter(pair_id=pair_id, annotator=user).exists() or Label.objects.filter(
@@ -283,7 +270,12 @@ def lease_pair(pair_id: int, user) -> Assignment:
         held = Assignment.objects.filter(annotator=user, state=Assignment.LEASED).values_list("pair_id", flat=True)
         if held:
             raise LabelError(f"{user} holds a lease on pair {held[0]}: label or skip it first")
-        return Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True, expires_at=_lease_expiry(now))
+        try:
+            with transaction.atomic():
+                return Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True,
+                                                 expires_at=_lease_expiry(now))
+        except IntegrityError:  # another lease of this person (or of this pair to them) committed meanwhile
+            raise LabelError(f"{user} was given a pair meanwhile: label or skip it first") from None
 
 
 def label_pair(pair_id: int, user, side: str, **fields) -> Label:
