@@ -60,8 +60,9 @@ def job(request, pk: int):
             if context["comparison"] is None:
                 context["summary"] = services.job_summary(job)
         elif pending := blinding.pending_blind_sets(job, request.user):
-            # Its answers are also in blind sets this person can still vote on: names now would unblind them.
-            context["pending"], status = pending, 403
+            # Its answers are also in blind sets this person can still vote on: names now would unblind them. (The
+            # htmx poll that watched the set being answered gets the message with a 200, or htmx would not show it.)
+            context["pending"], status = pending, 200 if request.htmx else 403
         else:
             context["comparisons"] = job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk")
     template = "compare/_job.html" if request.htmx else "compare/job.html"

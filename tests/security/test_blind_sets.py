@@ -88,6 +88,10 @@ def test_a_side_by_side_set_reusing_blind_answers_opens_only_after_the_blind_vot
         # no answer on the page, so no answer next to a version's name
         assert c.response_a.text not in html and c.response_b.text not in html
     assert "okapi-round-one</h3>" not in html
+    # the page that watched the set being answered polls with htmx: it gets the same message, as a 200 htmx shows
+    polled = ann_client.get(reverse("compare:job", args=[side_by_side.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert "is not open to you yet" in polled and "okapi-round-one</h3>" not in polled
+    assert all(text not in polled for text in _answers(side_by_side))
     # the annotator's blind votes are still blind: the set serves them both comparisons
     assert _vote_through(ann_client, blind) == 2
     assert Vote.objects.filter(voter=annotator).count() == 2
