@@ -1,7 +1,9 @@
 """The decided pairs: each pair's labels resolved by majority into chosen and rejected responses.
 
 Ties and "both bad" decide a pair without giving a chosen/rejected row; a tie for first place decides nothing.
-Gold pairs are decided by their known answer. The training service builds a round's data set from here.
+Gold pairs are decided by their known answer. The training service builds a round's data set from here, and exports
+read it: pairs on eval prompts are left out of both, whatever path they came in by (eval prompts measure the model;
+training on them would make the measurement meaningless).
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from typing import NamedTuple
 
 from django.db.models import Prefetch, Q
 
-from generation.models import Response
+from generation.models import Prompt, Response
 
 from .agreement import majority
-from .models import TIE, A, B, Label, Pair
+from .models import MAX_NUMBER, TIE, A, B, Label, Pair
 
 
 class DecidedPair(NamedTuple):
@@ -74,8 +76,10 @@ def decisions(
     min_agreement: float | None = None,
     include_automatic: bool = True,
     soft_labels: bool = False,
+    include_eval: bool = False,
 ) -> list[Decision]:
-    """Every decided pair (of the given round numbers), oldest first, with its labels."""
+    """Every decided pair (of the given round numbers), oldest first, with its labels; pairs on eval prompts only
+    when asked for (pages that show labels, never training data)."""
     labels = Label.objects.select_related("annotator").order_by("created", "pk")
     if not include_automatic:
         labels = labels.filter(is_automatic=False)
@@ -85,8 +89,10 @@ def decisions(
         .prefetch_related(Prefetch("labels", queryset=labels, to_attr="counted_labels"))
         .order_by("pk")
     )
-    if rounds is not None:
-        pairs = pairs.filter(round__number__in=rounds)
+    if rounds is not None:  # a number no round can have matches nothing (and SQLite could not even look it up)
+        pairs = pairs.filter(round__number__in=[r for r in rounds if 0 <= r <= MAX_NUMBER])
+    if not include_eval:
+        pairs = pairs.exclude(prompt__split=Prompt.EVAL)
     out = []
     for pair in pairs.iterator(chunk_size=500):
         decision = decide(pair, pair.counted_labels, soft_labels=soft_labels)

@@ -1,6 +1,8 @@
 """Reading prompt, pair and preference files (JSONL, CSV, Parquet) into checked rows; no Django here.
 
 Every problem is reported as "FILE: line N: field F: what was expected", so one bad row can be found and fixed.
+Reading is bounded (ImportLimits: rows, decoded bytes, JSON nesting), so a small file that decodes to gigabytes is
+refused early: Parquet is read from its metadata first, then in small batches whose decoded size is counted.
 Preference formats: TRL (prompt/chosen/rejected, strings or message lists, or implicit-prompt conversations),
 Anthropic HH-RLHF transcripts ("\\n\\nHuman: ...\\n\\nAssistant: ...") and UltraFeedback-binarised (message lists
 and scores).
@@ -31,6 +33,69 @@ class ImportProblem(Exception):
 class _RowError(Exception):
     def __init__(self, field: str, message: str):
         self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """How much one import may read; each error names the setting that raises its limit."""
+
+    max_rows: int = 200_000
+    max_bytes: int = 256 * 2**20  # decoded: the text the rows hold, however well the file compressed it
+    max_depth: int = 32  # JSON nesting: a row of message lists is 4 deep
+
+    def too_many_rows(self, name: str, rows: int | str) -> ImportProblem:
+        return ImportProblem([f"{name}: {rows} rows is over the limit of {self.max_rows:,} rows "
+                              "(the setting PREFLOOP_IMPORT_MAX_ROWS raises it)"])
+
+    def too_many_bytes(self, name: str, size: str) -> ImportProblem:
+        return ImportProblem([f"{name}: {size} decoded is over the limit of {self.max_bytes:,} bytes "
+                              "(the setting PREFLOOP_IMPORT_MAX_BYTES raises it)"])
+
+    def too_deep(self, name: str, line: int | None = None) -> ImportProblem:
+        where = f"{name}: line {line}" if line is not None else name
+        return ImportProblem([f"{where}: JSON nested more than {self.max_depth} levels deep "
+                              "(the setting PREFLOOP_IMPORT_MAX_DEPTH raises the limit)"])
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply lists and dicts nest in a value, counted without recursion and only up to limit + 1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _json(text: str) -> Any:
+    """json.loads, with what Python's parser raises on hostile input as a JSONDecodeError-like ValueError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _TooDeep() from None
+
+
+class _TooDeep(Exception):
+    """JSON nested deeper than Python's parser goes (about 1,000 levels)."""
+
+
+def check_text(value: str, field: str) -> str:
+    """Text the database can store: no NUL character (PostgreSQL refuses it) and no lone surrogate (not Unicode
+    text at all; it cannot be encoded as UTF-8)."""
+    if "\x00" in value:
+        raise _RowError(field, f"contains a NUL character at position {value.index(chr(0)) + 1}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _RowError(field, f"contains a lone surrogate ({value[exc.start]!a}) at position {exc.start + 1}: "
+                               "not Unicode text") from None
+    return value
 
 
 @dataclass(frozen=True)
@@ -71,31 +136,105 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_rows(path: Path | str, name: str | None = None) -> list[tuple[int, dict]]:
+def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[tuple[int, dict]]:
     """(line number, row) for each row of a JSONL, CSV or Parquet file; `name` is how errors call the file."""
     path = Path(path)
     name = name or path.name
+    limits = limits or ImportLimits()
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise ImportProblem([f"{name}: unknown file type {path.suffix or '(none)'!r}: expected .jsonl, .csv or .parquet"])
+    if kind == "parquet":
+        return _read_parquet(path, name, limits)
+    size = path.stat().st_size
+    if size > limits.max_bytes:  # text files: the decoded size is the file's
+        raise limits.too_many_bytes(name, f"{size:,} bytes")
     if kind == "jsonl":
-        return _read_jsonl(path, name)
+        return _read_jsonl(path, name, limits)
     import pandas as pd
 
     try:
-        if kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-            first_line = 2  # line 1 is the header
-        else:
-            frame = pd.read_parquet(path)
-            first_line = 1
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", nrows=limits.max_rows + 1)
     except Exception as exc:  # pandas raises many types; the person needs the file name and the reason
-        raise ImportProblem([f"{name}: cannot read as {kind.upper()}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"]) from None
+        raise ImportProblem([f"{name}: cannot read as CSV: {_first_line(exc)}"]) from None
+    if len(frame) > limits.max_rows:
+        raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}")
     records = frame.to_dict(orient="records")
-    return [(first_line + i, {str(k): _plain(v) for k, v in row.items()}) for i, row in enumerate(records)]
+    return [(2 + i, {str(k): _plain(v) for k, v in row.items()}) for i, row in enumerate(records)]  # line 1: header
 
 
-def _read_jsonl(path: Path, name: str) -> list[tuple[int, dict]]:
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _type_depth(kind) -> int:
+    """How deeply an Arrow type nests lists and structs."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return 1 + max((_type_depth(kind.field(i).type) for i in range(kind.num_fields)), default=0)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return 1 + _type_depth(kind.value_type)
+    if pa.types.is_map(kind):
+        return 1 + max(_type_depth(kind.key_type), _type_depth(kind.item_type))
+    return 0
+
+
+def _decoded_type(kind):
+    """The Arrow type with every dictionary encoding replaced by its values' type."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        return _decoded_type(kind.value_type)
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(kind.field(i).name, _decoded_type(kind.field(i).type)) for i in range(kind.num_fields)])
+    if pa.types.is_list(kind):
+        return pa.list_(_decoded_type(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_decoded_type(kind.value_type))
+    return kind
+
+
+def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
+    """Rows of a Parquet file, never decoding more than the limits allow: the row count and the uncompressed size
+    from the metadata first, then small batches, each counted before it becomes Python objects (a column of one
+    repeated string compresses a thousandfold, so the metadata alone cannot tell the decoded size)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        meta = parquet.metadata
+        schema = parquet.schema_arrow
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ImportProblem([f"{name}: cannot read as PARQUET: {_first_line(exc)}"]) from None
+    if meta.num_rows > limits.max_rows:
+        raise limits.too_many_rows(name, f"{meta.num_rows:,}")
+    stored = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+    if stored > limits.max_bytes:
+        raise limits.too_many_bytes(name, f"{stored:,} bytes")
+    if max((_type_depth(f.type) for f in schema), default=0) + 1 > limits.max_depth:
+        raise limits.too_deep(name)
+    rows: list[tuple[int, dict]] = []
+    decoded = 0
+    plain = pa.schema([pa.field(f.name, _decoded_type(f.type)) for f in schema])
+    try:
+        for batch in parquet.iter_batches(batch_size=256):
+            # dictionary-encoded columns read as (codes, distinct values): decode them to count what rows hold
+            batch = batch.cast(plain) if plain != batch.schema else batch
+            decoded += batch.nbytes
+            if decoded > limits.max_bytes:
+                raise limits.too_many_bytes(name, f"more than {decoded:,} bytes")
+            for row in batch.to_pylist():
+                rows.append((len(rows) + 1, {str(k): _plain(v) for k, v in row.items()}))
+    except ImportProblem:
+        raise
+    except Exception as exc:
+        raise ImportProblem([f"{name}: cannot read as PARQUET: {_first_line(exc)}"]) from None
+    return rows
+
+
+def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -103,22 +242,39 @@ def _read_jsonl(path: Path, name: str) -> list[tuple[int, dict]]:
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of objects is accepted too
         try:
-            items = json.loads(stripped)
+            items = _json(stripped)
+        except _TooDeep:
+            raise limits.too_deep(name) from None
         except json.JSONDecodeError as exc:
             raise ImportProblem([f"{name}: line {exc.lineno}: not valid JSON ({exc.msg})"]) from None
+        except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
+            raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
+        if len(items) > limits.max_rows:
+            raise limits.too_many_rows(name, f"{len(items):,}")
+        if _depth(items, limits.max_depth + 1) > limits.max_depth + 1:
+            raise limits.too_deep(name)
         return [(i + 1, item) if isinstance(item, dict) else _not_object(name, i + 1) for i, item in enumerate(items)]
     rows, problems = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        if len(rows) >= limits.max_rows:
+            raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}")
         try:
-            item = json.loads(line)
+            item = _json(line)
+        except _TooDeep:
+            raise limits.too_deep(name, number) from None
         except json.JSONDecodeError as exc:
             problems.append(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
+            problems.append(f"{name}: line {number}: a number of more than 4,300 digits: not a value any field takes")
             continue
         if not isinstance(item, dict):
             problems.append(f"{name}: line {number}: expected a JSON object with named fields")
             continue
+        if _depth(item, limits.max_depth) > limits.max_depth:
+            raise limits.too_deep(name, number)
         rows.append((number, item))
     if problems:
         raise ImportProblem(problems)
@@ -137,16 +293,20 @@ def _text(row: dict, field: str) -> str:
         raise _RowError(field, f"expected text, got {type(value).__name__}")
     if not value.strip():
         raise _RowError(field, "empty")
-    return value
+    return check_text(value, field)
 
 
-def _maybe_json_list(value: Any) -> Any:
+def _maybe_json_list(value: Any, field: str) -> Any:
     """CSV cells hold message lists as JSON text."""
     if isinstance(value, str) and value.lstrip().startswith("[{"):
         try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError:
+            decoded = _json(value)
+        except _TooDeep:
+            raise _RowError(field, "JSON nested too deeply to read") from None
+        except ValueError:  # not JSON after all (or a number of more than 4,300 digits): text
             return value
+        if _depth(decoded, 8) > 8:
+            raise _RowError(field, "a message list nested more than 8 levels deep")
         return decoded
     return value
 
@@ -162,13 +322,14 @@ def _messages(value: Any, field: str) -> list[dict]:
             raise _RowError(field, f"message {i + 1} has role {message['role']!r}: expected system, user or assistant")
         if not isinstance(message["content"], str):
             raise _RowError(field, f"message {i + 1} content must be text")
+        check_text(message["content"], f"{field}: message {i + 1}")
         out.append({"role": message["role"], "content": message["content"]})
     return out
 
 
 def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
     """A prompt from text or a chat (which must end with a user turn)."""
-    value = _maybe_json_list(value)
+    value = _maybe_json_list(value, field)
     if isinstance(value, list):
         messages = _messages(value, field)
         if messages[-1]["role"] != "user":
@@ -180,12 +341,12 @@ def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
         raise _RowError(field, f"expected text or a list of messages, got {type(value).__name__}")
     if not value.strip():
         raise _RowError(field, "empty")
-    return PromptRow(line, value, None)
+    return PromptRow(line, check_text(value, field), None)
 
 
 def _response(value: Any, field: str) -> str:
     """A response: text, or a message list ending with the assistant's turn (TRL conversational)."""
-    value = _maybe_json_list(value)
+    value = _maybe_json_list(value, field)
     if isinstance(value, list):
         messages = _messages(value, field)
         if messages[-1]["role"] != "assistant":
@@ -221,7 +382,7 @@ def detect_format(row: dict) -> str:
         return "ultrafeedback"
     if "prompt" in row:
         return "trl"
-    chosen = _maybe_json_list(row.get("chosen"))
+    chosen = _maybe_json_list(row.get("chosen"), "chosen")
     if isinstance(chosen, str) and "Assistant:" in chosen:
         return "hh"
     if isinstance(chosen, list):
@@ -249,7 +410,7 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
         return PreferenceRow(line, prompt, chosen, rejected)
     if fmt == "ultrafeedback":
         chosen, rejected = _response(row.get("chosen"), "chosen"), _response(row.get("rejected"), "rejected")
-        chosen_list = _maybe_json_list(row.get("chosen"))
+        chosen_list = _maybe_json_list(row.get("chosen"), "chosen")
         if isinstance(chosen_list, list) and len(chosen_list) > 1:
             prompt = _chat_prompt(_messages(chosen_list, "chosen")[:-1])
             if prompt.messages[-1]["role"] != "user":
@@ -263,7 +424,7 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
             value = row.get(field)
             try:
                 scores.append(float(value) if value not in (None, "") else None)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise _RowError(field, f"expected a number, got {value!r}") from None
         tie = scores[0] is not None and scores[0] == scores[1]
         return PreferenceRow(line, PromptRow(line, prompt.text, prompt.messages), chosen, rejected, is_tie=tie)
@@ -273,8 +434,8 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
     if row.get("prompt") is not None:
         prompt = prompt_row(line, row.get("prompt"))
     else:  # implicit prompt: both conversations share everything before the last assistant turn
-        chosen_chat = _messages(_maybe_json_list(row.get("chosen")), "chosen")[:-1]
-        rejected_chat = _messages(_maybe_json_list(row.get("rejected")), "rejected")[:-1]
+        chosen_chat = _messages(_maybe_json_list(row.get("chosen"), "chosen"), "chosen")[:-1]
+        rejected_chat = _messages(_maybe_json_list(row.get("rejected"), "rejected"), "rejected")[:-1]
         if not chosen_chat:
             raise _RowError("prompt", "missing (and 'chosen' holds no conversation before its answer)")
         if chosen_chat != rejected_chat:
@@ -284,7 +445,7 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
     if prob not in (None, ""):
         try:
             prob = float(prob)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise _RowError("preference_prob", f"expected a number between 0.5 and 1, got {prob!r}") from None
         if not 0.5 <= prob <= 1.0:
             raise _RowError("preference_prob", f"expected a number between 0.5 and 1, got {prob}")
@@ -308,18 +469,20 @@ def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
     return out
 
 
-def read_prompts(path: Path | str, name: str | None = None) -> list[PromptRow]:
+def read_prompts(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[PromptRow]:
     name = name or Path(path).name
-    return _check_all(read_rows(path, name), name, lambda line, row: prompt_row(line, row.get("prompt")))
+    return _check_all(read_rows(path, name, limits), name, lambda line, row: prompt_row(line, row.get("prompt")))
 
 
-def read_pairs(path: Path | str, name: str | None = None) -> list[PairRow]:
+def read_pairs(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[PairRow]:
     name = name or Path(path).name
-    return _check_all(read_rows(path, name), name, _pair_row)
+    return _check_all(read_rows(path, name, limits), name, _pair_row)
 
 
-def read_preferences(path: Path | str, fmt: str = "auto", name: str | None = None) -> list[PreferenceRow]:
+def read_preferences(
+    path: Path | str, fmt: str = "auto", name: str | None = None, limits: ImportLimits | None = None,
+) -> list[PreferenceRow]:
     if fmt not in FORMATS:
         raise ImportProblem([f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}"])
     name = name or Path(path).name
-    return _check_all(read_rows(path, name), name, lambda line, row: _preference_row(line, row, fmt))
+    return _check_all(read_rows(path, name, limits), name, lambda line, row: _preference_row(line, row, fmt))

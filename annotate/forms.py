@@ -6,15 +6,20 @@ from django.conf import settings
 
 from .exporters import EXPORT_FORMATS
 from .formats import FORMATS, SUFFIXES
-from .models import SIDES
+from .models import MAX_ID, MAX_NUMBER, SIDES
 
 
-class LabelForm(forms.Form):
-    pair = forms.IntegerField()
+class PairForm(forms.Form):
+    """The pair a key press is about (skip, label): an id, checked before it reaches the database."""
+
+    pair = forms.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+class LabelForm(PairForm):
     side = forms.ChoiceField(choices=SIDES)
     strength = forms.ChoiceField(choices=[("", "—"), ("slight", "slight"), ("clear", "clear")], required=False)
     comment = forms.CharField(required=False, max_length=5000)
-    seconds = forms.FloatField(required=False, min_value=0)
+    seconds = forms.FloatField(required=False, min_value=0, max_value=86400)
 
 
 class ImportForm(forms.Form):
@@ -24,7 +29,7 @@ class ImportForm(forms.Form):
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="auto", help_text="For preferences.")
     split = forms.ChoiceField(choices=[("train", "train"), ("eval", "eval")], initial="train", help_text="For prompts.")
     tag = forms.CharField(required=False, max_length=100)
-    round = forms.IntegerField(required=False, min_value=0, help_text="For pairs and preferences.")
+    round = forms.IntegerField(required=False, min_value=0, max_value=MAX_NUMBER, help_text="For pairs and preferences.")
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -47,9 +52,14 @@ class ImportForm(forms.Form):
         return upload
 
 
-class ExportForm(forms.Form):
+class RoundForm(forms.Form):
+    """?round= of the staff pages: a labelling round's number, or none for all."""
+
+    round = forms.IntegerField(required=False, min_value=0, max_value=MAX_NUMBER)
+
+
+class ExportForm(RoundForm):
     format = forms.ChoiceField(choices=[(f, f) for f in EXPORT_FORMATS if f != "hf"], initial="jsonl")
-    round = forms.IntegerField(required=False, min_value=0)
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1)
     include_automatic = forms.BooleanField(required=False, initial=True)
     soft_labels = forms.BooleanField(required=False)

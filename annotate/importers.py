@@ -1,7 +1,10 @@
 """Import prompts, unlabelled pairs and labelled preferences from files, all or nothing.
 
-Every row is checked first (annotate.formats); only then is anything written, in one transaction. Rows already in
-the database (same normalised prompt, same responses) are skipped, so importing a file twice adds nothing.
+Every row is checked first (annotate.formats, within the PREFLOOP_IMPORT_MAX_* limits); only then is anything
+written, in one transaction. Rows already in the database (same normalised prompt, same responses) are skipped, so
+importing a file twice adds nothing. Pairs and preferences whose prompt is an eval prompt (the same normalised text:
+case, Unicode form and spacing aside) are set aside and reported: eval prompts measure the model and are never
+trained on.
 """
 from __future__ import annotations
 
@@ -9,25 +12,59 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from generation.models import Prompt, Response, normalised_hash
 
 from . import formats
-from .formats import ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
-from .models import TIE, A, AnnotatorProfile, Label, Pair, Round
+from .formats import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
+from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, Label, Pair, Round
 
 IMPORT_ACCOUNT = "import"
+MAX_LABELS_NEEDED = 1000
 
 
 @dataclass(frozen=True)
 class ImportResult:
     created: int
     skipped: int
+    set_aside: tuple[int, ...] = ()  # lines whose prompt is an eval prompt: not imported, never trained on
 
     def __str__(self) -> str:
-        return f"{self.created} added, {self.skipped} already present"
+        text = f"{self.created} added, {self.skipped} already present"
+        if self.set_aside:
+            lines = ", ".join(map(str, self.set_aside[:20])) + (" ..." if len(self.set_aside) > 20 else "")
+            text += (f", {len(self.set_aside)} set aside because their prompt is an eval prompt (eval prompts are "
+                     f"never trained on): line{'s' if len(self.set_aside) > 1 else ''} {lines}")
+        return text
+
+
+def _limits() -> ImportLimits:
+    return ImportLimits(max_rows=settings.PREFLOOP_IMPORT_MAX_ROWS, max_bytes=settings.PREFLOOP_IMPORT_MAX_BYTES,
+                        max_depth=settings.PREFLOOP_IMPORT_MAX_DEPTH)
+
+
+def _source(name: str) -> str:
+    """Where rows came from, as stored (200 characters at most, printable: a file name may be anything)."""
+    printable = "".join(ch if ch.isprintable() else "?" for ch in name)
+    try:
+        printable.encode("utf-8")
+    except UnicodeEncodeError:
+        printable = printable.encode("utf-8", "replace").decode("utf-8")
+    text = f"import:{printable}"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _check_round(number: int | None) -> None:
+    if number is not None and not 0 <= number <= MAX_NUMBER:
+        raise ImportProblem([f"round {number}: expected a round number from 0 to {MAX_NUMBER:,}"])
+
+
+def _check_tag(tag: str) -> None:
+    if len(tag) > 100 or not tag.isprintable():
+        raise ImportProblem([f"tag {tag[:40]!r}: expected up to 100 printable characters"])
 
 
 def _hash(row: PromptRow) -> str:
@@ -53,10 +90,11 @@ def import_prompts(path: Path | str, *, split: str = Prompt.TRAIN, tag: str = ""
     """Prompts from a file with a `prompt` column (text or a message list)."""
     if split not in (Prompt.TRAIN, Prompt.EVAL):
         raise ImportProblem([f"unknown split {split!r}: expected train or eval"])
+    _check_tag(tag)
     name = name or Path(path).name
-    rows = formats.read_prompts(path, name)
+    rows = formats.read_prompts(path, name, _limits())
     with transaction.atomic():
-        _, created = _prompts_by_hash(rows, split=split, tag=tag, source=f"import:{name}")
+        _, created = _prompts_by_hash(rows, split=split, tag=tag, source=_source(name))
     return ImportResult(created, len(rows) - created)
 
 
@@ -81,10 +119,18 @@ def _new_pair(prompt: Prompt, text_a: str, text_b: str, *, source: str, round_: 
     )
 
 
+def _eval_hashes(hashes: set[str]) -> set[str]:
+    """Which of these prompts are eval prompts already."""
+    return set(Prompt.objects.filter(hash__in=list(hashes), split=Prompt.EVAL).values_list("hash", flat=True))
+
+
 def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> ImportResult:
-    source = f"import:{name}"
+    source = _source(name)
     created = skipped = 0
     with transaction.atomic():
+        evals = _eval_hashes({_hash(r.prompt) for r in rows})
+        set_aside = tuple(r.line for r in rows if _hash(r.prompt) in evals)
+        rows = [r for r in rows if _hash(r.prompt) not in evals]
         prompts, _ = _prompts_by_hash([r.prompt for r in rows], split=Prompt.TRAIN, tag="", source=source)
         seen = _existing_pairs(list(prompts))
         for row in rows:
@@ -97,7 +143,9 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> Im
                 created += 1
             if progress:
                 progress(1)
-    return ImportResult(created, skipped)
+        if progress and set_aside:
+            progress(len(set_aside))
+    return ImportResult(created, skipped, set_aside)
 
 
 def import_pairs(
@@ -105,8 +153,11 @@ def import_pairs(
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue."""
+    _check_round(round_number)
+    if labels_needed is not None and not 1 <= labels_needed <= MAX_LABELS_NEEDED:
+        raise ImportProblem([f"labels needed {labels_needed}: expected 1 to {MAX_LABELS_NEEDED}"])
     name = name or Path(path).name
-    rows = formats.read_pairs(path, name)
+    rows = formats.read_pairs(path, name, _limits())
 
     def make(prompt, row, source):
         round_ = _round(round_number)
@@ -132,8 +183,9 @@ def import_preferences(
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account."""
+    _check_round(round_number)
     name = name or Path(path).name
-    rows = formats.read_preferences(path, fmt, name)
+    rows = formats.read_preferences(path, fmt, name, _limits())
 
     def make(prompt, row, source):
         pair = _new_pair(
@@ -143,7 +195,8 @@ def import_preferences(
         choice = TIE if row.is_tie else A
         Label.objects.create(
             pair=pair, annotator=user, choice=choice, side="tie" if row.is_tie else "left", left_is_a=True,
-            preference_prob=None if row.is_tie else row.preference_prob, comment=f"imported from {name} line {row.line}",
+            preference_prob=None if row.is_tie else row.preference_prob,
+            comment=f"imported from {source[len('import:'):]} line {row.line}",
         )
 
     make.texts = lambda row: (row.chosen, row.rejected)

@@ -6,6 +6,8 @@ A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
 CHOICES = [(A, "response A"), (B, "response B"), (TIE, "tie"), (BOTH_BAD, "both bad")]
 LEFT, RIGHT = "left", "right"
 SIDES = [(LEFT, "left"), (RIGHT, "right"), (TIE, "tie"), (BOTH_BAD, "both bad")]
+MAX_ID = 2**63 - 1  # ids are 64-bit (BigAutoField)
+MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32-bit on PostgreSQL
 
 
 class Round(models.Model):
@@ -62,7 +64,8 @@ class Pair(models.Model):
 
 
 class Assignment(models.Model):
-    """One annotator's lease on one pair, with the sides it was shown on. Never two for the same person."""
+    """One annotator's lease on one pair, with the sides it was shown on. Never two for the same pair and person, and
+    one open (leased) at most per person: the database refuses a second however many of their requests race."""
 
     LEASED, DONE, SKIPPED, EXPIRED = "leased", "done", "skipped", "expired"
     pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="assignments")
@@ -77,7 +80,10 @@ class Assignment(models.Model):
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["pair", "annotator"], name="one_assignment_per_person")]
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "annotator"], name="one_assignment_per_person"),
+            models.UniqueConstraint(fields=["annotator"], condition=models.Q(state="leased"), name="one_open_lease_per_person"),
+        ]
         indexes = [models.Index(fields=["pair", "state", "expires_at"]), models.Index(fields=["annotator", "state"])]
 
 

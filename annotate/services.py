@@ -1,13 +1,17 @@
 """What the labelling workspace does: lease the next pair to a person, record, undo and skip labels.
 
 A pair is leased to one annotator at a time for PREFLOOP_LEASE_SECONDS; it is never shown twice to one person and
-never leased beyond its need (labels done + live leases < labels needed). Leasing and labelling run in one
-transaction each: on SQLite the settings make every transaction IMMEDIATE (one writer at a time, queued on the busy
-timeout); on PostgreSQL the candidate pair is locked with SELECT ... FOR UPDATE SKIP LOCKED and its room re-checked.
+never leased beyond its need (labels done + live leases < labels needed). A person holds one open lease at most
+(however many of their requests race: the database refuses a second, see Assignment's constraints, and the loser
+shows the winner's lease), and a label, skip or undo is accepted only for the pair leased to that person. Leasing
+and labelling run in one transaction each: on SQLite the settings make every transaction IMMEDIATE (one writer at a
+time, queued on the busy timeout); on PostgreSQL the candidate pair is locked with SELECT ... FOR UPDATE SKIP LOCKED
+and its room re-checked.
 """
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -207,7 +211,10 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
             return Assignment.objects.create(
                 pair=pair, annotator=user, left_is_a=rng.random() < 0.5, expires_at=_lease_expiry(now)
             )
-    except IntegrityError:  # the same person in two tabs at once: the other tab's lease stands
+    except IntegrityError:
+        # One open lease per person, kept by the database: a request of the same person that raced this one (another
+        # tab, a double click, 20 at once) leased first, and its lease stands. (On PostgreSQL this insert waited for
+        # that request to commit; on SQLite the requests ran one after the other.)
         return _current_lease(user, now)
 
 
@@ -246,19 +253,34 @@ def _locked_assignment(pair_id: int, user) -> Assignment | None:
     )
 
 
-def _assignment_for_label(pair_id: int, user) -> Assignment:
-    """_locked_assignment, taking the lease first when there is none."""
-    assignment = _locked_assignment(pair_id, user)
-    if assignment is not None:
-        return assignment
-    # No lease (an automatic labeller, or a direct call): take one now if the pair has room.
+def lease_pair(pair_id: int, user) -> Assignment:
+    """Lease one chosen pair to this person (left shown as A), for code that labels pairs it picked itself (scripts,
+    tests); people and judges are given theirs by next_pair_for. The pair must be unseen by them and have room, and
+    they must hold no other open lease."""
     now = timezone.now()
-    if not Pair.objects.filter(pk=pair_id).exists():
-        raise LabelError(f"pair {pair_id} does not exist")
-    if not _has_room(pair_id, user, now):
-        raise LabelError("this pair already has all the labels it needs")
-    Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True, expires_at=now)
-    return _locked_assignment(pair_id, user)
+    with _write_transaction():
+        if not Pair.objects.filter(pk=pair_id).exists():
+            raise LabelError(f"pair {pair_id} does not exist")
+        if Assignment.objects.filter(pair_id=pair_id, annotator=user).exists() or Label.objects.filter(
+            pair_id=pair_id, annotator=user
+        ).exists():
+            raise LabelError(f"pair {pair_id} was given to {user} before")
+        if not _has_room(pair_id, user, now):
+            raise LabelError("this pair already has all the labels it needs")
+        held = Assignment.objects.filter(annotator=user, state=Assignment.LEASED).values_list("pair_id", flat=True)
+        if held:
+            raise LabelError(f"{user} holds a lease on pair {held[0]}: label or skip it first")
+        try:
+            with transaction.atomic():
+                return Assignment.objects.create(pair_id=pair_id, annotator=user, left_is_a=True,
+                                                 expires_at=_lease_expiry(now))
+        except IntegrityError:  # another lease of this person (or of this pair to them) committed meanwhile
+            raise LabelError(f"{user} was given a pair meanwhile: label or skip it first") from None
+
+
+def label_pair(pair_id: int, user, side: str, **fields) -> Label:
+    """lease_pair, then record_label: one chosen pair labelled by code, through a lease like everyone else's."""
+    return record_label(lease_pair(pair_id, user), user, side, **fields)
 
 
 def record_label(
@@ -269,7 +291,11 @@ def record_label(
     comment: str = "",
     seconds: float | None = None,
 ) -> Label:
-    """Record a person's key press on a leased pair; submitting the same pair twice returns the first label."""
+    """Record a person's key press on the pair leased to them; submitting the same pair twice returns the first label.
+
+    A pair that is not leased to this person (never given to them, skipped, or their lease ended) is refused with a
+    LabelError. `seconds` (the time the page measured) is kept only up to the time the server has leased the pair
+    for; without it, that lease time is the label's time."""
     if side not in SIDE_KEYS:
         raise LabelError(f"unknown side {side!r}: expected one of {', '.join(SIDE_KEYS)}")
     strength = strength or ""
@@ -279,21 +305,25 @@ def record_label(
     now = timezone.now()
     try:
         with _write_transaction():
-            assignment = _assignment_for_label(pair_id, user)
+            assignment = _locked_assignment(pair_id, user)
+            if assignment is None:
+                raise LabelError(f"pair {pair_id} is not leased to you: only the pair on your screen can be labelled")
             if assignment.existing_label_id is not None:
                 return Label.objects.get(pk=assignment.existing_label_id)
             if assignment.state == Assignment.SKIPPED:
                 raise LabelError("you skipped this pair")
+            if assignment.state != Assignment.LEASED:
+                raise LabelError(f"your lease on pair {pair_id} has ended; here is the next one")
             if assignment.expires_at <= now and not _has_room(pair_id, user, now):
                 raise LabelError("your lease on this pair ran out and others have labelled it; here is the next one")
-            if seconds is None:
-                seconds = (now - assignment.leased_at).total_seconds()
+            leased_for = max(0.0, (now - assignment.leased_at).total_seconds())
+            seconds = leased_for if seconds is None or not math.isfinite(seconds) else min(float(seconds), leased_for)
             choice = choice_for(side, assignment.left_is_a)
             label = Label.objects.create(
                 pair_id=pair_id, annotator=user, choice=choice, side=side, left_is_a=assignment.left_is_a,
                 strength=strength if choice in (A, B) else "",
                 preference_prob=STRENGTH_PROB.get(strength) if choice in (A, B) else None,
-                comment=(comment or "").strip()[:5000], seconds=max(0.0, min(float(seconds), 86400.0)),
+                comment=(comment or "").strip()[:5000], seconds=max(0.0, min(seconds, 86400.0)),
                 is_automatic=assignment.by_automatic,
             )
             Assignment.objects.filter(pk=assignment.pk).update(state=Assignment.DONE)
@@ -308,9 +338,12 @@ def record_label(
 def undo_last_label(user) -> Assignment | None:
     """Take back this person's last label if it is under a minute old; its pair is leased to them again."""
     now = timezone.now()
+    # Only a label given through a lease (so on a pair this person was shown) comes back to them.
+    leased = Assignment.objects.filter(pair_id=OuterRef("pair_id"), annotator=user, state=Assignment.DONE)
     with _write_transaction():
         label = (
             Label.objects.filter(annotator=user, created__gte=now - timedelta(seconds=UNDO_SECONDS))
+            .filter(Exists(leased))
             .order_by("-created", "-pk")
             .first()
         )
@@ -328,16 +361,16 @@ def undo_last_label(user) -> Assignment | None:
 
 
 def skip(user, pair: Pair | int) -> Assignment:
-    """Give the pair back to the queue; this person will not be shown it again."""
+    """Give the pair leased to this person back to the queue; they will not be shown it again."""
     pair_id = pair.pk if isinstance(pair, Pair) else pair
     with _write_transaction():
-        updated = Assignment.objects.filter(pair_id=pair_id, annotator=user).exclude(state=Assignment.DONE).update(
+        updated = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.LEASED).update(
             state=Assignment.SKIPPED
         )
-        if not updated and not Assignment.objects.filter(pair_id=pair_id, annotator=user).exists():
-            Assignment.objects.create(
-                pair_id=pair_id, annotator=user, left_is_a=True, state=Assignment.SKIPPED, expires_at=timezone.now()
-            )
+        if not updated and not Assignment.objects.filter(
+            pair_id=pair_id, annotator=user, state=Assignment.SKIPPED
+        ).exists():
+            raise LabelError(f"pair {pair_id} is not leased to you: only the pair on your screen can be skipped")
     return Assignment.objects.get(pair_id=pair_id, annotator=user)
 
 

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from . import exporters, importers, services
 from . import quality as quality_report
-from .forms import ExportForm, ImportForm, LabelForm
+from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
 from .rendering import word_diff
 
 
@@ -27,7 +27,7 @@ def _pair_context(assignment) -> dict:
         return {"assignment": None}
     pair = assignment.pair
     left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
-    diff_left, diff_right = word_diff(left.text, right.text)
+    diff = word_diff(left.text, right.text)
     prompt = pair.prompt
     return {
         "assignment": assignment,
@@ -36,8 +36,9 @@ def _pair_context(assignment) -> dict:
         "chat": prompt.messages or [{"role": "user", "content": prompt.text}],
         "left": left,
         "right": right,
-        "diff_left": diff_left,  # escaped in word_diff
-        "diff_right": diff_right,
+        "diff_left": diff.left,  # escaped in word_diff
+        "diff_right": diff.right,
+        "diff_shown": diff.shown,
     }
 
 
@@ -79,11 +80,13 @@ def submit(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def skip_pair(request: HttpRequest) -> HttpResponse:
+    form = PairForm(request.POST)
+    if not form.is_valid():
+        return _next(request, "Nothing to skip: " + " ".join(form.errors.get("pair", [])))
     try:
-        pair_id = int(request.POST.get("pair", ""))
-    except ValueError:
-        return _next(request, "Nothing to skip.")
-    services.skip(request.user, pair_id)
+        services.skip(request.user, form.cleaned_data["pair"])
+    except services.LabelError as err:
+        return _next(request, str(err).capitalize() + ".")
     return _next(request)
 
 
@@ -105,12 +108,11 @@ def _rounds(value) -> list[int] | None:
 def quality(request: HttpRequest) -> HttpResponse:
     """Staff: agreement, each annotator's gold accuracy and time per label, and the disagreements."""
     _staff(request)
-    try:
-        round_number = int(request.GET["round"]) if request.GET.get("round") else None
-    except ValueError:
-        round_number = None
+    form = RoundForm(request.GET)
+    round_number = form.cleaned_data["round"] if form.is_valid() else None
     rounds = _rounds(round_number)
     return render(request, "annotate/quality.html", {
+        "form_errors": form.errors.get("round", []),
         "agreement": quality_report.agreement(rounds),
         "annotators": quality_report.annotator_stats(rounds),
         "disagreements": quality_report.disagreements(rounds),

@@ -17,6 +17,7 @@ from django.utils import timezone
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, A, B
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 
+from . import blinding
 from .models import CompareJob, Comparison, Vote
 
 log = logging.getLogger(__name__)
@@ -179,11 +180,14 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, report: Callable[[int, i
 # ---- voting ---------------------------------------------------------------------------------------------------
 
 
-def next_comparison_for(job: CompareJob, user) -> Comparison | None:
-    """The job's first comparison this person has not voted on."""
+def next_comparison_for(job: CompareJob, user, left_out: dict[int, str] | None = None) -> Comparison | None:
+    """The job's first comparison this person has not voted on and can vote on blind (see compare.blinding:
+    comparisons whose answers they have seen named are left out)."""
+    left_out = blinding.left_out(job, user) if left_out is None else left_out
     voted = Vote.objects.filter(voter=user, comparison__job=job).values("comparison_id")
     return (
-        job.comparisons.exclude(pk__in=voted).select_related("prompt", "response_a", "response_b").order_by("pk").first()
+        job.comparisons.exclude(pk__in=voted).exclude(pk__in=list(left_out))
+        .select_related("prompt", "response_a", "response_b").order_by("pk").first()
     )
 
 

@@ -6,7 +6,7 @@ from django.views.decorators.http import require_POST
 
 from training.models import TrainingRun
 
-from . import charts, dashboard, leaderboard, services
+from . import blinding, charts, dashboard, leaderboard, services
 from .forms import StartForm
 from .models import CompareJob, Comparison
 
@@ -48,18 +48,25 @@ def job(request, pk: int):
     The htmx partial is the same content, polled while the set is being answered.
     """
     job = get_object_or_404(CompareJob, pk=pk)
-    context = {"job": job}
+    context, status = {"job": job}, 200
     if job.status == CompareJob.SUCCEEDED:
         if job.blind:
-            context["comparison"] = services.next_comparison_for(job, request.user)
+            left_out = blinding.left_out(job, request.user)
+            context["comparison"] = services.next_comparison_for(job, request.user, left_out)
             context["voted"] = job.comparisons.filter(votes__voter=request.user).count()
-            context["count"] = job.comparisons.count()
+            context["count"] = job.comparisons.count() - len(left_out)
+            context["left_out"] = sorted(set(left_out.values()))
+            context["left_out_count"] = len(left_out)
             if context["comparison"] is None:
                 context["summary"] = services.job_summary(job)
+        elif pending := blinding.pending_blind_sets(job, request.user):
+            # Its answers are also in blind sets this person can still vote on: names now would unblind them. (The
+            # htmx poll that watched the set being answered gets the message with a 200, or htmx would not show it.)
+            context["pending"], status = pending, 200 if request.htmx else 403
         else:
             context["comparisons"] = job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk")
     template = "compare/_job.html" if request.htmx else "compare/job.html"
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 @require_POST
 def vote(request, pk: int):
@@ -71,6 +78,9 @@ def vote(request, pk: int):
         outcome = services.outcome_for_side(comparison, request.POST.get("side", ""))
     except services.CompareError as exc:
         return HttpResponseBadRequest(str(exc))
+    why = blinding.why_not_blind(comparison, request.user)
+    if why:
+        return HttpResponseBadRequest(f"Your vote on comparison {comparison.pk} would not be blind: {why}.")
     try:
         services.record_vote(comparison, request.user, outcome)
     except services.CompareError:

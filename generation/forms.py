@@ -21,7 +21,7 @@ class GenerateForm(forms.Form):
     temperature = forms.FloatField(min_value=0.0, max_value=5.0, initial=_defaults.temperature)
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=_defaults.top_p)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=_defaults.max_new_tokens)
-    seed = forms.IntegerField(initial=0)
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
 
     def __init__(self, *args, **kwargs):
         from loop.forms import judge_choices

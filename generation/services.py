@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PAIRING_STRATEGIES = (*STRATEGIES, "judge")  # judge: best against worst by a judge's round robin
 CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 or more, a batch of 32 rows or more; a progress commit after each
+MAX_PROMPTS_PER_JOB = 100_000  # as on the generation page
 MAX_JUDGED_SAMPLES = 8  # pairing "judge" calls the judge K(K-1)/2 times a prompt: 28 at 8
 
 
@@ -189,6 +190,10 @@ def start_generation_job(
     """
     version = version or current_version()
     config = config or SamplingConfig()
+    if not 1 <= n_prompts <= MAX_PROMPTS_PER_JOB:
+        raise GenerationError(f"number of prompts must be from 1 to {MAX_PROMPTS_PER_JOB:,} (got {n_prompts})")
+    if len(tag) > 100 or not tag.isprintable():
+        raise GenerationError("tag: expected up to 100 printable characters")
     if config.n < 2:
         raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
     check_pairing(pairing, judge, config.n)

@@ -36,6 +36,8 @@ PAIRING_DEFAULT = "judge"
 # Each round trains the last version on every label so far ("new": only on the pairs it sampled, a flat cost per
 # round); "all" kept improving over three rounds where "new" did not (docs/defaults.md).
 DATA_DEFAULT = "all"
+# Upper bounds a person would call sane (each round trains a model; pairs and eval prompts are sampled per round).
+MAX_ROUNDS, MAX_PAIRS, MAX_EVAL_PROMPTS = 100, 100_000, 10_000
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -189,10 +191,22 @@ def start_loop_run(
     """Check the settings (the judge must load, prompts must exist), record the run and queue it."""
     from generation.services import current_version
 
-    if rounds < 1 or pairs < 1 or eval_limit < 1:
-        raise LoopError(f"rounds, pairs and eval prompts must be at least 1 (got {rounds}, {pairs}, {eval_limit})")
+    for what, value, low, high in (("rounds", rounds, 1, MAX_ROUNDS), ("pairs", pairs, 1, MAX_PAIRS),
+                                   ("eval prompts", eval_limit, 1, MAX_EVAL_PROMPTS), ("seed", seed, 0, 2**31 - 1)):
+        if not low <= value <= high:
+            raise LoopError(f"{what} must be from {low} to {high:,} (got {value})")
+    if len(tag) > 100 or not tag.isprintable():
+        raise LoopError("tag: expected up to 100 printable characters")
     load_judge(judge)
-    params = dict(params or {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise LoopError(f"loop settings must be an object, e.g. {{\"training\": {{...}}}} (got {type(params).__name__})")
+    params = dict(params)
+    for section in ("training", "sampling"):
+        if section in params and not isinstance(params[section], dict):
+            raise LoopError(f"loop setting {section!r} must be an object of settings "
+                            f"(got {type(params[section]).__name__})")
     unknown = set(params) - {"training", "sampling", "pairing", "reference", "data"}
     if unknown:
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "

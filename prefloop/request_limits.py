@@ -1,9 +1,74 @@
-"""A ceiling on request bodies: a request declaring more than PREFLOOP_MAX_UPLOAD_BYTES is refused with 413
-before anything reads it (Django's own limits cover form fields and the number of files, not their size)."""
+"""Limits on what a request may carry, checked before any view reads it.
+
+A request declaring a body over PREFLOOP_MAX_UPLOAD_BYTES is refused with 413 before anything reads it (Django's own
+limits cover form fields and the number of files, not their size). A parameter no page can use is refused with 400,
+naming it: a NUL character (PostgreSQL cannot store one), a whole number past 64 bits (no id or count is; SQLite
+cannot even look one up), a run of more digits than Python reads as a number, JSON nested deeper than any form needs,
+or a JSON escape of a lone surrogate (PostgreSQL refuses it). Views and forms check their own fields too; this layer
+also covers the pages PrefLoop does not write (the admin).
+"""
 from __future__ import annotations
+
+import re
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+INT64 = 2**63
+MAX_NESTING = 64  # JSON in a form (a chat, job params) is nested a few levels; Python's parser fails near 1,000
+_INTEGER = re.compile(r"[+-]?\d+")
+_LONG_DIGITS = re.compile(r"\d{4301}")  # Python's int() refuses more than 4,300 digits
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _nesting(value: str) -> int:
+    """How deep brackets nest in a value, outside JSON strings (an upper bound of its JSON depth)."""
+    if "[" not in value and "{" not in value:
+        return 0
+    depth = deepest = 0
+    for char in _JSON_STRING.sub("", value):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def unusable(name: str, value: str) -> str | None:
+    """Why no page can use this parameter, or None when it may go on to the view."""
+    if "\x00" in name or "\x00" in value:
+        return "holds a NUL character"
+    if _INTEGER.fullmatch(value) and (len(value) > 20 or not -INT64 <= int(value) < INT64):
+        return "is a whole number beyond 64 bits"
+    if _LONG_DIGITS.search(value):
+        return "holds a number of more than 4,300 digits"
+    if "\\u" in value and _LONE_SURROGATE.search(value):
+        return "holds a JSON escape of a lone surrogate (\\ud800-\\udfff), which is not text"
+    if _nesting(value) > MAX_NESTING:
+        return f"is nested more than {MAX_NESTING} levels deep"
+    if name == "_to_field" and not value:
+        # Django's admin looks up a field named by `_to_field` and fails with a 500 when it is given empty.
+        return "is empty"
+    return None
+
+
+def _refusal(request: HttpRequest) -> str | None:
+    sources = [("query", request.GET)]
+    if request.method == "POST" and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        sources.append(("form", request.POST))
+    for where, params in sources:
+        for name, values in params.lists():
+            for value in values:
+                why = unusable(name, value)
+                if why:
+                    shown = name.replace("\x00", "\\x00")[:60]
+                    return f"The {where} parameter {shown!r} {why}: no page of PrefLoop takes such a value."
+    return None
 
 
 class RequestSizeLimitMiddleware:
@@ -22,4 +87,7 @@ class RequestSizeLimitMiddleware:
                 "(PREFLOOP_MAX_UPLOAD_BYTES).",
                 status=413, content_type="text/plain",
             )
+        refusal = _refusal(request)
+        if refusal:
+            return HttpResponse(refusal, status=400, content_type="text/plain")
         return self.get_response(request)

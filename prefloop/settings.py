@@ -214,6 +214,11 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+# What one import may read (page or command): rows, decoded bytes (a compressed Parquet file can decode to a
+# thousand times its size) and JSON nesting. Each refusal names the setting that raises its limit.
+PREFLOOP_IMPORT_MAX_ROWS = int(os.environ.get("PREFLOOP_IMPORT_MAX_ROWS", 200_000))
+PREFLOOP_IMPORT_MAX_BYTES = int(os.environ.get("PREFLOOP_IMPORT_MAX_BYTES", 256 * 1024 * 1024))
+PREFLOOP_IMPORT_MAX_DEPTH = int(os.environ.get("PREFLOOP_IMPORT_MAX_DEPTH", 32))
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from generation.models import ModelVersion, Response
+from generation.models import ModelVersion, Prompt, Response
 
 from .dpo.data import PreferencePair
 from .models import ReferenceLogp
@@ -41,11 +41,15 @@ def round_data(
     and its held-out prompts' pairs are then measured on in later rounds although an earlier version saw them."""
     from annotate.dataset import decided_pairs
 
-    in_scope = decided_pairs(include_automatic=include_automatic, rounds=rounds)
+    # decided_pairs leaves eval prompts out; look again here, where training data is made: whatever path a pair
+    # came in by (import, generation, the admin), a pair on an eval prompt is never trained on.
+    in_scope = [d for d in decided_pairs(include_automatic=include_automatic, rounds=rounds)
+                if d.pair.prompt.split != Prompt.EVAL]
     holding_out = heldout_fraction > 0 and len(in_scope) >= heldout_min_pairs
     train = [d for d in in_scope if not (holding_out and is_heldout(d.pair.prompt_id, heldout_fraction))]
     trained = {d.pair.pk for d in train}
-    everything = in_scope if rounds is None else decided_pairs(include_automatic=include_automatic)
+    everything = in_scope if rounds is None else [
+        d for d in decided_pairs(include_automatic=include_automatic) if d.pair.prompt.split != Prompt.EVAL]
     heldout = [d for d in everything
                if heldout_fraction > 0 and is_heldout(d.pair.prompt_id, heldout_fraction) and d.pair.pk not in trained]
     pairs, rows = _preference_pairs(train, reference, max_length)

@@ -1,11 +1,13 @@
-"""The form behind "Start a training round": the starting version, the reference, and the DPOConfig fields."""
+"""The form behind "Start a training round": the starting version, the reference, and the DPOConfig fields, each
+with its range (DPOConfig's BOUNDS) as help text and checked by DPOConfig itself."""
 import dataclasses
+import re
 
 from django import forms
 
 from generation.models import ModelVersion
 
-from .dpo.config import DPOConfig
+from .dpo.config import BOUNDS, DPOConfig
 from .models import TrainingRun
 
 _TYPES = {float: forms.FloatField, int: forms.IntegerField, bool: forms.BooleanField, str: forms.CharField}
@@ -25,8 +27,21 @@ class TrainingRunForm(forms.Form):
         for field in dataclasses.fields(DPOConfig):
             value = getattr(defaults, field.name)
             kind = _TYPES.get(type(value), forms.CharField)
+            bound = BOUNDS.get(field.name)
+            help_text = f"{str(bound).capitalize()}{f' ({bound.why})' if bound.why else ''}." if bound else ""
             self.fields[field.name] = kind(initial=value, required=kind is not forms.BooleanField,
-                                           label=field.name.replace("_", " "))
+                                           label=field.name.replace("_", " "), help_text=help_text)
+
+    def clean(self):
+        data = super().clean()
+        if not self.errors:
+            try:
+                DPOConfig.from_dict(self.params())
+            except ValueError as exc:  # "DPOConfig.<field>=<value>: <expected>": shown beside the field
+                found = re.match(r"DPOConfig\.(\w+)=", str(exc))
+                name = found[1] if found and found[1] in self.fields else None
+                self.add_error(name, str(exc).split(": ", 1)[-1] if name else str(exc))
+        return data
 
     def params(self) -> dict:
         return {f.name: self.cleaned_data[f.name] for f in dataclasses.fields(DPOConfig)}

@@ -41,7 +41,7 @@ def start_training_run(
     """Validate the settings, record the run as queued and hand it to the worker."""
     input_version = input_version or current_version()
     try:
-        config = DPOConfig.from_dict(params or {})
+        config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
     except ValueError as exc:
         raise TrainingError(f"training settings: {exc}") from None
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):

@@ -18,6 +18,10 @@ class GenerationCancelled(Exception):
     """Raised by `Backend.generate` when its `should_stop` callback answered True."""
 
 
+MAX_SAMPLES = 256  # per prompt
+MAX_NEW_TOKENS = 32768
+
+
 @dataclass
 class SamplingConfig:
     """One set of sampling settings, used alike by the page, the command, the task and the backends."""
@@ -42,12 +46,14 @@ class SamplingConfig:
         for name in ("temperature", "top_p"):
             value = getattr(self, name)
             need(isinstance(value, int | float) and not isinstance(value, bool), name, "a number")
-        need(self.n >= 1, "n", "at least 1")
+        # Upper bounds a person would call sane: they keep a typo (a seed pasted into "samples") from queueing work
+        # that never ends, and every number within what the database stores.
+        need(1 <= self.n <= MAX_SAMPLES, "n", f"from 1 to {MAX_SAMPLES}")
         need(0 <= self.temperature <= 100, "temperature", "a number from 0 (greedy) to 100")
         need(0 < self.top_p <= 1, "top_p", "a number in (0, 1]")
-        need(self.max_new_tokens >= 1, "max_new_tokens", "at least 1")
-        need(self.seed >= 0, "seed", "a non-negative integer")
-        need(self.batch_size >= 1, "batch_size", "at least 1")
+        need(1 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max_new_tokens", f"from 1 to {MAX_NEW_TOKENS}")
+        need(0 <= self.seed < 2**63, "seed", "a non-negative integer below 2**63")
+        need(1 <= self.batch_size <= 4096, "batch_size", "from 1 to 4096")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -190,8 +190,18 @@ def test_skip_frees_the_pair_for_others_and_hides_it_from_me():
 def test_imported_labels_count_as_seen():
     pair = make_pair(labels_needed=2)
     user = make_user()
-    services.record_label(pair.pk, user, "left")  # no lease: taken on the spot
+    services.label_pair(pair.pk, user, "left")  # a pair chosen by code: leased, then labelled
     assert services.next_pair_for(user) is None
+
+
+def test_a_pair_never_leased_to_me_takes_no_label_and_no_skip():
+    pair = make_pair()
+    user = make_user()
+    with pytest.raises(services.LabelError, match="not leased to you"):
+        services.record_label(pair.pk, user, "left")
+    with pytest.raises(services.LabelError, match="not leased to you"):
+        services.skip(user, pair.pk)
+    assert not Label.objects.exists() and not Assignment.objects.exists()
 
 
 def test_progress_counts_done_today_and_remaining():

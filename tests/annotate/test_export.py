@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from annotate.models import AnnotatorProfile, Label
-from annotate.services import decided_pairs, record_label
+from annotate.services import decided_pairs, label_pair
 
 from .factories import make_pair, make_prompt, make_round, make_user
 
@@ -51,7 +51,7 @@ def test_round_trip_from_key_press_to_export(tmp_path, annotator):
 
 def _labels(pair, *sides, strength=None):
     for side in sides:
-        record_label(pair.pk, make_user(), side, strength=strength)  # taken on the spot: left is A
+        label_pair(pair.pk, make_user(), side, strength=strength)  # leased on the spot: left is A
 
 
 def test_majority_decides_and_ties_or_both_bad_give_no_row(tmp_path):
@@ -85,7 +85,7 @@ def test_automatic_labels_can_be_left_out(tmp_path):
     judge = make_user("judge")
     AnnotatorProfile.objects.create(user=judge, is_automatic=True)
     pair = make_pair()
-    record_label(pair.pk, judge, "left")
+    label_pair(pair.pk, judge, "left")
     assert Label.objects.get().is_automatic
     assert len(_export(tmp_path)) == 1
     assert _export(tmp_path, "--no-automatic") == []

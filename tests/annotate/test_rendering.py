@@ -20,6 +20,6 @@ def test_javascript_links_lose_their_target():
 
 
 def test_word_diff_marks_changed_words_and_escapes():
-    left, right = word_diff("the cat <sat>", "the dog <sat>")
-    assert left == "the <del>cat</del> &lt;sat&gt;"
+    left, right, shown = word_diff("the cat <sat>", "the dog <sat>")
+    assert shown and left == "the <del>cat</del> &lt;sat&gt;"
     assert right == "the <ins>dog</ins> &lt;sat&gt;"

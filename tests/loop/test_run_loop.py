@@ -129,7 +129,7 @@ def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
         call_command("run_loop", rounds=1, pairs=4, judge="judges.rules:nothing")
     with pytest.raises(CommandError, match="no prompts in the train split with tag 'other'"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, tag="other")
-    with pytest.raises(CommandError, match=r"training settings: DPOConfig.learning_rate=-1.0: must be > 0"):
+    with pytest.raises(CommandError, match=r"training settings: DPOConfig.learning_rate=-1.0: must be more than 0 and at most 0.01"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"training": {"learning_rate": -1}}')
     with pytest.raises(CommandError, match=r"data must be 'all' or 'new' \(got 'latest'\)"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"data": "latest"}')

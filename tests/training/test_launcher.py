@@ -154,7 +154,7 @@ def test_cli_config_file_is_the_whole_config(tmp_path, capsys):
         parse_args([*base, "--config", str(config_file), "--epochs", "1"])
     assert "do not combine it with --epochs" in capsys.readouterr().err
     config_file.write_text('{"beta": -1}')
-    with pytest.raises(ValueError, match=r"config.json: DPOConfig.beta=-1.0: must be > 0"):
+    with pytest.raises(ValueError, match=r"config.json: DPOConfig.beta=-1.0: must be more than 0 and at most 100"):
         config_from_args(parse_args([*base, "--config", str(config_file)]))
 
 

@@ -2,11 +2,61 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "kto", "rrhf")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric setting must lie in (both ends sane, not just possible), and why its top is where it is."""
+
+    low: float
+    high: float
+    low_open: bool = False  # low itself is excluded
+    high_open: bool = False
+    why: str = ""
+
+    def holds(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low = f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+        high = f"less than {self.high:g}" if self.high_open else f"at most {self.high:g}"
+        if not self.low_open and not self.high_open:
+            return f"from {self.low:g} to {self.high:g}"
+        return f"{low} and {high}"
+
+
+# Every numeric field's range, stated once: validate() checks it, the training form shows it as help text.
+BOUNDS = {
+    "beta": Bound(0, 100, low_open=True, why="the KL weight; past 100 the policy cannot move from the reference"),
+    "label_smoothing": Bound(0, 0.5, high_open=True, why="at 0.5 the labels say nothing"),
+    "rpo_alpha": Bound(0, 100, why="the NLL weight on chosen answers; 0 is off"),
+    "learning_rate": Bound(0, 1e-2, low_open=True,
+                           why="DPO fine-tunes at 1e-7 to 1e-4, LoRA up to about 1e-3; past 1e-2 the weights diverge"),
+    "epochs": Bound(1, 100, why="preference data overfits within a few epochs"),
+    "batch_size": Bound(1, 4096),
+    "grad_accum": Bound(1, 1024),
+    "max_length": Bound(2, 32768, why="prompt and answer tokens; past the context of the models PrefLoop trains"),
+    "max_prompt_length": Bound(1, 32768, why="and below max length"),
+    "warmup_ratio": Bound(0, 1, high_open=True),
+    "max_grad_norm": Bound(0, 1e4, why="0 is no clipping"),
+    "lora_r": Bound(1, 1024),
+    "lora_alpha": Bound(1, 4096),
+    "seed": Bound(0, 2**32 - 1, why="the range NumPy seeds take"),
+    "sft_warmup_epochs": Bound(0, 100),
+    "weight_decay": Bound(0, 1, why="AdamW's decoupled decay; 0.0 to 0.1 is usual"),
+    "kto_desirable_weight": Bound(0, 100, low_open=True),
+    "kto_undesirable_weight": Bound(0, 100, low_open=True),
+}
 
 
 @dataclass
@@ -38,28 +88,19 @@ class DPOConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first field whose value cannot work."""
+        """Raise ValueError naming the first field whose value cannot work: each number within its BOUNDS (finite,
+        never NaN or infinity), each choice one of its options."""
+        for name, bound in BOUNDS.items():
+            value = getattr(self, name)
+            if not bound.holds(value):
+                why = f" ({bound.why})" if bound.why else ""
+                finite = "" if math.isfinite(value) else "a finite number "
+                raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {finite}{bound}{why}")
         checks = [
-            ("beta", self.beta > 0, "must be > 0"),
             ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
-            ("label_smoothing", 0 <= self.label_smoothing < 0.5, "must be in [0, 0.5)"),
-            ("rpo_alpha", self.rpo_alpha >= 0, "must be >= 0"),
-            ("learning_rate", self.learning_rate > 0, "must be > 0"),
-            ("epochs", self.epochs >= 1, "must be >= 1"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("grad_accum", self.grad_accum >= 1, "must be >= 1"),
-            ("max_length", self.max_length >= 2, "must be >= 2"),
-            ("max_prompt_length", 1 <= self.max_prompt_length < self.max_length, "must be in [1, max_length)"),
-            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
+            ("max_prompt_length", self.max_prompt_length < self.max_length, "must be less than max_length"),
             ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
-            ("max_grad_norm", self.max_grad_norm >= 0, "must be >= 0 (0 = no clipping)"),
-            ("lora_r", self.lora_r >= 1, "must be >= 1"),
-            ("lora_alpha", self.lora_alpha >= 1, "must be >= 1"),
             ("dtype", self.dtype in DTYPES, f"must be one of {', '.join(DTYPES)}"),
-            ("sft_warmup_epochs", self.sft_warmup_epochs >= 0, "must be >= 0"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("kto_desirable_weight", self.kto_desirable_weight > 0, "must be > 0"),
-            ("kto_undesirable_weight", self.kto_undesirable_weight > 0, "must be > 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -72,7 +113,7 @@ class DPOConfig:
     def from_dict(cls, d: dict) -> DPOConfig:
         """Build from a plain dict (JSON, a form); an unknown key or a value of the wrong type is a ValueError."""
         if not isinstance(d, dict):
-            raise ValueError(f"DPOConfig: expected a dict, got {type(d).__name__}")
+            raise ValueError(f"DPOConfig: expected an object of settings (a dict), got {type(d).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in d.items():
@@ -80,6 +121,11 @@ class DPOConfig:
                 raise ValueError(f"DPOConfig: unknown field {key!r} (known: {', '.join(fields)})")
             kwargs[key] = _coerce(key, fields[key].default, value)
         return cls(**kwargs)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
 def _coerce(name: str, default, value):
@@ -95,8 +141,11 @@ def _coerce(name: str, default, value):
             return int(value)
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int past 1e308
+                raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {BOUNDS[name]}") from None
     elif kind is str:
         if isinstance(value, str):
             return value
-    raise ValueError(f"DPOConfig.{name}={value!r}: expected {kind.__name__}")
+    raise ValueError(f"DPOConfig.{name}={_shown(value)}: expected {kind.__name__}")

@@ -5,12 +5,13 @@ annotator ids and label times. OUT must not exist yet, or be a folder: the expor
 name. Nothing already there is overwritten.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.exporters import EXPORT_FORMATS, ExportError, export_preferences
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

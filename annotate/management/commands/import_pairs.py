@@ -2,14 +2,15 @@
 
 All or nothing: one bad row stores nothing and names the file, line and field. Pairs already present are skipped.
 """
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.importers import ImportProblem, import_pairs
+from prefloop.commands import Command as PrefLoopCommand
 
 from ._progress import bar
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

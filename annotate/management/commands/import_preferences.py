@@ -3,15 +3,16 @@
 Each row becomes a pair (chosen as A, rejected as B) with a label by the "import" account. All or nothing: one bad
 row stores nothing and names the file, line and field. Rows already present are skipped.
 """
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.formats import FORMATS
 from annotate.importers import ImportProblem, import_preferences
+from prefloop.commands import Command as PrefLoopCommand
 
 from ._progress import bar
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

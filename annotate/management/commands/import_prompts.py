@@ -2,12 +2,13 @@
 
 All or nothing: one bad row stores nothing and names the file, line and field. Prompts already present are skipped.
 """
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from annotate.importers import ImportProblem, import_prompts
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

@@ -1,12 +1,13 @@
 """`manage.py compare_versions A B`: both versions answer the eval split (or one prompt) now, in this process."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from compare import services
 from generation.models import ModelVersion
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = "Answer a comparison set with two versions here (no worker) and print where to vote on it."
 
     def add_arguments(self, parser):

@@ -1,13 +1,14 @@
 """`manage.py judge_votes --judge dotted.path`: an automatic judge votes on comparisons it has not voted on yet."""
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from compare import services
 from compare.models import Comparison
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = "Let a judge (a callable named by dotted path) vote on comparisons; its votes are marked automatic."
 
     def add_arguments(self, parser):

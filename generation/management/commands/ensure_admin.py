@@ -3,10 +3,13 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):
@@ -15,6 +18,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         User = get_user_model()
         username = options["username"]
+        try:  # the same checks as the admin's user form: letters, digits and @/./+/-/_, 150 at most
+            User.username_validator(username)
+            User._meta.get_field("username").run_validators(username)
+            if not username:
+                raise ValidationError("the username is empty")
+        except ValidationError as exc:
+            raise CommandError(f"ensure_admin: username {username[:40]!r}: {' '.join(exc.messages)}") from None
         if User.objects.filter(username=username).exists():
             self.stdout.write(f"admin account {username!r} exists")
             return

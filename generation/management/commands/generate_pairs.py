@@ -1,5 +1,5 @@
 """Sample K responses per prompt with a version and queue pairs for labelling, with a progress bar."""
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from generation.backends.base import SamplingConfig
@@ -11,9 +11,10 @@ from generation.services import (
     run_generation_job,
     start_generation_job,
 )
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def create_parser(self, prog_name, subcommand, **kwargs):
@@ -55,5 +56,8 @@ class Command(BaseCommand):
         with tqdm(total=job.total, desc=f"sampling with {version.name}", unit="prompt") as bar:
             def progress(done, total):
                 bar.update(done - bar.n)
-            job = run_generation_job(job.pk, progress=progress)
+            try:
+                job = run_generation_job(job.pk, progress=progress)
+            except (GenerationError, OSError, ValueError) as exc:  # recorded on the job too; the log has the trace
+                raise CommandError(f"generate_pairs: job {job.pk} failed: {exc}") from None
         self.stdout.write(f"job {job.pk}: {job.done} prompts, {job.pairs_made} pairs queued for labelling")

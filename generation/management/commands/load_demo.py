@@ -2,12 +2,13 @@
 from pathlib import Path
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+
+from prefloop.commands import Command as PrefLoopCommand
 
 DEMO = Path(__file__).resolve().parents[2] / "demo"
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def handle(self, *args, **options):

@@ -1,15 +1,16 @@
 """Evaluate version B against version A: both answer the eval prompts, a judge votes blind; prints one JSON line."""
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from generation.models import ModelVersion
 from judges import JudgeError
 from loop.services import LoopError, evaluate
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

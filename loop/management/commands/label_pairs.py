@@ -1,14 +1,15 @@
 """Let a judge label the queued pairs that still need labels, as its own automatic annotator account."""
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from judges import JudgeError
 from loop.services import label_pairs
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

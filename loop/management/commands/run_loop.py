@@ -4,15 +4,16 @@ A progress bar on stderr; one JSON line per round on stdout.
 """
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from judges import JudgeError
 from loop.models import LoopRun
 from loop.services import LoopError, run_loop, start_loop_run
+from prefloop.commands import Command as PrefLoopCommand
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def add_arguments(self, parser):

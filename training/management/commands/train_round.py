@@ -1,16 +1,17 @@
 """Train one DPO round on the decided pairs (all so far, or the new ones) and register the new version, with a progress bar."""
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from generation.models import ModelVersion
 from generation.services import GenerationError
+from prefloop.commands import Command as PrefLoopCommand
 from training.models import TrainingRun
 from training.services import TrainingError, run_training, start_training_run
 
 
-class Command(BaseCommand):
+class Command(PrefLoopCommand):
     help = __doc__
 
     def create_parser(self, prog_name, subcommand, **kwargs):
@@ -32,6 +33,9 @@ class Command(BaseCommand):
             params = json.loads(o["params"])
         except json.JSONDecodeError as exc:
             raise CommandError(f"train_round: --params is not JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise CommandError(f"train_round: --params must be a JSON object of DPOConfig fields, e.g. "
+                               f"'{{\"epochs\": 2}}' (got {json.dumps(params)[:40]})")
         try:
             version = ModelVersion.objects.get(name=o["version"]) if o["version"] else None
             run = start_training_run(input_version=version, reference_choice=o["reference"],
