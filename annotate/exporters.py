@@ -66,6 +66,8 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl") -> Path:
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if not str(out).strip():
+        raise ExportError("the output path is empty: name a new file, or a folder to write a new export inside")
     out = Path(out)
     if not out.is_dir():
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.exporters import ExportError, export_preferences
-from annotate.services import record_label
+from annotate.services import label_pair
 from tests.annotate.factories import make_pair, make_user
 
 FORMATS = ["jsonl", "parquet", "hf"]
@@ -33,7 +33,7 @@ def models_folder(tmp_path) -> Path:
 @pytest.fixture
 def decided_pair(db):
     pair = make_pair(text_a="alpha", text_b="beta")
-    record_label(pair.pk, make_user(), "right")
+    label_pair(pair.pk, make_user(), "right")
     return pair
 
 
@@ -209,3 +209,11 @@ def test_two_real_rounds_on_one_version_leave_the_first_checkpoint_intact(tmp_pa
     assert second.status == TrainingRun.SUCCEEDED, second.error
     assert (first.output_version.name, second.output_version.name) == ("round-1", "round-1-2")
     assert snapshot(Path(ModelVersion.objects.get(name="round-1").path)) == first_files
+
+
+def test_an_empty_output_path_is_refused_not_the_working_folder(tmp_path, monkeypatch, decided_pair):
+    """`export_preferences ""` once wrote into whatever folder the command ran in."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match="output path is empty"):
+        call_command("export_preferences", "  ")
+    assert list(tmp_path.iterdir()) == []
