@@ -1,7 +1,7 @@
 """The form behind "Generate pairs": the same fields as SamplingConfig and the job's prompt selection."""
 from django import forms
 
-from .backends.base import SamplingConfig
+from .backends.base import MAX_TEMPERATURE, SamplingConfig
 from .models import ModelVersion
 
 _defaults = SamplingConfig()
@@ -18,7 +18,8 @@ class GenerateForm(forms.Form):
                                          ("best_worst", "best against worst (mean log-prob)"),
                                          ("judge", "best against worst by a judge")], initial="random")
     judge = forms.ChoiceField(choices=(), required=False, help_text="Ranks the samples when pairing is by a judge.")
-    temperature = forms.FloatField(min_value=0.0, max_value=5.0, initial=_defaults.temperature)
+    temperature = forms.FloatField(min_value=0.0, max_value=MAX_TEMPERATURE, initial=_defaults.temperature,
+                                   help_text="0 samples greedily (every sample the same).")
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=_defaults.top_p)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=_defaults.max_new_tokens)
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
@@ -35,6 +36,11 @@ class GenerateForm(forms.Form):
             self.add_error("judge", "Choose the judge that ranks the samples.")
         elif data.get("pairing") != "judge":
             data["judge"] = ""
+        if not self.errors:
+            try:  # every rule of SamplingConfig, shown on the page rather than raised by the view
+                self.sampling_config()
+            except ValueError as exc:
+                self.add_error(None, str(exc))
         return data
 
     def sampling_config(self) -> SamplingConfig:

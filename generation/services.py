@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .backends.base import SamplingConfig
+from .backends.vllm import CanaryMismatch
 from .models import GenerationJob, ModelVersion, Prompt, Response
 from .pairing import STRATEGIES
 
@@ -106,11 +107,14 @@ def backend_for(version: ModelVersion):
         for old in _backend_cache.values():
             old.close()
         _backend_cache.clear()
-        if version.kind == ModelVersion.LORA:
-            backend = load_backend(version.base.path, kind=settings.PREFLOOP_BACKEND, adapter_path=version.path,
-                                   adapter_name=f"v{version.pk}-{version.name}", **_engine_options())
-        else:
-            backend = load_backend(version.path, kind=settings.PREFLOOP_BACKEND, **_engine_options())
+        try:  # the vLLM backend checks its canary on every load and raises if it serves other weights
+            if version.kind == ModelVersion.LORA:
+                backend = load_backend(version.base.path, kind=settings.PREFLOOP_BACKEND, adapter_path=version.path,
+                                       adapter_name=f"v{version.pk}-{version.name}", **_engine_options())
+            else:
+                backend = load_backend(version.path, kind=settings.PREFLOOP_BACKEND, **_engine_options())
+        except CanaryMismatch as exc:
+            raise GenerationError(f"version {version.name!r} (#{version.pk}): {exc}") from exc
         _backend_cache[key] = backend
     return _backend_cache[key]
 

@@ -20,6 +20,10 @@ class GenerationCancelled(Exception):
 
 MAX_SAMPLES = 256  # per prompt
 MAX_NEW_TOKENS = 32768
+# Temperatures both backends sample alike: vLLM 0.33.0 refuses one above 2 and raises one in (0, 0.01) to 0.01, so
+# the settings refuse both, for the hf backend too (a page gives the same answer whichever backend samples).
+MIN_TEMPERATURE = 0.01
+MAX_TEMPERATURE = 2.0
 
 
 @dataclass
@@ -49,7 +53,8 @@ class SamplingConfig:
         # Upper bounds a person would call sane: they keep a typo (a seed pasted into "samples") from queueing work
         # that never ends, and every number within what the database stores.
         need(1 <= self.n <= MAX_SAMPLES, "n", f"from 1 to {MAX_SAMPLES}")
-        need(0 <= self.temperature <= 100, "temperature", "a number from 0 (greedy) to 100")
+        need(self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE, "temperature",
+             f"0 (greedy) or a number from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}")
         need(0 < self.top_p <= 1, "top_p", "a number in (0, 1]")
         need(1 <= self.max_new_tokens <= MAX_NEW_TOKENS, "max_new_tokens", f"from 1 to {MAX_NEW_TOKENS}")
         need(0 <= self.seed < 2**63, "seed", "a non-negative integer below 2**63")
