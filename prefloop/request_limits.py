@@ -15,6 +15,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 INT64 = 2**63
+_DATE_PARTS = ("__year", "__month", "__day")
 MAX_NESTING = 64  # JSON in a form (a chat, job params) is nested a few levels; Python's parser fails near 1,000
 _INTEGER = re.compile(r"[+-]?\d+")
 _LONG_DIGITS = re.compile(r"\d{4301}")  # Python's int() refuses more than 4,300 digits
@@ -51,6 +52,10 @@ def unusable(name: str, value: str) -> str | None:
         return "holds a JSON escape of a lone surrogate (\\ud800-\\udfff), which is not text"
     if _nesting(value) > MAX_NESTING:
         return f"is nested more than {MAX_NESTING} levels deep"
+    if name.endswith(_DATE_PARTS) and _INTEGER.fullmatch(value) and not 0 <= int(value) <= 9999:
+        # The admin's date hierarchy (`attempt_time__year=...`) builds a date from these and fails with a 500
+        # (OverflowError) on a year past what a date holds.
+        return "is not a year, month or day"
     if name == "_to_field" and not value:
         # Django's admin looks up a field named by `_to_field` and fails with a 500 when it is given empty.
         return "is empty"
