@@ -6,6 +6,7 @@ judges by name and turns their answers into one of the four outcomes; it imports
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable
 from urllib.parse import parse_qsl
@@ -21,11 +22,14 @@ class JudgeError(Exception):
     """A judge that cannot be loaded, raised, or returned something that is not a verdict; names the judge."""
 
 
-def load_judge(path: str) -> Judge:
+def load_judge(path: str, *, dtype: str | None = None) -> Judge:
     """The judge named by `path`: "package.module:attr" (or "package.module.attr").
 
     With a query, "package.module:factory?key=value&key=value", the attribute is called with those keyword
     arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40".
+    `dtype` ("auto", "float32", "bfloat16") goes to a factory that takes a `dtype` argument (a judge that runs a
+    model, e.g. judges.llm:LLMJudge) unless the name sets one: the product passes its own, so judges compute in the
+    dtype that sampling and training use.
     """
     if not isinstance(path, str) or not path.strip():
         raise JudgeError("judge: expected a name such as 'judges.rules:length_target'")
@@ -50,6 +54,8 @@ def load_judge(path: str) -> Judge:
         kwargs = {key: _number_or_text(value) for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
         if not callable(target):
             raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
+        if dtype is not None and "dtype" not in kwargs and _takes(target, "dtype"):
+            kwargs["dtype"] = dtype
         try:
             target = target(**kwargs)
         except Exception as exc:
@@ -57,6 +63,13 @@ def load_judge(path: str) -> Judge:
     if not callable(target):
         raise JudgeError(f"judge {path!r} is not callable (it is a {type(target).__name__})")
     return target
+
+
+def _takes(factory, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _number_or_text(value: str):
