@@ -66,6 +66,7 @@ def test_a_bf16_job_sampled_again_after_a_crash_stores_the_same_pairs_and_none_t
     monkeypatch.setattr(gen, "CHUNK_PROMPTS", 3)
     settings.PREFLOOP_DTYPE = "float32"
     gen.release_backends()
+    assert [len(c) for c in gen.job_chunks(again)] == [4, 4, 2]  # every prompt keeps its batch neighbours
     again = gen.run_generation_job(again.pk)
     assert again.status == GenerationJob.SUCCEEDED, again.error
     assert again.params["dtype"] == "bfloat16"
