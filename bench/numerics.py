@@ -79,6 +79,7 @@ def measure(args, dtype: str) -> dict:
         seconds = time.perf_counter() - start
         tokens = sum(len(s.token_ids) for row in out for s in row)
         row = {"samples": sum(map(len, out)), "tokens": tokens, "tokens_per_s": tokens / seconds}
+        print(f"  {dtype} {engine}: sampled {tokens} tokens in {seconds:.0f} s", file=sys.stderr, flush=True)
         row.update(logp_errors(backend, texts, out))
         few = texts[:args.alone]
         crowd = [r[:args.samples] for r in out[:args.alone]]

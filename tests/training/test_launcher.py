@@ -75,7 +75,7 @@ def test_should_stop_kills_every_process_and_raises(tiny_model_dir, tmp_path, dt
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path):
+def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path, dtype):
     """The Celery worker dies by SIGKILL mid-training: the launch and its processes end with it."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -85,7 +85,7 @@ def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path):
         from training.launcher import train_in_processes
 
         tmp = Path({str(tmp_path)!r})
-        train_in_processes(DPOConfig(batch_size=1, epochs=50), {str(tiny_model_dir)!r}, synthetic_pairs(8),
+        train_in_processes(DPOConfig(batch_size=1, epochs=50, dtype={dtype!r}), {str(tiny_model_dir)!r}, synthetic_pairs(8),
                            tmp / "out", processes=2, on_step=lambda s, t, m: (tmp / "step").write_text(str(s)),
                            workdir=tmp / "work")
     """))
