@@ -233,13 +233,18 @@ def test_bf16_samples_are_reproducible_and_part_between_batches_only_where_round
     round differently for another shape), so its samples may change with its batch: the product keeps its promise to
     users by fixing each generation job's batches (generation.services.job_chunks; tested in
     tests/generation/test_job_numerics.py). What holds here: the same call gives the same samples and log-probs, bit
-    for bit; greedy paths alone and in a crowd part only where rounding can flip the argmax (as between engines);
-    and a sample drawn in any batch is a sample of the bf16 model (its log-probs within the bound of the twin above).
+    for bit, also after the decoder grew for a larger job; greedy paths alone and in a crowd part only where rounding
+    can flip the argmax (as between engines); and a sample drawn in any batch is a sample of the bf16 model (its
+    log-probs within the bound of the twin above).
     """
     backend = load_backend(str(chatty_model_dir), kind="hf", device="cpu", dtype="bfloat16")
     config = SamplingConfig(n=2, max_new_tokens=24, batch_size=5)
     crowd = list(reversed(PROMPTS))
     first = backend.generate(crowd, config, seeds=[1, 2, 3, 4, 5])
+    # a worker keeps its decoder between jobs: one grown by a larger job (more slots, a longer cache) samples the same
+    before = (backend._decoder.slots, backend._decoder.max_len)
+    backend.generate(MORE_PROMPTS, SamplingConfig(n=4, max_new_tokens=100, batch_size=32))
+    assert backend._decoder.slots > before[0] and backend._decoder.max_len > before[1]
     again = backend.generate(crowd, config, seeds=[1, 2, 3, 4, 5])
     assert [[(s.token_ids, s.logp_sum) for s in row] for row in first] == [[(s.token_ids, s.logp_sum) for s in row]
                                                                             for row in again]
