@@ -1,10 +1,12 @@
 """DPO training throughput: PrefLoop's engine against TRL's DPOTrainer, one after the other in fresh processes.
 
     .venv/bin/python bench/dpo_throughput.py [--model DIR] [--pairs 32] [--batch-size 4] [--max-length 512]
+                                             [--dtype auto|float32|bfloat16]
 
 Each run is a subprocess (so peak RSS is its own) that times everything after imports: load, tokenize, reference
-log-probs, one epoch of training, save. TRL runs at its fastest CPU settings: precomputed reference log-probs and
-bf16 only where this machine computes bf16 natively (prefloop.hardware), else fp32. Prints one table.
+log-probs, one epoch of training, save. Both run in the same dtype: --dtype, "auto" being bf16 only where this
+machine computes bf16 natively (prefloop.hardware), else fp32; TRL otherwise at its fastest CPU settings
+(precomputed reference log-probs). Prints one table, headed by the CPU model and the dtype.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ def run_ours(args) -> dict:
     from training.dpo.trainer import train_dpo
 
     pairs = load_pairs_jsonl(args.data)[: args.pairs]
-    config = DPOConfig(batch_size=args.batch_size, max_length=args.max_length, epochs=1, learning_rate=5e-6)
+    config = DPOConfig(batch_size=args.batch_size, max_length=args.max_length, epochs=1, learning_rate=5e-6,
+                       dtype=args.dtype)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = train_dpo(config, args.model, pairs, Path(out) / "model")
@@ -44,7 +47,7 @@ def run_trl(args) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from prefloop.chat import to_messages
-    from prefloop.hardware import fastest_dtype
+    from prefloop.hardware import resolve_dtype
     from training.dpo.data import load_pairs_jsonl
 
     pairs = load_pairs_jsonl(args.data)[: args.pairs]
@@ -56,7 +59,7 @@ def run_trl(args) -> dict:
         }
         for p in pairs
     ]
-    bf16 = fastest_dtype("cpu") == torch.bfloat16
+    bf16 = resolve_dtype(args.dtype, "cpu") == torch.bfloat16
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
@@ -85,7 +88,8 @@ def child(args) -> None:
 
 def spawn(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--run", which, "--model", str(args.model), "--data", str(args.data),
-           "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
+           "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+           "--dtype", args.dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -101,6 +105,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--run", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--order", default="trl,ours", help="which runs, in order (default trl,ours)")
     args = parser.parse_args()
@@ -111,7 +116,7 @@ def main() -> None:
 
         bootstrap_checkpoint(args.model)
 
-    from prefloop.hardware import describe
+    from prefloop.hardware import describe, describe_dtype
 
     results = {}
     for which in args.order.split(","):
@@ -120,6 +125,7 @@ def main() -> None:
     print(f"DPO throughput: {args.model.name}, {args.pairs} pairs, batch {args.batch_size}, "
           f"max length {args.max_length}, 1 epoch")
     print(f"CPU: {describe()}")
+    print(f"dtype: {describe_dtype(args.dtype, 'cpu', setting='--dtype')}")
     print(f"{'run':<10}{'wall s':>9}{'pairs/s':>10}{'peak RSS MB':>13}{'mean loss':>11}")
     for which, r in results.items():
         name = "PrefLoop" if which == "ours" else "TRL 1.16"

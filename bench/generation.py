@@ -94,6 +94,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads for every row (0: torch's default); 1 is steadier on a shared machine")
     ap.add_argument("--vllm", action="store_true", help="also run the vLLM backend (needs a GPU and vllm)")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="the hf sampler's dtype (transformers generate runs in fp32)")
     args = ap.parse_args(argv)
 
     import torch
@@ -101,7 +103,7 @@ def main(argv=None) -> None:
 
     from generation.backends import load_backend
     from generation.bootstrap import bootstrap_checkpoint
-    from prefloop.hardware import describe
+    from prefloop.hardware import describe, describe_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,7 +118,9 @@ def main(argv=None) -> None:
         rows.append((name, tokens, seconds, note))
         print(f"  {name:<44} {tokens:>6} tok {seconds:>8.1f} s {tokens / seconds:>9.1f} tok/s {note}", flush=True)
 
+    sampler_dtype = describe_dtype(args.dtype, device, setting="--dtype")
     print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"dtype: prefloop hf sampler {sampler_dtype}; transformers generate float32")
     print(f"model: {model_dir}; {len(prompts)} prompts x {config.n} samples, temperature {config.temperature}, "
           f"top_p {config.top_p}, max_new_tokens {config.max_new_tokens}", flush=True)
     if not args.skip_plain:
@@ -128,7 +132,7 @@ def main(argv=None) -> None:
         report(f"transformers generate, batch {args.batch_size}, fp32",
                *plain_generate(model, tok, prompts, config, max(1, args.batch_size // config.n)))
         del model
-    hf = load_backend(model_dir, kind="hf", device=device)
+    hf = load_backend(model_dir, kind="hf", device=device, dtype=args.dtype)
     hf.generate(prompts[:2], SamplingConfig(n=1, max_new_tokens=4, batch_size=2))  # warm-up: threads, allocator
     tokens, seconds, stopped = run_backend(hf, prompts, config)
     report(f"prefloop hf sampler, batch {args.batch_size}, {str(hf.dtype).replace('torch.', '')}", tokens, seconds,
@@ -155,7 +159,7 @@ def main(argv=None) -> None:
         r1 = f"{rate / b1:.1f}x" if b1 else "-"
         rn = f"{rate / bn:.1f}x" if bn else "-"
         print(f"| {name} | {tokens} | {seconds:.1f} | {rate:.1f} | {r1} | {rn} |")
-    print(f"\n{describe()}; load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"\n{describe()}; hf sampler {sampler_dtype}; load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCPU: {cpu_model_name()} ({os.cpu_count()} cores), load average {load}; server: gunicorn "
           f"{args.workers} workers x {args.threads} threads, DEBUG {'on' if debug.strip().lower() in {'1', 'true', 'yes', 'on'} else 'off'}, "
           f"SQLite (WAL, IMMEDIATE); {n} annotators; request = submit label + next pair")
+    print("dtype: none (no model runs in this benchmark: it measures the labelling web path)")
     print("SQL queries per request: " + ", ".join(f"{k} {v}" for k, v in queries.items()))
     print(f"{'run':<26}{'labels':>8}{'labels/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
     for name, values, seconds, errors in (("(a) no pause", fast, args.seconds, fast_errors),

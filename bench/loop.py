@@ -40,6 +40,7 @@ def main() -> None:
     from generation.models import Prompt
     from judges.rules import LengthTarget
     from prefloop.hardware import describe
+    from prefloop.numerics import dtype_note
     from training import services as train
 
     call_command("migrate", verbosity=0)
@@ -82,7 +83,7 @@ def main() -> None:
     gen.answers_for(run.output_version, prompts, one, seed=0)
     rows.append((f"answer {args.compare} compare prompts x 2 versions", time.perf_counter() - t, ""))
 
-    print(f"\nOne loop iteration on SmolLM2-135M-Instruct · CPU: {describe()}")
+    print(f"\nOne loop iteration on SmolLM2-135M-Instruct · CPU: {describe()} · dtype: {dtype_note()}")
     print(f"{'stage':<42} {'seconds':>9}  notes")
     for name, seconds, note in rows:
         print(f"{name:<42} {seconds:>9.1f}  {note}")

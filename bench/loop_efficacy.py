@@ -104,8 +104,10 @@ def main(argv=None) -> int:
     setup(data_dir)
     from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS, TRAINING_DEFAULTS
     from prefloop.hardware import describe
+    from prefloop.numerics import dtype_note
 
     print(f"CPU: {describe()}")
+    print(f"dtype: {dtype_note()}")
     print(f"judge {args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
           f"loop training defaults {json.dumps(TRAINING_DEFAULTS)}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
           f"pairing {PAIRING_DEFAULT}, "

@@ -242,9 +242,10 @@ Judge = Callable[[str, str, str], JudgeResult]
 def load_judge(dotted_path: str) -> Judge:
     """The callable at "package.module:name" (see `judges.load_judge`); a JudgeError of this app when it fails."""
     import judges
+    from prefloop.numerics import dtype_choice
 
     try:
-        return judges.load_judge(dotted_path)
+        return judges.load_judge(dotted_path, dtype=dtype_choice())
     except judges.JudgeError as exc:
         raise JudgeError(str(exc)) from None
 

@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from prefloop.numerics import dtype_choice, product_dtype
+
 from .backends.base import SamplingConfig
 from .backends.vllm import CanaryMismatch
 from .models import GenerationJob, ModelVersion, Prompt, Response
@@ -24,7 +26,10 @@ from .pairing import STRATEGIES
 log = logging.getLogger(__name__)
 
 PAIRING_STRATEGIES = (*STRATEGIES, "judge")  # judge: best against worst by a judge's round robin
-CHUNK_PROMPTS = 16  # prompts per sampling call: with K=2 or more, a batch of 32 rows or more; a progress commit after each
+# Prompts per sampling call: with K=2 or more, a batch of 32 rows or more; a progress commit after each. A job records
+# its chunk size, and its chunks are fixed slices of its prompt list: in bf16 a sample may change with the batch it
+# shares (docs/numerics.md), so a resumed or re-run job must sample every chunk with the same neighbours.
+CHUNK_PROMPTS = 16
 MAX_PROMPTS_PER_JOB = 100_000  # as on the generation page
 MAX_JUDGED_SAMPLES = 8  # pairing "judge" calls the judge K(K-1)/2 times a prompt: 28 at 8
 
@@ -98,11 +103,13 @@ def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
 _backend_cache: dict[str, object] = {}
 
 
-def backend_for(version: ModelVersion):
-    """A sampling backend for a version, kept loaded for the next job in the same worker process."""
+def backend_for(version: ModelVersion, dtype: str | None = None):
+    """A sampling backend for a version in `dtype` (default: the product's, PREFLOOP_DTYPE), kept loaded for the
+    next job in the same worker process."""
     from .backends import load_backend
 
-    key = f"{version.pk}:{version.path}"
+    dtype = dtype or product_dtype()
+    key = f"{version.pk}:{version.path}:{dtype}"
     if key not in _backend_cache:
         for old in _backend_cache.values():
             old.close()
@@ -110,9 +117,9 @@ def backend_for(version: ModelVersion):
         try:  # the vLLM backend checks its canary on every load and raises if it serves other weights
             if version.kind == ModelVersion.LORA:
                 backend = load_backend(version.base.path, kind=settings.PREFLOOP_BACKEND, adapter_path=version.path,
-                                       adapter_name=f"v{version.pk}-{version.name}", **_engine_options())
+                                       adapter_name=f"v{version.pk}-{version.name}", dtype=dtype, **_engine_options())
             else:
-                backend = load_backend(version.path, kind=settings.PREFLOOP_BACKEND, **_engine_options())
+                backend = load_backend(version.path, kind=settings.PREFLOOP_BACKEND, dtype=dtype, **_engine_options())
         except CanaryMismatch as exc:
             raise GenerationError(f"version {version.name!r} (#{version.pk}): {exc}") from exc
         _backend_cache[key] = backend
@@ -178,7 +185,7 @@ def check_pairing(pairing: str, judge: str, samples: int) -> None:
     if not judge:
         raise GenerationError("pairing 'judge' needs a judge, e.g. 'judges.rules:length_target'")
     try:
-        load_judge(judge)
+        load_judge(judge, dtype=dtype_choice())
     except JudgeError as exc:
         raise GenerationError(str(exc)) from None
 
@@ -208,7 +215,7 @@ def start_generation_job(
     job = GenerationJob.objects.create(
         version=version, created_by=user, total=len(prompt_ids),
         params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids,
-                **({"judge": judge} if judge else {})},
+                "chunk_prompts": CHUNK_PROMPTS, **({"judge": judge} if judge else {})},
     )
     if enqueue:
         from .tasks import run_generation_job
@@ -252,16 +259,18 @@ def _sample_job(job: GenerationJob, progress, judge=None) -> None:
     done = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True).distinct())
     todo = [pid for pid in prompt_ids if pid not in done]
     GenerationJob.objects.filter(pk=job.pk).update(done=len(prompt_ids) - len(todo))
-    backend = backend_for(job.version) if todo else None
+    backend = backend_for(job.version, _job_dtype(job)) if todo else None
     round_ = _labelling_round(job.version)
     if todo and job.params.get("pairing") == "judge" and judge is None:
         from judges import load_judge
 
-        judge = load_judge(job.params["judge"])
-    for start in range(0, len(todo), CHUNK_PROMPTS):
+        judge = load_judge(job.params["judge"], dtype=dtype_choice())
+    for chunk_ids in job_chunks(job):
+        if all(pid in done for pid in chunk_ids):
+            continue
         if GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.CANCELLED).exists():
             return
-        chunk = list(Prompt.objects.filter(pk__in=todo[start:start + CHUNK_PROMPTS]).order_by("pk"))
+        chunk = list(Prompt.objects.filter(pk__in=chunk_ids).order_by("pk"))
         seeds = [prompt_seed(config.seed, p.pk) for p in chunk]
         samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
         made = _store_samples(job, chunk, seeds, samples, config, round_, judge)
@@ -276,6 +285,22 @@ def _sample_job(job: GenerationJob, progress, judge=None) -> None:
         status=GenerationJob.SUCCEEDED, finished=timezone.now()
     )
     update_mean_length(job.version)
+
+
+def job_chunks(job: GenerationJob) -> list[list[int]]:
+    """The job's sampling calls: fixed slices of its prompt list, whatever was sampled before a crash, so each
+    prompt always shares its batch with the same prompts (a chunk is stored whole or not at all)."""
+    ids, size = job.params["prompt_ids"], job.params.get("chunk_prompts", CHUNK_PROMPTS)
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
+def _job_dtype(job: GenerationJob) -> str:
+    """The dtype the job samples in: the one it recorded when it first ran (so a resumed job keeps it, whatever the
+    setting says now), else the product's, recorded now."""
+    if "dtype" not in job.params:
+        job.params["dtype"] = product_dtype()
+        GenerationJob.objects.filter(pk=job.pk).update(params=job.params)
+    return job.params["dtype"]
 
 
 def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int) -> list[float]:

@@ -4,6 +4,8 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from prefloop.numerics import dtype_note
+
 from . import services
 from .forms import GenerateForm
 from .models import GenerationJob, ModelVersion
@@ -25,7 +27,7 @@ def jobs(request):
             messages.success(request, f"Generation job {job.pk} queued: {job.total} prompts.")
             return redirect("generation:jobs")
     context = {"form": form, "jobs": GenerationJob.objects.select_related("version")[:20],
-               "versions": ModelVersion.objects.all()}
+               "versions": ModelVersion.objects.all(), "dtype_note": dtype_note()}
     return render(request, "generation/jobs.html", context)
 
 

@@ -11,6 +11,7 @@ anything else (`subprocess:Popen`, `os:system`). The only Django this package to
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Collection
 from urllib.parse import parse_qsl
@@ -79,12 +80,15 @@ def check_allowed(path: str, allowed: Collection[str] | None = None) -> str:
     return name
 
 
-def load_judge(path: str, *, allowed: Collection[str] | None = None) -> Judge:
+def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str | None = None) -> Judge:
     """The judge named by `path`: "package.module:attr" (or "package.module.attr"), if it is allowed.
 
     With a query, "package.module:factory?key=value&key=value", the attribute is called with those keyword
     arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40".
     `allowed` defaults to allowed_judges(); nothing is imported before the name is found on it.
+    `dtype` ("auto", "float32", "bfloat16") goes to a factory that takes a `dtype` argument (a judge that runs a
+    model, e.g. judges.llm:LLMJudge) unless the name sets one: the product passes its own, so judges compute in the
+    dtype that sampling and training use.
     """
     module_name, _, attr = check_allowed(path, allowed).partition(":")
     path = path.strip()
@@ -102,6 +106,8 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None) -> Judge:
         kwargs = {key: _number_or_text(value) for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
         if not callable(target):
             raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
+        if dtype is not None and "dtype" not in kwargs and _takes(target, "dtype"):
+            kwargs["dtype"] = dtype
         try:
             target = target(**kwargs)
         except Exception as exc:
@@ -109,6 +115,13 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None) -> Judge:
     if not callable(target):
         raise JudgeError(f"judge {path!r} is not callable (it is a {type(target).__name__})")
     return target
+
+
+def _takes(factory, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _number_or_text(value: str):

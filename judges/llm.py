@@ -2,7 +2,8 @@
 
 The judge reads the next-token probabilities of "A" and "B" after the question (no sampling, so it is
 deterministic); when the two orders disagree the verdict is a tie. Load it over a checkpoint folder with
-"judges.llm:LLMJudge?model_dir=/path" or over a registered version with "judges.llm:for_version?name=base".
+"judges.llm:LLMJudge?model_dir=/path" or over a registered version with "judges.llm:for_version?name=base". It
+runs in the dtype it is given ("auto": the machine's fastest); the product passes PREFLOOP_DTYPE's.
 """
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ MAX_ANSWER_CHARS = 2000  # keeps the judge's context short; both orders see the 
 class LLMJudge:
     """A judge over a model folder (a full checkpoint, or a LoRA adapter on `base_dir`); the model loads on first use."""
 
-    def __init__(self, model_dir: str, base_dir: str = "", margin: float = 0.0):
-        self.model_dir, self.base_dir, self.margin = str(model_dir), str(base_dir), float(margin)
+    def __init__(self, model_dir: str, base_dir: str = "", margin: float = 0.0, dtype: str = "auto"):
+        from prefloop.hardware import DTYPE_CHOICES
+
+        self.model_dir, self.base_dir, self.margin, self.dtype = str(model_dir), str(base_dir), float(margin), dtype
+        if dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
         if not (Path(self.model_dir) / "config.json").exists() and not (Path(self.model_dir) / "adapter_config.json").exists():
             raise ValueError(f"{self.model_dir} holds no checkpoint (no config.json or adapter_config.json)")
         self._model = self._tokenizer = None
@@ -35,11 +40,11 @@ class LLMJudge:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from prefloop.hardware import fastest_dtype
+        from prefloop.hardware import resolve_dtype
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         source = self.base_dir or self.model_dir
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=fastest_dtype(device))
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(self.dtype, device))
         if self.base_dir:
             from peft import PeftModel
 
@@ -85,13 +90,16 @@ class LLMJudge:
         return TIE
 
 
-def for_version(name: str, margin: float = 0.0) -> LLMJudge:
-    """An LLM judge over the registered model version called `name` (this one call reads the Django database)."""
+def for_version(name: str, margin: float = 0.0, dtype: str | None = None) -> LLMJudge:
+    """An LLM judge over the registered model version called `name` (this one call reads the Django database and
+    settings: the dtype defaults to the product's, PREFLOOP_DTYPE)."""
     from generation.models import ModelVersion
+    from prefloop.numerics import dtype_choice
 
+    dtype = dtype or dtype_choice()
     version = ModelVersion.objects.filter(name=name).select_related("base").first()
     if version is None:
         raise ValueError(f"no model version named {name!r}")
     if version.kind == ModelVersion.LORA:
-        return LLMJudge(version.path, base_dir=version.base.path, margin=margin)
-    return LLMJudge(version.path, margin=margin)
+        return LLMJudge(version.path, base_dir=version.base.path, margin=margin, dtype=dtype)
+    return LLMJudge(version.path, margin=margin, dtype=dtype)

@@ -20,6 +20,7 @@ from compare.models import CompareJob, Comparison, Vote
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
 from judges import Judge, JudgeError, load_judge, verdict
+from prefloop.numerics import dtype_choice
 
 from .models import LoopRun
 from .stats import length_warning, win_summary
@@ -74,7 +75,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
     from annotate.services import next_pair_for, record_label
     from prefloop.chat import prompt_text
 
-    judge = judge or load_judge(judge_path)
+    judge = judge or load_judge(judge_path, dtype=dtype_choice())
     account = judge_account(judge_path)
     outcomes = dict.fromkeys(("a", "b", "tie", "both_bad"), 0)
     done = 0
@@ -148,7 +149,7 @@ def evaluate(
 
     if version_a.pk == version_b.pk:
         raise LoopError(f"choose two different versions (both are {version_a.name!r})")
-    judge = judge or load_judge(judge_path)
+    judge = judge or load_judge(judge_path, dtype=dtype_choice())
     prompts = eval_prompts(split=split, tag=tag, limit=limit)
     config = sampling_config(sampling, n=1)
     answers = []
@@ -197,7 +198,7 @@ def start_loop_run(
             raise LoopError(f"{what} must be from {low} to {high:,} (got {value})")
     if len(tag) > 100 or not tag.isprintable():
         raise LoopError("tag: expected up to 100 printable characters")
-    load_judge(judge)
+    load_judge(judge, dtype=dtype_choice())
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -288,7 +289,7 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         run.status, run.started, run.error = LoopRun.RUNNING, run.started or timezone.now(), ""
         run.save(update_fields=["status", "started", "error"])
     try:
-        judge = load_judge(run.judge)
+        judge = load_judge(run.judge, dtype=dtype_choice())
         while len(run.results) < run.rounds:
             result = _one_round(run, judge, progress)
             run.results = [*run.results, result]

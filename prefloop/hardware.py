@@ -1,7 +1,9 @@
 """What this machine computes fastest on: the device and the dtype, read from the hardware, never assumed.
 
 On CPUs without native bf16 (AVX2-only, e.g. AMD EPYC here) bf16 matrix products are emulated and run about
-100x slower than fp32; with AMX or AVX-512 BF16 they run several times faster. So the CPU's flags decide.
+100x slower than fp32; with AMX or AVX-512 BF16 they run several times faster. So the CPU's flags decide what
+"auto" means; a dtype choice ("auto", "float32", "bfloat16": PREFLOOP_DTYPE in the product, --dtype in the
+benchmarks) resolves here, so sampling, training and evaluation agree. docs/numerics.md says what holds in each.
 """
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ import platform
 from pathlib import Path
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+_DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+                "float16": "float16", "fp16": "float16"}
 
 
 def _cpuinfo() -> str:
@@ -53,6 +58,41 @@ def fastest_dtype(device: str | None = None, cpuinfo: str | None = None):
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16(cpuinfo) else torch.float32
+
+
+def resolve_dtype(choice=None, device: str | None = None):
+    """The torch dtype of a choice: None or "auto" is `fastest_dtype(device)`; a name ("float32", "bfloat16",
+    "float16" or fp32/bf16/fp16) or a torch.dtype is taken as it is. An unknown name is a ValueError naming it."""
+    import torch
+
+    if choice is None or choice == "auto":
+        return fastest_dtype(device)
+    if isinstance(choice, torch.dtype):
+        return choice
+    if choice not in _DTYPE_NAMES:
+        raise ValueError(f"dtype must be 'auto' or one of {', '.join(_DTYPE_NAMES)}, got {choice!r}")
+    return getattr(torch, _DTYPE_NAMES[choice])
+
+
+def dtype_name(dtype) -> str:
+    """"bfloat16" for torch.bfloat16 (and for the name itself)."""
+    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def describe_dtype(choice=None, device: str | None = None, *, setting: str = "PREFLOOP_DTYPE") -> str:
+    """One line saying which dtype a choice gives here and why, e.g. "bfloat16 (native bf16 on this CPU)" or
+    "float32 (forced by PREFLOOP_DTYPE)"; `setting` names where a forced choice came from."""
+    name = dtype_name(resolve_dtype(choice, device))
+    if choice not in (None, "auto"):
+        return f"{name} (forced by {setting})"
+    device = device or default_device()
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{name} (fastest on {torch.cuda.get_device_name(0)})"
+    if cpu_has_native_bf16():
+        return f"{name} (native bf16 on this CPU)"
+    return f"{name} (no native bf16 on this CPU: bf16 would be emulated)"
 
 
 def describe() -> str:

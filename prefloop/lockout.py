@@ -28,6 +28,9 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 
+RECORDED_USERNAME_LENGTH = AccessAttempt._meta.get_field("username").max_length
+
+
 def normalised_username(value: object) -> str | None:
     """A username as Django's login form hands it to authenticate(): NFKC-normalised and stripped."""
     if not isinstance(value, str):
@@ -36,12 +39,19 @@ def normalised_username(value: object) -> str | None:
 
 
 def lockout_username(request: HttpRequest | None, credentials: dict | None = None) -> str | None:
-    """The name a failure is counted under: from the credentials authenticate() saw, else the posted form."""
+    """The name a failure is counted under: from the credentials authenticate() saw, else the posted form.
+
+    Cut to what axes' record holds (255 characters): Django's login form hands authenticate() a name of any length,
+    and no account's name is that long, so names that share their first 255 characters share a count (stricter,
+    never looser) instead of failing to be recorded.
+    """
     field = get_user_model().USERNAME_FIELD
     if credentials and credentials.get(field) is not None:
-        return normalised_username(credentials.get(field))
-    data = getattr(request, "POST", None) or {}
-    return normalised_username(data.get(field))
+        name = normalised_username(credentials.get(field))
+    else:
+        data = getattr(request, "POST", None) or {}
+        name = normalised_username(data.get(field))
+    return None if name is None else name[:RECORDED_USERNAME_LENGTH]
 
 
 def _valid_address(value: str | None) -> str | None:

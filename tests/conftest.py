@@ -1,4 +1,4 @@
-"""Shared fixtures: a session-scoped tiny random Llama, the real default model, users."""
+"""Shared fixtures: a session-scoped tiny random Llama, the real default model, the dtype, users."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,16 @@ from tests.tiny import build_tiny_model
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def dtype() -> str:
+    """The dtype choice of tests that pin none (PREFLOOP_DTYPE as the product reads it: "auto" by default), for the
+    Django-free cores that take one; `PREFLOOP_DTYPE=float32 pytest` runs them in fp32 as an AVX2 machine would.
+    Tests that assert exact numbers pin float32, and their bf16 twins pin bfloat16 (docs/numerics.md)."""
+    from django.conf import settings
+
+    return settings.PREFLOOP_DTYPE
 
 
 @pytest.fixture(scope="session")

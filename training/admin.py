@@ -67,4 +67,4 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(ReferenceLogp)
 class ReferenceLogpAdmin(admin.ModelAdmin):
-    list_display = ["response_id", "reference", "max_length", "logp", "created"]
+    list_display = ["response_id", "reference", "max_length", "dtype", "logp", "created"]

@@ -1,11 +1,16 @@
 """A round's training data: the decided pairs as PreferencePairs, with cached reference log-probs filled in, and
-the held-out pairs (a fixed share of prompts, chosen by hash, never trained on) that measure each round."""
+the held-out pairs (a fixed share of prompts, chosen by hash, never trained on) that measure each round.
+
+Cached reference log-probs are the trainer's own (never the sampler's Response.logp_sum), and are kept per dtype:
+a value computed in bf16 differs from the fp32 one by far more than fp32's rounding (docs/numerics.md), so a run
+in one dtype never mixes in the other's."""
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 
 from generation.models import ModelVersion, Prompt, Response
+from prefloop.numerics import product_dtype
 
 from .dpo.data import PreferencePair
 from .models import ReferenceLogp
@@ -32,13 +37,14 @@ class RoundData:
 
 
 def round_data(
-    *, reference: ModelVersion, max_length: int, rounds: list[int] | None = None, include_automatic: bool = True,
-    heldout_fraction: float = 0.0, heldout_min_pairs: int = 0,
+    *, reference: ModelVersion, max_length: int, dtype: str | None = None, rounds: list[int] | None = None,
+    include_automatic: bool = True, heldout_fraction: float = 0.0, heldout_min_pairs: int = 0,
 ) -> RoundData:
     """The training pairs (every decided pair so far, or those of the given labelling rounds) without the held-out
     prompts' pairs, once at least `heldout_min_pairs` are decided; and the held-out pairs to measure the round on.
     Below that threshold every pair trains (a round of a few pairs cannot spare any); such a round's log says so,
-    and its held-out prompts' pairs are then measured on in later rounds although an earlier version saw them."""
+    and its held-out prompts' pairs are then measured on in later rounds although an earlier version saw them.
+    `dtype` ("float32", "bfloat16"; default the product's) picks the cached reference log-probs filled in."""
     from annotate.dataset import decided_pairs
 
     # decided_pairs leaves eval prompts out; look again here, where training data is made: whatever path a pair
@@ -52,8 +58,9 @@ def round_data(
         d for d in decided_pairs(include_automatic=include_automatic) if d.pair.prompt.split != Prompt.EVAL]
     heldout = [d for d in everything
                if heldout_fraction > 0 and is_heldout(d.pair.prompt_id, heldout_fraction) and d.pair.pk not in trained]
-    pairs, rows = _preference_pairs(train, reference, max_length)
-    held, held_rows = _preference_pairs(heldout, reference, max_length)
+    dtype = dtype or product_dtype()
+    pairs, rows = _preference_pairs(train, reference, max_length, dtype)
+    held, held_rows = _preference_pairs(heldout, reference, max_length, dtype)
     return RoundData(pairs, rows, held, held_rows, holding_out)
 
 
@@ -65,21 +72,22 @@ def round_pairs(
     return data.pairs, data.rows
 
 
-def store_reference_logps(reference: ModelVersion, max_length: int, rows: list[tuple[Response, Response]],
+def store_reference_logps(reference: ModelVersion, max_length: int, dtype: str, rows: list[tuple[Response, Response]],
                           values: list[tuple[float, float]]) -> None:
-    """Cache log pi_ref per (response, reference, max length) for the (chosen, rejected) rows: later epochs, rounds
-    and measurements reuse them. Values already stored stay."""
-    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, logp=value)
+    """Cache log pi_ref per (response, reference, max length, dtype) for the (chosen, rejected) rows: later epochs,
+    rounds and measurements in the same dtype reuse them. Values already stored stay."""
+    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, dtype=dtype, logp=value)
             for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
             for response, value in ((chosen, ref_c), (rejected, ref_r))]
     ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
 
 
-def _preference_pairs(decided, reference: ModelVersion, max_length: int):
+def _preference_pairs(decided, reference: ModelVersion, max_length: int, dtype: str):
     response_ids = [r.pk for d in decided for r in (d.chosen, d.rejected)]
     cached = {
         row.response_id: row.logp
-        for row in ReferenceLogp.objects.filter(response_id__in=response_ids, reference=reference, max_length=max_length)
+        for row in ReferenceLogp.objects.filter(response_id__in=response_ids, reference=reference,
+                                                max_length=max_length, dtype=dtype)
     }
     pairs, rows = [], []
     for d in decided:

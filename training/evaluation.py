@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from generation.models import ModelVersion, Prompt, Response
+from prefloop.numerics import product_dtype
 
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
@@ -61,7 +62,7 @@ def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, R
     if not answers:
         return math.nan
     pairs = _answer_pairs(answers)
-    config = config or DPOConfig(batch_size=8)
+    config = config or DPOConfig(batch_size=8, dtype=product_dtype())
     return _mean_kl(compute_reference_logps(version.path, pairs, config),
                     compute_reference_logps(reference.path, pairs, config))
 
@@ -94,14 +95,16 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     to_score = heldout + answer_pairs
     if not to_score:
         return metrics
-    scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8))
+    dtype = product_dtype() if config.dtype == "auto" else config.dtype  # the cache needs the dtype it holds
+    scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
     own = compute_reference_logps(version.path, to_score, scoring)
     missing = [i for i, p in enumerate(heldout) if not p.has_reference]
     ref_pairs = [heldout[i] for i in missing] + answer_pairs
     ref = compute_reference_logps(reference.path, ref_pairs, scoring) if ref_pairs else []
     for j, i in enumerate(missing):
         heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
-    store_reference_logps(reference, config.max_length, [heldout_rows[i] for i in missing], ref[:len(missing)])
+    store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing],
+                          ref[:len(missing)])
     if heldout:
         score = heldout_score(own[:len(heldout)], [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
                               config.beta, [p.preference_prob for p in heldout])

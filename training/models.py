@@ -71,15 +71,20 @@ class TrainingStep(models.Model):
 
 
 class ReferenceLogp(models.Model):
-    """log pi_ref(response | prompt), computed once per (response, reference version, max length)."""
+    """log pi_ref(response | prompt), computed once per (response, reference version, max length, dtype)."""
 
     response = models.ForeignKey("generation.Response", on_delete=models.CASCADE, related_name="reference_logps")
     reference = models.ForeignKey("generation.ModelVersion", on_delete=models.CASCADE, related_name="+")
     max_length = models.PositiveIntegerField()
+    dtype = models.CharField(
+        max_length=16, default="",
+        help_text="The dtype the trainer computed it in; empty for values cached before dtypes were recorded, which "
+                  "no run reuses.",
+    )
     logp = models.FloatField()
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["response", "reference", "max_length"], name="one_ref_logp")
+            models.UniqueConstraint(fields=["response", "reference", "max_length", "dtype"], name="one_ref_logp_per_dtype")
         ]

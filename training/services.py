@@ -20,6 +20,8 @@ from django.utils import timezone
 
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
+from prefloop.hardware import describe_dtype
+from prefloop.numerics import dtype_note, product_dtype
 
 from .dataset import labelling_round, round_data, store_reference_logps
 from .dpo.config import DPOConfig
@@ -104,10 +106,10 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         return TrainingRun.objects.get(pk=run_id)
     out_tmp: Path | None = None
     try:
-        config = DPOConfig.from_dict(run.params)
+        config = _run_config(run)
         rounds = [labelling_round(run.input_version)] if run.data_choice == TrainingRun.DATA_NEW else None
-        data = round_data(reference=run.reference_version, max_length=config.max_length, rounds=rounds,
-                          heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
+        data = round_data(reference=run.reference_version, max_length=config.max_length, dtype=config.dtype,
+                          rounds=rounds, heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
                           heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
         pairs, rows = data.pairs, data.rows
         if not pairs:
@@ -122,7 +124,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         result = _train(run, config, pairs, out_tmp, progress)
-        store_reference_logps(run.reference_version, config.max_length, rows, result.reference_logps)
+        store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps)
         version = _register(run, config, out_tmp)
         out_tmp = None
         run.refresh_from_db()
@@ -147,6 +149,21 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             shutil.rmtree(out_tmp, ignore_errors=True)
     run.refresh_from_db()
     return run
+
+
+def _run_config(run: TrainingRun) -> DPOConfig:
+    """The run's DPOConfig with its dtype fixed: "auto" becomes the product's (PREFLOOP_DTYPE on this worker), recorded
+    in the run's params, so the page shows it, a retried attempt keeps it, and the processes of `accelerate launch`
+    (which read the config file) compute in the same dtype as this worker would."""
+    config = DPOConfig.from_dict(run.params)
+    if config.dtype == "auto":
+        config = DPOConfig.from_dict(dict(config.to_dict(), dtype=product_dtype()))
+        run.params = dict(run.params, dtype=config.dtype)
+        TrainingRun.objects.filter(pk=run.pk).update(params=run.params)
+        _log(run, f"computing in {dtype_note()}")
+    else:
+        _log(run, f"computing in {describe_dtype(config.dtype, setting='this run')}")
+    return config
 
 
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) -> None:

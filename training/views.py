@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from generation.services import GenerationError
+from prefloop.numerics import dtype_note
 
 from . import services
 from .forms import TrainingRunForm
@@ -27,7 +28,7 @@ def runs(request):
             messages.success(request, f"Training run {run.pk} queued.")
             return redirect("training:runs")
     recent = TrainingRun.objects.select_related("input_version", "reference_version", "output_version")[:20]
-    return render(request, "training/runs.html", {"form": form, "runs": recent})
+    return render(request, "training/runs.html", {"form": form, "runs": recent, "dtype_note": dtype_note()})
 
 
 @staff_member_required

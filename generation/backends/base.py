@@ -99,6 +99,7 @@ class Sample:
     token_ids: list[int]  # sampled ids, including the final EOS when finish_reason == "stop"
     finish_reason: str  # "stop" or "length"
     logp_sum: float  # sum of log-probs of token_ids under the sampling model at temperature 1 (raw log-softmax)
+    # what a backend adds: the hf backend gives "token_logps", each token's log-prob (summing to logp_sum)
     extra: dict = field(default_factory=dict, repr=False, compare=False)
 
 

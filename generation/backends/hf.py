@@ -2,7 +2,8 @@
 
 Llama-family models run on `SlotDecoder` with continuous batching: prompts sorted by length, each prompt prefilled
 once for its K samples, a finished slot refilled at once from the waiting samples. Other architectures fall back
-to a plain batched loop over the model's own forward pass. The dtype is the fastest one for this machine.
+to a plain batched loop over the model's own forward pass. The dtype is the caller's choice ("auto": the fastest
+one for this machine, `prefloop.hardware`); docs/numerics.md says what the log-probs and samples guarantee in each.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from .base import (
 
 PREFILL_PROMPTS = 16  # prompts prefilled together at most (rows of one projection: enough to run the GEMMs well)
 VLLM_ONLY_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "adapter_name", "enforce_eager",
-                     "max_model_len", "max_lora_rank", "canary_prompt")
+                     "max_model_len", "max_lora_rank", "canary", "canary_prompts", "canary_device",
+                     "canary_tolerance")
 
 
 @dataclass
@@ -36,23 +38,8 @@ class _Sequence:
     index: int
     rng: random.Random
     tokens: list[int] = field(default_factory=list)
+    logps: list[float] = field(default_factory=list)  # each token's log-prob (temperature 1)
     logp: float = 0.0
-
-
-def _dtype(value, device: str):
-    import torch
-
-    from prefloop.hardware import fastest_dtype
-
-    if value is None or value == "auto":
-        return fastest_dtype(device)
-    if isinstance(value, torch.dtype):
-        return value
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if value not in names:
-        raise ValueError(f"dtype must be one of {', '.join(names)} or 'auto', got {value!r}")
-    return names[value]
 
 
 def load_model(model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
@@ -88,7 +75,7 @@ class HFBackend(Backend):
     def __init__(self, model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
                  device: str | None = None, dtype=None, engine: str = "auto", threads: int | None = None,
                  **options):
-        from prefloop.hardware import default_device
+        from prefloop.hardware import default_device, resolve_dtype
 
         unknown = set(options) - set(VLLM_ONLY_OPTIONS)
         if unknown:
@@ -96,7 +83,7 @@ class HFBackend(Backend):
         if engine not in ("auto", "slots", "generic"):
             raise ValueError(f"engine must be 'auto', 'slots' or 'generic', got {engine!r}")
         self.device = device or default_device()
-        self.dtype = _dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.model, self.tokenizer = load_model(model_path, adapter_path=adapter_path, base_path=base_path,
                                                 device=self.device, dtype=self.dtype)
         from .decoder import supports
@@ -166,6 +153,7 @@ class HFBackend(Backend):
         return Sample(
             text=self.tokenizer.decode(seq.tokens, skip_special_tokens=True), token_ids=list(seq.tokens),
             finish_reason="stop" if stop else "length", logp_sum=float(seq.logp),
+            extra={"token_logps": list(seq.logps)},
         )
 
     def _is_done(self, seq: _Sequence, config: SamplingConfig) -> bool:
@@ -212,6 +200,7 @@ class HFBackend(Backend):
                         del prefixes[seq.prompt]
                     token, logp = sample_tokens(entry[1][None], config.temperature, config.top_p, [seq.rng.random()])
                     seq.tokens.append(int(token[0]))
+                    seq.logps.append(float(logp[0]))
                     seq.logp += float(logp[0])
                     if self._is_done(seq, config):
                         finished(seq)
@@ -235,6 +224,7 @@ class HFBackend(Backend):
             ended = []
             for slot, (seq, token, logp) in enumerate(zip(active, new.tolist(), logps.tolist(), strict=True)):
                 seq.tokens.append(token)
+                seq.logps.append(logp)
                 seq.logp += logp
                 positions[slot] += 1
                 if self._is_done(seq, config):
@@ -283,6 +273,7 @@ class HFBackend(Backend):
                     for r in list(live):
                         seq = batch[r]
                         seq.tokens.append(int(tokens[r]))
+                        seq.logps.append(float(logps[r]))
                         seq.logp += float(logps[r])
                         if self._is_done(seq, config):
                             finished(seq)

@@ -6,8 +6,8 @@ from judges.llm import LLMJudge
 
 
 @pytest.fixture(scope="module")
-def judge(tiny_model_dir):
-    return load_judge(f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")
+def judge(tiny_model_dir, dtype):
+    return load_judge(f"judges.llm:LLMJudge?model_dir={tiny_model_dir}", dtype=dtype)
 
 
 ANSWERS = ["Paris.", "The capital of France is Paris, on the Seine.", "I do not know.", "Lyon, I think."]

@@ -74,6 +74,18 @@ def test_full_width_spelling_of_a_locked_name_is_locked_too(admin_user):
 
 
 @pytest.mark.django_db
+def test_a_name_longer_than_any_record_is_counted_and_locked_not_a_server_error(admin_user):
+    """Django's form hands authenticate() a name of any length; axes' record holds 255 characters (PostgreSQL
+    refuses more: this was a 500). Names beyond that are counted on their first 255 characters."""
+    client = Client()
+    long_name = "a" * 3000
+    fail(client, APP_LOGIN, long_name, settings.PREFLOOP_LOGIN_MAX_FAILURES)
+    assert AccessAttempt.objects.get().username == "a" * 255
+    response = sign_in(client, ADMIN_LOGIN, "a" * 255 + "b" * 10, "wrong-password")
+    assert response.status_code == 429
+
+
+@pytest.mark.django_db
 def test_failures_on_either_form_count_together(admin_user):
     client = Client()
     half = settings.PREFLOOP_LOGIN_MAX_FAILURES // 2

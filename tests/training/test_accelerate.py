@@ -10,7 +10,7 @@ from training.launcher import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_process_accelerate_launch(tiny_model_dir, tmp_path):
+def test_two_process_accelerate_launch(tiny_model_dir, tmp_path, dtype):
     data = tmp_path / "pairs.jsonl"
     # 9 pairs over 2 ranks: each trains an equal share of 4, so neither rank waits on a step the other never takes
     data.write_text("\n".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
@@ -19,7 +19,7 @@ def test_two_process_accelerate_launch(tiny_model_dir, tmp_path):
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "--module", "training.dpo.train", "--model", str(tiny_model_dir), "--data", str(data),
-           "--out", str(tmp_path / "out"), "--batch-size", "2", "--lr", "1e-3"]
+           "--out", str(tmp_path / "out"), "--batch-size", "2", "--lr", "1e-3", "--dtype", dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -100,7 +100,7 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     assert new.mean_response_tokens == pytest.approx(metrics["sampled/mean_tokens"])
 
     # The stored held-out figures equal a direct scoring of the held-out pairs by both models.
-    scoring = DPOConfig.from_dict(dict(FAST_TRAINING, batch_size=8))
+    scoring = DPOConfig.from_dict(dict(FAST_TRAINING, batch_size=8, dtype=run.params["dtype"]))
     policy = compute_reference_logps(new.path, data.heldout, scoring)
     reference = compute_reference_logps(tiny_base.path, data.heldout, scoring)
     direct = heldout_score(policy, reference, scoring.beta, [p.preference_prob for p in data.heldout])

@@ -28,10 +28,10 @@ def launched_processes(workdir) -> list[psutil.Process]:
     return found
 
 
-def test_two_processes_train_report_every_step_and_return_reference_logps(tiny_model_dir, tmp_path):
+def test_two_processes_train_report_every_step_and_return_reference_logps(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(9)
     pairs[3].ref_chosen_logp, pairs[3].ref_rejected_logp = -12.5, -3.25  # a cached pair is kept, not recomputed
-    config = DPOConfig(batch_size=2, epochs=1, learning_rate=1e-3, warmup_ratio=0.0)
+    config = DPOConfig(dtype=dtype, batch_size=2, epochs=1, learning_rate=1e-3, warmup_ratio=0.0)
     steps = []
     result = train_in_processes(config, str(tiny_model_dir), pairs, tmp_path / "out", processes=2,
                                 reference_dir=None, on_step=lambda s, t, m: steps.append((s, t, m)),
@@ -51,7 +51,7 @@ def test_two_processes_train_report_every_step_and_return_reference_logps(tiny_m
             assert got == pytest.approx(want, abs=1e-4)
 
 
-def test_should_stop_kills_every_process_and_raises(tiny_model_dir, tmp_path):
+def test_should_stop_kills_every_process_and_raises(tiny_model_dir, tmp_path, dtype):
     workdir = tmp_path / "work"
     seen, alive_at_step = [], []
 
@@ -60,7 +60,7 @@ def test_should_stop_kills_every_process_and_raises(tiny_model_dir, tmp_path):
         alive_at_step.extend(launched_processes(workdir))
 
     with pytest.raises(TrainingCancelled):
-        train_in_processes(DPOConfig(batch_size=1, epochs=3), str(tiny_model_dir), synthetic_pairs(8),
+        train_in_processes(DPOConfig(dtype=dtype, batch_size=1, epochs=3), str(tiny_model_dir), synthetic_pairs(8),
                            tmp_path / "out", processes=2, reference_dir=None, on_step=on_step,
                            should_stop=lambda: bool(seen), workdir=workdir)
     assert seen == [1]
@@ -75,7 +75,7 @@ def test_should_stop_kills_every_process_and_raises(tiny_model_dir, tmp_path):
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path):
+def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path, dtype):
     """The Celery worker dies by SIGKILL mid-training: the launch and its processes end with it."""
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(f"""
@@ -85,7 +85,7 @@ def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path):
         from training.launcher import train_in_processes
 
         tmp = Path({str(tmp_path)!r})
-        train_in_processes(DPOConfig(batch_size=1, epochs=50), {str(tiny_model_dir)!r}, synthetic_pairs(8),
+        train_in_processes(DPOConfig(batch_size=1, epochs=50, dtype={dtype!r}), {str(tiny_model_dir)!r}, synthetic_pairs(8),
                            tmp / "out", processes=2, on_step=lambda s, t, m: (tmp / "step").write_text(str(s)),
                            workdir=tmp / "work")
     """))
@@ -106,11 +106,11 @@ def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path):
     assert launched_processes(tmp_path / "work") == []
 
 
-def test_bad_model_dir_is_a_runtime_error_naming_it(tmp_path):
+def test_bad_model_dir_is_a_runtime_error_naming_it(tmp_path, dtype):
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     with pytest.raises(RuntimeError) as info:
-        train_in_processes(DPOConfig(), str(empty), synthetic_pairs(2), tmp_path / "out", processes=2,
+        train_in_processes(DPOConfig(dtype=dtype), str(empty), synthetic_pairs(2), tmp_path / "out", processes=2,
                            reference_dir=None, on_step=None, should_stop=None, workdir=tmp_path / "work")
     message = str(info.value)
     assert f"--model {empty}: not a model directory (no config.json)" in message

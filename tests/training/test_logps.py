@@ -1,8 +1,13 @@
-"""Sequence log-probs from the shared-prompt layout against a plain full-logits computation, and token masking."""
+"""Sequence log-probs from the shared-prompt layout against a plain full-logits computation, and token masking.
+
+The exact comparisons run in fp32 (the model fixture, no autocast); their bf16 twins run the trainer's bf16 policy
+(fp32 weights under bf16 autocast) on the tiny model, with the rounding bound of generation.backends.rounding:
+each sequence's log-prob within sum_t 4uZ_t (u = 2^-8, Z_t the largest |logit| where token t is predicted)."""
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from generation.backends.rounding import token_logp_bounds
 from training.dpo.data import PreferencePair, tokenize_pair
 from training.dpo.logps import PairLogps, build_pair_batch, plain_sequence_logps, token_logps
 
@@ -34,6 +39,34 @@ def test_padding_and_batch_neighbours_do_not_change_logps(model):
     for i, (c, r) in enumerate(alone):
         assert float(together[i]) == pytest.approx(c, abs=1e-4)
         assert float(together[n + i]) == pytest.approx(r, abs=1e-4)
+
+
+def bf16_plain(model, prompt: list[int], response: list[int]) -> tuple[float, float]:
+    """(the plain full-logits log-prob of the response under bf16 autocast, its rounding bound sum_t 4uZ_t)."""
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+    logp = float(logits.log_softmax(-1).gather(1, torch.tensor(response)[:, None]).double().sum())
+    return logp, float(token_logp_bounds(logits, torch.bfloat16).sum())
+
+
+def test_bf16_layout_equals_separate_full_logits_within_the_rounding_bound(model):
+    """bf16 twin of the two tests above: the layout, with its batch neighbours or alone, gives each sequence's plain
+    log-prob within the bound (which a one-token shift exceeds: the check resolves what matters)."""
+    scorer = PairLogps(model, chunk=3)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        together = scorer(build_pair_batch(ROWS, 0)).float().tolist()
+        alone = [scorer(build_pair_batch([row], 0)).float().tolist() for row in ROWS]
+    n = len(ROWS)
+    for i, (p, c, r) in enumerate(ROWS):
+        for k, response in ((i, c), (n + i, r)):
+            plain, bound = bf16_plain(model, p, response)
+            assert abs(together[k] - plain) <= bound
+            assert abs(alone[i][0 if k < n else 1] - plain) <= bound
+    p, c, _ = ROWS[1]
+    plain, bound = bf16_plain(model, p, c)
+    shifted, _ = bf16_plain(model, p + c[:1], c[1:] + [c[0]])
+    assert abs(shifted - plain) > bound
 
 
 def test_prompt_tokens_are_never_counted(model):

@@ -26,9 +26,9 @@ def synthetic_pairs(n=20):
     ]
 
 
-def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_path):
+def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_path, dtype):
     steps = []
-    result = train_dpo(DPOConfig(batch_size=4, epochs=1), tiny_model_dir, synthetic_pairs(8), tmp_path / "out",
+    result = train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1), tiny_model_dir, synthetic_pairs(8), tmp_path / "out",
                        on_step=lambda s, t, m: steps.append((s, t, m)))
     first = steps[0][2]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
@@ -41,9 +41,9 @@ def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_pat
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "tokenizer_config.json").exists()
 
 
-def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path):
+def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(20)
-    config = DPOConfig(batch_size=4, epochs=3, learning_rate=1e-3, warmup_ratio=0.0, beta=0.1)
+    config = DPOConfig(dtype=dtype, batch_size=4, epochs=3, learning_rate=1e-3, warmup_ratio=0.0, beta=0.1)
     result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out")
     policy = compute_reference_logps(tmp_path / "out", pairs, config)
     margins = [(pc - rc) - (pr - rr) for (pc, pr), (rc, rr) in zip(policy, result.reference_logps, strict=True)]
@@ -56,9 +56,9 @@ def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
 
 
-def test_reference_logps_come_from_the_reference_and_cached_ones_are_kept(tiny_model_dir, tmp_path):
+def test_reference_logps_come_from_the_reference_and_cached_ones_are_kept(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(6)
-    config = DPOConfig(batch_size=2)
+    config = DPOConfig(dtype=dtype, batch_size=2)
     expected = compute_reference_logps(tiny_model_dir, pairs, config)
     pairs[1].ref_chosen_logp, pairs[1].ref_rejected_logp = -1.5, -2.5
     seen = []
@@ -69,12 +69,12 @@ def test_reference_logps_come_from_the_reference_and_cached_ones_are_kept(tiny_m
     assert len(result.reference_logps) == 6
 
 
-def test_separate_reference_dir_is_used(tiny_model_dir, tmp_path):
+def test_separate_reference_dir_is_used(tiny_model_dir, tmp_path, dtype):
     from tests.tiny import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", seed=1)
     pairs = synthetic_pairs(4)
-    config = DPOConfig(batch_size=4)
+    config = DPOConfig(dtype=dtype, batch_size=4)
     expected = compute_reference_logps(other, pairs, config)
     steps = []
     result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", reference_dir=other,
@@ -84,8 +84,8 @@ def test_separate_reference_dir_is_used(tiny_model_dir, tmp_path):
     assert steps[0]["loss"] != pytest.approx(math.log(2), abs=1e-3)
 
 
-def test_lora_saves_an_adapter_and_trains(tiny_model_dir, tmp_path):
-    config = DPOConfig(batch_size=4, lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, epochs=2)
+def test_lora_saves_an_adapter_and_trains(tiny_model_dir, tmp_path, dtype):
+    config = DPOConfig(dtype=dtype, batch_size=4, lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, epochs=2)
     steps = []
     train_dpo(config, tiny_model_dir, synthetic_pairs(8), tmp_path / "out", on_step=lambda s, t, m: steps.append(m))
     assert (tmp_path / "out" / "adapter_model.safetensors").exists()
@@ -98,33 +98,33 @@ def test_lora_saves_an_adapter_and_trains(tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("loss_type", ["ipo", "hinge", "robust", "kto", "rrhf"])
-def test_every_loss_type_trains(tiny_model_dir, tmp_path, loss_type):
-    config = DPOConfig(batch_size=4, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0,
+def test_every_loss_type_trains(tiny_model_dir, tmp_path, loss_type, dtype):
+    config = DPOConfig(dtype=dtype, batch_size=4, loss_type=loss_type, label_smoothing=0.1 if loss_type == "robust" else 0.0,
                        rpo_alpha=0.5 if loss_type == "hinge" else 0.0, grad_accum=2, epochs=1)
     result = train_dpo(config, tiny_model_dir, synthetic_pairs(8), tmp_path / "out")
     assert result.steps == 1 and math.isfinite(result.mean_loss)
 
 
-def test_soft_labels_and_sft_warmup(tiny_model_dir, tmp_path):
+def test_soft_labels_and_sft_warmup(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(4)
     for p in pairs:
         p.preference_prob = 0.5  # a coin flip: the loss is ln 2 whatever the margin, gradient zero at start
     steps = []
-    train_dpo(DPOConfig(batch_size=4, sft_warmup_epochs=1), tiny_model_dir, pairs, tmp_path / "out",
+    train_dpo(DPOConfig(dtype=dtype, batch_size=4, sft_warmup_epochs=1), tiny_model_dir, pairs, tmp_path / "out",
               on_step=lambda s, t, m: steps.append(m))
     assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
 
 
-def test_should_stop_cancels(tiny_model_dir, tmp_path):
+def test_should_stop_cancels(tiny_model_dir, tmp_path, dtype):
     with pytest.raises(TrainingCancelled):
-        train_dpo(DPOConfig(batch_size=2), tiny_model_dir, synthetic_pairs(4), tmp_path / "out", should_stop=lambda: True)
+        train_dpo(DPOConfig(dtype=dtype, batch_size=2), tiny_model_dir, synthetic_pairs(4), tmp_path / "out", should_stop=lambda: True)
     assert not (tmp_path / "out").exists()
 
 
-def test_identical_pairs_are_dropped_and_long_ones_truncated(tiny_model_dir, tmp_path):
+def test_identical_pairs_are_dropped_and_long_ones_truncated(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(4) + [PreferencePair(prompt="x", chosen="same", rejected="same"),
                                   PreferencePair(prompt="long " * 300, chosen="a", rejected="b")]
-    result = train_dpo(DPOConfig(batch_size=4, max_length=64, max_prompt_length=32), tiny_model_dir, pairs,
+    result = train_dpo(DPOConfig(dtype=dtype, batch_size=4, max_length=64, max_prompt_length=32), tiny_model_dir, pairs,
                        tmp_path / "out")
     assert result.dropped == 1 and result.truncated == 1 and result.pairs == 5
 
@@ -176,12 +176,12 @@ def test_load_pairs_formats_and_errors(tmp_path):
     assert len(load_pairs_jsonl(HH)) == 100
 
 
-def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path):
+def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
                               for p in synthetic_pairs(4)))
     cmd = [sys.executable, "-m", "training.dpo.train", "--model", str(tiny_model_dir), "--data", str(data),
-           "--out", str(tmp_path / "out"), "--batch-size", "2"]
+           "--out", str(tmp_path / "out"), "--batch-size", "2", "--dtype", dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
@@ -199,3 +199,4 @@ def test_dtype_follows_hardware():
 
     assert resolve_dtype(DPOConfig(), "cpu") == fastest_dtype("cpu")
     assert resolve_dtype(DPOConfig(dtype="float32"), "cpu") == torch.float32
+    assert resolve_dtype(DPOConfig(dtype="bfloat16"), "cpu") == torch.bfloat16

@@ -77,7 +77,7 @@ class DPOConfig:
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
-    dtype: str = "auto"  # auto (prefloop.hardware.fastest_dtype), float32, bfloat16
+    dtype: str = "auto"  # float32, bfloat16, or auto: the machine's fastest (a product run takes PREFLOOP_DTYPE's)
     seed: int = 0
     sft_warmup_epochs: int = 0  # warm start by SFT on the chosen responses
     weight_decay: float = 0.0

@@ -51,11 +51,11 @@ def peak_rss_mb() -> float:
 
 
 def resolve_dtype(config: DPOConfig, device: str) -> torch.dtype:
-    if config.dtype == "auto":
-        from prefloop.hardware import fastest_dtype
+    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefloop.hardware). The product
+    resolves "auto" itself (PREFLOOP_DTYPE) before a run, so the CLI under `accelerate launch` gets a fixed one."""
+    from prefloop.hardware import resolve_dtype as resolve
 
-        return fastest_dtype(device)
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[config.dtype]
+    return resolve(config.dtype, device)
 
 
 def _autocast(device: str, dtype: torch.dtype):
@@ -114,7 +114,11 @@ def _reference_logps_for(
     scorer: PairLogps, rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str,
     dtype: torch.dtype, pad_id: int, should_stop: Callable[[], bool] | None = None,
 ) -> dict[int, tuple[float, float]]:
-    """Summed reference log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches."""
+    """Summed reference log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches.
+
+    Always computed here, by the trainer's own code in the run's dtype, never taken from the sampler's
+    Response.logp_sum: those equal these to 1e-3 only in fp32 (tests/training/test_reference_logps.py); in bf16 the
+    sampler's bf16 weights and the trainer's fp32 weights under autocast differ by far more (docs/numerics.md)."""
     out: dict[int, tuple[float, float]] = {}
     batches = length_grouped_batches([rows[i].length for i in indices], config.batch_size, seed=0)
     for batch in batches:
