@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from . import exporters, importers, services
 from . import quality as quality_report
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
-from .rendering import word_diff
+from prefcore.text import word_diff
 
 
 def _staff(request: HttpRequest) -> None:

@@ -103,7 +103,7 @@ def main(argv=None) -> int:
         data_dir = Path(holder.name)
     setup(data_dir)
     from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS, TRAINING_DEFAULTS
-    from prefloop.hardware import describe
+    from prefcore.hardware import describe
     from prefloop.numerics import dtype_note
 
     print(f"CPU: {describe()}")

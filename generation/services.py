@@ -307,7 +307,7 @@ def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int)
     """Round-robin wins of a prompt's samples by the judge; a judge that fails names itself, the prompt and the
     samples (by index: nothing of the chunk is stored yet)."""
     from judges import verdict
-    from prefloop.chat import prompt_text
+    from prefcore.chat import prompt_text
 
     from .pairing import round_robin_scores
 

@@ -20,6 +20,7 @@ from compare.models import CompareJob, Comparison, Vote
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
 from judges import Judge, JudgeError, load_judge, verdict
+from prefcore.outcomes import side_for_outcome
 from prefloop.numerics import dtype_choice
 
 from .models import LoopRun
@@ -73,7 +74,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
     stored before stay, and the pair it failed on goes back to the queue.
     """
     from annotate.services import next_pair_for, record_label
-    from prefloop.chat import prompt_text
+    from prefcore.chat import prompt_text
 
     judge = judge or load_judge(judge_path, dtype=dtype_choice())
     account = judge_account(judge_path)
@@ -92,7 +93,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
         except JudgeError:
             Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
             raise
-        side = {"a": "left", "b": "right"}.get(seen, seen)
+        side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
         label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
         outcomes[label.choice] += 1
         done += 1
@@ -143,7 +144,6 @@ def evaluate(
     The votes are stored as compare votes of the judge's account, marked automatic, on a comparison set of their
     own; the summary counts them (ties and both-bad count half a win to b).
     """
-    from compare.services import JudgeError as CompareJudgeError
     from compare.services import judge_comparisons
     from generation.services import answers_for
 
@@ -173,10 +173,7 @@ def evaluate(
             for p in prompts
         ]
     account = judge_account(judge_path)
-    try:
-        judge_comparisons(comparisons, judge, judge_path, account)
-    except CompareJudgeError as exc:
-        raise JudgeError(str(exc)) from exc
+    judge_comparisons(comparisons, judge, judge_path, account)
     outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
     summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
     return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])

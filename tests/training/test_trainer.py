@@ -194,7 +194,7 @@ def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
 
 
 def test_dtype_follows_hardware():
-    from prefloop.hardware import fastest_dtype
+    from prefcore.hardware import fastest_dtype
     from training.dpo.trainer import resolve_dtype
 
     assert resolve_dtype(DPOConfig(), "cpu") == fastest_dtype("cpu")

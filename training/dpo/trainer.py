@@ -51,9 +51,9 @@ def peak_rss_mb() -> float:
 
 
 def resolve_dtype(config: DPOConfig, device: str) -> torch.dtype:
-    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefloop.hardware). The product
+    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefcore.hardware). The product
     resolves "auto" itself (PREFLOOP_DTYPE) before a run, so the CLI under `accelerate launch` gets a fixed one."""
-    from prefloop.hardware import resolve_dtype as resolve
+    from prefcore.hardware import resolve_dtype as resolve
 
     return resolve(config.dtype, device)
 
