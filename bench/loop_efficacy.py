@@ -102,14 +102,15 @@ def main(argv=None) -> int:
         holder = tempfile.TemporaryDirectory(prefix="loop-efficacy-")
         data_dir = Path(holder.name)
     setup(data_dir)
-    from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS, TRAINING_DEFAULTS
+    from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS
+    from training.dpo.config import DPOConfig
     from prefcore.hardware import describe
     from prefloop.numerics import dtype_note
 
     print(f"CPU: {describe()}")
     print(f"dtype: {dtype_note()}")
     print(f"judge {args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
-          f"loop training defaults {json.dumps(TRAINING_DEFAULTS)}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
+          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
           f"pairing {PAIRING_DEFAULT}, "
           f"params {args.params}", flush=True)
     start = time.perf_counter()

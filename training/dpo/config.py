@@ -28,11 +28,17 @@ class Bound:
         return above and below
 
     def __str__(self) -> str:
-        low = f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}"
-        high = f"less than {self.high:g}" if self.high_open else f"at most {self.high:g}"
+        low, high = _number(self.low), _number(self.high)
         if not self.low_open and not self.high_open:
-            return f"from {self.low:g} to {self.high:g}"
+            return f"from {low} to {high}"
+        low = f"more than {low}" if self.low_open else f"at least {low}"
+        high = f"less than {high}" if self.high_open else f"at most {high}"
         return f"{low} and {high}"
+
+
+def _number(value: float) -> str:
+    """4294967295 as itself, 1e-2 as 0.01: whole numbers in full, others as %g."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # Every numeric field's range, stated once: validate() checks it, the training form shows it as help text.
@@ -57,6 +63,20 @@ BOUNDS = {
     "kto_desirable_weight": Bound(0, 100, low_open=True),
     "kto_undesirable_weight": Bound(0, 100, low_open=True),
 }
+
+
+# The enumerated settings and their options: validate() checks them, the form and the command line offer them.
+CHOICES = {"loss_type": LOSS_TYPES, "lr_schedule": LR_SCHEDULES, "dtype": DTYPES}
+
+
+def field_help(name: str) -> str:
+    """One line on what a setting takes, for the command line's --help and the training form."""
+    if name in BOUNDS:
+        bound = BOUNDS[name]
+        return f"{bound}" + (f" ({bound.why})" if bound.why else "")
+    if name in CHOICES:
+        return "one of " + ", ".join(CHOICES[name])
+    return ""
 
 
 @dataclass
@@ -97,10 +117,9 @@ class DPOConfig:
                 finite = "" if math.isfinite(value) else "a finite number "
                 raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {finite}{bound}{why}")
         checks = [
-            ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
+            *((name, getattr(self, name) in options, f"must be one of {', '.join(options)}")
+              for name, options in CHOICES.items()),
             ("max_prompt_length", self.max_prompt_length < self.max_length, "must be less than max_length"),
-            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
-            ("dtype", self.dtype in DTYPES, f"must be one of {', '.join(DTYPES)}"),
         ]
         for name, ok, expected in checks:
             if not ok:
