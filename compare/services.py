@@ -26,7 +26,7 @@ from .models import CompareJob, Comparison, Vote
 
 log = logging.getLogger(__name__)
 
-TYPED_TAG = "compare-typed"  # prompts typed on the compare page: eval split, but not part of the eval set
+TYPED_TAG = Prompt.TYPED_TAG  # prompts typed on the compare page: eval split, but not part of the eval set
 MAX_PROMPTS = 500
 
 Answerer = Callable[..., dict[int, Response]]
@@ -52,8 +52,7 @@ def default_versions() -> tuple[ModelVersion | None, ModelVersion | None]:
 
 def eval_prompt_ids(limit: int) -> list[int]:
     """The first `limit` prompts of the eval split (typed prompts left out), oldest first."""
-    prompts = Prompt.objects.filter(split=Prompt.EVAL).exclude(tag=TYPED_TAG).order_by("pk")
-    return list(prompts.values_list("pk", flat=True)[:limit])
+    return list(Prompt.objects.for_eval().values_list("pk", flat=True)[:limit])
 
 
 def typed_prompt(text: str) -> Prompt:

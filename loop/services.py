@@ -106,9 +106,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
 
 def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:
     """The prompts an evaluation uses, oldest first (prompts typed on the compare page left out)."""
-    from compare.services import TYPED_TAG
-
-    prompts = Prompt.objects.filter(split=split).exclude(tag=TYPED_TAG).order_by("pk")
+    prompts = Prompt.objects.for_eval(split)
     if tag:
         prompts = prompts.filter(tag=tag)
     prompts = list(prompts[:limit] if limit else prompts)
