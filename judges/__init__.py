@@ -30,7 +30,7 @@ BUILT_IN_JUDGES = (
     "judges.rules:length_target", "judges.rules:prefer_shorter", "judges.rules:prefer_list",
     "judges.rules:not_degenerate", "judges.rules:longer_text", "judges.rules:shorter_text",
     "judges.rules:LengthTarget", "judges.rules:PreferShorter", "judges.rules:PreferList",
-    "judges.llm:LLMJudge", "judges.llm:for_version",
+    "judges.llm:LLMJudge", "judges.llm:for_version", "judges.noise:Noisy",
 )
 
 

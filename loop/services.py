@@ -20,7 +20,7 @@ from compare.models import CompareJob, Comparison, Vote
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
 from judges import Judge, JudgeError, load_judge, verdict
-from prefcore.outcomes import side_for_outcome
+from prefcore.outcomes import cut_rule, side_for_outcome
 from prefloop.numerics import dtype_choice
 
 from .models import LoopRun
@@ -87,8 +87,9 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
         left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
         started = time.perf_counter()
         try:
-            seen = verdict(judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text,
-                           where=f"pair {pair.pk}")
+            # a cut answer never beats a finished one, whatever the judge would say (prefcore.outcomes.cut_rule)
+            seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length") or verdict(
+                judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}")
         except JudgeError:
             Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
             raise
@@ -181,9 +182,12 @@ def evaluate(
 
 def start_loop_run(
     *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
-    params: dict | None = None, user=None, enqueue: bool = True,
+    params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "",
 ) -> LoopRun:
-    """Check the settings (the judge must load, prompts must exist), record the run and queue it."""
+    """Check the settings (the judges must load, prompts must exist), record the run and queue it.
+
+    `judge` labels the pairs; `eval_judge` (default: the same) votes on each round's answers against the base
+    version, so a judge's quirks need not be both rewarded and confirmed by the same judge."""
     from generation.services import current_version
 
     for what, value, low, high in (("rounds", rounds, 1, MAX_ROUNDS), ("pairs", pairs, 1, MAX_PAIRS),
@@ -202,10 +206,14 @@ def start_loop_run(
         if section in params and not isinstance(params[section], dict):
             raise LoopError(f"loop setting {section!r} must be an object of settings "
                             f"(got {type(params[section]).__name__})")
-    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data"}
+    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data", "eval_judge"}
     if unknown:
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
-                        "(known: training, sampling, pairing, reference, data)")
+                        "(known: training, sampling, pairing, reference, data, eval_judge)")
+    eval_judge = (eval_judge or params.get("eval_judge") or judge).strip()
+    if eval_judge != judge.strip():
+        load_judge(eval_judge, dtype=dtype_choice())
+    params["eval_judge"] = eval_judge
     _check_params(params, judge)
     # Recorded as resolved, so a run resumed after an upgrade keeps the pairing and samples it started with.
     params["pairing"] = params.get("pairing", PAIRING_DEFAULT)
@@ -284,8 +292,10 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         run.save(update_fields=["status", "started", "error"])
     try:
         judge = load_judge(run.judge, dtype=dtype_choice())
+        eval_path = eval_judge_of(run)
+        eval_judge = judge if eval_path == run.judge else load_judge(eval_path, dtype=dtype_choice())
         while len(run.results) < run.rounds:
-            result = _one_round(run, judge, progress)
+            result = _one_round(run, judge, progress, eval_judge)
             run.results = [*run.results, result]
             LoopRun.objects.filter(pk=run.pk).update(results=run.results)
             _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base")
@@ -307,7 +317,12 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
     return run
 
 
-def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
+def eval_judge_of(run: LoopRun) -> str:
+    """The judge that evaluates a run's rounds (runs from before the setting evaluated with their labelling judge)."""
+    return (run.params or {}).get("eval_judge") or run.judge
+
+
+def _one_round(run: LoopRun, judge: Judge, progress: Progress | None, eval_judge: Judge | None = None) -> dict:
     from generation.services import (
         GenerationError,
         base_version,
@@ -360,8 +375,8 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None) -> dict:
     seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    evaluation = evaluate(base, new, run.judge, tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
-                          sampling=params.get("sampling"), judge=judge, progress=lambda s, d, t: report("evaluate", d, t))
+    evaluation = evaluate(base, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit,
+                          seed=run.seed, sampling=params.get("sampling"), judge=eval_judge or judge, progress=lambda s, d, t: report("evaluate", d, t))
     kl = mean_kl(new, base, evaluation.answers_b)
     seconds["evaluate"] = time.perf_counter() - clock
 

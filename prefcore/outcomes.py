@@ -34,3 +34,12 @@ def side_for_outcome(outcome: str, left_is_a: bool) -> str:
     if outcome in (TIE, BOTH_BAD):
         return outcome
     raise ValueError(f"unknown outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
+
+
+def cut_rule(a_cut: bool, b_cut: bool) -> str | None:
+    """The outcome when exactly one of two responses was cut at the token limit: the finished one wins, decided
+    before any judge is asked (a judge that likes long or list-heavy answers would otherwise pick the cut one, and
+    each round would teach the model to run into the limit). None when both or neither were cut: the judge decides."""
+    if a_cut == b_cut:
+        return None
+    return B if a_cut else A
