@@ -185,7 +185,7 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
         else:
             losses, rc_, rr_ = dpo_loss(
                 pc, pr, ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
-                label_smoothing=config.label_smoothing, preference_prob=prefs,
+                label_smoothing=config.smoothing, preference_prob=prefs,
             )
     elif config.loss_type == "kto":
         # each pair gives one desirable (chosen) and one undesirable (rejected) response; the KL reference point
@@ -357,7 +357,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                 prefs = None
                 if use_prefs:
                     prefs = torch.tensor(
-                        [1 - config.label_smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
+                        [1 - config.smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
                          for i in idx], device=device,
                     )
                 with _autocast(device, dtype):
