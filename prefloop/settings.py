@@ -291,6 +291,8 @@ PREFLOOP_HELDOUT_FRACTION = float(os.environ.get("PREFLOOP_HELDOUT_FRACTION", 0.
 PREFLOOP_HELDOUT_MIN_PAIRS = int(os.environ.get("PREFLOOP_HELDOUT_MIN_PAIRS", 20))
 PREFLOOP_ROUND_EVAL_PROMPTS = int(os.environ.get("PREFLOOP_ROUND_EVAL_PROMPTS", 8))
 PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]
+# Loss terms a training run may name besides the built-in ones (training/dpo/terms.py), as "package.module:attr".
+PREFLOOP_LOSS_TERMS = [t.strip() for t in os.environ.get("PREFLOOP_LOSS_TERMS", "").split(",") if t.strip()]
 PREFLOOP_COMPARE_JUDGE = os.environ.get("PREFLOOP_COMPARE_JUDGE", "")
 
 LOGGING = {

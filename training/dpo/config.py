@@ -64,6 +64,8 @@ BOUNDS = {
     "weight_decay": Bound(0, 1, why="AdamW's decoupled decay; 0.0 to 0.1 is usual"),
     "kto_desirable_weight": Bound(0, 100, low_open=True),
     "kto_undesirable_weight": Bound(0, 100, low_open=True),
+    "length_alpha": Bound(0, 1, why="R-DPO's weight per token of length difference in the margin; 0 is off"),
+    "rule_penalty": Bound(0, 100, why="the weight of the hinge on the rewards of cut-off answers; 0 is off"),
 }
 
 
@@ -118,6 +120,11 @@ class DPOConfig:
     # Expected agreement of two annotators on a pair; below 1 it sets the label smoothing (cDPO) from the flip rate
     # it implies (smoothing_for_agreement), for the losses that take smoothing (sigmoid, robust).
     label_agreement: float = 1.0
+    # Constraint terms (training/dpo/terms.py): R-DPO's length margin, the hinge on flagged ("cut") responses, and
+    # further allow-listed terms by name, comma-separated ("package.module:attr?key=value").
+    length_alpha: float = 0.0
+    rule_penalty: float = 0.0
+    loss_terms: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,6 +146,10 @@ class DPOConfig:
              "sets the label smoothing itself: give label_agreement or label_smoothing, not both"),
             ("label_agreement", self.label_agreement == 1 or self.loss_type in ("sigmoid", "robust"),
              "applies to the sigmoid (cDPO) and robust losses, the ones with label smoothing"),
+            ("length_alpha", self.length_alpha == 0 or self.loss_type in ("sigmoid", "robust", "hinge"),
+             "shifts the margin of the sigmoid, robust and hinge losses only"),
+            ("loss_terms", len(self.loss_terms) <= 1000 and self.loss_terms.isprintable(),
+             "expected comma-separated 'package.module:attr' names"),
         ]
         for name, ok, expected in checks:
             if not ok:

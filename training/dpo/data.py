@@ -22,6 +22,8 @@ class PreferencePair:
     ref_chosen_logp: float | None = None  # cached reference log-probs; when both given they are NOT recomputed
     ref_rejected_logp: float | None = None
     key: object = None  # caller's id, untouched
+    chosen_flags: frozenset[str] = frozenset()  # rule flags of the responses for loss terms, e.g. {"cut"}
+    rejected_flags: frozenset[str] = frozenset()
 
     @property
     def has_reference(self) -> bool:
@@ -61,11 +63,18 @@ def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"field {field!r}: expected a number, got {value!r}")
         refs.append(None if value is None else float(value))
+    flags = []
+    for field in ("chosen_flags", "rejected_flags"):
+        value = row.get(field, [])
+        if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+            raise ValueError(f"field {field!r}: expected a list of flag names, e.g. [\"cut\"]")
+        flags.append(frozenset(value))
     prompt = parsed.prompt.messages if parsed.prompt.messages is not None else parsed.prompt.text
     prob = 0.5 if parsed.is_tie else parsed.preference_prob
     return PreferencePair(
         prompt=prompt, chosen=parsed.chosen, rejected=parsed.rejected, preference_prob=prob,
         ref_chosen_logp=refs[0], ref_rejected_logp=refs[1], key=row.get("key", row.get("id")),
+        chosen_flags=flags[0], rejected_flags=flags[1],
     )
 
 

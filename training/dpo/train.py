@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", default=None, help="reference model directory (default: --model)")
     parser.add_argument("--config", default=None, metavar="FILE.json",
                         help="the whole DPOConfig as a JSON object (instead of the training flags below)")
+    parser.add_argument("--allow-term", action="append", default=[], metavar="package.module:attr",
+                        help="a loss term --loss-terms may name besides the built-in ones (repeat for more)")
     parser.add_argument("--result", default=None, metavar="FILE.json",
                         help="write the whole result here, with every pair's reference log-probs in input order")
     group = parser.add_argument_group("training settings (DPOConfig's fields, with its defaults and ranges)")
@@ -131,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"step": step, "total_steps": total, **metrics}), flush=True)
 
     try:
-        result = train_dpo(config, args.model, pairs, args.out, reference_dir=args.reference, on_step=on_step)
+        result = train_dpo(config, args.model, pairs, args.out, reference_dir=args.reference, on_step=on_step,
+                           allowed_terms=args.allow_term)
     except (ValueError, OSError) as exc:
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
