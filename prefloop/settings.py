@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "training",
     "compare",
     "loop",
+    "ninja",  # the API docs page's own scripts and styles, served from static/ (no CDN)
+    "api",
 ]
 
 MIDDLEWARE = [

@@ -4,6 +4,9 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.urls import account as api_account
+from api.urls import api_patterns
+
 from . import views
 
 accounts = [
@@ -22,4 +25,6 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("compare/", include("compare.urls")),
     path("loop/", include("loop.urls")),
+    path("api/v1/", api_patterns()),
+    path("account/tokens/", include((api_account, "api"))),
 ]
