@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema, Status
+from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
@@ -170,9 +170,14 @@ def start_loop(request: HttpRequest, payload: LoopStart):
     return Status(201, describe("loop", run))
 
 
-@router.get("/{kind}", response=list[JobOut], summary="Recent jobs of one kind (newest first, 50 at most)")
-def list_jobs(request: HttpRequest, kind: Kind):
+class JobFilter(Schema):
+    kind: Kind
+
+
+@router.get("", response=list[JobOut], summary="Recent jobs of one kind (newest first, 50 at most)")
+def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
     staff_only(request)
+    kind = filters.kind
     return [describe(kind, job) for job in MODELS[kind].objects.order_by("-created", "-pk")[:50]]
 
 

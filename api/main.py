@@ -15,6 +15,7 @@ from annotate.formats import ImportProblem
 from annotate.services import LabelError
 from compare.services import CompareError
 from generation.services import GenerationError
+from judges import JudgeError
 from loop.services import LoopError
 from training.services import TrainingError
 
@@ -107,5 +108,5 @@ def _denied(request, exc):
 
 
 for _domain, _status in ((GenerationError, 400), (TrainingError, 400), (LoopError, 400), (CompareError, 400),
-                         (LabelError, 409), (ExportError, 409)):
+                         (LabelError, 409), (ExportError, 409), (JudgeError, 400)):
     api.add_exception_handler(_domain, lambda request, exc, status=_status: _error(request, status, str(exc)))

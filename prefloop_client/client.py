@@ -24,6 +24,16 @@ class APIError(Exception):
         self.errors: list[dict] = list(self.body.get("errors", []))
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the token on to wherever a redirect points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class Client:
     """Client(url, token): `url` is where PrefLoop is served (https://host), `token` one of your API tokens."""
 
@@ -45,17 +55,25 @@ class Client:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
                 payload = json.loads(raw)
             except ValueError:
-                payload = {"detail": raw.decode("utf-8", "replace")[:500] or exc.reason}
+                payload = {"detail": f"{url} answered {exc.code} without JSON: is {self.base} PrefLoop's API?"}
             payload = payload if isinstance(payload, dict) else {"detail": str(payload)}
+            if 300 <= exc.code < 400:
+                payload = {"detail": f"redirected to {exc.headers.get('Location')}: is {self.base} PrefLoop's API "
+                                     "(https, the right host and path)?"}
             raise APIError(exc.code, str(payload.get("detail", exc.reason)), payload) from None
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise APIError(resp.status, f"{url} did not answer with JSON: is {self.base} PrefLoop's API?") from None
 
     def get(self, path: str, **query) -> Any:
         return self.request("GET", path, query=query)
@@ -129,7 +147,7 @@ class Client:
         return self.get(f"/jobs/{_kind(kind)}/{int(job_id)}")
 
     def jobs(self, kind: str) -> list[dict]:
-        return self.get(f"/jobs/{_kind(kind)}")
+        return self.get("/jobs", kind=_kind(kind))
 
     def cancel(self, job_or_kind: dict | str, job_id: int | None = None) -> dict:
         kind, job_id = _job_ref(job_or_kind, job_id)
