@@ -7,7 +7,7 @@ from django.urls import include, path
 from api.urls import account as api_account
 from api.urls import api_patterns
 
-from . import views
+from . import health, views
 
 accounts = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -18,6 +18,7 @@ accounts = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
     path("accounts/", include(accounts)),
     path("admin/", admin.site.urls),
     path("generation/", include("generation.urls")),
