@@ -229,7 +229,10 @@ def test_every_post_without_a_csrf_token_is_refused(staff):
     accepted = []
     for url in all_urls()[0]:
         response = client.post(url.path, {"side": "left"})
-        if response.status_code != 403:
+        # An API operation that only reads answers a POST with 405 before anything runs; the API's writes are
+        # refused with 403 here, the session having no CSRF token (tests/api/test_auth.py has the attack by HTTP).
+        read_only_api = url.path.startswith("/api/") and response.status_code == 405
+        if response.status_code != 403 and not read_only_api:
             accepted.append(f"{url.path} ({url.name}): {response.status_code}")
     assert accepted == []
 
