@@ -42,7 +42,10 @@ class SessionAuth(APIKeyCookie):
         from django.conf import settings
 
         self.param_name = settings.SESSION_COOKIE_NAME
-        super().__init__(csrf=False)  # checked below, only once a session user is known
+        super().__init__(csrf=True)  # tells the docs page to send the CSRF token with its requests
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        return request.COOKIES.get(self.param_name)  # CSRF is checked in authenticate, once a session user is known
 
     def authenticate(self, request: HttpRequest, key: str | None):
         if not request.user.is_authenticated:
