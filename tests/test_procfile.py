@@ -28,12 +28,13 @@ def test_healthz_is_200_when_the_database_and_broker_answer(client):
 def test_healthz_is_503_naming_the_broker_when_it_is_down_and_shows_no_secret(client):
     from prefloop.celery import app
 
-    before = app.conf.broker_url
-    app.conf.broker_url = "redis://:s3cret-password@127.0.0.1:1/0"  # nothing listens on port 1
+    before = app.conf.broker_url, app.conf.broker_write_url
+    # Nothing listens on port 1. (Celery resolves the write URL from the broker URL once: set both.)
+    app.conf.broker_url = app.conf.broker_write_url = "redis://:s3cret-password@127.0.0.1:1/0"
     try:
         response = client.get("/healthz")
     finally:
-        app.conf.broker_url = before
+        app.conf.broker_url, app.conf.broker_write_url = before
     assert response.status_code == 503
     body = response.json()
     assert body["failed"] == ["broker"] and body["checks"]["database"] == "ok"
