@@ -12,7 +12,7 @@ from pydantic import Field
 
 from annotate import exporters, importers
 from annotate.dataset import decisions
-from annotate.formats import FORMATS
+from prefcore.rows import FORMATS
 
 from .auth import staff_only
 from .fields import Fraction, Name, Number

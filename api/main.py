@@ -11,7 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
 from annotate.exporters import ExportError
-from annotate.formats import ImportProblem
+from annotate.importers import ImportProblem
 from annotate.services import LabelError
 from compare.services import CompareError
 from generation.services import GenerationError

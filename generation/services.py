@@ -303,18 +303,21 @@ def _job_dtype(job: GenerationJob) -> str:
     return job.params["dtype"]
 
 
-def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int) -> list[float]:
-    """Round-robin wins of a prompt's samples by the judge; a judge that fails names itself, the prompt and the
-    samples (by index: nothing of the chunk is stored yet)."""
+def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[bool], seed: int) -> list[float]:
+    """Round-robin wins of a prompt's samples by the judge; a sample cut at the token limit loses to a finished one
+    without asking (prefcore.outcomes.cut_rule), so the best is a finished sample whenever there is one. A judge that
+    fails names itself, the prompt and the samples (by index: nothing of the chunk is stored yet)."""
     from judges import verdict
-    from prefloop.chat import prompt_text
+    from prefcore.chat import prompt_text
+    from prefcore.outcomes import cut_rule
 
     from .pairing import round_robin_scores
 
     shown = prompt_text(prompt.as_input)
 
     def compare(i: int, j: int) -> str:
-        return verdict(judge, path, shown, texts[i], texts[j], where=f"prompt {prompt.pk}, samples {i} and {j}")
+        return cut_rule(cut[i], cut[j]) or verdict(judge, path, shown, texts[i], texts[j],
+                                                   where=f"prompt {prompt.pk}, samples {i} and {j}")
 
     return round_robin_scores(len(texts), compare, random.Random(seed))
 
@@ -331,7 +334,8 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None) -> 
     strategy = job.params.get("pairing", "random")
     judged = None
     if strategy == "judge":
-        judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row], seed)
+        judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row],
+                                [x.finish_reason == "length" for x in row], seed)
                   for prompt, seed, row in zip(prompts, seeds, samples, strict=True)]
     made = 0
     with transaction.atomic():

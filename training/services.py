@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
-from prefloop.hardware import describe_dtype
+from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
 from .dataset import labelling_round, round_data, store_reference_logps

@@ -51,9 +51,9 @@ def peak_rss_mb() -> float:
 
 
 def resolve_dtype(config: DPOConfig, device: str) -> torch.dtype:
-    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefloop.hardware). The product
+    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefcore.hardware). The product
     resolves "auto" itself (PREFLOOP_DTYPE) before a run, so the CLI under `accelerate launch` gets a fixed one."""
-    from prefloop.hardware import resolve_dtype as resolve
+    from prefcore.hardware import resolve_dtype as resolve
 
     return resolve(config.dtype, device)
 
@@ -185,7 +185,7 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
         else:
             losses, rc_, rr_ = dpo_loss(
                 pc, pr, ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
-                label_smoothing=config.label_smoothing, preference_prob=prefs,
+                label_smoothing=config.smoothing, preference_prob=prefs,
             )
     elif config.loss_type == "kto":
         # each pair gives one desirable (chosen) and one undesirable (rejected) response; the KL reference point
@@ -357,7 +357,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                 prefs = None
                 if use_prefs:
                     prefs = torch.tensor(
-                        [1 - config.label_smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
+                        [1 - config.smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
                          for i in idx], device=device,
                     )
                 with _autocast(device, dtype):
