@@ -1,4 +1,5 @@
-"""Write the decided pairs as a preference data set in TRL's format: JSONL, Parquet or a `datasets` folder.
+"""Write the decided pairs as a preference data set in TRL's format: JSONL, Parquet, or a Hugging Face data set
+folder (Parquet shards and a dataset card that `datasets.load_dataset` reads: annotate/hf_dataset.py).
 
 Rows are prompt / chosen / rejected, conversational (message lists) when any prompt is a chat, with the preference
 probability, the annotators' ids and the label times. An export always goes to a new path: it never overwrites or
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .dataset import Decision, decisions
+from .hf_dataset import DEFAULT_LICENSE, write_hf_folder
 
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
 
@@ -56,7 +58,7 @@ class Export:
     path: Path  # where the rows went: the path asked for, or a new name inside the folder asked for
 
 
-def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl") -> Path:
+def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license: str = DEFAULT_LICENSE) -> Path:
     """Write the rows to a new path and return it; nothing that was there before is overwritten or deleted.
 
     `out` may be a path that does not exist yet (or an empty file: it holds nothing to lose), or an existing folder,
@@ -66,6 +68,9 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl") -> Path:
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "hf" and not rows:
+        raise ExportError("no decided pairs to export with these filters: a Hugging Face data set needs at least one "
+                          "row (`datasets` cannot load an empty one)")
     if not str(out).strip():
         raise ExportError("the output path is empty: name a new file, or a folder to write a new export inside")
     out = Path(out)
@@ -74,11 +79,9 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl") -> Path:
     target = _claim_target(out, fmt)
     try:
         if fmt == "hf":
-            import datasets
-
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
             try:
-                datasets.Dataset.from_list(rows).save_to_disk(str(tmp))
+                write_hf_folder(rows, tmp, license=license)
                 os.rename(tmp, target)  # onto the empty folder claimed above
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder
@@ -156,10 +159,12 @@ def export_preferences(
     min_agreement: float | None = None,
     include_automatic: bool = True,
     soft_labels: bool = False,
+    license: str = DEFAULT_LICENSE,
 ) -> Export:
-    """Write every decided pair (of the given rounds) to a new path at or inside `out` (see write_rows)."""
+    """Write every decided pair (of the given rounds) to a new path at or inside `out` (see write_rows); `license`
+    is the licence field of an hf export's dataset card."""
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
                   soft_labels=soft_labels)
     )
-    return Export(rows=len(rows), path=write_rows(rows, out, fmt))
+    return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license))

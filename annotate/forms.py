@@ -7,6 +7,7 @@ from django.conf import settings
 from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
+from .hf_dataset import DEFAULT_LICENSE
 from .models import MAX_ID, MAX_NUMBER, SIDES
 
 
@@ -60,7 +61,17 @@ class RoundForm(forms.Form):
 
 
 class ExportForm(RoundForm):
-    format = forms.ChoiceField(choices=[(f, f) for f in EXPORT_FORMATS if f != "hf"], initial="jsonl")
+    format = forms.ChoiceField(
+        choices=[(f, "hf (a Hugging Face data set: Parquet and a dataset card, zipped)" if f == "hf" else f)
+                 for f in EXPORT_FORMATS], initial="jsonl")
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1)
     include_automatic = forms.BooleanField(required=False, initial=True)
     soft_labels = forms.BooleanField(required=False)
+    license = forms.CharField(required=False, max_length=100, initial=DEFAULT_LICENSE,
+                              help_text="For hf: the dataset card's licence field, e.g. cc-by-4.0.")
+
+    def clean_license(self):
+        value = self.cleaned_data["license"].strip() or DEFAULT_LICENSE
+        if not value.isprintable():
+            raise forms.ValidationError("expected printable characters, e.g. cc-by-4.0")
+        return value

@@ -1,6 +1,7 @@
 """Views of the labelling workspace: the label page (full or its htmx partial), quality, import and export."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -150,20 +151,36 @@ def import_file(request: HttpRequest) -> HttpResponse:
 
 
 def export(request: HttpRequest) -> HttpResponse:
-    """Staff: download the decided pairs as TRL JSONL or Parquet."""
+    """Staff: download the decided pairs as TRL JSONL, Parquet, or a zipped Hugging Face data set folder."""
     _staff(request)
     form = ExportForm(request.GET or None)
     if request.GET.get("download") and form.is_valid():
         data = form.cleaned_data
         fmt = data["format"]
+        options = dict(fmt=fmt, rounds=_rounds(data["round"]), min_agreement=data["min_agreement"],
+                       include_automatic=data["include_automatic"], soft_labels=data["soft_labels"],
+                       license=data["license"])
+        stem = f"preferences-{timezone.now():%Y%m%d-%H%M%S}"
+        if fmt == "hf":
+            try:
+                return _hf_download(stem, options)
+            except exporters.ExportError as err:
+                messages.error(request, str(err).capitalize() + ".")
+                return render(request, "annotate/export.html", {"form": form}, status=400)
         tmp = tempfile.NamedTemporaryFile(suffix=f".{fmt}", delete=False)
         tmp.close()
-        exporters.export_preferences(
-            tmp.name, fmt=fmt, rounds=_rounds(data["round"]), min_agreement=data["min_agreement"],
-            include_automatic=data["include_automatic"], soft_labels=data["soft_labels"],
-        )
-        name = f"preferences-{timezone.now():%Y%m%d-%H%M%S}.{fmt}"
-        response = FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=name)
+        exporters.export_preferences(tmp.name, **options)
+        response = FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=f"{stem}.{fmt}")
         Path(tmp.name).unlink()  # the open handle keeps the data until the response is sent
         return response
     return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm()})
+
+
+def _hf_download(stem: str, options: dict) -> FileResponse:
+    """The hf export folder as one zip (its top folder named like the download), made in a private temporary
+    folder that is gone once the response holds the zip open."""
+    with tempfile.TemporaryDirectory() as work:
+        export = exporters.export_preferences(Path(work) / stem, **options)
+        archive = shutil.make_archive(str(Path(work) / stem), "zip", root_dir=work, base_dir=export.path.name)
+        handle = open(archive, "rb")  # noqa: SIM115  (FileResponse closes it)
+    return FileResponse(handle, as_attachment=True, filename=f"{stem}.zip")

@@ -4,6 +4,7 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from training import services as training_services
 from training.models import TrainingRun
 
 from . import blinding, charts, dashboard, leaderboard, services
@@ -131,6 +132,7 @@ def run(request, run_id: int):
         "run": run, "charts": charts_html, "more": more, "headline": dashboard.headline(run.metrics) or dashboard.headline({k: p[1] for k, p in last.items()}),
         "summary": sorted(summary.items()), "last": sorted(last.items()), "steps": run.steps.count(),
         "warnings": dashboard.run_warnings(run, series), "has_chosen": bool(chosen),
+        "tensorboard": training_services.tensorboard_dir(run) if training_services.tensorboard_dir(run).is_dir() else "",
     }
     template = "compare/_run.html" if request.htmx else "compare/run.html"
     return render(request, template, context)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 INT64 = 2**63
 _DATE_PARTS = ("__year", "__month", "__day")
@@ -76,6 +76,13 @@ def _refusal(request: HttpRequest) -> str | None:
     return None
 
 
+def _refuse(request: HttpRequest, text: str, status: int) -> HttpResponse:
+    """Plain text for pages; JSON {"detail": ...} for the API, whose callers parse every answer."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": text}, status=status)
+    return HttpResponse(text, status=status, content_type="text/plain")
+
+
 class RequestSizeLimitMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -84,15 +91,14 @@ class RequestSizeLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return HttpResponse("Bad Content-Length header.", status=400, content_type="text/plain")
+            return _refuse(request, "Bad Content-Length header.", 400)
         limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
         if length > limit:
-            return HttpResponse(
-                f"The upload is too large: {length / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB "
-                "(PREFLOOP_MAX_UPLOAD_BYTES).",
-                status=413, content_type="text/plain",
+            return _refuse(
+                request, f"The upload is too large: {length / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB "
+                "(PREFLOOP_MAX_UPLOAD_BYTES).", 413,
             )
         refusal = _refusal(request)
         if refusal:
-            return HttpResponse(refusal, status=400, content_type="text/plain")
+            return _refuse(request, refusal, 400)
         return self.get_response(request)

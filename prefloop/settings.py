@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "training",
     "compare",
     "loop",
+    "ninja",  # the API docs page's own scripts and styles, served from static/ (no CDN)
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -224,6 +226,8 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
+    # Health probes (a load balancer, systemd, honcho) ask over plain HTTP on the local address.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
     SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -285,6 +289,10 @@ if PREFLOOP_DTYPE not in ("auto", "float32", "bfloat16"):
 PREFLOOP_VLLM_TP = int(os.environ.get("PREFLOOP_VLLM_TP", 1))
 PREFLOOP_VLLM_GPU_MEMORY = float(os.environ.get("PREFLOOP_VLLM_GPU_MEMORY", 0.5))
 PREFLOOP_TRAIN_PROCESSES = int(os.environ.get("PREFLOOP_TRAIN_PROCESSES", 1))
+# TensorBoard event files per training run (loss, margin, accuracy, KL per step; held-out figures per round) under
+# PREFLOOP_DATA_DIR/tensorboard/run-<id>/: `tensorboard --logdir var/tensorboard`. training/tensorboard.py.
+PREFLOOP_TENSORBOARD = _env_bool("PREFLOOP_TENSORBOARD", False)
+TENSORBOARD_DIR = DATA_DIR / "tensorboard"
 # Each round is measured on held-out labelled pairs (this share of prompts, never trained on once a round has
 # PREFLOOP_HELDOUT_MIN_PAIRS decided pairs) and on answers to this many eval prompts (KL to the reference, length).
 PREFLOOP_HELDOUT_FRACTION = float(os.environ.get("PREFLOOP_HELDOUT_FRACTION", 0.1))

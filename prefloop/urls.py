@@ -4,7 +4,10 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from . import views
+from api.urls import account as api_account
+from api.urls import api_patterns
+
+from . import health, views
 
 accounts = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
@@ -15,6 +18,7 @@ accounts = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
     path("accounts/", include(accounts)),
     path("admin/", admin.site.urls),
     path("generation/", include("generation.urls")),
@@ -22,4 +26,6 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("compare/", include("compare.urls")),
     path("loop/", include("loop.urls")),
+    path("api/v1/", api_patterns()),
+    path("account/tokens/", include((api_account, "api"))),
 ]

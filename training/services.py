@@ -28,6 +28,7 @@ from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
 from .dpo.terms import configured_terms
 from .models import TrainingRun, TrainingStep
+from .tensorboard import EventWriter
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 2  # a run whose worker died is started once more, then marked failed
@@ -186,6 +187,11 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) 
     run.refresh_from_db(fields=["metrics"])
     run.metrics = dict(run.metrics, **found)
     TrainingRun.objects.filter(pk=run.pk).update(metrics=run.metrics)
+    board = tensorboard_writer(run)
+    if board is not None:  # the round's own figures, at its last step beside the curves
+        run.refresh_from_db(fields=["total_steps"])
+        board.scalars(run.total_steps, found)
+        board.close()
     if "sampled/answers" in found:
         update_mean_length(version)
     _log(run, "measured: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
@@ -195,9 +201,12 @@ def _train(run: TrainingRun, config: DPOConfig, pairs: list[PreferencePair], out
     from .dpo.trainer import train_dpo
 
     last_write = [0.0]
+    board = tensorboard_writer(run)
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         TrainingStep.objects.update_or_create(run=run, step=step, defaults={"data": metrics})
+        if board is not None:
+            board.scalars(step, metrics)
         now = time.monotonic()
         if now - last_write[0] > 0.5 or step == total:
             last_write[0] = now
@@ -210,22 +219,38 @@ def _train(run: TrainingRun, config: DPOConfig, pairs: list[PreferencePair], out
     def should_stop() -> bool:
         return TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.CANCELLED).exists()
 
-    if settings.PREFLOOP_TRAIN_PROCESSES > 1:  # DDP through `accelerate launch` (docs/deployment.md)
-        from .launcher import train_in_processes
+    try:
+        if settings.PREFLOOP_TRAIN_PROCESSES > 1:  # DDP through `accelerate launch` (docs/deployment.md)
+            from .launcher import train_in_processes
 
-        workdir = out_dir.with_name(out_dir.name + "-launch")
-        _log(run, f"training in {settings.PREFLOOP_TRAIN_PROCESSES} processes through accelerate launch")
-        try:
-            return train_in_processes(config, _full_path(run.input_version), pairs, out_dir,
-                                      processes=settings.PREFLOOP_TRAIN_PROCESSES,
-                                      reference_dir=_full_path(run.reference_version), on_step=on_step,
-                                      should_stop=should_stop, workdir=workdir,
-                                      allowed_terms=settings.PREFLOOP_LOSS_TERMS)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
-                     reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop,
-                     allowed_terms=settings.PREFLOOP_LOSS_TERMS)
+            workdir = out_dir.with_name(out_dir.name + "-launch")
+            _log(run, f"training in {settings.PREFLOOP_TRAIN_PROCESSES} processes through accelerate launch")
+            try:
+                return train_in_processes(config, _full_path(run.input_version), pairs, out_dir,
+                                          processes=settings.PREFLOOP_TRAIN_PROCESSES,
+                                          reference_dir=_full_path(run.reference_version), on_step=on_step,
+                                          should_stop=should_stop, workdir=workdir,
+                                          allowed_terms=settings.PREFLOOP_LOSS_TERMS)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
+                         reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop,
+                         allowed_terms=settings.PREFLOOP_LOSS_TERMS)
+    finally:
+        if board is not None:
+            board.close()
+
+
+def tensorboard_dir(run: TrainingRun) -> Path:
+    """Where a run's TensorBoard event files go (whether or not PREFLOOP_TENSORBOARD wrote any)."""
+    return settings.TENSORBOARD_DIR / f"run-{run.pk}"
+
+
+def tensorboard_writer(run: TrainingRun) -> EventWriter | None:
+    """A new event file for this attempt of the run, when PREFLOOP_TENSORBOARD is on."""
+    if not settings.PREFLOOP_TENSORBOARD:
+        return None
+    return EventWriter(tensorboard_dir(run))
 
 
 def _full_path(version: ModelVersion) -> str:

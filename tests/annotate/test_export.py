@@ -124,7 +124,7 @@ def test_parquet_and_hf_formats(tmp_path):
     assert list(frame["chosen"]) == ["beta"] and list(frame["rejected"]) == ["alpha"]
     datasets = pytest.importorskip("datasets")
     call_command("export_preferences", str(tmp_path / "hf"), format="hf")
-    loaded = datasets.load_from_disk(str(tmp_path / "hf"))
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(tmp_path / "cache"))
     assert loaded[0]["chosen"] == "beta" and set(loaded.column_names) >= {"prompt", "chosen", "rejected"}
 
 

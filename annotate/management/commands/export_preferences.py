@@ -1,4 +1,5 @@
-"""Export the decided pairs in TRL format (prompt, chosen, rejected) as JSONL, Parquet or a `datasets` folder.
+"""Export the decided pairs in TRL format (prompt, chosen, rejected) as JSONL, Parquet or a Hugging Face data set
+folder (--format hf: Parquet shards and a README.md dataset card; `datasets.load_dataset(OUT)` loads it).
 
 One row per decided pair (majority of its labels; ties and "both bad" give no row), with preference_prob,
 annotator ids and label times. OUT must not exist yet, or be a folder: the export then goes inside it under a new
@@ -8,6 +9,7 @@ name. Nothing already there is overwritten.
 from django.core.management.base import CommandError
 
 from annotate.exporters import EXPORT_FORMATS, ExportError, export_preferences
+from annotate.hf_dataset import DEFAULT_LICENSE
 from prefloop.commands import Command as PrefLoopCommand
 
 
@@ -28,15 +30,19 @@ class Command(PrefLoopCommand):
                             help="Count people's labels only.")
         parser.add_argument("--soft-labels", action="store_true",
                             help="preference_prob from the vote share and strengths, not the majority's strength.")
+        parser.add_argument("--license", default=DEFAULT_LICENSE,
+                            help="The licence field of the hf dataset card (e.g. cc-by-4.0, mit, other).")
 
     def handle(self, *args, **options):
-        share = options["min_agreement"]
+        share, licence = options["min_agreement"], options["license"]
+        if not licence or len(licence) > 100 or not licence.isprintable():
+            raise CommandError("--license: expected up to 100 printable characters, e.g. cc-by-4.0")
         if share is not None and not 0 <= share <= 1:
             raise CommandError(f"--min-agreement must be between 0 and 1, got {share}")
         try:
             export = export_preferences(
                 options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
-                include_automatic=options["include_automatic"], soft_labels=options["soft_labels"],
+                include_automatic=options["include_automatic"], soft_labels=options["soft_labels"], license=licence,
             )
         except ExportError as err:
             raise CommandError(str(err)) from None

@@ -1,0 +1,88 @@
+"""A preference data set as the Hugging Face Hub lays one out: Parquet shards under data/ and a README.md dataset
+card (YAML header with the licence, the data files and the features; then columns, counts and rounds), so that
+`datasets.load_dataset(PATH)` loads it and `huggingface-cli upload` publishes it as it is."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_ROWS = 50_000  # rows per Parquet file: a few tens of MB of text, as the Hub's own converter aims for
+DEFAULT_LICENSE = "unknown"
+COLUMNS = {
+    "prompt": "the prompt: text, or the chat so far as {role, content} messages",
+    "chosen": "the preferred response (text, or one assistant message)",
+    "rejected": "the other response",
+    "preference_prob": "probability that `chosen` is preferred, from the labels' strengths (or votes, with soft labels)",
+    "vote_share": "share of the pair's labels that agreed with the majority",
+    "pair_id": "the pair's id in PrefLoop",
+    "round": "the labelling round the pair belongs to (null: none)",
+    "gold": "whether the pair is a gold pair with a known answer",
+    "annotator_ids": "ids of the people and judges whose labels decided the pair",
+    "labelled_at": "the times of those labels (ISO 8601, UTC)",
+}
+
+
+def write_hf_folder(rows: list[dict], folder: Path, *, license: str = DEFAULT_LICENSE) -> None:
+    """Write the shards and the card into `folder` (which exists and is empty: the exporter's temporary folder)."""
+    data = folder / "data"
+    data.mkdir()
+    table = pa.Table.from_pylist(rows)
+    shards = max(1, -(-len(rows) // SHARD_ROWS))
+    for i in range(shards):
+        part = table.slice(i * SHARD_ROWS, SHARD_ROWS)
+        pq.write_table(part, data / f"train-{i:05d}-of-{shards:05d}.parquet")
+    (folder / "README.md").write_text(dataset_card(rows, table.schema, license=license), encoding="utf-8")
+
+
+def _yaml_text(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def dataset_card(rows: list[dict], schema: pa.Schema, *, license: str = DEFAULT_LICENSE) -> str:
+    rounds = Counter(row.get("round") for row in rows)
+    conversational = bool(rows) and isinstance(rows[0].get("prompt"), list)
+    size = ("n<1K" if len(rows) < 1000 else "1K<n<10K" if len(rows) < 10_000 else "10K<n<100K"
+            if len(rows) < 100_000 else "100K<n<1M" if len(rows) < 1_000_000 else "n>1M")
+    header = [
+        "---",
+        f"license: {_yaml_text(license)}",
+        "task_categories:\n- text-generation",
+        "tags:\n- dpo\n- preference\n- trl\n- prefloop",
+        f"size_categories:\n- {size}",
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet",
+        "---",
+    ]
+    columns = "\n".join(f"| `{field.name}` | {field.type} | {COLUMNS.get(field.name, '')} |" for field in schema)
+    by_round = "\n".join(f"| {'none' if r is None else r} | {n} |"
+                         for r, n in sorted(rounds.items(), key=lambda item: (item[0] is None, item[0] or 0)))
+    return "\n".join(header) + f"""
+
+# Preference data exported from PrefLoop
+
+{len(rows)} decided pairs in TRL's preference format ({'conversational: message lists' if conversational else
+'standard: plain text'}), exported {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Ties and "both bad" outcomes are left
+out; pairs on eval prompts are never exported.
+
+Load it with `datasets.load_dataset("<this folder>")` and train with `trl.DPOTrainer` as it is.
+
+## Columns
+
+| column | type | meaning |
+|---|---|---|
+{columns}
+
+## Rows per labelling round
+
+| round | rows |
+|---|---|
+{by_round or '| (none) | 0 |'}
+
+## Licence
+
+`{license}`: set by whoever exported the data (`export_preferences --license`). The prompts and responses keep
+the terms of their sources and of the models that wrote them.
+"""

@@ -1,0 +1,46 @@
+"""API tokens in the admin: list, revoke, and make one for any person (shown once, in the message)."""
+from django import forms
+from django.contrib import admin, messages
+
+from . import tokens
+from .models import ApiToken
+
+
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ["user", "name"]
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not name or not name.isprintable():
+            raise forms.ValidationError("expected printable characters, e.g. 'labelling pipeline'")
+        return name
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    form = ApiTokenForm
+    list_display = ["prefix", "name", "user", "created", "last_used", "revoked"]
+    list_filter = ["revoked"]
+    search_fields = ["name", "prefix", "user__username"]
+    fields = ["user", "name", "prefix", "created", "last_used", "revoked"]
+    readonly_fields = ["prefix", "created", "last_used", "revoked"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "user", "name"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return  # a token's name and owner are fixed; only revoking changes it
+        row, token = tokens.create_token(obj.user, obj.name)
+        obj.pk = row.pk
+        obj.refresh_from_db()
+        messages.warning(request, f"The new token for {obj.user} (shown this once; copy it now): {token}")
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke(self, request, queryset):
+        for row in queryset:
+            tokens.revoke_token(row)
+        messages.success(request, f"{queryset.count()} token(s) revoked.")

@@ -1,0 +1,62 @@
+"""Who is calling the API: a personal token (`Authorization: Bearer pfl_...`), or the signed-in browser session.
+
+A token request needs no CSRF token: a browser never adds an Authorization header to a cross-site request by
+itself, so a forged form cannot carry one. A session request that changes anything must carry the CSRF token, as
+the pages' forms do. A request with a token that is wrong, revoked or malformed is refused outright, whatever
+session cookie it also carries.
+"""
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.errors import HttpError
+from ninja.security import APIKeyCookie, HttpBearer
+from ninja.utils import check_csrf
+
+from . import tokens
+
+
+class TokenAuth(HttpBearer):
+    def __call__(self, request: HttpRequest):
+        header = request.headers.get(self.header)
+        if header is None:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise HttpError(401, "the Authorization header must be 'Bearer <token>' (make a token on your account page)")
+        return self.authenticate(request, token.strip())
+
+    def authenticate(self, request: HttpRequest, token: str):
+        user = tokens.user_for_token(token)
+        if user is None:
+            raise HttpError(401, "this API token is not valid: it is unknown, revoked, or its account is disabled")
+        request.user = user  # what the services and permission checks read
+        return user
+
+
+class SessionAuth(APIKeyCookie):
+    """The browser session (the docs page, a page's own scripts); writes must carry the CSRF token."""
+
+    param_name = "sessionid"
+
+    def __init__(self) -> None:
+        from django.conf import settings
+
+        self.param_name = settings.SESSION_COOKIE_NAME
+        super().__init__(csrf=True)  # tells the docs page to send the CSRF token with its requests
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        return request.COOKIES.get(self.param_name)  # CSRF is checked in authenticate, once a session user is known
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        if not request.user.is_authenticated:
+            return None
+        if check_csrf(request) is not None:
+            raise HttpError(403, "CSRF check failed: a request signed in by session must send the CSRF token "
+                                 "(X-CSRFToken header); programs should use an API token instead")
+        return request.user
+
+
+def staff_only(request: HttpRequest) -> None:
+    """Staff manage (import, export, jobs, promotion), as on the pages; annotators label."""
+    if not request.user.is_staff:
+        raise HttpError(403, "staff only: this needs a staff account's token")

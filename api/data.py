@@ -1,0 +1,108 @@
+"""Data in and out: push prompts, unlabelled pairs and labelled preferences (the import page's parsers and its
+all-or-nothing checks), pull the decided preferences in TRL's format (the export page's rows and filters), paged."""
+from __future__ import annotations
+
+import json
+import tempfile
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+
+from annotate import exporters, importers
+from annotate.dataset import decisions
+from prefcore.rows import FORMATS
+
+from .auth import staff_only
+from .fields import Fraction, Name, Number
+
+router = Router(tags=["data"])
+MAX_PAGE_SIZE = 1000
+SOURCE = "api"  # how import problems name the rows: "api: line 3: ..." is the request's third row
+
+
+class PushResult(Schema):
+    created: int
+    skipped: int
+    set_aside: list[int] = Field(description="Rows (1-based) left out because their prompt is an eval prompt.")
+
+
+class PromptPush(Schema):
+    rows: list[Any] = Field(description="Objects with a `prompt` field (text or a message list).")
+    split: Literal["train", "eval"] = "train"
+    tag: Name = ""
+
+
+class PairPush(Schema):
+    rows: list[Any] = Field(description="Objects with prompt, response_a and response_b.")
+    round: Number | None = None
+    labels_needed: int | None = Field(None, ge=1, le=importers.MAX_LABELS_NEEDED)
+
+
+class PreferencePush(Schema):
+    rows: list[Any] = Field(description="Labelled preferences in any format the import page reads.")
+    format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
+    round: Number | None = None
+
+
+def _imported(rows: list[Any], call) -> PushResult:
+    """Hand the rows to the importer as the file the import page would have saved: a JSON array, whose Nth item
+    the parser reports as line N, so a refusal names the row."""
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as tmp:
+        json.dump(rows, tmp, ensure_ascii=True)
+        tmp.flush()
+        result = call(tmp.name)
+    return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside))
+
+
+@router.post("/prompts", response={201: PushResult}, summary="Push prompts")
+def push_prompts(request: HttpRequest, payload: PromptPush):
+    staff_only(request)
+    return Status(201, _imported(payload.rows, lambda path: importers.import_prompts(
+        path, split=payload.split, tag=payload.tag, name=SOURCE)))
+
+
+@router.post("/pairs", response={201: PushResult}, summary="Push unlabelled pairs")
+def push_pairs(request: HttpRequest, payload: PairPush):
+    staff_only(request)
+    return Status(201, _imported(payload.rows, lambda path: importers.import_pairs(
+        path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE)))
+
+
+@router.post("/preferences", response={201: PushResult}, summary="Push labelled preferences")
+def push_preferences(request: HttpRequest, payload: PreferencePush):
+    staff_only(request)
+    return Status(201, _imported(payload.rows, lambda path: importers.import_preferences(
+        path, fmt=payload.format, round_number=payload.round, name=SOURCE)))
+
+
+class PreferenceFilters(Schema):
+    round: Number | None = Field(None, description="Only this labelling round.")
+    min_agreement: Fraction | None = None
+    include_automatic: bool = True
+    soft_labels: bool = False
+    page: int = Field(1, ge=1, le=10**9)
+    page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
+
+
+class PreferencePage(Schema):
+    count: int
+    page: int
+    page_size: int
+    next_page: int | None
+    results: list[dict[str, Any]]
+
+
+@router.get("/preferences", response=PreferencePage, summary="Pull decided preferences (TRL format)")
+def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
+    """The rows the export page writes, in the same order, with the same filters; one page at a time."""
+    staff_only(request)
+    decided = decisions(rounds=None if filters.round is None else [filters.round],
+                        min_agreement=filters.min_agreement, include_automatic=filters.include_automatic,
+                        soft_labels=filters.soft_labels)
+    start = (filters.page - 1) * filters.page_size
+    rows = exporters.preference_rows(decided)[start:start + filters.page_size]
+    more = start + filters.page_size < len(decided)
+    return {"count": len(decided), "page": filters.page, "page_size": filters.page_size,
+            "next_page": filters.page + 1 if more else None, "results": rows}

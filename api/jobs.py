@@ -1,0 +1,206 @@
+"""Long work through the API (staff): start, watch and cancel generation, training, comparison and loop jobs.
+
+Starting and cancelling call each app's services, exactly as its page does; watching reads the job's row. Every job
+is described in one shape: kind, id, status, progress (0 to 1), error, times, and the kind's own details."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
+from pydantic import Field
+
+from compare import services as compare_services
+from compare.models import CompareJob
+from generation import services as generation_services
+from generation.backends.base import SamplingConfig
+from generation.models import GenerationJob, ModelVersion
+from loop import services as loop_services
+from loop.models import LoopRun
+from training import services as training_services
+from training.models import TrainingRun
+
+from .auth import staff_only
+from .fields import Id, Name, Number, Text
+
+router = Router(tags=["jobs"])
+Kind = Literal["generation", "training", "compare", "loop"]
+MODELS = {"generation": GenerationJob, "training": TrainingRun, "compare": CompareJob, "loop": LoopRun}
+ACTIVE = ("queued", "running")
+
+
+class JobOut(Schema):
+    kind: str
+    id: int
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    active: bool
+    progress: float
+    error: str
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    details: dict[str, Any]
+
+
+def _progress(job) -> float:
+    if isinstance(job, (TrainingRun, LoopRun)):
+        return float(job.progress or 0.0)
+    return job.done / job.total if job.total else 0.0
+
+
+def _details(kind: str, job) -> dict[str, Any]:
+    if kind == "generation":
+        return {"version": job.version.name, "done": job.done, "total": job.total, "pairs_made": job.pairs_made}
+    if kind == "training":
+        return {"input_version": job.input_version.name,
+                "output_version": job.output_version.name if job.output_version else None,
+                "step": job.step, "total_steps": job.total_steps, "pairs": job.pairs, "metrics_url":
+                f"/api/v1/training/{job.pk}/metrics"}
+    if kind == "compare":
+        return {"version_a": job.version_a.name, "version_b": job.version_b.name, "done": job.done,
+                "total": job.total, "blind": job.blind, "summary": compare_services.job_summary(job)}
+    return {"rounds": job.rounds, "rounds_done": job.rounds_done, "stage": job.stage, "judge": job.judge,
+            "results": job.results}
+
+
+def describe(kind: str, job) -> dict[str, Any]:
+    return {"kind": kind, "id": job.pk, "status": job.status, "active": job.status in ACTIVE,
+            "progress": _progress(job), "error": job.error, "created": job.created, "started": job.started,
+            "finished": job.finished, "details": _details(kind, job)}
+
+
+def _version(pk: int | None, what: str) -> ModelVersion | None:
+    if pk is None:
+        return None
+    version = ModelVersion.objects.filter(pk=pk).first()
+    if version is None:
+        raise HttpError(400, f"{what}: no model version with id {pk}")
+    return version
+
+
+def _sampling(data: dict | None, what: str = "sampling") -> SamplingConfig | None:
+    if data is None:
+        return None
+    try:
+        return SamplingConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise HttpError(400, f"{what}: {exc}") from None
+
+
+class GenerationStart(Schema):
+    version: Id | None = Field(None, description="Model version id; the current version if left out.")
+    n_prompts: int = Field(ge=1, le=generation_services.MAX_PROMPTS_PER_JOB)
+    sampling: dict[str, Any] | None = Field(None, description="SamplingConfig fields: n, temperature, top_p, ...")
+    split: Literal["train", "eval"] = "train"
+    tag: Name = ""
+    pairing: Name = "random"
+    judge: Name = ""
+
+
+class TrainingStart(Schema):
+    input_version: Id | None = Field(None, description="The version to train from; the current one if left out.")
+    reference: Literal["base", "start"] = "base"
+    data: Literal["all", "new"] = "all"
+    params: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields; missing ones take defaults.")
+
+
+class CompareStart(Schema):
+    version_a: Id
+    version_b: Id
+    prompt_ids: list[Id] | None = Field(None, max_length=compare_services.MAX_PROMPTS)
+    text: Text = ""
+    limit: int = Field(8, ge=1, le=compare_services.MAX_PROMPTS)
+    blind: bool = True
+    seed: Number = 0
+    sampling: dict[str, Any] | None = None
+
+
+class LoopStart(Schema):
+    rounds: int = Field(ge=1, le=loop_services.MAX_ROUNDS)
+    pairs: int = Field(ge=1, le=loop_services.MAX_PAIRS)
+    judge: Name
+    tag: Name = ""
+    eval_limit: int = Field(64, ge=1, le=loop_services.MAX_EVAL_PROMPTS)
+    seed: Number = 0
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.post("/generation", response={201: JobOut}, summary="Start a generation job")
+def start_generation(request: HttpRequest, payload: GenerationStart):
+    staff_only(request)
+    job = generation_services.start_generation_job(
+        _version(payload.version, "version"), n_prompts=payload.n_prompts, config=_sampling(payload.sampling),
+        split=payload.split, tag=payload.tag, pairing=payload.pairing, judge=payload.judge, user=request.user,
+    )
+    return Status(201, describe("generation", job))
+
+
+@router.post("/training", response={201: JobOut}, summary="Start a training round")
+def start_training(request: HttpRequest, payload: TrainingStart):
+    staff_only(request)
+    run = training_services.start_training_run(
+        input_version=_version(payload.input_version, "input_version"), reference_choice=payload.reference,
+        data_choice=payload.data, params=payload.params, user=request.user,
+    )
+    return Status(201, describe("training", run))
+
+
+@router.post("/compare", response={201: JobOut}, summary="Start a comparison of two versions")
+def start_compare(request: HttpRequest, payload: CompareStart):
+    staff_only(request)
+    _sampling(payload.sampling)
+    job = compare_services.start_compare_job(
+        _version(payload.version_a, "version_a"), _version(payload.version_b, "version_b"),
+        prompt_ids=payload.prompt_ids, text=payload.text, limit=payload.limit, blind=payload.blind,
+        seed=payload.seed, sampling=payload.sampling, user=request.user,
+    )
+    return Status(201, describe("compare", job))
+
+
+@router.post("/loop", response={201: JobOut}, summary="Start an unattended loop run")
+def start_loop(request: HttpRequest, payload: LoopStart):
+    staff_only(request)
+    run = loop_services.start_loop_run(
+        rounds=payload.rounds, pairs=payload.pairs, judge=payload.judge, tag=payload.tag,
+        eval_limit=payload.eval_limit, seed=payload.seed, params=payload.params, user=request.user,
+    )
+    return Status(201, describe("loop", run))
+
+
+class JobFilter(Schema):
+    kind: Kind
+
+
+@router.get("", response=list[JobOut], summary="Recent jobs of one kind (newest first, 50 at most)")
+def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
+    staff_only(request)
+    kind = filters.kind
+    return [describe(kind, job) for job in MODELS[kind].objects.order_by("-created", "-pk")[:50]]
+
+
+@router.get("/{kind}/{job_id}", response=JobOut, summary="Watch a job")
+def get_job(request: HttpRequest, kind: Kind, job_id: Id):
+    staff_only(request)
+    return describe(kind, get_object_or_404(MODELS[kind], pk=job_id))
+
+
+@router.post("/{kind}/{job_id}/cancel", response=JobOut, summary="Cancel a job")
+def cancel_job(request: HttpRequest, kind: Kind, job_id: Id):
+    staff_only(request)
+    job = get_object_or_404(MODELS[kind], pk=job_id)
+    if kind == "generation":
+        generation_services.cancel_generation_job(job)
+    elif kind == "training":
+        training_services.cancel_training_run(job)
+    elif kind == "loop":
+        loop_services.cancel_loop_run(job)
+    else:
+        cancel = getattr(compare_services, "cancel_compare_job", None)
+        if cancel is None:
+            raise HttpError(409, "comparison sets cannot be cancelled: they answer a few prompts and end")
+        cancel(job)
+    job.refresh_from_db()
+    return describe(kind, job)

@@ -1,0 +1,113 @@
+"""Labelling through the API, for custom front ends: lease the next pair, submit a label, skip, undo. Each calls
+annotate.services, so a pair is leased to one person at a time and only the pair leased to the caller can be
+labelled, exactly as on the label page."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from annotate import services
+from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE
+
+from .fields import Id, Text
+
+router = Router(tags=["labelling"])
+
+
+class LeaseOut(Schema):
+    pair: int
+    round: int | None
+    guidelines: str
+    prompt: list[dict[str, Any]] = Field(description="The chat so far, as {role, content} messages.")
+    left: str
+    right: str
+    expires_at: datetime
+
+
+class NothingLeft(Schema):
+    detail: str
+
+
+class ProgressOut(Schema):
+    done: int
+    today: int
+    remaining: int
+
+
+def _lease(assignment) -> dict:
+    pair = assignment.pair
+    left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
+    prompt = pair.prompt
+    return {
+        "pair": pair.pk, "round": pair.round.number if pair.round else None,
+        "guidelines": pair.round.guidelines if pair.round else "",
+        "prompt": prompt.messages or [{"role": "user", "content": prompt.text}],
+        "left": left.text, "right": right.text, "expires_at": assignment.expires_at,
+    }
+
+
+@router.post("/next", response={200: LeaseOut, 204: None}, summary="Lease the next pair to label")
+def next_pair(request: HttpRequest):
+    """The pair on the caller's screen: the one they hold, or a new lease; 204 when nothing is left to label."""
+    assignment = services.next_pair_for(request.user)
+    if assignment is None:
+        return Status(204, None)
+    return Status(200, _lease(assignment))
+
+
+class LeaseIn(Schema):
+    pair: Id
+
+
+@router.post("/lease", response=LeaseOut, summary="Lease one chosen pair (for scripts that pick pairs)")
+def lease(request: HttpRequest, payload: LeaseIn):
+    return _lease(services.lease_pair(payload.pair, request.user))
+
+
+class LabelIn(Schema):
+    pair: Id
+    side: Literal[LEFT, RIGHT, TIE, BOTH_BAD] = Field(description="left, right, tie or both_bad, as shown")  # type: ignore[valid-type]
+    strength: Literal["", "slight", "clear"] = ""
+    comment: Text = ""
+    seconds: float | None = Field(None, ge=0, le=86400, allow_inf_nan=False)
+
+
+class LabelOut(Schema):
+    pair: int
+    choice: str = Field(description="a, b, tie or both_bad, in terms of the stored responses")
+    side: str
+    created: datetime
+
+
+@router.post("/submit", response=LabelOut, summary="Label the leased pair")
+def submit(request: HttpRequest, payload: LabelIn):
+    label = services.record_label(payload.pair, request.user, payload.side, strength=payload.strength or None,
+                                  comment=payload.comment, seconds=payload.seconds)
+    return {"pair": label.pair_id, "choice": label.choice, "side": label.side, "created": label.created}
+
+
+class PairIn(Schema):
+    pair: Id
+
+
+@router.post("/skip", response=ProgressOut, summary="Skip the leased pair")
+def skip(request: HttpRequest, payload: PairIn):
+    services.skip(request.user, payload.pair)
+    return vars(services.progress_for(request.user))
+
+
+@router.post("/undo", response={200: LeaseOut, 409: NothingLeft}, summary="Undo the last label (within a minute)")
+def undo(request: HttpRequest):
+    assignment = services.undo_last_label(request.user)
+    if assignment is None:
+        return Status(409, {"detail": "nothing to undo: labels can be undone for a minute"})
+    return Status(200, _lease(assignment))
+
+
+@router.get("/progress", response=ProgressOut, summary="The caller's labelling progress")
+def progress(request: HttpRequest):
+    return vars(services.progress_for(request.user))

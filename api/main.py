@@ -1,0 +1,112 @@
+"""The versioned JSON API (/api/v1/): one NinjaAPI with the routers of each area, token or session sign-in, and
+errors as JSON {"detail": "..."} a person can act on. Every endpoint calls the apps' services; none holds logic."""
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, HttpRequest
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+
+from annotate.exporters import ExportError
+from annotate.importers import ImportProblem
+from annotate.services import LabelError
+from compare.services import CompareError
+from generation.services import GenerationError
+from judges import JudgeError
+from loop.services import LoopError
+from training.services import TrainingError
+
+from . import data, jobs, labelling, versions
+from .auth import SessionAuth, TokenAuth
+
+MAX_DEPTH = 64
+
+
+class JSONParser(Parser):
+    """json.loads, with every way a body can fail (bad JSON, nesting deep enough to exhaust the stack, a number of
+    thousands of digits) a 400 that says which."""
+
+    def parse_body(self, request: HttpRequest):
+        try:
+            return json.loads(request.body)
+        except UnicodeDecodeError as exc:
+            raise HttpError(400, f"the request body is not UTF-8 (byte {exc.start})") from None
+        except json.JSONDecodeError as exc:
+            raise HttpError(400, f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} "
+                                 f"column {exc.colno}") from None
+        except RecursionError:
+            raise HttpError(400, "the request body is JSON nested too deeply") from None
+        except ValueError as exc:  # an integer past Python's 4,300 digits
+            raise HttpError(400, f"the request body holds a value no field takes: {exc}") from None
+
+
+api = NinjaAPI(
+    title="PrefLoop API", version="1", urls_namespace="api-v1", auth=[TokenAuth(), SessionAuth()],
+    parser=JSONParser(), docs_url="/docs",
+    description="Push prompts, pairs and preferences; pull decided preferences; run generation, training, "
+                "comparison and loop jobs; label pairs. Send `Authorization: Bearer <token>` (make a token on your "
+                "account page). docs/api.md has examples.",
+)
+api.add_router("/", data.router)
+api.add_router("/", versions.router)
+api.add_router("/jobs", jobs.router)
+api.add_router("/label", labelling.router)
+
+
+def _error(request, status: int, detail: str, **more):
+    return api.create_response(request, {"detail": detail, **more}, status=status)
+
+
+def _field(loc) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "payload")]
+    return ".".join(parts) or "body"
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc: ValidationError):
+    errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors]
+    text = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
+    return _error(request, 400, f"the request was refused, nothing was changed: {text}", errors=errors)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    detail = str(exc)
+    if detail == "Cannot parse request body" and exc.__cause__ is not None:
+        detail = str(exc.__cause__)
+    return _error(request, exc.status_code, detail)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request, exc):
+    return _error(request, 401, "sign in: send 'Authorization: Bearer <token>' (make a token on your account page)")
+
+
+@api.exception_handler(ImportProblem)
+def _import_problem(request, exc: ImportProblem):
+    problems = list(exc.problems[:50])
+    return _error(request, 400, "the rows were refused and nothing was stored: " + "; ".join(problems[:5]),
+                  problems=problems)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    return _error(request, 413, "the request body is over the size limit: send the rows in smaller batches")
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _error(request, 404, str(exc) or "not found")
+
+
+@api.exception_handler(PermissionDenied)
+def _denied(request, exc):
+    return _error(request, 403, str(exc) or "not allowed")
+
+
+for _domain, _status in ((GenerationError, 400), (TrainingError, 400), (LoopError, 400), (CompareError, 400),
+                         (LabelError, 409), (ExportError, 409), (JudgeError, 400)):
+    api.add_exception_handler(_domain, lambda request, exc, status=_status: _error(request, status, str(exc)))

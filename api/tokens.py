@@ -1,0 +1,54 @@
+"""Make, check and revoke personal API tokens.
+
+A token is 'pfl_' and 43 random URL-safe characters (256 bits). Only its SHA-256 is kept: with that much entropy a
+plain digest cannot be reversed or guessed, and it lets a request's token be looked up in one indexed query.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
+
+from .models import ApiToken
+
+PREFIX = "pfl_"
+MAX_TOKEN_LENGTH = 200
+LAST_USED_EVERY = timedelta(minutes=1)  # last_used is written at most this often per token, not on every request
+
+
+class TokenError(Exception):
+    """A token that cannot be made (bad name); the message is for the person."""
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def create_token(user, name: str) -> tuple[ApiToken, str]:
+    """A new token for this person: the stored row and the token itself, which is never available again."""
+    name = (name or "").strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        raise TokenError("token name: expected 1 to 100 printable characters, e.g. 'labelling pipeline'")
+    token = PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken.objects.create(user=user, name=name, prefix=token[: len(PREFIX) + 6], digest=digest(token))
+    return row, token
+
+
+def revoke_token(row: ApiToken) -> None:
+    """Refuse the token from now on (kept, revoked, so the page and the admin show when)."""
+    ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=timezone.now())
+
+
+def user_for_token(token: str):
+    """The active user a live token belongs to, or None (unknown, revoked, or its user is inactive)."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or not token.startswith(PREFIX):
+        return None
+    row = ApiToken.objects.select_related("user").filter(digest=digest(token), revoked__isnull=True).first()
+    if row is None or not row.user.is_active:
+        return None
+    now = timezone.now()
+    if row.last_used is None or now - row.last_used > LAST_USED_EVERY:
+        ApiToken.objects.filter(pk=row.pk).update(last_used=now)
+    return row.user

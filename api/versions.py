@@ -1,0 +1,115 @@
+"""Model versions and how they compare: the versions with their lineage, promotion (staff), the leaderboard and
+one round's metrics."""
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from django.http import Http404, HttpRequest
+from django.shortcuts import get_object_or_404
+from ninja import Query, Router, Schema
+from pydantic import Field
+
+from compare import dashboard, leaderboard
+from generation.models import ModelVersion
+from generation.services import set_current
+from training.models import TrainingRun
+
+from .auth import staff_only
+from .fields import Id, Number
+
+router = Router(tags=["versions"])
+
+
+class VersionOut(Schema):
+    id: int
+    name: str
+    round: int
+    kind: str
+    parent: str | None
+    lineage: list[str] = Field(description="Names from the base to this version.")
+    is_current: bool
+    size_bytes: int
+    mean_response_tokens: float | None
+    made_by_run: int | None
+    created: datetime
+
+
+def _version(v: ModelVersion, runs: dict[int, int]) -> dict:
+    return {
+        "id": v.pk, "name": v.name, "round": v.round, "kind": v.kind, "parent": v.parent.name if v.parent else None,
+        "lineage": [node.name for node in v.lineage()], "is_current": v.is_current, "size_bytes": v.size_bytes,
+        "mean_response_tokens": v.mean_response_tokens, "made_by_run": runs.get(v.pk), "created": v.created,
+    }
+
+
+def _runs_by_output() -> dict[int, int]:
+    return dict(TrainingRun.objects.filter(output_version__isnull=False).values_list("output_version_id", "pk"))
+
+
+@router.get("/versions", response=list[VersionOut], summary="Model versions with their lineage")
+def list_versions(request: HttpRequest):
+    runs = _runs_by_output()
+    return [_version(v, runs) for v in ModelVersion.objects.select_related("parent").order_by("round", "created")]
+
+
+@router.get("/versions/{version_id}", response=VersionOut, summary="One model version")
+def get_version(request: HttpRequest, version_id: Id):
+    version = get_object_or_404(ModelVersion.objects.select_related("parent"), pk=version_id)
+    return _version(version, _runs_by_output())
+
+
+@router.post("/versions/{version_id}/promote", response=VersionOut, summary="Make a version current (staff)")
+def promote(request: HttpRequest, version_id: Id):
+    staff_only(request)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    set_current(version)
+    version.refresh_from_db()
+    return _version(version, _runs_by_output())
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: such a number is sent as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class BoardFilters(Schema):
+    automatic: bool = Field(False, description="Count judges' votes too.")
+
+
+@router.get("/leaderboard", summary="Bradley-Terry ratings of the versions")
+def get_leaderboard(request: HttpRequest, filters: Query[BoardFilters]) -> dict:
+    board = leaderboard.build_board(include_automatic=filters.automatic)
+    rows = [{k: _finite(v) for k, v in vars(row).items()} for row in board.rows]
+    return {"anchor": board.anchor, "votes": board.votes, "length_coef": _finite(board.length_coef),
+            "unrated": board.unrated, "message": board.message, "rows": rows}
+
+
+def _run_metrics(run: TrainingRun) -> dict:
+    series = dashboard.step_series(run)
+    return {
+        "run": run.pk, "status": run.status, "input_version": run.input_version.name,
+        "output_version": run.output_version.name if run.output_version else None,
+        "summary": {k: _finite(v) for k, v in dashboard.numeric_items(run.metrics).items()},
+        "steps": {k: [[s, _finite(v)] for s, v in points] for k, points in series.items()},
+        "warnings": dashboard.run_warnings(run, series),
+    }
+
+
+@router.get("/rounds/{number}/metrics", summary="A round's training metrics (summary and per step)")
+def round_metrics(request: HttpRequest, number: Number) -> dict:
+    """The training run that made the version of this round (the latest, if several did)."""
+    run = (TrainingRun.objects.select_related("input_version", "output_version")
+           .filter(output_version__round=number).order_by("-created").first())
+    if run is None:
+        raise Http404(f"no training run has made a version of round {number}")
+    return _run_metrics(run)
+
+
+@router.get("/training/{run_id}/metrics", summary="One training run's metrics (summary and per step)")
+def run_metrics(request: HttpRequest, run_id: Id) -> dict:
+    return _run_metrics(get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"),
+                                          pk=run_id))

@@ -1,0 +1,48 @@
+"""The account page: a person's API tokens, made (shown once) and revoked by themselves."""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotate.models import MAX_ID
+
+from . import tokens
+from .models import ApiToken
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'labelling pipeline'.")
+
+
+class RevokeForm(forms.Form):
+    token = forms.IntegerField(min_value=1, max_value=MAX_ID)
+
+
+def account(request: HttpRequest) -> HttpResponse:
+    """The person's tokens; POST makes a new one, whose value this response shows once."""
+    form = TokenForm(request.POST or None)
+    new_token = ""
+    if request.method == "POST" and form.is_valid():
+        try:
+            _, new_token = tokens.create_token(request.user, form.cleaned_data["name"])
+        except tokens.TokenError as exc:
+            form.add_error("name", str(exc))
+    status = 400 if request.method == "POST" and not new_token else 200
+    rows = ApiToken.objects.filter(user=request.user)
+    return render(request, "api/account.html", {"form": TokenForm() if new_token else form, "tokens": rows,
+                                                "new_token": new_token}, status=status)
+
+
+@require_POST
+def revoke(request: HttpRequest) -> HttpResponse:
+    form = RevokeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "No such token.")
+        return redirect("api:account")
+    row = get_object_or_404(ApiToken, pk=form.cleaned_data["token"], user=request.user)  # only one's own
+    tokens.revoke_token(row)
+    messages.success(request, f"Token {row.prefix}… revoked: it is refused from now on.")
+    return redirect("api:account")

@@ -1,0 +1,55 @@
+"""/healthz for load balancers, systemd and `honcho`: is the database answering, is the message broker reachable.
+
+200 {"status": "ok", ...} when both are; 503 naming what failed otherwise. It says which check failed and the kind of
+error, never a URL, host, user or message text that could carry a secret. No sign-in: a health probe has none.
+"""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required
+from django.db import connections
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+BROKER_TIMEOUT_SECONDS = 3
+
+
+def database_ok() -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def broker_ok() -> None:
+    from prefloop.celery import app
+
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+
+
+CHECKS = {"database": database_ok, "broker": broker_ok}
+
+
+def run_checks() -> dict[str, str]:
+    """Each check's result: "ok", or "failed (<error class>)"."""
+    results = {}
+    for name, check in CHECKS.items():
+        try:
+            check()
+        except Exception as exc:  # any failure is the answer, not an error of the probe
+            results[name] = f"failed ({type(exc).__name__})"
+        else:
+            results[name] = "ok"
+    return results
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    results = run_checks()
+    failed = [name for name, result in results.items() if result != "ok"]
+    body = {"status": "ok" if not failed else "failing", "checks": results}
+    if failed:
+        body["failed"] = failed
+    return JsonResponse(body, status=503 if failed else 200)

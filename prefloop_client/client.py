@@ -1,0 +1,203 @@
+"""The client: one method per API call, errors raised as APIError with the server's message."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+JOB_KINDS = ("generation", "training", "compare", "loop")
+PUSH_BATCH = 5000  # rows per request: well under the server's 5 MB request limit for rows of ordinary size
+
+
+class APIError(Exception):
+    """A refused or failed request: `status` is the HTTP status, `detail` the server's message, `problems` the rows
+    it named (a refused push) and `errors` the fields (a refused request body)."""
+
+    def __init__(self, status: int, detail: str, body: dict | None = None):
+        super().__init__(f"{status}: {detail}")
+        self.status, self.detail, self.body = status, detail, body or {}
+        self.problems: list[str] = list(self.body.get("problems", []))
+        self.errors: list[dict] = list(self.body.get("errors", []))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the token on to wherever a redirect points."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class Client:
+    """Client(url, token): `url` is where PrefLoop is served (https://host), `token` one of your API tokens."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 60.0):
+        self.base = url.rstrip("/") + "/api/v1"
+        self.token = token
+        self.timeout = timeout
+
+    # ---- transport ------------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+        """One call; the parsed JSON answer (None for 204), or APIError."""
+        url = self.base + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: _query_value(v) for k, v in query.items() if v is not None})
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                payload = {"detail": f"{url} answered {exc.code} without JSON: is {self.base} PrefLoop's API?"}
+            payload = payload if isinstance(payload, dict) else {"detail": str(payload)}
+            if 300 <= exc.code < 400:
+                payload = {"detail": f"redirected to {exc.headers.get('Location')}: is {self.base} PrefLoop's API "
+                                     "(https, the right host and path)?"}
+            raise APIError(exc.code, str(payload.get("detail", exc.reason)), payload) from None
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise APIError(resp.status, f"{url} did not answer with JSON: is {self.base} PrefLoop's API?") from None
+
+    def get(self, path: str, **query) -> Any:
+        return self.request("GET", path, query=query)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, body=body if body is not None else {})
+
+    # ---- data ----------------------------------------------------------------------------------------------
+
+    def push_prompts(self, rows: Iterable[dict], *, split: str = "train", tag: str = "") -> dict:
+        return self._push("/prompts", rows, split=split, tag=tag)
+
+    def push_pairs(self, rows: Iterable[dict], *, round: int | None = None, labels_needed: int | None = None) -> dict:
+        return self._push("/pairs", rows, round=round, labels_needed=labels_needed)
+
+    def push_preferences(self, rows: Iterable[dict], *, format: str = "auto", round: int | None = None) -> dict:
+        """Labelled preferences (TRL's prompt/chosen/rejected, HH-RLHF, UltraFeedback, ...). All or nothing per
+        request: one bad row refuses the request and APIError.problems names its row ("line N" is row N)."""
+        return self._push("/preferences", rows, format=format, round=round)
+
+    def _push(self, path: str, rows: Iterable[dict], **options) -> dict:
+        rows = list(rows)
+        if len(rows) > PUSH_BATCH:
+            raise ValueError(f"{len(rows)} rows: push at most {PUSH_BATCH} a request, so a refusal names its row")
+        body = {"rows": rows, **{k: v for k, v in options.items() if v is not None}}
+        return self.post(path, body)
+
+    def preferences(self, *, round: int | None = None, min_agreement: float | None = None,
+                    include_automatic: bool = True, soft_labels: bool = False, page_size: int = 500) -> list[dict]:
+        """Every decided preference (TRL rows, as the export page writes them), all pages."""
+        return list(self.iter_preferences(round=round, min_agreement=min_agreement,
+                                          include_automatic=include_automatic, soft_labels=soft_labels,
+                                          page_size=page_size))
+
+    def iter_preferences(self, *, page_size: int = 500, **filters) -> Iterator[dict]:
+        page: int | None = 1
+        while page is not None:
+            answer = self.get("/preferences", page=page, page_size=page_size, **filters)
+            yield from answer["results"]
+            page = answer["next_page"]
+
+    # ---- versions ------------------------------------------------------------------------------------------
+
+    def versions(self) -> list[dict]:
+        return self.get("/versions")
+
+    def promote(self, version_id: int) -> dict:
+        return self.post(f"/versions/{int(version_id)}/promote")
+
+    def leaderboard(self, *, automatic: bool = False) -> dict:
+        return self.get("/leaderboard", automatic=automatic)
+
+    def round_metrics(self, number: int) -> dict:
+        return self.get(f"/rounds/{int(number)}/metrics")
+
+    # ---- jobs ----------------------------------------------------------------------------------------------
+
+    def start_generation(self, n_prompts: int, **options) -> dict:
+        return self.post("/jobs/generation", {"n_prompts": n_prompts, **options})
+
+    def start_training(self, **options) -> dict:
+        return self.post("/jobs/training", options)
+
+    def start_compare(self, version_a: int, version_b: int, **options) -> dict:
+        return self.post("/jobs/compare", {"version_a": version_a, "version_b": version_b, **options})
+
+    def start_loop(self, rounds: int, pairs: int, judge: str, **options) -> dict:
+        return self.post("/jobs/loop", {"rounds": rounds, "pairs": pairs, "judge": judge, **options})
+
+    def job(self, kind: str, job_id: int) -> dict:
+        return self.get(f"/jobs/{_kind(kind)}/{int(job_id)}")
+
+    def jobs(self, kind: str) -> list[dict]:
+        return self.get("/jobs", kind=_kind(kind))
+
+    def cancel(self, job_or_kind: dict | str, job_id: int | None = None) -> dict:
+        kind, job_id = _job_ref(job_or_kind, job_id)
+        return self.post(f"/jobs/{kind}/{job_id}/cancel")
+
+    def wait(self, job_or_kind: dict | str, job_id: int | None = None, *, timeout: float = 3600.0,
+             poll: float = 2.0, on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Poll the job until it is no longer queued or running; its last state. TimeoutError after `timeout` s
+        (the job keeps running: cancel it if it should stop)."""
+        kind, job_id = _job_ref(job_or_kind, job_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.job(kind, job_id)
+            if on_progress:
+                on_progress(state)
+            if not state["active"]:
+                return state
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{kind} job {job_id} still {state['status']} after {timeout:g} s")
+            time.sleep(poll)
+
+    # ---- labelling -----------------------------------------------------------------------------------------
+
+    def next_pair(self) -> dict | None:
+        """The pair leased to you now, or None when nothing is left to label."""
+        return self.post("/label/next")
+
+    def label(self, pair: int, side: str, **options) -> dict:
+        return self.post("/label/submit", {"pair": pair, "side": side, **options})
+
+    def skip(self, pair: int) -> dict:
+        return self.post("/label/skip", {"pair": pair})
+
+    def undo(self) -> dict:
+        return self.post("/label/undo")
+
+
+def _query_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _kind(kind: str) -> str:
+    if kind not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {kind!r}: expected one of {', '.join(JOB_KINDS)}")
+    return kind
+
+
+def _job_ref(job_or_kind: dict | str, job_id: int | None) -> tuple[str, int]:
+    if isinstance(job_or_kind, dict):
+        return _kind(job_or_kind["kind"]), int(job_or_kind["id"])
+    if job_id is None:
+        raise ValueError("give a job (as returned by a start_* call) or a kind and an id")
+    return _kind(job_or_kind), int(job_id)

@@ -1,0 +1,91 @@
+"""prefloop_client against the live test server: every method a pipeline uses, and errors it can act on."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import prefloop_client
+from annotate.services import label_pair
+from generation.models import ModelVersion
+from prefloop_client import APIError, Client
+from tests.annotate.factories import make_pair, make_user
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_the_client_needs_nothing_but_the_standard_library():
+    imported = set()
+    for path in Path(prefloop_client.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    assert imported <= {"__future__", "json", "time", "typing", "urllib", "collections"}, imported
+
+
+def test_push_pull_versions_and_promotion(staff_api):
+    rows = [{"prompt": f"Q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(12)]
+    assert staff_api.push_preferences(rows, round=1)["created"] == 12
+    pulled = staff_api.preferences(page_size=5)
+    assert [r["chosen"] for r in pulled] == [r["chosen"] for r in rows]
+    assert staff_api.preferences(round=2) == []
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    child = ModelVersion.objects.create(name="round-1", path="/y", parent=base, round=1)
+    versions = staff_api.versions()
+    assert [(v["name"], v["lineage"], v["is_current"]) for v in versions] == [
+        ("base", ["base"], True), ("round-1", ["base", "round-1"], False)]
+    assert staff_api.promote(child.pk)["is_current"] is True
+    assert ModelVersion.objects.get(is_current=True) == child
+
+
+def test_jobs_are_watched_waited_for_and_cancelled(staff_api):
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base)
+    seen = []
+    with pytest.raises(TimeoutError):
+        staff_api.wait("training", run.pk, timeout=0.3, poll=0.1, on_progress=seen.append)
+    assert seen and seen[0]["status"] == "queued"
+    cancelled = staff_api.cancel("training", run.pk)
+    assert staff_api.wait(cancelled)["status"] == "cancelled"
+    assert [j["id"] for j in staff_api.jobs("training")] == [run.pk]
+    with pytest.raises(ValueError):
+        staff_api.job("painting", 1)
+
+
+def test_round_metrics_and_leaderboard(staff_api):
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    child = ModelVersion.objects.create(name="round-1", path="/y", parent=base, round=1)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=child,
+                                     status=TrainingRun.SUCCEEDED, metrics={"mean_loss": 0.61, "note": "x"})
+    run.steps.create(step=1, data={"loss": 0.69, "rewards/margins": 0.0})
+    run.steps.create(step=2, data={"loss": 0.65, "rewards/margins": 0.1})
+    metrics = staff_api.round_metrics(1)
+    assert metrics["run"] == run.pk and metrics["summary"] == {"mean_loss": 0.61}
+    assert metrics["steps"]["loss"] == [[1.0, 0.69], [2.0, 0.65]]
+    with pytest.raises(APIError) as missing:
+        staff_api.round_metrics(7)
+    assert missing.value.status == 404 and "round 7" in missing.value.detail
+    board = staff_api.leaderboard()
+    assert board["votes"] == 0 and board["rows"] == []
+
+
+def test_labelling_with_the_client(annotator_api):
+    pair = make_pair()
+    label_pair(make_pair().pk, make_user(), "left")  # someone else's, already done
+    lease = annotator_api.next_pair()
+    assert lease["pair"] == pair.pk and lease["prompt"][0]["role"] == "user"
+    assert annotator_api.label(pair.pk, "right")["side"] == "right"
+    assert annotator_api.next_pair() is None
+
+
+def test_errors_carry_the_servers_message(live_server):
+    with pytest.raises(APIError) as refused:
+        Client(live_server.url, "pfl_not-a-token").versions()
+    assert refused.value.status == 401 and "not valid" in refused.value.detail
+    with pytest.raises(APIError) as wrong:
+        Client(live_server.url + "/nothing-here", "pfl_secret").versions()
+    assert wrong.value.status == 404 and "without JSON" in wrong.value.detail

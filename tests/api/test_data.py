@@ -1,0 +1,98 @@
+"""Push and pull over real HTTP with a token: all-or-nothing pushes that name the bad row, and a pull that returns
+exactly the export page's rows."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client as PageClient
+
+from annotate.models import AnnotatorProfile, Label, Pair
+from annotate.services import label_pair
+from generation.models import Prompt
+from prefloop_client import APIError
+from tests.annotate.factories import make_pair, make_prompt, make_round, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _preferences(n: int, start: int = 0) -> list[dict]:
+    return [{"prompt": f"Question {i}: what is {i} + {i}?", "chosen": f"{2 * i}.", "rejected": f"{2 * i + 1}."}
+            for i in range(start, start + n)]
+
+
+def test_a_pipeline_pushes_100_preferences_with_a_token(staff_api):
+    result = staff_api.push_preferences(_preferences(100), round=3)
+    assert result == {"created": 100, "skipped": 0, "set_aside": []}
+    pairs = Pair.objects.filter(round__number=3)
+    assert pairs.count() == 100 and Label.objects.filter(pair__in=pairs).count() == 100
+    assert staff_api.push_preferences(_preferences(100), round=3)["skipped"] == 100  # pushed twice: nothing added
+    pulled = staff_api.preferences(round=3, page_size=30)  # four pages
+    assert sorted(r["chosen"] for r in pulled) == sorted(r["chosen"] for r in _preferences(100))
+
+
+def test_a_bad_row_refuses_the_whole_push_and_names_its_line(staff_api):
+    rows = _preferences(50)
+    rows[36] = {"prompt": "Question 36", "chosen": "fine"}  # row 37: no rejected response
+    with pytest.raises(APIError) as refused:
+        staff_api.push_preferences(rows)
+    assert refused.value.status == 400
+    assert any("line 37" in p and "rejected" in p for p in refused.value.problems), refused.value.problems
+    assert "line 37" in refused.value.detail
+    assert not Pair.objects.exists() and not Prompt.objects.exists()  # nothing of the 49 good rows was stored
+
+
+def test_pushes_of_prompts_and_pairs_take_the_import_pages_checks(staff_api):
+    assert staff_api.push_prompts([{"prompt": "Say hi."}, {"prompt": "Say bye."}], split="eval")["created"] == 2
+    assert set(Prompt.objects.values_list("split", flat=True)) == {"eval"}
+    result = staff_api.push_pairs([{"prompt": "Name a colour.", "response_a": "Red.", "response_b": "Blue."},
+                                   {"prompt": "say hi.", "response_a": "Hi.", "response_b": "Hello."}], round=1)
+    assert result == {"created": 1, "skipped": 0, "set_aside": [2]}  # row 2's prompt is an eval prompt
+    with pytest.raises(APIError) as refused:
+        staff_api.push_pairs([{"prompt": "x", "response_a": "y", "response_b": "z"}, "not an object"])
+    assert refused.value.status == 400 and "line 2" in refused.value.detail
+    with pytest.raises(APIError) as refused:
+        staff_api.push_pairs([], labels_needed=0)
+    assert refused.value.status == 400 and refused.value.errors[0]["field"] == "labels_needed"
+
+
+def _export_page(user, query: str) -> list[dict]:
+    page = PageClient()
+    page.force_login(user)
+    response = page.get(f"/annotate/export/?{query}&format=jsonl&download=1")
+    assert response.status_code == 200
+    return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+
+
+@pytest.mark.parametrize("query, filters", [
+    ("include_automatic=on", {}),
+    ("round=2&include_automatic=on", {"round": 2}),
+    ("min_agreement=0.6&soft_labels=on", {"min_agreement": 0.6, "soft_labels": True, "include_automatic": False}),
+])
+def test_pull_returns_exactly_what_the_export_page_returns(staff_api, staff, query, filters):
+    two, three = make_round(2), make_round(3)
+    chat = make_prompt(messages=[{"role": "user", "content": "Hi"}], text="Hi")
+    pairs = [make_pair(round=two, labels_needed=3) for _ in range(7)] + [make_pair(chat, round=three)]
+    pairs += [make_pair(make_prompt(split=Prompt.EVAL), round=two)]  # on an eval prompt: never exported
+    for i, pair in enumerate(pairs):
+        for j in range(pair.labels_needed):
+            label_pair(pair.pk, make_user(), "left" if (i + j) % 3 else "right", strength="slight" if j else None)
+    automatic = make_user("a-judge")
+    AnnotatorProfile.objects.create(user=automatic, is_automatic=True)
+    label_pair(make_pair(round=two).pk, automatic, "left")
+    expected = _export_page(staff, query)
+    assert expected, "the case must export something"
+    assert staff_api.preferences(page_size=2, **filters) == expected
+
+
+def test_pull_pages_and_refuses_junk_filters(staff_api):
+    for _ in range(5):
+        label_pair(make_pair().pk, make_user(), "left")
+    first = staff_api.get("/preferences", page=1, page_size=2)
+    last = staff_api.get("/preferences", page=3, page_size=2)
+    assert (first["count"], first["next_page"], len(first["results"])) == (5, 2, 2)
+    assert (last["next_page"], len(last["results"])) == (None, 1)
+    for junk in ({"page": 0}, {"page_size": 5000}, {"min_agreement": "nan"}, {"round": -1}, {"round": 2**63}):
+        with pytest.raises(APIError) as refused:
+            staff_api.get("/preferences", **junk)
+        assert refused.value.status == 400 and repr(next(iter(junk)))[1:-1] in refused.value.detail

@@ -1,0 +1,87 @@
+"""Jobs through the API, over real HTTP: started by calling the apps' services (run here at once in the web process),
+watched until they end, cancelled; bad settings refused with the service's own message."""
+from __future__ import annotations
+
+import pytest
+
+from compare.models import CompareJob
+from generation import services as generation_services
+from generation.models import GenerationJob, Prompt, Response
+from loop.models import LoopRun
+from prefloop_client import APIError
+from training import services as training_services
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db(transaction=True)
+TINY_SAMPLING = {"n": 2, "max_new_tokens": 4, "temperature": 0.8, "seed": 3}
+
+
+@pytest.fixture
+def tiny_version(db, tiny_model_dir):
+    return generation_services.register_version("base", tiny_model_dir)
+
+
+def test_staff_start_a_generation_job_and_wait_for_its_pairs(staff_api, tiny_version, eager_tasks):
+    Prompt.objects.create(text="Say something.", split=Prompt.TRAIN)
+    job = staff_api.start_generation(1, sampling=TINY_SAMPLING)
+    assert job["kind"] == "generation" and job["details"]["version"] == "base"
+    done = staff_api.wait(job, timeout=300, poll=0.2)
+    assert done["status"] == "succeeded" and done["progress"] == 1.0 and done["details"]["pairs_made"] == 1
+    assert Response.objects.filter(job_id=job["id"]).count() == 2
+    assert staff_api.jobs("generation")[0]["id"] == job["id"]
+
+
+def test_a_comparison_through_the_api(staff_api, tiny_version, tiny_model_dir, eager_tasks):
+    other = generation_services.register_version("round-1", tiny_model_dir, parent=tiny_version)
+    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
+    job = staff_api.start_compare(tiny_version.pk, other.pk, limit=1, sampling=TINY_SAMPLING)
+    done = staff_api.wait(job, timeout=300, poll=0.2)
+    assert done["status"] == "succeeded" and done["details"]["total"] == 2
+    with pytest.raises(APIError) as refused:
+        staff_api.cancel(done)
+    assert refused.value.status == 409 and "cannot be cancelled" in refused.value.detail
+
+
+def test_a_training_round_that_cannot_run_fails_with_its_reason(staff_api, tiny_version, eager_tasks):
+    job = staff_api.start_training(params={"beta": 0.1})
+    done = staff_api.wait(job, timeout=300, poll=0.2)
+    assert done["status"] == "failed" and "label some pairs first" in done["error"]
+    assert staff_api.get(f"/training/{job['id']}/metrics")["status"] == "failed"
+
+
+def test_queued_jobs_are_cancelled_through_their_services(staff_api, tiny_version):
+    Prompt.objects.create(text="Say something.", split=Prompt.TRAIN)
+    queued = {
+        "generation": generation_services.start_generation_job(tiny_version, n_prompts=1, enqueue=False),
+        "training": training_services.start_training_run(input_version=tiny_version, enqueue=False),
+        "loop": LoopRun.objects.create(judge="judges.rules:length_target"),
+    }
+    for kind, job in queued.items():
+        assert staff_api.job(kind, job.pk)["active"]
+        cancelled = staff_api.cancel(kind, job.pk)
+        assert cancelled["status"] == "cancelled" and not cancelled["active"], kind
+    assert GenerationJob.objects.get().status == TrainingRun.objects.get().status == "cancelled"
+
+
+def test_bad_settings_are_refused_with_the_services_message(staff_api, tiny_version):
+    Prompt.objects.create(text="Say something.", split=Prompt.TRAIN)
+    cases = [
+        (lambda: staff_api.start_generation(1, sampling={"n": 1}), "at least 2"),
+        (lambda: staff_api.start_generation(1, sampling={"colour": 1}), "unknown sampling setting 'colour'"),
+        (lambda: staff_api.start_generation(0), "n_prompts"),
+        (lambda: staff_api.start_generation(1, version=999), "no model version with id 999"),
+        (lambda: staff_api.start_training(params={"beta": -1}), "beta"),
+        (lambda: staff_api.start_training(params=[1]), "params"),
+        (lambda: staff_api.start_compare(tiny_version.pk, tiny_version.pk), "two different versions"),
+        (lambda: staff_api.start_loop(1, 4, "no.such:judge"), "no.such"),
+        (lambda: staff_api.start_loop(1, 4, "judges.rules:length_target", params={"bogus": 1}), "bogus"),
+    ]
+    for call, words in cases:
+        with pytest.raises(APIError) as refused:
+            call()
+        assert refused.value.status == 400 and words in refused.value.detail, (words, refused.value.detail)
+    assert not (GenerationJob.objects.exists() or TrainingRun.objects.exists() or CompareJob.objects.exists()
+                or LoopRun.objects.exists())
+    with pytest.raises(APIError) as missing:
+        staff_api.job("training", 12345)
+    assert missing.value.status == 404

@@ -1,0 +1,56 @@
+"""Labelling through the API for a custom front end: the same lease rules as the label page (one person per pair at
+a time, only one's own leased pair can be labelled), undo and skip, and labels that export like the page's."""
+from __future__ import annotations
+
+import pytest
+
+from annotate.models import Label
+from prefloop_client import APIError, Client
+from tests.annotate.factories import make_pair, make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_two_front_ends_never_get_the_same_pair_and_label_only_their_own(live_server, annotator_api, token_for):
+    first, second = make_pair(text_a="alpha", text_b="beta"), make_pair()
+    other = Client(live_server.url, token_for(make_user("other")))
+    mine, theirs = annotator_api.next_pair(), other.next_pair()
+    assert {mine["pair"], theirs["pair"]} == {first.pk, second.pk}
+    assert annotator_api.next_pair()["pair"] == mine["pair"]  # asking again shows the same lease
+    with pytest.raises(APIError) as refused:
+        annotator_api.label(theirs["pair"], "left")
+    assert refused.value.status == 409 and "not leased to you" in refused.value.detail
+    label = annotator_api.label(mine["pair"], "left", strength="clear")
+    assert Label.objects.get(pair_id=mine["pair"]).choice == label["choice"]
+    shown_left = mine["left"]
+    pair = first if mine["pair"] == first.pk else second
+    assert label["choice"] == ("a" if shown_left == pair.response_a.text else "b")
+    assert annotator_api.next_pair() is None  # the other pair is leased to the other person
+
+
+def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
+    pair = make_pair()
+    lease = annotator_api.next_pair()
+    annotator_api.label(lease["pair"], "tie")
+    again = annotator_api.undo()
+    assert again["pair"] == pair.pk and not Label.objects.exists()
+    with pytest.raises(APIError) as nothing:
+        annotator_api.undo()
+    assert nothing.value.status == 409
+    assert annotator_api.skip(pair.pk)["remaining"] == 0
+    assert annotator_api.next_pair() is None
+    with pytest.raises(APIError) as refused:
+        annotator_api.label(pair.pk, "left")
+    assert refused.value.status == 409 and "skipped" in refused.value.detail
+
+
+def test_a_script_leases_a_chosen_pair_under_the_same_rules(live_server, annotator_api, token_for):
+    pair = make_pair()
+    assert annotator_api.post("/label/lease", {"pair": pair.pk})["pair"] == pair.pk
+    other = Client(live_server.url, token_for(make_user("other")))
+    with pytest.raises(APIError) as refused:
+        other.post("/label/lease", {"pair": pair.pk})
+    assert refused.value.status == 409 and "already has all the labels" in refused.value.detail
+    with pytest.raises(APIError) as junk:
+        annotator_api.label(pair.pk, "up")
+    assert junk.value.status == 400 and junk.value.errors[0]["field"] == "side"
