@@ -1,5 +1,6 @@
 """Views of the compare app: start a comparison set, vote blind, the leaderboard, the rounds dashboard."""
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -67,6 +68,16 @@ def job(request, pk: int):
             context["comparisons"] = job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk")
     template = "compare/_job.html" if request.htmx else "compare/job.html"
     return render(request, template, context, status=status)
+
+@staff_member_required
+@require_POST
+def cancel(request, pk: int):
+    """Stop answering a comparison set (staff: they started it); the page shows what was kept."""
+    job = get_object_or_404(CompareJob, pk=pk)
+    services.cancel_compare_job(job)
+    if request.htmx:
+        return render(request, "compare/_job.html", {"job": job})
+    return redirect("compare:job", pk=pk)
 
 @require_POST
 def vote(request, pk: int):

@@ -38,4 +38,6 @@ def run(request, pk: int):
 def cancel(request, pk: int):
     loop_run = get_object_or_404(LoopRun, pk=pk)
     services.cancel_loop_run(loop_run)
+    if request.htmx:
+        return render(request, "loop/_run.html", {"run": loop_run})
     return redirect("loop:run", pk=pk)
