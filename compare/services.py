@@ -134,7 +134,7 @@ def run_compare_job(
     `progress(done, total)` is called as answers come in (a CLI's bar), besides the count recorded on the job.
     A cancelled job stops inside the batch it is sampling; no comparison is made.
     """
-    job = lifecycle.claim(CompareJob, job_id)
+    job = lifecycle.claim(CompareJob, job_id, retry_failed=True)
     if job is None:
         return CompareJob.objects.get(pk=job_id)
     tracker = Tracker(job)

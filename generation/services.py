@@ -237,7 +237,7 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
     `parents`: trackers of the jobs this one runs inside (a loop run): cancelling one of them stops this job too.
     A cancelled job stops inside the chunk it is sampling and stores nothing of that chunk.
     """
-    job = lifecycle.claim(GenerationJob, job_id)
+    job = lifecycle.claim(GenerationJob, job_id, retry_failed=True)
     if job is None:
         return GenerationJob.objects.get(pk=job_id)
     tracker = Tracker(job, parents=parents)
@@ -311,19 +311,21 @@ def _job_dtype(job: GenerationJob) -> str:
     return job.params["dtype"]
 
 
-def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int, tracker: Tracker) -> list[float]:
+def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int,
+                  tracker: Tracker | None = None) -> list[float]:
     """Round-robin wins of a prompt's samples by the judge; a judge that fails names itself, the prompt and the
     samples (by index: nothing of the chunk is stored yet). A cancel is heard between judge calls."""
     shown = prompt_text(prompt.as_input)
 
     def compare(i: int, j: int) -> str:
-        tracker.check()
+        if tracker:
+            tracker.check()
         return verdict(judge, path, shown, texts[i], texts[j], where=f"prompt {prompt.pk}, samples {i} and {j}")
 
     return round_robin_scores(len(texts), compare, random.Random(seed))
 
 
-def _store_samples(job, prompts, seeds, samples, config, round_, judge, tracker: Tracker) -> int:
+def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tracker: Tracker | None = None) -> int:
     """Responses and pairs of one chunk, in one transaction; returns the number of pairs made.
 
     A judge ranks the samples before the transaction opens, so no write lock is held while it thinks.
@@ -333,7 +335,8 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge, tracker:
     if strategy == "judge":
         judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row], seed, tracker)
                   for prompt, seed, row in zip(prompts, seeds, samples, strict=True)]
-        tracker.check()
+        if tracker:
+            tracker.check()
     made = 0
     with transaction.atomic():
         for k, (prompt, seed, prompt_samples) in enumerate(zip(prompts, seeds, samples, strict=True)):

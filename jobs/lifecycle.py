@@ -42,16 +42,19 @@ def enqueue(job: Job) -> None:
     transaction.on_commit(lambda: celery_app.tasks[name].apply_async((pk,)))
 
 
-def claim(model: type[Job], pk: int, *, restart: bool = False) -> Job | None:
+def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: bool = False) -> Job | None:
     """Mark the job running for a worker's attempt; None when there is nothing to do (ended, cancelled, or out of
     attempts: then it is marked failed with the reason). `restart`: progress starts again from zero (a job that
-    cannot resume part-way)."""
+    cannot resume part-way). `retry_failed`: a failed job runs again, keeping what it stored (a job that resumes)."""
     now = timezone.now()
     with transaction.atomic():
         job = model.objects.select_for_update().get(pk=pk)
         if job.status == Status.CANCELLING:  # its worker was lost while stopping: nothing more will be stored
             _end(job, Status.CANCELLED, now, stage=job.stage or "cancelled")
             return None
+        if retry_failed and job.status == Status.FAILED:
+            job.log += f"[{now:%H:%M:%S}] trying again after: {job.error}\n"
+            job.status, job.finished, job.attempts = Status.QUEUED, None, 0
         if job.status not in (Status.QUEUED, Status.RUNNING):
             return None
         lost = job.status == Status.RUNNING
@@ -66,8 +69,8 @@ def claim(model: type[Job], pk: int, *, restart: bool = False) -> Job | None:
         job.status, job.attempts, job.error = Status.RUNNING, job.attempts + 1, ""
         job.started = job.started or now
         job.claimed, job.claimed_progress, job.updated = now, job.progress, None
-        job.save(update_fields=["status", "attempts", "error", "started", "claimed", "claimed_progress", "updated",
-                                "log", "done", "progress"])
+        job.save(update_fields=["status", "attempts", "error", "started", "finished", "claimed", "claimed_progress",
+                                "updated", "log", "done", "progress"])
     return job
 
 
