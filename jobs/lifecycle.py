@@ -36,10 +36,19 @@ def job_kinds() -> list[type[Job]]:
     return [model for model in apps.get_models() if issubclass(model, Job)]
 
 
+def task_named(name: str):
+    """The registered Celery task called `name`. Outside a worker the apps' tasks modules are imported only when
+    first asked for (Celery's autodiscovery is lazy), so ask for them here: services never import tasks."""
+    if name not in celery_app.tasks:
+        celery_app.loader.import_default_modules()
+    return celery_app.tasks[name]
+
+
 def enqueue(job: Job) -> None:
-    """Send the job's task, by name, once the transaction that created the job commits (routing: settings)."""
-    name, pk = job.task_name, job.pk
-    transaction.on_commit(lambda: celery_app.tasks[name].apply_async((pk,)))
+    """Send the job's task, by name, once the transaction that created the job commits (routing: settings; a
+    task runs in-process when PREFLOOP_TASKS_EAGER is on)."""
+    task, pk = task_named(job.task_name), job.pk
+    transaction.on_commit(lambda: task.apply_async((pk,)))
 
 
 def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: bool = False) -> Job | None:
@@ -151,7 +160,7 @@ def requeue_interrupted() -> dict[str, list[int]]:
         running = model.objects.filter(status=Status.RUNNING, part_of="")
         ids = list(running.values_list("pk", flat=True))
         for pk in ids:
-            celery_app.tasks[model.task_name].apply_async((pk,))
+            task_named(model.task_name).apply_async((pk,))
         if ids:
             log.info("requeued %s %s after a lost worker", model.__name__, ids)
             sent[model.__name__] = ids
