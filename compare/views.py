@@ -1,10 +1,10 @@
 """Views of the compare app: start a comparison set, vote blind, the leaderboard, the rounds dashboard."""
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from jobs.views import cancel_view
 from training.models import TrainingRun
 
 from . import blinding, charts, dashboard, leaderboard, services
@@ -69,15 +69,8 @@ def job(request, pk: int):
     template = "compare/_job.html" if request.htmx else "compare/job.html"
     return render(request, template, context, status=status)
 
-@staff_member_required
-@require_POST
-def cancel(request, pk: int):
-    """Stop answering a comparison set (staff: they started it); the page shows what was kept."""
-    job = get_object_or_404(CompareJob, pk=pk)
-    services.cancel_compare_job(job)
-    if request.htmx:
-        return render(request, "compare/_job.html", {"job": job})
-    return redirect("compare:job", pk=pk)
+# Stop answering a set (staff: they started it); the page then shows what was kept.
+cancel = cancel_view(CompareJob, partial="compare/_job.html", name="job", then="compare:job", then_with_pk=True)
 
 @require_POST
 def vote(request, pk: int):

@@ -155,6 +155,18 @@ def test_a_loop_run_cancels_inside_its_generation_step(worker, broker, tiny_vers
     assert run.results == []
 
 
+def _kill_and_wait_for_the_end(job, worker, broker, sent_at: float, timeout: float) -> None:
+    """SIGKILL the worker mid-job, start another (after Redis's redelivery delay) and wait until the job ends."""
+    worker.kill()
+    _wait_out_redelivery(broker, sent_at)
+    worker.start()
+
+    def ended():
+        job.refresh_from_db()
+        return not job.is_active
+    wait_for(ended, timeout, f"the killed worker's {job} to be resumed or failed", worker)
+
+
 def test_a_comparison_set_whose_worker_is_killed_is_resumed_without_duplicates(worker, broker, tiny_version):
     from compare.models import CompareJob, Comparison
     from compare.services import start_compare_job
@@ -173,14 +185,7 @@ def test_a_comparison_set_whose_worker_is_killed_is_resumed_without_duplicates(w
         assert job.status != CompareJob.SUCCEEDED, "the set was answered before the kill: give it more work"
         return job.done >= 2
     wait_for(some_answers, 240, "the first answers of the set", worker, interval=0.05)
-    worker.kill()
-    _wait_out_redelivery(broker, sent_at)
-    worker.start()
-
-    def ended():
-        job.refresh_from_db()
-        return not job.is_active
-    wait_for(ended, 300, "the killed set to be resumed and answered", worker)
+    _kill_and_wait_for_the_end(job, worker, broker, sent_at, 300)
     assert job.status == CompareJob.SUCCEEDED, job.error
     assert job.attempts == 2 and "the worker was lost; resuming" in job.log
     assert Comparison.objects.filter(job=job).count() == 4
@@ -202,14 +207,7 @@ def test_a_loop_run_whose_worker_is_killed_is_resumed_or_failed_never_left_runni
         assert run.is_active, f"the run ended before the kill: {run.status} {run.error}"
         return run.stage.startswith("round 1: generate · sampling") and run.progress > 0
     wait_for(generating, 240, "the loop run to sample its first round", worker, interval=0.05)
-    worker.kill()
-    _wait_out_redelivery(broker, sent_at)
-    worker.start()
-
-    def ended():
-        run.refresh_from_db()
-        return not run.is_active
-    wait_for(ended, 400, "the killed loop run to end", worker)
+    _kill_and_wait_for_the_end(run, worker, broker, sent_at, 400)
     assert run.status in (LoopRun.SUCCEEDED, LoopRun.FAILED)
     if run.status == LoopRun.SUCCEEDED:
         assert run.attempts == 2 and len(run.results) == 1 and run.done == run.total == 1
