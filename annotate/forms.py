@@ -4,8 +4,9 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from prefcore.rows import FORMATS, SUFFIXES
+
 from .exporters import EXPORT_FORMATS
-from .formats import FORMATS, SUFFIXES
 from .models import MAX_ID, MAX_NUMBER, SIDES
 
 

@@ -1,6 +1,6 @@
 """Import prompts, unlabelled pairs and labelled preferences from files, all or nothing.
 
-Every row is checked first (annotate.formats, within the PREFLOOP_IMPORT_MAX_* limits); only then is anything
+Every row is checked first (prefcore.rows, within the PREFLOOP_IMPORT_MAX_* limits); only then is anything
 written, in one transaction. Rows already in the database (same normalised prompt, same responses) are skipped, so
 importing a file twice adds nothing. Pairs and preferences whose prompt is an eval prompt (the same normalised text:
 case, Unicode form and spacing aside) are set aside and reported: eval prompts measure the model and are never
@@ -17,9 +17,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from generation.models import Prompt, Response, normalised_hash
+from prefcore import rows as formats
+from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
-from . import formats
-from .formats import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, Label, Pair, Round
 
 IMPORT_ACCOUNT = "import"

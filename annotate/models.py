@@ -2,10 +2,10 @@
 from django.conf import settings
 from django.db import models
 
-A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
-CHOICES = [(A, "response A"), (B, "response B"), (TIE, "tie"), (BOTH_BAD, "both bad")]
-LEFT, RIGHT = "left", "right"
-SIDES = [(LEFT, "left"), (RIGHT, "right"), (TIE, "tie"), (BOTH_BAD, "both bad")]
+from prefcore.outcomes import BOTH_BAD, LEFT, OUTCOME_LABELS, RIGHT, SIDE_LABELS, TIE, A, B  # noqa: F401
+
+CHOICES = list(OUTCOME_LABELS.items())
+SIDES = list(SIDE_LABELS.items())
 MAX_ID = 2**63 - 1  # ids are 64-bit (BigAutoField)
 MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32-bit on PostgreSQL
 

@@ -26,8 +26,11 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Abs
 from django.utils import timezone
 
+from prefcore.outcomes import SIDES as SIDE_KEYS
+from prefcore.outcomes import outcome_for_side
+
 from .dataset import DecidedPair, decided_pairs  # noqa: F401  (the training service imports it from here)
-from .models import BOTH_BAD, LEFT, RIGHT, TIE, A, AnnotatorProfile, Assignment, B, Label, Pair, Round
+from .models import A, AnnotatorProfile, Assignment, B, Label, Pair, Round
 
 try:
     import fcntl
@@ -37,7 +40,6 @@ except ImportError:  # Windows: SQLite's own busy timeout alone
 LEASE_SECONDS = getattr(settings, "PREFLOOP_LEASE_SECONDS", 600)
 UNDO_SECONDS = getattr(settings, "PREFLOOP_UNDO_SECONDS", 60)
 STRENGTH_PROB = {"slight": 0.75, "clear": 1.0}
-SIDE_KEYS = (LEFT, RIGHT, TIE, BOTH_BAD)
 
 
 class LabelError(Exception):
@@ -83,13 +85,10 @@ class Progress:
 
 def choice_for(side: str, left_is_a: bool) -> str:
     """The outcome in terms of the stored responses for a key pressed on the sides as shown."""
-    if side == LEFT:
-        return A if left_is_a else B
-    if side == RIGHT:
-        return B if left_is_a else A
-    if side in (TIE, BOTH_BAD):
-        return side
-    raise LabelError(f"unknown side {side!r}: expected one of {', '.join(SIDE_KEYS)}")
+    try:
+        return outcome_for_side(side, left_is_a)
+    except ValueError as exc:
+        raise LabelError(str(exc)) from None
 
 
 def _unseen_by(user):

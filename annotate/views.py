@@ -11,10 +11,11 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from prefcore.text import word_diff
+
 from . import exporters, importers, services
 from . import quality as quality_report
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
-from .rendering import word_diff
 
 
 def _staff(request: HttpRequest) -> None:

@@ -27,8 +27,8 @@ from generation.backends.vllm import (  # noqa: E402
     first_canary_difference,
     reference_tokens,
 )
-from prefloop.chat import prompt_token_ids  # noqa: E402
-from prefloop.hardware import describe  # noqa: E402
+from prefcore.chat import prompt_token_ids  # noqa: E402
+from prefcore.hardware import describe  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

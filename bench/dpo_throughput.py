@@ -5,7 +5,7 @@
 
 Each run is a subprocess (so peak RSS is its own) that times everything after imports: load, tokenize, reference
 log-probs, one epoch of training, save. Both run in the same dtype: --dtype, "auto" being bf16 only where this
-machine computes bf16 natively (prefloop.hardware), else fp32; TRL otherwise at its fastest CPU settings
+machine computes bf16 natively (prefcore.hardware), else fp32; TRL otherwise at its fastest CPU settings
 (precomputed reference log-probs). Prints one table, headed by the CPU model and the dtype.
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ def run_trl(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from prefloop.chat import to_messages
-    from prefloop.hardware import resolve_dtype
+    from prefcore.chat import to_messages
+    from prefcore.hardware import resolve_dtype
     from training.dpo.data import load_pairs_jsonl
 
     pairs = load_pairs_jsonl(args.data)[: args.pairs]
@@ -116,7 +116,7 @@ def main() -> None:
 
         bootstrap_checkpoint(args.model)
 
-    from prefloop.hardware import describe, describe_dtype
+    from prefcore.hardware import describe, describe_dtype
 
     results = {}
     for which in args.order.split(","):

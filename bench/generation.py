@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from generation.backends.base import SamplingConfig  # noqa: E402
-from prefloop.chat import prompt_token_ids  # noqa: E402
+from prefcore.chat import prompt_token_ids  # noqa: E402
 
 DATA = ROOT / "data" / "hh-rlhf-sample.jsonl"
 
@@ -103,7 +103,7 @@ def main(argv=None) -> None:
 
     from generation.backends import load_backend
     from generation.bootstrap import bootstrap_checkpoint
-    from prefloop.hardware import describe, describe_dtype
+    from prefcore.hardware import describe, describe_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     _setup_django(data_dir)
-    from prefloop.hardware import cpu_model_name
+    from prefcore.hardware import cpu_model_name
 
     t0 = time.perf_counter()
     sessions = _seed(args.pairs, 2 * args.annotators + 1)

@@ -39,7 +39,7 @@ def main() -> None:
     from generation.bootstrap import bootstrap_checkpoint
     from generation.models import Prompt
     from judges.rules import LengthTarget
-    from prefloop.hardware import describe
+    from prefcore.hardware import describe
     from prefloop.numerics import dtype_note
     from training import services as train
 

@@ -33,7 +33,11 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--eval-limit", type=int, default=64)
-    parser.add_argument("--judge", default="judges.rules:length_target")
+    parser.add_argument("--judge", default="judges.rules:length_target", help="The judge that labels the pairs.")
+    parser.add_argument("--eval-judge", default="", help="The judge that evaluates against base (default: --judge).")
+    parser.add_argument("--label-noise", type=float, default=0.0, metavar="P",
+                        help="Flip a share P of the labelling judge's decided verdicts (seeded by --seed), as noisy "
+                             "annotators would; the evaluation judge stays clean.")
     parser.add_argument("--train", default=str(DATA / "train_prompts.jsonl"))
     parser.add_argument("--eval", default=str(DATA / "eval_prompts.jsonl"))
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Base checkpoint (bootstrapped when missing).")
@@ -69,12 +73,22 @@ def run(args) -> list[dict]:
     import_prompts(args.train, split="train", tag="bench")
     import_prompts(args.eval, split="eval", tag="bench")
     out = io.StringIO()
-    call_command("run_loop", rounds=args.rounds, pairs=args.pairs, judge=args.judge, tag="bench",
-                 eval_limit=args.eval_limit, seed=args.seed, params=args.params, stdout=out)
+    call_command("run_loop", rounds=args.rounds, pairs=args.pairs, judge=labelling_judge(args), tag="bench",
+                 eval_judge=args.eval_judge or args.judge, eval_limit=args.eval_limit, seed=args.seed,
+                 params=args.params, stdout=out)
     rounds = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     for r in rounds:
         print(json.dumps(r), flush=True)
     return rounds
+
+
+def labelling_judge(args) -> str:
+    """--judge, or with --label-noise the same judge behind judges.noise:Noisy."""
+    if not args.label_noise:
+        return args.judge
+    from urllib.parse import quote
+
+    return f"judges.noise:Noisy?judge={quote(args.judge, safe=':')}&share={args.label_noise}&seed={args.seed}"
 
 
 def table(rounds: list[dict]) -> str:
@@ -102,14 +116,15 @@ def main(argv=None) -> int:
         holder = tempfile.TemporaryDirectory(prefix="loop-efficacy-")
         data_dir = Path(holder.name)
     setup(data_dir)
-    from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS, TRAINING_DEFAULTS
-    from prefloop.hardware import describe
+    from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS
+    from prefcore.hardware import describe
     from prefloop.numerics import dtype_note
+    from training.dpo.config import DPOConfig
 
     print(f"CPU: {describe()}")
     print(f"dtype: {dtype_note()}")
-    print(f"judge {args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
-          f"loop training defaults {json.dumps(TRAINING_DEFAULTS)}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
+    print(f"labelling judge {labelling_judge(args)}; evaluation judge {args.eval_judge or args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
+          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
           f"pairing {PAIRING_DEFAULT}, "
           f"params {args.params}", flush=True)
     start = time.perf_counter()

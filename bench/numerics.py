@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 from generation.backends import SamplingConfig, load_backend  # noqa: E402
 from generation.backends.rounding import token_logp_bounds  # noqa: E402
-from prefloop.chat import prompt_token_ids  # noqa: E402
-from prefloop.hardware import describe, describe_dtype  # noqa: E402
+from prefcore.chat import prompt_token_ids  # noqa: E402
+from prefcore.hardware import describe, describe_dtype  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
 PROMPTS = ROOT / "bench" / "data" / "train_prompts.jsonl"

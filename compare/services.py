@@ -13,12 +13,15 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 import judges
-from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, A, AnnotatorProfile, B
+from annotate.models import AnnotatorProfile
 from generation.backends.base import GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
+from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
+from prefcore import outcomes
+from prefcore.outcomes import OUTCOMES, SIDE_LABELS, SIDES
 from prefloop.numerics import dtype_choice
 
 from . import blinding
@@ -26,9 +29,7 @@ from .models import CompareJob, Comparison, Vote
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = (A, B, TIE, BOTH_BAD)
-SIDES = (LEFT, RIGHT, TIE, BOTH_BAD)
-TYPED_TAG = "compare-typed"  # prompts typed on the compare page: eval split, but not part of the eval set
+TYPED_TAG = Prompt.TYPED_TAG  # prompts typed on the compare page: eval split, but not part of the eval set
 MAX_PROMPTS = 500
 
 Answerer = Callable[..., dict[int, Response]]
@@ -38,8 +39,6 @@ class CompareError(Exception):
     """Something a person can fix: same version twice, no prompts, a vote twice."""
 
 
-class JudgeError(CompareError):
-    """A judge failed or returned something that is not an outcome; names the judge and the comparison."""
 
 
 # ---- choosing what to compare ---------------------------------------------------------------------------------
@@ -56,8 +55,7 @@ def default_versions() -> tuple[ModelVersion | None, ModelVersion | None]:
 
 def eval_prompt_ids(limit: int) -> list[int]:
     """The first `limit` prompts of the eval split (typed prompts left out), oldest first."""
-    prompts = Prompt.objects.filter(split=Prompt.EVAL).exclude(tag=TYPED_TAG).order_by("pk")
-    return list(prompts.values_list("pk", flat=True)[:limit])
+    return list(Prompt.objects.for_eval().values_list("pk", flat=True)[:limit])
 
 
 def typed_prompt(text: str) -> Prompt:
@@ -205,18 +203,12 @@ def outcome_for_side(comparison: Comparison, side: str) -> str:
     """The key as pressed (left, right, tie, both_bad) in terms of the stored responses (a, b, tie, both_bad)."""
     if side not in SIDES:
         raise CompareError(f"side must be one of {', '.join(SIDES)} (got {side!r})")
-    if side == LEFT:
-        return A if comparison.left_is_a else B
-    if side == RIGHT:
-        return B if comparison.left_is_a else A
-    return side
+    return outcomes.outcome_for_side(side, comparison.left_is_a)
 
 
 def side_for_outcome(comparison: Comparison, outcome: str) -> str:
     """Where the chosen answer was shown: "left", "right", or "tie" / "both bad"."""
-    if outcome in (A, B):
-        return LEFT if (outcome == A) == comparison.left_is_a else RIGHT
-    return outcome.replace("_", " ")
+    return SIDE_LABELS[outcomes.side_for_outcome(outcome, comparison.left_is_a)]
 
 
 def record_vote(comparison: Comparison, voter, outcome: str, *, is_automatic: bool = False, judge: str = "") -> Vote:
@@ -245,16 +237,12 @@ def job_summary(job: CompareJob, *, include_automatic: bool = False) -> dict[str
 
 # ---- automatic judges -----------------------------------------------------------------------------------------
 
-JudgeResult = str | float
-Judge = Callable[[str, str, str], JudgeResult]
+Judge = judges.Judge
 
 
 def load_judge(dotted_path: str) -> Judge:
-    """The callable at "package.module:name" (see `judges.load_judge`); a JudgeError of this app when it fails."""
-    try:
-        return judges.load_judge(dotted_path, dtype=dtype_choice())
-    except judges.JudgeError as exc:
-        raise JudgeError(str(exc)) from None
+    """The judge at "package.module:name" (see `judges.load_judge`), computing in the product's dtype."""
+    return judges.load_judge(dotted_path, dtype=dtype_choice())
 
 
 def judge_voter(judge_name: str):
@@ -268,13 +256,8 @@ def judge_voter(judge_name: str):
     return user
 
 
-def judged_outcome(result: object, *, tie_band: float = 0.05) -> str | None:
-    """A judge's answer as an outcome in its own argument order; None when it is not a valid answer."""
-    return judges.normalise_verdict(result, tie_band=tie_band)
-
-
 def judge_comparisons(
-    comparisons: Iterable[Comparison], judge_callable: Judge, judge_name: str, voter, *, tie_band: float = 0.05,
+    comparisons: Iterable[Comparison], judge_callable: Judge, judge_name: str, voter, *,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Vote]:
     """Let a judge vote on each comparison this voter has not voted on yet; returns the new votes.
@@ -296,19 +279,11 @@ def judge_comparisons(
             (comparison.response_a, comparison.response_b) if comparison.left_is_a
             else (comparison.response_b, comparison.response_a)
         )
-        where = f"judge {judge_name!r} on comparison {comparison.pk}"
-        try:
-            result = judge_callable(comparison.prompt.text, left.text, right.text)
-        except Exception as exc:
-            raise JudgeError(f"{where} raised {type(exc).__name__}: {exc}") from exc
-        first = judged_outcome(result, tie_band=tie_band)
-        if first is None:
-            raise JudgeError(
-                f"{where} returned {result!r}; expected 'a', 'b', 'tie', 'both_bad' or a probability in [0, 1]"
-            )
+        first = verdict(judge_callable, judge_name, comparison.prompt.text, left.text, right.text,
+                        where=f"comparison {comparison.pk}")
         if should_stop and should_stop():
             raise JobCancelled
-        side = {A: LEFT, B: RIGHT}.get(first, first)
+        side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
         votes.append(record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True,
                                  judge=judge_name))
     return votes

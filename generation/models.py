@@ -1,4 +1,6 @@
 """Model versions, prompts, sampled responses and the jobs that sample them."""
+from __future__ import annotations
+
 import hashlib
 import json
 import unicodedata
@@ -35,7 +37,7 @@ class ModelVersion(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def lineage(self) -> list["ModelVersion"]:
+    def lineage(self) -> list[ModelVersion]:
         chain, node = [], self
         while node is not None:
             chain.append(node)
@@ -51,8 +53,16 @@ def normalised_hash(text_or_messages) -> str:
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
+class PromptQuerySet(models.QuerySet):
+    def for_eval(self, split: str = "eval") -> PromptQuerySet:
+        """The prompts an evaluation answers, oldest first: the split's prompts without those typed on the compare
+        page (they are eval prompts so no round trains on them, but not part of the fixed eval set)."""
+        return self.filter(split=split).exclude(tag=Prompt.TYPED_TAG).order_by("pk")
+
+
 class Prompt(models.Model):
     TRAIN, EVAL = "train", "eval"
+    TYPED_TAG = "compare-typed"  # prompts typed on the compare page
     text = models.TextField(help_text="The prompt as plain text (the last user turn for a chat).")
     messages = models.JSONField(null=True, blank=True, help_text="A chat as a list of {role, content}, if any.")
     split = models.CharField(max_length=10, choices=[(TRAIN, "train"), (EVAL, "eval")], default=TRAIN, db_index=True)
@@ -60,6 +70,8 @@ class Prompt(models.Model):
     tag = models.CharField(max_length=100, blank=True, db_index=True)
     hash = models.CharField(max_length=64, unique=True)
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = PromptQuerySet.as_manager()
 
     def __str__(self) -> str:
         return self.text[:80]

@@ -20,7 +20,8 @@ from annotate.models import Pair, Round
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from judges import JudgeError, load_judge, verdict
-from prefloop.chat import prompt_text
+from prefcore.chat import prompt_text
+from prefcore.outcomes import cut_rule
 from prefloop.numerics import dtype_choice, product_dtype
 
 from .backends import load_backend
@@ -311,16 +312,19 @@ def _job_dtype(job: GenerationJob) -> str:
     return job.params["dtype"]
 
 
-def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], seed: int,
+def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[bool], seed: int,
                   tracker: Tracker | None = None) -> list[float]:
-    """Round-robin wins of a prompt's samples by the judge; a judge that fails names itself, the prompt and the
-    samples (by index: nothing of the chunk is stored yet). A cancel is heard between judge calls."""
+    """Round-robin wins of a prompt's samples by the judge; a sample cut at the token limit loses to a finished one
+    without asking (prefcore.outcomes.cut_rule), so the best is a finished sample whenever there is one. A judge that
+    fails names itself, the prompt and the samples (by index: nothing of the chunk is stored yet). A cancel is heard
+    between judge calls."""
     shown = prompt_text(prompt.as_input)
 
     def compare(i: int, j: int) -> str:
         if tracker:
             tracker.check()
-        return verdict(judge, path, shown, texts[i], texts[j], where=f"prompt {prompt.pk}, samples {i} and {j}")
+        return cut_rule(cut[i], cut[j]) or verdict(judge, path, shown, texts[i], texts[j],
+                                                   where=f"prompt {prompt.pk}, samples {i} and {j}")
 
     return round_robin_scores(len(texts), compare, random.Random(seed))
 
@@ -333,7 +337,8 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
     strategy = job.params.get("pairing", "random")
     judged = None
     if strategy == "judge":
-        judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row], seed, tracker)
+        judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row],
+                                [x.finish_reason == "length" for x in row], seed, tracker)
                   for prompt, seed, row in zip(prompts, seeds, samples, strict=True)]
         if tracker:
             tracker.check()

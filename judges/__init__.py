@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl
 
 from django.conf import settings
 
-A, B, TIE, BOTH_BAD = "a", "b", "tie", "both_bad"
-OUTCOMES = (A, B, TIE, BOTH_BAD)
+from prefcore.outcomes import BOTH_BAD, OUTCOMES, TIE, A, B  # noqa: F401  (judges import them from here)
+
 TIE_BAND = 0.05  # a probability within this of 0.5 is a tie
 
 Judge = Callable[[str, str, str], object]
@@ -30,7 +30,7 @@ BUILT_IN_JUDGES = (
     "judges.rules:length_target", "judges.rules:prefer_shorter", "judges.rules:prefer_list",
     "judges.rules:not_degenerate", "judges.rules:longer_text", "judges.rules:shorter_text",
     "judges.rules:LengthTarget", "judges.rules:PreferShorter", "judges.rules:PreferList",
-    "judges.llm:LLMJudge", "judges.llm:for_version",
+    "judges.llm:LLMJudge", "judges.llm:for_version", "judges.noise:Noisy",
 )
 
 

@@ -24,7 +24,7 @@ class LLMJudge:
     """A judge over a model folder (a full checkpoint, or a LoRA adapter on `base_dir`); the model loads on first use."""
 
     def __init__(self, model_dir: str, base_dir: str = "", margin: float = 0.0, dtype: str = "auto"):
-        from prefloop.hardware import DTYPE_CHOICES
+        from prefcore.hardware import DTYPE_CHOICES
 
         self.model_dir, self.base_dir, self.margin, self.dtype = str(model_dir), str(base_dir), float(margin), dtype
         if dtype not in DTYPE_CHOICES:
@@ -40,7 +40,7 @@ class LLMJudge:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from prefloop.hardware import resolve_dtype
+        from prefcore.hardware import resolve_dtype
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         source = self.base_dir or self.model_dir
@@ -65,7 +65,7 @@ class LLMJudge:
         """P("A") / (P("A") + P("B")) for the next token after the question: the first answer being better."""
         import torch
 
-        from prefloop.chat import prompt_token_ids
+        from prefcore.chat import prompt_token_ids
 
         if self._model is None:
             self._load()

@@ -45,7 +45,8 @@ class LoopRunAdmin(admin.ModelAdmin):
             return
         try:
             run = services.start_loop_run(rounds=obj.rounds, pairs=obj.pairs, judge=obj.judge, tag=obj.tag,
-                                          eval_limit=obj.eval_limit, seed=obj.seed, user=request.user)
+                                          eval_limit=obj.eval_limit, seed=obj.seed, user=request.user,
+                                          eval_judge=form.cleaned_data.get("eval_judge", ""))
         except (services.LoopError, JudgeError) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             obj.pk = None

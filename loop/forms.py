@@ -27,14 +27,18 @@ def judge_choices() -> list[tuple[str, str]]:
 
 
 class LoopRunForm(forms.ModelForm):
-    judge = forms.ChoiceField(choices=())
+    judge = forms.ChoiceField(choices=(), help_text="Labels each round's pairs.")
+    eval_judge = forms.ChoiceField(choices=(), required=False,
+                                   help_text="Votes on each round's answers against base; a different judge from the "
+                                             "one that labels keeps its quirks from being rewarded and then confirmed.")
 
     class Meta:
         model = LoopRun
-        fields = ["rounds", "pairs", "judge", "tag", "eval_limit", "seed"]
+        fields = ["rounds", "pairs", "judge", "eval_judge", "tag", "eval_limit", "seed"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["judge"].choices = judge_choices()
+        self.fields["eval_judge"].choices = [("", "the same judge"), *judge_choices()]
         self.fields["rounds"].min_value = 1
         self.fields["pairs"].min_value = 1

@@ -18,8 +18,7 @@ from django.utils import timezone
 from annotate.models import Assignment
 from annotate.services import next_pair_for, record_label
 from compare.models import CompareJob, Comparison, Vote
-from compare.services import TYPED_TAG, judge_comparisons, judge_voter
-from compare.services import JudgeError as CompareJudgeError
+from compare.services import judge_comparisons, judge_voter
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import (
@@ -34,7 +33,8 @@ from generation.services import (
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from judges import Judge, JudgeError, load_judge, verdict
-from prefloop.chat import prompt_text
+from prefcore.chat import prompt_text
+from prefcore.outcomes import cut_rule, side_for_outcome
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 # Settings a loop round uses unless the run names others (measurements in docs/defaults.md). They belong in
 # DPOConfig / SamplingConfig's own defaults; until those change, the loop passes them explicitly.
-TRAINING_DEFAULTS: dict = {}  # DPOConfig defaults are chosen for small rounds (docs/defaults.md)
 # Four samples per prompt, ranked by the run's judge in a round robin, the best paired with the worst: round 3 went
 # from 78.9% (two samples, a random pair) to 82.0% against base, at 6 judge calls per prompt (docs/defaults.md).
 SAMPLING_DEFAULTS: dict = {"n": 4}
@@ -104,15 +103,16 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
         left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
         started = time.perf_counter()
         try:
-            seen = verdict(judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text,
-                           where=f"pair {pair.pk}")
+            # a cut answer never beats a finished one, whatever the judge would say (prefcore.outcomes.cut_rule)
+            seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length") or verdict(
+                judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}")
         except JudgeError:
             Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
             raise
         if should_stop and should_stop():
             Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
             raise JobCancelled
-        side = {"a": "left", "b": "right"}.get(seen, seen)
+        side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
         label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
         outcomes[label.choice] += 1
         done += 1
@@ -126,7 +126,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
 
 def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:
     """The prompts an evaluation uses, oldest first (prompts typed on the compare page left out)."""
-    prompts = Prompt.objects.filter(split=split).exclude(tag=TYPED_TAG).order_by("pk")
+    prompts = Prompt.objects.for_eval(split)
     if tag:
         prompts = prompts.filter(tag=tag)
     prompts = list(prompts[:limit] if limit else prompts)
@@ -189,10 +189,7 @@ def evaluate(
             for p in prompts
         ]
     account = judge_account(judge_path)
-    try:
-        judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
-    except CompareJudgeError as exc:
-        raise JudgeError(str(exc)) from exc
+    judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
     outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
     summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
     return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])
@@ -203,9 +200,12 @@ def evaluate(
 
 def start_loop_run(
     *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
-    params: dict | None = None, user=None, enqueue: bool = True,
+    params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "",
 ) -> LoopRun:
-    """Check the settings (the judge must load, prompts must exist), record the run and queue it."""
+    """Check the settings (the judges must load, prompts must exist), record the run and queue it.
+
+    `judge` labels the pairs; `eval_judge` (default: the same) votes on each round's answers against the base
+    version, so a judge's quirks need not be both rewarded and confirmed by the same judge."""
     for what, value, low, high in (("rounds", rounds, 1, MAX_ROUNDS), ("pairs", pairs, 1, MAX_PAIRS),
                                    ("eval prompts", eval_limit, 1, MAX_EVAL_PROMPTS), ("seed", seed, 0, 2**31 - 1)):
         if not low <= value <= high:
@@ -222,10 +222,14 @@ def start_loop_run(
         if section in params and not isinstance(params[section], dict):
             raise LoopError(f"loop setting {section!r} must be an object of settings "
                             f"(got {type(params[section]).__name__})")
-    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data"}
+    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data", "eval_judge"}
     if unknown:
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
-                        "(known: training, sampling, pairing, reference, data)")
+                        "(known: training, sampling, pairing, reference, data, eval_judge)")
+    eval_judge = (eval_judge or params.get("eval_judge") or judge).strip()
+    if eval_judge != judge.strip():
+        load_judge(eval_judge, dtype=dtype_choice())
+    params["eval_judge"] = eval_judge
     _check_params(params, judge)
     # Recorded as resolved, so a run resumed after an upgrade keeps the pairing and samples it started with.
     params["pairing"] = params.get("pairing", PAIRING_DEFAULT)
@@ -248,7 +252,7 @@ def _check_params(params: dict, judge: str) -> None:
     if "seed" in (params.get("sampling") or {}):
         raise LoopError("sampling.seed: each round draws its seed from the run's seed (--seed); set that instead")
     try:
-        DPOConfig.from_dict(dict(TRAINING_DEFAULTS, **params.get("training", {})))
+        DPOConfig.from_dict(params.get("training", {}))  # its defaults are chosen for small rounds (docs/defaults.md)
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
     pairing = params.get("pairing", PAIRING_DEFAULT)
@@ -297,8 +301,10 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
     tracker.report(done=len(run.results), total=run.rounds, force=True)
     try:
         judge = load_judge(run.judge, dtype=dtype_choice())
+        eval_path = eval_judge_of(run)
+        eval_judge = judge if eval_path == run.judge else load_judge(eval_path, dtype=dtype_choice())
         while len(run.results) < run.rounds:
-            result = _one_round(run, judge, tracker, progress)
+            result = _one_round(run, judge, tracker, progress, eval_judge)
             run.results = [*run.results, result]
             tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, results=run.results,
                            force=True)
@@ -320,7 +326,13 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
     return run
 
 
-def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress | None) -> dict:
+def eval_judge_of(run: LoopRun) -> str:
+    """The judge that evaluates a run's rounds (runs from before the setting evaluated with their labelling judge)."""
+    return (run.params or {}).get("eval_judge") or run.judge
+
+
+def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress | None,
+               eval_judge: Judge | None = None) -> dict:
     index = len(run.results)
     number = index + 1
     seconds: dict[str, float] = {}
@@ -357,8 +369,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     try:
         training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
                                       data_choice=params.get("data", DATA_DEFAULT),
-                                      params=dict(TRAINING_DEFAULTS, **params.get("training", {})), enqueue=False,
-                                      part_of=run.key)
+                                      params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
     except TrainingError as exc:
         raise LoopError(f"round {number}: {exc}") from None
     tracker.on_child = lambda fraction, stage: report("train", fraction, 1, stage)
@@ -372,9 +383,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    evaluation = evaluate(base, new, run.judge, tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
-                          sampling=params.get("sampling"), judge=judge, progress=lambda s, d, t: report("evaluate", d, t),
-                          should_stop=tracker.should_stop)
+    evaluation = evaluate(base, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit,
+                          seed=run.seed, sampling=params.get("sampling"), judge=eval_judge or judge,
+                          progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop)
     kl = mean_kl(new, base, evaluation.answers_b)
     seconds["evaluate"] = time.perf_counter() - clock
 

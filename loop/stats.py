@@ -8,8 +8,8 @@ import math
 from collections.abc import Iterable
 
 from compare.ratings import wilson_interval
+from prefcore.outcomes import OUTCOMES
 
-OUTCOMES = ("a", "b", "tie", "both_bad")
 LENGTH_DRIFT = 0.2  # a round whose answers grew by more than this share of the previous length...
 WIN_GAIN = 0.05  # ...while its win rate rose by more than this gets a warning
 

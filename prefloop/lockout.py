@@ -27,7 +27,6 @@ from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-
 RECORDED_USERNAME_LENGTH = AccessAttempt._meta.get_field("username").max_length
 
 

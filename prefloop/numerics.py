@@ -1,4 +1,4 @@
-"""The dtype the product computes in: the PREFLOOP_DTYPE setting, resolved on this machine by `prefloop.hardware`.
+"""The dtype the product computes in: the PREFLOOP_DTYPE setting, resolved on this machine by `prefcore.hardware`.
 
 The services that load models (sampling, training, evaluation, judges) ask here and pass the answer to the
 Django-free cores as an argument; the pages show `dtype_note()`. docs/numerics.md says what holds in each dtype.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from .hardware import describe_dtype, dtype_name, resolve_dtype
+from prefcore.hardware import describe_dtype, dtype_name, resolve_dtype
 
 
 def dtype_choice() -> str:

@@ -280,7 +280,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 PREFLOOP_BASE_MODEL = os.environ.get("PREFLOOP_BASE_MODEL", str(MODELS_DIR / "smollm2-135m-instruct"))
 PREFLOOP_BACKEND = os.environ.get("PREFLOOP_BACKEND", "auto")  # auto, hf or vllm
 # The dtype of sampling, training and evaluation alike: auto (bf16 where the CPU computes it natively or on a GPU,
-# else fp32: prefloop.hardware), float32 or bfloat16. docs/numerics.md says what holds in each.
+# else fp32: prefcore.hardware), float32 or bfloat16. docs/numerics.md says what holds in each.
 PREFLOOP_DTYPE = os.environ.get("PREFLOOP_DTYPE", "auto").strip().lower() or "auto"
 if PREFLOOP_DTYPE not in ("auto", "float32", "bfloat16"):
     raise ImproperlyConfigured(f"PREFLOOP_DTYPE={PREFLOOP_DTYPE!r}: expected auto, float32 or bfloat16")
@@ -293,6 +293,8 @@ PREFLOOP_HELDOUT_FRACTION = float(os.environ.get("PREFLOOP_HELDOUT_FRACTION", 0.
 PREFLOOP_HELDOUT_MIN_PAIRS = int(os.environ.get("PREFLOOP_HELDOUT_MIN_PAIRS", 20))
 PREFLOOP_ROUND_EVAL_PROMPTS = int(os.environ.get("PREFLOOP_ROUND_EVAL_PROMPTS", 8))
 PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]
+# Loss terms a training run may name besides the built-in ones (training/dpo/terms.py), as "package.module:attr".
+PREFLOOP_LOSS_TERMS = [t.strip() for t in os.environ.get("PREFLOOP_LOSS_TERMS", "").split(",") if t.strip()]
 PREFLOOP_COMPARE_JUDGE = os.environ.get("PREFLOOP_COMPARE_JUDGE", "")
 
 LOGGING = {

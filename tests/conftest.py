@@ -46,7 +46,8 @@ def annotator(django_user_model):
 # Judges the tests define, importable by name like any team's own; listed the way a team lists its judges.
 TEST_JUDGES = [
     "tests.loop.judges_for_tests:prefers_good", "tests.loop.judges_for_tests:fails_on_third",
-    "tests.loop.judges_for_tests:says_maybe", "tests.judges.test_contract:always_b",
+    "tests.loop.judges_for_tests:says_maybe", "tests.loop.judges_for_tests:counting_eval",
+    "tests.judges.test_contract:always_b",
     "tests.judges.test_contract:shouts", "tests.judges.test_contract:explodes",
 ]
 

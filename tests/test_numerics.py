@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prefloop import hardware
+from prefcore import hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 AVX2_ONLY = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse sse2 avx avx2 fma f16c\n"

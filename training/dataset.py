@@ -95,6 +95,12 @@ def _preference_pairs(decided, reference: ModelVersion, max_length: int, dtype: 
             prompt=d.pair.prompt.as_input, chosen=d.chosen.text, rejected=d.rejected.text,
             preference_prob=d.preference_prob, ref_chosen_logp=cached.get(d.chosen.pk),
             ref_rejected_logp=cached.get(d.rejected.pk), key=d.pair.pk,
+            chosen_flags=_flags(d.chosen), rejected_flags=_flags(d.rejected),
         ))
         rows.append((d.chosen, d.rejected))
     return pairs, rows
+
+
+def _flags(response: Response) -> frozenset[str]:
+    """The rule flags loss terms see (training/dpo/terms.py): "cut" for an answer stopped at the token limit."""
+    return frozenset({"cut"}) if response.finish_reason == "length" else frozenset()

@@ -48,9 +48,7 @@ def heldout_score(policy: list[tuple[float, float]], reference: list[tuple[float
 
 def eval_answer_prompts(limit: int) -> list[Prompt]:
     """The first eval prompts (oldest first, typed compare prompts left out): the same ones every round."""
-    from compare.services import TYPED_TAG
-
-    return list(Prompt.objects.filter(split=Prompt.EVAL).exclude(tag=TYPED_TAG).order_by("pk")[:limit])
+    return list(Prompt.objects.for_eval()[:limit])
 
 
 def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, Response],

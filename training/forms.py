@@ -29,7 +29,8 @@ class TrainingRunForm(forms.Form):
             kind = _TYPES.get(type(value), forms.CharField)
             bound = BOUNDS.get(field.name)
             help_text = f"{str(bound).capitalize()}{f' ({bound.why})' if bound.why else ''}." if bound else ""
-            self.fields[field.name] = kind(initial=value, required=kind is not forms.BooleanField,
+            required = kind is not forms.BooleanField and value != ""  # an empty text default means "none"
+            self.fields[field.name] = kind(initial=value, required=required,
                                            label=field.name.replace("_", " "), help_text=help_text)
 
     def clean(self):

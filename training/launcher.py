@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from training.dpo.config import DPOConfig
@@ -45,6 +45,7 @@ def train_in_processes(
     should_stop: Callable[[], bool] | None = None,
     workdir: Path,
     fsdp: bool = False,
+    allowed_terms: Collection[str] = (),
 ) -> TrainResult:
     """Run train_dpo in `processes` processes (one per GPU, or CPU processes over gloo when no GPU is visible).
 
@@ -68,6 +69,8 @@ def train_in_processes(
     cmd, env = launch_command(processes, fsdp=fsdp)
     cmd += ["--module", "training.dpo.train", "--model", str(model_dir), "--data", str(data), "--out", str(out_dir),
             "--config", str(config_file), "--result", str(result_file)]
+    for name in allowed_terms:
+        cmd += ["--allow-term", name]
     if reference_dir is not None:
         cmd += ["--reference", str(reference_dir)]
 
@@ -101,6 +104,9 @@ def write_pairs(pairs: list[PreferencePair], path: Path) -> None:
             for name in ("preference_prob", "ref_chosen_logp", "ref_rejected_logp"):
                 if getattr(pair, name) is not None:
                     row[name] = getattr(pair, name)
+            for name in ("chosen_flags", "rejected_flags"):
+                if getattr(pair, name):
+                    row[name] = sorted(getattr(pair, name))
             try:
                 row["key"] = json.loads(json.dumps(pair.key))
             except (TypeError, ValueError):

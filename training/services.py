@@ -20,12 +20,13 @@ from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
-from prefloop.hardware import describe_dtype
+from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
 from .dataset import labelling_round, round_data, store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
+from .dpo.terms import configured_terms
 from .dpo.trainer import TrainingCancelled, train_dpo
 from .evaluation import evaluate_round
 from .launcher import train_in_processes
@@ -50,6 +51,10 @@ def start_training_run(
         config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
     except ValueError as exc:
         raise TrainingError(f"training settings: {exc}") from None
+    try:  # a term that is not allowed or does not load is refused here, not in the worker
+        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS)
+    except ValueError as exc:
+        raise TrainingError(f"training settings: loss_terms: {exc}") from None
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):
         raise TrainingError(f"reference must be 'base' or 'start' (got {reference_choice!r})")
     if data_choice not in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW):
@@ -193,11 +198,13 @@ def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[Pr
             return train_in_processes(config, _full_path(run.input_version), pairs, out_dir,
                                       processes=settings.PREFLOOP_TRAIN_PROCESSES,
                                       reference_dir=_full_path(run.reference_version), on_step=on_step,
-                                      should_stop=should_stop, workdir=workdir)
+                                      should_stop=should_stop, workdir=workdir,
+                                      allowed_terms=settings.PREFLOOP_LOSS_TERMS)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
     return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
-                     reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop)
+                     reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop,
+                     allowed_terms=settings.PREFLOOP_LOSS_TERMS)
 
 
 def _full_path(version: ModelVersion) -> str:

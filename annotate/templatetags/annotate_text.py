@@ -2,7 +2,7 @@
 from django import template
 from django.utils.safestring import mark_safe
 
-from annotate.rendering import render_markdown
+from prefcore.text import render_markdown
 
 register = template.Library()
 

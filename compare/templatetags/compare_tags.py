@@ -4,14 +4,14 @@ import math
 from django import template
 from django.utils.safestring import mark_safe
 
-from compare.rendering import answer_html
+from prefcore.text import render_markdown
 
 register = template.Library()
 
 
 @register.filter
 def answer(text: str) -> str:
-    return mark_safe(answer_html(text))  # noqa: S308 - sanitised by nh3 in answer_html
+    return mark_safe(render_markdown(text))  # noqa: S308 - sanitised by nh3 in render_markdown
 
 
 @register.filter

@@ -3,7 +3,7 @@
 Llama-family models run on `SlotDecoder` with continuous batching: prompts sorted by length, each prompt prefilled
 once for its K samples, a finished slot refilled at once from the waiting samples. Other architectures fall back
 to a plain batched loop over the model's own forward pass. The dtype is the caller's choice ("auto": the fastest
-one for this machine, `prefloop.hardware`); docs/numerics.md says what the log-probs and samples guarantee in each.
+one for this machine, `prefcore.hardware`); docs/numerics.md says what the log-probs and samples guarantee in each.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefloop.chat import prompt_token_ids
+from prefcore.chat import prompt_token_ids
 
 from .base import (
     Backend,
@@ -76,7 +76,7 @@ class HFBackend(Backend):
     def __init__(self, model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
                  device: str | None = None, dtype=None, engine: str = "auto", threads: int | None = None,
                  **options):
-        from prefloop.hardware import default_device, resolve_dtype
+        from prefcore.hardware import default_device, resolve_dtype
 
         unknown = set(options) - set(VLLM_ONLY_OPTIONS)
         if unknown:

@@ -1,5 +1,5 @@
 """Model text is rendered as markdown but raw HTML is always shown as text."""
-from annotate.rendering import render_markdown, word_diff
+from prefcore.text import render_markdown, word_diff
 
 
 def test_markdown_renders_code_blocks_and_emphasis():
@@ -16,10 +16,37 @@ def test_raw_html_is_escaped_not_passed_through():
 
 
 def test_javascript_links_lose_their_target():
-    assert "javascript:" not in render_markdown("[click](javascript:alert(1))")
+    html = render_markdown("[click](javascript:alert(1))")
+    assert "href" not in html and "<a" not in html  # shown as the text it is, never a link
 
 
 def test_word_diff_marks_changed_words_and_escapes():
     left, right, shown = word_diff("the cat <sat>", "the dog <sat>")
     assert shown and left == "the <del>cat</del> &lt;sat&gt;"
     assert right == "the <ins>dog</ins> &lt;sat&gt;"
+
+
+LIST_AFTER_PARAGRAPH = "Here are the steps:\n1. Boil water.\n2. Add the tea."
+NESTED = "- fruit\n  - apple\n  - pear\n- bread"
+
+
+def test_a_list_right_after_a_paragraph_is_a_list():
+    html = render_markdown(LIST_AFTER_PARAGRAPH)
+    assert "<p>Here are the steps:</p>" in html
+    assert "<ol>" in html and "<li>Boil water.</li>" in html and "<li>Add the tea.</li>" in html
+
+
+def test_a_list_indented_two_spaces_nests():
+    html = render_markdown(NESTED)
+    assert html.count("<ul>") == 2
+    inner = html.index("<ul>", html.index("<li>fruit") + 1)
+    assert html.index("<li>apple</li>") > inner and html.index("<li>bread</li>") > html.index("</ul>", inner)
+
+
+def test_label_and_compare_pages_render_an_answer_identically():
+    from annotate.templatetags.annotate_text import model_text
+    from compare.templatetags.compare_tags import answer
+
+    for text in (LIST_AFTER_PARAGRAPH, NESTED, "| a | b |\n|---|---|\n| 1 | 2 |", "<b>x</b> ~~y~~"):
+        assert model_text(text) == answer(text)
+    assert "<table>" in answer("| a | b |\n|---|---|\n| 1 | 2 |")

@@ -137,15 +137,6 @@ def test_judges_vote_like_people_in_the_order_people_saw(versions):
     assert services.judge_comparisons(job.comparisons.all(), prefer_first, "tests.prefer_first", voter) == []
 
 
-def test_probabilities_become_outcomes():
-    assert services.judged_outcome(0.9) == "a"
-    assert services.judged_outcome(0.1) == "b"
-    assert services.judged_outcome(0.52) == "tie"
-    assert services.judged_outcome(1.5) is None
-    assert services.judged_outcome(True) is None
-    assert services.judged_outcome("left") is None
-
-
 def test_a_bad_judge_answer_names_the_judge_and_the_comparison_and_keeps_earlier_votes(versions):
     base, child = versions
     job = make_job(child, base, n=3)

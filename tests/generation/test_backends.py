@@ -16,7 +16,7 @@ import torch
 from generation.backends import GenerationCancelled, Sample, SamplingConfig, load_backend
 from generation.backends.hf import HFBackend
 from generation.backends.rounding import greedy_is_stable, token_logp_bounds
-from prefloop.chat import prompt_token_ids
+from prefcore.chat import prompt_token_ids
 
 PROMPTS = [
     "What is the capital of France?",

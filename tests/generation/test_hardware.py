@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from generation.backends import SamplingConfig, load_backend
-from prefloop import hardware
+from prefcore import hardware
 
 AVX2_ONLY = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse sse2 avx avx2 fma f16c\n"
 AMX = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
@@ -33,7 +33,7 @@ def test_bf16_logps_match_a_bf16_forward_pass(tiny_model_dir):
     """In bf16 the sampler's log-probs are those of the bf16 model (same dtype), up to bf16 rounding: within the
     bound sum_t 4uZ_t of generation.backends.rounding (u = 2^-8, Z_t the position's largest |logit|)."""
     from generation.backends.rounding import token_logp_bounds
-    from prefloop.chat import prompt_token_ids
+    from prefcore.chat import prompt_token_ids
 
     backend = load_backend(str(tiny_model_dir), kind="hf", device="cpu", dtype="bfloat16")
     prompt = "What is the capital of France?"

@@ -23,7 +23,7 @@ from generation.backends.vllm import (
     engine_lora_rank,
     first_canary_difference,
 )
-from prefloop.chat import prompt_token_ids, response_token_ids
+from prefcore.chat import prompt_token_ids, response_token_ids
 from tests.generation import fake_vllm
 from tests.generation.fake_vllm import Scripted, VLLMValidationError
 from tests.tiny import build_tiny_model

@@ -20,3 +20,12 @@ def fails_on_third(prompt: str, first: str, second: str) -> str:
 
 def says_maybe(prompt: str, first: str, second: str) -> str:
     return "maybe"
+
+
+EVAL_CALLS = {"n": 0}
+
+
+def counting_eval(prompt: str, first: str, second: str) -> str:
+    """An evaluation judge that counts its calls (and calls everything a tie)."""
+    EVAL_CALLS["n"] += 1
+    return "tie"

@@ -83,7 +83,7 @@ def test_under_the_row_limit_the_decoded_size_is_counted_and_refused(staff_clien
 
 _MEASURE = textwrap.dedent("""
     import resource, sys
-    from annotate.formats import ImportLimits, ImportProblem, read_preferences
+    from prefcore.rows import ImportLimits, ImportProblem, read_preferences
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         read_preferences(sys.argv[1], limits=ImportLimits(max_rows=2_000_000, max_bytes=64 * 2**20))
@@ -96,7 +96,7 @@ _MEASURE = textwrap.dedent("""
 
 @pytest.mark.parametrize("arrow_schema", [True, False])
 def test_reading_the_bomb_grows_memory_by_about_the_limit_not_the_decoded_size(tmp_path, arrow_schema):
-    """Peak RSS of a fresh process (annotate.formats imports no Django), measured after its imports, so only the
+    """Peak RSS of a fresh process (prefcore.rows imports no Django), measured after its imports, so only the
     read counts: before, pandas materialised all three gigabytes."""
     bomb = _bomb(tmp_path / "bomb.parquet", arrow_schema=arrow_schema)
     out = subprocess.run([sys.executable, "-c", _MEASURE, str(bomb)], capture_output=True, text=True, check=True,

@@ -10,7 +10,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from annotate.rendering import MAX_DIFF_STEPS, kept_tokens, word_diff
+from prefcore.text import MAX_DIFF_STEPS, kept_tokens, word_diff
 from tests.annotate.factories import make_pair, make_prompt
 
 _WORDS = re.compile(r"\s+|[^\s]+")

@@ -19,7 +19,7 @@ def test_two_process_accelerate_launch(tiny_model_dir, tmp_path, dtype):
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            "--module", "training.dpo.train", "--model", str(tiny_model_dir), "--data", str(data),
-           "--out", str(tmp_path / "out"), "--batch-size", "2", "--lr", "1e-3", "--dtype", dtype]
+           "--out", str(tmp_path / "out"), "--batch-size", "2", "--epochs", "1", "--lr", "1e-3", "--dtype", dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 0, proc.stderr[-3000:]

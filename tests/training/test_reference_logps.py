@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from generation.backends import SamplingConfig, load_backend
-from prefloop.chat import prompt_token_ids
+from prefcore.chat import prompt_token_ids
 from training.dpo.logps import PairLogps, build_pair_batch
 from training.dpo.trainer import _autocast, load_model
 

@@ -181,7 +181,7 @@ def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
     data.write_text("\n".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})
                               for p in synthetic_pairs(4)))
     cmd = [sys.executable, "-m", "training.dpo.train", "--model", str(tiny_model_dir), "--data", str(data),
-           "--out", str(tmp_path / "out"), "--batch-size", "2", "--dtype", dtype]
+           "--out", str(tmp_path / "out"), "--batch-size", "2", "--epochs", "1", "--dtype", dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
@@ -194,7 +194,7 @@ def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
 
 
 def test_dtype_follows_hardware():
-    from prefloop.hardware import fastest_dtype
+    from prefcore.hardware import fastest_dtype
     from training.dpo.trainer import resolve_dtype
 
     assert resolve_dtype(DPOConfig(), "cpu") == fastest_dtype("cpu")

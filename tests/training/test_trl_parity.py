@@ -10,7 +10,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from generation.backends.rounding import token_logp_bounds  # noqa: E402
-from prefloop.chat import prompt_token_ids, response_token_ids  # noqa: E402
+from prefcore.chat import prompt_token_ids, response_token_ids  # noqa: E402
 from training.dpo.config import DPOConfig  # noqa: E402
 from training.dpo.logps import PairLogps, build_pair_batch, plain_sequence_logps  # noqa: E402
 from training.dpo.trainer import _pair_loss  # noqa: E402

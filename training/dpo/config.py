@@ -28,17 +28,25 @@ class Bound:
         return above and below
 
     def __str__(self) -> str:
-        low = f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}"
-        high = f"less than {self.high:g}" if self.high_open else f"at most {self.high:g}"
+        low, high = _number(self.low), _number(self.high)
         if not self.low_open and not self.high_open:
-            return f"from {self.low:g} to {self.high:g}"
+            return f"from {low} to {high}"
+        low = f"more than {low}" if self.low_open else f"at least {low}"
+        high = f"less than {high}" if self.high_open else f"at most {high}"
         return f"{low} and {high}"
+
+
+def _number(value: float) -> str:
+    """4294967295 as itself, 1e-2 as 0.01: whole numbers in full, others as %g."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 # Every numeric field's range, stated once: validate() checks it, the training form shows it as help text.
 BOUNDS = {
     "beta": Bound(0, 100, low_open=True, why="the KL weight; past 100 the policy cannot move from the reference"),
     "label_smoothing": Bound(0, 0.5, high_open=True, why="at 0.5 the labels say nothing"),
+    "label_agreement": Bound(0.5, 1, low_open=True,
+                             why="how often two annotators agree; 1 takes labels as they are, people reach 0.65-0.75"),
     "rpo_alpha": Bound(0, 100, why="the NLL weight on chosen answers; 0 is off"),
     "learning_rate": Bound(0, 1e-2, low_open=True,
                            why="DPO fine-tunes at 1e-7 to 1e-4, LoRA up to about 1e-3; past 1e-2 the weights diverge"),
@@ -56,7 +64,33 @@ BOUNDS = {
     "weight_decay": Bound(0, 1, why="AdamW's decoupled decay; 0.0 to 0.1 is usual"),
     "kto_desirable_weight": Bound(0, 100, low_open=True),
     "kto_undesirable_weight": Bound(0, 100, low_open=True),
+    "length_alpha": Bound(0, 1, why="R-DPO's weight per token of length difference in the margin; 0 is off"),
+    "rule_penalty": Bound(0, 100, why="the weight of the hinge on the rewards of cut-off answers; 0 is off"),
 }
+
+
+def smoothing_for_agreement(agreement: float) -> float:
+    """The label-flip rate ε that makes two independent annotators agree at `agreement`, for cDPO's smoothing.
+
+    If each label is right with probability 1 - ε, two annotators agree when both are right or both are wrong:
+    q = (1 - ε)² + ε², so ε = (1 - √(2q - 1)) / 2. At q = 1, ε = 0; at q = 0.7 (people on HH-style pairs), ε ≈ 0.18."""
+    if not 0.5 < agreement <= 1:
+        raise ValueError(f"label agreement must be more than 0.5 and at most 1 (got {agreement})")
+    return (1 - math.sqrt(2 * agreement - 1)) / 2
+
+
+# The enumerated settings and their options: validate() checks them, the form and the command line offer them.
+CHOICES = {"loss_type": LOSS_TYPES, "lr_schedule": LR_SCHEDULES, "dtype": DTYPES}
+
+
+def field_help(name: str) -> str:
+    """One line on what a setting takes, for the command line's --help and the training form."""
+    if name in BOUNDS:
+        bound = BOUNDS[name]
+        return f"{bound}" + (f" ({bound.why})" if bound.why else "")
+    if name in CHOICES:
+        return "one of " + ", ".join(CHOICES[name])
+    return ""
 
 
 @dataclass
@@ -83,6 +117,14 @@ class DPOConfig:
     weight_decay: float = 0.0
     kto_desirable_weight: float = 1.0
     kto_undesirable_weight: float = 1.0
+    # Expected agreement of two annotators on a pair; below 1 it sets the label smoothing (cDPO) from the flip rate
+    # it implies (smoothing_for_agreement), for the losses that take smoothing (sigmoid, robust).
+    label_agreement: float = 1.0
+    # Constraint terms (training/dpo/terms.py): R-DPO's length margin, the hinge on flagged ("cut") responses, and
+    # further allow-listed terms by name, comma-separated ("package.module:attr?key=value").
+    length_alpha: float = 0.0
+    rule_penalty: float = 0.0
+    loss_terms: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,14 +139,26 @@ class DPOConfig:
                 finite = "" if math.isfinite(value) else "a finite number "
                 raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {finite}{bound}{why}")
         checks = [
-            ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
+            *((name, getattr(self, name) in options, f"must be one of {', '.join(options)}")
+              for name, options in CHOICES.items()),
             ("max_prompt_length", self.max_prompt_length < self.max_length, "must be less than max_length"),
-            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"must be one of {', '.join(LR_SCHEDULES)}"),
-            ("dtype", self.dtype in DTYPES, f"must be one of {', '.join(DTYPES)}"),
+            ("label_agreement", self.label_agreement == 1 or self.label_smoothing == 0,
+             "sets the label smoothing itself: give label_agreement or label_smoothing, not both"),
+            ("label_agreement", self.label_agreement == 1 or self.loss_type in ("sigmoid", "robust"),
+             "applies to the sigmoid (cDPO) and robust losses, the ones with label smoothing"),
+            ("length_alpha", self.length_alpha == 0 or self.loss_type in ("sigmoid", "robust", "hinge"),
+             "shifts the margin of the sigmoid, robust and hinge losses only"),
+            ("loss_terms", len(self.loss_terms) <= 1000 and self.loss_terms.isprintable(),
+             "expected comma-separated 'package.module:attr' names"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"DPOConfig.{name}={getattr(self, name)!r}: {expected}")
+
+    @property
+    def smoothing(self) -> float:
+        """The label smoothing the loss uses: label_smoothing, or the flip rate label_agreement implies."""
+        return self.label_smoothing if self.label_agreement == 1 else smoothing_for_agreement(self.label_agreement)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

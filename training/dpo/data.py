@@ -1,19 +1,16 @@
 """Preference pairs: the dataclass the trainer takes, loading TRL-format JSONL, and tokenizing with truncation.
 
-Prompts go through the one chat template (prefloop.chat) once per pair, so chosen and rejected share exactly the
+Prompts go through the one chat template (prefcore.chat) once per pair, so chosen and rejected share exactly the
 same prompt token ids; each response is its text's tokens plus exactly one EOS.
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefloop.chat import prompt_token_ids, response_token_ids, to_messages
-
-HH_ASSISTANT = "\n\nAssistant:"
-_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+from prefcore import rows
+from prefcore.chat import prompt_token_ids, response_token_ids
 
 
 @dataclass
@@ -25,6 +22,8 @@ class PreferencePair:
     ref_chosen_logp: float | None = None  # cached reference log-probs; when both given they are NOT recomputed
     ref_rejected_logp: float | None = None
     key: object = None  # caller's id, untouched
+    chosen_flags: frozenset[str] = frozenset()  # rule flags of the responses for loss terms, e.g. {"cut"}
+    rejected_flags: frozenset[str] = frozenset()
 
     @property
     def has_reference(self) -> bool:
@@ -47,82 +46,35 @@ class TokenizedPair:
         return self.prompt_ids, self.chosen_ids, self.rejected_ids
 
 
-def hh_messages(dialogue: str) -> list[dict]:
-    """An HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...") as chat messages."""
-    parts = _HH_TURN.split(dialogue)
-    messages = []
-    for speaker, text in zip(parts[1::2], parts[2::2], strict=True):
-        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": text.strip()})
-    if not messages:
-        raise ValueError("no '\\n\\nHuman:' turn found")
-    return messages
-
-
-def split_hh(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
-    """Split two HH transcripts at their last assistant turn into (shared prompt messages, chosen, rejected)."""
-    cut_c, cut_r = chosen.rfind(HH_ASSISTANT), rejected.rfind(HH_ASSISTANT)
-    if cut_c < 0 or cut_r < 0:
-        raise ValueError("no '\\n\\nAssistant:' turn found")
-    if chosen[:cut_c] != rejected[:cut_r]:
-        raise ValueError("chosen and rejected do not share the dialogue before the last assistant turn")
-    prompt = hh_messages(chosen[:cut_c])
-    return prompt, chosen[cut_c + len(HH_ASSISTANT) :].strip(), rejected[cut_r + len(HH_ASSISTANT) :].strip()
-
-
-def _response_text(value, field: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and "content" in value[0]:
-        if value[0].get("role", "assistant") != "assistant":
-            raise ValueError(f"field {field!r}: the response message must have role 'assistant'")
-        return str(value[0]["content"])
-    raise ValueError(f"field {field!r}: expected a string or one assistant message")
-
-
-def pair_from_row(row: dict) -> PreferencePair:
-    """One TRL-format row (explicit prompt, implicit conversational prompt, or HH transcripts) as a pair."""
-    if not isinstance(row, dict):
-        raise ValueError("expected a JSON object")
-    for field in ("chosen", "rejected"):
-        if field not in row:
-            raise ValueError(f"field {field!r} is missing")
-    chosen, rejected = row["chosen"], row["rejected"]
-    if "prompt" in row:
-        prompt = row["prompt"]
-        if isinstance(prompt, list):
-            try:
-                to_messages(prompt)
-            except ValueError as exc:
-                raise ValueError(f"field 'prompt': {exc}") from None
-        elif not isinstance(prompt, str):
-            raise ValueError("field 'prompt': expected a string or a list of messages")
-        chosen, rejected = _response_text(chosen, "chosen"), _response_text(rejected, "rejected")
-    elif isinstance(chosen, list) and isinstance(rejected, list):
-        # TRL conversational with an implicit prompt: the shared messages before the last assistant turn
-        if len(chosen) < 2 or chosen[:-1] != rejected[:-1]:
-            raise ValueError("field 'chosen': without 'prompt', chosen and rejected must share all but the last message")
-        prompt = chosen[:-1]
-        chosen, rejected = _response_text(chosen[-1:], "chosen"), _response_text(rejected[-1:], "rejected")
-    elif isinstance(chosen, str) and isinstance(rejected, str):
-        try:
-            prompt, chosen, rejected = split_hh(chosen, rejected)
-        except ValueError as exc:
-            raise ValueError(f"field 'prompt' is missing and the HH transcripts cannot be split: {exc}") from None
-    else:
-        raise ValueError("field 'chosen': expected a string or a list of messages, like 'rejected'")
-    prob = row.get("preference_prob")
-    if prob is not None and (isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1):
-        raise ValueError(f"field 'preference_prob': expected a number in [0, 1], got {prob!r}")
+def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
+    """One preference row as a pair, read by the same rules as the import page (`prefcore.rows`: TRL with an
+    explicit or implicit prompt, HH-RLHF transcripts, UltraFeedback), plus what only training reads: cached
+    reference log-probs (`ref_chosen_logp`, `ref_rejected_logp`) and a `key` (or `id`). A bad row is a ValueError
+    naming the field. An UltraFeedback tie (equal scores) trains as a coin flip (preference_prob 0.5)."""
+    try:
+        parsed = rows.preference_row(line, row)
+    except rows.RowError as err:
+        if err.message == "missing":
+            raise ValueError(f"field {err.field!r} is missing") from None
+        raise ValueError(f"field {err.field!r}: {err.message}") from None
     refs = []
     for field in ("ref_chosen_logp", "ref_rejected_logp"):
         value = row.get(field, row.get(field + "s"))
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"field {field!r}: expected a number, got {value!r}")
         refs.append(None if value is None else float(value))
+    flags = []
+    for field in ("chosen_flags", "rejected_flags"):
+        value = row.get(field, [])
+        if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
+            raise ValueError(f"field {field!r}: expected a list of flag names, e.g. [\"cut\"]")
+        flags.append(frozenset(value))
+    prompt = parsed.prompt.messages if parsed.prompt.messages is not None else parsed.prompt.text
+    prob = 0.5 if parsed.is_tie else parsed.preference_prob
     return PreferencePair(
-        prompt=prompt, chosen=chosen, rejected=rejected,
-        preference_prob=None if prob is None else float(prob),
+        prompt=prompt, chosen=parsed.chosen, rejected=parsed.rejected, preference_prob=prob,
         ref_chosen_logp=refs[0], ref_rejected_logp=refs[1], key=row.get("key", row.get("id")),
+        chosen_flags=flags[0], rejected_flags=flags[1],
     )
 
 
@@ -139,7 +91,7 @@ def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
             try:
-                pairs.append(pair_from_row(row))
+                pairs.append(pair_from_row(row, number))
             except ValueError as exc:
                 raise ValueError(f"{path}:{number}: {exc}") from None
     if not pairs:
@@ -176,9 +128,3 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> li
     random.Random(seed).shuffle(batches)
     return batches
 
-
-def spin_pairs(prompts: list, human_responses: list[str], model_responses: list[str]) -> list[PreferencePair]:
-    """SPIN data mode: the human-written response is chosen over the model's own sample for the same prompt."""
-    if not len(prompts) == len(human_responses) == len(model_responses):
-        raise ValueError("spin_pairs: prompts, human_responses and model_responses must have the same length")
-    return [PreferencePair(prompt=p, chosen=h, rejected=m) for p, h, m in zip(prompts, human_responses, model_responses, strict=True)]

@@ -163,11 +163,6 @@ class PairLogps(nn.Module):
         return sums.index_add(0, batch.sequence_index, per_token)
 
 
-def split_chosen_rejected(logps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[2B] -> ([B] chosen, [B] rejected)."""
-    return logps.chunk(2, dim=0)
-
-
 @torch.no_grad()
 def plain_sequence_logps(model: nn.Module, prompt_ids: list[int], response_ids: list[int]) -> float:
     """The slow obvious computation, for tests: full logits of prompt + response, summed over the response."""

@@ -26,8 +26,12 @@ def dpo_loss(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
     preference_prob: torch.Tensor | None = None,
+    margin_offset: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair DPO-family losses and the chosen / rejected implicit rewards.
+
+    `margin_offset` ([B], e.g. R-DPO's α·(|y_w| − |y_l|)) is subtracted from βh in the sigmoid, hinge and robust
+    losses: −logσ(βh − m) and so on.
 
     With h = (pc − rc) − (pr − rr) and ε = label_smoothing:
     sigmoid: −[(1−ε)·logσ(βh) + ε·logσ(−βh)], where a [B] preference_prob p replaces 1−ε;
@@ -40,14 +44,17 @@ def dpo_loss(
         if loss_type not in ("sigmoid", "robust"):
             raise ValueError(f"preference_prob applies to the sigmoid and robust losses, not {loss_type!r}")
         eps = 1.0 - preference_prob.to(h.dtype)
+    if margin_offset is not None and loss_type == "ipo":
+        raise ValueError("a margin offset applies to the sigmoid, hinge and robust losses, not 'ipo'")
+    z = beta * h if margin_offset is None else beta * h - margin_offset.to(h.dtype)
     if loss_type == "sigmoid":
-        losses = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)
+        losses = -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
     elif loss_type == "ipo":
         losses = (h - 1 / (2 * beta)) ** 2
     elif loss_type == "hinge":
-        losses = torch.relu(1 - beta * h)
+        losses = torch.relu(1 - z)
     elif loss_type == "robust":
-        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)
+        losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}: expected one of {', '.join(PAIRED_LOSSES)}")
     return (

@@ -14,43 +14,41 @@ import os
 import sys
 from pathlib import Path
 
-from training.dpo.config import LOSS_TYPES, DPOConfig
+from training.dpo.config import CHOICES, DPOConfig, field_help
 
-# the flags that set DPOConfig fields (all of them are replaced by --config)
-CONFIG_FLAGS = {
-    "beta": "beta", "loss": "loss_type", "label_smoothing": "label_smoothing", "rpo_alpha": "rpo_alpha",
-    "batch_size": "batch_size", "grad_accum": "grad_accum", "epochs": "epochs", "lr": "learning_rate",
-    "max_length": "max_length", "max_prompt_length": "max_prompt_length", "lora": "lora", "dtype": "dtype",
-    "sft_warmup_epochs": "sft_warmup_epochs", "seed": "seed",
-}
+# Short names kept for the two flags people type most; every other DPOConfig field is --field-name.
+ALIASES = {"loss_type": "--loss", "learning_rate": "--lr"}
+
+
+def _flag(name: str) -> str:
+    return ALIASES.get(name, "--" + name.replace("_", "-"))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.dpo.train", description="Train a policy with DPO.")
     parser.add_argument("--model", required=True, help="starting model (and default reference) directory")
-    parser.add_argument("--data", required=True, help="JSONL of TRL rows: prompt, chosen, rejected "
-                        "(optional: preference_prob, ref_chosen_logp, ref_rejected_logp)")
+    parser.add_argument("--data", required=True, help="JSONL of preference rows (TRL, HH-RLHF or UltraFeedback, "
+                        "as the import page reads them; optional: preference_prob, ref_chosen_logp, ref_rejected_logp)")
     parser.add_argument("--out", required=True, help="directory for the checkpoint or LoRA adapter")
     parser.add_argument("--reference", default=None, help="reference model directory (default: --model)")
     parser.add_argument("--config", default=None, metavar="FILE.json",
                         help="the whole DPOConfig as a JSON object (instead of the training flags below)")
+    parser.add_argument("--allow-term", action="append", default=[], metavar="package.module:attr",
+                        help="a loss term --loss-terms may name besides the built-in ones (repeat for more)")
     parser.add_argument("--result", default=None, metavar="FILE.json",
                         help="write the whole result here, with every pair's reference log-probs in input order")
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--loss", choices=LOSS_TYPES, default="sigmoid")
-    parser.add_argument("--label-smoothing", type=float, default=0.0)
-    parser.add_argument("--rpo-alpha", type=float, default=0.0)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=5e-6)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--max-prompt-length", type=int, default=256)
-    parser.add_argument("--lora", action="store_true")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
-    parser.add_argument("--sft-warmup-epochs", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=0)
+    group = parser.add_argument_group("training settings (DPOConfig's fields, with its defaults and ranges)")
+    for field in dataclasses.fields(DPOConfig):
+        default = field.default
+        options = {"dest": field.name, "default": default, "help": f"{field_help(field.name)} (default: {default})"}
+        if isinstance(default, bool):
+            group.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, **options)
+        else:
+            group.add_argument(_flag(field.name), type=type(default), choices=CHOICES.get(field.name), **options)
     return parser
+
+
+CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(DPOConfig))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,22 +58,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for action in probe._actions:
             if action.dest in CONFIG_FLAGS:
                 action.default = argparse.SUPPRESS  # so only the flags actually given appear
-        given = sorted(set(vars(probe.parse_args(argv))) & set(CONFIG_FLAGS))
+        given = [name for name in CONFIG_FLAGS if name in vars(probe.parse_args(argv))]
         if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            flags = ", ".join(_flag(name) for name in given)
             probe.error(f"--config takes the whole training configuration: do not combine it with {flags}")
     return args
 
 
 def config_from_args(args: argparse.Namespace) -> DPOConfig:
-    """The DPOConfig of the command line: the --config file, or the training flags."""
+    """The DPOConfig of the command line: the --config file, or the training flags (a value out of range is a
+    ValueError naming the field)."""
     if args.config is None:
-        return DPOConfig(
-            beta=args.beta, loss_type=args.loss, label_smoothing=args.label_smoothing, rpo_alpha=args.rpo_alpha,
-            batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs, learning_rate=args.lr,
-            max_length=args.max_length, max_prompt_length=min(args.max_prompt_length, args.max_length - 1),
-            lora=args.lora, dtype=args.dtype, sft_warmup_epochs=args.sft_warmup_epochs, seed=args.seed,
-        )
+        values = {name: getattr(args, name) for name in CONFIG_FLAGS}
+        # a --max-length below the default prompt length keeps room for an answer (as the form does)
+        values["max_prompt_length"] = min(values["max_prompt_length"], values["max_length"] - 1)
+        return DPOConfig(**values)
     path = Path(args.config)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -136,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"step": step, "total_steps": total, **metrics}), flush=True)
 
     try:
-        result = train_dpo(config, args.model, pairs, args.out, reference_dir=args.reference, on_step=on_step)
+        result = train_dpo(config, args.model, pairs, args.out, reference_dir=args.reference, on_step=on_step,
+                           allowed_terms=args.allow_term)
     except (ValueError, OSError) as exc:
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)

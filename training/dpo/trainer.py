@@ -13,7 +13,7 @@ import os
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
 from training.dpo.logps import PairLogps, build_pair_batch
 from training.dpo.losses import dpo_loss, implicit_rewards, kto_loss, nll_loss, rrhf_loss
+from training.dpo.terms import TermBatch, configured_terms, term_name
 
 
 @dataclass
@@ -51,9 +52,9 @@ def peak_rss_mb() -> float:
 
 
 def resolve_dtype(config: DPOConfig, device: str) -> torch.dtype:
-    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefloop.hardware). The product
+    """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefcore.hardware). The product
     resolves "auto" itself (PREFLOOP_DTYPE) before a run, so the CLI under `accelerate launch` gets a fixed one."""
-    from prefloop.hardware import resolve_dtype as resolve
+    from prefcore.hardware import resolve_dtype as resolve
 
     return resolve(config.dtype, device)
 
@@ -174,10 +175,29 @@ def _apply_lora(model, config: DPOConfig):
     return get_peft_model(model, lora)
 
 
-def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
-    """The configured loss over one batch -> (mean loss, chosen rewards, rejected rewards)."""
+def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs, terms=(), flags=None, term_log=None):
+    """The configured loss over one batch -> (mean loss, chosen rewards, rejected rewards).
+
+    `terms` (training/dpo/terms.py) add their margins inside the loss and their losses to it, given `flags`
+    ((chosen flags, rejected flags) per pair); each term's added loss goes into `term_log` by name."""
     pc, pr = logps.chunk(2)
     nc, nr = counts.chunk(2)
+    margin, extra = None, []
+    if terms:
+        b = len(pc)
+        chosen_flags, rejected_flags = flags if flags is not None else ([frozenset()] * b, [frozenset()] * b)
+        batch = TermBatch(pc, pr, ref_c, ref_r, nc, nr, chosen_flags, rejected_flags, config.beta)
+        for term in terms:
+            result = term(batch)
+            if result.margin is not None:
+                margin = result.margin if margin is None else margin + result.margin
+            if result.loss is not None:
+                extra.append(result.loss)
+                if term_log is not None:
+                    name = f"terms/{term_name(term)}"
+                    term_log[name] = term_log.get(name, 0.0) + float(result.loss.detach())
+    if margin is not None and config.loss_type not in ("sigmoid", "robust", "hinge"):
+        raise ValueError(f"a loss term shifts the margin, which the {config.loss_type!r} loss does not have")
     if config.loss_type in ("sigmoid", "robust", "hinge", "ipo"):
         if config.loss_type == "ipo":  # IPO works on length-averaged log-probs
             losses, _, _ = dpo_loss(pc / nc, pr / nr, ref_c / nc, ref_r / nr, beta=config.beta, loss_type="ipo")
@@ -185,7 +205,7 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
         else:
             losses, rc_, rr_ = dpo_loss(
                 pc, pr, ref_c, ref_r, beta=config.beta, loss_type=config.loss_type,
-                label_smoothing=config.label_smoothing, preference_prob=prefs,
+                label_smoothing=config.smoothing, preference_prob=prefs, margin_offset=margin,
             )
     elif config.loss_type == "kto":
         # each pair gives one desirable (chosen) and one undesirable (rejected) response; the KL reference point
@@ -209,6 +229,8 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs):
     loss = losses.mean()
     if config.rpo_alpha > 0:
         loss = loss + config.rpo_alpha * nll_loss(pc, nc).mean()
+    for term_loss in extra:
+        loss = loss + term_loss
     return loss, rc_, rr_
 
 
@@ -221,12 +243,16 @@ def train_dpo(
     reference_dir: str | Path | None = None,
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    allowed_terms: Collection[str] = (),
 ) -> TrainResult:
-    """Train the policy in model_dir on pairs with config's loss and save it (or its LoRA adapter) into out_dir."""
+    """Train the policy in model_dir on pairs with config's loss and save it (or its LoRA adapter) into out_dir.
+
+    `allowed_terms`: loss-term names config.loss_terms may use besides the built-in ones (training/dpo/terms.py)."""
     config.validate()
     start = time.perf_counter()
     if not pairs:
         raise ValueError("train_dpo: no pairs to train on")
+    terms = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, allowed_terms)
     dist = _Dist()
     device = dist.device
     dtype = resolve_dtype(config, device)
@@ -275,7 +301,8 @@ def train_dpo(
     gathered = dist.gather([(i, reference[i]) for i in mine if i in reference])
     reference.update(dict(gathered))
 
-    result = _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop)
+    result = _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop,
+                         terms)
 
     if dist.is_main:
         out = Path(out_dir)
@@ -318,7 +345,8 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
     gc.collect()
 
 
-def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop):
+def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop,
+                terms=()):
     # DDP needs the same number of steps on every rank: each takes an equal share (the remainder is not trained)
     share = len(keep) // dist.world
     mine = keep[dist.rank :: dist.world][:share]
@@ -347,6 +375,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
             t0 = time.perf_counter()
             group = batches[first : first + config.grad_accum]
             sums = torch.zeros(8, dtype=torch.float64)
+            term_log: dict[str, float] = {}
             tokens = 0
             for batch in group:
                 idx = [mine[b] for b in batch]
@@ -357,13 +386,15 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                 prefs = None
                 if use_prefs:
                     prefs = torch.tensor(
-                        [1 - config.label_smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
+                        [1 - config.smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
                          for i in idx], device=device,
                     )
                 with _autocast(device, dtype):
                     logps = model(pb)
                 logps = logps.float()
-                loss, rc, rr = _pair_loss(config, logps, pb.token_counts.to(device), ref_c, ref_r, prefs)
+                flags = ([pairs[i].chosen_flags for i in idx], [pairs[i].rejected_flags for i in idx]) if terms else None
+                loss, rc, rr = _pair_loss(config, logps, pb.token_counts.to(device), ref_c, ref_r, prefs,
+                                          terms, flags, term_log)
                 (loss / len(group)).backward()
                 pc, pr = logps.detach().chunk(2)
                 sums += torch.tensor([
@@ -383,6 +414,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
             names = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
                      "logps/chosen", "logps/rejected", "kl")
             metrics = {name: float(v) for name, v in zip(names, avg, strict=True)}
+            metrics.update({name: value / len(group) for name, value in term_log.items()})  # this rank's
             metrics.update(
                 grad_norm=grad_norm, lr=lr, tokens_per_s=tokens * dist.world / seconds,
                 epoch=epoch + (first + len(group)) / len(batches),

@@ -5,8 +5,8 @@ row stores nothing and names the file, line and field. Rows already present are 
 """
 from django.core.management.base import CommandError
 
-from annotate.formats import FORMATS
 from annotate.importers import ImportProblem, import_preferences
+from prefcore.rows import FORMATS
 from prefloop.commands import Command as PrefLoopCommand
 
 from ._progress import bar

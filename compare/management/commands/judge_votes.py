@@ -28,6 +28,6 @@ class Command(PrefLoopCommand):
             todo = comparisons.exclude(votes__voter=voter)
             votes = services.judge_comparisons(tqdm(todo, total=todo.count(), desc="judging", unit="comparison"),
                                                judge, opts["judge"], voter)
-        except services.CompareError as exc:
+        except (services.CompareError, services.JudgeError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{opts['judge']}: {len(votes)} new vote{'s' if len(votes) != 1 else ''}")

@@ -24,7 +24,8 @@ class Command(PrefLoopCommand):
     def add_arguments(self, parser):
         parser.add_argument("--version", help="Version name (default: the current version).")
         parser.add_argument("--prompts", type=int, default=32, help="How many prompts to sample (default 32).")
-        parser.add_argument("--samples", type=int, default=2, help="Samples per prompt, K (default 2).")
+        parser.add_argument("--samples", type=int, default=SamplingConfig.n,
+                            help=f"Samples per prompt, K (default {SamplingConfig.n}).")
         parser.add_argument("--split", default="train", choices=["train", "eval"])
         parser.add_argument("--tag", default="")
         parser.add_argument("--pairing", default="random", choices=list(PAIRING_STRATEGIES),

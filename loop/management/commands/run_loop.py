@@ -19,7 +19,10 @@ class Command(PrefLoopCommand):
     def add_arguments(self, parser):
         parser.add_argument("--rounds", type=int, required=True)
         parser.add_argument("--pairs", type=int, required=True, help="Pairs generated and labelled per round.")
-        parser.add_argument("--judge", required=True, help='The judge, e.g. "judges.rules:length_target".')
+        parser.add_argument("--judge", required=True,
+                            help='The judge that labels the pairs, e.g. "judges.rules:length_target".')
+        parser.add_argument("--eval-judge", default="",
+                            help="The judge that votes on each round's answers against base (default: --judge).")
         parser.add_argument("--tag", default="", help="Only prompts with this tag.")
         parser.add_argument("--eval-limit", type=int, default=64, help="Eval prompts each new version answers.")
         parser.add_argument("--seed", type=int, default=0)
@@ -38,7 +41,8 @@ class Command(PrefLoopCommand):
             raise CommandError("run_loop: --params must be a JSON object")
         try:
             run = start_loop_run(rounds=o["rounds"], pairs=o["pairs"], judge=o["judge"], tag=o["tag"],
-                                 eval_limit=o["eval_limit"], seed=o["seed"], params=params, enqueue=False)
+                                 eval_limit=o["eval_limit"], seed=o["seed"], params=params, enqueue=False,
+                                 eval_judge=o["eval_judge"])
         except (JudgeError, LoopError) as exc:
             raise CommandError(f"run_loop: {exc}") from None
         with tqdm(total=100 * run.rounds, desc="round 1", unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:

@@ -1,5 +1,9 @@
-"""Model text made safe to show: markdown with raw HTML escaped (never passed through) then sanitised with nh3,
-and a word-level diff of two responses, bounded in time. Plain Python: no Django here."""
+"""Model text made safe to show, the same on every page: CommonMark (with GFM tables and strikethrough) by
+markdown-it-py, raw HTML escaped (never passed through), then sanitised with nh3; and a word-level diff of two
+responses, bounded in time.
+
+markdown-it-py follows CommonMark as the models write it: a list right after a paragraph ("Here are the steps:\n1.
+...") is a list, and a list indented by two spaces under an item nests."""
 from __future__ import annotations
 
 import functools
@@ -9,20 +13,18 @@ import threading
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import markdown
 import nh3
+from markdown_it import MarkdownIt
 
 _local = threading.local()
 _ATTRIBUTES = {**nh3.ALLOWED_ATTRIBUTES, "code": {"class"}}
 
 
-def _markdown() -> markdown.Markdown:
+def _markdown() -> MarkdownIt:
     md = getattr(_local, "md", None)
     if md is None:
-        md = markdown.Markdown(extensions=["fenced_code", "tables", "sane_lists"])
-        # Raw HTML in model text is shown as text: "<script>" must read as "<script>", not vanish or run.
-        md.preprocessors.deregister("html_block")
-        md.inlinePatterns.deregister("html")
+        # html=False: raw HTML in model text is shown as text ("<script>" reads as "<script>", never runs).
+        md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
         _local.md = md
     return md
 
@@ -33,9 +35,7 @@ def render_markdown(text: str) -> str:
 
     Kept per process for the texts shown most (a round's guidelines on every request, a pair on reload and to each
     of its k annotators): the same text always renders the same."""
-    md = _markdown()
-    md.reset()
-    return nh3.clean(md.convert(text or ""), attributes=_ATTRIBUTES)
+    return nh3.clean(_markdown().render(text or ""), attributes=_ATTRIBUTES)
 
 
 _WORDS = re.compile(r"\s+|[^\s]+")

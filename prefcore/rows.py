@@ -30,7 +30,9 @@ class ImportProblem(Exception):
         super().__init__(problems[0] + more)
 
 
-class _RowError(Exception):
+class RowError(Exception):
+    """One field of one row is wrong: which field, and what was expected."""
+
     def __init__(self, field: str, message: str):
         self.field, self.message = field, message
 
@@ -89,11 +91,11 @@ def check_text(value: str, field: str) -> str:
     """Text the database can store: no NUL character (PostgreSQL refuses it) and no lone surrogate (not Unicode
     text at all; it cannot be encoded as UTF-8)."""
     if "\x00" in value:
-        raise _RowError(field, f"contains a NUL character at position {value.index(chr(0)) + 1}")
+        raise RowError(field, f"contains a NUL character at position {value.index(chr(0)) + 1}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise _RowError(field, f"contains a lone surrogate ({value[exc.start]!a}) at position {exc.start + 1}: "
+        raise RowError(field, f"contains a lone surrogate ({value[exc.start]!a}) at position {exc.start + 1}: "
                                "not Unicode text") from None
     return value
 
@@ -288,11 +290,11 @@ def _not_object(name, number):
 def _text(row: dict, field: str) -> str:
     value = row.get(field)
     if value is None:
-        raise _RowError(field, "missing")
+        raise RowError(field, "missing")
     if not isinstance(value, str):
-        raise _RowError(field, f"expected text, got {type(value).__name__}")
+        raise RowError(field, f"expected text, got {type(value).__name__}")
     if not value.strip():
-        raise _RowError(field, "empty")
+        raise RowError(field, "empty")
     return check_text(value, field)
 
 
@@ -302,26 +304,26 @@ def _maybe_json_list(value: Any, field: str) -> Any:
         try:
             decoded = _json(value)
         except _TooDeep:
-            raise _RowError(field, "JSON nested too deeply to read") from None
+            raise RowError(field, "JSON nested too deeply to read") from None
         except ValueError:  # not JSON after all (or a number of more than 4,300 digits): text
             return value
         if _depth(decoded, 8) > 8:
-            raise _RowError(field, "a message list nested more than 8 levels deep")
+            raise RowError(field, "a message list nested more than 8 levels deep")
         return decoded
     return value
 
 
 def _messages(value: Any, field: str) -> list[dict]:
     if not isinstance(value, list) or not value:
-        raise _RowError(field, "expected a non-empty list of {role, content} messages")
+        raise RowError(field, "expected a non-empty list of {role, content} messages")
     out = []
     for i, message in enumerate(value):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise _RowError(field, f"message {i + 1} must be an object with 'role' and 'content'")
+            raise RowError(field, f"message {i + 1} must be an object with 'role' and 'content'")
         if message["role"] not in ROLES:
-            raise _RowError(field, f"message {i + 1} has role {message['role']!r}: expected system, user or assistant")
+            raise RowError(field, f"message {i + 1} has role {message['role']!r}: expected system, user or assistant")
         if not isinstance(message["content"], str):
-            raise _RowError(field, f"message {i + 1} content must be text")
+            raise RowError(field, f"message {i + 1} content must be text")
         check_text(message["content"], f"{field}: message {i + 1}")
         out.append({"role": message["role"], "content": message["content"]})
     return out
@@ -333,26 +335,31 @@ def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
     if isinstance(value, list):
         messages = _messages(value, field)
         if messages[-1]["role"] != "user":
-            raise _RowError(field, "a chat prompt must end with a user message")
+            raise RowError(field, "a chat prompt must end with a user message")
         return PromptRow(line, messages[-1]["content"], messages)
     if value is None:
-        raise _RowError(field, "missing")
+        raise RowError(field, "missing")
     if not isinstance(value, str):
-        raise _RowError(field, f"expected text or a list of messages, got {type(value).__name__}")
+        raise RowError(field, f"expected text or a list of messages, got {type(value).__name__}")
     if not value.strip():
-        raise _RowError(field, "empty")
+        raise RowError(field, "empty")
     return PromptRow(line, check_text(value, field), None)
 
 
 def _response(value: Any, field: str) -> str:
-    """A response: text, or a message list ending with the assistant's turn (TRL conversational)."""
+    """A response: text, or a message list ending with the assistant's turn (TRL conversational). It may be empty:
+    a model can answer with nothing, and that is a fair "rejected"."""
     value = _maybe_json_list(value, field)
     if isinstance(value, list):
         messages = _messages(value, field)
         if messages[-1]["role"] != "assistant":
-            raise _RowError(field, "a conversational response must end with an assistant message")
+            raise RowError(field, "a conversational response must end with an assistant message")
         return messages[-1]["content"]
-    return _text({field: value}, field)
+    if value is None:
+        raise RowError(field, "missing")
+    if not isinstance(value, str):
+        raise RowError(field, f"expected text or a list of messages, got {type(value).__name__}")
+    return check_text(value, field)
 
 
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
@@ -362,13 +369,13 @@ def hh_split(transcript: str, field: str) -> tuple[list[dict], str]:
     """An HH-RLHF transcript split at its last assistant turn: (the chat before it, the assistant's answer)."""
     parts = _HH_TURN.split(transcript)
     if len(parts) < 3 or parts[0].strip():
-        raise _RowError(field, "expected a transcript of '\\n\\nHuman: ...\\n\\nAssistant: ...' turns")
+        raise RowError(field, "expected a transcript of '\\n\\nHuman: ...\\n\\nAssistant: ...' turns")
     turns = [(parts[i], parts[i + 1]) for i in range(1, len(parts) - 1, 2)]
     if turns[-1][0] != "Assistant" or len(turns) < 2:
-        raise _RowError(field, "the transcript must end with an Assistant turn after a Human turn")
+        raise RowError(field, "the transcript must end with an Assistant turn after a Human turn")
     messages = [{"role": "user" if who == "Human" else "assistant", "content": text.strip()} for who, text in turns[:-1]]
     if messages[-1]["role"] != "user":
-        raise _RowError(field, "the last Assistant turn must answer a Human turn")
+        raise RowError(field, "the last Assistant turn must answer a Human turn")
     return messages, turns[-1][1].strip()
 
 
@@ -387,25 +394,25 @@ def detect_format(row: dict) -> str:
         return "hh"
     if isinstance(chosen, list):
         return "trl"
-    raise _RowError("chosen", "cannot tell the format (expected TRL, HH-RLHF or UltraFeedback fields); pass --format")
+    raise RowError("chosen", "cannot tell the format (expected TRL, HH-RLHF or UltraFeedback fields); pass --format")
 
 
 def _chat_prompt(messages: list[dict]) -> PromptRow:
     return PromptRow(0, messages[-1]["content"], messages)
 
 
-def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
+def preference_row(line: int, row: dict, fmt: str = "auto") -> PreferenceRow:
+    """One preference row (TRL, HH-RLHF or UltraFeedback; "auto" tells them apart by their fields), checked; a
+    RowError names the field. The import page, the API and the training command line all read rows here."""
+    if not isinstance(row, dict):
+        raise RowError("row", "expected a JSON object with named fields")
     if fmt == "auto":
         fmt = detect_format(row)
     if fmt == "hh":
         chat, chosen = hh_split(_text(row, "chosen"), "chosen")
         chat_r, rejected = hh_split(_text(row, "rejected"), "rejected")
         if chat != chat_r:
-            raise _RowError("rejected", "the dialogue before the last Assistant turn differs from the one in 'chosen'")
-        if not chosen:
-            raise _RowError("chosen", "the last Assistant turn is empty")
-        if not rejected:
-            raise _RowError("rejected", "the last Assistant turn is empty")
+            raise RowError("rejected", "the dialogue before the last Assistant turn differs from the one in 'chosen'")
         prompt = PromptRow(line, chat[-1]["content"], chat) if len(chat) > 1 else PromptRow(line, chat[0]["content"], None)
         return PreferenceRow(line, prompt, chosen, rejected)
     if fmt == "ultrafeedback":
@@ -414,7 +421,7 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
         if isinstance(chosen_list, list) and len(chosen_list) > 1:
             prompt = _chat_prompt(_messages(chosen_list, "chosen")[:-1])
             if prompt.messages[-1]["role"] != "user":
-                raise _RowError("chosen", "the messages before the answer must end with a user turn")
+                raise RowError("chosen", "the messages before the answer must end with a user turn")
             if len(prompt.messages) == 1:
                 prompt = PromptRow(line, prompt.text, None)
         else:
@@ -425,11 +432,11 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
             try:
                 scores.append(float(value) if value not in (None, "") else None)
             except (TypeError, ValueError, OverflowError):
-                raise _RowError(field, f"expected a number, got {value!r}") from None
+                raise RowError(field, f"expected a number, got {value!r}") from None
         tie = scores[0] is not None and scores[0] == scores[1]
         return PreferenceRow(line, PromptRow(line, prompt.text, prompt.messages), chosen, rejected, is_tie=tie)
     if fmt != "trl":
-        raise _RowError("format", f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        raise RowError("format", f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
     chosen, rejected = _response(row.get("chosen"), "chosen"), _response(row.get("rejected"), "rejected")
     if row.get("prompt") is not None:
         prompt = prompt_row(line, row.get("prompt"))
@@ -437,18 +444,18 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
         chosen_chat = _messages(_maybe_json_list(row.get("chosen"), "chosen"), "chosen")[:-1]
         rejected_chat = _messages(_maybe_json_list(row.get("rejected"), "rejected"), "rejected")[:-1]
         if not chosen_chat:
-            raise _RowError("prompt", "missing (and 'chosen' holds no conversation before its answer)")
+            raise RowError("prompt", "missing (and 'chosen' holds no conversation before its answer)")
         if chosen_chat != rejected_chat:
-            raise _RowError("rejected", "the conversation before the last answer differs from the one in 'chosen'")
+            raise RowError("rejected", "the conversation before the last answer differs from the one in 'chosen'")
         prompt = prompt_row(line, chosen_chat, "chosen")
     prob = row.get("preference_prob")
     if prob not in (None, ""):
         try:
             prob = float(prob)
         except (TypeError, ValueError, OverflowError):
-            raise _RowError("preference_prob", f"expected a number between 0.5 and 1, got {prob!r}") from None
+            raise RowError("preference_prob", f"expected a number between 0.5 and 1, got {prob!r}") from None
         if not 0.5 <= prob <= 1.0:
-            raise _RowError("preference_prob", f"expected a number between 0.5 and 1, got {prob}")
+            raise RowError("preference_prob", f"expected a number between 0.5 and 1, got {prob}")
     else:
         prob = None
     return PreferenceRow(line, prompt, chosen, rejected, preference_prob=prob)
@@ -460,7 +467,7 @@ def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
     for line, row in rows:
         try:
             out.append(parse(line, row))
-        except _RowError as err:
+        except RowError as err:
             problems.append(f"{name}: line {line}: field '{err.field}': {err.message}")
     if problems:
         raise ImportProblem(problems)
@@ -485,4 +492,4 @@ def read_preferences(
     if fmt not in FORMATS:
         raise ImportProblem([f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}"])
     name = name or Path(path).name
-    return _check_all(read_rows(path, name, limits), name, lambda line, row: _preference_row(line, row, fmt))
+    return _check_all(read_rows(path, name, limits), name, lambda line, row: preference_row(line, row, fmt))

@@ -1,0 +1,122 @@
+"""What a rule does not see: answers cut at the token limit never win a label or a pairing over finished ones;
+an evaluation judge apart from the labelling judge; a noise wrapper that flips the share it says."""
+import json
+import random
+
+import pytest
+from django.core.management import call_command
+
+from annotate.models import Label
+from compare.models import Vote
+from generation import services as gen
+from generation.models import Prompt, Response
+from judges import load_judge
+from judges.noise import Noisy
+from loop.models import LoopRun
+from loop.services import label_pairs
+from prefcore.outcomes import cut_rule
+from tests.annotate.factories import make_pair
+from tests.loop import judges_for_tests
+
+LONGER = "judges.rules:longer_text"
+
+
+def test_cut_rule_decides_only_when_exactly_one_answer_was_cut():
+    assert cut_rule(True, False) == "b" and cut_rule(False, True) == "a"
+    assert cut_rule(True, True) is None and cut_rule(False, False) is None
+
+
+def _cut(response: Response) -> Response:
+    response.finish_reason = "length"
+    response.save(update_fields=["finish_reason"])
+    return response
+
+
+def test_a_judge_labelling_never_chooses_a_cut_answer_over_a_finished_one(db):
+    """longer_text prefers the longer answer; the longer one here was cut at the limit, so it must lose."""
+    pairs = []
+    for k in range(6):
+        long_first = k % 2 == 0
+        long_text, short_text = "a long answer that ran into the token limit and stopped in the mid", "Short, done."
+        pair = make_pair(text_a=long_text if long_first else short_text, text_b=short_text if long_first else long_text)
+        _cut(pair.response_a if long_first else pair.response_b)
+        for response in (pair.response_a, pair.response_b):
+            if response.finish_reason != "length":
+                response.finish_reason = "stop"
+                response.save(update_fields=["finish_reason"])
+        pairs.append(pair)
+    both_cut = make_pair(text_a="x " * 30, text_b="y")  # both cut: the judge decides as it likes
+    _cut(both_cut.response_a), _cut(both_cut.response_b)
+    summary = label_pairs(LONGER)
+    assert summary.labels == 7
+    for label in Label.objects.select_related("pair__response_a", "pair__response_b"):
+        chosen = label.pair.response_a if label.choice == "a" else label.pair.response_b
+        if label.pair_id == both_cut.pk:
+            assert chosen.text.startswith("x")  # longer_text's own choice
+        else:
+            assert chosen.finish_reason == "stop" and chosen.text == "Short, done."
+
+
+def test_pairing_by_judge_ranks_a_cut_sample_below_every_finished_one(db):
+    prompt = Prompt.objects.create(text="Name a fruit.")
+    texts = ["apple", "a very long answer that was cut at the limit", "banana, a yellow fruit", "pear"]
+    cut = [False, True, False, False]
+    scores = gen._judge_scores(load_judge(LONGER), LONGER, prompt, texts, cut, seed=0)
+    best = max(range(4), key=lambda i: scores[i])
+    assert best == 2  # the longest finished answer, not the longer cut one
+    assert scores[1] < min(scores[i] for i in (0, 2, 3))
+
+
+def _questions(n: int) -> list[tuple[str, str, str]]:
+    rng = random.Random(5)
+    return [(f"question {k}", "long " * rng.randint(3, 9), "short") for k in range(n)]
+
+
+def test_the_noise_wrapper_flips_the_share_it_states_and_keeps_ties():
+    noisy = load_judge(f"judges.noise:Noisy?judge={LONGER}&share=0.25&seed=3")
+    assert isinstance(noisy, Noisy) and noisy.share == 0.25
+    questions = _questions(4000)
+    flipped = sum(noisy(*q) == "b" for q in questions)  # longer_text says "a" to every one of them
+    # binomial: 4000 draws at p = 0.25 have a standard deviation of 27.4; five of them either side
+    assert abs(flipped - 1000) < 5 * 27.4
+    assert [noisy(*q) for q in questions[:50]] == [noisy(*q) for q in questions[:50]]  # same question, same answer
+    assert noisy("q", "same", "same") == load_judge(LONGER)("q", "same", "same")  # a tie is kept
+    other_seed = load_judge(f"judges.noise:Noisy?judge={LONGER}&share=0.25&seed=4")
+    assert [noisy(*q) for q in questions[:200]] != [other_seed(*q) for q in questions[:200]]
+    assert all(load_judge(f"judges.noise:Noisy?judge={LONGER}&share=0")(*q) == "a" for q in questions[:100])
+
+
+def test_the_noise_wrapper_loads_its_judge_under_the_allow_list():
+    from judges import JudgeError
+
+    with pytest.raises(JudgeError, match="is not allowed"):
+        load_judge("judges.noise:Noisy?judge=subprocess:Popen&share=0.1")
+    with pytest.raises(JudgeError, match="share must be a number from 0 to 1"):
+        load_judge(f"judges.noise:Noisy?judge={LONGER}&share=1.5")
+
+
+PARAMS = {
+    "training": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "max_prompt_length": 64,
+                 "warmup_ratio": 0.0},
+    "sampling": {"max_new_tokens": 10, "temperature": 1.0, "top_p": 1.0},
+}
+
+
+def test_the_eval_judge_evaluates_and_only_evaluates(db, tiny_model_dir, settings, tmp_path, capsys):
+    settings.MODELS_DIR = tmp_path / "models"
+    gen.register_version("base", tiny_model_dir)
+    for k in range(8):
+        Prompt.objects.create(text=f"Train question {k}: name {k} fruits.", split="train", tag="t")
+    for k in range(3):
+        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+    judges_for_tests.EVAL_CALLS["n"] = 0
+    evaluator = "tests.loop.judges_for_tests:counting_eval"
+    call_command("run_loop", rounds=1, pairs=4, judge=LONGER, eval_judge=evaluator, tag="t", eval_limit=3, seed=1,
+                 params=json.dumps(dict(PARAMS, data="all", pairing="random", sampling=dict(PARAMS["sampling"], n=2))))
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert judges_for_tests.EVAL_CALLS["n"] == 3  # one vote per eval prompt, none while labelling
+    assert set(Vote.objects.values_list("judge", flat=True)) == {evaluator}
+    assert set(Label.objects.values_list("annotator__username", flat=True)) == {f"judge:{LONGER}"}
+    assert result["votes"]["ties"] == 3
+    run = LoopRun.objects.get()
+    assert run.params["eval_judge"] == evaluator

@@ -1,0 +1,126 @@
+"""Constraint terms of the DPO loss: what a preference loss alone does not see, as pluggable pieces.
+
+A term is named like a judge ("package.module:attr", with "?key=value" arguments for a factory) and loaded only
+when the name is allowed: the built-in terms below, plus those the caller allows (the product: the
+PREFLOOP_LOSS_TERMS setting; the command line: --allow-term). A term is called once per batch with a `TermBatch`
+(policy and reference log-probs of chosen and rejected, response lengths in tokens, the responses' rule flags such
+as "cut") and returns a `TermResult`: a per-pair `margin` subtracted from β·h inside the sigmoid, hinge and robust
+losses (how R-DPO regularises length), and/or a scalar `loss` added to the batch loss. Each term's added loss is
+logged per step as "terms/<name>".
+
+Built in:
+- `length` (R-DPO, Park et al. 2024): margin α·(|y_w| − |y_l|), so a longer chosen answer must earn its length;
+  α is DPOConfig.length_alpha.
+- `rule_penalty`: a hinge that pushes the implicit reward β·(log π − log π_ref) of every response carrying a flag
+  (by default "cut": stopped at the token limit) below −margin: weight · mean over flagged responses of
+  relu(reward + margin); DPOConfig.rule_penalty is the weight.
+"""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+import torch
+
+
+@dataclass
+class TermBatch:
+    policy_chosen: torch.Tensor  # [B] summed log-probs
+    policy_rejected: torch.Tensor
+    ref_chosen: torch.Tensor
+    ref_rejected: torch.Tensor
+    chosen_tokens: torch.Tensor  # [B] response lengths in tokens
+    rejected_tokens: torch.Tensor
+    chosen_flags: Sequence[frozenset[str]]  # per pair, e.g. frozenset({"cut"})
+    rejected_flags: Sequence[frozenset[str]]
+    beta: float
+
+
+@dataclass
+class TermResult:
+    margin: torch.Tensor | None = None  # [B], subtracted from β·h
+    loss: torch.Tensor | None = None  # scalar, added to the batch loss
+
+
+Term = Callable[[TermBatch], TermResult]
+
+
+class LengthRegulariser:
+    """R-DPO's length term: margin α·(|y_w| − |y_l|)."""
+
+    name = "length"
+
+    def __init__(self, alpha: float):
+        self.alpha = float(alpha)
+
+    def __call__(self, batch: TermBatch) -> TermResult:
+        return TermResult(margin=self.alpha * (batch.chosen_tokens - batch.rejected_tokens).to(batch.policy_chosen.dtype))
+
+
+class RulePenalty:
+    """weight · mean over flagged responses of relu(β·(log π − log π_ref) + margin); 0 when none is flagged."""
+
+    name = "rule_penalty"
+
+    def __init__(self, weight: float = 1.0, flag: str = "cut", margin: float = 0.0):
+        self.weight, self.flag, self.margin = float(weight), str(flag), float(margin)
+
+    def __call__(self, batch: TermBatch) -> TermResult:
+        rewards, flagged = [], []
+        for policy, ref, flags in ((batch.policy_chosen, batch.ref_chosen, batch.chosen_flags),
+                                   (batch.policy_rejected, batch.ref_rejected, batch.rejected_flags)):
+            rewards.append(batch.beta * (policy - ref))
+            flagged.append(torch.tensor([self.flag in f for f in flags], device=policy.device))
+        reward, mask = torch.cat(rewards), torch.cat(flagged)
+        if not bool(mask.any()):
+            return TermResult(loss=reward.sum() * 0)
+        return TermResult(loss=self.weight * torch.relu(reward[mask] + self.margin).mean())
+
+
+BUILT_IN_TERMS = ("training.dpo.terms:LengthRegulariser", "training.dpo.terms:RulePenalty")
+
+
+def load_term(path: str, allowed: Collection[str] = ()) -> Term:
+    """The term named by `path` ("package.module:attr", optionally "?key=value&..." for a factory), if it is a
+    built-in term or in `allowed`; a ValueError naming it otherwise. Nothing is imported before the check."""
+    name, _, query = path.strip().partition("?")
+    if name not in (*BUILT_IN_TERMS, *allowed):
+        raise ValueError(f"loss term {path!r} is not allowed: the terms are {', '.join((*BUILT_IN_TERMS, *allowed))}")
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"loss term {path!r}: expected 'package.module:attr'")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"loss term {path!r}: cannot load it: {exc}") from None
+    if query:
+        kwargs = {}
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            try:
+                kwargs[key] = float(value)
+            except ValueError:
+                kwargs[key] = value
+        try:
+            target = target(**kwargs)
+        except Exception as exc:
+            raise ValueError(f"loss term {path!r}: building it failed: {type(exc).__name__}: {exc}") from None
+    if not callable(target):
+        raise ValueError(f"loss term {path!r} is not callable")
+    return target
+
+
+def configured_terms(length_alpha: float, rule_penalty: float, names: str, allowed: Collection[str] = ()) -> list[Term]:
+    """The terms a configuration asks for: the two built-ins by their weights, then each comma-separated name."""
+    terms: list[Term] = []
+    if length_alpha:
+        terms.append(LengthRegulariser(length_alpha))
+    if rule_penalty:
+        terms.append(RulePenalty(rule_penalty))
+    terms += [load_term(n, allowed) for n in names.split(",") if n.strip()]
+    return terms
+
+
+def term_name(term: Term) -> str:
+    return getattr(term, "name", None) or getattr(term, "__name__", None) or type(term).__name__
