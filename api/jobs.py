@@ -29,13 +29,13 @@ from .fields import Id, Name, Number, Text
 router = Router(tags=["jobs"])
 Kind = Literal["generation", "training", "compare", "loop"]
 MODELS = {"generation": GenerationJob, "training": TrainingRun, "compare": CompareJob, "loop": LoopRun}
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "cancelling")  # cancelling: the worker is stopping it
 
 
 class JobOut(Schema):
     kind: str
     id: int
-    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    status: str = Field(description="queued, running, cancelling (stopping), succeeded, failed or cancelled")
     active: bool
     progress: float
     error: str
@@ -198,9 +198,6 @@ def cancel_job(request: HttpRequest, kind: Kind, job_id: Id):
     elif kind == "loop":
         loop_services.cancel_loop_run(job)
     else:
-        cancel = getattr(compare_services, "cancel_compare_job", None)
-        if cancel is None:
-            raise HttpError(409, "comparison sets cannot be cancelled: they answer a few prompts and end")
-        cancel(job)
+        compare_services.cancel_compare_job(job)
     job.refresh_from_db()
     return describe(kind, job)

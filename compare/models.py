@@ -3,40 +3,22 @@ from django.conf import settings
 from django.db import models
 
 from annotate.models import CHOICES
+from jobs.models import Job
 
 
-class CompareJob(models.Model):
+class CompareJob(Job):
     """Versions A and B answering a prompt set: queued, answered by a worker, then voted on (blind) or viewed."""
 
-    QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED)]
+    unit = "answers"
+    task_name = "compare.tasks.answer_compare_job"
     version_a = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="+")
     version_b = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="+")
     prompt_ids = models.JSONField(default=list, help_text="The prompts both versions answer, in order.")
     blind = models.BooleanField(default=True, help_text="Hide the versions' names until the vote.")
     params = models.JSONField(default=dict, blank=True, help_text="Sampling settings and seed.")
-    status = models.CharField(max_length=12, choices=STATUSES, default=QUEUED, db_index=True)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created"]
 
     def __str__(self) -> str:
         return f"comparison set {self.pk}"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in (self.QUEUED, self.RUNNING)
-
-    @property
-    def percent(self) -> int:
-        return round(100 * self.done / self.total) if self.total else 0
 
 
 class Comparison(models.Model):

@@ -9,13 +9,16 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 import judges
+from annotate.models import AnnotatorProfile
+from generation.backends.base import GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
+from generation.services import answers_for
+from jobs import lifecycle
+from jobs.lifecycle import JobCancelled, Tracker
 from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
 from prefcore import outcomes
 from prefcore.outcomes import OUTCOMES, SIDE_LABELS, SIDES
@@ -98,29 +101,25 @@ def start_compare_job(
         params={"seed": seed, "sampling": sampling or {}}, created_by=user,
     )
     if enqueue:
-        from .tasks import answer_compare_job
-
-        transaction.on_commit(
-            lambda: answer_compare_job.apply_async((job.pk,), queue=settings.PREFLOOP_GPU_QUEUE)
-        )
+        lifecycle.enqueue(job)
     return job
+
+
+def cancel_compare_job(job: CompareJob) -> None:
+    """Stop answering: at once if queued, within seconds if sampling; answers stored so far are kept for reuse,
+    and no comparison is made."""
+    lifecycle.cancel(job)
 
 
 # ---- answering ------------------------------------------------------------------------------------------------
 
 
 def _default_answerer() -> Answerer:
-    from generation.services import answers_for
-
     return answers_for
 
 
-def _sampling_config(data: dict):
-    if not data:
-        return None
-    from generation.backends.base import SamplingConfig
-
-    return SamplingConfig.from_dict(data)
+def _sampling_config(data: dict) -> SamplingConfig | None:
+    return SamplingConfig.from_dict(data) if data else None
 
 
 def run_compare_job(
@@ -129,43 +128,53 @@ def run_compare_job(
     """Both versions answer every prompt (stored answers reused), then one comparison per prompt, sides random.
 
     Safe to run twice: answers and comparisons already made are kept. `answer` defaults to
-    generation.services.answers_for(version, prompts, config, *, seed, on_progress); `progress(done, total)` is
-    called as answers come in (a CLI's bar), besides the count recorded on the job.
+    generation.services.answers_for(version, prompts, config, *, seed, on_progress, should_stop, on_partial);
+    `progress(done, total)` is called as answers come in (a CLI's bar), besides the count recorded on the job.
+    A cancelled job stops inside the batch it is sampling; no comparison is made.
     """
-    answer = answer or _default_answerer()
-    job = CompareJob.objects.select_related("version_a", "version_b").get(pk=job_id)
-    if job.status == CompareJob.SUCCEEDED:
-        return job
-    CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.RUNNING, started=job.started or timezone.now(),
-                                                error="")
+    job = lifecycle.claim(CompareJob, job_id, retry_failed=True)
+    if job is None:
+        return CompareJob.objects.get(pk=job_id)
+    tracker = Tracker(job)
     try:
-        _answer_and_pair(job, answer, progress)
+        _answer_and_pair(job, answer or _default_answerer(), tracker, progress)
+    except (JobCancelled, GenerationCancelled):
+        done = lifecycle.job_done(job)
+        lifecycle.stopped(job, f"{done} answer{'s' if done != 1 else ''} kept for reuse, no comparisons made")
     except Exception as exc:  # shown on the page; the worker log has the traceback
         log.exception("compare job %s failed", job.pk)
-        CompareJob.objects.filter(pk=job.pk).update(
-            status=CompareJob.FAILED, error=f"{type(exc).__name__}: {exc}", finished=timezone.now()
-        )
+        lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
         raise
     job.refresh_from_db()
     return job
 
 
-def _answer_and_pair(job: CompareJob, answer: Answerer, report: Callable[[int, int], None] | None) -> None:
+def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
+                     report: Callable[[int, int], None] | None) -> None:
     by_id = Prompt.objects.in_bulk(job.prompt_ids)
     prompts = [by_id[i] for i in job.prompt_ids if i in by_id]
     n, seed = len(prompts), int(job.params.get("seed", 0))
     config = _sampling_config(job.params.get("sampling") or {})
     answers = []
     for k, version in enumerate((job.version_a, job.version_b)):
+        tracker.check()
+        stage = f"answering with {'A' if k == 0 else 'B'}" if job.blind else f"answering with {version.name}"
+
         def progress(done: int, total: int, offset: int = k * n) -> None:
-            CompareJob.objects.filter(pk=job.pk).update(done=offset + done)
+            tracker.report(done=offset + done, progress=(offset + done) / (2 * n), force=True)
             if report:
                 report(offset + done, 2 * n)
 
-        answers.append(answer(version, prompts, config, seed=seed, on_progress=progress))
-        CompareJob.objects.filter(pk=job.pk).update(done=(k + 1) * n)
+        def on_partial(done: float, total: int, offset: int = k * n, stage: str = stage) -> None:
+            tracker.report(progress=(offset + done) / (2 * n), stage=stage)
+
+        tracker.report(stage=stage, force=True)
+        answers.append(answer(version, prompts, config, seed=seed, on_progress=progress,
+                              should_stop=tracker.should_stop, on_partial=on_partial))
+        tracker.report(done=(k + 1) * n, progress=(k + 1) / 2, force=True)
         if report:
             report((k + 1) * n, 2 * n)
+    tracker.check()
     with transaction.atomic():
         for prompt in prompts:
             Comparison.objects.get_or_create(
@@ -173,7 +182,7 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, report: Callable[[int, i
                 defaults={"response_a": answers[0][prompt.pk], "response_b": answers[1][prompt.pk],
                           "left_is_a": secrets.randbelow(2) == 0},
             )
-        CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.SUCCEEDED, done=2 * n, finished=timezone.now())
+    lifecycle.finish(job, done=2 * n)
 
 
 # ---- voting ---------------------------------------------------------------------------------------------------
@@ -238,8 +247,6 @@ def load_judge(dotted_path: str) -> Judge:
 
 def judge_voter(judge_name: str):
     """The user account a judge votes as ("judge:<name>", no password, marked automatic)."""
-    from annotate.models import AnnotatorProfile
-
     username = f"judge:{judge_name}"[:150]
     user, created = get_user_model().objects.get_or_create(username=username)
     if created:
@@ -250,7 +257,8 @@ def judge_voter(judge_name: str):
 
 
 def judge_comparisons(
-    comparisons: Iterable[Comparison], judge_callable: Judge, judge_name: str, voter,
+    comparisons: Iterable[Comparison], judge_callable: Judge, judge_name: str, voter, *,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[Vote]:
     """Let a judge vote on each comparison this voter has not voted on yet; returns the new votes.
 
@@ -258,10 +266,13 @@ def judge_comparisons(
     them (left first), so a judge's position bias averages out over the randomised sides; its "a" means the first
     argument. A judge that raises, or returns anything but "a", "b", "tie", "both_bad" or a probability in [0, 1]
     that the first is better, stops the run with a JudgeError naming the judge and the comparison; the votes
-    stored before it stay.
+    stored before it stay. `should_stop()` is asked before each judge call and again before its vote is stored:
+    True raises JobCancelled, with the votes before it stored and none for the call in flight.
     """
     votes = []
     for comparison in comparisons:
+        if should_stop and should_stop():
+            raise JobCancelled
         if Vote.objects.filter(comparison=comparison, voter=voter).exists():
             continue
         left, right = (
@@ -270,6 +281,8 @@ def judge_comparisons(
         )
         first = verdict(judge_callable, judge_name, comparison.prompt.text, left.text, right.text,
                         where=f"comparison {comparison.pk}")
+        if should_stop and should_stop():
+            raise JobCancelled
         side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
         votes.append(record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True,
                                  judge=judge_name))

@@ -4,6 +4,7 @@ from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from jobs.views import cancel_view
 from training import services as training_services
 from training.models import TrainingRun
 
@@ -68,6 +69,9 @@ def job(request, pk: int):
             context["comparisons"] = job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk")
     template = "compare/_job.html" if request.htmx else "compare/job.html"
     return render(request, template, context, status=status)
+
+# Stop answering a set (staff: they started it); the page then shows what was kept.
+cancel = cancel_view(CompareJob, partial="compare/_job.html", name="job", then="compare:job", then_with_pk=True)
 
 @require_POST
 def vote(request, pk: int):

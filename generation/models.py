@@ -7,6 +7,8 @@ import unicodedata
 
 from django.db import models
 
+from jobs.models import Job
+
 
 class ModelVersion(models.Model):
     """A model the loop can sample from: the base, or a round's output (full checkpoint or LoRA adapter)."""
@@ -85,32 +87,14 @@ class Prompt(models.Model):
         super().save(*args, **kwargs)
 
 
-class GenerationJob(models.Model):
-    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+class GenerationJob(Job):
+    """K samples for each of a set of prompts from one version, paired for labelling (chunk by chunk)."""
+
+    unit = "prompts"
+    task_name = "generation.tasks.run_generation_job"
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="generation_jobs")
     params = models.JSONField(default=dict, help_text="SamplingConfig and prompt selection.")
-    status = models.CharField(max_length=12, choices=STATUSES, default=QUEUED, db_index=True)
-    done = models.PositiveIntegerField(default=0)
-    total = models.PositiveIntegerField(default=0)
     pairs_made = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    log = models.TextField(blank=True)
-    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created"]
-
-    @property
-    def progress(self) -> float:
-        return self.done / self.total if self.total else 0.0
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in (self.QUEUED, self.RUNNING)
 
 
 class Response(models.Model):

@@ -14,14 +14,22 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db.models import Avg
 
+from annotate.models import Pair, Round
+from jobs import lifecycle
+from jobs.lifecycle import JobCancelled, Tracker
+from judges import JudgeError, load_judge, verdict
+from prefcore.chat import prompt_text
+from prefcore.outcomes import cut_rule
 from prefloop.numerics import dtype_choice, product_dtype
 
-from .backends.base import SamplingConfig
+from .backends import load_backend
+from .backends.base import GenerationCancelled, SamplingConfig
 from .backends.vllm import CanaryMismatch
+from .bootstrap import bootstrap_checkpoint
 from .models import GenerationJob, ModelVersion, Prompt, Response
-from .pairing import STRATEGIES
+from .pairing import STRATEGIES, choose_pairs, round_robin_scores
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +92,6 @@ def base_version(version: ModelVersion) -> ModelVersion:
 
 def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
     """Idempotent: the version "base" for the default model (or PREFLOOP_BASE_MODEL), bootstrapped when missing."""
-    from .bootstrap import bootstrap_checkpoint
-
     existing = ModelVersion.objects.filter(name="base").first()
     if existing is not None:
         return existing
@@ -106,8 +112,6 @@ _backend_cache: dict[str, object] = {}
 def backend_for(version: ModelVersion, dtype: str | None = None):
     """A sampling backend for a version in `dtype` (default: the product's, PREFLOOP_DTYPE), kept loaded for the
     next job in the same worker process."""
-    from .backends import load_backend
-
     dtype = dtype or product_dtype()
     key = f"{version.pk}:{version.path}:{dtype}"
     if key not in _backend_cache:
@@ -171,8 +175,6 @@ def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train
 def check_pairing(pairing: str, judge: str, samples: int) -> None:
     """A GenerationError unless `pairing` can choose pairs from `samples` samples a prompt; pairing "judge" needs a
     judge that loads and at most MAX_JUDGED_SAMPLES samples, and no other pairing takes a judge."""
-    from judges import JudgeError, load_judge
-
     if pairing not in PAIRING_STRATEGIES:
         raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
     if pairing != "judge":
@@ -192,9 +194,10 @@ def check_pairing(pairing: str, judge: str, samples: int) -> None:
 
 def start_generation_job(
     version: ModelVersion | None = None, *, n_prompts: int, config: SamplingConfig | None = None, split: str = "train",
-    tag: str = "", pairing: str = "random", judge: str = "", user=None, enqueue: bool = True,
+    tag: str = "", pairing: str = "random", judge: str = "", user=None, enqueue: bool = True, part_of: str = "",
 ) -> GenerationJob:
-    """Choose the prompts now (so a resumed job samples the same ones) and queue the job.
+    """Choose the prompts now (so a resumed job samples the same ones) and queue the job. `part_of`: the key of the
+    job that runs this one inside it (then `enqueue` is False).
 
     With pairing "judge", the judge named by `judge` ranks each prompt's K samples in a round robin and the best
     meets the worst: K(K-1)/2 judge calls per prompt.
@@ -213,77 +216,83 @@ def start_generation_job(
         where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
         raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered")
     job = GenerationJob.objects.create(
-        version=version, created_by=user, total=len(prompt_ids),
+        version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
         params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids,
                 "chunk_prompts": CHUNK_PROMPTS, **({"judge": judge} if judge else {})},
     )
     if enqueue:
-        from .tasks import run_generation_job
-
-        transaction.on_commit(lambda: run_generation_job.delay(job.pk))
+        lifecycle.enqueue(job)
     return job
 
 
 def _labelling_round(version: ModelVersion):
-    from annotate.models import Round
-
     round_, _ = Round.objects.get_or_create(number=version.round + 1)
     return round_
 
 
-def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | None = None,
-                       judge=None) -> GenerationJob:
+def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | None = None, judge=None,
+                       parents: Iterable[Tracker] = ()) -> GenerationJob:
     """Sample the job's prompts that have no responses yet, chunk by chunk; safe to run again after a crash.
 
     `judge`: the loaded judge of a "judge" pairing job, when the caller has it already (else it is loaded by name).
+    `parents`: trackers of the jobs this one runs inside (a loop run): cancelling one of them stops this job too.
+    A cancelled job stops inside the chunk it is sampling and stores nothing of that chunk.
     """
-    job = GenerationJob.objects.select_related("version").get(pk=job_id)
-    if job.status in (GenerationJob.SUCCEEDED, GenerationJob.CANCELLED):
-        return job
-    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.RUNNING, started=job.started or timezone.now())
+    job = lifecycle.claim(GenerationJob, job_id, retry_failed=True)
+    if job is None:
+        return GenerationJob.objects.get(pk=job_id)
+    tracker = Tracker(job, parents=parents)
     try:
-        _sample_job(job, progress, judge)
+        _sample_job(job, tracker, progress, judge)
+    except (JobCancelled, GenerationCancelled):
+        job.refresh_from_db(fields=["pairs_made"])
+        lifecycle.stopped(job, f"{job.pairs_made} pair{'s' if job.pairs_made != 1 else ''} kept")
     except Exception as exc:  # recorded on the job for the page; the worker log has the traceback
         log.exception("generation job %s failed", job.pk)
-        GenerationJob.objects.filter(pk=job.pk).update(
-            status=GenerationJob.FAILED, error=f"{type(exc).__name__}: {exc}", finished=timezone.now()
-        )
+        lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
         raise
     job.refresh_from_db()
     return job
 
 
-def _sample_job(job: GenerationJob, progress, judge=None) -> None:
+def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> None:
     config = SamplingConfig.from_dict(job.params["sampling"])
     prompt_ids = job.params["prompt_ids"]
     done = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True).distinct())
     todo = [pid for pid in prompt_ids if pid not in done]
-    GenerationJob.objects.filter(pk=job.pk).update(done=len(prompt_ids) - len(todo))
+    total = len(prompt_ids)
+    tracker.report(done=total - len(todo), total=total, progress=(total - len(todo)) / total, force=True,
+                   stage="loading the model" if todo else "")
     backend = backend_for(job.version, _job_dtype(job)) if todo else None
     round_ = _labelling_round(job.version)
     if todo and job.params.get("pairing") == "judge" and judge is None:
-        from judges import load_judge
-
         judge = load_judge(job.params["judge"], dtype=dtype_choice())
     for chunk_ids in job_chunks(job):
         if all(pid in done for pid in chunk_ids):
             continue
-        if GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.CANCELLED).exists():
-            return
+        tracker.check()
         chunk = list(Prompt.objects.filter(pk__in=chunk_ids).order_by("pk"))
         seeds = [prompt_seed(config.seed, p.pk) for p in chunk]
-        samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
-        made = _store_samples(job, chunk, seeds, samples, config, round_, judge)
+        before = tracker.job.done
+        stage = f"sampling prompts {before + 1}–{before + len(chunk)}"
+
+        def on_tokens(used: int, budget: int, before: int = before, size: int = len(chunk), stage: str = stage) -> None:
+            tracker.report(progress=(before + size * used / max(budget, 1)) / total, stage=stage)
+
+        tracker.report(stage=stage, force=True)
+        samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds, should_stop=tracker.should_stop,
+                                   on_tokens=on_tokens)
+        tracker.check()  # asked to stop after the last token: the chunk is not stored either
+        made = _store_samples(job, chunk, seeds, samples, config, round_, judge, tracker)
         with transaction.atomic():
             job_row = GenerationJob.objects.select_for_update().get(pk=job.pk)
             job_row.done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
             job_row.pairs_made += made
             job_row.save(update_fields=["done", "pairs_made"])
+        tracker.report(done=job_row.done, progress=job_row.done / total, force=True)
         if progress:
             progress(job_row.done, job_row.total)
-    GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.RUNNING).update(
-        status=GenerationJob.SUCCEEDED, finished=timezone.now()
-    )
+    lifecycle.finish(job)
     update_mean_length(job.version)
 
 
@@ -303,40 +312,36 @@ def _job_dtype(job: GenerationJob) -> str:
     return job.params["dtype"]
 
 
-def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[bool], seed: int) -> list[float]:
+def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[bool], seed: int,
+                  tracker: Tracker | None = None) -> list[float]:
     """Round-robin wins of a prompt's samples by the judge; a sample cut at the token limit loses to a finished one
     without asking (prefcore.outcomes.cut_rule), so the best is a finished sample whenever there is one. A judge that
-    fails names itself, the prompt and the samples (by index: nothing of the chunk is stored yet)."""
-    from judges import verdict
-    from prefcore.chat import prompt_text
-    from prefcore.outcomes import cut_rule
-
-    from .pairing import round_robin_scores
-
+    fails names itself, the prompt and the samples (by index: nothing of the chunk is stored yet). A cancel is heard
+    between judge calls."""
     shown = prompt_text(prompt.as_input)
 
     def compare(i: int, j: int) -> str:
+        if tracker:
+            tracker.check()
         return cut_rule(cut[i], cut[j]) or verdict(judge, path, shown, texts[i], texts[j],
                                                    where=f"prompt {prompt.pk}, samples {i} and {j}")
 
     return round_robin_scores(len(texts), compare, random.Random(seed))
 
 
-def _store_samples(job, prompts, seeds, samples, config, round_, judge=None) -> int:
+def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tracker: Tracker | None = None) -> int:
     """Responses and pairs of one chunk, in one transaction; returns the number of pairs made.
 
     A judge ranks the samples before the transaction opens, so no write lock is held while it thinks.
     """
-    from annotate.models import Pair
-
-    from .pairing import choose_pairs
-
     strategy = job.params.get("pairing", "random")
     judged = None
     if strategy == "judge":
         judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row],
-                                [x.finish_reason == "length" for x in row], seed)
+                                [x.finish_reason == "length" for x in row], seed, tracker)
                   for prompt, seed, row in zip(prompts, seeds, samples, strict=True)]
+        if tracker:
+            tracker.check()
     made = 0
     with transaction.atomic():
         for k, (prompt, seed, prompt_samples) in enumerate(zip(prompts, seeds, samples, strict=True)):
@@ -368,14 +373,11 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None) -> 
 
 
 def cancel_generation_job(job: GenerationJob) -> None:
-    GenerationJob.objects.filter(pk=job.pk, status__in=[GenerationJob.QUEUED, GenerationJob.RUNNING]).update(
-        status=GenerationJob.CANCELLED, finished=timezone.now()
-    )
+    """Stop the job: at once if queued, within seconds if sampling (nothing of the chunk in flight is stored)."""
+    lifecycle.cancel(job)
 
 
 def update_mean_length(version: ModelVersion) -> None:
-    from django.db.models import Avg
-
     mean = Response.objects.filter(version=version).aggregate(m=Avg("token_count"))["m"]
     ModelVersion.objects.filter(pk=version.pk).update(mean_response_tokens=mean)
 
@@ -385,9 +387,15 @@ def update_mean_length(version: ModelVersion) -> None:
 
 def answers_for(
     version: ModelVersion, prompts: Iterable[Prompt], config: SamplingConfig | None = None, *, seed: int = 0,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    on_partial: Callable[[float, int], None] | None = None,
 ) -> dict[int, Response]:
-    """One answer per prompt from `version`, with the per-prompt seed; answers stored before are reused."""
+    """One answer per prompt from `version`, with the per-prompt seed; answers stored before are reused.
+
+    `on_progress(answered, total)` after each stored batch; `on_partial(answered, total)` while a batch samples, with
+    a fractional count (its tokens so far); `should_stop()` is asked per decode step: True raises
+    GenerationCancelled, and nothing of the batch in flight is stored.
+    """
     config = SamplingConfig.from_dict(dict((config or SamplingConfig()).to_dict(), n=1))
     prompts = list(prompts)
     answers: dict[int, Response] = {}
@@ -404,23 +412,24 @@ def answers_for(
         for start in range(0, len(missing), config.batch_size):
             chunk = missing[start:start + config.batch_size]
             seeds = [prompt_seed(seed, p.pk) for p in chunk]
-            samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds)
-            for prompt, s, (sample,) in zip(chunk, seeds, samples, strict=True):
-                answers[prompt.pk] = Response.objects.create(
-                    prompt=prompt, version=version, text=storable_text(sample.text), token_ids=list(sample.token_ids),
-                    token_count=len(sample.token_ids), logp_sum=sample.logp_sum, finish_reason=sample.finish_reason,
-                    sampling_params=dict(config.to_dict(), seed=s), sampling_key=sampling_key(config, s),
-                )
+            before = len(prompts) - len(missing) + start
+
+            def on_tokens(used: int, budget: int, before: int = before, size: int = len(chunk)) -> None:
+                if on_partial:
+                    on_partial(before + size * used / max(budget, 1), len(prompts))
+
+            samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds, should_stop=should_stop,
+                                       on_tokens=on_tokens)
+            if should_stop and should_stop():
+                raise GenerationCancelled("answering stopped on request")
+            with transaction.atomic():
+                for prompt, s, (sample,) in zip(chunk, seeds, samples, strict=True):
+                    answers[prompt.pk] = Response.objects.create(
+                        prompt=prompt, version=version, text=storable_text(sample.text),
+                        token_ids=list(sample.token_ids), token_count=len(sample.token_ids), logp_sum=sample.logp_sum,
+                        finish_reason=sample.finish_reason, sampling_params=dict(config.to_dict(), seed=s),
+                        sampling_key=sampling_key(config, s),
+                    )
             if on_progress:
-                on_progress(len(prompts) - len(missing) + start + len(chunk), len(prompts))
+                on_progress(before + len(chunk), len(prompts))
     return answers
-
-
-def requeue_interrupted_jobs() -> list[int]:
-    """Send the jobs left "running" by a worker that died to the queue again; they resume where they stopped."""
-    from .tasks import run_generation_job
-
-    ids = list(GenerationJob.objects.filter(status=GenerationJob.RUNNING).values_list("pk", flat=True))
-    for job_id in ids:
-        run_generation_job.delay(job_id)
-    return ids

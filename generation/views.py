@@ -2,8 +2,8 @@
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 
+from jobs.views import cancel_view
 from prefloop.numerics import dtype_note
 
 from . import services
@@ -37,12 +37,4 @@ def job_progress(request, pk: int):
     return render(request, "generation/_job_row.html", {"job": job})
 
 
-@staff_member_required
-@require_POST
-def cancel_job(request, pk: int):
-    job = get_object_or_404(GenerationJob, pk=pk)
-    services.cancel_generation_job(job)
-    job.refresh_from_db()
-    if request.htmx:
-        return render(request, "generation/_job_row.html", {"job": job})
-    return redirect("generation:jobs")
+cancel_job = cancel_view(GenerationJob, partial="generation/_job_row.html", name="job", then="generation:jobs")

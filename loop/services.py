@@ -16,12 +16,30 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Assignment
+from annotate.services import next_pair_for, record_label
 from compare.models import CompareJob, Comparison, Vote
+from compare.services import judge_comparisons, judge_voter
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
+from generation.services import (
+    GenerationError,
+    answers_for,
+    base_version,
+    check_pairing,
+    current_version,
+    run_generation_job,
+    start_generation_job,
+)
+from jobs import lifecycle
+from jobs.lifecycle import JobCancelled, Tracker
 from judges import Judge, JudgeError, load_judge, verdict
+from prefcore.chat import prompt_text
 from prefcore.outcomes import cut_rule, side_for_outcome
 from prefloop.numerics import dtype_choice
+from training.dpo.config import DPOConfig
+from training.evaluation import mean_kl
+from training.models import TrainingRun
+from training.services import TrainingError, run_training, start_training_run
 
 from .models import LoopRun
 from .stats import length_warning, win_summary
@@ -53,8 +71,6 @@ class LoopError(Exception):
 
 def judge_account(path: str):
     """The annotator account a judge labels and votes as ("judge:<path>", marked automatic, no password)."""
-    from compare.services import judge_voter
-
     return judge_voter(path)
 
 
@@ -66,20 +82,20 @@ class LabelSummary:
 
 
 def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | None = None,
-                progress: Progress | None = None) -> LabelSummary:
+                progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> LabelSummary:
     """The judge labels queued pairs that still need labels (up to `limit`), blind, with sides randomised.
 
     A judge that raises or returns no verdict stops here with a JudgeError naming it and the pair; the labels
-    stored before stay, and the pair it failed on goes back to the queue.
+    stored before stay, and the pair it failed on goes back to the queue. `should_stop()` is asked before and after
+    each judge call: True raises JobCancelled, and the pair in flight goes back to the queue unlabelled.
     """
-    from annotate.services import next_pair_for, record_label
-    from prefcore.chat import prompt_text
-
     judge = judge or load_judge(judge_path, dtype=dtype_choice())
     account = judge_account(judge_path)
     outcomes = dict.fromkeys(("a", "b", "tie", "both_bad"), 0)
     done = 0
     while limit is None or done < limit:
+        if should_stop and should_stop():
+            raise JobCancelled
         assignment = next_pair_for(account)
         if assignment is None:
             break
@@ -93,6 +109,9 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
         except JudgeError:
             Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
             raise
+        if should_stop and should_stop():
+            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
+            raise JobCancelled
         side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
         label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
         outcomes[label.choice] += 1
@@ -135,16 +154,14 @@ class Evaluation:
 def evaluate(
     version_a: ModelVersion, version_b: ModelVersion, judge_path: str, *, split: str = Prompt.EVAL, tag: str = "",
     limit: int | None = None, seed: int = 0, sampling: dict | None = None, judge: Judge | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
 ) -> Evaluation:
     """Both versions answer the prompts with the same settings and per-prompt seeds; the judge votes blind.
 
     The votes are stored as compare votes of the judge's account, marked automatic, on a comparison set of their
-    own; the summary counts them (ties and both-bad count half a win to b).
+    own; the summary counts them (ties and both-bad count half a win to b). `should_stop()` is asked per decode
+    step and between judge calls (see answers_for and judge_comparisons).
     """
-    from compare.services import judge_comparisons
-    from generation.services import answers_for
-
     if version_a.pk == version_b.pk:
         raise LoopError(f"choose two different versions (both are {version_a.name!r})")
     judge = judge or load_judge(judge_path, dtype=dtype_choice())
@@ -152,11 +169,12 @@ def evaluate(
     config = sampling_config(sampling, n=1)
     answers = []
     for k, version in enumerate((version_a, version_b)):
-        def on_progress(done: int, total: int, offset: int = k * len(prompts)) -> None:
+        def on_progress(done: float, total: int, offset: int = k * len(prompts)) -> None:
             if progress:
                 progress("answer", offset + done, 2 * len(prompts))
 
-        answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress))
+        answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
+                                   on_partial=on_progress, should_stop=should_stop))
     rng = random.Random(seed)
     with transaction.atomic():
         job = CompareJob.objects.create(
@@ -171,7 +189,7 @@ def evaluate(
             for p in prompts
         ]
     account = judge_account(judge_path)
-    judge_comparisons(comparisons, judge, judge_path, account)
+    judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
     outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
     summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
     return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])
@@ -188,8 +206,6 @@ def start_loop_run(
 
     `judge` labels the pairs; `eval_judge` (default: the same) votes on each round's answers against the base
     version, so a judge's quirks need not be both rewarded and confirmed by the same judge."""
-    from generation.services import current_version
-
     for what, value, low, high in (("rounds", rounds, 1, MAX_ROUNDS), ("pairs", pairs, 1, MAX_PAIRS),
                                    ("eval prompts", eval_limit, 1, MAX_EVAL_PROMPTS), ("seed", seed, 0, 2**31 - 1)):
         if not low <= value <= high:
@@ -225,18 +241,13 @@ def start_loop_run(
     _train_prompts_left(tag)
     eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
     run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
-                                 seed=seed, params=params, created_by=user)
+                                 seed=seed, params=params, created_by=user, total=rounds)
     if enqueue:
-        from .tasks import run_loop_task
-
-        transaction.on_commit(lambda: run_loop_task.delay(run.pk))
+        lifecycle.enqueue(run)
     return run
 
 
 def _check_params(params: dict, judge: str) -> None:
-    from generation.services import GenerationError, check_pairing
-    from training.dpo.config import DPOConfig
-
     sampling = sampling_config(params.get("sampling"))
     if "seed" in (params.get("sampling") or {}):
         raise LoopError("sampling.seed: each round draws its seed from the run's seed (--seed); set that instead")
@@ -272,47 +283,45 @@ def _eval_tag(tag: str) -> str:
 
 
 def cancel_loop_run(run: LoopRun) -> None:
-    LoopRun.objects.filter(pk=run.pk, status__in=[LoopRun.QUEUED, LoopRun.RUNNING]).update(
-        status=LoopRun.CANCELLED, finished=timezone.now()
-    )
-
-
-class _Cancelled(Exception):
-    pass
+    """Stop the run: at once if queued; if running, within seconds, inside whatever step it is in (sampling,
+    labelling, training, evaluating). Finished rounds are kept; nothing of the round in flight is registered."""
+    lifecycle.cancel(run)
 
 
 def run_loop(run_id: int, *, progress: Progress | None = None,
              on_round: Callable[[dict], None] | None = None) -> LoopRun:
-    """Run the rounds not done yet; safe to call again after a crash (finished rounds are kept in `results`)."""
-    with transaction.atomic():
-        run = LoopRun.objects.select_for_update().get(pk=run_id)
-        if not run.is_active:
-            return run
-        run.status, run.started, run.error = LoopRun.RUNNING, run.started or timezone.now(), ""
-        run.save(update_fields=["status", "started", "error"])
+    """Run the rounds not done yet; safe to call again after a crash (finished rounds are kept in `results`, and
+    the round a lost worker was in starts again)."""
+    run = lifecycle.claim(LoopRun, run_id)
+    if run is None:
+        return LoopRun.objects.get(pk=run_id)
+    if run.attempts > 1:
+        lifecycle.end_parts(run, f"interrupted: the worker of loop run {run.pk} was lost, and the round starts again")
+    tracker = Tracker(run)
+    tracker.report(done=len(run.results), total=run.rounds, force=True)
     try:
         judge = load_judge(run.judge, dtype=dtype_choice())
         eval_path = eval_judge_of(run)
         eval_judge = judge if eval_path == run.judge else load_judge(eval_path, dtype=dtype_choice())
         while len(run.results) < run.rounds:
-            result = _one_round(run, judge, progress, eval_judge)
+            result = _one_round(run, judge, tracker, progress, eval_judge)
             run.results = [*run.results, result]
-            LoopRun.objects.filter(pk=run.pk).update(results=run.results)
+            tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, results=run.results,
+                           force=True)
             _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base")
             if on_round:
                 on_round(result)
-        LoopRun.objects.filter(pk=run.pk).update(status=LoopRun.SUCCEEDED, finished=timezone.now(), progress=1.0,
-                                                 stage="")
-    except _Cancelled:
-        _log(run, "cancelled")
+        lifecycle.finish(run)
+    except JobCancelled:
+        kept = len(run.results)
+        stage = LoopRun.objects.values_list("stage", flat=True).get(pk=run.pk)
+        lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped in {stage or 'its first step'}"
+                               ", whose work is not used")
     except Exception as exc:
         known = (JudgeError, LoopError)
         if not isinstance(exc, known):
             log.exception("loop run %s failed", run.pk)
-        message = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
-        # a run cancelled meanwhile stays cancelled
-        LoopRun.objects.filter(pk=run.pk, status=LoopRun.RUNNING).update(status=LoopRun.FAILED, error=message,
-                                                                          finished=timezone.now())
+        lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
     run.refresh_from_db()
     return run
 
@@ -322,22 +331,12 @@ def eval_judge_of(run: LoopRun) -> str:
     return (run.params or {}).get("eval_judge") or run.judge
 
 
-def _one_round(run: LoopRun, judge: Judge, progress: Progress | None, eval_judge: Judge | None = None) -> dict:
-    from generation.services import (
-        GenerationError,
-        base_version,
-        current_version,
-        run_generation_job,
-        start_generation_job,
-    )
-    from training.evaluation import mean_kl
-    from training.models import TrainingRun
-    from training.services import TrainingError, run_training, start_training_run
-
+def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress | None,
+               eval_judge: Judge | None = None) -> dict:
     index = len(run.results)
     number = index + 1
     seconds: dict[str, float] = {}
-    report = _stage_reporter(run, index, progress)
+    report = _stage_reporter(run, tracker, index, progress)
     params = run.params or {}
 
     report("generate", 0, 1)
@@ -348,16 +347,21 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None, eval_judge
     try:
         pairing = params.get("pairing", PAIRING_DEFAULT)
         job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
-                                   pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False)
+                                   pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
+                                   part_of=run.key)
     except GenerationError as exc:
         raise LoopError(f"round {number}: {exc}") from None
-    job = run_generation_job(job.pk, progress=lambda d, t: report("generate", d, t), judge=judge)
-    if job.status != "succeeded":
+    tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage)
+    job = run_generation_job(job.pk, judge=judge, parents=[tracker])
+    if job.status == job.CANCELLED:
+        raise JobCancelled
+    if job.status != job.SUCCEEDED:
         raise LoopError(f"round {number}: generation job {job.pk} {job.status}: {job.error}")
     seconds["generate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    labelled = label_pairs(run.judge, judge=judge, progress=lambda s, d, t: report("label", d, max(t, job.pairs_made)))
+    labelled = label_pairs(run.judge, judge=judge, progress=lambda s, d, t: report("label", d, max(t, job.pairs_made)),
+                           should_stop=tracker.should_stop)
     seconds["label"] = time.perf_counter() - clock
 
     report("train", 0, 1)
@@ -365,10 +369,14 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None, eval_judge
     try:
         training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
                                       data_choice=params.get("data", DATA_DEFAULT),
-                                      params=dict(params.get("training", {})), enqueue=False)
+                                      params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
     except TrainingError as exc:
         raise LoopError(f"round {number}: {exc}") from None
-    training = run_training(training.pk, progress=lambda s, t, m: report("train", s, t))
+    tracker.on_child = lambda fraction, stage: report("train", fraction, 1, stage)
+    training = run_training(training.pk, parents=[tracker])
+    tracker.on_child = None
+    if training.status == TrainingRun.CANCELLED:
+        raise JobCancelled
     if training.status != TrainingRun.SUCCEEDED:
         raise LoopError(f"round {number}: training run {training.pk} {training.status}: {training.error}")
     new = training.output_version
@@ -376,7 +384,8 @@ def _one_round(run: LoopRun, judge: Judge, progress: Progress | None, eval_judge
 
     clock = time.perf_counter()
     evaluation = evaluate(base, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit,
-                          seed=run.seed, sampling=params.get("sampling"), judge=eval_judge or judge, progress=lambda s, d, t: report("evaluate", d, t))
+                          seed=run.seed, sampling=params.get("sampling"), judge=eval_judge or judge,
+                          progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop)
     kl = mean_kl(new, base, evaluation.answers_b)
     seconds["evaluate"] = time.perf_counter() - clock
 
@@ -409,26 +418,19 @@ def _num(x) -> float | None:
     return None if x is None or x != x else round(float(x), 4)
 
 
-def _stage_reporter(run: LoopRun, index: int, progress: Progress | None):
-    """Record the stage and overall progress on the run (at most twice a second) and pass it on; stop if cancelled."""
-    last = [0.0]
+def _stage_reporter(run: LoopRun, tracker: Tracker, index: int, progress: Progress | None):
+    """Record the stage and overall progress on the run (throttled by the tracker) and pass it on; stop if
+    cancelled. `detail`: what a job inside the round says it is doing."""
 
-    def report(stage: str, done: int, total: int) -> None:
+    def report(stage: str, done: float, total: float, detail: str = "") -> None:
+        tracker.check()
         low, high = STAGES[stage]
         fraction = (index + low + (high - low) * min(1.0, done / max(total, 1))) / run.rounds
-        now = time.monotonic()
-        if now - last[0] > 0.5 or done >= total:
-            last[0] = now
-            if LoopRun.objects.filter(pk=run.pk, status=LoopRun.CANCELLED).exists():
-                raise _Cancelled
-            LoopRun.objects.filter(pk=run.pk).update(stage=stage, progress=fraction)
+        tracker.report(progress=fraction, stage=f"round {index + 1}: {stage}" + (f" · {detail}" if detail else ""))
         if progress:
             progress(stage, done, total)
 
     return report
 
 
-def _log(run: LoopRun, line: str) -> None:
-    run.refresh_from_db(fields=["log"])
-    run.log += f"[{timezone.now():%H:%M:%S}] {line}\n"
-    LoopRun.objects.filter(pk=run.pk).update(log=run.log)
+_log = lifecycle.append_log

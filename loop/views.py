@@ -2,8 +2,8 @@
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 
+from jobs.views import cancel_view
 from judges import JudgeError
 
 from . import services
@@ -33,9 +33,4 @@ def run(request, pk: int):
     return render(request, template, {"run": loop_run})
 
 
-@staff_member_required
-@require_POST
-def cancel(request, pk: int):
-    loop_run = get_object_or_404(LoopRun, pk=pk)
-    services.cancel_loop_run(loop_run)
-    return redirect("loop:run", pk=pk)
+cancel = cancel_view(LoopRun, partial="loop/_run.html", name="run", then="loop:run", then_with_pk=True)

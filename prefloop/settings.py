@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "axes",
     "csp",
+    "jobs",
     "generation",
     "annotate",
     "training",
@@ -254,7 +255,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 PREFLOOP_GPU_QUEUE = os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")
-# Heavy work (sampling, training) goes to the GPU queue; one worker on both queues in the default setup.
+# The one place tasks are routed. Heavy work (sampling, training, and the loop and comparisons, which sample) goes to
+# the GPU queue; one worker on both queues in the default setup.
 CELERY_TASK_ROUTES = {
     "generation.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
     "training.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},

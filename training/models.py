@@ -1,13 +1,17 @@
 """Training rounds, their per-step metrics, and cached reference log-probs."""
 from django.db import models
 
+from jobs.models import Job
 
-class TrainingRun(models.Model):
-    QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)]
+
+class TrainingRun(Job):
+    """One round of DPO from an input version on the decided pairs; done/total count optimiser steps."""
+
+    unit = "steps"
+    task_name = "training.tasks.run_training"
+    max_attempts = 2  # a run cannot resume part-way: a run whose worker died is started once more, then failed
     REF_BASE, REF_START = "base", "start"
     DATA_ALL, DATA_NEW = "all", "new"
-    status = models.CharField(max_length=12, choices=STATUSES, default=QUEUED, db_index=True)
     params = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields; missing ones take defaults.")
     reference_choice = models.CharField(
         max_length=10, choices=[(REF_BASE, "base (SFT) model"), (REF_START, "the round's starting model")],
@@ -28,24 +32,13 @@ class TrainingRun(models.Model):
         "generation.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="made_by_run"
     )
     pairs = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started this run.")
-    step = models.PositiveIntegerField(default=0)
-    total_steps = models.PositiveIntegerField(default=0)
-    progress = models.FloatField(default=0.0)
     metrics = models.JSONField(default=dict, blank=True, help_text="Summary: mean loss, final accuracy, ...")
-    log = models.TextField(blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
-    created = models.DateTimeField(auto_now_add=True)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created"]
+    class Meta(Job.Meta):
         constraints = [
-            # A second round cannot start on the same input while one is queued or running.
+            # A second round cannot start on the same input while one is queued, running or still stopping.
             models.UniqueConstraint(
-                fields=["input_version"], condition=models.Q(status__in=["queued", "running"]),
+                fields=["input_version"], condition=models.Q(status__in=["queued", "running", "cancelling"]),
                 name="one_active_run_per_input",
             )
         ]
@@ -54,8 +47,13 @@ class TrainingRun(models.Model):
         return f"run {self.pk} ({self.status})"
 
     @property
-    def is_active(self) -> bool:
-        return self.status in (self.QUEUED, self.RUNNING)
+    def step(self) -> int:
+        """The optimiser steps taken (the dashboards' word for `done`)."""
+        return self.done
+
+    @property
+    def total_steps(self) -> int:
+        return self.total
 
 
 class TrainingStep(models.Model):

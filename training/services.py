@@ -10,16 +10,16 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
+from jobs import lifecycle
+from jobs.lifecycle import JobCancelled, Tracker
 from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
@@ -27,11 +27,13 @@ from .dataset import labelling_round, round_data, store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
 from .dpo.terms import configured_terms
+from .dpo.trainer import TrainingCancelled, train_dpo
+from .evaluation import evaluate_round
+from .launcher import train_in_processes
 from .models import TrainingRun, TrainingStep
 from .tensorboard import EventWriter
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 2  # a run whose worker died is started once more, then marked failed
 
 
 class TrainingError(Exception):
@@ -41,8 +43,10 @@ class TrainingError(Exception):
 def start_training_run(
     *, input_version: ModelVersion | None = None, reference_choice: str = TrainingRun.REF_BASE,
     data_choice: str = TrainingRun.DATA_ALL, params: dict | None = None, user=None, enqueue: bool = True,
+    part_of: str = "",
 ) -> TrainingRun:
-    """Validate the settings, record the run as queued and hand it to the worker."""
+    """Validate the settings, record the run as queued and hand it to the worker (`part_of`: the key of the job
+    that runs it inside itself, which then passes enqueue=False)."""
     input_version = input_version or current_version()
     try:
         config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
@@ -61,21 +65,18 @@ def start_training_run(
         with transaction.atomic():
             run = TrainingRun.objects.create(
                 input_version=input_version, reference_version=reference, reference_choice=reference_choice,
-                data_choice=data_choice, params=config.to_dict(), created_by=user,
+                data_choice=data_choice, params=config.to_dict(), created_by=user, part_of=part_of,
             )
     except IntegrityError:
         raise TrainingError(f"a training round on version {input_version.name!r} is already queued or running") from None
     if enqueue:
-        from .tasks import run_training
-
-        transaction.on_commit(lambda: run_training.delay(run.pk))
+        lifecycle.enqueue(run)
     return run
 
 
 def cancel_training_run(run: TrainingRun) -> None:
-    TrainingRun.objects.filter(pk=run.pk, status__in=[TrainingRun.QUEUED, TrainingRun.RUNNING]).update(
-        status=TrainingRun.CANCELLED, finished=timezone.now()
-    )
+    """Stop the run: at once if queued, before its next optimiser step if training (no checkpoint is kept)."""
+    lifecycle.cancel(run)
 
 
 def _remove_partial_checkpoints(run_id: int) -> None:
@@ -85,31 +86,23 @@ def _remove_partial_checkpoints(run_id: int) -> None:
 
 
 def _claim(run_id: int) -> TrainingRun | None:
-    """Mark the run running; None when there is nothing to do (finished, cancelled, or out of attempts)."""
+    """Mark the run running from step 0 (a run cannot resume part-way); None when there is nothing to do."""
     _remove_partial_checkpoints(run_id)
     with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run_id)
-        if run.status not in (TrainingRun.QUEUED, TrainingRun.RUNNING):
-            return None
-        if run.attempts >= MAX_ATTEMPTS:
-            run.status, run.finished = TrainingRun.FAILED, timezone.now()
-            run.error = f"the worker stopped during this run {run.attempts} times (killed or out of memory)"
-            run.save(update_fields=["status", "finished", "error"])
-            return None
-        if run.status == TrainingRun.RUNNING:
-            run.log += f"[{timezone.now():%H:%M:%S}] the worker was lost; starting again\n"
-        run.status, run.attempts, run.started = TrainingRun.RUNNING, run.attempts + 1, timezone.now()
-        run.step, run.progress = 0, 0.0
-        run.save(update_fields=["status", "attempts", "started", "step", "progress", "log"])
-        TrainingStep.objects.filter(run=run).delete()
+        run = lifecycle.claim(TrainingRun, run_id, restart=True)
+        if run is not None:
+            TrainingStep.objects.filter(run=run).delete()
     return run
 
 
-def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | None = None) -> TrainingRun:
-    """Run a queued round to the end; safe to call twice (a finished run is left alone)."""
+def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | None = None,
+                 parents: Iterable[Tracker] = ()) -> TrainingRun:
+    """Run a queued round to the end; safe to call twice (a finished run is left alone). `parents`: trackers of
+    the jobs this run is part of (a loop run), whose cancel stops it too."""
     run = _claim(run_id)
     if run is None:
         return TrainingRun.objects.get(pk=run_id)
+    tracker = Tracker(run, parents=parents)
     out_tmp: Path | None = None
     try:
         config = _run_config(run)
@@ -129,28 +122,25 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                      f" (fewer than {settings.PREFLOOP_HELDOUT_MIN_PAIRS} pairs: nothing held out of this round)"))
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
-        result = _train(run, config, pairs, out_tmp, progress)
+        result = _train(run, tracker, config, pairs, out_tmp, progress)
+        tracker.check()  # asked to stop after the last step: no version either
         store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps)
         version = _register(run, config, out_tmp)
         out_tmp = None
-        run.refresh_from_db()
-        run.status, run.finished, run.output_version, run.progress = TrainingRun.SUCCEEDED, timezone.now(), version, 1.0
-        run.metrics = dict(run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
-                           pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
-                           truncated=result.truncated, dropped=result.dropped)
-        run.save()
+        run.refresh_from_db(fields=["metrics"])
+        lifecycle.finish(run, output_version=version, done=result.steps, metrics=dict(
+            run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
+            pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
+            truncated=result.truncated, dropped=result.dropped))
         _log(run, f"registered version {version.name!r} as current")
         _evaluate(run, version, config, data)
+    except (TrainingCancelled, JobCancelled):
+        lifecycle.stopped(run, "no checkpoint kept")
+        if out_tmp is not None:
+            shutil.rmtree(out_tmp, ignore_errors=True)
     except Exception as exc:
-        from .dpo.trainer import TrainingCancelled
-
-        if isinstance(exc, TrainingCancelled):
-            _log(run, "cancelled")
-        else:
-            log.exception("training run %s failed", run.pk)
-            message = str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}"
-            TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.FAILED, error=message,
-                                                         finished=timezone.now())
+        log.exception("training run %s failed", run.pk)
+        lifecycle.fail(run, str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
     run.refresh_from_db()
@@ -174,8 +164,6 @@ def _run_config(run: TrainingRun) -> DPOConfig:
 
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) -> None:
     """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays."""
-    from .evaluation import evaluate_round
-
     _log(run, f"measuring {version.name!r}: {len(data.heldout)} held-out pairs, "
               f"answers to up to {settings.PREFLOOP_ROUND_EVAL_PROMPTS} eval prompts")
     try:
@@ -197,32 +185,24 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) 
     _log(run, "measured: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
 
 
-def _train(run: TrainingRun, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path, progress=None):
-    from .dpo.trainer import train_dpo
-
-    last_write = [0.0]
+def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path,
+           progress=None):
     board = tensorboard_writer(run)
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         TrainingStep.objects.update_or_create(run=run, step=step, defaults={"data": metrics})
         if board is not None:
             board.scalars(step, metrics)
-        now = time.monotonic()
-        if now - last_write[0] > 0.5 or step == total:
-            last_write[0] = now
-            TrainingRun.objects.filter(pk=run.pk).update(
-                step=step, total_steps=total, progress=step / max(total, 1), metrics=metrics
-            )
+        tracker.report(done=step, total=total, progress=step / max(total, 1), metrics=metrics, stage="training",
+                       force=step == total)
         if progress:
             progress(step, total, metrics)
 
-    def should_stop() -> bool:
-        return TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.CANCELLED).exists()
+    should_stop = tracker.should_stop
+    tracker.report(stage="loading the model and reference log-probs", force=True)
 
     try:
         if settings.PREFLOOP_TRAIN_PROCESSES > 1:  # DDP through `accelerate launch` (docs/deployment.md)
-            from .launcher import train_in_processes
-
             workdir = out_dir.with_name(out_dir.name + "-launch")
             _log(run, f"training in {settings.PREFLOOP_TRAIN_PROCESSES} processes through accelerate launch")
             try:
@@ -304,17 +284,4 @@ def _candidate_names(round_number: int, limit: int = 1000):
         yield f"round-{round_number}-{n}"
 
 
-def _log(run: TrainingRun, line: str) -> None:
-    run.refresh_from_db(fields=["log"])
-    run.log += f"[{timezone.now():%H:%M:%S}] {line}\n"
-    TrainingRun.objects.filter(pk=run.pk).update(log=run.log)
-
-
-def requeue_interrupted_runs() -> list[int]:
-    """Send the runs left "running" by a worker that died to the queue again; returns their ids."""
-    from .tasks import run_training
-
-    ids = list(TrainingRun.objects.filter(status=TrainingRun.RUNNING).values_list("pk", flat=True))
-    for run_id in ids:
-        run_training.delay(run_id)
-    return ids
+_log = lifecycle.append_log

@@ -2,9 +2,9 @@
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
 
 from generation.services import GenerationError
+from jobs.views import cancel_view
 from prefloop.numerics import dtype_note
 
 from . import services
@@ -37,12 +37,4 @@ def run_progress(request, pk: int):
     return render(request, "training/_run_row.html", {"run": run})
 
 
-@staff_member_required
-@require_POST
-def cancel_run(request, pk: int):
-    run = get_object_or_404(TrainingRun, pk=pk)
-    services.cancel_training_run(run)
-    run.refresh_from_db()
-    if request.htmx:
-        return render(request, "training/_run_row.html", {"run": run})
-    return redirect("training:runs")
+cancel_run = cancel_view(TrainingRun, partial="training/_run_row.html", name="run", then="training:runs")

@@ -10,8 +10,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-ProgressFn = Callable[[int, int], None]
-StopFn = Callable[[], bool]
+ProgressFn = Callable[[int, int], None]  # (samples finished, samples asked)
+# (tokens of the budget used, token budget): the budget is samples x max_new_tokens, and a sample that ends early
+# uses the rest of its share; called per decode step where the backend has steps, so a bar moves inside a batch.
+TokensFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]  # asked per decode step (or per chunk): True stops with GenerationCancelled
 
 
 class GenerationCancelled(Exception):
@@ -111,7 +114,7 @@ class Backend(ABC):
     @abstractmethod
     def generate(
         self, prompts: list[str | list[dict]], config: SamplingConfig, *, seeds: list[int] | None = None,
-        on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+        on_progress: ProgressFn | None = None, should_stop: StopFn | None = None, on_tokens: TokensFn | None = None,
     ) -> list[list[Sample]]: ...
 
     def close(self) -> None:  # noqa: B027  (optional for backends that hold nothing)

@@ -21,6 +21,7 @@ from .base import (
     Sample,
     SamplingConfig,
     StopFn,
+    TokensFn,
     check_seeds,
     default_seed,
     sample_seed,
@@ -109,7 +110,7 @@ class HFBackend(Backend):
         return prompt_token_ids(self.tokenizer, prompt)
 
     def generate(self, prompts, config: SamplingConfig, *, seeds=None, on_progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None) -> list[list[Sample]]:
+                 should_stop: StopFn | None = None, on_tokens: TokensFn | None = None) -> list[list[Sample]]:
         check_seeds(prompts, seeds)
         ids = [self.prompt_ids(p) for p in prompts]
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -122,12 +123,19 @@ class HFBackend(Backend):
         seqs = [[_Sequence(i, j, random.Random(sample_seed(seeds[i], j))) for j in range(config.n)]
                 for i in range(len(ids))]
         total = len(ids) * config.n
-        done = [0]
+        budget = total * config.max_new_tokens
+        done, spent = [0], [0]
 
         def finished(seq: _Sequence) -> None:
             done[0] += 1
+            spent[0] += max(0, config.max_new_tokens - len(seq.tokens))  # the unused rest of its share
             if on_progress:
                 on_progress(done[0], total)
+
+        def stepped(rows: int) -> None:
+            spent[0] += rows
+            if on_tokens:
+                on_tokens(min(spent[0], budget), budget)
 
         if ids:
             import torch
@@ -137,7 +145,7 @@ class HFBackend(Backend):
             if self.threads:
                 torch.set_num_threads(self.threads)
             try:
-                run(ids, seqs, config, finished, should_stop or (lambda: False))
+                run(ids, seqs, config, finished, stepped, should_stop or (lambda: False))
             finally:
                 torch.set_num_threads(before)
         return [[self._to_sample(s) for s in row] for row in seqs]
@@ -169,7 +177,7 @@ class HFBackend(Backend):
             dec = self._decoder = SlotDecoder(self.model, slots, -(-max_len // 64) * 64)
         return dec
 
-    def _run_slots(self, ids, seqs, config: SamplingConfig, finished, should_stop) -> None:
+    def _run_slots(self, ids, seqs, config: SamplingConfig, finished, stepped, should_stop) -> None:
         import torch
 
         from .nucleus import sample_tokens
@@ -218,6 +226,7 @@ class HFBackend(Backend):
         while active:
             if should_stop():
                 raise GenerationCancelled("generation stopped on request")
+            stepped(len(active))
             tokens = torch.tensor([s.tokens[-1] for s in active], device=dec.device)
             logits = dec.step(tokens, torch.tensor(positions, device=dec.device))
             new, logps = sample_tokens(logits, config.temperature, config.top_p, [s.rng.random() for s in active])
@@ -239,7 +248,7 @@ class HFBackend(Backend):
                 active.pop()
                 positions.pop()
 
-    def _run_generic(self, ids, seqs, config: SamplingConfig, finished, should_stop) -> None:
+    def _run_generic(self, ids, seqs, config: SamplingConfig, finished, stepped, should_stop) -> None:
         """Static batches of similar length through the model's own forward pass (any causal LM)."""
         import torch
 
@@ -265,6 +274,7 @@ class HFBackend(Backend):
                 while live:
                     if should_stop():
                         raise GenerationCancelled("generation stopped on request")
+                    stepped(len(live))
                     out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                                      past_key_values=past, use_cache=True, logits_to_keep=1)
                     past = out.past_key_values

@@ -391,7 +391,7 @@ class VLLMBackend(Backend):
     # -- sampling ---------------------------------------------------------------------------------------------
 
     def generate(self, prompts, config: SamplingConfig, *, seeds=None, on_progress=None,
-                 should_stop=None) -> list[list[Sample]]:
+                 should_stop=None, on_tokens=None) -> list[list[Sample]]:
         check_seeds(prompts, seeds)
         if not prompts:
             return []
@@ -425,6 +425,8 @@ class VLLMBackend(Backend):
                 results.append(row if not greedy else [copy.deepcopy(row[0]) for _ in range(config.n)])
             if on_progress:
                 on_progress(min(len(results) * config.n, total), total)
+            if on_tokens:  # vLLM schedules a whole chunk at once: the budget moves chunk by chunk
+                on_tokens(min(len(results) * config.n, total) * config.max_new_tokens, total * config.max_new_tokens)
         return results
 
     def _check_finish(self, completion, where: str) -> None:

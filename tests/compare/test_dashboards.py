@@ -72,7 +72,7 @@ def test_empty_leaderboard_says_so(client, annotator, versions):
 
 def _run(input_version, output_version, *, status=TrainingRun.SUCCEEDED, metrics=None, losses=(0.69, 0.6, 0.5)):
     run = TrainingRun.objects.create(input_version=input_version, output_version=output_version, status=status,
-                                     metrics=metrics or {}, step=len(losses), total_steps=len(losses), pairs=32)
+                                     metrics=metrics or {}, done=len(losses), total=len(losses), pairs=32)
     for step, loss in enumerate(losses, 1):
         TrainingStep.objects.create(run=run, step=step, data={
             "loss": loss, "rewards/accuracies": 0.5 + step / 10, "rewards/margins": step / 20, "kl": step / 100,

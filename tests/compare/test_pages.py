@@ -93,10 +93,10 @@ def test_side_by_side_sets_show_names_and_take_no_votes(client, annotator, versi
 def test_progress_is_polled_while_answering(client, annotator, versions):
     base, child = versions
     job = CompareJob.objects.create(version_a=child, version_b=base, prompt_ids=[1, 2], total=4, done=1,
-                                    status=CompareJob.RUNNING)
+                                    progress=0.25, status=CompareJob.RUNNING)
     client.force_login(annotator)
     partial = client.get(reverse("compare:job", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
-    assert 'hx-trigger="every 1s"' in partial and "1 of 4 answers" in partial and '<progress class="bar" value="25" max="100">' in partial
+    assert 'hx-trigger="every 1s"' in partial and "1 / 4 answers" in partial and '<progress class="bar" value="25" max="100">' in partial
     assert "<html" not in partial
     CompareJob.objects.filter(pk=job.pk).update(status=CompareJob.FAILED, error="RuntimeError: boom")
     failed = client.get(reverse("compare:job", args=[job.pk])).content.decode()

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 def fake_answerer(calls: list):
     """Stands in for generation.services.answers_for: stores one answer per prompt, reusing stored ones."""
 
-    def answer(version, prompts, config, *, seed, on_progress=None):
+    def answer(version, prompts, config, *, seed, on_progress=None, should_stop=None, on_partial=None):
         calls.append((version.name, [p.pk for p in prompts], seed))
         out = {}
         for k, prompt in enumerate(prompts, 1):

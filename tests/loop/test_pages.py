@@ -22,7 +22,7 @@ def test_staff_start_a_loop_run_and_watch_it(client, staff, ready):
     run = LoopRun.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/loop/runs/{run.pk}/"
     assert (run.status, run.rounds, run.pairs, run.judge) == ("queued", 3, 48, "judges.rules:length_target")
-    LoopRun.objects.filter(pk=run.pk).update(status="running", stage="train", progress=0.5, results=[
+    LoopRun.objects.filter(pk=run.pk).update(status="running", stage="train", progress=0.5, done=1, results=[
         {"round": 1, "version": "round-1", "pairs": 48, "labels": 48, "train_loss": 0.61, "reward_accuracy": 0.7,
          "kl_to_base": 3.2, "mean_response_tokens": 55, "base_response_tokens": 90, "win_rate_vs_base": 0.66,
          "ci95": [0.54, 0.76], "seconds": {"generate": 100, "label": 1, "train": 200, "evaluate": 80},
@@ -32,8 +32,14 @@ def test_staff_start_a_loop_run_and_watch_it(client, staff, ready):
     assert "answers grew +40%" in partial and "<html" not in partial
     client.post(f"/loop/runs/{run.pk}/cancel/")
     run.refresh_from_db()
-    assert run.status == "cancelled"
-    assert 'hx-trigger' not in client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert run.status == "cancelling"  # the worker stops within seconds and says what it kept
+    stopping = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert 'hx-trigger' in stopping and "cancelling" in stopping and ">Cancel</button>" not in stopping
+    from jobs import lifecycle
+
+    lifecycle.stopped(run, "1 round kept")
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert 'hx-trigger' not in page and "cancelled after 1 of 3 rounds: 1 round kept" in page
 
 
 def test_a_bad_start_shows_a_message_not_a_traceback(client, staff, db):

@@ -1,0 +1,217 @@
+"""The lifecycle of every long job, one function per step: enqueue, claim, progress (a `Tracker`), log, fail, finish,
+cancel, and requeue after a worker is lost. Services of the job kinds call these; none keeps a copy of its own.
+
+Cancelling is cooperative: `cancel` marks a running job "cancelling", and the worker, asking `Tracker.should_stop`
+inside its work (per decode step, between training steps, between judge calls), stops within seconds, stores nothing
+of the unit it was working on, and records what it kept with `stopped`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from django.apps import apps
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from prefloop.celery import app as celery_app
+
+from .models import ACTIVE, Job, Status
+
+log = logging.getLogger(__name__)
+
+WRITE_EVERY_S = 1.0  # progress writes at most this often (the page polls every second)
+CHECK_EVERY_S = 0.5  # the database is asked whether to stop at most this often
+
+
+class JobCancelled(Exception):
+    """The job (or the job it runs inside) was asked to stop."""
+
+
+def job_kinds() -> list[type[Job]]:
+    """Every concrete model that is a Job."""
+    return [model for model in apps.get_models() if issubclass(model, Job)]
+
+
+def task_named(name: str):
+    """The registered Celery task called `name`. Outside a worker the apps' tasks modules are imported only when
+    first asked for (Celery's autodiscovery is lazy), so ask for them here: services never import tasks."""
+    if name not in celery_app.tasks:
+        celery_app.loader.import_default_modules()
+    return celery_app.tasks[name]
+
+
+def enqueue(job: Job) -> None:
+    """Send the job's task, by name, once the transaction that created the job commits (routing: settings; a
+    task runs in-process when PREFLOOP_TASKS_EAGER is on)."""
+    task, pk = task_named(job.task_name), job.pk
+    transaction.on_commit(lambda: task.apply_async((pk,)))
+
+
+def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: bool = False) -> Job | None:
+    """Mark the job running for a worker's attempt; None when there is nothing to do (ended, cancelled, or out of
+    attempts: then it is marked failed with the reason). `restart`: progress starts again from zero (a job that
+    cannot resume part-way). `retry_failed`: a failed job runs again, keeping what it stored (a job that resumes)."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(pk=pk)
+        if job.status == Status.CANCELLING:  # its worker was lost while stopping: nothing more will be stored
+            _end(job, Status.CANCELLED, now, stage=job.stage or "cancelled")
+            return None
+        if retry_failed and job.status == Status.FAILED:
+            job.log += f"[{now:%H:%M:%S}] trying again after: {job.error}\n"
+            job.status, job.finished, job.attempts = Status.QUEUED, None, 0
+        if job.status not in (Status.QUEUED, Status.RUNNING):
+            return None
+        lost = job.status == Status.RUNNING
+        if lost and job.attempts >= job.max_attempts:
+            job.error = f"the worker stopped during this job {job.attempts} times (killed or out of memory)"
+            _end(job, Status.FAILED, now, fields=["error"])
+            return None
+        if lost:
+            job.log += f"[{now:%H:%M:%S}] the worker was lost; " + ("starting again\n" if restart else "resuming\n")
+        if restart:
+            job.done, job.progress = 0, 0.0
+        job.status, job.attempts, job.error = Status.RUNNING, job.attempts + 1, ""
+        job.started = job.started or now
+        job.claimed, job.claimed_progress, job.updated = now, job.progress, None
+        job.save(update_fields=["status", "attempts", "error", "started", "finished", "claimed", "claimed_progress",
+                                "updated", "log", "done", "progress"])
+    return job
+
+
+def _end(job: Job, status: str, now, *, stage: str | None = None, fields: Iterable[str] = ()) -> None:
+    job.status, job.finished = status, now
+    names = ["status", "finished", *fields]
+    if stage is not None:
+        job.stage = stage
+        names.append("stage")
+    job.save(update_fields=names)
+
+
+def append_log(job: Job, line: str) -> None:
+    """Add a time-stamped line to the job's log (appended in the database: no other write is lost)."""
+    text = f"[{timezone.now():%H:%M:%S}] {line}\n"
+    type(job).objects.filter(pk=job.pk).update(log=Concat(F("log"), Value(text)))
+    job.log = (job.log or "") + text
+
+
+def fail(job: Job, message: str) -> None:
+    """Mark the job failed with a message for a person; a job being cancelled ends cancelled, saying what stopped it."""
+    now, model = timezone.now(), type(job)
+    model.objects.filter(pk=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.FAILED, error=message, finished=now)
+    model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(status=Status.CANCELLED, error=message,
+                                                                      finished=now)
+    job.refresh_from_db(fields=["status", "error", "finished"])
+
+
+def finish(job: Job, **fields) -> None:
+    """Mark the job succeeded (with its own fields, e.g. pairs made); a cancel that came after its last unit was
+    stored is too late to undo anything, so the job says it finished."""
+    type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(
+        status=Status.SUCCEEDED, finished=timezone.now(), progress=1.0, updated=timezone.now(), stage="", **fields)
+    job.refresh_from_db()
+
+
+def cancel(job: Job) -> None:
+    """Ask the job to stop: a queued job is cancelled at once, a running one stops within seconds (see `stopped`)."""
+    model, now = type(job), timezone.now()
+    model.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, finished=now, stage="cancelled before it started")
+    model.objects.filter(pk=job.pk, status=Status.RUNNING).update(status=Status.CANCELLING)
+    job.refresh_from_db(fields=["status", "finished", "stage"])
+
+
+def stopped(job: Job, kept: str) -> None:
+    """The worker stopped the job on request: cancelled, saying what it kept ("cancelled after 3 of 8 prompts: ...")."""
+    stage = f"cancelled after {job_done(job)} of {job.total} {job.unit}" + (f": {kept}" if kept else "")
+    type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Status.CANCELLED, finished=timezone.now(),
+                                                                   stage=stage[:200])
+    append_log(job, stage)
+    job.refresh_from_db()
+
+
+def end_parts(job: Job, reason: str) -> int:
+    """Mark failed the jobs still active inside `job` (left by a worker that was lost); returns how many."""
+    count = 0
+    for model in job_kinds():
+        count += model.objects.filter(part_of=job.key, status__in=ACTIVE).update(
+            status=Status.FAILED, error=reason, finished=timezone.now())
+    return count
+
+
+def job_done(job: Job) -> int:
+    return type(job).objects.values_list("done", flat=True).get(pk=job.pk)
+
+
+def requeue_interrupted() -> dict[str, list[int]]:
+    """After a worker was lost: send every job it left running to the queue again (each kind resumes without
+    duplicates, or fails once out of attempts), and end those it left stopping. Jobs run inside a loop run are
+    left to that loop run. Returns the ids sent, by kind."""
+    sent: dict[str, list[int]] = {}
+    for model in job_kinds():
+        stopping = model.objects.filter(status=Status.CANCELLING)
+        for job in stopping:
+            claim(model, job.pk)  # ends it cancelled
+        running = model.objects.filter(status=Status.RUNNING, part_of="")
+        ids = list(running.values_list("pk", flat=True))
+        for pk in ids:
+            task_named(model.task_name).apply_async((pk,))
+        if ids:
+            log.info("requeued %s %s after a lost worker", model.__name__, ids)
+            sent[model.__name__] = ids
+    return sent
+
+
+class Tracker:
+    """A running job's progress and stop signal, for callbacks deep inside the work (which know nothing of Django).
+
+    `should_stop()` is cheap to call per decode step: it asks the database at most every CHECK_EVERY_S whether this
+    job, or a job it runs inside (`parents`), was asked to stop. `report(...)` writes progress at most every
+    WRITE_EVERY_S unless forced.
+    """
+
+    def __init__(self, job: Job, *, parents: Iterable[Tracker] = ()):
+        self.job, self.parents = job, list(parents)
+        self._checked, self._stop = 0.0, False
+        self._written = 0.0
+        # Set by a job that runs others inside it: told each child report (fraction, stage), so its own bar moves.
+        self.on_child: Callable[[float, str], None] | None = None
+
+    def should_stop(self) -> bool:
+        if self._stop:
+            return True
+        now = time.monotonic()
+        if now - self._checked >= CHECK_EVERY_S:
+            self._checked = now
+            status = type(self.job).objects.values_list("status", flat=True).get(pk=self.job.pk)
+            self._stop = status in (Status.CANCELLING, Status.CANCELLED)
+        self._stop = self._stop or any(parent.should_stop() for parent in self.parents)
+        return self._stop
+
+    def check(self) -> None:
+        """Raise JobCancelled when the job was asked to stop."""
+        if self.should_stop():
+            raise JobCancelled
+
+    def report(self, *, done: int | None = None, total: int | None = None, progress: float | None = None,
+               stage: str | None = None, force: bool = False, **own) -> bool:
+        """Record progress (throttled), with any of the kind's own fields (`own`); returns whether it was written."""
+        for parent in self.parents:
+            if parent.on_child:
+                parent.on_child(self.job.progress if progress is None else progress, stage or self.job.stage)
+        now = time.monotonic()
+        if not force and now - self._written < WRITE_EVERY_S:
+            return False
+        self._written = now
+        fields: dict = {"updated": timezone.now(), **own}
+        for name, value in (("done", done), ("total", total), ("progress", progress), ("stage", stage)):
+            if value is not None:
+                fields[name] = value[:200] if name == "stage" else value
+                setattr(self.job, name, fields[name])
+        type(self.job).objects.filter(pk=self.job.pk).update(**fields)
+        return True

@@ -1,0 +1,87 @@
+"""The abstract job every long piece of work inherits: its status, progress, log, error, timestamps and who started it.
+
+GenerationJob, TrainingRun, CompareJob and LoopRun add only their own fields; `jobs.lifecycle` moves them through
+their states, and `templates/jobs/_progress.html` shows any of them.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling", "cancelling"  # asked to stop; the worker stops within seconds and says what it kept
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ACTIVE = (Status.QUEUED, Status.RUNNING, Status.CANCELLING)
+ENDED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+
+class Job(models.Model):
+    """A unit of long work a worker runs: queued, running (with progress), then succeeded, failed or cancelled.
+
+    `done`/`total` count the kind's own units (prompts, steps, answers, rounds: `unit`); `progress` is the finer
+    fraction in [0, 1] the bar shows, written while a unit is in flight (tokens sampled, judge calls made).
+    """
+
+    Status = Status
+    QUEUED, RUNNING, CANCELLING = Status.QUEUED, Status.RUNNING, Status.CANCELLING
+    SUCCEEDED, FAILED, CANCELLED = Status.SUCCEEDED, Status.FAILED, Status.CANCELLED
+    unit = "units"  # what done/total count, in the plural, for the progress partial
+    task_name = ""  # the Celery task that runs a job of this kind, by name (routing: CELERY_TASK_ROUTES)
+    max_attempts = 3  # workers lost during one job before it is marked failed instead of resumed again
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    stage = models.CharField(max_length=200, blank=True, help_text="What the job is doing now, in words.")
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0, help_text="Fraction of the work done, 0 to 1.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker started this job.")
+    error = models.TextField(blank=True)
+    log = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created = models.DateTimeField(auto_now_add=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+    # The rate behind the time-left estimate: progress made since this attempt began, over the time it took.
+    claimed = models.DateTimeField(null=True, blank=True, help_text="When the current attempt began.")
+    claimed_progress = models.FloatField(default=0.0)
+    updated = models.DateTimeField(null=True, blank=True, help_text="When progress was last written.")
+    part_of = models.CharField(
+        max_length=80, blank=True, db_index=True,
+        help_text="The job this one runs inside (app_label.model:pk): that job resumes or ends it, not the queue.",
+    )
+
+    class Meta:
+        abstract = True
+        ordering = ["-created"]
+
+    @property
+    def key(self) -> str:
+        """This job's name in another job's `part_of`."""
+        return f"{self._meta.label_lower}:{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def percent(self) -> int:
+        return round(100 * min(1.0, max(0.0, self.progress)))
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the rate measured in this attempt; None until a rate is known."""
+        if self.status != Status.RUNNING or not (self.claimed and self.updated):
+            return None
+        made, spent = self.progress - self.claimed_progress, (self.updated - self.claimed).total_seconds()
+        if made <= 0 or spent <= 0:
+            return None
+        left = spent * (1.0 - self.progress) / made - (timezone.now() - self.updated).total_seconds()
+        return max(0.0, left)

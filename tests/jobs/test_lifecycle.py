@@ -1,0 +1,191 @@
+"""The lifecycle every job kind shares (jobs.lifecycle) and the one progress partial that shows every kind."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from compare.models import CompareJob
+from generation.models import GenerationJob, ModelVersion
+from jobs import lifecycle
+from jobs.lifecycle import JobCancelled, Tracker
+from loop.models import LoopRun
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def version(db):
+    return ModelVersion.objects.create(name="v0", path="/nowhere", is_current=True)
+
+
+@pytest.fixture
+def jobs(version):
+    """One job of every kind, queued."""
+    other = ModelVersion.objects.create(name="v1", path="/nowhere", parent=version, round=1)
+    return [
+        GenerationJob.objects.create(version=version, total=8, params={"prompt_ids": list(range(8))}),
+        TrainingRun.objects.create(input_version=version, total=60),
+        CompareJob.objects.create(version_a=other, version_b=version, prompt_ids=[1, 2], total=4),
+        LoopRun.objects.create(judge="judges.rules:length_target", rounds=3, total=3),
+    ]
+
+
+def test_every_job_kind_is_a_job_with_its_task_routed_in_one_place(settings):
+    from prefloop.celery import app
+
+    kinds = lifecycle.job_kinds()
+    assert set(kinds) == {GenerationJob, TrainingRun, CompareJob, LoopRun}
+    for kind in kinds:
+        assert lifecycle.task_named(kind.task_name).name == kind.task_name
+        route = app.amqp.router.route({}, kind.task_name)
+        assert route["queue"].name == settings.PREFLOOP_GPU_QUEUE
+
+
+def test_cancel_stops_a_queued_job_at_once_and_asks_a_running_one_to_stop(jobs):
+    for job in jobs:
+        lifecycle.cancel(job)
+        assert job.status == "cancelled" and job.stage == "cancelled before it started" and not job.is_active
+        assert lifecycle.claim(type(job), job.pk) is None, "a cancelled job is not started by a late task"
+    for job in jobs:
+        type(job).objects.filter(pk=job.pk).update(status="queued", finished=None)
+        running = lifecycle.claim(type(job), job.pk)
+        tracker = Tracker(running)
+        assert not tracker.should_stop()
+        lifecycle.cancel(running)
+        assert running.status == "cancelling" and running.is_active
+        tracker._checked = 0  # the next question goes to the database (it asks at most twice a second)
+        with pytest.raises(JobCancelled):
+            tracker.check()
+        lifecycle.stopped(running, "nothing kept")
+        assert running.status == "cancelled" and running.stage.startswith("cancelled after 0 of ")
+
+
+def test_a_child_stops_when_the_job_it_runs_inside_is_cancelled(jobs, version):
+    loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    parent = Tracker(loop_run)
+    seen = []
+    parent.on_child = lambda fraction, stage: seen.append((fraction, stage))
+    child = Tracker(job, parents=[parent])
+    child.report(progress=0.25, stage="sampling prompts 1–8", force=True)
+    assert seen == [(0.25, "sampling prompts 1–8")]
+    lifecycle.cancel(loop_run)
+    parent._checked = 0
+    assert child.should_stop()
+
+
+def test_a_job_whose_worker_was_lost_resumes_until_out_of_attempts_then_fails_saying_why(jobs):
+    for job in jobs:
+        kind = type(job)
+        for attempt in range(1, kind.max_attempts + 1):
+            claimed = lifecycle.claim(kind, job.pk)
+            assert claimed.status == "running" and claimed.attempts == attempt
+        assert "the worker was lost" in claimed.log
+        assert lifecycle.claim(kind, job.pk) is None
+        job.refresh_from_db()
+        assert job.status == "failed" and f"stopped during this job {kind.max_attempts} times" in job.error
+
+
+def test_a_job_lost_while_stopping_ends_cancelled_and_parts_of_a_lost_job_end_failed(jobs, version):
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    lifecycle.cancel(job)
+    assert lifecycle.claim(GenerationJob, job.pk) is None
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    loop_run = jobs[3]
+    part = TrainingRun.objects.create(input_version=ModelVersion.objects.get(name="v1"), status="running",
+                                      part_of=loop_run.key)
+    assert lifecycle.end_parts(loop_run, "the loop's worker was lost") == 1
+    part.refresh_from_db()
+    assert part.status == "failed" and part.error == "the loop's worker was lost"
+
+
+def test_progress_writes_are_throttled_and_forced_ones_always_land(jobs):
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    tracker = Tracker(job)
+    assert tracker.report(progress=0.1, stage="sampling")
+    assert not tracker.report(progress=0.2)  # within a second of the last write
+    assert GenerationJob.objects.get(pk=job.pk).progress == 0.1
+    assert tracker.report(done=1, progress=0.2, force=True)
+    row = GenerationJob.objects.get(pk=job.pk)
+    assert (row.done, row.progress, row.stage) == (1, 0.2, "sampling") and row.updated is not None
+
+
+def test_failed_and_finished_jobs_say_so_and_a_failure_while_stopping_ends_cancelled(jobs):
+    generation, training, compare, loop = (lifecycle.claim(type(j), j.pk) for j in jobs)
+    lifecycle.fail(generation, "ValueError: bad prompt")
+    assert generation.status == "failed" and generation.error == "ValueError: bad prompt"
+    lifecycle.finish(compare, done=4)
+    assert compare.status == "succeeded" and compare.progress == 1.0 and compare.done == 4
+    lifecycle.cancel(loop)
+    lifecycle.fail(loop, "JudgeError: unreachable")
+    assert loop.status == "cancelled" and loop.error == "JudgeError: unreachable"
+    lifecycle.append_log(training, "one")
+    lifecycle.append_log(training, "two")
+    training.refresh_from_db()
+    assert training.log.splitlines()[-2].endswith("one") and training.log.splitlines()[-1].endswith("two")
+
+
+def test_the_time_left_is_shown_once_a_rate_is_measured(jobs):
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    assert job.eta_seconds is None
+    now = timezone.now()
+    GenerationJob.objects.filter(pk=job.pk).update(claimed=now - timedelta(seconds=30), updated=now, progress=0.25,
+                                                   claimed_progress=0.0)
+    job.refresh_from_db()
+    assert 85 <= job.eta_seconds <= 90  # a quarter in 30 s: three quarters take 90 s more
+    html = render_to_string("jobs/_progress.html", {"job": job})
+    assert "about 2 min left" in html or "about 1 min left" in html
+
+
+def test_one_partial_renders_every_kind_with_its_bar_counts_and_cancel(jobs, staff, client):
+    for job in jobs:
+        type(job).objects.filter(pk=job.pk).update(status="running", done=1, progress=0.5, stage="working")
+    client.force_login(staff)
+    pages = {
+        GenerationJob: ("/generation/jobs/{}/progress/", "prompts", "/generation/jobs/{}/cancel/"),
+        TrainingRun: ("/training/runs/{}/progress/", "steps", "/training/runs/{}/cancel/"),
+        CompareJob: ("/compare/sets/{}/", "answers", "/compare/sets/{}/cancel/"),
+        LoopRun: ("/loop/runs/{}/", "rounds", "/loop/runs/{}/cancel/"),
+    }
+    for job in jobs:
+        url, unit, cancel = pages[type(job)]
+        html = client.get(url.format(job.pk), HTTP_HX_REQUEST="true").content.decode()
+        assert 'class="job-progress" data-status="running"' in html, type(job).__name__
+        assert '<progress class="bar" value="50" max="100">' in html and f"1 / {job.total} {unit}" in html
+        assert "working" in html and f'hx-post="{cancel.format(job.pk)}"' in html
+        answer = client.post(cancel.format(job.pk), HTTP_HX_REQUEST="true")
+        assert answer.status_code == 200 and 'data-status="cancelling"' in answer.content.decode()
+        assert type(job).objects.get(pk=job.pk).status == "cancelling"
+
+
+def test_only_staff_cancel_a_comparison_set(jobs, annotator, client):
+    compare = jobs[2]
+    client.force_login(annotator)
+    html = client.get(f"/compare/sets/{compare.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "Cancel</button>" not in html
+    response = client.post(f"/compare/sets/{compare.pk}/cancel/")
+    assert response.status_code == 302 and "login" in response.url
+    assert CompareJob.objects.get(pk=compare.pk).status == "queued"
+
+
+def test_services_never_import_tasks_and_import_at_the_top():
+    """Tasks import services; a service that imported its tasks back would be the cycle the jobs module removes."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    for app in ("generation", "training", "compare", "loop", "jobs"):
+        for path in (root / app).glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and path.name != "tasks.py":
+                    assert not (node.module or "").endswith("tasks"), f"{path}:{node.lineno} imports tasks"
+        services = ast.parse((root / app / ("lifecycle.py" if app == "jobs" else "services.py")).read_text())
+        inner = [node.lineno for fn in ast.walk(services) if isinstance(fn, ast.FunctionDef)
+                 for node in ast.walk(fn) if isinstance(node, ast.Import | ast.ImportFrom)]
+        assert inner == [], f"{app}: imports inside functions at lines {inner}"
