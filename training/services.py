@@ -129,11 +129,13 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         out_tmp = None
         run.refresh_from_db()
         run.status, run.finished, run.output_version, run.progress = TrainingRun.SUCCEEDED, timezone.now(), version, 1.0
+        run.decision = TrainingRun.Decision.CANDIDATE
         run.metrics = dict(run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
                            pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
                            truncated=result.truncated, dropped=result.dropped)
         run.save()
-        _log(run, f"registered version {version.name!r} as current")
+        _log(run, f"registered version {version.name!r} as a candidate: it becomes current when it passes the "
+                  "promotion gate against the current version, or when staff promote it by hand")
         _evaluate(run, version, config, data)
     except Exception as exc:
         from .dpo.trainer import TrainingCancelled
@@ -252,7 +254,7 @@ def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersio
                 raise
             folder = target
             try:
-                version = register_version(name, folder, parent=parent, kind=kind, base=base)
+                version = register_version(name, folder, parent=parent, kind=kind, base=base, make_current=False)
             except IntegrityError:
                 continue  # registered meanwhile by another run: our folder moves on to the next free name
             break
