@@ -1,5 +1,6 @@
 """Model text made safe to show: markdown with raw HTML escaped (never passed through) then sanitised with nh3,
-and a word-level diff of two responses, bounded in time. Plain Python: no Django here."""
+and a word-level diff of two responses, bounded in time, and the line that says what a key press saved. Plain
+Python: no Django here."""
 from __future__ import annotations
 
 import functools
@@ -125,3 +126,17 @@ def word_diff(left: str, right: str, max_steps: int = MAX_DIFF_STEPS) -> WordDif
     if kept is None:
         return WordDiff(html.escape(left or ""), html.escape(right or ""), False)
     return WordDiff(_marked(a, kept[0], "del"), _marked(b, kept[1], "ins"), True)
+
+
+SIDE_WORDS = {"left": "left", "right": "right", "tie": "tie", "both_bad": "both bad"}
+STRENGTH_WORDS = {"slight": "slightly better", "clear": "clearly better"}
+
+
+def saved_line(side: str, strength: str | None = None, comment: str = "") -> str:
+    """What the labelling page says after a label is stored: "Saved: right, slightly better"."""
+    parts = [SIDE_WORDS.get(side, side)]
+    if strength in STRENGTH_WORDS and side in ("left", "right"):
+        parts.append(STRENGTH_WORDS[strength])
+    if comment.strip():
+        parts.append("with a comment")
+    return "Saved: " + ", ".join(parts)

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from . import exporters, importers, services
 from . import quality as quality_report
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
-from .rendering import word_diff
+from .rendering import saved_line, word_diff
 
 
 def _staff(request: HttpRequest) -> None:
@@ -42,18 +42,19 @@ def _pair_context(assignment) -> dict:
     }
 
 
-def _workspace(request: HttpRequest, assignment, notice: str = "") -> HttpResponse:
-    context = _pair_context(assignment) | {"progress": services.progress_for(request.user), "notice": notice}
+def _workspace(request: HttpRequest, assignment, notice: str = "", saved: str = "") -> HttpResponse:
+    context = _pair_context(assignment) | {"progress": services.progress_for(request.user), "notice": notice,
+                                           "saved": saved}
     template = "annotate/_pair.html" if request.htmx else "annotate/label.html"
     return render(request, template, context)
 
 
-def _next(request: HttpRequest, notice: str = "") -> HttpResponse:
+def _next(request: HttpRequest, notice: str = "", saved: str = "") -> HttpResponse:
     if not request.htmx:
-        if notice:
-            messages.info(request, notice)
+        if notice or saved:
+            messages.info(request, notice or saved)
         return redirect("annotate:label")
-    return _workspace(request, services.next_pair_for(request.user), notice)
+    return _workspace(request, services.next_pair_for(request.user), notice, saved)
 
 
 def label(request: HttpRequest) -> HttpResponse:
@@ -75,7 +76,7 @@ def submit(request: HttpRequest) -> HttpResponse:
         )
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
-    return _next(request)
+    return _next(request, saved=saved_line(data["side"], data["strength"], data["comment"]))
 
 
 @require_POST
@@ -87,7 +88,7 @@ def skip_pair(request: HttpRequest) -> HttpResponse:
         services.skip(request.user, form.cleaned_data["pair"])
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
-    return _next(request)
+    return _next(request, saved="Skipped: that pair will not be shown again")
 
 
 @require_POST

@@ -23,3 +23,12 @@ def test_word_diff_marks_changed_words_and_escapes():
     left, right, shown = word_diff("the cat <sat>", "the dog <sat>")
     assert shown and left == "the <del>cat</del> &lt;sat&gt;"
     assert right == "the <ins>dog</ins> &lt;sat&gt;"
+
+
+def test_the_saved_line_names_side_strength_and_comment():
+    from annotate.rendering import saved_line
+
+    assert saved_line("right", "slight") == "Saved: right, slightly better"
+    assert saved_line("left", "clear", "  why  ") == "Saved: left, clearly better, with a comment"
+    assert saved_line("both_bad", "slight") == "Saved: both bad"  # a strength says nothing about a tie or both bad
+    assert saved_line("tie", None, "") == "Saved: tie"

@@ -59,6 +59,8 @@ def test_the_gate_keeps_a_worse_round_out_and_staff_promote_it_by_hand(browser, 
     assert "current" in row and "by lead" in row and "people voted on a stale prompt set" in row
     change = VersionChange.objects.get()
     assert (change.action, change.user, change.previous) == ("by_hand", staff, base)
+    run.refresh_from_db()
+    assert run.decision == "by_hand" and run.gate["passed"] is False  # the gate's verdict stays on record
 
     browser.find_element("css selector", f"#version-{base.pk} button.rollback").click()
     _wait(browser, lambda d: "Rolled back" in d.find_element("css selector", ".messages").text)
