@@ -117,6 +117,7 @@ def quality(request: HttpRequest) -> HttpResponse:
         "agreement": quality_report.agreement(rounds),
         "annotators": quality_report.annotator_stats(rounds),
         "disagreements": quality_report.disagreements(rounds),
+        "comments": quality_report.comments(rounds),
         "round_number": round_number,
     })
 

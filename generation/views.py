@@ -8,6 +8,7 @@ from prefloop.numerics import dtype_note
 
 from . import services
 from .forms import GenerateForm
+from .length import version_lengths
 from .models import GenerationJob, ModelVersion
 
 
@@ -26,8 +27,10 @@ def jobs(request):
         else:
             messages.success(request, f"Generation job {job.pk} queued: {job.total} prompts.")
             return redirect("generation:jobs")
+    versions = list(ModelVersion.objects.all())
+    lengths = version_lengths([v.pk for v in versions])
     context = {"form": form, "jobs": GenerationJob.objects.select_related("version")[:20],
-               "versions": ModelVersion.objects.all(), "dtype_note": dtype_note()}
+               "versions": [(v, lengths[v.pk]) for v in versions], "dtype_note": dtype_note()}
     return render(request, "generation/jobs.html", context)
 
 
