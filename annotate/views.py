@@ -11,6 +11,8 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from prefloop.access import STAFF_ONLY
+
 from . import exporters, importers, services
 from . import quality as quality_report
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
@@ -19,7 +21,7 @@ from .rendering import saved_line, word_diff
 
 def _staff(request: HttpRequest) -> None:
     if not request.user.is_staff:
-        raise PermissionDenied("staff only")
+        raise PermissionDenied(STAFF_ONLY)
 
 
 def _pair_context(assignment) -> dict:

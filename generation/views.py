@@ -1,9 +1,9 @@
 """Staff pages of the generation app: start a generation job and watch it (htmx polls the progress partial)."""
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from prefloop.access import staff_required
 from prefloop.numerics import dtype_note
 
 from . import services
@@ -12,7 +12,7 @@ from .length import version_lengths
 from .models import GenerationJob, ModelVersion
 
 
-@staff_member_required
+@staff_required
 def jobs(request):
     form = GenerateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -34,13 +34,13 @@ def jobs(request):
     return render(request, "generation/jobs.html", context)
 
 
-@staff_member_required
+@staff_required
 def job_progress(request, pk: int):
     job = get_object_or_404(GenerationJob, pk=pk)
     return render(request, "generation/_job_row.html", {"job": job})
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def cancel_job(request, pk: int):
     job = get_object_or_404(GenerationJob, pk=pk)

@@ -15,6 +15,8 @@ accounts = [
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # Browsers ask for /favicon.ico before they read the page's <link rel="icon">.
+    path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(accounts)),
     path("admin/", admin.site.urls),
     path("generation/", include("generation.urls")),

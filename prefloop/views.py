@@ -1,6 +1,8 @@
 """The home page: where the loop stands and what to do next."""
+from django.contrib.auth.decorators import login_not_required
 from django.db.models import F
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.templatetags.static import static
 
 from annotate.models import Pair
 from generation.models import ModelVersion
@@ -15,3 +17,9 @@ def home(request):
         "runs": TrainingRun.objects.all()[:5],
     }
     return render(request, "home.html", context)
+
+
+@login_not_required
+def favicon(request):
+    """Browsers ask for /favicon.ico before they read the page's <link rel="icon">: send them to the static file."""
+    return redirect(static("prefloop/favicon.svg"), permanent=True)

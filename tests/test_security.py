@@ -15,7 +15,7 @@ from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RegexPattern
 
 # Pages anyone may open: signing in and out (no password reset: PrefLoop sends no mail; staff set passwords).
-PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
+PUBLIC = {"login", "logout", "admin:login", "admin:logout", "favicon"}
 STAFF_PREFIXES = ("/admin/", "/generation/", "/training/")
 STAFF_NAMES = {"annotate:quality", "annotate:import", "annotate:export"}  # staff pages outside those folders
 XSS = "<script>alert(1)</script>"

@@ -1,13 +1,13 @@
 """Staff pages of the training app: start a round, watch its live progress, cancel it; check a candidate version
 against the promotion gate, promote it by hand, roll back to an earlier version."""
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from generation.models import ModelVersion
 from generation.services import GenerationError
+from prefloop.access import staff_required
 from prefloop.numerics import dtype_note
 
 from . import promotion, services
@@ -15,7 +15,7 @@ from .forms import TrainingRunForm
 from .models import TrainingRun
 
 
-@staff_member_required
+@staff_required
 def runs(request):
     form = TrainingRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -37,13 +37,13 @@ def runs(request):
     })
 
 
-@staff_member_required
+@staff_required
 def run_progress(request, pk: int):
     run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=pk)
     return render(request, "training/_run_row.html", {"run": run})
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def cancel_run(request, pk: int):
     run = get_object_or_404(TrainingRun, pk=pk)
@@ -54,7 +54,7 @@ def cancel_run(request, pk: int):
     return redirect("training:runs")
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def check_gate(request, pk: int):
     run = get_object_or_404(TrainingRun.objects.select_related("output_version"), pk=pk)
@@ -71,7 +71,7 @@ def check_gate(request, pk: int):
     return redirect(f"{reverse('training:runs')}#versions")
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def promote(request, pk: int):
     run = get_object_or_404(TrainingRun.objects.select_related("output_version"), pk=pk)
@@ -84,7 +84,7 @@ def promote(request, pk: int):
     return redirect(f"{reverse('training:runs')}#versions")
 
 
-@staff_member_required
+@staff_required
 @require_POST
 def rollback(request, pk: int):
     version = get_object_or_404(ModelVersion, pk=pk)
