@@ -390,6 +390,12 @@ def _progress_sql() -> str:
     )
 
 
+def open_pair_count() -> int:
+    """Pairs in the queue that still want labels (gold pairs are shown among them, not counted): the same condition
+    as progress_for's "remaining" before this person's own are taken off."""
+    return Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).count()
+
+
 def progress_for(user) -> Progress:
     """How many labels this person has given (in all and today) and how many open pairs they have not done yet
     (open pairs less those they labelled, skipped or let expire)."""

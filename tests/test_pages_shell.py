@@ -42,3 +42,27 @@ def test_staff_find_quality_import_and_export_in_the_nav(client, staff, annotato
     client.force_login(annotator)
     nav = client.get(reverse("home")).content.decode().split("<nav>")[1].split("</nav>")[0]
     assert reverse("annotate:export") not in nav
+
+
+@pytest.mark.django_db
+def test_the_home_page_and_the_label_page_count_the_same_pairs_waiting(client, annotator, staff):
+    import re
+
+    from annotate.services import label_pair, next_pair_for, skip
+    from tests.annotate.factories import make_pair
+
+    pairs = [make_pair() for _ in range(4)]
+    make_pair(is_gold=True)  # gold pairs are shown among the others, never counted as waiting
+    label_pair(pairs[0].pk, annotator, "left")
+    skip(annotator, next_pair_for(annotator).pair)
+    client.force_login(annotator)
+    home = client.get(reverse("home")).content.decode()
+    label = client.get(reverse("annotate:label")).content.decode()
+    remaining = int(re.search(r'data-progress="remaining">(\d+)<', label)[1])
+    assert remaining == 2
+    assert f'<span id="waiting-for-you">{remaining} pairs waiting for you</span>' in home
+    assert "open in the queue" not in home
+    client.force_login(staff)
+    home = client.get(reverse("home")).content.decode()
+    assert '<span id="waiting-for-you">3 pairs waiting for you</span>' in home  # pair 0 has its one label
+    assert '<span id="pairs-open">3 open in the queue</span>' in home
