@@ -170,3 +170,22 @@ def export(request: HttpRequest) -> HttpResponse:
         Path(tmp.name).unlink()  # the open handle keeps the data until the response is sent
         return response
     return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm()})
+
+
+def skipped(request: HttpRequest) -> HttpResponse:
+    """The pairs this person skipped, to return to one."""
+    return render(request, "annotate/skipped.html", {"skipped": services.skipped_pairs(request.user)})
+
+
+@require_POST
+def return_to_skipped(request: HttpRequest) -> HttpResponse:
+    form = PairForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing to return to: " + " ".join(form.errors.get("pair", [])))
+        return redirect("annotate:skipped")
+    try:
+        services.return_to_skipped(request.user, form.cleaned_data["pair"])
+    except services.LabelError as err:
+        messages.error(request, str(err).capitalize() + ".")
+        return redirect("annotate:skipped")
+    return redirect("annotate:label")
