@@ -66,6 +66,23 @@ def start_training_run(
     return run
 
 
+def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun.DATA_ALL,
+                     max_length: int | None = None) -> dict:
+    """What a round would train on if started now, before it starts: pairs, their answers' tokens, held-out pairs,
+    and whether the round is too small to hold any out (the same selection run_training makes)."""
+    max_length = max_length or DPOConfig().max_length
+    rounds = [labelling_round(input_version)] if data_choice == TrainingRun.DATA_NEW else None
+    data = round_data(reference=base_version(input_version), max_length=max_length, rounds=rounds,
+                      heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
+                      heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+    return {
+        "data_choice": data_choice, "pairs": len(data.pairs),
+        "answer_tokens": sum(c.token_count + r.token_count for c, r in data.rows),
+        "heldout": len(data.heldout), "holding_out": data.holding_out,
+        "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS,
+    }
+
+
 def cancel_training_run(run: TrainingRun) -> None:
     TrainingRun.objects.filter(pk=run.pk, status__in=[TrainingRun.QUEUED, TrainingRun.RUNNING]).update(
         status=TrainingRun.CANCELLED, finished=timezone.now()

@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from generation.models import ModelVersion
-from generation.services import GenerationError
+from generation.services import GenerationError, current_version
 from prefloop.access import staff_required
 from prefloop.numerics import dtype_note
 
@@ -33,8 +33,17 @@ def runs(request):
     recent = TrainingRun.objects.select_related("input_version", "reference_version", "output_version")[:20]
     return render(request, "training/runs.html", {
         "form": form, "runs": recent, "dtype_note": dtype_note(), "versions": promotion.version_table(),
-        "changes": promotion.recent_changes(), "gate_rule": promotion.gate_rule(),
+        "changes": promotion.recent_changes(), "gate_rule": promotion.gate_rule(), "previews": _previews(),
     })
+
+
+def _previews() -> list[dict]:
+    """What a round from the current version would train on, for each choice of labels."""
+    try:
+        current = current_version()
+    except GenerationError:
+        return []
+    return [services.training_preview(current, choice) for choice in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW)]
 
 
 @staff_required

@@ -1,5 +1,7 @@
 """The promotion gate as a service and on the Train page: a candidate earns its place from blind votes against the
 current version, staff can promote by hand (with a reason, recorded), and any earlier version is one click away."""
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -132,3 +134,27 @@ def test_the_train_page_shows_the_gate_and_the_check_button(candidate, client, s
     assert "round-1 is kept out: needs 8 blind votes against the current version, has 0" in page
     assert "at least 8 blind votes against the current version, win rate ≥ 50%" in page
     assert 'class="check-gate"' in page and 'class="promote"' in page
+
+
+def test_the_train_page_offers_choices_help_and_what_will_train(client, staff, settings):
+    from annotate.services import label_pair
+    from tests.annotate.factories import make_pair
+
+    settings.PREFLOOP_HELDOUT_MIN_PAIRS = 20
+    base = make_version("base", is_current=True)
+    for k in range(3):
+        pair = make_pair()
+        Response = type(pair.response_a)
+        Response.objects.filter(pk__in=[pair.response_a_id, pair.response_b_id]).update(token_count=10 + k)
+        label_pair(pair.pk, staff, "left")
+    client.force_login(staff)
+    page = client.get(reverse("training:runs")).content.decode()
+    for name, options in (("loss_type", "sigmoid ipo hinge robust kto rrhf"), ("lr_schedule", "cosine linear constant"),
+                          ("dtype", "auto float32 bfloat16")):
+        select = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', page, re.S)
+        assert select and re.findall(r'<option value="([^"]+)"', select.group(1)) == options.split(), name
+    assert "How far the policy may move from the reference" in page  # help text from DPOConfig
+    row = re.search(r'<tr data-choice="all">(.*?)</tr>', page, re.S).group(1)
+    assert re.search(r'class="num pairs">3<', row) and re.search(r'class="num tokens">66<', row)
+    assert "fewer than 20 pairs: nothing held out" in row
+    assert base.name in page
