@@ -90,3 +90,21 @@ def test_the_counters_render_inside_their_box(browser, live_server, width):  # n
         assert s["inside"] and s["numberInside"] and not s["overflow"], s
         assert s["height"] >= s["fontSize"], s  # a whole line of text, not a clipped pill
         assert s["background"] in ("rgba(0, 0, 0, 0)", "transparent"), s  # no progress-bar fill behind the words
+
+
+def test_a_cut_off_answer_carries_its_mark(browser, live_server):  # noqa: F811
+    from generation.models import Response
+
+    make_user("cut", password="pw-cut-1234")
+    pair = make_pair(text_a="So, you need", text_b="A whole answer.")
+    Response.objects.filter(pk=pair.response_a_id).update(finish_reason="length", token_count=128)
+    _open_label_page(browser, live_server, "cut", "pw-cut-1234")
+    marks = browser.execute_script("""
+        return Array.from(document.querySelectorAll('#workspace [data-side]')).map(side => {
+            const mark = side.querySelector('.cut-off');
+            return {text: side.querySelector('.md').innerText.trim(),
+                    mark: mark ? mark.innerText : null, visible: !!mark && mark.getBoundingClientRect().height > 0};
+        });""")
+    by_text = {m["text"]: m for m in marks}
+    assert by_text["So, you need"]["visible"] and "cut off at the token limit" in by_text["So, you need"]["mark"]
+    assert by_text["A whole answer."]["mark"] is None
