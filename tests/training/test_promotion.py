@@ -158,3 +158,17 @@ def test_the_train_page_offers_choices_help_and_what_will_train(client, staff, s
     assert re.search(r'class="num pairs">3<', row) and re.search(r'class="num tokens">66<', row)
     assert "fewer than 20 pairs: nothing held out" in row
     assert base.name in page
+
+
+def test_the_admin_cannot_slip_a_candidate_past_the_gate_and_records_what_it_does(candidate, client, staff):
+    base, new, run = candidate
+    older = make_version("older", parent=base)
+    client.force_login(staff)
+    url = reverse("admin:generation_modelversion_changelist")
+    response = client.post(url, {"action": "make_current", "_selected_action": [new.pk]}, follow=True)
+    assert "has not passed the promotion gate" in response.content.decode() and current_version() == base
+    client.post(url, {"action": "make_current", "_selected_action": [older.pk]}, follow=True)
+    assert current_version() == older
+    change = VersionChange.objects.get()
+    assert (change.action, change.user, change.previous, change.reason) == ("rollback", staff, base,
+                                                                           "made current from the admin")
