@@ -86,5 +86,10 @@
       e.detail.parameters.seconds = ((performance.now() - shownAt) / 1000).toFixed(3);
     }
   });
-  document.addEventListener("htmx:afterSwap", function () { shownAt = performance.now(); });
+  document.addEventListener("htmx:afterSwap", function () {
+    shownAt = performance.now();
+    // On a phone the buttons sit below the answers: bring the next pair's top back into view.
+    var ws = document.getElementById("workspace");
+    if (ws && ws.getBoundingClientRect().top < 0) ws.scrollIntoView({ block: "start" });
+  });
 })();

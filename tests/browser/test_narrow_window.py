@@ -42,3 +42,21 @@ def test_no_page_scrolls_sideways_at_400_px(browser, live_server):  # noqa: F811
         if found["scroll"] > found["width"]:
             wider[page] = found
     assert wider == {}
+
+
+def test_after_a_tap_at_400_px_the_next_pair_starts_in_view(browser, live_server):  # noqa: F811
+    from tests.browser.test_labelling import _open_label_page, _shown
+
+    make_user("tap", password="pw-tap-12345")
+    for i in range(2):
+        make_pair(text_a=f"long answer {i} " * 150, text_b=f"other answer {i} " * 150)
+    browser.set_window_size(400, 800)
+    _open_label_page(browser, live_server, "tap", "pw-tap-12345")
+    first = _shown(browser)
+    button = browser.find_element("css selector", '#label-form button[value="left"]')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    assert browser.execute_script("return document.getElementById('workspace').getBoundingClientRect().top") < 0
+    button.click()
+    _wait(browser, lambda d: _shown(d)["pair"] != first["pair"])
+    _wait(browser, lambda d: d.execute_script(
+        "return document.getElementById('workspace').getBoundingClientRect().top") >= -1)
