@@ -43,6 +43,11 @@ def preference_rows(decided: list[Decision]) -> list[dict]:
             gold=d.pair.is_gold,
             annotator_ids=[label.annotator_id for label in d.labels],
             labelled_at=[label.created.isoformat() for label in d.labels],
+            # Answers stopped at the token limit (they may end mid-sentence): either side, and which.
+            truncated=d.chosen.truncated or d.rejected.truncated,
+            chosen_truncated=d.chosen.truncated,
+            rejected_truncated=d.rejected.truncated,
+            comments=[label.comment for label in d.labels if label.comment],
         )
         rows.append(row)
     return rows

@@ -114,3 +114,9 @@ def disagreements(rounds: list[int] | None = None, *, limit: int = 200) -> list[
         Disagreement(pairs[pid], dict(Counter(lb.choice for lb in by_pair[pid])), by_pair[pid])
         for pid in split[:limit]
     ]
+
+
+def comments(rounds: list[int] | None = None, *, limit: int = 200) -> list[Label]:
+    """Labels that carry a comment, newest first: what annotators wrote beside their choice."""
+    return list(_labels(rounds, include_automatic=True).exclude(comment="").select_related("pair__prompt")
+                .order_by("-created")[:limit])

@@ -373,6 +373,30 @@ def skip(user, pair: Pair | int) -> Assignment:
     return Assignment.objects.get(pair_id=pair_id, annotator=user)
 
 
+def skipped_pairs(user) -> list[Assignment]:
+    """The pairs this person skipped that still want labels, oldest skip first: their list to return to."""
+    return list(Assignment.objects.filter(annotator=user, state=Assignment.SKIPPED, pair__is_gold=False,
+                                          pair__labels_done__lt=F("pair__labels_needed"))
+                .select_related("pair__prompt").order_by("leased_at", "pk"))
+
+
+def return_to_skipped(user, pair: Pair | int) -> Assignment:
+    """Lease a pair this person skipped to them again (the pair on their screen goes back to the queue); it is the
+    next pair the label page shows them, on the sides they saw before."""
+    pair_id = pair.pk if isinstance(pair, Pair) else pair
+    now = timezone.now()
+    with _write_transaction():
+        skipped = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.SKIPPED).first()
+        if skipped is None:
+            raise LabelError(f"pair {pair_id} is not on your skipped list")
+        if not Pair.objects.filter(pk=pair_id, labels_done__lt=F("labels_needed")).exists():
+            raise LabelError(f"pair {pair_id} has all the labels it needs now: nothing to return to")
+        Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()
+        skipped.state, skipped.expires_at = Assignment.LEASED, _lease_expiry(now)
+        skipped.save(update_fields=["state", "expires_at"])
+    return skipped
+
+
 @functools.cache
 def _progress_sql() -> str:
     """One statement for the four counters, counted from this person's side (few rows) and the open-queue index,
@@ -387,6 +411,12 @@ def _progress_sql() -> str:
         f" (SELECT COUNT(*) FROM {pair} p WHERE (p.id IN (SELECT pair_id FROM {assignment} WHERE annotator_id = %s"
         f" AND state <> %s) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open})"
     )
+
+
+def open_pair_count() -> int:
+    """Pairs in the queue that still want labels (gold pairs are shown among them, not counted): the same condition
+    as progress_for's "remaining" before this person's own are taken off."""
+    return Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).count()
 
 
 def progress_for(user) -> Progress:

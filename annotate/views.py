@@ -13,15 +13,17 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from prefcore.text import word_diff
+from prefloop.access import STAFF_ONLY
 
 from . import exporters, importers, services
 from . import quality as quality_report
+from .feedback import saved_line
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
 
 
 def _staff(request: HttpRequest) -> None:
     if not request.user.is_staff:
-        raise PermissionDenied("staff only")
+        raise PermissionDenied(STAFF_ONLY)
 
 
 def _pair_context(assignment) -> dict:
@@ -44,18 +46,19 @@ def _pair_context(assignment) -> dict:
     }
 
 
-def _workspace(request: HttpRequest, assignment, notice: str = "") -> HttpResponse:
-    context = _pair_context(assignment) | {"progress": services.progress_for(request.user), "notice": notice}
+def _workspace(request: HttpRequest, assignment, notice: str = "", saved: str = "") -> HttpResponse:
+    context = _pair_context(assignment) | {"progress": services.progress_for(request.user), "notice": notice,
+                                           "saved": saved}
     template = "annotate/_pair.html" if request.htmx else "annotate/label.html"
     return render(request, template, context)
 
 
-def _next(request: HttpRequest, notice: str = "") -> HttpResponse:
+def _next(request: HttpRequest, notice: str = "", saved: str = "") -> HttpResponse:
     if not request.htmx:
-        if notice:
-            messages.info(request, notice)
+        if notice or saved:
+            messages.info(request, notice or saved)
         return redirect("annotate:label")
-    return _workspace(request, services.next_pair_for(request.user), notice)
+    return _workspace(request, services.next_pair_for(request.user), notice, saved)
 
 
 def label(request: HttpRequest) -> HttpResponse:
@@ -77,7 +80,7 @@ def submit(request: HttpRequest) -> HttpResponse:
         )
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
-    return _next(request)
+    return _next(request, saved=saved_line(data["side"], data["strength"], data["comment"]))
 
 
 @require_POST
@@ -89,7 +92,7 @@ def skip_pair(request: HttpRequest) -> HttpResponse:
         services.skip(request.user, form.cleaned_data["pair"])
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
-    return _next(request)
+    return _next(request, saved="Skipped: that pair will not be shown again")
 
 
 @require_POST
@@ -118,6 +121,7 @@ def quality(request: HttpRequest) -> HttpResponse:
         "agreement": quality_report.agreement(rounds),
         "annotators": quality_report.annotator_stats(rounds),
         "disagreements": quality_report.disagreements(rounds),
+        "comments": quality_report.comments(rounds),
         "round_number": round_number,
     })
 
@@ -184,3 +188,22 @@ def _hf_download(stem: str, options: dict) -> FileResponse:
         archive = shutil.make_archive(str(Path(work) / stem), "zip", root_dir=work, base_dir=export.path.name)
         handle = open(archive, "rb")  # noqa: SIM115  (FileResponse closes it)
     return FileResponse(handle, as_attachment=True, filename=f"{stem}.zip")
+
+
+def skipped(request: HttpRequest) -> HttpResponse:
+    """The pairs this person skipped, to return to one."""
+    return render(request, "annotate/skipped.html", {"skipped": services.skipped_pairs(request.user)})
+
+
+@require_POST
+def return_to_skipped(request: HttpRequest) -> HttpResponse:
+    form = PairForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Nothing to return to: " + " ".join(form.errors.get("pair", [])))
+        return redirect("annotate:skipped")
+    try:
+        services.return_to_skipped(request.user, form.cleaned_data["pair"])
+    except services.LabelError as err:
+        messages.error(request, str(err).capitalize() + ".")
+        return redirect("annotate:skipped")
+    return redirect("annotate:label")

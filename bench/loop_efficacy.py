@@ -92,18 +92,25 @@ def labelling_judge(args) -> str:
 
 
 def table(rounds: list[dict]) -> str:
-    head = ("round", "pairs", "labels", "loss", "acc", "KL", "tokens", "base tok", "win vs base", "95% CI",
-            "gen s", "train s", "eval s")
+    head = ("round", "pairs", "labels", "loss", "acc", "KL (k3)", "tokens", "base tok", "cut (base)", "win vs base",
+            "95% CI", "gate", "gen s", "train s", "eval s")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rounds:
         s = r["seconds"]
         lines.append(" | ".join(str(x) for x in (
             r["round"], r["pairs"], r["labels"], r["train_loss"], r["reward_accuracy"], r["kl_to_base"],
-            r["mean_response_tokens"], r.get("base_response_tokens"), f"{r['win_rate_vs_base']:.1%}",
-            f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", round(s["generate"]), round(s["train"]),
+            r["mean_response_tokens"], r.get("base_response_tokens"),
+            f"{r.get('truncated_answers')} ({r.get('base_truncated_answers')})", f"{r['win_rate_vs_base']:.1%}",
+            f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", _gate(r.get("gate")), round(s["generate"]), round(s["train"]),
             round(s["evaluate"]),
         )))
     return "\n".join(lines)
+
+
+def _gate(gate: dict | None) -> str:
+    if not gate:
+        return ""
+    return "promoted" if gate["decision"] == "promoted" else f"kept {gate['against']}"
 
 
 def main(argv=None) -> int:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from django.db.models import Avg
-
-from generation.models import ModelVersion, Response
+from generation.length import VersionLength, version_length, version_lengths
+from generation.models import ModelVersion
 from training.models import TrainingRun
 
 LN2 = math.log(2)
@@ -22,12 +21,20 @@ CURVES: list[tuple[str, tuple[str, ...]]] = [
     ("Loss", ("loss", "train/loss", "train_loss")),
     ("KL to reference", ("kl", "objective/kl", "kl_to_reference", "mean_kl", "kl_ref")),
 ]
-# Measured once per round after training (training.evaluation), shown beside the curves' last values.
-ROUND_METRICS: list[tuple[str, tuple[str, ...]]] = [
-    ("Held-out accuracy", ("heldout/reward_accuracy",)),
-    ("Held-out margin", ("heldout/margin",)),
-    ("Answer tokens", ("sampled/mean_tokens",)),
+# Every figure a dashboard headlines, defined here once: (title, keys in the run's metrics, what it is measured on).
+# Measured on: "heldout" = held-out labelled pairs (never trained on), "answers" = the new version's answers to eval
+# prompts, "batch" = the last training batch (the trainer's step metrics). Held-out and answer figures come first:
+# a training batch's accuracy of 1 says little.
+HEADLINE: list[tuple[str, tuple[str, ...], str]] = [
+    ("Held-out accuracy", ("heldout/reward_accuracy",), "heldout"),
+    ("Held-out margin", ("heldout/margin",), "heldout"),
+    ("KL to reference", ("kl_to_reference",), "answers"),
+    ("Answer tokens", ("sampled/mean_tokens",), "answers"),
+    ("Reward margin", CURVES[0][1], "batch"),
+    ("Reward accuracy", CURVES[1][1], "batch"),
+    ("Loss", CURVES[2][1], "batch"),
 ]
+UNITS = {"KL to reference": "nats per answer, k3 estimate (never negative)", "Answer tokens": "mean"}
 CHOSEN_KEYS = ("rewards/chosen", "chosen_reward", "reward_chosen", "chosen_rewards")
 REJECTED_KEYS = ("rewards/rejected", "rejected_reward", "reward_rejected", "rejected_rewards")
 SKIP_KEYS = {"step", "epoch_step"}
@@ -41,9 +48,10 @@ class VersionRow:
     high: float | None = None
     lc_rating: float | None = None
     mean_tokens: float | None = None
+    length: VersionLength | None = None
     length_growth: float | None = None  # relative to the parent's mean length
     run: TrainingRun | None = None
-    headline: list[tuple[str, float]] = field(default_factory=list)  # margin, accuracy, loss, KL from run.metrics
+    headline: list[Figure] = field(default_factory=list)  # HEADLINE's figures from run.metrics
     warnings: list[str] = field(default_factory=list)
 
 
@@ -65,23 +73,47 @@ def find_key(keys, candidates: tuple[str, ...]) -> str | None:
     return None
 
 
-def headline(metrics: dict) -> list[tuple[str, float]]:
-    """Margin, accuracy, loss and KL from a run's summary, in that order (margin first: see FIELD-NOTES), then the
-    round's held-out accuracy and margin and its answers' mean length where they were measured."""
+@dataclass(frozen=True)
+class Figure:
+    """One headline number with what it is measured on and how many items: "Held-out accuracy 0.75 (12 held-out
+    pairs)"."""
+
+    title: str
+    value: float
+    measured_on: str
+
+
+def headline(metrics: dict, batch_size: int | None = None) -> list[Figure]:
+    """The run's headline figures (HEADLINE's order), each labelled with what it was measured on."""
     numbers = numeric_items(metrics)
     rows = []
-    for title, candidates in CURVES + ROUND_METRICS:
+    for title, candidates, source in HEADLINE:
         key = find_key(numbers, candidates)
         if key is not None:
-            rows.append((title, numbers[key]))
+            rows.append(Figure(title, numbers[key], measured_on(source, numbers, title, batch_size)))
     return rows
 
 
+def measured_on(source: str, numbers: dict[str, float], title: str = "", batch_size: int | None = None) -> str:
+    unit = UNITS.get(title)
+    if source == "heldout":
+        where = f"{_count(numbers.get('heldout/pairs'))} held-out pairs"
+    elif source == "answers":
+        where = f"{_count(numbers.get('sampled/answers'))} eval answers"
+        if "sampled/truncated" in numbers and title == "Answer tokens":
+            where += f", {_count(numbers['sampled/truncated'])} cut off"
+    else:
+        where = "last training batch" + (f" of up to {batch_size} pairs" if batch_size else "")
+    return f"{unit}; {where}" if unit else where
+
+
+def _count(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
+
+
 def mean_tokens(version: ModelVersion) -> float | None:
-    """The version's stored mean answer length, else the mean over its stored responses."""
-    if version.mean_response_tokens is not None:
-        return version.mean_response_tokens
-    return Response.objects.filter(version=version).aggregate(m=Avg("token_count"))["m"]
+    """The version's mean answer length, as every page shows it (generation.length)."""
+    return version_length(version).mean
 
 
 def loss_is_flat(losses: list[float]) -> bool:
@@ -125,10 +157,11 @@ def version_rows(ratings_by_name: dict | None = None) -> list[VersionRow]:
     ratings_by_name = ratings_by_name or {}
     versions = list(ModelVersion.objects.select_related("parent").order_by("round", "created"))
     runs = {r.output_version_id: r for r in TrainingRun.objects.filter(output_version__isnull=False)}
-    lengths = {v.pk: mean_tokens(v) for v in versions}
+    measured = version_lengths([v.pk for v in versions])
+    lengths = {pk: m.mean for pk, m in measured.items()}
     rows = []
     for v in versions:
-        row = VersionRow(version=v, mean_tokens=lengths[v.pk], run=runs.get(v.pk))
+        row = VersionRow(version=v, mean_tokens=lengths[v.pk], length=measured[v.pk], run=runs.get(v.pk))
         if v.name in ratings_by_name:
             r = ratings_by_name[v.name]
             row.rating, row.low, row.high, row.lc_rating = r.rating, r.low, r.high, r.lc_rating
@@ -139,7 +172,8 @@ def version_rows(ratings_by_name: dict | None = None) -> list[VersionRow]:
             row.warnings.append(warning)
         if row.run is not None:
             last = row.run.steps.order_by("-step").values_list("data", flat=True).first()
-            row.headline = headline(row.run.metrics) or headline(last or {})
+            batch = (row.run.params or {}).get("batch_size")
+            row.headline = headline(row.run.metrics, batch) or headline(last or {}, batch)
             row.warnings += run_warnings(row.run)
         rows.append(row)
     return rows

@@ -5,14 +5,16 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Avg
-
-from generation.models import ModelVersion, Response
+from generation.length import VersionLength, version_lengths
+from generation.models import ModelVersion
 
 from . import ratings
 from .models import Vote
 
 LENGTH_BIN = 0.05  # votes whose length covariates round to the same bin share one matchup row
+# A length coefficient fitted on a handful of votes is noise ("+5883 points per unit" on 6 votes): the
+# length-controlled columns say "needs N votes" until there are this many votes per fitted parameter.
+LC_VOTES_PER_PARAMETER = 20
 
 
 @dataclass
@@ -22,11 +24,12 @@ class Row:
     rating: float
     low: float
     high: float
-    lc_rating: float
-    lc_low: float
-    lc_high: float
+    lc_rating: float | None  # None until the length-controlled fit has enough votes (Board.lc_needs)
+    lc_low: float | None
+    lc_high: float | None
     votes: int
     mean_tokens: float | None
+    length: VersionLength | None = None
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Board:
     unrated: list[str] = field(default_factory=list)
     matrix: list[tuple[str, list[Cell]]] = field(default_factory=list)
     message: str = ""
+    lc_needs: int = 0  # votes the length-controlled fit needs before it is shown; 0 when shown
 
 
 def vote_rows(*, include_automatic: bool = False):
@@ -108,11 +112,18 @@ def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed:
         votes[b] += 1
     lc = controlled.by_version()
     rounds = dict(ModelVersion.objects.filter(name__in=names).values_list("name", "round"))
-    board = Board(anchor=anchor, votes=len(rows), length_coef=controlled.length_coef, unrated=raw.unrated)
+    needed = lc_votes_needed(len(names))
+    fitted = len(rows) >= needed
+    board = Board(anchor=anchor, votes=len(rows), length_coef=controlled.length_coef if fitted else None,
+                  unrated=raw.unrated, lc_needs=0 if fitted else needed)
+    ids = dict(ModelVersion.objects.filter(name__in=names).values_list("name", "pk"))
+    lengths = version_lengths(ids.values())
     for r in raw.ratings:
         c = lc[r.version]
-        board.rows.append(Row(r.version, rounds.get(r.version, 0), r.rating, r.low, r.high, c.rating, c.low, c.high,
-                              votes[r.version], mean_compared_tokens(r.version)))
+        lc_fit = (c.rating, c.low, c.high) if fitted else (None, None, None)
+        length = lengths.get(ids.get(r.version))
+        board.rows.append(Row(r.version, rounds.get(r.version, 0), r.rating, r.low, r.high, *lc_fit,
+                              votes[r.version], length.mean if length else None, length))
     order = [r.version for r in raw.ratings]
     rates = ratings.win_rates(games)
     for row in order:
@@ -125,10 +136,7 @@ def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed:
     return board
 
 
-def mean_compared_tokens(version_name: str) -> float | None:
-    """Mean token count of this version's answers that were compared."""
-    from .models import Comparison
-
-    ids = set(Comparison.objects.filter(response_a__version__name=version_name).values_list("response_a", flat=True))
-    ids |= set(Comparison.objects.filter(response_b__version__name=version_name).values_list("response_b", flat=True))
-    return Response.objects.filter(pk__in=ids).aggregate(m=Avg("token_count"))["m"]
+def lc_votes_needed(versions: int) -> int:
+    """Votes the length-controlled fit needs before it is shown: LC_VOTES_PER_PARAMETER per fitted parameter (one
+    rating per version but the anchor, plus the length coefficient)."""
+    return LC_VOTES_PER_PARAMETER * max(1, versions)

@@ -108,6 +108,7 @@ def rounds(request):
     runs = TrainingRun.objects.select_related("input_version", "output_version")[:50]
     return render(request, "compare/rounds.html", {
         "rows": rows, "runs": runs, "anchor": board.anchor, "include_automatic": include_automatic,
+        "lc_needs": board.lc_needs,
     })
 
 def run(request, run_id: int):
@@ -133,7 +134,8 @@ def run(request, run_id: int):
     summary = dashboard.numeric_items(run.metrics)
     last = {key: points[-1] for key, points in series.items()}
     context = {
-        "run": run, "charts": charts_html, "more": more, "headline": dashboard.headline(run.metrics) or dashboard.headline({k: p[1] for k, p in last.items()}),
+        "run": run, "charts": charts_html, "more": more, "headline": (dashboard.headline(run.metrics, (run.params or {}).get("batch_size"))
+                     or dashboard.headline({k: p[1] for k, p in last.items()}, (run.params or {}).get("batch_size"))),
         "summary": sorted(summary.items()), "last": sorted(last.items()), "steps": run.steps.count(),
         "warnings": dashboard.run_warnings(run, series), "has_chosen": bool(chosen),
         "tensorboard": training_services.tensorboard_dir(run) if training_services.tensorboard_dir(run).is_dir() else "",

@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.template.defaultfilters import filesizeformat
 
 from . import services
-from .models import GenerationJob, ModelVersion, Prompt, Response
+from .models import GenerationJob, ModelVersion, Prompt, Response, VersionChange
 
 
 @admin.register(ModelVersion)
@@ -31,8 +31,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version.", messages.ERROR)
             return
-        services.set_current(queryset.get())
-        self.message_user(request, f"{queryset.get().name} is now the current version.")
+        version = queryset.get()
+        run = getattr(version, "made_by_run", None)
+        if run is not None and run.decision in ("candidate", "kept"):  # the gate's decision is the Train page's
+            self.message_user(request, f"{version.name} is a candidate that has not passed the promotion gate: check "
+                                       "the gate or promote it by hand, with a reason, on the Train page.",
+                              messages.ERROR)
+            return
+        try:
+            services.change_current(version, action=VersionChange.Action.ROLLBACK, user=request.user,
+                                    reason="made current from the admin")
+        except services.GenerationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{version.name} is now the current version.")
 
     @admin.action(description="Generate pairs (32 train prompts, 2 samples each)")
     def generate_pairs(self, request, queryset):

@@ -9,6 +9,8 @@ from django.db import models
 
 from jobs.models import Job
 
+from .length import is_truncated
+
 
 class ModelVersion(models.Model):
     """A model the loop can sample from: the base, or a round's output (full checkpoint or LoRA adapter)."""
@@ -43,6 +45,28 @@ class ModelVersion(models.Model):
             chain.append(node)
             node = node.parent
         return list(reversed(chain))
+
+
+class VersionChange(models.Model):
+    """One change of the current version: promoted by the gate, promoted by hand, or rolled back; who and why."""
+
+    class Action(models.TextChoices):
+        GATE = "gate", "promoted: passed the gate"
+        BY_HAND = "by_hand", "promoted by hand"
+        ROLLBACK = "rollback", "rolled back"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="changes")
+    previous = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.version}"
 
 
 def normalised_hash(text_or_messages) -> str:
@@ -126,3 +150,8 @@ class Response(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    @property
+    def truncated(self) -> bool:
+        """The answer stopped at the token limit: it may be cut mid-sentence."""
+        return is_truncated(self.finish_reason)

@@ -28,7 +28,7 @@ from .backends import load_backend
 from .backends.base import GenerationCancelled, SamplingConfig
 from .backends.vllm import CanaryMismatch
 from .bootstrap import bootstrap_checkpoint
-from .models import GenerationJob, ModelVersion, Prompt, Response
+from .models import GenerationJob, ModelVersion, Prompt, Response, VersionChange
 from .pairing import STRATEGIES, choose_pairs, round_robin_scores
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,22 @@ def set_current(version: ModelVersion) -> None:
         ModelVersion.objects.filter(is_current=True).exclude(pk=version.pk).update(is_current=False)
         ModelVersion.objects.filter(pk=version.pk).update(is_current=True)
     version.is_current = True
+
+
+def change_current(version: ModelVersion, *, action: str, user=None, reason: str = "") -> VersionChange:
+    """Make `version` current and record who did it, how (gate, by hand, rollback) and why."""
+    with transaction.atomic():
+        previous = ModelVersion.objects.select_for_update().filter(is_current=True).first()
+        if previous is not None and previous.pk == version.pk:
+            raise GenerationError(f"version {version.name!r} is already the current one")
+        set_current(version)
+        return VersionChange.objects.create(version=version, previous=previous, action=action, user=user,
+                                            reason=reason.strip())
+
+
+def rollback_to(version: ModelVersion, *, user=None, reason: str = "") -> VersionChange:
+    """One click on the versions table: an earlier version becomes current again, recorded."""
+    return change_current(version, action=VersionChange.Action.ROLLBACK, user=user, reason=reason)
 
 
 def current_version() -> ModelVersion:

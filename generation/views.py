@@ -1,17 +1,18 @@
 """Staff pages of the generation app: start a generation job and watch it (htmx polls the progress partial)."""
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
 
 from jobs.views import cancel_view
+from prefloop.access import staff_required
 from prefloop.numerics import dtype_note
 
 from . import services
 from .forms import GenerateForm
+from .length import version_lengths
 from .models import GenerationJob, ModelVersion
 
 
-@staff_member_required
+@staff_required
 def jobs(request):
     form = GenerateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -26,12 +27,14 @@ def jobs(request):
         else:
             messages.success(request, f"Generation job {job.pk} queued: {job.total} prompts.")
             return redirect("generation:jobs")
+    versions = list(ModelVersion.objects.all())
+    lengths = version_lengths([v.pk for v in versions])
     context = {"form": form, "jobs": GenerationJob.objects.select_related("version")[:20],
-               "versions": ModelVersion.objects.all(), "dtype_note": dtype_note()}
+               "versions": [(v, lengths[v.pk]) for v in versions], "dtype_note": dtype_note()}
     return render(request, "generation/jobs.html", context)
 
 
-@staff_member_required
+@staff_required
 def job_progress(request, pk: int):
     job = get_object_or_404(GenerationJob, pk=pk)
     return render(request, "generation/_job_row.html", {"job": job})

@@ -1,8 +1,9 @@
-"""The one Cancel view every job kind's page uses: staff only, POST only; it answers with the job's own partial."""
-from django.contrib.admin.views.decorators import staff_member_required
+"""The one Cancel view every job kind's page uses: staff only (others get the refusal page), POST only; it answers with the job's own partial."""
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+
+from prefloop.access import staff_required
 
 from . import lifecycle
 from .models import Job
@@ -12,7 +13,7 @@ def cancel_view(model: type[Job], *, partial: str, name: str, then: str, then_wi
     """A view that cancels the `model` row named by the URL's pk and answers htmx with `partial` (the row under
     the context `name`), anything else with a redirect to the URL name `then` (given the pk if `then_with_pk`)."""
 
-    @staff_member_required
+    @staff_required
     @require_POST
     def cancel(request, pk: int) -> HttpResponse:
         job = get_object_or_404(model, pk=pk)

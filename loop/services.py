@@ -20,6 +20,7 @@ from annotate.services import next_pair_for, record_label
 from compare.models import CompareJob, Comparison, Vote
 from compare.services import judge_comparisons, judge_voter
 from generation.backends.base import SamplingConfig
+from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import (
     GenerationError,
@@ -39,6 +40,7 @@ from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
 from training.models import TrainingRun
+from training.promotion import check_gate
 from training.services import TrainingError, run_training, start_training_run
 
 from .models import LoopRun
@@ -308,7 +310,9 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
             run.results = [*run.results, result]
             tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, results=run.results,
                            force=True)
-            _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base")
+            _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base; "
+                      f"{result['truncated_answers']} of its {result['votes']['n']} eval answers hit the token limit "
+                      f"(base: {result['base_truncated_answers']})")
             if on_round:
                 on_round(result)
         lifecycle.finish(run)
@@ -383,9 +387,16 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    evaluation = evaluate(base, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit,
-                          seed=run.seed, sampling=params.get("sampling"), judge=eval_judge or judge,
-                          progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop)
+
+    def evaluate_against(old: ModelVersion) -> Evaluation:
+        return evaluate(old, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
+                        sampling=params.get("sampling"), judge=eval_judge or judge,
+                        progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop)
+
+    evaluation = evaluate_against(base)
+    # The gate: a blind evaluation against the version the round started from, the current one.
+    against_current = evaluation if start.pk == base.pk else evaluate_against(start)
+    gate = check_gate(training, jobs=[against_current.job])
     kl = mean_kl(new, base, evaluation.answers_b)
     seconds["evaluate"] = time.perf_counter() - clock
 
@@ -400,8 +411,18 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         "base_response_tokens": _num(_mean_tokens(evaluation.answers_a)),
         "win_rate_vs_base": evaluation.summary["win_rate_b"], "ci95": evaluation.summary["ci95"],
         "votes": {k: evaluation.summary[k] for k in ("n", "b_wins", "a_wins", "ties", "both_bad")},
+        "truncated_answers": truncated_count(evaluation.answers_b.values()),
+        "base_truncated_answers": truncated_count(evaluation.answers_a.values()),
+        "gate": {"decision": "promoted" if gate.passed else "kept", "against": start.name,
+                 "win_rate": against_current.summary["win_rate_b"], "ci95": against_current.summary["ci95"],
+                 "votes": against_current.summary["n"], "reason": gate.reason},
+        "current": new.name if gate.passed else start.name,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
+    if gate.passed:
+        _log(run, f"round {number}: promoted {new.name}: {gate.reason}")
+    else:
+        _log(run, f"round {number}: kept {start.name} ({new.name} stays a candidate): {gate.reason}")
     warning = length_warning(result["win_rate_vs_base"], previous["win_rate_vs_base"], tokens,
                              previous["mean_response_tokens"])
     if warning:
@@ -411,7 +432,8 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
 
 
 def _mean_tokens(answers: dict[int, Response]) -> float:
-    return sum(r.token_count for r in answers.values()) / len(answers) if answers else float("nan")
+    mean = mean_tokens(answers.values())
+    return float("nan") if mean is None else mean
 
 
 def _num(x) -> float | None:

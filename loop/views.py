@@ -1,17 +1,17 @@
 """Staff pages of the loop app: start "run N rounds with judge J" and watch each round's figures arrive live."""
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
 
 from jobs.views import cancel_view
 from judges import JudgeError
+from prefloop.access import staff_required
 
 from . import services
 from .forms import LoopRunForm
 from .models import LoopRun
 
 
-@staff_member_required
+@staff_required
 def runs(request):
     form = LoopRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -25,7 +25,7 @@ def runs(request):
     return render(request, "loop/runs.html", {"form": form, "runs": LoopRun.objects.all()[:20]})
 
 
-@staff_member_required
+@staff_required
 def run(request, pk: int):
     """The run with its per-round table; htmx polls the same URL for the partial while it is active."""
     loop_run = get_object_or_404(LoopRun, pk=pk)

@@ -125,3 +125,4 @@ def word_diff(left: str, right: str, max_steps: int = MAX_DIFF_STEPS) -> WordDif
     if kept is None:
         return WordDiff(html.escape(left or ""), html.escape(right or ""), False)
     return WordDiff(_marked(a, kept[0], "del"), _marked(b, kept[1], "ins"), True)
+

@@ -300,6 +300,21 @@ TENSORBOARD_DIR = DATA_DIR / "tensorboard"
 PREFLOOP_HELDOUT_FRACTION = float(os.environ.get("PREFLOOP_HELDOUT_FRACTION", 0.1))
 PREFLOOP_HELDOUT_MIN_PAIRS = int(os.environ.get("PREFLOOP_HELDOUT_MIN_PAIRS", 20))
 PREFLOOP_ROUND_EVAL_PROMPTS = int(os.environ.get("PREFLOOP_ROUND_EVAL_PROMPTS", 8))
+# The promotion gate: a finished round's version is a candidate; it becomes current only when a blind evaluation
+# against the current version (judge or people, on eval prompts) gives it at least PREFLOOP_GATE_MIN_VOTES votes, a
+# win rate (ties and both-bad half) of at least PREFLOOP_GATE_MIN_WIN_RATE, a 95% (Wilson) interval whose lower end
+# is at least PREFLOOP_GATE_MIN_LOWER_BOUND, and mean answer tokens at most PREFLOOP_GATE_MAX_LENGTH_GROWTH above the
+# current version's on the same prompts; or when a staff member promotes it by hand. Stated bounds, not fitted to a
+# judge (docs/defaults.md).
+PREFLOOP_GATE_MIN_VOTES = int(os.environ.get("PREFLOOP_GATE_MIN_VOTES", 16))
+PREFLOOP_GATE_MIN_WIN_RATE = float(os.environ.get("PREFLOOP_GATE_MIN_WIN_RATE", 0.5))
+PREFLOOP_GATE_MIN_LOWER_BOUND = float(os.environ.get("PREFLOOP_GATE_MIN_LOWER_BOUND", 0.4))
+PREFLOOP_GATE_MAX_LENGTH_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_LENGTH_GROWTH", 0.25))
+for _name in ("PREFLOOP_GATE_MIN_WIN_RATE", "PREFLOOP_GATE_MIN_LOWER_BOUND"):
+    if not 0.0 <= globals()[_name] <= 1.0:
+        raise ImproperlyConfigured(f"{_name}={globals()[_name]}: expected a share from 0 to 1")
+if PREFLOOP_GATE_MIN_VOTES < 1 or PREFLOOP_GATE_MAX_LENGTH_GROWTH < 0:
+    raise ImproperlyConfigured("PREFLOOP_GATE_MIN_VOTES must be at least 1 and PREFLOOP_GATE_MAX_LENGTH_GROWTH >= 0")
 PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]
 # Loss terms a training run may name besides the built-in ones (training/dpo/terms.py), as "package.module:attr".
 PREFLOOP_LOSS_TERMS = [t.strip() for t in os.environ.get("PREFLOOP_LOSS_TERMS", "").split(",") if t.strip()]

@@ -19,6 +19,8 @@ accounts = [
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    # Browsers ask for /favicon.ico before they read the page's <link rel="icon">.
+    path("favicon.ico", views.favicon, name="favicon"),
     path("accounts/", include(accounts)),
     path("admin/", admin.site.urls),
     path("generation/", include("generation.urls")),

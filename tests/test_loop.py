@@ -63,7 +63,9 @@ def test_one_iteration_of_the_loop(tiny_base, staff, settings, tmp_path):
     run = train.run_training(run.pk)
     assert run.status == "succeeded", run.error
     new = run.output_version
-    assert new.parent == tiny_base and new.round == 1 and new.is_current
+    # A finished round registers a candidate; the current version stays until the promotion gate lets it in.
+    assert new.parent == tiny_base and new.round == 1 and not new.is_current and run.decision == "candidate"
+    assert gen.current_version() == tiny_base
     assert (Path(new.path) / "model.safetensors").exists()
     assert not list(settings.MODELS_DIR.glob(".tmp-*")), "a temporary checkpoint folder was left behind"
     assert run.metrics["pairs"] == labelled and run.steps.count() == run.total_steps > 0
@@ -208,7 +210,7 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
                 break
             time.sleep(0.5)
         assert run.status == TrainingRun.SUCCEEDED, run.error or f"still {run.status} after 240 s"
-        assert run.output_version.is_current and run.output_version.round == 1
+        assert run.decision == "candidate" and run.output_version.round == 1
     finally:
         worker.terminate()
         worker.wait(timeout=30)

@@ -15,7 +15,7 @@ from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RegexPattern
 
 # Pages anyone may open: signing in and out (no password reset: PrefLoop sends no mail; staff set passwords).
-PUBLIC = {"login", "logout", "admin:login", "admin:logout", "healthz"}  # healthz: "ok" or what failed, no data
+PUBLIC = {"login", "logout", "admin:login", "admin:logout", "healthz", "favicon"}  # healthz: "ok" or what failed, no data
 STAFF_PREFIXES = ("/admin/", "/generation/", "/training/")
 STAFF_NAMES = {"annotate:quality", "annotate:import", "annotate:export"}  # staff pages outside those folders
 XSS = "<script>alert(1)</script>"

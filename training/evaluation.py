@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
 from prefloop.numerics import product_dtype
 
@@ -53,8 +54,8 @@ def eval_answer_prompts(limit: int) -> list[Prompt]:
 
 def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, Response],
             config: DPOConfig | None = None) -> float:
-    """Monte-Carlo KL(version || reference) in nats per answer: the mean of log pi(y) - log pi_ref(y) over the
-    version's own sampled answers y."""
+    """KL(version || reference) in nats per answer, estimated on the version's own sampled answers y (see
+    `_mean_kl`: the k3 estimator, never negative)."""
     from .dpo.trainer import compute_reference_logps
 
     if not answers:
@@ -66,8 +67,21 @@ def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, R
 
 
 def _mean_kl(own: list[tuple[float, float]], ref: list[tuple[float, float]]) -> float:
-    """The mean of log pi(y) - log pi_ref(y) over scored answers (the "chosen" side of each scored pair)."""
-    return sum(o[0] - r[0] for o, r in zip(own, ref, strict=True)) / len(own)
+    """The k3 estimate of KL(pi || pi_ref) over scored answers y (the "chosen" side of each scored pair): the mean
+    of (r - 1) - log r with r = pi_ref(y) / pi(y). Each term is >= 0 (log r <= r - 1), and its mean is unbiased for
+    samples of pi; the plain mean of log pi - log pi_ref (k1) goes negative when answers are sampled with a
+    temperature or top-p, as the product's are, which no KL can be."""
+    terms = [kl_k3(o[0] - r[0]) for o, r in zip(own, ref, strict=True)]
+    return sum(terms) / len(terms)
+
+
+def kl_k3(log_ratio: float) -> float:
+    """(r - 1) - log r for log r = -log_ratio, log_ratio = log pi(y) - log pi_ref(y); inf where exp overflows."""
+    log_r = -log_ratio
+    try:
+        return math.expm1(log_r) - log_r
+    except OverflowError:
+        return math.inf
 
 
 def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
@@ -110,6 +124,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     if answers:
         metrics["kl_to_reference"] = _mean_kl(own[len(heldout):], ref[len(missing):])
         metrics["sampled/answers"] = len(answers)
-        metrics["sampled/mean_tokens"] = sum(r.token_count for r in answers.values()) / len(answers)
+        metrics["sampled/mean_tokens"] = mean_tokens(answers.values())
+        metrics["sampled/truncated"] = truncated_count(answers.values())
     return metrics
 

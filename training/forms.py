@@ -7,7 +7,7 @@ from django import forms
 
 from generation.models import ModelVersion
 
-from .dpo.config import BOUNDS, DPOConfig
+from .dpo.config import BOUNDS, CHOICES, HELP, DPOConfig
 from .models import TrainingRun
 
 _TYPES = {float: forms.FloatField, int: forms.IntegerField, bool: forms.BooleanField, str: forms.CharField}
@@ -26,12 +26,17 @@ class TrainingRunForm(forms.Form):
         defaults = DPOConfig()
         for field in dataclasses.fields(DPOConfig):
             value = getattr(defaults, field.name)
-            kind = _TYPES.get(type(value), forms.CharField)
             bound = BOUNDS.get(field.name)
-            help_text = f"{str(bound).capitalize()}{f' ({bound.why})' if bound.why else ''}." if bound else ""
-            required = kind is not forms.BooleanField and value != ""  # an empty text default means "none"
-            self.fields[field.name] = kind(initial=value, required=required,
-                                           label=field.name.replace("_", " "), help_text=help_text)
+            rule = f" {str(bound).capitalize()}{f' ({bound.why})' if bound.why else ''}." if bound else ""
+            help_text = (HELP.get(field.name, "") + rule).strip()
+            label = field.name.replace("_", " ")
+            if field.name in CHOICES:
+                self.fields[field.name] = forms.ChoiceField(choices=[(c, c) for c in CHOICES[field.name]],
+                                                            initial=value, label=label, help_text=help_text)
+                continue
+            kind = _TYPES.get(type(value), forms.CharField)
+            self.fields[field.name] = kind(initial=value, required=kind is not forms.BooleanField and value != "",  # empty text: none
+                                           label=label, help_text=help_text)
 
     def clean(self):
         data = super().clean()

@@ -34,6 +34,21 @@ class TrainingRun(Job):
     pairs = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True, help_text="Summary: mean loss, final accuracy, ...")
 
+    class Decision(models.TextChoices):
+        NONE = "", "no version yet"
+        CANDIDATE = "candidate", "candidate: not yet checked"
+        KEPT = "kept", "kept out: did not pass the gate"
+        PROMOTED = "promoted", "promoted: passed the gate"
+        BY_HAND = "by_hand", "promoted by hand"
+
+    decision = models.CharField(max_length=10, choices=Decision.choices, default=Decision.NONE, blank=True,
+                                help_text="What became of the round's version (the promotion gate).")
+    gate = models.JSONField(default=dict, blank=True,
+                            help_text="The last gate check: rule, evidence (votes, interval, lengths), reasons.")
+    decided_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True, help_text="Why a staff member promoted the version by hand.")
+
     class Meta(Job.Meta):
         constraints = [
             # A second round cannot start on the same input while one is queued, running or still stopping.

@@ -74,6 +74,23 @@ def start_training_run(
     return run
 
 
+def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun.DATA_ALL,
+                     max_length: int | None = None) -> dict:
+    """What a round would train on if started now, before it starts: pairs, their answers' tokens, held-out pairs,
+    and whether the round is too small to hold any out (the same selection run_training makes)."""
+    max_length = max_length or DPOConfig().max_length
+    rounds = [labelling_round(input_version)] if data_choice == TrainingRun.DATA_NEW else None
+    data = round_data(reference=base_version(input_version), max_length=max_length, rounds=rounds,
+                      heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
+                      heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+    return {
+        "data_choice": data_choice, "pairs": len(data.pairs),
+        "answer_tokens": sum(c.token_count + r.token_count for c, r in data.rows),
+        "heldout": len(data.heldout), "holding_out": data.holding_out,
+        "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS,
+    }
+
+
 def cancel_training_run(run: TrainingRun) -> None:
     """Stop the run: at once if queued, before its next optimiser step if training (no checkpoint is kept)."""
     lifecycle.cancel(run)
@@ -131,8 +148,9 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         lifecycle.finish(run, output_version=version, done=result.steps, metrics=dict(
             run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
             pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
-            truncated=result.truncated, dropped=result.dropped))
-        _log(run, f"registered version {version.name!r} as current")
+            truncated=result.truncated, dropped=result.dropped), decision=TrainingRun.Decision.CANDIDATE)
+        _log(run, f"registered version {version.name!r} as a candidate: it becomes current when it passes the "
+                  "promotion gate against the current version, or when staff promote it by hand")
         _evaluate(run, version, config, data)
     except (TrainingCancelled, JobCancelled):
         lifecycle.stopped(run, "no checkpoint kept")
@@ -264,7 +282,7 @@ def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersio
                 raise
             folder = target
             try:
-                version = register_version(name, folder, parent=parent, kind=kind, base=base)
+                version = register_version(name, folder, parent=parent, kind=kind, base=base, make_current=False)
             except IntegrityError:
                 continue  # registered meanwhile by another run: our folder moves on to the next free name
             break

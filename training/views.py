@@ -1,18 +1,22 @@
-"""Staff pages of the training app: start a round, watch its live progress, cancel it."""
+"""Staff pages of the training app: start a round, watch its live progress, cancel it; check a candidate version
+against the promotion gate, promote it by hand, roll back to an earlier version."""
 from django.contrib import messages
-from django.contrib.admin.views.decorators import staff_member_required
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
-from generation.services import GenerationError
+from generation.models import ModelVersion
+from generation.services import GenerationError, current_version
 from jobs.views import cancel_view
+from prefloop.access import staff_required
 from prefloop.numerics import dtype_note
 
-from . import services
+from . import promotion, services
 from .forms import TrainingRunForm
 from .models import TrainingRun
 
 
-@staff_member_required
+@staff_required
 def runs(request):
     form = TrainingRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -28,13 +32,68 @@ def runs(request):
             messages.success(request, f"Training run {run.pk} queued.")
             return redirect("training:runs")
     recent = TrainingRun.objects.select_related("input_version", "reference_version", "output_version")[:20]
-    return render(request, "training/runs.html", {"form": form, "runs": recent, "dtype_note": dtype_note()})
+    return render(request, "training/runs.html", {
+        "form": form, "runs": recent, "dtype_note": dtype_note(), "versions": promotion.version_table(),
+        "changes": promotion.recent_changes(), "gate_rule": promotion.gate_rule(), "previews": _previews(),
+    })
 
 
-@staff_member_required
+def _previews() -> list[dict]:
+    """What a round from the current version would train on, for each choice of labels."""
+    try:
+        current = current_version()
+    except GenerationError:
+        return []
+    return [services.training_preview(current, choice) for choice in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW)]
+
+
+@staff_required
 def run_progress(request, pk: int):
     run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=pk)
     return render(request, "training/_run_row.html", {"run": run})
 
 
 cancel_run = cancel_view(TrainingRun, partial="training/_run_row.html", name="run", then="training:runs")
+
+
+@staff_required
+@require_POST
+def check_gate(request, pk: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("output_version"), pk=pk)
+    try:
+        result = promotion.check_gate(run)
+    except (promotion.PromotionError, GenerationError) as exc:
+        messages.error(request, str(exc))
+    else:
+        name = run.output_version.name
+        if result.passed:
+            messages.success(request, f"{name} passed the gate and is now current: {result.reason}")
+        else:
+            messages.warning(request, f"{name} is kept out: {result.reason}")
+    return redirect(f"{reverse('training:runs')}#versions")
+
+
+@staff_required
+@require_POST
+def promote(request, pk: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("output_version"), pk=pk)
+    try:
+        promotion.promote_by_hand(run, user=request.user, reason=request.POST.get("reason", ""))
+    except promotion.PromotionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{run.output_version.name} promoted by hand and is now current.")
+    return redirect(f"{reverse('training:runs')}#versions")
+
+
+@staff_required
+@require_POST
+def rollback(request, pk: int):
+    version = get_object_or_404(ModelVersion, pk=pk)
+    try:
+        promotion.rollback(version, user=request.user, reason=request.POST.get("reason", ""))
+    except promotion.PromotionError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Rolled back: {version.name} is now current.")
+    return redirect(f"{reverse('training:runs')}#versions")

@@ -1,5 +1,7 @@
 // Keyboard shortcuts of the labelling page: 1 left, 2 right, 3 tie, 4 both bad, e strength, c comment,
 // d word diff, s skip, u undo, ? keys. htmx does the requests; this script only presses the page's buttons.
+// A key pressed while the last label is still being saved is refused, visibly (#press-status), never dropped
+// silently: the next pair has not been seen yet, so it must not take a label meant for the last one.
 (function () {
   "use strict";
   var shownAt = performance.now();
@@ -10,9 +12,27 @@
       (el.tagName === "INPUT" && !["radio", "checkbox", "button", "submit"].includes(el.type)));
   }
   function busy() { return document.querySelector(".htmx-request") !== null; }
-  function press(selector) {
+  function refuse(what) {
+    var line = document.getElementById("press-status");
+    if (!line) return;
+    line.textContent = "Not saved: " + what + " was pressed while the last label was still being saved. " +
+      "Look at the pair now shown and press again.";
+    line.hidden = false;
+  }
+  function accepted(button) {
+    var line = document.getElementById("press-status");
+    if (line) { line.hidden = true; line.textContent = ""; }
+    document.querySelectorAll("#workspace .pressed").forEach(function (b) { b.classList.remove("pressed"); });
+    button.classList.add("pressed");
+    var saved = document.getElementById("saved-line");
+    if (saved) saved.textContent = "Saving…";
+  }
+  function press(selector, what) {
     var button = document.querySelector(selector);
-    if (button && !busy()) button.click();
+    if (!button) return;
+    if (busy()) { refuse(what); return; }
+    accepted(button);
+    button.click();
   }
   function toggleHelp() {
     var help = document.getElementById("help");
@@ -33,9 +53,9 @@
       return;
     }
     var key = e.key;
-    if (SIDES[key]) press('#label-form button[name="side"][value="' + SIDES[key] + '"]');
-    else if (key === "s") press('#workspace [data-key="s"]');
-    else if (key === "u") press('#workspace [data-key="u"]');
+    if (SIDES[key]) press('#label-form button[name="side"][value="' + SIDES[key] + '"]', "key " + key);
+    else if (key === "s") press('#workspace [data-key="s"]', "key s");
+    else if (key === "u") press('#workspace [data-key="u"]', "key u");
     else if (key === "?") toggleHelp();
     else if (key === "d") toggleDiff();
     else if (key === "e") cycleStrength();
@@ -44,6 +64,14 @@
     else return;
     e.preventDefault();
   });
+
+  // A click on a choice, skip or undo: the same feedback and the same refusal as its key.
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest("#workspace button[type=submit]");
+    if (!button || !e.isTrusted) return;
+    if (busy()) { e.preventDefault(); e.stopPropagation(); refuse("a button"); return; }
+    accepted(button);
+  }, true);
 
   document.addEventListener("click", function (e) {
     var target = e.target.closest("[data-action]");
@@ -58,5 +86,10 @@
       e.detail.parameters.seconds = ((performance.now() - shownAt) / 1000).toFixed(3);
     }
   });
-  document.addEventListener("htmx:afterSwap", function () { shownAt = performance.now(); });
+  document.addEventListener("htmx:afterSwap", function () {
+    shownAt = performance.now();
+    // On a phone the buttons sit below the answers: bring the next pair's top back into view.
+    var ws = document.getElementById("workspace");
+    if (ws && ws.getBoundingClientRect().top < 0) ws.scrollIntoView({ block: "start" });
+  });
 })();

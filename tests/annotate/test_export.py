@@ -138,3 +138,37 @@ def test_staff_download_button(client, staff):
     assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
     row = json.loads(b"".join(response.streaming_content).decode().splitlines()[0])
     assert (row["chosen"], row["rejected"]) == ("one", "two")
+
+
+def test_cut_off_answers_are_marked_on_the_label_page_and_in_the_export(tmp_path, annotator):
+    from generation.models import Response
+
+    pair = make_pair(text_a="So, you need", text_b="A finished answer.")
+    Response.objects.filter(pk=pair.response_a_id).update(finish_reason="length", token_count=128)
+    Response.objects.filter(pk=pair.response_b_id).update(finish_reason="stop")
+    client = Client()
+    client.force_login(annotator)
+    html = client.get(reverse("annotate:label")).content.decode()
+    cut_side = "left" if _panel_text(html, "left") == "So, you need" else "right"
+    finished_side = "right" if cut_side == "left" else "left"
+    panel = lambda side: re.search(rf'data-side="{side}">(.*?)</article>', html, re.S).group(1)  # noqa: E731
+    assert "cut off at the token limit" in panel(cut_side)
+    assert "cut off at the token limit" not in panel(finished_side)
+    client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": finished_side, "comment": "the other stops"},
+                **HTMX)
+    (row,) = _export(tmp_path)
+    assert row["chosen"] == "A finished answer." and row["truncated"] is True
+    assert row["chosen_truncated"] is False and row["rejected_truncated"] is True
+    assert row["comments"] == ["the other stops"]
+
+
+def test_comments_are_shown_on_the_quality_page(staff, annotator):
+    pair = make_pair()
+    label_pair(pair.pk, annotator, "left", comment="both miss the question's second half")
+    label_pair(make_pair().pk, annotator, "right")
+    client = Client()
+    client.force_login(staff)
+    page = client.get(reverse("annotate:quality")).content.decode()
+    comments = re.search(r'<table class="comments">(.*?)</table>', page, re.S).group(1)
+    assert "both miss the question&#x27;s second half" in comments and "ann" in comments
+    assert comments.count("data-comment=") == 1

@@ -50,3 +50,12 @@ def test_label_and_compare_pages_render_an_answer_identically():
     for text in (LIST_AFTER_PARAGRAPH, NESTED, "| a | b |\n|---|---|\n| 1 | 2 |", "<b>x</b> ~~y~~"):
         assert model_text(text) == answer(text)
     assert "<table>" in answer("| a | b |\n|---|---|\n| 1 | 2 |")
+
+
+def test_the_saved_line_names_side_strength_and_comment():
+    from annotate.feedback import saved_line
+
+    assert saved_line("right", "slight") == "Saved: right, slightly better"
+    assert saved_line("left", "clear", "  why  ") == "Saved: left, clearly better, with a comment"
+    assert saved_line("both_bad", "slight") == "Saved: both bad"  # a strength says nothing about a tie or both bad
+    assert saved_line("tie", None, "") == "Saved: tie"

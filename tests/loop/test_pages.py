@@ -61,4 +61,5 @@ def test_the_admin_starts_runs_through_the_same_service(client, staff, ready):
 
 def test_annotators_cannot_see_the_loop(client, annotator, db):
     client.force_login(annotator)
-    assert client.get("/loop/").status_code == 302
+    response = client.get("/loop/")  # the refusal page, not the admin login
+    assert response.status_code == 403 and "This page is for staff" in response.content.decode()

@@ -36,7 +36,13 @@ def tiny_loop(db, tiny_model_dir, settings, tmp_path):
     return base
 
 
-def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
+def _open_gate(settings) -> None:
+    """A gate every round passes (any win rate, any length): the rounds chain round-1 → round-2."""
+    settings.PREFLOOP_GATE_MIN_VOTES, settings.PREFLOOP_GATE_MIN_WIN_RATE = 1, 0.0
+    settings.PREFLOOP_GATE_MIN_LOWER_BOUND, settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH = 0.0, 1e9
+
+
+def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch, settings):
     import training.dpo.trainer as trainer
     import training.services as training_services
 
@@ -58,6 +64,7 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
 
     monkeypatch.setattr(trainer, "_reference_logps_for", counting_ref)
     monkeypatch.setattr(training_services, "_train", flagged_run)
+    _open_gate(settings)
 
     call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1,
                  params=json.dumps(dict(PARAMS, data="all")))
@@ -70,12 +77,18 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch):
         assert 0 <= r["win_rate_vs_base"] <= 1 and r["ci95"][0] <= r["win_rate_vs_base"] <= r["ci95"][1]
         assert r["kl_to_base"] is not None and r["mean_response_tokens"] > 0
         assert set(r["seconds"]) == {"generate", "label", "train", "evaluate"}
+        assert r["gate"]["decision"] == "promoted" and r["current"] == r["version"]
+        assert 0 <= r["truncated_answers"] <= 3 and 0 <= r["base_truncated_answers"] <= 3
+    assert rounds[0]["gate"]["against"] == "base" and rounds[1]["gate"]["against"] == "round-1"
+    assert "round 1: promoted round-1" in out.err and "round 2: promoted round-2" in out.err
     assert "round 2/2" in out.err  # the progress bar
 
     current = gen.current_version()
     assert current.name == "round-2" and current.parent.name == "round-1"
     assert Label.objects.filter(is_automatic=False).count() == 0
-    assert Vote.objects.filter(is_automatic=True, judge=JUDGE).count() == 2 * 3
+    # Round 1 is judged against base (the current version: one evaluation serves both); round 2 against base and,
+    # for its gate, against round-1.
+    assert Vote.objects.filter(is_automatic=True, judge=JUDGE).count() == 3 * 3
     run = LoopRun.objects.get()
     assert run.status == "succeeded" and run.results == rounds and run.progress == 1.0
     # Round 2 trains on all decided pairs so far with the base as reference: only the new ones were scored.
@@ -138,3 +151,24 @@ def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
     with pytest.raises(CommandError, match=r"pairing must be one of random, most_different, best_worst, judge"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"pairing": "cheapest"}')
     assert not LoopRun.objects.exists()
+
+
+def test_a_round_that_does_not_pass_the_gate_stays_a_candidate(tiny_loop, capsys):
+    """The product's gate wants 16 blind votes; 3 eval prompts give 3: each round is kept out, says why, and the
+    next round starts again from the version that stayed current."""
+    call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1,
+                 params=json.dumps(PARAMS))
+    out = capsys.readouterr()
+    rounds = [json.loads(line) for line in out.out.strip().splitlines()]
+    assert [r["gate"]["decision"] for r in rounds] == ["kept", "kept"]
+    assert [r["current"] for r in rounds] == ["base", "base"]
+    assert rounds[0]["gate"]["reason"] == "needs 16 blind votes against the current version, has 3"
+    assert "round 1: kept base (round-1 stays a candidate): needs 16 blind votes" in out.err
+    assert gen.current_version().name == "base"
+    from training.models import TrainingRun
+
+    runs = list(TrainingRun.objects.order_by("pk"))
+    assert [r.input_version.name for r in runs] == ["base", "base"]
+    assert [r.decision for r in runs] == ["kept", "kept"] and all(r.gate["passed"] is False for r in runs)
+    assert not ModelVersion.objects.get(name=runs[0].output_version.name).is_current
+    assert "kept base (round-1 stays a candidate)" in LoopRun.objects.get().log

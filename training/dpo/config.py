@@ -68,6 +68,35 @@ BOUNDS = {
     "rule_penalty": Bound(0, 100, why="the weight of the hinge on the rewards of cut-off answers; 0 is off"),
 }
 
+# The settings that take one of a few values: forms offer them as choices, validate() checks them.
+CHOICES = {"loss_type": LOSS_TYPES, "lr_schedule": LR_SCHEDULES, "dtype": DTYPES}
+# What each setting does, in a sentence, for the training form (beside its BOUNDS).
+HELP = {
+    "beta": "How far the policy may move from the reference: larger keeps it closer.",
+    "loss_type": "sigmoid is DPO; ipo squares the margin; hinge is SLiC; robust assumes some labels are flipped; "
+                 "kto and rrhf where the data fits.",
+    "label_smoothing": "The share of labels assumed wrong (cDPO / robust); 0 trusts every label.",
+    "rpo_alpha": "Weight of an NLL term on the chosen answers (RPO); 0 is off.",
+    "learning_rate": "AdamW step size.",
+    "epochs": "Passes over the round's pairs.",
+    "batch_size": "Pairs per optimiser step (times grad accum).",
+    "grad_accum": "Batches summed before each optimiser step.",
+    "max_length": "Prompt plus answer tokens kept per pair; longer pairs are truncated, too-long prompts dropped.",
+    "max_prompt_length": "Prompt tokens kept (from the end of the prompt).",
+    "warmup_ratio": "Share of the steps the learning rate ramps up over.",
+    "lr_schedule": "How the learning rate falls after warm-up.",
+    "max_grad_norm": "Gradient clipping norm.",
+    "lora": "Train a LoRA adapter instead of the full weights.",
+    "lora_r": "LoRA rank.",
+    "lora_alpha": "LoRA scale (alpha / r multiplies the update).",
+    "dtype": "Compute dtype; auto takes the machine's (PREFLOOP_DTYPE).",
+    "seed": "Seed of the shuffling and initialisation.",
+    "sft_warmup_epochs": "Epochs of SFT on the chosen answers before DPO.",
+    "weight_decay": "AdamW's decoupled weight decay.",
+    "kto_desirable_weight": "KTO only: weight of desirable answers.",
+    "kto_undesirable_weight": "KTO only: weight of undesirable answers.",
+}
+
 
 def smoothing_for_agreement(agreement: float) -> float:
     """The label-flip rate ε that makes two independent annotators agree at `agreement`, for cDPO's smoothing.

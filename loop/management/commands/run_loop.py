@@ -3,6 +3,7 @@
 A progress bar on stderr; one JSON line per round on stdout.
 """
 import json
+import sys
 
 from django.core.management.base import CommandError
 from tqdm import tqdm
@@ -55,8 +56,14 @@ class Command(PrefLoopCommand):
 
             def on_round(result):
                 state["round"] += 1
+                gate = result.get("gate") or {}
+                if gate.get("decision") == "promoted":
+                    bar.write(f"round {result['round']}: promoted {result['version']}: {gate['reason']}", file=sys.stderr)
+                elif gate:
+                    bar.write(f"round {result['round']}: kept {gate['against']} ({result['version']} stays a "
+                              f"candidate): {gate['reason']}", file=sys.stderr)
                 if result.get("warning"):
-                    bar.write(f"warning: round {result['round']}: {result['warning']}")
+                    bar.write(f"warning: round {result['round']}: {result['warning']}", file=sys.stderr)
                 self.stdout.write(json.dumps(result))
                 self.stdout.flush()
 

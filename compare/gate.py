@@ -1,0 +1,106 @@
+"""The promotion gate's rule, on plain counts: does a candidate version's blind evaluation against the current one
+earn it the promotion? No Django here, so the rule is tested on a fixed vote table alone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .ratings import wilson_interval
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """The bounds a candidate must meet (prefloop/settings.py's PREFLOOP_GATE_* give the product's)."""
+
+    min_votes: int = 16
+    min_win_rate: float = 0.5
+    min_lower_bound: float = 0.4
+    max_length_growth: float = 0.25
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"at least {self.min_votes} blind votes against the current version, win rate ≥ "
+                f"{self.min_win_rate:.0%} with the 95% interval's lower end ≥ {self.min_lower_bound:.0%}, answers "
+                f"at most {self.max_length_growth:.0%} longer")
+
+
+@dataclass
+class GateEvidence:
+    """Blind votes of candidate against current on the same eval prompts, and the two versions' answer lengths."""
+
+    candidate_wins: int = 0
+    current_wins: int = 0
+    ties: int = 0
+    both_bad: int = 0
+    candidate_tokens: float | None = None  # mean answer tokens on the voted prompts
+    current_tokens: float | None = None
+    candidate_truncated: int = 0  # answers that stopped at the token limit
+    current_truncated: int = 0
+    answers: int = 0  # answers per version the lengths are measured on
+    sources: list[str] = field(default_factory=list)  # who voted: judge paths, "people"
+
+    @property
+    def votes(self) -> int:
+        return self.candidate_wins + self.current_wins + self.ties + self.both_bad
+
+    @property
+    def win_rate(self) -> float:
+        n = self.votes
+        return (self.candidate_wins + 0.5 * (self.ties + self.both_bad)) / n if n else math.nan
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        n = self.votes
+        return wilson_interval(self.candidate_wins + 0.5 * (self.ties + self.both_bad), n)
+
+    @property
+    def length_growth(self) -> float | None:
+        if not self.current_tokens or self.candidate_tokens is None:
+            return None
+        return self.candidate_tokens / self.current_tokens - 1
+
+    def as_dict(self) -> dict:
+        low, high = self.interval
+        return {**asdict(self), "votes": self.votes, "win_rate": _round(self.win_rate),
+                "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth)}
+
+
+@dataclass
+class GateResult:
+    passed: bool
+    reasons: list[str]  # why it failed, or what it passed on
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
+    """Pass when every bound holds; the reasons name each bound missed, with the measured figure."""
+    n = evidence.votes
+    if n < rule.min_votes:
+        return GateResult(False, [f"needs {rule.min_votes} blind votes against the current version, has {n}"])
+    failed = []
+    rate, (low, high) = evidence.win_rate, evidence.interval
+    measured = f"win rate {rate:.0%} [{low:.0%}, {high:.0%}] on {n} votes"
+    if rate < rule.min_win_rate:
+        failed.append(f"{measured} is below {rule.min_win_rate:.0%}")
+    elif low < rule.min_lower_bound:
+        failed.append(f"{measured}: the interval's lower end is below {rule.min_lower_bound:.0%}")
+    growth = evidence.length_growth
+    length = ""
+    if growth is not None:
+        length = (f"answers {evidence.current_tokens:.1f} → {evidence.candidate_tokens:.1f} tokens "
+                  f"({growth:+.0%})")
+        if growth > rule.max_length_growth:
+            failed.append(f"{length} grew more than {rule.max_length_growth:.0%}")
+    if failed:
+        return GateResult(False, failed)
+    return GateResult(True, [measured] + ([length] if length else []))
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else round(x, 4)

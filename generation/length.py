@@ -1,0 +1,63 @@
+"""Answer length and cut-off facts, defined once: the mean-length function every page and report uses (over a set
+of answers, or over all of a version's stored answers), and whether an answer stopped at the token limit
+("truncated")."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# The finish reason both backends give an answer stopped by max_new_tokens (generation/backends/base.py).
+LENGTH_LIMIT = "length"
+
+
+def is_truncated(finish_reason: str) -> bool:
+    """True when the answer stopped at the token limit, not at its end-of-sequence token."""
+    return finish_reason == LENGTH_LIMIT
+
+
+def mean_tokens(responses: Iterable) -> float | None:
+    """Mean `token_count` of the responses (sampled ids as stored, a finished answer's end-of-sequence token
+    included); None for none."""
+    counts = [r.token_count for r in responses]
+    return sum(counts) / len(counts) if counts else None
+
+
+def truncated_count(responses: Iterable) -> int:
+    return sum(is_truncated(r.finish_reason) for r in responses)
+
+
+@dataclass(frozen=True)
+class VersionLength:
+    """A version's answer length as every page shows it: the mean over all its stored answers, how many, how many
+    stopped at the token limit."""
+
+    mean: float | None
+    answers: int
+    truncated: int
+
+    @property
+    def label(self) -> str:
+        if not self.answers:
+            return "no answers yet"
+        return f"mean over {self.answers} answers, {self.truncated} cut off at the token limit"
+
+
+def version_lengths(version_ids: Iterable[int] | None = None) -> dict[int, VersionLength]:
+    """One aggregate query: every (or the given) version's VersionLength, keyed by version id."""
+    from django.db.models import Avg, Count, Q
+
+    from .models import Response
+
+    rows = Response.objects.filter(version__isnull=False)
+    if version_ids is not None:
+        rows = rows.filter(version_id__in=list(version_ids))
+    found = rows.values("version_id").annotate(mean=Avg("token_count"), n=Count("pk"),
+                                               cut=Count("pk", filter=Q(finish_reason=LENGTH_LIMIT)))
+    lengths = {r["version_id"]: VersionLength(r["mean"], r["n"], r["cut"]) for r in found}
+    for pk in version_ids or ():
+        lengths.setdefault(pk, VersionLength(None, 0, 0))
+    return lengths
+
+
+def version_length(version) -> VersionLength:
+    return version_lengths([version.pk])[version.pk]

@@ -1,0 +1,48 @@
+"""A skipped pair is not a dead end: it waits on the person's skipped list, and returning to it shows it next."""
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from annotate.models import Label
+from annotate.services import next_pair_for, skip
+
+from .factories import make_pair
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+def test_return_to_a_skipped_pair_and_label_it(annotator):
+    first, second = make_pair(text_a="alpha one", text_b="alpha two"), make_pair()
+    client = Client()
+    client.force_login(annotator)
+    shown = next_pair_for(annotator)
+    skip(annotator, shown.pair)
+    skipped_id = shown.pair_id
+    listing = client.get(reverse("annotate:skipped")).content.decode()
+    assert re.findall(r'<tr data-pair="(\d+)">', listing) == [str(skipped_id)]
+
+    on_screen = next_pair_for(annotator).pair_id  # the other pair is leased now; it goes back to the queue
+    assert on_screen != skipped_id and {on_screen, skipped_id} == {first.pk, second.pk}
+    response = client.post(reverse("annotate:return_to_skipped"), {"pair": skipped_id})
+    assert response.status_code == 302 and response["Location"] == reverse("annotate:label")
+    page = client.get(reverse("annotate:label")).content.decode()
+    assert f'data-pair="{skipped_id}"' in page
+    client.post(reverse("annotate:submit"), {"pair": skipped_id, "side": "left"}, **HTMX)
+    assert Label.objects.get(annotator=annotator).pair_id == skipped_id
+    assert "You have skipped no pair" in client.get(reverse("annotate:skipped")).content.decode()
+    assert next_pair_for(annotator).pair_id == on_screen  # the pair set aside is still there to label
+
+
+def test_only_your_own_skipped_pairs_can_be_returned_to(annotator, django_user_model):
+    pair = make_pair()
+    other = django_user_model.objects.create_user("other")
+    skip(other, next_pair_for(other).pair)
+    client = Client()
+    client.force_login(annotator)
+    response = client.post(reverse("annotate:return_to_skipped"), {"pair": pair.pk}, follow=True)
+    assert f"Pair {pair.pk} is not on your skipped list." in response.content.decode()
+    response = client.post(reverse("annotate:return_to_skipped"), {"pair": "junk"}, follow=True)
+    assert response.status_code == 200 and "Nothing to return to" in response.content.decode()

@@ -1,0 +1,52 @@
+"""The promotion gate's rule on fixed vote tables: each bound holds or fails with the measured figure named."""
+import math
+
+from compare.gate import GateEvidence, GateRule, decide
+from compare.ratings import wilson_interval
+
+RULE = GateRule(min_votes=16, min_win_rate=0.5, min_lower_bound=0.4, max_length_growth=0.25)
+
+
+def test_a_clear_win_with_steady_length_passes():
+    evidence = GateEvidence(candidate_wins=45, current_wins=15, ties=4, candidate_tokens=110, current_tokens=100)
+    result = decide(evidence, RULE)
+    assert result.passed
+    assert evidence.votes == 64 and evidence.win_rate == (45 + 2) / 64
+    assert evidence.interval == wilson_interval(47, 64)
+    assert result.reasons == ["win rate 73% [62%, 83%] on 64 votes", "answers 100.0 → 110.0 tokens (+10%)"]
+
+
+def test_a_loss_is_kept_out_and_the_reason_names_the_figures():
+    # round-1 of the issue: 17 wins to 83 losses against base.
+    result = decide(GateEvidence(candidate_wins=17, current_wins=83), RULE)
+    assert not result.passed and result.reason == "win rate 17% [11%, 26%] on 100 votes is below 50%"
+
+
+def test_a_narrow_win_needs_an_interval_above_the_lower_bound():
+    narrow = GateEvidence(candidate_wins=9, current_wins=7)  # 56% on 16 votes: the interval reaches 33%
+    result = decide(narrow, RULE)
+    assert not result.passed and "the interval's lower end is below 40%" in result.reason
+    assert decide(GateEvidence(candidate_wins=90, current_wins=70), RULE).passed  # the same rate on 160 votes
+
+
+def test_too_few_votes_say_how_many_are_needed():
+    result = decide(GateEvidence(candidate_wins=3), RULE)
+    assert not result.passed and result.reason == "needs 16 blind votes against the current version, has 3"
+
+
+def test_ties_and_both_bad_count_half():
+    evidence = GateEvidence(candidate_wins=8, current_wins=0, ties=4, both_bad=4)
+    assert evidence.win_rate == 0.75 and evidence.votes == 16
+
+
+def test_a_win_bought_with_length_is_kept_out():
+    evidence = GateEvidence(candidate_wins=60, current_wins=4, candidate_tokens=128.0, current_tokens=80.0)
+    result = decide(evidence, RULE)
+    assert not result.passed and result.reasons == ["answers 80.0 → 128.0 tokens (+60%) grew more than 25%"]
+    assert decide(evidence, GateRule(max_length_growth=1.0)).passed
+
+
+def test_no_votes_is_no_rate():
+    evidence = GateEvidence()
+    assert evidence.votes == 0 and math.isnan(evidence.win_rate)
+    assert evidence.as_dict()["win_rate"] is None and evidence.as_dict()["ci95"] == [None, None]

@@ -1,0 +1,174 @@
+"""The promotion gate as a service and on the Train page: a candidate earns its place from blind votes against the
+current version, staff can promote by hand (with a reason, recorded), and any earlier version is one click away."""
+import re
+
+import pytest
+from django.urls import reverse
+
+from compare.models import CompareJob
+from compare.services import record_vote
+from generation.models import Prompt, VersionChange
+from generation.services import current_version
+from tests.annotate.factories import make_user
+from tests.compare.conftest import make_job, make_response, make_version
+from training import promotion
+from training.models import TrainingRun
+
+
+@pytest.fixture
+def candidate(db):
+    """base is current; round-1 is a finished round's candidate, with a blind comparison set against base."""
+    base = make_version("base", is_current=True)
+    new = make_version("round-1", parent=base)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=new,
+                                     status=TrainingRun.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
+    return base, new, run
+
+
+def _votes(job: CompareJob, voters, outcome_for_candidate: list[str], candidate) -> None:
+    """Each voter votes on every comparison; outcome_for_candidate[k] is "win", "loss" or "tie" for comparison k."""
+    for k, comparison in enumerate(job.comparisons.order_by("pk")):
+        wanted = outcome_for_candidate[k % len(outcome_for_candidate)]
+        candidate_is_a = comparison.response_a.version_id == candidate.pk
+        outcome = {"win": "a" if candidate_is_a else "b", "loss": "b" if candidate_is_a else "a", "tie": "tie"}[wanted]
+        for voter in voters:
+            record_vote(comparison, voter, outcome)
+
+
+def _small_gate(settings, votes=8):
+    settings.PREFLOOP_GATE_MIN_VOTES, settings.PREFLOOP_GATE_MIN_WIN_RATE = votes, 0.5
+    settings.PREFLOOP_GATE_MIN_LOWER_BOUND, settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH = 0.2, 0.25
+
+
+def test_a_worse_candidate_is_kept_out_and_the_run_says_why(candidate, settings):
+    base, new, run = candidate
+    _small_gate(settings)
+    job = make_job(base, new, n=4)
+    _votes(job, [make_user(), make_user(), make_user()], ["loss", "loss", "win", "loss"], new)
+    result = promotion.check_gate(run)
+    assert not result.passed and result.reason == "win rate 25% [9%, 53%] on 12 votes is below 50%"
+    run.refresh_from_db()
+    assert run.decision == "kept" and run.gate["against"] == "base" and run.gate["evidence"]["votes"] == 12
+    assert run.gate["evidence"]["sources"] == ["people"] and run.gate["rule"]["min_votes"] == 8
+    assert current_version() == base and not VersionChange.objects.exists()
+
+
+def test_a_better_candidate_passes_and_becomes_current(candidate, settings):
+    base, new, run = candidate
+    _small_gate(settings)
+    job = make_job(new, base, n=4)  # the candidate shown as A this time: votes are counted for it all the same
+    _votes(job, [make_user(), make_user(), make_user()], ["win", "win", "win", "tie"], new)
+    result = promotion.check_gate(run)
+    assert result.passed, result.reason
+    assert current_version() == new
+    change = VersionChange.objects.get()
+    assert change.action == "gate" and change.previous == base and change.user is None
+    assert change.reason.startswith("passed the gate against base: win rate 88%")
+    run.refresh_from_db()
+    assert run.decision == "promoted"
+
+
+def test_only_blind_votes_on_eval_prompts_count(candidate, settings):
+    base, new, run = candidate
+    _small_gate(settings, votes=2)
+    shown = make_job(base, new, n=2, blind=False)  # names were visible: not evidence
+    _votes(shown, [make_user()], ["win"], new)
+    training = make_job(base, new, n=2)
+    Prompt.objects.filter(comparisons__job=training).update(split=Prompt.TRAIN)
+    _votes(training, [make_user()], ["win"], new)
+    assert promotion.gate_evidence(base, new).votes == 0
+    assert not promotion.check_gate(run).passed
+
+
+def test_longer_answers_are_kept_out_by_the_length_bound(candidate, settings):
+    base, new, run = candidate
+    _small_gate(settings, votes=2)
+    job = make_job(base, new, n=2)
+    for comparison in job.comparisons.all():  # the candidate's answers are twice as long
+        comparison.response_b = make_response(comparison.prompt, new, tokens=20)
+        comparison.save()
+    _votes(job, [make_user(), make_user()], ["win"], new)
+    result = promotion.check_gate(run)
+    assert not result.passed and result.reason == "answers 10.0 → 20.0 tokens (+100%) grew more than 25%"
+
+
+def test_staff_promote_by_hand_with_a_reason_and_roll_back_in_one_click(candidate, client, staff):
+    base, new, run = candidate
+    client.force_login(staff)
+    response = client.post(reverse("training:promote", args=[run.pk]), {"reason": "  "}, follow=True)
+    assert "say why you promote this version by hand" in response.content.decode()
+    assert current_version() == base
+    client.post(reverse("training:promote", args=[run.pk]), {"reason": "the judge misreads code answers"})
+    assert current_version() == new
+    run.refresh_from_db()
+    assert run.decision == "by_hand" and run.decided_by == staff and run.decision_note == "the judge misreads code answers"
+    change = VersionChange.objects.get()
+    assert (change.action, change.user, change.previous) == ("by_hand", staff, base)
+
+    page = client.get(reverse("training:runs")).content.decode()
+    assert "promoted by hand" in page and "the judge misreads code answers" in page
+    client.post(reverse("training:rollback", args=[base.pk]))
+    assert current_version() == base
+    rollback = VersionChange.objects.first()
+    assert (rollback.action, rollback.user, rollback.previous, rollback.version) == ("rollback", staff, new, base)
+    response = client.post(reverse("training:rollback", args=[base.pk]), follow=True)
+    assert "already the current one" in response.content.decode()
+
+
+def test_annotators_cannot_promote_or_roll_back(candidate, client, annotator):
+    base, new, run = candidate
+    client.force_login(annotator)
+    for url in (reverse("training:promote", args=[run.pk]), reverse("training:check_gate", args=[run.pk]),
+                reverse("training:rollback", args=[new.pk])):
+        response = client.post(url, {"reason": "because"})
+        assert response.status_code == 403
+    assert current_version() == base and not VersionChange.objects.exists()
+
+
+def test_the_train_page_shows_the_gate_and_the_check_button(candidate, client, staff, settings):
+    base, new, run = candidate
+    _small_gate(settings)
+    client.force_login(staff)
+    response = client.post(reverse("training:check_gate", args=[run.pk]), follow=True)
+    page = response.content.decode()
+    assert "round-1 is kept out: needs 8 blind votes against the current version, has 0" in page
+    assert "at least 8 blind votes against the current version, win rate ≥ 50%" in page
+    assert 'class="check-gate"' in page and 'class="promote"' in page
+
+
+def test_the_train_page_offers_choices_help_and_what_will_train(client, staff, settings):
+    from annotate.services import label_pair
+    from tests.annotate.factories import make_pair
+
+    settings.PREFLOOP_HELDOUT_MIN_PAIRS = 20
+    base = make_version("base", is_current=True)
+    for k in range(3):
+        pair = make_pair()
+        Response = type(pair.response_a)
+        Response.objects.filter(pk__in=[pair.response_a_id, pair.response_b_id]).update(token_count=10 + k)
+        label_pair(pair.pk, staff, "left")
+    client.force_login(staff)
+    page = client.get(reverse("training:runs")).content.decode()
+    for name, options in (("loss_type", "sigmoid ipo hinge robust kto rrhf"), ("lr_schedule", "cosine linear constant"),
+                          ("dtype", "auto float32 bfloat16")):
+        select = re.search(rf'<select name="{name}"[^>]*>(.*?)</select>', page, re.S)
+        assert select and re.findall(r'<option value="([^"]+)"', select.group(1)) == options.split(), name
+    assert "How far the policy may move from the reference" in page  # help text from DPOConfig
+    row = re.search(r'<tr data-choice="all">(.*?)</tr>', page, re.S).group(1)
+    assert re.search(r'class="num pairs">3<', row) and re.search(r'class="num tokens">66<', row)
+    assert "fewer than 20 pairs: nothing held out" in row
+    assert base.name in page
+
+
+def test_the_admin_cannot_slip_a_candidate_past_the_gate_and_records_what_it_does(candidate, client, staff):
+    base, new, run = candidate
+    older = make_version("older", parent=base)
+    client.force_login(staff)
+    url = reverse("admin:generation_modelversion_changelist")
+    response = client.post(url, {"action": "make_current", "_selected_action": [new.pk]}, follow=True)
+    assert "has not passed the promotion gate" in response.content.decode() and current_version() == base
+    client.post(url, {"action": "make_current", "_selected_action": [older.pk]}, follow=True)
+    assert current_version() == older
+    change = VersionChange.objects.get()
+    assert (change.action, change.user, change.previous, change.reason) == ("rollback", staff, base,
+                                                                           "made current from the admin")

@@ -1,0 +1,151 @@
+"""The promotion gate: a finished round's version is a candidate, and becomes current only when a blind evaluation
+against the current version passes the gate's rule (compare.gate), or a staff member promotes it by hand. Every
+decision is recorded on the run; every change of the current version as a VersionChange (who, when, why).
+
+The Train page, the rounds dashboard and the loop all call these functions.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from compare.gate import GateEvidence, GateResult, GateRule, decide
+from compare.models import CompareJob, Vote
+from generation.length import mean_tokens, truncated_count
+from generation.models import ModelVersion, Prompt, VersionChange
+from generation.services import GenerationError, change_current, current_version
+
+from .models import TrainingRun
+
+
+class PromotionError(Exception):
+    """Something a person can fix: no candidate, no reason given, the version is current already."""
+
+
+def gate_rule() -> GateRule:
+    return GateRule(min_votes=settings.PREFLOOP_GATE_MIN_VOTES, min_win_rate=settings.PREFLOOP_GATE_MIN_WIN_RATE,
+                    min_lower_bound=settings.PREFLOOP_GATE_MIN_LOWER_BOUND,
+                    max_length_growth=settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH)
+
+
+def gate_evidence(current: ModelVersion, candidate: ModelVersion,
+                  jobs: Iterable[CompareJob] | None = None) -> GateEvidence:
+    """Every blind vote (people's and judges') on eval-prompt comparisons between the two versions, counted for the
+    candidate; lengths are the two versions' mean answer tokens on the voted comparisons' prompts. `jobs` narrows
+    it to given comparison sets (the loop passes the evaluation it just ran)."""
+    pair = {current.pk, candidate.pk}
+    blind = CompareJob.objects.filter(blind=True, version_a__in=pair, version_b__in=pair)
+    if jobs is not None:
+        blind = blind.filter(pk__in=[j.pk for j in jobs])
+    votes = (Vote.objects.filter(comparison__job__in=blind, comparison__prompt__split=Prompt.EVAL)
+             .select_related("comparison__response_a", "comparison__response_b"))
+    evidence = GateEvidence()
+    sources: set[str] = set()
+    voted = {}
+    for vote in votes:
+        comparison = vote.comparison
+        candidate_is_a = comparison.response_a.version_id == candidate.pk
+        if vote.outcome == "tie":
+            evidence.ties += 1
+        elif vote.outcome == "both_bad":
+            evidence.both_bad += 1
+        elif (vote.outcome == "a") == candidate_is_a:
+            evidence.candidate_wins += 1
+        else:
+            evidence.current_wins += 1
+        sources.add(vote.judge if vote.is_automatic and vote.judge else "people")
+        ours, theirs = ((comparison.response_a, comparison.response_b) if candidate_is_a
+                        else (comparison.response_b, comparison.response_a))
+        voted[comparison.pk] = (ours, theirs)
+    if voted:
+        evidence.answers = len(voted)
+        evidence.candidate_tokens = mean_tokens(ours for ours, _ in voted.values())
+        evidence.current_tokens = mean_tokens(theirs for _, theirs in voted.values())
+        evidence.candidate_truncated = truncated_count(ours for ours, _ in voted.values())
+        evidence.current_truncated = truncated_count(theirs for _, theirs in voted.values())
+    evidence.sources = sorted(sources)
+    return evidence
+
+
+def candidate_run(version: ModelVersion) -> TrainingRun:
+    run = TrainingRun.objects.filter(output_version=version).first()
+    if run is None:
+        raise PromotionError(f"version {version.name!r} was not made by a training round here")
+    return run
+
+
+def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) -> GateResult:
+    """Apply the gate to a run's version against the current version; promote it when it passes. Recorded on the
+    run either way (decision "promoted" or "kept", with the rule, the evidence and the reasons)."""
+    candidate = run.output_version
+    if candidate is None:
+        raise PromotionError(f"training run {run.pk} has no version (it is {run.status})")
+    current = current_version()
+    if current.pk == candidate.pk:
+        raise PromotionError(f"version {candidate.name!r} is already the current one")
+    rule = gate_rule()
+    evidence = gate_evidence(current, candidate, jobs)
+    result = decide(evidence, rule)
+    with transaction.atomic():
+        run.gate = {"rule": rule.as_dict(), "against": current.name, "evidence": evidence.as_dict(),
+                    "passed": result.passed, "reasons": result.reasons, "checked": timezone.now().isoformat()}
+        run.decision = TrainingRun.Decision.PROMOTED if result.passed else TrainingRun.Decision.KEPT
+        run.decided_at, run.decided_by = timezone.now(), None
+        TrainingRun.objects.filter(pk=run.pk).update(gate=run.gate, decision=run.decision, decided_at=run.decided_at,
+                                                     decided_by=None)
+        if result.passed:
+            change_current(candidate, action=VersionChange.Action.GATE,
+                           reason=f"passed the gate against {current.name}: {result.reason}")
+    return result
+
+
+def promote_by_hand(run: TrainingRun, *, user, reason: str) -> VersionChange:
+    """A staff member promotes a round's version whatever the gate said; the reason is required and recorded."""
+    if run.output_version is None:
+        raise PromotionError(f"training run {run.pk} has no version (it is {run.status})")
+    reason = (reason or "").strip()
+    if not reason:
+        raise PromotionError("say why you promote this version by hand (the reason is recorded)")
+    if len(reason) > 2000:
+        raise PromotionError(f"reason: at most 2000 characters (got {len(reason)})")
+    with transaction.atomic():
+        try:
+            change = change_current(run.output_version, action=VersionChange.Action.BY_HAND, user=user, reason=reason)
+        except GenerationError as exc:
+            raise PromotionError(str(exc)) from None
+        TrainingRun.objects.filter(pk=run.pk).update(decision=TrainingRun.Decision.BY_HAND, decided_by=user,
+                                                     decided_at=timezone.now(), decision_note=reason)
+    return change
+
+
+def rollback(version: ModelVersion, *, user, reason: str = "") -> VersionChange:
+    from generation.services import rollback_to
+
+    if len(reason or "") > 2000:
+        raise PromotionError(f"reason: at most 2000 characters (got {len(reason)})")
+    try:
+        return rollback_to(version, user=user, reason=reason or "")
+    except GenerationError as exc:
+        raise PromotionError(str(exc)) from None
+
+
+def version_table() -> list[dict]:
+    """Every version for the Train page's versions table: whether it is current, the run that made it and its gate
+    decision, and which action the page offers (check the gate / promote by hand for a candidate; roll back to any
+    other version)."""
+    runs = {r.output_version_id: r for r in TrainingRun.objects.filter(output_version__isnull=False)
+            .select_related("decided_by")}
+    rows = []
+    for version in ModelVersion.objects.order_by("-round", "-created"):
+        run = runs.get(version.pk)
+        pending = run is not None and run.decision in (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
+        rows.append({"version": version, "run": run, "pending": pending and not version.is_current,
+                     "can_roll_back": not version.is_current and not pending})
+    return rows
+
+
+def recent_changes(limit: int = 20) -> list[VersionChange]:
+    return list(VersionChange.objects.select_related("version", "previous", "user")[:limit])
