@@ -17,6 +17,9 @@ class GateRule:
     min_win_rate: float = 0.5
     min_lower_bound: float = 0.4
     max_length_growth: float = 0.25
+    # The drift budget: how far a round may move from what it replaces besides winning votes.
+    max_cut_share_growth: float = 0.10  # the share of answers cut at the token limit may rise this much at most
+    max_kl_per_token: float = 0.3  # KL to the round's reference (nats per answer token) on its own eval answers
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -24,7 +27,8 @@ class GateRule:
     def describe(self) -> str:
         return (f"at least {self.min_votes} blind votes against the current version, win rate ≥ "
                 f"{self.min_win_rate:.0%} with the 95% interval's lower end ≥ {self.min_lower_bound:.0%}, answers "
-                f"at most {self.max_length_growth:.0%} longer")
+                f"at most {self.max_length_growth:.0%} longer, the share cut at the token limit up by at most "
+                f"{self.max_cut_share_growth:.0%}, KL to the reference at most {self.max_kl_per_token:g} nats a token")
 
 
 @dataclass
@@ -40,6 +44,8 @@ class GateEvidence:
     candidate_truncated: int = 0  # answers that stopped at the token limit
     current_truncated: int = 0
     answers: int = 0  # answers per version the lengths are measured on
+    kl_to_reference: float | None = None  # the round's KL to its reference, nats per answer (k3, never negative)
+    kl_answer_tokens: float | None = None  # mean tokens of the answers that KL was measured on
     sources: list[str] = field(default_factory=list)  # who voted: judge paths, "people"
 
     @property
@@ -57,6 +63,18 @@ class GateEvidence:
         return wilson_interval(self.candidate_wins + 0.5 * (self.ties + self.both_bad), n)
 
     @property
+    def cut_share_growth(self) -> float | None:
+        if not self.answers:
+            return None
+        return (self.candidate_truncated - self.current_truncated) / self.answers
+
+    @property
+    def kl_per_token(self) -> float | None:
+        if self.kl_to_reference is None or not self.kl_answer_tokens:
+            return None
+        return self.kl_to_reference / self.kl_answer_tokens
+
+    @property
     def length_growth(self) -> float | None:
         if not self.current_tokens or self.candidate_tokens is None:
             return None
@@ -65,7 +83,8 @@ class GateEvidence:
     def as_dict(self) -> dict:
         low, high = self.interval
         return {**asdict(self), "votes": self.votes, "win_rate": _round(self.win_rate),
-                "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth)}
+                "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth),
+                "cut_share_growth": _round(self.cut_share_growth), "kl_per_token": _round(self.kl_per_token)}
 
 
 @dataclass
@@ -97,9 +116,23 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
                   f"({growth:+.0%})")
         if growth > rule.max_length_growth:
             failed.append(f"{length} grew more than {rule.max_length_growth:.0%}")
+    drift = []
+    cut = evidence.cut_share_growth
+    if cut is not None:
+        shown = (f"answers cut at the token limit {evidence.current_truncated} → {evidence.candidate_truncated} "
+                 f"of {evidence.answers}")
+        drift.append(shown)
+        if cut > rule.max_cut_share_growth:
+            failed.append(f"{shown}: the cut share rose {cut:+.0%}, more than {rule.max_cut_share_growth:.0%}")
+    kl = evidence.kl_per_token
+    if kl is not None:
+        shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.3g} a token)"
+        drift.append(shown)
+        if kl > rule.max_kl_per_token:
+            failed.append(f"{shown}: over the budget of {rule.max_kl_per_token:g} nats a token")
     if failed:
         return GateResult(False, failed)
-    return GateResult(True, [measured] + ([length] if length else []))
+    return GateResult(True, [measured] + ([length] if length else []) + drift)
 
 
 def _round(x: float | None) -> float | None:

@@ -310,9 +310,16 @@ PREFLOOP_GATE_MIN_VOTES = int(os.environ.get("PREFLOOP_GATE_MIN_VOTES", 16))
 PREFLOOP_GATE_MIN_WIN_RATE = float(os.environ.get("PREFLOOP_GATE_MIN_WIN_RATE", 0.5))
 PREFLOOP_GATE_MIN_LOWER_BOUND = float(os.environ.get("PREFLOOP_GATE_MIN_LOWER_BOUND", 0.4))
 PREFLOOP_GATE_MAX_LENGTH_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_LENGTH_GROWTH", 0.25))
+# The drift budget (also part of the gate): the share of eval answers cut at the token limit may rise by at most
+# PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH over the current version's, and the round's KL to its reference may be at most
+# PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token (stated bounds; docs/defaults.md).
+PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10))
+PREFLOOP_GATE_MAX_KL_PER_TOKEN = float(os.environ.get("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.3))
 for _name in ("PREFLOOP_GATE_MIN_WIN_RATE", "PREFLOOP_GATE_MIN_LOWER_BOUND"):
     if not 0.0 <= globals()[_name] <= 1.0:
         raise ImproperlyConfigured(f"{_name}={globals()[_name]}: expected a share from 0 to 1")
+if PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH < 0 or PREFLOOP_GATE_MAX_KL_PER_TOKEN <= 0:
+    raise ImproperlyConfigured("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH must be >= 0 and PREFLOOP_GATE_MAX_KL_PER_TOKEN > 0")
 if PREFLOOP_GATE_MIN_VOTES < 1 or PREFLOOP_GATE_MAX_LENGTH_GROWTH < 0:
     raise ImproperlyConfigured("PREFLOOP_GATE_MIN_VOTES must be at least 1 and PREFLOOP_GATE_MAX_LENGTH_GROWTH >= 0")
 PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]

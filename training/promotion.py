@@ -28,7 +28,9 @@ class PromotionError(Exception):
 def gate_rule() -> GateRule:
     return GateRule(min_votes=settings.PREFLOOP_GATE_MIN_VOTES, min_win_rate=settings.PREFLOOP_GATE_MIN_WIN_RATE,
                     min_lower_bound=settings.PREFLOOP_GATE_MIN_LOWER_BOUND,
-                    max_length_growth=settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH)
+                    max_length_growth=settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH,
+                    max_cut_share_growth=settings.PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH,
+                    max_kl_per_token=settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN)
 
 
 def gate_evidence(current: ModelVersion, candidate: ModelVersion,
@@ -88,6 +90,11 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
         raise PromotionError(f"version {candidate.name!r} is already the current one")
     rule = gate_rule()
     evidence = gate_evidence(current, candidate, jobs)
+    # the drift budget's KL: measured when the round finished, on its own answers to the first eval prompts
+    metrics = run.metrics or {}
+    if metrics.get("kl_to_reference") is not None and metrics.get("sampled/mean_tokens"):
+        evidence.kl_to_reference = float(metrics["kl_to_reference"])
+        evidence.kl_answer_tokens = float(metrics["sampled/mean_tokens"])
     result = decide(evidence, rule)
     with transaction.atomic():
         run.gate = {"rule": rule.as_dict(), "against": current.name, "evidence": evidence.as_dict(),

@@ -50,3 +50,25 @@ def test_no_votes_is_no_rate():
     evidence = GateEvidence()
     assert evidence.votes == 0 and math.isnan(evidence.win_rate)
     assert evidence.as_dict()["win_rate"] is None and evidence.as_dict()["ci95"] == [None, None]
+
+
+def test_the_drift_budget_keeps_out_a_win_that_runs_into_the_token_limit():
+    # 90% of the candidate's answers cut at the limit against 20% of the current one's: a win bought with cut answers
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, candidate_tokens=120.0, current_tokens=110.0,
+                            candidate_truncated=58, current_truncated=13, answers=64)
+    result = decide(evidence, RULE)
+    assert not result.passed
+    assert result.reasons == ["answers cut at the token limit 13 → 58 of 64: the cut share rose +70%, more than 10%"]
+    evidence.candidate_truncated = 17  # +6%: within the budget, and the pass names the figure
+    passed = decide(evidence, RULE)
+    assert passed.passed and "answers cut at the token limit 13 → 17 of 64" in passed.reasons
+
+
+def test_the_drift_budget_bounds_kl_per_answer_token():
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=50.6, kl_answer_tokens=128.0)
+    result = decide(evidence, RULE)  # the judge A: 50.6 nats an answer of 128 tokens, 0.395 a token
+    assert not result.passed and result.reasons == [
+        "KL to the reference 50.6 nats an answer (0.395 a token): over the budget of 0.3 nats a token"]
+    evidence.kl_to_reference = 12.8
+    assert decide(evidence, RULE).passed
+    assert evidence.as_dict()["kl_per_token"] == 0.1

@@ -172,3 +172,19 @@ def test_the_admin_cannot_slip_a_candidate_past_the_gate_and_records_what_it_doe
     change = VersionChange.objects.get()
     assert (change.action, change.user, change.previous, change.reason) == ("rollback", staff, base,
                                                                            "made current from the admin")
+
+
+def test_a_round_over_its_drift_budget_is_not_promoted(candidate, settings):
+    base, new, run = candidate
+    _small_gate(settings)
+    job = make_job(new, base, n=4)
+    _votes(job, [make_user(), make_user(), make_user()], ["win", "win", "win", "tie"], new)  # it wins the votes
+    run.metrics = {"kl_to_reference": 40.0, "sampled/mean_tokens": 100.0}  # 0.4 nats a token, measured at its end
+    run.save(update_fields=["metrics"])
+    result = promotion.check_gate(run)
+    assert not result.passed
+    assert result.reasons == ["KL to the reference 40 nats an answer (0.4 a token): over the budget of 0.3 nats a token"]
+    run.refresh_from_db()
+    assert run.decision == "kept" and current_version() == base
+    settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN = 0.5
+    assert promotion.check_gate(run).passed and current_version() == new
