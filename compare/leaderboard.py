@@ -89,7 +89,7 @@ def matchups(rows) -> list[ratings.Matchup]:
 
 def choose_anchor(names: set[str]) -> str:
     """The base version: the root of the current version's lineage if it has votes, else the earliest rated one."""
-    current = ModelVersion.objects.filter(is_current=True).first()
+    current = ModelVersion.objects.current()
     if current is not None and current.lineage()[0].name in names:
         return current.lineage()[0].name
     for version in ModelVersion.objects.filter(name__in=names).order_by("round", "created"):

@@ -46,7 +46,7 @@ class CompareError(Exception):
 
 def default_versions() -> tuple[ModelVersion | None, ModelVersion | None]:
     """The current version and its parent (or the newest other version), as A and B."""
-    current = ModelVersion.objects.filter(is_current=True).first() or ModelVersion.objects.order_by("-created").first()
+    current = ModelVersion.objects.current() or ModelVersion.objects.order_by("-created").first()
     if current is None:
         return None, None
     other = current.parent or ModelVersion.objects.exclude(pk=current.pk).order_by("-created").first()

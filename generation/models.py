@@ -12,6 +12,12 @@ from jobs.models import Job
 from .length import is_truncated
 
 
+class ModelVersionQuerySet(models.QuerySet):
+    def current(self) -> ModelVersion | None:
+        """The version that samples the next round (at most one: a database constraint), or None before bootstrap."""
+        return self.filter(is_current=True).first()
+
+
 class ModelVersion(models.Model):
     """A model the loop can sample from: the base, or a round's output (full checkpoint or LoRA adapter)."""
 
@@ -29,6 +35,8 @@ class ModelVersion(models.Model):
     is_current = models.BooleanField(default=False)
     mean_response_tokens = models.FloatField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["round", "created"]

@@ -95,7 +95,7 @@ def rollback_to(version: ModelVersion, *, user=None, reason: str = "") -> Versio
 
 
 def current_version() -> ModelVersion:
-    version = ModelVersion.objects.filter(is_current=True).first()
+    version = ModelVersion.objects.current()
     if version is None:
         raise GenerationError("there is no current model version: run `python manage.py bootstrap_model` first")
     return version

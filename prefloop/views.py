@@ -10,7 +10,7 @@ from training.models import TrainingRun
 
 def home(request):
     context = {
-        "current": ModelVersion.objects.filter(is_current=True).first(),
+        "current": ModelVersion.objects.current(),
         "versions": ModelVersion.objects.count(),
         # The same counts as the label page: pairs waiting for this person, and (for staff) the whole open queue.
         "waiting_for_you": progress_for(request.user).remaining,
