@@ -1,6 +1,8 @@
 """The form behind "Generate pairs": the same fields as SamplingConfig and the job's prompt selection."""
 from django import forms
 
+from loop.forms import judge_choices
+
 from .backends.base import MAX_TEMPERATURE, SamplingConfig
 from .models import ModelVersion
 
@@ -25,7 +27,6 @@ class GenerateForm(forms.Form):
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
 
     def __init__(self, *args, **kwargs):
-        from loop.forms import judge_choices
 
         super().__init__(*args, **kwargs)
         self.fields["judge"].choices = [("", "none")] + judge_choices()

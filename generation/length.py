@@ -46,7 +46,7 @@ def version_lengths(version_ids: Iterable[int] | None = None) -> dict[int, Versi
     """One aggregate query: every (or the given) version's VersionLength, keyed by version id."""
     from django.db.models import Avg, Count, Q
 
-    from .models import Response
+    from .models import Response  # generation.models imports this module (is_truncated): the cycle is broken here
 
     rows = Response.objects.filter(version__isnull=False)
     if version_ids is not None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from prefcore.chat import prompt_token_ids
+from prefcore.hardware import DTYPE_CHOICES, resolve_dtype
+
 from . import TIE, A, B
 
 QUESTION = (
@@ -24,7 +27,6 @@ class LLMJudge:
     """A judge over a model folder (a full checkpoint, or a LoRA adapter on `base_dir`); the model loads on first use."""
 
     def __init__(self, model_dir: str, base_dir: str = "", margin: float = 0.0, dtype: str = "auto"):
-        from prefcore.hardware import DTYPE_CHOICES
 
         self.model_dir, self.base_dir, self.margin, self.dtype = str(model_dir), str(base_dir), float(margin), dtype
         if dtype not in DTYPE_CHOICES:
@@ -40,7 +42,6 @@ class LLMJudge:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from prefcore.hardware import resolve_dtype
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         source = self.base_dir or self.model_dir
@@ -65,7 +66,6 @@ class LLMJudge:
         """P("A") / (P("A") + P("B")) for the next token after the question: the first answer being better."""
         import torch
 
-        from prefcore.chat import prompt_token_ids
 
         if self._model is None:
             self._load()
@@ -93,6 +93,7 @@ class LLMJudge:
 def for_version(name: str, margin: float = 0.0, dtype: str | None = None) -> LLMJudge:
     """An LLM judge over the registered model version called `name` (this one call reads the Django database and
     settings: the dtype defaults to the product's, PREFLOOP_DTYPE)."""
+    # the only Django in this module, imported on this call: LLMJudge itself runs without Django
     from generation.models import ModelVersion
     from prefloop.numerics import dtype_choice
 

@@ -11,6 +11,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from prefloop.celery import app
+
 BROKER_TIMEOUT_SECONDS = 3
 
 
@@ -21,8 +23,6 @@ def database_ok() -> None:
 
 
 def broker_ok() -> None:
-    from prefloop.celery import app
-
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
 

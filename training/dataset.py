@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from annotate.dataset import decided_pairs
 from generation.models import ModelVersion, Prompt, Response
 from prefloop.numerics import product_dtype
 
@@ -45,8 +46,6 @@ def round_data(
     Below that threshold every pair trains (a round of a few pairs cannot spare any); such a round's log says so,
     and its held-out prompts' pairs are then measured on in later rounds although an earlier version saw them.
     `dtype` ("float32", "bfloat16"; default the product's) picks the cached reference log-probs filled in."""
-    from annotate.dataset import decided_pairs
-
     # decided_pairs leaves eval prompts out; look again here, where training data is made: whatever path a pair
     # came in by (import, generation, the admin), a pair on an eval prompt is never trained on.
     in_scope = [d for d in decided_pairs(include_automatic=include_automatic, rounds=rounds)

@@ -8,13 +8,16 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from generation.backends.base import SamplingConfig
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
+from generation.services import answers_for
 from prefloop.numerics import product_dtype
 
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
+from .dpo.trainer import compute_reference_logps
 
 KL_PLACEHOLDER = "."  # the scorer takes pairs; a one-token "rejected" keeps the extra cost negligible
 
@@ -56,7 +59,6 @@ def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, R
             config: DPOConfig | None = None) -> float:
     """KL(version || reference) in nats per answer, estimated on the version's own sampled answers y (see
     `_mean_kl`: the k3 estimator, never negative)."""
-    from .dpo.trainer import compute_reference_logps
 
     if not answers:
         return math.nan
@@ -95,10 +97,6 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
     Each model is loaded once: the held-out pairs and the answers are scored in one pass."""
-    from generation.backends.base import SamplingConfig
-    from generation.services import answers_for
-
-    from .dpo.trainer import compute_reference_logps
 
     metrics: dict = {}
     prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)

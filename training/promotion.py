@@ -16,7 +16,7 @@ from compare.gate import GateEvidence, GateResult, GateRule, decide
 from compare.models import CompareJob, Vote
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, VersionChange
-from generation.services import GenerationError, change_current, current_version
+from generation.services import GenerationError, change_current, current_version, rollback_to
 
 from .models import TrainingRun
 
@@ -129,8 +129,6 @@ def promote_by_hand(run: TrainingRun, *, user, reason: str) -> VersionChange:
 
 
 def rollback(version: ModelVersion, *, user, reason: str = "") -> VersionChange:
-    from generation.services import rollback_to
-
     if len(reason or "") > 2000:
         raise PromotionError(f"reason: at most 2000 characters (got {len(reason)})")
     try:

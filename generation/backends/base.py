@@ -170,9 +170,9 @@ def load_backend(
         use_vllm = (device is None or str(device).startswith("cuda")) and cuda_available() and vllm_importable()
         kind = "vllm" if use_vllm else "hf"
     if kind == "vllm":
-        from .vllm import VLLMBackend
+        from .vllm import VLLMBackend  # imported when chosen: the engines load torch (and vLLM); this module neither
 
         return VLLMBackend(model_path, adapter_path=adapter_path, base_path=base_path, **engine_options)
-    from .hf import HFBackend
+    from .hf import HFBackend  # imported when chosen, as above
 
     return HFBackend(model_path, adapter_path=adapter_path, base_path=base_path, device=device, **engine_options)

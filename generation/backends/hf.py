@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefcore.chat import prompt_token_ids
+from prefcore.hardware import default_device, resolve_dtype
 
 from .base import (
     Backend,
@@ -76,7 +77,6 @@ class HFBackend(Backend):
     def __init__(self, model_path: str, *, adapter_path: str | None = None, base_path: str | None = None,
                  device: str | None = None, dtype=None, engine: str = "auto", threads: int | None = None,
                  **options):
-        from prefcore.hardware import default_device, resolve_dtype
 
         unknown = set(options) - set(VLLM_ONLY_OPTIONS)
         if unknown:
@@ -87,7 +87,7 @@ class HFBackend(Backend):
         self.dtype = resolve_dtype(dtype, self.device)
         self.model, self.tokenizer = load_model(model_path, adapter_path=adapter_path, base_path=base_path,
                                                 device=self.device, dtype=self.dtype)
-        from .decoder import supports
+        from .decoder import supports  # decoder.py and nucleus.py load torch at import; this module imports without it
 
         if engine == "auto":
             engine = "slots" if supports(self.model) else "generic"
@@ -168,7 +168,7 @@ class HFBackend(Backend):
         return seq.tokens[-1] in self.eos_ids or len(seq.tokens) >= config.max_new_tokens
 
     def _decoder_for(self, slots: int, max_len: int):
-        from .decoder import SlotDecoder
+        from .decoder import SlotDecoder  # loads torch (see above)
 
         dec = self._decoder
         if dec is None or dec.slots < slots or dec.max_len < max_len:
@@ -180,7 +180,7 @@ class HFBackend(Backend):
     def _run_slots(self, ids, seqs, config: SamplingConfig, finished, stepped, should_stop) -> None:
         import torch
 
-        from .nucleus import sample_tokens
+        from .nucleus import sample_tokens  # loads torch (see above)
 
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))  # bucket by length
         waiting = deque(seq for i in order for seq in seqs[i])
@@ -252,7 +252,7 @@ class HFBackend(Backend):
         """Static batches of similar length through the model's own forward pass (any causal LM)."""
         import torch
 
-        from .nucleus import sample_tokens
+        from .nucleus import sample_tokens  # loads torch (see above)
 
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
         work = [seq for i in order for seq in seqs[i]]

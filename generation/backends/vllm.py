@@ -157,7 +157,7 @@ def reference_tokens(model_path: str, prompt_ids: list[list[int]], answers: list
     of -inf, and its answer is scored no further."""
     import torch
 
-    from .hf import load_model
+    from .hf import load_model  # transformers is loaded only when a canary checks the engine
 
     model, _ = load_model(model_path, adapter_path=adapter_path, device=device, dtype=dtype)
     vocab = model.get_input_embeddings().num_embeddings

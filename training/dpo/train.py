@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         check_model_dir(args.model, "--model")
         if args.reference is not None:
             check_model_dir(args.reference, "--reference")
+        # loaded after the flags are checked: torch and transformers take seconds, a bad flag should not wait
         from training.dpo.data import load_pairs_jsonl
 
         pairs = load_pairs_jsonl(args.data)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from training.dpo.trainer import train_dpo
+    from training.dpo.trainer import train_dpo  # loads torch and transformers (see above)
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only the main process reports
     bar = tqdm(desc="DPO steps", unit="step", file=sys.stderr, disable=not main_process)

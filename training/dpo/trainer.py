@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from prefcore.hardware import resolve_dtype as resolve
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
 from training.dpo.logps import PairLogps, build_pair_batch
@@ -54,7 +55,6 @@ def peak_rss_mb() -> float:
 def resolve_dtype(config: DPOConfig, device: str) -> torch.dtype:
     """The compute dtype of a run: config.dtype, "auto" being the machine's fastest (prefcore.hardware). The product
     resolves "auto" itself (PREFLOOP_DTYPE) before a run, so the CLI under `accelerate launch` gets a fixed one."""
-    from prefcore.hardware import resolve_dtype as resolve
 
     return resolve(config.dtype, device)
 
