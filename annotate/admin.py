@@ -6,7 +6,14 @@ from .models import AnnotatorProfile, Assignment, Label, Pair, Round
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
-    list_display = ["number", "labels_per_pair", "gold_rate", "active_learning", "created"]
+    list_display = ["number", "labels_per_pair", "gold_rate", "queue_order", "route_judge", "closed_at", "created"]
+    readonly_fields = ["closed_at", "closed_reason"]
+    fieldsets = [
+        (None, {"fields": ["number", "guidelines", "labels_per_pair", "gold_rate"]}),
+        ("Which pairs people label first", {"fields": ["queue_order"]}),
+        ("Judge and people", {"fields": ["route_judge", "route_threshold", "audit_share"]}),
+        ("When labelling closes", {"fields": ["close_width", "closed_at", "closed_reason"]}),
+    ]
 
 
 class LabelInline(admin.TabularInline):
@@ -18,9 +25,10 @@ class LabelInline(admin.TabularInline):
 
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
-    list_display = ["pk", "round", "origin", "is_gold", "gold_choice", "labels_done", "labels_needed", "margin", "created"]
-    list_filter = ["round", "origin", "is_gold"]
-    raw_id_fields = ["prompt", "response_a", "response_b", "job"]
+    list_display = ["pk", "round", "origin", "is_gold", "gold_choice", "labels_done", "labels_needed", "margin", "route",
+                    "created"]
+    list_filter = ["round", "origin", "is_gold", "route"]
+    raw_id_fields = ["prompt", "response_a", "response_b", "job", "margin_version"]
     inlines = [LabelInline]
 
 

@@ -281,10 +281,32 @@ def _sample_job(job: GenerationJob, progress, judge=None) -> None:
             job_row.save(update_fields=["done", "pairs_made"])
         if progress:
             progress(job_row.done, job_row.total)
+    if not _prepare_queue(job, round_):
+        return
     GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.RUNNING).update(
         status=GenerationJob.SUCCEEDED, finished=timezone.now()
     )
     update_mean_length(job.version)
+
+
+def _prepare_queue(job: GenerationJob, round_) -> bool:
+    """The job's last step: its round's open pairs readied for the round's queue order (annotate.selection); False
+    when the job was cancelled meanwhile (the margins scored before stay)."""
+    from annotate.selection import ScoringCancelled, prepare_queue  # here: it loads torch, which only workers need
+
+    def cancelled() -> bool:
+        return GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.CANCELLED).exists()
+
+    try:
+        prepared = prepare_queue(job.version, rounds=[round_], cancelled=cancelled)
+    except ScoringCancelled:
+        return False
+    if prepared.held_back or prepared.scored:
+        line = (f"[{timezone.now():%H:%M:%S}] round {round_.number}: {prepared.held_back} near-duplicate pairs held "
+                f"back, {prepared.scored} margins scored under {prepared.version!r}\n")
+        job.refresh_from_db(fields=["log"])
+        GenerationJob.objects.filter(pk=job.pk).update(log=job.log + line)
+    return True
 
 
 def job_chunks(job: GenerationJob) -> list[list[int]]:
