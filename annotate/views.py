@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from prefcore.text import word_diff
 
-from . import exporters, importers, services
+from . import exporters, importers, routing, services
 from . import quality as quality_report
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
 
@@ -117,6 +117,8 @@ def quality(request: HttpRequest) -> HttpResponse:
         "agreement": quality_report.agreement(rounds),
         "annotators": quality_report.annotator_stats(rounds),
         "disagreements": quality_report.disagreements(rounds),
+        "queue_choices": quality_report.queue_choices(rounds),
+        "judge_agreements": routing.judge_agreements(),
         "round_number": round_number,
     })
 

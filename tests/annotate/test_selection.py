@@ -131,3 +131,23 @@ def test_the_stored_margins_are_the_implicit_reward_margins_of_the_version(tiny_
     # scored under the base itself, every margin is 0: a version is its own reference
     assert prepare_queue(base, rounds=[round_]).scored == 3
     assert set(Pair.objects.filter(round=round_).values_list("margin", flat=True)) == {0.0}
+
+
+def test_the_quality_page_shows_each_rounds_order_and_what_it_chose(client):
+    import re
+
+    from django.urls import reverse
+
+    round_ = make_round(queue_order="uncertain", labels_per_pair=1)
+    for m in (0.1, 0.3, 2.0, -4.0):
+        make_pair(round=round_, margin=m)
+    person = make_user()
+    for _ in range(2):  # the two smallest margins
+        lease = services.next_pair_for(person)
+        services.record_label(lease, person, "left")
+    client.force_login(make_user(is_staff=True))
+    html = client.get(reverse("annotate:quality")).content.decode()
+    row = re.search(rf'data-round="{round_.number}">(.*?)</tr>', html, re.S).group(1)
+    assert 'data-order="uncertain"' in row
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    assert cells[2:6] == ["4", "1.600", "2", "0.200"]  # pool of 4 at mean |margin| 1.6; people labelled 0.1 and 0.3
