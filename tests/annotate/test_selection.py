@@ -151,3 +151,25 @@ def test_the_quality_page_shows_each_rounds_order_and_what_it_chose(client):
     assert 'data-order="uncertain"' in row
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
     assert cells[2:6] == ["4", "1.600", "2", "0.200"]  # pool of 4 at mean |margin| 1.6; people labelled 0.1 and 0.3
+
+
+def test_score_margins_names_a_missing_version_or_round_and_holds_back_duplicates():
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    from generation.models import ModelVersion
+
+    with pytest.raises(CommandError, match="no current version"):
+        call_command("score_margins")
+    base = ModelVersion.objects.create(name="base", path="/nowhere", is_current=True)
+    with pytest.raises(CommandError, match="no version named 'v9'"):
+        call_command("score_margins", under="v9")
+    with pytest.raises(CommandError, match="--round 999: no such round"):
+        call_command("score_margins", round=[999])
+    round_ = make_round(queue_order="random")  # a random round needs no margins: no model is loaded
+    make_pair(round=round_, text_a="Paris is the capital of France.", text_b="paris is the capital of france")
+    out = io.StringIO()
+    call_command("score_margins", round=[round_.number], stdout=out)
+    assert '"held_back": 1' in out.getvalue() and '"scored": 0' in out.getvalue()
+    assert base.name in out.getvalue()

@@ -24,7 +24,7 @@ class Command(PrefLoopCommand):
         version = (ModelVersion.objects.filter(name=o["under"]) if o["under"]
                    else ModelVersion.objects.filter(is_current=True)).first()
         if version is None:
-            raise CommandError(f"score_margins: no version named {o['version']!r}" if o["under"]
+            raise CommandError(f"score_margins: no version named {o['under']!r}" if o["under"]
                                else "score_margins: there is no current version (run bootstrap_model first)")
         rounds = None
         if o["round"]:
