@@ -291,14 +291,16 @@ def _sample_job(job: GenerationJob, progress, judge=None) -> None:
 
 def _prepare_queue(job: GenerationJob, round_) -> bool:
     """The job's last step: its round's open pairs readied for the round's queue order (annotate.selection); False
-    when the job was cancelled meanwhile (the margins scored before stay)."""
+    when the job was cancelled meanwhile (the margins scored before stay, the job stays cancelled)."""
     from annotate.selection import ScoringCancelled, prepare_queue  # here: it loads torch, which only workers need
 
     def cancelled() -> bool:
         return GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.CANCELLED).exists()
 
     try:
-        prepared = prepare_queue(job.version, rounds=[round_], cancelled=cancelled)
+        # margins under the current version (the one people's labels will train next), which is normally the job's
+        current = ModelVersion.objects.filter(is_current=True).first() or job.version
+        prepared = prepare_queue(current, rounds=[round_], cancelled=cancelled)
     except ScoringCancelled:
         return False
     if prepared.held_back or prepared.scored:

@@ -173,3 +173,25 @@ def test_score_margins_names_a_missing_version_or_round_and_holds_back_duplicate
     call_command("score_margins", round=[round_.number], stdout=out)
     assert '"held_back": 1' in out.getvalue() and '"scored": 0' in out.getvalue()
     assert base.name in out.getvalue()
+
+
+def test_a_generation_job_ends_by_scoring_its_rounds_margins_under_the_current_version(tiny_model_dir, tmp_path,
+                                                                                        settings):
+    from generation import services as gen
+    from generation.backends.base import SamplingConfig
+    from generation.models import Prompt
+    from tests.tiny import build_tiny_model
+
+    settings.PREFLOOP_DTYPE = "float32"
+    base = gen.register_version("base", tiny_model_dir)
+    trained = gen.register_version("r1", build_tiny_model(tmp_path / "r1", seed=3), parent=base)  # now current
+    make_round(number=trained.round + 1, queue_order="uncertain")
+    for i in range(3):
+        Prompt.objects.create(text=f"question {i}: name a colour.", split="train")
+    config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
+    job = gen.run_generation_job(gen.start_generation_job(trained, n_prompts=3, config=config, enqueue=False).pk)
+    assert job.status == "succeeded", job.error
+    pairs = list(Pair.objects.filter(job=job).exclude(route=Route.DUPLICATE))
+    assert pairs and all(p.margin_version == trained and p.margin is not None for p in pairs)
+    assert any(p.margin != 0.0 for p in pairs)
+    assert f"margins scored under {trained.name!r}" in job.log
