@@ -1,12 +1,36 @@
 """Admin pages for rounds, pairs, assignments, labels and annotator profiles."""
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from . import closing, routing
 from .models import AnnotatorProfile, Assignment, Label, Pair, Round
 
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
-    list_display = ["number", "labels_per_pair", "gold_rate", "active_learning", "created"]
+    list_display = ["number", "labels_per_pair", "gold_rate", "queue_order", "route_judge", "closed_at", "created"]
+    readonly_fields = ["closed_at", "closed_reason"]
+    actions = ["route_now", "close_now"]
+    fieldsets = [
+        (None, {"fields": ["number", "guidelines", "labels_per_pair", "gold_rate"]}),
+        ("Which pairs people label first", {"fields": ["queue_order"]}),
+        ("Judge and people", {"fields": ["route_judge", "route_threshold", "audit_share"]}),
+        ("When labelling closes", {"fields": ["close_width", "closed_at", "closed_reason"]}),
+    ]
+
+    @admin.action(description="Route the judge-labelled pairs now (by the judge's measured agreement)")
+    def route_now(self, request, queryset):
+        for round_ in queryset:
+            done = routing.route_round(round_)
+            messages.info(request, f"round {done.round}: {done.to_judge} to the judge, {done.to_people} to people "
+                                   f"({done.audited} of them for audit)")
+
+    @admin.action(description="Close labelling now")
+    def close_now(self, request, queryset):
+        for round_ in queryset:
+            try:
+                closing.close_round(round_, f"closed by {request.user.get_username()} from the admin")
+            except closing.ClosingError as exc:
+                messages.warning(request, str(exc))
 
 
 class LabelInline(admin.TabularInline):
@@ -18,9 +42,10 @@ class LabelInline(admin.TabularInline):
 
 @admin.register(Pair)
 class PairAdmin(admin.ModelAdmin):
-    list_display = ["pk", "round", "origin", "is_gold", "gold_choice", "labels_done", "labels_needed", "margin", "created"]
-    list_filter = ["round", "origin", "is_gold"]
-    raw_id_fields = ["prompt", "response_a", "response_b", "job"]
+    list_display = ["pk", "round", "origin", "is_gold", "gold_choice", "labels_done", "labels_needed", "margin", "route",
+                    "created"]
+    list_filter = ["round", "origin", "is_gold", "route"]
+    raw_id_fields = ["prompt", "response_a", "response_b", "job", "margin_version"]
     inlines = [LabelInline]
 
 

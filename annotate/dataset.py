@@ -15,7 +15,7 @@ from django.db.models import Prefetch, Q
 from generation.models import Prompt, Response
 
 from .agreement import majority
-from .models import MAX_NUMBER, TIE, A, B, Label, Pair
+from .models import MAX_NUMBER, TIE, A, B, Label, Pair, Route
 
 
 class DecidedPair(NamedTuple):
@@ -62,6 +62,8 @@ def decide(pair: Pair, labels: list[Label], *, soft_labels: bool = False) -> Dec
         winner, share = pair.gold_choice, 1.0
         prob = 1.0
     else:
+        if pair.route == Route.PEOPLE and any(not label.is_automatic for label in labels):
+            labels = [label for label in labels if not label.is_automatic]  # routed to people: theirs decide
         winner, share = majority([label.choice for label in labels])
         if winner not in (A, B):
             return None

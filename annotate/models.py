@@ -10,16 +10,51 @@ MAX_ID = 2**63 - 1  # ids are 64-bit (BigAutoField)
 MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32-bit on PostgreSQL
 
 
+class QueueOrder(models.TextChoices):
+    """Which of a round's open pairs people are given first (annotate/selection.py scores what the orders read)."""
+
+    RANDOM = "random", "random (oldest first)"
+    UNCERTAIN = "uncertain", "uncertain: smallest implicit-reward margin first"
+    DISAGREEMENT = "disagreement", "disagreement: where a judge and the current version disagree first"
+
+
+class Route(models.TextChoices):
+    """Where a pair's decision comes from (annotate/routing.py); empty for a pair no routing looked at."""
+
+    NONE = "", "not routed"
+    PEOPLE = "people", "sent to people"
+    JUDGE = "judge", "the judge's label accepted"
+    DUPLICATE = "duplicate", "held back: near-duplicate answers"
+
+
 class Round(models.Model):
-    """A labelling round: its guidelines and how many labels each of its pairs needs."""
+    """A labelling round: its guidelines, how many labels each of its pairs needs, the order its queue is served
+    in, how pairs are routed between a judge and people, and when its labelling closes."""
 
     number = models.PositiveIntegerField(unique=True)
     guidelines = models.TextField(blank=True)
     labels_per_pair = models.PositiveIntegerField(default=1)
     gold_rate = models.FloatField(default=0.0, help_text="Share of served pairs that are gold pairs.")
-    active_learning = models.BooleanField(
-        default=False, help_text="Serve the pairs with the smallest implicit-reward margin first."
+    queue_order = models.CharField(max_length=20, choices=QueueOrder.choices, default=QueueOrder.RANDOM)
+    route_judge = models.CharField(
+        max_length=300, blank=True,
+        help_text="A judge path (as its labels are stored, e.g. judges.rules:length_target): route this round's "
+                  "pairs between it and people. Empty: no routing.",
     )
+    route_threshold = models.FloatField(
+        default=0.8, help_text="People label a pair when the judge's agreement with people on its prompt tag (lower "
+                               "bound of the 95% Wilson interval) is below this; above it the judge's label stands.",
+    )
+    audit_share = models.FloatField(
+        default=0.1, help_text="Share of the pairs the judge would decide that people label anyway, for auditing.",
+    )
+    close_width = models.FloatField(
+        null=True, blank=True,
+        help_text="Close labelling once the held-out reward-accuracy 95% interval after training is narrower "
+                  "than this (e.g. 0.15). Empty: never closes by itself.",
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closed_reason = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -45,7 +80,16 @@ class Pair(models.Model):
     labels_done = models.PositiveIntegerField(default=0, db_index=True)
     is_gold = models.BooleanField(default=False)
     gold_choice = models.CharField(max_length=10, choices=CHOICES, blank=True)
-    margin = models.FloatField(null=True, blank=True, help_text="Implicit-reward margin under the current model.")
+    margin = models.FloatField(
+        null=True, blank=True,
+        help_text="Implicit-reward margin beta*[(log pi - log pi_ref)(a) - (log pi - log pi_ref)(b)] under "
+                  "margin_version against its base; > 0: that version prefers a.",
+    )
+    margin_version = models.ForeignKey(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The version the margin was scored under.",
+    )
+    route = models.CharField(max_length=10, choices=Route.choices, default=Route.NONE, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -10,7 +10,7 @@ from itertools import combinations
 from django.contrib.auth import get_user_model
 
 from .agreement import cohen_kappa, krippendorff_alpha
-from .models import Label, Pair
+from .models import A, B, Label, Pair, Round
 
 
 @dataclass
@@ -120,3 +120,42 @@ def comments(rounds: list[int] | None = None, *, limit: int = 200) -> list[Label
     """Labels that carry a comment, newest first: what annotators wrote beside their choice."""
     return list(_labels(rounds, include_automatic=True).exclude(comment="").select_related("pair__prompt")
                 .order_by("-created")[:limit])
+
+
+@dataclass
+class QueueChoice:
+    """What a round's queue order chose: the margins of the pairs people labelled against those of every scored
+    pair, and where routing and near-duplicate checks sent pairs."""
+
+    round: Round
+    scored: int
+    mean_abs_margin_pool: float | None
+    served: int  # pairs a person labelled
+    mean_abs_margin_served: float | None
+    served_disagreeing: int  # of those, pairs where a judge's label and the margin's sign disagreed
+    routes: dict[str, int]
+
+
+def _mean_abs(values: list[float]) -> float | None:
+    return statistics.fmean(abs(v) for v in values) if values else None
+
+
+def queue_choices(rounds: list[int] | None = None) -> list[QueueChoice]:
+    """Per round: its order, and the mean |margin| of the pairs people labelled against the pool's."""
+    found = Round.objects.order_by("number")
+    if rounds is not None:
+        found = found.filter(number__in=rounds)
+    out = []
+    for round_ in found:
+        pairs = Pair.objects.filter(round=round_, is_gold=False)
+        pool = list(pairs.exclude(margin=None).values_list("margin", flat=True))
+        human = Label.objects.filter(pair__round=round_, pair__is_gold=False, is_automatic=False)
+        served = list(pairs.filter(pk__in=human.values("pair_id")).values_list("pk", "margin"))
+        judged = dict(Label.objects.filter(pair_id__in=[pk for pk, _ in served], is_automatic=True)
+                      .values_list("pair_id", "choice"))
+        clashes = sum(1 for pk, m in served if m is not None and (
+            (judged.get(pk) == A and m < 0) or (judged.get(pk) == B and m > 0)))
+        routes = dict(Counter(pairs.exclude(route="").values_list("route", flat=True)))
+        out.append(QueueChoice(round_, len(pool), _mean_abs(pool), len(served),
+                               _mean_abs([m for _, m in served if m is not None]), clashes, routes))
+    return out

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, Exists, F, OuterRef, Q, Subquery
+from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Subquery, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Abs
 from django.utils import timezone
@@ -30,7 +30,7 @@ from prefcore.outcomes import SIDES as SIDE_KEYS
 from prefcore.outcomes import outcome_for_side
 
 from .dataset import DecidedPair, decided_pairs  # noqa: F401  (the training service imports it from here)
-from .models import A, AnnotatorProfile, Assignment, B, Label, Pair, Round
+from .models import A, AnnotatorProfile, Assignment, B, Label, Pair, QueueOrder, Round, Route
 
 try:
     import fcntl
@@ -119,18 +119,41 @@ def _sql() -> dict[str, str]:
 
 
 def _open_pairs(user, now, round_: Round | None):
-    """Regular pairs of one round this person may be given now, in serving order."""
+    """Regular pairs of one round this person may be given now, in serving order (the round's queue_order).
+
+    "uncertain": the smallest |margin| first (pairs the current version cannot yet tell apart); "disagreement": first
+    the pairs where an automatic judge's label and the margin's sign disagree (the most confident of them first), then
+    as "uncertain". Pairs not scored yet come after the scored ones, oldest first. Near-duplicate pairs held back by
+    annotate.selection are never served."""
     pairs = _open(_unseen_by(user).filter(round=round_) if round_ else _unseen_by(user).filter(round=None))
+    pairs = pairs.exclude(route__in=(Route.DUPLICATE, Route.JUDGE))
     room = (Assignment.LEASED, connection.ops.adapt_datetimefield_value(now))
     pairs = pairs.filter(RawSQL(_sql()["room"], room, output_field=BooleanField()))
-    if round_ is not None and round_.active_learning:
+    if round_ is not None and round_.route_judge and not _is_automatic(user):
+        pairs = pairs.filter(route=Route.PEOPLE)  # the rest waits for the judge, or is the judge's (annotate.routing)
+    order = round_.queue_order if round_ is not None else QueueOrder.RANDOM
+    if order == QueueOrder.DISAGREEMENT:
+        pairs = pairs.annotate(disagrees=Exists(_judge_disagrees()))
+        first = Case(When(disagrees=True, then=-Abs("margin")), default=Abs("margin"))
+        return pairs.order_by(F("disagrees").desc(), first.asc(nulls_last=True), "created", "pk")
+    if order == QueueOrder.UNCERTAIN:
         return pairs.order_by(Abs("margin").asc(nulls_last=True), "created", "pk")
     return pairs.order_by("created", "pk")
 
 
+def _is_automatic(user) -> bool:
+    return AnnotatorProfile.objects.filter(user=user, is_automatic=True).exists()
+
+
+def _judge_disagrees():
+    """An automatic label of the outer pair that prefers the answer its margin ranks lower."""
+    return Label.objects.filter(pair_id=OuterRef("pk"), is_automatic=True).filter(
+        Q(choice=A, pair__margin__lt=0) | Q(choice=B, pair__margin__gt=0))
+
+
 def _rounds_in_order() -> list[Round | None]:
-    """Oldest round first; pairs outside any round last."""
-    return [*Round.objects.order_by("number"), None]
+    """Oldest open round first (a closed round serves nothing more); pairs outside any round last."""
+    return [*Round.objects.filter(closed_at__isnull=True).order_by("number"), None]
 
 
 def _gold_pairs(user, round_id):

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from prefcore.text import word_diff
 from prefloop.access import STAFF_ONLY
 
-from . import exporters, importers, services
+from . import exporters, importers, routing, services
 from . import quality as quality_report
 from .feedback import saved_line
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
@@ -122,6 +122,8 @@ def quality(request: HttpRequest) -> HttpResponse:
         "annotators": quality_report.annotator_stats(rounds),
         "disagreements": quality_report.disagreements(rounds),
         "comments": quality_report.comments(rounds),
+        "queue_choices": quality_report.queue_choices(rounds),
+        "judge_agreements": routing.judge_agreements(),
         "round_number": round_number,
     })
 

@@ -308,8 +308,26 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         tracker.report(done=job_row.done, progress=job_row.done / total, force=True)
         if progress:
             progress(job_row.done, job_row.total)
+    _prepare_queue(job, round_, tracker)
     lifecycle.finish(job)
     update_mean_length(job.version)
+
+
+def _prepare_queue(job: GenerationJob, round_, tracker: Tracker) -> None:
+    """The job's last step: its round's open pairs readied for the round's queue order (annotate.selection); a
+    cancel meanwhile stops it (the margins scored before stay)."""
+    from annotate.selection import ScoringCancelled, prepare_queue  # here: it loads torch, which only workers need
+
+    tracker.report(stage="scoring the round's pairs for its queue order", force=True)
+    try:
+        # margins under the current version (the one people's labels will train next), which is normally the job's
+        prepared = prepare_queue(ModelVersion.objects.current() or job.version, rounds=[round_],
+                                 cancelled=tracker.should_stop)
+    except ScoringCancelled:
+        raise JobCancelled("stopped while scoring the round's margins") from None
+    if prepared.held_back or prepared.scored:
+        lifecycle.append_log(job, f"round {round_.number}: {prepared.held_back} near-duplicate pairs held back, "
+                                  f"{prepared.scored} margins scored under {prepared.version!r}")
 
 
 def job_chunks(job: GenerationJob) -> list[list[int]]:

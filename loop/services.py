@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotate.models import Assignment
+from annotate.routing import route_pairs
 from annotate.services import next_pair_for, record_label
 from compare.models import CompareJob, Comparison, Vote
 from compare.services import judge_comparisons, judge_voter
@@ -120,6 +121,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
         done += 1
         if progress:
             progress("label", done, limit or done)
+    route_pairs(judge_path)  # rounds this judge routes: its labels just measured, people get what it cannot decide
     return LabelSummary(judge=judge_path, labels=done, outcomes=outcomes)
 
 

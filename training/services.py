@@ -16,6 +16,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from annotate.closing import close_if_enough
+from annotate.models import Round
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 from jobs import lifecycle
@@ -201,6 +203,16 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) 
     if "sampled/answers" in found:
         update_mean_length(version)
     _log(run, "measured: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
+    _close_labelling_if_enough(run, found)
+
+
+def _close_labelling_if_enough(run: TrainingRun, metrics: dict) -> None:
+    """The labelling round whose pairs the run's input version sampled closes when the held-out measurement says
+    more labels would not change much (its close_width; annotate.closing)."""
+    round_ = Round.objects.filter(number=labelling_round(run.input_version)).first()
+    reason = close_if_enough(round_, metrics) if round_ is not None else None
+    if reason:
+        _log(run, f"labelling round {round_.number} closed: {reason}")
 
 
 def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path,

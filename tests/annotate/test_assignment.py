@@ -67,7 +67,7 @@ def test_k_labels_means_k_people_and_never_the_same_person_twice():
 
 
 def test_oldest_round_first_then_smallest_margin_when_the_round_asks():
-    late, early = make_round(number=7), make_round(number=3, active_learning=True)
+    late, early = make_round(number=7), make_round(number=3, queue_order="uncertain")
     newer_round_pair = make_pair(round=late)
     wide = make_pair(round=early, margin=-4.0)
     narrow = make_pair(round=early, margin=0.1)

@@ -1,0 +1,60 @@
+"""Stop labelling a round when more labels would not change the next version much: once training on its labels
+measures the held-out reward accuracy (training/evaluation.py) with a 95% interval narrower than the round's
+close_width, the round closes, and says why. Closing is also a staff action with a reason of their own."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .models import Pair, Round
+from .routing import wilson_interval
+
+
+class ClosingError(Exception):
+    """A round that cannot be closed as asked; the message is for a person."""
+
+
+def close_round(round_: Round, reason: str) -> Round:
+    """Close the round's labelling: its open pairs need no more labels (the labels given stay and still decide),
+    people are given nothing more from it, and the reason is kept on the round."""
+    reason = reason.strip()
+    if not reason:
+        raise ClosingError(f"round {round_.number}: say why it closes")
+    with transaction.atomic():
+        locked = Round.objects.select_for_update().get(pk=round_.pk)
+        if locked.closed_at is not None:
+            raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
+        Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")).update(labels_needed=F("labels_done"))
+        locked.closed_at, locked.closed_reason = timezone.now(), reason[:2000]
+        locked.save(update_fields=["closed_at", "closed_reason"])
+    return locked
+
+
+def heldout_interval(metrics: dict) -> tuple[int, float, float, float] | None:
+    """(pairs, accuracy, low, high) of the held-out reward accuracy in a training run's metrics; None when the run
+    measured no held-out pair."""
+    pairs, accuracy = metrics.get("heldout/pairs"), metrics.get("heldout/reward_accuracy")
+    if not pairs or accuracy is None or accuracy != accuracy:
+        return None
+    low, high = wilson_interval(accuracy * pairs, int(pairs))
+    return int(pairs), float(accuracy), low, high
+
+
+def close_if_enough(round_: Round, metrics: dict) -> str | None:
+    """Close the round when its close_width is set and the held-out reward-accuracy interval in `metrics` is
+    narrower; returns the reason it closed, or None (no width set, closed already, nothing measured, or wider)."""
+    if round_.close_width is None or round_.closed_at is not None:
+        return None
+    found = heldout_interval(metrics)
+    if found is None:
+        return None
+    pairs, accuracy, low, high = found
+    if high - low >= round_.close_width:
+        return None
+    reason = (f"held-out reward accuracy {accuracy:.3f} on {pairs} pairs, 95% interval [{low:.3f}, {high:.3f}]: "
+              f"width {high - low:.3f} is narrower than the {round_.close_width:g} set")
+    try:
+        return close_round(round_, reason).closed_reason
+    except ClosingError:  # closed meanwhile by someone else
+        return None
