@@ -121,7 +121,7 @@ def spawn(which: str, args, data: Path) -> dict:
                   "steps": summary["steps"]}
     else:
         result = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT "):])
-    result.update(whole_seconds=wall, peak_rss_mb=usage.ru_maxrss / 1024)
+    result.update(whole_seconds=wall, cpu_seconds=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024)
     return result
 
 
@@ -172,20 +172,24 @@ def main() -> None:
 
     dtype = describe_dtype(args.dtype, "cpu", setting="--dtype")
     lines = [f"{args.model.name}, {args.pairs} HH-RLHF pairs, batch {args.batch_size}, max length {args.max_length}, "
-             f"1 epoch, lr 5e-6, dtype {dtype}; {args.repeats} interleaved repeats, medians.", "",
+             f"1 epoch, lr 5e-6, dtype {dtype}; {args.repeats} interleaved repeats, medians; "
+             f"{f'OMP_NUM_THREADS={args.threads} in every run' if args.threads else 'torch default threads'}.", "",
              f"Machine: {machine_line()}.", "",
-             "| run | whole process s | in-process s (after imports) | pairs/s in-process | peak RSS MB | mean loss |"
-             " all whole-process s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "CPU seconds (user + system, the whole process) are what holds on a shared machine; wall time there "
+             "depends on what else ran at the moment.", "",
+             "| run | whole process s | whole process CPU s | in-process s (after imports) | pairs/s in-process |"
+             " peak RSS MB | mean loss | all whole-process s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for which in order:
         whole = [r["whole_seconds"] for r in runs[which]]
-        lines.append(f"| {names[which]} | {med(which, 'whole_seconds'):.1f} | {med(which, 'seconds'):.1f} | "
+        lines.append(f"| {names[which]} | {med(which, 'whole_seconds'):.1f} | {med(which, 'cpu_seconds'):.1f} | "
+                     f"{med(which, 'seconds'):.1f} | "
                      f"{args.pairs / med(which, 'seconds'):.3f} | {med(which, 'peak_rss_mb'):.0f} | "
                      f"{med(which, 'loss'):.4f} | {', '.join(f'{w:.1f}' for w in whole)} |")
     ours = "cli" if "cli" in runs else "ours" if "ours" in runs else None
     if ours and "trl" in runs:
-        whole = (f"whole process {med('trl', 'whole_seconds') / med(ours, 'whole_seconds'):.2f}x TRL, "
-                 if ours == "cli" else "")
+        whole = (f"whole process {med('trl', 'whole_seconds') / med(ours, 'whole_seconds'):.2f}x TRL in wall time, "
+                 f"{med('trl', 'cpu_seconds') / med(ours, 'cpu_seconds'):.2f}x in CPU time, " if ours == "cli" else "")
         lines += ["", f"PrefLoop: {whole}in-process {med('trl', 'seconds') / med(ours, 'seconds'):.2f}x TRL; "
                   f"mean loss differs by {abs(med(ours, 'loss') - med('trl', 'loss')):.4f}; "
                   f"peak RSS {med(ours, 'peak_rss_mb') / med('trl', 'peak_rss_mb'):.2f}x TRL's."]

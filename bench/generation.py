@@ -171,14 +171,18 @@ def main(argv=None) -> None:
     engines[ours] = (dtype_name(hf.dtype), lambda: run_backend(hf, prompts, config))
 
     rates: dict[str, list[float]] = {name: [] for name in engines}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in engines}
     tokens: dict[str, list[int]] = {name: [] for name in engines}
     for r in range(args.repeats):
         for name, (dtype, fn) in engines.items():
+            cpu = time.process_time()  # every thread of this process, generate_batch's worker thread included
             n, seconds = fn()
+            cpu = time.process_time() - cpu
             rates[name].append(n / seconds)
+            cpu_rates[name].append(n / cpu)
             tokens[name].append(n)
-            print(f"  round {r + 1}: {name:<58} {dtype:<9} {n:>6} tok {seconds:>7.1f} s {n / seconds:>8.1f} tok/s",
-                  flush=True)
+            print(f"  round {r + 1}: {name:<58} {dtype:<9} {n:>6} tok {seconds:>7.1f} s {n / seconds:>8.1f} tok/s "
+                  f"{n / cpu:>8.1f} tok/CPU-s", flush=True)
     hf.close()
     if args.vllm:
         vl = load_backend(model_dir, kind="vllm")
@@ -186,20 +190,24 @@ def main(argv=None) -> None:
         for _ in range(args.repeats):
             n, seconds = run_backend(vl, prompts, config)
             rates.setdefault("vLLM", []).append(n / seconds)
+            cpu_rates.setdefault("vLLM", []).append(float("nan"))
             tokens.setdefault("vLLM", []).append(n)
         engines["vLLM"] = ("bfloat16", None)
         vl.close()
 
-    ours_rate = median(rates[ours])
-    lines = [f"{settings}; {args.repeats} interleaved repeats, medians.", "",
+    ours_rate, ours_cpu = median(rates[ours]), median(cpu_rates[ours])
+    threads = torch.get_num_threads()
+    lines = [f"{settings}; {args.repeats} interleaved repeats, medians; {threads} torch thread(s).", "",
              f"Machine: {machine_line()}.", "",
-             "| engine | dtype | tokens (median) | tokens/s (median) | all repeats, tokens/s | PrefLoop x this |",
-             "| --- | --- | ---: | ---: | --- | ---: |"]
+             "Tokens per CPU-second (process CPU time, all threads) is the figure that holds on a shared machine: "
+             "wall time there depends on what else ran at the moment.", "",
+             "| engine | dtype | tokens (median) | tokens/s wall (median) | tokens per CPU-s (median) | "
+             "PrefLoop x this, wall | PrefLoop x this, CPU |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, (dtype, _) in engines.items():
-        rate = median(rates[name])
-        runs = ", ".join(f"{v:.0f}" for v in rates[name])
-        lines.append(f"| {name} | {dtype} | {median(tokens[name]):.0f} | {rate:.1f} | {runs} | "
-                     f"{ours_rate / rate:.2f}x |")
+        rate, cpu_rate = median(rates[name]), median(cpu_rates[name])
+        lines.append(f"| {name} | {dtype} | {median(tokens[name]):.0f} | {rate:.1f} | {cpu_rate:.1f} | "
+                     f"{ours_rate / rate:.2f}x | {ours_cpu / cpu_rate:.2f}x |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.write_doc:
