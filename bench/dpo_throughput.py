@@ -1,17 +1,20 @@
-"""DPO training throughput: PrefLoop's engine against TRL's DPOTrainer, one after the other in fresh processes.
+"""DPO training speed, whole process and in-process: PrefLoop's training command line against TRL's DPOTrainer.
 
     .venv/bin/python bench/dpo_throughput.py [--model DIR] [--pairs 32] [--batch-size 4] [--max-length 512]
-                                             [--dtype auto|float32|bfloat16]
+                                             [--dtype auto|float32|bfloat16] [--repeats 2] [--write-doc]
 
-Each run is a subprocess (so peak RSS is its own) that times everything after imports: load, tokenize, reference
-log-probs, one epoch of training, save. Both run in the same dtype: --dtype, "auto" being bf16 only where this
-machine computes bf16 natively (prefcore.hardware), else fp32; TRL otherwise at its fastest CPU settings
-(precomputed reference log-probs). Prints one table, headed by the CPU model and the dtype.
+Each run is a fresh process, timed from its start to its exit (whole process: interpreter, imports, load,
+tokenize, reference log-probs, one epoch, save) and from inside after its imports (in-process); its peak RSS is its
+own (wait4). PrefLoop runs as a user would run it, `python -m training.dpo.train`; TRL runs a minimal script at its
+best settings for this machine: precomputed reference log-probs and, where the CPU computes bf16 natively, bf16
+(`--dtype`, "auto" resolving as in prefcore.hardware for both). The two run interleaved (TRL, PrefLoop, TRL, ...)
+`--repeats` times on the same pairs and settings; the table gives medians, headed by the CPU model and the dtype.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -78,24 +81,48 @@ def run_trl(args) -> dict:
 
 
 def child(args) -> None:
-    import resource
-
     result = run_ours(args) if args.run == "ours" else run_trl(args)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["pairs_per_s"] = result["pairs"] / result["seconds"]
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def spawn(which: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--run", which, "--model", str(args.model), "--data", str(args.data),
-           "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-           "--dtype", args.dtype]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-    raise SystemExit(f"the {which} run failed (exit {proc.returncode})")
+def command(which: str, args, data: Path, out: Path) -> list[str]:
+    """The process of one run: the training CLI for PrefLoop, this file in child mode for TRL (or PrefLoop's
+    in-process engine, `--run ours`)."""
+    if which == "cli":
+        return [sys.executable, "-m", "training.dpo.train", "--model", str(args.model), "--data", str(data),
+                "--out", str(out), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+                "--epochs", "1", "--lr", "5e-6", "--dtype", args.dtype]
+    return [sys.executable, __file__, "--run", which, "--model", str(args.model), "--data", str(data),
+            "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+            "--dtype", args.dtype]
+
+
+def spawn(which: str, args, data: Path) -> dict:
+    """Run one process; returns its whole-process seconds, in-process seconds, peak RSS and mean loss."""
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        stdout, stderr = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with open(stdout, "w") as out_f, open(stderr, "w") as err_f:
+            start = time.perf_counter()
+            proc = subprocess.Popen(command(which, args, data, Path(tmp) / "model"), stdout=out_f, stderr=err_f,
+                                    cwd=ROOT, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        lines = stdout.read_text().splitlines()
+        if proc.returncode != 0:
+            sys.stderr.write("\n".join(lines[-20:]) + stderr.read_text()[-3000:])
+            raise SystemExit(f"the {which} run failed (exit {proc.returncode})")
+    if which == "cli":
+        summary = json.loads(lines[-1])
+        result = {"pairs": summary["pairs"], "seconds": summary["seconds"], "loss": summary["loss"],
+                  "steps": summary["steps"]}
+    else:
+        result = json.loads(next(line for line in lines if line.startswith("RESULT "))[len("RESULT "):])
+    result.update(whole_seconds=wall, cpu_seconds=usage.ru_utime + usage.ru_stime, peak_rss_mb=usage.ru_maxrss / 1024)
+    return result
 
 
 def main() -> None:
@@ -106,8 +133,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of every run; medians reported")
+    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (0: torch's default)")
     parser.add_argument("--run", choices=["ours", "trl"], help=argparse.SUPPRESS)
-    parser.add_argument("--order", default="trl,ours", help="which runs, in order (default trl,ours)")
+    parser.add_argument("--order", default="trl,cli",
+                        help="which runs, in order: trl, cli (the training command line), ours (in-process only)")
+    parser.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
     args = parser.parse_args()
     if args.run:
         return child(args)
@@ -116,26 +147,57 @@ def main() -> None:
 
         bootstrap_checkpoint(args.model)
 
-    from prefcore.hardware import describe, describe_dtype
+    from bench.report import machine_line, median, write_section
+    from prefcore.hardware import describe_dtype
+    from training.dpo.data import load_pairs_jsonl
 
-    results = {}
-    for which in args.order.split(","):
-        print(f"running {which} ...", file=sys.stderr, flush=True)
-        results[which] = spawn(which, args)
-    print(f"DPO throughput: {args.model.name}, {args.pairs} pairs, batch {args.batch_size}, "
-          f"max length {args.max_length}, 1 epoch")
-    print(f"CPU: {describe()}")
-    print(f"dtype: {describe_dtype(args.dtype, 'cpu', setting='--dtype')}")
-    print(f"{'run':<10}{'wall s':>9}{'pairs/s':>10}{'peak RSS MB':>13}{'mean loss':>11}")
-    for which, r in results.items():
-        name = "PrefLoop" if which == "ours" else "TRL 1.16"
-        print(f"{name:<10}{r['seconds']:>9.1f}{r['pairs_per_s']:>10.3f}{r['peak_rss_mb']:>13.0f}{r['loss']:>11.4f}")
-    if "ours" in results and "trl" in results:
-        ours, trl = results["ours"], results["trl"]
-        print(f"ratio: {ours['pairs_per_s'] / trl['pairs_per_s']:.2f}x pairs/s, "
-              f"loss diff {abs(ours['loss'] - trl['loss']):.4f}, "
-              f"RSS {ours['peak_rss_mb'] / trl['peak_rss_mb']:.2f}x")
-    print(json.dumps(results))
+    load_pairs_jsonl(args.data)  # a bad file fails here, with its line, before any run
+    names = {"trl": "TRL 1.16 DPOTrainer (precomputed reference)", "cli": "PrefLoop `python -m training.dpo.train`",
+             "ours": "PrefLoop train_dpo (in-process only)"}
+    order = args.order.split(",")
+    runs: dict[str, list[dict]] = {which: [] for which in order}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "pairs.jsonl"  # the first --pairs rows: the CLI trains on a whole file
+        with open(args.data) as f:
+            data.write_text("".join(line for _, line in zip(range(args.pairs), f, strict=False)))
+        for r in range(args.repeats):
+            for which in order:
+                print(f"round {r + 1}: running {which} ...", file=sys.stderr, flush=True)
+                result = spawn(which, args, data if which == "cli" else args.data)
+                runs[which].append(result)
+                print(f"  {json.dumps(result)}", file=sys.stderr, flush=True)
+
+    def med(which: str, key: str) -> float:
+        return median([r[key] for r in runs[which] if r.get(key) is not None])
+
+    dtype = describe_dtype(args.dtype, "cpu", setting="--dtype")
+    lines = [f"{args.model.name}, {args.pairs} HH-RLHF pairs, batch {args.batch_size}, max length {args.max_length}, "
+             f"1 epoch, lr 5e-6, dtype {dtype}; {args.repeats} interleaved repeats, medians; "
+             f"{f'OMP_NUM_THREADS={args.threads} in every run' if args.threads else 'torch default threads'}.", "",
+             f"Machine: {machine_line()}.", "",
+             "CPU seconds (user + system, the whole process) are what holds on a shared machine; wall time there "
+             "depends on what else ran at the moment.", "",
+             "| run | whole process s | whole process CPU s | in-process s (after imports) | pairs/s in-process |"
+             " peak RSS MB | mean loss | all whole-process s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for which in order:
+        whole = [r["whole_seconds"] for r in runs[which]]
+        lines.append(f"| {names[which]} | {med(which, 'whole_seconds'):.1f} | {med(which, 'cpu_seconds'):.1f} | "
+                     f"{med(which, 'seconds'):.1f} | "
+                     f"{args.pairs / med(which, 'seconds'):.3f} | {med(which, 'peak_rss_mb'):.0f} | "
+                     f"{med(which, 'loss'):.4f} | {', '.join(f'{w:.1f}' for w in whole)} |")
+    ours = "cli" if "cli" in runs else "ours" if "ours" in runs else None
+    if ours and "trl" in runs:
+        whole = (f"whole process {med('trl', 'whole_seconds') / med(ours, 'whole_seconds'):.2f}x TRL in wall time, "
+                 f"{med('trl', 'cpu_seconds') / med(ours, 'cpu_seconds'):.2f}x in CPU time, " if ours == "cli" else "")
+        lines += ["", f"PrefLoop: {whole}in-process {med('trl', 'seconds') / med(ours, 'seconds'):.2f}x TRL; "
+                  f"mean loss differs by {abs(med(ours, 'loss') - med('trl', 'loss')):.4f}; "
+                  f"peak RSS {med(ours, 'peak_rss_mb') / med('trl', 'peak_rss_mb'):.2f}x TRL's."]
+    table = "\n".join(lines)
+    print(table)
+    if args.write_doc:
+        cmd = "bench/dpo_throughput.py " + " ".join(a for a in sys.argv[1:] if a != "--write-doc")
+        print(f"written to {write_section('DPO training', f'`.venv/bin/python {cmd.strip()}`' + chr(10) * 2 + table)}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""Sampling speed, side by side in one process on the same prompts and settings: plain transformers `generate`
-(batch 1 and batch 32, fp32) against the project's CPU sampler (`hf` backend); with --vllm, vLLM on a GPU.
+"""Sampling speed, side by side in one process on the same prompts and settings: PrefLoop's CPU sampler (`hf`
+backend) against transformers `generate` (static batches) and transformers' continuous batching `generate_batch`,
+each in its best dtype for this machine; with --vllm, vLLM on a GPU.
 
-    .venv/bin/python bench/generation.py [--prompts 64] [--max-new-tokens 128] [--vllm]
+    .venv/bin/python bench/generation.py [--prompts 64] [--max-new-tokens 128] [--repeats 3] [--write-doc]
 
-Tokens/s count generated tokens up to and including each sample's EOS (what a user keeps), not padding.
+The engines run interleaved (A B C, A B C, ...) `--repeats` times and the table gives each one's median, so load
+from other work on a shared machine falls on all alike. Tokens/s count generated tokens up to and including each
+sample's EOS (what a user keeps), not padding. "Best dtype" is `prefcore.hardware.fastest_dtype` (bf16 with AMX or
+AVX-512 BF16, fp32 on AVX2); `--hf-dtypes float32,bfloat16` measures transformers in both.
 """
 from __future__ import annotations
 
@@ -72,38 +76,66 @@ def plain_generate(model, tokenizer, prompts, config: SamplingConfig, batch: int
     return tokens, time.perf_counter() - start
 
 
-def run_backend(backend, prompts, config: SamplingConfig) -> tuple[int, float, float]:
-    """(tokens, seconds, share of samples that stopped on EOS)."""
+def continuous_generate(model, tokenizer, prompts, config: SamplingConfig, *, warmup: bool = False) -> tuple[int, float]:
+    """transformers' continuous batching (`model.generate_batch`, paged KV cache, up to config.batch_size requests
+    per step); returns (useful tokens, seconds). Its warm-up (CUDA-graph capture on a GPU) is left out of the timing:
+    the benchmark warms it once before the timed runs."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    eos = {tokenizer.eos_token_id}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = [prompt_token_ids(tokenizer, p) for p in prompts]
+    page = 256
+    per_request = -(-(max(map(len, ids)) + config.max_new_tokens) // page)
+    gen = GenerationConfig(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=0,
+                           max_new_tokens=config.max_new_tokens, num_return_sequences=config.n,
+                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)
+    # On a GPU these are inferred from free GPU memory; on a CPU they must be given: room for every request at once
+    # (so nothing is evicted), at most batch_size requests per step, prefill chunks of 1024 tokens.
+    cb = ContinuousBatchingConfig(page_size=page, num_blocks=len(ids) * config.n * per_request + 4,
+                                  max_requests_per_batch=config.batch_size, max_batch_tokens=1024, seed=config.seed)
+    start = time.perf_counter()
+    out = model.generate_batch(ids, generation_config=gen, continuous_batching_config=cb, warmup=warmup)
+    seconds = time.perf_counter() - start
+    if len(out) != len(ids) * config.n or any(r.error for r in out.values()):
+        raise RuntimeError(f"generate_batch returned {len(out)} of {len(ids) * config.n} requests "
+                           f"({sum(bool(r.error) for r in out.values())} failed)")
+    return useful_tokens([r.generated_tokens for r in out.values()], eos), seconds
+
+
+def run_backend(backend, prompts, config: SamplingConfig) -> tuple[int, float]:
     start = time.perf_counter()
     out = backend.generate(prompts, config)
     seconds = time.perf_counter() - start
-    samples = [s for row in out for s in row]
-    return sum(len(s.token_ids) for s in samples), seconds, sum(s.finish_reason == "stop" for s in samples) / len(samples)
+    return sum(len(s.token_ids) for row in out for s in row), seconds
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(ROOT / "var" / "models" / "smollm2-135m-instruct"))
     ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--batch1-prompts", type=int, default=4, help="prompts for the slow batch-1 baseline")
     ap.add_argument("--samples", type=int, default=1, help="samples per prompt (K)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--extra-batch", type=int, nargs="*", default=[], help="also run our sampler at these batch sizes")
-    ap.add_argument("--skip-plain", action="store_true", help="skip transformers generate")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads for every row (0: torch's default); 1 is steadier on a shared machine")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every engine; medians are reported")
+    ap.add_argument("--hf-dtypes", default="auto",
+                    help="comma-separated dtypes for transformers' engines (auto: this machine's fastest)")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="the sampler's dtype")
+    ap.add_argument("--skip-generate-batch", action="store_true", help="leave out transformers' generate_batch")
+    ap.add_argument("--skip-plain", action="store_true", help="leave out transformers' engines altogether")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--vllm", action="store_true", help="also run the vLLM backend (needs a GPU and vllm)")
-    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
-                    help="the hf sampler's dtype (transformers generate runs in fp32)")
+    ap.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
     args = ap.parse_args(argv)
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bench.report import machine_line, median, write_section
     from generation.backends import load_backend
     from generation.bootstrap import bootstrap_checkpoint
-    from prefcore.hardware import describe, describe_dtype
+    from prefcore.hardware import describe, describe_dtype, dtype_name, resolve_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,54 +144,75 @@ def main(argv=None) -> None:
     config = SamplingConfig(n=args.samples, temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens,
                             seed=0, batch_size=args.batch_size)
     device = "cuda" if torch.cuda.is_available() and args.vllm else "cpu"
-    rows: list[tuple[str, int, float, str]] = []
-
-    def report(name: str, tokens: int, seconds: float, note: str = "") -> None:
-        rows.append((name, tokens, seconds, note))
-        print(f"  {name:<44} {tokens:>6} tok {seconds:>8.1f} s {tokens / seconds:>9.1f} tok/s {note}", flush=True)
-
-    sampler_dtype = describe_dtype(args.dtype, device, setting="--dtype")
+    settings = (f"{Path(model_dir).name}, {len(prompts)} prompts x {config.n} samples, batch {config.batch_size}, "
+                f"temperature {config.temperature}, top-p {config.top_p}, {config.max_new_tokens} new tokens")
     print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}")
-    print(f"dtype: prefloop hf sampler {sampler_dtype}; transformers generate float32")
-    print(f"model: {model_dir}; {len(prompts)} prompts x {config.n} samples, temperature {config.temperature}, "
-          f"top_p {config.top_p}, max_new_tokens {config.max_new_tokens}", flush=True)
+    print(f"sampler dtype: {describe_dtype(args.dtype, device, setting='--dtype')}")
+    print(settings, flush=True)
+
+    engines: dict[str, tuple[str, object]] = {}  # name -> (dtype, run() -> (tokens, seconds))
+    tok = AutoTokenizer.from_pretrained(model_dir)
     if not args.skip_plain:
-        tok = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
-        few = prompts[: args.batch1_prompts]
-        report(f"transformers generate, batch 1, fp32 ({len(few)} prompts)",
-               *plain_generate(model, tok, few, config, 1))
-        report(f"transformers generate, batch {args.batch_size}, fp32",
-               *plain_generate(model, tok, prompts, config, max(1, args.batch_size // config.n)))
-        del model
+        for choice in dict.fromkeys(resolve_dtype(d.strip(), "cpu") for d in args.hf_dtypes.split(",")):
+            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=choice).to(device).eval()
+            name = dtype_name(choice)
+            engines[f"transformers generate (static batches of {config.batch_size})"
+                    + ("" if len(args.hf_dtypes.split(",")) == 1 else f", {name}")] = (
+                name, lambda m=model: plain_generate(m, tok, prompts, config, max(1, config.batch_size // config.n)))
+            if not args.skip_generate_batch:
+                continuous_generate(model, tok, prompts[:2], SamplingConfig(n=1, max_new_tokens=4, batch_size=2),
+                                    warmup=True)
+                engines["transformers generate_batch (continuous batching)"
+                        + ("" if len(args.hf_dtypes.split(",")) == 1 else f", {name}")] = (
+                    name, lambda m=model: continuous_generate(m, tok, prompts, config))
     hf = load_backend(model_dir, kind="hf", device=device, dtype=args.dtype)
     hf.generate(prompts[:2], SamplingConfig(n=1, max_new_tokens=4, batch_size=2))  # warm-up: threads, allocator
-    tokens, seconds, stopped = run_backend(hf, prompts, config)
-    report(f"prefloop hf sampler, batch {args.batch_size}, {str(hf.dtype).replace('torch.', '')}", tokens, seconds,
-           f"({stopped:.0%} stopped on EOS)")
-    for extra in args.extra_batch:
-        cfg = SamplingConfig.from_dict(dict(config.to_dict(), batch_size=extra))
-        tokens, seconds, stopped = run_backend(hf, prompts, cfg)
-        report(f"prefloop hf sampler, batch {extra}, {str(hf.dtype).replace('torch.', '')}", tokens, seconds)
+    ours = f"PrefLoop sampler ({hf.engine} engine)"
+    engines[ours] = (dtype_name(hf.dtype), lambda: run_backend(hf, prompts, config))
+
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in engines}
+    tokens: dict[str, list[int]] = {name: [] for name in engines}
+    for r in range(args.repeats):
+        for name, (dtype, fn) in engines.items():
+            cpu = time.process_time()  # every thread of this process, generate_batch's worker thread included
+            n, seconds = fn()
+            cpu = time.process_time() - cpu
+            rates[name].append(n / seconds)
+            cpu_rates[name].append(n / cpu)
+            tokens[name].append(n)
+            print(f"  round {r + 1}: {name:<58} {dtype:<9} {n:>6} tok {seconds:>7.1f} s {n / seconds:>8.1f} tok/s "
+                  f"{n / cpu:>8.1f} tok/CPU-s", flush=True)
     hf.close()
     if args.vllm:
         vl = load_backend(model_dir, kind="vllm")
         vl.generate(prompts[:2], SamplingConfig(n=1, max_new_tokens=4))
-        tokens, seconds, _ = run_backend(vl, prompts, config)
-        report("vLLM", tokens, seconds)
+        for _ in range(args.repeats):
+            n, seconds = run_backend(vl, prompts, config)
+            rates.setdefault("vLLM", []).append(n / seconds)
+            cpu_rates.setdefault("vLLM", []).append(float("nan"))
+            tokens.setdefault("vLLM", []).append(n)
+        engines["vLLM"] = ("bfloat16", None)
         vl.close()
 
-    base = {name: t / s for name, t, s, _ in rows}
-    print("\n| sampler | tokens | seconds | tokens/s | x generate batch 1 | x generate batched |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    b1 = next((v for k, v in base.items() if "batch 1," in k), None)
-    bn = next((v for k, v in base.items() if k.startswith("transformers") and "batch 1," not in k), None)
-    for name, tokens, seconds, _ in rows:
-        rate = tokens / seconds
-        r1 = f"{rate / b1:.1f}x" if b1 else "-"
-        rn = f"{rate / bn:.1f}x" if bn else "-"
-        print(f"| {name} | {tokens} | {seconds:.1f} | {rate:.1f} | {r1} | {rn} |")
-    print(f"\n{describe()}; hf sampler {sampler_dtype}; load average {os.getloadavg()[0]:.1f} at the end")
+    ours_rate, ours_cpu = median(rates[ours]), median(cpu_rates[ours])
+    threads = torch.get_num_threads()
+    lines = [f"{settings}; {args.repeats} interleaved repeats, medians; {threads} torch thread(s).", "",
+             f"Machine: {machine_line()}.", "",
+             "Tokens per CPU-second (process CPU time, all threads) is the figure that holds on a shared machine: "
+             "wall time there depends on what else ran at the moment.", "",
+             "| engine | dtype | tokens (median) | tokens/s wall (median) | tokens per CPU-s (median) | "
+             "PrefLoop x this, wall | PrefLoop x this, CPU |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, (dtype, _) in engines.items():
+        rate, cpu_rate = median(rates[name]), median(cpu_rates[name])
+        lines.append(f"| {name} | {dtype} | {median(tokens[name]):.0f} | {rate:.1f} | {cpu_rate:.1f} | "
+                     f"{ours_rate / rate:.2f}x | {ours_cpu / cpu_rate:.2f}x |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.write_doc:
+        cmd = "bench/generation.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-doc")
+        print(f"written to {write_section('Sampling', f'`.venv/bin/python {cmd.strip()}`' + chr(10) * 2 + table)}")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("--params", default="{}", help="run_loop --params: training, sampling, pairing, reference.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default="", help="Keep the data folder here instead of a temporary one.")
+    parser.add_argument("--write-doc", action="store_true", help="Write the table into docs/performance.md.")
     return parser.parse_args(argv)
 
 
@@ -93,7 +94,7 @@ def labelling_judge(args) -> str:
 
 def table(rounds: list[dict]) -> str:
     head = ("round", "pairs", "labels", "loss", "acc", "KL (k3)", "tokens", "base tok", "cut (base)", "win vs base",
-            "95% CI", "gate", "gen s", "train s", "eval s")
+            "95% CI", "gate", "sample s", "judge s", "train s", "evaluate s", "round s")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rounds:
         s = r["seconds"]
@@ -101,8 +102,8 @@ def table(rounds: list[dict]) -> str:
             r["round"], r["pairs"], r["labels"], r["train_loss"], r["reward_accuracy"], r["kl_to_base"],
             r["mean_response_tokens"], r.get("base_response_tokens"),
             f"{r.get('truncated_answers')} ({r.get('base_truncated_answers')})", f"{r['win_rate_vs_base']:.1%}",
-            f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", _gate(r.get("gate")), round(s["generate"]), round(s["train"]),
-            round(s["evaluate"]),
+            f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", _gate(r.get("gate")), *(round(s.get(k, 0)) for k in STAGES),
+            round(sum(s.get(k, 0) for k in STAGES)),
         )))
     return "\n".join(lines)
 
@@ -111,6 +112,18 @@ def _gate(gate: dict | None) -> str:
     if not gate:
         return ""
     return "promoted" if gate["decision"] == "promoted" else f"kept {gate['against']}"
+
+
+STAGES = ("generate", "label", "train", "evaluate")  # run_loop's stages: sample, judge, train, evaluate
+
+
+def stage_summary(rounds: list[dict]) -> str:
+    """Seconds per stage over all rounds, largest first, with each one's share of the whole."""
+    totals = {k: sum(r["seconds"].get(k, 0) for r in rounds) for k in STAGES}
+    whole = sum(totals.values()) or 1.0
+    names = {"generate": "sample", "label": "judge", "train": "train", "evaluate": "evaluate"}
+    parts = [f"{names[k]} {v:.0f} s ({v / whole:.0%})" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
+    return "seconds per stage, all rounds, largest first: " + ", ".join(parts)
 
 
 def main(argv=None) -> int:
@@ -138,9 +151,19 @@ def main(argv=None) -> int:
     rounds = run(args)
     minutes = (time.perf_counter() - start) / 60
     print(table(rounds))
+    print(stage_summary(rounds))
     last = rounds[-1]["win_rate_vs_base"] if rounds else float("nan")
-    print(f"whole run: {minutes:.1f} min; last round wins {last:.1%} against base "
-          f"(goal: >= 80% in <= 30 min)")
+    summary = (f"whole run: {minutes:.1f} min ({minutes / max(1, len(rounds)):.1f} min per round); last round wins "
+               f"{last:.1%} against base (goals: >= 80% in <= 30 min; a round under 4 min on 2 AMX cores)")
+    print(summary)
+    if args.write_doc:
+        from bench.report import machine_line, write_section
+
+        cmd = "bench/loop_efficacy.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
+                                                   if a != "--write-doc")
+        body = (f"`.venv/bin/python {cmd.strip()}`\n\nMachine: {machine_line()}; dtype {dtype_note()}.\n\n"
+                f"{table(rounds)}\n\n{stage_summary(rounds)}.\n\n{summary}.")
+        print(f"written to {write_section('Loop rounds', body)}")
     if holder:
         holder.cleanup()
     return 0

@@ -369,12 +369,20 @@ def test_nucleus_sampling_follows_the_renormalised_top_p_distribution(monkeypatc
     # nucleus {0, 1, 2} holds 0.9 >= 0.85; tokens 3 and 4 are never drawn
     assert counts.tolist() == pytest.approx([0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9, 0, 0], abs=2e-3)
     assert logps[0].item() == pytest.approx(probs.log()[tokens[0]].item(), abs=1e-6)
-    # the staged candidates (top-k, wider top-k, full sort) pick exactly what a full sort picks
+    # the staged candidates (tokens above a probability floor, a lower floor, a full sort) pick exactly what a
+    # full sort picks: on peaked rows (the first floor holds the nucleus), flat rows of a 3000-token vocabulary
+    # (the first floor holds everything) and of a 49k one (no floor does: sorted in full), mixed in one batch
+    torch.manual_seed(0)
+    peaked = torch.randn(64, 49152) * 2
+    peaked[:, :40] += torch.randn(64, 40) * 3 + 9
+    flat = torch.randn(64, 49152) * 0.1
+    mixed = torch.cat([peaked[:16], flat[:16], peaked[16:], flat[16:]])
+    u = [((i * 7919) % 1000) / 1000 for i in range(128)]
     wide = torch.randn(64, 3000) * 0.5
-    u = [((i * 7919) % 1000) / 1000 for i in range(64)]
-    staged = nucleus.sample_tokens(wide, 0.8, 0.95, u)[0]
-    monkeypatch.setattr(nucleus, "CANDIDATES", ())
-    assert torch.equal(staged, nucleus.sample_tokens(wide, 0.8, 0.95, u)[0])
+    staged = [nucleus.sample_tokens(x, 0.8, 0.95, u[: len(x)])[0] for x in (wide, peaked, flat, mixed)]
+    monkeypatch.setattr(nucleus, "THRESHOLDS", ())
+    for x, got in zip((wide, peaked, flat, mixed), staged, strict=True):
+        assert torch.equal(got, nucleus.sample_tokens(x, 0.8, 0.95, u[: len(x)])[0])
     greedy = nucleus.sample_tokens(wide, 0, 0.95, u)[0]
     assert torch.equal(greedy, wide.argmax(-1))
 

@@ -153,6 +153,15 @@ def _pad_id(tokenizer) -> int:
     return 0
 
 
+def adamw(params: list[torch.nn.Parameter], config: DPOConfig) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where torch has one for these parameters (CPU and CUDA floating-point tensors):
+    one pass per parameter instead of foreach's several, and none of foreach's full-size temporaries (peak memory).
+    The same update rule; transformers' Trainer (and so TRL) uses the fused kernel too."""
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             fused=fused or None)
+
+
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     """Multiplier of the learning rate at optimiser step `step` (0-based): linear warm-up, then decay to 0."""
     if step < warmup:
@@ -325,7 +334,7 @@ def train_dpo(
 def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop) -> None:
     """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed)."""
     params = [p for p in scorer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = adamw(params, config)
     mine = keep[dist.rank :: dist.world]
     for epoch in range(config.sft_warmup_epochs):
         for batch in length_grouped_batches([rows[i].length for i in mine], config.batch_size, config.seed + epoch):
@@ -360,7 +369,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
     if dist.accelerator:
         model = dist.accelerator.prepare(scorer)
     params = [p for p in scorer.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = adamw(params, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup, config.lr_schedule)
     )
