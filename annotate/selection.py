@@ -19,7 +19,6 @@ from prefloop.numerics import product_dtype
 from training.dataset import store_reference_logps
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
-from training.dpo.trainer import compute_reference_logps
 from training.models import ReferenceLogp
 
 from .models import Pair, QueueOrder, Round, Route
@@ -79,6 +78,8 @@ def version_logps(version: ModelVersion, pairs: Sequence[Pair], config: DPOConfi
     if missing:
         rows = [PreferencePair(prompt=p.prompt.as_input, chosen=p.response_a.text, rejected=p.response_b.text,
                                key=p.pk) for p in missing]
+        from training.dpo.trainer import compute_reference_logps  # loads torch: only workers score margins
+
         values = compute_reference_logps(version.path, rows, config)
         store_reference_logps(version, config.max_length, config.dtype,
                               [(p.response_a, p.response_b) for p in missing], values)

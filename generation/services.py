@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Avg
 
 from annotate.models import Pair, Round
+from annotate.selection import ScoringCancelled, prepare_queue
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from judges import JudgeError, load_judge, verdict
@@ -316,8 +317,6 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
 def _prepare_queue(job: GenerationJob, round_, tracker: Tracker) -> None:
     """The job's last step: its round's open pairs readied for the round's queue order (annotate.selection); a
     cancel meanwhile stops it (the margins scored before stay)."""
-    from annotate.selection import ScoringCancelled, prepare_queue  # here: it loads torch, which only workers need
-
     tracker.report(stage="scoring the round's pairs for its queue order", force=True)
     try:
         # margins under the current version (the one people's labels will train next), which is normally the job's

@@ -7,8 +7,9 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-# Not pages: sign-in plumbing, the admin's own screens (the table lists /admin/ once), the favicon redirect.
-NOT_PAGES = re.compile(r"^/(accounts/|admin/.+|favicon\.ico$)")
+# Not pages: sign-in plumbing, the admin's own screens (the table lists /admin/ once), the favicon redirect, the
+# health check and the JSON API's endpoints (the table lists the API's reference page, /api/v1/docs).
+NOT_PAGES = re.compile(r"^/(accounts/|admin/.+|favicon\.ico$|healthz$|api/v1/(?!docs$))")
 
 
 def readme_pages() -> dict[str, str]:
