@@ -37,9 +37,10 @@ def tiny_loop(db, tiny_model_dir, settings, tmp_path):
 
 
 def _open_gate(settings) -> None:
-    """A gate every round passes (any win rate, any length): the rounds chain round-1 → round-2."""
+    """A gate every round passes (any win rate, length or drift): the rounds chain round-1 → round-2."""
     settings.PREFLOOP_GATE_MIN_VOTES, settings.PREFLOOP_GATE_MIN_WIN_RATE = 1, 0.0
     settings.PREFLOOP_GATE_MIN_LOWER_BOUND, settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH = 0.0, 1e9
+    settings.PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH, settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN = 1e9, 1e9  # no drift budget
 
 
 def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch, settings):
