@@ -82,7 +82,7 @@ def test_evaluation_scores_in_the_settings_dtype(base, settings, monkeypatch):
     prompt = Prompt.objects.create(text="hi", split="eval")
     answer = Response.objects.create(prompt=prompt, version=base, text="hello", token_count=1)
     seen = []
-    monkeypatch.setattr("training.dpo.trainer.compute_reference_logps",
+    monkeypatch.setattr("training.evaluation.compute_reference_logps",
                         lambda path, pairs, config: seen.append(config.dtype) or [(-1.0, -1.0)] * len(pairs))
     evaluation.mean_kl(base, base, {prompt.pk: answer})
     assert seen == ["float32", "float32"]

@@ -197,8 +197,8 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) 
     TrainingRun.objects.filter(pk=run.pk).update(metrics=run.metrics)
     board = tensorboard_writer(run)
     if board is not None:  # the round's own figures, at its last step beside the curves
-        run.refresh_from_db(fields=["total_steps"])
-        board.scalars(run.total_steps, found)
+        run.refresh_from_db(fields=["total"])  # total_steps is its read-only alias
+        board.scalars(run.total, found)
         board.close()
     if "sampled/answers" in found:
         update_mean_length(version)
