@@ -191,6 +191,8 @@ def get_job(request: HttpRequest, kind: Kind, job_id: Id):
 def cancel_job(request: HttpRequest, kind: Kind, job_id: Id):
     staff_only(request)
     job = get_object_or_404(MODELS[kind], pk=job_id)
+    if job.status not in ACTIVE:
+        raise HttpError(409, f"{kind} job {job.pk} has already ended ({job.status}): there is nothing to cancel")
     if kind == "generation":
         generation_services.cancel_generation_job(job)
     elif kind == "training":

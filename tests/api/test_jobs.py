@@ -39,7 +39,7 @@ def test_a_comparison_through_the_api(staff_api, tiny_version, tiny_model_dir, e
     assert done["status"] == "succeeded" and done["details"]["total"] == 2
     with pytest.raises(APIError) as refused:
         staff_api.cancel(done)
-    assert refused.value.status == 409 and "cannot be cancelled" in refused.value.detail
+    assert refused.value.status == 409 and "has already ended (succeeded)" in refused.value.detail
 
 
 def test_a_training_round_that_cannot_run_fails_with_its_reason(staff_api, tiny_version, eager_tasks):
