@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training', '0004_referencelogp_dtype'),
+        ('training', '0006_job_fields_cancelling'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('generation', '0002_response_sampling_key'),
+        ('generation', '0003_job_fields'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
