@@ -16,6 +16,8 @@ pytestmark = pytest.mark.slow
 
 CANCEL_WITHIN_S = 5  # the promise made to the person who presses Cancel
 LONG = {"n": 2, "temperature": 0, "max_new_tokens": 400, "batch_size": 32}
+# A single sampling call long enough to watch on a fast machine too: 16 prompts (one chunk) x 8 samples x 400 tokens.
+WIDE = dict(LONG, n=8)
 
 
 def _prompts(count: int, split: str = "train", tag: str = "") -> list:
@@ -58,17 +60,17 @@ def test_a_single_chunk_generation_job_shows_progress_and_cancels_storing_nothin
     from generation.models import Response
     from generation.tasks import run_generation_job
 
-    _prompts(8)
-    job = services.start_generation_job(tiny_version, n_prompts=8, config=SamplingConfig(**LONG), enqueue=False)
+    _prompts(16)
+    job = services.start_generation_job(tiny_version, n_prompts=16, config=SamplingConfig(**WIDE), enqueue=False)
     assert len(services.job_chunks(job)) == 1
     worker.start()
     broker.send(run_generation_job, job.pk)
     seen = _watch_progress(job, worker)
-    assert all(0 < value < 1 for value in seen) and job.stage.startswith("sampling prompts 1–8")
+    assert all(0 < value < 1 for value in seen) and job.stage.startswith("sampling prompts 1–16")
     _cancel_and_wait(job, services.cancel_generation_job, worker)
     assert Response.objects.filter(job=job).count() == 0 and Pair.objects.filter(job=job).count() == 0
-    assert job.stage == "cancelled after 0 of 8 prompts: 0 pairs kept"
-    assert "cancelled after 0 of 8 prompts" in job.log and job.finished is not None
+    assert job.stage == "cancelled after 0 of 16 prompts: 0 pairs kept"
+    assert "cancelled after 0 of 16 prompts" in job.log and job.finished is not None
 
 
 def test_a_training_run_cancels_between_steps_keeping_no_checkpoint(worker, broker, tiny_version, annotator,
@@ -109,8 +111,8 @@ def test_a_comparison_set_cancels_inside_sampling_and_makes_no_comparisons(worke
     from generation.models import Response
 
     a, b = _two_versions(tiny_version)
-    _prompts(4, "eval")
-    job = services.start_compare_job(a, b, limit=4, sampling={k: v for k, v in LONG.items() if k != "n"},
+    _prompts(16, "eval")
+    job = services.start_compare_job(a, b, limit=16, sampling={k: v for k, v in LONG.items() if k != "n"},
                                      enqueue=False)
     worker.start()
     broker.send(answer_compare_job, job.pk)
@@ -118,7 +120,7 @@ def test_a_comparison_set_cancels_inside_sampling_and_makes_no_comparisons(worke
     _cancel_and_wait(job, services.cancel_compare_job, worker)
     assert Comparison.objects.filter(job=job).count() == 0
     assert Response.objects.count() == 0, "the answers of the batch in flight are not stored"
-    assert job.stage == "cancelled after 0 of 8 answers: 0 answers kept for reuse, no comparisons made"
+    assert job.stage == "cancelled after 0 of 32 answers: 0 answers kept for reuse, no comparisons made"
 
 
 def _loop_run(tiny_version, *, max_new_tokens: int, epochs: int = 1):
@@ -126,7 +128,7 @@ def _loop_run(tiny_version, *, max_new_tokens: int, epochs: int = 1):
 
     _prompts(8, "train", "t")
     _prompts(2, "eval", "t")
-    params = {"pairing": "random", "sampling": {"n": 2, "temperature": 0, "max_new_tokens": max_new_tokens},
+    params = {"pairing": "random", "sampling": {"n": 8, "temperature": 0, "max_new_tokens": max_new_tokens},
               "training": dict(TRAIN_PARAMS, epochs=epochs)}
     return services.start_loop_run(rounds=1, pairs=8, judge="judges.rules:length_target", tag="t", eval_limit=2,
                                    params=params, enqueue=False)
