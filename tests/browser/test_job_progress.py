@@ -30,7 +30,7 @@ def test_a_generation_job_started_in_the_browser_moves_and_cancels(browser, live
     # The page's jobs go to this test's private broker, where its worker listens.
     monkeypatch.setattr(lifecycle, "enqueue", lambda job: transaction.on_commit(
         lambda: broker.send(lifecycle.task_named(job.task_name), job.pk)))
-    for k in range(8):
+    for k in range(16):  # one chunk of 16 prompts x 8 answers: long enough to watch on a fast, quiet machine
         Prompt.objects.create(text=f"Say something about the number {k}.")
     make_user("boss", password="pw-boss-123", is_staff=True, is_superuser=True)
     worker.start()
@@ -41,7 +41,7 @@ def test_a_generation_job_started_in_the_browser_moves_and_cancels(browser, live
     browser.find_element("css selector", "form button[type=submit]").click()
     _wait(browser, lambda d: "/accounts/login/" not in d.current_url)
     browser.get(live_server.url + "/generation/")
-    form = {"prompts": "8", "samples": "2", "temperature": "0", "max_new_tokens": "400"}
+    form = {"prompts": "16", "samples": "8", "temperature": "0", "max_new_tokens": "400"}
     for name, value in form.items():
         field = browser.find_element("name", name)
         field.clear()
@@ -49,14 +49,14 @@ def test_a_generation_job_started_in_the_browser_moves_and_cancels(browser, live
     browser.execute_script("document.querySelector('[name=prompts]').form.requestSubmit()")
     _wait(browser, lambda d: _row(d) is not None)
 
-    # The bar moves while the job is still sampling its one chunk (0 of 8 prompts stored).
+    # The bar moves while the job is still sampling its one chunk (0 of 16 prompts stored).
     first = _wait(browser, lambda d: (r := _row(d)) and r["status"] == "running" and r["bar"] > 0 and r, 240)
     moved = _wait(browser, lambda d: (r := _row(d)) and r["bar"] > first["bar"] and r, 60)
-    assert moved["status"] == "running" and "0 / 8 prompts" in moved["text"] and moved["cancel"]
+    assert moved["status"] == "running" and "0 / 16 prompts" in moved["text"] and moved["cancel"]
 
     browser.find_element("css selector", "tr.job-row button.cancel").click()
     stopped = _wait(browser, lambda d: (r := _row(d)) and r["status"] == "cancelled" and r, 10)
-    assert "cancelled after 0 of 8 prompts: 0 pairs kept" in stopped["text"]
+    assert "cancelled after 0 of 16 prompts: 0 pairs kept" in stopped["text"]
     assert not stopped["polling"] and not stopped["cancel"]
     job = GenerationJob.objects.get()
     assert job.status == "cancelled" and Response.objects.filter(job=job).count() == 0
