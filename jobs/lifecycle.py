@@ -94,9 +94,13 @@ def _end(job: Job, status: str, now, *, stage: str | None = None, fields: Iterab
 
 def append_log(job: Job, line: str) -> None:
     """Add a time-stamped line to the job's log (appended in the database: no other write is lost)."""
-    text = f"[{timezone.now():%H:%M:%S}] {line}\n"
-    type(job).objects.filter(pk=job.pk).update(log=Concat(F("log"), Value(text)))
-    job.log = (job.log or "") + text
+    type(job).objects.filter(pk=job.pk).update(log=_logged(line))
+    job.refresh_from_db(fields=["log"])
+
+
+def _logged(line: str) -> Concat:
+    """The log column with a time-stamped line added, for an UPDATE (so no other write to the log is lost)."""
+    return Concat(F("log"), Value(f"[{timezone.now():%H:%M:%S}] {line}\n"))
 
 
 def fail(job: Job, message: str) -> None:
@@ -129,9 +133,9 @@ def cancel(job: Job) -> None:
 def stopped(job: Job, kept: str) -> None:
     """The worker stopped the job on request: cancelled, saying what it kept ("cancelled after 3 of 8 prompts: ...")."""
     stage = f"cancelled after {job_done(job)} of {job.total} {job.unit}" + (f": {kept}" if kept else "")
+    # One write: whoever sees "cancelled" also sees the line in the log.
     type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Status.CANCELLED, finished=timezone.now(),
-                                                                   stage=stage[:200])
-    append_log(job, stage)
+                                                                   stage=stage[:200], log=_logged(stage))
     job.refresh_from_db()
 
 

@@ -21,7 +21,11 @@ CORPUS = [
 ] * 20
 
 
-def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 384) -> Path:
+def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 384, hidden_size: int = 64,
+                     layers: int = 2, context: int = 512) -> Path:
+    """The model in `out_dir` (built there unless it is already). A wider or deeper one (`hidden_size`, `layers`) is
+    the same kind of model, only slower per token, and a longer `context` lets it sample longer answers: for tests whose
+    jobs must last long enough to watch on a fast machine."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -46,8 +50,8 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 38
     fast.save_pretrained(out)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=fast.bos_token_id,
+        vocab_size=len(fast), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=context, bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)

@@ -9,7 +9,7 @@ from generation.models import GenerationJob, Prompt, Response
 from jobs import lifecycle
 from tests.annotate.factories import make_user
 from tests.browser.test_labelling import _wait, browser  # noqa: F401  (the fixture)
-from tests.faults.conftest import broker, tiny_version, worker, worker_data_dir  # noqa: F401  (fixtures)
+from tests.faults.conftest import broker, slow_model_dir, slow_version, worker, worker_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -26,7 +26,7 @@ def _row(driver) -> dict:
 
 
 def test_a_generation_job_started_in_the_browser_moves_and_cancels(browser, live_server, worker, broker,  # noqa: F811
-                                                                    tiny_version, monkeypatch):  # noqa: F811
+                                                                    slow_version, monkeypatch):  # noqa: F811
     # The page's jobs go to this test's private broker, where its worker listens.
     monkeypatch.setattr(lifecycle, "enqueue", lambda job: transaction.on_commit(
         lambda: broker.send(lifecycle.task_named(job.task_name), job.pk)))

@@ -159,3 +159,20 @@ def tiny_version(transactional_db, tiny_model_dir):
     from generation.models import ModelVersion
 
     return ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory) -> Path:
+    """A wider, deeper tiny model with a 2048-token context: about 8 s for 16 prompts x 8 answers x 400 tokens on two
+    quiet cores (AMX bf16 or fp32 alike), so a job that samples it lasts long enough to watch on a fast machine."""
+    from tests.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("slow") / "model", hidden_size=256, layers=4, context=2048)
+
+
+@pytest.fixture
+def slow_version(transactional_db, slow_model_dir):
+    """The slow tiny model registered as the current version, for tests that watch a job while it samples."""
+    from generation.models import ModelVersion
+
+    return ModelVersion.objects.create(name="tiny-base", path=str(slow_model_dir), is_current=True)

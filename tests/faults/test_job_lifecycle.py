@@ -2,8 +2,9 @@
 within 5 s storing nothing of the unit in flight (and the job says what it kept), and a worker killed mid-job
 leaves it resumed or failed, never "running".
 
-The tiny model samples greedily here: it never meets its end-of-text token, so every sample runs to
-max_new_tokens and a job lasts long enough to watch (several seconds on two cores) however fast the machine is.
+The tests that watch a job while it samples use the slow tiny model (`slow_version`), greedily: it never meets its
+end-of-text token, so every sample runs to max_new_tokens and a job lasts long enough to watch (several seconds on two
+quiet cores) however fast the machine is. The tiny model samples all of it in under a second.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ CANCEL_WITHIN_S = 5  # the promise made to the person who presses Cancel
 LONG = {"n": 2, "temperature": 0, "max_new_tokens": 400, "batch_size": 32}
 # A single sampling call long enough to watch on a fast machine too: 16 prompts (one chunk) x 8 samples x 400 tokens.
 WIDE = dict(LONG, n=8)
+LONG_ONE = {k: v for k, v in LONG.items() if k != "n"}  # a comparison samples one answer per prompt and version
 
 
 def _prompts(count: int, split: str = "train", tag: str = "") -> list:
@@ -53,7 +55,7 @@ def _cancel_and_wait(job, cancel, worker) -> None:
     wait_for(stopped, CANCEL_WITHIN_S, f"{job} to stop after Cancel", worker, interval=0.05)
 
 
-def test_a_single_chunk_generation_job_shows_progress_and_cancels_storing_nothing(worker, broker, tiny_version):
+def test_a_single_chunk_generation_job_shows_progress_and_cancels_storing_nothing(worker, broker, slow_version):
     from annotate.models import Pair
     from generation import services
     from generation.backends.base import SamplingConfig
@@ -61,7 +63,7 @@ def test_a_single_chunk_generation_job_shows_progress_and_cancels_storing_nothin
     from generation.tasks import run_generation_job
 
     _prompts(16)
-    job = services.start_generation_job(tiny_version, n_prompts=16, config=SamplingConfig(**WIDE), enqueue=False)
+    job = services.start_generation_job(slow_version, n_prompts=16, config=SamplingConfig(**WIDE), enqueue=False)
     assert len(services.job_chunks(job)) == 1
     worker.start()
     broker.send(run_generation_job, job.pk)
@@ -104,16 +106,16 @@ def _two_versions(tiny_version):
     return child, tiny_version
 
 
-def test_a_comparison_set_cancels_inside_sampling_and_makes_no_comparisons(worker, broker, tiny_version):
+def test_a_comparison_set_cancels_inside_sampling_and_makes_no_comparisons(worker, broker, slow_version):
     from compare import services
     from compare.models import Comparison
     from compare.tasks import answer_compare_job
     from generation.models import Response
 
-    a, b = _two_versions(tiny_version)
+    a, b = _two_versions(slow_version)
     _prompts(16, "eval")
-    job = services.start_compare_job(a, b, limit=16, sampling={k: v for k, v in LONG.items() if k != "n"},
-                                     enqueue=False)
+    # One answer per prompt and version: 1500 tokens each makes one sampling call of several seconds.
+    job = services.start_compare_job(a, b, limit=16, sampling=dict(LONG_ONE, max_new_tokens=1500), enqueue=False)
     worker.start()
     broker.send(answer_compare_job, job.pk)
     _watch_progress(job, worker)
@@ -123,7 +125,7 @@ def test_a_comparison_set_cancels_inside_sampling_and_makes_no_comparisons(worke
     assert job.stage == "cancelled after 0 of 32 answers: 0 answers kept for reuse, no comparisons made"
 
 
-def _loop_run(tiny_version, *, max_new_tokens: int, epochs: int = 1):
+def _loop_run(version, *, max_new_tokens: int, epochs: int = 1):
     from loop import services
 
     _prompts(8, "train", "t")
@@ -134,13 +136,13 @@ def _loop_run(tiny_version, *, max_new_tokens: int, epochs: int = 1):
                                    params=params, enqueue=False)
 
 
-def test_a_loop_run_cancels_inside_its_generation_step(worker, broker, tiny_version):
+def test_a_loop_run_cancels_inside_its_generation_step(worker, broker, slow_version):
     from annotate.models import Pair
     from generation.models import GenerationJob, Response
     from loop import services
     from loop.tasks import run_loop_task
 
-    run = _loop_run(tiny_version, max_new_tokens=400)
+    run = _loop_run(slow_version, max_new_tokens=400)
     worker.start()
     broker.send(run_loop_task, run.pk)
 
@@ -194,13 +196,13 @@ def test_a_comparison_set_whose_worker_is_killed_is_resumed_without_duplicates(w
     assert Response.objects.count() == 8, "answers stored before the kill are reused, none sampled twice"
 
 
-def test_a_loop_run_whose_worker_is_killed_is_resumed_or_failed_never_left_running(worker, broker, tiny_version):
+def test_a_loop_run_whose_worker_is_killed_is_resumed_or_failed_never_left_running(worker, broker, slow_version):
     from generation.models import GenerationJob
     from loop.models import LoopRun
     from loop.tasks import run_loop_task
     from training.models import TrainingRun
 
-    run = _loop_run(tiny_version, max_new_tokens=120)
+    run = _loop_run(slow_version, max_new_tokens=400)
     worker.start()
     sent_at = broker.send(run_loop_task, run.pk)
 
