@@ -146,7 +146,7 @@ def route_round(round_: Round) -> Routed:
 
 
 def route_pairs(judge_path: str) -> list[Routed]:
-    """Route every open round whose routing judge is this one (after it labelled, see loop.services.label_pairs)."""
+    """Route every open round whose routing judge is this one (after it labelled, see annotate.judging.label_pairs)."""
     return [route_round(r) for r in Round.objects.filter(route_judge=judge_path, closed_at__isnull=True)]
 
 

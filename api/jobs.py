@@ -125,6 +125,7 @@ class LoopStart(Schema):
     tag: Name = ""
     eval_limit: int = Field(64, ge=1, le=loop_services.MAX_EVAL_PROMPTS)
     seed: Number = 0
+    preset: Name = Field("default", description="Named round settings (loop.presets): default, quick")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -166,6 +167,7 @@ def start_loop(request: HttpRequest, payload: LoopStart):
     run = loop_services.start_loop_run(
         rounds=payload.rounds, pairs=payload.pairs, judge=payload.judge, tag=payload.tag,
         eval_limit=payload.eval_limit, seed=payload.seed, params=payload.params, user=request.user,
+        preset=payload.preset,
     )
     return Status(201, describe("loop", run))
 

@@ -11,9 +11,10 @@ from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
 from pydantic import Field
 
-from compare import dashboard, leaderboard
+from compare import leaderboard
 from generation.models import ModelVersion
 from generation.services import set_current
+from training import dashboard
 from training.models import TrainingRun
 
 from .auth import staff_only

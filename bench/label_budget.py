@@ -113,7 +113,7 @@ def train(input_version, params: dict):
 
 
 def win_rate(base, version, args) -> float:
-    from loop.services import evaluate
+    from compare.evaluation import evaluate
 
     found = evaluate(base, version, args.people, tag="bench", limit=args.eval_limit, seed=0,
                      sampling={"max_new_tokens": args.max_new_tokens})
@@ -127,12 +127,12 @@ def prepare(args, seed: int, db: Path, snapshot: Path) -> dict:
     from django.db import connections
 
     from annotate.importers import import_prompts
+    from annotate.judging import label_pairs
     from annotate.models import Pair, Round
     from annotate.selection import prepare_queue
     from generation.backends.base import SamplingConfig
     from generation.bootstrap import bootstrap_checkpoint
     from generation.services import register_version, run_generation_job, start_generation_job
-    from loop.services import label_pairs
 
     connections.close_all()
     for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):

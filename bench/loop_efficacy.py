@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         holder = tempfile.TemporaryDirectory(prefix="loop-efficacy-")
         data_dir = Path(holder.name)
     setup(data_dir)
-    from loop.services import PAIRING_DEFAULT, SAMPLING_DEFAULTS
+    from loop.presets import DEFAULT
     from prefcore.hardware import describe
     from prefloop.numerics import dtype_note
     from training.dpo.config import DPOConfig
@@ -144,8 +144,7 @@ def main(argv=None) -> int:
     print(f"CPU: {describe()}")
     print(f"dtype: {dtype_note()}")
     print(f"labelling judge {labelling_judge(args)}; evaluation judge {args.eval_judge or args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
-          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, sampling {json.dumps(SAMPLING_DEFAULTS)}, "
-          f"pairing {PAIRING_DEFAULT}, "
+          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, preset {DEFAULT.name} {json.dumps(DEFAULT.params())}, "
           f"params {args.params}", flush=True)
     start = time.perf_counter()
     rounds = run(args)

@@ -1,7 +1,7 @@
 """What the compare app does: start and answer comparison sets, serve them blind, record votes, run judges.
 
 Views, tasks and commands call these functions. Ratings are in `compare.leaderboard` (data) over
-`compare.ratings` (math); the rounds dashboard in `compare.dashboard`.
+`compare.ratings` (math); the figures of runs and versions in `training.dashboard`.
 """
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 import judges
-from annotate.models import AnnotatorProfile
 from generation.backends.base import GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for
@@ -243,17 +241,6 @@ Judge = judges.Judge
 def load_judge(dotted_path: str) -> Judge:
     """The judge at "package.module:name" (see `judges.load_judge`), computing in the product's dtype."""
     return judges.load_judge(dotted_path, dtype=dtype_choice())
-
-
-def judge_voter(judge_name: str):
-    """The user account a judge votes as ("judge:<name>", no password, marked automatic)."""
-    username = f"judge:{judge_name}"[:150]
-    user, created = get_user_model().objects.get_or_create(username=username)
-    if created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
-    AnnotatorProfile.objects.update_or_create(user=user, defaults={"is_automatic": True, "judge_path": judge_name})
-    return user
 
 
 def judge_comparisons(

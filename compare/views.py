@@ -5,10 +5,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from jobs.views import cancel_view
-from training import services as training_services
+from training import dashboard
 from training.models import TrainingRun
 
-from . import blinding, charts, dashboard, leaderboard, services
+from . import blinding, leaderboard, services
 from .forms import StartForm
 from .models import CompareJob, Comparison
 
@@ -112,34 +112,6 @@ def rounds(request):
     })
 
 def run(request, run_id: int):
-    """One training run: curves of margin, accuracy, loss and KL, its summary metrics, live while it runs."""
-    run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=run_id)
-    series = dashboard.step_series(run)
-    charts_html, used = [], set()
-    for title, candidates in dashboard.CURVES:
-        key = dashboard.find_key(series, candidates)
-        if key:
-            used.add(key)
-        hlines = {"ln 2": dashboard.LN2} if title == "Loss" else {"0": 0.0} if title == "Reward margin" else {}
-        charts_html.append(charts.line_chart({key or title: series.get(key, [])}, title=title, hlines=hlines))
-    chosen, rejected = (dashboard.find_key(series, keys) for keys in (dashboard.CHOSEN_KEYS, dashboard.REJECTED_KEYS))
-    if chosen and rejected:
-        used |= {chosen, rejected}
-        charts_html.append(charts.line_chart(
-            {"chosen": series[chosen], "rejected": series[rejected]}, title="Chosen and rejected rewards",
-            hlines={"0": 0.0},
-        ))
-    more = [charts.line_chart({k: v}, title=k, width=320, height=160) for k, v in sorted(series.items())
-            if k not in used]
-    summary = dashboard.numeric_items(run.metrics)
-    last = {key: points[-1] for key, points in series.items()}
-    context = {
-        "run": run, "charts": charts_html, "more": more, "headline": (dashboard.headline(run.metrics, (run.params or {}).get("batch_size"))
-                     or dashboard.headline({k: p[1] for k, p in last.items()}, (run.params or {}).get("batch_size"))),
-        "summary": sorted(summary.items()), "last": sorted(last.items()), "steps": run.steps.count(),
-        "warnings": dashboard.run_warnings(run, series), "has_chosen": bool(chosen),
-        "tensorboard": training_services.tensorboard_dir(run) if training_services.tensorboard_dir(run).is_dir() else "",
-    }
-    template = "compare/_run.html" if request.htmx else "compare/run.html"
-    return render(request, template, context)
+    """The run dashboard's first address: it lives with the training app now."""
+    return redirect("training:run", pk=run_id, permanent=True)
 

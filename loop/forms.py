@@ -3,6 +3,7 @@ from django import forms
 from django.conf import settings
 
 from generation.models import ModelVersion
+from loop import presets
 from loop.models import LoopRun
 
 BUILT_IN_JUDGES = [
@@ -27,6 +28,8 @@ def judge_choices() -> list[tuple[str, str]]:
 
 
 class LoopRunForm(forms.ModelForm):
+    preset = forms.ChoiceField(choices=presets.choices(), initial=presets.DEFAULT.name, required=False,
+                               help_text="What each round samples, how it pairs and what it trains on.")
     judge = forms.ChoiceField(choices=(), help_text="Labels each round's pairs.")
     eval_judge = forms.ChoiceField(choices=(), required=False,
                                    help_text="Votes on each round's answers against base; a different judge from the "
@@ -42,3 +45,6 @@ class LoopRunForm(forms.ModelForm):
         self.fields["eval_judge"].choices = [("", "the same judge"), *judge_choices()]
         self.fields["rounds"].min_value = 1
         self.fields["pairs"].min_value = 1
+
+    def clean_preset(self) -> str:
+        return self.cleaned_data.get("preset") or presets.DEFAULT.name

@@ -1,31 +1,24 @@
-"""What the loop app does: let a judge label the queued pairs, evaluate two versions with a judge, and run
-several rounds of generate → label → train → evaluate unattended.
+"""What the loop app does: run several rounds of generate → label → train → evaluate unattended.
 
-Commands, the admin and the Celery task call these functions; the work itself is done by the generation,
-annotate, training and compare services.
+It only orchestrates: the work is done by the generation, annotate (a judge labelling, `annotate.judging`), training
+and compare (an evaluation, `compare.evaluation`) services. Commands, the admin, the API and the Celery task call
+these functions.
 """
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from django.db import transaction
-from django.utils import timezone
-
-from annotate.models import Assignment
-from annotate.routing import route_pairs
-from annotate.services import next_pair_for, record_label
-from compare.models import CompareJob, Comparison, Vote
-from compare.services import judge_comparisons, judge_voter
+from annotate.judging import label_pairs
+from compare.evaluation import Evaluation, eval_prompts, evaluate
+from compare.services import CompareError
+from compare.stats import length_warning
 from generation.backends.base import SamplingConfig
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import (
     GenerationError,
-    answers_for,
     base_version,
     check_pairing,
     current_version,
@@ -34,9 +27,7 @@ from generation.services import (
 )
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
-from judges import Judge, JudgeError, load_judge, verdict
-from prefcore.chat import prompt_text
-from prefcore.outcomes import cut_rule, side_for_outcome
+from judges import Judge, JudgeError, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
@@ -45,19 +36,10 @@ from training.promotion import check_gate
 from training.services import TrainingError, run_training, start_training_run
 
 from .models import LoopRun
-from .stats import length_warning, win_summary
+from .presets import DEFAULT, preset_named
 
 log = logging.getLogger(__name__)
 
-# Settings a loop round uses unless the run names others (measurements in docs/defaults.md). They belong in
-# DPOConfig / SamplingConfig's own defaults; until those change, the loop passes them explicitly.
-# Four samples per prompt, ranked by the run's judge in a round robin, the best paired with the worst: round 3 went
-# from 78.9% (two samples, a random pair) to 82.0% against base, at 6 judge calls per prompt (docs/defaults.md).
-SAMPLING_DEFAULTS: dict = {"n": 4}
-PAIRING_DEFAULT = "judge"
-# Each round trains the last version on every label so far ("new": only on the pairs it sampled, a flat cost per
-# round); "all" kept improving over three rounds where "new" did not (docs/defaults.md).
-DATA_DEFAULT = "all"
 # Upper bounds a person would call sane (each round trains a model; pairs and eval prompts are sampled per round).
 MAX_ROUNDS, MAX_PAIRS, MAX_EVAL_PROMPTS = 100, 100_000, 10_000
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
@@ -69,134 +51,12 @@ class LoopError(Exception):
     """Something a person can fix: no prompts, a version missing, a round that failed; names what and where."""
 
 
-# ---- judges as annotators -------------------------------------------------------------------------------------
-
-
-def judge_account(path: str):
-    """The annotator account a judge labels and votes as ("judge:<path>", marked automatic, no password)."""
-    return judge_voter(path)
-
-
-@dataclass
-class LabelSummary:
-    judge: str
-    labels: int
-    outcomes: dict
-
-
-def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | None = None,
-                progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> LabelSummary:
-    """The judge labels queued pairs that still need labels (up to `limit`), blind, with sides randomised.
-
-    A judge that raises or returns no verdict stops here with a JudgeError naming it and the pair; the labels
-    stored before stay, and the pair it failed on goes back to the queue. `should_stop()` is asked before and after
-    each judge call: True raises JobCancelled, and the pair in flight goes back to the queue unlabelled.
-    """
-    judge = judge or load_judge(judge_path, dtype=dtype_choice())
-    account = judge_account(judge_path)
-    outcomes = dict.fromkeys(("a", "b", "tie", "both_bad"), 0)
-    done = 0
-    while limit is None or done < limit:
-        if should_stop and should_stop():
-            raise JobCancelled
-        assignment = next_pair_for(account)
-        if assignment is None:
-            break
-        pair = assignment.pair
-        left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
-        started = time.perf_counter()
-        try:
-            # a cut answer never beats a finished one, whatever the judge would say (prefcore.outcomes.cut_rule)
-            seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length") or verdict(
-                judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}")
-        except JudgeError:
-            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
-            raise
-        if should_stop and should_stop():
-            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
-            raise JobCancelled
-        side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
-        label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
-        outcomes[label.choice] += 1
-        done += 1
-        if progress:
-            progress("label", done, limit or done)
-    route_pairs(judge_path)  # rounds this judge routes: its labels just measured, people get what it cannot decide
-    return LabelSummary(judge=judge_path, labels=done, outcomes=outcomes)
-
-
-# ---- evaluation -----------------------------------------------------------------------------------------------
-
-
-def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:
-    """The prompts an evaluation uses, oldest first (prompts typed on the compare page left out)."""
-    prompts = Prompt.objects.for_eval(split)
-    if tag:
-        prompts = prompts.filter(tag=tag)
-    prompts = list(prompts[:limit] if limit else prompts)
-    if not prompts:
-        where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
-        raise LoopError(f"no prompts in {where}: import some with `manage.py import_prompts FILE --split {split}`")
-    return prompts
-
-
 def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
+    """A round's sampling settings: the loop's defaults, then the run's, then `overrides`."""
     try:
-        return SamplingConfig.from_dict({**SAMPLING_DEFAULTS, **(data or {}), **overrides})
+        return SamplingConfig.from_dict({**DEFAULT.params()["sampling"], **(data or {}), **overrides})
     except ValueError as exc:
         raise LoopError(str(exc)) from None
-
-
-@dataclass
-class Evaluation:
-    summary: dict
-    job: CompareJob
-    answers_a: dict[int, Response]
-    answers_b: dict[int, Response]
-
-
-def evaluate(
-    version_a: ModelVersion, version_b: ModelVersion, judge_path: str, *, split: str = Prompt.EVAL, tag: str = "",
-    limit: int | None = None, seed: int = 0, sampling: dict | None = None, judge: Judge | None = None,
-    progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-) -> Evaluation:
-    """Both versions answer the prompts with the same settings and per-prompt seeds; the judge votes blind.
-
-    The votes are stored as compare votes of the judge's account, marked automatic, on a comparison set of their
-    own; the summary counts them (ties and both-bad count half a win to b). `should_stop()` is asked per decode
-    step and between judge calls (see answers_for and judge_comparisons).
-    """
-    if version_a.pk == version_b.pk:
-        raise LoopError(f"choose two different versions (both are {version_a.name!r})")
-    judge = judge or load_judge(judge_path, dtype=dtype_choice())
-    prompts = eval_prompts(split=split, tag=tag, limit=limit)
-    config = sampling_config(sampling, n=1)
-    answers = []
-    for k, version in enumerate((version_a, version_b)):
-        def on_progress(done: float, total: int, offset: int = k * len(prompts)) -> None:
-            if progress:
-                progress("answer", offset + done, 2 * len(prompts))
-
-        answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
-                                   on_partial=on_progress, should_stop=should_stop))
-    rng = random.Random(seed)
-    with transaction.atomic():
-        job = CompareJob.objects.create(
-            version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
-            params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
-            status=CompareJob.SUCCEEDED, done=2 * len(prompts), total=2 * len(prompts), started=timezone.now(),
-            finished=timezone.now(),
-        )
-        comparisons = [
-            Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
-                                      left_is_a=rng.random() < 0.5)
-            for p in prompts
-        ]
-    account = judge_account(judge_path)
-    judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
-    outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
-    summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
-    return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])
 
 
 # ---- loop runs ------------------------------------------------------------------------------------------------
@@ -204,9 +64,11 @@ def evaluate(
 
 def start_loop_run(
     *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
-    params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "",
+    params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "", preset: str = "default",
 ) -> LoopRun:
     """Check the settings (the judges must load, prompts must exist), record the run and queue it.
+
+    `preset` names the round's settings (`loop.presets`); `params` overrides any of them.
 
     `judge` labels the pairs; `eval_judge` (default: the same) votes on each round's answers against the base
     version, so a judge's quirks need not be both rewarded and confirmed by the same judge."""
@@ -226,24 +88,31 @@ def start_loop_run(
         if section in params and not isinstance(params[section], dict):
             raise LoopError(f"loop setting {section!r} must be an object of settings "
                             f"(got {type(params[section]).__name__})")
-    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data", "eval_judge"}
+    unknown = set(params) - {"training", "sampling", "pairing", "reference", "data", "eval_judge", "preset"}
     if unknown:
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
-                        "(known: training, sampling, pairing, reference, data, eval_judge)")
+                        "(known: training, sampling, pairing, reference, data, eval_judge, preset)")
+    try:
+        chosen = preset_named(params.pop("preset", None) or preset or "default")
+    except ValueError as exc:
+        raise LoopError(str(exc)) from None
     eval_judge = (eval_judge or params.get("eval_judge") or judge).strip()
     if eval_judge != judge.strip():
         load_judge(eval_judge, dtype=dtype_choice())
     params["eval_judge"] = eval_judge
+    # Recorded as resolved, so a run resumed after an upgrade keeps the settings it started with.
+    base = chosen.params()
+    params = {**base, **params, "sampling": {**base["sampling"], **params.get("sampling", {})}, "preset": chosen.name}
     _check_params(params, judge)
-    # Recorded as resolved, so a run resumed after an upgrade keeps the pairing and samples it started with.
-    params["pairing"] = params.get("pairing", PAIRING_DEFAULT)
-    params["sampling"] = {**SAMPLING_DEFAULTS, **params.get("sampling", {})}
     try:
         current_version()
     except Exception as exc:
         raise LoopError(str(exc)) from None
     _train_prompts_left(tag)
-    eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
+    try:
+        eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
+    except CompareError as exc:
+        raise LoopError(str(exc)) from None
     run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
                                  seed=seed, params=params, created_by=user, total=rounds)
     if enqueue:
@@ -259,14 +128,14 @@ def _check_params(params: dict, judge: str) -> None:
         DPOConfig.from_dict(params.get("training", {}))  # its defaults are chosen for small rounds (docs/defaults.md)
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
-    pairing = params.get("pairing", PAIRING_DEFAULT)
+    pairing = params.get("pairing", DEFAULT.pairing)
     try:
         check_pairing(pairing, judge if pairing == "judge" else "", sampling.n)
     except GenerationError as exc:
         raise LoopError(str(exc)) from None
     if params.get("reference", "base") not in ("base", "start"):
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
-    if params.get("data", DATA_DEFAULT) not in ("all", "new"):
+    if params.get("data", DEFAULT.data) not in ("all", "new"):
         raise LoopError(f"data must be 'all' or 'new' (got {params['data']!r})")
 
 
@@ -324,7 +193,7 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped in {stage or 'its first step'}"
                                ", whose work is not used")
     except Exception as exc:
-        known = (JudgeError, LoopError)
+        known = (JudgeError, LoopError, CompareError)
         if not isinstance(exc, known):
             log.exception("loop run %s failed", run.pk)
         lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
@@ -351,7 +220,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     base = base_version(start)
     config = sampling_config(params.get("sampling"), seed=run.seed + number)
     try:
-        pairing = params.get("pairing", PAIRING_DEFAULT)
+        pairing = params.get("pairing", DEFAULT.pairing)
         job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
                                    pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
                                    part_of=run.key)
@@ -374,7 +243,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     clock = time.perf_counter()
     try:
         training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
-                                      data_choice=params.get("data", DATA_DEFAULT),
+                                      data_choice=params.get("data", DEFAULT.data),
                                       params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
     except TrainingError as exc:
         raise LoopError(f"round {number}: {exc}") from None

@@ -1,5 +1,6 @@
-"""Staff pages of the training app: start a round, watch its live progress, cancel it; check a candidate version
-against the promotion gate, promote it by hand, roll back to an earlier version."""
+"""Pages of the training app. Staff: start a round, watch its live progress, cancel it; check a candidate version
+against the promotion gate, promote it by hand, roll back to an earlier version. Everyone signed in: a run's
+dashboard."""
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -8,10 +9,11 @@ from django.views.decorators.http import require_POST
 from generation.models import ModelVersion
 from generation.services import GenerationError, current_version
 from jobs.views import cancel_view
+from prefcore import charts
 from prefloop.access import staff_required
 from prefloop.numerics import dtype_note
 
-from . import promotion, services
+from . import dashboard, promotion, services
 from .forms import TrainingRunForm
 from .models import TrainingRun
 
@@ -97,3 +99,38 @@ def rollback(request, pk: int):
     else:
         messages.success(request, f"Rolled back: {version.name} is now current.")
     return redirect(f"{reverse('training:runs')}#versions")
+
+
+def run(request, pk: int):
+    """One training run's dashboard: curves of margin, accuracy, loss and KL, its summary metrics, live while it
+    runs. Read-only, so open to every signed-in person (the compare pages link here); starting, cancelling and
+    promoting stay staff-only."""
+    run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=pk)
+    series = dashboard.step_series(run)
+    charts_html, used = [], set()
+    for title, candidates in dashboard.CURVES:
+        key = dashboard.find_key(series, candidates)
+        if key:
+            used.add(key)
+        hlines = {"ln 2": dashboard.LN2} if title == "Loss" else {"0": 0.0} if title == "Reward margin" else {}
+        charts_html.append(charts.line_chart({key or title: series.get(key, [])}, title=title, hlines=hlines))
+    chosen, rejected = (dashboard.find_key(series, keys) for keys in (dashboard.CHOSEN_KEYS, dashboard.REJECTED_KEYS))
+    if chosen and rejected:
+        used |= {chosen, rejected}
+        charts_html.append(charts.line_chart(
+            {"chosen": series[chosen], "rejected": series[rejected]}, title="Chosen and rejected rewards",
+            hlines={"0": 0.0},
+        ))
+    more = [charts.line_chart({k: v}, title=k, width=320, height=160) for k, v in sorted(series.items())
+            if k not in used]
+    summary = dashboard.numeric_items(run.metrics)
+    last = {key: points[-1] for key, points in series.items()}
+    context = {
+        "run": run, "charts": charts_html, "more": more, "headline": (dashboard.headline(run.metrics, (run.params or {}).get("batch_size"))
+                     or dashboard.headline({k: p[1] for k, p in last.items()}, (run.params or {}).get("batch_size"))),
+        "summary": sorted(summary.items()), "last": sorted(last.items()), "steps": run.steps.count(),
+        "warnings": dashboard.run_warnings(run, series), "has_chosen": bool(chosen),
+        "tensorboard": services.tensorboard_dir(run) if services.tensorboard_dir(run).is_dir() else "",
+    }
+    template = "training/_run.html" if request.htmx else "training/run.html"
+    return render(request, template, context)

@@ -79,7 +79,7 @@ def shoot(env) -> None:
         driver.save_screenshot(str(OUT / "05-compare.png"))
         driver.get(f"{base}/compare/leaderboard/")
         driver.save_screenshot(str(OUT / "06-leaderboard.png"))
-        run_links = f"{base}/compare/rounds/1/"
+        run_links = f"{base}/training/runs/1/"
         driver.get(run_links)
         driver.save_screenshot(str(OUT / "07-dashboard.png"))
     finally:

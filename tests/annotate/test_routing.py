@@ -15,7 +15,7 @@ JUDGE = "judges.rules:length_target"
 
 
 def _judge():
-    from loop.services import judge_account
+    from annotate.judging import judge_account
 
     return judge_account(JUDGE)
 
@@ -104,7 +104,7 @@ def test_an_audit_share_sends_trusted_pairs_to_people_the_same_way_every_time():
 
 
 def test_the_loop_routes_after_its_judge_labelled(settings):
-    from loop.services import label_pairs
+    from annotate.judging import label_pairs
 
     round_ = make_round(route_judge=JUDGE, route_threshold=0.8, audit_share=0.0)
     pairs = [make_pair(round=round_, text_a="short", text_b="a much longer answer to the question") for _ in range(3)]

@@ -21,7 +21,7 @@ def _served(user) -> list[Pair]:
 
 
 def _judge():
-    from loop.services import judge_account
+    from annotate.judging import judge_account
 
     return judge_account("judges.rules:length_target")
 

@@ -5,8 +5,10 @@ import re
 import pytest
 from django.urls import reverse
 
-from compare import dashboard, services
+from annotate.judging import judge_account
+from compare import services
 from compare.leaderboard import build_board
+from training import dashboard
 from training.models import TrainingRun, TrainingStep
 
 from .conftest import make_comparison, make_prompt, make_response, make_version
@@ -43,7 +45,7 @@ def test_leaderboard_shows_the_fitted_ratings(client, annotator, versions):
 def test_automatic_votes_are_excluded_unless_asked_for(client, annotator, versions):
     base, child = versions
     _votes(child, base, annotator, ["a"])
-    judge = services.judge_voter("judges.rules:shorter_text")
+    judge = judge_account("judges.rules:shorter_text")
     for _ in range(3):
         comparison = make_comparison(child, base)
         services.record_vote(comparison, judge, "b", is_automatic=True, judge="judges.rules:shorter_text")
@@ -100,7 +102,7 @@ def test_run_dashboard_shows_the_stored_metrics(client, annotator, versions):
     metrics = {"loss": 0.5123, "rewards/accuracies": 0.8125, "rewards/margins": 0.3456, "kl": 0.0123, "pairs": 32}
     run = _run(base, child, metrics=metrics)
     client.force_login(annotator)
-    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     for key, value in metrics.items():
         shown = re.search(rf'<table class="metrics summary">.*?data-key="{re.escape(key)}">([^<]*)<', page, re.S)
         assert float(shown.group(1)) == pytest.approx(value, rel=1e-4), key
@@ -119,7 +121,7 @@ def test_a_running_run_is_polled_and_a_flat_loss_warns(client, annotator, versio
     base, _ = versions
     run = _run(base, None, status=TrainingRun.RUNNING, losses=(0.6931, 0.6932, 0.6931, 0.6930, 0.6931))
     client.force_login(annotator)
-    partial = client.get(reverse("compare:run", args=[run.pk]), HTTP_HX_REQUEST="true").content.decode()
+    partial = client.get(reverse("training:run", args=[run.pk]), HTTP_HX_REQUEST="true").content.decode()
     assert 'hx-trigger="every 2s"' in partial and "<html" not in partial
     assert "the loss stayed at ln 2" in partial
 
@@ -128,7 +130,7 @@ def test_a_run_without_a_summary_leads_with_its_latest_step(client, annotator, v
     base, child = versions
     run = _run(base, child, metrics={}, losses=(0.69, 0.61))
     client.force_login(annotator)
-    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     assert re.findall(r'data-metric="([^"]+)">([^<]+)<', page)[:3] == [
         ("Reward margin", "0.1"), ("Reward accuracy", "0.7"), ("Loss", "0.61")]
     rounds = client.get(reverse("compare:rounds")).content.decode()
@@ -161,3 +163,12 @@ def test_rounds_page_shows_each_version_and_warns_on_length_drift(client, annota
     headline = re.search(r'<tr data-version="okapi-round-one">.*?class="headline">(.*?)</td>', page, re.S).group(1)
     assert "Reward margin <strong>0.25</strong>" in headline and "Reward accuracy <strong>0.75</strong>" in headline
     assert grandchild.name in page
+
+
+def test_the_dashboards_first_address_redirects_to_the_training_app(client, annotator, versions):
+    base, child = versions
+    run = _run(base, child, metrics={"loss": 0.5})
+    client.force_login(annotator)
+    response = client.get(f"/compare/rounds/{run.pk}/")
+    assert response.status_code == 301 and response["Location"] == f"/training/runs/{run.pk}/"
+    assert client.get(response["Location"]).status_code == 200, "read-only: open to annotators, not only staff"

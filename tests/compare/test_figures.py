@@ -6,11 +6,11 @@ import re
 import pytest
 from django.urls import reverse
 
-from compare import dashboard
 from compare.leaderboard import build_board
 from compare.services import record_vote
 from generation.length import mean_tokens, version_length
 from generation.models import Response
+from training import dashboard
 from training.evaluation import _mean_kl, kl_k3
 from training.models import TrainingRun
 
@@ -53,7 +53,7 @@ def test_the_run_dashboard_shows_each_figure_with_its_label(client, annotator, v
     run = TrainingRun.objects.create(input_version=base, output_version=child, status=TrainingRun.SUCCEEDED,
                                      metrics=METRICS, params={"batch_size": 4})
     client.force_login(annotator)
-    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     cards = re.findall(r'data-metric="([^"]+)">([^<]+)</div><div class="muted measured-on"><small>([^<]+)<', page)
     assert [(t, float(v), m) for t, v, m in cards] == [
         (f.title, pytest.approx(f.value, rel=1e-3), f.measured_on) for f in dashboard.headline(METRICS, 4)]

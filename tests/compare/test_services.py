@@ -1,6 +1,7 @@
 """Comparison sets answered by a worker, votes one per person, automatic judges filling the same vote table."""
 import pytest
 
+from annotate.judging import judge_account
 from compare import services
 from compare.models import CompareJob, Comparison, Vote
 from generation.models import Prompt, Response
@@ -127,7 +128,7 @@ def test_judges_vote_like_people_in_the_order_people_saw(versions):
         seen.append(first)
         return "a"
 
-    voter = services.judge_voter("tests.prefer_first")
+    voter = judge_account("tests.prefer_first")
     votes = services.judge_comparisons(job.comparisons.order_by("pk"), prefer_first, "tests.prefer_first", voter)
     assert len(votes) == 4 and all(v.is_automatic and v.judge == "tests.prefer_first" for v in votes)
     # the judge always picked the left answer: version A where A was on the left, B elsewhere
@@ -142,7 +143,7 @@ def test_a_bad_judge_answer_names_the_judge_and_the_comparison_and_keeps_earlier
     job = make_job(child, base, n=3)
     comparisons = list(job.comparisons.order_by("pk"))
     answers = iter(["tie", "maybe"])
-    voter = services.judge_voter("flaky")
+    voter = judge_account("flaky")
     with pytest.raises(services.JudgeError) as info:
         services.judge_comparisons(comparisons, lambda p, a, b: next(answers), "flaky", voter)
     assert str(info.value) == (f"judge 'flaky' on comparison {comparisons[1].pk} returned 'maybe'; "

@@ -6,6 +6,7 @@ import random
 import pytest
 from django.core.management import call_command
 
+from annotate.judging import label_pairs
 from annotate.models import Label
 from compare.models import Vote
 from generation import services as gen
@@ -13,7 +14,6 @@ from generation.models import Prompt, Response
 from judges import load_judge
 from judges.noise import Noisy
 from loop.models import LoopRun
-from loop.services import label_pairs
 from prefcore.outcomes import cut_rule
 from tests.annotate.factories import make_pair
 from tests.loop import judges_for_tests

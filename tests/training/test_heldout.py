@@ -114,7 +114,7 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     assert any("held-out pairs" in line for line in run.log.splitlines())
 
     client.force_login(staff)
-    page = client.get(reverse("compare:run", args=[run.pk])).content.decode()
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     cards = dict(re.findall(r'data-metric="([^"]+)">([^<]+)<', page))
     assert float(cards["Held-out accuracy"]) == pytest.approx(metrics["heldout/reward_accuracy"], abs=5e-4)
     assert float(cards["Held-out margin"]) == pytest.approx(metrics["heldout/margin"], rel=1e-3, abs=1e-4)

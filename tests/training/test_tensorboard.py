@@ -111,7 +111,7 @@ def test_a_round_writes_its_steps_under_its_run_folder_and_the_run_page_names_it
             assert steps[step][key] == pytest.approx(data[key], rel=1e-6, abs=1e-6), (step, key)
     assert any("sampled/mean_tokens" in e["scalars"] for e in events)  # the round's own figures
     client.force_login(staff)
-    page = client.get(f"/compare/rounds/{run.pk}/").content.decode()
+    page = client.get(f"/training/runs/{run.pk}/").content.decode()
     assert f"tensorboard --logdir {tmp_path / 'tensorboard' / f'run-{run.pk}'}" in page
 
 

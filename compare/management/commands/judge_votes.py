@@ -3,6 +3,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
+from annotate.judging import judge_account
 from compare import services
 from compare.models import Comparison
 from prefloop.commands import Command as PrefLoopCommand
@@ -24,7 +25,7 @@ class Command(PrefLoopCommand):
             comparisons = comparisons.filter(job_id=opts["job"])
         try:
             judge = services.load_judge(opts["judge"])
-            voter = services.judge_voter(opts["judge"])
+            voter = judge_account(opts["judge"])
             todo = comparisons.exclude(votes__voter=voter)
             votes = services.judge_comparisons(tqdm(todo, total=todo.count(), desc="judging", unit="comparison"),
                                                judge, opts["judge"], voter)

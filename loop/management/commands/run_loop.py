@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from judges import JudgeError
 from loop.models import LoopRun
+from loop.presets import DEFAULT, PRESETS
 from loop.services import LoopError, run_loop, start_loop_run
 from prefloop.commands import Command as PrefLoopCommand
 
@@ -27,11 +28,12 @@ class Command(PrefLoopCommand):
         parser.add_argument("--tag", default="", help="Only prompts with this tag.")
         parser.add_argument("--eval-limit", type=int, default=64, help="Eval prompts each new version answers.")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--preset", default=DEFAULT.name, choices=list(PRESETS),
+                            help="Named round settings: " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
+                                 + f" (default: {DEFAULT.name}).")
         parser.add_argument("--params", default="{}",
-                            help='Loop settings as JSON: {"training": {DPOConfig fields}, "sampling": {...}, '
-                                 '"pairing": "judge", "reference": "base", "data": "all"}. By default each prompt '
-                                 'gets 4 samples ("sampling": {"n": 4}) and the judge pairs its best with its worst '
-                                 '(6 judge calls a prompt); "pairing": "random" with n 2 makes one call.')
+                            help='Loop settings as JSON, over the preset\'s: {"training": {DPOConfig fields}, '
+                                 '"sampling": {...}, "pairing": "judge", "reference": "base", "data": "all"}.')
 
     def handle(self, *args, **o):
         try:
@@ -43,7 +45,7 @@ class Command(PrefLoopCommand):
         try:
             run = start_loop_run(rounds=o["rounds"], pairs=o["pairs"], judge=o["judge"], tag=o["tag"],
                                  eval_limit=o["eval_limit"], seed=o["seed"], params=params, enqueue=False,
-                                 eval_judge=o["eval_judge"])
+                                 eval_judge=o["eval_judge"], preset=o["preset"])
         except (JudgeError, LoopError) as exc:
             raise CommandError(f"run_loop: {exc}") from None
         with tqdm(total=100 * run.rounds, desc="round 1", unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:

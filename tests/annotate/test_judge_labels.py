@@ -5,11 +5,14 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from annotate.judging import label_pairs
 from annotate.models import AnnotatorProfile, Assignment, Label
 from judges import JudgeError
-from loop.services import label_pairs
 from tests.annotate.factories import make_pair
 from tests.loop import judges_for_tests
+
+# The judges these tests label and vote with (tests/loop/judges_for_tests.py) are listed in settings.
+pytestmark = pytest.mark.usefixtures("listed_test_judges")
 
 GOOD = "tests.loop.judges_for_tests:prefers_good"
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from compare.ratings import wilson_interval
 from prefcore.outcomes import OUTCOMES
+
+from .ratings import wilson_interval
 
 LENGTH_DRIFT = 0.2  # a round whose answers grew by more than this share of the previous length...
 WIN_GAIN = 0.05  # ...while its win rate rose by more than this gets a warning

@@ -2,7 +2,7 @@
 import re
 import xml.etree.ElementTree as ET
 
-from compare.charts import line_chart, nice_ticks
+from prefcore.charts import line_chart, nice_ticks
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -5,11 +5,15 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from compare.evaluation import evaluate
 from compare.models import Comparison, Vote
+from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import prompt_seed, sampling_key
 from judges import JudgeError
-from loop.services import evaluate, sampling_config
+
+# The judges these tests label and vote with (tests/loop/judges_for_tests.py) are listed in settings.
+pytestmark = pytest.mark.usefixtures("listed_test_judges")
 
 GOOD = "tests.loop.judges_for_tests:prefers_good"
 # b better on 6 prompts, a on 2, a tie and a both-bad: win rate of b = (6 + 0.5 * 2) / 10 = 0.7
@@ -18,7 +22,7 @@ TABLE = [("plain", "GOOD")] * 6 + [("GOOD", "plain")] * 2 + [("TIE", "TIE"), ("B
 
 def _stored_answers(version, prompts, texts, seed=0):
     """Answers already stored under the evaluation's sampling key, so no model needs to run."""
-    config = sampling_config(n=1)
+    config = SamplingConfig(n=1)
     for prompt, text in zip(prompts, texts, strict=True):
         s = prompt_seed(seed, prompt.pk)
         Response.objects.create(prompt=prompt, version=version, text=f"{text} answer", token_count=len(text),
@@ -70,9 +74,9 @@ def test_sides_are_randomised_and_the_judge_sees_them_blind(table):
 def test_limit_and_tag(table):
     base, new = table
     assert evaluate(base, new, GOOD, limit=3).summary["n"] == 3
-    from loop.services import LoopError
+    from compare.services import CompareError
 
-    with pytest.raises(LoopError, match="no prompts in split 'eval' with tag 'nope'"):
+    with pytest.raises(CompareError, match="no prompts in split 'eval' with tag 'nope'"):
         evaluate(base, new, GOOD, tag="nope")
 
 

@@ -4,9 +4,10 @@ import json
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
+from compare.evaluation import evaluate
+from compare.services import CompareError
 from generation.models import ModelVersion
 from judges import JudgeError
-from loop.services import LoopError, evaluate
 from prefloop.commands import Command as PrefLoopCommand
 
 
@@ -40,6 +41,6 @@ class Command(PrefLoopCommand):
             try:
                 result = evaluate(*versions, o["judge"], split=o["split"], tag=o["tag"], limit=o["limit"],
                                   seed=o["seed"], progress=progress)
-            except (JudgeError, LoopError) as exc:
+            except (JudgeError, CompareError) as exc:
                 raise CommandError(f"evaluate: {exc}") from None
         self.stdout.write(json.dumps(result.summary))

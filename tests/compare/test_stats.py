@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from loop.stats import length_warning, win_summary
+from compare.stats import length_warning, win_summary
 
 
 def wilson(successes, n, z=1.96):

@@ -4,8 +4,8 @@ import json
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
+from annotate.judging import label_pairs
 from judges import JudgeError
-from loop.services import label_pairs
 from prefloop.commands import Command as PrefLoopCommand
 
 

@@ -1,0 +1,77 @@
+"""Judges as annotators: the account a judge labels and votes as, and a judge labelling the queued pairs blind."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+
+from jobs.lifecycle import JobCancelled
+from judges import Judge, JudgeError, load_judge, verdict
+from prefcore.chat import prompt_text
+from prefcore.outcomes import cut_rule, side_for_outcome
+from prefloop.numerics import dtype_choice
+
+from .models import AnnotatorProfile, Assignment
+from .routing import route_pairs
+from .services import next_pair_for, record_label
+
+
+def judge_account(judge_path: str):
+    """The account a judge labels and votes as ("judge:<path>", no password, marked automatic)."""
+    username = f"judge:{judge_path}"[:150]
+    user, created = get_user_model().objects.get_or_create(username=username)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    AnnotatorProfile.objects.update_or_create(user=user, defaults={"is_automatic": True, "judge_path": judge_path})
+    return user
+
+
+@dataclass
+class LabelSummary:
+    judge: str
+    labels: int
+    outcomes: dict
+
+
+def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | None = None,
+                progress: Callable[[str, int, int], None] | None = None, should_stop: Callable[[], bool] | None = None) -> LabelSummary:
+    """The judge labels queued pairs that still need labels (up to `limit`), blind, with sides randomised.
+
+    A judge that raises or returns no verdict stops here with a JudgeError naming it and the pair; the labels
+    stored before stay, and the pair it failed on goes back to the queue. `should_stop()` is asked before and after
+    each judge call: True raises JobCancelled, and the pair in flight goes back to the queue unlabelled.
+    """
+    judge = judge or load_judge(judge_path, dtype=dtype_choice())
+    account = judge_account(judge_path)
+    outcomes = dict.fromkeys(("a", "b", "tie", "both_bad"), 0)
+    done = 0
+    while limit is None or done < limit:
+        if should_stop and should_stop():
+            raise JobCancelled
+        assignment = next_pair_for(account)
+        if assignment is None:
+            break
+        pair = assignment.pair
+        left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
+        started = time.perf_counter()
+        try:
+            # a cut answer never beats a finished one, whatever the judge would say (prefcore.outcomes.cut_rule)
+            seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length") or verdict(
+                judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}")
+        except JudgeError:
+            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
+            raise
+        if should_stop and should_stop():
+            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
+            raise JobCancelled
+        side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
+        label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
+        outcomes[label.choice] += 1
+        done += 1
+        if progress:
+            progress("label", done, limit or done)
+    route_pairs(judge_path)  # rounds this judge routes: its labels just measured, people get what it cannot decide
+    return LabelSummary(judge=judge_path, labels=done, outcomes=outcomes)

@@ -1,0 +1,90 @@
+"""An evaluation: two versions answer the same prompts with the same settings and seeds, and a judge votes blind.
+
+The loop evaluates each round with it, the `evaluate` command and the label-budget benchmark call it directly.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotate.judging import judge_account
+from generation.backends.base import SamplingConfig
+from generation.models import ModelVersion, Prompt, Response
+from generation.services import answers_for
+from judges import Judge, load_judge
+from prefloop.numerics import dtype_choice
+
+from .models import CompareJob, Comparison, Vote
+from .services import CompareError, judge_comparisons
+from .stats import win_summary
+
+
+def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:
+    """The prompts an evaluation uses, oldest first (prompts typed on the compare page left out)."""
+    prompts = Prompt.objects.for_eval(split)
+    if tag:
+        prompts = prompts.filter(tag=tag)
+    prompts = list(prompts[:limit] if limit else prompts)
+    if not prompts:
+        where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
+        raise CompareError(f"no prompts in {where}: import some with `manage.py import_prompts FILE --split {split}`")
+    return prompts
+
+
+@dataclass
+class Evaluation:
+    summary: dict
+    job: CompareJob
+    answers_a: dict[int, Response]
+    answers_b: dict[int, Response]
+
+
+def evaluate(
+    version_a: ModelVersion, version_b: ModelVersion, judge_path: str, *, split: str = Prompt.EVAL, tag: str = "",
+    limit: int | None = None, seed: int = 0, sampling: dict | None = None, judge: Judge | None = None,
+    progress: Callable[[str, float, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+) -> Evaluation:
+    """Both versions answer the prompts with the same settings and per-prompt seeds; the judge votes blind.
+
+    The votes are stored as compare votes of the judge's account, marked automatic, on a comparison set of their
+    own; the summary counts them (ties and both-bad count half a win to b). `should_stop()` is asked per decode
+    step and between judge calls (see answers_for and judge_comparisons).
+    """
+    if version_a.pk == version_b.pk:
+        raise CompareError(f"choose two different versions (both are {version_a.name!r})")
+    judge = judge or load_judge(judge_path, dtype=dtype_choice())
+    prompts = eval_prompts(split=split, tag=tag, limit=limit)
+    try:
+        config = SamplingConfig.from_dict({**(sampling or {}), "n": 1})
+    except ValueError as exc:
+        raise CompareError(str(exc)) from None
+    answers = []
+    for k, version in enumerate((version_a, version_b)):
+        def on_progress(done: float, total: int, offset: int = k * len(prompts)) -> None:
+            if progress:
+                progress("answer", offset + done, 2 * len(prompts))
+
+        answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
+                                   on_partial=on_progress, should_stop=should_stop))
+    rng = random.Random(seed)
+    with transaction.atomic():
+        job = CompareJob.objects.create(
+            version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
+            params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
+            status=CompareJob.SUCCEEDED, done=2 * len(prompts), total=2 * len(prompts), started=timezone.now(),
+            finished=timezone.now(),
+        )
+        comparisons = [
+            Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
+                                      left_is_a=rng.random() < 0.5)
+            for p in prompts
+        ]
+    account = judge_account(judge_path)
+    judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
+    outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
+    summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
+    return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])

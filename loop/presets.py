@@ -1,0 +1,44 @@
+"""Named loop presets: what a round samples, how it pairs, what it trains on, chosen by name ("default", "quick")
+on the loop page, in `run_loop --preset`, in the API and in the benchmarks. A run's own settings override its
+preset's, and the run records the preset's name and the settings resolved from it, so a run resumed after an
+upgrade keeps what it started with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LoopPreset:
+    name: str
+    summary: str  # one line for a person choosing
+    samples: int = 4  # answers per prompt (SamplingConfig.n)
+    pairing: str = "judge"  # "judge": its round robin pairs best with worst; "random"; "most_different"
+    data: str = "all"  # "all": train on every label so far; "new": only on this round's pairs
+    reference: str = "base"  # the frozen reference: the base version, or the version the round starts from
+
+    def params(self) -> dict:
+        """The loop settings this preset stands for (the shape `start_loop_run(params=...)` takes)."""
+        return {"sampling": {"n": self.samples}, "pairing": self.pairing, "data": self.data,
+                "reference": self.reference}
+
+
+# Measurements behind the default in docs/defaults.md: four samples ranked by the judge, best paired with worst, took
+# round 3 from 78.9% (two samples, a random pair) to 82.0% against base at 6 judge calls per prompt, and training on
+# every label so far kept improving over three rounds where "new" did not.
+DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with worst, train on every label so far")
+QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call), train on this round's pairs only",
+                   samples=2, pairing="random", data="new")
+PRESETS: dict[str, LoopPreset] = {p.name: p for p in (DEFAULT, QUICK)}
+
+
+def preset_named(name: str) -> LoopPreset:
+    """The preset of that name; an unknown name is a ValueError listing the known ones."""
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown loop preset {name!r} (known: {', '.join(PRESETS)})") from None
+
+
+def choices() -> list[tuple[str, str]]:
+    return [(p.name, f"{p.name}: {p.summary}") for p in PRESETS.values()]

@@ -1,0 +1,81 @@
+"""Named loop presets: a run records the preset and the settings resolved from it; its own settings win; an unknown
+name is refused where it was typed (service, command, API) and nothing is stored."""
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from generation import services as gen
+from generation.models import Prompt
+from loop.models import LoopRun
+from loop.presets import DEFAULT, PRESETS, QUICK
+from loop.services import LoopError, run_loop, start_loop_run
+
+from .test_run_loop import JUDGE, PARAMS
+
+
+@pytest.fixture
+def prompts(db, tiny_model_dir, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    gen.register_version("base", tiny_model_dir)
+    for k in range(6):
+        Prompt.objects.create(text=f"Train question {k}: name {k} fruits.", split="train", tag="t")
+    for k in range(2):
+        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+
+
+def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
+    default = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
+    assert default.params["preset"] == "default"
+    assert (default.params["sampling"]["n"], default.params["pairing"], default.params["data"]) == (4, "judge", "all")
+    quick = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick")
+    assert quick.params["preset"] == "quick"
+    assert (quick.params["sampling"]["n"], quick.params["pairing"], quick.params["data"]) == (2, "random", "new")
+    assert QUICK.params() != DEFAULT.params() and set(PRESETS) == {"default", "quick"}
+
+
+def test_a_runs_own_settings_override_its_preset(prompts):
+    run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick",
+                         params={"sampling": {"n": 3, "max_new_tokens": 8}, "data": "all"})
+    assert run.params["sampling"] == {"n": 3, "max_new_tokens": 8} and run.params["data"] == "all"
+    assert run.params["pairing"] == "random", "what the run did not name comes from its preset"
+
+
+def test_the_quick_preset_runs_a_round_with_its_settings(prompts):
+    from generation.models import GenerationJob
+    from training.models import TrainingRun
+
+    params = dict(PARAMS, sampling=dict(PARAMS["sampling"]))
+    run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, params=params, enqueue=False,
+                         preset="quick")
+    run = run_loop(run.pk)
+    assert run.status == "succeeded", run.error
+    job = GenerationJob.objects.get()
+    assert job.params["pairing"] == "random" and job.params["sampling"]["n"] == 2
+    assert TrainingRun.objects.get().data_choice == "new"
+
+
+def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, django_user_model):
+    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, quick\)"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="fast")
+    with pytest.raises(LoopError, match="unknown loop preset 'fast'"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                       params={"preset": "fast"})
+    with pytest.raises(CommandError, match="run_loop: unknown loop preset 'fast'"):
+        call_command("run_loop", rounds=1, pairs=2, judge=JUDGE, preset="fast")
+    staff = django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True)
+    client.force_login(staff)
+    response = client.post("/api/v1/jobs/loop", json.dumps({"rounds": 1, "pairs": 2, "judge": JUDGE, "tag": "t",
+                                                              "eval_limit": 2, "preset": "fast"}),
+                           content_type="application/json")
+    assert response.status_code == 400 and "unknown loop preset 'fast'" in response.content.decode()
+    assert not LoopRun.objects.exists()
+
+
+def test_the_run_page_names_the_preset_and_what_it_set(prompts, client, django_user_model):
+    run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick")
+    client.force_login(django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True))
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert '<strong class="preset">quick</strong>' in page
+    assert "2 answers a prompt, random pairing, trained on\n  this round's pairs" in page
