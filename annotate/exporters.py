@@ -42,6 +42,7 @@ def preference_rows(decided: list[Decision]) -> list[dict]:
             round=d.pair.round.number if d.pair.round else None,
             gold=d.pair.is_gold,
             annotator_ids=[label.annotator_id for label in d.labels],
+            judge_labels=sum(label.is_automatic for label in d.labels),  # of those, labels by judges
             labelled_at=[label.created.isoformat() for label in d.labels],
             # Answers stopped at the token limit (they may end mid-sentence): either side, and which.
             truncated=d.chosen.truncated or d.rejected.truncated,

@@ -65,7 +65,10 @@ class ExportForm(RoundForm):
         choices=[(f, "hf (a Hugging Face data set: Parquet and a dataset card, zipped)" if f == "hf" else f)
                  for f in EXPORT_FORMATS], initial="jsonl")
     min_agreement = forms.FloatField(required=False, min_value=0, max_value=1)
-    include_automatic = forms.BooleanField(required=False, initial=True)
+    include_automatic = forms.BooleanField(
+        required=False, initial=True, label="Include judge labels",
+        help_text="Labels by judges (automatic accounts) count beside people's, as they do in training. Untick to "
+                  "export people's labels only.")
     soft_labels = forms.BooleanField(required=False)
     license = forms.CharField(required=False, max_length=100, initial=DEFAULT_LICENSE,
                               help_text="For hf: the dataset card's licence field, e.g. cc-by-4.0.")

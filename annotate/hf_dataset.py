@@ -22,6 +22,7 @@ COLUMNS = {
     "round": "the labelling round the pair belongs to (null: none)",
     "gold": "whether the pair is a gold pair with a known answer",
     "annotator_ids": "ids of the people and judges whose labels decided the pair",
+    "judge_labels": "how many of those labels are by judges (automatic accounts), not people",
     "labelled_at": "the times of those labels (ISO 8601, UTC)",
 }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -19,6 +20,7 @@ from . import exporters, importers, routing, services
 from . import quality as quality_report
 from .feedback import saved_line
 from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
+from .models import Label
 
 
 def _staff(request: HttpRequest) -> None:
@@ -179,7 +181,9 @@ def export(request: HttpRequest) -> HttpResponse:
         response = FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=f"{stem}.{fmt}")
         Path(tmp.name).unlink()  # the open handle keeps the data until the response is sent
         return response
-    return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm()})
+    labels = Label.objects.aggregate(people=Count("pk", filter=Q(is_automatic=False)),
+                                     judges=Count("pk", filter=Q(is_automatic=True)))
+    return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm(), "labels": labels})
 
 
 def _hf_download(stem: str, options: dict) -> FileResponse:

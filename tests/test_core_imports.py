@@ -13,7 +13,7 @@ WEB = ("django", "celery", "kombu", "prefloop", "annotate", "compare", "loop", "
 @pytest.mark.parametrize("module", [
     "training.dpo.train", "training.dpo.trainer", "training.dpo.data", "generation.backends",
     "generation.backends.hf", "generation.backends.vllm", "generation.backends.decoder", "prefcore.rows",
-    "prefcore.chat", "prefcore.hardware", "prefcore.outcomes",
+    "prefcore.chat", "prefcore.hardware", "prefcore.outcomes", "prefcore.charts",
 ])
 def test_core_module_imports_no_web_app(module):
     code = (f"import sys, {module}\n"

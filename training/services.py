@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import shutil
+import statistics
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -90,7 +91,45 @@ def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun
         "answer_tokens": sum(c.token_count + r.token_count for c, r in data.rows),
         "heldout": len(data.heldout), "holding_out": data.holding_out,
         "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS,
+        "estimate": estimated_duration(input_version, len(data.pairs)) if data.pairs else None,
     }
+
+
+ESTIMATE_FROM_RUNS = 5  # the latest finished runs an estimate is measured on
+
+
+def estimated_duration(input_version: ModelVersion, pairs: int, *, epochs: int | None = None,
+                       dtype: str | None = None) -> dict | None:
+    """How long a round of `pairs` pairs would take, measured on this installation's workers: from the latest
+    succeeded runs on the same base model in the same dtype, the median trainer time per pair and epoch, plus the
+    median of what each run spent around its training loop (loading, reference log-probs, saving, measuring).
+
+    None when no such run has finished yet (the first one measures the rate). Returns seconds, the rate and the
+    number of runs it was measured on, so a page can say what the figure rests on."""
+    epochs = epochs or DPOConfig().epochs
+    dtype = dtype or product_dtype()
+    base = base_version(input_version)
+    per_pair, around = [], []
+    finished = (TrainingRun.objects.filter(status=TrainingRun.SUCCEEDED, started__isnull=False,
+                                           finished__isnull=False)
+                .select_related("input_version").order_by("-finished")[:50])
+    for run in finished:
+        metrics, params = run.metrics or {}, run.params or {}
+        seconds, done = metrics.get("seconds"), metrics.get("pairs")
+        run_epochs = params.get("epochs", DPOConfig().epochs)
+        if (params.get("dtype") != dtype or not isinstance(seconds, int | float) or not isinstance(done, int | float)
+                or seconds <= 0 or done <= 0 or not isinstance(run_epochs, int) or run_epochs < 1
+                or base_version(run.input_version).pk != base.pk):
+            continue
+        per_pair.append(seconds / (done * run_epochs))
+        around.append(max(0.0, (run.finished - run.started).total_seconds() - seconds))
+        if len(per_pair) == ESTIMATE_FROM_RUNS:
+            break
+    if not per_pair:
+        return None
+    rate, overhead = statistics.median(per_pair), statistics.median(around)
+    return {"seconds": overhead + rate * pairs * epochs, "seconds_per_pair": rate, "overhead_seconds": overhead,
+            "runs": len(per_pair), "epochs": epochs, "dtype": dtype}
 
 
 def cancel_training_run(run: TrainingRun) -> None:

@@ -5,13 +5,19 @@ register = template.Library()
 
 
 @register.filter
-def time_left(seconds: float | None) -> str:
-    """'about 2 min left' from an estimate in seconds; empty while none is known."""
+def duration(seconds: float | None) -> str:
+    """'40 s', '2 min', '1.5 h' from seconds; empty while none is known."""
     if seconds is None:
         return ""
     seconds = round(seconds)
     if seconds < 60:
-        return f"about {seconds} s left"
+        return f"{seconds} s"
     if seconds < 3600:
-        return f"about {round(seconds / 60)} min left"
-    return f"about {seconds / 3600:.1f} h left"
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@register.filter
+def time_left(seconds: float | None) -> str:
+    """'about 2 min left' from an estimate in seconds; empty while none is known."""
+    return f"about {duration(seconds)} left" if seconds is not None else ""

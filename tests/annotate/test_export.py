@@ -87,7 +87,8 @@ def test_automatic_labels_can_be_left_out(tmp_path):
     pair = make_pair()
     label_pair(pair.pk, judge, "left")
     assert Label.objects.get().is_automatic
-    assert len(_export(tmp_path)) == 1
+    rows = _export(tmp_path)
+    assert len(rows) == 1 and rows[0]["judge_labels"] == 1, "a row says how many of its labels are a judge's"
     assert _export(tmp_path, "--no-automatic") == []
     assert decided_pairs(include_automatic=False) == []
 
@@ -172,3 +173,18 @@ def test_comments_are_shown_on_the_quality_page(staff, annotator):
     comments = re.search(r'<table class="comments">(.*?)</table>', page, re.S).group(1)
     assert "both miss the question&#x27;s second half" in comments and "ann" in comments
     assert comments.count("data-comment=") == 1
+
+
+def test_the_export_page_says_judge_labels_are_included_and_counts_them(client):
+    staff = make_user("boss", is_staff=True)
+    judge = make_user("judge")
+    AnnotatorProfile.objects.create(user=judge, is_automatic=True)
+    person = make_user("anna")
+    first, second = make_pair(labels_needed=2), make_pair()
+    label_pair(first.pk, judge, "left")
+    label_pair(first.pk, person, "left")
+    label_pair(second.pk, person, "right")
+    client.force_login(staff)
+    page = client.get("/annotate/export/").content.decode()
+    assert "Stored labels: 2 by people, 1 by judges." in page
+    assert "Include judge labels" in page and 'name="include_automatic"' in page and "checked" in page
