@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 
+from judges import JudgeError, check_allowed
 from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
-from .models import MAX_ID, MAX_NUMBER, SIDES
+from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, Round
 
 
 class PairForm(forms.Form):
@@ -78,3 +80,62 @@ class ExportForm(RoundForm):
         if not value.isprintable():
             raise forms.ValidationError("expected printable characters, e.g. cc-by-4.0")
         return value
+
+
+MAX_OVERLAP = 20  # labels a pair can need: more than a team would ask for, within what a page can show
+
+
+class LabellingRoundForm(forms.ModelForm):
+    """A labelling round set up from its page: the same fields as the admin, each bounded and checked."""
+
+    class Meta:
+        model = Round
+        fields = ["number", "guidelines", "labels_per_pair", "gold_rate", "queue_order", "route_judge",
+                  "route_threshold", "audit_share", "close_width"]
+        labels = {"labels_per_pair": "Labels per pair (overlap)", "gold_rate": "Gold rate"}
+        help_texts = {
+            "guidelines": "Shown above every pair of this round (Markdown).",
+            "labels_per_pair": "How many people label each pair; more than 1 measures agreement. A change reaches "
+                               "the round's pairs: finished pairs come back for the extra labels.",
+        }
+        widgets = {"guidelines": forms.Textarea(attrs={"rows": 6})}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bounds = {"number": (0, MAX_NUMBER), "labels_per_pair": (1, MAX_OVERLAP), "gold_rate": (0, 1),
+                  "route_threshold": (0, 1), "audit_share": (0, 1), "close_width": (0, 1)}
+        for name, (low, high) in bounds.items():
+            field = self.fields[name]
+            field.min_value, field.max_value = low, high
+            field.validators += [MinValueValidator(low), MaxValueValidator(high)]
+            field.widget.attrs.update(min=low, max=high)
+        if self.instance.pk:
+            self.fields["number"].disabled = True  # pairs and exports name the round by its number
+
+    def clean_guidelines(self) -> str:
+        text = self.cleaned_data["guidelines"]
+        if len(text) > 20_000:
+            raise forms.ValidationError(f"expected up to 20,000 characters, got {len(text):,}")
+        return text
+
+    def clean_route_judge(self) -> str:
+        path = self.cleaned_data["route_judge"].strip()
+        if path:
+            try:
+                check_allowed(path)
+            except JudgeError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return path
+
+    def clean_close_width(self):
+        value = self.cleaned_data["close_width"]
+        if value is not None and value <= 0:
+            raise forms.ValidationError("expected a width above 0 (e.g. 0.15), or empty for never")
+        return value
+
+
+class GoldPairForm(forms.Form):
+    """Make a pair a gold pair of the round, with the answer that is right."""
+
+    pair = forms.IntegerField(min_value=1, max_value=MAX_ID, label="Pair id")
+    answer = forms.ChoiceField(choices=[(A, "answer a"), (B, "answer b")], label="Right answer")

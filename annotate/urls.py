@@ -13,4 +13,7 @@ urlpatterns = [
     path("quality/", views.quality, name="quality"),
     path("import/", views.import_file, name="import"),
     path("export/", views.export, name="export"),
+    path("rounds/", views.rounds, name="rounds"),
+    path("rounds/<int:number>/", views.round_detail, name="round"),
+    path("rounds/<int:number>/gold/", views.round_gold, name="round_gold"),
 ]

@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import FileResponse, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -18,9 +18,10 @@ from prefloop.access import STAFF_ONLY
 
 from . import exporters, importers, routing, services
 from . import quality as quality_report
+from . import rounds as labelling_rounds
 from .feedback import saved_line
-from .forms import ExportForm, ImportForm, LabelForm, PairForm, RoundForm
-from .models import Label
+from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, PairForm, RoundForm
+from .models import Label, Pair, Round
 
 
 def _staff(request: HttpRequest) -> None:
@@ -213,3 +214,61 @@ def return_to_skipped(request: HttpRequest) -> HttpResponse:
         messages.error(request, str(err).capitalize() + ".")
         return redirect("annotate:skipped")
     return redirect("annotate:label")
+
+
+def rounds(request: HttpRequest) -> HttpResponse:
+    """Staff: the labelling rounds (guidelines, overlap, gold, queue order, routing, closing) and a new one."""
+    _staff(request)
+    form = LabellingRoundForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        round_ = form.save()
+        messages.success(request, f"Labelling round {round_.number} created.")
+        return redirect("annotate:round", number=round_.number)
+    status = 400 if request.method == "POST" else 200
+    return render(request, "annotate/rounds.html", {"form": form, "rows": labelling_rounds.round_rows()},
+                  status=status)
+
+
+def round_detail(request: HttpRequest, number: int) -> HttpResponse:
+    """Staff: one labelling round's settings, and its gold pairs."""
+    _staff(request)
+    round_ = get_object_or_404(Round, number=number)
+    form = LabellingRoundForm(request.POST or None, instance=round_)
+    if request.method == "POST" and form.is_valid():
+        changed = labelling_rounds.save_round(form.save(commit=False),
+                                              overlap_changed="labels_per_pair" in form.changed_data)
+        note = f"; {changed} pair{'s' if changed != 1 else ''} now need{'s' if changed == 1 else ''} " \
+               f"{round_.labels_per_pair} label{'s' if round_.labels_per_pair != 1 else ''}" if changed else ""
+        messages.success(request, f"Labelling round {round_.number} saved{note}.")
+        return redirect("annotate:round", number=round_.number)
+    return _round_page(request, round_, form, GoldPairForm(), status=400 if request.method == "POST" else 200)
+
+
+def _round_page(request, round_: Round, form, gold_form, status: int = 200) -> HttpResponse:
+    gold = Pair.objects.filter(round=round_, is_gold=True).select_related("prompt", "response_a", "response_b")
+    return render(request, "annotate/round.html", {"round": round_, "form": form, "gold_form": gold_form,
+                                                   "gold": gold.order_by("pk")[:200]}, status=status)
+
+
+@require_POST
+def round_gold(request: HttpRequest, number: int) -> HttpResponse:
+    """Staff: make a pair a gold pair of the round with its right answer, or (unset=1) a regular pair again."""
+    _staff(request)
+    round_ = get_object_or_404(Round, number=number)
+    gold_form = GoldPairForm(request.POST)
+    if request.POST.get("unset"):
+        gold_form = GoldPairForm({"pair": request.POST.get("pair"), "answer": "a"})
+    if gold_form.is_valid():
+        pair_id = gold_form.cleaned_data["pair"]
+        try:
+            if request.POST.get("unset"):
+                labelling_rounds.unset_gold(round_, pair_id)
+                messages.success(request, f"Pair {pair_id} is a regular pair again.")
+            else:
+                labelling_rounds.set_gold(round_, pair_id, gold_form.cleaned_data["answer"])
+                messages.success(request, f"Pair {pair_id} is a gold pair of round {round_.number}: answer "
+                                          f"{gold_form.cleaned_data['answer']} is right.")
+            return redirect("annotate:round", number=round_.number)
+        except labelling_rounds.RoundError as exc:
+            gold_form.add_error("pair", str(exc))
+    return _round_page(request, round_, LabellingRoundForm(instance=round_), gold_form, status=400)

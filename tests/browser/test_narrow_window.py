@@ -9,7 +9,7 @@ from tests.compare.conftest import make_job, make_version
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-PAGES = ["/", "/annotate/", "/annotate/quality/", "/annotate/import/", "/annotate/export/", "/generation/",
+PAGES = ["/", "/annotate/", "/annotate/quality/", "/annotate/rounds/", "/annotate/import/", "/annotate/export/", "/generation/",
          "/training/", "/compare/", "/compare/leaderboard/", "/compare/rounds/", "/loop/"]
 OVERFLOW = """
     const width = document.documentElement.clientWidth;
