@@ -33,7 +33,7 @@ from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
 from training.models import TrainingRun
 from training.promotion import check_gate
-from training.services import TrainingError, run_training, start_training_run
+from training.services import TrainingError, record_round_figures, run_training, start_training_run
 
 from .models import LoopRun
 from .presets import DEFAULT, preset_named
@@ -265,6 +265,10 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
                         progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop)
 
     evaluation = evaluate_against(base)
+    record_round_figures(training, {"eval/win_rate_vs_base": evaluation.summary["win_rate_b"],
+                                    "eval/ci95_low": evaluation.summary["ci95"][0],
+                                    "eval/ci95_high": evaluation.summary["ci95"][1],
+                                    "eval/votes": evaluation.summary["n"]})
     # The gate: a blind evaluation against the version the round started from, the current one.
     against_current = evaluation if start.pk == base.pk else evaluate_against(start)
     gate = check_gate(training, jobs=[against_current.job])

@@ -6,6 +6,7 @@ The Train page, the rounds dashboard and the loop all call these functions.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from generation.models import ModelVersion, Prompt, VersionChange
 from generation.services import GenerationError, change_current, current_version, rollback_to
 
 from .models import TrainingRun
+from .services import record_round_figures
 
 
 class PromotionError(Exception):
@@ -106,6 +108,10 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
         if result.passed:
             change_current(candidate, action=VersionChange.Action.GATE,
                            reason=f"passed the gate against {current.name}: {result.reason}")
+    low, high = evidence.interval if evidence.votes else (math.nan, math.nan)
+    record_round_figures(run, {"gate/win_rate_vs_current": evidence.win_rate, "gate/ci95_low": low,
+                               "gate/ci95_high": high, "gate/votes": evidence.votes,
+                               "gate/promoted": 1.0 if result.passed else 0.0})
     return result
 
 

@@ -302,6 +302,24 @@ def tensorboard_writer(run: TrainingRun) -> EventWriter | None:
     return EventWriter(tensorboard_dir(run))
 
 
+ROUNDS_BOARD = "rounds"  # the folder beside the runs' whose series has one point per round (step: the version's round)
+
+
+def record_round_figures(run: TrainingRun, figures: dict[str, float]) -> None:
+    """A round's verdicts (win rates against base and against the current version, the gate's decision) in
+    TensorBoard, when PREFLOOP_TENSORBOARD is on: in the run's folder at its last step, beside its curves, and in
+    the `rounds` folder at the version's round number, so `tensorboard --logdir` the parent shows win rate per
+    round."""
+    if not settings.PREFLOOP_TENSORBOARD or run.output_version is None:
+        return
+    run.refresh_from_db(fields=["total"])
+    for folder, step in ((tensorboard_dir(run), run.total),
+                         (settings.TENSORBOARD_DIR / ROUNDS_BOARD, run.output_version.round)):
+        board = EventWriter(folder)
+        board.scalars(step, figures)
+        board.close()
+
+
 def _full_path(version: ModelVersion) -> str:
     if version.kind == ModelVersion.LORA:
         raise TrainingError(f"version {version.name!r} is a LoRA adapter: train from a full checkpoint")

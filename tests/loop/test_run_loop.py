@@ -173,3 +173,29 @@ def test_a_round_that_does_not_pass_the_gate_stays_a_candidate(tiny_loop, capsys
     assert [r.decision for r in runs] == ["kept", "kept"] and all(r.gate["passed"] is False for r in runs)
     assert not ModelVersion.objects.get(name=runs[0].output_version.name).is_current
     assert "kept base (round-1 stays a candidate)" in LoopRun.objects.get().log
+
+
+def test_each_round_writes_its_win_rates_to_tensorboard_one_point_per_round(tiny_loop, settings, tmp_path):
+    from tests.training.test_tensorboard import read_events
+    from training.models import TrainingRun
+
+    settings.PREFLOOP_TENSORBOARD, settings.TENSORBOARD_DIR = True, tmp_path / "tensorboard"
+    _open_gate(settings)
+    run = run_loop(start_loop_run(rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS,
+                                  enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    points: dict[int, dict] = {}
+    for path in sorted((tmp_path / "tensorboard" / "rounds").glob("events.out.tfevents.*")):
+        for event in read_events(path):
+            points.setdefault(event["step"], {}).update(event.get("scalars", {}))
+    assert sorted(k for k in points if k) == [1, 2], "step: the version's round"
+    for result in run.results:
+        point = points[result["round"]]  # round N of a loop that started from base trains version round N
+        assert point["eval/win_rate_vs_base"] == pytest.approx(result["win_rate_vs_base"], abs=1e-4)
+        assert point["gate/win_rate_vs_current"] == pytest.approx(result["gate"]["win_rate"], abs=1e-4)
+        assert point["gate/promoted"] == 1.0 and point["eval/votes"] == result["votes"]["n"]
+    # and each run's own folder has its verdicts at its last step, beside its curves
+    training = TrainingRun.objects.get(output_version__round=1)
+    own = [e for p in (tmp_path / "tensorboard" / f"run-{training.pk}").glob("events.*") for e in read_events(p)
+           if "eval/win_rate_vs_base" in e.get("scalars", {})]
+    assert [e["step"] for e in own] == [training.total]
