@@ -192,7 +192,7 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
         queue = data_dir / "broker" / "queue"
         queue.mkdir(parents=True)
         (data_dir / "broker" / "processed").mkdir()
-        app.conf.broker_transport_options = dict(saved_options, data_folder_in=str(queue), data_folder_out=str(queue))
+        _publish_with(app, dict(saved_options, data_folder_in=str(queue), data_folder_out=str(queue)))
     settings.MODELS_DIR = data_dir / "models"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", "default,gpu", "--pool", "solo",
@@ -214,4 +214,13 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        app.conf.broker_transport_options = saved_options
+        _publish_with(app, saved_options)
+
+
+def _publish_with(app, options: dict) -> None:
+    """Publish with these broker options from now on. The app keeps its connection and producer pools, made with
+    the options of the first task any earlier test sent: without dropping them, the task would go to the old folder
+    and the worker would wait for it forever."""
+    app.conf.broker_transport_options = options
+    app._pool = None
+    app.amqp._producer_pool = None
