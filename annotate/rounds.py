@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models.functions import Greatest
 
-from .models import A, B, Pair, Round
+from .models import A, B, Label, Pair, Round, Route
 
 
 class RoundError(Exception):
@@ -36,16 +37,21 @@ def round_rows() -> list[RoundRow]:
     return [RoundRow(r, r.n_pairs, r.n_open, r.n_gold) for r in counted]
 
 
-def save_round(round_: Round, *, overlap_changed: bool) -> int:
-    """Save the round; when its overlap changed, its regular pairs need that many labels from now on (pairs that
-    have as many stop being served, pairs that have fewer come back). Returns how many pairs changed. A closed round
-    keeps its pairs as they are: closing froze them."""
+def save_round(round_: Round, *, old_overlap: int) -> int:
+    """Save the round; when its overlap changed, each pair people label needs that many more (or fewer) labels from
+    now on: a pair that has enough stops being served, one that has fewer comes back. Returns how many pairs
+    changed. Left alone: pairs whose judge label was accepted (routing), near duplicates held back, pairs imported
+    with their labels, gold pairs, and every pair of a closed round (closing froze them). A pair sent to people after
+    a judge labelled it keeps counting the judge's label on top of the people it needs."""
+    change = round_.labels_per_pair - old_overlap
     with transaction.atomic():
         round_.save()
-        if not overlap_changed or round_.closed_at is not None:
+        if not change or round_.closed_at is not None:
             return 0
-        return (Pair.objects.filter(round=round_, is_gold=False)
-                .exclude(labels_needed=round_.labels_per_pair).update(labels_needed=round_.labels_per_pair))
+        imported_labels = Label.objects.filter(pair_id=OuterRef("pk"), annotator__annotator_profile__is_import=True)
+        pairs = (Pair.objects.filter(round=round_, is_gold=False, route__in=(Route.NONE, Route.PEOPLE))
+                 .exclude(Exists(imported_labels)))
+        return pairs.update(labels_needed=Greatest(F("labels_needed") + change, F("labels_done"), 0))
 
 
 def set_gold(round_: Round, pair_id: int, answer: str) -> Pair:

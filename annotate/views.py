@@ -233,15 +233,18 @@ def round_detail(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: one labelling round's settings, and its gold pairs."""
     _staff(request)
     round_ = get_object_or_404(Round, number=number)
+    old_overlap = round_.labels_per_pair
     form = LabellingRoundForm(request.POST or None, instance=round_)
     if request.method == "POST" and form.is_valid():
-        changed = labelling_rounds.save_round(form.save(commit=False),
-                                              overlap_changed="labels_per_pair" in form.changed_data)
-        note = f"; {changed} pair{'s' if changed != 1 else ''} now need{'s' if changed == 1 else ''} " \
-               f"{round_.labels_per_pair} label{'s' if round_.labels_per_pair != 1 else ''}" if changed else ""
+        changed = labelling_rounds.save_round(form.save(commit=False), old_overlap=old_overlap)
+        step = round_.labels_per_pair - old_overlap
+        note = (f"; {changed} pair{'s' if changed != 1 else ''} people label now need{'s' if changed == 1 else ''} "
+                f"{abs(step)} label{'s' if abs(step) != 1 else ''} {'more' if step > 0 else 'fewer'}") if changed else ""
         messages.success(request, f"Labelling round {round_.number} saved{note}.")
         return redirect("annotate:round", number=round_.number)
-    return _round_page(request, round_, form, GoldPairForm(), status=400 if request.method == "POST" else 200)
+    # a refused form leaves its values on the instance: the rest of the page shows the round as stored
+    stored = Round.objects.get(pk=round_.pk)
+    return _round_page(request, stored, form, GoldPairForm(), status=400 if request.method == "POST" else 200)
 
 
 def _round_page(request, round_: Round, form, gold_form, status: int = 200) -> HttpResponse:

@@ -102,7 +102,8 @@ def estimated_duration(input_version: ModelVersion, pairs: int, *, epochs: int |
                        dtype: str | None = None) -> dict | None:
     """How long a round of `pairs` pairs would take, measured on this installation's workers: from the latest
     succeeded runs on the same base model in the same dtype, the median trainer time per pair and epoch, plus the
-    median of what each run spent around its training loop (loading, reference log-probs, saving, measuring).
+    median of what each run spent around its training loop (loading the data and model, saving the version; the
+    measurement after a run is not included).
 
     None when no such run has finished yet (the first one measures the rate). Returns seconds, the rate and the
     number of runs it was measured on, so a page can say what the figure rests on."""
@@ -113,13 +114,17 @@ def estimated_duration(input_version: ModelVersion, pairs: int, *, epochs: int |
     finished = (TrainingRun.objects.filter(status=TrainingRun.SUCCEEDED, started__isnull=False,
                                            finished__isnull=False)
                 .select_related("input_version").order_by("-finished")[:50])
+    bases: dict[int, int] = {}  # input version -> its base, each lineage walked once
     for run in finished:
         metrics, params = run.metrics or {}, run.params or {}
         seconds, done = metrics.get("seconds"), metrics.get("pairs")
         run_epochs = params.get("epochs", DPOConfig().epochs)
         if (params.get("dtype") != dtype or not isinstance(seconds, int | float) or not isinstance(done, int | float)
-                or seconds <= 0 or done <= 0 or not isinstance(run_epochs, int) or run_epochs < 1
-                or base_version(run.input_version).pk != base.pk):
+                or seconds <= 0 or done <= 0 or not isinstance(run_epochs, int) or run_epochs < 1):
+            continue
+        if run.input_version_id not in bases:
+            bases[run.input_version_id] = base_version(run.input_version).pk
+        if bases[run.input_version_id] != base.pk:
             continue
         per_pair.append(seconds / (done * run_epochs))
         around.append(max(0.0, (run.finished - run.started).total_seconds() - seconds))
@@ -309,15 +314,19 @@ def record_round_figures(run: TrainingRun, figures: dict[str, float]) -> None:
     """A round's verdicts (win rates against base and against the current version, the gate's decision) in
     TensorBoard, when PREFLOOP_TENSORBOARD is on: in the run's folder at its last step, beside its curves, and in
     the `rounds` folder at the version's round number, so `tensorboard --logdir` the parent shows win rate per
-    round."""
+    round. A round whose candidate was kept is trained again at the same round number, and a gate checked again
+    adds its verdict again: such a round has several points at its step."""
     if not settings.PREFLOOP_TENSORBOARD or run.output_version is None:
         return
     run.refresh_from_db(fields=["total"])
-    for folder, step in ((tensorboard_dir(run), run.total),
-                         (settings.TENSORBOARD_DIR / ROUNDS_BOARD, run.output_version.round)):
-        board = EventWriter(folder)
-        board.scalars(step, figures)
-        board.close()
+    try:
+        for folder, step in ((tensorboard_dir(run), run.total),
+                             (settings.TENSORBOARD_DIR / ROUNDS_BOARD, run.output_version.round)):
+            board = EventWriter(folder)
+            board.scalars(step, figures)
+            board.close()
+    except OSError as exc:  # the verdicts are stored on the run; a full or read-only disk must not undo them
+        log.warning("training run %s: TensorBoard figures not written: %s", run.pk, exc)
 
 
 def _full_path(version: ModelVersion) -> str:

@@ -52,13 +52,47 @@ def test_more_overlap_brings_finished_pairs_back_for_more_labels(client, boss):
     response = client.post("/annotate/rounds/3/", dict(SETTINGS, number="3", labels_per_pair="2"))
     assert response.status_code == 302
     follow = client.get(response["Location"]).content.decode()
-    assert "Labelling round 3 saved; 2 pairs now need 2 labels." in follow
+    assert "Labelling round 3 saved; 2 pairs people label now need 1 label more." in follow
     assert {p.pk: p.labels_needed for p in Pair.objects.all()} == {done.pk: 2, waiting.pk: 2, gold.pk: 1}
     bob = make_user("bob")
     first = next_pair_for(bob)
     record_label(first, bob, "left")
     served = {first.pair_id, next_pair_for(bob).pair_id}
     assert done.pk in served, "the pair anna finished comes back for a second person"
+
+
+def test_an_overlap_change_respects_routing_and_imported_labels(client, boss, tmp_path):
+    from django.core.management import call_command
+
+    from annotate.models import Route
+
+    round_ = make_round(number=8, labels_per_pair=2)
+    judge_decided = make_pair(round=round_, route=Route.JUDGE, labels_needed=1, labels_done=1)
+    to_people = make_pair(round=round_, route=Route.PEOPLE, labels_needed=3, labels_done=1)  # judge's + 2 people
+    held_back = make_pair(round=round_, route=Route.DUPLICATE, labels_needed=0)
+    plain = make_pair(round=round_, labels_needed=2)
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}\n')
+    call_command("import_preferences", str(path), round=8)
+    imported = Pair.objects.get(prompt__text="Hi?")
+
+    client.post("/annotate/rounds/8/", dict(SETTINGS, number="8", labels_per_pair="3"))
+    needed = dict(Pair.objects.values_list("pk", "labels_needed"))
+    assert needed[plain.pk] == 3 and needed[to_people.pk] == 4, "one more person each, the judge's label still counted"
+    assert (needed[judge_decided.pk], needed[held_back.pk], needed[imported.pk]) == (1, 0, 1)
+
+    client.post("/annotate/rounds/8/", dict(SETTINGS, number="8", labels_per_pair="1"))
+    needed = dict(Pair.objects.values_list("pk", "labels_needed"))
+    assert needed[plain.pk] == 1 and needed[to_people.pk] == 2, "never below the judge's label plus one person"
+    assert (needed[judge_decided.pk], needed[imported.pk]) == (1, 1)
+
+
+def test_a_refused_change_shows_the_round_as_stored(client, boss):
+    make_round(number=9, gold_rate=0.2)
+    response = client.post("/annotate/rounds/9/", dict(SETTINGS, number="9", gold_rate="1.5"))
+    assert response.status_code == 400
+    assert "at the gold rate (0.20)" in response.content.decode()
+    assert Round.objects.get(number=9).gold_rate == 0.2
 
 
 def test_a_closed_round_keeps_its_pairs_when_its_overlap_changes(client, boss):

@@ -120,3 +120,17 @@ def test_no_event_files_unless_asked(settings, tmp_path, tiny_base):  # noqa: F8
     settings.TENSORBOARD_DIR = tmp_path / "tensorboard"
     run = train.start_training_run(params=FAST_TRAINING, enqueue=False)
     assert train.tensorboard_writer(run) is None and not (tmp_path / "tensorboard").exists()
+
+
+def test_a_disk_that_refuses_the_round_figures_does_not_undo_the_verdict(settings, tmp_path, tiny_base, caplog):  # noqa: F811
+    from generation.models import ModelVersion
+    from training.models import TrainingRun
+
+    settings.PREFLOOP_TENSORBOARD = True
+    settings.TENSORBOARD_DIR = tmp_path / "not-a-folder"
+    settings.TENSORBOARD_DIR.write_text("a file where the folder should be")
+    child = ModelVersion.objects.create(name="round-1", path=tiny_base.path, parent=tiny_base, round=1)
+    run = TrainingRun.objects.create(input_version=tiny_base, reference_version=tiny_base, output_version=child,
+                                     status=TrainingRun.SUCCEEDED)
+    train.record_round_figures(run, {"gate/win_rate_vs_current": 0.7})  # logged, not raised
+    assert "TensorBoard figures not written" in caplog.text
