@@ -1,6 +1,5 @@
-"""Pages of the training app. Staff: start a round, watch its live progress, cancel it; check a candidate version
-against the promotion gate, promote it by hand, roll back to an earlier version. Everyone signed in: a run's
-dashboard."""
+"""Staff pages of the training app: start a round, watch its live progress and its dashboard, cancel it; check a
+candidate version against the promotion gate, promote it by hand, roll back to an earlier version."""
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -101,10 +100,10 @@ def rollback(request, pk: int):
     return redirect(f"{reverse('training:runs')}#versions")
 
 
+@staff_required
 def run(request, pk: int):
     """One training run's dashboard: curves of margin, accuracy, loss and KL, its summary metrics, live while it
-    runs. Read-only, so open to every signed-in person (the compare pages link here); starting, cancelling and
-    promoting stay staff-only."""
+    runs. Staff-only like every page under /training/ (the compare pages link here for staff)."""
     run = get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"), pk=pk)
     series = dashboard.step_series(run)
     charts_html, used = [], set()

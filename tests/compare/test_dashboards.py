@@ -97,11 +97,11 @@ def _run(input_version, output_version, *, status=TrainingRun.SUCCEEDED, metrics
     return run
 
 
-def test_run_dashboard_shows_the_stored_metrics(client, annotator, versions):
+def test_run_dashboard_shows_the_stored_metrics(client, staff, versions):
     base, child = versions
     metrics = {"loss": 0.5123, "rewards/accuracies": 0.8125, "rewards/margins": 0.3456, "kl": 0.0123, "pairs": 32}
     run = _run(base, child, metrics=metrics)
-    client.force_login(annotator)
+    client.force_login(staff)
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     for key, value in metrics.items():
         shown = re.search(rf'<table class="metrics summary">.*?data-key="{re.escape(key)}">([^<]*)<', page, re.S)
@@ -117,19 +117,19 @@ def test_run_dashboard_shows_the_stored_metrics(client, annotator, versions):
     assert "hx-trigger" not in page and "stayed at ln 2" not in page
 
 
-def test_a_running_run_is_polled_and_a_flat_loss_warns(client, annotator, versions):
+def test_a_running_run_is_polled_and_a_flat_loss_warns(client, staff, versions):
     base, _ = versions
     run = _run(base, None, status=TrainingRun.RUNNING, losses=(0.6931, 0.6932, 0.6931, 0.6930, 0.6931))
-    client.force_login(annotator)
+    client.force_login(staff)
     partial = client.get(reverse("training:run", args=[run.pk]), HTTP_HX_REQUEST="true").content.decode()
     assert 'hx-trigger="every 2s"' in partial and "<html" not in partial
     assert "the loss stayed at ln 2" in partial
 
 
-def test_a_run_without_a_summary_leads_with_its_latest_step(client, annotator, versions):
+def test_a_run_without_a_summary_leads_with_its_latest_step(client, staff, versions):
     base, child = versions
     run = _run(base, child, metrics={}, losses=(0.69, 0.61))
-    client.force_login(annotator)
+    client.force_login(staff)
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     assert re.findall(r'data-metric="([^"]+)">([^<]+)<', page)[:3] == [
         ("Reward margin", "0.1"), ("Reward accuracy", "0.7"), ("Loss", "0.61")]
@@ -165,10 +165,14 @@ def test_rounds_page_shows_each_version_and_warns_on_length_drift(client, annota
     assert grandchild.name in page
 
 
-def test_the_dashboards_first_address_redirects_to_the_training_app(client, annotator, versions):
+def test_the_dashboards_first_address_redirects_to_the_training_app(client, staff, annotator, versions):
     base, child = versions
     run = _run(base, child, metrics={"loss": 0.5})
-    client.force_login(annotator)
+    client.force_login(staff)
     response = client.get(f"/compare/rounds/{run.pk}/")
     assert response.status_code == 301 and response["Location"] == f"/training/runs/{run.pk}/"
-    assert client.get(response["Location"]).status_code == 200, "read-only: open to annotators, not only staff"
+    assert client.get(response["Location"]).status_code == 200
+    client.force_login(annotator)  # staff-only, like every page under /training/; the rounds page links it for staff
+    assert client.get(response["Location"]).status_code == 403
+    rounds = client.get("/compare/rounds/").content.decode()
+    assert f"/training/runs/{run.pk}/" not in rounds

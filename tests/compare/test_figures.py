@@ -48,11 +48,11 @@ def test_kl_is_the_k3_estimate_and_never_negative():
     assert kl_k3(2.0) == pytest.approx(math.exp(-2) - 1 + 2)
 
 
-def test_the_run_dashboard_shows_each_figure_with_its_label(client, annotator, versions):
+def test_the_run_dashboard_shows_each_figure_with_its_label(client, staff, versions):
     base, child = versions
     run = TrainingRun.objects.create(input_version=base, output_version=child, status=TrainingRun.SUCCEEDED,
                                      metrics=METRICS, params={"batch_size": 4})
-    client.force_login(annotator)
+    client.force_login(staff)
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     cards = re.findall(r'data-metric="([^"]+)">([^<]+)</div><div class="muted measured-on"><small>([^<]+)<', page)
     assert [(t, float(v), m) for t, v, m in cards] == [
