@@ -132,9 +132,13 @@ def test_a_round_pairs_the_judges_best_and_worst_of_k_samples(tiny_loop):
     job = GenerationJob.objects.get()
     assert job.params["pairing"] == "judge" and job.params["judge"] == JUDGE and job.params["sampling"]["n"] == 3
     for pair in Pair.objects.filter(job=job):
-        lengths = [len(r.text.strip()) for r in Response.objects.filter(job=job, prompt=pair.prompt)]
-        assert len(lengths) == 3
-        assert (len(pair.response_a.text.strip()), len(pair.response_b.text.strip())) == (max(lengths), min(lengths))
+        samples = list(Response.objects.filter(job=job, prompt=pair.prompt))
+        assert len(samples) == 3
+        # the judge prefers the longer answer, and an answer cut at the token limit loses to a finished one whatever
+        # its length (prefcore.outcomes.cut_rule): the best sample is the longest finished one, the worst the
+        # shortest cut one
+        rank = {r.pk: (r.finish_reason != "length", len(r.text.strip())) for r in samples}
+        assert rank[pair.response_a_id] == max(rank.values()) and rank[pair.response_b_id] == min(rank.values())
     assert run.results[0]["votes"]["n"] == 3
 
 
