@@ -2,10 +2,10 @@
 from django.contrib import admin, messages
 
 from . import closing, routing
-from .models import AnnotatorProfile, Assignment, Label, Pair, Round
+from .models import AnnotatorProfile, Assignment, Label, LabellingRound, Pair
 
 
-@admin.register(Round)
+@admin.register(LabellingRound)
 class RoundAdmin(admin.ModelAdmin):
     list_display = ["number", "labels_per_pair", "gold_rate", "queue_order", "route_judge", "closed_at", "created"]
     readonly_fields = ["closed_at", "closed_reason"]

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import Pair, Round
+from .models import LabellingRound, Pair
 from .routing import wilson_interval
 
 
@@ -15,14 +15,14 @@ class ClosingError(Exception):
     """A round that cannot be closed as asked; the message is for a person."""
 
 
-def close_round(round_: Round, reason: str) -> Round:
+def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
     """Close the round's labelling: its open pairs need no more labels (the labels given stay and still decide),
     people are given nothing more from it, and the reason is kept on the round."""
     reason = reason.strip()
     if not reason:
         raise ClosingError(f"round {round_.number}: say why it closes")
     with transaction.atomic():
-        locked = Round.objects.select_for_update().get(pk=round_.pk)
+        locked = LabellingRound.objects.select_for_update().get(pk=round_.pk)
         if locked.closed_at is not None:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
         Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")).update(labels_needed=F("labels_done"))
@@ -41,7 +41,7 @@ def heldout_interval(metrics: dict) -> tuple[int, float, float, float] | None:
     return int(pairs), float(accuracy), low, high
 
 
-def close_if_enough(round_: Round, metrics: dict) -> str | None:
+def close_if_enough(round_: LabellingRound, metrics: dict) -> str | None:
     """Close the round when its close_width is set and the held-out reward-accuracy interval in `metrics` is
     narrower; returns the reason it closed, or None (no width set, closed already, nothing measured, or wider)."""
     if round_.close_width is None or round_.closed_at is not None:

@@ -10,7 +10,7 @@ from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
-from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, Round
+from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, LabellingRound
 
 
 class PairForm(forms.Form):
@@ -89,7 +89,7 @@ class LabellingRoundForm(forms.ModelForm):
     """A labelling round set up from its page: the same fields as the admin, each bounded and checked."""
 
     class Meta:
-        model = Round
+        model = LabellingRound
         fields = ["number", "guidelines", "labels_per_pair", "gold_rate", "queue_order", "route_judge",
                   "route_threshold", "audit_share", "close_width"]
         labels = {"labels_per_pair": "Labels per pair (overlap)", "gold_rate": "Gold rate"}

@@ -20,7 +20,7 @@ from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
-from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, Label, Pair, Round
+from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, Label, LabellingRound, Pair
 
 IMPORT_ACCOUNT = "import"
 MAX_LABELS_NEEDED = 1000
@@ -98,10 +98,10 @@ def import_prompts(path: Path | str, *, split: str = Prompt.TRAIN, tag: str = ""
     return ImportResult(created, len(rows) - created)
 
 
-def _round(number: int | None) -> Round | None:
+def _round(number: int | None) -> LabellingRound | None:
     if number is None:
         return None
-    round_, _ = Round.objects.get_or_create(number=number)
+    round_, _ = LabellingRound.objects.get_or_create(number=number)
     return round_
 
 
@@ -111,7 +111,7 @@ def _existing_pairs(hashes: list[str]) -> set[tuple[str, str, str]]:
     )
 
 
-def _new_pair(prompt: Prompt, text_a: str, text_b: str, *, source: str, round_: Round | None, **fields) -> Pair:
+def _new_pair(prompt: Prompt, text_a: str, text_b: str, *, source: str, round_: LabellingRound | None, **fields) -> Pair:
     response_a = Response.objects.create(prompt=prompt, version=None, text=text_a, source=source)
     response_b = Response.objects.create(prompt=prompt, version=None, text=text_b, source=source)
     return Pair.objects.create(

@@ -27,9 +27,13 @@ class Route(models.TextChoices):
     DUPLICATE = "duplicate", "held back: near-duplicate answers"
 
 
-class Round(models.Model):
-    """A labelling round: its guidelines, how many labels each of its pairs needs, the order its queue is served
-    in, how pairs are routed between a judge and people, and when its labelling closes."""
+class LabellingRound(models.Model):
+    """A labelling round: a batch of pairs put to people under one set of guidelines, with how many labels each of
+    its pairs needs, the order its queue is served in, how pairs are routed between a judge and people, and when its
+    labelling closes.
+
+    Not a training round: `ModelVersion.round` counts versions, a `TrainingRun` makes one, and a loop round is one
+    pass of generate-label-train-compare. Pairs sampled from version N land in labelling round N + 1."""
 
     number = models.PositiveIntegerField(unique=True)
     guidelines = models.TextField(blank=True)
@@ -59,6 +63,7 @@ class Round(models.Model):
 
     class Meta:
         ordering = ["number"]
+        verbose_name = "labelling round"
 
     def __str__(self) -> str:
         return f"round {self.number}"
@@ -72,7 +77,7 @@ class Pair(models.Model):
     origin = models.CharField(
         max_length=20, choices=[(GENERATED, "generated"), (IMPORTED, "imported"), (GOLD, "gold")], default=GENERATED
     )
-    round = models.ForeignKey(Round, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
+    round = models.ForeignKey(LabellingRound, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
     job = models.ForeignKey(
         "generation.GenerationJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs"
     )

@@ -10,7 +10,7 @@ from itertools import combinations
 from django.contrib.auth import get_user_model
 
 from .agreement import cohen_kappa, krippendorff_alpha
-from .models import A, B, Label, Pair, Round
+from .models import A, B, Label, LabellingRound, Pair
 
 
 @dataclass
@@ -127,7 +127,7 @@ class QueueChoice:
     """What a round's queue order chose: the margins of the pairs people labelled against those of every scored
     pair, and where routing and near-duplicate checks sent pairs."""
 
-    round: Round
+    round: LabellingRound
     scored: int
     mean_abs_margin_pool: float | None
     served: int  # pairs a person labelled
@@ -142,7 +142,7 @@ def _mean_abs(values: list[float]) -> float | None:
 
 def queue_choices(rounds: list[int] | None = None) -> list[QueueChoice]:
     """Per round: its order, and the mean |margin| of the pairs people labelled against the pool's."""
-    found = Round.objects.order_by("number")
+    found = LabellingRound.objects.order_by("number")
     if rounds is not None:
         found = found.filter(number__in=rounds)
     out = []

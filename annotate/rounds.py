@@ -12,7 +12,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Greatest
 
-from .models import A, B, Label, Pair, Round, Route
+from .models import A, B, Label, LabellingRound, Pair, Route
 
 
 class RoundError(Exception):
@@ -21,7 +21,7 @@ class RoundError(Exception):
 
 @dataclass
 class RoundRow:
-    round: Round
+    round: LabellingRound
     pairs: int
     open_pairs: int
     gold_pairs: int
@@ -29,7 +29,7 @@ class RoundRow:
 
 def round_rows() -> list[RoundRow]:
     """Every labelling round with its pair counts, newest first."""
-    counted = Round.objects.annotate(
+    counted = LabellingRound.objects.annotate(
         n_pairs=Count("pairs", filter=Q(pairs__is_gold=False)),
         n_open=Count("pairs", filter=Q(pairs__is_gold=False, pairs__labels_done__lt=F("pairs__labels_needed"))),
         n_gold=Count("pairs", filter=Q(pairs__is_gold=True)),
@@ -37,7 +37,7 @@ def round_rows() -> list[RoundRow]:
     return [RoundRow(r, r.n_pairs, r.n_open, r.n_gold) for r in counted]
 
 
-def save_round(round_: Round, *, old_overlap: int) -> int:
+def save_round(round_: LabellingRound, *, old_overlap: int) -> int:
     """Save the round; when its overlap changed, each pair people label needs that many more (or fewer) labels from
     now on: a pair that has enough stops being served, one that has fewer comes back. Returns how many pairs
     changed. Left alone: pairs whose judge label was accepted (routing), near duplicates held back, pairs imported
@@ -54,7 +54,7 @@ def save_round(round_: Round, *, old_overlap: int) -> int:
         return pairs.update(labels_needed=Greatest(F("labels_needed") + change, F("labels_done"), 0))
 
 
-def set_gold(round_: Round, pair_id: int, answer: str) -> Pair:
+def set_gold(round_: LabellingRound, pair_id: int, answer: str) -> Pair:
     """Make a pair a gold pair of this round with a known answer ("a" or "b": the pair's own answers, whatever side
     a person sees them on). Gold pairs are served at the round's gold rate and score each person's accuracy."""
     if answer not in (A, B):
@@ -70,7 +70,7 @@ def set_gold(round_: Round, pair_id: int, answer: str) -> Pair:
     return pair
 
 
-def unset_gold(round_: Round, pair_id: int) -> Pair:
+def unset_gold(round_: LabellingRound, pair_id: int) -> Pair:
     """A gold pair of this round becomes a regular pair again (its labels stay)."""
     with transaction.atomic():
         pair = Pair.objects.select_for_update().filter(pk=pair_id, round=round_, is_gold=True).first()

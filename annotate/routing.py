@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 
 from .agreement import majority
-from .models import A, AnnotatorProfile, Assignment, B, Label, Pair, Round, Route
+from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, Route
 
 Z95 = 1.959963984540054
 ALL_TAGS = None  # the key of the agreement over every tag
@@ -111,7 +111,7 @@ class Routed:
     audited: int = 0
 
 
-def route_round(round_: Round) -> Routed:
+def route_round(round_: LabellingRound) -> Routed:
     """Route the round's pairs its judge has labelled and no person has been given: to the judge (its label stands,
     weighed by its agreement; the pair needs no more labels) where its agreement on the pair's tag is trusted and
     the pair is not drawn for audit, else to people (the round's labels_per_pair people after the judge). A pair
@@ -147,7 +147,7 @@ def route_round(round_: Round) -> Routed:
 
 def route_pairs(judge_path: str) -> list[Routed]:
     """Route every open round whose routing judge is this one (after it labelled, see annotate.judging.label_pairs)."""
-    return [route_round(r) for r in Round.objects.filter(route_judge=judge_path, closed_at__isnull=True)]
+    return [route_round(r) for r in LabellingRound.objects.filter(route_judge=judge_path, closed_at__isnull=True)]
 
 
 def _can_lock() -> bool:

@@ -21,7 +21,7 @@ from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
 from training.models import ReferenceLogp
 
-from .models import Pair, QueueOrder, Round, Route
+from .models import LabellingRound, Pair, QueueOrder, Route
 
 CHUNK_PAIRS = 64  # pairs scored per model call: progress and cancellation are looked at between chunks
 
@@ -43,7 +43,7 @@ def margin_config(**overrides) -> DPOConfig:
     return DPOConfig.from_dict({"batch_size": 8, "dtype": product_dtype(), **overrides})
 
 
-def open_pairs(rounds: Iterable[Round] | None = None):
+def open_pairs(rounds: Iterable[LabellingRound] | None = None):
     """Regular pairs still short of labels, in open rounds (or the given rounds), not held back nor decided by a
     judge."""
     pairs = Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).exclude(
@@ -121,7 +121,7 @@ def score_margins(
 
 
 def prepare_queue(
-    version: ModelVersion, *, rounds: Iterable[Round] | None = None, config: DPOConfig | None = None,
+    version: ModelVersion, *, rounds: Iterable[LabellingRound] | None = None, config: DPOConfig | None = None,
     progress: Callable[[int, int], None] | None = None, cancelled: Callable[[], bool] | None = None,
 ) -> Prepared:
     """The one step that readies the open pairs (of the given rounds, or every open round) for people: near

@@ -30,7 +30,7 @@ from prefcore.outcomes import SIDES as SIDE_KEYS
 from prefcore.outcomes import outcome_for_side
 
 from .dataset import DecidedPair, decided_pairs  # noqa: F401  (the training service imports it from here)
-from .models import A, AnnotatorProfile, Assignment, B, Label, Pair, QueueOrder, Round, Route
+from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, QueueOrder, Route
 
 try:
     import fcntl
@@ -118,7 +118,7 @@ def _sql() -> dict[str, str]:
     }
 
 
-def _open_pairs(user, now, round_: Round | None):
+def _open_pairs(user, now, round_: LabellingRound | None):
     """Regular pairs of one round this person may be given now, in serving order (the round's queue_order).
 
     "uncertain": the smallest |margin| first (pairs the current version cannot yet tell apart); "disagreement": first
@@ -151,9 +151,9 @@ def _judge_disagrees():
         Q(choice=A, pair__margin__lt=0) | Q(choice=B, pair__margin__gt=0))
 
 
-def _rounds_in_order() -> list[Round | None]:
+def _rounds_in_order() -> list[LabellingRound | None]:
     """Oldest open round first (a closed round serves nothing more); pairs outside any round last."""
-    return [*Round.objects.filter(closed_at__isnull=True).order_by("number"), None]
+    return [*LabellingRound.objects.filter(closed_at__isnull=True).order_by("number"), None]
 
 
 def _gold_pairs(user, round_id):

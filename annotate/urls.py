@@ -16,4 +16,5 @@ urlpatterns = [
     path("rounds/", views.rounds, name="rounds"),
     path("rounds/<int:number>/", views.round_detail, name="round"),
     path("rounds/<int:number>/gold/", views.round_gold, name="round_gold"),
+    path("rounds/<int:number>/gold/unset/", views.round_ungold, name="round_ungold"),
 ]

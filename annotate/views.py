@@ -21,7 +21,7 @@ from . import quality as quality_report
 from . import rounds as labelling_rounds
 from .feedback import saved_line
 from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, PairForm, RoundForm
-from .models import Label, Pair, Round
+from .models import Label, LabellingRound, Pair
 
 
 def _staff(request: HttpRequest) -> None:
@@ -232,7 +232,7 @@ def rounds(request: HttpRequest) -> HttpResponse:
 def round_detail(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: one labelling round's settings, and its gold pairs."""
     _staff(request)
-    round_ = get_object_or_404(Round, number=number)
+    round_ = get_object_or_404(LabellingRound, number=number)
     old_overlap = round_.labels_per_pair
     form = LabellingRoundForm(request.POST or None, instance=round_)
     if request.method == "POST" and form.is_valid():
@@ -243,11 +243,11 @@ def round_detail(request: HttpRequest, number: int) -> HttpResponse:
         messages.success(request, f"Labelling round {round_.number} saved{note}.")
         return redirect("annotate:round", number=round_.number)
     # a refused form leaves its values on the instance: the rest of the page shows the round as stored
-    stored = Round.objects.get(pk=round_.pk)
+    stored = LabellingRound.objects.get(pk=round_.pk)
     return _round_page(request, stored, form, GoldPairForm(), status=400 if request.method == "POST" else 200)
 
 
-def _round_page(request, round_: Round, form, gold_form, status: int = 200) -> HttpResponse:
+def _round_page(request, round_: LabellingRound, form, gold_form, status: int = 200) -> HttpResponse:
     gold = Pair.objects.filter(round=round_, is_gold=True).select_related("prompt", "response_a", "response_b")
     return render(request, "annotate/round.html", {"round": round_, "form": form, "gold_form": gold_form,
                                                    "gold": gold.order_by("pk")[:200]}, status=status)
@@ -255,23 +255,38 @@ def _round_page(request, round_: Round, form, gold_form, status: int = 200) -> H
 
 @require_POST
 def round_gold(request: HttpRequest, number: int) -> HttpResponse:
-    """Staff: make a pair a gold pair of the round with its right answer, or (unset=1) a regular pair again."""
+    """Staff: make a pair a gold pair of the round, with its right answer."""
     _staff(request)
-    round_ = get_object_or_404(Round, number=number)
+    round_ = get_object_or_404(LabellingRound, number=number)
     gold_form = GoldPairForm(request.POST)
-    if request.POST.get("unset"):
-        gold_form = GoldPairForm({"pair": request.POST.get("pair"), "answer": "a"})
     if gold_form.is_valid():
-        pair_id = gold_form.cleaned_data["pair"]
+        pair_id, answer = gold_form.cleaned_data["pair"], gold_form.cleaned_data["answer"]
         try:
-            if request.POST.get("unset"):
-                labelling_rounds.unset_gold(round_, pair_id)
-                messages.success(request, f"Pair {pair_id} is a regular pair again.")
-            else:
-                labelling_rounds.set_gold(round_, pair_id, gold_form.cleaned_data["answer"])
-                messages.success(request, f"Pair {pair_id} is a gold pair of round {round_.number}: answer "
-                                          f"{gold_form.cleaned_data['answer']} is right.")
-            return redirect("annotate:round", number=round_.number)
+            labelling_rounds.set_gold(round_, pair_id, answer)
         except labelling_rounds.RoundError as exc:
             gold_form.add_error("pair", str(exc))
+        else:
+            messages.success(request, f"Pair {pair_id} is a gold pair of round {round_.number}: answer {answer} is "
+                                      f"right.")
+            return redirect("annotate:round", number=round_.number)
     return _round_page(request, round_, LabellingRoundForm(instance=round_), gold_form, status=400)
+
+
+@require_POST
+def round_ungold(request: HttpRequest, number: int) -> HttpResponse:
+    """Staff: make a gold pair of the round a regular pair again."""
+    _staff(request)
+    round_ = get_object_or_404(LabellingRound, number=number)
+    form = PairForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pair: " + " ".join(form.errors.get("pair", [])))
+    else:
+        pair_id = form.cleaned_data["pair"]
+        try:
+            labelling_rounds.unset_gold(round_, pair_id)
+        except labelling_rounds.RoundError as exc:
+            messages.error(request, str(exc).capitalize() + ".")
+        else:
+            messages.success(request, f"Pair {pair_id} is a regular pair again.")
+            return redirect("annotate:round", number=round_.number)
+    return _round_page(request, round_, LabellingRoundForm(instance=round_), GoldPairForm(), status=400)

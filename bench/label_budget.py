@@ -128,7 +128,7 @@ def prepare(args, seed: int, db: Path, snapshot: Path) -> dict:
 
     from annotate.importers import import_prompts
     from annotate.judging import label_pairs
-    from annotate.models import Pair, Round
+    from annotate.models import LabellingRound, Pair
     from annotate.selection import prepare_queue
     from generation.backends.base import SamplingConfig
     from generation.bootstrap import bootstrap_checkpoint
@@ -144,7 +144,7 @@ def prepare(args, seed: int, db: Path, snapshot: Path) -> dict:
     base = register_version("base", model)
     import_prompts(args.train, split="train", tag="bench")
     import_prompts(args.eval, split="eval", tag="bench")
-    Round.objects.create(number=1, labels_per_pair=2)  # the judge's label and the person's
+    LabellingRound.objects.create(number=1, labels_per_pair=2)  # the judge's label and the person's
     config = SamplingConfig(n=2, max_new_tokens=args.max_new_tokens, seed=seed)
     job = run_generation_job(start_generation_job(base, n_prompts=args.pool, config=config, tag="bench",
                                                   enqueue=False).pk)
@@ -153,7 +153,7 @@ def prepare(args, seed: int, db: Path, snapshot: Path) -> dict:
     params = json.loads(args.params)
     v1 = train(base, params)
     v1_win = win_rate(base, v1, args)  # base's eval answers are stored now: every arm reuses them
-    Round.objects.filter(number=1).update(queue_order="uncertain")  # so prepare_queue scores the pool under v1
+    LabellingRound.objects.filter(number=1).update(queue_order="uncertain")  # so prepare_queue scores the pool under v1
     scored = prepare_queue(v1).scored
     judged = label_pairs(args.judge).labels
     _copy_db(db, snapshot)
@@ -164,11 +164,11 @@ def prepare(args, seed: int, db: Path, snapshot: Path) -> dict:
 def arm(args, seed: int, order: str, budget: int, db: Path, snapshot: Path) -> dict:
     from django.contrib.auth import get_user_model
 
-    from annotate.models import Label, Round
+    from annotate.models import Label, LabellingRound
     from generation.models import ModelVersion
 
     _copy_db(snapshot, db)
-    Round.objects.filter(number=1).update(queue_order=order)
+    LabellingRound.objects.filter(number=1).update(queue_order=order)
     person = get_user_model().objects.get(username=PERSON)
     labelled = label_as_person(person, people_judge(args, seed), budget)
     Label.objects.filter(is_automatic=True).delete()  # the judge only ordered the queue; people's labels train

@@ -50,12 +50,12 @@ def _seed(pairs: int, users: int) -> list[str]:
     from django.core.management import call_command
     from django.db import transaction
 
-    from annotate.models import Pair, Round
+    from annotate.models import LabellingRound, Pair
     from generation.models import Prompt, Response
 
     call_command("migrate", verbosity=0, interactive=False)
     with transaction.atomic():
-        round_ = Round.objects.create(number=1, guidelines="Pick the more helpful answer.")
+        round_ = LabellingRound.objects.create(number=1, guidelines="Pick the more helpful answer.")
         prompts = Prompt.objects.bulk_create(
             [Prompt(text=f"Question {i}: how does step {i} work?", hash=f"bench-{i}") for i in range(pairs)]
         )

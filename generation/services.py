@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Avg
 
-from annotate.models import Pair, Round
+from annotate.models import LabellingRound, Pair
 from annotate.selection import ScoringCancelled, prepare_queue
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
@@ -243,7 +243,7 @@ def start_generation_job(
 
 
 def _labelling_round(version: ModelVersion):
-    round_, _ = Round.objects.get_or_create(number=version.round + 1)
+    round_, _ = LabellingRound.objects.get_or_create(number=version.round + 1)
     return round_
 
 

@@ -161,7 +161,7 @@ def test_staff_reach_the_staff_pages_and_annotators_the_rest(client, staff, anno
 
 def _escaping_data(user):
     """A version, prompt, two responses (one with script payloads), a pair with a label, failed jobs and runs."""
-    from annotate.models import Label, Pair, Round
+    from annotate.models import Label, LabellingRound, Pair
     from generation.models import GenerationJob, ModelVersion, Prompt, Response
     from training.models import TrainingRun
 
@@ -170,7 +170,7 @@ def _escaping_data(user):
     job = GenerationJob.objects.create(version=version, status=GenerationJob.FAILED, error=f"{MARK} {XSS}", total=1)
     a = Response.objects.create(prompt=prompt, version=version, job=job, sample_index=0, text=f"{MARK} {XSS} {XSS_IMG}")
     b = Response.objects.create(prompt=prompt, version=version, job=job, sample_index=1, text=f"**{MARK}** {XSS}")
-    round_ = Round.objects.create(number=1, guidelines=f"{MARK} {XSS}")
+    round_ = LabellingRound.objects.create(number=1, guidelines=f"{MARK} {XSS}")
     pair = Pair.objects.create(prompt=prompt, response_a=a, response_b=b, round=round_)
     label = Label.objects.create(pair=pair, annotator=user, choice="a", side="left", left_is_a=True,
                                  comment=f"{MARK} {XSS}")

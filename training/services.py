@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from annotate.closing import close_if_enough
-from annotate.models import Round
+from annotate.models import LabellingRound
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 from jobs import lifecycle
@@ -77,37 +77,39 @@ def start_training_run(
     return run
 
 
+_MEASURE = object()  # training_preview: measure the rate itself
+
+
 def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun.DATA_ALL,
-                     max_length: int | None = None) -> dict:
+                     max_length: int | None = None, *, rate=_MEASURE) -> dict:
     """What a round would train on if started now, before it starts: pairs, their answers' tokens, held-out pairs,
-    and whether the round is too small to hold any out (the same selection run_training makes)."""
+    and whether the round is too small to hold any out (the same selection run_training makes). `rate` is
+    `training_rate`'s answer when the caller has it already (a page previewing several choices measures once)."""
     max_length = max_length or DPOConfig().max_length
     rounds = [labelling_round(input_version)] if data_choice == TrainingRun.DATA_NEW else None
     data = round_data(reference=base_version(input_version), max_length=max_length, rounds=rounds,
                       heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
                       heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+    estimate = None
+    if data.pairs:
+        estimate = estimated_duration(input_version, len(data.pairs),
+                                      rate=training_rate(input_version) if rate is _MEASURE else rate)
     return {
         "data_choice": data_choice, "pairs": len(data.pairs),
         "answer_tokens": sum(c.token_count + r.token_count for c, r in data.rows),
         "heldout": len(data.heldout), "holding_out": data.holding_out,
-        "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS,
-        "estimate": estimated_duration(input_version, len(data.pairs)) if data.pairs else None,
+        "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS, "estimate": estimate,
     }
 
 
 ESTIMATE_FROM_RUNS = 5  # the latest finished runs an estimate is measured on
 
 
-def estimated_duration(input_version: ModelVersion, pairs: int, *, epochs: int | None = None,
-                       dtype: str | None = None) -> dict | None:
-    """How long a round of `pairs` pairs would take, measured on this installation's workers: from the latest
-    succeeded runs on the same base model in the same dtype, the median trainer time per pair and epoch, plus the
-    median of what each run spent around its training loop (loading the data and model, saving the version; the
-    measurement after a run is not included).
-
-    None when no such run has finished yet (the first one measures the rate). Returns seconds, the rate and the
-    number of runs it was measured on, so a page can say what the figure rests on."""
-    epochs = epochs or DPOConfig().epochs
+def training_rate(input_version: ModelVersion, *, dtype: str | None = None) -> dict | None:
+    """How fast this installation's workers train versions of `input_version`'s base model: from the latest
+    succeeded runs on the same base in the same dtype, the median trainer time per pair and epoch, and the median
+    of what each run spent around its training loop (loading the data and model, saving the version; the
+    measurement after a run is not included). None when no such run has finished yet (the first one measures it)."""
     dtype = dtype or product_dtype()
     base = base_version(input_version)
     per_pair, around = [], []
@@ -132,9 +134,22 @@ def estimated_duration(input_version: ModelVersion, pairs: int, *, epochs: int |
             break
     if not per_pair:
         return None
-    rate, overhead = statistics.median(per_pair), statistics.median(around)
-    return {"seconds": overhead + rate * pairs * epochs, "seconds_per_pair": rate, "overhead_seconds": overhead,
-            "runs": len(per_pair), "epochs": epochs, "dtype": dtype}
+    return {"seconds_per_pair": statistics.median(per_pair), "overhead_seconds": statistics.median(around),
+            "runs": len(per_pair), "dtype": dtype}
+
+
+def estimated_duration(input_version: ModelVersion, pairs: int, *, epochs: int | None = None,
+                       dtype: str | None = None, rate=_MEASURE) -> dict | None:
+    """How long a round of `pairs` pairs would take, from `training_rate` (measured here unless given). None when no
+    run has finished to measure it. Returns seconds, the rate and the number of runs it was measured on, so a page
+    can say what the figure rests on."""
+    epochs = epochs or DPOConfig().epochs
+    if rate is _MEASURE:
+        rate = training_rate(input_version, dtype=dtype)
+    if rate is None:
+        return None
+    return {**rate, "seconds": rate["overhead_seconds"] + rate["seconds_per_pair"] * pairs * epochs,
+            "epochs": epochs}
 
 
 def cancel_training_run(run: TrainingRun) -> None:
@@ -253,7 +268,7 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) 
 def _close_labelling_if_enough(run: TrainingRun, metrics: dict) -> None:
     """The labelling round whose pairs the run's input version sampled closes when the held-out measurement says
     more labels would not change much (its close_width; annotate.closing)."""
-    round_ = Round.objects.filter(number=labelling_round(run.input_version)).first()
+    round_ = LabellingRound.objects.filter(number=labelling_round(run.input_version)).first()
     reason = close_if_enough(round_, metrics) if round_ is not None else None
     if reason:
         _log(run, f"labelling round {round_.number} closed: {reason}")

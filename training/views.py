@@ -45,7 +45,9 @@ def _previews() -> list[dict]:
         current = current_version()
     except GenerationError:
         return []
-    return [services.training_preview(current, choice) for choice in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW)]
+    rate = services.training_rate(current)  # measured once for both choices
+    return [services.training_preview(current, choice, rate=rate)
+            for choice in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW)]
 
 
 @staff_required

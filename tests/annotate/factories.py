@@ -5,14 +5,14 @@ import itertools
 
 from django.contrib.auth import get_user_model
 
-from annotate.models import Pair, Round
+from annotate.models import LabellingRound, Pair
 from generation.models import Prompt, Response
 
 _n = itertools.count(1)
 
 
-def make_round(number: int | None = None, **fields) -> Round:
-    return Round.objects.create(number=next(_n) + 1000 if number is None else number, **fields)
+def make_round(number: int | None = None, **fields) -> LabellingRound:
+    return LabellingRound.objects.create(number=next(_n) + 1000 if number is None else number, **fields)
 
 
 def make_prompt(text: str | None = None, messages: list | None = None, **fields) -> Prompt:
@@ -22,7 +22,7 @@ def make_prompt(text: str | None = None, messages: list | None = None, **fields)
 
 def make_pair(
     prompt: Prompt | None = None, text_a: str | None = None, text_b: str | None = None, *,
-    round: Round | None = None, labels_needed: int = 1, **fields,
+    round: LabellingRound | None = None, labels_needed: int = 1, **fields,
 ) -> Pair:
     prompt = prompt or make_prompt()
     n = next(_n)

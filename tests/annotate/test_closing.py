@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from annotate import closing, services
-from annotate.models import Pair, Round
+from annotate.models import LabellingRound, Pair
 from annotate.routing import wilson_interval
 
 from .factories import make_pair, make_round, make_user
@@ -40,7 +40,7 @@ def test_a_wide_or_missing_interval_leaves_the_round_open(metrics):
     round_ = make_round(close_width=0.15)
     pair = make_pair(round=round_)
     assert closing.close_if_enough(round_, metrics) is None
-    assert Round.objects.get(pk=round_.pk).closed_at is None
+    assert LabellingRound.objects.get(pk=round_.pk).closed_at is None
     assert services.next_pair_for(make_user()).pair == pair
 
 

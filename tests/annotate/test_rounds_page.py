@@ -9,7 +9,7 @@ import re
 import pytest
 from django.utils import timezone
 
-from annotate.models import Pair, Round
+from annotate.models import LabellingRound, Pair
 from annotate.services import label_pair, next_pair_for, record_label
 
 from .factories import make_pair, make_round, make_user
@@ -31,7 +31,7 @@ def boss(client):
 def test_a_round_made_on_its_page_shows_its_guidelines_above_its_pairs(client, boss):
     response = client.post("/annotate/rounds/", SETTINGS)
     assert response.status_code == 302 and response["Location"] == "/annotate/rounds/7/"
-    round_ = Round.objects.get(number=7)
+    round_ = LabellingRound.objects.get(number=7)
     assert (round_.guidelines, round_.labels_per_pair, round_.gold_rate) == ("Prefer **short**, correct answers.", 1, 0.1)
     listing = client.get("/annotate/rounds/").content.decode()
     row = re.search(r'<tr data-round="7">(.*?)</tr>', listing, re.S).group(1)
@@ -92,14 +92,14 @@ def test_a_refused_change_shows_the_round_as_stored(client, boss):
     response = client.post("/annotate/rounds/9/", dict(SETTINGS, number="9", gold_rate="1.5"))
     assert response.status_code == 400
     assert "at the gold rate (0.20)" in response.content.decode()
-    assert Round.objects.get(number=9).gold_rate == 0.2
+    assert LabellingRound.objects.get(number=9).gold_rate == 0.2
 
 
 def test_a_closed_round_keeps_its_pairs_when_its_overlap_changes(client, boss):
     round_ = make_round(number=4, closed_at=timezone.now(), closed_reason="enough labels")
     pair = make_pair(round=round_, labels_needed=0)
     client.post("/annotate/rounds/4/", dict(SETTINGS, number="4", labels_per_pair="3"))
-    assert Round.objects.get(number=4).labels_per_pair == 3
+    assert LabellingRound.objects.get(number=4).labels_per_pair == 3
     assert Pair.objects.get(pk=pair.pk).labels_needed == 0
 
 
@@ -119,7 +119,7 @@ def test_bad_settings_are_refused_naming_the_field_and_nothing_is_stored(client,
     assert response.status_code == 400
     page = html.unescape(response.content.decode())
     assert message in page and f'name="{field}"' in page
-    assert not Round.objects.exists()
+    assert not LabellingRound.objects.exists()
 
 
 def test_a_rounds_number_is_unique_and_fixed_once_made(client, boss):
@@ -127,7 +127,7 @@ def test_a_rounds_number_is_unique_and_fixed_once_made(client, boss):
     response = client.post("/annotate/rounds/", SETTINGS)
     assert response.status_code == 400 and "already exists" in response.content.decode()
     client.post("/annotate/rounds/7/", dict(SETTINGS, number="8"))
-    assert list(Round.objects.values_list("number", flat=True)) == [7], "the number of a made round stays"
+    assert list(LabellingRound.objects.values_list("number", flat=True)) == [7], "the number of a made round stays"
 
 
 def test_gold_pairs_are_chosen_with_their_right_answer_and_can_be_made_regular(client, boss):
@@ -149,8 +149,12 @@ def test_gold_pairs_are_chosen_with_their_right_answer_and_can_be_made_regular(c
     junk = client.post("/annotate/rounds/5/gold/", {"pair": "x", "answer": "c"})
     assert junk.status_code == 400 and not Pair.objects.filter(pk=elsewhere.pk, is_gold=True).exists()
 
-    client.post("/annotate/rounds/5/gold/", {"pair": pair.pk, "unset": "1"})
+    assert client.post("/annotate/rounds/5/gold/unset/", {"pair": pair.pk}).status_code == 302
     assert Pair.objects.filter(pk=pair.pk, is_gold=False, gold_choice="").exists()
+    again = client.post("/annotate/rounds/5/gold/unset/", {"pair": pair.pk})
+    assert again.status_code == 400 and f"Pair {pair.pk}: not a gold pair of round 5." in again.content.decode()
+    junk = client.post("/annotate/rounds/5/gold/unset/", {"pair": "x"})
+    assert junk.status_code == 400 and "Pair: Enter a whole number." in junk.content.decode()
 
 
 def test_annotators_are_refused_and_unknown_rounds_are_404(client):
@@ -160,6 +164,7 @@ def test_annotators_are_refused_and_unknown_rounds_are_404(client):
         assert client.get(url).status_code == 403
     assert client.post("/annotate/rounds/", SETTINGS).status_code == 403
     assert client.post("/annotate/rounds/1/gold/", {"pair": 1, "answer": "a"}).status_code == 403
-    assert not Round.objects.filter(number=7).exists()
+    assert client.post("/annotate/rounds/1/gold/unset/", {"pair": 1}).status_code == 403
+    assert not LabellingRound.objects.filter(number=7).exists()
     client.force_login(make_user("boss", is_staff=True))
     assert client.get("/annotate/rounds/999/").status_code == 404

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.slow
 
 def _labelled_pairs(version, annotator, count: int) -> None:
     """Decided pairs for training: response A always chosen."""
-    from annotate.models import Label, Pair, Round
+    from annotate.models import Label, LabellingRound, Pair
     from generation.models import Prompt, Response
 
-    round_ = Round.objects.create(number=1)
+    round_ = LabellingRound.objects.create(number=1)
     for i in range(count):
         prompt = Prompt.objects.create(text=f"Question {i}: what is {i} plus {i}?")
         a = Response.objects.create(prompt=prompt, version=version, sample_index=0, text=f"It is {2 * i}. Thank you!")

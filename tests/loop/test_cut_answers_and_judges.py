@@ -102,13 +102,8 @@ PARAMS = {
 }
 
 
-def test_the_eval_judge_evaluates_and_only_evaluates(db, tiny_model_dir, settings, tmp_path, capsys):
-    settings.MODELS_DIR = tmp_path / "models"
-    gen.register_version("base", tiny_model_dir)
-    for k in range(8):
-        Prompt.objects.create(text=f"Train question {k}: name {k} fruits.", split="train", tag="t")
-    for k in range(3):
-        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+def test_the_eval_judge_evaluates_and_only_evaluates(loop_base, capsys):
+    loop_base[1](train=8, eval=3)
     judges_for_tests.EVAL_CALLS["n"] = 0
     evaluator = "tests.loop.judges_for_tests:counting_eval"
     call_command("run_loop", rounds=1, pairs=4, judge=LONGER, eval_judge=evaluator, tag="t", eval_limit=3, seed=1,

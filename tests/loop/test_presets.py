@@ -6,8 +6,6 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from generation import services as gen
-from generation.models import Prompt
 from loop.models import LoopRun
 from loop.presets import DEFAULT, PRESETS, QUICK
 from loop.services import LoopError, run_loop, start_loop_run
@@ -16,13 +14,8 @@ from .test_run_loop import JUDGE, PARAMS
 
 
 @pytest.fixture
-def prompts(db, tiny_model_dir, settings, tmp_path):
-    settings.MODELS_DIR = tmp_path / "models"
-    gen.register_version("base", tiny_model_dir)
-    for k in range(6):
-        Prompt.objects.create(text=f"Train question {k}: name {k} fruits.", split="train", tag="t")
-    for k in range(2):
-        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+def prompts(loop_base):
+    loop_base[1](train=6, eval=2)
 
 
 def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):

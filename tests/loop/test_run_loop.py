@@ -8,7 +8,7 @@ from django.core.management.base import CommandError
 from annotate.models import Label
 from compare.models import Vote
 from generation import services as gen
-from generation.models import ModelVersion, Prompt
+from generation.models import ModelVersion
 from loop.models import LoopRun
 from loop.services import run_loop, start_loop_run
 from training.models import ReferenceLogp
@@ -26,13 +26,9 @@ KEYS = {"round", "version", "pairs", "labels", "train_loss", "reward_accuracy", 
 
 
 @pytest.fixture
-def tiny_loop(db, tiny_model_dir, settings, tmp_path):
-    settings.MODELS_DIR = tmp_path / "models"
-    base = gen.register_version("base", tiny_model_dir)
-    for k in range(12):
-        Prompt.objects.create(text=f"Train question {k}: name {k} fruits.", split="train", tag="t")
-    for k in range(3):
-        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+def tiny_loop(loop_base):
+    base, make = loop_base
+    make(train=12, eval=3)
     return base
 
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from django.test import Client
 
-from annotate.models import Label, Round
+from annotate.models import Label, LabellingRound
 from generation.models import GenerationJob, ModelVersion, Prompt
 from loop.models import LoopRun
 from tests.annotate.factories import make_pair, make_user
@@ -26,7 +26,7 @@ def _world() -> list[int]:
     """A little of everything, so pages with objects render: versions, prompts, pairs, labels, jobs, runs, sets."""
     base = make_version("junk-base")
     current = make_version("junk-current", parent=base, is_current=True)
-    round_ = Round.objects.create(number=1, gold_rate=0.0)
+    round_ = LabellingRound.objects.create(number=1, gold_rate=0.0)
     prompt = Prompt.objects.create(text="junk walk prompt", split=Prompt.TRAIN)
     Prompt.objects.create(text="junk walk eval prompt", split=Prompt.EVAL)
     labelled = make_pair(prompt, round=round_)

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from annotate.models import Pair, Round
+from annotate.models import LabellingRound, Pair
 from annotate.services import next_pair_for, record_label
 from generation import services as gen
 from generation.backends.base import SamplingConfig
@@ -88,13 +88,13 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
     _labelled_round(tiny_base, staff, 24, split_eval=4)
     data = round_data(reference=tiny_base, max_length=128, heldout_fraction=0.3, heldout_min_pairs=10)
-    Round.objects.filter(number=1).update(close_width=0.99)  # the round base sampled closes on any real interval
+    LabellingRound.objects.filter(number=1).update(close_width=0.99)  # the round base sampled closes on any real interval
 
     run = train.start_training_run(params=FAST_TRAINING, enqueue=False)
     run = train.run_training(run.pk)
     assert run.status == "succeeded", run.error
     metrics = run.metrics
-    closed = Round.objects.get(number=1)
+    closed = LabellingRound.objects.get(number=1)
     assert closed.closed_at is not None and f"on {metrics['heldout/pairs']} pairs" in closed.closed_reason
     assert any("labelling round 1 closed: held-out reward accuracy" in line for line in run.log.splitlines())
     assert metrics["pairs"] == len(data.pairs)

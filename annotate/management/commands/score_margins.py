@@ -6,7 +6,7 @@ import json
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
-from annotate.models import MAX_NUMBER, Round
+from annotate.models import MAX_NUMBER, LabellingRound
 from annotate.selection import prepare_queue
 from generation.models import ModelVersion
 from prefloop.commands import Command as PrefLoopCommand
@@ -29,7 +29,7 @@ class Command(PrefLoopCommand):
         rounds = None
         if o["round"]:
             numbers = [n for n in o["round"] if 0 <= n <= MAX_NUMBER]
-            rounds = list(Round.objects.filter(number__in=numbers))
+            rounds = list(LabellingRound.objects.filter(number__in=numbers))
             unknown = sorted(set(o["round"]) - {r.number for r in rounds})
             if unknown:
                 raise CommandError(f"score_margins: --round {unknown[0]}: no such round")

@@ -1,0 +1,34 @@
+"""Renaming `Round` to `LabellingRound` keeps every round's settings and every pair in its round."""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+
+BEFORE = [("annotate", "0006_queue_order_routing_closing")]
+
+
+@pytest.mark.slow
+def test_rounds_made_before_the_rename_keep_their_settings_and_pairs(transactional_db):
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes()
+    executor.migrate(BEFORE)
+    old = MigrationExecutor(connection).loader.project_state(BEFORE).apps
+    try:
+        prompt = old.get_model("generation", "Prompt").objects.create(text="Name a fruit.")
+        version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/x")
+        responses = old.get_model("generation", "Response")
+        a = responses.objects.create(prompt=prompt, version=version, text="apple")
+        b = responses.objects.create(prompt=prompt, version=version, text="pear")
+        round_ = old.get_model("annotate", "Round").objects.create(
+            number=4, guidelines="Short wins.", labels_per_pair=3, queue_order="uncertain", close_width=0.2)
+        old.get_model("annotate", "Pair").objects.create(prompt=prompt, response_a=a, response_b=b, round=round_,
+                                                         labels_needed=3)
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    from annotate.models import LabellingRound, Pair
+
+    kept = LabellingRound.objects.get()
+    assert (kept.number, kept.guidelines, kept.labels_per_pair, kept.queue_order, kept.close_width) == (
+        4, "Short wins.", 3, "uncertain", 0.2)
+    assert Pair.objects.get().round == kept and list(kept.pairs.all()) == [Pair.objects.get()]
