@@ -44,7 +44,7 @@ class GateEvidence:
     candidate_truncated: int = 0  # answers that stopped at the token limit
     current_truncated: int = 0
     answers: int = 0  # answers per version the lengths are measured on
-    kl_to_reference: float | None = None  # the round's KL to its reference, nats per answer (k3, never negative)
+    kl_to_reference: float | None = None  # the round's KL to its reference, nats per answer (k3 per token summed, never negative)
     kl_answer_tokens: float | None = None  # mean tokens of the answers that KL was measured on
     sources: list[str] = field(default_factory=list)  # who voted: judge paths, "people"
 

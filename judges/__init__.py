@@ -84,7 +84,8 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str 
     """The judge named by `path`: "package.module:attr" (or "package.module.attr"), if it is allowed.
 
     With a query, "package.module:factory?key=value&key=value", the attribute is called with those keyword
-    arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40".
+    arguments (numbers parsed) and its result is the judge, e.g. "judges.rules:LengthTarget?target_words=40". A class
+    named without a query is built with its defaults ("judges.rules:PreferShorter" is PreferShorter()).
     `allowed` defaults to allowed_judges(); nothing is imported before the name is found on it.
     `dtype` ("auto", "float32", "bfloat16") goes to a factory that takes a `dtype` argument (a judge that runs a
     model, e.g. judges.llm:LLMJudge) unless the name sets one: the product passes its own, so judges compute in the
@@ -102,7 +103,7 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str 
             target = getattr(target, part)
     except AttributeError:
         raise JudgeError(f"judge {path!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if query:
+    if query or inspect.isclass(target):
         kwargs = {key: _number_or_text(value) for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
         if not callable(target):
             raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")

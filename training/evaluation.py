@@ -17,7 +17,7 @@ from prefloop.numerics import product_dtype
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .dpo.trainer import compute_reference_logps
+from .dpo.trainer import compute_logps
 
 KL_PLACEHOLDER = "."  # the scorer takes pairs; a one-token "rejected" keeps the extra cost negligible
 
@@ -58,27 +58,36 @@ def eval_answer_prompts(limit: int) -> list[Prompt]:
 def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, Response],
             config: DPOConfig | None = None) -> float:
     """KL(version || reference) in nats per answer, estimated on the version's own sampled answers y (see
-    `_mean_kl`: the k3 estimator, never negative)."""
+    `_mean_kl`: k3 per token, summed over each answer; never negative)."""
 
     if not answers:
         return math.nan
     pairs = _answer_pairs(answers)
     config = config or DPOConfig(batch_size=8, dtype=product_dtype())
-    return _mean_kl(compute_reference_logps(version.path, pairs, config),
-                    compute_reference_logps(reference.path, pairs, config))
+    return _mean_kl(compute_logps(version.path, pairs, config)[1], compute_logps(reference.path, pairs, config)[1])
 
 
-def _mean_kl(own: list[tuple[float, float]], ref: list[tuple[float, float]]) -> float:
-    """The k3 estimate of KL(pi || pi_ref) over scored answers y (the "chosen" side of each scored pair): the mean
-    of (r - 1) - log r with r = pi_ref(y) / pi(y). Each term is >= 0 (log r <= r - 1), and its mean is unbiased for
-    samples of pi; the plain mean of log pi - log pi_ref (k1) goes negative when answers are sampled with a
-    temperature or top-p, as the product's are, which no KL can be."""
-    terms = [kl_k3(o[0] - r[0]) for o, r in zip(own, ref, strict=True)]
+def _mean_kl(own: list[list[float]], ref: list[list[float]]) -> float:
+    """KL(pi || pi_ref) in nats per answer from answers y sampled from pi, given each answer's per-token log-probs
+    under pi (`own`) and pi_ref (`ref`): the mean over answers of sum_t k3_t, with k3_t = (r_t - 1) - log r_t and
+    r_t = pi_ref(y_t | x, y_<t) / pi(y_t | x, y_<t).
+
+    Each term is >= 0 (log r <= r - 1) and, for tokens drawn from pi, has the expectation KL(pi || pi_ref) at that
+    position, so the sum is the answer's KL by the chain rule. Per token, not per answer: on a whole answer, r is a
+    product of up to hundreds of ratios and one answer the reference finds e^16 times likelier outweighs all the rest
+    (a round once read 15 million nats). The plain mean of log pi - log pi_ref (k1) goes negative when answers are
+    sampled with a temperature or top-p, as the product's are, which no KL can be."""
+    terms = []
+    for o, r in zip(own, ref, strict=True):
+        if len(o) != len(r):
+            raise ValueError(f"an answer has {len(o)} tokens under the model and {len(r)} under its reference: "
+                             "the two must share a tokenizer")
+        terms.append(sum(kl_k3(a - b) for a, b in zip(o, r, strict=True)))
     return sum(terms) / len(terms)
 
 
 def kl_k3(log_ratio: float) -> float:
-    """(r - 1) - log r for log r = -log_ratio, log_ratio = log pi(y) - log pi_ref(y); inf where exp overflows."""
+    """(r - 1) - log r for log r = -log_ratio, log_ratio = log pi(y_t) - log pi_ref(y_t); inf where exp overflows."""
     log_r = -log_ratio
     try:
         return math.expm1(log_r) - log_r
@@ -107,10 +116,10 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
         return metrics
     dtype = product_dtype() if config.dtype == "auto" else config.dtype  # the cache needs the dtype it holds
     scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
-    own = compute_reference_logps(version.path, to_score, scoring)
+    own, own_tokens = compute_logps(version.path, to_score, scoring)
     missing = [i for i, p in enumerate(heldout) if not p.has_reference]
     ref_pairs = [heldout[i] for i in missing] + answer_pairs
-    ref = compute_reference_logps(reference.path, ref_pairs, scoring) if ref_pairs else []
+    ref, ref_tokens = compute_logps(reference.path, ref_pairs, scoring) if ref_pairs else ([], [])
     for j, i in enumerate(missing):
         heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
     store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing],
@@ -120,7 +129,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
                               config.beta, [p.preference_prob for p in heldout])
         metrics.update(score.as_metrics())
     if answers:
-        metrics["kl_to_reference"] = _mean_kl(own[len(heldout):], ref[len(missing):])
+        metrics["kl_to_reference"] = _mean_kl(own_tokens[len(heldout):], ref_tokens[len(missing):])
         metrics["sampled/answers"] = len(answers)
         metrics["sampled/mean_tokens"] = mean_tokens(answers.values())
         metrics["sampled/truncated"] = truncated_count(answers.values())

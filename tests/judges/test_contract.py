@@ -4,7 +4,7 @@ import math
 import pytest
 
 from judges import BUILT_IN_JUDGES, JudgeError, load_judge, normalise_verdict, swapped, verdict
-from judges.rules import LengthTarget, length_target
+from judges.rules import LengthTarget, PreferShorter, length_target
 
 
 def always_b(prompt, a, b):
@@ -34,6 +34,12 @@ def test_load_judge_builds_a_factory_with_query_arguments():
     assert judge("p", "One two three.", "One two three four five six.") == "a"
 
 
+def test_a_class_named_without_a_query_is_built_with_its_defaults():
+    judge = load_judge("judges.rules:PreferShorter")
+    assert judge == PreferShorter()
+    assert judge("p", "One two three.", "One two three four five six seven.") == "a"
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
@@ -44,6 +50,7 @@ def test_load_judge_builds_a_factory_with_query_arguments():
         ("tests.judges.test_contract:NOT_CALLABLE", "is not callable"),
         ("judges.rules:LengthTarget?target_words=0", "building it failed: ValueError: target_words must be >= 1"),
         ("judges.rules:LengthTarget?colour=red", "building it failed: TypeError"),
+        ("judges.llm:LLMJudge", "building it failed: TypeError"),
     ],
 )
 def test_load_judge_errors_name_the_judge(path, message):

@@ -147,3 +147,24 @@ def test_real_model_layout_equals_plain(real_model_dir):
         out = PairLogps(real)(build_pair_batch(rows, tok.pad_token_id))
     plain = [plain_sequence_logps(real, p, c) for p, c, _ in rows] + [plain_sequence_logps(real, p, r) for p, _, r in rows]
     assert out.tolist() == pytest.approx(plain, abs=2e-3, rel=1e-5)
+
+
+def test_compute_logps_gives_each_chosen_tokens_logp_in_order(tiny_model_dir, model, tokenizer):
+    """What the per-token KL reads: chosen token t's log-prob given the prompt and tokens before it, summing to the
+    pair's chosen log-prob, in fp32 equal to the plain full-logits computation token by token."""
+    from training.dpo.config import DPOConfig
+    from training.dpo.trainer import compute_logps
+
+    pairs = [PreferencePair(prompt="Name a fruit.", chosen="An apple, or a pear.", rejected="No."),
+             PreferencePair(prompt="Say hi.", chosen="Hi there!", rejected="Hello, how are you today?")]
+    config = DPOConfig(batch_size=2, dtype="float32", max_length=128, max_prompt_length=64)
+    sums, tokens = compute_logps(tiny_model_dir, pairs, config)
+    for pair, (chosen_sum, _), per_token in zip(pairs, sums, tokens, strict=True):
+        prompt_ids, chosen_ids, _ = tokenize_pair(tokenizer, pair, 128, 64).row()
+        assert len(per_token) == len(chosen_ids) > 1
+        assert sum(per_token) == pytest.approx(chosen_sum, abs=1e-4)
+        with torch.no_grad():
+            ids = torch.tensor([prompt_ids + chosen_ids])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
+        plain = [float(logp[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(chosen_ids)]
+        assert per_token == pytest.approx(plain, abs=1e-4)

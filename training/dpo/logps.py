@@ -149,6 +149,12 @@ class PairLogps(nn.Module):
         return m.get_base_model() if hasattr(m, "get_base_model") else m
 
     def forward(self, batch: PairBatch) -> torch.Tensor:
+        per_token = self.token_logps(batch)
+        sums = torch.zeros(batch.token_counts.shape[0], dtype=per_token.dtype, device=per_token.device)
+        return sums.index_add(0, batch.sequence_index, per_token)
+
+    def token_logps(self, batch: PairBatch) -> torch.Tensor:
+        """Log-prob of each response token [N], in the order of batch.target_ids (sequence_index says whose)."""
         lm = self.causal_lm()
         backbone = getattr(lm, lm.base_model_prefix)
         hidden = backbone(
@@ -158,9 +164,7 @@ class PairLogps(nn.Module):
             use_cache=False,
         ).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predictor_index)
-        per_token = token_logps(hidden, lm.get_output_embeddings(), batch.target_ids, self.chunk)
-        sums = torch.zeros(batch.token_counts.shape[0], dtype=per_token.dtype, device=per_token.device)
-        return sums.index_add(0, batch.sequence_index, per_token)
+        return token_logps(hidden, lm.get_output_embeddings(), batch.target_ids, self.chunk)
 
 
 @torch.no_grad()

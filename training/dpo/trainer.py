@@ -114,8 +114,10 @@ def tokenize_pairs(tokenizer, pairs: list[PreferencePair], config: DPOConfig) ->
 def _reference_logps_for(
     scorer: PairLogps, rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str,
     dtype: torch.dtype, pad_id: int, should_stop: Callable[[], bool] | None = None,
+    chosen_tokens: dict[int, list[float]] | None = None,
 ) -> dict[int, tuple[float, float]]:
-    """Summed reference log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches.
+    """Summed reference log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches; with
+    `chosen_tokens`, also each chosen token's log-prob (chosen_tokens[i], in order), from the same forward pass.
 
     Always computed here, by the trainer's own code in the run's dtype, never taken from the sampler's
     Response.logp_sum: those equal these to 1e-3 only in fp32 (tests/training/test_reference_logps.py); in bf16 the
@@ -128,8 +130,14 @@ def _reference_logps_for(
         chosen_idx = [indices[b] for b in batch]
         pb = build_pair_batch([rows[i].row() for i in chosen_idx], pad_id).to(device)
         with _autocast(device, dtype):
-            logps = scorer(pb).float().cpu()
+            per_token = scorer.token_logps(pb).float()
+        logps = torch.zeros(pb.token_counts.shape[0]).index_add(0, pb.sequence_index.cpu(), per_token.cpu())
         n = len(chosen_idx)
+        if chosen_tokens is not None:
+            owner = pb.sequence_index.cpu()
+            flat = per_token.cpu()
+            for k, i in enumerate(chosen_idx):
+                chosen_tokens[i] = flat[owner == k].tolist()
         for k, i in enumerate(chosen_idx):
             out[i] = (float(logps[k]), float(logps[n + k]))
     return out
@@ -137,13 +145,22 @@ def _reference_logps_for(
 
 def compute_reference_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[tuple[float, float]]:
     """Summed reference log-probs (chosen, rejected) of every pair under the model in model_dir, input order."""
+    return compute_logps(model_dir, pairs, config)[0]
+
+
+def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig
+                  ) -> tuple[list[tuple[float, float]], list[list[float]]]:
+    """Under the model in model_dir, in input order: each pair's summed log-probs (chosen, rejected), and each chosen
+    response's log-prob per token (what a per-token estimate such as the k3 KL needs)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype(config, device)
     tokenizer = load_tokenizer(model_dir)
     rows = tokenize_pairs(tokenizer, pairs, config)
     model = load_model(model_dir, device)
-    found = _reference_logps_for(PairLogps(model), rows, list(range(len(rows))), config, device, dtype, _pad_id(tokenizer))
-    return [found[i] for i in range(len(rows))]
+    tokens: dict[int, list[float]] = {}
+    found = _reference_logps_for(PairLogps(model), rows, list(range(len(rows))), config, device, dtype,
+                                 _pad_id(tokenizer), chosen_tokens=tokens)
+    return [found[i] for i in range(len(rows))], [tokens[i] for i in range(len(rows))]
 
 
 def _pad_id(tokenizer) -> int:
