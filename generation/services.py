@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -130,7 +131,7 @@ def backend_for(version: ModelVersion, dtype: str | None = None):
     """A sampling backend for a version in `dtype` (default: the product's, PREFLOOP_DTYPE), kept loaded for the
     next job in the same worker process."""
     dtype = dtype or product_dtype()
-    key = f"{version.pk}:{version.path}:{dtype}"
+    key = f"{version.pk}:{version.path}:{_checkpoint_stamp(version.path)}:{dtype}"
     if key not in _backend_cache:
         for old in _backend_cache.values():
             old.close()
@@ -145,6 +146,17 @@ def backend_for(version: ModelVersion, dtype: str | None = None):
             raise GenerationError(f"version {version.name!r} (#{version.pk}): {exc}") from exc
         _backend_cache[key] = backend
     return _backend_cache[key]
+
+
+def _checkpoint_stamp(path: str) -> str:
+    """What the files of a checkpoint folder are now (name, size, modification time): a folder written again under
+    the same version id (a database restored from a backup, a retrained run) is loaded afresh, never served from the
+    weights that were there before."""
+    try:
+        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
+    except OSError:
+        return "missing"
+    return hashlib.sha1(repr(entries).encode()).hexdigest()[:16]
 
 
 def _engine_options() -> dict:
