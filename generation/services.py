@@ -131,7 +131,8 @@ def backend_for(version: ModelVersion, dtype: str | None = None):
     """A sampling backend for a version in `dtype` (default: the product's, PREFLOOP_DTYPE), kept loaded for the
     next job in the same worker process."""
     dtype = dtype or product_dtype()
-    key = f"{version.pk}:{version.path}:{_checkpoint_stamp(version.path)}:{dtype}"
+    folders = [version.path] + ([version.base.path] if version.kind == ModelVersion.LORA else [])
+    key = f"{version.pk}:{version.path}:{':'.join(_checkpoint_stamp(f) for f in folders)}:{dtype}"
     if key not in _backend_cache:
         for old in _backend_cache.values():
             old.close()

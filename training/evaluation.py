@@ -3,6 +3,7 @@ new version's own answers to eval prompts (mean KL to the reference, mean length
 log-prob code under the one chat template."""
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
 from .dpo.trainer import compute_logps
+
+logger = logging.getLogger(__name__)
 
 KL_PLACEHOLDER = "."  # the scorer takes pairs; a one-token "rejected" keeps the extra cost negligible
 
@@ -129,7 +132,10 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
                               config.beta, [p.preference_prob for p in heldout])
         metrics.update(score.as_metrics())
     if answers:
-        metrics["kl_to_reference"] = _mean_kl(own_tokens[len(heldout):], ref_tokens[len(missing):])
+        try:
+            metrics["kl_to_reference"] = _mean_kl(own_tokens[len(heldout):], ref_tokens[len(missing):])
+        except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand
+            logger.warning("%s against %s: no KL: %s", version.name, reference.name, exc)
         metrics["sampled/answers"] = len(answers)
         metrics["sampled/mean_tokens"] = mean_tokens(answers.values())
         metrics["sampled/truncated"] = truncated_count(answers.values())

@@ -15,9 +15,10 @@ def _first_weight(backend) -> torch.Tensor:
     return next(backend.model.parameters()).detach().clone()
 
 
-def test_a_checkpoint_written_again_under_the_same_version_is_loaded_afresh(db, tmp_path):
+def test_a_checkpoint_written_again_under_the_same_version_is_loaded_afresh(db, tmp_path, settings):
     """A database restored from a backup (or a run trained again into the same folder) gives a version the same id
     and path as before, with other weights: the sampler must answer with the weights now on disk."""
+    settings.PREFLOOP_BACKEND = "hf"  # our sampler, whose weights the test reads (vLLM's would be the GPU default)
     path = tmp_path / "version"
     build_tiny_model(tmp_path / "one", seed=1)
     build_tiny_model(tmp_path / "two", seed=2)
@@ -34,11 +35,17 @@ def test_a_checkpoint_written_again_under_the_same_version_is_loaded_afresh(db, 
     assert again is not first
     assert not torch.equal(_first_weight(again), before)
     expected = build_and_answer(tmp_path / "two", config)
-    assert again.generate(["Name a fruit."], config, seeds=[0])[0][0].text == expected
+    try:
+        assert again.generate(["Name a fruit."], config, seeds=[0])[0][0].text == expected
+    finally:
+        gen.release_backends()
 
 
 def build_and_answer(model_dir, config) -> str:
     from generation.backends import load_backend
 
-    return load_backend(str(model_dir), kind="hf", dtype="float32").generate(["Name a fruit."], config,
-                                                                            seeds=[0])[0][0].text
+    backend = load_backend(str(model_dir), kind="hf", dtype="float32")
+    try:
+        return backend.generate(["Name a fruit."], config, seeds=[0])[0][0].text
+    finally:
+        backend.close()

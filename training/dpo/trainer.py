@@ -130,14 +130,14 @@ def _reference_logps_for(
         chosen_idx = [indices[b] for b in batch]
         pb = build_pair_batch([rows[i].row() for i in chosen_idx], pad_id).to(device)
         with _autocast(device, dtype):
-            per_token = scorer.token_logps(pb).float()
-        logps = torch.zeros(pb.token_counts.shape[0]).index_add(0, pb.sequence_index.cpu(), per_token.cpu())
+            per_token = scorer.token_logps(pb).float().cpu()
+        owner = pb.sequence_index.cpu()
+        logps = torch.zeros(pb.token_counts.shape[0]).index_add(0, owner, per_token)
         n = len(chosen_idx)
         if chosen_tokens is not None:
-            owner = pb.sequence_index.cpu()
-            flat = per_token.cpu()
+            # build_pair_batch lays each row's chosen tokens out contiguously, pair by pair, before its rejected ones
             for k, i in enumerate(chosen_idx):
-                chosen_tokens[i] = flat[owner == k].tolist()
+                chosen_tokens[i] = per_token[owner == k].tolist()
         for k, i in enumerate(chosen_idx):
             out[i] = (float(logps[k]), float(logps[n + k]))
     return out
@@ -145,22 +145,27 @@ def _reference_logps_for(
 
 def compute_reference_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[tuple[float, float]]:
     """Summed reference log-probs (chosen, rejected) of every pair under the model in model_dir, input order."""
-    return compute_logps(model_dir, pairs, config)[0]
+    return _compute(model_dir, pairs, config, None)
 
 
 def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig
                   ) -> tuple[list[tuple[float, float]], list[list[float]]]:
     """Under the model in model_dir, in input order: each pair's summed log-probs (chosen, rejected), and each chosen
     response's log-prob per token (what a per-token estimate such as the k3 KL needs)."""
+    tokens: dict[int, list[float]] = {}
+    sums = _compute(model_dir, pairs, config, tokens)
+    return sums, [tokens[i] for i in range(len(pairs))]
+
+
+def _compute(model_dir, pairs, config, chosen_tokens: dict[int, list[float]] | None) -> list[tuple[float, float]]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype(config, device)
     tokenizer = load_tokenizer(model_dir)
     rows = tokenize_pairs(tokenizer, pairs, config)
     model = load_model(model_dir, device)
-    tokens: dict[int, list[float]] = {}
     found = _reference_logps_for(PairLogps(model), rows, list(range(len(rows))), config, device, dtype,
-                                 _pad_id(tokenizer), chosen_tokens=tokens)
-    return [found[i] for i in range(len(rows))], [tokens[i] for i in range(len(rows))]
+                                 _pad_id(tokenizer), chosen_tokens=chosen_tokens)
+    return [found[i] for i in range(len(rows))]
 
 
 def _pad_id(tokenizer) -> int:
