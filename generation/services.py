@@ -154,7 +154,8 @@ def _checkpoint_stamp(path: str) -> str:
     the same version id (a database restored from a backup, a retrained run) is loaded afresh, never served from the
     weights that were there before."""
     try:
-        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file())
+        entries = sorted((e.name, st.st_size, st.st_mtime_ns) for e in os.scandir(path) if e.is_file()
+                         for st in (e.stat(),))
     except OSError:
         return "missing"
     return hashlib.sha1(repr(entries).encode()).hexdigest()[:16]

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrating import models_as_of
 
 BEFORE = [("annotate", "0006_queue_order_routing_closing"), ("contenttypes", "0002_remove_content_type_name"),
           ("auth", "0012_alter_user_first_name_max_length")]
@@ -11,11 +11,7 @@ BEFORE = [("annotate", "0006_queue_order_routing_closing"), ("contenttypes", "00
 
 @pytest.mark.slow
 def test_rounds_made_before_the_rename_keep_their_settings_and_pairs(transactional_db):
-    executor = MigrationExecutor(connection)
-    latest = executor.loader.graph.leaf_nodes()
-    executor.migrate(BEFORE)
-    old = MigrationExecutor(connection).loader.project_state(BEFORE).apps
-    try:
+    with models_as_of(BEFORE) as old:
         prompt = old.get_model("generation", "Prompt").objects.create(text="Name a fruit.")
         version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/x")
         responses = old.get_model("generation", "Response")
@@ -31,8 +27,6 @@ def test_rounds_made_before_the_rename_keep_their_settings_and_pairs(transaction
         change, _ = permission.objects.get_or_create(codename="change_round", content_type=content_type,
                                                      defaults={"name": "Can change round"})
         old.get_model("auth", "Group").objects.create(name="leads").permissions.add(change)
-    finally:
-        MigrationExecutor(connection).migrate(latest)
     from annotate.models import LabellingRound, Pair
 
     kept = LabellingRound.objects.get()

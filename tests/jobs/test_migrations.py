@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
+
+from tests.migrating import models_as_of
 
 BEFORE = [("generation", "0002_response_sampling_key"), ("training", "0004_referencelogp_dtype"),
           ("compare", "0002_compare_jobs"), ("loop", "0001_initial")]
@@ -11,11 +11,7 @@ BEFORE = [("generation", "0002_response_sampling_key"), ("training", "0004_refer
 
 @pytest.mark.slow
 def test_jobs_made_before_keep_their_data(transactional_db):
-    executor = MigrationExecutor(connection)
-    latest = executor.loader.graph.leaf_nodes()
-    executor.migrate(BEFORE)
-    old = MigrationExecutor(connection).loader.project_state(BEFORE).apps
-    try:
+    with models_as_of(BEFORE) as old:
         versions = old.get_model("generation", "ModelVersion")
         v, w = versions.objects.create(name="b", path="/x"), versions.objects.create(name="c", path="/x")
         old.get_model("generation", "GenerationJob").objects.create(version=v, status="running", done=3, total=8,
@@ -26,9 +22,6 @@ def test_jobs_made_before_keep_their_data(transactional_db):
                                                               total=8, error="boom")
         old.get_model("loop", "LoopRun").objects.create(judge="j", rounds=3, status="running", progress=0.4,
                                                         stage="train", results=[{"round": 1}])
-    finally:
-        executor = MigrationExecutor(connection)
-        executor.migrate(latest)
     from compare.models import CompareJob
     from generation.models import GenerationJob
     from loop.models import LoopRun
