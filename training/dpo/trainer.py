@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from prefcore.hardware import resolve_dtype as resolve
+from prefcore.memory import retain_freed_memory
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
 from training.dpo.logps import PairLogps, build_pair_batch
@@ -278,7 +279,15 @@ def train_dpo(
 ) -> TrainResult:
     """Train the policy in model_dir on pairs with config's loss and save it (or its LoRA adapter) into out_dir.
 
-    `allowed_terms`: loss-term names config.loss_terms may use besides the built-in ones (training/dpo/terms.py)."""
+    `allowed_terms`: loss-term names config.loss_terms may use besides the built-in ones (training/dpo/terms.py).
+    Freed memory stays in the process while the run lasts (prefcore/memory.py: no page faults on each step's
+    buffers) and what is free is given back when it ends."""
+    with retain_freed_memory():
+        return _train_dpo(config, model_dir, pairs, out_dir, reference_dir=reference_dir, on_step=on_step,
+                          should_stop=should_stop, allowed_terms=allowed_terms)
+
+
+def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, should_stop, allowed_terms) -> TrainResult:
     config.validate()
     start = time.perf_counter()
     if not pairs:
