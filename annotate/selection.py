@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from generation.models import ModelVersion
 from generation.pairing import near_duplicate
 from prefloop.numerics import product_dtype
-from training.dataset import store_reference_logps
+from training.dataset import cache_key, store_reference_logps
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
 from training.models import ReferenceLogp
@@ -65,7 +65,7 @@ def hold_back_near_duplicates(pairs: Iterable[Pair]) -> int:
 
 def _cached(version: ModelVersion, response_ids: list[int], config: DPOConfig) -> dict[int, float]:
     return dict(ReferenceLogp.objects.filter(
-        response_id__in=response_ids, reference=version, max_length=config.max_length, dtype=config.dtype,
+        response_id__in=response_ids, reference=version, max_length=config.max_length, dtype=cache_key(config.dtype),
     ).values_list("response_id", "logp"))
 
 

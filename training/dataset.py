@@ -3,7 +3,9 @@ the held-out pairs (a fixed share of prompts, chosen by hash, never trained on) 
 
 Cached reference log-probs are the trainer's own (never the sampler's Response.logp_sum), and are kept per dtype:
 a value computed in bf16 differs from the fp32 one by far more than fp32's rounding (docs/numerics.md), so a run
-in one dtype never mixes in the other's."""
+in one dtype never mixes in the other's. The stored key names the computation as well as the dtype (`cache_key`):
+half-precision values from before the lm_head ran in autocast's dtype are stored under the bare dtype name, which
+no run reads any more (even one written by a worker still on the old code while a new release migrates)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,6 +17,14 @@ from prefloop.numerics import product_dtype
 
 from .dpo.data import PreferencePair
 from .models import ReferenceLogp
+
+# the half-precision computation of today: the lm_head's product in autocast's dtype (training/dpo/logps.py)
+HALF_PRECISION_KEYS = {"bfloat16": "bfloat16/h2", "float16": "float16/h2"}
+
+
+def cache_key(dtype: str) -> str:
+    """What ReferenceLogp.dtype stores for values computed in `dtype` by the trainer's current computation."""
+    return HALF_PRECISION_KEYS.get(dtype, dtype)
 
 
 def labelling_round(version: ModelVersion) -> int:
@@ -75,7 +85,8 @@ def store_reference_logps(reference: ModelVersion, max_length: int, dtype: str, 
                           values: list[tuple[float, float]]) -> None:
     """Cache log pi_ref per (response, reference, max length, dtype) for the (chosen, rejected) rows: later epochs,
     rounds and measurements in the same dtype reuse them. Values already stored stay."""
-    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, dtype=dtype, logp=value)
+    objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, dtype=cache_key(dtype),
+                          logp=value)
             for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
             for response, value in ((chosen, ref_c), (rejected, ref_r))]
     ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
@@ -86,7 +97,7 @@ def _preference_pairs(decided, reference: ModelVersion, max_length: int, dtype: 
     cached = {
         row.response_id: row.logp
         for row in ReferenceLogp.objects.filter(response_id__in=response_ids, reference=reference,
-                                                max_length=max_length, dtype=dtype)
+                                                max_length=max_length, dtype=cache_key(dtype))
     }
     pairs, rows = [], []
     for d in decided:

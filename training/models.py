@@ -91,8 +91,8 @@ class ReferenceLogp(models.Model):
     max_length = models.PositiveIntegerField()
     dtype = models.CharField(
         max_length=16, default="",
-        help_text="The dtype the trainer computed it in; empty for values cached before dtypes were recorded, which "
-                  "no run reuses.",
+        help_text="The dtype the trainer computed it in, with the computation (training.dataset.cache_key: "
+                  "'bfloat16/h2'); values under another key (empty: before dtypes were recorded) are not reused.",
     )
     logp = models.FloatField()
     created = models.DateTimeField(auto_now_add=True)

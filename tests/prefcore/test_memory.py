@@ -54,7 +54,15 @@ def test_large_blocks_come_from_the_heap_and_are_kept_only_inside():
     assert held - _rss() >= BLOCK // 2  # what is free goes back to the system on leaving
 
 
-def test_outside_large_blocks_are_mapped_and_unmapped_as_glibc_does_by_default():
+def test_nested_uses_keep_the_setting_until_the_last_leaves():
+    libc = _libc()
+    with retain_freed_memory():
+        with retain_freed_memory():
+            pass
+        assert _mapped_after_malloc(libc) == 0  # the outer run still keeps its blocks in the heap
+
+
+def test_after_leaving_blocks_above_the_ceiling_are_mapped_and_unmapped_again():
     libc = _libc()
     # a block larger than any free chunk the heap can hold from earlier tests: glibc maps it for itself
     before = libc.mallinfo2().hblkhd

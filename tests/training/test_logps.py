@@ -168,3 +168,25 @@ def test_compute_logps_gives_each_chosen_tokens_logp_in_order(tiny_model_dir, mo
             logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
         plain = [float(logp[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(chosen_ids)]
         assert per_token == pytest.approx(plain, abs=1e-4)
+
+
+def test_head_under_autocast_is_autocasts_linear_in_value_and_gradient():
+    """Under bf16 autocast the chunked head equals log_softmax of autocast's own nn.Linear (a bf16 product, fp32
+    log-softmax), in value and in the gradients of hidden states and weight, across chunks; an fp32 product (the
+    head before December 2026) is measurably further from it."""
+    torch.manual_seed(0)
+    hidden = (torch.randn(10, 64) * 3).requires_grad_()
+    head = torch.nn.Linear(64, 300, bias=False)
+    targets = torch.randint(0, 300, (10,))
+    weights = torch.randn(10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = token_logps(hidden, head, targets, chunk=3)
+        plain = torch.log_softmax(head(hidden).float(), -1).gather(1, targets[:, None])[:, 0]
+    fp32 = torch.log_softmax(head(hidden).float(), -1).gather(1, targets[:, None])[:, 0]
+    assert torch.allclose(ours, plain, atol=1e-5)
+    assert (ours - fp32).abs().max() > 1e-3
+    g_ours = torch.autograd.grad((ours * weights).sum(), [hidden, head.weight])
+    g_plain = torch.autograd.grad((plain * weights).sum(), [hidden, head.weight])
+    for a, b in zip(g_ours, g_plain, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert torch.allclose(a, b, rtol=2e-2, atol=2e-3), (a - b).abs().max()

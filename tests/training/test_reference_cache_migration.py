@@ -20,3 +20,24 @@ def test_half_precision_reference_logps_are_dropped_and_fp32_kept(transactional_
     from training.models import ReferenceLogp
 
     assert sorted(ReferenceLogp.objects.values_list("dtype", "logp")) == [("", -3.0), ("float32", -1.5)]
+
+
+def test_half_precision_values_are_read_only_under_the_current_computations_key(db):
+    """A value under the bare "bfloat16" key (the fp32-head computation, written by a worker on the old code even
+    after the migration ran) is never read; what the current code stores is."""
+    from annotate.selection import _cached
+    from generation.models import ModelVersion, Prompt, Response
+    from training.dataset import cache_key, store_reference_logps
+    from training.dpo.config import DPOConfig
+    from training.models import ReferenceLogp
+
+    prompt = Prompt.objects.create(text="Name a fruit.")
+    version = ModelVersion.objects.create(name="base", path="/x")
+    a, b = (Response.objects.create(prompt=prompt, version=version, text=t) for t in ("apple", "pear"))
+    config = DPOConfig(max_length=512, dtype="bfloat16")
+    ReferenceLogp.objects.create(response=a, reference=version, max_length=512, dtype="bfloat16", logp=-9.0)
+    assert _cached(version, [a.pk, b.pk], config) == {}
+    store_reference_logps(version, 512, "bfloat16", [(a, b)], [(-1.5, -2.5)])
+    assert _cached(version, [a.pk, b.pk], config) == {a.pk: -1.5, b.pk: -2.5}
+    assert cache_key("bfloat16") != "bfloat16" and cache_key("float32") == "float32"
+    assert set(ReferenceLogp.objects.values_list("dtype", flat=True)) == {"bfloat16", cache_key("bfloat16")}

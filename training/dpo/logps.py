@@ -138,7 +138,7 @@ def token_logps(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
     the hidden states reach it in fp32 (the residual stream is fp32 with fp32 master weights), and an fp32 head made
     a bf16 training step about 12% slower on AMX. The log-softmax is taken in fp32 either way."""
     device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
+    if hidden.dtype == torch.float32 and torch.is_autocast_enabled(device_type):  # autocast leaves fp64 alone
         hidden = hidden.to(torch.get_autocast_dtype(device_type))
     if getattr(lm_head, "bias", None) is not None:
         logits = lm_head(hidden).float()

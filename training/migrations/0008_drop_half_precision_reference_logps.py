@@ -1,10 +1,9 @@
-"""Drop the cached reference log-probs computed in bf16 or fp16 before the lm_head ran in autocast's dtype.
-
-Since this change the trainer takes the head's product in autocast's dtype (training/dpo/logps.py); a policy's
-log-probs and its reference's must come from the same computation, or a round starts with a margin that is
-rounding, not preference. The cache is derived data: a run recomputes what is missing. fp32 values are unchanged
-and kept."""
-from django.db import migrations
+"""Half-precision reference log-probs are now cached under a key that names the computation ("bfloat16/h2",
+training.dataset.cache_key): the trainer takes the lm_head's product in autocast's dtype since this change
+(training/dpo/logps.py), and a policy's log-probs and its reference's must come from the same computation. Values
+under the bare "bfloat16" or "float16" key came from the fp32-head computation and no run reads them any more; they
+are deleted here (the cache is derived data: a run recomputes what is missing). fp32 values are unchanged and kept."""
+from django.db import migrations, models
 
 
 def drop(apps, schema_editor):
@@ -15,4 +14,16 @@ class Migration(migrations.Migration):
 
     dependencies = [("training", "0007_promotion_gate")]
 
-    operations = [migrations.RunPython(drop, migrations.RunPython.noop)]
+    operations = [
+        migrations.AlterField(
+            model_name="referencelogp",
+            name="dtype",
+            field=models.CharField(
+                default="", max_length=16,
+                help_text="The dtype the trainer computed it in, with the computation (training.dataset.cache_key: "
+                          "'bfloat16/h2'); values under another key (empty: before dtypes were recorded) are not "
+                          "reused.",
+            ),
+        ),
+        migrations.RunPython(drop, migrations.RunPython.noop),
+    ]
