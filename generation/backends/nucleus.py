@@ -42,10 +42,10 @@ def _candidates(z: torch.Tensor, rows: torch.Tensor, keep: torch.Tensor) -> tupl
     """For each kept row (keep [R, V] bool, row i of it being row rows[i] of z), its kept entries of z sorted
     descending and their token ids, [R', K] each (R' rows with an entry, K the largest count); short rows are padded
     with -inf (probability 0) and an id past the vocabulary."""
-    counts = keep.sum(-1)
+    local, col = keep.nonzero(as_tuple=True)  # row-major: each row's token ids ascending
+    counts = torch.bincount(local, minlength=keep.shape[0])  # from the few kept entries, not a pass over [R, V]
     present = counts > 0
     counts = counts[present]
-    local, col = keep.nonzero(as_tuple=True)  # row-major: each row's token ids ascending
     row = (torch.cumsum(present, 0) - 1)[local]  # rank among the rows with entries
     slot = torch.arange(col.shape[0], device=z.device) - (torch.cumsum(counts, 0) - counts).repeat_interleave(counts)
     values = torch.full((counts.shape[0], int(counts.max())), float("-inf"), dtype=z.dtype, device=z.device)
