@@ -103,7 +103,7 @@ class GenerationStart(Schema):
 class TrainingStart(Schema):
     input_version: Id | None = Field(None, description="The version to train from; the current one if left out.")
     reference: Literal["base", "start"] = "base"
-    data: Literal["all", "new"] = "all"
+    data: Literal["all", "new", "replay"] = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields; missing ones take defaults.")
 
 

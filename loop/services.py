@@ -33,7 +33,7 @@ from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
 from training.models import TrainingRun
 from training.promotion import check_gate
-from training.services import TrainingError, record_round_figures, run_training, start_training_run
+from training.services import DATA_CHOICES, TrainingError, record_round_figures, run_training, start_training_run
 
 from .models import LoopRun
 from .presets import DEFAULT, preset_named
@@ -135,8 +135,8 @@ def _check_params(params: dict, judge: str) -> None:
         raise LoopError(str(exc)) from None
     if params.get("reference", "base") not in ("base", "start"):
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
-    if params.get("data", DEFAULT.data) not in ("all", "new"):
-        raise LoopError(f"data must be 'all' or 'new' (got {params['data']!r})")
+    if params.get("data", DEFAULT.data) not in DATA_CHOICES:
+        raise LoopError(f"data must be one of {', '.join(map(repr, DATA_CHOICES))} (got {params['data']!r})")
 
 
 def _train_prompts_left(tag: str) -> None:

@@ -124,6 +124,11 @@ def test_new_labels_only_trains_on_the_starting_versions_pairs(tiny_base, staff,
     everything = train.start_training_run(input_version=new_only.output_version, params=FAST_TRAINING, enqueue=False)
     everything = train.run_training(everything.pk)
     assert everything.pairs == first_labels + second_labels
+    # "replay": the starting version's pairs and as many earlier ones (a cost that does not grow with the rounds)
+    replay = train.run_training(train.start_training_run(input_version=first.output_version, data_choice="replay",
+                                                         params=FAST_TRAINING, enqueue=False).pk)
+    assert replay.status == "succeeded", replay.error
+    assert replay.pairs == second_labels + min(first_labels, second_labels)
 
 
 def test_a_second_round_cannot_start_on_the_same_input_while_one_is_queued(tiny_base):

@@ -9,6 +9,7 @@ no run reads any more (even one written by a worker still on the old code while 
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 
 from annotate.dataset import decided_pairs
@@ -49,22 +50,32 @@ class RoundData:
 
 def round_data(
     *, reference: ModelVersion, max_length: int, dtype: str | None = None, rounds: list[int] | None = None,
-    include_automatic: bool = True, heldout_fraction: float = 0.0, heldout_min_pairs: int = 0,
+    replay_seed: int | str | None = None, include_automatic: bool = True, heldout_fraction: float = 0.0,
+    heldout_min_pairs: int = 0,
 ) -> RoundData:
     """The training pairs (every decided pair so far, or those of the given labelling rounds) without the held-out
     prompts' pairs, once at least `heldout_min_pairs` are decided; and the held-out pairs to measure the round on.
     Below that threshold every pair trains (a round of a few pairs cannot spare any); such a round's log says so,
     and its held-out prompts' pairs are then measured on in later rounds although an earlier version saw them.
-    `dtype` ("float32", "bfloat16"; default the product's) picks the cached reference log-probs filled in."""
+    `dtype` ("float32", "bfloat16"; default the product's) picks the cached reference log-probs filled in.
+
+    `replay_seed` (with `rounds`): replay as many decided pairs of other rounds as those rounds' pairs train, drawn
+    at random with that seed, so a round keeps what earlier labels taught at a cost that does not grow with them."""
     # decided_pairs leaves eval prompts out; look again here, where training data is made: whatever path a pair
     # came in by (import, generation, the admin), a pair on an eval prompt is never trained on.
     in_scope = [d for d in decided_pairs(include_automatic=include_automatic, rounds=rounds)
                 if d.pair.prompt.split != Prompt.EVAL]
     holding_out = heldout_fraction > 0 and len(in_scope) >= heldout_min_pairs
     train = [d for d in in_scope if not (holding_out and is_heldout(d.pair.prompt_id, heldout_fraction))]
-    trained = {d.pair.pk for d in train}
     everything = in_scope if rounds is None else [
         d for d in decided_pairs(include_automatic=include_automatic) if d.pair.prompt.split != Prompt.EVAL]
+    if rounds is not None and replay_seed is not None:
+        new = {d.pair.pk for d in in_scope}
+        earlier = [d for d in everything if d.pair.pk not in new
+                   and not (holding_out and is_heldout(d.pair.prompt_id, heldout_fraction))]
+        chosen = set(random.Random(replay_seed).sample(range(len(earlier)), min(len(earlier), len(train))))
+        train += [d for i, d in enumerate(earlier) if i in chosen]
+    trained = {d.pair.pk for d in train}
     heldout = [d for d in everything
                if heldout_fraction > 0 and is_heldout(d.pair.prompt_id, heldout_fraction) and d.pair.pk not in trained]
     dtype = dtype or product_dtype()

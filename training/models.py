@@ -11,7 +11,7 @@ class TrainingRun(Job):
     task_name = "training.tasks.run_training"
     max_attempts = 2  # a run cannot resume part-way: a run whose worker died is started once more, then failed
     REF_BASE, REF_START = "base", "start"
-    DATA_ALL, DATA_NEW = "all", "new"
+    DATA_ALL, DATA_NEW, DATA_REPLAY = "all", "new", "replay"
     params = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields; missing ones take defaults.")
     reference_choice = models.CharField(
         max_length=10, choices=[(REF_BASE, "base (SFT) model"), (REF_START, "the round's starting model")],
@@ -19,8 +19,10 @@ class TrainingRun(Job):
     )
     data_choice = models.CharField(
         max_length=10, default=DATA_ALL,
-        choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's pairs")],
-        help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided pair.",
+        choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's pairs"),
+                 (DATA_REPLAY, "the starting version's pairs and as many earlier labels, drawn at random")],
+        help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided "
+                  "pair; 'replay': on the new pairs and as many earlier ones drawn at random (a cost that stays flat).",
     )
     input_version = models.ForeignKey(
         "generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs_started"

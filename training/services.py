@@ -26,7 +26,7 @@ from jobs.lifecycle import JobCancelled, Tracker
 from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
-from .dataset import labelling_round, round_data, store_reference_logps
+from .dataset import RoundData, labelling_round, round_data, store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
 from .dpo.terms import configured_terms
@@ -61,8 +61,8 @@ def start_training_run(
         raise TrainingError(f"training settings: loss_terms: {exc}") from None
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):
         raise TrainingError(f"reference must be 'base' or 'start' (got {reference_choice!r})")
-    if data_choice not in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW):
-        raise TrainingError(f"data must be 'all' or 'new' (got {data_choice!r})")
+    if data_choice not in DATA_CHOICES:
+        raise TrainingError(f"data must be one of {', '.join(map(repr, DATA_CHOICES))} (got {data_choice!r})")
     reference = base_version(input_version) if reference_choice == TrainingRun.REF_BASE else input_version
     try:
         with transaction.atomic():
@@ -77,6 +77,22 @@ def start_training_run(
     return run
 
 
+DATA_CHOICES = (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW, TrainingRun.DATA_REPLAY)
+
+
+def data_for(input_version: ModelVersion, data_choice: str, *, reference: ModelVersion, max_length: int,
+             dtype: str | None = None, seed: int = 0) -> RoundData:
+    """What a round from `input_version` trains on (and is measured on) for a data choice: every decided pair so
+    far; only those the starting version sampled; or those and as many earlier ones drawn at random (seeded by the
+    run's seed and the round, so a run retried draws the same)."""
+    labelling = labelling_round(input_version)
+    rounds = None if data_choice == TrainingRun.DATA_ALL else [labelling]
+    replay_seed = f"{seed}:{labelling}" if data_choice == TrainingRun.DATA_REPLAY else None
+    return round_data(reference=reference, max_length=max_length, dtype=dtype, rounds=rounds, replay_seed=replay_seed,
+                      heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
+                      heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+
+
 _MEASURE = object()  # training_preview: measure the rate itself
 
 
@@ -86,16 +102,15 @@ def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun
     and whether the round is too small to hold any out (the same selection run_training makes). `rate` is
     `training_rate`'s answer when the caller has it already (a page previewing several choices measures once)."""
     max_length = max_length or DPOConfig().max_length
-    rounds = [labelling_round(input_version)] if data_choice == TrainingRun.DATA_NEW else None
-    data = round_data(reference=base_version(input_version), max_length=max_length, rounds=rounds,
-                      heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
-                      heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+    data = data_for(input_version, data_choice, reference=base_version(input_version), max_length=max_length,
+                    seed=DPOConfig().seed)
     estimate = None
     if data.pairs:
         estimate = estimated_duration(input_version, len(data.pairs),
                                       rate=training_rate(input_version) if rate is _MEASURE else rate)
     return {
-        "data_choice": data_choice, "pairs": len(data.pairs),
+        "data_choice": data_choice, "data_label": dict(TrainingRun._meta.get_field("data_choice").choices)[data_choice],
+        "pairs": len(data.pairs),
         "answer_tokens": sum(c.token_count + r.token_count for c, r in data.rows),
         "heldout": len(data.heldout), "holding_out": data.holding_out,
         "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS, "estimate": estimate,
@@ -184,13 +199,12 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
     out_tmp: Path | None = None
     try:
         config = _run_config(run)
-        rounds = [labelling_round(run.input_version)] if run.data_choice == TrainingRun.DATA_NEW else None
-        data = round_data(reference=run.reference_version, max_length=config.max_length, dtype=config.dtype,
-                          rounds=rounds, heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
-                          heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
+        data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
+                        max_length=config.max_length, dtype=config.dtype, seed=config.seed)
         pairs, rows = data.pairs, data.rows
         if not pairs:
-            scope = f"of labelling round {rounds[0]} " if rounds else ""
+            new_only = run.data_choice != TrainingRun.DATA_ALL
+            scope = f"of labelling round {labelling_round(run.input_version)} " if new_only else ""
             raise TrainingError(f"no decided pairs {scope}to train on yet: label some pairs first")
         TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "

@@ -47,7 +47,7 @@ def _previews() -> list[dict]:
         return []
     rate = services.training_rate(current)  # measured once for both choices
     return [services.training_preview(current, choice, rate=rate)
-            for choice in (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW)]
+            for choice in services.DATA_CHOICES]
 
 
 @staff_required

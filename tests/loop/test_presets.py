@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from loop.models import LoopRun
-from loop.presets import DEFAULT, PRESETS, QUICK
+from loop.presets import DEFAULT, PRESETS, QUICK, REPLAY
 from loop.services import LoopError, run_loop, start_loop_run
 
 from .test_run_loop import JUDGE, PARAMS
@@ -25,7 +25,10 @@ def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
     quick = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick")
     assert quick.params["preset"] == "quick"
     assert (quick.params["sampling"]["n"], quick.params["pairing"], quick.params["data"]) == (2, "random", "new")
-    assert QUICK.params() != DEFAULT.params() and set(PRESETS) == {"default", "quick"}
+    replay = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="replay")
+    assert (replay.params["sampling"]["n"], replay.params["pairing"], replay.params["data"]) == (4, "judge", "replay")
+    assert len({QUICK.params()["data"], DEFAULT.params()["data"], REPLAY.params()["data"]}) == 3
+    assert set(PRESETS) == {"default", "quick", "replay"}
 
 
 def test_a_runs_own_settings_override_its_preset(prompts):
@@ -50,7 +53,7 @@ def test_the_quick_preset_runs_a_round_with_its_settings(prompts):
 
 
 def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, django_user_model):
-    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, quick\)"):
+    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, quick, replay\)"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="fast")
     with pytest.raises(LoopError, match="unknown loop preset 'fast'"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,

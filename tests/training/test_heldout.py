@@ -80,6 +80,42 @@ def test_round_data_never_trains_on_heldout_prompts(tiny_base, staff):
     assert not small.holding_out and len(small.pairs) == labelled and not small.heldout
 
 
+def test_replay_adds_as_many_earlier_pairs_drawn_by_seed_and_never_held_out_ones(tiny_base, staff):
+    first = _labelled_round(tiny_base, staff, 24)  # labelling round 1
+    later = gen.register_version("later", tiny_base.path, parent=tiny_base)  # its pairs are filed under round 2
+    for i in range(8):
+        Prompt.objects.create(text=f"second question {i}: name a fruit number {i}.", split="train")
+    gen.run_generation_job(gen.start_generation_job(later, n_prompts=8, config=SAMPLING, enqueue=False).pk)
+    second = 0
+    while (assignment := next_pair_for(staff)) is not None:
+        record_label(assignment, staff, "left", seconds=1.0)
+        second += 1
+    assert first > second > 0
+    prompt_of = dict(Pair.objects.values_list("pk", "prompt_id"))
+    round_of = dict(Pair.objects.values_list("pk", "round__number"))
+    held = {k for k, pid in prompt_of.items() if is_heldout(pid, 0.3)}
+
+    def replay(seed):
+        return round_data(reference=tiny_base, max_length=128, rounds=[2], replay_seed=seed, heldout_fraction=0.3,
+                          heldout_min_pairs=2)
+
+    data = replay("0:2")
+    assert data.holding_out
+    trained = [p.key for p in data.pairs]
+    assert len(trained) == len(set(trained))
+    new = {k for k, r in round_of.items() if r == 2 and k not in held}
+    pool = {k for k, r in round_of.items() if r == 1 and k not in held}
+    replayed = set(trained) - new
+    assert new <= set(trained) and replayed <= pool
+    assert replayed and len(replayed) == min(len(pool), len(new))
+    assert not set(trained) & held and {p.key for p in data.heldout} == held  # held-out pairs of both rounds
+    assert [p.key for p in replay("0:2").pairs] == trained  # a retried run draws the same
+    assert {p.key for p in replay("1:2").pairs} - new != replayed  # another seed, another draw
+    # Without replay the round trains only on its own pairs.
+    assert {p.key for p in round_data(reference=tiny_base, max_length=128, rounds=[2], heldout_fraction=0.3,
+                                      heldout_min_pairs=2).pairs} == new
+
+
 def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tiny_base, staff, client, settings,
                                                                              tmp_path):
     settings.MODELS_DIR = tmp_path / "models"
