@@ -19,7 +19,7 @@ class GateRule:
     max_length_growth: float = 0.25
     # The drift budget: how far a round may move from what it replaces besides winning votes.
     max_cut_share_growth: float = 0.10  # the share of answers cut at the token limit may rise this much at most
-    max_kl_per_token: float = 0.3  # KL to the round's reference (nats per answer token) on its own eval answers
+    max_kl_per_token: float = 0.5  # KL to the round's reference (nats per answer token) on its own eval answers
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -44,7 +44,8 @@ class GateEvidence:
     candidate_truncated: int = 0  # answers that stopped at the token limit
     current_truncated: int = 0
     answers: int = 0  # answers per version the lengths are measured on
-    kl_to_reference: float | None = None  # the round's KL to its reference, nats per answer (k3 per token summed, never negative)
+    # the round's KL to its reference, nats per answer (the next-token KL over the vocabulary, summed over the answer)
+    kl_to_reference: float | None = None
     kl_answer_tokens: float | None = None  # mean tokens of the answers that KL was measured on
     sources: list[str] = field(default_factory=list)  # who voted: judge paths, "people"
 

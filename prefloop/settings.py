@@ -314,7 +314,7 @@ PREFLOOP_GATE_MAX_LENGTH_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_LENGTH
 # PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH over the current version's, and the round's KL to its reference may be at most
 # PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token (stated bounds; docs/defaults.md).
 PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10))
-PREFLOOP_GATE_MAX_KL_PER_TOKEN = float(os.environ.get("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.3))
+PREFLOOP_GATE_MAX_KL_PER_TOKEN = float(os.environ.get("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.5))
 for _name in ("PREFLOOP_GATE_MIN_WIN_RATE", "PREFLOOP_GATE_MIN_LOWER_BOUND"):
     if not 0.0 <= globals()[_name] <= 1.0:
         raise ImproperlyConfigured(f"{_name}={globals()[_name]}: expected a share from 0 to 1")

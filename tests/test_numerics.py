@@ -82,11 +82,10 @@ def test_evaluation_scores_in_the_settings_dtype(base, settings, monkeypatch):
     prompt = Prompt.objects.create(text="hi", split="eval")
     answer = Response.objects.create(prompt=prompt, version=base, text="hello", token_count=1)
     seen = []
-    monkeypatch.setattr("training.evaluation.compute_logps",
-                        lambda path, pairs, config: seen.append(config.dtype) or ([(-1.0, -1.0)] * len(pairs),
-                                                                                   [[-1.0]] * len(pairs)))
+    monkeypatch.setattr("training.evaluation.compute_kl",
+                        lambda path, reference, pairs, config: seen.append(config.dtype) or [[0.0]] * len(pairs))
     evaluation.mean_kl(base, base, {prompt.pk: answer})
-    assert seen == ["float32", "float32"]
+    assert seen == ["float32"]
 
 
 def test_judges_run_in_the_settings_dtype(base, settings, tiny_model_dir):

@@ -34,7 +34,8 @@ HEADLINE: list[tuple[str, tuple[str, ...], str]] = [
     ("Reward accuracy", CURVES[1][1], "batch"),
     ("Loss", CURVES[2][1], "batch"),
 ]
-UNITS = {"KL to reference": "nats per answer, k3 per token summed (never negative)", "Answer tokens": "mean"}
+UNITS = {"KL to reference": "nats per answer, the next-token KL over the vocabulary summed over its positions",
+         "Answer tokens": "mean"}
 CHOSEN_KEYS = ("rewards/chosen", "chosen_reward", "reward_chosen", "chosen_rewards")
 REJECTED_KEYS = ("rewards/rejected", "rejected_reward", "reward_rejected", "rejected_rewards")
 SKIP_KEYS = {"step", "epoch_step"}

@@ -18,7 +18,7 @@ from prefloop.numerics import product_dtype
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .dpo.trainer import compute_logps
+from .dpo.trainer import compute_kl, compute_logps
 
 logger = logging.getLogger(__name__)
 
@@ -60,42 +60,19 @@ def eval_answer_prompts(limit: int) -> list[Prompt]:
 
 def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, Response],
             config: DPOConfig | None = None) -> float:
-    """KL(version || reference) in nats per answer, estimated on the version's own sampled answers y (see
-    `_mean_kl`: k3 per token, summed over each answer; never negative)."""
+    """KL(version || reference) in nats per answer, on the version's own sampled answers: at each answer position
+    the KL of the two next-token distributions over the whole vocabulary (`training.dpo.logps.position_kl`), summed
+    over the answer, averaged over the answers. Never negative."""
 
     if not answers:
         return math.nan
-    pairs = _answer_pairs(answers)
     config = config or DPOConfig(batch_size=8, dtype=product_dtype())
-    return _mean_kl(compute_logps(version.path, pairs, config)[1], compute_logps(reference.path, pairs, config)[1])
+    return _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers), config))
 
 
-def _mean_kl(own: list[list[float]], ref: list[list[float]]) -> float:
-    """KL(pi || pi_ref) in nats per answer from answers y sampled from pi, given each answer's per-token log-probs
-    under pi (`own`) and pi_ref (`ref`): the mean over answers of sum_t k3_t, with k3_t = (r_t - 1) - log r_t and
-    r_t = pi_ref(y_t | x, y_<t) / pi(y_t | x, y_<t).
-
-    Each term is >= 0 (log r <= r - 1) and, for tokens drawn from pi, has the expectation KL(pi || pi_ref) at that
-    position, so the sum is the answer's KL by the chain rule. Per token, not per answer: on a whole answer, r is a
-    product of up to hundreds of ratios and one answer the reference finds e^16 times likelier outweighs all the rest
-    (a round once read 15 million nats). The plain mean of log pi - log pi_ref (k1) goes negative when answers are
-    sampled with a temperature or top-p, as the product's are, which no KL can be."""
-    terms = []
-    for o, r in zip(own, ref, strict=True):
-        if len(o) != len(r):
-            raise ValueError(f"an answer has {len(o)} tokens under the model and {len(r)} under its reference: "
-                             "the two must share a tokenizer")
-        terms.append(sum(kl_k3(a - b) for a, b in zip(o, r, strict=True)))
-    return sum(terms) / len(terms)
-
-
-def kl_k3(log_ratio: float) -> float:
-    """(r - 1) - log r for log r = -log_ratio, log_ratio = log pi(y_t) - log pi_ref(y_t); inf where exp overflows."""
-    log_r = -log_ratio
-    try:
-        return math.expm1(log_r) - log_r
-    except OverflowError:
-        return math.inf
+def _mean_kl(per_position: list[list[float]]) -> float:
+    """The mean over answers of each answer's summed per-position KL."""
+    return sum(sum(kl) for kl in per_position) / len(per_position)
 
 
 def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
@@ -108,36 +85,33 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
                    heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]]) -> dict:
     """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
-    Each model is loaded once: the held-out pairs and the answers are scored in one pass."""
+    The held-out pairs are scored by each model in turn; the answers' KL loads the two side by side."""
 
     metrics: dict = {}
     prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)
     answers = answers_for(version, prompts, SamplingConfig(), seed=0) if prompts else {}
-    answer_pairs = _answer_pairs(answers)
-    to_score = heldout + answer_pairs
-    if not to_score:
+    if not heldout and not answers:
         return metrics
     dtype = product_dtype() if config.dtype == "auto" else config.dtype  # the cache needs the dtype it holds
     scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
-    own, own_tokens = compute_logps(version.path, to_score, scoring)
-    missing = [i for i, p in enumerate(heldout) if not p.has_reference]
-    ref_pairs = [heldout[i] for i in missing] + answer_pairs
-    ref, ref_tokens = compute_logps(reference.path, ref_pairs, scoring) if ref_pairs else ([], [])
-    for j, i in enumerate(missing):
-        heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
-    store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing],
-                          ref[:len(missing)])
     if heldout:
-        score = heldout_score(own[:len(heldout)], [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
+        own, _ = compute_logps(version.path, heldout, scoring)
+        missing = [i for i, p in enumerate(heldout) if not p.has_reference]
+        if missing:
+            ref, _ = compute_logps(reference.path, [heldout[i] for i in missing], scoring)
+            for j, i in enumerate(missing):
+                heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
+            store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing], ref)
+        score = heldout_score(own, [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
                               config.beta, [p.preference_prob for p in heldout])
         metrics.update(score.as_metrics())
     if answers:
         try:
-            metrics["kl_to_reference"] = _mean_kl(own_tokens[len(heldout):], ref_tokens[len(missing):])
+            metrics["kl_to_reference"] = _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers),
+                                                             scoring))
         except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand
             logger.warning("%s against %s: no KL: %s", version.name, reference.name, exc)
         metrics["sampled/answers"] = len(answers)
         metrics["sampled/mean_tokens"] = mean_tokens(answers.values())
         metrics["sampled/truncated"] = truncated_count(answers.values())
     return metrics
-

@@ -65,10 +65,10 @@ def test_the_drift_budget_keeps_out_a_win_that_runs_into_the_token_limit():
 
 
 def test_the_drift_budget_bounds_kl_per_answer_token():
-    evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=50.6, kl_answer_tokens=128.0)
-    result = decide(evidence, RULE)  # the judge A: 50.6 nats an answer of 128 tokens, 0.395 a token
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=76.8, kl_answer_tokens=128.0)
+    result = decide(evidence, RULE)  # 76.8 nats an answer of 128 tokens: 0.6 a token
     assert not result.passed and result.reasons == [
-        "KL to the reference 50.6 nats an answer (0.395 a token): over the budget of 0.3 nats a token"]
+        "KL to the reference 76.8 nats an answer (0.6 a token): over the budget of 0.5 nats a token"]
     evidence.kl_to_reference = 12.8
     assert decide(evidence, RULE).passed
     assert evidence.as_dict()["kl_per_token"] == 0.1

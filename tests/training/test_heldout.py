@@ -146,7 +146,7 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     direct = heldout_score(policy, reference, scoring.beta, [p.preference_prob for p in data.heldout])
     assert metrics["heldout/reward_accuracy"] == pytest.approx(direct.reward_accuracy)
     assert metrics["heldout/margin"] == pytest.approx(direct.margin, abs=1e-4)
-    assert math.isfinite(metrics["kl_to_reference"]) and metrics["kl_to_reference"] >= 0  # the k3 estimate
+    assert math.isfinite(metrics["kl_to_reference"]) and metrics["kl_to_reference"] >= 0
     assert any("held-out pairs" in line for line in run.log.splitlines())
 
     client.force_login(staff)

@@ -166,8 +166,8 @@ class PairLogps(nn.Module):
         sums = torch.zeros(batch.token_counts.shape[0], dtype=per_token.dtype, device=per_token.device)
         return sums.index_add(0, batch.sequence_index, per_token)
 
-    def token_logps(self, batch: PairBatch) -> torch.Tensor:
-        """Log-prob of each response token [N], in the order of batch.target_ids (sequence_index says whose)."""
+    def hidden(self, batch: PairBatch) -> torch.Tensor:
+        """The last hidden state at each position that predicts a response token [N, H], in batch.target_ids order."""
         lm = self.causal_lm()
         backbone = getattr(lm, lm.base_model_prefix)
         hidden = backbone(
@@ -176,8 +176,37 @@ class PairLogps(nn.Module):
             position_ids=batch.position_ids,
             use_cache=False,
         ).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predictor_index)
-        return token_logps(hidden, lm.get_output_embeddings(), batch.target_ids, self.chunk)
+        return hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predictor_index)
+
+    def token_logps(self, batch: PairBatch) -> torch.Tensor:
+        """Log-prob of each response token [N], in the order of batch.target_ids (sequence_index says whose)."""
+        return token_logps(self.hidden(batch), self.causal_lm().get_output_embeddings(), batch.target_ids, self.chunk)
+
+
+KL_CHUNK = 256  # positions per chunk of position_kl: two models' 256 x 49152 fp32 log-probs, about 50 MB each
+
+
+@torch.no_grad()
+def position_kl(policy: PairLogps, reference: PairLogps, batch: PairBatch, chunk: int = KL_CHUNK) -> torch.Tensor:
+    """KL(pi || pi_ref) over the whole vocabulary at each response token's position [N] (fp32, never negative), in
+    batch.target_ids order: sum_v pi(v | c) (log pi(v | c) - log pi_ref(v | c)), c the prompt and the response so far.
+
+    Summed over an answer's positions it is the KL of the answer's distribution given the tokens drawn before each
+    position (the chain rule), with nothing left to chance at the position itself. The estimates that read only the
+    drawn token (k1: log pi - log pi_ref, k3 of their ratio) are noisy where this is not: k1 goes negative when
+    answers are drawn with a temperature or top-p, and one token the reference finds far likelier than the policy
+    does can make k3 read millions of nats (a round's did: about 2e6 nats an answer)."""
+    heads = (policy.causal_lm().get_output_embeddings(), reference.causal_lm().get_output_embeddings())
+    if heads[0].weight.shape[0] != heads[1].weight.shape[0]:
+        raise ValueError(f"the model has {heads[0].weight.shape[0]} tokens and its reference "
+                         f"{heads[1].weight.shape[0]}: the two must share a tokenizer")
+    hp, hr = policy.hidden(batch), reference.hidden(batch)
+    out = []
+    for start in range(0, hp.shape[0], chunk):
+        lp = torch.log_softmax(heads[0](hp[start:start + chunk]).float(), dim=-1)
+        lq = torch.log_softmax(heads[1](hr[start:start + chunk]).float(), dim=-1)
+        out.append((lp.exp() * (lp - lq)).sum(-1).clamp_min_(0.0))  # >= 0 up to rounding: clamp that away
+    return torch.cat(out) if out else hp.new_zeros(0, dtype=torch.float32)
 
 
 @torch.no_grad()

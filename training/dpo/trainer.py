@@ -23,7 +23,7 @@ from prefcore.hardware import resolve_dtype as resolve
 from prefcore.memory import retain_freed_memory
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
-from training.dpo.logps import PairLogps, build_pair_batch
+from training.dpo.logps import PairLogps, build_pair_batch, position_kl
 from training.dpo.losses import dpo_loss, implicit_rewards, kto_loss, nll_loss, rrhf_loss
 from training.dpo.terms import TermBatch, configured_terms, term_name
 
@@ -152,10 +152,29 @@ def compute_reference_logps(model_dir, pairs: list[PreferencePair], config: DPOC
 def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig
                   ) -> tuple[list[tuple[float, float]], list[list[float]]]:
     """Under the model in model_dir, in input order: each pair's summed log-probs (chosen, rejected), and each chosen
-    response's log-prob per token (what a per-token estimate such as the k3 KL needs)."""
+    response's log-prob per token."""
     tokens: dict[int, list[float]] = {}
     sums = _compute(model_dir, pairs, config, tokens)
     return sums, [tokens[i] for i in range(len(pairs))]
+
+
+def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[list[float]]:
+    """For each pair's chosen response, in input order, KL(model || reference) over the whole vocabulary at each of
+    its token positions (`position_kl`), the two models loaded side by side, in the config's dtype and batch size."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype(config, device)
+    tokenizer = load_tokenizer(model_dir)
+    rows = tokenize_pairs(tokenizer, pairs, config)
+    policy, reference = PairLogps(load_model(model_dir, device)), PairLogps(load_model(reference_dir, device))
+    out: dict[int, list[float]] = {}
+    for batch in length_grouped_batches([r.length for r in rows], config.batch_size, seed=0):
+        pb = build_pair_batch([rows[i].row() for i in batch], _pad_id(tokenizer)).to(device)
+        with _autocast(device, dtype):
+            kl = position_kl(policy, reference, pb).cpu()
+        owner = pb.sequence_index.cpu()  # chosen responses are sequences 0..n-1 of the batch
+        for k, i in enumerate(batch):
+            out[i] = kl[owner == k].tolist()
+    return [out[i] for i in range(len(rows))]
 
 
 def _compute(model_dir, pairs, config, chosen_tokens: dict[int, list[float]] | None) -> list[tuple[float, float]]:

@@ -1,0 +1,71 @@
+"""The KL a round reports and its gate bounds: at each answer position, the KL of the two models' next-token
+distributions over the whole vocabulary, summed over the answer (training.dpo.logps.position_kl)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tests.tiny import build_tiny_model
+from training.dpo.config import DPOConfig
+from training.dpo.data import PreferencePair
+from training.dpo.trainer import compute_kl, load_tokenizer, tokenize_pairs
+from training.evaluation import _mean_kl
+
+PAIRS = [
+    PreferencePair(prompt="What is the capital of France?", chosen="The capital of France is Paris.", rejected="."),
+    PreferencePair(prompt="Write a haiku about the sea.", chosen="Waves fold into foam. The quick brown fox.",
+                   rejected="."),
+    PreferencePair(prompt="Explain gradient descent.", chosen="Thank you!", rejected="."),
+]
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kl")
+    return build_tiny_model(root / "policy", seed=0), build_tiny_model(root / "reference", seed=1)
+
+
+def _direct(policy_dir, reference_dir, config) -> list[list[float]]:
+    """Full logits of prompt + answer from each model in fp64, the KL at each answer position."""
+    rows = tokenize_pairs(load_tokenizer(policy_dir), PAIRS, config)
+    models = [AutoModelForCausalLM.from_pretrained(d, dtype=torch.float64) for d in (policy_dir, reference_dir)]
+    out = []
+    for row in rows:
+        ids = torch.tensor([row.prompt_ids + row.chosen_ids])
+        with torch.no_grad():
+            lp, lq = (torch.log_softmax(m(input_ids=ids).logits[0], dim=-1) for m in models)
+        span = range(len(row.prompt_ids) - 1, len(row.prompt_ids) + len(row.chosen_ids) - 1)
+        out.append([float((lp[t].exp() * (lp[t] - lq[t])).sum()) for t in span])
+    return out
+
+
+def test_the_kl_at_each_answer_position_is_the_next_token_kl_over_the_vocabulary(two_models):
+    policy, reference = two_models
+    config = DPOConfig(dtype="float32", batch_size=2)
+    got = compute_kl(str(policy), str(reference), PAIRS, config)
+    want = _direct(policy, reference, config)
+    assert [len(k) for k in got] == [len(k) for k in want] and all(len(k) > 1 for k in got)
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, rel=1e-4, abs=1e-6)
+    assert all(k >= 0 for answer in got for k in answer) and _mean_kl(got) > 0.01
+    assert _mean_kl(got) == pytest.approx(sum(map(sum, want)) / len(want), rel=1e-4)
+    # a model against itself: nothing, at every position
+    assert all(k == pytest.approx(0, abs=1e-6) for answer in compute_kl(str(policy), str(policy), PAIRS, config)
+               for k in answer)
+
+
+def test_the_kl_in_bf16_stays_near_the_fp64_one(two_models):
+    policy, reference = two_models
+    got = compute_kl(str(policy), str(reference), PAIRS, DPOConfig(dtype="bfloat16", batch_size=2))
+    want = _direct(policy, reference, DPOConfig(dtype="float32"))
+    # bf16 rounds the logits to about 3 digits (docs/numerics.md): each answer's KL to within 5%
+    for g, w in zip(got, want, strict=True):
+        assert sum(g) == pytest.approx(sum(w), rel=0.05, abs=1e-3) and min(g) >= 0
+
+
+def test_a_reference_with_another_vocabulary_is_refused(two_models, tmp_path):
+    policy, _ = two_models
+    other = build_tiny_model(tmp_path / "other", vocab_size=320)
+    with pytest.raises(ValueError, match="must share a tokenizer"):
+        compute_kl(str(policy), str(other), PAIRS, DPOConfig(dtype="float32"))
