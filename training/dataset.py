@@ -60,7 +60,8 @@ def round_data(
     `dtype` ("float32", "bfloat16"; default the product's) picks the cached reference log-probs filled in.
 
     `replay_seed` (with `rounds`): replay as many decided pairs of other rounds as those rounds' pairs train, drawn
-    at random with that seed, so a round keeps what earlier labels taught at a cost that does not grow with them."""
+    at random with that seed (never a held-out prompt's), so a round keeps what earlier labels taught at a cost that
+    does not grow with them."""
     # decided_pairs leaves eval prompts out; look again here, where training data is made: whatever path a pair
     # came in by (import, generation, the admin), a pair on an eval prompt is never trained on.
     in_scope = [d for d in decided_pairs(include_automatic=include_automatic, rounds=rounds)
@@ -71,8 +72,10 @@ def round_data(
         d for d in decided_pairs(include_automatic=include_automatic) if d.pair.prompt.split != Prompt.EVAL]
     if rounds is not None and replay_seed is not None:
         new = {d.pair.pk for d in in_scope}
+        # never another round's held-out pairs, even when this round is too small to hold its own out: those were
+        # held out when their round trained, and later rounds are measured on them
         earlier = [d for d in everything if d.pair.pk not in new
-                   and not (holding_out and is_heldout(d.pair.prompt_id, heldout_fraction))]
+                   and not (heldout_fraction > 0 and is_heldout(d.pair.prompt_id, heldout_fraction))]
         chosen = set(random.Random(replay_seed).sample(range(len(earlier)), min(len(earlier), len(train))))
         train += [d for i, d in enumerate(earlier) if i in chosen]
     trained = {d.pair.pk for d in train}

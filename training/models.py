@@ -20,9 +20,9 @@ class TrainingRun(Job):
     data_choice = models.CharField(
         max_length=10, default=DATA_ALL,
         choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's pairs"),
-                 (DATA_REPLAY, "the starting version's pairs and as many earlier labels, drawn at random")],
+                 (DATA_REPLAY, "the starting version's pairs and as many of other rounds', drawn at random")],
         help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided "
-                  "pair; 'replay': on the new pairs and as many earlier ones drawn at random (a cost that stays flat).",
+                  "pair; 'replay': on the new pairs and as many of other rounds' drawn at random (a cost that stays flat).",
     )
     input_version = models.ForeignKey(
         "generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs_started"

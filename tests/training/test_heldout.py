@@ -111,6 +111,15 @@ def test_replay_adds_as_many_earlier_pairs_drawn_by_seed_and_never_held_out_ones
     assert not set(trained) & held and {p.key for p in data.heldout} == held  # held-out pairs of both rounds
     assert [p.key for p in replay("0:2").pairs] == trained  # a retried run draws the same
     assert {p.key for p in replay("1:2").pairs} - new != replayed  # another seed, another draw
+    # A round too small to hold its own pairs out still never replays another round's held-out pairs.
+    half = {k for k, pid in prompt_of.items() if is_heldout(pid, 0.5)}
+    earlier_held = {k for k in half if round_of[k] == 1}
+    small = round_data(reference=tiny_base, max_length=128, rounds=[2], replay_seed="0:2", heldout_fraction=0.5,
+                       heldout_min_pairs=second + 1)
+    assert not small.holding_out and len(earlier_held) >= 6
+    assert not {p.key for p in small.pairs} & earlier_held
+    # its own pairs (held-out prompts' too) and as many of round 1's
+    assert len(small.pairs) == second + min(second, first - len(earlier_held))
     # Without replay the round trains only on its own pairs.
     assert {p.key for p in round_data(reference=tiny_base, max_length=128, rounds=[2], heldout_fraction=0.3,
                                       heldout_min_pairs=2).pairs} == new

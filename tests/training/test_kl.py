@@ -69,3 +69,16 @@ def test_a_reference_with_another_vocabulary_is_refused(two_models, tmp_path):
     other = build_tiny_model(tmp_path / "other", vocab_size=320)
     with pytest.raises(ValueError, match="must share a tokenizer"):
         compute_kl(str(policy), str(other), PAIRS, DPOConfig(dtype="float32"))
+
+
+def test_chunks_of_positions_give_the_same_kl(two_models):
+    from training.dpo.logps import PairLogps, build_pair_batch, position_kl
+    from training.dpo.trainer import load_model
+
+    policy, reference = two_models
+    rows = tokenize_pairs(load_tokenizer(policy), PAIRS, DPOConfig(dtype="float32"))
+    batch = build_pair_batch([r.row() for r in rows], 0)
+    scorers = PairLogps(load_model(policy, "cpu")), PairLogps(load_model(reference, "cpu"))
+    whole = position_kl(*scorers, batch)
+    assert whole.shape[0] > 7
+    assert torch.allclose(position_kl(*scorers, batch, chunk=3), whole, rtol=1e-5, atol=1e-7)

@@ -191,8 +191,9 @@ def position_kl(policy: PairLogps, reference: PairLogps, batch: PairBatch, chunk
     """KL(pi || pi_ref) over the whole vocabulary at each response token's position [N] (fp32, never negative), in
     batch.target_ids order: sum_v pi(v | c) (log pi(v | c) - log pi_ref(v | c)), c the prompt and the response so far.
 
-    Summed over an answer's positions it is the KL of the answer's distribution given the tokens drawn before each
-    position (the chain rule), with nothing left to chance at the position itself. The estimates that read only the
+    Summed over an answer's positions it is the answer's KL by the chain rule when the answer was drawn from pi
+    itself; on answers drawn with a temperature or top-p, as the product's are, it is the KL of the next-token
+    distributions along those answers. Either way nothing is left to chance at the position itself. The estimates that read only the
     drawn token (k1: log pi - log pi_ref, k3 of their ratio) are noisy where this is not: k1 goes negative when
     answers are drawn with a temperature or top-p, and one token the reference finds far likelier than the policy
     does can make k3 read millions of nats (a round's did: about 2e6 nats an answer)."""

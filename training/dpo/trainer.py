@@ -164,6 +164,8 @@ def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DP
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype(config, device)
     tokenizer = load_tokenizer(model_dir)
+    if tokenizer.get_vocab() != load_tokenizer(reference_dir).get_vocab():
+        raise ValueError(f"{model_dir} and its reference {reference_dir} tokenize apart: the two must share a tokenizer")
     rows = tokenize_pairs(tokenizer, pairs, config)
     policy, reference = PairLogps(load_model(model_dir, device)), PairLogps(load_model(reference_dir, device))
     out: dict[int, list[float]] = {}

@@ -13,6 +13,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='trainingrun',
             name='data_choice',
-            field=models.CharField(choices=[('all', 'every label so far'), ('new', "only the labels of the starting version's pairs"), ('replay', "the starting version's pairs and as many earlier labels, drawn at random")], default='all', help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided pair; 'replay': on the new pairs and as many earlier ones drawn at random (a cost that stays flat).", max_length=10),
+            field=models.CharField(choices=[('all', 'every label so far'), ('new', "only the labels of the starting version's pairs"), ('replay', "the starting version's pairs and as many of other rounds', drawn at random")], default='all', help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided pair; 'replay': on the new pairs and as many of other rounds' drawn at random (a cost that stays flat).", max_length=10),
         ),
     ]
