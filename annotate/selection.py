@@ -78,9 +78,9 @@ def version_logps(version: ModelVersion, pairs: Sequence[Pair], config: DPOConfi
     if missing:
         rows = [PreferencePair(prompt=p.prompt.as_input, chosen=p.response_a.text, rejected=p.response_b.text,
                                key=p.pk) for p in missing]
-        from training.dpo.trainer import compute_reference_logps  # loads torch: only workers score margins
+        from training.dpo.trainer import compute_logps  # loads torch: only workers score margins
 
-        values = compute_reference_logps(version.path, rows, config)
+        values = compute_logps(version.path, rows, config)
         store_reference_logps(version, config.max_length, config.dtype,
                               [(p.response_a, p.response_b) for p in missing], values)
         for p, (lp_a, lp_b) in zip(missing, values, strict=True):

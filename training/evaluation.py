@@ -18,7 +18,7 @@ from prefloop.numerics import product_dtype
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .dpo.trainer import compute_kl, compute_logps
+from .dpo.trainer import Scorer, compute_kl
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
                    heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]]) -> dict:
     """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
-    The held-out pairs are scored by each model in turn; the answers' KL loads the two side by side."""
+    Each of the two models is loaded once, on first use, and serves the held-out pairs and the answers' KL."""
 
     metrics: dict = {}
     prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)
@@ -94,11 +94,12 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
         return metrics
     dtype = product_dtype() if config.dtype == "auto" else config.dtype  # the cache needs the dtype it holds
     scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
+    policy, base = Scorer(version.path, scoring), Scorer(reference.path, scoring)
     if heldout:
-        own, _ = compute_logps(version.path, heldout, scoring)
+        own = policy.logps(heldout)
         missing = [i for i, p in enumerate(heldout) if not p.has_reference]
         if missing:
-            ref, _ = compute_logps(reference.path, [heldout[i] for i in missing], scoring)
+            ref = base.logps([heldout[i] for i in missing])
             for j, i in enumerate(missing):
                 heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
             store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing], ref)
@@ -107,8 +108,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
         metrics.update(score.as_metrics())
     if answers:
         try:
-            metrics["kl_to_reference"] = _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers),
-                                                             scoring))
+            metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers)))
         except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand
             logger.warning("%s against %s: no KL: %s", version.name, reference.name, exc)
         metrics["sampled/answers"] = len(answers)

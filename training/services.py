@@ -77,7 +77,7 @@ def start_training_run(
     return run
 
 
-DATA_CHOICES = (TrainingRun.DATA_ALL, TrainingRun.DATA_NEW, TrainingRun.DATA_REPLAY)
+DATA_CHOICES = tuple(value for value, _ in TrainingRun._meta.get_field("data_choice").choices)
 
 
 def data_for(input_version: ModelVersion, data_choice: str, *, reference: ModelVersion, max_length: int,

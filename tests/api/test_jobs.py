@@ -85,3 +85,13 @@ def test_bad_settings_are_refused_with_the_services_message(staff_api, tiny_vers
     with pytest.raises(APIError) as missing:
         staff_api.job("training", 12345)
     assert missing.value.status == 404
+
+
+def test_the_api_offers_exactly_the_training_data_choices_the_model_has():
+    """The API's schema has to spell the choices out (a Literal); this keeps it from drifting from the model's."""
+    import typing
+
+    from api.jobs import TrainingStart
+
+    offered = typing.get_args(TrainingStart.model_fields["data"].annotation)
+    assert set(offered) == set(training_services.DATA_CHOICES) == {"all", "new", "replay"}

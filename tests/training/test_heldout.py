@@ -15,8 +15,9 @@ from generation.models import ModelVersion, Prompt
 from training import services as train
 from training.dataset import is_heldout, round_data
 from training.dpo.config import DPOConfig
-from training.dpo.trainer import compute_reference_logps
-from training.evaluation import heldout_score
+from training.dpo import trainer
+from training.dpo.trainer import compute_logps
+from training.evaluation import evaluate_round, heldout_score
 
 FAST_TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 128, "max_prompt_length": 64,
                  "warmup_ratio": 0.0}
@@ -150,13 +151,25 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
 
     # The stored held-out figures equal a direct scoring of the held-out pairs by both models.
     scoring = DPOConfig.from_dict(dict(FAST_TRAINING, batch_size=8, dtype=run.params["dtype"]))
-    policy = compute_reference_logps(new.path, data.heldout, scoring)
-    reference = compute_reference_logps(tiny_base.path, data.heldout, scoring)
+    policy = compute_logps(new.path, data.heldout, scoring)
+    reference = compute_logps(tiny_base.path, data.heldout, scoring)
     direct = heldout_score(policy, reference, scoring.beta, [p.preference_prob for p in data.heldout])
     assert metrics["heldout/reward_accuracy"] == pytest.approx(direct.reward_accuracy)
     assert metrics["heldout/margin"] == pytest.approx(direct.margin, abs=1e-4)
     assert math.isfinite(metrics["kl_to_reference"]) and metrics["kl_to_reference"] >= 0
     assert any("held-out pairs" in line for line in run.log.splitlines())
+
+    # Evaluating again, with the reference log-probs not yet cached, loads each of the two models once and gives
+    # the same figures.
+    loaded = []
+    real_load = trainer.load_model
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "load_model", lambda path, device: loaded.append(str(path)) or real_load(path, device))
+        again = evaluate_round(new, tiny_base, DPOConfig.from_dict(dict(FAST_TRAINING, dtype=run.params["dtype"])),
+                               data.heldout, data.heldout_rows)
+    assert sorted(loaded) == sorted([str(new.path), str(tiny_base.path)])
+    for key in ("heldout/reward_accuracy", "heldout/margin", "kl_to_reference", "sampled/mean_tokens"):
+        assert again[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-4), key
 
     client.force_login(staff)
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()

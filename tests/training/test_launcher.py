@@ -12,7 +12,7 @@ import pytest
 
 from tests.training.test_trainer import ROOT, synthetic_pairs
 from training.dpo.config import DPOConfig
-from training.dpo.trainer import TrainingCancelled, compute_reference_logps
+from training.dpo.trainer import TrainingCancelled, compute_logps
 from training.launcher import failure_message, train_in_processes, write_pairs
 
 
@@ -42,7 +42,7 @@ def test_two_processes_train_report_every_step_and_return_reference_logps(tiny_m
     assert result.steps == 2 and result.pairs == 8 and result.dropped == 1
     assert (tmp_path / "out" / "model.safetensors").exists()
 
-    expected = compute_reference_logps(tiny_model_dir, pairs, config)
+    expected = compute_logps(tiny_model_dir, pairs, config)
     assert len(result.reference_logps) == len(pairs)
     for i, (got, want) in enumerate(zip(result.reference_logps, expected, strict=True)):
         if i == 3:

@@ -149,25 +149,31 @@ def test_real_model_layout_equals_plain(real_model_dir):
     assert out.tolist() == pytest.approx(plain, abs=2e-3, rel=1e-5)
 
 
-def test_compute_logps_gives_each_chosen_tokens_logp_in_order(tiny_model_dir, model, tokenizer):
-    """What the per-token KL reads: chosen token t's log-prob given the prompt and tokens before it, summing to the
-    pair's chosen log-prob, in fp32 equal to the plain full-logits computation token by token."""
+def test_compute_logps_sums_each_responses_token_logps_in_input_order(tiny_model_dir, model, tokenizer):
+    """compute_logps in fp32, through length-grouped batches of 1 and 2: each pair's (chosen, rejected) sum equals
+    the plain full-logits computation token by token, each response given the prompt alone, in input order."""
     from training.dpo.config import DPOConfig
     from training.dpo.trainer import compute_logps
 
     pairs = [PreferencePair(prompt="Name a fruit.", chosen="An apple, or a pear.", rejected="No."),
-             PreferencePair(prompt="Say hi.", chosen="Hi there!", rejected="Hello, how are you today?")]
-    config = DPOConfig(batch_size=2, dtype="float32", max_length=128, max_prompt_length=64)
-    sums, tokens = compute_logps(tiny_model_dir, pairs, config)
-    for pair, (chosen_sum, _), per_token in zip(pairs, sums, tokens, strict=True):
-        prompt_ids, chosen_ids, _ = tokenize_pair(tokenizer, pair, 128, 64).row()
-        assert len(per_token) == len(chosen_ids) > 1
-        assert sum(per_token) == pytest.approx(chosen_sum, abs=1e-4)
+             PreferencePair(prompt="Say hi.", chosen="Hi there!", rejected="Hello, how are you today?"),
+             PreferencePair(prompt="Count to three, please.", chosen="1 2 3", rejected="One, two, three, four.")]
+
+    def plain(prompt_ids, response_ids):
         with torch.no_grad():
-            ids = torch.tensor([prompt_ids + chosen_ids])
-            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
-        plain = [float(logp[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(chosen_ids)]
-        assert per_token == pytest.approx(plain, abs=1e-4)
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt_ids + response_ids])).logits[0, :-1].double(),
+                                     dim=-1)
+        return sum(float(logp[len(prompt_ids) - 1 + t, tok]) for t, tok in enumerate(response_ids))
+
+    expected = []
+    for pair in pairs:
+        prompt_ids, chosen_ids, rejected_ids = tokenize_pair(tokenizer, pair, 128, 64).row()
+        expected.append((plain(prompt_ids, chosen_ids), plain(prompt_ids, rejected_ids)))
+    for batch_size in (1, 2):
+        config = DPOConfig(batch_size=batch_size, dtype="float32", max_length=128, max_prompt_length=64)
+        got = compute_logps(tiny_model_dir, pairs, config)
+        assert [c for c, _ in got] == pytest.approx([c for c, _ in expected], abs=1e-4)
+        assert [r for _, r in got] == pytest.approx([r for _, r in expected], abs=1e-4)
 
 
 def test_head_under_autocast_is_autocasts_linear_in_value_and_gradient():

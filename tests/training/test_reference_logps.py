@@ -52,7 +52,7 @@ def test_a_training_run_never_reads_the_samplers_logps(db, tiny_model_dir, staff
     from training import services as train
     from training.dataset import round_data
     from training.dpo.config import DPOConfig
-    from training.dpo.trainer import compute_reference_logps
+    from training.dpo.trainer import compute_logps
     from training.models import ReferenceLogp
 
     settings.MODELS_DIR = tmp_path / "models"
@@ -75,7 +75,7 @@ def test_a_training_run_never_reads_the_samplers_logps(db, tiny_model_dir, staff
     assert ReferenceLogp.objects.filter(dtype=run.params["dtype"]).count() == 2 * run.pairs
     for pair in data.pairs:
         pair.ref_chosen_logp = pair.ref_rejected_logp = None
-    fresh = compute_reference_logps(base.path, data.pairs, DPOConfig.from_dict(dict(params, dtype=run.params["dtype"])))
+    fresh = compute_logps(base.path, data.pairs, DPOConfig.from_dict(dict(params, dtype=run.params["dtype"])))
     for (c, r), (fc, fr) in zip(cached, fresh, strict=True):
         assert c == pytest.approx(fc, abs=1e-3) and r == pytest.approx(fr, abs=1e-3)
         assert c != 123.0 and r != 123.0

@@ -10,7 +10,7 @@ import torch
 
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, load_pairs_jsonl
-from training.dpo.trainer import TrainingCancelled, compute_reference_logps, train_dpo
+from training.dpo.trainer import TrainingCancelled, compute_logps, train_dpo
 
 ROOT = Path(__file__).resolve().parents[2]
 HH = ROOT / "data" / "hh-rlhf-sample.jsonl"
@@ -45,7 +45,7 @@ def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(20)
     config = DPOConfig(dtype=dtype, batch_size=4, epochs=3, learning_rate=1e-3, warmup_ratio=0.0, beta=0.1)
     result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out")
-    policy = compute_reference_logps(tmp_path / "out", pairs, config)
+    policy = compute_logps(tmp_path / "out", pairs, config)
     margins = [(pc - rc) - (pr - rr) for (pc, pr), (rc, rr) in zip(policy, result.reference_logps, strict=True)]
     assert sum(m > 0 for m in margins) / len(margins) >= 0.9
     assert result.final_metrics["rewards/accuracy"] >= 0.75
@@ -59,7 +59,7 @@ def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path, dtype):
 def test_reference_logps_come_from_the_reference_and_cached_ones_are_kept(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(6)
     config = DPOConfig(dtype=dtype, batch_size=2)
-    expected = compute_reference_logps(tiny_model_dir, pairs, config)
+    expected = compute_logps(tiny_model_dir, pairs, config)
     pairs[1].ref_chosen_logp, pairs[1].ref_rejected_logp = -1.5, -2.5
     seen = []
     result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", on_step=lambda s, t, m: seen.append(m))
@@ -75,7 +75,7 @@ def test_separate_reference_dir_is_used(tiny_model_dir, tmp_path, dtype):
     other = build_tiny_model(tmp_path / "other", seed=1)
     pairs = synthetic_pairs(4)
     config = DPOConfig(dtype=dtype, batch_size=4)
-    expected = compute_reference_logps(other, pairs, config)
+    expected = compute_logps(other, pairs, config)
     steps = []
     result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", reference_dir=other,
                        on_step=lambda s, t, m: steps.append(m))

@@ -111,83 +111,93 @@ def tokenize_pairs(tokenizer, pairs: list[PreferencePair], config: DPOConfig) ->
     return [tokenize_pair(tokenizer, p, config.max_length, config.max_prompt_length) for p in pairs]
 
 
+def _batches(rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str, pad_id: int,
+             should_stop: Callable[[], bool] | None = None, stage: str = "scoring"):
+    """rows[i], i in indices, as length-grouped PairBatches on the device: yields (the batch's row indices, batch).
+    In each batch, sequence k < len(indices of the batch) is row k's chosen response, n + k its rejected one."""
+    for batch in length_grouped_batches([rows[i].length for i in indices], config.batch_size, seed=0):
+        if should_stop and should_stop():
+            raise TrainingCancelled(f"stopped while {stage}")
+        chosen = [indices[b] for b in batch]
+        yield chosen, build_pair_batch([rows[i].row() for i in chosen], pad_id).to(device)
+
+
 @torch.no_grad()
 def _reference_logps_for(
     scorer: PairLogps, rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str,
     dtype: torch.dtype, pad_id: int, should_stop: Callable[[], bool] | None = None,
-    chosen_tokens: dict[int, list[float]] | None = None,
 ) -> dict[int, tuple[float, float]]:
-    """Summed reference log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches; with
-    `chosen_tokens`, also each chosen token's log-prob (chosen_tokens[i], in order), from the same forward pass.
+    """Summed log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches.
 
-    Always computed here, by the trainer's own code in the run's dtype, never taken from the sampler's
-    Response.logp_sum: those equal these to 1e-3 only in fp32 (tests/training/test_reference_logps.py); in bf16 the
-    sampler's bf16 weights and the trainer's fp32 weights under autocast differ by far more (docs/numerics.md)."""
+    Reference log-probs are always computed here, by the trainer's own code in the run's dtype, never taken from the
+    sampler's Response.logp_sum: those equal these to 1e-3 only in fp32 (tests/training/test_reference_logps.py); in
+    bf16 the sampler's bf16 weights and the trainer's fp32 weights under autocast differ by far more
+    (docs/numerics.md)."""
     out: dict[int, tuple[float, float]] = {}
-    batches = length_grouped_batches([rows[i].length for i in indices], config.batch_size, seed=0)
-    for batch in batches:
-        if should_stop and should_stop():
-            raise TrainingCancelled("stopped while computing reference log-probs")
-        chosen_idx = [indices[b] for b in batch]
-        pb = build_pair_batch([rows[i].row() for i in chosen_idx], pad_id).to(device)
+    for chosen, pb in _batches(rows, indices, config, device, pad_id, should_stop, "computing reference log-probs"):
         with _autocast(device, dtype):
             per_token = scorer.token_logps(pb).float().cpu()
-        owner = pb.sequence_index.cpu()
-        logps = torch.zeros(pb.token_counts.shape[0]).index_add(0, owner, per_token)
-        n = len(chosen_idx)
-        if chosen_tokens is not None:
-            # build_pair_batch lays each row's chosen tokens out contiguously, pair by pair, before its rejected ones
-            for k, i in enumerate(chosen_idx):
-                chosen_tokens[i] = per_token[owner == k].tolist()
-        for k, i in enumerate(chosen_idx):
+        logps = torch.zeros(pb.token_counts.shape[0]).index_add(0, pb.sequence_index.cpu(), per_token)
+        n = len(chosen)
+        for k, i in enumerate(chosen):
             out[i] = (float(logps[k]), float(logps[n + k]))
     return out
 
 
-def compute_reference_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[tuple[float, float]]:
-    """Summed reference log-probs (chosen, rejected) of every pair under the model in model_dir, input order."""
-    return _compute(model_dir, pairs, config, None)
+class Scorer:
+    """One saved model, loaded on first use and then kept, scoring pairs in the config's dtype and batch size:
+    summed log-probs (`logps`) and, against another Scorer, the chosen responses' per-position KL (`kl`). A round's
+    evaluation holds one for the new version and one for its reference, so each loads once."""
+
+    def __init__(self, model_dir: str | Path, config: DPOConfig):
+        self.model_dir, self.config = str(model_dir), config
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = resolve_dtype(config, self.device)
+        self.tokenizer = load_tokenizer(model_dir)
+        self._scorer: PairLogps | None = None
+
+    @property
+    def scorer(self) -> PairLogps:
+        if self._scorer is None:
+            self._scorer = PairLogps(load_model(self.model_dir, self.device))
+        return self._scorer
+
+    def _rows(self, pairs: list[PreferencePair]) -> list[TokenizedPair]:
+        return tokenize_pairs(self.tokenizer, pairs, self.config)
+
+    def logps(self, pairs: list[PreferencePair]) -> list[tuple[float, float]]:
+        """Each pair's summed log-probs (chosen, rejected) under this model, in input order."""
+        rows = self._rows(pairs)
+        found = _reference_logps_for(self.scorer, rows, list(range(len(rows))), self.config, self.device, self.dtype,
+                                     _pad_id(self.tokenizer))
+        return [found[i] for i in range(len(rows))]
+
+    @torch.no_grad()
+    def kl(self, reference: Scorer, pairs: list[PreferencePair]) -> list[list[float]]:
+        """For each pair's chosen response, in input order, KL(this model || reference) over the whole vocabulary
+        at each of its token positions (`position_kl`); the two must share a tokenizer."""
+        if self.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+            raise ValueError(f"{self.model_dir} and its reference {reference.model_dir} tokenize apart: "
+                             "the two must share a tokenizer")
+        rows = self._rows(pairs)
+        out: dict[int, list[float]] = {}
+        for chosen, pb in _batches(rows, list(range(len(rows))), self.config, self.device, _pad_id(self.tokenizer)):
+            with _autocast(self.device, self.dtype):
+                kl = position_kl(self.scorer, reference.scorer, pb).cpu()
+            owner = pb.sequence_index.cpu()
+            for k, i in enumerate(chosen):
+                out[i] = kl[owner == k].tolist()
+        return [out[i] for i in range(len(rows))]
 
 
-def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig
-                  ) -> tuple[list[tuple[float, float]], list[list[float]]]:
-    """Under the model in model_dir, in input order: each pair's summed log-probs (chosen, rejected), and each chosen
-    response's log-prob per token."""
-    tokens: dict[int, list[float]] = {}
-    sums = _compute(model_dir, pairs, config, tokens)
-    return sums, [tokens[i] for i in range(len(pairs))]
+def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[tuple[float, float]]:
+    """Summed log-probs (chosen, rejected) of every pair under the model in model_dir, in input order."""
+    return Scorer(model_dir, config).logps(pairs)
 
 
 def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[list[float]]:
-    """For each pair's chosen response, in input order, KL(model || reference) over the whole vocabulary at each of
-    its token positions (`position_kl`), the two models loaded side by side, in the config's dtype and batch size."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = resolve_dtype(config, device)
-    tokenizer = load_tokenizer(model_dir)
-    if tokenizer.get_vocab() != load_tokenizer(reference_dir).get_vocab():
-        raise ValueError(f"{model_dir} and its reference {reference_dir} tokenize apart: the two must share a tokenizer")
-    rows = tokenize_pairs(tokenizer, pairs, config)
-    policy, reference = PairLogps(load_model(model_dir, device)), PairLogps(load_model(reference_dir, device))
-    out: dict[int, list[float]] = {}
-    for batch in length_grouped_batches([r.length for r in rows], config.batch_size, seed=0):
-        pb = build_pair_batch([rows[i].row() for i in batch], _pad_id(tokenizer)).to(device)
-        with _autocast(device, dtype):
-            kl = position_kl(policy, reference, pb).cpu()
-        owner = pb.sequence_index.cpu()  # chosen responses are sequences 0..n-1 of the batch
-        for k, i in enumerate(batch):
-            out[i] = kl[owner == k].tolist()
-    return [out[i] for i in range(len(rows))]
-
-
-def _compute(model_dir, pairs, config, chosen_tokens: dict[int, list[float]] | None) -> list[tuple[float, float]]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = resolve_dtype(config, device)
-    tokenizer = load_tokenizer(model_dir)
-    rows = tokenize_pairs(tokenizer, pairs, config)
-    model = load_model(model_dir, device)
-    found = _reference_logps_for(PairLogps(model), rows, list(range(len(rows))), config, device, dtype,
-                                 _pad_id(tokenizer), chosen_tokens=chosen_tokens)
-    return [found[i] for i in range(len(rows))]
+    """`Scorer.kl` of the model in model_dir against the one in reference_dir, the two loaded side by side."""
+    return Scorer(model_dir, config).kl(Scorer(reference_dir, config), pairs)
 
 
 def _pad_id(tokenizer) -> int:

@@ -8,7 +8,7 @@ from generation.models import ModelVersion
 from generation.services import GenerationError
 from prefloop.commands import Command as PrefLoopCommand
 from training.models import TrainingRun
-from training.services import TrainingError, run_training, start_training_run
+from training.services import DATA_CHOICES, TrainingError, run_training, start_training_run
 
 
 class Command(PrefLoopCommand):
@@ -22,7 +22,7 @@ class Command(PrefLoopCommand):
         parser.add_argument("--version", help="Starting version (default: the current version).")
         parser.add_argument("--reference", default="base", choices=["base", "start"],
                             help="Reference model: the base (SFT) version (default) or the starting version.")
-        parser.add_argument("--data", default="all", choices=["all", "new", "replay"],
+        parser.add_argument("--data", default="all", choices=DATA_CHOICES,
                             help="Train on every decided pair so far (default), only on the starting version's pairs, "
                                  "or on those and as many earlier pairs drawn at random (replay).")
         parser.add_argument("--params", default="{}",
