@@ -80,6 +80,65 @@ def agreement(rounds: list[int] | None = None, *, include_automatic: bool = Fals
     return Agreement(len(people), len(overlapping), kappa, alpha, pairwise)
 
 
+@dataclass
+class LabelNoise:
+    """How often people's decided labels ("a" or "b") are wrong, from the two kinds of evidence a team has: pairs two
+    people both labelled (`shared` label pairs, `agreed` of them alike) and gold pairs (`gold` labels, `gold_wrong`
+    of them against the gold answer). Automatic judges' labels are not counted: this is about people."""
+
+    shared: int
+    agreed: int
+    gold: int
+    gold_wrong: int
+
+    @property
+    def observations(self) -> int:
+        return self.shared + self.gold
+
+    @property
+    def flip_rate(self) -> float | None:
+        """The share of labels wrong, ε: from the overlap, the ε that makes two independent people agree as often
+        as they did (agreement q = (1 - ε)² + ε²; agreement at or below chance reads 0.5); from gold, the share
+        wrong; the two weighed by their counts. None without evidence."""
+        from training.dpo.config import smoothing_for_agreement
+
+        parts = []
+        if self.shared:
+            agreement = self.agreed / self.shared
+            parts.append((self.shared, smoothing_for_agreement(agreement) if agreement > 0.5 else 0.5))
+        if self.gold:
+            parts.append((self.gold, self.gold_wrong / self.gold))
+        return sum(n * e for n, e in parts) / sum(n for n, _ in parts) if parts else None
+
+    def describe(self) -> str:
+        found = []
+        if self.shared:
+            found.append(f"two people agreed on {self.agreed} of {self.shared} shared decided labels")
+        if self.gold:
+            found.append(f"{self.gold - self.gold_wrong} of {self.gold} labels on gold pairs were right")
+        return "; ".join(found) or "no pair labelled by two people and no gold pair labelled"
+
+
+def label_noise(rounds: list[int] | None = None) -> LabelNoise:
+    """People's decided labels measured against each other (every two people on a pair both decided) and against
+    the gold answer of gold pairs whose answer is decided."""
+    by_pair: dict[int, list[str]] = defaultdict(list)
+    gold = gold_wrong = 0
+    labels = _labels(rounds, include_automatic=False).filter(choice__in=(A, B))
+    for pair_id, choice, is_gold, gold_choice in labels.values_list("pair_id", "choice", "pair__is_gold",
+                                                                    "pair__gold_choice"):
+        by_pair[pair_id].append(choice)
+        if is_gold and gold_choice in (A, B):
+            gold += 1
+            gold_wrong += choice != gold_choice
+    shared = agreed = 0
+    for choices in by_pair.values():
+        for first, second in combinations(choices, 2):
+            shared += 1
+            agreed += first == second
+    return LabelNoise(shared, agreed, gold, gold_wrong)
+
+
 def annotator_stats(rounds: list[int] | None = None) -> list[AnnotatorStats]:
     """Each person's number of labels, accuracy on gold pairs and time per label."""
     rows: dict[int, list] = defaultdict(list)

@@ -124,6 +124,9 @@ def _check_params(params: dict, judge: str) -> None:
     sampling = sampling_config(params.get("sampling"))
     if "seed" in (params.get("sampling") or {}):
         raise LoopError("sampling.seed: each round draws its seed from the run's seed (--seed); set that instead")
+    if (params.get("training") or {}).get("label_agreement") == "measured":
+        raise LoopError("training settings: label_agreement 'measured' is measured on people's labels, and a loop's "
+                        "labels come from its judge: give the agreement you expect of the judge as a number instead")
     try:
         DPOConfig.from_dict(params.get("training", {}))  # its defaults are chosen for small rounds (docs/defaults.md)
     except ValueError as exc:

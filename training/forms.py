@@ -9,6 +9,7 @@ from generation.models import ModelVersion
 
 from .dpo.config import BOUNDS, CHOICES, HELP, DPOConfig
 from .models import TrainingRun
+from .services import MEASURED, MIN_NOISE_EVIDENCE, TrainingError, measured_label_agreement
 
 _TYPES = {float: forms.FloatField, int: forms.IntegerField, bool: forms.BooleanField, str: forms.CharField}
 
@@ -37,17 +38,37 @@ class TrainingRunForm(forms.Form):
             kind = _TYPES.get(type(value), forms.CharField)
             self.fields[field.name] = kind(initial=value, required=kind is not forms.BooleanField and value != "",  # empty text: none
                                            label=label, help_text=help_text)
+            if field.name == "label_agreement":
+                self.fields["measure_agreement"] = forms.BooleanField(
+                    required=False, label="measure label agreement",
+                    help_text="Set label agreement from how often people's labels agreed so far (pairs two people "
+                              f"labelled, and gold pairs), when there are at least {MIN_NOISE_EVIDENCE} such labels; "
+                              "the run's log says what it measured.")
 
     def clean(self):
         data = super().clean()
-        if not self.errors:
+        if self.errors:
+            return data
+        params = self.params()
+        if data.get("measure_agreement"):
+            if data["label_agreement"] != DPOConfig().label_agreement:
+                self.add_error("measure_agreement", "give a label agreement or measure it, not both")
+                return data
             try:
-                DPOConfig.from_dict(self.params())
-            except ValueError as exc:  # "DPOConfig.<field>=<value>: <expected>": shown beside the field
-                found = re.match(r"DPOConfig\.(\w+)=", str(exc))
-                name = found[1] if found and found[1] in self.fields else None
-                self.add_error(name, str(exc).split(": ", 1)[-1] if name else str(exc))
+                params, _ = measured_label_agreement(params)
+            except TrainingError as exc:
+                self.add_error("measure_agreement", str(exc).removeprefix("training settings: "))
+                return data
+        try:
+            DPOConfig.from_dict(params)
+        except ValueError as exc:  # "DPOConfig.<field>=<value>: <expected>": shown beside the field
+            found = re.match(r"DPOConfig\.(\w+)=", str(exc))
+            name = found[1] if found and found[1] in self.fields else None
+            self.add_error(name, str(exc).split(": ", 1)[-1] if name else str(exc))
         return data
 
     def params(self) -> dict:
-        return {f.name: self.cleaned_data[f.name] for f in dataclasses.fields(DPOConfig)}
+        params = {f.name: self.cleaned_data[f.name] for f in dataclasses.fields(DPOConfig)}
+        if self.cleaned_data.get("measure_agreement"):
+            params["label_agreement"] = MEASURED
+        return params

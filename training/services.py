@@ -51,6 +51,7 @@ def start_training_run(
     """Validate the settings, record the run as queued and hand it to the worker (`part_of`: the key of the job
     that runs it inside itself, which then passes enqueue=False)."""
     input_version = input_version or current_version()
+    params, measured = measured_label_agreement(params)
     try:
         config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
     except ValueError as exc:
@@ -72,9 +73,40 @@ def start_training_run(
             )
     except IntegrityError:
         raise TrainingError(f"a training round on version {input_version.name!r} is already queued or running") from None
+    if measured:
+        _log(run, measured)
     if enqueue:
         lifecycle.enqueue(run)
     return run
+
+
+MEASURED = "measured"
+MIN_NOISE_EVIDENCE = 20  # shared label pairs plus gold labels: fewer read a flip rate good to no better than ±0.2
+
+
+def measured_label_agreement(params: dict | None) -> tuple[dict | None, str]:
+    """Params with `label_agreement: "measured"` replaced by the agreement people's labels show so far
+    (`annotate.quality.label_noise`: pairs two people both labelled, and gold pairs), as the number cDPO's label
+    smoothing is set from, and a line for the run's log saying what it was measured on; other params unchanged.
+    Too little evidence, or people no better than chance, is a TrainingError naming the setting."""
+    if not isinstance(params, dict) or params.get("label_agreement") != MEASURED:
+        return params, ""
+    from annotate.quality import label_noise
+
+    noise = label_noise()
+    flips = noise.flip_rate
+    if noise.observations < MIN_NOISE_EVIDENCE or flips is None:
+        raise TrainingError(
+            f"training settings: label_agreement 'measured' needs at least {MIN_NOISE_EVIDENCE} labels to measure "
+            f"it on (pairs labelled by two people, labels on gold pairs); found {noise.observations} "
+            f"({noise.describe()}): give a number instead, or have people label more shared or gold pairs")
+    if flips >= 0.5:
+        raise TrainingError(f"training settings: label_agreement 'measured': people's labels are no better than "
+                            f"chance ({noise.describe()}): check the guidelines and the gold answers before training")
+    agreement = round((1 - flips) ** 2 + flips**2, 4)
+    line = (f"label agreement measured: {agreement:.4g} ({noise.describe()}; about {flips:.1%} of labels wrong), "
+            f"which sets the label smoothing to {flips:.4g}")
+    return dict(params, label_agreement=agreement), line
 
 
 DATA_CHOICES = tuple(value for value, _ in TrainingRun._meta.get_field("data_choice").choices)

@@ -14,8 +14,8 @@ from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt
 from training import services as train
 from training.dataset import is_heldout, round_data
-from training.dpo.config import DPOConfig
 from training.dpo import trainer
+from training.dpo.config import DPOConfig
 from training.dpo.trainer import compute_logps
 from training.evaluation import evaluate_round, heldout_score
 
