@@ -1,4 +1,5 @@
 """Noisy labels: an expected annotator agreement sets cDPO's label smoothing from the flip rate it implies."""
+import dataclasses
 import math
 
 import pytest
@@ -43,3 +44,27 @@ def test_agreement_and_smoothing_are_one_setting_not_two():
         DPOConfig(label_agreement=0.4)
     with pytest.raises(ValueError, match="label_agreement.*sigmoid"):
         DPOConfig(label_agreement=0.7, loss_type="ipo")
+
+
+def test_smoothing_applies_to_labels_that_carry_a_probability(tiny_model_dir, tmp_path, dtype):
+    """Pairs from the database all carry a preference_prob (1.0 for a plain label): label smoothing used to be
+    dropped for them, so a round's label_agreement changed nothing. A 1.0 label smoothed by ε now trains exactly
+    as a hard label smoothed by ε, and not as an unsmoothed one; a slight label (0.75) composes, 0.75(1-ε)+0.25ε."""
+    from tests.training.test_trainer import synthetic_pairs
+    from training.dpo.trainer import noisy_target, train_dpo
+
+    def second_step_loss(prob, config):
+        pairs = [dataclasses.replace(p, preference_prob=prob) for p in synthetic_pairs(8)]
+        steps = []
+        train_dpo(config, tiny_model_dir, pairs, tmp_path / f"out{len(list(tmp_path.iterdir()))}",
+                  on_step=lambda s, t, m: steps.append(m["loss"]))
+        return steps[1]
+
+    smoothed = DPOConfig(dtype=dtype, batch_size=4, epochs=1, learning_rate=1e-3, warmup_ratio=0.0,
+                         label_smoothing=0.25)
+    plain = dataclasses.replace(smoothed, label_smoothing=0.0)
+    hard = second_step_loss(None, smoothed)
+    assert second_step_loss(1.0, smoothed) == pytest.approx(hard, abs=1e-6)
+    assert abs(second_step_loss(1.0, plain) - hard) > 1e-3
+    assert noisy_target(0.75, 0.25) == pytest.approx(0.75 * 0.75 + 0.25 * 0.25)
+    assert noisy_target(0.75, 0.0) == 0.75 and noisy_target(None, 0.2) == pytest.approx(0.8)

@@ -238,6 +238,15 @@ def _apply_lora(model, config: DPOConfig):
     return get_peft_model(model, lora)
 
 
+def noisy_target(preference_prob: float | None, smoothing: float) -> float:
+    """The probability the loss gives "chosen beats rejected": the label's own (1 for a hard label, less for a
+    slight or soft one), with a share `smoothing` of labels assumed flipped on top, p(1 - ε) + (1 - p)ε; so a
+    round's label smoothing (or measured label agreement) applies to pairs from the database, whose labels all
+    carry a probability, as it does to hard ones."""
+    p = 1.0 if preference_prob is None else preference_prob
+    return p * (1 - smoothing) + (1 - p) * smoothing
+
+
 def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs, terms=(), flags=None, term_log=None):
     """The configured loss over one batch -> (mean loss, chosen rewards, rejected rewards).
 
@@ -456,10 +465,8 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                 ref_r = torch.tensor([reference[i][1] for i in idx], device=device)
                 prefs = None
                 if use_prefs:
-                    prefs = torch.tensor(
-                        [1 - config.smoothing if pairs[i].preference_prob is None else pairs[i].preference_prob
-                         for i in idx], device=device,
-                    )
+                    prefs = torch.tensor([noisy_target(pairs[i].preference_prob, config.smoothing) for i in idx],
+                                         device=device)
                 with _autocast(device, dtype):
                     logps = model(pb)
                 logps = logps.float()
