@@ -83,11 +83,12 @@ def agreement(rounds: list[int] | None = None, *, include_automatic: bool = Fals
 @dataclass
 class LabelNoise:
     """How often people's decided labels ("a" or "b") are wrong, from the two kinds of evidence a team has: pairs two
-    people both labelled (`shared` label pairs, `agreed` of them alike) and gold pairs (`gold` labels, `gold_wrong`
-    of them against the gold answer). Automatic judges' labels are not counted: this is about people."""
+    people both labelled (`shared` comparisons, `agreed` of them alike; a pair k people decided counts k - 1, its
+    agreement the share of its k(k-1)/2 pairs of people who agree) and gold pairs (`gold` labels, `gold_wrong` of
+    them against the gold answer). Automatic judges' labels are not counted: this is about people."""
 
     shared: int
-    agreed: int
+    agreed: float
     gold: int
     gold_wrong: int
 
@@ -113,7 +114,7 @@ class LabelNoise:
     def describe(self) -> str:
         found = []
         if self.shared:
-            found.append(f"two people agreed on {self.agreed} of {self.shared} shared decided labels")
+            found.append(f"two people agreed on {self.agreed:.4g} of {self.shared} comparisons on shared pairs")
         if self.gold:
             found.append(f"{self.gold - self.gold_wrong} of {self.gold} labels on gold pairs were right")
         return "; ".join(found) or "no pair labelled by two people and no gold pair labelled"
@@ -131,11 +132,14 @@ def label_noise(rounds: list[int] | None = None) -> LabelNoise:
         if is_gold and gold_choice in (A, B):
             gold += 1
             gold_wrong += choice != gold_choice
-    shared = agreed = 0
+    shared, agreed = 0, 0.0
     for choices in by_pair.values():
-        for first, second in combinations(choices, 2):
-            shared += 1
-            agreed += first == second
+        if len(choices) < 2:
+            continue
+        # k people give k - 1 independent comparisons, not the k(k-1)/2 pairs of them: weigh the pair that way
+        combos = list(combinations(choices, 2))
+        shared += len(choices) - 1
+        agreed += (len(choices) - 1) * sum(a == b for a, b in combos) / len(combos)
     return LabelNoise(shared, agreed, gold, gold_wrong)
 
 

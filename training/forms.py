@@ -42,7 +42,7 @@ class TrainingRunForm(forms.Form):
                 self.fields["measure_agreement"] = forms.BooleanField(
                     required=False, label="measure label agreement",
                     help_text="Set label agreement from how often people's labels agreed so far (pairs two people "
-                              f"labelled, and gold pairs), when there are at least {MIN_NOISE_EVIDENCE} such labels; "
+                              f"decided, and gold pairs), given at least {MIN_NOISE_EVIDENCE} comparisons to measure it on; "
                               "the run's log says what it measured.")
 
     def clean(self):
@@ -64,6 +64,8 @@ class TrainingRunForm(forms.Form):
         except ValueError as exc:  # "DPOConfig.<field>=<value>: <expected>": shown beside the field
             found = re.match(r"DPOConfig\.(\w+)=", str(exc))
             name = found[1] if found and found[1] in self.fields else None
+            if name == "label_agreement" and data.get("measure_agreement"):
+                name = "measure_agreement"  # the number came from the measurement, not from the field
             self.add_error(name, str(exc).split(": ", 1)[-1] if name else str(exc))
         return data
 

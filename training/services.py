@@ -81,31 +81,37 @@ def start_training_run(
 
 
 MEASURED = "measured"
-MIN_NOISE_EVIDENCE = 20  # shared label pairs plus gold labels: fewer read a flip rate good to no better than ±0.2
+MIN_NOISE_EVIDENCE = 20  # comparisons on shared pairs plus gold labels: fewer read a flip rate good to ±0.2 at best
+MAX_MEASURED_FLIPS = 0.45  # past it the labels say almost nothing (agreement under 0.505): check them, do not train
 
 
 def measured_label_agreement(params: dict | None) -> tuple[dict | None, str]:
     """Params with `label_agreement: "measured"` replaced by the agreement people's labels show so far
-    (`annotate.quality.label_noise`: pairs two people both labelled, and gold pairs), as the number cDPO's label
+    (`annotate.quality.label_noise`: pairs two people both decided, and gold pairs), as the number cDPO's label
     smoothing is set from, and a line for the run's log saying what it was measured on; other params unchanged.
-    Too little evidence, or people no better than chance, is a TrainingError naming the setting."""
+    Too little evidence, labels near chance, or a label_smoothing given too is a TrainingError naming the setting."""
     if not isinstance(params, dict) or params.get("label_agreement") != MEASURED:
         return params, ""
+    if params.get("label_smoothing"):
+        raise TrainingError("training settings: label_agreement 'measured' sets the label smoothing itself: "
+                            "give label_smoothing or measure the agreement, not both")
     from annotate.quality import label_noise
 
     noise = label_noise()
     flips = noise.flip_rate
     if noise.observations < MIN_NOISE_EVIDENCE or flips is None:
         raise TrainingError(
-            f"training settings: label_agreement 'measured' needs at least {MIN_NOISE_EVIDENCE} labels to measure "
-            f"it on (pairs labelled by two people, labels on gold pairs); found {noise.observations} "
-            f"({noise.describe()}): give a number instead, or have people label more shared or gold pairs")
-    if flips >= 0.5:
-        raise TrainingError(f"training settings: label_agreement 'measured': people's labels are no better than "
-                            f"chance ({noise.describe()}): check the guidelines and the gold answers before training")
-    agreement = round((1 - flips) ** 2 + flips**2, 4)
-    line = (f"label agreement measured: {agreement:.4g} ({noise.describe()}; about {flips:.1%} of labels wrong), "
-            f"which sets the label smoothing to {flips:.4g}")
+            f"training settings: label_agreement 'measured' needs at least {MIN_NOISE_EVIDENCE} comparisons to "
+            f"measure it on (two people's labels on a shared pair, or a label on a gold pair); found "
+            f"{noise.observations} ({noise.describe()}): give a number instead, or have people label more shared "
+            "or gold pairs")
+    if flips > MAX_MEASURED_FLIPS:
+        raise TrainingError(f"training settings: label_agreement 'measured': people's labels are little better than "
+                            f"chance ({noise.describe()}; about {flips:.0%} wrong): check the guidelines and the "
+                            "gold answers before training on them")
+    agreement = (1 - flips) ** 2 + flips**2
+    line = (f"label agreement measured: {agreement:.4g} ({noise.describe()}), so about {flips:.1%} of labels are "
+            f"taken as wrong: the label smoothing is {flips:.4g}")
     return dict(params, label_agreement=agreement), line
 
 

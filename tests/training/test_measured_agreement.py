@@ -40,7 +40,7 @@ def _team(agree: int, disagree: int, gold_right: int = 0, gold_wrong: int = 0):
 
 def test_label_noise_counts_peoples_decided_labels_against_each_other_and_gold(db):
     first, second, third = _team(agree=9, disagree=3, gold_right=8, gold_wrong=2)
-    three = make_pair()  # three people: (a, a) agree, (a, b) twice not
+    three = make_pair()  # three people: 2 comparisons, of which a third agree ((a, a) yes, (a, b) twice no)
     for user, choice in ((first, "a"), (second, "a"), (third, "b")):
         _label(three, user, choice)
     undecided = make_pair()  # a tie says nothing about which side is right
@@ -51,10 +51,12 @@ def test_label_noise_counts_peoples_decided_labels_against_each_other_and_gold(d
     _label(make_pair(is_gold=True, gold_choice="tie"), third, "a")  # gold without a decided answer
 
     noise = label_noise()
-    assert (noise.shared, noise.agreed, noise.gold, noise.gold_wrong) == (15, 10, 10, 2)
-    expected = (15 * smoothing_for_agreement(10 / 15) + 10 * 0.2) / 25
+    assert (noise.shared, noise.gold, noise.gold_wrong) == (14, 10, 2)
+    assert noise.agreed == pytest.approx(9 + 2 / 3)
+    expected = (14 * smoothing_for_agreement((9 + 2 / 3) / 14) + 10 * 0.2) / 24
     assert noise.flip_rate == pytest.approx(expected)
-    assert "agreed on 10 of 15" in noise.describe() and "8 of 10 labels on gold pairs" in noise.describe()
+    assert "agreed on 9.667 of 14 comparisons" in noise.describe()
+    assert "8 of 10 labels on gold pairs" in noise.describe()
 
 
 def test_agreement_below_chance_reads_as_labels_that_say_nothing(db):
@@ -70,18 +72,20 @@ def test_a_run_set_to_measured_trains_with_the_measured_flip_rate_and_says_so(cu
     assert run.params["label_agreement"] == pytest.approx((1 - noise.flip_rate) ** 2 + noise.flip_rate**2, abs=1e-4)
     assert config.smoothing == pytest.approx(noise.flip_rate, abs=1e-3) and config.smoothing > 0.05
     assert config.epochs == 1
-    assert "label agreement measured" in run.log and "agreed on 17 of 20" in run.log
+    assert "label agreement measured" in run.log and "agreed on 17 of 20 comparisons" in run.log
 
 
 def test_too_little_evidence_or_chance_level_labels_are_refused_with_nothing_stored(current):
     _team(agree=8, disagree=2)
-    with pytest.raises(TrainingError, match=r"label_agreement 'measured' needs at least 20 labels .* found 10"):
+    with pytest.raises(TrainingError, match=r"label_agreement 'measured' needs at least 20 comparisons .* found 10"):
         start_training_run(params={"label_agreement": "measured"}, enqueue=False)
     _team(agree=2, disagree=18)
-    with pytest.raises(TrainingError, match="no better than chance"):
+    with pytest.raises(TrainingError, match="little better than chance"):
         start_training_run(params={"label_agreement": "measured"}, enqueue=False)
     _team(agree=40, disagree=0)
-    with pytest.raises(TrainingError, match="label_agreement"):  # cDPO's smoothing needs the sigmoid or robust loss
+    with pytest.raises(TrainingError, match="not both"):
+        start_training_run(params={"label_agreement": "measured", "label_smoothing": 0.1}, enqueue=False)
+    with pytest.raises(TrainingError, match="sigmoid"):  # cDPO's smoothing needs the sigmoid or robust loss
         start_training_run(params={"label_agreement": "measured", "loss_type": "ipo"}, enqueue=False)
     assert not TrainingRun.objects.exists()
 
@@ -94,16 +98,18 @@ def test_the_train_page_measures_it_when_asked(client, staff, current):
     form.update(reference_choice="base", data_choice="all", measure_agreement="on")
     response = client.post(reverse("training:runs"), form)
     assert response.status_code == 200
-    assert "needs at least 20 labels" in str(response.context["form"].errors["measure_agreement"])
+    assert "needs at least 20 comparisons" in str(response.context["form"].errors["measure_agreement"])
     response = client.post(reverse("training:runs"), {**form, "label_agreement": "0.7"})
     assert "not both" in str(response.context["form"].errors["measure_agreement"])
     assert not TrainingRun.objects.exists()
     _team(agree=18, disagree=6)
+    response = client.post(reverse("training:runs"), {**form, "loss_type": "ipo"})  # the measured number's error
+    assert "sigmoid" in str(response.context["form"].errors["measure_agreement"])  # shows where it came from
     response = client.post(reverse("training:runs"), form)
     assert response.status_code == 302
     run = TrainingRun.objects.get()
     assert run.params["label_agreement"] == pytest.approx(0.75, abs=1e-4)  # (1 - e)² + e² for 18 of 24
-    assert "agreed on 18 of 24" in run.log
+    assert "agreed on 18 of 24 comparisons" in run.log
 
 
 def test_a_loop_is_told_its_labels_come_from_a_judge(current):
