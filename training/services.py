@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 
 from annotate.closing import close_if_enough
 from annotate.models import LabellingRound
+from annotate.quality import label_noise
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, update_mean_length
 from jobs import lifecycle
@@ -95,8 +96,6 @@ def measured_label_agreement(params: dict | None) -> tuple[dict | None, str]:
     if params.get("label_smoothing"):
         raise TrainingError("training settings: label_agreement 'measured' sets the label smoothing itself: "
                             "give label_smoothing or measure the agreement, not both")
-    from annotate.quality import label_noise
-
     noise = label_noise()
     flips = noise.flip_rate
     if noise.observations < MIN_NOISE_EVIDENCE or flips is None:
