@@ -9,6 +9,8 @@ from itertools import combinations
 
 from django.contrib.auth import get_user_model
 
+from training.dpo.config import smoothing_for_agreement
+
 from .agreement import cohen_kappa, krippendorff_alpha
 from .models import A, B, Label, LabellingRound, Pair
 
@@ -101,8 +103,6 @@ class LabelNoise:
         """The share of labels wrong, ε: from the overlap, the ε that makes two independent people agree as often
         as they did (agreement q = (1 - ε)² + ε²; agreement at or below chance reads 0.5); from gold, the share
         wrong; the two weighed by their counts. None without evidence."""
-        from training.dpo.config import smoothing_for_agreement
-
         parts = []
         if self.shared:
             agreement = self.agreed / self.shared

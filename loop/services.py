@@ -33,7 +33,14 @@ from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
 from training.models import TrainingRun
 from training.promotion import check_gate
-from training.services import DATA_CHOICES, TrainingError, record_round_figures, run_training, start_training_run
+from training.services import (
+    DATA_CHOICES,
+    MEASURED,
+    TrainingError,
+    record_round_figures,
+    run_training,
+    start_training_run,
+)
 
 from .models import LoopRun
 from .presets import DEFAULT, preset_named
@@ -124,7 +131,7 @@ def _check_params(params: dict, judge: str) -> None:
     sampling = sampling_config(params.get("sampling"))
     if "seed" in (params.get("sampling") or {}):
         raise LoopError("sampling.seed: each round draws its seed from the run's seed (--seed); set that instead")
-    if (params.get("training") or {}).get("label_agreement") == "measured":
+    if (params.get("training") or {}).get("label_agreement") == MEASURED:
         raise LoopError("training settings: label_agreement 'measured' is measured on people's labels, and a loop's "
                         "labels come from its judge: give the agreement you expect of the judge as a number instead")
     try:

@@ -45,6 +45,9 @@ class TrainingRunForm(forms.Form):
                               f"decided, and gold pairs), given at least {MIN_NOISE_EVIDENCE} comparisons to measure it on; "
                               "the run's log says what it measured.")
 
+    measured = ""  # with "measure label agreement": the run log's line on what it was measured on
+    _agreement: float | None = None  # and the number measured
+
     def clean(self):
         data = super().clean()
         if self.errors:
@@ -54,8 +57,9 @@ class TrainingRunForm(forms.Form):
             if data["label_agreement"] != DPOConfig().label_agreement:
                 self.add_error("measure_agreement", "give a label agreement or measure it, not both")
                 return data
-            try:
-                params, _ = measured_label_agreement(params)
+            try:  # measured once a request: params() and `measured` then carry the number and what it came from
+                params, self.measured = measured_label_agreement(dict(params, label_agreement=MEASURED))
+                self._agreement = params["label_agreement"]
             except TrainingError as exc:
                 self.add_error("measure_agreement", str(exc).removeprefix("training settings: "))
                 return data
@@ -72,5 +76,5 @@ class TrainingRunForm(forms.Form):
     def params(self) -> dict:
         params = {f.name: self.cleaned_data[f.name] for f in dataclasses.fields(DPOConfig)}
         if self.cleaned_data.get("measure_agreement"):
-            params["label_agreement"] = MEASURED
+            params["label_agreement"] = MEASURED if self._agreement is None else self._agreement
         return params

@@ -28,7 +28,7 @@ from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
 from .dataset import RoundData, labelling_round, round_data, store_reference_logps
-from .dpo.config import DPOConfig
+from .dpo.config import DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
 from .dpo.terms import configured_terms
 from .dpo.trainer import TrainingCancelled, train_dpo
@@ -47,12 +47,15 @@ class TrainingError(Exception):
 def start_training_run(
     *, input_version: ModelVersion | None = None, reference_choice: str = TrainingRun.REF_BASE,
     data_choice: str = TrainingRun.DATA_ALL, params: dict | None = None, user=None, enqueue: bool = True,
-    part_of: str = "",
+    part_of: str = "", measured: str = "",
 ) -> TrainingRun:
     """Validate the settings, record the run as queued and hand it to the worker (`part_of`: the key of the job
-    that runs it inside itself, which then passes enqueue=False)."""
+    that runs it inside itself, which then passes enqueue=False). `label_agreement: "measured"` is measured here;
+    a caller that already measured it (the Train page's form) passes the number and `measured`, the log line
+    measured_label_agreement gave it."""
     input_version = input_version or current_version()
-    params, measured = measured_label_agreement(params)
+    if isinstance(params, dict) and params.get("label_agreement") == MEASURED:
+        params, measured = measured_label_agreement(params)
     try:
         config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
     except ValueError as exc:
@@ -108,7 +111,7 @@ def measured_label_agreement(params: dict | None) -> tuple[dict | None, str]:
         raise TrainingError(f"training settings: label_agreement 'measured': people's labels are little better than "
                             f"chance ({noise.describe()}; about {flips:.0%} wrong): check the guidelines and the "
                             "gold answers before training on them")
-    agreement = (1 - flips) ** 2 + flips**2
+    agreement = agreement_for_smoothing(flips)
     line = (f"label agreement measured: {agreement:.4g} ({noise.describe()}), so about {flips:.1%} of labels are "
             f"taken as wrong: the label smoothing is {flips:.4g}")
     return dict(params, label_agreement=agreement), line

@@ -26,6 +26,7 @@ def runs(request):
                 input_version=form.cleaned_data["input_version"],
                 reference_choice=form.cleaned_data["reference_choice"],
                 data_choice=form.cleaned_data["data_choice"], params=form.params(), user=request.user,
+                measured=form.measured,
             )
         except (services.TrainingError, GenerationError) as exc:
             messages.error(request, str(exc))

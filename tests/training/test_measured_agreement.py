@@ -12,7 +12,8 @@ from annotate.models import Label
 from annotate.quality import label_noise
 from generation.models import ModelVersion
 from tests.annotate.factories import make_pair, make_user
-from training.dpo.config import DPOConfig, smoothing_for_agreement
+from training import services
+from training.dpo.config import DPOConfig, agreement_for_smoothing, smoothing_for_agreement
 from training.models import TrainingRun
 from training.services import TrainingError, start_training_run
 
@@ -59,6 +60,14 @@ def test_label_noise_counts_peoples_decided_labels_against_each_other_and_gold(d
     assert "8 of 10 labels on gold pairs" in noise.describe()
 
 
+def test_agreement_and_flip_rate_are_inverse():
+    for flips in (0.0, 0.1, 0.25, 0.45):
+        assert smoothing_for_agreement(agreement_for_smoothing(flips)) == pytest.approx(flips)
+    assert agreement_for_smoothing(0.25) == pytest.approx(0.625)
+    with pytest.raises(ValueError, match="under 0.5"):
+        agreement_for_smoothing(0.5)
+
+
 def test_agreement_below_chance_reads_as_labels_that_say_nothing(db):
     _team(agree=4, disagree=16)
     assert label_noise().flip_rate == 0.5
@@ -90,7 +99,7 @@ def test_too_little_evidence_or_chance_level_labels_are_refused_with_nothing_sto
     assert not TrainingRun.objects.exists()
 
 
-def test_the_train_page_measures_it_when_asked(client, staff, current):
+def test_the_train_page_measures_it_when_asked(client, staff, current, monkeypatch):
     client.force_login(staff)
     assert "measure label agreement" in client.get(reverse("training:runs")).content.decode()
     form = {f.name: f.default for f in dataclasses.fields(DPOConfig)}
@@ -105,8 +114,11 @@ def test_the_train_page_measures_it_when_asked(client, staff, current):
     _team(agree=18, disagree=6)
     response = client.post(reverse("training:runs"), {**form, "loss_type": "ipo"})  # the measured number's error
     assert "sigmoid" in str(response.context["form"].errors["measure_agreement"])  # shows where it came from
+    measured = []  # a spy: the real measurement, counted
+    monkeypatch.setattr(services, "label_noise", lambda: measured.append(1) or label_noise())
     response = client.post(reverse("training:runs"), form)
     assert response.status_code == 302
+    assert len(measured) == 1  # the form measures it, the service takes the number: once a request
     run = TrainingRun.objects.get()
     assert run.params["label_agreement"] == pytest.approx(0.75, abs=1e-4)  # (1 - e)² + e² for 18 of 24
     assert "agreed on 18 of 24 comparisons" in run.log

@@ -108,6 +108,14 @@ def smoothing_for_agreement(agreement: float) -> float:
     return (1 - math.sqrt(2 * agreement - 1)) / 2
 
 
+def agreement_for_smoothing(flip_rate: float) -> float:
+    """The inverse of smoothing_for_agreement: how often two independent annotators who each flip a label with
+    probability `flip_rate` agree, q = (1 - ε)² + ε²."""
+    if not 0 <= flip_rate < 0.5:
+        raise ValueError(f"label flip rate must be at least 0 and under 0.5 (got {flip_rate})")
+    return (1 - flip_rate) ** 2 + flip_rate**2
+
+
 # The enumerated settings and their options: validate() checks them, the form and the command line offer them.
 CHOICES = {"loss_type": LOSS_TYPES, "lr_schedule": LR_SCHEDULES, "dtype": DTYPES}
 

@@ -112,11 +112,11 @@ def tokenize_pairs(tokenizer, pairs: list[PreferencePair], config: DPOConfig) ->
 
 
 def _batches(rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str, pad_id: int,
-             should_stop: Callable[[], bool] | None = None, stage: str = "scoring"):
+             should_stop: Callable[[], bool] | None = None, stage: str = ""):
     """rows[i], i in indices, as length-grouped PairBatches on the device: yields (the batch's row indices, batch).
     In each batch, sequence k < len(indices of the batch) is row k's chosen response, n + k its rejected one."""
     for batch in length_grouped_batches([rows[i].length for i in indices], config.batch_size, seed=0):
-        if should_stop and should_stop():
+        if should_stop and should_stop():  # only the trainer passes one, with the stage it is in
             raise TrainingCancelled(f"stopped while {stage}")
         chosen = [indices[b] for b in batch]
         yield chosen, build_pair_batch([rows[i].row() for i in chosen], pad_id).to(device)
