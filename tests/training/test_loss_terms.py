@@ -8,8 +8,17 @@ import torch.nn.functional as F
 
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, pair_from_row
-from training.dpo.terms import LengthRegulariser, RulePenalty, TermBatch, configured_terms, load_term
-from training.dpo.trainer import _pair_loss, train_dpo
+from training.dpo.losses import dpo_loss
+from training.dpo.terms import (
+    LengthRegulariser,
+    MarginCap,
+    RulePenalty,
+    TermBatch,
+    TermResult,
+    configured_terms,
+    load_term,
+)
+from training.dpo.trainer import TrainingDiverged, _pair_loss, train_dpo
 from training.launcher import write_pairs
 
 CUT, NONE = frozenset({"cut"}), frozenset()
@@ -70,8 +79,6 @@ def test_terms_load_only_from_the_allow_list():
 
 
 def constant_term(batch):
-    from training.dpo.terms import TermResult
-
     return TermResult(loss=batch.policy_chosen.sum() * 0 + 0.25)
 
 
@@ -104,3 +111,87 @@ def test_a_run_with_terms_logs_each_term_per_step(tiny_model_dir, tmp_path, dtyp
     # -log sigmoid(-alpha * (|y_w| - |y_l|)) + 0.25, above ln 2 because the chosen answers are longer
     assert steps[0]["terms/rule_penalty"] == pytest.approx(0, abs=1e-4)
     assert steps[0]["loss"] > math.log(2)
+
+
+def test_a_term_class_named_without_arguments_is_built_with_its_defaults_or_refused_at_once():
+    # named bare, a class used to be handed the batch as its first argument at the first step, in the worker
+    penalty = load_term("training.dpo.terms:RulePenalty")
+    assert isinstance(penalty, RulePenalty) and penalty.weight == 1.0
+    with pytest.raises(ValueError, match="MarginCap': building it failed: .*cap"):
+        load_term("training.dpo.terms:MarginCap")
+    with pytest.raises(ValueError, match="cap must be a positive number"):
+        load_term("training.dpo.terms:MarginCap?cap=-1")
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "robust", "hinge"])
+def test_the_margin_cap_counts_beta_h_up_to_the_cap_and_no_further(loss_type):
+    pc, pr, rc, rr, nc, nr = _batch()
+    pr = pr.clone()
+    pr[0] -= 60  # pair 0 far past the cap (beta h about 6), the others near 0
+    config = DPOConfig(beta=0.1, loss_type=loss_type, label_smoothing=0.2 if loss_type == "robust" else 0.0,
+                       loss_terms="training.dpo.terms:MarginCap?cap=1.5")
+    policy = torch.cat([pc, pr]).clone().requires_grad_(True)
+    terms = configured_terms(0, 0, config.loss_terms)
+    assert isinstance(terms[0], MarginCap) and terms[0].cap == 1.5
+    loss, _, _ = _pair_loss(config, policy, torch.cat([nc, nr]), rc, rr, None, terms)
+    h = (pc - rc) - (pr - rr)
+    assert 0.1 * h[0] > 1.5 and (0.1 * h[1:] < 1.5).all()
+    # the formula: the loss of the capped margin, built from its own pieces
+    capped = torch.minimum(0.1 * h, torch.tensor(1.5, dtype=h.dtype))
+    eps = 0.2
+    expected = {"sigmoid": -F.logsigmoid(capped),
+                "robust": (-(1 - eps) * F.logsigmoid(capped) + eps * F.logsigmoid(-capped)) / (1 - 2 * eps),
+                "hinge": torch.relu(1 - capped)}[loss_type].mean()
+    assert torch.isclose(torch.as_tensor(loss).double(), expected)
+    loss.backward()
+    assert policy.grad[0] == 0 and policy.grad[4] == 0  # past the cap: no pull on either answer
+    assert (policy.grad[1:4] != 0).all()
+    # without the cap the robust loss keeps pulling a pair however far it is ahead
+    if loss_type == "robust":
+        free = torch.cat([pc, pr]).clone().requires_grad_(True)
+        _pair_loss(DPOConfig(beta=0.1, loss_type="robust", label_smoothing=0.2), free, torch.cat([nc, nr]), rc, rr,
+                   None)[0].backward()
+        assert free.grad[0] < 0  # descent raises the chosen answer's log-prob further
+        assert abs(float(free.grad[0])) > 0.1 * 0.2 / 0.6 / 4 * 0.99  # at least the floor, beta eps / (1 - 2 eps) / B
+
+
+def test_a_coin_flip_label_adds_nothing_to_the_robust_loss():
+    """A label of probability 0.5 (an imported row, a judge routed at chance) made the robust loss divide by
+    1 - 2 eps = 0: a loss of -inf or nan, and a round's weights nan."""
+    pc, pr, rc, rr, _, _ = _batch()
+    policy = torch.cat([pc, pr]).clone().requires_grad_(True)
+    chosen, rejected = policy.chunk(2)
+    prefs = torch.tensor([0.5, 1.0, 0.5, 0.8], dtype=torch.float64)
+    losses, _, _ = dpo_loss(chosen, rejected, rc, rr, beta=0.1, loss_type="robust", preference_prob=prefs)
+    assert torch.isfinite(losses).all()
+    z = 0.1 * ((pc - rc) - (pr - rr))
+    assert losses[0] == 0 and losses[2] == 0
+    assert torch.isclose(losses[1], -F.logsigmoid(z[1]))
+    assert torch.isclose(losses[3], (-0.8 * F.logsigmoid(z[3]) + 0.2 * F.logsigmoid(-z[3])) / 0.6)
+    losses.mean().backward()
+    assert torch.isfinite(policy.grad).all() and policy.grad[0] == 0 and policy.grad[4] == 0
+
+
+def test_a_robust_round_with_coin_flip_labels_trains_to_finite_weights(tiny_model_dir, tmp_path, dtype):
+    pairs = [PreferencePair(prompt=f"Tell me about topic {i}.", chosen="Thank you! Happy to help.", rejected="No.",
+                            preference_prob=0.5 if i % 2 else 1.0) for i in range(8)]
+    result = train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, loss_type="robust", label_smoothing=0.1),
+                       tiny_model_dir, pairs, tmp_path / "out")
+    assert math.isfinite(result.mean_loss)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def nan_term(batch):
+    return TermResult(loss=batch.policy_chosen.sum() * float("nan"))
+
+
+def test_a_step_whose_loss_is_not_finite_stops_the_run_before_the_weights_take_it(tiny_model_dir, tmp_path, dtype):
+    pairs = [PreferencePair(prompt=f"Tell me about topic {i}.", chosen="Thank you!", rejected="No.") for i in range(8)]
+    name = "tests.training.test_loss_terms:nan_term"
+    with pytest.raises(TrainingDiverged, match=r"step 1 of 2: the loss is nan .*nothing was saved"):
+        train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, loss_terms=name), tiny_model_dir, pairs,
+                  tmp_path / "out", allowed_terms=[name])
+    assert not (tmp_path / "out").exists()

@@ -36,7 +36,7 @@ def dpo_loss(
     With h = (pc − rc) − (pr − rr) and ε = label_smoothing:
     sigmoid: −[(1−ε)·logσ(βh) + ε·logσ(−βh)], where a [B] preference_prob p replaces 1−ε;
     ipo: (h − 1/(2β))²; hinge: relu(1 − βh); robust: [−(1−ε)·logσ(βh) + ε·logσ(−βh)] / (1−2ε)
-    (with preference_prob, ε = 1 − p per pair).
+    (with preference_prob, ε = 1 − p per pair; a pair with ε = 0.5, a coin-flip label, adds 0 to the robust loss).
     """
     h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     eps = label_smoothing
@@ -54,7 +54,12 @@ def dpo_loss(
     elif loss_type == "hinge":
         losses = torch.relu(1 - z)
     elif loss_type == "robust":
-        losses = (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1 - 2 * eps)
+        # a label no better than a coin (ε = 0.5: an imported or routed label of probability 0.5) carries nothing the
+        # formula can unbias (it divides by 1 − 2ε = 0): such a pair adds no loss and no gradient
+        eps = torch.as_tensor(eps, dtype=h.dtype, device=h.device)
+        informative = eps < 0.5
+        scale = torch.where(informative, 1 - 2 * eps, torch.ones_like(eps))
+        losses = torch.where(informative, (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / scale, z * 0)
     else:
         raise ValueError(f"unknown loss_type {loss_type!r}: expected one of {', '.join(PAIRED_LOSSES)}")
     return (

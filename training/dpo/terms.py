@@ -14,10 +14,13 @@ Built in:
 - `rule_penalty`: a hinge that pushes the implicit reward β·(log π − log π_ref) of every response carrying a flag
   (by default "cut": stopped at the token limit) below −margin: weight · mean over flagged responses of
   relu(reward + margin); DPOConfig.rule_penalty is the weight.
+- `margin_cap` (`training.dpo.terms:MarginCap?cap=C`): β·h counts up to C and no further, so a pair past it gives no
+  gradient; it bounds the robust loss, whose pull toward a larger margin never fades.
 """
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -79,7 +82,25 @@ class RulePenalty:
         return TermResult(loss=self.weight * torch.relu(reward[mask] + self.margin).mean())
 
 
-BUILT_IN_TERMS = ("training.dpo.terms:LengthRegulariser", "training.dpo.terms:RulePenalty")
+class MarginCap:
+    """A pair's β·h counts up to `cap` and no further: margin relu(β·h − cap), so the loss sees min(β·h, cap) (before
+    the other terms' margins) and a pair past the cap gives no gradient. The sigmoid loss's pull fades as β·h grows;
+    the robust loss's never does (its ε·log σ(−β·h) term keeps rewarding a larger margin), and this bounds it."""
+
+    name = "margin_cap"
+
+    def __init__(self, cap: float):
+        self.cap = float(cap)
+        if not (math.isfinite(self.cap) and self.cap > 0):
+            raise ValueError(f"cap must be a positive number (got {cap!r})")
+
+    def __call__(self, batch: TermBatch) -> TermResult:
+        h = (batch.policy_chosen - batch.ref_chosen) - (batch.policy_rejected - batch.ref_rejected)
+        return TermResult(margin=torch.relu(batch.beta * h - self.cap))
+
+
+BUILT_IN_TERMS = ("training.dpo.terms:LengthRegulariser", "training.dpo.terms:RulePenalty",
+                  "training.dpo.terms:MarginCap")
 
 
 def load_term(path: str, allowed: Collection[str] = ()) -> Term:
@@ -104,6 +125,11 @@ def load_term(path: str, allowed: Collection[str] = ()) -> Term:
                 kwargs[key] = value
         try:
             target = target(**kwargs)
+        except Exception as exc:
+            raise ValueError(f"loss term {path!r}: building it failed: {type(exc).__name__}: {exc}") from None
+    elif isinstance(target, type):  # a term class named without arguments: its defaults (or a clear error now)
+        try:
+            target = target()
         except Exception as exc:
             raise ValueError(f"loss term {path!r}: building it failed: {type(exc).__name__}: {exc}") from None
     if not callable(target):

@@ -46,6 +46,10 @@ class TrainingCancelled(Exception):
     """should_stop() returned True; nothing was saved."""
 
 
+class TrainingDiverged(Exception):
+    """A step's loss or gradient was not a finite number; the weights were not updated with it and nothing was saved."""
+
+
 StepCallback = Callable[[int, int, dict], None]
 
 
@@ -481,12 +485,17 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                     float(((rc + rr) / (2 * config.beta)).mean()),
                 ], dtype=torch.float64)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+            avg = dist.mean(sums / len(group))
+            if not (math.isfinite(grad_norm) and math.isfinite(float(avg[0]))):  # stop before the weights take it
+                raise TrainingDiverged(
+                    f"step {step + 1} of {total_steps}: the loss is {float(avg[0])} and the gradient norm {grad_norm}, "
+                    "not finite numbers; nothing was saved (check the pairs' label probabilities and the settings: "
+                    "a smaller learning rate, or a loss that is bounded)")
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            avg = dist.mean(sums / len(group))
             losses.append(float(avg[0]))
             seconds = time.perf_counter() - t0
             names = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
