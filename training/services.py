@@ -61,7 +61,8 @@ def start_training_run(
     except ValueError as exc:
         raise TrainingError(f"training settings: {exc}") from None
     try:  # a term that is not allowed or does not load is refused here, not in the worker
-        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS)
+        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
+                         config.loss_type)
     except ValueError as exc:
         raise TrainingError(f"training settings: loss_terms: {exc}") from None
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):

@@ -195,3 +195,22 @@ def test_a_step_whose_loss_is_not_finite_stops_the_run_before_the_weights_take_i
         train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, loss_terms=name), tiny_model_dir, pairs,
                   tmp_path / "out", allowed_terms=[name])
     assert not (tmp_path / "out").exists()
+
+
+def test_the_train_service_refuses_a_term_it_cannot_run_with_nothing_stored(db):
+    from generation.models import ModelVersion
+    from training.models import TrainingRun
+    from training.services import TrainingError, start_training_run
+
+    ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
+    for params, why in (
+        ({"loss_terms": "os:system?command=touch /tmp/pwned"}, "is not allowed"),
+        ({"loss_terms": "training.dpo.terms:MarginCap"}, "building it failed"),
+        ({"loss_type": "ipo", "loss_terms": "training.dpo.terms:MarginCap?cap=2"}, "which the 'ipo' loss does not have"),
+    ):
+        with pytest.raises(TrainingError, match=f"training settings: loss_terms: .*{why}"):
+            start_training_run(params=params, enqueue=False)
+    assert not TrainingRun.objects.exists()
+    run = start_training_run(params={"loss_type": "robust", "label_smoothing": 0.25,
+                                     "loss_terms": "training.dpo.terms:MarginCap?cap=1.1"}, enqueue=False)
+    assert run.params["loss_terms"] == "training.dpo.terms:MarginCap?cap=1.1"

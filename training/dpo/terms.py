@@ -137,14 +137,25 @@ def load_term(path: str, allowed: Collection[str] = ()) -> Term:
     return target
 
 
-def configured_terms(length_alpha: float, rule_penalty: float, names: str, allowed: Collection[str] = ()) -> list[Term]:
-    """The terms a configuration asks for: the two built-ins by their weights, then each comma-separated name."""
+MARGIN_LOSSES = ("sigmoid", "robust", "hinge")  # the losses with a margin β·h that a term's `margin` shifts
+
+
+def configured_terms(length_alpha: float, rule_penalty: float, names: str, allowed: Collection[str] = (),
+                     loss_type: str | None = None) -> list[Term]:
+    """The terms a configuration asks for: the two built-ins by their weights, then each comma-separated name.
+    Given the `loss_type`, a built-in term that works on the margin is refused with a loss that has none (a term of
+    your own can only say so when it runs)."""
     terms: list[Term] = []
     if length_alpha:
         terms.append(LengthRegulariser(length_alpha))
     if rule_penalty:
         terms.append(RulePenalty(rule_penalty))
     terms += [load_term(n, allowed) for n in names.split(",") if n.strip()]
+    if loss_type is not None and loss_type not in MARGIN_LOSSES:
+        for term in terms:
+            if isinstance(term, MarginCap):
+                raise ValueError(f"the margin_cap term bounds the margin of the {', '.join(MARGIN_LOSSES)} losses, "
+                                 f"which the {loss_type!r} loss does not have")
     return terms
 
 

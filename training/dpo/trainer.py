@@ -336,7 +336,8 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     start = time.perf_counter()
     if not pairs:
         raise ValueError("train_dpo: no pairs to train on")
-    terms = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, allowed_terms)
+    terms = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, allowed_terms,
+                             config.loss_type)
     dist = _Dist()
     device = dist.device
     dtype = resolve_dtype(config, device)
