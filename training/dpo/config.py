@@ -95,6 +95,8 @@ HELP = {
     "weight_decay": "AdamW's decoupled weight decay.",
     "kto_desirable_weight": "KTO only: weight of desirable answers.",
     "kto_undesirable_weight": "KTO only: weight of undesirable answers.",
+    "loss_terms": "Extra loss terms, comma-separated: training.dpo.terms:MarginCap?cap=C (beta*h counts up to C, "
+                  "for the robust loss: ln((1-e)/e)) or ones listed in PREFLOOP_LOSS_TERMS.",
 }
 
 
