@@ -10,6 +10,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.conf import settings
+
 from annotate.judging import label_pairs
 from compare.evaluation import Evaluation, eval_prompts, evaluate
 from compare.services import CompareError
@@ -30,6 +32,7 @@ from jobs.lifecycle import JobCancelled, Tracker
 from judges import Judge, JudgeError, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
+from training.dpo.terms import configured_terms
 from training.evaluation import mean_kl
 from training.models import TrainingRun
 from training.promotion import check_gate
@@ -135,9 +138,14 @@ def _check_params(params: dict, judge: str) -> None:
         raise LoopError("training settings: label_agreement 'measured' is measured on people's labels, and a loop's "
                         "labels come from its judge: give the agreement you expect of the judge as a number instead")
     try:
-        DPOConfig.from_dict(params.get("training", {}))  # its defaults are chosen for small rounds (docs/defaults.md)
+        config = DPOConfig.from_dict(params.get("training", {}))  # its defaults are for small rounds (docs/defaults.md)
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
+    try:  # a term that is not allowed or cannot run is refused now, not after a round's sampling and labelling
+        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
+                         config.loss_type)
+    except ValueError as exc:
+        raise LoopError(f"training settings: loss_terms: {exc}") from None
     pairing = params.get("pairing", DEFAULT.pairing)
     try:
         check_pairing(pairing, judge if pairing == "judge" else "", sampling.n)

@@ -123,7 +123,7 @@ def test_a_term_class_named_without_arguments_is_built_with_its_defaults_or_refu
         load_term("training.dpo.terms:MarginCap?cap=-1")
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "robust", "hinge"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "robust"])
 def test_the_margin_cap_counts_beta_h_up_to_the_cap_and_no_further(loss_type):
     pc, pr, rc, rr, nc, nr = _batch()
     pr = pr.clone()
@@ -141,7 +141,11 @@ def test_the_margin_cap_counts_beta_h_up_to_the_cap_and_no_further(loss_type):
     eps = 0.2
     expected = {"sigmoid": -F.logsigmoid(capped),
                 "robust": (-(1 - eps) * F.logsigmoid(capped) + eps * F.logsigmoid(-capped)) / (1 - 2 * eps),
-                "hinge": torch.relu(1 - capped)}[loss_type].mean()
+                }[loss_type].mean()
+    uncapped = {"sigmoid": -F.logsigmoid(0.1 * h),
+                "robust": (-(1 - eps) * F.logsigmoid(0.1 * h) + eps * F.logsigmoid(-0.1 * h)) / (1 - 2 * eps),
+                }[loss_type].mean()
+    assert not torch.isclose(expected, uncapped)  # the cap changes the loss here
     assert torch.isclose(torch.as_tensor(loss).double(), expected)
     loss.backward()
     assert policy.grad[0] == 0 and policy.grad[4] == 0  # past the cap: no pull on either answer
@@ -157,19 +161,26 @@ def test_the_margin_cap_counts_beta_h_up_to_the_cap_and_no_further(loss_type):
 
 def test_a_coin_flip_label_adds_nothing_to_the_robust_loss():
     """A label of probability 0.5 (an imported row, a judge routed at chance) made the robust loss divide by
-    1 - 2 eps = 0: a loss of -inf or nan, and a round's weights nan."""
+    1 - 2 eps = 0: a loss of -inf or nan, and a round's weights nan. One just above it (0.51) was weighed 50 times
+    a sure label's, with what is mostly noise. Past a flip rate of 0.45 a pair adds nothing; up to it, the formula."""
     pc, pr, rc, rr, _, _ = _batch()
     policy = torch.cat([pc, pr]).clone().requires_grad_(True)
     chosen, rejected = policy.chunk(2)
-    prefs = torch.tensor([0.5, 1.0, 0.5, 0.8], dtype=torch.float64)
+    prefs = torch.tensor([0.5, 1.0, 0.51, 0.55], dtype=torch.float64)
     losses, _, _ = dpo_loss(chosen, rejected, rc, rr, beta=0.1, loss_type="robust", preference_prob=prefs)
     assert torch.isfinite(losses).all()
     z = 0.1 * ((pc - rc) - (pr - rr))
     assert losses[0] == 0 and losses[2] == 0
     assert torch.isclose(losses[1], -F.logsigmoid(z[1]))
-    assert torch.isclose(losses[3], (-0.8 * F.logsigmoid(z[3]) + 0.2 * F.logsigmoid(-z[3])) / 0.6)
+    assert torch.isclose(losses[3], (-0.55 * F.logsigmoid(z[3]) + 0.45 * F.logsigmoid(-z[3])) / 0.1)
     losses.mean().backward()
-    assert torch.isfinite(policy.grad).all() and policy.grad[0] == 0 and policy.grad[4] == 0
+    assert torch.isfinite(policy.grad).all() and policy.grad[0] == 0 and policy.grad[2] == 0
+    # a round's own flip rate past it is refused when the settings are read, not trained on as nothing
+    with pytest.raises(ValueError, match="label_smoothing=0.47: the robust loss takes a flip rate up to 0.45"):
+        DPOConfig(loss_type="robust", label_smoothing=0.47)
+    with pytest.raises(ValueError, match="label_agreement=0.501: the robust loss"):
+        DPOConfig(loss_type="robust", label_agreement=0.501)
+    DPOConfig(loss_type="sigmoid", label_smoothing=0.47)  # cDPO's smoothing has no such weight
 
 
 def test_a_robust_round_with_coin_flip_labels_trains_to_finite_weights(tiny_model_dir, tmp_path, dtype):
@@ -188,12 +199,29 @@ def nan_term(batch):
     return TermResult(loss=batch.policy_chosen.sum() * float("nan"))
 
 
-def test_a_step_whose_loss_is_not_finite_stops_the_run_before_the_weights_take_it(tiny_model_dir, tmp_path, dtype):
+def test_a_step_whose_loss_is_not_finite_stops_the_run_before_the_weights_take_it(tiny_model_dir, tmp_path, dtype,
+                                                                                   monkeypatch):
     pairs = [PreferencePair(prompt=f"Tell me about topic {i}.", chosen="Thank you!", rejected="No.") for i in range(8)]
     name = "tests.training.test_loss_terms:nan_term"
+    steps = []  # a spy on the optimiser: the real step, counted
+    real_step = torch.optim.AdamW.step
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: steps.append(1) or real_step(self, *a, **k))
     with pytest.raises(TrainingDiverged, match=r"step 1 of 2: the loss is nan .*nothing was saved"):
         train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, loss_terms=name), tiny_model_dir, pairs,
                   tmp_path / "out", allowed_terms=[name])
+    assert not steps and not (tmp_path / "out").exists()
+    train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1), tiny_model_dir, pairs, tmp_path / "plain")
+    assert len(steps) == 2  # the spy counts the steps a run takes
+
+
+def test_the_sft_warm_start_stops_on_a_non_finite_loss_too(tiny_model_dir, tmp_path, dtype, monkeypatch):
+    from training.dpo import trainer
+
+    pairs = [PreferencePair(prompt=f"Tell me about topic {i}.", chosen="Thank you!", rejected="No.") for i in range(8)]
+    monkeypatch.setattr(trainer, "nll_loss", lambda logps, counts: logps * float("nan"))
+    with pytest.raises(TrainingDiverged, match="the SFT warm start: the loss is nan"):
+        train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, sft_warmup_epochs=1), tiny_model_dir, pairs,
+                  tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -206,7 +234,9 @@ def test_the_train_service_refuses_a_term_it_cannot_run_with_nothing_stored(db):
     for params, why in (
         ({"loss_terms": "os:system?command=touch /tmp/pwned"}, "is not allowed"),
         ({"loss_terms": "training.dpo.terms:MarginCap"}, "building it failed"),
-        ({"loss_type": "ipo", "loss_terms": "training.dpo.terms:MarginCap?cap=2"}, "which the 'ipo' loss does not have"),
+        ({"loss_type": "ipo", "loss_terms": "training.dpo.terms:MarginCap?cap=2"}, "not the 'ipo' loss"),
+        ({"loss_type": "hinge", "loss_terms": "training.dpo.terms:MarginCap?cap=2"}, "stops at beta.h = 1 by itself"),
+        ({"loss_terms": "training.dpo.terms:MarginCap?cap=2,training.dpo.terms:MarginCap?cap=3"}, "more than once"),
     ):
         with pytest.raises(TrainingError, match=f"training settings: loss_terms: .*{why}"):
             start_training_run(params=params, enqueue=False)
@@ -214,3 +244,18 @@ def test_the_train_service_refuses_a_term_it_cannot_run_with_nothing_stored(db):
     run = start_training_run(params={"loss_type": "robust", "label_smoothing": 0.25,
                                      "loss_terms": "training.dpo.terms:MarginCap?cap=1.1"}, enqueue=False)
     assert run.params["loss_terms"] == "training.dpo.terms:MarginCap?cap=1.1"
+
+
+def test_a_loop_refuses_a_term_it_cannot_run_before_its_first_round(db):
+    from django.core.management import CommandError, call_command
+
+    from generation.models import ModelVersion
+    from loop.models import LoopRun
+
+    ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
+    for terms, why in (("os:system?command=touch /tmp/pwned", "is not allowed"),
+                       ("training.dpo.terms:MarginCap", "building it failed")):
+        with pytest.raises(CommandError, match=f"loss_terms: .*{why}"):
+            call_command("run_loop", rounds=1, pairs=1, judge="judges.rules:length_target",
+                         params=json.dumps({"training": {"loss_terms": terms}}))
+    assert not LoopRun.objects.exists()

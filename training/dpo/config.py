@@ -69,6 +69,10 @@ BOUNDS = {
 }
 
 # The settings that take one of a few values: forms offer them as choices, validate() checks them.
+# The robust loss weighs a pair by 1 / (1 − 2ε): past this flip rate by more than 10, so a label that near a coin
+# (one of probability under 0.55) would outweigh ten sure ones with what is mostly noise (training/dpo/losses.py).
+ROBUST_MAX_FLIP = 0.45
+
 CHOICES = {"loss_type": LOSS_TYPES, "lr_schedule": LR_SCHEDULES, "dtype": DTYPES}
 # What each setting does, in a sentence, for the training form (beside its BOUNDS).
 HELP = {
@@ -185,6 +189,10 @@ class DPOConfig:
              "sets the label smoothing itself: give label_agreement or label_smoothing, not both"),
             ("label_agreement", self.label_agreement == 1 or self.loss_type in ("sigmoid", "robust"),
              "applies to the sigmoid (cDPO) and robust losses, the ones with label smoothing"),
+            ("label_smoothing" if self.label_agreement == 1 else "label_agreement",
+             self.loss_type != "robust" or self.smoothing <= ROBUST_MAX_FLIP + 1e-9,  # a measured 0.45, round-tripped
+             f"the robust loss takes a flip rate up to {ROBUST_MAX_FLIP} (past it a label weighs over 10 times "
+             "as much, and says almost nothing)"),
             ("length_alpha", self.length_alpha == 0 or self.loss_type in ("sigmoid", "robust", "hinge"),
              "shifts the margin of the sigmoid, robust and hinge losses only"),
             ("loss_terms", len(self.loss_terms) <= 1000 and self.loss_terms.isprintable(),

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .config import ROBUST_MAX_FLIP
+
 PAIRED_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
 
 
@@ -36,7 +38,7 @@ def dpo_loss(
     With h = (pc − rc) − (pr − rr) and ε = label_smoothing:
     sigmoid: −[(1−ε)·logσ(βh) + ε·logσ(−βh)], where a [B] preference_prob p replaces 1−ε;
     ipo: (h − 1/(2β))²; hinge: relu(1 − βh); robust: [−(1−ε)·logσ(βh) + ε·logσ(−βh)] / (1−2ε)
-    (with preference_prob, ε = 1 − p per pair; a pair with ε = 0.5, a coin-flip label, adds 0 to the robust loss).
+    (with preference_prob, ε = 1 − p per pair; in the robust loss a pair with ε over ROBUST_MAX_FLIP adds 0).
     """
     h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     eps = label_smoothing
@@ -54,10 +56,10 @@ def dpo_loss(
     elif loss_type == "hinge":
         losses = torch.relu(1 - z)
     elif loss_type == "robust":
-        # a label no better than a coin (ε = 0.5: an imported or routed label of probability 0.5) carries nothing the
-        # formula can unbias (it divides by 1 − 2ε = 0): such a pair adds no loss and no gradient
+        # a label at or near a coin (ε = 0.5: an imported or routed label of probability 0.5, where the formula
+        # divides by 1 − 2ε = 0; or ε past ROBUST_MAX_FLIP, weighed over 10 times) adds no loss and no gradient
         eps = torch.as_tensor(eps, dtype=h.dtype, device=h.device)
-        informative = eps < 0.5
+        informative = eps <= ROBUST_MAX_FLIP
         scale = torch.where(informative, 1 - 2 * eps, torch.ones_like(eps))
         losses = torch.where(informative, (-(1 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / scale, z * 0)
     else:

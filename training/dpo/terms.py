@@ -15,7 +15,8 @@ Built in:
   (by default "cut": stopped at the token limit) below −margin: weight · mean over flagged responses of
   relu(reward + margin); DPOConfig.rule_penalty is the weight.
 - `margin_cap` (`training.dpo.terms:MarginCap?cap=C`): β·h counts up to C and no further, so a pair past it gives no
-  gradient; it bounds the robust loss, whose pull toward a larger margin never fades.
+  gradient; for the sigmoid and robust losses (it bounds the robust loss, whose pull toward a larger margin never
+  fades; the hinge stops at β·h = 1 by itself).
 """
 from __future__ import annotations
 
@@ -137,25 +138,27 @@ def load_term(path: str, allowed: Collection[str] = ()) -> Term:
     return target
 
 
-MARGIN_LOSSES = ("sigmoid", "robust", "hinge")  # the losses with a margin β·h that a term's `margin` shifts
+CAPPABLE_LOSSES = ("sigmoid", "robust")  # the hinge stops at β·h = 1 by itself: a cap there does nothing or harm
 
 
 def configured_terms(length_alpha: float, rule_penalty: float, names: str, allowed: Collection[str] = (),
                      loss_type: str | None = None) -> list[Term]:
     """The terms a configuration asks for: the two built-ins by their weights, then each comma-separated name.
-    Given the `loss_type`, a built-in term that works on the margin is refused with a loss that has none (a term of
-    your own can only say so when it runs)."""
+    Given the `loss_type`, a margin cap is refused with a loss it cannot bound (a term of your own can only say so
+    when it runs); two caps are refused."""
     terms: list[Term] = []
     if length_alpha:
         terms.append(LengthRegulariser(length_alpha))
     if rule_penalty:
         terms.append(RulePenalty(rule_penalty))
     terms += [load_term(n, allowed) for n in names.split(",") if n.strip()]
-    if loss_type is not None and loss_type not in MARGIN_LOSSES:
-        for term in terms:
-            if isinstance(term, MarginCap):
-                raise ValueError(f"the margin_cap term bounds the margin of the {', '.join(MARGIN_LOSSES)} losses, "
-                                 f"which the {loss_type!r} loss does not have")
+    caps = [term for term in terms if isinstance(term, MarginCap)]
+    if len(caps) > 1:
+        raise ValueError("margin_cap is given more than once: give one cap")
+    if caps and loss_type is not None and loss_type not in CAPPABLE_LOSSES:
+        raise ValueError(f"the margin_cap term bounds the margin of the {' and '.join(CAPPABLE_LOSSES)} losses, not "
+                         f"the {loss_type!r} loss" + (" (it stops at beta*h = 1 by itself)" if loss_type == "hinge"
+                                                      else ""))
     return terms
 
 

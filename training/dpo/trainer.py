@@ -407,6 +407,15 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     return result
 
 
+def _check_finite(where: str, loss: float, grad_norm: float) -> None:
+    """Stop before an optimiser step takes a loss or gradient that is not a finite number (every rank sees the
+    same all-reduced gradient, so all stop together)."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise TrainingDiverged(
+            f"{where}: the loss is {loss} and the gradient norm {grad_norm}, not finite numbers; nothing was saved "
+            "(check the pairs' label probabilities and the settings: a smaller learning rate, or a bounded loss)")
+
+
 def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop) -> None:
     """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed)."""
     params = [p for p in scorer.parameters() if p.requires_grad]
@@ -421,9 +430,10 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
                 logps = scorer(pb)
             pc, _ = logps.chunk(2)
             nc, _ = pb.token_counts.chunk(2)
-            nll_loss(pc, nc).mean().backward()
-            if config.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            loss = nll_loss(pc, nc).mean()
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+            _check_finite("the SFT warm start", float(loss.detach()), grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     del optimizer
@@ -487,11 +497,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                 ], dtype=torch.float64)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
             avg = dist.mean(sums / len(group))
-            if not (math.isfinite(grad_norm) and math.isfinite(float(avg[0]))):  # stop before the weights take it
-                raise TrainingDiverged(
-                    f"step {step + 1} of {total_steps}: the loss is {float(avg[0])} and the gradient norm {grad_norm}, "
-                    "not finite numbers; nothing was saved (check the pairs' label probabilities and the settings: "
-                    "a smaller learning rate, or a loss that is bounded)")
+            _check_finite(f"step {step + 1} of {total_steps}", float(avg[0]), grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             schedule.step()
