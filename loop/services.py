@@ -10,8 +10,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from django.conf import settings
-
 from annotate.judging import label_pairs
 from compare.evaluation import Evaluation, eval_prompts, evaluate
 from compare.services import CompareError
@@ -32,7 +30,6 @@ from jobs.lifecycle import JobCancelled, Tracker
 from judges import Judge, JudgeError, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
-from training.dpo.terms import configured_terms
 from training.evaluation import mean_kl
 from training.models import TrainingRun
 from training.promotion import check_gate
@@ -40,6 +37,7 @@ from training.services import (
     DATA_CHOICES,
     MEASURED,
     TrainingError,
+    check_loss_terms,
     record_round_figures,
     run_training,
     start_training_run,
@@ -142,10 +140,9 @@ def _check_params(params: dict, judge: str) -> None:
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
     try:  # a term that is not allowed or cannot run is refused now, not after a round's sampling and labelling
-        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
-                         config.loss_type)
-    except ValueError as exc:
-        raise LoopError(f"training settings: loss_terms: {exc}") from None
+        check_loss_terms(config)
+    except TrainingError as exc:
+        raise LoopError(str(exc)) from None
     pairing = params.get("pairing", DEFAULT.pairing)
     try:
         check_pairing(pairing, judge if pairing == "judge" else "", sampling.n)

@@ -58,7 +58,7 @@ class TrainingRunForm(forms.Form):
                 self.add_error("measure_agreement", "give a label agreement or measure it, not both")
                 return data
             try:  # measured once a request: params() and `measured` then carry the number and what it came from
-                params, self.measured = measured_label_agreement(dict(params, label_agreement=MEASURED))
+                params, self.measured = measured_label_agreement(params)
                 self._agreement = params["label_agreement"]
             except TrainingError as exc:
                 self.add_error("measure_agreement", str(exc).removeprefix("training settings: "))

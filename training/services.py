@@ -54,17 +54,13 @@ def start_training_run(
     a caller that already measured it (the Train page's form) passes the number and `measured`, the log line
     measured_label_agreement gave it."""
     input_version = input_version or current_version()
-    if isinstance(params, dict) and params.get("label_agreement") == MEASURED:
-        params, measured = measured_label_agreement(params)
+    params, line = measured_label_agreement(params)
+    measured = line or measured
     try:
         config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
     except ValueError as exc:
         raise TrainingError(f"training settings: {exc}") from None
-    try:  # a term that is not allowed or does not load is refused here, not in the worker
-        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
-                         config.loss_type)
-    except ValueError as exc:
-        raise TrainingError(f"training settings: loss_terms: {exc}") from None
+    check_loss_terms(config)
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):
         raise TrainingError(f"reference must be 'base' or 'start' (got {reference_choice!r})")
     if data_choice not in DATA_CHOICES:
@@ -83,6 +79,16 @@ def start_training_run(
     if enqueue:
         lifecycle.enqueue(run)
     return run
+
+
+def check_loss_terms(config: DPOConfig) -> None:
+    """Refuse, as a TrainingError, a loss term that is not allowed, does not load or cannot run with the loss: here,
+    before anything is queued, not in the worker."""
+    try:
+        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
+                         config.loss_type)
+    except ValueError as exc:
+        raise TrainingError(f"training settings: loss_terms: {exc}") from None
 
 
 MEASURED = "measured"
