@@ -36,10 +36,13 @@ from .pairing import STRATEGIES, choose_pairs, round_robin_scores
 log = logging.getLogger(__name__)
 
 PAIRING_STRATEGIES = (*STRATEGIES, "judge")  # judge: best against worst by a judge's round robin
-# Prompts per sampling call: with K=2 or more, a batch of 32 rows or more; a progress commit after each. A job records
-# its chunk size, and its chunks are fixed slices of its prompt list: in bf16 a sample may change with the batch it
-# shares (docs/numerics.md), so a resumed or re-run job must sample every chunk with the same neighbours.
-CHUNK_PROMPTS = 16
+# Rows (prompts x K samples) per sampling call, a progress commit after each: enough to fill the default batch of
+# 128 rows (on 2 AMX cores 48 prompts x 4 samples took 46-49 s in chunks of 32 prompts, 47-63 s in chunks of 16,
+# 70-80 s in chunks of 16 at batch 32). A job records its chunk size in prompts, and its chunks are fixed slices of
+# its prompt list: in bf16 a sample may change with the batch it shares (docs/numerics.md), so a resumed or re-run
+# job must sample every chunk with the same neighbours.
+CHUNK_ROWS = 128
+LEGACY_CHUNK_PROMPTS = 16  # the chunk size of jobs queued before jobs recorded theirs
 MAX_PROMPTS_PER_JOB = 100_000  # as on the generation page
 MAX_JUDGED_SAMPLES = 8  # pairing "judge" calls the judge K(K-1)/2 times a prompt: 28 at 8
 
@@ -249,7 +252,7 @@ def start_generation_job(
     job = GenerationJob.objects.create(
         version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
         params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids,
-                "chunk_prompts": CHUNK_PROMPTS, **({"judge": judge} if judge else {})},
+                "chunk_prompts": chunk_prompts(config), **({"judge": judge} if judge else {})},
     )
     if enqueue:
         lifecycle.enqueue(job)
@@ -343,10 +346,15 @@ def _prepare_queue(job: GenerationJob, round_, tracker: Tracker) -> None:
                                   f"{prepared.scored} margins scored under {prepared.version!r}")
 
 
+def chunk_prompts(config: SamplingConfig) -> int:
+    """Prompts per sampling call of a new job: CHUNK_ROWS rows of K samples, at least one prompt."""
+    return max(1, CHUNK_ROWS // config.n)
+
+
 def job_chunks(job: GenerationJob) -> list[list[int]]:
     """The job's sampling calls: fixed slices of its prompt list, whatever was sampled before a crash, so each
     prompt always shares its batch with the same prompts (a chunk is stored whole or not at all)."""
-    ids, size = job.params["prompt_ids"], job.params.get("chunk_prompts", CHUNK_PROMPTS)
+    ids, size = job.params["prompt_ids"], job.params.get("chunk_prompts", LEGACY_CHUNK_PROMPTS)
     return [ids[start:start + size] for start in range(0, len(ids), size)]
 
 

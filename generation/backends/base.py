@@ -38,7 +38,7 @@ class SamplingConfig:
     top_p: float = 0.95
     max_new_tokens: int = 128
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int = 128  # rows decoded at once (at most; hf: as many as its KV-cache budget holds)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -65,6 +65,16 @@ def _cat_bias(*linears):
     return torch.cat([lin.bias if lin.bias is not None else lin.weight.new_zeros(lin.out_features) for lin in linears])
 
 
+def cache_bytes_per_slot(model, max_len: int) -> int:
+    """Bytes of `SlotDecoder`'s KV cache per slot of `max_len` positions for `model`: keys and values of every layer."""
+    config = model.config
+    heads = config.num_attention_heads
+    n_kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    itemsize = next(model.parameters()).element_size()
+    return config.num_hidden_layers * 2 * n_kv * max_len * head_dim * itemsize
+
+
 class SlotDecoder:
     """The model's weights, rearranged for decoding, and a KV cache of `slots` x `max_len` positions."""
 

@@ -29,6 +29,10 @@ from .base import (
 )
 
 PREFILL_PROMPTS = 16  # prompts prefilled together at most (rows of one projection: enough to run the GEMMs well)
+# The most memory the decoder's KV cache may take: a job of long prompts decodes fewer rows at once than its
+# batch_size rather than allocate more (SmolLM2-135M in bf16 with 128 rows of 320 positions needs 0.9 GiB).
+KV_CACHE_BYTES = 4 << 30
+CACHE_ROUND = 64  # cache lengths are rounded up to this, so that jobs of slightly different prompt lengths reuse one
 VLLM_ONLY_OPTIONS = ("tensor_parallel_size", "gpu_memory_utilization", "adapter_name", "enforce_eager",
                      "max_model_len", "max_lora_rank", "canary", "canary_prompts", "canary_device",
                      "canary_tolerance")
@@ -167,15 +171,18 @@ class HFBackend(Backend):
     def _is_done(self, seq: _Sequence, config: SamplingConfig) -> bool:
         return seq.tokens[-1] in self.eos_ids or len(seq.tokens) >= config.max_new_tokens
 
-    def _decoder_for(self, slots: int, max_len: int):
-        from .decoder import SlotDecoder  # loads torch (see above)
+    def _decoder_for(self, rows: int, batch_size: int, max_len: int):
+        """A decoder of at least min(rows, batch_size) slots of max_len positions (rounded up), or of as many as
+        KV_CACHE_BYTES holds; its `slots` may exceed what this job may use (a cache kept from a larger job)."""
+        from .decoder import SlotDecoder, cache_bytes_per_slot  # loads torch (see above)
 
+        max_len = -(-max_len // CACHE_ROUND) * CACHE_ROUND
+        slots = max(1, min(rows, batch_size, KV_CACHE_BYTES // cache_bytes_per_slot(self.model, max_len)))
         dec = self._decoder
         if dec is None or dec.slots < slots or dec.max_len < max_len:
             self._decoder = None  # free the old cache before allocating the new one
-            # Round the cache length up so that jobs of slightly different prompt lengths reuse it.
-            dec = self._decoder = SlotDecoder(self.model, slots, -(-max_len // 64) * 64)
-        return dec
+            dec = self._decoder = SlotDecoder(self.model, slots, max_len)
+        return dec, slots
 
     def _run_slots(self, ids, seqs, config: SamplingConfig, finished, stepped, should_stop) -> None:
         import torch
@@ -184,8 +191,7 @@ class HFBackend(Backend):
 
         order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))  # bucket by length
         waiting = deque(seq for i in order for seq in seqs[i])
-        slots = min(config.batch_size, len(waiting))
-        dec = self._decoder_for(slots, max(map(len, ids)) + config.max_new_tokens)
+        dec, slots = self._decoder_for(len(waiting), config.batch_size, max(map(len, ids)) + config.max_new_tokens)
         prefixes: dict[int, list] = {}  # prompt -> [kv, logits, samples not yet admitted]
         active: list[_Sequence] = []  # slot s holds active[s]; slots stay dense (0..len-1)
         positions: list[int] = []

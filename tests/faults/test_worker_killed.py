@@ -102,16 +102,17 @@ def test_worker_killed_mid_training(worker, broker, tiny_version, annotator, wor
     assert _model_folders(models_dir)[1] == []
 
 
-def test_worker_killed_mid_generation(worker, broker, tiny_version):
+def test_worker_killed_mid_generation(worker, broker, tiny_version, monkeypatch):
     from generation import services
     from generation.backends.base import SamplingConfig
     from generation.models import GenerationJob, Prompt, Response
     from generation.tasks import run_generation_job
 
-    n_prompts = 4 * services.CHUNK_PROMPTS  # progress is committed chunk by chunk: kill after the first
+    config = SamplingConfig(n=2, max_new_tokens=12, temperature=1.0, batch_size=8)
+    monkeypatch.setattr(services, "CHUNK_ROWS", 32)  # recorded on the job: the worker samples 16 prompts a chunk
+    n_prompts = 4 * services.chunk_prompts(config)  # progress is committed chunk by chunk: kill after the first
     for i in range(n_prompts):
         Prompt.objects.create(text=f"Say something about the number {i}.")
-    config = SamplingConfig(n=2, max_new_tokens=12, temperature=1.0, batch_size=8)
     job = services.start_generation_job(tiny_version, n_prompts=n_prompts, config=config, enqueue=False)
     worker.start()
     sent_at = broker.send(run_generation_job, job.pk)

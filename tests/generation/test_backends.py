@@ -409,6 +409,37 @@ def test_batch_size_bounds_the_rows_decoded_together(product_backend, monkeypatc
     assert sum(rows) == generated and len(rows) <= generated / 2 + 30
 
 
+def test_the_kv_cache_budget_caps_the_rows_and_changes_no_sample(chatty_model_dir, monkeypatch):
+    """fp32: a job whose batch_size would need more KV cache than KV_CACHE_BYTES decodes fewer rows at once, and
+    samples exactly what it samples uncapped."""
+    from generation.backends import decoder, hf
+    from generation.backends.decoder import cache_bytes_per_slot
+
+    config = SamplingConfig(n=2, max_new_tokens=30, batch_size=8)
+    seeds = [1, 2, 3, 4, 5]
+    free = load_backend(str(chatty_model_dir), kind="hf", device="cpu", dtype="float32")
+    uncapped = free.generate(PROMPTS, config, seeds=seeds)
+    assert free._decoder.slots == 8
+
+    capped = load_backend(str(chatty_model_dir), kind="hf", device="cpu", dtype="float32")
+    longest = max(len(prompt_token_ids(capped.tokenizer, p)) for p in PROMPTS) + config.max_new_tokens
+    per_slot = cache_bytes_per_slot(capped.model, -(-longest // hf.CACHE_ROUND) * hf.CACHE_ROUND)
+    monkeypatch.setattr(hf, "KV_CACHE_BYTES", 3 * per_slot + per_slot // 2)  # room for 3 slots
+    rows: list[int] = []
+    step = decoder.SlotDecoder.step
+
+    def counting_step(self, tokens, positions):
+        rows.append(tokens.shape[0])
+        return step(self, tokens, positions)
+
+    monkeypatch.setattr(decoder.SlotDecoder, "step", counting_step)
+    out = capped.generate(PROMPTS, config, seeds=seeds)
+    assert capped._decoder.slots == 3 and max(rows) == 3
+    cache = sum(t.numel() * t.element_size() for t in capped._decoder.cache)
+    assert cache <= hf.KV_CACHE_BYTES
+    assert [[s.token_ids for s in row] for row in out] == [[s.token_ids for s in row] for row in uncapped]
+
+
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
 @pytest.mark.parametrize("family", ["qwen2", "qwen3", "mistral"])
 def test_other_llama_family_models_match_teacher_forcing(tiny_model_dir, tmp_path, family, dtype_name):

@@ -22,7 +22,7 @@ class Crash(Exception):
 @pytest.fixture
 def base(db, tiny_model_dir, settings, monkeypatch):
     settings.PREFLOOP_DTYPE = "bfloat16"
-    monkeypatch.setattr(gen, "CHUNK_PROMPTS", 4)
+    monkeypatch.setattr(gen, "CHUNK_ROWS", 12)  # 4 prompts of SAMPLING's 3 samples a chunk
     gen.release_backends()
     for i in range(10):
         Prompt.objects.create(text=f"Tell me one thing about the number {i}.", split="train")
@@ -63,7 +63,7 @@ def test_a_bf16_job_sampled_again_after_a_crash_stores_the_same_pairs_and_none_t
     assert again.done == 4 and Response.objects.filter(job=again).count() == 12
 
     # Before it resumes, the code's chunk size and the dtype setting change; the job keeps its own.
-    monkeypatch.setattr(gen, "CHUNK_PROMPTS", 3)
+    monkeypatch.setattr(gen, "CHUNK_ROWS", 9)
     settings.PREFLOOP_DTYPE = "float32"
     gen.release_backends()
     assert [len(c) for c in gen.job_chunks(again)] == [4, 4, 2]  # every prompt keeps its batch neighbours
@@ -92,7 +92,16 @@ def test_a_job_run_twice_at_once_stores_each_sample_once(base):
     assert Pair.objects.filter(job=job).count() == job.pairs_made
 
 
-def test_old_jobs_without_a_recorded_chunk_size_use_the_default(base):
-    job = gen.start_generation_job(base, n_prompts=10, config=SAMPLING, enqueue=False)
+def test_old_jobs_without_a_recorded_chunk_size_keep_the_chunks_they_were_queued_with(base):
+    for i in range(10, 40):
+        Prompt.objects.create(text=f"Tell me one thing about the number {i}.", split="train")
+    job = gen.start_generation_job(base, n_prompts=40, config=SAMPLING, enqueue=False)
+    assert [len(c) for c in gen.job_chunks(job)] == [4] * 10  # recorded: CHUNK_ROWS 12 // 3 samples
     job.params.pop("chunk_prompts")
-    assert [len(c) for c in gen.job_chunks(job)] == [4, 4, 2]  # CHUNK_PROMPTS, patched to 4 here
+    assert [len(c) for c in gen.job_chunks(job)] == [16, 16, 8]  # those jobs sampled 16 prompts a call
+
+
+def test_a_chunk_holds_about_chunk_rows_rows_whatever_k(base, monkeypatch):
+    monkeypatch.setattr(gen, "CHUNK_ROWS", 128)
+    sizes = {n: gen.chunk_prompts(SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=n))) for n in (1, 2, 3, 4, 200)}
+    assert sizes == {1: 128, 2: 64, 3: 42, 4: 32, 200: 1}

@@ -41,7 +41,7 @@ def test_the_judges_best_meets_its_worst(base):
 
 
 def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, monkeypatch):
-    monkeypatch.setattr(gen, "CHUNK_PROMPTS", 2)
+    monkeypatch.setattr(gen, "CHUNK_ROWS", 4)  # 2 prompts of 2 samples a chunk
     config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2))  # one judge call per prompt
     job = gen.start_generation_job(base, n_prompts=4, config=config, pairing="judge",
                                    judge="tests.loop.judges_for_tests:fails_on_third", enqueue=False)
