@@ -37,10 +37,11 @@ log = logging.getLogger(__name__)
 
 PAIRING_STRATEGIES = (*STRATEGIES, "judge")  # judge: best against worst by a judge's round robin
 # Rows (prompts x K samples) per sampling call, a progress commit after each: enough to fill the default batch of
-# 128 rows (on 2 AMX cores 48 prompts x 4 samples took 46-49 s in chunks of 32 prompts, 47-63 s in chunks of 16,
-# 70-80 s in chunks of 16 at batch 32). A job records its chunk size in prompts, and its chunks are fixed slices of
-# its prompt list: in bf16 a sample may change with the batch it shares (docs/numerics.md), so a resumed or re-run
-# job must sample every chunk with the same neighbours.
+# 128 rows whatever K (a chunk of 16 prompts was 32 rows at K=2). `bench/sampling_batch.py`, 48 prompts x 4 samples
+# on 2 AMX cores: 59.4 s at batch 32 in chunks of 16 prompts, 37.7 s at batch 128 in the same chunks, 37.6 s in
+# chunks of 128 rows. A job records its chunk size in prompts, and its chunks are fixed slices of its prompt list: in
+# bf16 a sample may change with the batch it shares (docs/numerics.md), so a resumed or re-run job must sample every
+# chunk with the same neighbours.
 CHUNK_ROWS = 128
 LEGACY_CHUNK_PROMPTS = 16  # the chunk size of jobs queued before jobs recorded theirs
 MAX_PROMPTS_PER_JOB = 100_000  # as on the generation page

@@ -387,10 +387,11 @@ def test_nucleus_sampling_follows_the_renormalised_top_p_distribution(monkeypatc
     assert torch.equal(greedy, wide.argmax(-1))
 
 
-def test_batch_size_bounds_the_rows_decoded_together(product_backend, monkeypatch):
+@pytest.fixture
+def decoded_rows(monkeypatch) -> list[int]:
+    """The rows of every decode step the slot decoder takes while the test runs."""
     from generation.backends import decoder
 
-    backend = product_backend
     rows: list[int] = []
     step = decoder.SlotDecoder.step
 
@@ -399,6 +400,11 @@ def test_batch_size_bounds_the_rows_decoded_together(product_backend, monkeypatc
         return step(self, tokens, positions)
 
     monkeypatch.setattr(decoder.SlotDecoder, "step", counting_step)
+    return rows
+
+
+def test_batch_size_bounds_the_rows_decoded_together(product_backend, decoded_rows):
+    backend, rows = product_backend, decoded_rows
     backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=30, batch_size=6))
     assert max(rows) == 6
     rows.clear()
@@ -409,10 +415,10 @@ def test_batch_size_bounds_the_rows_decoded_together(product_backend, monkeypatc
     assert sum(rows) == generated and len(rows) <= generated / 2 + 30
 
 
-def test_the_kv_cache_budget_caps_the_rows_and_changes_no_sample(chatty_model_dir, monkeypatch):
+def test_the_kv_cache_budget_caps_the_rows_and_changes_no_sample(chatty_model_dir, monkeypatch, decoded_rows):
     """fp32: a job whose batch_size would need more KV cache than KV_CACHE_BYTES decodes fewer rows at once, and
     samples exactly what it samples uncapped."""
-    from generation.backends import decoder, hf
+    from generation.backends import hf
     from generation.backends.decoder import cache_bytes_per_slot
 
     config = SamplingConfig(n=2, max_new_tokens=30, batch_size=8)
@@ -425,16 +431,9 @@ def test_the_kv_cache_budget_caps_the_rows_and_changes_no_sample(chatty_model_di
     longest = max(len(prompt_token_ids(capped.tokenizer, p)) for p in PROMPTS) + config.max_new_tokens
     per_slot = cache_bytes_per_slot(capped.model, -(-longest // hf.CACHE_ROUND) * hf.CACHE_ROUND)
     monkeypatch.setattr(hf, "KV_CACHE_BYTES", 3 * per_slot + per_slot // 2)  # room for 3 slots
-    rows: list[int] = []
-    step = decoder.SlotDecoder.step
-
-    def counting_step(self, tokens, positions):
-        rows.append(tokens.shape[0])
-        return step(self, tokens, positions)
-
-    monkeypatch.setattr(decoder.SlotDecoder, "step", counting_step)
+    decoded_rows.clear()  # the uncapped run's steps
     out = capped.generate(PROMPTS, config, seeds=seeds)
-    assert capped._decoder.slots == 3 and max(rows) == 3
+    assert capped._decoder.slots == 3 and max(decoded_rows) == 3
     cache = sum(t.numel() * t.element_size() for t in capped._decoder.cache)
     assert cache <= hf.KV_CACHE_BYTES
     assert [[s.token_ids for s in row] for row in out] == [[s.token_ids for s in row] for row in uncapped]
