@@ -21,7 +21,7 @@ from annotate.closing import close_if_enough
 from annotate.models import LabellingRound
 from annotate.quality import label_noise
 from generation.models import ModelVersion
-from generation.services import base_version, current_version, register_version, update_mean_length
+from generation.services import base_version, current_version, register_version, release_backends, update_mean_length
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from prefcore.hardware import describe_dtype
@@ -261,6 +261,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                      f" (fewer than {settings.PREFLOOP_HELDOUT_MIN_PAIRS} pairs: nothing held out of this round)"))
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
+        release_backends()  # a sampler this worker kept (weights and a KV cache of up to 4 GiB): training needs the memory
         result = _train(run, tracker, config, pairs, out_tmp, progress)
         tracker.check()  # asked to stop after the last step: no version either
         store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps)

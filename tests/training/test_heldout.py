@@ -136,9 +136,18 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     data = round_data(reference=tiny_base, max_length=128, heldout_fraction=0.3, heldout_min_pairs=10)
     LabellingRound.objects.filter(number=1).update(close_width=0.99)  # the round base sampled closes on any real interval
 
+    kept = gen.backend_for(tiny_base)  # the sampler a worker keeps between jobs, its KV cache allocated
+    kept.generate(["hi"], SamplingConfig(n=1, max_new_tokens=4))
+    assert kept.model is not None and kept._decoder is not None
     run = train.start_training_run(params=FAST_TRAINING, enqueue=False)
-    run = train.run_training(run.pk)
+    held_while_training = []
+    real_train = train._train
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "_train", lambda *a, **k: held_while_training.append(
+            (kept.model, kept._decoder) != (None, None)) or real_train(*a, **k))
+        run = train.run_training(run.pk)
     assert run.status == "succeeded", run.error
+    assert held_while_training == [False]  # given back before training took the memory
     metrics = run.metrics
     closed = LabellingRound.objects.get(number=1)
     assert closed.closed_at is not None and f"on {metrics['heldout/pairs']} pairs" in closed.closed_reason
