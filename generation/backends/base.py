@@ -38,7 +38,8 @@ class SamplingConfig:
     top_p: float = 0.95
     max_new_tokens: int = 128
     seed: int = 0
-    batch_size: int = 128  # rows decoded at once (at most; hf: as many as its KV-cache budget holds)
+    batch_size: int = 128  # rows decoded at once, at most (the hf slot decoder takes fewer where its KV cache would
+    # pass hf.KV_CACHE_BYTES)
 
     def __post_init__(self) -> None:
         self.validate()
