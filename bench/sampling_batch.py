@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -52,12 +51,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     # the chunking rule is the generation service's, which needs Django's settings (no database is opened)
-    os.environ["PREFLOOP_DATA_DIR"] = tempfile.mkdtemp(prefix="sampling-batch-")
-    os.environ.pop("DATABASE_URL", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prefloop.settings")
-    import django
+    from bench.label_budget import setup
 
-    django.setup()
+    setup(Path(tempfile.mkdtemp(prefix="sampling-batch-")))
 
     from bench.report import machine_line, median
     from generation.backends import load_backend
