@@ -200,3 +200,36 @@ def test_dtype_follows_hardware():
     assert resolve_dtype(DPOConfig(), "cpu") == fastest_dtype("cpu")
     assert resolve_dtype(DPOConfig(dtype="float32"), "cpu") == torch.float32
     assert resolve_dtype(DPOConfig(dtype="bfloat16"), "cpu") == torch.bfloat16
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 1e-3, 1e6])
+def test_clip_gradients_matches_torch_and_the_exact_norm(max_norm):
+    """The trainer's clip: the norm is the fp64 norm of all gradients together; the gradients are scaled as
+    torch.nn.utils.clip_grad_norm_ scales them (not at all when max_norm is 0 or above the norm)."""
+    from training.dpo.trainer import clip_gradients
+
+    torch.manual_seed(0)
+    shapes = [(1536, 576), (576,), (49, 3), (7,)]
+    grads = [torch.randn(s) * (10.0 ** k) for k, s in enumerate(shapes)]
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p, q, g in zip(ours, theirs, grads, strict=True):
+        p.grad, q.grad = g.clone(), g.clone()
+    ours.append(torch.nn.Parameter(torch.zeros(3)))  # no gradient: skipped, as torch skips it
+    exact = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    norm = clip_gradients(ours, max_norm)
+    torch_norm = float(torch.nn.utils.clip_grad_norm_(theirs, max_norm if max_norm else float("inf")))
+    assert norm == pytest.approx(exact, rel=1e-6) and norm == pytest.approx(torch_norm, rel=1e-4)
+    for p, q in zip(ours[:-1], theirs, strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=0)
+    scaled = math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in ours[:-1]))
+    assert scaled == pytest.approx(min(exact, max_norm) if max_norm else exact, rel=1e-5)
+
+
+def test_clip_gradients_leaves_a_non_finite_gradient_alone():
+    from training.dpo.trainer import clip_gradients
+
+    p = torch.nn.Parameter(torch.zeros(4))
+    p.grad = torch.tensor([1.0, float("inf"), 2.0, 3.0])
+    assert math.isinf(clip_gradients([p], 1.0))
+    assert p.grad.tolist()[::2] == [1.0, 2.0]  # not multiplied by the nan that inf / inf makes

@@ -407,6 +407,25 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     return result
 
 
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """Scale the gradients so that their joint L2 norm is at most `max_norm` (0: no clipping); returns the norm
+    before scaling, as torch.nn.utils.clip_grad_norm_ does. The norm is summed from one dot product per tensor, in
+    fp64 across tensors: on a 2-core CPU this took half the time of clip_grad_norm_ (whose per-tensor norm kernel
+    was the slowest part of it) and it is the more exact of the two. A norm that is not finite scales nothing (the
+    caller stops on it)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    flat = [g.reshape(-1) if g.dtype in (torch.float32, torch.float64) else g.reshape(-1).float() for g in grads]
+    squares = torch.stack([torch.dot(v, v).to(torch.float64) for v in flat])
+    norm = float(squares.sum().sqrt())
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / (norm + 1e-6)
+        for g in grads:
+            g.mul_(scale)
+    return norm
+
+
 def _check_finite(where: str, loss: float, grad_norm: float) -> None:
     """Stop before an optimiser step takes a loss or gradient that is not a finite number (every rank sees the
     same all-reduced gradient, so all stop together)."""
@@ -432,7 +451,7 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
             nc, _ = pb.token_counts.chunk(2)
             loss = nll_loss(pc, nc).mean()
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+            grad_norm = clip_gradients(params, config.max_grad_norm)
             _check_finite("the SFT warm start", float(loss.detach()), grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -495,7 +514,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                     float((rc - rr).mean()), float(pc.mean()), float(pr.mean()),
                     float(((rc + rr) / (2 * config.beta)).mean()),
                 ], dtype=torch.float64)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+            grad_norm = clip_gradients(params, config.max_grad_norm)
             avg = dist.mean(sums / len(group))
             _check_finite(f"step {step + 1} of {total_steps}", float(avg[0]), grad_norm)
             lr = optimizer.param_groups[0]["lr"]
