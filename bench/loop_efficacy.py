@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/loop_efficacy.py [--rounds 3] [--pairs 48] [--eval-limit 64]
         [--judge judges.rules:length_target] [--train bench/data/train_prompts.jsonl]
-        [--eval bench/data/eval_prompts.jsonl] [--model var/models/smollm2-135m-instruct] [--params JSON]
+        [--eval bench/data/eval_prompts.jsonl] [--model var/models/smollm2-135m-instruct] [--preset default] [--params JSON]
 
 The base version is the default SmolLM2-135M-Instruct (bootstrapped once into var/models/); train and eval prompts
 come from the files (200 varied instructions and 64 held-out ones by default). Everything else (database,
@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from loop.presets import PRESETS, preset_named  # noqa: E402  (plain dataclasses: no Django needed)
+
 DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
 DATA = ROOT / "bench" / "data"
 
@@ -41,6 +43,8 @@ def parse_args(argv=None):
     parser.add_argument("--train", default=str(DATA / "train_prompts.jsonl"))
     parser.add_argument("--eval", default=str(DATA / "eval_prompts.jsonl"))
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Base checkpoint (bootstrapped when missing).")
+    parser.add_argument("--preset", default="default", choices=list(PRESETS),
+                        help="run_loop --preset (loop.presets); --params override it.")
     parser.add_argument("--params", default="{}", help="run_loop --params: training, sampling, pairing, reference.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default="", help="Keep the data folder here instead of a temporary one.")
@@ -76,7 +80,7 @@ def run(args) -> list[dict]:
     out = io.StringIO()
     call_command("run_loop", rounds=args.rounds, pairs=args.pairs, judge=labelling_judge(args), tag="bench",
                  eval_judge=args.eval_judge or args.judge, eval_limit=args.eval_limit, seed=args.seed,
-                 params=args.params, stdout=out)
+                 params=args.params, preset=args.preset, stdout=out)
     rounds = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith("{")]
     for r in rounds:
         print(json.dumps(r), flush=True)
@@ -173,15 +177,15 @@ def main(argv=None) -> int:
         holder = tempfile.TemporaryDirectory(prefix="loop-efficacy-")
         data_dir = Path(holder.name)
     setup(data_dir)
-    from loop.presets import DEFAULT
     from prefcore.hardware import cpu_has_native_bf16, describe
     from prefloop.numerics import dtype_note
     from training.dpo.config import DPOConfig
 
+    preset = preset_named(args.preset)
     print(f"CPU: {describe()}")
     print(f"dtype: {dtype_note()}")
     print(f"labelling judge {labelling_judge(args)}; evaluation judge {args.eval_judge or args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
-          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, preset {DEFAULT.name} {json.dumps(DEFAULT.params())}, "
+          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, preset {args.preset} {json.dumps(preset.params())}, "
           f"params {args.params}", flush=True)
     start = time.perf_counter()
     rounds = run(args)

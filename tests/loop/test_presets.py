@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from loop.models import LoopRun
-from loop.presets import DEFAULT, PRESETS, QUICK, REPLAY
+from loop.presets import DEFAULT, ITERATIVE, PRESETS, QUICK, REPLAY
 from loop.services import LoopError, run_loop, start_loop_run
 
 from .test_run_loop import JUDGE, PARAMS
@@ -27,8 +27,13 @@ def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
     assert (quick.params["sampling"]["n"], quick.params["pairing"], quick.params["data"]) == (2, "random", "new")
     replay = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="replay")
     assert (replay.params["sampling"]["n"], replay.params["pairing"], replay.params["data"]) == (4, "judge", "replay")
+    iterative = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                               preset="iterative")
+    assert (iterative.params["sampling"]["n"], iterative.params["pairing"], iterative.params["data"],
+            iterative.params["reference"]) == (4, "judge", "new", "start")
+    assert default.params["reference"] == quick.params["reference"] == replay.params["reference"] == "base"
     assert len({QUICK.params()["data"], DEFAULT.params()["data"], REPLAY.params()["data"]}) == 3
-    assert set(PRESETS) == {"default", "quick", "replay"}
+    assert ITERATIVE.params() != QUICK.params() and set(PRESETS) == {"default", "quick", "replay", "iterative"}
 
 
 def test_a_runs_own_settings_override_its_preset(prompts):
@@ -52,8 +57,27 @@ def test_the_quick_preset_runs_a_round_with_its_settings(prompts):
     assert TrainingRun.objects.get().data_choice == "new"
 
 
+def test_the_iterative_preset_trains_each_round_on_its_own_pairs_against_its_starting_version(prompts, client,
+                                                                                               django_user_model):
+    from training.models import TrainingRun
+
+    params = dict(PARAMS, sampling=dict(PARAMS["sampling"]))
+    run = start_loop_run(rounds=2, pairs=2, judge=JUDGE, tag="t", eval_limit=2, params=params, enqueue=False,
+                         preset="iterative")
+    run = run_loop(run.pk)
+    assert run.status == "succeeded", run.error
+    first, second = TrainingRun.objects.order_by("pk")
+    assert (first.data_choice, first.reference_choice) == (second.data_choice, second.reference_choice) == ("new", "start")
+    # round 2 starts from whatever the gate left current after round 1, and that version is its reference
+    assert second.reference_version == second.input_version
+    assert first.reference_version == first.input_version and first.input_version.parent is None
+    client.force_login(django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True))
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert "against the version each round starts from as the reference" in page
+
+
 def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, django_user_model):
-    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, quick, replay\)"):
+    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, quick, replay, iterative\)"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="fast")
     with pytest.raises(LoopError, match="unknown loop preset 'fast'"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
@@ -75,3 +99,4 @@ def test_the_run_page_names_the_preset_and_what_it_set(prompts, client, django_u
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert '<strong class="preset">quick</strong>' in page
     assert "2 answers a prompt, random pairing, trained on\n  this round's pairs" in page
+    assert "against the base version as the reference" in page
