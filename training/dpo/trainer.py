@@ -416,8 +416,7 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    flat = [g.reshape(-1) if g.dtype in (torch.float32, torch.float64) else g.reshape(-1).float() for g in grads]
-    squares = torch.stack([torch.dot(v, v).to(torch.float64) for v in flat])
+    squares = torch.stack([torch.dot(g.reshape(-1), g.reshape(-1)).to(torch.float64) for g in grads])
     norm = float(squares.sum().sqrt())
     if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
