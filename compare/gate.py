@@ -28,7 +28,9 @@ class GateRule:
         return (f"at least {self.min_votes} blind votes against the current version, win rate ≥ "
                 f"{self.min_win_rate:.0%} with the 95% interval's lower end ≥ {self.min_lower_bound:.0%}, answers "
                 f"at most {self.max_length_growth:.0%} longer, the share cut at the token limit up by at most "
-                f"{self.max_cut_share_growth:.0%}, KL to the reference at most {self.max_kl_per_token:g} nats a token")
+                f"{self.max_cut_share_growth:.0%} (both against the current version's answers, or base's where "
+                f"those are longer or cut more often), KL to the reference at most {self.max_kl_per_token:g} nats "
+                f"a token")
 
 
 @dataclass
@@ -44,6 +46,12 @@ class GateEvidence:
     candidate_truncated: int = 0  # answers that stopped at the token limit
     current_truncated: int = 0
     answers: int = 0  # answers per version the lengths are measured on
+    # Base's answers on the same prompts (when the current version is not base): the length and cut bounds hold a
+    # round against the longer (the more often cut) of the current version and base, so a round that returns toward
+    # base after a round that collapsed to short answers is not kept out for it.
+    base_tokens: float | None = None
+    base_truncated: int = 0
+    base_answers: int = 0
     # the round's KL to its reference, nats per answer (the next-token KL over the vocabulary, summed over the answer)
     kl_to_reference: float | None = None
     kl_answer_tokens: float | None = None  # mean tokens of the answers that KL was measured on
@@ -65,9 +73,23 @@ class GateEvidence:
 
     @property
     def cut_share_growth(self) -> float | None:
+        """The rise in the share of cut answers over the current version's (over base's where base's is higher)."""
         if not self.answers:
             return None
-        return (self.candidate_truncated - self.current_truncated) / self.answers
+        return (self.candidate_truncated - self.current_truncated) / self.answers - self.base_cut_allowance
+
+    @property
+    def base_cut_allowance(self) -> float:
+        if not self.base_answers:
+            return 0.0
+        return max(0.0, self.base_truncated / self.base_answers - self.current_truncated / self.answers)
+
+    @property
+    def length_anchor(self) -> str:
+        """Whose mean length the bound holds the candidate to: "current", or "base" where base's answers are longer."""
+        if self.base_tokens is not None and self.current_tokens and self.base_tokens > self.current_tokens:
+            return "base"
+        return "current"
 
     @property
     def kl_per_token(self) -> float | None:
@@ -81,10 +103,20 @@ class GateEvidence:
             return None
         return self.candidate_tokens / self.current_tokens - 1
 
+    @property
+    def bounded_length_growth(self) -> float | None:
+        """The growth the length bound reads: over the current version's mean, or base's where that is longer."""
+        if self.length_growth is None:
+            return None
+        if self.length_anchor == "base":
+            return self.candidate_tokens / self.base_tokens - 1
+        return self.length_growth
+
     def as_dict(self) -> dict:
         low, high = self.interval
         return {**asdict(self), "votes": self.votes, "win_rate": _round(self.win_rate),
                 "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth),
+                "bounded_length_growth": _round(self.bounded_length_growth), "length_anchor": self.length_anchor,
                 "cut_share_growth": _round(self.cut_share_growth), "kl_per_token": _round(self.kl_per_token)}
 
 
@@ -115,13 +147,19 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     if growth is not None:
         length = (f"answers {evidence.current_tokens:.1f} → {evidence.candidate_tokens:.1f} tokens "
                   f"({growth:+.0%})")
-        if growth > rule.max_length_growth:
+        bounded = evidence.bounded_length_growth
+        if evidence.length_anchor == "base":
+            length += f", base's {evidence.base_tokens:.1f} ({bounded:+.0%} on base's, the longer)"
+        if bounded > rule.max_length_growth:
             failed.append(f"{length} grew more than {rule.max_length_growth:.0%}")
     drift = []
     cut = evidence.cut_share_growth
     if cut is not None:
         shown = (f"answers cut at the token limit {evidence.current_truncated} → {evidence.candidate_truncated} "
                  f"of {evidence.answers}")
+        if evidence.base_cut_allowance:
+            shown += (f" (base's {evidence.base_truncated} of {evidence.base_answers}, the higher share: "
+                      f"{cut:+.0%} on it)")
         drift.append(shown)
         if cut > rule.max_cut_share_growth:
             failed.append(f"{shown}: the cut share rose {cut:+.0%}, more than {rule.max_cut_share_growth:.0%}")

@@ -304,14 +304,14 @@ PREFLOOP_ROUND_EVAL_PROMPTS = int(os.environ.get("PREFLOOP_ROUND_EVAL_PROMPTS", 
 # against the current version (judge or people, on eval prompts) gives it at least PREFLOOP_GATE_MIN_VOTES votes, a
 # win rate (ties and both-bad half) of at least PREFLOOP_GATE_MIN_WIN_RATE, a 95% (Wilson) interval whose lower end
 # is at least PREFLOOP_GATE_MIN_LOWER_BOUND, and mean answer tokens at most PREFLOOP_GATE_MAX_LENGTH_GROWTH above the
-# current version's on the same prompts; or when a staff member promotes it by hand. Stated bounds, not fitted to a
+# current version's on the same prompts (base's, where base's are longer); or when a staff member promotes it by hand. Stated bounds, not fitted to a
 # judge (docs/defaults.md).
 PREFLOOP_GATE_MIN_VOTES = int(os.environ.get("PREFLOOP_GATE_MIN_VOTES", 16))
 PREFLOOP_GATE_MIN_WIN_RATE = float(os.environ.get("PREFLOOP_GATE_MIN_WIN_RATE", 0.5))
 PREFLOOP_GATE_MIN_LOWER_BOUND = float(os.environ.get("PREFLOOP_GATE_MIN_LOWER_BOUND", 0.4))
 PREFLOOP_GATE_MAX_LENGTH_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_LENGTH_GROWTH", 0.25))
 # The drift budget (also part of the gate): the share of eval answers cut at the token limit may rise by at most
-# PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH over the current version's, and the round's KL to its reference may be at most
+# PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH over the current version's (base's, where base's is higher), and the round's KL to its reference may be at most
 # PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token (stated bounds; docs/defaults.md).
 PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10))
 PREFLOOP_GATE_MAX_KL_PER_TOKEN = float(os.environ.get("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.5))

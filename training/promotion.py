@@ -16,8 +16,8 @@ from django.utils import timezone
 from compare.gate import GateEvidence, GateResult, GateRule, decide
 from compare.models import CompareJob, Vote
 from generation.length import mean_tokens, truncated_count
-from generation.models import ModelVersion, Prompt, VersionChange
-from generation.services import GenerationError, change_current, current_version, rollback_to
+from generation.models import ModelVersion, Prompt, Response, VersionChange
+from generation.services import GenerationError, base_version, change_current, current_version, rollback_to
 
 from .models import TrainingRun
 from .services import record_round_figures
@@ -38,8 +38,9 @@ def gate_rule() -> GateRule:
 def gate_evidence(current: ModelVersion, candidate: ModelVersion,
                   jobs: Iterable[CompareJob] | None = None) -> GateEvidence:
     """Every blind vote (people's and judges') on eval-prompt comparisons between the two versions, counted for the
-    candidate; lengths are the two versions' mean answer tokens on the voted comparisons' prompts. `jobs` narrows
-    it to given comparison sets (the loop passes the evaluation it just ran)."""
+    candidate; lengths are the two versions' mean answer tokens on the voted comparisons' prompts, and base's on the
+    same prompts where the current version is not base (every answer base has stored for them). `jobs` narrows it
+    to given comparison sets (the loop passes the evaluation it just ran)."""
     pair = {current.pk, candidate.pk}
     blind = CompareJob.objects.filter(blind=True, version_a__in=pair, version_b__in=pair)
     if jobs is not None:
@@ -70,6 +71,15 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
         evidence.current_tokens = mean_tokens(theirs for _, theirs in voted.values())
         evidence.candidate_truncated = truncated_count(ours for ours, _ in voted.values())
         evidence.current_truncated = truncated_count(theirs for _, theirs in voted.values())
+        base = base_version(candidate)
+        if base.pk not in pair:
+            prompts = {ours.prompt_id for ours, _ in voted.values()}
+            answers = list(Response.objects.filter(version=base, prompt_id__in=prompts)
+                           .only("token_count", "finish_reason"))
+            if answers:
+                evidence.base_answers = len(answers)
+                evidence.base_tokens = mean_tokens(answers)
+                evidence.base_truncated = truncated_count(answers)
     evidence.sources = sorted(sources)
     return evidence
 

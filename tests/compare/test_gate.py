@@ -72,3 +72,43 @@ def test_the_drift_budget_bounds_kl_per_answer_token():
     evidence.kl_to_reference = 12.8
     assert decide(evidence, RULE).passed
     assert evidence.as_dict()["kl_per_token"] == 0.1
+
+
+def test_a_round_that_returns_toward_base_after_a_collapse_is_held_to_base_length():
+    # The current version collapsed to 42-token answers; base answers in 70 on the same prompts. A candidate of 61
+    # is 45% longer than the current version's but shorter than base's: no drift to bound, so it passes.
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, candidate_tokens=61.0, current_tokens=42.0,
+                            base_tokens=70.0, base_answers=64)
+    result = decide(evidence, RULE)
+    assert result.passed, result.reason
+    assert "answers 42.0 → 61.0 tokens (+45%), base's 70.0 (-13% on base's, the longer)" in result.reasons
+    assert evidence.as_dict()["length_anchor"] == "base"
+    evidence.candidate_tokens = 95.0  # 36% above base's: over the bound whichever anchors it
+    assert decide(evidence, RULE).reasons == [
+        "answers 42.0 → 95.0 tokens (+126%), base's 70.0 (+36% on base's, the longer) grew more than 25%"]
+    # without base's answers the same candidate is held to the current version's length, as before
+    assert not decide(GateEvidence(candidate_wins=50, current_wins=14, candidate_tokens=61.0,
+                                   current_tokens=42.0), RULE).passed
+
+
+def test_base_never_loosens_the_bound_when_the_current_version_is_the_longer():
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, candidate_tokens=128.0, current_tokens=80.0,
+                            base_tokens=60.0, base_answers=64)
+    assert evidence.length_anchor == "current" and evidence.bounded_length_growth == evidence.length_growth
+    assert decide(evidence, RULE).reasons == ["answers 80.0 → 128.0 tokens (+60%) grew more than 25%"]
+
+
+def test_the_cut_share_is_held_to_base_where_base_cuts_more_often():
+    # The current version cuts none of 64 (its answers collapsed short); base cuts 12 of 64 on the same prompts.
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, candidate_truncated=16, current_truncated=0,
+                            answers=64, base_truncated=24, base_answers=128)  # base: 18.75%, candidate 25%
+    result = decide(evidence, RULE)
+    assert result.passed, result.reason
+    assert "answers cut at the token limit 0 → 16 of 64 (base's 24 of 128, the higher share: +6% on it)" in (
+        result.reasons)
+    evidence.candidate_truncated = 20  # 31%: 12.5 points over base's share
+    assert not decide(evidence, RULE).passed
+    evidence.base_truncated = 0  # base cuts no more than the current version: the bound is the current version's
+    evidence.candidate_truncated = 7
+    assert decide(evidence, RULE).reasons == [
+        "answers cut at the token limit 0 → 7 of 64: the cut share rose +11%, more than 10%"]

@@ -8,9 +8,9 @@ from django.urls import reverse
 from compare.models import CompareJob
 from compare.services import record_vote
 from generation.models import Prompt, VersionChange
-from generation.services import current_version
+from generation.services import change_current, current_version
 from tests.annotate.factories import make_user
-from tests.compare.conftest import make_job, make_response, make_version
+from tests.compare.conftest import make_job, make_prompt, make_response, make_version
 from training import promotion
 from training.models import TrainingRun
 
@@ -188,3 +188,31 @@ def test_a_round_over_its_drift_budget_is_not_promoted(candidate, settings):
     assert run.decision == "kept" and current_version() == base
     settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN = 0.7
     assert promotion.check_gate(run).passed and current_version() == new
+
+
+def test_a_round_recovering_from_a_collapsed_current_version_is_held_to_base_length(candidate, settings):
+    """round-1 became current with answers that collapsed to 5 tokens; round-2 answers in 9 on the same prompts,
+    80% longer than round-1's but shorter than base's 10 (stored by the evaluation against base): it passes."""
+    base, collapsed, run = candidate
+    change_current(collapsed, action=VersionChange.Action.GATE, reason="round 1 passed")
+    recovering = make_version("round-2", parent=collapsed)
+    run2 = TrainingRun.objects.create(input_version=collapsed, reference_version=base, output_version=recovering,
+                                      status=TrainingRun.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
+    _small_gate(settings, votes=4)
+    job = make_job(collapsed, recovering, n=2)
+    for comparison in job.comparisons.all():
+        comparison.response_a.token_count, comparison.response_b.token_count = 5, 9
+        comparison.response_a.save(), comparison.response_b.save()
+    _votes(job, [make_user(), make_user()], ["win"], recovering)
+    evidence = promotion.gate_evidence(collapsed, recovering)
+    assert evidence.base_answers == 0  # base has answered none of these prompts yet: held to round-1's length
+    assert not promotion.check_gate(run2).passed
+    for prompt in Prompt.objects.filter(comparisons__job=job):  # base's answers to the same prompts, 10 tokens
+        make_response(prompt, base, tokens=10)
+    make_response(make_prompt(), base, tokens=500)  # another prompt's answer: not evidence
+    evidence = promotion.gate_evidence(collapsed, recovering)
+    assert (evidence.base_answers, evidence.base_tokens, evidence.length_anchor) == (2, 10.0, "base")
+    result = promotion.check_gate(run2)
+    assert result.passed, result.reason
+    assert "answers 5.0 → 9.0 tokens (+80%), base's 10.0 (-10% on base's, the longer)" in result.reason
+    assert current_version() == recovering
