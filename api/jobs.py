@@ -125,7 +125,7 @@ class LoopStart(Schema):
     tag: Name = ""
     eval_limit: int = Field(64, ge=1, le=loop_services.MAX_EVAL_PROMPTS)
     seed: Number = 0
-    preset: Name = Field("default", description="Named round settings (loop.presets): default, quick, replay, iterative")
+    preset: Name = Field("default", description="Named round settings (loop.presets): default, all, quick, replay")
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from loop.presets import PRESETS, preset_named  # noqa: E402  (plain dataclasses: no Django needed)
+from loop.presets import names, preset_named  # noqa: E402  (plain dataclasses: no Django needed)
 
 DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
 DATA = ROOT / "bench" / "data"
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--train", default=str(DATA / "train_prompts.jsonl"))
     parser.add_argument("--eval", default=str(DATA / "eval_prompts.jsonl"))
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Base checkpoint (bootstrapped when missing).")
-    parser.add_argument("--preset", default="default", choices=list(PRESETS),
+    parser.add_argument("--preset", default="default", choices=names(),
                         help="run_loop --preset (loop.presets); --params override it.")
     parser.add_argument("--params", default="{}", help="run_loop --params: training, sampling, pairing, reference.")
     parser.add_argument("--seed", type=int, default=0)

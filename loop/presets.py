@@ -1,7 +1,7 @@
-"""Named loop presets: what a round samples, how it pairs, what it trains on, chosen by name ("default", "quick",
-"replay", "iterative") on the loop page, in `run_loop --preset`, in the API and in the benchmarks. A run's own settings override its
-preset's, and the run records the preset's name and the settings resolved from it, so a run resumed after an
-upgrade keeps what it started with.
+"""Named loop presets: what a round samples, how it pairs, what it trains on, chosen by name ("default", "all",
+"quick", "replay"; "iterative" is the default's earlier name) on the loop page, in `run_loop --preset`, in the API
+and in the benchmarks. A run's own settings override its preset's, and the run records the preset's name and the
+settings resolved from it, so a run resumed after an upgrade keeps what it started with.
 """
 from __future__ import annotations
 
@@ -23,33 +23,42 @@ class LoopPreset:
                 "reference": self.reference}
 
 
-# Measurements behind the default in docs/defaults.md: four samples ranked by the judge, best paired with worst, took
-# round 3 from 78.9% (two samples, a random pair) to 82.0% against base at 6 judge calls per prompt, and training on
-# every label so far kept improving over three rounds where "new" did not.
-DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with worst, train on every label so far")
+# The default since measurement 14 of docs/defaults.md: each round is its own DPO step (iterative DPO as the papers
+# run it), on the pairs its starting version sampled, with that version as the reference. Side by side with training
+# on every label so far ("all", the default before it), over two rule judges and two seeds, the versions current at
+# the end won as often against base (74.2% and 89.1% against 82.8%; 83.6% against 84.4%; 74.2% against 75.8%: within
+# the ±9 points of 64 votes) with the same KL to base, and every round stayed under 4 minutes on 2 AMX cores where
+# "all" grows by a round's pairs each round (its round 3: 4.5-5.5 minutes). The gate's KL budget then bounds each
+# round's step from its reference; the length and cut bounds, and the loop's KL-to-base figure, bound the distance
+# to base. Four samples ranked by the judge, best paired with worst (measurement 6).
+DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with worst; each round trains on its own "
+                                "pairs with the version it starts from as the reference: a round's cost stays flat",
+                     data="new", reference="start")
+# The default before measurement 14: every label so far, base as the reference; a round's training grows each round.
+ALL = LoopPreset("all", "like default, but train on every label so far with base as the reference: the "
+                        "most data a round, at a cost that grows each round")
 QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call), train on this round's pairs only",
                    samples=2, pairing="random", data="new")
-# Measured against the default in docs/defaults.md (measurement 8): round 3 trained 35-41% faster (the round took
-# 26-32% less time), the promoted
-# versions won as often within the noise of two seeds; it pays off over many rounds, where "all" grows each round.
-REPLAY = LoopPreset("replay", "like default, but train on this round's pairs and as many of other rounds' at random: "
+# Measured against "all" in docs/defaults.md (measurement 8): round 3 trained 35-41% faster (the round took 26-32%
+# less time), the promoted versions won as often within the noise of two seeds.
+REPLAY = LoopPreset("replay", "like all, but train on this round's pairs and as many of other rounds' at random: "
                               "a round's cost stays flat over many rounds", data="replay")
-# Measured against the default in docs/defaults.md (measurement 13): the same versions current at the end in two seeds
-# (74.2% and 74.2%, 84.4% and 83.6% against base), the same KL to base, every round under 3.3 minutes where the
-# default's round 3 took 4.5. The gate's KL budget then bounds each round's step from its reference, not the
-# distance to base.
-ITERATIVE = LoopPreset("iterative", "like default, but each round trains on its own pairs only, with the version it "
-                                    "starts from as the reference: a round's cost stays flat", data="new",
-                       reference="start")
-PRESETS: dict[str, LoopPreset] = {p.name: p for p in (DEFAULT, QUICK, REPLAY, ITERATIVE)}
+PRESETS: dict[str, LoopPreset] = {p.name: p for p in (DEFAULT, ALL, QUICK, REPLAY)}
+# Names a preset had before: runs and scripts that use them get the preset under its name now.
+ALIASES = {"iterative": DEFAULT.name}
 
 
 def preset_named(name: str) -> LoopPreset:
     """The preset of that name; an unknown name is a ValueError listing the known ones."""
     try:
-        return PRESETS[name]
+        return PRESETS[ALIASES.get(name, name)]
     except (KeyError, TypeError):
         raise ValueError(f"unknown loop preset {name!r} (known: {', '.join(PRESETS)})") from None
+
+
+def names() -> list[str]:
+    """Every name a preset answers to: the presets' and their earlier names."""
+    return [*PRESETS, *ALIASES]
 
 
 def choices() -> list[tuple[str, str]]:

@@ -258,7 +258,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     clock = time.perf_counter()
     try:
         training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
-                                      data_choice=params.get("data", DEFAULT.data),
+                                      data_choice=params.get("data", "all"),
                                       params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
     except TrainingError as exc:
         raise LoopError(f"round {number}: {exc}") from None

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from loop.models import LoopRun
-from loop.presets import DEFAULT, ITERATIVE, PRESETS, QUICK, REPLAY
+from loop.presets import ALL, DEFAULT, PRESETS, QUICK, REPLAY
 from loop.services import LoopError, run_loop, start_loop_run
 
 from .test_run_loop import JUDGE, PARAMS
@@ -21,19 +21,23 @@ def prompts(loop_base):
 def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
     default = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
     assert default.params["preset"] == "default"
-    assert (default.params["sampling"]["n"], default.params["pairing"], default.params["data"]) == (4, "judge", "all")
+    assert (default.params["sampling"]["n"], default.params["pairing"], default.params["data"],
+            default.params["reference"]) == (4, "judge", "new", "start")
+    every = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="all")
+    assert (every.params["preset"], every.params["sampling"]["n"], every.params["pairing"], every.params["data"],
+            every.params["reference"]) == ("all", 4, "judge", "all", "base")
     quick = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick")
     assert quick.params["preset"] == "quick"
     assert (quick.params["sampling"]["n"], quick.params["pairing"], quick.params["data"]) == (2, "random", "new")
     replay = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="replay")
     assert (replay.params["sampling"]["n"], replay.params["pairing"], replay.params["data"]) == (4, "judge", "replay")
+    assert quick.params["reference"] == replay.params["reference"] == "base"
+    # the default's earlier name still works, and the run records the preset under its name now
     iterative = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
                                preset="iterative")
-    assert (iterative.params["sampling"]["n"], iterative.params["pairing"], iterative.params["data"],
-            iterative.params["reference"]) == (4, "judge", "new", "start")
-    assert default.params["reference"] == quick.params["reference"] == replay.params["reference"] == "base"
-    assert len({QUICK.params()["data"], DEFAULT.params()["data"], REPLAY.params()["data"]}) == 3
-    assert ITERATIVE.params() != QUICK.params() and set(PRESETS) == {"default", "quick", "replay", "iterative"}
+    assert iterative.params == default.params
+    assert len({QUICK.params()["data"], ALL.params()["data"], REPLAY.params()["data"]}) == 3
+    assert DEFAULT.params() != QUICK.params() and set(PRESETS) == {"default", "all", "quick", "replay"}
 
 
 def test_a_runs_own_settings_override_its_preset(prompts):
@@ -57,13 +61,12 @@ def test_the_quick_preset_runs_a_round_with_its_settings(prompts):
     assert TrainingRun.objects.get().data_choice == "new"
 
 
-def test_the_iterative_preset_trains_each_round_on_its_own_pairs_against_its_starting_version(prompts, client,
-                                                                                               django_user_model):
+def test_the_default_preset_trains_each_round_on_its_own_pairs_against_its_starting_version(prompts, client,
+                                                                                             django_user_model):
     from training.models import TrainingRun
 
     params = dict(PARAMS, sampling=dict(PARAMS["sampling"]))
-    run = start_loop_run(rounds=2, pairs=2, judge=JUDGE, tag="t", eval_limit=2, params=params, enqueue=False,
-                         preset="iterative")
+    run = start_loop_run(rounds=2, pairs=2, judge=JUDGE, tag="t", eval_limit=2, params=params, enqueue=False)
     run = run_loop(run.pk)
     assert run.status == "succeeded", run.error
     first, second = TrainingRun.objects.order_by("pk")
@@ -77,7 +80,7 @@ def test_the_iterative_preset_trains_each_round_on_its_own_pairs_against_its_sta
 
 
 def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, django_user_model):
-    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, quick, replay, iterative\)"):
+    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, all, quick, replay\)"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="fast")
     with pytest.raises(LoopError, match="unknown loop preset 'fast'"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,

@@ -63,8 +63,8 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch, settings
     monkeypatch.setattr(training_services, "_train", flagged_run)
     _open_gate(settings)
 
-    call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1,
-                 params=json.dumps(dict(PARAMS, data="all")))
+    call_command("run_loop", rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1, preset="all",
+                 params=json.dumps(PARAMS))
     out = capsys.readouterr()
     rounds = [json.loads(line) for line in out.out.strip().splitlines()]
     assert [r["round"] for r in rounds] == [1, 2] and [r["version"] for r in rounds] == ["round-1", "round-2"]

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from judges import JudgeError
 from loop.models import LoopRun
-from loop.presets import DEFAULT, PRESETS
+from loop.presets import DEFAULT, PRESETS, names
 from loop.services import LoopError, run_loop, start_loop_run
 from prefloop.commands import Command as PrefLoopCommand
 
@@ -28,7 +28,7 @@ class Command(PrefLoopCommand):
         parser.add_argument("--tag", default="", help="Only prompts with this tag.")
         parser.add_argument("--eval-limit", type=int, default=64, help="Eval prompts each new version answers.")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--preset", default=DEFAULT.name, choices=list(PRESETS),
+        parser.add_argument("--preset", default=DEFAULT.name, choices=names(),
                             help="Named round settings: " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
                                  + f" (default: {DEFAULT.name}).")
         parser.add_argument("--params", default="{}",
