@@ -44,7 +44,7 @@ from training.services import (
 )
 
 from .models import LoopRun
-from .presets import DEFAULT, preset_named
+from .presets import ALL, DEFAULT, preset_named
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,9 @@ def _check_params(params: dict, judge: str) -> None:
         check_pairing(pairing, judge if pairing == "judge" else "", sampling.n)
     except GenerationError as exc:
         raise LoopError(str(exc)) from None
-    if params.get("reference", "base") not in ("base", "start"):
+    if params.get("reference", ALL.reference) not in ("base", "start"):
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
-    if params.get("data", DEFAULT.data) not in DATA_CHOICES:
+    if params.get("data", ALL.data) not in DATA_CHOICES:
         raise LoopError(f"data must be one of {', '.join(map(repr, DATA_CHOICES))} (got {params['data']!r})")
 
 
@@ -257,8 +257,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     report("train", 0, 1)
     clock = time.perf_counter()
     try:
-        training = start_training_run(input_version=start, reference_choice=params.get("reference", "base"),
-                                      data_choice=params.get("data", "all"),
+        # a run recorded before presets has no data or reference: it ran what the `all` preset runs
+        training = start_training_run(input_version=start, reference_choice=params.get("reference", ALL.reference),
+                                      data_choice=params.get("data", ALL.data),
                                       params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
     except TrainingError as exc:
         raise LoopError(f"round {number}: {exc}") from None
