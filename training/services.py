@@ -86,7 +86,7 @@ def check_loss_terms(config: DPOConfig) -> None:
     before anything is queued, not in the worker."""
     try:
         configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
-                         config.loss_type)
+                         config.loss_type, config.smoothing)
     except ValueError as exc:
         raise TrainingError(f"training settings: loss_terms: {exc}") from None
 

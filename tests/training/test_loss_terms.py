@@ -20,6 +20,7 @@ from training.dpo.terms import (
 )
 from training.dpo.trainer import TrainingDiverged, _pair_loss, train_dpo
 from training.launcher import write_pairs
+from training.services import TrainingError, check_loss_terms
 
 CUT, NONE = frozenset({"cut"}), frozenset()
 
@@ -117,10 +118,39 @@ def test_a_term_class_named_without_arguments_is_built_with_its_defaults_or_refu
     # named bare, a class used to be handed the batch as its first argument at the first step, in the worker
     penalty = load_term("training.dpo.terms:RulePenalty")
     assert isinstance(penalty, RulePenalty) and penalty.weight == 1.0
-    with pytest.raises(ValueError, match="MarginCap': building it failed: .*cap"):
-        load_term("training.dpo.terms:MarginCap")
+    with pytest.raises(ValueError, match="MarginCap\\?cap=x': building it failed: .*could not convert"):
+        load_term("training.dpo.terms:MarginCap?cap=x")
     with pytest.raises(ValueError, match="cap must be a positive number"):
         load_term("training.dpo.terms:MarginCap?cap=-1")
+
+
+def test_a_margin_cap_named_without_a_cap_takes_it_from_the_runs_flip_rate(tiny_model_dir, tmp_path, dtype):
+    """The capped robust loss is the setting measured for noisy labels, its cap ln((1 - eps)/eps); with
+    label_agreement "measured" nobody knows eps before the round, so a bare cap reads it from the run's settings."""
+    bare = "training.dpo.terms:MarginCap"
+    (cap,) = configured_terms(0, 0, bare, loss_type="robust", smoothing=0.25)
+    assert cap.cap == pytest.approx(math.log(3))
+    config = DPOConfig(loss_type="robust", label_agreement=0.625, loss_terms=bare)  # agreement 0.625 is a 25% flip rate
+    (cap,) = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, (), config.loss_type,
+                              config.smoothing)
+    assert cap.cap == pytest.approx(math.log(3))
+    assert configured_terms(0, 0, bare + "?cap=2", smoothing=0.25)[0].cap == 2  # a stated cap stands
+    # no flip rate: no cap to take; refused when the settings are read (before a round is queued) and in the worker
+    with pytest.raises(TrainingError, match=r"loss_terms: margin_cap without cap= .* this run's is 0 \(every label "
+                                            r"trusted.*\): give label_smoothing, or label_agreement under 1, or cap=C"):
+        check_loss_terms(DPOConfig(loss_type="robust", loss_terms=bare))
+    pairs = [PreferencePair(prompt=f"Tell me about topic {i}.", chosen="Thank you! Happy to help.", rejected="No.")
+             for i in range(8)]
+    with pytest.raises(ValueError, match="margin_cap without cap="):
+        train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, loss_terms=bare), tiny_model_dir, pairs,
+                  tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    # with one, the worker builds the cap from it and trains
+    steps = []
+    result = train_dpo(DPOConfig(dtype=dtype, batch_size=4, epochs=1, loss_type="robust", label_smoothing=0.25,
+                                 loss_terms=bare), tiny_model_dir, pairs, tmp_path / "out",
+                       on_step=lambda s, t, m: steps.append(m))
+    assert len(steps) == 2 and math.isfinite(result.mean_loss)
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "robust"])
@@ -233,7 +263,8 @@ def test_the_train_service_refuses_a_term_it_cannot_run_with_nothing_stored(db):
     ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
     for params, why in (
         ({"loss_terms": "os:system?command=touch /tmp/pwned"}, "is not allowed"),
-        ({"loss_terms": "training.dpo.terms:MarginCap"}, "building it failed"),
+        ({"loss_terms": "training.dpo.terms:MarginCap"}, "margin_cap without cap= .* this run's is 0"),
+        ({"loss_terms": "training.dpo.terms:MarginCap?cap=0"}, "building it failed: .*positive"),
         ({"loss_type": "ipo", "loss_terms": "training.dpo.terms:MarginCap?cap=2"}, "not the 'ipo' loss"),
         ({"loss_type": "hinge", "loss_terms": "training.dpo.terms:MarginCap?cap=2"}, "stops at beta.h = 1 by itself"),
         ({"loss_terms": "training.dpo.terms:MarginCap?cap=2,training.dpo.terms:MarginCap?cap=3"}, "more than once"),
@@ -244,6 +275,10 @@ def test_the_train_service_refuses_a_term_it_cannot_run_with_nothing_stored(db):
     run = start_training_run(params={"loss_type": "robust", "label_smoothing": 0.25,
                                      "loss_terms": "training.dpo.terms:MarginCap?cap=1.1"}, enqueue=False)
     assert run.params["loss_terms"] == "training.dpo.terms:MarginCap?cap=1.1"
+    run.delete()
+    run = start_training_run(params={"loss_type": "robust", "label_agreement": 0.625,
+                                     "loss_terms": "training.dpo.terms:MarginCap"}, enqueue=False)
+    assert run.params["loss_terms"] == "training.dpo.terms:MarginCap"  # its cap, ln 3, is the settings' to derive
 
 
 def test_a_loop_refuses_a_term_it_cannot_run_before_its_first_round(db):
@@ -254,7 +289,7 @@ def test_a_loop_refuses_a_term_it_cannot_run_before_its_first_round(db):
 
     ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
     for terms, why in (("os:system?command=touch /tmp/pwned", "is not allowed"),
-                       ("training.dpo.terms:MarginCap", "building it failed")):
+                       ("training.dpo.terms:MarginCap", "margin_cap without cap= .* this run's is 0")):
         with pytest.raises(CommandError, match=f"loss_terms: .*{why}"):
             call_command("run_loop", rounds=1, pairs=1, judge="judges.rules:length_target",
                          params=json.dumps({"training": {"loss_terms": terms}}))

@@ -99,8 +99,9 @@ HELP = {
     "weight_decay": "AdamW's decoupled weight decay.",
     "kto_desirable_weight": "KTO only: weight of desirable answers.",
     "kto_undesirable_weight": "KTO only: weight of undesirable answers.",
-    "loss_terms": "Extra loss terms, comma-separated: training.dpo.terms:MarginCap?cap=C (beta*h counts up to C, "
-                  "for the robust loss: ln((1-e)/e)) or ones listed in PREFLOOP_LOSS_TERMS.",
+    "loss_terms": "Extra loss terms, comma-separated: training.dpo.terms:MarginCap?cap=C (beta*h counts up to C; "
+                  "without ?cap=, C is ln((1-e)/e) for the run's label smoothing e) or ones listed in "
+                  "PREFLOOP_LOSS_TERMS.",
 }
 
 

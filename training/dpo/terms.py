@@ -16,7 +16,8 @@ Built in:
   relu(reward + margin); DPOConfig.rule_penalty is the weight.
 - `margin_cap` (`training.dpo.terms:MarginCap?cap=C`): β·h counts up to C and no further, so a pair past it gives no
   gradient; for the sigmoid and robust losses (it bounds the robust loss, whose pull toward a larger margin never
-  fades; the hinge stops at β·h = 1 by itself).
+  fades; the hinge stops at β·h = 1 by itself). Named without `?cap=`, C is ln((1 − ε)/ε) for the run's label
+  smoothing ε (label_smoothing, or what label_agreement implies, measured included).
 """
 from __future__ import annotations
 
@@ -86,14 +87,26 @@ class RulePenalty:
 class MarginCap:
     """A pair's β·h counts up to `cap` and no further: margin relu(β·h − cap), so the loss sees min(β·h, cap) (before
     the other terms' margins) and a pair past the cap gives no gradient. The sigmoid loss's pull fades as β·h grows;
-    the robust loss's never does (its ε·log σ(−β·h) term keeps rewarding a larger margin), and this bounds it."""
+    the robust loss's never does (its ε·log σ(−β·h) term keeps rewarding a larger margin), and this bounds it.
+    Named without a cap, it takes ln((1 − ε)/ε) from the run's label smoothing ε (given, or implied by
+    label_agreement, measured included): where the robust loss's never-fading part starts to outweigh the rest
+    (docs/defaults.md, measurement 10)."""
 
     name = "margin_cap"
 
-    def __init__(self, cap: float):
-        self.cap = float(cap)
-        if not (math.isfinite(self.cap) and self.cap > 0):
+    def __init__(self, cap: float | None = None):
+        self.cap = None if cap is None else float(cap)
+        if self.cap is not None and not (math.isfinite(self.cap) and self.cap > 0):
             raise ValueError(f"cap must be a positive number (got {cap!r})")
+
+    @staticmethod
+    def for_smoothing(smoothing: float) -> float:
+        """The cap a flip rate ε asks for: ln((1 − ε)/ε), cDPO's optimum margin; a ValueError without one."""
+        if not 0 < smoothing < 0.5:
+            raise ValueError("margin_cap without cap= takes ln((1 - eps)/eps) from the label smoothing eps, and this "
+                             f"run's is {smoothing:g} (every label trusted: the loss's pull fades by itself): give "
+                             "label_smoothing, or label_agreement under 1, or cap=C")
+        return math.log((1 - smoothing) / smoothing)
 
     def __call__(self, batch: TermBatch) -> TermResult:
         h = (batch.policy_chosen - batch.ref_chosen) - (batch.policy_rejected - batch.ref_rejected)
@@ -142,10 +155,10 @@ CAPPABLE_LOSSES = ("sigmoid", "robust")  # the hinge stops at β·h = 1 by itsel
 
 
 def configured_terms(length_alpha: float, rule_penalty: float, names: str, allowed: Collection[str] = (),
-                     loss_type: str | None = None) -> list[Term]:
+                     loss_type: str | None = None, smoothing: float = 0.0) -> list[Term]:
     """The terms a configuration asks for: the two built-ins by their weights, then each comma-separated name.
     Given the `loss_type`, a margin cap is refused with a loss it cannot bound (a term of your own can only say so
-    when it runs); two caps are refused."""
+    when it runs); two caps are refused; a cap named without one takes it from the label `smoothing`."""
     terms: list[Term] = []
     if length_alpha:
         terms.append(LengthRegulariser(length_alpha))
@@ -159,6 +172,9 @@ def configured_terms(length_alpha: float, rule_penalty: float, names: str, allow
         raise ValueError(f"the margin_cap term bounds the margin of the {' and '.join(CAPPABLE_LOSSES)} losses, not "
                          f"the {loss_type!r} loss" + (" (it stops at beta*h = 1 by itself)" if loss_type == "hinge"
                                                       else ""))
+    for cap in caps:
+        if cap.cap is None:
+            cap.cap = MarginCap.for_smoothing(smoothing)
     return terms
 
 

@@ -337,7 +337,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     if not pairs:
         raise ValueError("train_dpo: no pairs to train on")
     terms = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, allowed_terms,
-                             config.loss_type)
+                             config.loss_type, config.smoothing)
     dist = _Dist()
     device = dist.device
     dtype = resolve_dtype(config, device)
