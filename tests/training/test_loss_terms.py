@@ -124,6 +124,9 @@ def test_a_term_class_named_without_arguments_is_built_with_its_defaults_or_refu
         load_term("training.dpo.terms:MarginCap?cap=-1")
 
 
+shared_cap = MarginCap()
+
+
 def test_a_margin_cap_named_without_a_cap_takes_it_from_the_runs_flip_rate(tiny_model_dir, tmp_path, dtype):
     """The capped robust loss is the setting measured for noisy labels, its cap ln((1 - eps)/eps); with
     label_agreement "measured" nobody knows eps before the round, so a bare cap reads it from the run's settings."""
@@ -135,6 +138,12 @@ def test_a_margin_cap_named_without_a_cap_takes_it_from_the_runs_flip_rate(tiny_
                               config.smoothing)
     assert cap.cap == pytest.approx(math.log(3))
     assert configured_terms(0, 0, bare + "?cap=2", smoothing=0.25)[0].cap == 2  # a stated cap stands
+    # a cap a module holds is shared by every run that names it: each run gets its own flip rate's cap
+    shared = "tests.training.test_loss_terms:shared_cap"
+    first = configured_terms(0, 0, shared, [shared], smoothing=0.25)[0]
+    second = configured_terms(0, 0, shared, [shared], smoothing=0.1)[0]
+    assert first.cap == pytest.approx(math.log(3)) and second.cap == pytest.approx(math.log(9))
+    assert shared_cap.cap is None
     # no flip rate: no cap to take; refused when the settings are read (before a round is queued) and in the worker
     with pytest.raises(TrainingError, match=r"loss_terms: margin_cap without cap= .* this run's is 0 \(every label "
                                             r"trusted.*\): give label_smoothing, or label_agreement under 1, or cap=C"):

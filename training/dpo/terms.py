@@ -172,10 +172,9 @@ def configured_terms(length_alpha: float, rule_penalty: float, names: str, allow
         raise ValueError(f"the margin_cap term bounds the margin of the {' and '.join(CAPPABLE_LOSSES)} losses, not "
                          f"the {loss_type!r} loss" + (" (it stops at beta*h = 1 by itself)" if loss_type == "hinge"
                                                       else ""))
-    for cap in caps:
-        if cap.cap is None:
-            cap.cap = MarginCap.for_smoothing(smoothing)
-    return terms
+    # a new term, not the named one changed: an instance a module holds is shared by every run that names it
+    return [MarginCap(MarginCap.for_smoothing(smoothing)) if isinstance(term, MarginCap) and term.cap is None else term
+            for term in terms]
 
 
 def term_name(term: Term) -> str:
