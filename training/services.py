@@ -30,7 +30,7 @@ from prefloop.numerics import dtype_note, product_dtype
 from .dataset import RoundData, labelling_round, round_data, store_reference_logps
 from .dpo.config import DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
-from .dpo.terms import configured_terms
+from .dpo.terms import terms_for
 from .dpo.trainer import TrainingCancelled, train_dpo
 from .evaluation import evaluate_round
 from .launcher import train_in_processes
@@ -85,8 +85,7 @@ def check_loss_terms(config: DPOConfig) -> None:
     """Refuse, as a TrainingError, a loss term that is not allowed, does not load or cannot run with the loss: here,
     before anything is queued, not in the worker."""
     try:
-        configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, settings.PREFLOOP_LOSS_TERMS,
-                         config.loss_type, config.smoothing)
+        terms_for(config, settings.PREFLOOP_LOSS_TERMS)
     except ValueError as exc:
         raise TrainingError(f"training settings: loss_terms: {exc}") from None
 

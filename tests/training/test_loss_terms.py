@@ -17,6 +17,7 @@ from training.dpo.terms import (
     TermResult,
     configured_terms,
     load_term,
+    terms_for,
 )
 from training.dpo.trainer import TrainingDiverged, _pair_loss, train_dpo
 from training.launcher import write_pairs
@@ -37,7 +38,7 @@ def _batch():
 def test_the_length_term_is_r_dpo():
     pc, pr, rc, rr, nc, nr = _batch()
     config, alpha = DPOConfig(beta=0.1, length_alpha=0.02), 0.02
-    terms = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms)
+    terms = terms_for(config)
     loss, _, _ = _pair_loss(config, torch.cat([pc, pr]), torch.cat([nc, nr]), rc, rr, None, terms)
     h = (pc - rc) - (pr - rr)
     expected = -F.logsigmoid(0.1 * h - alpha * (nc - nr)).mean()
@@ -134,8 +135,7 @@ def test_a_margin_cap_named_without_a_cap_takes_it_from_the_runs_flip_rate(tiny_
     (cap,) = configured_terms(0, 0, bare, loss_type="robust", smoothing=0.25)
     assert cap.cap == pytest.approx(math.log(3))
     config = DPOConfig(loss_type="robust", label_agreement=0.625, loss_terms=bare)  # agreement 0.625 is a 25% flip rate
-    (cap,) = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, (), config.loss_type,
-                              config.smoothing)
+    (cap,) = terms_for(config)
     assert cap.cap == pytest.approx(math.log(3))
     assert configured_terms(0, 0, bare + "?cap=2", smoothing=0.25)[0].cap == 2  # a stated cap stands
     # a cap a module holds is shared by every run that names it: each run gets its own flip rate's cap

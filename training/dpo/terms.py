@@ -177,5 +177,11 @@ def configured_terms(length_alpha: float, rule_penalty: float, names: str, allow
             for term in terms]
 
 
+def terms_for(config, allowed: Collection[str] = ()) -> list[Term]:
+    """The terms a DPOConfig asks for, checked against its loss and taking a bare cap from its label smoothing."""
+    return configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, allowed, config.loss_type,
+                            config.smoothing)
+
+
 def term_name(term: Term) -> str:
     return getattr(term, "name", None) or getattr(term, "__name__", None) or type(term).__name__

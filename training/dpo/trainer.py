@@ -25,7 +25,7 @@ from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
 from training.dpo.logps import PairLogps, build_pair_batch, position_kl
 from training.dpo.losses import dpo_loss, implicit_rewards, kto_loss, nll_loss, rrhf_loss
-from training.dpo.terms import TermBatch, configured_terms, term_name
+from training.dpo.terms import TermBatch, term_name, terms_for
 
 
 @dataclass
@@ -336,8 +336,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     start = time.perf_counter()
     if not pairs:
         raise ValueError("train_dpo: no pairs to train on")
-    terms = configured_terms(config.length_alpha, config.rule_penalty, config.loss_terms, allowed_terms,
-                             config.loss_type, config.smoothing)
+    terms = terms_for(config, allowed_terms)
     dist = _Dist()
     device = dist.device
     dtype = resolve_dtype(config, device)
