@@ -23,4 +23,5 @@ Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Number = Annotated[int, Field(ge=0, le=MAX_NUMBER)]
 Text = Annotated[str, Field(max_length=20_000), AfterValidator(_storable)]
 Name = Annotated[str, Field(max_length=300), AfterValidator(_storable)]
+Reason = Annotated[str, Field(max_length=2000), AfterValidator(_storable)]  # a recorded why (VersionChange.reason)
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]

@@ -9,16 +9,17 @@ from typing import Any
 from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
+from ninja.errors import HttpError
 from pydantic import Field
 
 from compare import leaderboard
 from generation.models import ModelVersion
-from generation.services import set_current
-from training import dashboard
+from generation.services import GenerationError
+from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Id, Number
+from .fields import Id, Number, Reason
 
 router = Router(tags=["versions"])
 
@@ -61,13 +62,69 @@ def get_version(request: HttpRequest, version_id: Id):
     return _version(version, _runs_by_output())
 
 
+class PromoteIn(Schema):
+    reason: Reason = Field("", description="Why (recorded with the change). Required to promote a candidate that has "
+                                         "not passed the gate (by hand); optional to roll back to any other version.")
+
+
+class GateOut(Schema):
+    passed: bool
+    reason: str = Field(description="What it passed on, or each bound it missed with the measured figure.")
+    current: VersionOut = Field(description="The current version after the check.")
+
+
+def _pending_run(version: ModelVersion) -> TrainingRun | None:
+    """The run that made `version` while its gate decision is still open (a candidate, or kept out by the gate)."""
+    run = TrainingRun.objects.filter(output_version=version).first()
+    pending = (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
+    return run if run is not None and run.decision in pending else None
+
+
 @router.post("/versions/{version_id}/promote", response=VersionOut, summary="Make a version current (staff)")
-def promote(request: HttpRequest, version_id: Id):
+def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None):
+    """As the Train page does it: a candidate a round made becomes current only by passing the gate
+    (`POST /versions/{id}/gate`) or by hand with a reason; any other version (base, one that was current before) is
+    a rollback. Every change is recorded with who made it and why; a refusal changes nothing (409)."""
     staff_only(request)
     version = get_object_or_404(ModelVersion, pk=version_id)
-    set_current(version)
+    reason = (body.reason if body else "").strip()
+    if version.is_current:
+        raise HttpError(409, f"version {version.name!r} is already the current one")
+    run = _pending_run(version)
+    try:
+        if run is not None:
+            if not reason:
+                raise HttpError(409, f"version {version.name!r} is a candidate that has not passed the promotion gate: "
+                                     f"check the gate (POST /api/v1/versions/{version.pk}/gate), or promote it by "
+                                     "hand with a \"reason\" (recorded)")
+            promotion.promote_by_hand(run, user=request.user, reason=reason)
+        else:
+            promotion.rollback(version, user=request.user, reason=reason)
+    except (promotion.PromotionError, GenerationError) as exc:
+        raise HttpError(409, str(exc)) from None
     version.refresh_from_db()
     return _version(version, _runs_by_output())
+
+
+@router.post("/versions/{version_id}/gate", response=GateOut, summary="Check a candidate against the gate (staff)")
+def check_gate(request: HttpRequest, version_id: Id):
+    """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
+    (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
+    staff_only(request)
+    version = get_object_or_404(ModelVersion, pk=version_id)
+    run = TrainingRun.objects.filter(output_version=version).first()
+    if run is None:
+        raise HttpError(409, f"version {version.name!r} was not made by a training round here: there is no gate "
+                             "to check (promote it to make it current)")
+    if _pending_run(version) is None:
+        raise HttpError(409, f"version {version.name!r} has had its gate decision ({run.decision}): promote it to "
+                             "make it current again")
+    try:
+        result = promotion.check_gate(run)
+    except (promotion.PromotionError, GenerationError) as exc:
+        raise HttpError(409, str(exc)) from None
+    current = ModelVersion.objects.select_related("parent").get(is_current=True)
+    return {"passed": result.passed, "reason": result.reason, "current": _version(current, _runs_by_output())}
 
 
 def _finite(value: Any) -> Any:

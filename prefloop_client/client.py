@@ -120,8 +120,15 @@ class Client:
     def versions(self) -> list[dict]:
         return self.get("/versions")
 
-    def promote(self, version_id: int) -> dict:
-        return self.post(f"/versions/{int(version_id)}/promote")
+    def promote(self, version_id: int, reason: str = "") -> dict:
+        """Make a version current: a candidate that has not passed the gate needs a reason (promoted by hand); any
+        other version is a rollback. Recorded either way."""
+        return self.post(f"/versions/{int(version_id)}/promote", {"reason": reason})
+
+    def check_gate(self, version_id: int) -> dict:
+        """Apply the promotion gate to a round's candidate: {"passed", "reason", "current"}; it becomes current when
+        it passes."""
+        return self.post(f"/versions/{int(version_id)}/gate")
 
     def leaderboard(self, *, automatic: bool = False) -> dict:
         return self.get("/leaderboard", automatic=automatic)

@@ -1,0 +1,94 @@
+"""Promotion through the API follows the gate as the Train page does: a candidate a round made becomes current only
+by passing the gate or by hand with a reason, and every change of the current version is recorded."""
+from __future__ import annotations
+
+import pytest
+
+from generation.models import ModelVersion, VersionChange
+from prefloop_client import APIError
+from training.models import TrainingRun
+
+from .conftest import http
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _candidate(decision=TrainingRun.Decision.CANDIDATE):
+    base = ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
+    child = ModelVersion.objects.create(name="round-1", path="/nonexistent-1", parent=base, round=1)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=child,
+                                     status=TrainingRun.SUCCEEDED, decision=decision)
+    return base, child, run
+
+
+@pytest.mark.parametrize("decision", [TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT])
+def test_a_candidate_is_not_made_current_past_the_gate_without_a_reason(live_server, staff, token_for, decision):
+    """The attack: a script promotes a round's candidate (one the gate kept out, or never checked) with a bare POST,
+    as the endpoint allowed before: no gate, no reason, no record."""
+    base, child, run = _candidate(decision)
+    url = f"{live_server.url}/api/v1/versions/{child.pk}/promote"
+    auth = {"Authorization": f"Bearer {token_for(staff)}"}
+    for body in (None, {}, {"reason": "   "}):
+        refused = http("POST", url, body, headers=auth)
+        assert refused.status == 409, refused.body
+        assert "gate" in refused.body["detail"] and "reason" in refused.body["detail"]
+    assert ModelVersion.objects.get(is_current=True) == base
+    assert not VersionChange.objects.exists()
+    run.refresh_from_db()
+    assert run.decision == decision
+
+
+def test_promoting_a_candidate_by_hand_records_who_and_why(staff_api, staff):
+    base, child, run = _candidate(TrainingRun.Decision.KEPT)
+    out = staff_api.promote(child.pk, reason="read 30 answers myself: better")
+    assert out["is_current"] is True and ModelVersion.objects.get(is_current=True) == child
+    change = VersionChange.objects.get()
+    assert (change.version, change.previous, change.action, change.user, change.reason) == (
+        child, base, VersionChange.Action.BY_HAND, staff, "read 30 answers myself: better")
+    run.refresh_from_db()
+    assert (run.decision, run.decided_by, run.decision_note) == (
+        TrainingRun.Decision.BY_HAND, staff, "read 30 answers myself: better")
+    with pytest.raises(APIError) as again:
+        staff_api.promote(child.pk, reason="twice")
+    assert again.value.status == 409 and "already the current one" in again.value.detail
+    assert VersionChange.objects.count() == 1
+
+
+def test_a_version_outside_the_gate_is_a_recorded_rollback(staff_api, staff):
+    base, child, run = _candidate(TrainingRun.Decision.KEPT)
+    staff_api.promote(child.pk, reason="by hand")
+    staff_api.promote(base.pk)  # base was made by no round: a rollback, reason optional
+    assert ModelVersion.objects.get(is_current=True) == base
+    last = VersionChange.objects.order_by("-pk").first()
+    assert (last.version, last.previous, last.action, last.user) == (base, child, VersionChange.Action.ROLLBACK, staff)
+
+
+def test_checking_the_gate_records_the_decision_and_promotes_only_a_pass(staff_api):
+    base, child, run = _candidate()
+    out = staff_api.check_gate(child.pk)  # no blind votes against base yet: kept out
+    assert out["passed"] is False and "blind votes" in out["reason"] and out["current"]["name"] == "base"
+    run.refresh_from_db()
+    assert run.decision == TrainingRun.Decision.KEPT and run.gate["passed"] is False
+    assert ModelVersion.objects.get(is_current=True) == base and not VersionChange.objects.exists()
+    with pytest.raises(APIError) as no_gate:
+        staff_api.check_gate(base.pk)
+    assert no_gate.value.status == 409 and "not made by a training round" in no_gate.value.detail
+
+
+def test_an_overlong_reason_is_refused_before_anything_changes(staff_api):
+    base, child, run = _candidate()
+    with pytest.raises(APIError) as refused:
+        staff_api.promote(child.pk, reason="x" * 2001)
+    assert refused.value.status in (400, 422) and "reason" in str(refused.value.errors) + refused.value.detail
+    assert ModelVersion.objects.get(is_current=True) == base and not VersionChange.objects.exists()
+
+
+def test_an_annotator_can_neither_promote_nor_check_the_gate(annotator_api):
+    base, child, run = _candidate()
+    for attempt in (lambda: annotator_api.promote(child.pk, reason="me"), lambda: annotator_api.check_gate(child.pk)):
+        with pytest.raises(APIError) as refused:
+            attempt()
+        assert refused.value.status == 403
+    assert ModelVersion.objects.get(is_current=True) == base
+    run.refresh_from_db()
+    assert run.decision == TrainingRun.Decision.CANDIDATE
