@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    "api.middleware.JsonErrorsMiddleware",  # every error under /api/ is JSON, whichever layer below answered
     "prefloop.request_limits.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Before the session: an unreachable database, from the session load on, answers 503 and the page retries.

@@ -1,0 +1,46 @@
+"""Every error under /api/ is JSON with a 4xx status, whatever the body's encoding, the method or the path."""
+from __future__ import annotations
+
+import pytest
+
+from generation.models import Prompt
+
+from .conftest import http
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+BOUNDARY = "----prefloop-test"
+MULTIPART = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"rows\"\r\n\r\n"
+             f"[{{\"prompt\": \"x\"}}]\r\n--{BOUNDARY}--\r\n")
+
+
+@pytest.mark.parametrize("path,who", [("/prompts", "staff"), ("/label/submit", "annotator"), ("/label/skip", "annotator")])
+def test_a_form_posted_to_a_json_operation_is_a_400_not_a_500(live_server, staff, annotator, token_for, path, who):
+    """The attack: `curl -F rows=...` (multipart) to any operation with a JSON body; the size-limit middleware read
+    the form, which consumed the body the API's parser then read: a 500 for any signed-in user."""
+    user = staff if who == "staff" else annotator
+    got = http("POST", f"{live_server.url}/api/v1{path}", MULTIPART, headers={
+        "Authorization": f"Bearer {token_for(user)}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+    assert got.status == 400 and "JSON" in got.body["detail"]
+    assert not Prompt.objects.exists()
+
+
+def test_a_method_no_operation_takes_is_a_json_405_naming_the_allowed_ones(live_server, staff, token_for):
+    auth = {"Authorization": f"Bearer {token_for(staff)}"}
+    for method in ("PUT", "DELETE", "PATCH"):
+        got = http(method, f"{live_server.url}/api/v1/versions", headers=auth)
+        assert got.status == 405 and got.headers.get("Allow") == "GET"
+        assert got.body == {"detail": f"{method} is not allowed on /api/v1/versions (allowed: GET)"}
+
+
+def test_a_path_no_operation_serves_is_a_json_404(live_server, staff, token_for):
+    for headers in ({"Authorization": f"Bearer {token_for(staff)}"}, {}):
+        got = http("GET", f"{live_server.url}/api/v1/no-such-thing", headers=headers)
+        assert got.status == 404 and "no API operation at /api/v1/no-such-thing" in got.body["detail"]
+
+
+def test_pages_keep_their_html_errors(live_server, staff, client):
+    """Only the API's answers change: a page's 404 stays a page."""
+    client.force_login(staff)
+    got = client.get("/no-such-page/")
+    assert got.status_code == 404 and "json" not in got["Content-Type"]
