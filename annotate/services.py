@@ -281,8 +281,12 @@ def lease_pair(pair_id: int, user) -> Assignment:
     they must hold no other open lease."""
     now = timezone.now()
     with _write_transaction():
-        if not Pair.objects.filter(pk=pair_id).exists():
+        pair = Pair.objects.select_related("round").filter(pk=pair_id).first()
+        if pair is None:
             raise LabelError(f"pair {pair_id} does not exist")
+        why = _not_served(pair, user)
+        if why:
+            raise LabelError(f"pair {pair_id} {why}: the label queue does not serve it")
         if Assignment.objects.filter(pair_id=pair_id, annotator=user).exists() or Label.objects.filter(
             pair_id=pair_id, annotator=user
         ).exists():
@@ -298,6 +302,22 @@ def lease_pair(pair_id: int, user) -> Assignment:
                                                  expires_at=_lease_expiry(now))
         except IntegrityError:  # another lease of this person (or of this pair to them) committed meanwhile
             raise LabelError(f"{user} was given a pair meanwhile: label or skip it first") from None
+
+
+def _not_served(pair: Pair, user) -> str | None:
+    """Why the label queue (next_pair_for) never gives this pair to this person, or None: a chosen lease may not
+    reach what the queue holds back (a closed round, a near-duplicate, a pair the judge decides)."""
+    round_ = pair.round
+    if round_ is not None and round_.closed_at is not None:
+        return f"is in labelling round {round_.number}, which is closed"
+    if pair.route == Route.DUPLICATE:
+        return "is held back as a near-duplicate of another pair"
+    if pair.route == Route.JUDGE:
+        return "is decided by the automatic judge"
+    if (round_ is not None and round_.route_judge and pair.route != Route.PEOPLE and not pair.is_gold
+            and not _is_automatic(user)):
+        return f"waits for round {round_.number}'s judge, which sends people only the pairs it cannot decide"
+    return None
 
 
 def label_pair(pair_id: int, user, side: str, **fields) -> Label:

@@ -182,6 +182,10 @@ class Client:
         """The pair leased to you now, or None when nothing is left to label."""
         return self.post("/label/next")
 
+    def lease(self, pair: int) -> dict:
+        """Lease one chosen pair (for scripts that pick their pairs); the queue's rules hold (409 otherwise)."""
+        return self.post("/label/lease", {"pair": pair})
+
     def label(self, pair: int, side: str, **options) -> dict:
         return self.post("/label/submit", {"pair": pair, "side": side, **options})
 

@@ -54,3 +54,30 @@ def test_a_script_leases_a_chosen_pair_under_the_same_rules(live_server, annotat
     with pytest.raises(APIError) as junk:
         annotator_api.label(pair.pk, "up")
     assert junk.value.status == 400 and junk.value.errors[0]["field"] == "side"
+
+
+def test_a_chosen_lease_cannot_reach_what_the_queue_holds_back(annotator_api):
+    """The attack: a script leases by id the pairs the label page never serves (a closed round's, a near-duplicate,
+    one the judge decides or is still to decide) and labels them into the training data."""
+    from django.utils import timezone
+
+    from annotate.models import Assignment, LabellingRound, Route
+
+    closed = LabellingRound.objects.create(number=1, closed_at=timezone.now())
+    routed = LabellingRound.objects.create(number=2, route_judge="judges.rules:length_target")
+    held_back = {
+        make_pair(round=closed).pk: "which is closed",
+        make_pair(route=Route.DUPLICATE).pk: "near-duplicate",
+        make_pair(route=Route.JUDGE).pk: "decided by the automatic judge",
+        make_pair(round=routed).pk: "waits for round 2's judge",
+    }
+    for pair, why in held_back.items():
+        with pytest.raises(APIError) as refused:
+            annotator_api.lease(pair)
+        assert refused.value.status == 409 and why in refused.value.detail
+        with pytest.raises(APIError):
+            annotator_api.label(pair, "left")
+    assert not Assignment.objects.exists() and not Label.objects.exists()
+    served = make_pair(round=routed, route=Route.PEOPLE)  # what the judge sent to people may be chosen
+    assert annotator_api.lease(served.pk)["pair"] == served.pk
+    assert annotator_api.label(served.pk, "left")["choice"] == "a"
