@@ -2,7 +2,8 @@
 
 Every row is checked first (prefcore.rows, within the PREFLOOP_IMPORT_MAX_* limits); only then is anything
 written, in one transaction. Rows already in the database (same normalised prompt, same responses) are skipped, so
-importing a file twice adds nothing. Pairs and preferences whose prompt is an eval prompt (the same normalised text:
+importing a file twice adds nothing; a preference on a pair that is here without one (pushed unlabelled, or labelled
+by people only) is recorded on that pair as the import's label, whichever way round its two answers were stored. Pairs and preferences whose prompt is an eval prompt (the same normalised text:
 case, Unicode form and spacing aside) are set aside and reported: eval prompts measure the model and are never
 trained on.
 """
@@ -15,12 +16,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import F
 
 from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
-from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, Label, LabellingRound, Pair
+from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair
 
 IMPORT_ACCOUNT = "import"
 MAX_LABELS_NEEDED = 1000
@@ -105,10 +107,11 @@ def _round(number: int | None) -> LabellingRound | None:
     return round_
 
 
-def _existing_pairs(hashes: list[str]) -> set[tuple[str, str, str]]:
-    return set(
-        Pair.objects.filter(prompt__hash__in=hashes).values_list("prompt__hash", "response_a__text", "response_b__text")
-    )
+def _existing_pairs(hashes: list[str]) -> dict[tuple[str, str, str], int]:
+    """(prompt hash, text A, text B) -> a pair with those texts."""
+    rows = Pair.objects.filter(prompt__hash__in=hashes).values_list(
+        "prompt__hash", "response_a__text", "response_b__text", "pk")
+    return {(h, a, b): pk for h, a, b, pk in rows}
 
 
 def _new_pair(prompt: Prompt, text_a: str, text_b: str, *, source: str, round_: LabellingRound | None, **fields) -> Pair:
@@ -133,14 +136,19 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> Im
         rows = [r for r in rows if _hash(r.prompt) not in evals]
         prompts, _ = _prompts_by_hash([r.prompt for r in rows], split=Prompt.TRAIN, tag="", source=source)
         seen = _existing_pairs(list(prompts))
+        onto = getattr(make, "onto", None)  # what a row adds to a pair that is already there, if anything
         for row in rows:
             key = (_hash(row.prompt), *make.texts(row))
-            if key in seen:
-                skipped += 1
-            else:
-                seen.add(key)
-                make(prompts[key[0]], row, source)
+            found = seen.get(key)
+            if found is None and onto is not None:
+                found = seen.get((key[0], key[2], key[1]))  # the same two answers, shown the other way round
+            if found is None:
+                seen[key] = make(prompts[key[0]], row, source).pk
                 created += 1
+            elif onto is not None and onto(found, row, source):
+                created += 1
+            else:
+                skipped += 1
             if progress:
                 progress(1)
         if progress and set_aside:
@@ -162,7 +170,7 @@ def import_pairs(
     def make(prompt, row, source):
         round_ = _round(round_number)
         needed = labels_needed or (round_.labels_per_pair if round_ else 1)
-        _new_pair(prompt, row.response_a, row.response_b, source=source, round_=round_, labels_needed=needed)
+        return _new_pair(prompt, row.response_a, row.response_b, source=source, round_=round_, labels_needed=needed)
 
     make.texts = lambda row: (row.response_a, row.response_b)
     return _write_pairs(rows, name, make, progress)
@@ -192,14 +200,29 @@ def import_preferences(
             prompt, row.chosen, row.rejected, source=source, round_=_round(round_number), labels_needed=1,
             labels_done=1,
         )
-        choice = TIE if row.is_tie else A
+        _label(pair, row, source, chosen_is_a=True)
+        return pair
+
+    def _label(pair, row, source, *, chosen_is_a: bool) -> None:
+        choice = TIE if row.is_tie else (A if chosen_is_a else B)
         Label.objects.create(
-            pair=pair, annotator=user, choice=choice, side="tie" if row.is_tie else "left", left_is_a=True,
-            preference_prob=None if row.is_tie else row.preference_prob,
+            pair=pair, annotator=user, choice=choice, side="tie" if row.is_tie else ("left" if chosen_is_a else "right"),
+            left_is_a=True, preference_prob=None if row.is_tie else row.preference_prob,
             comment=f"imported from {source[len('import:'):]} line {row.line}",
         )
 
+    def onto(pair_id, row, source) -> bool:
+        """A preference on a pair already here (pushed unlabelled, or labelled by people) is recorded on it as the
+        import account's label, once: pushed again, it is already present."""
+        pair = Pair.objects.select_for_update().select_related("response_a").get(pk=pair_id)
+        if pair.is_gold or Label.objects.filter(pair=pair, annotator=user).exists():
+            return False
+        _label(pair, row, source, chosen_is_a=pair.response_a.text == row.chosen)
+        Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
+        return True
+
     make.texts = lambda row: (row.chosen, row.rejected)
+    make.onto = onto
     with transaction.atomic():
         user = import_account()
         return _write_pairs(rows, name, make, progress)

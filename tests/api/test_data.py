@@ -96,3 +96,20 @@ def test_pull_pages_and_refuses_junk_filters(staff_api):
         with pytest.raises(APIError) as refused:
             staff_api.get("/preferences", **junk)
         assert refused.value.status == 400 and repr(next(iter(junk)))[1:-1] in refused.value.detail
+
+
+def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(staff_api):
+    """Pairs pushed to be labelled elsewhere, then their labels pushed back: each label lands on its pair (either
+    way round), once; the push said "skipped" and kept no label before."""
+    staff_api.push_pairs([{"prompt": "Q1", "response_a": "A1", "response_b": "B1"},
+                          {"prompt": "Q2", "response_a": "A2", "response_b": "B2"}], labels_needed=1)
+    result = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
+                                         {"prompt": "Q2", "chosen": "B2", "rejected": "A2"}])
+    assert result == {"created": 2, "skipped": 0, "set_aside": []}
+    assert Pair.objects.count() == 2  # no second pair of the same answers
+    first, second = Pair.objects.order_by("pk")
+    assert [(lb.pair, lb.choice) for lb in Label.objects.order_by("pair_id")] == [(first, "a"), (second, "b")]
+    assert first.__class__.objects.get(pk=first.pk).labels_done == 1
+    assert [(r["chosen"], r["rejected"]) for r in staff_api.preferences()] == [("A1", "B1"), ("B2", "A2")]
+    again = staff_api.push_preferences([{"prompt": "Q2", "chosen": "B2", "rejected": "A2"}])
+    assert again["created"] == 0 and again["skipped"] == 1 and Label.objects.count() == 2
