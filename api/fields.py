@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from annotate.models import MAX_ID, MAX_NUMBER
 
@@ -19,9 +19,17 @@ def _storable(text: str) -> str:
     return text
 
 
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Number = Annotated[int, Field(ge=0, le=MAX_NUMBER)]
+def _not_bool(value):
+    """JSON true and false are not numbers (pydantic would take them as 1 and 0: `{"pair": true}` leased pair 1)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true or false")
+    return value
+
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_bool)]
+Number = Annotated[int, Field(ge=0, le=MAX_NUMBER), BeforeValidator(_not_bool)]
 Text = Annotated[str, Field(max_length=20_000), AfterValidator(_storable)]
 Name = Annotated[str, Field(max_length=300), AfterValidator(_storable)]
+Comment = Annotated[str, Field(max_length=5000), AfterValidator(_storable)]  # as the label page's form takes it
 Reason = Annotated[str, Field(max_length=2000), AfterValidator(_storable)]  # a recorded why (VersionChange.reason)
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]

@@ -110,7 +110,7 @@ class TrainingStart(Schema):
 class CompareStart(Schema):
     version_a: Id
     version_b: Id
-    prompt_ids: list[Id] | None = Field(None, max_length=compare_services.MAX_PROMPTS)
+    prompt_ids: list[Id] | None = Field(None, min_length=1, max_length=compare_services.MAX_PROMPTS)
     text: Text = ""
     limit: int = Field(8, ge=1, le=compare_services.MAX_PROMPTS)
     blind: bool = True

@@ -13,7 +13,7 @@ from pydantic import Field
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE
 
-from .fields import Id, Text
+from .fields import Comment, Id
 
 router = Router(tags=["labelling"])
 
@@ -72,7 +72,7 @@ class LabelIn(Schema):
     pair: Id
     side: Literal[LEFT, RIGHT, TIE, BOTH_BAD] = Field(description="left, right, tie or both_bad, as shown")  # type: ignore[valid-type]
     strength: Literal["", "slight", "clear"] = ""
-    comment: Text = ""
+    comment: Comment = ""
     seconds: float | None = Field(None, ge=0, le=86400, allow_inf_nan=False)
 
 

@@ -73,6 +73,7 @@ def test_bad_settings_are_refused_with_the_services_message(staff_api, tiny_vers
         (lambda: staff_api.start_training(params={"beta": -1}), "beta"),
         (lambda: staff_api.start_training(params=[1]), "params"),
         (lambda: staff_api.start_compare(tiny_version.pk, tiny_version.pk), "two different versions"),
+        (lambda: staff_api.start_compare(tiny_version.pk, tiny_version.pk, prompt_ids=[]), "prompt_ids"),  # was a job of 0
         (lambda: staff_api.start_loop(1, 4, "no.such:judge"), "no.such"),
         (lambda: staff_api.start_loop(1, 4, "judges.rules:length_target", params={"bogus": 1}), "bogus"),
     ]

@@ -81,3 +81,22 @@ def test_a_chosen_lease_cannot_reach_what_the_queue_holds_back(annotator_api):
     served = make_pair(round=routed, route=Route.PEOPLE)  # what the judge sent to people may be chosen
     assert annotator_api.lease(served.pk)["pair"] == served.pk
     assert annotator_api.label(served.pk, "left")["choice"] == "a"
+
+
+def test_a_comment_over_the_label_page_limit_is_refused_not_cut(annotator_api):
+    pair = make_pair()
+    annotator_api.next_pair()
+    with pytest.raises(APIError) as refused:
+        annotator_api.label(pair.pk, "left", comment="x" * 5001)
+    assert refused.value.status in (400, 422) and any(e["field"].endswith("comment") for e in refused.value.errors)
+    assert not Label.objects.exists()
+    assert annotator_api.label(pair.pk, "left", comment="y" * 5000)["pair"] == pair.pk
+    assert len(Label.objects.get().comment) == 5000
+
+
+def test_true_is_not_an_id(annotator_api):
+    """JSON true was taken as pair 1."""
+    make_pair()
+    with pytest.raises(APIError) as refused:
+        annotator_api.post("/label/lease", {"pair": True})
+    assert refused.value.status in (400, 422) and "true or false" in str(refused.value.errors)
