@@ -74,6 +74,9 @@ def typed_prompt(text: str) -> Prompt:
         return Prompt.objects.get(hash=key)
 
 
+MAX_SEED = 2**31 - 1  # as the compare page's form takes it
+
+
 def start_compare_job(
     version_a: ModelVersion, version_b: ModelVersion, *, prompt_ids: Iterable[int] | None = None, text: str = "",
     limit: int = 8, blind: bool = True, seed: int = 0, sampling: dict | None = None, user=None, enqueue: bool = True,
@@ -81,8 +84,16 @@ def start_compare_job(
     """Record what to compare and queue the answering. prompt_ids, else a typed text, else the eval split."""
     if version_a.pk == version_b.pk:
         raise CompareError(f"choose two different versions (both are {version_a.name!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise CompareError(f"seed must be a whole number from 0 to {MAX_SEED:,} (got {seed!r})")
+    try:  # refused before a job exists, not found wrong by the worker
+        SamplingConfig.from_dict(sampling or {})
+    except (TypeError, ValueError) as exc:
+        raise CompareError(str(exc)) from None
     if prompt_ids is not None:
         ids = list(dict.fromkeys(int(i) for i in prompt_ids))
+        if not ids:
+            raise CompareError("no prompts to compare on: give at least one prompt id")
     elif text.strip():
         ids = [typed_prompt(text).pk]
     else:

@@ -188,3 +188,14 @@ def test_the_export_page_says_judge_labels_are_included_and_counts_them(client):
     page = client.get("/annotate/export/").content.decode()
     assert "Stored labels: 2 by people, 1 by judges." in page
     assert "Include judge labels" in page and 'name="include_automatic"' in page and "checked" in page
+
+
+def test_an_unknown_round_is_refused_not_exported_empty(tmp_path):
+    from django.core.management import CommandError
+
+    make_round(2)
+    for bad in ("77", "-1", "99999999999999999999"):
+        with pytest.raises(CommandError, match=f"--round {bad}: no such labelling round"):
+            call_command("export_preferences", str(tmp_path / "p.jsonl"), "--round", bad)
+        assert not (tmp_path / "p.jsonl").exists()
+    assert _export(tmp_path, "--round", "2") == []  # a round that exists and has no decided pair: empty, truly

@@ -95,4 +95,12 @@ def test_evaluate_command_prints_one_json_line(table, capsys):
     assert 0.39 < last["ci95"][0] < 0.7 < last["ci95"][1] < 0.92
     with pytest.raises(CommandError, match=r"evaluate: --b: no version named 'round-9' \(known: base, round-1\)"):
         call_command("evaluate", a="base", b="round-9", judge=GOOD)
+    with pytest.raises(CommandError, match=r"evaluate: --seed must be from 0 to 2,147,483,647 \(got -1\)"):
+        call_command("evaluate", a="base", b="round-1", judge=GOOD, seed=-1)
+    from generation.models import ModelVersion
+
+    ModelVersion.objects.create(name="broken", path="/nonexistent/broken-checkpoint", round=2)
+    with pytest.raises(CommandError, match=r"^evaluate: .*broken-checkpoint") as unloadable:  # one line, not a traceback
+        call_command("evaluate", a="base", b="broken", judge=GOOD)
+    assert "\n" not in str(unloadable.value)
 

@@ -215,6 +215,15 @@ def test_judge_command_votes_once_and_reports_bad_judges(versions):
     assert Vote.objects.filter(is_automatic=True, judge="judges.rules:longer_text").count() == 3
     with pytest.raises(CommandError, match="judge 'judges.rules.nope' is not allowed: the judges are .*PREFLOOP_JUDGES"):
         call_command("judge_votes", "--judge", "judges.rules.nope", stderr=StringIO())
+    # --set 0 named no set and judged every set (it was read as "no --set"); out of range was a traceback
+    other = make_job(child, base, n=2)
+    for bad in ("0", "-1", str(other.pk + 1000), "99999999999999999999"):
+        with pytest.raises(CommandError, match=f"--set {bad}: no such comparison set"):
+            call_command("judge_votes", "--judge", "judges.rules:shorter_text", "--set", bad, stderr=StringIO())
+    assert not Vote.objects.filter(judge="judges.rules:shorter_text").exists()
+    call_command("judge_votes", "--judge", "judges.rules:shorter_text", "--set", str(other.pk), stdout=out,
+                 stderr=StringIO())
+    assert {v.comparison.job_id for v in Vote.objects.filter(judge="judges.rules:shorter_text")} == {other.pk}
 
 
 def test_compare_command_answers_here(versions, monkeypatch):
@@ -231,3 +240,8 @@ def test_compare_command_answers_here(versions, monkeypatch):
     assert job.status == CompareJob.SUCCEEDED and f"/compare/sets/{job.pk}/" in out.getvalue()
     with pytest.raises(CommandError, match="no version named 'nobody'"):
         call_command("compare_versions", "nobody", base.name, stderr=StringIO())
+    # bad settings are refused before a job exists (they were stored on a job that then failed)
+    for args, words in ((["--max-new-tokens", "-5"], "max_new_tokens"), (["--seed", "-1"], "seed must be")):
+        with pytest.raises(CommandError, match=words):
+            call_command("compare_versions", child.name, base.name, *args, stderr=StringIO())
+    assert CompareJob.objects.count() == 1

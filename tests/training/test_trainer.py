@@ -174,6 +174,17 @@ def test_load_pairs_formats_and_errors(tmp_path):
     with pytest.raises(ValueError, match=r"bad.jsonl:1: field 'preference_prob'"):
         load_pairs_jsonl(bad)
     assert len(load_pairs_jsonl(HH)) == 100
+    for value, shown in (("NaN", "nan"), ("1e999", "inf"), ("3.5", "3.5")):  # no log-prob: refused, not trained on
+        row = '{"prompt": "p", "chosen": "c", "rejected": "r", "ref_chosen_logp": ' + value + ', "ref_rejected_logp": -1}'
+        bad.write_text(row + "\n")
+        with pytest.raises(ValueError, match=rf"bad.jsonl:1: field 'ref_chosen_logp': expected a finite log-probab.*{shown}"):
+            load_pairs_jsonl(bad)
+    bad.write_bytes(json.dumps(rows[0]).encode() + b"\n" + b'{"prompt": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not UTF-8 text"):
+        load_pairs_jsonl(bad)
+    bad.write_text("[" * 100_000 + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: JSON nested too deeply"):
+        load_pairs_jsonl(bad)
 
 
 def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
@@ -190,6 +201,10 @@ def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
     data.write_text('{"prompt": "x"}\n')
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2 and "pairs.jsonl:1: field 'chosen' is missing" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # a --result that cannot be written is said before training, not found after it (the run's report lost)
+    proc = subprocess.run([*cmd, "--result", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 2 and "--result" in proc.stderr and "is a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

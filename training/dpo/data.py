@@ -6,6 +6,7 @@ same prompt token ids; each response is its text's tokens plus exactly one EOS.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class TokenizedPair:
         return self.prompt_ids, self.chosen_ids, self.rejected_ids
 
 
+LOGP_ROUNDING = 1e-3
+
+
 def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
     """One preference row as a pair, read by the same rules as the import page (`prefcore.rows`: TRL with an
     explicit or implicit prompt, HH-RLHF transcripts, UltraFeedback), plus what only training reads: cached
@@ -62,6 +66,9 @@ def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
         value = row.get(field, row.get(field + "s"))
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"field {field!r}: expected a number, got {value!r}")
+        # NaN, infinity or a positive sum is no log-prob (a sum of log-softmax values may round a hair above 0)
+        if value is not None and not (math.isfinite(value) and value <= LOGP_ROUNDING):
+            raise ValueError(f"field {field!r}: expected a finite log-probability (0 or below), got {value!r}")
         refs.append(None if value is None else float(value))
     flags = []
     for field in ("chosen_flags", "rejected_flags"):
@@ -82,14 +89,20 @@ def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
     """Pairs from a JSONL file of TRL rows; a bad row is a ValueError naming the file, line and field."""
     path = Path(path)
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}:{number}: JSON nested too deeply") from None
             try:
                 pairs.append(pair_from_row(row, number))
             except ValueError as exc:

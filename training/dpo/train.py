@@ -75,9 +75,13 @@ def config_from_args(args: argparse.Namespace) -> DPOConfig:
         return DPOConfig(**values)
     path = Path(args.config)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"--config {path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise ValueError(f"--config {path}: JSON nested too deeply") from None
     try:
         return DPOConfig.from_dict(data)
     except ValueError as exc:
@@ -97,6 +101,18 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
+def check_result_path(path: str) -> None:
+    """--result must be a file that can be written, said before training (not after it, losing the run's report)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--result {target}: is a folder (name a file)")
+    parent = next((p for p in target.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--result {target}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ValueError(f"--result {target}: {parent} is not writable")
+
+
 def _write_json(path: Path, data: dict) -> None:
     """Write, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         check_model_dir(args.model, "--model")
         if args.reference is not None:
             check_model_dir(args.reference, "--reference")
+        if args.result:
+            check_result_path(args.result)
         # loaded after the flags are checked: torch and transformers take seconds, a bad flag should not wait
         from training.dpo.data import load_pairs_jsonl
 
@@ -143,8 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     if not main_process:
         return 0
-    if args.result:
-        _write_json(Path(args.result), {**dataclasses.asdict(result), "out": str(args.out)})
     summary = {
         "pairs": result.pairs, "loss": result.mean_loss, "pairs_per_s": result.pairs_per_s,
         "peak_rss_mb": result.peak_rss_mb, "steps": result.steps, "seconds": result.seconds,
@@ -152,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
         "final_metrics": result.final_metrics,
     }
     print(json.dumps(summary), flush=True)
+    if args.result:
+        try:
+            _write_json(Path(args.result), {**dataclasses.asdict(result), "out": str(args.out)})
+        except OSError as exc:  # the run and its checkpoint stand; only the report file could not be written
+            print(f"error: --result {args.result}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return 0
 
 

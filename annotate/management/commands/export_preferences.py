@@ -10,6 +10,7 @@ from django.core.management.base import CommandError
 
 from annotate.exporters import EXPORT_FORMATS, ExportError, export_preferences
 from annotate.hf_dataset import DEFAULT_LICENSE
+from annotate.models import MAX_NUMBER, LabellingRound
 from prefloop.commands import Command as PrefLoopCommand
 
 
@@ -39,6 +40,9 @@ class Command(PrefLoopCommand):
             raise CommandError("--license: expected up to 100 printable characters, e.g. cc-by-4.0")
         if share is not None and not 0 <= share <= 1:
             raise CommandError(f"--min-agreement must be between 0 and 1, got {share}")
+        for number in options["round"] or ():  # an unknown round is a typo, not an empty export
+            if not 0 <= number <= MAX_NUMBER or not LabellingRound.objects.filter(number=number).exists():
+                raise CommandError(f"--round {number}: no such labelling round")
         try:
             export = export_preferences(
                 options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from compare.evaluation import evaluate
-from compare.services import CompareError
+from compare.services import MAX_SEED, CompareError
 from generation.models import ModelVersion
 from judges import JudgeError
 from prefloop.commands import Command as PrefLoopCommand
@@ -33,6 +33,8 @@ class Command(PrefLoopCommand):
             versions.append(version)
         if o["limit"] is not None and o["limit"] < 1:
             raise CommandError(f"evaluate: --limit must be at least 1 (got {o['limit']})")
+        if not 0 <= o["seed"] <= MAX_SEED:
+            raise CommandError(f"evaluate: --seed must be from 0 to {MAX_SEED:,} (got {o['seed']})")
         with tqdm(desc="answering", unit="answer") as bar:
             def progress(stage, done, total):
                 bar.total = total
@@ -43,4 +45,6 @@ class Command(PrefLoopCommand):
                                   seed=o["seed"], progress=progress)
             except (JudgeError, CompareError) as exc:
                 raise CommandError(f"evaluate: {exc}") from None
+            except Exception as exc:  # a version whose checkpoint cannot be loaded, say: one line, not a traceback
+                raise CommandError(f"evaluate: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
         self.stdout.write(json.dumps(result.summary))

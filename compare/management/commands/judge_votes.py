@@ -4,8 +4,9 @@ from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from annotate.judging import judge_account
+from annotate.models import MAX_ID
 from compare import services
-from compare.models import Comparison
+from compare.models import CompareJob, Comparison
 from prefloop.commands import Command as PrefLoopCommand
 
 
@@ -21,7 +22,9 @@ class Command(PrefLoopCommand):
         if not opts["judge"]:
             raise CommandError("name a judge with --judge package.module.function (or set PREFLOOP_COMPARE_JUDGE)")
         comparisons = Comparison.objects.select_related("prompt", "response_a", "response_b").order_by("pk")
-        if opts["job"]:
+        if opts["job"] is not None:  # --set 0 is a set that does not exist, not "every set"
+            if not 1 <= opts["job"] <= MAX_ID or not CompareJob.objects.filter(pk=opts["job"]).exists():
+                raise CommandError(f"--set {opts['job']}: no such comparison set")
             comparisons = comparisons.filter(job_id=opts["job"])
         try:
             judge = services.load_judge(opts["judge"])
