@@ -38,12 +38,23 @@ ORDERS = ("random", "uncertain", "disagreement")
 PERSON = "sim-person"
 
 
+def _whole_numbers(text: str) -> list[int]:
+    """"0,1,2" -> [0, 1, 2]; anything else is argparse's one-line error, before any setup."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers of 0 or more, got {text!r}")
+    return values
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", type=_whole_numbers)
     parser.add_argument("--pool", type=int, default=48, help="Prompts sampled for the pool (one pair each).")
     parser.add_argument("--seed-labels", type=int, default=16, help="Labels that train v1 before any order.")
-    parser.add_argument("--budgets", default="8,16,24", help="People's labels per arm in the measured round.")
+    parser.add_argument("--budgets", default="8,16,24", type=_whole_numbers, help="People's labels per arm in the measured round.")
     parser.add_argument("--target", type=float, default=0.6, help="The win-rate against base to reach.")
     parser.add_argument("--people", default="judges.rules:length_target", help="The rule standing in for people.")
     parser.add_argument("--noise", type=float, default=0.2, help="Share of people's decided labels flipped.")
@@ -186,8 +197,7 @@ def fewest(rows: list[dict], target: float) -> int | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    budgets = sorted(int(b) for b in args.budgets.split(","))
+    seeds, budgets = args.seeds, sorted(args.budgets)
     holder = tempfile.TemporaryDirectory(prefix="label-budget-")
     data_dir = Path(holder.name)
     setup(data_dir)

@@ -49,7 +49,17 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default="", help="Keep the data folder here instead of a temporary one.")
     parser.add_argument("--write-doc", action="store_true", help="Write the table into docs/performance.md.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # said now, not after a database is migrated and the base registered
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        parser.error(f"--params is not JSON: {exc.msg}")
+    if not isinstance(params, dict):
+        parser.error("--params must be a JSON object")
+    for name in ("rounds", "pairs", "eval_limit"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
 
 
 def setup(data_dir: Path) -> None:

@@ -40,3 +40,20 @@ def test_noisy_labels_and_avx2_take_their_own_goals():
     assert met["every round within 8 min on AVX2, without native bf16"]
     assert not any("whole run" in goal for goal in met)  # no whole-run time is asked on AVX2
     assert goals([], 1.0, native_bf16=True) == ["no round finished: no goal can be checked"]
+
+
+def test_bad_bench_arguments_are_refused_before_any_setup(capsys):
+    """They were tracebacks, the loop's only after a database was migrated and the base model registered."""
+    import pytest
+
+    from bench import label_budget, loop_efficacy
+
+    for parse, argv, words in ((loop_efficacy.parse_args, ["--params", "{bad"], "--params is not JSON"),
+                               (loop_efficacy.parse_args, ["--params", "[1]"], "--params must be a JSON object"),
+                               (loop_efficacy.parse_args, ["--rounds", "0"], "--rounds must be at least 1"),
+                               (label_budget.parse_args, ["--seeds", "a,b"], "expected whole numbers"),
+                               (label_budget.parse_args, ["--budgets", "8,,16"], "expected whole numbers")):
+        with pytest.raises(SystemExit) as refused:
+            parse(argv)
+        assert refused.value.code == 2 and words in capsys.readouterr().err
+    assert label_budget.parse_args(["--budgets", "16,8"]).budgets == [16, 8]
