@@ -73,19 +73,24 @@ def job(request, pk: int):
 # Stop answering a set (staff: they started it); the page then shows what was kept.
 cancel = cancel_view(CompareJob, partial="compare/_job.html", name="job", then="compare:job", then_with_pk=True)
 
+def _refused(text: str) -> HttpResponseBadRequest:
+    """A refused vote, as plain text: the message may quote what was posted, which must never be read as HTML."""
+    return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")
+
+
 @require_POST
 def vote(request, pk: int):
     """Record the key pressed (left, right, tie, both_bad), then reveal which version was on which side."""
     comparison = get_object_or_404(Comparison.objects.select_related("job", "prompt"), pk=pk)
     if comparison.job is not None and not comparison.job.blind:
-        return HttpResponseBadRequest("this comparison set is not blind: votes on it would not be fair")
+        return _refused("this comparison set is not blind: votes on it would not be fair")
     try:
         outcome = services.outcome_for_side(comparison, request.POST.get("side", ""))
     except services.CompareError as exc:
-        return HttpResponseBadRequest(str(exc))
+        return _refused(str(exc))
     why = blinding.why_not_blind(comparison, request.user)
     if why:
-        return HttpResponseBadRequest(f"Your vote on comparison {comparison.pk} would not be blind: {why}.")
+        return _refused(f"Your vote on comparison {comparison.pk} would not be blind: {why}.")
     try:
         services.record_vote(comparison, request.user, outcome)
     except services.CompareError:

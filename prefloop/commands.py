@@ -3,7 +3,21 @@ what no database stores and no name holds (a NUL character; a lone surrogate, wh
 the shell could not decode as UTF-8), so such input ends in one clear line instead of a traceback."""
 from __future__ import annotations
 
+import logging
+
 from django.core.management.base import BaseCommand, CommandError
+
+
+class _OneLine(logging.Filter):
+    """At the command line a failed job's logged traceback is one line (the job records its error, the command ends
+    with it in a CommandError); `--verbosity 2` shows the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno >= logging.ERROR:
+            kind, exc = record.exc_info[0], record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {kind.__name__ if kind else 'error'}: {exc} (--verbosity 2 shows where)"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
 
 
 def _problem(value: str) -> str | None:
@@ -23,4 +37,13 @@ class Command(BaseCommand):
                 if isinstance(item, str) and (problem := _problem(item)):
                     label = name if name.startswith("argument") else f"--{name.replace('_', '-')}"
                     raise CommandError(f"{label} {problem}: {item.encode('utf-8', 'backslashreplace')[:60]!r}")
-        return super().execute(*args, **options)
+        if options.get("verbosity", 1) >= 2:
+            return super().execute(*args, **options)
+        handlers, one_line = logging.getLogger().handlers, _OneLine()
+        for handler in handlers:
+            handler.addFilter(one_line)
+        try:
+            return super().execute(*args, **options)
+        finally:
+            for handler in handlers:
+                handler.removeFilter(one_line)

@@ -56,6 +56,9 @@ def unusable(name: str, value: str) -> str | None:
         # The admin's date hierarchy (`attempt_time__year=...`) builds a date from these and fails with a 500
         # (OverflowError) on a year past what a date holds.
         return "is not a year, month or day"
+    if name == "_selected_action" and not _INTEGER.fullmatch(value):
+        # The admin's bulk actions filter on the selected ids and fail with a 500 (ValueError) on one that is no number.
+        return "is not the id of a row"
     if name == "_to_field" and not value:
         # Django's admin looks up a field named by `_to_field` and fails with a 500 when it is given empty.
         return "is empty"

@@ -137,3 +137,33 @@ def test_junk_in_every_parameter_of_every_url_gives_no_server_error_to_staff(wor
 def test_junk_in_every_parameter_of_every_url_gives_no_server_error_to_annotators(world, annotator):
     failures = _walk(annotator, world)
     assert failures == [], "\n".join(failures[:40])
+
+
+def test_an_admin_bulk_action_on_a_non_numeric_id_is_refused_not_a_500(django_user_model):
+    """The attack: POST an admin action with `_selected_action=abc`; the admin filtered on it and raised (500)."""
+    boss = django_user_model.objects.create_superuser("junk-boss", password=None)
+    base = make_version("junk-admin-base")
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, status=TrainingRun.QUEUED)
+    client = Client(raise_request_exception=False)
+    client.force_login(boss)
+    for path, action in (("/admin/training/trainingrun/", "cancel_runs"), ("/admin/generation/modelversion/",
+                                                                            "make_current")):
+        got = client.post(path, {"action": action, "_selected_action": ["abc"], "index": "0"})
+        assert got.status_code == 400 and b"is not the id of a row" in got.content
+    run.refresh_from_db()
+    assert run.status == TrainingRun.QUEUED
+    got = client.post("/admin/training/trainingrun/", {"action": "cancel_runs", "_selected_action": [str(run.pk)],
+                                                       "index": "0"})
+    assert got.status_code == 302  # a real id still works
+
+
+def test_a_refused_vote_quoting_what_was_posted_is_text_not_html(staff):
+    """The attack: a vote whose side is markup; the refusal quoted it back in an HTML response."""
+    base, current = make_version("junk-vote-a"), make_version("junk-vote-b")
+    job = make_job(base, current)
+    comparison = job.comparisons.first()
+    client = Client()
+    client.force_login(staff)
+    got = client.post(f"/compare/comparisons/{comparison.pk}/vote/", {"side": '<script>alert(1)</script>"><img>'})
+    assert got.status_code == 400 and got["Content-Type"].startswith("text/plain")
+    assert not comparison.votes.exists()
