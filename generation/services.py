@@ -120,7 +120,8 @@ def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
     path = Path(target or settings.PREFLOOP_BASE_MODEL)
     if not (path / "config.json").exists():
         if path.resolve() != (settings.MODELS_DIR / "smollm2-135m-instruct").resolve():
-            raise GenerationError(f"PREFLOOP_BASE_MODEL={path} holds no checkpoint (no config.json)")
+            where = str(path) if target else f"PREFLOOP_BASE_MODEL={path}"
+            raise GenerationError(f"{where} holds no checkpoint (no config.json)")
         bootstrap_checkpoint(path)
     make_current = not ModelVersion.objects.filter(is_current=True).exists()
     return register_version("base", path, make_current=make_current)

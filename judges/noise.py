@@ -26,7 +26,11 @@ class Noisy:
             raise JudgeError(f"judges.noise:Noisy: share must be a number from 0 to 1 (got {share!r})")
         if not isinstance(judge, str) or judge.partition("?")[0].strip() in ("judges.noise:Noisy", "judges.noise.Noisy"):
             raise JudgeError("judges.noise:Noisy: judge must name another judge, e.g. judges.rules:length_target")
-        self.name, self.share, self.seed = judge, float(share), int(seed)
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError, OverflowError):
+            raise JudgeError(f"judges.noise:Noisy: seed must be a whole number (got {seed!r})") from None
+        self.name, self.share, self.seed = judge, float(share), seed
         self.inner: Judge = load_judge(judge, dtype=dtype)
 
     def flips(self, prompt: str, response_a: str, response_b: str) -> bool:

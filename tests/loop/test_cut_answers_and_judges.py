@@ -93,6 +93,8 @@ def test_the_noise_wrapper_loads_its_judge_under_the_allow_list():
         load_judge("judges.noise:Noisy?judge=subprocess:Popen&share=0.1")
     with pytest.raises(JudgeError, match="share must be a number from 0 to 1"):
         load_judge(f"judges.noise:Noisy?judge={LONGER}&share=1.5")
+    with pytest.raises(JudgeError, match="seed must be a whole number \\(got 'abc'\\)"):
+        load_judge(f"judges.noise:Noisy?judge={LONGER}&share=0.5&seed=abc")
 
 
 PARAMS = {
