@@ -3,9 +3,9 @@
 Every row is checked first (prefcore.rows, within the PREFLOOP_IMPORT_MAX_* limits); only then is anything
 written, in one transaction. Rows already in the database (same normalised prompt, same responses) are skipped, so
 importing a file twice adds nothing; a preference on a pair that is here without one (pushed unlabelled, or labelled
-by people only) is recorded on that pair as the import's label, whichever way round its two answers were stored. Pairs and preferences whose prompt is an eval prompt (the same normalised text:
-case, Unicode form and spacing aside) are set aside and reported: eval prompts measure the model and are never
-trained on.
+by people only) is recorded on that pair as the import's label, whichever way round its two answers were stored.
+Pairs and preferences whose prompt is an eval prompt (the same normalised text: case, Unicode form and spacing
+aside) are set aside and reported: eval prompts measure the model and are never trained on.
 """
 from __future__ import annotations
 
