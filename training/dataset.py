@@ -9,6 +9,7 @@ no run reads any more (even one written by a worker still on the old code while 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 
@@ -98,11 +99,13 @@ def round_pairs(
 def store_reference_logps(reference: ModelVersion, max_length: int, dtype: str, rows: list[tuple[Response, Response]],
                           values: list[tuple[float, float]]) -> None:
     """Cache log pi_ref per (response, reference, max length, dtype) for the (chosen, rejected) rows: later epochs,
-    rounds and measurements in the same dtype reuse them. Values already stored stay."""
+    rounds and measurements in the same dtype reuse them. Values already stored stay. A pair the trainer could not
+    score (a response truncated to nothing) comes back as NaN: no value, so nothing is cached for it (PostgreSQL
+    would keep the NaN, and a later run would train on it)."""
     objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, dtype=cache_key(dtype),
                           logp=value)
             for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
-            for response, value in ((chosen, ref_c), (rejected, ref_r))]
+            for response, value in ((chosen, ref_c), (rejected, ref_r)) if math.isfinite(value)]
     ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
 
 

@@ -41,3 +41,17 @@ def test_half_precision_values_are_read_only_under_the_current_computations_key(
     assert _cached(version, [a.pk, b.pk], config) == {a.pk: -1.5, b.pk: -2.5}
     assert cache_key("bfloat16") != "bfloat16" and cache_key("float32") == "float32"
     assert set(ReferenceLogp.objects.values_list("dtype", flat=True)) == {"bfloat16", cache_key("bfloat16")}
+
+
+def test_a_pair_the_trainer_could_not_score_caches_nothing(db):
+    """The trainer reports NaN for a pair it could not score (a response truncated to nothing). PostgreSQL kept the
+    NaN in the cache, and a later run read it back as a reference log-prob; nothing is cached for it now."""
+    from generation.models import ModelVersion, Prompt, Response
+    from training.dataset import store_reference_logps
+    from training.models import ReferenceLogp
+
+    prompt = Prompt.objects.create(text="Name a fruit.")
+    version = ModelVersion.objects.create(name="base", path="/x")
+    a, b, c, d = (Response.objects.create(prompt=prompt, version=version, text=t) for t in ("apple", "pear", "fig", "kiwi"))
+    store_reference_logps(version, 512, "float32", [(a, b), (c, d)], [(float("nan"), float("nan")), (-1.5, -2.5)])
+    assert dict(ReferenceLogp.objects.values_list("response_id", "logp")) == {c.pk: -1.5, d.pk: -2.5}
