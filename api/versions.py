@@ -73,11 +73,8 @@ class GateOut(Schema):
     current: VersionOut = Field(description="The current version after the check.")
 
 
-def _pending_run(version: ModelVersion) -> TrainingRun | None:
-    """The run that made `version` while its gate decision is still open (a candidate, or kept out by the gate)."""
-    run = TrainingRun.objects.filter(output_version=version).first()
-    pending = (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
-    return run if run is not None and run.decision in pending else None
+def _made_by(version: ModelVersion) -> TrainingRun | None:
+    return TrainingRun.objects.filter(output_version=version).first()
 
 
 @router.post("/versions/{version_id}/promote", response=VersionOut, summary="Make a version current (staff)")
@@ -90,9 +87,9 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
     reason = (body.reason if body else "").strip()
     if version.is_current:
         raise HttpError(409, f"version {version.name!r} is already the current one")
-    run = _pending_run(version)
+    run = _made_by(version)
     try:
-        if run is not None:
+        if promotion.awaits_gate(run):
             if not reason:
                 raise HttpError(409, f"version {version.name!r} is a candidate that has not passed the promotion gate: "
                                      f"check the gate (POST /api/v1/versions/{version.pk}/gate), or promote it by "
@@ -112,11 +109,11 @@ def check_gate(request: HttpRequest, version_id: Id):
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
     staff_only(request)
     version = get_object_or_404(ModelVersion, pk=version_id)
-    run = TrainingRun.objects.filter(output_version=version).first()
+    run = _made_by(version)
     if run is None:
         raise HttpError(409, f"version {version.name!r} was not made by a training round here: there is no gate "
                              "to check (promote it to make it current)")
-    if _pending_run(version) is None:
+    if not promotion.awaits_gate(run):
         raise HttpError(409, f"version {version.name!r} has had its gate decision ({run.decision}): promote it to "
                              "make it current again")
     try:

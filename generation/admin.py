@@ -2,6 +2,8 @@
 from django.contrib import admin, messages
 from django.template.defaultfilters import filesizeformat
 
+from training.promotion import awaits_gate
+
 from . import services
 from .models import GenerationJob, ModelVersion, Prompt, Response, VersionChange
 
@@ -33,7 +35,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         version = queryset.get()
         run = getattr(version, "made_by_run", None)
-        if run is not None and run.decision in ("candidate", "kept"):  # the gate's decision is the Train page's
+        if awaits_gate(run):  # the gate's decision is the Train page's
             self.message_user(request, f"{version.name} is a candidate that has not passed the promotion gate: check "
                                        "the gate or promote it by hand, with a reason, on the Train page.",
                               messages.ERROR)

@@ -23,6 +23,11 @@ from .models import TrainingRun
 from .services import record_round_figures
 
 
+def awaits_gate(run: TrainingRun | None) -> bool:
+    """Whether a run's version still waits on the gate: a candidate not yet checked, or one the gate kept out."""
+    return run is not None and run.decision in (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
+
+
 class PromotionError(Exception):
     """Something a person can fix: no candidate, no reason given, the version is current already."""
 
@@ -162,7 +167,7 @@ def version_table() -> list[dict]:
     rows = []
     for version in ModelVersion.objects.order_by("-round", "-created"):
         run = runs.get(version.pk)
-        pending = run is not None and run.decision in (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
+        pending = awaits_gate(run)
         rows.append({"version": version, "run": run, "pending": pending and not version.is_current,
                      "can_roll_back": not version.is_current and not pending})
     return rows
