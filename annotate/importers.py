@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 
 from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
@@ -136,16 +136,17 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> Im
         rows = [r for r in rows if _hash(r.prompt) not in evals]
         prompts, _ = _prompts_by_hash([r.prompt for r in rows], split=Prompt.TRAIN, tag="", source=source)
         seen = _existing_pairs(list(prompts))
-        onto = getattr(make, "onto", None)  # what a row adds to a pair that is already there, if anything
+        # what a row adds to a pair that is already there, if anything (given the pairs of this push's prompts)
+        onto = make.onto(seen.values()) if hasattr(make, "onto") else None
         for row in rows:
             key = (_hash(row.prompt), *make.texts(row))
-            found = seen.get(key)
+            found, as_stored = seen.get(key), True
             if found is None and onto is not None:
-                found = seen.get((key[0], key[2], key[1]))  # the same two answers, shown the other way round
+                found, as_stored = seen.get((key[0], key[2], key[1])), False  # the same two answers, other way round
             if found is None:
                 seen[key] = make(prompts[key[0]], row, source).pk
                 created += 1
-            elif onto is not None and onto(found, row, source):
+            elif onto is not None and onto(found, row, source, as_stored):
                 created += 1
             else:
                 skipped += 1
@@ -211,18 +212,29 @@ def import_preferences(
             comment=f"imported from {source[len('import:'):]} line {row.line}",
         )
 
-    def onto(pair_id, row, source) -> bool:
+    def onto_pairs(pair_ids):
         """A preference on a pair already here (pushed unlabelled, or labelled by people) is recorded on it as the
-        import account's label, once: pushed again, it is already present."""
-        pair = Pair.objects.select_for_update().select_related("response_a").get(pk=pair_id)
-        if pair.is_gold or Label.objects.filter(pair=pair, annotator=user).exists():
-            return False
-        _label(pair, row, source, chosen_is_a=pair.response_a.text == row.chosen)
-        Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
-        return True
+        import account's label, once: pushed again, it is already present. Which of the push's pairs are taken (gold,
+        or labelled by the import already) is one query, so pushing a file again costs no query a row."""
+        taken = set(Pair.objects.filter(pk__in=list(pair_ids)).filter(Q(is_gold=True) | Q(labels__annotator=user))
+                    .values_list("pk", flat=True))
+
+        def onto(pair_id, row, source, chosen_is_a: bool) -> bool:
+            if pair_id in taken:
+                return False
+            # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
+            pair = Pair.objects.select_for_update().get(pk=pair_id)
+            if Label.objects.filter(pair=pair, annotator=user).exists():
+                return False
+            _label(pair, row, source, chosen_is_a=chosen_is_a)
+            Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
+            taken.add(pair_id)
+            return True
+
+        return onto
 
     make.texts = lambda row: (row.chosen, row.rejected)
-    make.onto = onto
+    make.onto = onto_pairs
     with transaction.atomic():
         user = import_account()
         return _write_pairs(rows, name, make, progress)
