@@ -1,6 +1,7 @@
 """The form that starts a comparison set: two versions and a prompt set (the eval split, or one typed prompt)."""
 from django import forms
 
+from generation.backends.base import MAX_SEED
 from generation.models import ModelVersion
 
 from .services import MAX_PROMPTS
@@ -19,7 +20,7 @@ class StartForm(forms.Form):
     blind = forms.BooleanField(
         required=False, initial=True, label="Blind: hide the names until I vote (uncheck for a plain side by side)"
     )
-    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, label="Seed")
+    seed = forms.IntegerField(min_value=0, max_value=MAX_SEED, initial=0, label="Seed")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=128, label="Longest answer (tokens)")
 
     def clean(self):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from django.db import IntegrityError, transaction
 
 import judges
-from generation.backends.base import GenerationCancelled, SamplingConfig
+from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for
 from jobs import lifecycle
@@ -72,9 +72,6 @@ def typed_prompt(text: str) -> Prompt:
             )
     except IntegrityError:  # typed at the same moment by someone else
         return Prompt.objects.get(hash=key)
-
-
-MAX_SEED = 2**31 - 1  # as the compare page's form takes it
 
 
 def start_compare_job(

@@ -3,7 +3,7 @@ from django import forms
 
 from loop.forms import judge_choices
 
-from .backends.base import MAX_TEMPERATURE, SamplingConfig
+from .backends.base import MAX_SEED, MAX_TEMPERATURE, SamplingConfig
 from .models import ModelVersion
 
 _defaults = SamplingConfig()
@@ -24,7 +24,7 @@ class GenerateForm(forms.Form):
                                    help_text="0 samples greedily (every sample the same).")
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=_defaults.top_p)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=8192, initial=_defaults.max_new_tokens)
-    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+    seed = forms.IntegerField(min_value=0, max_value=MAX_SEED, initial=0)
 
     def __init__(self, *args, **kwargs):
 

@@ -14,7 +14,7 @@ from annotate.judging import label_pairs
 from compare.evaluation import Evaluation, eval_prompts, evaluate
 from compare.services import CompareError
 from compare.stats import length_warning
-from generation.backends.base import SamplingConfig
+from generation.backends.base import MAX_SEED, SamplingConfig
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import (
@@ -81,7 +81,7 @@ def start_loop_run(
     `judge` labels the pairs; `eval_judge` (default: the same) votes on each round's answers against the base
     version, so a judge's quirks need not be both rewarded and confirmed by the same judge."""
     for what, value, low, high in (("rounds", rounds, 1, MAX_ROUNDS), ("pairs", pairs, 1, MAX_PAIRS),
-                                   ("eval prompts", eval_limit, 1, MAX_EVAL_PROMPTS), ("seed", seed, 0, 2**31 - 1)):
+                                   ("eval prompts", eval_limit, 1, MAX_EVAL_PROMPTS), ("seed", seed, 0, MAX_SEED)):
         if not low <= value <= high:
             raise LoopError(f"{what} must be from {low} to {high:,} (got {value})")
     if len(tag) > 100 or not tag.isprintable():

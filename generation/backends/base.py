@@ -27,6 +27,9 @@ MAX_NEW_TOKENS = 32768
 # the settings refuse both, for the hf backend too (a page gives the same answer whichever backend samples).
 MIN_TEMPERATURE = 0.01
 MAX_TEMPERATURE = 2.0
+# The largest seed a person gives a job (the forms, the API, the commands): a loop run keeps its seed in a
+# PositiveIntegerField, 32-bit on PostgreSQL. (A SamplingConfig itself takes any seed below 2**63.)
+MAX_SEED = 2**31 - 1
 
 
 @dataclass
