@@ -138,9 +138,17 @@ class BoardFilters(Schema):
 @router.get("/leaderboard", summary="Bradley-Terry ratings of the versions")
 def get_leaderboard(request: HttpRequest, filters: Query[BoardFilters]) -> dict:
     board = leaderboard.build_board(include_automatic=filters.automatic)
-    rows = [{k: _finite(v) for k, v in vars(row).items()} for row in board.rows]
+    rows = [_board_row(row) for row in board.rows]
     return {"anchor": board.anchor, "votes": board.votes, "length_coef": _finite(board.length_coef),
             "unrated": board.unrated, "message": board.message, "rows": rows}
+
+
+def _board_row(row: leaderboard.Row) -> dict:
+    """A leaderboard row as JSON: its figures, and its answers' length as counts (not the page's object)."""
+    out = {k: _finite(v) for k, v in vars(row).items() if k != "length"}
+    out["answers"] = row.length.answers if row.length else 0
+    out["truncated_answers"] = row.length.truncated if row.length else 0
+    return out
 
 
 def _run_metrics(run: TrainingRun) -> dict:

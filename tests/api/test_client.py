@@ -8,9 +8,11 @@ import pytest
 
 import prefloop_client
 from annotate.services import label_pair
+from compare.services import record_vote
 from generation.models import ModelVersion
 from prefloop_client import APIError, Client
 from tests.annotate.factories import make_pair, make_user
+from tests.compare.conftest import make_comparison, make_version
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -71,6 +73,19 @@ def test_round_metrics_and_leaderboard(staff_api):
     assert missing.value.status == 404 and "round 7" in missing.value.detail
     board = staff_api.leaderboard()
     assert board["votes"] == 0 and board["rows"] == []
+
+
+def test_the_leaderboard_with_votes_is_json(staff_api, annotator):
+    base = make_version("base", is_current=True)
+    child = make_version("round-1", parent=base)
+    for outcome in ["a", "a", "a", "b", "tie"]:  # round-1 wins 3.5 of 5
+        record_vote(make_comparison(child, base, tokens=(12, 8)), annotator, outcome)
+    board = staff_api.leaderboard()
+    assert board["votes"] == 5 and board["anchor"] == "base" and board["unrated"] == []
+    rows = {r["version"]: r for r in board["rows"]}
+    assert rows["base"]["rating"] == 1000 and rows["round-1"]["rating"] > 1000
+    assert rows["round-1"]["votes"] == 5 and rows["round-1"]["mean_tokens"] == 12
+    assert rows["round-1"]["answers"] == 5 and rows["round-1"]["truncated_answers"] == 0
 
 
 def test_labelling_with_the_client(annotator_api):
