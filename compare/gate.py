@@ -137,21 +137,23 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
         return GateResult(False, [f"needs {rule.min_votes} blind votes against the current version, has {n}"])
     failed = []
     rate, (low, high) = evidence.win_rate, evidence.interval
-    measured = f"win rate {rate:.0%} [{low:.0%}, {high:.0%}] on {n} votes"
+    d = _digits((rate, rule.min_win_rate), (low, rule.min_lower_bound))
+    measured = f"win rate {rate:.{d}%} [{low:.{d}%}, {high:.{d}%}] on {n} votes"
     if rate < rule.min_win_rate:
-        failed.append(f"{measured} is below {rule.min_win_rate:.0%}")
+        failed.append(f"{measured} is below {rule.min_win_rate:.{d}%}")
     elif low < rule.min_lower_bound:
-        failed.append(f"{measured}: the interval's lower end is below {rule.min_lower_bound:.0%}")
+        failed.append(f"{measured}: the interval's lower end is below {rule.min_lower_bound:.{d}%}")
     growth = evidence.length_growth
     length = ""
     if growth is not None:
-        length = (f"answers {evidence.current_tokens:.1f} → {evidence.candidate_tokens:.1f} tokens "
-                  f"({growth:+.0%})")
         bounded = evidence.bounded_length_growth
+        d = _digits((bounded, rule.max_length_growth))
+        length = (f"answers {evidence.current_tokens:.1f} → {evidence.candidate_tokens:.1f} tokens "
+                  f"({growth:+.{d}%})")
         if evidence.length_anchor == "base":
-            length += f", base's {evidence.base_tokens:.1f} ({bounded:+.0%} on base's, the longer)"
+            length += f", base's {evidence.base_tokens:.1f} ({bounded:+.{d}%} on base's, the longer)"
         if bounded > rule.max_length_growth:
-            failed.append(f"{length} grew more than {rule.max_length_growth:.0%}")
+            failed.append(f"{length} grew more than {rule.max_length_growth:.{d}%}")
     drift = []
     cut = evidence.cut_share_growth
     if cut is not None:
@@ -162,7 +164,8 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
                       f"{cut:+.0%} on it)")
         drift.append(shown)
         if cut > rule.max_cut_share_growth:
-            failed.append(f"{shown}: the cut share rose {cut:+.0%}, more than {rule.max_cut_share_growth:.0%}")
+            d = _digits((cut, rule.max_cut_share_growth))
+            failed.append(f"{shown}: the cut share rose {cut:+.{d}%}, more than {rule.max_cut_share_growth:.{d}%}")
     kl = evidence.kl_per_token
     if kl is not None:
         shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.3g} a token)"
@@ -176,3 +179,12 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
 
 def _round(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 4)
+
+
+def _digits(*pairs: tuple[float, float]) -> int:
+    """Decimals for percentages shown beside their bounds: the fewest (up to 3) at which no figure reads as its bound
+    while differing from it (49.75% against 50% is "49.8%", never "50% is below 50%")."""
+    for digits in range(4):
+        if all(value == bound or f"{value:.{digits}%}" != f"{bound:.{digits}%}" for value, bound in pairs):
+            return digits
+    return 3

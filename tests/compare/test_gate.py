@@ -112,3 +112,14 @@ def test_the_cut_share_is_held_to_base_where_base_cuts_more_often():
     evidence.candidate_truncated = 7
     assert decide(evidence, RULE).reasons == [
         "answers cut at the token limit 0 → 7 of 64: the cut share rose +11%, more than 10%"]
+
+
+def test_a_figure_missing_its_bound_never_reads_as_the_bound():
+    # 100 wins to 101 losses is 49.75%: "win rate 50% ... is below 50%" contradicted itself
+    below = decide(GateEvidence(candidate_wins=100, current_wins=101), RULE)
+    assert not below.passed and below.reason == "win rate 49.8% [42.9%, 56.6%] on 201 votes is below 50.0%"
+    # 20 to 16: the Wilson interval's lower end is 39.58%, not "40%"
+    low = decide(GateEvidence(candidate_wins=20, current_wins=16), RULE)
+    assert not low.passed and "[39.6%, 70.5%] on 36 votes: the interval's lower end is below 40.0%" in low.reason
+    grew = decide(GateEvidence(candidate_wins=60, current_wins=4, candidate_tokens=100.3, current_tokens=80.0), RULE)
+    assert not grew.passed and grew.reason == "answers 80.0 → 100.3 tokens (+25.4%) grew more than 25.0%"
