@@ -18,8 +18,12 @@ INT64 = 2**63
 _DATE_PARTS = ("__year", "__month", "__day")
 MAX_NESTING = 64  # JSON in a form (a chat, job params) is nested a few levels; Python's parser fails near 1,000
 _INTEGER = re.compile(r"[+-]?\d+")
-_LONG_DIGITS = re.compile(r"\d{4301}")  # Python's int() refuses more than 4,300 digits
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# Every pattern here runs on any request, before sign-in, on values of up to 5 MB: each must take time linear in the
+# value. A digit run is tried from its first digit only (the look-behind), not again from each digit inside it.
+_LONG_DIGITS = re.compile(r"(?<!\d)\d{4301}")  # Python's int() refuses more than 4,300 digits
+# A JSON string, or an unterminated one to the end of the value (so no later quote starts a scan to the end again),
+# or a bracket.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 _LONE_SURROGATE = re.compile(
     r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
@@ -31,11 +35,15 @@ def _nesting(value: str) -> int:
     if "[" not in value and "{" not in value:
         return 0
     depth = deepest = 0
-    for char in _JSON_STRING.sub("", value):
-        if char in "[{":
+    for token in _JSON_TOKEN.finditer(value):
+        char = token[0]
+        if char in ("[", "{"):
             depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_NESTING:
+                    break  # already too deep: the rest cannot change the refusal
+        elif char in ("]", "}"):
             depth = max(0, depth - 1)
     return deepest
 
