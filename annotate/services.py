@@ -129,7 +129,7 @@ def _open_pairs(user, now, round_: LabellingRound | None):
     pairs = pairs.exclude(route__in=(Route.DUPLICATE, Route.JUDGE))
     room = (Assignment.LEASED, connection.ops.adapt_datetimefield_value(now))
     pairs = pairs.filter(RawSQL(_sql()["room"], room, output_field=BooleanField()))
-    if round_ is not None and round_.route_judge and not _is_automatic(user):
+    if round_ is not None and round_.route_judge and not is_automatic(user):
         pairs = pairs.filter(route=Route.PEOPLE)  # the rest waits for the judge, or is the judge's (annotate.routing)
     order = round_.queue_order if round_ is not None else QueueOrder.RANDOM
     if order == QueueOrder.DISAGREEMENT:
@@ -141,7 +141,8 @@ def _open_pairs(user, now, round_: LabellingRound | None):
     return pairs.order_by("created", "pk")
 
 
-def _is_automatic(user) -> bool:
+def is_automatic(user) -> bool:
+    """Whether this account is an automatic labeller's (a judge's), not a person's."""
     return AnnotatorProfile.objects.filter(user=user, is_automatic=True).exists()
 
 
@@ -315,7 +316,7 @@ def _not_served(pair: Pair, user) -> str | None:
     if pair.route == Route.JUDGE:
         return "is decided by the automatic judge"
     if (round_ is not None and round_.route_judge and pair.route != Route.PEOPLE and not pair.is_gold
-            and not _is_automatic(user)):
+            and not is_automatic(user)):
         return f"waits for round {round_.number}'s judge, which sends people only the pairs it cannot decide"
     return None
 

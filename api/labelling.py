@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
+from ninja.errors import HttpError
 from pydantic import Field
 
 from annotate import services
@@ -63,8 +64,13 @@ class LeaseIn(Schema):
     pair: Id
 
 
-@router.post("/lease", response=LeaseOut, summary="Lease one chosen pair (for scripts that pick pairs)")
+@router.post("/lease", response=LeaseOut, summary="Lease one chosen pair (staff and automatic labellers)")
 def lease(request: HttpRequest, payload: LeaseIn):
+    """For scripts that pick their pairs. A person's token may not: choosing pairs would skip the gold pairs the
+    queue mixes in, its order and its random sides, and let one person label the prompts they pick into the data."""
+    if not (request.user.is_staff or services.is_automatic(request.user)):
+        raise HttpError(403, "choosing a pair to label is for staff and automatic labellers: people label the pairs "
+                             "the queue leases them (POST /label/next)")
     return _lease(services.lease_pair(payload.pair, request.user))
 
 

@@ -183,7 +183,8 @@ class Client:
         return self.post("/label/next")
 
     def lease(self, pair: int) -> dict:
-        """Lease one chosen pair (for scripts that pick their pairs); the queue's rules hold (409 otherwise)."""
+        """Lease one chosen pair, for staff and automatic labellers whose scripts pick their pairs (a person's token
+        gets 403); the queue's rules hold (409 otherwise)."""
         return self.post("/label/lease", {"pair": pair})
 
     def label(self, pair: int, side: str, **options) -> dict:

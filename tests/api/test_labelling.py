@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from annotate.judging import judge_account
 from annotate.models import Label
 from prefloop_client import APIError, Client
 from tests.annotate.factories import make_pair, make_user
@@ -44,19 +45,35 @@ def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
     assert refused.value.status == 409 and "skipped" in refused.value.detail
 
 
-def test_a_script_leases_a_chosen_pair_under_the_same_rules(live_server, annotator_api, token_for):
+def test_a_script_leases_a_chosen_pair_under_the_same_rules(live_server, staff_api, token_for):
     pair = make_pair()
-    assert annotator_api.post("/label/lease", {"pair": pair.pk})["pair"] == pair.pk
-    other = Client(live_server.url, token_for(make_user("other")))
+    assert staff_api.post("/label/lease", {"pair": pair.pk})["pair"] == pair.pk
+    judge = Client(live_server.url, token_for(judge_account("judges.rules:length_target")))
     with pytest.raises(APIError) as refused:
-        other.post("/label/lease", {"pair": pair.pk})
+        judge.post("/label/lease", {"pair": pair.pk})
     assert refused.value.status == 409 and "already has all the labels" in refused.value.detail
+    assert judge.post("/label/lease", {"pair": make_pair().pk})["pair"]  # an automatic labeller may choose
     with pytest.raises(APIError) as junk:
-        annotator_api.label(pair.pk, "up")
+        staff_api.label(pair.pk, "up")
     assert junk.value.status == 400 and junk.value.errors[0]["field"] == "side"
 
 
-def test_a_chosen_lease_cannot_reach_what_the_queue_holds_back(annotator_api):
+def test_a_person_cannot_choose_the_pair_they_label(annotator_api, staff_api):
+    """The attack: an annotator's script leases pairs by id, so it never meets the gold pairs the queue mixes in,
+    always sees the first answer on the left, and labels the prompts it picks into the training data."""
+    from annotate.models import Assignment, LabellingRound
+
+    round_ = LabellingRound.objects.create(number=1, gold_rate=1.0)
+    gold, plain = make_pair(round=round_, is_gold=True, gold_choice="a"), make_pair(round=round_)
+    with pytest.raises(APIError) as refused:
+        annotator_api.lease(plain.pk)
+    assert refused.value.status == 403 and "POST /label/next" in refused.value.detail
+    assert not Assignment.objects.exists()
+    assert annotator_api.next_pair()["pair"] == gold.pk  # the queue serves the gold pair first, as its rate says
+    assert staff_api.lease(plain.pk)["pair"] == plain.pk  # staff scripts may choose
+
+
+def test_a_chosen_lease_cannot_reach_what_the_queue_holds_back(staff_api):
     """The attack: a script leases by id the pairs the label page never serves (a closed round's, a near-duplicate,
     one the judge decides or is still to decide) and labels them into the training data."""
     from django.utils import timezone
@@ -73,14 +90,14 @@ def test_a_chosen_lease_cannot_reach_what_the_queue_holds_back(annotator_api):
     }
     for pair, why in held_back.items():
         with pytest.raises(APIError) as refused:
-            annotator_api.lease(pair)
+            staff_api.lease(pair)
         assert refused.value.status == 409 and why in refused.value.detail
         with pytest.raises(APIError):
-            annotator_api.label(pair, "left")
+            staff_api.label(pair, "left")
     assert not Assignment.objects.exists() and not Label.objects.exists()
     served = make_pair(round=routed, route=Route.PEOPLE)  # what the judge sent to people may be chosen
-    assert annotator_api.lease(served.pk)["pair"] == served.pk
-    assert annotator_api.label(served.pk, "left")["choice"] == "a"
+    assert staff_api.lease(served.pk)["pair"] == served.pk
+    assert staff_api.label(served.pk, "left")["choice"] == "a"
 
 
 def test_a_comment_over_the_label_page_limit_is_refused_not_cut(annotator_api):
