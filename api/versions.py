@@ -164,7 +164,9 @@ def _run_metrics(run: TrainingRun) -> dict:
 
 @router.get("/rounds/{number}/metrics", summary="A round's training metrics (summary and per step)")
 def round_metrics(request: HttpRequest, number: Number) -> dict:
-    """The training run that made the version of this round (the latest, if several did)."""
+    """The training run that made the version of this round (the latest, if several did). Staff only, like the
+    training pages."""
+    staff_only(request)
     run = (TrainingRun.objects.select_related("input_version", "output_version")
            .filter(output_version__round=number).order_by("-created").first())
     if run is None:
@@ -174,5 +176,6 @@ def round_metrics(request: HttpRequest, number: Number) -> dict:
 
 @router.get("/training/{run_id}/metrics", summary="One training run's metrics (summary and per step)")
 def run_metrics(request: HttpRequest, run_id: Id) -> dict:
+    staff_only(request)
     return _run_metrics(get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"),
                                           pk=run_id))

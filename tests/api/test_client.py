@@ -58,6 +58,19 @@ def test_jobs_are_watched_waited_for_and_cancelled(staff_api):
         staff_api.job("painting", 1)
 
 
+def test_a_training_runs_metrics_are_for_staff_as_its_page_is(annotator_api, client, annotator):
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    child = ModelVersion.objects.create(name="round-1", path="/y", parent=base, round=1)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=child,
+                                     status=TrainingRun.SUCCEEDED, metrics={"mean_loss": 0.61})
+    client.force_login(annotator)
+    assert client.get(f"/training/runs/{run.pk}/").status_code == 403
+    for path in ("/rounds/1/metrics", f"/training/{run.pk}/metrics"):
+        with pytest.raises(APIError) as refused:
+            annotator_api.get(path)
+        assert refused.value.status == 403, path
+
+
 def test_round_metrics_and_leaderboard(staff_api):
     base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
     child = ModelVersion.objects.create(name="round-1", path="/y", parent=base, round=1)
