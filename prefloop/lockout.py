@@ -1,6 +1,7 @@
 """Sign-in lockout, through django-axes: the three hooks settings.py names (AXES_*_CALLABLE) for PrefLoop.
 
-Axes sits in the authentication backends, so every sign-in form (the app's and the admin's) is covered. A lockout
+Axes sits in the authentication backends, so every sign-in form (the app's and the admin's) is covered, and the
+password-change form (CountedPasswordChangeForm) checks the current password through them too. A lockout
 is keyed on the username *and* the client address: after PREFLOOP_LOGIN_MAX_FAILURES failures for one name from one
 address, that name is refused from that address for PREFLOOP_LOGIN_WINDOW_SECONDS after the last counted failure.
 The username is normalised exactly as Django's login form normalises it (NFKC, stripped), so a full-width or
@@ -19,8 +20,10 @@ import unicodedata
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
+from django.core.exceptions import ValidationError
 from django.db.models import Max
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -101,10 +104,36 @@ def lockout_response(
     if isinstance(original_response, TemplateResponse) and original_response.context_data:
         context = dict(original_response.context_data)
         form = context.get("form")
-        context["form"] = type(form)(request) if isinstance(form, AuthenticationForm) else AuthenticationForm(request)
+        if isinstance(form, PasswordChangeForm):  # the password-change page: shown again, empty
+            context["form"] = type(form)(request.user)
+        else:
+            context["form"] = type(form)(request) if isinstance(form, AuthenticationForm) else AuthenticationForm(request)
         response = TemplateResponse(request, original_response.template_name, context, status=429).render()
     else:
         context = {"form": AuthenticationForm(request), "next": request.POST.get("next", "")}
         response = render(request, "registration/login.html", context, status=429)
     response["Retry-After"] = str(wait)
     return response
+
+
+class CountedPasswordChangeForm(PasswordChangeForm):
+    """Django's password change, with the current password checked through authenticate(): a wrong one counts as a
+    failed sign-in for the account's name and the client's address, and once those are locked the form is refused
+    too. Django's own form compares the password directly, so a stolen session could guess it without limit."""
+
+    def __init__(self, user, *args, request: HttpRequest | None = None, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        old = self.cleaned_data["old_password"]
+        if authenticate(self.request, username=self.user.get_username(), password=old) is None:
+            raise ValidationError(self.error_messages["password_incorrect"], code="password_incorrect")
+        return old
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    form_class = CountedPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict:
+        return {**super().get_form_kwargs(), "request": self.request}

@@ -187,3 +187,38 @@ def test_the_failure_settings_drive_axes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [
         4, 90.0, [["username", "ip_address"]], "axes.backends.AxesStandaloneBackend", True]
+
+
+@pytest.mark.django_db
+def test_the_password_change_form_cannot_be_used_to_guess_the_password(admin_user):
+    """The attack: with a stolen session, guess the current password on the password-change form, which Django checks
+    without counting failures, then change it and own the account for good."""
+    client = Client()
+    client.force_login(admin_user)
+    change = reverse("password_change")
+    for _ in range(settings.PREFLOOP_LOGIN_MAX_FAILURES):
+        wrong = client.post(change, {"old_password": "guess", "new_password1": "Taken-0ver!x", "new_password2": "Taken-0ver!x"})
+        assert wrong.status_code in (200, 429)  # the last counted failure is answered with the lockout
+    right = client.post(change, {"old_password": PASSWORD, "new_password1": "Taken-0ver!x", "new_password2": "Taken-0ver!x"})
+    assert right.status_code == 429 and "Too many failed sign-in attempts" in right.content.decode()
+    assert 'name="old_password"' in right.content.decode()  # the page again, empty
+    admin_user.refresh_from_db()
+    assert admin_user.check_password(PASSWORD)
+    # the guesses counted against the name: the sign-in form is locked for it too
+    assert sign_in(Client(), APP_LOGIN, "admin", PASSWORD).status_code == 429
+    # and the admin's own password change is this one
+    assert client.get("/admin/password_change/")["Location"] == change
+
+
+@pytest.mark.django_db
+def test_the_password_change_form_still_changes_the_password(admin_user):
+    client = Client()
+    client.force_login(admin_user)
+    done = client.post(reverse("password_change"),
+                       {"old_password": PASSWORD, "new_password1": "N3w-passphrase!", "new_password2": "N3w-passphrase!"})
+    assert done.status_code == 302 and done["Location"] == reverse("password_change_done")
+    admin_user.refresh_from_db()
+    assert admin_user.check_password("N3w-passphrase!")
+    wrong = client.post(reverse("password_change"),
+                        {"old_password": "nope", "new_password1": "Other-pass!9", "new_password2": "Other-pass!9"})
+    assert wrong.status_code == 200 and "Your old password was entered incorrectly" in wrong.content.decode()
