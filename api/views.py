@@ -5,6 +5,7 @@ from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from annotate.models import MAX_ID
@@ -21,6 +22,7 @@ class RevokeForm(forms.Form):
     token = forms.IntegerField(min_value=1, max_value=MAX_ID)
 
 
+@never_cache  # the page shows a new token once: no browser or proxy cache may keep a copy
 def account(request: HttpRequest) -> HttpResponse:
     """The person's tokens; POST makes a new one, whose value this response shows once."""
     form = TokenForm(request.POST or None)

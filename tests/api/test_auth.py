@@ -48,6 +48,7 @@ def test_only_a_digest_is_stored_and_the_token_is_shown_once(annotator):
     made = page.post("/account/tokens/", {"name": "my front end"})
     token = made.context["new_token"]
     assert token.startswith("pfl_") and token in made.content.decode()
+    assert "no-store" in made["Cache-Control"]  # no cache keeps the one copy of the token
     row = ApiToken.objects.get(user=annotator)
     assert token not in (row.digest, row.prefix) and row.digest == digest(token)
     assert token not in page.get("/account/tokens/").content.decode()
