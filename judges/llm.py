@@ -33,6 +33,11 @@ class LLMJudge:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
         if not (Path(self.model_dir) / "config.json").exists() and not (Path(self.model_dir) / "adapter_config.json").exists():
             raise ValueError(f"{self.model_dir} holds no checkpoint (no config.json or adapter_config.json)")
+        # Both are local folders: a name that is not one would be looked up on a model hub, which PrefLoop never uses.
+        if self.base_dir and not (Path(self.base_dir) / "config.json").exists():
+            raise ValueError(f"base_dir {self.base_dir} holds no full checkpoint (no config.json)")
+        if not self.base_dir and not (Path(self.model_dir) / "config.json").exists():
+            raise ValueError(f"{self.model_dir} holds a LoRA adapter: give the folder of its base model as base_dir")
         self._model = self._tokenizer = None
 
     def __repr__(self) -> str:

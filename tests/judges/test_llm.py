@@ -37,6 +37,19 @@ def test_a_folder_without_a_checkpoint_is_a_clear_error(tmp_path):
         load_judge(f"judges.llm:LLMJudge?model_dir={tmp_path}")
 
 
+def test_a_base_that_is_no_local_checkpoint_is_refused_before_any_load(tmp_path, tiny_model_dir):
+    """A base_dir that is no folder here would be looked up on a model hub by from_pretrained: refused at once."""
+    from judges import JudgeError
+
+    with pytest.raises(JudgeError, match="base_dir HuggingFaceTB/SmolLM2-135M holds no full checkpoint"):
+        load_judge(f"judges.llm:LLMJudge?model_dir={tiny_model_dir}&base_dir=HuggingFaceTB/SmolLM2-135M")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M"}')
+    with pytest.raises(JudgeError, match="holds a LoRA adapter: give the folder of its base model as base_dir"):
+        load_judge(f"judges.llm:LLMJudge?model_dir={adapter}")
+
+
 def test_an_llm_judge_over_a_registered_version(db, tiny_model_dir):
     from generation.services import register_version
     from judges import JudgeError
