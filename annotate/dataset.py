@@ -59,7 +59,9 @@ def _strength_prob(winner: str, labels: list[Label]) -> float:
 def decide(pair: Pair, labels: list[Label], *, soft_labels: bool = False) -> Decision | None:
     """The pair's chosen and rejected responses, or None if its outcome is a tie, both bad, or undecided."""
     if pair.is_gold and pair.gold_choice in (A, B):
-        winner, share = pair.gold_choice, 1.0
+        # decided by its known answer; the share is still what its labels say: those that agree with that answer
+        winner = pair.gold_choice
+        share = sum(label.choice == winner for label in labels) / len(labels) if labels else 1.0
         prob = 1.0
     else:
         if pair.route == Route.PEOPLE and any(not label.is_automatic for label in labels):
@@ -98,7 +100,10 @@ def decisions(
     out = []
     for pair in pairs.iterator(chunk_size=500):
         decision = decide(pair, pair.counted_labels, soft_labels=soft_labels)
-        if decision is None or (min_agreement is not None and decision.vote_share < min_agreement):
+        if decision is None:
+            continue
+        # a gold pair is decided by its known answer, whoever missed it: the agreement filter leaves it in
+        if min_agreement is not None and not pair.is_gold and decision.vote_share < min_agreement:
             continue
         out.append(decision)
     return out

@@ -66,7 +66,9 @@ class ExportForm(RoundForm):
     format = forms.ChoiceField(
         choices=[(f, "hf (a Hugging Face data set: Parquet and a dataset card, zipped)" if f == "hf" else f)
                  for f in EXPORT_FORMATS], initial="jsonl")
-    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1)
+    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1,
+                                     help_text="Leave out pairs whose majority has a smaller vote share (0 to 1); gold "
+                                               "pairs, decided by their known answer, stay in.")
     include_automatic = forms.BooleanField(
         required=False, initial=True, label="Include judge labels",
         help_text="Labels by judges (automatic accounts) count beside people's, as they do in training. Untick to "

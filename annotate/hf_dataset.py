@@ -17,7 +17,8 @@ COLUMNS = {
     "chosen": "the preferred response (text, or one assistant message)",
     "rejected": "the other response",
     "preference_prob": "probability that `chosen` is preferred, from the labels' strengths (or votes, with soft labels)",
-    "vote_share": "share of the pair's labels that agreed with the majority",
+    "vote_share": "share of the pair's labels that agreed with its decision: the majority, or a gold pair's known "
+                  "answer (1.0 for a gold pair nobody labelled)",
     "pair_id": "the pair's id in PrefLoop",
     "round": "the labelling round the pair belongs to (null: none)",
     "gold": "whether the pair is a gold pair with a known answer",

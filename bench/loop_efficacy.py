@@ -107,7 +107,7 @@ def labelling_judge(args) -> str:
 
 
 def table(rounds: list[dict]) -> str:
-    head = ("round", "pairs", "labels", "loss", "acc", "KL nats/answer", "tokens", "base tok", "cut (base)", "win vs base",
+    head = ("round", "pairs", "labels", "mean loss", "acc (last batch)", "KL nats/answer", "tokens", "base tok", "cut (base)", "win vs base",
             "95% CI", "gate", "sample s", "judge s", "train s", "evaluate s", "round s")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rounds:

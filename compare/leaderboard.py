@@ -41,7 +41,8 @@ class Cell:
 
     @property
     def percent(self) -> int | None:
-        return None if self.rate is None else round(100 * self.rate)
+        # halves up, as the pages' floatformat rounds (Python's round() sends 62.5 to 62)
+        return None if self.rate is None else math.floor(100 * self.rate + 0.5)
 
 
 @dataclass
@@ -110,11 +111,15 @@ def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed:
     for a, b, *_ in rows:
         votes[a] += 1
         votes[b] += 1
+    # The fits use only the versions with a chain of votes to the anchor: the count shown and the votes the
+    # length-controlled fit needs are theirs (votes among unrated versions fit nothing).
+    rated = names - set(raw.unrated)
+    fitted_votes = sum(1 for a, b, *_ in rows if a != b and a in rated and b in rated)
     lc = controlled.by_version()
     rounds = dict(ModelVersion.objects.filter(name__in=names).values_list("name", "round"))
-    needed = lc_votes_needed(len(names))
-    fitted = len(rows) >= needed
-    board = Board(anchor=anchor, votes=len(rows), length_coef=controlled.length_coef if fitted else None,
+    needed = lc_votes_needed(len(rated))
+    fitted = fitted_votes >= needed
+    board = Board(anchor=anchor, votes=fitted_votes, length_coef=controlled.length_coef if fitted else None,
                   unrated=raw.unrated, lc_needs=0 if fitted else needed)
     ids = dict(ModelVersion.objects.filter(name__in=names).values_list("name", "pk"))
     lengths = version_lengths(ids.values())
@@ -138,5 +143,5 @@ def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed:
 
 def lc_votes_needed(versions: int) -> int:
     """Votes the length-controlled fit needs before it is shown: LC_VOTES_PER_PARAMETER per fitted parameter (one
-    rating per version but the anchor, plus the length coefficient)."""
+    rating per rated version but the anchor, plus the length coefficient)."""
     return LC_VOTES_PER_PARAMETER * max(1, versions)

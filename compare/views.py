@@ -108,7 +108,7 @@ def leaderboard_view(request):
 def rounds(request):
     """Across rounds: each version's rating and answer length, each training run's stored metrics."""
     include_automatic = request.GET.get("automatic") == "1"
-    board = leaderboard.build_board(include_automatic=include_automatic, bootstrap=200)
+    board = leaderboard.build_board(include_automatic=include_automatic)  # the leaderboard's fit: the same intervals
     rows = dashboard.version_rows({r.version: r for r in board.rows})
     runs = TrainingRun.objects.select_related("input_version", "output_version")[:50]
     return render(request, "compare/rounds.html", {

@@ -5,6 +5,8 @@ their states, and `templates/jobs/_progress.html` shows any of them.
 """
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -73,7 +75,8 @@ class Job(models.Model):
 
     @property
     def percent(self) -> int:
-        return round(100 * min(1.0, max(0.0, self.progress)))
+        """Whole percent done, rounded down: 99.6% of a running job is 99%, never 100% before it ends."""
+        return math.floor(100 * min(1.0, max(0.0, self.progress)) + 1e-9)
 
     @property
     def eta_seconds(self) -> float | None:

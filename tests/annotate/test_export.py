@@ -117,6 +117,17 @@ def test_gold_pairs_use_their_known_answer():
     assert rejected == gold.response_a
 
 
+def test_a_gold_pairs_vote_share_is_its_labels_agreement_with_the_known_answer(tmp_path):
+    gold = make_pair(is_gold=True, gold_choice="a", labels_needed=3)
+    _labels(gold, "left", "right", "left")  # two of three found the known answer: the export said 1.0
+    unlabelled = make_pair(is_gold=True, gold_choice="b")
+    rows = {r["pair_id"]: r for r in _export(tmp_path)}
+    assert rows[gold.pk]["vote_share"] == pytest.approx(2 / 3) and rows[gold.pk]["chosen"] == gold.response_a.text
+    assert rows[unlabelled.pk]["vote_share"] == 1.0
+    # the agreement filter is about majorities: a gold pair is decided by its known answer and stays in
+    assert {r["pair_id"] for r in _export(tmp_path, min_agreement=0.9)} == {gold.pk, unlabelled.pk}
+
+
 def test_parquet_and_hf_formats(tmp_path):
     pair = make_pair(text_a="alpha", text_b="beta")
     _labels(pair, "right")

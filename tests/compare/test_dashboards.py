@@ -176,3 +176,34 @@ def test_the_dashboards_first_address_redirects_to_the_training_app(client, staf
     assert client.get(response["Location"]).status_code == 403
     rounds = client.get("/compare/rounds/").content.decode()
     assert f"/training/runs/{run.pk}/" not in rounds
+
+
+def test_votes_among_unrated_versions_are_not_counted_as_the_fits(client, annotator, versions):
+    base, child = versions
+    _votes(child, base, annotator, ["a"] * 5 + ["b"] * 3)
+    island_a, island_b = make_version("island-a"), make_version("island-b")
+    _votes(island_a, island_b, annotator, ["a"] * 3)  # no chain of votes to base: not rated
+    board = build_board(bootstrap=20)
+    assert sorted(board.unrated) == ["island-a", "island-b"]
+    assert board.votes == 8  # the fit's votes, not 11
+    assert board.lc_needs == 40  # 2 fitted parameters (round one's rating, the length coefficient), not 4 versions'
+    client.force_login(annotator)
+    page = client.get(reverse("compare:leaderboard")).content.decode()
+    assert "ratings from 8 votes" in page and "needs 40 votes" in page
+
+
+def test_a_win_rate_of_a_half_percent_rounds_up_as_every_page_rounds(annotator, versions):
+    base, child = versions
+    _votes(child, base, annotator, ["a"] * 10 + ["b"] * 6)  # 10 of 16 = 62.5%
+    cells = dict(build_board(bootstrap=20).matrix)
+    assert [c.percent for c in cells["okapi-round-one"] if c.rate is not None] == [63]  # round() gave 62
+
+
+def test_the_rounds_page_shows_the_leaderboards_intervals(client, staff, annotator, versions):
+    base, child = versions
+    _votes(child, base, annotator, ["a"] * 11 + ["b"] * 7 + ["tie"] * 3 + ["both_bad"] * 2)
+    client.force_login(staff)
+    board = client.get(reverse("compare:leaderboard")).content.decode()
+    rounds = client.get(reverse("compare:rounds")).content.decode()
+    interval = _cell(board, "okapi-round-one", "interval")
+    assert re.fullmatch(r"\d+ – \d+", interval) and _cell(rounds, "okapi-round-one", "interval") == interval

@@ -24,7 +24,8 @@ class Command(PrefLoopCommand):
         parser.add_argument("--round", type=int, action="append", default=None,
                             help="Only this labelling round (repeat for several).")
         parser.add_argument("--min-agreement", type=float, default=None,
-                            help="Leave out pairs whose majority has a smaller vote share (0 to 1).")
+                            help="Leave out pairs whose majority has a smaller vote share (0 to 1); gold pairs, "
+                                 "decided by their known answer, stay in.")
         parser.add_argument("--include-automatic", dest="include_automatic", action="store_true", default=True,
                             help="Count labels from automatic labellers (the default).")
         parser.add_argument("--no-automatic", dest="include_automatic", action="store_false",
