@@ -202,14 +202,22 @@ class Tracker:
         if self.should_stop():
             raise JobCancelled
 
+    def tell_parents(self, progress: float, stage: str) -> None:
+        """Pass (progress, stage) to the jobs this one runs inside, which show it; this job's own row is left alone
+        (a finished job that still works for its parent, measuring say)."""
+        for parent in self.parents:
+            if parent.on_child:
+                parent.on_child(progress, stage)
+
     def report(self, *, done: int | None = None, total: int | None = None, progress: float | None = None,
                stage: str | None = None, force: bool = False, **own) -> bool:
         """Record progress (throttled), with any of the kind's own fields (`own`); returns whether it was written."""
-        for parent in self.parents:
-            if parent.on_child:
-                parent.on_child(self.job.progress if progress is None else progress, stage or self.job.stage)
+        self.tell_parents(self.job.progress if progress is None else progress, stage or self.job.stage)
         now = time.monotonic()
-        if not force and now - self._written < WRITE_EVERY_S:
+        # A new stage is written at once: throttled, it was dropped, and the page named the stage before it for as
+        # long as the new one ran without another report (loading a model, measuring a round).
+        new_stage = stage is not None and stage[:200] != self.job.stage
+        if not force and not new_stage and now - self._written < WRITE_EVERY_S:
             return False
         self._written = now
         fields: dict = {"updated": timezone.now(), **own}

@@ -14,7 +14,7 @@ from annotate.judging import label_pairs
 from compare.evaluation import Evaluation, eval_prompts, evaluate
 from compare.services import CompareError
 from compare.stats import length_warning
-from generation.backends.base import MAX_SEED, SamplingConfig
+from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import (
@@ -172,7 +172,8 @@ def _eval_tag(tag: str) -> str:
 
 def cancel_loop_run(run: LoopRun) -> None:
     """Stop the run: at once if queued; if running, within seconds, inside whatever step it is in (sampling,
-    labelling, training, evaluating). Finished rounds are kept; nothing of the round in flight is registered."""
+    labelling, training, measuring, evaluating). Finished rounds are kept; nothing of the round in flight is
+    promoted. A version its training registered before the stop stays a candidate, and the run's log names it."""
     lifecycle.cancel(run)
 
 
@@ -202,11 +203,11 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
             if on_round:
                 on_round(result)
         lifecycle.finish(run)
-    except JobCancelled:
+    except (JobCancelled, GenerationCancelled):  # answering inside an evaluation stops with the latter
         kept = len(run.results)
         stage = LoopRun.objects.values_list("stage", flat=True).get(pk=run.pk)
         lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped in {stage or 'its first step'}"
-                               ", whose work is not used")
+                               ", whose work is not used" + _left_candidate(run))
     except Exception as exc:
         known = (JudgeError, LoopError, CompareError)
         if not isinstance(exc, known):
@@ -214,6 +215,14 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
     run.refresh_from_db()
     return run
+
+
+def _left_candidate(run: LoopRun) -> str:
+    """The version the stopped round's training registered, if it got that far: it stays a candidate."""
+    kept = {r["version"] for r in run.results}
+    names = [n for n in TrainingRun.objects.filter(part_of=run.key, status=TrainingRun.SUCCEEDED).order_by("pk")
+             .values_list("output_version__name", flat=True) if n and n not in kept]
+    return f" (its training had registered {names[-1]!r}: it stays a candidate, not promoted)" if names else ""
 
 
 def eval_judge_of(run: LoopRun) -> str:
@@ -273,6 +282,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     new = training.output_version
     seconds["train"] = time.perf_counter() - clock
 
+    report("evaluate", 0, 1)
     clock = time.perf_counter()
 
     def evaluate_against(old: ModelVersion) -> Evaluation:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
 
-from generation.backends.base import SamplingConfig
+from generation.backends.base import GenerationCancelled, SamplingConfig
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import answers_for
@@ -82,16 +83,24 @@ def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
 
 
 def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
-                   heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]]) -> dict:
+                   heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
+                   should_stop: Callable[[], bool] | None = None) -> dict:
     """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
-    Each of the two models is loaded once, on first use, and serves the held-out pairs and the answers' KL."""
+    Each of the two models is loaded once, on first use, and serves the held-out pairs and the answers' KL.
+
+    `should_stop()` is asked per decode step and between the parts: True raises GenerationCancelled."""
+
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise GenerationCancelled("measuring stopped on request")
 
     metrics: dict = {}
     prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)
-    answers = answers_for(version, prompts, SamplingConfig(), seed=0) if prompts else {}
+    answers = answers_for(version, prompts, SamplingConfig(), seed=0, should_stop=should_stop) if prompts else {}
     if not heldout and not answers:
         return metrics
+    check()
     dtype = product_dtype() if config.dtype == "auto" else config.dtype  # the cache needs the dtype it holds
     scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
     policy, base = Scorer(version.path, scoring), Scorer(reference.path, scoring)
@@ -106,6 +115,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
         score = heldout_score(own, [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
                               config.beta, [p.preference_prob for p in heldout])
         metrics.update(score.as_metrics())
+    check()
     if answers:
         try:
             metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers)))

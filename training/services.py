@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from annotate.closing import close_if_enough
 from annotate.models import LabellingRound
 from annotate.quality import label_noise
+from generation.backends.base import GenerationCancelled
 from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, release_backends, update_mean_length
 from jobs import lifecycle
@@ -273,7 +274,8 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             truncated=result.truncated, dropped=result.dropped), decision=TrainingRun.Decision.CANDIDATE)
         _log(run, f"registered version {version.name!r} as a candidate: it becomes current when it passes the "
                   "promotion gate against the current version, or when staff promote it by hand")
-        _evaluate(run, version, config, data)
+        tracker.tell_parents(1.0, f"measuring {version.name!r}")
+        _evaluate(run, version, config, data, tracker.should_stop)
     except (TrainingCancelled, JobCancelled):
         lifecycle.stopped(run, "no checkpoint kept")
         if out_tmp is not None:
@@ -302,12 +304,18 @@ def _run_config(run: TrainingRun) -> DPOConfig:
     return config
 
 
-def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data) -> None:
-    """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays."""
+def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
+              should_stop: Callable[[], bool] | None = None) -> None:
+    """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays.
+    `should_stop`: the run has ended, so only a job it runs inside (a loop run) can stop this, within seconds."""
     _log(run, f"measuring {version.name!r}: {len(data.heldout)} held-out pairs, "
               f"answers to up to {settings.PREFLOOP_ROUND_EVAL_PROMPTS} eval prompts")
     try:
-        found = evaluate_round(version, run.reference_version, config, data.heldout, data.heldout_rows)
+        found = evaluate_round(version, run.reference_version, config, data.heldout, data.heldout_rows,
+                               should_stop=should_stop)
+    except GenerationCancelled:
+        _log(run, f"measuring {version.name!r} stopped: the job this run is part of was cancelled")
+        return
     except Exception as exc:  # the round itself succeeded: keep it, say what the measurement hit
         log.exception("measuring training run %s failed", run.pk)
         _log(run, f"measuring the round failed: {type(exc).__name__}: {exc}")

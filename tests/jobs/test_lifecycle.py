@@ -189,3 +189,15 @@ def test_services_never_import_tasks_and_import_at_the_top():
         inner = [node.lineno for fn in ast.walk(services) if isinstance(fn, ast.FunctionDef)
                  for node in ast.walk(fn) if isinstance(node, ast.Import | ast.ImportFrom)]
         assert inner == [], f"{app}: imports inside functions at lines {inner}"
+
+
+def test_a_new_stage_is_written_at_once_not_dropped_by_the_throttle(jobs):
+    """The page named the stage before for as long as a new one ran without another report (a loop showed
+    "generate · sampling" for 20 s while it labelled and loaded the model)."""
+    job = jobs[1]
+    tracker = Tracker(job)
+    assert tracker.report(progress=0.1, stage="loading the model", force=True)
+    assert not tracker.report(progress=0.2, stage="loading the model")  # the same stage, within the second: throttled
+    assert tracker.report(progress=0.3, stage="training")  # a new stage: written now
+    job.refresh_from_db()
+    assert job.stage == "training" and job.progress == 0.3

@@ -1,0 +1,57 @@
+"""Cancelling a loop run late in a round: while its training measures the new version, and while the loop evaluates
+it. An outside probe saw both take about a minute (the measurement could not be stopped), end with the error
+"GenerationCancelled" and say nothing of the version the round's training had registered."""
+import pytest
+
+import loop.services as loop_services
+import training.services as training_services
+from compare.models import Vote
+from generation.models import ModelVersion
+from jobs import lifecycle
+from loop.models import LoopRun
+from loop.services import run_loop, start_loop_run
+from training.models import TrainingRun
+
+from .test_run_loop import JUDGE, PARAMS
+
+
+@pytest.fixture
+def loop_run(loop_base, settings):
+    _, make = loop_base
+    make(train=8, eval=3)
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
+    return start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS, enqueue=False,
+                          preset="all")
+
+
+def _cancel_first(monkeypatch, module, name, run):
+    """A person presses Cancel on the loop run just as the round reaches `module.name`."""
+    real = getattr(module, name)
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)  # the tiny model answers faster than the usual check interval
+
+    def pressed(*args, **kwargs):
+        lifecycle.cancel(LoopRun.objects.get(pk=run.pk))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, pressed)
+
+
+def test_a_cancel_while_the_training_measures_the_new_version_stops_it(loop_run, monkeypatch):
+    _cancel_first(monkeypatch, training_services, "evaluate_round", loop_run)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled" and run.error == "" and run.results == []
+    assert "stopped in round 1: train · measuring 'round-1'" in run.stage
+    assert "it stays a candidate, not promoted" in run.stage and "'round-1'" in run.stage
+    training = TrainingRun.objects.get(part_of=run.key)
+    assert "measuring 'round-1' stopped: the job this run is part of was cancelled" in training.log
+    assert "sampled/answers" not in training.metrics  # the measurement stopped before it was stored
+    assert ModelVersion.objects.get(name="round-1").is_current is False
+    assert not Vote.objects.exists()  # the loop's evaluation never started
+
+
+def test_a_cancel_while_the_loop_evaluates_ends_cancelled_not_with_an_error(loop_run, monkeypatch):
+    _cancel_first(monkeypatch, loop_services, "evaluate", loop_run)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled" and run.error == "", run.error  # was "GenerationCancelled: ..."
+    assert "stopped in round 1: evaluate" in run.stage and "'round-1'" in run.stage
+    assert not Vote.objects.exists() and ModelVersion.objects.get(is_current=True).name == "base"
