@@ -37,7 +37,8 @@ class JobOut(Schema):
     id: int
     status: str = Field(description="queued, running, cancelling (stopping), succeeded, failed or cancelled")
     active: bool
-    progress: float
+    progress: float = Field(description="0 to 1, as the job's page shows it")
+    stage: str = Field(description="what the job is doing now, as its page says; how it ended once it has")
     error: str
     created: datetime
     started: datetime | None
@@ -46,9 +47,9 @@ class JobOut(Schema):
 
 
 def _progress(job) -> float:
-    if isinstance(job, (TrainingRun, LoopRun)):
-        return float(job.progress or 0.0)
-    return job.done / job.total if job.total else 0.0
+    """The fraction the job's page shows: within a unit too (a generation's tokens so far), where done / total moved
+    only when a whole chunk of prompts was stored (0 for a whole one-chunk run, then 1)."""
+    return min(1.0, max(0.0, float(job.progress or 0.0)))
 
 
 def _details(kind: str, job) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def _details(kind: str, job) -> dict[str, Any]:
 
 def describe(kind: str, job) -> dict[str, Any]:
     return {"kind": kind, "id": job.pk, "status": job.status, "active": job.status in ACTIVE,
-            "progress": _progress(job), "error": job.error, "created": job.created, "started": job.started,
+            "progress": _progress(job), "stage": job.stage, "error": job.error, "created": job.created, "started": job.started,
             "finished": job.finished, "details": _details(kind, job)}
 
 

@@ -31,6 +31,15 @@ def test_staff_start_a_generation_job_and_wait_for_its_pairs(staff_api, tiny_ver
     assert staff_api.jobs("generation")[0]["id"] == job["id"]
 
 
+def test_a_jobs_progress_is_what_its_page_shows_within_a_chunk_too(staff_api, tiny_version):
+    """A generation of one chunk of prompts read 0.0 through the API for its whole run while its page moved 3% to 78%:
+    the API divided prompts done by prompts, which moves only when a whole chunk is stored."""
+    job = GenerationJob.objects.create(version=tiny_version, status="running", total=8, done=0, progress=0.56,
+                                       stage="sampling prompts 1-8")
+    seen = staff_api.job("generation", job.pk)
+    assert seen["progress"] == 0.56 and seen["stage"] == "sampling prompts 1-8"
+
+
 def test_a_comparison_through_the_api(staff_api, tiny_version, tiny_model_dir, eager_tasks):
     other = generation_services.register_version("round-1", tiny_model_dir, parent=tiny_version)
     Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
