@@ -139,6 +139,18 @@ def stopped(job: Job, kept: str) -> None:
     job.refresh_from_db()
 
 
+def interrupted(job: Job, how: str) -> None:
+    """The process running the job in the foreground was stopped (Ctrl-C at the command line): the job and the jobs
+    inside it end cancelled now, so no worker resumes them later behind the person's back."""
+    now, stage = timezone.now(), f"stopped: {how}"
+    for model in job_kinds():
+        model.objects.filter(part_of=job.key, status__in=ACTIVE).update(
+            status=Status.CANCELLED, finished=now, stage=stage, log=_logged(stage))
+    type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Status.CANCELLED, finished=now,
+                                                                   stage=stage, log=_logged(stage))
+    job.refresh_from_db()
+
+
 def end_parts(job: Job, reason: str) -> int:
     """Mark failed the jobs still active inside `job` (left by a worker that was lost); returns how many."""
     count = 0

@@ -4,8 +4,13 @@ the shell could not decode as UTF-8), so such input ends in one clear line inste
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
+
+from jobs import lifecycle
+from jobs.models import Job
 
 
 class _OneLine(logging.Filter):
@@ -47,3 +52,15 @@ class Command(BaseCommand):
         finally:
             for handler in handlers:
                 handler.removeFilter(one_line)
+
+
+@contextmanager
+def in_foreground(command: str, job: Job) -> Iterator[None]:
+    """Run `job` in this process: Ctrl-C ends it (and the jobs inside it) cancelled, in one line. Left running, the
+    next worker to start would have taken it for a lost worker's job and resumed it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        lifecycle.interrupted(job, "Ctrl-C at the command line")
+        raise CommandError(f"{command}: interrupted: {job._meta.verbose_name} {job.pk} is cancelled") from None
+

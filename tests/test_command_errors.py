@@ -28,3 +28,61 @@ def test_a_failed_round_logs_one_line_unless_asked_for_more(verbosity, traceback
     assert "failed: TrainingError: no decided pairs" in logged or (traceback and "no decided pairs" in logged)
     assert ("Traceback (most recent call last)" in logged) is traceback
     assert not handler.filters  # the command leaves the handlers as it found them
+
+
+def test_ctrl_c_ends_the_commands_job_cancelled_and_no_worker_resumes_it(monkeypatch):
+    """Ctrl-C left a command's job "running" at 9%, and the next worker to start took it for a lost worker's job
+    and ran it again behind the person's back."""
+    import generation.management.commands.generate_pairs as command
+    from generation.models import GenerationJob, Prompt
+    from jobs import lifecycle
+
+    ModelVersion.objects.create(name="base", path="/nonexistent/base", is_current=True)
+    for k in range(3):
+        Prompt.objects.create(text=f"Question {k}?", split=Prompt.TRAIN)
+
+    def pressed_ctrl_c(pk, **_):  # the job is under way when the person presses Ctrl-C
+        lifecycle.claim(GenerationJob, pk)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run_generation_job", pressed_ctrl_c)
+    with pytest.raises(CommandError, match=r"generate_pairs: interrupted: generation job \d+ is cancelled"):
+        call_command("generate_pairs", prompts=3, stdout=io.StringIO(), stderr=io.StringIO())
+    job = GenerationJob.objects.get()
+    assert job.status == "cancelled" and job.stage == "stopped: Ctrl-C at the command line"
+    assert lifecycle.requeue_interrupted() == {}  # a worker starting now finds nothing to resume
+
+
+def test_ctrl_c_during_a_loop_cancels_the_jobs_inside_it_too():
+    from jobs import lifecycle
+    from loop.models import LoopRun
+    from training.models import TrainingRun
+
+    base = ModelVersion.objects.create(name="base", path="/nonexistent/base", is_current=True)
+    loop = LoopRun.objects.create(judge="judges.rules:length_target", rounds=2, total=2, status="running")
+    child = TrainingRun.objects.create(input_version=base, reference_version=base, status="running", part_of=loop.key)
+    elsewhere = ModelVersion.objects.create(name="round-1", path="/nonexistent/r1", parent=base, round=1)
+    other = TrainingRun.objects.create(input_version=elsewhere, reference_version=base, status="queued")
+    lifecycle.interrupted(loop, "Ctrl-C at the command line")
+    child.refresh_from_db(), other.refresh_from_db()
+    assert loop.status == child.status == "cancelled" and other.status == "queued"
+    assert "stopped: Ctrl-C at the command line" in child.log
+
+
+def test_a_job_cancelled_meanwhile_is_not_reported_done(monkeypatch):
+    import generation.management.commands.generate_pairs as command
+    from generation.models import GenerationJob, Prompt
+    from jobs import lifecycle
+
+    ModelVersion.objects.create(name="base", path="/nonexistent/base", is_current=True)
+    Prompt.objects.create(text="Question?", split=Prompt.TRAIN)
+
+    def cancelled_from_a_page(pk, **_):
+        job = lifecycle.claim(GenerationJob, pk)
+        lifecycle.cancel(job)
+        lifecycle.stopped(job, "0 pairs kept")
+        return GenerationJob.objects.get(pk=pk)
+
+    monkeypatch.setattr(command, "run_generation_job", cancelled_from_a_page)
+    with pytest.raises(CommandError, match=r"generate_pairs: job \d+ cancelled: cancelled after 0 of 1 prompts"):
+        call_command("generate_pairs", prompts=1, stdout=io.StringIO(), stderr=io.StringIO())

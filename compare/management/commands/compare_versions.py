@@ -5,6 +5,7 @@ from tqdm import tqdm
 from compare import services
 from generation.models import ModelVersion
 from prefloop.commands import Command as PrefLoopCommand
+from prefloop.commands import in_foreground
 
 
 class Command(PrefLoopCommand):
@@ -36,9 +37,14 @@ class Command(PrefLoopCommand):
                 def progress(done: int, total: int) -> None:
                     bar.update(done - bar.n)
 
-                job = services.run_compare_job(job.pk, progress=progress)
+                with in_foreground("compare_versions", job):
+                    job = services.run_compare_job(job.pk, progress=progress)
         except (services.CompareError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        except CommandError:
+            raise
         except Exception as exc:  # recorded on the job too
             raise CommandError(f"answering failed: {type(exc).__name__}: {exc}") from None
+        if job.status != job.SUCCEEDED:  # cancelled from a page or the API meanwhile, say
+            raise CommandError(f"comparison set {job.pk} {job.status}: {job.error or job.stage}")
         self.stdout.write(f"comparison set {job.pk}: {job.comparisons.count()} comparisons; vote at /compare/sets/{job.pk}/")

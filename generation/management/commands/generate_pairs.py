@@ -12,6 +12,7 @@ from generation.services import (
     start_generation_job,
 )
 from prefloop.commands import Command as PrefLoopCommand
+from prefloop.commands import in_foreground
 
 
 class Command(PrefLoopCommand):
@@ -58,7 +59,10 @@ class Command(PrefLoopCommand):
             def progress(done, total):
                 bar.update(done - bar.n)
             try:
-                job = run_generation_job(job.pk, progress=progress)
+                with in_foreground("generate_pairs", job):
+                    job = run_generation_job(job.pk, progress=progress)
             except (GenerationError, OSError, ValueError) as exc:  # recorded on the job too; the log has the trace
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {exc}") from None
+        if job.status != job.SUCCEEDED:  # cancelled from a page or the API meanwhile, say
+            raise CommandError(f"generate_pairs: job {job.pk} {job.status}: {job.error or job.stage}")
         self.stdout.write(f"job {job.pk}: {job.done} prompts, {job.pairs_made} pairs queued for labelling")

@@ -13,6 +13,7 @@ from loop.models import LoopRun
 from loop.presets import DEFAULT, PRESETS, names
 from loop.services import LoopError, run_loop, start_loop_run
 from prefloop.commands import Command as PrefLoopCommand
+from prefloop.commands import in_foreground
 
 
 class Command(PrefLoopCommand):
@@ -69,6 +70,7 @@ class Command(PrefLoopCommand):
                 self.stdout.write(json.dumps(result))
                 self.stdout.flush()
 
-            run = run_loop(run.pk, progress=progress, on_round=on_round)
+            with in_foreground("run_loop", run):
+                run = run_loop(run.pk, progress=progress, on_round=on_round)
         if run.status != LoopRun.SUCCEEDED:
             raise CommandError(f"run_loop: run {run.pk} {run.status}: {run.error}")

@@ -7,6 +7,7 @@ from tqdm import tqdm
 from generation.models import ModelVersion
 from generation.services import GenerationError
 from prefloop.commands import Command as PrefLoopCommand
+from prefloop.commands import in_foreground
 from training.models import TrainingRun
 from training.services import DATA_CHOICES, TrainingError, run_training, start_training_run
 
@@ -54,7 +55,8 @@ class Command(PrefLoopCommand):
                 bar.total = total
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
-            run = run_training(run.pk, progress=progress)
+            with in_foreground("train_round", run):
+                run = run_training(run.pk, progress=progress)
         if run.status != TrainingRun.SUCCEEDED:
             raise CommandError(f"train_round: run {run.pk} {run.status}: {run.error}")
         self.stdout.write(json.dumps({"run": run.pk, "version": run.output_version.name, **run.metrics}))
