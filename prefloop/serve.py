@@ -1,15 +1,35 @@
 """`make run`: the web server and a Celery worker in the foreground together; Ctrl-C stops both.
 
     python -m prefloop.serve [--host 127.0.0.1] [--port 8000]
+
+If this process is killed outright (kill -9, an out-of-memory kill), both end with it (on Linux): a worker left
+running would go on with its job while the next `make run` starts another worker that resumes the same job.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def _dies_with_parent(sig: int):
+    """A preexec_fn (Linux) that has the child sent `sig` when this process dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+
+    def arrange() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent died before the call: nobody would send the signal
+            os.kill(os.getpid(), sig)
+
+    return arrange
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         "worker": [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", queues, "--pool", "solo",
                    "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
     }
-    procs = {name: subprocess.Popen(cmd, env=env) for name, cmd in commands.items()}
+    # The worker is killed outright: a warm shutdown would finish its job first, as the new worker resumes it.
+    death = {"web": signal.SIGTERM, "worker": signal.SIGKILL}
+    procs = {name: subprocess.Popen(cmd, env=env, preexec_fn=_dies_with_parent(death[name]))  # noqa: PLW1509
+             for name, cmd in commands.items()}
     print(f"PrefLoop is serving http://{args.host}:{args.port}/ with a Celery worker. Ctrl-C stops both.", flush=True)
 
     def stop(*_):
