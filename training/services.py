@@ -25,6 +25,7 @@ from generation.models import ModelVersion
 from generation.services import base_version, current_version, register_version, release_backends, update_mean_length
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
+from jobs.models import ACTIVE
 from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
@@ -220,9 +221,19 @@ def cancel_training_run(run: TrainingRun) -> None:
 
 
 def _remove_partial_checkpoints(run_id: int) -> None:
-    """Folders an earlier, killed attempt of this run left behind (named after the run, so safe on shared disks)."""
-    for folder in settings.MODELS_DIR.glob(f".tmp-run-{run_id}-*"):
-        shutil.rmtree(folder, ignore_errors=True)
+    """Folders an earlier, killed attempt of this run left behind, and those of runs that ended without another
+    attempt (a lost loop's round, ended failed): each is named after its run, so a run still active elsewhere (a
+    worker sharing the disk) keeps its own."""
+    ids: dict[int, list[Path]] = {}
+    for folder in settings.MODELS_DIR.glob(".tmp-run-*-*"):
+        number = folder.name.split("-")[2]
+        if number.isdigit():
+            ids.setdefault(int(number), []).append(folder)
+    active = set(TrainingRun.objects.filter(pk__in=list(ids), status__in=ACTIVE).values_list("pk", flat=True))
+    for pk, folders in ids.items():
+        if pk == run_id or pk not in active:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _claim(run_id: int) -> TrainingRun | None:

@@ -217,3 +217,19 @@ def test_an_empty_output_path_is_refused_not_the_working_folder(tmp_path, monkey
     with pytest.raises(CommandError, match="output path is empty"):
         call_command("export_preferences", "  ")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_partial_checkpoints_of_runs_that_ended_are_removed_and_an_active_runs_kept(tmp_path, settings):
+    """A lost loop's round ends failed without another attempt, so the folder its killed worker was writing (a whole
+    checkpoint, if the kill came while saving) stayed in the models folder for good."""
+    from training import services
+    from training.models import TrainingRun
+
+    settings.MODELS_DIR = tmp_path / "models"
+    ended, ended_tmp = finished_run("ended", tmp_path, settings.MODELS_DIR)
+    TrainingRun.objects.filter(pk=ended.pk).update(status=TrainingRun.FAILED)
+    busy, busy_tmp = finished_run("busy", tmp_path, settings.MODELS_DIR)  # running on another worker
+    mine, mine_tmp = finished_run("mine", tmp_path, settings.MODELS_DIR)
+    services._remove_partial_checkpoints(mine.pk)  # as a worker claims run `mine` again
+    assert not ended_tmp.exists() and not mine_tmp.exists() and busy_tmp.exists()
