@@ -11,6 +11,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+# A running job writes its progress every few seconds (a training step, a chunk of a decode, a stage): this long
+# without a write, its page says so instead of an estimate that no longer means anything.
+SILENT_AFTER_S = 300
+
 
 class Status(models.TextChoices):
     QUEUED = "queued"
@@ -79,9 +83,19 @@ class Job(models.Model):
         return math.floor(100 * min(1.0, max(0.0, self.progress)) + 1e-9)
 
     @property
+    def silent_seconds(self) -> float | None:
+        """How long a running (or stopping) job has written no progress, once that is over SILENT_AFTER_S: its
+        worker may be gone. None otherwise."""
+        last = self.updated or self.claimed
+        if self.status not in (Status.RUNNING, Status.CANCELLING) or last is None:
+            return None
+        silent = (timezone.now() - last).total_seconds()
+        return silent if silent > SILENT_AFTER_S else None
+
+    @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the rate measured in this attempt; None until a rate is known."""
-        if self.status != Status.RUNNING or not (self.claimed and self.updated):
+        """Seconds left at the rate measured in this attempt; None until a rate is known, or while it is silent."""
+        if self.status != Status.RUNNING or not (self.claimed and self.updated) or self.silent_seconds is not None:
             return None
         made, spent = self.progress - self.claimed_progress, (self.updated - self.claimed).total_seconds()
         if made <= 0 or spent <= 0:

@@ -17,3 +17,21 @@ def test_a_running_job_at_99_6_percent_shows_99_and_a_finished_one_100():
     html = render_to_string("jobs/_progress.html", {"job": run, "row": "training-run"})
     assert "· 99%" in html and "100%" not in html
     assert [TrainingRun(progress=p).percent for p in (0.0, 0.29, 0.5, 1.0, 1.2, -0.1)] == [0, 29, 50, 100, 100, 0]
+
+
+def test_a_job_silent_for_minutes_says_so_instead_of_a_frozen_estimate():
+    """With its worker gone, a running job showed "about 9 s left" for as long as anyone looked."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    now = timezone.now()
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, status=Status.RUNNING,
+                                     progress=0.5, done=5, total=10, claimed=now - timedelta(minutes=20),
+                                     updated=now - timedelta(minutes=10))
+    html = render_to_string("jobs/_progress.html", {"job": run})
+    assert "no progress written for 10 min: is its worker running?" in html and "left" not in html
+    run.updated = now - timedelta(seconds=20)  # a live job: its estimate, no warning
+    html = render_to_string("jobs/_progress.html", {"job": run})
+    assert "about" in html and "left" in html and "no progress written" not in html
