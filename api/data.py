@@ -15,7 +15,7 @@ from annotate.dataset import decisions
 from prefcore.rows import FORMATS
 
 from .auth import staff_only
-from .fields import Fraction, Name, Number
+from .fields import Body, Fraction, Name, Number
 
 router = Router(tags=["data"])
 MAX_PAGE_SIZE = 1000
@@ -28,19 +28,19 @@ class PushResult(Schema):
     set_aside: list[int] = Field(description="Rows (1-based) left out because their prompt is an eval prompt.")
 
 
-class PromptPush(Schema):
+class PromptPush(Body):
     rows: list[Any] = Field(description="Objects with a `prompt` field (text or a message list).")
     split: Literal["train", "eval"] = "train"
     tag: Name = ""
 
 
-class PairPush(Schema):
+class PairPush(Body):
     rows: list[Any] = Field(description="Objects with prompt, response_a and response_b.")
     round: Number | None = None
     labels_needed: int | None = Field(None, ge=1, le=importers.MAX_LABELS_NEEDED)
 
 
-class PreferencePush(Schema):
+class PreferencePush(Body):
     rows: list[Any] = Field(description="Labelled preferences in any format the import page reads.")
     format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
     round: Number | None = None

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from ninja import Schema
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from annotate.models import MAX_ID, MAX_NUMBER
 
@@ -33,3 +34,11 @@ Name = Annotated[str, Field(max_length=300), AfterValidator(_storable)]
 Comment = Annotated[str, Field(max_length=5000), AfterValidator(_storable)]  # as the label page's form takes it
 Reason = Annotated[str, Field(max_length=2000), AfterValidator(_storable)]  # a recorded why (VersionChange.reason)
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class Body(Schema):
+    """A request body: a field the operation does not take is refused, named (a typo such as "splt" or "param" was
+    dropped without a word, and the operation ran on its defaults: a train split, a full default round)."""
+
+    model_config = ConfigDict(extra="forbid")
+

@@ -24,7 +24,7 @@ from training import services as training_services
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Id, Name, Number, Text
+from .fields import Body, Id, Name, Number, Text
 
 router = Router(tags=["jobs"])
 Kind = Literal["generation", "training", "compare", "loop"]
@@ -91,7 +91,7 @@ def _sampling(data: dict | None, what: str = "sampling") -> SamplingConfig | Non
         raise HttpError(400, f"{what}: {exc}") from None
 
 
-class GenerationStart(Schema):
+class GenerationStart(Body):
     version: Id | None = Field(None, description="Model version id; the current version if left out.")
     n_prompts: int = Field(ge=1, le=generation_services.MAX_PROMPTS_PER_JOB)
     sampling: dict[str, Any] | None = Field(None, description="SamplingConfig fields: n, temperature, top_p, ...")
@@ -101,14 +101,14 @@ class GenerationStart(Schema):
     judge: Name = ""
 
 
-class TrainingStart(Schema):
+class TrainingStart(Body):
     input_version: Id | None = Field(None, description="The version to train from; the current one if left out.")
     reference: Literal["base", "start"] = "base"
     data: Literal["all", "new", "replay"] = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields; missing ones take defaults.")
 
 
-class CompareStart(Schema):
+class CompareStart(Body):
     version_a: Id
     version_b: Id
     prompt_ids: list[Id] | None = Field(None, min_length=1, max_length=compare_services.MAX_PROMPTS)
@@ -119,7 +119,7 @@ class CompareStart(Schema):
     sampling: dict[str, Any] | None = None
 
 
-class LoopStart(Schema):
+class LoopStart(Body):
     rounds: int = Field(ge=1, le=loop_services.MAX_ROUNDS)
     pairs: int = Field(ge=1, le=loop_services.MAX_PAIRS)
     judge: Name

@@ -14,7 +14,7 @@ from pydantic import Field
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE
 
-from .fields import Comment, Id
+from .fields import Body, Comment, Id
 
 router = Router(tags=["labelling"])
 
@@ -60,7 +60,7 @@ def next_pair(request: HttpRequest):
     return Status(200, _lease(assignment))
 
 
-class LeaseIn(Schema):
+class LeaseIn(Body):
     pair: Id
 
 
@@ -74,7 +74,7 @@ def lease(request: HttpRequest, payload: LeaseIn):
     return _lease(services.lease_pair(payload.pair, request.user))
 
 
-class LabelIn(Schema):
+class LabelIn(Body):
     pair: Id
     side: Literal[LEFT, RIGHT, TIE, BOTH_BAD] = Field(description="left, right, tie or both_bad, as shown")  # type: ignore[valid-type]
     strength: Literal["", "slight", "clear"] = ""
@@ -96,7 +96,7 @@ def submit(request: HttpRequest, payload: LabelIn):
     return {"pair": label.pair_id, "choice": label.choice, "side": label.side, "created": label.created}
 
 
-class PairIn(Schema):
+class PairIn(Body):
     pair: Id
 
 

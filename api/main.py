@@ -65,9 +65,15 @@ def _field(loc) -> str:
     return ".".join(parts) or "body"
 
 
+def _message(error: dict) -> str:
+    if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted" names no way out
+        return "not a field of this operation (check its spelling against the schema in /api/v1/docs)"
+    return error.get("msg", "invalid")
+
+
 @api.exception_handler(ValidationError)
 def _invalid(request, exc: ValidationError):
-    errors = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in exc.errors]
+    errors = [{"field": _field(e.get("loc", ())), "message": _message(e)} for e in exc.errors]
     text = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
     return _error(request, 400, f"the request was refused, nothing was changed: {text}", errors=errors)
 

@@ -19,7 +19,7 @@ from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Id, Number, Reason
+from .fields import Body, Id, Number, Reason
 
 router = Router(tags=["versions"])
 
@@ -62,7 +62,7 @@ def get_version(request: HttpRequest, version_id: Id):
     return _version(version, _runs_by_output())
 
 
-class PromoteIn(Schema):
+class PromoteIn(Body):
     reason: Reason = Field("", description="Why (recorded with the change). Required to promote a candidate that has "
                                          "not passed the gate (by hand); optional to roll back to any other version.")
 

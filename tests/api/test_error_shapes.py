@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from generation.models import Prompt
+from prefloop_client import APIError
 
 from .conftest import http
 
@@ -44,3 +45,16 @@ def test_pages_keep_their_html_errors(live_server, staff, client):
     client.force_login(staff)
     got = client.get("/no-such-page/")
     assert got.status_code == 404 and "json" not in got["Content-Type"]
+
+
+def test_a_mistyped_body_field_is_refused_by_name_not_dropped(staff_api):
+    """`{"rows": [...], "splt": "eval"}` stored eval prompts in the train split, and a training round started with
+    `param` instead of `params` ran a full default round: the misspelled field was dropped without a word."""
+    with pytest.raises(APIError) as refused:
+        staff_api.post("/prompts", {"rows": [{"prompt": "Typo test"}], "splt": "eval"})
+    assert refused.value.status == 400 and refused.value.errors[0]["field"] == "splt"
+    assert "not a field of this operation" in refused.value.detail
+    assert not Prompt.objects.exists()
+    with pytest.raises(APIError) as training:
+        staff_api.post("/jobs/training", {"param": {"epochs": 1}})
+    assert training.value.status == 400 and training.value.errors[0]["field"] == "param"
