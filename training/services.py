@@ -279,14 +279,19 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         version = _register(run, config, out_tmp)
         out_tmp = None
         run.refresh_from_db(fields=["metrics"])
-        lifecycle.finish(run, output_version=version, done=result.steps, metrics=dict(
+        TrainingRun.objects.filter(pk=run.pk).update(output_version=version, done=result.steps, metrics=dict(
             run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
             pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
-            truncated=result.truncated, dropped=result.dropped), decision=TrainingRun.Decision.CANDIDATE)
+            truncated=result.truncated, dropped=result.dropped))
         _log(run, f"registered version {version.name!r} as a candidate: it becomes current when it passes the "
                   "promotion gate against the current version, or when staff promote it by hand")
-        tracker.tell_parents(1.0, f"measuring {version.name!r}")
+        # The run ends once its version is measured: "succeeded" means every figure of the round is there (a gate
+        # checked at once reads its KL), and the worker is free for the next job.
+        tracker.report(stage=f"measuring {version.name!r}", force=True)
         _evaluate(run, version, config, data, tracker.should_stop)
+        run.refresh_from_db(fields=["metrics"])
+        lifecycle.finish(run, output_version=version, done=result.steps, metrics=run.metrics,
+                         decision=TrainingRun.Decision.CANDIDATE)
     except (TrainingCancelled, JobCancelled):
         lifecycle.stopped(run, "no checkpoint kept")
         if out_tmp is not None:
@@ -318,14 +323,15 @@ def _run_config(run: TrainingRun) -> DPOConfig:
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
               should_stop: Callable[[], bool] | None = None) -> None:
     """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays.
-    `should_stop`: the run has ended, so only a job it runs inside (a loop run) can stop this, within seconds."""
+    `should_stop`: a cancel now (of the run, or of a loop run it is part of) stops the measurement within seconds,
+    not the run: its version is registered already."""
     _log(run, f"measuring {version.name!r}: {len(data.heldout)} held-out pairs, "
               f"answers to up to {settings.PREFLOOP_ROUND_EVAL_PROMPTS} eval prompts")
     try:
         found = evaluate_round(version, run.reference_version, config, data.heldout, data.heldout_rows,
                                should_stop=should_stop)
     except GenerationCancelled:
-        _log(run, f"measuring {version.name!r} stopped: the job this run is part of was cancelled")
+        _log(run, f"measuring {version.name!r} stopped on request: the version stays, without these figures")
         return
     except Exception as exc:  # the round itself succeeded: keep it, say what the measurement hit
         log.exception("measuring training run %s failed", run.pk)

@@ -140,13 +140,17 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     kept.generate(["hi"], SamplingConfig(n=1, max_new_tokens=4))
     assert kept.model is not None and kept._decoder is not None
     run = train.start_training_run(params=FAST_TRAINING, enqueue=False)
-    held_while_training = []
-    real_train = train._train
+    held_while_training, while_measuring = [], []
+    real_train, real_measure = train._train, train.evaluate_round
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train, "_train", lambda *a, **k: held_while_training.append(
             (kept.model, kept._decoder) != (None, None)) or real_train(*a, **k))
+        patch.setattr(train, "evaluate_round", lambda *a, **k: while_measuring.append(
+            type(run).objects.values_list("status", "stage").get(pk=run.pk)) or real_measure(*a, **k))
         run = train.run_training(run.pk)
     assert run.status == "succeeded", run.error
+    # "succeeded" comes once the round is measured: while measuring, the run is running and says so
+    assert while_measuring == [("running", f"measuring {run.output_version.name!r}")] and run.stage == ""
     assert held_while_training == [False]  # given back before training took the memory
     metrics = run.metrics
     closed = LabellingRound.objects.get(number=1)
