@@ -238,7 +238,7 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
 
 def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is not a row
     except UnicodeDecodeError as exc:
         raise ImportProblem([f"{name}: not UTF-8 text (byte {exc.start})"]) from None
     stripped = text.lstrip()
@@ -257,7 +257,9 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
             raise limits.too_deep(name)
         return [(i + 1, item) if isinstance(item, dict) else _not_object(name, i + 1) for i, item in enumerate(items)]
     rows, problems = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold
+    # unescaped (our own export writes them so), and cut such a row in two.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         if len(rows) >= limits.max_rows:
@@ -267,7 +269,7 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
         except _TooDeep:
             raise limits.too_deep(name, number) from None
         except json.JSONDecodeError as exc:
-            problems.append(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})")
+            problems.append(f"{name}: line {number}: not valid JSON ({exc.msg}; column {exc.colno})")
             continue
         except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
             problems.append(f"{name}: line {number}: a number of more than 4,300 digits: not a value any field takes")
@@ -336,6 +338,12 @@ def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
         messages = _messages(value, field)
         if messages[-1]["role"] != "user":
             raise RowError(field, "a chat prompt must end with a user message")
+        if len(messages) == 1:
+            # One user message is the same prompt as its text (as HH and UltraFeedback rows give it): stored so, it
+            # is found as the same prompt, an eval prompt among them, whichever way a file writes it.
+            if not messages[0]["content"].strip():
+                raise RowError(field, "empty")
+            return PromptRow(line, messages[0]["content"], None)
         return PromptRow(line, messages[-1]["content"], messages)
     if value is None:
         raise RowError(field, "missing")

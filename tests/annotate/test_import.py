@@ -42,7 +42,52 @@ def test_prompts_from_csv_and_parquet(tmp_path):
     pd.DataFrame({"prompt": ["three?", "four?"]}).to_parquet(tmp_path / "p.parquet")
     call_command("import_prompts", str(tmp_path / "p.parquet"))
     assert sorted(Prompt.objects.values_list("text", flat=True)) == ["four?", "one?", "three?", "two?"]
-    assert Prompt.objects.get(text="two?").messages == [{"role": "user", "content": "two?"}]
+    assert Prompt.objects.get(text="two?").messages is None  # one user turn is the same prompt as its text
+
+
+def test_a_one_message_chat_on_an_eval_prompt_is_set_aside_like_its_text(tmp_path):
+    """The leak: an eval prompt written as one user message was stored as a second, train prompt (hashed as a chat,
+    not as its text), and its pair went into training."""
+    from annotate.dataset import decided_pairs
+
+    Prompt.objects.create(text="Explain what gravity is.", split=Prompt.EVAL)
+    as_chat = {"prompt": [{"role": "user", "content": "Explain what gravity is."}],
+               "chosen": [{"role": "assistant", "content": "g3"}], "rejected": [{"role": "assistant", "content": "g4"}]}
+    result = import_preferences(_jsonl(tmp_path / "leak.jsonl", [as_chat]), round_number=5)
+    assert result.created == 0 and list(result.set_aside) == [1]
+    assert Prompt.objects.count() == 1 and decided_pairs() == []
+
+
+def test_the_apps_own_export_imports_back_as_already_present(tmp_path):
+    """Once any prompt is a chat, the export writes plain prompts as one user message: re-imported, 16 of 17 pairs
+    were added again (hashed as chats) and would have been trained on twice."""
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
+    rows = [{"prompt": chat, "chosen": "Red.", "rejected": "Blue, I think."}] + [
+        {"prompt": f"Question {k}?", "chosen": f"Answer {k}.", "rejected": f"No idea {k}."} for k in range(4)]
+    import_preferences(_jsonl(tmp_path / "in.jsonl", rows))
+    out = tmp_path / "out.jsonl"
+    call_command("export_preferences", str(out))
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(isinstance(r["prompt"], list) for r in exported)  # plain prompts written as one user message
+    again = import_preferences(out)
+    assert (again.created, again.skipped) == (0, 5) and Pair.objects.count() == 5
+
+
+def test_line_and_paragraph_separators_inside_texts_survive_a_round_trip(tmp_path):
+    """U+2028, U+2029 and U+0085 are written unescaped by the export, and str.splitlines() broke the row at them."""
+    text = "para1\u2028para2\u2029end\x85nel"
+    import_preferences(_jsonl(tmp_path / "in.jsonl", [{"prompt": "Q?", "chosen": text, "rejected": "r"}]))
+    out = tmp_path / "out.jsonl"
+    call_command("export_preferences", str(out))
+    Pair.objects.all().delete(), Response.objects.all().delete()
+    assert import_preferences(out).created == 1
+    assert Response.objects.filter(text=text).exists()
+
+
+def test_a_utf8_byte_order_mark_before_json_lines_is_not_a_row(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "Q?", "chosen": "a", "rejected": "b"}).encode() + b"\n")
+    assert import_preferences(path).created == 1
 
 
 @pytest.mark.parametrize("rows,expected", [
