@@ -70,6 +70,11 @@ def decide(pair: Pair, labels: list[Label], *, soft_labels: bool = False) -> Dec
         if winner not in (A, B):
             return None
         prob = _soft_prob(winner, labels) if soft_labels else _strength_prob(winner, labels)
+        if prob < 0.5:
+            # Soft labels that weigh the other answer higher (two slight votes against one clear one): the row is
+            # oriented by them, so preference_prob stays the chance that `chosen` is preferred, from 0.5 to 1.
+            winner, prob = (B if winner == A else A), 1.0 - prob
+            share = sum(label.choice == winner for label in labels) / len(labels)
     chosen, rejected = (pair.response_a, pair.response_b) if winner == A else (pair.response_b, pair.response_a)
     return Decision(pair, chosen, rejected, prob, share, labels)
 

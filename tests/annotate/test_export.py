@@ -81,6 +81,19 @@ def test_strength_and_soft_labels(tmp_path):
     assert soft["preference_prob"] == pytest.approx((0.75 + 0.75 + 0.0) / 3)
 
 
+def test_soft_labels_that_weigh_the_other_answer_higher_turn_the_row(tmp_path):
+    """Two weak votes for A (0.55, as an import may carry) and one clear vote for B: the soft probability that A is
+    preferred is 0.37, and the export wrote A as chosen with preference_prob 0.37, which its own import refuses."""
+    pair = make_pair(labels_needed=3)
+    _labels(pair, "left", "left")
+    _labels(pair, "right", strength="clear")
+    Label.objects.filter(pair=pair, choice="a").update(preference_prob=0.55)
+    soft = _export(tmp_path, "--soft-labels")[0]
+    assert soft["chosen"] == pair.response_b.text and soft["preference_prob"] == pytest.approx(1 - 1.1 / 3)
+    assert soft["vote_share"] == pytest.approx(1 / 3)
+    assert _export(tmp_path)[0]["chosen"] == pair.response_a.text  # hard labels: the majority's choice
+
+
 def test_automatic_labels_can_be_left_out(tmp_path):
     judge = make_user("judge")
     AnnotatorProfile.objects.create(user=judge, is_automatic=True)
