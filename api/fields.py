@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from django.http import Http404
 from ninja import Schema
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
@@ -41,4 +42,14 @@ class Body(Schema):
     dropped without a word, and the operation ran on its defaults: a train split, a full default round)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def found(rows, pk: int, what: str):
+    """The row with this id, or a 404 that names what was not found and its id (Django's own says "No TrainingRun
+    matches the given query.")."""
+    manager = rows.objects if hasattr(rows, "objects") else rows
+    row = manager.filter(pk=pk).first()
+    if row is None:
+        raise Http404(f"no {what} with id {pk}")
+    return row
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
@@ -24,7 +23,7 @@ from training import services as training_services
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Id, Name, Number, Text
+from .fields import Body, Id, Name, Number, Text, found
 
 router = Router(tags=["jobs"])
 Kind = Literal["generation", "training", "compare", "loop"]
@@ -187,13 +186,13 @@ def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
 @router.get("/{kind}/{job_id}", response=JobOut, summary="Watch a job")
 def get_job(request: HttpRequest, kind: Kind, job_id: Id):
     staff_only(request)
-    return describe(kind, get_object_or_404(MODELS[kind], pk=job_id))
+    return describe(kind, found(MODELS[kind], job_id, f"{kind} job"))
 
 
 @router.post("/{kind}/{job_id}/cancel", response=JobOut, summary="Cancel a job")
 def cancel_job(request: HttpRequest, kind: Kind, job_id: Id):
     staff_only(request)
-    job = get_object_or_404(MODELS[kind], pk=job_id)
+    job = found(MODELS[kind], job_id, f"{kind} job")
     if job.status not in ACTIVE:
         raise HttpError(409, f"{kind} job {job.pk} has already ended ({job.status}): there is nothing to cancel")
     if kind == "generation":

@@ -12,9 +12,9 @@ from ninja.errors import HttpError
 from pydantic import Field
 
 from annotate import services
-from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE
+from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Pair
 
-from .fields import Body, Comment, Id
+from .fields import Body, Comment, Id, found
 
 router = Router(tags=["labelling"])
 
@@ -71,6 +71,7 @@ def lease(request: HttpRequest, payload: LeaseIn):
     if not (request.user.is_staff or services.is_automatic(request.user)):
         raise HttpError(403, "choosing a pair to label is for staff and automatic labellers: people label the pairs "
                              "the queue leases them (POST /label/next)")
+    found(Pair, payload.pair, "pair")  # a 404, as for anything that does not exist (the lease rules answer 409)
     return _lease(services.lease_pair(payload.pair, request.user))
 
 

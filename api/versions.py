@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from django.http import Http404, HttpRequest
-from django.shortcuts import get_object_or_404
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 from pydantic import Field
@@ -19,7 +18,7 @@ from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Id, Number, Reason
+from .fields import Body, Id, Number, Reason, found
 
 router = Router(tags=["versions"])
 
@@ -58,7 +57,7 @@ def list_versions(request: HttpRequest):
 
 @router.get("/versions/{version_id}", response=VersionOut, summary="One model version")
 def get_version(request: HttpRequest, version_id: Id):
-    version = get_object_or_404(ModelVersion.objects.select_related("parent"), pk=version_id)
+    version = found(ModelVersion.objects.select_related("parent"), version_id, "model version")
     return _version(version, _runs_by_output())
 
 
@@ -83,7 +82,7 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
     (`POST /versions/{id}/gate`) or by hand with a reason; any other version (base, one that was current before) is
     a rollback. Every change is recorded with who made it and why; a refusal changes nothing (409)."""
     staff_only(request)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    version = found(ModelVersion, version_id, "model version")
     reason = (body.reason if body else "").strip()
     if version.is_current:
         raise HttpError(409, f"version {version.name!r} is already the current one")
@@ -108,7 +107,7 @@ def check_gate(request: HttpRequest, version_id: Id):
     """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
     staff_only(request)
-    version = get_object_or_404(ModelVersion, pk=version_id)
+    version = found(ModelVersion, version_id, "model version")
     run = _made_by(version)
     if run is None:
         raise HttpError(409, f"version {version.name!r} was not made by a training round here: there is no gate "
@@ -177,5 +176,5 @@ def round_metrics(request: HttpRequest, number: Number) -> dict:
 @router.get("/training/{run_id}/metrics", summary="One training run's metrics (summary and per step)")
 def run_metrics(request: HttpRequest, run_id: Id) -> dict:
     staff_only(request)
-    return _run_metrics(get_object_or_404(TrainingRun.objects.select_related("input_version", "output_version"),
-                                          pk=run_id))
+    return _run_metrics(found(TrainingRun.objects.select_related("input_version", "output_version"), run_id,
+                              "training run"))

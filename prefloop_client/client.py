@@ -45,7 +45,10 @@ class Client:
     # ---- transport ------------------------------------------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
-        """One call; the parsed JSON answer (None for 204), or APIError."""
+        """One call; the parsed JSON answer (None for 204), or APIError. `path` is relative to the API (/versions),
+        or as the API writes its own addresses (/api/v1/training/1/metrics)."""
+        if path.startswith("/api/v1/"):
+            path = path[len("/api/v1"):]
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode({k: _query_value(v) for k, v in query.items() if v is not None})

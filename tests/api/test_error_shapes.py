@@ -58,3 +58,27 @@ def test_a_mistyped_body_field_is_refused_by_name_not_dropped(staff_api):
     with pytest.raises(APIError) as training:
         staff_api.post("/jobs/training", {"param": {"epochs": 1}})
     assert training.value.status == 400 and training.value.errors[0]["field"] == "param"
+
+
+def test_a_missing_row_is_named_with_its_id(staff_api):
+    """Django's own 404 said "No TrainingRun matches the given query." and a lease of a pair that does not exist
+    answered 409, though the docs give 404 to anything that does not exist."""
+    for path, expected in (("/jobs/training/999", "no training job with id 999"),
+                           ("/versions/999", "no model version with id 999"),
+                           ("/training/999/metrics", "no training run with id 999")):
+        with pytest.raises(APIError) as missing:
+            staff_api.get(path)
+        assert missing.value.status == 404 and missing.value.detail == expected, path
+    with pytest.raises(APIError) as lease:
+        staff_api.lease(999999)
+    assert lease.value.status == 404 and lease.value.detail == "no pair with id 999999"
+
+
+def test_an_address_the_api_gives_can_be_followed_by_the_client(staff_api):
+    from generation.models import ModelVersion
+    from training.models import TrainingRun
+
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base)
+    job = staff_api.job("training", run.pk)
+    assert staff_api.get(job["details"]["metrics_url"])["run"] == run.pk  # was /api/v1/api/v1/... : 404
