@@ -116,6 +116,8 @@ class CompareStart(Body):
     blind: bool = True
     seed: Number = 0
     sampling: dict[str, Any] | None = None
+    judge: Name = Field("", description="An allowed judge (package.module:name) that votes on every comparison once "
+                                        "the set is answered; its votes count for the promotion gate")
 
 
 class LoopStart(Body):
@@ -156,7 +158,7 @@ def start_compare(request: HttpRequest, payload: CompareStart):
     job = compare_services.start_compare_job(
         _version(payload.version_a, "version_a"), _version(payload.version_b, "version_b"),
         prompt_ids=payload.prompt_ids, text=payload.text, limit=payload.limit, blind=payload.blind,
-        seed=payload.seed, sampling=payload.sampling, user=request.user,
+        seed=payload.seed, sampling=payload.sampling, user=request.user, judge=payload.judge,
     )
     return Status(201, describe("compare", job))
 

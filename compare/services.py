@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from django.db import IntegrityError, transaction
 
 import judges
+from annotate.judging import judge_account
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for
@@ -77,8 +78,12 @@ def typed_prompt(text: str) -> Prompt:
 def start_compare_job(
     version_a: ModelVersion, version_b: ModelVersion, *, prompt_ids: Iterable[int] | None = None, text: str = "",
     limit: int = 8, blind: bool = True, seed: int = 0, sampling: dict | None = None, user=None, enqueue: bool = True,
+    judge: str = "",
 ) -> CompareJob:
-    """Record what to compare and queue the answering. prompt_ids, else a typed text, else the eval split."""
+    """Record what to compare and queue the answering. prompt_ids, else a typed text, else the eval split.
+
+    `judge` (an allowed "package.module:name"): once the set is answered, the worker has that judge vote on every
+    comparison too, as an automatic voter (its votes count for the leaderboard's "automatic" view and the gate)."""
     if version_a.pk == version_b.pk:
         raise CompareError(f"choose two different versions (both are {version_a.name!r})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
@@ -87,6 +92,8 @@ def start_compare_job(
         SamplingConfig.from_dict(sampling or {})
     except (TypeError, ValueError) as exc:
         raise CompareError(str(exc)) from None
+    if judge.strip():
+        load_judge(judge.strip())  # JudgeError names a judge that is not allowed or cannot load
     if prompt_ids is not None:
         ids = list(dict.fromkeys(int(i) for i in prompt_ids))
         if not ids:
@@ -104,7 +111,8 @@ def start_compare_job(
         raise CompareError(f"no prompt with id {', '.join(map(str, sorted(missing)))}")
     job = CompareJob.objects.create(
         version_a=version_a, version_b=version_b, prompt_ids=ids, blind=blind, total=2 * len(ids),
-        params={"seed": seed, "sampling": sampling or {}}, created_by=user,
+        params={"seed": seed, "sampling": sampling or {}, **({"judge": judge.strip()} if judge.strip() else {})},
+        created_by=user,
     )
     if enqueue:
         lifecycle.enqueue(job)
@@ -145,8 +153,13 @@ def run_compare_job(
     try:
         _answer_and_pair(job, answer or _default_answerer(), tracker, progress)
     except (JobCancelled, GenerationCancelled):
-        done = lifecycle.job_done(job)
-        lifecycle.stopped(job, f"{done} answer{'s' if done != 1 else ''} kept for reuse, no comparisons made")
+        made = job.comparisons.count()
+        if made:  # stopped while its judge voted: the set is answered and stays votable
+            votes = Vote.objects.filter(comparison__job=job, is_automatic=True).count()
+            lifecycle.stopped(job, f"{made} comparisons made; the judge voted on {votes} of them")
+        else:
+            done = lifecycle.job_done(job)
+            lifecycle.stopped(job, f"{done} answer{'s' if done != 1 else ''} kept for reuse, no comparisons made")
     except Exception as exc:  # shown on the page; the worker log has the traceback
         log.exception("compare job %s failed", job.pk)
         lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
@@ -188,6 +201,11 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
                 defaults={"response_a": answers[0][prompt.pk], "response_b": answers[1][prompt.pk],
                           "left_is_a": secrets.randbelow(2) == 0},
             )
+    path = job.params.get("judge")
+    if path:  # a stop from here keeps the comparisons and the votes stored so far
+        tracker.report(stage=f"judging with {path}", force=True)
+        judge_comparisons(job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk"),
+                          load_judge(path), path, judge_account(path), should_stop=tracker.should_stop)
     lifecycle.finish(job, done=2 * n)
 
 

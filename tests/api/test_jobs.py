@@ -40,6 +40,26 @@ def test_a_jobs_progress_is_what_its_page_shows_within_a_chunk_too(staff_api, ti
     assert seen["progress"] == 0.56 and seen["stage"] == "sampling prompts 1-8"
 
 
+def test_a_pipeline_gets_a_judges_votes_on_a_comparison_and_the_gate_counts_them(staff_api, tiny_version,
+                                                                                 tiny_model_dir, eager_tasks):
+    """From code there was no way to have a comparison voted on (only pages and commands), so a candidate could
+    never pass the gate's minimum of blind votes without people."""
+    from compare.models import Vote
+
+    other = generation_services.register_version("round-1", tiny_model_dir, parent=tiny_version)
+    for k in range(3):
+        Prompt.objects.create(text=f"Which is better {k}?", split=Prompt.EVAL)
+    with pytest.raises(APIError) as refused:
+        staff_api.start_compare(tiny_version.pk, other.pk, limit=3, sampling=TINY_SAMPLING, judge="os:system")
+    assert refused.value.status == 400 and not CompareJob.objects.exists()
+    job = staff_api.start_compare(tiny_version.pk, other.pk, limit=3, sampling=TINY_SAMPLING,
+                                  judge="judges.rules:longer_text")
+    done = staff_api.wait(job, timeout=300, poll=0.2)
+    assert done["status"] == "succeeded"
+    votes = Vote.objects.filter(comparison__job_id=job["id"])
+    assert votes.count() == 3 and all(v.is_automatic and v.judge == "judges.rules:longer_text" for v in votes)
+
+
 def test_a_comparison_through_the_api(staff_api, tiny_version, tiny_model_dir, eager_tasks):
     other = generation_services.register_version("round-1", tiny_model_dir, parent=tiny_version)
     Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
