@@ -152,3 +152,17 @@ def test_the_openapi_schema_validates_and_the_docs_page_is_served_from_the_app(l
     # Signed out, the schema and the docs are behind the sign-in like every page.
     for path in ("/api/v1/openapi.json", "/api/v1/docs"):
         assert PageClient().get(path).status_code == 302
+
+
+def test_a_token_made_at_the_command_line_works_and_is_stored_as_a_digest(live_server, staff):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("create_token", staff.username, name="pipeline", stdout=out)
+    token = out.getvalue().strip()
+    assert token.startswith("pfl_") and ApiToken.objects.get(name="pipeline").digest == digest(token)
+    assert Client(live_server.url, token).versions() == []
+    with pytest.raises(CommandError, match="no account named 'nobody'"):
+        call_command("create_token", "nobody")
