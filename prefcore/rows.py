@@ -162,7 +162,15 @@ def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | 
     if len(frame) > limits.max_rows:
         raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}")
     records = frame.to_dict(orient="records")
-    return [(2 + i, {str(k): _plain(v) for k, v in row.items()}) for i, row in enumerate(records)]  # line 1: header
+    return [(2 + i, {str(k): _cell(_plain(v)) for k, v in row.items()}) for i, row in enumerate(records)]  # 1: header
+
+
+class _CsvCell(str):
+    """Text read from a CSV cell: the one place a message list comes as JSON text (see _maybe_json_list)."""
+
+
+def _cell(value: Any) -> Any:
+    return _CsvCell(value) if isinstance(value, str) else value
 
 
 def _first_line(exc: Exception) -> str:
@@ -301,8 +309,9 @@ def _text(row: dict, field: str) -> str:
 
 
 def _maybe_json_list(value: Any, field: str) -> Any:
-    """CSV cells hold message lists as JSON text."""
-    if isinstance(value, str) and value.lstrip().startswith("[{"):
+    """CSV cells hold message lists as JSON text. A string in JSON Lines or Parquet is text, whatever it looks like
+    (an answer that is a JSON array was refused there, or turned into a chat)."""
+    if isinstance(value, _CsvCell) and value.lstrip().startswith("[{"):
         try:
             decoded = _json(value)
         except _TooDeep:

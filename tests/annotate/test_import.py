@@ -216,3 +216,18 @@ def test_hh_row_whose_dialogues_differ_is_refused(tmp_path):
     with pytest.raises(CommandError, match=r"^h.jsonl: line 1: field 'rejected': the dialogue before"):
         call_command("import_preferences", str(_jsonl(tmp_path / "h.jsonl", rows)), format="hh")
     assert not Label.objects.exists()
+
+
+def test_an_answer_that_is_a_json_array_is_text_outside_csv(tmp_path):
+    """In JSON Lines a string is text: an answer written as a JSON array of objects was refused ("message 1 must be
+    an object with 'role' and 'content'") or, when it looked like messages, turned into one."""
+    listing = '[{"name": "Ann"}, {"name": "Bo"}]'
+    looks_like_chat = '[{"role": "assistant", "content": "hi"}]'
+    rows = [{"prompt": "List the names as JSON.", "chosen": listing, "rejected": "Ann, Bo"},
+            {"prompt": "Show a message list.", "chosen": looks_like_chat, "rejected": "hi"}]
+    assert import_preferences(_jsonl(tmp_path / "j.jsonl", rows)).created == 2
+    assert Response.objects.filter(text=listing).exists() and Response.objects.filter(text=looks_like_chat).exists()
+    pd.DataFrame(rows).to_parquet(tmp_path / "j.parquet")
+    Pair.objects.all().delete(), Response.objects.all().delete()
+    assert import_preferences(tmp_path / "j.parquet").created == 2
+    assert Response.objects.filter(text=listing).exists()
