@@ -184,7 +184,9 @@ def export(request: HttpRequest) -> HttpResponse:
         return response
     labels = Label.objects.aggregate(people=Count("pk", filter=Q(is_automatic=False)),
                                      judges=Count("pk", filter=Q(is_automatic=True)))
-    return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm(), "labels": labels})
+    status = 400 if request.GET.get("download") and not form.is_valid() else 200
+    return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm(), "labels": labels},
+                  status=status)
 
 
 def _hf_download(stem: str, options: dict) -> FileResponse:

@@ -466,6 +466,8 @@ def preference_row(line: int, row: dict, fmt: str = "auto") -> PreferenceRow:
             raise RowError("rejected", "the conversation before the last answer differs from the one in 'chosen'")
         prompt = prompt_row(line, chosen_chat, "chosen")
     prob = row.get("preference_prob")
+    if isinstance(prob, bool):  # float(True) is 1.0: a flag is not a probability
+        raise RowError("preference_prob", f"expected a number between 0.5 and 1, got {str(prob).lower()}")
     if prob not in (None, ""):
         try:
             prob = float(prob)

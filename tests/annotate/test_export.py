@@ -223,3 +223,15 @@ def test_an_unknown_round_is_refused_not_exported_empty(tmp_path):
             call_command("export_preferences", str(tmp_path / "p.jsonl"), "--round", bad)
         assert not (tmp_path / "p.jsonl").exists()
     assert _export(tmp_path, "--round", "2") == []  # a round that exists and has no decided pair: empty, truly
+
+
+def test_the_export_page_refuses_an_unknown_round_as_the_command_does(client, staff):
+    """?round=99 downloaded an empty file, where the command says there is no such round."""
+    make_round(2)
+    client.force_login(staff)
+    refused = client.get(reverse("annotate:export"), {"round": 99, "format": "jsonl", "download": 1})
+    assert refused.status_code == 400 and "no labelling round 99" in refused.content.decode()
+    assert "attachment" not in refused.get("Content-Disposition", "")
+    ok = client.get(reverse("annotate:export"), {"round": 2, "format": "jsonl", "download": 1,
+                                                   "include_automatic": "on"})
+    assert ok.status_code == 200 and "attachment" in ok["Content-Disposition"]

@@ -231,3 +231,11 @@ def test_an_answer_that_is_a_json_array_is_text_outside_csv(tmp_path):
     Pair.objects.all().delete(), Response.objects.all().delete()
     assert import_preferences(tmp_path / "j.parquet").created == 2
     assert Response.objects.filter(text=listing).exists()
+
+
+def test_a_flag_is_not_a_preference_probability(tmp_path):
+    row = {"prompt": "Q?", "chosen": "a", "rejected": "b", "preference_prob": True}
+    with pytest.raises(ImportProblem, match="field 'preference_prob': expected a number between 0.5 and 1, got true"):
+        import_preferences(_jsonl(tmp_path / "b.jsonl", [row]))
+    assert not Pair.objects.exists()
+
