@@ -2,20 +2,46 @@
 
 API operations are reachable without a session (LoginRequiredMiddleware would send a token request to the sign-in
 page); each operation still signs the caller in itself (api.auth) and answers 401 without a token or a session. The
-schema and the docs page stay behind the sign-in, like every page."""
+docs page stays behind the sign-in, like every page; the schema is given to a session or a token (a program that
+builds its client from it holds a token, not a session)."""
+from functools import wraps
+
 from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
+from django.http import JsonResponse
 from django.urls import path
 
-from . import views
+from . import tokens, views
 from .main import api
 
-SIGNED_IN_ONLY = {"openapi-json", "openapi-view", "api-root"}  # the schema, its docs, the bare /api/v1/
+SIGNED_IN_ONLY = {"openapi-view", "api-root"}  # the docs page, the bare /api/v1/
+
+
+def _session_or_token(view):
+    """The schema for a signed-in session, or for a request with a valid API token; else the sign-in page."""
+
+    @wraps(view)
+    def schema(request, *args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            user = tokens.user_for_token(token.strip())
+            if user is None:
+                return JsonResponse({"detail": "this API token is not valid: it is unknown, revoked, or its account "
+                                               "is disabled"}, status=401)
+            request.user = user
+        elif not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return view(request, *args, **kwargs)
+
+    return login_not_required(schema)
 
 
 def api_patterns():
     patterns, app_name, namespace = api.urls
     for pattern in patterns:
-        if pattern.name not in SIGNED_IN_ONLY:
+        if pattern.name == "openapi-json":
+            pattern.callback = _session_or_token(pattern.callback)
+        elif pattern.name not in SIGNED_IN_ONLY:
             pattern.callback = login_not_required(pattern.callback)
     return patterns, app_name, namespace
 

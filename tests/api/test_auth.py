@@ -166,3 +166,12 @@ def test_a_token_made_at_the_command_line_works_and_is_stored_as_a_digest(live_s
     assert Client(live_server.url, token).versions() == []
     with pytest.raises(CommandError, match="no account named 'nobody'"):
         call_command("create_token", "nobody")
+
+
+def test_a_program_with_a_token_reads_the_schema_it_is_pointed_to(live_server, staff, token_for):
+    """Every 404 says the operations are listed in /api/v1/openapi.json, and a token got the sign-in page there."""
+    url = f"{live_server.url}/api/v1/openapi.json"
+    schema = http("GET", url, headers={"Authorization": f"Bearer {token_for(staff)}"})
+    assert schema.status == 200 and "/api/v1/versions" in schema.body["paths"]
+    assert http("GET", url, headers={"Authorization": "Bearer pfl_" + "x" * 43}).status == 401
+    assert PageClient().get("/api/v1/openapi.json").status_code == 302  # neither: the sign-in page, as before
