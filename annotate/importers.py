@@ -69,8 +69,18 @@ def _check_tag(tag: str) -> None:
         raise ImportProblem([f"tag {tag[:40]!r}: expected up to 100 printable characters"])
 
 
+def _chat(row: PromptRow) -> list | None:
+    """The messages a prompt is stored with: none for one user message, which is the same prompt as its text (as HH
+    and UltraFeedback rows give it). Hashed as a chat, an eval prompt written so was not found and became a train
+    prompt, and the app's own export (plain prompts as one message, once any prompt is a chat) imported as new."""
+    messages = row.messages
+    if messages and len(messages) == 1 and messages[0]["role"] == "user":
+        return None
+    return messages
+
+
 def _hash(row: PromptRow) -> str:
-    return normalised_hash(row.messages or row.text)
+    return normalised_hash(_chat(row) or row.text)
 
 
 def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source: str) -> tuple[dict[str, Prompt], int]:
@@ -78,7 +88,7 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
     wanted = {_hash(r): r for r in rows}
     found = {p.hash: p for p in Prompt.objects.filter(hash__in=list(wanted))}
     new = [
-        Prompt(text=r.text, messages=r.messages, split=split, tag=tag, source=source, hash=h)
+        Prompt(text=r.text, messages=_chat(r), split=split, tag=tag, source=source, hash=h)
         for h, r in wanted.items() if h not in found
     ]
     for prompt in Prompt.objects.bulk_create(new, batch_size=500):

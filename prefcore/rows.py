@@ -347,12 +347,6 @@ def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
         messages = _messages(value, field)
         if messages[-1]["role"] != "user":
             raise RowError(field, "a chat prompt must end with a user message")
-        if len(messages) == 1:
-            # One user message is the same prompt as its text (as HH and UltraFeedback rows give it): stored so, it
-            # is found as the same prompt, an eval prompt among them, whichever way a file writes it.
-            if not messages[0]["content"].strip():
-                raise RowError(field, "empty")
-            return PromptRow(line, messages[0]["content"], None)
         return PromptRow(line, messages[-1]["content"], messages)
     if value is None:
         raise RowError(field, "missing")
