@@ -73,13 +73,6 @@ class ExportForm(RoundForm):
         required=False, initial=True, label="Include judge labels",
         help_text="Labels by judges (automatic accounts) count beside people's, as they do in training. Untick to "
                   "export people's labels only.")
-
-    def clean_round(self) -> int | None:
-        """An unknown round is a typo, not an empty download (as export_preferences --round says)."""
-        number = self.cleaned_data.get("round")
-        if number is not None and not LabellingRound.objects.filter(number=number).exists():
-            raise forms.ValidationError(f"no labelling round {number}")
-        return number
     soft_labels = forms.BooleanField(required=False)
     license = forms.CharField(required=False, max_length=100, initial=DEFAULT_LICENSE,
                               help_text="For hf: the dataset card's licence field, e.g. cc-by-4.0.")
@@ -89,6 +82,13 @@ class ExportForm(RoundForm):
         if not value.isprintable():
             raise forms.ValidationError("expected printable characters, e.g. cc-by-4.0")
         return value
+
+    def clean_round(self) -> int | None:
+        """An unknown round is a typo, not an empty download (as export_preferences --round says)."""
+        number = self.cleaned_data.get("round")
+        if number is not None and not LabellingRound.objects.filter(number=number).exists():
+            raise forms.ValidationError(f"no labelling round {number}")
+        return number
 
 
 MAX_OVERLAP = 20  # labels a pair can need: more than a team would ask for, within what a page can show
