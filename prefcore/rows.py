@@ -9,6 +9,8 @@ and scores).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -153,24 +155,55 @@ def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | 
         raise limits.too_many_bytes(name, f"{size:,} bytes")
     if kind == "jsonl":
         return _read_jsonl(path, name, limits)
-    import pandas as pd
+    return _read_csv(path, name, limits)
 
+
+def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
+    """Rows of a CSV file, each numbered by the line it starts on: an answer cell often spans several lines, so
+    counting records (as a data frame does) names the wrong line after the first such cell."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", nrows=limits.max_rows + 1)
-    except Exception as exc:  # pandas raises many types; the person needs the file name and the reason
-        raise ImportProblem([f"{name}: cannot read as CSV: {_first_line(exc)}"]) from None
-    if len(frame) > limits.max_rows:
-        raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}")
-    records = frame.to_dict(orient="records")
-    return [(2 + i, {str(k): _cell(_plain(v)) for k, v in row.items()}) for i, row in enumerate(records)]  # 1: header
+        text = path.read_bytes().decode("utf-8-sig")  # as bytes: a cell's own "\r\n" is kept as written
+    except UnicodeDecodeError as exc:
+        raise ImportProblem([f"{name}: not UTF-8 text (byte {exc.start})"]) from None
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # the file's size is already bounded
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    rows: list[tuple[int, dict]] = []
+    problems: list[str] = []
+    end = 0  # the line the previous record ended on
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise ImportProblem([f"{name}: line {start}: not valid CSV ({exc})"]) from None
+        end = reader.line_num
+        if not cells:  # a blank line
+            continue
+        if header is None:
+            header = cells
+            twice = sorted({c for c in cells if cells.count(c) > 1})
+            if twice:
+                raise ImportProblem([f"{name}: line {start}: column {twice[0]!r} is named twice in the header"])
+            continue
+        if len(rows) >= limits.max_rows:
+            raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}")
+        if len(cells) > len(header):
+            problems.append(f"{name}: line {start}: {len(cells)} cells, but the header names {len(header)} columns")
+            continue
+        cells += [""] * (len(header) - len(cells))  # a short row's missing cells are empty, as a spreadsheet writes
+        rows.append((start, {column: _CsvCell(cell) for column, cell in zip(header, cells, strict=True)}))
+    if header is None:
+        raise ImportProblem([f"{name}: no header line: expected the first line to name the columns"])
+    if problems:
+        raise ImportProblem(problems)
+    return rows
 
 
 class _CsvCell(str):
     """Text read from a CSV cell: the one place a message list comes as JSON text (see _maybe_json_list)."""
-
-
-def _cell(value: Any) -> Any:
-    return _CsvCell(value) if isinstance(value, str) else value
 
 
 def _first_line(exc: Exception) -> str:

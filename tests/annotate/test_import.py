@@ -113,6 +113,32 @@ def test_csv_lines_count_the_header(tmp_path):
         import_prompts(tmp_path / "p.csv")
 
 
+def test_csv_lines_are_where_a_row_starts_past_multi_line_cells_and_blank_lines(tmp_path):
+    path = tmp_path / "prefs.csv"
+    path.write_bytes(b'prompt,chosen,rejected\r\n"Two\r\nlines?",yes,no\r\n\r\nthird?,"a\nb\nc",x\r\n"",y,x\r\n')
+    with pytest.raises(ImportProblem) as err:
+        import_preferences(path)
+    assert str(err.value) == "prefs.csv: line 8: field 'prompt': empty"  # a data frame counted it row 4
+    path.write_bytes(path.read_bytes().replace(b'"",y,x', b'fine?,y,x'))
+    import_preferences(path)
+    assert Prompt.objects.get(text="Two\r\nlines?") and Response.objects.filter(text="a\nb\nc").exists()
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b'prompt,chosen,rejected\nq?,"unclosed\nmore,x\n', "p.csv: line 2: not valid CSV (unexpected end of data)"),
+    (b"prompt,chosen,rejected\nq?,a,b\nq2?,a,b,c\n", "p.csv: line 3: 4 cells, but the header names 3 columns"),
+    (b"prompt,chosen,chosen\nq?,a,b\n", "p.csv: line 1: column 'chosen' is named twice in the header"),
+    (b"\n\n", "p.csv: no header line: expected the first line to name the columns"),
+    (b"prompt,chosen,rejected\n\xff,a,b\n", "p.csv: not UTF-8 text (byte 23)"),
+])
+def test_a_broken_csv_names_the_line_and_stores_nothing(tmp_path, content, expected):
+    (tmp_path / "p.csv").write_bytes(content)
+    with pytest.raises(ImportProblem) as err:
+        import_preferences(tmp_path / "p.csv")
+    assert str(err.value) == expected
+    assert not Pair.objects.exists() and not Prompt.objects.exists()
+
+
 def test_the_command_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
     path = _jsonl(tmp_path / "bad.jsonl", [{"prompt": "ok"}, {"prompt": None}])
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", PREFLOOP_DATA_DIR=str(tmp_path))
