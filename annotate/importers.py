@@ -16,7 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 
 from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
@@ -33,14 +33,28 @@ class ImportResult:
     created: int
     skipped: int
     set_aside: tuple[int, ...] = ()  # lines whose prompt is an eval prompt: not imported, never trained on
+    # lines preferring the other answer (or a tie) of a pair the import account has labelled already, earlier in the
+    # same file or by an earlier import: the stored label is kept, and the disagreement said rather than hidden
+    disagreeing: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.created} added, {self.skipped} already present"
         if self.set_aside:
-            lines = ", ".join(map(str, self.set_aside[:20])) + (" ..." if len(self.set_aside) > 20 else "")
             text += (f", {len(self.set_aside)} set aside because their prompt is an eval prompt (eval prompts are "
-                     f"never trained on): line{'s' if len(self.set_aside) > 1 else ''} {lines}")
+                     f"never trained on): {_lines(self.set_aside)}")
+        if self.disagreeing:
+            verb = "it disagrees" if len(self.disagreeing) == 1 else "they disagree"
+            text += (f", {len(self.disagreeing)} not added because {verb} with the label already imported for the same "
+                     f"prompt and answers (that label is kept): {_lines(self.disagreeing)}")
         return text
+
+
+def _lines(numbers: tuple[int, ...]) -> str:
+    shown = ", ".join(map(str, numbers[:20])) + (" ..." if len(numbers) > 20 else "")
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}"
+
+
+ADDED, PRESENT, DISAGREES = "added", "present", "disagrees"  # what a row does to a pair that is already there
 
 
 def _limits() -> ImportLimits:
@@ -140,6 +154,7 @@ def _eval_hashes(hashes: set[str]) -> set[str]:
 def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> ImportResult:
     source = _source(name)
     created = skipped = 0
+    disagreeing: list[int] = []
     with transaction.atomic():
         evals = _eval_hashes({_hash(r.prompt) for r in rows})
         set_aside = tuple(r.line for r in rows if _hash(r.prompt) in evals)
@@ -155,16 +170,20 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> Im
                 found, as_stored = seen.get((key[0], key[2], key[1])), False  # the same two answers, other way round
             if found is None:
                 seen[key] = make(prompts[key[0]], row, source).pk
+                outcome = ADDED
+            else:
+                outcome = onto(found, row, source, as_stored) if onto is not None else PRESENT
+            if outcome == ADDED:
                 created += 1
-            elif onto is not None and onto(found, row, source, as_stored):
-                created += 1
+            elif outcome == DISAGREES:
+                disagreeing.append(row.line)
             else:
                 skipped += 1
             if progress:
                 progress(1)
         if progress and set_aside:
             progress(len(set_aside))
-    return ImportResult(created, skipped, set_aside)
+    return ImportResult(created, skipped, set_aside, tuple(disagreeing))
 
 
 def import_pairs(
@@ -187,6 +206,11 @@ def import_pairs(
     return _write_pairs(rows, name, make, progress)
 
 
+def _choice(row, chosen_is_a: bool) -> str:
+    """The label a preference row records on a pair holding its answers as A and B (or the other way round)."""
+    return TIE if row.is_tie else (A if chosen_is_a else B)
+
+
 def import_account():
     """The account that owns imported labels, marked as such in its AnnotatorProfile."""
     user, created = get_user_model().objects.get_or_create(username=IMPORT_ACCOUNT)
@@ -206,40 +230,47 @@ def import_preferences(
     name = name or Path(path).name
     rows = formats.read_preferences(path, fmt, name, _limits())
 
+    labelled: dict[int, str] = {}  # pair id -> the import account's choice on it, as far as this import knows
+
     def make(prompt, row, source):
         pair = _new_pair(
             prompt, row.chosen, row.rejected, source=source, round_=_round(round_number), labels_needed=1,
             labels_done=1,
         )
-        _label(pair, row, source, chosen_is_a=True)
+        labelled[pair.pk] = _label(pair, row, source, chosen_is_a=True)
         return pair
 
-    def _label(pair, row, source, *, chosen_is_a: bool) -> None:
-        choice = TIE if row.is_tie else (A if chosen_is_a else B)
+    def _label(pair, row, source, *, chosen_is_a: bool) -> str:
+        choice = _choice(row, chosen_is_a)
         Label.objects.create(
             pair=pair, annotator=user, choice=choice, side="tie" if row.is_tie else ("left" if chosen_is_a else "right"),
             left_is_a=True, preference_prob=None if row.is_tie else row.preference_prob,
             comment=f"imported from {source[len('import:'):]} line {row.line}",
         )
+        return choice
 
     def onto_pairs(pair_ids):
         """A preference on a pair already here (pushed unlabelled, or labelled by people) is recorded on it as the
-        import account's label, once: pushed again, it is already present. Which of the push's pairs are taken (gold,
-        or labelled by the import already) is one query, so pushing a file again costs no query a row."""
-        taken = set(Pair.objects.filter(pk__in=list(pair_ids)).filter(Q(is_gold=True) | Q(labels__annotator=user))
-                    .values_list("pk", flat=True))
+        import account's label, once: pushed again, it is already present, or disagrees with the label kept. Which of
+        the push's pairs are gold or labelled by the import already is two queries, so pushing a file again costs no
+        query a row."""
+        ids = list(pair_ids)
+        gold = set(Pair.objects.filter(pk__in=ids, is_gold=True).values_list("pk", flat=True))
+        labelled.update(Label.objects.filter(pair__in=ids, annotator=user).values_list("pair_id", "choice"))
 
-        def onto(pair_id, row, source, chosen_is_a: bool) -> bool:
-            if pair_id in taken:
-                return False
-            # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
-            pair = Pair.objects.select_for_update().get(pk=pair_id)
-            if Label.objects.filter(pair=pair, annotator=user).exists():
-                return False
-            _label(pair, row, source, chosen_is_a=chosen_is_a)
-            Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
-            taken.add(pair_id)
-            return True
+        def onto(pair_id, row, source, chosen_is_a: bool) -> str:
+            if pair_id in gold:
+                return PRESENT
+            if pair_id not in labelled:
+                # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
+                pair = Pair.objects.select_for_update().get(pk=pair_id)
+                earlier = Label.objects.filter(pair=pair, annotator=user).values_list("choice", flat=True).first()
+                if earlier is None:
+                    labelled[pair_id] = _label(pair, row, source, chosen_is_a=chosen_is_a)
+                    Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
+                    return ADDED
+                labelled[pair_id] = earlier
+            return PRESENT if labelled[pair_id] == _choice(row, chosen_is_a) else DISAGREES
 
         return onto
 

@@ -26,6 +26,9 @@ class PushResult(Schema):
     created: int
     skipped: int
     set_aside: list[int] = Field(description="Rows (1-based) left out because their prompt is an eval prompt.")
+    disagreeing: list[int] = Field(
+        description="Rows (1-based) not added because they prefer the other answer (or a tie) of a pair already "
+                    "labelled by an import, in this push or before; the stored label is kept.")
 
 
 class PromptPush(Body):
@@ -53,7 +56,8 @@ def _imported(rows: list[Any], call) -> PushResult:
         json.dump(rows, tmp, ensure_ascii=True)
         tmp.flush()
         result = call(tmp.name)
-    return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside))
+    return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside),
+                      disagreeing=list(result.disagreeing))
 
 
 @router.post("/prompts", response={201: PushResult}, summary="Push prompts")

@@ -73,6 +73,25 @@ def test_the_apps_own_export_imports_back_as_already_present(tmp_path):
     assert (again.created, again.skipped) == (0, 5) and Pair.objects.count() == 5
 
 
+def test_rows_that_contradict_a_label_already_imported_are_named_not_counted_as_present(tmp_path):
+    """The same prompt and answers preferred the other way (or tied), in one file or by a later import: the first
+    label is kept and the later lines are named; they were counted "already present" and their disagreement lost."""
+    q = {"prompt": "Which is warmer?"}
+    rows = [{**q, "chosen": "Sun.", "rejected": "Ice."}, {**q, "chosen": "Ice.", "rejected": "Sun."},
+            {**q, "chosen": "Sun.", "rejected": "Ice."},
+            {**q, "chosen": "Sun.", "rejected": "Ice.", "score_chosen": 5, "score_rejected": 5}]
+    result = import_preferences(_jsonl(tmp_path / "in.jsonl", rows), fmt="ultrafeedback")
+    assert (result.created, result.skipped, result.disagreeing) == (1, 1, (2, 4))
+    assert str(result) == ("1 added, 1 already present, 2 not added because they disagree with the label already "
+                           "imported for the same prompt and answers (that label is kept): lines 2, 4")
+    later = import_preferences(_jsonl(tmp_path / "later.jsonl", [{"prompt": "Other?", "chosen": "x", "rejected": "y"},
+                                                                 rows[1]]))
+    assert (later.created, later.skipped, later.disagreeing) == (1, 0, (2,))
+    assert "it disagrees" in str(later)
+    (label,) = Label.objects.filter(pair__prompt__text="Which is warmer?")
+    assert label.choice == "a" and label.pair.response_a.text == "Sun."
+
+
 def test_line_and_paragraph_separators_inside_texts_survive_a_round_trip(tmp_path):
     """U+2028, U+2029 and U+0085 are written unescaped by the export, and str.splitlines() broke the row at them."""
     text = "para1\u2028para2\u2029end\x85nel"

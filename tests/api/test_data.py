@@ -23,7 +23,7 @@ def _preferences(n: int, start: int = 0) -> list[dict]:
 
 def test_a_pipeline_pushes_100_preferences_with_a_token(staff_api):
     result = staff_api.push_preferences(_preferences(100), round=3)
-    assert result == {"created": 100, "skipped": 0, "set_aside": []}
+    assert result == {"created": 100, "skipped": 0, "set_aside": [], "disagreeing": []}
     pairs = Pair.objects.filter(round__number=3)
     assert pairs.count() == 100 and Label.objects.filter(pair__in=pairs).count() == 100
     assert staff_api.push_preferences(_preferences(100), round=3)["skipped"] == 100  # pushed twice: nothing added
@@ -47,7 +47,7 @@ def test_pushes_of_prompts_and_pairs_take_the_import_pages_checks(staff_api):
     assert set(Prompt.objects.values_list("split", flat=True)) == {"eval"}
     result = staff_api.push_pairs([{"prompt": "Name a colour.", "response_a": "Red.", "response_b": "Blue."},
                                    {"prompt": "say hi.", "response_a": "Hi.", "response_b": "Hello."}], round=1)
-    assert result == {"created": 1, "skipped": 0, "set_aside": [2]}  # row 2's prompt is an eval prompt
+    assert result == {"created": 1, "skipped": 0, "set_aside": [2], "disagreeing": []}  # row 2's prompt is an eval prompt
     with pytest.raises(APIError) as refused:
         staff_api.push_pairs([{"prompt": "x", "response_a": "y", "response_b": "z"}, "not an object"])
     assert refused.value.status == 400 and "line 2" in refused.value.detail
@@ -105,7 +105,7 @@ def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(
                           {"prompt": "Q2", "response_a": "A2", "response_b": "B2"}], labels_needed=1)
     result = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
                                          {"prompt": "Q2", "chosen": "B2", "rejected": "A2"}])
-    assert result == {"created": 2, "skipped": 0, "set_aside": []}
+    assert result == {"created": 2, "skipped": 0, "set_aside": [], "disagreeing": []}
     assert Pair.objects.count() == 2  # no second pair of the same answers
     first, second = Pair.objects.order_by("pk")
     assert [(lb.pair, lb.choice) for lb in Label.objects.order_by("pair_id")] == [(first, "a"), (second, "b")]
@@ -113,3 +113,7 @@ def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(
     assert [(r["chosen"], r["rejected"]) for r in staff_api.preferences()] == [("A1", "B1"), ("B2", "A2")]
     again = staff_api.push_preferences([{"prompt": "Q2", "chosen": "B2", "rejected": "A2"}])
     assert again["created"] == 0 and again["skipped"] == 1 and Label.objects.count() == 2
+    turned = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
+                                         {"prompt": "Q2", "chosen": "A2", "rejected": "B2"}])
+    assert turned == {"created": 0, "skipped": 1, "set_aside": [], "disagreeing": [2]}  # row 2 prefers the other
+    assert [lb.choice for lb in Label.objects.order_by("pair_id")] == ["a", "b"]  # the stored labels are kept
