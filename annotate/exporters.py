@@ -100,10 +100,11 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
                 with open(tmp_name, "w", encoding="utf-8") as fh:
                     for row in rows:
                         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                import pandas as pd
+            else:  # Arrow types from the values: a data frame made a round column with a missing round a float
+                import pyarrow as pa
+                import pyarrow.parquet as pq
 
-                pd.DataFrame(rows).to_parquet(tmp_name, index=False)
+                pq.write_table(pa.Table.from_pylist(rows), tmp_name)
             os.replace(tmp_name, target)  # onto the empty file claimed above
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ import json
 import re
 
 import pandas as pd
+import pyarrow.parquet
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -147,6 +148,11 @@ def test_parquet_and_hf_formats(tmp_path):
     call_command("export_preferences", str(tmp_path / "p.parquet"), format="parquet")
     frame = pd.read_parquet(tmp_path / "p.parquet")
     assert list(frame["chosen"]) == ["beta"] and list(frame["rejected"]) == ["alpha"]
+    _labels(make_pair(text_a="gamma", text_b="delta", round=make_round(3)), "left")
+    call_command("export_preferences", str(tmp_path / "r.parquet"), format="parquet")
+    table = pyarrow.parquet.read_table(tmp_path / "r.parquet")
+    assert str(table.schema.field("round").type) == "int64"  # with one row of no round: it was 3.0 and NaN
+    assert sorted(table.column("round").to_pylist(), key=str) == [3, None]
     datasets = pytest.importorskip("datasets")
     call_command("export_preferences", str(tmp_path / "hf"), format="hf")
     loaded = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(tmp_path / "cache"))
