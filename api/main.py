@@ -19,7 +19,7 @@ from judges import JudgeError
 from loop.services import LoopError
 from training.services import TrainingError
 
-from . import data, jobs, labelling, versions
+from . import data, jobs, labelling, rounds, versions
 from .auth import SessionAuth, TokenAuth
 
 MAX_DEPTH = 64
@@ -54,6 +54,7 @@ api.add_router("/", data.router)
 api.add_router("/", versions.router)
 api.add_router("/jobs", jobs.router)
 api.add_router("/label", labelling.router)
+api.add_router("/labelling-rounds", rounds.router)
 
 
 def _error(request, status: int, detail: str, **more):

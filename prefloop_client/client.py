@@ -84,6 +84,9 @@ class Client:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body=body if body is not None else {})
 
+    def patch(self, path: str, body: Any = None) -> Any:
+        return self.request("PATCH", path, body=body if body is not None else {})
+
     # ---- data ----------------------------------------------------------------------------------------------
 
     def push_prompts(self, rows: Iterable[dict], *, split: str = "train", tag: str = "") -> dict:
@@ -117,6 +120,24 @@ class Client:
             answer = self.get("/preferences", page=page, page_size=page_size, **filters)
             yield from answer["results"]
             page = answer["next_page"]
+
+    # ---- labelling rounds ----------------------------------------------------------------------------------
+
+    def labelling_rounds(self) -> list[dict]:
+        """Every labelling round with its settings and pair counts, newest first."""
+        return self.get("/labelling-rounds")
+
+    def labelling_round(self, number: int) -> dict:
+        return self.get(f"/labelling-rounds/{int(number)}")
+
+    def create_round(self, number: int | None = None, **settings) -> dict:
+        """A new labelling round (guidelines, labels_per_pair, gold_rate, queue_order, route_judge, ...): the rounds
+        page's defaults for what is left out; `number` left out: one more than the highest."""
+        return self.post("/labelling-rounds", {**({"number": number} if number is not None else {}), **settings})
+
+    def change_round(self, number: int, **settings) -> dict:
+        """Change only the settings given; a new labels_per_pair reaches the round's pairs, as on its page."""
+        return self.patch(f"/labelling-rounds/{int(number)}", settings)
 
     # ---- versions ------------------------------------------------------------------------------------------
 
