@@ -33,7 +33,7 @@ class ImportForm(forms.Form):
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="auto", help_text="For preferences.")
     split = forms.ChoiceField(choices=[("train", "train"), ("eval", "eval")], initial="train", help_text="For prompts.")
     tag = forms.CharField(required=False, max_length=100)
-    round = forms.IntegerField(required=False, min_value=0, max_value=MAX_NUMBER, help_text="For pairs and preferences.")
+    round = forms.IntegerField(required=False, min_value=0, max_value=MAX_NUMBER, help_text="For pairs and preferences. Empty: preferences keep the round their rows name (an export's do).")
 
     def clean_file(self):
         upload = self.cleaned_data["file"]

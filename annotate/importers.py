@@ -225,17 +225,22 @@ def import_preferences(
     path: Path | str, *, fmt: str = "auto", round_number: int | None = None, name: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account."""
+    """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account. A
+    new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it)."""
     _check_round(round_number)
     name = name or Path(path).name
     rows = formats.read_preferences(path, fmt, name, _limits())
 
     labelled: dict[int, str] = {}  # pair id -> the import account's choice on it, as far as this import knows
+    rounds: dict[int | None, LabellingRound | None] = {}
 
     def make(prompt, row, source):
+        # the round the import names; else the row's own (an export's rows say theirs), made if it is new
+        number = round_number if round_number is not None else row.round
+        if number not in rounds:
+            rounds[number] = _round(number)
         pair = _new_pair(
-            prompt, row.chosen, row.rejected, source=source, round_=_round(round_number), labels_needed=1,
-            labels_done=1,
+            prompt, row.chosen, row.rejected, source=source, round_=rounds[number], labels_needed=1, labels_done=1,
         )
         labelled[pair.pk] = _label(pair, row, source, chosen_is_a=True)
         return pair

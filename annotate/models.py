@@ -7,7 +7,7 @@ from prefcore.outcomes import BOTH_BAD, LEFT, OUTCOME_LABELS, RIGHT, SIDE_LABELS
 CHOICES = list(OUTCOME_LABELS.items())
 SIDES = list(SIDE_LABELS.items())
 MAX_ID = 2**63 - 1  # ids are 64-bit (BigAutoField)
-MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32-bit on PostgreSQL
+from prefcore.rows import MAX_NUMBER  # noqa: E402,F401  (round numbers and counts: 32-bit on PostgreSQL)
 
 
 class QueueOrder(models.TextChoices):

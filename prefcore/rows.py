@@ -10,6 +10,7 @@ and scores).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ROLES = {"system", "user", "assistant"}
+MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32-bit on PostgreSQL
 FORMATS = ("auto", "trl", "hh", "ultrafeedback")
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -125,6 +127,7 @@ class PreferenceRow:
     rejected: str
     is_tie: bool = False
     preference_prob: float | None = None
+    round: int | None = None  # the row's own labelling round (the export writes one): used when the import names none
 
 
 def _plain(value: Any) -> Any:
@@ -450,6 +453,33 @@ def preference_row(line: int, row: dict, fmt: str = "auto") -> PreferenceRow:
     RowError names the field. The import page, the API and the training command line all read rows here."""
     if not isinstance(row, dict):
         raise RowError("row", "expected a JSON object with named fields")
+    return _preference_row(line, row, fmt)
+
+
+def _with_round(parsed: PreferenceRow, row: dict) -> PreferenceRow:
+    """The row's own labelling round, as the export writes it, for the import to keep (training has no use for it)."""
+    number = _round_number(row.get("round"))
+    return parsed if number is None else dataclasses.replace(parsed, round=number)
+
+
+def _round_number(value: Any) -> int | None:
+    """A whole number: CSV text, or 3.0 from a Parquet export of an older version."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 10:
+        number = int(value.strip())
+    if number is None or not 0 <= number <= MAX_NUMBER:
+        raise RowError("round", f"expected a labelling round's number (a whole number from 0 to {MAX_NUMBER:,}), got "
+                                f"{str(value)[:40]!r}")
+    return number
+
+
+def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
     if fmt == "auto":
         fmt = detect_format(row)
     if fmt == "hh":
@@ -538,4 +568,4 @@ def read_preferences(
     if fmt not in FORMATS:
         raise ImportProblem([f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}"])
     name = name or Path(path).name
-    return _check_all(read_rows(path, name, limits), name, lambda line, row: preference_row(line, row, fmt))
+    return _check_all(read_rows(path, name, limits), name, lambda line, row: _with_round(preference_row(line, row, fmt), row))

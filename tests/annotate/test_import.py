@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotate.importers import ImportProblem, import_preferences, import_prompts
-from annotate.models import AnnotatorProfile, Label, Pair
+from annotate.models import AnnotatorProfile, Label, LabellingRound, Pair
 from generation.models import Prompt, Response, normalised_hash
 
 pytestmark = pytest.mark.django_db
@@ -90,6 +90,35 @@ def test_rows_that_contradict_a_label_already_imported_are_named_not_counted_as_
     assert "it disagrees" in str(later)
     (label,) = Label.objects.filter(pair__prompt__text="Which is warmer?")
     assert label.choice == "a" and label.pair.response_a.text == "Sun."
+
+
+def test_an_export_imported_elsewhere_keeps_each_pairs_labelling_round(tmp_path):
+    rows = [{"prompt": "One?", "chosen": "a", "rejected": "b", "round": 1},
+            {"prompt": "Two?", "chosen": "a", "rejected": "b", "round": 2}, {"prompt": "Three?", "chosen": "a",
+                                                                            "rejected": "b", "round": None}]
+    import_preferences(_jsonl(tmp_path / "in.jsonl", rows))
+    out = tmp_path / "out.parquet"
+    call_command("export_preferences", str(out), format="parquet")
+    Pair.objects.all().delete()
+    LabellingRound.objects.all().delete()
+    assert import_preferences(out).created == 3
+    assert dict(Pair.objects.values_list("prompt__text", "round__number")) == {"One?": 1, "Two?": 2, "Three?": None}
+    pd.DataFrame({"prompt": ["Four?"], "chosen": ["a"], "rejected": ["b"], "round": [3.0]}).to_parquet(
+        tmp_path / "old.parquet")  # an older export wrote the round as a float
+    (tmp_path / "p.csv").write_text("prompt,chosen,rejected,round\nFive?,a,b,4\n")
+    import_preferences(tmp_path / "old.parquet")
+    import_preferences(tmp_path / "p.csv", round_number=7)  # the round the import names wins
+    assert Pair.objects.get(prompt__text="Four?").round.number == 3
+    assert Pair.objects.get(prompt__text="Five?").round.number == 7
+
+
+@pytest.mark.parametrize("value", ["r1", -1, 2**31, 1.5, True])
+def test_a_row_round_that_is_no_round_number_is_named(tmp_path, value):
+    path = _jsonl(tmp_path / "in.jsonl", [{"prompt": "Q?", "chosen": "a", "rejected": "b"},
+                                          {"prompt": "Q2?", "chosen": "a", "rejected": "b", "round": value}])
+    with pytest.raises(ImportProblem, match=r"^in.jsonl: line 2: field 'round': expected a labelling round's number"):
+        import_preferences(path)
+    assert not Pair.objects.exists() and not LabellingRound.objects.exists()
 
 
 def test_line_and_paragraph_separators_inside_texts_survive_a_round_trip(tmp_path):

@@ -18,7 +18,9 @@ class Command(PrefLoopCommand):
     def add_arguments(self, parser):
         parser.add_argument("file")
         parser.add_argument("--format", choices=FORMATS, default="auto")
-        parser.add_argument("--round", type=int, default=None, help="Labelling round number (created if missing).")
+        parser.add_argument("--round", type=int, default=None,
+                            help="Labelling round number (created if missing); without it, each row's own 'round' "
+                                 "(as export_preferences writes it), if any.")
 
     def handle(self, *args, **options):
         try:
