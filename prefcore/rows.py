@@ -33,6 +33,13 @@ class ImportProblem(Exception):
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         super().__init__(problems[0] + more)
 
+    def report(self, shown: int = 20) -> str:
+        """The problems a line each (the first `shown`), so one reading of the file's errors fixes that many rows."""
+        lines = self.problems[:shown]
+        if len(self.problems) > shown:
+            lines = [*lines, f"... and {len(self.problems) - shown} more problems"]
+        return "\n".join(lines)
+
 
 class RowError(Exception):
     """One field of one row is wrong: which field, and what was expected."""

@@ -155,6 +155,16 @@ def test_one_bad_row_names_file_line_and_field_and_stores_nothing(tmp_path, rows
     assert not Prompt.objects.exists()
 
 
+def test_the_command_lists_every_bad_row_a_line_each_up_to_twenty(tmp_path):
+    """Only the first problem and a count were shown: fixing a file took one run per bad row."""
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": "ok"}] + [{"prompt": ""}] * 25)
+    with pytest.raises(CommandError) as err:
+        call_command("import_prompts", str(path))
+    lines = str(err.value).splitlines()
+    assert lines[:2] == ["p.jsonl: line 2: field 'prompt': empty", "p.jsonl: line 3: field 'prompt': empty"]
+    assert len(lines) == 21 and lines[-1] == "... and 5 more problems" and not Prompt.objects.exists()
+
+
 def test_csv_lines_count_the_header(tmp_path):
     (tmp_path / "p.csv").write_text("prompt\nfirst\n\"\"\n")
     with pytest.raises(ImportProblem, match=r"p.csv: line 3: field 'prompt': empty"):

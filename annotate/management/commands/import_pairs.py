@@ -25,6 +25,8 @@ class Command(PrefLoopCommand):
                     options["file"], round_number=options["round"], labels_needed=options["labels_needed"],
                     progress=progress,
                 )
-        except (ImportProblem, OSError) as err:
+        except ImportProblem as err:
+            raise CommandError(err.report()) from None
+        except OSError as err:
             raise CommandError(str(err)) from None
         self.stdout.write(f"pairs from {options['file']}: {result}")

@@ -28,6 +28,8 @@ class Command(PrefLoopCommand):
                 result = import_preferences(
                     options["file"], fmt=options["format"], round_number=options["round"], progress=progress
                 )
-        except (ImportProblem, OSError) as err:
+        except ImportProblem as err:
+            raise CommandError(err.report()) from None
+        except OSError as err:
             raise CommandError(str(err)) from None
         self.stdout.write(f"preferences from {options['file']}: {result}")

@@ -19,6 +19,8 @@ class Command(PrefLoopCommand):
     def handle(self, *args, **options):
         try:
             result = import_prompts(options["file"], split=options["split"], tag=options["tag"])
-        except (ImportProblem, OSError) as err:
+        except ImportProblem as err:
+            raise CommandError(err.report()) from None
+        except OSError as err:
             raise CommandError(str(err)) from None
         self.stdout.write(f"prompts from {options['file']}: {result}")
