@@ -14,9 +14,34 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
-    if value is None:
+    if value is None or not value.strip():
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected 1, true, yes or on (or 0, false, no, off)")
+    return word in {"1", "true", "yes", "on"}
+
+
+def _env_number(name: str, default, kind: type, low=None, high=None, *, above=None):
+    """A number from the environment, refused with its variable's name (a bare int() said "invalid literal for int()
+    with base 10" and named nothing): a whole number for int, a finite one for float, within the bounds given."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected {'a whole number' if kind is int else 'a number'}") \
+            from None
+    if kind is float and number != number or number in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a finite number")
+    if (low is not None and number < low) or (high is not None and number > high) or (
+            above is not None and number <= above):
+        bounds = " and ".join(b for b in (f"at least {low}" if low is not None else "",
+                                          f"above {above}" if above is not None else "",
+                                          f"at most {high}" if high is not None else "") if b)
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a number {bounds}")
+    return number
 
 
 DATA_DIR = Path(os.environ.get("PREFLOOP_DATA_DIR", BASE_DIR / "var")).resolve()
@@ -142,16 +167,11 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # username from one address, each within PREFLOOP_LOGIN_WINDOW_SECONDS of the one before, that name is refused from
 # that address until the window has passed since the last counted failure. Every sign-in form is covered, because
 # axes checks in the authentication backend. Failures are kept in the database (the admin lists them).
-PREFLOOP_LOGIN_MAX_FAILURES = int(os.environ.get("PREFLOOP_LOGIN_MAX_FAILURES", 10))
-PREFLOOP_LOGIN_WINDOW_SECONDS = int(os.environ.get("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 * 60))
+PREFLOOP_LOGIN_MAX_FAILURES = _env_number("PREFLOOP_LOGIN_MAX_FAILURES", 10, int, low=1)
+PREFLOOP_LOGIN_WINDOW_SECONDS = _env_number("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 * 60, int, low=1)
 # Proxies in front of the web app that append the client's address to X-Forwarded-For (0: none; the header is
 # then ignored, as anyone can send it).
-PREFLOOP_TRUSTED_PROXY_COUNT = int(os.environ.get("PREFLOOP_TRUSTED_PROXY_COUNT", 0))
-if PREFLOOP_LOGIN_MAX_FAILURES < 1 or PREFLOOP_LOGIN_WINDOW_SECONDS < 1 or PREFLOOP_TRUSTED_PROXY_COUNT < 0:
-    raise ImproperlyConfigured(
-        "PREFLOOP_LOGIN_MAX_FAILURES and PREFLOOP_LOGIN_WINDOW_SECONDS must be at least 1, "
-        "PREFLOOP_TRUSTED_PROXY_COUNT at least 0"
-    )
+PREFLOOP_TRUSTED_PROXY_COUNT = _env_number("PREFLOOP_TRUSTED_PROXY_COUNT", 0, int, low=0)
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = PREFLOOP_LOGIN_MAX_FAILURES
 AXES_COOLOFF_TIME = timedelta(seconds=PREFLOOP_LOGIN_WINDOW_SECONDS)
@@ -217,12 +237,12 @@ STORAGES = {
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
+PREFLOOP_MAX_UPLOAD_BYTES = _env_number("PREFLOOP_MAX_UPLOAD_BYTES", 50 * 1024 * 1024, int, low=1)
 # What one import may read (page or command): rows, decoded bytes (a compressed Parquet file can decode to a
 # thousand times its size) and JSON nesting. Each refusal names the setting that raises its limit.
-PREFLOOP_IMPORT_MAX_ROWS = int(os.environ.get("PREFLOOP_IMPORT_MAX_ROWS", 200_000))
-PREFLOOP_IMPORT_MAX_BYTES = int(os.environ.get("PREFLOOP_IMPORT_MAX_BYTES", 256 * 1024 * 1024))
-PREFLOOP_IMPORT_MAX_DEPTH = int(os.environ.get("PREFLOOP_IMPORT_MAX_DEPTH", 32))
+PREFLOOP_IMPORT_MAX_ROWS = _env_number("PREFLOOP_IMPORT_MAX_ROWS", 200_000, int, low=1)
+PREFLOOP_IMPORT_MAX_BYTES = _env_number("PREFLOOP_IMPORT_MAX_BYTES", 256 * 1024 * 1024, int, low=1)
+PREFLOOP_IMPORT_MAX_DEPTH = _env_number("PREFLOOP_IMPORT_MAX_DEPTH", 32, int, low=1)
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
@@ -230,7 +250,7 @@ if PRODUCTION:
     SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", True)
     # Health probes (a load balancer, systemd, honcho) ask over plain HTTP on the local address.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 31536000))
+    SECURE_HSTS_SECONDS = _env_number("SECURE_HSTS_SECONDS", 31536000, int, low=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -264,7 +284,7 @@ CELERY_TASK_ROUTES = {
     "compare.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
     "loop.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
 }
-CELERY_TASK_TIME_LIMIT = int(os.environ.get("PREFLOOP_TASK_TIME_LIMIT", 24 * 3600))
+CELERY_TASK_TIME_LIMIT = _env_number("PREFLOOP_TASK_TIME_LIMIT", 24 * 3600, int, low=1)
 # The soft limit raises SoftTimeLimitExceeded inside the task first, so it can record the failure itself.
 CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - max(1, min(300, CELERY_TASK_TIME_LIMIT // 10)))
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -273,7 +293,7 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis redelivers a message not acked within the visibility timeout: it must exceed the longest task, or a
     # long training run would start a second time while the first is still running.
-    _visibility = int(os.environ.get("PREFLOOP_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 600))
+    _visibility = _env_number("PREFLOOP_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT + 600, int, low=1)
     if _visibility <= CELERY_TASK_TIME_LIMIT:
         raise ImproperlyConfigured(
             f"PREFLOOP_BROKER_VISIBILITY_TIMEOUT ({_visibility} s) must exceed PREFLOOP_TASK_TIME_LIMIT "
@@ -289,40 +309,33 @@ PREFLOOP_BACKEND = os.environ.get("PREFLOOP_BACKEND", "auto")  # auto, hf or vll
 PREFLOOP_DTYPE = os.environ.get("PREFLOOP_DTYPE", "auto").strip().lower() or "auto"
 if PREFLOOP_DTYPE not in ("auto", "float32", "bfloat16"):
     raise ImproperlyConfigured(f"PREFLOOP_DTYPE={PREFLOOP_DTYPE!r}: expected auto, float32 or bfloat16")
-PREFLOOP_VLLM_TP = int(os.environ.get("PREFLOOP_VLLM_TP", 1))
-PREFLOOP_VLLM_GPU_MEMORY = float(os.environ.get("PREFLOOP_VLLM_GPU_MEMORY", 0.5))
-PREFLOOP_TRAIN_PROCESSES = int(os.environ.get("PREFLOOP_TRAIN_PROCESSES", 1))
+PREFLOOP_VLLM_TP = _env_number("PREFLOOP_VLLM_TP", 1, int, low=1)
+PREFLOOP_VLLM_GPU_MEMORY = _env_number("PREFLOOP_VLLM_GPU_MEMORY", 0.5, float, high=1, above=0)
+PREFLOOP_TRAIN_PROCESSES = _env_number("PREFLOOP_TRAIN_PROCESSES", 1, int, low=1)
 # TensorBoard event files per training run (loss, margin, accuracy, KL per step; held-out figures per round) under
 # PREFLOOP_DATA_DIR/tensorboard/run-<id>/: `tensorboard --logdir var/tensorboard`. training/tensorboard.py.
 PREFLOOP_TENSORBOARD = _env_bool("PREFLOOP_TENSORBOARD", False)
 TENSORBOARD_DIR = DATA_DIR / "tensorboard"
 # Each round is measured on held-out labelled pairs (this share of prompts, never trained on once a round has
 # PREFLOOP_HELDOUT_MIN_PAIRS decided pairs) and on answers to this many eval prompts (KL to the reference, length).
-PREFLOOP_HELDOUT_FRACTION = float(os.environ.get("PREFLOOP_HELDOUT_FRACTION", 0.1))
-PREFLOOP_HELDOUT_MIN_PAIRS = int(os.environ.get("PREFLOOP_HELDOUT_MIN_PAIRS", 20))
-PREFLOOP_ROUND_EVAL_PROMPTS = int(os.environ.get("PREFLOOP_ROUND_EVAL_PROMPTS", 8))
+PREFLOOP_HELDOUT_FRACTION = _env_number("PREFLOOP_HELDOUT_FRACTION", 0.1, float, low=0, high=0.9)
+PREFLOOP_HELDOUT_MIN_PAIRS = _env_number("PREFLOOP_HELDOUT_MIN_PAIRS", 20, int, low=0)
+PREFLOOP_ROUND_EVAL_PROMPTS = _env_number("PREFLOOP_ROUND_EVAL_PROMPTS", 8, int, low=0)
 # The promotion gate: a finished round's version is a candidate; it becomes current only when a blind evaluation
 # against the current version (judge or people, on eval prompts) gives it at least PREFLOOP_GATE_MIN_VOTES votes, a
 # win rate (ties and both-bad half) of at least PREFLOOP_GATE_MIN_WIN_RATE, a 95% (Wilson) interval whose lower end
 # is at least PREFLOOP_GATE_MIN_LOWER_BOUND, and mean answer tokens at most PREFLOOP_GATE_MAX_LENGTH_GROWTH above the
 # current version's on the same prompts (base's, where base's are longer); or when a staff member promotes it by hand. Stated bounds, not fitted to a
 # judge (docs/defaults.md).
-PREFLOOP_GATE_MIN_VOTES = int(os.environ.get("PREFLOOP_GATE_MIN_VOTES", 16))
-PREFLOOP_GATE_MIN_WIN_RATE = float(os.environ.get("PREFLOOP_GATE_MIN_WIN_RATE", 0.5))
-PREFLOOP_GATE_MIN_LOWER_BOUND = float(os.environ.get("PREFLOOP_GATE_MIN_LOWER_BOUND", 0.4))
-PREFLOOP_GATE_MAX_LENGTH_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_LENGTH_GROWTH", 0.25))
+PREFLOOP_GATE_MIN_VOTES = _env_number("PREFLOOP_GATE_MIN_VOTES", 16, int, low=1)
+PREFLOOP_GATE_MIN_WIN_RATE = _env_number("PREFLOOP_GATE_MIN_WIN_RATE", 0.5, float, low=0, high=1)
+PREFLOOP_GATE_MIN_LOWER_BOUND = _env_number("PREFLOOP_GATE_MIN_LOWER_BOUND", 0.4, float, low=0, high=1)
+PREFLOOP_GATE_MAX_LENGTH_GROWTH = _env_number("PREFLOOP_GATE_MAX_LENGTH_GROWTH", 0.25, float, low=0)
 # The drift budget (also part of the gate): the share of eval answers cut at the token limit may rise by at most
 # PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH over the current version's (base's, where base's is higher), and the round's KL to its reference may be at most
 # PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token (stated bounds; docs/defaults.md).
-PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = float(os.environ.get("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10))
-PREFLOOP_GATE_MAX_KL_PER_TOKEN = float(os.environ.get("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.5))
-for _name in ("PREFLOOP_GATE_MIN_WIN_RATE", "PREFLOOP_GATE_MIN_LOWER_BOUND"):
-    if not 0.0 <= globals()[_name] <= 1.0:
-        raise ImproperlyConfigured(f"{_name}={globals()[_name]}: expected a share from 0 to 1")
-if PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH < 0 or PREFLOOP_GATE_MAX_KL_PER_TOKEN <= 0:
-    raise ImproperlyConfigured("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH must be >= 0 and PREFLOOP_GATE_MAX_KL_PER_TOKEN > 0")
-if PREFLOOP_GATE_MIN_VOTES < 1 or PREFLOOP_GATE_MAX_LENGTH_GROWTH < 0:
-    raise ImproperlyConfigured("PREFLOOP_GATE_MIN_VOTES must be at least 1 and PREFLOOP_GATE_MAX_LENGTH_GROWTH >= 0")
+PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = _env_number("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10, float, low=0)
+PREFLOOP_GATE_MAX_KL_PER_TOKEN = _env_number("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.5, float, above=0)
 PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]
 # Loss terms a training run may name besides the built-in ones (training/dpo/terms.py), as "package.module:attr".
 PREFLOOP_LOSS_TERMS = [t.strip() for t in os.environ.get("PREFLOOP_LOSS_TERMS", "").split(",") if t.strip()]

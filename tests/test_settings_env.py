@@ -1,0 +1,44 @@
+"""Every number and switch PrefLoop reads from the environment is checked at start, and a bad one stops the app
+with a message naming the variable and what it takes (int() said "invalid literal for int() with base 10: 'abc'",
+a NaN gate setting passed every comparison, and DEBUG=maybe meant off without a word)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTINGS = ROOT / "prefloop" / "settings.py"
+
+
+def _start(tmp_path, **env) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PREFLOOP_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env}
+    return subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("PREFLOOP_IMPORT_MAX_ROWS", "abc", "PREFLOOP_IMPORT_MAX_ROWS='abc': expected a whole number"),
+    ("PREFLOOP_GATE_MIN_WIN_RATE", "nan", "PREFLOOP_GATE_MIN_WIN_RATE='nan': expected a finite number"),
+    ("PREFLOOP_VLLM_GPU_MEMORY", "0", "PREFLOOP_VLLM_GPU_MEMORY='0': expected a number above 0 and at most 1"),
+    ("PREFLOOP_TASK_TIME_LIMIT", "-5", "PREFLOOP_TASK_TIME_LIMIT='-5': expected a number at least 1"),
+    ("DEBUG", "maybe", "DEBUG='maybe': expected 1, true, yes or on (or 0, false, no, off)"),
+])
+def test_a_bad_environment_value_stops_the_app_naming_it(tmp_path, variable, value, expected):
+    done = _start(tmp_path, **{variable: value})
+    assert done.returncode != 0 and expected in done.stderr, done.stderr[-2000:]
+
+
+def test_no_number_is_read_from_the_environment_unchecked():
+    """No bare int()/float() of the environment is left for a later variable to slip through."""
+    text = SETTINGS.read_text()
+    assert "int(os.environ" not in text and "float(os.environ" not in text
+
+
+def test_good_values_start(tmp_path):
+    done = _start(tmp_path, PREFLOOP_IMPORT_MAX_ROWS=" 500 ", PREFLOOP_GATE_MIN_WIN_RATE="0.55", DEBUG="off",
+                  PREFLOOP_TENSORBOARD="")
+    assert done.returncode == 0, done.stderr[-2000:]
