@@ -11,6 +11,7 @@ from prefcore.rows import FORMATS, SUFFIXES
 from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
 from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, LabellingRound
+from .rounds import SETTINGS
 
 
 class PairForm(forms.Form):
@@ -99,8 +100,7 @@ class LabellingRoundForm(forms.ModelForm):
 
     class Meta:
         model = LabellingRound
-        fields = ["number", "guidelines", "labels_per_pair", "gold_rate", "queue_order", "route_judge",
-                  "route_threshold", "audit_share", "close_width"]
+        fields = ["number", *SETTINGS]
         labels = {"labels_per_pair": "Labels per pair (overlap)", "gold_rate": "Gold rate"}
         help_texts = {
             "guidelines": "Shown above every pair of this round (Markdown).",

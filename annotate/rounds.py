@@ -37,21 +37,35 @@ def round_rows() -> list[RoundRow]:
     return [RoundRow(r, r.n_pairs, r.n_open, r.n_gold) for r in counted]
 
 
-def save_round(round_: LabellingRound, *, old_overlap: int) -> int:
-    """Save the round; when its overlap changed, each pair people label needs that many more (or fewer) labels from
-    now on: a pair that has enough stops being served, one that has fewer comes back. Returns how many pairs
-    changed. Left alone: pairs whose judge label was accepted (routing), near duplicates held back, pairs imported
-    with their labels, gold pairs, and every pair of a closed round (closing froze them). A pair sent to people after
-    a judge labelled it keeps counting the judge's label on top of the people it needs."""
-    change = round_.labels_per_pair - old_overlap
+SETTINGS = ("guidelines", "labels_per_pair", "gold_rate", "queue_order", "route_judge", "route_threshold",
+            "audit_share", "close_width")  # what a page or the API changes on a round (its number never)
+
+
+@dataclass(frozen=True)
+class Saved:
+    changed: int  # pairs whose labels needed changed with the overlap
+    step: int  # the new overlap less the one stored before
+
+
+def save_round(round_: LabellingRound) -> Saved:
+    """Save the round's settings; when its overlap changed, each pair people label needs that many more (or fewer)
+    labels from now on: a pair that has enough stops being served, one that has fewer comes back. Left alone: pairs
+    whose judge label was accepted (routing), near duplicates held back, pairs imported with their labels, gold
+    pairs, and every pair of a closed round (closing froze them). A pair sent to people after a judge labelled it
+    keeps counting the judge's label on top of the people it needs.
+
+    The stored row is locked and read again first, so two saves at once each step from what the other stored (not
+    both from what they read before), and only the settings are written: a round closed meanwhile stays closed."""
     with transaction.atomic():
-        round_.save()
-        if not change or round_.closed_at is not None:
-            return 0
+        stored = LabellingRound.objects.select_for_update().get(pk=round_.pk)
+        step = round_.labels_per_pair - stored.labels_per_pair
+        round_.save(update_fields=SETTINGS)
+        if not step or stored.closed_at is not None:
+            return Saved(0, step)
         imported_labels = Label.objects.filter(pair_id=OuterRef("pk"), annotator__annotator_profile__is_import=True)
         pairs = (Pair.objects.filter(round=round_, is_gold=False, route__in=(Route.NONE, Route.PEOPLE))
                  .exclude(Exists(imported_labels)))
-        return pairs.update(labels_needed=Greatest(F("labels_needed") + change, F("labels_done"), 0))
+        return Saved(pairs.update(labels_needed=Greatest(F("labels_needed") + step, F("labels_done"), 0)), step)
 
 
 def set_gold(round_: LabellingRound, pair_id: int, answer: str) -> Pair:

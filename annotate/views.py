@@ -235,11 +235,10 @@ def round_detail(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: one labelling round's settings, and its gold pairs."""
     _staff(request)
     round_ = get_object_or_404(LabellingRound, number=number)
-    old_overlap = round_.labels_per_pair
     form = LabellingRoundForm(request.POST or None, instance=round_)
     if request.method == "POST" and form.is_valid():
-        changed = labelling_rounds.save_round(form.save(commit=False), old_overlap=old_overlap)
-        step = round_.labels_per_pair - old_overlap
+        saved = labelling_rounds.save_round(form.save(commit=False))
+        changed, step = saved.changed, saved.step
         note = (f"; {changed} pair{'s' if changed != 1 else ''} people label now need{'s' if changed == 1 else ''} "
                 f"{abs(step)} label{'s' if abs(step) != 1 else ''} {'more' if step > 0 else 'fewer'}") if changed else ""
         messages.success(request, f"Labelling round {round_.number} saved{note}.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
@@ -19,7 +20,7 @@ from .auth import staff_only
 from .fields import Body, Fraction, Name, Number, Text
 
 router = Router(tags=["labelling rounds"])
-FIELDS = LabellingRoundForm.Meta.fields
+FIELDS = ("number", *labelling_rounds.SETTINGS)
 ORDERS = tuple(QueueOrder.values)
 
 
@@ -110,7 +111,13 @@ def create_round(request: HttpRequest, payload: RoundIn):
                              f"/api/v1/labelling-rounds/{given['number']}")
     form = LabellingRoundForm(_data(LabellingRound(), given))
     _checked(form)
-    return Status(201, _row(form.save().number))
+    try:
+        with transaction.atomic():
+            made = form.save()
+    except IntegrityError:  # another request took the number between the check and the save
+        raise HttpError(409, f"labelling round {given['number']} exists already (made by another request just now): "
+                             "send the request again") from None
+    return Status(201, _row(made.number))
 
 
 @router.patch("/{number}", response=RoundOut, summary="Change a labelling round")
@@ -121,8 +128,7 @@ def change_round(request: HttpRequest, number: Number, payload: RoundChange):
     stored = LabellingRound.objects.filter(number=number).first()
     if stored is None:
         raise HttpError(404, f"no labelling round {number}")
-    old_overlap = stored.labels_per_pair
     form = LabellingRoundForm(_data(stored, payload.dict(exclude_unset=True)), instance=stored)
     _checked(form)
-    labelling_rounds.save_round(form.save(commit=False), old_overlap=old_overlap)
+    labelling_rounds.save_round(form.save(commit=False))
     return _row(number)

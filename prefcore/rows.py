@@ -15,12 +15,16 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROLES = {"system", "user", "assistant"}
 MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32-bit on PostgreSQL
+# The csv module refuses a cell over 128 KiB by default; an import's size is bounded by ImportLimits instead. Set once
+# here: the limit is one for the whole process, and changing it per file would race between two imports.
+csv.field_size_limit(2**31 - 1)
 FORMATS = ("auto", "trl", "hh", "ultrafeedback")
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -175,7 +179,6 @@ def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, di
         text = path.read_bytes().decode("utf-8-sig")  # as bytes: a cell's own "\r\n" is kept as written
     except UnicodeDecodeError as exc:
         raise ImportProblem([f"{name}: not UTF-8 text (byte {exc.start})"]) from None
-    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # the file's size is already bounded
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     rows: list[tuple[int, dict]] = []
@@ -190,21 +193,23 @@ def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, di
         except csv.Error as exc:
             raise ImportProblem([f"{name}: line {start}: not valid CSV ({exc})"]) from None
         end = reader.line_num
-        if not cells:  # a blank line
+        if not any(cell.strip() for cell in cells):  # a blank line, or a spreadsheet's row of empty cells
             continue
         if header is None:
             header = cells
-            twice = sorted({c for c in cells if cells.count(c) > 1})
+            twice = [column for column, n in Counter(c for c in cells if c.strip()).items() if n > 1]
             if twice:
                 raise ImportProblem([f"{name}: line {start}: column {twice[0]!r} is named twice in the header"])
             continue
         if len(rows) >= limits.max_rows:
             raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}")
-        if len(cells) > len(header):
+        if any(cell.strip() for cell in cells[len(header):]):  # empty cells past the last column are a spreadsheet's
             problems.append(f"{name}: line {start}: {len(cells)} cells, but the header names {len(header)} columns")
             continue
-        cells += [""] * (len(header) - len(cells))  # a short row's missing cells are empty, as a spreadsheet writes
-        rows.append((start, {column: _CsvCell(cell) for column, cell in zip(header, cells, strict=True)}))
+        cells = cells[:len(header)] + [""] * (len(header) - len(cells))  # a short row's missing cells are empty
+        # a column without a name (a spreadsheet's stray formatted column) holds nothing any field reads
+        rows.append((start, {column: _CsvCell(cell) for column, cell in zip(header, cells, strict=True)
+                             if column.strip()}))
     if header is None:
         raise ImportProblem([f"{name}: no header line: expected the first line to name the columns"])
     if problems:

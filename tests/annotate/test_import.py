@@ -166,7 +166,7 @@ def test_the_command_lists_every_bad_row_a_line_each_up_to_twenty(tmp_path):
 
 
 def test_csv_lines_count_the_header(tmp_path):
-    (tmp_path / "p.csv").write_text("prompt\nfirst\n\"\"\n")
+    (tmp_path / "p.csv").write_text("prompt,note\nfirst,\n\"\",why is this empty\n")
     with pytest.raises(ImportProblem, match=r"p.csv: line 3: field 'prompt': empty"):
         import_prompts(tmp_path / "p.csv")
 
@@ -180,6 +180,12 @@ def test_csv_lines_are_where_a_row_starts_past_multi_line_cells_and_blank_lines(
     path.write_bytes(path.read_bytes().replace(b'"",y,x', b'fine?,y,x'))
     import_preferences(path)
     assert Prompt.objects.get(text="Two\r\nlines?") and Response.objects.filter(text="a\nb\nc").exists()
+
+
+def test_a_spreadsheets_csv_with_stray_empty_columns_and_rows_imports(tmp_path):
+    (tmp_path / "sheet.csv").write_bytes(b"prompt,chosen,rejected,,\r\nq1?,a,b,,\r\n\t\r\n,,,,\r\nq2?,a,b,\r\n")
+    result = import_preferences(tmp_path / "sheet.csv")
+    assert result.created == 2 and sorted(Prompt.objects.values_list("text", flat=True)) == ["q1?", "q2?"]
 
 
 @pytest.mark.parametrize(("content", "expected"), [

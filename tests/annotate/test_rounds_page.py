@@ -168,3 +168,22 @@ def test_annotators_are_refused_and_unknown_rounds_are_404(client):
     assert not LabellingRound.objects.filter(number=7).exists()
     client.force_login(make_user("boss", is_staff=True))
     assert client.get("/annotate/rounds/999/").status_code == 404
+
+
+def test_two_saves_of_one_round_step_from_what_is_stored_and_a_close_meanwhile_stays():
+    """Each save read the round, then wrote every field: two overlap changes at once both stepped from the value
+    they had read (1 -> 2 and 1 -> 3 left pairs needing 4 in a round saying 3), and a round closed between the read
+    and the write was opened again."""
+    from annotate.rounds import save_round
+
+    round_ = make_round(6)
+    pair = make_pair(round=round_)
+    first, second = LabellingRound.objects.get(pk=round_.pk), LabellingRound.objects.get(pk=round_.pk)
+    first.labels_per_pair, second.labels_per_pair = 2, 3
+    assert save_round(first).step == 1
+    LabellingRound.objects.filter(pk=round_.pk).update(closed_at=timezone.now(), closed_reason="narrow enough")
+    second.guidelines = "New guidelines."
+    assert save_round(second).step == 1  # from the 2 stored, not the 1 it read
+    stored = LabellingRound.objects.get(pk=round_.pk)
+    assert (stored.labels_per_pair, stored.guidelines, stored.closed_reason) == (3, "New guidelines.", "narrow enough")
+    assert Pair.objects.get(pk=pair.pk).labels_needed == 2  # closing froze the pairs after the first step
