@@ -303,7 +303,9 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 
 # Models.
 PREFLOOP_BASE_MODEL = os.environ.get("PREFLOOP_BASE_MODEL", str(MODELS_DIR / "smollm2-135m-instruct"))
-PREFLOOP_BACKEND = os.environ.get("PREFLOOP_BACKEND", "auto")  # auto, hf or vllm
+PREFLOOP_BACKEND = os.environ.get("PREFLOOP_BACKEND", "auto").strip().lower() or "auto"
+if PREFLOOP_BACKEND not in ("auto", "hf", "vllm"):
+    raise ImproperlyConfigured(f"PREFLOOP_BACKEND={PREFLOOP_BACKEND!r}: expected auto, hf or vllm")
 # The dtype of sampling, training and evaluation alike: auto (bf16 where the CPU computes it natively or on a GPU,
 # else fp32: prefcore.hardware), float32 or bfloat16. docs/numerics.md says what holds in each.
 PREFLOOP_DTYPE = os.environ.get("PREFLOOP_DTYPE", "auto").strip().lower() or "auto"

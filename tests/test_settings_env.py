@@ -25,6 +25,7 @@ def _start(tmp_path, **env) -> subprocess.CompletedProcess:
     ("PREFLOOP_GATE_MIN_WIN_RATE", "nan", "PREFLOOP_GATE_MIN_WIN_RATE='nan': expected a finite number"),
     ("PREFLOOP_VLLM_GPU_MEMORY", "0", "PREFLOOP_VLLM_GPU_MEMORY='0': expected a number above 0 and at most 1"),
     ("PREFLOOP_TASK_TIME_LIMIT", "-5", "PREFLOOP_TASK_TIME_LIMIT='-5': expected a number at least 1"),
+    ("PREFLOOP_BACKEND", "vllm2", "PREFLOOP_BACKEND='vllm2': expected auto, hf or vllm"),
     ("DEBUG", "maybe", "DEBUG='maybe': expected 1, true, yes or on (or 0, false, no, off)"),
 ])
 def test_a_bad_environment_value_stops_the_app_naming_it(tmp_path, variable, value, expected):
