@@ -1,9 +1,14 @@
 """The leaderboard: votes from the database aggregated into matchups, fitted by `compare.ratings`."""
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
+from pathlib import Path
+
+from django.core.cache import cache
 
 from generation.length import VersionLength, version_lengths
 from generation.models import ModelVersion
@@ -15,6 +20,10 @@ LENGTH_BIN = 0.05  # votes whose length covariates round to the same bin share o
 # A length coefficient fitted on a handful of votes is noise ("+5883 points per unit" on 6 votes): the
 # length-controlled columns say "needs N votes" until there are this many votes per fitted parameter.
 LC_VOTES_PER_PARAMETER = 20
+# A cached fit is keyed by the fitting code too: a change to compare/ratings.py never serves a fit of the old code.
+FIT_CODE = hashlib.sha256(Path(ratings.__file__).read_bytes()).hexdigest()
+FIT_CACHE_SECONDS = 7 * 24 * 3600
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,7 +73,7 @@ def vote_rows(*, include_automatic: bool = False):
     )
     if not include_automatic:
         votes = votes.filter(is_automatic=False)
-    return list(votes.values_list(
+    return list(votes.order_by("pk").values_list(  # in a fixed order: the bootstrap draws row by row
         "comparison__response_a__version__name", "comparison__response_b__version__name", "outcome",
         "comparison__response_a__token_count", "comparison__response_b__token_count",
     ))
@@ -88,6 +97,28 @@ def matchups(rows) -> list[ratings.Matchup]:
     return [ratings.Matchup(a, b, *counts, length_diff=x) for (a, b, x), counts in sums.items()]
 
 
+def fit(games: list[ratings.Matchup], **options) -> ratings.Fit:
+    """`ratings.fit_ratings`, kept in the cache under a digest of exactly what it is given (the matchups in their
+    order, and the options): a fit is a function of those alone, so it is never stale, and a page viewed again (the
+    leaderboard, the rounds page, the API) reuses its 1,000 bootstrap refits instead of redoing them, seconds each
+    with a few thousand votes over a dozen versions. Without a working cache it is simply fitted."""
+    digest = hashlib.sha256(repr((FIT_CODE, [astuple(m) for m in games], sorted(options.items()))).encode())
+    key = f"prefloop:bt-fit:{digest.hexdigest()}"
+    try:
+        cached = cache.get(key)
+    except Exception:  # a cache that is down costs time, never the page
+        log.warning("the cache could not be read; fitting the ratings again", exc_info=True)
+        cached = None
+    if isinstance(cached, ratings.Fit):
+        return cached
+    result = ratings.fit_ratings(games, **options)
+    try:
+        cache.set(key, result, timeout=FIT_CACHE_SECONDS)
+    except Exception:
+        log.warning("the cache could not be written", exc_info=True)
+    return result
+
+
 def choose_anchor(names: set[str]) -> str:
     """The base version: the root of the current version's lineage if it has votes, else the earliest rated one."""
     current = ModelVersion.objects.current()
@@ -105,8 +136,8 @@ def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed:
     games = matchups(rows)
     names = {v for m in games for v in (m.a, m.b)}
     anchor = choose_anchor(names)
-    raw = ratings.fit_ratings(games, anchor=anchor, bootstrap=bootstrap, seed=seed)
-    controlled = ratings.fit_ratings(games, anchor=anchor, bootstrap=bootstrap, seed=seed, length_control=True)
+    raw = fit(games, anchor=anchor, bootstrap=bootstrap, seed=seed)
+    controlled = fit(games, anchor=anchor, bootstrap=bootstrap, seed=seed, length_control=True)
     votes = defaultdict(int)
     for a, b, *_ in rows:
         votes[a] += 1

@@ -42,6 +42,28 @@ def test_leaderboard_shows_the_fitted_ratings(client, annotator, versions):
     assert "70%" in page  # win rate of round one against base: 3.5 of 5
 
 
+def test_a_fit_is_reused_until_the_votes_change(annotator, versions, monkeypatch):
+    """Each view refitted 1,000 bootstrap redraws twice (raw and length-controlled): seconds a view with many
+    versions. The fit is kept under a digest of its votes and options, so a new vote refits and nothing is stale."""
+    from compare import leaderboard, ratings
+
+    base, child = versions
+    leaderboard.cache.clear()  # the same votes in an earlier run of the suite left their fits there
+    fits = []
+    real = ratings.fit_ratings
+    monkeypatch.setattr(ratings, "fit_ratings", lambda games, **kw: fits.append(kw) or real(games, **kw))
+    _votes(child, base, annotator, ["a", "a", "b"])
+    first = build_board(bootstrap=300, seed=7)
+    assert len(fits) == 2 and build_board(bootstrap=300, seed=7) == first and len(fits) == 2  # the cached fits
+    build_board(bootstrap=301, seed=7)
+    assert len(fits) == 4  # other options: fitted again
+    _votes(child, base, annotator, ["a"])
+    after = build_board(bootstrap=300, seed=7)
+    assert len(fits) == 6 and after.votes == 4 and after.rows != first.rows
+    monkeypatch.setattr(leaderboard.cache, "get", lambda *a, **k: 1 / 0)  # a cache that is down
+    assert build_board(bootstrap=300, seed=7).rows == after.rows and len(fits) == 8
+
+
 def test_automatic_votes_are_excluded_unless_asked_for(client, annotator, versions):
     base, child = versions
     _votes(child, base, annotator, ["a"])
