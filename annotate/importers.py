@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from generation.models import Prompt, Response, normalised_hash
@@ -161,15 +161,27 @@ class _NewPairs:
         waiting, self.waiting = self.waiting, []
         if not waiting:
             return
-        responses = Response.objects.bulk_create([
+        responses = _inserted([
             Response(prompt=prompt, version=None, text=text, source=self.source)
             for prompt, text_a, text_b, *_ in waiting for text in (text_a, text_b)])
-        pairs = Pair.objects.bulk_create([
+        pairs = _inserted([
             Pair(prompt=prompt, response_a=responses[2 * k], response_b=responses[2 * k + 1], origin=Pair.IMPORTED,
                  round=round_, **fields)
             for k, (prompt, _, _, round_, _, fields) in enumerate(waiting)])
         Label.objects.bulk_create([Label(pair=pair, **label)
                                    for pair, (*_, label, _) in zip(pairs, waiting, strict=True) if label is not None])
+
+
+def _inserted(objects: list) -> list:
+    """The objects, stored with their ids: one bulk insert where the database returns the new ids (PostgreSQL,
+    SQLite 3.35 and later), one INSERT each where it does not (older SQLite, which Django still supports)."""
+    if not objects:
+        return objects
+    if connection.features.can_return_rows_from_bulk_insert:
+        return type(objects[0]).objects.bulk_create(objects)
+    for obj in objects:
+        obj.save(force_insert=True)
+    return objects
 
 
 def _eval_hashes(hashes: set[str]) -> set[str]:
@@ -260,7 +272,7 @@ def import_preferences(
     new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it)."""
     _check_round(round_number)
     name = name or Path(path).name
-    rows = formats.read_preferences(path, fmt, name, _limits())
+    rows = formats.read_preferences(path, fmt, name, _limits(), own_round=round_number is None)
 
     labelled: dict[int, str] = {}  # pair id -> the import account's choice on it, as far as this import knows
     rounds: dict[int | None, LabellingRound | None] = {}

@@ -6,6 +6,7 @@ reaches the round's pairs, and a gold answer is checked against the pair.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -47,23 +48,29 @@ class Saved:
     step: int  # the new overlap less the one stored before
 
 
-def save_round(round_: LabellingRound) -> Saved:
-    """Save the round's settings; when its overlap changed, each pair people label needs that many more (or fewer)
-    labels from now on: a pair that has enough stops being served, one that has fewer comes back. Left alone: pairs
-    whose judge label was accepted (routing), near duplicates held back, pairs imported with their labels, gold
-    pairs, and every pair of a closed round (closing froze them). A pair sent to people after a judge labelled it
-    keeps counting the judge's label on top of the people it needs.
+def save_round(round_: LabellingRound, fields: Iterable[str] = SETTINGS) -> Saved:
+    """Save the round's `fields` (settings the page or the request changed); when its overlap changed, each pair
+    people label needs that many more (or fewer) labels from now on: a pair that has enough stops being served, one
+    that has fewer comes back. Left alone: pairs whose judge label was accepted (routing), near duplicates held back,
+    pairs imported with their labels, gold pairs, and every pair of a closed round (closing froze them). A pair sent
+    to people after a judge labelled it keeps counting the judge's label on top of the people it needs.
 
-    The stored row is locked and read again first, so two saves at once each step from what the other stored (not
-    both from what they read before), and only the settings are written: a round closed meanwhile stays closed."""
+    The stored row is locked and read again, and only the fields given are written onto it: two saves at once each
+    step from what the other stored (not both from what they read before), a save that did not change the overlap
+    leaves another's change alone, and a round closed meanwhile stays closed. LabellingRound.DoesNotExist when the
+    round was deleted meanwhile."""
+    fields = [name for name in fields if name in SETTINGS]
     with transaction.atomic():
         stored = LabellingRound.objects.select_for_update().get(pk=round_.pk)
-        step = round_.labels_per_pair - stored.labels_per_pair
-        round_.save(update_fields=SETTINGS)
+        step = round_.labels_per_pair - stored.labels_per_pair if "labels_per_pair" in fields else 0
+        for name in fields:
+            setattr(stored, name, getattr(round_, name))
+        if fields:
+            stored.save(update_fields=fields)
         if not step or stored.closed_at is not None:
             return Saved(0, step)
         imported_labels = Label.objects.filter(pair_id=OuterRef("pk"), annotator__annotator_profile__is_import=True)
-        pairs = (Pair.objects.filter(round=round_, is_gold=False, route__in=(Route.NONE, Route.PEOPLE))
+        pairs = (Pair.objects.filter(round=stored, is_gold=False, route__in=(Route.NONE, Route.PEOPLE))
                  .exclude(Exists(imported_labels)))
         return Saved(pairs.update(labels_needed=Greatest(F("labels_needed") + step, F("labels_done"), 0)), step)
 

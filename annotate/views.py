@@ -7,8 +7,9 @@ from pathlib import Path
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -223,9 +224,14 @@ def rounds(request: HttpRequest) -> HttpResponse:
     _staff(request)
     form = LabellingRoundForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        round_ = form.save()
-        messages.success(request, f"Labelling round {round_.number} created.")
-        return redirect("annotate:round", number=round_.number)
+        try:
+            with transaction.atomic():
+                round_ = form.save()
+        except IntegrityError:  # another request took the number between the form's check and the save
+            form.add_error("number", f"Labelling round {form.cleaned_data['number']} was just made by someone else.")
+        else:
+            messages.success(request, f"Labelling round {round_.number} created.")
+            return redirect("annotate:round", number=round_.number)
     status = 400 if request.method == "POST" else 200
     return render(request, "annotate/rounds.html", {"form": form, "rows": labelling_rounds.round_rows()},
                   status=status)
@@ -237,7 +243,10 @@ def round_detail(request: HttpRequest, number: int) -> HttpResponse:
     round_ = get_object_or_404(LabellingRound, number=number)
     form = LabellingRoundForm(request.POST or None, instance=round_)
     if request.method == "POST" and form.is_valid():
-        saved = labelling_rounds.save_round(form.save(commit=False))
+        try:
+            saved = labelling_rounds.save_round(form.save(commit=False), form.changed_data)
+        except LabellingRound.DoesNotExist:
+            raise Http404(f"labelling round {number} was deleted meanwhile") from None
         changed, step = saved.changed, saved.step
         note = (f"; {changed} pair{'s' if changed != 1 else ''} people label now need{'s' if changed == 1 else ''} "
                 f"{abs(step)} label{'s' if abs(step) != 1 else ''} {'more' if step > 0 else 'fewer'}") if changed else ""

@@ -128,7 +128,11 @@ def change_round(request: HttpRequest, number: Number, payload: RoundChange):
     stored = LabellingRound.objects.filter(number=number).first()
     if stored is None:
         raise HttpError(404, f"no labelling round {number}")
-    form = LabellingRoundForm(_data(stored, payload.dict(exclude_unset=True)), instance=stored)
+    sent = payload.dict(exclude_unset=True)
+    form = LabellingRoundForm(_data(stored, sent), instance=stored)
     _checked(form)
-    labelling_rounds.save_round(form.save(commit=False))
+    try:
+        labelling_rounds.save_round(form.save(commit=False), sent)  # only what was sent: not what was read
+    except LabellingRound.DoesNotExist:
+        raise HttpError(404, f"no labelling round {number} (deleted meanwhile)") from None
     return _row(number)

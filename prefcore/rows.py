@@ -483,8 +483,8 @@ def _round_number(value: Any) -> int | None:
         number = value
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
-    elif isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 10:
-        number = int(value.strip())
+    elif isinstance(value, str) and re.fullmatch(r"\d{1,10}(\.0*)?", value.strip()):  # "3", or "3.0" from pandas
+        number = int(value.strip().partition(".")[0])
     if number is None or not 0 <= number <= MAX_NUMBER:
         raise RowError("round", f"expected a labelling round's number (a whole number from 0 to {MAX_NUMBER:,}), got "
                                 f"{str(value)[:40]!r}")
@@ -575,9 +575,16 @@ def read_pairs(path: Path | str, name: str | None = None, limits: ImportLimits |
 
 
 def read_preferences(
-    path: Path | str, fmt: str = "auto", name: str | None = None, limits: ImportLimits | None = None,
+    path: Path | str, fmt: str = "auto", name: str | None = None, limits: ImportLimits | None = None, *,
+    own_round: bool = True,
 ) -> list[PreferenceRow]:
+    """`own_round`: read each row's `round` (PreferenceRow.round); off when the import names the round itself, so a
+    column that means something else in another data set is not read at all."""
     if fmt not in FORMATS:
         raise ImportProblem([f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}"])
     name = name or Path(path).name
-    return _check_all(read_rows(path, name, limits), name, lambda line, row: _with_round(preference_row(line, row, fmt), row))
+    def parse(line: int, row: dict) -> PreferenceRow:
+        parsed = preference_row(line, row, fmt)
+        return _with_round(parsed, row) if own_round else parsed
+
+    return _check_all(read_rows(path, name, limits), name, parse)

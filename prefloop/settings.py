@@ -12,12 +12,15 @@ from prefloop.private_files import create_private, make_private, private_dir, pr
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _env_bool(name: str, default: bool) -> bool:
+def _env_bool(name: str, default: bool, *, strict: bool = True) -> bool:
+    """On for 1/true/yes/on, off for 0/false/no/off and for an empty value (as it always was), the default when
+    unset; anything else is refused naming the variable, unless `strict` is off (DEBUG, which other tools set to
+    their own values, such as the npm convention DEBUG=express:*): then it is off."""
     value = os.environ.get(name)
-    if value is None or not value.strip():
+    if value is None:
         return default
     word = value.strip().lower()
-    if word not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+    if strict and word not in {"", "1", "true", "yes", "on", "0", "false", "no", "off"}:
         raise ImproperlyConfigured(f"{name}={value!r}: expected 1, true, yes or on (or 0, false, no, off)")
     return word in {"1", "true", "yes", "on"}
 
@@ -52,7 +55,7 @@ EXPORTS_DIR = DATA_DIR / "exports"
 
 PRODUCTION = _env_bool("PREFLOOP_PRODUCTION", False)
 # Off unless DEBUG=1 is set (development only: Django's error page shows settings, the environment and code).
-DEBUG = _env_bool("DEBUG", False)
+DEBUG = _env_bool("DEBUG", False, strict=False)
 # Even then the error page hides connection URLs and masks passwords in any URL (prefloop/error_reports.py).
 DEFAULT_EXCEPTION_REPORTER_FILTER = "prefloop.error_reports.ConnectionSafeFilter"
 

@@ -26,7 +26,8 @@ def _start(tmp_path, **env) -> subprocess.CompletedProcess:
     ("PREFLOOP_VLLM_GPU_MEMORY", "0", "PREFLOOP_VLLM_GPU_MEMORY='0': expected a number above 0 and at most 1"),
     ("PREFLOOP_TASK_TIME_LIMIT", "-5", "PREFLOOP_TASK_TIME_LIMIT='-5': expected a number at least 1"),
     ("PREFLOOP_BACKEND", "vllm2", "PREFLOOP_BACKEND='vllm2': expected auto, hf or vllm"),
-    ("DEBUG", "maybe", "DEBUG='maybe': expected 1, true, yes or on (or 0, false, no, off)"),
+    ("PREFLOOP_TENSORBOARD", "maybe", "PREFLOOP_TENSORBOARD='maybe': expected 1, true, yes or on (or 0, false, no, "
+                                      "off)"),
 ])
 def test_a_bad_environment_value_stops_the_app_naming_it(tmp_path, variable, value, expected):
     done = _start(tmp_path, **{variable: value})
@@ -40,6 +41,14 @@ def test_no_number_is_read_from_the_environment_unchecked():
 
 
 def test_good_values_start(tmp_path):
-    done = _start(tmp_path, PREFLOOP_IMPORT_MAX_ROWS=" 500 ", PREFLOOP_GATE_MIN_WIN_RATE="0.55", DEBUG="off",
-                  PREFLOOP_TENSORBOARD="")
-    assert done.returncode == 0, done.stderr[-2000:]
+    code = ("from django.conf import settings as s; "
+            "print(s.PREFLOOP_IMPORT_MAX_ROWS, s.PREFLOOP_GATE_MIN_WIN_RATE, s.DEBUG, s.SECURE_SSL_REDIRECT)")
+    env = {**os.environ, "PREFLOOP_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "prefloop.settings",
+           "PREFLOOP_IMPORT_MAX_ROWS": " 500 ", "PREFLOOP_GATE_MIN_WIN_RATE": "0.55", "PREFLOOP_TENSORBOARD": "",
+           "DEBUG": "express:*", "PREFLOOP_PRODUCTION": "1", "SECURE_SSL_REDIRECT": "", "DJANGO_SECRET_KEY": "x" * 50,
+           "ALLOWED_HOSTS": "example.org"}
+    done = subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    # DEBUG is also other tools' variable (npm's DEBUG=express:*): anything but a yes is off, as it always was; an
+    # empty switch is off, as it always was (SECURE_SSL_REDIRECT= behind a proxy that redirects already)
+    assert done.returncode == 0 and done.stdout.split() == ["500", "0.55", "False", "False"], done.stderr[-2000:]

@@ -105,11 +105,13 @@ def test_an_export_imported_elsewhere_keeps_each_pairs_labelling_round(tmp_path)
     assert dict(Pair.objects.values_list("prompt__text", "round__number")) == {"One?": 1, "Two?": 2, "Three?": None}
     pd.DataFrame({"prompt": ["Four?"], "chosen": ["a"], "rejected": ["b"], "round": [3.0]}).to_parquet(
         tmp_path / "old.parquet")  # an older export wrote the round as a float
-    (tmp_path / "p.csv").write_text("prompt,chosen,rejected,round\nFive?,a,b,4\n")
+    (tmp_path / "p.csv").write_text("prompt,chosen,rejected,round\nFive?,a,b,4\nSix?,a,b,5.0\n")  # 5.0: pandas's
+    (tmp_path / "other.csv").write_text("prompt,chosen,rejected,round\nSeven?,a,b,r1\n")  # another data set's column
     import_preferences(tmp_path / "old.parquet")
-    import_preferences(tmp_path / "p.csv", round_number=7)  # the round the import names wins
-    assert Pair.objects.get(prompt__text="Four?").round.number == 3
-    assert Pair.objects.get(prompt__text="Five?").round.number == 7
+    import_preferences(tmp_path / "p.csv")
+    import_preferences(tmp_path / "other.csv", round_number=7)  # the round the import names wins; the column unread
+    assert dict(Pair.objects.filter(prompt__text__in=["Four?", "Five?", "Six?", "Seven?"]).values_list(
+        "prompt__text", "round__number")) == {"Four?": 3, "Five?": 4, "Six?": 5, "Seven?": 7}
 
 
 @pytest.mark.parametrize("value", ["r1", -1, 2**31, 1.5, True])
@@ -153,6 +155,17 @@ def test_one_bad_row_names_file_line_and_field_and_stores_nothing(tmp_path, rows
     assert str(err.value).startswith(expected)
     assert "\n" not in str(err.value)
     assert not Prompt.objects.exists()
+
+
+def test_imports_store_the_same_where_the_database_returns_no_ids_from_a_bulk_insert(tmp_path, monkeypatch):
+    """SQLite before 3.35 (which Django 5.2 still supports) gives bulk-inserted rows no ids: each is inserted alone."""
+    from django.db import connection
+
+    monkeypatch.setattr(type(connection.features), "can_return_rows_from_bulk_insert", False)
+    rows = [{"prompt": f"Q{i}?", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(3)]
+    assert import_preferences(_jsonl(tmp_path / "in.jsonl", rows)).created == 3
+    assert sorted((lb.pair.prompt.text, lb.pair.response_a.text, lb.choice) for lb in Label.objects.all()) == [
+        (f"Q{i}?", f"yes {i}", "a") for i in range(3)]
 
 
 def test_the_command_lists_every_bad_row_a_line_each_up_to_twenty(tmp_path):

@@ -67,3 +67,23 @@ def test_rounds_are_staff_business_and_unknown_or_taken_numbers_are_named(staff_
             call()
         assert refused.value.status == 403
     assert list(LabellingRound.objects.values_list("number", "guidelines")) == [(1, "")]
+
+
+def test_a_patch_writes_only_what_it_sends(staff_api, monkeypatch):
+    """A PATCH filled the fields it left out from the round as it read it, then wrote them all: one that sent only
+    guidelines, read before another request raised the overlap, put the old overlap back and stepped the pairs down."""
+    from annotate import rounds as labelling_rounds
+
+    staff_api.create_round(3, labels_per_pair=2)
+    staff_api.push_pairs([{"prompt": "Q?", "response_a": "a", "response_b": "b"}], round=3)
+    real = labelling_rounds.save_round
+
+    def slow_reader(round_, fields):  # another request raises the overlap after this one read the round
+        LabellingRound.objects.filter(number=3).update(labels_per_pair=3)
+        Pair.objects.filter(round__number=3).update(labels_needed=3)
+        return real(round_, fields)
+
+    monkeypatch.setattr(labelling_rounds, "save_round", slow_reader)
+    changed = staff_api.change_round(3, guidelines="Be kind.")
+    assert (changed["labels_per_pair"], changed["guidelines"]) == (3, "Be kind.")
+    assert Pair.objects.get(round__number=3).labels_needed == 3
