@@ -1,11 +1,15 @@
-"""Import prompts, unlabelled pairs and labelled preferences from files, all or nothing.
+"""Import prompts, unlabelled pairs and labelled preferences from files.
 
-Every row is checked first (prefcore.rows, within the PREFLOOP_IMPORT_MAX_* limits); only then is anything
-written, in one transaction. Rows already in the database (same normalised prompt, same responses) are skipped, so
-importing a file twice adds nothing; a preference on a pair that is here without one (pushed unlabelled, or labelled
-by people only) is recorded on that pair as the import's label, whichever way round its two answers were stored.
-Pairs and preferences whose prompt is an eval prompt (the same normalised text: case, Unicode form and spacing
-aside) are set aside and reported: eval prompts measure the model and are never trained on.
+Every row is checked first (prefcore.rows, within the PREFLOOP_IMPORT_MAX_* limits): one bad row stores nothing.
+Only then is anything written, in transactions of CHUNK_ROWS rows each, so the database's write lock is held for
+a fraction of a second at a time, never for the whole file (on SQLite every label people submit waits for it).
+An import that is stopped part-way (cancelled, or Ctrl-C at the command line) keeps the chunks it wrote and says how
+far it got (`ImportStopped`); running it again adds the rest, because rows already in the database (same normalised
+prompt, same responses) are skipped, so importing a file twice adds nothing. A preference on a pair that is here
+without one (pushed unlabelled, or labelled by people only) is recorded on that pair as the import's label,
+whichever way round its two answers were stored. Pairs and preferences whose prompt is an eval prompt (the same
+normalised text: case, Unicode form and spacing aside) are set aside and reported: eval prompts measure the model
+and are never trained on.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRou
 
 IMPORT_ACCOUNT = "import"
 MAX_LABELS_NEEDED = 1000
+CHUNK_ROWS = 500  # rows written per transaction (about a third of a second of the write lock on 2 CPU cores)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,45 @@ class ImportResult:
         return text
 
 
+    def __add__(self, other: ImportResult) -> ImportResult:
+        return ImportResult(self.created + other.created, self.skipped + other.skipped,
+                            self.set_aside + other.set_aside, self.disagreeing + other.disagreeing)
+
+
+class ImportStopped(Exception):
+    """The import stopped before its last row, asked to (`why`: "cancelled") or interrupted: the first `rows` of
+    `total` rows were handled and their chunks stored (`result` counts them); running the import again adds the rest."""
+
+    def __init__(self, result: ImportResult, rows: int, total: int, why: str):
+        self.result, self.rows, self.total, self.why = result, rows, total, why
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (f"{self.why} after {self.rows:,} of {self.total:,} rows; those are stored ({self.result}); "
+                "importing the file again adds the rest (rows already stored are skipped)")
+
+
+def _chunked(rows: list, write: Callable[[list], ImportResult], should_stop: Callable[[], bool] | None,
+             on_read: Callable[[int], None] | None) -> ImportResult:
+    """Told `on_read` how many rows the file holds (all of them checked), `write` each chunk of CHUNK_ROWS rows in
+    a transaction of its own; the sum of their results. Asked to stop (`should_stop`, between chunks) or interrupted
+    (Ctrl-C, inside one: that chunk is rolled back), raise ImportStopped with what was stored."""
+    if on_read is not None:
+        on_read(len(rows))
+    total, done = ImportResult(0, 0), 0
+    try:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            if should_stop is not None and should_stop():
+                raise ImportStopped(total, done, len(rows), "cancelled")
+            chunk = rows[start:start + CHUNK_ROWS]
+            with transaction.atomic():
+                part = write(chunk)
+            total, done = total + part, done + len(chunk)
+    except KeyboardInterrupt:
+        raise ImportStopped(total, done, len(rows), "interrupted") from None
+    return total
+
+
 def _lines(numbers: tuple[int, ...]) -> str:
     shown = ", ".join(map(str, numbers[:20])) + (" ..." if len(numbers) > 20 else "")
     return f"line{'s' if len(numbers) > 1 else ''} {shown}"
@@ -62,15 +106,19 @@ def _limits() -> ImportLimits:
                         max_depth=settings.PREFLOOP_IMPORT_MAX_DEPTH)
 
 
-def _source(name: str) -> str:
-    """Where rows came from, as stored (200 characters at most, printable: a file name may be anything)."""
-    printable = "".join(ch if ch.isprintable() else "?" for ch in name)
+def printable(name: str, limit: int) -> str:
+    """A file name as stored and shown: printable, valid UTF-8, `limit` characters at most (a name may be anything)."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in name)
     try:
-        printable.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        printable = printable.encode("utf-8", "replace").decode("utf-8")
-    text = f"import:{printable}"
-    return text if len(text) <= 200 else text[:199] + "…"
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _source(name: str) -> str:
+    """Where rows came from, as stored (200 characters at most)."""
+    return printable(f"import:{name}", 200)
 
 
 def _check_round(number: int | None) -> None:
@@ -112,16 +160,26 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
     return found, len(new)
 
 
-def import_prompts(path: Path | str, *, split: str = Prompt.TRAIN, tag: str = "", name: str | None = None) -> ImportResult:
+def import_prompts(
+    path: Path | str, *, split: str = Prompt.TRAIN, tag: str = "", name: str | None = None,
+    progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> ImportResult:
     """Prompts from a file with a `prompt` column (text or a message list)."""
     if split not in (Prompt.TRAIN, Prompt.EVAL):
         raise ImportProblem([f"unknown split {split!r}: expected train or eval"])
     _check_tag(tag)
     name = name or Path(path).name
     rows = formats.read_prompts(path, name, _limits())
-    with transaction.atomic():
-        _, created = _prompts_by_hash(rows, split=split, tag=tag, source=_source(name))
-    return ImportResult(created, len(rows) - created)
+    source = _source(name)
+
+    def write(chunk: list[PromptRow]) -> ImportResult:
+        _, created = _prompts_by_hash(chunk, split=split, tag=tag, source=source)
+        if progress:
+            progress(len(chunk))
+        return ImportResult(created, len(chunk) - created)
+
+    return _chunked(rows, write, should_stop, on_read)
 
 
 def _round(number: int | None) -> LabellingRound | None:
@@ -189,26 +247,29 @@ def _eval_hashes(hashes: set[str]) -> set[str]:
     return set(Prompt.objects.filter(hash__in=list(hashes), split=Prompt.EVAL).values_list("hash", flat=True))
 
 
-def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> ImportResult:
+def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
+                 should_stop: Callable[[], bool] | None, on_read: Callable[[int], None] | None) -> ImportResult:
     source = _source(name)
-    created = skipped = 0
-    disagreeing: list[int] = []
-    new = _NewPairs(source)
-    with transaction.atomic():
-        evals = _eval_hashes({_hash(r.prompt) for r in rows})
-        set_aside = tuple(r.line for r in rows if _hash(r.prompt) in evals)
-        rows = [r for r in rows if _hash(r.prompt) not in evals]
-        prompts, _ = _prompts_by_hash([r.prompt for r in rows], split=Prompt.TRAIN, tag="", source=source)
+    new = _NewPairs(source)  # one for the whole import: a stand-in id names one new pair, whichever chunk it is in
+
+    def write(chunk) -> ImportResult:
+        created = skipped = 0
+        disagreeing: list[int] = []
+        hashes = [_hash(r.prompt) for r in chunk]
+        evals = _eval_hashes(set(hashes))
+        set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
+        kept = [(r, h) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
+        prompts, _ = _prompts_by_hash([r.prompt for r, _ in kept], split=Prompt.TRAIN, tag="", source=source)
         seen = _existing_pairs(list(prompts))
-        # what a row adds to a pair that is already there, if anything (given the pairs of this push's prompts)
+        # what a row adds to a pair that is already there, if anything (given the pairs of this chunk's prompts)
         onto = make.onto(seen.values()) if hasattr(make, "onto") else None
-        for row in rows:
-            key = (_hash(row.prompt), *make.texts(row))
+        for row, prompt_hash in kept:
+            key = (prompt_hash, *make.texts(row))
             found, as_stored = seen.get(key), True
             if found is None and onto is not None:
                 found, as_stored = seen.get((key[0], key[2], key[1])), False  # the same two answers, other way round
             if found is None:
-                seen[key] = make(new, prompts[key[0]], row)
+                seen[key] = make(new, prompts[prompt_hash], row)
                 outcome = ADDED
             else:
                 outcome = onto(found, row, source, as_stored) if onto is not None else PRESENT
@@ -223,12 +284,15 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None) -> Im
         new.flush()
         if progress and set_aside:
             progress(len(set_aside))
-    return ImportResult(created, skipped, set_aside, tuple(disagreeing))
+        return ImportResult(created, skipped, set_aside, tuple(disagreeing))
+
+    return _chunked(rows, write, should_stop, on_read)
 
 
 def import_pairs(
     path: Path | str, *, round_number: int | None = None, labels_needed: int | None = None, name: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue."""
     _check_round(round_number)
@@ -246,7 +310,7 @@ def import_pairs(
         return new.add(prompt, row.response_a, row.response_b, round_=round_, labels_needed=needed)
 
     make.texts = lambda row: (row.response_a, row.response_b)
-    return _write_pairs(rows, name, make, progress)
+    return _write_pairs(rows, name, make, progress, should_stop, on_read)
 
 
 def _choice(row, chosen_is_a: bool) -> str:
@@ -266,7 +330,8 @@ def import_account():
 
 def import_preferences(
     path: Path | str, *, fmt: str = "auto", round_number: int | None = None, name: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    on_read: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account. A
     new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it)."""
@@ -324,6 +389,5 @@ def import_preferences(
 
     make.texts = lambda row: (row.chosen, row.rejected)
     make.onto = onto_pairs
-    with transaction.atomic():
-        user = import_account()
-        return _write_pairs(rows, name, make, progress)
+    user = import_account()
+    return _write_pairs(rows, name, make, progress, should_stop, on_read)

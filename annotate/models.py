@@ -2,6 +2,7 @@
 from django.conf import settings
 from django.db import models
 
+from jobs.models import Job
 from prefcore.outcomes import BOTH_BAD, LEFT, OUTCOME_LABELS, RIGHT, SIDE_LABELS, TIE, A, B  # noqa: F401
 
 CHOICES = list(OUTCOME_LABELS.items())
@@ -165,3 +166,35 @@ class AnnotatorProfile(models.Model):
     is_automatic = models.BooleanField(default=False)
     judge_path = models.CharField(max_length=300, blank=True)
     is_import = models.BooleanField(default=False, help_text="Owns labels imported from preference files.")
+
+
+class ImportJob(Job):
+    """A file uploaded on the import page, imported by a worker (annotate.importers: checked whole, then written
+    CHUNK_ROWS rows a transaction); the upload is kept under settings.IMPORTS_DIR until the job ends."""
+
+    PROMPTS, PAIRS, PREFERENCES = "prompts", "pairs", "preferences"
+    KINDS = [(PROMPTS, "prompts"), (PAIRS, "unlabelled pairs"), (PREFERENCES, "labelled preferences")]
+    unit = "rows"
+    task_name = "annotate.tasks.run_import_job"
+
+    kind = models.CharField(max_length=12, choices=KINDS)
+    file_name = models.CharField(max_length=255, help_text="The uploaded file's name, as people see it.")
+    path = models.CharField(max_length=1000, help_text="Where the upload is kept until the job ends.")
+    options = models.JSONField(default=dict, blank=True, help_text="split, tag, format, round: the form's choices.")
+    added = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0, help_text="Rows already present.")
+    set_aside = models.JSONField(default=list, blank=True, help_text="Lines set aside: their prompt is an eval prompt.")
+    disagreeing = models.JSONField(default=list, blank=True,
+                                   help_text="Lines that disagree with a label imported before (that label is kept).")
+    problems = models.JSONField(default=list, blank=True, help_text="The file's bad rows (up to 50), when it had any.")
+    problem_count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"import {self.pk} ({self.file_name})"
+
+    @property
+    def summary(self) -> str:
+        """What it stored, as the import commands word it ("3 added, 1 already present, ...")."""
+        from .importers import ImportResult  # importers imports this module
+
+        return str(ImportResult(self.added, self.skipped, tuple(self.set_aside), tuple(self.disagreeing)))

@@ -14,15 +14,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from jobs.views import cancel_view
 from prefcore.text import word_diff
 from prefloop.access import STAFF_ONLY
 
-from . import exporters, importers, routing, services
+from . import exporters, import_jobs, routing, services
 from . import quality as quality_report
 from . import rounds as labelling_rounds
 from .feedback import saved_line
 from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, PairForm, RoundForm
-from .models import Label, LabellingRound, Pair
+from .models import ImportJob, Label, LabellingRound, Pair
 
 
 def _staff(request: HttpRequest) -> None:
@@ -133,31 +134,29 @@ def quality(request: HttpRequest) -> HttpResponse:
 
 
 def import_file(request: HttpRequest) -> HttpResponse:
-    """Staff: upload prompts, pairs or preferences; the same checks and messages as the commands."""
+    """Staff: upload prompts, pairs or preferences; a worker imports the file as a job with progress and a Cancel
+    button (the same checks and messages as the commands), and the recent imports are listed."""
     _staff(request)
-    problems, result = [], None
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        data, upload = form.cleaned_data, form.cleaned_data["file"]
-        suffix = Path(upload.name).suffix.lower()
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            for chunk in upload.chunks():
-                tmp.write(chunk)
-            tmp.flush()
-            try:
-                if data["kind"] == "prompts":
-                    result = importers.import_prompts(tmp.name, split=data["split"], tag=data["tag"], name=upload.name)
-                elif data["kind"] == "pairs":
-                    result = importers.import_pairs(tmp.name, round_number=data["round"], name=upload.name)
-                else:
-                    result = importers.import_preferences(
-                        tmp.name, fmt=data["format"], round_number=data["round"], name=upload.name
-                    )
-            except importers.ImportProblem as problem:
-                problems = problem.problems[:50]
-    status = 400 if problems or (request.method == "POST" and not form.is_valid()) else 200
-    return render(request, "annotate/import.html", {"form": form, "problems": problems, "result": result},
-                  status=status)
+        data = form.cleaned_data
+        options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
+        job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+        return redirect("annotate:import_job", pk=job.pk)
+    recent = ImportJob.objects.select_related("created_by").order_by("-created")[:10]
+    return render(request, "annotate/import.html", {"form": form, "recent": recent},
+                  status=400 if request.method == "POST" else 200)
+
+
+def import_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """Staff: one import's progress while it runs (the htmx partial is polled), then what it stored or why not."""
+    _staff(request)
+    job = get_object_or_404(ImportJob, pk=pk)
+    return render(request, "annotate/_import_job.html" if request.htmx else "annotate/import_job.html", {"job": job})
+
+
+import_cancel = cancel_view(ImportJob, partial="annotate/_import_job.html", name="job", then="annotate:import_job",
+                            then_with_pk=True)
 
 
 def export(request: HttpRequest) -> HttpResponse:

@@ -1,5 +1,5 @@
 """Data in and out: push prompts, unlabelled pairs and labelled preferences (the import page's parsers and its
-all-or-nothing checks), pull the decided preferences in TRL's format (the export page's rows and filters), paged."""
+checks of every row before any is written), pull the decided preferences in TRL's format (the export page's rows and filters), paged."""
 from __future__ import annotations
 
 import json

@@ -7,11 +7,13 @@ of the unit it was working on, and records what it kept with `stopped`.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 import time
 from collections.abc import Callable, Iterable
 
 from django.apps import apps
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
@@ -164,12 +166,23 @@ def job_done(job: Job) -> int:
     return type(job).objects.values_list("done", flat=True).get(pk=job.pk)
 
 
-def requeue_interrupted() -> dict[str, list[int]]:
+def queue_of(task_name: str) -> str:
+    """The queue a task is sent to (settings.CELERY_TASK_ROUTES, by pattern; else the default queue)."""
+    for pattern, route in settings.CELERY_TASK_ROUTES.items():
+        if fnmatch.fnmatchcase(task_name, pattern):
+            return route["queue"]
+    return settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def requeue_interrupted(queues: Iterable[str] | None = None) -> dict[str, list[int]]:
     """After a worker was lost: send every job it left running to the queue again (each kind resumes without
     duplicates, or fails once out of attempts), and end those it left stopping. Jobs run inside a loop run are
-    left to that loop run. Returns the ids sent, by kind."""
+    left to that loop run. `queues`: only the kinds whose tasks go to these (the starting worker's own queues; a
+    worker of another queue may be running its jobs right now). Returns the ids sent, by kind."""
     sent: dict[str, list[int]] = {}
     for model in job_kinds():
+        if queues is not None and queue_of(model.task_name) not in set(queues):
+            continue
         stopping = model.objects.filter(status=Status.CANCELLING)
         for job in stopping:
             claim(model, job.pk)  # ends it cancelled

@@ -12,10 +12,11 @@ app.autodiscover_tasks()
 
 
 @worker_ready.connect
-def resume_interrupted_work(**_) -> None:
+def resume_interrupted_work(sender=None, **_) -> None:
     """With the filesystem broker a message is gone once a worker takes it, so a killed worker's task is never
-    redelivered. The embedded setup runs one worker, so at its start every job still marked running was interrupted:
-    send it again (each kind resumes without duplicates, or ends failed once out of attempts; see jobs.lifecycle)."""
+    redelivered. The embedded setup runs one worker per queue, so at its start every job of its queues still marked
+    running was interrupted: send it again (each kind resumes without duplicates, or ends failed once out of
+    attempts; see jobs.lifecycle). Another queue's jobs are its worker's: it may be running them now."""
     # Imported here, not at the top: this module is loaded with the `prefloop` package, before Django's apps are.
     from django.conf import settings
 
@@ -23,4 +24,5 @@ def resume_interrupted_work(**_) -> None:
 
     if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
         return  # real brokers redeliver unacknowledged tasks themselves (acks_late)
-    requeue_interrupted()
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    requeue_interrupted(list(queues.consume_from) if queues is not None else None)

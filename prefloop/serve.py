@@ -1,8 +1,11 @@
-"""`make run`: the web server and a Celery worker in the foreground together; Ctrl-C stops both.
+"""`make run`: the web server and two Celery workers in the foreground together; Ctrl-C stops them all.
+
+One worker takes the GPU queue (sampling, training, comparisons and loop runs, one at a time: each loads a model),
+the other the default queue (imports uploaded on the import page), so an upload is not queued behind a training run.
 
     python -m prefloop.serve [--host 127.0.0.1] [--port 8000]
 
-If this process is killed outright (kill -9, an out-of-memory kill), both end with it (on Linux): a worker left
+If this process is killed outright (kill -9, an out-of-memory kill), all end with it (on Linux): a worker left
 running would go on with its job while the next `make run` starts another worker that resumes the same job.
 """
 from __future__ import annotations
@@ -38,17 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", default=os.environ.get("PREFLOOP_PORT", "8000"))
     args = parser.parse_args(argv)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="prefloop.settings", PYTHONUNBUFFERED="1")
-    queues = f"default,{os.environ.get('PREFLOOP_GPU_QUEUE', 'gpu')}"
+    def worker(queue: str) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", queue, "-n", f"{queue}@%h",
+                "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
     commands = {
         "web": [sys.executable, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"],
-        "worker": [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", queues, "--pool", "solo",
-                   "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        "worker": worker(os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")),
+        "import-worker": worker("default"),
     }
-    # The worker is killed outright: a warm shutdown would finish its job first, as the new worker resumes it.
-    death = {"web": signal.SIGTERM, "worker": signal.SIGKILL}
+    # Workers are killed outright: a warm shutdown would finish its job first, as the new worker resumes it.
+    death = {"web": signal.SIGTERM, "worker": signal.SIGKILL, "import-worker": signal.SIGKILL}
     procs = {name: subprocess.Popen(cmd, env=env, preexec_fn=_dies_with_parent(death[name]))  # noqa: PLW1509
              for name, cmd in commands.items()}
-    print(f"PrefLoop is serving http://{args.host}:{args.port}/ with a Celery worker. Ctrl-C stops both.", flush=True)
+    print(f"PrefLoop is serving http://{args.host}:{args.port}/ with two Celery workers (GPU queue, imports). "
+          "Ctrl-C stops them all.", flush=True)
 
     def stop(*_):
         for proc in procs.values():

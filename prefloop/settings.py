@@ -52,6 +52,7 @@ DATA_DIR = Path(os.environ.get("PREFLOOP_DATA_DIR", BASE_DIR / "var")).resolve()
 private_dir(DATA_DIR)
 MODELS_DIR = DATA_DIR / "models"
 EXPORTS_DIR = DATA_DIR / "exports"
+IMPORTS_DIR = DATA_DIR / "imports"  # files uploaded on the import page, kept until their import job ends
 
 PRODUCTION = _env_bool("PREFLOOP_PRODUCTION", False)
 # Off unless DEBUG=1 is set (development only: Django's error page shows settings, the environment and code).
@@ -280,12 +281,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 PREFLOOP_GPU_QUEUE = os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")
 # The one place tasks are routed. Heavy work (sampling, training, and the loop and comparisons, which sample) goes to
-# the GPU queue; one worker on both queues in the default setup.
+# the GPU queue; `make run` (prefloop/serve.py) runs one worker for each queue.
 CELERY_TASK_ROUTES = {
     "generation.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
     "training.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
     "compare.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
     "loop.tasks.*": {"queue": PREFLOOP_GPU_QUEUE},
+    # Imports load no model: a worker on the default queue runs them while the GPU worker trains or samples.
+    "annotate.tasks.*": {"queue": CELERY_TASK_DEFAULT_QUEUE},
 }
 CELERY_TASK_TIME_LIMIT = _env_number("PREFLOOP_TASK_TIME_LIMIT", 24 * 3600, int, low=1)
 # The soft limit raises SoftTimeLimitExceeded inside the task first, so it can record the failure itself.

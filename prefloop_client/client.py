@@ -96,8 +96,8 @@ class Client:
         return self._push("/pairs", rows, round=round, labels_needed=labels_needed)
 
     def push_preferences(self, rows: Iterable[dict], *, format: str = "auto", round: int | None = None) -> dict:
-        """Labelled preferences (TRL's prompt/chosen/rejected, HH-RLHF, UltraFeedback, ...). All or nothing per
-        request: one bad row refuses the request and APIError.problems names its row ("line N" is row N)."""
+        """Labelled preferences (TRL's prompt/chosen/rejected, HH-RLHF, UltraFeedback, ...). Every row is checked
+        before any is written: one bad row refuses the request and APIError.problems names its row ("line N" is row N)."""
         return self._push("/preferences", rows, format=format, round=round)
 
     def _push(self, path: str, rows: Iterable[dict], **options) -> dict:

@@ -1,4 +1,4 @@
-"""`make run` (prefloop.serve): killed outright, it takes its web server and worker with it.
+"""`make run` (prefloop.serve): killed outright, it takes its web server and both workers with it.
 
 An outside probe killed serve with kill -9: the web server and the worker went on as orphans, the worker finished its
 job, and the next `make run` started a second worker that resumed the same job meanwhile."""
@@ -51,7 +51,7 @@ def test_killing_serve_outright_ends_its_web_server_and_worker(tmp_path):
         while time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{port}/healthz"):
             time.sleep(0.5)
         children = psutil.Process(serve.pid).children()
-        assert len(children) == 2 and _answers(f"http://127.0.0.1:{port}/healthz")
+        assert len(children) == 3 and _answers(f"http://127.0.0.1:{port}/healthz")
         serve.kill()  # kill -9: no handler of serve's runs
         serve.wait()
         gone, alive = psutil.wait_procs(children, timeout=30)

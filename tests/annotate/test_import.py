@@ -1,5 +1,5 @@
-"""Imports: prompts, pairs and preferences (TRL, HH-RLHF, UltraFeedback) from JSONL, CSV and Parquet; all or
-nothing, with the file, line and field named on a bad row."""
+"""Imports: prompts, pairs and preferences (TRL, HH-RLHF, UltraFeedback) from JSONL, CSV and Parquet; checked whole,
+with the file, line and field named on a bad row, then written a chunk of rows a transaction."""
 import json
 import os
 import subprocess

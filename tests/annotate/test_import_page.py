@@ -1,47 +1,65 @@
-"""The staff upload page: the same checks and messages as the commands, plus size and type limits."""
+"""The staff upload page: a worker imports the file as a job (progress, Cancel, the commands' checks and messages),
+and the form refuses files over the size limit or of the wrong type before anything is queued."""
 import json
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotate.forms import ImportForm
+from annotate.models import ImportJob
 from generation.models import Prompt
+from tests.annotate.importing import upload
 
 pytestmark = pytest.mark.django_db
 
 
-def _upload(client, name: str, content: bytes, **fields):
-    data = {"kind": "prompts", "format": "auto", "split": "train", "tag": "", **fields,
-            "file": SimpleUploadedFile(name, content)}
-    return client.post(reverse("annotate:import"), data)
-
-
 def test_good_upload_imports_and_bad_row_shows_file_line_field(client, staff):
     client.force_login(staff)
-    good = b'{"prompt": "one"}\n{"prompt": "two"}\n'
-    response = _upload(client, "good.jsonl", good)
-    assert response.status_code == 200 and "2 added" in response.content.decode()
-    bad = b'{"prompt": "three"}\n{"prompt": ""}\n'
-    response = _upload(client, "bad.jsonl", bad)
-    assert response.status_code == 400
-    assert "bad.jsonl: line 2: field &#x27;prompt&#x27;: empty" in response.content.decode()
-    assert Prompt.objects.count() == 2
+    job, page = upload(client, "good.jsonl", b'{"prompt": "one"}\n{"prompt": "two"}\n')
+    assert job.status == "succeeded" and (job.done, job.total, job.added) == (2, 2, 2)
+    assert page.status_code == 200 and "Imported: 2 added, 0 already present." in page.content.decode()
+    assert not Path(job.path).exists(), "the upload is removed once its import ended"
+    job, page = upload(client, "bad.jsonl", b'{"prompt": "three"}\n{"prompt": ""}\n')
+    html = page.content.decode()
+    assert job.status == "failed" and "1 bad row in bad.jsonl; nothing was stored" in html
+    assert "bad.jsonl: line 2: field &#x27;prompt&#x27;: empty" in html
+    assert Prompt.objects.count() == 2 and not Path(job.path).exists()
+    # both are listed on the import page, newest first, each linking to its page
+    listing = client.get(reverse("annotate:import")).content.decode()
+    assert listing.index("bad.jsonl") < listing.index("good.jsonl")
+    assert reverse("annotate:import_job", args=[job.pk]) in listing
 
 
 def test_preferences_upload(client, staff):
     client.force_login(staff)
     row = {"prompt": "q", "chosen": "yes", "rejected": "no"}
-    response = _upload(client, "p.jsonl", json.dumps(row).encode(), kind="preferences")
-    assert response.status_code == 200 and "1 added" in response.content.decode()
+    job, page = upload(client, "p.jsonl", json.dumps(row).encode(), kind="preferences")
+    assert job.status == "succeeded" and "1 added" in page.content.decode()
+
+
+def test_the_upload_is_kept_private_under_a_name_of_our_own_until_the_worker_runs(client, staff, settings):
+    client.force_login(staff)
+    name = "../../etc/passwd.jsonl"
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "",
+        "file": SimpleUploadedFile(name, b'{"prompt": "one"}\n')})
+    assert response.status_code == 302
+    job = ImportJob.objects.get()
+    kept = Path(job.path)
+    assert kept.parent == Path(settings.IMPORTS_DIR) and kept.suffix == ".jsonl" and ".." not in kept.name
+    assert kept.stat().st_mode & 0o077 == 0 and kept.read_bytes() == b'{"prompt": "one"}\n'
+    page = client.get(response.url).content.decode()
+    assert "queued" in page and 'hx-trigger="every 1s"' in page, "the page polls while the job waits"
 
 
 def test_upload_over_the_size_limit_is_refused(client, staff, settings):
     settings.PREFLOOP_MAX_UPLOAD_BYTES = 10
     client.force_login(staff)
-    response = _upload(client, "big.jsonl", b'{"prompt": "this is too long"}\n')
-    assert response.status_code == 413  # the request ceiling (prefloop.request_limits) answers first
-    assert not Prompt.objects.exists()
+    job, response = upload(client, "big.jsonl", b'{"prompt": "this is too long"}\n')
+    assert job is None and response.status_code == 413  # the request ceiling (prefloop.request_limits) answers first
+    assert not Prompt.objects.exists() and not ImportJob.objects.exists()
     # The form checks the file itself too, for requests that reach it (e.g. without a Content-Length).
     form = ImportForm({"kind": "prompts", "format": "auto", "split": "train"},
                       {"file": SimpleUploadedFile("big.jsonl", b'{"prompt": "this is too long"}\n')})
@@ -56,5 +74,17 @@ def test_upload_over_the_size_limit_is_refused(client, staff, settings):
 ])
 def test_upload_type_is_checked(client, staff, name, content, message):
     client.force_login(staff)
-    response = _upload(client, name, content)
-    assert response.status_code == 400 and message in response.content.decode()
+    job, response = upload(client, name, content)
+    assert job is None and response.status_code == 400 and message in response.content.decode()
+    assert not ImportJob.objects.exists()
+
+
+def test_import_jobs_are_for_staff(client, staff, annotator):
+    client.force_login(staff)
+    job, _ = upload(client, "good.jsonl", b'{"prompt": "one"}\n')
+    client.force_login(annotator)
+    assert client.get(reverse("annotate:import_job", args=[job.pk])).status_code == 403
+    assert client.post(reverse("annotate:import_cancel", args=[job.pk])).status_code == 403
+    client.force_login(staff)
+    assert client.get(reverse("annotate:import_job", args=[job.pk + 1])).status_code == 404
+    assert client.get(reverse("annotate:import_cancel", args=[job.pk])).status_code == 405

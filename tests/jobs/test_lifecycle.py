@@ -7,6 +7,7 @@ import pytest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from annotate.models import ImportJob
 from compare.models import CompareJob
 from generation.models import GenerationJob, ModelVersion
 from jobs import lifecycle
@@ -38,11 +39,13 @@ def test_every_job_kind_is_a_job_with_its_task_routed_in_one_place(settings):
     from prefloop.celery import app
 
     kinds = lifecycle.job_kinds()
-    assert set(kinds) == {GenerationJob, TrainingRun, CompareJob, LoopRun}
+    assert set(kinds) == {GenerationJob, TrainingRun, CompareJob, LoopRun, ImportJob}
     for kind in kinds:
         assert lifecycle.task_named(kind.task_name).name == kind.task_name
         route = app.amqp.router.route({}, kind.task_name)
-        assert route["queue"].name == settings.PREFLOOP_GPU_QUEUE
+        # imports load no model: the default queue's worker runs them while the GPU worker trains
+        want = settings.CELERY_TASK_DEFAULT_QUEUE if kind is ImportJob else settings.PREFLOOP_GPU_QUEUE
+        assert route["queue"].name == want == lifecycle.queue_of(kind.task_name)
 
 
 def test_cancel_stops_a_queued_job_at_once_and_asks_a_running_one_to_stop(jobs):

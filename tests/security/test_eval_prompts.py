@@ -7,15 +7,14 @@ import json
 from io import StringIO
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.urls import reverse
 
 from annotate.exporters import export_preferences
 from annotate.models import Pair
 from annotate.services import decided_pairs, label_pair
 from generation.models import ModelVersion, Prompt
 from tests.annotate.factories import make_pair, make_user
+from tests.annotate.importing import upload
 from training.dataset import round_data
 
 pytestmark = pytest.mark.django_db
@@ -35,12 +34,10 @@ def _file(*prompts: str) -> bytes:
 
 def test_an_imported_preference_on_an_eval_prompt_is_set_aside_and_reported(client, staff, eval_prompt):
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "preferences", "format": "auto", "split": "train",
-        "file": SimpleUploadedFile("prefs.jsonl", _file("Name a colour.", "  WHAT is the capital of   france? ")),
-    })
+    job, response = upload(client, "prefs.jsonl", _file("Name a colour.", "  WHAT is the capital of   france? "),
+                           kind="preferences")
     html = response.content.decode()
-    assert response.status_code == 200
+    assert response.status_code == 200 and job.status == "succeeded"
     assert "1 added, 0 already present, 1 set aside because their prompt is an eval prompt" in html
     assert "line 2" in html
     assert not Pair.objects.filter(prompt=eval_prompt).exists()

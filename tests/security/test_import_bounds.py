@@ -17,12 +17,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.conf import settings
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
-from django.urls import reverse
 
 from annotate.models import Label, Pair
 from generation.models import Prompt, Response
+from tests.annotate.importing import upload
 
 BOMB_ROWS = 1_000_000
 TEXTS = {"prompt": "Tell me a story. " * 60, "chosen": "Once upon a time " * 60, "rejected": "No. " * 250}
@@ -44,10 +43,10 @@ def _nothing_stored() -> bool:
 
 
 def _upload(client, name: str, content: bytes, kind: str = "preferences"):
-    return client.post(reverse("annotate:import"), {
-        "kind": kind, "format": "auto", "split": "train", "tag": "",
-        "file": SimpleUploadedFile(name, content, content_type="application/octet-stream"),
-    })
+    """The import job's page once a worker ran it (the job itself as `.job`)."""
+    job, page = upload(client, name, content, kind=kind)
+    page.job = job
+    return page
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def test_the_parquet_bomb_is_refused_by_its_row_count_with_the_setting_named(sta
     assert bomb.stat().st_size < 1_000_000 < BOMB_DECODED / 1000  # under a megabyte, three gigabytes decoded
     response = _upload(staff_client, "bomb.parquet", bomb.read_bytes())
     html = response.content.decode()
-    assert response.status_code == 400 and "Nothing was imported" in html
+    assert response.job.status == "failed" and "Nothing was imported" in html
     assert "bomb.parquet: 1,000,000 rows is over the limit of 200,000 rows" in html
     assert "PREFLOOP_IMPORT_MAX_ROWS" in html
     with pytest.raises(CommandError, match="PREFLOOP_IMPORT_MAX_ROWS"):
@@ -128,7 +127,7 @@ def test_hostile_json_is_refused_with_a_clear_message_and_nothing_stored(staff_c
     ok = '{"prompt": "fine", "chosen": "yes", "rejected": "no"}\n' if content.startswith("{") else ""
     response = _upload(staff_client, "prefs.jsonl", (ok + content).encode())
     html = response.content.decode()
-    assert response.status_code == 400, html[-2000:]
+    assert response.job.status == "failed", html[-2000:]
     assert expected in html, html[-3000:]
     assert _nothing_stored()
 
@@ -137,7 +136,7 @@ def test_hostile_json_is_refused_with_a_clear_message_and_nothing_stored(staff_c
 def test_a_csv_cell_of_deeply_nested_json_is_refused(staff_client):
     cell = '"[{""role"": ""user"", ""content"": ' + "[" * 5000 + "1" + "]" * 5000 + '}]"'
     response = _upload(staff_client, "prefs.csv", f"prompt,chosen,rejected\n{cell},a,b\n".encode())
-    assert response.status_code == 400
+    assert response.job.status == "failed"
     assert "prefs.csv: line 2: field &#x27;prompt&#x27;: JSON nested too deeply to read" in response.content.decode()
     assert _nothing_stored()
 
@@ -146,7 +145,8 @@ def test_a_csv_cell_of_deeply_nested_json_is_refused(staff_client):
 def test_a_file_name_of_300_characters_imports_with_its_source_cut(staff_client):
     name = "p" * 294 + ".jsonl"
     response = _upload(staff_client, name, json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}).encode())
-    assert response.status_code == 200 and "1 added" in response.content.decode()
+    assert response.job.status == "succeeded" and "1 added" in response.content.decode()
+    assert len(response.job.file_name) <= 255
     assert all(len(p.source) <= 200 for p in Prompt.objects.all())
     assert all(len(r.source) <= 200 for r in Response.objects.all())
 

@@ -1,10 +1,11 @@
 """Import unlabelled pairs (JSONL, CSV or Parquet rows with prompt, response_a, response_b) into the queue.
 
-All or nothing: one bad row stores nothing and names the file, line and field. Pairs already present are skipped.
+One bad row stores nothing and names the file, line and field. Stopped with Ctrl-C, it keeps the
+rows written so far (500 a transaction) and says how far it got; run it again to add the rest. Pairs already present are skipped.
 """
 from django.core.management.base import CommandError
 
-from annotate.importers import ImportProblem, import_pairs
+from annotate.importers import ImportProblem, ImportStopped, import_pairs
 from prefloop.commands import Command as PrefLoopCommand
 
 from ._progress import bar
@@ -27,6 +28,8 @@ class Command(PrefLoopCommand):
                 )
         except ImportProblem as err:
             raise CommandError(err.report()) from None
+        except ImportStopped as stopped:
+            raise CommandError(f"{options['file']}: {stopped}") from None
         except OSError as err:
             raise CommandError(str(err)) from None
         self.stdout.write(f"pairs from {options['file']}: {result}")

@@ -1,11 +1,12 @@
 """Import labelled preferences: TRL, Anthropic HH-RLHF transcripts or UltraFeedback-binarised (JSONL, CSV, Parquet).
 
-Each row becomes a pair (chosen as A, rejected as B) with a label by the "import" account. All or nothing: one bad
-row stores nothing and names the file, line and field. Rows already present are skipped.
+Each row becomes a pair (chosen as A, rejected as B) with a label by the "import" account. One bad row stores nothing
+and names the file, line and field. Stopped with Ctrl-C, it keeps the rows written so far (500 a transaction) and
+says how far it got; run it again to add the rest. Rows already present are skipped.
 """
 from django.core.management.base import CommandError
 
-from annotate.importers import ImportProblem, import_preferences
+from annotate.importers import ImportProblem, ImportStopped, import_preferences
 from prefcore.rows import FORMATS
 from prefloop.commands import Command as PrefLoopCommand
 
@@ -30,6 +31,8 @@ class Command(PrefLoopCommand):
                 )
         except ImportProblem as err:
             raise CommandError(err.report()) from None
+        except ImportStopped as stopped:
+            raise CommandError(f"{options['file']}: {stopped}") from None
         except OSError as err:
             raise CommandError(str(err)) from None
         self.stdout.write(f"preferences from {options['file']}: {result}")

@@ -1,10 +1,11 @@
 """Import prompts from a JSONL, CSV or Parquet file with a `prompt` column (text or a message list).
 
-All or nothing: one bad row stores nothing and names the file, line and field. Prompts already present are skipped.
+One bad row stores nothing and names the file, line and field. Stopped with Ctrl-C, it keeps the
+rows written so far (500 a transaction) and says how far it got; run it again to add the rest. Prompts already present are skipped.
 """
 from django.core.management.base import CommandError
 
-from annotate.importers import ImportProblem, import_prompts
+from annotate.importers import ImportProblem, ImportStopped, import_prompts
 from prefloop.commands import Command as PrefLoopCommand
 
 
@@ -21,6 +22,8 @@ class Command(PrefLoopCommand):
             result = import_prompts(options["file"], split=options["split"], tag=options["tag"])
         except ImportProblem as err:
             raise CommandError(err.report()) from None
+        except ImportStopped as stopped:
+            raise CommandError(f"{options['file']}: {stopped}") from None
         except OSError as err:
             raise CommandError(str(err)) from None
         self.stdout.write(f"prompts from {options['file']}: {result}")

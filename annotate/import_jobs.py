@@ -1,0 +1,116 @@
+"""Imports from the web page as jobs: the upload is kept in settings.IMPORTS_DIR, a worker on the default queue
+imports it with progress and a Cancel button (annotate.importers), and the file is removed when the job ends.
+
+A large file took minutes inside the upload's request: no progress, no cancel, and past gunicorn's 120 s timeout
+the request was killed. The job's rows are checked whole before any is written (one bad row stores nothing), then
+written CHUNK_ROWS rows a transaction, so a cancelled import keeps the chunks it wrote and says so; importing the
+file again adds the rest. A job whose worker was lost starts again from the first row, and the rows its first
+attempt stored count as already present.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from jobs import lifecycle
+from jobs.lifecycle import Tracker
+from jobs.models import ENDED
+from prefloop.private_files import PRIVATE, private_dir
+
+from . import importers
+from .models import ImportJob
+
+log = logging.getLogger(__name__)
+
+MAX_PROBLEMS_SHOWN = 50
+
+
+def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
+    """Keep the upload (0600, under a name of our own) and queue its import; returns the job."""
+    suffix = Path(upload.name).suffix.lower()
+    private_dir(settings.IMPORTS_DIR)
+    path = Path(settings.IMPORTS_DIR) / f"{uuid.uuid4().hex}{suffix}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        with transaction.atomic():
+            job = ImportJob.objects.create(kind=kind, file_name=importers.printable(upload.name, 255), path=str(path),
+                                           options=options, created_by=user, stage="waiting for a worker")
+            lifecycle.enqueue(job)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return job
+
+
+def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
+    options, path = job.options, job.path
+    rows = {"n": 0, "done": 0}
+
+    def on_read(total: int) -> None:
+        rows["n"] = total
+        tracker.report(done=0, total=total, progress=0.0, stage=f"writing {total:,} checked rows", force=True)
+
+    def progress(n: int) -> None:
+        rows["done"] += n
+        tracker.report(done=rows["done"], progress=rows["done"] / max(1, rows["n"]))
+
+    hooks = dict(name=job.file_name, progress=progress, should_stop=tracker.should_stop, on_read=on_read)
+    if job.kind == ImportJob.PROMPTS:
+        return importers.import_prompts(path, split=options.get("split", "train"), tag=options.get("tag", ""),
+                                        **hooks)
+    if job.kind == ImportJob.PAIRS:
+        return importers.import_pairs(path, round_number=options.get("round"), **hooks)
+    return importers.import_preferences(path, fmt=options.get("format", "auto"), round_number=options.get("round"),
+                                        **hooks)
+
+
+def _counts(result: importers.ImportResult) -> dict:
+    return {"added": result.created, "skipped": result.skipped, "set_aside": list(result.set_aside),
+            "disagreeing": list(result.disagreeing)}
+
+
+def run(job_id: int) -> ImportJob:
+    """The worker's side: read and check the file, write it chunk by chunk with progress, stop when cancelled."""
+    job = lifecycle.claim(ImportJob, job_id, restart=True)
+    if job is None:  # cancelled while queued, or out of attempts: nothing more will read the file
+        job = ImportJob.objects.get(pk=job_id)
+        if job.status in ENDED:
+            Path(job.path).unlink(missing_ok=True)
+        return job
+    if job.attempts > 1:
+        lifecycle.append_log(job, "the rows the lost attempt stored count as already present")
+    tracker = Tracker(job)
+    tracker.report(stage=f"reading and checking {job.file_name}", force=True)
+    try:
+        result = _import(job, tracker)
+    except importers.ImportProblem as problem:
+        ImportJob.objects.filter(pk=job.pk).update(problems=problem.problems[:MAX_PROBLEMS_SHOWN],
+                                                   problem_count=len(problem.problems), stage="")
+        count = len(problem.problems)
+        lifecycle.fail(job, f"{count} bad row{'s' if count != 1 else ''} in {job.file_name}; nothing was stored. "
+                            "Fix them and upload the file again.")
+    except importers.ImportStopped as stopped:
+        ImportJob.objects.filter(pk=job.pk).update(done=stopped.rows, **_counts(stopped.result))
+        lifecycle.stopped(job, f"{stopped.result}; importing the file again adds the rest")
+    except OSError as exc:
+        lifecycle.fail(job, f"{job.file_name}: the uploaded file could not be read ({exc.strerror or exc})")
+    except Exception as exc:  # shown on the page; the worker log has the traceback
+        log.exception("import job %s failed", job.pk)
+        lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        lifecycle.finish(job, done=job.total, **_counts(result))
+    finally:
+        job.refresh_from_db()
+        if job.status in ENDED:
+            Path(job.path).unlink(missing_ok=True)
+    return job

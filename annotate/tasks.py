@@ -1,0 +1,9 @@
+"""Celery task of the annotate app: imports uploaded on the import page (the default queue: no model is loaded)."""
+from celery import shared_task
+
+from . import import_jobs
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_import_job(job_id: int) -> None:
+    import_jobs.run(job_id)

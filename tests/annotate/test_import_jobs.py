@@ -1,0 +1,150 @@
+"""Imports are written a chunk of rows a transaction (annotate.importers.CHUNK_ROWS), so the write lock is never held
+for a whole file, and an import from the page is a job: it shows progress, can be cancelled between chunks (keeping
+what it wrote, and saying so), starts again after a lost worker without duplicates, and is resumed only by a worker
+of its own queue."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from django.urls import resolve, reverse
+
+from annotate import import_jobs, importers
+from annotate.importers import ImportStopped, import_preferences, import_prompts
+from annotate.models import ImportJob, Label, Pair
+from generation.models import Prompt
+from jobs import lifecycle
+from tests.annotate.importing import upload
+
+pytestmark = pytest.mark.django_db
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _prompts(n: int) -> bytes:
+    return "".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(n)).encode()
+
+
+def test_chunks_share_one_imports_bookkeeping(tmp_path, monkeypatch):
+    """Rows 3 and 4 meet row 1's pair, written by an earlier chunk: present, and disagreeing."""
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    path = _jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "q1", "chosen": "a", "rejected": "b"},
+        {"prompt": "q2", "chosen": "c", "rejected": "d"},
+        {"prompt": "q1", "chosen": "a", "rejected": "b"},
+        {"prompt": "q1", "chosen": "b", "rejected": "a"},
+        {"prompt": "q3", "chosen": "e", "rejected": "f"},
+    ])
+    result = import_preferences(path)
+    assert (result.created, result.skipped, result.disagreeing) == (3, 1, (4,))
+    assert Pair.objects.count() == 3 and Label.objects.count() == 3
+
+
+def test_an_import_asked_to_stop_keeps_the_chunks_it_wrote_and_a_second_run_adds_the_rest(tmp_path, monkeypatch):
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(_prompts(5))
+    asked = iter([False, False, True])
+    with pytest.raises(ImportStopped) as stopped:
+        import_prompts(path, should_stop=lambda: next(asked))
+    assert (stopped.value.rows, stopped.value.total, stopped.value.why) == (4, 5, "cancelled")
+    assert stopped.value.result.created == 4 and Prompt.objects.count() == 4
+    assert "cancelled after 4 of 5 rows; those are stored (4 added" in str(stopped.value)
+    again = import_prompts(path)
+    assert (again.created, again.skipped, Prompt.objects.count()) == (1, 4, 5)
+
+
+def test_ctrl_c_inside_a_chunk_rolls_that_chunk_back_and_says_how_far_it_got(tmp_path, monkeypatch):
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(5)])
+    seen = []
+
+    def progress(n):
+        seen.append(n)
+        if len(seen) == 3:  # the first row of the second chunk
+            raise KeyboardInterrupt
+
+    with pytest.raises(ImportStopped) as stopped:
+        import_preferences(path, progress=progress)
+    assert (stopped.value.rows, stopped.value.why) == (2, "interrupted")
+    assert Pair.objects.count() == 2 and Label.objects.count() == 2 and Prompt.objects.count() == 2
+
+
+def test_cancelling_an_import_job_from_its_page_stops_it_between_chunks(client, staff, monkeypatch):
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)  # the Cancel click is read at the next chunk
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "",
+        "file": _upload_file("six.jsonl", _prompts(6))})
+    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    real, calls = importers._prompts_by_hash, []
+
+    def writing(*args, **kwargs):  # the second chunk: the person clicks Cancel while it is written
+        calls.append(1)
+        if len(calls) == 2:
+            page = client.get(response.url).content.decode()
+            assert "running" in page and "writing 6 checked rows" in page and f'hx-post="{reverse("annotate:import_cancel", args=[job.pk])}"' in page
+            assert client.post(reverse("annotate:import_cancel", args=[job.pk]), HTTP_HX_REQUEST="true").status_code == 200
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(importers, "_prompts_by_hash", writing)
+    import_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "cancelled" and (job.done, job.total, job.added) == (4, 6, 4)
+    assert job.stage.startswith("cancelled after 4 of 6 rows: 4 added, 0 already present")
+    assert Prompt.objects.count() == 4 and not Path(job.path).exists()
+    page = client.get(response.url).content.decode()
+    assert "Stored before it stopped: 4 added, 0 already present. Upload the same file again to add the rest." in page
+    monkeypatch.setattr(importers, "_prompts_by_hash", real)
+    again, _ = upload(client, "six.jsonl", _prompts(6))
+    assert again.status == "succeeded" and (again.added, again.skipped) == (2, 4) and Prompt.objects.count() == 6
+
+
+def _upload_file(name, content):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, content)
+
+
+def test_a_job_cancelled_while_queued_stores_nothing_and_its_file_goes(client, staff):
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(3))})
+    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    client.post(reverse("annotate:import_cancel", args=[job.pk]))
+    import_jobs.run(job.pk)  # the task arrives late
+    job.refresh_from_db()
+    assert job.status == "cancelled" and not Prompt.objects.exists() and not Path(job.path).exists()
+
+
+def test_after_a_lost_worker_the_import_starts_again_and_what_it_stored_counts_as_present(client, staff):
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(3))})
+    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    lifecycle.claim(ImportJob, job.pk, restart=True)  # the first worker took it ...
+    import_prompts(job.path, name=job.file_name)  # ... stored every row, and was killed before it said so
+    import_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.attempts == 2 and (job.added, job.skipped) == (0, 3)
+    assert "count as already present" in job.log and Prompt.objects.count() == 3
+
+
+def test_a_starting_worker_resumes_only_the_jobs_of_its_own_queues(client, staff, settings):
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(3))})
+    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    lifecycle.claim(ImportJob, job.pk, restart=True)  # running on the default queue's worker
+    with mock.patch("annotate.tasks.run_import_job.apply_async") as send:
+        # the GPU worker starting now must not send it again: the import worker may be running it this moment
+        assert lifecycle.requeue_interrupted([settings.PREFLOOP_GPU_QUEUE]) == {}
+        send.assert_not_called()
+        assert lifecycle.requeue_interrupted([settings.CELERY_TASK_DEFAULT_QUEUE]) == {"ImportJob": [job.pk]}
+        send.assert_called_once_with((job.pk,))
