@@ -1,4 +1,4 @@
-# PrefLoop: `make run` sets up everything and serves the app with a worker; `make test` sets up and runs the tests.
+# PrefLoop: `make run` sets up everything and serves the app with its workers; `make test` sets up and runs the tests.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

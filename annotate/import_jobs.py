@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from jobs import lifecycle
 from jobs.lifecycle import Tracker
@@ -29,6 +31,7 @@ from .models import ImportJob
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS_SHOWN = 50
+SWEEP_AFTER_S = 3600.0
 
 
 def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
@@ -37,6 +40,7 @@ def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
     private_dir(settings.IMPORTS_DIR)
     path = Path(settings.IMPORTS_DIR) / f"{uuid.uuid4().hex}{suffix}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    job = None
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in upload.chunks():
@@ -44,11 +48,33 @@ def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
         with transaction.atomic():
             job = ImportJob.objects.create(kind=kind, file_name=importers.printable(upload.name, 255), path=str(path),
                                            options=options, created_by=user, stage="waiting for a worker")
-            lifecycle.enqueue(job)
-    except BaseException:
+            lifecycle.enqueue(job)  # sent once the row is committed
+    except BaseException as exc:
         path.unlink(missing_ok=True)
+        if job is not None and ImportJob.objects.filter(pk=job.pk).exists():  # stored, but its task was not sent
+            lifecycle.fail(job, f"the task queue could not be reached ({type(exc).__name__}); nothing was imported: "
+                                "upload the file again")
         raise
     return job
+
+
+def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
+    """Remove uploads no import will read: their job ended without running (a worker lost while it was being
+    cancelled ends it so) or is gone. Only files older than `older_than_s`: an upload is written before its job's
+    row is committed. Returns how many."""
+    folder = Path(settings.IMPORTS_DIR)
+    if not folder.is_dir():
+        return 0
+    wanted = set(ImportJob.objects.exclude(status__in=ENDED).values_list("path", flat=True))
+    removed, before = 0, time.time() - older_than_s
+    for path in folder.iterdir():
+        try:
+            if path.is_file() and str(path) not in wanted and path.stat().st_mtime < before:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another worker's sweep
+            continue
+    return removed
 
 
 def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
@@ -57,7 +83,9 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
 
     def on_read(total: int) -> None:
         rows["n"] = total
-        tracker.report(done=0, total=total, progress=0.0, stage=f"writing {total:,} checked rows", force=True)
+        # the time-left estimate is the writing's own rate: reading and checking made no progress a bar could show
+        tracker.report(done=0, total=total, progress=0.0, stage=f"writing {total:,} checked rows", force=True,
+                       claimed=timezone.now(), claimed_progress=0.0)
 
     def progress(n: int) -> None:
         rows["done"] += n
@@ -81,7 +109,8 @@ def _counts(result: importers.ImportResult) -> dict:
 def run(job_id: int) -> ImportJob:
     """The worker's side: read and check the file, write it chunk by chunk with progress, stop when cancelled."""
     job = lifecycle.claim(ImportJob, job_id, restart=True)
-    if job is None:  # cancelled while queued, or out of attempts: nothing more will read the file
+    sweep()
+    if job is None:  # cancelled while queued, or out of attempts: nothing will read its file
         job = ImportJob.objects.get(pk=job_id)
         if job.status in ENDED:
             Path(job.path).unlink(missing_ok=True)
@@ -96,11 +125,15 @@ def run(job_id: int) -> ImportJob:
         ImportJob.objects.filter(pk=job.pk).update(problems=problem.problems[:MAX_PROBLEMS_SHOWN],
                                                    problem_count=len(problem.problems), stage="")
         count = len(problem.problems)
-        lifecycle.fail(job, f"{count} bad row{'s' if count != 1 else ''} in {job.file_name}; nothing was stored. "
-                            "Fix them and upload the file again.")
+        lifecycle.fail(job, f"{job.file_name} cannot be imported ({count} problem{'s' if count != 1 else ''}); "
+                            "nothing was stored. Fix the file and upload it again.")
     except importers.ImportStopped as stopped:
         ImportJob.objects.filter(pk=job.pk).update(done=stopped.rows, **_counts(stopped.result))
-        lifecycle.stopped(job, f"{stopped.result}; importing the file again adds the rest")
+        if stopped.error is not None:  # the database failed part-way: what was stored stays, and is said
+            log.error("import job %s failed part-way", job.pk, exc_info=stopped.error)
+            lifecycle.fail(job, str(stopped))
+        else:
+            lifecycle.stopped(job, f"{stopped.result}; importing the file again adds the rest")
     except OSError as exc:
         lifecycle.fail(job, f"{job.file_name}: the uploaded file could not be read ({exc.strerror or exc})")
     except Exception as exc:  # shown on the page; the worker log has the traceback

@@ -13,6 +13,7 @@ and are never trained on.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRou
 IMPORT_ACCOUNT = "import"
 MAX_LABELS_NEEDED = 1000
 CHUNK_ROWS = 500  # rows written per transaction (about a third of a second of the write lock on 2 CPU cores)
+# On SQLite, a pause between chunks with the write lock free: a writer waiting for it (a label submission) polls
+# every 100 ms at most, and without the pause the next chunk took the lock again before any poll came.
+WRITERS_GAP_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -60,11 +64,12 @@ class ImportResult:
 
 
 class ImportStopped(Exception):
-    """The import stopped before its last row, asked to (`why`: "cancelled") or interrupted: the first `rows` of
-    `total` rows were handled and their chunks stored (`result` counts them); running the import again adds the rest."""
+    """The import stopped before its last row, asked to (`why`: "cancelled"), interrupted, or failed part-way
+    (`error`: the database's error, say): the first `rows` of `total` rows were handled and their chunks stored
+    (`result` counts them); running the import again adds the rest."""
 
-    def __init__(self, result: ImportResult, rows: int, total: int, why: str):
-        self.result, self.rows, self.total, self.why = result, rows, total, why
+    def __init__(self, result: ImportResult, rows: int, total: int, why: str, error: Exception | None = None):
+        self.result, self.rows, self.total, self.why, self.error = result, rows, total, why, error
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -88,8 +93,16 @@ def _chunked(rows: list, write: Callable[[list], ImportResult], should_stop: Cal
             with transaction.atomic():
                 part = write(chunk)
             total, done = total + part, done + len(chunk)
+            if done < len(rows) and connection.vendor == "sqlite" and not connection.in_atomic_block:
+                time.sleep(WRITERS_GAP_S)
     except KeyboardInterrupt:
         raise ImportStopped(total, done, len(rows), "interrupted") from None
+    except ImportStopped:
+        raise
+    except Exception as exc:  # the chunk in flight is rolled back; those before it are stored, and that is said
+        if not done:
+            raise
+        raise ImportStopped(total, done, len(rows), f"failed ({type(exc).__name__}: {exc})", exc) from exc
     return total
 
 
@@ -149,15 +162,18 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
     """Existing or new Prompt rows for these prompts, keyed by hash; also how many were created."""
     wanted = {_hash(r): r for r in rows}
     found = {p.hash: p for p in Prompt.objects.filter(hash__in=list(wanted))}
+    known = set(found)
     new = [
         Prompt(text=r.text, messages=_chat(r), split=split, tag=tag, source=source, hash=h)
         for h, r in wanted.items() if h not in found
     ]
-    for prompt in Prompt.objects.bulk_create(new, batch_size=500):
-        found[prompt.hash] = prompt
-    if any(p.pk is None for p in found.values()):  # backends that return no ids from bulk_create
+    # ignore_conflicts: a prompt another import stored since the query above is taken as found, not an error (the
+    # default queue's worker runs two imports at once); then no ids come back, and the prompts are read again
+    Prompt.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+    if new:
         found = {p.hash: p for p in Prompt.objects.filter(hash__in=list(wanted))}
-    return found, len(new)
+    created = sum(1 for p in found.values() if p.hash not in known)
+    return found, created
 
 
 def import_prompts(

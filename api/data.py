@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema, Status
+from ninja.errors import HttpError
 from pydantic import Field
 
 from annotate import exporters, importers
@@ -55,7 +56,10 @@ def _imported(rows: list[Any], call) -> PushResult:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as tmp:
         json.dump(rows, tmp, ensure_ascii=True)
         tmp.flush()
-        result = call(tmp.name)
+        try:
+            result = call(tmp.name)
+        except importers.ImportStopped as stopped:  # the database failed part-way: the rows stored are said
+            raise HttpError(503, str(stopped)) from None
     return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside),
                       disagreeing=list(result.disagreeing))
 

@@ -45,11 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         return [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", queue, "-n", f"{queue}@%h",
                 "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
-    commands = {
-        "web": [sys.executable, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"],
-        "worker": worker(os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")),
-        "import-worker": worker("default"),
-    }
+    gpu_queue = os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")
+    commands = {"web": [sys.executable, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"],
+                "worker": worker(gpu_queue)}
+    if gpu_queue != "default":  # one worker when both are the same queue
+        commands["import-worker"] = worker("default")
     # Workers are killed outright: a warm shutdown would finish its job first, as the new worker resumes it.
     death = {"web": signal.SIGTERM, "worker": signal.SIGKILL, "import-worker": signal.SIGKILL}
     procs = {name: subprocess.Popen(cmd, env=env, preexec_fn=_dies_with_parent(death[name]))  # noqa: PLW1509

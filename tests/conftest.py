@@ -57,3 +57,9 @@ def listed_test_judges(settings):
     """PREFLOOP_JUDGES naming the tests' own judges (the allow-list holds the built-in judges and these)."""
     settings.PREFLOOP_JUDGES = [*settings.PREFLOOP_JUDGES, *TEST_JUDGES]
     return TEST_JUDGES
+
+
+@pytest.fixture(autouse=True)
+def _imports_dir(settings, tmp_path):
+    """Uploads of the import page go to the test's own folder, not the data folder of the checkout."""
+    settings.IMPORTS_DIR = tmp_path / "imports"

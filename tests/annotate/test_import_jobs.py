@@ -148,3 +148,102 @@ def test_a_starting_worker_resumes_only_the_jobs_of_its_own_queues(client, staff
         send.assert_not_called()
         assert lifecycle.requeue_interrupted([settings.CELERY_TASK_DEFAULT_QUEUE]) == {"ImportJob": [job.pk]}
         send.assert_called_once_with((job.pk,))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_people_can_write_while_a_large_file_is_imported_on_sqlite(tmp_path, monkeypatch):
+    """A label submission waiting on SQLite's write lock polls for it; between two chunks the import leaves the lock
+    free long enough for such a writer to get in (before, one transaction held it for the whole file, and back to
+    back chunks took it again before any poll came)."""
+    import sqlite3
+    import threading
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the write lock is SQLite's")
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 50)
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(1000)])
+    writer = sqlite3.connect(connection.settings_dict["NAME"], timeout=30, isolation_level=None,
+                             check_same_thread=False)
+    writer.execute("CREATE TABLE IF NOT EXISTS probe_writes (at REAL)")
+    importing, stop, written = threading.Event(), threading.Event(), []
+
+    def write() -> None:
+        while not stop.is_set():
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("INSERT INTO probe_writes VALUES (1)")
+            writer.execute("COMMIT")
+            if importing.is_set():
+                written.append(1)
+            stop.wait(0.01)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        result = import_preferences(path, on_read=lambda rows: importing.set())  # from the first chunk on
+        importing.clear()
+    finally:
+        stop.set()
+        thread.join()
+        writer.execute("DROP TABLE probe_writes")
+        writer.close()
+    assert result.created == 1000
+    assert len(written) >= 5, f"only {len(written)} writes got in during 20 chunks"
+
+
+def test_a_database_failure_part_way_fails_the_job_saying_what_was_stored(client, staff, monkeypatch):
+    from django.db import OperationalError
+
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(5))})
+    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    real, calls = importers._prompts_by_hash, []
+
+    def failing(*args, **kwargs):  # the disk fills up during the second chunk
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("database or disk is full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(importers, "_prompts_by_hash", failing)
+    import_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and (job.done, job.added) == (2, 2) and Prompt.objects.count() == 2
+    assert job.error.startswith("failed (OperationalError: database or disk is full) after 2 of 5 rows; those are stored")
+    page = client.get(response.url).content.decode()
+    assert "Stored before it stopped: 2 added, 0 already present" in page and not Path(job.path).exists()
+
+
+def test_uploads_no_import_will_read_are_swept_once_old(client, staff, settings, tmp_path):
+    import os
+    import time
+
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {
+        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(2))})
+    queued = Path(ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"]).path)
+    folder = Path(settings.IMPORTS_DIR)
+    left, fresh = folder / "left-by-a-lost-worker.jsonl", folder / "being-uploaded.jsonl"
+    for path in (left, fresh):
+        path.write_bytes(b"{}\n")
+    hour_ago = time.time() - 2 * import_jobs.SWEEP_AFTER_S
+    for path in (left, queued):
+        os.utime(path, (hour_ago, hour_ago))
+    assert import_jobs.sweep() == 1
+    assert not left.exists() and fresh.exists() and queued.exists(), "a queued job's file and a new upload stay"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_upload_whose_task_cannot_be_sent_fails_its_job_and_keeps_no_file(staff, settings):
+    """The task is sent when the job's row commits; with the broker down that raises, after the row is stored."""
+    from kombu.exceptions import OperationalError
+
+    with mock.patch("annotate.tasks.run_import_job.apply_async", side_effect=OperationalError("broker down")):
+        with pytest.raises(OperationalError):
+            import_jobs.start(_upload_file("a.jsonl", _prompts(2)), kind="prompts", options={}, user=staff)
+    job = ImportJob.objects.get()
+    assert job.status == "failed" and "the task queue could not be reached" in job.error
+    assert not any(Path(settings.IMPORTS_DIR).iterdir())

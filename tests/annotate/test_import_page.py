@@ -23,7 +23,7 @@ def test_good_upload_imports_and_bad_row_shows_file_line_field(client, staff):
     assert not Path(job.path).exists(), "the upload is removed once its import ended"
     job, page = upload(client, "bad.jsonl", b'{"prompt": "three"}\n{"prompt": ""}\n')
     html = page.content.decode()
-    assert job.status == "failed" and "1 bad row in bad.jsonl; nothing was stored" in html
+    assert job.status == "failed" and "bad.jsonl cannot be imported (1 problem); nothing was stored" in html
     assert "bad.jsonl: line 2: field &#x27;prompt&#x27;: empty" in html
     assert Prompt.objects.count() == 2 and not Path(job.path).exists()
     # both are listed on the import page, newest first, each linking to its page
