@@ -1,4 +1,4 @@
-"""Long work through the API (staff): start, watch and cancel generation, training, comparison and loop jobs.
+"""Long work through the API (staff): start, watch and cancel generation, training, comparison, loop and import jobs.
 
 Starting and cancelling call each app's services, exactly as its page does; watching reads the job's row. Every job
 is described in one shape: kind, id, status, progress (0 to 1), error, times, and the kind's own details."""
@@ -8,15 +8,19 @@ from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
-from ninja import Query, Router, Schema, Status
+from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
 from ninja.errors import HttpError
 from pydantic import Field
 
+from annotate import import_jobs
+from annotate.forms import ImportForm
+from annotate.models import ImportJob
 from compare import services as compare_services
 from compare.models import CompareJob
 from generation import services as generation_services
 from generation.backends.base import SamplingConfig
 from generation.models import GenerationJob, ModelVersion
+from jobs import lifecycle
 from loop import services as loop_services
 from loop.models import LoopRun
 from training import services as training_services
@@ -26,8 +30,9 @@ from .auth import staff_only
 from .fields import Body, Id, Name, Number, Text, found
 
 router = Router(tags=["jobs"])
-Kind = Literal["generation", "training", "compare", "loop"]
-MODELS = {"generation": GenerationJob, "training": TrainingRun, "compare": CompareJob, "loop": LoopRun}
+Kind = Literal["generation", "training", "compare", "loop", "import"]
+MODELS = {"generation": GenerationJob, "training": TrainingRun, "compare": CompareJob, "loop": LoopRun,
+          "import": ImportJob}
 ACTIVE = ("queued", "running", "cancelling")  # cancelling: the worker is stopping it
 
 
@@ -62,6 +67,11 @@ def _details(kind: str, job) -> dict[str, Any]:
     if kind == "compare":
         return {"version_a": job.version_a.name, "version_b": job.version_b.name, "done": job.done,
                 "total": job.total, "blind": job.blind, "summary": compare_services.job_summary(job)}
+    if kind == "import":
+        return {"file_name": job.file_name, "import_kind": job.kind, "options": job.options, "done": job.done,
+                "total": job.total, "added": job.added, "skipped": job.skipped, "set_aside": job.set_aside,
+                "disagreeing": job.disagreeing, "problems": job.problems, "problem_count": job.problem_count,
+                "summary": job.summary}
     return {"rounds": job.rounds, "rounds_done": job.rounds_done, "stage": job.stage, "judge": job.judge,
             "results": job.results}
 
@@ -174,6 +184,22 @@ def start_loop(request: HttpRequest, payload: LoopStart):
     return Status(201, describe("loop", run))
 
 
+@router.post("/import", response={201: JobOut}, summary="Upload a file to import (multipart/form-data)")
+def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Literal["prompts", "pairs", "preferences"]],
+                 format: Form[str] = "auto", split: Form[Literal["train", "eval"]] = "train", tag: Form[str] = "",
+                 round: Form[str] = ""):
+    """The Import page's upload, as a job: the same checks of the file (size, type) before it is queued, then its
+    rows checked and written by a worker; watch it at /jobs/import/{id}."""
+    staff_only(request)
+    form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
+    if not form.is_valid():
+        raise HttpError(400, "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))
+    data = form.cleaned_data
+    options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
+    job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+    return Status(201, describe("import", job))
+
+
 class JobFilter(Schema):
     kind: Kind
 
@@ -203,6 +229,8 @@ def cancel_job(request: HttpRequest, kind: Kind, job_id: Id):
         training_services.cancel_training_run(job)
     elif kind == "loop":
         loop_services.cancel_loop_run(job)
+    elif kind == "import":
+        lifecycle.cancel(job)
     else:
         compare_services.cancel_compare_job(job)
     job.refresh_from_db()

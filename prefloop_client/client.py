@@ -6,10 +6,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-JOB_KINDS = ("generation", "training", "compare", "loop")
+JOB_KINDS = ("generation", "training", "compare", "loop", "import")
 PUSH_BATCH = 5000  # rows per request: well under the server's 5 MB request limit for rows of ordinary size
 
 
@@ -44,9 +46,11 @@ class Client:
 
     # ---- transport ------------------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
+    def request(self, method: str, path: str, body: Any = None, query: dict | None = None, *,
+                content: tuple[bytes, str] | None = None) -> Any:
         """One call; the parsed JSON answer (None for 204), or APIError. `path` is relative to the API (/versions),
-        or as the API writes its own addresses (/api/v1/training/1/metrics)."""
+        or as the API writes its own addresses (/api/v1/training/1/metrics). `content`: a body of its own (bytes,
+        content type) in place of JSON."""
         if path.startswith("/api/v1/"):
             path = path[len("/api/v1"):]
         url = self.base + path
@@ -56,6 +60,8 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if data is not None:
             headers["Content-Type"] = "application/json"
+        if content is not None:
+            data, headers["Content-Type"] = content
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with _OPENER.open(req, timeout=self.timeout) as resp:
@@ -106,6 +112,17 @@ class Client:
             raise ValueError(f"{len(rows)} rows: push at most {PUSH_BATCH} a request, so a refusal names its row")
         body = {"rows": rows, **{k: v for k, v in options.items() if v is not None}}
         return self.post(path, body)
+
+    def import_file(self, path: str | Path, kind: str, *, format: str = "auto", split: str = "train", tag: str = "",
+                    round: int | None = None) -> dict:
+        """Upload a JSONL, CSV or Parquet file of prompts, pairs or preferences (`kind`) as an import job, as the
+        Import page does: no row limit per request, only the upload size limit. Returns the job; `wait` for it.
+        Its rows are checked first (one bad row stores nothing: the job fails with details["problems"]), then
+        written; a cancelled job keeps the rows it wrote, and the same file again adds the rest."""
+        path = Path(path)
+        fields = {"kind": kind, "format": format, "split": split, "tag": tag,
+                  "round": "" if round is None else str(int(round))}
+        return self.request("POST", "/jobs/import", content=_multipart(fields, "file", path.name, path.read_bytes()))
 
     def preferences(self, *, round: int | None = None, min_agreement: float | None = None,
                     include_automatic: bool = True, soft_labels: bool = False, page_size: int = 500) -> list[dict]:
@@ -219,6 +236,18 @@ class Client:
 
     def undo(self) -> dict:
         return self.post("/label/undo")
+
+
+def _multipart(fields: dict[str, str], file_field: str, file_name: str, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body with text fields and one file; (body, content type)."""
+    boundary = f"prefloop-{uuid.uuid4().hex}"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+             for name, value in fields.items()]
+    quoted = file_name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{quoted}"\r\n'
+                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
 def _query_value(value: Any) -> str:

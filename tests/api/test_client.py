@@ -26,7 +26,7 @@ def test_the_client_needs_nothing_but_the_standard_library():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "json", "time", "typing", "urllib", "collections"}, imported
+    assert imported <= {"__future__", "json", "time", "typing", "urllib", "collections", "pathlib", "uuid"}, imported
 
 
 def test_push_pull_versions_and_promotion(staff_api):

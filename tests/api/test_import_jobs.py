@@ -1,0 +1,59 @@
+"""A whole file through the API, over real HTTP: uploaded as an import job (multipart), watched, refused, cancelled."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from annotate.models import ImportJob, Label, Pair
+from generation.models import Prompt
+from prefloop_client import APIError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _file(tmp_path, rows, name="prefs.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_pipeline_uploads_a_file_as_an_import_job_and_waits_for_it(staff_api, tmp_path, eager_tasks):
+    path = _file(tmp_path, [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(3)], "naïve \"x\".jsonl")
+    job = staff_api.import_file(path, "preferences", round=4)
+    assert job["kind"] == "import" and job["details"]["import_kind"] == "preferences"
+    done = staff_api.wait(job, timeout=60, poll=0.2)
+    assert done["status"] == "succeeded" and done["progress"] == 1.0
+    assert done["details"]["summary"] == "3 added, 0 already present" and done["details"]["file_name"] == "naïve _x_.jsonl"
+    assert Pair.objects.filter(round__number=4).count() == 3 and Label.objects.count() == 3
+    assert staff_api.jobs("import")[0]["id"] == job["id"]
+
+
+def test_a_bad_row_fails_the_job_with_its_line_and_stores_nothing(staff_api, tmp_path, eager_tasks):
+    path = _file(tmp_path, [{"prompt": "fine"}, {"prompt": ""}], "p.jsonl")
+    done = staff_api.wait(staff_api.import_file(path, "prompts"), timeout=60, poll=0.2)
+    assert done["status"] == "failed" and "nothing was stored" in done["error"]
+    assert done["details"]["problems"] == ["p.jsonl: line 2: field 'prompt': empty"] and not Prompt.objects.exists()
+
+
+def test_a_file_of_the_wrong_type_is_refused_before_it_is_queued(staff_api, annotator_api, tmp_path):
+    path = tmp_path / "x.exe"
+    path.write_bytes(b"MZ")
+    with pytest.raises(APIError) as refused:
+        staff_api.import_file(path, "prompts")
+    assert refused.value.status == 400 and "expected a .jsonl, .csv or .parquet file" in refused.value.detail
+    with pytest.raises(APIError) as refused:
+        staff_api.import_file(_file(tmp_path, [{"prompt": "q"}]), "everything")
+    assert refused.value.status == 400 and "form.kind" in refused.value.detail
+    with pytest.raises(APIError) as refused:
+        annotator_api.import_file(_file(tmp_path, [{"prompt": "q"}]), "prompts")
+    assert refused.value.status == 403
+    assert not ImportJob.objects.exists()
+
+
+def test_a_queued_import_is_cancelled_and_a_second_cancel_is_refused(staff_api, tmp_path):
+    job = staff_api.import_file(_file(tmp_path, [{"prompt": "q"}]), "prompts")
+    assert staff_api.cancel(job)["status"] == "cancelled"
+    with pytest.raises(APIError) as refused:
+        staff_api.cancel(job)
+    assert refused.value.status == 409
