@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from jobs import lifecycle
 from jobs.lifecycle import Tracker
@@ -31,6 +32,10 @@ from .models import ImportJob
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS_SHOWN = 50
+# The broker refused the task (down, unreachable): the job is marked failed and its file removed (see `start`).
+QUEUE_ERRORS = (KombuOperationalError,)
+QUEUE_DOWN = ("the task queue could not be reached, so the file was not queued and nothing was imported: "
+              "try again in a moment")
 SWEEP_AFTER_S = 3600.0
 
 

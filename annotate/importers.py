@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from generation.models import Prompt, Response, normalised_hash
@@ -158,22 +158,38 @@ def _hash(row: PromptRow) -> str:
     return normalised_hash(_chat(row) or row.text)
 
 
+def _stored_prompts(hashes: list[str]) -> dict[str, Prompt]:
+    return {p.hash: p for p in Prompt.objects.filter(hash__in=hashes)}
+
+
 def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source: str) -> tuple[dict[str, Prompt], int]:
     """Existing or new Prompt rows for these prompts, keyed by hash; also how many were created."""
     wanted = {_hash(r): r for r in rows}
-    found = {p.hash: p for p in Prompt.objects.filter(hash__in=list(wanted))}
-    known = set(found)
-    new = [
-        Prompt(text=r.text, messages=_chat(r), split=split, tag=tag, source=source, hash=h)
-        for h, r in wanted.items() if h not in found
-    ]
-    # ignore_conflicts: a prompt another import stored since the query above is taken as found, not an error (the
-    # default queue's worker runs two imports at once); then no ids come back, and the prompts are read again
-    Prompt.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
-    if new:
-        found = {p.hash: p for p in Prompt.objects.filter(hash__in=list(wanted))}
-    created = sum(1 for p in found.values() if p.hash not in known)
-    return found, created
+
+    def stored() -> dict[str, Prompt]:
+        return _stored_prompts(list(wanted))
+
+    def missing(found: dict[str, Prompt]) -> list[Prompt]:
+        return [Prompt(text=r.text, messages=_chat(r), split=split, tag=tag, source=source, hash=h)
+                for h, r in wanted.items() if h not in found]
+
+    found = stored()
+    new = missing(found)
+    if not new:
+        return found, 0
+    try:
+        with transaction.atomic():
+            Prompt.objects.bulk_create(new, batch_size=500)
+    except IntegrityError:
+        # another import stored some of them since the query (the default queue's worker runs two at once): theirs
+        # are found, the rest added; one more race here is taken as found too
+        new = missing(stored())
+        Prompt.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
+        return stored(), len(new)
+    found.update((p.hash, p) for p in new)
+    if any(p.pk is None for p in new):  # backends that return no ids from bulk_create
+        found = stored()
+    return found, len(new)
 
 
 def import_prompts(
@@ -258,11 +274,6 @@ def _inserted(objects: list) -> list:
     return objects
 
 
-def _eval_hashes(hashes: set[str]) -> set[str]:
-    """Which of these prompts are eval prompts already."""
-    return set(Prompt.objects.filter(hash__in=list(hashes), split=Prompt.EVAL).values_list("hash", flat=True))
-
-
 def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
                  should_stop: Callable[[], bool] | None, on_read: Callable[[int], None] | None) -> ImportResult:
     source = _source(name)
@@ -272,11 +283,13 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         created = skipped = 0
         disagreeing: list[int] = []
         hashes = [_hash(r.prompt) for r in chunk]
-        evals = _eval_hashes(set(hashes))
+        # the prompts as stored once this chunk's are: an eval prompt is found, never made (nor one another import
+        # made an eval prompt since this chunk began: read after the insert, it is set aside all the same)
+        prompts, _ = _prompts_by_hash([r.prompt for r in chunk], split=Prompt.TRAIN, tag="", source=source)
+        evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
         kept = [(r, h) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
-        prompts, _ = _prompts_by_hash([r.prompt for r, _ in kept], split=Prompt.TRAIN, tag="", source=source)
-        seen = _existing_pairs(list(prompts))
+        seen = _existing_pairs([h for h in prompts if h not in evals])
         # what a row adds to a pair that is already there, if anything (given the pairs of this chunk's prompts)
         onto = make.onto(seen.values()) if hasattr(make, "onto") else None
         for row, prompt_hash in kept:

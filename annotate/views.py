@@ -141,11 +141,17 @@ def import_file(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
-        job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
-        return redirect("annotate:import_job", pk=job.pk)
+        try:
+            job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+        except import_jobs.QUEUE_ERRORS:
+            form.add_error(None, import_jobs.QUEUE_DOWN)
+            status = 503
+        else:
+            return redirect("annotate:import_job", pk=job.pk)
+    else:
+        status = 400 if request.method == "POST" else 200
     recent = ImportJob.objects.select_related("created_by").order_by("-created")[:10]
-    return render(request, "annotate/import.html", {"form": form, "recent": recent},
-                  status=400 if request.method == "POST" else 200)
+    return render(request, "annotate/import.html", {"form": form, "recent": recent}, status=status)
 
 
 def import_job(request: HttpRequest, pk: int) -> HttpResponse:

@@ -3,6 +3,7 @@ checks of every row before any is written), pull the decided preferences in TRL'
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from prefcore.rows import FORMATS
 from .auth import staff_only
 from .fields import Body, Fraction, Name, Number
 
+log = logging.getLogger(__name__)
 router = Router(tags=["data"])
 MAX_PAGE_SIZE = 1000
 SOURCE = "api"  # how import problems name the rows: "api: line 3: ..." is the request's third row
@@ -59,6 +61,7 @@ def _imported(rows: list[Any], call) -> PushResult:
         try:
             result = call(tmp.name)
         except importers.ImportStopped as stopped:  # the database failed part-way: the rows stored are said
+            log.error("a push failed part-way", exc_info=stopped.error)
             raise HttpError(503, str(stopped)) from None
     return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside),
                       disagreeing=list(result.disagreeing))

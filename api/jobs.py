@@ -196,7 +196,10 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
         raise HttpError(400, "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))
     data = form.cleaned_data
     options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
-    job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+    try:
+        job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+    except import_jobs.QUEUE_ERRORS:
+        raise HttpError(503, import_jobs.QUEUE_DOWN) from None
     return Status(201, describe("import", job))
 
 

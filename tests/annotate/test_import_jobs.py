@@ -247,3 +247,44 @@ def test_an_upload_whose_task_cannot_be_sent_fails_its_job_and_keeps_no_file(sta
     job = ImportJob.objects.get()
     assert job.status == "failed" and "the task queue could not be reached" in job.error
     assert not any(Path(settings.IMPORTS_DIR).iterdir())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_import_page_says_when_the_task_queue_is_down(client, staff, settings):
+    from kombu.exceptions import OperationalError
+
+    client.force_login(staff)
+    with mock.patch("annotate.tasks.run_import_job.apply_async", side_effect=OperationalError("broker down")):
+        response = client.post(reverse("annotate:import"), {
+            "kind": "prompts", "format": "auto", "split": "train", "tag": "",
+            "file": _upload_file("a.jsonl", _prompts(2))})
+    assert response.status_code == 503
+    assert "the task queue could not be reached, so the file was not queued" in response.content.decode()
+    assert ImportJob.objects.get().status == "failed" and not Prompt.objects.exists()
+
+
+@pytest.mark.parametrize("their_split", ["train", "eval"])
+def test_a_prompt_another_import_stores_meanwhile_is_found_not_an_error(tmp_path, monkeypatch, their_split):
+    """Two imports at once (the default queue's worker runs two): between this chunk's query of its prompts and its
+    insert, the other commits one of them. It is taken as found, not counted as added; when it went in as an eval
+    prompt, this file's pair on it is set aside, never attached to an eval prompt."""
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": "shared question", "chosen": "a", "rejected": "b"},
+                                         {"prompt": "mine alone", "chosen": "c", "rejected": "d"}])
+    real, raced = importers._stored_prompts, []
+
+    def stored(hashes):
+        found = real(hashes)
+        if not raced:  # the other import commits right after this chunk's query of its prompts
+            raced.append(1)
+            Prompt.objects.create(text="shared question", split=their_split, source="the other import")
+        return found
+
+    monkeypatch.setattr(importers, "_stored_prompts", stored)
+    result = import_preferences(path)
+    assert Prompt.objects.count() == 2 and raced
+    if their_split == "eval":
+        assert (result.created, result.set_aside) == (1, (1,))
+        assert not Pair.objects.filter(prompt__text="shared question").exists()
+    else:
+        assert (result.created, result.set_aside) == (2, ())
+        assert Pair.objects.filter(prompt__text="shared question").count() == 1
