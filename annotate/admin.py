@@ -1,8 +1,8 @@
-"""Admin pages for rounds, pairs, assignments, labels and annotator profiles."""
+"""Admin pages for rounds, pairs, assignments, labels, annotator profiles and import jobs."""
 from django.contrib import admin, messages
 
 from . import closing, routing
-from .models import AnnotatorProfile, Assignment, Label, LabellingRound, Pair
+from .models import AnnotatorProfile, Assignment, ImportJob, Label, LabellingRound, Pair
 
 
 @admin.register(LabellingRound)
@@ -66,3 +66,18 @@ class LabelAdmin(admin.ModelAdmin):
 @admin.register(AnnotatorProfile)
 class AnnotatorProfileAdmin(admin.ModelAdmin):
     list_display = ["user", "is_automatic", "is_import", "judge_path"]
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """Read only: an import is started on the Import page (or the API), which checks the file it keeps; a path
+    edited here would have a worker read any file the server can."""
+
+    list_display = ("pk", "file_name", "kind", "status", "done", "total", "added", "skipped", "created", "created_by")
+    list_filter = ("status", "kind")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -288,3 +288,15 @@ def test_a_prompt_another_import_stores_meanwhile_is_found_not_an_error(tmp_path
     else:
         assert (result.created, result.set_aside) == (2, ())
         assert Pair.objects.filter(prompt__text="shared question").count() == 1
+
+
+def test_the_admin_lists_import_jobs_but_cannot_point_one_at_another_file(admin_client, staff, client):
+    client.force_login(staff)
+    job, _ = upload(client, "a.jsonl", _prompts(1))
+    assert admin_client.get("/admin/annotate/importjob/").status_code == 200
+    change = f"/admin/annotate/importjob/{job.pk}/change/"
+    assert admin_client.get(change).status_code == 200  # a read-only view
+    admin_client.post(change, {"path": "/etc/passwd", "kind": "prompts", "file_name": "x"})
+    job.refresh_from_db()
+    assert job.path != "/etc/passwd"
+    assert admin_client.get("/admin/annotate/importjob/add/").status_code == 403
