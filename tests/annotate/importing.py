@@ -9,12 +9,24 @@ from annotate import import_jobs
 from annotate.models import ImportJob
 
 
+def post(client, name: str, content: bytes, **fields):
+    """The import form posted with this file (kind prompts unless `fields` say otherwise): the response."""
+    data = {"kind": "prompts", "format": "auto", "split": "train", "tag": "", **fields,
+            "file": SimpleUploadedFile(name, content, content_type="application/octet-stream")}
+    return client.post(reverse("annotate:import"), data)
+
+
+def queue(client, name: str, content: bytes, **fields) -> tuple[ImportJob, str]:
+    """Post the form and return the job it queued (not run yet) and its page's URL."""
+    response = post(client, name, content, **fields)
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    return ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"]), response.url
+
+
 def upload(client, name: str, content: bytes, **fields) -> tuple[ImportJob | None, object]:
     """(the job, or None when the form refused the upload; the page the person sees next: the job's page, or the
     form with its errors)."""
-    data = {"kind": "prompts", "format": "auto", "split": "train", "tag": "", **fields,
-            "file": SimpleUploadedFile(name, content, content_type="application/octet-stream")}
-    response = client.post(reverse("annotate:import"), data)
+    response = post(client, name, content, **fields)
     if response.status_code != 302:
         return None, response
     job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])

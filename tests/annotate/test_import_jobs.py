@@ -9,14 +9,14 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from django.urls import resolve, reverse
+from django.urls import reverse
 
 from annotate import import_jobs, importers
 from annotate.importers import ImportStopped, import_preferences, import_prompts
 from annotate.models import ImportJob, Label, Pair
 from generation.models import Prompt
 from jobs import lifecycle
-from tests.annotate.importing import upload
+from tests.annotate.importing import post, queue, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -79,16 +79,13 @@ def test_cancelling_an_import_job_from_its_page_stops_it_between_chunks(client, 
     monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)  # the Cancel click is read at the next chunk
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "prompts", "format": "auto", "split": "train", "tag": "",
-        "file": _upload_file("six.jsonl", _prompts(6))})
-    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    job, url = queue(client, "six.jsonl", _prompts(6))
     real, calls = importers._prompts_by_hash, []
 
     def writing(*args, **kwargs):  # the second chunk: the person clicks Cancel while it is written
         calls.append(1)
         if len(calls) == 2:
-            page = client.get(response.url).content.decode()
+            page = client.get(url).content.decode()
             assert "running" in page and "writing 6 checked rows" in page and f'hx-post="{reverse("annotate:import_cancel", args=[job.pk])}"' in page
             assert client.post(reverse("annotate:import_cancel", args=[job.pk]), HTTP_HX_REQUEST="true").status_code == 200
         return real(*args, **kwargs)
@@ -99,7 +96,7 @@ def test_cancelling_an_import_job_from_its_page_stops_it_between_chunks(client, 
     assert job.status == "cancelled" and (job.done, job.total, job.added) == (4, 6, 4)
     assert job.stage.startswith("cancelled after 4 of 6 rows: 4 added, 0 already present")
     assert Prompt.objects.count() == 4 and not Path(job.path).exists()
-    page = client.get(response.url).content.decode()
+    page = client.get(url).content.decode()
     assert "Stored before it stopped: 4 added, 0 already present. Upload the same file again to add the rest." in page
     monkeypatch.setattr(importers, "_prompts_by_hash", real)
     again, _ = upload(client, "six.jsonl", _prompts(6))
@@ -114,9 +111,7 @@ def _upload_file(name, content):
 
 def test_a_job_cancelled_while_queued_stores_nothing_and_its_file_goes(client, staff):
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(3))})
-    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    job, url = queue(client, "a.jsonl", _prompts(3))
     client.post(reverse("annotate:import_cancel", args=[job.pk]))
     import_jobs.run(job.pk)  # the task arrives late
     job.refresh_from_db()
@@ -125,9 +120,7 @@ def test_a_job_cancelled_while_queued_stores_nothing_and_its_file_goes(client, s
 
 def test_after_a_lost_worker_the_import_starts_again_and_what_it_stored_counts_as_present(client, staff):
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(3))})
-    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    job, url = queue(client, "a.jsonl", _prompts(3))
     lifecycle.claim(ImportJob, job.pk, restart=True)  # the first worker took it ...
     import_prompts(job.path, name=job.file_name)  # ... stored every row, and was killed before it said so
     import_jobs.run(job.pk)
@@ -138,9 +131,7 @@ def test_after_a_lost_worker_the_import_starts_again_and_what_it_stored_counts_a
 
 def test_a_starting_worker_resumes_only_the_jobs_of_its_own_queues(client, staff, settings):
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(3))})
-    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    job, url = queue(client, "a.jsonl", _prompts(3))
     lifecycle.claim(ImportJob, job.pk, restart=True)  # running on the default queue's worker
     with mock.patch("annotate.tasks.run_import_job.apply_async") as send:
         # the GPU worker starting now must not send it again: the import worker may be running it this moment
@@ -197,9 +188,7 @@ def test_a_database_failure_part_way_fails_the_job_saying_what_was_stored(client
 
     monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(5))})
-    job = ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"])
+    job, url = queue(client, "a.jsonl", _prompts(5))
     real, calls = importers._prompts_by_hash, []
 
     def failing(*args, **kwargs):  # the disk fills up during the second chunk
@@ -213,7 +202,7 @@ def test_a_database_failure_part_way_fails_the_job_saying_what_was_stored(client
     job.refresh_from_db()
     assert job.status == "failed" and (job.done, job.added) == (2, 2) and Prompt.objects.count() == 2
     assert job.error.startswith("failed (OperationalError: database or disk is full) after 2 of 5 rows; those are stored")
-    page = client.get(response.url).content.decode()
+    page = client.get(url).content.decode()
     assert "Stored before it stopped: 2 added, 0 already present" in page and not Path(job.path).exists()
 
 
@@ -222,9 +211,8 @@ def test_uploads_no_import_will_read_are_swept_once_old(client, staff, settings,
     import time
 
     client.force_login(staff)
-    response = client.post(reverse("annotate:import"), {
-        "kind": "prompts", "format": "auto", "split": "train", "tag": "", "file": _upload_file("a.jsonl", _prompts(2))})
-    queued = Path(ImportJob.objects.get(pk=resolve(response.url).kwargs["pk"]).path)
+    job, _ = queue(client, "a.jsonl", _prompts(2))
+    queued = Path(job.path)
     folder = Path(settings.IMPORTS_DIR)
     left, fresh = folder / "left-by-a-lost-worker.jsonl", folder / "being-uploaded.jsonl"
     for path in (left, fresh):
@@ -255,9 +243,7 @@ def test_the_import_page_says_when_the_task_queue_is_down(client, staff, setting
 
     client.force_login(staff)
     with mock.patch("annotate.tasks.run_import_job.apply_async", side_effect=OperationalError("broker down")):
-        response = client.post(reverse("annotate:import"), {
-            "kind": "prompts", "format": "auto", "split": "train", "tag": "",
-            "file": _upload_file("a.jsonl", _prompts(2))})
+        response = post(client, "a.jsonl", _prompts(2))
     assert response.status_code == 503
     assert "the task queue could not be reached, so the file was not queued" in response.content.decode()
     assert ImportJob.objects.get().status == "failed" and not Prompt.objects.exists()
