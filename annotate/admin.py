@@ -81,3 +81,7 @@ class ImportJobAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # an active job's worker would fail on a missing row, and its upload would wait for the sweep
+        return super().has_delete_permission(request, obj) and (obj is None or not obj.is_active)

@@ -41,7 +41,8 @@ SWEEP_AFTER_S = 3600.0
 
 def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
     """Keep the upload (0600, under a name of our own) and queue its import; returns the job."""
-    suffix = Path(upload.name).suffix.lower()
+    # as the form reads it (a file named ".jsonl" is JSON Lines there, and has no suffix to pathlib)
+    suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
     private_dir(settings.IMPORTS_DIR)
     path = Path(settings.IMPORTS_DIR) / f"{uuid.uuid4().hex}{suffix}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)

@@ -174,7 +174,9 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
                 for h, r in wanted.items() if h not in found]
 
     found = stored()
-    new = missing(found)
+    # in hash order: two imports inserting the same prompts in file order could each wait on the other's (PostgreSQL
+    # reports a deadlock); in one order, the second waits for the first and then finds its prompts
+    new = sorted(missing(found), key=lambda p: p.hash)
     if not new:
         return found, 0
     try:
@@ -182,8 +184,8 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
             Prompt.objects.bulk_create(new, batch_size=500)
     except IntegrityError:
         # another import stored some of them since the query (the default queue's worker runs two at once): theirs
-        # are found, the rest added; one more race here is taken as found too
-        new = missing(stored())
+        # are found, the rest added; one more race in this instant is found too (and counted as added)
+        new = sorted(missing(stored()), key=lambda p: p.hash)
         Prompt.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
         return stored(), len(new)
     found.update((p.hash, p) for p in new)

@@ -75,8 +75,9 @@ def unusable(name: str, value: str) -> str | None:
 
 def _refusal(request: HttpRequest) -> str | None:
     sources = [("query", request.GET)]
-    # The API takes JSON bodies only: reading a form here would consume the body its parser reads next (a multipart
-    # POST to a JSON endpoint was a 500), and the API refuses a body that is not JSON with its own 400.
+    # The API's bodies are JSON, but for one upload (POST /api/v1/jobs/import, whose fields ImportForm checks): reading
+    # a form here would consume the body its parser reads next (a multipart POST to a JSON endpoint was a 500), and
+    # the API refuses a body that is not JSON with its own 400.
     form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
     if request.method == "POST" and form and not request.path.startswith("/api/"):
         sources.append(("form", request.POST))

@@ -116,12 +116,12 @@ class Client:
     def import_file(self, path: str | Path, kind: str, *, format: str = "auto", split: str = "train", tag: str = "",
                     round: int | None = None) -> dict:
         """Upload a JSONL, CSV or Parquet file of prompts, pairs or preferences (`kind`) as an import job, as the
-        Import page does: no row limit per request, only the upload size limit. Returns the job; `wait` for it.
+        Import page does: up to the server's import limits (200,000 rows by default), where a push takes 5,000.
+        Returns the job; `wait` for it.
         Its rows are checked first (one bad row stores nothing: the job fails with details["problems"]), then
         written; a cancelled job keeps the rows it wrote, and the same file again adds the rest."""
         path = Path(path)
-        fields = {"kind": kind, "format": format, "split": split, "tag": tag,
-                  "round": "" if round is None else str(int(round))}
+        fields = {"kind": kind, "format": format, "split": split, "tag": tag, "round": "" if round is None else str(round)}
         return self.request("POST", "/jobs/import", content=_multipart(fields, "file", path.name, path.read_bytes()))
 
     def preferences(self, *, round: int | None = None, min_agreement: float | None = None,

@@ -286,3 +286,7 @@ def test_the_admin_lists_import_jobs_but_cannot_point_one_at_another_file(admin_
     job.refresh_from_db()
     assert job.path != "/etc/passwd"
     assert admin_client.get("/admin/annotate/importjob/add/").status_code == 403
+    # an ended job may be deleted; an active one may not (its worker would fail on the missing row)
+    running, _ = queue(client, "b.jsonl", _prompts(1))
+    assert admin_client.get(f"/admin/annotate/importjob/{running.pk}/delete/").status_code == 403
+    assert admin_client.get(f"/admin/annotate/importjob/{job.pk}/delete/").status_code == 200

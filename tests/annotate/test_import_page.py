@@ -88,3 +88,10 @@ def test_import_jobs_are_for_staff(client, staff, annotator):
     client.force_login(staff)
     assert client.get(reverse("annotate:import_job", args=[job.pk + 1])).status_code == 404
     assert client.get(reverse("annotate:import_cancel", args=[job.pk])).status_code == 405
+
+
+def test_a_file_named_only_by_its_suffix_imports(client, staff):
+    """The form reads ".jsonl" as JSON Lines; the kept copy must keep that suffix for the worker to read it so."""
+    client.force_login(staff)
+    job, page = upload(client, ".jsonl", b'{"prompt": "one"}\n')
+    assert job.status == "succeeded" and job.added == 1, job.error
