@@ -10,7 +10,7 @@ from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
-from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, LabellingRound
+from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, ImportJob, LabellingRound
 from .rounds import SETTINGS
 
 
@@ -28,8 +28,7 @@ class LabelForm(PairForm):
 
 
 class ImportForm(forms.Form):
-    KINDS = [("prompts", "prompts"), ("pairs", "unlabelled pairs"), ("preferences", "labelled preferences")]
-    kind = forms.ChoiceField(choices=KINDS)
+    kind = forms.ChoiceField(choices=ImportJob.KINDS)
     file = forms.FileField(help_text="JSONL, CSV or Parquet.")
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="auto", help_text="For preferences.")
     split = forms.ChoiceField(choices=[("train", "train"), ("eval", "eval")], initial="train", help_text="For prompts.")

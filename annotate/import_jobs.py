@@ -64,6 +64,12 @@ def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
     return job
 
 
+def start_form(data: dict, user) -> ImportJob:
+    """`start` with a valid ImportForm's cleaned data (the Import page and POST /api/v1/jobs/import)."""
+    options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
+    return start(data["file"], kind=data["kind"], options=options, user=user)
+
+
 def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
     """Remove uploads no import will read: their job ended without running (a worker lost while it was being
     cancelled ends it so) or is gone. Only files older than `older_than_s`: an upload is written before its job's

@@ -139,10 +139,8 @@ def import_file(request: HttpRequest) -> HttpResponse:
     _staff(request)
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
         try:
-            job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+            job = import_jobs.start_form(form.cleaned_data, request.user)
         except import_jobs.QUEUE_ERRORS:
             form.add_error(None, import_jobs.QUEUE_DOWN)
             status = 503

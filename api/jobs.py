@@ -194,10 +194,8 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
     if not form.is_valid():
         raise HttpError(400, "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))
-    data = form.cleaned_data
-    options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
     try:
-        job = import_jobs.start(data["file"], kind=data["kind"], options=options, user=request.user)
+        job = import_jobs.start_form(form.cleaned_data, request.user)
     except import_jobs.QUEUE_ERRORS:
         raise HttpError(503, import_jobs.QUEUE_DOWN) from None
     return Status(201, describe("import", job))
