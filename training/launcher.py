@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from training import keeper
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
 from training.dpo.trainer import StepCallback, TrainingCancelled, TrainResult
@@ -77,9 +78,11 @@ def train_in_processes(
     with log_file.open("w", encoding="utf-8") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
+        # the keeper stands between this worker and the launch: it ends the launch when the worker dies
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-            start_new_session=True, preexec_fn=_end_with_parent,
+            [sys.executable, "-I", keeper.__file__, str(GRACE_S), "--", *cmd], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
+            preexec_fn=_end_with_parent,
         )
         try:
             tail = _follow(proc, log, on_step, should_stop)
@@ -226,22 +229,7 @@ def failure_message(stderr_lines) -> str:
 def stop_process_tree(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     """SIGTERM the launch and every process under it (torchrun puts each worker in a session of its own, so a
     process-group kill is not enough), then SIGKILL whatever is left after grace_s."""
-    import psutil
-
-    def tree() -> list:
-        try:
-            root = psutil.Process(proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
-
-    procs = tree()
-    for p in procs:
-        _signal(p, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    # workers started or orphaned meanwhile are still found through the ones left alive
-    for p in {*alive, *(c for a in alive if a.is_running() for c in _children(a))}:
-        _signal(p, signal.SIGKILL)
+    keeper.stop_tree(proc.pid, grace_s)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -249,27 +237,9 @@ def stop_process_tree(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     proc.wait()
 
 
-def _children(p) -> list:
-    import psutil
-
-    try:
-        return p.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def _signal(p, sig: int) -> None:
-    import psutil
-
-    try:
-        p.send_signal(sig)
-    except psutil.NoSuchProcess:
-        pass
-
-
 def _end_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the worker that started us dies (even by SIGKILL), so torchrun
-    stops its training processes instead of leaving them running."""
+    """In the keeper before exec: get SIGTERM when the worker that started it dies (even by SIGKILL), so that it
+    stops the launch instead of leaving it running (training/keeper.py)."""
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -1,0 +1,118 @@
+"""training/keeper.py: the process between a worker and its launch ends the whole launch when the worker dies, even
+when the launch ignores SIGTERM (as a torchrun stuck in its shutdown did in a loaded test run) and its workers sit
+in sessions of their own."""
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from tests.training.test_trainer import ROOT
+from training import keeper
+
+# a launch that ignores SIGTERM and starts a worker in a session of its own that ignores it too; each writes its pid
+LAUNCH = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    folder = sys.argv[1]
+    if sys.argv[2] == "launch":
+        subprocess.Popen([sys.executable, __file__, folder, "worker"], start_new_session=True)
+    open(os.path.join(folder, sys.argv[2] + ".pid"), "w").write(str(os.getpid()))
+    if sys.argv[2] == "launch" and len(sys.argv) > 3:  # "exit:N" or "signal:N" once its worker runs
+        while not os.path.exists(os.path.join(folder, "worker.pid")):
+            time.sleep(0.05)
+        how, number = sys.argv[3].split(":")
+        os.kill(os.getpid(), int(number)) if how == "signal" else sys.exit(int(number))
+    time.sleep(600)
+""")
+
+
+def processes_of(folder) -> list[psutil.Process]:
+    """Live processes whose command line names the folder."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(folder) in part for part in p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def wait_for_none(folder, seconds: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + seconds
+    while processes_of(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_of(folder)
+
+
+def wait_for_file(path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.exists(), f"{path} never written"
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(tmp_path):
+    """A failing test leaves its launch running (it ignores SIGTERM): SIGKILL it."""
+    yield
+    for p in processes_of(tmp_path):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def keeper_command(tmp_path, *launch_args: str, grace_s: float = 1.0) -> list[str]:
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCH)
+    return [sys.executable, "-I", keeper.__file__, str(grace_s), "--", sys.executable, str(script), str(tmp_path),
+            "launch", *launch_args]
+
+
+def test_worker_killed_ends_a_launch_that_ignores_sigterm(tmp_path):
+    # the worker starts the keeper as training.launcher does: PR_SET_PDEATHSIG, a session of its own
+    worker_script = tmp_path / "worker.py"
+    worker_script.write_text(textwrap.dedent(f"""
+        import subprocess, time
+        from training.launcher import _end_with_parent
+        subprocess.Popen({keeper_command(tmp_path)!r}, start_new_session=True, preexec_fn=_end_with_parent)
+        time.sleep(600)
+    """))
+    worker = subprocess.Popen([sys.executable, str(worker_script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_for_file(tmp_path / "launch.pid")
+        wait_for_file(tmp_path / "worker.pid")
+        launched = processes_of(tmp_path)
+        assert len(launched) == 4  # the worker, its keeper, the launch and the launch's own worker
+        time.sleep(1.5)  # longer than the grace: SIGTERM alone ends none of them
+        assert processes_of(tmp_path) == launched
+    finally:
+        worker.kill()
+        worker.wait()
+    assert wait_for_none(tmp_path, 15) == []
+
+
+def test_what_the_launch_leaves_running_ends_with_it_and_its_exit_code_is_kept(tmp_path):
+    done = subprocess.run(keeper_command(tmp_path, "exit:3"), timeout=60)
+    assert done.returncode == 3
+    assert int((tmp_path / "worker.pid").read_text()) > 0
+    assert wait_for_none(tmp_path, 5) == []
+
+
+def test_a_launch_killed_by_a_signal_exits_128_plus_it(tmp_path):
+    done = subprocess.run(keeper_command(tmp_path, f"signal:{int(signal.SIGKILL)}"), timeout=60)
+    assert done.returncode == 128 + signal.SIGKILL
+    assert wait_for_none(tmp_path, 5) == []
+
+
+def test_the_keeper_ends_the_launch_on_sigterm_and_says_so_in_its_exit_code(tmp_path):
+    keeper_proc = subprocess.Popen(keeper_command(tmp_path))
+    wait_for_file(tmp_path / "worker.pid")
+    keeper_proc.send_signal(signal.SIGTERM)
+    assert keeper_proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert wait_for_none(tmp_path, 5) == []

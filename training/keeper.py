@@ -1,0 +1,96 @@
+"""The launch's keeper: the process between a worker and `accelerate launch`, so that every process of a launch
+ends when the worker that started it does, however the worker ends.
+
+    python training/keeper.py GRACE_S -- COMMAND...
+
+The worker's death reaches the keeper as SIGTERM (PR_SET_PDEATHSIG, which the launcher sets before exec). The
+keeper holds nothing but the standard library and psutil, so it always acts on it: SIGTERM to every process under
+it, SIGKILL to those left after GRACE_S seconds. Before the keeper, torchrun got that SIGTERM itself; in one loaded
+test run its workers ended but torchrun was still alive 30 s later, and nothing would have stopped it.
+
+The keeper is a child subreaper: a process orphaned under it (torchrun puts each worker in a session of its own, and
+a worker outlives a torchrun killed by SIGKILL) becomes its child, so it is still found and stopped. When the
+command ends by itself, whatever it left running is stopped too. The keeper exits with the command's exit status
+(128 + N for a command killed by signal N).
+
+Standard library and psutil only (run with -I: its folder is not on sys.path), so it starts in a fraction of a
+second.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> None:
+    """SIGTERM the process root_pid (unless include_root is False) and every process under it, then SIGKILL those
+    left after grace_s seconds, with whatever they started meanwhile."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = ([root] if include_root else []) + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        _signal(p, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    # workers started or orphaned meanwhile are still found through the ones left alive
+    for p in {*alive, *(c for a in alive for c in _children(a))}:
+        _signal(p, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=grace_s)
+
+
+def _children(p) -> list:
+    import psutil
+
+    try:
+        return p.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal(p, sig: int) -> None:
+    import psutil
+
+    try:
+        p.send_signal(sig)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _become_subreaper() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3 or argv[1] != "--":
+        print("usage: keeper.py GRACE_S -- COMMAND...", file=sys.stderr)
+        return 2
+    grace_s, command = float(argv[0]), argv[2:]
+    _become_subreaper()
+
+    def stop(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_tree(os.getpid(), grace_s, include_root=False)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    child = subprocess.Popen(command)
+    code = child.wait()
+    # what the command left running (an orphaned worker holding the output pipes open) goes with it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stop_tree(os.getpid(), grace_s, include_root=False)
+    return 128 - code if code < 0 else code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
