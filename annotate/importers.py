@@ -223,6 +223,17 @@ def _round(number: int | None) -> LabellingRound | None:
     return round_
 
 
+def _lock_prompts(prompts: list[Prompt]) -> None:
+    """On PostgreSQL, lock the chunk's prompts until it commits, in hash order (as they are inserted). An import of
+    the same rows at the same moment then waits here and finds the pairs this one adds; before, each read that the
+    pairs were not there, and both added them. SQLite needs no lock: its IMMEDIATE transactions take the one write
+    lock up front. FOR NO KEY UPDATE: a job adding a pair or a response on one of these prompts does not wait."""
+    if connection.vendor != "postgresql" or not prompts:
+        return
+    ids = [p.pk for p in prompts]
+    list(Prompt.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("hash").values_list("pk"))
+
+
 def _existing_pairs(hashes: list[str]) -> dict[tuple[str, str, str], int]:
     """(prompt hash, text A, text B) -> a pair with those texts."""
     rows = Pair.objects.filter(prompt__hash__in=hashes).values_list(
@@ -291,6 +302,7 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
         kept = [(r, h) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
+        _lock_prompts([p for h, p in prompts.items() if h not in evals])
         seen = _existing_pairs([h for h in prompts if h not in evals])
         # what a row adds to a pair that is already there, if anything (given the pairs of this chunk's prompts)
         onto = make.onto(seen.values()) if hasattr(make, "onto") else None

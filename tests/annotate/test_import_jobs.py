@@ -276,6 +276,56 @@ def test_a_prompt_another_import_stores_meanwhile_is_found_not_an_error(tmp_path
         assert Pair.objects.filter(prompt__text="shared question").count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["pairs", "preferences"])
+def test_two_imports_of_one_file_at_the_same_moment_add_its_pairs_once(tmp_path, kind):
+    """The default queue's worker runs two imports at once. The second reads the pairs while the first has added
+    them but not yet committed: on PostgreSQL an import of pairs read that they were not there and added them again.
+    Its prompts (stored before) are now locked by the first until it commits. (SQLite's write lock already kept the
+    two apart; two preference imports on PostgreSQL already waited on the import account's row.)"""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    rows = [{"prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(30)]
+    if kind == "pairs":
+        rows = [{"prompt": r["prompt"], "response_a": r["chosen"], "response_b": r["rejected"]} for r in rows]
+    path = _jsonl(tmp_path / "same.jsonl", rows)
+    import_prompts(path)  # the prompts are there before either import
+    importers.import_account()
+    run = importers.import_pairs if kind == "pairs" else import_preferences
+    results, first_written = {}, threading.Event()
+
+    def first() -> None:
+        try:
+            with transaction.atomic():  # its pairs written, not yet committed, while the second import runs
+                results["first"] = run(path)
+                first_written.set()
+                time.sleep(1.5)
+        finally:
+            first_written.set()
+            connection.close()
+
+    def second() -> None:
+        try:
+            first_written.wait(60)
+            results["second"] = run(path)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert (results["first"].created, results["second"].created) == (30, 0)
+    assert results["second"].skipped == 30
+    assert Pair.objects.count() == 30
+    if kind == "preferences":
+        assert Label.objects.count() == 30
+
+
 def test_the_admin_lists_import_jobs_but_cannot_point_one_at_another_file(admin_client, staff, client):
     client.force_login(staff)
     job, _ = upload(client, "a.jsonl", _prompts(1))
