@@ -162,21 +162,24 @@ def _stored_prompts(hashes: list[str]) -> dict[str, Prompt]:
     return {p.hash: p for p in Prompt.objects.filter(hash__in=hashes)}
 
 
-def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source: str) -> tuple[dict[str, Prompt], int]:
-    """Existing or new Prompt rows for these prompts, keyed by hash; also how many were created."""
-    wanted = {_hash(r): r for r in rows}
+def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source: str,
+                     hashes: Iterable[str] | None = None) -> tuple[dict[str, Prompt], int]:
+    """Existing or new Prompt rows for these prompts, keyed by hash (`hashes`: the rows' own, when the caller has
+    them already); also how many were created."""
+    rows = list(rows)
+    wanted = dict(zip(hashes if hashes is not None else map(_hash, rows), rows, strict=True))
 
     def stored() -> dict[str, Prompt]:
         return _stored_prompts(list(wanted))
 
     def missing(found: dict[str, Prompt]) -> list[Prompt]:
+        # in hash order: two imports inserting the same prompts in file order could each wait on the other's
+        # (PostgreSQL reports a deadlock); in one order, the second waits for the first and then finds its prompts
         return [Prompt(text=r.text, messages=_chat(r), split=split, tag=tag, source=source, hash=h)
-                for h, r in wanted.items() if h not in found]
+                for h, r in sorted(wanted.items(), key=lambda item: item[0]) if h not in found]
 
     found = stored()
-    # in hash order: two imports inserting the same prompts in file order could each wait on the other's (PostgreSQL
-    # reports a deadlock); in one order, the second waits for the first and then finds its prompts
-    new = sorted(missing(found), key=lambda p: p.hash)
+    new = missing(found)
     if not new:
         return found, 0
     try:
@@ -185,7 +188,7 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
     except IntegrityError:
         # another import stored some of them since the query (the default queue's worker runs two at once): theirs
         # are found, the rest added; one more race in this instant is found too (and counted as added)
-        new = sorted(missing(stored()), key=lambda p: p.hash)
+        new = missing(stored())
         Prompt.objects.bulk_create(new, batch_size=500, ignore_conflicts=True)
         return stored(), len(new)
     found.update((p.hash, p) for p in new)
@@ -298,7 +301,8 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         hashes = [_hash(r.prompt) for r in chunk]
         # the prompts as stored once this chunk's are: an eval prompt is found, never made (nor one another import
         # made an eval prompt since this chunk began: read after the insert, it is set aside all the same)
-        prompts, _ = _prompts_by_hash([r.prompt for r in chunk], split=Prompt.TRAIN, tag="", source=source)
+        prompts, _ = _prompts_by_hash([r.prompt for r in chunk], split=Prompt.TRAIN, tag="", source=source,
+                                      hashes=hashes)
         evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
         kept = [(r, h) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
