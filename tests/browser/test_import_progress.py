@@ -12,7 +12,7 @@ from annotate.models import ImportJob
 from generation.models import Prompt
 from jobs import lifecycle
 from tests.annotate.factories import make_user
-from tests.browser.test_labelling import _wait, browser  # noqa: F401  (the fixture)
+from tests.browser.test_labelling import _sign_in, _wait, browser  # noqa: F401  (the fixture)
 from tests.faults.conftest import broker, wait_for, worker, worker_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -60,11 +60,7 @@ def test_an_import_started_in_the_browser_moves_cancels_and_adds_the_rest_when_u
     make_user("boss", password="pw-boss-123", is_staff=True, is_superuser=True)
     worker.start()
 
-    browser.get(live_server.url + "/accounts/login/")
-    browser.find_element("name", "username").send_keys("boss")
-    browser.find_element("name", "password").send_keys("pw-boss-123")
-    browser.find_element("css selector", "form button[type=submit]").click()
-    _wait(browser, lambda d: "/accounts/login/" not in d.current_url)
+    _sign_in(browser, live_server, "boss", "pw-boss-123")
 
     _upload(browser, live_server, source)
     job = ImportJob.objects.get()

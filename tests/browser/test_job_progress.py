@@ -8,7 +8,7 @@ from django.db import transaction
 from generation.models import GenerationJob, Prompt, Response
 from jobs import lifecycle
 from tests.annotate.factories import make_user
-from tests.browser.test_labelling import _wait, browser  # noqa: F401  (the fixture)
+from tests.browser.test_labelling import _sign_in, _wait, browser  # noqa: F401  (the fixture)
 from tests.faults.conftest import broker, slow_model_dir, slow_version, worker, worker_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -35,11 +35,7 @@ def test_a_generation_job_started_in_the_browser_moves_and_cancels(browser, live
     make_user("boss", password="pw-boss-123", is_staff=True, is_superuser=True)
     worker.start()
 
-    browser.get(live_server.url + "/accounts/login/")
-    browser.find_element("name", "username").send_keys("boss")
-    browser.find_element("name", "password").send_keys("pw-boss-123")
-    browser.find_element("css selector", "form button[type=submit]").click()
-    _wait(browser, lambda d: "/accounts/login/" not in d.current_url)
+    _sign_in(browser, live_server, "boss", "pw-boss-123")
     browser.get(live_server.url + "/generation/")
     form = {"prompts": "16", "samples": "8", "temperature": "0", "max_new_tokens": "400"}
     for name, value in form.items():

@@ -65,13 +65,18 @@ def _press(driver, key):
     ActionChains(driver).send_keys(key).perform()
 
 
-def _open_label_page(driver, live_server, username: str, password: str) -> None:
-    """Sign in through the login form and open the labelling page; returns once a pair is shown."""
+def _sign_in(driver, live_server, username: str, password: str) -> None:
+    """Sign in through the login form; returns once it has moved on from the login page."""
     driver.get(live_server.url + "/accounts/login/")
     driver.find_element("name", "username").send_keys(username)
     driver.find_element("name", "password").send_keys(password)
     driver.find_element("css selector", "form button[type=submit]").click()
     _wait(driver, lambda d: "/accounts/login/" not in d.current_url)
+
+
+def _open_label_page(driver, live_server, username: str, password: str) -> None:
+    """Sign in through the login form and open the labelling page; returns once a pair is shown."""
+    _sign_in(driver, live_server, username, password)
     driver.get(live_server.url + "/annotate/")
     _wait(driver, lambda d: d.find_elements("css selector", '#workspace [data-side="left"]'))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests.annotate.factories import make_pair, make_user
-from tests.browser.test_labelling import _wait, browser  # noqa: F401 (the fixture)
+from tests.browser.test_labelling import _sign_in, _wait, browser  # noqa: F401 (the fixture)
 from tests.compare.conftest import make_job, make_version
 from training.models import TrainingRun
 
@@ -29,11 +29,7 @@ def test_no_page_scrolls_sideways_at_400_px(browser, live_server):  # noqa: F811
     make_job(base, new, n=2)
     make_pair(text_a="a " * 200, text_b="an_answer_with_a_very_long_unbroken_word_" * 5)
     browser.set_window_size(400, 900)
-    browser.get(live_server.url + "/accounts/login/")
-    browser.find_element("name", "username").send_keys("narrow")
-    browser.find_element("name", "password").send_keys("pw-narrow-123")
-    browser.find_element("css selector", "form button[type=submit]").click()
-    _wait(browser, lambda d: "/accounts/login/" not in d.current_url)
+    _sign_in(browser, live_server, "narrow", "pw-narrow-123")
     wider = {}
     for page in PAGES:
         browser.get(live_server.url + page)

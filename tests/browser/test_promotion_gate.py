@@ -8,19 +8,11 @@ from compare.services import record_vote
 from generation.models import VersionChange
 from generation.services import current_version
 from tests.annotate.factories import make_user
-from tests.browser.test_labelling import _wait, browser  # noqa: F401 (the fixture)
+from tests.browser.test_labelling import _sign_in, _wait, browser  # noqa: F401 (the fixture)
 from tests.compare.conftest import make_job, make_version
 from training.models import TrainingRun
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def _sign_in(driver, live_server, username: str, password: str) -> None:
-    driver.get(live_server.url + "/accounts/login/")
-    driver.find_element("name", "username").send_keys(username)
-    driver.find_element("name", "password").send_keys(password)
-    driver.find_element("css selector", "form button[type=submit]").click()
-    _wait(driver, lambda d: "/accounts/login/" not in d.current_url)
 
 
 def _row_text(driver, version) -> str:
