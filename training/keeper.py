@@ -24,14 +24,19 @@ import signal
 import subprocess
 import sys
 
+import psutil  # at start: a keeper that cannot stop anything should fail before the launch, not when needed
+
 PR_SET_CHILD_SUBREAPER = 36
+SWEEPS = 20  # a process that keeps starting others while it is killed is not followed forever
 
 
 def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> None:
     """SIGTERM the process root_pid (unless include_root is False) and every process under it, then SIGKILL those
-    left after grace_s seconds, with whatever they started meanwhile."""
-    import psutil
+    left after grace_s seconds, with whatever they started meanwhile.
 
+    include_root=False is the keeper stopping what is under itself: as a subreaper it then also SIGKILLs, until none
+    is left, the processes that were orphaned onto it while it waited (a worker that torchrun started as it got
+    SIGTERM, and left behind when it exited, was found through no process still alive)."""
     try:
         root = psutil.Process(root_pid)
         procs = ([root] if include_root else []) + root.children(recursive=True)
@@ -44,20 +49,30 @@ def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> No
     for p in {*alive, *(c for a in alive for c in _children(a))}:
         _signal(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
+    for _ in range(SWEEPS if not include_root else 0):
+        left = [p for p in _children(root) if _running(p)]
+        if not left:
+            break
+        for p in left:
+            _signal(p, signal.SIGKILL)
+        psutil.wait_procs(left, timeout=grace_s)
 
 
 def _children(p) -> list:
-    import psutil
-
     try:
         return p.children(recursive=True)
     except psutil.NoSuchProcess:
         return []
 
 
-def _signal(p, sig: int) -> None:
-    import psutil
+def _running(p) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
+
+def _signal(p, sig: int) -> None:
     try:
         p.send_signal(sig)
     except psutil.NoSuchProcess:

@@ -82,7 +82,7 @@ def train_in_processes(
         proc = subprocess.Popen(
             [sys.executable, "-I", keeper.__file__, str(GRACE_S), "--", *cmd], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
-            preexec_fn=_end_with_parent,
+            preexec_fn=_end_with_parent(os.getpid()),
         )
         try:
             tail = _follow(proc, log, on_step, should_stop)
@@ -227,9 +227,14 @@ def failure_message(stderr_lines) -> str:
 
 
 def stop_process_tree(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
-    """SIGTERM the launch and every process under it (torchrun puts each worker in a session of its own, so a
-    process-group kill is not enough), then SIGKILL whatever is left after grace_s."""
-    keeper.stop_tree(proc.pid, grace_s)
+    """Stop the launch: SIGTERM to its keeper, which stops every process under it (SIGTERM, then SIGKILL after
+    grace_s: training/keeper.py). torchrun is sent SIGTERM once: a second one, in the middle of its own shutdown,
+    cut that short. Should the keeper not have ended in time, every process under it is SIGKILLed from here."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=2 * grace_s + 5)
+    except subprocess.TimeoutExpired:
+        keeper.stop_tree(proc.pid, 0.0)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -237,9 +242,16 @@ def stop_process_tree(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     proc.wait()
 
 
-def _end_with_parent() -> None:
-    """In the keeper before exec: get SIGTERM when the worker that started it dies (even by SIGKILL), so that it
-    stops the launch instead of leaving it running (training/keeper.py)."""
-    if sys.platform.startswith("linux"):
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _end_with_parent(parent: int) -> Callable[[], None]:
+    """For the keeper before exec: get SIGTERM when the worker that started it (pid `parent`) dies, even by SIGKILL,
+    so that it stops the launch instead of leaving it running (training/keeper.py). A worker that died before the
+    request was made is seen by the keeper's parent no longer being it: the keeper then never starts."""
+
+    def request() -> None:
+        if sys.platform.startswith("linux"):
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return request

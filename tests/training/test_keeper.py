@@ -20,10 +20,16 @@ LAUNCH = textwrap.dedent("""
     import os, signal, subprocess, sys, time
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     folder = sys.argv[1]
+    if sys.argv[2:] == ["launch", "late"]:  # starts one more worker when SIGTERM comes, then exits
+        def late(*_):
+            subprocess.Popen([sys.executable, __file__, folder, "late-worker"], start_new_session=True)
+            time.sleep(0.3)
+            os._exit(1)
+        signal.signal(signal.SIGTERM, late)
     if sys.argv[2] == "launch":
         subprocess.Popen([sys.executable, __file__, folder, "worker"], start_new_session=True)
     open(os.path.join(folder, sys.argv[2] + ".pid"), "w").write(str(os.getpid()))
-    if sys.argv[2] == "launch" and len(sys.argv) > 3:  # "exit:N" or "signal:N" once its worker runs
+    if sys.argv[2] == "launch" and ":" in sys.argv[-1]:  # "exit:N" or "signal:N" once its worker runs
         while not os.path.exists(os.path.join(folder, "worker.pid")):
             time.sleep(0.05)
         how, number = sys.argv[3].split(":")
@@ -78,9 +84,10 @@ def test_worker_killed_ends_a_launch_that_ignores_sigterm(tmp_path):
     # the worker starts the keeper as training.launcher does: PR_SET_PDEATHSIG, a session of its own
     worker_script = tmp_path / "worker.py"
     worker_script.write_text(textwrap.dedent(f"""
-        import subprocess, time
+        import os, subprocess, time
         from training.launcher import _end_with_parent
-        subprocess.Popen({keeper_command(tmp_path)!r}, start_new_session=True, preexec_fn=_end_with_parent)
+        subprocess.Popen({keeper_command(tmp_path)!r}, start_new_session=True,
+                         preexec_fn=_end_with_parent(os.getpid()))
         time.sleep(600)
     """))
     worker = subprocess.Popen([sys.executable, str(worker_script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -116,3 +123,27 @@ def test_the_keeper_ends_the_launch_on_sigterm_and_says_so_in_its_exit_code(tmp_
     keeper_proc.send_signal(signal.SIGTERM)
     assert keeper_proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert wait_for_none(tmp_path, 5) == []
+
+
+def test_a_worker_started_and_orphaned_during_the_stop_is_stopped_too(tmp_path):
+    """torchrun, sent SIGTERM while it starts its workers, may start one more and exit: that worker was in no list
+    the keeper held. As a subreaper the keeper has it as its own child, and sweeps its children until none is left."""
+    keeper_proc = subprocess.Popen(keeper_command(tmp_path, "late"))
+    wait_for_file(tmp_path / "worker.pid")
+    keeper_proc.send_signal(signal.SIGTERM)
+    assert keeper_proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert (tmp_path / "late-worker.pid").exists()
+    assert wait_for_none(tmp_path, 5) == []
+
+
+def test_a_keeper_whose_worker_died_before_it_asked_for_the_signal_never_starts_the_launch(tmp_path):
+    """The worker can die between the fork and the keeper's PR_SET_PDEATHSIG request: the request is then of no use,
+    and the keeper, seeing another parent than the worker it was started for, ends before the launch starts."""
+    from training.launcher import _end_with_parent
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    proc = subprocess.Popen(keeper_command(tmp_path), preexec_fn=_end_with_parent(gone.pid))
+    assert proc.wait(timeout=30) == 1
+    assert not (tmp_path / "launch.pid").exists()
+    assert processes_of(tmp_path) == []
