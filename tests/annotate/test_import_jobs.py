@@ -278,31 +278,36 @@ def test_a_prompt_another_import_stores_meanwhile_is_found_not_an_error(tmp_path
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["pairs", "preferences"])
-def test_two_imports_of_one_file_at_the_same_moment_add_its_pairs_once(tmp_path, kind):
-    """The default queue's worker runs two imports at once. The second reads the pairs while the first has added
-    them but not yet committed: on PostgreSQL an import of pairs read that they were not there and added them again.
-    Its prompts (stored before) are now locked by the first until it commits. (SQLite's write lock already kept the
-    two apart; two preference imports on PostgreSQL already waited on the import account's row.)"""
+def test_two_imports_of_one_file_at_the_same_moment_add_its_pairs_once(tmp_path, kind, monkeypatch):
+    """The default queue's worker runs two imports at once. The second read the pairs while the first had added
+    them in its chunk but not yet committed: on PostgreSQL it read that they were not there and added them again.
+    The chunk's prompts (stored before) are now locked by the first until it commits. (SQLite's write lock already
+    kept the two apart.)"""
     import threading
     import time
 
-    from django.db import connection, transaction
+    from django.db import connection
 
     rows = [{"prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(30)]
     if kind == "pairs":
         rows = [{"prompt": r["prompt"], "response_a": r["chosen"], "response_b": r["rejected"]} for r in rows]
     path = _jsonl(tmp_path / "same.jsonl", rows)
     import_prompts(path)  # the prompts are there before either import
-    importers.import_account()
     run = importers.import_pairs if kind == "pairs" else import_preferences
     results, first_written = {}, threading.Event()
+    flush = importers._NewPairs.flush
+
+    def held_flush(self) -> None:
+        flush(self)
+        if threading.current_thread().name == "first" and not first_written.is_set():
+            first_written.set()  # the first import's pairs are written; its chunk commits in 1.5 s
+            time.sleep(1.5)
+
+    monkeypatch.setattr(importers._NewPairs, "flush", held_flush)
 
     def first() -> None:
         try:
-            with transaction.atomic():  # its pairs written, not yet committed, while the second import runs
-                results["first"] = run(path)
-                first_written.set()
-                time.sleep(1.5)
+            results["first"] = run(path)
         finally:
             first_written.set()
             connection.close()
@@ -314,7 +319,7 @@ def test_two_imports_of_one_file_at_the_same_moment_add_its_pairs_once(tmp_path,
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads = [threading.Thread(target=first, name="first"), threading.Thread(target=second, name="second")]
     for thread in threads:
         thread.start()
     for thread in threads:
