@@ -51,7 +51,7 @@ def default_device() -> str:
 
 
 def fastest_dtype(device: str | None = None, cpuinfo: str | None = None):
-    """bf16 on CUDA with bf16 support and on CPUs with native bf16; fp32 otherwise."""
+    """bf16 on CUDA with bf16 support (fp16 on older GPUs) and on CPUs with native bf16; fp32 on other CPUs."""
     import torch
 
     device = device or default_device()
