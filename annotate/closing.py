@@ -22,7 +22,9 @@ def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
     if not reason:
         raise ClosingError(f"round {round_.number}: say why it closes")
     with transaction.atomic():
-        locked = LabellingRound.objects.select_for_update().get(pk=round_.pk)
+        # FOR NO KEY UPDATE: a pair inserted into the round meanwhile (an import) does not wait on it; with FOR
+        # UPDATE, an import holding one of the round's pairs deadlocked with the update of those pairs below
+        locked = LabellingRound.objects.select_for_update(no_key=True).get(pk=round_.pk)
         if locked.closed_at is not None:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
         Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")).update(labels_needed=F("labels_done"))

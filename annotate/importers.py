@@ -423,7 +423,7 @@ def import_preferences(
                 return PRESENT
             if pair_id not in labelled:
                 # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
-                pair = Pair.objects.select_for_update().get(pk=pair_id)
+                pair = Pair.objects.select_for_update(no_key=True).get(pk=pair_id)
                 earlier = Label.objects.filter(pair=pair, annotator=user).values_list("choice", flat=True).first()
                 if earlier is None:
                     labelled[pair_id] = _label(pair, row, source, chosen_is_a=chosen_is_a)

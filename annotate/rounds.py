@@ -61,7 +61,8 @@ def save_round(round_: LabellingRound, fields: Iterable[str] = SETTINGS) -> Save
     round was deleted meanwhile."""
     fields = [name for name in fields if name in SETTINGS]
     with transaction.atomic():
-        stored = LabellingRound.objects.select_for_update().get(pk=round_.pk)
+        # FOR NO KEY UPDATE, as close_round: a pair inserted into the round meanwhile does not wait on it
+        stored = LabellingRound.objects.select_for_update(no_key=True).get(pk=round_.pk)
         step = round_.labels_per_pair - stored.labels_per_pair if "labels_per_pair" in fields else 0
         for name in fields:
             setattr(stored, name, getattr(round_, name))

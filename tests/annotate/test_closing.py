@@ -58,3 +58,60 @@ def test_closing_by_hand_needs_a_reason_and_happens_once():
     with pytest.raises(closing.ClosingError, match="closed already"):
         closing.close_round(round_, "again")
     assert Pair.objects.get(round=round_).labels_needed == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_a_round_while_an_import_adds_to_it_deadlocks_neither(tmp_path, monkeypatch):
+    """A preference import locks a pair of the round it labels, then inserts new pairs into that round; closing the
+    round locked the round and then updated its pairs. On PostgreSQL each waited on the other, and the deadlock
+    ended one of them with an error (a 500 on the rounds page). The round is now locked FOR NO KEY UPDATE, which a
+    new pair's reference to it does not wait on: the import writes, commits, and the closing goes on."""
+    import json
+    import threading
+    import time
+
+    from django.db import connection
+
+    from annotate import importers
+    from annotate.models import Label
+
+    round_ = LabellingRound.objects.create(number=7)
+    existing = make_pair(text_a="kept answer", text_b="other answer", round=round_)
+    path = tmp_path / "prefs.jsonl"
+    path.write_text(json.dumps({"prompt": existing.prompt.text, "chosen": "kept answer", "rejected": "other answer"})
+                    + "\n" + json.dumps({"prompt": "a new question", "chosen": "yes", "rejected": "no"}) + "\n")
+    importers.import_account()
+    errors, locked = [], threading.Event()
+    flush = importers._NewPairs.flush
+
+    def held_flush(self) -> None:  # the pair on the existing prompt is locked by now; the new one is not inserted
+        if threading.current_thread().name == "import" and not locked.is_set():
+            locked.set()
+            time.sleep(1.5)  # the closing takes the round's lock and waits on the locked pair meanwhile
+        flush(self)
+
+    monkeypatch.setattr(importers._NewPairs, "flush", held_flush)
+
+    def run(name, work) -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        finally:
+            locked.set()
+            connection.close()
+
+    def close() -> None:
+        locked.wait(60)
+        closing.close_round(LabellingRound.objects.get(pk=round_.pk), "enough labels")
+
+    threads = [threading.Thread(target=run, args=("import", lambda: importers.import_preferences(path, round_number=7)),
+                                name="import"),
+               threading.Thread(target=run, args=("close", close), name="close")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
+    assert Pair.objects.filter(round=round_).count() == 2 and Label.objects.count() == 2
