@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import LabellingRound, Pair
+from .models import LabellingRound, Pair, lock_pairs
 from .routing import wilson_interval
 
 
@@ -23,11 +23,13 @@ def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
         raise ClosingError(f"round {round_.number}: say why it closes")
     with transaction.atomic():
         # FOR NO KEY UPDATE: a pair inserted into the round meanwhile (an import) does not wait on it; with FOR
-        # UPDATE, an import holding one of the round's pairs deadlocked with the update of those pairs below
+        # UPDATE, an import holding one of the round's pairs and inserting another deadlocked with this
         locked = LabellingRound.objects.select_for_update(no_key=True).get(pk=round_.pk)
         if locked.closed_at is not None:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
-        Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")).update(labels_needed=F("labels_done"))
+        open_pairs = Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed"))
+        lock_pairs(open_pairs)  # in id order, as an import takes them (the update alone takes them in scan order)
+        open_pairs.update(labels_needed=F("labels_done"))
         locked.closed_at, locked.closed_reason = timezone.now(), reason[:2000]
         locked.save(update_fields=["closed_at", "closed_reason"])
     return locked

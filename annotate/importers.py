@@ -27,7 +27,7 @@ from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
-from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair
+from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair, lock_pairs
 
 IMPORT_ACCOUNT = "import"
 MAX_LABELS_NEEDED = 1000
@@ -237,6 +237,18 @@ def _lock_prompts(prompts: list[Prompt]) -> None:
     list(Prompt.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("hash").values_list("pk"))
 
 
+def _stored_targets(seen: dict[tuple[str, str, str], int], kept, texts) -> set[int]:
+    """The stored pairs these (row, prompt hash) are, with their answers either way round."""
+    targets = set()
+    for row, prompt_hash in kept:
+        a, b = texts(row)
+        found = seen.get((prompt_hash, a, b))
+        found = seen.get((prompt_hash, b, a)) if found is None else found
+        if found is not None:
+            targets.add(found)
+    return targets
+
+
 def _existing_pairs(hashes: list[str]) -> dict[tuple[str, str, str], int]:
     """(prompt hash, text A, text B) -> a pair with those texts."""
     rows = Pair.objects.filter(prompt__hash__in=hashes).values_list(
@@ -308,8 +320,8 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         kept = [(r, h) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
         _lock_prompts([p for h, p in prompts.items() if h not in evals])
         seen = _existing_pairs([h for h in prompts if h not in evals])
-        # what a row adds to a pair that is already there, if anything (given the pairs of this chunk's prompts)
-        onto = make.onto(seen.values()) if hasattr(make, "onto") else None
+        # what a row adds to a pair that is already there, if anything (given the stored pairs this chunk's rows are)
+        onto = make.onto(_stored_targets(seen, kept, make.texts)) if hasattr(make, "onto") else None
         for row, prompt_hash in kept:
             key = (prompt_hash, *make.texts(row))
             found, as_stored = seen.get(key), True
@@ -413,10 +425,11 @@ def import_preferences(
         """A preference on a pair already here (pushed unlabelled, or labelled by people) is recorded on it as the
         import account's label, once: pushed again, it is already present, or disagrees with the label kept. Which of
         the push's pairs are gold or labelled by the import already is two queries, so pushing a file again costs no
-        query a row."""
+        query a row. The pairs it may label are locked at once, in id order (models.lock_pairs)."""
         ids = list(pair_ids)
         gold = set(Pair.objects.filter(pk__in=ids, is_gold=True).values_list("pk", flat=True))
         labelled.update(Label.objects.filter(pair__in=ids, annotator=user).values_list("pair_id", "choice"))
+        lock_pairs(Pair.objects.filter(pk__in=[i for i in ids if i not in gold and i not in labelled]))
 
         def onto(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id in gold:

@@ -113,6 +113,14 @@ class Pair(models.Model):
         return f"pair {self.pk}"
 
 
+def lock_pairs(pairs: models.QuerySet) -> list[int]:
+    """Lock these pairs until the transaction ends (FOR NO KEY UPDATE: a label added meanwhile does not wait), all
+    in one query and in id order; returns their ids. Every writer that holds several pairs at once takes them in
+    this one order: an import labelling its pairs in file order and a round's update of its pairs in scan order
+    each held one the other wanted, and PostgreSQL ended one with a deadlock error."""
+    return list(pairs.select_for_update(no_key=True, of=("self",)).order_by("pk").values_list("pk", flat=True))
+
+
 class Assignment(models.Model):
     """One annotator's lease on one pair, with the sides it was shown on. Never two for the same pair and person, and
     one open (leased) at most per person: the database refuses a second however many of their requests race."""

@@ -129,7 +129,8 @@ def route_round(round_: LabellingRound) -> Routed:
              .filter(Exists(by_judge)).exclude(Exists(given_to_people)).exclude(Exists(by_people))
              .select_related("prompt"))
     with transaction.atomic():
-        for pair in pairs.select_for_update(of=("self",)) if _can_lock() else pairs:
+        # in id order, the one order every writer holding several pairs takes them in (models.lock_pairs)
+        for pair in pairs.select_for_update(of=("self",)).order_by("pk") if _can_lock() else pairs:
             tag_agreement = agreement.get(pair.prompt.tag)
             if trusted(tag_agreement, round_.route_threshold) and not audited(pair.pk, round_.audit_share):
                 Pair.objects.filter(pk=pair.pk).update(route=Route.JUDGE, labels_needed=pair.labels_done)

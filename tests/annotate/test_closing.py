@@ -61,36 +61,41 @@ def test_closing_by_hand_needs_a_reason_and_happens_once():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_closing_a_round_while_an_import_adds_to_it_deadlocks_neither(tmp_path, monkeypatch):
-    """A preference import locks a pair of the round it labels, then inserts new pairs into that round; closing the
-    round locked the round and then updated its pairs. On PostgreSQL each waited on the other, and the deadlock
-    ended one of them with an error (a 500 on the rounds page). The round is now locked FOR NO KEY UPDATE, which a
-    new pair's reference to it does not wait on: the import writes, commits, and the closing goes on."""
+@pytest.mark.parametrize("change", ["close", "save"])
+def test_changing_a_round_while_an_import_labels_and_adds_to_it_deadlocks_neither(tmp_path, monkeypatch, change):
+    """A preference import labels pairs of a round that are already there, then inserts new pairs into it, while
+    someone closes the round or changes its overlap (an update of its pairs). On PostgreSQL two cycles ended one side
+    with a deadlock error (a 500 on the rounds page, or a failed import): the round locked FOR UPDATE, which the new
+    pairs' references waited on, while the update waited on a pair the import held; and the import taking its pairs
+    in file order (the second pair first) while the update took them in scan order. The round is now locked FOR NO
+    KEY UPDATE, and both sides take the pairs in id order (models.lock_pairs)."""
     import json
     import threading
     import time
 
     from django.db import connection
 
-    from annotate import importers
+    from annotate import importers, rounds
     from annotate.models import Label
 
     round_ = LabellingRound.objects.create(number=7)
-    existing = make_pair(text_a="kept answer", text_b="other answer", round=round_)
+    first, second = (make_pair(text_a=f"kept answer {i}", text_b=f"other answer {i}", round=round_) for i in (1, 2))
     path = tmp_path / "prefs.jsonl"
-    path.write_text(json.dumps({"prompt": existing.prompt.text, "chosen": "kept answer", "rejected": "other answer"})
-                    + "\n" + json.dumps({"prompt": "a new question", "chosen": "yes", "rejected": "no"}) + "\n")
+    rows = [{"prompt": pair.prompt.text, "chosen": f"kept answer {i}", "rejected": f"other answer {i}"}
+            for i, pair in ((2, second), (1, first))]  # the higher id first, as a file may have it
+    path.write_text("".join(json.dumps(row) + "\n" for row in
+                            [*rows, {"prompt": "a new question", "chosen": "yes", "rejected": "no"}]))
     importers.import_account()
-    errors, locked = [], threading.Event()
-    flush = importers._NewPairs.flush
+    errors, holding = [], threading.Event()
+    create = Label.objects.create
 
-    def held_flush(self) -> None:  # the pair on the existing prompt is locked by now; the new one is not inserted
-        if threading.current_thread().name == "import" and not locked.is_set():
-            locked.set()
-            time.sleep(1.5)  # the closing takes the round's lock and waits on the locked pair meanwhile
-        flush(self)
+    def held_create(**fields):  # the import's first label: the pairs it has locked by now stay locked a while
+        if threading.current_thread().name == "import" and not holding.is_set():
+            holding.set()
+            time.sleep(1.5)  # meanwhile the round's update takes what pairs it can and waits on the rest
+        return create(**fields)
 
-    monkeypatch.setattr(importers._NewPairs, "flush", held_flush)
+    monkeypatch.setattr(Label.objects, "create", held_create)
 
     def run(name, work) -> None:
         try:
@@ -98,20 +103,28 @@ def test_closing_a_round_while_an_import_adds_to_it_deadlocks_neither(tmp_path, 
         except Exception as exc:  # noqa: BLE001 - the test reports it
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
         finally:
-            locked.set()
+            holding.set()
             connection.close()
 
-    def close() -> None:
-        locked.wait(60)
-        closing.close_round(LabellingRound.objects.get(pk=round_.pk), "enough labels")
+    def change_round() -> None:
+        holding.wait(60)
+        stored = LabellingRound.objects.get(pk=round_.pk)
+        if change == "close":
+            closing.close_round(stored, "enough labels")
+        else:
+            stored.labels_per_pair = 3
+            rounds.save_round(stored, ["labels_per_pair"])
 
     threads = [threading.Thread(target=run, args=("import", lambda: importers.import_preferences(path, round_number=7)),
                                 name="import"),
-               threading.Thread(target=run, args=("close", close), name="close")]
+               threading.Thread(target=run, args=(change, change_round), name=change)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
     assert errors == []
-    assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
-    assert Pair.objects.filter(round=round_).count() == 2 and Label.objects.count() == 2
+    assert Pair.objects.filter(round=round_).count() == 3 and Label.objects.count() == 3
+    if change == "close":
+        assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
+    else:
+        assert LabellingRound.objects.get(pk=round_.pk).labels_per_pair == 3
