@@ -1,11 +1,14 @@
 """The launch's keeper: the process between a worker and `accelerate launch`, so that every process of a launch
 ends when the worker that started it does, however the worker ends.
 
-    python training/keeper.py GRACE_S -- COMMAND...
+    python -I training/keeper.py GRACE_S PARENT_PID -- COMMAND...
 
-The worker's death reaches the keeper as SIGTERM (PR_SET_PDEATHSIG, which the launcher sets before exec). The
-keeper holds nothing but the standard library and psutil, so it always acts on it: SIGTERM to every process under
-it, SIGKILL to those left after GRACE_S seconds. Before the keeper, torchrun got that SIGTERM itself; in one loaded
+The death of the worker (PARENT_PID) reaches the keeper as SIGTERM: the keeper asks for it (PR_SET_PDEATHSIG) once
+its handler is in place, then checks that its parent is still that worker (one that died before the request sends
+nothing: the keeper then ends before the command starts). Asked for in the keeper, not in a preexec function: that
+ran between fork and exec in a worker with threads, where loading a library can deadlock. The keeper holds nothing
+but the standard library and psutil, so it always acts on the signal: SIGTERM to every process under it, SIGKILL to
+those left after GRACE_S seconds. Before the keeper, torchrun got that SIGTERM itself; in one loaded
 test run its workers ended but torchrun was still alive 30 s later, and nothing would have stopped it.
 
 The keeper is a child subreaper: a process orphaned under it (torchrun puts each worker in a session of its own, and
@@ -26,7 +29,7 @@ import sys
 
 import psutil  # at start: a keeper that cannot stop anything should fail before the launch, not when needed
 
-PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 SWEEPS = 20  # a process that keeps starting others while it is killed is not followed forever
 
 
@@ -49,12 +52,14 @@ def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> No
     for p in {*alive, *(c for a in alive for c in _children(a))}:
         _signal(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
+    killed = {p.pid for p in alive}
     for _ in range(SWEEPS if not include_root else 0):
         left = [p for p in _children(root) if _running(p)]
-        if not left:
+        if not {p.pid for p in left} - killed:  # none, or only those SIGKILL has not ended yet (a hung driver call)
             break
         for p in left:
             _signal(p, signal.SIGKILL)
+        killed.update(p.pid for p in left)
         psutil.wait_procs(left, timeout=grace_s)
 
 
@@ -79,17 +84,17 @@ def _signal(p, sig: int) -> None:
         pass
 
 
-def _become_subreaper() -> None:
+def _prctl(option: int, value: int) -> None:
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1)
+        ctypes.CDLL(None).prctl(option, value)
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 3 or argv[1] != "--":
-        print("usage: keeper.py GRACE_S -- COMMAND...", file=sys.stderr)
+    if len(argv) < 4 or argv[2] != "--":
+        print("usage: keeper.py GRACE_S PARENT_PID -- COMMAND...", file=sys.stderr)
         return 2
-    grace_s, command = float(argv[0]), argv[2:]
-    _become_subreaper()
+    grace_s, parent, command = float(argv[0]), int(argv[1]), argv[3:]
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     def stop(signum, _frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -99,6 +104,9 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the worker died before the request: no signal will come
+        return 128 + signal.SIGTERM
     child = subprocess.Popen(command)
     code = child.wait()
     # what the command left running (an orphaned worker holding the output pipes open) goes with it

@@ -7,7 +7,6 @@ becomes the TrainResult. Cancelling or a failure of the caller ends every proces
 from __future__ import annotations
 
 import collections
-import ctypes
 import json
 import os
 import queue
@@ -80,9 +79,8 @@ def train_in_processes(
         log.flush()
         # the keeper stands between this worker and the launch: it ends the launch when the worker dies
         proc = subprocess.Popen(
-            [sys.executable, "-I", keeper.__file__, str(GRACE_S), "--", *cmd], cwd=ROOT, env=env,
+            [sys.executable, "-I", keeper.__file__, str(GRACE_S), str(os.getpid()), "--", *cmd], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
-            preexec_fn=_end_with_parent(os.getpid()),
         )
         try:
             tail = _follow(proc, log, on_step, should_stop)
@@ -240,18 +238,3 @@ def stop_process_tree(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
-
-
-def _end_with_parent(parent: int) -> Callable[[], None]:
-    """For the keeper before exec: get SIGTERM when the worker that started it (pid `parent`) dies, even by SIGKILL,
-    so that it stops the launch instead of leaving it running (training/keeper.py). A worker that died before the
-    request was made is seen by the keeper's parent no longer being it: the keeper then never starts."""
-
-    def request() -> None:
-        if sys.platform.startswith("linux"):
-            PR_SET_PDEATHSIG = 1
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    return request

@@ -26,6 +26,13 @@ LAUNCH = textwrap.dedent("""
             time.sleep(0.3)
             os._exit(1)
         signal.signal(signal.SIGTERM, late)
+    if sys.argv[2:] == ["launch", "count"]:  # writes a line for each SIGTERM, and ends half a second after the first
+        def count(*_):
+            with open(os.path.join(folder, "terms"), "a") as f:
+                f.write("SIGTERM" + chr(10))
+            time.sleep(0.5)
+            os._exit(0)
+        signal.signal(signal.SIGTERM, count)
     if sys.argv[2] == "launch":
         subprocess.Popen([sys.executable, __file__, folder, "worker"], start_new_session=True)
     open(os.path.join(folder, sys.argv[2] + ".pid"), "w").write(str(os.getpid()))
@@ -73,21 +80,22 @@ def no_leftovers(tmp_path):
             p.kill()
 
 
-def keeper_command(tmp_path, *launch_args: str, grace_s: float = 1.0) -> list[str]:
+def keeper_command(tmp_path, *launch_args: str, grace_s: float = 1.0, parent: int | str | None = None) -> list[str]:
+    """The keeper as training.launcher starts it (`parent`: the pid of the process starting it, this one's unless
+    given), over a launch of LAUNCH."""
     script = tmp_path / "launch.py"
     script.write_text(LAUNCH)
-    return [sys.executable, "-I", keeper.__file__, str(grace_s), "--", sys.executable, str(script), str(tmp_path),
-            "launch", *launch_args]
+    return [sys.executable, "-I", keeper.__file__, str(grace_s), str(os.getpid() if parent is None else parent), "--",
+            sys.executable, str(script), str(tmp_path), "launch", *launch_args]
 
 
 def test_worker_killed_ends_a_launch_that_ignores_sigterm(tmp_path):
-    # the worker starts the keeper as training.launcher does: PR_SET_PDEATHSIG, a session of its own
+    # the worker starts the keeper as training.launcher does: naming itself the parent, in a session of its own
     worker_script = tmp_path / "worker.py"
     worker_script.write_text(textwrap.dedent(f"""
         import os, subprocess, time
-        from training.launcher import _end_with_parent
-        subprocess.Popen({keeper_command(tmp_path)!r}, start_new_session=True,
-                         preexec_fn=_end_with_parent(os.getpid()))
+        command = [str(os.getpid()) if part == "PARENT" else part for part in {keeper_command(tmp_path, parent="PARENT")!r}]
+        subprocess.Popen(command, start_new_session=True)
         time.sleep(600)
     """))
     worker = subprocess.Popen([sys.executable, str(worker_script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -137,13 +145,25 @@ def test_a_worker_started_and_orphaned_during_the_stop_is_stopped_too(tmp_path):
 
 
 def test_a_keeper_whose_worker_died_before_it_asked_for_the_signal_never_starts_the_launch(tmp_path):
-    """The worker can die between the fork and the keeper's PR_SET_PDEATHSIG request: the request is then of no use,
-    and the keeper, seeing another parent than the worker it was started for, ends before the launch starts."""
-    from training.launcher import _end_with_parent
-
+    """The worker can die before the keeper's PR_SET_PDEATHSIG request: the request is then of no use, and the keeper,
+    seeing another parent than the worker it was started for, ends as if told so, before the launch starts."""
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    proc = subprocess.Popen(keeper_command(tmp_path), preexec_fn=_end_with_parent(gone.pid))
-    assert proc.wait(timeout=30) == 1
+    proc = subprocess.Popen(keeper_command(tmp_path, parent=gone.pid))
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert not (tmp_path / "launch.pid").exists()
     assert processes_of(tmp_path) == []
+
+
+def test_cancel_sends_the_launch_one_sigterm(tmp_path):
+    """Cancel (training.launcher.stop_process_tree) signals the keeper alone, and the keeper signals the launch: the
+    cancel path used to SIGTERM every process itself and then the keeper did again, so torchrun got a second SIGTERM
+    in the middle of its own shutdown."""
+    from training.launcher import stop_process_tree
+
+    keeper_proc = subprocess.Popen(keeper_command(tmp_path, "count"))
+    wait_for_file(tmp_path / "worker.pid")
+    stop_process_tree(keeper_proc, grace_s=3.0)
+    assert (tmp_path / "terms").read_text() == "SIGTERM\n"
+    assert keeper_proc.returncode == 128 + signal.SIGTERM
+    assert wait_for_none(tmp_path, 5) == []
