@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import LabellingRound, Pair, lock_pairs
+from .models import LabellingRound, Pair, update_pairs
 from .routing import wilson_interval
 
 
@@ -27,9 +27,9 @@ def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
         locked = LabellingRound.objects.select_for_update(no_key=True).get(pk=round_.pk)
         if locked.closed_at is not None:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
-        open_pairs = Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed"))
-        lock_pairs(open_pairs)  # in id order, as an import takes them (the update alone takes them in scan order)
-        open_pairs.update(labels_needed=F("labels_done"))
+        # in id order, as an import takes them (an UPDATE alone takes them in scan order)
+        update_pairs(Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")),
+                     labels_needed=F("labels_done"))
         locked.closed_at, locked.closed_reason = timezone.now(), reason[:2000]
         locked.save(update_fields=["closed_at", "closed_reason"])
     return locked

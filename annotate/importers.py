@@ -427,9 +427,10 @@ def import_preferences(
         the push's pairs are gold or labelled by the import already is two queries, so pushing a file again costs no
         query a row. The pairs it may label are locked at once, in id order (models.lock_pairs)."""
         ids = list(pair_ids)
-        gold = set(Pair.objects.filter(pk__in=ids, is_gold=True).values_list("pk", flat=True))
         labelled.update(Label.objects.filter(pair__in=ids, annotator=user).values_list("pair_id", "choice"))
-        lock_pairs(Pair.objects.filter(pk__in=[i for i in ids if i not in gold and i not in labelled]))
+        # locked before gold is read: a pair made gold meanwhile is seen as gold, not labelled by the import
+        lock_pairs(Pair.objects.filter(pk__in=[i for i in ids if i not in labelled]))
+        gold = set(Pair.objects.filter(pk__in=ids, is_gold=True).values_list("pk", flat=True))
 
         def onto(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id in gold:

@@ -1,6 +1,6 @@
 """Pairs waiting for labels, who is looking at which pair, and the labels people (and judges) give."""
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 
 from jobs.models import Job
 from prefcore.outcomes import BOTH_BAD, LEFT, OUTCOME_LABELS, RIGHT, SIDE_LABELS, TIE, A, B  # noqa: F401
@@ -113,12 +113,29 @@ class Pair(models.Model):
         return f"pair {self.pk}"
 
 
+UPDATE_BATCH = 1000  # ids per UPDATE of update_pairs
+
+
 def lock_pairs(pairs: models.QuerySet) -> list[int]:
     """Lock these pairs until the transaction ends (FOR NO KEY UPDATE: a label added meanwhile does not wait), all
     in one query and in id order; returns their ids. Every writer that holds several pairs at once takes them in
     this one order: an import labelling its pairs in file order and a round's update of its pairs in scan order
-    each held one the other wanted, and PostgreSQL ended one with a deadlock error."""
+    each held one the other wanted, and PostgreSQL ended one with a deadlock error. Without row locks (SQLite,
+    where one writer at a time holds the database) nothing is queried and no ids are returned."""
+    if not connection.features.has_select_for_update:
+        return []
     return list(pairs.select_for_update(no_key=True, of=("self",)).order_by("pk").values_list("pk", flat=True))
+
+
+def update_pairs(pairs: models.QuerySet, **changes) -> int:
+    """pairs.update(**changes), the pairs taken in id order (lock_pairs) and only those locked changed: an UPDATE
+    takes its rows in scan order, and one repeating the filter after the lock could take a pair that joined it
+    meanwhile. Inside a transaction. On SQLite, the plain update."""
+    if not connection.features.has_select_for_update:
+        return pairs.update(**changes)
+    ids = lock_pairs(pairs)
+    return sum(Pair.objects.filter(pk__in=ids[i:i + UPDATE_BATCH]).update(**changes)
+               for i in range(0, len(ids), UPDATE_BATCH))
 
 
 class Assignment(models.Model):

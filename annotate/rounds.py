@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Greatest
 
-from .models import A, B, Label, LabellingRound, Pair, Route, lock_pairs
+from .models import A, B, Label, LabellingRound, Pair, Route, update_pairs
 
 
 class RoundError(Exception):
@@ -73,8 +73,8 @@ def save_round(round_: LabellingRound, fields: Iterable[str] = SETTINGS) -> Save
         imported_labels = Label.objects.filter(pair_id=OuterRef("pk"), annotator__annotator_profile__is_import=True)
         pairs = (Pair.objects.filter(round=stored, is_gold=False, route__in=(Route.NONE, Route.PEOPLE))
                  .exclude(Exists(imported_labels)))
-        lock_pairs(pairs)  # in id order, as an import or a closing takes them
-        return Saved(pairs.update(labels_needed=Greatest(F("labels_needed") + step, F("labels_done"), 0)), step)
+        # in id order, as an import or a closing takes them
+        return Saved(update_pairs(pairs, labels_needed=Greatest(F("labels_needed") + step, F("labels_done"), 0)), step)
 
 
 def set_gold(round_: LabellingRound, pair_id: int, answer: str) -> Pair:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from django.db import transaction
 from django.db.models import F, Q
 
 from generation.models import ModelVersion
@@ -21,7 +22,7 @@ from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
 from training.models import ReferenceLogp
 
-from .models import LabellingRound, Pair, QueueOrder, Route
+from .models import LabellingRound, Pair, QueueOrder, Route, lock_pairs, update_pairs
 
 CHUNK_PAIRS = 64  # pairs scored per model call: progress and cancellation are looked at between chunks
 
@@ -57,7 +58,8 @@ def hold_back_near_duplicates(pairs: Iterable[Pair]) -> int:
     """Mark the pairs whose two answers are the same or nearly so (generation.pairing.near_duplicate): people would
     only tie them. Returns how many were held back."""
     held = [p for p in pairs if p.route != Route.DUPLICATE and near_duplicate(p.response_a.text, p.response_b.text)]
-    Pair.objects.filter(pk__in=[p.pk for p in held]).update(route=Route.DUPLICATE)
+    with transaction.atomic():  # in id order, as every writer of several pairs takes them (models.lock_pairs)
+        update_pairs(Pair.objects.filter(pk__in=[p.pk for p in held]), route=Route.DUPLICATE)
     for pair in held:
         pair.route = Route.DUPLICATE
     return len(held)
@@ -113,7 +115,9 @@ def score_margins(
         chunk = list(pairs[start:start + CHUNK_PAIRS])
         for pair, margin in zip(chunk, margins(chunk, version, config), strict=True):
             pair.margin, pair.margin_version = margin, version
-        Pair.objects.bulk_update(chunk, ["margin", "margin_version"])
+        with transaction.atomic():  # in id order, as every writer of several pairs takes them
+            lock_pairs(Pair.objects.filter(pk__in=[p.pk for p in chunk]))
+            Pair.objects.bulk_update(chunk, ["margin", "margin_version"])
         done += len(chunk)
         if progress:
             progress(done, len(pairs))

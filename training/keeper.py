@@ -49,10 +49,11 @@ def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> No
         _signal(p, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     # workers started or orphaned meanwhile are still found through the ones left alive
-    for p in {*alive, *(c for a in alive for c in _children(a))}:
+    killing = {*alive, *(c for a in alive for c in _children(a))}
+    for p in killing:
         _signal(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
-    killed = {p.pid for p in alive}
+    killed = {p.pid for p in killing}
     for _ in range(SWEEPS if not include_root else 0):
         left = [p for p in _children(root) if _running(p)]
         if not {p.pid for p in left} - killed:  # none, or only those SIGKILL has not ended yet (a hung driver call)

@@ -52,6 +52,8 @@ def train_in_processes(
     Writes pairs.jsonl, config.json, launch.log and result.json into workdir (the caller removes it). on_step and
     should_stop are called from this thread. With fsdp=True the model is sharded with accelerate's FSDP (GPUs only).
     Raises TrainingCancelled when should_stop() turns True, RuntimeError with the real error when a process fails.
+    The launch ends when the thread that calls this does (PR_SET_PDEATHSIG follows the thread that started the
+    keeper): call it from a thread that lives until it returns, as it does by blocking until the launch ends.
     """
     config.validate()
     if processes < 1:
@@ -230,7 +232,7 @@ def stop_process_tree(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     cut that short. Should the keeper not have ended in time, every process under it is SIGKILLed from here."""
     try:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=2 * grace_s + 5)
+        proc.wait(timeout=3 * grace_s + 5)  # its SIGTERM, its SIGKILL and one sweep of orphans, each up to grace_s
     except subprocess.TimeoutExpired:
         keeper.stop_tree(proc.pid, 0.0)
     try:
