@@ -12,6 +12,7 @@ import time
 import psutil
 import pytest
 
+from tests.training.test_launcher import launched_processes
 from tests.training.test_trainer import ROOT
 from training import keeper
 
@@ -45,23 +46,11 @@ LAUNCH = textwrap.dedent("""
 """)
 
 
-def processes_of(folder) -> list[psutil.Process]:
-    """Live processes whose command line names the folder."""
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(str(folder) in part for part in p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 def wait_for_none(folder, seconds: float) -> list[psutil.Process]:
     deadline = time.monotonic() + seconds
-    while processes_of(folder) and time.monotonic() < deadline:
+    while launched_processes(folder) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return processes_of(folder)
+    return launched_processes(folder)
 
 
 def wait_for_file(path, seconds: float = 30) -> None:
@@ -75,7 +64,7 @@ def wait_for_file(path, seconds: float = 30) -> None:
 def no_leftovers(tmp_path):
     """A failing test leaves its launch running (it ignores SIGTERM): SIGKILL it."""
     yield
-    for p in processes_of(tmp_path):
+    for p in launched_processes(tmp_path):
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
 
@@ -102,10 +91,10 @@ def test_worker_killed_ends_a_launch_that_ignores_sigterm(tmp_path):
     try:
         wait_for_file(tmp_path / "launch.pid")
         wait_for_file(tmp_path / "worker.pid")
-        launched = processes_of(tmp_path)
+        launched = launched_processes(tmp_path)
         assert len(launched) == 4  # the worker, its keeper, the launch and the launch's own worker
         time.sleep(1.5)  # longer than the grace: SIGTERM alone ends none of them
-        assert processes_of(tmp_path) == launched
+        assert launched_processes(tmp_path) == launched
     finally:
         worker.kill()
         worker.wait()
@@ -152,7 +141,7 @@ def test_a_keeper_whose_worker_died_before_it_asked_for_the_signal_never_starts_
     proc = subprocess.Popen(keeper_command(tmp_path, parent=gone.pid))
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert not (tmp_path / "launch.pid").exists()
-    assert processes_of(tmp_path) == []
+    assert launched_processes(tmp_path) == []
 
 
 def test_cancel_sends_the_launch_one_sigterm(tmp_path):
