@@ -27,7 +27,7 @@ from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
-from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair, lock_pairs
+from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair, in_lock_order, lock_pairs
 
 IMPORT_ACCOUNT = "import"
 MAX_LABELS_NEEDED = 1000
@@ -227,26 +227,21 @@ def _round(number: int | None) -> LabellingRound | None:
 
 
 def _lock_prompts(prompts: list[Prompt]) -> None:
-    """On PostgreSQL, lock the chunk's prompts until it commits, in hash order (as they are inserted). An import of
-    the same rows at the same moment then waits here and finds the pairs this one adds; before, each read that the
-    pairs were not there, and both added them. SQLite needs no lock: its IMMEDIATE transactions take the one write
-    lock up front. FOR NO KEY UPDATE: a job adding a pair or a response on one of these prompts does not wait."""
-    if connection.vendor != "postgresql" or not prompts:
-        return
-    ids = [p.pk for p in prompts]
-    list(Prompt.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("hash").values_list("pk"))
+    """Lock the chunk's prompts until it commits, in hash order (as they are inserted). An import of the same rows at
+    the same moment then waits here and finds the pairs this one adds; before, on PostgreSQL, each read that the
+    pairs were not there, and both added them. (On SQLite the IMMEDIATE transaction already holds the one write
+    lock.)"""
+    if prompts:
+        list(in_lock_order(Prompt.objects.filter(pk__in=[p.pk for p in prompts]), "hash").values_list("pk"))
 
 
-def _stored_targets(seen: dict[tuple[str, str, str], int], kept, texts) -> set[int]:
-    """The stored pairs these (row, prompt hash) are, with their answers either way round."""
-    targets = set()
-    for row, prompt_hash in kept:
-        a, b = texts(row)
-        found = seen.get((prompt_hash, a, b))
-        found = seen.get((prompt_hash, b, a)) if found is None else found
-        if found is not None:
-            targets.add(found)
-    return targets
+def _find(seen: dict[tuple[str, str, str], int], prompt_hash: str, a: str, b: str) -> tuple[int | None, bool]:
+    """The pair in `seen` with these two answers on this prompt, either way round, and whether it holds them as A
+    and B (False: the other way round)."""
+    found = seen.get((prompt_hash, a, b))
+    if found is not None:
+        return found, True
+    return seen.get((prompt_hash, b, a)), False
 
 
 def _existing_pairs(hashes: list[str]) -> dict[tuple[str, str, str], int]:
@@ -317,18 +312,17 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
                                       hashes=hashes)
         evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
-        kept = [(r, h) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
+        kept = [(r, h, *make.texts(r)) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
         _lock_prompts([p for h, p in prompts.items() if h not in evals])
         seen = _existing_pairs([h for h in prompts if h not in evals])
-        # what a row adds to a pair that is already there, if anything (given the stored pairs this chunk's rows are)
-        onto = make.onto(_stored_targets(seen, kept, make.texts)) if hasattr(make, "onto") else None
-        for row, prompt_hash in kept:
-            key = (prompt_hash, *make.texts(row))
-            found, as_stored = seen.get(key), True
-            if found is None and onto is not None:
-                found, as_stored = seen.get((key[0], key[2], key[1])), False  # the same two answers, other way round
+        onto = None
+        if hasattr(make, "onto"):  # what a row adds to a pair that is already there (either way round), if anything
+            stored = {found for _, h, a, b in kept if (found := _find(seen, h, a, b)[0]) is not None}
+            onto = make.onto(stored)
+        for row, prompt_hash, a, b in kept:
+            found, as_stored = _find(seen, prompt_hash, a, b) if onto is not None else (seen.get((prompt_hash, a, b)), True)
             if found is None:
-                seen[key] = make(new, prompts[prompt_hash], row)
+                seen[(prompt_hash, a, b)] = make(new, prompts[prompt_hash], row)
                 outcome = ADDED
             else:
                 outcome = onto(found, row, source, as_stored) if onto is not None else PRESENT

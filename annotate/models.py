@@ -116,23 +116,27 @@ class Pair(models.Model):
 UPDATE_BATCH = 1000  # ids per UPDATE of update_pairs
 
 
+def in_lock_order(rows: models.QuerySet, field: str = "pk") -> models.QuerySet:
+    """rows ordered by `field`, and, where the database has row locks, locked as they are read until the transaction
+    ends (FOR NO KEY UPDATE: a row added meanwhile that refers to one of them does not wait). Every writer that holds
+    several rows of a table at once takes them in one order, this one: an import labelling its pairs in file order
+    and a round's update of its pairs in scan order each held one the other wanted, and PostgreSQL ended one with a
+    deadlock error. SQLite has no row locks and needs none: one writer at a time holds the whole database."""
+    rows = rows.order_by(field)
+    if connection.features.has_select_for_update:
+        rows = rows.select_for_update(no_key=True, of=("self",))
+    return rows
+
+
 def lock_pairs(pairs: models.QuerySet) -> list[int]:
-    """Lock these pairs until the transaction ends (FOR NO KEY UPDATE: a label added meanwhile does not wait), all
-    in one query and in id order; returns their ids. Every writer that holds several pairs at once takes them in
-    this one order: an import labelling its pairs in file order and a round's update of its pairs in scan order
-    each held one the other wanted, and PostgreSQL ended one with a deadlock error. Without row locks (SQLite,
-    where one writer at a time holds the database) nothing is queried and no ids are returned."""
-    if not connection.features.has_select_for_update:
-        return []
-    return list(pairs.select_for_update(no_key=True, of=("self",)).order_by("pk").values_list("pk", flat=True))
+    """Lock these pairs in id order (in_lock_order), all in one query; returns their ids."""
+    return list(in_lock_order(pairs).values_list("pk", flat=True))
 
 
 def update_pairs(pairs: models.QuerySet, **changes) -> int:
     """pairs.update(**changes), the pairs taken in id order (lock_pairs) and only those locked changed: an UPDATE
     takes its rows in scan order, and one repeating the filter after the lock could take a pair that joined it
-    meanwhile. Inside a transaction. On SQLite, the plain update."""
-    if not connection.features.has_select_for_update:
-        return pairs.update(**changes)
+    meanwhile. Inside a transaction."""
     ids = lock_pairs(pairs)
     return sum(Pair.objects.filter(pk__in=ids[i:i + UPDATE_BATCH]).update(**changes)
                for i in range(0, len(ids), UPDATE_BATCH))

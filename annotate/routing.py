@@ -13,11 +13,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef
 
 from .agreement import majority
-from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, Route
+from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, Route, in_lock_order
 
 Z95 = 1.959963984540054
 ALL_TAGS = None  # the key of the agreement over every tag
@@ -129,8 +129,7 @@ def route_round(round_: LabellingRound) -> Routed:
              .filter(Exists(by_judge)).exclude(Exists(given_to_people)).exclude(Exists(by_people))
              .select_related("prompt"))
     with transaction.atomic():
-        # in id order, the one order every writer holding several pairs takes them in (models.lock_pairs)
-        for pair in pairs.select_for_update(of=("self",)).order_by("pk") if _can_lock() else pairs:
+        for pair in in_lock_order(pairs):
             tag_agreement = agreement.get(pair.prompt.tag)
             if trusted(tag_agreement, round_.route_threshold) and not audited(pair.pk, round_.audit_share):
                 Pair.objects.filter(pk=pair.pk).update(route=Route.JUDGE, labels_needed=pair.labels_done)
@@ -149,7 +148,3 @@ def route_round(round_: LabellingRound) -> Routed:
 def route_pairs(judge_path: str) -> list[Routed]:
     """Route every open round whose routing judge is this one (after it labelled, see annotate.judging.label_pairs)."""
     return [route_round(r) for r in LabellingRound.objects.filter(route_judge=judge_path, closed_at__isnull=True)]
-
-
-def _can_lock() -> bool:
-    return connection.features.has_select_for_update_of

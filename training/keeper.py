@@ -33,18 +33,35 @@ PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 SWEEPS = 20  # a process that keeps starting others while it is killed is not followed forever
 
 
-def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> None:
-    """SIGTERM the process root_pid (unless include_root is False) and every process under it, then SIGKILL those
-    left after grace_s seconds, with whatever they started meanwhile.
-
-    include_root=False is the keeper stopping what is under itself: as a subreaper it then also SIGKILLs, until none
-    is left, the processes that were orphaned onto it while it waited (a worker that torchrun started as it got
-    SIGTERM, and left behind when it exited, was found through no process still alive)."""
+def stop_tree(root_pid: int, grace_s: float) -> None:
+    """SIGTERM the process root_pid and every process under it, then SIGKILL those left after grace_s seconds, with
+    whatever they started meanwhile."""
     try:
         root = psutil.Process(root_pid)
-        procs = ([root] if include_root else []) + root.children(recursive=True)
+        procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
+    _term_then_kill(procs, grace_s)
+
+
+def stop_children(grace_s: float) -> None:
+    """The keeper stopping every process under itself, as stop_tree does; then, as a subreaper, it SIGKILLs until
+    none is left the processes orphaned onto it while it waited (a worker that torchrun started as it got SIGTERM,
+    and left behind when it exited, was found through no process still alive)."""
+    me = psutil.Process()
+    killed = _term_then_kill(_children(me), grace_s)
+    for _ in range(SWEEPS):
+        left = [p for p in _children(me) if _running(p)]
+        if not {p.pid for p in left} - killed:  # none, or only those SIGKILL has not ended yet (a hung driver call)
+            break
+        for p in left:
+            _signal(p, signal.SIGKILL)
+        killed.update(p.pid for p in left)
+        psutil.wait_procs(left, timeout=grace_s)
+
+
+def _term_then_kill(procs: list, grace_s: float) -> set[int]:
+    """SIGTERM procs, SIGKILL those left after grace_s with the processes under them; returns the pids SIGKILLed."""
     for p in procs:
         _signal(p, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
@@ -53,15 +70,7 @@ def stop_tree(root_pid: int, grace_s: float, *, include_root: bool = True) -> No
     for p in killing:
         _signal(p, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace_s)
-    killed = {p.pid for p in killing}
-    for _ in range(SWEEPS if not include_root else 0):
-        left = [p for p in _children(root) if _running(p)]
-        if not {p.pid for p in left} - killed:  # none, or only those SIGKILL has not ended yet (a hung driver call)
-            break
-        for p in left:
-            _signal(p, signal.SIGKILL)
-        killed.update(p.pid for p in left)
-        psutil.wait_procs(left, timeout=grace_s)
+    return {p.pid for p in killing}
 
 
 def _children(p) -> list:
@@ -100,7 +109,7 @@ def main(argv: list[str]) -> int:
     def stop(signum, _frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        stop_tree(os.getpid(), grace_s, include_root=False)
+        stop_children(grace_s)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
@@ -112,7 +121,7 @@ def main(argv: list[str]) -> int:
     code = child.wait()
     # what the command left running (an orphaned worker holding the output pipes open) goes with it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    stop_tree(os.getpid(), grace_s, include_root=False)
+    stop_children(grace_s)
     return 128 - code if code < 0 else code
 
 
