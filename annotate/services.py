@@ -393,8 +393,15 @@ def undo_last_label(user) -> Assignment | None:
         if label is None:
             return None
         pair_id = label.pair_id
+        # Its round first, locked as closing locks it: an undo and a closing at the same moment come one after the
+        # other, so the closing either sees the label undone or is seen closed here.
+        round_id = Pair.objects.filter(pk=pair_id).values_list("round_id", flat=True).first()
+        closed = round_id is not None and any(LabellingRound.objects.select_for_update(no_key=True).filter(
+            pk=round_id).values_list("closed_at", flat=True))
         label.delete()
         Pair.objects.filter(pk=pair_id, labels_done__gt=0).update(labels_done=F("labels_done") - 1)
+        if closed:  # a closed round's pairs need no labels they lack (close_round): the undone one is not asked for
+            Pair.objects.filter(pk=pair_id, labels_needed__gt=F("labels_done")).update(labels_needed=F("labels_done"))
         # Other leases of this person (the pair shown after the undone label) go back to the queue, unseen.
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).exclude(pair_id=pair_id).delete()
         Assignment.objects.filter(pair_id=pair_id, annotator=user).update(

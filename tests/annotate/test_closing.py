@@ -3,6 +3,7 @@ set width, and says why; people are then given nothing more from it."""
 from __future__ import annotations
 
 import pytest
+from django.db.models import F
 
 from annotate import closing, services
 from annotate.models import LabellingRound, Pair
@@ -128,3 +129,34 @@ def test_changing_a_round_while_an_import_labels_and_adds_to_it_deadlocks_neithe
         assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
     else:
         assert LabellingRound.objects.get(pk=round_.pk).labels_per_pair == 3
+
+
+def test_a_label_undone_after_its_round_closed_leaves_no_pair_open_in_it():
+    round_ = make_round()
+    finished, other = make_pair(round=round_), make_pair(round=round_, labels_needed=2)
+    person = make_user()
+    services.label_pair(other.pk, make_user(), "left")
+    services.label_pair(finished.pk, person, "left")
+    closing.close_round(round_, "enough")
+    undone = services.undo_last_label(person)  # within the minute, the round closed meanwhile
+    assert undone.pair_id == finished.pk
+    assert not Pair.objects.filter(round=round_, labels_done__lt=F("labels_needed")).exists()
+    finished.refresh_from_db()
+    assert finished.labels_done == finished.labels_needed == 0
+    other.refresh_from_db()
+    assert (other.labels_done, other.labels_needed) == (1, 1)  # another pair's labels are not touched
+    # the pair is leased back to them, and their new answer is kept
+    assert services.record_label(finished.pk, person, "right").side == "right"
+    finished.refresh_from_db()
+    assert finished.labels_done == 1
+
+
+def test_a_label_undone_in_an_open_round_is_asked_for_again():
+    round_ = make_round()
+    pair = make_pair(round=round_)
+    person = make_user()
+    services.label_pair(pair.pk, person, "left")
+    services.undo_last_label(person)
+    pair.refresh_from_db()
+    assert (pair.labels_done, pair.labels_needed) == (0, 1)
+    assert services.next_pair_for(person).pair_id == pair.pk  # leased back to them, still wanted
