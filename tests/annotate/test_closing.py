@@ -160,3 +160,58 @@ def test_a_label_undone_in_an_open_round_is_asked_for_again():
     pair.refresh_from_db()
     assert (pair.labels_done, pair.labels_needed) == (0, 1)
     assert services.next_pair_for(person).pair_id == pair.pk  # leased back to them, still wanted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
+    """The undo reads whether the round is closed, then takes its label back; a closing that commits in between
+    found the pair finished (so left it alone) and was not seen by the undo, and the pair stayed open in the closed
+    round (on PostgreSQL; on SQLite one writer at a time). The undo now locks the round first, as closing does."""
+    import threading
+    import time
+
+    from django.db import connection
+
+    from annotate.models import Label
+
+    round_ = make_round()
+    pair = make_pair(round=round_)
+    person = make_user()
+    services.label_pair(pair.pk, person, "left")
+    errors, holding = [], threading.Event()
+    delete = Label.delete
+
+    def held_delete(label, *args, **kwargs):  # the undo, between its look at the round and its change of the pair
+        holding.set()
+        time.sleep(1.5)
+        return delete(label, *args, **kwargs)
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(Label, "delete", held_delete)
+
+    def run(name, work) -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        finally:
+            holding.set()
+            connection.close()
+
+    def close() -> None:
+        holding.wait(60)
+        closing.close_round(LabellingRound.objects.get(pk=round_.pk), "enough labels")
+
+    threads = [threading.Thread(target=run, args=("undo", lambda: services.undo_last_label(person))),
+               threading.Thread(target=run, args=("close", close))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        monkeypatch.undo()
+    assert errors == []
+    pair.refresh_from_db()
+    assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
+    assert pair.labels_done == 0 and pair.labels_needed == 0
