@@ -320,7 +320,10 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
             stored = {found for _, h, a, b in kept if (found := _find(seen, h, a, b)[0]) is not None}
             onto = make.onto(stored)
         for row, prompt_hash, a, b in kept:
-            found, as_stored = _find(seen, prompt_hash, a, b) if onto is not None else (seen.get((prompt_hash, a, b)), True)
+            if onto is not None:
+                found, as_stored = _find(seen, prompt_hash, a, b)
+            else:  # a pair import adds the same two answers the other way round as a pair of its own
+                found, as_stored = seen.get((prompt_hash, a, b)), True
             if found is None:
                 seen[(prompt_hash, a, b)] = make(new, prompts[prompt_hash], row)
                 outcome = ADDED

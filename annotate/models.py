@@ -113,7 +113,7 @@ class Pair(models.Model):
         return f"pair {self.pk}"
 
 
-UPDATE_BATCH = 1000  # ids per UPDATE of update_pairs
+UPDATE_BATCH = 1000  # ids per UPDATE of update_pairs (fewer where the database allows fewer parameters)
 
 
 def in_lock_order(rows: models.QuerySet, field: str = "pk") -> models.QuerySet:
@@ -123,7 +123,7 @@ def in_lock_order(rows: models.QuerySet, field: str = "pk") -> models.QuerySet:
     and a round's update of its pairs in scan order each held one the other wanted, and PostgreSQL ended one with a
     deadlock error. SQLite has no row locks and needs none: one writer at a time holds the whole database."""
     rows = rows.order_by(field)
-    if connection.features.has_select_for_update:
+    if connection.features.has_select_for_no_key_update:
         rows = rows.select_for_update(no_key=True, of=("self",))
     return rows
 
@@ -138,8 +138,10 @@ def update_pairs(pairs: models.QuerySet, **changes) -> int:
     takes its rows in scan order, and one repeating the filter after the lock could take a pair that joined it
     meanwhile. Inside a transaction."""
     ids = lock_pairs(pairs)
-    return sum(Pair.objects.filter(pk__in=ids[i:i + UPDATE_BATCH]).update(**changes)
-               for i in range(0, len(ids), UPDATE_BATCH))
+    # under the database's limit of query parameters (999 in SQLite before 3.32), with room for the changes' own
+    limit = connection.features.max_query_params
+    batch = min(UPDATE_BATCH, limit - 50) if limit else UPDATE_BATCH
+    return sum(Pair.objects.filter(pk__in=ids[i:i + batch]).update(**changes) for i in range(0, len(ids), batch))
 
 
 class Assignment(models.Model):

@@ -215,3 +215,13 @@ def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
     pair.refresh_from_db()
     assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
     assert pair.labels_done == 0 and pair.labels_needed == 0
+
+
+def test_closing_a_round_reaches_every_open_pair_whatever_the_batches(monkeypatch):
+    from annotate import models
+
+    monkeypatch.setattr(models, "UPDATE_BATCH", 2)  # five pairs: three updates of at most two
+    round_ = make_round()
+    pairs = [make_pair(round=round_, labels_needed=2) for _ in range(5)]
+    closing.close_round(round_, "enough")
+    assert [p.labels_needed for p in Pair.objects.filter(pk__in=[p.pk for p in pairs])] == [0] * 5
