@@ -1,5 +1,6 @@
 """Admin for versions (lineage, size, the run that made each, set current), prompts, responses and jobs."""
 from django.contrib import admin, messages
+from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
 from training.promotion import awaits_gate
@@ -68,6 +69,23 @@ class PromptAdmin(admin.ModelAdmin):
     @admin.display(description="text")
     def short_text(self, obj):
         return obj.text[:100]
+
+    # Deleting a prompt deletes its pairs first (the collector's order), then the prompt. An import holding the
+    # prompt (it locks its prompts first, in hash order) and then asking for one of those pairs deadlocked with it,
+    # and PostgreSQL ended one side with an error. The prompts are locked first here too, in the same order.
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            _lock_prompts_to_delete(Prompt.objects.filter(pk=obj.pk))
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            _lock_prompts_to_delete(queryset)
+            super().delete_queryset(request, queryset)
+
+
+def _lock_prompts_to_delete(prompts) -> None:
+    list(Prompt.objects.select_for_update().filter(pk__in=prompts.values("pk")).order_by("hash").values_list("pk"))
 
 
 @admin.register(Response)

@@ -331,6 +331,61 @@ def test_two_imports_of_one_file_at_the_same_moment_add_its_pairs_once(tmp_path,
         assert Label.objects.count() == 30
 
 
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_prompt_in_the_admin_while_an_import_labels_its_pair_deadlocks_neither(tmp_path, monkeypatch,
+                                                                                           staff):
+    """An import locks its chunk's prompts, then the stored pairs it labels. Deleting the prompt in the admin
+    deleted its pairs first and the prompt last: each side held what the other wanted next, and PostgreSQL ended
+    one with a deadlock error (a 500 in the admin, or a failed import). The admin now locks the prompts first."""
+    import threading
+    import time
+
+    from django.db import connection
+    from django.test import Client
+
+    from .factories import make_pair
+
+    pair = make_pair(text_a="good answer", text_b="bad answer")
+    path = _jsonl(tmp_path / "prefs.jsonl", [{"prompt": pair.prompt.text, "chosen": "good answer",
+                                              "rejected": "bad answer"}])
+    importers.import_account()
+    errors, holding, answers = [], threading.Event(), []
+    existing = importers._existing_pairs
+
+    def held_existing(hashes):  # the import holds its prompts; the pairs it will label are not locked yet
+        if threading.current_thread().name == "import" and not holding.is_set():
+            holding.set()
+            time.sleep(1.5)
+        return existing(hashes)
+
+    monkeypatch.setattr(importers, "_existing_pairs", held_existing)
+
+    def run(name, work) -> None:
+        try:
+            work()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        finally:
+            holding.set()
+            connection.close()
+
+    def delete() -> None:
+        holding.wait(60)
+        admin = Client()
+        admin.force_login(staff)
+        answers.append(admin.post(reverse("admin:generation_prompt_delete", args=[pair.prompt_id]),
+                                  {"post": "yes"}).status_code)
+
+    threads = [threading.Thread(target=run, args=("import", lambda: import_preferences(path)), name="import"),
+               threading.Thread(target=run, args=("admin", delete), name="admin")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [] and answers == [302]
+    assert not Prompt.objects.filter(pk=pair.prompt_id).exists() and not Pair.objects.exists()
+
+
 def test_the_admin_lists_import_jobs_but_cannot_point_one_at_another_file(admin_client, staff, client):
     client.force_login(staff)
     job, _ = upload(client, "a.jsonl", _prompts(1))
