@@ -8,6 +8,7 @@ from django.db.models import F
 from annotate import closing, services
 from annotate.models import LabellingRound, Pair
 from annotate.routing import wilson_interval
+from tests.threads import run_at_once
 
 from .factories import make_pair, make_round, make_user
 
@@ -74,8 +75,6 @@ def test_changing_a_round_while_an_import_labels_and_adds_to_it_deadlocks_neithe
     import threading
     import time
 
-    from django.db import connection
-
     from annotate import importers, rounds
     from annotate.models import Label
 
@@ -87,7 +86,7 @@ def test_changing_a_round_while_an_import_labels_and_adds_to_it_deadlocks_neithe
     path.write_text("".join(json.dumps(row) + "\n" for row in
                             [*rows, {"prompt": "a new question", "chosen": "yes", "rejected": "no"}]))
     importers.import_account()
-    errors, holding = [], threading.Event()
+    holding = threading.Event()
     create = Label.objects.create
 
     def held_create(**fields):  # the import's first label: the pairs it has locked by now stay locked a while
@@ -98,15 +97,6 @@ def test_changing_a_round_while_an_import_labels_and_adds_to_it_deadlocks_neithe
 
     monkeypatch.setattr(Label.objects, "create", held_create)
 
-    def run(name, work) -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-        finally:
-            holding.set()
-            connection.close()
-
     def change_round() -> None:
         holding.wait(60)
         stored = LabellingRound.objects.get(pk=round_.pk)
@@ -116,13 +106,8 @@ def test_changing_a_round_while_an_import_labels_and_adds_to_it_deadlocks_neithe
             stored.labels_per_pair = 3
             rounds.save_round(stored, ["labels_per_pair"])
 
-    threads = [threading.Thread(target=run, args=("import", lambda: importers.import_preferences(path, round_number=7)),
-                                name="import"),
-               threading.Thread(target=run, args=(change, change_round), name=change)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    errors = run_at_once({"import": lambda: importers.import_preferences(path, round_number=7), change: change_round},
+                         release=holding)
     assert errors == []
     assert Pair.objects.filter(round=round_).count() == 3 and Label.objects.count() == 3
     if change == "close":
@@ -170,15 +155,13 @@ def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
     import threading
     import time
 
-    from django.db import connection
-
     from annotate.models import Label
 
     round_ = make_round()
     pair = make_pair(round=round_)
     person = make_user()
     services.label_pair(pair.pk, person, "left")
-    errors, holding = [], threading.Event()
+    holding = threading.Event()
     delete = Label.delete
 
     def held_delete(label, *args, **kwargs):  # the undo, between its look at the round and its change of the pair
@@ -189,26 +172,12 @@ def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(Label, "delete", held_delete)
 
-    def run(name, work) -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-        finally:
-            holding.set()
-            connection.close()
-
     def close() -> None:
         holding.wait(60)
         closing.close_round(LabellingRound.objects.get(pk=round_.pk), "enough labels")
 
-    threads = [threading.Thread(target=run, args=("undo", lambda: services.undo_last_label(person))),
-               threading.Thread(target=run, args=("close", close))]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        errors = run_at_once({"undo": lambda: services.undo_last_label(person), "close": close}, release=holding)
     finally:
         monkeypatch.undo()
     assert errors == []

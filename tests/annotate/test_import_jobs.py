@@ -17,6 +17,7 @@ from annotate.models import ImportJob, Label, Pair
 from generation.models import Prompt
 from jobs import lifecycle
 from tests.annotate.importing import post, queue, upload
+from tests.threads import run_at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -340,7 +341,6 @@ def test_deleting_a_prompt_in_the_admin_while_an_import_labels_its_pair_deadlock
     import threading
     import time
 
-    from django.db import connection
     from django.test import Client
 
     from .factories import make_pair
@@ -349,7 +349,7 @@ def test_deleting_a_prompt_in_the_admin_while_an_import_labels_its_pair_deadlock
     path = _jsonl(tmp_path / "prefs.jsonl", [{"prompt": pair.prompt.text, "chosen": "good answer",
                                               "rejected": "bad answer"}])
     importers.import_account()
-    errors, holding, answers = [], threading.Event(), []
+    holding, answers = threading.Event(), []
     existing = importers._existing_pairs
 
     def held_existing(hashes):  # the import holds its prompts; the pairs it will label are not locked yet
@@ -360,15 +360,6 @@ def test_deleting_a_prompt_in_the_admin_while_an_import_labels_its_pair_deadlock
 
     monkeypatch.setattr(importers, "_existing_pairs", held_existing)
 
-    def run(name, work) -> None:
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - the test reports it
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-        finally:
-            holding.set()
-            connection.close()
-
     def delete() -> None:
         holding.wait(60)
         admin = Client()
@@ -376,12 +367,7 @@ def test_deleting_a_prompt_in_the_admin_while_an_import_labels_its_pair_deadlock
         answers.append(admin.post(reverse("admin:generation_prompt_delete", args=[pair.prompt_id]),
                                   {"post": "yes"}).status_code)
 
-    threads = [threading.Thread(target=run, args=("import", lambda: import_preferences(path)), name="import"),
-               threading.Thread(target=run, args=("admin", delete), name="admin")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    errors = run_at_once({"import": lambda: import_preferences(path), "admin": delete}, release=holding)
     assert errors == [] and answers == [302]
     assert not Prompt.objects.filter(pk=pair.prompt_id).exists() and not Pair.objects.exists()
 
