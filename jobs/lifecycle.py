@@ -62,6 +62,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
         job = model.objects.select_for_update().get(pk=pk)
         if job.status == Status.CANCELLING:  # its worker was lost while stopping: nothing more will be stored
             _end(job, Status.CANCELLED, now, stage=job.stage or "cancelled")
+            end_parts(job, f"cancelled with {_named(job)}, whose worker was lost while stopping", Status.CANCELLED)
             return None
         if retry_failed and job.status == Status.FAILED:
             job.log += f"[{now:%H:%M:%S}] trying again after: {job.error}\n"
@@ -72,6 +73,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
         if lost and job.attempts >= job.max_attempts:
             job.error = f"the worker stopped during this job {job.attempts} times (killed or out of memory)"
             _end(job, Status.FAILED, now, fields=["error"])
+            end_parts(job, f"{_named(job)} failed: {job.error}")
             return None
         if lost:
             job.log += f"[{now:%H:%M:%S}] the worker was lost; " + ("starting again\n" if restart else "resuming\n")
@@ -153,12 +155,17 @@ def interrupted(job: Job, how: str) -> None:
     job.refresh_from_db()
 
 
-def end_parts(job: Job, reason: str) -> int:
-    """Mark failed the jobs still active inside `job` (left by a worker that was lost); returns how many."""
+def _named(job: Job) -> str:
+    return f"{job._meta.verbose_name} {job.pk}"
+
+
+def end_parts(job: Job, reason: str, status: str = Status.FAILED) -> int:
+    """End (failed, or `status`) the jobs still active inside `job`, left by a worker that was lost: nothing else
+    would, as only the job they are part of resumes or ends them. Returns how many."""
     count = 0
     for model in job_kinds():
         count += model.objects.filter(part_of=job.key, status__in=ACTIVE).update(
-            status=Status.FAILED, error=reason, finished=timezone.now())
+            status=status, error=reason, finished=timezone.now(), log=_logged(reason))
     return count
 
 

@@ -107,6 +107,24 @@ def test_a_job_lost_while_stopping_ends_cancelled_and_parts_of_a_lost_job_end_fa
     assert part.status == "failed" and part.error == "the loop's worker was lost"
 
 
+@pytest.mark.parametrize("how", ["cancelled", "lost too often"])
+def test_a_loop_run_ended_when_claimed_ends_the_jobs_inside_it(jobs, version, how):
+    """A loop run whose worker was lost while it stopped, or lost once too often, is ended by the next claim; the
+    training run inside it was left running for good (a worker start leaves jobs inside a loop run to the loop),
+    and its version refused every later run as already running."""
+    loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
+    part = TrainingRun.objects.create(input_version=ModelVersion.objects.get(name="v1"), status="running",
+                                      part_of=loop_run.key)
+    if how == "cancelled":
+        lifecycle.cancel(loop_run)
+    else:
+        LoopRun.objects.filter(pk=loop_run.pk).update(attempts=LoopRun.max_attempts)
+    assert lifecycle.claim(LoopRun, loop_run.pk) is None
+    part.refresh_from_db()
+    assert part.status == ("cancelled" if how == "cancelled" else "failed")
+    assert f"loop run {loop_run.pk}" in part.error and part.finished is not None
+
+
 def test_progress_writes_are_throttled_and_forced_ones_always_land(jobs):
     job = lifecycle.claim(GenerationJob, jobs[0].pk)
     tracker = Tracker(job)
