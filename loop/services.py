@@ -220,8 +220,8 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
 def _left_candidate(run: LoopRun) -> str:
     """The version the stopped round's training registered, if it got that far: it stays a candidate."""
     kept = {r["version"] for r in run.results}
-    names = [n for n in TrainingRun.objects.filter(part_of=run.key, status=TrainingRun.SUCCEEDED).order_by("pk")
-             .values_list("output_version__name", flat=True) if n and n not in kept]
+    names = [n for n in TrainingRun.objects.filter(part_of=run.key, output_version__isnull=False).order_by("pk")
+             .values_list("output_version__name", flat=True) if n not in kept]
     return f" (its training had registered {names[-1]!r}: it stays a candidate, not promoted)" if names else ""
 
 

@@ -255,6 +255,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         return TrainingRun.objects.get(pk=run_id)
     tracker = Tracker(run, parents=parents)
     out_tmp: Path | None = None
+    version = None
     try:
         config = _run_config(run)
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
@@ -293,7 +294,10 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         lifecycle.finish(run, output_version=version, done=result.steps, metrics=run.metrics,
                          decision=TrainingRun.Decision.CANDIDATE)
     except (TrainingCancelled, JobCancelled):
-        lifecycle.stopped(run, "no checkpoint kept")
+        # stopped while its version was measured: the version is registered (a candidate, as the log says), with
+        # the figures measured so far
+        lifecycle.stopped(run, "no checkpoint kept" if version is None else
+                          f"stopped while measuring {version.name!r}, which stays a candidate, its figures partial")
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
     except Exception as exc:

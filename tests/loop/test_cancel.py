@@ -55,3 +55,25 @@ def test_a_cancel_while_the_loop_evaluates_ends_cancelled_not_with_an_error(loop
     assert run.status == "cancelled" and run.error == "", run.error  # was "GenerationCancelled: ..."
     assert "stopped in round 1: evaluate" in run.stage and "'round-1'" in run.stage
     assert not Vote.objects.exists() and ModelVersion.objects.get(is_current=True).name == "base"
+
+
+def test_a_cancel_just_after_the_training_registered_its_version_says_the_version_stays(loop_run, monkeypatch):
+    """Cancelled between registering the version and measuring it: the training run said "no checkpoint kept" of
+    a version it had registered, and the loop's message left the version out."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    real = training_services._register
+
+    def register_then_cancel(*args, **kwargs):
+        version = real(*args, **kwargs)
+        lifecycle.cancel(LoopRun.objects.get(pk=loop_run.pk))  # a person presses Cancel just then
+        return version
+
+    monkeypatch.setattr(training_services, "_register", register_then_cancel)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled"
+    training = TrainingRun.objects.get(part_of=run.key)
+    assert training.status == "cancelled" and "no checkpoint kept" not in training.stage
+    assert "stopped while measuring 'round-1', which stays a candidate" in training.stage
+    assert training.output_version.name == "round-1" and not training.output_version.is_current
+    assert "it stays a candidate, not promoted" in run.stage and "'round-1'" in run.stage
+
