@@ -30,6 +30,7 @@ from prefcore.outcomes import SIDES as SIDE_KEYS
 from prefcore.outcomes import outcome_for_side
 
 from .dataset import DecidedPair, decided_pairs  # noqa: F401  (the training service imports it from here)
+from .feedback import saved_line
 from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, QueueOrder, Route
 
 try:
@@ -352,7 +353,7 @@ def record_label(
             if assignment is None:
                 raise LabelError(f"pair {pair_id} is not leased to you: only the pair on your screen can be labelled")
             if assignment.existing_label_id is not None:
-                return Label.objects.get(pk=assignment.existing_label_id)
+                return _resubmitted(Label.objects.get(pk=assignment.existing_label_id), side, strength, comment)
             if assignment.state == Assignment.SKIPPED:
                 raise LabelError("you skipped this pair")
             if assignment.state != Assignment.LEASED:
@@ -375,6 +376,18 @@ def record_label(
         label = Label.objects.filter(pair_id=pair_id, annotator=user).first()
         if label is None:
             raise
+        return _resubmitted(label, side, strength, comment)
+    return label
+
+
+def _resubmitted(label: Label, side: str, strength: str, comment: str) -> Label:
+    """The label stored when the same one is submitted again (a double click, a retried request); another answer
+    for a pair this person has labelled is refused, so it is never reported saved while the first one stays."""
+    same = (label.side == side and label.strength == (strength if side in ("left", "right") else "")
+            and label.comment == (comment or "").strip()[:5000])
+    if not same:
+        raise LabelError(f"you labelled pair {label.pair_id} already ({saved_line(label.side, label.strength)[7:]}): "
+                         "undo that label (u, within a minute of it) to answer again")
     return label
 
 

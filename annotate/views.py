@@ -79,13 +79,13 @@ def submit(request: HttpRequest) -> HttpResponse:
             f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
     data = form.cleaned_data
     try:
-        services.record_label(
+        label = services.record_label(
             data["pair"], request.user, data["side"], strength=data["strength"] or None, comment=data["comment"],
             seconds=data["seconds"],
         )
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
-    return _next(request, saved=saved_line(data["side"], data["strength"], data["comment"]))
+    return _next(request, saved=saved_line(label.side, label.strength, label.comment))  # what is stored
 
 
 @require_POST

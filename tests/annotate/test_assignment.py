@@ -146,10 +146,25 @@ def test_double_submit_gives_one_label():
     user = make_user()
     lease = services.next_pair_for(user)
     first = services.record_label(lease, user, "left", comment="good")
-    second = services.record_label(lease.pair_id, user, "right")
+    second = services.record_label(lease.pair_id, user, "left", comment="good ")  # the same request again
     assert first.pk == second.pk and second.side == "left"
     pair.refresh_from_db()
     assert pair.labels_done == 1 and Label.objects.count() == 1
+
+
+@pytest.mark.parametrize("again", [dict(side="right"), dict(side="left", strength="clear"),
+                                   dict(side="left", comment="on second thought")])
+def test_another_answer_for_a_labelled_pair_is_refused_not_dropped(again):
+    """A second key press with another answer was answered with the first label, and the page said the second was
+    saved: the correction was lost without a word. It is refused, naming the stored answer and the way to change it."""
+    make_pair()
+    user = make_user()
+    lease = services.next_pair_for(user)
+    services.record_label(lease, user, "left")
+    with pytest.raises(services.LabelError, match=r"already \(left\).*undo"):
+        services.record_label(lease.pair_id, user, again["side"], strength=again.get("strength"),
+                              comment=again.get("comment", ""))
+    assert [(label.side, label.strength, label.comment) for label in Label.objects.all()] == [("left", "", "")]
 
 
 def test_undo_within_a_minute_gives_the_pair_back():

@@ -99,6 +99,17 @@ def test_a_bad_side_is_refused_with_a_message(ann_client):
     assert "not understood" in body and not Label.objects.exists()
 
 
+def test_a_second_answer_for_a_labelled_pair_says_it_was_not_saved(ann_client):
+    pair = make_pair()
+    ann_client.get(reverse("annotate:label"))
+    body = ann_client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "left"}, **HTMX).content.decode()
+    assert "Saved: left" in body
+    body = ann_client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "right", "strength": "clear",
+                                                        "comment": "fix"}, **HTMX).content.decode()
+    assert "Saved: right" not in body and "already (left)" in body and "undo" in body
+    assert Label.objects.get().side == "left"
+
+
 def test_skip_and_undo_over_htmx(ann_client, annotator):
     first, second, third = make_pairs(3)
     ann_client.get(reverse("annotate:label"))

@@ -45,6 +45,17 @@ def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
     assert refused.value.status == 409 and "skipped" in refused.value.detail
 
 
+def test_a_repeated_label_returns_the_stored_one_and_another_answer_is_a_409(annotator_api):
+    pair = make_pair()
+    annotator_api.next_pair()
+    first = annotator_api.label(pair.pk, "left", strength="slight")
+    assert annotator_api.label(pair.pk, "left", strength="slight") == first  # a retried request
+    with pytest.raises(APIError) as refused:
+        annotator_api.label(pair.pk, "right")
+    assert refused.value.status == 409 and "already (left, slightly better)" in refused.value.detail
+    assert Label.objects.get().side == "left"
+
+
 def test_a_script_leases_a_chosen_pair_under_the_same_rules(live_server, staff_api, token_for):
     pair = make_pair()
     assert staff_api.post("/label/lease", {"pair": pair.pk})["pair"] == pair.pk
