@@ -3,10 +3,10 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
-from training.promotion import awaits_gate
+from training.promotion import PromotionError, rollback
 
 from . import services
-from .models import GenerationJob, ModelVersion, Prompt, Response, VersionChange
+from .models import GenerationJob, ModelVersion, Prompt, Response
 
 
 @admin.register(ModelVersion)
@@ -35,17 +35,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, "Select exactly one version.", messages.ERROR)
             return
         version = queryset.get()
-        run = getattr(version, "made_by_run", None)
-        if awaits_gate(run):  # the gate's decision is the Train page's
-            self.message_user(request, f"{version.name} is a candidate that has not passed the promotion gate: check "
-                                       "the gate or promote it by hand, with a reason, on the Train page.",
-                              messages.ERROR)
-            return
-        try:
-            services.change_current(version, action=VersionChange.Action.ROLLBACK, user=request.user,
-                                    reason="made current from the admin")
-        except services.GenerationError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        try:  # as the Train page's rollback: a candidate awaiting the gate is refused (the gate's decision is its)
+            rollback(version, user=request.user, reason="made current from the admin")
+        except PromotionError as exc:
+            self.message_user(request, f"{exc}.", messages.ERROR)
             return
         self.message_user(request, f"{version.name} is now the current version.")
 

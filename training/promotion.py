@@ -150,6 +150,11 @@ def promote_by_hand(run: TrainingRun, *, user, reason: str) -> VersionChange:
 
 
 def rollback(version: ModelVersion, *, user, reason: str = "") -> VersionChange:
+    """Make a version that is not awaiting the gate current again (base, or one that was current or decided before);
+    a candidate awaiting the gate passes it or is promoted by hand with a reason (promote_by_hand)."""
+    if awaits_gate(getattr(version, "made_by_run", None)):
+        raise PromotionError(f"{version.name} is a candidate awaiting the promotion gate: check the gate, or promote "
+                             "it by hand with a reason (recorded)")
     if len(reason or "") > 2000:
         raise PromotionError(f"reason: at most 2000 characters (got {len(reason)})")
     try:

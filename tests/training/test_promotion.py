@@ -115,6 +115,18 @@ def test_staff_promote_by_hand_with_a_reason_and_roll_back_in_one_click(candidat
     assert "already the current one" in response.content.decode()
 
 
+def test_the_rollback_button_does_not_make_a_candidate_current_past_the_gate(candidate, client, staff):
+    """The rollback URL made a candidate awaiting the gate current with no reason, recorded as a rollback, its run
+    still "candidate" (the API refused the same change)."""
+    base, new, run = candidate
+    client.force_login(staff)
+    response = client.post(reverse("training:rollback", args=[new.pk]), {"reason": ""}, follow=True)
+    assert "awaiting the promotion gate" in response.content.decode()
+    assert current_version() == base and not VersionChange.objects.exists()
+    run.refresh_from_db()
+    assert run.decision == "candidate"
+
+
 def test_annotators_cannot_promote_or_roll_back(candidate, client, annotator):
     base, new, run = candidate
     client.force_login(annotator)
@@ -166,7 +178,7 @@ def test_the_admin_cannot_slip_a_candidate_past_the_gate_and_records_what_it_doe
     client.force_login(staff)
     url = reverse("admin:generation_modelversion_changelist")
     response = client.post(url, {"action": "make_current", "_selected_action": [new.pk]}, follow=True)
-    assert "has not passed the promotion gate" in response.content.decode() and current_version() == base
+    assert "awaiting the promotion gate" in response.content.decode() and current_version() == base
     client.post(url, {"action": "make_current", "_selected_action": [older.pk]}, follow=True)
     assert current_version() == older
     change = VersionChange.objects.get()
