@@ -35,6 +35,12 @@ class ImportForm(forms.Form):
     tag = forms.CharField(required=False, max_length=100)
     round = forms.IntegerField(required=False, min_value=0, max_value=MAX_NUMBER, help_text="For pairs and preferences. Empty: preferences keep the round their rows name (an export's do).")
 
+    def clean_tag(self):
+        value = self.cleaned_data["tag"]
+        if not value.isprintable():  # as the importer checks it: refused here, not later by the worker
+            raise forms.ValidationError("expected up to 100 printable characters")
+        return value
+
     def clean_file(self):
         upload = self.cleaned_data["file"]
         limit = settings.PREFLOOP_MAX_UPLOAD_BYTES

@@ -54,6 +54,13 @@ def test_the_upload_is_kept_private_under_a_name_of_our_own_until_the_worker_run
     assert "queued" in page and 'hx-trigger="every 1s"' in page, "the page polls while the job waits"
 
 
+def test_a_tag_the_importer_would_refuse_is_refused_by_the_form_before_a_job_is_queued(client, staff):
+    client.force_login(staff)
+    job, response = upload(client, "good.jsonl", b'{"prompt": "one"}\n', tag="a\u200bb")  # a zero-width space
+    assert job is None and "expected up to 100 printable characters" in response.content.decode()
+    assert not ImportJob.objects.exists() and not Prompt.objects.exists()
+
+
 def test_upload_over_the_size_limit_is_refused(client, staff, settings):
     settings.PREFLOOP_MAX_UPLOAD_BYTES = 10
     client.force_login(staff)
