@@ -215,6 +215,7 @@ class Tracker:
         self.job, self.parents = job, list(parents)
         self._checked, self._stop = 0.0, False
         self._written = 0.0
+        self._rate_from_claim = True  # until this attempt's first progress is written
         # Set by a job that runs others inside it: told each child report (fraction, stage), so its own bar moves.
         self.on_child: Callable[[float, str], None] | None = None
 
@@ -253,6 +254,12 @@ class Tracker:
             return False
         self._written = now
         fields: dict = {"updated": timezone.now(), **own}
+        if self._rate_from_claim and progress is not None and progress > self.job.progress and "claimed" not in own:
+            self._rate_from_claim = False
+            # this attempt's first progress: its rate is measured from here, not from the claim (loading a model,
+            # reference log-probs, a warm start moved no bar, and counted as slow work made the estimate too long)
+            fields["claimed"], fields["claimed_progress"] = fields["updated"], progress
+            self.job.claimed, self.job.claimed_progress = fields["claimed"], progress
         for name, value in (("done", done), ("total", total), ("progress", progress), ("stage", stage)):
             if value is not None:
                 fields[name] = value[:200] if name == "stage" else value

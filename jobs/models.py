@@ -79,8 +79,10 @@ class Job(models.Model):
 
     @property
     def percent(self) -> int:
-        """Whole percent done, rounded down: 99.6% of a running job is 99%, never 100% before it ends."""
-        return math.floor(100 * min(1.0, max(0.0, self.progress)) + 1e-9)
+        """Whole percent done, rounded down: 99.6% of a running job is 99%, never 100% before it ends (nor while it
+        works past its last counted unit: measuring a trained version, judging the answers it collected)."""
+        shown = math.floor(100 * min(1.0, max(0.0, self.progress)) + 1e-9)
+        return min(shown, 99) if self.status in ACTIVE else shown
 
     @property
     def silent_seconds(self) -> float | None:
@@ -94,11 +96,13 @@ class Job(models.Model):
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the rate measured in this attempt; None until a rate is known, or while it is silent."""
+        """Seconds left at the rate measured in this attempt; None until a rate is known, while it is silent, and once
+        the estimate has run out or the counted units are done (the stage then says what it is doing): "about 0 s
+        left" stayed up for as long as a round was measured."""
         if self.status != Status.RUNNING or not (self.claimed and self.updated) or self.silent_seconds is not None:
             return None
         made, spent = self.progress - self.claimed_progress, (self.updated - self.claimed).total_seconds()
-        if made <= 0 or spent <= 0:
+        if made <= 0 or spent <= 0 or self.progress >= 1.0:
             return None
         left = spent * (1.0 - self.progress) / made - (timezone.now() - self.updated).total_seconds()
-        return max(0.0, left)
+        return left if left > 0 else None

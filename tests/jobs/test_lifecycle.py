@@ -163,6 +163,22 @@ def test_the_time_left_is_shown_once_a_rate_is_measured(jobs):
     assert "about 2 min left" in html or "about 1 min left" in html
 
 
+def test_the_rate_is_measured_from_the_first_progress_not_from_the_claim(jobs):
+    """Minutes of loading and reference log-probs before the first step moved no bar, and the estimate counted them
+    as slow steps."""
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    GenerationJob.objects.filter(pk=job.pk).update(claimed=timezone.now() - timedelta(minutes=10))
+    job.refresh_from_db()
+    tracker = Tracker(job)
+    tracker.report(progress=0.1, force=True)
+    job.refresh_from_db()
+    assert job.claimed_progress == 0.1 and (timezone.now() - job.claimed).total_seconds() < 5
+    GenerationJob.objects.filter(pk=job.pk).update(claimed=job.claimed - timedelta(seconds=10))
+    tracker.report(progress=0.2, force=True)  # a tenth in 10 s from the first progress: about 80 s more
+    job.refresh_from_db()
+    assert job.claimed_progress == 0.1 and 70 <= job.eta_seconds <= 85
+
+
 def test_one_partial_renders_every_kind_with_its_bar_counts_and_cancel(jobs, staff, client):
     for job in jobs:
         type(job).objects.filter(pk=job.pk).update(status="running", done=1, progress=0.5, stage="working")
