@@ -148,6 +148,22 @@ def test_a_running_run_is_polled_and_a_flat_loss_warns(client, staff, versions):
     assert "the loss stayed at ln 2" in partial
 
 
+def test_a_running_run_can_be_cancelled_from_its_own_page(client, staff, versions):
+    """The run's page showed a bar with no Cancel, no stage and no estimate; only the runs list could cancel."""
+    base, _ = versions
+    run = _run(base, None, status=TrainingRun.RUNNING, losses=(0.69, 0.61))
+    TrainingRun.objects.filter(pk=run.pk).update(progress=0.996, stage="step 249 of 250")
+    client.force_login(staff)
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
+    cancel = reverse("training:cancel_run", args=[run.pk])
+    assert f'hx-post="{cancel}"' in page and "step 249 of 250" in page and "99%" in page and "100%" not in page
+    client.post(cancel, HTTP_HX_REQUEST="true")
+    run.refresh_from_db()
+    assert run.status == "cancelling"
+    page = client.get(reverse("training:run", args=[run.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert f'hx-post="{cancel}"' not in page and "cancelling" in page
+
+
 def test_a_run_without_a_summary_leads_with_its_latest_step(client, staff, versions):
     base, child = versions
     run = _run(base, child, metrics={}, losses=(0.69, 0.61))
