@@ -2,6 +2,7 @@
 checks of every row before any is written), pull the decided preferences in TRL's format (the export page's rows and filters), paged."""
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import tempfile
@@ -95,6 +96,9 @@ class PreferenceFilters(Schema):
     soft_labels: bool = False
     page: int = Field(1, ge=1, le=10**9)
     page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
+    after: int | None = Field(None, ge=0, le=2**63 - 1, description=(
+        "The rows after this pair id (the `next_after` of the page before): pages that hold however labels change "
+        "meanwhile. `page` counts rows from the start, so an undo or a new label before it shifts what it holds."))
 
 
 class PreferencePage(Schema):
@@ -102,6 +106,7 @@ class PreferencePage(Schema):
     page: int
     page_size: int
     next_page: int | None
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last one.")
     results: list[dict[str, Any]]
 
 
@@ -112,8 +117,16 @@ def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     decided = decisions(rounds=None if filters.round is None else [filters.round],
                         min_agreement=filters.min_agreement, include_automatic=filters.include_automatic,
                         soft_labels=filters.soft_labels)
-    start = (filters.page - 1) * filters.page_size
-    rows = exporters.preference_rows(decided)[start:start + filters.page_size]
-    more = start + filters.page_size < len(decided)
+    if filters.after is not None:
+        if filters.page != 1:
+            raise HttpError(400, "page and after: pass one of them (after: the `next_after` of the page before)")
+        start = bisect.bisect_right([d.pair.pk for d in decided], filters.after)  # decisions(): in pair id order
+    else:
+        start = (filters.page - 1) * filters.page_size
+    end = start + filters.page_size
+    more = end < len(decided)
+    # rows of the whole list, then the page: whether rows are conversational is decided for all of them at once
     return {"count": len(decided), "page": filters.page, "page_size": filters.page_size,
-            "next_page": filters.page + 1 if more else None, "results": rows}
+            "next_page": filters.page + 1 if more and filters.after is None else None,
+            "next_after": decided[end - 1].pair.pk if more else None,
+            "results": exporters.preference_rows(decided)[start:end]}

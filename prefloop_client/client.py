@@ -132,11 +132,16 @@ class Client:
                                           page_size=page_size))
 
     def iter_preferences(self, *, page_size: int = 500, **filters) -> Iterator[dict]:
-        page: int | None = 1
-        while page is not None:
-            answer = self.get("/preferences", page=page, page_size=page_size, **filters)
+        """Page after page by the last pair id seen (`after`), so a label undone or added meanwhile neither skips a
+        row nor repeats one."""
+        after: int | None = None
+        while True:
+            answer = self.get("/preferences", page_size=page_size, **filters,
+                              **({} if after is None else {"after": after}))
             yield from answer["results"]
-            page = answer["next_page"]
+            after = answer.get("next_after")
+            if after is None:
+                return
 
     # ---- labelling rounds ----------------------------------------------------------------------------------
 

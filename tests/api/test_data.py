@@ -98,6 +98,31 @@ def test_pull_pages_and_refuses_junk_filters(staff_api):
         assert refused.value.status == 400 and repr(next(iter(junk)))[1:-1] in refused.value.detail
 
 
+def test_pulling_page_after_page_misses_no_row_when_a_label_is_undone_meanwhile(staff_api):
+    """Pages counted by offset: a label undone on page 1 while a pipeline pulled moved a row of page 2 onto page 1,
+    and the pipeline never saw it. The client pages by the last pair id seen (`after`)."""
+    from annotate.services import undo_last_label
+
+    people = [make_user() for _ in range(5)]
+    pairs = [make_pair() for _ in people]
+    for person, pair in zip(people, pairs, strict=True):
+        label_pair(pair.pk, person, "left")
+    first = staff_api.get("/preferences", page_size=2)
+    assert first["next_after"] == pairs[1].pk
+    assert undo_last_label(people[0]) is not None  # the first row is gone
+    second = staff_api.get("/preferences", page_size=2, after=first["next_after"])
+    third = staff_api.get("/preferences", page_size=2, after=second["next_after"])
+    prompts = [row["prompt"] for row in first["results"] + second["results"] + third["results"]]
+    assert prompts == [p.prompt.text for p in pairs]  # pairs[2] is still there, after the undo
+    assert third["next_after"] is None and third["count"] == 4
+    by_offset = staff_api.get("/preferences", page=2, page_size=2)["results"]
+    assert [row["prompt"] for row in by_offset] == [pairs[3].prompt.text, pairs[4].prompt.text]  # what offsets do
+    assert [row["prompt"] for row in staff_api.preferences(page_size=2)] == [p.prompt.text for p in pairs[1:]]
+    with pytest.raises(APIError) as refused:
+        staff_api.get("/preferences", page=2, after=1)
+    assert refused.value.status == 400 and "page and after" in refused.value.detail
+
+
 def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(staff_api):
     """Pairs pushed to be labelled elsewhere, then their labels pushed back: each label lands on its pair (either
     way round), once; the push said "skipped" and kept no label before."""
