@@ -53,6 +53,15 @@ class PreferencePush(Body):
     round: Number | None = None
 
 
+def _settings_in_rows(rows: list[Any], names: tuple[str, ...]) -> None:
+    """Refuse rows that carry a setting of the whole request (a pair push's round, a prompt push's tag): it was
+    dropped without a word, and the rows went where the request said, or nowhere it named."""
+    problems = [f"{SOURCE}: line {i}: {name}: set for the whole request (the body's \"{name}\"), not per row"
+                for i, row in enumerate(rows, 1) if isinstance(row, dict) for name in names if name in row]
+    if problems:
+        raise importers.ImportProblem(problems)
+
+
 def _imported(rows: list[Any], call) -> PushResult:
     """Hand the rows to the importer as the file the import page would have saved: a JSON array, whose Nth item
     the parser reports as line N, so a refusal names the row."""
@@ -71,6 +80,7 @@ def _imported(rows: list[Any], call) -> PushResult:
 @router.post("/prompts", response={201: PushResult}, summary="Push prompts")
 def push_prompts(request: HttpRequest, payload: PromptPush):
     staff_only(request)
+    _settings_in_rows(payload.rows, ("split", "tag"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_prompts(
         path, split=payload.split, tag=payload.tag, name=SOURCE)))
 
@@ -78,6 +88,7 @@ def push_prompts(request: HttpRequest, payload: PromptPush):
 @router.post("/pairs", response={201: PushResult}, summary="Push unlabelled pairs")
 def push_pairs(request: HttpRequest, payload: PairPush):
     staff_only(request)
+    _settings_in_rows(payload.rows, ("round", "labels_needed"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_pairs(
         path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE)))
 

@@ -98,6 +98,20 @@ def test_pull_pages_and_refuses_junk_filters(staff_api):
         assert refused.value.status == 400 and repr(next(iter(junk)))[1:-1] in refused.value.detail
 
 
+@pytest.mark.parametrize("path,rows,field", [
+    ("/pairs", [{"prompt": "Q", "response_a": "A", "response_b": "B"},
+                {"prompt": "Q2", "response_a": "A", "response_b": "B", "round": 5}], "round"),
+    ("/pairs", [{"prompt": "Q", "response_a": "A", "response_b": "B", "labels_needed": 3}], "labels_needed"),
+    ("/prompts", [{"prompt": "Q"}, {"prompt": "Q2", "tag": "maths"}], "tag"),
+])
+def test_a_setting_of_the_whole_push_given_in_a_row_is_refused_by_row_not_dropped(staff_api, path, rows, field):
+    with pytest.raises(APIError) as refused:
+        staff_api.post(path, {"rows": rows})
+    line = len(rows)
+    assert refused.value.status == 400 and f"line {line}: {field}: set for the whole request" in refused.value.detail
+    assert not Pair.objects.exists() and not Prompt.objects.exists()
+
+
 def test_pulling_page_after_page_misses_no_row_when_a_label_is_undone_meanwhile(staff_api):
     """Pages counted by offset: a label undone on page 1 while a pipeline pulled moved a row of page 2 onto page 1,
     and the pipeline never saw it. The client pages by the last pair id seen (`after`)."""
