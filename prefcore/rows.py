@@ -309,8 +309,9 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
             raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
         if len(items) > limits.max_rows:
             raise limits.too_many_rows(name, f"{len(items):,}")
-        if _depth(items, limits.max_depth + 1) > limits.max_depth + 1:
-            raise limits.too_deep(name)
+        for i, item in enumerate(items):  # row by row, so the refusal names the row
+            if _depth(item, limits.max_depth) > limits.max_depth:
+                raise limits.too_deep(name, i + 1)
         return [(i + 1, item) if isinstance(item, dict) else _not_object(name, i + 1) for i, item in enumerate(items)]
     rows, problems = [], []
     # Lines end at "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold
