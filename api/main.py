@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
@@ -101,7 +102,9 @@ def _import_problem(request, exc: ImportProblem):
 
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request, exc):
-    return _error(request, 413, "the request body is over the size limit: send the rows in smaller batches")
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20
+    return _error(request, 413, f"the request body is over the size limit of {limit:.0f} MiB: send the rows in "
+                                "smaller batches")
 
 
 @api.exception_handler(Http404)

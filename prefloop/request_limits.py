@@ -107,11 +107,16 @@ class RequestSizeLimitMiddleware:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return _refuse(request, "Bad Content-Length header.", 400)
-        limit = settings.PREFLOOP_MAX_UPLOAD_BYTES
+        # a file upload (multipart) up to PREFLOOP_MAX_UPLOAD_BYTES; any other body (JSON, a form) is read into
+        # memory, up to Django's DATA_UPLOAD_MAX_MEMORY_SIZE, and was told the upload limit it never had
+        upload = request.content_type == "multipart/form-data"
+        limit = settings.PREFLOOP_MAX_UPLOAD_BYTES if upload else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if length > limit:
+            what, setting = (("upload", "PREFLOOP_MAX_UPLOAD_BYTES") if upload
+                             else ("request body", "DATA_UPLOAD_MAX_MEMORY_SIZE"))
             return _refuse(
-                request, f"The upload is too large: {length / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB "
-                "(PREFLOOP_MAX_UPLOAD_BYTES).", 413,
+                request, f"The {what} is too large: {length / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB "
+                f"({setting}){'' if upload else ': send the rows in smaller batches'}.", 413,
             )
         refusal = _refusal(request)
         if refusal:

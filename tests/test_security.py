@@ -269,3 +269,15 @@ def test_oversized_form_fields_are_refused(client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = client.post(reverse("login"), {"username": "x" * 5000, "password": "y"})
     assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_a_json_body_over_its_limit_is_told_that_limit_not_the_uploads(client):
+    """A 6 MiB push was told "over the size limit" with no number, and a 60 MiB one "the limit is 50 MiB", the
+    file upload's limit: a JSON body's is 5 MiB."""
+    for size in (6, 60):
+        body = b'{"rows": ["' + b"x" * (size * 2**20) + b'"]}'
+        response = client.post("/api/v1/prompts", body, content_type="application/json")
+        assert response.status_code == 413
+        detail = response.json()["detail"]
+        assert "the limit is 5 MiB (DATA_UPLOAD_MAX_MEMORY_SIZE)" in detail and "smaller batches" in detail
