@@ -63,8 +63,12 @@ def _error(request, status: int, detail: str, **more):
 
 
 def _field(loc) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "payload")]
-    return ".".join(parts) or "body"
+    """The field's name as a caller wrote it: ("body", "payload", "rows", 3) is rows.3, ("form", "kind") is kind and
+    ("file", "file") is file (the upload's form and file parts were named form.kind and file.file)."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "form", "file", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts if p != "payload") or "body"
 
 
 def _message(error: dict) -> str:
