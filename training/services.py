@@ -237,11 +237,14 @@ def _remove_partial_checkpoints(run_id: int) -> None:
 
 
 def _claim(run_id: int) -> TrainingRun | None:
-    """Mark the run running from step 0 (a run cannot resume part-way); None when there is nothing to do."""
+    """Mark the run running from step 0 (a run cannot resume part-way), or, when it registered its version before
+    its worker was lost, running on from there (its steps kept: only the measuring is left); None when there is
+    nothing to do."""
     _remove_partial_checkpoints(run_id)
     with transaction.atomic():
-        run = lifecycle.claim(TrainingRun, run_id, restart=True)
-        if run is not None:
+        registered = TrainingRun.objects.filter(pk=run_id, output_version__isnull=False).exists()
+        run = lifecycle.claim(TrainingRun, run_id, restart=not registered)
+        if run is not None and not registered:
             TrainingStep.objects.filter(run=run).delete()
     return run
 
@@ -265,6 +268,17 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             new_only = run.data_choice != TrainingRun.DATA_ALL
             scope = f"of labelling round {labelling_round(run.input_version)} " if new_only else ""
             raise TrainingError(f"no decided pairs {scope}to train on yet: label some pairs first")
+        if run.output_version_id is not None:  # registered before its worker was lost: measure it, train nothing
+            version = run.output_version
+            _log(run, f"version {version.name!r} was registered before the worker was lost: measuring it, "
+                      "not training again")
+            tracker.report(stage=f"measuring {version.name!r}", force=True)
+            _evaluate(run, version, config, data, tracker.should_stop)
+            run.refresh_from_db(fields=["metrics", "done"])
+            lifecycle.finish(run, output_version=version, done=run.done, metrics=run.metrics,
+                             decision=TrainingRun.Decision.CANDIDATE)
+            run.refresh_from_db()
+            return run
         TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "
                   f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs; "

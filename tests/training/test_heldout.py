@@ -190,3 +190,25 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     assert float(cards["Held-out accuracy"]) == pytest.approx(metrics["heldout/reward_accuracy"], abs=5e-4)
     assert float(cards["Held-out margin"]) == pytest.approx(metrics["heldout/margin"], rel=1e-3, abs=1e-4)
     assert float(cards["Answer tokens"]) == pytest.approx(metrics["sampled/mean_tokens"], rel=1e-3)
+
+
+def test_a_run_whose_worker_was_lost_while_measuring_measures_its_version_not_trains_again(tiny_base, staff,
+                                                                                          settings, tmp_path):
+    """Its version registered, the worker lost while measuring: the next attempt trained from step 0 again, deleted
+    the steps its dashboard shows, and registered a second version that no run pointed to."""
+    from training.models import TrainingRun
+
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 2
+    _labelled_round(tiny_base, staff, 12, split_eval=2)
+    run = train.run_training(train.start_training_run(params=FAST_TRAINING, enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    steps, versions = run.steps.count(), ModelVersion.objects.count()
+    unmeasured = {k: v for k, v in run.metrics.items() if not k.startswith("sampled/")}
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", finished=None, metrics=unmeasured)  # lost there
+    again = train.run_training(run.pk)
+    assert again.status == "succeeded", again.error
+    assert again.output_version == run.output_version and ModelVersion.objects.count() == versions
+    assert again.steps.count() == steps > 0 and again.done == run.done
+    assert "sampled/answers" in again.metrics and again.metrics["mean_loss"] == run.metrics["mean_loss"]
+    assert "measuring it, not training again" in again.log
