@@ -298,7 +298,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     # The gate: a blind evaluation against the version the round started from, the current one.
     against_current = evaluation if start.pk == base.pk else evaluate_against(start)
     gate = check_gate(training, jobs=[against_current.job])
-    kl = mean_kl(new, base, evaluation.answers_b)
+    kl = mean_kl(new, base, evaluation.answers_b, should_stop=tracker.should_stop)
     seconds["evaluate"] = time.perf_counter() - clock
 
     tokens = _mean_tokens(evaluation.answers_b)

@@ -19,7 +19,7 @@ from prefloop.numerics import product_dtype
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .dpo.trainer import Scorer, compute_kl
+from .dpo.trainer import Scorer, TrainingCancelled, compute_kl
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +60,19 @@ def eval_answer_prompts(limit: int) -> list[Prompt]:
 
 
 def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, Response],
-            config: DPOConfig | None = None) -> float:
+            config: DPOConfig | None = None, should_stop: Callable[[], bool] | None = None) -> float:
     """KL(version || reference) in nats per answer, on the version's own sampled answers: at each answer position
     the KL of the two next-token distributions over the whole vocabulary (`training.dpo.logps.position_kl`), summed
-    over the answer, averaged over the answers. Never negative."""
+    over the answer, averaged over the answers. Never negative. GenerationCancelled between batches once
+    should_stop() says so."""
 
     if not answers:
         return math.nan
     config = config or DPOConfig(batch_size=8, dtype=product_dtype())
-    return _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers), config))
+    try:
+        return _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers), config, should_stop))
+    except TrainingCancelled:
+        raise GenerationCancelled("measuring KL stopped on request") from None
 
 
 def _mean_kl(per_position: list[list[float]]) -> float:
@@ -89,7 +93,16 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
     Each of the two models is loaded once, on first use, and serves the held-out pairs and the answers' KL.
 
-    `should_stop()` is asked per decode step and between the parts: True raises GenerationCancelled."""
+    `should_stop()` is asked per decode step and per scoring batch: True raises GenerationCancelled."""
+    try:
+        return _evaluate_round(version, reference, config, heldout, heldout_rows, should_stop)
+    except TrainingCancelled:  # the scoring's own stop, between its batches
+        raise GenerationCancelled("measuring stopped on request") from None
+
+
+def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
+                    heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
+                    should_stop: Callable[[], bool] | None) -> dict:
 
     def check() -> None:
         if should_stop is not None and should_stop():
@@ -105,10 +118,10 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
     policy, base = Scorer(version.path, scoring), Scorer(reference.path, scoring)
     if heldout:
-        own = policy.logps(heldout)
+        own = policy.logps(heldout, should_stop)
         missing = [i for i, p in enumerate(heldout) if not p.has_reference]
         if missing:
-            ref = base.logps([heldout[i] for i in missing])
+            ref = base.logps([heldout[i] for i in missing], should_stop)
             for j, i in enumerate(missing):
                 heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
             store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing], ref)
@@ -118,7 +131,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
     check()
     if answers:
         try:
-            metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers)))
+            metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers), should_stop))
         except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand
             logger.warning("%s against %s: no KL: %s", version.name, reference.name, exc)
         metrics["sampled/answers"] = len(answers)

@@ -77,3 +77,22 @@ def test_a_cancel_just_after_the_training_registered_its_version_says_the_versio
     assert training.output_version.name == "round-1" and not training.output_version.is_current
     assert "it stays a candidate, not promoted" in run.stage and "'round-1'" in run.stage
 
+
+
+def test_a_cancel_while_the_training_measures_kl_stops_within_its_batches(loop_run, monkeypatch):
+    """Held-out scoring and KL took no stop: a cancel there waited for the whole measurement."""
+    from training.dpo import trainer
+
+    _cancel_first(monkeypatch, trainer.Scorer, "kl", loop_run)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled" and run.results == []
+    training = TrainingRun.objects.get(part_of=run.key)
+    assert "kl_to_reference" not in training.metrics and "sampled/answers" not in training.metrics
+    assert "measuring 'round-1' stopped on request" in training.log
+
+
+def test_a_cancel_while_the_loop_measures_kl_to_base_stops_the_round(loop_run, monkeypatch):
+    _cancel_first(monkeypatch, loop_services, "mean_kl", loop_run)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled" and run.results == [], run.stage
+    assert ModelVersion.objects.get(is_current=True).name == "base"

@@ -169,23 +169,28 @@ class Scorer:
     def _rows(self, pairs: list[PreferencePair]) -> list[TokenizedPair]:
         return tokenize_pairs(self.tokenizer, pairs, self.config)
 
-    def logps(self, pairs: list[PreferencePair]) -> list[tuple[float, float]]:
-        """Each pair's summed log-probs (chosen, rejected) under this model, in input order."""
+    def logps(self, pairs: list[PreferencePair],
+              should_stop: Callable[[], bool] | None = None) -> list[tuple[float, float]]:
+        """Each pair's summed log-probs (chosen, rejected) under this model, in input order; TrainingCancelled
+        between batches once should_stop() says so."""
         rows = self._rows(pairs)
         found = _reference_logps_for(self.scorer, rows, list(range(len(rows))), self.config, self.device, self.dtype,
-                                     _pad_id(self.tokenizer))
+                                     _pad_id(self.tokenizer), should_stop)
         return [found[i] for i in range(len(rows))]
 
     @torch.no_grad()
-    def kl(self, reference: Scorer, pairs: list[PreferencePair]) -> list[list[float]]:
+    def kl(self, reference: Scorer, pairs: list[PreferencePair],
+           should_stop: Callable[[], bool] | None = None) -> list[list[float]]:
         """For each pair's chosen response, in input order, KL(this model || reference) over the whole vocabulary
-        at each of its token positions (`position_kl`); the two must share a tokenizer."""
+        at each of its token positions (`position_kl`); the two must share a tokenizer. TrainingCancelled between
+        batches once should_stop() says so."""
         if self.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
             raise ValueError(f"{self.model_dir} and its reference {reference.model_dir} tokenize apart: "
                              "the two must share a tokenizer")
         rows = self._rows(pairs)
         out: dict[int, list[float]] = {}
-        for chosen, pb in _batches(rows, list(range(len(rows))), self.config, self.device, _pad_id(self.tokenizer)):
+        for chosen, pb in _batches(rows, list(range(len(rows))), self.config, self.device, _pad_id(self.tokenizer),
+                                   should_stop, "measuring KL"):
             with _autocast(self.device, self.dtype):
                 kl = position_kl(self.scorer, reference.scorer, pb).cpu()
             owner = pb.sequence_index.cpu()
@@ -199,9 +204,10 @@ def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> 
     return Scorer(model_dir, config).logps(pairs)
 
 
-def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[list[float]]:
+def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DPOConfig,
+               should_stop: Callable[[], bool] | None = None) -> list[list[float]]:
     """`Scorer.kl` of the model in model_dir against the one in reference_dir, the two loaded side by side."""
-    return Scorer(model_dir, config).kl(Scorer(reference_dir, config), pairs)
+    return Scorer(model_dir, config).kl(Scorer(reference_dir, config), pairs, should_stop)
 
 
 def _pad_id(tokenizer) -> int:
