@@ -31,7 +31,7 @@ from prefcore.outcomes import outcome_for_side
 
 from .dataset import DecidedPair, decided_pairs  # noqa: F401  (the training service imports it from here)
 from .feedback import saved_line
-from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, QueueOrder, Route
+from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, QueueOrder, Route, in_lock_order
 
 try:
     import fcntl
@@ -335,7 +335,8 @@ def record_label(
     comment: str = "",
     seconds: float | None = None,
 ) -> Label:
-    """Record a person's key press on the pair leased to them; submitting the same pair twice returns the first label.
+    """Record a person's key press on the pair leased to them; the same label submitted twice returns the stored one,
+    and another answer for a pair they labelled is refused (they undo it first).
 
     A pair that is not leased to this person (never given to them, skipped, or their lease ended) is refused with a
     LabelError. `seconds` (the time the page measured) is kept only up to the time the server has leased the pair
@@ -409,9 +410,10 @@ def undo_last_label(user) -> Assignment | None:
         # Its round first, locked as closing locks it: an undo and a closing at the same moment come one after the
         # other, so the closing either sees the label undone or is seen closed here.
         round_id = Pair.objects.filter(pk=pair_id).values_list("round_id", flat=True).first()
-        closed = round_id is not None and any(LabellingRound.objects.select_for_update(no_key=True).filter(
-            pk=round_id).values_list("closed_at", flat=True))
-        label.delete()
+        closed = round_id is not None and any(
+            in_lock_order(LabellingRound.objects.filter(pk=round_id)).values_list("closed_at", flat=True))
+        if not Label.objects.filter(pk=label.pk).delete()[0]:  # undone meanwhile ("u" pressed twice at once)
+            return None
         Pair.objects.filter(pk=pair_id, labels_done__gt=0).update(labels_done=F("labels_done") - 1)
         if closed:  # a closed round's pairs need no labels they lack (close_round): the undone one is not asked for
             Pair.objects.filter(pk=pair_id, labels_needed__gt=F("labels_done")).update(labels_needed=F("labels_done"))

@@ -297,8 +297,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
                                     "eval/votes": evaluation.summary["n"]})
     # The gate: a blind evaluation against the version the round started from, the current one.
     against_current = evaluation if start.pk == base.pk else evaluate_against(start)
-    gate = check_gate(training, jobs=[against_current.job])
+    # KL before the gate: a cancel while it is measured must not discard a round whose gate promoted its version
     kl = mean_kl(new, base, evaluation.answers_b, should_stop=tracker.should_stop)
+    gate = check_gate(training, jobs=[against_current.job])
     seconds["evaluate"] = time.perf_counter() - clock
 
     tokens = _mean_tokens(evaluation.answers_b)

@@ -135,11 +135,17 @@ class Client:
         """Page after page by the last pair id seen (`after`), so a label undone or added meanwhile neither skips a
         row nor repeats one."""
         after: int | None = None
+        page: int | None = 1
         while True:
             answer = self.get("/preferences", page_size=page_size, **filters,
-                              **({} if after is None else {"after": after}))
+                              **({"page": page} if after is None else {"after": after}))
             yield from answer["results"]
-            after = answer.get("next_after")
+            if "next_after" not in answer:  # a server from before `after`: by page number
+                page = answer["next_page"]
+                if page is None:
+                    return
+                continue
+            after = answer["next_after"]
             if after is None:
                 return
 

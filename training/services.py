@@ -13,6 +13,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -261,6 +262,19 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
     version = None
     try:
         config = _run_config(run)
+        if run.output_version_id is not None:  # registered before its worker was lost: measure it, train nothing
+            version = run.output_version
+            # Its answers and KL; not held-out pairs: the labels may have changed since it trained (one label more
+            # can start holding out prompts it trained on), so the held-out figures would not be what they say.
+            _log(run, f"version {version.name!r} was registered before the worker was lost: measuring it, "
+                      "not training again (its answers and KL; held-out pairs are not measured again)")
+            tracker.report(stage=f"measuring {version.name!r}", force=True)
+            _evaluate(run, version, config, SimpleNamespace(heldout=[], heldout_rows=[]), tracker.should_stop)
+            run.refresh_from_db(fields=["metrics", "done"])
+            lifecycle.finish(run, output_version=version, done=run.done, metrics=run.metrics,
+                             decision=TrainingRun.Decision.CANDIDATE)
+            run.refresh_from_db()
+            return run
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
                         max_length=config.max_length, dtype=config.dtype, seed=config.seed)
         pairs, rows = data.pairs, data.rows
@@ -268,17 +282,6 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             new_only = run.data_choice != TrainingRun.DATA_ALL
             scope = f"of labelling round {labelling_round(run.input_version)} " if new_only else ""
             raise TrainingError(f"no decided pairs {scope}to train on yet: label some pairs first")
-        if run.output_version_id is not None:  # registered before its worker was lost: measure it, train nothing
-            version = run.output_version
-            _log(run, f"version {version.name!r} was registered before the worker was lost: measuring it, "
-                      "not training again")
-            tracker.report(stage=f"measuring {version.name!r}", force=True)
-            _evaluate(run, version, config, data, tracker.should_stop)
-            run.refresh_from_db(fields=["metrics", "done"])
-            lifecycle.finish(run, output_version=version, done=run.done, metrics=run.metrics,
-                             decision=TrainingRun.Decision.CANDIDATE)
-            run.refresh_from_db()
-            return run
         TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "
                   f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs; "
@@ -294,7 +297,10 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         version = _register(run, config, out_tmp)
         out_tmp = None
         run.refresh_from_db(fields=["metrics"])
-        TrainingRun.objects.filter(pk=run.pk).update(output_version=version, done=result.steps, metrics=dict(
+        # a candidate from now on, whatever happens next (a cancel while measuring, a lost worker): one that awaits
+        # the gate, which no rollback makes current without a reason
+        TrainingRun.objects.filter(pk=run.pk).update(output_version=version, done=result.steps,
+                                                     decision=TrainingRun.Decision.CANDIDATE, metrics=dict(
             run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
             pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
             truncated=result.truncated, dropped=result.dropped))

@@ -75,7 +75,12 @@ def test_a_cancel_just_after_the_training_registered_its_version_says_the_versio
     assert training.status == "cancelled" and "no checkpoint kept" not in training.stage
     assert "stopped while measuring 'round-1', which stays a candidate" in training.stage
     assert training.output_version.name == "round-1" and not training.output_version.is_current
+    assert training.decision == "candidate"  # awaiting the gate: no rollback makes it current without a reason
     assert "it stays a candidate, not promoted" in run.stage and "'round-1'" in run.stage
+    from training import promotion
+
+    with pytest.raises(promotion.PromotionError, match="awaiting the promotion gate"):
+        promotion.rollback(training.output_version, user=None)
 
 
 

@@ -120,7 +120,7 @@ def _batches(rows: list[TokenizedPair], indices: list[int], config: DPOConfig, d
     """rows[i], i in indices, as length-grouped PairBatches on the device: yields (the batch's row indices, batch).
     In each batch, sequence k < len(indices of the batch) is row k's chosen response, n + k its rejected one."""
     for batch in length_grouped_batches([rows[i].length for i in indices], config.batch_size, seed=0):
-        if should_stop and should_stop():  # only the trainer passes one, with the stage it is in
+        if should_stop and should_stop():  # the trainer's, or a measurement's (held-out scoring, KL)
             raise TrainingCancelled(f"stopped while {stage}")
         chosen = [indices[b] for b in batch]
         yield chosen, build_pair_batch([rows[i].row() for i in chosen], pad_id).to(device)
