@@ -129,6 +129,10 @@ def route_round(round_: LabellingRound) -> Routed:
              .filter(Exists(by_judge)).exclude(Exists(given_to_people)).exclude(Exists(by_people))
              .select_related("prompt"))
     with transaction.atomic():
+        # the round first, as closing locks it: a round closed meanwhile is left alone (routing asked its pairs for
+        # people's labels again after closing had settled them, and they stayed open in the closed round)
+        if not list(in_lock_order(LabellingRound.objects.filter(pk=round_.pk, closed_at__isnull=True)).values("pk")):
+            return summary
         for pair in in_lock_order(pairs):
             tag_agreement = agreement.get(pair.prompt.tag)
             if trusted(tag_agreement, round_.route_threshold) and not audited(pair.pk, round_.audit_share):

@@ -114,3 +114,20 @@ def test_the_loop_routes_after_its_judge_labelled(settings):
     assert set(Pair.objects.filter(pk__in=[p.pk for p in pairs]).values_list("route", "labels_needed")) == {
         (Route.PEOPLE, 2)}
     assert services.next_pair_for(make_user()).pair in pairs
+
+
+def test_routing_leaves_a_round_closed_meanwhile_alone():
+    """Routing read the round open, closing settled its pairs, and routing then asked them for people's labels
+    again: they stayed open in the closed round."""
+    from django.db.models import F
+
+    from annotate import closing
+    from annotate.models import LabellingRound
+
+    round_ = make_round(route_judge=JUDGE, route_threshold=0.5)
+    pair = make_pair(round=round_)
+    services.label_pair(pair.pk, _judge(), "left")  # no agreement measured yet: routing would ask people
+    stale = LabellingRound.objects.get(pk=round_.pk)  # as routing holds it, read before the closing
+    closing.close_round(round_, "enough")
+    assert routing.route_round(stale).to_people == 0
+    assert not Pair.objects.filter(round=round_, labels_done__lt=F("labels_needed")).exists()
