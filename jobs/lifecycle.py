@@ -254,7 +254,9 @@ class Tracker:
             return False
         self._written = now
         fields: dict = {"updated": timezone.now(), **own}
-        if self._rate_from_claim and progress is not None and progress > self.job.progress and "claimed" not in own:
+        if "claimed" in own:  # the job sets its own starting point (an import, once its rows are read)
+            self._rate_from_claim = False
+        elif self._rate_from_claim and progress is not None and progress > self.job.progress:
             self._rate_from_claim = False
             # this attempt's first progress: its rate is measured from here, not from the claim (loading a model,
             # reference log-probs, a warm start moved no bar, and counted as slow work made the estimate too long)
