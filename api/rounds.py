@@ -14,7 +14,7 @@ from pydantic import Field
 
 from annotate import rounds as labelling_rounds
 from annotate.forms import LabellingRoundForm
-from annotate.models import LabellingRound, QueueOrder
+from annotate.models import MAX_NUMBER, LabellingRound, QueueOrder
 
 from .auth import staff_only
 from .fields import Body, Fraction, Name, Number, Text
@@ -106,6 +106,8 @@ def create_round(request: HttpRequest, payload: RoundIn):
     if given.get("number") is None:
         highest = LabellingRound.objects.order_by("-number").values_list("number", flat=True).first()
         given["number"] = 1 if highest is None else highest + 1
+        if given["number"] > MAX_NUMBER:
+            raise HttpError(409, f"no round number is left after {highest:,}: give a \"number\" of your own")
     if LabellingRound.objects.filter(number=given["number"]).exists():
         raise HttpError(409, f"labelling round {given['number']} exists already: change it with PATCH "
                              f"/api/v1/labelling-rounds/{given['number']}")

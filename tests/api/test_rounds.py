@@ -87,3 +87,14 @@ def test_a_patch_writes_only_what_it_sends(staff_api, monkeypatch):
     changed = staff_api.change_round(3, guidelines="Be kind.")
     assert (changed["labels_per_pair"], changed["guidelines"]) == (3, "Be kind.")
     assert Pair.objects.get(round__number=3).labels_needed == 3
+
+
+def test_a_round_without_a_number_after_the_last_number_there_is_says_so(staff_api):
+    """It answered "number: Ensure this value is less than or equal to ..." of a number nobody sent."""
+    from annotate.models import MAX_NUMBER
+
+    LabellingRound.objects.create(number=MAX_NUMBER)
+    with pytest.raises(APIError) as refused:
+        staff_api.create_round()
+    assert refused.value.status == 409 and "no round number is left" in refused.value.detail
+    assert staff_api.create_round(7)["number"] == 7
