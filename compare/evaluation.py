@@ -4,11 +4,12 @@ The loop evaluates each round with it, the `evaluate` command and the label-budg
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from annotate.judging import judge_account
@@ -76,7 +77,7 @@ def evaluate(
             version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
             params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
             status=CompareJob.SUCCEEDED, done=2 * len(prompts), total=2 * len(prompts), started=timezone.now(),
-            finished=timezone.now(),
+            finished=timezone.now(), stage=f"answers stored; the judge votes on {len(prompts)} comparisons",
         )
         comparisons = [
             Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
@@ -84,7 +85,15 @@ def evaluate(
             for p in prompts
         ]
     account = judge_account(judge_path)
-    judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
-    outcomes = Vote.objects.filter(comparison__job=job, voter=account).values_list("outcome", flat=True)
+    voted = Vote.objects.filter(comparison__job=job, voter=account)
+    try:
+        judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
+    except BaseException:  # a cancel or a judge's failure: the set's page says its votes are partial
+        with contextlib.suppress(DatabaseError):  # (not in place of what went wrong, if that was the database)
+            CompareJob.objects.filter(pk=job.pk).update(stage=f"the judge stopped after {voted.count()} of "
+                                                              f"{len(comparisons)} comparisons: its votes are partial")
+        raise
+    CompareJob.objects.filter(pk=job.pk).update(stage="")
+    outcomes = voted.values_list("outcome", flat=True)
     summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
     return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])

@@ -101,3 +101,15 @@ def test_a_cancel_while_the_loop_measures_kl_to_base_stops_the_round(loop_run, m
     run = run_loop(loop_run.pk)
     assert run.status == "cancelled" and run.results == [], run.stage
     assert ModelVersion.objects.get(is_current=True).name == "base"
+
+
+def test_a_cancel_while_the_judge_votes_leaves_the_evaluation_saying_its_votes_are_partial(loop_run, monkeypatch):
+    """The evaluation's comparison set read "succeeded" with half its votes, and nothing said so."""
+    import compare.evaluation as evaluation
+    from compare.models import CompareJob
+
+    _cancel_first(monkeypatch, evaluation, "judge_comparisons", loop_run)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled"
+    job = CompareJob.objects.get()
+    assert "the judge stopped after 0 of 3 comparisons: its votes are partial" in job.stage
