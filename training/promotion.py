@@ -96,12 +96,21 @@ def candidate_run(version: ModelVersion) -> TrainingRun:
     return run
 
 
+def _refuse_while_measuring(run: TrainingRun) -> None:
+    """A version is a candidate once registered, but its run still measures it (the gate's KL among the figures),
+    and its end records the run's decision: the gate and a promotion by hand wait until then."""
+    if run.is_active:
+        raise PromotionError(f"training run {run.pk} is still {run.status} (measuring {run.output_version.name}): "
+                             "decide once it has finished")
+
+
 def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) -> GateResult:
     """Apply the gate to a run's version against the current version; promote it when it passes. Recorded on the
     run either way (decision "promoted" or "kept", with the rule, the evidence and the reasons)."""
     candidate = run.output_version
     if candidate is None:
         raise PromotionError(f"training run {run.pk} has no version (it is {run.status})")
+    _refuse_while_measuring(run)
     current = current_version()
     if current.pk == candidate.pk:
         raise PromotionError(f"version {candidate.name!r} is already the current one")
@@ -134,6 +143,7 @@ def promote_by_hand(run: TrainingRun, *, user, reason: str) -> VersionChange:
     """A staff member promotes a round's version whatever the gate said; the reason is required and recorded."""
     if run.output_version is None:
         raise PromotionError(f"training run {run.pk} has no version (it is {run.status})")
+    _refuse_while_measuring(run)
     reason = (reason or "").strip()
     if not reason:
         raise PromotionError("say why you promote this version by hand (the reason is recorded)")
@@ -173,7 +183,8 @@ def version_table() -> list[dict]:
     for version in ModelVersion.objects.order_by("-round", "-created"):
         run = runs.get(version.pk)
         pending = awaits_gate(run)
-        rows.append({"version": version, "run": run, "pending": pending and not version.is_current,
+        rows.append({"version": version, "run": run,
+                     "pending": pending and not version.is_current and not run.is_active,
                      "can_roll_back": not version.is_current and not pending})
     return rows
 

@@ -113,3 +113,12 @@ def test_a_cancel_while_the_judge_votes_leaves_the_evaluation_saying_its_votes_a
     assert run.status == "cancelled"
     job = CompareJob.objects.get()
     assert "the judge stopped after 0 of 3 comparisons: its votes are partial" in job.stage
+    from django.test import Client
+    from django.urls import reverse
+
+    from tests.annotate.factories import make_user
+
+    staff = Client()
+    staff.force_login(make_user("staff-member", is_staff=True))
+    page = staff.get(reverse("compare:job", args=[job.pk])).content.decode()
+    assert "its votes are partial" in page  # on the set's own page, not only in the API's stage

@@ -228,3 +228,22 @@ def test_a_round_recovering_from_a_collapsed_current_version_is_held_to_base_len
     assert result.passed, result.reason
     assert "answers 5.0 → 9.0 tokens (+80%), base's 10.0 (-10% on base's, the longer)" in result.reason
     assert current_version() == recovering
+
+
+def test_a_version_still_being_measured_waits_for_its_run_before_the_gate_or_a_promotion(candidate, client, staff):
+    """Registered, so a candidate, while its run still measured it: the gate could be checked without the KL the
+    run was measuring, and the run's end then wrote "candidate" over the gate's decision."""
+    from training import promotion
+
+    base, new, run = candidate
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.RUNNING)
+    run.refresh_from_db()
+    for act in (lambda: promotion.check_gate(run), lambda: promotion.promote_by_hand(run, user=staff, reason="ok"),
+                lambda: promotion.rollback(new, user=staff)):
+        with pytest.raises(promotion.PromotionError):
+            act()
+    row = next(r for r in promotion.version_table() if r["version"] == new)
+    assert not row["pending"] and not row["can_roll_back"]  # no button for it while it is measured
+    assert current_version() == base and not VersionChange.objects.exists()
+    run.refresh_from_db()
+    assert run.decision == "candidate" and run.gate in ({}, None)
