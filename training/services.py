@@ -268,11 +268,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             # can start holding out prompts it trained on), so the held-out figures would not be what they say.
             _log(run, f"version {version.name!r} was registered before the worker was lost: measuring it, "
                       "not training again (its answers and KL; held-out pairs are not measured again)")
-            tracker.report(stage=f"measuring {version.name!r}", force=True)
-            _evaluate(run, version, config, SimpleNamespace(heldout=[], heldout_rows=[]), tracker.should_stop)
-            run.refresh_from_db(fields=["metrics", "done"])
-            lifecycle.finish(run, output_version=version, done=run.done, metrics=run.metrics,
-                             decision=TrainingRun.Decision.CANDIDATE)
+            _measure_and_finish(run, version, config, SimpleNamespace(heldout=[], heldout_rows=[]), tracker)
             run.refresh_from_db()
             return run
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
@@ -306,13 +302,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             truncated=result.truncated, dropped=result.dropped))
         _log(run, f"registered version {version.name!r} as a candidate: it becomes current when it passes the "
                   "promotion gate against the current version, or when staff promote it by hand")
-        # The run ends once its version is measured: "succeeded" means every figure of the round is there (a gate
-        # checked at once reads its KL), and the worker is free for the next job.
-        tracker.report(stage=f"measuring {version.name!r}", force=True)
-        _evaluate(run, version, config, data, tracker.should_stop)
-        run.refresh_from_db(fields=["metrics"])
-        lifecycle.finish(run, output_version=version, done=result.steps, metrics=run.metrics,
-                         decision=TrainingRun.Decision.CANDIDATE)
+        _measure_and_finish(run, version, config, data, tracker)
     except (TrainingCancelled, JobCancelled):
         # stopped while its version was measured: the version is registered (a candidate, as the log says), with
         # the figures measured so far
@@ -342,6 +332,17 @@ def _run_config(run: TrainingRun) -> DPOConfig:
     else:
         _log(run, f"computing in {describe_dtype(config.dtype, setting='this run')}")
     return config
+
+
+def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConfig, data, tracker: Tracker) -> None:
+    """Measure the run's registered version, then end the run succeeded, its version a candidate. The run ends once
+    its version is measured: "succeeded" means every figure of the round is there (a gate checked at once reads its
+    KL), and the worker is free for the next job."""
+    tracker.report(stage=f"measuring {version.name!r}", force=True)
+    _evaluate(run, version, config, data, tracker.should_stop)
+    run.refresh_from_db(fields=["metrics", "done"])
+    lifecycle.finish(run, output_version=version, done=run.done, metrics=run.metrics,
+                     decision=TrainingRun.Decision.CANDIDATE)
 
 
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
