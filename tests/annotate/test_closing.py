@@ -155,6 +155,8 @@ def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
     import threading
     import time
 
+    from django.db.models.signals import pre_delete
+
     from annotate.models import Label
 
     round_ = make_round()
@@ -162,15 +164,15 @@ def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
     person = make_user()
     services.label_pair(pair.pk, person, "left")
     holding = threading.Event()
-    delete = Label.delete
+    held = []
 
-    def held_delete(label, *args, **kwargs):  # the undo, between its look at the round and its change of the pair
+    def hold(sender, instance, **kwargs):  # the undo, between its look at the round and its change of the pair
+        held.append(instance.pk)
         holding.set()
         time.sleep(1.5)
-        return delete(label, *args, **kwargs)
 
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setattr(Label, "delete", held_delete)
+    # a signal, not a stand-in for Label.delete: the undo deletes through a query, which no model method sees
+    pre_delete.connect(hold, sender=Label, weak=False)
 
     def close() -> None:
         holding.wait(60)
@@ -179,7 +181,8 @@ def test_an_undo_and_a_closing_at_the_same_moment_leave_no_pair_open():
     try:
         errors = run_at_once({"undo": lambda: services.undo_last_label(person), "close": close}, release=holding)
     finally:
-        monkeypatch.undo()
+        pre_delete.disconnect(hold, sender=Label)
+    assert held, "the undo was never held: the test did not interleave the two"
     assert errors == []
     pair.refresh_from_db()
     assert LabellingRound.objects.get(pk=round_.pk).closed_at is not None
