@@ -202,7 +202,8 @@ def import_prompts(
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Prompts from a file with a `prompt` column (text or a message list)."""
+    """Prompts from a file with a `prompt` column (text or a message list) and, optionally, a reference answer per
+    row (`reference`, or TRL's `completion`), which SPIN rounds train over the model's own answers."""
     if split not in (Prompt.TRAIN, Prompt.EVAL):
         raise ImportProblem([f"unknown split {split!r}: expected train or eval"])
     _check_tag(tag)
@@ -211,12 +212,39 @@ def import_prompts(
     source = _source(name)
 
     def write(chunk: list[PromptRow]) -> ImportResult:
-        _, created = _prompts_by_hash(chunk, split=split, tag=tag, source=source)
+        hashes = [_hash(row) for row in chunk]
+        before = set(_stored_prompts(hashes)) if any(row.reference is not None for row in chunk) else None
+        prompts, created = _prompts_by_hash(chunk, split=split, tag=tag, source=source, hashes=hashes)
+        if before is not None:  # a row adds its prompt, or its reference answer to a prompt stored before, or nothing
+            added = _add_references(chunk, hashes, prompts, before, source)
+            created = sum(added)
         if progress:
             progress(len(chunk))
         return ImportResult(created, len(chunk) - created)
 
     return _chunked(rows, write, should_stop, on_read)
+
+
+def _add_references(chunk: list[PromptRow], hashes: list[str], prompts: dict[str, Prompt], before: set[str],
+                    source: str) -> list[bool]:
+    """Store the rows' reference answers their prompt does not have yet: the same text twice (in one file, or by two
+    imports at once: the prompts are locked first) is stored once. Per row, whether it added something: its prompt
+    (the first row of a prompt not stored before) or a reference answer."""
+    _lock_prompts(list({p.pk: p for p in prompts.values()}.values()))
+    have = set(Response.objects.filter(is_reference=True, prompt__in=list(prompts.values()))
+               .values_list("prompt_id", "text"))
+    new, added, first = [], [], set()
+    for h, row in zip(hashes, chunk, strict=True):
+        prompt = prompts[h]
+        new_prompt = h not in before and h not in first
+        first.add(h)
+        new_reference = row.reference is not None and (prompt.pk, row.reference) not in have
+        if new_reference:
+            have.add((prompt.pk, row.reference))
+            new.append(Response(prompt=prompt, text=row.reference, is_reference=True, source=source))
+        added.append(new_prompt or new_reference)
+    Response.objects.bulk_create(new, batch_size=500)
+    return added
 
 
 def _round(number: int | None) -> LabellingRound | None:

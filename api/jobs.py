@@ -113,7 +113,7 @@ class GenerationStart(Body):
 class TrainingStart(Body):
     input_version: Id | None = Field(None, description="The version to train from; the current one if left out.")
     reference: Literal["base", "start"] = "base"
-    data: Literal["all", "new", "replay"] = "all"
+    data: Literal["all", "new", "replay", "spin"] = "all"
     params: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields; missing ones take defaults.")
 
 

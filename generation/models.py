@@ -149,6 +149,10 @@ class Response(models.Model):
         max_length=64, blank=True, db_index=True, help_text="Hash of the sampling settings and seed, for reuse."
     )
     source = models.CharField(max_length=200, blank=True)
+    is_reference = models.BooleanField(
+        default=False, db_default=False, db_index=True,
+        help_text="A reference answer from a prompt file: SPIN rounds train it over the model's own answers.",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -120,6 +120,7 @@ class PromptRow:
     line: int
     text: str
     messages: list[dict] | None
+    reference: str | None = None  # a prompt file's reference answer (`reference` or TRL's `completion`), for SPIN
 
 
 @dataclass(frozen=True)
@@ -565,9 +566,30 @@ def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
     return out
 
 
+REFERENCE_FIELDS = ("reference", "completion")
+
+
+def prompt_file_row(line: int, row: dict) -> PromptRow:
+    """A prompt file's row: `prompt`, and optionally a reference answer, in `reference` or (TRL's prompt-completion
+    format) `completion`: text, or a message list ending with the assistant's turn. SPIN rounds train the reference
+    over the model's own answers, so an empty one is refused rather than taught."""
+    prompt = prompt_row(line, row.get("prompt"))
+    # an empty CSV cell is no answer (a column some rows fill); an empty JSON string is an empty answer, refused
+    given = [field for field in REFERENCE_FIELDS
+             if row.get(field) is not None and not (isinstance(row[field], _CsvCell) and not row[field].strip())]
+    if not given:
+        return prompt
+    if len(given) > 1:
+        raise RowError(given[1], "a row gives its reference answer once: in 'reference' or in 'completion', not both")
+    reference = _response(row[given[0]], given[0])
+    if not reference.strip():
+        raise RowError(given[0], "empty: a reference answer is what SPIN rounds teach, so it must say something")
+    return dataclasses.replace(prompt, reference=reference)
+
+
 def read_prompts(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[PromptRow]:
     name = name or Path(path).name
-    return _check_all(read_rows(path, name, limits), name, lambda line, row: prompt_row(line, row.get("prompt")))
+    return _check_all(read_rows(path, name, limits), name, prompt_file_row)
 
 
 def read_pairs(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[PairRow]:

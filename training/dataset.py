@@ -12,6 +12,7 @@ import hashlib
 import math
 import random
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from annotate.dataset import decided_pairs
 from generation.models import ModelVersion, Prompt, Response
@@ -86,6 +87,48 @@ def round_data(
     pairs, rows = _preference_pairs(train, reference, max_length, dtype)
     held, held_rows = _preference_pairs(heldout, reference, max_length, dtype)
     return RoundData(pairs, rows, held, held_rows, holding_out)
+
+
+def spin_data(*, input_version: ModelVersion, reference: ModelVersion, max_length: int, dtype: str | None = None,
+              heldout_fraction: float = 0.0, heldout_min_pairs: int = 0) -> RoundData:
+    """Self-play (SPIN, Chen et al. 2024): every train prompt with a reference answer (imported with its prompt)
+    gives one pair per answer `input_version` sampled for it, the reference chosen over the version's own answer.
+    A prompt with several reference answers pairs them with its samples in turn. No label is read: the data is the
+    reference answers and the version's samples, so a SPIN round follows a generation job on those prompts. Held
+    out as labelled pairs are: by prompt, once at least `heldout_min_pairs` pairs are made."""
+    references: dict[int, list[Response]] = {}
+    for response in (Response.objects.filter(is_reference=True, prompt__split=Prompt.TRAIN)
+                     .select_related("prompt").order_by("prompt_id", "pk")):
+        references.setdefault(response.prompt_id, []).append(response)
+    own = (Response.objects.filter(version=input_version, prompt_id__in=list(references), is_reference=False)
+           .order_by("prompt_id", "sample_index", "pk"))
+    made, turn = [], {}
+    for sample in own:
+        refs = references[sample.prompt_id]
+        k = turn.get(sample.prompt_id, 0)
+        turn[sample.prompt_id] = k + 1
+        if sample.text != refs[k % len(refs)].text:  # an answer the reference itself teaches nothing (h is 0)
+            made.append(_SpinPair(refs[k % len(refs)], sample))
+    holding_out = heldout_fraction > 0 and len(made) >= heldout_min_pairs
+    out = [holding_out and is_heldout(d.chosen.prompt_id, heldout_fraction) for d in made]
+    train = [d for d, held in zip(made, out, strict=True) if not held]
+    held = [d for d, held in zip(made, out, strict=True) if held]
+    dtype = dtype or product_dtype()
+    pairs, rows = _preference_pairs(train, reference, max_length, dtype)
+    heldout, heldout_rows = _preference_pairs(held, reference, max_length, dtype)
+    return RoundData(pairs, rows, heldout, heldout_rows, holding_out)
+
+
+@dataclass(eq=False)
+class _SpinPair:
+    """A SPIN pair in the shape _preference_pairs reads (a decided pair's chosen, rejected, prompt and key)."""
+    chosen: Response
+    rejected: Response
+    preference_prob: float | None = None
+
+    @property
+    def pair(self):
+        return SimpleNamespace(prompt=self.chosen.prompt, pk=f"spin:{self.rejected.pk}")
 
 
 def round_pairs(

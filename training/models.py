@@ -11,7 +11,7 @@ class TrainingRun(Job):
     task_name = "training.tasks.run_training"
     max_attempts = 2  # a run cannot resume part-way: a run whose worker died is started once more, then failed
     REF_BASE, REF_START = "base", "start"
-    DATA_ALL, DATA_NEW, DATA_REPLAY = "all", "new", "replay"
+    DATA_ALL, DATA_NEW, DATA_REPLAY, DATA_SPIN = "all", "new", "replay", "spin"
     params = models.JSONField(default=dict, blank=True, help_text="DPOConfig fields; missing ones take defaults.")
     reference_choice = models.CharField(
         max_length=10, choices=[(REF_BASE, "base (SFT) model"), (REF_START, "the round's starting model")],
@@ -20,9 +20,12 @@ class TrainingRun(Job):
     data_choice = models.CharField(
         max_length=10, default=DATA_ALL,
         choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's pairs"),
-                 (DATA_REPLAY, "the starting version's pairs and as many of other rounds', drawn at random")],
+                 (DATA_REPLAY, "the starting version's pairs and as many of other rounds', drawn at random"),
+                 (DATA_SPIN, "SPIN: prompts' reference answers over the starting version's own answers, no labels")],
         help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided "
-                  "pair; 'replay': on the new pairs and as many of other rounds' drawn at random (a cost that stays flat).",
+                  "pair; 'replay': on the new pairs and as many of other rounds' drawn at random (a cost that stays "
+                  "flat); 'spin': self-play (SPIN): each train prompt's reference answer is chosen over each answer "
+                  "the starting version sampled for it.",
     )
     input_version = models.ForeignKey(
         "generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs_started"

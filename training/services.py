@@ -30,7 +30,7 @@ from jobs.models import ACTIVE
 from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
-from .dataset import RoundData, labelling_round, round_data, store_reference_logps
+from .dataset import RoundData, labelling_round, round_data, spin_data, store_reference_logps
 from .dpo.config import DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
 from .dpo.terms import terms_for
@@ -133,7 +133,12 @@ def data_for(input_version: ModelVersion, data_choice: str, *, reference: ModelV
              dtype: str | None = None, seed: int = 0) -> RoundData:
     """What a round from `input_version` trains on (and is measured on) for a data choice: every decided pair so
     far; only those the starting version sampled; or those and as many earlier ones drawn at random (seeded by the
-    run's seed and the round, so a run retried draws the same)."""
+    run's seed and the round, so a run retried draws the same); or, for SPIN, no labels: reference answers over the
+    starting version's own answers."""
+    if data_choice == TrainingRun.DATA_SPIN:
+        return spin_data(input_version=input_version, reference=reference, max_length=max_length, dtype=dtype,
+                         heldout_fraction=settings.PREFLOOP_HELDOUT_FRACTION,
+                         heldout_min_pairs=settings.PREFLOOP_HELDOUT_MIN_PAIRS)
     labelling = labelling_round(input_version)
     rounds = None if data_choice == TrainingRun.DATA_ALL else [labelling]
     replay_seed = f"{seed}:{labelling}" if data_choice == TrainingRun.DATA_REPLAY else None
@@ -153,6 +158,7 @@ def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun
     max_length = max_length or DPOConfig().max_length
     data = data_for(input_version, data_choice, reference=base_version(input_version), max_length=max_length,
                     seed=DPOConfig().seed)
+    uncounted = sum(bool(r.text) and not r.token_count for row in data.rows for r in row)
     estimate = None
     if data.pairs:
         estimate = estimated_duration(input_version, len(data.pairs),
@@ -160,7 +166,10 @@ def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun
     return {
         "data_choice": data_choice, "data_label": dict(TrainingRun._meta.get_field("data_choice").choices)[data_choice],
         "pairs": len(data.pairs),
-        "answer_tokens": sum(c.token_count + r.token_count for c, r in data.rows),
+        # imported answers and reference answers are tokenized only when a run trains: a sum without them would
+        # claim fewer tokens than the round has, so it is not given then
+        "answer_tokens": None if uncounted else sum(c.token_count + r.token_count for c, r in data.rows),
+        "uncounted_answers": uncounted,
         "heldout": len(data.heldout), "holding_out": data.holding_out,
         "heldout_min_pairs": settings.PREFLOOP_HELDOUT_MIN_PAIRS, "estimate": estimate,
     }
@@ -274,6 +283,11 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
                         max_length=config.max_length, dtype=config.dtype, seed=config.seed)
         pairs, rows = data.pairs, data.rows
+        if not pairs and run.data_choice == TrainingRun.DATA_SPIN:
+            raise TrainingError(
+                f"no SPIN pairs to train on: no train prompt has both a reference answer and an answer version "
+                f"{run.input_version.name!r} sampled; import prompts with a 'reference' (or 'completion') column, "
+                f"then generate answers with {run.input_version.name!r}")
         if not pairs:
             new_only = run.data_choice != TrainingRun.DATA_ALL
             scope = f"of labelling round {labelling_round(run.input_version)} " if new_only else ""
@@ -378,7 +392,10 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
 
 def _close_labelling_if_enough(run: TrainingRun, metrics: dict) -> None:
     """The labelling round whose pairs the run's input version sampled closes when the held-out measurement says
-    more labels would not change much (its close_width; annotate.closing)."""
+    more labels would not change much (its close_width; annotate.closing). A SPIN round read no label, so its
+    held-out figures say nothing of the labelling round's labels."""
+    if run.data_choice == TrainingRun.DATA_SPIN:
+        return
     round_ = LabellingRound.objects.filter(number=labelling_round(run.input_version)).first()
     reason = close_if_enough(round_, metrics) if round_ is not None else None
     if reason:

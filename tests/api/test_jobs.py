@@ -124,4 +124,4 @@ def test_the_api_offers_exactly_the_training_data_choices_the_model_has():
     from api.jobs import TrainingStart
 
     offered = typing.get_args(TrainingStart.model_fields["data"].annotation)
-    assert set(offered) == set(training_services.DATA_CHOICES) == {"all", "new", "replay"}
+    assert set(offered) == set(training_services.DATA_CHOICES) == {"all", "new", "replay", "spin"}

@@ -151,7 +151,7 @@ def test_bad_settings_are_refused_before_anything_runs(tiny_loop):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, tag="other")
     with pytest.raises(CommandError, match=r"training settings: DPOConfig.learning_rate=-1.0: must be more than 0 and at most 0.01"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"training": {"learning_rate": -1}}')
-    with pytest.raises(CommandError, match=r"data must be one of 'all', 'new', 'replay' \(got 'latest'\)"):
+    with pytest.raises(CommandError, match=r"data must be one of 'all', 'new', 'replay', 'spin' \(got 'latest'\)"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"data": "latest"}')
     with pytest.raises(CommandError, match=r"sampling.seed: each round draws its seed from the run's seed"):
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, params='{"sampling": {"seed": 3}}')
