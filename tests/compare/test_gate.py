@@ -13,7 +13,12 @@ def test_a_clear_win_with_steady_length_passes():
     assert result.passed
     assert evidence.votes == 64 and evidence.win_rate == (45 + 2) / 64
     assert evidence.interval == wilson_interval(47, 64)
-    assert result.reasons == ["win rate 73% [62%, 83%] on 64 votes", "answers 100.0 → 110.0 tokens (+10%)"]
+    # no KL given (its run ended before measuring it): the pass says the drift budget was not checked
+    assert result.reasons == ["win rate 73% [62%, 83%] on 64 votes", "answers 100.0 → 110.0 tokens (+10%)",
+                              "KL to the reference not measured (its run ended before measuring it): the drift "
+                              "budget was not checked"]
+    evidence.kl_to_reference, evidence.kl_answer_tokens = 11.0, 110.0
+    assert decide(evidence, RULE).reasons[2] == "KL to the reference 11 nats an answer (0.1 a token)"
 
 
 def test_a_loss_is_kept_out_and_the_reason_names_the_figures():
