@@ -1,5 +1,5 @@
 """Named loop presets: what a round samples, how it pairs, what it trains on, chosen by name ("default", "all",
-"quick", "replay"; "iterative" is the default's earlier name) on the loop page, in `run_loop --preset`, in the API
+"quick", "replay", "spin"; "iterative" is the default's earlier name) on the loop page, in `run_loop --preset`, in the API
 and in the benchmarks. A run's own settings override its preset's, and the run records the preset's name and the
 settings resolved from it, so a run resumed after an upgrade keeps what it started with.
 """
@@ -14,7 +14,8 @@ class LoopPreset:
     summary: str  # one line for a person choosing
     samples: int = 4  # answers per prompt (SamplingConfig.n)
     pairing: str = "judge"  # "judge": its round robin pairs best with worst; "random"; "most_different"
-    data: str = "all"  # "all": every label so far; "new": only this round's pairs; "replay": those and as many others
+    data: str = "all"  # "all": every label so far; "new": only this round's pairs; "replay": those and as many
+    # others; "spin": no labels, reference answers over the round's own samples
     reference: str = "base"  # the frozen reference: the base version, or the version the round starts from
 
     def params(self) -> dict:
@@ -43,7 +44,14 @@ QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call),
 # less time), the promoted versions won as often within the noise of two seeds.
 REPLAY = LoopPreset("replay", "like all, but train on this round's pairs and as many of other rounds' at random: "
                               "a round's cost stays flat over many rounds", data="replay")
-PRESETS: dict[str, LoopPreset] = {p.name: p for p in (DEFAULT, ALL, QUICK, REPLAY)}
+# Self-play (SPIN, Chen et al. 2024): each round trains the train prompts' reference answers over the answers the
+# version it starts from sampled, with that version as the reference, as the paper's iterations do; the judge only
+# evaluates. The paper samples one answer a prompt; two give twice the pairs from one sampling pass.
+SPIN = LoopPreset("spin", "self-play, no labels: 2 answers a prompt, each trained against the prompt's reference "
+                          "answer with the version the round starts from as the reference; the judge only evaluates "
+                          "(the prompts need reference answers)", samples=2, pairing="random", data="spin",
+                  reference="start")
+PRESETS: dict[str, LoopPreset] = {p.name: p for p in (DEFAULT, ALL, QUICK, REPLAY, SPIN)}
 # Names a preset had before: runs and scripts that use them get the preset under its name now.
 ALIASES = {"iterative": DEFAULT.name}
 

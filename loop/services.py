@@ -116,7 +116,7 @@ def start_loop_run(
         current_version()
     except Exception as exc:
         raise LoopError(str(exc)) from None
-    _train_prompts_left(tag)
+    _train_prompts_left(tag, references=params["data"] == TrainingRun.DATA_SPIN)
     try:
         eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
     except CompareError as exc:
@@ -154,13 +154,18 @@ def _check_params(params: dict, judge: str) -> None:
         raise LoopError(f"data must be one of {', '.join(map(repr, DATA_CHOICES))} (got {params['data']!r})")
 
 
-def _train_prompts_left(tag: str) -> None:
+def _train_prompts_left(tag: str, *, references: bool = False) -> None:
+    """Refuse a loop with no train prompts to sample (`references`: none with a reference answer, for self-play)."""
     prompts = Prompt.objects.filter(split=Prompt.TRAIN)
     if tag:
         prompts = prompts.filter(tag=tag)
+    where = "the train split" + (f" with tag {tag!r}" if tag else "")
     if not prompts.exists():
-        where = "the train split" + (f" with tag {tag!r}" if tag else "")
         raise LoopError(f"no prompts in {where}: import some with `manage.py import_prompts FILE --split train`")
+    if references and not prompts.filter(responses__is_reference=True).exists():
+        raise LoopError(f"no prompt in {where} has a reference answer, which self-play (data 'spin') trains on: "
+                        "import prompts with a 'reference' (or 'completion') column"
+                        + (f" and --tag {tag}" if tag else ""))
 
 
 def _eval_tag(tag: str) -> str:
@@ -259,8 +264,10 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     seconds["generate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    labelled = label_pairs(run.judge, judge=judge, progress=lambda s, d, t: report("label", d, max(t, job.pairs_made)),
-                           should_stop=tracker.should_stop)
+    labels = 0
+    if params.get("data") != TrainingRun.DATA_SPIN:  # self-play reads no label: the judge only evaluates
+        labels = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop,
+                             progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
     seconds["label"] = time.perf_counter() - clock
 
     report("train", 0, 1)
@@ -307,7 +314,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         "win_rate_vs_base": 0.5, "mean_response_tokens": _mean_tokens(evaluation.answers_a)}
     metrics = training.metrics or {}
     result = {
-        "round": number, "version": new.name, "pairs": job.pairs_made, "labels": labelled.labels,
+        "round": number, "version": new.name, "pairs": job.pairs_made, "labels": labels,
         "train_loss": _num(metrics.get("mean_loss")), "reward_accuracy": _num(metrics.get("rewards/accuracy")),
         "kl_to_base": _num(kl), "mean_response_tokens": _num(tokens),
         "base_response_tokens": _num(_mean_tokens(evaluation.answers_a)),

@@ -572,7 +572,8 @@ REFERENCE_FIELDS = ("reference", "completion")
 def prompt_file_row(line: int, row: dict) -> PromptRow:
     """A prompt file's row: `prompt`, and optionally a reference answer, in `reference` or (TRL's prompt-completion
     format) `completion`: text, or a message list ending with the assistant's turn. SPIN rounds train the reference
-    over the model's own answers, so an empty one is refused rather than taught."""
+    over the model's own answers, so an empty one is refused rather than taught, and so is one a `label` marks
+    undesirable (TRL's unpaired format)."""
     prompt = prompt_row(line, row.get("prompt"))
     # an empty CSV cell is no answer (a column some rows fill); an empty JSON string is an empty answer, refused
     given = [field for field in REFERENCE_FIELDS
@@ -581,6 +582,15 @@ def prompt_file_row(line: int, row: dict) -> PromptRow:
         return prompt
     if len(given) > 1:
         raise RowError(given[1], "a row gives its reference answer once: in 'reference' or in 'completion', not both")
+    label = row.get("label")
+    if label is not None and not (isinstance(label, _CsvCell) and not label.strip()):
+        # TRL's unpaired (KTO) format: prompt, completion and whether the completion is desirable. Only a desirable
+        # one can be a reference answer, which SPIN teaches over the model's own.
+        desirable = label is True or (isinstance(label, str) and label.strip().lower() in ("true", "1"))
+        if not desirable:
+            raise RowError("label", f"{label!r}: this row's {given[0]} is marked undesirable (TRL's unpaired "
+                                    "format), and a reference answer is taught as the better one: leave such rows "
+                                    "out, or their completion")
     reference = _response(row[given[0]], given[0])
     if not reference.strip():
         raise RowError(given[0], "empty: a reference answer is what SPIN rounds teach, so it must say something")

@@ -96,19 +96,26 @@ def spin_data(*, input_version: ModelVersion, reference: ModelVersion, max_lengt
     A prompt with several reference answers pairs them with its samples in turn. No label is read: the data is the
     reference answers and the version's samples, so a SPIN round follows a generation job on those prompts. Held
     out as labelled pairs are: by prompt, once at least `heldout_min_pairs` pairs are made."""
+    # only the prompts the version answered (a page previews this for every load, whatever was sampled), in
+    # subqueries rather than lists of ids
+    answered = Response.objects.filter(version=input_version, is_reference=False).values("prompt_id")
+    with_reference = Response.objects.filter(is_reference=True).values("prompt_id")
     references: dict[int, list[Response]] = {}
-    for response in (Response.objects.filter(is_reference=True, prompt__split=Prompt.TRAIN)
+    for response in (Response.objects.filter(is_reference=True, prompt__split=Prompt.TRAIN, prompt_id__in=answered)
                      .select_related("prompt").order_by("prompt_id", "pk")):
         references.setdefault(response.prompt_id, []).append(response)
-    own = (Response.objects.filter(version=input_version, prompt_id__in=list(references), is_reference=False)
+    own = (Response.objects.filter(version=input_version, is_reference=False, prompt__split=Prompt.TRAIN,
+                                   prompt_id__in=with_reference)
            .order_by("prompt_id", "sample_index", "pk"))
     made, turn = [], {}
     for sample in own:
-        refs = references[sample.prompt_id]
+        refs = references.get(sample.prompt_id)
+        # an answer equal to one of its prompt's references is no worse than it: no pair (with its own, h is 0)
+        if not refs or any(sample.text == r.text for r in refs):
+            continue
         k = turn.get(sample.prompt_id, 0)
         turn[sample.prompt_id] = k + 1
-        if sample.text != refs[k % len(refs)].text:  # an answer the reference itself teaches nothing (h is 0)
-            made.append(_SpinPair(refs[k % len(refs)], sample))
+        made.append(_SpinPair(refs[k % len(refs)], sample))
     holding_out = heldout_fraction > 0 and len(made) >= heldout_min_pairs
     out = [holding_out and is_heldout(d.chosen.prompt_id, heldout_fraction) for d in made]
     train = [d for d, held in zip(made, out, strict=True) if not held]
@@ -148,12 +155,16 @@ def store_reference_logps(reference: ModelVersion, max_length: int, dtype: str, 
     objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, dtype=cache_key(dtype),
                           logp=value)
             for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
-            for response, value in ((chosen, ref_c), (rejected, ref_r)) if math.isfinite(value)]
+            for response, value in ((chosen, ref_c), (rejected, ref_r))
+            if math.isfinite(value) and not response.is_reference]  # see _preference_pairs
     ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
 
 
 def _preference_pairs(decided, reference: ModelVersion, max_length: int, dtype: str):
-    response_ids = [r.pk for d in decided for r in (d.chosen, d.rejected)]
+    # A reference answer (SPIN) is in a pair with each of its prompt's samples, and its log-prob depends on the
+    # partner: a pair too long for max_length cuts the prompt by the longer answer. One cached value would stand for
+    # all of them, so its value is computed with each run, never cached.
+    response_ids = list({r.pk for d in decided for r in (d.chosen, d.rejected) if not r.is_reference})
     cached = {
         row.response_id: row.logp
         for row in ReferenceLogp.objects.filter(response_id__in=response_ids, reference=reference,

@@ -57,6 +57,13 @@ def start_training_run(
     a caller that already measured it (the Train page's form) passes the number and `measured`, the log line
     measured_label_agreement gave it."""
     input_version = input_version or current_version()
+    if data_choice == TrainingRun.DATA_SPIN:
+        if reference_choice == TrainingRun.REF_BASE and input_version != base_version(input_version):
+            raise TrainingError("SPIN trains against the version it starts from, which sampled the answers it "
+                                "rejects: choose the reference 'start' (the round's starting model)")
+        if measured or (isinstance(params, dict) and params.get("label_agreement") == MEASURED):
+            raise TrainingError("SPIN reads no label, so people's measured label agreement does not apply to it: "
+                                "leave label_agreement out (or give a number)")
     params, line = measured_label_agreement(params)
     measured = line or measured
     try:
@@ -158,7 +165,7 @@ def training_preview(input_version: ModelVersion, data_choice: str = TrainingRun
     max_length = max_length or DPOConfig().max_length
     data = data_for(input_version, data_choice, reference=base_version(input_version), max_length=max_length,
                     seed=DPOConfig().seed)
-    uncounted = sum(bool(r.text) and not r.token_count for row in data.rows for r in row)
+    uncounted = len({r.pk for row in data.rows for r in row if r.text and not r.token_count})
     estimate = None
     if data.pairs:
         estimate = estimated_duration(input_version, len(data.pairs),
@@ -284,10 +291,13 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                         max_length=config.max_length, dtype=config.dtype, seed=config.seed)
         pairs, rows = data.pairs, data.rows
         if not pairs and run.data_choice == TrainingRun.DATA_SPIN:
+            name = run.input_version.name
             raise TrainingError(
+                f"no SPIN pairs to train on: all {len(data.heldout)} are on held-out prompts, which measure rounds; "
+                f"generate answers with {name!r} on more prompts with a reference answer" if data.heldout else
                 f"no SPIN pairs to train on: no train prompt has both a reference answer and an answer version "
-                f"{run.input_version.name!r} sampled; import prompts with a 'reference' (or 'completion') column, "
-                f"then generate answers with {run.input_version.name!r}")
+                f"{name!r} sampled that differs from it; import prompts with a 'reference' (or 'completion') column, "
+                f"then generate answers with {name!r}")
         if not pairs:
             new_only = run.data_choice != TrainingRun.DATA_ALL
             scope = f"of labelling round {labelling_round(run.input_version)} " if new_only else ""

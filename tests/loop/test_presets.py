@@ -37,7 +37,7 @@ def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
                                preset="iterative")
     assert iterative.params == default.params
     assert len({QUICK.params()["data"], ALL.params()["data"], REPLAY.params()["data"]}) == 3
-    assert DEFAULT.params() != QUICK.params() and set(PRESETS) == {"default", "all", "quick", "replay"}
+    assert DEFAULT.params() != QUICK.params() and set(PRESETS) == {"default", "all", "quick", "replay", "spin"}
 
 
 def test_a_runs_own_settings_override_its_preset(prompts):
@@ -80,7 +80,7 @@ def test_the_default_preset_trains_each_round_on_its_own_pairs_against_its_start
 
 
 def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, django_user_model):
-    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, all, quick, replay\)"):
+    with pytest.raises(LoopError, match=r"unknown loop preset 'fast' \(known: default, all, quick, replay, spin\)"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="fast")
     with pytest.raises(LoopError, match="unknown loop preset 'fast'"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,

@@ -14,7 +14,7 @@ from generation.models import ModelVersion, Prompt, Response
 from prefcore.rows import read_prompts
 from training import services as train
 from training.dataset import is_heldout, spin_data
-from training.models import TrainingRun
+from training.models import ReferenceLogp, TrainingRun
 
 FAST_TRAINING = {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "max_length": 96, "max_prompt_length": 48,
                  "warmup_ratio": 0.0}
@@ -36,6 +36,9 @@ def test_a_prompt_file_reads_a_reference_answer_from_reference_or_completion(tmp
 
     (tmp_path / "p.csv").write_text('prompt,reference\nName a colour.,\n"Name a fruit.","A pear."\n', encoding="utf-8")
     assert [r.reference for r in read_prompts(tmp_path / "p.csv")] == [None, "A pear."]  # an empty cell: none
+    # TRL's unpaired format: a desirable completion is a reference answer
+    kto = read_prompts(_jsonl(tmp_path / "k.jsonl", [{"prompt": "Q", "completion": "Good.", "label": True}]))
+    assert [r.reference for r in kto] == ["Good."]
 
 
 @pytest.mark.parametrize("row, field, why", [
@@ -43,6 +46,8 @@ def test_a_prompt_file_reads_a_reference_answer_from_reference_or_completion(tmp
     ({"prompt": "Q", "reference": "  "}, "reference", "empty"),
     ({"prompt": "Q", "completion": [{"role": "user", "content": "A"}]}, "completion", "assistant"),
     ({"prompt": "Q", "reference": 3}, "reference", "expected text"),
+    # TRL's unpaired (KTO) format: an undesirable completion is never taken as a reference answer
+    ({"prompt": "Q", "completion": "a harmful answer", "label": False}, "label", "undesirable"),
 ])
 def test_a_bad_reference_answer_is_refused_by_line_and_field(tmp_path, row, field, why):
     with pytest.raises(ImportProblem) as err:
@@ -99,6 +104,7 @@ def test_spin_pairs_each_reference_with_the_starting_versions_own_answers_only(t
         Response.objects.create(prompt=prompt, text=text, is_reference=True)
     own = [_answer(tiny_base, two, "s0", 0), _answer(tiny_base, two, "s1", 1), _answer(tiny_base, two, "s2", 2),
            _answer(tiny_base, one, "t0", 0), _answer(tiny_base, one, "R", 1)]  # the last equals the reference
+    _answer(tiny_base, two, "R2", 3)  # equal to the prompt's other reference: never rejected in favour of R1
     _answer(tiny_base, bare, "u0")  # no reference: no pair
     _answer(tiny_base, held, "e0")  # an eval prompt: never trained on
     _answer(other, one, "another version's answer")
@@ -147,13 +153,41 @@ def test_a_spin_round_trains_on_references_over_sampled_answers_and_registers_a_
     client.force_login(staff)
     page = client.get("/training/").content.decode()
     # the preview offers it; its answers' tokens are not claimed, the reference answers being untokenized
-    assert 'data-choice="spin"' in page and "not counted: 12 imported or reference answers" in page
+    assert 'data-choice="spin"' in page and "not counted: 6 imported or reference answers" in page
 
     run = train.run_training(train.start_training_run(data_choice="spin", reference_choice="start",
                                                       params=FAST_TRAINING, enqueue=False).pk)
     assert run.status == "succeeded", run.error
+    # the reference answers' log-probs depend on their partner (a long pair cuts the prompt): never cached
+    cached = set(ReferenceLogp.objects.values_list("response_id", flat=True))
+    assert cached == set(Response.objects.filter(version=tiny_base).values_list("pk", flat=True))
     assert run.pairs == Response.objects.filter(version=tiny_base).count() == 12
     assert run.output_version is not None and run.reference_version == tiny_base
     assert LabellingRound.objects.get(number=1).closed_at is None  # SPIN read no label: labelling goes on
     assert run.metrics["pairs"] == 12 and run.metrics["mean_loss"] > 0
     assert TrainingRun.objects.get(pk=run.pk).data_choice == "spin"
+
+
+def test_a_spin_round_is_refused_against_base_after_the_first_round_or_with_measured_agreement(tiny_base):
+    later = gen.register_version("round-1", tiny_base.path, parent=tiny_base)
+    with pytest.raises(train.TrainingError, match="choose the reference 'start'"):
+        train.start_training_run(input_version=later, data_choice="spin", reference_choice="base", enqueue=False)
+    with pytest.raises(train.TrainingError, match="SPIN reads no label"):
+        train.start_training_run(input_version=later, data_choice="spin", reference_choice="start", enqueue=False,
+                                 params={"label_agreement": "measured"})
+    assert not TrainingRun.objects.exists()
+    # from base, base is the starting version: either name means the same reference
+    assert train.start_training_run(input_version=tiny_base, data_choice="spin", enqueue=False).reference_version \
+        == tiny_base
+
+
+def test_a_spin_round_whose_pairs_are_all_held_out_says_so(tiny_base, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    prompt = next(p for p in (Prompt.objects.create(text=f"Question {i}", split="train") for i in range(50))
+                  if is_heldout(p.pk, 0.5))
+    Response.objects.create(prompt=prompt, text="The reference.", is_reference=True)
+    for i in range(2):
+        _answer(tiny_base, prompt, f"own answer {i}", i)
+    settings.PREFLOOP_HELDOUT_FRACTION, settings.PREFLOOP_HELDOUT_MIN_PAIRS = 0.5, 2
+    run = train.run_training(train.start_training_run(data_choice="spin", params=FAST_TRAINING, enqueue=False).pk)
+    assert run.status == "failed" and "all 2 are on held-out prompts" in run.error
