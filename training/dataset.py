@@ -48,6 +48,7 @@ class RoundData:
     heldout: list[PreferencePair]  # decided pairs of held-out prompts (any round), none of them in `pairs`
     heldout_rows: list[tuple[Response, Response]]
     holding_out: bool  # False when too few pairs: the held-out prompts of this round were trained on
+    same_answers: int = 0  # decided pairs left out because both answers are the same text (they teach nothing)
 
 
 def round_data(
@@ -66,12 +67,18 @@ def round_data(
     does not grow with them."""
     # decided_pairs leaves eval prompts out; look again here, where training data is made: whatever path a pair
     # came in by (import, generation, the admin), a pair on an eval prompt is never trained on.
-    in_scope = [d for d in decided_pairs(include_automatic=include_automatic, rounds=rounds)
-                if d.pair.prompt.split != Prompt.EVAL]
+    # A pair whose two answers are one text (an imported row can be: HH-RLHF has such rows) teaches nothing, h being 0
+    # whatever the weights, and would count as wrong in the held-out accuracy: left out, and counted.
+    def usable(d) -> bool:
+        return d.pair.prompt.split != Prompt.EVAL and d.chosen.text != d.rejected.text
+
+    decided = [d for d in decided_pairs(include_automatic=include_automatic, rounds=rounds)
+               if d.pair.prompt.split != Prompt.EVAL]
+    in_scope = [d for d in decided if usable(d)]
     holding_out = heldout_fraction > 0 and len(in_scope) >= heldout_min_pairs
     train = [d for d in in_scope if not (holding_out and is_heldout(d.pair.prompt_id, heldout_fraction))]
     everything = in_scope if rounds is None else [
-        d for d in decided_pairs(include_automatic=include_automatic) if d.pair.prompt.split != Prompt.EVAL]
+        d for d in decided_pairs(include_automatic=include_automatic) if usable(d)]
     if rounds is not None and replay_seed is not None:
         new = {d.pair.pk for d in in_scope}
         # never another round's held-out pairs, even when this round is too small to hold its own out: those were
@@ -86,7 +93,7 @@ def round_data(
     dtype = dtype or product_dtype()
     pairs, rows = _preference_pairs(train, reference, max_length, dtype)
     held, held_rows = _preference_pairs(heldout, reference, max_length, dtype)
-    return RoundData(pairs, rows, held, held_rows, holding_out)
+    return RoundData(pairs, rows, held, held_rows, holding_out, same_answers=len(decided) - len(in_scope))
 
 
 def spin_data(*, input_version: ModelVersion, reference: ModelVersion, max_length: int, dtype: str | None = None,

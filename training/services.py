@@ -307,7 +307,9 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                   f"{sum(p.ref_chosen_logp is not None for p in pairs)} with cached reference log-probs; "
                   f"{len(data.heldout)} held-out pairs to measure the round on"
                   + ("" if data.holding_out or not settings.PREFLOOP_HELDOUT_FRACTION else
-                     f" (fewer than {settings.PREFLOOP_HELDOUT_MIN_PAIRS} pairs: nothing held out of this round)"))
+                     f" (fewer than {settings.PREFLOOP_HELDOUT_MIN_PAIRS} pairs: nothing held out of this round)")
+                  + (f"; {data.same_answers} decided pairs left out: both answers are the same text, which "
+                     "teaches nothing" if data.same_answers else ""))
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         release_backends()  # a sampler this worker kept (weights and a KV cache of up to 4 GiB): training needs the memory

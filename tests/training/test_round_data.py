@@ -1,0 +1,23 @@
+"""What a round trains on, beyond labels and held-out prompts: pairs that cannot teach are left out, and said."""
+import json
+
+from annotate.importers import import_preferences
+from generation import services as gen
+from training.dataset import round_data
+
+
+def test_a_decided_pair_whose_two_answers_are_one_text_is_left_out_and_counted(db, tiny_model_dir, tmp_path):
+    base = gen.register_version("base", tiny_model_dir)
+    rows = [{"prompt": f"Question {i}?", "chosen": f"A good answer {i}.", "rejected": f"A bad one {i}."}
+            for i in range(3)]
+    rows.append({"prompt": "Same?", "chosen": "The same words.", "rejected": "The same words."})  # HH-RLHF has these
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    import_preferences(path)
+
+    data = round_data(reference=base, max_length=128)
+    assert sorted(p.prompt for p in data.pairs) == ["Question 0?", "Question 1?", "Question 2?"]
+    assert data.same_answers == 1
+    # held out or trained, it is in neither: h is 0 whatever the weights, and would count as a wrong answer
+    held = round_data(reference=base, max_length=128, heldout_fraction=0.99, heldout_min_pairs=1)
+    assert "Same?" not in {p.prompt for p in held.pairs + held.heldout} and held.same_answers == 1
