@@ -56,6 +56,19 @@ def test_pushes_of_prompts_and_pairs_take_the_import_pages_checks(staff_api):
     assert refused.value.status == 400 and refused.value.errors[0]["field"] == "labels_needed"
 
 
+def test_a_prompt_push_takes_reference_answers_and_refuses_a_bad_one_by_line(staff_api):
+    from generation.models import Response
+
+    result = staff_api.push_prompts([{"prompt": "Name a fruit.", "reference": "An apple."},
+                                     {"prompt": "Name a tree.", "completion": "An oak."}])
+    assert result["created"] == 2
+    assert sorted(Response.objects.filter(is_reference=True).values_list("text", flat=True)) == ["An apple.", "An oak."]
+    with pytest.raises(APIError) as refused:
+        staff_api.push_prompts([{"prompt": "Name a bird."}, {"prompt": "Name a fish.", "reference": ""}])
+    assert refused.value.status == 400 and "line 2" in refused.value.detail and "reference" in refused.value.detail
+    assert not Prompt.objects.filter(text="Name a bird.").exists()
+
+
 def _export_page(user, query: str) -> list[dict]:
     page = PageClient()
     page.force_login(user)
