@@ -108,6 +108,7 @@ class GenerationStart(Body):
     tag: Name = ""
     pairing: Name = "random"
     judge: Name = ""
+    with_reference: bool = Field(False, description="Only prompts with a reference answer (self-play's sampling).")
 
 
 class TrainingStart(Body):
@@ -137,7 +138,7 @@ class LoopStart(Body):
     tag: Name = ""
     eval_limit: int = Field(64, ge=1, le=loop_services.MAX_EVAL_PROMPTS)
     seed: Number = 0
-    preset: Name = Field("default", description="Named round settings (loop.presets): default, all, quick, replay")
+    preset: Name = Field("default", description="Named round settings (loop.presets): default, all, quick, replay, spin")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -147,6 +148,7 @@ def start_generation(request: HttpRequest, payload: GenerationStart):
     job = generation_services.start_generation_job(
         _version(payload.version, "version"), n_prompts=payload.n_prompts, config=_sampling(payload.sampling),
         split=payload.split, tag=payload.tag, pairing=payload.pairing, judge=payload.judge, user=request.user,
+        with_reference=payload.with_reference,
     )
     return Status(201, describe("generation", job))
 

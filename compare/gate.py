@@ -167,9 +167,9 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
             d = _digits((cut, rule.max_cut_share_growth))
             failed.append(f"{shown}: the cut share rose {cut:+.{d}%}, more than {rule.max_cut_share_growth:.{d}%}")
     kl = evidence.kl_per_token
-    if kl is None:  # its run ended before measuring it (cancelled, or its worker lost too often): said, not hidden
-        drift.append("KL to the reference not measured (its run ended before measuring it): the drift budget was "
-                     "not checked")
+    # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
+    if kl is None:
+        drift.append("KL to the reference not measured: the drift budget was not checked")
     else:
         shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.3g} a token)"
         drift.append(shown)

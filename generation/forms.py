@@ -18,8 +18,12 @@ class GenerateForm(forms.Form):
     tag = forms.CharField(required=False, max_length=100)
     pairing = forms.ChoiceField(choices=[("random", "random"), ("most_different", "most different"),
                                          ("best_worst", "best against worst (mean log-prob)"),
-                                         ("judge", "best against worst by a judge")], initial="random")
+                                         ("judge", "best against worst by a judge"),
+                                         ("none", "none: samples only, for a self-play (SPIN) round")],
+                                initial="random")
     judge = forms.ChoiceField(choices=(), required=False, help_text="Ranks the samples when pairing is by a judge.")
+    with_reference = forms.BooleanField(required=False, label="Only prompts with a reference answer",
+                                        help_text="For a self-play (SPIN) round, with pairing none.")
     temperature = forms.FloatField(min_value=0.0, max_value=MAX_TEMPERATURE, initial=_defaults.temperature,
                                    help_text="0 samples greedily (every sample the same).")
     top_p = forms.FloatField(min_value=0.01, max_value=1.0, initial=_defaults.top_p)

@@ -35,7 +35,8 @@ from .pairing import STRATEGIES, choose_pairs, round_robin_scores
 
 log = logging.getLogger(__name__)
 
-PAIRING_STRATEGIES = (*STRATEGIES, "judge")  # judge: best against worst by a judge's round robin
+# judge: best against worst by a judge's round robin; none: samples only, no pairs (self-play trains on them)
+PAIRING_STRATEGIES = (*STRATEGIES, "judge", "none")
 # Rows (prompts x K samples) per sampling call, a progress commit after each: enough to fill the default batch of
 # 128 rows whatever K (a chunk of 16 prompts was 32 rows at K=2). `bench/sampling_batch.py`, 48 prompts x 4 samples
 # on 2 AMX cores: 59.4 s at batch 32 in chunks of 16 prompts, 37.7 s at batch 128 in the same chunks, 37.6 s in
@@ -197,12 +198,16 @@ def sampling_key(config: SamplingConfig, seed: int) -> str:
 # ---- generation jobs ------------------------------------------------------------------------------------------
 
 
-def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train", tag: str = "", seed: int = 0) -> list[int]:
-    """Up to n prompts of the split (and tag) that this version has not answered yet, in a seeded random order."""
-    answered = Response.objects.filter(version=version).values("prompt_id")
+def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train", tag: str = "", seed: int = 0,
+                   with_reference: bool = False) -> list[int]:
+    """Up to n prompts of the split (and tag) that this version has not answered yet, in a seeded random order;
+    `with_reference`: only prompts with a reference answer (what a self-play round trains on)."""
+    answered = Response.objects.filter(version=version, is_reference=False).values("prompt_id")
     prompts = Prompt.objects.filter(split=split).exclude(pk__in=answered)
     if tag:
         prompts = prompts.filter(tag=tag)
+    if with_reference:
+        prompts = prompts.filter(pk__in=Response.objects.filter(is_reference=True).values("prompt_id"))
     ids = sorted(prompts.values_list("pk", flat=True))
     random.Random(seed).shuffle(ids)
     return ids[:n_prompts]
@@ -231,9 +236,11 @@ def check_pairing(pairing: str, judge: str, samples: int) -> None:
 def start_generation_job(
     version: ModelVersion | None = None, *, n_prompts: int, config: SamplingConfig | None = None, split: str = "train",
     tag: str = "", pairing: str = "random", judge: str = "", user=None, enqueue: bool = True, part_of: str = "",
+    with_reference: bool = False,
 ) -> GenerationJob:
     """Choose the prompts now (so a resumed job samples the same ones) and queue the job. `part_of`: the key of the
-    job that runs this one inside it (then `enqueue` is False).
+    job that runs this one inside it (then `enqueue` is False). `with_reference`: only prompts with a reference
+    answer; with pairing "none" the job stores samples and makes no pair (a self-play round's sampling).
 
     With pairing "judge", the judge named by `judge` ranks each prompt's K samples in a round robin and the best
     meets the worst: K(K-1)/2 judge calls per prompt.
@@ -244,12 +251,14 @@ def start_generation_job(
         raise GenerationError(f"number of prompts must be from 1 to {MAX_PROMPTS_PER_JOB:,} (got {n_prompts})")
     if len(tag) > 100 or not tag.isprintable():
         raise GenerationError("tag: expected up to 100 printable characters")
-    if config.n < 2:
+    if config.n < 2 and pairing != "none":
         raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
     check_pairing(pairing, judge, config.n)
-    prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed)
+    prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed,
+                                with_reference=with_reference)
     if not prompt_ids:
-        where = f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
+        where = (f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
+                 + (" with a reference answer" if with_reference else ""))
         raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered")
     job = GenerationJob.objects.create(
         version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
@@ -328,7 +337,8 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         tracker.report(done=job_row.done, progress=job_row.done / total, force=True)
         if progress:
             progress(job_row.done, job_row.total)
-    _prepare_queue(job, round_, tracker)
+    if job.params.get("pairing") != "none":  # no pairs made: no queue to ready
+        _prepare_queue(job, round_, tracker)
     lifecycle.finish(job)
     update_mean_length(job.version)
 
@@ -414,6 +424,8 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
                         ))
                 except IntegrityError:  # already stored by an earlier, interrupted attempt
                     rows.append(Response.objects.get(job=job, prompt=prompt, sample_index=index))
+            if strategy == "none":
+                continue
             chosen, scores = strategy, None
             if strategy == "best_worst":
                 scores = [r.logp_sum / max(r.token_count, 1) for r in rows]

@@ -21,6 +21,7 @@ def jobs(request):
                 form.cleaned_data["version"], n_prompts=form.cleaned_data["prompts"], config=form.sampling_config(),
                 split=form.cleaned_data["split"], tag=form.cleaned_data["tag"], pairing=form.cleaned_data["pairing"],
                 judge=form.cleaned_data["judge"], user=request.user,
+                with_reference=form.cleaned_data["with_reference"],
             )
         except services.GenerationError as exc:
             messages.error(request, str(exc))

@@ -30,7 +30,7 @@ def judge_choices() -> list[tuple[str, str]]:
 class LoopRunForm(forms.ModelForm):
     preset = forms.ChoiceField(choices=presets.choices(), initial=presets.DEFAULT.name, required=False,
                                help_text="What each round samples, how it pairs and what it trains on.")
-    judge = forms.ChoiceField(choices=(), help_text="Labels each round's pairs.")
+    judge = forms.ChoiceField(choices=(), help_text="Labels each round's pairs (with the spin preset, which labels nothing, it evaluates).")
     eval_judge = forms.ChoiceField(choices=(), required=False,
                                    help_text="Votes on each round's answers against base; a different judge from the "
                                              "one that labels keeps its quirks from being rewarded and then confirmed.")

@@ -13,7 +13,7 @@ class LoopPreset:
     name: str
     summary: str  # one line for a person choosing
     samples: int = 4  # answers per prompt (SamplingConfig.n)
-    pairing: str = "judge"  # "judge": its round robin pairs best with worst; "random"; "most_different"
+    pairing: str = "judge"  # "judge": its round robin pairs best with worst; "random"; "most_different"; "none"
     data: str = "all"  # "all": every label so far; "new": only this round's pairs; "replay": those and as many
     # others; "spin": no labels, reference answers over the round's own samples
     reference: str = "base"  # the frozen reference: the base version, or the version the round starts from
@@ -49,7 +49,7 @@ REPLAY = LoopPreset("replay", "like all, but train on this round's pairs and as 
 # evaluates. The paper samples one answer a prompt; two give twice the pairs from one sampling pass.
 SPIN = LoopPreset("spin", "self-play, no labels: 2 answers a prompt, each trained against the prompt's reference "
                           "answer with the version the round starts from as the reference; the judge only evaluates "
-                          "(the prompts need reference answers)", samples=2, pairing="random", data="spin",
+                          "(the prompts need reference answers)", samples=2, pairing="none", data="spin",
                   reference="start")
 PRESETS: dict[str, LoopPreset] = {p.name: p for p in (DEFAULT, ALL, QUICK, REPLAY, SPIN)}
 # Names a preset had before: runs and scripts that use them get the preset under its name now.

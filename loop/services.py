@@ -152,6 +152,16 @@ def _check_params(params: dict, judge: str) -> None:
         raise LoopError(f"reference must be 'base' or 'start' (got {params['reference']!r})")
     if params.get("data", ALL.data) not in DATA_CHOICES:
         raise LoopError(f"data must be one of {', '.join(map(repr, DATA_CHOICES))} (got {params['data']!r})")
+    if params.get("data") == TrainingRun.DATA_SPIN:  # refused now, not in round 2 after a round's sampling
+        if params.get("reference", ALL.reference) != TrainingRun.REF_START:
+            raise LoopError("data 'spin' trains each round against the version it starts from: reference must be "
+                            "'start' (as the spin preset has it)")
+        if pairing != "none":
+            raise LoopError(f"data 'spin' reads no pair: pairing must be 'none' (got {pairing!r}), or the round "
+                            "leaves pairs nobody labels in the queue (and a judge's pairing spends its calls)")
+    elif pairing == "none":
+        raise LoopError(f"pairing 'none' makes no pair to label: only data 'spin' trains without pairs "
+                        f"(data is {params.get('data', ALL.data)!r})")
 
 
 def _train_prompts_left(tag: str, *, references: bool = False) -> None:
@@ -252,7 +262,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         pairing = params.get("pairing", DEFAULT.pairing)
         job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
                                    pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
-                                   part_of=run.key)
+                                   part_of=run.key, with_reference=params.get("data") == TrainingRun.DATA_SPIN)
     except GenerationError as exc:
         raise LoopError(f"round {number}: {exc}") from None
     tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage)
@@ -314,7 +324,8 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         "win_rate_vs_base": 0.5, "mean_response_tokens": _mean_tokens(evaluation.answers_a)}
     metrics = training.metrics or {}
     result = {
-        "round": number, "version": new.name, "pairs": job.pairs_made, "labels": labels,
+        "round": number, "version": new.name, "pairs": training.pairs if params.get("data") == TrainingRun.DATA_SPIN else job.pairs_made,
+        "labels": labels,
         "train_loss": _num(metrics.get("mean_loss")), "reward_accuracy": _num(metrics.get("rewards/accuracy")),
         "kl_to_base": _num(kl), "mean_response_tokens": _num(tokens),
         "base_response_tokens": _num(_mean_tokens(evaluation.answers_a)),

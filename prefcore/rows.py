@@ -586,8 +586,11 @@ def prompt_file_row(line: int, row: dict) -> PromptRow:
     if label is not None and not (isinstance(label, _CsvCell) and not label.strip()):
         # TRL's unpaired (KTO) format: prompt, completion and whether the completion is desirable. Only a desirable
         # one can be a reference answer, which SPIN teaches over the model's own.
-        desirable = label is True or (isinstance(label, str) and label.strip().lower() in ("true", "1"))
-        if not desirable:
+        # only a label that reads as false (TRL writes booleans; a CSV cell is text) marks one: another column
+        # called "label" (a category, say) is not this format's
+        undesirable = label is False or (isinstance(label, int) and not isinstance(label, bool) and label == 0) or (
+            isinstance(label, str) and label.strip().lower() in ("false", "0"))
+        if undesirable:
             raise RowError("label", f"{label!r}: this row's {given[0]} is marked undesirable (TRL's unpaired "
                                     "format), and a reference answer is taught as the better one: leave such rows "
                                     "out, or their completion")

@@ -301,6 +301,9 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         if not pairs:
             new_only = run.data_choice != TrainingRun.DATA_ALL
             scope = f"of labelling round {labelling_round(run.input_version)} " if new_only else ""
+            if data.same_answers:
+                raise TrainingError(f"no decided pairs {scope}to train on: the {data.same_answers} decided have both "
+                                    "answers the same text, which teaches nothing")
             raise TrainingError(f"no decided pairs {scope}to train on yet: label some pairs first")
         TrainingRun.objects.filter(pk=run.pk).update(pairs=len(pairs))
         _log(run, f"{len(pairs)} pairs; reference {run.reference_version.name!r}; "

@@ -37,8 +37,10 @@ def test_a_prompt_file_reads_a_reference_answer_from_reference_or_completion(tmp
     (tmp_path / "p.csv").write_text('prompt,reference\nName a colour.,\n"Name a fruit.","A pear."\n', encoding="utf-8")
     assert [r.reference for r in read_prompts(tmp_path / "p.csv")] == [None, "A pear."]  # an empty cell: none
     # TRL's unpaired format: a desirable completion is a reference answer
-    kto = read_prompts(_jsonl(tmp_path / "k.jsonl", [{"prompt": "Q", "completion": "Good.", "label": True}]))
-    assert [r.reference for r in kto] == ["Good."]
+    kto = read_prompts(_jsonl(tmp_path / "k.jsonl", [{"prompt": "Q", "completion": "Good.", "label": True},
+                                                      {"prompt": "Q2", "reference": "Fine.", "label": 1},
+                                                      {"prompt": "Q3", "reference": "Sums.", "label": "math"}]))
+    assert [r.reference for r in kto] == ["Good.", "Fine.", "Sums."]  # a label that is not false marks nothing
 
 
 @pytest.mark.parametrize("row, field, why", [
@@ -48,6 +50,7 @@ def test_a_prompt_file_reads_a_reference_answer_from_reference_or_completion(tmp
     ({"prompt": "Q", "reference": 3}, "reference", "expected text"),
     # TRL's unpaired (KTO) format: an undesirable completion is never taken as a reference answer
     ({"prompt": "Q", "completion": "a harmful answer", "label": False}, "label", "undesirable"),
+    ({"prompt": "Q", "completion": "a harmful answer", "label": "false"}, "label", "undesirable"),
 ])
 def test_a_bad_reference_answer_is_refused_by_line_and_field(tmp_path, row, field, why):
     with pytest.raises(ImportProblem) as err:
@@ -191,3 +194,22 @@ def test_a_spin_round_whose_pairs_are_all_held_out_says_so(tiny_base, settings, 
     settings.PREFLOOP_HELDOUT_FRACTION, settings.PREFLOOP_HELDOUT_MIN_PAIRS = 0.5, 2
     run = train.run_training(train.start_training_run(data_choice="spin", params=FAST_TRAINING, enqueue=False).pk)
     assert run.status == "failed" and "all 2 are on held-out prompts" in run.error
+
+
+def test_a_self_play_sampling_job_samples_only_prompts_with_a_reference_and_makes_no_pair(tiny_base):
+    from annotate.models import Pair
+
+    with_ref = [Prompt.objects.create(text=f"Referenced {i}", split="train") for i in range(3)]
+    for prompt in with_ref:
+        Response.objects.create(prompt=prompt, text="Reference.", is_reference=True)
+    Prompt.objects.create(text="No reference", split="train")
+    job = gen.start_generation_job(tiny_base, n_prompts=10, config=SamplingConfig(n=2, max_new_tokens=4),
+                                   pairing="none", with_reference=True, enqueue=False)
+    assert sorted(job.params["prompt_ids"]) == sorted(p.pk for p in with_ref)
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded" and job.pairs_made == 0 and not Pair.objects.exists()
+    assert Response.objects.filter(version=tiny_base).count() == 6
+    # all answered now: another such job finds none, and says what it looked for
+    with pytest.raises(gen.GenerationError, match="with a reference answer"):
+        gen.start_generation_job(tiny_base, n_prompts=10, config=SamplingConfig(n=2, max_new_tokens=4),
+                                 pairing="none", with_reference=True, enqueue=False)

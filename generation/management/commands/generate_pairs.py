@@ -32,6 +32,8 @@ class Command(PrefLoopCommand):
         parser.add_argument("--pairing", default="random", choices=list(PAIRING_STRATEGIES),
                             help="judge: the --judge ranks each prompt's samples and the best meets the worst.")
         parser.add_argument("--judge", default="", help="Judge for --pairing judge, e.g. judges.rules:length_target.")
+        parser.add_argument("--with-reference", action="store_true",
+                            help="Only prompts with a reference answer (for a self-play round: with --pairing none).")
         parser.add_argument("--temperature", type=float, default=SamplingConfig.temperature)
         parser.add_argument("--top-p", type=float, default=SamplingConfig.top_p)
         parser.add_argument("--max-new-tokens", type=int, default=SamplingConfig.max_new_tokens)
@@ -49,7 +51,8 @@ class Command(PrefLoopCommand):
             config = SamplingConfig(n=o["samples"], temperature=o["temperature"], top_p=o["top_p"],
                                     max_new_tokens=o["max_new_tokens"], seed=o["seed"])
             job = start_generation_job(version, n_prompts=o["prompts"], config=config, split=o["split"],
-                                       tag=o["tag"], pairing=o["pairing"], judge=o["judge"], enqueue=o["queue"])
+                                       tag=o["tag"], pairing=o["pairing"], judge=o["judge"], enqueue=o["queue"],
+                                       with_reference=o["with_reference"])
         except (GenerationError, ValueError) as exc:
             raise CommandError(f"generate_pairs: {exc}") from None
         if o["queue"]:
@@ -65,4 +68,6 @@ class Command(PrefLoopCommand):
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {exc}") from None
         if job.status != job.SUCCEEDED:  # cancelled from a page or the API meanwhile, say
             raise CommandError(f"generate_pairs: job {job.pk} {job.status}: {job.error or job.stage}")
-        self.stdout.write(f"job {job.pk}: {job.done} prompts, {job.pairs_made} pairs queued for labelling")
+        made = ("samples only (pairing none)" if job.params.get("pairing") == "none"
+                else f"{job.pairs_made} pairs queued for labelling")
+        self.stdout.write(f"job {job.pk}: {job.done} prompts, {made}")

@@ -21,9 +21,9 @@ class Command(PrefLoopCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--rounds", type=int, required=True)
-        parser.add_argument("--pairs", type=int, required=True, help="Pairs generated and labelled per round.")
+        parser.add_argument("--pairs", type=int, required=True, help="Prompts sampled per round: each gives a pair to label (with --preset spin: answers trained against its reference answer).")
         parser.add_argument("--judge", required=True,
-                            help='The judge that labels the pairs, e.g. "judges.rules:length_target".')
+                            help='The judge that labels the pairs (and evaluates, unless --eval-judge; with --preset spin it only evaluates), e.g. "judges.rules:length_target".')
         parser.add_argument("--eval-judge", default="",
                             help="The judge that votes on each round's answers against base (default: --judge).")
         parser.add_argument("--tag", default="", help="Only prompts with this tag.")
