@@ -252,6 +252,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     seconds: dict[str, float] = {}
     report = _stage_reporter(run, tracker, index, progress)
     params = run.params or {}
+    spin = params.get("data") == TrainingRun.DATA_SPIN  # self-play: samples only, no labels, its own pairs trained
 
     report("generate", 0, 1)
     clock = time.perf_counter()
@@ -262,7 +263,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         pairing = params.get("pairing", DEFAULT.pairing)
         job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
                                    pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
-                                   part_of=run.key, with_reference=params.get("data") == TrainingRun.DATA_SPIN)
+                                   part_of=run.key, with_reference=spin)
     except GenerationError as exc:
         raise LoopError(f"round {number}: {exc}") from None
     tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage)
@@ -275,7 +276,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
 
     clock = time.perf_counter()
     labels = 0
-    if params.get("data") != TrainingRun.DATA_SPIN:  # self-play reads no label: the judge only evaluates
+    if not spin:  # self-play reads no label: the judge only evaluates
         labels = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop,
                              progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
     seconds["label"] = time.perf_counter() - clock
@@ -324,7 +325,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         "win_rate_vs_base": 0.5, "mean_response_tokens": _mean_tokens(evaluation.answers_a)}
     metrics = training.metrics or {}
     result = {
-        "round": number, "version": new.name, "pairs": training.pairs if params.get("data") == TrainingRun.DATA_SPIN else job.pairs_made,
+        "round": number, "version": new.name, "pairs": training.pairs if spin else job.pairs_made,
         "labels": labels,
         "train_loss": _num(metrics.get("mean_loss")), "reward_accuracy": _num(metrics.get("rewards/accuracy")),
         "kl_to_base": _num(kl), "mean_response_tokens": _num(tokens),

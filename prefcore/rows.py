@@ -569,31 +569,32 @@ def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
 REFERENCE_FIELDS = ("reference", "completion")
 
 
+def _cell(row: dict, field: str) -> Any:
+    """A field's value, None when it is missing or an empty CSV cell (a column only some rows fill). An empty JSON
+    string is a value: an empty answer, which the caller refuses."""
+    value = row.get(field)
+    return None if isinstance(value, _CsvCell) and not value.strip() else value
+
+
 def prompt_file_row(line: int, row: dict) -> PromptRow:
     """A prompt file's row: `prompt`, and optionally a reference answer, in `reference` or (TRL's prompt-completion
     format) `completion`: text, or a message list ending with the assistant's turn. SPIN rounds train the reference
     over the model's own answers, so an empty one is refused rather than taught, and so is one a `label` marks
     undesirable (TRL's unpaired format)."""
     prompt = prompt_row(line, row.get("prompt"))
-    # an empty CSV cell is no answer (a column some rows fill); an empty JSON string is an empty answer, refused
-    given = [field for field in REFERENCE_FIELDS
-             if row.get(field) is not None and not (isinstance(row[field], _CsvCell) and not row[field].strip())]
+    given = [field for field in REFERENCE_FIELDS if _cell(row, field) is not None]
     if not given:
         return prompt
     if len(given) > 1:
         raise RowError(given[1], "a row gives its reference answer once: in 'reference' or in 'completion', not both")
-    label = row.get("label")
-    if label is not None and not (isinstance(label, _CsvCell) and not label.strip()):
-        # TRL's unpaired (KTO) format: prompt, completion and whether the completion is desirable. Only a desirable
-        # one can be a reference answer, which SPIN teaches over the model's own.
-        # only a label that reads as false (TRL writes booleans; a CSV cell is text) marks one: another column
-        # called "label" (a category, say) is not this format's
-        undesirable = label is False or (isinstance(label, int) and not isinstance(label, bool) and label == 0) or (
-            isinstance(label, str) and label.strip().lower() in ("false", "0"))
-        if undesirable:
-            raise RowError("label", f"{label!r}: this row's {given[0]} is marked undesirable (TRL's unpaired "
-                                    "format), and a reference answer is taught as the better one: leave such rows "
-                                    "out, or their completion")
+    # TRL's unpaired (KTO) format: prompt, completion and whether the completion is desirable; an undesirable one is
+    # no reference answer. Only a label that reads as false (TRL writes booleans; a CSV cell is text) marks one:
+    # another column called "label" (a category, say) is not this format's.
+    label = _cell(row, "label")
+    if label is not None and str(label).strip().lower() in ("false", "0"):
+        raise RowError("label", f"{label!r}: this row's {given[0]} is marked undesirable (TRL's unpaired "
+                                "format), and a reference answer is taught as the better one: leave such rows "
+                                "out, or their completion")
     reference = _response(row[given[0]], given[0])
     if not reference.strip():
         raise RowError(given[0], "empty: a reference answer is what SPIN rounds teach, so it must say something")
