@@ -83,9 +83,13 @@ def _lock_prompts_to_delete(prompts) -> None:
 
 @admin.register(Response)
 class ResponseAdmin(admin.ModelAdmin):
-    list_display = ["id", "prompt_id", "version", "token_count", "logp_sum", "finish_reason", "created"]
-    list_filter = ["version", "finish_reason"]
+    list_display = ["id", "prompt_id", "version", "is_reference", "source", "token_count", "logp_sum", "finish_reason",
+                    "created"]
+    list_filter = ["is_reference", "version", "finish_reason"]
     raw_id_fields = ["prompt", "job"]
+    # Set by the prompt importer: a sample turned into a reference answer would be trained as SPIN's chosen answer,
+    # and a reference turned into a sample would lose its place as one.
+    readonly_fields = ["is_reference"]
 
 
 @admin.register(GenerationJob)

@@ -213,3 +213,23 @@ def test_a_self_play_sampling_job_samples_only_prompts_with_a_reference_and_make
     with pytest.raises(gen.GenerationError, match="with a reference answer"):
         gen.start_generation_job(tiny_base, n_prompts=10, config=SamplingConfig(n=2, max_new_tokens=4),
                                  pairing="none", with_reference=True, enqueue=False)
+
+
+def test_the_admin_lists_reference_answers_apart_and_cannot_turn_a_sample_into_one(db, admin_client):
+    prompt = Prompt.objects.create(text="Name a tree.")
+    reference = Response.objects.create(prompt=prompt, text="An oak, the reference.", is_reference=True, source="p.jsonl")
+    sample = Response.objects.create(prompt=prompt, text="A sampled birch.")
+    url = "/admin/generation/response/"
+    assert "?is_reference__exact=1" in admin_client.get(url).content.decode()  # a filter in the sidebar
+    references = admin_client.get(url, {"is_reference__exact": "1"}).content.decode()
+    assert "An oak, the reference." in references and "A sampled birch." not in references
+    samples = admin_client.get(url, {"is_reference__exact": "0"}).content.decode()
+    assert "A sampled birch." in samples and "An oak, the reference." not in samples
+    # the flag is the importer's: a change form that sends it changes nothing
+    form = admin_client.get(f"{url}{sample.pk}/change/").content.decode()
+    assert 'name="is_reference"' not in form
+    admin_client.post(f"{url}{sample.pk}/change/", {"prompt": prompt.pk, "text": sample.text, "sample_index": 0,
+                                                      "token_count": 0, "sampling_params": "{}", "is_reference": "on"})
+    sample.refresh_from_db()
+    reference.refresh_from_db()
+    assert (sample.is_reference, reference.is_reference) == (False, True)
