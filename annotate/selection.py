@@ -71,23 +71,27 @@ def _cached(version: ModelVersion, response_ids: list[int], config: DPOConfig) -
     ).values_list("response_id", "logp"))
 
 
-def version_logps(version: ModelVersion, pairs: Sequence[Pair], config: DPOConfig) -> dict[int, float]:
-    """log pi(response | prompt) under `version` of both answers of every pair, by response id: cached values
-    reused, the missing ones computed (one model load for all of them) and stored."""
-    ids = [r for p in pairs for r in (p.response_a_id, p.response_b_id)]
-    found = _cached(version, ids, config)
-    missing = [p for p in pairs if p.response_a_id not in found or p.response_b_id not in found]
+def version_logps(version: ModelVersion, pairs: Sequence[Pair], config: DPOConfig) -> list[tuple[float, float]]:
+    """log pi(answer | prompt) under `version` of each pair's two answers (a, b), in input order: cached values
+    reused where both answers have one, the other pairs scored (one model load for all of them) and the values of
+    those scored whole stored. Per pair, not per answer: a pair cut to max_length scores an answer on fewer tokens
+    than the same answer beside a shorter partner (training.dataset.store_reference_logps)."""
+    cached = _cached(version, [r for p in pairs for r in (p.response_a_id, p.response_b_id)], config)
+    values = [(cached.get(p.response_a_id), cached.get(p.response_b_id)) for p in pairs]
+    missing = [i for i, (a, b) in enumerate(values) if a is None or b is None]
     if missing:
-        rows = [PreferencePair(prompt=p.prompt.as_input, chosen=p.response_a.text, rejected=p.response_b.text,
-                               key=p.pk) for p in missing]
-        from training.dpo.trainer import compute_logps  # loads torch: only workers score margins
+        rows = [PreferencePair(prompt=pairs[i].prompt.as_input, chosen=pairs[i].response_a.text,
+                               rejected=pairs[i].response_b.text, key=pairs[i].pk) for i in missing]
+        from training.dpo.trainer import Scorer  # loads torch: only workers score margins
 
-        values = compute_logps(version.path, rows, config)
+        scorer = Scorer(version.path, config)
+        scored = scorer.logps(rows)
         store_reference_logps(version, config.max_length, config.dtype,
-                              [(p.response_a, p.response_b) for p in missing], values)
-        for p, (lp_a, lp_b) in zip(missing, values, strict=True):
-            found[p.response_a_id], found[p.response_b_id] = lp_a, lp_b
-    return found
+                              [(pairs[i].response_a, pairs[i].response_b) for i in missing], scored,
+                              scorer.truncated(rows))
+        for i, value in zip(missing, scored, strict=True):
+            values[i] = value
+    return values
 
 
 def margins(pairs: Sequence[Pair], version: ModelVersion, config: DPOConfig) -> list[float]:
@@ -97,8 +101,8 @@ def margins(pairs: Sequence[Pair], version: ModelVersion, config: DPOConfig) -> 
     if reference.pk == version.pk:
         return [0.0] * len(pairs)
     own, ref = version_logps(version, pairs, config), version_logps(reference, pairs, config)
-    return [config.beta * ((own[p.response_a_id] - ref[p.response_a_id]) - (own[p.response_b_id] - ref[p.response_b_id]))
-            for p in pairs]
+    return [config.beta * ((own_a - ref_a) - (own_b - ref_b))
+            for (own_a, own_b), (ref_a, ref_b) in zip(own, ref, strict=True)]
 
 
 def score_margins(

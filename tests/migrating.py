@@ -20,3 +20,9 @@ def models_as_of(targets: list[tuple[str, str]]) -> Iterator:
         yield MigrationExecutor(connection).loader.project_state(targets).apps
     finally:
         MigrationExecutor(connection).migrate(latest)
+
+
+def migrate_to(targets: list[tuple[str, str]]) -> None:
+    """Inside a `models_as_of` block: migrate forward to `targets` only, to see what one migration did before the
+    later ones run (the block still ends at the latest migrations)."""
+    MigrationExecutor(connection).migrate(targets)

@@ -154,24 +154,29 @@ def round_pairs(
 
 
 def store_reference_logps(reference: ModelVersion, max_length: int, dtype: str, rows: list[tuple[Response, Response]],
-                          values: list[tuple[float, float]]) -> None:
+                          values: list[tuple[float, float]], truncated: list[bool]) -> None:
     """Cache log pi_ref per (response, reference, max length, dtype) for the (chosen, rejected) rows: later epochs,
-    rounds and measurements in the same dtype reuse them. Values already stored stay. A pair the trainer could not
-    score (a response truncated to nothing) comes back as NaN: no value, so nothing is cached for it (PostgreSQL
-    would keep the NaN, and a later run would train on it)."""
+    rounds and measurements in the same dtype reuse them. Values already stored stay.
+
+    Only a pair scored whole is cached. A pair too long for max_length is cut by its longer answer (the prompt to
+    max_prompt_length, then both answers), so a value from it is that of the answer in this pair only: the same
+    answer beside a shorter partner, or under another max_prompt_length, is scored on more tokens. A value from a
+    whole pair is the answer's alone (len(prompt) + len(answer) <= max_length), and a pair both of whose answers
+    have one is itself whole, so every value read back (_preference_pairs, annotate.selection) is exact for the
+    pair that reads it. A pair the trainer could not score (a response truncated to nothing) comes back as NaN: no
+    value, so nothing is cached for it (PostgreSQL would keep the NaN, and a later run would train on it)."""
     objs = [ReferenceLogp(response=response, reference=reference, max_length=max_length, dtype=cache_key(dtype),
                           logp=value)
-            for (chosen, rejected), (ref_c, ref_r) in zip(rows, values, strict=True)
+            for (chosen, rejected), (ref_c, ref_r), cut in zip(rows, values, truncated, strict=True) if not cut
             for response, value in ((chosen, ref_c), (rejected, ref_r))
-            if math.isfinite(value) and not response.is_reference]  # see _preference_pairs
+            if math.isfinite(value)]
     ReferenceLogp.objects.bulk_create(objs, ignore_conflicts=True)
 
 
 def _preference_pairs(decided, reference: ModelVersion, max_length: int, dtype: str):
-    # A reference answer (SPIN) is in a pair with each of its prompt's samples, and its log-prob depends on the
-    # partner: a pair too long for max_length cuts the prompt by the longer answer. One cached value would stand for
-    # all of them, so its value is computed with each run, never cached.
-    response_ids = list({r.pk for d in decided for r in (d.chosen, d.rejected) if not r.is_reference})
+    # a pair gets cached values only when both of its answers have one (PreferencePair.has_reference): it is then
+    # whole, and they are exact for it (store_reference_logps)
+    response_ids = list({r.pk for d in decided for r in (d.chosen, d.rejected)})
     cached = {
         row.response_id: row.logp
         for row in ReferenceLogp.objects.filter(response_id__in=response_ids, reference=reference,

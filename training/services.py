@@ -318,7 +318,8 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         release_backends()  # a sampler this worker kept (weights and a KV cache of up to 4 GiB): training needs the memory
         result = _train(run, tracker, config, pairs, out_tmp, progress)
         tracker.check()  # asked to stop after the last step: no version either
-        store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps)
+        store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps,
+                              result.truncated_pairs)
         version = _register(run, config, out_tmp)
         out_tmp = None
         run.refresh_from_db(fields=["metrics"])

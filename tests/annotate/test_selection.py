@@ -7,7 +7,7 @@ import pytest
 from annotate import services
 from annotate.models import Label, Pair, Route
 
-from .factories import make_pair, make_round, make_user
+from .factories import make_pair, make_prompt, make_round, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -195,3 +195,36 @@ def test_a_generation_job_ends_by_scoring_its_rounds_margins_under_the_current_v
     assert pairs and all(p.margin_version == trained and p.margin is not None for p in pairs)
     assert any(p.margin != 0.0 for p in pairs)
     assert f"margins scored under {trained.name!r}" in job.log
+
+
+def test_an_answer_in_a_cut_pair_and_a_whole_one_is_scored_for_each_pair_and_only_the_whole_pair_is_cached(
+        tiny_model_dir):
+    """A pair too long for max_length cuts its prompt by its longer answer, so the same answer is scored on fewer
+    tokens there than beside a short partner. Its log-prob is each pair's own, from the cache too."""
+    from annotate.selection import version_logps
+    from generation.models import ModelVersion
+    from training.dpo.config import DPOConfig
+    from training.dpo.data import PreferencePair
+    from training.dpo.trainer import Scorer
+    from training.models import ReferenceLogp
+
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir))
+    prompt = make_prompt("Tell me, in one short sentence and plainly, what colour the clear sky is at noon today.")
+    shared = "The sky is blue."
+    cut = make_pair(prompt, shared, " ".join(["and then it rains again over the hills"] * 8))
+    whole = make_pair(prompt, shared, "Blue.")
+    whole.response_a = cut.response_a  # the same stored answer in both pairs
+    whole.save()
+    config = DPOConfig(max_length=96, max_prompt_length=16, dtype="float32", batch_size=1)
+    scorer = Scorer(tiny_model_dir, config)
+    rows = [PreferencePair(prompt=p.prompt.as_input, chosen=p.response_a.text, rejected=p.response_b.text)
+            for p in (cut, whole)]
+    assert scorer.truncated(rows) == [True, False]
+    own = [scorer.logps([row])[0] for row in rows]  # each pair scored alone
+    assert own[0][0] != pytest.approx(own[1][0], abs=1e-3)  # the shared answer scores apart in the two pairs
+
+    for _ in range(2):  # computed, then read back from the cache
+        got = version_logps(base, [cut, whole], config)
+        assert [list(v) for v in got] == [pytest.approx(list(v), abs=1e-4) for v in own]
+    cached = dict(ReferenceLogp.objects.values_list("response_id", "logp"))
+    assert cached == pytest.approx({whole.response_a_id: own[1][0], whole.response_b_id: own[1][1]}, abs=1e-4)

@@ -161,9 +161,11 @@ def test_a_spin_round_trains_on_references_over_sampled_answers_and_registers_a_
     run = train.run_training(train.start_training_run(data_choice="spin", reference_choice="start",
                                                       params=FAST_TRAINING, enqueue=False).pk)
     assert run.status == "succeeded", run.error
-    # the reference answers' log-probs depend on their partner (a long pair cuts the prompt): never cached
+    # every pair here is scored whole, so each answer's log-prob is its own whatever its partner: all are cached,
+    # the reference answers' too (a pair cut to max_length caches nothing: tests/annotate/test_selection.py)
     cached = set(ReferenceLogp.objects.values_list("response_id", flat=True))
-    assert cached == set(Response.objects.filter(version=tiny_base).values_list("pk", flat=True))
+    trained = Response.objects.filter(version=tiny_base) | Response.objects.filter(is_reference=True)
+    assert cached == set(trained.values_list("pk", flat=True))
     assert run.pairs == Response.objects.filter(version=tiny_base).count() == 12
     assert run.output_version is not None and run.reference_version == tiny_base
     assert LabellingRound.objects.get(number=1).closed_at is None  # SPIN read no label: labelling goes on

@@ -40,6 +40,9 @@ class TrainResult:
     reference_logps: list[tuple[float, float]] = field(default_factory=list)
     truncated: int = 0
     dropped: int = 0
+    # per pair, in input order: cut to max_length (its reference log-probs then hold for this pair only, not for
+    # its answers in other pairs: training.dataset.store_reference_logps)
+    truncated_pairs: list[bool] = field(default_factory=list)
 
 
 class TrainingCancelled(Exception):
@@ -177,6 +180,10 @@ class Scorer:
         found = _reference_logps_for(self.scorer, rows, list(range(len(rows))), self.config, self.device, self.dtype,
                                      _pad_id(self.tokenizer), should_stop)
         return [found[i] for i in range(len(rows))]
+
+    def truncated(self, pairs: list[PreferencePair]) -> list[bool]:
+        """Whether each pair is cut to max_length when scored (tokenizing only)."""
+        return [row.truncated for row in self._rows(pairs)]
 
     @torch.no_grad()
     def kl(self, reference: Scorer, pairs: list[PreferencePair],
@@ -407,6 +414,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     result.pairs_per_s = result.pairs * config.epochs / seconds
     result.peak_rss_mb = peak_rss_mb()
     result.truncated = truncated
+    result.truncated_pairs = [r.truncated for r in rows]
     result.dropped = len(pairs) - result.pairs
     result.reference_logps = [reference.get(i, (math.nan, math.nan)) for i in range(len(pairs))]
     return result
