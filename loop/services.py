@@ -104,7 +104,10 @@ def start_loop_run(
         chosen = preset_named(params.pop("preset", None) or preset or "default")
     except ValueError as exc:
         raise LoopError(str(exc)) from None
-    eval_judge = (eval_judge or params.get("eval_judge") or judge).strip()
+    eval_judge = eval_judge or params.get("eval_judge") or judge
+    if not isinstance(eval_judge, str):
+        raise LoopError(f"eval_judge must be a judge's 'package.module:attr' name (got {type(eval_judge).__name__})")
+    eval_judge = eval_judge.strip()
     if eval_judge != judge.strip():
         load_judge(eval_judge, dtype=dtype_choice())
     params["eval_judge"] = eval_judge

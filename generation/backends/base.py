@@ -93,7 +93,11 @@ class SamplingConfig:
                     except ValueError:
                         raise ValueError(f"sampling setting {key!r}: expected a number, got {value!r}") from None
                 elif isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
+                    try:
+                        value = float(value)
+                    except OverflowError:  # an int past 1e308: out of every range
+                        raise ValueError(f"sampling setting {key!r}: expected a number in its range, got an integer "
+                                         f"of {len(str(abs(value)))} digits") from None
             values[key] = value
         return cls(**values)
 

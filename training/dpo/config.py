@@ -21,7 +21,7 @@ class Bound:
     why: str = ""
 
     def holds(self, value: float) -> bool:
-        if not math.isfinite(value):
+        if not _finite(value):
             return False
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
@@ -34,6 +34,14 @@ class Bound:
         low = f"more than {low}" if self.low_open else f"at least {low}"
         high = f"less than {high}" if self.high_open else f"at most {high}"
         return f"{low} and {high}"
+
+
+def _finite(value: float) -> bool:
+    """A finite number, and for an int one a float can hold (math.isfinite raises OverflowError past 1e308)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _number(value: float) -> str:
@@ -180,7 +188,7 @@ class DPOConfig:
             value = getattr(self, name)
             if not bound.holds(value):
                 why = f" ({bound.why})" if bound.why else ""
-                finite = "" if math.isfinite(value) else "a finite number "
+                finite = "" if _finite(value) else "a finite number "
                 raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {finite}{bound}{why}")
         checks = [
             *((name, getattr(self, name) in options, f"must be one of {', '.join(options)}")
