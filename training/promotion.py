@@ -25,7 +25,10 @@ from .services import record_round_figures
 
 def awaits_gate(run: TrainingRun | None) -> bool:
     """Whether a run's version still waits on the gate: a candidate not yet checked, or one the gate kept out."""
-    return run is not None and run.decision in (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
+    return run is not None and run.decision in AWAITING
+
+
+AWAITING = (TrainingRun.Decision.CANDIDATE, TrainingRun.Decision.KEPT)
 
 
 class PromotionError(Exception):
@@ -114,6 +117,7 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
     current = current_version()
     if current.pk == candidate.pk:
         raise PromotionError(f"version {candidate.name!r} is already the current one")
+    _refuse_decided(run, "roll back to it to make it current again")
     rule = gate_rule()
     evidence = gate_evidence(current, candidate, jobs)
     # the drift budget's KL: measured when the round finished, on its own answers to the first eval prompts
@@ -139,11 +143,21 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
     return result
 
 
+def _refuse_decided(run: TrainingRun, instead: str) -> None:
+    """A run whose version was promoted (by the gate or by hand) keeps that decision, who made it and why: checking
+    the gate again, or promoting it by hand again, would write over them (the page offers neither; a form posted
+    again, or by hand, could). The decision is read from the database, not from the caller's copy."""
+    decision = TrainingRun.objects.filter(pk=run.pk).values_list("decision", flat=True).first()
+    if decision not in AWAITING:
+        raise PromotionError(f"version {run.output_version.name!r} has had its gate decision ({decision}): {instead}")
+
+
 def promote_by_hand(run: TrainingRun, *, user, reason: str) -> VersionChange:
     """A staff member promotes a round's version whatever the gate said; the reason is required and recorded."""
     if run.output_version is None:
         raise PromotionError(f"training run {run.pk} has no version (it is {run.status})")
     _refuse_while_measuring(run)
+    _refuse_decided(run, "roll back to it (with a reason, recorded) to make it current again")
     reason = (reason or "").strip()
     if not reason:
         raise PromotionError("say why you promote this version by hand (the reason is recorded)")

@@ -247,3 +247,25 @@ def test_a_version_still_being_measured_waits_for_its_run_before_the_gate_or_a_p
     assert current_version() == base and not VersionChange.objects.exists()
     run.refresh_from_db()
     assert run.decision == "candidate" and run.gate in ({}, None)
+
+
+def test_a_decided_run_cannot_have_its_decision_written_over_from_the_page(candidate, client, staff):
+    """The page offers "check the gate" and "promote by hand" only for a candidate awaiting the gate, but the views
+    took any run: after a promotion by hand and a rollback, posting the gate form again wrote "kept" (or
+    "promoted", making the version current again) over the decision by hand, its author and its reason."""
+    base, new, run = candidate
+    client.force_login(staff)
+    client.post(reverse("training:promote", args=[run.pk]), {"reason": "it reads better"})
+    run.refresh_from_db()
+    assert (run.decision, run.decided_by, current_version()) == ("by_hand", staff, new)
+    client.post(reverse("training:rollback", args=[base.pk]), {"reason": "back"})
+    assert current_version() == base
+
+    for url, data in ((reverse("training:check_gate", args=[run.pk]), {}),
+                      (reverse("training:promote", args=[run.pk]), {"reason": "again"})):
+        page = client.post(url, data, follow=True).content.decode()
+        assert "has had its gate decision (by_hand)" in page and "roll back to it" in page
+        run.refresh_from_db()
+        assert (run.decision, run.decided_by, run.decision_note) == ("by_hand", staff, "it reads better")
+        assert current_version() == base
+    assert VersionChange.objects.count() == 2  # the promotion by hand and the rollback, nothing since
