@@ -5,7 +5,7 @@ The loop evaluates each round with it, the `evaluate` command and the label-budg
 from __future__ import annotations
 
 import contextlib
-import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,7 +71,6 @@ def evaluate(
 
         answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
                                    on_partial=on_progress, should_stop=should_stop))
-    rng = random.Random(seed)
     with transaction.atomic():
         job = CompareJob.objects.create(
             version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
@@ -81,7 +80,10 @@ def evaluate(
         )
         comparisons = [
             Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
-                                      left_is_a=rng.random() < 0.5)
+                                      # from the system's randomness, as a person's set draws them: a seeded draw
+                                      # repeated its side pattern in every evaluation with that seed (0 by default),
+                                      # so one set's reveals told people the sides of the next blind set
+                                      left_is_a=secrets.randbelow(2) == 0)
             for p in prompts
         ]
     account = judge_account(judge_path)
