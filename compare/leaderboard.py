@@ -67,16 +67,24 @@ class Board:
 
 
 def vote_rows(*, include_automatic: bool = False):
-    """(version a, version b, outcome, tokens a, tokens b) of every vote between two versions."""
+    """(version a, version b, outcome, tokens a, tokens b) of every vote between two versions, once per voter and
+    pair of answers: sets with the same seed and settings reuse their answers, and a judge voting on two of them
+    said one thing twice (people cannot: compare.blinding). The voter's first verdict stands."""
     votes = Vote.objects.filter(
         comparison__response_a__version__isnull=False, comparison__response_b__version__isnull=False
     )
     if not include_automatic:
         votes = votes.filter(is_automatic=False)
-    return list(votes.order_by("pk").values_list(  # in a fixed order: the bootstrap draws row by row
-        "comparison__response_a__version__name", "comparison__response_b__version__name", "outcome",
-        "comparison__response_a__token_count", "comparison__response_b__token_count",
-    ))
+    rows, seen = [], set()
+    for voter, answer_a, answer_b, *row in votes.order_by("pk").values_list(  # a fixed order: the bootstrap draws
+            "voter_id", "comparison__response_a_id", "comparison__response_b_id",  # row by row
+            "comparison__response_a__version__name", "comparison__response_b__version__name", "outcome",
+            "comparison__response_a__token_count", "comparison__response_b__token_count"):
+        key = (voter, frozenset((answer_a, answer_b)))
+        if key not in seen:
+            seen.add(key)
+            rows.append(tuple(row))
+    return rows
 
 
 def length_diff(tokens_a: int, tokens_b: int) -> float:

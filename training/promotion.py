@@ -46,20 +46,27 @@ def gate_rule() -> GateRule:
 def gate_evidence(current: ModelVersion, candidate: ModelVersion,
                   jobs: Iterable[CompareJob] | None = None) -> GateEvidence:
     """Every blind vote (people's and judges') on eval-prompt comparisons between the two versions, counted for the
-    candidate; lengths are the two versions' mean answer tokens on the voted comparisons' prompts, and base's on the
-    same prompts where the current version is not base (every answer base has stored for them). `jobs` narrows it
-    to given comparison sets (the loop passes the evaluation it just ran)."""
+    candidate, once per voter and pair of answers: two sets with the same seed and settings hold the same answers
+    (they are reused), and a judge voting on both said one thing twice. Lengths are the two versions' mean answer
+    tokens over the voted pairs of answers, and base's where the current version is not base: base's answers to the
+    same prompts under the same sampling settings and seed as the candidate's (an answer from another token limit
+    is not the same measure). `jobs` narrows it to given comparison sets (the loop passes the evaluation it just
+    ran)."""
     pair = {current.pk, candidate.pk}
     blind = CompareJob.objects.filter(blind=True, version_a__in=pair, version_b__in=pair)
     if jobs is not None:
         blind = blind.filter(pk__in=[j.pk for j in jobs])
     votes = (Vote.objects.filter(comparison__job__in=blind, comparison__prompt__split=Prompt.EVAL)
-             .select_related("comparison__response_a", "comparison__response_b"))
+             .select_related("comparison__response_a", "comparison__response_b").order_by("pk"))
     evidence = GateEvidence()
     sources: set[str] = set()
-    voted = {}
+    voted, counted = {}, set()
     for vote in votes:
         comparison = vote.comparison
+        answers = frozenset((comparison.response_a_id, comparison.response_b_id))
+        if (vote.voter_id, answers) in counted:  # the voter's first verdict on these two answers stands
+            continue
+        counted.add((vote.voter_id, answers))
         candidate_is_a = comparison.response_a.version_id == candidate.pk
         if vote.outcome == "tie":
             evidence.ties += 1
@@ -72,7 +79,7 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
         sources.add(vote.judge if vote.is_automatic and vote.judge else "people")
         ours, theirs = ((comparison.response_a, comparison.response_b) if candidate_is_a
                         else (comparison.response_b, comparison.response_a))
-        voted[comparison.pk] = (ours, theirs)
+        voted[answers] = (ours, theirs)
     if voted:
         evidence.answers = len(voted)
         evidence.candidate_tokens = mean_tokens(ours for ours, _ in voted.values())
@@ -81,9 +88,11 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
         evidence.current_truncated = truncated_count(theirs for _, theirs in voted.values())
         base = base_version(candidate)
         if base.pk not in pair:
-            prompts = {ours.prompt_id for ours, _ in voted.values()}
-            answers = list(Response.objects.filter(version=base, prompt_id__in=prompts)
-                           .only("token_count", "finish_reason"))
+            settings_of = {(ours.prompt_id, ours.sampling_key) for ours, _ in voted.values() if ours.sampling_key}
+            found = (Response.objects.filter(version=base, prompt_id__in={p for p, _ in settings_of})
+                     .only("prompt_id", "sampling_key", "token_count", "finish_reason").order_by("pk"))
+            answers = list({(r.prompt_id, r.sampling_key): r for r in reversed(list(found))
+                            if (r.prompt_id, r.sampling_key) in settings_of}.values())  # one per prompt, the first
             if answers:
                 evidence.base_answers = len(answers)
                 evidence.base_tokens = mean_tokens(answers)

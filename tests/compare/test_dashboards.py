@@ -245,3 +245,21 @@ def test_the_rounds_page_shows_the_leaderboards_intervals(client, staff, annotat
     rounds = client.get(reverse("compare:rounds")).content.decode()
     interval = _cell(board, "okapi-round-one", "interval")
     assert re.fullmatch(r"\d+ – \d+", interval) and _cell(rounds, "okapi-round-one", "interval") == interval
+
+
+def test_a_judge_voting_again_on_the_same_answers_counts_once_on_the_board(versions):
+    """A second set with the same seed and settings reuses its answers; a judge voting on both said one thing
+    twice, and the automatic board counted it twice."""
+    from compare.models import Comparison
+
+    base, child = versions
+    judge = judge_account("tests.rules:fixed")
+    first = [make_comparison(child, base) for _ in range(3)]
+    for comparison in first:
+        services.record_vote(comparison, judge, "a")
+        again = Comparison.objects.create(prompt=comparison.prompt, response_a=comparison.response_b,
+                                          response_b=comparison.response_a, left_is_a=True)
+        services.record_vote(again, judge, "b")  # the same verdict, the answers the other way round
+    board = build_board(include_automatic=True, bootstrap=50)
+    assert board.votes == 3
+    assert {r.version: r.votes for r in board.rows}["okapi-round-one"] == 3

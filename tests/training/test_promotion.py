@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from compare.models import CompareJob
 from compare.services import record_vote
-from generation.models import Prompt, VersionChange
+from generation.models import Prompt, Response, VersionChange
 from generation.services import change_current, current_version
 from tests.annotate.factories import make_user
 from tests.compare.conftest import make_job, make_prompt, make_response, make_version
@@ -214,13 +214,18 @@ def test_a_round_recovering_from_a_collapsed_current_version_is_held_to_base_len
     job = make_job(collapsed, recovering, n=2)
     for comparison in job.comparisons.all():
         comparison.response_a.token_count, comparison.response_b.token_count = 5, 9
-        comparison.response_a.save(), comparison.response_b.save()
+        for answer in (comparison.response_a, comparison.response_b):
+            answer.sampling_key = f"eval settings, prompt {comparison.prompt_id}"
+            answer.save()
     _votes(job, [make_user(), make_user()], ["win"], recovering)
     evidence = promotion.gate_evidence(collapsed, recovering)
     assert evidence.base_answers == 0  # base has answered none of these prompts yet: held to round-1's length
     assert not promotion.check_gate(run2).passed
     for prompt in Prompt.objects.filter(comparisons__job=job):  # base's answers to the same prompts, 10 tokens
-        make_response(prompt, base, tokens=10)
+        Response.objects.filter(pk=make_response(prompt, base, tokens=10).pk).update(
+            sampling_key=f"eval settings, prompt {prompt.pk}")
+        # an answer under other settings (a side-by-side set at a longer token limit): not the same measure
+        Response.objects.filter(pk=make_response(prompt, base, tokens=400).pk).update(sampling_key="4096 tokens")
     make_response(make_prompt(), base, tokens=500)  # another prompt's answer: not evidence
     evidence = promotion.gate_evidence(collapsed, recovering)
     assert (evidence.base_answers, evidence.base_tokens, evidence.length_anchor) == (2, 10.0, "base")
@@ -269,3 +274,30 @@ def test_a_decided_run_cannot_have_its_decision_written_over_from_the_page(candi
         assert (run.decision, run.decided_by, run.decision_note) == ("by_hand", staff, "it reads better")
         assert current_version() == base
     assert VersionChange.objects.count() == 2  # the promotion by hand and the rollback, nothing since
+
+
+def test_a_judge_voting_twice_on_the_same_answers_is_counted_once(candidate, settings):
+    """Answers are reused for the same seed and settings, so a second set between the same versions holds the same
+    pairs of answers; a judge voting on both said one thing twice, and the gate counted twice the votes (with an
+    interval narrower by about the square root of 2): 12 votes, 8 for the candidate, fail a gate of 16 votes, and
+    were passing it once repeated."""
+    from compare.models import Comparison
+
+    base, new, run = candidate
+    _small_gate(settings, votes=16)
+    settings.PREFLOOP_GATE_MIN_LOWER_BOUND = 0.4
+    judge = make_user("judge:tests.rules:fixed")
+    first = make_job(base, new, n=12)
+    _votes(first, [judge], ["win", "win", "loss"], new)
+    again = CompareJob.objects.create(version_a=base, version_b=new, blind=True, status=CompareJob.SUCCEEDED)
+    for comparison in first.comparisons.order_by("pk"):
+        Comparison.objects.create(job=again, prompt=comparison.prompt, response_a=comparison.response_a,
+                                  response_b=comparison.response_b, left_is_a=not comparison.left_is_a)
+    _votes(again, [judge], ["win", "win", "loss"], new)
+    evidence = promotion.gate_evidence(base, new)
+    assert (evidence.votes, evidence.candidate_wins, evidence.answers) == (12, 8, 12)
+    result = promotion.check_gate(run)
+    assert not result.passed and current_version() == base
+    # another voter on the same answers is more evidence
+    _votes(again, [make_user()], ["win", "win", "loss"], new)
+    assert promotion.gate_evidence(base, new).votes == 24
