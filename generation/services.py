@@ -21,6 +21,7 @@ from annotate.models import LabellingRound, Pair
 from annotate.selection import ScoringCancelled, prepare_queue
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
+from jobs.models import ACTIVE
 from judges import JudgeError, load_judge, verdict
 from prefcore.chat import prompt_text
 from prefcore.outcomes import cut_rule
@@ -200,10 +201,13 @@ def sampling_key(config: SamplingConfig, seed: int) -> str:
 
 def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train", tag: str = "", seed: int = 0,
                    with_reference: bool = False) -> list[int]:
-    """Up to n prompts of the split (and tag) that this version has not answered yet, in a seeded random order;
-    `with_reference`: only prompts with a reference answer (what a self-play round trains on)."""
+    """Up to n prompts of the split (and tag) that this version has not answered yet, nor a queued or running job
+    of it is to answer, in a seeded random order; `with_reference`: only prompts with a reference answer (what a
+    self-play round trains on)."""
     answered = Response.objects.filter(version=version, is_reference=False).values("prompt_id")
-    prompts = Prompt.objects.filter(split=split).exclude(pk__in=answered)
+    taken = {pk for params in GenerationJob.objects.filter(version=version, status__in=ACTIVE)
+             .values_list("params", flat=True) for pk in (params or {}).get("prompt_ids", [])}
+    prompts = Prompt.objects.filter(split=split).exclude(pk__in=answered).exclude(pk__in=taken)
     if tag:
         prompts = prompts.filter(tag=tag)
     if with_reference:
@@ -254,17 +258,23 @@ def start_generation_job(
     if config.n < 2 and pairing != "none":
         raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
     check_pairing(pairing, judge, config.n)
-    prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed,
-                                with_reference=with_reference)
-    if not prompt_ids:
-        where = (f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
-                 + (" with a reference answer" if with_reference else ""))
-        raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered")
-    job = GenerationJob.objects.create(
-        version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
-        params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing, "prompt_ids": prompt_ids,
-                "chunk_prompts": chunk_prompts(config), **({"judge": judge} if judge else {})},
-    )
+    # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two
+    # requests, and each took the same prompts and seeds, so every pair was made twice and labelled twice.
+    with transaction.atomic():
+        list(ModelVersion.objects.select_for_update(no_key=True).filter(pk=version.pk).values_list("pk"))
+        prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed,
+                                    with_reference=with_reference)
+        if not prompt_ids:
+            where = (f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
+                     + (" with a reference answer" if with_reference else ""))
+            raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered "
+                                  "(nor a queued or running job of it is to answer)")
+        job = GenerationJob.objects.create(
+            version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
+            params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing,
+                    "prompt_ids": prompt_ids, "chunk_prompts": chunk_prompts(config),
+                    **({"judge": judge} if judge else {})},
+        )
     if enqueue:
         lifecycle.enqueue(job)
     return job
