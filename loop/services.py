@@ -322,6 +322,10 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     kl = mean_kl(new, base, evaluation.answers_b, should_stop=tracker.should_stop)
     gate = check_gate(training, jobs=[against_current.job])
     seconds["evaluate"] = time.perf_counter() - clock
+    # the figures the decision read (every vote on the set, a person's too; against the version then current), not
+    # the evaluating judge's summary
+    training.refresh_from_db(fields=["gate"])
+    decided_on = training.gate["evidence"]
 
     tokens = _mean_tokens(evaluation.answers_b)
     previous = run.results[-1] if run.results else {
@@ -337,10 +341,10 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         "votes": {k: evaluation.summary[k] for k in ("n", "b_wins", "a_wins", "ties", "both_bad")},
         "truncated_answers": truncated_count(evaluation.answers_b.values()),
         "base_truncated_answers": truncated_count(evaluation.answers_a.values()),
-        "gate": {"decision": "promoted" if gate.passed else "kept", "against": start.name,
-                 "win_rate": against_current.summary["win_rate_b"], "ci95": against_current.summary["ci95"],
-                 "votes": against_current.summary["n"], "reason": gate.reason},
-        "current": new.name if gate.passed else start.name,
+        "gate": {"decision": "promoted" if gate.passed else "kept", "against": training.gate["against"],
+                 "win_rate": decided_on["win_rate"], "ci95": decided_on["ci95"], "votes": decided_on["votes"],
+                 "reason": gate.reason},
+        "current": new.name if gate.passed else training.gate["against"],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     if gate.passed:

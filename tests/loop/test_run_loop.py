@@ -205,3 +205,31 @@ def test_each_round_writes_its_win_rates_to_tensorboard_one_point_per_round(tiny
     own = [e for p in (tmp_path / "tensorboard" / f"run-{training.pk}").glob("events.*") for e in read_events(p)
            if "eval/win_rate_vs_base" in e.get("scalars", {})]
     assert [e["step"] for e in own] == [training.total]
+
+
+def test_a_rounds_gate_figures_are_the_ones_its_decision_read(tiny_loop, monkeypatch):
+    """The round's evaluation set is listed for people to vote on as soon as it is stored; a person's vote before
+    the gate is checked counts in the decision, and the round's result reported the judge's figures instead."""
+    import loop.services as loop_services
+    from compare.models import CompareJob
+    from compare.services import record_vote
+    from tests.annotate.factories import make_user
+
+    real_kl = loop_services.mean_kl
+
+    def a_person_votes_first(*args, **kwargs):  # between the evaluation and the gate: while the KL is measured
+        comparison = CompareJob.objects.order_by("pk").last().comparisons.order_by("pk").first()
+        record_vote(comparison, make_user(), "tie")
+        return real_kl(*args, **kwargs)
+
+    monkeypatch.setattr(loop_services, "mean_kl", a_person_votes_first)
+    run = run_loop(start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS,
+                                  enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    (result,) = run.results
+    from training.models import TrainingRun
+
+    decided_on = TrainingRun.objects.get(output_version__name=result["version"]).gate["evidence"]
+    assert result["gate"]["votes"] == decided_on["votes"] == 4  # the judge's 3 and the person's
+    assert result["gate"]["win_rate"] == decided_on["win_rate"] and result["gate"]["ci95"] == decided_on["ci95"]
+    assert result["gate"]["reason"] == "needs 16 blind votes against the current version, has 4"
