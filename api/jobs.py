@@ -66,7 +66,10 @@ def _details(kind: str, job) -> dict[str, Any]:
                 f"/api/v1/training/{job.pk}/metrics"}
     if kind == "compare":
         return {"version_a": job.version_a.name, "version_b": job.version_b.name, "done": job.done,
-                "total": job.total, "blind": job.blind, "summary": compare_services.job_summary(job)}
+                "total": job.total, "blind": job.blind,
+                # people's votes, as the set's page counts them; judges' apart (they count for the gate)
+                "summary": compare_services.job_summary(job),
+                "judges_summary": compare_services.job_summary(job, automatic_only=True)}
     if kind == "import":
         return {"file_name": job.file_name, "import_kind": job.kind, "options": job.options, "done": job.done,
                 "total": job.total, "added": job.added, "skipped": job.skipped, "set_aside": job.set_aside,

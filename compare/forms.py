@@ -18,7 +18,7 @@ class StartForm(forms.Form):
     limit = forms.IntegerField(min_value=1, max_value=MAX_PROMPTS, initial=8, label="How many eval prompts")
     text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt")
     blind = forms.BooleanField(
-        required=False, initial=True, label="Blind: hide the names until I vote (uncheck for a plain side by side)"
+        required=False, initial=True, label="Blind: hide which answer is which version until I vote (uncheck for a plain side by side)"
     )
     seed = forms.IntegerField(min_value=0, max_value=MAX_SEED, initial=0, label="Seed")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=128, label="Longest answer (tokens)")

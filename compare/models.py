@@ -14,7 +14,7 @@ class CompareJob(Job):
     version_a = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="+")
     version_b = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="+")
     prompt_ids = models.JSONField(default=list, help_text="The prompts both versions answer, in order.")
-    blind = models.BooleanField(default=True, help_text="Hide the versions' names until the vote.")
+    blind = models.BooleanField(default=True, help_text="Hide which answer is which version until the vote.")
     params = models.JSONField(default=dict, blank=True, help_text="Sampling settings and seed.")
 
     def __str__(self) -> str:

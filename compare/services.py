@@ -248,10 +248,12 @@ def record_vote(comparison: Comparison, voter, outcome: str, *, is_automatic: bo
         raise CompareError(f"{voter} already voted on comparison {comparison.pk}") from None
 
 
-def job_summary(job: CompareJob, *, include_automatic: bool = False) -> dict[str, int]:
-    """Counts of votes on a job's comparisons: a wins, b wins, ties, both bad."""
+def job_summary(job: CompareJob, *, include_automatic: bool = False, automatic_only: bool = False) -> dict[str, int]:
+    """Counts of votes on a job's comparisons: a wins, b wins, ties, both bad (people's; judges' too, or only)."""
     votes = Vote.objects.filter(comparison__job=job)
-    if not include_automatic:
+    if automatic_only:
+        votes = votes.filter(is_automatic=True)
+    elif not include_automatic:
         votes = votes.filter(is_automatic=False)
     counts = dict.fromkeys(OUTCOMES, 0)
     for outcome in votes.values_list("outcome", flat=True):

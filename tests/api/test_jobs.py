@@ -58,6 +58,9 @@ def test_a_pipeline_gets_a_judges_votes_on_a_comparison_and_the_gate_counts_them
     assert done["status"] == "succeeded"
     votes = Vote.objects.filter(comparison__job_id=job["id"])
     assert votes.count() == 3 and all(v.is_automatic and v.judge == "judges.rules:longer_text" for v in votes)
+    # the set's summary counts people's votes (none here), and the judge's apart: it read all zeros before
+    details = done["details"]
+    assert sum(details["summary"].values()) == 0 and sum(details["judges_summary"].values()) == 3
 
 
 def test_a_comparison_through_the_api(staff_api, tiny_version, tiny_model_dir, eager_tasks):

@@ -224,6 +224,14 @@ def test_judge_command_votes_once_and_reports_bad_judges(versions):
     call_command("judge_votes", "--judge", "judges.rules:shorter_text", "--set", str(other.pk), stdout=out,
                  stderr=StringIO())
     assert {v.comparison.job_id for v in Vote.objects.filter(judge="judges.rules:shorter_text")} == {other.pk}
+    # a side-by-side set shows the names: people's votes on it are refused, and a judge's are left out too (they
+    # counted on the leaderboard's automatic view)
+    plain = make_job(child, base, n=2, blind=False)
+    with pytest.raises(CommandError, match=f"--set {plain.pk}: a side-by-side set shows the versions' names"):
+        call_command("judge_votes", "--judge", "judges.rules:shorter_text", "--set", str(plain.pk), stderr=StringIO())
+    call_command("judge_votes", "--judge", "judges.rules:longer_text", stdout=out, stderr=StringIO())
+    assert out.getvalue().endswith("2 new votes\n")  # the other blind set's, not the side-by-side one's
+    assert not Vote.objects.filter(comparison__job=plain).exists()
 
 
 def test_compare_command_answers_here(versions, monkeypatch):

@@ -1,4 +1,6 @@
-"""`manage.py judge_votes --judge dotted.path`: an automatic judge votes on comparisons it has not voted on yet."""
+"""`manage.py judge_votes --judge dotted.path`: an automatic judge votes on the comparisons of blind sets it has not
+voted on yet. A side-by-side set shows the versions' names, and people's votes on it are refused as unfair; a
+judge's are left out the same way (they would count on the leaderboard's automatic view)."""
 from django.conf import settings
 from django.core.management.base import CommandError
 from tqdm import tqdm
@@ -16,7 +18,7 @@ class Command(PrefLoopCommand):
     def add_arguments(self, parser):
         parser.add_argument("--judge", default=settings.PREFLOOP_COMPARE_JUDGE,
                             help="dotted path of the judge (default: PREFLOOP_COMPARE_JUDGE)")
-        parser.add_argument("--set", type=int, dest="job", help="only this comparison set")
+        parser.add_argument("--set", type=int, dest="job", help="only this comparison set (a blind one)")
 
     def handle(self, *args, **opts):
         if not opts["judge"]:
@@ -25,7 +27,11 @@ class Command(PrefLoopCommand):
         if opts["job"] is not None:  # --set 0 is a set that does not exist, not "every set"
             if not 1 <= opts["job"] <= MAX_ID or not CompareJob.objects.filter(pk=opts["job"]).exists():
                 raise CommandError(f"--set {opts['job']}: no such comparison set")
+            if not CompareJob.objects.get(pk=opts["job"]).blind:
+                raise CommandError(f"--set {opts['job']}: a side-by-side set shows the versions' names; votes on it "
+                                   "would not be fair (start a blind set to vote on)")
             comparisons = comparisons.filter(job_id=opts["job"])
+        comparisons = comparisons.exclude(job__blind=False)
         try:
             judge = services.load_judge(opts["judge"])
             voter = judge_account(opts["judge"])
