@@ -1,4 +1,7 @@
-"""API tokens in the admin: list, revoke, and make one for any person (shown once, in the message)."""
+"""API tokens in the admin: list, revoke, and make one (shown once, in the message). A superuser makes and revokes
+them for any person (a pipeline's account, a judge's); any other staff member given the token permissions, only
+their own: a token for another account acts as that account, so it would let them label as an annotator (skewing
+agreement and gold accuracy) or act with a superuser's rights."""
 from django import forms
 from django.contrib import admin, messages
 
@@ -27,6 +30,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ["user", "name", "prefix", "created", "last_used", "revoked"]
     readonly_fields = ["prefix", "created", "last_used", "revoked"]
     actions = ["revoke"]
+
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        return rows if request.user.is_superuser else rows.filter(user=request.user)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None and not request.user.is_superuser and "user" in form.base_fields:
+            field = form.base_fields["user"]
+            field.queryset = field.queryset.filter(pk=request.user.pk)
+            field.initial = request.user.pk
+        return form
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "user", "name"] if obj else self.readonly_fields
