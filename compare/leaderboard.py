@@ -72,7 +72,7 @@ def vote_rows(*, include_automatic: bool = False):
     said one thing twice (people cannot: compare.blinding). The voter's first verdict stands."""
     votes = Vote.objects.filter(
         comparison__response_a__version__isnull=False, comparison__response_b__version__isnull=False
-    )
+    ).exclude(comparison__job__blind=False)  # a side-by-side set's votes, a judge's from before it was refused
     if not include_automatic:
         votes = votes.filter(is_automatic=False)
     rows, seen = [], set()

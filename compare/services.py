@@ -93,6 +93,9 @@ def start_compare_job(
     except (TypeError, ValueError) as exc:
         raise CompareError(str(exc)) from None
     if judge.strip():
+        if not blind:  # as people's votes on a set that shows the names are refused (compare.views.vote)
+            raise CompareError("a judge votes on blind sets only: a side-by-side set shows the versions' names, so "
+                               "votes on it would not be fair")
         load_judge(judge.strip())  # JudgeError names a judge that is not allowed or cannot load
     if prompt_ids is not None:
         ids = list(dict.fromkeys(int(i) for i in prompt_ids))

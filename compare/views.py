@@ -50,8 +50,11 @@ def job(request, pk: int):
     The htmx partial is the same content, polled while the set is being answered.
     """
     job = get_object_or_404(CompareJob, pk=pk)
-    context, status = {"job": job}, 200
-    if job.status == CompareJob.SUCCEEDED:
+    # a set whose judge was stopped or failed after its comparisons were made is answered all the same: it is
+    # votable, as its stage says (it was shown as a failed or cancelled answering, with nothing to vote on)
+    answered = job.status == CompareJob.SUCCEEDED or (not job.is_active and job.comparisons.exists())
+    context, status = {"job": job, "answered": answered}, 200
+    if answered:
         if job.blind:
             left_out = blinding.left_out(job, request.user)
             context["comparison"] = services.next_comparison_for(job, request.user, left_out)

@@ -268,7 +268,7 @@ def start_generation_job(
             where = (f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
                      + (" with a reference answer" if with_reference else ""))
             raise GenerationError(f"no prompts left in {where} that version {version.name!r} has not answered "
-                                  "(nor a queued or running job of it is to answer)")
+                                  "(nor a queued or running job of it is to answer: cancel one to free its prompts)")
         job = GenerationJob.objects.create(
             version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
             params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing,
@@ -413,10 +413,13 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
     """
     strategy = job.params.get("pairing", "random")
     judged = None
-    if strategy == "judge":
-        judged = [_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row],
-                                [x.finish_reason == "length" for x in row], seed, tracker)
-                  for prompt, seed, row in zip(prompts, seeds, samples, strict=True)]
+    if strategy == "judge":  # K(K-1)/2 calls a prompt, an LLM judge's seconds each: the stage says so
+        judged = []
+        for k, (prompt, seed, row) in enumerate(zip(prompts, seeds, samples, strict=True)):
+            if tracker:
+                tracker.report(stage=f"the judge ranks the samples of this chunk's prompt {k + 1} of {len(prompts)}")
+            judged.append(_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row],
+                                        [x.finish_reason == "length" for x in row], seed, tracker))
         if tracker:
             tracker.check()
     made = 0

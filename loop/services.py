@@ -225,7 +225,7 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         kept = len(run.results)
         stage = LoopRun.objects.values_list("stage", flat=True).get(pk=run.pk)
         lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped in {stage or 'its first step'}"
-                               ", whose work is not used" + _left_candidate(run))
+                               + _left_candidate(run) + "; the samples, pairs and labels it stored stay")
     except Exception as exc:
         known = (JudgeError, LoopError, CompareError)
         if not isinstance(exc, known):

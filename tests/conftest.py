@@ -47,6 +47,7 @@ def annotator(django_user_model):
 TEST_JUDGES = [
     "tests.loop.judges_for_tests:prefers_good", "tests.loop.judges_for_tests:fails_on_third",
     "tests.loop.judges_for_tests:says_maybe", "tests.loop.judges_for_tests:counting_eval",
+    "tests.loop.judges_for_tests:notes_the_stage",
     "tests.judges.test_contract:always_b",
     "tests.judges.test_contract:shouts", "tests.judges.test_contract:explodes",
 ]

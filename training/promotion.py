@@ -140,8 +140,11 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
                     "passed": result.passed, "reasons": result.reasons, "checked": timezone.now().isoformat()}
         run.decision = TrainingRun.Decision.PROMOTED if result.passed else TrainingRun.Decision.KEPT
         run.decided_at, run.decided_by = timezone.now(), None
-        TrainingRun.objects.filter(pk=run.pk).update(gate=run.gate, decision=run.decision, decided_at=run.decided_at,
-                                                     decided_by=None)
+        # only over a decision still awaited: another check or a promotion by hand at the same moment decided first
+        if not TrainingRun.objects.filter(pk=run.pk, decision__in=AWAITING).update(
+                gate=run.gate, decision=run.decision, decided_at=run.decided_at, decided_by=None):
+            _refuse_decided(run, "roll back to it to make it current again")
+            raise PromotionError(f"training run {run.pk} is gone")
         if result.passed:
             change_current(candidate, action=VersionChange.Action.GATE,
                            reason=f"passed the gate against {current.name}: {result.reason}")
@@ -173,12 +176,17 @@ def promote_by_hand(run: TrainingRun, *, user, reason: str) -> VersionChange:
     if len(reason) > 2000:
         raise PromotionError(f"reason: at most 2000 characters (got {len(reason)})")
     with transaction.atomic():
+        # only over a decision still awaited (a gate check at the same moment decided first), and before the change
+        # of version, which the refusal then rolls back with it
+        if not TrainingRun.objects.filter(pk=run.pk, decision__in=AWAITING).update(
+                decision=TrainingRun.Decision.BY_HAND, decided_by=user, decided_at=timezone.now(),
+                decision_note=reason):
+            _refuse_decided(run, "roll back to it (with a reason, recorded) to make it current again")
+            raise PromotionError(f"training run {run.pk} is gone")
         try:
             change = change_current(run.output_version, action=VersionChange.Action.BY_HAND, user=user, reason=reason)
         except GenerationError as exc:
             raise PromotionError(str(exc)) from None
-        TrainingRun.objects.filter(pk=run.pk).update(decision=TrainingRun.Decision.BY_HAND, decided_by=user,
-                                                     decided_at=timezone.now(), decision_note=reason)
     return change
 
 

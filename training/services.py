@@ -378,8 +378,9 @@ def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConf
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
               should_stop: Callable[[], bool] | None = None) -> None:
     """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays.
-    `should_stop`: a cancel now (of the run, or of a loop run it is part of) stops the measurement within seconds,
-    not the run: its version is registered already."""
+    `should_stop`: a cancel now (of the run, or of a loop run it is part of) stops the measurement within seconds
+    and ends the run cancelled (TrainingCancelled), its version registered (a candidate) without these figures. It
+    ended "succeeded", and a loop whose training run a person cancelled here went on to evaluate and promote."""
     _log(run, f"measuring {version.name!r}: {len(data.heldout)} held-out pairs, "
               f"answers to up to {settings.PREFLOOP_ROUND_EVAL_PROMPTS} eval prompts")
     try:
@@ -387,7 +388,7 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
                                should_stop=should_stop)
     except GenerationCancelled:
         _log(run, f"measuring {version.name!r} stopped on request: the version stays, without these figures")
-        return
+        raise TrainingCancelled("measuring stopped on request") from None
     except Exception as exc:  # the round itself succeeded: keep it, say what the measurement hit
         log.exception("measuring training run %s failed", run.pk)
         _log(run, f"measuring the round failed: {type(exc).__name__}: {exc}")

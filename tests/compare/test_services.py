@@ -253,3 +253,43 @@ def test_compare_command_answers_here(versions, monkeypatch):
         with pytest.raises(CommandError, match=words):
             call_command("compare_versions", child.name, base.name, *args, stderr=StringIO())
     assert CompareJob.objects.count() == 1
+
+
+def test_a_set_whose_judge_failed_after_answering_stays_open_to_votes_and_says_so(versions, client, annotator,
+                                                                                    listed_test_judges):
+    """The set's comparisons were made before its judge failed (or was stopped); the stage said the set "stays
+    votable", but the page showed it as a failed answering with nothing to vote on."""
+    base, child = versions
+    for _ in range(2):
+        make_prompt()
+    job = services.start_compare_job(child, base, limit=2, enqueue=False, judge="tests.judges.test_contract:explodes")
+    with pytest.raises(services.JudgeError):
+        services.run_compare_job(job.pk, answer=fake_answerer([]))
+    job.refresh_from_db()
+    assert job.status == CompareJob.FAILED and job.comparisons.count() == 2
+    client.force_login(annotator)
+    page = client.get(f"/compare/sets/{job.pk}/").content.decode()
+    assert "Answering failed" not in page
+    assert "The set is answered and open to votes; its judge failed" in page and "model server down" in page
+    assert 'name="side" value="left"' in page  # a comparison to vote on
+    comparison = job.comparisons.order_by("pk").first()
+    answer = client.post(f"/compare/comparisons/{comparison.pk}/vote/", {"side": "left"})
+    assert answer.status_code == 200 and Vote.objects.filter(voter=annotator).count() == 1
+
+
+def test_a_judge_votes_on_blind_sets_only(versions):
+    """A side-by-side set with a judge had it vote on comparisons people may not vote on (they show the names), and
+    those votes counted on the leaderboard's automatic view."""
+    from compare.leaderboard import build_board
+
+    base, child = versions
+    make_prompt()
+    with pytest.raises(services.CompareError, match="a judge votes on blind sets only"):
+        services.start_compare_job(child, base, blind=False, judge="judges.rules:longer_text", enqueue=False)
+    assert not CompareJob.objects.exists()
+    plain = make_job(child, base, n=2, blind=False)  # a judge's votes on one, from before the refusal
+    judge = services.judge_account("judges.rules:longer_text")
+    for comparison in plain.comparisons.all():
+        Vote.objects.create(comparison=comparison, voter=judge, outcome="a", is_automatic=True,
+                            judge="judges.rules:longer_text")
+    assert build_board(include_automatic=True, bootstrap=20).votes == 0

@@ -40,6 +40,16 @@ def test_the_judges_best_meets_its_worst(base):
         assert rank(pair.response_b) == min(ranks)
 
 
+def test_the_stage_says_the_judge_ranks_while_it_does(base):
+    """Sampling done, a judge's K(K-1)/2 calls a prompt (seconds each for an LLM judge) ran under the stage
+    "sampling prompts a-b", with the bar still."""
+    judges_for_tests.STAGES.clear()
+    job = gen.start_generation_job(base, n_prompts=2, config=SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2)),
+                                   pairing="judge", judge="tests.loop.judges_for_tests:notes_the_stage", enqueue=False)
+    assert gen.run_generation_job(job.pk).status == "succeeded"
+    assert judges_for_tests.STAGES == [f"the judge ranks the samples of this chunk's prompt {k} of 2" for k in (1, 2)]
+
+
 def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, monkeypatch):
     monkeypatch.setattr(gen, "CHUNK_ROWS", 4)  # 2 prompts of 2 samples a chunk
     config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2))  # one judge call per prompt

@@ -29,3 +29,14 @@ def counting_eval(prompt: str, first: str, second: str) -> str:
     """An evaluation judge that counts its calls (and calls everything a tie)."""
     EVAL_CALLS["n"] += 1
     return "tie"
+
+
+STAGES: list[str] = []
+
+
+def notes_the_stage(prompt: str, first: str, second: str) -> str:
+    """Notes what the generation job that calls it says it is doing."""
+    from generation.models import GenerationJob
+
+    STAGES.append(GenerationJob.objects.order_by("pk").last().stage)
+    return "a"

@@ -122,3 +122,23 @@ def test_a_cancel_while_the_judge_votes_leaves_the_evaluation_saying_its_votes_a
     staff.force_login(make_user("staff-member", is_staff=True))
     page = staff.get(reverse("compare:job", args=[job.pk])).content.decode()
     assert "its votes are partial" in page  # on the set's own page, not only in the API's stage
+
+
+def test_a_person_cancelling_the_loops_training_run_while_it_measures_stops_the_round(loop_run, monkeypatch):
+    """The training run caught the stopped measurement and ended "succeeded"; the loop then read its round as
+    trained, evaluated it and could promote the version the person had cancelled."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    real = training_services.evaluate_round
+
+    def cancelled_then_measured(*args, **kwargs):
+        lifecycle.cancel(TrainingRun.objects.get(part_of=loop_run.key))  # Cancel on the Train page's row
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training_services, "evaluate_round", cancelled_then_measured)
+    run = run_loop(loop_run.pk)
+    training = TrainingRun.objects.get(part_of=run.key)
+    assert training.status == "cancelled"
+    assert "stopped while measuring 'round-1', which stays a candidate" in training.stage
+    assert training.decision == "candidate" and not training.output_version.is_current
+    assert run.status == "cancelled" and run.results == []
+    assert not Vote.objects.exists() and ModelVersion.objects.get(is_current=True).name == "base"
