@@ -57,7 +57,8 @@ class ImportForm(forms.Form):
         if kind != "parquet":
             if b"\x00" in head:
                 raise forms.ValidationError(f"{upload.name}: not a text file")
-            if kind == "jsonl" and head.strip() and head.lstrip()[:1] not in (b"{", b"["):
+            text = head.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark (Notepad's): the importer reads past it
+            if kind == "jsonl" and text.strip() and text.lstrip()[:1] not in (b"{", b"["):
                 raise forms.ValidationError(f"{upload.name}: not JSON Lines (rows must be JSON objects)")
         return upload
 

@@ -158,6 +158,14 @@ def _hash(row: PromptRow) -> str:
     return normalised_hash(_chat(row) or row.text)
 
 
+def _stored_splits(hashes: list[str]) -> dict[str, str]:
+    """The split of each of these prompts stored already, by hash (queried a thousand at a time)."""
+    found: dict[str, str] = {}
+    for start in range(0, len(hashes), 1000):
+        found.update(Prompt.objects.filter(hash__in=hashes[start:start + 1000]).values_list("hash", "split"))
+    return found
+
+
 def _stored_prompts(hashes: list[str]) -> dict[str, Prompt]:
     return {p.hash: p for p in Prompt.objects.filter(hash__in=hashes)}
 
@@ -210,17 +218,30 @@ def import_prompts(
     name = name or Path(path).name
     rows = formats.read_prompts(path, name, _limits())
     source = _source(name)
+    if split == Prompt.EVAL:
+        # A prompt stored as a train prompt keeps its split (its answers may have been trained on), and an eval
+        # prompt must never have been: such a line was counted "already present" and the eval set went without it.
+        stored = _stored_splits([_hash(row) for row in rows])
+        trained = [row.line for row in rows if stored.get(_hash(row)) == Prompt.TRAIN]
+        if trained:
+            raise ImportProblem([f"{name}: line {line}: field 'prompt': stored already as a train prompt, whose "
+                                 "answers may have been trained on, so it cannot be an eval prompt (eval prompts "
+                                 "are never trained on)" for line in trained])
 
     def write(chunk: list[PromptRow]) -> ImportResult:
         hashes = [_hash(row) for row in chunk]
         before = set(_stored_prompts(hashes)) if any(row.reference is not None for row in chunk) else None
         prompts, created = _prompts_by_hash(chunk, split=split, tag=tag, source=source, hashes=hashes)
+        added = [False] * len(chunk)
         if before is not None:  # a row adds its prompt, or its reference answer to a prompt stored before, or nothing
             added = _add_references(chunk, hashes, prompts, before, source)
             created = sum(added)
         if progress:
             progress(len(chunk))
-        return ImportResult(created, len(chunk) - created)
+        # a train prompt stored already as an eval prompt stays one: said, not counted as present
+        set_aside = tuple(row.line for row, h, new in zip(chunk, hashes, added, strict=True)
+                          if split == Prompt.TRAIN and prompts[h].split == Prompt.EVAL and not new)
+        return ImportResult(created, len(chunk) - created - len(set_aside), set_aside=set_aside)
 
     return _chunked(rows, write, should_stop, on_read)
 

@@ -381,7 +381,7 @@ def _messages(value: Any, field: str) -> list[dict]:
     for i, message in enumerate(value):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise RowError(field, f"message {i + 1} must be an object with 'role' and 'content'")
-        if message["role"] not in ROLES:
+        if not isinstance(message["role"], str) or message["role"] not in ROLES:  # a list is not hashable
             raise RowError(field, f"message {i + 1} has role {message['role']!r}: expected system, user or assistant")
         if not isinstance(message["content"], str):
             raise RowError(field, f"message {i + 1} content must be text")
@@ -397,6 +397,8 @@ def prompt_row(line: int, value: Any, field: str = "prompt") -> PromptRow:
         messages = _messages(value, field)
         if messages[-1]["role"] != "user":
             raise RowError(field, "a chat prompt must end with a user message")
+        if not messages[-1]["content"].strip():  # as a text prompt that is empty
+            raise RowError(field, "the last user message is empty")
         return PromptRow(line, messages[-1]["content"], messages)
     if value is None:
         raise RowError(field, "missing")
@@ -437,6 +439,8 @@ def hh_split(transcript: str, field: str) -> tuple[list[dict], str]:
     messages = [{"role": "user" if who == "Human" else "assistant", "content": text.strip()} for who, text in turns[:-1]]
     if messages[-1]["role"] != "user":
         raise RowError(field, "the last Assistant turn must answer a Human turn")
+    if not messages[-1]["content"]:  # the prompt would be empty
+        raise RowError(field, "the last Human turn is empty")
     return messages, turns[-1][1].strip()
 
 

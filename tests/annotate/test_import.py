@@ -342,3 +342,43 @@ def test_a_flag_is_not_a_preference_probability(tmp_path):
         import_preferences(_jsonl(tmp_path / "b.jsonl", [row]))
     assert not Pair.objects.exists()
 
+
+
+def test_a_train_prompt_is_never_made_an_eval_prompt_by_an_import_and_the_lines_are_named(tmp_path):
+    """Importing a file as eval prompts found the ones stored as train prompts, counted them "already present" and
+    left them train: the eval set went without them, and their pairs were still trained on."""
+    Prompt.objects.create(text="Name a colour.", split=Prompt.TRAIN)
+    path = _jsonl(tmp_path / "e.jsonl", [{"prompt": "What is DPO?"}, {"prompt": "name a  colour."}])
+    with pytest.raises(ImportProblem) as refused:
+        import_prompts(path, split=Prompt.EVAL)
+    assert refused.value.problems == [
+        "e.jsonl: line 2: field 'prompt': stored already as a train prompt, whose answers may have been trained on, so "
+        "it cannot be an eval prompt (eval prompts are never trained on)"]
+    assert list(Prompt.objects.values_list("text", "split")) == [("Name a colour.", "train")]  # nothing stored
+    # the other way: a train file's line whose prompt is an eval prompt is said, and the prompt stays eval
+    result = import_prompts(_jsonl(tmp_path / "t.jsonl", [{"prompt": "What is DPO?"}]), split=Prompt.EVAL)
+    assert result.created == 1
+    result = import_prompts(_jsonl(tmp_path / "t2.jsonl", [{"prompt": "Why?"}, {"prompt": "what is dpo?"}]))
+    assert (result.created, result.skipped, result.set_aside) == (1, 0, (2,))
+    assert "set aside because their prompt is an eval prompt" in str(result)
+    assert Prompt.objects.get(text="What is DPO?").split == Prompt.EVAL
+
+
+@pytest.mark.parametrize("row, problem", [
+    # a role that is a list or an object: TypeError (unhashable) and a 500 from the API, with no line named
+    ({"prompt": [{"role": ["user"], "content": "x"}], "chosen": "a", "rejected": "b"},
+     "field 'prompt': message 1 has role ['user']: expected system, user or assistant"),
+    ({"prompt": [{"role": {"r": 1}, "content": "x"}], "chosen": "a", "rejected": "b"},
+     "field 'prompt': message 1 has role {'r': 1}: expected system, user or assistant"),
+    # empty prompts, refused as an empty text prompt is, where they were stored as ''
+    ({"prompt": [{"role": "user", "content": "  "}], "chosen": "a", "rejected": "b"},
+     "field 'prompt': the last user message is empty"),
+    ({"chosen": "\n\nHuman: \n\nAssistant: hi", "rejected": "\n\nHuman: \n\nAssistant: ho"},
+     "field 'chosen': the last Human turn is empty"),
+])
+def test_a_malformed_chat_is_refused_by_line_and_field(tmp_path, row, problem):
+    with pytest.raises(CommandError) as refused:
+        call_command("import_preferences", str(_jsonl(tmp_path / "m.jsonl", [{"prompt": "fine", "chosen": "a",
+                                                                              "rejected": "b"}, row])))
+    assert str(refused.value).startswith(f"m.jsonl: line 2: {problem}")
+    assert not Prompt.objects.exists()

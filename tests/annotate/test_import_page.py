@@ -102,3 +102,11 @@ def test_a_file_named_only_by_its_suffix_imports(client, staff):
     client.force_login(staff)
     job, page = upload(client, ".jsonl", b'{"prompt": "one"}\n')
     assert job.status == "succeeded" and job.added == 1, job.error
+
+
+def test_a_json_lines_file_with_a_byte_order_mark_imports_from_the_page(client, staff):
+    """Notepad saves UTF-8 with a byte-order mark: the importer and the command line read past it, and the upload
+    form refused the file as "not JSON Lines"."""
+    client.force_login(staff)
+    job, page = upload(client, "bom.jsonl", b'\xef\xbb\xbf{"prompt": "one"}\n')
+    assert job is not None and job.status == "succeeded" and job.added == 1, page.content.decode()[:500]
