@@ -358,15 +358,22 @@ def _text(row: dict, field: str) -> str:
     return check_text(value, field)
 
 
+_LIST_OF_OBJECTS = re.compile(r"\s*\[\s*\{")
+_PYTHON_MESSAGES = re.compile(r"\s*\[\s*\{\s*'(role|content)'\s*:")
+
+
 def _maybe_json_list(value: Any, field: str) -> Any:
     """CSV cells hold message lists as JSON text. A string in JSON Lines or Parquet is text, whatever it looks like
     (an answer that is a JSON array was refused there, or turned into a chat)."""
-    if isinstance(value, _CsvCell) and value.lstrip().startswith("[{"):
+    if isinstance(value, _CsvCell) and _LIST_OF_OBJECTS.match(value):  # "[{", "[ {", "[\n  {" (indented JSON)
         try:
             decoded = _json(value)
         except _TooDeep:
             raise RowError(field, "JSON nested too deeply to read") from None
         except ValueError:  # not JSON after all (or a number of more than 4,300 digits): text
+            if _PYTHON_MESSAGES.match(value):  # pandas' to_csv writes a list of dicts as Python's repr
+                raise RowError(field, "a message list written as a Python list ([{'role': ...}]): write it as JSON "
+                                      '([{"role": ...}], e.g. df[col].map(json.dumps) before to_csv)') from None
             return value
         if _depth(decoded, 8) > 8:
             raise RowError(field, "a message list nested more than 8 levels deep")

@@ -382,3 +382,18 @@ def test_a_malformed_chat_is_refused_by_line_and_field(tmp_path, row, problem):
                                                                               "rejected": "b"}, row])))
     assert str(refused.value).startswith(f"m.jsonl: line 2: {problem}")
     assert not Prompt.objects.exists()
+
+
+def test_chat_cells_in_csv_read_as_json_indented_or_not_and_a_python_repr_is_refused(tmp_path):
+    """pandas' to_csv writes a list of dicts as Python's repr ([{'role': ...}]), and indented JSON starts "[\\n {":
+    both were stored as the prompt's text, the brackets and keys with it."""
+    chat = [{"role": "user", "content": "Name a tree."}]
+    frame = pd.DataFrame({"prompt": [json.dumps(chat, indent=1)], "chosen": ["An oak."], "rejected": ["A rock."]})
+    frame.to_csv(tmp_path / "indented.csv", index=False)
+    call_command("import_preferences", str(tmp_path / "indented.csv"))
+    assert list(Prompt.objects.values_list("text", flat=True)) == ["Name a tree."]
+    pd.DataFrame({"prompt": [chat], "chosen": ["An oak."], "rejected": ["A rock."]}).to_csv(tmp_path / "repr.csv",
+                                                                                          index=False)
+    with pytest.raises(CommandError, match=r"^repr.csv: line 2: field 'prompt': a message list written as a Python"):
+        call_command("import_preferences", str(tmp_path / "repr.csv"))
+    assert Prompt.objects.count() == 1
