@@ -304,8 +304,9 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
             items = _json(stripped)
         except _TooDeep:
             raise limits.too_deep(name) from None
-        except json.JSONDecodeError as exc:
-            raise ImportProblem([f"{name}: line {exc.lineno}: not valid JSON ({exc.msg})"]) from None
+        except json.JSONDecodeError as exc:  # its line in the file, counting the blank lines stripped before it
+            line = exc.lineno + text[:len(text) - len(stripped)].count("\n")
+            raise ImportProblem([f"{name}: line {line}: not valid JSON ({exc.msg})"]) from None
         except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
             raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
         if len(items) > limits.max_rows:

@@ -397,3 +397,10 @@ def test_chat_cells_in_csv_read_as_json_indented_or_not_and_a_python_repr_is_ref
     with pytest.raises(CommandError, match=r"^repr.csv: line 2: field 'prompt': a message list written as a Python"):
         call_command("import_preferences", str(tmp_path / "repr.csv"))
     assert Prompt.objects.count() == 1
+
+
+def test_a_json_array_files_syntax_error_names_its_line_in_the_file(tmp_path):
+    """The blank lines before the array were stripped before parsing, and the error's line counted from there."""
+    (tmp_path / "a.json").write_text('\n\n\n[\n {"prompt": "one?"},\n {"prompt": "two?",}\n]\n', encoding="utf-8")
+    with pytest.raises(CommandError, match=r"^a.json: line 6: not valid JSON"):
+        call_command("import_prompts", str(tmp_path / "a.json"))
