@@ -401,6 +401,10 @@ def import_pairs(
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue."""
     _check_round(round_number)
+    closed = LabellingRound.objects.filter(number=round_number, closed_at__isnull=False).first()
+    if round_number is not None and closed is not None:  # its pairs would wait for labels no one is given
+        raise ImportProblem([f"round {round_number}: its labelling closed ({closed.closed_reason}), so no one would "
+                             "be given these pairs: import them into an open round"])
     if labels_needed is not None and not 1 <= labels_needed <= MAX_LABELS_NEEDED:
         raise ImportProblem([f"labels needed {labels_needed}: expected 1 to {MAX_LABELS_NEEDED}"])
     name = name or Path(path).name

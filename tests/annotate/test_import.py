@@ -404,3 +404,16 @@ def test_a_json_array_files_syntax_error_names_its_line_in_the_file(tmp_path):
     (tmp_path / "a.json").write_text('\n\n\n[\n {"prompt": "one?"},\n {"prompt": "two?",}\n]\n', encoding="utf-8")
     with pytest.raises(CommandError, match=r"^a.json: line 6: not valid JSON"):
         call_command("import_prompts", str(tmp_path / "a.json"))
+
+
+def test_unlabelled_pairs_are_not_imported_into_a_closed_round(tmp_path):
+    """A closed round serves no one, and its open count kept the imported pairs for ever."""
+    from annotate.closing import close_round
+    from annotate.importers import import_pairs
+
+    close_round(LabellingRound.objects.create(number=3), "enough labels")
+    path = _jsonl(tmp_path / "pairs.jsonl", [{"prompt": "Q?", "response_a": "a", "response_b": "b"}])
+    with pytest.raises(ImportProblem, match=r"^round 3: its labelling closed \(enough labels\), so no one would be "):
+        import_pairs(path, round_number=3)
+    assert not Pair.objects.exists() and not Prompt.objects.exists()
+    assert import_pairs(path, round_number=4).created == 1  # an open round takes them
