@@ -221,8 +221,9 @@ def import_prompts(
     if split == Prompt.EVAL:
         # A prompt stored as a train prompt keeps its split (its answers may have been trained on), and an eval
         # prompt must never have been: such a line was counted "already present" and the eval set went without it.
-        stored = _stored_splits([_hash(row) for row in rows])
-        trained = [row.line for row in rows if stored.get(_hash(row)) == Prompt.TRAIN]
+        hashes = [_hash(row) for row in rows]
+        stored = _stored_splits(hashes)
+        trained = [row.line for row, h in zip(rows, hashes, strict=True) if stored.get(h) == Prompt.TRAIN]
         if trained:
             raise ImportProblem([f"{name}: line {line}: field 'prompt': stored already as a train prompt, whose "
                                  "answers may have been trained on, so it cannot be an eval prompt (eval prompts "
@@ -401,8 +402,9 @@ def import_pairs(
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue."""
     _check_round(round_number)
-    closed = LabellingRound.objects.filter(number=round_number, closed_at__isnull=False).first()
-    if round_number is not None and closed is not None:  # its pairs would wait for labels no one is given
+    closed = round_number is not None and LabellingRound.objects.filter(
+        number=round_number, closed_at__isnull=False).first()
+    if closed:  # its pairs would wait for labels no one is given
         raise ImportProblem([f"round {round_number}: its labelling closed ({closed.closed_reason}), so no one would "
                              "be given these pairs: import them into an open round"])
     if labels_needed is not None and not 1 <= labels_needed <= MAX_LABELS_NEEDED:

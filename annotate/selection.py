@@ -84,11 +84,9 @@ def version_logps(version: ModelVersion, pairs: Sequence[Pair], config: DPOConfi
                                rejected=pairs[i].response_b.text, key=pairs[i].pk) for i in missing]
         from training.dpo.trainer import Scorer  # loads torch: only workers score margins
 
-        scorer = Scorer(version.path, config)
-        scored = scorer.logps(rows)
+        scored, truncated = Scorer(version.path, config).scored(rows)
         store_reference_logps(version, config.max_length, config.dtype,
-                              [(pairs[i].response_a, pairs[i].response_b) for i in missing], scored,
-                              scorer.truncated(rows))
+                              [(pairs[i].response_a, pairs[i].response_b) for i in missing], scored, truncated)
         for i, value in zip(missing, scored, strict=True):
             values[i] = value
     return values

@@ -121,11 +121,11 @@ def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOC
         own = policy.logps(heldout, should_stop)
         missing = [i for i, p in enumerate(heldout) if not p.has_reference]
         if missing:
-            ref = base.logps([heldout[i] for i in missing], should_stop)
+            ref, truncated = base.scored([heldout[i] for i in missing], should_stop)
             for j, i in enumerate(missing):
                 heldout[i].ref_chosen_logp, heldout[i].ref_rejected_logp = ref[j]
             store_reference_logps(reference, config.max_length, scoring.dtype, [heldout_rows[i] for i in missing], ref,
-                                  base.truncated([heldout[i] for i in missing]))
+                                  truncated)
         score = heldout_score(own, [(p.ref_chosen_logp, p.ref_rejected_logp) for p in heldout],
                               config.beta, [p.preference_prob for p in heldout])
         metrics.update(score.as_metrics())

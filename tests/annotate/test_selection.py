@@ -219,7 +219,7 @@ def test_an_answer_in_a_cut_pair_and_a_whole_one_is_scored_for_each_pair_and_onl
     scorer = Scorer(tiny_model_dir, config)
     rows = [PreferencePair(prompt=p.prompt.as_input, chosen=p.response_a.text, rejected=p.response_b.text)
             for p in (cut, whole)]
-    assert scorer.truncated(rows) == [True, False]
+    assert scorer.scored(rows)[1] == [True, False]
     own = [scorer.logps([row])[0] for row in rows]  # each pair scored alone
     assert own[0][0] != pytest.approx(own[1][0], abs=1e-3)  # the shared answer scores apart in the two pairs
 

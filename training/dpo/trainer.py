@@ -176,14 +176,16 @@ class Scorer:
               should_stop: Callable[[], bool] | None = None) -> list[tuple[float, float]]:
         """Each pair's summed log-probs (chosen, rejected) under this model, in input order; TrainingCancelled
         between batches once should_stop() says so."""
+        return self.scored(pairs, should_stop)[0]
+
+    def scored(self, pairs: list[PreferencePair], should_stop: Callable[[], bool] | None = None,
+               ) -> tuple[list[tuple[float, float]], list[bool]]:
+        """`logps`, and whether each pair was cut to max_length to score it (what may be cached:
+        training.dataset.store_reference_logps), from one tokenization."""
         rows = self._rows(pairs)
         found = _reference_logps_for(self.scorer, rows, list(range(len(rows))), self.config, self.device, self.dtype,
                                      _pad_id(self.tokenizer), should_stop)
-        return [found[i] for i in range(len(rows))]
-
-    def truncated(self, pairs: list[PreferencePair]) -> list[bool]:
-        """Whether each pair is cut to max_length when scored (tokenizing only)."""
-        return [row.truncated for row in self._rows(pairs)]
+        return [found[i] for i in range(len(rows))], [row.truncated for row in rows]
 
     @torch.no_grad()
     def kl(self, reference: Scorer, pairs: list[PreferencePair],

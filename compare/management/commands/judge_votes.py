@@ -25,9 +25,10 @@ class Command(PrefLoopCommand):
             raise CommandError("name a judge with --judge package.module.function (or set PREFLOOP_COMPARE_JUDGE)")
         comparisons = Comparison.objects.select_related("prompt", "response_a", "response_b").order_by("pk")
         if opts["job"] is not None:  # --set 0 is a set that does not exist, not "every set"
-            if not 1 <= opts["job"] <= MAX_ID or not CompareJob.objects.filter(pk=opts["job"]).exists():
+            job = CompareJob.objects.filter(pk=opts["job"]).first() if 1 <= opts["job"] <= MAX_ID else None
+            if job is None:
                 raise CommandError(f"--set {opts['job']}: no such comparison set")
-            if not CompareJob.objects.get(pk=opts["job"]).blind:
+            if not job.blind:
                 raise CommandError(f"--set {opts['job']}: a side-by-side set shows the versions' names; votes on it "
                                    "would not be fair (start a blind set to vote on)")
             comparisons = comparisons.filter(job_id=opts["job"])
