@@ -16,6 +16,8 @@ from annotate.judging import judge_account
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
 from generation.services import answers_for
+from jobs import lifecycle
+from jobs.lifecycle import JobCancelled, Tracker
 from judges import Judge, load_judge
 from prefloop.numerics import dtype_choice
 
@@ -48,12 +50,17 @@ def evaluate(
     version_a: ModelVersion, version_b: ModelVersion, judge_path: str, *, split: str = Prompt.EVAL, tag: str = "",
     limit: int | None = None, seed: int = 0, sampling: dict | None = None, judge: Judge | None = None,
     progress: Callable[[str, float, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+    part_of: str = "",
 ) -> Evaluation:
     """Both versions answer the prompts with the same settings and per-prompt seeds; the judge votes blind.
 
     The votes are stored as compare votes of the judge's account, marked automatic, on a comparison set of their
     own; the summary counts them (ties and both-bad count half a win to b). `should_stop()` is asked per decode
     step and between judge calls (see answers_for and judge_comparisons).
+
+    The set reads "running" while the judge votes and ends succeeded, cancelled or failed with it, so a set whose
+    worker was lost is never shown as done: `part_of` (the key of the job evaluating, a loop run's) lets that job
+    end it, as it ends its other parts, when it finds its own worker was lost.
     """
     if version_a.pk == version_b.pk:
         raise CompareError(f"choose two different versions (both are {version_a.name!r})")
@@ -71,12 +78,13 @@ def evaluate(
 
         answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
                                    on_partial=on_progress, should_stop=should_stop))
+    n = len(prompts)
     with transaction.atomic():
         job = CompareJob.objects.create(
             version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
             params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
-            status=CompareJob.SUCCEEDED, done=2 * len(prompts), total=2 * len(prompts), started=timezone.now(),
-            finished=timezone.now(), stage=f"answers stored; the judge votes on {len(prompts)} comparisons",
+            status=CompareJob.RUNNING, attempts=1, done=2 * n, total=2 * n, progress=1.0, started=timezone.now(),
+            claimed=timezone.now(), part_of=part_of, stage=f"answers stored; the judge votes on {n} comparisons",
         )
         comparisons = [
             Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
@@ -88,14 +96,25 @@ def evaluate(
         ]
     account = judge_account(judge_path)
     voted = Vote.objects.filter(comparison__job=job, voter=account)
+    tracker = Tracker(job)  # Cancel on the set's own page stops its judge too
+
+    def stop() -> bool:
+        return tracker.should_stop() or bool(should_stop and should_stop())
+
     try:
-        judge_comparisons(comparisons, judge, judge_path, account, should_stop=should_stop)
-    except BaseException:  # a cancel or a judge's failure: the set's page says its votes are partial
+        judge_comparisons(comparisons, judge, judge_path, account, should_stop=stop)
+    except BaseException as exc:  # a cancel or a judge's failure: the set's page says its votes are partial
+        partial = f"the judge stopped after {voted.count()} of {n} comparisons: its votes are partial"
         with contextlib.suppress(DatabaseError):  # (not in place of what went wrong, if that was the database)
-            CompareJob.objects.filter(pk=job.pk).update(stage=f"the judge stopped after {voted.count()} of "
-                                                              f"{len(comparisons)} comparisons: its votes are partial")
+            if isinstance(exc, JobCancelled):
+                lifecycle.stopped(job, partial)
+            elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C on the `evaluate` command
+                lifecycle.interrupted(job, partial)
+            else:
+                lifecycle.fail(job, f"{partial}; {type(exc).__name__}: {exc}")
+                CompareJob.objects.filter(pk=job.pk).update(stage=partial)
         raise
-    CompareJob.objects.filter(pk=job.pk).update(stage="")
+    lifecycle.finish(job)
     outcomes = voted.values_list("outcome", flat=True)
     summary = win_summary(outcomes, a=version_a.name, b=version_b.name)
     return Evaluation(summary=summary, job=job, answers_a=answers[0], answers_b=answers[1])

@@ -309,7 +309,8 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     def evaluate_against(old: ModelVersion) -> Evaluation:
         return evaluate(old, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
                         sampling=params.get("sampling"), judge=eval_judge or judge,
-                        progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop)
+                        progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop,
+                        part_of=run.key)
 
     evaluation = evaluate_against(base)
     record_round_figures(training, {"eval/win_rate_vs_base": evaluation.summary["win_rate_b"],

@@ -110,3 +110,56 @@ def test_evaluate_command_prints_one_json_line(table, capsys):
         call_command("evaluate", a="base", b="broken", judge=GOOD)
     assert "\n" not in str(unloadable.value)
 
+
+
+def test_the_set_reads_running_while_its_judge_votes_and_succeeded_only_after(table):
+    """The set was stored "succeeded" before its judge voted: a worker lost meanwhile left a set that said it was
+    done, with a stage ("the judge votes on ...") that never changed and half its votes."""
+    from compare.models import CompareJob
+
+    base, new = table
+    seen = []
+
+    def spy(prompt, first, second):
+        seen.append(CompareJob.objects.values_list("status", "part_of").get())
+        return "tie"
+
+    result = evaluate(base, new, "spy", judge=spy, limit=3, part_of="looprun-7")
+    assert seen == [("running", "looprun-7")] * 3  # a lost loop worker's next attempt ends it (end_parts)
+    job = CompareJob.objects.get(pk=result.job.pk)
+    assert (job.status, job.stage, job.progress) == ("succeeded", "", 1.0)
+
+
+def test_cancel_on_the_sets_own_page_stops_its_judge_and_keeps_the_votes(table, monkeypatch):
+    from compare.models import CompareJob
+    from compare.services import cancel_compare_job
+    from jobs import lifecycle
+    from jobs.lifecycle import JobCancelled
+
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    base, new = table
+    calls = []
+
+    def judge(prompt, first, second):
+        calls.append(prompt)
+        if len(calls) == 2:  # a person presses Cancel on the set's page while the judge votes
+            cancel_compare_job(CompareJob.objects.get())
+        return "tie"
+
+    with pytest.raises(JobCancelled):
+        evaluate(base, new, "spy", judge=judge, limit=5)
+    job = CompareJob.objects.get()
+    assert job.status == "cancelled" and len(calls) == 2
+    assert "the judge stopped after 1 of 5 comparisons: its votes are partial" in job.stage
+    assert Vote.objects.filter(comparison__job=job).count() == 1  # the vote in flight when it stopped is not stored
+
+
+def test_a_judge_that_fails_leaves_the_set_failed_saying_so(table):
+    from compare.models import CompareJob
+
+    base, new = table
+    with pytest.raises(JudgeError):
+        evaluate(base, new, "tests.loop.judges_for_tests:says_maybe", limit=2)
+    job = CompareJob.objects.get()
+    assert job.status == "failed" and "returned 'maybe'" in job.error
+    assert job.stage == "the judge stopped after 0 of 2 comparisons: its votes are partial"

@@ -113,6 +113,7 @@ def test_a_cancel_while_the_judge_votes_leaves_the_evaluation_saying_its_votes_a
     assert run.status == "cancelled"
     job = CompareJob.objects.get()
     assert "the judge stopped after 0 of 3 comparisons: its votes are partial" in job.stage
+    assert job.status == "cancelled" and job.part_of == run.key  # ended with the loop, not "succeeded"
     from django.test import Client
     from django.urls import reverse
 

@@ -7,6 +7,7 @@ from tqdm import tqdm
 from compare.evaluation import evaluate
 from compare.services import MAX_SEED, CompareError
 from generation.models import ModelVersion
+from jobs.lifecycle import JobCancelled
 from judges import JudgeError
 from prefloop.commands import Command as PrefLoopCommand
 
@@ -45,6 +46,9 @@ class Command(PrefLoopCommand):
                                   seed=o["seed"], progress=progress)
             except (JudgeError, CompareError) as exc:
                 raise CommandError(f"evaluate: {exc}") from None
+            except JobCancelled:  # Cancel on the set's page
+                raise CommandError("evaluate: cancelled on the comparison set's page; the judge's votes so far are "
+                                   "kept on the set") from None
             except Exception as exc:  # a version whose checkpoint cannot be loaded, say: one line, not a traceback
                 raise CommandError(f"evaluate: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
         self.stdout.write(json.dumps(result.summary))
