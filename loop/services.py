@@ -16,7 +16,7 @@ from compare.services import CompareError
 from compare.stats import length_warning
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.length import mean_tokens, truncated_count
-from generation.models import ModelVersion, Prompt, Response
+from generation.models import GenerationJob, ModelVersion, Prompt, Response
 from generation.services import (
     GenerationError,
     base_version,
@@ -262,13 +262,17 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     start = current_version()
     base = base_version(start)
     config = sampling_config(params.get("sampling"), seed=run.seed + number)
-    try:
-        pairing = params.get("pairing", DEFAULT.pairing)
-        job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
-                                   pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
-                                   part_of=run.key, with_reference=spin)
-    except GenerationError as exc:
-        raise LoopError(f"round {number}: {exc}") from None
+    job = _round_generation_job(run, number, start)
+    if job is None:
+        try:
+            pairing = params.get("pairing", DEFAULT.pairing)
+            job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
+                                       pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
+                                       part_of=run.key, with_reference=spin)
+        except GenerationError as exc:
+            raise LoopError(f"round {number}: {exc}") from None
+        job.params = {**job.params, "loop_round": number}
+        job.save(update_fields=["params"])
     tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage)
     job = run_generation_job(job.pk, judge=judge, parents=[tracker])
     if job.status == job.CANCELLED:
@@ -358,6 +362,19 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         result["warning"] = warning
         _log(run, f"round {number}: {warning}")
     return result
+
+
+def _round_generation_job(run: LoopRun, number: int, start: ModelVersion) -> GenerationJob | None:
+    """The generation job this round made before its worker was lost, to resume (a failed one samples only the
+    prompts it has not answered; a finished one is read as it is): a new job took fresh prompts, so the round
+    trained on the lost attempt's pairs and the new ones, and reported only the latter. None when the round has
+    none yet, or its job sampled another version than the one now current."""
+    made = [job for job in GenerationJob.objects.filter(part_of=run.key).order_by("-pk")
+            if (job.params or {}).get("loop_round") == number]
+    if made and made[0].version_id == start.pk and made[0].status != GenerationJob.CANCELLED:
+        _log(run, f"round {number}: resuming generation job {made[0].pk} of the attempt that was lost")
+        return made[0]
+    return None
 
 
 def _mean_tokens(answers: dict[int, Response]) -> float:
