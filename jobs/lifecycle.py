@@ -126,12 +126,25 @@ def finish(job: Job, **fields) -> None:
 
 
 def cancel(job: Job) -> None:
-    """Ask the job to stop: a queued job is cancelled at once, a running one stops within seconds (see `stopped`)."""
+    """Ask the job to stop: a queued job is cancelled at once, a running one stops within seconds (see `stopped`),
+    one silent for SILENT_AFTER_S (its worker seems lost) is cancelled at once, with the jobs inside it."""
     model, now = type(job), timezone.now()
     model.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         status=Status.CANCELLED, finished=now, stage="cancelled before it started")
     model.objects.filter(pk=job.pk, status=Status.RUNNING).update(status=Status.CANCELLING)
-    job.refresh_from_db(fields=["status", "finished", "stage"])
+    job.refresh_from_db(fields=["status", "finished", "stage", "updated", "claimed"])
+    silent = job.silent_seconds
+    if job.status == Status.CANCELLING and silent is not None:
+        # Its worker wrote nothing for minutes: it is likely gone (killed, its machine lost), and the job stayed
+        # "cancelling" until some worker of its queue started again. End it now; were the worker alive after all,
+        # it stops at its next check and stores nothing more (every end of a job is written only while it is active).
+        reason = (f"cancelled after {round(silent / 60)} min without progress (its worker seems lost); "
+                  "what it stored before stays")
+        ended = model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(
+            status=Status.CANCELLED, finished=now, stage=reason, log=_logged(reason))
+        if ended:
+            end_parts(job, reason, Status.CANCELLED)
+        job.refresh_from_db(fields=["status", "finished", "stage", "log"])
 
 
 def stopped(job: Job, kept: str) -> None:

@@ -238,3 +238,35 @@ def test_a_new_stage_is_written_at_once_not_dropped_by_the_throttle(jobs):
     assert tracker.report(progress=0.3, stage="training")  # a new stage: written now
     job.refresh_from_db()
     assert job.stage == "training" and job.progress == 0.3
+
+
+def test_cancel_ends_a_job_whose_worker_seems_lost_at_once_with_the_jobs_inside_it(jobs, staff, client):
+    """A job whose worker died stayed "cancelling" after Cancel, with no button left to press, until some worker of
+    its queue started again (with Redis and no restart: the broker's visibility timeout, about a day)."""
+    long_ago = timezone.now() - timedelta(minutes=12)
+    loop_run = jobs[3]
+    part = TrainingRun.objects.create(input_version=ModelVersion.objects.get(name="v1"), status="running",
+                                      part_of=loop_run.key)
+    pages = {GenerationJob: "/generation/jobs/{}/progress/", TrainingRun: "/training/runs/{}/progress/",
+             CompareJob: "/compare/sets/{}/", LoopRun: "/loop/runs/{}/"}
+    client.force_login(staff)
+    for job in jobs:
+        running = lifecycle.claim(type(job), job.pk)
+        type(job).objects.filter(pk=job.pk).update(status="cancelling", claimed=long_ago, updated=long_ago)
+        # a Cancel pressed before the silence began left it stopping: the page offers Cancel again
+        html = client.get(pages[type(job)].format(job.pk), HTTP_HX_REQUEST="true").content.decode()
+        assert 'data-status="cancelling"' in html and "is its worker running?" in html and "hx-post=" in html
+        lifecycle.cancel(running)
+        assert running.status == "cancelled" and not running.is_active, type(job).__name__
+        assert running.stage.startswith("cancelled after 12 min without progress (its worker seems lost)")
+        assert "its worker seems lost" in running.log and running.finished is not None
+    part.refresh_from_db()
+    assert part.status == "cancelled" and "its worker seems lost" in part.error
+
+
+def test_cancel_asks_a_job_that_is_writing_progress_to_stop_and_does_not_end_it(jobs):
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    Tracker(job).report(progress=0.5, force=True)
+    GenerationJob.objects.filter(pk=job.pk).update(claimed=timezone.now() - timedelta(minutes=30))  # a long job
+    lifecycle.cancel(job)
+    assert job.status == "cancelling" and job.finished is None  # its worker is alive: it stops and says what it kept
