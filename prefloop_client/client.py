@@ -1,6 +1,7 @@
 """The client: one method per API call, errors raised as APIError with the server's message."""
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -24,6 +25,17 @@ class APIError(Exception):
         self.status, self.detail, self.body = status, detail, body or {}
         self.problems: list[str] = list(self.body.get("problems", []))
         self.errors: list[dict] = list(self.body.get("errors", []))
+
+
+class APIConnectionError(APIError):
+    """The request got no answer: the server could not be reached, the connection broke, or no answer came within
+    the client's `timeout`. `status` is 0. A write that fails so may or may not have been carried out."""
+
+    def __init__(self, detail: str):
+        super().__init__(0, detail)
+
+
+TRANSIENT = (0, 502, 503, 504)  # no answer, or a proxy's while the server restarts: `wait` polls again
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -77,6 +89,12 @@ class Client:
                 payload = {"detail": f"redirected to {exc.headers.get('Location')}: is {self.base} PrefLoop's API "
                                      "(https, the right host and path)?"}
             raise APIError(exc.code, str(payload.get("detail", exc.reason)), payload) from None
+        except TimeoutError:
+            raise APIConnectionError(f"{method} {url}: no answer within {self.timeout:g} s") from None
+        except urllib.error.URLError as exc:
+            raise APIConnectionError(f"{method} {url}: could not connect ({exc.reason})") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise APIConnectionError(f"{method} {url}: the connection broke ({type(exc).__name__}: {exc})") from None
         if not raw:
             return None
         try:
@@ -215,11 +233,19 @@ class Client:
     def wait(self, job_or_kind: dict | str, job_id: int | None = None, *, timeout: float = 3600.0,
              poll: float = 2.0, on_progress: Callable[[dict], None] | None = None) -> dict:
         """Poll the job until it is no longer queued or running; its last state. TimeoutError after `timeout` s
-        (the job keeps running: cancel it if it should stop)."""
+        (the job keeps running: cancel it if it should stop). A poll that gets no answer, or a proxy's 502/503/504,
+        is tried again until then (a server restarting, a slow answer); one still failing at the deadline is raised
+        as it is (APIConnectionError), not as TimeoutError: the job may well have ended."""
         kind, job_id = _job_ref(job_or_kind, job_id)
         deadline = time.monotonic() + timeout
         while True:
-            state = self.job(kind, job_id)
+            try:
+                state = self.job(kind, job_id)
+            except APIError as exc:
+                if exc.status not in TRANSIENT or time.monotonic() >= deadline:
+                    raise
+                time.sleep(poll)
+                continue
             if on_progress:
                 on_progress(state)
             if not state["active"]:

@@ -26,7 +26,8 @@ def test_the_client_needs_nothing_but_the_standard_library():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "json", "time", "typing", "urllib", "collections", "pathlib", "uuid"}, imported
+    assert imported <= {"__future__", "http", "json", "time", "typing", "urllib", "collections", "pathlib",
+                        "uuid"}, imported
 
 
 def test_push_pull_versions_and_promotion(staff_api):
@@ -117,3 +118,39 @@ def test_errors_carry_the_servers_message(live_server):
     with pytest.raises(APIError) as wrong:
         Client(live_server.url + "/nothing-here", "pfl_secret").versions()
     assert wrong.value.status == 404 and "without JSON" in wrong.value.detail
+
+
+def test_no_answer_is_an_api_error_and_wait_polls_again_after_one(staff_api, monkeypatch):
+    """A refused connection or a slow poll raised urllib's and socket's own errors, which callers catching APIError
+    (as the docs show) missed; and `wait` ended on one slow poll with TimeoutError, which its docs read as "the job is
+    still running: cancel it if it should stop", so a pipeline cancelled a healthy run."""
+    import socket
+
+    from prefloop_client import APIConnectionError
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(APIError) as refused:
+        Client(f"http://127.0.0.1:{port}", "pfl_x", timeout=2).versions()
+    assert isinstance(refused.value, APIConnectionError) and refused.value.status == 0
+    assert "could not connect" in refused.value.detail
+    with socket.socket() as silent:  # accepts and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(APIConnectionError, match=r"no answer within 0.3 s"):
+            Client(f"http://127.0.0.1:{silent.getsockname()[1]}", "pfl_x", timeout=0.3).versions()
+
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base)
+    real, calls = staff_api.job, []
+
+    def flaky(kind, job_id):  # the first poll gets no answer, as while the server restarts
+        calls.append(kind)
+        if len(calls) == 1:
+            raise APIConnectionError("GET /jobs/training/1: no answer within 60 s")
+        return real(kind, job_id)
+
+    monkeypatch.setattr(staff_api, "job", flaky)
+    staff_api.cancel("training", run.pk)
+    assert staff_api.wait("training", run.pk, poll=0.05)["status"] == "cancelled" and len(calls) == 2
