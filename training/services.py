@@ -323,10 +323,9 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         version = _register(run, config, out_tmp)
         out_tmp = None
         run.refresh_from_db(fields=["metrics"])
-        # a candidate from now on, whatever happens next (a cancel while measuring, a lost worker): one that awaits
-        # the gate, which no rollback makes current without a reason
-        TrainingRun.objects.filter(pk=run.pk).update(output_version=version, done=result.steps,
-                                                     decision=TrainingRun.Decision.CANDIDATE, metrics=dict(
+        # a candidate from the moment it was registered (_register), whatever happens next (a cancel while measuring,
+        # a lost worker): one that awaits the gate, which no rollback makes current without a reason
+        TrainingRun.objects.filter(pk=run.pk).update(done=result.steps, metrics=dict(
             run.metrics, **result.final_metrics, mean_loss=result.mean_loss, pairs=result.pairs,
             pairs_per_s=result.pairs_per_s, peak_rss_mb=result.peak_rss_mb, seconds=result.seconds,
             truncated=result.truncated, dropped=result.dropped))
@@ -520,7 +519,13 @@ def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersio
                 raise
             folder = target
             try:
-                version = register_version(name, folder, parent=parent, kind=kind, base=base, make_current=False)
+                # the version and its run's claim on it in one transaction: a version registered alone (the worker
+                # lost, a write failing before the run named it) belonged to no run, so no gate held it and the
+                # Train page offered to make it current with one click
+                with transaction.atomic():
+                    version = register_version(name, folder, parent=parent, kind=kind, base=base, make_current=False)
+                    TrainingRun.objects.filter(pk=run.pk).update(output_version=version,
+                                                                 decision=TrainingRun.Decision.CANDIDATE)
             except IntegrityError:
                 continue  # registered meanwhile by another run: our folder moves on to the next free name
             break

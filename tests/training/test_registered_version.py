@@ -1,0 +1,35 @@
+"""A round's version and its run's claim on it are one write: a version registered alone (the worker lost, or a
+write failing just after registering) belonged to no run, so no gate held it back and the Train page offered to
+make it current with one click, with no reason asked."""
+import pytest
+from django.db import OperationalError
+
+from generation.models import ModelVersion
+from tests.faults.test_worker_killed import _labelled_pairs
+from training import promotion
+from training import services as train
+from training.models import TrainingRun
+
+FAST = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
+
+
+@pytest.mark.django_db
+def test_a_version_whose_run_failed_just_after_registering_it_still_awaits_the_gate(
+        tiny_model_dir, annotator, settings, tmp_path, monkeypatch, client, staff):
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(base, annotator, 4)
+
+    def database_hiccup(version):  # right after the version's row was written
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(train, "update_mean_length", database_hiccup)
+    run = train.run_training(train.start_training_run(input_version=base, params=FAST, enqueue=False).pk)
+    assert run.status == "failed" and "database is locked" in run.error
+    version = ModelVersion.objects.get(round=1)
+    assert run.output_version == version and run.decision == TrainingRun.Decision.CANDIDATE
+    with pytest.raises(promotion.PromotionError, match="awaiting the promotion gate"):
+        promotion.rollback(version, user=staff)
+    client.force_login(staff)
+    client.post(f"/training/versions/{version.pk}/rollback/", {"reason": ""})
+    assert ModelVersion.objects.get(is_current=True) == base
