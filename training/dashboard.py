@@ -19,7 +19,10 @@ CURVES: list[tuple[str, tuple[str, ...]]] = [
     ("Reward margin", ("rewards/margins", "rewards/margin", "margin", "reward_margin", "margins")),
     ("Reward accuracy", ("rewards/accuracies", "rewards/accuracy", "accuracy", "reward_accuracy", "accuracies")),
     ("Loss", ("loss", "train/loss", "train_loss")),
-    ("KL to reference", ("kl", "objective/kl", "kl_to_reference", "mean_kl", "kl_ref")),
+    # log(pi/pi_ref) of the batch's chosen and rejected answers, averaged: how far the policy moved on the pairs it
+    # trains on (it goes negative as DPO pushes both down). Not a KL: the headline's KL is measured on answers the
+    # version samples. "kl" is this figure's name in runs recorded before it was renamed.
+    ("Log-ratio to reference", ("logratio/mean", "kl")),
 ]
 # Every figure a dashboard headlines, defined here once: (title, keys in the run's metrics, what it is measured on).
 # Measured on: "heldout" = held-out labelled pairs (never trained on), "answers" = the new version's answers to eval
@@ -104,7 +107,9 @@ def measured_on(source: str, numbers: dict[str, float], title: str = "", batch_s
         if "sampled/truncated" in numbers and title == "Answer tokens":
             where += f", {_count(numbers['sampled/truncated'])} cut off"
     else:
-        where = "last training batch" + (f" of up to {batch_size} pairs" if batch_size else "")
+        pairs = numbers.get("step_pairs")
+        where = (f"last optimiser step, {pairs:.0f} pairs" if pairs is not None else  # older runs: the batch setting
+                 "last training batch" + (f" of up to {batch_size} pairs" if batch_size else ""))
     return f"{unit}; {where}" if unit else where
 
 

@@ -134,7 +134,10 @@ def test_run_dashboard_shows_the_stored_metrics(client, staff, versions):
     assert cards == [("Reward margin", "0.3456"), ("Reward accuracy", "0.8125"), ("Loss", "0.5123")]
     last = re.search(r'<table class="metrics last-step">.*?data-key="loss">([^<]*)<', page, re.S).group(1)
     assert float(last) == 0.5
-    assert page.count("<svg") == 6  # margin, accuracy, loss, KL, chosen/rejected, lr
+    assert page.count("<svg") == 6  # margin, accuracy, loss, log-ratio, chosen/rejected, lr
+    # the trainer's per-step "kl" (its name before it was renamed) is the mean log-ratio on the training pairs, which
+    # goes negative: it was charted as "KL to reference", the title of the headline's true KL on sampled answers
+    assert "Log-ratio to reference" in page and ">KL to reference<" not in page
     assert "Chosen rewards often go negative" in page
     assert "hx-trigger" not in page and "stayed at ln 2" not in page
 

@@ -33,6 +33,14 @@ def test_each_headline_figure_says_what_it_is_measured_on():
     ]
 
 
+def test_the_batch_figures_name_the_pairs_of_the_optimiser_step_not_one_batch():
+    """With batches summed before each step (grad_accum) or several processes, a step learns from more pairs than
+    one batch; the label said "of up to {batch_size}" whatever they were."""
+    step = dict(METRICS, step_pairs=32)
+    assert [f.measured_on for f in dashboard.headline(step, batch_size=4)][-3:] == [
+        "last optimiser step, 32 pairs"] * 3
+
+
 def test_the_kl_figure_is_the_mean_of_each_answers_summed_kl():
     # per position KL of two answers (training.dpo.logps.position_kl; tests/training/test_kl.py checks those)
     assert _mean_kl([[0.5, 0.25], [1.0]]) == pytest.approx((0.75 + 1.0) / 2)

@@ -39,6 +39,7 @@ def test_two_processes_train_report_every_step_and_return_reference_logps(tiny_m
     # 9 pairs over 2 ranks: each trains 4, 2 steps of batch 2; every step seen once, from the main process
     assert [(s, t) for s, t, _ in steps] == [(1, 2), (2, 2)]
     assert steps[-1][2]["rewards/accuracy"] > 0 and "loss" in steps[0][2]
+    assert [m["step_pairs"] for _, _, m in steps] == [4, 4]  # a batch of 2 on each of the 2 processes
     assert result.steps == 2 and result.pairs == 8 and result.dropped == 1
     assert (tmp_path / "out" / "model.safetensors").exists()
 

@@ -107,7 +107,7 @@ def test_a_round_writes_its_steps_under_its_run_folder_and_the_run_page_names_it
     steps = {e["step"]: e["scalars"] for e in events if "loss" in e["scalars"]}
     assert sorted(steps) == sorted(stored) and len(steps) == run.total_steps
     for step, data in stored.items():
-        for key in ("loss", "rewards/margin", "rewards/accuracy", "kl"):
+        for key in ("loss", "rewards/margin", "rewards/accuracy", "logratio/mean", "step_pairs"):
             assert steps[step][key] == pytest.approx(data[key], rel=1e-6, abs=1e-6), (step, key)
     assert any("sampled/mean_tokens" in e["scalars"] for e in events)  # the round's own figures
     client.force_login(staff)

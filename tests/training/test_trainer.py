@@ -32,10 +32,12 @@ def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_pat
                        on_step=lambda s, t, m: steps.append((s, t, m)))
     first = steps[0][2]
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-5)
-    assert first["rewards/margin"] == pytest.approx(0, abs=1e-5) and first["kl"] == pytest.approx(0, abs=1e-5)
+    assert first["rewards/margin"] == pytest.approx(0, abs=1e-5) and first["logratio/mean"] == pytest.approx(0, abs=1e-5)
     assert [s for s, _, _ in steps] == [1, 2] and all(t == 2 for _, t, _ in steps)
     assert set(first) >= {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
-                          "logps/chosen", "logps/rejected", "kl", "grad_norm", "lr", "tokens_per_s", "epoch"}
+                          "logps/chosen", "logps/rejected", "logratio/mean", "step_pairs", "grad_norm", "lr",
+                          "tokens_per_s", "epoch"}
+    assert first["step_pairs"] == 4  # one batch of 4, one process
     assert steps[-1][2]["epoch"] == pytest.approx(1.0)
     assert result.pairs == 8 and result.steps == 2 and result.pairs_per_s > 0 and result.peak_rss_mb > 0
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "tokenizer_config.json").exists()

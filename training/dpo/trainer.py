@@ -539,8 +539,10 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
             losses.append(float(avg[0]))
             seconds = time.perf_counter() - t0
             names = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin",
-                     "logps/chosen", "logps/rejected", "kl")
+                     "logps/chosen", "logps/rejected", "logratio/mean")
             metrics = {name: float(v) for name, v in zip(names, avg, strict=True)}
+            # the pairs this optimiser step learnt from, over its batches and processes (ranks hold equal shares)
+            metrics["step_pairs"] = float(sum(len(batch) for batch in group) * dist.world)
             metrics.update({name: value / len(group) for name, value in term_log.items()})  # this rank's
             metrics.update(
                 grad_norm=grad_norm, lr=lr, tokens_per_s=tokens * dist.world / seconds,
