@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from django.apps import apps
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Value
-from django.db.models.functions import Concat
+from django.db.models import Case, CharField, F, Value, When
+from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 
 from prefloop.celery import app as celery_app
@@ -72,7 +72,8 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
         lost = job.status == Status.RUNNING
         if lost and job.attempts >= job.max_attempts:
             job.error = f"the worker stopped during this job {job.attempts} times (killed or out of memory)"
-            _end(job, Status.FAILED, now, fields=["error"])
+            _end(job, Status.FAILED, now, fields=["error"],
+                 stage=f"failed in: {job.stage}"[:200] if job.stage else "")
             end_parts(job, f"{_named(job)} failed: {job.error}")
             return None
         if lost:
@@ -110,11 +111,14 @@ def _logged(line: str) -> Concat:
 def fail(job: Job, message: str) -> None:
     """Mark the job failed with a message for a person; a job being cancelled ends cancelled, saying what stopped it."""
     now, model = timezone.now(), type(job)
+    # the stage it was in stays, said to be where it failed: "round 1: label" alone read as still labelling
+    failed_in = Case(When(stage="", then=Value("")),
+                     default=Substr(Concat(Value("failed in: "), F("stage"), output_field=CharField()), 1, 200))
     model.objects.filter(pk=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
-        status=Status.FAILED, error=message, finished=now)
+        status=Status.FAILED, error=message, finished=now, stage=failed_in)
     model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(status=Status.CANCELLED, error=message,
                                                                       finished=now)
-    job.refresh_from_db(fields=["status", "error", "finished"])
+    job.refresh_from_db(fields=["status", "error", "finished", "stage"])
 
 
 def finish(job: Job, **fields) -> None:

@@ -2,6 +2,7 @@
 from django.contrib import admin, messages
 from django.shortcuts import redirect
 
+from jobs.admin import StartsJobAdmin
 from judges import JudgeError
 
 from . import services
@@ -10,7 +11,7 @@ from .models import LoopRun
 
 
 @admin.register(LoopRun)
-class LoopRunAdmin(admin.ModelAdmin):
+class LoopRunAdmin(StartsJobAdmin, admin.ModelAdmin):
     list_display = ["id", "status", "judge", "rounds_done_of", "pairs", "progress_pct", "last_win_rate", "created"]
     list_filter = ["status"]
     actions = ["cancel_runs"]

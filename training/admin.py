@@ -3,6 +3,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from generation.services import GenerationError
+from jobs.admin import StartsJobAdmin
 
 from . import services
 from .models import ReferenceLogp, TrainingRun
@@ -15,7 +16,7 @@ class StartRunForm(forms.ModelForm):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(admin.ModelAdmin):
+class TrainingRunAdmin(StartsJobAdmin, admin.ModelAdmin):
     list_display = ["id", "status", "input_version", "reference_version", "output_version", "pairs", "progress_pct",
                     "created"]
     list_filter = ["status", "reference_choice", "data_choice"]
@@ -38,7 +39,7 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress_pct(self, obj):
-        return f"{obj.progress:.0%}"
+        return f"{obj.percent}%"  # as every page shows it: a run still measuring its version is at 99%, not 100%
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -138,8 +138,13 @@ def test_progress_writes_are_throttled_and_forced_ones_always_land(jobs):
 
 def test_failed_and_finished_jobs_say_so_and_a_failure_while_stopping_ends_cancelled(jobs):
     generation, training, compare, loop = (lifecycle.claim(type(j), j.pk) for j in jobs)
+    Tracker(generation).report(stage="round 1: label " + "x" * 200, force=True)
     lifecycle.fail(generation, "ValueError: bad prompt")
     assert generation.status == "failed" and generation.error == "ValueError: bad prompt"
+    # where it failed, not a stage that reads as still at work (cut to the column's length, on every database)
+    assert generation.stage == ("failed in: round 1: label " + "x" * 200)[:200]
+    lifecycle.fail(training, "no pairs")
+    assert training.stage == ""  # nothing said where: nothing added
     lifecycle.finish(compare, done=4)
     assert compare.status == "succeeded" and compare.progress == 1.0 and compare.done == 4
     lifecycle.cancel(loop)

@@ -63,3 +63,35 @@ def test_annotators_cannot_see_the_loop(client, annotator, db):
     client.force_login(annotator)
     response = client.get("/loop/")  # the refusal page, not the admin login
     assert response.status_code == 403 and "This page is for staff" in response.content.decode()
+
+
+def test_a_start_the_admin_refused_leaves_no_added_entry_in_its_history(client, staff, ready):
+    """The service refused the start (shown as a message), yet the admin's history said "Added loop run None"."""
+    from django.contrib.admin.models import LogEntry
+
+    from training.models import TrainingRun
+
+    client.force_login(staff)
+    client.post("/admin/loop/looprun/add/", {"rounds": 1000, "pairs": 8, "judge": "judges.rules:prefer_list",
+                                             "tag": "", "eval_limit": 4, "seed": 1})
+    base = ModelVersion.objects.get(name="base")
+    client.post("/admin/training/trainingrun/add/", {"input_version": base.pk, "reference_choice": "start",
+                                                     "data_choice": "all", "params": '{"beta": -1}'})
+    assert not LoopRun.objects.exists() and not TrainingRun.objects.exists()
+    assert not LogEntry.objects.exists()
+    client.post("/admin/loop/looprun/add/", {"rounds": 2, "pairs": 8, "judge": "judges.rules:prefer_list",
+                                             "tag": "", "eval_limit": 4, "seed": 1})
+    assert LogEntry.objects.get().object_id == str(LoopRun.objects.get().pk)  # a start that was made is recorded
+
+
+def test_the_runs_lists_show_a_lost_round_and_a_running_runs_dashboard(client, staff, ready):
+    from training.models import TrainingRun
+
+    client.force_login(staff)
+    LoopRun.objects.create(judge="judges.rules:prefer_list", rounds=2, total=2, status="running", results=[
+        {"round": 1, "version": "round-1", "win_rate_vs_base": 0.0}])
+    assert "<td>0.00</td>" in client.get("/loop/").content.decode()  # a round that lost every vote, not a blank
+    run = TrainingRun.objects.create(input_version=ModelVersion.objects.get(name="base"), status="running",
+                                     progress=1.0, stage="measuring 'round-1'", total=10, done=10)
+    assert f'href="/training/runs/{run.pk}/">Watch</a>' in client.get("/training/").content.decode()
+    assert "<td class=\"field-progress_pct\">99%</td>" in client.get("/admin/training/trainingrun/").content.decode()
