@@ -86,9 +86,11 @@ def decisions(
     include_automatic: bool = True,
     soft_labels: bool = False,
     include_eval: bool = False,
+    same_answers: bool = True,
 ) -> list[Decision]:
     """Every decided pair (of the given round numbers), oldest first, with its labels; pairs on eval prompts only
-    when asked for (pages that show labels, never training data)."""
+    when asked for (pages that show labels, never training data). `same_answers=False` leaves out pairs whose two
+    answers are one text, as exports do: such a row teaches nothing (training leaves them out too, and counts them)."""
     labels = Label.objects.select_related("annotator").order_by("created", "pk")
     if not include_automatic:
         labels = labels.filter(is_automatic=False)
@@ -104,6 +106,8 @@ def decisions(
         pairs = pairs.exclude(prompt__split=Prompt.EVAL)
     out = []
     for pair in pairs.iterator(chunk_size=500):
+        if not same_answers and pair.response_a.text == pair.response_b.text:
+            continue
         decision = decide(pair, pair.counted_labels, soft_labels=soft_labels)
         if decision is None:
             continue

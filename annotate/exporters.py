@@ -21,9 +21,11 @@ from .hf_dataset import DEFAULT_LICENSE, write_hf_folder
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
 
 
-def preference_rows(decided: list[Decision]) -> list[dict]:
-    """One TRL row per decided pair."""
-    conversational = any(d.pair.prompt.messages for d in decided)
+def preference_rows(decided: list[Decision], conversational: bool | None = None) -> list[dict]:
+    """One TRL row per decided pair: message lists when `conversational`, which by default is whether any of the
+    pairs' prompts is a chat (one shape for every row: TRL and `datasets` refuse a mix)."""
+    if conversational is None:
+        conversational = any(d.pair.prompt.messages for d in decided)
     rows = []
     for d in decided:
         prompt = d.pair.prompt
@@ -172,6 +174,6 @@ def export_preferences(
     is the licence field of an hf export's dataset card."""
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
-                  soft_labels=soft_labels)
+                  soft_labels=soft_labels, same_answers=False)
     )
     return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license))

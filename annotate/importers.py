@@ -45,6 +45,9 @@ class ImportResult:
     # lines preferring the other answer (or a tie) of a pair the import account has labelled already, earlier in the
     # same file or by an earlier import: the stored label is kept, and the disagreement said rather than hidden
     disagreeing: tuple[int, ...] = ()
+    # lines whose two answers are one text: a pair that can only tie teaches nothing (training leaves such pairs out,
+    # and an annotator could only press tie on it)
+    same_answers: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.created} added, {self.skipped} already present"
@@ -55,12 +58,16 @@ class ImportResult:
             verb = "it disagrees" if len(self.disagreeing) == 1 else "they disagree"
             text += (f", {len(self.disagreeing)} not added because {verb} with the label already imported for the same "
                      f"prompt and answers (that label is kept): {_lines(self.disagreeing)}")
+        if self.same_answers:
+            text += (f", {len(self.same_answers)} not added because both answers are the same text (a pair that can "
+                     f"only tie teaches nothing): {_lines(self.same_answers)}")
         return text
 
 
     def __add__(self, other: ImportResult) -> ImportResult:
         return ImportResult(self.created + other.created, self.skipped + other.skipped,
-                            self.set_aside + other.set_aside, self.disagreeing + other.disagreeing)
+                            self.set_aside + other.set_aside, self.disagreeing + other.disagreeing,
+                            self.same_answers + other.same_answers)
 
 
 class ImportStopped(Exception):
@@ -363,6 +370,8 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
         kept = [(r, h, *make.texts(r)) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
+        same = tuple(r.line for r, _, a, b in kept if a == b)
+        kept = [k for k in kept if k[2] != k[3]]
         _lock_prompts([p for h, p in prompts.items() if h not in evals])
         seen = _existing_pairs([h for h in prompts if h not in evals])
         onto = None
@@ -388,9 +397,9 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
             if progress:
                 progress(1)
         new.flush()
-        if progress and set_aside:
-            progress(len(set_aside))
-        return ImportResult(created, skipped, set_aside, tuple(disagreeing))
+        if progress and (set_aside or same):
+            progress(len(set_aside) + len(same))
+        return ImportResult(created, skipped, set_aside, tuple(disagreeing), same)
 
     return _chunked(rows, write, should_stop, on_read)
 

@@ -217,6 +217,8 @@ class ImportJob(Job):
     set_aside = models.JSONField(default=list, blank=True, help_text="Lines set aside: their prompt is an eval prompt.")
     disagreeing = models.JSONField(default=list, blank=True,
                                    help_text="Lines that disagree with a label imported before (that label is kept).")
+    same_answers = models.JSONField(default=list, blank=True,
+                                    help_text="Lines not added: both answers are the same text.")
     problems = models.JSONField(default=list, blank=True, help_text="The file's bad rows (up to 50), when it had any.")
     problem_count = models.PositiveIntegerField(default=0)
 
@@ -228,4 +230,5 @@ class ImportJob(Job):
         """What it stored, as the import commands word it ("3 added, 1 already present, ...")."""
         from .importers import ImportResult  # importers imports this module
 
-        return str(ImportResult(self.added, self.skipped, tuple(self.set_aside), tuple(self.disagreeing)))
+        return str(ImportResult(self.added, self.skipped, tuple(self.set_aside), tuple(self.disagreeing),
+                                tuple(self.same_answers)))

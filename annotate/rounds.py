@@ -32,7 +32,8 @@ def round_rows() -> list[RoundRow]:
     """Every labelling round with its pair counts, newest first."""
     counted = LabellingRound.objects.annotate(
         n_pairs=Count("pairs", filter=Q(pairs__is_gold=False)),
-        n_open=Count("pairs", filter=Q(pairs__is_gold=False, pairs__labels_done__lt=F("pairs__labels_needed"))),
+        n_open=Count("pairs", filter=Q(pairs__is_gold=False, pairs__labels_done__lt=F("pairs__labels_needed"))
+                     & ~Q(pairs__route__in=(Route.DUPLICATE, Route.JUDGE))),  # the queue never serves these
         n_gold=Count("pairs", filter=Q(pairs__is_gold=True)),
     ).order_by("-number")
     return [RoundRow(r, r.n_pairs, r.n_open, r.n_gold) for r in counted]

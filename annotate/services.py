@@ -469,7 +469,10 @@ def _progress_sql() -> str:
     never by scanning every pair. (The ORM took longer to build it than the database to answer it.)"""
     q = connection.ops.quote_name
     pair, assignment, label = (q(model._meta.db_table) for model in (Pair, Assignment, Label))
-    is_open = "NOT p.is_gold AND p.labels_done < (p.labels_needed)"  # the condition of the pair_open_queue index
+    # the condition of the pair_open_queue index, less the pairs the queue never serves (held back as near-duplicate
+    # answers, or the judge's): counted, they kept "remaining" above zero while the queue had nothing to give
+    is_open = (f"NOT p.is_gold AND p.labels_done < (p.labels_needed) AND p.route NOT IN "
+               f"('{Route.DUPLICATE.value}', '{Route.JUDGE.value}')")
     return (
         f"SELECT (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s),"
         f" (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s AND created >= %s),"
@@ -482,7 +485,8 @@ def _progress_sql() -> str:
 def open_pair_count() -> int:
     """Pairs in the queue that still want labels (gold pairs are shown among them, not counted): the same condition
     as progress_for's "remaining" before this person's own are taken off."""
-    return Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).count()
+    return Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).exclude(
+        route__in=(Route.DUPLICATE, Route.JUDGE)).count()
 
 
 def progress_for(user) -> Progress:

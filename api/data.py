@@ -18,7 +18,7 @@ from annotate.dataset import decisions
 from prefcore.rows import FORMATS
 
 from .auth import staff_only
-from .fields import Body, Fraction, Name, Number
+from .fields import Body, Count, Fraction, Name, Number
 
 log = logging.getLogger(__name__)
 router = Router(tags=["data"])
@@ -33,6 +33,9 @@ class PushResult(Schema):
     disagreeing: list[int] = Field(
         description="Rows (1-based) not added because they prefer the other answer (or a tie) of a pair already "
                     "labelled by an import, in this push or before; the stored label is kept.")
+    same_answers: list[int] = Field(
+        default_factory=list, description="Rows (1-based) not added because both answers are the same text: a pair "
+                                          "that can only tie teaches nothing.")
 
 
 class PromptPush(Body):
@@ -44,7 +47,7 @@ class PromptPush(Body):
 class PairPush(Body):
     rows: list[Any] = Field(description="Objects with prompt, response_a and response_b.")
     round: Number | None = None
-    labels_needed: int | None = Field(None, ge=1, le=importers.MAX_LABELS_NEEDED)
+    labels_needed: Count(1, importers.MAX_LABELS_NEEDED) | None = None
 
 
 class PreferencePush(Body):
@@ -74,7 +77,7 @@ def _imported(rows: list[Any], call) -> PushResult:
             log.error("a push failed part-way", exc_info=stopped.error)
             raise HttpError(503, str(stopped)) from None
     return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside),
-                      disagreeing=list(result.disagreeing))
+                      disagreeing=list(result.disagreeing), same_answers=list(result.same_answers))
 
 
 @router.post("/prompts", response={201: PushResult}, summary="Push prompts")
@@ -107,6 +110,10 @@ class PreferenceFilters(Schema):
     soft_labels: bool = False
     page: int = Field(1, ge=1, le=10**9)
     page_size: int = Field(100, ge=1, le=MAX_PAGE_SIZE)
+    conversational: bool | None = Field(None, description=(
+        "Rows as message lists (true) or text (false). By default, message lists when any decided prompt is a chat, "
+        "which a chat prompt labelled between two pages changes: pass the first page's `conversational` with the "
+        "pages after it, so every row has one shape."))
     after: int | None = Field(None, ge=0, le=2**63 - 1, description=(
         "The rows after this pair id (the `next_after` of the page before): pages that hold however labels change "
         "meanwhile. `page` counts rows from the start, so an undo or a new label before it shifts what it holds."))
@@ -118,6 +125,7 @@ class PreferencePage(Schema):
     page_size: int
     next_page: int | None
     next_after: int | None = Field(description="Pass as `after` for the next page; null on the last one.")
+    conversational: bool = Field(description="Whether the rows are message lists: pass it with the next page.")
     results: list[dict[str, Any]]
 
 
@@ -127,7 +135,7 @@ def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     staff_only(request)
     decided = decisions(rounds=None if filters.round is None else [filters.round],
                         min_agreement=filters.min_agreement, include_automatic=filters.include_automatic,
-                        soft_labels=filters.soft_labels)
+                        soft_labels=filters.soft_labels, same_answers=False)
     if filters.after is not None:
         if filters.page != 1:
             raise HttpError(400, "page and after: pass one of them (after: the `next_after` of the page before)")
@@ -136,8 +144,10 @@ def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
         start = (filters.page - 1) * filters.page_size
     end = start + filters.page_size
     more = end < len(decided)
-    # rows of the whole list, then the page: whether rows are conversational is decided for all of them at once
+    # whether rows are conversational is decided for all of them at once (or as the first page said)
+    conversational = (any(d.pair.prompt.messages for d in decided) if filters.conversational is None
+                      else filters.conversational)
     return {"count": len(decided), "page": filters.page, "page_size": filters.page_size,
             "next_page": filters.page + 1 if more and filters.after is None else None,
-            "next_after": decided[end - 1].pair.pk if more else None,
-            "results": exporters.preference_rows(decided)[start:end]}
+            "next_after": decided[end - 1].pair.pk if more else None, "conversational": conversational,
+            "results": exporters.preference_rows(decided[start:end], conversational)}

@@ -30,6 +30,11 @@ def _not_bool(value):
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID), BeforeValidator(_not_bool)]
 Number = Annotated[int, Field(ge=0, le=MAX_NUMBER), BeforeValidator(_not_bool)]
+def Count(low: int, high: int):  # noqa: N802  (a type, named as one)
+    """A whole number from `low` to `high` in a request body: how many prompts, rounds, labels (never true or false)."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_not_bool)]
+
+
 Text = Annotated[str, Field(max_length=20_000), AfterValidator(_storable)]
 Name = Annotated[str, Field(max_length=300), AfterValidator(_storable)]
 Comment = Annotated[str, Field(max_length=5000), AfterValidator(_storable)]  # as the label page's form takes it

@@ -27,7 +27,7 @@ from training import services as training_services
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Id, Name, Number, Text, found
+from .fields import Body, Count, Id, Name, Number, Text, found
 
 router = Router(tags=["jobs"])
 Kind = Literal["generation", "training", "compare", "loop", "import"]
@@ -73,7 +73,7 @@ def _details(kind: str, job) -> dict[str, Any]:
     if kind == "import":
         return {"file_name": job.file_name, "import_kind": job.kind, "options": job.options, "done": job.done,
                 "total": job.total, "added": job.added, "skipped": job.skipped, "set_aside": job.set_aside,
-                "disagreeing": job.disagreeing, "problems": job.problems, "problem_count": job.problem_count,
+                "disagreeing": job.disagreeing, "same_answers": job.same_answers, "problems": job.problems, "problem_count": job.problem_count,
                 "summary": job.summary}
     return {"rounds": job.rounds, "rounds_done": job.rounds_done, "stage": job.stage, "judge": job.judge,
             "results": job.results}
@@ -105,7 +105,7 @@ def _sampling(data: dict | None, what: str = "sampling") -> SamplingConfig | Non
 
 class GenerationStart(Body):
     version: Id | None = Field(None, description="Model version id; the current version if left out.")
-    n_prompts: int = Field(ge=1, le=generation_services.MAX_PROMPTS_PER_JOB)
+    n_prompts: Count(1, generation_services.MAX_PROMPTS_PER_JOB)
     sampling: dict[str, Any] | None = Field(None, description="SamplingConfig fields: n, temperature, top_p, ...")
     split: Literal["train", "eval"] = "train"
     tag: Name = ""
@@ -126,7 +126,7 @@ class CompareStart(Body):
     version_b: Id
     prompt_ids: list[Id] | None = Field(None, min_length=1, max_length=compare_services.MAX_PROMPTS)
     text: Text = ""
-    limit: int = Field(8, ge=1, le=compare_services.MAX_PROMPTS)
+    limit: Count(1, compare_services.MAX_PROMPTS) = 8
     blind: bool = True
     seed: Number = 0
     sampling: dict[str, Any] | None = None
@@ -135,11 +135,11 @@ class CompareStart(Body):
 
 
 class LoopStart(Body):
-    rounds: int = Field(ge=1, le=loop_services.MAX_ROUNDS)
-    pairs: int = Field(ge=1, le=loop_services.MAX_PAIRS)
+    rounds: Count(1, loop_services.MAX_ROUNDS)
+    pairs: Count(1, loop_services.MAX_PAIRS)
     judge: Name
     tag: Name = ""
-    eval_limit: int = Field(64, ge=1, le=loop_services.MAX_EVAL_PROMPTS)
+    eval_limit: Count(1, loop_services.MAX_EVAL_PROMPTS) = 64
     seed: Number = 0
     preset: Name = Field("default", description="Named round settings (loop.presets): default, all, quick, replay, spin")
     params: dict[str, Any] = Field(default_factory=dict)

@@ -158,6 +158,8 @@ class Client:
             answer = self.get("/preferences", page_size=page_size, **filters,
                               **({"page": page} if after is None else {"after": after}))
             yield from answer["results"]
+            if "conversational" in answer:  # every page in the first page's shape, whatever is labelled meanwhile
+                filters["conversational"] = answer["conversational"]
             if "next_after" not in answer:  # a server from before `after`: by page number
                 page = answer["next_page"]
                 if page is None:

@@ -23,7 +23,7 @@ def _preferences(n: int, start: int = 0) -> list[dict]:
 
 def test_a_pipeline_pushes_100_preferences_with_a_token(staff_api):
     result = staff_api.push_preferences(_preferences(100), round=3)
-    assert result == {"created": 100, "skipped": 0, "set_aside": [], "disagreeing": []}
+    assert result == {"created": 100, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": []}
     pairs = Pair.objects.filter(round__number=3)
     assert pairs.count() == 100 and Label.objects.filter(pair__in=pairs).count() == 100
     assert staff_api.push_preferences(_preferences(100), round=3)["skipped"] == 100  # pushed twice: nothing added
@@ -47,7 +47,8 @@ def test_pushes_of_prompts_and_pairs_take_the_import_pages_checks(staff_api):
     assert set(Prompt.objects.values_list("split", flat=True)) == {"eval"}
     result = staff_api.push_pairs([{"prompt": "Name a colour.", "response_a": "Red.", "response_b": "Blue."},
                                    {"prompt": "say hi.", "response_a": "Hi.", "response_b": "Hello."}], round=1)
-    assert result == {"created": 1, "skipped": 0, "set_aside": [2], "disagreeing": []}  # row 2's prompt is an eval prompt
+    # row 2's prompt is an eval prompt
+    assert result == {"created": 1, "skipped": 0, "set_aside": [2], "disagreeing": [], "same_answers": []}
     with pytest.raises(APIError) as refused:
         staff_api.push_pairs([{"prompt": "x", "response_a": "y", "response_b": "z"}, "not an object"])
     assert refused.value.status == 400 and "line 2" in refused.value.detail
@@ -157,7 +158,7 @@ def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(
                           {"prompt": "Q2", "response_a": "A2", "response_b": "B2"}], labels_needed=1)
     result = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
                                          {"prompt": "Q2", "chosen": "B2", "rejected": "A2"}])
-    assert result == {"created": 2, "skipped": 0, "set_aside": [], "disagreeing": []}
+    assert result == {"created": 2, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": []}
     assert Pair.objects.count() == 2  # no second pair of the same answers
     first, second = Pair.objects.order_by("pk")
     assert [(lb.pair, lb.choice) for lb in Label.objects.order_by("pair_id")] == [(first, "a"), (second, "b")]
@@ -167,5 +168,65 @@ def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(
     assert again["created"] == 0 and again["skipped"] == 1 and Label.objects.count() == 2
     turned = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
                                          {"prompt": "Q2", "chosen": "A2", "rejected": "B2"}])
-    assert turned == {"created": 0, "skipped": 1, "set_aside": [], "disagreeing": [2]}  # row 2 prefers the other
+    # row 2 prefers the other
+    assert turned == {"created": 0, "skipped": 1, "set_aside": [], "disagreeing": [2], "same_answers": []}
     assert [lb.choice for lb in Label.objects.order_by("pair_id")] == ["a", "b"]  # the stored labels are kept
+
+
+def test_rows_whose_two_answers_are_one_text_are_not_added_and_are_named(staff_api, annotator):
+    """Pushed pairs and preferences with chosen == rejected were stored, shown to annotators (who could only press
+    tie), and pulled back as training rows that teach nothing."""
+    pushed = staff_api.push_pairs([{"prompt": "Q1", "response_a": "Same answer.", "response_b": "Same answer."},
+                                   {"prompt": "Q2", "response_a": "Yes.", "response_b": "No."}])
+    assert pushed == {"created": 1, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": [1]}
+    labelled = staff_api.push_preferences([{"prompt": "Q3", "chosen": "Same.", "rejected": "Same."},
+                                           {"prompt": "Q4", "chosen": "Good.", "rejected": "Bad."}])
+    assert labelled["created"] == 1 and labelled["same_answers"] == [1]
+    assert not Pair.objects.filter(prompt__text__in=["Q1", "Q3"]).exists()
+    # a pair of one text already stored (made before this check, or by hand) is not pulled nor exported either
+    label_pair(make_pair(text_a="One text.", text_b="One text.").pk, annotator, "left")
+    assert [r["prompt"] for r in staff_api.preferences()] == ["Q4"]
+
+
+def test_every_page_of_a_pull_has_the_first_pages_shape(staff_api, annotator):
+    """Whether rows are message lists was decided on every request over all decided pairs: a chat prompt labelled
+    between two pages turned the later pages' rows into message lists, and the client joined both shapes."""
+    for k in range(3):
+        label_pair(make_pair(prompt=make_prompt(text=f"text prompt {k}")).pk, annotator, "left")
+    first = staff_api.get("/preferences", page_size=2)
+    assert first["conversational"] is False and isinstance(first["results"][0]["prompt"], str)
+    chat = make_prompt(text="a chat", messages=[{"role": "user", "content": "a chat"}])
+    label_pair(make_pair(prompt=chat).pk, annotator, "left")
+    second = staff_api.get("/preferences", page_size=2, after=first["next_after"], conversational=False)
+    assert [type(r["prompt"]) for r in second["results"]] == [str, str]
+    assert staff_api.get("/preferences")["conversational"] is True  # a new pull: every row a message list
+
+
+def test_the_client_pulls_every_page_in_the_first_pages_shape(staff_api, annotator):
+    for k in range(3):
+        label_pair(make_pair(prompt=make_prompt(text=f"text prompt {k}")).pk, annotator, "left")
+    real, pages = staff_api.get, []
+
+    def a_chat_is_labelled_after_the_first_page(path, **query):
+        answer = real(path, **query)
+        pages.append(query)
+        if len(pages) == 1:
+            chat = make_prompt(text="a chat", messages=[{"role": "user", "content": "a chat"}])
+            label_pair(make_pair(prompt=chat).pk, annotator, "left")
+        return answer
+
+    staff_api.get = a_chat_is_labelled_after_the_first_page
+    pulled = staff_api.preferences(page_size=2)
+    assert len(pulled) == 4 and {type(r["prompt"]) for r in pulled} == {str}
+    assert pages[1]["conversational"] is False
+
+
+def test_a_count_in_a_request_body_is_a_number_not_true(staff_api):
+    """`labels_needed: true` was stored as 1 (pydantic reads true as 1)."""
+    for body in ({"rows": [], "labels_needed": True},):
+        with pytest.raises(APIError) as refused:
+            staff_api.post("/pairs", body)
+        assert refused.value.status == 400 and refused.value.errors[0]["field"] == "labels_needed"
+    with pytest.raises(APIError) as refused:
+        staff_api.post("/jobs/loop", {"rounds": True, "pairs": 4, "judge": "judges.rules:length_target"})
+    assert refused.value.status == 400 and refused.value.errors[0]["field"] == "rounds"

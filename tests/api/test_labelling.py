@@ -128,3 +128,21 @@ def test_true_is_not_an_id(annotator_api):
     with pytest.raises(APIError) as refused:
         annotator_api.post("/label/lease", {"pair": True})
     assert refused.value.status in (400, 422) and "true or false" in str(refused.value.errors)
+
+
+def test_pairs_the_queue_never_serves_are_not_counted_as_remaining(annotator_api, staff_api):
+    """A pair held back as near-duplicate answers (or the judge's) was counted in "remaining" and in its round's
+    open pairs: a front end looping while remaining > 0 asked for a pair for ever and got none."""
+    from annotate.models import LabellingRound, Route
+    from annotate.services import open_pair_count
+
+    round_ = LabellingRound.objects.create(number=4)
+    make_pair(round=round_, route=Route.DUPLICATE)
+    make_pair(round=round_, route=Route.JUDGE)
+    assert annotator_api.next_pair() is None
+    assert annotator_api.get("/label/progress")["remaining"] == 0
+    assert open_pair_count() == 0
+    row = next(r for r in staff_api.labelling_rounds() if r["number"] == 4)
+    assert row["open_pairs"] == 0 and row["pairs"] == 2
+    make_pair(round=round_)
+    assert annotator_api.get("/label/progress")["remaining"] == 1 and open_pair_count() == 1
