@@ -496,6 +496,10 @@ def import_preferences(
         def onto(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id in gold:
                 return PRESENT
+            if row.exported_pair == pair_id and pair_id not in labelled:
+                # this instance's own export of the pair read back: the row sums up labels stored here already,
+                # and adding it as the import's label counted each of them twice
+                return PRESENT
             if pair_id not in labelled:
                 # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
                 pair = Pair.objects.select_for_update(no_key=True).get(pk=pair_id)

@@ -140,6 +140,9 @@ class PreferenceRow:
     is_tie: bool = False
     preference_prob: float | None = None
     round: int | None = None  # the row's own labelling round (the export writes one): used when the import names none
+    # the export's pair_id with its labellers (annotator_ids): the pair on the exporting instance whose labels this row
+    # sums up. Read back into that instance, the row adds nothing: its labels are there already.
+    exported_pair: int | None = None
 
 
 def _plain(value: Any) -> Any:
@@ -634,6 +637,11 @@ def read_preferences(
     name = name or Path(path).name
     def parse(line: int, row: dict) -> PreferenceRow:
         parsed = preference_row(line, row, fmt)
-        return _with_round(parsed, row) if own_round else parsed
+        parsed = _with_round(parsed, row) if own_round else parsed
+        pair_id, labellers = row.get("pair_id"), row.get("annotator_ids")
+        if isinstance(pair_id, int | float) and not isinstance(pair_id, bool) and float(pair_id).is_integer() \
+                and labellers is not None:  # an export's row (any other data set's pair_id is not ours to read)
+            parsed = dataclasses.replace(parsed, exported_pair=int(pair_id))
+        return parsed
 
     return _check_all(read_rows(path, name, limits), name, parse)

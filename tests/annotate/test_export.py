@@ -241,3 +241,27 @@ def test_the_export_page_refuses_an_unknown_round_as_the_command_does(client, st
     ok = client.get(reverse("annotate:export"), {"round": 2, "format": "jsonl", "download": 1,
                                                    "include_automatic": "on"})
     assert ok.status_code == 200 and "attachment" in ok["Content-Disposition"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_export_read_back_into_the_same_instance_counts_no_label_twice(tmp_path, fmt):
+    """Its rows were added onto their pairs as the import account's labels: each decision counted twice, and a pair
+    two people split became a majority."""
+    from annotate.exporters import export_preferences
+    from annotate.importers import import_preferences
+
+    people = [make_user() for _ in range(2)]
+    split, clear = make_pair(labels_needed=2), make_pair()
+    label_pair(split.pk, people[0], "left")
+    label_pair(split.pk, people[1], "right")
+    label_pair(clear.pk, people[0], "right")
+    before = Label.objects.count()
+    out = export_preferences(tmp_path / f"p.{fmt}", fmt=fmt)
+    result = import_preferences(out.path)
+    assert (result.created, result.skipped) == (0, out.rows) and Label.objects.count() == before
+    # another instance's row for the same texts (its pair_id names a pair of its own) is a label of its own
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"prompt": clear.prompt.text, "chosen": clear.response_b.text,
+                                 "rejected": clear.response_a.text, "pair_id": clear.pk + 1000,
+                                 "annotator_ids": [7]}) + "\n")
+    assert import_preferences(other).created == 1 and Label.objects.count() == before + 1
