@@ -38,6 +38,14 @@ class CompareError(Exception):
     """Something a person can fix: same version twice, no prompts, a vote twice."""
 
 
+class AlreadyVoted(CompareError):
+    """This voter has a vote on this comparison already (a second press of a key: the first vote stands)."""
+
+
+class NotBlind(CompareError):
+    """A vote on a side-by-side set, which shows the versions' names: it would not be fair, so none is stored."""
+
+
 
 
 # ---- choosing what to compare ---------------------------------------------------------------------------------
@@ -239,16 +247,19 @@ def side_for_outcome(comparison: Comparison, outcome: str) -> str:
 
 
 def record_vote(comparison: Comparison, voter, outcome: str, *, is_automatic: bool = False, judge: str = "") -> Vote:
-    """Store one vote (a, b, tie or both_bad); a second vote by the same voter on the same comparison is an error."""
+    """Store one vote (a, b, tie or both_bad). A second vote by the same voter on the same comparison is
+    AlreadyVoted; a vote on a set that is not blind is NotBlind (whoever casts it: a person, a judge, a script)."""
     if outcome not in OUTCOMES:
         raise CompareError(f"outcome must be one of {', '.join(OUTCOMES)} (got {outcome!r})")
+    if comparison.job_id is not None and not CompareJob.objects.filter(pk=comparison.job_id, blind=True).exists():
+        raise NotBlind("this comparison set is not blind: votes on it would not be fair")
     try:
         with transaction.atomic():
             return Vote.objects.create(
                 comparison=comparison, voter=voter, outcome=outcome, is_automatic=is_automatic, judge=judge
             )
     except IntegrityError:
-        raise CompareError(f"{voter} already voted on comparison {comparison.pk}") from None
+        raise AlreadyVoted(f"{voter} already voted on comparison {comparison.pk}") from None
 
 
 def job_summary(job: CompareJob, *, include_automatic: bool = False, automatic_only: bool = False) -> dict[str, int]:

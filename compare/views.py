@@ -85,8 +85,6 @@ def _refused(text: str) -> HttpResponseBadRequest:
 def vote(request, pk: int):
     """Record the key pressed (left, right, tie, both_bad), then reveal which version was on which side."""
     comparison = get_object_or_404(Comparison.objects.select_related("job", "prompt"), pk=pk)
-    if comparison.job is not None and not comparison.job.blind:
-        return _refused("this comparison set is not blind: votes on it would not be fair")
     try:
         outcome = services.outcome_for_side(comparison, request.POST.get("side", ""))
     except services.CompareError as exc:
@@ -96,8 +94,10 @@ def vote(request, pk: int):
         return _refused(f"Your vote on comparison {comparison.pk} would not be blind: {why}.")
     try:
         services.record_vote(comparison, request.user, outcome)
-    except services.CompareError:
+    except services.AlreadyVoted:
         pass  # a second press of the same key: show the reveal again
+    except services.CompareError as exc:  # a set that is not blind
+        return _refused(str(exc))
     vote = comparison.votes.get(voter=request.user)
     context = {"comparison": comparison, "job": comparison.job, "voted_side": services.side_for_outcome(comparison, vote.outcome)}
     template = "compare/_reveal.html" if request.htmx else "compare/reveal.html"

@@ -64,18 +64,24 @@ def folder_size(path: str | Path) -> int:
 def register_version(
     name: str, path: str | Path, *, parent: ModelVersion | None = None, kind: str = ModelVersion.FULL,
     base: ModelVersion | None = None, make_current: bool = True,
+    claim: Callable[[ModelVersion], None] | None = None,
 ) -> ModelVersion:
-    """Record a complete checkpoint folder as a version (and, by default, make it the current one)."""
+    """Record a complete checkpoint folder as a version (and, by default, make it the current one). `claim(version)`
+    runs in the same transaction: what the version belongs to (the training run that made it) is written with it,
+    or neither is."""
     path = Path(path)
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise GenerationError(f"{path} holds no checkpoint (no config.json or adapter_config.json)")
+    size = folder_size(path)
     with transaction.atomic():
         version = ModelVersion.objects.create(
             name=name, path=str(path), parent=parent, round=(parent.round + 1) if parent else 0, kind=kind,
-            base=base, size_bytes=folder_size(path),
+            base=base, size_bytes=size,
         )
         if make_current:
             set_current(version)
+        if claim is not None:
+            claim(version)
     return version
 
 

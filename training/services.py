@@ -522,10 +522,10 @@ def _register(run: TrainingRun, config: DPOConfig, out_tmp: Path) -> ModelVersio
                 # the version and its run's claim on it in one transaction: a version registered alone (the worker
                 # lost, a write failing before the run named it) belonged to no run, so no gate held it and the
                 # Train page offered to make it current with one click
-                with transaction.atomic():
-                    version = register_version(name, folder, parent=parent, kind=kind, base=base, make_current=False)
-                    TrainingRun.objects.filter(pk=run.pk).update(output_version=version,
-                                                                 decision=TrainingRun.Decision.CANDIDATE)
+                version = register_version(
+                    name, folder, parent=parent, kind=kind, base=base, make_current=False,
+                    claim=lambda v: TrainingRun.objects.filter(pk=run.pk).update(
+                        output_version=v, decision=TrainingRun.Decision.CANDIDATE))
             except IntegrityError:
                 continue  # registered meanwhile by another run: our folder moves on to the next free name
             break
