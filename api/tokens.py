@@ -9,6 +9,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from .models import ApiToken
@@ -39,6 +40,19 @@ def create_token(user, name: str) -> tuple[ApiToken, str]:
 def revoke_token(row: ApiToken) -> None:
     """Refuse the token from now on (kept, revoked, so the page and the admin show when)."""
     ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=timezone.now())
+
+
+def revoke_on_new_password(sender, instance, update_fields=None, **kwargs) -> None:
+    """pre_save of the user model: a new password (the change page, a reset, the admin, `changepassword`) revokes
+    the person's live tokens once it is stored. A token is a second password: one made from a stolen session kept
+    working after the victim changed theirs."""
+    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+        return
+    stored = type(instance).objects.filter(pk=instance.pk).values_list("password", flat=True).first()
+    if stored is not None and stored != instance.password:
+        user_id = instance.pk
+        transaction.on_commit(lambda: ApiToken.objects.filter(user_id=user_id, revoked__isnull=True).update(
+            revoked=timezone.now()))
 
 
 def user_for_token(token: str):

@@ -1,0 +1,62 @@
+"""An outside probe's findings: a token that outlived a password change, a new token carried in a cookie, and
+workers' raw errors (database hosts, users, paths) shown to annotators."""
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from api.models import ApiToken
+from api.tokens import create_token, user_for_token
+from compare.models import CompareJob
+from tests.compare.conftest import make_version
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_new_password_revokes_the_persons_tokens_whatever_way_it_is_set(annotator, staff, monkeypatch):
+    """The attack: with a stolen session, make a token on the account page; the victim changes their password,
+    and the token keeps working."""
+    annotator.set_password("first-Passw0rd!x")
+    annotator.save()
+    page = Client()
+    page.force_login(annotator)
+    page.post("/account/tokens/", {"name": "stolen"})
+    stolen_row = ApiToken.objects.get(user=annotator)
+    _, stolen = create_token(annotator, "made with the stolen session")
+    _, staffs = create_token(staff, "someone else's")
+    assert user_for_token(stolen) == annotator
+    answer = page.post("/accounts/password_change/", {"old_password": "first-Passw0rd!x", "new_password1": "n3w-Secret-pass!",
+                                             "new_password2": "n3w-Secret-pass!"})
+    assert answer.status_code == 302
+    assert user_for_token(stolen) is None and ApiToken.objects.get(pk=stolen_row.pk).revoked is not None
+    assert user_for_token(staffs) == staff  # another person's tokens stay
+    _, fresh = create_token(annotator, "after the change")
+    annotator.refresh_from_db()
+    annotator.last_name = "Renamed"
+    annotator.save()  # a save that keeps the password revokes nothing
+    assert user_for_token(fresh) == annotator
+    monkeypatch.setattr("getpass.getpass", lambda *a, **k: "an0ther-Secret-pass!")
+    call_command("changepassword", annotator.username)
+    assert user_for_token(fresh) is None
+
+
+def test_a_token_made_in_the_admin_never_travels_in_a_cookie(client, staff, annotator):
+    client.force_login(staff)
+    answer = client.post("/admin/api/apitoken/add/", {"user": annotator.pk, "name": "for Ann"})
+    prefix = ApiToken.objects.get(user=annotator).prefix
+    # the cookie storage compressed and signed the message, but anyone holding the cookie could decode it
+    assert "messages" not in answer.cookies and not client.cookies.get("messages", None)
+    page = client.get("/admin/api/apitoken/").content.decode()
+    assert "shown this once" in page and prefix in page  # shown once, on the page after
+
+
+def test_an_annotator_sees_that_a_set_failed_not_the_workers_error(client, annotator, staff):
+    leak = 'OperationalError: connection to server at "db.internal.corp" (10.1.2.3), user "prefloop_rw"'
+    job = CompareJob.objects.create(version_a=make_version("a"), version_b=make_version("b"), prompt_ids=[1],
+                                    total=2, status="failed", error=leak)
+    client.force_login(annotator)
+    page = client.get(f"/compare/sets/{job.pk}/").content.decode()
+    assert "db.internal.corp" not in page and "10.1.2.3" not in page and "staff can see" in page
+    client.force_login(staff)
+    assert "db.internal.corp" in client.get(f"/compare/sets/{job.pk}/").content.decode()
