@@ -468,11 +468,14 @@ def _progress_sql() -> str:
     """One statement for the four counters, counted from this person's side (few rows) and the open-queue index,
     never by scanning every pair. (The ORM took longer to build it than the database to answer it.)"""
     q = connection.ops.quote_name
-    pair, assignment, label = (q(model._meta.db_table) for model in (Pair, Assignment, Label))
-    # the condition of the pair_open_queue index, less the pairs the queue never serves (held back as near-duplicate
-    # answers, or the judge's): counted, they kept "remaining" above zero while the queue had nothing to give
+    pair, assignment, label, round_ = (q(model._meta.db_table) for model in (Pair, Assignment, Label, LabellingRound))
+    # the condition of the pair_open_queue index, less the pairs the queue never serves people: held back as
+    # near-duplicate answers, the judge's, a closed round's, or a routing round's not (yet) sent to people. Counted,
+    # they kept "remaining" above zero while the queue had nothing to give.
     is_open = (f"NOT p.is_gold AND p.labels_done < (p.labels_needed) AND p.route NOT IN "
-               f"('{Route.DUPLICATE.value}', '{Route.JUDGE.value}')")
+               f"('{Route.DUPLICATE.value}', '{Route.JUDGE.value}') AND NOT EXISTS (SELECT 1 FROM {round_} r WHERE "
+               f"r.id = p.round_id AND (r.closed_at IS NOT NULL OR (r.route_judge <> '' AND "
+               f"p.route <> '{Route.PEOPLE.value}')))")
     return (
         f"SELECT (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s),"
         f" (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s AND created >= %s),"
@@ -486,7 +489,8 @@ def open_pair_count() -> int:
     """Pairs in the queue that still want labels (gold pairs are shown among them, not counted): the same condition
     as progress_for's "remaining" before this person's own are taken off."""
     return Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).exclude(
-        route__in=(Route.DUPLICATE, Route.JUDGE)).count()
+        route__in=(Route.DUPLICATE, Route.JUDGE)).exclude(round__closed_at__isnull=False).exclude(
+        Q(round__route_judge__gt="") & ~Q(route=Route.PEOPLE)).count()
 
 
 def progress_for(user) -> Progress:

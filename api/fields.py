@@ -22,9 +22,10 @@ def _storable(text: str) -> str:
 
 
 def _not_bool(value):
-    """JSON true and false are not numbers (pydantic would take them as 1 and 0: `{"pair": true}` leased pair 1)."""
+    """JSON true and false are not numbers (pydantic would take them as 1 and 0: `{"pair": true}` leased pair 1,
+    `{"gold_rate": true}` made every pair served a gold pair)."""
     if isinstance(value, bool):
-        raise ValueError("expected a whole number, not true or false")
+        raise ValueError("expected a number, not true or false")
     return value
 
 
@@ -39,7 +40,8 @@ Text = Annotated[str, Field(max_length=20_000), AfterValidator(_storable)]
 Name = Annotated[str, Field(max_length=300), AfterValidator(_storable)]
 Comment = Annotated[str, Field(max_length=5000), AfterValidator(_storable)]  # as the label page's form takes it
 Reason = Annotated[str, Field(max_length=2000), AfterValidator(_storable)]  # a recorded why (VersionChange.reason)
-Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), BeforeValidator(_not_bool)]
+Seconds = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False), BeforeValidator(_not_bool)]
 
 
 class Body(Schema):

@@ -14,7 +14,7 @@ from pydantic import Field
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Pair
 
-from .fields import Body, Comment, Id, found
+from .fields import Body, Comment, Id, Seconds, found
 
 router = Router(tags=["labelling"])
 
@@ -80,7 +80,7 @@ class LabelIn(Body):
     side: Literal[LEFT, RIGHT, TIE, BOTH_BAD] = Field(description="left, right, tie or both_bad, as shown")  # type: ignore[valid-type]
     strength: Literal["", "slight", "clear"] = ""
     comment: Comment = ""
-    seconds: float | None = Field(None, ge=0, le=86400, allow_inf_nan=False)
+    seconds: Seconds | None = None
 
 
 class LabelOut(Schema):

@@ -25,6 +25,8 @@ from .models import CompareJob, Comparison, Vote
 from .services import CompareError, judge_comparisons
 from .stats import win_summary
 
+FOREGROUND = "foreground"  # part_of of a set the calling process owns (the evaluate command, a benchmark)
+
 
 def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:
     """The prompts an evaluation uses, oldest first (prompts typed on the compare page left out)."""
@@ -60,7 +62,8 @@ def evaluate(
 
     The set reads "running" while the judge votes and ends succeeded, cancelled or failed with it, so a set whose
     worker was lost is never shown as done: `part_of` (the key of the job evaluating, a loop run's) lets that job
-    end it, as it ends its other parts, when it finds its own worker was lost.
+    end it, as it ends its other parts, when it finds its own worker was lost. Without one the set is the calling
+    process's (FOREGROUND): no worker resumes it, and Cancel ends it once it has been silent for minutes.
     """
     if version_a.pk == version_b.pk:
         raise CompareError(f"choose two different versions (both are {version_a.name!r})")
@@ -71,10 +74,11 @@ def evaluate(
     except ValueError as exc:
         raise CompareError(str(exc)) from None
     answers = []
+    units = 3 * len(prompts)  # progress: each version's answers, then the judge's votes
     for k, version in enumerate((version_a, version_b)):
         def on_progress(done: float, total: int, offset: int = k * len(prompts)) -> None:
             if progress:
-                progress("answer", offset + done, 2 * len(prompts))
+                progress("answer", offset + done, units)
 
         answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
                                    on_partial=on_progress, should_stop=should_stop))
@@ -84,7 +88,8 @@ def evaluate(
             version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
             params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
             status=CompareJob.RUNNING, attempts=1, done=2 * n, total=2 * n, progress=1.0, started=timezone.now(),
-            claimed=timezone.now(), part_of=part_of, stage=f"answers stored; the judge votes on {n} comparisons",
+            # no job evaluating it: it is this process's, never the queue's (a worker starting would resume it)
+            claimed=timezone.now(), part_of=part_of or FOREGROUND, stage=f"answers stored; the judge votes on {n} comparisons",
         )
         comparisons = [
             Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],
@@ -101,8 +106,13 @@ def evaluate(
     def stop() -> bool:
         return tracker.should_stop() or bool(should_stop and should_stop())
 
+    def on_vote(done: int, total: int) -> None:
+        tracker.report(stage=f"the judge voted on {done} of {total} comparisons")
+        if progress:
+            progress("judge", 2 * n + done, units)
+
     try:
-        judge_comparisons(comparisons, judge, judge_path, account, should_stop=stop)
+        judge_comparisons(comparisons, judge, judge_path, account, should_stop=stop, on_vote=on_vote)
     except BaseException as exc:  # a cancel or a judge's failure: the set's page says its votes are partial
         partial = f"the judge stopped after {voted.count()} of {n} comparisons: its votes are partial"
         with contextlib.suppress(DatabaseError):  # (not in place of what went wrong, if that was the database)

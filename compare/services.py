@@ -216,7 +216,8 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
     if path:  # a stop from here keeps the comparisons and the votes stored so far
         tracker.report(stage=f"judging with {path}", force=True)
         judge_comparisons(job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk"),
-                          load_judge(path), path, judge_account(path), should_stop=tracker.should_stop)
+                          load_judge(path), path, judge_account(path), should_stop=tracker.should_stop,
+                          on_vote=lambda done, total: tracker.report(stage=f"judging with {path}: {done} of {total}"))
     lifecycle.finish(job, done=2 * n)
 
 
@@ -287,7 +288,7 @@ def load_judge(dotted_path: str) -> Judge:
 
 def judge_comparisons(
     comparisons: Iterable[Comparison], judge_callable: Judge, judge_name: str, voter, *,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: Callable[[], bool] | None = None, on_vote: Callable[[int, int], None] | None = None,
 ) -> list[Vote]:
     """Let a judge vote on each comparison this voter has not voted on yet; returns the new votes.
 
@@ -296,13 +297,17 @@ def judge_comparisons(
     argument. A judge that raises, or returns anything but "a", "b", "tie", "both_bad" or a probability in [0, 1]
     that the first is better, stops the run with a JudgeError naming the judge and the comparison; the votes
     stored before it stay. `should_stop()` is asked before each judge call and again before its vote is stored:
-    True raises JobCancelled, with the votes before it stored and none for the call in flight.
+    True raises JobCancelled, with the votes before it stored and none for the call in flight. `on_vote(done, total)`
+    is told after each comparison (a slow judge's progress: a job silent for minutes reads as lost).
     """
     votes = []
-    for comparison in comparisons:
+    comparisons = list(comparisons)
+    for done, comparison in enumerate(comparisons, 1):
         if should_stop and should_stop():
             raise JobCancelled
         if Vote.objects.filter(comparison=comparison, voter=voter).exists():
+            if on_vote:
+                on_vote(done, len(comparisons))
             continue
         left, right = (
             (comparison.response_a, comparison.response_b) if comparison.left_is_a
@@ -315,4 +320,6 @@ def judge_comparisons(
         side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
         votes.append(record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True,
                                  judge=judge_name))
+        if on_vote:
+            on_vote(done, len(comparisons))
     return votes

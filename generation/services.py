@@ -246,11 +246,12 @@ def check_pairing(pairing: str, judge: str, samples: int) -> None:
 def start_generation_job(
     version: ModelVersion | None = None, *, n_prompts: int, config: SamplingConfig | None = None, split: str = "train",
     tag: str = "", pairing: str = "random", judge: str = "", user=None, enqueue: bool = True, part_of: str = "",
-    with_reference: bool = False,
+    with_reference: bool = False, noted: dict | None = None,
 ) -> GenerationJob:
     """Choose the prompts now (so a resumed job samples the same ones) and queue the job. `part_of`: the key of the
     job that runs this one inside it (then `enqueue` is False). `with_reference`: only prompts with a reference
-    answer; with pairing "none" the job stores samples and makes no pair (a self-play round's sampling).
+    answer; with pairing "none" the job stores samples and makes no pair (a self-play round's sampling). `noted`:
+    what the job that runs this one records in its params with it (a loop run: the round), in the same write.
 
     With pairing "judge", the judge named by `judge` ranks each prompt's K samples in a round robin and the best
     meets the worst: K(K-1)/2 judge calls per prompt.
@@ -279,7 +280,7 @@ def start_generation_job(
             version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
             params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing,
                     "prompt_ids": prompt_ids, "chunk_prompts": chunk_prompts(config),
-                    **({"judge": judge} if judge else {})},
+                    **({"judge": judge} if judge else {}), **(noted or {})},
         )
     if enqueue:
         lifecycle.enqueue(job)

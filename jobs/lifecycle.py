@@ -11,17 +11,18 @@ import fnmatch
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, CharField, F, Value, When
+from django.db.models import Case, CharField, F, Q, Value, When
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 
 from prefloop.celery import app as celery_app
 
-from .models import ACTIVE, Job, Status
+from .models import ACTIVE, SILENT_AFTER_S, Job, Status
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +112,18 @@ def _logged(line: str) -> Concat:
 def fail(job: Job, message: str) -> None:
     """Mark the job failed with a message for a person; a job being cancelled ends cancelled, saying what stopped it."""
     now, model = timezone.now(), type(job)
-    # the stage it was in stays, said to be where it failed: "round 1: label" alone read as still labelling
-    failed_in = Case(When(stage="", then=Value("")),
-                     default=Substr(Concat(Value("failed in: "), F("stage"), output_field=CharField()), 1, 200))
     model.objects.filter(pk=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
-        status=Status.FAILED, error=message, finished=now, stage=failed_in)
+        status=Status.FAILED, error=message, finished=now, stage=_failed_in())
     model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(status=Status.CANCELLED, error=message,
                                                                       finished=now)
     job.refresh_from_db(fields=["status", "error", "finished", "stage"])
+
+
+def _failed_in() -> Case:
+    """The stage column, for an UPDATE that fails the job: the stage it was in stays, said to be where it failed
+    ("round 1: label" alone read as still labelling)."""
+    return Case(When(stage="", then=Value("")),
+                default=Substr(Concat(Value("failed in: "), F("stage"), output_field=CharField()), 1, 200))
 
 
 def finish(job: Job, **fields) -> None:
@@ -144,8 +149,10 @@ def cancel(job: Job) -> None:
         # it stops at its next check and stores nothing more (every end of a job is written only while it is active).
         reason = (f"cancelled after {round(silent / 60)} min without progress (its worker seems lost); "
                   "what it stored before stays")
-        ended = model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(
-            status=Status.CANCELLED, finished=now, stage=reason, log=_logged(reason))
+        cutoff = now - timedelta(seconds=SILENT_AFTER_S)  # silent still as it is ended (no report came meanwhile)
+        ended = model.objects.filter(
+            Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff), pk=job.pk, status=Status.CANCELLING,
+        ).update(status=Status.CANCELLED, finished=now, stage=reason, log=_logged(reason))
         if ended:
             end_parts(job, reason, Status.CANCELLED)
         job.refresh_from_db(fields=["status", "finished", "stage", "log"])
@@ -181,8 +188,10 @@ def end_parts(job: Job, reason: str, status: str = Status.FAILED) -> int:
     would, as only the job they are part of resumes or ends them. Returns how many."""
     count = 0
     for model in job_kinds():
+        # the stage too: a part ended with a stage of its work ("the judge votes on 8 comparisons") read as at work
+        stage = _failed_in() if status == Status.FAILED else Value(reason[:200])
         count += model.objects.filter(part_of=job.key, status__in=ACTIVE).update(
-            status=status, error=reason, finished=timezone.now(), log=_logged(reason))
+            status=status, error=reason, finished=timezone.now(), log=_logged(reason), stage=stage)
     return count
 
 

@@ -268,11 +268,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
             pairing = params.get("pairing", DEFAULT.pairing)
             job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
                                        pairing=pairing, judge=run.judge if pairing == "judge" else "", enqueue=False,
-                                       part_of=run.key, with_reference=spin)
+                                       part_of=run.key, with_reference=spin, noted={"loop_round": number})
         except GenerationError as exc:
             raise LoopError(f"round {number}: {exc}") from None
-        job.params = {**job.params, "loop_round": number}
-        job.save(update_fields=["params"])
     tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage)
     job = run_generation_job(job.pk, judge=judge, parents=[tracker])
     if job.status == job.CANCELLED:

@@ -183,6 +183,7 @@ def test_rows_whose_two_answers_are_one_text_are_not_added_and_are_named(staff_a
                                            {"prompt": "Q4", "chosen": "Good.", "rejected": "Bad."}])
     assert labelled["created"] == 1 and labelled["same_answers"] == [1]
     assert not Pair.objects.filter(prompt__text__in=["Q1", "Q3"]).exists()
+    assert not Prompt.objects.filter(text__in=["Q1", "Q3"]).exists()  # nor their prompts, which would be sampled
     # a pair of one text already stored (made before this check, or by hand) is not pulled nor exported either
     label_pair(make_pair(text_a="One text.", text_b="One text.").pk, annotator, "left")
     assert [r["prompt"] for r in staff_api.preferences()] == ["Q4"]
@@ -230,3 +231,7 @@ def test_a_count_in_a_request_body_is_a_number_not_true(staff_api):
     with pytest.raises(APIError) as refused:
         staff_api.post("/jobs/loop", {"rounds": True, "pairs": 4, "judge": "judges.rules:length_target"})
     assert refused.value.status == 400 and refused.value.errors[0]["field"] == "rounds"
+    staff_api.create_round(9)
+    with pytest.raises(APIError) as refused:  # stored as 1.0, it made every pair served a gold pair
+        staff_api.change_round(9, gold_rate=True)
+    assert refused.value.status == 400 and refused.value.errors[0]["field"] == "gold_rate"

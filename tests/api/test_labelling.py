@@ -146,3 +146,11 @@ def test_pairs_the_queue_never_serves_are_not_counted_as_remaining(annotator_api
     assert row["open_pairs"] == 0 and row["pairs"] == 2
     make_pair(round=round_)
     assert annotator_api.get("/label/progress")["remaining"] == 1 and open_pair_count() == 1
+    # a closed round's pairs, and a routing round's the judge has not sent to people, are not given either
+    from django.utils import timezone
+
+    make_pair(round=LabellingRound.objects.create(number=5, closed_at=timezone.now()))
+    routed = LabellingRound.objects.create(number=6, route_judge="judges.rules:length_target")
+    make_pair(round=routed)
+    make_pair(round=routed, route=Route.PEOPLE)
+    assert annotator_api.get("/label/progress")["remaining"] == 2 and open_pair_count() == 2

@@ -121,13 +121,35 @@ def test_the_set_reads_running_while_its_judge_votes_and_succeeded_only_after(ta
     seen = []
 
     def spy(prompt, first, second):
-        seen.append(CompareJob.objects.values_list("status", "part_of").get())
+        seen.append(CompareJob.objects.values_list("status", "part_of", "stage").get())
         return "tie"
 
-    result = evaluate(base, new, "spy", judge=spy, limit=3, part_of="looprun-7")
-    assert seen == [("running", "looprun-7")] * 3  # a lost loop worker's next attempt ends it (end_parts)
+    steps = []
+    result = evaluate(base, new, "spy", judge=spy, limit=3, part_of="looprun-7",
+                      progress=lambda stage, done, total: steps.append((stage, done, total)))
+    # a lost loop worker's next attempt ends it (end_parts); each vote is progress written, so a slow judge does
+    # not read as a lost worker (whose job Cancel ends at once)
+    assert [s[:2] for s in seen] == [("running", "looprun-7")] * 3
+    assert [s[2] for s in seen][1:] == ["the judge voted on 1 of 3 comparisons", "the judge voted on 2 of 3 comparisons"]
+    assert steps[-3:] == [("judge", 7, 9), ("judge", 8, 9), ("judge", 9, 9)]  # answers were 6 of the 9 steps
     job = CompareJob.objects.get(pk=result.job.pk)
     assert (job.status, job.stage, job.progress) == ("succeeded", "", 1.0)
+
+
+def test_a_set_the_evaluate_command_owns_is_never_resumed_by_a_worker(table):
+    """It was running with no owner, so a worker starting meanwhile took it as its lost work and judged it too."""
+    from compare.models import CompareJob
+    from jobs import lifecycle
+
+    base, new = table
+    sent = []
+
+    def a_worker_starts(prompt, first, second):
+        sent.append(lifecycle.requeue_interrupted())
+        return "tie"
+
+    evaluate(base, new, "spy", judge=a_worker_starts, limit=1)
+    assert sent == [{}] and CompareJob.objects.get().part_of == "foreground"
 
 
 def test_cancel_on_the_sets_own_page_stops_its_judge_and_keeps_the_votes(table, monkeypatch):

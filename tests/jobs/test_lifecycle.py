@@ -102,9 +102,11 @@ def test_a_job_lost_while_stopping_ends_cancelled_and_parts_of_a_lost_job_end_fa
     loop_run = jobs[3]
     part = TrainingRun.objects.create(input_version=ModelVersion.objects.get(name="v1"), status="running",
                                       part_of=loop_run.key)
+    TrainingRun.objects.filter(pk=part.pk).update(stage="training")
     assert lifecycle.end_parts(loop_run, "the loop's worker was lost") == 1
     part.refresh_from_db()
     assert part.status == "failed" and part.error == "the loop's worker was lost"
+    assert part.stage == "failed in: training"  # not "training", as if still at work
 
 
 @pytest.mark.parametrize("how", ["cancelled", "lost too often"])

@@ -36,8 +36,9 @@ class Command(PrefLoopCommand):
             raise CommandError(f"evaluate: --limit must be at least 1 (got {o['limit']})")
         if not 0 <= o["seed"] <= MAX_SEED:
             raise CommandError(f"evaluate: --seed must be from 0 to {MAX_SEED:,} (got {o['seed']})")
-        with tqdm(desc="answering", unit="answer") as bar:
+        with tqdm(desc="answering", unit="step") as bar:
             def progress(stage, done, total):
+                bar.set_description("answering" if stage == "answer" else "judging", refresh=False)
                 bar.total = total
                 bar.update(done - bar.n)
 

@@ -37,8 +37,9 @@ class Command(PrefLoopCommand):
             judge = services.load_judge(opts["judge"])
             voter = judge_account(opts["judge"])
             todo = comparisons.exclude(votes__voter=voter)
-            votes = services.judge_comparisons(tqdm(todo, total=todo.count(), desc="judging", unit="comparison"),
-                                               judge, opts["judge"], voter)
+            with tqdm(total=todo.count(), desc="judging", unit="comparison") as bar:
+                votes = services.judge_comparisons(todo, judge, opts["judge"], voter,
+                                                   on_vote=lambda done, total: bar.update(done - bar.n))
         except (services.CompareError, services.JudgeError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"{opts['judge']}: {len(votes)} new vote{'s' if len(votes) != 1 else ''}")
