@@ -393,7 +393,10 @@ def _resubmitted(label: Label, side: str, strength: str, comment: str) -> Label:
 
 
 def undo_last_label(user) -> Assignment | None:
-    """Take back this person's last label if it is under a minute old; its pair is leased to them again."""
+    """Take back this person's last label if it is under a minute old; its pair is leased to them again. A gold
+    pair's label is kept, as one too old is (None): the first answer is what gold accuracy measures, and an annotator
+    who could tell a gold pair after answering it (from the counters, say) took a wrong answer back and answered
+    again."""
     now = timezone.now()
     # Only a label given through a lease (so on a pair this person was shown) comes back to them.
     leased = Assignment.objects.filter(pair_id=OuterRef("pair_id"), annotator=user, state=Assignment.DONE)
@@ -404,7 +407,7 @@ def undo_last_label(user) -> Assignment | None:
             .order_by("-created", "-pk")
             .first()
         )
-        if label is None:
+        if label is None or Pair.objects.filter(pk=label.pair_id, is_gold=True).exists():
             return None
         pair_id = label.pair_id
         # Its round first, locked as closing locks it: an undo and a closing at the same moment come one after the
@@ -440,9 +443,11 @@ def skip(user, pair: Pair | int) -> Assignment:
 
 
 def skipped_pairs(user) -> list[Assignment]:
-    """The pairs this person skipped that still want labels, oldest skip first: their list to return to."""
-    return list(Assignment.objects.filter(annotator=user, state=Assignment.SKIPPED, pair__is_gold=False,
-                                          pair__labels_done__lt=F("pair__labels_needed"))
+    """The pairs this person skipped that still want labels, oldest skip first: their list to return to. A gold pair
+    is listed like any other (it wants every person's label): left off, its absence told which skipped pair was
+    gold, before it was answered."""
+    wanted = Q(pair__is_gold=True) | Q(pair__labels_done__lt=F("pair__labels_needed"))
+    return list(Assignment.objects.filter(wanted, annotator=user, state=Assignment.SKIPPED)
                 .select_related("pair__prompt").order_by("leased_at", "pk"))
 
 
@@ -455,7 +460,7 @@ def return_to_skipped(user, pair: Pair | int) -> Assignment:
         skipped = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.SKIPPED).first()
         if skipped is None:
             raise LabelError(f"pair {pair_id} is not on your skipped list")
-        if not Pair.objects.filter(pk=pair_id, labels_done__lt=F("labels_needed")).exists():
+        if not Pair.objects.filter(Q(is_gold=True) | Q(labels_done__lt=F("labels_needed")), pk=pair_id).exists():
             raise LabelError(f"pair {pair_id} has all the labels it needs now: nothing to return to")
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()
         skipped.state, skipped.expires_at = Assignment.LEASED, _lease_expiry(now)

@@ -1,0 +1,32 @@
+"""An outside probe's attack on gold pairs, the annotators' quality check: tell a gold pair apart, then answer it
+with care. The skipped list left gold pairs out (so a skipped pair missing from it was gold, before it was answered)
+and undo gave a gold pair back to answer again once the counters had told it."""
+import pytest
+
+from annotate.models import Label
+from annotate.services import label_pair, lease_pair, return_to_skipped, skip, skipped_pairs, undo_last_label
+from tests.annotate.factories import make_pair
+
+pytestmark = pytest.mark.django_db
+
+
+def _gold():
+    return make_pair(is_gold=True, gold_choice="a", labels_needed=1)
+
+
+def test_a_skipped_gold_pair_is_listed_like_any_other_and_can_be_returned_to(annotator):
+    gold, regular = _gold(), make_pair()
+    for pair in (gold, regular):
+        lease_pair(pair.pk, annotator)
+        skip(annotator, pair)
+    assert {a.pair_id for a in skipped_pairs(annotator)} == {gold.pk, regular.pk}
+    assert return_to_skipped(annotator, gold).pair_id == gold.pk
+
+
+def test_a_gold_pairs_answer_cannot_be_taken_back(annotator):
+    gold, regular = _gold(), make_pair()
+    label_pair(gold.pk, annotator, "right")  # wrong: the gold answer is a
+    assert undo_last_label(annotator) is None  # as for a label too old to undo: the first answer stands
+    assert Label.objects.get(pair=gold).choice == "b"
+    label_pair(regular.pk, annotator, "left")
+    assert undo_last_label(annotator).pair_id == regular.pk  # a regular pair's label is taken back as before
