@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import unicodedata
+from datetime import timedelta
 
 from axes.models import AccessAttempt
 from django.conf import settings
@@ -23,8 +24,8 @@ from django.contrib import messages
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
-from django.core.exceptions import ValidationError
-from django.db.models import Max
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Max, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.response import TemplateResponse
@@ -81,6 +82,31 @@ def client_address(request: HttpRequest) -> str | None:
     return _valid_address(hops[-proxies]) or remote
 
 
+def _address_failures(address: str):
+    """This address's failed sign-ins within the window, over every name (axes keeps a row per name and address)."""
+    since = timezone.now() - timedelta(seconds=settings.PREFLOOP_LOGIN_WINDOW_SECONDS)
+    return AccessAttempt.objects.filter(ip_address=address, attempt_time__gte=since).aggregate(
+        n=Sum("failures_since_start"), last=Max("attempt_time"))
+
+
+class AddressThrottleBackend:
+    """First of the authentication backends: refuses every sign-in from an address with
+    PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS failures within the window, whatever the name. The lock per name and
+    address (axes) never slowed a spray: a few guesses at every account's password from one address. The limit is
+    looser than the one per name, so people behind one office address are not locked out by each other's typos.
+    It has no get_user (nor BaseBackend's, which finds no one): a session is never this backend's to restore."""
+
+    def authenticate(self, request, **credentials):
+        address = client_address(request) if request is not None else None
+        if address is None:
+            return None
+        if (_address_failures(address)["n"] or 0) >= settings.PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS:
+            request.axes_locked_out = True  # AxesMiddleware answers with lockout_response
+            request.prefloop_address_locked = True
+            raise PermissionDenied("too many failed sign-ins from this address")
+        return None
+
+
 def seconds_locked(username: str | None, address: str | None) -> int:
     """How long sign-ins for this name from this address stay refused (at least 1 while locked)."""
     last = AccessAttempt.objects.filter(username=username, ip_address=address).aggregate(t=Max("attempt_time"))["t"]
@@ -94,11 +120,18 @@ def lockout_response(
     request: HttpRequest, original_response: HttpResponse | None = None, credentials: dict | None = None
 ) -> HttpResponse:
     """The sign-in page that was posted to (the app's or the admin's), empty, with a message and status 429."""
-    wait = seconds_locked(lockout_username(request, credentials), getattr(request, "axes_ip_address", None))
+    if getattr(request, "prefloop_address_locked", False):
+        last = _address_failures(client_address(request))["last"]
+        left = settings.PREFLOOP_LOGIN_WINDOW_SECONDS if last is None else (
+            (last - timezone.now()).total_seconds() + settings.PREFLOOP_LOGIN_WINDOW_SECONDS)
+        wait, what = max(1, math.ceil(left)), "from this address"
+    else:
+        wait = seconds_locked(lockout_username(request, credentials), getattr(request, "axes_ip_address", None))
+        what = "for this username"
     minutes = math.ceil(wait / 60)
     messages.error(
         request,
-        f"Too many failed sign-in attempts for this username. Try again in {minutes} minute"
+        f"Too many failed sign-in attempts {what}. Try again in {minutes} minute"
         f"{'s' if minutes != 1 else ''}, or ask an administrator to unlock it.",
     )
     if isinstance(original_response, TemplateResponse) and original_response.context_data:

@@ -180,7 +180,11 @@ PREFLOOP_LOGIN_WINDOW_SECONDS = _env_number("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 
 # Proxies in front of the web app that append the client's address to X-Forwarded-For (0: none; the header is
 # then ignored, as anyone can send it).
 PREFLOOP_TRUSTED_PROXY_COUNT = _env_number("PREFLOOP_TRUSTED_PROXY_COUNT", 0, int, low=0)
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# And a looser limit per address alone: PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS failures from one address within the
+# window, over every name, refuse sign-ins from it (a few guesses at every account's password were never slowed).
+PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS = _env_number("PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, int, low=1)
+AUTHENTICATION_BACKENDS = ["prefloop.lockout.AddressThrottleBackend", "axes.backends.AxesStandaloneBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = PREFLOOP_LOGIN_MAX_FAILURES
 AXES_COOLOFF_TIME = timedelta(seconds=PREFLOOP_LOGIN_WINDOW_SECONDS)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]

@@ -181,12 +181,13 @@ def test_the_failure_settings_drive_axes(tmp_path):
                PREFLOOP_LOGIN_MAX_FAILURES="4", PREFLOOP_LOGIN_WINDOW_SECONDS="90")
     code = ("import django, json; django.setup(); from django.conf import settings as s; print(json.dumps("
             "[s.AXES_FAILURE_LIMIT, s.AXES_COOLOFF_TIME.total_seconds(), s.AXES_LOCKOUT_PARAMETERS, "
-            "s.AUTHENTICATION_BACKENDS[0], 'axes.middleware.AxesMiddleware' in s.MIDDLEWARE]))")
+            "s.AUTHENTICATION_BACKENDS[:2], 'axes.middleware.AxesMiddleware' in s.MIDDLEWARE]))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [
-        4, 90.0, [["username", "ip_address"]], "axes.backends.AxesStandaloneBackend", True]
+        4, 90.0, [["username", "ip_address"]],
+        ["prefloop.lockout.AddressThrottleBackend", "axes.backends.AxesStandaloneBackend"], True]
 
 
 @pytest.mark.django_db
@@ -222,3 +223,22 @@ def test_the_password_change_form_still_changes_the_password(admin_user):
     wrong = client.post(reverse("password_change"),
                         {"old_password": "nope", "new_password1": "Other-pass!9", "new_password2": "Other-pass!9"})
     assert wrong.status_code == 200 and "Your old password was entered incorrectly" in wrong.content.decode()
+
+
+def test_guessing_a_few_passwords_of_every_account_from_one_address_is_stopped(admin_user, django_user_model, settings):
+    """The probe's spray: 9 guesses at each of 40 names from one address, each name under its own limit of 10, and
+    360 sign-ins were never slowed. Now the address is refused once it has failed PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS
+    times in the window, whatever the names; another address is not."""
+    settings.PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS = 20
+    for k in range(8):
+        django_user_model.objects.create_user(f"person{k}", password=f"right-{k}-Passw0rd")
+    sprayer = Client(REMOTE_ADDR="203.0.113.9")
+    statuses = [sign_in(sprayer, APP_LOGIN, f"person{k}", guess).status_code
+                for k in range(8) for guess in ("123456", "password", "letmein")]
+    assert statuses[:20] == [200] * 20 and set(statuses[20:]) == {429}
+    refused = sign_in(sprayer, APP_LOGIN, "person0", "right-0-Passw0rd")  # even a right guess
+    assert refused.status_code == 429 and not signed_in(sprayer)
+    assert "from this address" in refused.content.decode() and int(refused["Retry-After"]) > 0
+    colleague = Client(REMOTE_ADDR="203.0.113.10")
+    sign_in(colleague, APP_LOGIN, "person1", "right-1-Passw0rd")
+    assert signed_in(colleague)
