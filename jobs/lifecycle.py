@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 WRITE_EVERY_S = 1.0  # progress writes at most this often (the page polls every second)
 CHECK_EVERY_S = 0.5  # the database is asked whether to stop at most this often
+ALIVE_EVERY_S = 30.0  # and told the worker is alive (Job.alive_at) at most this often
 
 
 class JobCancelled(Exception):
@@ -141,17 +142,20 @@ def cancel(job: Job) -> None:
     model.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         status=Status.CANCELLED, finished=now, stage="cancelled before it started")
     model.objects.filter(pk=job.pk, status=Status.RUNNING).update(status=Status.CANCELLING)
-    job.refresh_from_db(fields=["status", "finished", "stage", "updated", "claimed"])
+    job.refresh_from_db(fields=["status", "finished", "stage", "updated", "claimed", "alive_at"])
     silent = job.silent_seconds
     if job.status == Status.CANCELLING and silent is not None:
-        # Its worker wrote nothing for minutes: it is likely gone (killed, its machine lost), and the job stayed
-        # "cancelling" until some worker of its queue started again. End it now; were the worker alive after all,
-        # it stops at its next check and stores nothing more (every end of a job is written only while it is active).
-        reason = (f"cancelled after {round(silent / 60)} min without progress (its worker seems lost); "
+        # Its worker wrote no progress and asked nothing for minutes (a live one asks whether to stop every second or
+        # so, and says it is alive every ALIVE_EVERY_S): it is likely gone (killed, its machine lost), and the job
+        # stayed "cancelling" until some worker of its queue started again. End it now; a worker alive after all
+        # (in a step that asks nothing, a model loading) stops at its next check, and every end of a job is written
+        # only while it is active.
+        reason = (f"cancelled after {round(silent / 60)} min without a word from its worker (it seems lost); "
                   "what it stored before stays")
         cutoff = now - timedelta(seconds=SILENT_AFTER_S)  # silent still as it is ended (no report came meanwhile)
         ended = model.objects.filter(
-            Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff), pk=job.pk, status=Status.CANCELLING,
+            Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff),
+            Q(alive_at__isnull=True) | Q(alive_at__lt=cutoff), pk=job.pk, status=Status.CANCELLING,
         ).update(status=Status.CANCELLED, finished=now, stage=reason, log=_logged(reason))
         if ended:
             end_parts(job, reason, Status.CANCELLED)
@@ -239,7 +243,7 @@ class Tracker:
 
     def __init__(self, job: Job, *, parents: Iterable[Tracker] = ()):
         self.job, self.parents = job, list(parents)
-        self._checked, self._stop = 0.0, False
+        self._checked, self._stop, self._alive = 0.0, False, 0.0
         self._written = 0.0
         self._rate_from_claim = True  # until this attempt's first progress is written
         # Set by a job that runs others inside it: told each child report (fraction, stage), so its own bar moves.
@@ -251,6 +255,9 @@ class Tracker:
         now = time.monotonic()
         if now - self._checked >= CHECK_EVERY_S:
             self._checked = now
+            if now - self._alive >= ALIVE_EVERY_S:  # a stage that writes no progress still shows its worker is alive
+                self._alive = now
+                type(self.job).objects.filter(pk=self.job.pk).update(alive_at=timezone.now())
             status = type(self.job).objects.values_list("status", flat=True).get(pk=self.job.pk)
             self._stop = status in (Status.CANCELLING, Status.CANCELLED)
         self._stop = self._stop or any(parent.should_stop() for parent in self.parents)

@@ -59,6 +59,10 @@ class Job(models.Model):
     claimed = models.DateTimeField(null=True, blank=True, help_text="When the current attempt began.")
     claimed_progress = models.FloatField(default=0.0)
     updated = models.DateTimeField(null=True, blank=True, help_text="When progress was last written.")
+    alive_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When its worker last showed it was alive: it asks whether to stop every second or so, and says so "
+                  "at most every half minute, in stages that write no progress too (loading, reference log-probs).")
     part_of = models.CharField(
         max_length=80, blank=True, db_index=True,
         help_text="The job this one runs inside (app_label.model:pk): that job resumes or ends it, not the queue.",
@@ -86,9 +90,9 @@ class Job(models.Model):
 
     @property
     def silent_seconds(self) -> float | None:
-        """How long a running (or stopping) job has written no progress, once that is over SILENT_AFTER_S: its
-        worker may be gone. None otherwise."""
-        last = self.updated or self.claimed
+        """How long a running (or stopping) job has given no sign of its worker (no progress written, no check for a
+        stop), once that is over SILENT_AFTER_S: its worker may be gone. None otherwise."""
+        last = max((t for t in (self.updated, self.claimed, self.alive_at) if t is not None), default=None)
         if self.status not in (Status.RUNNING, Status.CANCELLING) or last is None:
             return None
         silent = (timezone.now() - last).total_seconds()

@@ -265,10 +265,10 @@ def test_cancel_ends_a_job_whose_worker_seems_lost_at_once_with_the_jobs_inside_
         assert 'data-status="cancelling"' in html and "is its worker running?" in html and "hx-post=" in html
         lifecycle.cancel(running)
         assert running.status == "cancelled" and not running.is_active, type(job).__name__
-        assert running.stage.startswith("cancelled after 12 min without progress (its worker seems lost)")
-        assert "its worker seems lost" in running.log and running.finished is not None
+        assert running.stage.startswith("cancelled after 12 min without a word from its worker (it seems lost)")
+        assert "it seems lost" in running.log and running.finished is not None
     part.refresh_from_db()
-    assert part.status == "cancelled" and "its worker seems lost" in part.error
+    assert part.status == "cancelled" and "it seems lost" in part.error
 
 
 def test_cancel_asks_a_job_that_is_writing_progress_to_stop_and_does_not_end_it(jobs):
@@ -277,3 +277,18 @@ def test_cancel_asks_a_job_that_is_writing_progress_to_stop_and_does_not_end_it(
     GenerationJob.objects.filter(pk=job.pk).update(claimed=timezone.now() - timedelta(minutes=30))  # a long job
     lifecycle.cancel(job)
     assert job.status == "cancelling" and job.finished is None  # its worker is alive: it stops and says what it kept
+
+
+def test_a_worker_in_a_step_that_writes_no_progress_still_shows_it_is_alive(jobs):
+    """Reference log-probs, an SFT warm start, a judge loading write no progress for minutes; the worker asks whether
+    to stop all along, and that now says it is alive: no "is its worker running?", and Cancel does not end it."""
+    job = lifecycle.claim(TrainingRun, jobs[1].pk)
+    long_ago = timezone.now() - timedelta(minutes=20)
+    TrainingRun.objects.filter(pk=job.pk).update(claimed=long_ago, updated=long_ago)
+    job.refresh_from_db()
+    assert job.silent_seconds is not None  # before the worker asks again
+    assert not Tracker(job).should_stop()  # asked from inside the silent step
+    job.refresh_from_db()
+    assert job.silent_seconds is None and job.alive_at is not None
+    lifecycle.cancel(job)
+    assert job.status == "cancelling" and job.finished is None

@@ -51,7 +51,7 @@ def test_a_job_silent_for_minutes_says_so_instead_of_a_frozen_estimate():
                                      progress=0.5, done=5, total=10, claimed=now - timedelta(minutes=20),
                                      updated=now - timedelta(minutes=10))
     html = render_to_string("jobs/_progress.html", {"job": run})
-    assert "no progress written for 10 min: is its worker running?" in html and "left" not in html
+    assert "no word from its worker for 10 min: is its worker running?" in html and "left" not in html
     run.updated = now - timedelta(seconds=20)  # a live job: its estimate, no warning
     html = render_to_string("jobs/_progress.html", {"job": run})
     assert "about" in html and "left" in html and "no progress written" not in html
