@@ -46,7 +46,12 @@ def revoke_on_new_password(sender, instance, update_fields=None, **kwargs) -> No
     """pre_save of the user model: a new password (the change page, a reset, the admin, `changepassword`) revokes
     the person's live tokens once it is stored. A token is a second password: one made from a stolen session kept
     working after the victim changed theirs."""
-    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+    # Django marks a password set with set_password (the raw text kept until saved, for its own password_changed
+    # hook), and unmarks it for the re-hash it does at sign-in when its hasher's settings move on (an upgrade): that
+    # is not a new password, and must not revoke every token at everyone's next sign-in.
+    if instance.pk is None or getattr(instance, "_password", None) is None:
+        return
+    if update_fields is not None and "password" not in update_fields:
         return
     stored = type(instance).objects.filter(pk=instance.pk).values_list("password", flat=True).first()
     if stored is not None and stored != instance.password:

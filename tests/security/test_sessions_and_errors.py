@@ -60,3 +60,20 @@ def test_an_annotator_sees_that_a_set_failed_not_the_workers_error(client, annot
     assert "db.internal.corp" not in page and "10.1.2.3" not in page and "staff can see" in page
     client.force_login(staff)
     assert "db.internal.corp" in client.get(f"/compare/sets/{job.pk}/").content.decode()
+
+
+def test_the_rehash_at_sign_in_after_an_upgrade_revokes_nothing(annotator, settings):
+    """Django stores the password again, re-hashed, at the first sign-in after its hasher's settings change (every
+    Django upgrade raises the iterations): that is not a new password."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    annotator.set_password("same-Passw0rd!")
+    annotator.save()
+    _, token = create_token(annotator, "pipeline")
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher",
+                                 "django.contrib.auth.hashers.MD5PasswordHasher"]
+    page = Client()
+    assert page.post("/accounts/login/", {"username": annotator.username, "password": "same-Passw0rd!"}).status_code == 302
+    annotator.refresh_from_db()
+    assert annotator.password.startswith("pbkdf2_")  # re-hashed and stored
+    assert user_for_token(token) == annotator
