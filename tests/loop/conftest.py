@@ -24,3 +24,17 @@ def loop_base(db, tiny_model_dir, settings, tmp_path):
             Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
 
     return base, make
+
+
+@pytest.fixture
+def loop_run(loop_base, settings):
+    """A one-round loop run of 4 pairs over 8 train prompts (tag "t"), evaluated on 3 eval prompts; not started."""
+    from loop.services import start_loop_run
+
+    from .test_run_loop import JUDGE, PARAMS
+
+    _, make = loop_base
+    make(train=8, eval=3)
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
+    return start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS, enqueue=False,
+                          preset="all")

@@ -9,19 +9,8 @@ from compare.models import Vote
 from generation.models import ModelVersion
 from jobs import lifecycle
 from loop.models import LoopRun
-from loop.services import run_loop, start_loop_run
+from loop.services import run_loop
 from training.models import TrainingRun
-
-from .test_run_loop import JUDGE, PARAMS
-
-
-@pytest.fixture
-def loop_run(loop_base, settings):
-    _, make = loop_base
-    make(train=8, eval=3)
-    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
-    return start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS, enqueue=False,
-                          preset="all")
 
 
 def _cancel_first(monkeypatch, module, name, run):

@@ -7,22 +7,11 @@ import loop.services as loop_services
 from generation import services as generation_services
 from generation.models import GenerationJob, Response
 from loop.models import LoopRun
-from loop.services import run_loop, start_loop_run
-
-from .test_run_loop import JUDGE, PARAMS
+from loop.services import run_loop
 
 
 class WorkerLost(BaseException):
     """What the worker's process does to the code running in it when it is killed: nothing after it runs."""
-
-
-@pytest.fixture
-def loop_run(loop_base, settings):
-    _, make = loop_base
-    make(train=8, eval=3)
-    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
-    return start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS, enqueue=False,
-                          preset="all")
 
 
 def _lost_once(monkeypatch, module, name):
