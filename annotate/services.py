@@ -443,11 +443,12 @@ def skip(user, pair: Pair | int) -> Assignment:
 
 
 def skipped_pairs(user) -> list[Assignment]:
-    """The pairs this person skipped that still want labels, oldest skip first: their list to return to. A gold pair
-    is listed like any other (it wants every person's label): left off, its absence told which skipped pair was
-    gold, before it was answered."""
-    wanted = Q(pair__is_gold=True) | Q(pair__labels_done__lt=F("pair__labels_needed"))
-    return list(Assignment.objects.filter(wanted, annotator=user, state=Assignment.SKIPPED)
+    """The pairs this person skipped in rounds still open, oldest skip first: their list to return to. Every such pair
+    stays listed, one others have given all its labels too (returned to, its label is one more): a gold pair wants
+    every person's label, so a list that dropped filled pairs kept gold ones alone, and what stayed on it was gold,
+    before it was answered."""
+    open_round = Q(pair__round__isnull=True) | Q(pair__round__closed_at__isnull=True)
+    return list(Assignment.objects.filter(open_round, annotator=user, state=Assignment.SKIPPED)
                 .select_related("pair__prompt").order_by("leased_at", "pk"))
 
 
@@ -460,8 +461,8 @@ def return_to_skipped(user, pair: Pair | int) -> Assignment:
         skipped = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.SKIPPED).first()
         if skipped is None:
             raise LabelError(f"pair {pair_id} is not on your skipped list")
-        if not Pair.objects.filter(Q(is_gold=True) | Q(labels_done__lt=F("labels_needed")), pk=pair_id).exists():
-            raise LabelError(f"pair {pair_id} has all the labels it needs now: nothing to return to")
+        if not Pair.objects.filter(Q(round__isnull=True) | Q(round__closed_at__isnull=True), pk=pair_id).exists():
+            raise LabelError(f"pair {pair_id} is in a labelling round that has closed: nothing to return to")
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()
         skipped.state, skipped.expires_at = Assignment.LEASED, _lease_expiry(now)
         skipped.save(update_fields=["state", "expires_at"])

@@ -7,8 +7,10 @@ class ApiConfig(AppConfig):
 
     def ready(self) -> None:
         from django.contrib.auth import get_user_model
-        from django.db.models.signals import pre_save
+        from django.db.models.signals import post_save, pre_save
 
-        from .tokens import revoke_on_new_password
+        from .tokens import note_new_password, revoke_on_new_password
 
-        pre_save.connect(revoke_on_new_password, sender=get_user_model(), dispatch_uid="api-revoke-on-new-password")
+        user = get_user_model()
+        pre_save.connect(note_new_password, sender=user, dispatch_uid="api-note-new-password")
+        post_save.connect(revoke_on_new_password, sender=user, dispatch_uid="api-revoke-on-new-password")

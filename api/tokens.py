@@ -9,6 +9,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth.hashers import is_password_usable
 from django.db import transaction
 from django.utils import timezone
 
@@ -42,19 +43,28 @@ def revoke_token(row: ApiToken) -> None:
     ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=timezone.now())
 
 
-def revoke_on_new_password(sender, instance, update_fields=None, **kwargs) -> None:
-    """pre_save of the user model: a new password (the change page, a reset, the admin, `changepassword`) revokes
-    the person's live tokens once it is stored. A token is a second password: one made from a stolen session kept
-    working after the victim changed theirs."""
-    # Django marks a password set with set_password (the raw text kept until saved, for its own password_changed
-    # hook), and unmarks it for the re-hash it does at sign-in when its hasher's settings move on (an upgrade): that
-    # is not a new password, and must not revoke every token at everyone's next sign-in.
-    if instance.pk is None or getattr(instance, "_password", None) is None:
+def note_new_password(sender, instance, update_fields=None, **kwargs) -> None:
+    """pre_save of the user model: whether the save stores a new password (the change page, a reset, the admin,
+    `changepassword`, a password disabled), to revoke the person's live tokens once it is stored (revoke_on_new_password).
+    A token is a second password: one made from a stolen session kept working after the victim changed theirs.
+
+    Django marks a password set with set_password (the raw text kept until saved), and unmarks it for the re-hash it
+    does at sign-in when its hasher's settings move on (an upgrade): that is no new password, and must not revoke
+    every token at everyone's next sign-in. A password made unusable is never marked, and always counts."""
+    instance._revoke_tokens = False
+    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
         return
-    if update_fields is not None and "password" not in update_fields:
+    if getattr(instance, "_password", None) is None and is_password_usable(instance.password):
         return
     stored = type(instance).objects.filter(pk=instance.pk).values_list("password", flat=True).first()
-    if stored is not None and stored != instance.password:
+    instance._revoke_tokens = stored is not None and stored != instance.password
+
+
+def revoke_on_new_password(sender, instance, **kwargs) -> None:
+    """post_save of the user model: the new password is written; its owner's tokens end with the transaction (at
+    once outside one). Revoked before the write, a token made in between from the old session outlived it."""
+    if getattr(instance, "_revoke_tokens", False):
+        instance._revoke_tokens = False
         user_id = instance.pk
         transaction.on_commit(lambda: ApiToken.objects.filter(user_id=user_id, revoked__isnull=True).update(
             revoked=timezone.now()))

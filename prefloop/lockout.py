@@ -82,11 +82,19 @@ def client_address(request: HttpRequest) -> str | None:
     return _valid_address(hops[-proxies]) or remote
 
 
-def _address_failures(address: str):
-    """This address's failed sign-ins within the window, over every name (axes keeps a row per name and address)."""
+def _address_failures(address: str) -> dict:
+    """This address's failed sign-ins within the window, over every name (axes keeps a row per name and address):
+    {"n": how many, "last": when}. An IPv6 address counts with its /64, the network one client is usually given
+    (counted one address at a time, a new address for each guess was never slowed)."""
     since = timezone.now() - timedelta(seconds=settings.PREFLOOP_LOGIN_WINDOW_SECONDS)
-    return AccessAttempt.objects.filter(ip_address=address, attempt_time__gte=since).aggregate(
-        n=Sum("failures_since_start"), last=Max("attempt_time"))
+    recent = AccessAttempt.objects.filter(attempt_time__gte=since)
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4 or ip.ipv4_mapped:
+        return recent.filter(ip_address=address).aggregate(n=Sum("failures_since_start"), last=Max("attempt_time"))
+    network = ipaddress.ip_network(f"{ip}/64", strict=False)
+    rows = [(n, t) for a, n, t in recent.filter(ip_address__contains=":").values_list(
+        "ip_address", "failures_since_start", "attempt_time") if _valid_address(a) and ipaddress.ip_address(a) in network]
+    return {"n": sum(n for n, _ in rows), "last": max((t for _, t in rows), default=None)}
 
 
 class AddressThrottleBackend:

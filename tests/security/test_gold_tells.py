@@ -30,3 +30,26 @@ def test_a_gold_pairs_answer_cannot_be_taken_back(annotator):
     assert Label.objects.get(pair=gold).choice == "b"
     label_pair(regular.pk, annotator, "left")
     assert undo_last_label(annotator).pair_id == regular.pk  # a regular pair's label is taken back as before
+
+
+def test_what_stays_on_the_skipped_list_tells_nothing(annotator, django_user_model):
+    """A list that dropped pairs others had filled kept gold pairs alone: what stayed was gold. Every skipped pair
+    of an open round stays; a closed round's all go."""
+    from django.utils import timezone
+
+    from annotate.models import LabellingRound
+    from annotate.services import LabelError
+    from tests.annotate.factories import make_round
+
+    round_ = make_round(number=7)
+    gold, regular = make_pair(is_gold=True, gold_choice="a", round=round_), make_pair(round=round_)
+    for pair in (gold, regular):
+        lease_pair(pair.pk, annotator)
+        skip(annotator, pair)
+    label_pair(regular.pk, django_user_model.objects.create_user("other"), "left")  # filled by someone else
+    assert {a.pair_id for a in skipped_pairs(annotator)} == {gold.pk, regular.pk}
+    assert return_to_skipped(annotator, regular).pair_id == regular.pk  # its label is one more
+    LabellingRound.objects.filter(pk=round_.pk).update(closed_at=timezone.now())
+    assert skipped_pairs(annotator) == []
+    with pytest.raises(LabelError, match="closed"):
+        return_to_skipped(annotator, gold)

@@ -242,3 +242,14 @@ def test_guessing_a_few_passwords_of_every_account_from_one_address_is_stopped(a
     colleague = Client(REMOTE_ADDR="203.0.113.10")
     sign_in(colleague, APP_LOGIN, "person1", "right-1-Passw0rd")
     assert signed_in(colleague)
+
+
+def test_a_new_ipv6_address_for_each_guess_is_counted_with_its_network(admin_user, settings):
+    """One IPv6 client is given a /64: counted one address at a time, a new address per guess was never slowed."""
+    settings.PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS = 5
+    statuses = [sign_in(Client(REMOTE_ADDR=f"2001:db8:1:2::{k:x}"), APP_LOGIN, f"name{k}", "guess").status_code
+                for k in range(1, 9)]
+    assert statuses[:5] == [200] * 5 and set(statuses[5:]) == {429}
+    neighbour = Client(REMOTE_ADDR="2001:db8:1:3::1")  # another network
+    sign_in(neighbour, APP_LOGIN, "admin", PASSWORD)
+    assert signed_in(neighbour)

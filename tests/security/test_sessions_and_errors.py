@@ -77,3 +77,27 @@ def test_the_rehash_at_sign_in_after_an_upgrade_revokes_nothing(annotator, setti
     annotator.refresh_from_db()
     assert annotator.password.startswith("pbkdf2_")  # re-hashed and stored
     assert user_for_token(token) == annotator
+
+
+def test_a_password_disabled_in_the_admin_revokes_the_tokens_too(client, staff, annotator):
+    """What an administrator does to an account they think is taken: its password made unusable. Its tokens kept
+    working (Django marks no new password for it)."""
+    _, token = create_token(annotator, "pipeline")
+    client.force_login(staff)
+    answer = client.post(f"/admin/auth/user/{annotator.pk}/password/", {"usable_password": "false",
+                                                                         "unset-password": "1"})
+    assert answer.status_code == 302
+    annotator.refresh_from_db()
+    assert not annotator.has_usable_password() and user_for_token(token) is None
+
+
+def test_tokens_are_revoked_after_the_new_password_is_written_not_before(annotator, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    create_token(annotator, "pipeline")
+    annotator.set_password("brand-New-Passw0rd")
+    with CaptureQueriesContext(connection) as queries:
+        annotator.save()
+    writes = [q["sql"].split()[1].strip('"') for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert writes == ["auth_user", "api_apitoken"]  # a token made in between from the old session is revoked too

@@ -72,7 +72,12 @@ def test_only_blind_votes_on_eval_prompts_count(candidate, settings):
     base, new, run = candidate
     _small_gate(settings, votes=2)
     shown = make_job(base, new, n=2, blind=False)  # names were visible: not evidence
-    _votes(shown, [make_user()], ["win"], new)
+    from compare.models import Vote
+
+    voter = make_user()  # stored as votes on such sets were before record_vote refused them
+    for comparison in shown.comparisons.all():
+        Vote.objects.create(comparison=comparison, voter=voter,
+                            outcome="a" if comparison.response_a.version_id == new.pk else "b")
     training = make_job(base, new, n=2)
     Prompt.objects.filter(comparisons__job=training).update(split=Prompt.TRAIN)
     _votes(training, [make_user()], ["win"], new)

@@ -2,6 +2,7 @@
 import json
 
 from annotate.importers import import_preferences
+from annotate.services import label_pair
 from generation import services as gen
 from training.dataset import round_data
 
@@ -10,10 +11,14 @@ def test_a_decided_pair_whose_two_answers_are_one_text_is_left_out_and_counted(d
     base = gen.register_version("base", tiny_model_dir)
     rows = [{"prompt": f"Question {i}?", "chosen": f"A good answer {i}.", "rejected": f"A bad one {i}."}
             for i in range(3)]
-    rows.append({"prompt": "Same?", "chosen": "The same words.", "rejected": "The same words."})  # HH-RLHF has these
     path = tmp_path / "prefs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     import_preferences(path)
+    # HH-RLHF has such rows; imports refuse them now, but pairs stored before that (or made by hand) still exist
+    from tests.annotate.factories import make_pair, make_prompt, make_user
+
+    same = make_pair(prompt=make_prompt(text="Same?"), text_a="The same words.", text_b="The same words.")
+    label_pair(same.pk, make_user(), "left")
 
     data = round_data(reference=base, max_length=128)
     assert sorted(p.prompt for p in data.pairs) == ["Question 0?", "Question 1?", "Question 2?"]
