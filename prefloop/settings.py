@@ -100,10 +100,6 @@ INSTALLED_APPS = [
     "api",
 ]
 
-# Messages in the session, not in a cookie: a cookie's messages are signed, not encrypted, and one carries a new API
-# token made in the admin ("shown this once") to the browser, and to whatever proxy logs cookies.
-MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
-
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
