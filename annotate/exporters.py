@@ -21,11 +21,16 @@ from .hf_dataset import DEFAULT_LICENSE, write_hf_folder
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
 
 
+def is_conversational(decided: list[Decision]) -> bool:
+    """Whether rows of these pairs are message lists: when any prompt is a chat (one shape for every row: TRL and
+    `datasets` refuse a mix)."""
+    return any(d.pair.prompt.messages for d in decided)
+
+
 def preference_rows(decided: list[Decision], conversational: bool | None = None) -> list[dict]:
-    """One TRL row per decided pair: message lists when `conversational`, which by default is whether any of the
-    pairs' prompts is a chat (one shape for every row: TRL and `datasets` refuse a mix)."""
+    """One TRL row per decided pair: message lists when `conversational` (by default, is_conversational)."""
     if conversational is None:
-        conversational = any(d.pair.prompt.messages for d in decided)
+        conversational = is_conversational(decided)
     rows = []
     for d in decided:
         prompt = d.pair.prompt

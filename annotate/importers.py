@@ -363,8 +363,9 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         created = skipped = 0
         disagreeing: list[int] = []
         # rows whose two answers are one text first: not even their prompt is stored (it would join the train split)
-        same = tuple(r.line for r in chunk if len(set(make.texts(r))) == 1)
-        chunk = [r for r in chunk if len(set(make.texts(r))) == 2]
+        texts = {r.line: make.texts(r) for r in chunk}
+        same = tuple(r.line for r in chunk if texts[r.line][0] == texts[r.line][1])
+        chunk = [r for r in chunk if texts[r.line][0] != texts[r.line][1]]
         hashes = [_hash(r.prompt) for r in chunk]
         # the prompts as stored once this chunk's are: an eval prompt is found, never made (nor one another import
         # made an eval prompt since this chunk began: read after the insert, it is set aside all the same)
@@ -372,7 +373,7 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
                                       hashes=hashes)
         evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
-        kept = [(r, h, *make.texts(r)) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
+        kept = [(r, h, *texts[r.line]) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
         _lock_prompts([p for h, p in prompts.items() if h not in evals])
         seen = _existing_pairs([h for h in prompts if h not in evals])
         onto = None

@@ -145,7 +145,7 @@ def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     end = start + filters.page_size
     more = end < len(decided)
     # whether rows are conversational is decided for all of them at once (or as the first page said)
-    conversational = (any(d.pair.prompt.messages for d in decided) if filters.conversational is None
+    conversational = (exporters.is_conversational(decided) if filters.conversational is None
                       else filters.conversational)
     return {"count": len(decided), "page": filters.page, "page_size": filters.page_size,
             "next_page": filters.page + 1 if more and filters.after is None else None,

@@ -305,21 +305,23 @@ def judge_comparisons(
     for done, comparison in enumerate(comparisons, 1):
         if should_stop and should_stop():
             raise JobCancelled
-        if Vote.objects.filter(comparison=comparison, voter=voter).exists():
-            if on_vote:
-                on_vote(done, len(comparisons))
-            continue
-        left, right = (
-            (comparison.response_a, comparison.response_b) if comparison.left_is_a
-            else (comparison.response_b, comparison.response_a)
-        )
-        first = verdict(judge_callable, judge_name, comparison.prompt.text, left.text, right.text,
-                        where=f"comparison {comparison.pk}")
-        if should_stop and should_stop():
-            raise JobCancelled
-        side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
-        votes.append(record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True,
-                                 judge=judge_name))
+        if not Vote.objects.filter(comparison=comparison, voter=voter).exists():
+            votes.append(_judge_vote(comparison, judge_callable, judge_name, voter, should_stop))
         if on_vote:
             on_vote(done, len(comparisons))
     return votes
+
+
+def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, voter,
+                should_stop: Callable[[], bool] | None) -> Vote:
+    """The judge's vote on one comparison, stored (judge_comparisons)."""
+    left, right = (
+        (comparison.response_a, comparison.response_b) if comparison.left_is_a
+        else (comparison.response_b, comparison.response_a)
+    )
+    first = verdict(judge_callable, judge_name, comparison.prompt.text, left.text, right.text,
+                    where=f"comparison {comparison.pk}")
+    if should_stop and should_stop():
+        raise JobCancelled
+    side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
+    return record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True, judge=judge_name)
