@@ -1,9 +1,12 @@
-"""API tokens in the admin: list, revoke, and make one (shown once, in the message). A superuser makes and revokes
+"""API tokens in the admin: list, revoke, and make one (shown once, on the page that answers the form: never in a
+message, which Django's default storage keeps in a signed but readable cookie). A superuser makes and revokes
 them for any person (a pipeline's account, a judge's); any other staff member given the token permissions, only
 their own: a token for another account acts as that account, so it would let them label as an annotator (skewing
 agreement and gold accuracy) or act with a superuser's rights."""
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 
 from . import tokens
 from .models import ApiToken
@@ -52,7 +55,15 @@ class ApiTokenAdmin(admin.ModelAdmin):
         row, token = tokens.create_token(obj.user, obj.name)
         obj.pk = row.pk
         obj.refresh_from_db()
-        messages.warning(request, f"The new token for {obj.user} (shown this once; copy it now): {token}")
+        obj.new_token = token  # for response_add, which answers this same request
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new token on the answer to the form itself, never stored: not in a message, not in any cache."""
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "token_row": obj,
+                   "new_token": obj.new_token, "title": "New API token"}
+        response = TemplateResponse(request, "admin/api/apitoken/made.html", context)
+        add_never_cache_headers(response)
+        return response
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):

@@ -3,11 +3,15 @@ account: with it they labelled as an annotator (skewing agreement and gold accur
 Only a superuser makes tokens for others now; everyone else makes, sees and revokes their own."""
 from __future__ import annotations
 
+import re
+import zlib
+
 import pytest
 from django.contrib.auth.models import Permission
+from django.core import signing
 
 from api.models import ApiToken
-from api.tokens import create_token
+from api.tokens import create_token, user_for_token
 
 pytestmark = pytest.mark.django_db
 
@@ -45,3 +49,31 @@ def test_a_superuser_still_makes_a_token_for_any_account(client, staff, annotato
     page = client.post(ADD, {"user": annotator.pk, "name": "judge pipeline"}, follow=True)
     assert "shown this once" in page.content.decode()
     assert ApiToken.objects.filter(user=annotator, name="judge pipeline").exists()
+
+
+def _readable(value: str) -> str:
+    """What anyone holding the browser's cookies reads in a signed cookie: signing is not encryption."""
+    payload = value.strip('"').split(":")[0]
+    try:
+        data = signing.b64_decode(payload.lstrip(".").encode())
+        return (zlib.decompress(data) if payload.startswith(".") else data).decode(errors="replace")
+    except (ValueError, zlib.error):
+        return value
+
+
+def test_a_token_made_in_the_admin_never_leaves_the_server_in_a_cookie(client, staff, annotator):
+    """The token was shown in a message, which Django's default storage keeps in a signed cookie until the next
+    page: a shared computer's browser, or a proxy logging cookies, kept a working token after the page closed.
+    The attack: read every cookie the answer sets, as anyone holding them can, and try each token-shaped text."""
+    client.force_login(staff)
+    answer = client.post(ADD, {"user": annotator.pk, "name": "judge pipeline"})
+    stolen = [found for morsel in answer.cookies.values()
+              for found in re.findall(r"pfl_[A-Za-z0-9_-]{20,}", _readable(morsel.value))]
+    assert not [found for found in stolen if user_for_token(found) is not None]
+    assert answer.status_code == 200 and "shown this once" in answer.content.decode()
+    assert "no-store" in answer.headers["Cache-Control"]
+    token = answer.content.decode().split('<code class="token">')[1].split("</code>")[0]
+    assert user_for_token(token) == annotator  # shown on the answer itself, and it works
+    assert token not in client.get("/admin/api/apitoken/").content.decode()  # nor on any later page
+    row = ApiToken.objects.get(user=annotator, name="judge pipeline")
+    assert token not in client.get(f"/admin/api/apitoken/{row.pk}/change/").content.decode()
