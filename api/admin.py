@@ -8,14 +8,27 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
+from prefloop.lockout import password_confirms
+
 from . import tokens
 from .models import ApiToken
 
 
 class ApiTokenForm(forms.ModelForm):
+    password = forms.CharField(
+        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="Yours, the person making the token: a browser left signed in cannot make one alone.")
+    request = None  # set by ApiTokenAdmin.get_form
+
     class Meta:
         model = ApiToken
         fields = ["user", "name"]
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not password_confirms(self.request, self.request.user, password):
+            raise forms.ValidationError("That is not your password (wrong ones count towards the sign-in lockout).")
+        return password
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()
@@ -40,11 +53,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)
+        form.request = request  # a class made for this request by modelform_factory, fields and all
+        if obj is not None:
+            form.base_fields.pop("password")  # a made token changes only by being revoked (an action)
         if obj is None and not request.user.is_superuser and "user" in form.base_fields:
             field = form.base_fields["user"]
             field.queryset = field.queryset.filter(pk=request.user.pk)
             field.initial = request.user.pk
         return form
+
+    def get_fields(self, request, obj=None):
+        return self.fields if obj else ["user", "name", "password"]
 
     def get_readonly_fields(self, request, obj=None):
         return [*self.readonly_fields, "user", "name"] if obj else self.readonly_fields

@@ -9,6 +9,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from annotate.models import MAX_ID
+from prefloop.lockout import password_confirms
 
 from . import tokens
 from .models import ApiToken
@@ -16,6 +17,19 @@ from .models import ApiToken
 
 class TokenForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'labelling pipeline'.")
+    password = forms.CharField(
+        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        help_text="A token acts as you until it is revoked: a browser left signed in cannot make one alone.")
+
+    def __init__(self, *args, request: HttpRequest, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        if not password_confirms(self.request, self.request.user, password):
+            raise forms.ValidationError("That is not your password (wrong ones count towards the sign-in lockout).")
+        return password
 
 
 class RevokeForm(forms.Form):
@@ -25,7 +39,7 @@ class RevokeForm(forms.Form):
 @never_cache  # the page shows a new token once: no browser or proxy cache may keep a copy
 def account(request: HttpRequest) -> HttpResponse:
     """The person's tokens; POST makes a new one, whose value this response shows once."""
-    form = TokenForm(request.POST or None)
+    form = TokenForm(request.POST or None, request=request)
     new_token = ""
     if request.method == "POST" and form.is_valid():
         try:
@@ -34,7 +48,7 @@ def account(request: HttpRequest) -> HttpResponse:
             form.add_error("name", str(exc))
     status = 400 if request.method == "POST" and not new_token else 200
     rows = ApiToken.objects.filter(user=request.user)
-    return render(request, "api/account.html", {"form": TokenForm() if new_token else form, "tokens": rows,
+    return render(request, "api/account.html", {"form": TokenForm(request=request) if new_token else form, "tokens": rows,
                                                 "new_token": new_token}, status=status)
 
 

@@ -157,6 +157,13 @@ def lockout_response(
     return response
 
 
+def password_confirms(request: HttpRequest | None, user, password: str) -> bool:
+    """Whether `password` is the signed-in `user`'s own, checked through authenticate(): a wrong one counts as a failed
+    sign-in for the account's name and the client's address, and once those are locked every answer is no. A form
+    that asks for it so a stolen session cannot act alone must not become a way to guess the password unthrottled."""
+    return authenticate(request, username=user.get_username(), password=password) is not None
+
+
 class CountedPasswordChangeForm(PasswordChangeForm):
     """Django's password change, with the current password checked through authenticate(): a wrong one counts as a
     failed sign-in for the account's name and the client's address, and once those are locked the form is refused
@@ -168,7 +175,7 @@ class CountedPasswordChangeForm(PasswordChangeForm):
 
     def clean_old_password(self) -> str:
         old = self.cleaned_data["old_password"]
-        if authenticate(self.request, username=self.user.get_username(), password=old) is None:
+        if not password_confirms(self.request, self.user, old):
             raise ValidationError(self.error_messages["password_incorrect"], code="password_incorrect")
         return old
 

@@ -21,7 +21,7 @@ def test_a_new_password_revokes_the_persons_tokens_whatever_way_it_is_set(annota
     annotator.save()
     page = Client()
     page.force_login(annotator)
-    page.post("/account/tokens/", {"name": "stolen"})
+    page.post("/account/tokens/", {"name": "stolen", "password": "first-Passw0rd!x"})
     stolen_row = ApiToken.objects.get(user=annotator)
     _, stolen = create_token(annotator, "made with the stolen session")
     _, staffs = create_token(staff, "someone else's")

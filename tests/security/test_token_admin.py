@@ -9,6 +9,7 @@ import zlib
 import pytest
 from django.contrib.auth.models import Permission
 from django.core import signing
+from django.test import Client
 
 from api.models import ApiToken
 from api.tokens import create_token, user_for_token
@@ -20,7 +21,7 @@ ADD = "/admin/api/apitoken/add/"
 
 @pytest.fixture
 def lead(django_user_model):
-    user = django_user_model.objects.create_user("lead", is_staff=True)
+    user = django_user_model.objects.create_user("lead", password="pw-lead-123", is_staff=True)
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="api"))
     return user
 
@@ -29,12 +30,12 @@ def test_a_staff_member_makes_a_token_only_for_themselves(client, lead, staff, a
     create_token(annotator, "annotator's own")
     client.force_login(lead)
     for victim in (staff, annotator):  # the superuser, an annotator
-        page = client.post(ADD, {"user": victim.pk, "name": "as them"})
+        page = client.post(ADD, {"user": victim.pk, "name": "as them", "password": "pw-lead-123"})
         assert page.status_code == 200 and "Select a valid choice" in page.content.decode()
         assert not ApiToken.objects.filter(user=victim, name="as them").exists()
     form = client.get(ADD).content.decode()
     assert f'value="{annotator.pk}"' not in form and f'value="{staff.pk}"' not in form
-    page = client.post(ADD, {"user": lead.pk, "name": "my pipeline"}, follow=True)
+    page = client.post(ADD, {"user": lead.pk, "name": "my pipeline", "password": "pw-lead-123"}, follow=True)
     assert "shown this once" in page.content.decode() and ApiToken.objects.filter(user=lead).count() == 1
     listing = client.get("/admin/api/apitoken/").content.decode()
     assert "my pipeline" in listing and "annotator&#x27;s own" not in listing and "annotator's own" not in listing
@@ -46,7 +47,7 @@ def test_a_staff_member_makes_a_token_only_for_themselves(client, lead, staff, a
 
 def test_a_superuser_still_makes_a_token_for_any_account(client, staff, annotator):
     client.force_login(staff)
-    page = client.post(ADD, {"user": annotator.pk, "name": "judge pipeline"}, follow=True)
+    page = client.post(ADD, {"user": annotator.pk, "name": "judge pipeline", "password": "pw-staff-123"}, follow=True)
     assert "shown this once" in page.content.decode()
     assert ApiToken.objects.filter(user=annotator, name="judge pipeline").exists()
 
@@ -66,7 +67,7 @@ def test_a_token_made_in_the_admin_never_leaves_the_server_in_a_cookie(client, s
     page: a shared computer's browser, or a proxy logging cookies, kept a working token after the page closed.
     The attack: read every cookie the answer sets, as anyone holding them can, and try each token-shaped text."""
     client.force_login(staff)
-    answer = client.post(ADD, {"user": annotator.pk, "name": "judge pipeline"})
+    answer = client.post(ADD, {"user": annotator.pk, "name": "judge pipeline", "password": "pw-staff-123"})
     stolen = [found for morsel in answer.cookies.values()
               for found in re.findall(r"pfl_[A-Za-z0-9_-]{20,}", _readable(morsel.value))]
     assert not [found for found in stolen if user_for_token(found) is not None]
@@ -77,3 +78,22 @@ def test_a_token_made_in_the_admin_never_leaves_the_server_in_a_cookie(client, s
     assert token not in client.get("/admin/api/apitoken/").content.decode()  # nor on any later page
     row = ApiToken.objects.get(user=annotator, name="judge pipeline")
     assert token not in client.get(f"/admin/api/apitoken/{row.pk}/change/").content.decode()
+
+
+def test_a_stolen_session_cannot_make_a_token_nor_guess_the_password_there(client, staff, annotator, settings):
+    """The attack: with a browser left signed in, make a token (on the account page, or in the admin for any
+    account) and keep acting as its owner from elsewhere; or use the form to guess the password without limit."""
+    stolen = Client()
+    stolen.force_login(staff)
+    for url, form in (("/account/tokens/", {"name": "mine now"}),
+                      (ADD, {"user": annotator.pk, "name": "mine now"})):
+        for password in ("", "a guess"):
+            answer = stolen.post(url, {**form, "password": password})
+            assert answer.status_code in (200, 400) and "pfl_" not in answer.content.decode(), (url, password)
+    assert not ApiToken.objects.exists()
+    for _ in range(settings.PREFLOOP_LOGIN_MAX_FAILURES - 2):  # two guesses counted above (empty ones are not)
+        stolen.post("/account/tokens/", {"name": "mine now", "password": "another guess"})
+    right = stolen.post("/account/tokens/", {"name": "mine now", "password": "pw-staff-123"})
+    assert right.status_code == 429 and not ApiToken.objects.exists()  # the guesses locked the name
+    signing_in = Client().post("/accounts/login/", {"username": "staff", "password": "pw-staff-123", "next": "/"})
+    assert signing_in.status_code == 429  # on the sign-in form too
