@@ -102,6 +102,47 @@ class _TooDeep(Exception):
     """JSON nested deeper than Python's parser goes (about 1,000 levels)."""
 
 
+class _TooMany(Exception):
+    """A JSON array of more elements than an import takes."""
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
+def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
+    """(line its first character is on, value) for each element of the JSON array `text` (which starts with "["),
+    so that an error in a row names its line in the file, not its position in the array. Stops reading past
+    max_items elements. Syntax errors are json's own JSONDecodeError, with the line and column in `text`."""
+    decoder = json.JSONDecoder()
+    items: list[tuple[int, Any]] = []
+    line, counted = 1, 0  # the line of text[counted]
+    at = _SPACE.match(text, 1).end()
+    if text.startswith("]", at):
+        at += 1
+    else:
+        while True:
+            line, counted = line + text.count("\n", counted, at), at
+            try:
+                value, at = decoder.raw_decode(text, at)
+            except RecursionError:
+                raise _TooDeep() from None
+            items.append((line, value))
+            if len(items) > max_items:
+                raise _TooMany()
+            at = _SPACE.match(text, at).end()
+            if text.startswith(",", at):
+                at = _SPACE.match(text, at + 1).end()
+            elif text.startswith("]", at):
+                at += 1
+                break
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+    at = _SPACE.match(text, at).end()
+    if at != len(text):
+        raise json.JSONDecodeError("Extra data", text, at)
+    return items
+
+
 def check_text(value: str, field: str) -> str:
     """Text the database can store: no NUL character (PostgreSQL refuses it) and no lone surrogate (not Unicode
     text at all; it cannot be encoded as UTF-8)."""
@@ -303,21 +344,22 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
         raise ImportProblem([f"{name}: not UTF-8 text (byte {exc.start})"]) from None
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of objects is accepted too
+        skipped = text[:len(text) - len(stripped)].count("\n")  # the blank lines stripped before it
         try:
-            items = _json(stripped)
+            items = _json_array(stripped, limits.max_rows)
         except _TooDeep:
             raise limits.too_deep(name) from None
-        except json.JSONDecodeError as exc:  # its line in the file, counting the blank lines stripped before it
-            line = exc.lineno + text[:len(text) - len(stripped)].count("\n")
-            raise ImportProblem([f"{name}: line {line}: not valid JSON ({exc.msg})"]) from None
+        except _TooMany:
+            raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}") from None
+        except json.JSONDecodeError as exc:  # its line in the file
+            raise ImportProblem([f"{name}: line {exc.lineno + skipped}: not valid JSON ({exc.msg})"]) from None
         except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
             raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
-        if len(items) > limits.max_rows:
-            raise limits.too_many_rows(name, f"{len(items):,}")
-        for i, item in enumerate(items):  # row by row, so the refusal names the row
+        rows = [(line + skipped, item) for line, item in items]  # each row named by the line its object starts on
+        for line, item in rows:  # row by row, so the refusal names the row
             if _depth(item, limits.max_depth) > limits.max_depth:
-                raise limits.too_deep(name, i + 1)
-        return [(i + 1, item) if isinstance(item, dict) else _not_object(name, i + 1) for i, item in enumerate(items)]
+                raise limits.too_deep(name, line)
+        return [(line, item) if isinstance(item, dict) else _not_object(name, line) for line, item in rows]
     rows, problems = [], []
     # Lines end at "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold
     # unescaped (our own export writes them so), and cut such a row in two.

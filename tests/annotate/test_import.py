@@ -406,6 +406,27 @@ def test_a_json_array_files_syntax_error_names_its_line_in_the_file(tmp_path):
         call_command("import_prompts", str(tmp_path / "a.json"))
 
 
+def test_a_row_of_an_indented_json_array_is_named_by_its_line_in_the_file(tmp_path):
+    """An error in a JSON array's object named the object's position as its line: in an indented file (json.dump
+    with indent, as most tools write one) "line 2" was the second object, on line 7, and an editor went to line 2."""
+    rows = [{"prompt": "one?", "chosen": "a", "rejected": "b"}, {"prompt": "two?", "chosen": 3, "rejected": "b"}]
+    (tmp_path / "a.json").write_text("\n" + json.dumps(rows, indent=2), encoding="utf-8")
+    with pytest.raises(CommandError, match=r"^a.json: line 8: field 'chosen'"):
+        call_command("import_preferences", str(tmp_path / "a.json"))
+    (tmp_path / "b.json").write_text('[{"prompt": "one?", "chosen": "a", "rejected": "b"},\n 7]', encoding="utf-8")
+    with pytest.raises(CommandError, match=r"^b.json: line 2: expected a JSON object"):
+        call_command("import_preferences", str(tmp_path / "b.json"))
+    for bad, line in (('[{"prompt": "p"}\n {"prompt": "q"}]', 2), ('[{"prompt": "p"}]\n\n]', 3), ("[\n", 2),
+                      ('[{"prompt": "p"},\n]', 2)):
+        (tmp_path / "c.json").write_text(bad, encoding="utf-8")
+        with pytest.raises(CommandError, match=rf"^c.json: line {line}: not valid JSON"):
+            call_command("import_prompts", str(tmp_path / "c.json"))
+    (tmp_path / "d.json").write_text('  [ ]  \n', encoding="utf-8")
+    with pytest.raises(CommandError, match=r"^d.json: no rows"):  # read, and said, as an empty JSONL file is
+        call_command("import_prompts", str(tmp_path / "d.json"))
+    assert not Prompt.objects.exists()
+
+
 def test_unlabelled_pairs_are_not_imported_into_a_closed_round(tmp_path):
     """A closed round serves no one, and its open count kept the imported pairs for ever."""
     from annotate.closing import close_round

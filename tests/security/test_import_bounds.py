@@ -111,8 +111,8 @@ def test_reading_the_bomb_grows_memory_by_about_the_limit_not_the_decoded_size(t
     ('{"prompt": ' + "[" * 100_000 + "]" * 100_000 + ', "chosen": "a", "rejected": "b"}\n',
      "line 2: JSON nested more than 32 levels deep (the setting PREFLOOP_IMPORT_MAX_DEPTH raises the limit)"),
     ("[" * 100_000 + "]" * 100_000, "JSON nested more than 32 levels deep"),
-    ('[{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q2", "chosen": ' + "[" * 40 + "]" * 40
-     + ', "rejected": "b"}]', "line 2: JSON nested more than 32 levels deep"),  # a JSON array: its row is named
+    ('[{"prompt": "q", "chosen": "a", "rejected": "b"},\n\n {"prompt": "q2", "chosen": ' + "[" * 40 + "]" * 40
+     + ', "rejected": "b"}]', "line 3: JSON nested more than 32 levels deep"),  # a JSON array: its row's line
     ('{"prompt": "q", "chosen": "a", "rejected": "b", "preference_prob": ' + "9" * 5000 + "}\n",
      "line 2: a number of more than 4,300 digits"),
     ('{"prompt": "q \\ud800", "chosen": "a", "rejected": "b"}\n',
