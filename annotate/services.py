@@ -487,7 +487,7 @@ def _progress_sql() -> str:
         f" (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s AND created >= %s),"
         f" (SELECT COUNT(*) FROM {pair} p WHERE {is_open}),"
         f" (SELECT COUNT(*) FROM {pair} p WHERE (p.id IN (SELECT pair_id FROM {assignment} WHERE annotator_id = %s"
-        f" AND state <> %s) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open})"
+        f" AND state NOT IN (%s, %s)) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open})"
     )
 
 
@@ -501,10 +501,12 @@ def open_pair_count() -> int:
 
 def progress_for(user) -> Progress:
     """How many labels this person has given (in all and today) and how many open pairs they have not done yet
-    (open pairs less those they labelled, skipped or let expire)."""
+    (open pairs less those they labelled or let expire). A pair they skipped stays counted (it is on their skipped
+    list, to return to): skipping a pair changes no counter, so the counters cannot tell a gold pair (never
+    counted) from a regular one before it is answered, which an annotator could then return to and answer with care."""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     params = (user.pk, user.pk, connection.ops.adapt_datetimefield_value(start_of_day), user.pk, Assignment.LEASED,
-              user.pk)
+              Assignment.SKIPPED, user.pk)
     with connection.cursor() as cursor:
         cursor.execute(_progress_sql(), params)
         done, today, open_pairs, finished = cursor.fetchone()

@@ -85,5 +85,5 @@ def test_the_last_pair_of_the_queue_stays_within_budget(ann_client, annotator):
     assert _pair_on(body) == second.pk
     with CaptureQueriesContext(connection) as to_none:
         body = _press(ann_client, second.pk).content.decode()
-    assert "No pairs are waiting for you" in body
+    assert "No new pairs are waiting for you" in body
     assert len(to_second) <= SUBMIT_BUDGET and len(to_none) <= SUBMIT_BUDGET

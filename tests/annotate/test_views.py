@@ -138,7 +138,7 @@ def test_csrf_header_from_base_html_is_accepted(annotator):
 
 
 def test_empty_queue_says_so(ann_client):
-    assert "No pairs are waiting" in ann_client.get(reverse("annotate:label")).content.decode()
+    assert "No new pairs are waiting" in ann_client.get(reverse("annotate:label")).content.decode()
 
 
 def test_staff_pages_are_for_staff(ann_client):

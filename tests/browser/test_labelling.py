@@ -111,7 +111,7 @@ def test_keyboard_labelling_undo_and_export(browser, live_server, tmp_path):
     picks[second["pair"]] = second["left"]
     third = _shown(browser)
     _press(browser, "4")
-    _wait(browser, lambda d: "No pairs are waiting" in d.find_element("id", "workspace").text)
+    _wait(browser, lambda d: "No new pairs are waiting" in d.find_element("id", "workspace").text)
     assert browser.execute_script("return window.__samePage") is True  # htmx swaps, no full reload
     assert browser.execute_script("return window.__xss") is None
 

@@ -53,3 +53,22 @@ def test_what_stays_on_the_skipped_list_tells_nothing(annotator, django_user_mod
     assert skipped_pairs(annotator) == []
     with pytest.raises(LabelError, match="closed"):
         return_to_skipped(annotator, gold)
+
+
+def test_skipping_tells_nothing_through_the_counters(annotator):
+    """The probe's attack: note "remaining", skip the pair on screen, read "remaining" again: a regular pair's skip
+    lowered it by one and a gold pair's left it, so the annotator knew the gold pair before answering it, returned
+    to it from the skipped list and answered it with care (and the rest carelessly). A skip changes no counter now."""
+    from annotate.services import progress_for
+
+    pairs = {"gold": _gold(), "regular": make_pair()}
+    make_pair()  # one more regular pair stays in the queue throughout
+    for kind, pair in pairs.items():
+        lease_pair(pair.pk, annotator)
+        before = progress_for(annotator)
+        skip(annotator, pair)  # what the page and POST /label/skip then show
+        assert progress_for(annotator) == before, kind
+        return_to_skipped(annotator, pair)
+        assert progress_for(annotator) == before, kind
+        skip(annotator, pair)
+    assert progress_for(annotator).remaining == 2  # both regular pairs: the skipped one is there to return to
