@@ -82,6 +82,22 @@ def client_address(request: HttpRequest) -> str | None:
     return _valid_address(hops[-proxies]) or remote
 
 
+def check_proxy_count(app_configs=None, **kwargs) -> list:
+    """`check --deploy`: in production the app sits behind an HTTPS proxy (docs/deployment.md), so with
+    PREFLOOP_TRUSTED_PROXY_COUNT at 0 every client has the proxy's address, and a hundred wrong passwords from anyone
+    lock every account out of signing in (the per-address limit), ten at one name lock that name for everyone."""
+    from django.core import checks
+
+    if not settings.PRODUCTION or settings.PREFLOOP_TRUSTED_PROXY_COUNT > 0:
+        return []
+    return [checks.Warning(
+        "PREFLOOP_TRUSTED_PROXY_COUNT is 0, so the sign-in lockout keys every client by REMOTE_ADDR: behind the "
+        "HTTPS proxy production needs, that is the proxy's address, and anyone can lock everyone out of signing in",
+        hint="set PREFLOOP_TRUSTED_PROXY_COUNT to the number of proxies that append to X-Forwarded-For (1 for one "
+             "nginx, see docs/deployment.md); only where clients reach the app with no proxy in between is 0 right",
+        id="prefloop.W001")]
+
+
 def _address_failures(address: str) -> dict:
     """This address's failed sign-ins within the window, over every name (axes keeps a row per name and address):
     {"n": how many, "last": when}. An IPv6 address counts with its /64, the network one client is usually given

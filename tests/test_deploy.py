@@ -31,9 +31,21 @@ def run_django(tmp_path: Path, *args: str, env: dict | None = None, code: str | 
 
 
 def test_check_deploy_is_clean_in_production(tmp_path):
-    result = run_django(tmp_path, "check", "--deploy", "--fail-level", "WARNING")
+    result = run_django(tmp_path, "check", "--deploy", "--fail-level", "WARNING",
+                        env={"PREFLOOP_TRUSTED_PROXY_COUNT": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_a_proxy_count_left_at_zero(tmp_path):
+    """An outside probe's attack on the shipped deployment (gunicorn on 127.0.0.1 behind nginx, and the env
+    example without the setting): a hundred wrong passwords from anywhere, and every account was refused sign-in
+    for the window, because every client had the proxy's address. The example sets it and the check says so."""
+    result = run_django(tmp_path, "check", "--deploy", "--fail-level", "WARNING",
+                        env={"PREFLOOP_TRUSTED_PROXY_COUNT": None})
+    assert result.returncode != 0 and "prefloop.W001" in result.stdout + result.stderr
+    example = (ROOT / "deploy" / "prefloop.env.example").read_text()
+    assert "\nPREFLOOP_TRUSTED_PROXY_COUNT=1\n" in example
 
 
 def test_check_deploy_flags_debug_left_on(tmp_path):
