@@ -106,6 +106,8 @@ class _TooMany(Exception):
     """A JSON array of more elements than an import takes."""
 
 
+_LARGEST_ID = 2**63 - 1  # the database's ids are 64-bit: a larger pair_id is no export's of ours
+
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
@@ -681,9 +683,11 @@ def read_preferences(
         parsed = preference_row(line, row, fmt)
         parsed = _with_round(parsed, row) if own_round else parsed
         pair_id, labellers = row.get("pair_id"), row.get("annotator_ids")
-        if isinstance(pair_id, int | float) and not isinstance(pair_id, bool) and float(pair_id).is_integer() \
+        if isinstance(pair_id, float) and pair_id.is_integer() and abs(pair_id) <= _LARGEST_ID:
+            pair_id = int(pair_id)  # as a spreadsheet or pandas writes an id
+        if isinstance(pair_id, int) and not isinstance(pair_id, bool) and 0 < pair_id <= _LARGEST_ID \
                 and labellers is not None:  # an export's row (any other data set's pair_id is not ours to read)
-            parsed = dataclasses.replace(parsed, exported_pair=int(pair_id))
+            parsed = dataclasses.replace(parsed, exported_pair=pair_id)
         return parsed
 
     return _check_all(read_rows(path, name, limits), name, parse)

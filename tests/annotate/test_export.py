@@ -265,3 +265,15 @@ def test_an_export_read_back_into_the_same_instance_counts_no_label_twice(tmp_pa
                                  "rejected": clear.response_a.text, "pair_id": clear.pk + 1000,
                                  "annotator_ids": [7]}) + "\n")
     assert import_preferences(other).created == 1 and Label.objects.count() == before + 1
+
+
+def test_a_pair_id_no_database_id_can_be_is_another_data_sets_not_an_error(tmp_path):
+    """A row's pair_id of 10**400 (or 1e300) crashed the import with OverflowError, naming no line or field (a 500
+    from POST /preferences): such an id is no export's of ours, so the row is read as any other data set's."""
+    from annotate.importers import import_preferences
+
+    rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b", "pair_id": pair_id, "annotator_ids": [1]}
+            for i, pair_id in enumerate([10**400, 1e300, -5, 2**63, float("inf"), 3.5])]
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    assert import_preferences(path).created == len(rows)
