@@ -3,6 +3,7 @@ what no database stores and no name holds (a NUL character; a lone surrogate, wh
 the shell could not decode as UTF-8), so such input ends in one clear line instead of a traceback."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,22 @@ class _OneLine(logging.Filter):
             record.msg = f"{record.getMessage()}: {kind.__name__ if kind else 'error'}: {exc} (--verbosity 2 shows where)"
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
+
+
+def json_object_option(value: str, command: str, option: str, example: str) -> dict:
+    """A command-line option that holds a JSON object, or a CommandError naming the option: bad JSON, JSON nested
+    deeper than Python's parser goes, a number of thousands of digits, or a value other than an object."""
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{command}: {option} is not JSON: {exc}") from None
+    except RecursionError:
+        raise CommandError(f"{command}: {option} is JSON nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise CommandError(f"{command}: {option} holds a value no setting takes: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise CommandError(f"{command}: {option} must be a JSON object, e.g. '{example}' (got {value[:40]})")
+    return parsed
 
 
 def _problem(value: str) -> str | None:

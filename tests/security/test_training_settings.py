@@ -53,9 +53,22 @@ def test_train_round_refuses_insane_settings_naming_the_field_and_its_range(curr
 
 @pytest.mark.parametrize("params", ["[]", "null", "5", '"epochs"', "[1, 2]"])
 def test_params_that_are_not_an_object_are_an_error_not_the_defaults(current, params):
-    with pytest.raises(CommandError, match="--params must be a JSON object of DPOConfig fields"):
+    with pytest.raises(CommandError, match="train_round: --params must be a JSON object"):
         call_command("train_round", params=params)
     with pytest.raises(CommandError, match="run_loop: --params must be a JSON object"):
+        call_command("run_loop", rounds=1, pairs=1, judge="judges.rules:length_target", params=params)
+    assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.parametrize("params, problem", [
+    ("[" * 100_000 + "]" * 100_000, "--params is JSON nested too deeply"),
+    ('{"beta": 1' + "0" * 5000 + "}", "--params holds a value no setting takes"),
+])
+def test_params_past_what_json_reads_are_a_one_line_error_not_a_traceback(current, params, problem):
+    """A RecursionError or ValueError from json.loads came out of both commands as a traceback."""
+    with pytest.raises(CommandError, match=f"^train_round: {problem}"):
+        call_command("train_round", params=params)
+    with pytest.raises(CommandError, match=f"^run_loop: {problem}"):
         call_command("run_loop", rounds=1, pairs=1, judge="judges.rules:length_target", params=params)
     assert not TrainingRun.objects.exists()
 

@@ -13,7 +13,7 @@ from loop.models import LoopRun
 from loop.presets import DEFAULT, PRESETS, names
 from loop.services import LoopError, run_loop, start_loop_run
 from prefloop.commands import Command as PrefLoopCommand
-from prefloop.commands import in_foreground
+from prefloop.commands import in_foreground, json_object_option
 
 
 class Command(PrefLoopCommand):
@@ -37,12 +37,7 @@ class Command(PrefLoopCommand):
                                  '"sampling": {...}, "pairing": "judge", "reference": "base", "data": "all"}.')
 
     def handle(self, *args, **o):
-        try:
-            params = json.loads(o["params"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"run_loop: --params is not JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise CommandError("run_loop: --params must be a JSON object")
+        params = json_object_option(o["params"], "run_loop", "--params", '{"training": {"epochs": 2}}')
         try:
             run = start_loop_run(rounds=o["rounds"], pairs=o["pairs"], judge=o["judge"], tag=o["tag"],
                                  eval_limit=o["eval_limit"], seed=o["seed"], params=params, enqueue=False,

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from generation.models import ModelVersion
 from generation.services import GenerationError
 from prefloop.commands import Command as PrefLoopCommand
-from prefloop.commands import in_foreground
+from prefloop.commands import in_foreground, json_object_option
 from training.models import TrainingRun
 from training.services import DATA_CHOICES, TrainingError, run_training, start_training_run
 
@@ -31,13 +31,7 @@ class Command(PrefLoopCommand):
         parser.add_argument("--queue", action="store_true", help="Hand the run to the Celery worker instead.")
 
     def handle(self, *args, **o):
-        try:
-            params = json.loads(o["params"])
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"train_round: --params is not JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise CommandError(f"train_round: --params must be a JSON object of DPOConfig fields, e.g. "
-                               f"'{{\"epochs\": 2}}' (got {json.dumps(params)[:40]})")
+        params = json_object_option(o["params"], "train_round", "--params", '{"epochs": 2}')
         try:
             version = ModelVersion.objects.get(name=o["version"]) if o["version"] else None
             run = start_training_run(input_version=version, reference_choice=o["reference"],
