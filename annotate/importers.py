@@ -20,6 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
@@ -30,6 +31,7 @@ from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  
 from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair, in_lock_order, lock_pairs
 
 IMPORT_ACCOUNT = "import"
+IMPORT_FALLBACK_ACCOUNT = "import:labels"  # ":" is no character of a person's user name (Django's username rules)
 MAX_LABELS_NEEDED = 1000
 CHUNK_ROWS = 500  # rows written per transaction (about a third of a second of the write lock on 2 CPU cores)
 # On SQLite, a pause between chunks with the write lock free: a writer waiting for it (a label submission) polls
@@ -441,13 +443,30 @@ def _choice(row, chosen_is_a: bool) -> str:
 
 
 def import_account():
-    """The account that owns imported labels, marked as such in its AnnotatorProfile."""
-    user, created = get_user_model().objects.get_or_create(username=IMPORT_ACCOUNT)
-    if created:
-        user.set_unusable_password()
-        user.save(update_fields=["password"])
+    """The account that owns imported labels: marked as such in its AnnotatorProfile, with no password (no one signs
+    in as it). Found by that mark, never by its name alone: a person's account named "import" was taken for it, their
+    own labels then counted as imported and were set against the file's. When a person holds the name, the account
+    is IMPORT_FALLBACK_ACCOUNT, a name the username rules refuse to people."""
+    users = get_user_model().objects
+    for profile in AnnotatorProfile.objects.filter(is_import=True).select_related("user").order_by("pk"):
+        if not profile.user.has_usable_password():
+            return profile.user
+    for name in (IMPORT_ACCOUNT, IMPORT_FALLBACK_ACCOUNT):
+        user, created = users.get_or_create(username=name, defaults={"password": make_password(None)})
+        if created or (not user.has_usable_password() and not _is_someone(user)):
+            break
+    else:
+        raise ImportProblem([f"accounts named {IMPORT_ACCOUNT!r} and {IMPORT_FALLBACK_ACCOUNT!r} are people's: "
+                             "rename one, so imported labels have an account of their own"])
     AnnotatorProfile.objects.update_or_create(user=user, defaults={"is_import": True})
     return user
+
+
+def _is_someone(user) -> bool:
+    """Whether an account without a password is in use as someone else's: a judge's, or one that signs in some other
+    way (staff, or labels of its own)."""
+    profile = AnnotatorProfile.objects.filter(user=user).first()
+    return bool(user.is_staff or (profile and profile.is_automatic) or Label.objects.filter(annotator=user).exists())
 
 
 def import_preferences(

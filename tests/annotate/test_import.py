@@ -427,6 +427,33 @@ def test_a_row_of_an_indented_json_array_is_named_by_its_line_in_the_file(tmp_pa
     assert not Prompt.objects.exists()
 
 
+def test_a_persons_account_named_import_is_never_taken_for_imported_labels(tmp_path, django_user_model):
+    """The probe's attack: an account named "import" (a person's, with a password) labels a pair; an import of the
+    other answer found that account by name, marked it the import account, and called the person's label "the label
+    already imported": their labels then counted as imported, and the file's row was dropped as disagreeing."""
+    from annotate.importers import IMPORT_FALLBACK_ACCOUNT, import_account, import_preferences
+    from annotate.models import AnnotatorProfile
+    from annotate.services import label_pair
+    from tests.annotate.factories import make_pair
+
+    person = django_user_model.objects.create_user("import", password="pw-import-123")
+    pair = make_pair()
+    label_pair(pair.pk, person, "left")
+    person_choice = Label.objects.get(annotator=person).choice
+    chosen, rejected = (pair.response_b, pair.response_a) if person_choice == "a" else (pair.response_a, pair.response_b)
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": pair.prompt.text, "chosen": chosen.text,
+                                                  "rejected": rejected.text}) + "\n")
+    result = import_preferences(tmp_path / "p.jsonl")
+    assert result.created == 1 and not result.disagreeing
+    account = import_account()
+    assert account.username == IMPORT_FALLBACK_ACCOUNT and not account.has_usable_password()
+    assert not AnnotatorProfile.objects.filter(user=person, is_import=True).exists()
+    assert Label.objects.get(annotator=person).choice == person_choice  # the person's label is theirs still
+    assert Label.objects.get(annotator=account).choice != person_choice
+    person.refresh_from_db()
+    assert person.check_password("pw-import-123")
+
+
 def test_unlabelled_pairs_are_not_imported_into_a_closed_round(tmp_path):
     """A closed round serves no one, and its open count kept the imported pairs for ever."""
     from annotate.closing import close_round
