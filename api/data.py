@@ -66,10 +66,10 @@ def _settings_in_rows(rows: list[Any], names: tuple[str, ...]) -> None:
 
 
 def _imported(rows: list[Any], call) -> PushResult:
-    """Hand the rows to the importer as the file the import page would have saved: a JSON array, whose Nth item
-    the parser reports as line N, so a refusal names the row."""
+    """Hand the rows to the importer as the file the import page would have saved: JSON Lines, the Nth row on line
+    N (ASCII, so no character of a text ends a line), so a refusal's line names the row."""
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as tmp:
-        json.dump(rows, tmp, ensure_ascii=True)
+        tmp.writelines(json.dumps(row, ensure_ascii=True) + "\n" for row in rows)
         tmp.flush()
         try:
             result = call(tmp.name)
