@@ -517,10 +517,6 @@ def detect_format(row: dict) -> str:
     raise RowError("chosen", "cannot tell the format (expected TRL, HH-RLHF or UltraFeedback fields); pass --format")
 
 
-def _chat_prompt(messages: list[dict]) -> PromptRow:
-    return PromptRow(0, messages[-1]["content"], messages)
-
-
 def preference_row(line: int, row: dict, fmt: str = "auto") -> PreferenceRow:
     """One preference row (TRL, HH-RLHF or UltraFeedback; "auto" tells them apart by their fields), checked; a
     RowError names the field. The import page, the API and the training command line all read rows here."""
@@ -566,10 +562,14 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
         chosen, rejected = _response(row.get("chosen"), "chosen"), _response(row.get("rejected"), "rejected")
         chosen_list = _maybe_json_list(row.get("chosen"), "chosen")
         if isinstance(chosen_list, list) and len(chosen_list) > 1:
-            prompt = _chat_prompt(_messages(chosen_list, "chosen")[:-1])
-            if prompt.messages[-1]["role"] != "user":
-                raise RowError("chosen", "the messages before the answer must end with a user turn")
-            if len(prompt.messages) == 1:
+            # the prompt is the chat before the answer, checked as any chat prompt (ends with a user turn that says
+            # something), and the rejected answer's chat must be the same one
+            chat = _messages(chosen_list, "chosen")[:-1]
+            prompt = prompt_row(line, chat, "chosen")
+            rejected_list = _maybe_json_list(row.get("rejected"), "rejected")
+            if isinstance(rejected_list, list) and _messages(rejected_list, "rejected")[:-1] != chat:
+                raise RowError("rejected", "the conversation before the last answer differs from the one in 'chosen'")
+            if len(chat) == 1:
                 prompt = PromptRow(line, prompt.text, None)
         else:
             prompt = prompt_row(line, row.get("prompt"))
@@ -580,6 +580,11 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
                 scores.append(float(value) if value not in (None, "") else None)
             except (TypeError, ValueError, OverflowError):
                 raise RowError(field, f"expected a number, got {value!r}") from None
+            if scores[-1] is not None and not math.isfinite(scores[-1]):
+                raise RowError(field, f"expected a finite number, got {value!r}")
+        if None not in scores and scores[0] < scores[1]:  # the row says the rejected answer is the better one
+            raise RowError("score_chosen", f"{scores[0]:g} is lower than score_rejected {scores[1]:g}: the chosen "
+                                           "answer must score at least as high")
         tie = scores[0] is not None and scores[0] == scores[1]
         return PreferenceRow(line, PromptRow(line, prompt.text, prompt.messages), chosen, rejected, is_tie=tie)
     if fmt != "trl":
@@ -588,6 +593,9 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
     if row.get("prompt") is not None:
         prompt = prompt_row(line, row.get("prompt"))
     else:  # implicit prompt: both conversations share everything before the last assistant turn
+        if not isinstance(_maybe_json_list(row.get("chosen"), "chosen"), list):  # text answers: the prompt is missing
+            raise RowError("prompt", "missing" if "prompt" in row else "missing (no field 'prompt', and 'chosen' "
+                                     "is not a conversation that holds it)")
         chosen_chat = _messages(_maybe_json_list(row.get("chosen"), "chosen"), "chosen")[:-1]
         rejected_chat = _messages(_maybe_json_list(row.get("rejected"), "rejected"), "rejected")[:-1]
         if not chosen_chat:

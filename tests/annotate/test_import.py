@@ -375,6 +375,20 @@ def test_a_train_prompt_is_never_made_an_eval_prompt_by_an_import_and_the_lines_
      "field 'prompt': the last user message is empty"),
     ({"chosen": "\n\nHuman: \n\nAssistant: hi", "rejected": "\n\nHuman: \n\nAssistant: ho"},
      "field 'chosen': the last Human turn is empty"),
+    # a null prompt was blamed on 'chosen' ("expected a non-empty list of messages")
+    ({"prompt": None, "chosen": "a", "rejected": "b"}, "field 'prompt': missing"),
+    # UltraFeedback rows skipped the prompt's checks: a blank prompt was stored, the rejected answer's chat was
+    # never compared with the chosen one's, and a chosen answer scored below the rejected one was taken as the winner
+    ({"chosen": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "a"}],
+      "rejected": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "b"}],
+      "score_chosen": 2, "score_rejected": 1}, "field 'chosen': the last user message is empty"),
+    ({"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "a"}],
+      "rejected": [{"role": "user", "content": "Other?"}, {"role": "assistant", "content": "b"}],
+      "score_chosen": 2, "score_rejected": 1}, "field 'rejected': the conversation before the last answer differs"),
+    ({"prompt": "Hi?", "chosen": "a", "rejected": "b", "score_chosen": 1, "score_rejected": 2},
+     "field 'score_chosen': 1 is lower than score_rejected 2"),
+    ({"prompt": "Hi?", "chosen": "a", "rejected": "b", "score_chosen": "nan", "score_rejected": 2},
+     "field 'score_chosen': expected a finite number"),
 ])
 def test_a_malformed_chat_is_refused_by_line_and_field(tmp_path, row, problem):
     with pytest.raises(CommandError) as refused:
