@@ -189,6 +189,9 @@ def start_loop(request: HttpRequest, payload: LoopStart):
     return Status(201, describe("loop", run))
 
 
+IMPORT_FIELDS = {"kind", "format", "split", "tag", "round"}
+
+
 @router.post("/import", response={201: JobOut}, summary="Upload a file to import (multipart/form-data)")
 def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Literal["prompts", "pairs", "preferences"]],
                  format: Form[str] = "auto", split: Form[Literal["train", "eval"]] = "train", tag: Form[str] = "",
@@ -196,6 +199,9 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     """The Import page's upload, as a job: the same checks of the file (size, type) before it is queued, then its
     rows checked and written by a worker; watch it at /jobs/import/{id}."""
     staff_only(request)
+    stray = sorted(set(request.POST) - IMPORT_FIELDS) + sorted(set(request.FILES) - {"file"})
+    if stray:  # as a JSON body's unknown field is: a typo ("rund") dropped without a word sent rows elsewhere
+        raise HttpError(400, f"{stray[0]}: not a field of this upload (it takes file, {', '.join(sorted(IMPORT_FIELDS))})")
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
     if not form.is_valid():
         raise HttpError(400, "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))

@@ -52,6 +52,19 @@ def test_a_file_of_the_wrong_type_is_refused_before_it_is_queued(staff_api, anno
     assert not ImportJob.objects.exists()
 
 
+def test_a_field_the_upload_does_not_take_is_refused_by_name_not_dropped(staff_api, tmp_path):
+    """A typo ("rund" for "round") was dropped without a word: the job ran, and its pairs went into no round."""
+    from prefloop_client.client import _multipart
+
+    data = _file(tmp_path, [{"prompt": "q", "response_a": "a", "response_b": "b"}]).read_bytes()
+    for fields in ({"kind": "pairs", "rund": "3"}, {"kind": "pairs", "tags": "x"}):
+        with pytest.raises(APIError) as refused:
+            staff_api.request("POST", "/jobs/import", content=_multipart(fields, "file", "p.jsonl", data))
+        stray = next(name for name in fields if name != "kind")
+        assert refused.value.status == 400 and refused.value.detail.startswith(f"{stray}: not a field of this upload")
+    assert not ImportJob.objects.exists()
+
+
 def test_a_queued_import_is_cancelled_and_a_second_cancel_is_refused(staff_api, tmp_path):
     job = staff_api.import_file(_file(tmp_path, [{"prompt": "q"}]), "prompts")
     assert staff_api.cancel(job)["status"] == "cancelled"
