@@ -5,6 +5,7 @@ from typing import Annotated
 
 from django.http import Http404
 from ninja import Schema
+from ninja.errors import HttpError
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from annotate.models import MAX_ID, MAX_NUMBER
@@ -49,6 +50,15 @@ class Body(Schema):
     dropped without a word, and the operation ran on its defaults: a train split, a full default round)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def known_query(request, filters: type[Schema]) -> None:
+    """Refuse a query parameter the operation does not take, by name, as Body refuses a field: `?roud=1` (a typo of
+    round) answered every round's rows, and a pipeline trained on them."""
+    known = {field.alias or name for name, field in filters.model_fields.items()}
+    stray = sorted(set(request.GET) - known)
+    if stray:
+        raise HttpError(400, f"{stray[0]}: not a query parameter of this operation (it takes {', '.join(sorted(known))})")
 
 
 def found(rows, pk: int, what: str):

@@ -18,7 +18,7 @@ from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Id, Number, Reason, found
+from .fields import Body, Id, Number, Reason, found, known_query
 
 router = Router(tags=["versions"])
 
@@ -136,6 +136,7 @@ class BoardFilters(Schema):
 
 @router.get("/leaderboard", summary="Bradley-Terry ratings of the versions")
 def get_leaderboard(request: HttpRequest, filters: Query[BoardFilters]) -> dict:
+    known_query(request, BoardFilters)
     board = leaderboard.build_board(include_automatic=filters.automatic)
     rows = [_board_row(row) for row in board.rows]
     return {"anchor": board.anchor, "votes": board.votes, "length_coef": _finite(board.length_coef),

@@ -235,3 +235,19 @@ def test_a_count_in_a_request_body_is_a_number_not_true(staff_api):
     with pytest.raises(APIError) as refused:  # stored as 1.0, it made every pair served a gold pair
         staff_api.change_round(9, gold_rate=True)
     assert refused.value.status == 400 and refused.value.errors[0]["field"] == "gold_rate"
+
+
+def test_a_query_parameter_the_operation_does_not_take_is_refused_by_name(staff_api):
+    """`?roud=1` (a typo of round) answered every round's rows, and a pipeline pulling round 1 trained on them all;
+    the same went for the jobs list and the leaderboard."""
+    staff_api.push_preferences([{"prompt": "q", "chosen": "a", "rejected": "b"}], round=1)
+    staff_api.push_preferences([{"prompt": "r", "chosen": "a", "rejected": "b"}], round=2)
+    assert staff_api.get("/preferences", round=1)["count"] == 1
+    for path, query in (("/preferences", {"roud": 1}), ("/jobs", {"kind": "training", "knd": "x"}),
+                        ("/leaderboard", {"automatc": 1})):
+        with pytest.raises(APIError) as refused:
+            staff_api.get(path, **query)
+        stray = next(name for name in query if name != "kind")
+        assert refused.value.status == 400 and refused.value.detail.startswith(
+            f"{stray}: not a query parameter of this operation"), (path, refused.value.detail)
+    assert staff_api.get("/leaderboard", automatic=True)["votes"] == 0  # the known ones still work
