@@ -9,6 +9,7 @@ and scores).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import io
@@ -219,13 +220,22 @@ def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | 
     return _read_csv(path, name, limits)
 
 
+def _utf8_text(data: bytes, name: str) -> str:
+    """A file's text (a byte-order mark, as some editors write, is not part of it), or an ImportProblem naming the
+    line and byte where it stops being UTF-8: a file saved as Latin-1 or Windows-1252 is what usually lands here."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        at = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        line = data[:at].count(b"\n") + 1
+        raise ImportProblem([f"{name}: line {line}: not UTF-8 text (byte {at + 1} of the file is {data[at:at + 1]!r}): "
+                             "save the file as UTF-8"]) from None
+
+
 def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
     """Rows of a CSV file, each numbered by the line it starts on: an answer cell often spans several lines, so
     counting records (as a data frame does) names the wrong line after the first such cell."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")  # as bytes: a cell's own "\r\n" is kept as written
-    except UnicodeDecodeError as exc:
-        raise ImportProblem([f"{name}: not UTF-8 text (byte {exc.start})"]) from None
+    text = _utf8_text(path.read_bytes(), name)  # as bytes: a cell's own "\r\n" is kept as written
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     rows: list[tuple[int, dict]] = []
@@ -243,8 +253,8 @@ def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, di
         if not any(cell.strip() for cell in cells):  # a blank line, or a spreadsheet's row of empty cells
             continue
         if header is None:
-            header = cells
-            twice = [column for column, n in Counter(c for c in cells if c.strip()).items() if n > 1]
+            header = [cell.strip() for cell in cells]  # "prompt ,chosen": a space typed after a comma or a name
+            twice = [column for column, n in Counter(c for c in header if c).items() if n > 1]
             if twice:
                 raise ImportProblem([f"{name}: line {start}: column {twice[0]!r} is named twice in the header"])
             continue
@@ -340,10 +350,8 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
 
 
 def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is not a row
-    except UnicodeDecodeError as exc:
-        raise ImportProblem([f"{name}: not UTF-8 text (byte {exc.start})"]) from None
+    # lines as read_text() reads them (universal newlines): a Windows file's "\r\n" ends a line as "\n" does
+    text = _utf8_text(path.read_bytes(), name).replace("\r\n", "\n").replace("\r", "\n")
     stripped = text.lstrip()
     if stripped.startswith("["):  # a JSON array of objects is accepted too
         skipped = text[:len(text) - len(stripped)].count("\n")  # the blank lines stripped before it
@@ -386,6 +394,16 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
         if _depth(item, limits.max_depth) > limits.max_depth:
             raise limits.too_deep(name, number)
         rows.append((number, item))
+    if problems and stripped.startswith("{"):  # one object spread over lines, as json.dump(row, indent=2) writes it
+        try:
+            whole = _json(stripped)
+        except (_TooDeep, ValueError):
+            whole = None
+        if isinstance(whole, dict):
+            line = text[:len(text) - len(stripped)].count("\n") + 1
+            if _depth(whole, limits.max_depth) > limits.max_depth:
+                raise limits.too_deep(name, line)
+            return [(line, whole)]
     if problems:
         raise ImportProblem(problems)
     return rows

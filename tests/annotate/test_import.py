@@ -206,7 +206,11 @@ def test_a_spreadsheets_csv_with_stray_empty_columns_and_rows_imports(tmp_path):
     (b"prompt,chosen,rejected\nq?,a,b\nq2?,a,b,c\n", "p.csv: line 3: 4 cells, but the header names 3 columns"),
     (b"prompt,chosen,chosen\nq?,a,b\n", "p.csv: line 1: column 'chosen' is named twice in the header"),
     (b"\n\n", "p.csv: no header line: expected the first line to name the columns"),
-    (b"prompt,chosen,rejected\n\xff,a,b\n", "p.csv: not UTF-8 text (byte 23)"),
+    (b"prompt,chosen,rejected\n\xff,a,b\n",
+     "p.csv: line 2: not UTF-8 text (byte 24 of the file is b'\\xff'): save the file as UTF-8"),
+    (b"\xef\xbb\xbfprompt,chosen,rejected\nq?,a,b\nq2?,caf\xe9,b\n",  # after a byte-order mark: Latin-1's e-acute
+     "p.csv: line 3: not UTF-8 text (byte 41 of the file is b'\\xe9'): save the file as UTF-8"),
+    (b"prompt ,chosen, prompt\nq?,a,b\n", "p.csv: line 1: column 'prompt' is named twice in the header"),
 ])
 def test_a_broken_csv_names_the_line_and_stores_nothing(tmp_path, content, expected):
     (tmp_path / "p.csv").write_bytes(content)
@@ -214,6 +218,23 @@ def test_a_broken_csv_names_the_line_and_stores_nothing(tmp_path, content, expec
         import_preferences(tmp_path / "p.csv")
     assert str(err.value) == expected
     assert not Pair.objects.exists() and not Prompt.objects.exists()
+
+
+def test_a_file_of_one_indented_json_object_is_read_as_its_row(tmp_path):
+    """A .json file of one object written with indent gave five problems ("line 1: not valid JSON"...): valid JSON,
+    just not one object a line. It is its one row; a second object after it is still an error, by line."""
+    row = {"prompt": "q?", "chosen": "a", "rejected": "b"}
+    (tmp_path / "one.json").write_text("\n" + json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    assert import_preferences(tmp_path / "one.json").created == 1
+    (tmp_path / "two.json").write_text(json.dumps(row, indent=2) + "\n" + json.dumps(row, indent=2), encoding="utf-8")
+    with pytest.raises(ImportProblem, match=r"two.json: line 1: not valid JSON"):
+        import_preferences(tmp_path / "two.json")
+
+
+def test_a_header_with_spaces_around_its_names_reads_as_the_names(tmp_path):
+    """"prompt ,chosen,rejected" (a space typed after a name) was refused with "cannot tell the format"."""
+    (tmp_path / "p.csv").write_bytes(b"prompt , chosen,rejected\nq?,a,b\n")
+    assert import_preferences(tmp_path / "p.csv").created == 1
 
 
 def test_the_command_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
