@@ -124,6 +124,10 @@ def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
     """Idempotent: the version "base" for the default model (or PREFLOOP_BASE_MODEL), bootstrapped when missing."""
     existing = ModelVersion.objects.filter(name="base").first()
     if existing is not None:
+        if target is not None and Path(target).resolve() != Path(existing.path).resolve():
+            # said, not ignored: the person meant to start from that checkpoint, and every round would use another
+            raise GenerationError(f"the version 'base' is registered already, at {existing.path}: {target} is not "
+                                  "used (a fresh data folder, PREFLOOP_DATA_DIR, starts from another base model)")
         return existing
     path = Path(target or settings.PREFLOOP_BASE_MODEL)
     if not (path / "config.json").exists():

@@ -86,3 +86,19 @@ def test_a_job_cancelled_meanwhile_is_not_reported_done(monkeypatch):
     monkeypatch.setattr(command, "run_generation_job", cancelled_from_a_page)
     with pytest.raises(CommandError, match=r"generate_pairs: job \d+ cancelled: cancelled after 0 of 1 prompts"):
         call_command("generate_pairs", prompts=1, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_bootstrap_model_says_when_its_path_is_not_used(tiny_model_dir, tmp_path):
+    """With a base registered, `bootstrap_model --path OTHER` printed the old base and used it, without a word: the
+    person meant every round to start from OTHER."""
+    import shutil
+
+    ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    out = io.StringIO()
+    call_command("bootstrap_model", path=str(tiny_model_dir), stdout=out)  # the same folder: idempotent, as before
+    assert "version 'base'" in out.getvalue()
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    with pytest.raises(CommandError, match=rf"^bootstrap_model: the version 'base' is registered already, at "
+                                           rf"{tiny_model_dir}: {other} is not used"):
+        call_command("bootstrap_model", path=str(other), stdout=io.StringIO())
+    assert ModelVersion.objects.get(name="base").path == str(tiny_model_dir)
