@@ -20,7 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX, make_password
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
@@ -448,6 +448,9 @@ def import_account():
     own labels then counted as imported and were set against the file's. When a person holds the name, the account
     is IMPORT_FALLBACK_ACCOUNT, a name the username rules refuse to people."""
     users = get_user_model().objects
+    # a marked account that signs in is a person's (taken by an earlier version, or given a password since): unmark
+    # it, or its owner's labels count as imported (annotate.rounds) and are set against the files' rows
+    people_marked().update(is_import=False)
     for profile in AnnotatorProfile.objects.filter(is_import=True).select_related("user").order_by("pk"):
         if not profile.user.has_usable_password():
             return profile.user
@@ -466,7 +469,15 @@ def _is_someone(user) -> bool:
     """Whether an account without a password is in use as someone else's: a judge's, or one that signs in some other
     way (staff, or labels of its own)."""
     profile = AnnotatorProfile.objects.filter(user=user).first()
+    if profile and profile.is_import:  # marked by an import running beside this one: the labels are imported ones
+        return False
     return bool(user.is_staff or (profile and profile.is_automatic) or Label.objects.filter(annotator=user).exists())
+
+
+def people_marked():
+    """Profiles marked as the import account whose user has a usable password: a person's (the import account has
+    none); migration annotate/0011 clears the same on an upgrade."""
+    return AnnotatorProfile.objects.filter(is_import=True).exclude(user__password__startswith=UNUSABLE_PASSWORD_PREFIX)
 
 
 def import_preferences(

@@ -7,6 +7,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
 
 from prefloop.lockout import password_confirms
 
@@ -61,6 +63,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
             field.queryset = field.queryset.filter(pk=request.user.pk)
             field.initial = request.user.pk
         return form
+
+    @method_decorator(sensitive_post_parameters("password"))  # never in an error report
+    def add_view(self, request, form_url="", extra_context=None):
+        return super().add_view(request, form_url, extra_context)
 
     def get_fields(self, request, obj=None):
         return self.fields if obj else ["user", "name", "password"]

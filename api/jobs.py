@@ -199,7 +199,8 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     """The Import page's upload, as a job: the same checks of the file (size, type) before it is queued, then its
     rows checked and written by a worker; watch it at /jobs/import/{id}."""
     staff_only(request)
-    stray = sorted(set(request.POST) - IMPORT_FIELDS) + sorted(set(request.FILES) - {"file"})
+    # (a signed-in browser's form sends its CSRF token as a field, as Django's {% csrf_token %} writes it)
+    stray = sorted(set(request.POST) - IMPORT_FIELDS - {"csrfmiddlewaretoken"}) + sorted(set(request.FILES) - {"file"})
     if stray:  # as a JSON body's unknown field is: a typo ("rund") dropped without a word sent rows elsewhere
         raise HttpError(400, f"{stray[0]}: not a field of this upload (it takes file, {', '.join(sorted(IMPORT_FIELDS))})")
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from annotate.models import MAX_ID
@@ -37,6 +38,7 @@ class RevokeForm(forms.Form):
 
 
 @never_cache  # the page shows a new token once: no browser or proxy cache may keep a copy
+@sensitive_post_parameters("password")  # never in an error report
 def account(request: HttpRequest) -> HttpResponse:
     """The person's tokens; POST makes a new one, whose value this response shows once."""
     form = TokenForm(request.POST or None, request=request)

@@ -227,7 +227,7 @@ def _utf8_text(data: bytes, name: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         at = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
-        line = data[:at].count(b"\n") + 1
+        line = data[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n").count(b"\n") + 1  # as the readers count
         raise ImportProblem([f"{name}: line {line}: not UTF-8 text (byte {at + 1} of the file is {data[at:at + 1]!r}): "
                              "save the file as UTF-8"]) from None
 

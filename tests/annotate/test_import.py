@@ -211,6 +211,8 @@ def test_a_spreadsheets_csv_with_stray_empty_columns_and_rows_imports(tmp_path):
     (b"\xef\xbb\xbfprompt,chosen,rejected\nq?,a,b\nq2?,caf\xe9,b\n",  # after a byte-order mark: Latin-1's e-acute
      "p.csv: line 3: not UTF-8 text (byte 41 of the file is b'\\xe9'): save the file as UTF-8"),
     (b"prompt ,chosen, prompt\nq?,a,b\n", "p.csv: line 1: column 'prompt' is named twice in the header"),
+    (b"prompt,chosen,rejected\rq?,\xff,b\r",  # lines ended by a lone CR, as old Mac files are: counted as lines
+     "p.csv: line 2: not UTF-8 text (byte 27 of the file is b'\\xff'): save the file as UTF-8"),
 ])
 def test_a_broken_csv_names_the_line_and_stores_nothing(tmp_path, content, expected):
     (tmp_path / "p.csv").write_bytes(content)
@@ -472,6 +474,7 @@ def test_a_persons_account_named_import_is_never_taken_for_imported_labels(tmp_p
     from tests.annotate.factories import make_pair
 
     person = django_user_model.objects.create_user("import", password="pw-import-123")
+    AnnotatorProfile.objects.create(user=person, is_import=True)  # as an earlier version marked it
     pair = make_pair()
     label_pair(pair.pk, person, "left")
     person_choice = Label.objects.get(annotator=person).choice

@@ -71,3 +71,17 @@ def test_a_queued_import_is_cancelled_and_a_second_cancel_is_refused(staff_api, 
     with pytest.raises(APIError) as refused:
         staff_api.cancel(job)
     assert refused.value.status == 409
+
+
+def test_a_signed_in_browser_uploads_with_its_csrf_token_as_a_form_field(staff, tmp_path):
+    """Django's own forms send the CSRF token as the field csrfmiddlewaretoken: refusing unknown fields refused it."""
+    from django.test import Client as PageClient
+
+    page = PageClient(enforce_csrf_checks=True)
+    page.force_login(staff)
+    page.get("/account/tokens/")  # sets the CSRF cookie
+    with _file(tmp_path, [{"prompt": "q"}], "p.jsonl").open("rb") as upload:
+        answer = page.post("/api/v1/jobs/import", {"kind": "prompts", "file": upload,
+                                                   "csrfmiddlewaretoken": page.cookies["csrftoken"].value})
+    assert answer.status_code == 201, answer.content
+    assert ImportJob.objects.count() == 1

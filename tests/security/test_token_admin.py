@@ -97,3 +97,34 @@ def test_a_stolen_session_cannot_make_a_token_nor_guess_the_password_there(clien
     assert right.status_code == 429 and not ApiToken.objects.exists()  # the guesses locked the name
     signing_in = Client().post("/accounts/login/", {"username": "staff", "password": "pw-staff-123", "next": "/"})
     assert signing_in.status_code == 429  # on the sign-in form too
+
+
+@pytest.mark.parametrize("url", ["/account/tokens/", ADD])
+def test_a_failure_while_making_a_token_reports_no_password(url, staff, monkeypatch):
+    """The password the form now asks for was shown in the POST data of the error report (the DEBUG page, or the
+    mail to ADMINS) of a request that failed: make one fail, and read the report Django writes for it."""
+    import sys
+
+    from django.core.signals import got_request_exception
+    from django.views.debug import ExceptionReporter
+
+    import api.tokens
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(api.tokens, "create_token", broken)
+    reports = []
+
+    def report(sender, request, **kwargs):
+        reports.append(ExceptionReporter(request, *sys.exc_info()).get_traceback_text())
+
+    got_request_exception.connect(report)
+    try:
+        page = Client(raise_request_exception=False)
+        page.force_login(staff)
+        answer = page.post(url, {"user": staff.pk, "name": "pipeline", "password": "pw-staff-123"})
+    finally:
+        got_request_exception.disconnect(report)
+    assert answer.status_code == 500 and len(reports) == 1
+    assert "the database went away" in reports[0] and "pw-staff-123" not in reports[0]
