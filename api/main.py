@@ -18,6 +18,7 @@ from compare.services import CompareError
 from generation.services import GenerationError
 from judges import JudgeError
 from loop.services import LoopError
+from prefcore.rows import DuplicateKey, unique_keys
 from training.services import TrainingError
 
 from . import data, jobs, labelling, rounds, versions
@@ -32,7 +33,7 @@ class JSONParser(Parser):
 
     def parse_body(self, request: HttpRequest):
         try:
-            return json.loads(request.body)
+            return json.loads(request.body, object_pairs_hook=unique_keys)
         except UnicodeDecodeError as exc:
             raise HttpError(400, f"the request body is not UTF-8 (byte {exc.start})") from None
         except json.JSONDecodeError as exc:
@@ -40,6 +41,8 @@ class JSONParser(Parser):
                                  f"column {exc.colno}") from None
         except RecursionError:
             raise HttpError(400, "the request body is JSON nested too deeply") from None
+        except DuplicateKey as exc:  # {"rows": [...], "rows": []} pushed nothing, without a word
+            raise HttpError(400, f"the request body is refused: {exc}") from None
         except ValueError as exc:  # an integer past Python's 4,300 digits
             raise HttpError(400, f"the request body holds a value no field takes: {exc}") from None
 

@@ -91,10 +91,32 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+class DuplicateKey(ValueError):
+    """A JSON object that names one key twice ({"prompt": "a", "prompt": "b"}): which value is meant cannot be told,
+    and json.loads would keep the last without a word. `line`: where, when a reader knows it."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.line = line
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object_pairs_hook that refuses a key given twice in one object (DuplicateKey)."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(f"the key {key!r} is given twice in one object: which value is meant cannot be told")
+            seen.add(key)
+    return found
+
+
 def _json(text: str) -> Any:
-    """json.loads, with what Python's parser raises on hostile input as a JSONDecodeError-like ValueError."""
+    """json.loads, with what Python's parser raises on hostile input as a JSONDecodeError-like ValueError, and a key
+    given twice in one object refused (DuplicateKey)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except RecursionError:
         raise _TooDeep() from None
 
@@ -116,7 +138,7 @@ def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
     """(line its first character is on, value) for each element of the JSON array `text` (which starts with "["),
     so that an error in a row names its line in the file, not its position in the array. Stops reading past
     max_items elements. Syntax errors are json's own JSONDecodeError, with the line and column in `text`."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
     items: list[tuple[int, Any]] = []
     line, counted = 1, 0  # the line of text[counted]
     at = _SPACE.match(text, 1).end()
@@ -129,6 +151,8 @@ def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
                 value, at = decoder.raw_decode(text, at)
             except RecursionError:
                 raise _TooDeep() from None
+            except DuplicateKey as exc:
+                raise DuplicateKey(str(exc), line) from None
             items.append((line, value))
             if len(items) > max_items:
                 raise _TooMany()
@@ -363,6 +387,8 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
             raise limits.too_many_rows(name, "more than " + f"{limits.max_rows:,}") from None
         except json.JSONDecodeError as exc:  # its line in the file
             raise ImportProblem([f"{name}: line {exc.lineno + skipped}: not valid JSON ({exc.msg})"]) from None
+        except DuplicateKey as exc:  # the line its object starts on
+            raise ImportProblem([f"{name}: line {exc.line + skipped}: {exc}"]) from None
         except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
             raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
         rows = [(line + skipped, item) for line, item in items]  # each row named by the line its object starts on
@@ -384,6 +410,9 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
             raise limits.too_deep(name, number) from None
         except json.JSONDecodeError as exc:
             problems.append(f"{name}: line {number}: not valid JSON ({exc.msg}; column {exc.colno})")
+            continue
+        except DuplicateKey as exc:
+            problems.append(f"{name}: line {number}: {exc}")
             continue
         except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
             problems.append(f"{name}: line {number}: a number of more than 4,300 digits: not a value any field takes")
@@ -436,6 +465,8 @@ def _maybe_json_list(value: Any, field: str) -> Any:
             decoded = _json(value)
         except _TooDeep:
             raise RowError(field, "JSON nested too deeply to read") from None
+        except DuplicateKey as exc:
+            raise RowError(field, str(exc)) from None
         except ValueError:  # not JSON after all (or a number of more than 4,300 digits): text
             if _PYTHON_MESSAGES.match(value):  # pandas' to_csv writes a list of dicts as Python's repr
                 raise RowError(field, "a message list written as a Python list ([{'role': ...}]): write it as JSON "

@@ -233,6 +233,22 @@ def test_a_file_of_one_indented_json_object_is_read_as_its_row(tmp_path):
         import_preferences(tmp_path / "two.json")
 
 
+def test_a_key_given_twice_in_one_object_is_refused_by_line(tmp_path):
+    """{"prompt": "first", "prompt": "second"} stored "second" without a word (json keeps the last value)."""
+    good = '{"prompt": "q", "chosen": "a", "rejected": "b"}'
+    twice = '{"prompt": "first", "chosen": "a", "rejected": "b", "prompt": "second"}'
+    cases = [("p.jsonl", f"{good}\n{twice}\n", "p.jsonl: line 2: the key 'prompt' is given twice in one object"),
+             ("p.json", f"[{good},\n\n {twice}]", "p.json: line 3: the key 'prompt' is given twice in one object"),
+             ("p.csv", 'prompt,chosen,rejected\n"[{""role"": ""user"", ""role"": ""assistant"", ""content"": ""hi""}]",a,b\n',
+              "p.csv: line 2: field 'prompt': the key 'role' is given twice in one object")]
+    for file_name, text, problem in cases:
+        (tmp_path / file_name).write_text(text, encoding="utf-8")
+        with pytest.raises(ImportProblem) as refused:
+            import_preferences(tmp_path / file_name)
+        assert str(refused.value).startswith(problem), str(refused.value)
+    assert not Prompt.objects.exists()
+
+
 def test_a_header_with_spaces_around_its_names_reads_as_the_names(tmp_path):
     """"prompt ,chosen,rejected" (a space typed after a name) was refused with "cannot tell the format"."""
     (tmp_path / "p.csv").write_bytes(b"prompt , chosen,rejected\nq?,a,b\n")

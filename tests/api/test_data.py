@@ -251,3 +251,12 @@ def test_a_query_parameter_the_operation_does_not_take_is_refused_by_name(staff_
         assert refused.value.status == 400 and refused.value.detail.startswith(
             f"{stray}: not a query parameter of this operation"), (path, refused.value.detail)
     assert staff_api.get("/leaderboard", automatic=True)["votes"] == 0  # the known ones still work
+
+
+def test_a_body_that_gives_a_key_twice_is_refused(staff_api):
+    """{"rows": [...], "rows": []} answered "no rows": json kept the last value without a word."""
+    with pytest.raises(APIError) as refused:
+        staff_api.request("POST", "/preferences", content=(
+            b'{"rows": [{"prompt": "q", "chosen": "a", "rejected": "b"}], "rows": []}', "application/json"))
+    assert refused.value.status == 400 and "the key 'rows' is given twice" in refused.value.detail
+    assert not Pair.objects.exists()
