@@ -10,27 +10,15 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 
-from prefloop.lockout import password_confirms
-
 from . import tokens
 from .models import ApiToken
+from .views import AsksMakersPassword
 
 
-class ApiTokenForm(forms.ModelForm):
-    password = forms.CharField(
-        label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-        help_text="Yours, the person making the token: a browser left signed in cannot make one alone.")
-    request = None  # set by ApiTokenAdmin.get_form
-
+class ApiTokenForm(forms.ModelForm, AsksMakersPassword):  # `request`: set by ApiTokenAdmin.get_form
     class Meta:
         model = ApiToken
         fields = ["user", "name"]
-
-    def clean_password(self) -> str:
-        password = self.cleaned_data["password"]
-        if not password_confirms(self.request, self.request.user, password):
-            raise forms.ValidationError("That is not your password (wrong ones count towards the sign-in lockout).")
-        return password
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()

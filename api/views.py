@@ -16,21 +16,29 @@ from . import tokens
 from .models import ApiToken
 
 
-class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'labelling pipeline'.")
+class AsksMakersPassword(forms.Form):
+    """A form that makes a token asks the signed-in maker's password (this page's form and the admin's): a browser
+    left signed in cannot make one alone. `request` is the request the form answers."""
+
     password = forms.CharField(
         label="Your password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
-        help_text="A token acts as you until it is revoked: a browser left signed in cannot make one alone.")
-
-    def __init__(self, *args, request: HttpRequest, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.request = request
+        help_text="Yours, the person making the token: a browser left signed in cannot make one alone.")
+    request: HttpRequest | None = None
 
     def clean_password(self) -> str:
         password = self.cleaned_data["password"]
         if not password_confirms(self.request, self.request.user, password):
             raise forms.ValidationError("That is not your password (wrong ones count towards the sign-in lockout).")
         return password
+
+
+class TokenForm(AsksMakersPassword):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'labelling pipeline'.")
+    field_order = ["name", "password"]
+
+    def __init__(self, *args, request: HttpRequest, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
 
 
 class RevokeForm(forms.Form):
