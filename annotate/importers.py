@@ -451,9 +451,9 @@ def import_account():
     # a marked account that signs in is a person's (taken by an earlier version, or given a password since): unmark
     # it, or its owner's labels count as imported (annotate.rounds) and are set against the files' rows
     people_marked().update(is_import=False)
-    for profile in AnnotatorProfile.objects.filter(is_import=True).select_related("user").order_by("pk"):
-        if not profile.user.has_usable_password():
-            return profile.user
+    marked = AnnotatorProfile.objects.filter(is_import=True).select_related("user").order_by("pk").first()
+    if marked is not None:  # every account still marked has no password
+        return marked.user
     for name in (IMPORT_ACCOUNT, IMPORT_FALLBACK_ACCOUNT):
         user, created = users.get_or_create(username=name, defaults={"password": make_password(None)})
         if created or (not user.has_usable_password() and not _is_someone(user)):
