@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
+from prefloop.forms import JSON_FIELDS
 from training.promotion import PromotionError, rollback
 
 from . import services
@@ -55,6 +56,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(Prompt)
 class PromptAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_FIELDS
     list_display = ["id", "short_text", "split", "tag", "source", "created"]
     list_filter = ["split", "tag", "source"]
     search_fields = ["text"]
@@ -83,6 +85,7 @@ def _lock_prompts_to_delete(prompts) -> None:
 
 @admin.register(Response)
 class ResponseAdmin(admin.ModelAdmin):
+    formfield_overrides = JSON_FIELDS
     list_display = ["id", "prompt_id", "version", "is_reference", "source", "token_count", "logp_sum", "finish_reason",
                     "created"]
     list_filter = ["is_reference", "version", "finish_reason"]

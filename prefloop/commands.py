@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs import lifecycle
 from jobs.models import Job
+from prefcore.rows import DuplicateKey, unique_keys
 
 
 class _OneLine(logging.Filter):
@@ -28,9 +29,12 @@ class _OneLine(logging.Filter):
 
 def json_object_option(value: str, command: str, option: str, example: str) -> dict:
     """A command-line option that holds a JSON object, or a CommandError naming the option: bad JSON, JSON nested
-    deeper than Python's parser goes, a number of thousands of digits, or a value other than an object."""
+    deeper than Python's parser goes, a number of thousands of digits, a key given twice in one object (json would
+    keep the last without a word), or a value other than an object."""
     try:
-        parsed = json.loads(value)
+        parsed = json.loads(value, object_pairs_hook=unique_keys)
+    except DuplicateKey as exc:
+        raise CommandError(f"{command}: {option}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise CommandError(f"{command}: {option} is not JSON: {exc}") from None
     except RecursionError:

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 
 from generation.services import GenerationError
 from jobs.admin import StartsJobAdmin
+from prefloop.forms import JSON_FIELDS
 
 from . import services
 from .models import ReferenceLogp, TrainingRun
@@ -17,6 +18,7 @@ class StartRunForm(forms.ModelForm):
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(StartsJobAdmin, admin.ModelAdmin):
+    formfield_overrides = JSON_FIELDS
     list_display = ["id", "status", "input_version", "reference_version", "output_version", "pairs", "progress_pct",
                     "created"]
     list_filter = ["status", "reference_choice", "data_choice"]

@@ -73,6 +73,16 @@ def test_params_past_what_json_reads_are_a_one_line_error_not_a_traceback(curren
     assert not TrainingRun.objects.exists()
 
 
+@pytest.mark.parametrize("params", ['{"beta": 0.5, "beta": 0.05}', '{"training": {"epochs": 1, "epochs": 9}}'])
+def test_params_that_give_a_key_twice_are_refused_not_the_last_one_taken(current, params):
+    """json.loads kept the last value without a word: a pasted '{"beta": 0.5, ..., "beta": 0.05}' trained at 0.05."""
+    with pytest.raises(CommandError, match="^train_round: --params: the key '(beta|epochs)' is given twice"):
+        call_command("train_round", params=params)
+    with pytest.raises(CommandError, match="^run_loop: --params: the key '(beta|epochs)' is given twice"):
+        call_command("run_loop", rounds=1, pairs=1, judge="judges.rules:length_target", params=params)
+    assert not TrainingRun.objects.exists()
+
+
 @pytest.mark.parametrize("params", [[], 0, "x"])
 def test_the_service_refuses_params_that_are_not_an_object(current, params):
     with pytest.raises(TrainingError, match="expected an object of settings"):
