@@ -48,11 +48,38 @@ class ModelVersion(models.Model):
         return self.name
 
     def lineage(self) -> list[ModelVersion]:
-        chain, node = [], self
-        while node is not None:
+        """Base first, this version last. A chain that comes back to a version already in it (saved before clean()
+        refused one) ends there: following it looped forever and every page listing versions hung."""
+        chain, seen, node = [], set(), self
+        while node is not None and node.pk not in seen:
             chain.append(node)
+            if node.pk is not None:
+                seen.add(node.pk)
             node = node.parent
         return list(reversed(chain))
+
+    def clean(self) -> None:
+        """A version's parent is an earlier version, never itself or one of its own descendants (the lineage would be
+        a loop); an adapter names the full checkpoint it applies to, and only an adapter names one."""
+        from django.core.exceptions import ValidationError
+
+        problems: dict[str, str] = {}
+        node, steps = self.parent, 0
+        while node is not None and steps <= ModelVersion.objects.count():
+            if self.pk is not None and node.pk == self.pk:
+                problems["parent"] = (f"{self.parent.name!r} is {self.name!r} itself or descends from it: a version's "
+                                      "parent must be one it was trained from, so the lineage cannot loop")
+                break
+            node, steps = node.parent, steps + 1
+        if self.kind == self.LORA:
+            if self.base is None:
+                problems["base"] = "a LoRA adapter needs the full checkpoint it applies to"
+            elif self.base.kind != self.FULL or (self.pk is not None and self.base.pk == self.pk):
+                problems["base"] = f"{self.base.name!r} is not a full checkpoint: an adapter applies to one"
+        elif self.base is not None:
+            problems["base"] = "only a LoRA adapter has a base: leave it empty for a full checkpoint"
+        if problems:
+            raise ValidationError(problems)
 
 
 class VersionChange(models.Model):

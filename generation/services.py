@@ -148,6 +148,9 @@ def backend_for(version: ModelVersion, dtype: str | None = None):
     """A sampling backend for a version in `dtype` (default: the product's, PREFLOOP_DTYPE), kept loaded for the
     next job in the same worker process."""
     dtype = dtype or product_dtype()
+    if version.kind == ModelVersion.LORA and version.base is None:
+        raise GenerationError(f"version {version.name!r} (#{version.pk}) is a LoRA adapter without the full checkpoint "
+                              "it applies to: set its base in the admin")
     folders = [version.path] + ([version.base.path] if version.kind == ModelVersion.LORA else [])
     key = f"{version.pk}:{version.path}:{':'.join(_checkpoint_stamp(f) for f in folders)}:{dtype}"
     if key not in _backend_cache:
