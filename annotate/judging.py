@@ -1,6 +1,7 @@
 """Judges as annotators: the account a judge labels and votes as, and a judge labelling the queued pairs blind."""
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,11 +18,27 @@ from .models import AnnotatorProfile, Assignment
 from .routing import route_pairs
 from .services import next_pair_for, record_label
 
+USERNAME_LENGTH = 150  # django.contrib.auth's User.username
+
+
+def judge_username(judge_path: str) -> str:
+    """"judge:<path>"; a path too long for a user name (150 characters) keeps its start and ends in a hash of the
+    whole path, so two judges that differ only past the cut never share an account (the cut name gave the second
+    judge the first one's labels: it then labelled nothing, "its" pairs being done)."""
+    name = f"judge:{judge_path}"
+    if len(name) <= USERNAME_LENGTH:
+        return name
+    digest = hashlib.sha256(judge_path.encode("utf-8")).hexdigest()[:20]
+    return f"{name[:USERNAME_LENGTH - len(digest) - 1]}~{digest}"
+
 
 def judge_account(judge_path: str):
-    """The account a judge labels and votes as ("judge:<path>", no password, marked automatic)."""
-    username = f"judge:{judge_path}"[:150]
-    user, created = get_user_model().objects.get_or_create(username=username)
+    """The account a judge labels and votes as (judge_username(path), no password, marked automatic): found by the
+    judge it is marked with, so an account named by the old cut keeps its own judge's labels."""
+    profile = AnnotatorProfile.objects.select_related("user").filter(is_automatic=True, judge_path=judge_path).first()
+    if profile is not None:
+        return profile.user
+    user, created = get_user_model().objects.get_or_create(username=judge_username(judge_path))
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])

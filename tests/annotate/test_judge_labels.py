@@ -79,3 +79,27 @@ def test_label_pairs_command(db, capsys):
         call_command("label_pairs", judge="nowhere.judge:x")
     with pytest.raises(CommandError, match="labels stored before it stay"):
         call_command("label_pairs", judge="tests.loop.judges_for_tests:says_maybe")
+
+
+def test_two_judges_whose_names_differ_past_150_characters_label_as_two_accounts(db):
+    """The account name was "judge:<path>" cut to 150 characters: a second judge differing only past the cut took
+    the first one's account, labelled nothing ("its" pairs were done) and was credited with the first one's labels."""
+    from django.contrib.auth import get_user_model
+
+    from annotate.judging import judge_account
+
+    noisy = "judges.noise:Noisy?judge=" + GOOD + "&share=0." + "0" * 120 + "1&seed="
+    first, second = noisy + "1", noisy + "2"
+    for _ in range(3):
+        make_pair(text_a="GOOD answer", text_b="plain answer", labels_needed=2)
+    assert label_pairs(first).labels == 3
+    assert label_pairs(second).labels == 3
+    for path in (first, second):
+        account = judge_account(path)
+        assert len(account.username) <= 150 and account.annotator_profile.judge_path == path
+        assert Label.objects.filter(annotator=account).count() == 3
+    assert get_user_model().objects.filter(username__startswith="judge:").count() == 2
+    # an account named by the old cut is still its own judge's
+    old = get_user_model().objects.create(username=f"judge:{noisy}9"[:150])
+    AnnotatorProfile.objects.create(user=old, is_automatic=True, judge_path=noisy + "9")
+    assert judge_account(noisy + "9") == old
