@@ -104,9 +104,11 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str 
     except AttributeError:
         raise JudgeError(f"judge {path!r}: module {module_name!r} has no attribute {attr!r}") from None
     if query or inspect.isclass(target):
-        kwargs = {key: _number_or_text(value) for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
         if not callable(target):
             raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
+        kinds = _argument_kinds(target)
+        kwargs = {key: _argument(path, key, value, kinds.get(key))
+                  for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
         if dtype is not None and "dtype" not in kwargs and _takes(target, "dtype"):
             kwargs["dtype"] = dtype
         try:
@@ -125,13 +127,48 @@ def _takes(factory, name: str) -> bool:
         return False
 
 
-def _number_or_text(value: str):
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+def _argument_kinds(factory) -> dict[str, type]:
+    """What each argument of a judge's factory is annotated as, where that is one of int, float, str, bool (or one of
+    them or None)."""
+    try:
+        parameters = inspect.signature(factory, eval_str=True).parameters
+    except (TypeError, ValueError, NameError):
+        return {}
+    kinds = {}
+    for name, parameter in parameters.items():
+        options = [o for o in getattr(parameter.annotation, "__args__", (parameter.annotation,)) if o is not type(None)]
+        if len(options) == 1 and options[0] in (int, float, str, bool):
+            kinds[name] = options[0]
+    return kinds
+
+
+def _argument(path: str, key: str, value: str, kind: type | None):
+    """One argument of a judge's name, read as its factory declares it: a whole number, a finite number, text or
+    yes/no. An argument the factory does not annotate is a number when it reads as one (finite), else text. A value
+    that is not what the argument takes is refused here, by name: "tie_words=abc" built the judge and then failed on
+    the first pair, after sampling, and "target_words=nan" gave "b" for every pair without a word."""
+    if kind is str:
+        return value
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes"):
+            return True
+        if value.lower() in ("0", "false", "no"):
+            return False
+        raise JudgeError(f"judge {path!r}: {key} must be true or false (got {value!r})")
+    try:
+        return int(value)
+    except ValueError:
+        if kind is int:
+            raise JudgeError(f"judge {path!r}: {key} must be a whole number (got {value!r})") from None
+    try:
+        number = float(value)
+    except ValueError:
+        if kind is float:
+            raise JudgeError(f"judge {path!r}: {key} must be a number (got {value!r})") from None
+        return value
+    if not math.isfinite(number):
+        raise JudgeError(f"judge {path!r}: {key} must be a finite number (got {value!r})")
+    return number
 
 
 def normalise_verdict(result: object, *, tie_band: float = TIE_BAND) -> str | None:

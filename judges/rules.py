@@ -105,6 +105,10 @@ class PreferShorter:
 
     tie_words: int = 3
 
+    def __post_init__(self) -> None:
+        if self.tie_words < 0:
+            raise ValueError(f"tie_words must be >= 0 (got {self.tie_words})")
+
     def __call__(self, prompt: str, response_a: str, response_b: str) -> str:
         decided = sound_first(response_a, response_b)
         if decided is not None:

@@ -1,5 +1,6 @@
 """The judge contract: loading by name, what counts as a verdict, and errors that name the judge and the pair."""
 import math
+import re
 
 import pytest
 
@@ -32,6 +33,23 @@ def test_load_judge_builds_a_factory_with_query_arguments():
     judge = load_judge("judges.rules:LengthTarget?target_words=3&tie_words=0")
     assert judge == LengthTarget(target_words=3, tie_words=0)
     assert judge("p", "One two three.", "One two three four five six.") == "a"
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("judges.rules:PreferShorter?tie_words=abc", "tie_words must be a whole number (got 'abc')"),
+    ("judges.rules:PreferShorter?tie_words=2.5", "tie_words must be a whole number"),
+    ("judges.rules:PreferShorter?tie_words=-1", "tie_words must be >= 0"),
+    ("judges.rules:LengthTarget?target_words=nan", "target_words must be a whole number (got 'nan')"),
+    ("judges.rules:LengthTarget?target_words=inf", "target_words must be a whole number"),
+    ("judges.noise:Noisy?judge=judges.rules:length_target&share=nan", "share must be a finite number (got 'nan')"),
+    ("judges.noise:Noisy?judge=judges.rules:length_target&share=half", "share must be a number (got 'half')"),
+])
+def test_a_judge_argument_that_is_not_what_it_takes_is_refused_by_name_when_loaded(path, message):
+    """Arguments were parsed as "a number if it reads as one, else text" whatever the judge took: tie_words=abc was
+    accepted and the job failed on its first pair, after sampling, with a TypeError; target_words=nan was accepted
+    and answered "b" for every pair, identical answers included, so labels and evaluations were noise."""
+    with pytest.raises(JudgeError, match=re.escape(message)):
+        load_judge(path)
 
 
 def test_a_class_named_without_a_query_is_built_with_its_defaults():
