@@ -1,7 +1,10 @@
 """Limits on what a request may carry, checked before any view reads it.
 
-A request declaring a body over PREFLOOP_MAX_UPLOAD_BYTES is refused with 413 before anything reads it (Django's own
-limits cover form fields and the number of files, not their size). A parameter no page can use is refused with 400,
+A request declaring a body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (5 MB) is refused with 413 before anything reads
+it; only the two uploads (the Import page, POST /api/v1/jobs/import) take a file up to PREFLOOP_MAX_UPLOAD_BYTES, and
+only from staff, checked before the body is read (Django's own limits cover form fields and the number of files, not
+their size, and a multipart body is spooled to disk when anything reads request.POST: the CSRF check does, before a
+view can send an anonymous caller to the sign-in page). A parameter no page can use is refused with 400,
 naming it: a NUL character (PostgreSQL cannot store one), a whole number past 64 bits (no id or count is; SQLite
 cannot even look one up), a run of more digits than Python reads as a number, JSON nested deeper than any form needs,
 or a JSON escape of a lone surrogate (PostgreSQL refuses it). Views and forms check their own fields too; this layer
@@ -73,13 +76,13 @@ def unusable(name: str, value: str) -> str | None:
     return None
 
 
-def _refusal(request: HttpRequest) -> str | None:
+def _refusal(request: HttpRequest, *, read_form: bool = True) -> str | None:
     sources = [("query", request.GET)]
     # The API's bodies are JSON, but for one upload (POST /api/v1/jobs/import, whose fields ImportForm checks): reading
     # a form here would consume the body its parser reads next (a multipart POST to a JSON endpoint was a 500), and
     # the API refuses a body that is not JSON with its own 400.
     form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
-    if request.method == "POST" and form and not request.path.startswith("/api/"):
+    if read_form and request.method == "POST" and form and not request.path.startswith("/api/"):
         sources.append(("form", request.POST))
     for where, params in sources:
         for name, values in params.lists():
@@ -98,6 +101,49 @@ def _refuse(request: HttpRequest, text: str, status: int) -> HttpResponse:
     return HttpResponse(text, status=status, content_type="text/plain")
 
 
+def upload_paths() -> tuple[str, ...]:
+    """The paths that take a file larger than an ordinary request body: the Import page and the API's import job."""
+    from django.urls import reverse
+
+    return (reverse("annotate:import"), "/api/v1/jobs/import")
+
+
+def _sent_by_staff(request: HttpRequest) -> bool:
+    """Whether a signed-in staff session or a staff member's API token sends this request (read before the body)."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        from api.tokens import user_for_token
+
+        scheme, _, token = header.partition(" ")
+        user = user_for_token(token.strip()) if scheme.lower() == "bearer" else None
+    else:
+        user = getattr(request, "user", None)
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+
+
+class LargeUploadSenderMiddleware:
+    """After the session and authentication: a body over DATA_UPLOAD_MAX_MEMORY_SIZE (only an upload path's may be)
+    is read only for staff. Anyone else is refused with 403 before the CSRF check reads, and spools to disk, up to
+    PREFLOOP_MAX_UPLOAD_BYTES of it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            if not _sent_by_staff(request):
+                return _refuse(request, f"An upload over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20:.0f} MiB is "
+                                        "taken only from a signed-in staff member or a staff member's API token.", 403)
+            refusal = _refusal(request)  # the form's parameters, which RequestSizeLimitMiddleware left unread
+            if refusal:
+                return _refuse(request, refusal, 400)
+        return self.get_response(request)
+
+
 class RequestSizeLimitMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -109,7 +155,7 @@ class RequestSizeLimitMiddleware:
             return _refuse(request, "Bad Content-Length header.", 400)
         # a file upload (multipart) up to PREFLOOP_MAX_UPLOAD_BYTES; any other body (JSON, a form) is read into
         # memory, up to Django's DATA_UPLOAD_MAX_MEMORY_SIZE, and was told the upload limit it never had
-        upload = request.content_type == "multipart/form-data"
+        upload = request.content_type == "multipart/form-data" and request.path_info in upload_paths()
         limit = settings.PREFLOOP_MAX_UPLOAD_BYTES if upload else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if length > limit:
             what, setting = (("upload", "PREFLOOP_MAX_UPLOAD_BYTES") if upload
@@ -118,7 +164,8 @@ class RequestSizeLimitMiddleware:
                 request, f"The {what} is too large: {length / 2**20:.1f} MiB, the limit is {limit / 2**20:.0f} MiB "
                 f"({setting}){'' if upload else ': send the rows in smaller batches'}.", 413,
             )
-        refusal = _refusal(request)
+        # a body larger than an ordinary one is read only once LargeUploadSenderMiddleware knows who sends it
+        refusal = _refusal(request, read_form=length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         if refusal:
             return _refuse(request, refusal, 400)
         return self.get_response(request)

@@ -257,18 +257,70 @@ def test_oversized_uploads_are_refused_before_they_are_read(client, staff, setti
     settings.PREFLOOP_MAX_UPLOAD_BYTES = 10_000
     client.force_login(staff)
     big = SimpleUploadedFile("prompts.jsonl", b'{"prompt": "x"}\n' * 2000, content_type="application/json")
-    response = client.post(reverse("generation:jobs"), {"file": big})
+    response = client.post(reverse("annotate:import"), {"file": big})
     assert response.status_code == 413
     assert "PREFLOOP_MAX_UPLOAD_BYTES" in response.content.decode()
     small = SimpleUploadedFile("prompts.jsonl", b'{"prompt": "x"}\n', content_type="application/json")
-    assert client.post(reverse("generation:jobs"), {"file": small}).status_code != 413
+    assert client.post(reverse("annotate:import"), {"file": small}).status_code != 413
+
+
+UPLOAD = 6 * 2**20  # over Django's 5 MB body limit, under the 50 MiB upload limit
+
+
+def _big_file(name="prompts.jsonl"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile(name, b'{"prompt": "x"}\n' * (UPLOAD // 16), content_type="application/json")
+
+
+@pytest.mark.django_db
+def test_a_large_multipart_body_from_anyone_but_staff_is_refused_before_it_is_read(client, annotator, settings):
+    """Every path took a multipart body of up to 50 MiB before sign-in, and the CSRF check read it (spooling it to
+    disk) before the page sent an anonymous caller to the sign-in page: 45 MiB to /healthz, or to the Import page
+    signed out, were written to a temporary file on each request. Only the two upload paths take more than an
+    ordinary body now, and only from staff, refused before anything reads the body."""
+    from django.test import Client
+
+    anonymous = Client()
+    for path in ("/healthz", "/accounts/login/", reverse("generation:jobs")):
+        response = anonymous.post(path, {"file": _big_file()})
+        assert response.status_code == 413 and "DATA_UPLOAD_MAX_MEMORY_SIZE" in response.content.decode(), path
+    for who in (anonymous, client):
+        if who is client:
+            client.force_login(annotator)
+        for path in (reverse("annotate:import"), "/api/v1/jobs/import"):
+            response = who.post(path, {"file": _big_file(), "kind": "prompts"})
+            assert response.status_code == 403 and "only from a signed-in staff member" in response.content.decode()
+    from api.tokens import create_token
+
+    _, token = create_token(annotator, "not staff")
+    response = Client().post("/api/v1/jobs/import", {"file": _big_file(), "kind": "prompts"},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_staff_still_upload_a_file_larger_than_an_ordinary_body(client, staff, settings, tmp_path):
+    from django.test import Client
+
+    from annotate.models import ImportJob
+    from api.tokens import create_token
+
+    client.force_login(staff)
+    response = client.post(reverse("annotate:import"), {"file": _big_file(), "kind": "prompts", "format": "auto",
+                                                        "split": "train"})
+    assert response.status_code == 302 and ImportJob.objects.count() == 1
+    _, token = create_token(staff, "pipeline")
+    response = Client().post("/api/v1/jobs/import", {"file": _big_file(), "kind": "prompts"},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 201 and ImportJob.objects.count() == 2
 
 
 @pytest.mark.django_db
 def test_oversized_form_fields_are_refused(client, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    response = client.post(reverse("login"), {"username": "x" * 5000, "password": "y"})
-    assert response.status_code == 400
+    response = client.post(reverse("login"), {"username": "x" * 5000, "password": "y"})  # multipart, as a browser may
+    assert response.status_code == 413  # refused on its declared length, before anything reads it
 
 
 @pytest.mark.django_db
