@@ -334,6 +334,29 @@ def _decoded_type(kind):
     return kind
 
 
+def _decoded_bytes(array) -> int:
+    """About how many bytes an Arrow array holds once every dictionary in it is decoded, counted without decoding:
+    a dictionary's values' sizes taken by its codes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(array, pa.ChunkedArray):
+        return sum(_decoded_bytes(chunk) for chunk in array.chunks)
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = array.dictionary
+        if not any(check(values.type) for check in (pa.types.is_string, pa.types.is_binary, pa.types.is_large_string,
+                                                     pa.types.is_large_binary)):
+            return _decoded_bytes(pc.take(values, array.indices))  # numbers, or a struct of dictionaries: cheap
+        taken = pc.sum(pc.take(pc.binary_length(values), array.indices)).as_py() or 0
+        return int(taken) + 8 * len(array)
+    if pa.types.is_struct(kind):
+        return sum(_decoded_bytes(array.field(i)) for i in range(kind.num_fields)) + len(array)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _decoded_bytes(array.flatten()) + 8 * len(array)
+    return array.nbytes
+
+
 def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
     """Rows of a Parquet file, never decoding more than the limits allow: the row count and the uncompressed size
     from the metadata first, then small batches, each counted before it becomes Python objects (a column of one
@@ -342,7 +365,11 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        # every text column (nested ones included) read as (codes, distinct values): a value repeated in every row is
+        # then held once however many rows a batch has, and _decoded_bytes counts what decoding would make before
+        # anything is decoded (read plainly, 256 rows pointing at one 16 MiB value were 4 GiB in memory at once)
+        texts = [column.path for column in pq.ParquetFile(path).schema if column.physical_type == "BYTE_ARRAY"]
+        parquet = pq.ParquetFile(path, read_dictionary=texts)
         meta = parquet.metadata
         schema = parquet.schema_arrow
     except Exception as exc:  # pyarrow raises several types for a damaged file
@@ -359,11 +386,10 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
     plain = pa.schema([pa.field(f.name, _decoded_type(f.type)) for f in schema])
     try:
         for batch in parquet.iter_batches(batch_size=256):
-            # dictionary-encoded columns read as (codes, distinct values): decode them to count what rows hold
-            batch = batch.cast(plain) if plain != batch.schema else batch
-            decoded += batch.nbytes
+            decoded += sum(_decoded_bytes(column) for column in batch.columns)  # counted before decoding
             if decoded > limits.max_bytes:
                 raise limits.too_many_bytes(name, f"more than {decoded:,} bytes")
+            batch = batch.cast(plain) if plain != batch.schema else batch
             for row in batch.to_pylist():
                 rows.append((len(rows) + 1, {str(k): _plain(v) for k, v in row.items()}))
     except ImportProblem:

@@ -175,3 +175,41 @@ def test_command_options_that_reach_the_database_are_checked(tmp_path):
     with pytest.raises(CommandError, match="--tag holds bytes that are not UTF-8 text"):
         call_command("import_prompts", str(pairs), "--tag=caf\udce9")
     assert _nothing_stored()
+
+
+_PEAK = """
+import resource, sys
+from prefcore.rows import ImportLimits, ImportProblem, read_rows
+try:
+    read_rows(sys.argv[1], "big-values.parquet", ImportLimits(max_bytes=64 * 2**20))
+    print("read")
+except ImportProblem as exc:
+    print(exc.problems[0])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_rows_pointing_at_one_huge_value_are_refused_before_they_are_decoded(tmp_path, nested):
+    """Each batch of 256 rows was decoded before its size was counted: 256 rows pointing at one 16 MiB string (a
+    file of a few KB, its metadata saying 16 MB, under the limit) took 4 GiB of memory to refuse, and one value of
+    near the limit would take the worker down. The text columns are now read as dictionaries and what decoding
+    would make is counted first. Measured in a process of its own (its peak memory is the test)."""
+    import subprocess
+    import sys
+
+    codes = pa.array(np.zeros(256, dtype=np.int32))  # every row points at value 0: the file holds it once
+    chosen = pa.DictionaryArray.from_arrays(codes, pa.array(["x" * (16 * 2**20)], pa.large_string()))
+    if nested:  # the same value inside a chat: a list of one {role, content} per row
+        role = pa.DictionaryArray.from_arrays(codes, pa.array(["assistant"]))
+        chosen = pa.ListArray.from_arrays(pa.array(np.arange(257, dtype=np.int32)),
+                                          pa.StructArray.from_arrays([role, chosen], ["role", "content"]))
+    table = pa.table({"prompt": pa.array([f"question {i}" for i in range(256)]), "chosen": chosen,
+                      "rejected": pa.array(["no"] * 256)})
+    path = tmp_path / "big-values.parquet"
+    pq.write_table(table, path, compression="zstd")
+    assert path.stat().st_size < 10_000 and pq.ParquetFile(path).metadata.row_group(0).total_byte_size < 64 * 2**20
+    out = subprocess.run([sys.executable, "-c", _PEAK, str(path)], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split("\n")
+    assert "decoded is over the limit of 67,108,864 bytes" in out[0]
+    assert int(out[1]) < 1024, f"peak memory {out[1]} MiB reading a file refused at 64 MiB"
