@@ -129,6 +129,19 @@ class Backend(ABC):
         """Free the model (and GPU memory); the backend is unusable afterwards."""
 
 
+def check_context(prompts: list, ids: list[list[int]], max_new_tokens: int, context: int | None) -> None:
+    """Every prompt leaves room for max_new_tokens in the model's context, or a ValueError naming the prompt by its
+    text (its place in a batch, "prompt 0", told nobody which prompt to delete or shorten)."""
+    for prompt, row in zip(prompts, ids, strict=True):
+        if context and len(row) + max_new_tokens > context:
+            text = " ".join(prompt.split()) if isinstance(prompt, str) else " ".join(
+                str(m.get("content", "")) for m in prompt if isinstance(m, dict)).strip()
+            shown = text if len(text) <= 60 else text[:59] + "…"
+            raise ValueError(f"the prompt {shown!r} is {len(row)} tokens: with max_new_tokens {max_new_tokens} "
+                             f"that exceeds the model's context of {context} (shorten or remove the prompt, or "
+                             "sample fewer new tokens)")
+
+
 def check_seeds(prompts: list, seeds: list[int] | None) -> None:
     if seeds is not None and len(seeds) != len(prompts):
         raise ValueError(f"seeds: expected one seed per prompt ({len(prompts)}), got {len(seeds)}")

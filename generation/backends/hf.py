@@ -23,6 +23,7 @@ from .base import (
     SamplingConfig,
     StopFn,
     TokensFn,
+    check_context,
     check_seeds,
     default_seed,
     sample_seed,
@@ -117,11 +118,7 @@ class HFBackend(Backend):
                  should_stop: StopFn | None = None, on_tokens: TokensFn | None = None) -> list[list[Sample]]:
         check_seeds(prompts, seeds)
         ids = [self.prompt_ids(p) for p in prompts]
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        for i, row in enumerate(ids):
-            if limit and len(row) + config.max_new_tokens > limit:
-                raise ValueError(f"prompt {i}: {len(row)} tokens + max_new_tokens {config.max_new_tokens} exceed the "
-                                 f"model's context of {limit}")
+        check_context(prompts, ids, config.max_new_tokens, getattr(self.model.config, "max_position_embeddings", None))
         if seeds is None:
             seeds = [default_seed(config.seed, row) for row in ids]
         seqs = [[_Sequence(i, j, random.Random(sample_seed(seeds[i], j))) for j in range(config.n)]

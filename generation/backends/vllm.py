@@ -37,7 +37,7 @@ from pathlib import Path
 
 from prefcore.chat import prompt_token_ids
 
-from .base import Backend, GenerationCancelled, Sample, SamplingConfig, check_seeds, default_seed
+from .base import Backend, GenerationCancelled, Sample, SamplingConfig, check_context, check_seeds, default_seed
 
 log = logging.getLogger(__name__)
 
@@ -396,10 +396,7 @@ class VLLMBackend(Backend):
         if not prompts:
             return []
         ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        for i, row in enumerate(ids):  # the hf backend's check and words; vLLM would cut such samples short
-            if len(row) + config.max_new_tokens > self.max_model_len:
-                raise ValueError(f"prompt {i}: {len(row)} tokens + max_new_tokens {config.max_new_tokens} exceed the "
-                                 f"model's context of {self.max_model_len}")
+        check_context(prompts, ids, config.max_new_tokens, self.max_model_len)  # vLLM would cut such samples short
         seeds = seeds if seeds is not None else [default_seed(config.seed, row) for row in ids]
         greedy = config.temperature == 0
         asked = 1 if greedy else config.n  # vLLM refuses greedy sampling with n > 1: one answer, copied below

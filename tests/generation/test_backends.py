@@ -484,3 +484,15 @@ def test_other_llama_family_models_match_teacher_forcing(tiny_model_dir, tmp_pat
     if dtype_name == "float32":
         assert sum(a.token_ids == b.token_ids
                    for r, r2 in zip(out, generic, strict=True) for a, b in zip(r, r2, strict=True)) >= 4
+
+
+def test_a_prompt_too_long_for_the_context_is_named_by_its_text_not_its_place_in_the_batch(backend):
+    """The error said "prompt 0" (its place in the chunk): a job that failed on one over-long prompt of hundreds told
+    nobody which prompt to delete, and every later job that drew it failed the same way."""
+    long = "Tell me about " + "the weather " * 400
+    with pytest.raises(ValueError, match=r"the prompt 'Tell me about the weather the weather .*…' is \d+ tokens: "
+                                         r"with max_new_tokens 8 that exceeds the model's context of \d+"):
+        backend.generate(["Hello.", long], SamplingConfig(n=1, max_new_tokens=8))
+    chat = [{"role": "user", "content": long}]
+    with pytest.raises(ValueError, match=r"the prompt 'Tell me about the weather"):
+        backend.generate([chat], SamplingConfig(n=1, max_new_tokens=8))

@@ -193,7 +193,7 @@ def test_the_context_is_the_models_own(fake, tiny_model_dir):
     assert "max_model_len" not in fake.instances[0].engine_kwargs  # vLLM derives it
     assert backend.max_model_len == 512  # the tiny model's max_position_embeddings, as vLLM derives it
     long_prompt = "word " * 300
-    with pytest.raises(ValueError, match="prompt 0: .* tokens \\+ max_new_tokens 300 exceed the model's context of 512"):
+    with pytest.raises(ValueError, match="the prompt 'word word .*…' is .* tokens: with max_new_tokens 300 that exceeds the model's context of 512"):
         backend.generate([long_prompt], SamplingConfig(n=1, max_new_tokens=300))
     shorter = VLLMBackend(str(tiny_model_dir), max_model_len=256, canary=False)
     assert shorter.max_model_len == 256
