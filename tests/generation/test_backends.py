@@ -293,7 +293,7 @@ def test_bad_input_is_named(product_backend, tiny_model_dir):
     backend = product_backend
     with pytest.raises(ValueError, match="seeds"):
         backend.generate(PROMPTS, SamplingConfig(), seeds=[1])
-    with pytest.raises(ValueError, match="prompt 1: .* context"):
+    with pytest.raises(ValueError, match="the prompt 'word word .* context"):
         backend.generate(["hi", "word " * 600], SamplingConfig(max_new_tokens=8))
     with pytest.raises(ValueError, match="kind"):
         load_backend(str(tiny_model_dir), kind="onnx")
