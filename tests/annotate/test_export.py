@@ -277,3 +277,19 @@ def test_a_pair_id_no_database_id_can_be_is_another_data_sets_not_an_error(tmp_p
     path = tmp_path / "big.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     assert import_preferences(path).created == len(rows)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, fmt, message", [
+    ("out.parquet", "jsonl", "the name says parquet, but --format is jsonl: pass --format parquet, or name the file out.jsonl"),
+    ("out.jsonl", "parquet", "the name says jsonl, but --format is parquet"),
+    ("out.jsonl", "hf", "--format hf writes a folder, and this names a .jsonl file"),
+])
+def test_an_export_named_as_another_format_is_refused_before_anything_is_written(tmp_path, name, fmt, message):
+    """`export_preferences out.parquet --format jsonl` wrote JSON Lines under a Parquet name (and --format hf a folder
+    called x.jsonl): the Import page then refused the file as "not a Parquet file"."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("export_preferences", str(tmp_path / name), format=fmt)
+    assert list(tmp_path.iterdir()) == []

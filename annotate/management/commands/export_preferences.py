@@ -6,12 +6,29 @@ annotator ids and label times. OUT must not exist yet, or be a folder: the expor
 name. Nothing already there is overwritten.
 """
 
+from pathlib import Path
+
 from django.core.management.base import CommandError
 
 from annotate.exporters import EXPORT_FORMATS, ExportError, export_preferences
 from annotate.hf_dataset import DEFAULT_LICENSE
 from annotate.models import MAX_NUMBER, LabellingRound
 from prefloop.commands import Command as PrefLoopCommand
+
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+def _check_suffix(out: str, fmt: str) -> None:
+    """A file name that says another format than --format is a mistake: `out.parquet --format jsonl` wrote JSON
+    Lines under a Parquet name, which the Import page then refused as "not a Parquet file"."""
+    path = Path(out)
+    named = SUFFIXES.get(path.suffix.lower())
+    if path.exists() or named is None or named == fmt:  # an existing file or folder: the exporter says why not
+        return
+    if fmt == "hf":
+        raise CommandError(f"{out}: --format hf writes a folder, and this names a .{named} file: name a folder")
+    raise CommandError(f"{out}: the name says {named}, but --format is {fmt}: pass --format {named}, "
+                       f"or name the file {path.stem}.{fmt}")
 
 
 class Command(PrefLoopCommand):
@@ -41,6 +58,7 @@ class Command(PrefLoopCommand):
             raise CommandError("--license: expected up to 100 printable characters, e.g. cc-by-4.0")
         if share is not None and not 0 <= share <= 1:
             raise CommandError(f"--min-agreement must be between 0 and 1, got {share}")
+        _check_suffix(options["out"], options["format"])
         for number in options["round"] or ():  # an unknown round is a typo, not an empty export
             if not 0 <= number <= MAX_NUMBER or not LabellingRound.objects.filter(number=number).exists():
                 raise CommandError(f"--round {number}: no such labelling round")
