@@ -5,7 +5,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from judges import JudgeError, check_allowed
+from judges import JudgeError, check_judge
 from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
@@ -137,7 +137,7 @@ class LabellingRoundForm(forms.ModelForm):
         path = self.cleaned_data["route_judge"].strip()
         if path:
             try:
-                check_allowed(path)
+                check_judge(path)  # allowed, and arguments it takes: building it may load a model
             except JudgeError as exc:
                 raise forms.ValidationError(str(exc)) from None
         return path

@@ -91,6 +91,23 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str 
     model, e.g. judges.llm:LLMJudge) unless the name sets one: the product passes its own, so judges compute in the
     dtype that sampling and training use.
     """
+    path = path.strip()
+    target, kwargs = _target_and_arguments(path, allowed)
+    if kwargs is not None:
+        if dtype is not None and "dtype" not in kwargs and _takes(target, "dtype"):
+            kwargs["dtype"] = dtype
+        try:
+            target = target(**kwargs)
+        except Exception as exc:
+            raise JudgeError(f"judge {path!r}: building it failed: {type(exc).__name__}: {exc}") from None
+    if not callable(target):
+        raise JudgeError(f"judge {path!r} is not callable (it is a {type(target).__name__})")
+    return target
+
+
+def _target_and_arguments(path: str, allowed: Collection[str] | None) -> tuple[object, dict | None]:
+    """The allowed attribute a judge's name points at, and the keyword arguments to build it with (None: it is the
+    judge itself, not a factory), each read as the factory declares it."""
     module_name, _, attr = check_allowed(path, allowed).partition(":")
     path = path.strip()
     query = path.partition("?")[2]
@@ -103,21 +120,27 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str 
             target = getattr(target, part)
     except AttributeError:
         raise JudgeError(f"judge {path!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if query or inspect.isclass(target):
-        if not callable(target):
-            raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
-        kinds = _argument_kinds(target)
-        kwargs = {key: _argument(path, key, value, kinds.get(key))
-                  for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
-        if dtype is not None and "dtype" not in kwargs and _takes(target, "dtype"):
-            kwargs["dtype"] = dtype
-        try:
-            target = target(**kwargs)
-        except Exception as exc:
-            raise JudgeError(f"judge {path!r}: building it failed: {type(exc).__name__}: {exc}") from None
+    if not (query or inspect.isclass(target)):
+        return target, None
     if not callable(target):
-        raise JudgeError(f"judge {path!r} is not callable (it is a {type(target).__name__})")
-    return target
+        raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
+    kinds = _argument_kinds(target)
+    return target, {key: _argument(path, key, value, kinds.get(key))
+                    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
+
+
+def check_judge(path: str, allowed: Collection[str] | None = None) -> str:
+    """What a form can check of a judge's name without building the judge (which may load a model): allowed, its
+    module and attribute there, each argument one the factory takes and of the kind it declares. Returns the name."""
+    target, kwargs = _target_and_arguments(path, allowed)
+    if kwargs is not None:
+        try:
+            inspect.signature(target).bind_partial(**kwargs)
+        except TypeError as exc:
+            raise JudgeError(f"judge {path.strip()!r}: {exc}") from None
+        except ValueError:
+            pass  # no signature to read: building it will tell
+    return judge_name(path)
 
 
 def _takes(factory, name: str) -> bool:

@@ -110,6 +110,9 @@ def test_a_closed_round_keeps_its_pairs_when_its_overlap_changes(client, boss):
     ("labels_per_pair", "99999999999", "less than or equal to 20"),
     ("number", "-1", "greater than or equal to 0"),
     ("route_judge", "os:system", "judge 'os:system' is not allowed"),
+    # a judge's arguments, checked without building it (which may load a model): routing failed on them later
+    ("route_judge", "judges.rules:PreferShorter?tie_words=abc", "tie_words must be a whole number (got 'abc')"),
+    ("route_judge", "judges.rules:PreferShorter?tie_word=3", "got an unexpected keyword argument 'tie_word'"),
     ("close_width", "0", "expected a width above 0"),
     ("queue_order", "fastest", "Select a valid choice"),
     ("guidelines", "x" * 20_001, "expected up to 20,000 characters"),
