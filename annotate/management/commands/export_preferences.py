@@ -23,7 +23,12 @@ def _check_suffix(out: str, fmt: str) -> None:
     Lines under a Parquet name, which the Import page then refused as "not a Parquet file"."""
     path = Path(out)
     named = SUFFIXES.get(path.suffix.lower())
-    if path.exists() or named is None or named == fmt:  # an existing file or folder: the exporter says why not
+    if named is None or named == fmt:
+        return
+    try:
+        if path.exists():  # an existing file or folder: the exporter says why not
+            return
+    except OSError:  # a name the system refuses (too long): the exporter says so
         return
     if fmt == "hf":
         raise CommandError(f"{out}: --format hf writes a folder, and this names a .{named} file: name a folder")
