@@ -81,7 +81,7 @@ def test_under_the_row_limit_the_decoded_size_is_counted_and_refused(staff_clien
 
 
 _MEASURE = textwrap.dedent("""
-    import sys
+    import resource, sys
     from prefcore.rows import ImportLimits, ImportProblem, read_preferences
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
