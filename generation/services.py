@@ -235,6 +235,8 @@ def check_pairing(pairing: str, judge: str, samples: int) -> None:
     judge that loads and at most MAX_JUDGED_SAMPLES samples, and no other pairing takes a judge."""
     if pairing not in PAIRING_STRATEGIES:
         raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
+    if samples < 2 and pairing != "none":  # here, so every start (a loop's too) refuses it before anything runs
+        raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {samples})")
     if pairing != "judge":
         if judge:
             raise GenerationError(f"a judge ranks samples only with pairing 'judge' (pairing is {pairing!r})")
@@ -269,8 +271,6 @@ def start_generation_job(
         raise GenerationError(f"number of prompts must be from 1 to {MAX_PROMPTS_PER_JOB:,} (got {n_prompts})")
     if len(tag) > 100 or not tag.isprintable():
         raise GenerationError("tag: expected up to 100 printable characters")
-    if config.n < 2 and pairing != "none":
-        raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {config.n})")
     check_pairing(pairing, judge, config.n)
     # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two
     # requests, and each took the same prompts and seeds, so every pair was made twice and labelled twice.

@@ -108,6 +108,9 @@ def test_bad_settings_are_refused_with_the_services_message(staff_api, tiny_vers
         (lambda: staff_api.start_compare(tiny_version.pk, tiny_version.pk, prompt_ids=[]), "prompt_ids"),  # was a job of 0
         (lambda: staff_api.start_loop(1, 4, "no.such:judge"), "no.such"),
         (lambda: staff_api.start_loop(1, 4, "judges.rules:length_target", params={"bogus": 1}), "bogus"),
+        # was accepted, and the loop failed in round 1 for the rule a generation job refused up front
+        (lambda: staff_api.start_loop(1, 2, "judges.rules:length_target", params={"sampling": {"n": 1}}),
+         "samples per prompt must be at least 2 to make a pair (got 1)"),
     ]
     for call, words in cases:
         with pytest.raises(APIError) as refused:
