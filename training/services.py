@@ -344,6 +344,10 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         lifecycle.fail(run, str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
+    except BaseException:  # Ctrl-C at the command line: the caller records it; the unregistered checkpoint goes
+        if out_tmp is not None:
+            shutil.rmtree(out_tmp, ignore_errors=True)
+        raise
     run.refresh_from_db()
     return run
 

@@ -33,3 +33,21 @@ def test_a_version_whose_run_failed_just_after_registering_it_still_awaits_the_g
     client.force_login(staff)
     client.post(f"/training/versions/{version.pk}/rollback/", {"reason": ""})
     assert ModelVersion.objects.get(is_current=True) == base
+
+
+@pytest.mark.django_db
+def test_ctrl_c_before_the_checkpoint_is_registered_leaves_no_temporary_folder(
+        tiny_model_dir, annotator, settings, tmp_path, monkeypatch):
+    """The written checkpoint (models/.tmp-run-N-...) was removed only for an Exception: a Ctrl-C of train_round or
+    run_loop (KeyboardInterrupt) left it on disk, a whole checkpoint when it landed while saving, until the next run."""
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(base, annotator, 4)
+
+    def ctrl_c(*args, **kwargs):  # as the checkpoint is written, before it becomes a version
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "store_reference_logps", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train.run_training(train.start_training_run(input_version=base, params=FAST, enqueue=False).pk)
+    assert [p.name for p in settings.MODELS_DIR.iterdir()] == [] and ModelVersion.objects.count() == 1
