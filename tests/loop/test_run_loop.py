@@ -79,6 +79,7 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch, settings
     assert rounds[0]["gate"]["against"] == "base" and rounds[1]["gate"]["against"] == "round-1"
     assert "round 1: promoted round-1" in out.err and "round 2: promoted round-2" in out.err
     assert "round 2/2" in out.err  # the progress bar
+    assert out.err.rstrip().splitlines()[-1].startswith("round 2/2 done: 100%")  # it ended at 80-93% with rc 0
 
     current = gen.current_version()
     assert current.name == "round-2" and current.parent.name == "round-1"
@@ -233,3 +234,19 @@ def test_a_rounds_gate_figures_are_the_ones_its_decision_read(tiny_loop, monkeyp
     assert result["gate"]["votes"] == decided_on["votes"] == 4  # the judge's 3 and the person's
     assert result["gate"]["win_rate"] == decided_on["win_rate"] and result["gate"]["ci95"] == decided_on["ci95"]
     assert result["gate"]["reason"] == "needs 16 blind votes against the current version, has 4"
+
+
+def test_a_run_cancelled_from_the_page_ends_the_command_saying_what_was_kept(tiny_loop, monkeypatch):
+    """The command said "run_loop: run 9 cancelled: " with nothing after the colon: a cancel has no error, and the
+    run's stage, which says what was kept, was not shown."""
+    from jobs import lifecycle
+    from loop.management.commands import run_loop as command
+
+    def cancelled_from_the_page(pk, **kwargs):
+        lifecycle.cancel(LoopRun.objects.get(pk=pk))  # as the page's Cancel button, while the run starts
+        return run_loop(pk, **kwargs)
+
+    monkeypatch.setattr(command, "run_loop", cancelled_from_the_page)
+    with pytest.raises(CommandError, match=r"^run_loop: run \d+ cancelled: \S.+") as ended:
+        call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1)
+    assert str(ended.value).endswith(LoopRun.objects.get().stage)

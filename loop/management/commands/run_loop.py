@@ -67,5 +67,8 @@ class Command(PrefLoopCommand):
 
             with in_foreground("run_loop", run):
                 run = run_loop(run.pk, progress=progress, on_round=on_round)
-        if run.status != LoopRun.SUCCEEDED:
-            raise CommandError(f"run_loop: run {run.pk} {run.status}: {run.error}")
+            if run.status == LoopRun.SUCCEEDED:  # the run's progress is written at most once a second: a finished
+                bar.set_description(f"round {run.rounds}/{run.rounds} done")  # run's bar ended at 80-93%
+                bar.update(bar.total - bar.n)
+        if run.status != LoopRun.SUCCEEDED:  # a cancel from the page has no error: its stage says what was kept
+            raise CommandError(f"run_loop: run {run.pk} {run.status}: {run.error or run.stage}")
