@@ -449,6 +449,7 @@ def skipped_pairs(user) -> list[Assignment]:
     before it was answered."""
     open_round = Q(pair__round__isnull=True) | Q(pair__round__closed_at__isnull=True)
     return list(Assignment.objects.filter(open_round, annotator=user, state=Assignment.SKIPPED)
+                .exclude(pair__route__in=(Route.DUPLICATE, Route.JUDGE))  # held back since: not anyone's to label
                 .select_related("pair__prompt").order_by("leased_at", "pk"))
 
 
@@ -463,6 +464,11 @@ def return_to_skipped(user, pair: Pair | int) -> Assignment:
             raise LabelError(f"pair {pair_id} is not on your skipped list")
         if not Pair.objects.filter(Q(round__isnull=True) | Q(round__closed_at__isnull=True), pk=pair_id).exists():
             raise LabelError(f"pair {pair_id} is in a labelling round that has closed: nothing to return to")
+        # held back since it was skipped (a near-duplicate, the judge's, waiting for the routing judge): the queue
+        # no longer serves it, and a return was a way round that, its label counted in training and agreement
+        why = _not_served(Pair.objects.select_related("round").get(pk=pair_id), user)
+        if why:
+            raise LabelError(f"pair {pair_id} {why}: nothing to return to")
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()
         skipped.state, skipped.expires_at = Assignment.LEASED, _lease_expiry(now)
         skipped.save(update_fields=["state", "expires_at"])

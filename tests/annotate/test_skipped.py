@@ -46,3 +46,21 @@ def test_only_your_own_skipped_pairs_can_be_returned_to(annotator, django_user_m
     assert f"Pair {pair.pk} is not on your skipped list." in response.content.decode()
     response = client.post(reverse("annotate:return_to_skipped"), {"pair": "junk"}, follow=True)
     assert response.status_code == 200 and "Nothing to return to" in response.content.decode()
+
+
+@pytest.mark.parametrize("route", ["duplicate", "judge"])
+def test_a_skipped_pair_held_back_since_cannot_be_returned_to_and_labelled(annotator, route):
+    """Returning to a skipped pair checked only for a closed round: a pair skipped, then held back as a near-duplicate
+    or given to the judge, was leased again and labelled, its label counted in training and agreement."""
+    from annotate.models import Pair, Route
+
+    pair = make_pair()
+    client = Client()
+    client.force_login(annotator)
+    skip(annotator, next_pair_for(annotator).pair)
+    Pair.objects.filter(pk=pair.pk).update(route=Route.DUPLICATE if route == "duplicate" else Route.JUDGE)
+    assert "You have skipped no pair" in client.get(reverse("annotate:skipped")).content.decode()
+    response = client.post(reverse("annotate:return_to_skipped"), {"pair": pair.pk}, follow=True)
+    assert "nothing to return to" in response.content.decode()
+    client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "left"}, **HTMX)
+    assert not Label.objects.exists()
