@@ -2,11 +2,16 @@
 from django.contrib import admin, messages
 
 from . import closing, routing
+from .forms import LabellingRoundForm
 from .models import AnnotatorProfile, Assignment, ImportJob, Label, LabellingRound, Pair
+from .rounds import save_round
 
 
 @admin.register(LabellingRound)
 class RoundAdmin(admin.ModelAdmin):
+    # the rounds page's form: its bounds and checks (an overlap of 0 or 2**31, a gold rate of 5, a judge not allowed
+    # were saved here, and the round could not be edited on its page or by the API after)
+    form = LabellingRoundForm
     list_display = ["number", "labels_per_pair", "gold_rate", "queue_order", "route_judge", "closed_at", "created"]
     readonly_fields = ["closed_at", "closed_reason"]
     actions = ["route_now", "close_now"]
@@ -16,6 +21,12 @@ class RoundAdmin(admin.ModelAdmin):
         ("Judge and people", {"fields": ["route_judge", "route_threshold", "audit_share"]}),
         ("When labelling closes", {"fields": ["close_width", "closed_at", "closed_reason"]}),
     ]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        # as the page saves it: a new overlap reaches the round's pairs, and only the fields changed are written
+        save_round(obj, form.changed_data)
 
     @admin.action(description="Route the judge-labelled pairs now (by the judge's measured agreement)")
     def route_now(self, request, queryset):

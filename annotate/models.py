@@ -98,6 +98,20 @@ class Pair(models.Model):
     route = models.CharField(max_length=10, choices=Route.choices, default=Route.NONE, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
+    def clean(self) -> None:
+        """What the admin may save: two different answers, both to the pair's own prompt (the importers and the
+        sampler only ever make such pairs; a pair of one answer twice, or of another prompt's, trains on nonsense)."""
+        from django.core.exceptions import ValidationError
+
+        if not (self.prompt_id and self.response_a_id and self.response_b_id):
+            return
+        if self.response_a_id == self.response_b_id:
+            raise ValidationError({"response_b": "a pair needs two different answers"})
+        for name in ("response_a", "response_b"):
+            if getattr(self, name).prompt_id != self.prompt_id:
+                raise ValidationError({name: f"this answer is to prompt {getattr(self, name).prompt_id}, not to the "
+                                             f"pair's prompt {self.prompt_id}"})
+
     class Meta:
         constraints = [models.UniqueConstraint(fields=["response_a", "response_b"], name="one_pair_per_responses")]
         indexes = [
@@ -185,6 +199,21 @@ class Label(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["pair", "annotator"], name="one_label_per_person")]
+
+    def clean(self) -> None:
+        """What the admin may save: a probability from 0 to 1 and a time of 0 seconds or more, finite."""
+        import math
+
+        from django.core.exceptions import ValidationError
+
+        problems = {}
+        if self.preference_prob is not None and not (math.isfinite(self.preference_prob)
+                                                     and 0 <= self.preference_prob <= 1):
+            problems["preference_prob"] = f"a probability is from 0 to 1 (got {self.preference_prob})"
+        if self.seconds is not None and not (math.isfinite(self.seconds) and self.seconds >= 0):
+            problems["seconds"] = f"a time is 0 seconds or more (got {self.seconds})"
+        if problems:
+            raise ValidationError(problems)
 
     def __str__(self) -> str:
         return f"{self.annotator} on pair {self.pair_id}: {self.choice}"
