@@ -574,7 +574,22 @@ def hh_split(transcript: str, field: str) -> tuple[list[dict], str]:
     return messages, turns[-1][1].strip()
 
 
+PROMPT_SETTINGS = ("split", "tag")  # an import's settings for all its prompts
+PAIR_SETTINGS = ("round", "labels_needed")  # an import's settings for all its pairs
+
+
+def _no_settings(row: dict, names: tuple[str, ...]) -> None:
+    """A row that sets what the import sets for all its rows is refused, naming the field: the value was dropped
+    without a word, so a file's "split": "eval" rows went into train (and, a train prompt then, could never be
+    imported as eval) and a pair's "round" went into no round."""
+    for name in names:
+        if _cell(row, name) is not None:
+            raise RowError(name, f"set for the whole import (the Import page's choice, the command's --{name.replace('_', '-')}), "
+                                 f"not per row: split the file by {name} and import each part with its own")
+
+
 def _pair_row(line: int, row: dict) -> PairRow:
+    _no_settings(row, PAIR_SETTINGS)
     return PairRow(line, prompt_row(line, row.get("prompt")), _text(row, "response_a"), _text(row, "response_b"))
 
 
@@ -723,6 +738,7 @@ def prompt_file_row(line: int, row: dict) -> PromptRow:
     format) `completion`: text, or a message list ending with the assistant's turn. SPIN rounds train the reference
     over the model's own answers, so an empty one is refused rather than taught, and so is one a `label` marks
     undesirable (TRL's unpaired format)."""
+    _no_settings(row, PROMPT_SETTINGS)
     prompt = prompt_row(line, row.get("prompt"))
     given = [field for field in REFERENCE_FIELDS if _cell(row, field) is not None]
     if not given:

@@ -36,6 +36,27 @@ def test_prompts_from_jsonl_with_text_and_chats_twice_adds_nothing(tmp_path):
     assert Prompt.objects.count() == 2
 
 
+def test_a_row_that_sets_what_the_import_sets_for_every_row_is_refused_by_line_and_field(tmp_path, client, staff):
+    """A row's split, tag, round or labels_needed was dropped without a word (the API refused them): a Hugging Face
+    file's "split": "eval" rows went into train, and, train prompts then, could never be imported as eval."""
+    from tests.annotate.importing import upload
+
+    prompts = _jsonl(tmp_path / "p.jsonl", [{"prompt": "kept apart?"}, {"prompt": "an eval one?", "split": "eval"}])
+    with pytest.raises(CommandError, match=r"p.jsonl: line 2: field 'split': set for the whole import .*--split"):
+        call_command("import_prompts", str(prompts))
+    pd.DataFrame({"prompt": ["x?", "y?"], "tag": ["", "math"]}).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(CommandError, match=r"t.csv: line 3: field 'tag': set for the whole import"):
+        call_command("import_prompts", str(tmp_path / "t.csv"))
+    pairs = _jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q?", "response_a": "A", "response_b": "B", "round": 7,
+                                                "labels_needed": 3}])
+    with pytest.raises(CommandError, match=r"pairs.jsonl: line 1: field 'round': set for the whole import .*--round"):
+        call_command("import_pairs", str(pairs))
+    client.force_login(staff)
+    job, page = upload(client, "p.jsonl", prompts.read_bytes(), kind="prompts")
+    assert job.status == "failed" and "line 2: field &#x27;split&#x27;: set for the whole import" in page.content.decode()
+    assert not Prompt.objects.exists() and not Pair.objects.exists()
+
+
 def test_prompts_from_csv_and_parquet(tmp_path):
     pd.DataFrame({"prompt": ["one?", '[{"role": "user", "content": "two?"}]']}).to_csv(tmp_path / "p.csv", index=False)
     call_command("import_prompts", str(tmp_path / "p.csv"))
