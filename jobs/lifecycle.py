@@ -245,6 +245,9 @@ class Tracker:
         self.job, self.parents = job, list(parents)
         self._checked, self._stop, self._alive = 0.0, False, 0.0
         self._written = 0.0
+        # What the last report said, written or throttled: a report of a stage alone passes it to the parents (the
+        # last progress written, seconds old, moved a loop's bar back at each stage the job inside it named)
+        self._progress = job.progress
         self._rate_from_claim = True  # until this attempt's first progress is written
         # Set by a job that runs others inside it: told each child report (fraction, stage), so its own bar moves.
         self.on_child: Callable[[float, str], None] | None = None
@@ -278,7 +281,9 @@ class Tracker:
     def report(self, *, done: int | None = None, total: int | None = None, progress: float | None = None,
                stage: str | None = None, force: bool = False, **own) -> bool:
         """Record progress (throttled), with any of the kind's own fields (`own`); returns whether it was written."""
-        self.tell_parents(self.job.progress if progress is None else progress, stage or self.job.stage)
+        if progress is not None:
+            self._progress = progress
+        self.tell_parents(self._progress, stage or self.job.stage)
         now = time.monotonic()
         # A new stage is written at once: throttled, it was dropped, and the page named the stage before it for as
         # long as the new one ran without another report (loading a model, measuring a round).

@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 # Upper bounds a person would call sane (each round trains a model; pairs and eval prompts are sampled per round).
 MAX_ROUNDS, MAX_PAIRS, MAX_EVAL_PROMPTS = 100, 100_000, 10_000
 STAGES = {"generate": (0.0, 0.3), "label": (0.3, 0.35), "train": (0.35, 0.8), "evaluate": (0.8, 1.0)}
+# The evaluate stage's parts, as shares of it: each evaluation, then the KL. Both evaluations reported into the whole
+# stage, so the second (the gate's, in a round that starts from a promoted version) moved the bar back from 100%.
+EVALUATE_PARTS = {False: {"base": (0.0, 0.9), "kl": (0.9, 1.0)},
+                  True: {"base": (0.0, 0.45), "start": (0.45, 0.9), "kl": (0.9, 1.0)}}
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -307,22 +311,29 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
 
     report("evaluate", 0, 1)
     clock = time.perf_counter()
+    parts = EVALUATE_PARTS[start.pk != base.pk]
 
-    def evaluate_against(old: ModelVersion) -> Evaluation:
+    def evaluate_against(old: ModelVersion, part: str) -> Evaluation:
+        low, high = parts[part]
+
+        def on_progress(stage: str, done: float, total: float) -> None:
+            report("evaluate", low + (high - low) * min(1.0, done / max(total, 1)), 1, f"against {old.name}")
+
         return evaluate(old, new, eval_judge_of(run), tag=_eval_tag(run.tag), limit=run.eval_limit, seed=run.seed,
-                        sampling=params.get("sampling"), judge=eval_judge or judge,
-                        progress=lambda s, d, t: report("evaluate", d, t), should_stop=tracker.should_stop,
-                        part_of=run.key)
+                        sampling=params.get("sampling"), judge=eval_judge or judge, progress=on_progress,
+                        should_stop=tracker.should_stop, part_of=run.key)
 
-    evaluation = evaluate_against(base)
+    evaluation = evaluate_against(base, "base")
     record_round_figures(training, {"eval/win_rate_vs_base": evaluation.summary["win_rate_b"],
                                     "eval/ci95_low": evaluation.summary["ci95"][0],
                                     "eval/ci95_high": evaluation.summary["ci95"][1],
                                     "eval/votes": evaluation.summary["n"]})
     # The gate: a blind evaluation against the version the round started from, the current one.
-    against_current = evaluation if start.pk == base.pk else evaluate_against(start)
+    against_current = evaluation if start.pk == base.pk else evaluate_against(start, "start")
     # KL before the gate: a cancel while it is measured must not discard a round whose gate promoted its version
+    report("evaluate", parts["kl"][0], 1, f"measuring KL of {new.name} to {base.name}")
     kl = mean_kl(new, base, evaluation.answers_b, should_stop=tracker.should_stop)
+    report("evaluate", 1, 1, "the promotion gate")
     gate = check_gate(training, jobs=[against_current.job])
     seconds["evaluate"] = time.perf_counter() - clock
     # the figures the decision read (every vote on the set, a person's too; against the version then current), not
@@ -390,13 +401,19 @@ def _stage_reporter(run: LoopRun, tracker: Tracker, index: int, progress: Progre
 
     def report(stage: str, done: float, total: float, detail: str = "") -> None:
         tracker.check()
-        low, high = STAGES[stage]
-        fraction = (index + low + (high - low) * min(1.0, done / max(total, 1))) / run.rounds
+        fraction = run_fraction(index, run.rounds, stage, done, total)
         tracker.report(progress=fraction, stage=f"round {index + 1}: {stage}" + (f" · {detail}" if detail else ""))
         if progress:
             progress(stage, done, total)
 
     return report
+
+
+def run_fraction(index: int, rounds: int, stage: str, done: float, total: float) -> float:
+    """The share of a whole run done when round `index` (from 0) is `done` of `total` into `stage`: one formula for
+    the run's row and for run_loop's bar, which is told (stage, done, total)."""
+    low, high = STAGES[stage]
+    return (index + low + (high - low) * min(1.0, done / max(total, 1))) / rounds
 
 
 _log = lifecycle.append_log
