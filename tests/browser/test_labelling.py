@@ -8,7 +8,7 @@ import tempfile
 import pytest
 from django.core.management import call_command
 
-from annotate.models import Assignment, Label
+from annotate.models import Label
 from tests.annotate.factories import make_pair, make_prompt, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -49,14 +49,11 @@ def _wait(driver, condition, timeout=15):
 
 
 def _shown(driver) -> dict:
-    """The pair on screen (its id, as text, looked up from the lease the page names) and its two sides."""
-    shown = driver.execute_script("""
+    return driver.execute_script("""
         const ws = document.getElementById('workspace');
         const text = s => ws.querySelector(`[data-side="${s}"] .md`).innerText.trim();
-        return {lease: ws.dataset.lease, left: text('left'), right: text('right')};
+        return {pair: ws.dataset.pair, left: text('left'), right: text('right')};
     """)
-    lease = shown.pop("lease")
-    return {"pair": lease and str(Assignment.objects.get(pk=lease).pair_id), **shown}
 
 
 def _press(driver, key):
