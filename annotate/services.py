@@ -263,17 +263,6 @@ def _pick(user, now, rng) -> Pair | None:
     return None
 
 
-def leased_pair(user, lease: int) -> int:
-    """The pair of one of this person's leases, by the lease's id: the handle the label page, the skipped list and
-    the API show for the pair on screen. Pair ids carried a gold tell: regular pairs are served oldest first and gold
-    ones drawn at random, so an id below the last one served marked a gold pair before it was answered. Leases are
-    made as pairs are served, gold or not, so their ids only go up."""
-    pair_id = Assignment.objects.filter(pk=lease, annotator=user).values_list("pair_id", flat=True).first()
-    if pair_id is None:
-        raise LabelError(f"lease {lease} is not yours: only the pair on your screen can be labelled or skipped")
-    return pair_id
-
-
 def _locked_assignment(pair_id: int, user) -> Assignment | None:
     """This person's assignment of the pair, locked where the database can, with `existing_label_id` (their label
     of it, if any) and `by_automatic` (whether they are an automatic labeller) read in the same query."""
@@ -488,7 +477,7 @@ def return_to_skipped(user, pair: Pair | int) -> Assignment:
 
 @functools.cache
 def _progress_sql() -> str:
-    """One statement for the five counters, counted from this person's side (few rows) and the open-queue index,
+    """One statement for the four counters, counted from this person's side (few rows) and the open-queue index,
     never by scanning every pair. (The ORM took longer to build it than the database to answer it.)"""
     q = connection.ops.quote_name
     pair, assignment, label, round_ = (q(model._meta.db_table) for model in (Pair, Assignment, Label, LabellingRound))
@@ -504,9 +493,7 @@ def _progress_sql() -> str:
         f" (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s AND created >= %s),"
         f" (SELECT COUNT(*) FROM {pair} p WHERE {is_open}),"
         f" (SELECT COUNT(*) FROM {pair} p WHERE (p.id IN (SELECT pair_id FROM {assignment} WHERE annotator_id = %s"
-        f" AND state NOT IN (%s, %s)) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open}),"
-        f" (SELECT COUNT(*) FROM {label} g JOIN {pair} p ON p.id = g.pair_id WHERE g.annotator_id = %s AND p.is_gold"
-        f" AND NOT EXISTS (SELECT 1 FROM {round_} r WHERE r.id = p.round_id AND r.closed_at IS NOT NULL))"
+        f" AND state NOT IN (%s, %s)) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open})"
     )
 
 
@@ -522,14 +509,11 @@ def progress_for(user) -> Progress:
     """How many labels this person has given (in all and today) and how many open pairs they have not done yet
     (open pairs less those they labelled or let expire). A pair they skipped stays counted (it is on their skipped
     list, to return to): skipping a pair changes no counter, so the counters cannot tell a gold pair (never
-    counted) from a regular one before it is answered, which an annotator could then return to and answer with care.
-    A gold pair answered (in a round still open) is taken off "remaining" as a regular one is: it fell by one for a
-    regular label and stayed for a gold one, which told the annotator which of their answers were measured. So the
-    count may reach 0 a few pairs before the queue has none left for them (as many as the gold pairs they answered)."""
+    counted) from a regular one before it is answered, which an annotator could then return to and answer with care."""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     params = (user.pk, user.pk, connection.ops.adapt_datetimefield_value(start_of_day), user.pk, Assignment.LEASED,
-              Assignment.SKIPPED, user.pk, user.pk)
+              Assignment.SKIPPED, user.pk)
     with connection.cursor() as cursor:
         cursor.execute(_progress_sql(), params)
-        done, today, open_pairs, finished, gold_answered = cursor.fetchone()
-    return Progress(done=done, today=today, remaining=max(0, open_pairs - finished - gold_answered))
+        done, today, open_pairs, finished = cursor.fetchone()
+    return Progress(done=done, today=today, remaining=open_pairs - finished)

@@ -8,7 +8,7 @@ from django.urls import reverse
 from annotate.models import Label
 from annotate.services import next_pair_for, skip
 
-from .factories import make_pair, shown_lease, shown_pair
+from .factories import make_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -22,15 +22,15 @@ def test_return_to_a_skipped_pair_and_label_it(annotator):
     skip(annotator, shown.pair)
     skipped_id = shown.pair_id
     listing = client.get(reverse("annotate:skipped")).content.decode()
-    assert re.findall(r'<tr data-lease="(\d+)">', listing) == [str(shown.pk)]  # the lease, never the pair's id
+    assert re.findall(r'<tr data-pair="(\d+)">', listing) == [str(skipped_id)]
 
     on_screen = next_pair_for(annotator).pair_id  # the other pair is leased now; it goes back to the queue
     assert on_screen != skipped_id and {on_screen, skipped_id} == {first.pk, second.pk}
-    response = client.post(reverse("annotate:return_to_skipped"), {"lease": shown.pk})
+    response = client.post(reverse("annotate:return_to_skipped"), {"pair": skipped_id})
     assert response.status_code == 302 and response["Location"] == reverse("annotate:label")
     page = client.get(reverse("annotate:label")).content.decode()
-    assert shown_pair(page) == skipped_id
-    client.post(reverse("annotate:submit"), {"lease": shown_lease(page), "side": "left"}, **HTMX)
+    assert f'data-pair="{skipped_id}"' in page
+    client.post(reverse("annotate:submit"), {"pair": skipped_id, "side": "left"}, **HTMX)
     assert Label.objects.get(annotator=annotator).pair_id == skipped_id
     assert "You have skipped no pair" in client.get(reverse("annotate:skipped")).content.decode()
     assert next_pair_for(annotator).pair_id == on_screen  # the pair set aside is still there to label
