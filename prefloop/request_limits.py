@@ -121,6 +121,14 @@ def _sent_by_staff(request: HttpRequest) -> bool:
     return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
 
 
+def declared_length(request: HttpRequest) -> int | None:
+    """The body's length as its Content-Length header declares it (0 when there is none), None when it is no number."""
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+
+
 class LargeUploadSenderMiddleware:
     """After the session and authentication: a body over DATA_UPLOAD_MAX_MEMORY_SIZE (only an upload path's may be)
     is read only for staff. Anyone else is refused with 403 before the CSRF check reads, and spools to disk, up to
@@ -130,10 +138,7 @@ class LargeUploadSenderMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
+        length = declared_length(request) or 0  # a bad header: RequestSizeLimitMiddleware answered already
         if length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             if not _sent_by_staff(request):
                 return _refuse(request, f"An upload over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 2**20:.0f} MiB is "
@@ -149,9 +154,8 @@ class RequestSizeLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
+        length = declared_length(request)
+        if length is None:
             return _refuse(request, "Bad Content-Length header.", 400)
         # a file upload (multipart) up to PREFLOOP_MAX_UPLOAD_BYTES; any other body (JSON, a form) is read into
         # memory, up to Django's DATA_UPLOAD_MAX_MEMORY_SIZE, and was told the upload limit it never had
