@@ -12,15 +12,44 @@ from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
 from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, ImportJob, LabellingRound
 from .rounds import SETTINGS
+from .services import Lease, leased_pair
 
 
 class PairForm(forms.Form):
-    """The pair a key press is about (skip, label): an id, checked before it reaches the database."""
+    """A pair named by staff (unset a gold pair): an id, checked before it reaches the database."""
 
     pair = forms.IntegerField(min_value=1, max_value=MAX_ID)
 
 
-class LabelForm(PairForm):
+class LeaseForm(forms.Form):
+    """The pair a key press is about (skip, label, return to a skipped one): the lease's id, as the page gives it
+    (never the pair's: see services.leased_pair), or the pair's id from a page served before leases were named;
+    checked before either reaches the database."""
+
+    lease = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
+    pair = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("lease") is None and data.get("pair") is None and not self.errors:
+            self.add_error("lease", "expected the id of the lease on your screen")
+        return data
+
+    def pair_id(self, user) -> int:
+        """The pair meant: the lease's, which must be this person's (services.LabelError otherwise)."""
+        data = self.cleaned_data
+        return data["pair"] if data["lease"] is None else leased_pair(user, data["lease"])
+
+    def target(self) -> Lease | int:
+        """What record_label takes: the lease, looked up as it is locked (no query of its own), or the pair's id."""
+        data = self.cleaned_data
+        return data["pair"] if data["lease"] is None else Lease(data["lease"])
+
+    def problems(self) -> str:
+        return " ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())
+
+
+class LabelForm(LeaseForm):
     side = forms.ChoiceField(choices=SIDES)
     strength = forms.ChoiceField(choices=[("", "—"), ("slight", "slight"), ("clear", "clear")], required=False)
     comment = forms.CharField(required=False, max_length=5000)

@@ -263,12 +263,32 @@ def _pick(user, now, rng) -> Pair | None:
     return None
 
 
-def _locked_assignment(pair_id: int, user) -> Assignment | None:
-    """This person's assignment of the pair, locked where the database can, with `existing_label_id` (their label
-    of it, if any) and `by_automatic` (whether they are an automatic labeller) read in the same query."""
+@dataclass(frozen=True)
+class Lease:
+    """A lease named by its id, as the label page and the API name the pair on screen (see leased_pair): record_label
+    finds the pair through it in the statement that locks the lease, so naming it costs no query."""
+
+    pk: int
+
+
+def leased_pair(user, lease: int) -> int:
+    """The pair of one of this person's leases, by the lease's id: the handle the label page, the skipped list and
+    the API show for the pair on screen. Pair ids carried a gold tell: regular pairs are served oldest first and gold
+    ones drawn at random, so an id below the last one served marked a gold pair before it was answered. Leases are
+    made as pairs are served, gold or not, so their ids only go up."""
+    pair_id = Assignment.objects.filter(pk=lease, annotator=user).values_list("pair_id", flat=True).first()
+    if pair_id is None:
+        raise LabelError(f"lease {lease} is not yours: only the pair on your screen can be labelled or skipped")
+    return pair_id
+
+
+def _locked_assignment(user, **where) -> Assignment | None:
+    """This person's assignment (by pair_id= or by the lease's pk=), locked where the database can, with
+    `existing_label_id` (their label of it, if any) and `by_automatic` (whether they are an automatic labeller) read in
+    the same query."""
     locked = Assignment.objects.select_for_update() if connection.features.has_select_for_update else Assignment.objects
     return (
-        locked.filter(pair_id=pair_id, annotator=user)
+        locked.filter(annotator=user, **where)
         .annotate(
             existing_label_id=Subquery(Label.objects.filter(pair_id=OuterRef("pair_id"), annotator=user).values("pk")[:1]),
             by_automatic=Exists(AnnotatorProfile.objects.filter(user=user, is_automatic=True)),
@@ -328,7 +348,7 @@ def label_pair(pair_id: int, user, side: str, **fields) -> Label:
 
 
 def record_label(
-    assignment_or_pair_id: Assignment | int,
+    assignment_or_pair_id: Assignment | Lease | int,
     user,
     side: str,
     strength: str | None = None,
@@ -346,19 +366,26 @@ def record_label(
     strength = strength or ""
     if strength and strength not in STRENGTH_PROB:
         raise LabelError(f"unknown strength {strength!r}: expected slight or clear")
-    pair_id = assignment_or_pair_id.pair_id if isinstance(assignment_or_pair_id, Assignment) else assignment_or_pair_id
+    target = assignment_or_pair_id
+    if isinstance(target, Lease):
+        pair_id, where = None, {"pk": target.pk}
+    else:
+        pair_id = target.pair_id if isinstance(target, Assignment) else target
+        where = {"pair_id": pair_id}
     now = timezone.now()
     try:
         with _write_transaction():
-            assignment = _locked_assignment(pair_id, user)
+            assignment = _locked_assignment(user, **where)
             if assignment is None:
-                raise LabelError(f"pair {pair_id} is not leased to you: only the pair on your screen can be labelled")
+                what = f"lease {target.pk} is not yours" if pair_id is None else "that pair is not leased to you"
+                raise LabelError(f"{what}: only the pair on your screen can be labelled")
+            pair_id = assignment.pair_id
             if assignment.existing_label_id is not None:
                 return _resubmitted(Label.objects.get(pk=assignment.existing_label_id), side, strength, comment)
             if assignment.state == Assignment.SKIPPED:
                 raise LabelError("you skipped this pair")
             if assignment.state != Assignment.LEASED:
-                raise LabelError(f"your lease on pair {pair_id} has ended; here is the next one")
+                raise LabelError("your lease on that pair has ended; here is the next one")
             if assignment.expires_at <= now and not _has_room(pair_id, user, now):
                 raise LabelError("your lease on this pair ran out and others have labelled it; here is the next one")
             leased_for = max(0.0, (now - assignment.leased_at).total_seconds())
@@ -387,7 +414,7 @@ def _resubmitted(label: Label, side: str, strength: str, comment: str) -> Label:
     same = (label.side == side and label.strength == (strength if side in ("left", "right") else "")
             and label.comment == (comment or "").strip()[:5000])
     if not same:
-        raise LabelError(f"you labelled pair {label.pair_id} already ({saved_line(label.side, label.strength)[7:]}): "
+        raise LabelError(f"you labelled that pair already ({saved_line(label.side, label.strength)[7:]}): "
                          "undo that label (u, within a minute of it) to answer again")
     return label
 
@@ -438,7 +465,7 @@ def skip(user, pair: Pair | int) -> Assignment:
         if not updated and not Assignment.objects.filter(
             pair_id=pair_id, annotator=user, state=Assignment.SKIPPED
         ).exists():
-            raise LabelError(f"pair {pair_id} is not leased to you: only the pair on your screen can be skipped")
+            raise LabelError("that pair is not leased to you: only the pair on your screen can be skipped")
     return Assignment.objects.get(pair_id=pair_id, annotator=user)
 
 
@@ -461,14 +488,14 @@ def return_to_skipped(user, pair: Pair | int) -> Assignment:
     with _write_transaction():
         skipped = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.SKIPPED).first()
         if skipped is None:
-            raise LabelError(f"pair {pair_id} is not on your skipped list")
+            raise LabelError("that pair is not on your skipped list")
         if not Pair.objects.filter(Q(round__isnull=True) | Q(round__closed_at__isnull=True), pk=pair_id).exists():
-            raise LabelError(f"pair {pair_id} is in a labelling round that has closed: nothing to return to")
+            raise LabelError("that pair is in a labelling round that has closed: nothing to return to")
         # held back since it was skipped (a near-duplicate, the judge's, waiting for the routing judge): the queue
         # no longer serves it, and a return was a way round that, its label counted in training and agreement
         why = _not_served(Pair.objects.select_related("round").get(pk=pair_id), user)
         if why:
-            raise LabelError(f"pair {pair_id} {why}: nothing to return to")
+            raise LabelError(f"that pair {why}: nothing to return to")
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()
         skipped.state, skipped.expires_at = Assignment.LEASED, _lease_expiry(now)
         skipped.save(update_fields=["state", "expires_at"])
@@ -477,7 +504,7 @@ def return_to_skipped(user, pair: Pair | int) -> Assignment:
 
 @functools.cache
 def _progress_sql() -> str:
-    """One statement for the four counters, counted from this person's side (few rows) and the open-queue index,
+    """One statement for the five counters, counted from this person's side (few rows) and the open-queue index,
     never by scanning every pair. (The ORM took longer to build it than the database to answer it.)"""
     q = connection.ops.quote_name
     pair, assignment, label, round_ = (q(model._meta.db_table) for model in (Pair, Assignment, Label, LabellingRound))
@@ -493,7 +520,9 @@ def _progress_sql() -> str:
         f" (SELECT COUNT(*) FROM {label} WHERE annotator_id = %s AND created >= %s),"
         f" (SELECT COUNT(*) FROM {pair} p WHERE {is_open}),"
         f" (SELECT COUNT(*) FROM {pair} p WHERE (p.id IN (SELECT pair_id FROM {assignment} WHERE annotator_id = %s"
-        f" AND state NOT IN (%s, %s)) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open})"
+        f" AND state NOT IN (%s, %s)) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open}),"
+        f" (SELECT COUNT(*) FROM {label} g JOIN {pair} p ON p.id = g.pair_id WHERE g.annotator_id = %s AND p.is_gold"
+        f" AND NOT EXISTS (SELECT 1 FROM {round_} r WHERE r.id = p.round_id AND r.closed_at IS NOT NULL))"
     )
 
 
@@ -509,11 +538,14 @@ def progress_for(user) -> Progress:
     """How many labels this person has given (in all and today) and how many open pairs they have not done yet
     (open pairs less those they labelled or let expire). A pair they skipped stays counted (it is on their skipped
     list, to return to): skipping a pair changes no counter, so the counters cannot tell a gold pair (never
-    counted) from a regular one before it is answered, which an annotator could then return to and answer with care."""
+    counted) from a regular one before it is answered, which an annotator could then return to and answer with care.
+    A gold pair answered (in a round still open) is taken off "remaining" as a regular one is: it fell by one for a
+    regular label and stayed for a gold one, which told the annotator which of their answers were measured. So the
+    count may reach 0 a few pairs before the queue has none left for them (as many as the gold pairs they answered)."""
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     params = (user.pk, user.pk, connection.ops.adapt_datetimefield_value(start_of_day), user.pk, Assignment.LEASED,
-              Assignment.SKIPPED, user.pk)
+              Assignment.SKIPPED, user.pk, user.pk)
     with connection.cursor() as cursor:
         cursor.execute(_progress_sql(), params)
-        done, today, open_pairs, finished = cursor.fetchone()
-    return Progress(done=done, today=today, remaining=open_pairs - finished)
+        done, today, open_pairs, finished, gold_answered = cursor.fetchone()
+    return Progress(done=done, today=today, remaining=max(0, open_pairs - finished - gold_answered))

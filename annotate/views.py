@@ -22,7 +22,7 @@ from . import exporters, import_jobs, routing, services
 from . import quality as quality_report
 from . import rounds as labelling_rounds
 from .feedback import saved_line
-from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, PairForm, RoundForm
+from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, LeaseForm, PairForm, RoundForm
 from .models import ImportJob, Label, LabellingRound, Pair
 
 
@@ -80,7 +80,7 @@ def submit(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     try:
         label = services.record_label(
-            data["pair"], request.user, data["side"], strength=data["strength"] or None, comment=data["comment"],
+            form.target(), request.user, data["side"], strength=data["strength"] or None, comment=data["comment"],
             seconds=data["seconds"],
         )
     except services.LabelError as err:
@@ -90,11 +90,11 @@ def submit(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def skip_pair(request: HttpRequest) -> HttpResponse:
-    form = PairForm(request.POST)
+    form = LeaseForm(request.POST)
     if not form.is_valid():
-        return _next(request, "Nothing to skip: " + " ".join(form.errors.get("pair", [])))
+        return _next(request, "Nothing to skip: " + form.problems())
     try:
-        services.skip(request.user, form.cleaned_data["pair"])
+        services.skip(request.user, form.pair_id(request.user))
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
     return _next(request, saved="Skipped: that pair will not be shown again")
@@ -210,12 +210,12 @@ def skipped(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def return_to_skipped(request: HttpRequest) -> HttpResponse:
-    form = PairForm(request.POST)
+    form = LeaseForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Nothing to return to: " + " ".join(form.errors.get("pair", [])))
+        messages.error(request, "Nothing to return to: " + form.problems())
         return redirect("annotate:skipped")
     try:
-        services.return_to_skipped(request.user, form.cleaned_data["pair"])
+        services.return_to_skipped(request.user, form.pair_id(request.user))
     except services.LabelError as err:
         messages.error(request, str(err).capitalize() + ".")
         return redirect("annotate:skipped")

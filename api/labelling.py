@@ -9,10 +9,10 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from annotate import services
-from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Pair
+from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Assignment, Pair
 
 from .fields import Body, Comment, Id, Seconds, found
 
@@ -20,13 +20,19 @@ router = Router(tags=["labelling"])
 
 
 class LeaseOut(Schema):
-    pair: int
+    lease: int = Field(description="The lease's id: name the pair by it on submit and skip. Leases are numbered as "
+                                   "pairs are served, so it tells nothing of the pair (a pair's id would: regular "
+                                   "pairs are served oldest first, gold ones at random).")
     round: int | None
     guidelines: str
     prompt: list[dict[str, Any]] = Field(description="The chat so far, as {role, content} messages.")
     left: str
     right: str
     expires_at: datetime
+
+
+class ChosenLeaseOut(LeaseOut):
+    pair: int = Field(description="The pair's id, which the caller chose.")
 
 
 class NothingLeft(Schema):
@@ -44,7 +50,7 @@ def _lease(assignment) -> dict:
     left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
     prompt = pair.prompt
     return {
-        "pair": pair.pk, "round": pair.round.number if pair.round else None,
+        "lease": assignment.pk, "round": pair.round.number if pair.round else None,
         "guidelines": pair.round.guidelines if pair.round else "",
         "prompt": prompt.messages or [{"role": "user", "content": prompt.text}],
         "left": left.text, "right": right.text, "expires_at": assignment.expires_at,
@@ -64,7 +70,7 @@ class LeaseIn(Body):
     pair: Id
 
 
-@router.post("/lease", response=LeaseOut, summary="Lease one chosen pair (staff and automatic labellers)")
+@router.post("/lease", response=ChosenLeaseOut, summary="Lease one chosen pair (staff and automatic labellers)")
 def lease(request: HttpRequest, payload: LeaseIn):
     """For scripts that pick their pairs. A person's token may not: choosing pairs would skip the gold pairs the
     queue mixes in, its order and its random sides, and let one person label the prompts they pick into the data."""
@@ -72,11 +78,30 @@ def lease(request: HttpRequest, payload: LeaseIn):
         raise HttpError(403, "choosing a pair to label is for staff and automatic labellers: people label the pairs "
                              "the queue leases them (POST /label/next)")
     found(Pair, payload.pair, "pair")  # a 404, as for anything that does not exist (the lease rules answer 409)
-    return _lease(services.lease_pair(payload.pair, request.user))
+    return _lease(services.lease_pair(payload.pair, request.user)) | {"pair": payload.pair}
 
 
-class LabelIn(Body):
-    pair: Id
+class Leased(Body):
+    """The pair leased to the caller, named by the lease's id (as POST /label/next gives it); `pair`, the pair's id,
+    is still taken from clients written before leases were named (it must be the caller's leased pair all the same)."""
+
+    lease: Id | None = None
+    pair: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_named(self):
+        if self.lease is None and self.pair is None:
+            raise ValueError("expected lease, the id POST /label/next gave the pair on your screen")
+        return self
+
+    def pair_id(self, user) -> int:
+        return self.pair if self.lease is None else services.leased_pair(user, self.lease)
+
+    def target(self) -> services.Lease | int:
+        return self.pair if self.lease is None else services.Lease(self.lease)
+
+
+class LabelIn(Leased):
     side: Literal[LEFT, RIGHT, TIE, BOTH_BAD] = Field(description="left, right, tie or both_bad, as shown")  # type: ignore[valid-type]
     strength: Literal["", "slight", "clear"] = ""
     comment: Comment = ""
@@ -84,7 +109,7 @@ class LabelIn(Body):
 
 
 class LabelOut(Schema):
-    pair: int
+    lease: int
     choice: str = Field(description="a, b, tie or both_bad, in terms of the stored responses")
     side: str
     created: datetime
@@ -92,18 +117,16 @@ class LabelOut(Schema):
 
 @router.post("/submit", response=LabelOut, summary="Label the leased pair")
 def submit(request: HttpRequest, payload: LabelIn):
-    label = services.record_label(payload.pair, request.user, payload.side, strength=payload.strength or None,
+    label = services.record_label(payload.target(), request.user, payload.side, strength=payload.strength or None,
                                   comment=payload.comment, seconds=payload.seconds)
-    return {"pair": label.pair_id, "choice": label.choice, "side": label.side, "created": label.created}
-
-
-class PairIn(Body):
-    pair: Id
+    lease = payload.lease or Assignment.objects.filter(pair_id=label.pair_id, annotator=request.user
+                                                       ).values_list("pk", flat=True).first()
+    return {"lease": lease, "choice": label.choice, "side": label.side, "created": label.created}
 
 
 @router.post("/skip", response=ProgressOut, summary="Skip the leased pair")
-def skip(request: HttpRequest, payload: PairIn):
-    services.skip(request.user, payload.pair)
+def skip(request: HttpRequest, payload: Leased):
+    services.skip(request.user, payload.pair_id(request.user))
     return vars(services.progress_for(request.user))
 
 

@@ -267,11 +267,12 @@ class Client:
         gets 403); the queue's rules hold (409 otherwise)."""
         return self.post("/label/lease", {"pair": pair})
 
-    def label(self, pair: int, side: str, **options) -> dict:
-        return self.post("/label/submit", {"pair": pair, "side": side, **options})
+    def label(self, lease: int, side: str, **options) -> dict:
+        """Label the pair leased to you, named by its lease (the "lease" of next_pair's or lease's answer)."""
+        return self.post("/label/submit", {"lease": lease, "side": side, **options})
 
-    def skip(self, pair: int) -> dict:
-        return self.post("/label/skip", {"pair": pair})
+    def skip(self, lease: int) -> dict:
+        return self.post("/label/skip", {"lease": lease})
 
     def undo(self) -> dict:
         return self.post("/label/undo")

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 from django.contrib.auth import get_user_model
 
-from annotate.models import LabellingRound, Pair
+from annotate.models import Assignment, LabellingRound, Pair
 from generation.models import Prompt, Response
 
 _n = itertools.count(1)
@@ -39,3 +40,13 @@ def make_pairs(count: int, **fields) -> list[Pair]:
 def make_user(name: str | None = None, password: str | None = None, **fields):
     """A user; without a password (hashing one costs a noticeable fraction of a second) unless given."""
     return get_user_model().objects.create_user(name or f"user{next(_n)}", password=password, **fields)
+
+
+def shown_lease(html: str) -> int:
+    """The lease a label page names for the pair on screen (it never shows the pair's id: services.leased_pair)."""
+    return int(re.search(r'data-lease="(\d+)"', html).group(1))
+
+
+def shown_pair(html: str) -> int:
+    """The pair a label page shows, looked up from the lease it names."""
+    return Assignment.objects.get(pk=shown_lease(html)).pair_id

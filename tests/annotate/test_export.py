@@ -12,7 +12,7 @@ from django.urls import reverse
 from annotate.models import AnnotatorProfile, Label
 from annotate.services import decided_pairs, label_pair
 
-from .factories import make_pair, make_prompt, make_round, make_user
+from .factories import make_pair, make_prompt, make_round, make_user, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -39,7 +39,7 @@ def test_round_trip_from_key_press_to_export(tmp_path, annotator):
     expected = []
     html = client.get(reverse("annotate:label")).content.decode()
     for side in ["left", "right", "left", "right", "tie", "both_bad"]:
-        pair_id = int(re.search(r'data-pair="(\d+)"', html).group(1))
+        pair_id = shown_pair(html)
         shown = {s: _panel_text(html, s) for s in ("left", "right")}
         if side in ("left", "right"):
             other = "right" if side == "left" else "left"

@@ -8,7 +8,7 @@ from django.urls import reverse
 from annotate.models import Label
 from annotate.services import next_pair_for, skip
 
-from .factories import make_pair
+from .factories import make_pair, shown_lease, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -22,15 +22,15 @@ def test_return_to_a_skipped_pair_and_label_it(annotator):
     skip(annotator, shown.pair)
     skipped_id = shown.pair_id
     listing = client.get(reverse("annotate:skipped")).content.decode()
-    assert re.findall(r'<tr data-pair="(\d+)">', listing) == [str(skipped_id)]
+    assert re.findall(r'<tr data-lease="(\d+)">', listing) == [str(shown.pk)]  # the lease, never the pair's id
 
     on_screen = next_pair_for(annotator).pair_id  # the other pair is leased now; it goes back to the queue
     assert on_screen != skipped_id and {on_screen, skipped_id} == {first.pk, second.pk}
-    response = client.post(reverse("annotate:return_to_skipped"), {"pair": skipped_id})
+    response = client.post(reverse("annotate:return_to_skipped"), {"lease": shown.pk})
     assert response.status_code == 302 and response["Location"] == reverse("annotate:label")
     page = client.get(reverse("annotate:label")).content.decode()
-    assert f'data-pair="{skipped_id}"' in page
-    client.post(reverse("annotate:submit"), {"pair": skipped_id, "side": "left"}, **HTMX)
+    assert shown_pair(page) == skipped_id
+    client.post(reverse("annotate:submit"), {"lease": shown_lease(page), "side": "left"}, **HTMX)
     assert Label.objects.get(annotator=annotator).pair_id == skipped_id
     assert "You have skipped no pair" in client.get(reverse("annotate:skipped")).content.decode()
     assert next_pair_for(annotator).pair_id == on_screen  # the pair set aside is still there to label
@@ -43,7 +43,7 @@ def test_only_your_own_skipped_pairs_can_be_returned_to(annotator, django_user_m
     client = Client()
     client.force_login(annotator)
     response = client.post(reverse("annotate:return_to_skipped"), {"pair": pair.pk}, follow=True)
-    assert f"Pair {pair.pk} is not on your skipped list." in response.content.decode()
+    assert "That pair is not on your skipped list." in response.content.decode()
     response = client.post(reverse("annotate:return_to_skipped"), {"pair": "junk"}, follow=True)
     assert response.status_code == 200 and "Nothing to return to" in response.content.decode()
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotate.models import Assignment, Label
 
-from .factories import make_pair, make_pairs, make_prompt, make_round, make_user
+from .factories import make_pair, make_pairs, make_prompt, make_round, make_user, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -75,7 +75,7 @@ def test_pressing_left_over_htmx_stores_the_label_and_swaps_in_the_next_pair(ann
                                                              "comment": "nicer", "seconds": "2.5"}, **HTMX)
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
-    assert f'data-pair="{second.pk}"' in body
+    assert shown_pair(body) == second.pk
     label = Label.objects.get(annotator=annotator)
     chosen = first.response_a if label.choice == "a" else first.response_b
     assert chosen.text in left_text
@@ -114,12 +114,12 @@ def test_skip_and_undo_over_htmx(ann_client, annotator):
     first, second, third = make_pairs(3)
     ann_client.get(reverse("annotate:label"))
     body = ann_client.post(reverse("annotate:skip"), {"pair": first.pk}, **HTMX).content.decode()
-    assert f'data-pair="{second.pk}"' in body
+    assert shown_pair(body) == second.pk
     assert Assignment.objects.get(pair=first, annotator=annotator).state == Assignment.SKIPPED
     body = ann_client.post(reverse("annotate:submit"), {"pair": second.pk, "side": "tie"}, **HTMX).content.decode()
-    assert f'data-pair="{third.pk}"' in body
+    assert shown_pair(body) == third.pk
     body = ann_client.post(reverse("annotate:undo"), **HTMX).content.decode()
-    assert f'data-pair="{second.pk}"' in body and "undone" in body
+    assert shown_pair(body) == second.pk and "undone" in body
     assert not Label.objects.exists()
     body = ann_client.post(reverse("annotate:undo"), **HTMX).content.decode()
     assert "Nothing to undo" in body

@@ -96,7 +96,7 @@ def test_an_annotator_token_cannot_start_jobs_or_manage(annotator_api, staff):
         assert refused.value.status == 403 and "staff" in refused.value.detail
     assert not TrainingRun.objects.exists() and ModelVersion.objects.get(is_current=True) == base
     make_pair()
-    assert annotator_api.next_pair()["pair"]  # what annotators do, they may
+    assert annotator_api.next_pair()["lease"]  # what annotators do, they may
 
 
 def _session(user) -> tuple[dict, str]:

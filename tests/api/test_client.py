@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import prefloop_client
+from annotate.models import Label
 from annotate.services import label_pair
 from compare.services import record_vote
 from generation.models import ModelVersion
@@ -106,8 +107,9 @@ def test_labelling_with_the_client(annotator_api):
     pair = make_pair()
     label_pair(make_pair().pk, make_user(), "left")  # someone else's, already done
     lease = annotator_api.next_pair()
-    assert lease["pair"] == pair.pk and lease["prompt"][0]["role"] == "user"
-    assert annotator_api.label(pair.pk, "right")["side"] == "right"
+    assert lease["lease"] and lease["prompt"][0]["role"] == "user"
+    assert annotator_api.label(lease["lease"], "right")["side"] == "right"
+    assert Label.objects.filter(pair=pair).exists()
     assert annotator_api.next_pair() is None
 
 

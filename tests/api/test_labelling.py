@@ -5,26 +5,34 @@ from __future__ import annotations
 import pytest
 
 from annotate.judging import judge_account
-from annotate.models import Label
+from annotate.models import Assignment, Label
 from prefloop_client import APIError, Client
 from tests.annotate.factories import make_pair, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def _pair(lease: dict) -> int:
+    """The pair of a lease the API gave (it names the lease only, never the pair: see test_gold_tells)."""
+    return Assignment.objects.get(pk=lease["lease"]).pair_id
+
+
 def test_two_front_ends_never_get_the_same_pair_and_label_only_their_own(live_server, annotator_api, token_for):
     first, second = make_pair(text_a="alpha", text_b="beta"), make_pair()
     other = Client(live_server.url, token_for(make_user("other")))
     mine, theirs = annotator_api.next_pair(), other.next_pair()
-    assert {mine["pair"], theirs["pair"]} == {first.pk, second.pk}
-    assert annotator_api.next_pair()["pair"] == mine["pair"]  # asking again shows the same lease
+    assert "pair" not in mine and {_pair(mine), _pair(theirs)} == {first.pk, second.pk}
+    assert annotator_api.next_pair()["lease"] == mine["lease"]  # asking again shows the same lease
     with pytest.raises(APIError) as refused:
-        annotator_api.label(theirs["pair"], "left")
+        annotator_api.label(theirs["lease"], "left")
+    assert refused.value.status == 409 and f"lease {theirs['lease']} is not yours" in refused.value.detail
+    with pytest.raises(APIError) as refused:  # nor by its pair's id, as older clients name it
+        annotator_api.post("/label/submit", {"pair": _pair(theirs), "side": "left"})
     assert refused.value.status == 409 and "not leased to you" in refused.value.detail
-    label = annotator_api.label(mine["pair"], "left", strength="clear")
-    assert Label.objects.get(pair_id=mine["pair"]).choice == label["choice"]
+    label = annotator_api.label(mine["lease"], "left", strength="clear")
+    assert label["lease"] == mine["lease"] and Label.objects.get(pair_id=_pair(mine)).choice == label["choice"]
     shown_left = mine["left"]
-    pair = first if mine["pair"] == first.pk else second
+    pair = first if _pair(mine) == first.pk else second
     assert label["choice"] == ("a" if shown_left == pair.response_a.text else "b")
     assert annotator_api.next_pair() is None  # the other pair is leased to the other person
 
@@ -32,26 +40,26 @@ def test_two_front_ends_never_get_the_same_pair_and_label_only_their_own(live_se
 def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
     pair = make_pair()
     lease = annotator_api.next_pair()
-    annotator_api.label(lease["pair"], "tie")
+    annotator_api.label(lease["lease"], "tie")
     again = annotator_api.undo()
-    assert again["pair"] == pair.pk and not Label.objects.exists()
+    assert again["lease"] == lease["lease"] and _pair(again) == pair.pk and not Label.objects.exists()
     with pytest.raises(APIError) as nothing:
         annotator_api.undo()
     assert nothing.value.status == 409
-    assert annotator_api.skip(pair.pk)["remaining"] == 1  # on the skipped list, to return to
+    assert annotator_api.skip(lease["lease"])["remaining"] == 1  # on the skipped list, to return to
     assert annotator_api.next_pair() is None
     with pytest.raises(APIError) as refused:
-        annotator_api.label(pair.pk, "left")
+        annotator_api.label(lease["lease"], "left")
     assert refused.value.status == 409 and "skipped" in refused.value.detail
 
 
 def test_a_repeated_label_returns_the_stored_one_and_another_answer_is_a_409(annotator_api):
-    pair = make_pair()
-    annotator_api.next_pair()
-    first = annotator_api.label(pair.pk, "left", strength="slight")
-    assert annotator_api.label(pair.pk, "left", strength="slight") == first  # a retried request
+    make_pair()
+    lease = annotator_api.next_pair()["lease"]
+    first = annotator_api.label(lease, "left", strength="slight")
+    assert annotator_api.label(lease, "left", strength="slight") == first  # a retried request
     with pytest.raises(APIError) as refused:
-        annotator_api.label(pair.pk, "right")
+        annotator_api.label(lease, "right")
     assert refused.value.status == 409 and "already (left, slightly better)" in refused.value.detail
     assert Label.objects.get().side == "left"
 
@@ -65,7 +73,7 @@ def test_a_script_leases_a_chosen_pair_under_the_same_rules(live_server, staff_a
     assert refused.value.status == 409 and "already has all the labels" in refused.value.detail
     assert judge.post("/label/lease", {"pair": make_pair().pk})["pair"]  # an automatic labeller may choose
     with pytest.raises(APIError) as junk:
-        staff_api.label(pair.pk, "up")
+        staff_api.post("/label/submit", {"pair": pair.pk, "side": "up"})
     assert junk.value.status == 400 and junk.value.errors[0]["field"] == "side"
 
 
@@ -80,7 +88,7 @@ def test_a_person_cannot_choose_the_pair_they_label(annotator_api, staff_api):
         annotator_api.lease(plain.pk)
     assert refused.value.status == 403 and "POST /label/next" in refused.value.detail
     assert not Assignment.objects.exists()
-    assert annotator_api.next_pair()["pair"] == gold.pk  # the queue serves the gold pair first, as its rate says
+    assert _pair(annotator_api.next_pair()) == gold.pk  # the queue serves the gold pair first, as its rate says
     assert staff_api.lease(plain.pk)["pair"] == plain.pk  # staff scripts may choose
 
 
@@ -104,21 +112,22 @@ def test_a_chosen_lease_cannot_reach_what_the_queue_holds_back(staff_api):
             staff_api.lease(pair)
         assert refused.value.status == 409 and why in refused.value.detail
         with pytest.raises(APIError):
-            staff_api.label(pair, "left")
+            staff_api.post("/label/submit", {"pair": pair, "side": "left"})
     assert not Assignment.objects.exists() and not Label.objects.exists()
     served = make_pair(round=routed, route=Route.PEOPLE)  # what the judge sent to people may be chosen
-    assert staff_api.lease(served.pk)["pair"] == served.pk
-    assert staff_api.label(served.pk, "left")["choice"] == "a"
+    lease = staff_api.lease(served.pk)
+    assert lease["pair"] == served.pk
+    assert staff_api.label(lease["lease"], "left")["choice"] == "a"
 
 
 def test_a_comment_over_the_label_page_limit_is_refused_not_cut(annotator_api):
-    pair = make_pair()
-    annotator_api.next_pair()
+    make_pair()
+    lease = annotator_api.next_pair()["lease"]
     with pytest.raises(APIError) as refused:
-        annotator_api.label(pair.pk, "left", comment="x" * 5001)
+        annotator_api.label(lease, "left", comment="x" * 5001)
     assert refused.value.status in (400, 422) and any(e["field"].endswith("comment") for e in refused.value.errors)
     assert not Label.objects.exists()
-    assert annotator_api.label(pair.pk, "left", comment="y" * 5000)["pair"] == pair.pk
+    assert annotator_api.label(lease, "left", comment="y" * 5000)["lease"] == lease
     assert len(Label.objects.get().comment) == 5000
 
 

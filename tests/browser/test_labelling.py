@@ -8,7 +8,7 @@ import tempfile
 import pytest
 from django.core.management import call_command
 
-from annotate.models import Label
+from annotate.models import Assignment, Label
 from tests.annotate.factories import make_pair, make_prompt, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -43,17 +43,21 @@ def _wait(driver, condition, timeout=15):
     from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # Mid-swap the workspace can be half there: a script or element error means "not yet", not a failure.
-    return WebDriverWait(driver, timeout, ignored_exceptions=(JavascriptException, StaleElementReferenceException)
-                         ).until(lambda d: condition(d))
+    # Mid-swap the workspace can be half there: a script or element error means "not yet", not a failure; so does
+    # a lease gone from the database while the page still names it (an undo or a return deletes the one on screen).
+    return WebDriverWait(driver, timeout, ignored_exceptions=(JavascriptException, StaleElementReferenceException,
+                                                              Assignment.DoesNotExist)).until(lambda d: condition(d))
 
 
 def _shown(driver) -> dict:
-    return driver.execute_script("""
+    """The pair on screen (its id, as text, looked up from the lease the page names) and its two sides."""
+    shown = driver.execute_script("""
         const ws = document.getElementById('workspace');
         const text = s => ws.querySelector(`[data-side="${s}"] .md`).innerText.trim();
-        return {pair: ws.dataset.pair, left: text('left'), right: text('right')};
+        return {lease: ws.dataset.lease, left: text('left'), right: text('right')};
     """)
+    lease = shown.pop("lease")
+    return {"pair": lease and str(Assignment.objects.get(pk=lease).pair_id), **shown}
 
 
 def _press(driver, key):

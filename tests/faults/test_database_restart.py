@@ -111,18 +111,19 @@ class Annotator:
         pytest.fail("the server never answered again after the database restart")
 
     def current_pair(self) -> int:
+        """The lease the label page names for the pair on screen (it never shows the pair's id)."""
         page = self._send("/annotate/")
         self.token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        found = re.search(r'name="pair" value="(\d+)"', page)
+        found = re.search(r'name="lease" value="(\d+)"', page)
         assert found, f"the label page shows no pair: {page[-1500:]}"
         return int(found.group(1))
 
-    def label(self, pair_id: int) -> None:
-        self._send("/annotate/submit/", {"pair": pair_id, "side": "left"})
+    def label(self, lease: int) -> None:
+        self._send("/annotate/submit/", {"lease": lease, "side": "left"})
 
 
 def test_no_label_lost_when_postgresql_restarts(web, pg_cluster, annotator):
-    from annotate.models import Label, Pair
+    from annotate.models import Assignment, Label, Pair
     from tests.annotate.factories import make_pairs, make_round
 
     round_ = make_round(number=1)
@@ -160,6 +161,7 @@ def test_no_label_lost_when_postgresql_restarts(web, pg_cluster, annotator):
     assert person.failed_requests > 0, "no request met the outage: the test did not test it"
 
     connection.close()  # this process's own connection died with the server
+    labelled = [Assignment.objects.get(pk=lease).pair_id for lease in labelled]  # the page names leases
     assert sorted(labelled) == sorted(p.pk for p in pairs)
     labels = Label.objects.filter(annotator=annotator)
     assert sorted(labels.values_list("pair_id", flat=True)) == sorted(labelled)

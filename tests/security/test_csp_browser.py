@@ -104,9 +104,9 @@ def test_remote_images_are_not_fetched_and_labelling_works(browser, live_server,
     _wait(browser, lambda d: any("pixel.gif" in m for m in _violations(d)))
     assert hits == []
     # htmx and the keyboard script run under the policy: a key press labels the pair and swaps in the next.
-    first = browser.find_element("id", "workspace").get_attribute("data-pair")
+    first = browser.find_element("id", "workspace").get_attribute("data-lease")
     ActionChains(browser).send_keys("1").perform()
-    _wait(browser, lambda d: d.find_element("id", "workspace").get_attribute("data-pair") != first)
+    _wait(browser, lambda d: d.find_element("id", "workspace").get_attribute("data-lease") != first)
     assert Label.objects.count() == 1
     assert _violations(browser, allowed="pixel.gif") == []
     assert hits == []

@@ -1,6 +1,8 @@
 """An outside probe's attack on gold pairs, the annotators' quality check: tell a gold pair apart, then answer it
 with care. The skipped list left gold pairs out (so a skipped pair missing from it was gold, before it was answered)
 and undo gave a gold pair back to answer again once the counters had told it."""
+import re
+
 import pytest
 
 from annotate.models import Label
@@ -72,3 +74,54 @@ def test_skipping_tells_nothing_through_the_counters(annotator):
         assert progress_for(annotator) == before, kind
         skip(annotator, pair)
     assert progress_for(annotator).remaining == 2  # both regular pairs: the skipped one is there to return to
+
+
+class _Alternating:
+    """The queue's coin: a regular pair, then a gold one, and so on (each lease draws for gold, then for its sides)."""
+
+    draws = iter([])
+
+    def random(self):
+        return next(self.draws)
+
+
+def test_what_the_label_page_shows_of_a_pair_tells_no_gold_one(annotator, monkeypatch):
+    """The probe's attack: regular pairs are served oldest first and gold ones drawn at random, and the page named the
+    pair on screen by its id (data-pair, the hidden `pair` field), so "an id below the last regular one seen" marked a
+    gold pair before it was answered; and "remaining" fell by one after a regular label and stayed after a gold one.
+    The page names the lease now (numbered as pairs are served, gold or not), and every label moves "remaining" alike."""
+    from django.test import Client
+    from django.urls import reverse
+
+    from annotate import services
+    from annotate.models import Assignment, Pair
+    from tests.annotate.factories import make_round
+
+    round_ = make_round(gold_rate=0.5)
+    golds = [make_pair(round=round_, is_gold=True, gold_choice="a") for _ in range(3)]  # older than the regular ones
+    for _ in range(7):
+        make_pair(round=round_)
+    monkeypatch.setattr(_Alternating, "draws", iter([0.9, 0.9, 0.1, 0.9] * 20))
+    monkeypatch.setattr(services, "random", type("Coin", (), {"Random": _Alternating}))
+    client = Client()
+    client.force_login(annotator)
+    page = client.get(reverse("annotate:label")).content.decode()
+    handles, remaining = [], [int(re.search(r'data-progress="remaining">(\d+)<', page)[1])]
+    while 'data-lease="' in page:
+        assert "data-pair" not in page and 'name="pair"' not in page
+        handles.append(int(re.search(r'data-lease="(\d+)"', page)[1]))
+        page = client.post(reverse("annotate:submit"), {"lease": handles[-1], "side": "left"},
+                           HTTP_HX_REQUEST="true").content.decode()
+        remaining.append(int(re.search(r'data-progress="remaining">(\d+)<', page)[1]))
+
+    served = [Assignment.objects.get(pk=h).pair_id for h in handles]
+    is_gold = [Pair.objects.get(pk=p).is_gold for p in served]
+    assert is_gold == [False, True] * 3 + [False] * 4 and {p.pk for p in golds} <= set(served)
+
+    def flagged(ids):  # the attack: an id below the last regular one seen is a gold pair
+        return [i for i, x in enumerate(ids) if any(ids[j] > x for j in range(i))]
+
+    assert flagged(served) == [1, 3, 5]  # what pair ids told, had the page shown them
+    assert flagged(handles) == [] and handles == sorted(handles)  # what it shows tells nothing
+    # each label, gold or regular, takes one off; so it reaches 0 as many labels early as gold pairs were answered
+    assert remaining == [7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0]

@@ -15,13 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotate.models import Assignment, Label, Pair
-from tests.annotate.factories import make_pair, make_pairs, make_round, make_user
+from tests.annotate.factories import make_pair, make_pairs, make_round, make_user, shown_pair
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 def _shown_pair(html: str) -> int:
-    return int(html.split('data-pair="', 1)[1].split('"', 1)[0])
+    return shown_pair(html)
 
 
 @pytest.fixture
@@ -42,10 +42,10 @@ def test_a_pair_never_leased_to_me_cannot_be_labelled_skipped_or_brought_back_by
                                    **HTMX)
         body = response.content.decode()
         assert response.status_code == 200
-        assert f"Pair {target.pk} is not leased to you: only the pair on your screen can be labelled." in body
-        assert f'data-pair="{mine.pk}"' in body  # the pair on screen stays
+        assert "That pair is not leased to you: only the pair on your screen can be labelled." in body
+        assert shown_pair(body) == mine.pk  # the pair on screen stays
         response = ann_client.post(reverse("annotate:skip"), {"pair": target.pk}, **HTMX)
-        assert f"Pair {target.pk} is not leased to you" in response.content.decode()
+        assert "That pair is not leased to you" in response.content.decode()
     assert not Label.objects.exists()
     assert list(Assignment.objects.values_list("pair_id", "state")) == [(mine.pk, Assignment.LEASED)]
     assert not Pair.objects.filter(labels_done__gt=0).exists()
@@ -59,7 +59,7 @@ def test_refusals_without_htmx_come_back_as_a_message_on_the_page(ann_client):
     mine, other = make_pairs(2)
     ann_client.get(reverse("annotate:label"))
     response = ann_client.post(reverse("annotate:submit"), {"pair": other.pk, "side": "right"}, follow=True)
-    assert f"Pair {other.pk} is not leased to you" in response.content.decode()
+    assert "That pair is not leased to you" in response.content.decode()
     for junk in ("-1", "0", str(2**63), "abc"):
         response = ann_client.post(reverse("annotate:submit"), {"pair": junk, "side": "left"}, follow=True)
         assert response.status_code in (200, 400)
@@ -87,7 +87,7 @@ def test_undo_brings_back_only_my_own_leased_label(ann_client, annotator):
     ann_client.get(reverse("annotate:label"))
     ann_client.post(reverse("annotate:submit"), {"pair": first.pk, "side": "left"}, **HTMX)
     body = ann_client.post(reverse("annotate:undo"), **HTMX).content.decode()
-    assert "Label undone" in body and f'data-pair="{first.pk}"' in body
+    assert "Label undone" in body and shown_pair(body) == first.pk
     assert not Label.objects.exists()
 
 
