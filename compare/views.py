@@ -92,14 +92,20 @@ def vote(request, pk: int):
     why = blinding.why_not_blind(comparison, request.user)
     if why:
         return _refused(f"Your vote on comparison {comparison.pk} would not be blind: {why}.")
+    notice = ""
     try:
         services.record_vote(comparison, request.user, outcome)
     except services.AlreadyVoted:
-        pass  # a second press of the same key: show the reveal again
+        pass  # a second press: the reveal again, saying so when it asked for another answer (the first one stands)
     except services.CompareError as exc:  # a set that is not blind
         return _refused(str(exc))
     vote = comparison.votes.get(voter=request.user)
-    context = {"comparison": comparison, "job": comparison.job, "voted_side": services.side_for_outcome(comparison, vote.outcome)}
+    voted_side = services.side_for_outcome(comparison, vote.outcome)
+    if vote.outcome != outcome:
+        # the versions were shown after the first vote: a changed vote would no longer be blind
+        notice = (f"Not changed: you voted {voted_side} on this comparison before, and a vote stands once the "
+                  "versions are shown.")
+    context = {"comparison": comparison, "job": comparison.job, "voted_side": voted_side, "notice": notice}
     template = "compare/_reveal.html" if request.htmx else "compare/reveal.html"
     return render(request, template, context)
 

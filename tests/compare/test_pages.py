@@ -51,8 +51,12 @@ def test_votes_are_stored_per_person(client, annotator, staff, versions):
     url = reverse("compare:vote", args=[comparison.pk])
     client.force_login(annotator)
     client.post(url, {"side": "tie"})
-    again = client.post(url, {"side": "right"})  # a second press changes nothing
+    same = client.post(url, {"side": "tie"})  # a second press of the same key: the reveal again
+    assert same.status_code == 200 and "Not changed" not in same.content.decode()
+    again = client.post(url, {"side": "right"})  # another answer once the versions were shown: refused, and said so
     assert again.status_code == 200
+    assert "Not changed: you voted tie on this comparison before" in again.content.decode()
+    assert "You voted <strong>tie</strong>" in again.content.decode()
     client.force_login(staff)
     client.post(url, {"side": "both_bad"})
     assert sorted(Vote.objects.values_list("voter__username", "outcome")) == [("ann", "tie"), ("staff", "both_bad")]
