@@ -61,3 +61,48 @@ def version_lengths(version_ids: Iterable[int] | None = None) -> dict[int, Versi
 
 def version_length(version) -> VersionLength:
     return version_lengths([version.pk])[version.pk]
+
+
+@dataclass(frozen=True)
+class LengthGrowth:
+    """How much longer a version's answers are than another's, on what both answered alike: the same prompts under
+    the same sampling settings (the seed aside). Means over all stored answers mix what each version was asked (a
+    parent sampled for labelling at 256 tokens, a child for evaluation at 128): identical answers read 131% longer."""
+
+    growth: float | None  # mean over shared (prompt, settings) of the version's tokens / the other's, less 1
+    prompts: int  # the shared (prompt, settings) groups it is measured on
+
+    @property
+    def label(self) -> str:
+        if self.growth is None:
+            return "no prompt answered by both under the same settings"
+        return f"on {self.prompts} prompt{'s' * (self.prompts != 1)} both answered under the same settings"
+
+
+def _settings(params) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in (params or {}).items() if k != "seed"}, sort_keys=True, default=str)
+
+
+def length_growth(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], LengthGrowth]:
+    """For each (version id, other version id): LengthGrowth of the first over the second, read in one query. Each
+    shared (prompt, settings) group counts once, by the mean of each version's answers in it (four samples of one
+    prompt weigh as one evaluation answer), and the growth is the ratio of the summed group means."""
+    from .models import Response
+
+    pairs = list(pairs)
+    ids = {pk for pair in pairs for pk in pair}
+    groups: dict[int, dict[tuple[int, str], list[int]]] = {pk: {} for pk in ids}
+    rows = Response.objects.filter(version_id__in=ids).values_list("version_id", "prompt_id", "sampling_params",
+                                                                   "token_count")
+    for version_id, prompt_id, params, tokens in rows.iterator(chunk_size=2000):
+        groups[version_id].setdefault((prompt_id, _settings(params)), []).append(tokens)
+    out = {}
+    for mine, other in pairs:
+        shared = groups[mine].keys() & groups[other].keys()
+        a = sum(sum(groups[mine][k]) / len(groups[mine][k]) for k in shared)
+        b = sum(sum(groups[other][k]) / len(groups[other][k]) for k in shared)
+        out[(mine, other)] = LengthGrowth(a / b - 1 if shared and b > 0 else None, len(shared))
+    return out
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from generation.length import VersionLength, version_length, version_lengths
+from generation.length import LengthGrowth, VersionLength, length_growth, version_length, version_lengths
 from generation.models import ModelVersion
 from training.models import TrainingRun
 
@@ -53,7 +53,8 @@ class VersionRow:
     lc_rating: float | None = None
     mean_tokens: float | None = None
     length: VersionLength | None = None
-    length_growth: float | None = None  # relative to the parent's mean length
+    length_growth: float | None = None  # relative to the parent's, on prompts both answered alike (growth.label)
+    growth: LengthGrowth | None = None
     run: TrainingRun | None = None
     headline: list[Figure] = field(default_factory=list)  # HEADLINE's figures from run.metrics
     warnings: list[str] = field(default_factory=list)
@@ -164,6 +165,7 @@ def version_rows(ratings_by_name: dict | None = None) -> list[VersionRow]:
     versions = list(ModelVersion.objects.select_related("parent").order_by("round", "created"))
     runs = {r.output_version_id: r for r in TrainingRun.objects.filter(output_version__isnull=False)}
     measured = version_lengths([v.pk for v in versions])
+    growth = length_growth((v.pk, v.parent_id) for v in versions if v.parent_id)
     lengths = {pk: m.mean for pk, m in measured.items()}
     rows = []
     for v in versions:
@@ -171,9 +173,9 @@ def version_rows(ratings_by_name: dict | None = None) -> list[VersionRow]:
         if v.name in ratings_by_name:
             r = ratings_by_name[v.name]
             row.rating, row.low, row.high, row.lc_rating = r.rating, r.low, r.high, r.lc_rating
-        parent_len = lengths.get(v.parent_id) if v.parent_id else None
-        if parent_len and row.mean_tokens is not None:
-            row.length_growth = row.mean_tokens / parent_len - 1
+        if v.parent_id:
+            row.growth = growth[(v.pk, v.parent_id)]
+            row.length_growth = row.growth.growth
         if warning := length_warning(row.length_growth):
             row.warnings.append(warning)
         if row.run is not None:

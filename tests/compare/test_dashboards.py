@@ -8,6 +8,7 @@ from django.urls import reverse
 from annotate.judging import judge_account
 from compare import services
 from compare.leaderboard import build_board
+from generation.models import Prompt
 from training import dashboard
 from training.models import TrainingRun, TrainingStep
 
@@ -266,3 +267,41 @@ def test_a_judge_voting_again_on_the_same_answers_counts_once_on_the_board(versi
     board = build_board(include_automatic=True, bootstrap=50)
     assert board.votes == 3
     assert {r.version: r.votes for r in board.rows}["okapi-round-one"] == 3
+
+
+def test_length_growth_compares_answers_to_the_same_prompts_under_the_same_settings(client, annotator, versions):
+    """The rounds page called identical answers 131% longer: the parent's mean took in its labelling answers (256
+    tokens allowed, long) and the child's its evaluation answers (128 allowed). Growth reads the prompts both answered
+    under the same settings (the seed aside), each prompt once however many samples it has."""
+    from generation.length import length_growth
+    from generation.models import Response
+
+    base, child = versions
+    eval_settings = {"max_new_tokens": 128, "temperature": 0.7}
+    for k in range(3):  # the same answers to the evaluation prompts, under different seeds
+        prompt = make_prompt()
+        for version, seed in ((base, 1), (child, 2)):
+            Response.objects.create(prompt=prompt, version=version, text="same", token_count=40 + k,
+                                    sampling_params=dict(eval_settings, seed=seed))
+    labelling = make_prompt(split=Prompt.TRAIN)
+    for i in range(4):  # the parent's long labelling samples: another prompt, other settings
+        Response.objects.create(prompt=labelling, version=base, text="long", token_count=250, sample_index=i,
+                                sampling_params={"max_new_tokens": 256, "temperature": 1.0, "seed": 3})
+    make_response(make_prompt(), child, tokens=500)  # a prompt only the child answered: not compared
+    measured = length_growth([(child.pk, base.pk)])[(child.pk, base.pk)]
+    assert measured.growth == pytest.approx(0.0) and measured.prompts == 3
+    client.force_login(annotator)
+    page = client.get(reverse("compare:rounds")).content.decode()
+    cell = _cell(page, "okapi-round-one", "mean-tokens")
+    assert "+0%" in cell and "on 3 prompts both answered under the same settings" in cell, cell
+    assert "answers are" not in page  # no length warning for the same answers
+
+    # longer answers on the shared prompts are growth, on their own settings group: (80+82+84)/(40+41+42)
+    for response in Response.objects.filter(version=child, text="same"):
+        response.token_count *= 2
+        response.save()
+    assert length_growth([(child.pk, base.pk)])[(child.pk, base.pk)].growth == pytest.approx(1.0)
+    # no prompt in common: no figure rather than one that compares different questions
+    other = make_version("newt-round-one", parent=base)
+    make_response(make_prompt(), other, tokens=10)
+    assert length_growth([(other.pk, base.pk)])[(other.pk, base.pk)].growth is None
