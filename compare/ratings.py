@@ -16,6 +16,9 @@ import numpy as np
 SCALE = 400.0  # Elo-like: 400 points = 10:1 odds
 BASE_RATING = 1000.0
 PSEUDO_TIES = 0.5  # virtual ties per compared pair, so a version that won every vote still gets a finite rating
+# Added to a pair's (wins a, wins b, ties, both bad) for its interval's draws: Jeffreys' half a win each way. None for
+# ties: a prior tie would pull every draw toward even, and an outcome no one chose stays at zero.
+OUTCOME_PRIOR = np.array([0.5, 0.5, 0.0, 0.0])
 
 
 class RatingError(ValueError):
@@ -273,8 +276,8 @@ def fit_ratings(
     """Bradley–Terry ratings (anchor pinned at `base`), optionally length-controlled, with bootstrap 95% intervals.
 
     Ties count half a win to each side; both-bad votes count as ties unless both_bad_as_tie is False (then they
-    are left out). Each compared pair gets `pseudo_ties` virtual ties. The bootstrap resamples each row's votes
-    from a multinomial with the observed outcome shares and refits all replicates at once.
+    are left out). Each compared pair gets `pseudo_ties` virtual ties. The intervals come from `bootstrap` draws of
+    each pair's outcome shares from their posterior (_bootstrap_counts), refitted all at once.
     """
     matchups = list(matchups) if length_control else merge_pairs(matchups)
     problem, unrated = _problem(
@@ -299,16 +302,18 @@ def fit_ratings(
 
 
 def _bootstrap_counts(counts: np.ndarray, replicates: int, seed: int) -> np.ndarray:
-    """(replicates, rows, 4) counts: each row's votes redrawn from its observed outcome shares.
+    """(replicates, rows, 4) counts: each row's votes split by outcome shares drawn from their posterior, a Dirichlet
+    on the row's counts plus half a win each way (Jeffreys' prior, OUTCOME_PRIOR).
 
-    Pseudo-tie rows (all ties) stay fixed, as they hold no data. Fractional counts are rounded for the draw.
+    Redrawing from the observed shares alone gave a version that won every vote the same count in every replicate,
+    so its "95% interval" was one point, however few the votes. Pseudo-tie rows (all ties) stay fixed, as they hold
+    no data.
     """
     rng = np.random.default_rng(seed)
-    n = np.rint(counts.sum(axis=1)).astype(np.int64)
-    shares = np.divide(counts, counts.sum(axis=1, keepdims=True), out=np.zeros_like(counts),
-                       where=counts.sum(axis=1, keepdims=True) > 0)
-    draws = rng.multinomial(n, shares, size=(replicates, len(n))) if len(n) else np.zeros((replicates, 0, 4))
+    n = counts.sum(axis=1)
+    shares = rng.gamma(counts + OUTCOME_PRIOR, size=(replicates, *counts.shape))
+    shares /= shares.sum(axis=-1, keepdims=True)
+    draws = shares * n[None, :, None]
     virtual = (counts[:, 0] == 0) & (counts[:, 1] == 0) & (counts[:, 3] == 0)
-    draws = draws.astype(float)
     draws[:, virtual] = counts[virtual]
     return draws
