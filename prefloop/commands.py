@@ -82,6 +82,7 @@ def in_foreground(command: str, job: Job) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        lifecycle.interrupted(job, "Ctrl-C at the command line")
-        raise CommandError(f"{command}: interrupted: {job._meta.verbose_name} {job.pk} is cancelled") from None
+        lifecycle.interrupted(job, "Ctrl-C at the command line")  # unless the job recorded its own (what it kept)
+        raise CommandError(f"{command}: interrupted: {job._meta.verbose_name} {job.pk} is cancelled "
+                           f"({job.stage})") from None
 

@@ -344,9 +344,14 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         lifecycle.fail(run, str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
-    except BaseException:  # Ctrl-C at the command line: the caller records it; the unregistered checkpoint goes
+    except BaseException as exc:  # Ctrl-C at the command line: the caller records it; the unregistered checkpoint goes
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
+        if isinstance(exc, KeyboardInterrupt) and version is not None:
+            # the version is registered: say what is left of it, as a cancel from the page does (the caller's own
+            # record of the Ctrl-C finds the run ended and keeps this)
+            lifecycle.interrupted(run, f"Ctrl-C while measuring {version.name!r}, which stays a candidate, "
+                                       "its figures partial")
         raise
     run.refresh_from_db()
     return run

@@ -51,3 +51,29 @@ def test_ctrl_c_before_the_checkpoint_is_registered_leaves_no_temporary_folder(
     with pytest.raises(KeyboardInterrupt):
         train.run_training(train.start_training_run(input_version=base, params=FAST, enqueue=False).pk)
     assert [p.name for p in settings.MODELS_DIR.iterdir()] == [] and ModelVersion.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_ctrl_c_while_the_version_is_measured_names_the_candidate_it_leaves(
+        tiny_model_dir, annotator, settings, tmp_path, monkeypatch):
+    """A cancel from the page while a run measured its version said which candidate stayed; a Ctrl-C of train_round
+    at that point said only "stopped: Ctrl-C at the command line", with a registered version left behind unnamed."""
+    import io
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(base, annotator, 4)
+
+    def ctrl_c(*args, **kwargs):  # while the registered version's answers are sampled and measured
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "evaluate_round", ctrl_c)
+    with pytest.raises(CommandError, match=r"interrupted: training run \d+ is cancelled \(stopped: Ctrl-C while "
+                                           r"measuring 'round-1', which stays a candidate, its figures partial\)"):
+        call_command("train_round", params=json.dumps(FAST), stdout=io.StringIO(), stderr=io.StringIO())
+    run = TrainingRun.objects.get()
+    assert run.status == "cancelled" and "'round-1', which stays a candidate" in run.stage
+    assert run.output_version.name == "round-1" and run.decision == TrainingRun.Decision.CANDIDATE
