@@ -87,7 +87,7 @@ def evaluate(
         job = CompareJob.objects.create(
             version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,
             params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
-            status=CompareJob.RUNNING, attempts=1, done=2 * n, total=2 * n, progress=1.0, started=timezone.now(),
+            status=CompareJob.RUNNING, attempts=1, done=2 * n, total=2 * n, progress=2 / 3, started=timezone.now(),
             # no job evaluating it: it is this process's, never the queue's (a worker starting would resume it)
             claimed=timezone.now(), part_of=part_of or FOREGROUND, stage=f"answers stored; the judge votes on {n} comparisons",
         )
@@ -107,7 +107,8 @@ def evaluate(
         return tracker.should_stop() or bool(should_stop and should_stop())
 
     def on_vote(done: int, total: int) -> None:
-        tracker.report(stage=f"the judge voted on {done} of {total} comparisons")
+        # the set's own bar too: it read 100% from its first vote to its last
+        tracker.report(progress=(2 * n + done) / units, stage=f"the judge voted on {done} of {total} comparisons")
         if progress:
             progress("judge", 2 * n + done, units)
 

@@ -185,23 +185,27 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
     prompts = [by_id[i] for i in job.prompt_ids if i in by_id]
     n, seed = len(prompts), int(job.params.get("seed", 0))
     config = _sampling_config(job.params.get("sampling") or {})
+    path = job.params.get("judge")
+    # the bar's units: each version's answers, then a judge's votes (as an evaluation counts them): the answers took
+    # the whole bar, which stood at 99% while the judge voted
+    units = (3 if path else 2) * n
     answers = []
     for k, version in enumerate((job.version_a, job.version_b)):
         tracker.check()
         stage = f"answering with {'A' if k == 0 else 'B'}" if job.blind else f"answering with {version.name}"
 
         def progress(done: int, total: int, offset: int = k * n) -> None:
-            tracker.report(done=offset + done, progress=(offset + done) / (2 * n), force=True)
+            tracker.report(done=offset + done, progress=(offset + done) / units, force=True)
             if report:
                 report(offset + done, 2 * n)
 
         def on_partial(done: float, total: int, offset: int = k * n, stage: str = stage) -> None:
-            tracker.report(progress=(offset + done) / (2 * n), stage=stage)
+            tracker.report(progress=(offset + done) / units, stage=stage)
 
         tracker.report(stage=stage, force=True)
         answers.append(answer(version, prompts, config, seed=seed, on_progress=progress,
                               should_stop=tracker.should_stop, on_partial=on_partial))
-        tracker.report(done=(k + 1) * n, progress=(k + 1) / 2, force=True)
+        tracker.report(done=(k + 1) * n, progress=(k + 1) * n / units, force=True)
         if report:
             report((k + 1) * n, 2 * n)
     tracker.check()
@@ -212,12 +216,12 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
                 defaults={"response_a": answers[0][prompt.pk], "response_b": answers[1][prompt.pk],
                           "left_is_a": secrets.randbelow(2) == 0},
             )
-    path = job.params.get("judge")
     if path:  # a stop from here keeps the comparisons and the votes stored so far
         tracker.report(stage=f"judging with {path}", force=True)
         judge_comparisons(job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk"),
                           load_judge(path), path, judge_account(path), should_stop=tracker.should_stop,
-                          on_vote=lambda done, total: tracker.report(stage=f"judging with {path}: {done} of {total}"))
+                          on_vote=lambda done, total: tracker.report(progress=(2 * n + n * done / total) / units,
+                                                                     stage=f"judging with {path}: {done} of {total}"))
     lifecycle.finish(job, done=2 * n)
 
 

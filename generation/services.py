@@ -48,6 +48,10 @@ CHUNK_ROWS = 128
 LEGACY_CHUNK_PROMPTS = 16  # the chunk size of jobs queued before jobs recorded theirs
 MAX_PROMPTS_PER_JOB = 100_000  # as on the generation page
 MAX_JUDGED_SAMPLES = 8  # pairing "judge" calls the judge K(K-1)/2 times a prompt: 28 at 8
+# A chunk's share of the bar the judge's ranking takes under pairing "judge": sampling took it all, so the bar stood
+# still while an LLM judge made its K(K-1)/2 calls a prompt. Half is a guess (a rule judge takes no time, an LLM
+# judge about as long as the sampling) that keeps the bar moving and the time left within a factor of two.
+JUDGE_SHARE = 0.5
 
 
 class GenerationError(Exception):
@@ -344,15 +348,20 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         seeds = [prompt_seed(config.seed, p.pk) for p in chunk]
         before = tracker.job.done
         stage = f"sampling prompts {before + 1}–{before + len(chunk)}"
+        sampled = 1.0 - JUDGE_SHARE if job.params.get("pairing") == "judge" else 1.0  # the chunk's share sampling
 
-        def on_tokens(used: int, budget: int, before: int = before, size: int = len(chunk), stage: str = stage) -> None:
-            tracker.report(progress=(before + size * used / max(budget, 1)) / total, stage=stage)
+        def on_tokens(used: int, budget: int, before: int = before, size: int = len(chunk), stage: str = stage,
+                      sampled: float = sampled) -> None:
+            tracker.report(progress=(before + size * sampled * used / max(budget, 1)) / total, stage=stage)
+
+        def on_judged(prompts: int, before: int = before, size: int = len(chunk), sampled: float = sampled) -> None:
+            tracker.report(progress=(before + size * sampled + prompts * JUDGE_SHARE) / total)
 
         tracker.report(stage=stage, force=True)
         samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds, should_stop=tracker.should_stop,
                                    on_tokens=on_tokens)
         tracker.check()  # asked to stop after the last token: the chunk is not stored either
-        made = _store_samples(job, chunk, seeds, samples, config, round_, judge, tracker)
+        made = _store_samples(job, chunk, seeds, samples, config, round_, judge, tracker, on_judged)
         with transaction.atomic():
             job_row = GenerationJob.objects.select_for_update().get(pk=job.pk)
             job_row.done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
@@ -420,10 +429,12 @@ def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[
     return round_robin_scores(len(texts), compare, random.Random(seed))
 
 
-def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tracker: Tracker | None = None) -> int:
+def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tracker: Tracker | None = None,
+                   on_judged: Callable[[int], None] | None = None) -> int:
     """Responses and pairs of one chunk, in one transaction; returns the number of pairs made.
 
-    A judge ranks the samples before the transaction opens, so no write lock is held while it thinks.
+    A judge ranks the samples before the transaction opens, so no write lock is held while it thinks;
+    `on_judged(prompts)` is told after each prompt it ranked, for the bar.
     """
     strategy = job.params.get("pairing", "random")
     judged = None
@@ -434,6 +445,8 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
                 tracker.report(stage=f"the judge ranks the samples of this chunk's prompt {k + 1} of {len(prompts)}")
             judged.append(_judge_scores(judge, job.params["judge"], prompt, [storable_text(x.text) for x in row],
                                         [x.finish_reason == "length" for x in row], seed, tracker))
+            if on_judged:
+                on_judged(k + 1)
         if tracker:
             tracker.check()
     made = 0

@@ -121,7 +121,7 @@ def test_the_set_reads_running_while_its_judge_votes_and_succeeded_only_after(ta
     seen = []
 
     def spy(prompt, first, second):
-        seen.append(CompareJob.objects.values_list("status", "part_of", "stage").get())
+        seen.append(CompareJob.objects.values_list("status", "part_of", "stage", "progress").get())
         return "tie"
 
     steps = []
@@ -132,6 +132,8 @@ def test_the_set_reads_running_while_its_judge_votes_and_succeeded_only_after(ta
     assert [s[:2] for s in seen] == [("running", "looprun-7")] * 3
     assert [s[2] for s in seen][1:] == ["the judge voted on 1 of 3 comparisons", "the judge voted on 2 of 3 comparisons"]
     assert steps[-3:] == [("judge", 7, 9), ("judge", 8, 9), ("judge", 9, 9)]  # answers were 6 of the 9 steps
+    assert [round(s[3], 3) for s in seen] == [0.667, 0.778, 0.889]  # the set's own bar moves as its judge votes: it
+    # read 100% from the first vote
     job = CompareJob.objects.get(pk=result.job.pk)
     assert (job.status, job.stage, job.progress) == ("succeeded", "", 1.0)
 

@@ -279,6 +279,31 @@ def test_a_set_whose_judge_failed_after_answering_stays_open_to_votes_and_says_s
     assert answer.status_code == 200 and Vote.objects.filter(voter=annotator).count() == 1
 
 
+def test_a_sets_bar_moves_with_each_vote_of_its_judge(versions, monkeypatch):
+    """The answers took the whole bar: it stood at 99% while the judge voted, and the time left said nothing of the
+    votes to come."""
+    from jobs import lifecycle
+
+    base, child = versions
+    for _ in range(3):
+        make_prompt()
+    reports, real = [], lifecycle.Tracker.report
+
+    def spy(self, *args, **kwargs):
+        if kwargs.get("progress") is not None:
+            reports.append((kwargs.get("stage") or "", kwargs["progress"]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", spy)
+    job = services.start_compare_job(child, base, limit=3, enqueue=False, judge="judges.rules:longer_text")
+    assert services.run_compare_job(job.pk, answer=fake_answerer([])).status == CompareJob.SUCCEEDED
+    voting = [k for k, (stage, _) in enumerate(reports) if stage.startswith("judging with")]
+    assert len(voting) == 3, reports  # one report a vote
+    for k in voting:
+        assert reports[k][1] > reports[k - 1][1], reports  # each vote moves the bar
+    assert reports[voting[-1]][1] == 1.0
+
+
 def test_a_judge_votes_on_blind_sets_only(versions):
     """A side-by-side set with a judge had it vote on comparisons people may not vote on (they show the names), and
     those votes counted on the leaderboard's automatic view."""

@@ -50,9 +50,37 @@ def test_the_stage_says_the_judge_ranks_while_it_does(base):
     assert judges_for_tests.STAGES == [f"the judge ranks the samples of this chunk's prompt {k} of 2" for k in (1, 2)]
 
 
+def test_the_bar_moves_with_each_prompt_the_judge_ranks(base, monkeypatch):
+    """Each chunk's whole share of the bar went to sampling: it stood still while the judge made its K(K-1)/2 calls
+    a prompt, and the time left, measured from the bar's rate, said nothing of them."""
+    from jobs import lifecycle
+
+    monkeypatch.setattr(gen, "CHUNK_ROWS", 8)  # 2 prompts of 4 samples a chunk
+    reports, stage, real = [], {"now": ""}, lifecycle.Tracker.report
+
+    def spy(self, *args, **kwargs):
+        stage["now"] = kwargs.get("stage") or stage["now"]
+        if kwargs.get("progress") is not None and kwargs.get("done") is None:  # not a chunk's end
+            reports.append((stage["now"], kwargs["progress"]))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", spy)
+    job = gen.start_generation_job(base, n_prompts=4, config=SAMPLING, pairing="judge", judge=LONGER, enqueue=False)
+    assert gen.run_generation_job(job.pk).status == "succeeded"
+    judging = [k for k, (now, _) in enumerate(reports) if now.startswith("the judge ranks")]
+    assert len(judging) == 4, reports  # one report a prompt ranked
+    for k in judging:
+        assert reports[k][1] > reports[k - 1][1], reports  # each ranked prompt moves the bar
+    assert reports[judging[-1]][1] == 1.0
+
+
 def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, monkeypatch):
     monkeypatch.setattr(gen, "CHUNK_ROWS", 4)  # 2 prompts of 2 samples a chunk
-    config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2))  # one judge call per prompt
+    # one judge call per prompt: a sample cut at the token limit against a finished one is decided without the
+    # judge, and which samples finish depends on their seeds, drawn from the prompts' ids, so on the tests run
+    # before (on PostgreSQL, whose ids are not rolled back, the third call never came)
+    monkeypatch.setattr(gen, "cut_rule", lambda first_cut, second_cut: None)
+    config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2))
     job = gen.start_generation_job(base, n_prompts=4, config=config, pairing="judge",
                                    judge="tests.loop.judges_for_tests:fails_on_third", enqueue=False)
     with pytest.raises(Exception, match="judge service unreachable"):
