@@ -12,7 +12,7 @@ from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
 from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, ImportJob, LabellingRound
 from .rounds import SETTINGS
-from .services import Lease, leased_pair
+from .services import BY_LEASE, LabelError, Lease, leased_pair, names_pairs_by_id
 
 
 class PairForm(forms.Form):
@@ -38,12 +38,17 @@ class LeaseForm(forms.Form):
     def pair_id(self, user) -> int:
         """The pair meant: the lease's, which must be this person's (services.LabelError otherwise)."""
         data = self.cleaned_data
-        return data["pair"] if data["lease"] is None else leased_pair(user, data["lease"])
+        return self._by_id(user) if data["lease"] is None else leased_pair(user, data["lease"])
 
-    def target(self) -> Lease | int:
+    def target(self, user) -> Lease | int:
         """What record_label takes: the lease, looked up as it is locked (no query of its own), or the pair's id."""
         data = self.cleaned_data
-        return data["pair"] if data["lease"] is None else Lease(data["lease"])
+        return self._by_id(user) if data["lease"] is None else Lease(data["lease"])
+
+    def _by_id(self, user) -> int:
+        if not names_pairs_by_id(user):
+            raise LabelError(BY_LEASE)
+        return self.cleaned_data["pair"]
 
     def problems(self) -> str:
         return " ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())

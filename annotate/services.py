@@ -271,6 +271,17 @@ class Lease:
     pk: int
 
 
+def names_pairs_by_id(user) -> bool:
+    """Whether this account may name a leased pair by the pair's id, not the lease's: staff and automatic labellers,
+    who see pair ids anyway. A person may not: a skip or a label named by pair id answered differently for the pair
+    on their screen than for any other, so trying ids found it, and an id out of the serving order marked it gold."""
+    return user.is_staff or is_automatic(user)
+
+
+BY_LEASE = ("name the pair by its lease (the page you answered from is older than that rule: reload it); "
+            "pairs are named by id only by staff and automatic labellers")
+
+
 def leased_pair(user, lease: int) -> int:
     """The pair of one of this person's leases, by the lease's id: the handle the label page, the skipped list and
     the API show for the pair on screen. Pair ids carried a gold tell: regular pairs are served oldest first and gold

@@ -80,7 +80,7 @@ def submit(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     try:
         label = services.record_label(
-            form.target(), request.user, data["side"], strength=data["strength"] or None, comment=data["comment"],
+            form.target(request.user), request.user, data["side"], strength=data["strength"] or None, comment=data["comment"],
             seconds=data["seconds"],
         )
     except services.LabelError as err:

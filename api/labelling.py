@@ -83,7 +83,7 @@ def lease(request: HttpRequest, payload: LeaseIn):
 
 class Leased(Body):
     """The pair leased to the caller, named by the lease's id (as POST /label/next gives it); `pair`, the pair's id,
-    is still taken from clients written before leases were named (it must be the caller's leased pair all the same)."""
+    is taken from staff and automatic labellers (services.names_pairs_by_id), for their own leased pair."""
 
     lease: Id | None = None
     pair: Id | None = None
@@ -95,10 +95,15 @@ class Leased(Body):
         return self
 
     def pair_id(self, user) -> int:
-        return self.pair if self.lease is None else services.leased_pair(user, self.lease)
+        return self._by_id(user) if self.lease is None else services.leased_pair(user, self.lease)
 
-    def target(self) -> services.Lease | int:
-        return self.pair if self.lease is None else services.Lease(self.lease)
+    def target(self, user) -> services.Lease | int:
+        return self._by_id(user) if self.lease is None else services.Lease(self.lease)
+
+    def _by_id(self, user) -> int:
+        if not services.names_pairs_by_id(user):
+            raise HttpError(400, services.BY_LEASE.replace("the page you answered from", "your client"))
+        return self.pair
 
 
 class LabelIn(Leased):
@@ -117,7 +122,7 @@ class LabelOut(Schema):
 
 @router.post("/submit", response=LabelOut, summary="Label the leased pair")
 def submit(request: HttpRequest, payload: LabelIn):
-    label = services.record_label(payload.target(), request.user, payload.side, strength=payload.strength or None,
+    label = services.record_label(payload.target(request.user), request.user, payload.side, strength=payload.strength or None,
                                   comment=payload.comment, seconds=payload.seconds)
     lease = payload.lease or Assignment.objects.filter(pair_id=label.pair_id, annotator=request.user
                                                        ).values_list("pk", flat=True).first()

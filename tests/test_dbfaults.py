@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from annotate.models import Assignment, Label, Pair
 from prefloop import dbfaults
-from tests.annotate.factories import make_pair, make_user, shown_pair
+from tests.annotate.factories import make_pair, make_user, shown_lease, shown_pair
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,6 +82,7 @@ def labeller():
     client.force_login(person)
     page = client.get(reverse("annotate:label"))
     assert page.status_code == 200 and shown_pair(page.content.decode()) == pair.pk
+    pair.lease = shown_lease(page.content.decode())  # read now: the tests post it while the database is down
     # shown 10 s ago, so the 2.5 s the page measured stands (a label's time is kept within the lease's)
     Assignment.objects.filter(annotator=person).update(leased_at=timezone.now() - timedelta(seconds=10))
     return client, person, pair
@@ -95,7 +96,7 @@ def _same_session(client: Client, **options) -> Client:
 
 
 def _label(client: Client, pair: Pair, **extra):
-    return client.post(SUBMIT, {"pair": pair.pk, "side": "left", "seconds": "2.5"}, **(extra or HTMX))
+    return client.post(SUBMIT, {"lease": pair.lease, "side": "left", "seconds": "2.5"}, **(extra or HTMX))
 
 
 def _assert_unavailable(response, content_type: str = "text/plain") -> None:

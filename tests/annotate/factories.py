@@ -50,3 +50,9 @@ def shown_lease(html: str) -> int:
 def shown_pair(html: str) -> int:
     """The pair a label page shows, looked up from the lease it names."""
     return Assignment.objects.get(pk=shown_lease(html)).pair_id
+
+
+def lease_of(pair, user=None) -> int:
+    """The id of the lease (the handle the label page names) of `pair` (or its id) to `user`, or its only lease."""
+    leases = Assignment.objects.filter(pair_id=getattr(pair, "pk", pair))
+    return (leases.filter(annotator=user) if user is not None else leases).get().pk

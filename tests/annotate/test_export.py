@@ -12,7 +12,7 @@ from django.urls import reverse
 from annotate.models import AnnotatorProfile, Label
 from annotate.services import decided_pairs, label_pair
 
-from .factories import make_pair, make_prompt, make_round, make_user, shown_pair
+from .factories import lease_of, make_pair, make_prompt, make_round, make_user, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -44,7 +44,7 @@ def test_round_trip_from_key_press_to_export(tmp_path, annotator):
         if side in ("left", "right"):
             other = "right" if side == "left" else "left"
             expected.append((pair_id, shown[side], shown[other]))
-        html = client.post(reverse("annotate:submit"), {"pair": pair_id, "side": side}, **HTMX).content.decode()
+        html = client.post(reverse("annotate:submit"), {"lease": lease_of(pair_id), "side": side}, **HTMX).content.decode()
     rows = _export(tmp_path)
     assert [(r["pair_id"], r["chosen"], r["rejected"]) for r in rows] == sorted(expected)
     assert all(r["annotator_ids"] == [annotator.pk] and len(r["labelled_at"]) == 1 for r in rows)
@@ -185,7 +185,7 @@ def test_cut_off_answers_are_marked_on_the_label_page_and_in_the_export(tmp_path
     panel = lambda side: re.search(rf'data-side="{side}">(.*?)</article>', html, re.S).group(1)  # noqa: E731
     assert "cut off at the token limit" in panel(cut_side)
     assert "cut off at the token limit" not in panel(finished_side)
-    client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": finished_side, "comment": "the other stops"},
+    client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": finished_side, "comment": "the other stops"},
                 **HTMX)
     (row,) = _export(tmp_path)
     assert row["chosen"] == "A finished answer." and row["truncated"] is True

@@ -8,7 +8,7 @@ from django.urls import reverse
 from annotate.models import Label
 from annotate.services import next_pair_for, skip
 
-from .factories import make_pair, shown_lease, shown_pair
+from .factories import lease_of, make_pair, shown_lease, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -42,8 +42,10 @@ def test_only_your_own_skipped_pairs_can_be_returned_to(annotator, django_user_m
     skip(other, next_pair_for(other).pair)
     client = Client()
     client.force_login(annotator)
-    response = client.post(reverse("annotate:return_to_skipped"), {"pair": pair.pk}, follow=True)
-    assert "That pair is not on your skipped list." in response.content.decode()
+    response = client.post(reverse("annotate:return_to_skipped"), {"lease": lease_of(pair, other)}, follow=True)
+    assert f"Lease {lease_of(pair, other)} is not yours" in response.content.decode()
+    response = client.post(reverse("annotate:return_to_skipped"), {"pair": pair.pk}, follow=True)  # by id: no one's
+    assert "Name the pair by its lease" in response.content.decode()
     response = client.post(reverse("annotate:return_to_skipped"), {"pair": "junk"}, follow=True)
     assert response.status_code == 200 and "Nothing to return to" in response.content.decode()
 
@@ -60,7 +62,7 @@ def test_a_skipped_pair_held_back_since_cannot_be_returned_to_and_labelled(annot
     skip(annotator, next_pair_for(annotator).pair)
     Pair.objects.filter(pk=pair.pk).update(route=Route.DUPLICATE if route == "duplicate" else Route.JUDGE)
     assert "You have skipped no pair" in client.get(reverse("annotate:skipped")).content.decode()
-    response = client.post(reverse("annotate:return_to_skipped"), {"pair": pair.pk}, follow=True)
+    response = client.post(reverse("annotate:return_to_skipped"), {"lease": lease_of(pair)}, follow=True)
     assert "nothing to return to" in response.content.decode()
-    client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "left"}, **HTMX)
+    client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "left"}, **HTMX)
     assert not Label.objects.exists()

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotate.models import Assignment, Label
 
-from .factories import make_pair, make_pairs, make_prompt, make_round, make_user, shown_pair
+from .factories import lease_of, make_pair, make_pairs, make_prompt, make_round, make_user, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -71,7 +71,7 @@ def test_pressing_left_over_htmx_stores_the_label_and_swaps_in_the_next_pair(ann
     left_text = re.sub(r"<.*?>", "", _panel(html, "left").split('<div class="diff">')[0]).strip()
     # The page measured 2.5 s; the server has leased the pair for longer, so the page's time stands.
     Assignment.objects.filter(annotator=annotator).update(leased_at=timezone.now() - timedelta(seconds=10))
-    response = ann_client.post(reverse("annotate:submit"), {"pair": first.pk, "side": "left", "strength": "clear",
+    response = ann_client.post(reverse("annotate:submit"), {"lease": lease_of(first), "side": "left", "strength": "clear",
                                                              "comment": "nicer", "seconds": "2.5"}, **HTMX)
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
@@ -87,7 +87,7 @@ def test_pressing_left_over_htmx_stores_the_label_and_swaps_in_the_next_pair(ann
 def test_a_post_without_htmx_redirects_back_to_the_page(ann_client):
     pair = make_pair()
     ann_client.get(reverse("annotate:label"))
-    response = ann_client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "both_bad"})
+    response = ann_client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "both_bad"})
     assert response.status_code == 302 and response["Location"] == reverse("annotate:label")
     assert Label.objects.get().choice == "both_bad"
 
@@ -95,16 +95,16 @@ def test_a_post_without_htmx_redirects_back_to_the_page(ann_client):
 def test_a_bad_side_is_refused_with_a_message(ann_client):
     pair = make_pair()
     ann_client.get(reverse("annotate:label"))
-    body = ann_client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "up"}, **HTMX).content.decode()
+    body = ann_client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "up"}, **HTMX).content.decode()
     assert "not understood" in body and not Label.objects.exists()
 
 
 def test_a_second_answer_for_a_labelled_pair_says_it_was_not_saved(ann_client):
     pair = make_pair()
     ann_client.get(reverse("annotate:label"))
-    body = ann_client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "left"}, **HTMX).content.decode()
+    body = ann_client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "left"}, **HTMX).content.decode()
     assert "Saved: left" in body
-    body = ann_client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "right", "strength": "clear",
+    body = ann_client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "right", "strength": "clear",
                                                         "comment": "fix"}, **HTMX).content.decode()
     assert "Saved: right" not in body and "already (left)" in body and "undo" in body
     assert Label.objects.get().side == "left"
@@ -113,10 +113,10 @@ def test_a_second_answer_for_a_labelled_pair_says_it_was_not_saved(ann_client):
 def test_skip_and_undo_over_htmx(ann_client, annotator):
     first, second, third = make_pairs(3)
     ann_client.get(reverse("annotate:label"))
-    body = ann_client.post(reverse("annotate:skip"), {"pair": first.pk}, **HTMX).content.decode()
+    body = ann_client.post(reverse("annotate:skip"), {"lease": lease_of(first)}, **HTMX).content.decode()
     assert shown_pair(body) == second.pk
     assert Assignment.objects.get(pair=first, annotator=annotator).state == Assignment.SKIPPED
-    body = ann_client.post(reverse("annotate:submit"), {"pair": second.pk, "side": "tie"}, **HTMX).content.decode()
+    body = ann_client.post(reverse("annotate:submit"), {"lease": lease_of(second), "side": "tie"}, **HTMX).content.decode()
     assert shown_pair(body) == third.pk
     body = ann_client.post(reverse("annotate:undo"), **HTMX).content.decode()
     assert shown_pair(body) == second.pk and "undone" in body
@@ -131,9 +131,9 @@ def test_csrf_header_from_base_html_is_accepted(annotator):
     pair = make_pair()
     page = client.get(reverse("annotate:label")).content.decode()
     token = re.search(r'"X-CSRFToken": "([^"]+)"', page).group(1)
-    refused = client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "left"}, **HTMX)
+    refused = client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "left"}, **HTMX)
     assert refused.status_code == 403
-    ok = client.post(reverse("annotate:submit"), {"pair": pair.pk, "side": "left"}, HTTP_X_CSRFTOKEN=token, **HTMX)
+    ok = client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "left"}, HTTP_X_CSRFTOKEN=token, **HTMX)
     assert ok.status_code == 200 and Label.objects.count() == 1
 
 

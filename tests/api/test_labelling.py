@@ -26,9 +26,9 @@ def test_two_front_ends_never_get_the_same_pair_and_label_only_their_own(live_se
     with pytest.raises(APIError) as refused:
         annotator_api.label(theirs["lease"], "left")
     assert refused.value.status == 409 and f"lease {theirs['lease']} is not yours" in refused.value.detail
-    with pytest.raises(APIError) as refused:  # nor by its pair's id, as older clients name it
+    with pytest.raises(APIError) as refused:  # nor by its pair's id: only staff and automatic labellers name pairs so
         annotator_api.post("/label/submit", {"pair": _pair(theirs), "side": "left"})
-    assert refused.value.status == 409 and "not leased to you" in refused.value.detail
+    assert refused.value.status == 400 and "name the pair by its lease" in refused.value.detail
     label = annotator_api.label(mine["lease"], "left", strength="clear")
     assert label["lease"] == mine["lease"] and Label.objects.get(pair_id=_pair(mine)).choice == label["choice"]
     shown_left = mine["left"]

@@ -125,3 +125,37 @@ def test_what_the_label_page_shows_of_a_pair_tells_no_gold_one(annotator, monkey
     assert flagged(handles) == [] and handles == sorted(handles)  # what it shows tells nothing
     # each label, gold or regular, takes one off; so it reaches 0 as many labels early as gold pairs were answered
     assert remaining == [7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0]
+
+
+def test_a_person_cannot_probe_pair_ids_through_skip_or_submit(annotator, client):
+    """The reviewer's attack on the lease fix: with the older {"pair"} still taken from anyone, a skip by pair id
+    succeeded for the pair on one's screen (or skipped already) and failed for every other id, so trying ids found the
+    pair on screen, whose place in the serving order told a gold one; a submit by id told the ids one had labelled.
+    A person's answer to a pair id is now the same refusal whatever the id."""
+    from django.urls import reverse
+
+    from annotate.models import Assignment
+    from tests.annotate.factories import shown_lease, shown_pair
+
+    pairs = [make_pair() for _ in range(3)]
+    client.force_login(annotator)
+    page = client.get(reverse("annotate:label")).content.decode()
+    on_screen, lease = shown_pair(page), shown_lease(page)
+    answers = set()
+    for pair in pairs:
+        for view, data in (("annotate:skip", {"pair": pair.pk}),
+                           ("annotate:submit", {"pair": pair.pk, "side": "left"})):
+            body = client.post(reverse(view), data, HTTP_HX_REQUEST="true").content.decode()
+            answers.add(re.search(r'<p class="notice"[^>]*>(.*?)</p>', body, re.S)[1].strip())
+    assert len(answers) == 1 and "name the pair by its lease" in answers.pop().lower()
+    assert not Label.objects.exists()
+    assert Assignment.objects.get(pk=lease).state == Assignment.LEASED and on_screen in {p.pk for p in pairs}
+    # the API alike: 400, the same for every id
+    from api.tokens import create_token
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {create_token(annotator, 'probe')[1]}"}
+    for pair in pairs:
+        for path, data in (("skip", {"pair": pair.pk}), ("submit", {"pair": pair.pk, "side": "left"})):
+            response = client.post(f"/api/v1/label/{path}", data, content_type="application/json", **auth)
+            assert response.status_code == 400 and "name the pair by its lease" in response.json()["detail"]
+    assert not Label.objects.exists() and Assignment.objects.get(pk=lease).state == Assignment.LEASED

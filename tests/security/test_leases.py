@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotate.models import Assignment, Label, Pair
-from tests.annotate.factories import make_pair, make_pairs, make_round, make_user, shown_pair
+from annotate.services import lease_pair
+from tests.annotate.factories import lease_of, make_pair, make_pairs, make_round, make_user, shown_pair
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
@@ -37,15 +38,20 @@ def test_a_pair_never_leased_to_me_cannot_be_labelled_skipped_or_brought_back_by
     mine, other = make_pairs(2, round=round_)
     gold = make_pair(round=round_, is_gold=True, gold_choice="a", text_a="GOLD ANSWER ONE", text_b="GOLD ANSWER TWO")
     assert _shown_pair(ann_client.get(reverse("annotate:label")).content.decode()) == mine.pk
+    someone = make_user("someone")
     for target in (other, gold):
-        response = ann_client.post(reverse("annotate:submit"), {"pair": target.pk, "side": "left", "seconds": "0.001"},
-                                   **HTMX)
-        body = response.content.decode()
-        assert response.status_code == 200
-        assert "That pair is not leased to you: only the pair on your screen can be labelled." in body
-        assert shown_pair(body) == mine.pk  # the pair on screen stays
-        response = ann_client.post(reverse("annotate:skip"), {"pair": target.pk}, **HTMX)
-        assert "That pair is not leased to you" in response.content.decode()
+        theirs = lease_pair(target.pk, someone).pk  # another person's lease of it, named by its id
+        for named, refusal in (({"lease": theirs}, f"Lease {theirs} is not yours: only the pair on your screen"),
+                               ({"pair": target.pk}, "Name the pair by its lease")):
+            response = ann_client.post(reverse("annotate:submit"), {**named, "side": "left", "seconds": "0.001"},
+                                       **HTMX)
+            body = response.content.decode()
+            assert response.status_code == 200
+            assert refusal in body
+            assert shown_pair(body) == mine.pk  # the pair on screen stays
+            response = ann_client.post(reverse("annotate:skip"), named, **HTMX)
+            assert refusal in response.content.decode()
+        Assignment.objects.filter(annotator=someone).delete()  # one open lease a person
     assert not Label.objects.exists()
     assert list(Assignment.objects.values_list("pair_id", "state")) == [(mine.pk, Assignment.LEASED)]
     assert not Pair.objects.filter(labels_done__gt=0).exists()
@@ -59,12 +65,13 @@ def test_refusals_without_htmx_come_back_as_a_message_on_the_page(ann_client):
     mine, other = make_pairs(2)
     ann_client.get(reverse("annotate:label"))
     response = ann_client.post(reverse("annotate:submit"), {"pair": other.pk, "side": "right"}, follow=True)
-    assert "That pair is not leased to you" in response.content.decode()
-    for junk in ("-1", "0", str(2**63), "abc"):
-        response = ann_client.post(reverse("annotate:submit"), {"pair": junk, "side": "left"}, follow=True)
-        assert response.status_code in (200, 400)
-        response = ann_client.post(reverse("annotate:skip"), {"pair": junk}, follow=True)
-        assert response.status_code in (200, 400)
+    assert "Name the pair by its lease" in response.content.decode()
+    for field in ("pair", "lease"):
+        for junk in ("-1", "0", str(2**63), "abc"):
+            response = ann_client.post(reverse("annotate:submit"), {field: junk, "side": "left"}, follow=True)
+            assert response.status_code in (200, 400)
+            response = ann_client.post(reverse("annotate:skip"), {field: junk}, follow=True)
+            assert response.status_code in (200, 400)
     assert not Label.objects.exists()
     assert Assignment.objects.get().pair == mine
 
@@ -74,10 +81,10 @@ def test_seconds_never_exceed_the_time_the_server_leased_the_pair(ann_client, an
     first, second = make_pairs(2)
     ann_client.get(reverse("annotate:label"))
     Assignment.objects.filter(annotator=annotator).update(leased_at=timezone.now() - timedelta(seconds=7))
-    ann_client.post(reverse("annotate:submit"), {"pair": first.pk, "side": "left", "seconds": "86400"}, **HTMX)
+    ann_client.post(reverse("annotate:submit"), {"lease": lease_of(first), "side": "left", "seconds": "86400"}, **HTMX)
     label = Label.objects.get()
     assert 7 <= label.seconds < 60  # the lease time, not the claimed day
-    ann_client.post(reverse("annotate:submit"), {"pair": second.pk, "side": "left", "seconds": "nan"}, **HTMX)
+    ann_client.post(reverse("annotate:submit"), {"lease": lease_of(second), "side": "left", "seconds": "nan"}, **HTMX)
     assert Label.objects.count() == 1  # not a number: refused by the form, nothing stored
 
 
@@ -85,7 +92,7 @@ def test_seconds_never_exceed_the_time_the_server_leased_the_pair(ann_client, an
 def test_undo_brings_back_only_my_own_leased_label(ann_client, annotator):
     first, second = make_pairs(2)
     ann_client.get(reverse("annotate:label"))
-    ann_client.post(reverse("annotate:submit"), {"pair": first.pk, "side": "left"}, **HTMX)
+    ann_client.post(reverse("annotate:submit"), {"lease": lease_of(first), "side": "left"}, **HTMX)
     body = ann_client.post(reverse("annotate:undo"), **HTMX).content.decode()
     assert "Label undone" in body and shown_pair(body) == first.pk
     assert not Label.objects.exists()
