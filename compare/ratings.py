@@ -152,6 +152,8 @@ class _Problem:
     wins: np.ndarray  # (rows,) wins of a, ties counted half
     totals: np.ndarray  # (rows,)
     outcome_counts: np.ndarray  # (rows, 4): wins_a, wins_b, ties, both_bad, for the bootstrap
+    prior: np.ndarray  # (rows, 4): OUTCOME_PRIOR shared out over a version pair's rows by their votes
+    virtual: np.ndarray  # (rows,) True for the pseudo-tie rows, which hold no data and stay fixed in the draws
 
 
 def _problem(
@@ -167,6 +169,7 @@ def _problem(
     unrated = sorted(everyone - connected, key=str)
     rows = [m for m in rows if m.a in connected]
     versions = [anchor] + sorted(connected - {anchor}, key=str)
+    observed = len(rows)
     if pseudo_ties > 0:
         rows = rows + [Matchup(m.a, m.b, ties=pseudo_ties) for m in merge_pairs(rows)]
     index = {v: k - 1 for k, v in enumerate(versions)}  # anchor -> -1: pinned, no column
@@ -182,7 +185,14 @@ def _problem(
             design[r, -1] = m.length_diff
         counts[r] = (m.wins_a, m.wins_b, m.ties, m.both_bad)
     wins, totals = _wins_totals(counts, both_bad_as_tie)
-    return _Problem(versions, design, wins, totals, counts), unrated
+    # the prior is a version pair's, once: length control splits a pair's votes into rows by length difference,
+    # and half a win each way on every row gave a pair of 11 rows 11 prior wins each way
+    virtual = np.arange(len(rows)) >= observed
+    pair_votes: dict[frozenset, float] = defaultdict(float)
+    for m in rows[:observed]:
+        pair_votes[frozenset((m.a, m.b))] += m.total
+    share = np.array([m.total / pair_votes[frozenset((m.a, m.b))] for m in rows[:observed]] + [0.0] * (len(rows) - observed))
+    return _Problem(versions, design, wins, totals, counts, share[:, None] * OUTCOME_PRIOR, virtual), unrated
 
 
 def _wins_totals(counts: np.ndarray, both_bad_as_tie: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -288,11 +298,14 @@ def fit_ratings(
     points = _to_rating(np.concatenate([[0.0], theta[:n_versions]]), base)
     low = high = np.full(len(points), math.nan)
     if bootstrap > 0:
-        draws = _bootstrap_counts(problem.outcome_counts, bootstrap, seed)
+        draws = _bootstrap_counts(problem, bootstrap, seed)
         wins, totals = _wins_totals(draws, both_bad_as_tie)
         thetas = newton_fit(problem.design, wins, totals)
         samples = _to_rating(np.concatenate([np.zeros((bootstrap, 1)), thetas[:, :n_versions]], axis=1), base)
         low, high = np.percentile(samples, [2.5, 97.5], axis=0)
+        # a version that won (or lost) every vote has its fitted rating at the edge the draws approach but do not
+        # reach (their shares are never exactly 1): the interval is closed there, not left a few points short of it
+        low, high = np.minimum(low, points), np.maximum(high, points)
     ratings = [
         Rating(v, float(points[k]), float(low[k]), float(high[k])) for k, v in enumerate(problem.versions)
     ]
@@ -301,19 +314,20 @@ def fit_ratings(
     return Fit(ratings=ratings, anchor=anchor, length_coef=coef, unrated=unrated)
 
 
-def _bootstrap_counts(counts: np.ndarray, replicates: int, seed: int) -> np.ndarray:
+def _bootstrap_counts(problem: _Problem, replicates: int, seed: int) -> np.ndarray:
     """(replicates, rows, 4) counts: each row's votes split by outcome shares drawn from their posterior, a Dirichlet
-    on the row's counts plus half a win each way (Jeffreys' prior, OUTCOME_PRIOR).
+    on the row's counts plus its part of the pair's prior (half a win each way, OUTCOME_PRIOR: Jeffreys').
 
     Redrawing from the observed shares alone gave a version that won every vote the same count in every replicate,
-    so its "95% interval" was one point, however few the votes. Pseudo-tie rows (all ties) stay fixed, as they hold
-    no data.
+    so its "95% interval" was one point, however few the votes. Pseudo-tie rows stay fixed, as they hold no data
+    (a pair whose real votes are all ties is drawn like any other).
     """
     rng = np.random.default_rng(seed)
+    counts = problem.outcome_counts
     n = counts.sum(axis=1)
-    shares = rng.gamma(counts + OUTCOME_PRIOR, size=(replicates, *counts.shape))
-    shares /= shares.sum(axis=-1, keepdims=True)
+    shares = rng.gamma(counts + problem.prior, size=(replicates, *counts.shape))
+    total = shares.sum(axis=-1, keepdims=True)
+    shares = np.divide(shares, total, out=np.zeros_like(shares), where=total > 0)
     draws = shares * n[None, :, None]
-    virtual = (counts[:, 0] == 0) & (counts[:, 1] == 0) & (counts[:, 3] == 0)
-    draws[:, virtual] = counts[virtual]
+    draws[:, problem.virtual] = counts[problem.virtual]
     return draws

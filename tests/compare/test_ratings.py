@@ -193,3 +193,15 @@ def test_an_interval_covers_the_true_rating_when_one_version_wins_every_vote():
             assert rating.high - rating.low > 100, rating  # a wide interval, not a point
     assert swept > 50
     assert covered / trials >= 0.88, covered / trials
+
+
+def test_the_prior_is_a_version_pairs_once_and_real_ties_are_drawn_too():
+    """Length control splits a pair's votes into rows by length difference: half a win each way on every row gave
+    24 straight wins over 11 rows 5.5 prior losses, and the interval left out its own rating. A pair whose real
+    votes were all ties was taken for the pseudo-ties (fixed) and its interval was one point."""
+    rows = [Matchup("new", "base", 2, 0, length_diff=d / 10) for d in range(-5, 6)] + [
+        Matchup("new", "base", 1, 0, length_diff=0.05)] * 2
+    lc = fit_ratings(rows, anchor="base", length_control=True, bootstrap=1000, seed=1).by_version()["new"]
+    assert 1000 < lc.low <= lc.rating <= lc.high
+    ties = fit_ratings([Matchup("new", "base", 0, 0, ties=8)], anchor="base", bootstrap=1000, seed=1).by_version()["new"]
+    assert ties.rating == pytest.approx(1000) and ties.low < 1000 - 20 and ties.high > 1000 + 20
