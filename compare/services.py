@@ -188,7 +188,7 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
     path = job.params.get("judge")
     # the bar's units: each version's answers, then a judge's votes (as an evaluation counts them): the answers took
     # the whole bar, which stood at 99% while the judge voted
-    units = (3 if path else 2) * n
+    units = max(1, (3 if path else 2) * n)  # n is 0 when every prompt of a queued set was deleted since
     answers = []
     for k, version in enumerate((job.version_a, job.version_b)):
         tracker.check()

@@ -89,13 +89,19 @@ def length_growth(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Len
     """For each (version id, other version id): LengthGrowth of the first over the second, read in one query. Each
     shared (prompt, settings) group counts once, by the mean of each version's answers in it (four samples of one
     prompt weigh as one evaluation answer), and the growth is the ratio of the summed group means."""
+    from django.db.models import Count
+
     from .models import Response
 
     pairs = list(pairs)
     ids = {pk for pair in pairs for pk in pair}
     groups: dict[int, dict[tuple[int, str], list[int]]] = {pk: {} for pk in ids}
-    rows = Response.objects.filter(version_id__in=ids).values_list("version_id", "prompt_id", "sampling_params",
-                                                                   "token_count")
+    # only the answers to prompts two of these versions answered come back (a page load read every answer of every
+    # version: hundreds of thousands of rows where jobs sample 100k prompts)
+    shared = (Response.objects.filter(version_id__in=ids).values("prompt_id")
+              .annotate(versions=Count("version_id", distinct=True)).filter(versions__gte=2).values("prompt_id"))
+    rows = Response.objects.filter(version_id__in=ids, prompt_id__in=shared).values_list(
+        "version_id", "prompt_id", "sampling_params", "token_count")
     for version_id, prompt_id, params, tokens in rows.iterator(chunk_size=2000):
         groups[version_id].setdefault((prompt_id, _settings(params)), []).append(tokens)
     out = {}

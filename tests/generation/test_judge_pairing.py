@@ -15,6 +15,13 @@ RULE = "judges.rules:length_target"  # a built-in, offered on the page
 SAMPLING = SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0)
 
 
+def _ask_the_judge_always(first_cut: bool, second_cut: bool) -> None:
+    """For tests that count judge calls: a sample cut at the token limit against a finished one is decided without
+    the judge, and which samples finish follows their seeds, drawn from prompt ids, which on PostgreSQL (ids not
+    rolled back) depend on the tests run before."""
+    return None
+
+
 @pytest.fixture
 def base(db, tiny_model_dir, listed_test_judges):
     judges_for_tests.CALLS["n"] = 0
@@ -40,10 +47,11 @@ def test_the_judges_best_meets_its_worst(base):
         assert rank(pair.response_b) == min(ranks)
 
 
-def test_the_stage_says_the_judge_ranks_while_it_does(base):
+def test_the_stage_says_the_judge_ranks_while_it_does(base, monkeypatch):
     """Sampling done, a judge's K(K-1)/2 calls a prompt (seconds each for an LLM judge) ran under the stage
     "sampling prompts a-b", with the bar still."""
     judges_for_tests.STAGES.clear()
+    monkeypatch.setattr(gen, "cut_rule", _ask_the_judge_always)
     job = gen.start_generation_job(base, n_prompts=2, config=SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2)),
                                    pairing="judge", judge="tests.loop.judges_for_tests:notes_the_stage", enqueue=False)
     assert gen.run_generation_job(job.pk).status == "succeeded"
@@ -79,7 +87,7 @@ def test_a_failing_judge_fails_the_job_naming_the_judge_and_the_responses(base, 
     # one judge call per prompt: a sample cut at the token limit against a finished one is decided without the
     # judge, and which samples finish depends on their seeds, drawn from the prompts' ids, so on the tests run
     # before (on PostgreSQL, whose ids are not rolled back, the third call never came)
-    monkeypatch.setattr(gen, "cut_rule", lambda first_cut, second_cut: None)
+    monkeypatch.setattr(gen, "cut_rule", _ask_the_judge_always)
     config = SamplingConfig.from_dict(dict(SAMPLING.to_dict(), n=2))
     job = gen.start_generation_job(base, n_prompts=4, config=config, pairing="judge",
                                    judge="tests.loop.judges_for_tests:fails_on_third", enqueue=False)
