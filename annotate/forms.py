@@ -23,8 +23,8 @@ class PairForm(forms.Form):
 
 class LeaseForm(forms.Form):
     """The pair a key press is about (skip, label, return to a skipped one): the lease's id, as the page gives it
-    (never the pair's: see services.leased_pair), or the pair's id from a page served before leases were named;
-    checked before either reaches the database."""
+    (never the pair's: see services.leased_pair), or, from staff and automatic labellers only, the pair's id
+    (services.names_pairs_by_id); checked before either reaches the database."""
 
     lease = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
     pair = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)

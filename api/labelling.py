@@ -102,7 +102,8 @@ class Leased(Body):
 
     def _by_id(self, user) -> int:
         if not services.names_pairs_by_id(user):
-            raise HttpError(400, services.BY_LEASE.replace("the page you answered from", "your client"))
+            raise HttpError(400, "name the pair by its lease (the \"lease\" POST /label/next gives); pairs are "
+                                 "named by id only by staff and automatic labellers")
         return self.pair
 
 

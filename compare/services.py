@@ -183,12 +183,15 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
                      report: Callable[[int, int], None] | None) -> None:
     by_id = Prompt.objects.in_bulk(job.prompt_ids)
     prompts = [by_id[i] for i in job.prompt_ids if i in by_id]
+    if not prompts:  # deleting a prompt deletes it from the sets queued with it
+        raise CompareError(f"all {len(job.prompt_ids)} prompts of this set were deleted after it was queued: "
+                           "nothing to compare")
     n, seed = len(prompts), int(job.params.get("seed", 0))
     config = _sampling_config(job.params.get("sampling") or {})
     path = job.params.get("judge")
     # the bar's units: each version's answers, then a judge's votes (as an evaluation counts them): the answers took
     # the whole bar, which stood at 99% while the judge voted
-    units = max(1, (3 if path else 2) * n)  # n is 0 when every prompt of a queued set was deleted since
+    units = (3 if path else 2) * n
     answers = []
     for k, version in enumerate((job.version_a, job.version_b)):
         tracker.check()

@@ -320,3 +320,15 @@ def test_a_judge_votes_on_blind_sets_only(versions):
         Vote.objects.create(comparison=comparison, voter=judge, outcome="a", is_automatic=True,
                             judge="judges.rules:longer_text")
     assert build_board(include_automatic=True, bootstrap=20).votes == 0
+
+
+def test_a_set_whose_prompts_were_all_deleted_fails_saying_so(versions):
+    """Its progress divided by its zero prompts; spared that, it ended "succeeded" with nothing compared."""
+    base, child = versions
+    prompts = [make_prompt() for _ in range(2)]
+    job = services.start_compare_job(child, base, limit=10, enqueue=False)
+    Prompt.objects.filter(pk__in=[p.pk for p in prompts]).delete()
+    with pytest.raises(services.CompareError, match="all 2 prompts of this set were deleted after it was queued"):
+        services.run_compare_job(job.pk, answer=fake_answerer([]))
+    job.refresh_from_db()
+    assert job.status == CompareJob.FAILED and "nothing to compare" in job.error
