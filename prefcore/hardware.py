@@ -1,7 +1,8 @@
 """What this machine computes fastest on: the device and the dtype, read from the hardware, never assumed.
 
-On CPUs without native bf16 (AVX2-only, e.g. AMD EPYC here) bf16 matrix products are emulated and run about
-100x slower than fp32; with AMX or AVX-512 BF16 they run several times faster. So the CPU's flags decide what
+On CPUs without native bf16 (AVX2-only, e.g. the older AMD EPYCs here) bf16 matrix products are emulated and run
+about 100x slower than fp32; with AMX or AVX-512 BF16 they run several times faster (2-3x at this model's shapes on
+a Zen 4 EPYC, measured in docs/performance.md). So the CPU's flags decide what
 "auto" means; a dtype choice ("auto", "float32", "bfloat16": PREFLOOP_DTYPE in the product, --dtype in the
 benchmarks) resolves here, so sampling, training and evaluation agree. docs/numerics.md says what holds in each.
 """
