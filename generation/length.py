@@ -3,6 +3,7 @@ of answers, or over all of a version's stored answers), and whether an answer st
 ("truncated")."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -80,8 +81,6 @@ class LengthGrowth:
 
 
 def _settings(params) -> str:
-    import json
-
     return json.dumps({k: v for k, v in (params or {}).items() if k != "seed"}, sort_keys=True, default=str)
 
 
@@ -106,9 +105,8 @@ def length_growth(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Len
         groups[version_id].setdefault((prompt_id, _settings(params)), []).append(tokens)
     out = {}
     for mine, other in pairs:
-        shared = groups[mine].keys() & groups[other].keys()
-        a = sum(sum(groups[mine][k]) / len(groups[mine][k]) for k in shared)
-        b = sum(sum(groups[other][k]) / len(groups[other][k]) for k in shared)
-        out[(mine, other)] = LengthGrowth(a / b - 1 if shared and b > 0 else None, len(shared))
+        common = groups[mine].keys() & groups[other].keys()
+        a = sum(sum(groups[mine][k]) / len(groups[mine][k]) for k in common)
+        b = sum(sum(groups[other][k]) / len(groups[other][k]) for k in common)
+        out[(mine, other)] = LengthGrowth(a / b - 1 if common and b > 0 else None, len(common))
     return out
-
