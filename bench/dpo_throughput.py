@@ -50,7 +50,7 @@ def run_trl(args) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from prefcore.chat import to_messages
-    from prefcore.hardware import resolve_dtype
+    from prefcore.hardware import default_device, resolve_dtype
     from training.dpo.data import load_pairs_jsonl
 
     pairs = load_pairs_jsonl(args.data)[: args.pairs]
@@ -62,7 +62,7 @@ def run_trl(args) -> dict:
         }
         for p in pairs
     ]
-    bf16 = resolve_dtype(args.dtype, "cpu") == torch.bfloat16
+    bf16 = resolve_dtype(args.dtype, default_device()) == torch.bfloat16  # where both runs train: CUDA when there
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
@@ -148,7 +148,7 @@ def main() -> None:
         bootstrap_checkpoint(args.model)
 
     from bench.report import machine_line, median, write_section
-    from prefcore.hardware import describe_dtype
+    from prefcore.hardware import default_device, describe_dtype
     from training.dpo.data import load_pairs_jsonl
 
     load_pairs_jsonl(args.data)  # a bad file fails here, with its line, before any run
@@ -170,7 +170,7 @@ def main() -> None:
     def med(which: str, key: str) -> float:
         return median([r[key] for r in runs[which] if r.get(key) is not None])
 
-    dtype = describe_dtype(args.dtype, "cpu", setting="--dtype")
+    dtype = describe_dtype(args.dtype, default_device(), setting="--dtype")
     lines = [f"{args.model.name}, {args.pairs} HH-RLHF pairs, batch {args.batch_size}, max length {args.max_length}, "
              f"1 epoch, lr 5e-6, dtype {dtype}; {args.repeats} interleaved repeats, medians; "
              f"{f'OMP_NUM_THREADS={args.threads} in every run' if args.threads else 'torch default threads'}.", "",

@@ -125,6 +125,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-generate-batch", action="store_true", help="leave out transformers' generate_batch")
     ap.add_argument("--skip-plain", action="store_true", help="leave out transformers' engines altogether")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                    help="where every engine runs (default: the CPU, or CUDA with --vllm)")
     ap.add_argument("--vllm", action="store_true", help="also run the vLLM backend (needs a GPU and vllm)")
     ap.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
     args = ap.parse_args(argv)
@@ -143,7 +145,7 @@ def main(argv=None) -> None:
     prompts = hh_prompts(DATA, args.prompts)
     config = SamplingConfig(n=args.samples, temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens,
                             seed=0, batch_size=args.batch_size)
-    device = "cuda" if torch.cuda.is_available() and args.vllm else "cpu"
+    device = args.device or ("cuda" if torch.cuda.is_available() and args.vllm else "cpu")
     settings = (f"{Path(model_dir).name}, {len(prompts)} prompts x {config.n} samples, batch {config.batch_size}, "
                 f"temperature {config.temperature}, top-p {config.top_p}, {config.max_new_tokens} new tokens")
     print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}")
@@ -153,7 +155,7 @@ def main(argv=None) -> None:
     engines: dict[str, tuple[str, object]] = {}  # name -> (dtype, run() -> (tokens, seconds))
     tok = AutoTokenizer.from_pretrained(model_dir)
     if not args.skip_plain:
-        for choice in dict.fromkeys(resolve_dtype(d.strip(), "cpu") for d in args.hf_dtypes.split(",")):
+        for choice in dict.fromkeys(resolve_dtype(d.strip(), device) for d in args.hf_dtypes.split(",")):
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=choice).to(device).eval()
             name = dtype_name(choice)
             engines[f"transformers generate (static batches of {config.batch_size})"

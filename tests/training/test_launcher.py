@@ -16,6 +16,15 @@ from training.dpo.trainer import TrainingCancelled, compute_logps
 from training.launcher import failure_message, train_in_processes, write_pairs
 
 
+@pytest.fixture(autouse=True)
+def _no_gpu_in_sight(monkeypatch):
+    """These tests launch two processes on the CPU. With one GPU in sight two processes are refused, one per GPU
+    (tests/cuda checks that), so on a GPU machine the tests look away from it, as the launched processes then do."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
 def launched_processes(workdir) -> list[psutil.Process]:
     """Every live process whose command line names this launch's work folder (launcher, torchrun, workers)."""
     found = []
@@ -90,7 +99,9 @@ def test_killed_worker_leaves_no_training_process(tiny_model_dir, tmp_path, dtyp
                            tmp / "out", processes=2, on_step=lambda s, t, m: (tmp / "step").write_text(str(s)),
                            workdir=tmp / "work")
     """))
-    worker = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "CUDA_VISIBLE_DEVICES": ""}  # the worker process, too, on the CPU (see _no_gpu_in_sight)
+    worker = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("w"))
     try:
         deadline = time.monotonic() + 120
@@ -130,6 +141,20 @@ def test_pairs_file_keeps_cached_reference_and_soft_labels(tmp_path):
     back = load_pairs_jsonl(tmp_path / "p.jsonl")
     assert back[0] == pairs[0]
     assert back[1].prompt == pairs[1].prompt and back[1].key is None and not back[1].has_reference
+
+
+def test_more_processes_than_gpus_in_sight_are_refused_before_any_launch(monkeypatch):
+    import torch
+
+    from training.launcher import launch_command
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"^2 training processes but 1 GPU\(s\) visible: one process per GPU$"):
+        launch_command(2)
+    cmd, env = launch_command(1)
+    assert "CUDA_VISIBLE_DEVICES" not in env or env["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert cmd[cmd.index("--num_processes") + 1] == "1"
 
 
 def test_failure_message_finds_the_real_error():

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The CUDA checks of our own sampler and trainer, on a machine with a CUDA GPU (CI has none, so they run here, by
+# hand): tests/cuda (each path on the GPU, and the GPU agreeing with the CPU), the trainer's and the sampler's own
+# tests with the GPU visible (training rounds then run on it), and both benchmarks on the GPU, side by side with
+# their peers (transformers' generate and generate_batch; TRL's DPOTrainer).
+#   bash scripts/cuda_check.sh            MODEL=path (a SmolLM2-135M checkpoint; default the bootstrapped one)
+# Each step has a time limit; its log goes to $LOGS (default var/cuda-check). Exits non-zero when a step failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-.venv/bin/python}"
+MODEL="${MODEL:-var/models/smollm2-135m-instruct}"
+LOGS="${LOGS:-var/cuda-check}"
+mkdir -p "$LOGS"
+export DJANGO_SETTINGS_MODULE=prefloop.settings PYTHONUNBUFFERED=1
+if ! "$PYTHON" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+    echo "cuda_check: no CUDA GPU here (torch.cuda.is_available() is False)" >&2
+    exit 2
+fi
+"$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, '| transformers', transformers.__version__, '|', torch.cuda.get_device_name(0))"
+status=0
+step() {
+    local name="$1" limit="$2"
+    shift 2
+    echo "=== $name (limit ${limit} s)"
+    timeout "$limit" "$@" 2>&1 | tee "$LOGS/$name.log" | grep -v -E "Loading weights|Writing model shards"
+    local rc=${PIPESTATUS[0]}
+    echo "=== $name: exit $rc"
+    [ "$rc" -eq 0 ] || status=1
+}
+step cuda-tests "${CUDA_TESTS_LIMIT:-150}" "$PYTHON" -m pytest -q -p no:cacheprovider tests/cuda
+step training-tests-on-cuda "${TRAINING_TESTS_LIMIT:-600}" "$PYTHON" -m pytest -q -p no:cacheprovider \
+    tests/training tests/test_numerics.py -m "not real_model and not browser and not gpu"
+step bench-sampler "${BENCH_SAMPLER_LIMIT:-300}" "$PYTHON" bench/generation.py --model "$MODEL" --device cuda \
+    --prompts 32 --samples 2 --batch-size 64 --max-new-tokens 64 --repeats 2
+step bench-dpo "${BENCH_DPO_LIMIT:-300}" "$PYTHON" bench/dpo_throughput.py --model "$MODEL" --pairs 64 --repeats 2
+exit $status
