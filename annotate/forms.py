@@ -12,7 +12,7 @@ from .exporters import EXPORT_FORMATS
 from .hf_dataset import DEFAULT_LICENSE
 from .models import MAX_ID, MAX_NUMBER, SIDES, A, B, ImportJob, LabellingRound
 from .rounds import SETTINGS
-from .services import BY_LEASE, LabelError, Lease, leased_pair, names_pairs_by_id
+from .services import Lease, named
 
 
 class PairForm(forms.Form):
@@ -23,8 +23,8 @@ class PairForm(forms.Form):
 
 class LeaseForm(forms.Form):
     """The pair a key press is about (skip, label, return to a skipped one): the lease's id, as the page gives it
-    (never the pair's: see services.leased_pair), or, from staff and automatic labellers only, the pair's id
-    (services.names_pairs_by_id); checked before either reaches the database."""
+    (never the pair's), or, from staff and automatic labellers only, the pair's id (services.named); checked before
+    either reaches the database."""
 
     lease = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
     pair = forms.IntegerField(min_value=1, max_value=MAX_ID, required=False)
@@ -35,20 +35,9 @@ class LeaseForm(forms.Form):
             self.add_error("lease", "expected the id of the lease on your screen")
         return data
 
-    def pair_id(self, user) -> int:
-        """The pair meant: the lease's, which must be this person's (services.LabelError otherwise)."""
-        data = self.cleaned_data
-        return self._by_id(user) if data["lease"] is None else leased_pair(user, data["lease"])
-
     def target(self, user) -> Lease | int:
-        """What record_label takes: the lease, looked up as it is locked (no query of its own), or the pair's id."""
-        data = self.cleaned_data
-        return self._by_id(user) if data["lease"] is None else Lease(data["lease"])
-
-    def _by_id(self, user) -> int:
-        if not names_pairs_by_id(user):
-            raise LabelError(BY_LEASE)
-        return self.cleaned_data["pair"]
+        """What services take: the lease (looked up as it is locked, no query of its own), or the pair's id."""
+        return named(user, lease=self.cleaned_data["lease"], pair=self.cleaned_data["pair"])
 
     def problems(self) -> str:
         return " ".join(f"{name}: {' '.join(errors)}" for name, errors in self.errors.items())

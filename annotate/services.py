@@ -265,7 +265,7 @@ def _pick(user, now, rng) -> Pair | None:
 
 @dataclass(frozen=True)
 class Lease:
-    """A lease named by its id, as the label page and the API name the pair on screen (see leased_pair): record_label
+    """A lease named by its id, as the label page and the API name the pair on screen (see _this): record_label
     finds the pair through it in the statement that locks the lease, so naming it costs no query."""
 
     pk: int
@@ -278,19 +278,42 @@ def names_pairs_by_id(user) -> bool:
     return user.is_staff or is_automatic(user)
 
 
-BY_LEASE = ("name the pair by its lease (the page you answered from is older than that rule: reload it); "
-            "pairs are named by id only by staff and automatic labellers")
+class ByLeaseOnly(LabelError):
+    """A person named a pair by its id: refused, whatever the id (names_pairs_by_id)."""
 
 
-def leased_pair(user, lease: int) -> int:
-    """The pair of one of this person's leases, by the lease's id: the handle the label page, the skipped list and
-    the API show for the pair on screen. Pair ids carried a gold tell: regular pairs are served oldest first and gold
-    ones drawn at random, so an id below the last one served marked a gold pair before it was answered. Leases are
-    made as pairs are served, gold or not, so their ids only go up."""
-    pair_id = Assignment.objects.filter(pk=lease, annotator=user).values_list("pair_id", flat=True).first()
-    if pair_id is None:
-        raise LabelError(f"lease {lease} is not yours: only the pair on your screen can be labelled or skipped")
-    return pair_id
+BY_LEASE = ("name the pair by its lease, as the label page and POST /label/next give it (a page opened before that "
+            "rule names pairs by id: reload it); pairs are named by id only by staff and automatic labellers")
+
+
+def named(user, *, lease: int | None = None, pair: int | None = None) -> Lease | int:
+    """What a key press or an API call names, as record_label, skip and return_to_skipped take it: the lease on the
+    person's screen, or, from staff and automatic labellers only, the pair's id (ByLeaseOnly otherwise). The one
+    reading of both front ends' `lease` and `pair` fields."""
+    if lease is not None:
+        return Lease(lease)
+    if pair is None:
+        raise LabelError("expected the id of the lease on your screen")
+    if not names_pairs_by_id(user):
+        raise ByLeaseOnly(BY_LEASE)
+    return pair
+
+
+def _not_leased(user, target: Lease | Pair | int) -> str:
+    """Why a target names no pair leased to this person, when it does not (one query, on that path alone)."""
+    if isinstance(target, Lease) and not Assignment.objects.filter(pk=target.pk, annotator=user).exists():
+        return f"lease {target.pk} is not yours"
+    return "that pair is not leased to you"
+
+
+def _this(target: Lease | Pair | int) -> Q:
+    """The assignment a target names, among one person's: by the lease's id, or by the pair's. Leases are the handle
+    the label page, the skipped list and the API show for the pair on screen. Pair ids carried a gold tell: regular
+    pairs are served oldest first and gold ones drawn at random, so an id below the last one served marked a gold
+    pair before it was answered. Leases are made as pairs are served, gold or not, so their ids only go up."""
+    if isinstance(target, Lease):
+        return Q(pk=target.pk)
+    return Q(pair_id=target.pk if isinstance(target, Pair) else target)
 
 
 def _locked_assignment(user, **where) -> Assignment | None:
@@ -466,18 +489,17 @@ def undo_last_label(user) -> Assignment | None:
     return Assignment.objects.select_related(*_SHOWN).get(pair_id=pair_id, annotator=user)
 
 
-def skip(user, pair: Pair | int) -> Assignment:
-    """Give the pair leased to this person back to the queue; they will not be shown it again."""
-    pair_id = pair.pk if isinstance(pair, Pair) else pair
+def skip(user, target: Lease | Pair | int) -> Assignment:
+    """Give the pair leased to this person (named by its lease, or by the pair: see named) back to the queue; they
+    will not be shown it again."""
+    this = _this(target)
     with _write_transaction():
-        updated = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.LEASED).update(
+        updated = Assignment.objects.filter(this, annotator=user, state=Assignment.LEASED).update(
             state=Assignment.SKIPPED
         )
-        if not updated and not Assignment.objects.filter(
-            pair_id=pair_id, annotator=user, state=Assignment.SKIPPED
-        ).exists():
-            raise LabelError("that pair is not leased to you: only the pair on your screen can be skipped")
-    return Assignment.objects.get(pair_id=pair_id, annotator=user)
+        if not updated and not Assignment.objects.filter(this, annotator=user, state=Assignment.SKIPPED).exists():
+            raise LabelError(f"{_not_leased(user, target)}: only the pair on your screen can be skipped")
+    return Assignment.objects.get(this, annotator=user)
 
 
 def skipped_pairs(user) -> list[Assignment]:
@@ -491,15 +513,18 @@ def skipped_pairs(user) -> list[Assignment]:
                 .select_related("pair__prompt").order_by("leased_at", "pk"))
 
 
-def return_to_skipped(user, pair: Pair | int) -> Assignment:
-    """Lease a pair this person skipped to them again (the pair on their screen goes back to the queue); it is the
-    next pair the label page shows them, on the sides they saw before."""
-    pair_id = pair.pk if isinstance(pair, Pair) else pair
+def return_to_skipped(user, target: Lease | Pair | int) -> Assignment:
+    """Lease a pair this person skipped (named by its lease, or by the pair: see named) to them again (the pair on
+    their screen goes back to the queue); it is the next pair the label page shows them, on the sides they saw
+    before."""
     now = timezone.now()
     with _write_transaction():
-        skipped = Assignment.objects.filter(pair_id=pair_id, annotator=user, state=Assignment.SKIPPED).first()
+        skipped = Assignment.objects.filter(_this(target), annotator=user, state=Assignment.SKIPPED).first()
         if skipped is None:
+            if isinstance(target, Lease) and not Assignment.objects.filter(pk=target.pk, annotator=user).exists():
+                raise LabelError(f"lease {target.pk} is not yours: only your own skipped pairs can be returned to")
             raise LabelError("that pair is not on your skipped list")
+        pair_id = skipped.pair_id
         if not Pair.objects.filter(Q(round__isnull=True) | Q(round__closed_at__isnull=True), pk=pair_id).exists():
             raise LabelError("that pair is in a labelling round that has closed: nothing to return to")
         # held back since it was skipped (a near-duplicate, the judge's, waiting for the routing judge): the queue

@@ -94,7 +94,7 @@ def skip_pair(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _next(request, "Nothing to skip: " + form.problems())
     try:
-        services.skip(request.user, form.pair_id(request.user))
+        services.skip(request.user, form.target(request.user))
     except services.LabelError as err:
         return _next(request, str(err).capitalize() + ".")
     return _next(request, saved="Skipped: that pair will not be shown again")
@@ -215,7 +215,7 @@ def return_to_skipped(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Nothing to return to: " + form.problems())
         return redirect("annotate:skipped")
     try:
-        services.return_to_skipped(request.user, form.pair_id(request.user))
+        services.return_to_skipped(request.user, form.target(request.user))
     except services.LabelError as err:
         messages.error(request, str(err).capitalize() + ".")
         return redirect("annotate:skipped")

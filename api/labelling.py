@@ -83,7 +83,7 @@ def lease(request: HttpRequest, payload: LeaseIn):
 
 class Leased(Body):
     """The pair leased to the caller, named by the lease's id (as POST /label/next gives it); `pair`, the pair's id,
-    is taken from staff and automatic labellers (services.names_pairs_by_id), for their own leased pair."""
+    is taken from staff and automatic labellers (services.named), for their own leased pair."""
 
     lease: Id | None = None
     pair: Id | None = None
@@ -94,17 +94,8 @@ class Leased(Body):
             raise ValueError("expected lease, the id POST /label/next gave the pair on your screen")
         return self
 
-    def pair_id(self, user) -> int:
-        return self._by_id(user) if self.lease is None else services.leased_pair(user, self.lease)
-
     def target(self, user) -> services.Lease | int:
-        return self._by_id(user) if self.lease is None else services.Lease(self.lease)
-
-    def _by_id(self, user) -> int:
-        if not services.names_pairs_by_id(user):
-            raise HttpError(400, "name the pair by its lease (the \"lease\" POST /label/next gives); pairs are "
-                                 "named by id only by staff and automatic labellers")
-        return self.pair
+        return services.named(user, lease=self.lease, pair=self.pair)
 
 
 class LabelIn(Leased):
@@ -132,7 +123,7 @@ def submit(request: HttpRequest, payload: LabelIn):
 
 @router.post("/skip", response=ProgressOut, summary="Skip the leased pair")
 def skip(request: HttpRequest, payload: Leased):
-    services.skip(request.user, payload.pair_id(request.user))
+    services.skip(request.user, payload.target(request.user))
     return vars(services.progress_for(request.user))
 
 

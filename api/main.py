@@ -13,7 +13,7 @@ from ninja.parser import Parser
 
 from annotate.exporters import ExportError
 from annotate.importers import ImportProblem
-from annotate.services import LabelError
+from annotate.services import ByLeaseOnly, LabelError
 from compare.services import CompareError
 from generation.services import GenerationError
 from judges import JudgeError
@@ -125,5 +125,6 @@ def _denied(request, exc):
 
 
 for _domain, _status in ((GenerationError, 400), (TrainingError, 400), (LoopError, 400), (CompareError, 400),
-                         (LabelError, 409), (ExportError, 409), (JudgeError, 400)):
+                         (ByLeaseOnly, 400), (LabelError, 409), (ExportError, 409),
+                         (JudgeError, 400)):
     api.add_exception_handler(_domain, lambda request, exc, status=_status: _error(request, status, str(exc)))
