@@ -88,25 +88,30 @@ def length_growth(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], Len
     """For each (version id, other version id): LengthGrowth of the first over the second, read in one query. Each
     shared (prompt, settings) group counts once, by the mean of each version's answers in it (four samples of one
     prompt weigh as one evaluation answer), and the growth is the ratio of the summed group means."""
-    from django.db.models import Count
+    from django.db.models import Count, Sum
 
     from .models import Response
 
     pairs = list(pairs)
     ids = {pk for pair in pairs for pk in pair}
-    groups: dict[int, dict[tuple[int, str], list[int]]] = {pk: {} for pk in ids}
-    # only the answers to prompts two of these versions answered come back (a page load read every answer of every
-    # version: hundreds of thousands of rows where jobs sample 100k prompts)
+    groups: dict[int, dict[tuple[int, str], list[int]]] = {pk: {} for pk in ids}  # -> [tokens, answers]
+    # only the answers to prompts two of these versions answered count (a page load read every answer of every
+    # version: hundreds of thousands of rows where jobs sample 100k prompts), summed in the database by prompt and
+    # sampling settings: a row per job and prompt, not per answer
     shared = (Response.objects.filter(version_id__in=ids).values("prompt_id")
               .annotate(versions=Count("version_id", distinct=True)).filter(versions__gte=2).values("prompt_id"))
-    rows = Response.objects.filter(version_id__in=ids, prompt_id__in=shared).values_list(
-        "version_id", "prompt_id", "sampling_params", "token_count")
-    for version_id, prompt_id, params, tokens in rows.iterator(chunk_size=2000):
-        groups[version_id].setdefault((prompt_id, _settings(params)), []).append(tokens)
+    rows = (Response.objects.filter(version_id__in=ids, prompt_id__in=shared)
+            .values("version_id", "prompt_id", "sampling_params").order_by()
+            .annotate(tokens=Sum("token_count"), answers=Count("pk"))
+            .values_list("version_id", "prompt_id", "sampling_params", "tokens", "answers"))
+    for version_id, prompt_id, params, tokens, answers in rows.iterator(chunk_size=2000):
+        group = groups[version_id].setdefault((prompt_id, _settings(params)), [0, 0])  # seeds apart: one group
+        group[0] += tokens
+        group[1] += answers
     out = {}
     for mine, other in pairs:
         common = groups[mine].keys() & groups[other].keys()
-        a = sum(sum(groups[mine][k]) / len(groups[mine][k]) for k in common)
-        b = sum(sum(groups[other][k]) / len(groups[other][k]) for k in common)
+        a = sum(groups[mine][k][0] / groups[mine][k][1] for k in common)
+        b = sum(groups[other][k][0] / groups[other][k][1] for k in common)
         out[(mine, other)] = LengthGrowth(a / b - 1 if common and b > 0 else None, len(common))
     return out

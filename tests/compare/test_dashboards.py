@@ -301,6 +301,13 @@ def test_length_growth_compares_answers_to_the_same_prompts_under_the_same_setti
         response.token_count *= 2
         response.save()
     assert length_growth([(child.pk, base.pk)])[(child.pk, base.pk)].growth == pytest.approx(1.0)
+    # another job's two answers to the first prompt, under another seed: one group with the first job's, each answer
+    # weighing one, (80 + 20 + 20) / 3 = 40 (a mean of the jobs' means would read 50)
+    first = Response.objects.get(version=child, token_count=80).prompt
+    for i in (1, 2):
+        Response.objects.create(prompt=first, version=child, text="short", token_count=20, sample_index=i,
+                                sampling_params=dict(eval_settings, seed=9))
+    assert length_growth([(child.pk, base.pk)])[(child.pk, base.pk)].growth == pytest.approx((40 + 82 + 84) / 123 - 1)
     # no prompt in common: no figure rather than one that compares different questions
     other = make_version("newt-round-one", parent=base)
     make_response(make_prompt(), other, tokens=10)
