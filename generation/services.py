@@ -340,11 +340,20 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
     round_ = _labelling_round(job.version)
     if todo and job.params.get("pairing") == "judge" and judge is None:
         judge = load_judge(job.params["judge"], dtype=dtype_choice())
+    skipped = 0
     for chunk_ids in job_chunks(job):
         if all(pid in done for pid in chunk_ids):
             continue
         tracker.check()
         chunk = list(Prompt.objects.filter(pk__in=chunk_ids).order_by("pk"))
+        if unfit := backend.unfit([p.as_input for p in chunk], config.max_new_tokens):
+            # one prompt too long for the model's context refused the whole batch, and failed the job
+            for i, why in unfit.items():
+                lifecycle.append_log(job, f"skipped prompt {chunk[i].pk}: {why}")
+            skipped += len(unfit)
+            chunk = [p for i, p in enumerate(chunk) if i not in unfit]
+            if not chunk:
+                continue
         seeds = [prompt_seed(config.seed, p.pk) for p in chunk]
         before = tracker.job.done
         stage = f"sampling prompts {before + 1}–{before + len(chunk)}"
@@ -370,6 +379,9 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         tracker.report(done=job_row.done, progress=job_row.done / total, force=True)
         if progress:
             progress(job_row.done, job_row.total)
+    if skipped and not Response.objects.filter(job=job).exists():
+        raise GenerationError(f"every prompt of the job was skipped ({skipped}), none leaving room for "
+                              f"max_new_tokens {config.max_new_tokens} in the model's context: see the log")
     if job.params.get("pairing") != "none":  # no pairs made: no queue to ready
         _prepare_queue(job, round_, tracker)
     lifecycle.finish(job)

@@ -128,18 +128,38 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027  (optional for backends that hold nothing)
         """Free the model (and GPU memory); the backend is unusable afterwards."""
 
+    # The model's context in tokens (None: unknown, nothing is refused) and a prompt's token ids, for unfit.
+    context: int | None = None
+
+    def prompt_ids(self, prompt) -> list[int]:
+        raise NotImplementedError(f"the {self.name} backend does not say how a prompt tokenizes")
+
+    def unfit(self, prompts: list, max_new_tokens: int) -> dict[int, str]:
+        """The prompts (by their place in `prompts`) that leave no room for max_new_tokens in the model's context,
+        each with why (context_refusal): `generate` refuses a batch holding one, so a job leaves them out first."""
+        if not self.context:
+            return {}
+        return {i: why for i, prompt in enumerate(prompts)
+                if (why := context_refusal(prompt, self.prompt_ids(prompt), max_new_tokens, self.context))}
+
+
+def context_refusal(prompt, ids: list[int], max_new_tokens: int, context: int | None) -> str | None:
+    """Why a prompt cannot be sampled, naming it by its text (its place in a batch, "prompt 0", told nobody which
+    prompt to delete or shorten): it leaves no room for max_new_tokens in the model's context. None when it fits."""
+    if not context or len(ids) + max_new_tokens <= context:
+        return None
+    text = " ".join(prompt.split()) if isinstance(prompt, str) else " ".join(
+        str(m.get("content", "")) for m in prompt if isinstance(m, dict)).strip()
+    shown = text if len(text) <= 60 else text[:59] + "…"
+    return (f"the prompt {shown!r} is {len(ids)} tokens: with max_new_tokens {max_new_tokens} that exceeds the "
+            f"model's context of {context} (shorten or remove the prompt, or sample fewer new tokens)")
+
 
 def check_context(prompts: list, ids: list[list[int]], max_new_tokens: int, context: int | None) -> None:
-    """Every prompt leaves room for max_new_tokens in the model's context, or a ValueError naming the prompt by its
-    text (its place in a batch, "prompt 0", told nobody which prompt to delete or shorten)."""
+    """Every prompt leaves room for max_new_tokens in the model's context, or a ValueError saying which does not."""
     for prompt, row in zip(prompts, ids, strict=True):
-        if context and len(row) + max_new_tokens > context:
-            text = " ".join(prompt.split()) if isinstance(prompt, str) else " ".join(
-                str(m.get("content", "")) for m in prompt if isinstance(m, dict)).strip()
-            shown = text if len(text) <= 60 else text[:59] + "…"
-            raise ValueError(f"the prompt {shown!r} is {len(row)} tokens: with max_new_tokens {max_new_tokens} "
-                             f"that exceeds the model's context of {context} (shorten or remove the prompt, or "
-                             "sample fewer new tokens)")
+        if why := context_refusal(prompt, row, max_new_tokens, context):
+            raise ValueError(why)
 
 
 def check_seeds(prompts: list, seeds: list[int] | None) -> None:

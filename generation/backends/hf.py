@@ -114,11 +114,15 @@ class HFBackend(Backend):
     def prompt_ids(self, prompt) -> list[int]:
         return prompt_token_ids(self.tokenizer, prompt)
 
+    @property
+    def context(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def generate(self, prompts, config: SamplingConfig, *, seeds=None, on_progress: ProgressFn | None = None,
                  should_stop: StopFn | None = None, on_tokens: TokensFn | None = None) -> list[list[Sample]]:
         check_seeds(prompts, seeds)
         ids = [self.prompt_ids(p) for p in prompts]
-        check_context(prompts, ids, config.max_new_tokens, getattr(self.model.config, "max_position_embeddings", None))
+        check_context(prompts, ids, config.max_new_tokens, self.context)
         if seeds is None:
             seeds = [default_seed(config.seed, row) for row in ids]
         seqs = [[_Sequence(i, j, random.Random(sample_seed(seeds[i], j))) for j in range(config.n)]

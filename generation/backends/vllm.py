@@ -390,13 +390,20 @@ class VLLMBackend(Backend):
 
     # -- sampling ---------------------------------------------------------------------------------------------
 
+    @property
+    def context(self) -> int:
+        return self.max_model_len
+
+    def prompt_ids(self, prompt) -> list[int]:
+        return prompt_token_ids(self.tokenizer, prompt)
+
     def generate(self, prompts, config: SamplingConfig, *, seeds=None, on_progress=None,
                  should_stop=None, on_tokens=None) -> list[list[Sample]]:
         check_seeds(prompts, seeds)
         if not prompts:
             return []
-        ids = [prompt_token_ids(self.tokenizer, p) for p in prompts]
-        check_context(prompts, ids, config.max_new_tokens, self.max_model_len)  # vLLM would cut such samples short
+        ids = [self.prompt_ids(p) for p in prompts]
+        check_context(prompts, ids, config.max_new_tokens, self.context)  # vLLM would cut such samples short
         seeds = seeds if seeds is not None else [default_seed(config.seed, row) for row in ids]
         greedy = config.temperature == 0
         asked = 1 if greedy else config.n  # vLLM refuses greedy sampling with n > 1: one answer, copied below

@@ -1,0 +1,39 @@
+"""A prompt too long for the model's context: the job leaves it out and says so, instead of failing on it."""
+import pytest
+
+from generation import services as gen
+from generation.models import GenerationJob, Prompt, Response
+from tests.test_loop import SAMPLING
+
+
+@pytest.fixture
+def base(db, tiny_model_dir, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    return gen.register_version("base", tiny_model_dir)
+
+
+def test_a_prompt_too_long_for_the_context_is_skipped_and_named_in_the_log(base):
+    """One such prompt among thousands refused its whole batch and failed the job, and run_loop with it."""
+    short = [Prompt.objects.create(text=f"question {i}: what is {i} plus {i}?") for i in range(3)]
+    long = Prompt.objects.create(text="tell me " + "about the sea " * 400)  # well past the tiny model's 512 tokens
+    job = gen.start_generation_job(base, n_prompts=4, config=SAMPLING, enqueue=False)
+    assert set(job.params["prompt_ids"]) == {p.pk for p in [*short, long]}
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded", job.error
+    answered = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True))
+    assert answered == {p.pk for p in short}
+    assert job.done == 3 and job.pairs_made == 3
+    assert f"skipped prompt {long.pk}: the prompt 'tell me about the sea" in job.log
+    assert "exceeds the model's context of 512" in job.log
+
+
+def test_a_job_whose_every_prompt_is_too_long_fails_saying_so(base):
+    for i in range(2):
+        Prompt.objects.create(text=f"question {i}: what is {i} plus {i}?")
+    config = SAMPLING.__class__.from_dict(dict(SAMPLING.to_dict(), max_new_tokens=600))  # more than the context
+    job = gen.start_generation_job(base, n_prompts=2, config=config, enqueue=False)
+    with pytest.raises(gen.GenerationError, match=r"every prompt of the job was skipped \(2\)"):
+        gen.run_generation_job(job.pk)
+    job = GenerationJob.objects.get(pk=job.pk)
+    assert job.status == "failed" and "max_new_tokens 600" in job.error
+    assert job.log.count("skipped prompt") == 2 and not Response.objects.filter(job=job).exists()
