@@ -454,10 +454,11 @@ def _resubmitted(label: Label, side: str, strength: str, comment: str) -> Label:
 
 
 def undo_last_label(user) -> Assignment | None:
-    """Take back this person's last label if it is under a minute old; its pair is leased to them again. A gold
-    pair's label is kept, as one too old is (None): the first answer is what gold accuracy measures, and an annotator
-    who could tell a gold pair after answering it (from the counters, say) took a wrong answer back and answered
-    again."""
+    """Take back this person's last label if it is under a minute old (None otherwise); its pair is leased to them
+    again. A gold pair's label is taken back like any other. Refusing it, which kept the first answer for gold
+    accuracy when the counters told a gold pair after it was answered, became the tell itself: "u" pressed at once
+    answered "nothing to undo" for a gold pair alone. Nothing tells a gold pair after answering now, so an undo of
+    one is as likely a correction as any other."""
     now = timezone.now()
     # Only a label given through a lease (so on a pair this person was shown) comes back to them.
     leased = Assignment.objects.filter(pair_id=OuterRef("pair_id"), annotator=user, state=Assignment.DONE)
@@ -468,7 +469,7 @@ def undo_last_label(user) -> Assignment | None:
             .order_by("-created", "-pk")
             .first()
         )
-        if label is None or Pair.objects.filter(pk=label.pair_id, is_gold=True).exists():
+        if label is None:
             return None
         pair_id = label.pair_id
         # Its round first, locked as closing locks it: an undo and a closing at the same moment come one after the

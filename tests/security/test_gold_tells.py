@@ -1,6 +1,6 @@
 """An outside probe's attack on gold pairs, the annotators' quality check: tell a gold pair apart, then answer it
 with care. The skipped list left gold pairs out (so a skipped pair missing from it was gold, before it was answered)
-and undo gave a gold pair back to answer again once the counters had told it."""
+and undo kept a gold pair's label alone, which told it after it was answered."""
 import re
 
 import pytest
@@ -25,13 +25,30 @@ def test_a_skipped_gold_pair_is_listed_like_any_other_and_can_be_returned_to(ann
     assert return_to_skipped(annotator, gold).pair_id == gold.pk
 
 
-def test_a_gold_pairs_answer_cannot_be_taken_back(annotator):
-    gold, regular = _gold(), make_pair()
-    label_pair(gold.pk, annotator, "right")  # wrong: the gold answer is a
-    assert undo_last_label(annotator) is None  # as for a label too old to undo: the first answer stands
-    assert Label.objects.get(pair=gold).choice == "b"
-    label_pair(regular.pk, annotator, "left")
-    assert undo_last_label(annotator).pair_id == regular.pk  # a regular pair's label is taken back as before
+def test_undo_tells_nothing_a_gold_pairs_label_comes_back_like_any_other(annotator, client):
+    """The probe's attack: answer, press "u" at once, read the answer. Gold labels were kept ("nothing to undo"), a
+    regular one taken back, so the reply told a gold pair after it was answered: what gold pairs look like, to
+    answer those with care and the rest carelessly. Both now come back alike, to the page and to the API."""
+    from django.urls import reverse
+
+    from annotate.services import progress_for, record_label
+
+    client.force_login(annotator)
+    for _ in range(3):
+        make_pair()  # regular pairs that stay in the queue: "remaining" never reaches 0, where it stops moving
+    replies = {}
+    for kind, pair in (("gold", _gold()), ("regular", make_pair())):
+        label_pair(pair.pk, annotator, "right")
+        before = progress_for(annotator)
+        page = client.post(reverse("annotate:undo"), HTTP_HX_REQUEST="true")
+        assert page.status_code == 200 and "Nothing to undo" not in page.content.decode(), kind
+        assert not Label.objects.filter(pair=pair).exists(), kind  # taken back, the pair on screen again
+        record_label(pair.pk, annotator, "left")  # answered again, then taken back through the API
+        api = client.post("/api/v1/label/undo", content_type="application/json")
+        assert api.status_code == 200, kind
+        replies[kind] = (before.remaining - progress_for(annotator).remaining, sorted(api.json()))
+        record_label(pair.pk, annotator, "left")  # the lease answered: the next pair can be served
+    assert replies["gold"] == replies["regular"]
 
 
 def test_what_stays_on_the_skipped_list_tells_nothing(annotator, django_user_model):
