@@ -62,7 +62,7 @@ def run_trl(args) -> dict:
         }
         for p in pairs
     ]
-    bf16 = resolve_dtype(args.dtype, default_device()) == torch.bfloat16  # where both runs train: CUDA when there
+    dtype = resolve_dtype(args.dtype, default_device())  # where both runs train: CUDA when there is one
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
@@ -70,8 +70,8 @@ def run_trl(args) -> dict:
         config = DPOConfig(
             output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
             max_length=args.max_length, learning_rate=5e-6, beta=0.1, lr_scheduler_type="cosine", warmup_steps=0.1,
-            precompute_ref_log_probs=True, bf16=bf16, use_cpu=not torch.cuda.is_available(), report_to="none",
-            save_strategy="no", logging_steps=1, seed=0, dataloader_num_workers=0, disable_tqdm=True,
+            precompute_ref_log_probs=True, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+            use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no", logging_steps=1, seed=0, dataloader_num_workers=0, disable_tqdm=True,
         )
         trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
         output = trainer.train()

@@ -289,8 +289,8 @@ def fit_ratings(
     """Bradley–Terry ratings (anchor pinned at `base`), optionally length-controlled, with bootstrap 95% intervals.
 
     Ties count half a win to each side; both-bad votes count as ties unless both_bad_as_tie is False (then they
-    are left out). Each compared pair gets `pseudo_ties` virtual ties. The intervals come from `bootstrap` draws of
-    each pair's outcome shares from their posterior (_bootstrap_counts), refitted all at once.
+    are left out). Each compared pair gets `pseudo_ties` virtual ties. The intervals come from `bootstrap` redraws of
+    each version pair's votes from their posterior (_bootstrap_counts), refitted all at once.
     """
     matchups = list(matchups) if length_control else merge_pairs(matchups)
     problem, unrated = _problem(
@@ -333,12 +333,12 @@ def _bootstrap_counts(problem: _Problem, replicates: int, seed: int) -> np.ndarr
     rng = np.random.default_rng(seed)
     counts = problem.outcome_counts
     weights = rng.gamma(counts + problem.prior, size=(replicates, *counts.shape))
-    real = ~problem.virtual
-    rows_of = np.zeros((len(counts), int(problem.pair.max(initial=-1)) + 1))  # (rows, pairs): which pair owns a row
-    rows_of[np.flatnonzero(real), problem.pair[real]] = 1.0
-    votes = counts.sum(axis=1) @ rows_of  # (pairs,)
-    drawn = weights.sum(axis=-1) @ rows_of  # (replicates, pairs)
+    real = np.flatnonzero(~problem.virtual)
+    pair, n_pairs = problem.pair[real], int(problem.pair.max(initial=-1)) + 1
+    votes = np.bincount(pair, weights=counts[real].sum(axis=1), minlength=n_pairs)  # (pairs,)
+    drawn = np.zeros((replicates, n_pairs))  # each replicate's weight of each pair: summed over its rows
+    np.add.at(drawn, (slice(None), pair), weights[:, real].sum(axis=-1))
     scale = np.divide(votes, drawn, out=np.zeros_like(drawn), where=drawn > 0)
-    draws = weights * (scale @ rows_of.T)[..., None]
-    draws[:, problem.virtual] = counts[problem.virtual]
+    draws = counts[None].repeat(replicates, axis=0)  # pseudo-tie rows stay as they are
+    draws[:, real] = weights[:, real] * scale[:, pair][..., None]
     return draws

@@ -331,26 +331,31 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
 def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> None:
     config = SamplingConfig.from_dict(job.params["sampling"])
     prompt_ids = job.params["prompt_ids"]
+    # prompts left out for the model's context (below): not sampled again when the job resumes, nor counted
+    skipped = set(job.params.get("skipped_prompt_ids", ()))
     done = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True).distinct())
-    todo = [pid for pid in prompt_ids if pid not in done]
-    total = len(prompt_ids)
-    tracker.report(done=total - len(todo), total=total, progress=(total - len(todo)) / total, force=True,
+    todo = [pid for pid in prompt_ids if pid not in done and pid not in skipped]
+    total = len(prompt_ids) - len(skipped)
+    tracker.report(done=total - len(todo), total=total, progress=(total - len(todo)) / max(total, 1), force=True,
                    stage="loading the model" if todo else "")
     backend = backend_for(job.version, _job_dtype(job)) if todo else None
     round_ = _labelling_round(job.version)
     if todo and job.params.get("pairing") == "judge" and judge is None:
         judge = load_judge(job.params["judge"], dtype=dtype_choice())
-    skipped = 0
     for chunk_ids in job_chunks(job):
-        if all(pid in done for pid in chunk_ids):
+        if all(pid in done or pid in skipped for pid in chunk_ids):
             continue
         tracker.check()
-        chunk = list(Prompt.objects.filter(pk__in=chunk_ids).order_by("pk"))
+        chunk = list(Prompt.objects.filter(pk__in=chunk_ids).exclude(pk__in=skipped).order_by("pk"))
         if unfit := backend.unfit([p.as_input for p in chunk], config.max_new_tokens):
             # one prompt too long for the model's context refused the whole batch, and failed the job
             for i, why in unfit.items():
                 lifecycle.append_log(job, f"skipped prompt {chunk[i].pk}: {why}")
-            skipped += len(unfit)
+            skipped.update(chunk[i].pk for i in unfit)
+            total -= len(unfit)
+            job.params["skipped_prompt_ids"] = sorted(skipped)
+            GenerationJob.objects.filter(pk=job.pk).update(params=job.params, total=total)
+            tracker.report(total=total, force=True)
             chunk = [p for i, p in enumerate(chunk) if i not in unfit]
             if not chunk:
                 continue
@@ -360,10 +365,11 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         sampled = 1.0 - JUDGE_SHARE if job.params.get("pairing") == "judge" else 1.0  # the chunk's share sampling
 
         def on_tokens(used: int, budget: int, before: int = before, size: int = len(chunk), stage: str = stage,
-                      sampled: float = sampled) -> None:
+                      sampled: float = sampled, total: int = total) -> None:
             tracker.report(progress=(before + size * sampled * used / max(budget, 1)) / total, stage=stage)
 
-        def on_judged(prompts: int, before: int = before, size: int = len(chunk), sampled: float = sampled) -> None:
+        def on_judged(prompts: int, before: int = before, size: int = len(chunk), sampled: float = sampled,
+                      total: int = total) -> None:
             tracker.report(progress=(before + size * sampled + prompts * JUDGE_SHARE) / total)
 
         tracker.report(stage=stage, force=True)
@@ -376,11 +382,11 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
             job_row.done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
             job_row.pairs_made += made
             job_row.save(update_fields=["done", "pairs_made"])
-        tracker.report(done=job_row.done, progress=job_row.done / total, force=True)
+        tracker.report(done=job_row.done, progress=job_row.done / max(total, 1), force=True)
         if progress:
             progress(job_row.done, job_row.total)
     if skipped and not Response.objects.filter(job=job).exists():
-        raise GenerationError(f"every prompt of the job was skipped ({skipped}), none leaving room for "
+        raise GenerationError(f"every prompt of the job was skipped ({len(skipped)}), none leaving room for "
                               f"max_new_tokens {config.max_new_tokens} in the model's context: see the log")
     if job.params.get("pairing") != "none":  # no pairs made: no queue to ready
         _prepare_queue(job, round_, tracker)

@@ -43,7 +43,7 @@ def make_user(name: str | None = None, password: str | None = None, **fields):
 
 
 def shown_lease(html: str) -> int:
-    """The lease a label page names for the pair on screen (it never shows the pair's id: services.leased_pair)."""
+    """The lease a label page names for the pair on screen (it never shows the pair's id: services.named)."""
     return int(re.search(r'data-lease="(\d+)"', html).group(1))
 
 

@@ -13,7 +13,7 @@ def base(db, tiny_model_dir, settings, tmp_path):
 
 
 def test_a_prompt_too_long_for_the_context_is_skipped_and_named_in_the_log(base):
-    """One such prompt among thousands refused its whole batch and failed the job, and run_loop with it."""
+    """One such prompt among thousands refused its whole batch and failed the job (and a loop's sampling with it)."""
     short = [Prompt.objects.create(text=f"question {i}: what is {i} plus {i}?") for i in range(3)]
     long = Prompt.objects.create(text="tell me " + "about the sea " * 400)  # well past the tiny model's 512 tokens
     job = gen.start_generation_job(base, n_prompts=4, config=SAMPLING, enqueue=False)
@@ -25,6 +25,28 @@ def test_a_prompt_too_long_for_the_context_is_skipped_and_named_in_the_log(base)
     assert job.done == 3 and job.pairs_made == 3
     assert f"skipped prompt {long.pk}: the prompt 'tell me about the sea" in job.log
     assert "exceeds the model's context of 512" in job.log
+    assert job.total == 3 and job.progress == 1.0  # "3 / 3 prompts", the fourth named in the log
+
+
+def test_a_resumed_job_does_not_sample_again_for_a_skipped_prompt(base, monkeypatch):
+    """A worker lost after the last chunk (scoring the queue, say) left the job running; the next worker resumes it.
+    The skipped prompt has no answers, so it read as not yet sampled: its chunk was sampled again, the model loaded
+    for it, and the log named it twice."""
+    from jobs.models import Status
+
+    Prompt.objects.create(text="question: what is 1 plus 1?")
+    Prompt.objects.create(text="tell me " + "about the sea " * 400)
+    job = gen.run_generation_job(gen.start_generation_job(base, n_prompts=2, config=SAMPLING, enqueue=False).pk)
+    assert job.status == "succeeded" and job.log.count("skipped prompt") == 1
+    GenerationJob.objects.filter(pk=job.pk).update(status=Status.RUNNING, finished=None)  # as the lost worker left it
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded again: nothing is left to sample")
+
+    monkeypatch.setattr(gen, "backend_for", no_model)
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded", job.error
+    assert job.log.count("skipped prompt") == 1 and job.total == 1
 
 
 def test_a_job_whose_every_prompt_is_too_long_fails_saying_so(base):

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from annotate.models import Label
-from annotate.services import label_pair, lease_pair, return_to_skipped, skip, skipped_pairs, undo_last_label
+from annotate.services import label_pair, lease_pair, return_to_skipped, skip, skipped_pairs
 from tests.annotate.factories import make_pair
 
 pytestmark = pytest.mark.django_db
