@@ -15,7 +15,7 @@ import judges
 from annotate.judging import judge_account
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
-from generation.services import answers_for
+from generation.services import answers_for, left_out
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
@@ -212,6 +212,14 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
         if report:
             report((k + 1) * n, 2 * n)
     tracker.check()
+    if gone := left_out(prompts, *answers):
+        lifecycle.append_log(job, left_out_line(gone, config))
+        prompts = [p for p in prompts if p not in gone]
+        if not prompts:
+            raise CompareError(f"every prompt of this set is too long for the model's context with max_new_tokens "
+                               f"{config.max_new_tokens}: nothing to compare")
+        n = len(prompts)
+        units = (3 if path else 2) * n
     with transaction.atomic():
         for prompt in prompts:
             Comparison.objects.get_or_create(
@@ -332,3 +340,10 @@ def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, 
         raise JobCancelled
     side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
     return record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True, judge=judge_name)
+
+
+def left_out_line(prompts, config) -> str:
+    """The log line naming the prompts a set or an evaluation left out, too long for the model's context."""
+    ids = ", ".join(str(p.pk) for p in prompts[:20]) + (", …" if len(prompts) > 20 else "")
+    return (f"left out {len(prompts)} prompt{'s' * (len(prompts) != 1)} too long to leave room for max_new_tokens "
+            f"{config.max_new_tokens} in the model's context (ids {ids}): shorten or remove them")

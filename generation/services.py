@@ -512,12 +512,20 @@ def update_mean_length(version: ModelVersion) -> None:
 # ---- answering prompts (compare, evaluate) --------------------------------------------------------------------
 
 
+def left_out(prompts: Iterable[Prompt], *answers: dict[int, Response]) -> list[Prompt]:
+    """The prompts some of `answers` (answers_for's) have no answer to: too long for the model's context."""
+    return [p for p in prompts if any(p.pk not in found for found in answers)]
+
+
 def answers_for(
     version: ModelVersion, prompts: Iterable[Prompt], config: SamplingConfig | None = None, *, seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_partial: Callable[[float, int], None] | None = None,
 ) -> dict[int, Response]:
-    """One answer per prompt from `version`, with the per-prompt seed; answers stored before are reused.
+    """One answer per prompt from `version`, with the per-prompt seed; answers stored before are reused. A prompt
+    too long to leave room for max_new_tokens in the model's context gets none (no entry): one such prompt refused
+    its whole batch, and failed the comparison or the round's measuring it was part of (callers say which were left
+    out: left_out).
 
     `on_progress(answered, total)` after each stored batch; `on_partial(answered, total)` while a batch samples, with
     a fractional count (its tokens so far); `should_stop()` is asked per decode step: True raises
@@ -536,6 +544,10 @@ def answers_for(
             missing.append(prompt)
     if missing:
         backend = backend_for(version)
+        if unfit := backend.unfit([p.as_input for p in missing], config.max_new_tokens):
+            missing = [p for i, p in enumerate(missing) if i not in unfit]
+            kept = {p.pk for p in missing}
+            prompts = [p for p in prompts if p.pk in answers or p.pk in kept]
         for start in range(0, len(missing), config.batch_size):
             chunk = missing[start:start + config.batch_size]
             seeds = [prompt_seed(seed, p.pk) for p in chunk]

@@ -187,3 +187,16 @@ def test_a_judge_that_fails_leaves_the_set_failed_saying_so(table):
     job = CompareJob.objects.get()
     assert job.status == "failed" and "returned 'maybe'" in job.error
     assert job.stage == "the judge stopped after 0 of 2 comparisons: its votes are partial"
+
+
+def test_an_evaluation_leaves_out_a_prompt_too_long_for_the_context_and_says_so(table, tiny_model_dir):
+    """A round's measuring failed on one such eval prompt, and the loop with it; the rest are compared."""
+    base, new = table
+    ModelVersion.objects.filter(pk__in=[base.pk, new.pk]).update(path=str(tiny_model_dir))
+    base.refresh_from_db()
+    new.refresh_from_db()
+    long = Prompt.objects.create(text="tell me " + "about the sea " * 400, split="eval")  # past 512 tokens
+    result = evaluate(base, new, GOOD)
+    assert result.summary["n"] == 10 and long.pk not in result.job.prompt_ids
+    assert f"left out 1 prompt too long to leave room for max_new_tokens 128 in the model's context (ids {long.pk})" \
+        in result.job.log

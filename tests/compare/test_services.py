@@ -200,6 +200,22 @@ def test_both_versions_answer_with_the_tiny_model(tiny_model_dir, versions):
     assert Response.objects.count() == 4  # the same version, prompt, seed and settings: answers reused
 
 
+def test_a_prompt_too_long_for_the_context_is_left_out_of_a_set_and_named_in_its_log(tiny_model_dir, versions):
+    """One such prompt among the eval set refused its batch and failed the set, and a loop's evaluation with it."""
+    from generation.models import ModelVersion
+
+    base, child = versions
+    ModelVersion.objects.filter(pk__in=[base.pk, child.pk]).update(path=str(tiny_model_dir))
+    short = [make_prompt(f"Say something about the number {k}.") for k in range(2)]
+    long = make_prompt("tell me " + "about the sea " * 400)  # past the tiny model's 512 tokens
+    job = services.start_compare_job(child, base, limit=3, seed=3, sampling={"max_new_tokens": 6}, enqueue=False)
+    job = services.run_compare_job(job.pk)
+    assert job.status == CompareJob.SUCCEEDED, job.error
+    assert {c.prompt_id for c in job.comparisons.all()} == {p.pk for p in short}
+    assert f"left out 1 prompt too long to leave room for max_new_tokens 6 in the model's context (ids {long.pk})" in job.log
+    assert job.done == 4 and not Response.objects.filter(prompt=long).exists()
+
+
 def test_judge_command_votes_once_and_reports_bad_judges(versions):
     from io import StringIO
 
