@@ -89,6 +89,7 @@ def evaluate(
             raise CompareError(f"every evaluation prompt is too long for the model's context with max_new_tokens "
                                f"{config.max_new_tokens}: nothing to compare")
     n = len(prompts)
+    units = 3 * n
     with transaction.atomic():
         job = CompareJob.objects.create(
             version_a=version_a, version_b=version_b, prompt_ids=[p.pk for p in prompts], blind=True,

@@ -213,11 +213,13 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
             report((k + 1) * n, 2 * n)
     tracker.check()
     if gone := left_out(prompts, *answers):
-        lifecycle.append_log(job, left_out_line(gone, config))
+        line = left_out_line(gone, config or SamplingConfig())
+        if line not in job.log:  # a set resumed after a lost worker says it once
+            lifecycle.append_log(job, line)
         prompts = [p for p in prompts if p not in gone]
         if not prompts:
             raise CompareError(f"every prompt of this set is too long for the model's context with max_new_tokens "
-                               f"{config.max_new_tokens}: nothing to compare")
+                               f"{(config or SamplingConfig()).max_new_tokens}: nothing to compare")
         n = len(prompts)
         units = (3 if path else 2) * n
     with transaction.atomic():
@@ -233,7 +235,7 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
                           load_judge(path), path, judge_account(path), should_stop=tracker.should_stop,
                           on_vote=lambda done, total: tracker.report(progress=(2 * n + n * done / total) / units,
                                                                      stage=f"judging with {path}: {done} of {total}"))
-    lifecycle.finish(job, done=2 * n)
+    lifecycle.finish(job, done=2 * n, total=2 * n)  # the answers of the prompts compared (left out: in the log)
 
 
 # ---- voting ---------------------------------------------------------------------------------------------------

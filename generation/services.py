@@ -512,6 +512,16 @@ def update_mean_length(version: ModelVersion) -> None:
 # ---- answering prompts (compare, evaluate) --------------------------------------------------------------------
 
 
+# Prompts answers_for found too long for a model's context, in this process: a later call (each loop round's
+# evaluation of base, a resumed set) loaded the model again only to find them. Keyed by what decides it (the model's
+# folder, the prompt as the model reads it, max_new_tokens), never by ids, which a database may give out again.
+_UNFIT: set[tuple[str, str, int]] = set()
+
+
+def _unfit_key(version: ModelVersion, prompt: Prompt, max_new_tokens: int) -> tuple[str, str, int]:
+    return version.path, json.dumps(prompt.as_input, sort_keys=True), max_new_tokens
+
+
 def left_out(prompts: Iterable[Prompt], *answers: dict[int, Response]) -> list[Prompt]:
     """The prompts some of `answers` (answers_for's) have no answer to: too long for the model's context."""
     return [p for p in prompts if any(p.pk not in found for found in answers)]
@@ -540,11 +550,13 @@ def answers_for(
         found = Response.objects.filter(version=version, prompt=prompt, sampling_key=key).order_by("pk").first()
         if found:
             answers[prompt.pk] = found
-        else:
+        elif _unfit_key(version, prompt, config.max_new_tokens) not in _UNFIT:
             missing.append(prompt)
+    prompts = [p for p in prompts if p.pk in answers or _unfit_key(version, p, config.max_new_tokens) not in _UNFIT]
     if missing:
         backend = backend_for(version)
         if unfit := backend.unfit([p.as_input for p in missing], config.max_new_tokens):
+            _UNFIT.update(_unfit_key(version, missing[i], config.max_new_tokens) for i in unfit)
             missing = [p for i, p in enumerate(missing) if i not in unfit]
             kept = {p.pk for p in missing}
             prompts = [p for p in prompts if p.pk in answers or p.pk in kept]

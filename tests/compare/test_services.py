@@ -216,6 +216,32 @@ def test_a_prompt_too_long_for_the_context_is_left_out_of_a_set_and_named_in_its
     assert job.done == 4 and not Response.objects.filter(prompt=long).exists()
 
 
+def test_a_set_started_without_sampling_settings_leaves_a_long_prompt_out_and_loads_no_model_for_it_again(
+        tiny_model_dir, versions, monkeypatch):
+    """The API and the client start sets without settings (the defaults): the left-out line read them from None and
+    the set failed. And a prompt with no answer sent the next set's answering to load the model only to find it too
+    long again (each loop round's measuring of base did): the finding is kept."""
+    from generation import services as gen
+    from generation.models import ModelVersion
+
+    base, child = versions
+    ModelVersion.objects.filter(pk__in=[base.pk, child.pk]).update(path=str(tiny_model_dir))
+    make_prompt("Say something about the number 1.")
+    long = make_prompt("tell me " + "about the sea " * 400)
+    job = services.run_compare_job(services.start_compare_job(child, base, limit=2, enqueue=False).pk)
+    assert job.status == CompareJob.SUCCEEDED, job.error
+    assert "max_new_tokens 128" in job.log and f"(ids {long.pk})" in job.log
+    assert (job.done, job.total) == (2, 2)  # the answers of the one prompt compared: "2 / 2", not "2 / 4"
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded: every answer is stored, the long prompt known too long")
+
+    monkeypatch.setattr(gen, "backend_for", no_model)
+    again = services.run_compare_job(services.start_compare_job(child, base, limit=2, enqueue=False).pk)
+    assert again.status == CompareJob.SUCCEEDED, again.error
+    assert again.comparisons.count() == 1
+
+
 def test_judge_command_votes_once_and_reports_bad_judges(versions):
     from io import StringIO
 

@@ -60,6 +60,7 @@ class Command(PrefLoopCommand):
             return
         with tqdm(total=job.total, desc=f"sampling with {version.name}", unit="prompt") as bar:
             def progress(done, total):
+                bar.total = total  # less the prompts left out for the model's context (the job's log names them)
                 bar.update(done - bar.n)
             try:
                 with in_foreground("generate_pairs", job):
