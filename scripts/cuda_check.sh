@@ -3,11 +3,15 @@
 # hand): tests/cuda (each path on the GPU, and the GPU agreeing with the CPU), the trainer's and the sampler's own
 # tests with the GPU visible (training rounds then run on it), and both benchmarks on the GPU, side by side with
 # their peers (transformers' generate and generate_batch; TRL's DPOTrainer).
-#   bash scripts/cuda_check.sh            MODEL=path (a SmolLM2-135M checkpoint; default the bootstrapped one)
+#   bash scripts/cuda_check.sh            MODEL=path (a SmolLM2-135M checkpoint; default the bootstrapped one),
+#                                         PYTHON=path (default .venv-gpu's python where there is one, else .venv's)
 # Each step has a time limit; its log goes to $LOGS (default var/cuda-check). Exits non-zero when a step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
+# a GPU worker's own environment (docs/deployment.md: requirements-gpu.txt, plus the test tools), else the CPU one
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv-gpu/bin/python ]; then PYTHON=.venv-gpu/bin/python; else PYTHON=.venv/bin/python; fi
+fi
 MODEL="${MODEL:-var/models/smollm2-135m-instruct}"
 LOGS="${LOGS:-var/cuda-check}"
 mkdir -p "$LOGS"
