@@ -155,8 +155,7 @@ def backend_for(version: ModelVersion, dtype: str | None = None):
     if version.kind == ModelVersion.LORA and version.base is None:
         raise GenerationError(f"version {version.name!r} (#{version.pk}) is a LoRA adapter without the full checkpoint "
                               "it applies to: set its base in the admin")
-    folders = [version.path] + ([version.base.path] if version.kind == ModelVersion.LORA else [])
-    key = f"{version.pk}:{version.path}:{':'.join(_checkpoint_stamp(f) for f in folders)}:{dtype}"
+    key = f"{_model_key(version)}:{dtype}"
     if key not in _backend_cache:
         for old in _backend_cache.values():
             old.close()
@@ -171,6 +170,13 @@ def backend_for(version: ModelVersion, dtype: str | None = None):
             raise GenerationError(f"version {version.name!r} (#{version.pk}): {exc}") from exc
         _backend_cache[key] = backend
     return _backend_cache[key]
+
+
+def _model_key(version: ModelVersion) -> str:
+    """The version's model as loaded: its folders (an adapter's base too), what their files are now, the backend."""
+    folders = [version.path] + ([version.base.path] if version.kind == ModelVersion.LORA and version.base else [])
+    return (f"{version.pk}:{version.path}:{':'.join(_checkpoint_stamp(f) for f in folders)}:"
+            f"{settings.PREFLOOP_BACKEND}")
 
 
 def _checkpoint_stamp(path: str) -> str:
@@ -513,13 +519,16 @@ def update_mean_length(version: ModelVersion) -> None:
 
 
 # Prompts answers_for found too long for a model's context, in this process: a later call (each loop round's
-# evaluation of base, a resumed set) loaded the model again only to find them. Keyed by what decides it (the model's
-# folder, the prompt as the model reads it, max_new_tokens), never by ids, which a database may give out again.
+# evaluation of base, a resumed set) loaded the model again only to find them. Keyed by what decides it (the model as
+# backend_for loads it, files included; the prompt as the model reads it; max_new_tokens), never by ids, which a
+# database may give out again; at most UNFIT_KEPT of them (each a hash), then forgotten all at once.
 _UNFIT: set[tuple[str, str, int]] = set()
+UNFIT_KEPT = 10_000
 
 
-def _unfit_key(version: ModelVersion, prompt: Prompt, max_new_tokens: int) -> tuple[str, str, int]:
-    return version.path, json.dumps(prompt.as_input, sort_keys=True), max_new_tokens
+def _unfit_key(model: str, prompt: Prompt, max_new_tokens: int) -> tuple[str, str, int]:
+    content = hashlib.sha256(json.dumps(prompt.as_input, sort_keys=True).encode()).hexdigest()
+    return model, content, max_new_tokens
 
 
 def left_out(prompts: Iterable[Prompt], *answers: dict[int, Response]) -> list[Prompt]:
@@ -545,18 +554,21 @@ def answers_for(
     prompts = list(prompts)
     answers: dict[int, Response] = {}
     missing = []
+    model = _model_key(version)
     for prompt in prompts:
         key = sampling_key(config, prompt_seed(seed, prompt.pk))
         found = Response.objects.filter(version=version, prompt=prompt, sampling_key=key).order_by("pk").first()
         if found:
             answers[prompt.pk] = found
-        elif _unfit_key(version, prompt, config.max_new_tokens) not in _UNFIT:
+        elif _unfit_key(model, prompt, config.max_new_tokens) not in _UNFIT:
             missing.append(prompt)
-    prompts = [p for p in prompts if p.pk in answers or _unfit_key(version, p, config.max_new_tokens) not in _UNFIT]
+    prompts = [p for p in prompts if p.pk in answers or _unfit_key(model, p, config.max_new_tokens) not in _UNFIT]
     if missing:
         backend = backend_for(version)
         if unfit := backend.unfit([p.as_input for p in missing], config.max_new_tokens):
-            _UNFIT.update(_unfit_key(version, missing[i], config.max_new_tokens) for i in unfit)
+            if len(_UNFIT) > UNFIT_KEPT:
+                _UNFIT.clear()
+            _UNFIT.update(_unfit_key(model, missing[i], config.max_new_tokens) for i in unfit)
             missing = [p for i, p in enumerate(missing) if i not in unfit]
             kept = {p.pk for p in missing}
             prompts = [p for p in prompts if p.pk in answers or p.pk in kept]
