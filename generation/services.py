@@ -223,13 +223,19 @@ def sampling_key(config: SamplingConfig, seed: int) -> str:
 
 
 def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train", tag: str = "", seed: int = 0,
-                   with_reference: bool = False) -> list[int]:
+                   with_reference: bool = False, max_new_tokens: int | None = None) -> list[int]:
     """Up to n prompts of the split (and tag) that this version has not answered yet, nor a queued or running job
     of it is to answer, in a seeded random order; `with_reference`: only prompts with a reference answer (what a
-    self-play round trains on)."""
+    self-play round trains on). `max_new_tokens`: not the prompts an earlier job of this version left out as too long
+    for the model's context with as few new tokens or fewer (each job came up short by them again)."""
     answered = Response.objects.filter(version=version, is_reference=False).values("prompt_id")
     taken = {pk for params in GenerationJob.objects.filter(version=version, status__in=ACTIVE)
              .values_list("params", flat=True) for pk in (params or {}).get("prompt_ids", [])}
+    if max_new_tokens is not None:
+        skipped = GenerationJob.objects.filter(version=version, params__has_key="skipped_prompt_ids")
+        taken.update(pk for params in skipped.values_list("params", flat=True)
+                     if (params.get("sampling") or {}).get("max_new_tokens", 0) <= max_new_tokens
+                     for pk in params["skipped_prompt_ids"])
     prompts = Prompt.objects.filter(split=split).exclude(pk__in=answered)
     if tag:
         prompts = prompts.filter(tag=tag)
@@ -287,7 +293,7 @@ def start_generation_job(
     with transaction.atomic():
         list(ModelVersion.objects.select_for_update(no_key=True).filter(pk=version.pk).values_list("pk"))
         prompt_ids = select_prompts(version, n_prompts, split=split, tag=tag, seed=config.seed,
-                                    with_reference=with_reference)
+                                    with_reference=with_reference, max_new_tokens=config.max_new_tokens)
         if not prompt_ids:
             where = (f"split {split!r}" + (f" with tag {tag!r}" if tag else "")
                      + (" with a reference answer" if with_reference else ""))

@@ -59,3 +59,16 @@ def test_a_job_whose_every_prompt_is_too_long_fails_saying_so(base):
     job = GenerationJob.objects.get(pk=job.pk)
     assert job.status == "failed" and "max_new_tokens 600" in job.error
     assert job.log.count("skipped prompt") == 2 and not Response.objects.filter(job=job).exists()
+
+
+def test_the_next_job_of_the_version_is_not_offered_a_prompt_it_left_out(base):
+    """Each later job of the version picked the long prompt again and came up one prompt short."""
+    Prompt.objects.create(text="question: what is 1 plus 1?")
+    long = Prompt.objects.create(text="tell me " + "about the sea " * 400)
+    first = gen.run_generation_job(gen.start_generation_job(base, n_prompts=2, config=SAMPLING, enqueue=False).pk)
+    assert first.params["skipped_prompt_ids"] == [long.pk]
+    new = Prompt.objects.create(text="question: what is 2 plus 2?")
+    assert gen.start_generation_job(base, n_prompts=5, config=SAMPLING, enqueue=False).params["prompt_ids"] == [new.pk]
+    # asked for as many new tokens it is not offered; for fewer it may fit, and it is offered again
+    fewer = SAMPLING.__class__.from_dict(dict(SAMPLING.to_dict(), max_new_tokens=4))
+    assert long.pk in gen.start_generation_job(base, n_prompts=5, config=fewer, enqueue=False).params["prompt_ids"]

@@ -197,6 +197,11 @@ def test_the_context_is_the_models_own(fake, tiny_model_dir):
         backend.generate([long_prompt], SamplingConfig(n=1, max_new_tokens=300))
     shorter = VLLMBackend(str(tiny_model_dir), max_model_len=256, canary=False)
     assert shorter.max_model_len == 256
+    # what a job asks before sampling, to leave such a prompt out (generation.services): the engine's own context
+    assert list(backend.unfit([long_prompt, "hi"], 300)) == [0]
+    assert "exceeds the model's context of 512" in backend.unfit([long_prompt], 300)[0]
+    middle = "word " * 60  # about 265 tokens: fits 512 with 100 new tokens, not 256
+    assert backend.unfit([middle], 100) == {} and list(shorter.unfit([middle], 100)) == [0]
 
 
 @pytest.mark.parametrize("r, engine_rank", [(1, 1), (8, 8), (12, 16), (33, 64), (100, 128), (300, 320), (512, 512)])
