@@ -299,11 +299,10 @@ def named(user, *, lease: int | None = None, pair: int | None = None) -> Lease |
     return pair
 
 
-def _not_leased(user, target: Lease | Pair | int) -> str:
-    """Why a target names no pair leased to this person, when it does not (one query, on that path alone)."""
-    if isinstance(target, Lease) and not Assignment.objects.filter(pk=target.pk, annotator=user).exists():
-        return f"lease {target.pk} is not yours"
-    return "that pair is not leased to you"
+def _foreign_lease(user, target: Lease | Pair | int) -> bool:
+    """Whether a target that named none of this person's pairs named a lease of someone else's (or none at all): a
+    refusal says so (one query, on that path alone)."""
+    return isinstance(target, Lease) and not Assignment.objects.filter(pk=target.pk, annotator=user).exists()
 
 
 def _this(target: Lease | Pair | int) -> Q:
@@ -499,7 +498,8 @@ def skip(user, target: Lease | Pair | int) -> Assignment:
             state=Assignment.SKIPPED
         )
         if not updated and not Assignment.objects.filter(this, annotator=user, state=Assignment.SKIPPED).exists():
-            raise LabelError(f"{_not_leased(user, target)}: only the pair on your screen can be skipped")
+            what = f"lease {target.pk} is not yours" if _foreign_lease(user, target) else "that pair is not leased to you"
+            raise LabelError(f"{what}: only the pair on your screen can be skipped")
     return Assignment.objects.get(this, annotator=user)
 
 
@@ -522,7 +522,7 @@ def return_to_skipped(user, target: Lease | Pair | int) -> Assignment:
     with _write_transaction():
         skipped = Assignment.objects.filter(_this(target), annotator=user, state=Assignment.SKIPPED).first()
         if skipped is None:
-            if isinstance(target, Lease) and not Assignment.objects.filter(pk=target.pk, annotator=user).exists():
+            if _foreign_lease(user, target):
                 raise LabelError(f"lease {target.pk} is not yours: only your own skipped pairs can be returned to")
             raise LabelError("that pair is not on your skipped list")
         pair_id = skipped.pair_id

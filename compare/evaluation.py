@@ -15,14 +15,14 @@ from django.utils import timezone
 from annotate.judging import judge_account
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
-from generation.services import answers_for, left_out
+from generation.services import answers_for
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from judges import Judge, load_judge
 from prefloop.numerics import dtype_choice
 
 from .models import CompareJob, Comparison, Vote
-from .services import CompareError, judge_comparisons, left_out_line
+from .services import CompareError, answered_prompts, judge_comparisons, left_out_line
 from .stats import win_summary
 
 FOREGROUND = "foreground"  # part_of of a set the calling process owns (the evaluate command, a benchmark)
@@ -82,12 +82,7 @@ def evaluate(
 
         answers.append(answers_for(version, prompts, config, seed=seed, on_progress=on_progress,
                                    on_partial=on_progress, should_stop=should_stop))
-    gone = left_out(prompts, *answers)
-    if gone:
-        prompts = [p for p in prompts if p not in gone]
-        if not prompts:
-            raise CompareError(f"every evaluation prompt is too long for the model's context with max_new_tokens "
-                               f"{config.max_new_tokens}: nothing to compare")
+    prompts, gone = answered_prompts(prompts, answers, config, "evaluation prompt")
     n = len(prompts)
     units = 3 * n
     with transaction.atomic():

@@ -212,14 +212,11 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
         if report:
             report((k + 1) * n, 2 * n)
     tracker.check()
-    if gone := left_out(prompts, *answers):
+    prompts, gone = answered_prompts(prompts, answers, config or SamplingConfig(), "prompt of this set")
+    if gone:
         line = left_out_line(gone, config or SamplingConfig())
         if line not in job.log:  # a set resumed after a lost worker says it once
             lifecycle.append_log(job, line)
-        prompts = [p for p in prompts if p not in gone]
-        if not prompts:
-            raise CompareError(f"every prompt of this set is too long for the model's context with max_new_tokens "
-                               f"{(config or SamplingConfig()).max_new_tokens}: nothing to compare")
         n = len(prompts)
         units = (3 if path else 2) * n
     with transaction.atomic():
@@ -342,6 +339,18 @@ def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, 
         raise JobCancelled
     side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
     return record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True, judge=judge_name)
+
+
+def answered_prompts(prompts: list[Prompt], answers: list[dict[int, Response]], config: SamplingConfig,
+                     what: str) -> tuple[list[Prompt], list[Prompt]]:
+    """(the prompts every version answered, those left out as too long for the model's context: answers_for); a
+    CompareError when none is left (`what` names a prompt in it: "prompt of this set", "evaluation prompt")."""
+    gone = left_out(prompts, *answers)
+    kept = [p for p in prompts if p not in gone] if gone else prompts
+    if not kept:
+        raise CompareError(f"every {what} is too long for the model's context with max_new_tokens "
+                           f"{config.max_new_tokens}: nothing to compare")
+    return kept, gone
 
 
 def left_out_line(prompts, config) -> str:

@@ -559,16 +559,18 @@ def answers_for(
     config = SamplingConfig.from_dict(dict((config or SamplingConfig()).to_dict(), n=1))
     prompts = list(prompts)
     answers: dict[int, Response] = {}
-    missing = []
+    missing, known_unfit = [], set()
     model = _model_key(version)
     for prompt in prompts:
         key = sampling_key(config, prompt_seed(seed, prompt.pk))
         found = Response.objects.filter(version=version, prompt=prompt, sampling_key=key).order_by("pk").first()
         if found:
             answers[prompt.pk] = found
-        elif _unfit_key(model, prompt, config.max_new_tokens) not in _UNFIT:
+        elif _unfit_key(model, prompt, config.max_new_tokens) in _UNFIT:
+            known_unfit.add(prompt.pk)
+        else:
             missing.append(prompt)
-    prompts = [p for p in prompts if p.pk in answers or _unfit_key(model, p, config.max_new_tokens) not in _UNFIT]
+    prompts = [p for p in prompts if p.pk not in known_unfit]
     if missing:
         backend = backend_for(version)
         if unfit := backend.unfit([p.as_input for p in missing], config.max_new_tokens):

@@ -12,26 +12,14 @@ import math
 import pytest
 import torch
 
-from generation.backends import GenerationCancelled, SamplingConfig, load_backend
+from generation.backends import SamplingConfig, load_backend
 from prefcore.chat import prompt_token_ids
-from tests.generation.test_backends import PROMPTS
+from tests.generation.test_backends import PROMPTS, cancel_at_the_fourth_check, teacher_forced
 from tests.training.test_trainer import synthetic_pairs
 from training.dpo.config import DPOConfig
 from training.dpo.trainer import TrainingCancelled, compute_logps, train_dpo
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-
-
-def teacher_forced(model, prompt_ids: list[int], response_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(each response token's log-prob [N], the logits behind them [N, V]) from one forward pass over prompt and
-    response on the model's device, returned on the CPU."""
-    ids = torch.tensor([prompt_ids + response_ids], device=model.device)
-    with torch.no_grad():
-        logits = model(ids).logits[0].float()
-    start = len(prompt_ids) - 1
-    rows = logits[start:start + len(response_ids)]
-    logps = rows.log_softmax(-1).gather(1, torch.tensor(response_ids, device=model.device)[:, None])[:, 0]
-    return logps.cpu(), rows.cpu()
 
 
 @pytest.mark.parametrize("engine", ["slots", "generic"])
@@ -69,15 +57,7 @@ def test_cuda_defaults_to_bf16_and_samples_within_the_rounding_bound_and_cancels
             forced, logits = teacher_forced(backend.model, ids, s.token_ids)
             got = torch.tensor(s.extra["token_logps"])
             assert ((got - forced).abs() <= token_logp_bounds(logits, torch.bfloat16)).all(), prompt
-    calls = []
-
-    def stop_after_three():
-        calls.append(1)
-        return len(calls) > 3
-
-    with pytest.raises(GenerationCancelled):
-        backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=64), should_stop=stop_after_three)
-    assert len(calls) == 4
+    assert cancel_at_the_fourth_check(backend) == 4
 
 
 @pytest.mark.parametrize("dtype", ["auto", "float32"])

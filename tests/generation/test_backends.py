@@ -58,10 +58,10 @@ def product_backend(chatty_model_dir, dtype):
 
 def teacher_forced(model, prompt_ids: list[int], response_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(each response token's log-prob [N], the logits behind them [N, V]) from one forward pass over prompt and
-    response, in the model's dtype."""
-    ids = torch.tensor([prompt_ids + response_ids])
+    response, in the model's dtype, on the model's device (tests/cuda); returned on the CPU."""
+    ids = torch.tensor([prompt_ids + response_ids], device=model.device)
     with torch.no_grad():
-        logits = model(ids).logits[0].float()
+        logits = model(ids).logits[0].float().cpu()
     start = len(prompt_ids) - 1
     rows = logits[start:start + len(response_ids)]
     return rows.log_softmax(-1).gather(1, torch.tensor(response_ids)[:, None])[:, 0], rows
@@ -279,6 +279,11 @@ def test_progress_and_cancel(product_backend):
     config = SamplingConfig(n=2, max_new_tokens=8, batch_size=3)
     backend.generate(PROMPTS, config, on_progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (10, 10) and [d for d, _ in seen] == list(range(1, 11))
+    cancel_at_the_fourth_check(backend)
+
+
+def cancel_at_the_fourth_check(backend) -> int:
+    """Generate with a stop asked at the fourth check: GenerationCancelled; returns how many checks were made."""
     calls = []
 
     def stop_after_three():
@@ -287,6 +292,7 @@ def test_progress_and_cancel(product_backend):
 
     with pytest.raises(GenerationCancelled):
         backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=64), should_stop=stop_after_three)
+    return len(calls)
 
 
 def test_bad_input_is_named(product_backend, tiny_model_dir):
