@@ -68,6 +68,10 @@ def _settings_in_rows(rows: list[Any], names: tuple[str, ...]) -> None:
 def _imported(rows: list[Any], call) -> PushResult:
     """Hand the rows to the importer as the file the import page would have saved: JSON Lines, the Nth row on line
     N (ASCII, so no character of a text ends a line), so a refusal's line names the row."""
+    problems = [f"{SOURCE}: line {i}: expected a JSON object with named fields"
+                for i, row in enumerate(rows, 1) if not isinstance(row, dict)]
+    if problems:  # a row that is a list was read as a JSON array of rows: one row stored as several
+        raise importers.ImportProblem(problems)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", encoding="utf-8") as tmp:
         tmp.writelines(json.dumps(row, ensure_ascii=True) + "\n" for row in rows)
         tmp.flush()

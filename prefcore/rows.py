@@ -121,6 +121,27 @@ def _json(text: str) -> Any:
         raise _TooDeep() from None
 
 
+def json_value(text: str) -> Any:
+    """One JSON text as every reader of ours takes it, or a ValueError saying what is wrong with it (the caller names
+    where): a key given twice in one object, nesting past Python's parser, an integer past its 4,300 digits."""
+    try:
+        return _json(text)
+    except _TooDeep:
+        raise ValueError("JSON nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc.msg}; column {exc.colno})") from None
+    except DuplicateKey:
+        raise
+    except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
+        raise ValueError("a number of more than 4,300 digits: not a value any field takes") from None
+
+
+def text_lines(data: bytes, name: str) -> list[str]:
+    """A text file's lines as the JSONL reader splits them: UTF-8 (a byte-order mark dropped), a line ending at
+    "\r\n", "\r" or "\n" and nowhere else (JSON strings hold U+2028 unescaped). ImportProblem if not UTF-8."""
+    return _utf8_text(data, name).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 class _TooDeep(Exception):
     """JSON nested deeper than Python's parser goes (about 1,000 levels)."""
 
@@ -403,7 +424,7 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
     # lines as read_text() reads them (universal newlines): a Windows file's "\r\n" ends a line as "\n" does
     text = _utf8_text(path.read_bytes(), name).replace("\r\n", "\n").replace("\r", "\n")
     stripped = text.lstrip()
-    if stripped.startswith("["):  # a JSON array of objects is accepted too
+    if stripped.startswith("[") and not _array_on_one_line(stripped):  # a JSON array of objects is accepted too
         skipped = text[:len(text) - len(stripped)].count("\n")  # the blank lines stripped before it
         try:
             items = _json_array(stripped, limits.max_rows)
@@ -462,6 +483,22 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
     if problems:
         raise ImportProblem(problems)
     return rows
+
+
+def _array_on_one_line(text: str) -> bool:
+    """Whether `text` (which starts with "[") is JSON Lines whose first line is an array: that line alone is JSON,
+    and so is the next line that is not blank. Read as one array, its error named that next line ("Extra data"), a
+    row that is fine, and not the first, which is no row."""
+    first, *rest = text.split("\n")
+    following = next((line for line in rest if line.strip()), None)
+    if following is None:
+        return False
+    try:
+        _json(first)
+        _json(following)
+    except (_TooDeep, ValueError):
+        return False
+    return True
 
 
 def _not_object(name, number):

@@ -495,6 +495,10 @@ def test_a_row_of_an_indented_json_array_is_named_by_its_line_in_the_file(tmp_pa
         (tmp_path / "c.json").write_text(bad, encoding="utf-8")
         with pytest.raises(CommandError, match=rf"^c.json: line {line}: not valid JSON"):
             call_command("import_prompts", str(tmp_path / "c.json"))
+    # JSON Lines whose first line is an array: that line is the bad row, not the fine one after it ("Extra data")
+    (tmp_path / "e.jsonl").write_text('[{"prompt": "p"}]\n{"prompt": "q"}\n', encoding="utf-8")
+    with pytest.raises(CommandError, match=r"^e.jsonl: line 1: expected a JSON object with named fields$"):
+        call_command("import_prompts", str(tmp_path / "e.jsonl"))
     (tmp_path / "d.json").write_text('  [ ]  \n', encoding="utf-8")
     with pytest.raises(CommandError, match=r"^d.json: no rows"):  # read, and said, as an empty JSONL file is
         call_command("import_prompts", str(tmp_path / "d.json"))

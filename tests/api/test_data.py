@@ -42,6 +42,16 @@ def test_a_bad_row_refuses_the_whole_push_and_names_its_line(staff_api):
     assert not Pair.objects.exists() and not Prompt.objects.exists()  # nothing of the 49 good rows was stored
 
 
+def test_a_row_that_is_a_list_is_refused_not_stored_as_several(staff_api):
+    """The push writes each row as a line of JSON Lines, and a one-row push whose row was a list of objects was that
+    file's JSON array: two prompts stored from one bad row."""
+    with pytest.raises(APIError) as refused:
+        staff_api.push_prompts([[{"prompt": "Say hi."}, {"prompt": "Say bye."}]])
+    assert refused.value.status == 400
+    assert refused.value.problems == ["api: line 1: expected a JSON object with named fields"]
+    assert not Prompt.objects.exists()
+
+
 def test_pushes_of_prompts_and_pairs_take_the_import_pages_checks(staff_api):
     assert staff_api.push_prompts([{"prompt": "Say hi."}, {"prompt": "Say bye."}], split="eval")["created"] == 2
     assert set(Prompt.objects.values_list("split", flat=True)) == {"eval"}

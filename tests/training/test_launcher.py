@@ -182,6 +182,15 @@ def test_cli_config_file_is_the_whole_config(tmp_path, capsys):
     config_file.write_text('{"beta": -1}')
     with pytest.raises(ValueError, match=r"config.json: DPOConfig.beta=-1.0: must be more than 0 and at most 100"):
         config_from_args(parse_args([*base, "--config", str(config_file)]))
+    # read as the import page reads JSON: a key given twice is refused (json.loads kept the last without a word), an
+    # integer past Python's 4,300 digits names the file, and a byte-order mark is no error
+    for text, message in (('{"beta": 0.5, "beta": 0.1}', r"config.json: the key 'beta' is given twice"),
+                          ('{"seed": ' + "9" * 5000 + "}", r"config.json: a number of more than 4,300 digits")):
+        config_file.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            config_from_args(parse_args([*base, "--config", str(config_file)]))
+    config_file.write_bytes(b"\xef\xbb\xbf" + json.dumps({"beta": 0.3}).encode())
+    assert config_from_args(parse_args([*base, "--config", str(config_file)])).beta == 0.3
 
 
 def test_a_training_round_with_two_processes_registers_a_version(db, tiny_model_dir, staff, settings, tmp_path):

@@ -187,6 +187,16 @@ def test_load_pairs_formats_and_errors(tmp_path):
     bad.write_text("[" * 100_000 + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: JSON nested too deeply"):
         load_pairs_jsonl(bad)
+    # the lines the import page reads: a byte-order mark and old Mac line ends are no error; a key given twice, which
+    # json.loads settled by keeping the last, and an integer past 4,300 digits are refused with their line
+    bad.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows[0]).encode() + b"\r" + json.dumps(rows[1]).encode() + b"\r")
+    assert [p.chosen for p in load_pairs_jsonl(bad)] == ["Hello", "Hello"]
+    bad.write_text(json.dumps(rows[0]) + "\n" + '{"prompt": "p", "chosen": "a", "rejected": "b", "chosen": "z"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: the key 'chosen' is given twice"):
+        load_pairs_jsonl(bad)
+    bad.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "ref_chosen_logp": -' + "9" * 5000 + "}\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: a number of more than 4,300 digits"):
+        load_pairs_jsonl(bad)
 
 
 def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):

@@ -5,7 +5,6 @@ same prompt token ids; each response is its text's tokens plus exactly one EOS.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,27 +85,25 @@ def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
 
 
 def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
-    """Pairs from a JSONL file of TRL rows; a bad row is a ValueError naming the file, line and field."""
+    """Pairs from a JSONL file of TRL rows, its lines read as the import page reads them (a byte-order mark, Windows
+    or old Mac line ends; a key given twice refused); a bad row is a ValueError naming the file, line and field."""
     path = Path(path)
+    try:
+        lines = rows.text_lines(path.read_bytes(), str(path))
+    except rows.ImportProblem as exc:
+        raise ValueError(exc.problems[0].replace(f"{path}: line ", f"{path}:", 1)) from None
     pairs = []
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line)") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            except RecursionError:
-                raise ValueError(f"{path}:{number}: JSON nested too deeply") from None
-            try:
-                pairs.append(pair_from_row(row, number))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = rows.json_value(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+        try:
+            pairs.append(pair_from_row(row, number))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
     if not pairs:
         raise ValueError(f"{path}: no pairs found")
     return pairs

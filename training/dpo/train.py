@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from prefcore import rows
 from training.dpo.config import CHOICES, DPOConfig, field_help
 
 # Short names kept for the two flags people type most; every other DPOConfig field is --field-name.
@@ -75,13 +76,17 @@ def config_from_args(args: argparse.Namespace) -> DPOConfig:
         return DPOConfig(**values)
     path = Path(args.config)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig"), object_pairs_hook=rows.unique_keys)
     except UnicodeDecodeError as exc:
         raise ValueError(f"--config {path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
     except RecursionError:
         raise ValueError(f"--config {path}: JSON nested too deeply") from None
+    except rows.DuplicateKey as exc:
+        raise ValueError(f"--config {path}: {exc}") from None
+    except ValueError:  # an integer past Python's 4,300 digits
+        raise ValueError(f"--config {path}: a number of more than 4,300 digits: not a value any setting takes") from None
     try:
         return DPOConfig.from_dict(data)
     except ValueError as exc:
