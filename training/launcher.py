@@ -22,7 +22,7 @@ from pathlib import Path
 from training import keeper
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
-from training.dpo.trainer import StepCallback, TrainingCancelled, TrainResult
+from training.dpo.trainer import StageCallback, StepCallback, TrainingCancelled, TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.5  # how often should_stop() is asked while no step arrives
@@ -46,11 +46,12 @@ def train_in_processes(
     workdir: Path,
     fsdp: bool = False,
     allowed_terms: Collection[str] = (),
+    on_stage: StageCallback | None = None,
 ) -> TrainResult:
     """Run train_dpo in `processes` processes (one per GPU, or CPU processes over gloo when no GPU is visible).
 
     Writes pairs.jsonl, config.json, launch.log and result.json into workdir (the caller removes it). on_step and
-    should_stop are called from this thread. With fsdp=True the model is sharded with accelerate's FSDP (GPUs only).
+    should_stop are called from this thread, and so is on_stage (train_dpo's, from the main process's stage lines). With fsdp=True the model is sharded with accelerate's FSDP (GPUs only).
     Raises TrainingCancelled when should_stop() turns True, RuntimeError with the real error when a process fails.
     The launch ends when the thread that calls this does (PR_SET_PDEATHSIG follows the thread that started the
     keeper): call it from a thread that lives until it returns, as it does by blocking until the launch ends.
@@ -85,7 +86,7 @@ def train_in_processes(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True,
         )
         try:
-            tail = _follow(proc, log, on_step, should_stop)
+            tail = _follow(proc, log, on_step, should_stop, on_stage)
         except BaseException:
             stop_process_tree(proc)
             raise
@@ -163,8 +164,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _follow(proc: subprocess.Popen, log, on_step, should_stop) -> collections.deque:
-    """Pass step lines to on_step until the launch ends; returns the last lines of stderr."""
+def _follow(proc: subprocess.Popen, log, on_step, should_stop, on_stage=None) -> collections.deque:
+    """Pass step lines to on_step and stage lines to on_stage until the launch ends; returns the last lines of
+    stderr."""
     lines: queue.Queue = queue.Queue()
     tail: collections.deque = collections.deque(maxlen=300)
 
@@ -197,6 +199,9 @@ def _follow(proc: subprocess.Popen, log, on_step, should_stop) -> collections.de
         step = _step_line(line)
         if step is not None and on_step:
             on_step(step.pop("step"), step.pop("total_steps"), step)
+        stage = _stage_line(line) if step is None else None
+        if stage is not None and on_stage:
+            on_stage(stage["stage"], stage["done"], stage["total"], stage["then"])
     log.flush()
     proc.wait()
     return tail
@@ -210,6 +215,21 @@ def _step_line(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) and "step" in data and "total_steps" in data else None
+
+
+def _stage_line(line: str) -> dict | None:
+    """A stage line of the training command ({"stage": ..., "done": ..., "total": ..., "then": ...}), else None."""
+    if not line.startswith('{"stage"'):
+        return None
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    fields = ("done", "total", "then")
+    if not (isinstance(data, dict) and isinstance(data.get("stage"), str)
+            and all(isinstance(data.get(f), int) for f in fields)):
+        return None
+    return data
 
 
 def failure_message(stderr_lines) -> str:

@@ -34,7 +34,7 @@ from .dataset import RoundData, labelling_round, round_data, spin_data, store_re
 from .dpo.config import DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
 from .dpo.terms import terms_for
-from .dpo.trainer import TrainingCancelled, train_dpo
+from .dpo.trainer import SFT_STAGE, TrainingCancelled, train_dpo
 from .evaluation import evaluate_round
 from .launcher import train_in_processes
 from .models import TrainingRun, TrainingStep
@@ -430,18 +430,26 @@ def _close_labelling_if_enough(run: TrainingRun, metrics: dict) -> None:
 def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path,
            progress=None):
     board = tensorboard_writer(run)
+    warm = {"steps": 0}  # the SFT warm start's steps: on the bar before the DPO steps, one to one
+
+    def on_stage(stage: str, done: int, total: int, then: int) -> None:
+        if stage == SFT_STAGE:
+            warm["steps"] = total
+            tracker.report(stage=f"{stage}: step {done} of {total}", progress=done / max(total + then, 1))
+        else:  # the reference log-probs: a forward pass, before any step, so the bar waits on them at 0
+            tracker.report(stage=f"{stage}: batch {done} of {total}")
 
     def on_step(step: int, total: int, metrics: dict) -> None:
         TrainingStep.objects.update_or_create(run=run, step=step, defaults={"data": metrics})
         if board is not None:
             board.scalars(step, metrics)
-        tracker.report(done=step, total=total, progress=step / max(total, 1), metrics=metrics, stage="training",
-                       force=step == total)
+        tracker.report(done=step, total=total, progress=(warm["steps"] + step) / max(warm["steps"] + total, 1),
+                       metrics=metrics, stage="training", force=step == total)
         if progress:
             progress(step, total, metrics)
 
     should_stop = tracker.should_stop
-    tracker.report(stage="loading the model and reference log-probs", force=True)
+    tracker.report(stage="loading the model", force=True)
 
     try:
         if settings.PREFLOOP_TRAIN_PROCESSES > 1:  # DDP through `accelerate launch` (docs/deployment.md)
@@ -452,12 +460,12 @@ def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[Pr
                                           processes=settings.PREFLOOP_TRAIN_PROCESSES,
                                           reference_dir=_full_path(run.reference_version), on_step=on_step,
                                           should_stop=should_stop, workdir=workdir,
-                                          allowed_terms=settings.PREFLOOP_LOSS_TERMS)
+                                          allowed_terms=settings.PREFLOOP_LOSS_TERMS, on_stage=on_stage)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
         return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
                          reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop,
-                         allowed_terms=settings.PREFLOOP_LOSS_TERMS)
+                         allowed_terms=settings.PREFLOOP_LOSS_TERMS, on_stage=on_stage)
     finally:
         if board is not None:
             board.close()

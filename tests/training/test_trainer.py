@@ -208,7 +208,9 @@ def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
-    assert [line["step"] for line in lines[:-1]] == [1, 2]
+    # the reference pass first (4 pairs, batch 2: 2 batches, 2 optimiser steps to come), then the steps
+    assert lines[:3] == [{"stage": "computing reference log-probs", "done": d, "total": 2, "then": 2} for d in range(3)]
+    assert [line["step"] for line in lines[3:-1]] == [1, 2]
     assert set(lines[-1]) >= {"pairs", "loss", "pairs_per_s", "peak_rss_mb"} and lines[-1]["pairs"] == 4
     data.write_text('{"prompt": "x"}\n')
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)

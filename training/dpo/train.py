@@ -1,7 +1,9 @@
 """Command line: `python -m training.dpo.train --model DIR --data FILE.jsonl --out DIR [options]`.
 
-Prints each optimiser step's metrics as a JSON line, a progress bar on stderr, and, as the last stdout line, one
-JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits non-zero with one clear line. Cached
+Prints each optimiser step's metrics as a JSON line ({"step": ..., "total_steps": ..., metrics}), the work before
+the first step as JSON lines too ({"stage": "computing reference log-probs" or "SFT warm start", "done": units done,
+"total": units in the stage, "then": steps to come after it}), a progress bar on stderr, and, as the last stdout line,
+one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits non-zero with one clear line. Cached
 reference log-probs in the JSONL (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
 whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs).
 """
@@ -156,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracy']:.2f}")
         print(json.dumps({"step": step, "total_steps": total, **metrics}), flush=True)
 
+    def on_stage(stage: str, done: int, total: int, then: int) -> None:  # main process only (train_dpo's rule)
+        print(json.dumps({"stage": stage, "done": done, "total": total, "then": then}), flush=True)
+
     try:
         result = train_dpo(config, args.model, pairs, args.out, reference_dir=args.reference, on_step=on_step,
-                           allowed_terms=args.allow_term)
+                           allowed_terms=args.allow_term, on_stage=on_stage)
     except (ValueError, OSError) as exc:
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)

@@ -54,6 +54,10 @@ class TrainingDiverged(Exception):
 
 
 StepCallback = Callable[[int, int, dict], None]
+# (stage, units done, units in the stage, optimiser steps still to come after it): the work before the first DPO step
+StageCallback = Callable[[str, int, int, int], None]
+REFERENCE_STAGE = "computing reference log-probs"
+SFT_STAGE = "SFT warm start"
 
 
 def peak_rss_mb() -> float:
@@ -133,6 +137,7 @@ def _batches(rows: list[TokenizedPair], indices: list[int], config: DPOConfig, d
 def _reference_logps_for(
     scorer: PairLogps, rows: list[TokenizedPair], indices: list[int], config: DPOConfig, device: str,
     dtype: torch.dtype, pad_id: int, should_stop: Callable[[], bool] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> dict[int, tuple[float, float]]:
     """Summed log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches.
 
@@ -141,13 +146,18 @@ def _reference_logps_for(
     bf16 the sampler's bf16 weights and the trainer's fp32 weights under autocast differ by far more
     (docs/numerics.md)."""
     out: dict[int, tuple[float, float]] = {}
-    for chosen, pb in _batches(rows, indices, config, device, pad_id, should_stop, "computing reference log-probs"):
+    n_batches = math.ceil(len(indices) / config.batch_size)
+    for done, (chosen, pb) in enumerate(_batches(rows, indices, config, device, pad_id, should_stop, REFERENCE_STAGE)):
+        if on_batch:
+            on_batch(done, n_batches)
         with _autocast(device, dtype):
             per_token = scorer.token_logps(pb).float().cpu()
         logps = torch.zeros(pb.token_counts.shape[0]).index_add(0, pb.sequence_index.cpu(), per_token)
         n = len(chosen)
         for k, i in enumerate(chosen):
             out[i] = (float(logps[k]), float(logps[n + k]))
+    if on_batch:
+        on_batch(n_batches, n_batches)
     return out
 
 
@@ -335,18 +345,28 @@ def train_dpo(
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     allowed_terms: Collection[str] = (),
+    on_stage: StageCallback | None = None,
 ) -> TrainResult:
     """Train the policy in model_dir on pairs with config's loss and save it (or its LoRA adapter) into out_dir.
 
     `allowed_terms`: loss-term names config.loss_terms may use besides the built-in ones (training/dpo/terms.py).
+    `on_stage`: told the work before the first DPO step (the reference log-probs batch by batch, the SFT warm start
+    step by step) in the main process, so a long warm start is not a bar that stands still.
     Freed memory stays in the process while the run lasts (prefcore/memory.py: no page faults on each step's
     buffers) and what is free is given back when it ends."""
     with retain_freed_memory():
         return _train_dpo(config, model_dir, pairs, out_dir, reference_dir=reference_dir, on_step=on_step,
-                          should_stop=should_stop, allowed_terms=allowed_terms)
+                          should_stop=should_stop, allowed_terms=allowed_terms, on_stage=on_stage)
 
 
-def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, should_stop, allowed_terms) -> TrainResult:
+def dpo_steps(n_pairs: int, world: int, config: DPOConfig) -> int:
+    """Optimiser steps of the DPO loop over n_pairs kept pairs shared by `world` processes (as _train_loop counts)."""
+    batches_per_epoch = math.ceil((n_pairs // world) / config.batch_size)
+    return math.ceil(batches_per_epoch / config.grad_accum) * config.epochs
+
+
+def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, should_stop, allowed_terms,
+               on_stage=None) -> TrainResult:
     config.validate()
     start = time.perf_counter()
     if not pairs:
@@ -373,11 +393,18 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
         i: (p.ref_chosen_logp, p.ref_rejected_logp) for i, p in enumerate(pairs) if p.has_reference
     }
     missing = [i for i in mine if i not in reference]
+    steps = dpo_steps(len(keep), dist.world, config)
+    tell = on_stage if dist.is_main else None
+
+    def reference_batch(done: int, total: int) -> None:
+        if tell:
+            tell(REFERENCE_STAGE, done, total, steps)
 
     if missing and reference_dir is not None:
         ref_model = load_model(reference_dir, device)
         reference.update(
-            _reference_logps_for(PairLogps(ref_model), rows, missing, config, device, dtype, pad_id, should_stop)
+            _reference_logps_for(PairLogps(ref_model), rows, missing, config, device, dtype, pad_id, should_stop,
+                                 reference_batch)
         )
         del ref_model
         gc.collect()
@@ -389,13 +416,15 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     scorer = PairLogps(model)
 
     if config.sft_warmup_epochs:
-        _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop)
+        _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop,
+                    (lambda done, total: tell(SFT_STAGE, done, total, steps)) if tell else None)
 
     if missing:
         # the reference is the starting model: with a fresh LoRA adapter that is the model with adapters off
         adapters_off = model.disable_adapter() if config.lora else contextlib.nullcontext()
         with adapters_off:
-            reference.update(_reference_logps_for(scorer, rows, missing, config, device, dtype, pad_id, should_stop))
+            reference.update(_reference_logps_for(scorer, rows, missing, config, device, dtype, pad_id, should_stop,
+                                                  reference_batch))
 
     gathered = dist.gather([(i, reference[i]) for i in mine if i in reference])
     reference.update(dict(gathered))
@@ -449,15 +478,21 @@ def _check_finite(where: str, loss: float, grad_norm: float) -> None:
             "(check the pairs' label probabilities and the settings: a smaller learning rate, or a bounded loss)")
 
 
-def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop) -> None:
-    """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed)."""
+def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop, on_step=None) -> None:
+    """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed).
+    `on_step(done, total)`: told before each step (done of total, over every epoch) and once after the last."""
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = adamw(params, config)
     mine = keep[dist.rank :: dist.world]
+    per_epoch = math.ceil(len(mine) / config.batch_size)
+    total, done = per_epoch * config.sft_warmup_epochs, 0
     for epoch in range(config.sft_warmup_epochs):
         for batch in length_grouped_batches([rows[i].length for i in mine], config.batch_size, config.seed + epoch):
             if should_stop and should_stop():
                 raise TrainingCancelled("stopped during the SFT warm start")
+            if on_step:
+                on_step(done, total)
+            done += 1
             pb = build_pair_batch([rows[mine[b]].row() for b in batch], pad_id).to(device)
             with _autocast(device, dtype):
                 logps = scorer(pb)
@@ -469,6 +504,8 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
             _check_finite("the SFT warm start", float(loss.detach()), grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+    if on_step:
+        on_step(done, total)
     del optimizer
     gc.collect()
 
@@ -479,9 +516,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
     share = len(keep) // dist.world
     mine = keep[dist.rank :: dist.world][:share]
     lengths = [rows[i].length for i in mine]
-    batches_per_epoch = math.ceil(len(mine) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = dpo_steps(len(keep), dist.world, config)
     warmup = math.ceil(config.warmup_ratio * total_steps)
 
     model = scorer
