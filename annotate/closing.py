@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import LabellingRound, Pair, update_pairs
+from .models import Assignment, LabellingRound, Pair, update_pairs
 from .routing import wilson_interval
 
 
@@ -28,6 +28,10 @@ def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
         if locked.closed_at is not None:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
         # in id order, as an import takes them (an UPDATE alone takes them in scan order)
+        # the leases on its pairs end with it: a page left open, or the API's next pair, was still served and its
+        # label taken after the close, a label more than the pair needs deciding a round already frozen. (Before
+        # the pairs: record_label locks a lease, then its pair; in the same order here, neither waits on the other.)
+        Assignment.objects.filter(pair__round=locked, state=Assignment.LEASED).update(state=Assignment.EXPIRED)
         update_pairs(Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")),
                      labels_needed=F("labels_done"))
         locked.closed_at, locked.closed_reason = timezone.now(), reason[:2000]

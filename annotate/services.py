@@ -325,6 +325,7 @@ def _locked_assignment(user, **where) -> Assignment | None:
         .annotate(
             existing_label_id=Subquery(Label.objects.filter(pair_id=OuterRef("pair_id"), annotator=user).values("pk")[:1]),
             by_automatic=Exists(AnnotatorProfile.objects.filter(user=user, is_automatic=True)),
+            round_closed_at=F("pair__round__closed_at"),
         )
         .first()
     )
@@ -419,6 +420,10 @@ def record_label(
                 raise LabelError("you skipped this pair")
             if assignment.state != Assignment.LEASED:
                 raise LabelError("your lease on that pair has ended; here is the next one")
+            if assignment.round_closed_at is not None and assignment.leased_at < assignment.round_closed_at:
+                # leased as the round closed (close_round ends the leases it finds): a lease given after the close
+                # is an undone label's, leased back so its correction counts
+                raise LabelError("that pair's labelling round has closed; here is the next one")
             if assignment.expires_at <= now and not _has_room(pair_id, user, now):
                 raise LabelError("your lease on this pair ran out and others have labelled it; here is the next one")
             leased_for = max(0.0, (now - assignment.leased_at).total_seconds())

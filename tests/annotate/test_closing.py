@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.db.models import F
+from django.utils import timezone
 
 from annotate import closing, services
 from annotate.models import LabellingRound, Pair
@@ -197,3 +198,31 @@ def test_closing_a_round_reaches_every_open_pair_whatever_the_batches(monkeypatc
     pairs = [make_pair(round=round_, labels_needed=2) for _ in range(5)]
     closing.close_round(round_, "enough")
     assert [p.labels_needed for p in Pair.objects.filter(pk__in=[p.pk for p in pairs])] == [0] * 5
+
+
+def test_a_pair_on_screen_when_its_round_closes_is_not_labelled_after_the_close():
+    """A lease taken before the close stayed live: the page (or the API's next pair) showed it again, and the key
+    press was stored, a label more than the pair needed, deciding a round already frozen."""
+    round_ = make_round()
+    pair, _ = make_pair(round=round_), make_pair(round=round_)
+    person = make_user()
+    lease = services.next_pair_for(person)
+    assert lease.pair.round_id == round_.pk
+    closing.close_round(round_, "enough")
+    assert services.next_pair_for(person) is None  # not served again; nothing else is open
+    with pytest.raises(services.LabelError, match="lease on that pair has ended"):
+        services.record_label(lease, person, "left")
+    assert not pair.labels.exists() and not Pair.objects.filter(labels_done__gt=0).exists()
+
+
+def test_a_lease_given_while_its_round_closed_is_refused_its_label():
+    """A lease written as the round closed (after the close ended the leases it found, before it committed) is refused
+    by its time: leased before the round's closing time."""
+    round_ = make_round()
+    pair = make_pair(round=round_)
+    person = make_user()
+    lease = services.next_pair_for(person)
+    LabellingRound.objects.filter(pk=round_.pk).update(closed_at=timezone.now(), closed_reason="enough")
+    with pytest.raises(services.LabelError, match="labelling round has closed"):
+        services.record_label(lease, person, "left")
+    assert not pair.labels.exists()
