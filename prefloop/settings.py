@@ -192,6 +192,11 @@ AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_USERNAME_CALLABLE = "prefloop.lockout.lockout_username"
 AXES_CLIENT_IP_CALLABLE = "prefloop.lockout.client_address"
 AXES_LOCKOUT_CALLABLE = "prefloop.lockout.lockout_response"
+# Axes keeps each failed sign-in's form data (shown to staff in the admin) and masks only the fields named here and
+# "password": the password-change form and the token form confirm the current password through the sign-in check,
+# and a typo in it stored the mistyped password and the new one in clear.
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "old_password", "new_password1", "new_password2", "password1",
+                             "password2", "csrfmiddlewaretoken"]
 # No start-up banner on every command's output; failures and lockouts are still logged as warnings.
 AXES_VERBOSE = False
 

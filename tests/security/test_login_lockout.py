@@ -253,3 +253,36 @@ def test_a_new_ipv6_address_for_each_guess_is_counted_with_its_network(admin_use
     neighbour = Client(REMOTE_ADDR="2001:db8:1:3::1")  # another network
     sign_in(neighbour, APP_LOGIN, "admin", PASSWORD)
     assert signed_in(neighbour)
+
+
+@pytest.mark.django_db
+def test_a_typo_in_the_current_password_leaves_no_password_in_clear_for_staff_to_read(admin_user, django_user_model):
+    """The attack: a person mistypes their current password on the password-change page; axes kept the form as posted
+    (masking only fields named "password"), so the mistyped password and the new one sat in clear in the failed
+    sign-in's record, shown to any staff member in the admin and kept in every backup."""
+    person = django_user_model.objects.create_user("ann", password="pw-ann-123")
+    client = Client()
+    client.force_login(person)
+    typed = {"old_password": "pw-ann-12X", "new_password1": "MyNewSecret-9876", "new_password2": "MyNewSecret-9876"}
+    assert client.post(reverse("password_change"), typed).status_code == 200  # refused: wrong current password
+    (record,) = AccessAttempt.objects.filter(username="ann")
+    staff = Client()
+    staff.force_login(admin_user)
+    page = staff.get(f"/admin/axes/accessattempt/{record.pk}/change/").content.decode()
+    for secret in ("pw-ann-12X", "MyNewSecret-9876"):
+        assert secret not in record.post_data and secret not in page
+    assert "old_password=****" in record.post_data  # the fields are named, their values masked
+
+
+@pytest.mark.slow
+def test_records_kept_with_passwords_in_clear_are_scrubbed_on_upgrade(transactional_db):
+    from tests.migrating import models_as_of
+
+    with models_as_of([("api", "0001_initial"), ("axes", "0010_accessattemptexpiration")]) as old:
+        attempts = old.get_model("axes", "AccessAttempt")
+        common = {"user_agent": "x", "ip_address": "10.0.0.1", "username": "ann", "http_accept": "*/*",
+                  "path_info": "/", "failures_since_start": 1, "get_data": ""}
+        leaked = attempts.objects.create(post_data="old_password=pw-ann-12X\nnew_password1=MyNewSecret-9876", **common)
+        plain = attempts.objects.create(post_data="username=****\npassword=****\nnext=/", **{**common, "username": "bo"})
+    assert AccessAttempt.objects.get(pk=leaked.pk).post_data == "(removed: it held passwords in clear)"
+    assert AccessAttempt.objects.get(pk=plain.pk).post_data == "username=****\npassword=****\nnext=/"
