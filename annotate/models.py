@@ -173,6 +173,14 @@ class Assignment(models.Model):
     )
     leased_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
+    # The labelling round the pair was served in, when that is not its own: a gold pair of no round, drawn into a
+    # round's queue, is shown as that round's (its number, its guidelines), or it stood out before it was answered.
+    served_in = models.ForeignKey(LabellingRound, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    @property
+    def shown_round(self) -> LabellingRound | None:
+        """The round the person is shown this pair as part of."""
+        return self.served_in or self.pair.round
 
     class Meta:
         constraints = [

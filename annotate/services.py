@@ -186,7 +186,7 @@ def _lease_expiry(now):
 
 
 _PAIR_SHOWN = ("round", "prompt", "response_a", "response_b")
-_SHOWN = tuple(f"pair__{name}" for name in _PAIR_SHOWN)
+_SHOWN = (*(f"pair__{name}" for name in _PAIR_SHOWN), "served_in")
 
 
 def _leases(user) -> list[Assignment]:
@@ -233,7 +233,8 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
             if pair is None:
                 return None
             return Assignment.objects.create(
-                pair=pair, annotator=user, left_is_a=rng.random() < 0.5, expires_at=_lease_expiry(now)
+                pair=pair, annotator=user, left_is_a=rng.random() < 0.5, expires_at=_lease_expiry(now),
+                served_in=getattr(pair, "served_in", None),
             )
     except IntegrityError:
         # One open lease per person, kept by the database: a request of the same person that raced this one (another
@@ -258,6 +259,7 @@ def _pick(user, now, rng) -> Pair | None:
             if rate > 0 and rng.random() < rate:
                 gold = _lockable(_gold_pairs(user, pair.round_id).select_related(*_PAIR_SHOWN)).first()
                 if gold is not None:
+                    gold.served_in = round_ if gold.round_id is None else None
                     return gold
             return pair
     return None

@@ -41,7 +41,7 @@ def _pair_context(assignment) -> dict:
     return {
         "assignment": assignment,
         "pair": pair,
-        "round": pair.round,
+        "round": assignment.shown_round,
         "chat": prompt.messages or [{"role": "user", "content": prompt.text}],
         "left": left,
         "right": right,

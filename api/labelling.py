@@ -48,10 +48,10 @@ class ProgressOut(Schema):
 def _lease(assignment) -> dict:
     pair = assignment.pair
     left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
-    prompt = pair.prompt
+    prompt, round_ = pair.prompt, assignment.shown_round
     return {
-        "lease": assignment.pk, "round": pair.round.number if pair.round else None,
-        "guidelines": pair.round.guidelines if pair.round else "",
+        "lease": assignment.pk, "round": round_.number if round_ else None,
+        "guidelines": round_.guidelines if round_ else "",
         "prompt": prompt.messages or [{"role": "user", "content": prompt.text}],
         "left": left.text, "right": right.text, "expires_at": assignment.expires_at,
     }

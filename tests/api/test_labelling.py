@@ -163,3 +163,34 @@ def test_pairs_the_queue_never_serves_are_not_counted_as_remaining(annotator_api
     make_pair(round=routed)
     make_pair(round=routed, route=Route.PEOPLE)
     assert annotator_api.get("/label/progress")["remaining"] == 2 and open_pair_count() == 2
+
+
+class _Draws:
+    """An rng whose draws are given: for next_pair_for, the gold coin (below the rate: gold), then the sides coin."""
+
+    def __init__(self, *draws: float):
+        self.draws = iter(draws)
+
+    def random(self) -> float:
+        return next(self.draws)
+
+
+def test_a_gold_pair_of_no_round_is_shown_as_the_round_it_was_served_in(annotator_api, annotator, client):
+    """The queue mixes gold pairs of no round into every round. Served like that, the label page showed it without the
+    round's guidelines and the API with "round": null, where every regular pair of the round had both: an annotator
+    told the gold pair before answering it."""
+    from annotate import services
+    from tests.annotate.factories import make_round
+
+    round_ = make_round(number=3, gold_rate=0.5, guidelines="Prefer the honest answer. GUIDE-MARK")
+    make_pair(round=round_)
+    gold = make_pair(is_gold=True, gold_choice="a")  # made gold in the admin's Pair page, in no round
+    lease = services.next_pair_for(annotator, rng=_Draws(0.1, 0.9))
+    assert lease.pair_id == gold.pk
+    served = annotator_api.next_pair()
+    assert served["lease"] == lease.pk and served["round"] == 3 and "GUIDE-MARK" in served["guidelines"]
+    client.force_login(annotator)
+    assert "Guidelines for round 3" in client.get("/annotate/").content.decode()
+    annotator_api.label(served["lease"], "left")
+    regular = annotator_api.next_pair()  # a regular pair of the round: the same round and guidelines
+    assert (regular["round"], regular["guidelines"]) == (served["round"], served["guidelines"])
