@@ -359,12 +359,19 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
             continue
         tracker.check()
         chunk = list(Prompt.objects.filter(pk__in=chunk_ids).exclude(pk__in=skipped).order_by("pk"))
-        if unfit := backend.unfit([p.as_input for p in chunk], config.max_new_tokens):
-            # one prompt too long for the model's context refused the whole batch, and failed the job
-            for i, why in unfit.items():
-                lifecycle.append_log(job, f"skipped prompt {chunk[i].pk}: {why}")
-            skipped.update(chunk[i].pk for i in unfit)
-            total -= len(unfit)
+        found = {p.pk for p in chunk}
+        # a prompt deleted after the job started (the admin allows it): left out and said, not dropped unsaid, the
+        # job "succeeded" at 5 of 6 with nothing in its log
+        left_out = {pid: "the prompt was deleted after the job started" for pid in chunk_ids
+                    if pid not in found and pid not in skipped and pid not in done}
+        unfit = backend.unfit([p.as_input for p in chunk], config.max_new_tokens)
+        # one prompt too long for the model's context refused the whole batch, and failed the job
+        left_out.update({chunk[i].pk: why for i, why in unfit.items()})
+        if left_out:
+            for pid, why in left_out.items():
+                lifecycle.append_log(job, f"skipped prompt {pid}: {why}")
+            skipped.update(left_out)
+            total -= len(left_out)
             job.params["skipped_prompt_ids"] = sorted(skipped)
             GenerationJob.objects.filter(pk=job.pk).update(params=job.params, total=total)
             tracker.report(total=total, force=True)
@@ -398,8 +405,8 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         if progress:
             progress(job_row.done, job_row.total)
     if skipped and not Response.objects.filter(job=job).exists():
-        raise GenerationError(f"every prompt of the job was skipped ({len(skipped)}), none leaving room for "
-                              f"max_new_tokens {config.max_new_tokens} in the model's context: see the log")
+        raise GenerationError(f"every prompt of the job was skipped ({len(skipped)}): deleted, or leaving no room "
+                              f"for max_new_tokens {config.max_new_tokens} in the model's context; see the log")
     if job.params.get("pairing") != "none":  # no pairs made: no queue to ready
         _prepare_queue(job, round_, tracker)
     lifecycle.finish(job)

@@ -102,3 +102,12 @@ def test_bootstrap_model_says_when_its_path_is_not_used(tiny_model_dir, tmp_path
                                            rf"{tiny_model_dir}: {other} is not used"):
         call_command("bootstrap_model", path=str(other), stdout=io.StringIO())
     assert ModelVersion.objects.get(name="base").path == str(tiny_model_dir)
+
+
+@pytest.mark.django_db
+def test_generate_pairs_takes_the_seeds_the_form_and_the_api_take():
+    """A seed past 2**31 - 1 was queued by the command alone (the form, the API, evaluate and run_loop refuse it)."""
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"--seed must be from 0 to 2,147,483,647 \(got 1099511627776\)"):
+        call_command("generate_pairs", prompts=1, seed=2**40, stdout=io.StringIO(), stderr=io.StringIO())

@@ -293,3 +293,15 @@ def test_an_export_named_as_another_format_is_refused_before_anything_is_written
     with pytest.raises(CommandError, match=re.escape(message)):
         call_command("export_preferences", str(tmp_path / name), format=fmt)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_an_export_under_a_file_names_that_file(tmp_path):
+    """`export_preferences ok.jsonl/sub.jsonl` with ok.jsonl a file said "sub.jsonl: File exists" of a file that was
+    not there."""
+    from django.core.management.base import CommandError
+
+    (tmp_path / "ok.jsonl").write_text("kept\n")
+    with pytest.raises(CommandError, match=re.escape(f"{tmp_path / 'ok.jsonl'} is a file, not a folder")):
+        call_command("export_preferences", str(tmp_path / "ok.jsonl" / "sub.jsonl"))
+    assert (tmp_path / "ok.jsonl").read_text() == "kept\n"

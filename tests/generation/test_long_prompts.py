@@ -72,3 +72,22 @@ def test_the_next_job_of_the_version_is_not_offered_a_prompt_it_left_out(base):
     # asked for as many new tokens it is not offered; for fewer it may fit, and it is offered again
     fewer = SAMPLING.__class__.from_dict(dict(SAMPLING.to_dict(), max_new_tokens=4))
     assert long.pk in gen.start_generation_job(base, n_prompts=5, config=fewer, enqueue=False).params["prompt_ids"]
+
+
+def test_a_prompt_deleted_while_the_job_waited_is_left_out_and_said(base):
+    """The admin deletes prompts; one deleted after a job chose it was dropped unsaid, and the job "succeeded" at 2 of
+    3 prompts with nothing in its log."""
+    prompts = [Prompt.objects.create(text=f"question {i}: what is {i} plus {i}?") for i in range(3)]
+    job = gen.start_generation_job(base, n_prompts=3, config=SAMPLING, enqueue=False)
+    gone = prompts[1].pk
+    prompts[1].delete()
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded", job.error
+    assert f"skipped prompt {gone}: the prompt was deleted after the job started" in job.log
+    assert (job.done, job.total, job.progress) == (2, 2, 1.0)
+    for i in range(2):
+        Prompt.objects.create(text=f"another question {i}?")
+    again = gen.start_generation_job(base, n_prompts=2, config=SAMPLING, enqueue=False)
+    Prompt.objects.all().delete()  # every prompt gone: the job fails saying why
+    with pytest.raises(gen.GenerationError, match=r"every prompt of the job was skipped \(2\): deleted"):
+        gen.run_generation_job(again.pk)

@@ -36,6 +36,17 @@ def _check_suffix(out: str, fmt: str) -> None:
                        f"or name the file {path.stem}.{fmt}")
 
 
+def _why_not_written(path: Path, err: OSError) -> str:
+    """The OS's reason, unless a folder on the way is a file: "File exists" then named no file that was there."""
+    for parent in path.parents:
+        try:
+            if parent.exists():
+                return err.strerror or str(err) if parent.is_dir() else f"{parent} is a file, not a folder"
+        except OSError:
+            break
+    return err.strerror or str(err)
+
+
 class Command(PrefLoopCommand):
     help = __doc__
 
@@ -75,7 +86,7 @@ class Command(PrefLoopCommand):
         except ExportError as err:
             raise CommandError(str(err)) from None
         except OSError as err:
-            raise CommandError(f"{options['out']}: {err.strerror or err}") from None
+            raise CommandError(f"{options['out']}: {_why_not_written(Path(options['out']), err)}") from None
         self.stdout.write(f"wrote {export.rows} preference rows to {export.path}")
 
 

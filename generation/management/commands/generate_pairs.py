@@ -2,7 +2,7 @@
 from django.core.management.base import CommandError
 from tqdm import tqdm
 
-from generation.backends.base import SamplingConfig
+from generation.backends.base import MAX_SEED, SamplingConfig
 from generation.models import ModelVersion
 from generation.services import (
     PAIRING_STRATEGIES,
@@ -41,6 +41,8 @@ class Command(PrefLoopCommand):
         parser.add_argument("--queue", action="store_true", help="Hand the job to the Celery worker instead.")
 
     def handle(self, *args, **o):
+        if not 0 <= o["seed"] <= MAX_SEED:  # as the form, the API and the other commands take it
+            raise CommandError(f"generate_pairs: --seed must be from 0 to {MAX_SEED:,} (got {o['seed']})")
         try:
             version = ModelVersion.objects.get(name=o["version"]) if o["version"] else current_version()
         except ModelVersion.DoesNotExist:
