@@ -115,11 +115,13 @@ def leaderboard_view(request):
     return render(request, "compare/leaderboard.html", {"board": board, "include_automatic": include_automatic})
 
 def rounds(request):
-    """Across rounds: each version's rating and answer length, each training run's stored metrics."""
+    """Across rounds: each version's rating and answer length, and, for staff (as the run pages and the metrics API
+    are staff's), each training run's stored metrics and warnings."""
     include_automatic = request.GET.get("automatic") == "1"
     board = leaderboard.build_board(include_automatic=include_automatic)  # the leaderboard's fit: the same intervals
-    rows = dashboard.version_rows({r.version: r for r in board.rows})
-    runs = TrainingRun.objects.select_related("input_version", "output_version")[:50]
+    staff = request.user.is_staff
+    rows = dashboard.version_rows({r.version: r for r in board.rows}, with_runs=staff)
+    runs = TrainingRun.objects.select_related("input_version", "output_version")[:50] if staff else []
     return render(request, "compare/rounds.html", {
         "rows": rows, "runs": runs, "anchor": board.anchor, "include_automatic": include_automatic,
         "lc_needs": board.lc_needs,

@@ -159,11 +159,12 @@ def run_warnings(run: TrainingRun, series: dict[str, list[tuple[float, float]]] 
     return []
 
 
-def version_rows(ratings_by_name: dict | None = None) -> list[VersionRow]:
-    """One row per version, oldest round first, with its rating (leaderboard rows by name) and the run that made it."""
+def version_rows(ratings_by_name: dict | None = None, *, with_runs: bool = True) -> list[VersionRow]:
+    """One row per version, oldest round first, with its rating (leaderboard rows by name) and, with_runs, the run
+    that made it (its headline figures and warnings)."""
     ratings_by_name = ratings_by_name or {}
     versions = list(ModelVersion.objects.select_related("parent").order_by("round", "created"))
-    runs = {r.output_version_id: r for r in TrainingRun.objects.filter(output_version__isnull=False)}
+    runs = {r.output_version_id: r for r in TrainingRun.objects.filter(output_version__isnull=False)} if with_runs else {}
     measured = version_lengths([v.pk for v in versions])
     growth = length_growth((v.pk, v.parent_id) for v in versions if v.parent_id)
     lengths = {pk: m.mean for pk, m in measured.items()}

@@ -9,6 +9,7 @@ from annotate.judging import judge_account
 from compare import services
 from compare.leaderboard import build_board
 from generation.models import Prompt
+from tests.annotate.factories import make_user
 from training import dashboard
 from training.models import TrainingRun, TrainingStep
 
@@ -202,6 +203,11 @@ def test_rounds_page_shows_each_version_and_warns_on_length_drift(client, annota
     assert _cell(page, "zebrafinch-base", "rating") == "1000"
     assert "okapi-round-one: answers are 50% longer than the parent" in page
     assert "tapir-round-two: answers are" not in page  # 3% longer is fine
+    assert grandchild.name in page
+    # the training runs' figures are staff's, as the run pages and the metrics API are: not shown to annotators
+    assert "Reward margin" not in page and "Training runs" not in page
+    client.force_login(make_user("lead", is_staff=True))
+    page = client.get(reverse("compare:rounds")).content.decode()
     headline = re.search(r'<tr data-version="okapi-round-one">.*?class="headline">(.*?)</td>', page, re.S).group(1)
     assert "Reward margin <strong>0.25</strong>" in headline and "Reward accuracy <strong>0.75</strong>" in headline
     assert grandchild.name in page
