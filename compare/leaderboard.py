@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ LC_VOTES_PER_PARAMETER = 20
 # A cached fit is keyed by the fitting code too: a change to compare/ratings.py never serves a fit of the old code.
 FIT_CODE = hashlib.sha256(Path(ratings.__file__).read_bytes()).hexdigest()
 FIT_CACHE_SECONDS = 7 * 24 * 3600
+FIT_WAIT_SECONDS = 60  # how long a request waits on another's fit of the same votes before fitting them itself
+FIT_POLL_SECONDS = 0.05
 log = logging.getLogger(__name__)
 
 
@@ -109,22 +112,53 @@ def fit(games: list[ratings.Matchup], **options) -> ratings.Fit:
     """`ratings.fit_ratings`, kept in the cache under a digest of exactly what it is given (the matchups in their
     order, and the options): a fit is a function of those alone, so it is never stale, and a page viewed again (the
     leaderboard, the rounds page, the API) reuses its 1,000 bootstrap refits instead of redoing them, seconds each
-    with a few thousand votes over a dozen versions. Without a working cache it is simply fitted."""
+    with a few thousand votes over a dozen versions. Requests that miss the cache together fit once: the first marks
+    the fit as under way (cache.add) and the others wait for its result, up to FIT_WAIT_SECONDS (then fit it
+    themselves: the first may have died). Without a working cache it is simply fitted."""
     digest = hashlib.sha256(repr((FIT_CODE, [astuple(m) for m in games], sorted(options.items()))).encode())
     key = f"prefloop:bt-fit:{digest.hexdigest()}"
+    cached = _cached(key)
+    if cached is not None:
+        return cached
+    marker = key + ":fitting"
+    try:
+        first = cache.add(marker, True, timeout=FIT_WAIT_SECONDS)
+    except Exception:
+        first = True
+    if not first:  # another request fits these very votes now: each one refitting was a second of a web worker each
+        deadline = time.monotonic() + FIT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(FIT_POLL_SECONDS)
+            cached = _cached(key)
+            if cached is not None:
+                return cached
+            try:
+                if not cache.get(marker):
+                    break  # it ended without a result (it failed): fit here
+            except Exception:
+                break
+    try:
+        result = ratings.fit_ratings(games, **options)
+        try:
+            cache.set(key, result, timeout=FIT_CACHE_SECONDS)
+        except Exception:
+            log.warning("the cache could not be written", exc_info=True)
+    finally:
+        if first:
+            try:
+                cache.delete(marker)
+            except Exception:
+                pass
+    return result
+
+
+def _cached(key: str) -> ratings.Fit | None:
     try:
         cached = cache.get(key)
     except Exception:  # a cache that is down costs time, never the page
         log.warning("the cache could not be read; fitting the ratings again", exc_info=True)
-        cached = None
-    if isinstance(cached, ratings.Fit):
-        return cached
-    result = ratings.fit_ratings(games, **options)
-    try:
-        cache.set(key, result, timeout=FIT_CACHE_SECONDS)
-    except Exception:
-        log.warning("the cache could not be written", exc_info=True)
-    return result
+        return None
+    return cached if isinstance(cached, ratings.Fit) else None
 
 
 def choose_anchor(names: set[str]) -> str:

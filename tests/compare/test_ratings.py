@@ -229,3 +229,50 @@ def test_length_controlled_intervals_cover_the_true_rating_with_votes_spread_ove
         covered += rating.low <= truth <= rating.high
     assert np.median(rows_seen) >= 15  # about two votes a row: the case the test is about
     assert covered / trials >= 0.87, covered / trials
+
+
+def test_requests_that_miss_the_cache_together_fit_the_same_votes_once(monkeypatch):
+    """Each vote makes a new fit (a digest of the votes); requests for the pages after it each refitted it, a second
+    or more of a web worker each with a few thousand votes, so one vote and a burst of page loads held every worker."""
+    import threading
+    import time
+
+    from django.core.cache import cache
+
+    from compare import leaderboard, ratings
+    from tests.threads import run_at_once
+
+    cache.clear()
+    fits, results, started = [], {}, threading.Event()
+    real = ratings.fit_ratings
+
+    def slow_fit(*args, **kwargs):
+        fits.append(threading.current_thread().name)
+        started.set()
+        time.sleep(0.5)  # the first request is still fitting when the others arrive
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ratings, "fit_ratings", slow_fit)
+    games = [Matchup("new", "base", wins_a=3, wins_b=1)]
+
+    def load(name):
+        if name != "first":
+            started.wait(10)
+        results[name] = leaderboard.fit(games, anchor="base", bootstrap=10)
+
+    assert run_at_once({name: (lambda name=name: load(name)) for name in ("first", "second", "third")}) == []
+    assert fits == ["first"]
+    assert results["second"].by_version() == results["third"].by_version() == results["first"].by_version()
+    # a fit that fails leaves no one waiting on it: the next request fits at once
+    other = [Matchup("x", "y", wins_a=1, wins_b=1)]
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ratings, "fit_ratings", failing)
+    with pytest.raises(RuntimeError):
+        leaderboard.fit(other, anchor="y", bootstrap=10)
+    monkeypatch.setattr(ratings, "fit_ratings", real)
+    began = time.monotonic()
+    assert leaderboard.fit(other, anchor="y", bootstrap=10).by_version()["y"].rating == 1000
+    assert time.monotonic() - began < leaderboard.FIT_WAIT_SECONDS / 4
