@@ -509,7 +509,12 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
             elif strategy == "judge":
                 # a judge that told no sample apart leaves a random pair
                 chosen, scores = ("best_worst", judged[k]) if max(judged[k]) > min(judged[k]) else ("random", None)
+            order = random.Random(f"{seed}:sides")
             for i, j in choose_pairs([r.text for r in rows], strategy=chosen, scores=scores, rng=random.Random(seed)):
+                if chosen == "best_worst" and order.random() < 0.5:
+                    # stored in an order that tells nothing: best first, a label's stored choice ("a", which the
+                    # API answers a key press with) told a person the judge's pick, to agree with it on an undo
+                    i, j = j, i
                 _, created = Pair.objects.get_or_create(
                     response_a=rows[i], response_b=rows[j],
                     defaults={"prompt": prompt, "round": round_, "job": job, "labels_needed": round_.labels_per_pair},

@@ -141,7 +141,8 @@ def test_a_round_pairs_the_judges_best_and_worst_of_k_samples(tiny_loop):
         # its length (prefcore.outcomes.cut_rule): the best sample is the longest finished one, the worst the
         # shortest cut one
         rank = {r.pk: (r.finish_reason != "length", len(r.text.strip())) for r in samples}
-        assert rank[pair.response_a_id] == max(rank.values()) and rank[pair.response_b_id] == min(rank.values())
+        # (stored on either side: generation.services draws the sides, so a stored choice tells no one the judge's pick)
+        assert sorted([rank[pair.response_a_id], rank[pair.response_b_id]]) == [min(rank.values()), max(rank.values())]
     assert run.results[0]["votes"]["n"] == 3
 
 
