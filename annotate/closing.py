@@ -4,7 +4,7 @@ close_width, the round closes, and says why. Closing is also a staff action with
 from __future__ import annotations
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import Assignment, LabellingRound, Pair, update_pairs
@@ -29,9 +29,11 @@ def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
         # in id order, as an import takes them (an UPDATE alone takes them in scan order)
         # the leases on its pairs end with it: a page left open, or the API's next pair, was still served and its
-        # label taken after the close, a label more than the pair needs deciding a round already frozen. (Before
-        # the pairs: record_label locks a lease, then its pair; in the same order here, neither waits on the other.)
-        Assignment.objects.filter(pair__round=locked, state=Assignment.LEASED).update(state=Assignment.EXPIRED)
+        # label taken after the close, a label more than the pair needs deciding a round already frozen; a gold pair
+        # of no round served in it too (else the one pair left on screen was the gold one). Before the pairs:
+        # record_label locks a lease, then its pair; taken in the same order here, the two wait but never deadlock.
+        Assignment.objects.filter(Q(pair__round=locked) | Q(served_in=locked),
+                                  state=Assignment.LEASED).update(state=Assignment.EXPIRED)
         update_pairs(Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")),
                      labels_needed=F("labels_done"))
         locked.closed_at, locked.closed_reason = timezone.now(), reason[:2000]

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BooleanField, Case, Exists, F, OuterRef, Q, Subquery, When
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Abs
+from django.db.models.functions import Abs, Coalesce
 from django.utils import timezone
 
 from prefcore.outcomes import SIDES as SIDE_KEYS
@@ -321,13 +321,18 @@ def _locked_assignment(user, **where) -> Assignment | None:
     """This person's assignment (by pair_id= or by the lease's pk=), locked where the database can, with
     `existing_label_id` (their label of it, if any) and `by_automatic` (whether they are an automatic labeller) read in
     the same query."""
-    locked = Assignment.objects.select_for_update() if connection.features.has_select_for_update else Assignment.objects
+    features = connection.features
+    # the lease's row only (`of`): the round is joined for its closing time, on the nullable side of an outer join,
+    # which PostgreSQL will not lock
+    locked = (Assignment.objects.select_for_update(of=("self",)) if features.has_select_for_update_of
+              else Assignment.objects.select_for_update() if features.has_select_for_update else Assignment.objects)
     return (
         locked.filter(annotator=user, **where)
         .annotate(
             existing_label_id=Subquery(Label.objects.filter(pair_id=OuterRef("pair_id"), annotator=user).values("pk")[:1]),
             by_automatic=Exists(AnnotatorProfile.objects.filter(user=user, is_automatic=True)),
-            round_closed_at=F("pair__round__closed_at"),
+            # the round the pair was served in: its own, or the round a gold pair of none was drawn into
+            round_closed_at=Coalesce(F("served_in__closed_at"), F("pair__round__closed_at")),
         )
         .first()
     )
@@ -515,10 +520,16 @@ def skipped_pairs(user) -> list[Assignment]:
     stays listed, one others have given all its labels too (returned to, its label is one more): a gold pair wants
     every person's label, so a list that dropped filled pairs kept gold ones alone, and what stayed on it was gold,
     before it was answered."""
-    open_round = Q(pair__round__isnull=True) | Q(pair__round__closed_at__isnull=True)
-    return list(Assignment.objects.filter(open_round, annotator=user, state=Assignment.SKIPPED)
+    return list(Assignment.objects.filter(_shown_round_open(), annotator=user, state=Assignment.SKIPPED)
                 .exclude(pair__route__in=(Route.DUPLICATE, Route.JUDGE))  # held back since: not anyone's to label
                 .select_related("pair__prompt").order_by("leased_at", "pk"))
+
+
+def _shown_round_open() -> Q:
+    """Assignments whose pair was served in a round still open (or in none): its own round, or, for a gold pair of
+    none, the round it was drawn into (served_in), which a skipped list kept after that round closed, and only gold."""
+    own = Q(served_in__isnull=True) & (Q(pair__round__isnull=True) | Q(pair__round__closed_at__isnull=True))
+    return own | Q(served_in__isnull=False, served_in__closed_at__isnull=True)
 
 
 def return_to_skipped(user, target: Lease | Pair | int) -> Assignment:
@@ -533,7 +544,7 @@ def return_to_skipped(user, target: Lease | Pair | int) -> Assignment:
                 raise LabelError(f"lease {target.pk} is not yours: only your own skipped pairs can be returned to")
             raise LabelError("that pair is not on your skipped list")
         pair_id = skipped.pair_id
-        if not Pair.objects.filter(Q(round__isnull=True) | Q(round__closed_at__isnull=True), pk=pair_id).exists():
+        if not Assignment.objects.filter(_shown_round_open(), pk=skipped.pk).exists():
             raise LabelError("that pair is in a labelling round that has closed: nothing to return to")
         # held back since it was skipped (a near-duplicate, the judge's, waiting for the routing judge): the queue
         # no longer serves it, and a return was a way round that, its label counted in training and agreement
