@@ -52,8 +52,9 @@ class JobOut(Schema):
 
 def _progress(job) -> float:
     """The fraction the job's page shows: within a unit too (a generation's tokens so far), where done / total moved
-    only when a whole chunk of prompts was stored (0 for a whole one-chunk run, then 1)."""
-    return min(1.0, max(0.0, float(job.progress or 0.0)))
+    only when a whole chunk of prompts was stored (0 for a whole one-chunk run, then 1). Below 1 while the job is
+    active, as the page's 99% is: a run measuring its trained version said 1.0 with "active": true."""
+    return min(1.0 if not job.is_active else 0.99, max(0.0, float(job.progress or 0.0)))
 
 
 def _details(kind: str, job) -> dict[str, Any]:

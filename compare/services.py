@@ -157,7 +157,8 @@ def run_compare_job(
     `progress(done, total)` is called as answers come in (a CLI's bar), besides the count recorded on the job.
     A cancelled job stops inside the batch it is sampling; no comparison is made.
     """
-    job = lifecycle.claim(CompareJob, job_id, retry_failed=True)
+    # a retry or a resume walks the set again from its first answer, reusing what it stored: its bar starts at 0
+    job = lifecycle.claim(CompareJob, job_id, retry_failed=True, resume_at=lambda job: (0.0, 0))
     if job is None:
         return CompareJob.objects.get(pk=job_id)
     tracker = Tracker(job)
@@ -186,6 +187,11 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
     if not prompts:  # deleting a prompt deletes it from the sets queued with it
         raise CompareError(f"all {len(job.prompt_ids)} prompts of this set were deleted after it was queued: "
                            "nothing to compare")
+    deleted = [i for i in job.prompt_ids if i not in by_id]
+    line = (f"left out {len(deleted)} prompt{'s' if len(deleted) != 1 else ''} deleted after the set was queued: "
+            + ", ".join(map(str, deleted[:20])) + (" …" if len(deleted) > 20 else ""))
+    if deleted and line not in job.log:  # said, and once (a set resumed after a lost worker): it finished "4 of 4"
+        lifecycle.append_log(job, line)
     n, seed = len(prompts), int(job.params.get("seed", 0))
     config = _sampling_config(job.params.get("sampling") or {})
     path = job.params.get("judge")

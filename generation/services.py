@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Avg
 
 from annotate.models import LabellingRound, Pair
@@ -354,6 +354,19 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
     round_ = _labelling_round(job.version)
     if todo and job.params.get("pairing") == "judge" and judge is None:
         judge = load_judge(job.params["judge"], dtype=dtype_choice())
+    deleted = "the prompt was deleted after the job started"
+
+    def leave_out(why_by_id: dict[int, str]) -> None:
+        """Prompts the job does not answer, each named in the log, the total lowered (and remembered on a resume)."""
+        nonlocal total
+        for pid, why in why_by_id.items():
+            lifecycle.append_log(job, f"skipped prompt {pid}: {why}")
+        skipped.update(why_by_id)
+        total -= len(why_by_id)
+        job.params["skipped_prompt_ids"] = sorted(skipped)
+        GenerationJob.objects.filter(pk=job.pk).update(params=job.params, total=total)
+        tracker.report(total=total, force=True)
+
     for chunk_ids in job_chunks(job):
         if all(pid in done or pid in skipped for pid in chunk_ids):
             continue
@@ -362,19 +375,12 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         found = {p.pk for p in chunk}
         # a prompt deleted after the job started (the admin allows it): left out and said, not dropped unsaid, the
         # job "succeeded" at 5 of 6 with nothing in its log
-        left_out = {pid: "the prompt was deleted after the job started" for pid in chunk_ids
-                    if pid not in found and pid not in skipped and pid not in done}
+        left_out = {pid: deleted for pid in chunk_ids if pid not in found and pid not in skipped and pid not in done}
         unfit = backend.unfit([p.as_input for p in chunk], config.max_new_tokens)
         # one prompt too long for the model's context refused the whole batch, and failed the job
         left_out.update({chunk[i].pk: why for i, why in unfit.items()})
         if left_out:
-            for pid, why in left_out.items():
-                lifecycle.append_log(job, f"skipped prompt {pid}: {why}")
-            skipped.update(left_out)
-            total -= len(left_out)
-            job.params["skipped_prompt_ids"] = sorted(skipped)
-            GenerationJob.objects.filter(pk=job.pk).update(params=job.params, total=total)
-            tracker.report(total=total, force=True)
+            leave_out(left_out)
             chunk = [p for i, p in enumerate(chunk) if i not in unfit]
             if not chunk:
                 continue
@@ -395,7 +401,10 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         samples = backend.generate([p.as_input for p in chunk], config, seeds=seeds, should_stop=tracker.should_stop,
                                    on_tokens=on_tokens)
         tracker.check()  # asked to stop after the last token: the chunk is not stored either
-        made = _store_samples(job, chunk, seeds, samples, config, round_, judge, tracker, on_judged)
+        gone: list[int] = []  # deleted while the chunk was sampled: its answers are not stored
+        made = _store_samples(job, chunk, seeds, samples, config, round_, judge, tracker, on_judged, gone=gone)
+        if gone:
+            leave_out(dict.fromkeys(gone, deleted))
         with transaction.atomic():
             job_row = GenerationJob.objects.select_for_update().get(pk=job.pk)
             job_row.done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
@@ -467,8 +476,9 @@ def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[
 
 
 def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tracker: Tracker | None = None,
-                   on_judged: Callable[[int], None] | None = None) -> int:
-    """Responses and pairs of one chunk, in one transaction; returns the number of pairs made.
+                   on_judged: Callable[[int], None] | None = None, gone: list[int] | None = None) -> int:
+    """Responses and pairs of one chunk, in one transaction; returns the number of pairs made. A prompt deleted while
+    the chunk was sampled is left out, its id added to `gone` (its answers failed the whole chunk's transaction).
 
     A judge ranks the samples before the transaction opens, so no write lock is held while it thinks;
     `on_judged(prompts)` is told after each prompt it ranked, for the bar.
@@ -488,7 +498,17 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
             tracker.check()
     made = 0
     with transaction.atomic():
+        # the chunk's prompts that still exist, held so none is deleted before this commits (FOR NO KEY UPDATE
+        # conflicts with a DELETE, not with the inserts that name them)
+        alive = Prompt.objects.filter(pk__in=[p.pk for p in prompts])
+        if connection.features.has_select_for_update:
+            alive = alive.select_for_update(no_key=True)
+        alive = set(alive.values_list("pk", flat=True))
         for k, (prompt, seed, prompt_samples) in enumerate(zip(prompts, seeds, samples, strict=True)):
+            if prompt.pk not in alive:
+                if gone is not None:
+                    gone.append(prompt.pk)
+                continue
             rows = []
             for index, sample in enumerate(prompt_samples):
                 try:

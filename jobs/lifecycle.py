@@ -55,20 +55,28 @@ def enqueue(job: Job) -> None:
     transaction.on_commit(lambda: task.apply_async((pk,)))
 
 
-def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: bool = False) -> Job | None:
+def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: bool = False,
+          resume_at: Callable[[Job], tuple[float, int]] | None = None) -> Job | None:
     """Mark the job running for a worker's attempt; None when there is nothing to do (ended, cancelled, or out of
     attempts: then it is marked failed with the reason). `restart`: progress starts again from zero (a job that
-    cannot resume part-way). `retry_failed`: a failed job runs again, keeping what it stored (a job that resumes)."""
+    cannot resume part-way). `retry_failed`: a failed job runs again, keeping what it stored (a job that resumes).
+    `resume_at(job)`: (progress, done) a retried or resumed attempt starts from, for a job that walks its units again
+    from what it kept: left where the last attempt was, its bar went back once the new attempt reported."""
     now = timezone.now()
     with transaction.atomic():
         job = model.objects.select_for_update().get(pk=pk)
         if job.status == Status.CANCELLING:  # its worker was lost while stopping: nothing more will be stored
-            _end(job, Status.CANCELLED, now, stage=job.stage or "cancelled")
+            # the stage it was in ("round 1: train · training") read as still at work
+            stage = "cancelled: its worker was lost while it stopped" + (f" (in {job.stage})" if job.stage else "")
+            job.log += f"[{now:%H:%M:%S}] {stage}\n"
+            _end(job, Status.CANCELLED, now, stage=stage[:200], fields=["log"])
             end_parts(job, f"cancelled with {_named(job)}, whose worker was lost while stopping", Status.CANCELLED)
             return None
+        again = ""  # the stage a new attempt starts in: the lost attempt's stage blamed the next one's failure
         if retry_failed and job.status == Status.FAILED:
             job.log += f"[{now:%H:%M:%S}] trying again after: {job.error}\n"
             job.status, job.finished, job.attempts = Status.QUEUED, None, 0
+            again = "trying again after a failure"
         if job.status not in (Status.QUEUED, Status.RUNNING):
             return None
         lost = job.status == Status.RUNNING
@@ -80,14 +88,20 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
             return None
         if lost:
             job.log += f"[{now:%H:%M:%S}] the worker was lost; " + ("starting again\n" if restart else "resuming\n")
+            again = "starting again after a lost worker" if restart else "resuming after a lost worker"
         if restart:
             job.done, job.progress = 0, 0.0
+        elif again and resume_at is not None:
+            job.progress, job.done = resume_at(job)
+        if again:
+            job.stage = again
         job.status, job.attempts, job.error = Status.RUNNING, job.attempts + 1, ""
         job.started = job.started or now
         job.claimed, job.claimed_progress, job.updated = now, job.progress, None
         job.save(update_fields=["status", "attempts", "error", "started", "finished", "claimed", "claimed_progress",
-                                "updated", "log", "done", "progress"])
+                                "updated", "log", "done", "progress", "stage"])
     return job
+
 
 
 def _end(job: Job, status: str, now, *, stage: str | None = None, fields: Iterable[str] = ()) -> None:
@@ -127,11 +141,13 @@ def _failed_in() -> Case:
                 default=Substr(Concat(Value("failed in: "), F("stage"), output_field=CharField()), 1, 200))
 
 
-def finish(job: Job, **fields) -> None:
-    """Mark the job succeeded (with its own fields, e.g. pairs made); a cancel that came after its last unit was
-    stored is too late to undo anything, so the job says it finished."""
+def finish(job: Job, *, stage: str = "", **fields) -> None:
+    """Mark the job succeeded (with its own fields, e.g. pairs made; `stage`: what a person should know of how it
+    ended, e.g. a measurement that failed); a cancel that came after its last unit was stored is too late to undo
+    anything, so the job says it finished."""
     type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(
-        status=Status.SUCCEEDED, finished=timezone.now(), progress=1.0, updated=timezone.now(), stage="", **fields)
+        status=Status.SUCCEEDED, finished=timezone.now(), progress=1.0, updated=timezone.now(), stage=stage[:200],
+        **fields)
     job.refresh_from_db()
 
 
@@ -187,14 +203,16 @@ def _named(job: Job) -> str:
     return f"{job._meta.verbose_name} {job.pk}"
 
 
-def end_parts(job: Job, reason: str, status: str = Status.FAILED) -> int:
+def end_parts(job: Job, reason: str, status: str = Status.FAILED, *, keep: Iterable[Job] = ()) -> int:
     """End (failed, or `status`) the jobs still active inside `job`, left by a worker that was lost: nothing else
-    would, as only the job they are part of resumes or ends them. Returns how many."""
+    would, as only the job they are part of resumes or ends them. `keep`: parts the job resumes itself. Returns how
+    many."""
     count = 0
     for model in job_kinds():
         # the stage too: a part ended with a stage of its work ("the judge votes on 8 comparisons") read as at work
         stage = _failed_in() if status == Status.FAILED else Value(reason[:200])
-        count += model.objects.filter(part_of=job.key, status__in=ACTIVE).update(
+        kept = [part.pk for part in keep if isinstance(part, model)]
+        count += model.objects.filter(part_of=job.key, status__in=ACTIVE).exclude(pk__in=kept).update(
             status=status, error=reason, finished=timezone.now(), log=_logged(reason), stage=stage)
     return count
 
@@ -304,5 +322,7 @@ class Tracker:
             if value is not None:
                 fields[name] = value[:200] if name == "stage" else value
                 setattr(self.job, name, fields[name])
-        type(self.job).objects.filter(pk=self.job.pk).update(**fields)
+        # only while the job is active: a worker alive after all once its job was ended for seeming lost (cancel) wrote
+        # its next step's stage and progress over the ended row ("cancelled" reading "training")
+        type(self.job).objects.filter(pk=self.job.pk, status__in=ACTIVE).update(**fields)
         return True

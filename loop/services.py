@@ -27,6 +27,7 @@ from generation.services import (
 )
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
+from jobs.models import ACTIVE
 from judges import Judge, JudgeError, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
@@ -203,11 +204,15 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
              on_round: Callable[[dict], None] | None = None) -> LoopRun:
     """Run the rounds not done yet; safe to call again after a crash (finished rounds are kept in `results`, and
     the round a lost worker was in starts again)."""
-    run = lifecycle.claim(LoopRun, run_id)
+    # a resumed run's bar starts from the rounds it kept: it stood where the lost attempt was, then went back
+    run = lifecycle.claim(LoopRun, run_id, resume_at=lambda r: (len(r.results) / r.rounds, len(r.results)))
     if run is None:
         return LoopRun.objects.get(pk=run_id)
     if run.attempts > 1:
-        lifecycle.end_parts(run, f"interrupted: the worker of loop run {run.pk} was lost, and the round starts again")
+        # a training run that registered its round's version is resumed (measured, not trained again): ended here,
+        # the round trained a second version and left the first a candidate no one measured
+        lifecycle.end_parts(run, f"interrupted: the worker of loop run {run.pk} was lost, and the round starts again",
+                            keep=_registered_training(run))
     tracker = Tracker(run)
     tracker.report(done=len(run.results), total=run.rounds, force=True)
     try:
@@ -217,8 +222,9 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         while len(run.results) < run.rounds:
             result = _one_round(run, judge, tracker, progress, eval_judge)
             run.results = [*run.results, result]
+            # a cancel from here stops before the next round: the stage says so, not the gate of the round just kept
             tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, results=run.results,
-                           force=True)
+                           stage=f"before round {result['round'] + 1}", force=True)
             _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base; "
                       f"{result['truncated_answers']} of its {result['votes']['n']} eval answers hit the token limit "
                       f"(base: {result['base_truncated_answers']})")
@@ -228,7 +234,8 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
     except (JobCancelled, GenerationCancelled):  # answering inside an evaluation stops with the latter
         kept = len(run.results)
         stage = LoopRun.objects.values_list("stage", flat=True).get(pk=run.pk)
-        lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped in {stage or 'its first step'}"
+        where = stage if stage.startswith("before round") else f"in {stage or 'its first step'}"
+        lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped {where}"
                                + _left_candidate(run) + "; the samples, pairs and labels it stored stay")
     except Exception as exc:
         known = (JudgeError, LoopError, CompareError)
@@ -286,19 +293,22 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     clock = time.perf_counter()
     labels = 0
     if not spin:  # self-play reads no label: the judge only evaluates
+        report("label", 0, 1)  # before the judge's first label: a judge that failed on it was blamed on sampling
         labels = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop,
                              progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
     seconds["label"] = time.perf_counter() - clock
 
     report("train", 0, 1)
     clock = time.perf_counter()
-    try:
-        # a run recorded before presets has no data or reference: it ran what the `all` preset runs
-        training = start_training_run(input_version=start, reference_choice=params.get("reference", ALL.reference),
-                                      data_choice=params.get("data", ALL.data),
-                                      params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
-    except TrainingError as exc:
-        raise LoopError(f"round {number}: {exc}") from None
+    training = _round_training(run, number, start)
+    if training is None:
+        try:
+            # a run recorded before presets has no data or reference: it ran what the `all` preset runs
+            training = start_training_run(input_version=start, reference_choice=params.get("reference", ALL.reference),
+                                          data_choice=params.get("data", ALL.data),
+                                          params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
+        except TrainingError as exc:
+            raise LoopError(f"round {number}: {exc}") from None
     tracker.on_child = lambda fraction, stage: report("train", fraction, 1, stage)
     training = run_training(training.pk, parents=[tracker])
     tracker.on_child = None
@@ -384,6 +394,25 @@ def _round_generation_job(run: LoopRun, number: int, start: ModelVersion) -> Gen
         _log(run, f"round {number}: resuming generation job {made[0].pk} of the attempt that was lost")
         return made[0]
     return None
+
+
+def _registered_training(run: LoopRun) -> list[TrainingRun]:
+    """The run's training runs, still active, that registered a version before its worker was lost."""
+    return list(TrainingRun.objects.filter(part_of=run.key, status__in=ACTIVE, output_version__isnull=False))
+
+
+def _round_training(run: LoopRun, number: int, start: ModelVersion) -> TrainingRun | None:
+    """The training run of this round that registered its version in an attempt that was lost (the version in no
+    finished round), to resume: run_training then measures it and trains nothing. A finished one is read as it is
+    (the round was lost after it, while evaluating). None when there is none."""
+    kept = {r["version"] for r in run.results}
+    found = (TrainingRun.objects.filter(part_of=run.key, input_version=start, output_version__isnull=False,
+                                        status__in=[*ACTIVE, TrainingRun.SUCCEEDED])
+             .exclude(output_version__name__in=kept).select_related("output_version").order_by("-pk").first())
+    if found is not None:
+        _log(run, f"round {number}: resuming training run {found.pk}, which registered {found.output_version.name!r} "
+                  "before the worker was lost (measured, not trained again)")
+    return found
 
 
 def _mean_tokens(answers: dict[int, Response]) -> float:

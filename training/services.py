@@ -262,7 +262,10 @@ def _claim(run_id: int) -> TrainingRun | None:
         registered = TrainingRun.objects.filter(pk=run_id, output_version__isnull=False).exists()
         run = lifecycle.claim(TrainingRun, run_id, restart=not registered)
         if run is not None and not registered:
+            # the lost attempt's figures go with its steps: a run started again showed them beside "0 steps recorded"
             TrainingStep.objects.filter(run=run).delete()
+            TrainingRun.objects.filter(pk=run.pk).update(metrics={}, pairs=0)
+            run.metrics, run.pairs = {}, 0
     return run
 
 
@@ -377,15 +380,19 @@ def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConf
     its version is measured: "succeeded" means every figure of the round is there (a gate checked at once reads its
     KL), and the worker is free for the next job."""
     tracker.report(stage=f"measuring {version.name!r}", force=True)
-    _evaluate(run, version, config, data, tracker.should_stop)
+    failed = _evaluate(run, version, config, data, tracker.should_stop)
     run.refresh_from_db(fields=["metrics", "done"])
+    # a measurement that failed is said where the run's end is read (its page, the runs list, the API), not only in
+    # a log the admin shows: the run "succeeded" with no word of the figures it lacks
     lifecycle.finish(run, output_version=version, done=run.done, metrics=run.metrics,
-                     decision=TrainingRun.Decision.CANDIDATE)
+                     decision=TrainingRun.Decision.CANDIDATE,
+                     stage=f"trained; measuring {version.name!r} failed: {failed}" if failed else "")
 
 
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
-              should_stop: Callable[[], bool] | None = None) -> None:
-    """Measure the new version (held-out pairs, its own answers); a failure here is logged, the version stays.
+              should_stop: Callable[[], bool] | None = None) -> str:
+    """Measure the new version (held-out pairs, its own answers); a failure here is logged and returned ("" when it
+    measured), the version stays.
     `should_stop`: a cancel now (of the run, or of a loop run it is part of) stops the measurement within seconds
     and ends the run cancelled (TrainingCancelled), its version registered (a candidate) without these figures. It
     ended "succeeded", and a loop whose training run a person cancelled here went on to evaluate and promote."""
@@ -400,7 +407,7 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
     except Exception as exc:  # the round itself succeeded: keep it, say what the measurement hit
         log.exception("measuring training run %s failed", run.pk)
         _log(run, f"measuring the round failed: {type(exc).__name__}: {exc}")
-        return
+        return f"{type(exc).__name__}: {exc}"
     run.refresh_from_db(fields=["metrics"])
     run.metrics = dict(run.metrics, **found)
     TrainingRun.objects.filter(pk=run.pk).update(metrics=run.metrics)
@@ -413,6 +420,7 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
         update_mean_length(version)
     _log(run, "measured: " + ", ".join(f"{k} {v:.4g}" for k, v in found.items()))
     _close_labelling_if_enough(run, found)
+    return ""
 
 
 def _close_labelling_if_enough(run: TrainingRun, metrics: dict) -> None:

@@ -91,3 +91,33 @@ def test_a_prompt_deleted_while_the_job_waited_is_left_out_and_said(base):
     Prompt.objects.all().delete()  # every prompt gone: the job fails saying why
     with pytest.raises(gen.GenerationError, match=r"every prompt of the job was skipped \(2\): deleted"):
         gen.run_generation_job(again.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prompt_deleted_while_its_chunk_is_sampled_is_left_out_not_the_chunk(tiny_model_dir, settings, tmp_path,
+                                                                               monkeypatch):
+    """Deleted while its chunk sampled (the long window), its answers failed the chunk's transaction (a foreign key
+    to nothing) and the job with it."""
+    settings.MODELS_DIR = tmp_path / "models"
+    base = gen.register_version("base", tiny_model_dir)
+    prompts = [Prompt.objects.create(text=f"question {i}: what is {i} plus {i}?") for i in range(3)]
+    job = gen.start_generation_job(base, n_prompts=3, config=SAMPLING, enqueue=False)
+    real = gen.backend_for
+
+    def backend_for(*args, **kwargs):
+        backend = real(*args, **kwargs)
+        generate = backend.generate
+
+        def deleting(*args, **kwargs):
+            out = generate(*args, **kwargs)
+            Prompt.objects.filter(pk=prompts[1].pk).delete()  # the admin, while the chunk sampled
+            return out
+
+        backend.generate = deleting
+        return backend
+
+    monkeypatch.setattr(gen, "backend_for", backend_for)
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded", job.error
+    assert f"skipped prompt {prompts[1].pk}: the prompt was deleted after the job started" in job.log
+    assert (job.done, job.total) == (2, 2) and Response.objects.filter(job=job).values("prompt").distinct().count() == 2

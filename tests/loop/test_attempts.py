@@ -1,0 +1,138 @@
+"""A loop run's attempts say what happened: a run resumed after a lost worker measures the version its round had
+registered instead of training another, its bar starts from the rounds it kept, its stage names the stage it is in
+(not the lost attempt's), and a cancel says where it stopped. A lost worker is a BaseException raised at a chosen
+point (nothing after it runs), then the service called again, as requeue_interrupted's task would."""
+import pytest
+
+import training.services as training_services
+from generation.models import ModelVersion
+from jobs import lifecycle
+from loop import services as loop_services
+from loop.models import LoopRun
+from loop.services import run_loop, start_loop_run
+from training.models import TrainingRun
+
+from .test_run_loop import JUDGE, PARAMS
+
+
+class WorkerLost(BaseException):
+    """A killed worker: nothing after it runs."""
+
+
+def lose_once(monkeypatch, module, name, before=None):
+    real, calls = getattr(module, name), []
+
+    def lost(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            if before:
+                before()
+            raise WorkerLost
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, lost)
+
+
+def watch_loop(monkeypatch):
+    """(attempt, progress, stage) of every report the loop run's tracker writes."""
+    seen, real = [], lifecycle.Tracker.report
+
+    def report(self, **kwargs):
+        written = real(self, **kwargs)
+        if isinstance(self.job, LoopRun):
+            row = LoopRun.objects.values_list("attempts", "progress", "stage").get(pk=self.job.pk)
+            seen.append(row)
+        return written
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", report)
+    return seen
+
+
+def test_a_round_lost_after_registering_its_version_measures_it_and_trains_no_other(loop_run, monkeypatch):
+    """Resumed, the round's training run was ended "failed" and a new one trained round-1-2, leaving round-1 a
+    candidate no one measured, offered on the Train page to promote."""
+    lose_once(monkeypatch, training_services, "_measure_and_finish")  # right after round-1 was registered
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+    seen = watch_loop(monkeypatch)
+    run = run_loop(loop_run.pk)
+    assert run.status == "succeeded", run.error
+    assert list(ModelVersion.objects.exclude(name="base").values_list("name", flat=True)) == ["round-1"]
+    (training,) = TrainingRun.objects.all()
+    assert training.status == "succeeded" and "sampled/answers" in training.metrics  # measured on resume
+    assert run.results[0]["version"] == "round-1"
+    assert "resuming training run" in run.log
+    # the resumed attempt's bar starts from the rounds kept (none) and never goes back
+    bar = [progress for attempt, progress, _ in seen if attempt == 2]
+    assert bar and bar == sorted(bar)
+
+
+def test_a_resumed_runs_bar_starts_from_its_kept_rounds_and_never_goes_back(loop_run, monkeypatch):
+    lose_once(monkeypatch, training_services, "store_reference_logps")  # at the end of training: the bar near 80%
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+    assert LoopRun.objects.get(pk=loop_run.pk).progress > 0.5
+    seen = watch_loop(monkeypatch)
+    run_loop(loop_run.pk)
+    row = LoopRun.objects.get(pk=loop_run.pk)
+    assert row.status == "succeeded" and row.attempts == 2
+    bar = [progress for attempt, progress, _ in seen if attempt == 2]
+    assert bar[0] < 0.5 and bar == sorted(bar)
+
+
+def test_a_resumed_run_that_fails_at_once_is_not_blamed_on_the_lost_attempts_stage(loop_run, monkeypatch):
+    lose_once(monkeypatch, training_services, "store_reference_logps")
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+    assert "train" in LoopRun.objects.get(pk=loop_run.pk).stage
+
+    def no_judge(*args, **kwargs):
+        raise loop_services.JudgeError("judge 'judges.rules:longer_text' cannot load")
+
+    monkeypatch.setattr(loop_services, "load_judge", no_judge)
+    run = run_loop(loop_run.pk)
+    assert run.status == "failed" and run.stage == "failed in: resuming after a lost worker"
+
+
+def test_a_judge_that_fails_on_its_first_label_is_said_to_fail_labelling(loop_run, monkeypatch):
+    import annotate.judging as judging
+
+    def down(*args, **kwargs):
+        raise judging.JudgeError("judge service unreachable")
+
+    monkeypatch.setattr(judging, "verdict", down)
+    monkeypatch.setattr(judging, "cut_rule", lambda *args: None)
+    run = run_loop(loop_run.pk)
+    assert run.status == "failed" and run.stage == "failed in: round 1: label", run.stage
+
+
+def test_a_run_whose_worker_was_lost_while_it_stopped_ends_saying_so(loop_run, monkeypatch):
+    lose_once(monkeypatch, training_services, "store_reference_logps",
+              before=lambda: lifecycle.cancel(LoopRun.objects.get(pk=loop_run.pk)))  # Cancel, then the worker dies
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+    assert run_loop(loop_run.pk).status == "cancelled"  # the next worker finds it stopping
+    run = LoopRun.objects.get(pk=loop_run.pk)
+    assert run.stage.startswith("cancelled: its worker was lost while it stopped (in round 1: train")
+    assert "its worker was lost while it stopped" in run.log
+
+
+def test_a_cancel_after_a_round_ended_says_it_stopped_before_the_next(loop_base, settings, monkeypatch):
+    """It said "1 round kept; stopped in round 1: evaluate · the promotion gate", of a round that had finished."""
+    _, make = loop_base
+    make(train=12, eval=3)
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
+    run = start_loop_run(rounds=2, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS, enqueue=False,
+                         preset="all")
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    real = loop_services.check_gate
+
+    def gate_then_cancel(*args, **kwargs):  # the person presses Cancel while round 1's gate decides
+        decided = real(*args, **kwargs)
+        lifecycle.cancel(LoopRun.objects.get(pk=run.pk))
+        return decided
+
+    monkeypatch.setattr(loop_services, "check_gate", gate_then_cancel)
+    run = run_loop(run.pk)
+    assert run.status == "cancelled" and len(run.results) == 1
+    assert run.stage.startswith("cancelled after 1 of 2 rounds: 1 round kept; stopped before round 2"), run.stage

@@ -1,0 +1,135 @@
+"""A training run says only true things across its attempts: a run started again shows no figure of the attempt it
+threw away, and names the stage it is in; a measurement that failed is said where the run's end is read; a worker
+alive after its run was ended for seeming lost writes nothing over it; the API's progress is the page's."""
+import html
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+import training.services as ts
+from generation.models import ModelVersion, Prompt
+from jobs import lifecycle
+from tests.faults.test_worker_killed import _labelled_pairs
+from training.models import TrainingRun
+
+P = {"epochs": 3, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
+
+
+class WorkerLost(BaseException):
+    """A killed worker: nothing after it runs."""
+
+
+def _text(client, url):
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", client.get(url).content.decode())))
+
+
+@pytest.fixture
+def base(db, tiny_model_dir, annotator, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 2
+    for k in range(2):
+        Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
+    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(version, annotator, 4)
+    return version
+
+
+def _lose_at_step(monkeypatch, step):
+    real, calls = ts.TrainingStep.objects.update_or_create, []
+
+    def on_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == step:
+            raise WorkerLost
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ts.TrainingStep.objects, "update_or_create", on_step)
+    return real
+
+
+def test_a_run_started_again_shows_nothing_of_the_attempt_it_threw_away(base, monkeypatch, client, staff):
+    run = ts.start_training_run(input_version=base, params=P, enqueue=False)
+    real = _lose_at_step(monkeypatch, 4)
+    with pytest.raises(WorkerLost):
+        ts.run_training(run.pk)
+    assert TrainingRun.objects.get(pk=run.pk).metrics  # the lost attempt's last step's figures
+    monkeypatch.setattr(ts.TrainingStep.objects, "update_or_create", real)
+
+    def unreadable(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ts, "data_for", unreadable)  # the new attempt fails reading its pairs, before any stage
+    run = ts.run_training(run.pk)
+    assert run.status == "failed" and run.steps.count() == 0
+    assert run.metrics == {} and run.pairs == 0
+    # its stage is the new attempt's, not the lost one's ("failed in: training")
+    assert run.stage == "failed in: starting again after a lost worker"
+    client.force_login(staff)
+    assert "last optimiser step" not in _text(client, f"/training/runs/{run.pk}/")
+
+
+def test_a_measurement_that_failed_is_said_where_the_run_ends(base, monkeypatch, client, staff):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(ts, "evaluate_round", out_of_memory)
+    run = ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
+    assert run.status == "succeeded" and run.output_version is not None
+    assert run.stage == "trained; measuring 'round-1' failed: RuntimeError: CUDA out of memory"
+    client.force_login(staff)
+    assert "measuring 'round-1' failed" in _text(client, f"/training/runs/{run.pk}/")
+    (api,) = client.get("/api/v1/jobs?kind=training").json()
+    assert "measuring 'round-1' failed" in api["stage"]
+
+
+def test_a_worker_alive_after_its_run_was_ended_for_silence_writes_nothing_over_it(base, monkeypatch):
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    run = ts.start_training_run(input_version=base, params=P, enqueue=False)
+    real, calls = ts.TrainingStep.objects.update_or_create, []
+
+    def stuck_then_cancelled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the worker seemed stuck for 10 minutes: a person presses Cancel (it ends at once)
+            old = timezone.now() - timedelta(minutes=10)
+            TrainingRun.objects.filter(pk=run.pk).update(updated=old, claimed=old, alive_at=old)
+            lifecycle.cancel(TrainingRun.objects.get(pk=run.pk))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ts.TrainingStep.objects, "update_or_create", stuck_then_cancelled)
+    run = ts.run_training(run.pk)
+    assert run.status == "cancelled"
+    assert "without a word from its worker" in run.stage, run.stage  # not its next step's "training"
+
+
+def test_the_apis_progress_is_the_pages_while_the_run_measures(base, monkeypatch, client, staff):
+    seen = {}
+    real = ts.evaluate_round
+
+    def look(*args, **kwargs):
+        client.force_login(staff)
+        (job,) = client.get("/api/v1/jobs?kind=training").json()
+        seen.update(api=job["progress"], active=job["active"], page=TrainingRun.objects.get().percent)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ts, "evaluate_round", look)
+    ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
+    assert seen["active"] and seen["page"] == 99 and seen["api"] == 0.99  # was 1.0, "active": true
+
+
+def test_a_cancelled_runs_own_page_says_what_it_kept(base, monkeypatch, client, staff):
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    run = ts.start_training_run(input_version=base, params=P, enqueue=False)
+    real = ts.evaluate_round
+
+    def cancel_then_measure(*args, **kwargs):
+        lifecycle.cancel(TrainingRun.objects.get(pk=run.pk))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ts, "evaluate_round", cancel_then_measure)
+    run = ts.run_training(run.pk)
+    assert run.status == "cancelled" and "figures partial" in run.stage
+    client.force_login(staff)
+    assert run.stage in _text(client, f"/training/runs/{run.pk}/")  # the runs list said it; the run's page did not
