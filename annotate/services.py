@@ -577,7 +577,10 @@ def _progress_sql() -> str:
         f" (SELECT COUNT(*) FROM {pair} p WHERE (p.id IN (SELECT pair_id FROM {assignment} WHERE annotator_id = %s"
         f" AND state NOT IN (%s, %s)) OR p.id IN (SELECT pair_id FROM {label} WHERE annotator_id = %s)) AND {is_open}),"
         f" (SELECT COUNT(*) FROM {label} g JOIN {pair} p ON p.id = g.pair_id WHERE g.annotator_id = %s AND p.is_gold"
-        f" AND NOT EXISTS (SELECT 1 FROM {round_} r WHERE r.id = p.round_id AND r.closed_at IS NOT NULL))"
+        f" AND NOT EXISTS (SELECT 1 FROM {round_} r WHERE r.id = p.round_id AND r.closed_at IS NOT NULL)"
+        # nor a gold pair of no round served in a round since closed: the round's own pairs left the count with it
+        f" AND NOT EXISTS (SELECT 1 FROM {assignment} a JOIN {round_} r ON r.id = a.served_in_id WHERE"
+        f" a.pair_id = p.id AND a.annotator_id = g.annotator_id AND r.closed_at IS NOT NULL))"
     )
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Avg
 
-from annotate.models import LabellingRound, Pair
+from annotate.models import LabellingRound, Pair, in_lock_order
 from annotate.selection import ScoringCancelled, prepare_queue
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
@@ -500,10 +500,10 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
     with transaction.atomic():
         # the chunk's prompts that still exist, held so none is deleted before this commits (FOR NO KEY UPDATE
         # conflicts with a DELETE, not with the inserts that name them)
-        alive = Prompt.objects.filter(pk__in=[p.pk for p in prompts])
-        if connection.features.has_select_for_update:
-            alive = alive.select_for_update(no_key=True)
-        alive = set(alive.values_list("pk", flat=True))
+        # in the one order every writer takes prompts in (in_lock_order): an import or a delete holding one of them
+        # while waiting on another deadlocked with this on PostgreSQL
+        alive = set(in_lock_order(Prompt.objects.filter(pk__in=[p.pk for p in prompts]), "hash")
+                    .values_list("pk", flat=True))
         for k, (prompt, seed, prompt_samples) in enumerate(zip(prompts, seeds, samples, strict=True)):
             if prompt.pk not in alive:
                 if gone is not None:

@@ -67,7 +67,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
         job = model.objects.select_for_update().get(pk=pk)
         if job.status == Status.CANCELLING:  # its worker was lost while stopping: nothing more will be stored
             # the stage it was in ("round 1: train · training") read as still at work
-            stage = "cancelled: its worker was lost while it stopped" + (f" (in {job.stage})" if job.stage else "")
+            stage = "cancelled: its worker was lost while it stopped" + (f" ({job.stage})" if job.stage else "")
             job.log += f"[{now:%H:%M:%S}] {stage}\n"
             _end(job, Status.CANCELLED, now, stage=stage[:200], fields=["log"])
             end_parts(job, f"cancelled with {_named(job)}, whose worker was lost while stopping", Status.CANCELLED)

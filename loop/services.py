@@ -27,7 +27,7 @@ from generation.services import (
 )
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
-from jobs.models import ACTIVE
+from jobs.models import ACTIVE, Status
 from judges import Judge, JudgeError, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
@@ -212,7 +212,7 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         # a training run that registered its round's version is resumed (measured, not trained again): ended here,
         # the round trained a second version and left the first a candidate no one measured
         lifecycle.end_parts(run, f"interrupted: the worker of loop run {run.pk} was lost, and the round starts again",
-                            keep=_registered_training(run))
+                            keep=_kept_training(run))
     tracker = Tracker(run)
     tracker.report(done=len(run.results), total=run.rounds, force=True)
     try:
@@ -222,9 +222,13 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         while len(run.results) < run.rounds:
             result = _one_round(run, judge, tracker, progress, eval_judge)
             run.results = [*run.results, result]
+            # the round's figures are kept whatever: written through the tracker, they were lost when a person's
+            # cancel had ended the run for silence meanwhile (its gate had decided, perhaps promoted)
+            LoopRun.objects.filter(pk=run.pk).update(results=run.results)
             # a cancel from here stops before the next round: the stage says so, not the gate of the round just kept
-            tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, results=run.results,
-                           stage=f"before round {result['round'] + 1}", force=True)
+            more = len(run.results) < run.rounds
+            tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, force=True,
+                           **({"stage": f"before round {result['round'] + 1}"} if more else {}))
             _log(run, f"round {result['round']}: {result['version']} wins {result['win_rate_vs_base']} vs base; "
                       f"{result['truncated_answers']} of its {result['votes']['n']} eval answers hit the token limit "
                       f"(base: {result['base_truncated_answers']})")
@@ -243,6 +247,9 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
             log.exception("loop run %s failed", run.pk)
         lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
     run.refresh_from_db()
+    # a part the run kept to resume (a registered training run) and did not reach ends with it, not "running" on
+    lifecycle.end_parts(run, f"left when loop run {run.pk} ended {run.status}",
+                        Status.FAILED if run.status == Status.FAILED else Status.CANCELLED)
     return run
 
 
@@ -396,9 +403,13 @@ def _round_generation_job(run: LoopRun, number: int, start: ModelVersion) -> Gen
     return None
 
 
-def _registered_training(run: LoopRun) -> list[TrainingRun]:
-    """The run's training runs, still active, that registered a version before its worker was lost."""
-    return list(TrainingRun.objects.filter(part_of=run.key, status__in=ACTIVE, output_version__isnull=False))
+def _kept_training(run: LoopRun) -> list[TrainingRun]:
+    """The training run, still active, that registered the lost round's version before the worker was lost, when the
+    round will resume it (_round_training: the version it started from is still current); any other is ended."""
+    start = current_version()
+    kept = {r["version"] for r in run.results}
+    return list(TrainingRun.objects.filter(part_of=run.key, status__in=ACTIVE, output_version__isnull=False,
+                                           input_version=start).exclude(output_version__name__in=kept))
 
 
 def _round_training(run: LoopRun, number: int, start: ModelVersion) -> TrainingRun | None:

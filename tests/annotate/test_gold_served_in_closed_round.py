@@ -62,3 +62,24 @@ def test_skipped_list_treats_a_gold_pair_served_in_a_closed_round_as_the_rounds_
     closing.close_round(round_, "enough")
     # both were skipped in round 3: once it closes, the regular one drops off the list; the gold one must too
     assert [a.pair_id for a in services.skipped_pairs(person)] == []
+
+
+def test_a_gold_pair_answered_in_a_round_since_closed_leaves_remaining_as_the_rounds_pairs_do():
+    """The round's own pairs leave "remaining" when it closes; the gold pair answered in it (of no round) was still
+    taken off, one less than the queue had, per gold pair answered there."""
+    person = make_user()
+    round_ = make_round(number=3, gold_rate=0.5)
+    regular, _ = make_pair(round=round_), make_pair(round=round_)
+    gold = make_pair(is_gold=True, gold_choice="a")
+    later = make_round(number=4, gold_rate=0.0)
+    make_pair(round=later)
+    make_pair(round=later)
+    served = services.next_pair_for(person, rng=_Draws(0.1, 0.9))
+    assert served.pair_id == gold.pk and served.shown_round == round_
+    services.record_label(services.Lease(served.pk), person, "left")
+    first = services.next_pair_for(person, rng=_Draws(0.9, 0.9))
+    assert first.pair_id == regular.pk
+    services.record_label(services.Lease(first.pk), person, "left")
+    assert services.progress_for(person).remaining == 2  # round 3's other pair and round 4's two, less the gold
+    closing.close_round(round_, "enough")
+    assert services.progress_for(person).remaining == 2  # round 4's two pairs

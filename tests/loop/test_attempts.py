@@ -113,7 +113,7 @@ def test_a_run_whose_worker_was_lost_while_it_stopped_ends_saying_so(loop_run, m
         run_loop(loop_run.pk)
     assert run_loop(loop_run.pk).status == "cancelled"  # the next worker finds it stopping
     run = LoopRun.objects.get(pk=loop_run.pk)
-    assert run.stage.startswith("cancelled: its worker was lost while it stopped (in round 1: train")
+    assert run.stage.startswith("cancelled: its worker was lost while it stopped (round 1: train")
     assert "its worker was lost while it stopped" in run.log
 
 
@@ -136,3 +136,57 @@ def test_a_cancel_after_a_round_ended_says_it_stopped_before_the_next(loop_base,
     run = run_loop(run.pk)
     assert run.status == "cancelled" and len(run.results) == 1
     assert run.stage.startswith("cancelled after 1 of 2 rounds: 1 round kept; stopped before round 2"), run.stage
+
+
+def test_a_registered_run_kept_to_resume_ends_with_a_loop_that_never_reached_it(loop_run, monkeypatch):
+    """Kept for the round to resume, and the resumed loop failed before training: the run read "running" for ever,
+    its version refused by the gate and by promotion by hand ("still running")."""
+    lose_once(monkeypatch, training_services, "_measure_and_finish")  # round-1 registered, then the worker dies
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+
+    def no_judge(*args, **kwargs):
+        raise loop_services.JudgeError("judge cannot load")
+
+    monkeypatch.setattr(loop_services, "load_judge", no_judge)
+    assert run_loop(loop_run.pk).status == "failed"
+    (training,) = TrainingRun.objects.all()
+    assert training.status == "failed" and f"left when loop run {loop_run.pk} ended failed" in training.error
+
+
+def test_a_registered_run_is_not_kept_when_the_current_version_changed_meanwhile(loop_run, loop_base, tiny_model_dir,
+                                                                                  monkeypatch):
+    """Staff made another version current while the loop's worker was down: the round starts from it, so the run
+    of the lost attempt is not the round's to resume, and is ended (it read "running" after the loop succeeded)."""
+    from generation import services as gen
+
+    lose_once(monkeypatch, training_services, "_measure_and_finish")
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+    base, _ = loop_base
+    gen.set_current(gen.register_version("other", tiny_model_dir, parent=base, make_current=False))
+    assert run_loop(loop_run.pk).status == "succeeded"
+    first, second = TrainingRun.objects.order_by("pk")
+    assert first.status == "failed" and "interrupted" in first.error
+    assert second.status == "succeeded" and second.input_version.name == "other"
+
+
+def test_a_round_that_finishes_after_its_run_was_ended_for_silence_keeps_its_figures(loop_run, monkeypatch):
+    """A person's cancel ended a silent-looking run while its round finished (its gate decided, perhaps promoted):
+    the round's results, written through the tracker, were dropped, and the run showed 0 rounds kept."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    real = loop_services.check_gate
+
+    def gate_then_ended(*args, **kwargs):
+        decided = real(*args, **kwargs)
+        old = timezone.now() - timedelta(minutes=10)
+        LoopRun.objects.filter(pk=loop_run.pk).update(updated=old, claimed=old, alive_at=old)
+        lifecycle.cancel(LoopRun.objects.get(pk=loop_run.pk))  # ended at once: its worker seemed lost
+        return decided
+
+    monkeypatch.setattr(loop_services, "check_gate", gate_then_ended)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled" and [r["version"] for r in run.results] == ["round-1"]
