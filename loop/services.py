@@ -406,7 +406,7 @@ def _round_generation_job(run: LoopRun, number: int, start: ModelVersion) -> Gen
 def _kept_training(run: LoopRun) -> list[TrainingRun]:
     """The training run, still active, that registered the lost round's version before the worker was lost, when the
     round will resume it (_round_training: the version it started from is still current); any other is ended."""
-    start = current_version()
+    start = ModelVersion.objects.current()  # none: the round fails saying so, and keeps nothing to resume
     kept = {r["version"] for r in run.results}
     return list(TrainingRun.objects.filter(part_of=run.key, status__in=ACTIVE, output_version__isnull=False,
                                            input_version=start).exclude(output_version__name__in=kept))
