@@ -380,7 +380,8 @@ def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConf
     its version is measured: "succeeded" means every figure of the round is there (a gate checked at once reads its
     KL), and the worker is free for the next job."""
     tracker.report(stage=f"measuring {version.name!r}", force=True)
-    failed = _evaluate(run, version, config, data, tracker.should_stop)
+    failed = _evaluate(run, version, config, data, tracker.should_stop,
+                       on_stage=lambda text: tracker.report(stage=f"measuring {version.name!r}: {text}"))
     run.refresh_from_db(fields=["metrics", "done"])
     # a measurement that failed is said where the run's end is read (its page, the runs list, the API), not only in
     # a log the admin shows: the run "succeeded" with no word of the figures it lacks
@@ -390,7 +391,7 @@ def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConf
 
 
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
-              should_stop: Callable[[], bool] | None = None) -> str:
+              should_stop: Callable[[], bool] | None = None, on_stage: Callable[[str], None] | None = None) -> str:
     """Measure the new version (held-out pairs, its own answers); a failure here is logged and returned ("" when it
     measured), the version stays.
     `should_stop`: a cancel now (of the run, or of a loop run it is part of) stops the measurement within seconds
@@ -400,8 +401,8 @@ def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
               f"answers to up to {settings.PREFLOOP_ROUND_EVAL_PROMPTS} eval prompts")
     try:
         found = evaluate_round(version, run.reference_version, config, data.heldout, data.heldout_rows,
-                               should_stop=should_stop)
-    except GenerationCancelled:
+                               should_stop=should_stop, on_stage=on_stage)
+    except (GenerationCancelled, JobCancelled):  # the latter from a parent's check as the stage is passed up
         _log(run, f"measuring {version.name!r} stopped on request: the version stays, without these figures")
         raise TrainingCancelled("measuring stopped on request") from None
     except Exception as exc:  # the round itself succeeded: keep it, say what the measurement hit

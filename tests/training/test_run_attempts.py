@@ -133,3 +133,22 @@ def test_a_cancelled_runs_own_page_says_what_it_kept(base, monkeypatch, client, 
     assert run.status == "cancelled" and "figures partial" in run.stage
     client.force_login(staff)
     assert run.stage in _text(client, f"/training/runs/{run.pk}/")  # the runs list said it; the run's page did not
+
+
+def test_measuring_a_trained_version_says_which_part_it_is_in(base, monkeypatch):
+    """Measuring sat at 99% under "measuring 'round-1'" for as long as it sampled and scored (a minute or more with
+    the real model), saying nothing of how far it was."""
+    seen, report = [], lifecycle.Tracker.report
+
+    def watched(self, **kwargs):
+        if kwargs.get("stage"):
+            seen.append(kwargs["stage"])
+        return report(self, **kwargs)
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", watched)
+    run = ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
+    assert run.status == "succeeded"
+    measuring = [s for s in seen if s.startswith("measuring 'round-1'")]
+    assert measuring == ["measuring 'round-1'", "measuring 'round-1': answering eval prompts: 0 of 2",
+                         "measuring 'round-1': answering eval prompts: 2 of 2",
+                         "measuring 'round-1': KL to 'tiny-base' on 2 answers"], measuring
