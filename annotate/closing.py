@@ -27,13 +27,13 @@ def close_round(round_: LabellingRound, reason: str) -> LabellingRound:
         locked = LabellingRound.objects.select_for_update(no_key=True).get(pk=round_.pk)
         if locked.closed_at is not None:
             raise ClosingError(f"round {round_.number} closed already ({locked.closed_reason})")
-        # in id order, as an import takes them (an UPDATE alone takes them in scan order)
         # the leases on its pairs end with it: a page left open, or the API's next pair, was still served and its
         # label taken after the close, a label more than the pair needs deciding a round already frozen; a gold pair
         # of no round served in it too (else the one pair left on screen was the gold one). Before the pairs:
         # record_label locks a lease, then its pair; taken in the same order here, the two wait but never deadlock.
         Assignment.objects.filter(Q(pair__round=locked) | Q(served_in=locked),
                                   state=Assignment.LEASED).update(state=Assignment.EXPIRED)
+        # in id order, as an import takes them (an UPDATE alone takes them in scan order)
         update_pairs(Pair.objects.filter(round=locked, labels_done__lt=F("labels_needed")),
                      labels_needed=F("labels_done"))
         locked.closed_at, locked.closed_reason = timezone.now(), reason[:2000]

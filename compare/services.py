@@ -187,11 +187,11 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
     if not prompts:  # deleting a prompt deletes it from the sets queued with it
         raise CompareError(f"all {len(job.prompt_ids)} prompts of this set were deleted after it was queued: "
                            "nothing to compare")
-    deleted = [i for i in job.prompt_ids if i not in by_id]
-    line = (f"left out {len(deleted)} prompt{'s' if len(deleted) != 1 else ''} deleted after the set was queued: "
-            + ", ".join(map(str, deleted[:20])) + (" …" if len(deleted) > 20 else ""))
-    if deleted and line not in job.log:  # said, and once (a set resumed after a lost worker): it finished "4 of 4"
-        lifecycle.append_log(job, line)
+    if deleted := [i for i in job.prompt_ids if i not in by_id]:
+        line = (f"left out {len(deleted)} prompt{'s' * (len(deleted) != 1)} deleted after the set was queued: "
+                f"{_id_list(deleted)}")
+        if line not in job.log:  # said, and once (a set resumed after a lost worker): it finished "4 of 4"
+            lifecycle.append_log(job, line)
     n, seed = len(prompts), int(job.params.get("seed", 0))
     config = _sampling_config(job.params.get("sampling") or {})
     path = job.params.get("judge")
@@ -361,6 +361,11 @@ def answered_prompts(prompts: list[Prompt], answers: list[dict[int, Response]], 
 
 def left_out_line(prompts, config) -> str:
     """The log line naming the prompts a set or an evaluation left out, too long for the model's context."""
-    ids = ", ".join(str(p.pk) for p in prompts[:20]) + (", …" if len(prompts) > 20 else "")
     return (f"left out {len(prompts)} prompt{'s' * (len(prompts) != 1)} too long to leave room for max_new_tokens "
-            f"{config.max_new_tokens} in the model's context (ids {ids}): shorten or remove them")
+            f"{config.max_new_tokens} in the model's context (ids {_id_list([p.pk for p in prompts])}): shorten or "
+            "remove them")
+
+
+def _id_list(ids: list[int], shown: int = 20) -> str:
+    """The first `shown` ids, for a log line, and "…" after them when there are more."""
+    return ", ".join(map(str, ids[:shown])) + (", …" if len(ids) > shown else "")

@@ -499,9 +499,8 @@ def _store_samples(job, prompts, seeds, samples, config, round_, judge=None, tra
     made = 0
     with transaction.atomic():
         # the chunk's prompts that still exist, held so none is deleted before this commits (FOR NO KEY UPDATE
-        # conflicts with a DELETE, not with the inserts that name them)
-        # in the one order every writer takes prompts in (in_lock_order): an import or a delete holding one of them
-        # while waiting on another deadlocked with this on PostgreSQL
+        # conflicts with a DELETE, not with the inserts that name them), taken in the one order every writer takes
+        # prompts in: an import or a delete holding one while waiting on another deadlocked with this on PostgreSQL
         alive = set(in_lock_order(Prompt.objects.filter(pk__in=[p.pk for p in prompts]), "hash")
                     .values_list("pk", flat=True))
         for k, (prompt, seed, prompt_samples) in enumerate(zip(prompts, seeds, samples, strict=True)):

@@ -103,7 +103,6 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
     return job
 
 
-
 def _end(job: Job, status: str, now, *, stage: str | None = None, fields: Iterable[str] = ()) -> None:
     job.status, job.finished = status, now
     names = ["status", "finished", *fields]

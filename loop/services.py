@@ -403,23 +403,26 @@ def _round_generation_job(run: LoopRun, number: int, start: ModelVersion) -> Gen
     return None
 
 
+def _registered_in_lost_round(run: LoopRun, start: ModelVersion | None):
+    """The run's training runs from `start` that registered a version no finished round kept: the lost round's."""
+    kept = {r["version"] for r in run.results}
+    return TrainingRun.objects.filter(part_of=run.key, input_version=start, output_version__isnull=False).exclude(
+        output_version__name__in=kept)
+
+
 def _kept_training(run: LoopRun) -> list[TrainingRun]:
     """The training run, still active, that registered the lost round's version before the worker was lost, when the
     round will resume it (_round_training: the version it started from is still current); any other is ended."""
     start = ModelVersion.objects.current()  # none: the round fails saying so, and keeps nothing to resume
-    kept = {r["version"] for r in run.results}
-    return list(TrainingRun.objects.filter(part_of=run.key, status__in=ACTIVE, output_version__isnull=False,
-                                           input_version=start).exclude(output_version__name__in=kept))
+    return list(_registered_in_lost_round(run, start).filter(status__in=ACTIVE))
 
 
 def _round_training(run: LoopRun, number: int, start: ModelVersion) -> TrainingRun | None:
     """The training run of this round that registered its version in an attempt that was lost (the version in no
     finished round), to resume: run_training then measures it and trains nothing. A finished one is read as it is
     (the round was lost after it, while evaluating). None when there is none."""
-    kept = {r["version"] for r in run.results}
-    found = (TrainingRun.objects.filter(part_of=run.key, input_version=start, output_version__isnull=False,
-                                        status__in=[*ACTIVE, TrainingRun.SUCCEEDED])
-             .exclude(output_version__name__in=kept).select_related("output_version").order_by("-pk").first())
+    found = (_registered_in_lost_round(run, start).filter(status__in=[*ACTIVE, TrainingRun.SUCCEEDED])
+             .select_related("output_version").order_by("-pk").first())
     if found is not None:
         _log(run, f"round {number}: resuming training run {found.pk}, which registered {found.output_version.name!r} "
                   "before the worker was lost (measured, not trained again)")

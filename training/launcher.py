@@ -196,40 +196,37 @@ def _follow(proc: subprocess.Popen, log, on_step, should_stop, on_stage=None) ->
         if name == "err":
             tail.extend(part for part in line.split("\r") if part.strip())
             continue
-        step = _step_line(line)
-        if step is not None and on_step:
-            on_step(step.pop("step"), step.pop("total_steps"), step)
-        stage = _stage_line(line) if step is None else None
-        if stage is not None and on_stage:
-            on_stage(stage["stage"], stage["done"], stage["total"], stage["then"])
+        data = _json_object(line)
+        if data is None:
+            continue
+        if _is_step(data):
+            if on_step:
+                on_step(data.pop("step"), data.pop("total_steps"), data)
+        elif _is_stage(data) and on_stage:
+            on_stage(data["stage"], data["done"], data["total"], data["then"])
     log.flush()
     proc.wait()
     return tail
 
 
-def _step_line(line: str) -> dict | None:
+def _json_object(line: str) -> dict | None:
+    """A stdout line of the training command read as a JSON object (a step, a stage or the summary), else None."""
     if not line.startswith("{"):
         return None
     try:
         data = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return data if isinstance(data, dict) and "step" in data and "total_steps" in data else None
+    return data if isinstance(data, dict) else None
 
 
-def _stage_line(line: str) -> dict | None:
-    """A stage line of the training command ({"stage": ..., "done": ..., "total": ..., "then": ...}), else None."""
-    if not line.startswith('{"stage"'):
-        return None
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    fields = ("done", "total", "then")
-    if not (isinstance(data, dict) and isinstance(data.get("stage"), str)
-            and all(isinstance(data.get(f), int) for f in fields)):
-        return None
-    return data
+def _is_step(data: dict) -> bool:
+    return "step" in data and "total_steps" in data
+
+
+def _is_stage(data: dict) -> bool:
+    """A stage line ({"stage": ..., "done": ..., "total": ..., "then": ...})."""
+    return isinstance(data.get("stage"), str) and all(isinstance(data.get(f), int) for f in ("done", "total", "then"))
 
 
 def failure_message(stderr_lines) -> str:
