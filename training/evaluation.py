@@ -89,13 +89,14 @@ def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
 def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
                    heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
                    should_stop: Callable[[], bool] | None = None,
-                   on_stage: Callable[[str], None] | None = None) -> dict:
+                   on_stage: Callable[[str, float], None] | None = None) -> dict:
     """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
     Each of the two models is loaded once, on first use, and serves the held-out pairs and the answers' KL.
 
-    `should_stop()` is asked per decode step and per scoring batch: True raises GenerationCancelled. `on_stage(text)`
-    is told each part as it starts ("answering eval prompts: 3 of 8", "scoring 40 held-out pairs", ...)."""
+    `should_stop()` is asked per decode step and per scoring batch: True raises GenerationCancelled.
+    `on_stage(text, fraction)` is told each part as it starts ("answering eval prompts: 3 of 8", "scoring 40 held-out
+    pairs", ...) with how much of the measuring is done by then, 0 to 1 (answering counts most: it samples)."""
     try:
         return _evaluate_round(version, reference, config, heldout, heldout_rows, should_stop, on_stage)
     except TrainingCancelled:  # the scoring's own stop, between its batches
@@ -104,23 +105,30 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
 
 def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
                     heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
-                    should_stop: Callable[[], bool] | None, on_stage: Callable[[str], None] | None = None) -> dict:
+                    should_stop: Callable[[], bool] | None, on_stage: Callable[[str, float], None] | None = None) -> dict:
 
     def check() -> None:
         if should_stop is not None and should_stop():
             raise GenerationCancelled("measuring stopped on request")
 
-    def say(text: str) -> None:
-        if on_stage is not None:
-            on_stage(text)
-
     metrics: dict = {}
     prompts = eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS)
+    # each part's share of the measuring's bar: sampling the answers takes most of it, scoring and KL a forward pass
+    shares = {"answers": 6.0 if prompts else 0.0, "heldout": 1.0 if heldout else 0.0, "kl": 1.0 if prompts else 0.0}
+    whole = sum(shares.values()) or 1.0
+
+    def say(text: str, before: tuple[str, ...] = (), within: float = 0.0) -> None:
+        """Tell the part `text`, the parts `before` done and `within` of the current part's share."""
+        if on_stage is not None:
+            part = next((k for k in shares if k not in before), None)
+            on_stage(text, min(1.0, (sum(shares[k] for k in before) + within * shares.get(part, 0.0)) / whole))
+
     answers = {}
     if prompts:
         say(f"answering eval prompts: 0 of {len(prompts)}")
         answers = answers_for(version, prompts, SamplingConfig(), seed=0, should_stop=should_stop,
-                              on_progress=lambda done, total: say(f"answering eval prompts: {done} of {total}"))
+                              on_progress=lambda done, total: say(f"answering eval prompts: {done} of {total}",
+                                                                  within=done / max(total, 1)))
     if not heldout and not answers:
         return metrics
     check()
@@ -128,7 +136,7 @@ def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOC
     scoring = DPOConfig.from_dict(dict(config.to_dict(), batch_size=8, dtype=dtype))
     policy, base = Scorer(version.path, scoring), Scorer(reference.path, scoring)
     if heldout:
-        say(f"scoring {len(heldout)} held-out pair{'s' if len(heldout) != 1 else ''}")
+        say(f"scoring {len(heldout)} held-out pair{'s' if len(heldout) != 1 else ''}", before=("answers",))
         own = policy.logps(heldout, should_stop)
         missing = [i for i, p in enumerate(heldout) if not p.has_reference]
         if missing:
@@ -142,7 +150,8 @@ def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOC
         metrics.update(score.as_metrics())
     check()
     if answers:
-        say(f"KL to {reference.name!r} on {len(answers)} answer{'s' if len(answers) != 1 else ''}")
+        say(f"KL to {reference.name!r} on {len(answers)} answer{'s' if len(answers) != 1 else ''}",
+            before=("answers", "heldout"))
         try:
             metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers), should_stop))
         except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand

@@ -35,7 +35,7 @@ from .dpo.config import DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
 from .dpo.terms import terms_for
 from .dpo.trainer import SFT_STAGE, TrainingCancelled, train_dpo
-from .evaluation import evaluate_round
+from .evaluation import eval_answer_prompts, evaluate_round
 from .launcher import train_in_processes
 from .models import TrainingRun, TrainingStep
 from .tensorboard import EventWriter
@@ -319,7 +319,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         release_backends()  # a sampler this worker kept (weights and a KV cache of up to 4 GiB): training needs the memory
-        result = _train(run, tracker, config, pairs, out_tmp, progress)
+        result = _train(run, tracker, config, pairs, out_tmp, progress, _training_share(data.heldout))
         tracker.check()  # asked to stop after the last step: no version either
         store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps,
                               result.truncated_pairs)
@@ -379,9 +379,11 @@ def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConf
     """Measure the run's registered version, then end the run succeeded, its version a candidate. The run ends once
     its version is measured: "succeeded" means every figure of the round is there (a gate checked at once reads its
     KL), and the worker is free for the next job."""
-    tracker.report(stage=f"measuring {version.name!r}", force=True)
+    share = _training_share(data.heldout)
+    tracker.report(stage=f"measuring {version.name!r}", progress=share, force=True)
     failed = _evaluate(run, version, config, data, tracker.should_stop,
-                       on_stage=lambda text: tracker.report(stage=f"measuring {version.name!r}: {text}"))
+                       on_stage=lambda text, part: tracker.report(stage=f"measuring {version.name!r}: {text}",
+                                                                  progress=share + (1 - share) * part))
     run.refresh_from_db(fields=["metrics", "done"])
     # a measurement that failed is said where the run's end is read (its page, the runs list, the API), not only in
     # a log the admin shows: the run "succeeded" with no word of the figures it lacks
@@ -391,7 +393,7 @@ def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConf
 
 
 def _evaluate(run: TrainingRun, version: ModelVersion, config: DPOConfig, data,
-              should_stop: Callable[[], bool] | None = None, on_stage: Callable[[str], None] | None = None) -> str:
+              should_stop: Callable[[], bool] | None = None, on_stage: Callable[[str, float], None] | None = None) -> str:
     """Measure the new version (held-out pairs, its own answers); a failure here is logged and returned ("" when it
     measured), the version stays.
     `should_stop`: a cancel now (of the run, or of a loop run it is part of) stops the measurement within seconds
@@ -436,15 +438,27 @@ def _close_labelling_if_enough(run: TrainingRun, metrics: dict) -> None:
         _log(run, f"labelling round {round_.number} closed: {reason}")
 
 
+# The bar's share of the training itself (the warm start's and DPO's steps) when the version it registers is measured
+# after it (answers to the eval prompts, held-out pairs, KL): the measuring has the rest. It sat at 99% under its stage
+# for a minute or more.
+TRAINING_SHARE = 0.9
+
+
+def _training_share(heldout: list) -> float:
+    """TRAINING_SHARE, or all of the bar when there is nothing to measure (no held-out pair, no eval prompt)."""
+    return TRAINING_SHARE if heldout or eval_answer_prompts(settings.PREFLOOP_ROUND_EVAL_PROMPTS) else 1.0
+
+
 def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[PreferencePair], out_dir: Path,
-           progress=None):
+           progress=None, share: float = 1.0):
     board = tensorboard_writer(run)
     warm = {"steps": 0}  # the SFT warm start's steps: on the bar before the DPO steps, one to one
 
     def on_stage(stage: str, done: int, total: int, then: int) -> None:
         if stage == SFT_STAGE:
             warm["steps"] = total
-            tracker.report(stage=f"{stage}: step {done} of {total}", progress=done / max(total + then, 1))
+            tracker.report(stage=f"{stage}: step {done} of {total}",
+                           progress=share * done / max(total + then, 1))
         else:  # the reference log-probs: a forward pass, before any step, so the bar waits on them at 0
             tracker.report(stage=f"{stage}: batch {done} of {total}")
 
@@ -452,7 +466,8 @@ def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[Pr
         TrainingStep.objects.update_or_create(run=run, step=step, defaults={"data": metrics})
         if board is not None:
             board.scalars(step, metrics)
-        tracker.report(done=step, total=total, progress=(warm["steps"] + step) / max(warm["steps"] + total, 1),
+        tracker.report(done=step, total=total,
+                       progress=share * (warm["steps"] + step) / max(warm["steps"] + total, 1),
                        metrics=metrics, stage="training", force=step == total)
         if progress:
             progress(step, total, metrics)

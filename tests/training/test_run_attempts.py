@@ -116,7 +116,8 @@ def test_the_apis_progress_is_the_pages_while_the_run_measures(base, monkeypatch
 
     monkeypatch.setattr(ts, "evaluate_round", look)
     ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
-    assert seen["active"] and seen["page"] == 99 and seen["api"] == 0.99  # was 1.0, "active": true
+    # was 1.0 with "active": true; the measuring now has the bar's last tenth
+    assert seen["active"] and seen["page"] == 90 and seen["api"] == 0.9
 
 
 def test_a_cancelled_runs_own_page_says_what_it_kept(base, monkeypatch, client, staff):
@@ -138,17 +139,22 @@ def test_a_cancelled_runs_own_page_says_what_it_kept(base, monkeypatch, client, 
 def test_measuring_a_trained_version_says_which_part_it_is_in(base, monkeypatch):
     """Measuring sat at 99% under "measuring 'round-1'" for as long as it sampled and scored (a minute or more with
     the real model), saying nothing of how far it was."""
-    seen, report = [], lifecycle.Tracker.report
+    seen, bar, report = [], {}, lifecycle.Tracker.report
 
     def watched(self, **kwargs):
         if kwargs.get("stage"):
             seen.append(kwargs["stage"])
+            bar[kwargs["stage"]] = kwargs.get("progress")
         return report(self, **kwargs)
 
     monkeypatch.setattr(lifecycle.Tracker, "report", watched)
     run = ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
-    assert run.status == "succeeded"
+    assert run.status == "succeeded" and run.progress == 1.0
     measuring = [s for s in seen if s.startswith("measuring 'round-1'")]
     assert measuring == ["measuring 'round-1'", "measuring 'round-1': answering eval prompts: 0 of 2",
                          "measuring 'round-1': answering eval prompts: 2 of 2",
                          "measuring 'round-1': KL to 'tiny-base' on 2 answers"], measuring
+    # the bar moves through the measuring too: the last training step leaves room for it, each part moves it on
+    trained = bar["training"]
+    moved = [bar[s] for s in measuring]
+    assert trained == moved[0] == moved[1] < moved[2] <= moved[3] < 1, (trained, moved)
