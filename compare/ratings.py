@@ -228,7 +228,7 @@ def _hessian_terms(design: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return cells, starts, rows, coefs
 
 
-def newton_fit(design: np.ndarray, wins: np.ndarray, totals: np.ndarray, *, max_iter: int = 100) -> np.ndarray:
+def newton_fit(design: np.ndarray, wins: np.ndarray, totals: np.ndarray, *, max_iter: int = 2000) -> np.ndarray:
     """Maximum-likelihood parameters of logit P(win) = design @ theta, for a batch of count vectors.
 
     design: (rows, params); wins, totals: (batch, rows). Returns (batch, params). Newton's method with the step
@@ -327,8 +327,8 @@ def _bootstrap_counts(problem: _Problem, replicates: int, seed: int) -> np.ndarr
     control splits a pair's votes into rows by length difference, mostly of one to three votes, and shares drawn
     within each row left a one-vote row that vote in every replicate, so the length-controlled intervals covered
     the true rating about three times in four, not 95 in 100 (tests/compare/test_ratings.py). Without length control
-    a pair is one row, and the two draws are the same. Pseudo-tie rows stay fixed, as they hold no data (a pair
-    whose real votes are all ties is drawn like any other).
+    a pair is one row, and the two draws are the same. Pseudo-tie rows are not drawn (zero): they hold no data, and
+    the point estimate alone is shrunk by them (a pair whose real votes are all ties is drawn like any other).
     """
     rng = np.random.default_rng(seed)
     counts = problem.outcome_counts
@@ -339,6 +339,10 @@ def _bootstrap_counts(problem: _Problem, replicates: int, seed: int) -> np.ndarr
     drawn = np.zeros((replicates, n_pairs))  # each replicate's weight of each pair: summed over its rows
     np.add.at(drawn, (slice(None), pair), weights[:, real].sum(axis=-1))
     scale = np.divide(votes, drawn, out=np.zeros_like(drawn), where=drawn > 0)
-    draws = counts[None].repeat(replicates, axis=0)  # pseudo-tie rows stay as they are
+    # Pseudo-tie rows are left out of the draws: the drawn shares are never exactly all one way (the prior above
+    # keeps every share above zero), so each refit is finite without them, and kept, they held every replicate
+    # within 400·log10((n + 0.25) / 0.25) points of the anchor: a version that won 16 of 16 against one that wins
+    # 1% of the time (800 points) had an interval that never covered its true rating.
+    draws = np.zeros((replicates, *counts.shape))
     draws[:, real] = weights[:, real] * scale[:, pair][..., None]
     return draws
