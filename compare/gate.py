@@ -25,7 +25,8 @@ class GateRule:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"at least {self.min_votes} blind votes against the current version, win rate ≥ "
+        return (f"at least {self.min_votes} blind votes against the current version (on as many pairs of answers: "
+                f"several voters on the same two answers count once, at their mean), win rate ≥ "
                 f"{self.min_win_rate:.0%} with the 95% interval's lower end ≥ {self.min_lower_bound:.0%}, answers "
                 f"at most {self.max_length_growth:.0%} longer, the share cut at the token limit up by at most "
                 f"{self.max_cut_share_growth:.0%} (both against the current version's answers, or base's where "
@@ -56,20 +57,43 @@ class GateEvidence:
     kl_to_reference: float | None = None
     kl_answer_tokens: float | None = None  # mean tokens of the answers that KL was measured on
     sources: list[str] = field(default_factory=list)  # who voted: judge paths, "people"
+    # The pairs of answers voted on, and the candidate's score summed over them (each pair's mean over its voters, a
+    # tie or both-bad half). Several voters on the same two answers are one observation of them, not several: counted
+    # as independent votes, a person and a judge on 8 pairs passed a 16-vote minimum with a narrower interval. None:
+    # one vote per pair (the counts above alone).
+    pairs: int | None = None
+    pair_score: float | None = None
 
     @property
     def votes(self) -> int:
         return self.candidate_wins + self.current_wins + self.ties + self.both_bad
 
     @property
+    def n(self) -> int:
+        """The independent observations the rate and its interval rest on: the pairs of answers voted on."""
+        return self.votes if self.pairs is None else self.pairs
+
+    @property
+    def score(self) -> float:
+        if self.pair_score is not None:
+            return self.pair_score
+        return self.candidate_wins + 0.5 * (self.ties + self.both_bad)
+
+    @property
     def win_rate(self) -> float:
-        n = self.votes
-        return (self.candidate_wins + 0.5 * (self.ties + self.both_bad)) / n if n else math.nan
+        return self.score / self.n if self.n else math.nan
 
     @property
     def interval(self) -> tuple[float, float]:
-        n = self.votes
-        return wilson_interval(self.candidate_wins + 0.5 * (self.ties + self.both_bad), n)
+        return wilson_interval(self.score, self.n)
+
+    @property
+    def counted(self) -> str:
+        """What the rate is on: "16 votes", or "8 pairs of answers (16 votes)" where several voters voted on one."""
+        if self.n == self.votes:
+            return f"{self.votes} vote{'s' if self.votes != 1 else ''}"
+        return (f"{self.n} pair{'s' if self.n != 1 else ''} of answers ({self.votes} votes; several voters on the "
+                "same two answers count once, at their mean)")
 
     @property
     def cut_share_growth(self) -> float | None:
@@ -114,7 +138,7 @@ class GateEvidence:
 
     def as_dict(self) -> dict:
         low, high = self.interval
-        return {**asdict(self), "votes": self.votes, "win_rate": _round(self.win_rate),
+        return {**asdict(self), "votes": self.votes, "n": self.n, "win_rate": _round(self.win_rate),
                 "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth),
                 "bounded_length_growth": _round(self.bounded_length_growth), "length_anchor": self.length_anchor,
                 "cut_share_growth": _round(self.cut_share_growth), "kl_per_token": _round(self.kl_per_token)}
@@ -132,13 +156,16 @@ class GateResult:
 
 def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     """Pass when every bound holds; the reasons name each bound missed, with the measured figure."""
-    n = evidence.votes
+    n = evidence.n
     if n < rule.min_votes:
-        return GateResult(False, [f"needs {rule.min_votes} blind votes against the current version, has {n}"])
+        has = (f"has {n}" if n == evidence.votes else
+               f"has {n} pairs of answers voted on ({evidence.votes} votes; several voters on the same two answers "
+               "count once)")
+        return GateResult(False, [f"needs {rule.min_votes} blind votes against the current version, {has}"])
     failed = []
     rate, (low, high) = evidence.win_rate, evidence.interval
     d = _digits((rate, rule.min_win_rate), (low, rule.min_lower_bound))
-    measured = f"win rate {rate:.{d}%} [{low:.{d}%}, {high:.{d}%}] on {n} votes"
+    measured = f"win rate {rate:.{d}%} [{low:.{d}%}, {high:.{d}%}] on {evidence.counted}"
     if rate < rule.min_win_rate:
         failed.append(f"{measured} is below {rule.min_win_rate:.{d}%}")
     elif low < rule.min_lower_bound:

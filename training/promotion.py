@@ -60,7 +60,7 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
              .select_related("comparison__response_a", "comparison__response_b").order_by("pk"))
     evidence = GateEvidence()
     sources: set[str] = set()
-    voted, counted = {}, set()
+    voted, counted, scores = {}, set(), {}
     for vote in votes:
         comparison = vote.comparison
         answers = frozenset((comparison.response_a_id, comparison.response_b_id))
@@ -70,16 +70,24 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
         candidate_is_a = comparison.response_a.version_id == candidate.pk
         if vote.outcome == "tie":
             evidence.ties += 1
+            score = 0.5
         elif vote.outcome == "both_bad":
             evidence.both_bad += 1
+            score = 0.5
         elif (vote.outcome == "a") == candidate_is_a:
             evidence.candidate_wins += 1
+            score = 1.0
         else:
             evidence.current_wins += 1
+            score = 0.0
+        scores.setdefault(answers, []).append(score)
         sources.add(vote.judge if vote.is_automatic and vote.judge else "people")
         ours, theirs = ((comparison.response_a, comparison.response_b) if candidate_is_a
                         else (comparison.response_b, comparison.response_a))
         voted[answers] = (ours, theirs)
+    # the rate and its interval rest on the pairs of answers, each its voters' mean (GateEvidence.pairs)
+    evidence.pairs = len(scores)
+    evidence.pair_score = sum(sum(each) / len(each) for each in scores.values())
     if voted:
         evidence.answers = len(voted)
         evidence.candidate_tokens = mean_tokens(ours for ours, _ in voted.values())
@@ -148,9 +156,9 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
         if result.passed:
             change_current(candidate, action=VersionChange.Action.GATE,
                            reason=f"passed the gate against {current.name}: {result.reason}")
-    low, high = evidence.interval if evidence.votes else (math.nan, math.nan)
+    low, high = evidence.interval if evidence.n else (math.nan, math.nan)
     record_round_figures(run, {"gate/win_rate_vs_current": evidence.win_rate, "gate/ci95_low": low,
-                               "gate/ci95_high": high, "gate/votes": evidence.votes,
+                               "gate/ci95_high": high, "gate/votes": evidence.votes, "gate/pairs": evidence.n,
                                "gate/promoted": 1.0 if result.passed else 0.0})
     return result
 

@@ -43,8 +43,8 @@ def _small_gate(settings, votes=8):
 def test_a_worse_candidate_is_kept_out_and_the_run_says_why(candidate, settings):
     base, new, run = candidate
     _small_gate(settings)
-    job = make_job(base, new, n=4)
-    _votes(job, [make_user(), make_user(), make_user()], ["loss", "loss", "win", "loss"], new)
+    job = make_job(base, new, n=12)
+    _votes(job, [make_user()], ["loss", "loss", "win", "loss"], new)
     result = promotion.check_gate(run)
     assert not result.passed and result.reason == "win rate 25% [9%, 53%] on 12 votes is below 50%"
     run.refresh_from_db()
@@ -56,8 +56,8 @@ def test_a_worse_candidate_is_kept_out_and_the_run_says_why(candidate, settings)
 def test_a_better_candidate_passes_and_becomes_current(candidate, settings):
     base, new, run = candidate
     _small_gate(settings)
-    job = make_job(new, base, n=4)  # the candidate shown as A this time: votes are counted for it all the same
-    _votes(job, [make_user(), make_user(), make_user()], ["win", "win", "win", "tie"], new)
+    job = make_job(new, base, n=12)  # the candidate shown as A this time: votes are counted for it all the same
+    _votes(job, [make_user()], ["win", "win", "win", "tie"], new)
     result = promotion.check_gate(run)
     assert result.passed, result.reason
     assert current_version() == new
@@ -92,7 +92,7 @@ def test_longer_answers_are_kept_out_by_the_length_bound(candidate, settings):
     for comparison in job.comparisons.all():  # the candidate's answers are twice as long
         comparison.response_b = make_response(comparison.prompt, new, tokens=20)
         comparison.save()
-    _votes(job, [make_user(), make_user()], ["win"], new)
+    _votes(job, [make_user()], ["win"], new)
     result = promotion.check_gate(run)
     assert not result.passed and result.reason == "answers 10.0 → 20.0 tokens (+100%) grew more than 25%"
 
@@ -149,7 +149,8 @@ def test_the_train_page_shows_the_gate_and_the_check_button(candidate, client, s
     response = client.post(reverse("training:check_gate", args=[run.pk]), follow=True)
     page = response.content.decode()
     assert "round-1 is kept out: needs 8 blind votes against the current version, has 0" in page
-    assert "at least 8 blind votes against the current version, win rate ≥ 50%" in page
+    assert "at least 8 blind votes against the current version (on as many pairs of answers: several voters on the " \
+        "same two answers count once, at their mean), win rate ≥ 50%" in page
     assert 'class="check-gate"' in page and 'class="promote"' in page
 
 
@@ -194,8 +195,8 @@ def test_the_admin_cannot_slip_a_candidate_past_the_gate_and_records_what_it_doe
 def test_a_round_over_its_drift_budget_is_not_promoted(candidate, settings):
     base, new, run = candidate
     _small_gate(settings)
-    job = make_job(new, base, n=4)
-    _votes(job, [make_user(), make_user(), make_user()], ["win", "win", "win", "tie"], new)  # it wins the votes
+    job = make_job(new, base, n=12)
+    _votes(job, [make_user()], ["win", "win", "win", "tie"], new)  # it wins the votes
     run.metrics = {"kl_to_reference": 60.0, "sampled/mean_tokens": 100.0}  # 0.6 nats a token, measured at its end
     run.save(update_fields=["metrics"])
     result = promotion.check_gate(run)
@@ -215,7 +216,7 @@ def test_a_round_recovering_from_a_collapsed_current_version_is_held_to_base_len
     recovering = make_version("round-2", parent=collapsed)
     run2 = TrainingRun.objects.create(input_version=collapsed, reference_version=base, output_version=recovering,
                                       status=TrainingRun.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
-    _small_gate(settings, votes=4)
+    _small_gate(settings, votes=2)
     job = make_job(collapsed, recovering, n=2)
     for comparison in job.comparisons.all():
         comparison.response_a.token_count, comparison.response_b.token_count = 5, 9
@@ -303,6 +304,32 @@ def test_a_judge_voting_twice_on_the_same_answers_is_counted_once(candidate, set
     assert (evidence.votes, evidence.candidate_wins, evidence.answers) == (12, 8, 12)
     result = promotion.check_gate(run)
     assert not result.passed and current_version() == base
-    # another voter on the same answers is more evidence
+    # another voter on the same answers is another vote, but not another pair of answers (the next test)
     _votes(again, [make_user()], ["win", "win", "loss"], new)
-    assert promotion.gate_evidence(base, new).votes == 24
+    evidence = promotion.gate_evidence(base, new)
+    assert (evidence.votes, evidence.n) == (24, 12)
+
+
+def test_several_voters_on_the_same_answers_are_one_observation_at_their_mean(candidate, settings):
+    """A person and a judge each voting 6 to 2 on the same 8 pairs of answers passed a gate of 16 votes ("win rate
+    75% [51%, 90%] on 16 votes"), while either alone was refused: the second voter on the same answers is not a
+    second sample of answers, and counted as one its interval was too narrow too."""
+    base, new, run = candidate
+    _small_gate(settings, votes=16)
+    settings.PREFLOOP_GATE_MIN_LOWER_BOUND = 0.4
+    job = make_job(base, new, n=8)
+    _votes(job, [make_user("judge:tests.rules:fixed"), make_user()], ["win", "win", "win", "loss"], new)
+    evidence = promotion.gate_evidence(base, new)
+    assert (evidence.votes, evidence.n, evidence.win_rate) == (16, 8, 0.75)
+    result = promotion.check_gate(run)
+    assert not result.passed and current_version() == base
+    assert "needs 16 blind votes against the current version, has 8 pairs of answers voted on (16 votes" in result.reason
+    # voters who disagree on a pair count as its mean: a win and a loss are half a win, as a tie is
+    settings.PREFLOOP_GATE_MIN_VOTES = 8
+    other = make_job(base, new, n=8)
+    _votes(other, [make_user("judge:tests.rules:other")], ["win"], new)
+    _votes(other, [make_user()], ["loss"], new)
+    evidence = promotion.gate_evidence(base, new, jobs=[other])
+    assert (evidence.votes, evidence.n, evidence.win_rate) == (16, 8, 0.5)
+    from compare.ratings import wilson_interval
+    assert evidence.interval == wilson_interval(4, 8)  # on 8 observations, not 16
