@@ -464,9 +464,11 @@ def _resubmitted(label: Label, side: str, strength: str, comment: str) -> Label:
     return label
 
 
-def undo_last_label(user) -> Assignment | None:
+def undo_last_label(user, lease: int | None = None) -> Assignment | None:
     """Take back this person's last label if it is under a minute old (None otherwise); its pair is leased to them
-    again. A gold pair's label is taken back like any other. Refusing it, which kept the first answer for gold
+    again. `lease` (the API's): the label given through that lease, and an undo sent again once it was done answers
+    the same lease, leased again, rather than taking back the label before it as well (a retry after a lost reply
+    undid two labels, and the second took away the lease the first had given back). A gold pair's label is taken back like any other. Refusing it, which kept the first answer for gold
     accuracy when the counters told a gold pair after it was answered, became the tell itself: "u" pressed at once
     answered "nothing to undo" for a gold pair alone. Nothing tells a gold pair after answering now, so an undo of
     one is as likely a correction as any other."""
@@ -474,12 +476,15 @@ def undo_last_label(user) -> Assignment | None:
     # Only a label given through a lease (so on a pair this person was shown) comes back to them.
     leased = Assignment.objects.filter(pair_id=OuterRef("pair_id"), annotator=user, state=Assignment.DONE)
     with _write_transaction():
-        label = (
-            Label.objects.filter(annotator=user, created__gte=now - timedelta(seconds=UNDO_SECONDS))
-            .filter(Exists(leased))
-            .order_by("-created", "-pk")
-            .first()
-        )
+        labels = Label.objects.filter(annotator=user, created__gte=now - timedelta(seconds=UNDO_SECONDS))
+        if lease is not None:
+            named = Assignment.objects.filter(pk=lease, annotator=user).values_list("pair_id", "state").first()
+            if named is None:
+                return None
+            if named[1] == Assignment.LEASED:  # undone already (this request sent again): on screen, as it was
+                return Assignment.objects.select_related(*_SHOWN).get(pk=lease)
+            labels = labels.filter(pair_id=named[0])
+        label = labels.filter(Exists(leased)).order_by("-created", "-pk").first()
         if label is None:
             return None
         pair_id = label.pair_id

@@ -127,9 +127,15 @@ def skip(request: HttpRequest, payload: Leased):
     return vars(services.progress_for(request.user))
 
 
+class UndoIn(Body):
+    lease: Id | None = Field(None, description=(
+        "The lease whose label to undo (as POST /label/submit answered it): sent again once it was undone, the same "
+        "lease answers, leased again, and no earlier label is undone. Without it, the caller's last label."))
+
+
 @router.post("/undo", response={200: LeaseOut, 409: NothingLeft}, summary="Undo the last label (within a minute)")
-def undo(request: HttpRequest):
-    assignment = services.undo_last_label(request.user)
+def undo(request: HttpRequest, payload: UndoIn | None = None):
+    assignment = services.undo_last_label(request.user, lease=payload.lease if payload else None)
     if assignment is None:
         return Status(409, {"detail": "nothing to undo: labels can be undone for a minute"})
     return Status(200, _lease(assignment))

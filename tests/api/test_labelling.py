@@ -53,6 +53,27 @@ def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
     assert refused.value.status == 409 and "skipped" in refused.value.detail
 
 
+def test_an_undo_sent_again_does_not_undo_the_label_before(annotator_api):
+    """A retry of an undo whose reply was lost took back the label before it too, and with it the lease the first
+    undo had given back. Naming the lease, the retry answers that lease again and undoes nothing more."""
+    make_pair(), make_pair()
+    first = annotator_api.next_pair()["lease"]
+    annotator_api.label(first, "left")
+    second = annotator_api.next_pair()["lease"]
+    annotator_api.label(second, "right")
+    body = {"lease": second}
+    assert annotator_api.post("/label/undo", body)["lease"] == second
+    assert annotator_api.post("/label/undo", body)["lease"] == second  # the retry
+    assert list(Label.objects.values_list("pair_id", flat=True)) == [Assignment.objects.get(pk=first).pair_id]
+    assert Assignment.objects.get(pk=second).state == Assignment.LEASED
+    with pytest.raises(APIError) as refused:  # not the caller's lease: nothing undone
+        annotator_api.post("/label/undo", {"lease": first + second + 1000})
+    assert refused.value.status == 409 and Label.objects.count() == 1
+    annotator_api.label(second, "tie")  # the lease given back takes its correction
+    assert annotator_api.post("/label/undo", {"lease": first})["lease"] == first  # an earlier one, named
+    assert list(Label.objects.values_list("choice", flat=True)) == ["tie"]
+
+
 def test_a_repeated_label_returns_the_stored_one_and_another_answer_is_a_409(annotator_api):
     make_pair()
     lease = annotator_api.next_pair()["lease"]
