@@ -1,5 +1,10 @@
 """Admin pages for rounds, pairs, assignments, labels, annotator profiles and import jobs."""
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from jobs.admin import RefusesDeleting
 
 from . import closing, routing
 from .forms import LabellingRoundForm
@@ -8,7 +13,7 @@ from .rounds import save_round
 
 
 @admin.register(LabellingRound)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(RefusesDeleting, admin.ModelAdmin):
     # the rounds page's form: its bounds and checks (an overlap of 0 or 2**31, a gold rate of 5, a judge not allowed
     # were saved here, and the round could not be edited on its page or by the API after)
     form = LabellingRoundForm
@@ -22,20 +27,35 @@ class RoundAdmin(admin.ModelAdmin):
         ("When labelling closes", {"fields": ["close_width", "closed_at", "closed_reason"]}),
     ]
 
+    def delete_refusal(self, obj) -> str:
+        # its pairs would stay, in no round (Pair.round is emptied), and training on "new" or "replay" data, which
+        # finds a version's pairs through their round, would lose their labels
+        count = obj.pairs.count()
+        if count:
+            return (f"{obj} has {count} pair(s), which would be left in no round and their labels lost to training "
+                    "on 'new' or 'replay' data; move its pairs to another round first")
+        return ""
+
     def save_model(self, request, obj, form, change):
         if not change:
             return super().save_model(request, obj, form, change)
         # as the page saves it: a new overlap reaches the round's pairs, and only the fields changed are written
         save_round(obj, form.changed_data)
 
-    @admin.action(description="Route the judge-labelled pairs now (by the judge's measured agreement)")
+    # actions that change the rounds' pairs: not for staff who may only look
+    @admin.action(description="Route the judge-labelled pairs now (by the judge's measured agreement)",
+                  permissions=["change"])
     def route_now(self, request, queryset):
         for round_ in queryset:
+            if not round_.route_judge:  # routing does nothing then; "0 to the judge, 0 to people" read as done
+                messages.warning(request, f"{round_} has no route judge, so nothing was routed: name one on the "
+                                          "round to route its pairs between the judge and people")
+                continue
             done = routing.route_round(round_)
             messages.info(request, f"round {done.round}: {done.to_judge} to the judge, {done.to_people} to people "
                                    f"({done.audited} of them for audit)")
 
-    @admin.action(description="Close labelling now")
+    @admin.action(description="Close labelling now", permissions=["change"])
     def close_now(self, request, queryset):
         for round_ in queryset:
             try:
@@ -45,10 +65,22 @@ class RoundAdmin(admin.ModelAdmin):
 
 
 class LabelInline(admin.TabularInline):
+    """Shown, not edited: labels come from the labelling pages and the API, which keep the pair's labels_done and
+    its serving in step with them; one added, changed or deleted here left the pair's count wrong."""
+
     model = Label
     extra = 0
     fields = ["annotator", "choice", "side", "left_is_a", "strength", "preference_prob", "seconds", "comment", "created"]
     readonly_fields = ["created"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Pair)
@@ -57,6 +89,9 @@ class PairAdmin(admin.ModelAdmin):
                     "created"]
     list_filter = ["round", "origin", "is_gold", "route"]
     raw_id_fields = ["prompt", "response_a", "response_b", "job", "margin_version"]
+    # counted by the labelling pages and the API as labels arrive: a number typed here served the pair too often or
+    # never again
+    readonly_fields = ["labels_done"]
     inlines = [LabelInline]
 
 
@@ -69,9 +104,36 @@ class AssignmentAdmin(admin.ModelAdmin):
 
 @admin.register(Label)
 class LabelAdmin(admin.ModelAdmin):
+    """Read only, as LabelInline: a label is made on the labelling pages or by the API, and goes only with its pair."""
+
     list_display = ["pk", "pair", "annotator", "choice", "side", "strength", "seconds", "is_automatic", "created"]
     list_filter = ["choice", "is_automatic"]
     raw_id_fields = ["pair", "annotator"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Django asks this of each label that deleting its pair (its prompt, its answers) takes along: those go, the
+        # pair's count with them. Asked without a label (the list's "Delete selected"), it is refused, and so is a
+        # label's own delete page (delete_view).
+        return obj is not None and super().has_delete_permission(request, obj)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self.message_user(request, "Not deleted: a label goes only with its pair (the labelling pages and the API "
+                                   "keep the pair's labels_done in step with its labels); delete the pair instead.",
+                          messages.ERROR)
+        label = self.get_object(request, unquote(object_id))
+        if label is None:
+            return redirect(reverse("admin:annotate_label_changelist", current_app=self.admin_site.name))
+        return redirect(reverse("admin:annotate_label_change", args=[quote(label.pk)], current_app=self.admin_site.name))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # no Delete link on the label's page (has_delete_permission allows it for a label, for its pair's delete)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "show_delete": False})
 
 
 @admin.register(AnnotatorProfile)

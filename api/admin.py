@@ -2,10 +2,15 @@
 message, which Django's default storage keeps in a signed but readable cookie). A superuser makes and revokes
 them for any person (a pipeline's account, a judge's); any other staff member given the token permissions, only
 their own: a token for another account acts as that account, so it would let them label as an annotator (skewing
-agreement and gold accuracy) or act with a superuser's rights."""
+agreement and gold accuracy) or act with a superuser's rights.
+
+Also the sign-in lockouts (django-axes' failed attempts), with axes' own "Clean up expired attempts" action mended."""
+from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
+from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin, messages
 from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
@@ -83,3 +88,22 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for row in queryset:
             tokens.revoke_token(row)
         messages.success(request, f"{queryset.count()} token(s) revoked.")
+
+
+class AccessAttemptAdmin(AxesAccessAttemptAdmin):
+    """django-axes' list of failed sign-ins (the lockouts), with its "Clean up expired attempts" action mended."""
+
+    @admin.action(description="Clean up expired attempts", permissions=["delete"])  # it deletes records
+    def cleanup_expired_attempts(self, request, queryset):
+        # axes reckons "expired" from the time of the sign-in it is checking, which its sign-in code sets on the
+        # request; the admin's request has none, and the action answered with a 500 (AttributeError). From the
+        # admin, expired is the lockout window back from now.
+        request.axes_attempt_time = timezone.now()
+        return super().cleanup_expired_attempts(request, queryset)
+
+
+# axes registers its admin when its app is loaded (AXES_ENABLE_ADMIN), before this one ("api" comes after "axes" in
+# INSTALLED_APPS): replaced here by the mended one.
+if admin.site.is_registered(AccessAttempt):
+    admin.site.unregister(AccessAttempt)
+    admin.site.register(AccessAttempt, AccessAttemptAdmin)

@@ -1,11 +1,13 @@
 """Admin of the compare app: comparison sets, comparisons and votes (read mostly; votes come from the pages)."""
 from django.contrib import admin
 
+from jobs.admin import RefusesDeletingActiveJobs
+
 from .models import CompareJob, Comparison, Vote
 
 
 @admin.register(CompareJob)
-class CompareJobAdmin(admin.ModelAdmin):
+class CompareJobAdmin(RefusesDeletingActiveJobs, admin.ModelAdmin):
     list_display = ("pk", "version_a", "version_b", "blind", "status", "done", "total", "created")
     list_filter = ("status", "blind")
     # prompt_ids and params are what the worker runs: set only by the service that starts a set.

@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
+from jobs.admin import RefusesDeleting, RefusesDeletingActiveJobs
 from prefloop.forms import JSON_FIELDS
 from training.promotion import PromotionError, rollback
 
@@ -11,11 +12,18 @@ from .models import GenerationJob, ModelVersion, Prompt, Response
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
     list_display = ["name", "lineage_display", "round", "kind", "size", "made_by", "is_current", "created"]
     list_filter = ["kind", "is_current"]
     readonly_fields = ["is_current", "size_bytes", "created", "mean_response_tokens"]
     actions = ["make_current", "generate_pairs"]
+
+    def delete_refusal(self, obj) -> str:
+        # with no current version nothing can generate, train or be compared against; the Train page and the gate
+        # move "current" from one version to another, never to none
+        if obj.is_current:
+            return f"{obj.name} is the current version; make another version current first"
+        return ""
 
     @admin.display(description="lineage")
     def lineage_display(self, obj):
@@ -30,7 +38,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         run = getattr(obj, "made_by_run", None)
         return f"training run {run.pk}" if run else "–"
 
-    @admin.action(description="Make the selected version current")
+    # actions that change what the team works on: not for staff who may only look
+    @admin.action(description="Make the selected version current", permissions=["change"])
     def make_current(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version.", messages.ERROR)
@@ -43,7 +52,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return
         self.message_user(request, f"{version.name} is now the current version.")
 
-    @admin.action(description="Generate pairs (32 train prompts, 2 samples each)")
+    @admin.action(description="Generate pairs (32 train prompts, 2 samples each)", permissions=["change"])
     def generate_pairs(self, request, queryset):
         for version in queryset:
             try:
@@ -96,7 +105,7 @@ class ResponseAdmin(admin.ModelAdmin):
 
 
 @admin.register(GenerationJob)
-class GenerationJobAdmin(admin.ModelAdmin):
+class GenerationJobAdmin(RefusesDeletingActiveJobs, admin.ModelAdmin):
     list_display = ["id", "version", "status", "done", "total", "pairs_made", "created"]
     list_filter = ["status"]
     # params are what the worker runs (sampling, prompts, the judge): set only by the service that starts a job.

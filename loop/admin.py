@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 from django.shortcuts import redirect
 
-from jobs.admin import StartsJobAdmin
+from jobs.admin import RefusesDeletingActiveJobs, StartsJobAdmin, cancel_jobs
 from judges import JudgeError
 
 from . import services
@@ -11,7 +11,7 @@ from .models import LoopRun
 
 
 @admin.register(LoopRun)
-class LoopRunAdmin(StartsJobAdmin, admin.ModelAdmin):
+class LoopRunAdmin(RefusesDeletingActiveJobs, StartsJobAdmin, admin.ModelAdmin):
     list_display = ["id", "status", "judge", "rounds_done_of", "pairs", "progress_pct", "last_win_rate", "created"]
     list_filter = ["status"]
     actions = ["cancel_runs"]
@@ -60,7 +60,6 @@ class LoopRunAdmin(StartsJobAdmin, admin.ModelAdmin):
             return redirect("admin:loop_looprun_add")
         return redirect("loop:run", pk=obj.pk)
 
-    @admin.action(description="Cancel the selected runs")
+    @admin.action(description="Cancel the selected runs", permissions=["change"])
     def cancel_runs(self, request, queryset):
-        for run in queryset:
-            services.cancel_loop_run(run)
+        cancel_jobs(self, request, queryset, services.cancel_loop_run)

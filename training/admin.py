@@ -3,7 +3,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from generation.services import GenerationError
-from jobs.admin import StartsJobAdmin
+from jobs.admin import RefusesDeletingActiveJobs, StartsJobAdmin, cancel_jobs
 from prefloop.forms import JSON_FIELDS
 
 from . import services
@@ -17,7 +17,7 @@ class StartRunForm(forms.ModelForm):
 
 
 @admin.register(TrainingRun)
-class TrainingRunAdmin(StartsJobAdmin, admin.ModelAdmin):
+class TrainingRunAdmin(RefusesDeletingActiveJobs, StartsJobAdmin, admin.ModelAdmin):
     formfield_overrides = JSON_FIELDS
     list_display = ["id", "status", "input_version", "reference_version", "output_version", "pairs", "progress_pct",
                     "created"]
@@ -62,10 +62,9 @@ class TrainingRunAdmin(StartsJobAdmin, admin.ModelAdmin):
 
         return redirect("training:runs")
 
-    @admin.action(description="Cancel the selected runs")
+    @admin.action(description="Cancel the selected runs", permissions=["change"])
     def cancel_runs(self, request, queryset):
-        for run in queryset:
-            services.cancel_training_run(run)
+        cancel_jobs(self, request, queryset, services.cancel_training_run)
 
 
 @admin.register(ReferenceLogp)
