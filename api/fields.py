@@ -52,13 +52,23 @@ class Body(Schema):
     model_config = ConfigDict(extra="forbid")
 
 
-def known_query(request, filters: type[Schema]) -> None:
+class NoBody(Body):
+    """The body of an operation that takes none: `{}` or nothing. A field sent is refused by name (`POST /label/next
+    {"pair": 5}` leased the queue's own pair, as if the pair asked for were not there)."""
+
+
+def known_query(request, filters: type[Schema] | None = None) -> None:
     """Refuse a query parameter the operation does not take, by name, as Body refuses a field: `?roud=1` (a typo of
-    round) answered every round's rows, and a pipeline trained on them."""
-    known = {field.alias or name for name, field in filters.model_fields.items()}
+    round) answered every round's rows, and a pipeline trained on them. `filters` None: it takes none. A parameter
+    given twice is refused too: `?round=1&round=2` answered round 2's rows alone, as if round 1 had none."""
+    known = {field.alias or name for name, field in filters.model_fields.items()} if filters else set()
     stray = sorted(set(request.GET) - known)
     if stray:
-        raise HttpError(400, f"{stray[0]}: not a query parameter of this operation (it takes {', '.join(sorted(known))})")
+        takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
+        raise HttpError(400, f"{stray[0]}: not a query parameter of this operation ({takes})")
+    twice = sorted(name for name in request.GET if len(request.GET.getlist(name)) > 1)
+    if twice:
+        raise HttpError(400, f"{twice[0]}: given {len(request.GET.getlist(twice[0]))} times; give it once")
 
 
 def found(rows, pk: int, what: str):

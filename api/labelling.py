@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Assignment, Pair
 
-from .fields import Body, Comment, Id, Seconds, found
+from .fields import Body, Comment, Id, NoBody, Seconds, found, known_query
 
 router = Router(tags=["labelling"])
 
@@ -58,7 +58,7 @@ def _lease(assignment) -> dict:
 
 
 @router.post("/next", response={200: LeaseOut, 204: None}, summary="Lease the next pair to label")
-def next_pair(request: HttpRequest):
+def next_pair(request: HttpRequest, payload: NoBody | None = None):
     """The pair on the caller's screen: the one they hold, or a new lease; 204 when nothing is left to label."""
     assignment = services.next_pair_for(request.user)
     if assignment is None:
@@ -143,4 +143,5 @@ def undo(request: HttpRequest, payload: UndoIn | None = None):
 
 @router.get("/progress", response=ProgressOut, summary="The caller's labelling progress")
 def progress(request: HttpRequest):
+    known_query(request)
     return vars(services.progress_for(request.user))

@@ -18,7 +18,7 @@ from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Id, Number, Reason, found, known_query
+from .fields import Body, Id, NoBody, Number, Reason, found, known_query
 
 router = Router(tags=["versions"])
 
@@ -51,12 +51,14 @@ def _runs_by_output() -> dict[int, int]:
 
 @router.get("/versions", response=list[VersionOut], summary="Model versions with their lineage")
 def list_versions(request: HttpRequest):
+    known_query(request)
     runs = _runs_by_output()
     return [_version(v, runs) for v in ModelVersion.objects.select_related("parent").order_by("round", "created")]
 
 
 @router.get("/versions/{version_id}", response=VersionOut, summary="One model version")
 def get_version(request: HttpRequest, version_id: Id):
+    known_query(request)
     version = found(ModelVersion.objects.select_related("parent"), version_id, "model version")
     return _version(version, _runs_by_output())
 
@@ -103,7 +105,7 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
 
 
 @router.post("/versions/{version_id}/gate", response=GateOut, summary="Check a candidate against the gate (staff)")
-def check_gate(request: HttpRequest, version_id: Id):
+def check_gate(request: HttpRequest, version_id: Id, payload: NoBody | None = None):
     """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
     staff_only(request)
@@ -166,6 +168,7 @@ def _run_metrics(run: TrainingRun) -> dict:
 def round_metrics(request: HttpRequest, number: Number) -> dict:
     """The training run that made the version of this round (the latest, if several did). Staff only, like the
     training pages."""
+    known_query(request)
     staff_only(request)
     run = (TrainingRun.objects.select_related("input_version", "output_version")
            .filter(output_version__round=number).order_by("-created").first())
@@ -176,6 +179,7 @@ def round_metrics(request: HttpRequest, number: Number) -> dict:
 
 @router.get("/training/{run_id}/metrics", summary="One training run's metrics (summary and per step)")
 def run_metrics(request: HttpRequest, run_id: Id) -> dict:
+    known_query(request)
     staff_only(request)
     return _run_metrics(found(TrainingRun.objects.select_related("input_version", "output_version"), run_id,
                               "training run"))
