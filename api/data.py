@@ -120,7 +120,8 @@ class PreferenceFilters(Schema):
         "pages after it, so every row has one shape."))
     after: int | None = Field(None, ge=0, le=2**63 - 1, description=(
         "The rows after this pair id (the `next_after` of the page before): pages that hold however labels change "
-        "meanwhile. `page` counts rows from the start, so an undo or a new label before it shifts what it holds."))
+        "meanwhile, but a pair behind it decided meanwhile comes in the next pull, not this one. `page` counts rows "
+        "from the start, so an undo or a new label before it shifts what it holds."))
 
 
 class PreferencePage(Schema):

@@ -4,12 +4,14 @@ Starting and cancelling call each app's services, exactly as its page does; watc
 is described in one shape: kind, id, status, progress (0 to 1), error, times, and the kind's own details."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
-from ninja.errors import HttpError
+from ninja.errors import HttpError, ValidationError
 from pydantic import Field
 
 from annotate import import_jobs
@@ -104,6 +106,16 @@ def _sampling(data: dict | None, what: str = "sampling") -> SamplingConfig | Non
         raise HttpError(400, f"{what}: {exc}") from None
 
 
+@contextmanager
+def _queued() -> Iterator[None]:
+    """A start whose task the queue refused (the broker down): 503 with what lifecycle.enqueue said. The job it made
+    is ended failed, not left queued, so the same request again starts it once the queue is back."""
+    try:
+        yield
+    except import_jobs.QUEUE_ERRORS as exc:
+        raise HttpError(503, str(exc)) from None
+
+
 class GenerationStart(Body):
     version: Id | None = Field(None, description="Model version id; the current version if left out.")
     n_prompts: Count(1, generation_services.MAX_PROMPTS_PER_JOB)
@@ -149,21 +161,23 @@ class LoopStart(Body):
 @router.post("/generation", response={201: JobOut}, summary="Start a generation job")
 def start_generation(request: HttpRequest, payload: GenerationStart):
     staff_only(request)
-    job = generation_services.start_generation_job(
-        _version(payload.version, "version"), n_prompts=payload.n_prompts, config=_sampling(payload.sampling),
-        split=payload.split, tag=payload.tag, pairing=payload.pairing, judge=payload.judge, user=request.user,
-        with_reference=payload.with_reference,
-    )
+    with _queued():
+        job = generation_services.start_generation_job(
+            _version(payload.version, "version"), n_prompts=payload.n_prompts, config=_sampling(payload.sampling),
+            split=payload.split, tag=payload.tag, pairing=payload.pairing, judge=payload.judge, user=request.user,
+            with_reference=payload.with_reference,
+        )
     return Status(201, describe("generation", job))
 
 
 @router.post("/training", response={201: JobOut}, summary="Start a training round")
 def start_training(request: HttpRequest, payload: TrainingStart):
     staff_only(request)
-    run = training_services.start_training_run(
-        input_version=_version(payload.input_version, "input_version"), reference_choice=payload.reference,
-        data_choice=payload.data, params=payload.params, user=request.user,
-    )
+    with _queued():
+        run = training_services.start_training_run(
+            input_version=_version(payload.input_version, "input_version"), reference_choice=payload.reference,
+            data_choice=payload.data, params=payload.params, user=request.user,
+        )
     return Status(201, describe("training", run))
 
 
@@ -171,22 +185,24 @@ def start_training(request: HttpRequest, payload: TrainingStart):
 def start_compare(request: HttpRequest, payload: CompareStart):
     staff_only(request)
     _sampling(payload.sampling)
-    job = compare_services.start_compare_job(
-        _version(payload.version_a, "version_a"), _version(payload.version_b, "version_b"),
-        prompt_ids=payload.prompt_ids, text=payload.text, limit=payload.limit, blind=payload.blind,
-        seed=payload.seed, sampling=payload.sampling, user=request.user, judge=payload.judge,
-    )
+    with _queued():
+        job = compare_services.start_compare_job(
+            _version(payload.version_a, "version_a"), _version(payload.version_b, "version_b"),
+            prompt_ids=payload.prompt_ids, text=payload.text, limit=payload.limit, blind=payload.blind,
+            seed=payload.seed, sampling=payload.sampling, user=request.user, judge=payload.judge,
+        )
     return Status(201, describe("compare", job))
 
 
 @router.post("/loop", response={201: JobOut}, summary="Start an unattended loop run")
 def start_loop(request: HttpRequest, payload: LoopStart):
     staff_only(request)
-    run = loop_services.start_loop_run(
-        rounds=payload.rounds, pairs=payload.pairs, judge=payload.judge, tag=payload.tag,
-        eval_limit=payload.eval_limit, seed=payload.seed, params=payload.params, user=request.user,
-        preset=payload.preset,
-    )
+    with _queued():
+        run = loop_services.start_loop_run(
+            rounds=payload.rounds, pairs=payload.pairs, judge=payload.judge, tag=payload.tag,
+            eval_limit=payload.eval_limit, seed=payload.seed, params=payload.params, user=request.user,
+            preset=payload.preset,
+        )
     return Status(201, describe("loop", run))
 
 
@@ -205,8 +221,9 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     if stray:  # as a JSON body's unknown field is: a typo ("rund") dropped without a word sent rows elsewhere
         raise HttpError(400, f"{stray[0]}: not a field of this upload (it takes file, {', '.join(sorted(IMPORT_FIELDS))})")
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
-    if not form.is_valid():
-        raise HttpError(400, "; ".join(f"{name}: {' '.join(errors)}" for name, errors in form.errors.items()))
+    if not form.is_valid():  # named field by field in `errors`, as a refused JSON body's fields are
+        raise ValidationError([{"loc": ("form",) if name == "__all__" else ("form", name), "msg": " ".join(errors)}
+                               for name, errors in form.errors.items()])
     try:
         job = import_jobs.start_form(form.cleaned_data, request.user)
     except import_jobs.QUEUE_ERRORS:

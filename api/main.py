@@ -65,13 +65,19 @@ def _error(request, status: int, detail: str, **more):
     return api.create_response(request, {"detail": detail, **more}, status=status)
 
 
+BODY_PARAMETERS = ("payload", "body")  # the names the operations give their body's schema (ninja puts it in `loc`)
+
+
 def _field(loc) -> str:
-    """The field's name as a caller wrote it: ("body", "payload", "rows", 3) is rows.3, ("form", "kind") is kind and
-    ("file", "file") is file (the upload's form and file parts were named form.kind and file.file)."""
+    """The field's name as a caller wrote it: ("body", "payload", "rows", 3) is rows.3, ("body", "body", "reason")
+    is reason (the promote operation's body, named body.reason), ("form", "kind") is kind and ("file", "file") is
+    file (the upload's form and file parts were named form.kind and file.file)."""
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "form", "file", "header", "cookie"):
-        parts = parts[1:]
-    return ".".join(str(p) for p in parts if p != "payload") or "body"
+        source, parts = parts[0], parts[1:]
+        if source == "body" and parts and parts[0] in BODY_PARAMETERS:
+            parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
 
 
 def _message(error: dict) -> str:

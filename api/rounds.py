@@ -9,7 +9,7 @@ from typing import Literal
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
-from ninja.errors import HttpError
+from ninja.errors import HttpError, ValidationError
 from pydantic import Field
 
 from annotate import rounds as labelling_rounds
@@ -74,10 +74,11 @@ def _row(number: int) -> dict:
 
 
 def _checked(form: LabellingRoundForm) -> None:
-    """The form's refusal, named field by field, as the API names a refused body's fields."""
+    """The form's refusal, named field by field as a refused body's fields are: in `detail` and in `errors` (the
+    form's bounds, labels_per_pair 0 say, gave `detail` alone, where pydantic's, -1, listed `errors` too)."""
     if not form.is_valid():
-        errors = [f"{field}: {' '.join(messages)}" for field, messages in form.errors.items()]
-        raise HttpError(400, "the round was refused, nothing was changed: " + "; ".join(errors))
+        raise ValidationError([{"loc": ("body",) if field == "__all__" else ("body", field), "msg": " ".join(messages)}
+                               for field, messages in form.errors.items()])
 
 
 def _data(instance: LabellingRound, given: dict) -> dict:

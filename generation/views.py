@@ -1,6 +1,7 @@
 """Staff pages of the generation app: start a generation job and watch it (htmx polls the progress partial)."""
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.views import cancel_view
 from prefloop.access import staff_required
@@ -23,7 +24,7 @@ def jobs(request):
                 judge=form.cleaned_data["judge"], user=request.user,
                 with_reference=form.cleaned_data["with_reference"],
             )
-        except services.GenerationError as exc:
+        except (services.GenerationError, QueueUnreachable) as exc:  # the latter: the job is ended failed, said why
             messages.error(request, str(exc))
         else:
             messages.success(request, f"Generation job {job.pk} queued: {job.total} prompts.")

@@ -50,9 +50,33 @@ def task_named(name: str):
 
 def enqueue(job: Job) -> None:
     """Send the job's task, by name, once the transaction that created the job commits (routing: settings; a
-    task runs in-process when PREFLOOP_TASKS_EAGER is on)."""
+    task runs in-process when PREFLOOP_TASKS_EAGER is on).
+
+    A task that cannot be sent ends its job failed, saying why: left queued, no worker would ever run it, and it
+    held what it had taken (a version's one training round: a retry was refused as "already queued or running").
+    With the broker down or unreachable, kombu's OperationalError is raised with a message for a person (the API
+    answers 503 with it, a page shows it); any other error is raised as it is, the job failed all the same."""
+    from kombu.exceptions import OperationalError
+
     task, pk = task_named(job.task_name), job.pk
-    transaction.on_commit(lambda: task.apply_async((pk,)))
+
+    def send() -> None:
+        try:
+            task.apply_async((pk,))
+        except Exception as exc:
+            if task.app.conf.task_always_eager:  # the task itself ran here and raised: its own failure
+                raise
+            down = isinstance(exc, (OperationalError, OSError))
+            log.warning("%s: its task %s could not be sent", _named(job), job.task_name, exc_info=True)
+            # the type only, not the message: a broker's message may carry its address
+            what = "the task queue could not be reached" if down else "its task could not be sent"
+            fail(job, f"{what} ({type(exc).__name__}), so it never started: start it again")
+            if not down:
+                raise
+            raise OperationalError(f"{what}, so {_named(job)} was not started (it is marked failed): try again in "
+                                   "a moment") from exc
+
+    transaction.on_commit(send)
 
 
 def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: bool = False,

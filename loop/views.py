@@ -1,6 +1,7 @@
 """Staff pages of the loop app: start "run N rounds with judge J" and watch each round's figures arrive live."""
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.views import cancel_view
 from judges import JudgeError
@@ -17,7 +18,7 @@ def runs(request):
     if request.method == "POST" and form.is_valid():
         try:
             run = services.start_loop_run(user=request.user, **form.cleaned_data)
-        except (services.LoopError, JudgeError) as exc:
+        except (services.LoopError, JudgeError, QueueUnreachable) as exc:
             messages.error(request, str(exc))
         else:
             messages.success(request, f"Loop run {run.pk} queued.")

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 JOB_KINDS = ("generation", "training", "compare", "loop", "import")
-PUSH_BATCH = 5000  # rows per request: well under the server's 5 MB request limit for rows of ordinary size
+PUSH_BATCH = 5000  # rows per request at most (a push of more is sent in several)
+PUSH_BYTES = 4 * 2**20  # a request's rows, as JSON, at most: under the server's 5 MiB body limit, whatever the rows
+_ROW = "api: line "  # how the server names a pushed row ("api: line 3: ..."): the Nth of its request
 
 
 class APIError(Exception):
@@ -79,7 +81,15 @@ class Client:
             with _OPENER.open(req, timeout=self.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            try:
+                raw = exc.read()
+            except (OSError, http.client.HTTPException) as broke:  # TimeoutError is an OSError
+                # the status came, its message did not (cut short, or stalled past `timeout`): a proxy's 502 or 503
+                # is still one `wait` polls again after, not a bare TimeoutError taken for the job's own
+                raise APIError(exc.code, f"{method} {url} answered {exc.code}, but its message broke off "
+                                         f"({type(broke).__name__}): it could not be read") from None
+            finally:
+                exc.close()
             try:
                 payload = json.loads(raw)
             except ValueError:
@@ -120,26 +130,52 @@ class Client:
         return self._push("/pairs", rows, round=round, labels_needed=labels_needed)
 
     def push_preferences(self, rows: Iterable[dict], *, format: str = "auto", round: int | None = None) -> dict:
-        """Labelled preferences (TRL's prompt/chosen/rejected, HH-RLHF, UltraFeedback, ...). Every row is checked
-        before any is written: one bad row refuses the request and APIError.problems names its row ("line N" is row N)."""
+        """Labelled preferences (TRL's prompt/chosen/rejected, HH-RLHF, UltraFeedback, ...). Every row of a request
+        (5,000 rows or 4 MiB at most: a larger push is sent in several) is checked before any is written: one bad row
+        refuses its request and APIError.problems names its row ("line N" is row N of the rows given)."""
         return self._push("/preferences", rows, format=format, round=round)
 
     def _push(self, path: str, rows: Iterable[dict], **options) -> dict:
-        rows = list(rows)
-        if len(rows) > PUSH_BATCH:
-            raise ValueError(f"{len(rows)} rows: push at most {PUSH_BATCH} a request, so a refusal names its row")
-        body = {"rows": rows, **{k: v for k, v in options.items() if v is not None}}
-        return self.post(path, body)
+        """The rows in as few requests as fit: PUSH_BATCH rows and PUSH_BYTES of them a request at most (5,000 rows
+        of 1 KB were over the server's 5 MiB body limit: 413). The answers are added up, their row numbers counted
+        from the first row given; a refused request's rows are named so too, and the requests before it stay stored
+        (the same rows pushed again add the rest: rows already stored are skipped)."""
+        settings = json.dumps({k: v for k, v in options.items() if v is not None}).encode("utf-8")
+        total: dict[str, Any] = {"created": 0, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": []}
+        encoded = [json.dumps(row).encode("utf-8") for row in rows]  # a row JSON cannot hold fails before any is sent
+        sent = 0
+        for batch in _batches(encoded):
+            body = b'{"rows": [' + b", ".join(batch) + b"]" + (b", " + settings[1:] if settings != b"{}" else b"}")
+            try:
+                answer = self.request("POST", path, content=(body, "application/json"))
+            except APIError as exc:
+                raise _counted_from(exc, sent) from None
+            for name, value in answer.items():
+                if isinstance(value, list) and isinstance(total.get(name), list):
+                    total[name] += [n + sent if isinstance(n, int) else n for n in value]
+                elif isinstance(value, int) and isinstance(total.get(name), int):
+                    total[name] += value
+                else:
+                    total.setdefault(name, value)
+            sent += len(batch)
+        if not sent:  # no rows: asked once all the same, as the server answers it
+            return self.post(path, {"rows": [], **json.loads(settings)})
+        return total
 
     def import_file(self, path: str | Path, kind: str, *, format: str = "auto", split: str = "train", tag: str = "",
                     round: int | None = None) -> dict:
         """Upload a JSONL, CSV or Parquet file of prompts, pairs or preferences (`kind`) as an import job, as the
-        Import page does: up to the server's import limits (200,000 rows by default), where a push takes 5,000.
+        Import page does: up to the server's import limits (200,000 rows by default), as one job.
         Returns the job; `wait` for it.
         Its rows are checked first (one bad row stores nothing: the job fails with details["problems"]), then
         written; a cancelled job keeps the rows it wrote, and the same file again adds the rest."""
         path = Path(path)
         fields = {"kind": kind, "format": format, "split": split, "tag": tag, "round": "" if round is None else str(round)}
+        for name, value in fields.items():  # a lone surrogate cannot be sent as UTF-8: refused as the server would
+            if not _utf8(value):
+                message = "is not valid Unicode text (a lone surrogate)"
+                detail = f"{name}: {message}; the file was not sent"
+                raise APIError(400, detail, {"detail": detail, "errors": [{"field": name, "message": message}]})
         return self.request("POST", "/jobs/import", content=_multipart(fields, "file", path.name, path.read_bytes()))
 
     def preferences(self, *, round: int | None = None, min_agreement: float | None = None,
@@ -150,8 +186,9 @@ class Client:
                                           page_size=page_size))
 
     def iter_preferences(self, *, page_size: int = 500, **filters) -> Iterator[dict]:
-        """Page after page by the last pair id seen (`after`), so a label undone or added meanwhile neither skips a
-        row nor repeats one."""
+        """Page after page by the last pair id seen (`after`), so a label undone or added meanwhile on a pair pulled or
+        still ahead neither skips a row nor repeats one; an older pair decided meanwhile (behind the last id seen)
+        comes in the next pull."""
         after: int | None = None
         page: int | None = 1
         while True:
@@ -192,6 +229,9 @@ class Client:
     def versions(self) -> list[dict]:
         return self.get("/versions")
 
+    def version(self, version_id: int) -> dict:
+        return self.get(f"/versions/{int(version_id)}")
+
     def promote(self, version_id: int, reason: str = "") -> dict:
         """Make a version current: a candidate that has not passed the gate needs a reason (promoted by hand); any
         other version is a rollback. Recorded either way."""
@@ -207,6 +247,10 @@ class Client:
 
     def round_metrics(self, number: int) -> dict:
         return self.get(f"/rounds/{int(number)}/metrics")
+
+    def training_metrics(self, run_id: int) -> dict:
+        """One training run's metrics, summary and every step's (a training job's details["metrics_url"])."""
+        return self.get(f"/training/{int(run_id)}/metrics")
 
     # ---- jobs ----------------------------------------------------------------------------------------------
 
@@ -268,14 +312,67 @@ class Client:
         return self.post("/label/lease", {"pair": pair})
 
     def label(self, lease: int, side: str, **options) -> dict:
-        """Label the pair leased to you, named by its lease (the "lease" of next_pair's or lease's answer)."""
-        return self.post("/label/submit", {"lease": lease, "side": side, **options})
+        """Label the pair leased to you, named by its lease (the "lease" of next_pair's or lease's answer); options
+        (strength, comment, seconds) given as None are left out, as the pushes leave them."""
+        return self.post("/label/submit", {"lease": lease, "side": side,
+                                           **{k: v for k, v in options.items() if v is not None}})
 
     def skip(self, lease: int) -> dict:
         return self.post("/label/skip", {"lease": lease})
 
-    def undo(self) -> dict:
-        return self.post("/label/undo")
+    def undo(self, lease: int | None = None) -> dict:
+        """Take back your last label (within a minute); its pair is leased to you again. With `lease` (as label()
+        answered it), that lease's label, and a retry undoes nothing more: the same lease answers, leased again."""
+        return self.post("/label/undo", {} if lease is None else {"lease": lease})
+
+    def label_progress(self) -> dict:
+        """Your labels in all and today, and the open pairs left for you: {"done", "today", "remaining"}."""
+        return self.get("/label/progress")
+
+
+def _batches(rows: list[bytes]) -> Iterator[list[bytes]]:
+    """Rows (each as JSON) in lists of PUSH_BATCH at most and PUSH_BYTES at most, a row over PUSH_BYTES alone (the
+    server then names the limit)."""
+    batch: list[bytes] = []
+    size = 0
+    for row in rows:
+        if batch and (len(batch) >= PUSH_BATCH or size + len(row) + 2 > PUSH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += len(row) + 2  # and its ", "
+    if batch:
+        yield batch
+
+
+def _counted_from(exc: APIError, sent: int) -> APIError:
+    """A refused push's error with its rows named from the first row given ("api: line 3" of the request after
+    5,000 rows sent is row 5,003), saying what the requests before it stored."""
+    if not sent:
+        return exc
+
+    def counted(text: str) -> str:
+        head, *named = text.split(_ROW)
+        for i, rest in enumerate(named):
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            if digits:
+                named[i] = f"{int(rest[:digits]) + sent}{rest[digits:]}"
+        return _ROW.join([head, *named])
+
+    detail = (f"{counted(exc.detail)} (rows 1 to {sent:,}, sent before in requests of their own, were stored; "
+              "pushing the same rows again adds the rest)")
+    if isinstance(exc, APIConnectionError):
+        return APIConnectionError(detail)
+    body = {**exc.body, "detail": detail, "problems": [counted(p) for p in exc.problems]}
+    return APIError(exc.status, detail, body)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _multipart(fields: dict[str, str], file_field: str, file_name: str, data: bytes) -> tuple[bytes, str]:
@@ -284,8 +381,9 @@ def _multipart(fields: dict[str, str], file_field: str, file_name: str, data: by
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
              for name, value in fields.items()]
     quoted = file_name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+    # a name the file system gave in bytes no encoding reads (lone surrogates) is sent with "?" in their place
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="{quoted}"\r\n'
-                 "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+                 "Content-Type: application/octet-stream\r\n\r\n".encode("utf-8", "replace") + data + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 

@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from generation.models import ModelVersion
 from generation.services import GenerationError, current_version
@@ -28,7 +29,7 @@ def runs(request):
                 data_choice=form.cleaned_data["data_choice"], params=form.params(), user=request.user,
                 measured=form.measured,
             )
-        except (services.TrainingError, GenerationError) as exc:
+        except (services.TrainingError, GenerationError, QueueUnreachable) as exc:
             messages.error(request, str(exc))
         else:
             messages.success(request, f"Training run {run.pk} queued.")

@@ -20,7 +20,7 @@ def _refused(call) -> str:
 def test_stray_query_parameters_are_refused_where_an_operation_takes_none(staff_api, annotator_api):
     for path in ("/versions?x=1", "/label/progress?x=1"):
         api = annotator_api if path.startswith("/label") else staff_api
-        assert "x: not a query parameter of this operation (it takes none)" in _refused(lambda: api.get(path)), path
+        assert "x: not a query parameter of this operation (it takes none)" in _refused(lambda api=api, path=path: api.get(path)), path
     assert isinstance(staff_api.get("/versions"), list)  # without one, as before
 
 
