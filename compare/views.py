@@ -3,6 +3,7 @@ from django.contrib import messages
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.views import cancel_view
 from training import dashboard
@@ -42,6 +43,9 @@ def _start(request):
     except services.CompareError as exc:
         form.add_error(None, str(exc))
         return _index_page(request, form, status=400)
+    except QueueUnreachable as exc:  # the set is ended failed, and the message says so
+        form.add_error(None, str(exc))
+        return _index_page(request, form, status=503)
     return redirect("compare:job", pk=job.pk)
 
 def job(request, pk: int):
@@ -77,8 +81,10 @@ def job(request, pk: int):
 cancel = cancel_view(CompareJob, partial="compare/_job.html", name="job", then="compare:job", then_with_pk=True)
 
 def _refused(text: str) -> HttpResponseBadRequest:
-    """A refused vote, as plain text: the message may quote what was posted, which must never be read as HTML."""
-    return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")
+    """A refused vote, as plain text: the message may quote what was posted, which must never be read as HTML. The
+    page (static/prefloop/errors.js) shows it in its status line, so it says first that the vote was not recorded."""
+    return HttpResponseBadRequest(f"Your vote was not recorded: {text}",
+                                  content_type="text/plain; charset=utf-8")
 
 
 @require_POST
@@ -91,7 +97,7 @@ def vote(request, pk: int):
         return _refused(str(exc))
     why = blinding.why_not_blind(comparison, request.user)
     if why:
-        return _refused(f"Your vote on comparison {comparison.pk} would not be blind: {why}.")
+        return _refused(f"it would not be blind ({why}).")
     notice = ""
     try:
         services.record_vote(comparison, request.user, outcome)

@@ -114,7 +114,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # An upload larger than an ordinary body is read only for staff: checked before the CSRF check reads the body.
     "prefloop.request_limits.LargeUploadSenderMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Django's LoginRequiredMiddleware, but an htmx request sent signed out gets 401 and HX-Redirect to the sign-in
+    # page (not the login page swapped into the label area); a CSRF refusal gets a sentence the page shows.
+    "prefloop.htmx.HtmxLoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

@@ -81,6 +81,7 @@
     if (!config) return;
     var ours = pending !== null && d.xhr === pending.xhr;
     if (!ours && !retried(d.elt, config.verb)) return;
+    d.prefloopHandled = true;  // errors.js, which speaks for requests without a handler, leaves this one to us
     if (RETRY_STATUS.indexOf(status) < 0) {
       if (ours) pending = null;
       say("The server did not take this label (HTTP " + status + "): reload the page and label it again.", "error");
