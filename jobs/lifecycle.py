@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Case, CharField, F, Q, Value, When
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from prefloop.celery import app as celery_app
 
@@ -56,8 +57,6 @@ def enqueue(job: Job) -> None:
     held what it had taken (a version's one training round: a retry was refused as "already queued or running").
     With the broker down or unreachable, kombu's OperationalError is raised with a message for a person (the API
     answers 503 with it, a page shows it); any other error is raised as it is, the job failed all the same."""
-    from kombu.exceptions import OperationalError
-
     task, pk = task_named(job.task_name), job.pk
 
     def send() -> None:

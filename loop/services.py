@@ -129,6 +129,15 @@ def start_loop_run(
         eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
     except CompareError as exc:
         raise LoopError(str(exc)) from None
+    # The same loop sent twice (a double click, a retried request) while the first is active: the second sampled and
+    # labelled a round on the same prompts, then failed at training ("already queued or running") or trained on
+    # the version the first had just replaced.
+    same = LoopRun.objects.filter(status__in=ACTIVE, rounds=rounds, pairs=pairs, judge=judge, tag=tag,
+                                  eval_limit=eval_limit, seed=seed).order_by("pk")
+    twin = next((other for other in same if other.params == params), None)
+    if twin is not None:
+        raise LoopError(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to end, or "
+                        "cancel it, to run it again")
     run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
                                  seed=seed, params=params, created_by=user, total=rounds)
     if enqueue:

@@ -32,7 +32,11 @@ def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
     replay = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="replay")
     assert (replay.params["sampling"]["n"], replay.params["pairing"], replay.params["data"]) == (4, "judge", "replay")
     assert quick.params["reference"] == replay.params["reference"] == "base"
-    # the default's earlier name still works, and the run records the preset under its name now
+    # the default's earlier name still works, and the run records the preset under its name now (once the run with
+    # the same settings has ended: the same loop is not queued twice)
+    with pytest.raises(LoopError, match=f"loop run {default.pk} with these settings is queued already"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="iterative")
+    LoopRun.objects.filter(pk=default.pk).update(status="succeeded")
     iterative = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
                                preset="iterative")
     assert iterative.params == default.params
