@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.db.models import Q
 
 from jobs.lifecycle import JobCancelled
 from judges import Judge, JudgeError, load_judge, verdict
@@ -54,8 +55,11 @@ class LabelSummary:
 
 
 def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | None = None,
-                progress: Callable[[str, int, int], None] | None = None, should_stop: Callable[[], bool] | None = None) -> LabelSummary:
-    """The judge labels queued pairs that still need labels (up to `limit`), blind, with sides randomised.
+                progress: Callable[[str, int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+                job=None) -> LabelSummary:
+    """The judge labels queued pairs that still need labels (up to `limit`), blind, with sides randomised. `job`: only
+    the pairs that generation job made (a loop's round: its judge labelled every open pair in the queue, those
+    people were to label too).
 
     A judge that raises or returns no verdict stops here with a JudgeError naming it and the pair; the labels
     stored before stay, and the pair it failed on goes back to the queue. `should_stop()` is asked before and after
@@ -68,7 +72,7 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
     while limit is None or done < limit:
         if should_stop and should_stop():
             raise JobCancelled
-        assignment = next_pair_for(account)
+        assignment = next_pair_for(account, only=None if job is None else Q(job=job))
         if assignment is None:
             break
         pair = assignment.pair

@@ -215,12 +215,17 @@ def _renew_or_expire_old_leases(user, now) -> Assignment | None:
     return None
 
 
-def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | None:
-    """The pair this person should label now, leased to them with its sides randomised; None when none is left."""
+def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = None) -> Assignment | None:
+    """The pair this person should label now, leased to them with its sides randomised; None when none is left.
+    `only`: among these pairs alone (a loop's judge labels its own round's pairs: it labelled every open pair in the
+    queue, people's too); a lease held on another is given back."""
     rng = rng or random.Random()
     now = timezone.now()
     leases = _leases(user)
     current = _live(leases, now)
+    if current is not None and only is not None and not Pair.objects.filter(only, pk=current.pair_id).exists():
+        Assignment.objects.filter(pk=current.pk, state=Assignment.LEASED).delete()
+        leases, current = _leases(user), None
     if current is not None:
         return current
     try:
@@ -229,7 +234,7 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
                 renewed = _renew_or_expire_old_leases(user, now)
                 if renewed is not None:
                     return renewed
-            pair = _pick(user, now, rng)
+            pair = _pick(user, now, rng, only)
             if pair is None:
                 return None
             return Assignment.objects.create(
@@ -243,11 +248,12 @@ def next_pair_for(user, *, rng: random.Random | None = None) -> Assignment | Non
         return _current_lease(user, now)
 
 
-def _pick(user, now, rng) -> Pair | None:
+def _pick(user, now, rng, only: Q | None = None) -> Pair | None:
     for round_ in _rounds_in_order():
         skipped: list[int] = []
         for _ in range(50):
-            pair = _lockable(_open_pairs(user, now, round_).exclude(pk__in=skipped).select_related(*_PAIR_SHOWN)).first()
+            open_pairs = _open_pairs(user, now, round_) if only is None else _open_pairs(user, now, round_).filter(only)
+            pair = _lockable(open_pairs.exclude(pk__in=skipped).select_related(*_PAIR_SHOWN)).first()
             if pair is None:
                 break
             # On PostgreSQL the row lock came after the statement's snapshot: look again. SQLite's IMMEDIATE
@@ -256,7 +262,7 @@ def _pick(user, now, rng) -> Pair | None:
                 skipped.append(pair.pk)
                 continue
             rate = round_.gold_rate if round_ else 0.0
-            if rate > 0 and rng.random() < rate:
+            if rate > 0 and only is None and rng.random() < rate:  # (none of a chosen set of pairs is gold)
                 gold = _lockable(_gold_pairs(user, pair.round_id).select_related(*_PAIR_SHOWN)).first()
                 if gold is not None:
                     gold.served_in = round_ if gold.round_id is None else None

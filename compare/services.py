@@ -20,6 +20,7 @@ from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
 from prefcore import outcomes
+from prefcore.chat import prompt_text
 from prefcore.outcomes import OUTCOMES, SIDE_LABELS, SIDES
 from prefloop.numerics import dtype_choice
 
@@ -339,7 +340,9 @@ def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, 
         (comparison.response_a, comparison.response_b) if comparison.left_is_a
         else (comparison.response_b, comparison.response_a)
     )
-    first = verdict(judge_callable, judge_name, comparison.prompt.text, left.text, right.text,
+    # the whole conversation, as labelling and pairing show it: `text` is a chat's last user turn alone, and the
+    # evaluation's judge voted without its system prompt and history
+    first = verdict(judge_callable, judge_name, prompt_text(comparison.prompt.as_input), left.text, right.text,
                     where=f"comparison {comparison.pk}")
     if should_stop and should_stop():
         raise JobCancelled

@@ -105,8 +105,11 @@ def start_loop_run(
     if unknown:
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
                         "(known: training, sampling, pairing, reference, data, eval_judge, preset)")
+    named = params.pop("preset", None)
+    if named and preset and preset != "default" and named != preset:  # one of them would be dropped without a word
+        raise LoopError(f"preset {preset!r} and the settings' own preset {named!r}: give one of them")
     try:
-        chosen = preset_named(params.pop("preset", None) or preset or "default")
+        chosen = preset_named(named or preset or "default")
     except ValueError as exc:
         raise LoopError(str(exc)) from None
     eval_judge = eval_judge or params.get("eval_judge") or judge
@@ -310,7 +313,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     labels = 0
     if not spin:  # self-play reads no label: the judge only evaluates
         report("label", 0, 1)  # before the judge's first label: a judge that failed on it was blamed on sampling
-        labels = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop,
+        labels = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop, job=job,
                              progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
     seconds["label"] = time.perf_counter() - clock
 

@@ -119,6 +119,23 @@ def test_keys_map_to_outcomes_through_the_sides(versions):
     assert services.side_for_outcome(flipped, "b") == "left"
 
 
+def test_a_judge_voting_on_a_chat_prompt_sees_the_whole_conversation(versions):
+    """The evaluation's judge was given the chat's last user turn alone (Prompt.text), without its system prompt and
+    history, while labelling and pairing show the whole conversation."""
+    from prefcore.chat import prompt_text
+
+    base, child = versions
+    comparison = make_comparison(child, base)
+    chat = [{"role": "system", "content": "Answer as a pirate."}, {"role": "user", "content": "Name a fruit."},
+            {"role": "assistant", "content": "Arr, a mango."}, {"role": "user", "content": "Another one?"}]
+    comparison.prompt.messages, comparison.prompt.text = chat, "Another one?"
+    comparison.prompt.save()
+    seen = []
+    services.judge_comparisons([comparison], lambda prompt, a, b: seen.append(prompt) or "a", "tests.seen",
+                               judge_account("tests.seen"))
+    assert seen == [prompt_text(chat)] and "Answer as a pirate." in seen[0] and "Arr, a mango." in seen[0]
+
+
 def test_judges_vote_like_people_in_the_order_people_saw(versions):
     base, child = versions
     job = make_job(child, base, n=4, left_is_a=(True, False))

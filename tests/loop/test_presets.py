@@ -107,3 +107,13 @@ def test_the_run_page_names_the_preset_and_what_it_set(prompts, client, django_u
     assert '<strong class="preset">quick</strong>' in page
     assert "2 answers a prompt, random pairing, trained on\n  this round's pairs" in page
     assert "against the base version as the reference" in page
+
+
+def test_a_preset_given_twice_differently_is_refused_not_one_dropped(prompts):
+    """`preset="quick"` with `params={"preset": "all"}` ran "all" without a word."""
+    with pytest.raises(LoopError, match="preset 'quick' and the settings' own preset 'all': give one of them"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick",
+                       params={"preset": "all"})
+    assert not LoopRun.objects.exists()
+    run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, params={"preset": "all"})
+    assert run.params["preset"] == "all"  # given once, in the settings: as before

@@ -253,3 +253,19 @@ def test_a_run_cancelled_from_the_page_ends_the_command_saying_what_was_kept(tin
     with pytest.raises(CommandError, match=r"^run_loop: run \d+ cancelled: \S.+") as ended:
         call_command("run_loop", rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, seed=1)
     assert str(ended.value).endswith(LoopRun.objects.get().stage)
+
+
+def test_the_loops_judge_labels_its_rounds_pairs_and_leaves_peoples_queue_alone(tiny_loop):
+    """A round reported "pairs": 1, "labels": 7: its judge labelled every open pair in the queue, the 6 queued for
+    people by a generation job of theirs too, and the round trained on them."""
+    from annotate.models import Pair
+    from tests.annotate.factories import make_pair
+
+    peoples = [make_pair() for _ in range(6)]
+    run = run_loop(start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=3, params=PARAMS,
+                                  enqueue=False, preset="quick").pk)
+    assert run.status == "succeeded", run.error
+    (result,) = run.results
+    assert result["labels"] == result["pairs"] <= 2
+    assert not Label.objects.filter(pair__in=peoples).exists()  # still people's to label
+    assert Pair.objects.filter(pk__in=[p.pk for p in peoples], labels_done=0).count() == 6
