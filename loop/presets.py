@@ -32,13 +32,16 @@ class LoopPreset:
 # "all" grows by a round's pairs each round (its round 3: 4.5-5.5 minutes). The gate's KL budget then bounds each
 # round's step from its reference; the length and cut bounds, and the loop's KL-to-base figure, bound the distance
 # to base. Four samples ranked by the judge, best paired with worst (measurement 6).
-DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with worst; each round trains on its own "
-                                "pairs with the version it starts from as the reference: a round's cost stays flat",
+DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with worst; each round trains on the pairs "
+                                "its starting version sampled (its own, and those of a round from the same version that "
+                                "was not promoted), that version the reference: a round's cost stays flat while rounds "
+                                "are promoted",
                      data="new", reference="start")
 # The default before measurement 14: every label so far, base as the reference; a round's training grows each round.
 ALL = LoopPreset("all", "like default, but train on every label so far with base as the reference: the "
                         "most data a round, at a cost that grows each round")
-QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call), train on this round's pairs only",
+QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call), train on the pairs the round's "
+                            "starting version sampled (this round's, and a round's before it that was not promoted)",
                    samples=2, pairing="random", data="new")
 # Measured against "all" in docs/defaults.md (measurement 8): round 3 trained 35-41% faster (the round took 26-32%
 # less time), the promoted versions won as often within the noise of two seeds.
