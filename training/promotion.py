@@ -56,7 +56,10 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
     blind = CompareJob.objects.filter(blind=True, version_a__in=pair, version_b__in=pair)
     if jobs is not None:
         blind = blind.filter(pk__in=[j.pk for j in jobs])
+    # eval prompts of the fixed set (Prompt.objects.for_eval): a prompt typed on the compare page is stored in the eval
+    # split so no round trains on it, but one typed and voted on was the gate's evidence too, picked by hand
     votes = (Vote.objects.filter(comparison__job__in=blind, comparison__prompt__split=Prompt.EVAL)
+             .exclude(comparison__prompt__tag=Prompt.TYPED_TAG)
              .select_related("comparison__response_a", "comparison__response_b").order_by("pk"))
     evidence = GateEvidence()
     sources: set[str] = set()

@@ -333,3 +333,15 @@ def test_several_voters_on_the_same_answers_are_one_observation_at_their_mean(ca
     assert (evidence.votes, evidence.n, evidence.win_rate) == (16, 8, 0.5)
     from compare.ratings import wilson_interval
     assert evidence.interval == wilson_interval(4, 8)  # on 8 observations, not 16
+
+
+def test_votes_on_a_prompt_typed_on_the_compare_page_are_not_the_gates_evidence(candidate, settings):
+    """Typed prompts are stored in the eval split (no round trains on them) but are not the fixed eval set: one typed
+    and voted on, picked by hand, counted for the gate."""
+    base, new, run = candidate
+    _small_gate(settings, votes=2)
+    job = make_job(base, new, n=2)
+    _votes(job, [make_user()], ["win"], new)
+    assert promotion.gate_evidence(base, new).n == 2
+    Prompt.objects.filter(comparisons__job=job).update(tag=Prompt.TYPED_TAG)
+    assert promotion.gate_evidence(base, new).n == 0
