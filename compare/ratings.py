@@ -246,22 +246,31 @@ def newton_fit(design: np.ndarray, wins: np.ndarray, totals: np.ndarray, *, max_
 
 
 def _newton(design, wins, totals, terms, max_iter: int) -> np.ndarray:
+    """Newton's method per replicate, each stopped once it has converged: its step, or its gradient against its
+    votes, next to nothing. A replicate whose likelihood has no maximum (a length covariate that separates its wins
+    from its losses) stops there too, as its gradient vanishes: the batch ran on at every replicate's pace, up to
+    max_iter, for as long as the slowest took."""
     cells, starts, rows, coefs = terms
     batch, n_params = wins.shape[0], design.shape[1]
     theta = np.zeros((batch, n_params))
     ridge = 1e-9 * np.eye(n_params)
+    scale = np.maximum(totals.sum(axis=1), 1.0)  # (batch,): a gradient is small against the replicate's votes
+    active = np.arange(batch)
     for _ in range(max_iter):
-        p = 1.0 / (1.0 + np.exp(-(theta @ design.T)))  # (batch, rows)
-        grad = (wins - totals * p) @ design  # (batch, params)
-        weight = totals * p * (1 - p)
-        hessian = np.zeros((batch, n_params * n_params))
+        if active.size == 0:
+            break
+        w, t, th = wins[active], totals[active], theta[active]
+        p = 1.0 / (1.0 + np.exp(-np.clip(th @ design.T, -700.0, 700.0)))  # (active, rows); clipped: no overflow
+        grad = (w - t * p) @ design  # (active, params)
+        weight = t * p * (1 - p)
+        hessian = np.zeros((active.size, n_params * n_params))
         hessian[:, cells] = np.add.reduceat(weight[:, rows] * coefs, starts, axis=1)
-        hessian = hessian.reshape(batch, n_params, n_params) + ridge
+        hessian = hessian.reshape(active.size, n_params, n_params) + ridge
         step = np.linalg.solve(hessian, grad[..., None])[..., 0]
         step = np.clip(step, -2.0, 2.0)
-        theta += step
-        if np.max(np.abs(step)) < 1e-10:
-            break
+        theta[active] = th + step
+        done = (np.max(np.abs(step), axis=1) < 1e-10) | (np.max(np.abs(grad), axis=1) < 1e-10 * scale[active])
+        active = active[~done]
     return theta
 
 

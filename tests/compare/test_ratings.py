@@ -302,3 +302,27 @@ def test_a_long_chain_of_lopsided_versions_is_fitted_to_convergence():
     fit = fit_ratings(chain, anchor="v00").by_version()
     link = elo(20.25 / 0.25)  # half a tie added to each pair: 20.25 to 0.25
     assert fit["v59"].rating == pytest.approx(1000 + 59 * link, rel=1e-6)
+
+
+def test_each_bootstrap_replicate_stops_once_it_has_converged(monkeypatch):
+    """The batch of replicates ran until its slowest converged, up to max_iter: a collapsed version that always lost
+    with the shorter answer (length separates its votes: no maximum) ran all 2,000 Newton steps on every call of the
+    leaderboard, and a chain of lopsided versions over a thousand, each on all 1,000 replicates."""
+    from compare import ratings
+
+    solved = []
+    real = np.linalg.solve
+
+    def counting(a, b):
+        solved.append(a.shape[0])
+        return real(a, b)
+
+    monkeypatch.setattr(ratings.np.linalg, "solve", counting)
+    rng = np.random.default_rng(0)
+    collapsed = [Matchup("base", "bad", 1, 0, length_diff=float(x)) for x in rng.uniform(0.05, 0.9, 64)]
+    fit_ratings(collapsed, anchor="base", bootstrap=200, length_control=True)
+    # replicate-steps (each replicate's Newton steps, summed): the batch ran 2,000 steps on all 200
+    assert sum(solved) < 200 * 100, sum(solved)
+    solved.clear()
+    fit_ratings([Matchup(f"v{k + 1}", f"v{k}", 16, 0) for k in range(19)], anchor="v0", bootstrap=200)
+    assert sum(solved) < 200 * 100, sum(solved)  # replicate-steps: most replicates converge in a few dozen
