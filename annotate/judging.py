@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 
 from jobs.lifecycle import JobCancelled
-from judges import Judge, JudgeError, load_judge, verdict
+from judges import Judge, load_judge, verdict
 from prefcore.chat import prompt_text
 from prefcore.outcomes import cut_rule, side_for_outcome
 from prefloop.numerics import dtype_choice
@@ -82,14 +82,15 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
             # a cut answer never beats a finished one, whatever the judge would say (prefcore.outcomes.cut_rule)
             seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length") or verdict(
                 judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}")
-        except JudgeError:
+            if should_stop and should_stop():
+                raise JobCancelled
+            side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
+            label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
+        except BaseException:
+            # the judge failed, a cancel, Ctrl-C, a lost database: the pair goes back to the queue unlabelled (a
+            # lease left open held it from everyone until it ran out)
             Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
             raise
-        if should_stop and should_stop():
-            Assignment.objects.filter(pk=assignment.pk, state=Assignment.LEASED).delete()
-            raise JobCancelled
-        side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"
-        label = record_label(assignment, account, side, seconds=time.perf_counter() - started)
         outcomes[label.choice] += 1
         done += 1
         if progress:

@@ -221,11 +221,11 @@ def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = No
     queue, people's too); a lease held on another is given back."""
     rng = rng or random.Random()
     now = timezone.now()
+    if only is not None:  # live or run out (a run-out one is renewed below): none outside `only` is served
+        Assignment.objects.filter(annotator=user, state=Assignment.LEASED).exclude(
+            pair__in=Pair.objects.filter(only).values("pk")).delete()
     leases = _leases(user)
     current = _live(leases, now)
-    if current is not None and only is not None and not Pair.objects.filter(only, pk=current.pair_id).exists():
-        Assignment.objects.filter(pk=current.pk, state=Assignment.LEASED).delete()
-        leases, current = _leases(user), None
     if current is not None:
         return current
     try:

@@ -165,7 +165,7 @@ def _check_params(params: dict, judge: str) -> None:
         raise LoopError(str(exc)) from None
     pairing = params.get("pairing", DEFAULT.pairing)
     try:
-        check_pairing(pairing, judge if pairing == "judge" else "", sampling.n)
+        check_pairing(pairing, judge if pairing == "judge" else "", sampling.n, sampling.temperature)
     except GenerationError as exc:
         raise LoopError(str(exc)) from None
     if params.get("reference", ALL.reference) not in ("base", "start"):

@@ -103,3 +103,43 @@ def test_two_judges_whose_names_differ_past_150_characters_label_as_two_accounts
     old = get_user_model().objects.create(username=f"judge:{noisy}9"[:150])
     AnnotatorProfile.objects.create(user=old, is_automatic=True, judge_path=noisy + "9")
     assert judge_account(noisy + "9") == old
+
+
+def test_a_judge_given_one_jobs_pairs_labels_no_other_even_through_a_lease_it_held(db):
+    """A loop's judge labels its round's pairs only. A lease its account held on another pair (left by a killed
+    command or a lost worker, run out or not) was renewed and labelled all the same."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotate.judging import judge_account
+    from generation.models import GenerationJob, ModelVersion
+
+    base = ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
+    job = GenerationJob.objects.create(version=base, total=1)
+    peoples, mine = _pairs(2), _pairs(1)[0]
+    mine.job = job
+    mine.save(update_fields=["job"])
+    account = judge_account(GOOD)
+    Assignment.objects.create(pair=peoples[0], annotator=account, left_is_a=True,
+                              expires_at=timezone.now() - timedelta(minutes=5))  # run out
+    summary = label_pairs(GOOD, job=job)
+    assert summary.labels == 1 and list(Label.objects.values_list("pair_id", flat=True)) == [mine.pk]
+    assert not Assignment.objects.filter(pair__in=peoples).exists()  # given back to the queue, unlabelled
+
+
+def test_a_judge_interrupted_mid_label_gives_its_pair_back(db, monkeypatch):
+    """Ctrl-C (or any error but the judge's own) while the judge was asked left its lease open: the pair was held
+    from everyone until the lease ran out."""
+    import annotate.judging as judging
+
+    pair = _pairs(1)[0]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(judging, "verdict", interrupted)
+    monkeypatch.setattr(judging, "cut_rule", lambda *args: None)
+    with pytest.raises(KeyboardInterrupt):
+        label_pairs(GOOD)
+    assert not Assignment.objects.filter(pair=pair).exists() and not Label.objects.exists()

@@ -63,7 +63,9 @@ def test_a_single_chunk_generation_job_shows_progress_and_cancels_storing_nothin
     from generation.tasks import run_generation_job
 
     _prompts(16)
-    job = services.start_generation_job(slow_version, n_prompts=16, config=SamplingConfig(**WIDE), enqueue=False)
+    # greedy, so every answer runs to its token limit; samples only (greedy samples make no pair: refused otherwise)
+    job = services.start_generation_job(slow_version, n_prompts=16, config=SamplingConfig(**WIDE), enqueue=False,
+                                        pairing="none")
     assert len(services.job_chunks(job)) == 1
     worker.start()
     broker.send(run_generation_job, job.pk)
@@ -130,7 +132,8 @@ def _loop_run(version, *, max_new_tokens: int, epochs: int = 1):
 
     _prompts(8, "train", "t")
     _prompts(2, "eval", "t")
-    params = {"pairing": "random", "sampling": {"n": 8, "temperature": 0, "max_new_tokens": max_new_tokens},
+    # nearly greedy (greedy samples make no pair, and a loop with a pairing refuses temperature 0)
+    params = {"pairing": "random", "sampling": {"n": 8, "temperature": 0.01, "max_new_tokens": max_new_tokens},
               "training": dict(TRAIN_PARAMS, epochs=epochs)}
     return services.start_loop_run(rounds=1, pairs=8, judge="judges.rules:length_target", tag="t", eval_limit=2,
                                    params=params, enqueue=False)

@@ -96,9 +96,10 @@ def test_a_resumed_run_that_fails_at_once_is_not_blamed_on_the_lost_attempts_sta
 
 def test_a_judge_that_fails_on_its_first_label_is_said_to_fail_labelling(loop_run, monkeypatch):
     import annotate.judging as judging
+    from judges import JudgeError
 
     def down(*args, **kwargs):
-        raise judging.JudgeError("judge service unreachable")
+        raise JudgeError("judge service unreachable")
 
     monkeypatch.setattr(judging, "verdict", down)
     monkeypatch.setattr(judging, "cut_rule", lambda *args: None)

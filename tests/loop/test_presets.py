@@ -117,3 +117,12 @@ def test_a_preset_given_twice_differently_is_refused_not_one_dropped(prompts):
     assert not LoopRun.objects.exists()
     run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, params={"preset": "all"})
     assert run.params["preset"] == "all"  # given once, in the settings: as before
+
+
+def test_a_loop_sampling_greedily_is_refused_at_its_start(prompts):
+    """Temperature 0 gives a prompt's samples as one answer: the loop was accepted, then its round's generation made
+    no pair. Refused when it is started, as a generation job is."""
+    with pytest.raises(LoopError, match="temperature 0 samples greedily"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                       params={"sampling": {"temperature": 0}})
+    assert not LoopRun.objects.exists()
