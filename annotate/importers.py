@@ -24,6 +24,7 @@ from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX, make_password
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
+from generation.length import LENGTH_LIMIT
 from generation.models import Prompt, Response, normalised_hash
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
@@ -322,9 +323,11 @@ class _NewPairs:
     def __init__(self, source: str):
         self.source, self.waiting, self.count = source, [], 0
 
-    def add(self, prompt: Prompt, text_a: str, text_b: str, *, round_, label: dict | None = None, **fields) -> int:
+    def add(self, prompt: Prompt, text_a: str, text_b: str, *, round_, label: dict | None = None,
+            finish: tuple[str, str] = ("", ""), **fields) -> int:
+        """`finish`: the two answers' finish reasons, where the file says them (an export's cut-off marks)."""
         self.count += 1
-        self.waiting.append((prompt, text_a, text_b, round_, label, fields))
+        self.waiting.append((prompt, text_a, text_b, round_, label, finish, fields))
         if len(self.waiting) >= self.BATCH:
             self.flush()
         return -self.count
@@ -334,14 +337,15 @@ class _NewPairs:
         if not waiting:
             return
         responses = _inserted([
-            Response(prompt=prompt, version=None, text=text, source=self.source)
-            for prompt, text_a, text_b, *_ in waiting for text in (text_a, text_b)])
+            Response(prompt=prompt, version=None, text=text, source=self.source, finish_reason=reason)
+            for prompt, text_a, text_b, _, _, finish, _ in waiting
+            for text, reason in zip((text_a, text_b), finish, strict=True)])
         pairs = _inserted([
             Pair(prompt=prompt, response_a=responses[2 * k], response_b=responses[2 * k + 1], origin=Pair.IMPORTED,
                  round=round_, **fields)
-            for k, (prompt, _, _, round_, _, fields) in enumerate(waiting)])
+            for k, (prompt, _, _, round_, _, _, fields) in enumerate(waiting)])
         Label.objects.bulk_create([Label(pair=pair, **label)
-                                   for pair, (*_, label, _) in zip(pairs, waiting, strict=True) if label is not None])
+                                   for pair, (*_, label, _, _) in zip(pairs, waiting, strict=True) if label is not None])
 
 
 def _inserted(objects: list) -> list:
@@ -480,16 +484,125 @@ def people_marked():
     return AnnotatorProfile.objects.filter(is_import=True).exclude(user__password__startswith=UNUSABLE_PASSWORD_PREFIX)
 
 
+STOPPED = "stop"  # the finish reason both backends give an answer that ended by itself (generation/backends/base.py)
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """What an export's row says besides the pair and its label (annotate/exporters.py): whether each answer was cut
+    off at the token limit, and its labels' comments. None: the row does not say (another data set's row)."""
+
+    chosen_cut: bool | None = None
+    rejected_cut: bool | None = None
+    comments: tuple[str, ...] | None = None
+
+    def finish(self, chosen_is_a: bool) -> tuple[str, str]:
+        """The finish reasons of answers A and B, as stored: "" where the row does not say."""
+        reasons = tuple("" if cut is None else (LENGTH_LIMIT if cut else STOPPED)
+                        for cut in (self.chosen_cut, self.rejected_cut))
+        return reasons if chosen_is_a else reasons[::-1]
+
+
+_NO_MARKS = _Marks()
+
+
+def _flag(row: dict, field: str) -> bool | None:
+    """A true/false column: a boolean (JSON, Parquet), or the text true or false (a CSV cell); None when missing or
+    empty."""
+    value = row.get(field)
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        if value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+    if value is None or isinstance(value, bool):
+        return value
+    raise formats.RowError(field, f"expected true or false, got {str(value)[:40]!r}")
+
+
+def _cut_marks(row: dict) -> tuple[bool | None, bool | None]:
+    """Whether the chosen and the rejected answer were cut off at the token limit, from the export's `truncated`
+    (either of them), `chosen_truncated` and `rejected_truncated`: checked against each other, so a row that
+    contradicts itself is refused rather than half believed."""
+    either, chosen, rejected = (_flag(row, f) for f in ("truncated", "chosen_truncated", "rejected_truncated"))
+    if either is False:
+        for field, cut in (("chosen_truncated", chosen), ("rejected_truncated", rejected)):
+            if cut:
+                raise formats.RowError(field, "true, but 'truncated' (either answer cut off) is false")
+        return False, False
+    if either:
+        if chosen is None and rejected is None:  # a cut answer never beats a finished one: which it is matters
+            raise formats.RowError("truncated", "true, but which answer was cut off is not said: give "
+                                                "'chosen_truncated' and 'rejected_truncated' too (the export does)")
+        if chosen is False and rejected is False:
+            raise formats.RowError("truncated", "true, but 'chosen_truncated' and 'rejected_truncated' are both false")
+        # the one side not given is the cut one when the other was not cut
+        chosen = True if chosen is None and rejected is False else chosen
+        rejected = True if rejected is None and chosen is False else rejected
+    return chosen, rejected
+
+
+def _comments(row: dict) -> tuple[str, ...] | None:
+    """The `comments` column: a list of texts (a CSV cell holds it as JSON text, or is one comment); None when there
+    is no such column. Empty comments are left out, as the export leaves them out."""
+    value = row.get("comments")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = formats.json_value(text)
+            except ValueError as exc:
+                raise formats.RowError("comments", f"expected a list of comments: {exc}") from None
+        else:
+            value = [text] if text else []
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise formats.RowError("comments", f"expected a list of comments (texts), got {type(value).__name__}")
+    for i, comment in enumerate(value, 1):
+        if not isinstance(comment, str):
+            raise formats.RowError("comments", f"comment {i}: expected text, got {type(comment).__name__}")
+        formats.check_text(comment, f"comments: comment {i}")
+    return tuple(comment for comment in value if comment.strip())
+
+
+def _marks(row: dict) -> _Marks:
+    chosen, rejected = _cut_marks(row)
+    return _Marks(chosen, rejected, _comments(row))
+
+
+def _mark_answers(pair: Pair, marks: _Marks, chosen_is_a: bool) -> None:
+    """A row's cut-off marks onto the answers of a pair stored before, where their finish reason is unknown (stored
+    by an import): a sampled answer's own, from its model, is never replaced."""
+    for response_id, reason in zip((pair.response_a_id, pair.response_b_id), marks.finish(chosen_is_a), strict=True):
+        if reason:
+            Response.objects.filter(pk=response_id, finish_reason="").update(finish_reason=reason)
+
+
 def import_preferences(
     path: Path | str, *, fmt: str = "auto", round_number: int | None = None, name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account. A
-    new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it)."""
+    new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it).
+
+    What an export writes of a row besides (annotate/exporters.py) is read back too, where the row says it: which
+    answer was cut off at the token limit (`chosen_truncated`, `rejected_truncated`, `truncated`) as the answers'
+    finish reasons, which the cut rule and rule_penalty read, and the labels' `comments` as the label's comment
+    (in place of where it was imported from), so an export imported into an empty instance exports the same rows.
+    """
     _check_round(round_number)
     name = name or Path(path).name
-    rows = formats.read_preferences(path, fmt, name, _limits(), own_round=round_number is None)
+    marks: dict[int, _Marks] = {}  # line -> what the row says of its answers and labels
+
+    def read_marks(parsed, row: dict):
+        found = _marks(row)
+        if found != _NO_MARKS:
+            marks[parsed.line] = found
+        return parsed
+
+    rows = formats.read_preferences(path, fmt, name, _limits(), own_round=round_number is None, also=read_marks)
 
     labelled: dict[int, str] = {}  # pair id -> the import account's choice on it, as far as this import knows
     rounds: dict[int | None, LabellingRound | None] = {}
@@ -501,15 +614,17 @@ def import_preferences(
             rounds[number] = _round(number)
         label = _label_fields(row, new.source, chosen_is_a=True)
         pair_id = new.add(prompt, row.chosen, row.rejected, round_=rounds[number], label=label, labels_needed=1,
-                          labels_done=1)
+                          labels_done=1, finish=marks.get(row.line, _NO_MARKS).finish(chosen_is_a=True))
         labelled[pair_id] = label["choice"]
         return pair_id
 
     def _label_fields(row, source, *, chosen_is_a: bool) -> dict:
+        said = marks.get(row.line, _NO_MARKS).comments
+        # the row's own comments where it has the column (an export's: none is an empty list); else where it came from
+        comment = f"imported from {source[len('import:'):]} line {row.line}" if said is None else "\n\n".join(said)
         return dict(annotator=user, choice=_choice(row, chosen_is_a), left_is_a=True,
                     side="tie" if row.is_tie else ("left" if chosen_is_a else "right"),
-                    preference_prob=None if row.is_tie else row.preference_prob,
-                    comment=f"imported from {source[len('import:'):]} line {row.line}")
+                    preference_prob=None if row.is_tie else row.preference_prob, comment=comment)
 
     def _label(pair, row, source, *, chosen_is_a: bool) -> str:
         return Label.objects.create(pair=pair, **_label_fields(row, source, chosen_is_a=chosen_is_a)).choice
@@ -539,6 +654,7 @@ def import_preferences(
                 if earlier is None:
                     labelled[pair_id] = _label(pair, row, source, chosen_is_a=chosen_is_a)
                     Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
+                    _mark_answers(pair, marks.get(row.line, _NO_MARKS), chosen_is_a)
                     return ADDED
                 labelled[pair_id] = earlier
             return PRESENT if labelled[pair_id] == _choice(row, chosen_is_a) else DISAGREES

@@ -59,6 +59,10 @@ def parse_args(argv=None):
     for name in ("rounds", "pairs", "eval_limit"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    # a share of verdicts: refused here, not by judges.noise after the database is migrated and the base registered
+    # (written so, nan fails the test too)
+    if not 0 <= args.label_noise <= 1:
+        parser.error(f"--label-noise must be a share from 0 to 1 (got {args.label_noise})")
     return args
 
 

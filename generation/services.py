@@ -28,7 +28,7 @@ from prefcore.outcomes import cut_rule
 from prefloop.numerics import dtype_choice, product_dtype
 
 from .backends import load_backend
-from .backends.base import GenerationCancelled, SamplingConfig
+from .backends.base import MAX_TEMPERATURE, MIN_TEMPERATURE, GenerationCancelled, SamplingConfig
 from .backends.vllm import CanaryMismatch
 from .bootstrap import bootstrap_checkpoint
 from .models import GenerationJob, ModelVersion, Prompt, Response, VersionChange
@@ -246,13 +246,20 @@ def select_prompts(version: ModelVersion, n_prompts: int, *, split: str = "train
     return ids[:n_prompts]
 
 
-def check_pairing(pairing: str, judge: str, samples: int) -> None:
-    """A GenerationError unless `pairing` can choose pairs from `samples` samples a prompt; pairing "judge" needs a
-    judge that loads and at most MAX_JUDGED_SAMPLES samples, and no other pairing takes a judge."""
+def check_pairing(pairing: str, judge: str, samples: int, temperature: float | None = None) -> None:
+    """A GenerationError unless `pairing` can choose pairs from `samples` samples a prompt sampled at `temperature`
+    (None: not checked); pairing "judge" needs a judge that loads and at most MAX_JUDGED_SAMPLES samples, and no
+    other pairing takes a judge."""
     if pairing not in PAIRING_STRATEGIES:
         raise GenerationError(f"pairing must be one of {', '.join(PAIRING_STRATEGIES)} (got {pairing!r})")
     if samples < 2 and pairing != "none":  # here, so every start (a loop's too) refuses it before anything runs
         raise GenerationError(f"samples per prompt must be at least 2 to make a pair (got {samples})")
+    if temperature == 0 and pairing != "none":
+        # Greedy decoding gives the K samples of a prompt as one answer K times, and a pair of the same answer twice
+        # is never made: the job ran to the end and said "0 pairs queued".
+        raise GenerationError(f"temperature 0 samples greedily: the {samples} samples per prompt would be {samples} "
+                              f"identical answers, so pairing {pairing!r} can make no pair; set temperature from "
+                              f"{MIN_TEMPERATURE} to {MAX_TEMPERATURE}, or pairing 'none' for samples only")
     if pairing != "judge":
         if judge:
             raise GenerationError(f"a judge ranks samples only with pairing 'judge' (pairing is {pairing!r})")
@@ -287,7 +294,7 @@ def start_generation_job(
         raise GenerationError(f"number of prompts must be from 1 to {MAX_PROMPTS_PER_JOB:,} (got {n_prompts})")
     if len(tag) > 100 or not tag.isprintable():
         raise GenerationError("tag: expected up to 100 printable characters")
-    check_pairing(pairing, judge, config.n)
+    check_pairing(pairing, judge, config.n, config.temperature)
     # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two
     # requests, and each took the same prompts and seeds, so every pair was made twice and labelled twice.
     with transaction.atomic():

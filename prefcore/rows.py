@@ -15,8 +15,11 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
+import stat
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,14 +258,32 @@ def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | 
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise ImportProblem([f"{name}: unknown file type {path.suffix or '(none)'!r}: expected .jsonl, .csv or .parquet"])
+    size = _regular_file(path, name).st_size  # before anything opens it
     if kind == "parquet":
         return _read_parquet(path, name, limits)
-    size = path.stat().st_size
     if size > limits.max_bytes:  # text files: the decoded size is the file's
         raise limits.too_many_bytes(name, f"{size:,} bytes")
     if kind == "jsonl":
         return _read_jsonl(path, name, limits)
     return _read_csv(path, name, limits)
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def _regular_file(path: Path, name: str) -> os.stat_result:
+    """The file's stat, once it is known to be a regular file (a link followed to what it names). The size check
+    reads st_size, which is 0 for a pipe or a device: reading a FIFO waited forever for a writer, and a link to
+    /dev/zero read until memory ran out. So anything else is refused here, before the file is opened."""
+    found = path.stat()  # follows links: a link to a regular file is read as that file
+    if not stat.S_ISREG(found.st_mode):
+        what = next((words for test, words in _SPECIAL if test(found.st_mode)), "a special file")
+        via = f" (a link to {path.resolve()})" if path.is_symlink() else ""
+        raise ImportProblem([f"{name}: {path}{via} is {what}, not a regular file: an import reads rows from a "
+                             "regular file only (a pipe waits for a writer and a device never runs out, so either "
+                             "could be read forever); save the rows to a file and import that"])
+    return found
 
 
 def _utf8_text(data: bytes, name: str) -> str:
@@ -808,10 +829,12 @@ def read_pairs(path: Path | str, name: str | None = None, limits: ImportLimits |
 
 def read_preferences(
     path: Path | str, fmt: str = "auto", name: str | None = None, limits: ImportLimits | None = None, *,
-    own_round: bool = True,
+    own_round: bool = True, also: Callable[[PreferenceRow, dict], PreferenceRow] | None = None,
 ) -> list[PreferenceRow]:
     """`own_round`: read each row's `round` (PreferenceRow.round); off when the import names the round itself, so a
-    column that means something else in another data set is not read at all."""
+    column that means something else in another data set is not read at all. `also(parsed, row)`: the caller's
+    reading of more of each row (the importer's of an export's cut-off marks and comments); a RowError it raises is
+    reported with the file's other problems, naming the line and field."""
     if fmt not in FORMATS:
         raise ImportProblem([f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}"])
     name = name or Path(path).name
@@ -824,6 +847,6 @@ def read_preferences(
         if isinstance(pair_id, int) and not isinstance(pair_id, bool) and 0 < pair_id <= _LARGEST_ID \
                 and labellers is not None:  # an export's row (any other data set's pair_id is not ours to read)
             parsed = dataclasses.replace(parsed, exported_pair=pair_id)
-        return parsed
+        return parsed if also is None else also(parsed, row)
 
     return _check_all(read_rows(path, name, limits), name, parse)

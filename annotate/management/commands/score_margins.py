@@ -33,12 +33,23 @@ class Command(PrefLoopCommand):
             unknown = sorted(set(o["round"]) - {r.number for r in rounds})
             if unknown:
                 raise CommandError(f"score_margins: --round {unknown[0]}: no such round")
+        scored = [0, None]  # pairs scored so far, of how many: what a Ctrl-C keeps
         with tqdm(desc=f"margins under {version.name}", unit="pair") as bar:
             def progress(done: int, total: int) -> None:
+                scored[:] = done, total
                 bar.total = total
                 bar.n = done
                 bar.refresh()
 
-            prepared = prepare_queue(version, rounds=rounds, progress=progress)
+            try:
+                prepared = prepare_queue(version, rounds=rounds, progress=progress)
+            except KeyboardInterrupt:  # Ctrl-C: one line saying what was kept, not a traceback
+                done, total = scored
+                if total is None:
+                    raise CommandError("score_margins: interrupted before any margin was scored; running it again "
+                                       "does the whole step") from None
+                raise CommandError(f"score_margins: interrupted: the margins of the {done} of {total} pairs scored "
+                                   f"under {version.name} before it are kept (stored a chunk at a time); running it "
+                                   "again scores the rest") from None
         self.stdout.write(json.dumps({"version": prepared.version, "held_back": prepared.held_back,
                                       "scored": prepared.scored}))

@@ -3,12 +3,13 @@ voted on yet. A side-by-side set shows the versions' names, and people's votes o
 judge's are left out the same way (they would count on the leaderboard's automatic view)."""
 from django.conf import settings
 from django.core.management.base import CommandError
+from django.db import DatabaseError
 from tqdm import tqdm
 
 from annotate.judging import judge_account
 from annotate.models import MAX_ID
 from compare import services
-from compare.models import CompareJob, Comparison
+from compare.models import CompareJob, Comparison, Vote
 from prefloop.commands import Command as PrefLoopCommand
 
 
@@ -33,13 +34,25 @@ class Command(PrefLoopCommand):
                                    "would not be fair (start a blind set to vote on)")
             comparisons = comparisons.filter(job_id=opts["job"])
         comparisons = comparisons.exclude(job__blind=False)
+        voter = before = None
         try:
             judge = services.load_judge(opts["judge"])
             voter = judge_account(opts["judge"])
+            before = Vote.objects.filter(voter=voter).count()
             todo = comparisons.exclude(votes__voter=voter)
             with tqdm(total=todo.count(), desc="judging", unit="comparison") as bar:
                 votes = services.judge_comparisons(todo, judge, opts["judge"], voter,
                                                    on_vote=lambda done, total: bar.update(done - bar.n))
         except (services.CompareError, services.JudgeError) as exc:
             raise CommandError(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C: one line saying what was kept, not a traceback
+            if before is None:
+                raise CommandError("judge_votes: interrupted before the judge voted: nothing was stored") from None
+            try:
+                new = Vote.objects.filter(voter=voter).count() - before
+                kept = f"its {new} new vote{'s' if new != 1 else ''} before it {'are' if new != 1 else 'is'} kept"
+            except DatabaseError:  # (the line still comes, if less precise)
+                kept = "its votes before it are kept"
+            raise CommandError(f"judge_votes: interrupted: {opts['judge']}: {kept} (each is stored as it is cast); "
+                               "running it again votes on the rest") from None
         self.stdout.write(f"{opts['judge']}: {len(votes)} new vote{'s' if len(votes) != 1 else ''}")
