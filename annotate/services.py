@@ -500,7 +500,10 @@ def undo_last_label(user, lease: int | None = None) -> Assignment | None:
         closed = round_id is not None and any(
             in_lock_order(LabellingRound.objects.filter(pk=round_id)).values_list("closed_at", flat=True))
         if not Label.objects.filter(pk=label.pk).delete()[0]:  # undone meanwhile ("u" pressed twice at once)
-            return None
+            # a named lease's undo sent twice at once: the other request undid it, and this one answers as a retry
+            # does (it answered "nothing to undo")
+            return None if lease is None else Assignment.objects.select_related(*_SHOWN).filter(
+                pk=lease, state=Assignment.LEASED).first()
         Pair.objects.filter(pk=pair_id, labels_done__gt=0).update(labels_done=F("labels_done") - 1)
         if closed:  # a closed round's pairs need no labels they lack (close_round): the undone one is not asked for
             Pair.objects.filter(pk=pair_id, labels_needed__gt=F("labels_done")).update(labels_needed=F("labels_done"))

@@ -219,6 +219,35 @@ def test_two_undos_at_the_same_moment_take_one_label_back(postgresql):
     assert pair.labels_done == 1 and pair.labels_needed == 2
 
 
+def test_two_undos_of_one_named_lease_at_the_same_moment_both_answer_it(postgresql):
+    """The API's undo names its lease so a retry answers as the first did: two sent at once (a retry overlapping a
+    slow first), the second found the label gone and answered "nothing to undo" (409)."""
+    pair, person = _labelled_by_two()
+    lease = Assignment.objects.get(pair=pair, annotator=person).pk
+    holding, answers = threading.Event(), {}
+
+    def held(sender, instance, **kwargs):
+        if threading.current_thread().name == "first" and not holding.is_set():
+            holding.set()
+            time.sleep(1.5)
+
+    def first() -> None:
+        answers["first"] = services.undo_last_label(person, lease=lease)
+
+    def second() -> None:
+        holding.wait(60)
+        answers["second"] = services.undo_last_label(person, lease=lease)
+
+    pre_delete.connect(held, sender=Label, weak=False)
+    try:
+        errors = run_at_once({"first": first, "second": second}, release=holding)
+    finally:
+        pre_delete.disconnect(held, sender=Label)
+    assert errors == []
+    assert answers["first"].pk == answers["second"].pk == lease
+    assert list(Label.objects.values_list("side", flat=True)) == ["right"]
+
+
 # ---- 4. the client pages by number against a server without next_after -------------------------------------------
 
 ROWS = [{"prompt": f"Q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)]
