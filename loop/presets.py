@@ -14,7 +14,7 @@ class LoopPreset:
     summary: str  # one line for a person choosing
     samples: int = 4  # answers per prompt (SamplingConfig.n)
     pairing: str = "judge"  # "judge": its round robin pairs best with worst; "random"; "most_different"; "none"
-    data: str = "all"  # "all": every label so far; "new": only this round's pairs; "replay": those and as many
+    data: str = "all"  # "all": every label so far; "new": the pairs the round's starting version sampled; "replay": those and as many
     # others; "spin": no labels, reference answers over the round's own samples
     reference: str = "base"  # the frozen reference: the base version, or the version the round starts from
 

@@ -105,7 +105,7 @@ def test_the_run_page_names_the_preset_and_what_it_set(prompts, client, django_u
     client.force_login(django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True))
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert '<strong class="preset">quick</strong>' in page
-    assert "2 answers a prompt, random pairing, trained on\n  this round's pairs" in page
+    assert "2 answers a prompt, random pairing, trained on\n  the pairs its starting version sampled" in page
     assert "against the base version as the reference" in page
 
 
