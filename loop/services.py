@@ -386,7 +386,8 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         "base_truncated_answers": truncated_count(evaluation.answers_a.values()),
         "gate": {"decision": "promoted" if gate.passed else "kept", "against": training.gate["against"],
                  "win_rate": decided_on["win_rate"], "ci95": decided_on["ci95"], "votes": decided_on["votes"],
-                 "reason": gate.reason},
+                 # what the rate and interval rest on: pairs of answers (several voters on one count once)
+                 "pairs": decided_on.get("n", decided_on["votes"]), "reason": gate.reason},
         "current": new.name if gate.passed else training.gate["against"],
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }

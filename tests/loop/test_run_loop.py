@@ -233,6 +233,7 @@ def test_a_rounds_gate_figures_are_the_ones_its_decision_read(tiny_loop, monkeyp
 
     decided_on = TrainingRun.objects.get(output_version__name=result["version"]).gate["evidence"]
     assert result["gate"]["votes"] == decided_on["votes"] == 4  # the judge's 3 and the person's
+    assert result["gate"]["pairs"] == decided_on["n"] == 3  # on the judge's 3 pairs of answers
     assert result["gate"]["win_rate"] == decided_on["win_rate"] and result["gate"]["ci95"] == decided_on["ci95"]
     # the person voted on one of the judge's 3 pairs of answers: 4 votes, 3 pairs (GateEvidence.pairs)
     assert result["gate"]["reason"] == ("needs 16 blind votes against the current version, has 3 pairs of answers "
