@@ -244,6 +244,7 @@ class ImportJob(Job):
     KINDS = [(PROMPTS, "prompts"), (PAIRS, "unlabelled pairs"), (PREFERENCES, "labelled preferences")]
     unit = "rows"
     task_name = "annotate.tasks.run_import_job"
+    start_again = "upload the file again"  # its upload is not kept for a job that never started
 
     kind = models.CharField(max_length=12, choices=KINDS)
     file_name = models.CharField(max_length=255, help_text="The uploaded file's name, as people see it.")

@@ -69,7 +69,7 @@ def enqueue(job: Job) -> None:
             log.warning("%s: its task %s could not be sent", _named(job), job.task_name, exc_info=True)
             # the type only, not the message: a broker's message may carry its address
             what = "the task queue could not be reached" if down else "its task could not be sent"
-            fail(job, f"{what} ({type(exc).__name__}), so it never started: start it again")
+            fail(job, f"{what} ({type(exc).__name__}), so it never started: {job.start_again}")
             if not down:
                 raise
             raise OperationalError(f"{what}, so {_named(job)} was not started (it is marked failed): try again in "

@@ -102,3 +102,22 @@ def test_a_task_that_cannot_be_sent_for_another_reason_still_ends_its_job(versio
         training_services.start_training_run(params={"beta": 0.1})
     run = TrainingRun.objects.get()
     assert run.status == "failed" and run.error.startswith("its task could not be sent (TypeError)")
+
+
+def test_an_import_with_the_queue_down_says_to_upload_its_file_again(db, settings, tmp_path, staff, monkeypatch):
+    """Its record said "start it again", but nothing starts an import but its upload, which is not kept."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from annotate import import_jobs
+    from annotate.models import ImportJob
+
+    queue = Queue()
+    monkeypatch.setattr(lifecycle.task_named(ImportJob.task_name), "apply_async", queue.send)
+    settings.IMPORTS_DIR = tmp_path / "imports"
+    upload = SimpleUploadedFile("p.jsonl", b'{"prompt": "Hello?"}\n')
+    with pytest.raises(OperationalError):
+        import_jobs.start(upload, kind="prompts", options={"split": "train", "tag": "", "format": "auto",
+                                                           "round": None}, user=staff)
+    job = ImportJob.objects.get()
+    assert job.status == "failed" and job.error.endswith("upload the file again"), job.error
+    assert not any((tmp_path / "imports").iterdir())  # the upload is not kept
