@@ -42,6 +42,8 @@ def test_a_generation_job_started_in_the_browser_moves_and_cancels(browser, live
         field = browser.find_element("name", name)
         field.clear()
         field.send_keys(value)
+    # greedy, so every answer runs to its token limit: samples only (greedy samples make no pair, refused otherwise)
+    browser.execute_script("document.querySelector('[name=pairing]').value = 'none'")
     browser.execute_script("document.querySelector('[name=prompts]').form.requestSubmit()")
     _wait(browser, lambda d: _row(d) is not None)
 
