@@ -7,22 +7,13 @@ from django.urls import reverse
 
 from compare.models import CompareJob
 from generation.models import GenerationJob, ModelVersion, Prompt
-from jobs import lifecycle
 from loop.models import LoopRun
-from tests.api.test_queue_down import TASKS, Queue
+from tests.api.test_queue_down import queue  # noqa: F401 - the queue stood in for, down at first
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def queue(monkeypatch):
-    queue = Queue()
-    for name in TASKS.values():
-        monkeypatch.setattr(lifecycle.task_named(name), "apply_async", queue.send)
-    return queue
-
-
-def test_start_pages_with_the_queue_down_say_so_and_leave_no_job_queued(client, staff, queue):
+def test_start_pages_with_the_queue_down_say_so_and_leave_no_job_queued(client, staff, queue):  # noqa: F811
     base = ModelVersion.objects.create(name="base", path="/nonexistent", is_current=True)
     other = ModelVersion.objects.create(name="round-1", path="/nonexistent", parent=base)
     for k in range(2):

@@ -188,10 +188,9 @@ def postgresql(transactional_db):
         pytest.skip("PostgreSQL only: SQLite lets one writer in at a time (the test above interleaves the undos)")
 
 
-def test_two_undos_at_the_same_moment_take_one_label_back(postgresql):
-    """Two requests of one person's "u" at once, each in its own transaction: both read the label, the second
-    waits on the round the first holds, then found its label deleted and took a label off the count again."""
-    pair, person = _labelled_by_two()
+def _two_undos_at_once(person, **named) -> dict:
+    """Two of one person's undos at once, each in its own transaction: the first held just before its delete while
+    the second reads the label. Their answers, by name ("first", "second")."""
     holding, answers = threading.Event(), {}
 
     def held(sender, instance, **kwargs):  # the first undo, about to delete: the second reads the label meanwhile
@@ -200,11 +199,11 @@ def test_two_undos_at_the_same_moment_take_one_label_back(postgresql):
             time.sleep(1.5)
 
     def first() -> None:
-        answers["first"] = services.undo_last_label(person)
+        answers["first"] = services.undo_last_label(person, **named)
 
     def second() -> None:
         holding.wait(60)
-        answers["second"] = services.undo_last_label(person)
+        answers["second"] = services.undo_last_label(person, **named)
 
     pre_delete.connect(held, sender=Label, weak=False)
     try:
@@ -212,6 +211,14 @@ def test_two_undos_at_the_same_moment_take_one_label_back(postgresql):
     finally:
         pre_delete.disconnect(held, sender=Label)
     assert errors == []
+    return answers
+
+
+def test_two_undos_at_the_same_moment_take_one_label_back(postgresql):
+    """Two requests of one person's "u" at once, each in its own transaction: both read the label, the second
+    waits on the round the first holds, then found its label deleted and took a label off the count again."""
+    pair, person = _labelled_by_two()
+    answers = _two_undos_at_once(person)
     assert answers["first"] is not None and answers["first"].pair_id == pair.pk
     assert answers["second"] is None
     pair.refresh_from_db()
@@ -224,26 +231,7 @@ def test_two_undos_of_one_named_lease_at_the_same_moment_both_answer_it(postgres
     slow first), the second found the label gone and answered "nothing to undo" (409)."""
     pair, person = _labelled_by_two()
     lease = Assignment.objects.get(pair=pair, annotator=person).pk
-    holding, answers = threading.Event(), {}
-
-    def held(sender, instance, **kwargs):
-        if threading.current_thread().name == "first" and not holding.is_set():
-            holding.set()
-            time.sleep(1.5)
-
-    def first() -> None:
-        answers["first"] = services.undo_last_label(person, lease=lease)
-
-    def second() -> None:
-        holding.wait(60)
-        answers["second"] = services.undo_last_label(person, lease=lease)
-
-    pre_delete.connect(held, sender=Label, weak=False)
-    try:
-        errors = run_at_once({"first": first, "second": second}, release=holding)
-    finally:
-        pre_delete.disconnect(held, sender=Label)
-    assert errors == []
+    answers = _two_undos_at_once(person, lease=lease)
     assert answers["first"].pk == answers["second"].pk == lease
     assert list(Label.objects.values_list("side", flat=True)) == ["right"]
 
