@@ -287,7 +287,8 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             # can start holding out prompts it trained on), so the held-out figures would not be what they say.
             _log(run, f"version {version.name!r} was registered before the worker was lost: measuring it, "
                       "not training again (its answers and KL; held-out pairs are not measured again)")
-            _measure_and_finish(run, version, config, SimpleNamespace(heldout=[], heldout_rows=[]), tracker)
+            _measure_and_finish(run, version, config, SimpleNamespace(heldout=[], heldout_rows=[]), tracker,
+                                _training_share([]))
             run.refresh_from_db()
             return run
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
@@ -319,7 +320,8 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         settings.MODELS_DIR.mkdir(parents=True, exist_ok=True)
         out_tmp = Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
         release_backends()  # a sampler this worker kept (weights and a KV cache of up to 4 GiB): training needs the memory
-        result = _train(run, tracker, config, pairs, out_tmp, progress, _training_share(data.heldout))
+        share = _training_share(data.heldout)  # read once: the bar's split must not move between training and measuring
+        result = _train(run, tracker, config, pairs, out_tmp, progress, share)
         tracker.check()  # asked to stop after the last step: no version either
         store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps,
                               result.truncated_pairs)
@@ -334,7 +336,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             truncated=result.truncated, dropped=result.dropped))
         _log(run, f"registered version {version.name!r} as a candidate: it becomes current when it passes the "
                   "promotion gate against the current version, or when staff promote it by hand")
-        _measure_and_finish(run, version, config, data, tracker)
+        _measure_and_finish(run, version, config, data, tracker, share)
     except (TrainingCancelled, JobCancelled):
         # stopped while its version was measured: the version is registered (a candidate, as the log says), with
         # the figures measured so far
@@ -375,11 +377,12 @@ def _run_config(run: TrainingRun) -> DPOConfig:
     return config
 
 
-def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConfig, data, tracker: Tracker) -> None:
+def _measure_and_finish(run: TrainingRun, version: ModelVersion, config: DPOConfig, data, tracker: Tracker,
+                        share: float) -> None:
     """Measure the run's registered version, then end the run succeeded, its version a candidate. The run ends once
     its version is measured: "succeeded" means every figure of the round is there (a gate checked at once reads its
-    KL), and the worker is free for the next job."""
-    share = _training_share(data.heldout)
+    KL), and the worker is free for the next job. `share`: the bar's part the training had (_training_share, read
+    before it trained: read again, eval prompts added meanwhile would move the bar back)."""
     tracker.report(stage=f"measuring {version.name!r}", progress=share, force=True)
     failed = _evaluate(run, version, config, data, tracker.should_stop,
                        on_stage=lambda text, part: tracker.report(stage=f"measuring {version.name!r}: {text}",

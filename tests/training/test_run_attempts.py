@@ -158,3 +158,22 @@ def test_measuring_a_trained_version_says_which_part_it_is_in(base, monkeypatch)
     trained = bar["training"]
     moved = [bar[s] for s in measuring]
     assert trained == moved[0] == moved[1] < moved[2] <= moved[3] < 1, (trained, moved)
+
+
+def test_an_eval_prompt_added_while_a_run_trains_does_not_move_its_bar_back(base, monkeypatch):
+    """The bar's split between training and measuring was read twice: a run with nothing to measure trained to 100%,
+    and an eval prompt imported meanwhile put it back to 90% as it measured."""
+    Prompt.objects.filter(split="eval").delete()  # nothing to measure: the training has the whole bar
+    bar, report = [], lifecycle.Tracker.report
+
+    def watched(self, **kwargs):
+        if kwargs.get("progress") is not None:
+            bar.append(kwargs["progress"])
+            if len(bar) == 2:  # while it trains, someone imports an eval prompt
+                Prompt.objects.create(text="Eval question: name a fruit.", split="eval")
+        return report(self, **kwargs)
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", watched)
+    run = ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
+    assert run.status == "succeeded" and run.progress == 1.0
+    assert bar == sorted(bar), bar  # never back
