@@ -10,6 +10,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from django.db import connection, transaction
+
 from annotate.judging import label_pairs
 from compare.evaluation import Evaluation, eval_prompts, evaluate
 from compare.services import CompareError
@@ -135,17 +137,32 @@ def start_loop_run(
     # The same loop sent twice (a double click, a retried request) while the first is active: the second sampled and
     # labelled a round on the same prompts, then failed at training ("already queued or running") or trained on
     # the version the first had just replaced.
-    same = LoopRun.objects.filter(status__in=ACTIVE, rounds=rounds, pairs=pairs, judge=judge, tag=tag,
-                                  eval_limit=eval_limit, seed=seed).order_by("pk")
-    twin = next((other for other in same if other.params == params), None)
-    if twin is not None:
-        raise LoopError(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to end, or "
-                        "cancel it, to run it again")
-    run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
-                                 seed=seed, params=params, created_by=user, total=rounds)
+    with transaction.atomic():
+        _one_start_at_a_time()  # two sent in the same instant both found no twin, then both were created
+        same = LoopRun.objects.filter(status__in=ACTIVE, rounds=rounds, pairs=pairs, judge=judge, tag=tag,
+                                      eval_limit=eval_limit, seed=seed).order_by("pk")
+        twin = next((other for other in same if other.params == params), None)
+        if twin is not None:
+            raise LoopError(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to end, "
+                            "or cancel it, to run it again")
+        run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
+                                     seed=seed, params=params, created_by=user, total=rounds)
     if enqueue:
         lifecycle.enqueue(run)
     return run
+
+
+# The key of the lock that starts of loop runs take on PostgreSQL (any number: no other advisory lock is taken).
+_START_LOCK = 0x100B
+
+
+def _one_start_at_a_time() -> None:
+    """Inside a transaction, before looking for a run with the same settings: starts of loop runs pass here one at a
+    time until their transactions end. PostgreSQL: a transaction-scoped advisory lock. SQLite: every transaction is
+    IMMEDIATE (prefloop/settings.py), so one writer is in at a time already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_START_LOCK])
 
 
 def _check_params(params: dict, judge: str) -> None:
