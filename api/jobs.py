@@ -154,7 +154,8 @@ class LoopStart(Body):
     tag: Name = ""
     eval_limit: Count(1, loop_services.MAX_EVAL_PROMPTS) = 64
     seed: Number = 0
-    preset: Name = Field("default", description="Named round settings (loop.presets): default, all, quick, replay, spin")
+    preset: Name | None = Field(None, description="Named round settings (loop.presets): default, all, quick, replay, spin; "
+                                "left out: the settings' own preset, else default")
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -79,7 +79,7 @@ def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
 
 def start_loop_run(
     *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
-    params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "", preset: str = "default",
+    params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "", preset: str | None = None,
 ) -> LoopRun:
     """Check the settings (the judges must load, prompts must exist), record the run and queue it.
 
@@ -108,10 +108,11 @@ def start_loop_run(
         raise LoopError(f"unknown loop setting {sorted(unknown)[0]!r} "
                         "(known: training, sampling, pairing, reference, data, eval_judge, preset)")
     named = params.pop("preset", None)
-    if named and preset and preset != "default" and named != preset:  # one of them would be dropped without a word
-        raise LoopError(f"preset {preset!r} and the settings' own preset {named!r}: give one of them")
     try:
         chosen = preset_named(named or preset or "default")
+        # one of them would be dropped without a word (an explicit "default" too: it is not "none given")
+        if named and preset and preset_named(preset).name != chosen.name:
+            raise LoopError(f"preset {preset!r} and the settings' own preset {named!r}: give one of them")
     except ValueError as exc:
         raise LoopError(str(exc)) from None
     eval_judge = eval_judge or params.get("eval_judge") or judge

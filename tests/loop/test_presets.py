@@ -115,8 +115,29 @@ def test_a_preset_given_twice_differently_is_refused_not_one_dropped(prompts):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="quick",
                        params={"preset": "all"})
     assert not LoopRun.objects.exists()
+    # an explicit "default" is a preset given, not "none given": it ran the settings' "all" without a word
+    with pytest.raises(LoopError, match="preset 'default' and the settings' own preset 'all': give one of them"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="default",
+                       params={"preset": "all"})
+    assert not LoopRun.objects.exists()
     run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, params={"preset": "all"})
     assert run.params["preset"] == "all"  # given once, in the settings: as before
+    # one preset by two of its names is given once
+    same = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="iterative",
+                          params={"preset": "default"})
+    assert same.params["preset"] == "default"
+
+
+def test_a_preset_in_the_settings_alone_is_the_runs_from_the_command_and_the_api(prompts, client, staff):
+    call_command("run_loop", rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, params='{"preset": "quick"}',
+                 stdout=open("/dev/null", "w"))
+    assert LoopRun.objects.get().params["preset"] == "quick"
+    LoopRun.objects.update(status="succeeded")
+    client.force_login(staff)
+    answer = client.post("/api/v1/jobs/loop", {"rounds": 1, "pairs": 2, "judge": JUDGE, "tag": "t", "eval_limit": 2,
+                                           "params": {"preset": "replay"}}, content_type="application/json")
+    assert answer.status_code == 201, answer.content
+    assert LoopRun.objects.latest("pk").params["preset"] == "replay"
 
 
 def test_a_loop_sampling_greedily_is_refused_at_its_start(prompts):

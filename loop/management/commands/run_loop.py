@@ -29,7 +29,7 @@ class Command(PrefLoopCommand):
         parser.add_argument("--tag", default="", help="Only prompts with this tag.")
         parser.add_argument("--eval-limit", type=int, default=64, help="Eval prompts each new version answers.")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--preset", default=DEFAULT.name, choices=names(),
+        parser.add_argument("--preset", default=None, choices=names(),
                             help="Named round settings: " + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values())
                                  + f" (default: {DEFAULT.name}).")
         parser.add_argument("--params", default="{}",
