@@ -198,7 +198,8 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     if kl is None:
         drift.append("KL to the reference not measured: the drift budget was not checked")
     else:
-        shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.3g} a token)"
+        g = _significant(kl, rule.max_kl_per_token)
+        shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.{g}g} a token)"
         drift.append(shown)
         if kl > rule.max_kl_per_token:
             failed.append(f"{shown}: over the budget of {rule.max_kl_per_token:g} nats a token")
@@ -209,6 +210,15 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
 
 def _round(x: float | None) -> float | None:
     return None if x is None or math.isnan(x) else round(x, 4)
+
+
+def _significant(value: float, bound: float) -> int:
+    """Significant digits for a figure shown beside its bound: the fewest (3 to 8) at which it does not read as the
+    bound while differing from it (a KL of 0.5004 a token is "0.5004", never "0.5 a token: over the budget of 0.5")."""
+    for digits in range(3, 9):
+        if value == bound or f"{value:.{digits}g}" != f"{bound:.{digits}g}":
+            return digits
+    return 9
 
 
 def _digits(*pairs: tuple[float, float]) -> int:

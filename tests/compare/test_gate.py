@@ -127,3 +127,10 @@ def test_a_figure_missing_its_bound_never_reads_as_the_bound():
     assert not low.passed and "[39.6%, 70.5%] on 36 votes: the interval's lower end is below 40.0%" in low.reason
     grew = decide(GateEvidence(candidate_wins=60, current_wins=4, candidate_tokens=100.3, current_tokens=80.0), RULE)
     assert not grew.passed and grew.reason == "answers 80.0 → 100.3 tokens (+25.4%) grew more than 25.0%"
+
+
+def test_a_kl_just_over_its_budget_does_not_read_as_the_budget():
+    """0.5004 a token was shown "0.5 a token: over the budget of 0.5 nats a token"."""
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=50.04, kl_answer_tokens=100.0)
+    assert decide(evidence, RULE).reasons == [
+        "KL to the reference 50 nats an answer (0.5004 a token): over the budget of 0.5 nats a token"]
