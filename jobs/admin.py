@@ -9,6 +9,7 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import model_ngettext, quote, unquote
 from django.shortcuts import redirect
 from django.urls import reverse
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from .lifecycle import job_kinds
 from .models import ACTIVE
@@ -23,6 +24,19 @@ class StartsJobAdmin:
         if obj.pk is None:
             return None
         return super().log_addition(request, obj, message)
+
+    def changeform_view(self, request, *args, **kwargs):
+        """The task is sent as the admin's transaction commits, after save_model: with the queue down that raised out
+        of the page (a 500). The job is recorded, ended failed with the reason (jobs.lifecycle.enqueue): the list of
+        jobs shows it, with that reason as the page's message."""
+        try:
+            return super().changeform_view(request, *args, **kwargs)
+        except QueueUnreachable as exc:
+            for _ in messages.get_messages(request):  # save_model's "queued" is not true now: read, so not shown
+                pass
+            self.message_user(request, str(exc), messages.ERROR)
+            opts = self.model._meta
+            return redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
 
 
 def _named(job) -> str:

@@ -49,7 +49,8 @@ class TrainingRunAdmin(RefusesDeletingActiveJobs, StartsJobAdmin, admin.ModelAdm
         try:
             run = services.start_training_run(input_version=obj.input_version, reference_choice=obj.reference_choice,
                                               data_choice=obj.data_choice,
-                                              params=obj.params or {}, user=request.user)
+                                              # [] or 0 is refused as the page refuses it, not run with defaults
+                                              params={} if obj.params is None else obj.params, user=request.user)
         except (services.TrainingError, GenerationError) as exc:
             self.message_user(request, str(exc), messages.ERROR)
             obj.pk = None
