@@ -177,6 +177,10 @@ def _check_params(params: dict, judge: str) -> None:
         config = DPOConfig.from_dict(params.get("training", {}))  # its defaults are for small rounds (docs/defaults.md)
     except ValueError as exc:
         raise LoopError(f"training settings: {exc}") from None
+    if config.lora:  # refused now, not in round 2 after a round's sampling and labelling
+        raise LoopError("training settings: lora: each round of a loop trains from the version the one before "
+                        "promoted, and a LoRA adapter cannot be trained from (train from a full checkpoint): leave "
+                        "lora off in a loop")
     try:  # a term that is not allowed or cannot run is refused now, not after a round's sampling and labelling
         check_loss_terms(config)
     except TrainingError as exc:

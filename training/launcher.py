@@ -27,9 +27,10 @@ from training.dpo.trainer import StageCallback, StepCallback, TrainingCancelled,
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.5  # how often should_stop() is asked while no step arrives
 GRACE_S = 10.0  # SIGTERM, then this long before SIGKILL
-# the last line of a Python traceback ("ValueError: ..."); torchrun may put "[rank0]: " before a line
+# the last line of a Python traceback ("ValueError: ..."); torchrun may put "[rank0]: " before a line. Our own
+# exceptions are named for what happened (TrainingDiverged, TrainingCancelled), not "...Error".
 _RANK_PREFIX = re.compile(r"^\[rank\d+\]:\s*")
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)):\s*(.+)$")
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Diverged|Cancelled)):\s*(.+)$")
 _LAUNCHER_ERRORS = ("ChildFailedError", "CalledProcessError", "SignalException")
 
 

@@ -5,6 +5,7 @@ which reference, cached reference log-probs, progress, the atomic checkpoint and
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -31,7 +32,7 @@ from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
 from .dataset import RoundData, labelling_round, round_data, spin_data, store_reference_logps
-from .dpo.config import DPOConfig, agreement_for_smoothing
+from .dpo.config import SMOOTHED_LOSSES, DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
 from .dpo.terms import terms_for
 from .dpo.trainer import SFT_STAGE, TrainingCancelled, train_dpo
@@ -76,6 +77,11 @@ def start_training_run(
     if data_choice not in DATA_CHOICES:
         raise TrainingError(f"data must be one of {', '.join(map(repr, DATA_CHOICES))} (got {data_choice!r})")
     reference = base_version(input_version) if reference_choice == TrainingRun.REF_BASE else input_version
+    for role, version in (("input", input_version), ("reference", reference)):
+        # refused here, not in the worker after the round's data is built (_full_path says the same there)
+        if version.kind == ModelVersion.LORA:
+            raise TrainingError(f"the {role} version {version.name!r} is a LoRA adapter: train from a full "
+                                "checkpoint (the adapter's base, or a round trained without lora)")
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(
@@ -293,7 +299,15 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
             return run
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
                         max_length=config.max_length, dtype=config.dtype, seed=config.seed)
-        pairs, rows = data.pairs, data.rows
+        pairs, rows, as_sure, coin_flips = _labels_for_loss(data.pairs, data.rows, config)
+        if coin_flips and not pairs:
+            raise TrainingError(f"no pairs to train on with the {config.loss_type!r} loss: the {coin_flips} decided "
+                                "are coin flips (label probability 0.5), which it cannot read; the "
+                                f"{' and '.join(SMOOTHED_LOSSES)} losses train them as such")
+        if as_sure or coin_flips:
+            _log(run, f"the {config.loss_type!r} loss reads no label probability (only the "
+                      f"{' and '.join(SMOOTHED_LOSSES)} losses do): {as_sure} soft or 'slight' labels train as sure "
+                      f"ones, {coin_flips} coin-flip pairs (probability 0.5) are left out")
         if not pairs and run.data_choice == TrainingRun.DATA_SPIN:
             name = run.input_version.name
             raise TrainingError(
@@ -360,6 +374,26 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         raise
     run.refresh_from_db()
     return run
+
+
+def _labels_for_loss(pairs: list[PreferencePair], rows: list, config: DPOConfig) -> tuple[list, list, int, int]:
+    """A round's pairs as the run's loss can read them: (pairs, their rows, how many soft labels train as sure, how
+    many coin flips are left out). A soft or "slight" label (a probability below 1: a label's strength, a judge's
+    measured agreement, an imported tie) is read by the sigmoid and robust losses only; the others train a
+    preference as sure (told in the run's log), and a coin flip (0.5), which states none, is left out."""
+    if config.loss_type in SMOOTHED_LOSSES:
+        return pairs, rows, 0, 0
+    kept, kept_rows, as_sure, coin_flips = [], [], 0, 0
+    for pair, row in zip(pairs, rows, strict=True):
+        prob = pair.preference_prob
+        if prob is not None and prob <= 0.5:
+            coin_flips += 1
+            continue
+        if prob is not None and prob < 1:
+            as_sure += 1
+        kept.append(dataclasses.replace(pair, preference_prob=None))
+        kept_rows.append(row)
+    return kept, kept_rows, as_sure, coin_flips
 
 
 def _run_config(run: TrainingRun) -> DPOConfig:

@@ -100,3 +100,18 @@ def test_chunks_of_positions_give_the_same_kl(two_models):
     change = (position_kl(*scorers, batch, chunk=3) - whole).abs()
     assert bool((change <= bound).all()), f"chunked KL moved {float(change.max()):.3g}, past {float(bound.min()):.3g}"
     assert float(bound.max()) < 1e-3 * float(whole.min())  # the bound itself says "the same", not "anything"
+
+
+def test_the_kl_is_summed_over_the_whole_answer_whatever_the_runs_max_length(two_models):
+    """The round's KL was summed over the answer tokens that fit the run's max_length, then read per token over the
+    whole answer (the gate's drift budget): a run with a short max_length reported a fraction of its drift."""
+    from prefcore.chat import response_token_ids
+
+    policy, reference = two_models
+    tokenizer = load_tokenizer(policy)
+    short = DPOConfig(dtype="float32", batch_size=2, max_length=12, max_prompt_length=4)
+    got = compute_kl(str(policy), str(reference), PAIRS, short)
+    assert [len(k) for k in got] == [len(response_token_ids(tokenizer, p.chosen)) for p in PAIRS]
+    # a prompt longer than max_prompt_length keeps its end, as in training: the answers' positions are the same ones
+    whole = compute_kl(str(policy), str(reference), PAIRS, DPOConfig(dtype="float32", batch_size=2))
+    assert [len(k) for k in got] == [len(k) for k in whole]

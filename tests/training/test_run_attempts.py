@@ -177,3 +177,27 @@ def test_an_eval_prompt_added_while_a_run_trains_does_not_move_its_bar_back(base
     run = ts.run_training(ts.start_training_run(input_version=base, params=P, enqueue=False).pk)
     assert run.status == "succeeded" and run.progress == 1.0
     assert bar == sorted(bar), bar  # never back
+
+
+def test_a_loss_without_a_label_probability_trains_slight_labels_as_sure_and_says_so(base):
+    """ipo, hinge, kto and rrhf read no label probability: a round with a 'slight' label (0.75) trains it as sure,
+    and the run's log says how many; the trainer refuses soft labels for them, so the run failed before."""
+    from annotate.models import Label
+
+    Label.objects.filter(pk=Label.objects.order_by("pk").first().pk).update(strength="slight", preference_prob=0.75)
+    run = ts.run_training(ts.start_training_run(input_version=base, params=dict(P, loss_type="ipo"),
+                                                enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    assert "1 soft or 'slight' labels train as sure ones, 0 coin-flip pairs (probability 0.5) are left out" in run.log
+
+
+def test_coin_flips_are_left_out_for_a_loss_without_a_label_probability():
+    from training.dpo.config import DPOConfig
+    from training.dpo.data import PreferencePair
+
+    pairs = [PreferencePair("q", "a", "b", preference_prob=p) for p in (None, 1.0, 0.75, 0.5)]
+    kept, rows, as_sure, flips = ts._labels_for_loss(pairs, ["r0", "r1", "r2", "r3"], DPOConfig(loss_type="hinge"))
+    assert [p.preference_prob for p in kept] == [None, None, None] and rows == ["r0", "r1", "r2"]
+    assert (as_sure, flips) == (1, 1)
+    same = ts._labels_for_loss(pairs, ["r0", "r1", "r2", "r3"], DPOConfig())  # sigmoid reads them all
+    assert same == (pairs, ["r0", "r1", "r2", "r3"], 0, 0)

@@ -6,6 +6,10 @@ import math
 from dataclasses import dataclass
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "kto", "rrhf")
+# The losses that take a label probability: label smoothing, label agreement and soft labels (preference_prob < 1).
+SMOOTHED_LOSSES = ("sigmoid", "robust")
+# The losses with a margin β·h that a term (R-DPO's length term, a margin cap) can shift.
+MARGIN_LOSSES = ("sigmoid", "robust", "hinge")
 LR_SCHEDULES = ("cosine", "linear", "constant")
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -196,13 +200,21 @@ class DPOConfig:
             ("max_prompt_length", self.max_prompt_length < self.max_length, "must be less than max_length"),
             ("label_agreement", self.label_agreement == 1 or self.label_smoothing == 0,
              "sets the label smoothing itself: give label_agreement or label_smoothing, not both"),
-            ("label_agreement", self.label_agreement == 1 or self.loss_type in ("sigmoid", "robust"),
+            ("label_agreement", self.label_agreement == 1 or self.loss_type in SMOOTHED_LOSSES,
              "applies to the sigmoid (cDPO) and robust losses, the ones with label smoothing"),
+            # the other losses never read it: accepted, it would change nothing while the run says it was used
+            ("label_smoothing", self.label_smoothing == 0 or self.loss_type in SMOOTHED_LOSSES,
+             f"applies to the sigmoid (cDPO) and robust losses only, and the {self.loss_type!r} loss does not use "
+             "it: leave it at 0 or choose one of those losses"),
+            ("kto_desirable_weight", self.kto_desirable_weight == 1 or self.loss_type == "kto",
+             f"weighs the kto loss only, and the {self.loss_type!r} loss does not use it: leave it at 1"),
+            ("kto_undesirable_weight", self.kto_undesirable_weight == 1 or self.loss_type == "kto",
+             f"weighs the kto loss only, and the {self.loss_type!r} loss does not use it: leave it at 1"),
             ("label_smoothing" if self.label_agreement == 1 else "label_agreement",
              self.loss_type != "robust" or self.smoothing <= ROBUST_MAX_FLIP + 1e-9,  # a measured 0.45, round-tripped
              f"the robust loss takes a flip rate up to {ROBUST_MAX_FLIP} (past it a label weighs over 10 times "
              "as much, and says almost nothing)"),
-            ("length_alpha", self.length_alpha == 0 or self.loss_type in ("sigmoid", "robust", "hinge"),
+            ("length_alpha", self.length_alpha == 0 or self.loss_type in MARGIN_LOSSES,
              "shifts the margin of the sigmoid, robust and hinge losses only"),
             ("loss_terms", len(self.loss_terms) <= 1000 and self.loss_terms.isprintable(),
              "expected comma-separated 'package.module:attr' names"),

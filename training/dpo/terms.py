@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl
 
 import torch
 
+from training.dpo.config import BOUNDS, MARGIN_LOSSES, Bound
+
 
 @dataclass
 class TermBatch:
@@ -52,13 +54,27 @@ class TermResult:
 Term = Callable[[TermBatch], TermResult]
 
 
+def _bounded(term: str, argument: str, value, bound: Bound, setting: str) -> float:
+    """`value` as a float when `bound` holds it, else a ValueError naming the argument and the setting whose bound
+    it is: a term named in loss_terms takes no weight its own setting would refuse."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan  # "abc" is refused below with the bound, as NaN is
+    if not bound.holds(number):
+        why = f" ({bound.why})" if bound.why else ""
+        raise ValueError(f"{term} {argument}={value!r}: must be a finite number {bound}{why}, as DPOConfig.{setting}")
+    return number
+
+
 class LengthRegulariser:
     """R-DPO's length term: margin α·(|y_w| − |y_l|)."""
 
     name = "length"
+    shifts_margin = True  # only a loss with a margin takes it (MARGIN_LOSSES)
 
     def __init__(self, alpha: float):
-        self.alpha = float(alpha)
+        self.alpha = _bounded("length", "alpha", alpha, BOUNDS["length_alpha"], "length_alpha")
 
     def __call__(self, batch: TermBatch) -> TermResult:
         return TermResult(margin=self.alpha * (batch.chosen_tokens - batch.rejected_tokens).to(batch.policy_chosen.dtype))
@@ -70,7 +86,10 @@ class RulePenalty:
     name = "rule_penalty"
 
     def __init__(self, weight: float = 1.0, flag: str = "cut", margin: float = 0.0):
-        self.weight, self.flag, self.margin = float(weight), str(flag), float(margin)
+        self.weight = _bounded("rule_penalty", "weight", weight, BOUNDS["rule_penalty"], "rule_penalty")
+        self.flag, self.margin = str(flag), float(margin)
+        if not math.isfinite(self.margin):  # relu(reward + inf) is inf, and its gradient NaN
+            raise ValueError(f"rule_penalty margin={self.margin!r}: must be a finite number")
 
     def __call__(self, batch: TermBatch) -> TermResult:
         rewards, flagged = [], []
@@ -93,6 +112,7 @@ class MarginCap:
     (docs/defaults.md, measurement 10)."""
 
     name = "margin_cap"
+    shifts_margin = True
 
     def __init__(self, cap: float | None = None):
         self.cap = None if cap is None else float(cap)
@@ -157,8 +177,10 @@ CAPPABLE_LOSSES = ("sigmoid", "robust")  # the hinge stops at β·h = 1 by itsel
 def configured_terms(length_alpha: float, rule_penalty: float, names: str, allowed: Collection[str] = (),
                      loss_type: str | None = None, smoothing: float = 0.0) -> list[Term]:
     """The terms a configuration asks for: the two built-ins by their weights, then each comma-separated name.
-    Given the `loss_type`, a margin cap is refused with a loss it cannot bound (a term of your own can only say so
-    when it runs); two caps are refused; a cap named without one takes it from the label `smoothing`."""
+    Given the `loss_type`, a margin cap is refused with a loss it cannot bound, and a term that shifts the margin
+    (one whose `shifts_margin` is true: the length term, a cap) with a loss that has none (a term of your own that
+    does not say so can only fail when it runs); two caps are refused; a cap named without one takes it from the
+    label `smoothing`."""
     terms: list[Term] = []
     if length_alpha:
         terms.append(LengthRegulariser(length_alpha))
@@ -172,6 +194,11 @@ def configured_terms(length_alpha: float, rule_penalty: float, names: str, allow
         raise ValueError(f"the margin_cap term bounds the margin of the {' and '.join(CAPPABLE_LOSSES)} losses, not "
                          f"the {loss_type!r} loss" + (" (it stops at beta*h = 1 by itself)" if loss_type == "hinge"
                                                       else ""))
+    for term in terms:
+        if getattr(term, "shifts_margin", False) and loss_type is not None and loss_type not in MARGIN_LOSSES:
+            losses = ", ".join(MARGIN_LOSSES[:-1]) + " and " + MARGIN_LOSSES[-1]
+            raise ValueError(f"the {term_name(term)} term shifts the margin of the {losses} losses only, and the "
+                             f"{loss_type!r} loss has no margin: choose one of those losses")
     # a new term, not the named one changed: an instance a module holds is shared by every run that names it
     return [MarginCap(MarginCap.for_smoothing(smoothing)) if isinstance(term, MarginCap) and term.cap is None else term
             for term in terms]

@@ -3,7 +3,8 @@
 Prints each optimiser step's metrics as a JSON line ({"step": ..., "total_steps": ..., metrics}), the work before
 the first step as JSON lines too ({"stage": "computing reference log-probs" or "SFT warm start", "done": units done,
 "total": units in the stage, "then": steps to come after it}), a progress bar on stderr, and, as the last stdout line,
-one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits non-zero with one clear line. Cached
+one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits 2 with one clear line ("error: ..."),
+and a run whose loss or gradient stops being a finite number exits 1 with one such line. Cached
 reference log-probs in the JSONL (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
 whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs).
 """
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from training.dpo.trainer import train_dpo  # loads torch and transformers (see above)
+    from training.dpo.trainer import TrainingDiverged, train_dpo  # loads torch and transformers (see above)
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only the main process reports
     bar = tqdm(desc="DPO steps", unit="step", file=sys.stderr, disable=not main_process)
@@ -168,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:  # the settings or the data, not a bug: its line, as the launcher reads it
+        bar.close()
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     bar.close()
     if not main_process:
         return 0

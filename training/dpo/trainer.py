@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
+from prefcore.chat import prompt_token_ids, response_token_ids
 from prefcore.hardware import resolve_dtype as resolve
 from prefcore.memory import retain_freed_memory
-from training.dpo.config import DPOConfig
-from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair
+from training.dpo.config import SMOOTHED_LOSSES, DPOConfig
+from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair, truncate
 from training.dpo.logps import PairLogps, build_pair_batch, position_kl
 from training.dpo.losses import dpo_loss, implicit_rewards, kto_loss, nll_loss, rrhf_loss
 from training.dpo.terms import TermBatch, term_name, terms_for
@@ -201,12 +202,16 @@ class Scorer:
     def kl(self, reference: Scorer, pairs: list[PreferencePair],
            should_stop: Callable[[], bool] | None = None) -> list[list[float]]:
         """For each pair's chosen response, in input order, KL(this model || reference) over the whole vocabulary
-        at each of its token positions (`position_kl`); the two must share a tokenizer. TrainingCancelled between
-        batches once should_stop() says so."""
+        at each of its token positions (`position_kl`), the whole response whatever the config's max_length (a
+        prompt too long for it keeps its end, max_prompt_length, as in training); the two must share a tokenizer.
+        TrainingCancelled between batches once should_stop() says so.
+
+        Cut to max_length, the KL was summed over part of an answer and then read per token of all of it (the
+        gate's drift budget): a run with a short max_length reported a fraction of its drift."""
         if self.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
             raise ValueError(f"{self.model_dir} and its reference {reference.model_dir} tokenize apart: "
                              "the two must share a tokenizer")
-        rows = self._rows(pairs)
+        rows = [_whole_response(self.tokenizer, pair, self.config) for pair in pairs]
         out: dict[int, list[float]] = {}
         for chosen, pb in _batches(rows, list(range(len(rows))), self.config, self.device, _pad_id(self.tokenizer),
                                    should_stop, "measuring KL"):
@@ -216,6 +221,15 @@ class Scorer:
             for k, i in enumerate(chosen):
                 out[i] = kl[owner == k].tolist()
         return [out[i] for i in range(len(rows))]
+
+
+def _whole_response(tokenizer, pair: PreferencePair, config: DPOConfig) -> TokenizedPair:
+    """The pair tokenized with room for its longer response whole: the max_length is raised to the prompt's kept
+    tokens (at most max_prompt_length) plus that response, where config.max_length is shorter."""
+    prompt = prompt_token_ids(tokenizer, pair.prompt)
+    chosen, rejected = response_token_ids(tokenizer, pair.chosen), response_token_ids(tokenizer, pair.rejected)
+    room = min(len(prompt), config.max_prompt_length) + max(len(chosen), len(rejected))
+    return TokenizedPair(*truncate(prompt, chosen, rejected, max(config.max_length, room), config.max_prompt_length))
 
 
 def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> list[tuple[float, float]]:
@@ -394,6 +408,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     }
     missing = [i for i in mine if i not in reference]
     steps = dpo_steps(len(keep), dist.world, config)
+    _check_trainable(pairs, keep, dist.world, steps, config)
     tell = on_stage if dist.is_main else None
 
     def reference_batch(done: int, total: int) -> None:
@@ -449,6 +464,30 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     result.dropped = len(pairs) - result.pairs
     result.reference_logps = [reference.get(i, (math.nan, math.nan)) for i in range(len(pairs))]
     return result
+
+
+def _check_trainable(pairs: list[PreferencePair], keep: list[int], world: int, steps: int, config: DPOConfig) -> None:
+    """Refuse, before any model is loaded, a run that would train nothing or train its labels as other labels.
+
+    Each process trains an equal share of the kept pairs (DDP needs the same steps on every rank): with fewer pairs
+    than processes the share is 0, no step runs, and the unchanged model would be saved as the round's version.
+    A label probability below 1 (a soft or "slight" label) is read by the sigmoid and robust losses only; the others
+    would train it as a sure label without a word (dpo_loss refuses it for them too)."""
+    if len(keep) < world or steps == 0:
+        dropped = len(pairs) - len(keep)
+        raise ValueError(
+            f"train_dpo: {len(keep)} usable pair(s)" + (f" ({dropped} of {len(pairs)} dropped)" if dropped else "")
+            + f" for {world} training processes: each process trains an equal share, so with fewer pairs than "
+            "processes no step would run and the unchanged model would be saved; label more pairs or train in "
+            "fewer processes")
+    if config.loss_type not in SMOOTHED_LOSSES:
+        soft = sum(1 for i in keep if pairs[i].preference_prob is not None and pairs[i].preference_prob < 1)
+        if soft:
+            raise ValueError(
+                f"train_dpo: {soft} of the {len(keep)} pairs carry a label probability below 1 (preference_prob: "
+                f"soft or 'slight' labels), which the {config.loss_type!r} loss cannot use and would train as sure "
+                f"labels: only the {' and '.join(SMOOTHED_LOSSES)} losses use it; choose one of those, or give "
+                "those pairs sure labels")
 
 
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
@@ -527,7 +566,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup, config.lr_schedule)
     )
-    use_prefs = config.loss_type in ("sigmoid", "robust") and any(pairs[i].preference_prob is not None for i in keep)
+    use_prefs = config.loss_type in SMOOTHED_LOSSES and any(pairs[i].preference_prob is not None for i in keep)
 
     step, losses, metrics = 0, [], {}
     for epoch in range(config.epochs):
