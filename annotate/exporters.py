@@ -10,15 +10,29 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from .dataset import Decision, decisions
 from .hf_dataset import DEFAULT_LICENSE, write_hf_folder
 
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
+
+# The columns of a row in text form (preference_rows), for a Parquet export with no rows: its readers still find
+# TRL's columns, typed as Arrow types rows of values give them.
+TEXT_ROW_SCHEMA = pa.schema([
+    ("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
+    ("preference_prob", pa.float64()), ("vote_share", pa.float64()), ("pair_id", pa.int64()), ("round", pa.int64()),
+    ("gold", pa.bool_()), ("annotator_ids", pa.list_(pa.int64())), ("judge_labels", pa.int64()),
+    ("labelled_at", pa.list_(pa.string())), ("truncated", pa.bool_()), ("chosen_truncated", pa.bool_()),
+    ("rejected_truncated", pa.bool_()), ("comments", pa.list_(pa.string())),
+])
 
 
 def is_conversational(decided: list[Decision]) -> bool:
@@ -95,6 +109,7 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
             try:
                 write_hf_folder(rows, tmp, license=license)
+                _same_mode(tmp, target)
                 os.rename(tmp, target)  # onto the empty folder claimed above
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder
@@ -108,10 +123,8 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
                     for row in rows:
                         fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             else:  # Arrow types from the values: a data frame made a round column with a missing round a float
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                pq.write_table(pa.Table.from_pylist(rows), tmp_name)
+                pq.write_table(pa.Table.from_pylist(rows) if rows else TEXT_ROW_SCHEMA.empty_table(), tmp_name)
+            _same_mode(Path(tmp_name), target)
             os.replace(tmp_name, target)  # onto the empty file claimed above
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
@@ -148,10 +161,18 @@ def _claim_target(out: Path, fmt: str) -> Path:
 
 
 def _create(path: Path, fmt: str) -> None:
+    """Create the empty file or folder with the mode any new one gets (0o666 or 0o777 less the umask)."""
     if fmt == "hf":
         path.mkdir()
     else:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _same_mode(tmp: Path, target: Path) -> None:
+    """Give the temporary file or folder the mode of the name it replaces: tempfile makes them 0o600 and 0o700,
+    readable by their owner alone, where an export is a file like any other. The claimed name has the mode a new one
+    gets under the umask; reading the umask itself means setting it, for every thread of the process at once."""
+    os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
 
 
 def _release(target: Path, fmt: str) -> None:

@@ -91,8 +91,21 @@ class RoundForm(forms.Form):
 
     round = forms.IntegerField(required=False, min_value=0, max_value=MAX_NUMBER)
 
+    def clean_round(self) -> int | None:
+        """An unknown round is a typo, not empty figures or an empty download (as export_preferences --round says)."""
+        number = self.cleaned_data.get("round")
+        if number is not None and not LabellingRound.objects.filter(number=number).exists():
+            raise forms.ValidationError(f"no labelling round {number}")
+        return number
+
 
 class ExportForm(RoundForm):
+    """The export page's options. A box left unticked is sent as nothing, so the page sends BOX_SHOWN beside its
+    boxes: without it (a link, a script) an absent include_automatic means the default, judge labels included, as
+    export_preferences and the API have it, not an unticked box."""
+
+    BOX_SHOWN = "boxes_shown"  # the hidden input export.html sends with the form
+
     format = forms.ChoiceField(
         choices=[(f, "hf (a Hugging Face data set: Parquet and a dataset card, zipped)" if f == "hf" else f)
                  for f in EXPORT_FORMATS], initial="jsonl")
@@ -107,18 +120,17 @@ class ExportForm(RoundForm):
     license = forms.CharField(required=False, max_length=100, initial=DEFAULT_LICENSE,
                               help_text="For hf: the dataset card's licence field, e.g. cc-by-4.0.")
 
+    def __init__(self, data=None, *args, **kwargs):
+        if data is not None and "include_automatic" not in data and self.BOX_SHOWN not in data:
+            data = data.copy()
+            data["include_automatic"] = "on"  # not named: the default (and the box shows ticked if the page is shown)
+        super().__init__(data, *args, **kwargs)
+
     def clean_license(self):
         value = self.cleaned_data["license"].strip() or DEFAULT_LICENSE
         if not value.isprintable():
             raise forms.ValidationError("expected printable characters, e.g. cc-by-4.0")
         return value
-
-    def clean_round(self) -> int | None:
-        """An unknown round is a typo, not an empty download (as export_preferences --round says)."""
-        number = self.cleaned_data.get("round")
-        if number is not None and not LabellingRound.objects.filter(number=number).exists():
-            raise forms.ValidationError(f"no labelling round {number}")
-        return number
 
 
 MAX_OVERLAP = 20  # labels a pair can need: more than a team would ask for, within what a page can show
@@ -149,6 +161,11 @@ class LabellingRoundForm(forms.ModelForm):
             field.widget.attrs.update(min=low, max=high)
         if self.instance.pk:
             self.fields["number"].disabled = True  # pairs and exports name the round by its number
+            # Each setting's value as the page showed it goes with the page (a hidden input beside it), so that
+            # changed_data, which saving a round writes, is what this person changed: compared with the round as
+            # stored when they save, a page opened before another's change wrote its old value back.
+            for name in SETTINGS:
+                self.fields[name].show_hidden_initial = True
 
     def clean_guidelines(self) -> str:
         text = self.cleaned_data["guidelines"]

@@ -25,6 +25,11 @@ COLUMNS = {
     "annotator_ids": "ids of the people and judges whose labels decided the pair",
     "judge_labels": "how many of those labels are by judges (automatic accounts), not people",
     "labelled_at": "the times of those labels (ISO 8601, UTC)",
+    "truncated": "whether either response stopped at the generation token limit (it may end mid-sentence)",
+    "chosen_truncated": "whether `chosen` stopped at the generation token limit",
+    "rejected_truncated": "whether `rejected` stopped at the generation token limit",
+    "comments": "what the people and judges whose labels decided the pair wrote beside them (empty comments left "
+                "out), oldest first",
 }
 
 

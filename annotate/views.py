@@ -18,7 +18,7 @@ from jobs.views import cancel_view
 from prefcore.text import word_diff
 from prefloop.access import STAFF_ONLY
 
-from . import exporters, import_jobs, routing, services
+from . import exporters, import_jobs, services
 from . import quality as quality_report
 from . import rounds as labelling_rounds
 from .feedback import saved_line
@@ -128,9 +128,9 @@ def quality(request: HttpRequest) -> HttpResponse:
         "disagreements": quality_report.disagreements(rounds),
         "comments": quality_report.comments(rounds),
         "queue_choices": quality_report.queue_choices(rounds),
-        "judge_agreements": routing.judge_agreements(),
+        "judge_agreements": quality_report.judge_agreements(rounds),
         "round_number": round_number,
-    })
+    }, status=200 if form.is_valid() else 400)
 
 
 def import_file(request: HttpRequest) -> HttpResponse:
@@ -167,30 +167,36 @@ def export(request: HttpRequest) -> HttpResponse:
     """Staff: download the decided pairs as TRL JSONL, Parquet, or a zipped Hugging Face data set folder."""
     _staff(request)
     form = ExportForm(request.GET or None)
-    if request.GET.get("download") and form.is_valid():
-        data = form.cleaned_data
-        fmt = data["format"]
-        options = dict(fmt=fmt, rounds=_rounds(data["round"]), min_agreement=data["min_agreement"],
-                       include_automatic=data["include_automatic"], soft_labels=data["soft_labels"],
-                       license=data["license"])
-        stem = f"preferences-{timezone.now():%Y%m%d-%H%M%S}"
-        if fmt == "hf":
+    status = 200
+    if request.GET.get("download"):
+        if form.is_valid():
             try:
-                return _hf_download(stem, options)
+                return _download(form.cleaned_data)
             except exporters.ExportError as err:
                 messages.error(request, str(err).capitalize() + ".")
-                return render(request, "annotate/export.html", {"form": form}, status=400)
-        tmp = tempfile.NamedTemporaryFile(suffix=f".{fmt}", delete=False)
-        tmp.close()
-        exporters.export_preferences(tmp.name, **options)
-        response = FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=f"{stem}.{fmt}")
-        Path(tmp.name).unlink()  # the open handle keeps the data until the response is sent
-        return response
+        status = 400
     labels = Label.objects.aggregate(people=Count("pk", filter=Q(is_automatic=False)),
                                      judges=Count("pk", filter=Q(is_automatic=True)))
-    status = 400 if request.GET.get("download") and not form.is_valid() else 200
     return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm(), "labels": labels},
                   status=status)
+
+
+def _download(data: dict) -> FileResponse:
+    """The export the form asked for, as an attachment; exporters.ExportError when there is nothing it can write."""
+    fmt = data["format"]
+    options = dict(fmt=fmt, rounds=_rounds(data["round"]), min_agreement=data["min_agreement"],
+                   include_automatic=data["include_automatic"], soft_labels=data["soft_labels"],
+                   license=data["license"])
+    stem = f"preferences-{timezone.now():%Y%m%d-%H%M%S}"
+    if fmt == "hf":
+        return _hf_download(stem, options)
+    tmp = tempfile.NamedTemporaryFile(suffix=f".{fmt}", delete=False)
+    tmp.close()
+    try:
+        exporters.export_preferences(tmp.name, **options)
+        return FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=f"{stem}.{fmt}")
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)  # an open handle keeps the data until the response is sent
 
 
 def _hf_download(stem: str, options: dict) -> FileResponse:

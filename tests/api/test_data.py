@@ -91,7 +91,9 @@ def _export_page(user, query: str) -> list[dict]:
 @pytest.mark.parametrize("query, filters", [
     ("include_automatic=on", {}),
     ("round=2&include_automatic=on", {"round": 2}),
-    ("min_agreement=0.6&soft_labels=on", {"min_agreement": 0.6, "soft_labels": True, "include_automatic": False}),
+    # the page's form with the judge box unticked (boxes_shown: the page sent its boxes; a bare link includes judges)
+    ("min_agreement=0.6&soft_labels=on&boxes_shown=1",
+     {"min_agreement": 0.6, "soft_labels": True, "include_automatic": False}),
 ])
 def test_pull_returns_exactly_what_the_export_page_returns(staff_api, staff, query, filters):
     two, three = make_round(2), make_round(3)

@@ -1,0 +1,109 @@
+"""Exports as their readers meet them: an empty Parquet export still has its columns, files get the mode any new
+file gets, the dataset card describes every column, a plain download link counts judge labels as the command does,
+and a refused download still shows the page as it is."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import stat
+
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from annotate import exporters
+from annotate.dataset import decisions
+from annotate.exporters import export_preferences, preference_rows
+from annotate.hf_dataset import COLUMNS
+from annotate.models import AnnotatorProfile
+from annotate.services import label_pair
+
+from .factories import make_pair, make_round, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_empty_parquet_export_has_the_columns_of_a_full_one(tmp_path):
+    empty = export_preferences(tmp_path / "empty.parquet", fmt="parquet")
+    assert empty.rows == 0
+    schema = pq.read_schema(empty.path)
+    label_pair(make_pair(round=make_round(number=1)).pk, make_user(), "left", comment="clearer")
+    full = pq.read_schema(export_preferences(tmp_path / "full.parquet", fmt="parquet").path)
+    assert schema.names == full.names
+    assert [str(t) for t in schema.types] == [str(t) for t in full.types]
+
+
+def test_every_exported_column_is_in_the_empty_schema_and_described_on_the_card():
+    label_pair(make_pair().pk, make_user(), "left")
+    (row,) = preference_rows(decisions(same_answers=False))
+    assert list(row) == exporters.TEXT_ROW_SCHEMA.names
+    assert set(COLUMNS) == set(row) and all(COLUMNS.values())
+
+
+def test_the_hf_card_says_what_every_column_means(tmp_path):
+    label_pair(make_pair().pk, make_user(), "left", comment="why")
+    call_command("export_preferences", str(tmp_path / "hf"), format="hf", stdout=io.StringIO())
+    card = (tmp_path / "hf" / "README.md").read_text()
+    described = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| (.*) \|$", card, re.M))
+    assert set(described) >= {"truncated", "chosen_truncated", "rejected_truncated", "comments"}
+    assert all(meaning.strip() for meaning in described.values()), described
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_exports_get_the_mode_a_new_file_or_folder_gets(tmp_path, umask):
+    label_pair(make_pair().pk, make_user(), "left")
+    old = os.umask(umask)
+    try:
+        made = {fmt: export_preferences(tmp_path / f"out-{fmt}", fmt=fmt).path for fmt in ("jsonl", "parquet", "hf")}
+        inside = export_preferences(tmp_path, fmt="jsonl").path  # a new name inside a folder
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE(path.stat().st_mode) for name, path in [*made.items(), ("inside", inside)]}
+    assert modes == {"jsonl": 0o666 & ~umask, "parquet": 0o666 & ~umask, "hf": 0o777 & ~umask,
+                     "inside": 0o666 & ~umask}
+
+
+def _rows(response) -> list[dict]:
+    assert response.status_code == 200, response.content[:500]
+    return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+
+
+def test_a_download_link_without_the_box_counts_judge_labels_and_the_page_box_still_decides(client, staff):
+    judge = make_user("judge")
+    AnnotatorProfile.objects.create(user=judge, is_automatic=True)
+    label_pair(make_pair().pk, judge, "left")
+    client.force_login(staff)
+    url = reverse("annotate:export")
+    assert len(_rows(client.get(url, {"format": "jsonl", "download": "1"}))) == 1  # as export_preferences does
+
+    page = client.get(url).content.decode()
+    assert re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', page)
+    assert '<input type="hidden" name="boxes_shown" value="1">' in page
+    # what the page sends: the box ticked, or left unticked (sent as nothing) beside the hidden input
+    assert len(_rows(client.get(url, {"format": "jsonl", "boxes_shown": "1", "include_automatic": "on",
+                                      "download": "1"}))) == 1
+    assert _rows(client.get(url, {"format": "jsonl", "boxes_shown": "1", "download": "1"})) == []
+    assert _rows(client.get(url, {"format": "jsonl", "include_automatic": "false", "download": "1"})) == []
+
+
+def test_a_page_shown_again_keeps_the_box_as_it_was(client, staff):
+    make_round(number=2)
+    client.force_login(staff)
+    url = reverse("annotate:export")
+    from_link = client.get(url, {"round": 99, "download": "1"}).content.decode()
+    assert re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', from_link)
+    unticked = client.get(url, {"round": 99, "boxes_shown": "1", "download": "1"}).content.decode()
+    assert re.search(r'<input type="checkbox" name="include_automatic"', unticked)
+    assert not re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', unticked)
+
+
+def test_the_hf_refusal_page_still_counts_the_stored_labels(client, staff):
+    label_pair(make_pair().pk, make_user(), "tie")  # a label, and no decided pair: hf refuses an empty export
+    client.force_login(staff)
+    refused = client.get(reverse("annotate:export"), {"format": "hf", "download": "1"})
+    page = refused.content.decode()
+    assert refused.status_code == 400 and "No decided pairs to export" in page
+    assert "Stored labels: 1 by people, 0 by judges." in page
