@@ -90,8 +90,10 @@ class PairAdmin(admin.ModelAdmin):
     list_filter = ["round", "origin", "is_gold", "route"]
     raw_id_fields = ["prompt", "response_a", "response_b", "job", "margin_version"]
     # counted by the labelling pages and the API as labels arrive: a number typed here served the pair too often or
-    # never again
-    readonly_fields = ["labels_done"]
+    # never again. The route is set by routing and the hold-back of near-duplicates (annotate.routing, .selection),
+    # which keep labels_needed and the judge's label weights in step with it: "judge" typed here on a pair with no
+    # judge label left it decided by nothing and served to no one.
+    readonly_fields = ["labels_done", "route"]
     inlines = [LabelInline]
 
 

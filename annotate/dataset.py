@@ -3,7 +3,9 @@
 Ties and "both bad" decide a pair without giving a chosen/rejected row; a tie for first place decides nothing.
 Gold pairs are decided by their known answer. The training service builds a round's data set from here, and exports
 read it: pairs on eval prompts are left out of both, whatever path they came in by (eval prompts measure the model;
-training on them would make the measurement meaningless).
+training on them would make the measurement meaningless), and so are pairs held back as near-duplicates
+(annotate.selection), whatever labels they got before they were held back (people would only tie them; one label
+given before the hold-back decided the pair alone).
 """
 from __future__ import annotations
 
@@ -64,8 +66,13 @@ def decide(pair: Pair, labels: list[Label], *, soft_labels: bool = False) -> Dec
         share = sum(label.choice == winner for label in labels) / len(labels) if labels else 1.0
         prob = 1.0
     else:
-        if pair.route == Route.PEOPLE and any(not label.is_automatic for label in labels):
-            labels = [label for label in labels if not label.is_automatic]  # routed to people: theirs decide
+        if pair.route == Route.PEOPLE:
+            # Routed to people (annotate.routing): the judge was not trusted on the pair's tag, or the pair was drawn
+            # to audit it, so only people's labels decide, and a pair no person has labelled yet is undecided. The
+            # judge's label alone trained at full weight (1.0), above a trusted judge's (weighed by its agreement).
+            # A round that closes before a person labels such a pair leaves it undecided for good: it is neither
+            # trained on nor exported.
+            labels = [label for label in labels if not label.is_automatic]
         winner, share = majority([label.choice for label in labels])
         if winner not in (A, B):
             return None
@@ -90,7 +97,10 @@ def decisions(
 ) -> list[Decision]:
     """Every decided pair (of the given round numbers), oldest first, with its labels; pairs on eval prompts only
     when asked for (pages that show labels, never training data). `same_answers=False` leaves out pairs whose two
-    answers are one text, as exports do: such a row teaches nothing (training leaves them out too, and counts them)."""
+    answers are one text, as exports do: such a row teaches nothing (training leaves them out too, and counts them).
+    Pairs held back as near-duplicates (route "duplicate") are never among them, for training, exports and pages
+    alike, whatever labels they got before the hold-back; nor are pairs routed to people that no person has labelled
+    (decide)."""
     labels = Label.objects.select_related("annotator").order_by("created", "pk")
     if not include_automatic:
         labels = labels.filter(is_automatic=False)
@@ -98,6 +108,7 @@ def decisions(
         Pair.objects.filter(Q(labels_done__gt=0) | Q(is_gold=True, gold_choice__in=[A, B]))
         .select_related("prompt", "response_a", "response_b", "round")
         .prefetch_related(Prefetch("labels", queryset=labels, to_attr="counted_labels"))
+        .exclude(route=Route.DUPLICATE)  # held back: its labels (given before the hold-back) decide nothing
         .order_by("pk")
     )
     if rounds is not None:  # a number no round can have matches nothing (and SQLite could not even look it up)

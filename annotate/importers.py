@@ -26,10 +26,23 @@ from django.db.models import F
 
 from generation.length import LENGTH_LIMIT
 from generation.models import Prompt, Response, normalised_hash
+from generation.pairing import near_duplicate
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
-from .models import MAX_NUMBER, TIE, A, AnnotatorProfile, B, Label, LabellingRound, Pair, in_lock_order, lock_pairs
+from .models import (
+    MAX_NUMBER,
+    TIE,
+    A,
+    AnnotatorProfile,
+    B,
+    Label,
+    LabellingRound,
+    Pair,
+    Route,
+    in_lock_order,
+    lock_pairs,
+)
 
 IMPORT_ACCOUNT = "import"
 IMPORT_FALLBACK_ACCOUNT = "import:labels"  # ":" is no character of a person's user name (Django's username rules)
@@ -51,6 +64,9 @@ class ImportResult:
     # lines whose two answers are one text: a pair that can only tie teaches nothing (training leaves such pairs out,
     # and an annotator could only press tie on it)
     same_answers: tuple[int, ...] = ()
+    # lines added as pairs whose two answers are nearly the same (generation.pairing.near_duplicate): stored, held
+    # back from people as generation holds such pairs back (annotate.selection), since people could only tie them
+    held_back: tuple[int, ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.created} added, {self.skipped} already present"
@@ -64,13 +80,16 @@ class ImportResult:
         if self.same_answers:
             text += (f", {len(self.same_answers)} not added because both answers are the same text (a pair that can "
                      f"only tie teaches nothing): {_lines(self.same_answers)}")
+        if self.held_back:
+            text += (f", {len(self.held_back)} of those added held back from people because their two answers are "
+                     f"nearly the same (people could only tie them): {_lines(self.held_back)}")
         return text
 
 
     def __add__(self, other: ImportResult) -> ImportResult:
         return ImportResult(self.created + other.created, self.skipped + other.skipped,
                             self.set_aside + other.set_aside, self.disagreeing + other.disagreeing,
-                            self.same_answers + other.same_answers)
+                            self.same_answers + other.same_answers, self.held_back + other.held_back)
 
 
 class ImportStopped(Exception):
@@ -364,9 +383,11 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
                  should_stop: Callable[[], bool] | None, on_read: Callable[[int], None] | None) -> ImportResult:
     source = _source(name)
     new = _NewPairs(source)  # one for the whole import: a stand-in id names one new pair, whichever chunk it is in
+    held_back = getattr(make, "held_back", [])  # the lines `make` held back as near-duplicates (import_pairs)
 
     def write(chunk) -> ImportResult:
         created = skipped = 0
+        held_before = len(held_back)
         disagreeing: list[int] = []
         # rows whose two answers are one text first: not even their prompt is stored (it would join the train split)
         texts = {r.line: make.texts(r) for r in chunk}
@@ -407,7 +428,7 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         new.flush()
         if progress and (set_aside or same):
             progress(len(set_aside) + len(same))
-        return ImportResult(created, skipped, set_aside, tuple(disagreeing), same)
+        return ImportResult(created, skipped, set_aside, tuple(disagreeing), same, tuple(held_back[held_before:]))
 
     return _chunked(rows, write, should_stop, on_read)
 
@@ -417,7 +438,9 @@ def import_pairs(
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue."""
+    """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue; a pair whose two answers are
+    nearly the same is stored held back (route "duplicate"), as a generation job holds back its own: people could
+    only tie it, and it is neither served nor trained on."""
     _check_round(round_number)
     closed = round_number is not None and LabellingRound.objects.filter(
         number=round_number, closed_at__isnull=False).first()
@@ -435,9 +458,14 @@ def import_pairs(
         nonlocal round_
         round_ = round_ or _round(round_number)
         needed = labels_needed or (round_.labels_per_pair if round_ else 1)
-        return new.add(prompt, row.response_a, row.response_b, round_=round_, labels_needed=needed)
+        route = Route.NONE
+        if near_duplicate(row.response_a, row.response_b):
+            route = Route.DUPLICATE
+            make.held_back.append(row.line)
+        return new.add(prompt, row.response_a, row.response_b, round_=round_, labels_needed=needed, route=route)
 
     make.texts = lambda row: (row.response_a, row.response_b)
+    make.held_back = []
     return _write_pairs(rows, name, make, progress, should_stop, on_read)
 
 

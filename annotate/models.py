@@ -100,9 +100,19 @@ class Pair(models.Model):
 
     def clean(self) -> None:
         """What the admin may save: two different answers, both to the pair's own prompt (the importers and the
-        sampler only ever make such pairs; a pair of one answer twice, or of another prompt's, trains on nonsense)."""
+        sampler only ever make such pairs; a pair of one answer twice, or of another prompt's, trains on nonsense),
+        and a gold answer, a or b, exactly when the pair is gold, as the rounds page sets them (annotate.rounds.
+        set_gold): the admin saved a gold pair answered "tie" or not at all, which no label can match, and an answer
+        on a pair that is not gold."""
         from django.core.exceptions import ValidationError
 
+        if self.is_gold and self.gold_choice not in (A, B):
+            got = f"got {self.gold_choice!r}" if self.gold_choice else "it has none"
+            raise ValidationError({"gold_choice": f"a gold pair's answer is a or b ({got}): pick the answer people "
+                                                  "should choose, or untick is gold"})
+        if not self.is_gold and self.gold_choice:
+            raise ValidationError({"gold_choice": f"only a gold pair has a gold answer (got {self.gold_choice!r}): "
+                                                  "tick is gold, or clear the answer"})
         if not (self.prompt_id and self.response_a_id and self.response_b_id):
             return
         if self.response_a_id == self.response_b_id:

@@ -4,7 +4,8 @@ A judge's trust is its measured agreement with people on the pairs both labelled
 pair's answer), per prompt tag, with a 95% Wilson interval. In a round with a routing judge, people are given only
 the pairs routed to them: where the lower bound of the judge's agreement on the pair's tag is below the round's
 threshold, or the pair was drawn for the audit share. Elsewhere the judge's label is the decision, weighed as a soft
-label from that agreement (as cDPO smooths a label by its flip rate), never below 0.5.
+label from that agreement (as cDPO smooths a label by its flip rate), never below 0.5. A pair people began before the
+round had a routing judge stays theirs: routing sends it to people whatever the judge's agreement.
 """
 from __future__ import annotations
 
@@ -14,10 +15,22 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 
 from .agreement import majority
-from .models import A, AnnotatorProfile, Assignment, B, Label, LabellingRound, Pair, Route, in_lock_order
+from .models import (
+    A,
+    AnnotatorProfile,
+    Assignment,
+    B,
+    Label,
+    LabellingRound,
+    Pair,
+    Route,
+    in_lock_order,
+    lock_pairs,
+    update_pairs,
+)
 
 Z95 = 1.959963984540054
 ALL_TAGS = None  # the key of the agreement over every tag
@@ -115,7 +128,11 @@ def route_round(round_: LabellingRound) -> Routed:
     """Route the round's pairs its judge has labelled and no person has been given: to the judge (its label stands,
     weighed by its agreement; the pair needs no more labels) where its agreement on the pair's tag is trusted and
     the pair is not drawn for audit, else to people (the round's labels_per_pair people after the judge). A pair
-    sent to people that nobody has been given yet is looked at again, as agreement is measured."""
+    sent to people that nobody has been given yet is looked at again, as agreement is measured.
+
+    A pair still short of labels that people were given (or labelled) before the round had a routing judge is sent
+    to people as it is, needing one label more for the judge's: the queue gives people only the pairs sent to them
+    once a round routes, and routing passed over pairs people had, so such a pair stayed open and unserved."""
     summary = Routed(round_.number)
     if not round_.route_judge:
         return summary
@@ -133,6 +150,14 @@ def route_round(round_: LabellingRound) -> Routed:
         # people's labels again after closing had settled them, and they stayed open in the closed round)
         if not list(in_lock_order(LabellingRound.objects.filter(pk=round_.pk, closed_at__isnull=True)).values("pk")):
             return summary
+        began = (Pair.objects.filter(round=round_, is_gold=False, route=Route.NONE, labels_done__lt=F("labels_needed"))
+                 .filter(Exists(by_judge)).filter(Q(Exists(given_to_people)) | Q(Exists(by_people))))
+        # both sets locked at once, in id order, as every writer of several pairs takes them (a second ascending
+        # pass could wait on a lower id than one it holds)
+        lock_pairs(began | pairs.select_related(None))
+        # the judge's label, counted in labels_done, comes on top of the people the pair needed, as for every pair
+        # sent to people
+        summary.to_people += update_pairs(began, route=Route.PEOPLE, labels_needed=F("labels_needed") + 1)
         for pair in in_lock_order(pairs):
             tag_agreement = agreement.get(pair.prompt.tag)
             if trusted(tag_agreement, round_.route_threshold) and not audited(pair.pk, round_.audit_share):

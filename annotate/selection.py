@@ -22,7 +22,7 @@ from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
 from training.models import ReferenceLogp
 
-from .models import LabellingRound, Pair, QueueOrder, Route, lock_pairs, update_pairs
+from .models import Assignment, LabellingRound, Pair, QueueOrder, Route, lock_pairs, update_pairs
 
 CHUNK_PAIRS = 64  # pairs scored per model call: progress and cancellation are looked at between chunks
 
@@ -56,10 +56,15 @@ def open_pairs(rounds: Iterable[LabellingRound] | None = None):
 
 def hold_back_near_duplicates(pairs: Iterable[Pair]) -> int:
     """Mark the pairs whose two answers are the same or nearly so (generation.pairing.near_duplicate): people would
-    only tie them. Returns how many were held back."""
+    only tie them. Their open leases end, as a closing ends a round's: a pair on someone's screen stayed there, and
+    its label was taken and trained on. Returns how many were held back."""
     held = [p for p in pairs if p.route != Route.DUPLICATE and near_duplicate(p.response_a.text, p.response_b.text)]
-    with transaction.atomic():  # in id order, as every writer of several pairs takes them (models.lock_pairs)
-        update_pairs(Pair.objects.filter(pk__in=[p.pk for p in held]), route=Route.DUPLICATE)
+    ids = [p.pk for p in held]
+    with transaction.atomic():
+        # the leases before the pairs, as close_round takes them: record_label locks a lease, then its pair
+        Assignment.objects.filter(pair_id__in=ids, state=Assignment.LEASED).update(state=Assignment.EXPIRED)
+        # in id order, as every writer of several pairs takes them (models.lock_pairs)
+        update_pairs(Pair.objects.filter(pk__in=ids), route=Route.DUPLICATE)
     for pair in held:
         pair.route = Route.DUPLICATE
     return len(held)

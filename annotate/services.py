@@ -41,6 +41,9 @@ except ImportError:  # Windows: SQLite's own busy timeout alone
 LEASE_SECONDS = getattr(settings, "PREFLOOP_LEASE_SECONDS", 600)
 UNDO_SECONDS = getattr(settings, "PREFLOOP_UNDO_SECONDS", 60)
 STRENGTH_PROB = {"slight": 0.75, "clear": 1.0}
+# routes whose pairs no one is given nor may label: held back as near-duplicates (annotate.selection), or decided by
+# the judge (annotate.routing)
+NOT_SERVED = (Route.DUPLICATE, Route.JUDGE)
 
 
 class LabelError(Exception):
@@ -127,7 +130,7 @@ def _open_pairs(user, now, round_: LabellingRound | None):
     as "uncertain". Pairs not scored yet come after the scored ones, oldest first. Near-duplicate pairs held back by
     annotate.selection are never served."""
     pairs = _open(_unseen_by(user).filter(round=round_) if round_ else _unseen_by(user).filter(round=None))
-    pairs = pairs.exclude(route__in=(Route.DUPLICATE, Route.JUDGE))
+    pairs = pairs.exclude(route__in=NOT_SERVED)
     room = (Assignment.LEASED, connection.ops.adapt_datetimefield_value(now))
     pairs = pairs.filter(RawSQL(_sql()["room"], room, output_field=BooleanField()))
     if round_ is not None and round_.route_judge and not is_automatic(user):
@@ -159,7 +162,9 @@ def _rounds_in_order() -> list[LabellingRound | None]:
 
 
 def _gold_pairs(user, round_id):
-    return _unseen_by(user).filter(is_gold=True).filter(Q(round_id=round_id) | Q(round__isnull=True)).order_by("?")
+    # never one held back or the judge's: lease_pair refuses to lease it (_not_served), and record_label its label
+    return (_unseen_by(user).filter(is_gold=True).filter(Q(round_id=round_id) | Q(round__isnull=True))
+            .exclude(route__in=NOT_SERVED).order_by("?"))
 
 
 def _lockable(queryset):
@@ -169,9 +174,10 @@ def _lockable(queryset):
 
 
 def _has_room(pair_id: int, user, now) -> bool:
-    """A fresh look (a new statement, so a new snapshot on PostgreSQL) at whether the pair can take this person."""
-    pair = Pair.objects.filter(pk=pair_id).values("labels_done", "labels_needed", "is_gold").first()
-    if pair is None:
+    """A fresh look (a new statement, so a new snapshot on PostgreSQL) at whether the pair can take this person: never
+    a pair held back or decided by the judge since (a run-out lease on one was renewed, and its label taken)."""
+    pair = Pair.objects.filter(pk=pair_id).values("labels_done", "labels_needed", "is_gold", "route").first()
+    if pair is None or pair["route"] in NOT_SERVED:
         return False
     if pair["is_gold"]:
         return True
@@ -225,6 +231,12 @@ def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = No
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).exclude(
             pair__in=Pair.objects.filter(only).values("pk")).delete()
     leases = _leases(user)
+    withdrawn = [lease.pk for lease in leases if lease.pair.route in NOT_SERVED]
+    if withdrawn:
+        # held back or given to the judge after it was leased (annotate.selection ends such leases as it holds a
+        # pair back; one leased meanwhile is ended here): its label would be refused, and the page showed it again
+        Assignment.objects.filter(pk__in=withdrawn, state=Assignment.LEASED).update(state=Assignment.EXPIRED)
+        leases = [lease for lease in leases if lease.pk not in withdrawn]
     current = _live(leases, now)
     if current is not None:
         return current
@@ -339,6 +351,7 @@ def _locked_assignment(user, **where) -> Assignment | None:
             by_automatic=Exists(AnnotatorProfile.objects.filter(user=user, is_automatic=True)),
             # the round the pair was served in: its own, or the round a gold pair of none was drawn into
             round_closed_at=Coalesce(F("served_in__closed_at"), F("pair__round__closed_at")),
+            pair_route=F("pair__route"),
         )
         .first()
     )
@@ -431,6 +444,12 @@ def record_label(
                 return _resubmitted(Label.objects.get(pk=assignment.existing_label_id), side, strength, comment)
             if assignment.state == Assignment.SKIPPED:
                 raise LabelError("you skipped this pair")
+            if assignment.pair_route == Route.DUPLICATE:  # held back while it was on screen (annotate.selection)
+                raise LabelError("that pair was held back: its two answers are nearly the same, so it is not labelled; "
+                                 "here is the next one")
+            if assignment.pair_route == Route.JUDGE:
+                raise LabelError("that pair is decided by the automatic judge, so it is not labelled; here is the next "
+                                 "one")
             if assignment.state != Assignment.LEASED:
                 raise LabelError("your lease on that pair has ended; here is the next one")
             if assignment.round_closed_at is not None and assignment.leased_at < assignment.round_closed_at:
@@ -535,7 +554,7 @@ def skipped_pairs(user) -> list[Assignment]:
     every person's label, so a list that dropped filled pairs kept gold ones alone, and what stayed on it was gold,
     before it was answered."""
     return list(Assignment.objects.filter(_shown_round_open(), annotator=user, state=Assignment.SKIPPED)
-                .exclude(pair__route__in=(Route.DUPLICATE, Route.JUDGE))  # held back since: not anyone's to label
+                .exclude(pair__route__in=NOT_SERVED)  # held back since: not anyone's to label
                 .select_related("pair__prompt").order_by("leased_at", "pk"))
 
 
@@ -602,7 +621,7 @@ def open_pair_count() -> int:
     """Pairs in the queue that still want labels (gold pairs are shown among them, not counted): the same condition
     as progress_for's "remaining" before this person's own are taken off."""
     return Pair.objects.filter(is_gold=False, labels_done__lt=F("labels_needed")).exclude(
-        route__in=(Route.DUPLICATE, Route.JUDGE)).exclude(round__closed_at__isnull=False).exclude(
+        route__in=NOT_SERVED).exclude(round__closed_at__isnull=False).exclude(
         Q(round__route_judge__gt="") & ~Q(route=Route.PEOPLE)).count()
 
 

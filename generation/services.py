@@ -295,6 +295,8 @@ def start_generation_job(
     if len(tag) > 100 or not tag.isprintable():
         raise GenerationError("tag: expected up to 100 printable characters")
     check_pairing(pairing, judge, config.n, config.temperature)
+    if pairing != "none":  # samples only make no pair, so they wait on no round
+        _check_round_open(version)
     # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two
     # requests, and each took the same prompts and seeds, so every pair was made twice and labelled twice.
     with transaction.atomic():
@@ -317,7 +319,22 @@ def start_generation_job(
     return job
 
 
-def _labelling_round(version: ModelVersion):
+def _check_round_open(version: ModelVersion) -> None:
+    """A GenerationError when the labelling round the version's pairs go into has closed: no one is given a closed
+    round's pairs (as annotate.importers.import_pairs refuses to import into one), so they would wait for labels for
+    good while the rounds page counted them open. A round never opens again: its version's pairs are done."""
+    closed = LabellingRound.objects.filter(number=version.round + 1, closed_at__isnull=False).first()
+    if closed is not None:
+        raise GenerationError(
+            f"labelling round {closed.number}, where pairs sampled from version {version.name!r} go, has closed "
+            f"({closed.closed_reason or 'no reason given'}): no one would be given new pairs in it; sample from a "
+            "newer version, or with pairing 'none' for samples only")
+
+
+def _labelling_round(version: ModelVersion) -> LabellingRound:
+    """The labelling round a job's pairs from this version go into (its round + 1), made if it is not there yet; a
+    GenerationError when it has closed (_check_round_open), for a job started before the close."""
+    _check_round_open(version)
     round_, _ = LabellingRound.objects.get_or_create(number=version.round + 1)
     return round_
 
@@ -357,8 +374,8 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
     total = len(prompt_ids) - len(skipped)
     tracker.report(done=total - len(todo), total=total, progress=(total - len(todo)) / max(total, 1), force=True,
                    stage="loading the model" if todo else "")
+    round_ = _labelling_round(job.version) if job.params.get("pairing") != "none" else None  # none: no pairs
     backend = backend_for(job.version, _job_dtype(job)) if todo else None
-    round_ = _labelling_round(job.version)
     if todo and job.params.get("pairing") == "judge" and judge is None:
         judge = load_judge(job.params["judge"], dtype=dtype_choice())
     deleted = "the prompt was deleted after the job started"
