@@ -13,7 +13,7 @@ from django.db.models import Exists, OuterRef, Q
 from training.dpo.config import smoothing_for_agreement
 
 from . import routing
-from .agreement import cohen_kappa, krippendorff_alpha, majority
+from .agreement import cohen_kappa, krippendorff_alpha
 from .models import A, Assignment, B, Label, LabellingRound, Pair
 
 
@@ -89,37 +89,10 @@ def agreement(rounds: list[int] | None = None, *, include_automatic: bool = Fals
 
 
 def judge_agreements(rounds: list[int] | None = None) -> list[routing.JudgeAgreement]:
-    """Each judge's agreement with people as routing measures it (routing.judge_agreement: people's majority, or a
-    gold pair's answer), per prompt tag and overall (the overall row first), on the pairs whose judge labels are in
-    the given rounds only. None: every round, the figure routing trusts a judge by."""
-    if rounds is None:
-        return routing.judge_agreements()
-    judged = (_labels(rounds, include_automatic=True).filter(is_automatic=True)
-              .exclude(annotator__annotator_profile__judge_path=""))
-    by_judge: dict[str, dict[int, str]] = defaultdict(dict)
-    for path, pair_id, choice in judged.values_list("annotator__annotator_profile__judge_path", "pair_id", "choice"):
-        by_judge[path][pair_id] = choice
-    people: dict[int, list[str]] = defaultdict(list)
-    for pair_id, choice in Label.objects.filter(pair_id__in=judged.values("pair_id"), is_automatic=False).values_list(
-            "pair_id", "choice"):
-        people[pair_id].append(choice)
-    decided: dict[int, tuple[str | None, str]] = {}  # pair id: (the outcome people or the gold answer gave, tag)
-    for pair_id, tag, is_gold, gold_choice in Pair.objects.filter(pk__in=judged.values("pair_id")).values_list(
-            "pk", "prompt__tag", "is_gold", "gold_choice"):
-        decided[pair_id] = (gold_choice if is_gold and gold_choice else majority(people.get(pair_id, []))[0], tag)
-    out = []
-    for path in sorted(by_judge):
-        counts: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
-        for pair_id, choice in by_judge[path].items():
-            outcome, tag = decided[pair_id]
-            if outcome is None:
-                continue
-            for key in (tag, routing.ALL_TAGS):
-                counts[key][0] += 1
-                counts[key][1] += choice == outcome
-        found = [routing.JudgeAgreement(path, key, n, k) for key, (n, k) in counts.items()]
-        out.extend(sorted(found, key=lambda a: (a.tag is not None, a.tag or "")))
-    return out
+    """Each judge's agreement with people as routing measures it (people's majority, or a gold pair's answer), per
+    prompt tag and overall (the overall row first), on the pairs whose judge labels are in the given rounds only.
+    None: every round, the figure routing trusts a judge by."""
+    return routing.judge_agreements(None if rounds is None else _labels(rounds, include_automatic=True))
 
 
 @dataclass

@@ -73,10 +73,12 @@ class JudgeAgreement:
         return max(0.5, self.rate if self.rate is not None else 0.5)
 
 
-def judge_agreement(judge_path: str) -> dict[str | None, JudgeAgreement]:
+def judge_agreement(judge_path: str, labels=None) -> dict[str | None, JudgeAgreement]:
     """The judge's agreement with people per prompt tag (and over every tag, key None), on the pairs it labelled
-    that people decided: their majority outcome (a tie for first decides nothing), or a gold pair's answer."""
-    judge_labels = dict(Label.objects.filter(
+    that people decided: their majority outcome (a tie for first decides nothing), or a gold pair's answer.
+    `labels`: the judge's labels to count, a Label queryset (a round's page: its round's); None: all of them, the
+    figure routing trusts a judge by."""
+    judge_labels = dict((Label.objects if labels is None else labels).filter(
         is_automatic=True, annotator__annotator_profile__judge_path=judge_path).values_list("pair_id", "choice"))
     people: dict[int, list[str]] = defaultdict(list)
     for pair_id, choice in Label.objects.filter(pair_id__in=list(judge_labels), is_automatic=False).values_list(
@@ -94,13 +96,14 @@ def judge_agreement(judge_path: str) -> dict[str | None, JudgeAgreement]:
     return {key: JudgeAgreement(judge_path, key, n, k) for key, (n, k) in counts.items()}
 
 
-def judge_agreements() -> list[JudgeAgreement]:
-    """Every judge's agreement with people, per tag and overall (the overall row first), for the quality page."""
+def judge_agreements(labels=None) -> list[JudgeAgreement]:
+    """Every judge's agreement with people, per tag and overall (the overall row first), for the quality page;
+    `labels` as judge_agreement's."""
     paths = sorted(set(AnnotatorProfile.objects.filter(is_automatic=True).exclude(judge_path="")
                        .values_list("judge_path", flat=True)))
     out = []
     for path in paths:
-        found = judge_agreement(path)
+        found = judge_agreement(path, labels)
         if found:
             out.extend(sorted(found.values(), key=lambda a: (a.tag is not None, a.tag or "")))
     return out
