@@ -18,7 +18,7 @@ from annotate.dataset import decisions
 from prefcore.rows import FORMATS
 
 from .auth import staff_only
-from .fields import Body, Count, Fraction, Name, Number, known_query
+from .fields import Body, Count, Fraction, Name, Number
 
 log = logging.getLogger(__name__)
 router = Router(tags=["data"])
@@ -138,7 +138,6 @@ class PreferencePage(Schema):
 def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     """The rows the export page writes, in the same order, with the same filters; one page at a time."""
     staff_only(request)
-    known_query(request, PreferenceFilters)
     decided = decisions(rounds=None if filters.round is None else [filters.round],
                         min_agreement=filters.min_agreement, include_automatic=filters.include_automatic,
                         soft_labels=filters.soft_labels, same_answers=False)

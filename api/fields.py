@@ -1,8 +1,10 @@
 """Field types the API's request schemas share: ids and numbers the database can hold, text it can store."""
 from __future__ import annotations
 
+from functools import wraps
 from typing import Annotated
 
+from django.core.exceptions import ImproperlyConfigured
 from django.http import Http404
 from ninja import Schema
 from ninja.errors import HttpError
@@ -57,11 +59,16 @@ class NoBody(Body):
     {"pair": 5}` leased the queue's own pair, as if the pair asked for were not there)."""
 
 
-def known_query(request, filters: type[Schema] | None = None) -> None:
+def query_names(operation) -> set[str]:
+    """The query parameters a ninja operation declares (a `Query[...]` schema's fields, or plain query arguments)."""
+    return {name for model in operation.models if model.__ninja_param_source__ == "query"
+            for name in getattr(model, "__ninja_flatten_map__", None) or model.model_fields}
+
+
+def known_query(request, known: set[str]) -> None:
     """Refuse a query parameter the operation does not take, by name, as Body refuses a field: `?roud=1` (a typo of
-    round) answered every round's rows, and a pipeline trained on them. `filters` None: it takes none. A parameter
-    given twice is refused too: `?round=1&round=2` answered round 2's rows alone, as if round 1 had none."""
-    known = {field.alias or name for name, field in filters.model_fields.items()} if filters else set()
+    round) answered every round's rows, and a pipeline trained on them. A parameter given twice is refused too:
+    `?round=1&round=2` answered round 2's rows alone, as if round 1 had none."""
     stray = sorted(set(request.GET) - known)
     if stray:
         takes = f"it takes {', '.join(sorted(known))}" if known else "it takes none"
@@ -69,6 +76,24 @@ def known_query(request, filters: type[Schema] | None = None) -> None:
     twice = sorted(name for name in request.GET if len(request.GET.getlist(name)) > 1)
     if twice:
         raise HttpError(400, f"{twice[0]}: given {len(request.GET.getlist(twice[0]))} times; give it once")
+
+
+def refuse_stray_query(view):
+    """Every operation's check of its query (api.main adds it to the whole API): known_query with the parameters
+    the operation declares, run after the caller is signed in and the parameters are read, before the operation
+    does anything. It was called by hand in some operations and forgotten in the rest, where `?roud=1` or
+    `POST /labelling-rounds?number=5` ran as if the parameter were not there."""
+    operation = getattr(view, "_ninja_operation", None)
+    if operation is None:  # ninja sets it on every operation's function; without it no parameter would be known
+        raise ImproperlyConfigured(f"{view.__qualname__}: not a ninja operation, its query parameters are unknown")
+    known = query_names(operation)
+
+    @wraps(view)
+    def checked(request, *args, **kwargs):
+        known_query(request, known)
+        return view(request, *args, **kwargs)
+
+    return checked
 
 
 def found(rows, pk: int, what: str):

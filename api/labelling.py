@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Assignment, Pair
 
-from .fields import Body, Comment, Id, NoBody, Seconds, found, known_query
+from .fields import Body, Comment, Id, NoBody, Seconds, found
 
 router = Router(tags=["labelling"])
 
@@ -143,5 +143,4 @@ def undo(request: HttpRequest, payload: UndoIn | None = None):
 
 @router.get("/progress", response=ProgressOut, summary="The caller's labelling progress")
 def progress(request: HttpRequest):
-    known_query(request)
     return vars(services.progress_for(request.user))

@@ -23,6 +23,7 @@ from training.services import TrainingError
 
 from . import data, jobs, labelling, rounds, versions
 from .auth import SessionAuth, TokenAuth
+from .fields import refuse_stray_query
 
 MAX_DEPTH = 64
 
@@ -54,6 +55,8 @@ api = NinjaAPI(
                 "comparison and loop jobs; label pairs. Send `Authorization: Bearer <token>` (make a token on your "
                 "account page). docs/api.md has examples.",
 )
+# A query parameter an operation does not declare is refused by name, on every operation (docs/api.md).
+api.add_decorator(refuse_stray_query, mode="operation")
 api.add_router("/", data.router)
 api.add_router("/", versions.router)
 api.add_router("/jobs", jobs.router)

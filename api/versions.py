@@ -18,7 +18,7 @@ from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Id, NoBody, Number, Reason, found, known_query
+from .fields import Body, Id, NoBody, Number, Reason, found
 
 router = Router(tags=["versions"])
 
@@ -51,14 +51,12 @@ def _runs_by_output() -> dict[int, int]:
 
 @router.get("/versions", response=list[VersionOut], summary="Model versions with their lineage")
 def list_versions(request: HttpRequest):
-    known_query(request)
     runs = _runs_by_output()
     return [_version(v, runs) for v in ModelVersion.objects.select_related("parent").order_by("round", "created")]
 
 
 @router.get("/versions/{version_id}", response=VersionOut, summary="One model version")
 def get_version(request: HttpRequest, version_id: Id):
-    known_query(request)
     version = found(ModelVersion.objects.select_related("parent"), version_id, "model version")
     return _version(version, _runs_by_output())
 
@@ -138,7 +136,6 @@ class BoardFilters(Schema):
 
 @router.get("/leaderboard", summary="Bradley-Terry ratings of the versions")
 def get_leaderboard(request: HttpRequest, filters: Query[BoardFilters]) -> dict:
-    known_query(request, BoardFilters)
     board = leaderboard.build_board(include_automatic=filters.automatic)
     rows = [_board_row(row) for row in board.rows]
     return {"anchor": board.anchor, "votes": board.votes, "length_coef": _finite(board.length_coef),
@@ -168,7 +165,6 @@ def _run_metrics(run: TrainingRun) -> dict:
 def round_metrics(request: HttpRequest, number: Number) -> dict:
     """The training run that made the version of this round (the latest, if several did). Staff only, like the
     training pages."""
-    known_query(request)
     staff_only(request)
     run = (TrainingRun.objects.select_related("input_version", "output_version")
            .filter(output_version__round=number).order_by("-created").first())
@@ -179,7 +175,6 @@ def round_metrics(request: HttpRequest, number: Number) -> dict:
 
 @router.get("/training/{run_id}/metrics", summary="One training run's metrics (summary and per step)")
 def run_metrics(request: HttpRequest, run_id: Id) -> dict:
-    known_query(request)
     staff_only(request)
     return _run_metrics(found(TrainingRun.objects.select_related("input_version", "output_version"), run_id,
                               "training run"))

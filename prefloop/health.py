@@ -1,7 +1,8 @@
 """/healthz for load balancers, systemd and `honcho`: is the database answering, is the message broker reachable.
 
 200 {"status": "ok", ...} when both are; 503 naming what failed otherwise. It says which check failed and the kind of
-error, never a URL, host, user or message text that could carry a secret. No sign-in: a health probe has none.
+error, never a URL, host, user or message text that could carry a secret. No sign-in: a health probe has none, and
+no Host check (HealthProbeMiddleware): a probe asks by address.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_GET
 from prefloop.celery import app
 
 BROKER_TIMEOUT_SECONDS = 3
+PROBE_PATH = "/healthz"  # prefloop/urls.py routes it too (its name, healthz; any method but GET answers 405 there)
 
 
 def database_ok() -> None:
@@ -53,3 +55,21 @@ def healthz(request: HttpRequest) -> JsonResponse:
     if failed:
         body["failed"] = failed
     return JsonResponse(body, status=503 if failed else 200)
+
+
+class HealthProbeMiddleware:
+    """Answers GET /healthz before CommonMiddleware checks the Host header against ALLOWED_HOSTS.
+
+    A probe asks by address (systemd or honcho at 127.0.0.1:8000, a load balancer at a web machine's private
+    address), which ALLOWED_HOSTS, the site's public names, does not hold: Django answered it 400, and the probe saw
+    a healthy app as down. Only this path and method skip the check; every other request still has its Host checked.
+    The answer builds no URL from the Host, so a forged one changes nothing in it.
+    """
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest):
+        if request.method == "GET" and request.path_info == PROBE_PATH:
+            return healthz(request)
+        return self.get_response(request)

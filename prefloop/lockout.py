@@ -6,7 +6,8 @@ is keyed on the username *and* the client address: after PREFLOOP_LOGIN_MAX_FAIL
 address, that name is refused from that address for PREFLOOP_LOGIN_WINDOW_SECONDS after the last counted failure.
 The username is normalised exactly as Django's login form normalises it (NFKC, stripped), so a full-width or
 otherwise compatible spelling of a name shares its count. The address is REMOTE_ADDR, or, behind
-PREFLOOP_TRUSTED_PROXY_COUNT proxies that each append to X-Forwarded-For, the address the outermost one saw.
+PREFLOOP_TRUSTED_PROXY_COUNT proxies that each append to X-Forwarded-For, the address the outermost one saw (read
+only from a request that came from PREFLOOP_TRUSTED_PROXIES).
 
 Administrators see the lockouts under "Axes" in the admin and lift them there or with `manage.py axes_reset_username
 NAME` (and `axes_reset_ip`, `axes_reset_ip_username`, `axes_reset`), see docs/deployment.md.
@@ -30,6 +31,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.response import TemplateResponse
 from django.utils import timezone
+
+from prefloop.proxies import from_trusted_proxy
 
 RECORDED_USERNAME_LENGTH = AccessAttempt._meta.get_field("username").max_length
 
@@ -65,16 +68,18 @@ def _valid_address(value: str | None) -> str | None:
 
 
 def client_address(request: HttpRequest) -> str | None:
-    """The client's address: REMOTE_ADDR, unless the settings say how many proxies in front of us to trust.
+    """The client's address: REMOTE_ADDR, unless the settings say how many proxies in front of us to trust and the
+    request came from one of them (PREFLOOP_TRUSTED_PROXIES).
 
     Each trusted proxy appends the address it received the request from to X-Forwarded-For, so with N of them the
     client is the N-th entry from the right; anything further left was written by the client and is ignored. A
-    header shorter than that (a request that bypassed the proxies) or an entry that is no address falls back to
-    REMOTE_ADDR, which keys the lockout on the proxy: stricter, never looser.
+    request from any other address is keyed on its REMOTE_ADDR whatever its header says: it reached the app without
+    the proxy, and wrote the header itself. A header shorter than N (a request that bypassed the proxies) or an
+    entry that is no address falls back to REMOTE_ADDR, which keys the lockout on the proxy: stricter, never looser.
     """
     remote = _valid_address(request.META.get("REMOTE_ADDR"))
     proxies = settings.PREFLOOP_TRUSTED_PROXY_COUNT
-    if proxies <= 0:
+    if proxies <= 0 or not from_trusted_proxy(request):
         return remote
     hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
     if len(hops) < proxies:
@@ -94,7 +99,9 @@ def check_proxy_count(app_configs=None, **kwargs) -> list:
         "PREFLOOP_TRUSTED_PROXY_COUNT is 0, so the sign-in lockout keys every client by REMOTE_ADDR: behind the "
         "HTTPS proxy production needs, that is the proxy's address, and anyone can lock everyone out of signing in",
         hint="set PREFLOOP_TRUSTED_PROXY_COUNT to the number of proxies that append to X-Forwarded-For (1 for one "
-             "nginx, see docs/deployment.md); only where clients reach the app with no proxy in between is 0 right",
+             "nginx, see docs/deployment.md), and PREFLOOP_TRUSTED_PROXIES to the address the app sees them connect "
+             "from when that is not this machine; only where clients reach the app with no proxy in between is 0 "
+             "right",
         id="prefloop.W001")]
 
 

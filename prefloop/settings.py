@@ -1,4 +1,5 @@
 """Django settings. Every environment variable PrefLoop reads is read here, and only here."""
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -61,9 +62,40 @@ DEBUG = _env_bool("DEBUG", False, strict=False)
 DEFAULT_EXCEPTION_REPORTER_FILTER = "prefloop.error_reports.ConnectionSafeFilter"
 
 
+def _env_list(name: str, default: str) -> list[str]:
+    """A comma-separated list, each item stripped and empty ones dropped: "a.org, b.org" is ["a.org", "b.org"] (the
+    item " b.org", with its space, matched no request's host, and that host was answered 400)."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# The secret key deploy/prefloop.env.example ships with: a production started with it signed its sessions with a
+# key anyone who has read the repository knows.
+EXAMPLE_SECRET_KEY = "change-me-to-60-random-characters"
+
+
+def _weak_secret_key(key: str) -> str | None:
+    """Why a production secret key is unsafe, or None: the example's placeholder, or what Django's check W009 calls
+    weak (under 50 characters, fewer than 5 different ones, or startproject's 'django-insecure-' key)."""
+    if key == EXAMPLE_SECRET_KEY:
+        return "is the placeholder of deploy/prefloop.env.example"
+    if len(key) < 50:
+        return f"is {len(key)} characters long (at least 50 are needed)"
+    if len(set(key)) < 5:
+        return f"has {len(set(key))} different characters (at least 5 are needed)"
+    if key.startswith("django-insecure-"):
+        return "is a key startproject generated for development (it starts with 'django-insecure-')"
+    return None
+
+
 def _secret_key() -> str:
-    key = os.environ.get("DJANGO_SECRET_KEY") or os.environ.get("SECRET_KEY")
+    name = "DJANGO_SECRET_KEY" if os.environ.get("DJANGO_SECRET_KEY") else "SECRET_KEY"
+    key = os.environ.get(name)
     if key:
+        weak = _weak_secret_key(key) if PRODUCTION else None
+        if weak:
+            raise ImproperlyConfigured(
+                f"{name} {weak}: sessions signed with it can be forged. Set a random one, e.g. the output of "
+                "python -c \"import secrets; print(secrets.token_urlsafe(60))\"")
         return key
     if PRODUCTION:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when PREFLOOP_PRODUCTION is on")
@@ -75,8 +107,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -101,7 +133,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: X-Forwarded-For and X-Forwarded-Proto are dropped from a request that did not come from
+    # PREFLOOP_TRUSTED_PROXIES, before anything (the HTTPS redirect, the sign-in lockout) reads them.
+    "prefloop.proxies.UntrustedForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # GET /healthz is answered before CommonMiddleware's Host check: probes ask by address (127.0.0.1:8000).
+    "prefloop.health.HealthProbeMiddleware",
     "csp.middleware.CSPMiddleware",
     "api.middleware.JsonErrorsMiddleware",  # every error under /api/ is JSON, whichever layer below answered
     "prefloop.request_limits.RequestSizeLimitMiddleware",
@@ -180,6 +217,17 @@ PREFLOOP_LOGIN_WINDOW_SECONDS = _env_number("PREFLOOP_LOGIN_WINDOW_SECONDS", 15 
 # Proxies in front of the web app that append the client's address to X-Forwarded-For (0: none; the header is
 # then ignored, as anyone can send it).
 PREFLOOP_TRUSTED_PROXY_COUNT = _env_number("PREFLOOP_TRUSTED_PROXY_COUNT", 0, int, low=0)
+# The addresses (or networks, 10.0.0.0/24) those proxies connect from. X-Forwarded-For and X-Forwarded-Proto are
+# read only on a request whose REMOTE_ADDR is one of them: a client that reaches gunicorn directly writes what it
+# likes there, and with the count alone a new X-Forwarded-For on each guess escaped the lockout. The default is
+# loopback: nginx on the same machine as gunicorn (docs/deployment.md).
+PREFLOOP_TRUSTED_PROXIES = _env_list("PREFLOOP_TRUSTED_PROXIES", "127.0.0.1,::1")
+for _proxy in PREFLOOP_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"PREFLOOP_TRUSTED_PROXIES: {_proxy!r} is not an address or a network "
+                                   "(expected e.g. 127.0.0.1,10.0.0.0/24)") from None
 # And a looser limit per address alone: PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS failures from one address within the
 # window, over every name, refuse sign-ins from it (a few guesses at every account's password were never slowed).
 PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS = _env_number("PREFLOOP_LOGIN_MAX_FAILURES_PER_ADDRESS", 100, int, low=1)
@@ -270,6 +318,7 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = _env_number("SECURE_HSTS_SECONDS", 31536000, int, low=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # Read only from PREFLOOP_TRUSTED_PROXIES (prefloop.proxies drops the header from anyone else).
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Celery. The default broker is kombu's filesystem transport: no server to run.

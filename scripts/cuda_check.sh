@@ -2,7 +2,7 @@
 # The CUDA checks of our own sampler and trainer, on a machine with a CUDA GPU (CI has none, so they run here, by
 # hand): tests/cuda (each path on the GPU, and the GPU agreeing with the CPU), the trainer's and the sampler's own
 # tests with the GPU visible (training rounds then run on it), and both benchmarks on the GPU, side by side with
-# their peers (transformers' generate and generate_batch; TRL's DPOTrainer).
+# their peers (transformers' generate and generate_batch; TRL's DPOTrainer, where trl is installed).
 #   bash scripts/cuda_check.sh            MODEL=path (a SmolLM2-135M checkpoint; default the bootstrapped one),
 #                                         PYTHON=path (default .venv-gpu's python where there is one, else .venv's)
 # Each step has a time limit; its log goes to $LOGS (default var/cuda-check). Exits non-zero when a step failed.
@@ -36,5 +36,15 @@ step training-tests-on-cuda "${TRAINING_TESTS_LIMIT:-600}" "$PYTHON" -m pytest -
     tests/training tests/test_numerics.py -m "not real_model and not browser and not gpu"
 step bench-sampler "${BENCH_SAMPLER_LIMIT:-300}" "$PYTHON" bench/generation.py --model "$MODEL" --device cuda \
     --prompts 32 --samples 2 --batch-size 64 --max-new-tokens 64 --repeats 2
-step bench-dpo "${BENCH_DPO_LIMIT:-300}" "$PYTHON" bench/dpo_throughput.py --model "$MODEL" --pairs 64 --repeats 2
+# TRL's DPOTrainer is the peer of the DPO benchmark; trl is in requirements.txt, not requirements-gpu.txt, so a GPU
+# worker's environment may lack it (docs/deployment.md lists it with the test tools). Without it only our own
+# trainer's command line runs, and the output says so.
+dpo_order=trl,cli
+if ! "$PYTHON" -c "import trl" 2>/dev/null; then
+    echo "cuda_check: trl is not installed in $PYTHON's environment: bench-dpo runs without TRL's DPOTrainer" \
+        "(--order cli); pip install trl==$(sed -n 's/^trl==//p' requirements.txt) to compare with it"
+    dpo_order=cli
+fi
+step bench-dpo "${BENCH_DPO_LIMIT:-300}" "$PYTHON" bench/dpo_throughput.py --model "$MODEL" --pairs 64 --repeats 2 \
+    --order "$dpo_order"
 exit $status

@@ -13,6 +13,27 @@ DB_NAME=prefloop
 
 log() { echo "services: $*" >&2; }
 
+# The role's SQL, with the password left to psql: run with `-v pw=...`, :'pw' is the password as a quoted SQL literal
+# (a quote or backslash in it was pasted into the statement and broke it, or ran as SQL). psql expands variables
+# only in SQL it reads from a file or stdin, never in -c, hence the pipe.
+role_sql() { printf '%s ROLE %s LOGIN CREATEDB PASSWORD :'"'"'pw'"'"';\n' "$1" "$DB_USER"; }
+
+# The password percent-encoded for the URL printed below: '@', ':', '/', '%' and the like in it split the URL wrong.
+url_encoded() {
+    local text="$1" out="" char i
+    for ((i = 0; i < ${#text}; i++)); do
+        char="${text:i:1}"
+        case "$char" in
+            [a-zA-Z0-9.~_-]) out+="$char" ;;
+            *) out+="$(printf '%s' "$char" | od -An -tx1 -v | tr -d ' \n' | sed 's/../%&/g' | tr 'a-f' 'A-F')" ;;
+        esac
+    done
+    printf '%s' "$out"
+}
+
+# Sourced (tests/test_services_script.py checks the SQL and the URL this way): the functions only, nothing started.
+if [ "${BASH_SOURCE[0]}" != "$0" ]; then return 0; fi
+
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
@@ -63,9 +84,9 @@ psql_admin() { as_root runuser -u postgres -- psql -p "$PG_PORT" -v ON_ERROR_STO
 # CREATEDB lets pytest-django create and drop test_prefloop.
 if [ -z "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" ]; then
     log "creating role $DB_USER"
-    psql_admin -c "CREATE ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASSWORD'"
+    role_sql "CREATE" | psql_admin -v pw="$DB_PASSWORD"
 else
-    psql_admin -c "ALTER ROLE $DB_USER LOGIN CREATEDB PASSWORD '$DB_PASSWORD'"
+    role_sql "ALTER" | psql_admin -v pw="$DB_PASSWORD"
 fi
 if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]; then
     log "creating database $DB_NAME"
@@ -86,7 +107,7 @@ if [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null || true)" != "P
 fi
 
 log "PostgreSQL $pg_version on 127.0.0.1:$PG_PORT, Redis on 127.0.0.1:$REDIS_PORT, $(chromium --version 2>/dev/null || echo 'no chromium')"
-echo "export DATABASE_URL=postgres://$DB_USER:$DB_PASSWORD@127.0.0.1:$PG_PORT/$DB_NAME"
+echo "export DATABASE_URL=postgres://$DB_USER:$(url_encoded "$DB_PASSWORD")@127.0.0.1:$PG_PORT/$DB_NAME"
 echo "export CELERY_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/0"
 echo "export CACHE_URL=redis://127.0.0.1:$REDIS_PORT/1"
 echo "export PREFLOOP_PG_CLUSTER='$pg_version main'"

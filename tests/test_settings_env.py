@@ -45,7 +45,8 @@ def test_good_values_start(tmp_path):
             "print(s.PREFLOOP_IMPORT_MAX_ROWS, s.PREFLOOP_GATE_MIN_WIN_RATE, s.DEBUG, s.SECURE_SSL_REDIRECT)")
     env = {**os.environ, "PREFLOOP_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "prefloop.settings",
            "PREFLOOP_IMPORT_MAX_ROWS": " 500 ", "PREFLOOP_GATE_MIN_WIN_RATE": "0.55", "PREFLOOP_TENSORBOARD": "",
-           "DEBUG": "express:*", "PREFLOOP_PRODUCTION": "1", "SECURE_SSL_REDIRECT": "", "DJANGO_SECRET_KEY": "x" * 50,
+           "DEBUG": "express:*", "PREFLOOP_PRODUCTION": "1", "SECURE_SSL_REDIRECT": "", "DJANGO_SECRET_KEY":
+           "test-only-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEF",
            "ALLOWED_HOSTS": "example.org"}
     done = subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)

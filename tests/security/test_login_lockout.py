@@ -121,6 +121,7 @@ def test_a_forged_forwarded_for_header_does_not_dodge_the_lock(admin_user):
 def test_behind_a_trusted_proxy_the_client_address_is_the_proxys_entry(admin_user, settings):
     """One proxy appends the address it saw; what the client wrote further left is ignored."""
     settings.PREFLOOP_TRUSTED_PROXY_COUNT = 1
+    settings.PREFLOOP_TRUSTED_PROXIES = ["10.1.1.1"]  # the proxy's own address: only its header is read
     proxy = {"REMOTE_ADDR": "10.1.1.1"}
     attacker = Client(**proxy)
     for n in range(settings.PREFLOOP_LOGIN_MAX_FAILURES):
