@@ -16,7 +16,9 @@ COLUMNS = {
     "prompt": "the prompt: text, or the chat so far as {role, content} messages",
     "chosen": "the preferred response (text, or one assistant message)",
     "rejected": "the other response",
-    "preference_prob": "probability that `chosen` is preferred, from the labels' strengths (or votes, with soft labels)",
+    "preference_prob": "probability that `chosen` is preferred, from 0.5 to 1, from the labels' strengths (or votes, "
+                       "with soft labels: votes that weigh out even give 0.5, a row the sigmoid loss trains as a coin "
+                       "flip, and a tie of the majority is left out)",
     "vote_share": "share of the pair's labels that agreed with its decision: the majority, or a gold pair's known "
                   "answer (1.0 for a gold pair nobody labelled)",
     "pair_id": "the pair's id in PrefLoop",
