@@ -9,17 +9,21 @@ LEFT, RIGHT, TOP, BOTTOM = 52, 12, 34, 26
 
 
 def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
-    """About `count` round numbers covering [low, high]."""
+    """About `count` round numbers covering [low, high]: the multiples of one step, counted by index (a step under
+    half a float's spacing there left `value += step` where it was, and the loop never ended). A range too narrow to
+    hold round numbers apart from its ends, or wider than floats reach, gets its two ends."""
     if not high > low:
         return [low]
     raw = (high - low) / count
+    if not math.isfinite(raw) or raw <= 0:
+        return [low, high] if math.isfinite(low) and math.isfinite(high) else []
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step - 1e-9) * step
-    ticks, value = [], first
-    while value <= high + 1e-9 * step:
-        ticks.append(0.0 if abs(value) < step * 1e-9 else value)
-        value += step
+    first, last = math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9)
+    ticks = [k * step for k in range(first, last + 1)] if 0 <= last - first <= 4 * count else []
+    ticks = [0.0 if abs(t) < step * 1e-9 else t for t in ticks]
+    if len(set(ticks)) != len(ticks) or not ticks:  # the range is a few floats wide: the steps round together
+        return [low, high]
     return ticks
 
 
@@ -28,11 +32,15 @@ def _fmt(value: float) -> str:
 
 
 def _bounds(values: list[float]) -> tuple[float, float]:
+    """The y range drawn: the values' with 5% room, or 10% of their size around them when they are one value, or
+    within a millionth of each other (a float or two apart: no axis can show that difference)."""
     low, high = min(values), max(values)
-    if high == low:
-        pad = abs(low) * 0.1 or 1.0
+    if high - low <= 1e-6 * max(abs(low), abs(high)):
+        pad = max(abs(low), abs(high)) * 0.1 or 1.0
         return low - pad, high + pad
     pad = (high - low) * 0.05
+    if not math.isfinite(pad):  # values near the float limit: no room to add
+        return low, high
     return low - pad, high + pad
 
 

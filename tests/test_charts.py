@@ -55,3 +55,21 @@ def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0, 1) == [0.0, 0.25, 0.5, 0.75, 1.0]
     ticks = nice_ticks(0.13, 0.91)
     assert all(0.13 <= t <= 0.91 for t in ticks) and len(ticks) >= 3
+
+
+def test_a_range_a_float_wide_ends_its_ticks():
+    """A loss flat one float above ln 2 (the run page draws ln 2 beside it): the tick step was under half a float's
+    spacing, `value += step` never moved, and the run's page never answered."""
+    import math
+
+    a = math.log(2)
+    assert nice_ticks(a, math.nextafter(a, 1)) == [a, math.nextafter(a, 1)]
+    chart = line_chart({"loss": [(1, math.nextafter(a, 1)), (2, math.nextafter(a, 1))]}, hlines={"ln 2": a})
+    assert "<polyline" in chart and "ln 2" in chart
+
+
+def test_values_near_the_float_limit_draw_without_an_error():
+    """Finite values of ±1e308 made the range infinite, and the chart a 500 (OverflowError)."""
+    chart = line_chart({"metric": [(1, -1e308), (2, 1e308), (3, 0.0)]})
+    assert chart.startswith("<svg") and chart.endswith("</svg>")
+    assert line_chart({"metric": [(1, 1.7e308), (2, 1.7e308)]}).endswith("</svg>")
