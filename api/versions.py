@@ -12,6 +12,7 @@ from ninja.errors import HttpError
 from pydantic import Field
 
 from compare import leaderboard
+from generation.length import VersionLength, version_length, version_lengths
 from generation.models import ModelVersion
 from generation.services import GenerationError
 from training import dashboard, promotion
@@ -32,16 +33,21 @@ class VersionOut(Schema):
     lineage: list[str] = Field(description="Names from the base to this version.")
     is_current: bool
     size_bytes: int
-    mean_response_tokens: float | None
+    mean_response_tokens: float | None = Field(description="Mean tokens over every answer of the version stored, as the "
+                                                            "pages show it (generation, comparison and loop answers)")
     made_by_run: int | None
     created: datetime
 
 
-def _version(v: ModelVersion, runs: dict[int, int]) -> dict:
+def _version(v: ModelVersion, runs: dict[int, int], lengths: dict[int, VersionLength] | None = None) -> dict:
+    """`lengths`: version_lengths of the versions listed (one query for a list); None: this version's is measured.
+    Never the stored ModelVersion.mean_response_tokens: only a generation job or a round's measuring writes it, so
+    answers of comparisons and loop evaluations left it stale or empty where the pages measured them."""
+    length = lengths[v.pk] if lengths is not None else version_length(v)
     return {
         "id": v.pk, "name": v.name, "round": v.round, "kind": v.kind, "parent": v.parent.name if v.parent else None,
         "lineage": [node.name for node in v.lineage()], "is_current": v.is_current, "size_bytes": v.size_bytes,
-        "mean_response_tokens": v.mean_response_tokens, "made_by_run": runs.get(v.pk), "created": v.created,
+        "mean_response_tokens": length.mean, "made_by_run": runs.get(v.pk), "created": v.created,
     }
 
 
@@ -51,8 +57,9 @@ def _runs_by_output() -> dict[int, int]:
 
 @router.get("/versions", response=list[VersionOut], summary="Model versions with their lineage")
 def list_versions(request: HttpRequest):
-    runs = _runs_by_output()
-    return [_version(v, runs) for v in ModelVersion.objects.select_related("parent").order_by("round", "created")]
+    versions = list(ModelVersion.objects.select_related("parent").order_by("round", "created"))
+    runs, lengths = _runs_by_output(), version_lengths([v.pk for v in versions])
+    return [_version(v, runs, lengths) for v in versions]
 
 
 @router.get("/versions/{version_id}", response=VersionOut, summary="One model version")
