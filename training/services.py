@@ -272,6 +272,8 @@ def _claim(run_id: int) -> TrainingRun | None:
             TrainingStep.objects.filter(run=run).delete()
             TrainingRun.objects.filter(pk=run.pk).update(metrics={}, pairs=0)
             run.metrics, run.pairs = {}, 0
+            # and its TensorBoard curves: the new attempt's were written beside them, two values at each step
+            shutil.rmtree(tensorboard_dir(run), ignore_errors=True)
     return run
 
 

@@ -134,3 +134,29 @@ def test_a_disk_that_refuses_the_round_figures_does_not_undo_the_verdict(setting
                                      status=TrainingRun.SUCCEEDED)
     train.record_round_figures(run, {"gate/win_rate_vs_current": 0.7})  # logged, not raised
     assert "TensorBoard figures not written" in caplog.text
+
+
+def test_a_run_started_again_after_a_lost_worker_starts_its_curves_afresh(db, settings, tmp_path):
+    """The page dropped the lost attempt's steps, its TensorBoard folder kept them: the new attempt wrote beside
+    them, and `tensorboard --logdir` (the page's advice) showed two losses at each step."""
+    from generation.models import ModelVersion
+    from training.models import TrainingRun
+
+    settings.TENSORBOARD_DIR, settings.MODELS_DIR = tmp_path / "tb", tmp_path / "models"
+    settings.PREFLOOP_TENSORBOARD = True
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, status="running", attempts=1)
+    lost = EventWriter(train.tensorboard_dir(run))
+    for step, loss in ((1, 0.9), (2, 0.8), (3, 0.7)):
+        lost.scalars(step, {"loss": loss})
+    lost.close()
+    again = train.tensorboard_writer(train._claim(run.pk))  # the worker was lost: a new attempt from step 0
+    for step, loss in ((1, 0.69), (2, 0.5)):
+        again.scalars(step, {"loss": loss})
+    again.close()
+    losses = {}
+    for path in sorted(train.tensorboard_dir(run).glob("events.out.tfevents.*")):
+        for event in read_events(path):
+            if "scalars" in event:
+                losses.setdefault(event["step"], []).append(round(event["scalars"]["loss"], 3))
+    assert losses == {1: [0.69], 2: [0.5]}
