@@ -193,9 +193,10 @@ ESTIMATE_FROM_RUNS = 5  # the latest finished runs an estimate is measured on
 
 def training_rate(input_version: ModelVersion, *, dtype: str | None = None) -> dict | None:
     """How fast this installation's workers train versions of `input_version`'s base model: from the latest
-    succeeded runs on the same base in the same dtype, the median trainer time per pair and epoch, and the median
-    of what each run spent around its training loop (loading the data and model, saving the version; the
-    measurement after a run is not included). None when no such run has finished yet (the first one measures it)."""
+    succeeded runs on the same base in the same dtype, the median of the trainer's time per pair and epoch (its whole
+    call: loading the model, the reference log-probs, the steps, saving the version) and the median of the rest of
+    each run's time (reading its pairs, registering and measuring the version; a lost attempt's time too, when one was
+    started again). None when no such run has finished yet (the first one measures it)."""
     dtype = dtype or product_dtype()
     base = base_version(input_version)
     per_pair, around = [], []

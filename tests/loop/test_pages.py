@@ -95,3 +95,13 @@ def test_the_runs_lists_show_a_lost_round_and_a_running_runs_dashboard(client, s
                                      progress=1.0, stage="measuring 'round-1'", total=10, done=10)
     assert f'href="/training/runs/{run.pk}/">Watch</a>' in client.get("/training/").content.decode()
     assert "<td class=\"field-progress_pct\">99%</td>" in client.get("/admin/training/trainingrun/").content.decode()
+
+
+def test_a_round_with_no_votes_says_its_win_rate_was_not_measured(client, staff, ready):
+    """It showed an empty win rate and the interval "[, ]"."""
+    run = LoopRun.objects.create(judge="judges.rules:length_target", rounds=1, total=1, status="succeeded", results=[
+        {"round": 1, "version": "round-1", "pairs": 4, "labels": 4, "win_rate_vs_base": None, "ci95": None,
+         "seconds": {"generate": 1, "label": 1, "train": 1, "evaluate": 1}}])
+    client.force_login(staff)
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert "not measured" in page and "[, ]" not in page
