@@ -393,7 +393,7 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     decided_on = training.gate["evidence"]
 
     tokens = _mean_tokens(evaluation.answers_b)
-    previous = run.results[-1] if run.results else {
+    previous = started_from(run.results, start.name) or {
         "win_rate_vs_base": 0.5, "mean_response_tokens": _mean_tokens(evaluation.answers_a)}
     metrics = training.metrics or {}
     result = {
@@ -423,6 +423,13 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
         result["warning"] = warning
         _log(run, f"round {number}: {warning}")
     return result
+
+
+def started_from(results: list[dict], start: str) -> dict | None:
+    """The figures of the round that made `start`, the version a round started from (None: base, or a version the
+    run did not make): a round's length warning compares it with where it started, not with the round before it,
+    whose candidate the gate may have kept back."""
+    return next((r for r in reversed(results) if r.get("version") == start), None)
 
 
 def _round_generation_job(run: LoopRun, number: int, start: ModelVersion) -> GenerationJob | None:

@@ -270,3 +270,14 @@ def test_the_loops_judge_labels_its_rounds_pairs_and_leaves_peoples_queue_alone(
     assert result["labels"] == result["pairs"] <= 2
     assert not Label.objects.filter(pair__in=peoples).exists()  # still people's to label
     assert Pair.objects.filter(pk__in=[p.pk for p in peoples], labels_done=0).count() == 6
+
+
+def test_a_rounds_length_warning_compares_it_with_the_version_it_started_from():
+    """After a round whose candidate the gate kept back, the next round starts from the version before it; its
+    length warning compared it with the kept-back candidate's figures."""
+    from loop.services import started_from
+
+    results = [{"round": 1, "version": "round-1", "current": "round-1", "mean_response_tokens": 80},
+               {"round": 2, "version": "round-2", "current": "round-1", "mean_response_tokens": 30}]
+    assert started_from(results, "round-1")["round"] == 1
+    assert started_from(results, "base") is None  # base's own answers, measured in the round
