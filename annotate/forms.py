@@ -5,7 +5,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from judges import JudgeError, check_judge
+from judges import JudgeError, canonical_path, check_judge
 from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
@@ -180,6 +180,9 @@ class LabellingRoundForm(forms.ModelForm):
                 check_judge(path)  # allowed, and arguments it takes: building it may load a model
             except JudgeError as exc:
                 raise forms.ValidationError(str(exc)) from None
+            # stored as the judge's labels are kept (annotate.judging.judge_key): routing matches the two as text, and
+            # "judges.rules.length_target" here never routed the labels of "judges.rules:length_target"
+            path = canonical_path(path)
         return path
 
     def clean_close_width(self):

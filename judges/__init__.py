@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Collection
 from urllib.parse import parse_qsl
 
@@ -21,6 +22,9 @@ from django.conf import settings
 from prefcore.outcomes import BOTH_BAD, OUTCOMES, TIE, A, B  # noqa: F401  (judges import them from here)
 
 TIE_BAND = 0.05  # a probability within this of 0.5 is a tie
+# Float error allowed at the tie band's edge: abs(0.55 - 0.5) is 0.050000000000000044 but abs(0.45 - 0.5) is
+# 0.04999999999999999, so without it p=0.45 was a tie and p=0.55 (the same judgement, answers swapped) was "a".
+TIE_BAND_TOLERANCE = 1e-9
 
 Judge = Callable[[str, str, str], object]
 
@@ -51,6 +55,15 @@ def judge_name(path: str) -> str:
     if not module_name or not attr or not all(part.isidentifier() for part in module_name.split(".") + attr.split(".")):
         raise JudgeError(f"judge {path!r}: expected 'package.module:attr', e.g. 'judges.rules:length_target'")
     return f"{module_name}:{attr}"
+
+
+def canonical_path(path: str) -> str:
+    """One spelling of a judge path: stripped, its callable in the colon form judge_name gives, its "?arguments" kept
+    as written. "judges.rules.length_target" and " judges.rules:length_target " name the same judge; its account,
+    agreement and routing are keyed by this, so they are one judge's too."""
+    name = judge_name(path)
+    query = path.strip().partition("?")[2]
+    return f"{name}?{query}" if query else name
 
 
 def allowed_judges() -> list[str]:
@@ -198,16 +211,17 @@ def normalise_verdict(result: object, *, tie_band: float = TIE_BAND) -> str | No
     """A judge's answer as "a", "b", "tie" or "both_bad" (in its own argument order); None when it is no verdict.
 
     Strings must be exactly one of the four outcomes. A number is the probability that the first response is
-    better: within `tie_band` of 0.5 it is a tie. Booleans, NaN and numbers outside [0, 1] are not verdicts.
+    better (any real number: a model-based judge's numpy float32 too): within `tie_band` of 0.5 it is a tie, the same
+    for p and 1 - p. Booleans (numpy's too), NaN and numbers outside [0, 1] are not verdicts.
     """
     if isinstance(result, str):
         return result if result in OUTCOMES else None
-    if isinstance(result, bool) or not isinstance(result, int | float):
+    if isinstance(result, bool) or not isinstance(result, numbers.Real):  # numpy.bool_ is no numbers.Real
         return None
     p = float(result)
     if not (math.isfinite(p) and 0.0 <= p <= 1.0):
         return None
-    if abs(p - 0.5) <= tie_band:
+    if abs(p - 0.5) <= tie_band + TIE_BAND_TOLERANCE:
         return TIE
     return A if p > 0.5 else B
 

@@ -2,8 +2,9 @@
 
 The judge reads the next-token probabilities of "A" and "B" after the question (no sampling, so it is
 deterministic); when the two orders disagree the verdict is a tie. Load it over a checkpoint folder with
-"judges.llm:LLMJudge?model_dir=/path" or over a registered version with "judges.llm:for_version?name=base". It
-runs in the dtype it is given ("auto": the machine's fastest); the product passes PREFLOOP_DTYPE's.
+"judges.llm:LLMJudge?model_dir=/path" or over a registered version with "judges.llm:for_version?name=base" (the
+name URL-encoded, as any argument: "name=sft%2Bdpo" for "sft+dpo"). It runs in the dtype it is given ("auto": the
+machine's fastest); the product passes PREFLOOP_DTYPE's.
 """
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ class LLMJudge:
     """A judge over a model folder (a full checkpoint, or a LoRA adapter on `base_dir`); the model loads on first use."""
 
     def __init__(self, model_dir: str, base_dir: str = "", margin: float = 0.0, dtype: str = "auto"):
-
         self.model_dir, self.base_dir, self.margin, self.dtype = str(model_dir), str(base_dir), float(margin), dtype
+        # both orders must clear 0.5 by the margin: a negative one let a model leaning to whichever answer it read
+        # first answer "a" every time (the position bias asking both orders cancels), 0.5 or more made every verdict
+        # a tie
+        if not 0.0 <= self.margin < 0.5:
+            raise ValueError(f"margin must be at least 0 and below 0.5, got {margin!r}")
         if dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
         if not (Path(self.model_dir) / "config.json").exists() and not (Path(self.model_dir) / "adapter_config.json").exists():

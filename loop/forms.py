@@ -1,4 +1,6 @@
 """The form behind "run N rounds with judge J": used alike by the loop page and the admin."""
+from urllib.parse import urlencode
+
 from django import forms
 from django.conf import settings
 
@@ -17,7 +19,8 @@ BUILT_IN_JUDGES = [
 def judge_choices() -> list[tuple[str, str]]:
     """Judges listed in settings (PREFLOOP_JUDGES), the built-in rules, and an LLM judge over each version."""
     listed = [(path, path) for path in settings.PREFLOOP_JUDGES]
-    llm = [(f"judges.llm:for_version?name={name}", f"LLM judge: version {name}")
+    # the name URL-encoded, as load_judge decodes it: "sft+dpo" read as "sft dpo", "r&d" as "r", "v%41" as "vA"
+    llm = [(f"judges.llm:for_version?{urlencode({'name': name})}", f"LLM judge: version {name}")
            for name in ModelVersion.objects.values_list("name", flat=True)]
     seen, choices = set(), []
     for value, label in listed + BUILT_IN_JUDGES + llm:

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError
 from tqdm import tqdm
 
-from annotate.judging import label_pairs
+from annotate.judging import judge_key, label_pairs
 from annotate.models import Assignment
 from judges import JudgeError
 from prefloop.commands import Command as PrefLoopCommand
@@ -16,7 +16,7 @@ def give_back_lease(judge_path: str) -> int:
     failed on: left 'leased', the pair waited for the lease to run out before anyone else was given it. How many
     were given back."""
     leases = Assignment.objects.filter(state=Assignment.LEASED, annotator__annotator_profile__is_automatic=True,
-                                       annotator__annotator_profile__judge_path=judge_path)
+                                       annotator__annotator_profile__judge_path=judge_key(judge_path))
     return leases.delete()[0]
 
 
