@@ -30,7 +30,7 @@ from generation.services import (
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE, Status
-from judges import Judge, JudgeError, load_judge
+from judges import Judge, JudgeError, canonical_path, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
@@ -94,6 +94,7 @@ def start_loop_run(
     if len(tag) > 100 or not tag.isprintable():
         raise LoopError("tag: expected up to 100 printable characters")
     load_judge(judge, dtype=dtype_choice())
+    judge = canonical_path(judge)  # one spelling: the same loop typed two ways is one run (the twin check below)
     if params is None:
         params = {}
     if not isinstance(params, dict):
@@ -119,8 +120,9 @@ def start_loop_run(
     if not isinstance(eval_judge, str):
         raise LoopError(f"eval_judge must be a judge's 'package.module:attr' name (got {type(eval_judge).__name__})")
     eval_judge = eval_judge.strip()
-    if eval_judge != judge.strip():
+    if eval_judge != judge:
         load_judge(eval_judge, dtype=dtype_choice())
+        eval_judge = canonical_path(eval_judge)
     params["eval_judge"] = eval_judge
     # Recorded as resolved, so a run resumed after an upgrade keeps the settings it started with.
     base = chosen.params()

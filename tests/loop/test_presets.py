@@ -147,3 +147,13 @@ def test_a_loop_sampling_greedily_is_refused_at_its_start(prompts):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
                        params={"sampling": {"temperature": 0}})
     assert not LoopRun.objects.exists()
+
+
+def test_the_same_loop_with_its_judge_spelled_another_way_is_the_same_run(prompts):
+    """The twin check compared the judge as typed: the dotted spelling of the same judge queued the loop twice."""
+    first = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
+    module, _, attr = JUDGE.partition(":")
+    with pytest.raises(LoopError, match=f"loop run {first.pk} with these settings is queued already"):
+        start_loop_run(rounds=1, pairs=2, judge=f" {module}.{attr} ", tag="t", eval_limit=2, enqueue=False,
+                       eval_judge=f"{module}.{attr}")
+    assert LoopRun.objects.count() == 1 and first.judge == first.params["eval_judge"] == JUDGE
