@@ -17,20 +17,39 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def similarity(a: str, b: str) -> float:
-    """How alike two texts are, 0..1: the ratio of matching words (and punctuation), case and spacing ignored."""
+def _words(a: str, b: str) -> tuple[list[str], list[str]] | float:
+    """The two texts' words (and punctuation), case and spacing ignored; or their similarity when that needs no
+    comparing (1.0: the same text, 0.0: one has no words)."""
     na, nb = _normalise(a), _normalise(b)
     if na == nb:
         return 1.0
     wa, wb = _WORD.findall(na), _WORD.findall(nb)
     if not wa or not wb:
         return 0.0
-    return difflib.SequenceMatcher(None, wa, wb, autojunk=False).ratio()
+    return wa, wb
+
+
+def similarity(a: str, b: str) -> float:
+    """How alike two texts are, 0..1: the ratio of matching words (and punctuation), case and spacing ignored."""
+    words = _words(a, b)
+    if isinstance(words, float):
+        return words
+    return difflib.SequenceMatcher(None, *words, autojunk=False).ratio()
 
 
 def near_duplicate(a: str, b: str, threshold: float = 0.9) -> bool:
-    """True when two samples are the same or nearly so (similarity >= threshold), so a pair of them is a tie."""
-    return similarity(a, b) >= threshold
+    """True when two samples are the same or nearly so (similarity >= threshold), so a pair of them is a tie.
+
+    The ratio's upper bounds are asked first, each cheaper than the next: two texts of lengths far apart, or with
+    too few words in common, cannot reach the threshold. The ratio itself takes time in the square of the length
+    at worst: imported answers are not bounded by a token limit, and a push of long ones held its request for
+    minutes."""
+    words = _words(a, b)
+    if isinstance(words, float):
+        return words >= threshold
+    matcher = difflib.SequenceMatcher(None, *words, autojunk=False)
+    return (matcher.real_quick_ratio() >= threshold and matcher.quick_ratio() >= threshold
+            and matcher.ratio() >= threshold)
 
 
 def _text(sample) -> str:

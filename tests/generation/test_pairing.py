@@ -106,3 +106,29 @@ def test_round_robin_meets_every_two_once_in_a_drawn_order():
     # the order shown is drawn, so the biased judge does not simply rank by index
     assert wins != [4.0, 3.0, 2.0, 1.0, 0.0]
     assert any(i > j for i, j in seen)
+
+
+def test_near_duplicate_answers_as_the_similarity_does_whatever_bound_decides_it():
+    """near_duplicate asks the ratio's cheap upper bounds first (length, then shared words): it must answer exactly
+    as similarity >= threshold, for texts each bound turns away and for those only the ratio decides."""
+    import random
+
+    from generation.pairing import near_duplicate, similarity
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)] + ["the", "a", ",", "."]
+    cases = [("", "x"), ("Same text.", "same   TEXT."), ("a b c", "a b c d e f g h i j k")]
+    for _ in range(300):
+        a = [rng.choice(words) for _ in range(rng.randint(1, 60))]
+        b = list(a) if rng.random() < 0.5 else [rng.choice(words) for _ in range(rng.randint(1, 60))]
+        for _ in range(rng.randint(0, 6)):  # a few edits: some stay above 0.9, some fall under it
+            if b:
+                b[rng.randrange(len(b))] = rng.choice(words)
+        if rng.random() < 0.3:
+            rng.shuffle(b)  # the same words in another order: the shared-words bound passes, the ratio decides
+        cases.append((" ".join(a), " ".join(b)))
+    decided = {near_duplicate(a, b) for a, b in cases}
+    assert decided == {True, False}
+    for a, b in cases:
+        for threshold in (0.5, 0.9):
+            assert near_duplicate(a, b, threshold) == (similarity(a, b) >= threshold), (a, b, threshold)
