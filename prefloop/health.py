@@ -71,5 +71,7 @@ class HealthProbeMiddleware:
 
     def __call__(self, request: HttpRequest):
         if request.method == "GET" and request.path_info == PROBE_PATH:
-            return healthz(request)
+            response = healthz(request)
+            response.headers.setdefault("X-Frame-Options", "DENY")  # XFrameOptionsMiddleware, below, is not reached
+            return response
         return self.get_response(request)

@@ -137,8 +137,6 @@ MIDDLEWARE = [
     # PREFLOOP_TRUSTED_PROXIES, before anything (the HTTPS redirect, the sign-in lockout) reads them.
     "prefloop.proxies.UntrustedForwardedHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # GET /healthz is answered before CommonMiddleware's Host check: probes ask by address (127.0.0.1:8000).
-    "prefloop.health.HealthProbeMiddleware",
     "csp.middleware.CSPMiddleware",
     "api.middleware.JsonErrorsMiddleware",  # every error under /api/ is JSON, whichever layer below answered
     "prefloop.request_limits.RequestSizeLimitMiddleware",
@@ -146,6 +144,9 @@ MIDDLEWARE = [
     # Before the session: an unreachable database, from the session load on, answers 503 and the page retries.
     "prefloop.dbfaults.DatabaseFaultMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # GET /healthz is answered here, before CommonMiddleware's Host check: probes ask by address (127.0.0.1:8000).
+    # After the middleware above, so its answer has their headers (the CSP too) as every other page's.
+    "prefloop.health.HealthProbeMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

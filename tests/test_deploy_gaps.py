@@ -47,6 +47,9 @@ def test_healthz_answers_a_probe_by_address_and_no_other_path_skips_the_host_che
         assert client.get(path, HTTP_HOST="127.0.0.1:8000").status_code == 400, path
     assert client.post("/healthz", HTTP_HOST="127.0.0.1:8000").status_code == 400  # only GET skips it
     assert client.get("/accounts/login/", HTTP_HOST="prefloop.example.org").status_code == 200
+    # and its answer keeps the headers of every other page (it lost the CSP and X-Frame-Options)
+    headers = client.get("/healthz", HTTP_HOST="127.0.0.1:8000").headers
+    assert "Content-Security-Policy" in headers and headers["X-Frame-Options"] == "DENY"
 
 
 def test_healthz_answers_a_local_probe_over_http_in_production(tmp_path):
