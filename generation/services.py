@@ -210,8 +210,14 @@ def storable_text(text: str) -> str:
 
 
 def prompt_seed(seed: int, prompt_id: int) -> int:
-    """The per-prompt seed: the same for every version, so two versions answer under the same randomness."""
-    return (seed * 1_000_003 + prompt_id * 7919) % (2**31 - 1)
+    """The per-prompt seed: the same for every version, so two versions answer under the same randomness.
+
+    Distinct job seeds give a prompt distinct seeds. The mix is a bijection of the seed modulo the prime, and a seed
+    at or past the prime (MAX_SEED is the prime itself) keeps its multiple of the prime: reduced alone, job seed
+    2**31 - 1 answered every prompt as job seed 0 did. Seeds below the prime keep the per-prompt seeds they always
+    had, so stored answers (keyed by them) and resumed jobs stay as they were."""
+    prime = 2**31 - 1
+    return seed - seed % prime + (seed * 1_000_003 + prompt_id * 7919) % prime
 
 
 def sampling_key(config: SamplingConfig, seed: int) -> str:

@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+# RoPE types whose rotation is a fixed function of the position, so one table of cos/sin serves every sequence.
+# "dynamic" (NTK) and "longrope" choose every position's frequencies from the length of the sequence in hand (and
+# rewrite the model's rotary module when asked for a longer one): those models run on the generic engine.
+STATIC_ROPE_TYPES = ("default", "linear", "yarn", "llama3")
 
 
 def supports(model) -> bool:
@@ -20,7 +24,16 @@ def supports(model) -> bool:
     if getattr(config, "hidden_act", "silu") != "silu" or getattr(config, "pretraining_tp", 1) != 1:
         return False
     inner = getattr(model, "model", None)
-    return inner is not None and hasattr(inner, "layers") and hasattr(inner, "rotary_emb")
+    if inner is None or not hasattr(inner, "layers") or not hasattr(inner, "rotary_emb"):
+        return False
+    return getattr(inner.rotary_emb, "rope_type", "default") in STATIC_ROPE_TYPES
+
+
+def sliding_window(model) -> int | None:
+    """The model's sliding attention window (a query sees itself and the window - 1 positions before it), or None.
+    This decoder attends to whole sequences: it reproduces such a model while no query sees more than the window."""
+    config = model.config
+    return getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
 
 
 class _Layer:
@@ -91,9 +104,7 @@ class SlotDecoder:
         self.hidden = config.hidden_size
         self.eps = config.rms_norm_eps
         self.scale = self.head_dim**-0.5
-        window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
-        if window is not None and window < max_len:
-            raise ValueError(f"sliding-window attention ({window}) shorter than the sequences ({max_len})")
+        self.window = sliding_window(model)  # checked per call against the positions used, not the cache's length
         pack = _mkldnn_ok(self.device, self.dtype)
 
         def linear(weight, bias=None):
@@ -158,6 +169,12 @@ class SlotDecoder:
         gate, up = layer.gate_up(h).chunk(2, dim=-1)
         return x + layer.down(F.silu(gate) * up)
 
+    def _check_window(self, span: int) -> None:
+        """Refuse a query that sees `span` positions where the model's sliding window would hide the oldest."""
+        if self.window is not None and span > self.window:
+            raise ValueError(f"a query over {span} positions passes the sliding-window attention ({self.window}), "
+                             "which this decoder does not apply")
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self._rms(h, self.norm)).float()
 
@@ -171,6 +188,7 @@ class SlotDecoder:
         for n in lengths:
             if n + 1 > self.max_len:
                 raise ValueError(f"prompt of {n} tokens does not fit the cache of {self.max_len}")
+            self._check_window(n)
         flat = torch.tensor([t for p in prompts for t in p], device=self.device)
         positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])
         starts = [sum(lengths[:i]) for i in range(len(lengths))]
@@ -212,6 +230,7 @@ class SlotDecoder:
         """Decode one token for slots 0..B-1: tokens [B] at positions [B]; returns logits [B, V] (float32)."""
         b = tokens.shape[0]
         span = int(positions.max()) + 1
+        self._check_window(span)
         rows = torch.arange(b, device=self.device)
         x = F.embedding(tokens, self.embed)  # [B, hidden]
         cos, sin = self.cos[positions][:, None, :], self.sin[positions][:, None, :]

@@ -2,8 +2,10 @@
 
 Llama-family models run on `SlotDecoder` with continuous batching: prompts sorted by length, each prompt prefilled
 once for its K samples, a finished slot refilled at once from the waiting samples. Other architectures fall back
-to a plain batched loop over the model's own forward pass. The dtype is the caller's choice ("auto": the fastest
-one for this machine, `prefcore.hardware`); docs/numerics.md says what the log-probs and samples guarantee in each.
+to a plain batched loop over the model's own forward pass, as do Llama-family models whose RoPE rescales with the
+sequence's length, and a sliding-window model's calls whose sequences pass its window. The dtype is the caller's
+choice ("auto": the fastest one for this machine, `prefcore.hardware`); docs/numerics.md says what the log-probs and
+samples guarantee in each.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ class HFBackend(Backend):
         if ids:
             import torch
 
-            run = self._run_slots if self.engine == "slots" else self._run_generic
+            run = self._run_slots if self._slots_for(ids, config) else self._run_generic
             before = torch.get_num_threads()
             if self.threads:
                 torch.set_num_threads(self.threads)
@@ -168,6 +170,17 @@ class HFBackend(Backend):
             finish_reason="stop" if stop else "length", logp_sum=float(seq.logp),
             extra={"token_logps": list(seq.logps)},
         )
+
+    def _slots_for(self, ids: list[list[int]], config: SamplingConfig) -> bool:
+        """Whether this call runs on the slots engine. It attends to whole sequences, so a sliding-window model
+        whose longest sequence here passes its window samples on the generic engine (the model's own forward, which
+        applies the window). The last sampled token is never fed back: a query sees at most prompt + new - 1."""
+        if self.engine != "slots":
+            return False
+        from .decoder import sliding_window  # loads torch (see above)
+
+        window = sliding_window(self.model)
+        return window is None or max(map(len, ids)) + config.max_new_tokens - 1 <= window
 
     def _is_done(self, seq: _Sequence, config: SamplingConfig) -> bool:
         return seq.tokens[-1] in self.eos_ids or len(seq.tokens) >= config.max_new_tokens
