@@ -302,7 +302,7 @@ def start_generation_job(
         raise GenerationError("tag: expected up to 100 printable characters")
     check_pairing(pairing, judge, config.n, config.temperature)
     if pairing != "none":  # samples only make no pair, so they wait on no round
-        _check_round_open(version)
+        check_round_open(version)
     # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two
     # requests, and each took the same prompts and seeds, so every pair was made twice and labelled twice.
     with transaction.atomic():
@@ -325,7 +325,7 @@ def start_generation_job(
     return job
 
 
-def _check_round_open(version: ModelVersion) -> None:
+def check_round_open(version: ModelVersion) -> None:
     """A GenerationError when the labelling round the version's pairs go into has closed: no one is given a closed
     round's pairs (as annotate.importers.import_pairs refuses to import into one), so they would wait for labels for
     good while the rounds page counted them open. A round never opens again: its version's pairs are done."""
@@ -339,8 +339,8 @@ def _check_round_open(version: ModelVersion) -> None:
 
 def _labelling_round(version: ModelVersion) -> LabellingRound:
     """The labelling round a job's pairs from this version go into (its round + 1), made if it is not there yet; a
-    GenerationError when it has closed (_check_round_open), for a job started before the close."""
-    _check_round_open(version)
+    GenerationError when it has closed (check_round_open), for a job started before the close."""
+    check_round_open(version)
     round_, _ = LabellingRound.objects.get_or_create(number=version.round + 1)
     return round_
 

@@ -23,6 +23,7 @@ from generation.services import (
     GenerationError,
     base_version,
     check_pairing,
+    check_round_open,
     current_version,
     run_generation_job,
     start_generation_job,
@@ -129,9 +130,14 @@ def start_loop_run(
     params = {**base, **params, "sampling": {**base["sampling"], **params.get("sampling", {})}, "preset": chosen.name}
     _check_params(params, judge)
     try:
-        current_version()
+        current = current_version()
     except Exception as exc:
         raise LoopError(str(exc)) from None
+    if params.get("pairing") != "none":  # its first round's pairs go into the current version's labelling round
+        try:
+            check_round_open(current)
+        except GenerationError as exc:
+            raise LoopError(str(exc)) from None
     _train_prompts_left(tag, references=params["data"] == TrainingRun.DATA_SPIN)
     try:
         eval_prompts(tag=_eval_tag(tag), limit=eval_limit)

@@ -157,3 +157,17 @@ def test_the_same_loop_with_its_judge_spelled_another_way_is_the_same_run(prompt
         start_loop_run(rounds=1, pairs=2, judge=f" {module}.{attr} ", tag="t", eval_limit=2, enqueue=False,
                        eval_judge=f"{module}.{attr}")
     assert LoopRun.objects.count() == 1 and first.judge == first.params["eval_judge"] == JUDGE
+
+
+def test_a_loop_is_refused_at_its_start_when_the_current_versions_labelling_round_has_closed(prompts):
+    """Its first round's pairs would go into that round, where no one is given them: the run was queued and failed
+    after loading its judge. Samples only (the spin preset) make no pair and are allowed."""
+    from django.utils import timezone
+
+    from annotate.models import LabellingRound
+
+    LabellingRound.objects.create(number=1, closed_at=timezone.now(), closed_reason="labelled enough")
+    with pytest.raises(LoopError, match="labelling round 1, where pairs sampled from version 'base' go, has closed "
+                                        r"\(labelled enough\)"):
+        start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
+    assert not LoopRun.objects.exists()
