@@ -43,8 +43,9 @@ def parse_args(argv=None):
     parser.add_argument("--train", default=str(DATA / "train_prompts.jsonl"))
     parser.add_argument("--eval", default=str(DATA / "eval_prompts.jsonl"))
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Base checkpoint (bootstrapped when missing).")
-    parser.add_argument("--preset", default="default", choices=names(),
-                        help="run_loop --preset (loop.presets); --params override it.")
+    parser.add_argument("--preset", default=None, choices=names(),
+                        help="run_loop --preset (loop.presets; default: the preset named in --params, else default); "
+                             "--params override it.")
     parser.add_argument("--params", default="{}", help="run_loop --params: training, sampling, pairing, reference.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", default="", help="Keep the data folder here instead of a temporary one.")
@@ -195,11 +196,12 @@ def main(argv=None) -> int:
     from prefloop.numerics import dtype_note
     from training.dpo.config import DPOConfig
 
-    preset = preset_named(args.preset)
+    named = args.preset or json.loads(args.params or "{}").get("preset") or "default"
+    preset = preset_named(named)
     print(f"CPU: {describe()}")
     print(f"dtype: {dtype_note()}")
     print(f"labelling judge {labelling_judge(args)}; evaluation judge {args.eval_judge or args.judge}; {args.rounds} rounds x {args.pairs} pairs; {args.eval_limit} eval prompts; "
-          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, preset {args.preset} {json.dumps(preset.params())}, "
+          f"loop training defaults {json.dumps(DPOConfig().to_dict())}, preset {preset.name} {json.dumps(preset.params())}, "
           f"params {args.params}", flush=True)
     start = time.perf_counter()
     rounds = run(args)
