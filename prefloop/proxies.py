@@ -8,12 +8,17 @@ sign-in lockout X-Forwarded-For, prefloop.lockout.client_address). A client that
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO")
+log = logging.getLogger(__name__)
+# Addresses whose forwarded headers were dropped and said in the log, once each (up to this many, then no more).
+_TOLD: set[str] = set()
+TELL_AT_MOST = 100
 
 
 def from_trusted_proxy(request: HttpRequest) -> bool:
@@ -39,6 +44,20 @@ class UntrustedForwardedHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not from_trusted_proxy(request):
-            for header in FORWARDED_HEADERS:
-                request.META.pop(header, None)
+            dropped = [h for h in FORWARDED_HEADERS if request.META.pop(h, None) is not None]
+            if dropped:
+                _tell(request.META.get("REMOTE_ADDR") or "", dropped)
         return self.get_response(request)
+
+
+def _tell(address: str, dropped: list[str]) -> None:
+    """Say once per address that its forwarded headers were dropped: behind a proxy the app does not trust (one on
+    another machine, a platform's router, a unix socket), every request is redirected to HTTPS again and again, and
+    the log is where an operator looks first."""
+    if address in _TOLD or len(_TOLD) >= TELL_AT_MOST:
+        return
+    _TOLD.add(address)
+    names = " and ".join(h.removeprefix("HTTP_").replace("_", "-").title() for h in dropped)
+    log.warning("%s from %s ignored: it is not in PREFLOOP_TRUSTED_PROXIES (%s); if it is your proxy, add it there "
+                "(docs/deployment.md)", names, address or "a connection with no address (a unix socket)",
+                ", ".join(settings.PREFLOOP_TRUSTED_PROXIES) or "none")

@@ -198,3 +198,20 @@ def test_the_gpu_worker_unit_reads_the_gpu_queue_from_the_settings():
     assert "-Q ${PREFLOOP_GPU_QUEUE}" in exec_start and "-Q gpu" not in exec_start
     # systemd has no ${VAR:-default}: the default is set in the unit, and /etc/prefloop.env overrides it.
     assert "\nEnvironment=PREFLOOP_GPU_QUEUE=gpu\n" in unit and "\nEnvironmentFile=/etc/prefloop.env\n" in unit
+
+
+@pytest.mark.django_db
+def test_forwarded_headers_dropped_from_an_untrusted_address_are_said_once_in_the_log(caplog, settings):
+    """Behind a proxy the app does not trust, every request lost X-Forwarded-Proto and was redirected to HTTPS again
+    and again with no word of why."""
+    from prefloop import proxies
+
+    proxies._TOLD.clear()
+    client = Client()
+    with caplog.at_level("WARNING", logger="prefloop.proxies"):
+        for _ in range(3):
+            client.get("/accounts/login/", REMOTE_ADDR="10.9.8.7", HTTP_X_FORWARDED_PROTO="https")
+        client.get("/accounts/login/", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_PROTO="https")  # trusted: quiet
+    told = [r.getMessage() for r in caplog.records if r.name == "prefloop.proxies"]
+    assert told == ["X-Forwarded-Proto from 10.9.8.7 ignored: it is not in PREFLOOP_TRUSTED_PROXIES (127.0.0.1, ::1); "
+                    "if it is your proxy, add it there (docs/deployment.md)"]
