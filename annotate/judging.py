@@ -99,10 +99,8 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
         while limit is None or done < limit:
             if should_stop and should_stop():
                 raise JobCancelled
-            only = None if job is None else Q(job=job)
-            if withdrawn:
-                only = ~Q(pk__in=withdrawn) if only is None else only & ~Q(pk__in=withdrawn)
-            assignment = next_pair_for(account, only=only)
+            # the withdrawn pairs apart from `only`: given as `only`, they stopped the gold pairs mixed into the queue
+            assignment = next_pair_for(account, only=None if job is None else Q(job=job), exclude=withdrawn)
             if assignment is None:
                 break
             pair = assignment.pair

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -221,10 +221,12 @@ def _renew_or_expire_old_leases(user, now) -> Assignment | None:
     return None
 
 
-def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = None) -> Assignment | None:
+def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = None,
+                  exclude: Collection[int] = ()) -> Assignment | None:
     """The pair this person should label now, leased to them with its sides randomised; None when none is left.
     `only`: among these pairs alone (a loop's judge labels its own round's pairs: it labelled every open pair in the
-    queue, people's too); a lease held on another is given back."""
+    queue, people's too); a lease held on another is given back. `exclude`: pair ids not to be given now (a judge's
+    batch passes over the pairs withdrawn from it); gold pairs are still mixed in, unless `only` is given."""
     rng = rng or random.Random()
     now = timezone.now()
     if only is not None:  # live or run out (a run-out one is renewed below): none outside `only` is served
@@ -246,7 +248,7 @@ def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = No
                 renewed = _renew_or_expire_old_leases(user, now)
                 if renewed is not None:
                     return renewed
-            pair = _pick(user, now, rng, only)
+            pair = _pick(user, now, rng, only, exclude)
             if pair is None:
                 return None
             return Assignment.objects.create(
@@ -260,9 +262,9 @@ def next_pair_for(user, *, rng: random.Random | None = None, only: Q | None = No
         return _current_lease(user, now)
 
 
-def _pick(user, now, rng, only: Q | None = None) -> Pair | None:
+def _pick(user, now, rng, only: Q | None = None, exclude: Collection[int] = ()) -> Pair | None:
     for round_ in _rounds_in_order():
-        skipped: list[int] = []
+        skipped: list[int] = list(exclude)
         for _ in range(50):
             open_pairs = _open_pairs(user, now, round_) if only is None else _open_pairs(user, now, round_).filter(only)
             pair = _lockable(open_pairs.exclude(pk__in=skipped).select_related(*_PAIR_SHOWN)).first()
@@ -275,7 +277,8 @@ def _pick(user, now, rng, only: Q | None = None) -> Pair | None:
                 continue
             rate = round_.gold_rate if round_ else 0.0
             if rate > 0 and only is None and rng.random() < rate:  # (none of a chosen set of pairs is gold)
-                gold = _lockable(_gold_pairs(user, pair.round_id).select_related(*_PAIR_SHOWN)).first()
+                gold = _lockable(_gold_pairs(user, pair.round_id).exclude(pk__in=list(exclude))
+                                 .select_related(*_PAIR_SHOWN)).first()
                 if gold is not None:
                     gold.served_in = round_ if gold.round_id is None else None
                     return gold

@@ -174,3 +174,25 @@ def test_the_label_pairs_command_goes_on_past_a_round_closed_meanwhile(monkeypat
     call_command("label_pairs", judge=GOOD)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (printed["judge"], printed["labels"], printed["a"] + printed["b"]) == (GOOD, 1, 1)
+
+
+def test_a_judge_still_gets_the_gold_pairs_after_a_pair_was_withdrawn_from_it():
+    """The withdrawn pairs were passed as `only`, which stops the gold pairs mixed into the queue: after one pair was
+    held back mid-batch the judge got no gold pair, and gold pairs are part of the agreement routing trusts it by."""
+    round_ = make_round(gold_rate=1.0)
+    for _ in range(3):
+        make_pair(round=round_)
+    gold = [make_pair(round=round_, is_gold=True, gold_choice="a") for _ in range(3)]
+    calls = []
+
+    def judge(prompt, first, second):
+        calls.append(1)
+        if len(calls) == 1:  # the pair on the judge's "screen" is held back meanwhile (annotate.selection)
+            held = Assignment.objects.get(state=Assignment.LEASED).pair_id
+            Pair.objects.filter(pk=held).update(route=Route.DUPLICATE)
+        return "a"
+
+    summary = label_pairs(GOOD, judge=judge)
+    assert summary.withdrawn == 1
+    assert Label.objects.filter(pair__in=gold).count() == 3 - Pair.objects.filter(pk__in=[g.pk for g in gold],
+                                                                                 route=Route.DUPLICATE).count()
