@@ -15,7 +15,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Collection
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from django.conf import settings
 
@@ -58,11 +58,13 @@ def judge_name(path: str) -> str:
 
 
 def canonical_path(path: str) -> str:
-    """One spelling of a judge path: stripped, its callable in the colon form judge_name gives, its "?arguments" kept
-    as written. "judges.rules.length_target" and " judges.rules:length_target " name the same judge; its account,
-    agreement and routing are keyed by this, so they are one judge's too."""
+    """One spelling of a judge path: stripped, its callable in the colon form judge_name gives, its "?arguments" as
+    they are read (parse_qsl, as load_judge reads them) and written again URL-encoded, in their order.
+    "judges.rules.length_target" and " judges.rules:length_target " name the same judge, as do "?name=sft v2" and
+    "?name=sft+v2"; its account, agreement and routing are keyed by this, so they are one judge's too."""
     name = judge_name(path)
     query = path.strip().partition("?")[2]
+    query = urlencode(parse_qsl(query, keep_blank_values=True)) if query else ""
     return f"{name}?{query}" if query else name
 
 

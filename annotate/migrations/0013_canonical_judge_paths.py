@@ -1,7 +1,9 @@
 """A judge's account and a round's routing judge were kept under the path as typed: "judges.rules.length_target"
 labelled as another judge than the "judges.rules:length_target" a round routes by, and the round was never routed.
-New ones are kept under one spelling (judges.canonical_path: stripped, the callable in colon form, its arguments as
-written); this brings the stored ones to it. A text that is no judge path is left as it is."""
+New ones are kept under one spelling (judges.canonical_path: stripped, the callable in colon form, its arguments
+URL-encoded as read); this brings the stored ones to it. A text that is no judge path is left as it is."""
+from urllib.parse import parse_qsl, urlencode
+
 from django.db import migrations
 
 
@@ -12,6 +14,7 @@ def _canonical(path: str) -> str:
     module, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
     if not module or not attr or not all(part.isidentifier() for part in module.split(".") + attr.split(".")):
         return path
+    query = urlencode(parse_qsl(query, keep_blank_values=True)) if query else ""
     return f"{module}:{attr}" + (f"?{query}" if query else "")
 
 

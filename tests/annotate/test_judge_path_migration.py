@@ -17,7 +17,7 @@ def test_stored_judge_paths_are_brought_to_one_spelling(transactional_db):
         users, profiles = old.get_model("auth", "User"), old.get_model("annotate", "AnnotatorProfile")
         rounds = old.get_model("annotate", "LabellingRound")
         rounds.objects.create(number=1, route_judge=" judges.rules.length_target ")
-        rounds.objects.create(number=2, route_judge="judges.llm:for_version?name=round-1")
+        rounds.objects.create(number=2, route_judge="judges.llm:for_version?name=sft v2")
         rounds.objects.create(number=3)
         for name, path in (("j1", "judges.rules.prefer_list"), ("j2", "not a path"), ("p", "")):
             user = users.objects.create(username=name, password=make_password(None))
@@ -25,6 +25,6 @@ def test_stored_judge_paths_are_brought_to_one_spelling(transactional_db):
     from annotate.models import AnnotatorProfile, LabellingRound
 
     assert dict(LabellingRound.objects.values_list("number", "route_judge")) == {
-        1: "judges.rules:length_target", 2: "judges.llm:for_version?name=round-1", 3: ""}
+        1: "judges.rules:length_target", 2: "judges.llm:for_version?name=sft+v2", 3: ""}
     assert dict(AnnotatorProfile.objects.values_list("user__username", "judge_path")) == {
         "j1": "judges.rules:prefer_list", "j2": "not a path", "p": ""}

@@ -70,6 +70,11 @@ def test_an_llm_judge_with_a_margin_in_range_follows_the_model(folder, monkeypat
     ("judges.rules.LengthTarget?target_words=40", "judges.rules:LengthTarget?target_words=40"),
     ("judges.llm:for_version?name=sft%2Bdpo", "judges.llm:for_version?name=sft%2Bdpo"),
     ("judges.rules:length_target?", "judges.rules:length_target"),
+    # the arguments as load_judge reads them: one version's name written two ways is one judge (the forms encode it)
+    ("judges.llm:for_version?name=sft v2", "judges.llm:for_version?name=sft+v2"),
+    ("judges.llm:for_version?name=sft+v2", "judges.llm:for_version?name=sft+v2"),
+    ("judges.llm:for_version?name=r%C3%A9sum%C3%A9", "judges.llm:for_version?name=r%C3%A9sum%C3%A9"),
+    ("judges.llm:for_version?name=résumé", "judges.llm:for_version?name=r%C3%A9sum%C3%A9"),
 ])
 def test_each_judge_path_has_one_canonical_spelling(path, canonical):
     assert judges.canonical_path(path) == canonical
