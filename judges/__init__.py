@@ -22,6 +22,9 @@ from django.conf import settings
 from prefcore.outcomes import BOTH_BAD, OUTCOMES, TIE, A, B  # noqa: F401  (judges import them from here)
 
 TIE_BAND = 0.05  # a probability within this of 0.5 is a tie
+# Characters a judge path's arguments keep as they are in its one spelling (canonical_path): a judge named inside
+# another ("?judge=judges.rules:length_target") stays readable; "&", "=", "+", "%" and spaces are encoded.
+QUERY_SAFE = ":/,"
 # Float error allowed at the tie band's edge: abs(0.55 - 0.5) is 0.050000000000000044 but abs(0.45 - 0.5) is
 # 0.04999999999999999, so without it p=0.45 was a tie and p=0.55 (the same judgement, answers swapped) was "a".
 TIE_BAND_TOLERANCE = 1e-9
@@ -64,7 +67,7 @@ def canonical_path(path: str) -> str:
     "?name=sft+v2"; its account, agreement and routing are keyed by this, so they are one judge's too."""
     name = judge_name(path)
     query = path.strip().partition("?")[2]
-    query = urlencode(parse_qsl(query, keep_blank_values=True)) if query else ""
+    query = urlencode(parse_qsl(query, keep_blank_values=True), safe=QUERY_SAFE) if query else ""
     return f"{name}?{query}" if query else name
 
 

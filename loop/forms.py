@@ -5,6 +5,7 @@ from django import forms
 from django.conf import settings
 
 from generation.models import ModelVersion
+from judges import QUERY_SAFE
 from loop import presets
 from loop.models import LoopRun
 
@@ -20,7 +21,7 @@ def judge_choices() -> list[tuple[str, str]]:
     """Judges listed in settings (PREFLOOP_JUDGES), the built-in rules, and an LLM judge over each version."""
     listed = [(path, path) for path in settings.PREFLOOP_JUDGES]
     # the name URL-encoded, as load_judge decodes it: "sft+dpo" read as "sft dpo", "r&d" as "r", "v%41" as "vA"
-    llm = [(f"judges.llm:for_version?{urlencode({'name': name})}", f"LLM judge: version {name}")
+    llm = [(f"judges.llm:for_version?{urlencode({'name': name}, safe=QUERY_SAFE)}", f"LLM judge: version {name}")
            for name in ModelVersion.objects.values_list("name", flat=True)]
     seen, choices = set(), []
     for value, label in listed + BUILT_IN_JUDGES + llm:

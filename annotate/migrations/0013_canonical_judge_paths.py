@@ -14,7 +14,7 @@ def _canonical(path: str) -> str:
     module, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
     if not module or not attr or not all(part.isidentifier() for part in module.split(".") + attr.split(".")):
         return path
-    query = urlencode(parse_qsl(query, keep_blank_values=True)) if query else ""
+    query = urlencode(parse_qsl(query, keep_blank_values=True), safe=":/,") if query else ""
     return f"{module}:{attr}" + (f"?{query}" if query else "")
 
 

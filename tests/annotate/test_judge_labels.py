@@ -73,7 +73,7 @@ def test_label_pairs_command(db, capsys):
     _pairs(3)
     call_command("label_pairs", judge=GOOD, limit=2)
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
-        "judge": GOOD, "labels": 2, "a": 1, "b": 1, "tie": 0, "both_bad": 0}
+        "judge": GOOD, "labels": 2, "a": 1, "b": 1, "tie": 0, "both_bad": 0, "withdrawn": 0}
     with pytest.raises(CommandError, match="label_pairs: judge 'nowhere.judge:x' is not allowed: the judges are "
                                            "judges.rules:length_target, .*PREFLOOP_JUDGES"):
         call_command("label_pairs", judge="nowhere.judge:x")

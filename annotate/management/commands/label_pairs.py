@@ -51,4 +51,6 @@ class Command(PrefLoopCommand):
                                "the pair waits for the lease to run out")
                 raise CommandError(f"label_pairs: interrupted: the labels stored before it are kept ({labelled} by "
                                    f"{o['judge']}){pending}") from None
-        self.stdout.write(json.dumps({"judge": summary.judge, "labels": summary.labels, **summary.outcomes}))
+        # withdrawn: pairs taken from the judge while it thought (their round closed, held back), passed over
+        self.stdout.write(json.dumps({"judge": summary.judge, "labels": summary.labels, **summary.outcomes,
+                                      "withdrawn": summary.withdrawn}))
