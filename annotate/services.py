@@ -512,7 +512,10 @@ def undo_last_label(user, lease: int | None = None) -> Assignment | None:
             if named[1] == Assignment.LEASED:  # undone already (this request sent again): on screen, as it was
                 return Assignment.objects.select_related(*_SHOWN).get(pk=lease)
             labels = labels.filter(pair_id=named[0])
-        label = labels.filter(Exists(leased)).order_by("-created", "-pk").first()
+        # not on a pair withdrawn since (held back, or the judge's): it came back on screen, where no label is taken,
+        # and the label was gone for good
+        label = (labels.filter(Exists(leased)).exclude(pair__route__in=NOT_SERVED)
+                 .order_by("-created", "-pk").first())
         if label is None:
             return None
         pair_id = label.pair_id

@@ -98,3 +98,22 @@ def test_imported_near_duplicate_pairs_are_held_back_from_people(tmp_path):
     # imported again: already present, and held back still
     again = importers.import_pairs(path, round_number=3)
     assert (again.created, again.skipped, again.held_back) == (0, 2, ())
+
+
+def test_undo_leaves_a_label_on_a_pair_held_back_since_it_was_given():
+    """"u" took the label back and put the held-back pair on screen again, where no label is taken: the label was gone
+    for good and the person was asked for one they could not give."""
+    round_ = make_round(labels_per_pair=3)
+    twin = make_pair(round=round_, text_a=TWIN[0], text_b=TWIN[1], labels_needed=3)
+    other = make_pair(round=round_, labels_needed=3)
+    person = make_user()
+    lease = services.next_pair_for(person)
+    assert lease.pair_id == twin.pk
+    services.record_label(services.Lease(lease.pk), person, "left")
+    assert services.next_pair_for(person).pair_id == other.pk
+    assert _hold_back(round_) == 1
+    assert services.undo_last_label(person) is None  # nothing to undo: the label stays, as given
+    assert services.undo_last_label(person, lease=lease.pk) is None
+    twin.refresh_from_db()
+    assert Label.objects.filter(pair=twin).count() == 1 and twin.labels_done == 1
+    assert services.next_pair_for(person).pair_id == other.pk
