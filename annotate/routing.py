@@ -15,7 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
 from .agreement import majority
 from .models import (
@@ -153,13 +154,20 @@ def route_round(round_: LabellingRound) -> Routed:
         # people's labels again after closing had settled them, and they stayed open in the closed round)
         if not list(in_lock_order(LabellingRound.objects.filter(pk=round_.pk, closed_at__isnull=True)).values("pk")):
             return summary
-        began = (Pair.objects.filter(round=round_, is_gold=False, route=Route.NONE, labels_done__lt=F("labels_needed"))
-                 .filter(Exists(by_judge)).filter(Q(Exists(given_to_people)) | Q(Exists(by_people))))
+        # short of people's labels, not of labels: a pair one person skipped (or let run out) that the judge then
+        # filled was passed over, and its untrusted judge's label decided it alone
+        people_labels = (Label.objects.filter(pair_id=OuterRef("pk"), is_automatic=False).values("pair_id")
+                         .annotate(n=Count("pk")).values("n"))
+        began = Pair.objects.filter(pk__in=list(
+            Pair.objects.filter(round=round_, is_gold=False, route=Route.NONE)
+            .filter(Exists(by_judge)).filter(Q(Exists(given_to_people)) | Q(Exists(by_people)))
+            .annotate(people=Coalesce(Subquery(people_labels), 0)).filter(people__lt=F("labels_needed"))
+            .values_list("pk", flat=True)))
         # both sets locked at once, in id order, as every writer of several pairs takes them (a second ascending
         # pass could wait on a lower id than one it holds)
         lock_pairs(began | pairs.select_related(None))
         # the judge's label, counted in labels_done, comes on top of the people the pair needed, as for every pair
-        # sent to people
+        # sent to people (and a pair the judge filled is open again to them)
         summary.to_people += update_pairs(began, route=Route.PEOPLE, labels_needed=F("labels_needed") + 1)
         for pair in in_lock_order(pairs):
             tag_agreement = agreement.get(pair.prompt.tag)

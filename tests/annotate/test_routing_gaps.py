@@ -110,3 +110,27 @@ def test_a_trusted_judges_label_still_decides_weighed_by_its_agreement():
     routing.route_round(round_)
     decided = {d.pair.pk: d for d in decided_pairs()}[pair.pk]
     assert decided.chosen == pair.response_a and decided.preference_prob == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("labels_per_pair", [1, 2])
+def test_a_pair_a_person_skipped_that_the_judge_then_filled_goes_to_people(labels_per_pair):
+    """Routing counted the judge's label against the people the pair needed: a pair one person skipped before the
+    round had a judge, then filled by the judge, was passed over, and the untrusted judge's label decided it alone."""
+    round_ = make_round(labels_per_pair=labels_per_pair)
+    pair = make_pair(round=round_, labels_needed=labels_per_pair)
+    first = make_user()
+    services.skip(first, services.next_pair_for(first).pair)
+    round_.route_judge = JUDGE
+    save_round(round_, ["route_judge"])
+    judge = judge_account(JUDGE)
+    for _ in range(labels_per_pair):
+        lease = services.next_pair_for(judge)
+        if lease is None:
+            break
+        services.record_label(lease, judge, "left")
+    routing.route_round(round_)
+    pair.refresh_from_db()
+    assert pair.route == Route.PEOPLE and pair.labels_needed == labels_per_pair + 1
+    assert pair.pk not in {d.pair.pk for d in decisions()}  # undecided until people label it
+    person = make_user()
+    assert services.next_pair_for(person).pair_id == pair.pk
