@@ -22,7 +22,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX, make_password
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 
 from generation.length import LENGTH_LIMIT
 from generation.models import Prompt, Response, normalised_hash
@@ -681,7 +681,12 @@ def import_preferences(
                 earlier = Label.objects.filter(pair=pair, annotator=user).values_list("choice", flat=True).first()
                 if earlier is None:
                     labelled[pair_id] = _label(pair, row, source, chosen_is_a=chosen_is_a)
-                    Pair.objects.filter(pk=pair.pk).update(labels_done=F("labels_done") + 1)
+                    # a pair held back as a near-duplicate (pushed unlabelled before) is released: a labelled row
+                    # says its answers differ to whoever labelled it, as a labelled near-duplicate row imported new
+                    # is never held back; held, the label was counted "added" and never trained or exported
+                    Pair.objects.filter(pk=pair.pk).update(
+                        labels_done=F("labels_done") + 1,
+                        route=Case(When(route=Route.DUPLICATE, then=Value(Route.NONE)), default=F("route")))
                     _mark_answers(pair, marks.get(row.line, _NO_MARKS), chosen_is_a)
                     return ADDED
                 labelled[pair_id] = earlier

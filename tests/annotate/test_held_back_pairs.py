@@ -117,3 +117,21 @@ def test_undo_leaves_a_label_on_a_pair_held_back_since_it_was_given():
     twin.refresh_from_db()
     assert Label.objects.filter(pair=twin).count() == 1 and twin.labels_done == 1
     assert services.next_pair_for(person).pair_id == other.pk
+
+
+def test_a_labelled_row_on_a_held_back_pair_releases_it_and_trains(tmp_path):
+    """Pairs pushed unlabelled, then the same answers imported as preferences: the label was counted "added" but the
+    pair stayed held back, so it never trained nor was exported (a labelled near-duplicate imported new is kept)."""
+    pairs, prefs = tmp_path / "pairs.jsonl", tmp_path / "prefs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "What is the capital of France?", "response_a": TWIN[0],
+                                 "response_b": TWIN[1]}) + "\n")
+    prefs.write_text(json.dumps({"prompt": "What is the capital of France?", "chosen": TWIN[1],
+                                 "rejected": TWIN[0]}) + "\n")
+    importers.import_pairs(pairs)
+    assert Pair.objects.get().route == Route.DUPLICATE
+    result = importers.import_preferences(prefs)
+    assert result.created == 1
+    twin = Pair.objects.get()
+    assert twin.route == Route.NONE and twin.labels_done == 1
+    (decided,) = decisions()
+    assert decided.chosen.text == TWIN[1]
