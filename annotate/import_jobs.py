@@ -115,7 +115,8 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
 
 def _counts(result: importers.ImportResult) -> dict:
     return {"added": result.created, "skipped": result.skipped, "set_aside": list(result.set_aside),
-            "disagreeing": list(result.disagreeing), "same_answers": list(result.same_answers)}
+            "disagreeing": list(result.disagreeing), "same_answers": list(result.same_answers),
+            "held_back": list(result.held_back)}
 
 
 def run(job_id: int) -> ImportJob:

@@ -267,6 +267,9 @@ class ImportJob(Job):
                                    help_text="Lines that disagree with a label imported before (that label is kept).")
     same_answers = models.JSONField(default=list, blank=True,
                                     help_text="Lines not added: both answers are the same text.")
+    held_back = models.JSONField(default=list, blank=True,
+                                 help_text="Lines added but held back from people: their two answers are nearly the "
+                                           "same.")
     problems = models.JSONField(default=list, blank=True, help_text="The file's bad rows (up to 50), when it had any.")
     problem_count = models.PositiveIntegerField(default=0)
 
@@ -279,4 +282,4 @@ class ImportJob(Job):
         from .importers import ImportResult  # importers imports this module
 
         return str(ImportResult(self.added, self.skipped, tuple(self.set_aside), tuple(self.disagreeing),
-                                tuple(self.same_answers)))
+                                tuple(self.same_answers), tuple(self.held_back)))

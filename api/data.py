@@ -36,6 +36,9 @@ class PushResult(Schema):
     same_answers: list[int] = Field(
         default_factory=list, description="Rows (1-based) not added because both answers are the same text: a pair "
                                           "that can only tie teaches nothing.")
+    held_back: list[int] = Field(
+        default_factory=list, description="Rows (1-based) added but held back from people: their two answers are "
+                                          "nearly the same, so people could only tie them (unlabelled pairs only).")
 
 
 class PromptPush(Body):
@@ -81,7 +84,8 @@ def _imported(rows: list[Any], call) -> PushResult:
             log.error("a push failed part-way", exc_info=stopped.error)
             raise HttpError(503, str(stopped)) from None
     return PushResult(created=result.created, skipped=result.skipped, set_aside=list(result.set_aside),
-                      disagreeing=list(result.disagreeing), same_answers=list(result.same_answers))
+                      disagreeing=list(result.disagreeing), same_answers=list(result.same_answers),
+                      held_back=list(result.held_back))
 
 
 @router.post("/prompts", response={201: PushResult}, summary="Push prompts")

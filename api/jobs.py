@@ -76,7 +76,7 @@ def _details(kind: str, job) -> dict[str, Any]:
     if kind == "import":
         return {"file_name": job.file_name, "import_kind": job.kind, "options": job.options, "done": job.done,
                 "total": job.total, "added": job.added, "skipped": job.skipped, "set_aside": job.set_aside,
-                "disagreeing": job.disagreeing, "same_answers": job.same_answers, "problems": job.problems, "problem_count": job.problem_count,
+                "disagreeing": job.disagreeing, "same_answers": job.same_answers, "held_back": job.held_back, "problems": job.problems, "problem_count": job.problem_count,
                 "summary": job.summary}
     return {"rounds": job.rounds, "rounds_done": job.rounds_done, "stage": job.stage, "judge": job.judge,
             "results": job.results}

@@ -141,7 +141,8 @@ class Client:
         from the first row given; a refused request's rows are named so too, and the requests before it stay stored
         (the same rows pushed again add the rest: rows already stored are skipped)."""
         settings = json.dumps({k: v for k, v in options.items() if v is not None}).encode("utf-8")
-        total: dict[str, Any] = {"created": 0, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": []}
+        total: dict[str, Any] = {"created": 0, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": [],
+                                 "held_back": []}
         encoded = [json.dumps(row).encode("utf-8") for row in rows]  # a row JSON cannot hold fails before any is sent
         sent = 0
         for batch in _batches(encoded):

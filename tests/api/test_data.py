@@ -23,7 +23,7 @@ def _preferences(n: int, start: int = 0) -> list[dict]:
 
 def test_a_pipeline_pushes_100_preferences_with_a_token(staff_api):
     result = staff_api.push_preferences(_preferences(100), round=3)
-    assert result == {"created": 100, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": []}
+    assert result == {"created": 100, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": [], "held_back": []}
     pairs = Pair.objects.filter(round__number=3)
     assert pairs.count() == 100 and Label.objects.filter(pair__in=pairs).count() == 100
     assert staff_api.push_preferences(_preferences(100), round=3)["skipped"] == 100  # pushed twice: nothing added
@@ -58,7 +58,7 @@ def test_pushes_of_prompts_and_pairs_take_the_import_pages_checks(staff_api):
     result = staff_api.push_pairs([{"prompt": "Name a colour.", "response_a": "Red.", "response_b": "Blue."},
                                    {"prompt": "say hi.", "response_a": "Hi.", "response_b": "Hello."}], round=1)
     # row 2's prompt is an eval prompt
-    assert result == {"created": 1, "skipped": 0, "set_aside": [2], "disagreeing": [], "same_answers": []}
+    assert result == {"created": 1, "skipped": 0, "set_aside": [2], "disagreeing": [], "same_answers": [], "held_back": []}
     with pytest.raises(APIError) as refused:
         staff_api.push_pairs([{"prompt": "x", "response_a": "y", "response_b": "z"}, "not an object"])
     assert refused.value.status == 400 and "line 2" in refused.value.detail
@@ -170,7 +170,7 @@ def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(
                           {"prompt": "Q2", "response_a": "A2", "response_b": "B2"}], labels_needed=1)
     result = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
                                          {"prompt": "Q2", "chosen": "B2", "rejected": "A2"}])
-    assert result == {"created": 2, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": []}
+    assert result == {"created": 2, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": [], "held_back": []}
     assert Pair.objects.count() == 2  # no second pair of the same answers
     first, second = Pair.objects.order_by("pk")
     assert [(lb.pair, lb.choice) for lb in Label.objects.order_by("pair_id")] == [(first, "a"), (second, "b")]
@@ -181,7 +181,7 @@ def test_a_preference_on_a_pair_pushed_unlabelled_is_recorded_on_it_not_dropped(
     turned = staff_api.push_preferences([{"prompt": "Q1", "chosen": "A1", "rejected": "B1"},
                                          {"prompt": "Q2", "chosen": "A2", "rejected": "B2"}])
     # row 2 prefers the other
-    assert turned == {"created": 0, "skipped": 1, "set_aside": [], "disagreeing": [2], "same_answers": []}
+    assert turned == {"created": 0, "skipped": 1, "set_aside": [], "disagreeing": [2], "same_answers": [], "held_back": []}
     assert [lb.choice for lb in Label.objects.order_by("pair_id")] == ["a", "b"]  # the stored labels are kept
 
 
@@ -190,7 +190,7 @@ def test_rows_whose_two_answers_are_one_text_are_not_added_and_are_named(staff_a
     tie), and pulled back as training rows that teach nothing."""
     pushed = staff_api.push_pairs([{"prompt": "Q1", "response_a": "Same answer.", "response_b": "Same answer."},
                                    {"prompt": "Q2", "response_a": "Yes.", "response_b": "No."}])
-    assert pushed == {"created": 1, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": [1]}
+    assert pushed == {"created": 1, "skipped": 0, "set_aside": [], "disagreeing": [], "same_answers": [1], "held_back": []}
     labelled = staff_api.push_preferences([{"prompt": "Q3", "chosen": "Same.", "rejected": "Same."},
                                            {"prompt": "Q4", "chosen": "Good.", "rejected": "Bad."}])
     assert labelled["created"] == 1 and labelled["same_answers"] == [1]
