@@ -74,7 +74,7 @@ def dataset_card(rows: list[dict], schema: pa.Schema, *, license: str = DEFAULT_
 
 {len(rows)} decided pairs in TRL's preference format ({'conversational: message lists' if conversational else
 'standard: plain text'}), exported {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Ties and "both bad" outcomes are left
-out; pairs on eval prompts are never exported.
+out; pairs on eval prompts are never exported, nor pairs held back from people as near-duplicates.
 
 Load it with `datasets.load_dataset("<this folder>")` and train with `trl.DPOTrainer` as it is.
 
