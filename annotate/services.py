@@ -549,6 +549,10 @@ def skip(user, target: Lease | Pair | int) -> Assignment:
             state=Assignment.SKIPPED
         )
         if not updated and not Assignment.objects.filter(this, annotator=user, state=Assignment.SKIPPED).exists():
+            mine = Assignment.objects.filter(this, annotator=user).select_related("pair__round").first()
+            why = _not_served(mine.pair, user) if mine is not None else None
+            if why:  # taken from their screen meanwhile (held back, its round closed): said, not "not yours"
+                raise LabelError(f"that pair {why}: nothing to skip; here is the next one")
             what = f"lease {target.pk} is not yours" if _foreign_lease(user, target) else "that pair is not leased to you"
             raise LabelError(f"{what}: only the pair on your screen can be skipped")
     return Assignment.objects.get(this, annotator=user)

@@ -135,3 +135,16 @@ def test_a_labelled_row_on_a_held_back_pair_releases_it_and_trains(tmp_path):
     assert twin.route == Route.NONE and twin.labels_done == 1
     (decided,) = decisions()
     assert decided.chosen.text == TWIN[1]
+
+
+def test_skipping_the_pair_on_screen_after_it_was_held_back_says_so():
+    """It answered "that pair is not leased to you: only the pair on your screen can be skipped" for the pair on their
+    screen."""
+    round_ = make_round()
+    twin = make_pair(round=round_, text_a=TWIN[0], text_b=TWIN[1])
+    person = make_user()
+    lease = services.next_pair_for(person)
+    assert lease.pair_id == twin.pk and _hold_back(round_) == 1
+    with pytest.raises(services.LabelError, match="that pair is held back as a near-duplicate of another pair: "
+                                                  "nothing to skip; here is the next one"):
+        services.skip(person, services.Lease(lease.pk))
