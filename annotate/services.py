@@ -389,9 +389,13 @@ def lease_pair(pair_id: int, user) -> Assignment:
             raise LabelError(f"{user} was given a pair meanwhile: label or skip it first") from None
 
 
-def _not_served(pair: Pair, user) -> str | None:
+def _not_served(pair: Pair, user, *, given: bool = False) -> str | None:
     """Why the label queue (next_pair_for) never gives this pair to this person, or None: a chosen lease may not
-    reach what the queue holds back (a closed round, a near-duplicate, a pair the judge decides)."""
+    reach what the queue holds back (a closed round, a near-duplicate, a pair the judge decides).
+
+    `given`: the pair was given to them before (skipped, on their screen). Such a pair does not wait for the round's
+    routing judge: routing sends the pairs people were given to people (annotate.routing.route_round), and a regular
+    one refused while a gold one (never routed) was not told a gold pair apart before it was answered."""
     round_ = pair.round
     if round_ is not None and round_.closed_at is not None:
         return f"is in labelling round {round_.number}, which is closed"
@@ -400,7 +404,7 @@ def _not_served(pair: Pair, user) -> str | None:
     if pair.route == Route.JUDGE:
         return "is decided by the automatic judge"
     if (round_ is not None and round_.route_judge and pair.route != Route.PEOPLE and not pair.is_gold
-            and not is_automatic(user)):
+            and not given and not is_automatic(user)):
         return f"waits for round {round_.number}'s judge, which sends people only the pairs it cannot decide"
     return None
 
@@ -550,7 +554,7 @@ def skip(user, target: Lease | Pair | int) -> Assignment:
         )
         if not updated and not Assignment.objects.filter(this, annotator=user, state=Assignment.SKIPPED).exists():
             mine = Assignment.objects.filter(this, annotator=user).select_related("pair__round").first()
-            why = _not_served(mine.pair, user) if mine is not None else None
+            why = _not_served(mine.pair, user, given=True) if mine is not None else None
             if why:  # taken from their screen meanwhile (held back, its round closed): said, not "not yours"
                 raise LabelError(f"that pair {why}: nothing to skip; here is the next one")
             what = f"lease {target.pk} is not yours" if _foreign_lease(user, target) else "that pair is not leased to you"
@@ -589,9 +593,9 @@ def return_to_skipped(user, target: Lease | Pair | int) -> Assignment:
         pair_id = skipped.pair_id
         if not Assignment.objects.filter(_shown_round_open(), pk=skipped.pk).exists():
             raise LabelError("that pair is in a labelling round that has closed: nothing to return to")
-        # held back since it was skipped (a near-duplicate, the judge's, waiting for the routing judge): the queue
-        # no longer serves it, and a return was a way round that, its label counted in training and agreement
-        why = _not_served(Pair.objects.select_related("round").get(pk=pair_id), user)
+        # held back since it was skipped (a near-duplicate, the judge's): the queue no longer serves it, and a
+        # return was a way round that, its label counted in training and agreement
+        why = _not_served(Pair.objects.select_related("round").get(pk=pair_id), user, given=True)
         if why:
             raise LabelError(f"that pair {why}: nothing to return to")
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()

@@ -176,3 +176,32 @@ def test_a_person_cannot_probe_pair_ids_through_skip_or_submit(annotator, client
             response = client.post(f"/api/v1/label/{path}", data, content_type="application/json", **auth)
             assert response.status_code == 400 and "name the pair by its lease" in response.json()["detail"]
     assert not Label.objects.exists() and Assignment.objects.get(pk=lease).state == Assignment.LEASED
+
+
+def test_returning_to_skipped_pairs_tells_no_gold_one_when_the_round_gets_a_routing_judge(annotator, client):
+    """The probe's attack: skip pairs, wait for staff to give the round a routing judge, then press "Label it now" on
+    each. A regular pair was refused ("waits for round N's judge") and a gold one (never routed) served: which pairs
+    were gold, before they were answered. Both are served now: routing sends pairs people were given to people."""
+    from django.urls import reverse
+
+    from annotate.models import Assignment, Label
+    from judges import BUILT_IN_JUDGES
+    from tests.annotate.factories import make_round
+
+    round_ = make_round()
+    gold, regular = make_pair(round=round_, is_gold=True, gold_choice="a"), make_pair(round=round_)
+    for pair in (gold, regular):
+        lease_pair(pair.pk, annotator)
+        skip(annotator, pair)
+    round_.route_judge = BUILT_IN_JUDGES[0]
+    round_.save(update_fields=["route_judge"])
+    client.force_login(annotator)
+    replies = {}
+    for kind, pair in (("gold", gold), ("regular", regular)):
+        lease = Assignment.objects.get(pair=pair, annotator=annotator).pk
+        page = client.post(reverse("annotate:return_to_skipped"), {"lease": lease}, follow=True)
+        replies[kind] = (page.redirect_chain[-1][0], [str(m) for m in page.context["messages"]])
+        assert client.post(reverse("annotate:submit"), {"lease": lease, "side": "left"}).status_code in (200, 302)
+    assert replies["gold"][0] == replies["regular"][0] == reverse("annotate:label")
+    assert not [m for kind in replies for m in replies[kind][1] if "return" in m or "judge" in m]
+    assert Label.objects.filter(annotator=annotator).count() == 2
