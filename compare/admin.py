@@ -1,17 +1,20 @@
 """Admin of the compare app: comparison sets, comparisons and votes (read mostly; votes come from the pages)."""
 from django.contrib import admin
 
-from jobs.admin import RefusesDeletingActiveJobs
+from jobs.admin import RefusesDeletingActiveJobs, StartedElsewhereJobAdmin
 
 from .models import CompareJob, Comparison, Vote
+from .services import cancel_compare_job
 
 
 @admin.register(CompareJob)
-class CompareJobAdmin(RefusesDeletingActiveJobs, admin.ModelAdmin):
+class CompareJobAdmin(RefusesDeletingActiveJobs, StartedElsewhereJobAdmin, admin.ModelAdmin):
+    """Read only, with Cancel: a set is started on the Compare page or the API (start_compare_job), which sets the
+    prompt_ids and params the worker runs."""
+
     list_display = ("pk", "version_a", "version_b", "blind", "status", "done", "total", "created")
     list_filter = ("status", "blind")
-    # prompt_ids and params are what the worker runs: set only by the service that starts a set.
-    readonly_fields = ("prompt_ids", "params", "done", "total", "error", "started", "finished", "created_by")
+    cancel = staticmethod(cancel_compare_job)
 
 
 @admin.register(Comparison)

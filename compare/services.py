@@ -194,6 +194,8 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
         if line not in job.log:  # said, and once (a set resumed after a lost worker): it finished "4 of 4"
             lifecycle.append_log(job, line)
     n, seed = len(prompts), int(job.params.get("seed", 0))
+    if 2 * n != job.total:  # prompts deleted since it was queued: counted against, the bar read "6 / 8" at 99%
+        tracker.report(total=2 * n, force=True)
     config = _sampling_config(job.params.get("sampling") or {})
     path = job.params.get("judge")
     # the bar's units: each version's answers, then a judge's votes (as an evaluation counts them): the answers took
@@ -226,6 +228,7 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
             lifecycle.append_log(job, line)
         n = len(prompts)
         units = (3 if path else 2) * n
+        tracker.report(done=2 * n, total=2 * n, progress=2 * n / units, force=True)  # the answers of those compared
     with transaction.atomic():
         for prompt in prompts:
             Comparison.objects.get_or_create(

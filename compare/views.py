@@ -78,7 +78,8 @@ def job(request, pk: int):
     return render(request, template, context, status=status)
 
 # Stop answering a set (staff: they started it); the page then shows what was kept.
-cancel = cancel_view(CompareJob, partial="compare/_job.html", name="job", then="compare:job", then_with_pk=True)
+cancel = cancel_view(CompareJob, partial="compare/_job.html", name="job", then="compare:job", then_with_pk=True,
+                     shown_by=job)
 
 def _refused(text: str) -> HttpResponseBadRequest:
     """A refused vote, as plain text: the message may quote what was posted, which must never be read as HTML. The

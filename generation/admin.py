@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
-from jobs.admin import RefusesDeleting, RefusesDeletingActiveJobs
+from jobs.admin import RefusesDeleting, RefusesDeletingActiveJobs, StartedElsewhereJobAdmin
 from prefloop.forms import JSON_FIELDS
 from training.promotion import PromotionError, rollback
 
@@ -105,8 +105,10 @@ class ResponseAdmin(admin.ModelAdmin):
 
 
 @admin.register(GenerationJob)
-class GenerationJobAdmin(RefusesDeletingActiveJobs, admin.ModelAdmin):
+class GenerationJobAdmin(RefusesDeletingActiveJobs, StartedElsewhereJobAdmin, admin.ModelAdmin):
+    """Read only, with Cancel: a job is started on the Generate page or the API (start_generation_job), which sets
+    the params the worker runs (sampling, prompts, the judge)."""
+
     list_display = ["id", "version", "status", "done", "total", "pairs_made", "created"]
     list_filter = ["status"]
-    # params are what the worker runs (sampling, prompts, the judge): set only by the service that starts a job.
-    readonly_fields = ["params", "done", "total", "pairs_made", "error", "log", "started", "finished"]
+    cancel = staticmethod(services.cancel_generation_job)

@@ -4,7 +4,7 @@ selected", with the reason shown."""
 from __future__ import annotations
 
 from django.apps import apps
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import model_ngettext, quote, unquote
 from django.shortcuts import redirect
@@ -37,6 +37,27 @@ class StartsJobAdmin:
             self.message_user(request, str(exc), messages.ERROR)
             opts = self.model._meta
             return redirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+
+
+class StartedElsewhereJobAdmin:
+    """For a job kind started only on its pages or the API (the service checks what the worker will run): the admin
+    adds none (a row made here had no task sent, and stayed queued for ever, with no params to run), and shows a job
+    read only, with a Cancel action. Its status and progress were form fields: a page opened while the job ran, saved
+    after it had finished, put it back to running at the old progress, with no worker behind it."""
+
+    actions = ["cancel_selected"]
+    cancel = None  # the kind's cancel service, e.g. staticmethod(generation.services.cancel_generation_job)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # a job's page is for reading (no Save to write back what it showed); the list keeps its Cancel action
+        return obj is None and super().has_change_permission(request, obj)
+
+    @admin.action(description="Cancel the selected jobs", permissions=["change"])
+    def cancel_selected(self, request, queryset):
+        cancel_jobs(self, request, queryset, self.cancel)
 
 
 def _named(job) -> str:

@@ -151,16 +151,20 @@ def fail(job: Job, message: str) -> None:
     now, model = timezone.now(), type(job)
     model.objects.filter(pk=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
         status=Status.FAILED, error=message, finished=now, stage=_failed_in())
-    model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(status=Status.CANCELLED, error=message,
-                                                                      finished=now)
-    job.refresh_from_db(fields=["status", "error", "finished", "stage"])
+    # asked to stop, it failed on the way: cancelled, and its stage and log say so (the stage it was in stayed, read
+    # as still at work, and the log had no line of the cancel)
+    how = "cancelled; failed while stopping"
+    model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(
+        status=Status.CANCELLED, error=message, finished=now, stage=_failed_in(how, no_stage=how),
+        log=_logged(f"{how}: {message}"))
+    job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
 
 
-def _failed_in() -> Case:
+def _failed_in(how: str = "failed", *, no_stage: str = "") -> Case:
     """The stage column, for an UPDATE that fails the job: the stage it was in stays, said to be where it failed
-    ("round 1: label" alone read as still labelling)."""
-    return Case(When(stage="", then=Value("")),
-                default=Substr(Concat(Value("failed in: "), F("stage"), output_field=CharField()), 1, 200))
+    ("round 1: label" alone read as still labelling); `no_stage` when it had none."""
+    return Case(When(stage="", then=Value(no_stage)),
+                default=Substr(Concat(Value(f"{how} in: "), F("stage"), output_field=CharField()), 1, 200))
 
 
 def finish(job: Job, *, stage: str = "", **fields) -> None:

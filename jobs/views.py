@@ -9,9 +9,12 @@ from . import lifecycle
 from .models import Job
 
 
-def cancel_view(model: type[Job], *, partial: str, name: str, then: str, then_with_pk: bool = False):
+def cancel_view(model: type[Job], *, partial: str, name: str, then: str, then_with_pk: bool = False,
+                shown_by=None):
     """A view that cancels the `model` row named by the URL's pk and answers htmx with `partial` (the row under
-    the context `name`), anything else with a redirect to the URL name `then` (given the pk if `then_with_pk`)."""
+    the context `name`), anything else with a redirect to the URL name `then` (given the pk if `then_with_pk`).
+    `shown_by`: the kind's own view of the job, for htmx, when its partial needs more than the row (a comparison
+    set that had ended before the Cancel arrived showed no vote form, its comparisons there all the same)."""
 
     @staff_required
     @require_POST
@@ -19,7 +22,7 @@ def cancel_view(model: type[Job], *, partial: str, name: str, then: str, then_wi
         job = get_object_or_404(model, pk=pk)
         lifecycle.cancel(job)
         if request.htmx:
-            return render(request, partial, {name: job})
+            return shown_by(request, pk) if shown_by is not None else render(request, partial, {name: job})
         return redirect(then, pk=pk) if then_with_pk else redirect(then)
 
     return cancel
