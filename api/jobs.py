@@ -12,7 +12,7 @@ from typing import Any, Literal
 from django.http import HttpRequest
 from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
 from ninja.errors import HttpError, ValidationError
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from annotate import import_jobs
 from annotate.forms import ImportForm
@@ -29,7 +29,7 @@ from training import services as training_services
 from training.models import TrainingRun
 
 from .auth import staff_only
-from .fields import Body, Count, Id, Name, Number, Text, found
+from .fields import Body, Count, Id, Name, NoBody, Number, Text, found
 
 router = Router(tags=["jobs"])
 Kind = Literal["generation", "training", "compare", "loop", "import"]
@@ -146,6 +146,18 @@ class CompareStart(Body):
     judge: Name = Field("", description="An allowed judge (package.module:name) that votes on every comparison once "
                                         "the set is answered; its votes count for the promotion gate")
 
+    @model_validator(mode="after")
+    def _one_source(self):
+        """The prompts come from one of prompt_ids, text or the eval split (limit): given two, the service took the
+        first and dropped the other without a word (prompt_ids and a typed text compared on the ids alone). A blank
+        text is no text, as the service reads it; `limit` counts when sent, as it says how many eval prompts."""
+        given = [name for name, sent in (("prompt_ids", self.prompt_ids is not None), ("text", bool(self.text.strip())),
+                                         ("limit", "limit" in self.model_fields_set)) if sent]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are given: give one of prompt_ids (those prompts), text (one "
+                             "typed prompt) or limit (that many eval prompts)")
+        return self
+
 
 class LoopStart(Body):
     rounds: Count(1, loop_services.MAX_ROUNDS)
@@ -221,6 +233,12 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     stray = sorted(set(request.POST) - IMPORT_FIELDS - {"csrfmiddlewaretoken"}) + sorted(set(request.FILES) - {"file"})
     if stray:  # as a JSON body's unknown field is: a typo ("rund") dropped without a word sent rows elsewhere
         raise HttpError(400, f"{stray[0]}: not a field of this upload (it takes file, {', '.join(sorted(IMPORT_FIELDS))})")
+    # A field or file given twice was read last-wins (kind=prompts then kind=pairs imported pairs): refused as a
+    # query parameter given twice is (api.fields.known_query).
+    twice = sorted(name for parts in (request.POST, request.FILES) for name in parts if len(parts.getlist(name)) > 1)
+    if twice:
+        count = len(request.POST.getlist(twice[0]) or request.FILES.getlist(twice[0]))
+        raise HttpError(400, f"{twice[0]}: given {count} times; give it once")
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
     if not form.is_valid():  # named field by field in `errors`, as a refused JSON body's fields are
         raise ValidationError([{"loc": ("form",) if name == "__all__" else ("form", name), "msg": " ".join(errors)}
@@ -250,7 +268,8 @@ def get_job(request: HttpRequest, kind: Kind, job_id: Id):
 
 
 @router.post("/{kind}/{job_id}/cancel", response=JobOut, summary="Cancel a job")
-def cancel_job(request: HttpRequest, kind: Kind, job_id: Id):
+def cancel_job(request: HttpRequest, kind: Kind, job_id: Id, payload: NoBody | None = None):
+    """Takes no body (`{}` or nothing): a field sent is refused by name, not ignored, as on every operation."""
     staff_only(request)
     job = found(MODELS[kind], job_id, f"{kind} job")
     if job.status not in ACTIVE:

@@ -4,6 +4,7 @@ refusals are already, but a path no operation serves (Django's 404 page) and a m
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 
 KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
@@ -31,3 +32,13 @@ class JsonErrorsMiddleware:
             if header in response:
                 answer[header] = response[header]
         return answer
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """An upload Django cannot read as multipart (no boundary, a part's headers over Django's limit, a body cut
+        short) fails in the view, when ninja reads its form: left to Django it was a bare 400 "Bad Request", logged
+        with a traceback as if the server had failed. The caller is told what is wrong instead; the request is
+        still logged as a 400, as every refused one is."""
+        if not isinstance(exception, MultiPartParserError) or not request.path.startswith("/api/"):
+            return None
+        reason = str(exception).strip().rstrip(".") or type(exception).__name__
+        return JsonResponse({"detail": f"the upload is not valid multipart/form-data: {reason}"}, status=400)

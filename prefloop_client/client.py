@@ -28,6 +28,12 @@ class APIError(Exception):
         self.problems: list[str] = list(self.body.get("problems", []))
         self.errors: list[dict] = list(self.body.get("errors", []))
 
+    def __reduce__(self):
+        # Exception pickles by its args (here the one message), which __init__ does not take: an error raised in a
+        # ProcessPoolExecutor's worker could not be unpickled in the parent (TypeError: missing 'detail'), and the
+        # pool broke instead of raising it.
+        return type(self), (self.status, self.detail, self.body)
+
 
 class APIConnectionError(APIError):
     """The request got no answer: the server could not be reached, the connection broke, or no answer came within
@@ -35,6 +41,9 @@ class APIConnectionError(APIError):
 
     def __init__(self, detail: str):
         super().__init__(0, detail)
+
+    def __reduce__(self):
+        return type(self), (self.detail,)
 
 
 TRANSIENT = (0, 502, 503, 504)  # no answer, or a proxy's while the server restarts: `wait` polls again
@@ -55,8 +64,21 @@ class Client:
 
     def __init__(self, url: str, token: str, *, timeout: float = 60.0):
         self.base = url.rstrip("/") + "/api/v1"
+        # A token read from a file (Path("token").read_text()) ends in a newline, which http.client refused at the
+        # first request with a ValueError quoting the whole header, token and all, into whatever log caught it.
+        # Spaces and line ends around it are no part of any token; a character left that no token holds (tokens are
+        # printable ASCII: a control character, or one http.client cannot send and fails on as raw) is refused here,
+        # showing the token's start only.
+        token = token.strip()
+        bad = next((char for char in token if not "!" <= char <= "~"), None)
+        if bad is not None:
+            raise ValueError(f"the token {_shown(token)} holds the character {bad!r}, which no token does: give the "
+                             "token as its page showed it")
         self.token = token
         self.timeout = timeout
+
+    def __repr__(self) -> str:  # the token never in a repr (a traceback's locals, a debugger, a logged object)
+        return f"Client({self.base[:-len('/api/v1')]!r}, {_shown(self.token)})"
 
     # ---- transport ------------------------------------------------------------------------------------------
 
@@ -366,6 +388,12 @@ def _counted_from(exc: APIError, sent: int) -> APIError:
         return APIConnectionError(detail)
     body = {**exc.body, "detail": detail, "problems": [counted(p) for p in exc.problems]}
     return APIError(exc.status, detail, body)
+
+
+def _shown(token: str) -> str:
+    """A token as an error or a repr may show it: its start as the account page lists it ("pfl_" and 6 more), and
+    never more than half of it (a short or mangled one), so never the whole."""
+    return repr(token[:min(10, len(token) // 2)] + "...")
 
 
 def _utf8(text: str) -> bool:
