@@ -11,7 +11,8 @@ reveal after their vote on another comparison holding the same answer. So, for e
   name before it existed (in an older side-by-side set: anyone may have seen it) or was revealed to them after a
   vote on another comparison.
 
-An answer is its prompt and its text, so the same text stored twice is one answer.
+An answer is its prompt and its text, so the same text stored twice is one answer (`answer_of`). The gate
+(training.promotion) and the leaderboard count a voter's verdict once per pair of answers by the same rule.
 """
 from __future__ import annotations
 
@@ -22,13 +23,37 @@ from generation.models import Response
 
 from .models import CompareJob, Comparison, Vote
 
+Answer = tuple[int, str]  # (prompt id, digest of the text)
+_IDS_PER_QUERY = 500  # answers' texts read this many at a time: a long list of ids is past some databases' limit
+
+
+def text_digest(text: str) -> str:
+    # surrogatepass: a stored text with a lone surrogate (a model's broken output) still has a digest
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def answer_of(response: Response) -> Answer:
+    """The answer a response is: its prompt and its text. Another row with the same words (greedy sampling at
+    another seed, another token limit the answer ended before) is the same answer."""
+    return response.prompt_id, text_digest(response.text)
+
+
+def answers_of(response_ids) -> dict[int, Answer]:
+    """`answer_of` each of these responses, by id; each text is read once, however many votes name it."""
+    ids = sorted(set(response_ids))
+    found: dict[int, Answer] = {}
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        rows = Response.objects.filter(pk__in=ids[start:start + _IDS_PER_QUERY]).values_list("pk", "prompt_id", "text")
+        found.update((pk, (prompt_id, text_digest(text))) for pk, prompt_id, text in rows)
+    return found
+
 
 @dataclass(frozen=True)
 class _Row:
     pk: int
     job_id: int | None
     blind: bool  # a comparison outside any set counts as blind: it is voted on
-    answers: frozenset[tuple[int, str]]  # (prompt id, digest of the text) of both answers
+    answers: frozenset[Answer]  # both answers (one when their texts are the same)
     order: tuple  # (created, pk): which comparison existed first
 
 
@@ -38,17 +63,14 @@ class _Sharing:
     def __init__(self, prompt_ids, user):
         rows = list(
             Comparison.objects.filter(prompt_id__in=list(prompt_ids))
-            .values_list("pk", "job_id", "job__blind", "prompt_id", "response_a_id", "response_b_id", "created")
+            .values_list("pk", "job_id", "job__blind", "response_a_id", "response_b_id", "created")
         )
-        texts = dict(Response.objects.filter(pk__in={r[4] for r in rows} | {r[5] for r in rows})
-                     .values_list("pk", "text"))
-        digest = {pk: hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() for pk, text in texts.items()}
+        answers = answers_of({r[3] for r in rows} | {r[4] for r in rows})
         self.rows = {
-            pk: _Row(pk, job_id, blind is not False, frozenset({(prompt_id, digest[a]), (prompt_id, digest[b])}),
-                     (created, pk))
-            for pk, job_id, blind, prompt_id, a, b, created in rows
+            pk: _Row(pk, job_id, blind is not False, frozenset({answers[a], answers[b]}), (created, pk))
+            for pk, job_id, blind, a, b, created in rows
         }
-        self.by_answer: dict[tuple[int, str], list[_Row]] = {}
+        self.by_answer: dict[Answer, list[_Row]] = {}
         for row in self.rows.values():
             for answer in row.answers:
                 self.by_answer.setdefault(answer, []).append(row)

@@ -14,7 +14,7 @@ from django.core.cache import cache
 from generation.length import VersionLength, version_lengths
 from generation.models import ModelVersion
 
-from . import ratings
+from . import blinding, ratings
 from .models import Vote
 
 LENGTH_BIN = 0.05  # votes whose length covariates round to the same bin share one matchup row
@@ -72,18 +72,24 @@ class Board:
 def vote_rows(*, include_automatic: bool = False):
     """(version a, version b, outcome, tokens a, tokens b) of every vote between two versions, once per voter and
     pair of answers: sets with the same seed and settings reuse their answers, and a judge voting on two of them
-    said one thing twice (people cannot: compare.blinding). The voter's first verdict stands."""
+    said one thing twice (people cannot: compare.blinding). An answer is its version, its prompt and its text
+    (blinding.answer_of), not its row: the same words stored twice (another seed with greedy sampling, another
+    token limit the answer ended before) are one answer. The voter's first verdict stands."""
     votes = Vote.objects.filter(
         comparison__response_a__version__isnull=False, comparison__response_b__version__isnull=False
     ).exclude(comparison__job__blind=False)  # a side-by-side set's votes, a judge's from before it was refused
     if not include_automatic:
         votes = votes.filter(is_automatic=False)
+    found = list(votes.order_by("pk").values_list(  # a fixed order: the bootstrap draws row by row
+        "voter_id", "comparison__response_a_id", "comparison__response_b_id",
+        "comparison__response_a__version__name", "comparison__response_b__version__name", "outcome",
+        "comparison__response_a__token_count", "comparison__response_b__token_count"))
+    # the texts once per answer, not once per vote on it
+    answers = blinding.answers_of({r[1] for r in found} | {r[2] for r in found})
     rows, seen = [], set()
-    for voter, answer_a, answer_b, *row in votes.order_by("pk").values_list(  # a fixed order: the bootstrap draws
-            "voter_id", "comparison__response_a_id", "comparison__response_b_id",  # row by row
-            "comparison__response_a__version__name", "comparison__response_b__version__name", "outcome",
-            "comparison__response_a__token_count", "comparison__response_b__token_count"):
-        key = (voter, frozenset((answer_a, answer_b)))
+    for voter, answer_a, answer_b, *row in found:
+        # with the version: two versions' answers can be the same words, and each is a side of its own matchup
+        key = (voter, frozenset(((row[0], answers[answer_a]), (row[1], answers[answer_b]))))
         if key not in seen:
             seen.add(key)
             rows.append(tuple(row))

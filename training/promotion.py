@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from compare import blinding
 from compare.gate import GateEvidence, GateResult, GateRule, decide
 from compare.models import CompareJob, Vote
 from generation.length import mean_tokens, truncated_count
@@ -47,11 +48,13 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
                   jobs: Iterable[CompareJob] | None = None) -> GateEvidence:
     """Every blind vote (people's and judges') on eval-prompt comparisons between the two versions, counted for the
     candidate, once per voter and pair of answers: two sets with the same seed and settings hold the same answers
-    (they are reused), and a judge voting on both said one thing twice. Lengths are the two versions' mean answer
-    tokens over the voted pairs of answers, and base's where the current version is not base: base's answers to the
-    same prompts under the same sampling settings and seed as the candidate's (an answer from another token limit
-    is not the same measure). `jobs` narrows it to given comparison sets (the loop passes the evaluation it just
-    ran)."""
+    (they are reused), and a judge voting on both said one thing twice. An answer is its version, its prompt and its
+    text (compare.blinding.answer_of), not its row: the same words stored twice (greedy sampling at another seed,
+    another token limit the answer ended before) are one answer, or a judge's 8 verdicts would count as 16. Lengths
+    are the two versions' mean answer tokens over the voted pairs of answers, and base's where the current version
+    is not base: base's answers to the same prompts under the same sampling settings and seed as the candidate's (an
+    answer from another token limit is not the same measure). `jobs` narrows it to given comparison sets (the loop
+    passes the evaluation it just ran)."""
     pair = {current.pk, candidate.pk}
     blind = CompareJob.objects.filter(blind=True, version_a__in=pair, version_b__in=pair)
     if jobs is not None:
@@ -60,13 +63,22 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
     # split so no round trains on it, but one typed and voted on was the gate's evidence too, picked by hand
     votes = (Vote.objects.filter(comparison__job__in=blind, comparison__prompt__split=Prompt.EVAL)
              .exclude(comparison__prompt__tag=Prompt.TYPED_TAG)
-             .select_related("comparison__response_a", "comparison__response_b").order_by("pk"))
+             .select_related("comparison__response_a", "comparison__response_b")
+             .defer("comparison__response_a__token_ids", "comparison__response_b__token_ids").order_by("pk"))
     evidence = GateEvidence()
     sources: set[str] = set()
     voted, counted, scores = {}, set(), {}
+    known: dict[int, tuple] = {}  # by response id: a text is digested once, however many voted on it
+
+    def answer(response: Response) -> tuple:
+        # with its version: the two versions' answers to a prompt can be the same words, and stay two sides
+        if response.pk not in known:
+            known[response.pk] = (response.version_id, *blinding.answer_of(response))
+        return known[response.pk]
+
     for vote in votes:
         comparison = vote.comparison
-        answers = frozenset((comparison.response_a_id, comparison.response_b_id))
+        answers = frozenset((answer(comparison.response_a), answer(comparison.response_b)))
         if (vote.voter_id, answers) in counted:  # the voter's first verdict on these two answers stands
             continue
         counted.add((vote.voter_id, answers))
@@ -87,7 +99,7 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
         sources.add(vote.judge if vote.is_automatic and vote.judge else "people")
         ours, theirs = ((comparison.response_a, comparison.response_b) if candidate_is_a
                         else (comparison.response_b, comparison.response_a))
-        voted[answers] = (ours, theirs)
+        voted.setdefault(answers, (ours, theirs))  # one row of each answer: the first voted on
     # the rate and its interval rest on the pairs of answers, each its voters' mean (GateEvidence.pairs)
     evidence.pairs = len(scores)
     evidence.pair_score = sum(sum(each) / len(each) for each in scores.values())
