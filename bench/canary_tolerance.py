@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench.generation import DATA, hh_prompts  # noqa: E402
+from bench.report import describe_machine  # noqa: E402
 from generation.backends.vllm import (  # noqa: E402
     CANARY_PROMPTS,
     CANARY_TOLERANCE,
@@ -28,7 +29,6 @@ from generation.backends.vllm import (  # noqa: E402
     reference_tokens,
 )
 from prefcore.chat import prompt_token_ids  # noqa: E402
-from prefcore.hardware import describe  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -74,7 +74,7 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(args.model)
     prompts = list(CANARY_PROMPTS) + hh_prompts(DATA, args.prompts)
     prompt_ids = [prompt_token_ids(tok, p) for p in prompts]
-    print(f"machine: {describe()}; model {Path(args.model).name}; {len(prompts)} prompts x up to {args.tokens} "
+    print(f"machine: {describe_machine()}; model {Path(args.model).name}; {len(prompts)} prompts x up to {args.tokens} "
           f"greedy tokens")
     print("| dtype | engine weights | tokens | max abs log-prob diff | max gap to reference's best | "
           "best-token disagreements | canary (tolerance) |")

@@ -34,8 +34,10 @@ def run_ours(args) -> dict:
     from training.dpo.trainer import train_dpo
 
     pairs = load_pairs_jsonl(args.data)[: args.pairs]
+    # as the training command line does (training.dpo.train.config_from_args): a --max-length at or below the
+    # default prompt length keeps room for an answer, where DPOConfig would refuse it
     config = DPOConfig(batch_size=args.batch_size, max_length=args.max_length, epochs=1, learning_rate=5e-6,
-                       dtype=args.dtype)
+                       dtype=args.dtype, max_prompt_length=min(DPOConfig().max_prompt_length, args.max_length - 1))
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         result = train_dpo(config, args.model, pairs, Path(out) / "model")
@@ -151,7 +153,7 @@ def main() -> None:
     from prefcore.hardware import default_device, describe_dtype
     from training.dpo.data import load_pairs_jsonl
 
-    load_pairs_jsonl(args.data)  # a bad file fails here, with its line, before any run
+    available = len(load_pairs_jsonl(args.data))  # a bad file fails here, with its line, before any run
     names = {"trl": "TRL 1.16 DPOTrainer (precomputed reference)", "cli": "PrefLoop `python -m training.dpo.train`",
              "ours": "PrefLoop train_dpo (in-process only)"}
     order = args.order.split(",")
@@ -171,7 +173,14 @@ def main() -> None:
         return median([r[key] for r in runs[which] if r.get(key) is not None])
 
     dtype = describe_dtype(args.dtype, default_device(), setting="--dtype")
-    lines = [f"{args.model.name}, {args.pairs} HH-RLHF pairs, batch {args.batch_size}, max length {args.max_length}, "
+    # the pairs each run says it trained on, not --pairs: a file of fewer rows gives fewer, and a rate of --pairs
+    # over its time would overstate it
+    trained = sorted({int(r["pairs"]) for which in order for r in runs[which]})
+    count = (f"{trained[0]} HH-RLHF pairs" if len(trained) == 1
+             else f"{'/'.join(map(str, trained))} HH-RLHF pairs (the runs differ)")
+    if min(trained) < args.pairs:
+        count += f" (--pairs {args.pairs}; the file has {available})"
+    lines = [f"{args.model.name}, {count}, batch {args.batch_size}, max length {args.max_length}, "
              f"1 epoch, lr 5e-6, dtype {dtype}; {args.repeats} interleaved repeats, medians; "
              f"{f'OMP_NUM_THREADS={args.threads} in every run' if args.threads else 'torch default threads'}.", "",
              f"Machine: {machine_line()}.", "",
@@ -184,7 +193,7 @@ def main() -> None:
         whole = [r["whole_seconds"] for r in runs[which]]
         lines.append(f"| {names[which]} | {med(which, 'whole_seconds'):.1f} | {med(which, 'cpu_seconds'):.1f} | "
                      f"{med(which, 'seconds'):.1f} | "
-                     f"{args.pairs / med(which, 'seconds'):.3f} | {med(which, 'peak_rss_mb'):.0f} | "
+                     f"{med(which, 'pairs') / med(which, 'seconds'):.3f} | {med(which, 'peak_rss_mb'):.0f} | "
                      f"{med(which, 'loss'):.4f} | {', '.join(f'{w:.1f}' for w in whole)} |")
     ours = "cli" if "cli" in runs else "ours" if "ours" in runs else None
     if ours and "trl" in runs:

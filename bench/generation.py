@@ -4,10 +4,14 @@ each in its best dtype for this machine; with --vllm, vLLM on a GPU.
 
     .venv/bin/python bench/generation.py [--prompts 64] [--max-new-tokens 128] [--repeats 3] [--write-doc]
 
-The engines run interleaved (A B C, A B C, ...) `--repeats` times and the table gives each one's median, so load
-from other work on a shared machine falls on all alike. Tokens/s count generated tokens up to and including each
-sample's EOS (what a user keeps), not padding. "Best dtype" is `prefcore.hardware.fastest_dtype` (bf16 with AMX or
-AVX-512 BF16, fp32 on AVX2); `--hf-dtypes float32,bfloat16` measures transformers in both.
+Every engine first runs one untimed round at full size (the same prompts and settings as the timed ones: threads,
+allocator, kernels' first calls, generate_batch's CUDA graphs on a GPU), so none is timed cold. Then the engines run
+interleaved (A B C, A B C, ...) `--repeats` times and the table gives each one's median, so load from other work on
+a shared machine falls on all alike. vLLM (--vllm) runs its warm-up and repeats after the others, not interleaved
+with them: its engine takes most of the GPU's memory, so it is started only once the others are done with it; its
+dtype is the one its engine loaded. Tokens/s count generated tokens up to and including each sample's EOS (what a
+user keeps), not padding. "Best dtype" is `prefcore.hardware.fastest_dtype` (bf16 with AMX or AVX-512 BF16, fp32
+on AVX2); `--hf-dtypes float32,bfloat16` measures transformers in both.
 """
 from __future__ import annotations
 
@@ -78,8 +82,8 @@ def plain_generate(model, tokenizer, prompts, config: SamplingConfig, batch: int
 
 def continuous_generate(model, tokenizer, prompts, config: SamplingConfig, *, warmup: bool = False) -> tuple[int, float]:
     """transformers' continuous batching (`model.generate_batch`, paged KV cache, up to config.batch_size requests
-    per step); returns (useful tokens, seconds). Its warm-up (CUDA-graph capture on a GPU) is left out of the timing:
-    the benchmark warms it once before the timed runs."""
+    per step); returns (useful tokens, seconds). `warmup` is generate_batch's own (CUDA-graph capture on a GPU), asked
+    for in the benchmark's untimed warm-up round only."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -134,10 +138,10 @@ def main(argv=None) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.report import machine_line, median, write_section
+    from bench.report import describe_machine, machine_line, median, write_section
     from generation.backends import load_backend
     from generation.bootstrap import bootstrap_checkpoint
-    from prefcore.hardware import describe, describe_dtype, dtype_name, resolve_dtype
+    from prefcore.hardware import describe_dtype, dtype_name, resolve_dtype
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -148,11 +152,12 @@ def main(argv=None) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() and args.vllm else "cpu")
     settings = (f"{Path(model_dir).name}, {len(prompts)} prompts x {config.n} samples, batch {config.batch_size}, "
                 f"temperature {config.temperature}, top-p {config.top_p}, {config.max_new_tokens} new tokens")
-    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f}")
+    print(f"machine: {describe_machine()}; load average {os.getloadavg()[0]:.1f}")
     print(f"sampler dtype: {describe_dtype(args.dtype, device, setting='--dtype')}")
     print(settings, flush=True)
 
     engines: dict[str, tuple[str, object]] = {}  # name -> (dtype, run() -> (tokens, seconds))
+    warm_ups: dict[str, object] = {}  # name -> its untimed full-size round, where it differs from run()
     tok = AutoTokenizer.from_pretrained(model_dir)
     if not args.skip_plain:
         for choice in dict.fromkeys(resolve_dtype(d.strip(), device) for d in args.hf_dtypes.split(",")):
@@ -162,15 +167,22 @@ def main(argv=None) -> None:
                     + ("" if len(args.hf_dtypes.split(",")) == 1 else f", {name}")] = (
                 name, lambda m=model: plain_generate(m, tok, prompts, config, max(1, config.batch_size // config.n)))
             if not args.skip_generate_batch:
-                continuous_generate(model, tok, prompts[:2], SamplingConfig(n=1, max_new_tokens=4, batch_size=2),
-                                    warmup=True)
-                engines["transformers generate_batch (continuous batching)"
-                        + ("" if len(args.hf_dtypes.split(",")) == 1 else f", {name}")] = (
-                    name, lambda m=model: continuous_generate(m, tok, prompts, config))
+                batched = ("transformers generate_batch (continuous batching)"
+                           + ("" if len(args.hf_dtypes.split(",")) == 1 else f", {name}"))
+                engines[batched] = (name, lambda m=model: continuous_generate(m, tok, prompts, config))
+                warm_ups[batched] = lambda m=model: continuous_generate(m, tok, prompts, config, warmup=True)
     hf = load_backend(model_dir, kind="hf", device=device, dtype=args.dtype)
-    hf.generate(prompts[:2], SamplingConfig(n=1, max_new_tokens=4, batch_size=2))  # warm-up: threads, allocator
     ours = f"PrefLoop sampler ({hf.engine} engine)"
     engines[ours] = (dtype_name(hf.dtype), lambda: run_backend(hf, prompts, config))
+
+    # One untimed round of each at full size before any timing. Before, generate_batch and ours were warmed on 2
+    # prompts x 4 tokens and transformers generate not at all, so its first timed round paid for first calls
+    # (allocator growth, kernels for the full batch's shapes) that the others had made beforehand.
+    for name, (dtype, fn) in engines.items():
+        start = time.perf_counter()
+        n, _ = warm_ups.get(name, fn)()
+        print(f"  warm-up: {name:<56} {dtype:<9} {n:>6} tok {time.perf_counter() - start:>7.1f} s (untimed)",
+              flush=True)
 
     rates: dict[str, list[float]] = {name: [] for name in engines}
     cpu_rates: dict[str, list[float]] = {name: [] for name in engines}
@@ -188,13 +200,13 @@ def main(argv=None) -> None:
     hf.close()
     if args.vllm:
         vl = load_backend(model_dir, kind="vllm")
-        vl.generate(prompts[:2], SamplingConfig(n=1, max_new_tokens=4))
+        run_backend(vl, prompts, config)  # the same untimed full-size round as every other engine
         for _ in range(args.repeats):
             n, seconds = run_backend(vl, prompts, config)
             rates.setdefault("vLLM", []).append(n / seconds)
             cpu_rates.setdefault("vLLM", []).append(float("nan"))
             tokens.setdefault("vLLM", []).append(n)
-        engines["vLLM"] = ("bfloat16", None)
+        engines["vLLM"] = (dtype_name(vl.engine_dtype), None)  # what the engine loaded, not what was asked
         vl.close()
 
     ours_rate, ours_cpu = median(rates[ours]), median(cpu_rates[ours])

@@ -14,8 +14,9 @@ Per seed, on a fresh database:
      labels the first B pairs the queue serves in that order, the judge's labels are removed (they only ordered the
      queue), v2 is trained from v1 (reference: base) on every person's label, and v2 answers the eval prompts
      against base, judged by the people's rule without noise (what the team wants).
-Prints the CPU and dtype, each (seed, order, budget) win-rate, and per seed and order the fewest labels (B) that
-reach `--target`, with the saving of each active order against random. Everything lives in a temporary folder.
+Prints the CPU and dtype, each (seed, order, budget) win-rate, and per seed and order the fewest labels the person
+gave (at most B) in an arm that reached `--target`, with the saving of each active order against random. Everything
+lives in a temporary folder.
 """
 from __future__ import annotations
 
@@ -49,12 +50,22 @@ def _whole_numbers(text: str) -> list[int]:
     return values
 
 
+def _budgets(text: str) -> list[int]:
+    """--budgets: whole numbers of 1 or more. A budget of 0 trains v2 on no new label at all, and the saving against
+    random divides by the labels random needed, which would then be 0."""
+    values = _whole_numbers(text)
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected budgets of 1 or more, got {text!r}")
+    return values
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2", type=_whole_numbers)
     parser.add_argument("--pool", type=int, default=48, help="Prompts sampled for the pool (one pair each).")
     parser.add_argument("--seed-labels", type=int, default=16, help="Labels that train v1 before any order.")
-    parser.add_argument("--budgets", default="8,16,24", type=_whole_numbers, help="People's labels per arm in the measured round.")
+    parser.add_argument("--budgets", default="8,16,24", type=_budgets,
+                        help="People's labels per arm in the measured round.")
     parser.add_argument("--target", type=float, default=0.6, help="The win-rate against base to reach.")
     parser.add_argument("--people", default="judges.rules:length_target", help="The rule standing in for people.")
     parser.add_argument("--noise", type=float, default=0.2, help="Share of people's decided labels flipped.")
@@ -191,7 +202,9 @@ def arm(args, seed: int, order: str, budget: int, db: Path, snapshot: Path) -> d
 
 
 def fewest(rows: list[dict], target: float) -> int | None:
-    reached = [r["budget"] for r in rows if r["win_rate"] >= target]
+    """The fewest labels the person actually gave in an arm that reached `target`: the budget B is only the most an
+    arm may give, and a queue that runs out of pairs gives fewer."""
+    reached = [r["labels"] for r in rows if r["win_rate"] >= target]
     return min(reached) if reached else None
 
 
@@ -203,11 +216,11 @@ def main(argv=None) -> int:
     setup(data_dir)
     from django.conf import settings
 
-    from prefcore.hardware import describe
+    from bench.report import describe_machine
     from prefloop.numerics import dtype_note
 
     db, snapshot = Path(settings.DATABASES["default"]["NAME"]), data_dir / "snapshot.sqlite3"
-    print(f"CPU: {describe()}")
+    print(f"CPU: {describe_machine()}")
     print(f"dtype: {dtype_note()}")
     print(f"people: {args.people} with {args.noise:.0%} of decided labels flipped; automatic judge: {args.judge}; "
           f"pool {args.pool} prompts, {args.seed_labels} seed labels, budgets {budgets}, target win-rate "
@@ -230,7 +243,8 @@ def main(argv=None) -> int:
         for order in ORDERS:
             mine = [r for r in rows if r["seed"] == seed and r["order"] == order]
             need = fewest(mine, args.target)
-            saving = (f"{1 - need / base_need:+.0%}" if need is not None and base_need is not None else "—")
+            # no saving against a random order that needed no label (a pool the queue served none of)
+            saving = f"{1 - need / base_need:+.0%}" if need is not None and base_need else "—"
             print(" | ".join([str(seed), order, *(f"{r['win_rate']:.1%}" for r in mine),
                               str(need) if need is not None else f"> {budgets[-1]}", saving]))
     print(f"whole run: {(time.perf_counter() - start) / 60:.1f} min")

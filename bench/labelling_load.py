@@ -24,7 +24,20 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAIR_ID = re.compile(rb'data-pair="(\d+)"')
+# The id a key press names: the lease on screen (templates/annotate/_pair.html, data-lease), which is what
+# annotate.forms.LeaseForm takes from an ordinary annotator; a pair's own id is for staff and automatic labellers only.
+LEASE_ID = re.compile(rb'data-lease="(\d+)"')
+
+
+def lease_on(page: bytes) -> str | None:
+    """The id of the lease a page shows, or None when it shows no pair (nothing left to label)."""
+    found = LEASE_ID.search(page)
+    return found.group(1).decode() if found else None
+
+
+def label_form(lease: str, side: str) -> dict[str, str]:
+    """The fields of a key press on the labelling page (what its form posts)."""
+    return {"lease": lease, "side": side, "seconds": "1.5"}
 
 
 def _free_port() -> int:
@@ -80,12 +93,12 @@ def _seed(pairs: int, users: int) -> list[str]:
 
 
 class Annotator:
-    """One person's browser: a keep-alive connection, a session cookie and the pair on screen."""
+    """One person's browser: a keep-alive connection, a session cookie and the lease of the pair on screen."""
 
     def __init__(self, port: int, session_key: str):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.cookies = {"sessionid": session_key}
-        self.pair: str | None = None
+        self.lease: str | None = None
 
     def _request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> bytes:
         headers = dict(headers or {})
@@ -109,27 +122,42 @@ class Annotator:
     def open_page(self) -> None:
         page = self._request("GET", "/annotate/")
         self.csrf = re.search(rb'"X-CSRFToken": "([^"]+)"', page).group(1).decode()
-        found = PAIR_ID.search(page)
-        self.pair = found.group(1).decode() if found else None
+        self.lease = lease_on(page)
 
     def label(self, side: str) -> float:
         """Press a key: submit the label and receive the next pair; returns the seconds it took."""
-        body = urllib.parse.urlencode({"pair": self.pair, "side": side, "seconds": "1.5"}).encode()
+        body = urllib.parse.urlencode(label_form(self.lease, side)).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "HX-Request": "true",
                    "X-CSRFToken": self.csrf}
         start = time.perf_counter()
         data = self._request("POST", "/annotate/submit/", body, headers)
         elapsed = time.perf_counter() - start
-        found = PAIR_ID.search(data)
-        self.pair = found.group(1).decode() if found else None
+        self.lease = lease_on(data)
         return elapsed
+
+
+def _wait_until_serving(port: int, workers: int, limit: float = 120.0) -> None:
+    """Until the server answers HTTP, not only accepts: gunicorn binds the port before its workers have loaded
+    Django, and requests queued meanwhile would count start-up as latency. Any answer will do (/healthz says 503
+    where a service it checks is absent); a few more on fresh connections give each worker its chance to load."""
+    deadline, answered = time.monotonic() + limit, 0
+    while answered < 2 * workers:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            answered += 1
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not answer on 127.0.0.1:{port} within {limit:.0f} s") from None
+            time.sleep(0.1)
 
 
 def _drive(annotators: list[Annotator], seconds: float, pause: float) -> tuple[list[float], list[str]]:
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    deadline = time.monotonic() + seconds
     sides = ("left", "right", "tie", "both_bad")
 
     def run(i: int, annotator: Annotator) -> None:
@@ -138,8 +166,11 @@ def _drive(annotators: list[Annotator], seconds: float, pause: float) -> tuple[l
             if pause:  # people arrive spread over the first interval, not all opening the page at one instant
                 time.sleep(pause * i / len(annotators))
             annotator.open_page()
+            # each person labels for `seconds` from their page: a first request queued behind a slow start must not
+            # eat the run (a 5 s run once recorded nothing), and labels/s stays labels over `seconds` each
+            deadline = time.monotonic() + seconds
             n = 0
-            while time.monotonic() < deadline and annotator.pair:
+            while time.monotonic() < deadline and annotator.lease:
                 started = time.monotonic()
                 mine.append(annotator.label(sides[(i + n) % 4]))
                 n += 1
@@ -170,14 +201,15 @@ def _query_counts(session_key: str) -> dict[str, int]:
     client.get("/annotate/")  # the lease is taken here; the count below is of a reload
     with CaptureQueriesContext(connection) as page:
         html = client.get("/annotate/").content
-    pair = PAIR_ID.search(html).group(1).decode()
+    lease = lease_on(html)
+    if lease is None:
+        raise RuntimeError("the labelling page shows no lease (data-lease): nothing to count a key press on")
     with CaptureQueriesContext(connection) as submit:
-        client.post("/annotate/submit/", {"pair": pair, "side": "left", "seconds": "1.5"}, HTTP_HX_REQUEST="true")
+        response = client.post("/annotate/submit/", label_form(lease, "left"), HTTP_HX_REQUEST="true")
+    # a refused key press costs fewer queries than a recorded one: a count of one would understate the path
+    if response.status_code != 200 or lease_on(response.content) == lease:
+        raise RuntimeError(f"the counted key press was not recorded (HTTP {response.status_code})")
     return {"page GET": len(page), "submit + next": len(submit)}
-
-
-def _quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1] if len(values) > 1 else values[0]
 
 
 def _database_checks() -> dict:
@@ -207,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="prefloop-bench-"))
     _setup_django(data_dir)
-    from prefcore.hardware import cpu_model_name
+    from bench.report import cpu_line
 
     t0 = time.perf_counter()
     sessions = _seed(args.pairs, 2 * args.annotators + 1)
@@ -223,12 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT, env={**os.environ, "DEBUG": debug},
     )
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _wait_until_serving(port, args.workers)
         n = args.annotators
         print(f"(a) {n} annotators, no pause, {args.seconds:.0f} s ...", file=sys.stderr)
         fast, fast_errors = _drive([Annotator(port, s) for s in sessions[:n]], args.seconds, 0.0)
@@ -241,11 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     checks = _database_checks()
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"\nCPU: {cpu_model_name()} ({os.cpu_count()} cores), load average {load}; server: gunicorn "
+    print(f"\nCPU: {cpu_line()}, load average {load}; server: gunicorn "
           f"{args.workers} workers x {args.threads} threads, DEBUG {'on' if debug.strip().lower() in {'1', 'true', 'yes', 'on'} else 'off'}, "
           f"SQLite (WAL, IMMEDIATE); {n} annotators; request = submit label + next pair")
     print("dtype: none (no model runs in this benchmark: it measures the labelling web path)")
     print("SQL queries per request: " + ", ".join(f"{k} {v}" for k, v in queries.items()))
+    from bench.report import P99_MIN_SAMPLES, p99
+
     print(f"{'run':<26}{'labels':>8}{'labels/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
     for name, values, seconds, errors in (("(a) no pause", fast, args.seconds, fast_errors),
                                           (f"(b) one per {args.pace:.0f} s each", human, args.human_seconds,
@@ -253,13 +282,23 @@ def main(argv: list[str] | None = None) -> int:
         if not values:
             print(f"{name:<26}{0:>8}{'-':>10}{'-':>9}{'-':>9}{'-':>9}{len(errors):>8}")
             continue
-        print(f"{name:<26}{len(values):>8}{len(values) / seconds:>10.1f}{_quantile(values, 0.5) * 1000:>9.1f}"
-              f"{_quantile(values, 0.99) * 1000:>9.1f}{max(values) * 1000:>9.1f}{len(errors):>8}")
+        high = p99(values)
+        print(f"{name:<26}{len(values):>8}{len(values) / seconds:>10.1f}{statistics.median(values) * 1000:>9.1f}"
+              f"{'—' if high is None else f'{high * 1000:.1f}':>9}{max(values) * 1000:>9.1f}{len(errors):>8}")
+    if min(len(fast), len(human)) < P99_MIN_SAMPLES:
+        print(f"p99 —: fewer than {P99_MIN_SAMPLES} labels in that run, where a 99th percentile is the longest one "
+              "or next to it")
     for key, value in checks.items():
         print(f"{key:<26}{value:>8}")
     for err in (fast_errors + human_errors)[:5]:
         print("error:", err)
     bad = checks["duplicate labels"] or checks["over-assigned pairs"] or checks["counter mismatches"]
+    if not fast or not human or not checks["labels"]:
+        # an empty run measures nothing: its blank rows must not read as a server that was fast and never failed
+        print(f"FAILED: a run recorded no label ((a) {len(fast)} key presses, (b) {len(human)}, {checks['labels']} "
+              f"labels in the database): the figures above measure nothing (a pool of {args.pairs} pairs the first "
+              "run empties leaves none for the second: raise --pairs)", file=sys.stderr)
+        return 1
     return 1 if bad or fast_errors or human_errors else 0
 
 

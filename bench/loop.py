@@ -34,12 +34,12 @@ def main() -> None:
     from django.core.management import call_command
 
     from annotate.services import next_pair_for, record_label
+    from bench.report import describe_machine
     from generation import services as gen
     from generation.backends.base import SamplingConfig
     from generation.bootstrap import bootstrap_checkpoint
     from generation.models import Prompt
     from judges.rules import LengthTarget
-    from prefcore.hardware import describe
     from prefloop.numerics import dtype_note
     from training import services as train
 
@@ -83,7 +83,7 @@ def main() -> None:
     gen.answers_for(run.output_version, prompts, one, seed=0)
     rows.append((f"answer {args.compare} compare prompts x 2 versions", time.perf_counter() - t, ""))
 
-    print(f"\nOne loop iteration on SmolLM2-135M-Instruct · CPU: {describe()} · dtype: {dtype_note()}")
+    print(f"\nOne loop iteration on SmolLM2-135M-Instruct · CPU: {describe_machine()} · dtype: {dtype_note()}")
     print(f"{'stage':<42} {'seconds':>9}  notes")
     for name, seconds, note in rows:
         print(f"{name:<42} {seconds:>9.1f}  {note}")

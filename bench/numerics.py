@@ -20,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import describe_machine  # noqa: E402
 from generation.backends import SamplingConfig, load_backend  # noqa: E402
 from generation.backends.rounding import token_logp_bounds  # noqa: E402
 from prefcore.chat import prompt_token_ids  # noqa: E402
-from prefcore.hardware import describe, describe_dtype  # noqa: E402
+from prefcore.hardware import describe_dtype  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
 PROMPTS = ROOT / "bench" / "data" / "train_prompts.jsonl"
@@ -122,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"Sampler numerics: {args.model.name}, {args.prompts} prompts x {args.samples} samples, "
           f"up to {args.max_new_tokens} tokens, temperature 0.8, top-p 0.95")
-    print(f"CPU: {describe()}")
+    print(f"CPU: {describe_machine()}")
     for dtype in args.dtypes.split(","):
         print()
         print(table(measure(args, dtype), args), flush=True)

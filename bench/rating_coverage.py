@@ -57,7 +57,8 @@ def main() -> None:
     if args.trials < 1 or args.bootstrap < 10:
         parser.error("--trials must be at least 1 and --bootstrap at least 10")
     now = ratings._bootstrap_counts
-    lines = [f"Machine: {machine_line()}", "",
+    lines = [f"Machine: {machine_line()}",
+             "dtype: none (no model runs in this benchmark: the ratings are fitted in numpy float64)", "",
              "| true win chance | votes | true gap (points) | coverage now | coverage before | width now | width before |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for p, votes in CELLS:
