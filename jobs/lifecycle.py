@@ -258,13 +258,17 @@ def queue_of(task_name: str) -> str:
 def requeue_interrupted(queues: Iterable[str] | None = None) -> dict[str, list[int]]:
     """After a worker was lost: send every job it left running to the queue again (each kind resumes without
     duplicates, or fails once out of attempts), and end those it left stopping. Jobs run inside a loop run are
-    left to that loop run. `queues`: only the kinds whose tasks go to these (the starting worker's own queues; a
-    worker of another queue may be running its jobs right now). Returns the ids sent, by kind."""
+    left to that loop run, and those a command runs in its own process (part_of "foreground": `run_loop`,
+    `evaluate`) to that process: no worker ran them, and one starting meanwhile resumed the run beside it, or ended
+    it cancelled while the command stopped it. `queues`: only the kinds whose tasks go to these (the starting
+    worker's own queues; a worker of another queue may be running its jobs right now). Returns the ids sent, by
+    kind."""
     sent: dict[str, list[int]] = {}
     for model in job_kinds():
         if queues is not None and queue_of(model.task_name) not in set(queues):
             continue
-        stopping = model.objects.filter(status=Status.CANCELLING)
+        # (compare.evaluation.FOREGROUND) one left stopping by a process that died: Cancel ends it once silent
+        stopping = model.objects.filter(status=Status.CANCELLING).exclude(part_of="foreground")
         for job in stopping:
             claim(model, job.pk)  # ends it cancelled
         running = model.objects.filter(status=Status.RUNNING, part_of="")

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 from django.db import connection, transaction
 
-from annotate.judging import label_pairs
-from compare.evaluation import Evaluation, eval_prompts, evaluate
+from annotate.judging import judge_account, label_pairs
+from annotate.models import Label
+from compare.evaluation import FOREGROUND, Evaluation, eval_prompts, evaluate
+from compare.models import CompareJob
 from compare.services import CompareError
 from compare.stats import length_warning
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
@@ -36,7 +38,7 @@ from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
 from training.models import TrainingRun
-from training.promotion import check_gate
+from training.promotion import check_gate, gate_rule
 from training.services import (
     DATA_CHOICES,
     MEASURED,
@@ -81,8 +83,12 @@ def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
 def start_loop_run(
     *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
     params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "", preset: str | None = None,
+    foreground: bool = False,
 ) -> LoopRun:
     """Check the settings (the judges must load, prompts must exist), record the run and queue it.
+
+    `foreground`: the calling process runs it (the run_loop command): no worker resumes it, as it would a lost
+    worker's run (compare.evaluation.FOREGROUND), and Cancel still stops it, or ends it once it is silent for minutes.
 
     `preset` names the round's settings (`loop.presets`); `params` overrides any of them.
 
@@ -117,10 +123,16 @@ def start_loop_run(
             raise LoopError(f"preset {preset!r} and the settings' own preset {named!r}: give one of them")
     except ValueError as exc:
         raise LoopError(str(exc)) from None
-    eval_judge = eval_judge or params.get("eval_judge") or judge
-    if not isinstance(eval_judge, str):
-        raise LoopError(f"eval_judge must be a judge's 'package.module:attr' name (got {type(eval_judge).__name__})")
-    eval_judge = eval_judge.strip()
+    named_eval = params.get("eval_judge")
+    for value in (eval_judge, named_eval):
+        if value and not isinstance(value, str):
+            raise LoopError(f"eval_judge must be a judge's 'package.module:attr' name (got {type(value).__name__})")
+    # both given and not the same judge (spelt two ways is one): one of them was dropped without a word, as the
+    # preset's would be above
+    if eval_judge and named_eval and eval_judge.strip() and named_eval.strip() and \
+            canonical_path(eval_judge) != canonical_path(named_eval):
+        raise LoopError(f"eval judge {eval_judge!r} and the settings' own eval_judge {named_eval!r}: give one of them")
+    eval_judge = (eval_judge or named_eval or judge).strip()
     if eval_judge != judge:
         load_judge(eval_judge, dtype=dtype_choice())
         eval_judge = canonical_path(eval_judge)
@@ -140,7 +152,7 @@ def start_loop_run(
             raise LoopError(str(exc)) from None
     _train_prompts_left(tag, references=params["data"] == TrainingRun.DATA_SPIN)
     try:
-        eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
+        prompts = eval_prompts(tag=_eval_tag(tag), limit=eval_limit)
     except CompareError as exc:
         raise LoopError(str(exc)) from None
     # The same loop sent twice (a double click, a retried request) while the first is active: the second sampled and
@@ -154,8 +166,13 @@ def start_loop_run(
         if twin is not None:
             raise LoopError(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to end, "
                             "or cancel it, to run it again")
+        # a command's run is its own process's: left part of nothing, a worker starting meanwhile took it for a lost
+        # worker's and resumed it, and both worked on the same round
         run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,
-                                     seed=seed, params=params, created_by=user, total=rounds)
+                                     seed=seed, params=params, created_by=user, total=rounds,
+                                     part_of=FOREGROUND if foreground else "")
+        if warning := _gate_out_of_reach(len(prompts), eval_limit):
+            _log(run, f"warning: {warning}")
     if enqueue:
         lifecycle.enqueue(run)
     return run
@@ -214,6 +231,20 @@ def _check_params(params: dict, judge: str) -> None:
                         f"(data is {params.get('data', ALL.data)!r})")
 
 
+def _gate_out_of_reach(prompts: int, eval_limit: int) -> str:
+    """Why no round of a loop evaluated on `prompts` eval prompts can be promoted, or "": the gate counts one vote per
+    pair of answers, so a set smaller than PREFLOOP_GATE_MIN_VOTES never gives it enough. Said, not refused (a small
+    set still measures each round against base); every round was kept with "needs 16 blind votes" and no word why."""
+    need = gate_rule().min_votes
+    if prompts >= need:
+        return ""
+    where = (f"--eval-limit {eval_limit}" if prompts == eval_limit
+             else f"the eval split has {prompts} prompt{'s' if prompts != 1 else ''} for it")
+    return (f"no round can be promoted: the gate needs {need} blind votes against the current version, and each "
+            f"round's evaluation gives at most {prompts} ({where}); raise the eval limit to {need} or more, import "
+            "more eval prompts (`manage.py import_prompts FILE --split eval`), or lower PREFLOOP_GATE_MIN_VOTES")
+
+
 def _train_prompts_left(tag: str, *, references: bool = False) -> None:
     """Refuse a loop with no train prompts to sample (`references`: none with a reference answer, for self-play)."""
     prompts = Prompt.objects.filter(split=Prompt.TRAIN)
@@ -262,11 +293,7 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         eval_path = eval_judge_of(run)
         eval_judge = judge if eval_path == run.judge else load_judge(eval_path, dtype=dtype_choice())
         while len(run.results) < run.rounds:
-            result = _one_round(run, judge, tracker, progress, eval_judge)
-            run.results = [*run.results, result]
-            # the round's figures are kept whatever: written through the tracker, they were lost when a person's
-            # cancel had ended the run for silence meanwhile (its gate had decided, perhaps promoted)
-            LoopRun.objects.filter(pk=run.pk).update(results=run.results)
+            result = _one_round(run, judge, tracker, progress, eval_judge)  # stored with its gate's decision
             # a cancel from here stops before the next round: the stage says so, not the gate of the round just kept
             more = len(run.results) < run.rounds
             tracker.report(done=len(run.results), progress=len(run.results) / run.rounds, force=True,
@@ -313,6 +340,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     index = len(run.results)
     number = index + 1
     seconds: dict[str, float] = {}
+    # stages a lost attempt of this round worked on: their seconds are this attempt's alone (the time the lost one
+    # spent is not known; its jobs' start and end take in the time no worker ran), so they are marked partial
+    partial: list[str] = []
     report = _stage_reporter(run, tracker, index, progress)
     params = run.params or {}
     spin = params.get("data") == TrainingRun.DATA_SPIN  # self-play: samples only, no labels, its own pairs trained
@@ -323,7 +353,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     base = base_version(start)
     config = sampling_config(params.get("sampling"), seed=run.seed + number)
     job = _round_generation_job(run, number, start)
-    if job is None:
+    if job is not None:
+        partial.append("generate")
+    else:
         try:
             pairing = params.get("pairing", DEFAULT.pairing)
             job = start_generation_job(start, n_prompts=run.pairs, config=config, split=Prompt.TRAIN, tag=run.tag,
@@ -343,14 +375,21 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     labels = 0
     if not spin:  # self-play reads no label: the judge only evaluates
         report("label", 0, 1)  # before the judge's first label: a judge that failed on it was blamed on sampling
-        labels = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop, job=job,
-                             progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
+        labelled = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop, job=job,
+                               progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
+        # the round's labels, those a lost attempt stored too: this attempt's count alone said 0 for a round
+        # resumed after its labelling
+        labels = Label.objects.filter(pair__job=job, annotator=judge_account(run.judge)).count()
+        if labels > labelled:
+            partial.append("label")
     seconds["label"] = time.perf_counter() - clock
 
     report("train", 0, 1)
     clock = time.perf_counter()
     training = _round_training(run, number, start)
-    if training is None:
+    if training is not None:
+        partial.append("train")
+    else:
         try:
             # a run recorded before presets has no data or reference: it ran what the `all` preset runs
             training = start_training_run(input_version=start, reference_choice=params.get("reference", ALL.reference),
@@ -371,6 +410,8 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     report("evaluate", 0, 1)
     clock = time.perf_counter()
     parts = EVALUATE_PARTS[start.pk != base.pk]
+    if CompareJob.objects.filter(part_of=run.key, version_b=new).exists():  # a lost attempt's answers are reused
+        partial.append("evaluate")
 
     def evaluate_against(old: ModelVersion, part: str) -> Evaluation:
         low, high = parts[part]
@@ -393,8 +434,30 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     report("evaluate", parts["kl"][0], 1, f"measuring KL of {new.name} to {base.name}")
     kl = mean_kl(new, base, evaluation.answers_b, should_stop=tracker.should_stop)
     report("evaluate", 1, 1, "the promotion gate")
+    # The gate's decision and the round's result are stored together or not at all: a worker lost between the two
+    # left the version promoted and the round in no result, and the next attempt, starting from the version then
+    # current, trained the round again from it (the promoted version in no round's figures). Lost inside, nothing
+    # of the decision stays, and the next attempt resumes the round (its training found) and decides once.
+    with transaction.atomic():
+        result = _decide(run, training, against_current, evaluation, start, number, spin, job, labels, kl)
+        result["seconds"] = {k: round(v, 1) for k, v in {**seconds, "evaluate": time.perf_counter() - clock}.items()}
+        if partial:
+            result["seconds_partial"] = partial
+            _log(run, f"round {number}: resumed after a lost worker: the seconds of {', '.join(partial)} are this "
+                      "attempt's alone")
+        results = [*run.results, result]
+        # the round's figures are kept whatever: written through the tracker, they were lost when a person's cancel
+        # had ended the run for silence meanwhile (its gate had decided, perhaps promoted)
+        LoopRun.objects.filter(pk=run.pk).update(results=results)
+    run.results = results
+    return result
+
+
+def _decide(run: LoopRun, training: TrainingRun, against_current: Evaluation, evaluation: Evaluation,
+            start: ModelVersion, number: int, spin: bool, job: GenerationJob, labels: int, kl: float) -> dict:
+    """Check the round's gate and make its result (without its seconds), inside the transaction that stores it."""
+    new = training.output_version
     gate = check_gate(training, jobs=[against_current.job])
-    seconds["evaluate"] = time.perf_counter() - clock
     # the figures the decision read (every vote on the set, a person's too; against the version then current), not
     # the evaluating judge's summary
     training.refresh_from_db(fields=["gate"])
@@ -419,7 +482,6 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
                  # what the rate and interval rest on: pairs of answers (several voters on one count once)
                  "pairs": decided_on.get("n", decided_on["votes"]), "reason": gate.reason},
         "current": new.name if gate.passed else training.gate["against"],
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     if gate.passed:
         _log(run, f"round {number}: promoted {new.name}: {gate.reason}")

@@ -41,9 +41,11 @@ class Command(PrefLoopCommand):
         try:
             run = start_loop_run(rounds=o["rounds"], pairs=o["pairs"], judge=o["judge"], tag=o["tag"],
                                  eval_limit=o["eval_limit"], seed=o["seed"], params=params, enqueue=False,
-                                 eval_judge=o["eval_judge"], preset=o["preset"])
+                                 eval_judge=o["eval_judge"], preset=o["preset"], foreground=True)
         except (JudgeError, LoopError) as exc:
             raise CommandError(f"run_loop: {exc}") from None
+        for line in run.log.splitlines():  # what the run's log says at its start (a gate no round can pass)
+            self.stderr.write(f"run_loop: {line.partition('] ')[2] or line}")
         with tqdm(total=100 * run.rounds, desc="round 1", unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
             state = {"round": 0}
 
