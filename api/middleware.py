@@ -15,7 +15,8 @@ def _detail(request: HttpRequest, response: HttpResponse) -> str:
     if response.status_code == 405:
         allowed = response.get("Allow", "")
         return f"{request.method} is not allowed on {request.path}" + (f" (allowed: {allowed})" if allowed else "")
-    return response.reason_phrase
+    # a page's refusal with its reason (prefloop.errors: too many fields, an unknown host, ...), else the phrase
+    return getattr(response, "prefloop_reason", None) or response.reason_phrase
 
 
 class JsonErrorsMiddleware:

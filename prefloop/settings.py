@@ -158,6 +158,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A POST-only page asked with GET says which method it takes (Django's 405 has an empty body).
+    "prefloop.errors.MethodNotAllowedSentenceMiddleware",
     # Last, as axes asks: it turns a sign-in refused for a lockout into the page with a message and status 429.
     "axes.middleware.AxesMiddleware",
 ]

@@ -34,3 +34,7 @@ urlpatterns = [
     path("api/v1/", api_patterns()),
     path("account/tokens/", include((api_account, "api"))),
 ]
+
+# The pages' refusals say what was wrong (prefloop/errors.py)
+handler400 = "prefloop.errors.bad_request"
+handler404 = "prefloop.errors.page_not_found"
