@@ -9,6 +9,7 @@ given before the hold-back decided the pair alone).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -94,13 +95,14 @@ def decisions(
     soft_labels: bool = False,
     include_eval: bool = False,
     same_answers: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> list[Decision]:
     """Every decided pair (of the given round numbers), oldest first, with its labels; pairs on eval prompts only
     when asked for (pages that show labels, never training data). `same_answers=False` leaves out pairs whose two
     answers are one text, as exports do: such a row teaches nothing (training leaves them out too, and counts them).
     Pairs held back as near-duplicates (route "duplicate") are never among them, for training, exports and pages
     alike, whatever labels they got before the hold-back; nor are pairs routed to people that no person has labelled
-    (decide)."""
+    (decide). `progress(n)` is told of each n pairs read (decided or not): reading them is most of an export's time."""
     labels = Label.objects.select_related("annotator").order_by("created", "pk")
     if not include_automatic:
         labels = labels.filter(is_automatic=False)
@@ -117,6 +119,8 @@ def decisions(
         pairs = pairs.exclude(prompt__split=Prompt.EVAL)
     out = []
     for pair in pairs.iterator(chunk_size=500):
+        if progress is not None:
+            progress(1)
         if not same_answers and pair.response_a.text == pair.response_b.text:
             continue
         decision = decide(pair, pair.counted_labels, soft_labels=soft_labels)

@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -195,11 +196,12 @@ def export_preferences(
     include_automatic: bool = True,
     soft_labels: bool = False,
     license: str = DEFAULT_LICENSE,
+    progress: Callable[[int], None] | None = None,
 ) -> Export:
     """Write every decided pair (of the given rounds) to a new path at or inside `out` (see write_rows); `license`
-    is the licence field of an hf export's dataset card."""
+    is the licence field of an hf export's dataset card; `progress(n)` is told of each n pairs read."""
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
-                  soft_labels=soft_labels, same_answers=False)
+                  soft_labels=soft_labels, same_answers=False, progress=progress)
     )
     return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license))

@@ -73,7 +73,9 @@ def register_version(
     """Record a complete checkpoint folder as a version (and, by default, make it the current one). `claim(version)`
     runs in the same transaction: what the version belongs to (the training run that made it) is written with it,
     or neither is."""
-    path = Path(path)
+    # stored absolute: a relative folder was kept as typed and read later from another working directory (the
+    # worker's, the web app's), where it names nothing or another model
+    path = Path(path).expanduser().resolve()
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise GenerationError(f"{path} holds no checkpoint (no config.json or adapter_config.json)")
     size = folder_size(path)
@@ -124,21 +126,75 @@ def base_version(version: ModelVersion) -> ModelVersion:
     return version.lineage()[0]
 
 
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")  # what transformers and vLLM load a model's weights from
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a folder is no full checkpoint a version can sample from, naming the file; None when it looks like one.
+    Read before "base" is registered and made current: a folder with any config.json (even "garbage", or no weights
+    beside it) became the model every job loads, and failed only there, in the worker."""
+    if not path.is_dir():
+        return f"{path} is not a folder" if path.exists() else f"{path} does not exist"
+    config = path / "config.json"
+    if not config.is_file():
+        return f"{path} holds no checkpoint (no config.json)"
+    try:
+        parsed = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"{config} is not a model's config (not JSON: {exc})"
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("model_type"), str) or not parsed["model_type"]:
+        return f"{config} is not a model's config (no model_type, as transformers writes one)"
+    if not any(f.is_file() for pattern in WEIGHT_FILES for f in path.glob(pattern)):
+        return f"{path} holds no weights (no {' or '.join(WEIGHT_FILES)} beside its config.json)"
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        return f"{path} holds no tokenizer (no {', '.join(TOKENIZER_FILES)})"
+    return None
+
+
+def _referenced(version: ModelVersion) -> bool:
+    """Whether any row points at the version (a child, an adapter, a job, an answer, a comparison, a run...)."""
+    for relation in ModelVersion._meta.related_objects:  # every table with a key onto versions, added ones too
+        if relation.related_model._default_manager.filter(**{relation.field.name: version}).exists():
+            return True
+    return False
+
+
 def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
-    """Idempotent: the version "base" for the default model (or PREFLOOP_BASE_MODEL), bootstrapped when missing."""
+    """Idempotent: the version "base" for the default model (or PREFLOOP_BASE_MODEL), bootstrapped when missing.
+
+    A "base" registered at a folder that holds no usable checkpoint, which nothing was made from yet, is pointed at
+    the checkpoint given now: registered by mistake (a typo'd --path, before checkpoints were checked), it was
+    current and the command refused every other path, with nothing at the command line to undo it."""
+    path = Path(target or settings.PREFLOOP_BASE_MODEL).expanduser().resolve()
+    where = str(path) if target else f"PREFLOOP_BASE_MODEL={path}"
     existing = ModelVersion.objects.filter(name="base").first()
     if existing is not None:
-        if target is not None and Path(target).resolve() != Path(existing.path).resolve():
+        if Path(existing.path).expanduser().resolve() == path:
+            return existing
+        broken = checkpoint_problem(Path(existing.path))
+        if broken is None and target is None:
+            return existing
+        if broken is None:
             # said, not ignored: the person meant to start from that checkpoint, and every round would use another
-            raise GenerationError(f"the version 'base' is registered already, at {existing.path}: {target} is not "
+            raise GenerationError(f"the version 'base' is registered already, at {existing.path}: {path} is not "
                                   "used (a fresh data folder, PREFLOOP_DATA_DIR, starts from another base model)")
-        return existing
-    path = Path(target or settings.PREFLOOP_BASE_MODEL)
+        if _referenced(existing):
+            raise GenerationError(
+                f"the version 'base' is registered already, at {existing.path}, which holds no usable checkpoint "
+                f"({broken}), and rounds, jobs or answers refer to it: put its checkpoint back at {existing.path}, "
+                "or start a fresh data folder (PREFLOOP_DATA_DIR)")
     if not (path / "config.json").exists():
-        if path.resolve() != (settings.MODELS_DIR / "smollm2-135m-instruct").resolve():
-            where = str(path) if target else f"PREFLOOP_BASE_MODEL={path}"
+        if path != (settings.MODELS_DIR / "smollm2-135m-instruct").expanduser().resolve():
             raise GenerationError(f"{where} holds no checkpoint (no config.json)")
         bootstrap_checkpoint(path)
+    if problem := checkpoint_problem(path):
+        raise GenerationError(problem if target else f"PREFLOOP_BASE_MODEL: {problem}")
+    if existing is not None:  # nothing refers to it: the same version (current or not), now at a usable folder
+        with transaction.atomic():
+            ModelVersion.objects.filter(pk=existing.pk).update(path=str(path), size_bytes=folder_size(path))
+        existing.refresh_from_db()
+        return existing
     make_current = not ModelVersion.objects.filter(is_current=True).exists()
     return register_version("base", path, make_current=make_current)
 

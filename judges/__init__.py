@@ -40,6 +40,11 @@ BUILT_IN_JUDGES = (
     "judges.llm:LLMJudge", "judges.llm:for_version", "judges.noise:Noisy",
 )
 
+# The built-in factories that are functions, with an example of the arguments each needs: named without "?" one was
+# taken for the judge itself, and failed only when first called on a pair, after all the sampling ("no model version
+# named 'question 0?'"). A class named without "?" is built with its defaults, so only functions are listed here.
+BUILT_IN_FACTORIES = {"judges.llm:for_version": "name=round-2"}
+
 
 class JudgeError(Exception):
     """A judge that cannot be loaded, raised, or returned something that is not a verdict; names the judge."""
@@ -126,9 +131,12 @@ def load_judge(path: str, *, allowed: Collection[str] | None = None, dtype: str 
 def _target_and_arguments(path: str, allowed: Collection[str] | None) -> tuple[object, dict | None]:
     """The allowed attribute a judge's name points at, and the keyword arguments to build it with (None: it is the
     judge itself, not a factory), each read as the factory declares it."""
-    module_name, _, attr = check_allowed(path, allowed).partition(":")
+    name = check_allowed(path, allowed)
+    module_name, _, attr = name.partition(":")
     path = path.strip()
     query = path.partition("?")[2]
+    if not query and name in BUILT_IN_FACTORIES:
+        raise JudgeError(f"judge {path!r} needs arguments, e.g. {name}?{BUILT_IN_FACTORIES[name]}")
     try:
         target = importlib.import_module(module_name)
     except ImportError as exc:

@@ -15,6 +15,8 @@ from annotate.hf_dataset import DEFAULT_LICENSE
 from annotate.models import MAX_NUMBER, LabellingRound
 from prefloop.commands import Command as PrefLoopCommand
 
+from ._progress import bar
+
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
 
@@ -79,14 +81,20 @@ class Command(PrefLoopCommand):
             if not 0 <= number <= MAX_NUMBER or not LabellingRound.objects.filter(number=number).exists():
                 raise CommandError(f"--round {number}: no such labelling round")
         try:
-            export = export_preferences(
-                options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
-                include_automatic=options["include_automatic"], soft_labels=options["soft_labels"], license=licence,
-            )
+            with bar("export preferences") as progress:
+                export = export_preferences(
+                    options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
+                    include_automatic=options["include_automatic"], soft_labels=options["soft_labels"],
+                    license=licence, progress=progress,
+                )
         except ExportError as err:
             raise CommandError(str(err)) from None
         except OSError as err:
             raise CommandError(f"{options['out']}: {_why_not_written(Path(options['out']), err)}") from None
+        except KeyboardInterrupt:
+            # the rows go to a temporary file renamed into place at the end, and write_rows removes it (and the
+            # name it claimed) on the way out: nothing half-written is left under OUT
+            raise CommandError(f"export_preferences: interrupted: nothing was written to {options['out']}") from None
         self.stdout.write(f"wrote {export.rows} preference rows to {export.path}")
 
 

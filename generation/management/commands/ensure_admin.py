@@ -3,6 +3,7 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
@@ -25,10 +26,25 @@ class Command(PrefLoopCommand):
                 raise ValidationError("the username is empty")
         except ValidationError as exc:
             raise CommandError(f"ensure_admin: username {username[:40]!r}: {' '.join(exc.messages)}") from None
-        if User.objects.filter(username=username).exists():
+        existing = User.objects.filter(username=username).first()
+        if existing is not None:
+            if not (existing.is_active and existing.is_superuser):
+                # "exists" said the admin was there, and no one could sign in to the admin with it
+                raise CommandError(
+                    f"ensure_admin: the account {username!r} exists but is not an active superuser: tick Active and "
+                    "Superuser status on it in the admin (/admin/auth/user/), or pass --username (or "
+                    "PREFLOOP_ADMIN_USER) with a name no account has yet")
             self.stdout.write(f"admin account {username!r} exists")
             return
         password = os.environ.get("PREFLOOP_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        if os.environ.get("PREFLOOP_ADMIN_PASSWORD"):
+            # the settings' rules for every password (AUTH_PASSWORD_VALIDATORS): "x" made a superuser anyone could
+            # guess, where the admin's own forms refuse it
+            try:
+                validate_password(password, User(username=username))
+            except ValidationError as exc:
+                raise CommandError(f"ensure_admin: PREFLOOP_ADMIN_PASSWORD: {' '.join(exc.messages)} (no account "
+                                   "was made)") from None
         User.objects.create_superuser(username, password=password)
         shown = "from PREFLOOP_ADMIN_PASSWORD" if os.environ.get("PREFLOOP_ADMIN_PASSWORD") else password
         self.stdout.write(self.style.SUCCESS(f"admin account created: user {username!r}, password {shown}"))

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from prefloop.commands import Command as PrefLoopCommand
 
@@ -12,5 +13,13 @@ class Command(PrefLoopCommand):
     help = __doc__
 
     def handle(self, *args, **options):
-        call_command("import_prompts", str(DEMO / "prompts.jsonl"), split="train", tag="demo", stdout=self.stdout)
-        call_command("import_prompts", str(DEMO / "eval_prompts.jsonl"), split="eval", tag="demo", stdout=self.stdout)
+        # import_prompts says itself what a Ctrl-C while it reads or writes kept; one between the two files (or
+        # before the first) gets here
+        try:
+            call_command("import_prompts", str(DEMO / "prompts.jsonl"), split="train", tag="demo",
+                         stdout=self.stdout)
+            call_command("import_prompts", str(DEMO / "eval_prompts.jsonl"), split="eval", tag="demo",
+                         stdout=self.stdout)
+        except KeyboardInterrupt:
+            raise CommandError("load_demo: interrupted: the prompts stored before it are kept; running it again adds "
+                               "the rest (prompts already present are skipped)") from None
