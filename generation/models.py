@@ -112,6 +112,17 @@ def normalised_hash(text_or_messages) -> str:
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
+def _json_kind(value) -> str:
+    """What a JSON value is, in the words of JSON, for a form's error."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "an object" if isinstance(value, dict) else "a list"
+
+
 class PromptQuerySet(models.QuerySet):
     def for_eval(self, split: str = "eval") -> PromptQuerySet:
         """The prompts an evaluation answers, oldest first: the split's prompts without those typed on the compare
@@ -139,6 +150,39 @@ class Prompt(models.Model):
     def as_input(self):
         """What the chat template takes: the message list, or the text as one user turn."""
         return self.messages if self.messages else self.text
+
+    def clean(self) -> None:
+        """A chat is what the importers take (prefcore.rows.prompt_row): a non-empty list of {role, content}
+        messages with text content, ending with a user turn. Anything else typed in the admin (a content that is a
+        number, a list of numbers, an object) was stored, and the label page and POST /api/v1/label/next answered
+        500 to every annotator that pair was served to."""
+        from django.core.exceptions import ValidationError
+
+        from prefcore.rows import RowError, prompt_row
+
+        if self.messages is None:  # no chat: the text is the prompt
+            return
+        try:
+            if not isinstance(self.messages, list):  # prompt_row would read a string as a text prompt
+                raise RowError("messages", "expected a non-empty list of {role, content} messages, got "
+                                           f"{_json_kind(self.messages)}")
+            prompt_row(0, self.messages, "messages")
+        except RowError as exc:
+            raise ValidationError({"messages": f"{exc.message}."}) from None
+
+    @property
+    def chat(self) -> list[dict]:
+        """The chat to show an annotator: the stored messages when they are a chat clean() accepts, else the text as
+        one user turn. A prompt stored before clean() checked its messages (or written around it) then shows its
+        text, where the label page and the labelling API failed with a 500."""
+        from prefcore.rows import RowError, prompt_row
+
+        if isinstance(self.messages, list) and self.messages:
+            try:
+                return prompt_row(0, self.messages, "messages").messages
+            except RowError:
+                pass
+        return [{"role": "user", "content": self.text}]
 
     def save(self, *args, **kwargs):
         if not self.hash:
@@ -189,6 +233,19 @@ class Response(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    def clean(self) -> None:
+        """An empty field on a form (or "null") means no sampling settings: the column holds {} then, never NULL
+        (saving None was a NOT NULL error, a 500 on the admin's form). Anything else must be an object of settings by
+        name: the length comparison (generation.length) reads its items."""
+        from django.core.exceptions import ValidationError
+
+        if self.sampling_params is None:
+            self.sampling_params = {}
+        elif not isinstance(self.sampling_params, dict):
+            got = _json_kind(self.sampling_params)
+            raise ValidationError({"sampling_params": 'expected a JSON object of settings by name, such as '
+                                                      f'{{"temperature": 0.7}}; got {got}.'})
 
     @property
     def truncated(self) -> bool:

@@ -15,6 +15,16 @@ MESSAGE = "The database is not answering; your label was not lost: the page retr
 RETRY_AFTER_SECONDS = 1
 
 
+def is_outage(error: BaseException) -> bool:
+    """Whether the error says the database could not be reached, rather than that this query was wrong. SQLite
+    reports a failure inside a Python function it runs for Django (REGEXP with a pattern re cannot read, a date
+    function) as an OperationalError too: that query fails the same way each time, so a 503 would have the label page
+    retry it for ever; it stays the error it is (a 500, logged with its traceback)."""
+    if not isinstance(error, DATABASE_ERRORS):
+        return False
+    return not str(error).startswith("user-defined function raised exception")
+
+
 def unavailable(request: HttpRequest, error: BaseException) -> HttpResponse:
     """The 503 for a request that met an unreachable database: plain text, or a minimal page for a browser."""
     logger.warning("database not answering during %s %s: %s: %s", request.method, request.path,
@@ -33,8 +43,8 @@ def unavailable(request: HttpRequest, error: BaseException) -> HttpResponse:
 
 class DatabaseFaultMiddleware:
     """Turns OperationalError and InterfaceError met loading the session and user, or in the view and its template,
-    into the 503 above. (A session save failing after the view is Django's 400 "session was deleted": the label
-    views do not change the session.)"""
+    into the 503 above, unless the query itself was wrong (is_outage). (A session save failing after the view is
+    Django's 400 "session was deleted": the label views do not change the session.)"""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -51,11 +61,13 @@ class DatabaseFaultMiddleware:
         try:
             user.is_authenticated  # noqa: B018 (evaluates the lazy user)
         except DATABASE_ERRORS as error:
+            if not is_outage(error):
+                raise
             return unavailable(request, error)
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if isinstance(exception, DATABASE_ERRORS):
+        if is_outage(exception):
             return unavailable(request, exception)
         return None
 

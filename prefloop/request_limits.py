@@ -7,8 +7,9 @@ their size, and a multipart body is spooled to disk when anything reads request.
 view can send an anonymous caller to the sign-in page). A parameter no page can use is refused with 400,
 naming it: a NUL character (PostgreSQL cannot store one), a whole number past 64 bits (no id or count is; SQLite
 cannot even look one up), a run of more digits than Python reads as a number, JSON nested deeper than any form needs,
-or a JSON escape of a lone surrogate (PostgreSQL refuses it). Views and forms check their own fields too; this layer
-also covers the pages PrefLoop does not write (the admin).
+a JSON escape of a lone surrogate (PostgreSQL refuses it), a year no date holds, or a regular expression Python
+cannot read (SQLite runs the admin's `__regex` filters with Python's re). Views and forms check their own fields too;
+this layer also covers the pages PrefLoop does not write (the admin).
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ INT64 = 2**63
 _DATE_PARTS = ("__year", "__month", "__day")
 MAX_NESTING = 64  # JSON in a form (a chat, job params) is nested a few levels; Python's parser fails near 1,000
 _INTEGER = re.compile(r"[+-]?\d+")
+# Lookups that bound a year with a date (YearLookup: exact, gt, gte, lt, lte): a year past 1..9999 fails building it.
+_YEAR_LOOKUPS = tuple(f"__{part}{op}" for part in ("year", "iso_year")
+                      for op in ("", "__exact", "__gt", "__gte", "__lt", "__lte"))
+_LIST_LOOKUPS = ("__in", "__range")  # the admin splits `id__in=1,2,3` at the commas; each item is looked up
+_REGEX_LOOKUPS = ("__regex", "__iregex")
+MAX_REGEX = 10_000  # characters: re.compile takes about a microsecond a character (5 MB: seconds), before sign-in
 # Every pattern here runs on any request, before sign-in, on values of up to 5 MB: each must take time linear in the
 # value. A digit run is tried from its first digit only (the look-behind), not again from each digit inside it.
 _LONG_DIGITS = re.compile(r"(?<!\d)\d{4301}")  # Python's int() refuses more than 4,300 digits
@@ -51,22 +58,62 @@ def _nesting(value: str) -> int:
     return deepest
 
 
+def _whole_number(value: str) -> int | None:
+    """The value as a whole number, read as int() reads it (the database layer does: an id, a count, a year), or
+    None. int() takes more than digits: spaces around them, underscores between them (9_223_372_036_854_775_808) and
+    digits of other scripts, so matching digits alone let a number past 64 bits through to a 500 (OverflowError)."""
+    try:
+        return int(value)  # linear in the value: past 4,300 digits int() refuses before converting
+    except ValueError:
+        return None
+
+
+def _beyond_64_bits(value: str, number: int | None) -> bool:
+    if number is not None:
+        return not -INT64 <= number < INT64
+    return bool(_INTEGER.fullmatch(value)) and len(value) > 20  # digits int() will not read: past 4,300 of them
+
+
+def _not_a_regex(value: str, case_blind: bool) -> str | None:
+    if len(value) > MAX_REGEX:
+        return f"is a regular expression of more than {MAX_REGEX:,} characters"
+    try:
+        re.compile(("(?i)" if case_blind else "") + value)  # as SQLite's REGEXP runs it: iregex puts (?i) in front
+    except (re.error, RecursionError, OverflowError) as exc:  # ( nested thousands deep is a RecursionError
+        return f"is not a regular expression Python can read ({exc})"
+    return None
+
+
 def unusable(name: str, value: str) -> str | None:
     """Why no page can use this parameter, or None when it may go on to the view."""
     if "\x00" in name or "\x00" in value:
         return "holds a NUL character"
-    if _INTEGER.fullmatch(value) and (len(value) > 20 or not -INT64 <= int(value) < INT64):
+    number = _whole_number(value)
+    if _beyond_64_bits(value, number):
         return "is a whole number beyond 64 bits"
+    if name.endswith(_LIST_LOOKUPS) and "," in value and any(
+            _beyond_64_bits(item, _whole_number(item)) for item in value.split(",")):
+        return "holds a whole number beyond 64 bits"
     if _LONG_DIGITS.search(value):
         return "holds a number of more than 4,300 digits"
     if "\\u" in value and _LONE_SURROGATE.search(value):
         return "holds a JSON escape of a lone surrogate (\\ud800-\\udfff), which is not text"
     if _nesting(value) > MAX_NESTING:
         return f"is nested more than {MAX_NESTING} levels deep"
-    if name.endswith(_DATE_PARTS) and _INTEGER.fullmatch(value) and not 0 <= int(value) <= 9999:
+    if name.endswith(_YEAR_LOOKUPS) and number is not None and not 1 <= number <= 9999:
+        # A year lookup (`created__year=99999`, `created__year__gt=0`) is run as a range of dates built from the
+        # year: one no date holds failed with a 500 (ValueError: year is out of range).
+        return "is not a year (1 to 9999)"
+    if name.endswith(_DATE_PARTS) and number is not None and not 0 <= number <= 9999:
         # The admin's date hierarchy (`attempt_time__year=...`) builds a date from these and fails with a 500
         # (OverflowError) on a year past what a date holds.
         return "is not a year, month or day"
+    if name.endswith(_REGEX_LOOKUPS):
+        # A pattern re cannot read failed inside SQLite's REGEXP function: an OperationalError, answered as if the
+        # database were down (503, "the page retries") where the filter itself was wrong.
+        why = _not_a_regex(value, case_blind=name.endswith("__iregex"))
+        if why:
+            return why
     if name == "_selected_action" and not _INTEGER.fullmatch(value):
         # The admin's bulk actions filter on the selected ids and fail with a 500 (ValueError) on one that is no number.
         return "is not the id of a row"
