@@ -18,14 +18,13 @@ from generation.models import ModelVersion, Prompt, Response
 from generation.services import answers_for
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
+from jobs.models import FOREGROUND
 from judges import Judge, load_judge
 from prefloop.numerics import dtype_choice
 
 from .models import CompareJob, Comparison, Vote
 from .services import CompareError, answered_prompts, judge_comparisons, left_out_line
 from .stats import win_summary
-
-FOREGROUND = "foreground"  # part_of of a set the calling process owns (the evaluate command, a benchmark)
 
 
 def eval_prompts(*, split: str = Prompt.EVAL, tag: str = "", limit: int | None = None) -> list[Prompt]:

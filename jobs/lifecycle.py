@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError
 
 from prefloop.celery import app as celery_app
 
-from .models import ACTIVE, SILENT_AFTER_S, Job, Status
+from .models import ACTIVE, FOREGROUND, SILENT_AFTER_S, Job, Status
 
 log = logging.getLogger(__name__)
 
@@ -259,16 +259,17 @@ def requeue_interrupted(queues: Iterable[str] | None = None) -> dict[str, list[i
     """After a worker was lost: send every job it left running to the queue again (each kind resumes without
     duplicates, or fails once out of attempts), and end those it left stopping. Jobs run inside a loop run are
     left to that loop run, and those a command runs in its own process (part_of "foreground": `run_loop`,
-    `evaluate`) to that process: no worker ran them, and one starting meanwhile resumed the run beside it, or ended
-    it cancelled while the command stopped it. `queues`: only the kinds whose tasks go to these (the starting
+    `evaluate`, and `generate_pairs`, `train_round` and `compare_versions` without --queue) to that process: no
+    worker ran them, and one starting meanwhile resumed the run beside it, or ended it cancelled while the command
+    stopped it. `queues`: only the kinds whose tasks go to these (the starting
     worker's own queues; a worker of another queue may be running its jobs right now). Returns the ids sent, by
     kind."""
     sent: dict[str, list[int]] = {}
     for model in job_kinds():
         if queues is not None and queue_of(model.task_name) not in set(queues):
             continue
-        # (compare.evaluation.FOREGROUND) one left stopping by a process that died: Cancel ends it once silent
-        stopping = model.objects.filter(status=Status.CANCELLING).exclude(part_of="foreground")
+        # one left stopping by a process that died: Cancel ends it once silent
+        stopping = model.objects.filter(status=Status.CANCELLING).exclude(part_of=FOREGROUND)
         for job in stopping:
             claim(model, job.pk)  # ends it cancelled
         running = model.objects.filter(status=Status.RUNNING, part_of="")

@@ -14,6 +14,9 @@ from django.utils import timezone
 # A running job writes its progress every few seconds (a training step, a chunk of a decode, a stage): this long
 # without a write, its page says so instead of an estimate that no longer means anything.
 SILENT_AFTER_S = 300
+# part_of of a job the calling process runs itself (a command without --queue, run_loop, evaluate, a benchmark): no
+# worker resumes it; Cancel stops it, or ends it once it has been silent for SILENT_AFTER_S.
+FOREGROUND = "foreground"
 
 
 class Status(models.TextChoices):

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs import lifecycle
-from jobs.models import Job
+from jobs.models import FOREGROUND, Job
 from prefcore.rows import DuplicateKey, unique_keys
 
 
@@ -78,7 +78,14 @@ class Command(BaseCommand):
 @contextmanager
 def in_foreground(command: str, job: Job) -> Iterator[None]:
     """Run `job` in this process: Ctrl-C ends it (and the jobs inside it) cancelled, in one line. Left running, the
-    next worker to start would have taken it for a lost worker's job and resumed it."""
+    next worker to start would have taken it for a lost worker's job and resumed it.
+
+    The job is this process's (part_of "foreground", as run_loop's and evaluate's are): a worker starting while it runs
+    (`make run`'s, a restarted one) took a running job no loop owns for one a lost worker left, and ran it a second
+    time beside this one. A job inside another's (part_of a job's key) stays that job's."""
+    if not job.part_of:
+        type(job).objects.filter(pk=job.pk, part_of="").update(part_of=FOREGROUND)
+        job.part_of = FOREGROUND
     try:
         yield
     except KeyboardInterrupt:
