@@ -51,7 +51,7 @@ def preference_rows(decided: list[Decision], conversational: bool | None = None)
         prompt = d.pair.prompt
         if conversational:
             row = {
-                "prompt": prompt.messages or [{"role": "user", "content": prompt.text}],
+                "prompt": prompt.chat,
                 "chosen": [{"role": "assistant", "content": d.chosen.text}],
                 "rejected": [{"role": "assistant", "content": d.rejected.text}],
             }

@@ -42,7 +42,7 @@ def _pair_context(assignment) -> dict:
         "assignment": assignment,
         "pair": pair,
         "round": assignment.shown_round,
-        "chat": prompt.messages or [{"role": "user", "content": prompt.text}],
+        "chat": prompt.chat,
         "left": left,
         "right": right,
         "diff_left": diff.left,  # escaped in word_diff

@@ -52,7 +52,7 @@ def _lease(assignment) -> dict:
     return {
         "lease": assignment.pk, "round": round_.number if round_ else None,
         "guidelines": round_.guidelines if round_ else "",
-        "prompt": prompt.messages or [{"role": "user", "content": prompt.text}],
+        "prompt": prompt.chat,
         "left": left.text, "right": right.text, "expires_at": assignment.expires_at,
     }
 

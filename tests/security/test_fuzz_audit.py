@@ -210,3 +210,18 @@ def test_a_query_sqlite_could_not_run_is_no_outage():
     assert dbfaults.DatabaseFaultMiddleware(lambda r: None).process_exception(request, caught.value) is None
     # what the fault tests break (a database that cannot be opened) is still one
     assert dbfaults.is_outage(OperationalError("unable to open database file"))
+
+
+@pytest.mark.parametrize("stored", [[1, 2], [{"role": "user", "content": 5}], {"x": 1}])
+def test_a_chat_stored_malformed_before_the_check_is_served_as_its_text(annotator, stored):
+    """Rows written before the admin checked chats (or around it): the label page and the labelling API showed the
+    stored value as a chat, and failed with a 500 on it, for every annotator served the pair."""
+    pair = make_pair()
+    Prompt.objects.filter(pk=pair.prompt.pk).update(messages=stored)
+    labeller = Client(raise_request_exception=False)
+    labeller.force_login(annotator)
+    page = labeller.get("/annotate/")
+    assert page.status_code == 200 and pair.prompt.text in page.content.decode()
+    served = labeller.post("/api/v1/label/next", "{}", content_type="application/json")
+    assert served.status_code == 200
+    assert served.json()["prompt"] == [{"role": "user", "content": pair.prompt.text}]
