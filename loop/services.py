@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from django.db import connection, transaction
+from django.db import transaction
 
 from annotate.judging import judge_account, label_pairs
 from annotate.models import Label
@@ -159,7 +159,7 @@ def start_loop_run(
     # labelled a round on the same prompts, then failed at training ("already queued or running") or trained on
     # the version the first had just replaced.
     with transaction.atomic():
-        _one_start_at_a_time()  # two sent in the same instant both found no twin, then both were created
+        lifecycle.one_start_at_a_time(_START_LOCK)  # two sent in the same instant both found no twin, then both were created
         same = LoopRun.objects.filter(status__in=ACTIVE, rounds=rounds, pairs=pairs, judge=judge, tag=tag,
                                       eval_limit=eval_limit, seed=seed).order_by("pk")
         twin = next((other for other in same if other.params == params), None)
@@ -178,17 +178,8 @@ def start_loop_run(
     return run
 
 
-# The key of the lock that starts of loop runs take on PostgreSQL (any number: no other advisory lock is taken).
+# The key of the lock that starts of loop runs take on PostgreSQL (compare.services' is 0x100C).
 _START_LOCK = 0x100B
-
-
-def _one_start_at_a_time() -> None:
-    """Inside a transaction, before looking for a run with the same settings: starts of loop runs pass here one at a
-    time until their transactions end. PostgreSQL: a transaction-scoped advisory lock. SQLite: every transaction is
-    IMMEDIATE (prefloop/settings.py), so one writer is in at a time already."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_START_LOCK])
 
 
 def _check_params(params: dict, judge: str) -> None:
@@ -375,12 +366,12 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     labels = 0
     if not spin:  # self-play reads no label: the judge only evaluates
         report("label", 0, 1)  # before the judge's first label: a judge that failed on it was blamed on sampling
-        labelled = label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop, job=job,
-                               progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
         # the round's labels, those a lost attempt stored too: this attempt's count alone said 0 for a round
-        # resumed after its labelling
-        labels = Label.objects.filter(pair__job=job, annotator=judge_account(run.judge)).count()
-        if labels > labelled:
+        # resumed after its labelling (this attempt's count includes gold pairs mixed into the queue)
+        stored = Label.objects.filter(pair__job=job, annotator=judge_account(run.judge)).count()
+        labels = stored + label_pairs(run.judge, judge=judge, should_stop=tracker.should_stop, job=job,
+                                      progress=lambda s, d, t: report("label", d, max(t, job.pairs_made))).labels
+        if stored:
             partial.append("label")
     seconds["label"] = time.perf_counter() - clock
 
