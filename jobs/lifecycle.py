@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, CharField, F, Q, Value, When
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
@@ -247,6 +247,16 @@ def job_done(job: Job) -> int:
     return type(job).objects.values_list("done", flat=True).get(pk=job.pk)
 
 
+def one_start_at_a_time(lock: int) -> None:
+    """Inside a transaction, before looking for an active job with the same settings (a twin: the same form sent
+    twice): starts taking the same `lock` pass here one at a time until their transactions end, so two sent in the
+    same instant cannot both find none. PostgreSQL: a transaction-scoped advisory lock (any number the project
+    takes no other lock on). SQLite: every transaction is IMMEDIATE (prefloop/settings.py), one writer at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
+
+
 def queue_of(task_name: str) -> str:
     """The queue a task is sent to (settings.CELERY_TASK_ROUTES, by pattern; else the default queue)."""
     for pattern, route in settings.CELERY_TASK_ROUTES.items():
@@ -265,11 +275,15 @@ def requeue_interrupted(queues: Iterable[str] | None = None) -> dict[str, list[i
     worker's own queues; a worker of another queue may be running its jobs right now). Returns the ids sent, by
     kind."""
     sent: dict[str, list[int]] = {}
+    # the jobs inside a command's own job (run_loop's rounds) are that process's too: one it was stopping was ended
+    # "worker lost" while the command still ran it
+    owned = [job.key for kind in job_kinds() for job in kind.objects.filter(part_of=FOREGROUND, status__in=ACTIVE)]
     for model in job_kinds():
         if queues is not None and queue_of(model.task_name) not in set(queues):
             continue
         # one left stopping by a process that died: Cancel ends it once silent
-        stopping = model.objects.filter(status=Status.CANCELLING).exclude(part_of=FOREGROUND)
+        stopping = model.objects.filter(status=Status.CANCELLING).exclude(part_of=FOREGROUND).exclude(
+            part_of__in=owned)
         for job in stopping:
             claim(model, job.pk)  # ends it cancelled
         running = model.objects.filter(status=Status.RUNNING, part_of="")

@@ -120,3 +120,22 @@ def test_a_queued_job_left_running_by_a_lost_worker_is_still_resumed(db):
         assert lifecycle.requeue_interrupted() == {"TrainingRun": [run.pk]}
     assert sent == [(run.pk,)]
     assert train.TrainingRun.objects.get(pk=run.pk).part_of == ""
+
+
+def test_a_job_inside_a_commands_run_left_stopping_is_left_to_that_command(db, worker_starts):
+    """A round's job being stopped inside run_loop's run (Cancel on it in the admin) was ended "worker lost while
+    it stopped" by any worker starting meanwhile, while the command still ran it. Inside a worker's run it still is
+    (that worker is the one lost)."""
+    from loop.models import LoopRun
+
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    ends = {}
+    for owner in ("foreground", ""):
+        run = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of=owner,
+                                     status="running")
+        ends[owner] = GenerationJob.objects.create(version=base, part_of=run.key, status="cancelling")
+    _, sent, _ = worker_starts
+    lifecycle.requeue_interrupted()
+    assert sent == [(LoopRun.objects.get(part_of="").pk,)]  # the worker's run is resumed
+    assert GenerationJob.objects.get(pk=ends["foreground"].pk).status == "cancelling"
+    assert GenerationJob.objects.get(pk=ends[""].pk).status == "cancelled"
