@@ -18,6 +18,7 @@ from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for, left_out
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
+from jobs.models import ACTIVE
 from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
 from prefcore import outcomes
 from prefcore.chat import prompt_text
@@ -26,6 +27,8 @@ from prefloop.numerics import dtype_choice
 
 from . import blinding
 from .models import CompareJob, Comparison, Vote
+
+_START_LOCK = 0x100C  # PostgreSQL advisory lock of start_compare_job (loop.services' is 0x100B)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,14 @@ Answerer = Callable[..., dict[int, Response]]
 
 class CompareError(Exception):
     """Something a person can fix: same version twice, no prompts, a vote twice."""
+
+
+class AlreadyStarted(CompareError):
+    """An active set of the same comparison (the same form sent twice): `job` is that set."""
+
+    def __init__(self, message: str, job: CompareJob):
+        super().__init__(message)
+        self.job = job
 
 
 class AlreadyVoted(CompareError):
@@ -121,11 +132,22 @@ def start_compare_job(
     missing = set(ids) - set(Prompt.objects.filter(pk__in=ids).values_list("pk", flat=True))
     if missing:
         raise CompareError(f"no prompt with id {', '.join(map(str, sorted(missing)))}")
-    job = CompareJob.objects.create(
-        version_a=version_a, version_b=version_b, prompt_ids=ids, blind=blind, total=2 * len(ids),
-        params={"seed": seed, "sampling": sampling or {}, **({"judge": judge.strip()} if judge.strip() else {})},
-        created_by=user,
-    )
+    params = {"seed": seed, "sampling": sampling or {}, **({"judge": judge.strip()} if judge.strip() else {})}
+    # The same set sent twice (a double click, a retried request) while the first is active: both versions answered
+    # the same prompts twice over, and the list showed two sets to vote on, each with half the votes.
+    with transaction.atomic():
+        lifecycle.one_start_at_a_time(_START_LOCK)  # two sent in the same instant both found no twin
+        twin = next((other for other in CompareJob.objects.filter(
+            status__in=ACTIVE, part_of="", version_a=version_a, version_b=version_b, blind=blind).order_by("pk")
+            if other.prompt_ids == ids and other.params == params), None)
+        if twin is not None:
+            raise AlreadyStarted(f"comparison set {twin.pk} of these versions on these prompts with these settings "
+                                 f"is {twin.status} already: vote on it once it is answered, or cancel it to start "
+                                 "again", twin)
+        job = CompareJob.objects.create(
+            version_a=version_a, version_b=version_b, prompt_ids=ids, blind=blind, total=2 * len(ids),
+            params=params, created_by=user,
+        )
     if enqueue:
         lifecycle.enqueue(job)
     return job

@@ -40,6 +40,9 @@ def _start(request):
             limit=data["limit"], blind=data["blind"], seed=data["seed"], user=request.user,
             sampling={"max_new_tokens": data["max_new_tokens"]},
         )
+    except services.AlreadyStarted as exc:  # a second click on Start: the set the first one started
+        messages.info(request, f"{exc}.")
+        return redirect("compare:job", pk=exc.job.pk)
     except services.CompareError as exc:
         form.add_error(None, str(exc))
         return _index_page(request, form, status=400)

@@ -108,6 +108,24 @@ def test_progress_is_polled_while_answering(client, annotator, versions):
     assert "RuntimeError: boom" not in failed  # the worker's error is for staff
 
 
+def test_a_second_click_on_start_shows_the_set_the_first_started(client, staff, versions):
+    base, child = versions
+    make_prompt()
+    client.force_login(staff)
+    form = {"version_a": child.pk, "version_b": base.pk, "prompts": "eval", "limit": 5, "seed": 0, "blind": "on",
+            "max_new_tokens": 64}
+    from unittest import mock
+
+    with mock.patch("compare.tasks.answer_compare_job.apply_async"):
+        first = client.post(reverse("compare:index"), form)
+        second = client.post(reverse("compare:index"), form, follow=True)
+    job = CompareJob.objects.get()
+    assert first.url == reverse("compare:job", args=[job.pk])
+    assert second.redirect_chain == [(reverse("compare:job", args=[job.pk]), 302)]
+    assert f"comparison set {job.pk} of these versions on these prompts with these settings is queued already" in \
+        second.content.decode()
+
+
 def test_staff_start_a_set_and_others_cannot(client, staff, annotator, versions, django_capture_on_commit_callbacks):
     base, child = versions
     make_prompt()

@@ -86,11 +86,30 @@ def test_bad_choices_give_clear_errors(versions):
 def test_a_typed_prompt_is_stored_once_and_kept_out_of_the_eval_set(versions):
     base, child = versions
     job = services.start_compare_job(child, base, text="  Write a haiku about tea.  ", enqueue=False)
-    again = services.start_compare_job(child, base, text="write a  haiku about TEA.", enqueue=False)
+    again = services.start_compare_job(child, base, text="write a  haiku about TEA.", enqueue=False, seed=1)
     assert job.prompt_ids == again.prompt_ids
     prompt = Prompt.objects.get(pk=job.prompt_ids[0])
     assert prompt.text == "Write a haiku about tea." and prompt.tag == services.TYPED_TAG
     assert services.eval_prompt_ids(10) == []
+
+
+def test_the_same_set_sent_twice_while_the_first_is_active_is_refused_naming_it(versions):
+    """A double click on Start (or a retried request) made two sets of the same comparison: both versions answered
+    the same prompts twice, and the votes were split between two sets."""
+    base, child = versions
+    make_prompt()
+    first = services.start_compare_job(child, base, limit=4, enqueue=False)
+    with pytest.raises(services.CompareError, match=f"comparison set {first.pk} of these versions on these prompts "
+                                                    "with these settings is queued already"):
+        services.start_compare_job(child, base, limit=4, enqueue=False)
+    assert CompareJob.objects.count() == 1
+    # other settings, the other order, or side by side are other sets
+    services.start_compare_job(child, base, limit=4, seed=7, enqueue=False)
+    services.start_compare_job(base, child, limit=4, enqueue=False)
+    services.start_compare_job(child, base, limit=4, blind=False, enqueue=False)
+    # once the first has ended it may be run again
+    services.cancel_compare_job(first)
+    assert services.start_compare_job(child, base, limit=4, enqueue=False).pk != first.pk
 
 
 def test_default_versions_are_the_current_one_and_its_parent(versions):
