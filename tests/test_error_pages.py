@@ -64,16 +64,18 @@ def test_a_post_only_page_asked_with_get_says_which_method_it_takes(signed_in):
     assert response.content.decode() == "GET is not allowed on /annotate/submit/: this page takes POST only."
 
 
-def test_a_refusal_whose_frame_cannot_be_drawn_still_says_its_sentence(staff, settings):
+def test_a_refusal_whose_frame_cannot_be_drawn_still_says_its_sentence(staff, settings, tmp_path):
     """In production before collectstatic has run (no manifest of the static files), the frame of the page failed
     and the 404 and 400 became 500s (the shipped health probe met this: an unknown host name was answered 500)."""
     settings.STORAGES = {**settings.STORAGES, "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"}}
+    settings.STATIC_ROOT = tmp_path / "staticfiles"  # empty: no manifest, whatever collectstatic wrote elsewhere
     settings.DEBUG = False
     client = Client(raise_request_exception=False)
     client.force_login(staff)
     response = client.get("/no/such/page/")
     assert response.status_code == 404
     assert "<p>There is no page at /no/such/page/.</p>" in response.content.decode()
+    assert 'id="refusal"' not in response.content.decode()  # the sentence alone, not the framed page
     response = client.get("/annotate/", HTTP_HOST="evil.example.org")
     assert response.status_code == 400 and "does not answer to the host name" in response.content.decode()
