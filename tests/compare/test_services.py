@@ -107,6 +107,13 @@ def test_the_same_set_sent_twice_while_the_first_is_active_is_refused_naming_it(
     services.start_compare_job(child, base, limit=4, seed=7, enqueue=False)
     services.start_compare_job(base, child, limit=4, enqueue=False)
     services.start_compare_job(child, base, limit=4, blind=False, enqueue=False)
+    # one compare_versions runs in its own process is the same set too; one inside a loop run is the loop's
+    CompareJob.objects.filter(pk=first.pk).update(part_of="foreground")
+    with pytest.raises(services.CompareError, match=f"comparison set {first.pk} "):
+        services.start_compare_job(child, base, limit=4, enqueue=False)
+    CompareJob.objects.filter(pk=first.pk).update(part_of="loop.looprun:1")
+    inside = services.start_compare_job(child, base, limit=4, enqueue=False)
+    services.cancel_compare_job(inside)
     # once the first has ended it may be run again
     services.cancel_compare_job(first)
     assert services.start_compare_job(child, base, limit=4, enqueue=False).pk != first.pk
