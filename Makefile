@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export DJANGO_SETTINGS_MODULE := prefloop.settings
 
-.PHONY: run test setup services lint bench clean-var
+.PHONY: run test setup services lint clean-var
 
 $(STAMP): requirements.txt requirements-base.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -40,9 +40,11 @@ DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with w
 # The default before measurement 14: every label so far, base as the reference; a round's training grows each round.
 ALL = LoopPreset("all", "like default, but train on every label so far with base as the reference: the "
                         "most data a round, at a cost that grows each round")
-QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call), train on the pairs the round's "
-                            "starting version sampled (this round's, and a round's before it that was not promoted)",
-                   samples=2, pairing="random", data="new")
+# The default's data and reference at the least sampling and judging: its rounds' pairs with base as the reference,
+# as it had before, is the one setting measurement 4 of docs/defaults.md saw stop improving after round 1.
+QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call); trains as default does, on the pairs "
+                            "the round's starting version sampled, that version the reference",
+                   samples=2, pairing="random", data="new", reference="start")
 # Measured against "all" in docs/defaults.md (measurement 8): round 3 trained 35-41% faster (the round took 26-32%
 # less time), the promoted versions won as often within the noise of two seeds.
 REPLAY = LoopPreset("replay", "like all, but train on this round's pairs and as many of other rounds' at random: "

@@ -1,4 +1,7 @@
-"""Django settings. Every environment variable PrefLoop reads is read here, and only here."""
+"""Django settings: every environment variable the web app and its workers read is read here. A few are read where
+only one program needs them: prefloop/serve.py (`make run`'s server and worker), `manage.py ensure_admin` (the admin
+account's name and password), and the training engine, which imports no Django (training/dpo/: accelerate's RANK and
+WORLD_SIZE)."""
 import ipaddress
 import os
 import secrets

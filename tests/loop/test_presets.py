@@ -31,7 +31,9 @@ def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
     assert (quick.params["sampling"]["n"], quick.params["pairing"], quick.params["data"]) == (2, "random", "new")
     replay = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, preset="replay")
     assert (replay.params["sampling"]["n"], replay.params["pairing"], replay.params["data"]) == (4, "judge", "replay")
-    assert quick.params["reference"] == replay.params["reference"] == "base"
+    assert replay.params["reference"] == "base"
+    # quick trains as default does (its rounds' pairs against base stopped improving after round 1)
+    assert (quick.params["data"], quick.params["reference"]) == (default.params["data"], default.params["reference"])
     # the default's earlier name still works, and the run records the preset under its name now (once the run with
     # the same settings has ended: the same loop is not queued twice)
     with pytest.raises(LoopError, match=f"loop run {default.pk} with these settings is queued already"):
@@ -106,7 +108,7 @@ def test_the_run_page_names_the_preset_and_what_it_set(prompts, client, django_u
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert '<strong class="preset">quick</strong>' in page
     assert "2 answers a prompt, random pairing, trained on\n  the pairs its starting version sampled" in page
-    assert "against the base version as the reference" in page
+    assert "against the version each round starts from as the reference" in page
 
 
 def test_a_preset_given_twice_differently_is_refused_not_one_dropped(prompts):
