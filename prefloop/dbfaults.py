@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import escape
 
@@ -43,7 +43,8 @@ def unavailable(request: HttpRequest, error: BaseException) -> HttpResponse:
 
 class DatabaseFaultMiddleware:
     """Turns OperationalError and InterfaceError met loading the session and user, or in the view and its template,
-    into the 503 above, unless the query itself was wrong (is_outage). (A session save failing after the view is
+    into the 503 above, unless the query itself was wrong (is_outage); a value the database refused (DataError) into
+    a 400 naming it (refused_value). (A session save failing after the view is
     Django's 400 "session was deleted": the label views do not change the session.)"""
 
     def __init__(self, get_response):
@@ -69,5 +70,22 @@ class DatabaseFaultMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if is_outage(exception):
             return unavailable(request, exception)
+        if isinstance(exception, DataError):
+            return refused_value(request, exception)
         return None
+
+
+def refused_value(request: HttpRequest, error: DataError) -> HttpResponse:
+    """A 400 for a value the database itself refused (PostgreSQL's DataError): a regular expression Python reads
+    and PostgreSQL does not (`?text__regex=(?P<n>a)` in the admin's filters), a number or text its column cannot
+    hold. The request's own value is at fault, as a 400 says: it was a 500. Logged with its traceback all the same,
+    as a check of the view's own may be missing."""
+    from prefloop.errors import refusal_page
+
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    logger.warning("the database refused a value during %s %s: %s", request.method, request.path, first,
+                   exc_info=error)
+    return refusal_page(request, "400.html", "Refused", f"The database refused a value this request sent ({first}).",
+                        400)
 

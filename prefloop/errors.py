@@ -43,7 +43,7 @@ def bad_request_reason(exception: BaseException | None) -> str:
 @requires_csrf_token
 def bad_request(request: HttpRequest, exception: BaseException | None = None) -> HttpResponse:
     reason = bad_request_reason(exception)
-    return _page(request, "400.html", "Refused", reason, 400)
+    return refusal_page(request, "400.html", "Refused", reason, 400)
 
 
 @requires_csrf_token
@@ -54,10 +54,10 @@ def page_not_found(request: HttpRequest, exception: BaseException | None = None)
         message = f"There is no page at {request.path}."
     elif found := re.fullmatch(r"No (\w+) matches the given query\.", message):  # get_object_or_404's, in code words
         message = _not_there(request, found.group(1))
-    return _page(request, "404.html", "Not found", message, 404)
+    return refusal_page(request, "404.html", "Not found", message, 404)
 
 
-def _page(request: HttpRequest, template: str, title: str, reason: str, status: int) -> HttpResponse:
+def refusal_page(request: HttpRequest, template: str, title: str, reason: str, status: int) -> HttpResponse:
     """The page with the site's frame, or, when that cannot be drawn, the sentence alone: the frame reads the
     signed-in user (the database), the static files' manifest (missing until collectstatic has run) and the URL
     names, and a refusal that failed on any of them was a 500 in place of the 400 or 404."""
