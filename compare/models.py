@@ -17,6 +17,9 @@ class CompareJob(Job):
     blind = models.BooleanField(default=True, help_text="Hide which answer is which version until the vote.")
     params = models.JSONField(default=dict, blank=True, help_text="Sampling settings and seed.")
 
+    class Meta(Job.Meta):
+        verbose_name = "comparison set"  # as the pages name it: in the admin, a 404 and the jobs' messages
+
     def __str__(self) -> str:
         return f"comparison set {self.pk}"
 

@@ -24,7 +24,7 @@ def _reason(response) -> str:
 def test_a_missing_thing_is_named_and_a_missing_page_names_its_path(signed_in):
     response = signed_in.get("/compare/sets/999999/")
     assert response.status_code == 404
-    assert _reason(response).startswith("There is no compare job 999999: it may have been deleted")
+    assert _reason(response).startswith("There is no comparison set 999999: it may have been deleted")
     response = signed_in.get("/no/such/page/")
     assert response.status_code == 404 and _reason(response) == "There is no page at /no/such/page/."
 
