@@ -240,3 +240,21 @@ def test_a_regular_expression_python_reads_and_postgresql_does_not_is_a_400(staf
     response = _staff_client(staff).get(f"/admin/generation/prompt/?text__regex={value}")
     assert response.status_code == 400
     assert "The database refused a value this request sent (invalid regular expression" in response.content.decode()
+
+
+@pytest.mark.parametrize("value", ["(?a)(?u)x", "(?u)(?a)x"])
+def test_a_regular_expression_re_refuses_with_a_value_error_is_a_400_before_sign_in(value):
+    """re.compile refuses flags that exclude each other with a ValueError, not re.error: it escaped the check, a 500
+    on any path for anyone, signed in or not."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: the check runs Python's re as SQLite's REGEXP does")
+    response = Client(raise_request_exception=False).get(f"/annotate/?text__regex={value}")
+    assert response.status_code == 400 and b"regular expression" in response.content
+
+
+def test_a_postgresql_regular_expression_is_left_to_postgresql(staff):
+    """\\m and \\M (word bounds) are PostgreSQL's and not Python's: the check refused them on PostgreSQL too."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    make_pair()
+    assert _staff_client(staff).get("/admin/generation/prompt/?text__regex=%5Cmprompt%5CM").status_code == 200
