@@ -164,17 +164,19 @@ def bootstrap_base(target: str | Path | None = None) -> ModelVersion:
     """Idempotent: the version "base" for the default model (or PREFLOOP_BASE_MODEL), bootstrapped when missing.
 
     A "base" registered at a folder that holds no usable checkpoint, which nothing was made from yet, is pointed at
-    the checkpoint given now: registered by mistake (a typo'd --path, before checkpoints were checked), it was
-    current and the command refused every other path, with nothing at the command line to undo it."""
+    the checkpoint given now (`target`, a person's --path): registered by mistake (a typo'd --path, before
+    checkpoints were checked), it was current and the command refused every other path, with nothing at the command
+    line to undo it. Without a target (`make run` calls it at every start) the registered base is kept as it is: a
+    folder missing for a while (a disk not mounted yet) is no reason to swap the model for PREFLOOP_BASE_MODEL's."""
     path = Path(target or settings.PREFLOOP_BASE_MODEL).expanduser().resolve()
     where = str(path) if target else f"PREFLOOP_BASE_MODEL={path}"
     existing = ModelVersion.objects.filter(name="base").first()
     if existing is not None:
         if Path(existing.path).expanduser().resolve() == path:
             return existing
-        broken = checkpoint_problem(Path(existing.path))
-        if broken is None and target is None:
+        if target is None:
             return existing
+        broken = checkpoint_problem(Path(existing.path))
         if broken is None:
             # said, not ignored: the person meant to start from that checkpoint, and every round would use another
             raise GenerationError(f"the version 'base' is registered already, at {existing.path}: {path} is not "
