@@ -29,11 +29,13 @@ class Command(PrefLoopCommand):
         existing = User.objects.filter(username=username).first()
         if existing is not None:
             if not (existing.is_active and existing.is_superuser):
-                # "exists" said the admin was there, and no one could sign in to the admin with it
-                raise CommandError(
-                    f"ensure_admin: the account {username!r} exists but is not an active superuser: tick Active and "
-                    "Superuser status on it in the admin (/admin/auth/user/), or pass --username (or "
-                    "PREFLOOP_ADMIN_USER) with a name no account has yet")
+                # "exists" said the admin was there, and no one could sign in to the admin with it. Said, not
+                # refused: `make run` calls this at every start, and the account may have been turned off on purpose
+                self.stderr.write(
+                    f"ensure_admin: the account {username!r} exists but is not an active superuser, so it cannot "
+                    "sign in to the admin: tick Active and Superuser status on it (/admin/auth/user/) if it should, "
+                    "or pass --username (or PREFLOOP_ADMIN_USER) with a name no account has yet")
+                return
             self.stdout.write(f"admin account {username!r} exists")
             return
         password = os.environ.get("PREFLOOP_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
