@@ -18,7 +18,7 @@ from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for, left_out
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
-from jobs.models import ACTIVE, FOREGROUND
+from jobs.models import FOREGROUND, Status
 from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
 from prefcore import outcomes
 from prefcore.chat import prompt_text
@@ -138,7 +138,7 @@ def start_compare_job(
     with transaction.atomic():
         lifecycle.one_start_at_a_time(_START_LOCK)  # two sent in the same instant both found no twin
         twin = next((other for other in CompareJob.objects.filter(
-            status__in=ACTIVE, part_of__in=("", FOREGROUND), version_a=version_a, version_b=version_b, blind=blind).order_by("pk")
+            status__in=(Status.QUEUED, Status.RUNNING), part_of__in=("", FOREGROUND), version_a=version_a, version_b=version_b, blind=blind).order_by("pk")
             if other.prompt_ids == ids and other.params == params), None)
         if twin is not None:
             raise AlreadyStarted(f"comparison set {twin.pk} of these versions on these prompts with these settings "

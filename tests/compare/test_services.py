@@ -114,7 +114,10 @@ def test_the_same_set_sent_twice_while_the_first_is_active_is_refused_naming_it(
     CompareJob.objects.filter(pk=first.pk).update(part_of="loop.looprun:1")
     inside = services.start_compare_job(child, base, limit=4, enqueue=False)
     services.cancel_compare_job(inside)
-    # once the first has ended it may be run again
+    # once the first is being stopped, or has ended, it may be run again
+    CompareJob.objects.filter(pk=first.pk).update(part_of="", status="cancelling")
+    stopping_then = services.start_compare_job(child, base, limit=4, enqueue=False)
+    services.cancel_compare_job(stopping_then)
     services.cancel_compare_job(first)
     assert services.start_compare_job(child, base, limit=4, enqueue=False).pk != first.pk
 
