@@ -159,10 +159,10 @@ def _recording_bar(calls: list):
 
 
 def test_import_prompts_shows_its_progress(tmp_path, monkeypatch):
-    from annotate.management.commands import import_prompts
+    from annotate.management.commands import _progress
 
     calls = []
-    monkeypatch.setattr(import_prompts, "bar", _recording_bar(calls), raising=False)
+    monkeypatch.setattr(_progress, "bar", _recording_bar(calls))  # the import commands' bar (run_import)
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"question {k}?"}) + "\n" for k in range(3)))
     call_command("import_prompts", str(path), stdout=io.StringIO())
@@ -170,10 +170,10 @@ def test_import_prompts_shows_its_progress(tmp_path, monkeypatch):
 
 
 def test_a_file_refused_while_read_leaves_no_empty_bar(tmp_path, monkeypatch):
-    from annotate.management.commands import import_prompts
+    from annotate.management.commands import _progress
 
     calls = []
-    monkeypatch.setattr(import_prompts, "bar", _recording_bar(calls), raising=False)
+    monkeypatch.setattr(_progress, "bar", _recording_bar(calls))  # the import commands' bar (run_import)
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"prompt": "fine"}\n{"nope": 1}\n')
     with pytest.raises(CommandError, match="line 2: field 'prompt': missing"):

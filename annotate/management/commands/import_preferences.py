@@ -4,15 +4,11 @@ Each row becomes a pair (chosen as A, rejected as B) with a label by the "import
 and names the file, line and field. Stopped with Ctrl-C, it keeps the rows written so far (500 a transaction) and
 says how far it got; run it again to add the rest. Rows already present are skipped.
 """
-from contextlib import ExitStack
-
-from django.core.management.base import CommandError
-
-from annotate.importers import ImportProblem, ImportStopped, import_preferences
+from annotate.importers import import_preferences
 from prefcore.rows import FORMATS
 from prefloop.commands import Command as PrefLoopCommand
 
-from ._progress import bar
+from ._progress import run_import
 
 
 class Command(PrefLoopCommand):
@@ -26,30 +22,6 @@ class Command(PrefLoopCommand):
                                  "(as export_preferences writes it), if any.")
 
     def handle(self, *args, **options):
-        ticks = []  # the bar's update, once the file is read and checked and writing begins
-
-        def on_read(total: int) -> None:
-            # the bar starts then, with the row count: a file refused while it is read leaves no empty bar on
-            # stderr above its one-line error
-            ticks.append(bars.enter_context(bar("import preferences", total=total)))
-
-        try:
-            with ExitStack() as bars:
-                result = import_preferences(
-                    options["file"], fmt=options["format"], round_number=options["round"], progress=lambda n: ticks[0](n),
-                    on_read=on_read,
-                )
-        except ImportProblem as err:
-            raise CommandError(err.report()) from None
-        except ImportStopped as stopped:
-            raise CommandError(f"{options['file']}: {stopped}") from None
-        except OSError as err:
-            raise CommandError(str(err)) from None
-        except KeyboardInterrupt:
-            # Ctrl-C while the rows are written ends in ImportStopped, which says what was kept; one that gets here
-            # came while the file was read and checked, before the first row was stored (or after the last)
-            if ticks:
-                raise CommandError(f"{options['file']}: interrupted after its rows were stored: importing it again "
-                                   "says what it holds (rows already stored are skipped)") from None
-            raise CommandError(f"{options['file']}: interrupted while reading the file: nothing was stored") from None
+        result = run_import("import preferences", import_preferences, options["file"], fmt=options["format"],
+                            round_number=options["round"])
         self.stdout.write(f"preferences from {options['file']}: {result}")
