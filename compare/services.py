@@ -137,9 +137,9 @@ def start_compare_job(
     # the same prompts twice over, and the list showed two sets to vote on, each with half the votes.
     with transaction.atomic():
         lifecycle.one_start_at_a_time(_START_LOCK)  # two sent in the same instant both found no twin
-        twin = next((other for other in CompareJob.objects.filter(
-            status__in=(Status.QUEUED, Status.RUNNING), part_of__in=("", FOREGROUND), version_a=version_a, version_b=version_b, blind=blind).order_by("pk")
-            if other.prompt_ids == ids and other.params == params), None)
+        same = CompareJob.objects.filter(status__in=(Status.QUEUED, Status.RUNNING), part_of__in=("", FOREGROUND),
+                                         version_a=version_a, version_b=version_b, blind=blind).order_by("pk")
+        twin = next((other for other in same if other.prompt_ids == ids and other.params == params), None)
         if twin is not None:
             raise AlreadyStarted(f"comparison set {twin.pk} of these versions on these prompts with these settings "
                                  f"is {twin.status} already: vote on it once it is answered, or cancel it to start "

@@ -25,10 +25,16 @@ def is_outage(error: BaseException) -> bool:
     return not str(error).startswith("user-defined function raised exception")
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of a database error's message ("" when it has none): its detail lines quote the query."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def unavailable(request: HttpRequest, error: BaseException) -> HttpResponse:
     """The 503 for a request that met an unreachable database: plain text, or a minimal page for a browser."""
     logger.warning("database not answering during %s %s: %s: %s", request.method, request.path,
-                   type(error).__name__, str(error).strip().splitlines()[0] if str(error).strip() else "")
+                   type(error).__name__, _first_line(error))
     wants_html = "HX-Request" not in request.headers and "text/html" in request.headers.get("Accept", "")
     if wants_html:
         body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Database not answering</title>'
@@ -44,8 +50,8 @@ def unavailable(request: HttpRequest, error: BaseException) -> HttpResponse:
 class DatabaseFaultMiddleware:
     """Turns OperationalError and InterfaceError met loading the session and user, or in the view and its template,
     into the 503 above, unless the query itself was wrong (is_outage); a value the database refused (DataError) into
-    a 400 naming it (refused_value). (A session save failing after the view is
-    Django's 400 "session was deleted": the label views do not change the session.)"""
+    a 400 naming it (refused_value). (A session save failing after the view is Django's 400 "session was deleted":
+    the label views do not change the session.)"""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -82,8 +88,7 @@ def refused_value(request: HttpRequest, error: DataError) -> HttpResponse:
     as a check of the view's own may be missing."""
     from prefloop.errors import refusal_page
 
-    text = str(error).strip()
-    first = text.splitlines()[0] if text else type(error).__name__
+    first = _first_line(error) or type(error).__name__
     logger.warning("the database refused a value during %s %s: %s", request.method, request.path, first,
                    exc_info=error)
     return refusal_page(request, "400.html", "Refused", f"The database refused a value this request sent ({first}).",
