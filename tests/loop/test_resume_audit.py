@@ -17,26 +17,16 @@ from loop.models import LoopRun
 from loop.services import LoopError, run_loop, start_loop_run
 from training.models import TrainingRun
 
+from .test_resume import WorkerLost, _lost_once
 from .test_run_loop import JUDGE, PARAMS, _open_gate
-
-
-class WorkerLost(BaseException):
-    """The worker killed where it is raised: nothing after it runs, and no handler of the service's sees it."""
 
 
 def test_a_worker_lost_between_the_gate_and_the_rounds_result_trains_the_round_once(loop_run, monkeypatch, settings):
     """The gate had promoted round-1 and the result was not stored: the next attempt started from round-1, trained a
     second version from it, and round-1 was in no result."""
     _open_gate(settings)
-    real, calls = loop_services.started_from, []
-
-    def lost(*args, **kwargs):  # called after check_gate decided, before the round's result is stored
-        calls.append(1)
-        if len(calls) == 1:
-            raise WorkerLost
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop_services, "started_from", lost)
+    # started_from is called after check_gate decided, before the round's result is stored
+    _lost_once(monkeypatch, loop_services, "started_from")
     with pytest.raises(WorkerLost):
         run_loop(loop_run.pk)
     # nothing of the decision stayed without the result: base is current, the version awaits the gate
@@ -57,15 +47,8 @@ def test_a_worker_lost_between_the_gate_and_the_rounds_result_trains_the_round_o
 def test_a_round_resumed_after_its_labelling_reports_its_labels_and_partial_seconds(loop_run, monkeypatch, client,
                                                                                      staff):
     """It reported 0 labels and ~0 seconds for the stages its lost attempt did."""
-    real, calls = loop_services.evaluate, []
-
-    def lost(*args, **kwargs):  # the worker dies once the round has labelled and trained, as it starts evaluating
-        calls.append(1)
-        if len(calls) == 1:
-            raise WorkerLost
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop_services, "evaluate", lost)
+    # the worker dies once the round has labelled and trained, as it starts evaluating
+    _lost_once(monkeypatch, loop_services, "evaluate")
     with pytest.raises(WorkerLost):
         run_loop(loop_run.pk)
     stored = Label.objects.count()
