@@ -69,6 +69,14 @@ class LoopError(Exception):
     """Something a person can fix: no prompts, a version missing, a round that failed; names what and where."""
 
 
+class AlreadyStarted(LoopError):
+    """An active run with the same settings (the same form sent twice): `job` is that run."""
+
+    def __init__(self, message: str, job: LoopRun):
+        super().__init__(message)
+        self.job = job
+
+
 def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
     """A round's sampling settings: the loop's defaults, then the run's, then `overrides`."""
     try:
@@ -164,8 +172,8 @@ def start_loop_run(
                                       eval_limit=eval_limit, seed=seed).order_by("pk")
         twin = next((other for other in same if other.params == params), None)
         if twin is not None:
-            raise LoopError(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to end, "
-                            "or cancel it, to run it again")
+            raise AlreadyStarted(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to "
+                                 "end, or cancel it, to run it again", twin)
         # a command's run is its own process's: left part of nothing, a worker starting meanwhile took it for a lost
         # worker's and resumed it, and both worked on the same round
         run = LoopRun.objects.create(rounds=rounds, pairs=pairs, judge=judge, tag=tag, eval_limit=eval_limit,

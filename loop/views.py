@@ -18,6 +18,9 @@ def runs(request):
     if request.method == "POST" and form.is_valid():
         try:
             run = services.start_loop_run(user=request.user, **form.cleaned_data)
+        except services.AlreadyStarted as exc:  # a second click on Start: the run the first one started
+            messages.info(request, f"{exc}.")
+            return redirect("loop:run", pk=exc.job.pk)
         except (services.LoopError, JudgeError, QueueUnreachable) as exc:
             messages.error(request, str(exc))
         else:

@@ -20,13 +20,15 @@ _ROW = "api: line "  # how the server names a pushed row ("api: line 3: ..."): t
 
 class APIError(Exception):
     """A refused or failed request: `status` is the HTTP status, `detail` the server's message, `problems` the rows
-    it named (a refused push) and `errors` the fields (a refused request body)."""
+    it named (a refused push), `errors` the fields (a refused request body) and `job` the job already doing what was
+    asked (a 409 for a comparison set or loop run started again while the first is active), else None."""
 
     def __init__(self, status: int, detail: str, body: dict | None = None):
         super().__init__(f"{status}: {detail}")
         self.status, self.detail, self.body = status, detail, body or {}
         self.problems: list[str] = list(self.body.get("problems", []))
         self.errors: list[dict] = list(self.body.get("errors", []))
+        self.job: dict | None = self.body.get("job")
 
     def __reduce__(self):
         # Exception pickles by its args (here the one message), which __init__ does not take: an error raised in a

@@ -13,6 +13,7 @@ import pytest
 from annotate.models import Label
 from compare.models import CompareJob
 from generation.models import ModelVersion, Prompt
+from loop.models import LoopRun
 from prefloop_client import APIConnectionError, APIError, Client
 from tests.annotate.factories import make_pair
 from tests.api.conftest import http
@@ -157,6 +158,24 @@ def test_a_comparison_given_two_sources_of_prompts_is_refused(staff_api):
     assert CompareJob.objects.get(pk=staff_api.start_compare(a.pk, b.pk, prompt_ids=[prompt.pk], text=" ")["id"]
                                   ).prompt_ids == [prompt.pk]
     assert staff_api.start_compare(a.pk, b.pk, limit=1, seed=1)["details"]["total"] == 2  # (seed 0: the same set)
+
+
+def test_a_set_or_loop_started_again_while_the_first_is_active_is_a_409_naming_that_job(staff_api):
+    """A script whose request was answered but whose answer was lost sends it again: the refusal hands back the job
+    already at work, so the script goes on with it (it got a 400 with the id only inside a sentence)."""
+    a = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    b = ModelVersion.objects.create(name="r1", path="/y", parent=a, round=1)
+    Prompt.objects.create(text="an eval prompt", split=Prompt.EVAL)
+    Prompt.objects.create(text="a train prompt", split=Prompt.TRAIN)
+    for start, model in ((lambda: staff_api.start_compare(a.pk, b.pk, limit=1), CompareJob),
+                         (lambda: staff_api.start_loop(1, 4, "judges.rules:length_target"), LoopRun)):
+        first = start()
+        with pytest.raises(APIError) as caught:
+            start()
+        err = caught.value
+        assert err.status == 409 and f"{first['id']} " in err.detail and "already" in err.detail, err
+        assert err.job["id"] == first["id"] and err.job["kind"] == first["kind"] and err.job["active"], err.job
+        assert model.objects.count() == 1
 
 
 # ---- the docs -----------------------------------------------------------------------------------------------------

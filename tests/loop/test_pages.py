@@ -42,6 +42,17 @@ def test_staff_start_a_loop_run_and_watch_it(client, staff, ready):
     assert 'hx-trigger' not in page and "cancelled after 1 of 3 rounds: 1 round kept" in page
 
 
+def test_a_second_click_on_start_shows_the_run_the_first_started(client, staff, ready):
+    client.force_login(staff)
+    form = {"rounds": 2, "pairs": 8, "judge": "judges.rules:length_target", "tag": "", "eval_limit": 64, "seed": 0}
+    first = client.post("/loop/", form)
+    second = client.post("/loop/", form, follow=True)
+    run = LoopRun.objects.get()
+    assert first["Location"] == f"/loop/runs/{run.pk}/"
+    assert second.redirect_chain == [(f"/loop/runs/{run.pk}/", 302)]
+    assert f"loop run {run.pk} with these settings is queued already" in second.content.decode()
+
+
 def test_a_bad_start_shows_a_message_not_a_traceback(client, staff, db):
     client.force_login(staff)
     response = client.post("/loop/", {"rounds": 1, "pairs": 4, "judge": "judges.rules:length_target", "tag": "",
