@@ -19,6 +19,7 @@ from generation.services import answers_for
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import FOREGROUND
+from jobs.runner import this_process
 from judges import Judge, load_judge
 from prefloop.numerics import dtype_choice
 
@@ -62,7 +63,8 @@ def evaluate(
     The set reads "running" while the judge votes and ends succeeded, cancelled or failed with it, so a set whose
     worker was lost is never shown as done: `part_of` (the key of the job evaluating, a loop run's) lets that job
     end it, as it ends its other parts, when it finds its own worker was lost. Without one the set is the calling
-    process's (FOREGROUND): no worker resumes it, and Cancel ends it once it has been silent for minutes.
+    process's (FOREGROUND): no worker resumes it; Cancel ends it once it has been silent for minutes, or at once
+    when that process is gone (jobs.runner).
     """
     if version_a.pk == version_b.pk:
         raise CompareError(f"choose two different versions (both are {version_a.name!r})")
@@ -90,7 +92,8 @@ def evaluate(
             params={"seed": seed, "sampling": config.to_dict(), "judge": judge_path, "evaluate": True},
             status=CompareJob.RUNNING, attempts=1, done=2 * n, total=2 * n, progress=2 / 3, started=timezone.now(),
             # no job evaluating it: it is this process's, never the queue's (a worker starting would resume it)
-            claimed=timezone.now(), part_of=part_of or FOREGROUND, stage=f"answers stored; the judge votes on {n} comparisons",
+            claimed=timezone.now(), part_of=part_of or FOREGROUND, runner="" if part_of else this_process(),
+            stage=f"answers stored; the judge votes on {n} comparisons",
         )
         comparisons = [
             Comparison.objects.create(job=job, prompt=p, response_a=answers[0][p.pk], response_b=answers[1][p.pk],

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError
 
 from prefloop.celery import app as celery_app
 
+from . import runner as runners
 from .models import ACTIVE, FOREGROUND, SILENT_AFTER_S, Job, Status
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,9 @@ def cancel(job: Job) -> None:
     model.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         status=Status.CANCELLED, finished=now, stage="cancelled before it started")
     model.objects.filter(pk=job.pk, status=Status.RUNNING).update(status=Status.CANCELLING)
-    job.refresh_from_db(fields=["status", "finished", "stage", "updated", "claimed", "alive_at"])
+    job.refresh_from_db(fields=["status", "finished", "stage", "updated", "claimed", "alive_at", "runner"])
+    if job.status == Status.CANCELLING and end_if_runner_gone(job):
+        return
     silent = job.silent_seconds
     if job.status == Status.CANCELLING and silent is not None:
         # Its worker wrote no progress and asked nothing for minutes (a live one asks whether to stop every second or
@@ -202,6 +205,38 @@ def cancel(job: Job) -> None:
         if ended:
             end_parts(job, reason, Status.CANCELLED)
         job.refresh_from_db(fields=["status", "finished", "stage", "log"])
+
+
+def end_if_runner_gone(job: Job) -> bool:
+    """End `job` (and the jobs inside it) when the command's process running it is certainly gone (jobs.runner):
+    failed, or cancelled if it was being stopped, saying so. True if it was ended here."""
+    if not (job.runner and job.status in ACTIVE and runners.gone(job.runner)):
+        return False
+    model, now = type(job), timezone.now()
+    reason = (f"the command running it ({runners.described(job.runner)}) ended without finishing it (killed, or out "
+              "of memory); what it stored before stays")
+    # one write per outcome, each only while the job is active and still that process's
+    mine = model.objects.filter(pk=job.pk, runner=job.runner)
+    stopping = f"cancelled: {reason}"
+    ended = mine.filter(status=Status.CANCELLING).update(
+        status=Status.CANCELLED, error=reason, finished=now, stage=stopping[:200], log=_logged(stopping))
+    failed = mine.filter(status__in=[Status.QUEUED, Status.RUNNING]).update(
+        status=Status.FAILED, error=reason, finished=now, stage=_failed_in(), log=_logged(f"failed: {reason}"))
+    if ended or failed:
+        end_parts(job, reason, Status.CANCELLED if ended else Status.FAILED)
+        log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
+    job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
+    return bool(ended or failed)
+
+
+def end_orphans() -> list[Job]:
+    """End every active job whose command's process is gone (see end_if_runner_gone); returns those ended."""
+    ended = []
+    for model in job_kinds():
+        for job in model.objects.filter(status__in=ACTIVE).exclude(runner=""):
+            if end_if_runner_gone(job):
+                ended.append(job)
+    return ended
 
 
 def stopped(job: Job, kept: str) -> None:
@@ -275,6 +310,7 @@ def requeue_interrupted(queues: Iterable[str] | None = None) -> dict[str, list[i
     worker's own queues; a worker of another queue may be running its jobs right now). Returns the ids sent, by
     kind."""
     sent: dict[str, list[int]] = {}
+    end_orphans()  # a command's own job whose process was killed outright on this machine: nobody else would end it
     # the jobs inside a command's own job (run_loop's rounds) are that process's too: one it was stopping was ended
     # "worker lost" while the command still ran it
     owned = [job.key for kind in job_kinds() for job in kind.objects.filter(part_of=FOREGROUND, status__in=ACTIVE)]

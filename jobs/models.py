@@ -72,6 +72,11 @@ class Job(models.Model):
         help_text="The job this one runs inside (app_label.model:pk): that job resumes or ends it, not the queue.",
     )
 
+    runner = models.CharField(
+        max_length=120, blank=True,
+        help_text="The command's process that runs this job in the foreground (host, PID namespace, pid, start "
+                  "time); empty for a worker's. From the same host, a job whose runner is gone is ended.")
+
     class Meta:
         abstract = True
         ordering = ["-created"]
@@ -91,6 +96,13 @@ class Job(models.Model):
         works past its last counted unit: measuring a trained version, judging the answers it collected)."""
         shown = math.floor(100 * min(1.0, max(0.0, self.progress)) + 1e-9)
         return min(shown, 99) if self.status in ACTIVE else shown
+
+    @property
+    def runner_gone(self) -> bool:
+        """A foreground job whose command's process is certainly gone (killed outright): see jobs.runner."""
+        from .runner import gone
+
+        return self.status in ACTIVE and bool(self.runner) and gone(self.runner)
 
     @property
     def silent_seconds(self) -> float | None:

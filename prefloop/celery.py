@@ -20,8 +20,11 @@ def resume_interrupted_work(sender=None, **_) -> None:
     # Imported here, not at the top: this module is loaded with the `prefloop` package, before Django's apps are.
     from django.conf import settings
 
-    from jobs.lifecycle import requeue_interrupted
+    from jobs.lifecycle import end_orphans, requeue_interrupted
 
+    # with any broker: a command's own job whose process was killed outright on this machine (no worker ran it, so
+    # no broker redelivers it) is ended, and so are the jobs inside it
+    end_orphans()
     if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
         return  # real brokers redeliver unacknowledged tasks themselves (acks_late)
     queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)

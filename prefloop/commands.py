@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from jobs import lifecycle
 from jobs.models import FOREGROUND, Job
+from jobs.runner import this_process
 from prefcore.rows import DuplicateKey, unique_keys
 
 
@@ -86,6 +87,10 @@ def in_foreground(command: str, job: Job) -> Iterator[None]:
     if not job.part_of:
         type(job).objects.filter(pk=job.pk, part_of="").update(part_of=FOREGROUND)
         job.part_of = FOREGROUND
+    # which process: killed outright (kill -9, out of memory), it ends nothing itself, and the next worker to start
+    # on this machine, or a Cancel, ends its job at once instead of after minutes of silence
+    job.runner = this_process()
+    type(job).objects.filter(pk=job.pk).update(runner=job.runner)
     try:
         yield
     except KeyboardInterrupt:

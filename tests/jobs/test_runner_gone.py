@@ -1,0 +1,121 @@
+"""A command killed outright (kill -9, the out-of-memory killer) ends nothing itself: its job read "running" (and
+"cancelling" after a Cancel) until it had been silent for 5 minutes, and a dead train_round's temporary checkpoint
+stayed as long. Now the job names the process running it, and from the same machine that process is known gone: the
+page says so, Cancel ends the job at once, and a worker starting ends it failed, with the jobs inside it."""
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from generation.models import GenerationJob, ModelVersion, Prompt
+from jobs import lifecycle, runner
+from loop.models import LoopRun
+from tests.faults.conftest import ROOT, broker, slow_model_dir, slow_version, wait_for, worker, worker_data_dir  # noqa: F401
+
+
+def _dead_process() -> str:
+    """The runner of a process that has ended and been collected."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    alive = runner.this_process().rsplit(" ", 2)[0] + f" {child.pid} {runner._started(child.pid)}"
+    assert not runner.gone(alive)
+    child.kill()
+    child.wait()
+    return alive
+
+
+def test_a_process_is_gone_only_when_the_kernel_says_so(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = runner.this_process().rsplit(" ", 2)[0]
+        alive = f"{mine} {child.pid} {runner._started(child.pid)}"
+        assert not runner.gone(alive) and not runner.gone(runner.this_process())
+        assert runner.gone(f"{mine} {child.pid} 1")  # the pid used again by a later process
+        child.kill()
+        time.sleep(0.2)
+        assert runner.gone(alive)  # killed, not yet collected by its parent (a zombie)
+    finally:
+        child.kill()
+        child.wait()
+    assert runner.gone(alive)
+    # another machine, another PID namespace (a container), or no runner written: cannot tell, so not gone
+    host, namespace, pid, started = alive.split(" ")
+    for other in (f"elsewhere {namespace} {pid} {started}", f"{host} pid:[1] {pid} {started}", f"{host} - {pid} {started}",
+                  "", "not a runner"):
+        assert not runner.gone(other), other
+    assert runner.described(alive) == f"pid {pid} on {socket.gethostname()}"
+
+
+@pytest.mark.django_db
+def test_cancel_ends_a_job_whose_command_is_gone_at_once_with_the_jobs_inside_it(client, staff):
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    dead = _dead_process()
+    run = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of="foreground",
+                                 status="running", runner=dead)
+    part = GenerationJob.objects.create(version=base, part_of=run.key, status="running")
+    client.force_login(staff)
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert "the command running it has ended without finishing it: Cancel ends it" in page and ">Cancel</button>" in page
+
+    lifecycle.cancel(run)
+    run.refresh_from_db()
+    pid = dead.split(" ")[2]
+    assert run.status == "cancelled" and run.finished is not None
+    assert f"the command running it (pid {pid} on {socket.gethostname()}) ended without finishing it" in run.stage
+    assert "ended without finishing it" in run.log
+    part.refresh_from_db()
+    assert part.status == "cancelled" and f"pid {pid}" in part.error
+
+
+@pytest.mark.django_db
+def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, staff):
+    """The other side: a live command stops its job itself; one on another machine cannot be judged from here."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive = runner.this_process().rsplit(" ", 2)[0] + f" {child.pid} {runner._started(child.pid)}"
+        elsewhere = "another-host " + _dead_process().split(" ", 1)[1]
+        runs = [LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of="foreground",
+                                       status="running", runner=who, seed=k) for k, who in enumerate((alive, elsewhere))]
+        client.force_login(staff)
+        for run in runs:
+            assert "the command running it has ended" not in client.get(f"/loop/runs/{run.pk}/").content.decode()
+            lifecycle.cancel(run)
+            run.refresh_from_db()
+            assert run.status == "cancelling"  # its process stops it within seconds, as it asks
+        assert lifecycle.requeue_interrupted() == {} and LoopRun.objects.filter(status="cancelling").count() == 2
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.slow
+def test_a_generate_pairs_killed_outright_is_ended_by_the_next_worker(worker, slow_version):  # noqa: F811
+    for k in range(16):
+        Prompt.objects.create(text=f"Say something about the number {k}.")
+    # greedy on the slow model: every answer runs to its token limit, long enough to kill the command mid-sampling
+    command = subprocess.Popen(
+        [sys.executable, "manage.py", "generate_pairs", "--prompts", "16", "--samples", "8", "--temperature", "0",
+         "--max-new-tokens", "1600", "--pairing", "none"],
+        cwd=ROOT, env=worker.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def sampling():
+            job = GenerationJob.objects.filter(status="running", progress__gt=0).first()
+            assert command.poll() is None, "generate_pairs ended before it was killed"
+            return job
+        job = wait_for(sampling, 240, "generate_pairs to sample", interval=0.1)
+    finally:
+        command.send_signal(signal.SIGKILL)
+        command.wait()
+    assert job.runner == f"{runner.this_process().rsplit(' ', 2)[0]} {command.pid} {job.runner.split(' ')[3]}"
+    time.sleep(1)
+    job.refresh_from_db()
+    assert job.status == "running" and job.runner_gone  # nothing ended it: the process had no say
+
+    worker.start()  # its start looks for jobs lost workers and commands left
+    job.refresh_from_db()
+    assert job.status == "failed" and f"pid {command.pid} on {socket.gethostname()}" in job.error, job.error
+    assert job.stage.startswith("failed in: sampling") and "ended without finishing it" in job.log
