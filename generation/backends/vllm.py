@@ -1,5 +1,6 @@
-"""The vLLM backend (GPU): `LLM.generate` with per-request seeds and sampled-token log-probs, LoRA versions under a
-new adapter name each, and a canary after every load that proves the engine serves the weights on disk.
+"""The vLLM backend (GPU): requests with per-request seeds and sampled-token log-probs, stepped through the engine
+(a Cancel is seen between steps, progress moves prompt by prompt), LoRA versions under a new adapter name each, and a
+canary after every load that proves the engine serves the weights on disk.
 
 Written against vLLM 0.33.0 as released (its wheel's source, call by call; see docs/deployment.md). vLLM is
 imported lazily, so this module imports on machines without it.
@@ -409,7 +410,15 @@ class VLLMBackend(Backend):
         asked = 1 if greedy else config.n  # vLLM refuses greedy sampling with n > 1: one answer, copied below
         results: list[list[Sample]] = []
         total = len(ids) * config.n
-        step = max(256, config.batch_size)  # chunks for progress and cancel only; vLLM schedules inside each chunk
+        step = max(256, config.batch_size)  # prompts handed to the engine at once; vLLM schedules inside each chunk
+
+        def finished(count: int) -> None:  # a prompt's samples all finished: progress moves prompt by prompt
+            done = min((len(results) + count) * config.n, total)
+            if on_progress:
+                on_progress(done, total)
+            if on_tokens:  # vLLM reports a request when it ends: the budget moves as its prompts finish
+                on_tokens(done * config.max_new_tokens, total * config.max_new_tokens)
+
         for start in range(0, len(ids), step):
             if should_stop and should_stop():
                 raise GenerationCancelled("generation stopped on request")
@@ -419,19 +428,44 @@ class VLLMBackend(Backend):
                                          max_tokens=config.max_new_tokens, seed=int(seeds[i]), logprobs=0)
                 for i in chunk
             ]
-            outs = self.llm.generate([{"prompt_token_ids": ids[i]} for i in chunk], params,
-                                     lora_request=self.lora_request, use_tqdm=False)
+            outs = self._run([{"prompt_token_ids": ids[i]} for i in chunk], params, should_stop, finished)
             for i, out in zip(chunk, outs, strict=True):
                 completions = sorted(out.outputs, key=lambda c: c.index)
                 if len(completions) != asked:
                     raise VLLMRequestFailed(f"prompt {i}: vLLM returned {len(completions)} samples, {asked} asked")
                 row = [self._to_sample(c, f"prompt {i}, sample {c.index}") for c in completions]
                 results.append(row if not greedy else [copy.deepcopy(row[0]) for _ in range(config.n)])
-            if on_progress:
-                on_progress(min(len(results) * config.n, total), total)
-            if on_tokens:  # vLLM schedules a whole chunk at once: the budget moves chunk by chunk
-                on_tokens(min(len(results) * config.n, total) * config.max_new_tokens, total * config.max_new_tokens)
         return results
+
+    def _run(self, prompts: list[dict], params: list, should_stop, finished) -> list:
+        """LLM.generate's own loop, run here so that a Cancel is seen between engine steps (not once a whole chunk
+        has finished) and progress moves as each prompt finishes. vLLM 0.33.0: `LLM.enqueue` adds the requests and
+        returns their internal ids (entrypoints/common/offline.py `_render_and_add_requests`); `_run_engine` then
+        steps `llm_engine` while it `has_unfinished_requests()`, keeping the outputs that are `finished` (offline
+        requests report only their final output) and sorting them by their request id, a counter as they were
+        added; `llm_engine.abort_request(ids, internal=True)` removes requests, a parent's parallel samples with it
+        (v1/engine/output_processor.py `abort_requests`). Stopped or failed part-way, the chunk's requests are
+        aborted, so the engine holds none of them for the next call."""
+        engine = self.llm.llm_engine
+        added = self.llm.enqueue(prompts, params, lora_request=self.lora_request, use_tqdm=False)
+        outputs: dict[str, object] = {}
+        try:
+            while engine.has_unfinished_requests():
+                if should_stop and should_stop():
+                    raise GenerationCancelled("generation stopped on request")
+                for out in engine.step():
+                    if out.finished:
+                        outputs[out.request_id] = out
+                        finished(len(outputs))
+        except BaseException:
+            try:
+                engine.abort_request(list(added), internal=True)
+            except Exception:  # the engine is gone as well: the error that stopped the loop is the one to see
+                log.exception("aborting the unfinished vLLM requests failed")
+            raise
+        if len(outputs) != len(prompts):
+            raise VLLMRequestFailed(f"vLLM finished {len(outputs)} of the {len(prompts)} requests it was given")
+        return [outputs[key] for key in sorted(outputs, key=int)]
 
     def _check_finish(self, completion, where: str) -> None:
         reason = completion.finish_reason

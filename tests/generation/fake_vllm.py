@@ -9,10 +9,12 @@ tokens can be chosen. Engines can be told to serve stale or garbled weights (`Fa
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
 import types
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,8 +233,8 @@ class FakeLLM:
         self.engine_kwargs = dict(kwargs, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                                   gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager)
         self.model_config = types.SimpleNamespace(max_model_len=max_len, dtype=self._resolve_dtype(model, dtype))
-        self.llm_engine = types.SimpleNamespace(model_config=self.model_config,
-                                                engine_core=types.SimpleNamespace(shutdown=self._shutdown))
+        self.llm_engine = FakeEngine(self)
+        self.request_counter = itertools.count()
         self.eos_token_id, self.stop_ids = _stop_ids(self.tokenizer_path)
         self.fault = FakeLLM.faults.pop(0) if FakeLLM.faults else None
         # a stale engine still serves what the engine before it served (a reload that did not take)
@@ -294,7 +296,20 @@ class FakeLLM:
 
     def generate(self, prompts, sampling_params=None, *, use_tqdm=True, lora_request=None, priority=None,
                  tokenization_kwargs=None, mm_processor_kwargs=None) -> list[RequestOutput]:
-        assert self.alive, "generate() on an engine that was shut down"
+        """Enqueues the requests and steps the engine until they have all finished (entrypoints/common/offline.py,
+        `_run_engine`), sorted by request id."""
+        self.enqueue(prompts, sampling_params, lora_request=lora_request, priority=priority, use_tqdm=use_tqdm,
+                     tokenization_kwargs=tokenization_kwargs, mm_processor_kwargs=mm_processor_kwargs)
+        outputs = []
+        while self.llm_engine.has_unfinished_requests():
+            outputs += [out for out in self.llm_engine.step() if out.finished]
+        return sorted(outputs, key=lambda out: int(out.request_id))
+
+    def enqueue(self, prompts, sampling_params=None, lora_request=None, priority=None, use_tqdm=True,
+                tokenization_kwargs=None, mm_processor_kwargs=None) -> list[str]:
+        """Checks and adds one request per prompt; returns their internal ids (the counter's id, a dash and 8
+        random characters: v1/engine/input_processor.py `assign_request_id`). Nothing is added when a check fails."""
+        assert self.alive, "enqueue() on an engine that was shut down"
         prompts = [prompts] if isinstance(prompts, dict) else list(prompts)
         params = sampling_params if sampling_params is not None else SamplingParams()
         if isinstance(params, list | tuple):
@@ -317,8 +332,15 @@ class FakeLLM:
                 completions = [self._greedy(ids, p, room, lora_request)]
             else:
                 completions = [self._scripted(i, j, p, room) for j in range(p.n)]
-            outs.append(RequestOutput(str(len(outs)), None, ids, None, completions, True, lora_request))
-        return outs
+            outs.append((ids, completions))
+        added = []
+        for ids, completions in outs:
+            external = str(next(self.request_counter))
+            internal = f"{external}-{uuid.uuid4().hex[:8]}"
+            self.llm_engine.pending.append(
+                (internal, RequestOutput(external, None, ids, None, completions, True, lora_request)))
+            added.append(internal)
+        return added
 
     def _ending(self, token_ids: list[int], room: int, p: SamplingParams) -> tuple[list[int], str, int | None]:
         """vLLM's check_stop: the primary EOS or a generation_config EOS stops ("stop"), else max tokens ("length")."""
@@ -354,6 +376,38 @@ class FakeLLM:
                                 logprobs, reason, stop_reason)
 
 
+class FakeEngine:
+    """LLM.llm_engine (v1/engine/llm_engine.py LLMEngine): the requests `enqueue` added finish `per_step` at a time,
+    the last added first (vLLM reports requests as they end, in any order); `abort_request` removes them by internal
+    id. `before_step`, when set, is called before each step (a test's way to act mid-generation)."""
+
+    per_step = 1
+    before_step = None
+
+    def __init__(self, llm: FakeLLM):
+        self.model_config = llm.model_config
+        self.engine_core = types.SimpleNamespace(shutdown=llm._shutdown)
+        self.pending: list[tuple[str, RequestOutput]] = []
+        self.steps = 0
+        self.aborted: list[str] = []
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.pending)
+
+    def step(self) -> list[RequestOutput]:
+        if FakeEngine.before_step is not None:
+            FakeEngine.before_step(self)
+        self.steps += 1
+        done = self.pending[-FakeEngine.per_step:]
+        del self.pending[-FakeEngine.per_step:]
+        return [out for _, out in reversed(done)]
+
+    def abort_request(self, request_ids: list[str], internal: bool = False) -> None:
+        assert internal, "the backend aborts by the internal ids enqueue returned"
+        self.aborted += [rid for rid, _ in self.pending if rid in request_ids]
+        self.pending = [(rid, out) for rid, out in self.pending if rid not in request_ids]
+
+
 def install(monkeypatch) -> type[FakeLLM]:
     """Put the fake `vllm` package (vllm, vllm.exceptions, vllm.lora.request) in sys.modules for one test."""
     vllm = types.ModuleType("vllm")
@@ -367,4 +421,6 @@ def install(monkeypatch) -> type[FakeLLM]:
                          "vllm.lora.request": request}.items():
         monkeypatch.setitem(sys.modules, name, module)
     FakeLLM.reset()
+    monkeypatch.setattr(FakeEngine, "per_step", 1)
+    monkeypatch.setattr(FakeEngine, "before_step", None)
     return FakeLLM

@@ -155,6 +155,53 @@ def test_settings_reach_the_engine_and_samples_come_back(fake, tiny_model_dir):
     assert first.text == backend.tokenizer.decode([5, 6], skip_special_tokens=True)
 
 
+def test_progress_moves_as_each_prompt_finishes_and_answers_keep_prompt_order(fake, tiny_model_dir):
+    """The engine reports requests as they end, the last added first here: progress moves per prompt (it moved once
+    per chunk of 256 prompts, so a job of fewer prompts showed nothing until its end) and the answers come back in
+    the prompts' order."""
+    backend = VLLMBackend(str(tiny_model_dir), canary=False)
+    fake.script = staticmethod(lambda i, j, p: Scripted([5 + i, 6 + j]))
+    seen, budget = [], []
+    out = backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=6), on_progress=lambda d, t: seen.append((d, t)),
+                           on_tokens=lambda d, t: budget.append((d, t)))
+    assert seen == [(2, 6), (4, 6), (6, 6)] and budget == [(12, 36), (24, 36), (36, 36)]
+    assert [[s.token_ids for s in row] for row in out] == [[[5 + i, 6], [5 + i, 7]] for i in range(3)]
+    assert fake.instances[0].llm_engine.steps == 3
+
+
+def test_a_cancel_stops_between_engine_steps_and_aborts_what_is_left(fake, tiny_model_dir):
+    """A Cancel was seen only between chunks of 256 prompts: a job of fewer prompts ran to its end."""
+    from generation.backends.base import GenerationCancelled
+
+    backend = VLLMBackend(str(tiny_model_dir), canary=False)
+    engine = fake.instances[0].llm_engine
+    asked = []
+
+    def should_stop():
+        asked.append(engine.steps)
+        return engine.steps == 1  # after the first step: one prompt of three has finished
+    with pytest.raises(GenerationCancelled):
+        backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=6), should_stop=should_stop)
+    assert asked == [0, 0, 1] and engine.steps == 1  # before the chunk, then before each step
+    assert len(engine.aborted) == 2 and not engine.pending  # the two unfinished requests, by their internal ids
+    assert all(rid.split("-")[0].isdigit() for rid in engine.aborted)
+    # the engine holds nothing of the stopped call: the next one answers its own prompts only
+    assert len(backend.generate(PROMPTS[:1], SamplingConfig(n=2, max_new_tokens=6))) == 1
+
+
+def test_an_engine_step_that_fails_aborts_the_chunks_requests_and_raises(fake, tiny_model_dir):
+    backend = VLLMBackend(str(tiny_model_dir), canary=False)
+    engine = fake.instances[0].llm_engine
+
+    def fail_on_second(eng):
+        if eng.steps == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+    fake_vllm.FakeEngine.before_step = staticmethod(fail_on_second)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=6))
+    assert len(engine.aborted) == 2 and not engine.pending
+
+
 @pytest.mark.parametrize("reason", ["abort", "error", "repetition"])
 def test_a_request_vllm_aborts_or_fails_raises_instead_of_passing_for_length(fake, tiny_model_dir, reason):
     backend = VLLMBackend(str(tiny_model_dir), canary=False)
