@@ -50,6 +50,12 @@ class JobOut(Schema):
     started: datetime | None
     finished: datetime | None
     details: dict[str, Any]
+    silent_seconds: float | None = Field(
+        None, description="while active: seconds without a word from its worker, once over 5 minutes (is its worker "
+                          "running?); null otherwise, as its page says")
+    runner_gone: bool = Field(
+        False, description="while active: the command running it in the foreground has ended without finishing it "
+                           "(killed); Cancel ends it at once")
 
 
 def _progress(job) -> float:
@@ -85,7 +91,9 @@ def _details(kind: str, job) -> dict[str, Any]:
 def describe(kind: str, job) -> dict[str, Any]:
     return {"kind": kind, "id": job.pk, "status": job.status, "active": job.status in ACTIVE,
             "progress": _progress(job), "stage": job.stage, "error": job.error, "created": job.created, "started": job.started,
-            "finished": job.finished, "details": _details(kind, job)}
+            "finished": job.finished, "details": _details(kind, job),
+            "silent_seconds": round(job.silent_seconds) if job.silent_seconds is not None else None,
+            "runner_gone": job.runner_gone}
 
 
 def _version(pk: int | None, what: str) -> ModelVersion | None:

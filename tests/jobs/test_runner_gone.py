@@ -60,6 +60,8 @@ def test_cancel_ends_a_job_whose_command_is_gone_at_once_with_the_jobs_inside_it
     client.force_login(staff)
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert "the command running it has ended without finishing it: Cancel ends it" in page and ">Cancel</button>" in page
+    said = client.get(f"/api/v1/jobs/loop/{run.pk}").json()
+    assert said["runner_gone"] is True and said["silent_seconds"] is None and said["active"]
 
     lifecycle.cancel(run)
     run.refresh_from_db()
@@ -83,6 +85,7 @@ def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, 
         client.force_login(staff)
         for run in runs:
             assert "the command running it has ended" not in client.get(f"/loop/runs/{run.pk}/").content.decode()
+            assert client.get(f"/api/v1/jobs/loop/{run.pk}").json()["runner_gone"] is False
             lifecycle.cancel(run)
             run.refresh_from_db()
             assert run.status == "cancelling"  # its process stops it within seconds, as it asks
@@ -119,3 +122,20 @@ def test_a_generate_pairs_killed_outright_is_ended_by_the_next_worker(worker, sl
     job.refresh_from_db()
     assert job.status == "failed" and f"pid {command.pid} on {socket.gethostname()}" in job.error, job.error
     assert job.stage.startswith("failed in: sampling") and "ended without finishing it" in job.log
+
+
+@pytest.mark.django_db
+def test_the_api_says_a_job_is_silent_as_its_page_does(client, staff):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    quiet = timezone.now() - timedelta(minutes=10)
+    run = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", status="running",
+                                 claimed=quiet, updated=quiet)
+    client.force_login(staff)
+    said = client.get(f"/api/v1/jobs/loop/{run.pk}").json()
+    assert 590 <= said["silent_seconds"] <= 660 and said["runner_gone"] is False
+    assert "no word from its worker for 10" in client.get(f"/loop/runs/{run.pk}/").content.decode()
+    LoopRun.objects.filter(pk=run.pk).update(updated=timezone.now())
+    assert client.get(f"/api/v1/jobs/loop/{run.pk}").json()["silent_seconds"] is None
