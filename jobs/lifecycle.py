@@ -208,25 +208,23 @@ def cancel(job: Job) -> None:
 
 
 def end_if_runner_gone(job: Job) -> bool:
-    """End `job` (and the jobs inside it) when the command's process running it is certainly gone (jobs.runner):
-    failed, or cancelled if it was being stopped, saying so. True if it was ended here."""
+    """End `job` (and the jobs inside it) cancelled when the command's process running it is certainly gone
+    (jobs.runner), saying so. Cancelled, not failed: were the process alive after all, its next check for a stop
+    sees it and stops (a failed job's process would work on). True if it was ended here."""
     if not (job.runner and job.status in ACTIVE and runners.gone(job.runner)):
         return False
     model, now = type(job), timezone.now()
     reason = (f"the command running it ({runners.described(job.runner)}) ended without finishing it (killed, or out "
               "of memory); what it stored before stays")
-    # one write per outcome, each only while the job is active and still that process's
-    mine = model.objects.filter(pk=job.pk, runner=job.runner)
-    stopping = f"cancelled: {reason}"
-    ended = mine.filter(status=Status.CANCELLING).update(
-        status=Status.CANCELLED, error=reason, finished=now, stage=stopping[:200], log=_logged(stopping))
-    failed = mine.filter(status__in=[Status.QUEUED, Status.RUNNING]).update(
-        status=Status.FAILED, error=reason, finished=now, stage=_failed_in(), log=_logged(f"failed: {reason}"))
-    if ended or failed:
-        end_parts(job, reason, Status.CANCELLED if ended else Status.FAILED)
+    stage = f"cancelled: {reason}"
+    # one write, only while the job is active and still that process's
+    ended = model.objects.filter(pk=job.pk, runner=job.runner, status__in=ACTIVE).update(
+        status=Status.CANCELLED, error=reason, finished=now, stage=stage[:200], log=_logged(stage))
+    if ended:
+        end_parts(job, reason, Status.CANCELLED)
         log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
     job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
-    return bool(ended or failed)
+    return bool(ended)
 
 
 def end_orphans() -> list[Job]:

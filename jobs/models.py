@@ -73,9 +73,9 @@ class Job(models.Model):
     )
 
     runner = models.CharField(
-        max_length=120, blank=True,
-        help_text="The command's process that runs this job in the foreground (host, PID namespace, pid, start "
-                  "time); empty for a worker's. From the same host, a job whose runner is gone is ended.")
+        max_length=160, blank=True, default="", db_default="",  # a release before it inserts rows without it
+        help_text="The command's process that runs this job in the foreground (host, boot id, PID namespace, "
+                  "pid, start time: jobs.runner); empty for a worker's. Once it is gone, the job is ended.")
 
     class Meta:
         abstract = True

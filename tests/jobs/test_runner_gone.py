@@ -1,14 +1,19 @@
 """A command killed outright (kill -9, the out-of-memory killer) ends nothing itself: its job read "running" (and
 "cancelling" after a Cancel) until it had been silent for 5 minutes, and a dead train_round's temporary checkpoint
 stayed as long. Now the job names the process running it, and from the same machine that process is known gone: the
-page says so, Cancel ends the job at once, and a worker starting ends it failed, with the jobs inside it."""
+page says so, Cancel ends the job at once, and a worker starting ends it (cancelled, so that a process alive after
+all would stop), with the jobs inside it."""
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,10 +23,15 @@ from loop.models import LoopRun
 from tests.faults.conftest import ROOT, broker, slow_model_dir, slow_version, wait_for, worker, worker_data_dir  # noqa: F401
 
 
+def _runner_of(pid: int) -> str:
+    """The runner `this_process` would write in process `pid` (this machine, this PID namespace)."""
+    return runner.this_process().rsplit(" ", 2)[0] + f" {pid} {runner._started(pid)}"
+
+
 def _dead_process() -> str:
     """The runner of a process that has ended and been collected."""
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    alive = runner.this_process().rsplit(" ", 2)[0] + f" {child.pid} {runner._started(child.pid)}"
+    alive = _runner_of(child.pid)
     assert not runner.gone(alive)
     child.kill()
     child.wait()
@@ -31,10 +41,10 @@ def _dead_process() -> str:
 def test_a_process_is_gone_only_when_the_kernel_says_so(tmp_path):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        mine = runner.this_process().rsplit(" ", 2)[0]
-        alive = f"{mine} {child.pid} {runner._started(child.pid)}"
+        alive = _runner_of(child.pid)
         assert not runner.gone(alive) and not runner.gone(runner.this_process())
-        assert runner.gone(f"{mine} {child.pid} 1")  # the pid used again by a later process
+        host, boot, namespace, pid, started = alive.split(" ")
+        assert runner.gone(f"{host} {boot} {namespace} {pid} 1")  # the pid used again by a later process
         child.kill()
         time.sleep(0.2)
         assert runner.gone(alive)  # killed, not yet collected by its parent (a zombie)
@@ -42,12 +52,59 @@ def test_a_process_is_gone_only_when_the_kernel_says_so(tmp_path):
         child.kill()
         child.wait()
     assert runner.gone(alive)
-    # another machine, another PID namespace (a container), or no runner written: cannot tell, so not gone
-    host, namespace, pid, started = alive.split(" ")
-    for other in (f"elsewhere {namespace} {pid} {started}", f"{host} pid:[1] {pid} {started}", f"{host} - {pid} {started}",
-                  "", "not a runner"):
+    # another machine (of the same host name: another boot id), another PID namespace (a container), /proc unable
+    # to say, or no runner written: cannot tell, so not gone
+    other_boot = "0" * 8 + boot[8:]
+    for other in (f"{host} {other_boot} {namespace} {pid} {started}", f"{host} {boot} pid:[1] {pid} {started}",
+                  f"{host} {boot} - {pid} {started}", f"{host} - {namespace} {pid} {started}",
+                  f"{host} {boot} {namespace} {pid} -", "", "not a runner", f"{host} {namespace} {pid} {started}"):
         assert not runner.gone(other), other
     assert runner.described(alive) == f"pid {pid} on {socket.gethostname()}"
+
+
+def test_a_process_whose_name_is_not_utf8_is_read_without_error():
+    """A name cut at 15 bytes inside a multi-byte character: reading its /proc entry as text raised, and every page
+    showing the job answered 500."""
+    name = bytes([100, 111, 110, 110, 0xC3, 0xA9, 101, 0xC3])
+    code = f"import ctypes, time; ctypes.CDLL(None).prctl(15, {name!r}, 0, 0, 0); time.sleep(60)"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        assert name in open(f"/proc/{child.pid}/stat", "rb").read()
+        alive = _runner_of(child.pid)
+        assert alive.split(" ")[4].isdigit() and not runner.gone(alive)
+        assert runner.gone(alive.rsplit(" ", 1)[0] + " 1")
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not all(map(shutil.which, ("unshare", "runuser", "mount"))),
+                    reason="needs root, unshare, runuser and mount, to mount a /proc that hides other users' processes")
+def test_a_process_proc_hides_from_this_user_is_not_judged_gone():
+    """/proc mounted with hidepid=2 (or systemd's ProtectProc=invisible, which hardening guides recommend): the web
+    app's user sees no entry for a command another user runs, and the job of a live command was ended."""
+    python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    folder = Path(tempfile.mkdtemp(prefix="runner-check-"))  # where the other user can read the module
+    try:
+        shutil.copy(ROOT / "jobs" / "runner.py", folder / "runner.py")
+        folder.chmod(0o755)
+        (folder / "runner.py").chmod(0o644)
+        alive = _runner_of(child.pid)
+        check = (f"import sys, os; sys.path.insert(0, {str(folder)!r}); import runner; "
+                 f"print(os.path.exists('/proc/{child.pid}'), runner.gone({alive!r}))")
+        done = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"mount -t proc -o hidepid=2 proc /proc && exec runuser -u nobody -- {python} -c \"{check}\""],
+            capture_output=True, text=True, timeout=60, cwd=folder)
+        if done.returncode != 0:
+            pytest.skip(f"cannot check under a hiding /proc here: {done.stderr.strip()[:200]}")
+        assert done.stdout.split() == ["False", "False"], done.stdout  # hidden from it, and not judged gone
+    finally:
+        child.kill()
+        child.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.django_db
@@ -59,18 +116,20 @@ def test_cancel_ends_a_job_whose_command_is_gone_at_once_with_the_jobs_inside_it
     part = GenerationJob.objects.create(version=base, part_of=run.key, status="running")
     client.force_login(staff)
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
-    assert "the command running it has ended without finishing it: Cancel ends it" in page and ">Cancel</button>" in page
+    assert "the command running it has ended without finishing it" in page and ">Cancel</button>" in page
     said = client.get(f"/api/v1/jobs/loop/{run.pk}").json()
     assert said["runner_gone"] is True and said["silent_seconds"] is None and said["active"]
 
     lifecycle.cancel(run)
     run.refresh_from_db()
-    pid = dead.split(" ")[2]
+    pid = dead.split(" ")[3]
     assert run.status == "cancelled" and run.finished is not None
     assert f"the command running it (pid {pid} on {socket.gethostname()}) ended without finishing it" in run.stage
     assert "ended without finishing it" in run.log
     part.refresh_from_db()
     assert part.status == "cancelled" and f"pid {pid}" in part.error
+    # were the process alive after all, its next check for a stop would stop it (a failed job's would work on)
+    assert lifecycle.Tracker(run).should_stop()
 
 
 @pytest.mark.django_db
@@ -79,7 +138,8 @@ def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         alive = runner.this_process().rsplit(" ", 2)[0] + f" {child.pid} {runner._started(child.pid)}"
-        elsewhere = "another-host " + _dead_process().split(" ", 1)[1]
+        host, boot, rest = _dead_process().split(" ", 2)
+        elsewhere = f"{host} {'0' * 8 + boot[8:]} {rest}"  # the same host name, another machine
         runs = [LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of="foreground",
                                        status="running", runner=who, seed=k) for k, who in enumerate((alive, elsewhere))]
         client.force_login(staff)
@@ -113,15 +173,15 @@ def test_a_generate_pairs_killed_outright_is_ended_by_the_next_worker(worker, sl
     finally:
         command.send_signal(signal.SIGKILL)
         command.wait()
-    assert job.runner == f"{runner.this_process().rsplit(' ', 2)[0]} {command.pid} {job.runner.split(' ')[3]}"
+    assert job.runner == f"{runner.this_process().rsplit(' ', 2)[0]} {command.pid} {job.runner.split(' ')[4]}"
     time.sleep(1)
     job.refresh_from_db()
     assert job.status == "running" and job.runner_gone  # nothing ended it: the process had no say
 
     worker.start()  # its start looks for jobs lost workers and commands left
     job.refresh_from_db()
-    assert job.status == "failed" and f"pid {command.pid} on {socket.gethostname()}" in job.error, job.error
-    assert job.stage.startswith("failed in: sampling") and "ended without finishing it" in job.log
+    assert job.status == "cancelled" and f"pid {command.pid} on {socket.gethostname()}" in job.error, job.error
+    assert job.stage.startswith("cancelled: the command running it") and "ended without finishing it" in job.log
 
 
 @pytest.mark.django_db
