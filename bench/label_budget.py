@@ -15,8 +15,15 @@ Per seed, on a fresh database:
      queue), v2 is trained from v1 (reference: base) on every person's label, and v2 answers the eval prompts
      against base, judged by the people's rule without noise (what the team wants).
 Prints the CPU and dtype, each (seed, order, budget) win-rate, and per seed and order the fewest labels the person
-gave (at most B) in an arm that reached `--target`, with the saving of each active order against random. Everything
-lives in a temporary folder.
+gave (at most B) in an arm that reached `--target`, with the saving of each active order against random. Then the
+same over the seeds pooled, which one seed's noise moves less: each order's mean win-rate at each budget (v1's at
+0 labels), the labels at which that mean first reaches the target (interpolated between the budgets around it), and
+each active order's mean difference from random at equal budgets with its standard error over the seed x budget
+cells. Everything lives in a temporary folder.
+
+    .venv/bin/python bench/label_budget.py --from-log RUN.log [--target 0.6]
+
+prints the tables again from a run's printed JSON lines (its per-seed and per-arm lines), without running anything.
 """
 from __future__ import annotations
 
@@ -76,6 +83,7 @@ def parse_args(argv=None):
     parser.add_argument("--eval", default=str(DATA / "eval_prompts.jsonl"))
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="Base checkpoint (bootstrapped when missing).")
     parser.add_argument("--params", default="{}", help="Training settings (DPOConfig fields) as JSON.")
+    parser.add_argument("--from-log", default="", help="Print the tables from an earlier run's output; run nothing.")
     return parser.parse_args(argv)
 
 
@@ -208,8 +216,96 @@ def fewest(rows: list[dict], target: float) -> int | None:
     return min(reached) if reached else None
 
 
+def reach(points: list[tuple[int, float]], target: float) -> float | None:
+    """Labels at which the win-rate first reaches `target`, interpolated linearly between the (labels, win-rate)
+    points around it (sorted by labels); None when no point reaches it."""
+    for k, (labels, rate) in enumerate(points):
+        if rate >= target:
+            if k == 0:
+                return float(labels)
+            before, was = points[k - 1]
+            return before + (labels - before) * (target - was) / (rate - was)
+    return None
+
+
+def pooled(rows: list[dict], starts: dict[int, float], target: float) -> list[str]:
+    """The tables over the seeds pooled (see the module's note). `starts`: v1's win-rate per seed (0 labels)."""
+    import statistics
+
+    seeds = sorted({r["seed"] for r in rows})
+    budgets = sorted({r["budget"] for r in rows})
+    cell = {(r["seed"], r["order"], r["budget"]): r for r in rows}
+    start = statistics.fmean(starts[s] for s in seeds) if all(s in starts for s in seeds) else None
+    lines = [f"pooled over seeds {', '.join(map(str, seeds))}: mean win-rate against base"
+             + (f" (v1, 0 labels: {start:.1%})" if start is not None else ""),
+             "order | " + " | ".join(f"win @ {b}" for b in budgets) + f" | labels to {target:.0%} | saved vs random"
+             " | mean difference from random (± s.e.)",
+             " | ".join("---" for _ in range(len(budgets) + 4))]
+    need: dict[str, float | None] = {}
+    for order in ORDERS:
+        present = [b for b in budgets if all((s, order, b) in cell for s in seeds)]
+        if not present:
+            continue
+        means = [statistics.fmean(cell[(s, order, b)]["win_rate"] for s in seeds) for b in present]
+        labels = [statistics.fmean(cell[(s, order, b)]["labels"] for s in seeds) for b in present]
+        points = ([(0, start)] if start is not None else []) + list(zip(labels, means, strict=True))
+        need[order] = reach(points, target)
+        saving = "—"
+        if order != "random" and need[order] is not None and need.get("random"):
+            saving = f"{1 - need[order] / need['random']:+.0%}"
+        diffs = [cell[(s, order, b)]["win_rate"] - cell[(s, "random", b)]["win_rate"]
+                 for s in seeds for b in present if (s, "random", b) in cell]
+        versus = "—"
+        if order != "random" and len(diffs) > 1:
+            versus = f"{statistics.fmean(diffs):+.1%} ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.1%} ({len(diffs)} cells)"
+        lines.append(" | ".join([order, *(f"{m:.1%}" for m in means),
+                                 f"{need[order]:.0f}" if need[order] is not None else f"> {present[-1]}", saving,
+                                 versus]))
+    return lines
+
+
+def per_seed(rows: list[dict], seeds: list[int], budgets: list[int], target: float) -> list[str]:
+    lines = ["seed | order | " + " | ".join(f"win @ {b}" for b in budgets) + f" | labels to {target:.0%} | saved vs random",
+             " | ".join("---" for _ in range(len(budgets) + 4))]
+    for seed in seeds:
+        base_need = fewest([r for r in rows if r["seed"] == seed and r["order"] == "random"], target)
+        for order in ORDERS:
+            mine = sorted((r for r in rows if r["seed"] == seed and r["order"] == order), key=lambda r: r["budget"])
+            if not mine:
+                continue
+            need = fewest(mine, target)
+            # no saving against a random order that needed no label (a pool the queue served none of)
+            saving = f"{1 - need / base_need:+.0%}" if need is not None and base_need else "—"
+            lines.append(" | ".join([str(seed), order, *(f"{r['win_rate']:.1%}" for r in mine),
+                                     str(need) if need is not None else f"> {mine[-1]['budget']}", saving]))
+    return lines
+
+
+def from_log(path: str, target: float) -> int:
+    """The tables of an earlier run, from the JSON lines it printed."""
+    rows, starts = [], {}
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        row = json.loads(line)
+        if "order" in row:
+            rows.append(row)
+        elif "v1_win" in row:
+            starts[row["seed"]] = row["v1_win"]
+    if not rows:
+        print(f"{path}: no arm's line in it", file=sys.stderr)
+        return 1
+    seeds, budgets = sorted({r["seed"] for r in rows}), sorted({r["budget"] for r in rows})
+    print("\n".join(per_seed(rows, seeds, budgets, target)))
+    print()
+    print("\n".join(pooled(rows, starts, target)))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_log:
+        return from_log(args.from_log, args.target)
     seeds, budgets = args.seeds, sorted(args.budgets)
     holder = tempfile.TemporaryDirectory(prefix="label-budget-")
     data_dir = Path(holder.name)
@@ -228,25 +324,19 @@ def main(argv=None) -> int:
           f"training {args.params}", flush=True)
     start = time.perf_counter()
     rows: list[dict] = []
+    starts: dict[int, float] = {}
     for seed in seeds:
         found = prepare(args, seed, db, snapshot)
+        starts[seed] = found["v1_win"]
         print(json.dumps({"seed": seed, **found}), flush=True)
         for order in ORDERS:
             for budget in budgets:
                 rows.append(arm(args, seed, order, budget, db, snapshot))
                 print(json.dumps(rows[-1]), flush=True)
     print()
-    print("seed | order | " + " | ".join(f"win @ {b}" for b in budgets) + f" | labels to {args.target:.0%} | saved vs random")
-    print(" | ".join("---" for _ in range(len(budgets) + 4)))
-    for seed in seeds:
-        base_need = fewest([r for r in rows if r["seed"] == seed and r["order"] == "random"], args.target)
-        for order in ORDERS:
-            mine = [r for r in rows if r["seed"] == seed and r["order"] == order]
-            need = fewest(mine, args.target)
-            # no saving against a random order that needed no label (a pool the queue served none of)
-            saving = f"{1 - need / base_need:+.0%}" if need is not None and base_need else "—"
-            print(" | ".join([str(seed), order, *(f"{r['win_rate']:.1%}" for r in mine),
-                              str(need) if need is not None else f"> {budgets[-1]}", saving]))
+    print("\n".join(per_seed(rows, seeds, budgets, args.target)))
+    print()
+    print("\n".join(pooled(rows, starts, args.target)))
     print(f"whole run: {(time.perf_counter() - start) / 60:.1f} min")
     holder.cleanup()
     return 0

@@ -3,6 +3,7 @@ measured (or crashed before any), found by an audit of bench/."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -154,6 +155,46 @@ def test_label_budget_reports_the_labels_given_not_the_budget():
             {"budget": 8, "labels": 8, "win_rate": 0.5}]
     assert fewest(rows, 0.6) == 11
     assert fewest(rows, 0.9) is None
+
+
+def test_label_budget_pools_the_seeds_and_interpolates_the_labels_to_the_target():
+    """One seed's first budget past the target moved with its noise (win rates do not rise with the budget within a
+    seed): pooled over the seeds, from v1's win rate at 0 labels, interpolated between the budgets around it."""
+    from bench.label_budget import pooled, reach
+
+    assert reach([(0, 0.5), (16, 0.55), (32, 0.65)], 0.6) == pytest.approx(24.0)
+    assert reach([(0, 0.62), (16, 0.5)], 0.6) == 0.0 and reach([(0, 0.5), (16, 0.55)], 0.6) is None
+    rows = [{"seed": seed, "order": order, "budget": b, "labels": b, "win_rate": rate}
+            for seed, shift in ((0, 0.0), (1, 0.02))
+            for order, rates in (("random", (0.52, 0.58, 0.62)), ("uncertain", (0.58, 0.62, 0.64)),
+                                 ("disagreement", (0.5, 0.56, 0.6)))
+            for b, rate in zip((16, 32, 48), (r + shift for r in rates), strict=True)]
+    lines = pooled(rows, {0: 0.5, 1: 0.5}, 0.6)
+    table = {line.split(" | ")[0]: line.split(" | ") for line in lines[3:]}
+    assert table["random"][1:4] == ["53.0%", "59.0%", "63.0%"] and table["random"][4] == "36"  # 32 + 16 x 1/4
+    assert table["uncertain"][4] == "20" and table["uncertain"][5] == "+44%"  # 16 + 16 x 1/4, against random's 36
+    assert table["uncertain"][6].startswith("+4.0% ± ") and "(6 cells)" in table["uncertain"][6]
+    assert table["disagreement"][4] == "44" and table["disagreement"][5] == "-22%"  # 32 + 16 x 3/4
+
+
+def test_label_budget_prints_its_tables_again_from_a_runs_output(tmp_path, capsys):
+    from bench.label_budget import main
+
+    log = tmp_path / "run.log"
+    log.write_text("CPU: something\n" + "\n".join(json.dumps(row) for row in (
+        {"seed": 0, "pairs": 96, "v1_win": 0.5},
+        {"seed": 0, "order": "random", "budget": 16, "labels": 16, "win_rate": 0.55},
+        {"seed": 0, "order": "random", "budget": 32, "labels": 32, "win_rate": 0.65},
+        {"seed": 0, "order": "uncertain", "budget": 16, "labels": 16, "win_rate": 0.61},
+        {"seed": 0, "order": "uncertain", "budget": 32, "labels": 32, "win_rate": 0.6})) + "\n")
+    assert main(["--from-log", str(log), "--target", "0.6"]) == 0
+    out = capsys.readouterr().out
+    assert "0 | uncertain | 61.0% | 60.0% | 16 | +50%" in out  # per seed: 16 labels against random's 32
+    assert "random | 55.0% | 65.0% | 24 | — | —" in out  # pooled: from 55% at 16 to 65% at 32
+    assert main(["--from-log", str(tmp_path / "run.log"), "--target", "0.9"]) == 0
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing\n")
+    assert main(["--from-log", str(empty)]) == 1
 
 
 # -- dpo_throughput: the in-process run takes the command line's settings -----------------------------------------
