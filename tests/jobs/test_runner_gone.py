@@ -100,7 +100,10 @@ def test_a_process_proc_hides_from_this_user_is_not_judged_gone():
             capture_output=True, text=True, timeout=60, cwd=folder)
         if done.returncode != 0:
             pytest.skip(f"cannot check under a hiding /proc here: {done.stderr.strip()[:200]}")
-        assert done.stdout.split() == ["False", "False"], done.stdout  # hidden from it, and not judged gone
+        visible, judged_gone = done.stdout.split()
+        if visible == "True":
+            pytest.skip("this /proc mount does not hide other users' processes")
+        assert judged_gone == "False", done.stdout  # hidden from that user, and not judged gone
     finally:
         child.kill()
         child.wait()
