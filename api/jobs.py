@@ -38,6 +38,11 @@ MODELS = {"generation": GenerationJob, "training": TrainingRun, "compare": Compa
 ACTIVE = ("queued", "running", "cancelling")  # cancelling: the worker is stopping it
 
 
+def kind_of(job) -> str:
+    """The API's name for a job's kind ("compare" for a CompareJob)."""
+    return next(kind for kind, model in MODELS.items() if isinstance(job, model))
+
+
 class JobOut(Schema):
     kind: str
     id: int

@@ -14,11 +14,10 @@ from ninja.parser import Parser
 from annotate.exporters import ExportError
 from annotate.importers import ImportProblem
 from annotate.services import ByLeaseOnly, LabelError
-from compare.services import AlreadyStarted as CompareTwin
 from compare.services import CompareError
 from generation.services import GenerationError
+from jobs.lifecycle import AlreadyActive
 from judges import JudgeError
-from loop.services import AlreadyStarted as LoopTwin
 from loop.services import LoopError
 from prefcore.rows import DuplicateKey, unique_keys
 from training.services import TrainingError
@@ -135,13 +134,11 @@ def _denied(request, exc):
     return _error(request, 403, str(exc) or "not allowed")
 
 
-@api.exception_handler(CompareTwin)
-@api.exception_handler(LoopTwin)
+@api.exception_handler(AlreadyActive)
 def _twin(request, exc):
     """The same job started again while the first is active (a retried request whose answer was lost): a conflict,
     with the first job as `job`, so a script can go on with it instead of parsing the sentence."""
-    return _error(request, 409, str(exc), job=jobs.describe("compare" if isinstance(exc, CompareTwin) else "loop",
-                                                            exc.job))
+    return _error(request, 409, str(exc), job=jobs.describe(jobs.kind_of(exc.job), exc.job))
 
 
 for _domain, _status in ((GenerationError, 400), (TrainingError, 400), (LoopError, 400), (CompareError, 400),

@@ -42,12 +42,8 @@ class CompareError(Exception):
     """Something a person can fix: same version twice, no prompts, a vote twice."""
 
 
-class AlreadyStarted(CompareError):
+class AlreadyStarted(lifecycle.AlreadyActive, CompareError):
     """An active set of the same comparison (the same form sent twice): `job` is that set."""
-
-    def __init__(self, message: str, job: CompareJob):
-        super().__init__(message)
-        self.job = job
 
 
 class AlreadyVoted(CompareError):

@@ -280,6 +280,15 @@ def job_done(job: Job) -> int:
     return type(job).objects.values_list("done", flat=True).get(pk=job.pk)
 
 
+class AlreadyActive(Exception):
+    """The same job started again while an active one does the same (the same form sent twice, a request retried
+    after its answer was lost): `job` is that one. Each kind raises it as its own error too (compare's, loop's)."""
+
+    def __init__(self, message: str, job: Job):
+        super().__init__(message)
+        self.job = job
+
+
 def one_start_at_a_time(lock: int) -> None:
     """Inside a transaction, before looking for an active job with the same settings (a twin: the same form sent
     twice): starts taking the same `lock` pass here one at a time until their transactions end, so two sent in the
@@ -308,7 +317,6 @@ def requeue_interrupted(queues: Iterable[str] | None = None) -> dict[str, list[i
     worker's own queues; a worker of another queue may be running its jobs right now). Returns the ids sent, by
     kind."""
     sent: dict[str, list[int]] = {}
-    end_orphans()  # a command's own job whose process was killed outright on this machine: nobody else would end it
     # the jobs inside a command's own job (run_loop's rounds) are that process's too: one it was stopping was ended
     # "worker lost" while the command still ran it
     owned = [job.key for kind in job_kinds() for job in kind.objects.filter(part_of=FOREGROUND, status__in=ACTIVE)]

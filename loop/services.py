@@ -69,12 +69,8 @@ class LoopError(Exception):
     """Something a person can fix: no prompts, a version missing, a round that failed; names what and where."""
 
 
-class AlreadyStarted(LoopError):
+class AlreadyStarted(lifecycle.AlreadyActive, LoopError):
     """An active run with the same settings (the same form sent twice): `job` is that run."""
-
-    def __init__(self, message: str, job: LoopRun):
-        super().__init__(message)
-        self.job = job
 
 
 def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:

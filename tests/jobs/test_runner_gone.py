@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ from loop.models import LoopRun
 from tests.faults.conftest import ROOT, broker, slow_model_dir, slow_version, wait_for, worker, worker_data_dir  # noqa: F401
 
 
+@contextmanager
+def _sleeping(code: str = "import time; time.sleep(60)"):
+    """A child Python process running `code`, killed and collected on the way out."""
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _runner_of(pid: int) -> str:
     """The runner `this_process` would write in process `pid` (this machine, this PID namespace)."""
     return runner.this_process().rsplit(" ", 2)[0] + f" {pid} {runner._started(pid)}"
@@ -30,17 +42,14 @@ def _runner_of(pid: int) -> str:
 
 def _dead_process() -> str:
     """The runner of a process that has ended and been collected."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    alive = _runner_of(child.pid)
-    assert not runner.gone(alive)
-    child.kill()
-    child.wait()
+    with _sleeping() as child:
+        alive = _runner_of(child.pid)
+        assert not runner.gone(alive)
     return alive
 
 
 def test_a_process_is_gone_only_when_the_kernel_says_so(tmp_path):
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
+    with _sleeping() as child:
         alive = _runner_of(child.pid)
         assert not runner.gone(alive) and not runner.gone(runner.this_process())
         host, boot, namespace, pid, started = alive.split(" ")
@@ -48,9 +57,6 @@ def test_a_process_is_gone_only_when_the_kernel_says_so(tmp_path):
         child.kill()
         time.sleep(0.2)
         assert runner.gone(alive)  # killed, not yet collected by its parent (a zombie)
-    finally:
-        child.kill()
-        child.wait()
     assert runner.gone(alive)
     # another machine (of the same host name: another boot id), another PID namespace (a container), /proc unable
     # to say, or no runner written: cannot tell, so not gone
@@ -67,16 +73,12 @@ def test_a_process_whose_name_is_not_utf8_is_read_without_error():
     showing the job answered 500."""
     name = bytes([100, 111, 110, 110, 0xC3, 0xA9, 101, 0xC3])
     code = f"import ctypes, time; ctypes.CDLL(None).prctl(15, {name!r}, 0, 0, 0); time.sleep(60)"
-    child = subprocess.Popen([sys.executable, "-c", code])
-    try:
+    with _sleeping(code) as child:
         time.sleep(0.5)
         assert name in open(f"/proc/{child.pid}/stat", "rb").read()
         alive = _runner_of(child.pid)
         assert alive.split(" ")[4].isdigit() and not runner.gone(alive)
         assert runner.gone(alive.rsplit(" ", 1)[0] + " 1")
-    finally:
-        child.kill()
-        child.wait()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not all(map(shutil.which, ("unshare", "runuser", "mount"))),
@@ -85,9 +87,9 @@ def test_a_process_proc_hides_from_this_user_is_not_judged_gone():
     """/proc mounted with hidepid=2 (or systemd's ProtectProc=invisible, which hardening guides recommend): the web
     app's user sees no entry for a command another user runs, and the job of a live command was ended."""
     python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    folder = Path(tempfile.mkdtemp(prefix="runner-check-"))  # where the other user can read the module
-    try:
+    # a folder the other user can read the module from
+    with tempfile.TemporaryDirectory(prefix="runner-check-") as name, _sleeping() as child:
+        folder = Path(name)
         shutil.copy(ROOT / "jobs" / "runner.py", folder / "runner.py")
         folder.chmod(0o755)
         (folder / "runner.py").chmod(0o644)
@@ -104,10 +106,6 @@ def test_a_process_proc_hides_from_this_user_is_not_judged_gone():
         if visible == "True":
             pytest.skip("this /proc mount does not hide other users' processes")
         assert judged_gone == "False", done.stdout  # hidden from that user, and not judged gone
-    finally:
-        child.kill()
-        child.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.django_db
@@ -138,9 +136,8 @@ def test_cancel_ends_a_job_whose_command_is_gone_at_once_with_the_jobs_inside_it
 @pytest.mark.django_db
 def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, staff):
     """The other side: a live command stops its job itself; one on another machine cannot be judged from here."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        alive = runner.this_process().rsplit(" ", 2)[0] + f" {child.pid} {runner._started(child.pid)}"
+    with _sleeping() as child:
+        alive = _runner_of(child.pid)
         host, boot, rest = _dead_process().split(" ", 2)
         elsewhere = f"{host} {'0' * 8 + boot[8:]} {rest}"  # the same host name, another machine
         runs = [LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of="foreground",
@@ -152,10 +149,9 @@ def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, 
             lifecycle.cancel(run)
             run.refresh_from_db()
             assert run.status == "cancelling"  # its process stops it within seconds, as it asks
-        assert lifecycle.requeue_interrupted() == {} and LoopRun.objects.filter(status="cancelling").count() == 2
-    finally:
-        child.kill()
-        child.wait()
+        # what a worker starting does (prefloop/celery.py): neither is ended, nor sent to the queue
+        assert lifecycle.end_orphans() == [] and lifecycle.requeue_interrupted() == {}
+        assert LoopRun.objects.filter(status="cancelling").count() == 2
 
 
 @pytest.mark.slow
