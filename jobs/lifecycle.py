@@ -33,6 +33,13 @@ CHECK_EVERY_S = 0.5  # the database is asked whether to stop at most this often
 ALIVE_EVERY_S = 30.0  # and told the worker is alive (Job.alive_at) at most this often
 
 
+# Called with the job after end_if_runner_gone ended it (and the jobs inside it), to clean up what its dead process
+# left on disk: each kind's own business (training removes the unregistered checkpoint folders of the runs among them),
+# added in the kind's AppConfig.ready. Only that job's and its parts' leftovers: those of a run ended otherwise (the
+# silence rule) may belong to a process still at work. One that fails is logged, and the job stays ended.
+AFTER_RUNNER_GONE: list[Callable[[Job], None]] = []
+
+
 class JobCancelled(Exception):
     """The job (or the job it runs inside) was asked to stop."""
 
@@ -223,6 +230,11 @@ def end_if_runner_gone(job: Job) -> bool:
     if ended:
         end_parts(job, reason, Status.CANCELLED)
         log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
+        for clean_up in AFTER_RUNNER_GONE:
+            try:
+                clean_up(job)
+            except Exception:
+                log.exception("cleaning up after %s %s failed", model.__name__, job.pk)
     job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
     return bool(ended)
 

@@ -244,6 +244,22 @@ def cancel_training_run(run: TrainingRun) -> None:
     lifecycle.cancel(run)
 
 
+def remove_checkpoints_of(job) -> None:
+    """The unregistered checkpoint folders of `job` (a training run) or of the runs inside it (a loop's rounds), once
+    they are no longer active: its process died while training (kill -9, the out-of-memory killer) and the job was
+    ended for it. The folders of other runs are theirs: one ended by the silence rule may still be at work."""
+    runs = set(TrainingRun.objects.filter(part_of=job.key).values_list("pk", flat=True))
+    if isinstance(job, TrainingRun):
+        runs.add(job.pk)
+    if not runs:
+        return
+    runs -= set(TrainingRun.objects.filter(pk__in=runs, status__in=ACTIVE).values_list("pk", flat=True))
+    for folder in settings.MODELS_DIR.glob(".tmp-run-*-*"):
+        number = folder.name.split("-")[2]
+        if number.isdigit() and int(number) in runs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _remove_partial_checkpoints(run_id: int) -> None:
     """Folders an earlier, killed attempt of this run left behind, and those of runs that ended without another
     attempt (a lost loop's round, ended failed): each is named after its run, so a run still active elsewhere (a

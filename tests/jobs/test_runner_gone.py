@@ -134,6 +134,45 @@ def test_cancel_ends_a_job_whose_command_is_gone_at_once_with_the_jobs_inside_it
 
 
 @pytest.mark.django_db
+def test_a_dead_rounds_unregistered_checkpoint_goes_when_its_job_is_ended(settings, tmp_path):
+    """A loop killed while its round trained left the round's temporary checkpoint (hundreds of MB) until the next
+    training run started, which might be never; it goes when the loop's job is ended. A run still training (on a
+    worker sharing the disk) keeps its own, and so does a run ended otherwise (cancelled for its worker's silence:
+    that worker may still be at work, about to register the folder)."""
+    from training.models import TrainingRun
+
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    loop = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of="foreground",
+                                  status="running", runner=_dead_process())
+    dead = TrainingRun.objects.create(input_version=base, reference_version=base, status="running", part_of=loop.key)
+    other = ModelVersion.objects.create(name="round-1", path="/nowhere/round-1")  # one active run per version
+    elsewhere = TrainingRun.objects.create(input_version=other, reference_version=base, status="running")
+    third = ModelVersion.objects.create(name="round-2", path="/nowhere/round-2")
+    silent = TrainingRun.objects.create(input_version=third, reference_version=base, status="cancelled")
+    folders = {}
+    for run in (dead, elsewhere, silent):
+        folders[run.pk] = settings.MODELS_DIR / f".tmp-run-{run.pk}-abc123"
+        (folders[run.pk] / "checkpoint").mkdir(parents=True)
+        (folders[run.pk] / "checkpoint" / "model.safetensors").write_bytes(b"0" * 1024)
+
+    lifecycle.cancel(loop)
+    dead.refresh_from_db()
+    assert dead.status == "cancelled"
+    assert not folders[dead.pk].exists(), "the dead round's checkpoint folder was left"
+    assert folders[elsewhere.pk].exists(), "a run still training lost its checkpoint folder"
+    assert folders[silent.pk].exists(), "a run ended otherwise lost its checkpoint folder"
+
+    # and at a worker's start (end_orphans), for a train_round killed outright on its own
+    again = TrainingRun.objects.create(input_version=base, reference_version=base, status="running",  # base's ended
+                                       part_of="foreground", runner=_dead_process())
+    left = settings.MODELS_DIR / f".tmp-run-{again.pk}-def456"
+    left.mkdir()
+    assert [job.pk for job in lifecycle.end_orphans()] == [again.pk]
+    assert not left.exists() and folders[elsewhere.pk].exists() and folders[silent.pk].exists()
+
+
+@pytest.mark.django_db
 def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, staff):
     """The other side: a live command stops its job itself; one on another machine cannot be judged from here."""
     with _sleeping() as child:
