@@ -5,9 +5,16 @@
 // that gets 404 (the job was deleted) stops and leaves a line saying so, instead of asking again every second.
 // (A request sent signed out is answered 401 with HX-Redirect to the sign-in page: htmx follows it; see
 // prefloop/htmx.py.)
+// One outage gets one status line: two lines for it read as two problems. While retry.js is retrying a label (its
+// #connection-status line shows, class connection-lost), a request that gets no answer or a 502/503/504 (what
+// retry.js takes for an outage) adds no line here, as that line already says the server cannot be reached. An outage
+// line shown here earlier is marked data-outage, and retry.js takes it away when it says something newer; an outage
+// line shown here takes away retry.js's "Saved", which it makes out of date. A line with the server's own message
+// about something else (a refused vote, a 404) stays beside the retry's line: it says something new.
 (function () {
   "use strict";
   var MAX_CHARS = 400;
+  var OUTAGE_STATUS = [502, 503, 504];  // answered by a proxy or by the server with its database away: an outage
   var GONE = "This job no longer exists (it was deleted): its progress is no longer updated. Reload the page for " +
     "the current list.";
   var failedElt = null;  // the element whose request the status line speaks of
@@ -22,17 +29,26 @@
     }
     return box;
   }
-  function say(text, elt) {
+  function say(text, elt, outage) {
     var box = statusLine();
     box.textContent = text;
     box.className = "notice connection-status connection-error request-status";
     box.hidden = false;
     failedElt = elt;
+    if (!outage) { box.removeAttribute("data-outage"); return; }
+    box.setAttribute("data-outage", "");
+    var retryLine = document.getElementById("connection-status");
+    if (retryLine && retryLine.classList.contains("connection-saved")) retryLine.hidden = true;
   }
   function clear() {
     var box = document.getElementById("request-status");
-    if (box) { box.hidden = true; box.textContent = ""; }
+    if (box) { box.hidden = true; box.textContent = ""; box.removeAttribute("data-outage"); }
     failedElt = null;
+  }
+  // Whether retry.js is retrying a label, and so already saying that the server cannot be reached.
+  function retrying() {
+    var retryLine = document.getElementById("connection-status");
+    return !!retryLine && !retryLine.hidden && retryLine.classList.contains("connection-lost");
   }
 
   function detailOf(data) {
@@ -108,19 +124,21 @@
     if (ownHandler(evt)) return;
     var xhr = evt.detail.xhr, elt = evt.detail.elt, status = xhr.status;
     if (status === 404 && polls(elt) && verbOf(evt) === "get") { stopWatching(elt); return; }
+    var outage = OUTAGE_STATUS.indexOf(status) >= 0;
+    if (outage && retrying()) return;
     var text = serverMessage(xhr);
     if (!text) {
       if (status === 404) text = "Not found: it may have been deleted. Reload the page.";
       else if (verbOf(evt) === "get") text = "This part of the page could not be updated: reload the page.";
       else text = "The server did not take this: it may not have been saved. Reload the page and try again.";
     }
-    say(text + " (HTTP " + status + ")", elt);
+    say(text + " (HTTP " + status + ")", elt, outage);
   });
   document.addEventListener("htmx:sendError", function (evt) {
-    if (ownHandler(evt)) return;
+    if (ownHandler(evt) || retrying()) return;
     say(verbOf(evt) === "get"
       ? "Could not reach the server: this page is not being updated. Check the connection."
-      : "Could not reach the server: this was not saved. Check the connection and try again.", evt.detail.elt);
+      : "Could not reach the server: this was not saved. Check the connection and try again.", evt.detail.elt, true);
   });
   document.addEventListener("htmx:afterRequest", function (evt) {
     if (failedElt === null || !evt.detail.successful) return;

@@ -2,6 +2,9 @@
 // d word diff, s skip, u undo, ? keys. htmx does the requests; this script only presses the page's buttons.
 // A key pressed while the last label is still being saved is refused, visibly (#press-status), never dropped
 // silently: the next pair has not been seen yet, so it must not take a label meant for the last one.
+// While retry.js is retrying a label through a lost connection, its line already says the last label is still being
+// sent: a press then goes through to retry.js, unmarked, which refuses it on that same line ("Still sending your last
+// label"), so that the page does not show a second line about the same label and outage.
 (function () {
   "use strict";
   var shownAt = performance.now();
@@ -12,6 +15,10 @@
       (el.tagName === "INPUT" && !["radio", "checkbox", "button", "submit"].includes(el.type)));
   }
   function busy() { return document.querySelector(".htmx-request") !== null; }
+  function retrying() {
+    var line = document.getElementById("connection-status");
+    return !!line && !line.hidden && line.classList.contains("connection-lost");
+  }
   function refuse(what) {
     var line = document.getElementById("press-status");
     if (!line) return;
@@ -30,6 +37,7 @@
   function press(selector, what) {
     var button = document.querySelector(selector);
     if (!button) return;
+    if (retrying()) { button.click(); return; }
     if (busy()) { refuse(what); return; }
     accepted(button);
     button.click();
@@ -68,7 +76,7 @@
   // A click on a choice, skip or undo: the same feedback and the same refusal as its key.
   document.addEventListener("click", function (e) {
     var button = e.target.closest("#workspace button[type=submit]");
-    if (!button || !e.isTrusted) return;
+    if (!button || !e.isTrusted || retrying()) return;
     if (busy()) { e.preventDefault(); e.stopPropagation(); refuse("a button"); return; }
     accepted(button);
   }, true);

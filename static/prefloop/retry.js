@@ -3,6 +3,11 @@
 // parameters, CSRF token and headers) with back-off, until it goes through ("Saved"). Never retries a 4xx or a plain
 // 500 (a bug, not an outage: the server answers 503 when the database is down). The server records a label sent
 // twice once, so a retry after a lost answer is safe. Other POST forms opt in with a data-retry attribute.
+// One outage gets one status line. While a retry is under way this script's line (shown, class connection-lost) is
+// the page's word on the connection: errors.js adds no line of its own for another request that gets no answer or a
+// 502/503/504, and keys.js tells a key pressed meanwhile on this line. Whatever this line says next is newer than a
+// line errors.js showed earlier for an outage (marked data-outage), so that line goes; a line carrying the server's
+// own message about something else (a 400, a 404) stays, as it says what this one does not.
 (function () {
   "use strict";
   var RETRIED = "#label-form, [data-retry]";
@@ -30,6 +35,12 @@
     box.textContent = text;
     box.className = "notice connection-status connection-" + kind;
     box.hidden = false;
+    var stale = document.getElementById("request-status");  // errors.js's line about the same outage
+    if (stale && stale.hasAttribute("data-outage")) {
+      stale.hidden = true;
+      stale.textContent = "";
+      stale.removeAttribute("data-outage");
+    }
   }
   function clear() { var box = document.getElementById("connection-status"); if (box) box.hidden = true; }
 

@@ -1,7 +1,9 @@
 """Headless Chromium labels a pair while the database is unreachable for the first two label POSTs (the server's
 connection really cannot open the database; no mock), and while the browser is offline: the page says it is
 retrying, sends the same request again, says "Saved", shows the next pair, and the label is stored exactly once.
-A refused request (403) is not retried."""
+A refused request (403) is not retried. One outage shows one status line: errors.js's "could not reach the server" for
+another request gives way to the retry's line, and a key pressed during the retry is refused on that line; the
+server's own message about something else stays beside it."""
 from __future__ import annotations
 
 import threading
@@ -130,3 +132,134 @@ def test_a_refused_label_is_not_retried(browser, live_server):  # noqa: F811
     assert _shown(browser)["pair"] == first["pair"]
     assert not any("retrying" in s for s in _said(browser))
     assert not Label.objects.exists()
+
+
+# Every status line showing at each change of one of them, as "id: text": the page should show one at a time for one
+# outage. (A MutationObserver runs after the script that changed the lines, so it sees each change whole.)
+LINES = """
+window.__lines = [];
+const ids = ['connection-status', 'request-status', 'press-status'];
+const showing = () => ids.map(id => document.getElementById(id)).filter(b => b && !b.hidden && b.textContent)
+  .map(b => b.id + ': ' + b.textContent);
+const watch = new MutationObserver(() => window.__lines.push(showing()));
+ids.forEach(id => watch.observe(document.getElementById(id),
+  {childList: true, characterData: true, subtree: true, attributes: true}));
+window.__failed = [];
+document.addEventListener('htmx:afterRequest', e => {
+  if (!e.detail.successful) window.__failed.push(e.detail.pathInfo.requestPath); });
+"""
+# A part of the page updated by a GET of its own (as a poll would be), sent once by a click.
+ELSEWHERE = """
+const probe = document.createElement('div');
+probe.setAttribute('hx-get', arguments[0]);
+probe.setAttribute('hx-trigger', 'click');
+probe.setAttribute('hx-swap', 'none');
+document.querySelector('main').append(probe);
+htmx.process(probe);
+probe.click();
+"""
+OFFLINE = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+
+
+def _offline(driver, offline: bool) -> None:
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", dict(OFFLINE, offline=offline))
+
+
+def _lines(driver) -> list[list[str]]:
+    return driver.execute_script("return window.__lines")
+
+
+def _line(driver, name: str) -> str:
+    return driver.execute_script(
+        "const b = document.getElementById(arguments[0]); return b && !b.hidden ? b.textContent : ''", name)
+
+
+def _get_elsewhere(driver, path: str) -> None:
+    """Sends a GET from another part of the page and waits until it has failed (and errors.js has had it)."""
+    failed = len(driver.execute_script("return window.__failed"))
+    driver.execute_script(ELSEWHERE, path)
+    _wait(driver, lambda d: len(d.execute_script("return window.__failed")) > failed)
+
+
+def test_one_outage_shows_one_status_line(browser, live_server):  # noqa: F811
+    first = _recorded_label_page(browser, live_server)
+    browser.execute_script(LINES)
+    _offline(browser, True)
+    _press(browser, "s")  # a skip is not retried: the page says the server could not be reached
+    _wait(browser, lambda d: _line(d, "request-status").startswith("Could not reach the server"))
+
+    _press(browser, "1")  # the label is kept and retried: its line is newer, and says the same outage
+    _wait(browser, lambda d: any("(attempt 1)" in s for s in _said(d)))
+    assert _line(browser, "request-status") == ""
+    _get_elsewhere(browser, "/annotate/skipped/")  # another request fails during the retry: nothing more to say
+    assert _line(browser, "request-status") == ""
+    assert "Connection lost: retrying…" in _line(browser, "connection-status")
+
+    _offline(browser, False)
+    _wait(browser, lambda d: _shown(d)["pair"] != first["pair"], timeout=30)
+    assert _said(browser)[-1] == "Saved"
+    label = Label.objects.get()
+    assert (str(label.pair_id), label.side) == (first["pair"], "left")
+
+    _offline(browser, True)  # lost again: the newer line says so, and "Saved" (if still shown) goes
+    _get_elsewhere(browser, "/annotate/skipped/")
+    assert _line(browser, "request-status").startswith("Could not reach the server")
+    assert _line(browser, "connection-status") == ""
+    assert [lines for lines in _lines(browser) if len(lines) > 1] == []
+
+
+def test_a_server_message_stays_beside_the_retry_line(browser, live_server):  # noqa: F811
+    first = _recorded_label_page(browser, live_server)
+    browser.execute_script(LINES)
+    _get_elsewhere(browser, "/annotate/no-such-page/")  # the server answers: its message says something else
+    refused = _line(browser, "request-status")
+    assert refused.endswith("(HTTP 404)")
+
+    _offline(browser, True)
+    _press(browser, "2")
+    _wait(browser, lambda d: any("(attempt 1)" in s for s in _said(d)))
+    assert _line(browser, "request-status") == refused  # still there: the retry's line does not say it
+    _offline(browser, False)
+    _wait(browser, lambda d: _shown(d)["pair"] != first["pair"], timeout=30)
+    assert str(Label.objects.get().pair_id) == first["pair"]
+
+
+class SlowlyUnreachable(UnreachableForLabelPosts):
+    """As UnreachableForLabelPosts, each failing POST first taking `seconds` (the database still there meanwhile),
+    so that a retry is on its way for a while."""
+
+    def __init__(self, count: int, seconds: float):
+        super().__init__(count)
+        self.seconds = seconds
+
+    def started(self, sender, environ, **kwargs):
+        if environ["REQUEST_METHOD"] == "POST" and environ["PATH_INFO"] == SUBMIT and self.left > 0:
+            time.sleep(self.seconds)
+        super().started(sender, environ, **kwargs)
+
+
+def test_a_key_pressed_while_a_retry_is_on_its_way_is_refused_on_the_retry_line(browser, live_server):  # noqa: F811
+    first = _recorded_label_page(browser, live_server)
+    browser.execute_script(LINES)
+    outage = SlowlyUnreachable(2, seconds=1.5)
+    request_started.connect(outage.started)
+    request_finished.connect(outage.finished)
+    try:
+        _press(browser, "1")
+        _wait(browser, lambda d: any("(attempt 1)" in s for s in _said(d)))
+        # A key pressed while the retry's request is on its way (read and pressed in one script).
+        _wait(browser, lambda d: d.execute_script("""
+            if (!document.body.classList.contains('htmx-request')) return false;
+            document.dispatchEvent(new KeyboardEvent('keydown', {key: '2', bubbles: true}));
+            return true;"""))
+        assert _line(browser, "press-status") == ""
+        assert _line(browser, "connection-status").startswith("Still sending your last label: retrying…")
+        assert not browser.find_elements("css selector", '#label-form button[value="right"].pressed')
+        _wait(browser, lambda d: _shown(d)["pair"] != first["pair"], timeout=30)
+    finally:
+        request_started.disconnect(outage.started)
+        request_finished.disconnect(outage.finished)
+    label = Label.objects.get()
+    assert (str(label.pair_id), label.side) == (first["pair"], "left")
+    assert [lines for lines in _lines(browser) if len(lines) > 1] == []
