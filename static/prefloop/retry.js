@@ -7,12 +7,17 @@
 // the page's word on the connection: errors.js adds no line of its own for another request that gets no answer or a
 // 502/503/504, and keys.js tells a key pressed meanwhile on this line. Whatever this line says next is newer than a
 // line errors.js showed earlier for an outage (marked data-outage), so that line goes; a line carrying the server's
-// own message about something else (a 400, a 404) stays, as it says what this one does not.
+// own message about something else (a 400, a 404) stays, as it says what this one does not. A key refused during a
+// retry is said on every later message of it and after "Saved", until the next label is sent: the line changes every
+// few seconds, and a person who changed their mind must not think the second key counted.
 (function () {
   "use strict";
   var RETRIED = "#label-form, [data-retry]";
   var RETRY_STATUS = [0, 502, 503, 504];
   var FIRST_DELAY_MS = 500, MAX_DELAY_MS = 5000, SAVED_SHOWN_MS = 2000;
+  // Said on every later message of the retry, and after it, once a press was refused while it ran: the line changes
+  // every few seconds, and a person who changed their mind must not think the second key counted.
+  var NOT_TAKEN = "A key pressed meanwhile was not taken: look at the pair shown and press again.";
 
   var pending = null;   // the request being retried: {verb, path, entries, headers, target, swap, attempt, xhr}
   var issuing = false;  // true while this script itself calls htmx.ajax
@@ -64,7 +69,8 @@
     pending.attempt += 1;
     var backoff = FIRST_DELAY_MS * Math.pow(2, pending.attempt - 1);
     var delay = Math.min(MAX_DELAY_MS, Math.max(backoff, retryAfterMs(xhr)));
-    say("Connection lost: retrying… (attempt " + pending.attempt + "). Your choice is kept.", "lost");
+    say("Connection lost: retrying… (attempt " + pending.attempt + "). Your choice is kept." +
+        (pending.refused ? " " + NOT_TAKEN : ""), "lost");
     pending.xhr = null;
     setTimeout(send, delay);
   }
@@ -104,7 +110,7 @@
         verb: config.verb, path: config.path,
         entries: Array.from(config.formData.entries()),
         headers: Object.assign({}, config.headers),
-        target: d.target, swap: swapOf(d.elt), attempt: 0, xhr: null,
+        target: d.target, swap: swapOf(d.elt), attempt: 0, xhr: null, refused: false,
       };
     }
     schedule(d.xhr);
@@ -113,10 +119,15 @@
   document.addEventListener("htmx:beforeRequest", function (evt) {
     if (issuing) { pending.xhr = evt.detail.xhr; return; }
     var config = evt.detail.requestConfig;
+    if (pending === null && config && retried(evt.detail.elt, config.verb)) {
+      clear();  // the next label is on its way: what the line said of the last one is done with
+      return;
+    }
     if (pending !== null && config && config.verb !== "get") {
       // One label at a time: a second key press would race the retry for the same pair.
       evt.preventDefault();
-      say("Still sending your last label: retrying… (attempt " + pending.attempt + ").", "lost");
+      pending.refused = true;
+      say("Still sending your last label: retrying… (attempt " + pending.attempt + "). " + NOT_TAKEN, "lost");
     }
   });
   document.addEventListener("htmx:sendError", function (evt) { failed(evt, 0); });
@@ -124,7 +135,12 @@
   document.addEventListener("htmx:responseError", function (evt) { failed(evt, evt.detail.xhr.status); });
   document.addEventListener("htmx:afterRequest", function (evt) {
     if (pending !== null && evt.detail.xhr === pending.xhr && evt.detail.successful) {
+      var refused = pending.refused;
       pending = null;
+      if (refused) {  // said until the next press: the person must see the key they pressed did not count
+        say("Saved. " + NOT_TAKEN, "saved");
+        return;
+      }
       say("Saved", "saved");
       clearTimer = setTimeout(clear, SAVED_SHOWN_MS);
     }

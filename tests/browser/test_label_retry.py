@@ -115,7 +115,8 @@ def test_label_survives_the_browser_going_offline(browser, live_server):  # noqa
     _press(browser, "1")  # a second key press during the outage does not send a second label
     browser.execute_cdp_cmd("Network.emulateNetworkConditions", dict(offline, offline=False))
     _wait(browser, lambda d: _shown(d)["pair"] != first["pair"], timeout=30)
-    assert _said(browser)[-1] == "Saved"
+    # saved, and the page says the second key did not count
+    assert _said(browser)[-1] == "Saved. A key pressed meanwhile was not taken: look at the pair shown and press again."
     posts = _label_posts(browser)
     assert len(posts) >= 3 and all(p == posts[0] for p in posts[1:]), posts
     label = Label.objects.get()
@@ -257,9 +258,16 @@ def test_a_key_pressed_while_a_retry_is_on_its_way_is_refused_on_the_retry_line(
         assert _line(browser, "connection-status").startswith("Still sending your last label: retrying…")
         assert not browser.find_elements("css selector", '#label-form button[value="right"].pressed')
         _wait(browser, lambda d: _shown(d)["pair"] != first["pair"], timeout=30)
+        # the refusal is still said after the retry's later messages and its end, until the next press
+        time.sleep(2.5)  # longer than "Saved" alone is shown
+        said = _line(browser, "connection-status")
+        assert said.startswith("Saved.") and "A key pressed meanwhile was not taken" in said, said
     finally:
         request_started.disconnect(outage.started)
         request_finished.disconnect(outage.finished)
     label = Label.objects.get()
     assert (str(label.pair_id), label.side) == (first["pair"], "left")
     assert [lines for lines in _lines(browser) if len(lines) > 1] == []
+    _press(browser, "2")  # the next label: the line about the last one goes
+    _wait(browser, lambda d: Label.objects.count() == 2)
+    assert _line(browser, "connection-status") == ""
