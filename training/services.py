@@ -244,6 +244,26 @@ def cancel_training_run(run: TrainingRun) -> None:
     lifecycle.cancel(run)
 
 
+def _partial_checkpoints() -> dict[int, list[Path]]:
+    """The unregistered checkpoint folders in MODELS_DIR (`.tmp-run-<run id>-*`), by the run each is named after."""
+    ids: dict[int, list[Path]] = {}
+    for folder in settings.MODELS_DIR.glob(".tmp-run-*-*"):
+        number = folder.name.split("-")[2]
+        if number.isdigit():
+            ids.setdefault(int(number), []).append(folder)
+    return ids
+
+
+def _remove_unless_active(found: dict[int, list[Path]], *, also: int | None = None) -> None:
+    """Removes the folders in `found` of the runs that are not active (and those of run `also`, whatever its
+    status): a run still active, here or on a worker sharing the disk, keeps its own."""
+    active = set(TrainingRun.objects.filter(pk__in=list(found), status__in=ACTIVE).values_list("pk", flat=True))
+    for pk, folders in found.items():
+        if pk == also or pk not in active:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def remove_checkpoints_of(job) -> None:
     """The unregistered checkpoint folders of `job` (a training run) or of the runs inside it (a loop's rounds), once
     they are no longer active: its process died while training (kill -9, the out-of-memory killer) and the job was
@@ -251,29 +271,16 @@ def remove_checkpoints_of(job) -> None:
     runs = set(TrainingRun.objects.filter(part_of=job.key).values_list("pk", flat=True))
     if isinstance(job, TrainingRun):
         runs.add(job.pk)
-    if not runs:
-        return
-    runs -= set(TrainingRun.objects.filter(pk__in=runs, status__in=ACTIVE).values_list("pk", flat=True))
-    for folder in settings.MODELS_DIR.glob(".tmp-run-*-*"):
-        number = folder.name.split("-")[2]
-        if number.isdigit() and int(number) in runs:
-            shutil.rmtree(folder, ignore_errors=True)
+    found = {pk: folders for pk, folders in _partial_checkpoints().items() if pk in runs}
+    if found:
+        _remove_unless_active(found)
 
 
 def _remove_partial_checkpoints(run_id: int) -> None:
     """Folders an earlier, killed attempt of this run left behind, and those of runs that ended without another
     attempt (a lost loop's round, ended failed): each is named after its run, so a run still active elsewhere (a
     worker sharing the disk) keeps its own."""
-    ids: dict[int, list[Path]] = {}
-    for folder in settings.MODELS_DIR.glob(".tmp-run-*-*"):
-        number = folder.name.split("-")[2]
-        if number.isdigit():
-            ids.setdefault(int(number), []).append(folder)
-    active = set(TrainingRun.objects.filter(pk__in=list(ids), status__in=ACTIVE).values_list("pk", flat=True))
-    for pk, folders in ids.items():
-        if pk == run_id or pk not in active:
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
+    _remove_unless_active(_partial_checkpoints(), also=run_id)
 
 
 def _claim(run_id: int) -> TrainingRun | None:
