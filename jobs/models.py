@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .runner import gone as runner_gone
+
 # A running job writes its progress every few seconds (a training step, a chunk of a decode, a stage): this long
 # without a write, its page says so instead of an estimate that no longer means anything.
 SILENT_AFTER_S = 300
@@ -100,9 +102,14 @@ class Job(models.Model):
     @property
     def runner_gone(self) -> bool:
         """A foreground job whose command's process is certainly gone (killed outright): see jobs.runner."""
-        from .runner import gone
+        return self.status in ACTIVE and bool(self.runner) and runner_gone(self.runner)
 
-        return self.status in ACTIVE and bool(self.runner) and gone(self.runner)
+    @property
+    def cancellable(self) -> bool:
+        """Whether its page offers Cancel: while active, and while stopping only when nothing else will end it (its
+        worker silent for minutes, or its command's process gone)."""
+        return self.status in ACTIVE and (self.status != Status.CANCELLING or bool(self.silent_seconds)
+                                          or self.runner_gone)
 
     @property
     def silent_seconds(self) -> float | None:
