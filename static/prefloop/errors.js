@@ -5,12 +5,12 @@
 // that gets 404 (the job was deleted) stops and leaves a line saying so, instead of asking again every second.
 // (A request sent signed out is answered 401 with HX-Redirect to the sign-in page: htmx follows it; see
 // prefloop/htmx.py.)
-// One outage gets one status line: two lines for it read as two problems. While retry.js is retrying a label (its
-// #connection-status line shows, class connection-lost), a request that gets no answer or a 502/503/504 (what
-// retry.js takes for an outage) adds no line here, as that line already says the server cannot be reached. An outage
-// line shown here earlier is marked data-outage, and retry.js takes it away when it says something newer; an outage
-// line shown here takes away retry.js's "Saved", which it makes out of date. A line with the server's own message
-// about something else (a refused vote, a 404) stays beside the retry's line: it says something new.
+// One outage gets one status line: two lines for it read as two problems. While retry.js is retrying a label
+// (window.prefloopRetrying(); its #connection-status line says so), a request that gets no answer or a 502/503/504
+// (what retry.js takes for an outage) adds no line here, as that line already says the server cannot be reached.
+// An outage line shown here earlier is marked data-outage, and retry.js takes it away when it says something newer;
+// an outage line shown here takes away retry.js's "Saved", which it makes out of date. A line with the server's own
+// message about something else (a refused vote, a 404) stays beside the retry's line: it says something new.
 (function () {
   "use strict";
   var MAX_CHARS = 400;
@@ -47,8 +47,7 @@
   }
   // Whether retry.js is retrying a label, and so already saying that the server cannot be reached.
   function retrying() {
-    var retryLine = document.getElementById("connection-status");
-    return !!retryLine && !retryLine.hidden && retryLine.classList.contains("connection-lost");
+    return typeof window.prefloopRetrying === "function" && window.prefloopRetrying();
   }
 
   function detailOf(data) {

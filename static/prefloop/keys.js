@@ -16,8 +16,7 @@
   }
   function busy() { return document.querySelector(".htmx-request") !== null; }
   function retrying() {
-    var line = document.getElementById("connection-status");
-    return !!line && !line.hidden && line.classList.contains("connection-lost");
+    return typeof window.prefloopRetrying === "function" && window.prefloopRetrying();  // retry.js's state
   }
   function refuse(what) {
     var line = document.getElementById("press-status");

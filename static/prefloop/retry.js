@@ -3,7 +3,7 @@
 // parameters, CSRF token and headers) with back-off, until it goes through ("Saved"). Never retries a 4xx or a plain
 // 500 (a bug, not an outage: the server answers 503 when the database is down). The server records a label sent
 // twice once, so a retry after a lost answer is safe. Other POST forms opt in with a data-retry attribute.
-// One outage gets one status line. While a retry is under way this script's line (shown, class connection-lost) is
+// One outage gets one status line. While a retry is under way (window.prefloopRetrying()) this script's line is
 // the page's word on the connection: errors.js adds no line of its own for another request that gets no answer or a
 // 502/503/504, and keys.js tells a key pressed meanwhile on this line. Whatever this line says next is newer than a
 // line errors.js showed earlier for an outage (marked data-outage), so that line goes; a line carrying the server's
@@ -22,6 +22,9 @@
   var pending = null;   // the request being retried: {verb, path, entries, headers, target, swap, attempt, xhr}
   var issuing = false;  // true while this script itself calls htmx.ajax
   var clearTimer = null;
+
+  // Asked by errors.js and keys.js, which leave the word on the connection to this script's line while it is true.
+  window.prefloopRetrying = function () { return pending !== null; };
 
   function statusBox() {
     var box = document.getElementById("connection-status");
