@@ -383,8 +383,12 @@ class Tracker:
         self._stop = self._stop or any(parent.should_stop() for parent in self.parents)
         return self._stop
 
-    def check(self) -> None:
-        """Raise JobCancelled when the job was asked to stop."""
+    def check(self, *, fresh: bool = False) -> None:
+        """Raise JobCancelled when the job was asked to stop. `fresh`: ask the database now, not at most every
+        CHECK_EVERY_S: before a step that cannot be taken back (a trained round registering its version), where a
+        Cancel pressed a moment earlier must still count."""
+        if fresh:
+            self._checked = float("-inf")
         if self.should_stop():
             raise JobCancelled
 

@@ -362,7 +362,10 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         release_backends()  # a sampler this worker kept (weights and a KV cache of up to 4 GiB): training needs the memory
         share = _training_share(data.heldout)  # read once: the bar's split must not move between training and measuring
         result = _train(run, tracker, config, pairs, out_tmp, progress, share)
-        tracker.check()  # asked to stop after the last step: no version either
+        # asked to stop after the last step: no version either. Asked afresh: a Cancel in the last half second
+        # (the checks between steps ask at most that often) registered the version and ended the run "succeeded"
+        # after its page had said "cancelling"
+        tracker.check(fresh=True)
         store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps,
                               result.truncated_pairs)
         version = _register(run, config, out_tmp)

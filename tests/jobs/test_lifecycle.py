@@ -67,6 +67,20 @@ def test_cancel_stops_a_queued_job_at_once_and_asks_a_running_one_to_stop(jobs):
         assert running.status == "cancelled" and running.stage.startswith("cancelled after 0 of ")
 
 
+def test_a_fresh_check_sees_a_cancel_the_throttled_one_has_not_yet(jobs):
+    """Between steps a worker asks at most twice a second; before what cannot be taken back (a round registering its
+    version) it asks afresh, so a Cancel pressed a moment earlier still counts."""
+    running = lifecycle.claim(TrainingRun, jobs[1].pk)
+    tracker = Tracker(running)
+    tracker.check()  # asks the database: not stopping
+    lifecycle.cancel(running)
+    assert running.status == "cancelling"
+    tracker._checked = float("inf")  # as if it had just asked (it asks at most twice a second)
+    tracker.check()  # not asked again: the cancel is not seen
+    with pytest.raises(JobCancelled):
+        tracker.check(fresh=True)
+
+
 def test_a_child_stops_when_the_job_it_runs_inside_is_cancelled(jobs, version):
     loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
     job = lifecycle.claim(GenerationJob, jobs[0].pk)
