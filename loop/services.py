@@ -144,6 +144,8 @@ def start_loop_run(
     # Recorded as resolved, so a run resumed after an upgrade keeps the settings it started with.
     base = chosen.params()
     params = {**base, **params, "sampling": {**base["sampling"], **params.get("sampling", {})}, "preset": chosen.name}
+    if "training" in base:  # setting by setting, as sampling: a run's {"training": {"beta": 0.2}} keeps the rest
+        params["training"] = {**base["training"], **params.get("training", {})}
     _check_params(params, judge)
     try:
         current = current_version()

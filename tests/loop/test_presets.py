@@ -33,7 +33,8 @@ def test_a_run_records_its_preset_and_the_settings_it_stands_for(prompts):
     assert (replay.params["sampling"]["n"], replay.params["pairing"], replay.params["data"]) == (4, "judge", "replay")
     assert replay.params["reference"] == "base"
     # quick trains as default does (its rounds' pairs against base stopped improving after round 1)
-    assert (quick.params["data"], quick.params["reference"]) == (default.params["data"], default.params["reference"])
+    assert (quick.params["data"], quick.params["reference"], quick.params["training"]) == (
+        default.params["data"], default.params["reference"], default.params["training"])
     # the default's earlier name still works, and the run records the preset under its name now (once the run with
     # the same settings has ended: the same loop is not queued twice)
     with pytest.raises(LoopError, match=f"loop run {default.pk} with these settings is queued already"):
@@ -51,6 +52,23 @@ def test_a_runs_own_settings_override_its_preset(prompts):
                          params={"sampling": {"n": 3, "max_new_tokens": 8}, "data": "all"})
     assert run.params["sampling"] == {"n": 3, "max_new_tokens": 8} and run.params["data"] == "all"
     assert run.params["pairing"] == "random", "what the run did not name comes from its preset"
+
+
+def test_the_default_presets_training_settings_are_recorded_and_overridden_one_by_one(prompts):
+    """The default preset trains with an NLL term on the chosen answers (RPO, measurement 19 of docs/defaults.md); a
+    run's own training settings replace the preset's one by one, so a run that sets beta keeps the NLL term, and one
+    that sets rpo_alpha to 0 trains plain DPO."""
+    default = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
+    assert default.params["training"] == {"rpo_alpha": 1.0} == DEFAULT.params()["training"]
+    beta = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                          params={"training": {"beta": 0.2}})
+    assert beta.params["training"] == {"rpo_alpha": 1.0, "beta": 0.2}
+    plain = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                           params={"training": {"rpo_alpha": 0}})
+    assert plain.params["training"] == {"rpo_alpha": 0}
+    # a preset that sets no training leaves the run's settings as given, and none when none are given
+    assert "training" not in start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                                            preset="all").params
 
 
 def test_the_quick_preset_runs_a_round_with_its_settings(prompts):
@@ -80,9 +98,12 @@ def test_the_default_preset_trains_each_round_on_its_own_pairs_against_its_start
     # round 2 starts from whatever the gate left current after round 1, and that version is its reference
     assert second.reference_version == second.input_version
     assert first.reference_version == first.input_version and first.input_version.parent is None
+    # the preset's NLL term reaches each round's training beside the run's own settings
+    assert first.params["rpo_alpha"] == second.params["rpo_alpha"] == 1.0 and first.params["epochs"] == 1
     client.force_login(django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True))
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert "against the version each round starts from as the reference" in page
+    assert "training settings over the defaults: <code>rpo_alpha</code> 1.0" in page
 
 
 def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, django_user_model):
