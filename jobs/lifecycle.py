@@ -369,27 +369,27 @@ class Tracker:
         # Set by a job that runs others inside it: told each child report (fraction, stage), so its own bar moves.
         self.on_child: Callable[[float, str], None] | None = None
 
-    def should_stop(self) -> bool:
+    def should_stop(self, *, fresh: bool = False) -> bool:
+        """Whether this job, or one it runs inside, was asked to stop. `fresh`: ask the database now, for this job and
+        every parent, not at most every CHECK_EVERY_S."""
         if self._stop:
             return True
         now = time.monotonic()
-        if now - self._checked >= CHECK_EVERY_S:
+        if fresh or now - self._checked >= CHECK_EVERY_S:
             self._checked = now
             if now - self._alive >= ALIVE_EVERY_S:  # a stage that writes no progress still shows its worker is alive
                 self._alive = now
                 type(self.job).objects.filter(pk=self.job.pk).update(alive_at=timezone.now())
             status = type(self.job).objects.values_list("status", flat=True).get(pk=self.job.pk)
             self._stop = status in (Status.CANCELLING, Status.CANCELLED)
-        self._stop = self._stop or any(parent.should_stop() for parent in self.parents)
+        self._stop = self._stop or any(parent.should_stop(fresh=fresh) for parent in self.parents)
         return self._stop
 
     def check(self, *, fresh: bool = False) -> None:
         """Raise JobCancelled when the job was asked to stop. `fresh`: ask the database now, not at most every
         CHECK_EVERY_S: before a step that cannot be taken back (a trained round registering its version), where a
-        Cancel pressed a moment earlier must still count."""
-        if fresh:
-            self._checked = float("-inf")
-        if self.should_stop():
+        Cancel pressed a moment earlier must still count, on this job or on a loop run it works inside."""
+        if self.should_stop(fresh=fresh):
             raise JobCancelled
 
     def tell_parents(self, progress: float, stage: str) -> None:

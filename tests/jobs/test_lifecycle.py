@@ -81,6 +81,22 @@ def test_a_fresh_check_sees_a_cancel_the_throttled_one_has_not_yet(jobs):
         tracker.check(fresh=True)
 
 
+def test_a_fresh_check_sees_a_cancel_of_the_loop_run_the_job_works_inside(jobs):
+    """A round's training run registers its version only if neither it nor its loop run was asked to stop: the fresh
+    check asks the loop run's row too, though the loop run's own tracker asked a moment ago."""
+    loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
+    running = lifecycle.claim(TrainingRun, jobs[1].pk)
+    parent = Tracker(loop_run)
+    tracker = Tracker(running, parents=[parent])
+    tracker.check()  # asks both rows: not stopping
+    lifecycle.cancel(loop_run)
+    assert loop_run.status == "cancelling"
+    tracker._checked = parent._checked = float("inf")  # as if both had just asked
+    tracker.check()  # not asked again: the cancel is not seen
+    with pytest.raises(JobCancelled):
+        tracker.check(fresh=True)
+
+
 def test_a_child_stops_when_the_job_it_runs_inside_is_cancelled(jobs, version):
     loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
     job = lifecycle.claim(GenerationJob, jobs[0].pk)
