@@ -143,9 +143,9 @@ def start_loop_run(
     params["eval_judge"] = eval_judge
     # Recorded as resolved, so a run resumed after an upgrade keeps the settings it started with.
     base = chosen.params()
-    params = {**base, **params, "sampling": {**base["sampling"], **params.get("sampling", {})}, "preset": chosen.name}
-    if "training" in base:  # setting by setting, as sampling: a run's {"training": {"beta": 0.2}} keeps the rest
-        params["training"] = {**base["training"], **params.get("training", {})}
+    # A preset's sections are merged setting by setting: a run's {"training": {"beta": 0.2}} keeps the rest
+    params = {**base, **params, "preset": chosen.name} | {
+        section: {**base[section], **params.get(section, {})} for section in ("sampling", "training") if section in base}
     _check_params(params, judge)
     try:
         current = current_version()
