@@ -104,10 +104,16 @@ def merge(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
+    # every app with a row that can name an account (labels, votes, tokens, the jobs it started, the admin's log):
+    # the account is deleted only once each of them is moved, so each must be in the models this migration sees
     dependencies = [
         ("annotate", "0015_importjob_runner"),
         ("compare", "0007_comparejob_runner"),
         ("api", "0002_scrub_axes_form_data"),
+        ("generation", "0008_generationjob_runner"),
+        ("training", "0013_trainingrun_runner"),
+        ("loop", "0004_looprun_runner"),
+        ("admin", "0003_logentry_add_action_flag_choices"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
     operations = [migrations.RunPython(merge, migrations.RunPython.noop)]

@@ -11,7 +11,9 @@ from django.utils import timezone
 from tests.migrating import models_as_of
 
 BEFORE = [("annotate", "0015_importjob_runner"), ("compare", "0007_comparejob_runner"),
-          ("api", "0002_scrub_axes_form_data"), ("auth", "0012_alter_user_first_name_max_length")]
+          ("api", "0002_scrub_axes_form_data"), ("generation", "0008_generationjob_runner"),
+          ("training", "0013_trainingrun_runner"), ("loop", "0004_looprun_runner"),
+          ("auth", "0012_alter_user_first_name_max_length")]
 PATH = "judges.rules:length_target"  # what 0013 made of both spellings
 
 
@@ -119,14 +121,18 @@ def test_a_second_account_with_nothing_left_is_deleted_and_its_other_rows_move(t
         _label(old, pair, second, "a")
         old.get_model("api", "ApiToken").objects.create(user=second, name="pipeline", prefix="pl_x",
                                                         digest="d" * 64)
+        version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/m/base")
+        old.get_model("generation", "GenerationJob").objects.create(version=version, created_by=second)
         ids = first.pk, second.pk
 
     from django.contrib.auth import get_user_model
 
     from annotate.models import AnnotatorProfile, Label
     from api.models import ApiToken
+    from generation.models import GenerationJob
 
     assert not get_user_model().objects.filter(pk=ids[1]).exists()
     assert list(AnnotatorProfile.objects.filter(judge_path=PATH).values_list("user_id", flat=True)) == [ids[0]]
     assert list(Label.objects.values_list("annotator_id", flat=True)) == [ids[0]]
     assert list(ApiToken.objects.values_list("user_id", flat=True)) == [ids[0]]
+    assert list(GenerationJob.objects.values_list("created_by_id", flat=True)) == [ids[0]]
