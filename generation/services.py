@@ -352,6 +352,7 @@ def start_generation_job(
     With pairing "judge", the judge named by `judge` ranks each prompt's K samples in a round robin and the best
     meets the worst: K(K-1)/2 judge calls per prompt.
     """
+    lifecycle.end_orphans()  # a killed command's job holds no prompts from this one
     version = version or current_version()
     config = config or SamplingConfig()
     if not 1 <= n_prompts <= MAX_PROMPTS_PER_JOB:

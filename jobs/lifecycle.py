@@ -240,7 +240,10 @@ def end_if_runner_gone(job: Job) -> bool:
 
 
 def end_orphans() -> list[Job]:
-    """End every active job whose command's process is gone (see end_if_runner_gone); returns those ended."""
+    """End every active job whose command's process is gone (see end_if_runner_gone); returns those ended. Called
+    when a worker starts, and at every start of a job that an active one could block (a training run holds its input
+    version, a generation job its prompts, a comparison set or a loop run refuses its twin): a command killed outright
+    blocked those until someone pressed Cancel on its job."""
     ended = []
     for model in job_kinds():
         for job in model.objects.filter(status__in=ACTIVE).exclude(runner=""):
@@ -251,7 +254,13 @@ def end_orphans() -> list[Job]:
 
 def stopped(job: Job, kept: str) -> None:
     """The worker stopped the job on request: cancelled, saying what it kept ("cancelled after 3 of 8 prompts: ...")."""
-    stage = f"cancelled after {job_done(job)} of {job.total} {job.unit}" + (f": {kept}" if kept else "")
+    done, stored_total, at = type(job).objects.values_list("done", "total", "stage").get(pk=job.pk)
+    total = job.total or stored_total
+    if total:
+        stage = f"cancelled after {done} of {total} {job.unit}"
+    else:  # stopped before it counted its work (a training run loading its model): where it was, not "0 of 0"
+        stage = f"cancelled before any of its {job.unit}" + (f" (at: {at})" if at else "")
+    stage += f": {kept}" if kept else ""
     # One write: whoever sees "cancelled" also sees the line in the log.
     type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Status.CANCELLED, finished=timezone.now(),
                                                                    stage=stage[:200], log=_logged(stage))

@@ -98,6 +98,7 @@ def start_loop_run(
 
     `judge` labels the pairs; `eval_judge` (default: the same) votes on each round's answers against the base
     version, so a judge's quirks need not be both rewarded and confirmed by the same judge."""
+    lifecycle.end_orphans()  # a killed command's run is not the twin this one is refused for
     for what, value, low, high in (("rounds", rounds, 1, MAX_ROUNDS), ("pairs", pairs, 1, MAX_PAIRS),
                                    ("eval prompts", eval_limit, 1, MAX_EVAL_PROMPTS), ("seed", seed, 0, MAX_SEED)):
         if not low <= value <= high:
@@ -436,6 +437,9 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
     # current, trained the round again from it (the promoted version in no round's figures). Lost inside, nothing
     # of the decision stays, and the next attempt resumes the round (its training found) and decides once.
     with transaction.atomic():
+        # a Cancel pressed up to here stops the round before its gate decides (the report just above read the run's
+        # row through the half-second throttle): the version stays a candidate, and nothing of the round is promoted
+        tracker.check(fresh=True)
         result = _decide(run, training, against_current, evaluation, start, number, spin, job, labels, kl)
         result["seconds"] = {k: round(v, 1) for k, v in {**seconds, "evaluate": time.perf_counter() - clock}.items()}
         if partial:

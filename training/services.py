@@ -57,6 +57,7 @@ def start_training_run(
     that runs it inside itself, which then passes enqueue=False). `label_agreement: "measured"` is measured here;
     a caller that already measured it (the Train page's form) passes the number and `measured`, the log line
     measured_label_agreement gave it."""
+    lifecycle.end_orphans()  # a killed command's run does not hold its version ("already queued or running")
     input_version = input_version or current_version()
     if data_choice == TrainingRun.DATA_SPIN:
         if reference_choice == TrainingRun.REF_BASE and input_version != base_version(input_version):

@@ -237,3 +237,26 @@ def test_the_api_says_a_job_is_silent_as_its_page_does(client, staff):
     assert "no word from its worker for 10" in client.get(f"/loop/runs/{run.pk}/").content.decode()
     LoopRun.objects.filter(pk=run.pk).update(updated=timezone.now())
     assert client.get(f"/api/v1/jobs/loop/{run.pk}").json()["silent_seconds"] is None
+
+
+@pytest.mark.django_db
+def test_a_killed_commands_job_does_not_block_the_next_start():
+    """A train_round killed outright held its version ("already queued or running") until someone pressed Cancel on
+    its run: the next start ends it first, as the next worker would."""
+    from training import services as train
+    from training.models import TrainingRun
+
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    killed = train.start_training_run(input_version=base, enqueue=False)
+    TrainingRun.objects.filter(pk=killed.pk).update(status="running", part_of="foreground", runner=_dead_process())
+    with _sleeping() as child:  # a command still running blocks it, as before
+        alive = train.start_training_run(input_version=ModelVersion.objects.create(name="other", path="/nowhere/o"),
+                                         enqueue=False)
+        TrainingRun.objects.filter(pk=alive.pk).update(status="running", part_of="foreground",
+                                                       runner=_runner_of(child.pid))
+        again = train.start_training_run(input_version=base, enqueue=False)
+        with pytest.raises(train.TrainingError, match="already queued or running"):
+            train.start_training_run(input_version=alive.input_version, enqueue=False)
+    killed.refresh_from_db()
+    assert killed.status == "cancelled" and "ended without finishing it" in killed.stage
+    assert again.status == "queued" and again.input_version == base

@@ -132,3 +132,24 @@ def test_a_person_cancelling_the_loops_training_run_while_it_measures_stops_the_
     assert training.decision == "candidate" and not training.output_version.is_current
     assert run.status == "cancelled" and run.results == []
     assert not Vote.objects.exists() and ModelVersion.objects.get(is_current=True).name == "base"
+
+
+def test_a_cancel_pressed_just_before_the_gate_decides_promotes_nothing(loop_run, monkeypatch, settings):
+    """The last look before the gate went through the half-second throttle: a Cancel pressed as the KL's last batch
+    ended let the gate decide after it, promote the round's version and end the run "succeeded"."""
+    for name, value in (("MIN_VOTES", 1), ("MIN_WIN_RATE", 0.0), ("MIN_LOWER_BOUND", 0.0), ("MAX_LENGTH_GROWTH", 1e9),
+                        ("MAX_CUT_SHARE_GROWTH", 1e9), ("MAX_KL_PER_TOKEN", 1e9)):
+        setattr(settings, f"PREFLOOP_GATE_{name}", value)  # a gate the tiny model's round passes
+    real = loop_services.mean_kl
+
+    def kl_then_cancel(*args, **kwargs):
+        value = real(*args, **kwargs)
+        lifecycle.cancel(LoopRun.objects.get(pk=loop_run.pk))  # pressed as the KL's last batch ends
+        return value
+
+    monkeypatch.setattr(loop_services, "mean_kl", kl_then_cancel)
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled" and run.results == [], run.stage
+    assert "stopped in round 1: evaluate" in run.stage and "it stays a candidate, not promoted" in run.stage
+    assert ModelVersion.objects.get(is_current=True).name == "base"
+    assert ModelVersion.objects.get(name="round-1").made_by_run.decision == "candidate"

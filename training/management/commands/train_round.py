@@ -52,5 +52,5 @@ class Command(PrefLoopCommand):
             with in_foreground("train_round", run):
                 run = run_training(run.pk, progress=progress)
         if run.status != TrainingRun.SUCCEEDED:
-            raise CommandError(f"train_round: run {run.pk} {run.status}: {run.error}")
+            raise CommandError(f"train_round: run {run.pk} {run.status}: {run.error or run.stage}")
         self.stdout.write(json.dumps({"run": run.pk, "version": run.output_version.name, **run.metrics}))

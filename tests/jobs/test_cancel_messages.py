@@ -1,0 +1,63 @@
+"""What a cancelled training run says: train_round's error named no reason ("run 1 cancelled: "), and a run cancelled
+before its first step read "cancelled after 0 of 0 steps"."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from generation.models import ModelVersion
+from jobs import lifecycle
+from tests.faults.test_worker_killed import _labelled_pairs
+from training import services as train
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+PARAMS = {"epochs": 1, "batch_size": 1, "max_length": 64, "max_prompt_length": 32}
+
+
+@pytest.fixture
+def base(tiny_model_dir, annotator, settings, tmp_path):
+    settings.MODELS_DIR = tmp_path / "models"
+    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(version, annotator, 4)
+    return version
+
+
+def test_train_round_cancelled_from_its_page_says_where_it_stopped(base, monkeypatch):
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    from training.management.commands import train_round
+
+    real = train_round.run_training
+
+    def run(pk, *, progress=None, **kwargs):
+        def report(step, total, metrics):
+            if step == 1:  # a person presses Cancel on the run's page after its first step
+                lifecycle.cancel(TrainingRun.objects.get(pk=pk))
+        return real(pk, progress=report, **kwargs)
+
+    monkeypatch.setattr(train_round, "run_training", run)
+    with pytest.raises(CommandError) as stopped:
+        call_command("train_round", params=json.dumps(PARAMS), stdout=io.StringIO(), stderr=io.StringIO())
+    run_ = TrainingRun.objects.get()
+    assert run_.status == "cancelled"
+    assert str(stopped.value) == f"train_round: run {run_.pk} cancelled: cancelled after 1 of 4 steps: no checkpoint kept"
+
+
+def test_a_run_cancelled_before_its_first_step_says_where_not_0_of_0(base, monkeypatch):
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    run = train.start_training_run(input_version=base, params=PARAMS, enqueue=False)
+    real = train.train_dpo
+
+    def cancel_then_train(*args, **kwargs):
+        lifecycle.cancel(TrainingRun.objects.get(pk=run.pk))  # pressed while the model loads
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_dpo", cancel_then_train)
+    run = train.run_training(run.pk)
+    assert run.status == "cancelled"
+    assert run.stage.startswith("cancelled before any of its steps (at: ") and "0 of 0" not in run.stage, run.stage
+    assert run.stage.endswith(": no checkpoint kept")
