@@ -8,6 +8,11 @@ from dataclasses import asdict, dataclass, field
 
 from .ratings import wilson_interval
 
+# A figure at its bound passes: the figures are ratios of counts, and float arithmetic left some of them a rounding
+# error past it (a 50% rate from three voters' thirds read 49.99999999999999%, a cut share exactly 10 points above
+# base's read 10.000000000000003 points). A real difference between two such ratios is far larger than this.
+AT_BOUND = 1e-9
+
 
 @dataclass(frozen=True)
 class GateRule:
@@ -166,9 +171,9 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     rate, (low, high) = evidence.win_rate, evidence.interval
     d = _digits((rate, rule.min_win_rate), (low, rule.min_lower_bound))
     measured = f"win rate {rate:.{d}%} [{low:.{d}%}, {high:.{d}%}] on {evidence.counted}"
-    if rate < rule.min_win_rate:
+    if rate < rule.min_win_rate - AT_BOUND:
         failed.append(f"{measured} is below {rule.min_win_rate:.{d}%}")
-    elif low < rule.min_lower_bound:
+    elif low < rule.min_lower_bound - AT_BOUND:
         failed.append(f"{measured}: the interval's lower end is below {rule.min_lower_bound:.{d}%}")
     growth = evidence.length_growth
     length = ""
@@ -179,7 +184,7 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
                   f"({growth:+.{d}%})")
         if evidence.length_anchor == "base":
             length += f", base's {evidence.base_tokens:.1f} ({bounded:+.{d}%} on base's, the longer)"
-        if bounded > rule.max_length_growth:
+        if bounded > rule.max_length_growth + AT_BOUND:
             failed.append(f"{length} grew more than {rule.max_length_growth:.{d}%}")
     drift = []
     cut = evidence.cut_share_growth
@@ -190,18 +195,20 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
             shown += (f" (base's {evidence.base_truncated} of {evidence.base_answers}, the higher share: "
                       f"{cut:+.0%} on it)")
         drift.append(shown)
-        if cut > rule.max_cut_share_growth:
+        if cut > rule.max_cut_share_growth + AT_BOUND:
             d = _digits((cut, rule.max_cut_share_growth))
             failed.append(f"{shown}: the cut share rose {cut:+.{d}%}, more than {rule.max_cut_share_growth:.{d}%}")
     kl = evidence.kl_per_token
     # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
     if kl is None:
         drift.append("KL to the reference not measured: the drift budget was not checked")
+        if failed:  # said beside the bounds it failed too, not only when it passes
+            failed.append(drift[-1])
     else:
         g = _significant(kl, rule.max_kl_per_token)
         shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.{g}g} a token)"
         drift.append(shown)
-        if kl > rule.max_kl_per_token:
+        if kl > rule.max_kl_per_token + AT_BOUND:
             failed.append(f"{shown}: over the budget of {rule.max_kl_per_token:g} nats a token")
     if failed:
         return GateResult(False, failed)

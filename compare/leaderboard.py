@@ -7,6 +7,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import astuple, dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from django.core.cache import cache
@@ -53,8 +54,11 @@ class Cell:
 
     @property
     def percent(self) -> int | None:
-        # halves up, as the pages' floatformat rounds (Python's round() sends 62.5 to 62)
-        return None if self.rate is None else math.floor(100 * self.rate + 0.5)
+        # halves up, as the pages' floatformat rounds (Python's round() sends 62.5 to 62), on the rate's decimal
+        # digits: 100 * 0.575 is 57.49999999999999 in floats, and floor(x + 0.5) showed 57%
+        if self.rate is None:
+            return None
+        return int((Decimal(repr(self.rate)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass

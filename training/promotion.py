@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from fractions import Fraction
 
 from django.conf import settings
 from django.db import transaction
@@ -102,7 +103,8 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
         voted.setdefault(answers, (ours, theirs))  # one row of each answer: the first voted on
     # the rate and its interval rest on the pairs of answers, each its voters' mean (GateEvidence.pairs)
     evidence.pairs = len(scores)
-    evidence.pair_score = sum(sum(each) / len(each) for each in scores.values())
+    # summed exactly (three voters' thirds added as floats fell short of the even split they make)
+    evidence.pair_score = float(sum((Fraction(sum(each)) / len(each) for each in scores.values()), Fraction(0)))
     if voted:
         evidence.answers = len(voted)
         evidence.candidate_tokens = mean_tokens(ours for ours, _ in voted.values())
@@ -114,9 +116,12 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
             settings_of = {(ours.prompt_id, ours.sampling_key) for ours, _ in voted.values() if ours.sampling_key}
             found = (Response.objects.filter(version=base, prompt_id__in={p for p, _ in settings_of})
                      .only("prompt_id", "sampling_key", "token_count", "finish_reason").order_by("pk"))
-            answers = list({(r.prompt_id, r.sampling_key): r for r in reversed(list(found))
-                            if (r.prompt_id, r.sampling_key) in settings_of}.values())  # one per prompt, the first
-            if answers:
+            first = {(r.prompt_id, r.sampling_key): r for r in reversed(list(found))}  # one per prompt, the first
+            # base's answer beside each voted pair, and only when base answered every one: the bounds compare means
+            # over the same prompts, and base's mean over a few of them (an earlier, smaller set) held the candidate to
+            # the length of another set of prompts
+            answers = [first.get((ours.prompt_id, ours.sampling_key)) for ours, _ in voted.values()]
+            if all(answers):
                 evidence.base_answers = len(answers)
                 evidence.base_tokens = mean_tokens(answers)
                 evidence.base_truncated = truncated_count(answers)
