@@ -15,6 +15,7 @@ from pydantic import Field
 
 from annotate import exporters, importers
 from annotate.dataset import decisions
+from annotate.models import LabellingRound
 from prefcore.rows import FORMATS
 
 from .auth import staff_only
@@ -142,6 +143,9 @@ class PreferencePage(Schema):
 def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     """The rows the export page writes, in the same order, with the same filters; one page at a time."""
     staff_only(request)
+    # a round no one made is a typo, not an empty data set (the export page refuses it too: RoundForm)
+    if filters.round is not None and not LabellingRound.objects.filter(number=filters.round).exists():
+        raise HttpError(404, f"round: no labelling round {filters.round}")
     decided = decisions(rounds=None if filters.round is None else [filters.round],
                         min_agreement=filters.min_agreement, include_automatic=filters.include_automatic,
                         soft_labels=filters.soft_labels, same_answers=False)

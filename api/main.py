@@ -44,9 +44,50 @@ class JSONParser(Parser):
         except RecursionError:
             raise HttpError(400, "the request body is JSON nested too deeply") from None
         except DuplicateKey as exc:  # {"rows": [...], "rows": []} pushed nothing, without a word
+            try:
+                row = _row_with_duplicate(request.body)
+            except (RecursionError, ValueError):  # nested past the stack after the duplicate, a number of 5,000 digits
+                row = None
+            if row is not None:  # in a pushed row: named as the row's other problems are (docs/api.md)
+                line, key = row
+                raise ImportProblem([f"{data.SOURCE}: line {line}: field {key!r}: given twice in one object: which "
+                                     "value is meant cannot be told"]) from None
             raise HttpError(400, f"the request body is refused: {exc}") from None
         except ValueError as exc:  # an integer past Python's 4,300 digits
             raise HttpError(400, f"the request body holds a value no field takes: {exc}") from None
+
+
+class _Marked(dict):
+    """A parsed object that named `twice` more than once (the last value kept)."""
+
+    twice: str | None = None
+
+
+def _marking(pairs: list) -> dict:
+    found = _Marked(pairs)
+    if len(found) < len(pairs):
+        keys = [key for key, _ in pairs]
+        found.twice = next(key for i, key in enumerate(keys) if key in keys[:i])
+    return found
+
+
+def _row_with_duplicate(body: bytes) -> tuple[int, str] | None:
+    """(row, key): the first row of a push's `rows` (counting from 1) holding an object that gives a key twice, at
+    any depth; None when the body has no such row (the key is given twice outside the rows)."""
+    parsed = json.loads(body, object_pairs_hook=_marking)  # it parsed once already: only the duplicate stopped it
+
+    def twice(value) -> str | None:
+        if isinstance(value, _Marked) and value.twice is not None:
+            return value.twice
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        return next((key for key in map(twice, children) if key is not None), None)
+
+    rows = parsed.get("rows") if isinstance(parsed, dict) else None
+    for line, row in enumerate(rows if isinstance(rows, list) else [], 1):
+        key = twice(row)
+        if key is not None:
+            return line, key
+    return None
 
 
 api = NinjaAPI(
@@ -101,6 +142,8 @@ def _invalid(request, exc: ValidationError):
 def _http_error(request, exc: HttpError):
     detail = str(exc)
     if detail == "Cannot parse request body" and exc.__cause__ is not None:
+        if isinstance(exc.__cause__, ImportProblem):  # a pushed row the parser refused (a key given twice): by line
+            return _import_problem(request, exc.__cause__)
         detail = str(exc.__cause__)
     return _error(request, exc.status_code, detail)
 

@@ -19,7 +19,7 @@ from generation.services import answers_for, left_out
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import FOREGROUND, Status
-from judges import JudgeError, verdict  # noqa: F401  (callers catch JudgeError from here)
+from judges import JudgeError, canonical_path, verdict  # noqa: F401  (callers catch JudgeError from here)
 from prefcore import outcomes
 from prefcore.chat import prompt_text
 from prefcore.outcomes import OUTCOMES, SIDE_LABELS, SIDES
@@ -102,6 +102,7 @@ def start_compare_job(
     comparison too, as an automatic voter (its votes count for the leaderboard's "automatic" view and the gate)."""
     if version_a.pk == version_b.pk:
         raise CompareError(f"choose two different versions (both are {version_a.name!r})")
+    lifecycle.end_orphans()  # a killed command's set is not the twin this one is refused for
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise CompareError(f"seed must be a whole number from 0 to {MAX_SEED:,} (got {seed!r})")
     try:  # refused before a job exists, not found wrong by the worker
@@ -128,14 +129,18 @@ def start_compare_job(
     missing = set(ids) - set(Prompt.objects.filter(pk__in=ids).values_list("pk", flat=True))
     if missing:
         raise CompareError(f"no prompt with id {', '.join(map(str, sorted(missing)))}")
-    params = {"seed": seed, "sampling": sampling or {}, **({"judge": judge.strip()} if judge.strip() else {})}
+    # the judge under its one spelling (its votes are stored under it too): typed two ways, it was two sets' judge
+    judge = canonical_path(judge.strip()) if judge.strip() else ""
+    params = {"seed": seed, "sampling": sampling or {}, **({"judge": judge} if judge else {})}
     # The same set sent twice (a double click, a retried request) while the first is active: both versions answered
     # the same prompts twice over, and the list showed two sets to vote on, each with half the votes.
     with transaction.atomic():
         lifecycle.one_start_at_a_time(_START_LOCK)  # two sent in the same instant both found no twin
         same = CompareJob.objects.filter(status__in=(Status.QUEUED, Status.RUNNING), part_of__in=("", FOREGROUND),
                                          version_a=version_a, version_b=version_b, blind=blind).order_by("pk")
-        twin = next((other for other in same if other.prompt_ids == ids and other.params == params), None)
+        # settings compared as the worker reads them: {"temperature": "0.5"} and {"temperature": 0.5}, or the default
+        # given and left out, are one set's
+        twin = next((other for other in same if other.prompt_ids == ids and _same_settings(other.params, params)), None)
         if twin is not None:
             raise AlreadyStarted(f"comparison set {twin.pk} of these versions on these prompts with these settings "
                                  f"is {twin.status} already: vote on it once it is answered, or cancel it to start "
@@ -147,6 +152,22 @@ def start_compare_job(
     if enqueue:
         lifecycle.enqueue(job)
     return job
+
+
+def _same_settings(stored: dict, sent: dict) -> bool:
+    def resolved(params: dict) -> tuple:
+        try:
+            sampling = SamplingConfig.from_dict(params.get("sampling") or {}).to_dict()
+        except (TypeError, ValueError):  # a row stored before its settings were checked: as it is
+            sampling = params.get("sampling")
+        judge = params.get("judge", "")
+        try:
+            judge = canonical_path(judge) if judge else ""
+        except JudgeError:
+            pass
+        return params.get("seed"), sampling, judge
+
+    return resolved(stored) == resolved(sent)
 
 
 def cancel_compare_job(job: CompareJob) -> None:
