@@ -83,4 +83,5 @@ def test_a_stray_query_parameter_changes_nothing_and_declared_ones_still_work(st
     assert listed.status_code == 400 and listed.json()["detail"] == (
         "limit: not a query parameter of this operation (it takes kind)")
     assert client.get("/api/v1/jobs?kind=training").status_code == 200
+    LabellingRound.objects.create(number=1)
     assert client.get("/api/v1/preferences?round=1&page_size=5").status_code == 200
