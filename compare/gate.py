@@ -10,7 +10,8 @@ from .ratings import wilson_interval
 
 # A figure at its bound passes: the figures are ratios of counts, and float arithmetic left some of them a rounding
 # error past it (a 50% rate from three voters' thirds read 49.99999999999999%, a cut share exactly 10 points above
-# base's read 10.000000000000003 points). A real difference between two such ratios is far larger than this.
+# base's read 10.000000000000003 points). A real difference between two such ratios is far larger than this, and
+# so is the precision of the one measured figure among them, the KL a token.
 AT_BOUND = 1e-9
 
 
@@ -202,8 +203,8 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
     if kl is None:
         drift.append("KL to the reference not measured: the drift budget was not checked")
-        if failed:  # said beside the bounds it failed too, not only when it passes
-            failed.append(drift[-1])
+        if failed:  # said beside the bounds it failed too, as a note, not one of them
+            failed.append("also: KL to the reference not measured, so the drift budget was not checked")
     else:
         g = _significant(kl, rule.max_kl_per_token)
         shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.{g}g} a token)"

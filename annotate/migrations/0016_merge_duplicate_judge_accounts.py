@@ -35,7 +35,8 @@ def _merge_labels(apps, keep: int, other: int) -> int:
         if mine is None:
             # the first account's own row on the pair (a lease, a skip) gives way to the label's
             Assignment.objects.filter(annotator_id=keep, pair_id=label.pair_id).delete()
-            Assignment.objects.filter(annotator_id=other, pair_id=label.pair_id).update(annotator_id=keep)
+            # done: it holds a label now (a lease left open beside a label broke the one-open-lease rule on moving)
+            Assignment.objects.filter(annotator_id=other, pair_id=label.pair_id).update(annotator_id=keep, state="done")
             label.annotator_id = keep
             label.save(update_fields=["annotator"])
             kept[label.pair_id] = label.choice
@@ -95,9 +96,11 @@ def merge(apps, schema_editor):
         for other in others:
             if _merge_labels(apps, keep, other) + _merge_votes(apps, keep, other):
                 continue  # verdicts that differ from the first account's stay with it, and so does the account
-            for rel in User._meta.related_objects:
+            # every reverse link, those with no reverse name too (related_name="+": who promoted a version by hand,
+            # who decided a round), which related_objects leaves out and deleting would have set to NULL
+            for rel in User._meta._get_fields(forward=False, reverse=True, include_hidden=True):
                 model = rel.related_model
-                if rel.one_to_many and model not in (Label, Assignment, Vote, Profile):
+                if rel.one_to_many and not model._meta.auto_created and model not in (Label, Assignment, Vote, Profile):
                     model._default_manager.filter(**{rel.field.name: other}).update(**{rel.field.name: keep})
             Profile.objects.filter(user_id=other).delete()
             User.objects.filter(pk=other).delete()

@@ -123,16 +123,38 @@ def test_a_second_account_with_nothing_left_is_deleted_and_its_other_rows_move(t
                                                         digest="d" * 64)
         version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/m/base")
         old.get_model("generation", "GenerationJob").objects.create(version=version, created_by=second)
+        # a link with no reverse name (related_name="+"), which deleting the account would have set to NULL
+        old.get_model("generation", "VersionChange").objects.create(version=version, action="by_hand", user=second)
         ids = first.pk, second.pk
 
     from django.contrib.auth import get_user_model
 
     from annotate.models import AnnotatorProfile, Label
     from api.models import ApiToken
-    from generation.models import GenerationJob
+    from generation.models import GenerationJob, VersionChange
 
     assert not get_user_model().objects.filter(pk=ids[1]).exists()
     assert list(AnnotatorProfile.objects.filter(judge_path=PATH).values_list("user_id", flat=True)) == [ids[0]]
     assert list(Label.objects.values_list("annotator_id", flat=True)) == [ids[0]]
     assert list(ApiToken.objects.values_list("user_id", flat=True)) == [ids[0]]
     assert list(GenerationJob.objects.values_list("created_by_id", flat=True)) == [ids[0]]
+    assert list(VersionChange.objects.values_list("user_id", flat=True)) == [ids[0]]
+
+
+@pytest.mark.slow
+def test_a_moved_label_whose_lease_row_was_left_open_is_done_beside_the_first_accounts_own_lease(transactional_db):
+    with models_as_of(BEFORE) as old:
+        first, second, _person, _other = _rows(old)
+        labelled, leased = _pairs(old, 2, labels_needed=2)
+        _label(old, labelled, second, "a")
+        assignments = old.get_model("annotate", "Assignment")
+        assignments.objects.filter(annotator=second).update(state="leased")  # old data: a label beside an open lease
+        assignments.objects.create(pair=leased, annotator=first, left_is_a=True, state="leased",
+                                   expires_at=timezone.now())
+        ids = first.pk, labelled.pk, leased.pk
+
+    from annotate.models import Assignment, Label
+
+    assert list(Label.objects.values_list("annotator_id", "pair_id")) == [(ids[0], ids[1])]
+    assert set(Assignment.objects.values_list("annotator_id", "pair_id", "state")) == {
+        (ids[0], ids[1], "done"), (ids[0], ids[2], "leased")}

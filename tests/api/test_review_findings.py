@@ -70,3 +70,12 @@ def test_a_pushed_row_giving_a_key_twice_is_named_by_its_line(staff):
     assert not Label.objects.exists()  # nothing stored
     outside = _post(c, "/preferences", raw='{"rows": [], "rows": []}')  # outside the rows: the body is refused
     assert outside.status_code == 400 and "'rows' is given twice" in outside.json()["detail"]
+
+
+def test_a_key_given_twice_outside_a_pushs_rows_is_named_as_the_bodys(staff):
+    c = _client(staff)
+    not_a_push = _post(c, "/label/submit", raw='{"lease": 1, "side": "left", "rows": [{"k": 1, "k": 2}]}')
+    assert not_a_push.status_code == 400 and "problems" not in not_a_push.json()
+    assert not_a_push.json()["detail"].startswith("the request body is refused: the key 'k' is given twice")
+    both = _post(c, "/preferences", raw='{"round": 1, "round": 2, "rows": [{"k": 1, "k": 2}]}')
+    assert both.status_code == 400 and "'round' is given twice" in both.json()["detail"]

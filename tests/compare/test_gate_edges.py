@@ -66,7 +66,7 @@ def test_cut_share_exactly_ten_points_above_base_passes():
 def test_a_gate_that_fails_still_says_the_drift_budget_was_not_checked():
     result = decide(GateEvidence(candidate_wins=3, current_wins=13), GateRule())
     assert not result.passed
-    assert result.reasons[-1] == "KL to the reference not measured: the drift budget was not checked"
+    assert result.reasons[-1] == "also: KL to the reference not measured, so the drift budget was not checked"
 
 
 

@@ -41,10 +41,25 @@ def test_the_length_term_is_r_dpo():
     terms = terms_for(config)
     loss, _, _ = _pair_loss(config, torch.cat([pc, pr]), torch.cat([nc, nr]), rc, rr, None, terms)
     h = (pc - rc) - (pr - rr)
-    expected = -F.logsigmoid(0.1 * h - alpha * (nc - nr)).mean()
+    expected = -F.logsigmoid(0.1 * h + alpha * (nc - nr)).mean()  # Park et al. 2024
     assert torch.isclose(torch.as_tensor(loss).double(), expected)
     plain, _, _ = _pair_loss(DPOConfig(beta=0.1), torch.cat([pc, pr]), torch.cat([nc, nr]), rc, rr, None)
     assert not torch.isclose(torch.as_tensor(plain).double(), expected)
+
+
+def test_the_length_term_moves_the_policy_toward_the_shorter_answer_when_labels_prefer_neither():
+    """Two labels on one prompt, each preferring another of a 40-token and a 10-token answer, policy equal to the
+    reference: plain DPO's gradient is 0; R-DPO's must lower the long answer's log-prob against the short one's (with
+    the sign reversed it raised it: the term rewarded length)."""
+    config = DPOConfig(beta=0.1, length_alpha=0.01)
+    long_, short = torch.tensor(-50.0, dtype=torch.float64), torch.tensor(-20.0, dtype=torch.float64)
+    x = torch.stack([long_, short, short, long_]).clone().requires_grad_(True)  # chosen: long, short; rejected: short, long
+    lengths = torch.tensor([40.0, 10.0, 10.0, 40.0], dtype=torch.float64)
+    ref = torch.stack([long_, short]).detach()
+    loss, _, _ = _pair_loss(config, x, lengths, ref, ref.flip(0), None, terms_for(config))
+    torch.as_tensor(loss).backward()
+    toward_long = x.grad[0] + x.grad[3] - x.grad[1] - x.grad[2]  # d loss / d (log π(long) − log π(short))
+    assert toward_long > 0  # descent lowers the long answer's log-prob against the short one's
 
 
 def test_the_rule_penalty_is_a_hinge_on_flagged_rewards_only():

@@ -32,7 +32,7 @@ def dpo_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair DPO-family losses and the chosen / rejected implicit rewards.
 
-    `margin_offset` ([B], e.g. R-DPO's α·(|y_w| − |y_l|)) is subtracted from βh in the sigmoid, hinge and robust
+    `margin_offset` ([B], e.g. R-DPO's α·(|y_l| − |y_w|)) is subtracted from βh in the sigmoid, hinge and robust
     losses: −logσ(βh − m) and so on.
 
     With h = (pc − rc) − (pr − rr) and ε = label_smoothing:

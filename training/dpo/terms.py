@@ -9,8 +9,10 @@ losses (how R-DPO regularises length), and/or a scalar `loss` added to the batch
 logged per step as "terms/<name>".
 
 Built in:
-- `length` (R-DPO, Park et al. 2024): margin α·(|y_w| − |y_l|), so a longer chosen answer must earn its length;
-  α is DPOConfig.length_alpha.
+- `length` (R-DPO, Park et al. 2024): margin α·(|y_l| − |y_w|), so the sigmoid reads β·h + α·(|y_w| − |y_l|): the
+  length difference explains part of a preference, and the policy's implicit reward need not learn it (a longer
+  chosen answer's win pushes the policy toward length less, a shorter one's more); α is DPOConfig.length_alpha.
+  Before 6 December 2026 the sign was the other way round, which rewarded length instead.
 - `rule_penalty`: a hinge that pushes the implicit reward β·(log π − log π_ref) of every response carrying a flag
   (by default "cut": stopped at the token limit) below −margin: weight · mean over flagged responses of
   relu(reward + margin); DPOConfig.rule_penalty is the weight.
@@ -68,7 +70,9 @@ def _bounded(term: str, argument: str, value, bound: Bound, setting: str) -> flo
 
 
 class LengthRegulariser:
-    """R-DPO's length term: margin α·(|y_w| − |y_l|)."""
+    """R-DPO's length term: margin α·(|y_l| − |y_w|), subtracted from β·h: −log σ(β·h + α·(|y_w| − |y_l|)), the
+    loss of the length-penalised reward r − α·|y| (Park et al. 2024). With labels that prefer neither of two
+    answers, its gradient moves the policy toward the shorter one."""
 
     name = "length"
     shifts_margin = True  # only a loss with a margin takes it (MARGIN_LOSSES)
@@ -77,7 +81,7 @@ class LengthRegulariser:
         self.alpha = _bounded("length", "alpha", alpha, BOUNDS["length_alpha"], "length_alpha")
 
     def __call__(self, batch: TermBatch) -> TermResult:
-        return TermResult(margin=self.alpha * (batch.chosen_tokens - batch.rejected_tokens).to(batch.policy_chosen.dtype))
+        return TermResult(margin=self.alpha * (batch.rejected_tokens - batch.chosen_tokens).to(batch.policy_chosen.dtype))
 
 
 class RulePenalty:
