@@ -153,7 +153,9 @@ def step_series(run: TrainingRun) -> dict[str, list[tuple[float, float]]]:
 
 def run_warnings(run: TrainingRun, series: dict[str, list[tuple[float, float]]] | None = None) -> list[str]:
     series = step_series(run) if series is None else series
-    key = find_key(series, CURVES[2][1])
+    # the preference loss alone where the run logged it: the total holds RPO's NLL term (the loop's default), which
+    # kept it far from ln 2 whatever the preference part did
+    key = find_key(series, ("loss/preference", *CURVES[2][1]))
     if key and loss_is_flat([v for _, v in series[key]]):
         return [FLAT_WARNING]
     return []

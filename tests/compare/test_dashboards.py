@@ -180,6 +180,16 @@ def test_a_run_without_a_summary_leads_with_its_latest_step(client, staff, versi
     assert "Loss <strong>0.61</strong>" in rounds
 
 
+def test_the_flat_loss_warning_reads_the_preference_loss_where_a_run_logged_it(versions):
+    base, child = versions
+    run = _run(base, child, metrics={}, losses=(2.0,) * 6)  # total loss: ln 2 plus an NLL term
+    for step in run.steps.all():
+        step.data = {**step.data, "loss/preference": 0.6931}
+        step.save()
+    assert dashboard.run_warnings(run) == [dashboard.FLAT_WARNING]
+    assert dashboard.run_warnings(_run(base, make_version("other", parent=base), metrics={}, losses=(2.0,) * 6)) == []
+
+
 def test_flat_loss_rule():
     assert dashboard.loss_is_flat([0.6931] * 6)
     assert not dashboard.loss_is_flat([0.6931, 0.69, 0.6, 0.5, 0.45, 0.4])

@@ -196,3 +196,10 @@ def test_head_under_autocast_is_autocasts_linear_in_value_and_gradient():
     for a, b in zip(g_ours, g_plain, strict=True):
         assert a.dtype == b.dtype == torch.float32
         assert torch.allclose(a, b, rtol=2e-2, atol=2e-3), (a - b).abs().max()
+
+
+def test_a_batch_counts_its_real_tokens_not_its_padding():
+    """Rows of 4 and 10 real tokens padded to 10: 14 tokens (the mask's diagonal counted 20, padding included, and
+    inflated the trainer's tokens_per_s)."""
+    rows = [([1], [2, 3], [4]), ([1, 2, 3, 4], [5, 6, 7], [8, 9, 10])]
+    assert build_pair_batch(rows).tokens == 14

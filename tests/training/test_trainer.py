@@ -43,6 +43,22 @@ def test_first_step_loss_is_ln2_and_metrics_are_complete(tiny_model_dir, tmp_pat
     assert (tmp_path / "out" / "model.safetensors").exists() and (tmp_path / "out" / "tokenizer_config.json").exists()
 
 
+def test_the_preference_loss_is_logged_apart_from_rpos_nll_so_a_flat_one_is_seen(tiny_model_dir, tmp_path, dtype):
+    """With RPO's NLL term (the loop's default) the logged loss is ln 2 plus the NLL: the flat-loss warning read it
+    and could never fire. The preference part is logged alone, and the warning reads it."""
+    from training.dashboard import FLAT_WARNING, loss_is_flat
+
+    steps = []
+    config = DPOConfig(dtype=dtype, batch_size=2, epochs=3, learning_rate=1e-12, rpo_alpha=1.0)  # a step moves nothing
+    train_dpo(config, tiny_model_dir, synthetic_pairs(4), tmp_path / "out", on_step=lambda s, t, m: steps.append(m))
+    preference = [m["loss/preference"] for m in steps]
+    assert preference == pytest.approx([math.log(2)] * 6, abs=1e-4)
+    assert all(m["loss"] == pytest.approx(m["loss/preference"] + m["loss/nll"], rel=1e-6) for m in steps)
+    assert all(m["loss/nll"] > 1 for m in steps)  # the tiny model's NLL a token: far from 0
+    assert loss_is_flat(preference) and not loss_is_flat([m["loss"] for m in steps])
+    assert FLAT_WARNING  # run_warnings reads loss/preference first (tests/compare/test_dashboards.py)
+
+
 def test_short_run_learns_synthetic_preference(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(20)
     config = DPOConfig(dtype=dtype, batch_size=4, epochs=3, learning_rate=1e-3, warmup_ratio=0.0, beta=0.1)

@@ -32,6 +32,7 @@ class PairBatch:
     target_ids: torch.Tensor
     sequence_index: torch.Tensor
     token_counts: torch.Tensor
+    row_tokens: torch.Tensor  # [B] each row's real tokens (prompt + chosen + rejected)
 
     @property
     def pairs(self) -> int:
@@ -39,8 +40,9 @@ class PairBatch:
 
     @property
     def tokens(self) -> int:
-        """Real (unpadded) tokens in the batch."""
-        return int(self.attention_mask[:, 0].diagonal(dim1=-2, dim2=-1).sum())
+        """Real (unpadded) tokens in the batch: each row's prompt, chosen and rejected tokens (the mask's diagonal
+        counted padding too, which attends to itself, and so overstated tokens_per_s)."""
+        return int(self.row_tokens.sum())
 
     def to(self, device) -> PairBatch:
         return PairBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -84,6 +86,7 @@ def build_pair_batch(rows: list[tuple[list[int], list[int], list[int]]], pad_tok
         target_ids=torch.tensor(targets, dtype=torch.long),
         sequence_index=torch.tensor(sequences, dtype=torch.long),
         token_counts=torch.tensor(counts, dtype=torch.long),
+        row_tokens=torch.tensor([len(p) + len(c) + len(r) for p, c, r in rows], dtype=torch.long),
     )
 
 

@@ -342,8 +342,13 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs, terms=(), 
     else:
         raise ValueError(f"unknown loss_type {config.loss_type!r}")
     loss = losses.mean()
+    if term_log is not None:  # the preference loss alone (ln 2 at the start for the sigmoid losses), and RPO's part
+        term_log["loss/preference"] = term_log.get("loss/preference", 0.0) + float(loss.detach())
     if config.rpo_alpha > 0:
-        loss = loss + config.rpo_alpha * nll_loss(pc, nc).mean()
+        nll = config.rpo_alpha * nll_loss(pc, nc).mean()
+        loss = loss + nll
+        if term_log is not None:
+            term_log["loss/nll"] = term_log.get("loss/nll", 0.0) + float(nll.detach())
     for term_loss in extra:
         loss = loss + term_loss
     return loss, rc_, rr_
