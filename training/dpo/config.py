@@ -90,7 +90,8 @@ CHOICES = {"loss_type": LOSS_TYPES, "lr_schedule": LR_SCHEDULES, "dtype": DTYPES
 HELP = {
     "beta": "How far the policy may move from the reference: larger keeps it closer.",
     "loss_type": "sigmoid is DPO; ipo squares the margin; hinge is SLiC; robust assumes some labels are flipped; "
-                 "kto and rrhf where the data fits.",
+                 "kto and rrhf where the data fits (kto estimates its KL reference point on the batch's own answers, not "
+                 "on mismatched prompt-answer pairs as the KTO paper and TRL do).",
     "label_smoothing": "The share of labels assumed wrong (cDPO / robust); 0 trusts every label.",
     "rpo_alpha": "Weight of an NLL term on the chosen answers (RPO); 0 is off.",
     "learning_rate": "AdamW step size.",

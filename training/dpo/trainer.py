@@ -324,7 +324,10 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs, terms=(), 
             )
     elif config.loss_type == "kto":
         # each pair gives one desirable (chosen) and one undesirable (rejected) response; the KL reference point
-        # is the batch's mean policy/reference log-ratio (clamped at 0, not trained)
+        # is the batch's mean policy/reference log-ratio on its own answers (clamped at 0, not trained). The KTO paper
+        # and TRL's KTOTrainer estimate it on mismatched prompt-answer pairs (an answer under another pair's prompt),
+        # which costs a forward pass more a step: this is a matched-sample variant (losses.kto_kl_estimate takes
+        # mismatched log-probs, for a caller that has them), said so where the loss is offered (config.HELP)
         policy = torch.cat([pc, pr])
         ref = torch.cat([ref_c, ref_r])
         desirable = torch.cat([torch.ones_like(pc, dtype=torch.bool), torch.zeros_like(pr, dtype=torch.bool)])
