@@ -323,11 +323,26 @@ def _find(seen: dict[tuple[str, str, str], int], prompt_hash: str, a: str, b: st
     return seen.get((prompt_hash, b, a)), False
 
 
-def _existing_pairs(hashes: list[str]) -> dict[tuple[str, str, str], int]:
-    """(prompt hash, text A, text B) -> a pair with those texts."""
+def _existing_pairs(hashes: list[str]) -> tuple[dict[tuple[str, str, str], int], dict[int, tuple[str, str, str]]]:
+    """(prompt hash, text A, text B) -> a pair with those texts; and every such pair's id -> its key (two pairs can
+    hold the same texts: the same two answers both ways round, or sampled twice)."""
     rows = Pair.objects.filter(prompt__hash__in=hashes).values_list(
         "prompt__hash", "response_a__text", "response_b__text", "pk")
-    return {(h, a, b): pk for h, a, b, pk in rows}
+    keys = {pk: (h, a, b) for h, a, b, pk in rows}
+    return {key: pk for pk, key in keys.items()}, keys
+
+
+def _exported_pair(row, keys: dict[int, tuple[str, str, str]], prompt_hash: str, a: str, b: str):
+    """(pair id, holds them as A and B) of the pair an export's row names by its pair_id, when that pair here holds the
+    row's texts on its prompt either way round; (None, True) otherwise. Found by texts alone, a row of one of two twin
+    pairs landed on the other, and was added to it as a label of the import."""
+    pair_id = getattr(row, "exported_pair", None)
+    key = keys.get(pair_id) if pair_id is not None else None
+    if key == (prompt_hash, a, b):
+        return pair_id, True
+    if key == (prompt_hash, b, a):
+        return pair_id, False
+    return None, True
 
 
 class _NewPairs:
@@ -390,9 +405,11 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
         held_before = len(held_back)
         disagreeing: list[int] = []
         # rows whose two answers are one text first: not even their prompt is stored (it would join the train split)
-        texts = {r.line: make.texts(r) for r in chunk}
-        same = tuple(r.line for r in chunk if texts[r.line][0] == texts[r.line][1])
-        chunk = [r for r in chunk if texts[r.line][0] != texts[r.line][1]]
+        # by the row itself, not its line: the rows of a JSON array written on one line all start on line 1, and
+        # keyed by line they took each other's answers (a last row of one text twice dropped every row)
+        texts = {id(r): make.texts(r) for r in chunk}
+        same = tuple(r.line for r in chunk if texts[id(r)][0] == texts[id(r)][1])
+        chunk = [r for r in chunk if texts[id(r)][0] != texts[id(r)][1]]
         hashes = [_hash(r.prompt) for r in chunk]
         # the prompts as stored once this chunk's are: an eval prompt is found, never made (nor one another import
         # made an eval prompt since this chunk began: read after the insert, it is set aside all the same)
@@ -400,16 +417,21 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
                                       hashes=hashes)
         evals = {h for h, prompt in prompts.items() if prompt.split == Prompt.EVAL}
         set_aside = tuple(r.line for r, h in zip(chunk, hashes, strict=True) if h in evals)
-        kept = [(r, h, *texts[r.line]) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
+        kept = [(r, h, *texts[id(r)]) for r, h in zip(chunk, hashes, strict=True) if h not in evals]
         _lock_prompts([p for h, p in prompts.items() if h not in evals])
-        seen = _existing_pairs([h for h in prompts if h not in evals])
+        seen, keys = _existing_pairs([h for h in prompts if h not in evals])
+
+        def find(row, prompt_hash: str, a: str, b: str) -> tuple[int | None, bool]:
+            found = _exported_pair(row, keys, prompt_hash, a, b)
+            return found if found[0] is not None else _find(seen, prompt_hash, a, b)
+
         onto = None
         if hasattr(make, "onto"):  # what a row adds to a pair that is already there (either way round), if anything
-            stored = {found for _, h, a, b in kept if (found := _find(seen, h, a, b)[0]) is not None}
+            stored = {found for r, h, a, b in kept if (found := find(r, h, a, b)[0]) is not None}
             onto = make.onto(stored)
         for row, prompt_hash, a, b in kept:
             if onto is not None:
-                found, as_stored = _find(seen, prompt_hash, a, b)
+                found, as_stored = find(row, prompt_hash, a, b)
             else:  # a pair import adds the same two answers the other way round as a pair of its own
                 found, as_stored = seen.get((prompt_hash, a, b)), True
             if found is None:
@@ -622,12 +644,14 @@ def import_preferences(
     """
     _check_round(round_number)
     name = name or Path(path).name
-    marks: dict[int, _Marks] = {}  # line -> what the row says of its answers and labels
+    # id(parsed row) -> what the row says of its answers and labels: by the row, not its line (a one-line JSON array's
+    # rows share line 1, and one row's comments landed on another's label); the rows live as long as the import
+    marks: dict[int, _Marks] = {}
 
     def read_marks(parsed, row: dict):
         found = _marks(row)
         if found != _NO_MARKS:
-            marks[parsed.line] = found
+            marks[id(parsed)] = found
         return parsed
 
     rows = formats.read_preferences(path, fmt, name, _limits(), own_round=round_number is None, also=read_marks)
@@ -642,12 +666,12 @@ def import_preferences(
             rounds[number] = _round(number)
         label = _label_fields(row, new.source, chosen_is_a=True)
         pair_id = new.add(prompt, row.chosen, row.rejected, round_=rounds[number], label=label, labels_needed=1,
-                          labels_done=1, finish=marks.get(row.line, _NO_MARKS).finish(chosen_is_a=True))
+                          labels_done=1, finish=marks.get(id(row), _NO_MARKS).finish(chosen_is_a=True))
         labelled[pair_id] = label["choice"]
         return pair_id
 
     def _label_fields(row, source, *, chosen_is_a: bool) -> dict:
-        said = marks.get(row.line, _NO_MARKS).comments
+        said = marks.get(id(row), _NO_MARKS).comments
         # the row's own comments where it has the column (an export's: none is an empty list); else where it came from
         comment = f"imported from {source[len('import:'):]} line {row.line}" if said is None else "\n\n".join(said)
         return dict(annotator=user, choice=_choice(row, chosen_is_a), left_is_a=True,
@@ -667,13 +691,19 @@ def import_preferences(
         # locked before gold is read: a pair made gold meanwhile is seen as gold, not labelled by the import
         lock_pairs(Pair.objects.filter(pk__in=[i for i in ids if i not in labelled]))
         gold = set(Pair.objects.filter(pk__in=ids, is_gold=True).values_list("pk", flat=True))
+        labellers: dict[int, set[int]] = {}  # pair id -> who labelled it here: an export's row names its labellers
+        for pair_id, annotator_id in Label.objects.filter(pair__in=ids).values_list("pair_id", "annotator_id"):
+            labellers.setdefault(pair_id, set()).add(annotator_id)
 
         def onto(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id in gold:
                 return PRESENT
-            if row.exported_pair == pair_id and pair_id not in labelled:
-                # this instance's own export of the pair read back: the row sums up labels stored here already,
-                # and adding it as the import's label counted each of them twice
+            if (row.exported_pair == pair_id and pair_id not in labelled and row.exported_labellers
+                    and set(row.exported_labellers) <= labellers.get(pair_id, set())):
+                # this instance's own export of the pair read back: the row sums up labels stored here already (its
+                # labellers' labels are on the pair), and adding it as the import's label counted each of them twice.
+                # Another instance's export whose pair ids match ours (both seeded from one pairs file) names
+                # labels that are not here: it was dropped as "already present", and its labels were lost
                 return PRESENT
             if pair_id not in labelled:
                 # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
@@ -687,7 +717,7 @@ def import_preferences(
                     Pair.objects.filter(pk=pair.pk).update(
                         labels_done=F("labels_done") + 1,
                         route=Case(When(route=Route.DUPLICATE, then=Value(Route.NONE)), default=F("route")))
-                    _mark_answers(pair, marks.get(row.line, _NO_MARKS), chosen_is_a)
+                    _mark_answers(pair, marks.get(id(row), _NO_MARKS), chosen_is_a)
                     return ADDED
                 labelled[pair_id] = earlier
             return PRESENT if labelled[pair_id] == _choice(row, chosen_is_a) else DISAGREES

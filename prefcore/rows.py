@@ -235,6 +235,7 @@ class PreferenceRow:
     # the export's pair_id with its labellers (annotator_ids): the pair on the exporting instance whose labels this row
     # sums up. Read back into that instance, the row adds nothing: its labels are there already.
     exported_pair: int | None = None
+    exported_labellers: tuple[int, ...] = ()  # the export's annotator_ids: whose labels on that pair it sums up
 
 
 def _plain(value: Any) -> Any:
@@ -846,7 +847,9 @@ def read_preferences(
             pair_id = int(pair_id)  # as a spreadsheet or pandas writes an id
         if isinstance(pair_id, int) and not isinstance(pair_id, bool) and 0 < pair_id <= _LARGEST_ID \
                 and labellers is not None:  # an export's row (any other data set's pair_id is not ours to read)
-            parsed = dataclasses.replace(parsed, exported_pair=pair_id)
+            ids = labellers if isinstance(labellers, (list, tuple)) else ()
+            parsed = dataclasses.replace(parsed, exported_pair=pair_id, exported_labellers=tuple(
+                int(i) for i in ids if isinstance(i, (int, float)) and not isinstance(i, bool) and float(i).is_integer()))
         return parsed if also is None else also(parsed, row)
 
     return _check_all(read_rows(path, name, limits), name, parse)
