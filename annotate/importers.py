@@ -264,7 +264,10 @@ def import_prompts(
         prompts, created = _prompts_by_hash(chunk, split=split, tag=tag, source=source, hashes=hashes)
         added = [False] * len(chunk)
         if before is not None:  # a row adds its prompt, or its reference answer to a prompt stored before, or nothing
-            added = _add_references(chunk, hashes, prompts, before, source)
+            # no reference onto an eval prompt a train file names: the row is set aside (below), as one without a
+            # reference is; stored, it was counted "added" and trained by no SPIN round (they read train prompts)
+            held = {h for h in hashes if split == Prompt.TRAIN and prompts[h].split == Prompt.EVAL}
+            added = _add_references(chunk, hashes, prompts, before, source, held)
             created = sum(added)
         if progress:
             progress(len(chunk))
@@ -277,7 +280,7 @@ def import_prompts(
 
 
 def _add_references(chunk: list[PromptRow], hashes: list[str], prompts: dict[str, Prompt], before: set[str],
-                    source: str) -> list[bool]:
+                    source: str, held: set[str] = frozenset()) -> list[bool]:
     """Store the rows' reference answers their prompt does not have yet: the same text twice (in one file, or by two
     imports at once: the prompts are locked first) is stored once. Per row, whether it added something: its prompt
     (the first row of a prompt not stored before) or a reference answer."""
@@ -289,7 +292,7 @@ def _add_references(chunk: list[PromptRow], hashes: list[str], prompts: dict[str
         prompt = prompts[h]
         new_prompt = h not in before and h not in first
         first.add(h)
-        new_reference = row.reference is not None and (prompt.pk, row.reference) not in have
+        new_reference = row.reference is not None and h not in held and (prompt.pk, row.reference) not in have
         if new_reference:
             have.add((prompt.pk, row.reference))
             new.append(Response(prompt=prompt, text=row.reference, is_reference=True, source=source))

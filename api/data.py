@@ -139,6 +139,15 @@ class PreferencePage(Schema):
     results: list[dict[str, Any]]
 
 
+def _more_than_text(prompt) -> bool:
+    """Whether a text row would drop part of the prompt: a conversation beyond one user turn (a system message,
+    earlier turns), or one turn whose words are not the prompt's text."""
+    messages = prompt.messages
+    if not messages:
+        return False
+    return not (len(messages) == 1 and messages[0].get("role") == "user" and messages[0].get("content") == prompt.text)
+
+
 @router.get("/preferences", response=PreferencePage, summary="Pull decided preferences (TRL format)")
 def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     """The rows the export page writes, in the same order, with the same filters; one page at a time."""
@@ -160,6 +169,13 @@ def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     # whether rows are conversational is decided for all of them at once (or as the first page said)
     conversational = (exporters.is_conversational(decided) if filters.conversational is None
                       else filters.conversational)
+    chat = next((d.pair.pk for d in decided[start:end] if _more_than_text(d.pair.prompt)), None)
+    if not conversational and chat is not None:
+        # a text row holds the last user turn alone: a conversation's system message and earlier turns were dropped
+        # without a word (and the row, read back, made another prompt and pair, counted twice)
+        raise HttpError(409, f"conversational=false: pair {chat}'s prompt is a conversation, which a text row cannot "
+                             "hold (its earlier turns would be dropped): pull again from the start, without "
+                             "conversational, and every row comes as message lists")
     return {"count": len(decided), "page": filters.page, "page_size": filters.page_size,
             "next_page": filters.page + 1 if more and filters.after is None else None,
             "next_after": decided[end - 1].pair.pk if more else None, "conversational": conversational,

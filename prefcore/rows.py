@@ -194,6 +194,11 @@ def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
     return items
 
 
+def _short(text: str, limit: int = 60) -> str:
+    """A text cut for an error message."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def check_text(value: str, field: str) -> str:
     """Text the database can store: no NUL character (PostgreSQL refuses it) and no lone surrogate (not Unicode
     text at all; it cannot be encoded as UTF-8)."""
@@ -424,6 +429,11 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
         raise limits.too_many_bytes(name, f"{stored:,} bytes")
     if max((_type_depth(f.type) for f in schema), default=0) + 1 > limits.max_depth:
         raise limits.too_deep(name)
+    named = [f.name for f in schema]
+    twice = sorted({column for column in named if named.count(column) > 1})
+    if twice:  # a row read as a dict kept the last of them without a word; CSV and JSON refuse a name given twice too
+        raise ImportProblem([f"{name}: column {column!r} is named twice: which one is meant cannot be told"
+                             for column in twice])
     rows: list[tuple[int, dict]] = []
     decoded = 0
     plain = pa.schema([pa.field(f.name, _decoded_type(f.type)) for f in schema])
@@ -720,6 +730,12 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
                 raise RowError("rejected", "the conversation before the last answer differs from the one in 'chosen'")
             if len(chat) == 1:
                 prompt = PromptRow(line, prompt.text, None)
+            given = row.get("prompt")
+            # a row's own prompt beside the chat was never read: one that says another thing was dropped without a
+            # word (UltraFeedback's prompt is the chat's last user turn)
+            if isinstance(given, str) and given.strip() and given.strip() != prompt.text.strip():
+                raise RowError("prompt", f"{_short(given)!r} differs from the conversation's last user turn in "
+                                         f"'chosen' ({_short(prompt.text)!r})")
         else:
             prompt = prompt_row(line, row.get("prompt"))
         scores = []

@@ -85,3 +85,56 @@ def test_an_export_read_back_adds_nothing_to_twin_pairs(tmp_path):
     before = sorted(Label.objects.values_list("pair_id", "annotator_id"))
     result = import_preferences(export_preferences(tmp_path / "e.jsonl").path)
     assert result.created == 0 and sorted(Label.objects.values_list("pair_id", "annotator_id")) == before
+
+
+def test_a_parquet_column_named_twice_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from annotate.importers import ImportProblem
+
+    table = pa.Table.from_arrays([pa.array(["p1"]), pa.array(["good"]), pa.array(["bad"]), pa.array(["p2"])],
+                                 names=["prompt", "chosen", "rejected", "prompt"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(ImportProblem, match="d.parquet: column 'prompt' is named twice"):
+        import_preferences(tmp_path / "d.parquet")
+    assert not Pair.objects.exists()
+
+
+def test_an_ultrafeedback_rows_prompt_that_differs_from_its_chat_is_refused_by_field(tmp_path):
+    from annotate.importers import ImportProblem
+
+    chat = [{"role": "user", "content": "Say hi"}]
+    row = {"prompt": "What is two plus two?", "chosen": [*chat, {"role": "assistant", "content": "hi"}],
+           "rejected": [*chat, {"role": "assistant", "content": "no"}], "score_chosen": 8, "score_rejected": 2}
+    with pytest.raises(ImportProblem, match="u.jsonl: line 1: field 'prompt': 'What is two plus two\\?' differs"):
+        import_preferences(_jsonl(tmp_path / "u.jsonl", [row]), fmt="ultrafeedback")
+    import_preferences(_jsonl(tmp_path / "v.jsonl", [{**row, "prompt": "Say hi"}]), fmt="ultrafeedback")
+    assert _stored() == [("Say hi", "hi", "no")]
+
+
+def test_a_train_files_reference_onto_an_eval_prompt_is_set_aside_not_stored(tmp_path):
+    from annotate.importers import import_prompts
+    from generation.models import Prompt, Response
+
+    Prompt.objects.create(text="Eval question?", split=Prompt.EVAL)
+    result = import_prompts(_jsonl(tmp_path / "p.jsonl", [{"prompt": "Eval question?", "reference": "An answer."}]))
+    assert (result.created, result.set_aside) == (0, (1,))
+    assert not Response.objects.filter(is_reference=True).exists()
+
+
+def test_a_pull_of_text_rows_refuses_a_chat_prompt_rather_than_cut_it(staff):
+    from django.test import Client
+
+    from annotate.services import label_pair
+    from api.tokens import create_token
+    from tests.annotate.factories import make_pair, make_prompt, make_user
+
+    chat = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "Name a colour."}]
+    pair = make_pair(make_prompt(messages=chat, text="Name a colour."), "Rouge.", "Red.")
+    label_pair(pair.pk, make_user(), "left")
+    c = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(staff, 'pull')[1]}")
+    refused = c.get("/api/v1/preferences?conversational=false")
+    assert refused.status_code == 409 and f"pair {pair.pk}'s prompt is a conversation" in refused.json()["detail"]
+    rows = c.get("/api/v1/preferences").json()
+    assert rows["conversational"] is True and rows["results"][0]["prompt"] == chat

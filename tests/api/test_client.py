@@ -36,7 +36,8 @@ def test_push_pull_versions_and_promotion(staff_api):
     assert staff_api.push_preferences(rows, round=1)["created"] == 12
     pulled = staff_api.preferences(page_size=5)
     assert [r["chosen"] for r in pulled] == [r["chosen"] for r in rows]
-    assert staff_api.preferences(round=2) == []
+    staff_api.create_round(2)
+    assert staff_api.preferences(round=2) == []  # a round with no decided pair; one no one made is a 404
     base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
     child = ModelVersion.objects.create(name="round-1", path="/y", parent=base, round=1)
     versions = staff_api.versions()
