@@ -203,8 +203,6 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
     if kl is None:
         drift.append("KL to the reference not measured: the drift budget was not checked")
-        if failed:  # said beside the bounds it failed too, as a note, not one of them
-            failed.append("also: KL to the reference not measured, so the drift budget was not checked")
     else:
         g = _significant(kl, rule.max_kl_per_token)
         shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.{g}g} a token)"

@@ -63,10 +63,6 @@ def test_cut_share_exactly_ten_points_above_base_passes():
     assert not decide(one_more, rule).passed  # 15 points above base's: over the bound still
 
 
-def test_a_gate_that_fails_still_says_the_drift_budget_was_not_checked():
-    result = decide(GateEvidence(candidate_wins=3, current_wins=13), GateRule())
-    assert not result.passed
-    assert result.reasons[-1] == "also: KL to the reference not measured, so the drift budget was not checked"
 
 
 
