@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from jobs.views import cancel_view
 from prefcore.text import word_diff
-from prefloop.access import STAFF_ONLY
+from prefloop.access import STAFF_ONLY, require
 
 from . import exporters, import_jobs, services
 from . import quality as quality_report
@@ -26,9 +26,12 @@ from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRou
 from .models import ImportJob, Label, LabellingRound, Pair
 
 
-def _staff(request: HttpRequest) -> None:
+def _staff(request: HttpRequest, perm: str | None = None) -> None:
+    """Staff only; `perm`: and the admin's permission for what a POST does (prefloop.access.may)."""
     if not request.user.is_staff:
         raise PermissionDenied(STAFF_ONLY)
+    if perm is not None and request.method == "POST":
+        require(request, perm)
 
 
 def _pair_context(assignment) -> dict:
@@ -136,7 +139,7 @@ def quality(request: HttpRequest) -> HttpResponse:
 def import_file(request: HttpRequest) -> HttpResponse:
     """Staff: upload prompts, pairs or preferences; a worker imports the file as a job with progress and a Cancel
     button (the same checks and messages as the commands), and the recent imports are listed."""
-    _staff(request)
+    _staff(request, "annotate.add_importjob")
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -230,7 +233,7 @@ def return_to_skipped(request: HttpRequest) -> HttpResponse:
 
 def rounds(request: HttpRequest) -> HttpResponse:
     """Staff: the labelling rounds (guidelines, overlap, gold, queue order, routing, closing) and a new one."""
-    _staff(request)
+    _staff(request, "annotate.add_labellinground")
     form = LabellingRoundForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -248,7 +251,7 @@ def rounds(request: HttpRequest) -> HttpResponse:
 
 def round_detail(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: one labelling round's settings, and its gold pairs."""
-    _staff(request)
+    _staff(request, "annotate.change_labellinground")
     round_ = get_object_or_404(LabellingRound, number=number)
     form = LabellingRoundForm(request.POST or None, instance=round_)
     if request.method == "POST" and form.is_valid():
@@ -275,7 +278,7 @@ def _round_page(request, round_: LabellingRound, form, gold_form, status: int = 
 @require_POST
 def round_gold(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: make a pair a gold pair of the round, with its right answer."""
-    _staff(request)
+    _staff(request, "annotate.change_pair")
     round_ = get_object_or_404(LabellingRound, number=number)
     gold_form = GoldPairForm(request.POST)
     if gold_form.is_valid():
@@ -294,7 +297,7 @@ def round_gold(request: HttpRequest, number: int) -> HttpResponse:
 @require_POST
 def round_ungold(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: make a gold pair of the round a regular pair again."""
-    _staff(request)
+    _staff(request, "annotate.change_pair")
     round_ = get_object_or_404(LabellingRound, number=number)
     form = PairForm(request.POST)
     if not form.is_valid():

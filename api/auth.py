@@ -12,6 +12,8 @@ from ninja.errors import HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 from ninja.utils import check_csrf
 
+from prefloop.access import may, refusal
+
 from . import tokens
 
 
@@ -56,7 +58,11 @@ class SessionAuth(APIKeyCookie):
         return request.user
 
 
-def staff_only(request: HttpRequest) -> None:
-    """Staff manage (import, export, jobs, promotion), as on the pages; annotators label."""
+def staff_only(request: HttpRequest, perm: str | None = None) -> None:
+    """Staff manage (import, export, jobs, promotion), as on the pages; annotators label. `perm`: what the operation
+    changes needs the admin's permission for it too, as on the pages (prefloop.access.may: one given view
+    permissions only looks)."""
     if not request.user.is_staff:
         raise HttpError(403, "staff only: this needs a staff account's token")
+    if perm is not None and not may(request.user, perm):
+        raise HttpError(403, refusal(perm))

@@ -91,7 +91,7 @@ def _imported(rows: list[Any], call) -> PushResult:
 
 @router.post("/prompts", response={201: PushResult}, summary="Push prompts")
 def push_prompts(request: HttpRequest, payload: PromptPush):
-    staff_only(request)
+    staff_only(request, "generation.add_prompt")
     _settings_in_rows(payload.rows, ("split", "tag"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_prompts(
         path, split=payload.split, tag=payload.tag, name=SOURCE)))
@@ -99,7 +99,7 @@ def push_prompts(request: HttpRequest, payload: PromptPush):
 
 @router.post("/pairs", response={201: PushResult}, summary="Push unlabelled pairs")
 def push_pairs(request: HttpRequest, payload: PairPush):
-    staff_only(request)
+    staff_only(request, "annotate.add_pair")
     _settings_in_rows(payload.rows, ("round", "labels_needed"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_pairs(
         path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE)))
@@ -107,7 +107,7 @@ def push_pairs(request: HttpRequest, payload: PairPush):
 
 @router.post("/preferences", response={201: PushResult}, summary="Push labelled preferences")
 def push_preferences(request: HttpRequest, payload: PreferencePush):
-    staff_only(request)
+    staff_only(request, "annotate.add_label")
     return Status(201, _imported(payload.rows, lambda path: importers.import_preferences(
         path, fmt=payload.format, round_number=payload.round, name=SOURCE)))
 

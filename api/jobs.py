@@ -186,7 +186,7 @@ class LoopStart(Body):
 
 @router.post("/generation", response={201: JobOut}, summary="Start a generation job")
 def start_generation(request: HttpRequest, payload: GenerationStart):
-    staff_only(request)
+    staff_only(request, "generation.add_generationjob")
     with _queued():
         job = generation_services.start_generation_job(
             _version(payload.version, "version"), n_prompts=payload.n_prompts, config=_sampling(payload.sampling),
@@ -198,7 +198,7 @@ def start_generation(request: HttpRequest, payload: GenerationStart):
 
 @router.post("/training", response={201: JobOut}, summary="Start a training round")
 def start_training(request: HttpRequest, payload: TrainingStart):
-    staff_only(request)
+    staff_only(request, "training.add_trainingrun")
     with _queued():
         run = training_services.start_training_run(
             input_version=_version(payload.input_version, "input_version"), reference_choice=payload.reference,
@@ -209,7 +209,7 @@ def start_training(request: HttpRequest, payload: TrainingStart):
 
 @router.post("/compare", response={201: JobOut}, summary="Start a comparison of two versions")
 def start_compare(request: HttpRequest, payload: CompareStart):
-    staff_only(request)
+    staff_only(request, "compare.add_comparejob")
     _sampling(payload.sampling)
     with _queued():
         job = compare_services.start_compare_job(
@@ -222,7 +222,7 @@ def start_compare(request: HttpRequest, payload: CompareStart):
 
 @router.post("/loop", response={201: JobOut}, summary="Start an unattended loop run")
 def start_loop(request: HttpRequest, payload: LoopStart):
-    staff_only(request)
+    staff_only(request, "loop.add_looprun")
     with _queued():
         run = loop_services.start_loop_run(
             rounds=payload.rounds, pairs=payload.pairs, judge=payload.judge, tag=payload.tag,
@@ -241,7 +241,7 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
                  round: Form[str] = ""):
     """The Import page's upload, as a job: the same checks of the file (size, type) before it is queued, then its
     rows checked and written by a worker; watch it at /jobs/import/{id}."""
-    staff_only(request)
+    staff_only(request, "annotate.add_importjob")
     # (a signed-in browser's form sends its CSRF token as a field, as Django's {% csrf_token %} writes it)
     stray = sorted(set(request.POST) - IMPORT_FIELDS - {"csrfmiddlewaretoken"}) + sorted(set(request.FILES) - {"file"})
     if stray:  # as a JSON body's unknown field is: a typo ("rund") dropped without a word sent rows elsewhere
@@ -283,7 +283,7 @@ def get_job(request: HttpRequest, kind: Kind, job_id: Id):
 @router.post("/{kind}/{job_id}/cancel", response=JobOut, summary="Cancel a job")
 def cancel_job(request: HttpRequest, kind: Kind, job_id: Id, payload: NoBody | None = None):
     """Takes no body (`{}` or nothing): a field sent is refused by name, not ignored, as on every operation."""
-    staff_only(request)
+    staff_only(request, f"{MODELS[kind]._meta.app_label}.change_{MODELS[kind]._meta.model_name}")
     job = found(MODELS[kind], job_id, f"{kind} job")
     if job.status not in ACTIVE:
         raise HttpError(409, f"{kind} job {job.pk} has already ended ({job.status}): there is nothing to cancel")

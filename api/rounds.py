@@ -102,7 +102,7 @@ def get_round(request: HttpRequest, number: Number):
 
 @router.post("", response={201: RoundOut}, summary="Create a labelling round")
 def create_round(request: HttpRequest, payload: RoundIn):
-    staff_only(request)
+    staff_only(request, "annotate.add_labellinground")
     given = payload.dict(exclude_unset=True)
     if given.get("number") is None:
         highest = LabellingRound.objects.order_by("-number").values_list("number", flat=True).first()
@@ -127,7 +127,7 @@ def create_round(request: HttpRequest, payload: RoundIn):
 def change_round(request: HttpRequest, number: Number, payload: RoundChange):
     """Only the fields sent change. A new overlap reaches the round's pairs as on its page: pairs people label need
     that many more (or fewer) labels from now on."""
-    staff_only(request)
+    staff_only(request, "annotate.change_labellinground")
     stored = LabellingRound.objects.filter(number=number).first()
     if stored is None:
         raise HttpError(404, f"no labelling round {number}")

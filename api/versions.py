@@ -88,7 +88,7 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
     """As the Train page does it: a candidate a round made becomes current only by passing the gate
     (`POST /versions/{id}/gate`) or by hand with a reason; any other version (base, one that was current before) is
     a rollback. Every change is recorded with who made it and why; a refusal changes nothing (409)."""
-    staff_only(request)
+    staff_only(request, "generation.change_modelversion")
     version = found(ModelVersion, version_id, "model version")
     reason = (body.reason if body else "").strip()
     if version.is_current:
@@ -113,7 +113,7 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
 def check_gate(request: HttpRequest, version_id: Id, payload: NoBody | None = None):
     """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
-    staff_only(request)
+    staff_only(request, "generation.change_modelversion")
     version = found(ModelVersion, version_id, "model version")
     run = _made_by(version)
     if run is None:

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_POST
 from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.views import cancel_view
+from prefloop.access import may, refusal
 from training import dashboard
 from training.models import TrainingRun
 
@@ -29,6 +30,9 @@ def _index_page(request, form, status=200):
 def _start(request):
     if not request.user.is_staff:
         messages.error(request, "Only staff can start a comparison: it samples from both versions.")
+        return redirect("compare:index")
+    if not may(request.user, "compare.add_comparejob"):
+        messages.error(request, refusal("compare.add_comparejob"))
         return redirect("compare:index")
     form = StartForm(request.POST)
     if not form.is_valid():

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.views import cancel_view
-from prefloop.access import staff_required
+from prefloop.access import require, staff_required
 from prefloop.numerics import dtype_note
 
 from . import services
@@ -15,6 +15,8 @@ from .models import GenerationJob, ModelVersion
 
 @staff_required
 def jobs(request):
+    if request.method == "POST":
+        require(request, "generation.add_generationjob")
     form = GenerateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

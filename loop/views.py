@@ -5,7 +5,7 @@ from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.views import cancel_view
 from judges import JudgeError
-from prefloop.access import staff_required
+from prefloop.access import require, staff_required
 
 from . import services
 from .forms import LoopRunForm
@@ -14,6 +14,8 @@ from .models import LoopRun
 
 @staff_required
 def runs(request):
+    if request.method == "POST":
+        require(request, "loop.add_looprun")
     form = LoopRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

@@ -10,7 +10,7 @@ from generation.models import ModelVersion
 from generation.services import GenerationError, current_version
 from jobs.views import cancel_view
 from prefcore import charts
-from prefloop.access import staff_required
+from prefloop.access import require, staff_required
 from prefloop.numerics import dtype_note
 
 from . import dashboard, promotion, services
@@ -20,6 +20,8 @@ from .models import TrainingRun
 
 @staff_required
 def runs(request):
+    if request.method == "POST":
+        require(request, "training.add_trainingrun")
     form = TrainingRunForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -64,6 +66,7 @@ cancel_run = cancel_view(TrainingRun, partial="training/_run_row.html", name="ru
 @staff_required
 @require_POST
 def check_gate(request, pk: int):
+    require(request, "generation.change_modelversion")  # it may make the version current
     run = get_object_or_404(TrainingRun.objects.select_related("output_version"), pk=pk)
     try:
         result = promotion.check_gate(run)
@@ -81,6 +84,7 @@ def check_gate(request, pk: int):
 @staff_required
 @require_POST
 def promote(request, pk: int):
+    require(request, "generation.change_modelversion")
     run = get_object_or_404(TrainingRun.objects.select_related("output_version"), pk=pk)
     try:
         promotion.promote_by_hand(run, user=request.user, reason=request.POST.get("reason", ""))
@@ -94,6 +98,7 @@ def promote(request, pk: int):
 @staff_required
 @require_POST
 def rollback(request, pk: int):
+    require(request, "generation.change_modelversion")
     version = get_object_or_404(ModelVersion, pk=pk)
     try:
         promotion.rollback(version, user=request.user, reason=request.POST.get("reason", ""))

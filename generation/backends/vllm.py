@@ -104,6 +104,7 @@ def adapter_rank(adapter_path: str | Path) -> int:
         raise ValueError(f"{config_path}: field 'r' (and rank_pattern): expected positive integers, got {ranks}")
     unsupported = [what for what, bad in (
         ("DoRA (use_dora)", config.get("use_dora")), ("a bias", config.get("bias", "none") != "none"),
+        ("a LoRA bias (lora_bias)", config.get("lora_bias")),  # vLLM 0.33.0 refuses it too (lora/peft_helper.py)
         ("modules_to_save", bool(config.get("modules_to_save")))) if bad]
     if unsupported:
         raise ValueError(f"{config_path}: vLLM cannot serve an adapter with {', '.join(unsupported)}; "

@@ -277,6 +277,20 @@ def test_a_lora_rank_above_vllms_largest_is_refused_naming_the_file(fake, tiny_m
     assert engine_lora_rank(321) == 512
 
 
+@pytest.mark.parametrize("field, value, words", [("use_dora", True, "DoRA"), ("bias", "all", "a bias"),
+                                                  ("lora_bias", True, "a LoRA bias"),
+                                                  ("modules_to_save", ["lm_head"], "modules_to_save")])
+def test_an_adapter_vllm_cannot_serve_is_refused_before_an_engine_starts(fake, tiny_model_dir, tmp_path, field, value,
+                                                                          words):
+    """vLLM 0.33.0 refuses these adapters inside its engine (lora/peft_helper.py); said here, naming the file."""
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 8, field: value}))
+    with pytest.raises(ValueError, match=f"adapter_config.json: vLLM cannot serve an adapter with {words}"):
+        VLLMBackend(str(tiny_model_dir), adapter_path=str(adapter), canary=False)
+    assert fake.instances == []
+
+
 def test_each_lora_version_gets_a_new_adapter_name_and_a_larger_rank_restarts(fake, tiny_model_dir, tmp_path):
     small = _adapter(tiny_model_dir, tmp_path / "r8", 8)
     backend = VLLMBackend(str(tiny_model_dir), adapter_path=str(small), adapter_name="round-1")

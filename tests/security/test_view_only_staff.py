@@ -1,0 +1,86 @@
+"""Staff an administrator let only look (view permissions in the admin) did through the pages and the API what the
+admin refused them: switched the current version, cancelled a run, made a labelling round, started jobs. The attack,
+performed: each write is refused (403) and changes nothing; a staff member given the permission, or given none at
+all (as every staff member acted before), still does it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from annotate.models import LabellingRound
+from api.tokens import create_token
+from generation.models import ModelVersion
+from jobs.models import Status
+from tests.annotate.factories import make_user
+from training.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+LOOKS = ["view_modelversion", "view_labellinground", "view_trainingrun", "view_looprun", "view_label"]
+
+
+def _staff(name: str, *codenames: str):
+    person = make_user(name, is_staff=True)
+    person.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return person
+
+
+@pytest.fixture
+def rows():
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    other = ModelVersion.objects.create(name="other", path="/nowhere/other")
+    run = TrainingRun.objects.create(input_version=ModelVersion.objects.create(name="t", path="/x"),
+                                     status=Status.QUEUED)
+    return base, other, run
+
+
+def _page_writes(client, other, run):
+    return {
+        "rollback": client.post(f"/training/versions/{other.pk}/rollback/", {"reason": "looked"}).status_code,
+        "cancel": client.post(f"/training/runs/{run.pk}/cancel/").status_code,
+        "round": client.post("/annotate/rounds/", {"number": 77, "guidelines": "x", "labels_per_pair": 1,
+                                                   "gold_rate": 0, "queue_order": "random", "route_threshold": 0.8,
+                                                   "audit_share": 0.1}).status_code,
+    }
+
+
+def test_staff_who_may_only_look_change_nothing_through_the_pages(client, rows):
+    base, other, run = rows
+    client.force_login(_staff("looker", *LOOKS))
+    assert set(_page_writes(client, other, run).values()) == {403}
+    assert ModelVersion.objects.current() == base
+    assert TrainingRun.objects.get(pk=run.pk).status == Status.QUEUED
+    assert not LabellingRound.objects.filter(number=77).exists()
+    # looking is theirs: the pages that show things answer
+    assert client.get("/training/").status_code == 200 and client.get("/annotate/rounds/").status_code == 200
+    refused = client.post(f"/training/versions/{other.pk}/rollback/", {"reason": "looked"})
+    assert "generation.change_modelversion" in refused.content.decode()
+
+
+def test_staff_who_may_only_look_change_nothing_through_the_api(rows):
+    base, other, run = rows
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(_staff('looker', *LOOKS), 'look')[1]}")
+
+    def post(path, body=None):
+        return api.post("/api/v1" + path, data=json.dumps(body or {}), content_type="application/json")
+
+    answers = [post(f"/versions/{other.pk}/promote", {"reason": "looked"}), post(f"/jobs/training/{run.pk}/cancel"),
+               post("/labelling-rounds", {"number": 78}), post("/preferences", {"rows": []}),
+               post("/jobs/training", {})]
+    assert [a.status_code for a in answers] == [403] * 5, [a.content for a in answers]
+    assert "needs the permission 'generation.change_modelversion'" in answers[0].json()["detail"]
+    assert ModelVersion.objects.current() == base and TrainingRun.objects.get(pk=run.pk).status == Status.QUEUED
+    assert not LabellingRound.objects.exists()
+    assert api.get("/api/v1/versions").status_code == 200  # looking is theirs
+
+
+def test_staff_given_the_permission_or_none_at_all_still_act(client, rows):
+    base, other, run = rows
+    client.force_login(_staff("lead", *LOOKS, "change_modelversion", "change_trainingrun", "add_labellinground"))
+    assert set(_page_writes(client, other, run).values()) == {302}
+    assert ModelVersion.objects.current() == other and TrainingRun.objects.get(pk=run.pk).status == Status.CANCELLED
+    client.force_login(make_user("plain", is_staff=True))  # no permission set: all of it, as before
+    assert client.post(f"/training/versions/{base.pk}/rollback/", {"reason": "back"}).status_code == 302
+    assert ModelVersion.objects.current() == base
