@@ -138,6 +138,8 @@ class HFBackend(Backend):
             spent[0] += max(0, config.max_new_tokens - len(seq.tokens))  # the unused rest of its share
             if on_progress:
                 on_progress(done[0], total)
+            if on_tokens:  # the rest of its share counted now: the last sample's ends the figure at the budget
+                on_tokens(min(spent[0], budget), budget)
 
         def stepped(rows: int) -> None:
             spent[0] += rows
@@ -214,9 +216,15 @@ class HFBackend(Backend):
             """Fill free slots with waiting samples (prefilling their prompts together); returns unfilled slots."""
             free = sorted(free)
             while free and waiting:
+                # asked here too: samples that end at their first token take no slot, and the decode loop below,
+                # which asks per step, never ran while the whole job was sampled here
+                if should_stop():
+                    raise GenerationCancelled("generation stopped on request")
                 batch = [waiting[i] for i in range(min(len(free), len(waiting)))]
                 need = list(dict.fromkeys(s.prompt for s in batch if s.prompt not in prefixes))
                 for start in range(0, len(need), PREFILL_PROMPTS):
+                    if start and should_stop():
+                        raise GenerationCancelled("generation stopped on request")
                     group = need[start:start + PREFILL_PROMPTS]
                     for prompt, (kv, logits) in zip(group, dec.prefill([ids[i] for i in group]), strict=True):
                         prefixes[prompt] = [kv, logits, config.n]
@@ -227,6 +235,7 @@ class HFBackend(Backend):
                     if entry[2] == 0:
                         del prefixes[seq.prompt]
                     token, logp = sample_tokens(entry[1][None], config.temperature, config.top_p, [seq.rng.random()])
+                    stepped(1)  # the first token, drawn from the prefill's logits: counted as a decode step's are
                     seq.tokens.append(int(token[0]))
                     seq.logps.append(float(logp[0]))
                     seq.logp += float(logp[0])

@@ -502,3 +502,29 @@ def test_a_prompt_too_long_for_the_context_is_named_by_its_text_not_its_place_in
     chat = [{"role": "user", "content": long}]
     with pytest.raises(ValueError, match=r"the prompt 'Tell me about the weather"):
         backend.generate([chat], SamplingConfig(n=1, max_new_tokens=8))
+
+
+@pytest.mark.parametrize("engine", ["slots", "generic"])
+@pytest.mark.parametrize("max_new_tokens", [1, 16])
+def test_the_token_figure_ends_at_its_budget_on_both_engines(engine, max_new_tokens, chatty_model_dir):
+    """The slots engine never counted a sample's first token (drawn from the prefill) nor reported the unused rest
+    of the last samples' shares: its figure stopped at (m - 1) / m of the budget, and at max_new_tokens 1 it never
+    moved at all."""
+    backend = load_backend(str(chatty_model_dir), kind="hf", device="cpu", dtype="float32", engine=engine)
+    seen = []
+    backend.generate(PROMPTS, SamplingConfig(n=2, max_new_tokens=max_new_tokens, batch_size=4),
+                     seeds=list(range(len(PROMPTS))), on_tokens=lambda used, budget: seen.append((used, budget)))
+    budget = len(PROMPTS) * 2 * max_new_tokens
+    assert seen and seen[-1] == (budget, budget)
+    assert [used for used, _ in seen] == sorted(used for used, _ in seen)  # it never goes back
+
+
+def test_a_cancel_stops_the_slots_engine_when_every_sample_ends_at_its_first_token(chatty_model_dir):
+    """Samples that end at their first token take no slot, so the decode loop, which asked for a stop per step, never
+    ran: the whole job was sampled in the first refill and returned as if no stop had been asked."""
+    backend = load_backend(str(chatty_model_dir), kind="hf", device="cpu", dtype="float32", engine="slots")
+    done = []
+    with pytest.raises(GenerationCancelled):
+        backend.generate(PROMPTS * 4, SamplingConfig(n=4, max_new_tokens=1, batch_size=2),
+                         should_stop=lambda: True, on_progress=lambda d, t: done.append(d))
+    assert done == []
