@@ -209,19 +209,25 @@ def main(argv=None) -> None:
         engines["vLLM"] = (dtype_name(vl.engine_dtype), None)  # what the engine loaded, not what was asked
         vl.close()
 
-    ours_rate, ours_cpu = median(rates[ours]), median(cpu_rates[ours])
     threads = torch.get_num_threads()
     lines = [f"{settings}; {args.repeats} interleaved repeats, medians; {threads} torch thread(s).", "",
              f"Machine: {machine_line()}.", "",
              "Tokens per CPU-second (process CPU time, all threads) is the figure that holds on a shared machine: "
              "wall time there depends on what else ran at the moment.", "",
              "| engine | dtype | tokens (median) | tokens/s wall (median) | tokens per CPU-s (median) | "
-             "PrefLoop x this, wall | PrefLoop x this, CPU |",
+             "PrefLoop x this, wall (each round) | PrefLoop x this, CPU (each round) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ratio(ours_rates: list[float], theirs: list[float]) -> str:
+        """The median of the rounds' own ratios (each round runs every engine side by side), with each round's: the
+        ratio of two medians could pair one round's engine with another round's sampler."""
+        each = [o / t for o, t in zip(ours_rates, theirs, strict=True)]
+        return f"{median(each):.2f}x ({', '.join(f'{x:.2f}' for x in each)})"
+
     for name, (dtype, _) in engines.items():
         rate, cpu_rate = median(rates[name]), median(cpu_rates[name])
         lines.append(f"| {name} | {dtype} | {median(tokens[name]):.0f} | {rate:.1f} | {cpu_rate:.1f} | "
-                     f"{ours_rate / rate:.2f}x | {ours_cpu / cpu_rate:.2f}x |")
+                     f"{ratio(rates[ours], rates[name])} | {ratio(cpu_rates[ours], cpu_rates[name])} |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.write_doc:
