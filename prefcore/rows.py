@@ -194,6 +194,26 @@ def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
     return items
 
 
+class Line(int):
+    """A row's line in its file (compared, stored and counted as that number) and, where rows of a JSON array share
+    the line (an array written on one line, as json.dump writes it), which element of the array it is, for people:
+    every row of such a file was "line 1" in its errors."""
+
+    element: int | None
+
+    def __new__(cls, line: int, element: int | None = None):
+        made = super().__new__(cls, line)
+        made.element = element
+        return made
+
+    def __format__(self, spec: str) -> str:
+        shown = int.__format__(int(self), spec)
+        return f"{shown} (element {self.element} of the array)" if self.element and not spec else shown
+
+    def __str__(self) -> str:
+        return self.__format__("")
+
+
 def _short(text: str, limit: int = 60) -> str:
     """A text cut for an error message."""
     return text if len(text) <= limit else text[:limit - 1] + "…"
@@ -471,6 +491,9 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
         except ValueError:  # what json raises besides JSONDecodeError: an integer past Python's 4,300 digits
             raise ImportProblem([f"{name}: a number of more than 4,300 digits: not a value any field takes"]) from None
         rows = [(line + skipped, item) for line, item in items]  # each row named by the line its object starts on
+        starts = [line for line, _ in rows]
+        if len(set(starts)) < len(starts):  # rows sharing a line (json.dump's one-line array): named by element too
+            rows = [(Line(line, element), item) for element, (line, item) in enumerate(rows, 1)]
         for line, item in rows:  # row by row, so the refusal names the row
             if _depth(item, limits.max_depth) > limits.max_depth:
                 raise limits.too_deep(name, line)

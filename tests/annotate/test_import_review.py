@@ -51,7 +51,7 @@ def test_a_one_line_arrays_comments_stay_on_their_rows_label(tmp_path):
             {"prompt": "Second question?", "chosen": "second good", "rejected": "second bad"}]
     import_preferences(_one_line(tmp_path, rows))
     stored = {label.pair.prompt.text: label.comment for label in Label.objects.select_related("pair__prompt")}
-    assert stored == {"First question?": "only about the first", "Second question?": "imported from d.json line 1"}
+    assert stored == {"First question?": "only about the first", "Second question?": "imported from d.json line 1 (element 2 of the array)"}
 
 
 def test_another_instances_export_whose_pair_ids_match_ours_labels_our_pairs(tmp_path):
@@ -138,3 +138,18 @@ def test_a_pull_of_text_rows_refuses_a_chat_prompt_rather_than_cut_it(staff):
     assert refused.status_code == 409 and f"pair {pair.pk}'s prompt is a conversation" in refused.json()["detail"]
     rows = c.get("/api/v1/preferences").json()
     assert rows["conversational"] is True and rows["results"][0]["prompt"] == chat
+
+
+def test_a_bad_row_of_a_one_line_array_is_named_by_its_element(tmp_path):
+    from annotate.importers import ImportProblem
+
+    rows = [{"prompt": f"Question {i}?", "chosen": "good", "rejected": "bad"} for i in range(5)]
+    rows[3]["prompt"] = ""
+    with pytest.raises(ImportProblem) as refused:
+        import_preferences(_one_line(tmp_path, rows))
+    assert refused.value.problems == ["d.json: line 1 (element 4 of the array): field 'prompt': empty"]
+    rows[3]["prompt"] = "Question 3?"
+    rows[1]["rejected"] = "good"  # one text twice: listed, by element
+    result = import_preferences(_one_line(tmp_path, rows))
+    assert result.created == 4 and [f"{line}" for line in result.same_answers] == ["1 (element 2 of the array)"]
+    assert json.dumps(list(result.same_answers)) == "[1]"  # stored as the line number
