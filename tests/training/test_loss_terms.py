@@ -82,7 +82,7 @@ def test_the_rule_penalty_is_a_hinge_on_flagged_rewards_only():
     plain, _, _ = _pair_loss(DPOConfig(), plain_policy, torch.cat([nc, nr]), rc - 10, rr - 10, None)
     plain.backward()
     assert policy.grad[0] > plain_policy.grad[0]  # descent lowers the cut chosen answer's log-prob more
-    assert set(logged) == {"terms/rule_penalty"} and logged["terms/rule_penalty"] > 0
+    assert set(logged) == {"terms/rule_penalty", "loss/preference"} and logged["terms/rule_penalty"] > 0
 
 
 def test_terms_load_only_from_the_allow_list():
