@@ -46,7 +46,24 @@ def _wait(driver, condition, timeout=15):
     # Mid-swap the workspace can be half there: a script or element error means "not yet", not a failure; so does
     # a lease gone from the database while the page still names it (an undo or a return deletes the one on screen).
     return WebDriverWait(driver, timeout, ignored_exceptions=(JavascriptException, StaleElementReferenceException,
-                                                              Assignment.DoesNotExist)).until(lambda d: condition(d))
+                                                              Assignment.DoesNotExist)).until(mid_swap(condition))
+
+
+def mid_swap(condition):
+    """The condition, with an element that htmx swapped out between finding and reading it taken as "not yet".
+
+    Chrome reports that race two ways: as a stale element, and (when the node goes while its text is read) as an
+    'unknown error' naming a node that 'does not belong to the document'. Any other driver error still fails."""
+    from selenium.common.exceptions import WebDriverException
+
+    def check(driver):
+        try:
+            return condition(driver)
+        except WebDriverException as error:
+            if "does not belong to the document" in (error.msg or ""):
+                return False
+            raise
+    return check
 
 
 def _shown(driver) -> dict:

@@ -69,8 +69,10 @@ def _wait(driver, condition, timeout=15):
     from selenium.common.exceptions import JavascriptException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from tests.browser.test_labelling import mid_swap
+
     return WebDriverWait(driver, timeout, ignored_exceptions=(JavascriptException, StaleElementReferenceException)
-                         ).until(lambda d: condition(d))
+                         ).until(mid_swap(condition))
 
 
 def _violations(driver, allowed: str = "") -> list[str]:
