@@ -25,6 +25,7 @@ from generation.models import GenerationJob, ModelVersion
 from jobs import lifecycle
 from loop import services as loop_services
 from loop.models import LoopRun
+from prefloop.access import change_perm
 from training import services as training_services
 from training.models import TrainingRun
 
@@ -283,7 +284,7 @@ def get_job(request: HttpRequest, kind: Kind, job_id: Id):
 @router.post("/{kind}/{job_id}/cancel", response=JobOut, summary="Cancel a job")
 def cancel_job(request: HttpRequest, kind: Kind, job_id: Id, payload: NoBody | None = None):
     """Takes no body (`{}` or nothing): a field sent is refused by name, not ignored, as on every operation."""
-    staff_only(request, f"{MODELS[kind]._meta.app_label}.change_{MODELS[kind]._meta.model_name}")
+    staff_only(request, change_perm(MODELS[kind]))
     job = found(MODELS[kind], job_id, f"{kind} job")
     if job.status not in ACTIVE:
         raise HttpError(409, f"{kind} job {job.pk} has already ended ({job.status}): there is nothing to cancel")

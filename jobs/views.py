@@ -3,7 +3,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from prefloop.access import require, staff_required
+from prefloop.access import change_perm, require, staff_required
 
 from . import lifecycle
 from .models import Job
@@ -19,7 +19,7 @@ def cancel_view(model: type[Job], *, partial: str, name: str, then: str, then_wi
     @staff_required
     @require_POST
     def cancel(request, pk: int) -> HttpResponse:
-        require(request, f"{model._meta.app_label}.change_{model._meta.model_name}")  # as the admin's Cancel action
+        require(request, change_perm(model))  # as the admin's Cancel action
         job = get_object_or_404(model, pk=pk)
         lifecycle.cancel(job)
         if request.htmx:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+from django.contrib.auth import get_permission_codename
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -27,6 +28,11 @@ def may(user, perm: str) -> bool:
         return True
     granted = user.get_all_permissions()
     return not granted or perm in granted
+
+
+def change_perm(model) -> str:
+    """The admin's permission to change `model`'s rows ("app.change_model"), which its Cancel action needs."""
+    return f"{model._meta.app_label}.{get_permission_codename('change', model._meta)}"
 
 
 def refusal(perm: str) -> str:

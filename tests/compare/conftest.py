@@ -5,6 +5,7 @@ import pytest
 
 from compare.models import CompareJob, Comparison
 from generation.models import ModelVersion, Prompt, Response
+from training.models import TrainingRun
 
 _counter = itertools.count()
 
@@ -50,3 +51,13 @@ def versions(db):
     base = make_version("zebrafinch-base")
     child = make_version("okapi-round-one", parent=base, is_current=True)
     return base, child
+
+
+@pytest.fixture
+def candidate(db):
+    """(base, round-1, its run): base is current; round-1 is a finished round's candidate, not yet checked."""
+    base = make_version("base", is_current=True)
+    new = make_version("round-1", parent=base)
+    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=new,
+                                     status=TrainingRun.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
+    return base, new, run

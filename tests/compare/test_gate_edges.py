@@ -3,23 +3,12 @@ exactly at its bound failed by a float rounding error, base's length was read on
 and the leaderboard's cell rounded a half down."""
 from fractions import Fraction
 
-import pytest
-
 from compare.gate import GateEvidence, GateRule, decide
 from compare.services import record_vote
 from tests.annotate.factories import make_user
 from tests.compare.conftest import make_job, make_version
 from training import promotion
 from training.models import TrainingRun
-
-
-@pytest.fixture
-def candidate(db):
-    base = make_version("base", is_current=True)
-    new = make_version("round-1", parent=base)
-    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=new,
-                                     status=TrainingRun.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
-    return base, new, run
 
 
 def _vote(comparison, voter, candidate, win: bool):

@@ -15,16 +15,6 @@ from training import promotion
 from training.models import TrainingRun
 
 
-@pytest.fixture
-def candidate(db):
-    """base is current; round-1 is a finished round's candidate, with a blind comparison set against base."""
-    base = make_version("base", is_current=True)
-    new = make_version("round-1", parent=base)
-    run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=new,
-                                     status=TrainingRun.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
-    return base, new, run
-
-
 def _votes(job: CompareJob, voters, outcome_for_candidate: list[str], candidate) -> None:
     """Each voter votes on every comparison; outcome_for_candidate[k] is "win", "loss" or "tie" for comparison k."""
     for k, comparison in enumerate(job.comparisons.order_by("pk")):
