@@ -64,3 +64,16 @@ def listed_test_judges(settings):
 def _imports_dir(settings, tmp_path):
     """Uploads of the import page go to the test's own folder, not the data folder of the checkout."""
     settings.IMPORTS_DIR = tmp_path / "imports"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_writer_lock_left():
+    """The SQLite writers' lock file (annotate.services) is made beside the test database, which Django deletes at the
+    end; the lock was left behind, one file per test run in var/."""
+    yield
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    name = str(database.get("TEST", {}).get("NAME") or "")
+    if database["ENGINE"].endswith("sqlite3") and name and not name.startswith((":memory:", "file:")):
+        Path(f"{name}.writers.lock").unlink(missing_ok=True)
