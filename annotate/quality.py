@@ -57,9 +57,12 @@ class Disagreement:
 
 
 def _labels(rounds: list[int] | None, include_automatic: bool):
+    """Labels of the given rounds (None: all). Without include_automatic, people's only: neither a judge's nor a
+    file's (the import account records an imported preference as a label, and it is no one's judgement here: it
+    had counted as one more person in κ and α, and a dataset's disagreement with the team as the team's noise)."""
     labels = Label.objects.select_related("annotator", "pair")
     if not include_automatic:
-        labels = labels.filter(is_automatic=False)
+        labels = labels.filter(is_automatic=False).exclude(annotator__annotator_profile__is_import=True)
     if rounds is not None:
         # a gold pair of no round is served as part of the round it was drawn into (Assignment.served_in): its label
         # is that round's, for the person it was served to there
