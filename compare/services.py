@@ -375,6 +375,15 @@ def judge_comparisons(
     return votes
 
 
+def judge_spelling(name: str) -> str:
+    """A judge's one spelling (judges.canonical_path), or the name as given when it is no judge path (a judge
+    called from code under a name of its own)."""
+    try:
+        return canonical_path(name)
+    except JudgeError:
+        return name
+
+
 def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, voter,
                 should_stop: Callable[[], bool] | None) -> Vote:
     """The judge's vote on one comparison, stored (judge_comparisons)."""
@@ -389,7 +398,9 @@ def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, 
     if should_stop and should_stop():
         raise JobCancelled
     side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer
-    return record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True, judge=judge_name)
+    # under the judge's one spelling, as its account is: stored as typed, one judge named two ways was two sources
+    return record_vote(comparison, voter, outcome_for_side(comparison, side), is_automatic=True,
+                       judge=judge_spelling(judge_name))
 
 
 def answered_prompts(prompts: list[Prompt], answers: list[dict[int, Response]], config: SamplingConfig,

@@ -17,6 +17,7 @@ from django.utils import timezone
 from compare import blinding
 from compare.gate import GateEvidence, GateResult, GateRule, decide
 from compare.models import CompareJob, Vote
+from compare.services import judge_spelling
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response, VersionChange
 from generation.services import GenerationError, base_version, change_current, current_version, rollback_to
@@ -97,7 +98,7 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
             evidence.current_wins += 1
             score = 0.0
         scores.setdefault(answers, []).append(score)
-        sources.add(vote.judge if vote.is_automatic and vote.judge else "people")
+        sources.add(_source(vote))
         ours, theirs = ((comparison.response_a, comparison.response_b) if candidate_is_a
                         else (comparison.response_b, comparison.response_a))
         voted.setdefault(answers, (ours, theirs))  # one row of each answer: the first voted on
@@ -127,6 +128,12 @@ def gate_evidence(current: ModelVersion, candidate: ModelVersion,
                 evidence.base_truncated = truncated_count(answers)
     evidence.sources = sorted(sources)
     return evidence
+
+
+def _source(vote: Vote) -> str:
+    """Who cast a vote, for the gate's evidence: "people", or the judge by its one spelling (votes stored before
+    judges were stored that way hold the path as it was typed)."""
+    return judge_spelling(vote.judge) if vote.is_automatic and vote.judge else "people"
 
 
 def candidate_run(version: ModelVersion) -> TrainingRun:

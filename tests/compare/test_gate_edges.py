@@ -104,3 +104,22 @@ def test_win_rate_cell_rounds_halves_up_as_it_says():
     assert n == 20 and abs(rate - 0.575) < 1e-15
     shown = Template("{{ v|floatformat:0 }}").render(Context({"v": 57.5}))
     assert Cell(rate, n).percent == int(shown) == 58
+
+
+def test_one_judge_named_two_ways_is_one_source_of_the_gates_evidence(candidate):
+    """Votes were stored under the judge path as typed, so one judge named "judges.rules.length_target" for one set
+    and "judges.rules:length_target" for another was listed twice among the gate's sources."""
+    from annotate.judging import judge_account
+    from compare.models import Vote
+    from compare.services import judge_comparisons
+
+    base, new, _ = candidate
+    for typed in ("judges.rules.length_target", " judges.rules:length_target "):
+        job = make_job(base, new, n=2)
+        judge_comparisons(job.comparisons.order_by("pk"), lambda prompt, first, second: "a", typed,
+                          judge_account(typed))
+    assert set(Vote.objects.values_list("judge", flat=True)) == {"judges.rules:length_target"}
+    assert promotion.gate_evidence(base, new).sources == ["judges.rules:length_target"]
+    # a vote stored as typed before (the dotted spelling) is read as the same judge
+    Vote.objects.filter(pk=Vote.objects.order_by("pk").first().pk).update(judge="judges.rules.length_target")
+    assert promotion.gate_evidence(base, new).sources == ["judges.rules:length_target"]

@@ -176,7 +176,7 @@ def test_judges_vote_like_people_in_the_order_people_saw(versions):
 
     voter = judge_account("tests.prefer_first")
     votes = services.judge_comparisons(job.comparisons.order_by("pk"), prefer_first, "tests.prefer_first", voter)
-    assert len(votes) == 4 and all(v.is_automatic and v.judge == "tests.prefer_first" for v in votes)
+    assert len(votes) == 4 and all(v.is_automatic and v.judge == "tests:prefer_first" for v in votes)
     # the judge always picked the left answer: version A where A was on the left, B elsewhere
     assert [v.outcome for v in votes] == ["a", "b", "a", "b"]
     assert seen[1] == "answer of B number 1"
