@@ -64,6 +64,21 @@ class ImportForm(forms.Form):
             raise forms.ValidationError("expected up to 100 printable characters")
         return value
 
+    # the fields each kind reads; another kind's field set to anything but its default is refused by name (a pairs
+    # file sent with split=eval and a tag was stored as train, untagged, and the job's record named both)
+    APPLIES = {"split": ("prompts",), "tag": ("prompts",), "round": ("pairs", "preferences"),
+               "format": ("preferences",)}
+    DEFAULTS = {"split": "train", "tag": "", "round": None, "format": "auto"}
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("kind")
+        for name, kinds in self.APPLIES.items():
+            if kind and kind not in kinds and name in data and data[name] != self.DEFAULTS[name]:
+                self.add_error(name, f"{name} is read for {' and '.join(kinds)} only, not for {kind}: leave it "
+                                     f"{'empty' if self.DEFAULTS[name] in ('', None) else repr(self.DEFAULTS[name])}")
+        return data
+
     def clean_file(self):
         upload = self.cleaned_data["file"]
         limit = settings.PREFLOOP_MAX_UPLOAD_BYTES

@@ -65,6 +65,24 @@ def test_a_field_the_upload_does_not_take_is_refused_by_name_not_dropped(staff_a
     assert not ImportJob.objects.exists()
 
 
+def test_a_field_another_kind_reads_is_refused_by_name_not_dropped(staff_api, tmp_path):
+    """A pairs file sent with split=eval and a tag was stored as train and untagged (the loop picks prompts by tag),
+    and the job's record listed both as its options; a round on a prompts file went nowhere the same way."""
+    pairs = _file(tmp_path, [{"prompt": "q", "response_a": "a", "response_b": "b"}], "pairs.jsonl")
+    prompts = _file(tmp_path, [{"prompt": "q"}], "prompts.jsonl")
+    for path, kind, given, field in ((pairs, "pairs", {"split": "eval"}, "split"), (pairs, "pairs", {"tag": "x"}, "tag"),
+                                     (prompts, "prompts", {"round": 2}, "round"),
+                                     (prompts, "prompts", {"format": "ultrafeedback"}, "format")):
+        with pytest.raises(APIError) as refused:
+            staff_api.import_file(path, kind, **given)
+        assert refused.value.status == 400 and refused.value.errors[0]["field"] == field
+        assert f"{field} is read for " in refused.value.detail and f"not for {kind}" in refused.value.detail
+    assert not ImportJob.objects.exists()
+    # each kind's own fields, and another kind's left at their defaults, are taken
+    assert staff_api.import_file(prompts, "prompts", split="eval", tag="x")["status"] == "queued"
+    assert staff_api.import_file(pairs, "pairs", round=2)["status"] == "queued"
+
+
 def test_a_queued_import_is_cancelled_and_a_second_cancel_is_refused(staff_api, tmp_path):
     job = staff_api.import_file(_file(tmp_path, [{"prompt": "q"}]), "prompts")
     assert staff_api.cancel(job)["status"] == "cancelled"
