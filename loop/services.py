@@ -169,7 +169,7 @@ def start_loop_run(
         lifecycle.one_start_at_a_time(_START_LOCK)  # two sent in the same instant both found no twin, then both were created
         same = LoopRun.objects.filter(status__in=ACTIVE, rounds=rounds, pairs=pairs, judge=judge, tag=tag,
                                       eval_limit=eval_limit, seed=seed).order_by("pk")
-        twin = next((other for other in same if other.params == params), None)
+        twin = next((other for other in same if _resolved(other.params) == _resolved(params)), None)
         if twin is not None:
             raise AlreadyStarted(f"loop run {twin.pk} with these settings is {twin.status} already: wait for it to "
                                  "end, or cancel it, to run it again", twin)
@@ -183,6 +183,23 @@ def start_loop_run(
     if enqueue:
         lifecycle.enqueue(run)
     return run
+
+
+def _resolved(params: dict) -> tuple:
+    """A run's settings as they act, for the twin check: sampling and training with every default filled in and a
+    default pairing, reference and data given, so the same loop sent again with a default spelt out (sampling's
+    temperature 0.8, say) is the same loop; compared literally it started a second run. A row stored before its
+    settings were checked is taken as it is."""
+    try:
+        sampling = SamplingConfig.from_dict(params.get("sampling") or {}).to_dict()
+    except (TypeError, ValueError):
+        sampling = params.get("sampling")
+    try:
+        training = DPOConfig.from_dict(params.get("training") or {}).to_dict()
+    except (TypeError, ValueError):
+        training = params.get("training")
+    return (sampling, training, params.get("pairing", DEFAULT.pairing), params.get("reference", ALL.reference),
+            params.get("data", ALL.data), params.get("eval_judge"), params.get("preset"))
 
 
 # The key of the lock that starts of loop runs take on PostgreSQL (compare.services' is 0x100C).

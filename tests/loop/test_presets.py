@@ -185,6 +185,25 @@ def test_the_same_loop_with_its_judge_spelled_another_way_is_the_same_run(prompt
     assert LoopRun.objects.count() == 1 and first.judge == first.params["eval_judge"] == JUDGE
 
 
+def test_the_same_loop_with_a_default_spelt_out_is_the_same_run_and_a_changed_setting_is_another(prompts):
+    """The twin check compared the stored settings literally: the same loop sent again with sampling's default
+    temperature, or training's default beta, spelt out started a second run (the API answered 201, not 409)."""
+    from generation.backends.base import SamplingConfig
+    from training.dpo.config import DPOConfig
+
+    first = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
+    spelt_out = ({"sampling": {"temperature": SamplingConfig.from_dict(first.params.get("sampling") or {}).temperature}},
+                 {"training": {"beta": DPOConfig.from_dict(first.params.get("training") or {}).beta}},
+                 {"pairing": first.params.get("pairing", DEFAULT.pairing)})
+    for params in spelt_out:
+        with pytest.raises(LoopError, match=f"loop run {first.pk} with these settings is queued already"):
+            start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, params=params)
+    assert LoopRun.objects.count() == 1
+    other = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False,
+                           params={"sampling": {"temperature": 0.7}})
+    assert other.pk != first.pk and LoopRun.objects.count() == 2
+
+
 def test_a_loop_is_refused_at_its_start_when_the_current_versions_labelling_round_has_closed(prompts):
     """Its first round's pairs would go into that round, where no one is given them: the run was queued and failed
     after loading its judge. Samples only (the spin preset) make no pair and are allowed."""
