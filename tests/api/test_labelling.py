@@ -48,6 +48,9 @@ def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
     assert nothing.value.status == 409
     assert annotator_api.skip(lease["lease"])["remaining"] == 1  # on the skipped list, to return to
     assert annotator_api.next_pair() is None
+    with pytest.raises(APIError) as nothing:  # a skipped lease holds no label and is on no screen (docs/api.md)
+        annotator_api.post("/label/undo", {"lease": lease["lease"]})
+    assert nothing.value.status == 409
     with pytest.raises(APIError) as refused:
         annotator_api.label(lease["lease"], "left")
     assert refused.value.status == 409 and "skipped" in refused.value.detail
