@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
-from ninja.errors import HttpError
 from pydantic import Field, model_validator
 
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Assignment, Pair
 
+from .auth import only
 from .fields import Body, Comment, Id, NoBody, Seconds, found
 
 router = Router(tags=["labelling"])
@@ -70,13 +70,20 @@ class LeaseIn(Body):
     pair: Id
 
 
-@router.post("/lease", response=ChosenLeaseOut, summary="Lease one chosen pair (staff and automatic labellers)")
+def _picks_pairs(user) -> bool:
+    return user.is_staff or services.is_automatic(user)
+
+
+PICKS_PAIRS = only(_picks_pairs, "choosing a pair to label is for staff and automatic labellers: people label the "
+                                 "pairs the queue leases them (POST /label/next)")
+
+
+@router.post("/lease", auth=PICKS_PAIRS, response=ChosenLeaseOut,
+             summary="Lease one chosen pair (staff and automatic labellers)")
 def lease(request: HttpRequest, payload: LeaseIn):
     """For scripts that pick their pairs. A person's token may not: choosing pairs would skip the gold pairs the
-    queue mixes in, its order and its random sides, and let one person label the prompts they pick into the data."""
-    if not (request.user.is_staff or services.is_automatic(request.user)):
-        raise HttpError(403, "choosing a pair to label is for staff and automatic labellers: people label the pairs "
-                             "the queue leases them (POST /label/next)")
+    queue mixes in, its order and its random sides, and let one person label the prompts they pick into the data
+    (refused by PICKS_PAIRS before the body is read)."""
     found(Pair, payload.pair, "pair")  # a 404, as for anything that does not exist (the lease rules answer 409)
     return _lease(services.lease_pair(payload.pair, request.user)) | {"pair": payload.pair}
 

@@ -16,7 +16,7 @@ from annotate import rounds as labelling_rounds
 from annotate.forms import LabellingRoundForm
 from annotate.models import MAX_NUMBER, LabellingRound, QueueOrder
 
-from .auth import staff_only
+from .auth import STAFF, staff_only
 from .fields import Body, Fraction, Name, Number, Text
 
 router = Router(tags=["labelling rounds"])
@@ -88,19 +88,19 @@ def _data(instance: LabellingRound, given: dict) -> dict:
     return {k: "" if v is None else v for k, v in values.items()}
 
 
-@router.get("", response=list[RoundOut], summary="List the labelling rounds")
+@router.get("", auth=STAFF, response=list[RoundOut], summary="List the labelling rounds")
 def list_rounds(request: HttpRequest):
     staff_only(request)
     return [_out(row) for row in labelling_rounds.round_rows()]
 
 
-@router.get("/{number}", response=RoundOut, summary="One labelling round")
+@router.get("/{number}", auth=STAFF, response=RoundOut, summary="One labelling round")
 def get_round(request: HttpRequest, number: Number):
     staff_only(request)
     return _row(number)
 
 
-@router.post("", response={201: RoundOut}, summary="Create a labelling round")
+@router.post("", auth=STAFF, response={201: RoundOut}, summary="Create a labelling round")
 def create_round(request: HttpRequest, payload: RoundIn):
     staff_only(request, "annotate.add_labellinground")
     given = payload.dict(exclude_unset=True)
@@ -123,7 +123,7 @@ def create_round(request: HttpRequest, payload: RoundIn):
     return Status(201, _row(made.number))
 
 
-@router.patch("/{number}", response=RoundOut, summary="Change a labelling round")
+@router.patch("/{number}", auth=STAFF, response=RoundOut, summary="Change a labelling round")
 def change_round(request: HttpRequest, number: Number, payload: RoundChange):
     """Only the fields sent change. A new overlap reaches the round's pairs as on its page: pairs people label need
     that many more (or fewer) labels from now on."""

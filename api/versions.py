@@ -18,7 +18,7 @@ from generation.services import GenerationError
 from training import dashboard, promotion
 from training.models import TrainingRun
 
-from .auth import staff_only
+from .auth import STAFF, staff_only
 from .fields import Body, Id, NoBody, Number, Reason, found
 
 router = Router(tags=["versions"])
@@ -83,7 +83,7 @@ def _made_by(version: ModelVersion) -> TrainingRun | None:
     return TrainingRun.objects.filter(output_version=version).first()
 
 
-@router.post("/versions/{version_id}/promote", response=VersionOut, summary="Make a version current (staff)")
+@router.post("/versions/{version_id}/promote", auth=STAFF, response=VersionOut, summary="Make a version current (staff)")
 def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None):
     """As the Train page does it: a candidate a round made becomes current only by passing the gate
     (`POST /versions/{id}/gate`) or by hand with a reason; any other version (base, one that was current before) is
@@ -109,7 +109,7 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
     return _version(version, _runs_by_output())
 
 
-@router.post("/versions/{version_id}/gate", response=GateOut, summary="Check a candidate against the gate (staff)")
+@router.post("/versions/{version_id}/gate", auth=STAFF, response=GateOut, summary="Check a candidate against the gate (staff)")
 def check_gate(request: HttpRequest, version_id: Id, payload: NoBody | None = None):
     """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
@@ -168,7 +168,7 @@ def _run_metrics(run: TrainingRun) -> dict:
     }
 
 
-@router.get("/rounds/{number}/metrics", summary="A round's training metrics (summary and per step)")
+@router.get("/rounds/{number}/metrics", auth=STAFF, summary="A round's training metrics (summary and per step)")
 def round_metrics(request: HttpRequest, number: Number) -> dict:
     """The training run that made the version of this round (the latest, if several did). Staff only, like the
     training pages."""
@@ -180,7 +180,7 @@ def round_metrics(request: HttpRequest, number: Number) -> dict:
     return _run_metrics(run)
 
 
-@router.get("/training/{run_id}/metrics", summary="One training run's metrics (summary and per step)")
+@router.get("/training/{run_id}/metrics", auth=STAFF, summary="One training run's metrics (summary and per step)")
 def run_metrics(request: HttpRequest, run_id: Id) -> dict:
     staff_only(request)
     return _run_metrics(found(TrainingRun.objects.select_related("input_version", "output_version"), run_id,

@@ -155,11 +155,11 @@ def test_a_comment_over_the_label_page_limit_is_refused_not_cut(annotator_api):
     assert len(Label.objects.get().comment) == 5000
 
 
-def test_true_is_not_an_id(annotator_api):
-    """JSON true was taken as pair 1."""
+def test_true_is_not_an_id(staff_api):
+    """JSON true was taken as pair 1 (by staff, who may choose a pair: an annotator is refused before the body)."""
     make_pair()
     with pytest.raises(APIError) as refused:
-        annotator_api.post("/label/lease", {"pair": True})
+        staff_api.post("/label/lease", {"pair": True})
     assert refused.value.status in (400, 422) and "true or false" in str(refused.value.errors)
 
 
