@@ -70,6 +70,15 @@ class PromptAdmin(admin.ModelAdmin):
     list_filter = ["split", "tag", "source"]
     search_fields = ["text"]
 
+    def get_readonly_fields(self, request, obj=None):
+        """The hash is the prompt's own (Prompt.save); its text and chat are fixed once it has answers or pairs:
+        an edited prompt kept the answers sampled for its old text, which comparisons, evaluations and the gate then
+        showed as answers to the new one, and its pairs' labels were for the old question."""
+        fixed = ["hash"]
+        if obj is not None and (obj.responses.exists() or obj.pairs.exists()):
+            fixed += ["text", "messages"]
+        return fixed
+
     @admin.display(description="text")
     def short_text(self, obj):
         return obj.text[:100]

@@ -161,6 +161,7 @@ class Prompt(models.Model):
         from prefcore.rows import RowError, prompt_row
 
         if self.messages is None:  # no chat: the text is the prompt
+            self._clean_unique()
             return
         try:
             if not isinstance(self.messages, list):  # prompt_row would read a string as a text prompt
@@ -169,6 +170,18 @@ class Prompt(models.Model):
             prompt_row(0, self.messages, "messages")
         except RowError as exc:
             raise ValidationError({"messages": f"{exc.message}."}) from None
+        self._clean_unique()
+
+    def _clean_unique(self) -> None:
+        """The same prompt (up to case, Unicode form and whitespace) stored twice is refused by field, where the
+        database's unique hash answered with an error page."""
+        from django.core.exceptions import ValidationError
+
+        other = (Prompt.objects.filter(hash=normalised_hash(self.messages or self.text)).exclude(pk=self.pk)
+                 .values_list("pk", flat=True).first())
+        if other is not None:
+            raise ValidationError({"messages" if self.messages else "text": f"prompt {other} is this prompt already "
+                                   "(compared ignoring case, Unicode form and runs of whitespace)."})
 
     @property
     def chat(self) -> list[dict]:
@@ -185,8 +198,9 @@ class Prompt(models.Model):
         return [{"role": "user", "content": self.text}]
 
     def save(self, *args, **kwargs):
-        if not self.hash:
-            self.hash = normalised_hash(self.messages or self.text)
+        # always from the prompt itself: kept once set, an edited prompt kept its old text's hash, so the old text
+        # imported again was taken for it and the new one could be stored twice
+        self.hash = normalised_hash(self.messages or self.text)
         super().save(*args, **kwargs)
 
 

@@ -18,7 +18,7 @@ from django.test import Client, RequestFactory
 
 from generation.models import Prompt, Response
 from prefloop import dbfaults
-from tests.annotate.factories import make_pair
+from tests.annotate.factories import make_pair, make_prompt
 from tests.compare.conftest import make_version
 from training.models import TrainingRun
 
@@ -59,8 +59,7 @@ NOT_A_CHAT = {
 def test_a_prompt_chat_the_importers_would_refuse_is_refused_in_the_admin_and_the_label_page_still_answers(
         staff, annotator, case):
     typed, error = NOT_A_CHAT[case]
-    pair = make_pair()
-    prompt = pair.prompt
+    prompt = make_prompt()  # not yet answered nor paired: one that is keeps its chat (generation.admin.PromptAdmin)
     before = Prompt.objects.filter(pk=prompt.pk).values().get()
     client = _staff_client(staff)
     response = _post_change(client, f"/admin/generation/prompt/{prompt.pk}/change/", prompt, messages=typed)
@@ -69,6 +68,7 @@ def test_a_prompt_chat_the_importers_would_refuse_is_refused_in_the_admin_and_th
     assert error in page and list(response.context["adminform"].form.errors) == ["messages"], case
     assert Prompt.objects.filter(pk=prompt.pk).values().get() == before
 
+    make_pair(prompt)
     labeller = Client(raise_request_exception=False)
     labeller.force_login(annotator)
     assert labeller.get("/annotate/").status_code == 200
@@ -76,7 +76,7 @@ def test_a_prompt_chat_the_importers_would_refuse_is_refused_in_the_admin_and_th
 
 
 def test_a_real_chat_is_still_taken_in_the_admin(staff):
-    prompt = make_pair().prompt
+    prompt = make_prompt()
     chat = '[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]'
     response = _post_change(_staff_client(staff), f"/admin/generation/prompt/{prompt.pk}/change/", prompt,
                             messages=chat)
@@ -110,8 +110,7 @@ NOT_JSON = {
 @pytest.mark.parametrize("case", NOT_JSON)
 def test_a_number_json_has_no_words_for_is_refused_on_every_admin_json_field(staff, case):
     typed, error = NOT_JSON[case]
-    pair = make_pair()
-    prompt, answer = pair.prompt, pair.response_a
+    prompt, answer = make_prompt(), make_pair().response_a
     client = _staff_client(staff)
     for url, field, obj in [(f"/admin/generation/prompt/{prompt.pk}/change/", "messages", prompt),
                             (f"/admin/generation/response/{answer.pk}/change/", "sampling_params", answer),
