@@ -52,7 +52,9 @@ def _candidates(z: torch.Tensor, rows: torch.Tensor, keep: torch.Tensor) -> tupl
     ids = torch.full(values.shape, z.shape[-1], dtype=torch.long, device=z.device)
     values[row, slot] = z[rows[local], col]
     ids[row, slot] = col
-    top, order = torch.sort(values, dim=-1, descending=True)
+    # stable: tied values keep token id order (each row's entries are laid out by id), so which of tokens tied at the
+    # nucleus's edge fall inside is the row's own, not set by how wide other rows of the batch made the matrix
+    top, order = torch.sort(values, dim=-1, descending=True, stable=True)
     return top, ids.gather(1, order)
 
 
@@ -75,7 +77,7 @@ def _nucleus(z: torch.Tensor, lse: torch.Tensor, p: torch.Tensor, top_p: float, 
             rows = rows[~settled]
         if rows.numel() == 0:
             return tokens
-    top, ids = torch.sort(z[rows], dim=-1, descending=True)
+    top, ids = torch.sort(z[rows], dim=-1, descending=True, stable=True)  # ties in id order, as above
     tokens[rows] = _pick(top, ids, lse[rows], top_p, u[rows])
     return tokens
 

@@ -393,6 +393,34 @@ def test_nucleus_sampling_follows_the_renormalised_top_p_distribution(monkeypatc
     assert torch.equal(greedy, wide.argmax(-1))
 
 
+def test_tokens_tied_at_the_nucleus_edge_do_not_depend_on_the_rows_beside_them(monkeypatch):
+    """40 tokens tied exactly at the edge of a top-p nucleus: which of them fell inside depended on an unstable
+    sort's order, which the width of the candidate matrix (set by the other rows of the batch) changed, so the same
+    row and uniform drew different tokens beside different rows (148 of 800 draws). Found by an outside review.
+    Ties are common in bf16 logits; the nucleus now takes tied tokens in token id order."""
+    import math
+
+    from generation.backends import nucleus
+
+    z = torch.full((4096,), -30.0)
+    ids = torch.randperm(4096, generator=torch.Generator().manual_seed(0))
+    z[ids[0]] = math.log(0.5)
+    z[ids[1:41]] = math.log(0.0125)  # 40 tokens of 0.0125 each: top-p 0.6 keeps the first and 8 of them
+    uniforms = [i / 200 + 0.0025 for i in range(200)]
+    alone = [int(nucleus.sample_tokens(z[None].clone(), 1.0, 0.6, [u])[0][0]) for u in uniforms]
+    tied = sorted(int(t) for t in ids[1:41])
+    assert sorted(set(alone) - {int(ids[0])}) == tied[:8]  # the lowest ids of the tied, each drawn
+    for width in (1, 3, 17, 64):
+        beside = torch.randn(width, 4096, generator=torch.Generator().manual_seed(width)) * 0.5
+        for k, u in enumerate(uniforms):
+            logits = torch.cat([beside[: width // 2], z[None], beside[width // 2:]])
+            draws = [0.5] * logits.shape[0]
+            draws[width // 2] = u
+            assert int(nucleus.sample_tokens(logits, 1.0, 0.6, draws)[0][width // 2]) == alone[k], (width, u)
+    monkeypatch.setattr(nucleus, "THRESHOLDS", ())  # the full sort takes the same tied tokens
+    assert [int(nucleus.sample_tokens(z[None].clone(), 1.0, 0.6, [u])[0][0]) for u in uniforms] == alone
+
+
 @pytest.fixture
 def decoded_rows(monkeypatch) -> list[int]:
     """The rows of every decode step the slot decoder takes while the test runs."""
