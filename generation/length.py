@@ -80,8 +80,14 @@ class LengthGrowth:
         return f"on {self.prompts} prompt{'s' * (self.prompts != 1)} both answered under the same settings"
 
 
+# What does not change an answer: its seed (each prompt's own), and the batch it was sampled in, which answer reuse
+# ignores too (generation.services.sampling_key): an answer reused at another batch size kept the one it was sampled
+# with, and two versions answering alike read as answering under different settings ("no prompt answered by both")
+NOT_SETTINGS = ("seed", "batch_size")
+
+
 def _settings(params) -> str:
-    return json.dumps({k: v for k, v in (params or {}).items() if k != "seed"}, sort_keys=True, default=str)
+    return json.dumps({k: v for k, v in (params or {}).items() if k not in NOT_SETTINGS}, sort_keys=True, default=str)
 
 
 def length_growth(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], LengthGrowth]:

@@ -285,6 +285,26 @@ def test_a_judge_voting_again_on_the_same_answers_counts_once_on_the_board(versi
     assert {r.version: r.votes for r in board.rows}["okapi-round-one"] == 3
 
 
+def test_length_growth_reads_answers_sampled_in_batches_of_another_size_as_the_same_settings(versions):
+    """An answer reused by another job keeps the batch size it was sampled at (reuse ignores it: the batch changes
+    no answer), and length growth read it as a setting: two versions' answers under one sampling key were "no prompt
+    answered by both under the same settings". Found by an outside review."""
+    from generation.backends.base import SamplingConfig
+    from generation.length import length_growth
+    from generation.models import Response
+    from generation.services import sampling_key
+
+    base, child = versions
+    prompt = make_prompt()
+    for version, batch_size, tokens in ((base, 128, 10), (child, 8, 20)):
+        config = SamplingConfig(n=1, batch_size=batch_size)
+        Response.objects.create(prompt=prompt, version=version, text="x", token_count=tokens,
+                                sampling_params=dict(config.to_dict(), seed=7), sampling_key=sampling_key(config, 7))
+    assert Response.objects.values("sampling_key").distinct().count() == 1
+    measured = length_growth([(child.pk, base.pk)])[(child.pk, base.pk)]
+    assert measured.prompts == 1 and measured.growth == pytest.approx(1.0)
+
+
 def test_length_growth_compares_answers_to_the_same_prompts_under_the_same_settings(client, annotator, versions):
     """The rounds page called identical answers 131% longer: the parent's mean took in its labelling answers (256
     tokens allowed, long) and the child's its evaluation answers (128 allowed). Growth reads the prompts both answered
