@@ -19,11 +19,14 @@ class TrainingRun(Job):
     )
     data_choice = models.CharField(
         max_length=10, default=DATA_ALL,
-        choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's pairs"),
-                 (DATA_REPLAY, "the starting version's pairs and as many of other rounds', drawn at random"),
+        choices=[(DATA_ALL, "every label so far"), (DATA_NEW, "only the labels of the starting version's labelling round"),
+                 (DATA_REPLAY, "the starting version's labelling round and as many pairs of other rounds, drawn at "
+                               "random"),
                  (DATA_SPIN, "SPIN: prompts' reference answers over the starting version's own answers, no labels")],
-        help_text="'new': train on the pairs the starting version sampled (iterative DPO); 'all': on every decided "
-                  "pair; 'replay': on the new pairs and as many of other rounds' drawn at random (a cost that stays "
+        help_text="'new': train on the pairs of the starting version's labelling round (its round + 1: the pairs "
+                  "it sampled, those any version of its round sampled, such as a candidate the gate kept out, and "
+                  "those pushed into that round; iterative DPO); 'all': on every decided pair; 'replay': on the new "
+                  "pairs and as many of other rounds' drawn at random (a cost that stays "
                   "flat); 'spin': self-play (SPIN): each train prompt's reference answer is chosen over each answer "
                   "the starting version sampled for it.",
     )

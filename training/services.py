@@ -146,7 +146,9 @@ DATA_CHOICES = tuple(value for value, _ in TrainingRun._meta.get_field("data_cho
 def data_for(input_version: ModelVersion, data_choice: str, *, reference: ModelVersion, max_length: int,
              dtype: str | None = None, seed: int = 0) -> RoundData:
     """What a round from `input_version` trains on (and is measured on) for a data choice: every decided pair so
-    far; only those the starting version sampled; or those and as many earlier ones drawn at random (seeded by the
+    far; only those of the starting version's labelling round (its round + 1: what it sampled, and what any other
+    version of its round sampled or a push put there; the round is the unit, not who sampled); or those and as
+    many earlier ones drawn at random (seeded by the
     run's seed and the round, so a run retried draws the same); or, for SPIN, no labels: reference answers over the
     starting version's own answers."""
     if data_choice == TrainingRun.DATA_SPIN:

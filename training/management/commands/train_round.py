@@ -24,8 +24,8 @@ class Command(PrefLoopCommand):
         parser.add_argument("--reference", default="base", choices=["base", "start"],
                             help="Reference model: the base (SFT) version (default) or the starting version.")
         parser.add_argument("--data", default="all", choices=DATA_CHOICES,
-                            help="Train on every decided pair so far (default), only on the starting version's pairs, "
-                                 "or on those and as many earlier pairs drawn at random (replay).")
+                            help="Train on every decided pair so far (default), only on the pairs of the starting "
+                                 "version's labelling round (its round + 1), or on those and as many earlier pairs drawn at random (replay).")
         parser.add_argument("--params", default="{}",
                             help='DPOConfig fields as JSON, e.g. \'{"beta": 0.1, "epochs": 2}\'.')
         parser.add_argument("--queue", action="store_true", help="Hand the run to the Celery worker instead.")
