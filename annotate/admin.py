@@ -96,6 +96,12 @@ class PairAdmin(admin.ModelAdmin):
     readonly_fields = ["labels_done", "route"]
     inlines = [LabelInline]
 
+    def get_readonly_fields(self, request, obj=None):
+        """A stored pair keeps its prompt and answers: its labels say "a" or "b" of these two, and swapping them in
+        the admin turned every label on it into the opposite preference (training learnt it without a word)."""
+        fixed = list(self.readonly_fields)
+        return fixed + ["prompt", "response_a", "response_b"] if obj is not None else fixed
+
 
 @admin.register(Assignment)
 class AssignmentAdmin(admin.ModelAdmin):

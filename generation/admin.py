@@ -71,12 +71,13 @@ class PromptAdmin(admin.ModelAdmin):
     search_fields = ["text"]
 
     def get_readonly_fields(self, request, obj=None):
-        """The hash is the prompt's own (Prompt.save); its text and chat are fixed once it has answers or pairs:
-        an edited prompt kept the answers sampled for its old text, which comparisons, evaluations and the gate then
-        showed as answers to the new one, and its pairs' labels were for the old question."""
+        """The hash is the prompt's own (Prompt.save); its text, chat and split are fixed once it has answers or
+        pairs: an edited prompt kept the answers sampled for its old text, which comparisons, evaluations and the gate
+        then showed as answers to the new one, and its pairs' labels were for the old question; a train prompt a
+        round had trained on, moved to eval, was scored by the gate as unseen."""
         fixed = ["hash"]
         if obj is not None and (obj.responses.exists() or obj.pairs.exists()):
-            fixed += ["text", "messages"]
+            fixed += ["text", "messages", "split"]
         return fixed
 
     @admin.display(description="text")
@@ -111,6 +112,24 @@ class ResponseAdmin(admin.ModelAdmin):
     # Set by the prompt importer: a sample turned into a reference answer would be trained as SPIN's chosen answer,
     # and a reference turned into a sample would lose its place as one.
     readonly_fields = ["is_reference"]
+
+    def get_readonly_fields(self, request, obj=None):
+        """An answer in a pair or a comparison is a record of what was shown and judged: every field is fixed. Its
+        text rewritten kept the labels and votes given on the old one, and moved to another prompt it sat in a pair
+        of that prompt's (what Pair.clean refuses)."""
+        if obj is not None and _shown(obj):
+            return [f.name for f in self.model._meta.concrete_fields if f.editable and not f.primary_key]
+        return list(self.readonly_fields)
+
+
+def _shown(response: Response) -> bool:
+    from django.db.models import Q
+
+    from annotate.models import Pair
+    from compare.models import Comparison
+
+    either = Q(response_a=response) | Q(response_b=response)
+    return Pair.objects.filter(either).exists() or Comparison.objects.filter(either).exists()
 
 
 @admin.register(GenerationJob)

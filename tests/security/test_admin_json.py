@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from generation.models import Prompt, Response
-from tests.annotate.factories import make_pair, make_prompt
+from tests.annotate.factories import make_prompt
 from tests.compare.conftest import make_version
 from training.models import TrainingRun
 
@@ -41,8 +41,9 @@ def test_a_training_run_started_in_the_admin_with_unreadable_settings_is_refused
 @pytest.mark.parametrize("bad", BAD)
 def test_a_prompt_or_response_changed_in_the_admin_with_unreadable_json_is_refused_and_kept(client, staff, bad):
     text, error = BAD[bad]
-    # a prompt with no answers or pairs yet: one with them keeps its chat (generation.admin.PromptAdmin)
-    prompt, answer = make_prompt(), make_pair().response_a
+    # a prompt with no answers or pairs yet, an answer in no pair: those that are keep their fields (generation.admin)
+    prompt = make_prompt()
+    answer = Response.objects.create(prompt=make_prompt(), text="An answer", source="test")
     client.force_login(staff)
     for url, field, obj in [(f"/admin/generation/prompt/{prompt.pk}/change/", "messages", prompt),
                             (f"/admin/generation/response/{answer.pk}/change/", "sampling_params", answer),
@@ -53,4 +54,4 @@ def test_a_prompt_or_response_changed_in_the_admin_with_unreadable_json_is_refus
         response = client.post(url, fields)
         assert response.status_code == 200 and error in response.content.decode(), (url, field)
         assert type(obj).objects.filter(pk=obj.pk).values().get() == before
-    assert Prompt.objects.count() == 2 and Response.objects.count() == 2
+    assert Prompt.objects.count() == 2 and Response.objects.count() == 1

@@ -110,7 +110,8 @@ NOT_JSON = {
 @pytest.mark.parametrize("case", NOT_JSON)
 def test_a_number_json_has_no_words_for_is_refused_on_every_admin_json_field(staff, case):
     typed, error = NOT_JSON[case]
-    prompt, answer = make_prompt(), make_pair().response_a
+    prompt = make_prompt()  # neither answered nor in a pair: those keep their fields (generation.admin)
+    answer = Response.objects.create(prompt=make_prompt(), text="An answer", source="test")
     client = _staff_client(staff)
     for url, field, obj in [(f"/admin/generation/prompt/{prompt.pk}/change/", "messages", prompt),
                             (f"/admin/generation/response/{answer.pk}/change/", "sampling_params", answer),
@@ -130,7 +131,7 @@ def test_a_number_json_has_no_words_for_is_refused_on_every_admin_json_field(sta
 
 @pytest.mark.parametrize("typed", ["", "null"])
 def test_an_empty_sampling_settings_field_means_no_settings(staff, typed):
-    answer = make_pair().response_a
+    answer = Response.objects.create(prompt=make_prompt(), text="An answer", source="test")  # in no pair
     response = _post_change(_staff_client(staff), f"/admin/generation/response/{answer.pk}/change/", answer,
                             sampling_params=typed)
     assert response.status_code == 302
@@ -139,7 +140,7 @@ def test_an_empty_sampling_settings_field_means_no_settings(staff, typed):
 
 
 def test_sampling_settings_that_are_no_object_are_refused(staff):
-    answer = make_pair().response_a
+    answer = Response.objects.create(prompt=make_prompt(), text="An answer", source="test")  # in no pair
     response = _post_change(_staff_client(staff), f"/admin/generation/response/{answer.pk}/change/", answer,
                             sampling_params="[1]")
     assert response.status_code == 200
