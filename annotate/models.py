@@ -1,6 +1,7 @@
 """Pairs waiting for labels, who is looking at which pair, and the labels people (and judges) give."""
 from django.conf import settings
 from django.db import connection, models
+from django.db.models import Q
 
 from jobs.models import Job
 from prefcore.outcomes import BOTH_BAD, LEFT, OUTCOME_LABELS, RIGHT, SIDE_LABELS, TIE, A, B  # noqa: F401
@@ -198,6 +199,12 @@ class Assignment(models.Model):
             models.UniqueConstraint(fields=["annotator"], condition=models.Q(state="leased"), name="one_open_lease_per_person"),
         ]
         indexes = [models.Index(fields=["pair", "state", "expires_at"]), models.Index(fields=["annotator", "state"])]
+
+
+# People's labels: neither a judge's nor a file's. The import account records an imported preference as a label,
+# and it is no one's judgement here: in people's agreement it counted as one more person, and against a judge as
+# people's majority (the trust routing gives the judge, and the weight of its labels in training).
+BY_PEOPLE = Q(is_automatic=False) & ~Q(annotator__annotator_profile__is_import=True)
 
 
 class Label(models.Model):

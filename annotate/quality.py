@@ -14,7 +14,7 @@ from training.dpo.config import smoothing_for_agreement
 
 from . import routing
 from .agreement import cohen_kappa, krippendorff_alpha
-from .models import A, Assignment, B, Label, LabellingRound, Pair
+from .models import BY_PEOPLE, A, Assignment, B, Label, LabellingRound, Pair
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _labels(rounds: list[int] | None, include_automatic: bool):
     had counted as one more person in κ and α, and a dataset's disagreement with the team as the team's noise)."""
     labels = Label.objects.select_related("annotator", "pair")
     if not include_automatic:
-        labels = labels.filter(is_automatic=False).exclude(annotator__annotator_profile__is_import=True)
+        labels = labels.filter(BY_PEOPLE)
     if rounds is not None:
         # a gold pair of no round is served as part of the round it was drawn into (Assignment.served_in): its label
         # is that round's, for the person it was served to there
@@ -228,7 +228,7 @@ def queue_choices(rounds: list[int] | None = None) -> list[QueueChoice]:
     for round_ in found:
         pairs = Pair.objects.filter(round=round_, is_gold=False)
         pool = list(pairs.exclude(margin=None).values_list("margin", flat=True))
-        human = Label.objects.filter(pair__round=round_, pair__is_gold=False, is_automatic=False)
+        human = Label.objects.filter(BY_PEOPLE, pair__round=round_, pair__is_gold=False)
         served = list(pairs.filter(pk__in=human.values("pair_id")).values_list("pk", "margin"))
         judged = dict(Label.objects.filter(pair_id__in=[pk for pk, _ in served], is_automatic=True)
                       .values_list("pair_id", "choice"))

@@ -20,6 +20,7 @@ from django.db.models.functions import Coalesce
 
 from .agreement import majority
 from .models import (
+    BY_PEOPLE,
     A,
     AnnotatorProfile,
     Assignment,
@@ -82,7 +83,7 @@ def judge_agreement(judge_path: str, labels=None) -> dict[str | None, JudgeAgree
     judge_labels = dict((Label.objects if labels is None else labels).filter(
         is_automatic=True, annotator__annotator_profile__judge_path=judge_path).values_list("pair_id", "choice"))
     people: dict[int, list[str]] = defaultdict(list)
-    for pair_id, choice in Label.objects.filter(pair_id__in=list(judge_labels), is_automatic=False).values_list(
+    for pair_id, choice in Label.objects.filter(BY_PEOPLE, pair_id__in=list(judge_labels)).values_list(
             "pair_id", "choice"):
         people[pair_id].append(choice)
     counts: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])

@@ -49,3 +49,25 @@ def test_a_file_that_disagrees_with_a_person_is_not_the_peoples_label_noise(tmp_
 
     noise = quality.label_noise()
     assert noise.shared == 0 and noise.flip_rate is None
+
+
+def test_a_judge_is_not_measured_against_an_imported_preference(tmp_path):
+    """The judge's agreement with people (the trust routing gives it, the weight of its labels in training, the
+    quality page's judge table) took an imported preference as people's majority. Found by a review of the fix
+    above."""
+    from annotate import routing, services
+    from annotate.judging import judge_account
+
+    judge = "judges.rules:length_target"
+    pair = make_pair(labels_needed=3)
+    services.label_pair(pair.pk, judge_account(judge), "left")  # the judge says a
+    _import_preference(tmp_path, pair, pair.response_b, pair.response_a)  # the file says b; no person labelled it
+    assert Label.objects.filter(pair=pair, is_automatic=False).count() == 1
+    found = routing.judge_agreement(judge).get(None)
+    assert found is None or found.pairs == 0
+    assert [a.pairs for a in quality.judge_agreements() if a.tag is None] in ([], [0])
+
+    person = make_user("xx")
+    label_pair(pair.pk, person, "left")  # a person agrees with the judge: measured on that alone
+    found = routing.judge_agreement(judge)[None]
+    assert (found.pairs, found.agreed) == (1, 1)
