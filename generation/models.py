@@ -179,9 +179,9 @@ class Prompt(models.Model):
 
         other = (Prompt.objects.filter(hash=normalised_hash(self.messages or self.text)).exclude(pk=self.pk)
                  .values_list("pk", flat=True).first())
-        if other is not None:
-            raise ValidationError({"messages" if self.messages else "text": f"prompt {other} is this prompt already "
-                                   "(compared ignoring case, Unicode form and runs of whitespace)."})
+        if other is not None:  # not by field: the field can be read-only on the form (an answered prompt's text)
+            raise ValidationError(f"{'This chat' if self.messages else 'This text'} is prompt {other}'s already "
+                                  "(compared ignoring case, Unicode form and runs of whitespace).")
 
     @property
     def chat(self) -> list[dict]:

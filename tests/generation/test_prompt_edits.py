@@ -51,6 +51,36 @@ def test_an_unanswered_prompts_edit_gets_the_new_texts_hash_and_a_twin_is_refuse
     assert Prompt.objects.filter(text="What is the capital of France?").exists() and Prompt.objects.count() == 3
 
     twin = _edit(client, prompt, "  NAME a fruit. ")  # the same prompt as another, up to case and whitespace
-    assert twin.status_code == 200 and f"prompt {other.pk} is this prompt already" in twin.content.decode()
+    assert twin.status_code == 200 and f"is prompt {other.pk}&#x27;s already" in twin.content.decode()
     prompt.refresh_from_db()
     assert prompt.text == "Write a haiku about the sea."
+
+
+@pytest.mark.slow
+def test_hashes_an_earlier_edit_left_stale_are_recomputed_unless_another_prompt_holds_the_text(transactional_db):
+    """Prompts edited before: the old text's hash kept. The migration gives each its own text's hash, except where
+    another prompt holds that text already; saving that one in the admin then names the other (it was a 500: the
+    error was put on the text field, read-only there)."""
+    from django.test import Client
+
+    from tests.annotate.factories import make_pair
+    from tests.migrating import models_as_of
+
+    with models_as_of([("generation", "0008_generationjob_runner")]) as old:
+        stored = old.get_model("generation", "Prompt").objects
+        edited = stored.create(text="Write a haiku about the sea.", hash=normalised_hash("What is the capital?"))
+        twin = stored.create(text="Name a fruit.", hash=normalised_hash("Name a colour."))
+        holder = stored.create(text="name a  FRUIT.", hash=normalised_hash("name a  FRUIT."))
+    edited, twin = Prompt.objects.get(pk=edited.pk), Prompt.objects.get(pk=twin.pk)
+    assert edited.hash == normalised_hash("Write a haiku about the sea.")
+    assert twin.hash == normalised_hash("Name a colour.")  # its text's hash is the holder's
+
+    make_pair(twin)  # answered: its text is read-only on the form
+    from django.contrib.auth import get_user_model
+
+    staff = get_user_model().objects.create_user("boss", password="pw-boss-123", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    answer = client.post(f"/admin/generation/prompt/{twin.pk}/change/",
+                         {"source": "", "tag": "fruit", "messages": "null"})
+    assert answer.status_code == 200 and f"is prompt {holder.pk}&#x27;s already" in answer.content.decode()
