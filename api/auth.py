@@ -20,7 +20,7 @@ from . import tokens
 
 
 class TokenAuth(HttpBearer):
-    def __init__(self, *, allow: Callable | None = None, refusal: str = "") -> None:
+    def __init__(self, *, allow: Callable | None = None, refusal: str | Callable = "") -> None:
         super().__init__()
         self.allow, self.refusal = allow, refusal
 
@@ -46,7 +46,7 @@ class SessionAuth(APIKeyCookie):
 
     param_name = "sessionid"
 
-    def __init__(self, *, allow: Callable | None = None, refusal: str = "") -> None:
+    def __init__(self, *, allow: Callable | None = None, refusal: str | Callable = "") -> None:
         from django.conf import settings
 
         self.param_name = settings.SESSION_COOKIE_NAME
@@ -73,18 +73,28 @@ def _refuse_unless_allowed(auth, user):
     it reads its body: the check inside the operation came after ninja's, so an annotator got 400 for a bad body
     and 403 for a good one, learning the operation's schema and not that it was refused."""
     if user is not None and auth.allow is not None and not auth.allow(user):
-        raise HttpError(403, auth.refusal)
+        raise HttpError(403, auth.refusal(user) if callable(auth.refusal) else auth.refusal)
     return user
 
 
-def only(allow: Callable, refusal: str) -> list:
+def only(allow: Callable, refusal: str | Callable) -> list:
     """The auth of an operation for the callers `allow(user)` admits: the same two schemes (one class each, so the
-    docs page's Authorize asks once), refusing anyone else with `refusal` first."""
+    docs page's Authorize asks once), refusing anyone else first, with `refusal` (or `refusal(user)`)."""
     return [TokenAuth(allow=allow, refusal=refusal), SessionAuth(allow=allow, refusal=refusal)]
 
 
-# A staff operation's auth (`auth=STAFF`); the operation still calls staff_only for the permission it needs.
-STAFF = only(lambda user: user.is_staff, STAFF_ONLY)
+def _staff_refusal(perm: str | None) -> Callable:
+    return lambda user: refusal(perm) if user.is_staff else STAFF_ONLY
+
+
+def staff(perm: str | None = None) -> list:
+    """A staff operation's auth: staff only, and with the admin's permission `perm` where it changes something
+    (prefloop.access.may), both refused before the body is read. The operation still calls staff_only, which is
+    the check where the permission depends on the path (a job's kind)."""
+    return only(lambda user: user.is_staff and (perm is None or may(user, perm)), _staff_refusal(perm))
+
+
+STAFF = staff()
 
 
 def staff_only(request: HttpRequest, perm: str | None = None) -> None:

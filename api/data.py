@@ -18,7 +18,7 @@ from annotate.dataset import decisions
 from annotate.models import LabellingRound
 from prefcore.rows import FORMATS
 
-from .auth import STAFF, staff_only
+from .auth import STAFF, staff, staff_only
 from .fields import Body, Count, Fraction, Name, Number
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _imported(rows: list[Any], call) -> PushResult:
                       held_back=list(result.held_back))
 
 
-@router.post("/prompts", auth=STAFF, response={201: PushResult}, summary="Push prompts")
+@router.post("/prompts", auth=staff("generation.add_prompt"), response={201: PushResult}, summary="Push prompts")
 def push_prompts(request: HttpRequest, payload: PromptPush):
     staff_only(request, "generation.add_prompt")
     _settings_in_rows(payload.rows, ("split", "tag"))
@@ -97,7 +97,7 @@ def push_prompts(request: HttpRequest, payload: PromptPush):
         path, split=payload.split, tag=payload.tag, name=SOURCE)))
 
 
-@router.post("/pairs", auth=STAFF, response={201: PushResult}, summary="Push unlabelled pairs")
+@router.post("/pairs", auth=staff("annotate.add_pair"), response={201: PushResult}, summary="Push unlabelled pairs")
 def push_pairs(request: HttpRequest, payload: PairPush):
     staff_only(request, "annotate.add_pair")
     _settings_in_rows(payload.rows, ("round", "labels_needed"))
@@ -105,7 +105,7 @@ def push_pairs(request: HttpRequest, payload: PairPush):
         path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE)))
 
 
-@router.post("/preferences", auth=STAFF, response={201: PushResult}, summary="Push labelled preferences")
+@router.post("/preferences", auth=staff("annotate.add_label"), response={201: PushResult}, summary="Push labelled preferences")
 def push_preferences(request: HttpRequest, payload: PreferencePush):
     staff_only(request, "annotate.add_label")
     return Status(201, _imported(payload.rows, lambda path: importers.import_preferences(

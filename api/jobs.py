@@ -29,7 +29,7 @@ from prefloop.access import change_perm
 from training import services as training_services
 from training.models import TrainingRun
 
-from .auth import STAFF, staff_only
+from .auth import STAFF, staff, staff_only
 from .fields import Body, Count, Id, Name, NoBody, Number, Text, found
 
 router = Router(tags=["jobs"])
@@ -185,7 +185,7 @@ class LoopStart(Body):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-@router.post("/generation", auth=STAFF, response={201: JobOut}, summary="Start a generation job")
+@router.post("/generation", auth=staff("generation.add_generationjob"), response={201: JobOut}, summary="Start a generation job")
 def start_generation(request: HttpRequest, payload: GenerationStart):
     staff_only(request, "generation.add_generationjob")
     with _queued():
@@ -197,7 +197,7 @@ def start_generation(request: HttpRequest, payload: GenerationStart):
     return Status(201, describe("generation", job))
 
 
-@router.post("/training", auth=STAFF, response={201: JobOut}, summary="Start a training round")
+@router.post("/training", auth=staff("training.add_trainingrun"), response={201: JobOut}, summary="Start a training round")
 def start_training(request: HttpRequest, payload: TrainingStart):
     staff_only(request, "training.add_trainingrun")
     with _queued():
@@ -208,7 +208,7 @@ def start_training(request: HttpRequest, payload: TrainingStart):
     return Status(201, describe("training", run))
 
 
-@router.post("/compare", auth=STAFF, response={201: JobOut}, summary="Start a comparison of two versions")
+@router.post("/compare", auth=staff("compare.add_comparejob"), response={201: JobOut}, summary="Start a comparison of two versions")
 def start_compare(request: HttpRequest, payload: CompareStart):
     staff_only(request, "compare.add_comparejob")
     _sampling(payload.sampling)
@@ -221,7 +221,7 @@ def start_compare(request: HttpRequest, payload: CompareStart):
     return Status(201, describe("compare", job))
 
 
-@router.post("/loop", auth=STAFF, response={201: JobOut}, summary="Start an unattended loop run")
+@router.post("/loop", auth=staff("loop.add_looprun"), response={201: JobOut}, summary="Start an unattended loop run")
 def start_loop(request: HttpRequest, payload: LoopStart):
     staff_only(request, "loop.add_looprun")
     with _queued():
@@ -236,7 +236,7 @@ def start_loop(request: HttpRequest, payload: LoopStart):
 IMPORT_FIELDS = {"kind", "format", "split", "tag", "round"}
 
 
-@router.post("/import", auth=STAFF, response={201: JobOut}, summary="Upload a file to import (multipart/form-data)")
+@router.post("/import", auth=staff("annotate.add_importjob"), response={201: JobOut}, summary="Upload a file to import (multipart/form-data)")
 def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Literal["prompts", "pairs", "preferences"]],
                  format: Form[str] = "auto", split: Form[Literal["train", "eval"]] = "train", tag: Form[str] = "",
                  round: Form[str] = ""):

@@ -16,7 +16,7 @@ from annotate import rounds as labelling_rounds
 from annotate.forms import LabellingRoundForm
 from annotate.models import MAX_NUMBER, LabellingRound, QueueOrder
 
-from .auth import STAFF, staff_only
+from .auth import STAFF, staff, staff_only
 from .fields import Body, Fraction, Name, Number, Text
 
 router = Router(tags=["labelling rounds"])
@@ -100,7 +100,7 @@ def get_round(request: HttpRequest, number: Number):
     return _row(number)
 
 
-@router.post("", auth=STAFF, response={201: RoundOut}, summary="Create a labelling round")
+@router.post("", auth=staff("annotate.add_labellinground"), response={201: RoundOut}, summary="Create a labelling round")
 def create_round(request: HttpRequest, payload: RoundIn):
     staff_only(request, "annotate.add_labellinground")
     given = payload.dict(exclude_unset=True)
@@ -123,7 +123,7 @@ def create_round(request: HttpRequest, payload: RoundIn):
     return Status(201, _row(made.number))
 
 
-@router.patch("/{number}", auth=STAFF, response=RoundOut, summary="Change a labelling round")
+@router.patch("/{number}", auth=staff("annotate.change_labellinground"), response=RoundOut, summary="Change a labelling round")
 def change_round(request: HttpRequest, number: Number, payload: RoundChange):
     """Only the fields sent change. A new overlap reaches the round's pairs as on its page: pairs people label need
     that many more (or fewer) labels from now on."""

@@ -18,7 +18,7 @@ from generation.services import GenerationError
 from training import dashboard, promotion
 from training.models import TrainingRun
 
-from .auth import STAFF, staff_only
+from .auth import STAFF, staff, staff_only
 from .fields import Body, Id, NoBody, Number, Reason, found
 
 router = Router(tags=["versions"])
@@ -83,7 +83,7 @@ def _made_by(version: ModelVersion) -> TrainingRun | None:
     return TrainingRun.objects.filter(output_version=version).first()
 
 
-@router.post("/versions/{version_id}/promote", auth=STAFF, response=VersionOut, summary="Make a version current (staff)")
+@router.post("/versions/{version_id}/promote", auth=staff("generation.change_modelversion"), response=VersionOut, summary="Make a version current (staff)")
 def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None):
     """As the Train page does it: a candidate a round made becomes current only by passing the gate
     (`POST /versions/{id}/gate`) or by hand with a reason; any other version (base, one that was current before) is
@@ -109,7 +109,7 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
     return _version(version, _runs_by_output())
 
 
-@router.post("/versions/{version_id}/gate", auth=STAFF, response=GateOut, summary="Check a candidate against the gate (staff)")
+@router.post("/versions/{version_id}/gate", auth=staff("generation.change_modelversion"), response=GateOut, summary="Check a candidate against the gate (staff)")
 def check_gate(request: HttpRequest, version_id: Id, payload: NoBody | None = None):
     """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
