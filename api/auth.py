@@ -38,7 +38,7 @@ class TokenAuth(HttpBearer):
         if user is None:
             raise HttpError(401, "this API token is not valid: it is unknown, revoked, or its account is disabled")
         request.user = user  # what the services and permission checks read
-        return _refuse_unless_allowed(self, user)
+        return _refuse_unless_allowed(self, user, request)
 
 
 class SessionAuth(APIKeyCookie):
@@ -62,36 +62,40 @@ class SessionAuth(APIKeyCookie):
         if check_csrf(request) is not None:
             raise HttpError(403, "CSRF check failed: a request signed in by session must send the CSRF token "
                                  "(X-CSRFToken header); programs should use an API token instead")
-        return _refuse_unless_allowed(self, request.user)
+        return _refuse_unless_allowed(self, request.user, request)
 
 
 STAFF_ONLY = "staff only: this needs a staff account's token"
 
 
-def _refuse_unless_allowed(auth, user):
+def _refuse_unless_allowed(auth, user, request):
     """An operation for some callers only (staff's) refuses (403) a signed-in caller who is not one of them before
     it reads its body: the check inside the operation came after ninja's, so an annotator got 400 for a bad body
     and 403 for a good one, learning the operation's schema and not that it was refused."""
-    if user is not None and auth.allow is not None and not auth.allow(user):
-        raise HttpError(403, auth.refusal(user) if callable(auth.refusal) else auth.refusal)
+    if user is not None and auth.allow is not None and not auth.allow(user, request):
+        raise HttpError(403, auth.refusal(user, request) if callable(auth.refusal) else auth.refusal)
     return user
 
 
 def only(allow: Callable, refusal: str | Callable) -> list:
-    """The auth of an operation for the callers `allow(user)` admits: the same two schemes (one class each, so the
-    docs page's Authorize asks once), refusing anyone else first, with `refusal` (or `refusal(user)`)."""
+    """The auth of an operation for the callers `allow(user, request)` admits: the same two schemes (one class each,
+    so the docs page's Authorize asks once), refusing anyone else first, with `refusal` (or `refusal(user, request)`)."""
     return [TokenAuth(allow=allow, refusal=refusal), SessionAuth(allow=allow, refusal=refusal)]
 
 
-def _staff_refusal(perm: str | None) -> Callable:
-    return lambda user: refusal(perm) if user.is_staff else STAFF_ONLY
-
-
-def staff(perm: str | None = None) -> list:
+def staff(perm: str | Callable | None = None) -> list:
     """A staff operation's auth: staff only, and with the admin's permission `perm` where it changes something
-    (prefloop.access.may), both refused before the body is read. The operation still calls staff_only, which is
-    the check where the permission depends on the path (a job's kind)."""
-    return only(lambda user: user.is_staff and (perm is None or may(user, perm)), _staff_refusal(perm))
+    (prefloop.access.may), both refused before the body is read. `perm` may be worked out from the request (the
+    path's job kind: `perm(request)`, None when the path names none the operation knows, whose path check answers).
+    The operation still calls staff_only as well."""
+
+    def needed(request) -> str | None:
+        return perm(request) if callable(perm) else perm
+
+    def allow(user, request) -> bool:
+        return user.is_staff and (needed(request) is None or may(user, needed(request)))
+
+    return only(allow, lambda user, request: refusal(needed(request)) if user.is_staff else STAFF_ONLY)
 
 
 STAFF = staff()

@@ -281,7 +281,15 @@ def get_job(request: HttpRequest, kind: Kind, job_id: Id):
     return describe(kind, found(MODELS[kind], job_id, f"{kind} job"))
 
 
-@router.post("/{kind}/{job_id}/cancel", auth=STAFF, response=JobOut, summary="Cancel a job")
+def _cancel_perm(request: HttpRequest) -> str | None:
+    """The admin's change permission on the path's kind of job (None for a kind there is not: the path's check
+    refuses it), asked before the body is read."""
+    match = request.resolver_match
+    model = MODELS.get((match.kwargs if match else {}).get("kind", ""))
+    return change_perm(model) if model is not None else None
+
+
+@router.post("/{kind}/{job_id}/cancel", auth=staff(_cancel_perm), response=JobOut, summary="Cancel a job")
 def cancel_job(request: HttpRequest, kind: Kind, job_id: Id, payload: NoBody | None = None):
     """Takes no body (`{}` or nothing): a field sent is refused by name, not ignored, as on every operation."""
     staff_only(request, change_perm(MODELS[kind]))

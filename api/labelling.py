@@ -70,7 +70,7 @@ class LeaseIn(Body):
     pair: Id
 
 
-def _picks_pairs(user) -> bool:
+def _picks_pairs(user, request) -> bool:
     return user.is_staff or services.is_automatic(user)
 
 

@@ -68,6 +68,10 @@ def test_a_staff_member_without_the_permission_is_refused_before_the_body_too(dj
         answer = client.post("/api/v1/prompts", data=body, content_type="application/json")
         assert answer.status_code == 403 and "generation.add_prompt" in answer.json()["detail"], body
     assert client.get("/api/v1/preferences").status_code == 200  # it may still look
+    # a cancel, whose permission is the path's kind of job's
+    for body in ({}, [], {"not_a_field": 1}):
+        answer = client.post("/api/v1/jobs/training/1/cancel", data=body, content_type="application/json")
+        assert answer.status_code == 403 and "training.change_trainingrun" in answer.json()["detail"], body
 
 
 def test_a_staff_operation_still_checks_the_body_for_staff(staff):
