@@ -77,7 +77,11 @@ class PromptAdmin(admin.ModelAdmin):
         round had trained on, moved to eval, was scored by the gate as unseen."""
         fixed = ["hash"]
         if obj is not None and (obj.responses.exists() or obj.pairs.exists()):
-            fixed += ["text", "messages", "split"]
+            fixed += ["text", "messages"]
+        # its split, once a model answered it (a reference answer stored at import is no model's: a prompt set
+        # imported into the wrong split can still be moved until it is sampled)
+        if obj is not None and (obj.responses.filter(is_reference=False).exists() or obj.pairs.exists()):
+            fixed.append("split")
         return fixed
 
     @admin.display(description="text")

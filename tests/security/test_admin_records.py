@@ -3,7 +3,8 @@ a staff account with change permission, and each kept labels or votes given on s
 - a labelled pair's two answers swapped turned every label on it into the opposite preference;
 - a labelled answer's text rewritten kept the label for a text no one saw;
 - an answer in a pair moved to another prompt sat in a pair of that prompt's (what Pair.clean refuses);
-- an answered train prompt moved to eval was scored by the gate as unseen after a round had trained on it.
+- an answered train prompt moved to eval was scored by the gate as unseen after a round had trained on it;
+- a voted comparison's answers swapped turned every blind vote on it into a vote for the other version.
 Each attack below posts the admin's own change form back with one field changed."""
 from __future__ import annotations
 
@@ -80,3 +81,36 @@ def test_an_answer_in_no_pair_is_still_edited(staff):
     response = _post_change(_staff_client(staff), f"/admin/generation/response/{answer.pk}/change/", answer,
                             text="A corrected answer")
     assert response.status_code == 302 and Response.objects.get(pk=answer.pk).text == "A corrected answer"
+
+
+def test_a_voted_comparisons_answers_and_votes_cannot_be_changed(staff):
+    from compare.models import Vote
+    from compare.services import record_vote
+    from tests.compare.conftest import make_comparison, make_version
+
+    base, new = make_version("base", is_current=True), make_version("round-1")
+    comparison = make_comparison(base, new)
+    vote = record_vote(comparison, make_user("voter"), "a")
+    client = _staff_client(staff)
+    url = f"/admin/compare/comparison/{comparison.pk}/change/"
+    fields = {**dict(page_inputs(client.get(url).content.decode()).values),
+              "response_a": str(comparison.response_b_id), "response_b": str(comparison.response_a_id)}
+    fields.pop("_continue", None), fields.pop("_addanother", None)
+    before = Comparison.objects.filter(pk=comparison.pk).values().get()
+    assert client.post(url, fields).status_code == 302
+    assert _unchanged(Comparison, comparison.pk, before)
+    url = f"/admin/compare/vote/{vote.pk}/change/"
+    fields = {**dict(page_inputs(client.get(url).content.decode()).values), "outcome": "b"}
+    fields.pop("_continue", None), fields.pop("_addanother", None)
+    assert client.post(url, fields).status_code == 302
+    assert Vote.objects.get(pk=vote.pk).outcome == "a"
+
+
+def test_a_prompt_with_only_its_reference_answer_can_still_move_split(staff):
+    """A reference answer stored at import is no model's: a prompt set imported into the wrong split can be moved
+    until a model answers it."""
+    prompt = make_prompt("Imported into the wrong split")
+    Response.objects.create(prompt=prompt, text="The reference", source="test", is_reference=True)
+    response = _post_change(_staff_client(staff), f"/admin/generation/prompt/{prompt.pk}/change/", prompt,
+                            split="eval")
+    assert response.status_code == 302 and Prompt.objects.get(pk=prompt.pk).split == "eval"
