@@ -71,3 +71,16 @@ def test_a_judge_is_not_measured_against_an_imported_preference(tmp_path):
     label_pair(pair.pk, person, "left")  # a person agrees with the judge: measured on that alone
     found = routing.judge_agreement(judge)[None]
     assert (found.pairs, found.agreed) == (1, 1)
+
+
+def test_an_imported_preference_is_not_a_pair_people_were_served(tmp_path):
+    """The queue's figures (pairs people labelled, their mean margin) counted a pair holding only an imported
+    preference as served to people."""
+    from annotate.models import LabellingRound
+
+    round_ = LabellingRound.objects.create(number=3)
+    pair = make_pair(round=round_, margin=0.5)
+    _import_preference(tmp_path, pair, pair.response_a, pair.response_b)
+    assert pair.labels.count() == 1
+    (row,) = quality.queue_choices([3])
+    assert row.served == 0
