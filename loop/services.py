@@ -137,7 +137,8 @@ def start_loop_run(
     if eval_judge and named_eval and eval_judge.strip() and named_eval.strip() and \
             canonical_path(eval_judge) != canonical_path(named_eval):
         raise LoopError(f"eval judge {eval_judge!r} and the settings' own eval_judge {named_eval!r}: give one of them")
-    eval_judge = (eval_judge or named_eval or judge).strip()
+    # a blank one is none given (it fell through as "" and was refused as a bad --judge)
+    eval_judge = (eval_judge or "").strip() or (named_eval or "").strip() or judge
     if eval_judge != judge:
         load_judge(eval_judge, dtype=dtype_choice())
         eval_judge = canonical_path(eval_judge)

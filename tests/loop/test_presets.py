@@ -131,7 +131,7 @@ def test_the_run_page_names_the_preset_and_what_it_set(prompts, client, django_u
     client.force_login(django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True))
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert '<strong class="preset">quick</strong>' in page
-    assert "2 answers a prompt, random pairing, trained on\n  the pairs its starting version sampled" in page
+    assert "2 answers a prompt, random pairing, trained on\n  its starting version's labelling round" in page
     assert "against the version each round starts from as the reference" in page
 
 
@@ -216,3 +216,11 @@ def test_a_loop_is_refused_at_its_start_when_the_current_versions_labelling_roun
                                         r"\(labelled enough\)"):
         start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False)
     assert not LoopRun.objects.exists()
+
+
+def test_a_blank_eval_judge_is_none_given(prompts):
+    """`--eval-judge " "` was stripped to nothing after the check for one given, and refused as a bad --judge."""
+    for given in ({"eval_judge": " "}, {"params": {"eval_judge": "  "}}):
+        run = start_loop_run(rounds=1, pairs=2, judge=JUDGE, tag="t", eval_limit=2, enqueue=False, **given)
+        assert run.params["eval_judge"] == JUDGE
+        run.delete()
