@@ -14,7 +14,7 @@ class LoopPreset:
     summary: str  # one line for a person choosing
     samples: int = 4  # answers per prompt (SamplingConfig.n)
     pairing: str = "judge"  # "judge": its round robin pairs best with worst; "random"; "most_different"; "none"
-    data: str = "all"  # "all": every label so far; "new": the pairs the round's starting version sampled; "replay": those and as many
+    data: str = "all"  # "all": every label so far; "new": the starting version's labelling round; "replay": those and as many
     # others; "spin": no labels, reference answers over the round's own samples
     reference: str = "base"  # the frozen reference: the base version, or the version the round starts from
     # DPOConfig settings over its defaults, as (name, value) pairs; a run's own "training" settings override each
@@ -42,9 +42,9 @@ class LoopPreset:
 # promoted (12 of 15 with the plain loss, whose round 1 sat at the gate's KL budget), at a tenth of the plain loss's
 # KL a token to the reference.
 DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with worst; each round trains DPO with an "
-                                "NLL term on the chosen answers (RPO) on the pairs its starting version sampled (its "
-                                "own, and those of a round from the same version that was not promoted), that version "
-                                "the reference: a round's cost stays flat while rounds are promoted",
+                                "NLL term on the chosen answers (RPO) on its starting version's labelling round (the "
+                                "pairs it sampled, and those of a round from the same version that was not promoted), "
+                                "that version the reference: a round's cost stays flat while rounds are promoted",
                      data="new", reference="start", training=(("rpo_alpha", 1.0),))
 # The default before measurement 14: every label so far, base as the reference; a round's training grows each round.
 ALL = LoopPreset("all", "like default, but train on every label so far with base as the reference: the "
@@ -52,7 +52,7 @@ ALL = LoopPreset("all", "like default, but train on every label so far with base
 # The default's data and reference at the least sampling and judging: its rounds' pairs with base as the reference,
 # as it had before, is the one setting measurement 4 of docs/defaults.md saw stop improving after round 1.
 QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call); trains as default does (RPO), on the "
-                            "pairs the round's starting version sampled, that version the reference",
+                            "starting version's labelling round, that version the reference",
                    samples=2, pairing="random", data="new", reference="start", training=DEFAULT.training)
 # Measured against "all" in docs/defaults.md (measurement 8): round 3 trained 35-41% faster (the round took 26-32%
 # less time), the promoted versions won as often within the noise of two seeds.
