@@ -51,11 +51,21 @@ def _yaml_text(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The Hub's size tags, each with the row count it starts at ("n>1M" is not one of them: the Hub reads 1M<n<10M)
+SIZE_TAGS = [(10**12, "n>1T"), (10**11, "100B<n<1T"), (10**10, "10B<n<100B"), (10**9, "1B<n<10B"),
+             (10**8, "100M<n<1B"), (10**7, "10M<n<100M"), (10**6, "1M<n<10M"), (10**5, "100K<n<1M"),
+             (10**4, "10K<n<100K"), (10**3, "1K<n<10K")]
+
+
+def size_category(rows: int) -> str:
+    """The Hugging Face Hub's size_categories tag for a dataset of this many rows."""
+    return next((tag for start, tag in SIZE_TAGS if rows >= start), "n<1K")
+
+
 def dataset_card(rows: list[dict], schema: pa.Schema, *, license: str = DEFAULT_LICENSE) -> str:
     rounds = Counter(row.get("round") for row in rows)
     conversational = bool(rows) and isinstance(rows[0].get("prompt"), list)
-    size = ("n<1K" if len(rows) < 1000 else "1K<n<10K" if len(rows) < 10_000 else "10K<n<100K"
-            if len(rows) < 100_000 else "100K<n<1M" if len(rows) < 1_000_000 else "n>1M")
+    size = size_category(len(rows))
     header = [
         "---",
         f"license: {_yaml_text(license)}",

@@ -643,7 +643,9 @@ def import_preferences(
     What an export writes of a row besides (annotate/exporters.py) is read back too, where the row says it: which
     answer was cut off at the token limit (`chosen_truncated`, `rejected_truncated`, `truncated`) as the answers'
     finish reasons, which the cut rule and rule_penalty read, and the labels' `comments` as the label's comment
-    (in place of where it was imported from), so an export imported into an empty instance exports the same rows.
+    (in place of where it was imported from), so an export imported into an empty instance exports the same rows:
+    the same pairs, choices, probabilities, rounds and cut flags. A row's labels come back as one label (the import
+    account's), so several comments on a pair come back as one, joined by a blank line.
     """
     _check_round(round_number)
     name = name or Path(path).name

@@ -110,3 +110,11 @@ def test_the_export_page_downloads_the_hf_folder_zipped(client, staff, tmp_path)
     make_round(9)
     empty = client.get("/annotate/export/?format=hf&round=9&download=1")
     assert empty.status_code == 400 and "No decided pairs" in empty.content.decode()
+
+
+def test_the_cards_size_tag_is_one_the_hub_knows():
+    """A million rows or more were tagged "n>1M", which is not one of the Hub's size tags (1M<n<10M is)."""
+    from annotate.hf_dataset import size_category
+
+    assert [size_category(n) for n in (0, 999, 1000, 99_999, 100_000, 999_999, 1_000_000, 12_000_000, 10**13)] == [
+        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "100K<n<1M", "1M<n<10M", "10M<n<100M", "n>1T"]
