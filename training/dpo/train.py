@@ -4,7 +4,8 @@ Prints each optimiser step's metrics as a JSON line ({"step": ..., "total_steps"
 the first step as JSON lines too ({"stage": "computing reference log-probs" or "SFT warm start", "done": units done,
 "total": units in the stage, "then": steps to come after it}), a progress bar on stderr, and, as the last stdout line,
 one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits 2 with one clear line ("error: ..."),
-and a run whose loss or gradient stops being a finite number exits 1 with one such line. Cached
+before training (--out must be a new or empty folder: nothing there is written over), a run whose loss or gradient
+stops being a finite number exits 1 with one such line, and Ctrl-C exits 130 with one. Cached
 reference log-probs in the JSONL (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
 whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs).
 """
@@ -105,6 +106,24 @@ def check_model_dir(path: str, flag: str) -> None:
         raise ValueError(f"{flag} {folder}: not a model directory (no config.json)")
 
 
+def check_out_dir(path: str) -> None:
+    """--out must be a folder that is not there yet, or empty, said before training: a folder holding a model was
+    written over without a word (its weights replaced), and a file there failed the run only after its last step."""
+    folder = Path(path)
+    if folder.is_dir():
+        if any(folder.iterdir()):
+            raise ValueError(f"--out {folder}: the folder is not empty (it would be written over): name a new folder "
+                             "or an empty one")
+        return
+    if folder.exists():
+        raise ValueError(f"--out {folder}: is a file (name a folder)")
+    parent = next((p for p in folder.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"--out {folder}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {folder}: {parent} is not writable")
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -142,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.dpo.data import load_pairs_jsonl
 
         pairs = load_pairs_jsonl(args.data)
+        check_out_dir(args.out)
     except (ValueError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -173,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the model is saved after the last step only)
+        bar.close()
+        saved = Path(args.out).is_dir() and any(Path(args.out).iterdir())
+        print("error: interrupted" + (f": {args.out} may hold a part-written model, delete it" if saved
+                                      else ": nothing was saved"), file=sys.stderr)
+        return 130
     bar.close()
     if not main_process:
         return 0

@@ -1,0 +1,59 @@
+"""The training command line's --out, and Ctrl-C (found by an outside review): a folder already holding a model was
+written over without a word, a file named as --out failed the run only after its last step with an error that named
+no flag, and Ctrl-C printed a traceback."""
+from __future__ import annotations
+
+import json
+
+from training.dpo import train
+
+
+def _args(model, data, out) -> list[str]:
+    return ["--model", str(model), "--data", str(data), "--out", str(out), "--dtype", "float32", "--epochs", "1"]
+
+
+def _data(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"Q{i}", "chosen": "Thank you!", "rejected": "No."})
+                              for i in range(2)))
+    return data
+
+
+def test_an_out_that_is_a_file_or_a_folder_holding_something_is_refused_before_training(tiny_model_dir, tmp_path,
+                                                                                       capsys, monkeypatch):
+    import training.dpo.trainer as trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before --out was checked")
+
+    monkeypatch.setattr(trainer, "train_dpo", no_training)
+    data = _data(tmp_path)
+    a_file = tmp_path / "outfile"
+    a_file.write_text("keep")
+    kept = tmp_path / "previous"
+    kept.mkdir()
+    (kept / "model.safetensors").write_bytes(b"the weights of an earlier run")
+    for out, said in ((a_file, "is a file"), (kept, "the folder is not empty"), (a_file / "model", "is a file")):
+        assert train.main(_args(tiny_model_dir, data, out)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --out {out}: ") and said in err and "Traceback" not in err
+    assert a_file.read_text() == "keep" and (kept / "model.safetensors").read_bytes() == b"the weights of an earlier run"
+
+
+def test_an_empty_out_folder_is_taken(tiny_model_dir, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()  # as the training service's launcher makes it (tempfile.mkdtemp)
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 0
+    assert (out / "config.json").is_file()
+
+
+def test_ctrl_c_ends_the_command_with_one_line(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import training.dpo.trainer as trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_dpo", interrupted)
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), tmp_path / "out")) == 130
+    err = capsys.readouterr().err
+    assert "error: interrupted: nothing was saved" in err and "Traceback" not in err
