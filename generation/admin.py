@@ -75,14 +75,14 @@ class PromptAdmin(admin.ModelAdmin):
         pairs: an edited prompt kept the answers sampled for its old text, which comparisons, evaluations and the gate
         then showed as answers to the new one, and its pairs' labels were for the old question; a train prompt a
         round had trained on, moved to eval, was scored by the gate as unseen."""
-        fixed = ["hash"]
-        if obj is not None and (obj.responses.exists() or obj.pairs.exists()):
-            fixed += ["text", "messages"]
-        # its split, once a model answered it (a reference answer stored at import is no model's: a prompt set
+        if obj is None:
+            return ["hash"]
+        # its split once a model answered it (a reference answer stored at import is no model's: a prompt set
         # imported into the wrong split can still be moved until it is sampled)
-        if obj is not None and (obj.responses.filter(is_reference=False).exists() or obj.pairs.exists()):
-            fixed.append("split")
-        return fixed
+        sampled = obj.pairs.exists() or obj.responses.filter(is_reference=False).exists()
+        if sampled:
+            return ["hash", "text", "messages", "split"]
+        return ["hash", "text", "messages"] if obj.responses.exists() else ["hash"]
 
     @admin.display(description="text")
     def short_text(self, obj):

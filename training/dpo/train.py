@@ -117,11 +117,16 @@ def check_out_dir(path: str) -> None:
         return
     if folder.exists():
         raise ValueError(f"--out {folder}: is a file (name a folder)")
-    parent = next((p for p in folder.parents if p.exists()), None)
+    _check_parent("--out", folder)
+
+
+def _check_parent(flag: str, target: Path) -> None:
+    """The nearest existing folder above `target` (one that is not there yet) is a folder this process can write in."""
+    parent = next((p for p in target.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ValueError(f"--out {folder}: {parent} is a file, not a folder")
+        raise ValueError(f"{flag} {target}: {parent} is a file, not a folder")
     if parent is not None and not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {folder}: {parent} is not writable")
+        raise ValueError(f"{flag} {target}: {parent} is not writable")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -133,11 +138,7 @@ def check_result_path(path: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"--result {target}: is a folder (name a file)")
-    parent = next((p for p in target.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ValueError(f"--result {target}: {parent} is a file, not a folder")
-    if parent is not None and not os.access(parent, os.W_OK):
-        raise ValueError(f"--result {target}: {parent} is not writable")
+    _check_parent("--result", target)
 
 
 def _write_json(path: Path, data: dict) -> None:
