@@ -173,8 +173,8 @@ class Prompt(models.Model):
         self._clean_unique()
 
     def _clean_unique(self) -> None:
-        """The same prompt (up to case, Unicode form and whitespace) stored twice is refused by field, where the
-        database's unique hash answered with an error page."""
+        """The same prompt (up to case, Unicode form and whitespace) stored twice is refused as a form error, where
+        the database's unique hash answered with an error page."""
         from django.core.exceptions import ValidationError
 
         other = (Prompt.objects.filter(hash=normalised_hash(self.messages or self.text)).exclude(pk=self.pk)
