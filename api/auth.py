@@ -87,7 +87,7 @@ def staff(perm: str | Callable | None = None) -> list:
     """A staff operation's auth: staff only, and with the admin's permission `perm` where it changes something
     (prefloop.access.may), both refused before the body is read. `perm` may be worked out from the request (the
     path's job kind: `perm(request)`, None when the path names none the operation knows, whose path check answers).
-    The operation still calls staff_only as well."""
+    Operations with this auth do not check the caller again: this is the one check."""
 
     def needed(request) -> str | None:
         return perm(request) if callable(perm) else perm
@@ -99,13 +99,3 @@ def staff(perm: str | Callable | None = None) -> list:
 
 
 STAFF = staff()
-
-
-def staff_only(request: HttpRequest, perm: str | None = None) -> None:
-    """Staff manage (import, export, jobs, promotion), as on the pages; annotators label. `perm`: what the operation
-    changes needs the admin's permission for it too, as on the pages (prefloop.access.may: one given view
-    permissions only looks)."""
-    if not request.user.is_staff:
-        raise HttpError(403, STAFF_ONLY)
-    if perm is not None and not may(request.user, perm):
-        raise HttpError(403, refusal(perm))

@@ -18,7 +18,7 @@ from annotate.dataset import decisions
 from annotate.models import LabellingRound
 from prefcore.rows import FORMATS
 
-from .auth import STAFF, staff, staff_only
+from .auth import STAFF, staff
 from .fields import Body, Count, Fraction, Name, Number
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,6 @@ def _imported(rows: list[Any], call) -> PushResult:
 
 @router.post("/prompts", auth=staff("generation.add_prompt"), response={201: PushResult}, summary="Push prompts")
 def push_prompts(request: HttpRequest, payload: PromptPush):
-    staff_only(request, "generation.add_prompt")
     _settings_in_rows(payload.rows, ("split", "tag"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_prompts(
         path, split=payload.split, tag=payload.tag, name=SOURCE)))
@@ -99,7 +98,6 @@ def push_prompts(request: HttpRequest, payload: PromptPush):
 
 @router.post("/pairs", auth=staff("annotate.add_pair"), response={201: PushResult}, summary="Push unlabelled pairs")
 def push_pairs(request: HttpRequest, payload: PairPush):
-    staff_only(request, "annotate.add_pair")
     _settings_in_rows(payload.rows, ("round", "labels_needed"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_pairs(
         path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE)))
@@ -107,7 +105,6 @@ def push_pairs(request: HttpRequest, payload: PairPush):
 
 @router.post("/preferences", auth=staff("annotate.add_label"), response={201: PushResult}, summary="Push labelled preferences")
 def push_preferences(request: HttpRequest, payload: PreferencePush):
-    staff_only(request, "annotate.add_label")
     return Status(201, _imported(payload.rows, lambda path: importers.import_preferences(
         path, fmt=payload.format, round_number=payload.round, name=SOURCE)))
 
@@ -151,7 +148,6 @@ def _more_than_text(prompt) -> bool:
 @router.get("/preferences", auth=STAFF, response=PreferencePage, summary="Pull decided preferences (TRL format)")
 def pull_preferences(request: HttpRequest, filters: Query[PreferenceFilters]):
     """The rows the export page writes, in the same order, with the same filters; one page at a time."""
-    staff_only(request)
     # a round no one made is a typo, not an empty data set (the export page refuses it too: RoundForm)
     if filters.round is not None and not LabellingRound.objects.filter(number=filters.round).exists():
         raise HttpError(404, f"round: no labelling round {filters.round}")

@@ -29,7 +29,7 @@ from prefloop.access import change_perm
 from training import services as training_services
 from training.models import TrainingRun
 
-from .auth import STAFF, staff, staff_only
+from .auth import STAFF, staff
 from .fields import Body, Count, Id, Name, NoBody, Number, Text, found
 
 router = Router(tags=["jobs"])
@@ -187,7 +187,6 @@ class LoopStart(Body):
 
 @router.post("/generation", auth=staff("generation.add_generationjob"), response={201: JobOut}, summary="Start a generation job")
 def start_generation(request: HttpRequest, payload: GenerationStart):
-    staff_only(request, "generation.add_generationjob")
     with _queued():
         job = generation_services.start_generation_job(
             _version(payload.version, "version"), n_prompts=payload.n_prompts, config=_sampling(payload.sampling),
@@ -199,7 +198,6 @@ def start_generation(request: HttpRequest, payload: GenerationStart):
 
 @router.post("/training", auth=staff("training.add_trainingrun"), response={201: JobOut}, summary="Start a training round")
 def start_training(request: HttpRequest, payload: TrainingStart):
-    staff_only(request, "training.add_trainingrun")
     with _queued():
         run = training_services.start_training_run(
             input_version=_version(payload.input_version, "input_version"), reference_choice=payload.reference,
@@ -210,7 +208,6 @@ def start_training(request: HttpRequest, payload: TrainingStart):
 
 @router.post("/compare", auth=staff("compare.add_comparejob"), response={201: JobOut}, summary="Start a comparison of two versions")
 def start_compare(request: HttpRequest, payload: CompareStart):
-    staff_only(request, "compare.add_comparejob")
     _sampling(payload.sampling)
     with _queued():
         job = compare_services.start_compare_job(
@@ -223,7 +220,6 @@ def start_compare(request: HttpRequest, payload: CompareStart):
 
 @router.post("/loop", auth=staff("loop.add_looprun"), response={201: JobOut}, summary="Start an unattended loop run")
 def start_loop(request: HttpRequest, payload: LoopStart):
-    staff_only(request, "loop.add_looprun")
     with _queued():
         run = loop_services.start_loop_run(
             rounds=payload.rounds, pairs=payload.pairs, judge=payload.judge, tag=payload.tag,
@@ -242,7 +238,6 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
                  round: Form[str] = ""):
     """The Import page's upload, as a job: the same checks of the file (size, type) before it is queued, then its
     rows checked and written by a worker; watch it at /jobs/import/{id}."""
-    staff_only(request, "annotate.add_importjob")
     # (a signed-in browser's form sends its CSRF token as a field, as Django's {% csrf_token %} writes it)
     stray = sorted(set(request.POST) - IMPORT_FIELDS - {"csrfmiddlewaretoken"}) + sorted(set(request.FILES) - {"file"})
     if stray:  # as a JSON body's unknown field is: a typo ("rund") dropped without a word sent rows elsewhere
@@ -270,14 +265,12 @@ class JobFilter(Schema):
 
 @router.get("", auth=STAFF, response=list[JobOut], summary="Recent jobs of one kind (newest first, 50 at most)")
 def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
-    staff_only(request)
     kind = filters.kind
     return [describe(kind, job) for job in MODELS[kind].objects.order_by("-created", "-pk")[:50]]
 
 
 @router.get("/{kind}/{job_id}", auth=STAFF, response=JobOut, summary="Watch a job")
 def get_job(request: HttpRequest, kind: Kind, job_id: Id):
-    staff_only(request)
     return describe(kind, found(MODELS[kind], job_id, f"{kind} job"))
 
 
@@ -292,7 +285,6 @@ def _cancel_perm(request: HttpRequest) -> str | None:
 @router.post("/{kind}/{job_id}/cancel", auth=staff(_cancel_perm), response=JobOut, summary="Cancel a job")
 def cancel_job(request: HttpRequest, kind: Kind, job_id: Id, payload: NoBody | None = None):
     """Takes no body (`{}` or nothing): a field sent is refused by name, not ignored, as on every operation."""
-    staff_only(request, change_perm(MODELS[kind]))
     job = found(MODELS[kind], job_id, f"{kind} job")
     if job.status not in ACTIVE:
         raise HttpError(409, f"{kind} job {job.pk} has already ended ({job.status}): there is nothing to cancel")

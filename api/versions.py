@@ -18,7 +18,7 @@ from generation.services import GenerationError
 from training import dashboard, promotion
 from training.models import TrainingRun
 
-from .auth import STAFF, staff, staff_only
+from .auth import STAFF, staff
 from .fields import Body, Id, NoBody, Number, Reason, found
 
 router = Router(tags=["versions"])
@@ -88,7 +88,6 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
     """As the Train page does it: a candidate a round made becomes current only by passing the gate
     (`POST /versions/{id}/gate`) or by hand with a reason; any other version (base, one that was current before) is
     a rollback. Every change is recorded with who made it and why; a refusal changes nothing (409)."""
-    staff_only(request, "generation.change_modelversion")
     version = found(ModelVersion, version_id, "model version")
     reason = (body.reason if body else "").strip()
     if version.is_current:
@@ -113,7 +112,6 @@ def promote(request: HttpRequest, version_id: Id, body: PromoteIn | None = None)
 def check_gate(request: HttpRequest, version_id: Id, payload: NoBody | None = None):
     """Apply the promotion gate to a candidate a round made, against the current version, on the blind votes so far
     (as the Train page's "check the gate"): it becomes current when it passes; the decision is recorded either way."""
-    staff_only(request, "generation.change_modelversion")
     version = found(ModelVersion, version_id, "model version")
     run = _made_by(version)
     if run is None:
@@ -172,7 +170,6 @@ def _run_metrics(run: TrainingRun) -> dict:
 def round_metrics(request: HttpRequest, number: Number) -> dict:
     """The training run that made the version of this round (the latest, if several did). Staff only, like the
     training pages."""
-    staff_only(request)
     run = (TrainingRun.objects.select_related("input_version", "output_version")
            .filter(output_version__round=number).order_by("-created").first())
     if run is None:
@@ -182,6 +179,5 @@ def round_metrics(request: HttpRequest, number: Number) -> dict:
 
 @router.get("/training/{run_id}/metrics", auth=STAFF, summary="One training run's metrics (summary and per step)")
 def run_metrics(request: HttpRequest, run_id: Id) -> dict:
-    staff_only(request)
     return _run_metrics(found(TrainingRun.objects.select_related("input_version", "output_version"), run_id,
                               "training run"))

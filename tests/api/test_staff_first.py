@@ -78,3 +78,25 @@ def test_a_staff_operation_still_checks_the_body_for_staff(staff):
     client = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(staff, 'staff check')[1]}")
     answer = client.post("/api/v1/prompts", data={}, content_type="application/json")
     assert answer.status_code == 400 and answer.json()["errors"][0]["field"] == "rows"
+
+
+def test_every_staff_write_refuses_a_staff_member_who_may_only_look(annotator, django_user_model):
+    """Each write names the admin permission it needs in its auth, the one check it has (api.auth.staff): a write
+    whose auth were STAFF alone would let a staff account the admin lets only look change things."""
+    from django.contrib.auth.models import Permission
+
+    looker = django_user_model.objects.create_user("looker", is_staff=True)
+    looker.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    annotator_client = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(annotator, 'staff check')[1]}")
+    looker_client = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(looker, 'staff check')[1]}")
+    writes = []
+    for method, path, operation in OPERATIONS:
+        url = _url(path, operation)
+        if method != "get" and not path.startswith("/api/v1/label/") and (
+                _send(annotator_client, method, path, url, None).status_code == 403):
+            writes.append((method, path, url))
+    assert len(writes) >= 10, writes
+    for method, path, url in writes:
+        answer = _send(looker_client, method, path, url, None)
+        assert answer.status_code == 403, (method, path, answer.status_code, answer.content[:200])
+        assert "permission" in answer.json()["detail"], (method, path, answer.json())
