@@ -156,18 +156,19 @@ def start_compare_job(
 
 def _same_settings(stored: dict, sent: dict) -> bool:
     def resolved(params: dict) -> tuple:
-        try:
-            sampling = SamplingConfig.from_dict(params.get("sampling") or {}).to_dict()
-        except (TypeError, ValueError):  # a row stored before its settings were checked: as it is
-            sampling = params.get("sampling")
-        judge = params.get("judge", "")
-        try:
-            judge = canonical_path(judge) if judge else ""
-        except JudgeError:
-            pass
-        return params.get("seed"), sampling, judge
+        return params.get("seed"), acting(SamplingConfig, params.get("sampling")), judge_spelling(params.get("judge", ""))
 
     return resolved(stored) == resolved(sent)
+
+
+def acting(config_class, settings: dict | None):
+    """Settings as they act, for a twin check: `config_class` (SamplingConfig, DPOConfig) reading them, with every
+    default filled in, so a default spelt out ({"temperature": 0.8}) or a number sent as text ("0.8") is the same
+    setting. A row stored before its settings were checked is taken as it is."""
+    try:
+        return config_class.from_dict(settings or {}).to_dict()
+    except (TypeError, ValueError):
+        return settings
 
 
 def cancel_compare_job(job: CompareJob) -> None:
@@ -377,7 +378,9 @@ def judge_comparisons(
 
 def judge_spelling(name: str) -> str:
     """A judge's one spelling (judges.canonical_path), or the name as given when it is no judge path (a judge
-    called from code under a name of its own)."""
+    called from code under a name of its own); "" (no judge) stays ""."""
+    if not name:
+        return name
     try:
         return canonical_path(name)
     except JudgeError:

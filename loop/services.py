@@ -16,7 +16,7 @@ from annotate.judging import judge_account, label_pairs
 from annotate.models import Label
 from compare.evaluation import FOREGROUND, Evaluation, eval_prompts, evaluate
 from compare.models import CompareJob
-from compare.services import CompareError
+from compare.services import CompareError, acting
 from compare.stats import length_warning
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.length import mean_tokens, truncated_count
@@ -190,15 +190,8 @@ def _resolved(params: dict) -> tuple:
     """A run's settings as they act, for the twin check: sampling and training with every default filled in and a
     default pairing, reference and data given, so the same loop sent again with a default spelt out (sampling's
     temperature 0.8, say) is the same loop; compared literally it started a second run. A row stored before its
-    settings were checked is taken as it is."""
-    try:
-        sampling = SamplingConfig.from_dict(params.get("sampling") or {}).to_dict()
-    except (TypeError, ValueError):
-        sampling = params.get("sampling")
-    try:
-        training = DPOConfig.from_dict(params.get("training") or {}).to_dict()
-    except (TypeError, ValueError):
-        training = params.get("training")
+    settings were checked is taken as it is (compare.services.acting)."""
+    sampling, training = acting(SamplingConfig, params.get("sampling")), acting(DPOConfig, params.get("training"))
     return (sampling, training, params.get("pairing", DEFAULT.pairing), params.get("reference", ALL.reference),
             params.get("data", ALL.data), params.get("eval_judge"), params.get("preset"))
 
