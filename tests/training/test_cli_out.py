@@ -57,3 +57,30 @@ def test_ctrl_c_ends_the_command_with_one_line(tiny_model_dir, tmp_path, capsys,
     assert train.main(_args(tiny_model_dir, _data(tmp_path), tmp_path / "out")) == 130
     err = capsys.readouterr().err
     assert "error: interrupted: nothing was saved" in err and "Traceback" not in err
+
+
+def test_a_save_that_fails_part_way_leaves_no_model_folder(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """The model was written in place, so a save stopped part way (a full disk, Ctrl-C) left a folder with the
+    weights and no tokenizer that looked like a model; now it is written whole or not at all."""
+    from transformers import PreTrainedTokenizerBase
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", disk_full)
+    out = tmp_path / "out"
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+    def stopped(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedTokenizerBase, "save_pretrained", stopped)
+    out.mkdir()  # an empty folder named as --out stays as it was
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 130
+    assert "error: interrupted: nothing was saved" in capsys.readouterr().err
+    assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["out", "pairs.jsonl"]
+    monkeypatch.undo()
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 0
+    assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()

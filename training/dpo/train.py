@@ -194,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the model is saved after the last step only)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the model is saved whole or not at all)
         bar.close()
-        saved = Path(args.out).is_dir() and any(Path(args.out).iterdir())
-        print("error: interrupted" + (f": {args.out} may hold a part-written model, delete it" if saved
-                                      else ": nothing was saved"), file=sys.stderr)
+        saved = Path(args.out).is_dir() and (Path(args.out) / "config.json").is_file()
+        print("error: interrupted" + (f" after the model was saved in {args.out}" if saved else ": nothing was saved"),
+              file=sys.stderr)
         return 130
     bar.close()
     if not main_process:

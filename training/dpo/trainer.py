@@ -12,6 +12,8 @@ import math
 import os
 import random
 import resource
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -456,10 +458,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
                          terms)
 
     if dist.is_main:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out), safe_serialization=True)
-        tokenizer.save_pretrained(str(out))
+        save_whole(model, tokenizer, Path(out_dir))
     if dist.accelerator:
         dist.accelerator.wait_for_everyone()
 
@@ -472,6 +471,21 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     result.dropped = len(pairs) - result.pairs
     result.reference_logps = [reference.get(i, (math.nan, math.nan)) for i in range(len(pairs))]
     return result
+
+
+def save_whole(model, tokenizer, out: Path) -> None:
+    """The model written whole or not at all: into a hidden folder beside `out`, renamed to `out` (which is not
+    there yet, or empty) once every file is in it. Written in place, a save stopped part way (Ctrl-C, a full disk)
+    left a folder that looked like a model and was not one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        model.save_pretrained(str(partial), safe_serialization=True)
+        tokenizer.save_pretrained(str(partial))
+        os.replace(partial, out)  # onto an empty folder too (rename(2)); a folder holding anything is refused
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def _check_trainable(pairs: list[PreferencePair], keep: list[int], world: int, steps: int, config: DPOConfig) -> None:
