@@ -150,3 +150,29 @@ def test_staff_start_a_set_and_others_cannot(client, staff, annotator, versions,
     assert response.status_code == 302 and response.url == reverse("compare:job", args=[job.pk])
     assert not job.blind and send.call_args.args[0] == (job.pk,)
     assert job.params["sampling"] == {"max_new_tokens": 64}
+
+
+def test_a_chat_prompt_is_shown_whole_to_voters(client, annotator, versions):
+    """The compare pages showed a chat prompt's last user turn alone (its `text`): a voter judged answers to a
+    question they could not see whole ("answer only in French" in the system prompt hidden), though the versions
+    answered the whole chat and the judges vote on it (found by an outside review)."""
+    base, child = versions
+    job = make_job(child, base, n=1)
+    prompt = job.comparisons.get().prompt
+    prompt.messages = [{"role": "system", "content": "SYSTEM-RULE: answer <b>only</b> in French"},
+                       {"role": "user", "content": "EARLIER-TURN: name a cat"},
+                       {"role": "assistant", "content": "Minou"},
+                       {"role": "user", "content": "And a dog?"}]
+    prompt.text = "And a dog?"
+    prompt.save()
+    client.force_login(annotator)
+    blind = client.get(reverse("compare:job", args=[job.pk])).content.decode()
+    for shown in ("SYSTEM-RULE: answer &lt;b&gt;only&lt;/b&gt; in French", "EARLIER-TURN: name a cat", "Minou",
+                  "And a dog?"):
+        assert shown in blind
+    assert blind.index("SYSTEM-RULE") < blind.index("EARLIER-TURN") < blind.index("And a dog?")
+    revealed = client.post(reverse("compare:vote", args=[job.comparisons.get().pk]), {"side": "left"}).content.decode()
+    assert "SYSTEM-RULE" in revealed and "EARLIER-TURN" in revealed
+    job.blind = False
+    job.save()
+    assert "SYSTEM-RULE" in client.get(reverse("compare:job", args=[job.pk])).content.decode()
