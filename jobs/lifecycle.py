@@ -221,14 +221,16 @@ def end_if_runner_gone(job: Job) -> bool:
     if not (job.runner and job.status in ACTIVE and runners.gone(job.runner)):
         return False
     model, now = type(job), timezone.now()
-    reason = (f"the command running it ({runners.described(job.runner)}) ended without finishing it (killed, or out "
-              "of memory); what it stored before stays")
-    stage = f"cancelled: {reason}"
+    gone = "ended without finishing it (killed, or out of memory); what it stored before stays"
+    reason = f"the command running it ({runners.described(job.runner)}) {gone}"
+    # the stage is shown to everyone who sees the job (a comparison set's voters): the process and its machine are
+    # said in the error and log, which staff read
+    stage = f"cancelled: the command running it {gone}"
     # one write, only while the job is active and still that process's
     ended = model.objects.filter(pk=job.pk, runner=job.runner, status__in=ACTIVE).update(
-        status=Status.CANCELLED, error=reason, finished=now, stage=stage[:200], log=_logged(stage))
+        status=Status.CANCELLED, error=reason, finished=now, stage=stage[:200], log=_logged(f"cancelled: {reason}"))
     if ended:
-        end_parts(job, reason, Status.CANCELLED)
+        end_parts(job, reason, Status.CANCELLED, stage=stage)
         log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
         for clean_up in AFTER_RUNNER_GONE:
             try:
@@ -283,17 +285,18 @@ def _named(job: Job) -> str:
     return f"{job._meta.verbose_name} {job.pk}"
 
 
-def end_parts(job: Job, reason: str, status: str = Status.FAILED, *, keep: Iterable[Job] = ()) -> int:
+def end_parts(job: Job, reason: str, status: str = Status.FAILED, *, keep: Iterable[Job] = (),
+              stage: str | None = None) -> int:
     """End (failed, or `status`) the jobs still active inside `job`, left by a worker that was lost: nothing else
-    would, as only the job they are part of resumes or ends them. `keep`: parts the job resumes itself. Returns how
-    many."""
+    would, as only the job they are part of resumes or ends them. `keep`: parts the job resumes itself; `stage`: what
+    everyone who sees a part reads, when `reason` (its error, for staff) says more. Returns how many."""
     count = 0
     for model in job_kinds():
         # the stage too: a part ended with a stage of its work ("the judge votes on 8 comparisons") read as at work
-        stage = _failed_in() if status == Status.FAILED else Value(reason[:200])
+        shown = _failed_in() if status == Status.FAILED else Value((stage or reason)[:200])
         kept = [part.pk for part in keep if isinstance(part, model)]
         count += model.objects.filter(part_of=job.key, status__in=ACTIVE).exclude(pk__in=kept).update(
-            status=status, error=reason, finished=timezone.now(), log=_logged(reason), stage=stage)
+            status=status, error=reason, finished=timezone.now(), log=_logged(reason), stage=shown)
     return count
 
 
