@@ -109,6 +109,10 @@ def test_a_blind_set_made_after_a_side_by_side_leaves_the_named_answers_out(
     assert "2 comparisons of this set left out for you" in html
     assert f"shown by name in side-by-side set {side_by_side.pk}" in html
     assert 'action="/compare/comparisons/' not in html  # nothing to vote on
+    # and it says so: it said "all 0 voted" and "yours among them" to a person who had voted on none (found by an
+    # outside review)
+    assert "nothing here for you to vote on blind" in html
+    assert "all 0 voted" not in html and "yours among them" not in html
     comparison = blind.comparisons.first()
     response = ann_client.post(reverse("compare:vote", args=[comparison.pk]), {"side": "left"})
     assert response.status_code == 400 and "would not be blind" in response.content.decode()
