@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", queue, "-n", f"{queue}@%h",
                 "--pool", "solo", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 
-    gpu_queue = os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")
+    gpu_queue = os.environ.get("PREFLOOP_GPU_QUEUE", "").strip() or "gpu"  # as settings and the Procfile read it
     commands = {"web": [sys.executable, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"],
                 "worker": worker(gpu_queue)}
     if gpu_queue != "default":  # one worker when both are the same queue

@@ -51,6 +51,16 @@ def _env_number(name: str, default, kind: type, low=None, high=None, *, above=No
     return number
 
 
+def _env_name(name: str, default: str) -> str:
+    """One name (a queue's) from the environment, as the Procfile's ${NAME:-default} reads it: stripped, the default
+    when empty. Empty, it routed every model task to the default queue (whose worker runs two at once) while the GPU
+    worker waited on "gpu"; padded (" gpu "), to a queue no worker consumes. Spaces or commas inside are refused."""
+    value = os.environ.get(name, "").strip() or default
+    if any(c.isspace() or c == "," for c in value):
+        raise ImproperlyConfigured(f"{name}={value!r}: expected one name, without spaces or commas")
+    return value
+
+
 DATA_DIR = Path(os.environ.get("PREFLOOP_DATA_DIR", BASE_DIR / "var")).resolve()
 # A new data folder is 0700; the secret key and the SQLite database in it are 0600 (prefloop/private_files.py).
 private_dir(DATA_DIR)
@@ -110,7 +120,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+# Django's test client's host ("testserver") only in development: a production that forgot ALLOWED_HOSTS answered it
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "127.0.0.1,localhost" + ("" if PRODUCTION else ",testserver"))
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
@@ -347,7 +358,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-PREFLOOP_GPU_QUEUE = os.environ.get("PREFLOOP_GPU_QUEUE", "gpu")
+PREFLOOP_GPU_QUEUE = _env_name("PREFLOOP_GPU_QUEUE", "gpu")
 # The one place tasks are routed. Heavy work (sampling, training, and the loop and comparisons, which sample) goes to
 # the GPU queue; `make run` (prefloop/serve.py) runs one worker for each queue.
 CELERY_TASK_ROUTES = {
@@ -412,10 +423,10 @@ PREFLOOP_GATE_MAX_LENGTH_GROWTH = _env_number("PREFLOOP_GATE_MAX_LENGTH_GROWTH",
 # PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token (stated bounds; docs/defaults.md).
 PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = _env_number("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10, float, low=0)
 PREFLOOP_GATE_MAX_KL_PER_TOKEN = _env_number("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.5, float, above=0)
-PREFLOOP_JUDGES = [j for j in os.environ.get("PREFLOOP_JUDGES", "").split(",") if j]
+PREFLOOP_JUDGES = _env_list("PREFLOOP_JUDGES", "")
 # Loss terms a training run may name besides the built-in ones (training/dpo/terms.py), as "package.module:attr".
-PREFLOOP_LOSS_TERMS = [t.strip() for t in os.environ.get("PREFLOOP_LOSS_TERMS", "").split(",") if t.strip()]
-PREFLOOP_COMPARE_JUDGE = os.environ.get("PREFLOOP_COMPARE_JUDGE", "")
+PREFLOOP_LOSS_TERMS = _env_list("PREFLOOP_LOSS_TERMS", "")
+PREFLOOP_COMPARE_JUDGE = os.environ.get("PREFLOOP_COMPARE_JUDGE", "").strip()
 
 LOGGING = {
     "version": 1,

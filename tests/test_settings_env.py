@@ -53,3 +53,36 @@ def test_good_values_start(tmp_path):
     # DEBUG is also other tools' variable (npm's DEBUG=express:*): anything but a yes is off, as it always was; an
     # empty switch is off, as it always was (SECURE_SSL_REDIRECT= behind a proxy that redirects already)
     assert done.returncode == 0 and done.stdout.split() == ["500", "0.55", "False", "False"], done.stderr[-2000:]
+
+
+def _read(tmp_path, code: str, **env) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PREFLOOP_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env}
+    for name in ("PREFLOOP_GPU_QUEUE", "PREFLOOP_JUDGES", "PREFLOOP_LOSS_TERMS", "ALLOWED_HOSTS"):
+        if name not in env:
+            full.pop(name, None)
+    return subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_names_and_lists_are_read_as_the_procfile_and_the_docs_read_them(tmp_path):
+    """PREFLOOP_GPU_QUEUE set empty routed every model task to the default queue (whose worker runs two at once)
+    while the GPU worker, started with ${PREFLOOP_GPU_QUEUE:-gpu}, waited on "gpu"; padded, to a queue no worker
+    consumes. PREFLOOP_JUDGES kept the space after a comma in each name (found by an outside review)."""
+    code = ("from django.conf import settings as s; from celery import current_app; import prefloop.celery; "
+            "print(repr(s.PREFLOOP_GPU_QUEUE), s.CELERY_TASK_ROUTES['training.tasks.*']['queue'], s.PREFLOOP_JUDGES)")
+    for value, queue in (("", "gpu"), (" gpu ", "gpu"), ("big-gpu", "big-gpu")):
+        done = _read(tmp_path, code, PREFLOOP_GPU_QUEUE=value,
+                     PREFLOOP_JUDGES="judges.rules:length_target, judges.rules:prefers_longer ,")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split(" ", 2)[:2] == [repr(queue), queue], done.stdout
+        assert "['judges.rules:length_target', 'judges.rules:prefers_longer']" in done.stdout
+    done = _read(tmp_path, code, PREFLOOP_GPU_QUEUE="gpu,default")
+    assert done.returncode != 0 and "PREFLOOP_GPU_QUEUE='gpu,default': expected one name" in done.stderr
+
+
+def test_production_answers_no_test_client_host_unless_told(tmp_path):
+    code = "from django.conf import settings as s; print(s.ALLOWED_HOSTS)"
+    production = {"PREFLOOP_PRODUCTION": "1", "DJANGO_SECRET_KEY": "test-only-0123456789-abcdefghijklmnopqrstuvwxyz-AB"}
+    done = _read(tmp_path, code, **production)
+    assert done.returncode == 0 and done.stdout.strip() == "['127.0.0.1', 'localhost']", done.stderr[-2000:]
+    assert "testserver" in _read(tmp_path, code).stdout  # development keeps Django's test client's host

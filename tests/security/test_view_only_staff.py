@@ -84,3 +84,45 @@ def test_staff_given_the_permission_or_none_at_all_still_act(client, rows):
     client.force_login(make_user("plain", is_staff=True))  # no permission set: all of it, as before
     assert client.post(f"/training/versions/{base.pk}/rollback/", {"reason": "back"}).status_code == 302
     assert ModelVersion.objects.current() == base
+
+
+def test_pages_show_staff_who_may_only_look_no_control_they_would_be_refused(client, rows):
+    """The pages showed staff who may only look every start form, Cancel button and promote or roll-back button,
+    each answering 403 when pressed (found by an outside review): now each is shown only to those who may use it,
+    with a line saying what the account lacks where a start form was."""
+    from compare.models import CompareJob
+    from generation.models import GenerationJob
+    from loop.models import LoopRun
+
+    base, other, run = rows
+    TrainingRun.objects.filter(pk=run.pk).update(status=Status.RUNNING)
+    other_run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=other,
+                                           status=Status.SUCCEEDED, decision=TrainingRun.Decision.CANDIDATE)
+    ModelVersion.objects.filter(pk=other.pk).update(parent=base)
+    loop = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", status=Status.RUNNING)
+    compare = CompareJob.objects.create(version_a=base, version_b=other, prompt_ids=[1], total=2, status=Status.RUNNING)
+    generation = GenerationJob.objects.create(version=base, status=Status.RUNNING)
+    LabellingRound.objects.create(number=5)
+    pages = {
+        "/compare/": ('class="compare-form"', "compare.add_comparejob"),
+        "/loop/": ('id="start-loop"', "loop.add_looprun"),
+        "/generation/": ('<form method="post" class="grid-form">', "generation.add_generationjob"),
+        "/training/": ('<form method="post" class="grid-form">', "training.add_trainingrun"),
+        "/annotate/import/": ('enctype="multipart/form-data"', "annotate.add_importjob"),
+        "/annotate/rounds/": ('id="new-round"', "annotate.add_labellinground"),
+        "/annotate/rounds/5/": ('id="round-settings"', "annotate.change_labellinground"),
+    }
+    cancels = [f"/training/runs/{run.pk}/", f"/loop/runs/{loop.pk}/", f"/compare/sets/{compare.pk}/", "/generation/"]
+    for who, shown in ((_staff("looker", *LOOKS, "view_comparejob", "view_generationjob", "view_importjob"), False),
+                       (_staff("lead"), True)):
+        client.force_login(who)
+        for url, (control, perm) in pages.items():
+            page = client.get(url).content.decode()
+            assert (control in page) is shown, (who.username, url)
+            assert (f"needs the permission <code>{perm}</code>" in page) is not shown, (who.username, url)
+        for url in cancels:
+            page = client.get(url).content.decode()
+            assert ('class="cancel"' in page) is shown, (who.username, url)
+        versions = client.get("/training/").content.decode()
+        assert ('class="promote"' in versions and 'class="check-gate"' in versions) is shown, who.username
+    assert other_run.decision == TrainingRun.Decision.CANDIDATE and generation.status == Status.RUNNING
