@@ -599,8 +599,10 @@ def return_to_skipped(user, target: Lease | Pair | int) -> Assignment:
         if why:
             raise LabelError(f"that pair {why}: nothing to return to")
         Assignment.objects.filter(annotator=user, state=Assignment.LEASED).delete()
-        skipped.state, skipped.expires_at = Assignment.LEASED, _lease_expiry(now)
-        skipped.save(update_fields=["state", "expires_at"])
+        # leased now: a label's time without the page's own timer is counted from leased_at, and the first serving's
+        # gave a pair returned to hours after its skip hours of labelling (the round is open: checked above)
+        skipped.state, skipped.leased_at, skipped.expires_at = Assignment.LEASED, now, _lease_expiry(now)
+        skipped.save(update_fields=["state", "leased_at", "expires_at"])
     return skipped
 
 

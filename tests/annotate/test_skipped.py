@@ -66,3 +66,23 @@ def test_a_skipped_pair_held_back_since_cannot_be_returned_to_and_labelled(annot
     assert "nothing to return to" in response.content.decode()
     client.post(reverse("annotate:submit"), {"lease": lease_of(pair), "side": "left"}, **HTMX)
     assert not Label.objects.exists()
+
+
+def test_a_label_on_a_pair_returned_to_counts_its_time_from_the_return(annotator):
+    """Without the page's own timer (a form sent with no script), a label's time is counted from its lease: a pair
+    returned to hours after it was skipped kept its first lease time, and its label took hours on the Quality page
+    (found by an outside review)."""
+    from datetime import timedelta
+
+    from annotate.models import Assignment
+
+    make_pair()
+    client = Client()
+    client.force_login(annotator)
+    shown = next_pair_for(annotator)
+    skip(annotator, shown.pair)
+    Assignment.objects.filter(pk=shown.pk).update(leased_at=shown.leased_at - timedelta(hours=3))  # skipped long ago
+    client.post(reverse("annotate:return_to_skipped"), {"lease": shown.pk})
+    page = client.get(reverse("annotate:label")).content.decode()
+    client.post(reverse("annotate:submit"), {"lease": shown_lease(page), "side": "left", "seconds": ""})
+    assert Label.objects.get(annotator=annotator).seconds < 60
