@@ -130,7 +130,7 @@ class ExportForm(RoundForm):
     include_automatic = forms.BooleanField(
         required=False, initial=True, label="Include judge labels",
         help_text="Labels by judges (automatic accounts) count beside people's, as they do in training. Untick to "
-                  "export people's labels only.")
+                  "export people's labels (and imported ones) only.")
     soft_labels = forms.BooleanField(required=False)
     license = forms.CharField(required=False, max_length=100, initial=DEFAULT_LICENSE,
                               help_text="For hf: the dataset card's licence field, e.g. cc-by-4.0.")

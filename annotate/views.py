@@ -23,7 +23,7 @@ from . import quality as quality_report
 from . import rounds as labelling_rounds
 from .feedback import saved_line
 from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, LeaseForm, PairForm, RoundForm
-from .models import ImportJob, Label, LabellingRound, Pair
+from .models import BY_PEOPLE, ImportJob, Label, LabellingRound, Pair
 
 
 def _staff(request: HttpRequest, perm: str | None = None) -> None:
@@ -178,7 +178,9 @@ def export(request: HttpRequest) -> HttpResponse:
             except exporters.ExportError as err:
                 messages.error(request, str(err).capitalize() + ".")
         status = 400
-    labels = Label.objects.aggregate(people=Count("pk", filter=Q(is_automatic=False)),
+    # imported labels are no one's here (models.BY_PEOPLE): counted "by people", as the Quality page does not
+    labels = Label.objects.aggregate(people=Count("pk", filter=BY_PEOPLE),
+                                     imported=Count("pk", filter=Q(is_automatic=False) & ~BY_PEOPLE),
                                      judges=Count("pk", filter=Q(is_automatic=True)))
     return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm(), "labels": labels},
                   status=status)

@@ -305,3 +305,18 @@ def test_an_export_under_a_file_names_that_file(tmp_path):
     with pytest.raises(CommandError, match=re.escape(f"{tmp_path / 'ok.jsonl'} is a file, not a folder")):
         call_command("export_preferences", str(tmp_path / "ok.jsonl" / "sub.jsonl"))
     assert (tmp_path / "ok.jsonl").read_text() == "kept\n"
+
+
+def test_the_export_page_counts_imported_labels_apart_from_peoples(client):
+    """The export page counted imported labels "by people" (the Quality page counts them as no one's judgement):
+    found by an outside review."""
+    from annotate.importers import import_account
+
+    staff = make_user("boss", is_staff=True)
+    person = make_user("anna")
+    first, second = make_pair(), make_pair()
+    label_pair(first.pk, import_account(), "left")
+    label_pair(second.pk, person, "right")
+    client.force_login(staff)
+    page = client.get("/annotate/export/").content.decode()
+    assert "Stored labels: 1 by people, 0 by judges, 1 imported (exported with people's" in page
