@@ -18,6 +18,9 @@ from prefloop.access import may, refusal
 
 from . import tokens
 
+BAD_HEADER = "the Authorization header must be 'Bearer <token>' (make a token on your account page)"
+BAD_TOKEN = "this API token is not valid: it is unknown, revoked, or its account is disabled"
+
 
 class TokenAuth(HttpBearer):
     def __init__(self, *, allow: Callable | None = None, refusal: str | Callable = "") -> None:
@@ -30,13 +33,13 @@ class TokenAuth(HttpBearer):
             return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise HttpError(401, "the Authorization header must be 'Bearer <token>' (make a token on your account page)")
+            raise HttpError(401, BAD_HEADER)
         return self.authenticate(request, token.strip())
 
     def authenticate(self, request: HttpRequest, token: str):
         user = tokens.user_for_token(token)
         if user is None:
-            raise HttpError(401, "this API token is not valid: it is unknown, revoked, or its account is disabled")
+            raise HttpError(401, BAD_TOKEN)
         request.user = user  # what the services and permission checks read
         return _refuse_unless_allowed(self, user, request)
 

@@ -12,25 +12,34 @@ from django.http import JsonResponse
 from django.urls import path
 
 from . import tokens, views
+from .auth import BAD_HEADER, BAD_TOKEN
 from .main import api
 
 SIGNED_IN_ONLY = {"openapi-view", "api-root"}  # the docs page, the bare /api/v1/
 
 
 def _session_or_token(view):
-    """The schema for a signed-in session, or for a request with a valid API token; else the sign-in page."""
+    """The schema for a signed-in session, or for a request with a valid API token. A browser signed out is sent
+    to the sign-in page; a program (an Authorization header, or no HTML in what it accepts) gets the operations'
+    JSON 401: a bad header or no credentials was redirected to the sign-in page, which a client that follows
+    redirects read as a 200 HTML schema."""
 
     @wraps(view)
     def schema(request, *args, **kwargs):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
+        header = request.headers.get("Authorization")
+        if header is not None:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return JsonResponse({"detail": BAD_HEADER}, status=401)
             user = tokens.user_for_token(token.strip())
             if user is None:
-                return JsonResponse({"detail": "this API token is not valid: it is unknown, revoked, or its account "
-                                               "is disabled"}, status=401)
+                return JsonResponse({"detail": BAD_TOKEN}, status=401)
             request.user = user
         elif not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
+            if "text/html" in request.headers.get("Accept", ""):
+                return redirect_to_login(request.get_full_path())
+            return JsonResponse({"detail": "sign in, or send 'Authorization: Bearer <token>' (make a token on your "
+                                           "account page)"}, status=401)
         return view(request, *args, **kwargs)
 
     return login_not_required(schema)
