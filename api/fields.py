@@ -9,6 +9,7 @@ from django.http import Http404
 from ninja import Schema
 from ninja.errors import HttpError
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from annotate.models import MAX_ID, MAX_NUMBER
 
@@ -45,6 +46,16 @@ Comment = Annotated[str, Field(max_length=5000), AfterValidator(_storable)]  # a
 Reason = Annotated[str, Field(max_length=2000), AfterValidator(_storable)]  # a recorded why (VersionChange.reason)
 Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False), BeforeValidator(_not_bool)]
 Seconds = Annotated[float, Field(ge=0, le=86400, allow_inf_nan=False), BeforeValidator(_not_bool)]
+
+
+FIELDS_ERROR = "fields"
+
+
+def fields_error(fields: list[str] | tuple[str, ...], message: str) -> PydanticCustomError:
+    """A refusal of a body as a whole (two fields that exclude each other, neither of two given) reported under
+    each field it is about, as they were sent: raised from a model validator, it was reported under `body`, so a
+    program reading errors[].field learned nothing of which fields to change. api.main reads it."""
+    return PydanticCustomError(FIELDS_ERROR, "{message}", {"message": message, "fields": tuple(fields)})
 
 
 class Body(Schema):

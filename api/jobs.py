@@ -30,7 +30,7 @@ from training import services as training_services
 from training.models import TrainingRun
 
 from .auth import STAFF, staff
-from .fields import Body, Count, Id, Name, NoBody, Number, Text, found
+from .fields import Body, Count, Id, Name, NoBody, Number, Text, fields_error, found
 
 router = Router(tags=["jobs"])
 Kind = Literal["generation", "training", "compare", "loop", "import"]
@@ -168,8 +168,8 @@ class CompareStart(Body):
         given = [name for name, sent in (("prompt_ids", self.prompt_ids is not None), ("text", bool(self.text.strip())),
                                          ("limit", "limit" in self.model_fields_set)) if sent]
         if len(given) > 1:
-            raise ValueError(f"{' and '.join(given)} are given: give one of prompt_ids (those prompts), text (one "
-                             "typed prompt) or limit (that many eval prompts)")
+            raise fields_error(given, f"{' and '.join(given)} are given: give one of prompt_ids (those prompts), text "
+                                      "(one typed prompt) or limit (that many eval prompts)")
         return self
 
 

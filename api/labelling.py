@@ -14,7 +14,7 @@ from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Assignment, Pair
 
 from .auth import only
-from .fields import Body, Comment, Id, NoBody, Seconds, found
+from .fields import Body, Comment, Id, NoBody, Seconds, fields_error, found
 
 router = Router(tags=["labelling"])
 
@@ -98,12 +98,12 @@ class Leased(Body):
     @model_validator(mode="after")
     def _one_named(self):
         if self.lease is None and self.pair is None:
-            raise ValueError("expected lease, the id POST /label/next gave the pair on your screen")
+            raise fields_error(["lease"], "expected lease, the id POST /label/next gave the pair on your screen")
         if self.lease is not None and self.pair is not None:
             # Both were taken and `pair` dropped without a word: the lease's pair was labelled, not the one named.
             # Refused whether or not they agree, as an answer that differed by whether they do would tell a person
             # which pair is on their screen (the pair ids the leases stand in for).
-            raise ValueError("give lease or pair, not both: the lease names its pair already")
+            raise fields_error(["lease", "pair"], "give lease or pair, not both: the lease names its pair already")
         return self
 
     def target(self, user) -> services.Lease | int:

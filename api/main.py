@@ -24,7 +24,7 @@ from training.services import TrainingError
 
 from . import data, jobs, labelling, rounds, versions
 from .auth import SessionAuth, TokenAuth
-from .fields import refuse_stray_query
+from .fields import FIELDS_ERROR, refuse_stray_query
 
 MAX_DEPTH = 64
 
@@ -136,6 +136,15 @@ def _field(loc) -> str:
     return ".".join(str(p) for p in parts) or "body"
 
 
+def _fields(error: dict) -> list[str]:
+    """The fields one error is about: its own, or each one a body's refusal as a whole names (fields.fields_error),
+    under the place the body's own fields are reported."""
+    named = error.get("ctx", {}).get("fields") if error.get("type") == FIELDS_ERROR else None
+    if not named:
+        return [_field(error.get("loc", ()))]
+    return [_field((*error.get("loc", ()), name)) for name in named]
+
+
 def _message(error: dict) -> str:
     if error.get("type") == "extra_forbidden":  # pydantic's "Extra inputs are not permitted" names no way out
         return "not a field of this operation (check its spelling against the schema in /api/v1/docs)"
@@ -144,7 +153,7 @@ def _message(error: dict) -> str:
 
 @api.exception_handler(ValidationError)
 def _invalid(request, exc: ValidationError):
-    errors = [{"field": _field(e.get("loc", ())), "message": _message(e)} for e in exc.errors]
+    errors = [{"field": field, "message": _message(e)} for e in exc.errors for field in _fields(e)]
     text = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
     return _error(request, 400, f"the request was refused, nothing was changed: {text}", errors=errors)
 

@@ -82,3 +82,24 @@ def test_an_address_the_api_gives_can_be_followed_by_the_client(staff_api):
     run = TrainingRun.objects.create(input_version=base, reference_version=base)
     job = staff_api.job("training", run.pk)
     assert staff_api.get(job["details"]["metrics_url"])["run"] == run.pk  # was /api/v1/api/v1/... : 404
+
+
+def test_a_body_refused_as_a_whole_names_the_fields_it_is_about(staff, annotator):
+    """Two fields that exclude each other (or neither of two given) were reported under the field `body`: a program
+    reading errors[].field could not tell which to change (docs/api.md: each field named as it was sent). Found by an
+    outside review."""
+    from django.test import Client
+
+    from api.tokens import create_token
+
+    staff_api = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(staff, 'shapes')[1]}")
+    answer = staff_api.post("/api/v1/jobs/compare", {"version_a": 1, "version_b": 2, "text": "hi", "limit": 3},
+                            content_type="application/json")
+    assert answer.status_code == 400
+    assert [e["field"] for e in answer.json()["errors"]] == ["text", "limit"], answer.json()
+    assert "text and limit are given" in answer.json()["errors"][0]["message"]
+    assert "text: text and limit are given" in answer.json()["detail"]
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(annotator, 'shapes')[1]}")
+    for body, fields in (({"lease": 1, "pair": 1, "side": "left"}, ["lease", "pair"]), ({"side": "left"}, ["lease"])):
+        answer = api.post("/api/v1/label/submit", body, content_type="application/json")
+        assert answer.status_code == 400 and [e["field"] for e in answer.json()["errors"]] == fields, answer.json()
