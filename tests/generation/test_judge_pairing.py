@@ -171,3 +171,20 @@ def test_the_generate_page_asks_for_the_judge_when_pairing_by_one(client, staff,
     assert page.status_code == 302
     job = GenerationJob.objects.get()
     assert job.params["pairing"] == "judge" and job.params["judge"] == RULE
+
+
+@pytest.mark.parametrize(("judge", "said"), [("tests.judges.test_contract:shouts", "returned 'A'"),
+                                              ("tests.judges.test_contract:explodes", "model server down")])
+def test_generate_pairs_with_a_failing_judge_ends_in_one_line(base, monkeypatch, judge, said):
+    """A judge that fails (returns no verdict, raises) ended generate_pairs in a traceback, where the other
+    commands say one line (found by an outside review); the job is failed and says why."""
+    from django.core.management import CommandError
+
+    from generation.models import GenerationJob
+
+    monkeypatch.setattr(gen, "cut_rule", _ask_the_judge_always)
+    with pytest.raises(CommandError) as refused:
+        call_command("generate_pairs", prompts=2, samples=2, pairing="judge", judge=judge, max_new_tokens=6)
+    job = GenerationJob.objects.get()
+    assert str(refused.value).startswith(f"generate_pairs: job {job.pk} failed: ") and said in str(refused.value)
+    assert job.status == "failed" and said in job.error

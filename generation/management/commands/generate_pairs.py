@@ -11,6 +11,7 @@ from generation.services import (
     run_generation_job,
     start_generation_job,
 )
+from judges import JudgeError
 from prefloop.commands import Command as PrefLoopCommand
 from prefloop.commands import in_foreground
 
@@ -67,8 +68,10 @@ class Command(PrefLoopCommand):
             try:
                 with in_foreground("generate_pairs", job):
                     job = run_generation_job(job.pk, progress=progress)
-            except (GenerationError, OSError, ValueError) as exc:  # recorded on the job too; the log has the trace
+            except (GenerationError, JudgeError, OSError, ValueError) as exc:  # recorded on the job; the log has the trace
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {exc}") from None
+            except Exception as exc:  # a checkpoint that cannot be loaded, say: one line, not a traceback
+                raise CommandError(f"generate_pairs: job {job.pk} failed: {type(exc).__name__}: {exc}") from None
         if job.status != job.SUCCEEDED:  # cancelled from a page or the API meanwhile, say
             raise CommandError(f"generate_pairs: job {job.pk} {job.status}: {job.error or job.stage}")
         made = ("samples only (pairing none)" if job.params.get("pairing") == "none"
