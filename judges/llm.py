@@ -80,7 +80,13 @@ class LLMJudge:
         if self._model is None:
             self._load()
         question = QUESTION.format(prompt=prompt, first=first[:MAX_ANSWER_CHARS], second=second[:MAX_ANSWER_CHARS])
-        ids = torch.tensor([prompt_token_ids(self._tokenizer, question)], device=self._device)
+        tokens = prompt_token_ids(self._tokenizer, question)
+        context = getattr(self._model.config, "max_position_embeddings", None)
+        if context and len(tokens) > context:  # past it a model's verdict is noise, or an index error
+            raise ValueError(f"the judge's question is {len(tokens)} tokens (the request and both answers, each cut "
+                             f"to {MAX_ANSWER_CHARS} characters), over its model's context of {context}: shorten "
+                             "the request, or judge with a model of a longer context")
+        ids = torch.tensor([tokens], device=self._device)
         with torch.no_grad():
             logits = self._model(input_ids=ids).logits[0, -1].float()
         a, b = logits[self._letters[0]].item(), logits[self._letters[1]].item()
@@ -112,5 +118,8 @@ def for_version(name: str, margin: float = 0.0, dtype: str | None = None) -> LLM
     if version is None:
         raise ValueError(f"no model version named {name!r}")
     if version.kind == ModelVersion.LORA:
+        if version.base is None:  # as the sampling backends say it (generation.backends.backend_for)
+            raise ValueError(f"version {name!r} is a LoRA adapter without the full checkpoint it applies to: set its "
+                             "base in the admin")
         return LLMJudge(version.path, base_dir=version.base.path, margin=margin, dtype=dtype)
     return LLMJudge(version.path, margin=margin, dtype=dtype)

@@ -60,3 +60,21 @@ def test_an_llm_judge_over_a_registered_version(db, tiny_model_dir):
     assert judge("q", "yes", "no") in ("a", "b", "tie")
     with pytest.raises(JudgeError, match="no model version named 'round-7'"):
         load_judge("judges.llm:for_version?name=round-7")
+
+
+def test_a_question_longer_than_the_judges_context_is_refused_not_judged(judge):
+    """The request was given to the model whole, past its context (the tiny model's 512 positions): a verdict of
+    noise from a rotary model, an index error from one of learned positions (found by an outside review)."""
+    with pytest.raises(ValueError, match=r"the judge's question is \d+ tokens .* over its model's context of 512"):
+        judge("word " * 3000, "a.", "b.")
+    assert judge("word " * 50, "a.", "b.") in ("a", "b", "tie")
+
+
+def test_a_lora_version_without_its_base_is_a_clear_error(db, tiny_model_dir):
+    from generation.models import ModelVersion
+    from judges import JudgeError
+
+    ModelVersion.objects.create(name="lora1", path=str(tiny_model_dir), kind=ModelVersion.LORA)
+    with pytest.raises(JudgeError, match="'lora1' is a LoRA adapter without the full checkpoint it applies to: set "
+                                         "its base in the admin"):
+        load_judge("judges.llm:for_version?name=lora1")
