@@ -84,3 +84,35 @@ def test_a_save_that_fails_part_way_leaves_no_model_folder(tiny_model_dir, tmp_p
     monkeypatch.undo()
     assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 0
     assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()
+
+
+def test_a_model_folder_whose_config_is_not_a_model_configuration_is_named_by_its_flag(tiny_model_dir, tmp_path,
+                                                                                    capsys):
+    """A config.json that is not JSON (or not an object) was reported in transformers' words after torch had loaded,
+    naming no flag (found by an outside review)."""
+    import shutil
+
+    data = _data(tmp_path)
+    for text, said in (("{not json", "config.json:1: not valid JSON"), ("[1, 2]", "not a model's configuration"),
+                       ('{"model_type": 3}', "not a model's configuration")):
+        broken = tmp_path / "broken"
+        shutil.rmtree(broken, ignore_errors=True)
+        shutil.copytree(tiny_model_dir, broken)
+        (broken / "config.json").write_text(text)
+        for flag, args in (("--model", _args(broken, data, tmp_path / "out")),
+                           ("--reference", [*_args(tiny_model_dir, data, tmp_path / "out"), "--reference", str(broken)])):
+            assert train.main(args) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {flag} {broken}") and said in err and "Traceback" not in err, err
+
+
+def test_a_prompt_length_given_at_or_above_the_length_is_refused_not_lowered(tiny_model_dir, tmp_path, capsys):
+    """--max-prompt-length given at or above --max-length was lowered without a word, so the run trained on settings
+    no one gave; left at its default it is still lowered to make room, as the form does."""
+    out = tmp_path / "out"
+    args = [*_args(tiny_model_dir, _data(tmp_path), out), "--max-length", "64"]
+    assert train.main([*args, "--max-prompt-length", "64"]) == 2
+    assert "error: --max-prompt-length 64: must be less than --max-length 64" in capsys.readouterr().err
+    assert not out.exists()
+    config = train.config_from_args(train.parse_args(args))
+    assert (config.max_length, config.max_prompt_length) == (64, 63)

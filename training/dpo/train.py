@@ -58,15 +58,14 @@ CONFIG_FLAGS = tuple(field.name for field in dataclasses.fields(DPOConfig))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = _parser().parse_args(argv)
-    if args.config is not None:
-        probe = _parser()
-        for action in probe._actions:
-            if action.dest in CONFIG_FLAGS:
-                action.default = argparse.SUPPRESS  # so only the flags actually given appear
-        given = [name for name in CONFIG_FLAGS if name in vars(probe.parse_args(argv))]
-        if given:
-            flags = ", ".join(_flag(name) for name in given)
-            probe.error(f"--config takes the whole training configuration: do not combine it with {flags}")
+    probe = _parser()
+    for action in probe._actions:
+        if action.dest in CONFIG_FLAGS:
+            action.default = argparse.SUPPRESS  # so only the flags actually given appear
+    args.given_settings = [name for name in CONFIG_FLAGS if name in vars(probe.parse_args(argv))]
+    if args.config is not None and args.given_settings:
+        flags = ", ".join(_flag(name) for name in args.given_settings)
+        probe.error(f"--config takes the whole training configuration: do not combine it with {flags}")
     return args
 
 
@@ -75,8 +74,12 @@ def config_from_args(args: argparse.Namespace) -> DPOConfig:
     ValueError naming the field)."""
     if args.config is None:
         values = {name: getattr(args, name) for name in CONFIG_FLAGS}
-        # a --max-length below the default prompt length keeps room for an answer (as the form does)
-        values["max_prompt_length"] = min(values["max_prompt_length"], values["max_length"] - 1)
+        if "max_prompt_length" not in getattr(args, "given_settings", ()):
+            # a --max-length below the default prompt length keeps room for an answer (as the form does)
+            values["max_prompt_length"] = min(values["max_prompt_length"], values["max_length"] - 1)
+        elif values["max_prompt_length"] >= values["max_length"]:  # given: lowered, it trained on other settings
+            raise ValueError(f"--max-prompt-length {values['max_prompt_length']}: must be less than --max-length "
+                             f"{values['max_length']} (room for an answer)")
         return DPOConfig(**values)
     path = Path(args.config)
     try:
@@ -98,12 +101,24 @@ def config_from_args(args: argparse.Namespace) -> DPOConfig:
 
 
 def check_model_dir(path: str, flag: str) -> None:
-    """A clear error for a model folder that cannot be loaded, before any process loads it."""
+    """A clear error for a model folder that cannot be loaded, before any process loads it (a config.json that is
+    not a JSON object was reported in the library's words, naming no flag, after torch had loaded)."""
     folder = Path(path)
     if not folder.is_dir():
         raise ValueError(f"{flag} {folder}: no such directory")
-    if not (folder / "config.json").is_file():
+    config = folder / "config.json"
+    if not config.is_file():
         raise ValueError(f"{flag} {folder}: not a model directory (no config.json)")
+    try:
+        data = json.loads(config.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{flag} {config}: not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{flag} {config}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError):
+        raise ValueError(f"{flag} {config}: not a model's configuration") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model_type", ""), str):
+        raise ValueError(f"{flag} {config}: not a model's configuration (expected a JSON object with model_type)")
 
 
 def check_out_dir(path: str) -> None:
