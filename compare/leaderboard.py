@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from dataclasses import astuple, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from django.core.cache import cache
@@ -48,9 +49,10 @@ class Row:
 @dataclass
 class Cell:
     rate: float | None
-    n: float = 0
+    n: float = 0  # pairs of answers voted on (pair_win_rates)
     low: float = math.nan
     high: float = math.nan
+    votes: int = 0
 
     @property
     def percent(self) -> int | None:
@@ -73,12 +75,13 @@ class Board:
     lc_needs: int = 0  # votes the length-controlled fit needs before it is shown; 0 when shown
 
 
-def vote_rows(*, include_automatic: bool = False):
+def vote_rows(*, include_automatic: bool = False, with_answers: bool = False):
     """(version a, version b, outcome, tokens a, tokens b) of every vote between two versions, once per voter and
     pair of answers: sets with the same seed and settings reuse their answers, and a judge voting on two of them
     said one thing twice (people cannot: compare.blinding). An answer is its version, its prompt and its text
     (blinding.answer_of), not its row: the same words stored twice (another seed with greedy sampling, another
-    token limit the answer ended before) are one answer. The voter's first verdict stands."""
+    token limit the answer ended before) are one answer. The voter's first verdict stands. `with_answers`: each row
+    ends with the two answers it is on (the same for every voter on them)."""
     votes = Vote.objects.filter(
         comparison__response_a__version__isnull=False, comparison__response_b__version__isnull=False
     ).exclude(comparison__job__blind=False)  # a side-by-side set's votes, a judge's from before it was refused
@@ -93,11 +96,36 @@ def vote_rows(*, include_automatic: bool = False):
     rows, seen = [], set()
     for voter, answer_a, answer_b, *row in found:
         # with the version: two versions' answers can be the same words, and each is a side of its own matchup
-        key = (voter, frozenset(((row[0], answers[answer_a]), (row[1], answers[answer_b]))))
-        if key not in seen:
-            seen.add(key)
-            rows.append(tuple(row))
+        pair = frozenset(((row[0], answers[answer_a]), (row[1], answers[answer_b])))
+        if (voter, pair) not in seen:
+            seen.add((voter, pair))
+            rows.append((*row, pair) if with_answers else tuple(row))
     return rows
+
+
+SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
+
+
+def pair_win_rates(rows) -> dict[tuple, tuple[float, int, int]]:
+    """(row version, column version) -> (win rate, pairs of answers, votes) from vote_rows(with_answers=True):
+    each pair of answers counts once, at its voters' mean (ties and both bad half), as the promotion gate counts
+    it. Counted per vote, two people agreeing on 8 pairs and one disagreeing on 8 others read 67% with an interval
+    from 47%, where the gate read the same votes as 50% from 28%: several voters on two answers are one
+    observation of them, not several."""
+    by_pair: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
+    for a, b, outcome, _, _, answers in rows:
+        if a == b:
+            continue
+        first, second = sorted((a, b), key=str)
+        score = SCORE[outcome] if a == first else 1.0 - SCORE[outcome]
+        by_pair[(first, second)][answers].append(score)
+    table = {}
+    for (first, second), pairs in by_pair.items():
+        n, votes = len(pairs), sum(len(scores) for scores in pairs.values())
+        won = float(sum((Fraction(sum(scores)) / len(scores) for scores in pairs.values()), Fraction(0)))
+        table[(first, second)] = (won / n, n, votes)
+        table[(second, first)] = ((n - won) / n, n, votes)
+    return table
 
 
 def length_diff(tokens_a: int, tokens_b: int) -> float:
@@ -182,9 +210,10 @@ def choose_anchor(names: set[str]) -> str:
 
 
 def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed: int = 0) -> Board:
-    rows = vote_rows(include_automatic=include_automatic)
-    if not rows:
+    voted = vote_rows(include_automatic=include_automatic, with_answers=True)
+    if not voted:
         return Board(message="No votes between two versions yet.")
+    rows = [row[:5] for row in voted]
     games = matchups(rows)
     names = {v for m in games for v in (m.a, m.b)}
     anchor = choose_anchor(names)
@@ -213,13 +242,13 @@ def build_board(*, include_automatic: bool = False, bootstrap: int = 1000, seed:
         board.rows.append(Row(r.version, rounds.get(r.version, 0), r.rating, r.low, r.high, *lc_fit,
                               votes[r.version], length.mean if length else None, length))
     order = [r.version for r in raw.ratings]
-    rates = ratings.win_rates(games)
+    rates = pair_win_rates(voted)
     for row in order:
         cells = []
         for col in order:
-            rate, n = rates.get((row, col), (None, 0))
+            rate, n, cast = rates.get((row, col), (None, 0, 0))
             low, high = ratings.wilson_interval(rate * n, n) if rate is not None else (math.nan, math.nan)
-            cells.append(Cell(rate, n, low, high))
+            cells.append(Cell(rate, n, low, high, cast))
         board.matrix.append((row, cells))
     return board
 

@@ -112,19 +112,6 @@ def merge_pairs(matchups: Iterable[Matchup]) -> list[Matchup]:
     return [Matchup(a, b, *s) for (a, b), s in sums.items()]
 
 
-def win_rates(matchups: Iterable[Matchup], *, both_bad_as_tie: bool = True) -> dict[tuple, tuple[float, float]]:
-    """(row, column) -> (win rate of row against column, number of votes); ties count half a win."""
-    table: dict[tuple, tuple[float, float]] = {}
-    for m in merge_pairs(matchups):
-        ties = m.ties + (m.both_bad if both_bad_as_tie else 0)
-        n = m.wins_a + m.wins_b + ties
-        if n == 0:
-            continue
-        table[(m.a, m.b)] = ((m.wins_a + ties / 2) / n, n)
-        table[(m.b, m.a)] = ((m.wins_b + ties / 2) / n, n)
-    return table
-
-
 def _component(matchups: Sequence[Matchup], anchor: Hashable) -> set:
     """Versions linked to the anchor by votes."""
     links: dict[Hashable, set] = defaultdict(set)

@@ -348,3 +348,26 @@ def test_length_growth_compares_answers_to_the_same_prompts_under_the_same_setti
     other = make_version("newt-round-one", parent=base)
     make_response(make_prompt(), other, tokens=10)
     assert length_growth([(other.pk, base.pk)])[(other.pk, base.pk)].growth is None
+
+
+def test_the_win_rate_matrix_counts_as_the_gate_counts(client, annotator, versions):
+    """The matrix counted every vote as independent while the gate counts each pair of answers once, at its voters'
+    mean: two people preferring round one on 8 pairs and one preferring base on 8 others read 67% on 24 votes, from
+    47%, on the leaderboard, and 50% on 16 pairs, from 28%, at the gate (found by an outside review)."""
+    from compare.models import Vote
+    from tests.annotate.factories import make_user
+
+    base, child = versions
+    other = make_user("second-voter")
+    for k in range(16):
+        comparison = make_comparison(child, base)
+        services.record_vote(comparison, annotator, "a" if k < 8 else "b")
+        if k < 8:
+            services.record_vote(comparison, other, "a")
+    assert Vote.objects.count() == 24
+    cell = next(c for c in dict(build_board(bootstrap=20).matrix)["okapi-round-one"] if c.rate is not None)
+    assert (cell.rate, cell.n, cell.votes) == (0.5, 16, 24)
+    assert (round(cell.low, 2), round(cell.high, 2)) == (0.28, 0.72)
+    client.force_login(annotator)
+    page = client.get(reverse("compare:leaderboard")).content.decode()
+    assert "over 16 pairs of answers (24 votes)" in page and "50% <span class=\"muted\">(16)</span>" in page

@@ -97,10 +97,11 @@ def test_win_rate_cell_rounds_halves_up_as_it_says():
     pages' floatformat rounds"; floatformat:0 of 57.5 gives 58, the cell shows 57 (100 * 0.575 = 57.49999999999999)."""
     from django.template import Context, Template
 
-    from compare.leaderboard import Cell
-    from compare.ratings import Matchup, win_rates
+    from compare.leaderboard import Cell, pair_win_rates
 
-    rate, n = win_rates([Matchup("x", "y", wins_a=10, wins_b=7, ties=3)])[("x", "y")]
+    rows = [("x", "y", outcome, 1, 1, frozenset({("x", k), ("y", k)}))
+            for k, outcome in enumerate(["a"] * 10 + ["b"] * 7 + ["tie"] * 3)]
+    rate, n, _ = pair_win_rates(rows)[("x", "y")]
     assert n == 20 and abs(rate - 0.575) < 1e-15
     shown = Template("{{ v|floatformat:0 }}").render(Context({"v": 57.5}))
     assert Cell(rate, n).percent == int(shown) == 58

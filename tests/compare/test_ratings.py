@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from compare.ratings import Matchup, RatingError, fit_ratings, log_likelihood, merge_pairs, wilson_interval, win_rates
+from compare.ratings import Matchup, RatingError, fit_ratings, log_likelihood, merge_pairs, wilson_interval
 
 
 def elo(odds: float) -> float:
@@ -151,10 +151,18 @@ def test_bad_tables_give_clear_errors():
         fit_ratings([Matchup("a", "a", 1, 1)], anchor="a")
 
 
-def test_win_rate_matrix_counts_ties_half():
-    rates = win_rates([Matchup("a", "b", 6, 2, ties=2), Matchup("b", "a", 1, 1)])
-    assert rates[("a", "b")] == (pytest.approx((7 + 1) / 12), 12)
-    assert rates[("b", "a")][0] == pytest.approx((3 + 1) / 12)
+def test_win_rate_matrix_counts_each_pair_of_answers_once_at_its_voters_mean():
+    """The promotion gate's counting (GateEvidence.pairs): ties and both-bad half, every voter on two answers
+    averaged into one observation of them."""
+    from compare.leaderboard import pair_win_rates
+
+    one, two, three = (frozenset({("a", f"x{k}"), ("b", f"y{k}")}) for k in range(3))
+    rows = [("a", "b", "a", 1, 1, one), ("a", "b", "a", 1, 1, one),  # two voters agree on the first pair
+            ("b", "a", "a", 1, 1, two),  # b won the second (a vote with b on side a)
+            ("a", "b", "tie", 1, 1, three), ("a", "b", "b", 1, 1, three)]  # a tie and a loss: a quarter
+    rates = pair_win_rates(rows)
+    assert rates[("a", "b")] == (pytest.approx((1 + 0 + 0.25) / 3), 3, 5)
+    assert rates[("b", "a")] == (pytest.approx((0 + 1 + 0.75) / 3), 3, 5)
 
 
 def test_wilson_interval_known_values():
