@@ -194,11 +194,12 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
                  f"of {evidence.answers}")
         if evidence.base_cut_allowance:
             shown += (f" (base's {evidence.base_truncated} of {evidence.base_answers}, the higher share: "
-                      f"{cut:+.0%} on it)")
+                      f"{_points(cut, 0)} on it)")
         drift.append(shown)
         if cut > rule.max_cut_share_growth + AT_BOUND:
             d = _digits((cut, rule.max_cut_share_growth))
-            failed.append(f"{shown}: the cut share rose {cut:+.{d}%}, more than {rule.max_cut_share_growth:.{d}%}")
+            failed.append(f"{shown}: the cut share rose {_points(cut, d)}, more than "
+                          f"{_points(rule.max_cut_share_growth, d, sign=False)}")
     kl = evidence.kl_per_token
     # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
     if kl is None:
@@ -225,6 +226,13 @@ def _significant(value: float, bound: float) -> int:
         if value == bound or f"{value:.{digits}g}" != f"{bound:.{digits}g}":
             return digits
     return 9
+
+
+def _points(change: float, digits: int, *, sign: bool = True) -> str:
+    """A difference between two shares in percentage points ("+70 points"): written "+70%", it read as a relative
+    rise (the cut share from 20% to 90% is +70 points, +350%)."""
+    number = f"{100 * change:{'+' if sign else ''}.{digits}f}"
+    return f"{number} point{'' if number.lstrip('+-') == '1' else 's'}"
 
 
 def _digits(*pairs: tuple[float, float]) -> int:

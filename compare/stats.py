@@ -44,6 +44,7 @@ def length_warning(win_rate: float, previous_win_rate: float, tokens: float, pre
     growth = tokens / previous_tokens - 1
     gain = win_rate - previous_win_rate
     if gain > WIN_GAIN and growth > LENGTH_DRIFT:
-        return (f"win rate rose {gain:+.0%} while answers grew {growth:+.0%} ({previous_tokens:.0f} → {tokens:.0f} "
-                f"tokens): the judge may be rewarding length")
+        # the rise of a rate in points, the growth of a length in per cent: both "%" read as two relative changes
+        return (f"win rate rose {100 * gain:+.0f} points while answers grew {growth:+.0%} ({previous_tokens:.0f} → "
+                f"{tokens:.0f} tokens): the judge may be rewarding length")
     return ""

@@ -62,7 +62,7 @@ def test_the_drift_budget_keeps_out_a_win_that_runs_into_the_token_limit():
                             candidate_truncated=58, current_truncated=13, answers=64)
     result = decide(evidence, RULE)
     assert not result.passed
-    assert result.reasons == ["answers cut at the token limit 13 → 58 of 64: the cut share rose +70%, more than 10%"]
+    assert result.reasons == ["answers cut at the token limit 13 → 58 of 64: the cut share rose +70 points, more than 10 points"]
     evidence.candidate_truncated = 17  # +6%: within the budget, and the pass names the figure
     passed = decide(evidence, RULE)
     assert passed.passed and "answers cut at the token limit 13 → 17 of 64" in passed.reasons
@@ -108,14 +108,14 @@ def test_the_cut_share_is_held_to_base_where_base_cuts_more_often():
                             answers=64, base_truncated=24, base_answers=128)  # base: 18.75%, candidate 25%
     result = decide(evidence, RULE)
     assert result.passed, result.reason
-    assert "answers cut at the token limit 0 → 16 of 64 (base's 24 of 128, the higher share: +6% on it)" in (
+    assert "answers cut at the token limit 0 → 16 of 64 (base's 24 of 128, the higher share: +6 points on it)" in (
         result.reasons)
     evidence.candidate_truncated = 20  # 31%: 12.5 points over base's share
     assert not decide(evidence, RULE).passed
     evidence.base_truncated = 0  # base cuts no more than the current version: the bound is the current version's
     evidence.candidate_truncated = 7
     assert decide(evidence, RULE).reasons == [
-        "answers cut at the token limit 0 → 7 of 64: the cut share rose +11%, more than 10%"]
+        "answers cut at the token limit 0 → 7 of 64: the cut share rose +11 points, more than 10 points"]
 
 
 def test_a_figure_missing_its_bound_never_reads_as_the_bound():

@@ -34,5 +34,7 @@ def test_all_ties_is_an_even_win_rate_and_an_empty_table_has_no_rate():
 
 def test_length_warning_only_when_the_gain_comes_with_much_longer_answers():
     assert "answers grew +50%" in length_warning(0.7, 0.5, 150, 100)
+    # the win rate's rise in points, not "+20%" (a relative rise would be +40%): found by an outside review
+    assert length_warning(0.7, 0.5, 150, 100).startswith("win rate rose +20 points while answers grew +50%")
     assert length_warning(0.7, 0.5, 110, 100) == ""  # longer, but not by much
     assert length_warning(0.5, 0.5, 200, 100) == ""  # longer, but no gain to explain

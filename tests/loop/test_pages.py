@@ -26,7 +26,7 @@ def test_staff_start_a_loop_run_and_watch_it(client, staff, ready):
         {"round": 1, "version": "round-1", "pairs": 48, "labels": 48, "train_loss": 0.61, "reward_accuracy": 0.7,
          "kl_to_base": 3.2, "mean_response_tokens": 55, "base_response_tokens": 90, "win_rate_vs_base": 0.66,
          "ci95": [0.54, 0.76], "seconds": {"generate": 100, "label": 1, "train": 200, "evaluate": 80},
-         "warning": "win rate rose +16% while answers grew +40%"}])
+         "warning": "win rate rose +16 points while answers grew +40%"}])
     partial = client.get(f"/loop/runs/{run.pk}/", HTTP_HX_REQUEST="true").content.decode()
     assert 'hx-trigger="every 2s"' in partial and "round-1" in partial and "0.66" in partial
     assert "answers grew +40%" in partial and "<html" not in partial
