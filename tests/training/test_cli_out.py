@@ -4,6 +4,7 @@ no flag, and Ctrl-C printed a traceback."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from training.dpo import train
 
@@ -116,3 +117,37 @@ def test_a_prompt_length_given_at_or_above_the_length_is_refused_not_lowered(tin
     assert not out.exists()
     config = train.config_from_args(train.parse_args(args))
     assert (config.max_length, config.max_prompt_length) == (64, 63)
+
+
+def test_an_out_that_is_a_link_to_an_empty_folder_gets_the_model(tiny_model_dir, tmp_path):
+    """The save went to a hidden folder beside --out, renamed onto it once whole: a link to a folder (or a mount
+    point) cannot be renamed onto, and the trained model was deleted with the hidden folder (found by a review of
+    the change). It is written inside --out now, its config last."""
+    import os
+
+    target = tmp_path / "volume"
+    target.mkdir()
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), link)) == 0
+    assert (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no part-written folder left
+    made = tmp_path / "new"
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), made)) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert made.stat().st_mode & 0o777 == 0o777 & ~umask  # readable as any folder made, not 0700
+
+
+def test_ctrl_c_after_a_lora_adapter_was_saved_says_so(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import training.dpo.trainer as trainer
+
+    def saved_then_interrupted(config, model, pairs, out, **kwargs):
+        (Path(out) / "adapter_config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_dpo", saved_then_interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 130
+    assert f"error: interrupted after the model was saved in {out}" in capsys.readouterr().err

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from training.dpo.trainer import TrainingDiverged, train_dpo  # loads torch and transformers (see above)
+    from training.dpo.trainer import MARKS, TrainingDiverged, train_dpo  # loads torch and transformers (see above)
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only the main process reports
     bar = tqdm(desc="DPO steps", unit="step", file=sys.stderr, disable=not main_process)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the model is saved whole or not at all)
         bar.close()
-        saved = Path(args.out).is_dir() and (Path(args.out) / "config.json").is_file()
+        saved = any((Path(args.out) / mark).is_file() for mark in MARKS)  # a model, or a LoRA adapter
         print("error: interrupted" + (f" after the model was saved in {args.out}" if saved else ": nothing was saved"),
               file=sys.stderr)
         return 130

@@ -473,18 +473,28 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     return result
 
 
+MARKS = ("config.json", "adapter_config.json")  # what makes a folder read as a model (or an adapter): moved in last
+
+
 def save_whole(model, tokenizer, out: Path) -> None:
-    """The model written whole or not at all: into a hidden folder beside `out`, renamed to `out` (which is not
-    there yet, or empty) once every file is in it. Written in place, a save stopped part way (Ctrl-C, a full disk)
-    left a folder that looked like a model and was not one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    """The model written whole or not at all: into a hidden folder inside `out`, whose files are then moved up,
+    config.json (adapter_config.json) last, so `out` reads as a model only once every file is in it. Written in
+    place, a save stopped part way (Ctrl-C, a full disk) left a folder that looked like a model and was not one.
+    Inside `out`, not beside it: `out` may be a mount point or a link to a folder (a rename onto either fails), and
+    a part-written save stays where whoever cleans up `out` (the training service's sweep) finds it."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:
         model.save_pretrained(str(partial), safe_serialization=True)
         tokenizer.save_pretrained(str(partial))
-        os.replace(partial, out)  # onto an empty folder too (rename(2)); a folder holding anything is refused
+        for path in sorted(partial.iterdir(), key=lambda p: p.name in MARKS):
+            os.replace(path, out / path.name)
+        partial.rmdir()
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
+        if made and not any((out / mark).exists() for mark in MARKS):
+            shutil.rmtree(out, ignore_errors=True)  # the folder this save made, holding no model
         raise
 
 
