@@ -50,20 +50,31 @@ def main(argv: list[str] | None = None) -> int:
                 "worker": worker(gpu_queue)}
     if gpu_queue != "default":  # one worker when both are the same queue
         commands["import-worker"] = worker("default")
-    # Workers are killed outright: a warm shutdown would finish its job first, as the new worker resumes it.
+    # Workers are killed outright, here and when this process dies: a warm shutdown finished the job first (a
+    # training run's minutes), and the next start resumes it anyway (jobs.lifecycle.requeue_interrupted).
     death = {"web": signal.SIGTERM, "worker": signal.SIGKILL, "import-worker": signal.SIGKILL}
-    procs = {name: subprocess.Popen(cmd, env=env, preexec_fn=_dies_with_parent(death[name]))  # noqa: PLW1509
+    # Each in a session of its own, so Ctrl-C reaches this process alone: the terminal's SIGINT to every process
+    # started the workers' warm shutdown, whatever this process then sent them.
+    procs = {name: subprocess.Popen(cmd, env=env, start_new_session=True,  # noqa: PLW1509
+                                    preexec_fn=_dies_with_parent(death[name]))
              for name, cmd in commands.items()}
     print(f"PrefLoop is serving http://{args.host}:{args.port}/ with two Celery workers (GPU queue, imports). "
           "Ctrl-C stops them all.", flush=True)
+    stopped: set[str] = set()
 
     def stop(*_):
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        for name, proc in procs.items():
+            if proc.poll() is None and name not in stopped:
+                stopped.add(name)
+                proc.send_signal(death[name])
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    def on_signal(*_):
+        if not stopped:
+            print("PrefLoop is stopping; a job that was running resumes at the next start.", flush=True)
+        stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
@@ -75,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-    failed = [n for n, p in procs.items() if p.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
+    # a process that ended by itself, or not as it was told to, is a failure; one ended by its stop signal is not
+    failed = [n for n, p in procs.items() if p.returncode != 0 and not (n in stopped and p.returncode == -death[n])]
+    for name in failed:
+        print(f"PrefLoop: {name} ended with exit status {procs[name].returncode}", file=sys.stderr, flush=True)
     return 1 if failed else 0
 
 

@@ -63,3 +63,67 @@ def test_killing_serve_outright_ends_its_web_server_and_worker(tmp_path):
                 process.kill()
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
+
+
+SETUP = """
+from generation.backends.base import SamplingConfig
+from generation.models import Prompt
+from generation.services import register_version, start_generation_job
+version = register_version("base", {model!r})
+for k in range(400):
+    Prompt.objects.create(text=f"Tell me about the number {{k}} at length.", split="train")
+job = start_generation_job(version, n_prompts=400, config=SamplingConfig(n=2, max_new_tokens=256, seed=0))
+print(job.pk)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and signals as on Linux")
+def test_ctrl_c_stops_serve_at_once_while_a_job_runs_and_the_job_resumes_later(tmp_path, tiny_model_dir):
+    """Ctrl-C while a worker ran a job: the terminal's SIGINT and serve's SIGTERM started the worker's warm shutdown,
+    which waited for the job; serve killed it after 15 s and `make run` ended in "Error 1" (found by an outside
+    test of the README). Now the workers are killed at once, serve ends 0, and the job waits to be resumed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env.update(PREFLOOP_DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="prefloop.settings",
+               PREFLOOP_DTYPE="float32")
+    env.pop("PREFLOOP_SERVICES", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    made = subprocess.run([sys.executable, "manage.py", "shell", "-c", SETUP.format(model=str(tiny_model_dir))],
+                          cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
+    job_id = int(made.stdout.split()[-1])
+
+    def status() -> str:  # read straight from the database file: a manage.py shell per look takes seconds
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "data" / "db.sqlite3", timeout=30) as db:
+            return db.execute("SELECT status FROM generation_generationjob WHERE id = ?", (job_id,)).fetchone()[0]
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "prefloop.serve", "--port", str(port)], cwd=ROOT, env=env,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    children: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and status() != "running":
+            time.sleep(0.2)
+        children = psutil.Process(serve.pid).children()
+        assert len(children) == 3
+        os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
+        started = time.monotonic()
+        assert serve.wait(timeout=30) == 0, log.read_text()[-3000:]
+        assert time.monotonic() - started < 10
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
+        said = log.read_text()
+        assert "a job that was running resumes at the next start" in said and "Traceback" not in said
+        # killed, not finished: still running in the database, for the next start to resume
+        assert status() == "running"
+    finally:
+        for process in children:
+            if process.is_running():
+                process.kill()
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
