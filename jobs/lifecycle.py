@@ -100,7 +100,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
             # the stage it was in ("round 1: train · training") read as still at work
             stage = "cancelled: its worker was lost while it stopped" + (f" ({job.stage})" if job.stage else "")
             job.log += f"[{now:%H:%M:%S}] {stage}\n"
-            _end(job, Status.CANCELLED, now, stage=stage[:200], fields=["log"])
+            _end(job, Status.CANCELLED, now, stage=fit(stage), fields=["log"])
             end_parts(job, f"cancelled with {_named(job)}, whose worker was lost while stopping", Status.CANCELLED)
             return None
         again = ""  # the stage a new attempt starts in: the lost attempt's stage blamed the next one's failure
@@ -114,7 +114,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
         if lost and job.attempts >= job.max_attempts:
             job.error = f"the worker stopped during this job {job.attempts} times (killed or out of memory)"
             _end(job, Status.FAILED, now, fields=["error"],
-                 stage=f"failed in: {job.stage}"[:200] if job.stage else "")
+                 stage=fit(f"failed in: {job.stage}") if job.stage else "")
             end_parts(job, f"{_named(job)} failed: {job.error}")
             return None
         if lost:
@@ -175,12 +175,24 @@ def _failed_in(how: str = "failed", *, no_stage: str = "") -> Case:
                 default=Substr(Concat(Value(f"{how} in: "), F("stage"), output_field=CharField()), 1, 200))
 
 
+STAGE_LENGTH = 200  # jobs.models.Job.stage's max_length
+
+
+def fit(stage: str) -> str:
+    """A stage as the field holds it: a longer one shortened at a word with "…", not cut mid-word (a cancelled loop
+    run's line ended "...; the samples, pairs and labe"); the whole line is in the log."""
+    if len(stage) <= STAGE_LENGTH:
+        return stage
+    cut = stage[: STAGE_LENGTH - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[STAGE_LENGTH // 2 :] else cut).rstrip(" ;,:·(") + "…"
+
+
 def finish(job: Job, *, stage: str = "", **fields) -> None:
     """Mark the job succeeded (with its own fields, e.g. pairs made; `stage`: what a person should know of how it
     ended, e.g. a measurement that failed); a cancel that came after its last unit was stored is too late to undo
     anything, so the job says it finished."""
     type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(
-        status=Status.SUCCEEDED, finished=timezone.now(), progress=1.0, updated=timezone.now(), stage=stage[:200],
+        status=Status.SUCCEEDED, finished=timezone.now(), progress=1.0, updated=timezone.now(), stage=fit(stage),
         **fields)
     job.refresh_from_db()
 
@@ -228,7 +240,7 @@ def end_if_runner_gone(job: Job) -> bool:
     stage = f"cancelled: the command running it {gone}"
     # one write, only while the job is active and still that process's
     ended = model.objects.filter(pk=job.pk, runner=job.runner, status__in=ACTIVE).update(
-        status=Status.CANCELLED, error=reason, finished=now, stage=stage[:200], log=_logged(f"cancelled: {reason}"))
+        status=Status.CANCELLED, error=reason, finished=now, stage=fit(stage), log=_logged(f"cancelled: {reason}"))
     if ended:
         end_parts(job, reason, Status.CANCELLED, stage=stage)
         log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
@@ -265,7 +277,7 @@ def stopped(job: Job, kept: str) -> None:
     stage += f": {kept}" if kept else ""
     # One write: whoever sees "cancelled" also sees the line in the log.
     type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Status.CANCELLED, finished=timezone.now(),
-                                                                   stage=stage[:200], log=_logged(stage))
+                                                                   stage=fit(stage), log=_logged(stage))
     job.refresh_from_db()
 
 
@@ -293,7 +305,7 @@ def end_parts(job: Job, reason: str, status: str = Status.FAILED, *, keep: Itera
     count = 0
     for model in job_kinds():
         # the stage too: a part ended with a stage of its work ("the judge votes on 8 comparisons") read as at work
-        shown = _failed_in() if status == Status.FAILED else Value((stage or reason)[:200])
+        shown = _failed_in() if status == Status.FAILED else Value(fit(stage or reason))
         kept = [part.pk for part in keep if isinstance(part, model)]
         count += model.objects.filter(part_of=job.key, status__in=ACTIVE).exclude(pk__in=kept).update(
             status=status, error=reason, finished=timezone.now(), log=_logged(reason), stage=shown)
@@ -420,7 +432,7 @@ class Tracker:
         now = time.monotonic()
         # A new stage is written at once: throttled, it was dropped, and the page named the stage before it for as
         # long as the new one ran without another report (loading a model, measuring a round).
-        new_stage = stage is not None and stage[:200] != self.job.stage
+        new_stage = stage is not None and fit(stage) != self.job.stage
         if not force and not new_stage and now - self._written < WRITE_EVERY_S:
             return False
         self._written = now
@@ -435,7 +447,7 @@ class Tracker:
             self.job.claimed, self.job.claimed_progress = fields["claimed"], progress
         for name, value in (("done", done), ("total", total), ("progress", progress), ("stage", stage)):
             if value is not None:
-                fields[name] = value[:200] if name == "stage" else value
+                fields[name] = fit(value) if name == "stage" else value
                 setattr(self.job, name, fields[name])
         # only while the job is active: a worker alive after all once its job was ended for seeming lost (cancel) wrote
         # its next step's stage and progress over the ended row ("cancelled" reading "training")

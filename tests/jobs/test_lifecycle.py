@@ -322,3 +322,15 @@ def test_a_worker_in_a_step_that_writes_no_progress_still_shows_it_is_alive(jobs
     assert job.silent_seconds is None and job.alive_at is not None
     lifecycle.cancel(job)
     assert job.status == "cancelling" and job.finished is None
+
+
+def test_a_long_stage_is_shortened_at_a_word_and_kept_whole_in_the_log():
+    """A cancelled loop run's stage was cut at 200 characters mid-word ("...; the samples, pairs and labe"): found by
+    an outside review."""
+    from jobs.lifecycle import STAGE_LENGTH, fit
+
+    line = "cancelled after 1 of 2 rounds: " + "a round kept with its labels; " * 10
+    shown = fit(line)
+    assert len(shown) <= STAGE_LENGTH and shown.endswith("…") and line.startswith(shown[:-1])
+    assert line[len(shown) - 1] in " ;"  # at a word's end
+    assert fit("short") == "short" and fit("x" * 300) == "x" * (STAGE_LENGTH - 1) + "…"
