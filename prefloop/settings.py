@@ -340,7 +340,9 @@ if PRODUCTION:
 
 # Celery. The default broker is kombu's filesystem transport: no server to run.
 BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+# "localhost", which the folder broker ignores: without a host kombu warned "No hostname was supplied" at every
+# start and every job queued, a line people read as an error
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)

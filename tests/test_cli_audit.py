@@ -259,7 +259,8 @@ def test_ensure_admin_says_an_admin_that_is_one_exists():
     get_user_model().objects.create_superuser("root", password=None)
     out = io.StringIO()
     call_command("ensure_admin", username="root", stdout=out)
-    assert out.getvalue().strip() == "admin account 'root' exists"
+    assert out.getvalue().strip() == ("admin account 'root' exists (password lost? .venv/bin/python manage.py "
+                                      "changepassword root)")
 
 
 def test_ensure_admin_refuses_a_password_the_settings_refuse(monkeypatch):

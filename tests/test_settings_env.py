@@ -57,7 +57,7 @@ def test_good_values_start(tmp_path):
 
 def _read(tmp_path, code: str, **env) -> subprocess.CompletedProcess:
     full = {**os.environ, "PREFLOOP_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "prefloop.settings", **env}
-    for name in ("PREFLOOP_GPU_QUEUE", "PREFLOOP_JUDGES", "PREFLOOP_LOSS_TERMS", "ALLOWED_HOSTS"):
+    for name in ("PREFLOOP_GPU_QUEUE", "PREFLOOP_JUDGES", "PREFLOOP_LOSS_TERMS", "ALLOWED_HOSTS", "CELERY_BROKER_URL"):
         if name not in env:
             full.pop(name, None)
     return subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=full,
@@ -86,3 +86,13 @@ def test_production_answers_no_test_client_host_unless_told(tmp_path):
     done = _read(tmp_path, code, **production)
     assert done.returncode == 0 and done.stdout.strip() == "['127.0.0.1', 'localhost']", done.stderr[-2000:]
     assert "testserver" in _read(tmp_path, code).stdout  # development keeps Django's test client's host
+
+
+def test_the_default_broker_queues_without_a_warning(tmp_path):
+    """kombu warned "No hostname was supplied. Reverting to default 'localhost'" at every start of `make run` and
+    every job queued with the default folder broker, a line people read as an error (found by an outside test)."""
+    code = ("import logging; logging.basicConfig(); from prefloop.celery import app; "
+            "print(app.connection_for_write().info()['transport'])")
+    done = _read(tmp_path, code)
+    assert done.returncode == 0 and done.stdout.strip() == "filesystem", done.stderr[-2000:]
+    assert "No hostname was supplied" not in done.stderr

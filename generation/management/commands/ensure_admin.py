@@ -36,7 +36,10 @@ class Command(PrefLoopCommand):
                     "sign in to the admin: tick Active and Superuser status on it (/admin/auth/user/) if it should, "
                     "or pass --username (or PREFLOOP_ADMIN_USER) with a name no account has yet")
                 return
-            self.stdout.write(f"admin account {username!r} exists")
+            # its password was printed once, at the start that made it: the way back if it was lost (setting
+            # PREFLOOP_ADMIN_PASSWORD now changes nothing, as an account that exists is never changed here)
+            self.stdout.write(f"admin account {username!r} exists (password lost? .venv/bin/python manage.py "
+                              f"changepassword {username})")
             return
         password = os.environ.get("PREFLOOP_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
         if os.environ.get("PREFLOOP_ADMIN_PASSWORD"):
