@@ -72,15 +72,20 @@ def _progress(job) -> float:
 
 
 def _details(kind: str, job) -> dict[str, Any]:
+    # each version by name and by id: the operations that take a version (compare, promote, gate) take its id, and
+    # a script had to list every version to find a round's candidate by its name
     if kind == "generation":
-        return {"version": job.version.name, "done": job.done, "total": job.total, "pairs_made": job.pairs_made}
+        return {"version": job.version.name, "version_id": job.version_id, "done": job.done, "total": job.total,
+                "pairs_made": job.pairs_made}
     if kind == "training":
-        return {"input_version": job.input_version.name,
+        return {"input_version": job.input_version.name, "input_version_id": job.input_version_id,
                 "output_version": job.output_version.name if job.output_version else None,
+                "output_version_id": job.output_version_id,
                 "step": job.step, "total_steps": job.total_steps, "pairs": job.pairs, "metrics_url":
                 f"/api/v1/training/{job.pk}/metrics"}
     if kind == "compare":
-        return {"version_a": job.version_a.name, "version_b": job.version_b.name, "done": job.done,
+        return {"version_a": job.version_a.name, "version_a_id": job.version_a_id, "version_b": job.version_b.name,
+                "version_b_id": job.version_b_id, "done": job.done,
                 "total": job.total, "blind": job.blind,
                 # people's votes, as the set's page counts them; judges' apart (they count for the gate)
                 "summary": compare_services.job_summary(job),

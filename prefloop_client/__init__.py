@@ -6,6 +6,6 @@
     rows = c.preferences(round=2)
     job = c.start_training(params={"beta": 0.1}); c.wait(job)
 """
-from .client import APIConnectionError, APIError, Client
+from .client import APIConnectionError, APIError, Client, JobFailed
 
-__all__ = ["APIConnectionError", "APIError", "Client"]
+__all__ = ["APIConnectionError", "APIError", "Client", "JobFailed"]

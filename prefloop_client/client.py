@@ -37,6 +37,17 @@ class APIError(Exception):
         return type(self), (self.status, self.detail, self.body)
 
 
+class JobFailed(Exception):
+    """A job Client.wait waited for ended failed: `job` is its last state, with the reason in job["error"]."""
+
+    def __init__(self, job: dict):
+        super().__init__(f"{job.get('kind', 'the')} job {job.get('id')} failed: {job.get('error') or job.get('stage')}")
+        self.job = job
+
+    def __reduce__(self):
+        return type(self), (self.job,)
+
+
 class APIConnectionError(APIError):
     """The request got no answer: the server could not be reached, the connection broke, or no answer came within
     the client's `timeout`. `status` is 0. A write that fails so may or may not have been carried out."""
@@ -302,11 +313,14 @@ class Client:
         return self.post(f"/jobs/{kind}/{job_id}/cancel")
 
     def wait(self, job_or_kind: dict | str, job_id: int | None = None, *, timeout: float = 3600.0,
-             poll: float = 2.0, on_progress: Callable[[dict], None] | None = None) -> dict:
-        """Poll the job until it is no longer queued or running; its last state. TimeoutError after `timeout` s
-        (the job keeps running: cancel it if it should stop). A poll that gets no answer, or a proxy's 502/503/504,
-        is tried again until then (a server restarting, a slow answer); one still failing at the deadline is raised
-        as it is (APIConnectionError), not as TimeoutError: the job may well have ended."""
+             poll: float = 2.0, on_progress: Callable[[dict], None] | None = None, check: bool = True) -> dict:
+        """Poll the job until it is no longer queued or running; its last state. A job that failed raises JobFailed
+        (its state in `.job`, its reason in `.job["error"]`) unless `check` is False: returned like any other end,
+        a script went on after a failed round as if it had trained. A cancelled job is returned (someone chose to
+        stop it; its "status" says so). TimeoutError after `timeout` s (the job keeps running: cancel it if it should
+        stop). A poll that gets no answer, or a proxy's 502/503/504, is tried again until then (a server
+        restarting, a slow answer); one still failing at the deadline is raised as it is (APIConnectionError), not
+        as TimeoutError: the job may well have ended."""
         kind, job_id = _job_ref(job_or_kind, job_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -320,6 +334,8 @@ class Client:
             if on_progress:
                 on_progress(state)
             if not state["active"]:
+                if check and state["status"] == "failed":
+                    raise JobFailed(state)
                 return state
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{kind} job {job_id} still {state['status']} after {timeout:g} s")

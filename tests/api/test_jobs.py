@@ -75,8 +75,14 @@ def test_a_comparison_through_the_api(staff_api, tiny_version, tiny_model_dir, e
 
 
 def test_a_training_round_that_cannot_run_fails_with_its_reason(staff_api, tiny_version, eager_tasks):
+    from prefloop_client import JobFailed
+
     job = staff_api.start_training(params={"beta": 0.1})
-    done = staff_api.wait(job, timeout=300, poll=0.2)
+    # a script that waits on it stops there: returned like any other end, it went on as if the round had trained
+    with pytest.raises(JobFailed) as failed:
+        staff_api.wait(job, timeout=300, poll=0.2)
+    assert failed.value.job["id"] == job["id"] and "label some pairs first" in str(failed.value)
+    done = staff_api.wait(job, timeout=300, poll=0.2, check=False)
     assert done["status"] == "failed" and "label some pairs first" in done["error"]
     assert staff_api.get(f"/training/{job['id']}/metrics")["status"] == "failed"
 
@@ -131,3 +137,23 @@ def test_the_api_offers_exactly_the_training_data_choices_the_model_has():
 
     offered = typing.get_args(TrainingStart.model_fields["data"].annotation)
     assert set(offered) == set(training_services.DATA_CHOICES) == {"all", "new", "replay", "spin"}
+
+
+
+def test_job_details_name_each_version_by_id_too(staff_api, tiny_version):
+    """The operations that take a version (compare, promote, gate) take its id, and the details named versions only:
+    a script listed every version to find the candidate a round made (found by an outside review)."""
+    from compare.models import CompareJob
+    from generation.models import GenerationJob, ModelVersion
+    from training.models import TrainingRun
+
+    child = ModelVersion.objects.create(name="round-1", path="/x", parent=tiny_version)
+    run = TrainingRun.objects.create(input_version=tiny_version, reference_version=tiny_version, output_version=child,
+                                     status="succeeded")
+    details = staff_api.job("training", run.pk)["details"]
+    assert (details["input_version_id"], details["output_version_id"]) == (tiny_version.pk, child.pk)
+    compare = CompareJob.objects.create(version_a=child, version_b=tiny_version, prompt_ids=[], status="succeeded")
+    details = staff_api.job("compare", compare.pk)["details"]
+    assert (details["version_a_id"], details["version_b_id"]) == (child.pk, tiny_version.pk)
+    generation = GenerationJob.objects.create(version=child, status="succeeded")
+    assert staff_api.job("generation", generation.pk)["details"]["version_id"] == child.pk
