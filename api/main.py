@@ -22,7 +22,7 @@ from loop.services import LoopError
 from prefcore.rows import DuplicateKey, repeated_key, unique_keys
 from training.services import TrainingError
 
-from . import data, jobs, labelling, rounds, versions
+from . import data, jobs, labelling, rounds, versions, voting
 from .auth import SessionAuth, TokenAuth
 from .fields import FIELDS_ERROR, refuse_stray_query
 
@@ -115,6 +115,7 @@ api.add_router("/", versions.router)
 api.add_router("/jobs", jobs.router)
 api.add_router("/label", labelling.router)
 api.add_router("/labelling-rounds", rounds.router)
+api.add_router("/compare", voting.router)
 
 
 def _error(request, status: int, detail: str, **more):

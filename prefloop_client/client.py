@@ -366,6 +366,19 @@ class Client:
         answered it), that lease's label, and a retry undoes nothing more: the same lease answers, leased again."""
         return self.post("/label/undo", {} if lease is None else {"lease": lease})
 
+    # ---- blind votes ---------------------------------------------------------------------------------------
+
+    def next_comparison(self, set_id: int) -> dict:
+        """The next comparison of a blind set for you to vote on: {"set", "voted", "count", "left_out",
+        "comparison", "prompt", "left", "right"}, naming no version; "comparison" is None when none is left."""
+        return self.get(f"/compare/sets/{int(set_id)}/next")
+
+    def vote(self, comparison: int, side: str) -> dict:
+        """Vote on a comparison: "left", "right", "tie" or "both_bad"; then which version was on which side
+        {"comparison", "side", "recorded", "left_version", "right_version"}. A second vote changes nothing
+        ("recorded" False, "side" the first one's)."""
+        return self.post(f"/compare/comparisons/{int(comparison)}/vote", {"side": side})
+
     def label_progress(self) -> dict:
         """Your labels in all and today, and the open pairs left for you: {"done", "today", "remaining"}."""
         return self.get("/label/progress")

@@ -31,7 +31,7 @@ def test_a_pipeline_uploads_a_file_as_an_import_job_and_waits_for_it(staff_api, 
 
 def test_a_bad_row_fails_the_job_with_its_line_and_stores_nothing(staff_api, tmp_path, eager_tasks):
     path = _file(tmp_path, [{"prompt": "fine"}, {"prompt": ""}], "p.jsonl")
-    done = staff_api.wait(staff_api.import_file(path, "prompts"), timeout=60, poll=0.2)
+    done = staff_api.wait(staff_api.import_file(path, "prompts"), timeout=60, poll=0.2, check=False)
     assert done["status"] == "failed" and "nothing was stored" in done["error"]
     assert done["details"]["problems"] == ["p.jsonl: line 2: field 'prompt': empty"] and not Prompt.objects.exists()
 

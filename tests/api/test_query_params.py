@@ -31,6 +31,7 @@ BODIES = {
     ("post", "/api/v1/label/skip"): {"lease": 1},
     ("post", "/api/v1/labelling-rounds"): {},
     ("patch", "/api/v1/labelling-rounds/{number}"): {},
+    ("post", "/api/v1/compare/comparisons/{comparison_id}/vote"): {"side": "left"},
 }
 MULTIPART = {("post", "/api/v1/jobs/import")}
 

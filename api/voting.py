@@ -1,0 +1,106 @@
+"""People's blind votes through the API, for custom front ends and scripts: the next comparison of a blind set for
+the caller, and a vote on it, with the same rules as the set's page (compare.views): nothing names a version until
+the vote, a comparison whose answers the caller has seen named is left out, and the first vote stands."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+from ninja.errors import HttpError
+from pydantic import Field
+
+from annotate.services import is_automatic
+from compare import blinding, services
+from compare.models import CompareJob, Comparison
+from prefcore import outcomes
+
+from .auth import only
+from .fields import Body, Id, found
+
+router = Router(tags=["compare"])
+
+
+class ComparisonOut(Schema):
+    set: int
+    voted: int = Field(description="Comparisons of the set the caller has voted on.")
+    count: int = Field(description="Comparisons of the set the caller can vote on blind, voted ones included.")
+    left_out: list[str] = Field(description="Why some were left out for the caller (answers seen named elsewhere).")
+    comparison: int | None = Field(description="The next one to vote on; null when none is left for the caller.")
+    prompt: list[dict[str, Any]] = Field(description="The chat the versions answered, as {role, content} messages.")
+    left: str
+    right: str
+
+
+class VoteIn(Body):
+    side: Literal["left", "right", "tie", "both_bad"]
+
+
+class VoteOut(Schema):
+    comparison: int
+    side: str = Field(description="The vote that stands, as sent: left, right, tie or both_bad.")
+    recorded: bool = Field(description="Whether this call stored it: false when the caller's earlier vote stands "
+                                       "(a vote stands once the versions are shown), `side` then being that one.")
+    left_version: str
+    right_version: str
+
+
+def _person(user, request) -> bool:
+    return not is_automatic(user)
+
+
+PEOPLE = only(_person, "an automatic account's votes are a judge's: start the set with its judge (POST /jobs/compare "
+                       "with judge), which stores them as the judge's")
+
+
+def _open_set(job_id: int) -> CompareJob:
+    job = found(CompareJob, job_id, "comparison set")
+    if not job.blind:
+        raise HttpError(400, f"comparison set {job.pk} is side by side: it shows the versions' names, so it takes no "
+                             "votes")
+    if job.is_active or not job.comparisons.exists():
+        raise HttpError(409, f"comparison set {job.pk} is {job.status}: it has no comparisons to vote on"
+                             + (" yet" if job.is_active else ""))
+    return job
+
+
+@router.get("/sets/{job_id}/next", auth=PEOPLE, response=ComparisonOut,
+            summary="The next comparison of a blind set to vote on")
+def next_comparison(request: HttpRequest, job_id: Id):
+    """The set's first comparison the caller has not voted on and can vote on blind, its sides as stored (random),
+    naming no version; `comparison` null when none is left for the caller."""
+    job = _open_set(job_id)
+    left_out = blinding.left_out(job, request.user)
+    comparison = services.next_comparison_for(job, request.user, left_out)
+    shown: dict[str, Any] = {"comparison": None, "prompt": [], "left": "", "right": ""}
+    if comparison is not None:
+        left, right = ((comparison.response_a, comparison.response_b) if comparison.left_is_a
+                       else (comparison.response_b, comparison.response_a))
+        shown = {"comparison": comparison.pk, "prompt": comparison.prompt.chat, "left": left.text, "right": right.text}
+    return {"set": job.pk, "voted": job.comparisons.filter(votes__voter=request.user).count(),
+            "count": job.comparisons.count() - len(left_out), "left_out": sorted(set(left_out.values())), **shown}
+
+
+@router.post("/comparisons/{comparison_id}/vote", auth=PEOPLE, response=VoteOut,
+             summary="Vote on a comparison (left, right, tie, both_bad)")
+def vote(request: HttpRequest, comparison_id: Id, payload: VoteIn):
+    """The caller's vote, as the set's page takes a key: then which version was on which side. A second vote on
+    the same comparison changes nothing (`recorded` false, the first one's side)."""
+    comparison = found(Comparison.objects.select_related("job", "response_a__version", "response_b__version"),
+                       comparison_id, "comparison")
+    if comparison.job is not None:
+        _open_set(comparison.job_id)
+    why = blinding.why_not_blind(comparison, request.user)
+    if why:
+        raise HttpError(409, f"comparison {comparison.pk}: your vote would not be blind ({why})")
+    outcome = services.outcome_for_side(comparison, payload.side)
+    try:
+        services.record_vote(comparison, request.user, outcome)
+        recorded = True
+    except services.AlreadyVoted:
+        recorded = False  # the first vote stands
+    stands = comparison.votes.get(voter=request.user).outcome
+    left, right = ((comparison.response_a, comparison.response_b) if comparison.left_is_a
+                   else (comparison.response_b, comparison.response_a))
+    return {"comparison": comparison.pk, "side": outcomes.side_for_outcome(stands, comparison.left_is_a),
+            "recorded": recorded, "left_version": left.version.name, "right_version": right.version.name}
