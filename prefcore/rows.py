@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import math
@@ -564,6 +565,15 @@ def _array_on_one_line(text: str) -> bool:
     return True
 
 
+def _typo_of(err: RowError, row: Any) -> str:
+    """For a field missing from a row that has one spelt nearly so ("promt" for "prompt"): said, since "missing"
+    alone sent people looking at a value that was there under another name."""
+    if not err.message.startswith("missing") or not isinstance(row, dict) or err.field in row:
+        return ""
+    near = difflib.get_close_matches(err.field, [k for k in row if isinstance(k, str)], n=1, cutoff=0.75)
+    return f" (the row has '{near[0]}': a misspelling of '{err.field}'?)" if near else ""
+
+
 def _not_object(name, number):
     raise ImportProblem([f"{name}: line {number}: expected a JSON object with named fields"])
 
@@ -821,7 +831,7 @@ def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
         try:
             out.append(parse(line, row))
         except RowError as err:
-            problems.append(f"{name}: line {line}: field '{err.field}': {err.message}")
+            problems.append(f"{name}: line {line}: field '{err.field}': {err.message}{_typo_of(err, row)}")
     if problems:
         raise ImportProblem(problems)
     if not out:

@@ -168,6 +168,9 @@ def test_a_utf8_byte_order_mark_before_json_lines_is_not_a_row(tmp_path):
     ([{"prompt": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}],
      "p.jsonl: line 1: field 'prompt': a chat prompt must end with a user message"),
     ([{"prompt": 12}], "p.jsonl: line 1: field 'prompt': expected text or a list of messages, got int"),
+    # a field spelt nearly so is named (found by an outside review: "missing" alone, of a value that was there)
+    ([{"prompt": "ok"}, {"promt": "typo"}],
+     "p.jsonl: line 2: field 'prompt': missing (the row has 'promt': a misspelling of 'prompt'?)"),
 ])
 def test_one_bad_row_names_file_line_and_field_and_stores_nothing(tmp_path, rows, expected):
     path = _jsonl(tmp_path / "p.jsonl", rows)
