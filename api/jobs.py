@@ -25,6 +25,7 @@ from generation.models import GenerationJob, ModelVersion
 from jobs import lifecycle
 from loop import services as loop_services
 from loop.models import LoopRun
+from prefcore.errors import SettingError
 from prefloop.access import change_perm
 from training import services as training_services
 from training.models import TrainingRun
@@ -121,8 +122,27 @@ def _sampling(data: dict | None, what: str = "sampling") -> SamplingConfig | Non
         return None
     try:
         return SamplingConfig.from_dict(data)
+    except SettingError as exc:  # its field named in errors[], as a body's own fields are
+        raise setting_refused(what, exc.name, str(exc)) from None
     except (TypeError, ValueError) as exc:
         raise HttpError(400, f"{what}: {exc}") from None
+
+
+def setting_refused(where: str, name: str, message: str) -> ValidationError:
+    """A 400 naming the setting in errors[].field ("sampling.temprature", "params.epoch"), as a body's own fields
+    are named: the sentence alone left a program nothing to point at."""
+    return ValidationError([{"loc": ("body", where, name), "msg": message, "type": "value_error"}])
+
+
+@contextmanager
+def _named_setting(where: str) -> Iterator[None]:
+    """A training setting refused by name (TrainingError.setting) is reported under `where`.name."""
+    try:
+        yield
+    except training_services.TrainingError as exc:
+        if exc.setting is None:
+            raise
+        raise setting_refused(where, exc.setting, str(exc)) from None
 
 
 @contextmanager
@@ -203,7 +223,7 @@ def start_generation(request: HttpRequest, payload: GenerationStart):
 
 @router.post("/training", auth=staff("training.add_trainingrun"), response={201: JobOut}, summary="Start a training round")
 def start_training(request: HttpRequest, payload: TrainingStart):
-    with _queued():
+    with _queued(), _named_setting("params"):
         run = training_services.start_training_run(
             input_version=_version(payload.input_version, "input_version"), reference_choice=payload.reference,
             data_choice=payload.data, params=payload.params, user=request.user,

@@ -28,6 +28,7 @@ from generation.services import base_version, current_version, register_version,
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE
+from prefcore.errors import SettingError
 from prefcore.hardware import describe_dtype
 from prefloop.numerics import dtype_note, product_dtype
 
@@ -45,7 +46,10 @@ log = logging.getLogger(__name__)
 
 
 class TrainingError(Exception):
-    """Something a person can fix: no labels yet, a round already running, a bad setting."""
+    """Something a person can fix: no labels yet, a round already running, a bad setting (`setting`: its name, when
+    one setting is to blame)."""
+
+    setting: str | None = None
 
 
 def start_training_run(
@@ -71,7 +75,9 @@ def start_training_run(
     try:
         config = DPOConfig.from_dict({} if params is None else params)  # [] or 0 is an error, not "defaults"
     except ValueError as exc:
-        raise TrainingError(f"training settings: {exc}") from None
+        error = TrainingError(f"training settings: {exc}")
+        error.setting = exc.name if isinstance(exc, SettingError) else None
+        raise error from None
     check_loss_terms(config)
     if reference_choice not in (TrainingRun.REF_BASE, TrainingRun.REF_START):
         raise TrainingError(f"reference must be 'base' or 'start' (got {reference_choice!r})")

@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from prefcore.errors import SettingError
+
 ProgressFn = Callable[[int, int], None]  # (samples finished, samples asked)
 # (tokens of the budget used, token budget): the budget is samples x max_new_tokens, and a sample that ends early
 # uses the rest of its share; called per decode step where the backend has steps, so a bar moves inside a batch.
@@ -50,7 +52,7 @@ class SamplingConfig:
     def validate(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:
             if not ok:
-                raise ValueError(f"sampling setting {name!r}: expected {expected}, got {getattr(self, name)!r}")
+                raise SettingError(name, f"sampling setting {name!r}: expected {expected}, got {getattr(self, name)!r}")
 
         for name in ("n", "max_new_tokens", "seed", "batch_size"):
             need(isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool), name, "an integer")
@@ -78,25 +80,25 @@ class SamplingConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
         for key in d:
             if key not in known:
-                raise ValueError(f"unknown sampling setting {key!r} (known: {', '.join(known)})")
+                raise SettingError(key, f"unknown sampling setting {key!r} (known: {', '.join(known)})")
         values = {}
         for key, value in d.items():
             if known[key].type in ("int", int) and isinstance(value, str):
                 try:
                     value = int(value)
                 except ValueError:
-                    raise ValueError(f"sampling setting {key!r}: expected an integer, got {value!r}") from None
+                    raise SettingError(key, f"sampling setting {key!r}: expected an integer, got {value!r}") from None
             elif known[key].type in ("float", float):
                 if isinstance(value, str):
                     try:
                         value = float(value)
                     except ValueError:
-                        raise ValueError(f"sampling setting {key!r}: expected a number, got {value!r}") from None
+                        raise SettingError(key, f"sampling setting {key!r}: expected a number, got {value!r}") from None
                 elif isinstance(value, int) and not isinstance(value, bool):
                     try:
                         value = float(value)
                     except OverflowError:  # an int past 1e308: out of every range
-                        raise ValueError(f"sampling setting {key!r}: expected a number in its range, got an integer "
+                        raise SettingError(key, f"sampling setting {key!r}: expected a number in its range, got an integer "
                                          f"of {len(str(abs(value)))} digits") from None
             values[key] = value
         return cls(**values)

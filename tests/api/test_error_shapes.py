@@ -103,3 +103,26 @@ def test_a_body_refused_as_a_whole_names_the_fields_it_is_about(staff, annotator
     for body, fields in (({"lease": 1, "pair": 1, "side": "left"}, ["lease", "pair"]), ({"side": "left"}, ["lease"])):
         answer = api.post("/api/v1/label/submit", body, content_type="application/json")
         assert answer.status_code == 400 and [e["field"] for e in answer.json()["errors"]] == fields, answer.json()
+
+
+def test_a_refused_setting_is_named_in_errors(staff):
+    """A typo in sampling or training settings (`temprature`, `epoch`) or a value out of range was refused with a
+    sentence and an empty errors[]: a program could not tell which field to change (found by an outside review)."""
+    from django.test import Client
+
+    from api.tokens import create_token
+    from generation.models import ModelVersion
+
+    ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(staff, 'shapes')[1]}")
+    for path, body, field in (
+            ("/api/v1/jobs/generation", {"n_prompts": 1, "sampling": {"temprature": 0.5}}, "sampling.temprature"),
+            ("/api/v1/jobs/generation", {"n_prompts": 1, "sampling": {"top_p": "high"}}, "sampling.top_p"),
+            ("/api/v1/jobs/compare", {"version_a": 1, "version_b": 1, "sampling": {"n": 0}}, "sampling.n"),
+            ("/api/v1/jobs/training", {"params": {"epoch": 1}}, "params.epoch"),
+            ("/api/v1/jobs/training", {"params": {"beta": -1}}, "params.beta")):
+        answer = api.post(path, body, content_type="application/json")
+        assert answer.status_code == 400, (path, body, answer.content)
+        errors = answer.json()["errors"]
+        assert [e["field"] for e in errors] == [field], (body, answer.json())
+        assert field.split(".")[1] in errors[0]["message"]

@@ -5,6 +5,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from prefcore.errors import SettingError
+
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "kto", "rrhf")
 # The losses that take a label probability: label smoothing, label agreement and soft labels (preference_prob < 1).
 SMOOTHED_LOSSES = ("sigmoid", "robust")
@@ -194,7 +196,7 @@ class DPOConfig:
             if not bound.holds(value):
                 why = f" ({bound.why})" if bound.why else ""
                 finite = "" if _finite(value) else "a finite number "
-                raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {finite}{bound}{why}")
+                raise SettingError(name, f"DPOConfig.{name}={_shown(value)}: must be {finite}{bound}{why}")
         checks = [
             *((name, getattr(self, name) in options, f"must be one of {', '.join(options)}")
               for name, options in CHOICES.items()),
@@ -222,7 +224,7 @@ class DPOConfig:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"DPOConfig.{name}={getattr(self, name)!r}: {expected}")
+                raise SettingError(name, f"DPOConfig.{name}={getattr(self, name)!r}: {expected}")
 
     @property
     def smoothing(self) -> float:
@@ -241,7 +243,7 @@ class DPOConfig:
         kwargs = {}
         for key, value in d.items():
             if key not in fields:
-                raise ValueError(f"DPOConfig: unknown field {key!r} (known: {', '.join(fields)})")
+                raise SettingError(key, f"DPOConfig: unknown field {key!r} (known: {', '.join(fields)})")
             kwargs[key] = _coerce(key, fields[key].default, value)
         return cls(**kwargs)
 
@@ -267,8 +269,8 @@ def _coerce(name: str, default, value):
             try:
                 return float(value)
             except OverflowError:  # an int past 1e308
-                raise ValueError(f"DPOConfig.{name}={_shown(value)}: must be {BOUNDS[name]}") from None
+                raise SettingError(name, f"DPOConfig.{name}={_shown(value)}: must be {BOUNDS[name]}") from None
     elif kind is str:
         if isinstance(value, str):
             return value
-    raise ValueError(f"DPOConfig.{name}={_shown(value)}: expected {kind.__name__}")
+    raise SettingError(name, f"DPOConfig.{name}={_shown(value)}: expected {kind.__name__}")
