@@ -147,8 +147,13 @@ class UndoIn(Body):
 
 @router.post("/undo", response={200: LeaseOut, 409: NothingLeft}, summary="Undo the last label (within a minute)")
 def undo(request: HttpRequest, payload: UndoIn | None = None):
-    assignment = services.undo_last_label(request.user, lease=payload.lease if payload else None)
+    lease = payload.lease if payload else None
+    assignment = services.undo_last_label(request.user, lease=lease)
     if assignment is None:
+        if lease is not None and not Assignment.objects.filter(pk=lease, annotator=request.user).exists():
+            # "for a minute" of a lease that was never the caller's sent people looking at the clock, not the id
+            return Status(409, {"detail": f"nothing to undo: lease {lease} is not one of yours (the lease "
+                                          "POST /label/submit answered names it)"})
         return Status(409, {"detail": "nothing to undo: labels can be undone for a minute"})
     return Status(200, _lease(assignment))
 

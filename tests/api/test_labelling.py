@@ -54,6 +54,11 @@ def test_undo_gives_the_pair_back_and_skip_passes_it_on(annotator_api):
     with pytest.raises(APIError) as refused:
         annotator_api.label(lease["lease"], "left")
     assert refused.value.status == 409 and "skipped" in refused.value.detail
+    # a lease that was never the caller's is said to be so, not "for a minute" (found by an outside review)
+    for unknown in (lease["lease"] + 1000,):
+        with pytest.raises(APIError) as nothing:
+            annotator_api.undo(unknown)
+        assert nothing.value.status == 409 and f"lease {unknown} is not one of yours" in nothing.value.detail
 
 
 def test_an_undo_sent_again_does_not_undo_the_label_before(annotator_api):
