@@ -286,12 +286,20 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
 
 class JobFilter(Schema):
     kind: Kind
+    active: bool | None = Field(None, description="true: only jobs queued or at work; false: only ended ones")
+    before: Id | None = Field(None, description="only jobs with a smaller id: the next page, after the last id seen")
 
 
 @router.get("", auth=STAFF, response=list[JobOut], summary="Recent jobs of one kind (newest first, 50 at most)")
 def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
-    kind = filters.kind
-    return [describe(kind, job) for job in MODELS[kind].objects.order_by("-created", "-pk")[:50]]
+    """Newest first (by id), 50 at most: `before` the last id of a page gives the next one, `active` only the jobs
+    at work (or only the ended ones). A script that lost track of its jobs found them among the 50 newest alone."""
+    kind, jobs = filters.kind, MODELS[filters.kind].objects.all()
+    if filters.active is not None:
+        jobs = jobs.filter(status__in=ACTIVE) if filters.active else jobs.exclude(status__in=ACTIVE)
+    if filters.before is not None:
+        jobs = jobs.filter(pk__lt=filters.before)
+    return [describe(kind, job) for job in jobs.order_by("-pk")[:50]]
 
 
 @router.get("/{kind}/{job_id}", auth=STAFF, response=JobOut, summary="Watch a job")

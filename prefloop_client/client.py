@@ -305,8 +305,12 @@ class Client:
     def job(self, kind: str, job_id: int) -> dict:
         return self.get(f"/jobs/{_kind(kind)}/{int(job_id)}")
 
-    def jobs(self, kind: str) -> list[dict]:
-        return self.get("/jobs", kind=_kind(kind))
+    def jobs(self, kind: str, *, active: bool | None = None, before: int | None = None) -> list[dict]:
+        """The 50 newest jobs of a kind (newest first); `active` True: only those at work, False: only ended ones;
+        `before`: only older than that id (the next page: the last id of this one)."""
+        query = {"kind": _kind(kind), **({} if active is None else {"active": "true" if active else "false"}),
+                 **({} if before is None else {"before": int(before)})}
+        return self.get("/jobs", **query)
 
     def cancel(self, job_or_kind: dict | str, job_id: int | None = None) -> dict:
         kind, job_id = _job_ref(job_or_kind, job_id)

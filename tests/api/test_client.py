@@ -157,3 +157,20 @@ def test_no_answer_is_an_api_error_and_wait_polls_again_after_one(staff_api, mon
     monkeypatch.setattr(staff_api, "job", flaky)
     staff_api.cancel("training", run.pk)
     assert staff_api.wait("training", run.pk, poll=0.05)["status"] == "cancelled" and len(calls) == 2
+
+
+def test_jobs_are_listed_by_whether_they_are_at_work_and_page_by_id(staff_api):
+    """Only the 50 newest, with no filter: a script that lost track of its running jobs could not find them (found
+    by an outside review)."""
+    base = ModelVersion.objects.create(name="base", path="/x", is_current=True)
+    runs = [TrainingRun.objects.create(input_version=base, reference_version=base, status=status)
+            for status in ["succeeded"] * 55 + ["running"]]
+    newest = staff_api.jobs("training")
+    assert [j["id"] for j in newest] == [r.pk for r in reversed(runs)][:50]
+    assert [j["id"] for j in staff_api.jobs("training", active=True)] == [runs[-1].pk]
+    assert runs[-1].pk not in [j["id"] for j in staff_api.jobs("training", active=False)]
+    following = staff_api.jobs("training", before=newest[-1]["id"])
+    assert [j["id"] for j in following] == [r.pk for r in reversed(runs)][50:]
+    with pytest.raises(APIError) as refused:
+        staff_api.get("/jobs", kind="training", active="maybe")
+    assert refused.value.status == 400 and refused.value.errors[0]["field"] == "active"

@@ -82,7 +82,7 @@ def test_a_stray_query_parameter_changes_nothing_and_declared_ones_still_work(st
     assert not LabellingRound.objects.exists()
     listed = client.get("/api/v1/jobs?kind=training&limit=5")
     assert listed.status_code == 400 and listed.json()["detail"] == (
-        "limit: not a query parameter of this operation (it takes kind)")
+        "limit: not a query parameter of this operation (it takes active, before, kind)")
     assert client.get("/api/v1/jobs?kind=training").status_code == 200
     LabellingRound.objects.create(number=1)
     assert client.get("/api/v1/preferences?round=1&page_size=5").status_code == 200
