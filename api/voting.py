@@ -3,8 +3,10 @@ the caller, and a vote on it, with the same rules as the set's page (compare.vie
 the vote, a comparison whose answers the caller has seen named is left out, and the first vote stands."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
+from django.db.models import Count, Q
 from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.errors import HttpError
@@ -13,6 +15,7 @@ from pydantic import Field
 from annotate.services import is_automatic
 from compare import blinding, services
 from compare.models import CompareJob, Comparison
+from jobs.models import ACTIVE
 from prefcore import outcomes
 
 from .auth import only
@@ -41,8 +44,8 @@ class VoteOut(Schema):
     side: str = Field(description="The vote that stands, as sent: left, right, tie or both_bad.")
     recorded: bool = Field(description="Whether this call stored it: false when the caller's earlier vote stands "
                                        "(a vote stands once the versions are shown), `side` then being that one.")
-    left_version: str
-    right_version: str
+    left_version: str | None
+    right_version: str | None
 
 
 def _person(user, request) -> bool:
@@ -62,6 +65,24 @@ def _open_set(job_id: int) -> CompareJob:
         raise HttpError(409, f"comparison set {job.pk} is {job.status}: it has no comparisons to vote on"
                              + (" yet" if job.is_active else ""))
     return job
+
+
+class SetOut(Schema):
+    set: int
+    comparisons: int
+    voted: int = Field(description="The caller's votes on it.")
+    created: datetime
+
+
+@router.get("/sets", auth=PEOPLE, response=list[SetOut], summary="Blind sets open to votes (newest first, 50 at most)")
+def open_sets(request: HttpRequest):
+    """The answered blind sets, newest first, with the caller's votes on each: where a front end finds the sets to
+    serve (GET /jobs is staff's). No version is named, as on the sets' own pages before a vote."""
+    sets = (CompareJob.objects.filter(blind=True).exclude(status__in=ACTIVE)
+            .annotate(n=Count("comparisons", distinct=True),
+                      mine=Count("comparisons__votes", filter=Q(comparisons__votes__voter=request.user), distinct=True))
+            .filter(n__gt=0).order_by("-pk")[:50])
+    return [{"set": job.pk, "comparisons": job.n, "voted": job.mine, "created": job.created} for job in sets]
 
 
 @router.get("/sets/{job_id}/next", auth=PEOPLE, response=ComparisonOut,
@@ -88,11 +109,10 @@ def vote(request: HttpRequest, comparison_id: Id, payload: VoteIn):
     the same comparison changes nothing (`recorded` false, the first one's side)."""
     comparison = found(Comparison.objects.select_related("job", "response_a__version", "response_b__version"),
                        comparison_id, "comparison")
-    if comparison.job is not None:
-        _open_set(comparison.job_id)
-    why = blinding.why_not_blind(comparison, request.user)
-    if why:
-        raise HttpError(409, f"comparison {comparison.pk}: your vote would not be blind ({why})")
+    refused = services.refusal_to_vote(comparison, request.user)  # the set page's refusals (compare.views.vote)
+    if refused:
+        kind, why = refused
+        raise HttpError({"side_by_side": 400, "automatic": 403}.get(kind, 409), f"comparison {comparison.pk}: {why}")
     outcome = services.outcome_for_side(comparison, payload.side)
     try:
         services.record_vote(comparison, request.user, outcome)
@@ -102,5 +122,7 @@ def vote(request: HttpRequest, comparison_id: Id, payload: VoteIn):
     stands = comparison.votes.get(voter=request.user).outcome
     left, right = ((comparison.response_a, comparison.response_b) if comparison.left_is_a
                    else (comparison.response_b, comparison.response_a))
+    # an answer of no version (an imported one, in a comparison made in the admin): null, as the page shows none
     return {"comparison": comparison.pk, "side": outcomes.side_for_outcome(stands, comparison.left_is_a),
-            "recorded": recorded, "left_version": left.version.name, "right_version": right.version.name}
+            "recorded": recorded, "left_version": left.version.name if left.version else None,
+            "right_version": right.version.name if right.version else None}

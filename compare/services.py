@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 
 import judges
 from annotate.judging import judge_account
+from annotate.services import is_automatic
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for, left_out
@@ -297,6 +298,24 @@ def next_comparison_for(job: CompareJob, user, left_out: dict[int, str] | None =
         job.comparisons.exclude(pk__in=voted).exclude(pk__in=list(left_out))
         .select_related("prompt", "response_a", "response_b").order_by("pk").first()
     )
+
+
+def refusal_to_vote(comparison: Comparison, user) -> tuple[str, str] | None:
+    """Why this person may not vote on the comparison, for the set's page and the API alike, as (kind, sentence);
+    None: they may. Kinds: "side_by_side" (the set shows the versions' names), "answering" (the set is still being
+    answered), "automatic" (an automatic account's votes are a judge's, stored by the set's judge: cast here they
+    counted as people's), "not_blind" (the person has seen these answers named)."""
+    job = comparison.job
+    if job is not None and not job.blind:
+        return "side_by_side", (f"comparison set {job.pk} is side by side: it shows the versions' names, so it "
+                                "takes no votes")
+    if job is not None and job.is_active:
+        return "answering", f"comparison set {job.pk} is still being answered: vote once it is"
+    if is_automatic(user):
+        return "automatic", ("an automatic account's votes are a judge's: start the set with its judge, which stores "
+                             "them as the judge's")
+    why = blinding.why_not_blind(comparison, user)
+    return ("not_blind", f"it would not be blind ({why})") if why else None
 
 
 def outcome_for_side(comparison: Comparison, side: str) -> str:

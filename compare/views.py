@@ -1,5 +1,6 @@
 """Views of the compare app: start a comparison set, vote blind, the leaderboard, the rounds dashboard."""
 from django.contrib import messages
+from django.db.models import Count, Q
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -24,7 +25,11 @@ def index(request):
     return _index_page(request, form)
 
 def _index_page(request, form, status=200):
-    jobs = CompareJob.objects.select_related("version_a", "version_b")[:20]
+    # A blind set's versions are named to people once they have voted on all of it: two blind sets sharing an
+    # answer (answers are reused across sets) and named "child vs base" and "other vs child" told whose it was.
+    jobs = CompareJob.objects.select_related("version_a", "version_b").annotate(
+        n=Count("comparisons", distinct=True),
+        mine=Count("comparisons__votes", filter=Q(comparisons__votes__voter=request.user), distinct=True))[:20]
     return render(request, "compare/index.html", {"form": form, "jobs": jobs}, status=status)
 
 def _start(request):
@@ -103,9 +108,9 @@ def vote(request, pk: int):
         outcome = services.outcome_for_side(comparison, request.POST.get("side", ""))
     except services.CompareError as exc:
         return _refused(str(exc))
-    why = blinding.why_not_blind(comparison, request.user)
-    if why:
-        return _refused(f"it would not be blind ({why}).")
+    refused = services.refusal_to_vote(comparison, request.user)  # the API's refusals too (api.voting)
+    if refused:
+        return _refused(f"{refused[1]}.")
     notice = ""
     try:
         services.record_vote(comparison, request.user, outcome)

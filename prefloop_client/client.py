@@ -372,6 +372,11 @@ class Client:
 
     # ---- blind votes ---------------------------------------------------------------------------------------
 
+    def open_sets(self) -> list[dict]:
+        """The answered blind sets, newest first (50 at most), with your votes on each: [{"set", "comparisons",
+        "voted", "created"}], naming no version."""
+        return self.get("/compare/sets")
+
     def next_comparison(self, set_id: int) -> dict:
         """The next comparison of a blind set for you to vote on: {"set", "voted", "count", "left_out",
         "comparison", "prompt", "left", "right"}, naming no version; "comparison" is None when none is left."""

@@ -93,3 +93,63 @@ def test_answers_seen_named_are_left_out_of_the_api_as_of_the_page(annotator_api
         client.vote(shown.pk, "left")
     assert refused.value.status == 409 and "would not be blind" in refused.value.detail
     assert not Vote.objects.filter(voter=annotator).exists()
+
+
+def test_the_page_refuses_what_the_api_refuses(client, annotator, named):
+    """The set page took a vote on a set still being answered, and an automatic account's vote as a person's, where
+    the API refused both (found by a review of the API)."""
+    from compare.models import Comparison
+
+    base, child = named
+    job = make_job(child, base, n=1)
+    comparison = job.comparisons.get()
+    CompareJob.objects.filter(pk=job.pk).update(status="running")
+    client.force_login(annotator)
+    refused = client.post(f"/compare/comparisons/{comparison.pk}/vote/", {"side": "left"})
+    assert refused.status_code == 400 and "still being answered" in refused.content.decode()
+    CompareJob.objects.filter(pk=job.pk).update(status="succeeded")
+    judge = make_user("a-judge")
+    AnnotatorProfile.objects.create(user=judge, is_automatic=True)
+    client.force_login(judge)
+    refused = client.post(f"/compare/comparisons/{comparison.pk}/vote/", {"side": "left"})
+    assert refused.status_code == 400 and "automatic account" in refused.content.decode()
+    assert not Vote.objects.exists() and Comparison.objects.count() == 1
+
+
+def test_a_vote_on_answers_of_no_version_names_none(annotator_api, named):
+    """An imported answer has no version: a comparison holding one (made in the admin) answered the vote with a 500,
+    the vote stored all the same."""
+    from generation.models import Response
+
+    base, child = named
+    job = make_job(child, base, n=1)
+    comparison = job.comparisons.get()
+    Response.objects.filter(pk=comparison.response_b_id).update(version=None)
+    answer = annotator_api.vote(comparison.pk, "left")
+    assert answer["recorded"] and answer["right_version"] is None and answer["left_version"] == "okapi-round-one"
+
+
+def test_people_find_the_open_blind_sets_without_their_versions(annotator_api, named):
+    base, child = named
+    blind = make_job(child, base, n=2)
+    make_job(child, base, n=1, blind=False)
+    CompareJob.objects.create(version_a=child, version_b=base, prompt_ids=[1], status="running")
+    listed = annotator_api.open_sets()
+    assert [(s["set"], s["comparisons"], s["voted"]) for s in listed] == [(blind.pk, 2, 0)]
+    assert not any(name in json.dumps(listed) for name in NAMES)
+    annotator_api.vote(annotator_api.next_comparison(blind.pk)["comparison"], "tie")
+    assert annotator_api.open_sets()[0]["voted"] == 1
+
+
+def test_the_sets_list_names_a_blind_sets_versions_to_people_once_they_voted_on_it_all(client, annotator, named):
+    """Two blind sets sharing an answer (answers are reused across sets), listed as "child vs base" and "other vs
+    child": the answer both served was child's, before any vote (found by a review of the API)."""
+    from compare import services
+
+    base, child = named
+    job = make_job(child, base, n=1)
+    client.force_login(annotator)
+    page = client.get("/compare/").content.decode()
+    assert "okapi-round-one vs zebrafinch-base" not in page and "named once you have voted on it all" in page
+    services.record_vote(job.comparisons.get(), annotator, "a")
+    assert "okapi-round-one vs zebrafinch-base" in client.get("/compare/").content.decode()
