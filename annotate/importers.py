@@ -204,7 +204,9 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
     """Existing or new Prompt rows for these prompts, keyed by hash (`hashes`: the rows' own, when the caller has
     them already); also how many were created."""
     rows = list(rows)
-    wanted = dict(zip(hashes if hashes is not None else map(_hash, rows), rows, strict=True))
+    wanted: dict[str, PromptRow] = {}
+    for prompt_hash, row in zip(hashes if hashes is not None else map(_hash, rows), rows, strict=True):
+        wanted.setdefault(prompt_hash, row)  # the first row's wording, of rows that are one prompt (a dict of zip kept the last)
 
     def stored() -> dict[str, Prompt]:
         return _stored_prompts(list(wanted))

@@ -105,10 +105,13 @@ class VersionChange(models.Model):
 
 
 def normalised_hash(text_or_messages) -> str:
-    """A hash that ignores case, Unicode form and runs of whitespace, so near-identical prompts collide."""
+    """A prompt's identity: its text with case folded, runs of whitespace as one space and Unicode in its composed
+    form (NFC), so the same words cased, spaced or encoded two ways are one prompt. Compatibility forms count:
+    folding them (NFKC) made "What is 2³?" and "What is 23?" one prompt, and an import gave one row's answers to the
+    other's text."""
     if not isinstance(text_or_messages, str):
         text_or_messages = json.dumps(text_or_messages, sort_keys=True, ensure_ascii=False)
-    text = unicodedata.normalize("NFKC", text_or_messages).casefold()
+    text = unicodedata.normalize("NFC", text_or_messages).casefold()
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
@@ -181,7 +184,7 @@ class Prompt(models.Model):
                  .values_list("pk", flat=True).first())
         if other is not None:  # not by field: the field can be read-only on the form (an answered prompt's text)
             raise ValidationError(f"{'This chat' if self.messages else 'This text'} is prompt {other}'s already "
-                                  "(compared ignoring case, Unicode form and runs of whitespace).")
+                                  "(compared ignoring case, runs of whitespace and how Unicode composes accents).")
 
     @property
     def chat(self) -> list[dict]:

@@ -26,9 +26,9 @@ def _jsonl(path: Path, rows) -> Path:
 
 def test_prompts_from_jsonl_with_text_and_chats_twice_adds_nothing(tmp_path):
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]
-    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": "What is DPO?"}, {"prompt": chat}, {"prompt": "what  is DPO?"}])
+    path = _jsonl(tmp_path / "p.jsonl", [{"prompt": "What is DPO?"}, {"prompt": chat}, {"prompt": "What  is DPO? "}])
     call_command("import_prompts", str(path), split="eval", tag="t1")
-    assert Prompt.objects.count() == 2  # the third is the first with other case and spacing
+    assert Prompt.objects.count() == 2  # the third is the first with other spacing
     stored = Prompt.objects.get(messages__isnull=False)
     assert stored.messages == chat and stored.text == "Name a colour." and stored.split == "eval"
     assert stored.tag == "t1" and stored.hash == normalised_hash(chat)
@@ -547,3 +547,37 @@ def test_unlabelled_pairs_are_not_imported_into_a_closed_round(tmp_path):
         import_pairs(path, round_number=3)
     assert not Pair.objects.exists() and not Prompt.objects.exists()
     assert import_pairs(path, round_number=4).created == 1  # an open round takes them
+
+
+def test_prompts_that_differ_in_a_compatibility_form_stay_apart_with_their_answers(tmp_path):
+    """Unicode compatibility forms were folded into a prompt's identity (NFKC): "What is 2³?" and "What is 23?" were
+    one prompt, stored with the last row's wording, and an import gave one row's answers to the other's text (found
+    by an outside review). Case, spacing and how accents are composed still make one prompt, stored as its first row
+    words it."""
+    from annotate.exporters import export_preferences
+
+    rows = [{"prompt": "What is 2³?", "chosen": "8", "rejected": "6"},
+            {"prompt": "What is 23?", "chosen": "Twenty-three.", "rejected": "Five."},
+            {"prompt": "e\u0301te\u0301?", "chosen": "summer", "rejected": "winter"},
+            {"prompt": "\u00c9T\u00c9?", "chosen": "summer", "rejected": "spring"}]
+    result = import_preferences(_jsonl(tmp_path / "p.jsonl", rows))
+    assert result.created == 4 and Prompt.objects.count() == 3
+    assert Prompt.objects.filter(text="e\u0301te\u0301?").exists()  # the first row's wording of the one prompt
+    out = tmp_path / "out.jsonl"
+    export_preferences(out)
+    exported = {(r["prompt"], r["chosen"]) for r in map(json.loads, out.read_text().splitlines())}
+    assert {("What is 2³?", "8"), ("What is 23?", "Twenty-three.")} <= exported
+
+
+@pytest.mark.slow
+def test_stored_prompts_take_the_hash_that_keeps_compatibility_forms(transactional_db):
+    """Migration generation/0010: a prompt stored under the folding hash is found by its own text again."""
+    import hashlib
+    import unicodedata
+
+    from tests.migrating import models_as_of
+
+    folded = hashlib.sha256(unicodedata.normalize("NFKC", "What is 2³?").casefold().encode()).hexdigest()
+    with models_as_of([("generation", "0009_prompt_hash_from_text")]) as old:
+        old.get_model("generation", "Prompt").objects.create(text="What is 2³?", hash=folded)
+    assert Prompt.objects.get().hash == normalised_hash("What is 2³?") != folded
