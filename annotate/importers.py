@@ -603,13 +603,14 @@ def _comments(row: dict) -> tuple[str, ...] | None:
     value = row.get("comments")
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("["):
+        value = [text] if text else []
+        if text.startswith("["):  # a list written as JSON text, or a comment that starts with "[" ("[sic] ...")
             try:
-                value = formats.json_value(text)
-            except ValueError as exc:
-                raise formats.RowError("comments", f"expected a list of comments: {exc}") from None
-        else:
-            value = [text] if text else []
+                listed = formats.json_value(text)
+            except ValueError:  # not JSON: the one comment it reads as (it refused the whole file)
+                listed = None
+            if isinstance(listed, list) and all(isinstance(comment, str) for comment in listed):
+                value = listed
     if value is None:
         return None
     if not isinstance(value, list):

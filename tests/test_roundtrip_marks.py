@@ -156,3 +156,17 @@ def test_bad_marks_are_refused_naming_the_file_line_and_field_and_store_nothing(
     (message,) = caught.value.problems
     assert message.startswith(f"bad.jsonl: line 2: {problem}")
     assert not Pair.objects.exists() and not Response.objects.exists()
+
+
+def test_a_csv_comment_that_starts_with_a_bracket_is_one_comment(tmp_path):
+    """A comment cell such as "[sic] typo in B" was read as a JSON list, refused as one, and the whole file imported
+    nothing (found by an outside review); a cell that is a JSON list of texts is still the list."""
+    import pandas as pd
+
+    pd.DataFrame({"prompt": ["q1", "q2", "q3", "q4"], "chosen": ["a", "b", "c", "d"], "rejected": ["w", "x", "y", "z"],
+                  "comments": ["[sic] typo in B", "[1, 2] is right", '["first", "second"]', "[1, 2]"]}).to_csv(
+        tmp_path / "c.csv", index=False)
+    assert import_preferences(tmp_path / "c.csv").created == 4
+    comments = {label.pair.prompt.text: label.comment for label in Label.objects.select_related("pair__prompt")}
+    assert comments["q1"] == "[sic] typo in B" and comments["q2"] == "[1, 2] is right" and comments["q4"] == "[1, 2]"
+    assert "first" in comments["q3"] and "second" in comments["q3"] and "[" not in comments["q3"]
