@@ -30,6 +30,7 @@ from generation.pairing import near_duplicate
 from prefcore import rows as formats
 from prefcore.rows import ImportLimits, ImportProblem, PromptRow  # noqa: F401  (callers catch ImportProblem from here)
 
+from .dataset import decide
 from .models import (
     MAX_NUMBER,
     TIE,
@@ -702,6 +703,21 @@ def import_preferences(
         labellers: dict[int, set[int]] = {}  # pair id -> who labelled it here: an export's row names its labellers
         for pair_id, annotator_id in Label.objects.filter(pair__in=ids).values_list("pair_id", "annotator_id"):
             labellers.setdefault(pair_id, set()).add(annotator_id)
+        named = list(labellers)  # the labelled ones, whose decision an export's row may name
+        stored_pairs = Pair.objects.select_related("response_a", "response_b").only(
+            "is_gold", "gold_choice", "route", "response_a__id", "response_b__id").in_bulk(named)
+        stored_labels: dict[int, list[Label]] = {}
+        for label in Label.objects.filter(pair__in=named).only(
+                "pair_id", "annotator_id", "choice", "preference_prob", "is_automatic"):
+            stored_labels.setdefault(label.pair_id, []).append(label)
+
+        def decided_here(pair_id: int, row) -> set[str]:
+            """What its named labellers' labels decide on the pair, by strength or soft labels (the export's two
+            ways): an export read back says one of them, an edited one (the answers swapped) neither."""
+            theirs = [label for label in stored_labels.get(pair_id, []) if label.annotator_id in row.exported_labellers]
+            pair = stored_pairs[pair_id]
+            ways = (decide(pair, theirs, soft_labels=soft) for soft in (False, True))
+            return {A if d.chosen.pk == pair.response_a_id else B for d in ways if d is not None}
 
         def onto(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id in gold:
@@ -711,8 +727,13 @@ def import_preferences(
                 # this instance's own export of the pair read back: the row sums up labels stored here already (its
                 # labellers' labels are on the pair), and adding it as the import's label counted each of them twice.
                 # Another instance's export whose pair ids match ours (both seeded from one pairs file) names
-                # labels that are not here: it was dropped as "already present", and its labels were lost
-                return PRESENT
+                # labels that are not here: it was dropped as "already present", and its labels were lost. A row
+                # that says the other answer (edited, or another instance's whose labeller ids match ours) is not the
+                # same preference: it disagrees, and is said, where it was dropped as "already present"
+                return PRESENT if _choice(row, chosen_is_a) in decided_here(pair_id, row) else DISAGREES
+            return _onto_unlabelled(pair_id, row, source, chosen_is_a)
+
+        def _onto_unlabelled(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id not in labelled:
                 # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
                 pair = Pair.objects.select_for_update(no_key=True).get(pk=pair_id)

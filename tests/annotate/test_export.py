@@ -320,3 +320,24 @@ def test_the_export_page_counts_imported_labels_apart_from_peoples(client):
     client.force_login(staff)
     page = client.get("/annotate/export/").content.decode()
     assert "Stored labels: 1 by people, 0 by judges, 1 imported (exported with people's" in page
+
+
+def test_an_own_export_row_with_its_answers_swapped_disagrees_not_already_present(tmp_path):
+    """This instance's own row with its answers swapped (edited by hand, or another instance's whose pair and
+    labeller ids match ours) is not the same preference: it was dropped as "already present", the opposite
+    preference lost without a word (found by an outside review); now it is said to disagree."""
+    from annotate.exporters import export_preferences
+    from annotate.importers import import_preferences
+
+    pair = make_pair(text_a="good", text_b="bad")
+    label_pair(pair.pk, make_user(), "left")
+    out = export_preferences(tmp_path / "p.jsonl")
+    (row,) = map(json.loads, out.path.read_text().splitlines())
+    assert (row["chosen"], row["pair_id"]) == ("good", pair.pk)
+    assert import_preferences(out.path).skipped == 1  # read back as it was: already present
+    row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+    swapped = tmp_path / "swapped.jsonl"
+    swapped.write_text(json.dumps(row) + "\n")
+    result = import_preferences(swapped)
+    assert (result.created, result.skipped, result.disagreeing) == (0, 0, (1,)), result
+    assert Label.objects.count() == 1
