@@ -707,7 +707,8 @@ def import_preferences(
         stored_pairs = Pair.objects.select_related("response_a", "response_b").only(
             "is_gold", "gold_choice", "route", "response_a__id", "response_b__id").in_bulk(named)
         stored_labels: dict[int, list[Label]] = {}
-        for label in Label.objects.filter(pair__in=named).only(
+        # in the export's order (annotate.dataset.decisions): a soft-label sum at exactly one half reads the same
+        for label in Label.objects.filter(pair__in=named).order_by("created", "pk").only(
                 "pair_id", "annotator_id", "choice", "preference_prob", "is_automatic"):
             stored_labels.setdefault(label.pair_id, []).append(label)
 
