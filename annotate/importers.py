@@ -732,9 +732,6 @@ def import_preferences(
                 # that says the other answer (edited, or another instance's whose labeller ids match ours) is not the
                 # same preference: it disagrees, and is said, where it was dropped as "already present"
                 return PRESENT if _choice(row, chosen_is_a) in decided_here(pair_id, row) else DISAGREES
-            return _onto_unlabelled(pair_id, row, source, chosen_is_a)
-
-        def _onto_unlabelled(pair_id, row, source, chosen_is_a: bool) -> str:
             if pair_id not in labelled:
                 # locked, and looked at again: an import of the same rows committed meanwhile has labelled it
                 pair = Pair.objects.select_for_update(no_key=True).get(pk=pair_id)

@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from django.db.models import Count, Q
 from django.http import HttpRequest
 from ninja import Router, Schema
 from ninja.errors import HttpError
 from pydantic import Field
 
 from annotate.services import is_automatic
-from compare import blinding, services
+from compare import services
 from compare.models import CompareJob, Comparison
 from jobs.models import ACTIVE
 from prefcore import outcomes
@@ -58,12 +57,12 @@ PEOPLE = only(_person, "an automatic account's votes are a judge's: start the se
 
 def _open_set(job_id: int) -> CompareJob:
     job = found(CompareJob, job_id, "comparison set")
-    if not job.blind:
-        raise HttpError(400, f"comparison set {job.pk} is side by side: it shows the versions' names, so it takes no "
-                             "votes")
-    if job.is_active or not job.comparisons.exists():
-        raise HttpError(409, f"comparison set {job.pk} is {job.status}: it has no comparisons to vote on"
-                             + (" yet" if job.is_active else ""))
+    refused = services.set_refusal(job)  # as a vote on one of its comparisons is refused
+    if refused:
+        kind, why = refused
+        raise HttpError(400 if kind == "side_by_side" else 409, why)
+    if not job.comparisons.exists():
+        raise HttpError(409, f"comparison set {job.pk} is {job.status}: it has no comparisons to vote on")
     return job
 
 
@@ -78,10 +77,7 @@ class SetOut(Schema):
 def open_sets(request: HttpRequest):
     """The answered blind sets, newest first, with the caller's votes on each: where a front end finds the sets to
     serve (GET /jobs is staff's). No version is named, as on the sets' own pages before a vote."""
-    sets = (CompareJob.objects.filter(blind=True).exclude(status__in=ACTIVE)
-            .annotate(n=Count("comparisons", distinct=True),
-                      mine=Count("comparisons__votes", filter=Q(comparisons__votes__voter=request.user), distinct=True))
-            .filter(n__gt=0).order_by("-pk")[:50])
+    sets = services.sets_with_counts(request.user).filter(blind=True, n__gt=0).exclude(status__in=ACTIVE)[:50]
     return [{"set": job.pk, "comparisons": job.n, "voted": job.mine, "created": job.created} for job in sets]
 
 
@@ -91,15 +87,15 @@ def next_comparison(request: HttpRequest, job_id: Id):
     """The set's first comparison the caller has not voted on and can vote on blind, its sides as stored (random),
     naming no version; `comparison` null when none is left for the caller."""
     job = _open_set(job_id)
-    left_out = blinding.left_out(job, request.user)
-    comparison = services.next_comparison_for(job, request.user, left_out)
+    progress = services.blind_progress(job, request.user)
+    comparison = progress["comparison"]
     shown: dict[str, Any] = {"comparison": None, "prompt": [], "left": "", "right": ""}
     if comparison is not None:
         left, right = ((comparison.response_a, comparison.response_b) if comparison.left_is_a
                        else (comparison.response_b, comparison.response_a))
         shown = {"comparison": comparison.pk, "prompt": comparison.prompt.chat, "left": left.text, "right": right.text}
-    return {"set": job.pk, "voted": job.comparisons.filter(votes__voter=request.user).count(),
-            "count": job.comparisons.count() - len(left_out), "left_out": sorted(set(left_out.values())), **shown}
+    return {"set": job.pk, "voted": progress["voted"], "count": progress["count"], "left_out": progress["left_out"],
+            **shown}
 
 
 @router.post("/comparisons/{comparison_id}/vote", auth=PEOPLE, response=VoteOut,

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Callable, Iterable
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 
 import judges
 from annotate.judging import judge_account
@@ -300,17 +301,48 @@ def next_comparison_for(job: CompareJob, user, left_out: dict[int, str] | None =
     )
 
 
+def blind_progress(job: CompareJob, user) -> dict:
+    """Where this person stands on a blind set, for its page and the API alike: the next comparison to vote on
+    (None when none is left for them), their votes on it, the comparisons they can vote on blind (voted ones
+    included), and why the others were left out (each reason once)."""
+    left_out = blinding.left_out(job, user)
+    return {
+        "comparison": next_comparison_for(job, user, left_out),
+        "voted": job.comparisons.filter(votes__voter=user).count(),
+        "count": job.comparisons.count() - len(left_out),
+        "left_out": sorted(set(left_out.values())),
+        "left_out_count": len(left_out),
+    }
+
+
+def sets_with_counts(user):
+    """Comparison sets, newest first, each with `n` (its comparisons) and `mine` (this person's votes on it): the
+    sets list of the compare page and of the API."""
+    return CompareJob.objects.annotate(
+        n=Count("comparisons", distinct=True),
+        mine=Count("comparisons__votes", filter=Q(comparisons__votes__voter=user), distinct=True),
+    ).order_by("-created", "-pk")
+
+
+def set_refusal(job: CompareJob) -> tuple[str, str] | None:
+    """Why a set takes no votes from anyone, as (kind, sentence): "side_by_side" (it shows the versions' names) or
+    "answering" (it is still being answered); None: it takes them."""
+    if not job.blind:
+        return "side_by_side", (f"comparison set {job.pk} is side by side: it shows the versions' names, so it "
+                                "takes no votes")
+    if job.is_active:
+        return "answering", f"comparison set {job.pk} is still being answered: vote once it is"
+    return None
+
+
 def refusal_to_vote(comparison: Comparison, user) -> tuple[str, str] | None:
     """Why this person may not vote on the comparison, for the set's page and the API alike, as (kind, sentence);
     None: they may. Kinds: "side_by_side" (the set shows the versions' names), "answering" (the set is still being
     answered), "automatic" (an automatic account's votes are a judge's, stored by the set's judge: cast here they
     counted as people's), "not_blind" (the person has seen these answers named)."""
-    job = comparison.job
-    if job is not None and not job.blind:
-        return "side_by_side", (f"comparison set {job.pk} is side by side: it shows the versions' names, so it "
-                                "takes no votes")
-    if job is not None and job.is_active:
-        return "answering", f"comparison set {job.pk} is still being answered: vote once it is"
+    refused = comparison.job and set_refusal(comparison.job)
+    if refused:
+        return refused
     if is_automatic(user):
         return "automatic", ("an automatic account's votes are a judge's: start the set with its judge, which stores "
                              "them as the judge's")

@@ -1,6 +1,5 @@
 """Views of the compare app: start a comparison set, vote blind, the leaderboard, the rounds dashboard."""
 from django.contrib import messages
-from django.db.models import Count, Q
 from django.http import HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -27,9 +26,7 @@ def index(request):
 def _index_page(request, form, status=200):
     # A blind set's versions are named to people once they have voted on all of it: two blind sets sharing an
     # answer (answers are reused across sets) and named "child vs base" and "other vs child" told whose it was.
-    jobs = CompareJob.objects.select_related("version_a", "version_b").annotate(
-        n=Count("comparisons", distinct=True),
-        mine=Count("comparisons__votes", filter=Q(comparisons__votes__voter=request.user), distinct=True))[:20]
+    jobs = services.sets_with_counts(request.user).select_related("version_a", "version_b")[:20]
     return render(request, "compare/index.html", {"form": form, "jobs": jobs}, status=status)
 
 def _start(request):
@@ -72,12 +69,7 @@ def job(request, pk: int):
     context, status = {"job": job, "answered": answered}, 200
     if answered:
         if job.blind:
-            left_out = blinding.left_out(job, request.user)
-            context["comparison"] = services.next_comparison_for(job, request.user, left_out)
-            context["voted"] = job.comparisons.filter(votes__voter=request.user).count()
-            context["count"] = job.comparisons.count() - len(left_out)
-            context["left_out"] = sorted(set(left_out.values()))
-            context["left_out_count"] = len(left_out)
+            context.update(services.blind_progress(job, request.user))
             if context["comparison"] is None:
                 context["summary"] = services.job_summary(job)
         elif pending := blinding.pending_blind_sets(job, request.user):

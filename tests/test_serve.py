@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -26,6 +27,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _migrated_env(tmp_path, **extra) -> dict:
+    """A process environment of the embedded default (SQLite, filesystem broker) in tmp_path, its database migrated."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "CACHE_URL"))}
+    env.update(PREFLOOP_DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="prefloop.settings", **extra)
+    env.pop("PREFLOOP_SERVICES", None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
+                   capture_output=True, timeout=300)
+    return env
+
+
+@contextmanager
+def _serving(env: dict, port: int, stdout):
+    """`python -m prefloop.serve` in a session of its own; yields (serve, its children once looked at); afterwards
+    whatever of them still runs is killed, so a failed test leaves no web server or worker behind."""
+    serve = subprocess.Popen([sys.executable, "-m", "prefloop.serve", "--port", str(port)], cwd=ROOT, env=env,
+                             stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+    children: list[psutil.Process] = []
+    try:
+        yield serve, children
+    finally:
+        for process in children:
+            if process.is_running():
+                process.kill()
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -37,32 +65,19 @@ def _answers(url: str) -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_killing_serve_outright_ends_its_web_server_and_worker(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "CACHE_URL"))}
-    env.update(PREFLOOP_DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="prefloop.settings")
-    env.pop("PREFLOOP_SERVICES", None)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=300)
+    env = _migrated_env(tmp_path)
     port = _free_port()
-    serve = subprocess.Popen([sys.executable, "-m", "prefloop.serve", "--port", str(port)], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    children: list[psutil.Process] = []
-    try:
+    with _serving(env, port, subprocess.DEVNULL) as (serve, children):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{port}/healthz"):
             time.sleep(0.5)
-        children = psutil.Process(serve.pid).children()
+        children += psutil.Process(serve.pid).children()
         assert len(children) == 3 and _answers(f"http://127.0.0.1:{port}/healthz")
         serve.kill()  # kill -9: no handler of serve's runs
         serve.wait()
         gone, alive = psutil.wait_procs(children, timeout=30)
         assert not alive, [p.cmdline() for p in alive]
         assert not _answers(f"http://127.0.0.1:{port}/healthz")
-    finally:
-        for process in children:
-            if process.is_running():
-                process.kill()
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)
 
 
 SETUP = """
@@ -83,12 +98,7 @@ def test_ctrl_c_stops_serve_at_once_while_a_job_runs_and_the_job_resumes_later(t
     """Ctrl-C while a worker ran a job: the terminal's SIGINT and serve's SIGTERM started the worker's warm shutdown,
     which waited for the job; serve killed it after 15 s and `make run` ended in "Error 1" (found by an outside
     test of the README). Now the workers are killed at once, serve ends 0, and the job waits to be resumed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "CELERY_", "CACHE_URL"))}
-    env.update(PREFLOOP_DATA_DIR=str(tmp_path / "data"), DJANGO_SETTINGS_MODULE="prefloop.settings",
-               PREFLOOP_DTYPE="float32")
-    env.pop("PREFLOOP_SERVICES", None)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, timeout=300)
+    env = _migrated_env(tmp_path, PREFLOOP_DTYPE="float32")
     made = subprocess.run([sys.executable, "manage.py", "shell", "-c", SETUP.format(model=str(tiny_model_dir))],
                           cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
     job_id = int(made.stdout.split()[-1])
@@ -101,15 +111,11 @@ def test_ctrl_c_stops_serve_at_once_while_a_job_runs_and_the_job_resumes_later(t
 
     port = _free_port()
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        serve = subprocess.Popen([sys.executable, "-m", "prefloop.serve", "--port", str(port)], cwd=ROOT, env=env,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    children: list[psutil.Process] = []
-    try:
+    with log.open("w") as out, _serving(env, port, out) as (serve, children):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and status() != "running":
             time.sleep(0.2)
-        children = psutil.Process(serve.pid).children()
+        children += psutil.Process(serve.pid).children()
         assert len(children) == 3
         os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the foreground process group
         started = time.monotonic()
@@ -121,9 +127,3 @@ def test_ctrl_c_stops_serve_at_once_while_a_job_runs_and_the_job_resumes_later(t
         assert "a job that was running resumes at the next start" in said and "Traceback" not in said
         # killed, not finished: still running in the database, for the next start to resume
         assert status() == "running"
-    finally:
-        for process in children:
-            if process.is_running():
-                process.kill()
-        if serve.poll() is None:
-            os.killpg(serve.pid, signal.SIGKILL)

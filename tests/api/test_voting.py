@@ -56,7 +56,7 @@ def test_what_the_page_refuses_the_api_refuses(annotator_api, live_server, token
     answering = CompareJob.objects.create(version_a=child, version_b=base, prompt_ids=[1], status="running")
     with pytest.raises(APIError) as refused:
         annotator_api.next_comparison(answering.pk)
-    assert refused.value.status == 409 and "no comparisons to vote on yet" in refused.value.detail
+    assert refused.value.status == 409 and "still being answered" in refused.value.detail
     blind = make_job(child, base, n=1)
     with pytest.raises(APIError) as refused:
         annotator_api.vote(blind.comparisons.get().pk, "sideways")
