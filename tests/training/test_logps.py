@@ -203,3 +203,25 @@ def test_a_batch_counts_its_real_tokens_not_its_padding():
     inflated the trainer's tokens_per_s)."""
     rows = [([1], [2, 3], [4]), ([1, 2, 3, 4], [5, 6, 7], [8, 9, 10])]
     assert build_pair_batch(rows).tokens == 14
+
+
+def test_eager_attention_reads_the_pair_layout_as_sdpa_does(tiny_model_dir):
+    """Eager attention adds a 4D mask to the scores: the layout's bool mask was added as 1 and 0, the rejected answer
+    saw the chosen one, and a model of an architecture without SDPA (or whose config asks for eager) trained on
+    wrong log-probs without a word (-23.98 for -23.84 on the first sequence here)."""
+    rows = [([5, 6, 7], [8, 9, 10, 11], [12, 13]), ([5, 6], [20], [21, 22, 23, 24, 25, 26])]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    assert model.config._attn_implementation == "eager"
+    with torch.no_grad():
+        got = PairLogps(model)(build_pair_batch(rows, 0))
+    want = [plain_sequence_logps(model, p, c) for p, c, _ in rows] + [plain_sequence_logps(model, p, r) for p, _, r in rows]
+    assert got.tolist() == pytest.approx(want, abs=1e-4)
+
+
+def test_an_attention_that_reads_no_4d_mask_is_refused_by_name(model):
+    model.config._attn_implementation = "flash_attention_2"
+    try:
+        with pytest.raises(ValueError, match="'flash_attention_2'.*attn_implementation='sdpa'"):
+            PairLogps(model)(build_pair_batch([([5, 6], [7], [8])], 0))
+    finally:
+        model.config._attn_implementation = "sdpa"

@@ -149,6 +149,23 @@ def token_logps(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
     return _TokenLogps.apply(hidden, lm_head.weight, targets, chunk)
 
 
+def attention_mask_for(model: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """The pair layout's [B, 1, L, L] mask (True = may attend) as the model's attention takes a 4D mask as given:
+    SDPA reads a bool mask so, but eager attention adds the mask to the scores, and a bool mask added as 1 and 0 let
+    the rejected answer see the chosen one (an architecture without SDPA, or a config asking for eager, trained on
+    wrong log-probs without a word). Eager gets 0 where a position may attend and the most negative float where not;
+    an attention that takes no such mask (flash attention 2 reads a 2D padding mask) is refused, naming it."""
+    implementation = getattr(model.config, "_attn_implementation", None) or "eager"
+    if implementation == "sdpa":
+        return mask
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(torch.float32).min)
+    raise ValueError(f"the model's attention implementation is {implementation!r}: the trainer lays a pair out as "
+                     "one row with a 4D attention mask, which only 'sdpa' and 'eager' attention read; load the model "
+                     "with attn_implementation='sdpa' (set it in its config.json)")
+
+
 class PairLogps(nn.Module):
     """Wraps a causal LM so one forward returns summed response log-probs [2B] (chosen then rejected).
 
@@ -175,7 +192,7 @@ class PairLogps(nn.Module):
         backbone = getattr(lm, lm.base_model_prefix)
         hidden = backbone(
             input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
+            attention_mask=attention_mask_for(lm, batch.attention_mask),
             position_ids=batch.position_ids,
             use_cache=False,
         ).last_hidden_state
