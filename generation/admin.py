@@ -4,6 +4,7 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
 from jobs.admin import RefusesDeleting, RefusesDeletingActiveJobs, StartedElsewhereJobAdmin
+from prefloop.access import may
 from prefloop.forms import JSON_FIELDS
 from training.promotion import PromotionError, rollback
 
@@ -52,7 +53,12 @@ class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
             return
         self.message_user(request, f"{version.name} is now the current version.")
 
-    @admin.action(description="Generate pairs (32 train prompts, 2 samples each)", permissions=["change"])
+    def has_generate_permission(self, request) -> bool:
+        """The Generate page's and POST /api/v1/jobs/generation's permission: a version's change permission (to
+        promote, say) let staff queue generation jobs from here."""
+        return may(request.user, "generation.add_generationjob")
+
+    @admin.action(description="Generate pairs (32 train prompts, 2 samples each)", permissions=["generate"])
     def generate_pairs(self, request, queryset):
         for version in queryset:
             try:

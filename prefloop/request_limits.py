@@ -13,11 +13,14 @@ this layer also covers the pages PrefLoop does not write (the admin).
 """
 from __future__ import annotations
 
+import codecs
 import re
 
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.http import parse_header_parameters
 
 INT64 = 2**63
 _DATE_PARTS = ("__year", "__month", "__day")
@@ -202,6 +205,49 @@ class LargeUploadSenderMiddleware:
         return self.get_response(request)
 
 
+# codecs that are text encodings to Python but no character set a form is sent in: they transform text (IDNA host
+# names, Python string escapes) and fail or alter what a form's fields read
+_NOT_CHARSETS = {"idna", "punycode", "unicode-escape", "raw-unicode-escape", "utf-7"}
+_ASCII_PROBE = bytes(range(32, 127)) + b"\r\n\t"
+
+
+def _reads_as_text(charset: str) -> bool:
+    """Whether a request's charset is a character set in which a form's ASCII (names, '=', '&', boundaries) reads
+    as itself: utf-8, latin-1, windows-1252, shift_jis; not base64 or rot13 (not text encodings), utf-16 or
+    EBCDIC (ASCII reads otherwise), nor idna or the escape codecs."""
+    try:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError):
+        return True  # Django ignores a charset it does not know and reads the body as DEFAULT_CHARSET
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return False
+    try:
+        return _ASCII_PROBE.decode(info.name) == _ASCII_PROBE.decode("ascii")
+    except (UnicodeError, LookupError):
+        return False
+
+
+class CharsetCheckedRequest(WSGIRequest):
+    """Django's request, but a charset that is no character set (`_reads_as_text`) is set aside as it is read, in
+    `refused_charset`, for RequestSizeLimitMiddleware to refuse with a 400: Django decodes the query string with the
+    request's charset as it builds the request, so a GET with a query and `Content-Type: text/plain; charset=base64`
+    failed there, before any middleware, with a 500. The server's handler (prefloop.wsgi) builds these."""
+
+    refused_charset: str | None = None
+
+    def _set_content_type_params(self, meta):
+        self.content_type, self.content_params = parse_header_parameters(meta.get("CONTENT_TYPE", ""))
+        charset = self.content_params.get("charset")
+        if charset and not _reads_as_text(charset):
+            self.refused_charset = self.content_params.pop("charset")
+        elif charset:
+            try:  # as Django's own: a charset it does not know is ignored (the body read as DEFAULT_CHARSET)
+                codecs.lookup(charset)
+            except LookupError:
+                return
+            self.encoding = charset
+
+
 class RequestSizeLimitMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -210,6 +256,13 @@ class RequestSizeLimitMiddleware:
         length = declared_length(request)
         if length is None:
             return _refuse(request, "Bad Content-Length header.", 400)
+        charset = getattr(request, "refused_charset", None) or request.content_params.get("charset")
+        if charset and not _reads_as_text(charset):
+            # Django decodes the query and the form with the charset a request names; one that is no character set
+            # (base64, rot13, idna) failed as it was read, with a 500, before sign-in
+            shown = charset.replace("\x00", "\\x00")[:40]
+            return _refuse(request, f"The Content-Type names charset {shown!r}, which is not a character set "
+                                    "PrefLoop reads: send UTF-8 (or name no charset).", 400)
         # a file upload (multipart) up to PREFLOOP_MAX_UPLOAD_BYTES; any other body (JSON, a form) is read into
         # memory, up to Django's DATA_UPLOAD_MAX_MEMORY_SIZE, and was told the upload limit it never had
         upload = request.content_type == "multipart/form-data" and request.path_info in upload_paths()

@@ -198,6 +198,21 @@ def test_staff_who_may_only_look_cannot_run_actions_that_change_state(client, lo
     assert TrainingRun.objects.get(pk=run.pk).status == LoopRun.objects.get(pk=loop.pk).status == Status.QUEUED
 
 
+def test_a_versions_change_permission_does_not_start_generation_from_the_admin(client):
+    """Staff given a version's change permission (to promote, say) but not generation.add_generationjob: the
+    Generate page refused them, and the admin's "Generate pairs" queued a job for each selected version."""
+    other = version("other", is_current=True)
+    person = make_user("releaser", is_staff=True)
+    person.user_permissions.set(Permission.objects.filter(codename__in=["view_modelversion", "change_modelversion"]))
+    client.force_login(person)
+    listing = client.get(admin_url(ModelVersion)).content.decode()
+    assert 'value="make_current"' in listing and 'value="generate_pairs"' not in listing
+    client.post(admin_url(ModelVersion), {"action": "generate_pairs", "_selected_action": [other.pk]})
+    assert not GenerationJob.objects.exists()
+    person.user_permissions.add(Permission.objects.get(codename="add_generationjob"))
+    assert 'value="generate_pairs"' in client.get(admin_url(ModelVersion)).content.decode()
+
+
 # -- 5. axes' clean-up action ---------------------------------------------------------------------------------------
 
 def test_clean_up_expired_attempts_deletes_the_expired_ones_instead_of_a_500(client, staff, settings):

@@ -91,3 +91,19 @@ def test_tokens_are_revoked_after_the_new_password_is_written_not_before(annotat
         annotator.save()
     writes = [q["sql"].split()[1].strip('"') for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
     assert writes == ["auth_user", "api_apitoken"]  # a token made in between from the old session is revoked too
+
+
+@pytest.mark.parametrize("new", ["password", "12345678", "annotator-1", "qwertyuiop"])
+def test_a_password_anyone_would_try_first_is_refused(annotator, new):
+    """The password change form took "password", "12345678" and the account's own name: only the length was
+    checked. The sign-in lockout slows guessing; these are the first guesses."""
+    annotator.username = "annotator-1"
+    annotator.set_password("first-Passw0rd!x")
+    annotator.save()
+    page = Client()
+    page.force_login(annotator)
+    answer = page.post("/accounts/password_change/", {"old_password": "first-Passw0rd!x", "new_password1": new,
+                                                      "new_password2": new})
+    annotator.refresh_from_db()
+    assert answer.status_code == 200 and not annotator.check_password(new)
+    assert annotator.check_password("first-Passw0rd!x")
