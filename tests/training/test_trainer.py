@@ -126,11 +126,13 @@ def test_every_loss_type_trains(tiny_model_dir, tmp_path, loss_type, dtype):
 def test_soft_labels_and_sft_warmup(tiny_model_dir, tmp_path, dtype):
     pairs = synthetic_pairs(4)
     for p in pairs:
-        p.preference_prob = 0.5  # a coin flip: the loss is ln 2 whatever the margin, gradient zero at start
+        p.preference_prob = 0.5  # a coin flip: -(log sig(x) + log sig(-x)) / 2, ln 2 at margin 0 and more elsewhere
     steps = []
     train_dpo(DPOConfig(dtype=dtype, batch_size=4, sft_warmup_epochs=1), tiny_model_dir, pairs, tmp_path / "out",
               on_step=lambda s, t, m: steps.append(m))
-    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    # the reference is the starting model, so the warm start moved the policy off it: margins near, not at, zero
+    assert steps[0]["rewards/chosen"] != 0.0
+    assert math.log(2) - 1e-6 <= steps[0]["loss"] < math.log(2) + 1e-2
 
 
 def test_should_stop_cancels(tiny_model_dir, tmp_path, dtype):
@@ -278,3 +280,68 @@ def test_clip_gradients_leaves_a_non_finite_gradient_alone():
     p.grad = torch.tensor([1.0, float("inf"), 2.0, 3.0])
     assert math.isinf(clip_gradients([p], 1.0))
     assert p.grad.tolist()[::2] == [1.0, 2.0]  # not multiplied by the nan that inf / inf makes
+
+
+def _five_pairs(base=None, offsets=(5.0, 5.0, 5.0, -5.0, -5.0)):
+    """Five pairs of one length; with `base` (their log-probs under the model), cached references set so that
+    h = -offset for each: three pairs the wrong way round, two the right way."""
+    pairs = [PreferencePair(prompt=f"Tell me about {t}.", chosen="Thank you! Happy to help.", rejected="No.")
+             for t in ["a fox", "a dog", "snow", "bread", "music"]]
+    for p, (c, r), d in zip(pairs, base or [], offsets, strict=False):
+        p.ref_chosen_logp, p.ref_rejected_logp = c + d, r
+    return pairs
+
+
+def test_gradient_accumulation_is_one_batch_of_the_groups_pairs(tiny_model_dir, tmp_path):
+    """Each batch's mean loss was divided by the number of batches, so a pair in a short last batch weighed more:
+    batch 3 x accumulation 2 over 5 pairs logged loss 0.724, accuracy 0.5 and margin 0 where the 5 pairs as one
+    batch give 0.774, 0.4 and -0.1 (an outside review). Computed by hand: beta 0.1, h = -offset."""
+    base = compute_logps(tiny_model_dir, _five_pairs(), DPOConfig(dtype="float32"))
+    offsets = (5.0, 5.0, 5.0, -5.0, -5.0)
+    want = {"loss": sum(math.log1p(math.exp(0.1 * d)) for d in offsets) / 5, "rewards/accuracy": 0.4,
+            "rewards/margin": sum(-0.1 * d for d in offsets) / 5}
+    firsts = {}
+    for batch, accumulate in [(5, 1), (3, 2), (2, 3), (1, 5)]:
+        steps = []
+        config = DPOConfig(dtype="float32", epochs=1, learning_rate=1e-9, warmup_ratio=0.0, max_grad_norm=0.0,
+                           batch_size=batch, grad_accum=accumulate)
+        train_dpo(config, tiny_model_dir, _five_pairs(base), tmp_path / f"{batch}x{accumulate}",
+                  on_step=lambda s, t, m, steps=steps: steps.append(m))
+        firsts[batch, accumulate] = steps[0]
+        for name, value in want.items():
+            assert steps[0][name] == pytest.approx(value, abs=1e-5), (batch, accumulate, name)
+    norms = [m["grad_norm"] for m in firsts.values()]
+    assert max(norms) - min(norms) < 1e-4 * max(norms)  # the same gradient, however the pairs were split
+
+
+def test_the_reference_is_the_starting_model_before_an_sft_warm_start_with_or_without_lora(tiny_model_dir, tmp_path):
+    """Without LoRA the reference log-probs were taken after the warm start, of the warmed model (and the first DPO
+    step's loss was ln 2); with LoRA, of the starting model, as --model's help says of both."""
+    pairs = _five_pairs()[:4]
+    start = compute_logps(tiny_model_dir, pairs, DPOConfig(dtype="float32"))
+    for lora in (False, True):
+        config = DPOConfig(dtype="float32", batch_size=4, epochs=1, sft_warmup_epochs=3, learning_rate=1e-2,
+                           lora=lora, lora_r=4, lora_alpha=8)
+        result = train_dpo(config, tiny_model_dir, _five_pairs()[:4], tmp_path / f"lora-{lora}")
+        flat = [x for pair in result.reference_logps for x in pair]
+        assert flat == pytest.approx([x for pair in start for x in pair], abs=1e-4), lora
+
+
+def test_a_reference_of_another_tokenizer_is_refused_before_training(tiny_model_dir, tmp_path):
+    """The reference scores the model's token ids: one of a smaller vocabulary crashed with an IndexError, and one
+    of a larger vocabulary and another tokenizer trained and saved against log-probs of other tokens."""
+    from tests.tiny import build_tiny_model
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "Hi", "chosen": "Hello there.", "rejected": "No."}\n'
+                    '{"prompt": "Yo", "chosen": "Hey, friend.", "rejected": "Go away."}\n')
+    for name, vocab in (("smaller", 300), ("larger", 512)):
+        other = build_tiny_model(tmp_path / name, vocab_size=vocab, seed=3)
+        proc = subprocess.run([sys.executable, "-m", "training.dpo.train", "--model", str(tiny_model_dir),
+                               "--reference", str(other), "--data", str(data), "--out", str(tmp_path / f"out-{name}"),
+                               "--dtype", "float32", "--epochs", "1", "--batch-size", "2"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: the reference model") and "share the model's tokenizer" in last
+        assert "Traceback" not in proc.stderr and not (tmp_path / f"out-{name}" / "model.safetensors").exists()

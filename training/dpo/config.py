@@ -99,9 +99,12 @@ HELP = {
     "learning_rate": "AdamW step size.",
     "epochs": "Passes over the round's pairs.",
     "batch_size": "Pairs per optimiser step (times grad accum).",
-    "grad_accum": "Batches summed before each optimiser step.",
-    "max_length": "Prompt plus answer tokens kept per pair; longer pairs are truncated, too-long prompts dropped.",
-    "max_prompt_length": "Prompt tokens kept (from the end of the prompt).",
+    "grad_accum": "Batches per optimiser step: its loss is the mean over all their pairs, as one batch of their size "
+                  "(kto's KL reference point and a loss term's batch mean are each batch's own).",
+    "max_length": "Prompt plus answer tokens per pair (each answer with the prompt); a longer pair is cut, its prompt "
+                  "first (to max prompt length), then the answers' ends.",
+    "max_prompt_length": "Prompt tokens kept when a pair is over max length (the prompt's end); a pair within it keeps "
+                         "its whole prompt.",
     "warmup_ratio": "Share of the steps the learning rate ramps up over.",
     "lr_schedule": "How the learning rate falls after warm-up.",
     "max_grad_norm": "Gradient clipping norm.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import math
 import os
 import random
@@ -245,6 +246,29 @@ def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DP
     return Scorer(model_dir, config).kl(Scorer(reference_dir, config), pairs, should_stop)
 
 
+def check_same_tokenizer(model_dir, tokenizer, reference_dir) -> None:
+    """ValueError unless the reference reads token ids as the model does: the reference scores the model's token
+    ids, so one of another vocabulary crashed (an index past its embeddings) or, larger, trained against log-probs
+    of other tokens without a word. A reference folder without tokenizer files is compared by vocabulary size."""
+    def vocab_size(folder) -> int | None:
+        try:
+            return int(json.loads((Path(folder) / "config.json").read_text(encoding="utf-8-sig"))["vocab_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    ours, theirs = vocab_size(model_dir), vocab_size(reference_dir)
+    if ours is not None and theirs is not None and ours != theirs:
+        raise ValueError(f"the reference model {reference_dir} has a vocabulary of {theirs} tokens and the model "
+                         f"{model_dir} {ours}: the reference must share the model's tokenizer")
+    try:
+        reference_tokenizer = load_tokenizer(reference_dir)
+    except (OSError, ValueError, TypeError):
+        return  # weights only: its log-probs are read with the model's tokenizer
+    if reference_tokenizer.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"the reference model {reference_dir} tokenizes apart from the model {model_dir} (their "
+                         "tokenizers map text to different token ids): the reference must share the model's tokenizer")
+
+
 def _pad_id(tokenizer) -> int:
     for tok_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if tok_id is not None:
@@ -426,6 +450,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
             tell(REFERENCE_STAGE, done, total, steps)
 
     if missing and reference_dir is not None:
+        check_same_tokenizer(model_dir, tokenizer, reference_dir)
         ref_model = load_model(reference_dir, device)
         reference.update(
             _reference_logps_for(PairLogps(ref_model), rows, missing, config, device, dtype, pad_id, should_stop,
@@ -440,22 +465,26 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
         model = _apply_lora(model, config)
     scorer = PairLogps(model)
 
-    if config.sft_warmup_epochs:
-        _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop,
-                    (lambda done, total: tell(SFT_STAGE, done, total, steps)) if tell else None)
-
     if missing:
-        # the reference is the starting model: with a fresh LoRA adapter that is the model with adapters off
+        # the reference is the starting model, before any SFT warm start (as --model's help says): it was the warmed
+        # model without LoRA and the starting one with it; with a fresh LoRA adapter it is the model with adapters off
         adapters_off = model.disable_adapter() if config.lora else contextlib.nullcontext()
         with adapters_off:
             reference.update(_reference_logps_for(scorer, rows, missing, config, device, dtype, pad_id, should_stop,
                                                   reference_batch))
 
+    # wrapped for DDP once, for the warm start and the DPO steps alike: the warm start ran on each rank's bare model,
+    # its gradients never averaged, and DDP then broadcast rank 0's weights over the others' work
+    model_for_steps = dist.accelerator.prepare(scorer) if dist.accelerator else scorer
+    if config.sft_warmup_epochs:
+        _sft_warmup(scorer, model_for_steps, rows, keep, config, device, dtype, pad_id, dist, should_stop,
+                    (lambda done, total: tell(SFT_STAGE, done, total, steps)) if tell else None)
+
     gathered = dist.gather([(i, reference[i]) for i in mine if i in reference])
     reference.update(dict(gathered))
 
-    result = _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop,
-                         terms)
+    result = _train_loop(scorer, model_for_steps, rows, keep, reference, pairs, config, device, dtype, pad_id, dist,
+                         on_step, should_stop, terms)
 
     if dist.is_main:
         save_whole(model, tokenizer, Path(out_dir))
@@ -549,12 +578,14 @@ def _check_finite(where: str, loss: float, grad_norm: float) -> None:
             "(check the pairs' label probabilities and the settings: a smaller learning rate, or a bounded loss)")
 
 
-def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_stop, on_step=None) -> None:
-    """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed).
+def _sft_warmup(scorer, model, rows, keep, config, device, dtype, pad_id, dist, should_stop, on_step=None) -> None:
+    """Warm start: maximise the chosen responses' likelihood for sft_warmup_epochs (no SFT model needed), through
+    `model` (the scorer, or its DDP wrapper: each rank an equal share, its gradients averaged over the ranks).
     `on_step(done, total)`: told before each step (done of total, over every epoch) and once after the last."""
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = adamw(params, config)
-    mine = keep[dist.rank :: dist.world]
+    share = len(keep) // dist.world  # every rank the same number of steps, as DDP needs
+    mine = keep[dist.rank :: dist.world][:share]
     per_epoch = math.ceil(len(mine) / config.batch_size)
     total, done = per_epoch * config.sft_warmup_epochs, 0
     for epoch in range(config.sft_warmup_epochs):
@@ -566,7 +597,7 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
             done += 1
             pb = build_pair_batch([rows[mine[b]].row() for b in batch], pad_id).to(device)
             with _autocast(device, dtype):
-                logps = scorer(pb)
+                logps = model(pb)
             pc, _ = logps.chunk(2)
             nc, _ = pb.token_counts.chunk(2)
             loss = nll_loss(pc, nc).mean()
@@ -581,8 +612,8 @@ def _sft_warmup(scorer, rows, keep, config, device, dtype, pad_id, dist, should_
     gc.collect()
 
 
-def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step, should_stop,
-                terms=()):
+def _train_loop(scorer, model, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step,
+                should_stop, terms=()):
     # DDP needs the same number of steps on every rank: each takes an equal share (the remainder is not trained)
     share = len(keep) // dist.world
     mine = keep[dist.rank :: dist.world][:share]
@@ -590,9 +621,6 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
     total_steps = dpo_steps(len(keep), dist.world, config)
     warmup = math.ceil(config.warmup_ratio * total_steps)
 
-    model = scorer
-    if dist.accelerator:
-        model = dist.accelerator.prepare(scorer)
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = adamw(params, config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -611,7 +639,12 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
             sums = torch.zeros(8, dtype=torch.float64)
             term_log: dict[str, float] = {}
             tokens = 0
+            # each batch weighs by its pairs: the step's loss and metrics are the mean over all the group's pairs, as
+            # one batch of their size (a batch's loss is its pairs' mean, so a short last batch counted each of its
+            # pairs more)
+            group_pairs = sum(len(batch) for batch in group)
             for batch in group:
+                weight = len(batch) / group_pairs
                 idx = [mine[b] for b in batch]
                 pb = build_pair_batch([rows[i].row() for i in idx], pad_id).to(device)
                 tokens += pb.tokens
@@ -625,17 +658,20 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
                     logps = model(pb)
                 logps = logps.float()
                 flags = ([pairs[i].chosen_flags for i in idx], [pairs[i].rejected_flags for i in idx]) if terms else None
+                batch_log: dict[str, float] = {}
                 loss, rc, rr = _pair_loss(config, logps, pb.token_counts.to(device), ref_c, ref_r, prefs,
-                                          terms, flags, term_log)
-                (loss / len(group)).backward()
+                                          terms, flags, batch_log)
+                (loss * weight).backward()
+                for name, value in batch_log.items():
+                    term_log[name] = term_log.get(name, 0.0) + weight * value
                 pc, pr = logps.detach().chunk(2)
-                sums += torch.tensor([
+                sums += weight * torch.tensor([
                     float(loss.detach()), float(rc.mean()), float(rr.mean()), float((rc > rr).float().mean()),
                     float((rc - rr).mean()), float(pc.mean()), float(pr.mean()),
                     float(((rc + rr) / (2 * config.beta)).mean()),
                 ], dtype=torch.float64)
             grad_norm = clip_gradients(params, config.max_grad_norm)
-            avg = dist.mean(sums / len(group))
+            avg = dist.mean(sums)
             _check_finite(f"step {step + 1} of {total_steps}", float(avg[0]), grad_norm)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
@@ -649,7 +685,7 @@ def _train_loop(scorer, rows, keep, reference, pairs, config, device, dtype, pad
             metrics = {name: float(v) for name, v in zip(names, avg, strict=True)}
             # the pairs this optimiser step learnt from, over its batches and processes (ranks hold equal shares)
             metrics["step_pairs"] = float(sum(len(batch) for batch in group) * dist.world)
-            metrics.update({name: value / len(group) for name, value in term_log.items()})  # this rank's
+            metrics.update(term_log)  # this rank's
             metrics.update(
                 grad_norm=grad_norm, lr=lr, tokens_per_s=tokens * dist.world / seconds,
                 epoch=epoch + (first + len(group)) / len(batches),
