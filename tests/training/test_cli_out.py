@@ -151,3 +151,11 @@ def test_ctrl_c_after_a_lora_adapter_was_saved_says_so(tiny_model_dir, tmp_path,
     out.mkdir()
     assert train.main(_args(tiny_model_dir, _data(tmp_path), out)) == 130
     assert f"error: interrupted after the model was saved in {out}" in capsys.readouterr().err
+
+
+def test_a_data_file_that_is_not_there_is_named_by_its_flag(tiny_model_dir, tmp_path, capsys):
+    """The OS's "No such file or directory: '...'" named no flag (an outside review)."""
+    assert train.main(_args(tiny_model_dir, tmp_path / "nowhere.jsonl", tmp_path / "out")) == 2
+    assert f"error: --data {tmp_path / 'nowhere.jsonl'}: no such file" in capsys.readouterr().err
+    assert train.main(_args(tiny_model_dir, tmp_path, tmp_path / "out")) == 2
+    assert f"error: --data {tmp_path}: a folder, not a file" in capsys.readouterr().err
