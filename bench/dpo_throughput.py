@@ -75,7 +75,8 @@ def run_trl(args) -> dict:
     dtype = resolve_dtype(args.dtype, default_device())  # where both runs train: CUDA when there is one
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=torch.float32,
+                                                     attn_implementation=args.trl_attention)
         config = DPOConfig(
             output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1,
             max_length=args.max_length, learning_rate=5e-6, beta=0.1, lr_scheduler_type="cosine", warmup_steps=0.1,
@@ -104,7 +105,8 @@ def command(which: str, args, data: Path, out: Path) -> list[str]:
         return [sys.executable, "-m", "training.dpo.train", "--model", str(args.model), "--data", str(data),
                 "--out", str(out), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                 "--epochs", "1", "--lr", "5e-6", "--dtype", args.dtype]
-    return [sys.executable, __file__, "--run", which, "--model", str(args.model), "--data", str(data),
+    return [sys.executable, __file__, "--run", which, "--trl-attention", args.trl_attention, "--model", str(args.model),
+            "--data", str(data),
             "--pairs", str(args.pairs), "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
             "--dtype", args.dtype]
 
@@ -147,6 +149,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of every run; medians reported")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (0: torch's default)")
+    parser.add_argument("--trl-attention", choices=["sdpa", "eager"], default="sdpa",
+                        help="TRL's attention (transformers' default: sdpa); see docs/performance.md for which is "
+                             "TRL's faster on a CPU")
     parser.add_argument("--run", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--order", default="trl,cli",
                         help="which runs, in order: trl, cli (the training command line), ours (in-process only)")

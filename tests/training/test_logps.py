@@ -225,3 +225,38 @@ def test_an_attention_that_reads_no_4d_mask_is_refused_by_name(model):
             PairLogps(model)(build_pair_batch([([5, 6], [7], [8])], 0))
     finally:
         model.config._attn_implementation = "sdpa"
+
+
+@pytest.mark.parametrize("budget, engine", [(0, "sdpa"), (2**62, "eager")])
+def test_the_layout_is_exact_under_either_attention_the_cpu_picks(model, monkeypatch, budget, engine):
+    """On the CPU a batch runs eager attention when what it keeps for backward fits the budget (faster there:
+    bench/attention.py), SDPA over it: both read the layout's mask, and the model's own setting is left as it was."""
+    from training.dpo import logps
+
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", budget)
+    batch = build_pair_batch(ROWS, pad_token_id=0)
+    assert logps.attention_for(model, batch) == engine
+    out = PairLogps(model, chunk=3)(batch)
+    want = [plain_sequence_logps(model, p, c) for p, c, _ in ROWS] + [plain_sequence_logps(model, p, r) for p, _, r in ROWS]
+    assert out.tolist() == pytest.approx(want, abs=1e-4)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_the_budget_counts_what_eager_attention_keeps_over_all_layers(model, monkeypatch):
+    from training.dpo import logps
+
+    batch = build_pair_batch(ROWS, pad_token_id=0)
+    rows, length = batch.input_ids.shape
+    config = model.config
+    kept = rows * config.num_attention_heads * length * length * 6 * config.num_hidden_layers
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", kept)
+    assert logps.attention_for(model, batch) == "eager"
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", kept - 1)
+    assert logps.attention_for(model, batch) == "sdpa"
+    # an exception inside the forward leaves the model's setting as it was
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", kept)
+    bad = build_pair_batch(ROWS, pad_token_id=0)
+    bad.input_ids[0, 0] = 10**6  # past the vocabulary
+    with pytest.raises(IndexError):
+        PairLogps(model)(bad)
+    assert model.config._attn_implementation == "sdpa"

@@ -7,6 +7,7 @@ in chunks over the response positions only, so the full [batch, length, vocab] l
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -149,13 +150,48 @@ def token_logps(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
     return _TokenLogps.apply(hidden, lm_head.weight, targets, chunk)
 
 
-def attention_mask_for(model: nn.Module, mask: torch.Tensor) -> torch.Tensor:
-    """The pair layout's [B, 1, L, L] mask (True = may attend) as the model's attention takes a 4D mask as given:
-    SDPA reads a bool mask so, but eager attention adds the mask to the scores, and a bool mask added as 1 and 0 let
-    the rejected answer see the chosen one (an architecture without SDPA, or a config asking for eager, trained on
-    wrong log-probs without a word). Eager gets 0 where a position may attend and the most negative float where not;
-    an attention that takes no such mask (flash attention 2 reads a 2D padding mask) is refused, naming it."""
+# What eager attention may keep for the backward pass, over all layers: its softmax output (fp32) and the
+# probabilities cast for the product (bf16 or fp32), B x heads x L x L each per layer. Under it, a CPU batch runs
+# eager attention; over it, SDPA, whose flash kernel keeps no L x L matrix. bench/attention.py: on the CPU, in bf16,
+# eager took 10-15% less time a training step at every length of the benchmark's pairs (L 73-417), in fp32 and
+# without gradients 2-9% less; on a GPU SDPA's kernels are the fast ones, and it keeps them.
+EAGER_ATTENTION_BYTES = 2 * 2**30
+
+
+def attention_for(model: nn.Module, batch: PairBatch) -> str:
+    """The attention implementation a batch runs with: the model's own, except that a model loaded with SDPA runs
+    eager attention on the CPU when what eager keeps fits EAGER_ATTENTION_BYTES. Decided on the batch's shape
+    alone, with or without gradients, so the reference pass and a training step take the same for the same batch."""
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
+    if implementation != "sdpa" or batch.input_ids.device.type != "cpu":
+        return implementation
+    heads, layers = getattr(model.config, "num_attention_heads", None), getattr(model.config, "num_hidden_layers", None)
+    if not isinstance(heads, int) or not isinstance(layers, int):
+        return implementation
+    rows, length = batch.input_ids.shape
+    return "eager" if rows * heads * length * length * 6 * layers <= EAGER_ATTENTION_BYTES else implementation
+
+
+@contextlib.contextmanager
+def _running(model: nn.Module, implementation: str):
+    """The model's attention set to `implementation` while inside (transformers reads it at every layer's call)."""
+    before = model.config._attn_implementation
+    if implementation == before:
+        yield
+        return
+    model.config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = before
+
+
+def attention_mask_for(implementation: str, mask: torch.Tensor) -> torch.Tensor:
+    """The pair layout's [B, 1, L, L] mask (True = may attend) as the attention takes a 4D mask as given: SDPA reads
+    a bool mask so, but eager attention adds the mask to the scores, and a bool mask added as 1 and 0 let the
+    rejected answer see the chosen one (an architecture without SDPA, or a config asking for eager, trained on wrong
+    log-probs without a word). Eager gets 0 where a position may attend and the most negative float where not; an
+    attention that takes no such mask (flash attention 2 reads a 2D padding mask) is refused, naming it."""
     if implementation == "sdpa":
         return mask
     if implementation == "eager":
@@ -190,12 +226,14 @@ class PairLogps(nn.Module):
         """The last hidden state at each position that predicts a response token [N, H], in batch.target_ids order."""
         lm = self.causal_lm()
         backbone = getattr(lm, lm.base_model_prefix)
-        hidden = backbone(
-            input_ids=batch.input_ids,
-            attention_mask=attention_mask_for(lm, batch.attention_mask),
-            position_ids=batch.position_ids,
-            use_cache=False,
-        ).last_hidden_state
+        implementation = attention_for(lm, batch)
+        with _running(lm, implementation):
+            hidden = backbone(
+                input_ids=batch.input_ids,
+                attention_mask=attention_mask_for(implementation, batch.attention_mask),
+                position_ids=batch.position_ids,
+                use_cache=False,
+            ).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predictor_index)
 
     def token_logps(self, batch: PairBatch) -> torch.Tensor:
