@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
 
 from compare import leaderboard
 from generation.length import VersionLength, version_length, version_lengths
 from generation.models import ModelVersion
-from generation.services import GenerationError
+from generation.services import GenerationError, register_version
 from training import dashboard, promotion
 from training.models import TrainingRun
 
 from .auth import STAFF, staff
-from .fields import Body, Id, NoBody, Number, Reason, found
+from .fields import Body, Id, Name, NoBody, Number, Reason, found
 
 router = Router(tags=["versions"])
 
@@ -66,6 +69,57 @@ def list_versions(request: HttpRequest):
 def get_version(request: HttpRequest, version_id: Id):
     version = found(ModelVersion.objects.select_related("parent"), version_id, "model version")
     return _version(version, _runs_by_output())
+
+
+class VersionIn(Body):
+    name: Name = Field(description="A name no version has (1 to 100 characters).")
+    path: Name = Field(description="The folder on the server holding the checkpoint (config.json and safetensors) "
+                                   "or, for kind \"lora\", the adapter (adapter_config.json); stored absolute.")
+    kind: Literal["full", "lora"] = Field("full", description="\"full\" checkpoint or \"lora\" adapter.")
+    parent: Id | None = Field(None, description="The version it was trained from, if any (its round is one more).")
+    base: Id | None = Field(None, description="For an adapter: the full checkpoint it applies to.")
+    make_current: bool = Field(False, description="Make it the current version at once (recorded, as a rollback "
+                                                  "from the Train page is).")
+
+
+@router.post("/versions", auth=staff("generation.add_modelversion"), response={201: VersionOut},
+             summary="Register a model folder as a version (staff)")
+def register(request: HttpRequest, body: VersionIn):
+    """A checkpoint or adapter made elsewhere (trained by another tool, or the same base under another name), for
+    generation jobs, comparisons and rounds to use, as the admin's "add model version" does. The folder must hold
+    its model (checked now, on the web server: workers read the same path); nothing is stored when a field is
+    refused (400, naming it) or the name is taken (409)."""
+    name = body.name.strip()
+    if not 1 <= len(name) <= 100:
+        raise HttpError(400, "name: 1 to 100 characters")
+    if ModelVersion.objects.filter(name=name).exists():
+        raise HttpError(409, f"name: a version named {name!r} exists already")
+    marker = "adapter_config.json" if body.kind == ModelVersion.LORA else "config.json"
+    folder = Path(body.path).expanduser()
+    if not folder.is_absolute():
+        raise HttpError(400, f"path: {body.path!r} is relative; give the folder's absolute path on the server")
+    if not (folder / marker).is_file():
+        raise HttpError(400, f"path: {body.path!r} holds no {marker}: not a "
+                             f"{'LoRA adapter' if body.kind == ModelVersion.LORA else 'model checkpoint'} folder")
+    parent = found(ModelVersion, body.parent, "model version") if body.parent else None
+    base = found(ModelVersion, body.base, "model version") if body.base else None
+    candidate = ModelVersion(name=name, kind=body.kind, parent=parent, base=base)
+    try:
+        candidate.clean()  # the lineage and the adapter's base, as the admin checks them
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise HttpError(400, f"{field}: {' '.join(messages)}") from None
+    try:
+        with transaction.atomic():
+            version = register_version(name, folder, parent=parent, kind=body.kind, base=base, make_current=False)
+            if body.make_current:
+                promotion.rollback(version, user=request.user, reason="registered through the API and made current")
+    except IntegrityError:  # the same name registered meanwhile
+        raise HttpError(409, f"name: a version named {name!r} exists already") from None
+    except (GenerationError, promotion.PromotionError) as exc:
+        raise HttpError(400, f"path: {exc}") from None
+    version.refresh_from_db()
+    return Status(201, _version(version, _runs_by_output()))
 
 
 class PromoteIn(Body):

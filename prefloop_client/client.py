@@ -268,6 +268,15 @@ class Client:
     def version(self, version_id: int) -> dict:
         return self.get(f"/versions/{int(version_id)}")
 
+    def register_version(self, name: str, path: str, *, kind: str = "full", parent: int | None = None,
+                         base: int | None = None, make_current: bool = False) -> dict:
+        """Register a checkpoint folder on the server (or, kind "lora", an adapter with its `base` version) as a
+        version: trained elsewhere, to generate with, compare and train from. Not current unless `make_current`."""
+        body = {"name": name, "path": str(path), "kind": kind, "make_current": make_current,
+                **({"parent": int(parent)} if parent is not None else {}),
+                **({"base": int(base)} if base is not None else {})}
+        return self.post("/versions", body)
+
     def promote(self, version_id: int, reason: str = "") -> dict:
         """Make a version current: a candidate that has not passed the gate needs a reason (promoted by hand); any
         other version is a rollback. Recorded either way."""

@@ -29,9 +29,9 @@ def test_a_form_posted_to_a_json_operation_is_a_400_not_a_500(live_server, staff
 def test_a_method_no_operation_takes_is_a_json_405_naming_the_allowed_ones(live_server, staff, token_for):
     auth = {"Authorization": f"Bearer {token_for(staff)}"}
     for method in ("PUT", "DELETE", "PATCH"):
-        got = http(method, f"{live_server.url}/api/v1/versions", headers=auth)
+        got = http(method, f"{live_server.url}/api/v1/leaderboard", headers=auth)
         assert got.status == 405 and got.headers.get("Allow") == "GET"
-        assert got.body == {"detail": f"{method} is not allowed on /api/v1/versions (allowed: GET)"}
+        assert got.body == {"detail": f"{method} is not allowed on /api/v1/leaderboard (allowed: GET)"}
 
 
 def test_a_path_no_operation_serves_is_a_json_404(live_server, staff, token_for):

@@ -92,3 +92,55 @@ def test_an_annotator_can_neither_promote_nor_check_the_gate(annotator_api):
     assert ModelVersion.objects.get(is_current=True) == base
     run.refresh_from_db()
     assert run.decision == TrainingRun.Decision.CANDIDATE
+
+
+def test_a_model_folder_made_elsewhere_is_registered_as_a_version_from_code(staff_api, staff, tiny_model_dir,
+                                                                          tmp_path):
+    """No page or operation registered a version: a model trained by another tool could be compared or trained
+    from only after an administrator added it in the admin."""
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    out = staff_api.register_version("external-dpo", str(tiny_model_dir), parent=base.pk)
+    version = ModelVersion.objects.get(pk=out["id"])
+    assert (out["name"], out["round"], out["parent"], out["is_current"]) == ("external-dpo", 1, "base", False)
+    assert version.path == str(tiny_model_dir.resolve()) and version.size_bytes > 0
+    assert not VersionChange.objects.exists()
+    current = staff_api.register_version("external-2", str(tiny_model_dir), make_current=True)
+    assert current["is_current"] is True and ModelVersion.objects.get(is_current=True).name == "external-2"
+    change = VersionChange.objects.get()
+    assert (change.action, change.user, change.previous) == (VersionChange.Action.ROLLBACK, staff, base)
+
+
+@pytest.mark.parametrize("body, status, said", [
+    ({"name": "x", "path": "relative/folder"}, 400, "path: 'relative/folder' is relative"),
+    ({"name": "x", "path": "EMPTY"}, 400, "holds no config.json"),
+    ({"name": "x", "path": "MODEL", "kind": "lora"}, 400, "holds no adapter_config.json"),
+    ({"name": "base", "path": "MODEL"}, 409, "a version named 'base' exists already"),
+    ({"name": "   ", "path": "MODEL"}, 400, "name: 1 to 100 characters"),
+    ({"name": "x", "path": "MODEL", "base": "BASE"}, 400, "base: only a LoRA adapter has a base"),
+    ({"name": "x", "path": "MODEL", "parent": 999999}, 404, "no model version with id 999999"),
+])
+def test_a_refused_registration_names_the_field_and_stores_nothing(staff_api, tiny_model_dir, tmp_path, body, status,
+                                                                   said):
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    (tmp_path / "empty").mkdir()
+    sent = {k: {"MODEL": str(tiny_model_dir), "EMPTY": str(tmp_path / "empty"), "BASE": base.pk}.get(v, v)
+            for k, v in body.items()}
+    with pytest.raises(APIError) as refused:
+        staff_api.post("/versions", sent)
+    assert refused.value.status == status and said in refused.value.detail
+    assert list(ModelVersion.objects.values_list("name", flat=True)) == ["base"]
+
+
+def test_registering_needs_the_permission_to_add_versions(live_server, tiny_model_dir, token_for, annotator):
+    from django.contrib.auth.models import Permission
+
+    from prefloop_client import Client
+    from tests.annotate.factories import make_user
+
+    looker = make_user("looker", is_staff=True)
+    looker.user_permissions.set(Permission.objects.filter(codename="view_modelversion"))
+    for who in (annotator, looker):
+        with pytest.raises(APIError) as refused:
+            Client(live_server.url, token_for(who)).register_version("x", str(tiny_model_dir))
+        assert refused.value.status == 403
+    assert not ModelVersion.objects.exists()
