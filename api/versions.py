@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest
 from ninja import Query, Router, Schema, Status
-from ninja.errors import HttpError
+from ninja.errors import HttpError, ValidationError
 from pydantic import Field
 
 from compare import leaderboard
@@ -89,35 +89,42 @@ def register(request: HttpRequest, body: VersionIn):
     generation jobs, comparisons and rounds to use, as the admin's "add model version" does. The folder must hold
     its model (checked now, on the web server: workers read the same path); nothing is stored when a field is
     refused (400, naming it) or the name is taken (409)."""
+    def refused(field: str, message: str) -> ValidationError:  # named in errors[].field, as a body's own fields are
+        return ValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
+
     name = body.name.strip()
     if not 1 <= len(name) <= 100:
-        raise HttpError(400, "name: 1 to 100 characters")
+        raise refused("name", "1 to 100 characters")
     if ModelVersion.objects.filter(name=name).exists():
         raise HttpError(409, f"name: a version named {name!r} exists already")
     marker = "adapter_config.json" if body.kind == ModelVersion.LORA else "config.json"
     folder = Path(body.path).expanduser()
     if not folder.is_absolute():
-        raise HttpError(400, f"path: {body.path!r} is relative; give the folder's absolute path on the server")
+        raise refused("path", f"{body.path!r} is relative; give the folder's absolute path on the server")
     if not (folder / marker).is_file():
-        raise HttpError(400, f"path: {body.path!r} holds no {marker}: not a "
-                             f"{'LoRA adapter' if body.kind == ModelVersion.LORA else 'model checkpoint'} folder")
-    parent = found(ModelVersion, body.parent, "model version") if body.parent else None
-    base = found(ModelVersion, body.base, "model version") if body.base else None
-    candidate = ModelVersion(name=name, kind=body.kind, parent=parent, base=base)
+        raise refused("path", f"{body.path!r} holds no {marker}: not a "
+                              f"{'LoRA adapter' if body.kind == ModelVersion.LORA else 'model checkpoint'} folder")
+    rows = {}
+    for field in ("parent", "base"):
+        pk = getattr(body, field)
+        rows[field] = ModelVersion.objects.filter(pk=pk).first() if pk else None
+        if pk and rows[field] is None:
+            raise refused(field, f"no model version with id {pk}")
+    candidate = ModelVersion(name=name, kind=body.kind, **rows)
     try:
         candidate.clean()  # the lineage and the adapter's base, as the admin checks them
-    except ValidationError as exc:
-        field, messages = next(iter(exc.message_dict.items()))
-        raise HttpError(400, f"{field}: {' '.join(messages)}") from None
+    except DjangoValidationError as exc:
+        raise ValidationError([{"loc": ("body", field), "msg": " ".join(messages), "type": "value_error"}
+                               for field, messages in exc.message_dict.items()]) from None
     try:
         with transaction.atomic():
-            version = register_version(name, folder, parent=parent, kind=body.kind, base=base, make_current=False)
+            version = register_version(name, folder, make_current=False, kind=body.kind, **rows)
             if body.make_current:
                 promotion.rollback(version, user=request.user, reason="registered through the API and made current")
     except IntegrityError:  # the same name registered meanwhile
         raise HttpError(409, f"name: a version named {name!r} exists already") from None
     except (GenerationError, promotion.PromotionError) as exc:
-        raise HttpError(400, f"path: {exc}") from None
+        raise refused("path", str(exc)) from None
     version.refresh_from_db()
     return Status(201, _version(version, _runs_by_output()))
 

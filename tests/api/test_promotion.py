@@ -112,12 +112,12 @@ def test_a_model_folder_made_elsewhere_is_registered_as_a_version_from_code(staf
 
 @pytest.mark.parametrize("body, status, said", [
     ({"name": "x", "path": "relative/folder"}, 400, "path: 'relative/folder' is relative"),
-    ({"name": "x", "path": "EMPTY"}, 400, "holds no config.json"),
-    ({"name": "x", "path": "MODEL", "kind": "lora"}, 400, "holds no adapter_config.json"),
+    ({"name": "x", "path": "EMPTY"}, 400, "path: '/"),
+    ({"name": "x", "path": "MODEL", "kind": "lora"}, 400, "path: '/"),
     ({"name": "base", "path": "MODEL"}, 409, "a version named 'base' exists already"),
     ({"name": "   ", "path": "MODEL"}, 400, "name: 1 to 100 characters"),
     ({"name": "x", "path": "MODEL", "base": "BASE"}, 400, "base: only a LoRA adapter has a base"),
-    ({"name": "x", "path": "MODEL", "parent": 999999}, 404, "no model version with id 999999"),
+    ({"name": "x", "path": "MODEL", "parent": 999999}, 400, "parent: no model version with id 999999"),
 ])
 def test_a_refused_registration_names_the_field_and_stores_nothing(staff_api, tiny_model_dir, tmp_path, body, status,
                                                                    said):
@@ -128,6 +128,11 @@ def test_a_refused_registration_names_the_field_and_stores_nothing(staff_api, ti
     with pytest.raises(APIError) as refused:
         staff_api.post("/versions", sent)
     assert refused.value.status == status and said in refused.value.detail
+    marker = "adapter_config.json" if body.get("kind") == "lora" else "config.json"
+    if said == "path: '/":  # a folder without the kind's model file
+        assert f"holds no {marker}" in refused.value.detail
+    if status == 400:  # the field named for a program too
+        assert [e["field"] for e in refused.value.errors] == [said.split(":")[0]]
     assert list(ModelVersion.objects.values_list("name", flat=True)) == ["base"]
 
 
