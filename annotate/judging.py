@@ -107,9 +107,10 @@ def label_pairs(judge_path: str, *, limit: int | None = None, judge: Judge | Non
             left, right = (pair.response_a, pair.response_b) if assignment.left_is_a else (pair.response_b, pair.response_a)
             started = time.perf_counter()
             try:
-                # a cut answer never beats a finished one, whatever the judge would say (prefcore.outcomes.cut_rule)
-                seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length") or verdict(
-                    judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}")
+                # a cut answer never beats a finished one, whatever the judge would say, unless it finds both bad
+                # (prefcore.outcomes.cut_rule)
+                seen = cut_rule(left.finish_reason == "length", right.finish_reason == "length", verdict(
+                    judge, judge_path, prompt_text(pair.prompt.as_input), left.text, right.text, where=f"pair {pair.pk}"))
                 if should_stop and should_stop():
                     raise JobCancelled
                 side = side_for_outcome(seen, left_is_a=True)  # the judge saw the left answer as its "a"

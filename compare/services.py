@@ -447,8 +447,11 @@ def _judge_vote(comparison: Comparison, judge_callable: Judge, judge_name: str, 
     )
     # the whole conversation, as labelling and pairing show it: `text` is a chat's last user turn alone, and the
     # evaluation's judge voted without its system prompt and history
-    first = verdict(judge_callable, judge_name, prompt_text(comparison.prompt.as_input), left.text, right.text,
-                    where=f"comparison {comparison.pk}")
+    # and the rule labelling and pairing follow: a cut answer never wins over a finished one, unless the judge
+    # finds both bad (the evaluation's judge voted for cut answers, and the win-rate and the gate counted them)
+    first = outcomes.cut_rule(left.finish_reason == "length", right.finish_reason == "length", verdict(
+        judge_callable, judge_name, prompt_text(comparison.prompt.as_input), left.text, right.text,
+        where=f"comparison {comparison.pk}"))
     if should_stop and should_stop():
         raise JobCancelled
     side = outcomes.side_for_outcome(first, left_is_a=True)  # the judge's "a" is the left answer

@@ -550,7 +550,8 @@ def _job_dtype(job: GenerationJob) -> str:
 def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[bool], seed: int,
                   tracker: Tracker | None = None) -> list[float]:
     """Round-robin wins of a prompt's samples by the judge; a sample cut at the token limit loses to a finished one
-    without asking (prefcore.outcomes.cut_rule), so the best is a finished sample whenever there is one. A judge that
+    unless the judge finds both bad (prefcore.outcomes.cut_rule), so the best is a finished sample whenever one is
+    any good. A judge that
     fails names itself, the prompt and the samples (by index: nothing of the chunk is stored yet). A cancel is heard
     between judge calls."""
     shown = prompt_text(prompt.as_input)
@@ -558,8 +559,8 @@ def _judge_scores(judge, path: str, prompt: Prompt, texts: list[str], cut: list[
     def compare(i: int, j: int) -> str:
         if tracker:
             tracker.check()
-        return cut_rule(cut[i], cut[j]) or verdict(judge, path, shown, texts[i], texts[j],
-                                                   where=f"prompt {prompt.pk}, samples {i} and {j}")
+        return cut_rule(cut[i], cut[j], verdict(judge, path, shown, texts[i], texts[j],
+                                                where=f"prompt {prompt.pk}, samples {i} and {j}"))
 
     return round_robin_scores(len(texts), compare, random.Random(seed))
 

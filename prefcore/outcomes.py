@@ -36,10 +36,12 @@ def side_for_outcome(outcome: str, left_is_a: bool) -> str:
     raise ValueError(f"unknown outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
 
 
-def cut_rule(a_cut: bool, b_cut: bool) -> str | None:
-    """The outcome when exactly one of two responses was cut at the token limit: the finished one wins, decided
-    before any judge is asked (a judge that likes long or list-heavy answers would otherwise pick the cut one, and
-    each round would teach the model to run into the limit). None when both or neither were cut: the judge decides."""
-    if a_cut == b_cut:
-        return None
+def cut_rule(a_cut: bool, b_cut: bool, judged: str) -> str:
+    """The judge's outcome `judged` on two responses, with the rule for answers cut at the token limit: when exactly
+    one was cut, the finished one wins whatever the judge preferred (a judge that likes long or list-heavy answers
+    would pick the cut one, and each round would teach the model to run into the limit), unless the judge found both
+    bad: an empty or looping finished answer is not made the chosen one by the rule (it was, decided before the judge
+    was asked, and trained on). Both or neither cut: the judge's outcome."""
+    if a_cut == b_cut or judged == BOTH_BAD:
+        return judged
     return B if a_cut else A

@@ -139,7 +139,7 @@ def test_a_judge_interrupted_mid_label_gives_its_pair_back(db, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(judging, "verdict", interrupted)
-    monkeypatch.setattr(judging, "cut_rule", lambda *args: None)
+    monkeypatch.setattr(judging, "cut_rule", lambda a_cut, b_cut, judged: judged)
     with pytest.raises(KeyboardInterrupt):
         label_pairs(GOOD)
     assert not Assignment.objects.filter(pair=pair).exists() and not Label.objects.exists()

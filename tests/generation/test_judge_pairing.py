@@ -15,11 +15,11 @@ RULE = "judges.rules:length_target"  # a built-in, offered on the page
 SAMPLING = SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_new_tokens=12, seed=0)
 
 
-def _ask_the_judge_always(first_cut: bool, second_cut: bool) -> None:
-    """For tests that count judge calls: a sample cut at the token limit against a finished one is decided without
-    the judge, and which samples finish follows their seeds, drawn from prompt ids, which on PostgreSQL (ids not
+def _ask_the_judge_always(first_cut: bool, second_cut: bool, judged: str) -> str:
+    """For tests of what the judge decides: the cut rule overrules it where a sample was cut at the token limit and
+    the other not, and which samples finish follows their seeds, drawn from prompt ids, which on PostgreSQL (ids not
     rolled back) depend on the tests run before."""
-    return None
+    return judged
 
 
 @pytest.fixture

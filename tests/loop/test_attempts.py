@@ -102,7 +102,7 @@ def test_a_judge_that_fails_on_its_first_label_is_said_to_fail_labelling(loop_ru
         raise JudgeError("judge service unreachable")
 
     monkeypatch.setattr(judging, "verdict", down)
-    monkeypatch.setattr(judging, "cut_rule", lambda *args: None)
+    monkeypatch.setattr(judging, "cut_rule", lambda a_cut, b_cut, judged: judged)
     run = run_loop(loop_run.pk)
     assert run.status == "failed" and run.stage == "failed in: round 1: label", run.stage
 

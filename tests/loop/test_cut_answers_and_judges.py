@@ -21,9 +21,14 @@ from tests.loop import judges_for_tests
 LONGER = "judges.rules:longer_text"
 
 
-def test_cut_rule_decides_only_when_exactly_one_answer_was_cut():
-    assert cut_rule(True, False) == "b" and cut_rule(False, True) == "a"
-    assert cut_rule(True, True) is None and cut_rule(False, False) is None
+def test_cut_rule_overrules_the_judge_only_when_exactly_one_answer_was_cut_and_not_for_both_bad():
+    for judged in ("a", "b", "tie"):
+        assert cut_rule(True, False, judged) == "b" and cut_rule(False, True, judged) == "a"
+    for judged in ("a", "b", "tie", "both_bad"):
+        assert cut_rule(True, True, judged) == judged and cut_rule(False, False, judged) == judged
+    # an empty or looping finished answer is not made the chosen one: the rule decided before the judge was asked,
+    # and a rule judge's "both bad" for an empty answer against a cut one was stored as the empty one winning
+    assert cut_rule(True, False, "both_bad") == "both_bad" and cut_rule(False, True, "both_bad") == "both_bad"
 
 
 def _cut(response: Response) -> Response:
@@ -55,6 +60,54 @@ def test_a_judge_labelling_never_chooses_a_cut_answer_over_a_finished_one(db):
             assert chosen.text.startswith("x")  # longer_text's own choice
         else:
             assert chosen.finish_reason == "stop" and chosen.text == "Short, done."
+
+
+def test_an_empty_or_looping_finished_answer_against_a_cut_one_is_both_bad_not_chosen(db):
+    """The rule decided before the judge was asked: a finished answer won over a cut one even when it was empty or
+    repeated itself, which the rule judges call "both bad", and the broken answer was trained on as the chosen one
+    (an outside review). The judge is asked now, and its "both bad" stands."""
+    cut_text = "Here is a long and careful answer that goes on and on about the question and was cut in the"
+    pairs = []
+    for finished in (" ", "the same words " * 12):  # empty (make_pair fills in a text given none), looping
+        pair = make_pair(text_a=finished, text_b=cut_text)
+        pair.response_a.finish_reason = "stop"
+        pair.response_a.save(update_fields=["finish_reason"])
+        _cut(pair.response_b)
+        pairs.append(pair)
+    sound = make_pair(text_a="A short, finished answer.", text_b=cut_text)  # the rule still decides this one
+    sound.response_a.finish_reason = "stop"
+    sound.response_a.save(update_fields=["finish_reason"])
+    _cut(sound.response_b)
+    assert load_judge("judges.rules:length_target")("q", "", cut_text) == "both_bad"
+    assert label_pairs("judges.rules:length_target").labels == 3
+    choices = {label.pair_id: label.choice for label in Label.objects.all()}
+    assert [choices[p.pk] for p in pairs] == ["both_bad", "both_bad"]
+    assert choices[sound.pk] == "a"
+    prompt = Prompt.objects.create(text="Say something.")
+    scores = gen._judge_scores(load_judge("judges.rules:length_target"), "judges.rules:length_target", prompt,
+                               ["", cut_text, "A short, finished answer."], [False, True, False], seed=0)
+    assert scores[0] < scores[2]  # an empty finished sample is not the best for beating a cut one
+
+
+def test_the_evaluation_judge_never_votes_a_cut_answer_over_a_finished_one(db):
+    """The evaluation's judge was told nothing of cut answers: a judge that likes long answers voted for the
+    candidate's cut one, and the loop's win-rate against base and the gate counted it."""
+    from compare.services import judge_comparisons
+    from tests.compare.conftest import make_comparison, make_version
+
+    base, candidate = make_version("base"), make_version("round-1")
+    cut_long = make_comparison(candidate, base, text_a="a long answer cut at the token limit in the middle of",
+                               text_b="Short and done.", left_is_a=True)
+    _cut(cut_long.response_a)
+    both_finished = make_comparison(candidate, base, text_a="a longer finished answer.", text_b="Short.",
+                                    left_is_a=False)
+    from annotate.judging import judge_account
+
+    account = judge_account(LONGER)
+    votes = {v.comparison_id: v.outcome for v in judge_comparisons([cut_long, both_finished], load_judge(LONGER),
+                                                                    LONGER, account)}
+    assert votes[cut_long.pk] == "b"  # base's finished answer, not the candidate's longer cut one
+    assert votes[both_finished.pk] == "a"  # the longer finished answer, as the judge likes
 
 
 def test_pairing_by_judge_ranks_a_cut_sample_below_every_finished_one(db):
