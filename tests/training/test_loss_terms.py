@@ -318,3 +318,13 @@ def test_a_loop_refuses_a_term_it_cannot_run_before_its_first_round(db):
             call_command("run_loop", rounds=1, pairs=1, judge="judges.rules:length_target",
                          params=json.dumps({"training": {"loss_terms": terms}}))
     assert not LoopRun.objects.exists()
+
+
+def test_a_margin_term_is_logged_per_step_as_a_loss_term_is():
+    """Only terms that add a loss were logged: the R-DPO length term and the margin cap, which shift the margin,
+    left no trace in the step's metrics (an outside review)."""
+    pc, pr, rc, rr, nc, nr = _batch()
+    logged = {}
+    _pair_loss(DPOConfig(length_alpha=0.05), torch.cat([pc, pr]), torch.cat([nc, nr]), rc, rr, None,
+               configured_terms(0.05, 0, ""), None, logged)
+    assert logged["terms/length/margin"] == pytest.approx(float((0.05 * (nr - nc)).mean()))

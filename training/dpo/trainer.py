@@ -332,6 +332,9 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs, terms=(), 
             result = term(batch)
             if result.margin is not None:
                 margin = result.margin if margin is None else margin + result.margin
+                if term_log is not None:  # a margin term's shift, logged per step as a loss term's loss is
+                    name = f"terms/{term_name(term)}/margin"
+                    term_log[name] = term_log.get(name, 0.0) + float(result.margin.detach().float().mean())
             if result.loss is not None:
                 extra.append(result.loss)
                 if term_log is not None:
