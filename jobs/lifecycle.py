@@ -428,12 +428,13 @@ class Tracker:
         """Record progress (throttled), with any of the kind's own fields (`own`); returns whether it was written."""
         if progress is not None:
             self._progress = progress
-        self.tell_parents(self._progress, stage or self.job.stage)
+        told = stage or self.job.stage
         now = time.monotonic()
         # A new stage is written at once: throttled, it was dropped, and the page named the stage before it for as
         # long as the new one ran without another report (loading a model, measuring a round).
         new_stage = stage is not None and fit(stage) != self.job.stage
         if not force and not new_stage and now - self._written < WRITE_EVERY_S:
+            self.tell_parents(self._progress, told)
             return False
         self._written = now
         fields: dict = {"updated": timezone.now(), **own}
@@ -452,4 +453,8 @@ class Tracker:
         # only while the job is active: a worker alive after all once its job was ended for seeming lost (cancel) wrote
         # its next step's stage and progress over the ended row ("cancelled" reading "training")
         type(self.job).objects.filter(pk=self.job.pk, status__in=ACTIVE).update(**fields)
+        # the parents are told after this job's own row is written: a parent cancelled meanwhile raises JobCancelled
+        # from here, and told first, it left the row behind what was stored (a training run read "cancelled before
+        # any of its steps" with a step stored, and the loop's stage named the step before)
+        self.tell_parents(self._progress, told)
         return True

@@ -334,3 +334,21 @@ def test_a_long_stage_is_shortened_at_a_word_and_kept_whole_in_the_log():
     assert len(shown) <= STAGE_LENGTH and shown.endswith("…") and line.startswith(shown[:-1])
     assert line[len(shown) - 1] in " ;"  # at a word's end
     assert fit("short") == "short" and fit("x" * 300) == "x" * (STAGE_LENGTH - 1) + "…"
+
+
+def test_a_report_writes_the_jobs_own_row_before_a_cancelled_parent_stops_it(jobs, version):
+    """The parent, told first, raised JobCancelled before the child's row was written: a training run cancelled by
+    its loop during step 1 had the step stored and read "cancelled before any of its steps" (an outside review)."""
+    loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    parent = Tracker(loop_run)
+
+    def on_child(fraction, stage):
+        raise JobCancelled  # the loop's reporter: its run was cancelled
+
+    parent.on_child = on_child
+    child = Tracker(job, parents=[parent])
+    with pytest.raises(JobCancelled):
+        child.report(done=1, total=8, progress=0.125, stage="step 1 of 8", force=True)
+    job.refresh_from_db()
+    assert (job.done, job.total, job.stage) == (1, 8, "step 1 of 8")
