@@ -114,7 +114,7 @@ def labelling_judge(args) -> str:
 
 def table(rounds: list[dict]) -> str:
     head = ("round", "pairs", "labels", "mean loss", "acc (last batch)", "KL nats/answer", "tokens", "base tok", "cut (base)", "win vs base",
-            "95% CI", "gate", "sample s", "judge s", "train s", "evaluate s", "round s")
+            "95% CI", "gate", "sample+pair s", "label s", "train s", "evaluate s", "round s")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rounds:
         s = r["seconds"]
@@ -134,7 +134,10 @@ def _gate(gate: dict | None) -> str:
     return "promoted" if gate["decision"] == "promoted" else f"kept {gate['against']}"
 
 
-STAGES = ("generate", "label", "train", "evaluate")  # run_loop's stages: sample, judge, train, evaluate
+# run_loop's stages: sample (with judge pairing, the judge ranks each prompt's samples there: K(K-1)/2 calls a
+# prompt, most of a judge's time), label (the judge labels the pairs kept), train, evaluate (answers and the
+# evaluation judge's votes)
+STAGES = ("generate", "label", "train", "evaluate")
 
 
 def round_seconds(r: dict) -> float:
@@ -146,7 +149,7 @@ def stage_summary(rounds: list[dict]) -> str:
     """Seconds per stage over all rounds, largest first, with each one's share of the whole."""
     totals = {k: sum(r["seconds"].get(k, 0) for r in rounds) for k in STAGES}
     whole = sum(totals.values()) or 1.0
-    names = {"generate": "sample", "label": "judge", "train": "train", "evaluate": "evaluate"}
+    names = {"generate": "sample and pair", "label": "label", "train": "train", "evaluate": "evaluate"}
     parts = [f"{names[k]} {v:.0f} s ({v / whole:.0%})" for k, v in sorted(totals.items(), key=lambda kv: -kv[1])]
     return "seconds per stage, all rounds, largest first: " + ", ".join(parts)
 
