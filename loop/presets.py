@@ -35,8 +35,9 @@ class LoopPreset:
 # the end won as often against base (74.2% and 89.1% against 82.8%; 83.6% against 84.4%; 74.2% against 75.8%: within
 # the ±9 points of 64 votes) with the same KL to base, and every round stayed under 4 minutes on 2 AMX cores where
 # "all" grows by a round's pairs each round (its round 3: 4.5-5.5 minutes). The gate's KL budget then bounds each
-# round's step from its reference; the length and cut bounds, and the loop's KL-to-base figure, bound the distance
-# to base. Four samples ranked by the judge, best paired with worst (measurement 6). Since measurement 19, DPO with
+# round's step from its reference; the length and cut bounds hold answers near the current version's (or base's,
+# where those are longer or cut more often). Nothing bounds the KL to base itself: the loop measures and reports it
+# each round (kl_to_base), and the gate does not read it. Four samples ranked by the judge, best paired with worst (measurement 6). Since measurement 19, DPO with
 # an NLL term on the chosen answers (RPO, weight 1, as Pang et al. 2024 run iterative rounds): over five seeds the
 # versions current at the end won as often (84.7% against 81.5%, within the noise), every one of 15 rounds was
 # promoted (12 of 15 with the plain loss, whose round 1 sat at the gate's KL budget), at a tenth of the plain loss's
