@@ -112,6 +112,34 @@ def labelling_judge(args) -> str:
     return f"judges.noise:Noisy?judge={quote(args.judge, safe=':')}&share={args.label_noise}&seed={args.seed}"
 
 
+def measured_noise(args) -> str:
+    """How many of the labels the noisy judge stored disagree with --judge on the same pair, under the same cut rule:
+    the flips the training data holds. Fewer than --label-noise states: pairing ranks the samples with the same noisy
+    judge, so a flip can change which pair is kept, and a tie or "both bad" is never flipped. (--judge is asked on the
+    stored order of the two answers: a judge with a position bias would count some agreements as flips.)"""
+    from annotate.judging import judge_account
+    from annotate.models import Label
+    from judges import load_judge, verdict
+    from prefcore.chat import prompt_text
+    from prefcore.outcomes import cut_rule
+
+    clean = load_judge(args.judge)
+    labels = Label.objects.filter(annotator=judge_account(labelling_judge(args))).select_related(
+        "pair__prompt", "pair__response_a", "pair__response_b")
+    decided = flipped = 0
+    for label in labels:
+        a, b = label.pair.response_a, label.pair.response_b
+        truth = cut_rule(a.finish_reason == "length", b.finish_reason == "length",
+                         verdict(clean, args.judge, prompt_text(label.pair.prompt.as_input), a.text, b.text))
+        if truth in ("a", "b"):
+            decided += 1
+            flipped += label.choice != truth
+    share = flipped / decided if decided else float("nan")
+    return (f"label noise measured: {flipped} of the {decided} stored labels --judge decides disagree with it "
+            f"({share:.1%}; --label-noise {args.label_noise:g} flips that share of the noisy judge's decided verdicts, "
+            "pairing's included)")
+
+
 def table(rounds: list[dict]) -> str:
     head = ("round", "pairs", "labels", "mean loss", "acc (last batch)", "KL nats/answer", "tokens", "base tok", "cut (base)", "win vs base",
             "95% CI", "gate", "sample+pair s", "label s", "train s", "evaluate s", "round s")
@@ -243,6 +271,8 @@ def main(argv=None) -> int:
                f"{last:.1%} against base")
     checked = goals(rounds, minutes, native_bf16=cpu_has_native_bf16(), label_noise=args.label_noise,
                     sizes=(args.rounds, args.pairs, args.eval_limit), machine=(cores(), isa_kind()))
+    if args.label_noise:
+        summary += "; " + measured_noise(args)
     print(summary)
     print("\n".join(checked))
     if args.write_doc:

@@ -170,3 +170,21 @@ def test_the_eval_judge_evaluates_and_only_evaluates(loop_base, capsys):
     assert result["votes"]["ties"] == 3
     run = LoopRun.objects.get()
     assert run.params["eval_judge"] == evaluator
+
+
+def test_the_bench_measures_the_flips_the_stored_labels_hold(db):
+    """--label-noise P flips P of the noisy judge's decided verdicts, but fewer of the stored labels disagree with the
+    clean judge (pairing ranks with the same noisy judge, ties are never flipped): the bench now says how many do."""
+    from argparse import Namespace
+
+    from bench.loop_efficacy import labelling_judge, measured_noise
+
+    args = Namespace(judge=LONGER, label_noise=0.5, seed=3)
+    for k in range(12):
+        make_pair(text_a="a longer answer " * (1 + k % 3), text_b="short")
+    make_pair(text_a="same", text_b="same")  # a tie: never flipped, and not counted
+    assert label_pairs(labelling_judge(args)).labels == 13
+    stored = {label.pair_id: label.choice for label in Label.objects.all()}
+    flips = sum(choice == "b" for pk, choice in stored.items() if pk != max(stored))  # longer_text says "a" on each
+    said = measured_noise(args)
+    assert f"{flips} of the 12 stored labels --judge decides disagree with it" in said and 0 < flips < 12
