@@ -70,7 +70,8 @@ def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, R
         return math.nan
     config = config or DPOConfig(batch_size=8, dtype=product_dtype())
     try:
-        return _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers), config, should_stop))
+        return _mean_kl(compute_kl(version.path, reference.path, _answer_pairs(answers), config, should_stop,
+                                   _answer_ids(answers)))
     except TrainingCancelled:
         raise GenerationCancelled("measuring KL stopped on request") from None
 
@@ -84,6 +85,13 @@ def _answer_pairs(answers: dict[int, Response]) -> list[PreferencePair]:
     prompts = Prompt.objects.in_bulk(list(answers))
     return [PreferencePair(prompt=prompts[pid].as_input, chosen=r.text, rejected=KL_PLACEHOLDER)
             for pid, r in answers.items()]
+
+
+def _answer_ids(answers: dict[int, Response]) -> list[list[int] | None]:
+    """Each answer's tokens as sampled, in _answer_pairs' order (None for one stored without them, an imported
+    answer: its text is tokenized). Its text tokenized again could split otherwise, and got an end token a cut
+    answer never sampled: the KL was summed over positions the model never drew, then read per sampled token."""
+    return [r.token_ids or None for r in answers.values()]
 
 
 def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
@@ -153,7 +161,8 @@ def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOC
         say(f"KL to {reference.name!r} on {len(answers)} answer{'s' if len(answers) != 1 else ''}",
             before=("answers", "heldout"))
         try:
-            metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers), should_stop))
+            metrics["kl_to_reference"] = _mean_kl(policy.kl(base, _answer_pairs(answers), should_stop,
+                                                            _answer_ids(answers)))
         except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand
             logger.warning("%s against %s: no KL: %s", version.name, reference.name, exc)
         metrics["sampled/answers"] = len(answers)

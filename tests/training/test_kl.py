@@ -115,3 +115,22 @@ def test_the_kl_is_summed_over_the_whole_answer_whatever_the_runs_max_length(two
     # a prompt longer than max_prompt_length keeps its end, as in training: the answers' positions are the same ones
     whole = compute_kl(str(policy), str(reference), PAIRS, DPOConfig(dtype="float32", batch_size=2))
     assert [len(k) for k in got] == [len(k) for k in whole]
+
+
+def test_the_kl_is_taken_at_the_positions_the_answer_was_sampled_as(two_models):
+    """The answer's text was tokenized again, with an end token: a cut answer's never-sampled end position was
+    counted, and on the tiny model 24 sampled tokens were scored as 32-43 positions (an outside review). Given the
+    sampled tokens, the KL has one position per token drawn, each the KL a direct computation gives there."""
+    policy, reference = two_models
+    config = DPOConfig(dtype="float32", batch_size=2)
+    tokenizer = load_tokenizer(policy)
+    sampled = [[7, 12, 40, 41, 42], None, [100, 3, 3, 3, 3, 3, 3, 3]]  # as drawn, no end token (cut); text for one
+    got = compute_kl(str(policy), str(reference), PAIRS, config, chosen_ids=sampled)
+    assert [len(answer) for answer in got] == [5, len(tokenize_pairs(tokenizer, PAIRS[1:2], config)[0].chosen_ids), 8]
+    models = [AutoModelForCausalLM.from_pretrained(d, dtype=torch.float64) for d in (policy, reference)]
+    prompt = tokenize_pairs(tokenizer, PAIRS[:1], config)[0].prompt_ids
+    ids = torch.tensor([prompt + sampled[0]])
+    with torch.no_grad():
+        lp, lq = (torch.log_softmax(m(input_ids=ids).logits[0], dim=-1) for m in models)
+    want = [float((lp[t].exp() * (lp[t] - lq[t])).sum()) for t in range(len(prompt) - 1, len(prompt) + 4)]
+    assert got[0] == pytest.approx(want, abs=1e-4)

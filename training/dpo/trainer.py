@@ -203,18 +203,23 @@ class Scorer:
 
     @torch.no_grad()
     def kl(self, reference: Scorer, pairs: list[PreferencePair],
-           should_stop: Callable[[], bool] | None = None) -> list[list[float]]:
+           should_stop: Callable[[], bool] | None = None,
+           chosen_ids: list[list[int] | None] | None = None) -> list[list[float]]:
         """For each pair's chosen response, in input order, KL(this model || reference) over the whole vocabulary
         at each of its token positions (`position_kl`), the whole response whatever the config's max_length (a
         prompt too long for it keeps its end, max_prompt_length, as in training); the two must share a tokenizer.
         TrainingCancelled between batches once should_stop() says so.
 
         Cut to max_length, the KL was summed over part of an answer and then read per token of all of it (the
-        gate's drift budget): a run with a short max_length reported a fraction of its drift."""
+        gate's drift budget): a run with a short max_length reported a fraction of its drift.
+
+        `chosen_ids[i]`: pair i's chosen response as the tokens it was sampled as (None: its text, tokenized), so the
+        positions are the ones the model drew."""
         if self.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
             raise ValueError(f"{self.model_dir} and its reference {reference.model_dir} tokenize apart: "
                              "the two must share a tokenizer")
-        rows = [_whole_response(self.tokenizer, pair, self.config) for pair in pairs]
+        ids = chosen_ids or [None] * len(pairs)
+        rows = [_whole_response(self.tokenizer, pair, self.config, given) for pair, given in zip(pairs, ids, strict=True)]
         out: dict[int, list[float]] = {}
         for chosen, pb in _batches(rows, list(range(len(rows))), self.config, self.device, _pad_id(self.tokenizer),
                                    should_stop, "measuring KL"):
@@ -226,11 +231,15 @@ class Scorer:
         return [out[i] for i in range(len(rows))]
 
 
-def _whole_response(tokenizer, pair: PreferencePair, config: DPOConfig) -> TokenizedPair:
+def _whole_response(tokenizer, pair: PreferencePair, config: DPOConfig,
+                    chosen_ids: list[int] | None = None) -> TokenizedPair:
     """The pair tokenized with room for its longer response whole: the max_length is raised to the prompt's kept
-    tokens (at most max_prompt_length) plus that response, where config.max_length is shorter."""
+    tokens (at most max_prompt_length) plus that response, where config.max_length is shorter. `chosen_ids`: the
+    chosen response's tokens as sampled, taken as they are (its text, tokenized again, can split otherwise, and gets
+    an end token a cut answer never sampled)."""
     prompt = prompt_token_ids(tokenizer, pair.prompt)
-    chosen, rejected = response_token_ids(tokenizer, pair.chosen), response_token_ids(tokenizer, pair.rejected)
+    chosen = list(chosen_ids) if chosen_ids else response_token_ids(tokenizer, pair.chosen)
+    rejected = response_token_ids(tokenizer, pair.rejected)
     room = min(len(prompt), config.max_prompt_length) + max(len(chosen), len(rejected))
     return TokenizedPair(*truncate(prompt, chosen, rejected, max(config.max_length, room), config.max_prompt_length))
 
@@ -241,9 +250,10 @@ def compute_logps(model_dir, pairs: list[PreferencePair], config: DPOConfig) -> 
 
 
 def compute_kl(model_dir, reference_dir, pairs: list[PreferencePair], config: DPOConfig,
-               should_stop: Callable[[], bool] | None = None) -> list[list[float]]:
+               should_stop: Callable[[], bool] | None = None,
+               chosen_ids: list[list[int] | None] | None = None) -> list[list[float]]:
     """`Scorer.kl` of the model in model_dir against the one in reference_dir, the two loaded side by side."""
-    return Scorer(model_dir, config).kl(Scorer(reference_dir, config), pairs, should_stop)
+    return Scorer(model_dir, config).kl(Scorer(reference_dir, config), pairs, should_stop, chosen_ids)
 
 
 def check_same_tokenizer(model_dir, tokenizer, reference_dir) -> None:
