@@ -217,8 +217,10 @@ def _reads_as_text(charset: str) -> bool:
     EBCDIC (ASCII reads otherwise), nor idna or the escape codecs."""
     try:
         info = codecs.lookup(charset)
-    except (LookupError, ValueError):
+    except LookupError:
         return True  # Django ignores a charset it does not know and reads the body as DEFAULT_CHARSET
+    except ValueError:  # a NUL in the name: Django's own lookup raised it, a 500
+        return False
     if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
         return False
     try:

@@ -81,7 +81,7 @@ def test_a_charset_that_is_no_character_set_is_refused_not_a_500(charset, staff)
 
 
 
-@pytest.mark.parametrize("charset", ["base64", "idna"])
+@pytest.mark.parametrize("charset", ["base64", "idna", '"utf\x00"'])
 def test_a_query_sent_with_such_a_charset_is_refused_by_the_servers_handler(charset):
     """Django decodes the query string with the request's charset as it builds the request, before any middleware:
     a GET with a query and this Content-Type was a 500 from the WSGI handler itself."""

@@ -159,3 +159,16 @@ def test_a_data_file_that_is_not_there_is_named_by_its_flag(tiny_model_dir, tmp_
     assert f"error: --data {tmp_path / 'nowhere.jsonl'}: no such file" in capsys.readouterr().err
     assert train.main(_args(tiny_model_dir, tmp_path, tmp_path / "out")) == 2
     assert f"error: --data {tmp_path}: a folder, not a file" in capsys.readouterr().err
+
+
+def test_data_read_from_a_pipe_is_taken(tiny_model_dir, tmp_path):
+    """The check for a missing --data refused a pipe (/dev/stdin) as "no such file", which the reader reads."""
+    import subprocess
+    import sys
+
+    rows = _data(tmp_path).read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "training.dpo.train", *_args(tiny_model_dir, "/dev/stdin",
+                                                                             tmp_path / "out")],
+                          input=rows, capture_output=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert (tmp_path / "out" / "config.json").exists()

@@ -260,3 +260,35 @@ def test_the_budget_counts_what_eager_attention_keeps_over_all_layers(model, mon
     with pytest.raises(IndexError):
         PairLogps(model)(bad)
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_one_scorer_shared_by_two_threads_reads_each_batch_with_its_own_attention(model, monkeypatch):
+    """A forward that chose SDPA (passing SDPA's bool mask) ran its layers as eager while another thread had switched
+    the model's shared setting, and eager added the mask as 1 and 0: 7 of 150 wrong (an outside review)."""
+    import threading
+
+    from training.dpo import logps
+
+    scorer = PairLogps(model)
+    small = build_pair_batch(ROWS, 0)
+    big = build_pair_batch([([5 + i % 50] * 40, [8 + i % 7] * 30, [10 + i % 5] * 30) for i in range(8)], 0)
+    config = model.config
+    rows, length = small.input_ids.shape
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES",
+                        rows * config.num_attention_heads * length * length * 6 * config.num_hidden_layers)
+    assert logps.attention_for(model, small) == "eager" and logps.attention_for(model, big) == "sdpa"
+    with torch.no_grad():
+        want = {"small": scorer(small), "big": scorer(big)}
+    wrong = {"small": 0, "big": 0}
+
+    def run(name, batch):
+        for _ in range(150):
+            with torch.no_grad():
+                wrong[name] += not torch.allclose(scorer(batch), want[name], atol=1e-4)
+
+    threads = [threading.Thread(target=run, args=("small", small)), threading.Thread(target=run, args=("big", big))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == {"small": 0, "big": 0} and model.config._attn_implementation == "sdpa"

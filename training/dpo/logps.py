@@ -8,6 +8,7 @@ in chunks over the response positions only, so the full [batch, length, vocab] l
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -172,18 +173,30 @@ def attention_for(model: nn.Module, batch: PairBatch) -> str:
     return "eager" if rows * heads * length * length * 6 * layers <= EAGER_ATTENTION_BYTES else implementation
 
 
+# Held by every forward on the CPU, where a model's attention may be switched (attention_for): transformers reads the
+# setting at each layer's call, so a forward in another thread that chose SDPA (and passed SDPA's bool mask) ran its
+# layers as eager while one thread had switched it, adding the mask as 1 and 0. CPU forwards use every core anyway.
+_SWITCHING = threading.RLock()
+
+
 @contextlib.contextmanager
-def _running(model: nn.Module, implementation: str):
-    """The model's attention set to `implementation` while inside (transformers reads it at every layer's call)."""
-    before = model.config._attn_implementation
-    if implementation == before:
-        yield
+def _attention(model: nn.Module, batch: PairBatch):
+    """Yields the attention the batch runs with (attention_for), the model set to it while inside (transformers
+    reads the setting at each layer's call); on the CPU, chosen and run under _SWITCHING."""
+    if batch.input_ids.device.type != "cpu":  # never switched there
+        yield attention_for(model, batch)
         return
-    model.config._attn_implementation = implementation
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = before
+    with _SWITCHING:
+        before = model.config._attn_implementation
+        implementation = attention_for(model, batch)
+        if implementation == before:
+            yield implementation
+            return
+        model.config._attn_implementation = implementation
+        try:
+            yield implementation
+        finally:
+            model.config._attn_implementation = before
 
 
 def attention_mask_for(implementation: str, mask: torch.Tensor) -> torch.Tensor:
@@ -226,8 +239,7 @@ class PairLogps(nn.Module):
         """The last hidden state at each position that predicts a response token [N, H], in batch.target_ids order."""
         lm = self.causal_lm()
         backbone = getattr(lm, lm.base_model_prefix)
-        implementation = attention_for(lm, batch)
-        with _running(lm, implementation):
+        with _attention(lm, batch) as implementation:
             hidden = backbone(
                 input_ids=batch.input_ids,
                 attention_mask=attention_mask_for(implementation, batch.attention_mask),

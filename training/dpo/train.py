@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         # loaded after the flags are checked: torch and transformers take seconds, a bad flag should not wait
         from training.dpo.data import load_pairs_jsonl
 
-        if not Path(args.data).is_file():  # the OS's "No such file or directory: 'x'" named no flag
+        if Path(args.data).is_dir() or not Path(args.data).exists():  # the OS's message named no flag (a pipe,
+            # /dev/stdin, is read as a file is)
             raise ValueError(f"--data {args.data}: {'a folder, not a file' if Path(args.data).is_dir() else 'no such file'}")
         pairs = load_pairs_jsonl(args.data)
         check_out_dir(args.out)
