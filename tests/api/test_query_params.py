@@ -30,6 +30,7 @@ BODIES = {
     ("post", "/api/v1/label/submit"): {"lease": 1, "side": "left"},
     ("post", "/api/v1/label/skip"): {"lease": 1},
     ("post", "/api/v1/labelling-rounds"): {},
+    ("post", "/api/v1/versions"): {"name": "x", "path": "/nowhere"},
     ("patch", "/api/v1/labelling-rounds/{number}"): {},
     ("post", "/api/v1/compare/comparisons/{comparison_id}/vote"): {"side": "left"},
 }
