@@ -71,10 +71,15 @@ def get_version(request: HttpRequest, version_id: Id):
     return _version(version, _runs_by_output())
 
 
+# a folder's weights, as transformers and peft load them (a sharded checkpoint has its index)
+WEIGHTS = {False: ("*.safetensors", "pytorch_model*.bin"), True: ("adapter_model.safetensors", "adapter_model.bin")}
+
+
 class VersionIn(Body):
     name: Name = Field(description="A name no version has (1 to 100 characters).")
-    path: Name = Field(description="The folder on the server holding the checkpoint (config.json and safetensors) "
-                                   "or, for kind \"lora\", the adapter (adapter_config.json); stored absolute.")
+    path: Name = Field(description="The folder on the server holding the checkpoint (config.json and its weights) "
+                                   "or, for kind \"lora\", the adapter (adapter_config.json and its weights); "
+                                   "stored absolute.")
     kind: Literal["full", "lora"] = Field("full", description="\"full\" checkpoint or \"lora\" adapter.")
     parent: Id | None = Field(None, description="The version it was trained from, if any (its round is one more).")
     base: Id | None = Field(None, description="For an adapter: the full checkpoint it applies to.")
@@ -87,8 +92,9 @@ class VersionIn(Body):
 def register(request: HttpRequest, body: VersionIn):
     """A checkpoint or adapter made elsewhere (trained by another tool, or the same base under another name), for
     generation jobs, comparisons and rounds to use, as the admin's "add model version" does. The folder must hold
-    its model (checked now, on the web server: workers read the same path); nothing is stored when a field is
-    refused (400, naming it) or the name is taken (409)."""
+    its configuration and weights (looked for now, on the web server: workers read the same path; they are not
+    loaded, so weights that do not fit the configuration fail the first job on the version); nothing is stored when
+    a field is refused (400, naming it) or the name is taken (409)."""
     def refused(field: str, message: str) -> ValidationError:  # named in errors[].field, as a body's own fields are
         return ValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
@@ -97,13 +103,19 @@ def register(request: HttpRequest, body: VersionIn):
         raise refused("name", "1 to 100 characters")
     if ModelVersion.objects.filter(name=name).exists():
         raise HttpError(409, f"name: a version named {name!r} exists already")
-    marker = "adapter_config.json" if body.kind == ModelVersion.LORA else "config.json"
-    folder = Path(body.path).expanduser()
+    lora = body.kind == ModelVersion.LORA
+    marker, what = ("adapter_config.json", "LoRA adapter") if lora else ("config.json", "model checkpoint")
+    try:
+        folder = Path(body.path).expanduser()
+    except RuntimeError:  # ~user of no account on the server
+        raise refused("path", f"{body.path!r} names no home folder on the server") from None
     if not folder.is_absolute():
         raise refused("path", f"{body.path!r} is relative; give the folder's absolute path on the server")
     if not (folder / marker).is_file():
-        raise refused("path", f"{body.path!r} holds no {marker}: not a "
-                              f"{'LoRA adapter' if body.kind == ModelVersion.LORA else 'model checkpoint'} folder")
+        raise refused("path", f"{body.path!r} holds no {marker}: not a {what} folder")
+    weights = WEIGHTS[lora]
+    if not any(next(folder.glob(pattern), None) for pattern in weights):
+        raise refused("path", f"{body.path!r} holds no weights ({', '.join(weights)}): the {what} is not all there")
     rows = {}
     for field in ("parent", "base"):
         pk = getattr(body, field)

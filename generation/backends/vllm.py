@@ -8,8 +8,8 @@ imported lazily, so this module imports on machines without it.
 What a sample records (the same contract as the `hf` backend):
 - `token_ids` are the tokens as sampled. vLLM stops on the tokenizer's EOS and on every `eos_token_id` of the
   model's generation_config; when a sample stops on any of them, `finish_reason` is "stop" and the last token id is
-  the one that stopped it. Training does not read these ids: it tokenizes the response text and appends the
-  tokenizer's EOS (`prefcore.chat.response_token_ids`), so every response is normalised to one end-of-turn token
+  the one that stopped it. The DPO loss does not read these ids (a round's KL does: it is taken at the positions
+  sampled, training.evaluation): it tokenizes the response text and appends the tokenizer's EOS (`prefcore.chat.response_token_ids`), so every response is normalised to one end-of-turn token
   whichever EOS id the sampler met.
 - `logp_sum` is the sum of the sampled tokens' raw log-probs (log-softmax of the logits at temperature 1, vLLM's
   `logprobs_mode="raw_logprobs"`). They differ slightly from transformers' (kernels): for display and diagnostics;

@@ -113,6 +113,8 @@ def test_a_model_folder_made_elsewhere_is_registered_as_a_version_from_code(staf
 @pytest.mark.parametrize("body, status, said", [
     ({"name": "x", "path": "relative/folder"}, 400, "path: 'relative/folder' is relative"),
     ({"name": "x", "path": "EMPTY"}, 400, "path: '/"),
+    ({"name": "x", "path": "CONFIG_ONLY"}, 400, "path: '/"),
+    ({"name": "x", "path": "~no-such-account-here/model"}, 400, "path: '~no-such-account-here/model' names no home"),
     ({"name": "x", "path": "MODEL", "kind": "lora"}, 400, "path: '/"),
     ({"name": "base", "path": "MODEL"}, 409, "a version named 'base' exists already"),
     ({"name": "   ", "path": "MODEL"}, 400, "name: 1 to 100 characters"),
@@ -123,14 +125,17 @@ def test_a_refused_registration_names_the_field_and_stores_nothing(staff_api, ti
                                                                    said):
     base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
     (tmp_path / "empty").mkdir()
-    sent = {k: {"MODEL": str(tiny_model_dir), "EMPTY": str(tmp_path / "empty"), "BASE": base.pk}.get(v, v)
+    (tmp_path / "config-only").mkdir()
+    (tmp_path / "config-only" / "config.json").write_text("{}")
+    sent = {k: {"MODEL": str(tiny_model_dir), "EMPTY": str(tmp_path / "empty"), "BASE": base.pk,
+                "CONFIG_ONLY": str(tmp_path / "config-only")}.get(v, v)
             for k, v in body.items()}
     with pytest.raises(APIError) as refused:
         staff_api.post("/versions", sent)
     assert refused.value.status == status and said in refused.value.detail
     marker = "adapter_config.json" if body.get("kind") == "lora" else "config.json"
-    if said == "path: '/":  # a folder without the kind's model file
-        assert f"holds no {marker}" in refused.value.detail
+    if said == "path: '/":  # a folder without the kind's model file, or without its weights
+        assert (f"holds no {marker}" if body["path"] != "CONFIG_ONLY" else "holds no weights") in refused.value.detail
     if status == 400:  # the field named for a program too
         assert [e["field"] for e in refused.value.errors] == [said.split(":")[0]]
     assert list(ModelVersion.objects.values_list("name", flat=True)) == ["base"]
