@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from jobs import lifecycle
 from jobs.lifecycle import Tracker
 from jobs.models import ENDED
+from prefloop.access import may, refusal
 from prefloop.private_files import PRIVATE, private_dir
 
 from . import importers
@@ -64,8 +65,22 @@ def start(upload: UploadedFile, *, kind: str, options: dict, user) -> ImportJob:
     return job
 
 
+# what each kind of import writes needs the permission that writing those rows through the API needs: an import job
+# is a way to write them, and a staff member allowed only to import had stored labels the push refused them
+KIND_PERMISSIONS = {ImportJob.PROMPTS: "generation.add_prompt", ImportJob.PAIRS: "annotate.add_pair",
+                    ImportJob.PREFERENCES: "annotate.add_label"}
+
+
+class ImportNotAllowed(Exception):
+    """The account may start import jobs, but not write the rows of this kind."""
+
+
 def start_form(data: dict, user) -> ImportJob:
-    """`start` with a valid ImportForm's cleaned data (the Import page and POST /api/v1/jobs/import)."""
+    """`start` with a valid ImportForm's cleaned data (the Import page and POST /api/v1/jobs/import); ImportNotAllowed
+    when the account may not write the kind's rows."""
+    needed = KIND_PERMISSIONS[data["kind"]]
+    if not may(user, needed):
+        raise ImportNotAllowed(f"kind {data['kind']!r}: {refusal(needed)}")
     options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
     return start(data["file"], kind=data["kind"], options=options, user=user)
 
@@ -107,10 +122,13 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
     if job.kind == ImportJob.PROMPTS:
         return importers.import_prompts(path, split=options.get("split", "train"), tag=options.get("tag", ""),
                                         **hooks)
+    # rounds the file names that are not there are made only for an account that may add rounds (read when the
+    # job runs: a permission taken away meanwhile counts)
+    new_rounds = job.created_by is None or may(job.created_by, importers.NEW_ROUND_PERMISSION)
     if job.kind == ImportJob.PAIRS:
-        return importers.import_pairs(path, round_number=options.get("round"), **hooks)
+        return importers.import_pairs(path, round_number=options.get("round"), new_rounds=new_rounds, **hooks)
     return importers.import_preferences(path, fmt=options.get("format", "auto"), round_number=options.get("round"),
-                                        **hooks)
+                                        new_rounds=new_rounds, **hooks)
 
 
 def _counts(result: importers.ImportResult) -> dict:

@@ -311,6 +311,22 @@ def _round(number: int | None) -> LabellingRound | None:
     return round_
 
 
+NEW_ROUND_PERMISSION = "annotate.add_labellinground"
+
+
+def _no_new_round(number: int) -> str:
+    return (f"labelling round {number} does not exist, and this account may not add labelling rounds (it needs "
+            f"{NEW_ROUND_PERMISSION!r}): create the round first, or name one that exists")
+
+
+def _check_new_round(number: int | None, new_rounds: bool) -> None:
+    """Refused before anything is read or stored: a round the import names that is not there, when its caller may
+    not add rounds (`new_rounds` False). Pushing pairs made any round number asked for, with its default settings,
+    for staff the labelling-rounds page and API refuse to add one for."""
+    if number is not None and not new_rounds and not LabellingRound.objects.filter(number=number).exists():
+        raise ImportProblem([_no_new_round(number)])
+
+
 def _lock_prompts(prompts: list[Prompt]) -> None:
     """Lock the chunk's prompts until it commits, in hash order (as they are inserted). An import of the same rows at
     the same moment then waits here and finds the pairs this one adds; before, on PostgreSQL, each read that the
@@ -464,12 +480,14 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
 def import_pairs(
     path: Path | str, *, round_number: int | None = None, labels_needed: int | None = None, name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None, new_rounds: bool = True,
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue; a pair whose two answers are
     nearly the same is stored held back (route "duplicate"), as a generation job holds back its own: people could
-    only tie it, and it is neither served nor trained on."""
+    only tie it, and it is neither served nor trained on. `new_rounds`: whether `round_number` may name a round
+    that is not there yet (made with its default settings); False for a caller who may not add rounds."""
     _check_round(round_number)
+    _check_new_round(round_number, new_rounds)
     closed = round_number is not None and LabellingRound.objects.filter(
         number=round_number, closed_at__isnull=False).first()
     if closed:  # its pairs would wait for labels no one is given
@@ -639,10 +657,12 @@ def _mark_answers(pair: Pair, marks: _Marks, chosen_is_a: bool) -> None:
 def import_preferences(
     path: Path | str, *, fmt: str = "auto", round_number: int | None = None, name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None, new_rounds: bool = True,
 ) -> ImportResult:
     """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account. A
     new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it).
+    `new_rounds`: whether those may name rounds that are not there yet (made with their default settings); False
+    for a caller who may not add rounds, where a row naming one is refused with its line, before anything is stored.
 
     What an export writes of a row besides (annotate/exporters.py) is read back too, where the row says it: which
     answer was cut off at the token limit (`chosen_truncated`, `rejected_truncated`, `truncated`) as the answers'
@@ -652,12 +672,16 @@ def import_preferences(
     account's), so several comments on a pair come back as one, joined by a blank line.
     """
     _check_round(round_number)
+    _check_new_round(round_number, new_rounds)
     name = name or Path(path).name
+    existing = None if new_rounds else set(LabellingRound.objects.values_list("number", flat=True))
     # id(parsed row) -> what the row says of its answers and labels: by the row, not its line (a one-line JSON array's
     # rows share line 1, and one row's comments landed on another's label); the rows live as long as the import
     marks: dict[int, _Marks] = {}
 
     def read_marks(parsed, row: dict):
+        if existing is not None and parsed.round is not None and parsed.round not in existing:
+            raise formats.RowError("round", _no_new_round(parsed.round))
         found = _marks(row)
         if found != _NO_MARKS:
             marks[id(parsed)] = found

@@ -144,6 +144,9 @@ def import_file(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             job = import_jobs.start_form(form.cleaned_data, request.user)
+        except import_jobs.ImportNotAllowed as exc:
+            form.add_error("kind", str(exc))
+            status = 403
         except import_jobs.QUEUE_ERRORS:
             form.add_error(None, import_jobs.QUEUE_DOWN)
             status = 503

@@ -17,6 +17,7 @@ from annotate import exporters, importers
 from annotate.dataset import decisions
 from annotate.models import LabellingRound
 from prefcore.rows import FORMATS
+from prefloop.access import may
 
 from .auth import STAFF, staff
 from .fields import Body, Count, Fraction, Name, Number
@@ -100,13 +101,15 @@ def push_prompts(request: HttpRequest, payload: PromptPush):
 def push_pairs(request: HttpRequest, payload: PairPush):
     _settings_in_rows(payload.rows, ("round", "labels_needed"))
     return Status(201, _imported(payload.rows, lambda path: importers.import_pairs(
-        path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE)))
+        path, round_number=payload.round, labels_needed=payload.labels_needed, name=SOURCE,
+        new_rounds=may(request.user, importers.NEW_ROUND_PERMISSION))))
 
 
 @router.post("/preferences", auth=staff("annotate.add_label"), response={201: PushResult}, summary="Push labelled preferences")
 def push_preferences(request: HttpRequest, payload: PreferencePush):
     return Status(201, _imported(payload.rows, lambda path: importers.import_preferences(
-        path, fmt=payload.format, round_number=payload.round, name=SOURCE)))
+        path, fmt=payload.format, round_number=payload.round, name=SOURCE,
+        new_rounds=may(request.user, importers.NEW_ROUND_PERMISSION))))
 
 
 class PreferenceFilters(Schema):

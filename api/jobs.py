@@ -279,6 +279,8 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
                                for name, errors in form.errors.items()])
     try:
         job = import_jobs.start_form(form.cleaned_data, request.user)
+    except import_jobs.ImportNotAllowed as exc:
+        raise HttpError(403, str(exc)) from None
     except import_jobs.QUEUE_ERRORS:
         raise HttpError(503, import_jobs.QUEUE_DOWN) from None
     return Status(201, describe("import", job))

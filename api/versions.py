@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -17,7 +16,8 @@ from pydantic import Field
 from compare import leaderboard
 from generation.length import VersionLength, version_length, version_lengths
 from generation.models import ModelVersion
-from generation.services import GenerationError, register_version
+from generation.services import GenerationError, given_folder, register_version, version_folder_problem
+from prefloop.access import may, refusal
 from training import dashboard, promotion
 from training.models import TrainingRun
 
@@ -71,10 +71,6 @@ def get_version(request: HttpRequest, version_id: Id):
     return _version(version, _runs_by_output())
 
 
-# a folder's weights, as transformers and peft load them (a sharded checkpoint has its index)
-WEIGHTS = {False: ("*.safetensors", "pytorch_model*.bin"), True: ("adapter_model.safetensors", "adapter_model.bin")}
-
-
 class VersionIn(Body):
     name: Name = Field(description="A name no version has (1 to 100 characters).")
     path: Name = Field(description="The folder on the server holding the checkpoint (config.json and its weights) "
@@ -84,7 +80,8 @@ class VersionIn(Body):
     parent: Id | None = Field(None, description="The version it was trained from, if any (its round is one more).")
     base: Id | None = Field(None, description="For an adapter: the full checkpoint it applies to.")
     make_current: bool = Field(False, description="Make it the current version at once (recorded, as a rollback "
-                                                  "from the Train page is).")
+                                                  "from the Train page is; needs generation.change_modelversion, "
+                                                  "as a rollback does).")
 
 
 @router.post("/versions", auth=staff("generation.add_modelversion"), response={201: VersionOut},
@@ -98,24 +95,20 @@ def register(request: HttpRequest, body: VersionIn):
     def refused(field: str, message: str) -> ValidationError:  # named in errors[].field, as a body's own fields are
         return ValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
+    # making it current changes the model every job uses, as a promotion or rollback does: their permission too
+    if body.make_current and not may(request.user, "generation.change_modelversion"):
+        raise HttpError(403, f"make_current: {refusal('generation.change_modelversion')}")
     name = body.name.strip()
     if not 1 <= len(name) <= 100:
         raise refused("name", "1 to 100 characters")
     if ModelVersion.objects.filter(name=name).exists():
         raise HttpError(409, f"name: a version named {name!r} exists already")
-    lora = body.kind == ModelVersion.LORA
-    marker, what = ("adapter_config.json", "LoRA adapter") if lora else ("config.json", "model checkpoint")
     try:
-        folder = Path(body.path).expanduser()
-    except RuntimeError:  # ~user of no account on the server
-        raise refused("path", f"{body.path!r} names no home folder on the server") from None
-    if not folder.is_absolute():
-        raise refused("path", f"{body.path!r} is relative; give the folder's absolute path on the server")
-    if not (folder / marker).is_file():
-        raise refused("path", f"{body.path!r} holds no {marker}: not a {what} folder")
-    weights = WEIGHTS[lora]
-    if not any(next(folder.glob(pattern), None) for pattern in weights):
-        raise refused("path", f"{body.path!r} holds no weights ({', '.join(weights)}): the {what} is not all there")
+        folder = given_folder(body.path)
+    except GenerationError as exc:
+        raise refused("path", str(exc)) from None
+    if problem := version_folder_problem(folder, body.kind):
+        raise refused("path", problem)
     rows = {}
     for field in ("parent", "base"):
         pk = getattr(body, field)

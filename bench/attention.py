@@ -20,24 +20,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
-DEFAULT_DATA = ROOT / "data" / "hh-rlhf-sample.jsonl"
 
 
 def main() -> None:
+    from bench.report import add_training_arguments, ensure_model
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--pairs", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    add_training_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if not (args.model / "config.json").exists():
-        from generation.bootstrap import bootstrap_checkpoint
-
-        bootstrap_checkpoint(args.model)
+    ensure_model(args.model)
 
     import torch
 

@@ -24,8 +24,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODEL = ROOT / "var" / "models" / "smollm2-135m-instruct"
-DEFAULT_DATA = ROOT / "data" / "hh-rlhf-sample.jsonl"
 
 
 def run_ours(args) -> dict:
@@ -140,13 +138,10 @@ def spawn(which: str, args, data: Path) -> dict:
 
 
 def main() -> None:
+    from bench.report import add_training_arguments, ensure_model
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--pairs", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+    add_training_arguments(parser)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of every run; medians reported")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for every run (0: torch's default)")
     parser.add_argument("--trl-attention", choices=["sdpa", "eager"], default="sdpa",
@@ -159,10 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run:
         return child(args)
-    if not (args.model / "config.json").exists():
-        from generation.bootstrap import bootstrap_checkpoint
-
-        bootstrap_checkpoint(args.model)
+    ensure_model(args.model)
 
     from bench.report import machine_line, median, write_section
     from prefcore.hardware import default_device, describe_dtype

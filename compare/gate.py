@@ -26,6 +26,9 @@ class GateRule:
     # The drift budget: how far a round may move from what it replaces besides winning votes.
     max_cut_share_growth: float = 0.10  # the share of answers cut at the token limit may rise this much at most
     max_kl_per_token: float = 0.5  # KL to the round's reference (nats per answer token) on its own eval answers
+    # and to base, the lineage's first version, on the same answers: rounds each within the budget above still add
+    # up, round after round, when each takes the version before it as its reference
+    max_kl_to_base_per_token: float = 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -37,7 +40,7 @@ class GateRule:
                 f"at most {self.max_length_growth:.0%} longer, the share cut at the token limit up by at most "
                 f"{self.max_cut_share_growth:.0%} (both against the current version's answers, or base's where "
                 f"those are longer or cut more often), KL to the reference at most {self.max_kl_per_token:g} nats "
-                f"a token")
+                f"a token and to base at most {self.max_kl_to_base_per_token:g}")
 
 
 @dataclass
@@ -62,6 +65,7 @@ class GateEvidence:
     # the round's KL to its reference, nats per answer (the next-token KL over the vocabulary, summed over the answer)
     kl_to_reference: float | None = None
     kl_answer_tokens: float | None = None  # mean tokens of the answers that KL was measured on
+    kl_to_base: float | None = None  # the same answers' KL to base, nats per answer (the reference's, where it is base)
     sources: list[str] = field(default_factory=list)  # who voted: judge paths, "people"
     # The pairs of answers voted on, and the candidate's score summed over them (each pair's mean over its voters, a
     # tie or both-bad half). Several voters on the same two answers are one observation of them, not several: counted
@@ -128,6 +132,12 @@ class GateEvidence:
         return self.kl_to_reference / self.kl_answer_tokens
 
     @property
+    def kl_to_base_per_token(self) -> float | None:
+        if self.kl_to_base is None or not self.kl_answer_tokens:
+            return None
+        return self.kl_to_base / self.kl_answer_tokens
+
+    @property
     def length_growth(self) -> float | None:
         if not self.current_tokens or self.candidate_tokens is None:
             return None
@@ -147,7 +157,8 @@ class GateEvidence:
         return {**asdict(self), "votes": self.votes, "n": self.n, "win_rate": _round(self.win_rate),
                 "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth),
                 "bounded_length_growth": _round(self.bounded_length_growth), "length_anchor": self.length_anchor,
-                "cut_share_growth": _round(self.cut_share_growth), "kl_per_token": _round(self.kl_per_token)}
+                "cut_share_growth": _round(self.cut_share_growth), "kl_per_token": _round(self.kl_per_token),
+                "kl_to_base_per_token": _round(self.kl_to_base_per_token)}
 
 
 @dataclass
@@ -210,6 +221,17 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
         drift.append(shown)
         if kl > rule.max_kl_per_token + AT_BOUND:
             failed.append(f"{shown}: over the budget of {rule.max_kl_per_token:g} nats a token")
+    to_base = evidence.kl_to_base_per_token
+    if to_base is None:
+        if kl is not None:
+            drift.append("KL to base not measured: the drift from base was not checked")
+    else:
+        g = _significant(to_base, rule.max_kl_to_base_per_token)
+        shown = f"KL to base {evidence.kl_to_base:.3g} nats an answer ({to_base:.{g}g} a token)"
+        drift.append(shown)
+        if to_base > rule.max_kl_to_base_per_token + AT_BOUND:
+            failed.append(f"{shown}: over the budget of {rule.max_kl_to_base_per_token:g} nats a token from base "
+                          "(the rounds' drift added up)")
     if failed:
         return GateResult(False, failed)
     return GateResult(True, [measured] + ([length] if length else []) + drift)

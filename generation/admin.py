@@ -1,5 +1,9 @@
 """Admin for versions (lineage, size, the run that made each, set current), prompts, responses and jobs."""
+from pathlib import Path
+
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 
@@ -12,8 +16,34 @@ from . import services
 from .models import GenerationJob, ModelVersion, Prompt, Response
 
 
+class ModelVersionForm(forms.ModelForm):
+    """A version's folder is checked as POST /versions and every registration check it (configuration and weights
+    of its kind, an absolute path on the server): the admin stored any text typed as the path, and the first job on
+    the version failed in a worker."""
+
+    class Meta:
+        model = ModelVersion
+        fields = "__all__"
+
+    def clean_path(self) -> str:
+        try:
+            return str(services.given_folder(self.cleaned_data["path"]))
+        except services.GenerationError as exc:
+            raise ValidationError(str(exc)) from None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        path, kind = cleaned.get("path"), cleaned.get("kind")
+        # a version kept as it was is not refused for its folder (a disk not mounted while its name is edited)
+        moved = self.instance.pk is None or {"path", "kind"} & set(self.changed_data)
+        if path and kind and moved and (problem := services.version_folder_problem(Path(path), kind)):
+            self.add_error("path", problem)
+        return cleaned
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
+    form = ModelVersionForm
     list_display = ["name", "lineage_display", "round", "kind", "size", "made_by", "is_current", "created"]
     list_filter = ["kind", "is_current"]
     readonly_fields = ["is_current", "size_bytes", "created", "mean_response_tokens"]
@@ -25,6 +55,11 @@ class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
         if obj.is_current:
             return f"{obj.name} is the current version; make another version current first"
         return ""
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change or "path" in form.changed_data:
+            obj.size_bytes = services.folder_size(obj.path)
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="lineage")
     def lineage_display(self, obj):

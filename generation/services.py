@@ -76,8 +76,8 @@ def register_version(
     # stored absolute: a relative folder was kept as typed and read later from another working directory (the
     # worker's, the web app's), where it names nothing or another model
     path = Path(path).expanduser().resolve()
-    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
-        raise GenerationError(f"{path} holds no checkpoint (no config.json or adapter_config.json)")
+    if problem := version_folder_problem(path, kind):
+        raise GenerationError(problem)
     size = folder_size(path)
     with transaction.atomic():
         version = ModelVersion.objects.create(
@@ -127,6 +127,39 @@ def base_version(version: ModelVersion) -> ModelVersion:
 
 
 WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")  # what transformers and vLLM load a model's weights from
+ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # and peft an adapter's
+
+
+def given_folder(typed: str) -> Path:
+    """A folder a person typed for a version (the admin's form, POST /versions): absolute, `~` expanded, or a
+    GenerationError saying why not. A relative one was read from the web server's working directory, and a worker
+    reads the stored path from its own."""
+    try:
+        folder = Path(typed.strip()).expanduser()
+    except RuntimeError:  # ~user of no account on the server
+        raise GenerationError(f"{typed!r} names no home folder on the server") from None
+    if not folder.is_absolute():
+        raise GenerationError(f"{typed!r} is relative; give the folder's absolute path on the server")
+    try:
+        return folder.resolve()
+    except (OSError, RuntimeError) as exc:  # a name too long, a loop of links
+        raise GenerationError(f"{typed[:200]!r} cannot be read on the server: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def version_folder_problem(path: Path, kind: str = ModelVersion.FULL) -> str | None:
+    """Why a folder cannot be registered as a version of its kind, naming the file it lacks; None when it holds the
+    configuration and weights. Every registration reads it (the API, the admin's, a round's, "base"): a folder
+    holding a config.json alone was registered, and the first job on the version failed in a worker."""
+    marker, weights, what = (("adapter_config.json", ADAPTER_WEIGHT_FILES, "LoRA adapter") if kind == ModelVersion.LORA
+                             else ("config.json", WEIGHT_FILES, "model checkpoint"))
+    try:
+        if not (path / marker).is_file():
+            return f"{path} holds no {marker}: not a {what} folder"
+        if not any(f.is_file() for pattern in weights for f in path.glob(pattern)):
+            return f"{path} holds no weights ({', '.join(weights)}): the {what} is not all there"
+    except OSError as exc:  # a name too long for the file system, a folder the server may not read: not a 500
+        return f"{str(path)[:200]!r} cannot be read on the server: {exc.strerror or exc}"
+    return None
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 

@@ -36,8 +36,8 @@ class LoopPreset:
 # the ±9 points of 64 votes) with the same KL to base, and every round stayed under 4 minutes on 2 AMX cores where
 # "all" grows by a round's pairs each round (its round 3: 4.5-5.5 minutes). The gate's KL budget then bounds each
 # round's step from its reference; the length and cut bounds hold answers near the current version's (or base's,
-# where those are longer or cut more often). Nothing bounds the KL to base itself: the loop measures and reports it
-# each round (kl_to_base), and the gate does not read it. Four samples ranked by the judge, best paired with worst (measurement 6). Since measurement 19, DPO with
+# where those are longer or cut more often), and a bound on the KL to base (on the round's 8 answers the gate reads)
+# holds the steps added up; the loop also reports each round's KL to base on its 64 eval answers (kl_to_base). Four samples ranked by the judge, best paired with worst (measurement 6). Since measurement 19, DPO with
 # an NLL term on the chosen answers (RPO, weight 1, as Pang et al. 2024 run iterative rounds): over five seeds the
 # versions current at the end won as often (84.7% against 81.5%, within the noise), every one of 15 rounds was
 # promoted (12 of 15 with the plain loss, whose round 1 sat at the gate's KL budget), at a tenth of the plain loss's

@@ -427,9 +427,11 @@ PREFLOOP_GATE_MIN_LOWER_BOUND = _env_number("PREFLOOP_GATE_MIN_LOWER_BOUND", 0.4
 PREFLOOP_GATE_MAX_LENGTH_GROWTH = _env_number("PREFLOOP_GATE_MAX_LENGTH_GROWTH", 0.25, float, low=0)
 # The drift budget (also part of the gate): the share of eval answers cut at the token limit may rise by at most
 # PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH over the current version's (base's, where base's is higher), and the round's KL to its reference may be at most
-# PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token (stated bounds; docs/defaults.md).
+# PREFLOOP_GATE_MAX_KL_PER_TOKEN nats per answer token, and its KL to base (the lineage's first version) at most
+# PREFLOOP_GATE_MAX_KL_TO_BASE_PER_TOKEN, the rounds' drift added up (docs/defaults.md).
 PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH = _env_number("PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH", 0.10, float, low=0)
 PREFLOOP_GATE_MAX_KL_PER_TOKEN = _env_number("PREFLOOP_GATE_MAX_KL_PER_TOKEN", 0.5, float, above=0)
+PREFLOOP_GATE_MAX_KL_TO_BASE_PER_TOKEN = _env_number("PREFLOOP_GATE_MAX_KL_TO_BASE_PER_TOKEN", 1.0, float, above=0)
 PREFLOOP_JUDGES = _env_list("PREFLOOP_JUDGES", "")
 # Loss terms a training run may name besides the built-in ones (training/dpo/terms.py), as "package.module:attr".
 PREFLOOP_LOSS_TERMS = _env_list("PREFLOOP_LOSS_TERMS", "")

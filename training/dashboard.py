@@ -32,12 +32,14 @@ HEADLINE: list[tuple[str, tuple[str, ...], str]] = [
     ("Held-out accuracy", ("heldout/reward_accuracy",), "heldout"),
     ("Held-out margin", ("heldout/margin",), "heldout"),
     ("KL to reference", ("kl_to_reference",), "answers"),
+    ("KL to base", ("kl_to_base",), "answers"),
     ("Answer tokens", ("sampled/mean_tokens",), "answers"),
     ("Reward margin", CURVES[0][1], "batch"),
     ("Reward accuracy", CURVES[1][1], "batch"),
     ("Loss", CURVES[2][1], "batch"),
 ]
 UNITS = {"KL to reference": "nats per answer, the next-token KL over the vocabulary summed over its positions",
+         "KL to base": "nats per answer, as the KL to reference, against the lineage's first version",
          "Answer tokens": "mean"}
 CHOSEN_KEYS = ("rewards/chosen", "chosen_reward", "reward_chosen", "chosen_rewards")
 REJECTED_KEYS = ("rewards/rejected", "rejected_reward", "reward_rejected", "rejected_rewards")

@@ -1,5 +1,5 @@
 """What a finished round is measured on: implicit-reward accuracy and margin on held-out labelled pairs, and the
-new version's own answers to eval prompts (mean KL to the reference, mean length), all scored by the trainer's
+new version's own answers to eval prompts (mean KL to the reference and to base, mean length), all scored by the trainer's
 log-prob code under the one chat template."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from generation.backends.base import GenerationCancelled, SamplingConfig
 from generation.length import mean_tokens, truncated_count
 from generation.models import ModelVersion, Prompt, Response
-from generation.services import answers_for
+from generation.services import answers_for, base_version
 from prefloop.numerics import product_dtype
 
 from .dataset import store_reference_logps
@@ -98,9 +98,10 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
                    heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
                    should_stop: Callable[[], bool] | None = None,
                    on_stage: Callable[[str, float], None] | None = None) -> dict:
-    """The round's metrics: held-out reward accuracy and margin, KL to the reference and mean length of the new
+    """The round's metrics: held-out reward accuracy and margin, KL to the reference and to base and mean length of the new
     version's answers to the eval prompts. Reference log-probs missing from the cache are computed and stored.
-    Each of the two models is loaded once, on first use, and serves the held-out pairs and the answers' KL.
+    Each model (the version, its reference, and base where that is not the reference) is loaded once, on first
+    use; the version and its reference serve the held-out pairs and the answers' KL.
 
     `should_stop()` is asked per decode step and per scoring batch: True raises GenerationCancelled.
     `on_stage(text, fraction)` is told each part as it starts ("answering eval prompts: 3 of 8", "scoring 40 held-out
@@ -165,6 +166,21 @@ def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOC
                                                             _answer_ids(answers)))
         except ValueError as exc:  # a version and a reference that tokenize apart: the other figures still stand
             logger.warning("%s against %s: no KL: %s", version.name, reference.name, exc)
+        # and to base, the lineage's first version (the gate's bound on the rounds' drift added up): the same figure
+        # where the reference is base, measured again on the same answers where it is a later version
+        first = base_version(version)
+        if first.pk == reference.pk:
+            if "kl_to_reference" in metrics:
+                metrics["kl_to_base"] = metrics["kl_to_reference"]
+        else:
+            check()
+            say(f"KL to {first.name!r} on {len(answers)} answer{'s' if len(answers) != 1 else ''}",
+                before=("answers", "heldout"), within=0.5)
+            try:
+                metrics["kl_to_base"] = _mean_kl(policy.kl(Scorer(first.path, scoring), _answer_pairs(answers),
+                                                           should_stop, _answer_ids(answers)))
+            except ValueError as exc:
+                logger.warning("%s against %s: no KL: %s", version.name, first.name, exc)
         metrics["sampled/answers"] = len(answers)
         metrics["sampled/mean_tokens"] = mean_tokens(answers.values())
         metrics["sampled/truncated"] = truncated_count(answers.values())

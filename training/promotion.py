@@ -43,7 +43,8 @@ def gate_rule() -> GateRule:
                     min_lower_bound=settings.PREFLOOP_GATE_MIN_LOWER_BOUND,
                     max_length_growth=settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH,
                     max_cut_share_growth=settings.PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH,
-                    max_kl_per_token=settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN)
+                    max_kl_per_token=settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN,
+                    max_kl_to_base_per_token=settings.PREFLOOP_GATE_MAX_KL_TO_BASE_PER_TOKEN)
 
 
 def gate_evidence(current: ModelVersion, candidate: ModelVersion,
@@ -166,9 +167,11 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
     evidence = gate_evidence(current, candidate, jobs)
     # the drift budget's KL: measured when the round finished, on its own answers to the first eval prompts
     metrics = run.metrics or {}
-    if metrics.get("kl_to_reference") is not None and metrics.get("sampled/mean_tokens"):
-        evidence.kl_to_reference = float(metrics["kl_to_reference"])
+    if metrics.get("sampled/mean_tokens"):
         evidence.kl_answer_tokens = float(metrics["sampled/mean_tokens"])
+        for key in ("kl_to_reference", "kl_to_base"):
+            if metrics.get(key) is not None:
+                setattr(evidence, key, float(metrics[key]))
     result = decide(evidence, rule)
     with transaction.atomic():
         run.gate = {"rule": rule.as_dict(), "against": current.name, "evidence": evidence.as_dict(),

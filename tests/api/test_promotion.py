@@ -112,10 +112,10 @@ def test_a_model_folder_made_elsewhere_is_registered_as_a_version_from_code(staf
 
 @pytest.mark.parametrize("body, status, said", [
     ({"name": "x", "path": "relative/folder"}, 400, "path: 'relative/folder' is relative"),
-    ({"name": "x", "path": "EMPTY"}, 400, "path: '/"),
-    ({"name": "x", "path": "CONFIG_ONLY"}, 400, "path: '/"),
+    ({"name": "x", "path": "EMPTY"}, 400, "path: /"),
+    ({"name": "x", "path": "CONFIG_ONLY"}, 400, "path: /"),
     ({"name": "x", "path": "~no-such-account-here/model"}, 400, "path: '~no-such-account-here/model' names no home"),
-    ({"name": "x", "path": "MODEL", "kind": "lora"}, 400, "path: '/"),
+    ({"name": "x", "path": "MODEL", "kind": "lora"}, 400, "path: /"),
     ({"name": "base", "path": "MODEL"}, 409, "a version named 'base' exists already"),
     ({"name": "   ", "path": "MODEL"}, 400, "name: 1 to 100 characters"),
     ({"name": "x", "path": "MODEL", "base": "BASE"}, 400, "base: only a LoRA adapter has a base"),
@@ -134,7 +134,7 @@ def test_a_refused_registration_names_the_field_and_stores_nothing(staff_api, ti
         staff_api.post("/versions", sent)
     assert refused.value.status == status and said in refused.value.detail
     marker = "adapter_config.json" if body.get("kind") == "lora" else "config.json"
-    if said == "path: '/":  # a folder without the kind's model file, or without its weights
+    if said == "path: /":  # a folder without the kind's model file, or without its weights
         assert (f"holds no {marker}" if body["path"] != "CONFIG_ONLY" else "holds no weights") in refused.value.detail
     if status == 400:  # the field named for a program too
         assert [e["field"] for e in refused.value.errors] == [said.split(":")[0]]
@@ -154,3 +154,34 @@ def test_registering_needs_the_permission_to_add_versions(live_server, tiny_mode
             Client(live_server.url, token_for(who)).register_version("x", str(tiny_model_dir))
         assert refused.value.status == 403
     assert not ModelVersion.objects.exists()
+
+
+def test_making_a_registered_version_current_needs_the_permission_to_change_versions(live_server, tiny_model_dir,
+                                                                                    token_for):
+    """From an outside probe: staff who may only add versions made one current through make_current, switching the
+    model every job uses past the gate; a rollback or promotion needs generation.change_modelversion."""
+    from django.contrib.auth.models import Permission
+
+    from prefloop_client import Client
+    from tests.annotate.factories import make_user
+
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    adder = make_user("adder", is_staff=True)
+    adder.user_permissions.set(Permission.objects.filter(codename="add_modelversion"))
+    client = Client(live_server.url, token_for(adder))
+    with pytest.raises(APIError) as refused:
+        client.register_version("evil", str(tiny_model_dir), make_current=True)
+    assert refused.value.status == 403 and "generation.change_modelversion" in refused.value.detail
+    assert list(ModelVersion.objects.values_list("name", "is_current")) == [("base", True)]
+    assert client.register_version("added", str(tiny_model_dir))["is_current"] is False  # adding alone: allowed
+    assert ModelVersion.objects.current() == base
+
+
+@pytest.mark.parametrize("path", ["/" + "a" * 256, "/tmp/" + "b" * 256 + "/x"])
+def test_a_path_the_file_system_cannot_take_is_refused_not_a_500(staff_api, tiny_model_dir, path):
+    ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    with pytest.raises(APIError) as refused:
+        staff_api.post("/versions", {"name": "x", "path": path})
+    assert refused.value.status == 400 and "cannot be read on the server" in refused.value.detail
+    assert [e["field"] for e in refused.value.errors] == ["path"]
+    assert list(ModelVersion.objects.values_list("name", flat=True)) == ["base"]

@@ -78,6 +78,23 @@ def test_the_drift_budget_bounds_kl_per_answer_token():
     assert evidence.as_dict()["kl_per_token"] == 0.1
 
 
+def test_the_drift_budget_bounds_kl_to_base_the_rounds_added_up():
+    """Each round within its KL to its reference (the version before it) still adds up, round after round."""
+    evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=25.6, kl_answer_tokens=128.0,
+                            kl_to_base=140.8)
+    result = decide(evidence, RULE)  # 0.2 a token to its reference, 1.1 to base
+    assert not result.passed and result.reasons == [
+        "KL to base 141 nats an answer (1.1 a token): over the budget of 1 nats a token from base (the rounds' drift "
+        "added up)"]
+    assert evidence.as_dict()["kl_to_base_per_token"] == 1.1
+    evidence.kl_to_base = 102.4
+    passed = decide(evidence, RULE)
+    assert passed.passed and passed.reasons[-1] == "KL to base 102 nats an answer (0.8 a token)"
+    assert not decide(evidence, GateRule(max_kl_to_base_per_token=0.75)).passed
+    evidence.kl_to_base = None  # a round measured before this bound: said, not hidden
+    assert decide(evidence, RULE).reasons[-1] == "KL to base not measured: the drift from base was not checked"
+
+
 def test_a_round_that_returns_toward_base_after_a_collapse_is_held_to_base_length():
     # The current version collapsed to 42-token answers; base answers in 70 on the same prompts. A candidate of 61
     # is 45% longer than the current version's but shorter than base's: no drift to bound, so it passes.

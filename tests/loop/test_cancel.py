@@ -138,7 +138,7 @@ def test_a_cancel_pressed_just_before_the_gate_decides_promotes_nothing(loop_run
     """The last look before the gate went through the half-second throttle: a Cancel pressed as the KL's last batch
     ended let the gate decide after it, promote the round's version and end the run "succeeded"."""
     for name, value in (("MIN_VOTES", 1), ("MIN_WIN_RATE", 0.0), ("MIN_LOWER_BOUND", 0.0), ("MAX_LENGTH_GROWTH", 1e9),
-                        ("MAX_CUT_SHARE_GROWTH", 1e9), ("MAX_KL_PER_TOKEN", 1e9)):
+                        ("MAX_CUT_SHARE_GROWTH", 1e9), ("MAX_KL_PER_TOKEN", 1e9), ("MAX_KL_TO_BASE_PER_TOKEN", 1e9)):
         setattr(settings, f"PREFLOOP_GATE_{name}", value)  # a gate the tiny model's round passes
     real = loop_services.mean_kl
 

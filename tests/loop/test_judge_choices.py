@@ -12,6 +12,7 @@ pytestmark = pytest.mark.django_db
 def _checkpoint(folder):
     folder.mkdir()
     (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_text("")  # registered, never loaded
     return folder
 
 

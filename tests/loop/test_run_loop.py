@@ -37,6 +37,7 @@ def _open_gate(settings) -> None:
     settings.PREFLOOP_GATE_MIN_VOTES, settings.PREFLOOP_GATE_MIN_WIN_RATE = 1, 0.0
     settings.PREFLOOP_GATE_MIN_LOWER_BOUND, settings.PREFLOOP_GATE_MAX_LENGTH_GROWTH = 0.0, 1e9
     settings.PREFLOOP_GATE_MAX_CUT_SHARE_GROWTH, settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN = 1e9, 1e9  # no drift budget
+    settings.PREFLOOP_GATE_MAX_KL_TO_BASE_PER_TOKEN = 1e9
 
 
 def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch, settings):

@@ -185,6 +185,15 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     assert sorted(loaded) == sorted([str(new.path), str(tiny_base.path)])
     for key in ("heldout/reward_accuracy", "heldout/margin", "kl_to_reference", "sampled/mean_tokens"):
         assert again[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-4), key
+    assert metrics["kl_to_base"] == metrics["kl_to_reference"]  # its reference is base: one figure, measured once
+
+    # A round whose reference is a later version (the loop's "start") is measured against base too: here the
+    # reference holds the new version's own weights, so its KL to the reference is 0 and to base what it was.
+    twin = gen.register_version("twin", new.path, parent=tiny_base, make_current=False)
+    later = evaluate_round(new, twin, DPOConfig.from_dict(dict(FAST_TRAINING, dtype=run.params["dtype"])), [], [])
+    assert later["kl_to_reference"] == pytest.approx(0.0, abs=1e-3)
+    assert later["kl_to_base"] == pytest.approx(metrics["kl_to_reference"], rel=1e-3, abs=1e-3)
+    assert later["kl_to_base"] > 0.01
 
     client.force_login(staff)
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()

@@ -67,7 +67,7 @@ def test_the_kl_in_bf16_stays_near_the_fp64_one(two_models):
 def test_a_reference_with_another_vocabulary_is_refused(two_models, tmp_path):
     policy, _ = two_models
     other = build_tiny_model(tmp_path / "other", vocab_size=320)
-    with pytest.raises(ValueError, match="must share a tokenizer"):
+    with pytest.raises(ValueError, match="must share the model.s tokenizer"):
         compute_kl(str(policy), str(other), PAIRS, DPOConfig(dtype="float32"))
 
 

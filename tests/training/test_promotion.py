@@ -198,6 +198,25 @@ def test_a_round_over_its_drift_budget_is_not_promoted(candidate, settings):
     assert promotion.check_gate(run).passed and current_version() == new
 
 
+def test_a_round_over_its_drift_from_base_is_not_promoted(candidate, settings):
+    base, new, run = candidate
+    _small_gate(settings)
+    job = make_job(new, base, n=12)
+    _votes(job, [make_user()], ["win", "win", "win", "tie"], new)
+    # within its budget to its reference (a later version), over the budget from base
+    run.metrics = {"kl_to_reference": 20.0, "kl_to_base": 120.0, "sampled/mean_tokens": 100.0}
+    run.save(update_fields=["metrics"])
+    result = promotion.check_gate(run)
+    assert not result.passed and result.reasons == [
+        "KL to base 120 nats an answer (1.2 a token): over the budget of 1 nats a token from base (the rounds' drift "
+        "added up)"]
+    run.refresh_from_db()
+    assert run.decision == "kept" and current_version() == base
+    assert run.gate["rule"]["max_kl_to_base_per_token"] == 1.0 and run.gate["evidence"]["kl_to_base"] == 120.0
+    settings.PREFLOOP_GATE_MAX_KL_TO_BASE_PER_TOKEN = 1.5
+    assert promotion.check_gate(run).passed and current_version() == new
+
+
 def test_a_round_recovering_from_a_collapsed_current_version_is_held_to_base_length(candidate, settings):
     """round-1 became current with answers that collapsed to 5 tokens; round-2 answers in 9 on the same prompts,
     80% longer than round-1's but shorter than base's 10 (stored by the evaluation against base): it passes."""

@@ -43,6 +43,7 @@ def test_new_data_is_the_starting_versions_labelling_round_whoever_sampled_its_p
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_text("")  # registered, never loaded
     base = gen.register_version("base", model)
     kept_out = gen.register_version("round-1", model, parent=base)
     retrained = gen.register_version("round-1-2", model, parent=base)

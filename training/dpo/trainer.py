@@ -215,9 +215,7 @@ class Scorer:
 
         `chosen_ids[i]`: pair i's chosen response as the tokens it was sampled as (None: its text, tokenized), so the
         positions are the ones the model drew."""
-        if self.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
-            raise ValueError(f"{self.model_dir} and its reference {reference.model_dir} tokenize apart: "
-                             "the two must share a tokenizer")
+        check_tokenizers_match(self.tokenizer, self.model_dir, reference.tokenizer, reference.model_dir)
         ids = chosen_ids or [None] * len(pairs)
         rows = [_whole_response(self.tokenizer, pair, self.config, given) for pair, given in zip(pairs, ids, strict=True)]
         out: dict[int, list[float]] = {}
@@ -274,6 +272,12 @@ def check_same_tokenizer(model_dir, tokenizer, reference_dir) -> None:
         reference_tokenizer = load_tokenizer(reference_dir)
     except (OSError, ValueError, TypeError):
         return  # weights only: its log-probs are read with the model's tokenizer
+    check_tokenizers_match(tokenizer, model_dir, reference_tokenizer, reference_dir)
+
+
+def check_tokenizers_match(tokenizer, model_dir, reference_tokenizer, reference_dir) -> None:
+    """ValueError unless the two loaded tokenizers map text to the same token ids (the trainer's `--reference`, a
+    round's KL to its reference): one model's ids read by the other are other tokens."""
     if reference_tokenizer.get_vocab() != tokenizer.get_vocab():
         raise ValueError(f"the reference model {reference_dir} tokenizes apart from the model {model_dir} (their "
                          "tokenizers map text to different token ids): the reference must share the model's tokenizer")
