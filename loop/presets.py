@@ -48,8 +48,9 @@ DEFAULT = LoopPreset("default", "4 answers a prompt, the judge pairs best with w
                                 "that version the reference: a round's cost stays flat while rounds are promoted",
                      data="new", reference="start", training=(("rpo_alpha", 1.0),))
 # The default before measurement 14: every label so far, base as the reference; a round's training grows each round.
-ALL = LoopPreset("all", "like default, but train on every label so far with base as the reference: the "
-                        "most data a round, at a cost that grows each round")
+ALL = LoopPreset("all", "4 answers a prompt, the judge pairs best with worst (as default); each round trains plain "
+                        "DPO (no NLL term) on every label so far with base as the reference: the most data a round, "
+                        "at a cost that grows each round")
 # The default's data and reference at the least sampling and judging: its rounds' pairs with base as the reference,
 # as it had before, is the one setting measurement 4 of docs/defaults.md saw stop improving after round 1.
 QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call); trains as default does (RPO), on the "
@@ -57,8 +58,8 @@ QUICK = LoopPreset("quick", "2 answers a prompt, a random pair (one judge call);
                    samples=2, pairing="random", data="new", reference="start", training=DEFAULT.training)
 # Measured against "all" in docs/defaults.md (measurement 8): round 3 trained 35-41% faster (the round took 26-32%
 # less time), the promoted versions won as often within the noise of two seeds.
-REPLAY = LoopPreset("replay", "like all, but train on this round's pairs and as many of other rounds' at random: "
-                              "a round's cost stays flat over many rounds", data="replay")
+REPLAY = LoopPreset("replay", "as all (plain DPO, base the reference), but train on this round's pairs and as many "
+                              "of other rounds' at random: a round's cost stays flat over many rounds", data="replay")
 # Self-play (SPIN, Chen et al. 2024): each round trains the train prompts' reference answers over the answers the
 # version it starts from sampled, with that version as the reference, as the paper's iterations do; the judge only
 # evaluates. The paper samples one answer a prompt; two give twice the pairs from one sampling pass.

@@ -245,7 +245,7 @@ class Client:
     # ---- labelling rounds ----------------------------------------------------------------------------------
 
     def labelling_rounds(self) -> list[dict]:
-        """Every labelling round with its settings and pair counts, newest first."""
+        """Every labelling round with its settings and pair counts, highest round number first."""
         return self.get("/labelling-rounds")
 
     def labelling_round(self, number: int) -> dict:

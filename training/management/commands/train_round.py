@@ -1,4 +1,5 @@
-"""Train one DPO round on the decided pairs (all so far, or the new ones) and register the new version, with a progress bar."""
+"""Train one DPO round (on every decided pair so far, the starting version's new ones, a replay of both, or self-play
+on reference answers) and register the new version, with a progress bar."""
 import json
 
 from django.core.management.base import CommandError
@@ -25,7 +26,9 @@ class Command(PrefLoopCommand):
                             help="Reference model: the base (SFT) version (default) or the starting version.")
         parser.add_argument("--data", default="all", choices=DATA_CHOICES,
                             help="Train on every decided pair so far (default), only on the pairs of the starting "
-                                 "version's labelling round (its round + 1), or on those and as many earlier pairs drawn at random (replay).")
+                                 "version's labelling round (its round + 1), or on those and as many earlier pairs drawn at random (replay); "
+                                 "spin: self-play on the train prompts' reference answers against the starting "
+                                 "version's own answers, no labels.")
         parser.add_argument("--params", default="{}",
                             help='DPOConfig fields as JSON, e.g. \'{"beta": 0.1, "epochs": 2}\'.')
         parser.add_argument("--queue", action="store_true", help="Hand the run to the Celery worker instead.")
