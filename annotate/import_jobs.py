@@ -75,12 +75,17 @@ class ImportNotAllowed(Exception):
     """The account may start import jobs, but not write the rows of this kind."""
 
 
+def check_kind_permission(user, kind: str) -> None:
+    """ImportNotAllowed unless the account may write the rows of this kind of import."""
+    needed = KIND_PERMISSIONS.get(kind)
+    if needed is not None and not may(user, needed):
+        raise ImportNotAllowed(f"kind {kind!r}: {refusal(needed)}")
+
+
 def start_form(data: dict, user) -> ImportJob:
     """`start` with a valid ImportForm's cleaned data (the Import page and POST /api/v1/jobs/import); ImportNotAllowed
     when the account may not write the kind's rows."""
-    needed = KIND_PERMISSIONS[data["kind"]]
-    if not may(user, needed):
-        raise ImportNotAllowed(f"kind {data['kind']!r}: {refusal(needed)}")
+    check_kind_permission(user, data["kind"])
     options = {"split": data["split"], "tag": data["tag"], "format": data["format"], "round": data["round"]}
     return start(data["file"], kind=data["kind"], options=options, user=user)
 
@@ -119,12 +124,17 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
         tracker.report(done=rows["done"], progress=rows["done"] / max(1, rows["n"]))
 
     hooks = dict(name=job.file_name, progress=progress, should_stop=tracker.should_stop, on_read=on_read)
+    # the kind's permission again, as the job runs: one taken away (or its account deleted) since the upload counts
+    needed = KIND_PERMISSIONS[job.kind]
+    if job.created_by is None or not may(job.created_by, needed):
+        raise importers.ImportProblem([f"the account that queued this import may no longer write {job.kind}: "
+                                       + (refusal(needed) if job.created_by else "it was deleted")])
     if job.kind == ImportJob.PROMPTS:
         return importers.import_prompts(path, split=options.get("split", "train"), tag=options.get("tag", ""),
                                         **hooks)
     # rounds the file names that are not there are made only for an account that may add rounds (read when the
     # job runs: a permission taken away meanwhile counts)
-    new_rounds = job.created_by is None or may(job.created_by, importers.NEW_ROUND_PERMISSION)
+    new_rounds = job.created_by is not None and may(job.created_by, importers.NEW_ROUND_PERMISSION)
     if job.kind == ImportJob.PAIRS:
         return importers.import_pairs(path, round_number=options.get("round"), new_rounds=new_rounds, **hooks)
     return importers.import_preferences(path, fmt=options.get("format", "auto"), round_number=options.get("round"),

@@ -273,6 +273,10 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     if twice:
         count = len(request.POST.getlist(twice[0]) or request.FILES.getlist(twice[0]))
         raise HttpError(400, f"{twice[0]}: given {count} times; give it once")
+    try:  # refused before the file is looked at, as an operation's own permission is (api.auth.staff)
+        import_jobs.check_kind_permission(request.user, kind)
+    except import_jobs.ImportNotAllowed as exc:
+        raise HttpError(403, str(exc)) from None
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
     if not form.is_valid():  # named field by field in `errors`, as a refused JSON body's fields are
         raise ValidationError([{"loc": ("form",) if name == "__all__" else ("form", name), "msg": " ".join(errors)}

@@ -154,7 +154,9 @@ class GateEvidence:
 
     def as_dict(self) -> dict:
         low, high = self.interval
-        return {**asdict(self), "votes": self.votes, "n": self.n, "win_rate": _round(self.win_rate),
+        # a measured figure that is no number is stored as none (JSON has no NaN; PostgreSQL's jsonb refuses it)
+        fields = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(self).items()}
+        return {**fields, "votes": self.votes, "n": self.n, "win_rate": _round(self.win_rate),
                 "ci95": [_round(low), _round(high)], "length_growth": _round(self.length_growth),
                 "bounded_length_growth": _round(self.bounded_length_growth), "length_anchor": self.length_anchor,
                 "cut_share_growth": _round(self.cut_share_growth), "kl_per_token": _round(self.kl_per_token),
@@ -211,34 +213,35 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
             d = _digits((cut, rule.max_cut_share_growth))
             failed.append(f"{shown}: the cut share rose {_points(cut, d)}, more than "
                           f"{_points(rule.max_cut_share_growth, d, sign=False)}")
-    kl = evidence.kl_per_token
+    kl, to_base = evidence.kl_per_token, evidence.kl_to_base_per_token
     # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
-    if kl is None:
-        drift.append("KL to the reference not measured: the drift budget was not checked")
-    else:
-        g = _significant(kl, rule.max_kl_per_token)
-        shown = f"KL to the reference {evidence.kl_to_reference:.3g} nats an answer ({kl:.{g}g} a token)"
+    if kl is None and to_base is None:
+        drift.append("KL not measured: the drift budget was not checked")
+    for per_token, per_answer, bound, what, over in (
+            (kl, evidence.kl_to_reference, rule.max_kl_per_token, "KL to the reference", "the step from the reference"),
+            (to_base, evidence.kl_to_base, rule.max_kl_to_base_per_token, "KL to base", "the drift from base")):
+        if per_token is None:
+            if kl is not None or to_base is not None:
+                drift.append(f"{what} not measured: {over} was not checked")
+            continue
+        if not math.isfinite(per_token):  # a measurement that broke is no figure a bound can pass
+            shown = f"{what} measured as {per_answer} nats an answer"
+            drift.append(shown)
+            failed.append(f"{shown}: not a finite figure, so {over} cannot be shown within its budget")
+            continue
+        g = _significant(per_token, bound)
+        shown = f"{what} {per_answer:.3g} nats an answer ({per_token:.{g}g} a token)"
         drift.append(shown)
-        if kl > rule.max_kl_per_token + AT_BOUND:
-            failed.append(f"{shown}: over the budget of {rule.max_kl_per_token:g} nats a token")
-    to_base = evidence.kl_to_base_per_token
-    if to_base is None:
-        if kl is not None:
-            drift.append("KL to base not measured: the drift from base was not checked")
-    else:
-        g = _significant(to_base, rule.max_kl_to_base_per_token)
-        shown = f"KL to base {evidence.kl_to_base:.3g} nats an answer ({to_base:.{g}g} a token)"
-        drift.append(shown)
-        if to_base > rule.max_kl_to_base_per_token + AT_BOUND:
-            failed.append(f"{shown}: over the budget of {rule.max_kl_to_base_per_token:g} nats a token from base "
-                          "(the rounds' drift added up)")
+        if per_token > bound + AT_BOUND:
+            failed.append(f"{shown}: over the budget of {bound:g} nats a token"
+                          + (" from base (the rounds' drift added up)" if what == "KL to base" else ""))
     if failed:
         return GateResult(False, failed)
     return GateResult(True, [measured] + ([length] if length else []) + drift)
 
 
 def _round(x: float | None) -> float | None:
-    return None if x is None or math.isnan(x) else round(x, 4)
+    return None if x is None or not math.isfinite(x) else round(x, 4)
 
 
 def _significant(value: float, bound: float) -> int:

@@ -26,6 +26,8 @@ class ModelVersionForm(forms.ModelForm):
         fields = "__all__"
 
     def clean_path(self) -> str:
+        if self.instance.pk is not None and "path" not in self.changed_data:
+            return self.cleaned_data["path"]  # as stored (a relative one an older admin kept): its name may change
         try:
             return str(services.given_folder(self.cleaned_data["path"]))
         except services.GenerationError as exc:

@@ -172,6 +172,9 @@ def check_gate(run: TrainingRun, *, jobs: Iterable[CompareJob] | None = None) ->
         for key in ("kl_to_reference", "kl_to_base"):
             if metrics.get(key) is not None:
                 setattr(evidence, key, float(metrics[key]))
+        # a round measured before KL to base was, whose reference is base: its KL to the reference is that figure
+        if evidence.kl_to_base is None and run.reference_version_id == base_version(candidate).pk:
+            evidence.kl_to_base = evidence.kl_to_reference
     result = decide(evidence, rule)
     with transaction.atomic():
         run.gate = {"rule": rule.as_dict(), "against": current.name, "evidence": evidence.as_dict(),

@@ -15,7 +15,7 @@ def test_a_clear_win_with_steady_length_passes():
     assert evidence.interval == wilson_interval(47, 64)
     # no KL given (its run ended before measuring it, say): the pass says the drift budget was not checked
     assert result.reasons == ["win rate 73% [62%, 83%] on 64 votes", "answers 100.0 → 110.0 tokens (+10%)",
-                              "KL to the reference not measured: the drift budget was not checked"]
+                              "KL not measured: the drift budget was not checked"]
     evidence.kl_to_reference, evidence.kl_answer_tokens = 11.0, 110.0
     assert decide(evidence, RULE).reasons[2] == "KL to the reference 11 nats an answer (0.1 a token)"
 
@@ -93,6 +93,24 @@ def test_the_drift_budget_bounds_kl_to_base_the_rounds_added_up():
     assert not decide(evidence, GateRule(max_kl_to_base_per_token=0.75)).passed
     evidence.kl_to_base = None  # a round measured before this bound: said, not hidden
     assert decide(evidence, RULE).reasons[-1] == "KL to base not measured: the drift from base was not checked"
+    evidence.kl_to_reference, evidence.kl_to_base = None, 64.0  # the other way round, likewise
+    assert decide(evidence, RULE).reasons[-2:] == [
+        "KL to the reference not measured: the step from the reference was not checked",
+        "KL to base 64 nats an answer (0.5 a token)"]
+
+
+def test_a_kl_that_is_no_number_fails_its_bound_and_is_stored_as_none():
+    """A broken measurement (NaN, infinity) passed both bounds (NaN > bound is False), and its NaN in the gate's
+    evidence is no JSON PostgreSQL's jsonb stores."""
+    for broken in (math.nan, math.inf):
+        evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=broken, kl_answer_tokens=100.0,
+                                kl_to_base=12.0)
+        result = decide(evidence, RULE)
+        assert not result.passed and result.reasons == [
+            f"KL to the reference measured as {broken} nats an answer: not a finite figure, so the step from the "
+            "reference cannot be shown within its budget"]
+        stored = evidence.as_dict()
+        assert stored["kl_to_reference"] is None and stored["kl_per_token"] is None and stored["kl_to_base"] == 12.0
 
 
 def test_a_round_that_returns_toward_base_after_a_collapse_is_held_to_base_length():

@@ -83,3 +83,12 @@ def test_register_version_refuses_a_folder_without_weights(tmp_path):
                          kind=ModelVersion.LORA, base=make_version("base"))
     assert not ModelVersion.objects.filter(name="r1").exists()
     assert register_version("r1", tmp_path / "ckpt").path == str(tmp_path / "ckpt")
+
+
+def test_a_version_stored_with_a_relative_path_can_still_be_renamed(client, staff):
+    """The admin stored any text as a path before it was checked: such a version's other fields still save."""
+    version = ModelVersion.objects.create(name="old", path="var/models/old")
+    client.force_login(staff)
+    form = {"name": "old-renamed", "round": "0", "kind": version.kind, "parent": "", "base": "", "path": version.path}
+    assert client.post(f"/admin/generation/modelversion/{version.pk}/change/", form).status_code == 302
+    assert ModelVersion.objects.get(pk=version.pk).name == "old-renamed"

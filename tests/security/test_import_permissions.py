@@ -8,11 +8,12 @@ import json
 import pytest
 from django.contrib.auth.models import Permission
 
+from annotate import import_jobs
 from annotate.models import ImportJob, Label, LabellingRound, Pair
 from generation.models import Prompt
 from prefloop_client import APIError, Client
 from tests.annotate.factories import make_user
-from tests.annotate.importing import post, upload
+from tests.annotate.importing import post, queue, upload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,3 +86,23 @@ def test_a_push_makes_no_round_for_an_account_that_may_not_add_one(live_server):
     _nothing_stored()
     LabellingRound.objects.create(number=42)  # a round that is there takes pushed pairs
     assert pusher.post("/pairs", {"rows": [pair], "round": 42})["created"] == 1
+
+
+def test_an_import_job_whose_account_lost_the_permission_or_was_deleted_writes_nothing(client):
+    """The kind's permission is read again when the job runs: taken away (or the account deleted, which left the job
+    with no account, read as one that may make rounds) after the upload, the job stores nothing."""
+    row = json.dumps(PREFERENCE).encode() + b"\n"
+    person = _staff("leaving", "add_importjob", "add_label", "add_labellinground")
+    client.force_login(person)
+    revoked, _ = queue(client, "labels.jsonl", row, kind="preferences")
+    deleted, _ = queue(client, "labels.jsonl", row, kind="preferences")
+    person.user_permissions.remove(Permission.objects.get(codename="add_label"))
+    import_jobs.run(revoked.pk)
+    revoked.refresh_from_db()
+    assert revoked.status == "failed" and "annotate.add_label" in revoked.problems[0]
+    client.logout()
+    person.delete()
+    import_jobs.run(deleted.pk)
+    deleted.refresh_from_db()
+    assert deleted.status == "failed" and "it was deleted" in deleted.problems[0]
+    _nothing_stored()

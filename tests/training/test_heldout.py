@@ -195,6 +195,18 @@ def test_a_round_stores_heldout_and_sampled_metrics_that_the_dashboard_shows(tin
     assert later["kl_to_base"] == pytest.approx(metrics["kl_to_reference"], rel=1e-3, abs=1e-3)
     assert later["kl_to_base"] > 0.01
 
+    # Base's folder gone (moved, a disk not mounted): the KL to base is left out, and every other figure stands
+    import shutil
+
+    gone = gen.register_version("gone-base", shutil.copytree(tiny_base.path, tmp_path / "gone"), make_current=False)
+    child = gen.register_version("child", new.path, parent=gone, make_current=False)
+    reference = gen.register_version("child-ref", new.path, parent=gone, make_current=False)
+    shutil.rmtree(tmp_path / "gone")
+    without = evaluate_round(child, reference, DPOConfig.from_dict(dict(FAST_TRAINING, dtype=run.params["dtype"])),
+                             [], [])
+    assert "kl_to_base" not in without and without["kl_to_reference"] == pytest.approx(0.0, abs=1e-3)
+    assert without["sampled/answers"] == 3
+
     client.force_login(staff)
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     cards = dict(re.findall(r'data-metric="([^"]+)">([^<]+)<', page))

@@ -217,6 +217,20 @@ def test_a_round_over_its_drift_from_base_is_not_promoted(candidate, settings):
     assert promotion.check_gate(run).passed and current_version() == new
 
 
+def test_a_round_measured_before_kl_to_base_whose_reference_is_base_is_held_to_it(candidate, settings):
+    """Its KL to the reference is its KL to base: the gate reads it as both, and does not say it was not checked."""
+    base, new, run = candidate  # the run's reference is base
+    _small_gate(settings)
+    settings.PREFLOOP_GATE_MAX_KL_PER_TOKEN = 2.0  # only the bound to base can hold it
+    _votes(make_job(new, base, n=12), [make_user()], ["win", "win", "win", "tie"], new)
+    run.metrics = {"kl_to_reference": 120.0, "sampled/mean_tokens": 100.0}
+    run.save(update_fields=["metrics"])
+    result = promotion.check_gate(run)
+    assert not result.passed and result.reasons == [
+        "KL to base 120 nats an answer (1.2 a token): over the budget of 1 nats a token from base (the rounds' drift "
+        "added up)"]
+
+
 def test_a_round_recovering_from_a_collapsed_current_version_is_held_to_base_length(candidate, settings):
     """round-1 became current with answers that collapsed to 5 tokens; round-2 answers in 9 on the same prompts,
     80% longer than round-1's but shorter than base's 10 (stored by the evaluation against base): it passes."""
