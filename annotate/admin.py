@@ -27,6 +27,16 @@ class RoundAdmin(RefusesDeleting, admin.ModelAdmin):
         ("When labelling closes", {"fields": ["close_width", "closed_at", "closed_reason"]}),
     ]
 
+    def get_form(self, request, obj=None, **kwargs):
+        """The form told who edits (a routing judge over a folder needs the permission to register one)."""
+        form = super().get_form(request, obj, **kwargs)
+
+        class ByThisPerson(form):
+            def __init__(self, *args, **options):
+                super().__init__(*args, user=request.user, **options)
+
+        return ByThisPerson
+
     def delete_refusal(self, obj) -> str:
         # its pairs would stay, in no round (Pair.round is emptied), and training on "new" or "replay" data, which
         # finds a version's pairs through their round, would lose their labels

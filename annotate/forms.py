@@ -5,7 +5,7 @@ from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from judges import JudgeError, canonical_path, check_judge
+from judges import JudgeError, canonical_path, check_folder_access, check_judge
 from prefcore.rows import FORMATS, SUFFIXES
 
 from .exporters import EXPORT_FORMATS
@@ -165,8 +165,9 @@ class LabellingRoundForm(forms.ModelForm):
         }
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 6})}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.user = user  # who sets a routing judge (None: not a person's request): judges.check_folder_access
         bounds = {"number": (0, MAX_NUMBER), "labels_per_pair": (1, MAX_OVERLAP), "gold_rate": (0, 1),
                   "route_threshold": (0, 1), "audit_share": (0, 1), "close_width": (0, 1)}
         for name, (low, high) in bounds.items():
@@ -193,6 +194,8 @@ class LabellingRoundForm(forms.ModelForm):
         if path:
             try:
                 check_judge(path)  # allowed, and arguments it takes: building it may load a model
+                if self.instance.pk is None or "route_judge" in self.changed_data:  # a judge kept is not re-asked
+                    check_folder_access(path, self.user)
             except JudgeError as exc:
                 raise forms.ValidationError(str(exc)) from None
             # stored as the judge's labels are kept (annotate.judging.judge_key): routing matches the two as text, and

@@ -239,7 +239,7 @@ def return_to_skipped(request: HttpRequest) -> HttpResponse:
 def rounds(request: HttpRequest) -> HttpResponse:
     """Staff: the labelling rounds (guidelines, overlap, gold, queue order, routing, closing) and a new one."""
     _staff(request, "annotate.add_labellinground")
-    form = LabellingRoundForm(request.POST or None)
+    form = LabellingRoundForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             with transaction.atomic():
@@ -258,7 +258,7 @@ def round_detail(request: HttpRequest, number: int) -> HttpResponse:
     """Staff: one labelling round's settings, and its gold pairs."""
     _staff(request, "annotate.change_labellinground")
     round_ = get_object_or_404(LabellingRound, number=number)
-    form = LabellingRoundForm(request.POST or None, instance=round_)
+    form = LabellingRoundForm(request.POST or None, instance=round_, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             saved = labelling_rounds.save_round(form.save(commit=False), form.changed_data)

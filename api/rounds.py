@@ -109,7 +109,7 @@ def create_round(request: HttpRequest, payload: RoundIn):
     if LabellingRound.objects.filter(number=given["number"]).exists():
         raise HttpError(409, f"labelling round {given['number']} exists already: change it with PATCH "
                              f"/api/v1/labelling-rounds/{given['number']}")
-    form = LabellingRoundForm(_data(LabellingRound(), given))
+    form = LabellingRoundForm(_data(LabellingRound(), given), user=request.user)
     _checked(form)
     try:
         with transaction.atomic():
@@ -128,7 +128,7 @@ def change_round(request: HttpRequest, number: Number, payload: RoundChange):
     if stored is None:
         raise HttpError(404, f"no labelling round {number}")
     sent = payload.dict(exclude_unset=True)
-    form = LabellingRoundForm(_data(stored, sent), instance=stored)
+    form = LabellingRoundForm(_data(stored, sent), instance=stored, user=request.user)
     _checked(form)
     try:
         labelling_rounds.save_round(form.save(commit=False), sent)  # only what was sent: not what was read

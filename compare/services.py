@@ -115,6 +115,7 @@ def start_compare_job(
         if not blind:  # as people's votes on a set that shows the names are refused (compare.views.vote)
             raise CompareError("a judge votes on blind sets only: a side-by-side set shows the versions' names, so "
                                "votes on it would not be fair")
+        judges.check_folder_access(judge, user)  # before it is built: building it loads the folder's model
         load_judge(judge.strip())  # JudgeError names a judge that is not allowed or cannot load
     if prompt_ids is not None:
         ids = list(dict.fromkeys(int(i) for i in prompt_ids))

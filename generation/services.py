@@ -22,7 +22,7 @@ from annotate.selection import ScoringCancelled, prepare_queue
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE
-from judges import JudgeError, load_judge, verdict
+from judges import JudgeError, check_folder_access, load_judge, verdict
 from prefcore.chat import prompt_text
 from prefcore.outcomes import cut_rule
 from prefloop.numerics import dtype_choice, product_dtype
@@ -393,6 +393,10 @@ def start_generation_job(
     if len(tag) > 100 or not tag.isprintable():
         raise GenerationError("tag: expected up to 100 printable characters")
     check_pairing(pairing, judge, config.n, config.temperature)
+    try:
+        check_folder_access(judge, user)
+    except JudgeError as exc:
+        raise GenerationError(str(exc)) from None
     if pairing != "none":  # samples only make no pair, so they wait on no round
         check_round_open(version)
     # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two

@@ -169,6 +169,29 @@ def check_judge(path: str, allowed: Collection[str] | None = None) -> str:
     return judge_name(path)
 
 
+# Arguments that name a folder on the server a judge loads a model from (judges.llm:LLMJudge's): such a judge makes the
+# workers load whatever checkpoint a folder holds, as registering that folder as a version would.
+FOLDER_ARGUMENTS = frozenset({"model_dir", "base_dir"})
+FOLDER_PERMISSION = "generation.add_modelversion"
+
+
+def check_folder_access(path: str, user) -> None:
+    """JudgeError when a person (`user`; None: the command line, whose user reads the server's folders anyway) names
+    a judge over a folder by path without the permission to register a folder as a version. Staff allowed only to
+    start comparisons or set a round's routing judge had the workers load any checkpoint on the server, and learnt
+    from the answer whether a folder held one. A registered version is named with judges.llm:for_version."""
+    if user is None or not path:
+        return
+    named = {key for key, _ in parse_qsl(path.strip().partition("?")[2], keep_blank_values=True)}
+    if named & FOLDER_ARGUMENTS:
+        from prefloop.access import may
+
+        if not may(user, FOLDER_PERMISSION):
+            raise JudgeError(f"judge {path.strip()!r} loads a model from a folder on the server, which needs the "
+                             f"permission {FOLDER_PERMISSION!r} (as registering a folder as a version does): name "
+                             "a registered version instead, e.g. judges.llm:for_version?name=base")
+
+
 def _takes(factory, name: str) -> bool:
     try:
         return name in inspect.signature(factory).parameters

@@ -33,7 +33,7 @@ from generation.services import (
 from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE, Status
-from judges import Judge, JudgeError, canonical_path, load_judge
+from judges import Judge, JudgeError, canonical_path, check_folder_access, load_judge
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
@@ -105,6 +105,7 @@ def start_loop_run(
             raise LoopError(f"{what} must be from {low} to {high:,} (got {value})")
     if len(tag) > 100 or not tag.isprintable():
         raise LoopError("tag: expected up to 100 printable characters")
+    check_folder_access(judge, user)  # before it is built: building it loads the folder's model
     load_judge(judge, dtype=dtype_choice())
     judge = canonical_path(judge)  # one spelling: the same loop typed two ways is one run (the twin check below)
     if params is None:
@@ -140,6 +141,7 @@ def start_loop_run(
     # a blank one is none given (it fell through as "" and was refused as a bad --judge)
     eval_judge = (eval_judge or "").strip() or (named_eval or "").strip() or judge
     if eval_judge != judge:
+        check_folder_access(eval_judge, user)
         load_judge(eval_judge, dtype=dtype_choice())
         eval_judge = canonical_path(eval_judge)
     params["eval_judge"] = eval_judge

@@ -1,0 +1,73 @@
+"""From an outside probe: a judge named over a folder by path (judges.llm:LLMJudge?model_dir=...) made the workers
+load any checkpoint on the server, for staff allowed only to start comparisons or loops or to set a round's routing
+judge, and its refusal told them whether a folder held a config.json. Such a judge now needs the permission to
+register a folder as a version; each attack is made here as the probe made it."""
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from annotate.models import LabellingRound
+from compare.models import CompareJob
+from generation.models import ModelVersion, Prompt
+from loop.models import LoopRun
+from prefloop_client import APIError, Client
+from tests.annotate.factories import make_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _client(live_server, name: str, *codenames: str) -> tuple[Client, object]:
+    from api.tokens import create_token
+
+    person = make_user(name, is_staff=True)
+    person.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return Client(live_server.url, create_token(person, "probe")[1]), person
+
+
+def _refused(call) -> str:
+    with pytest.raises(APIError) as refused:
+        call()
+    assert refused.value.status == 400, refused.value.detail
+    return refused.value.detail
+
+
+def test_a_judge_over_a_folder_needs_the_permission_to_register_one(live_server, tiny_model_dir):
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
+    LabellingRound.objects.create(number=1)
+    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
+    api, person = _client(live_server, "comparer", "add_comparejob", "change_labellinground", "add_looprun")
+    for folder in (tiny_model_dir, "/etc"):  # a checkpoint or not: the same refusal, so nothing is learnt of it
+        judge = f"judges.llm:LLMJudge?model_dir={folder}"
+        said = _refused(lambda j=judge: api.start_compare(base.pk, other.pk, judge=j))
+        assert "generation.add_modelversion" in said and "holds no checkpoint" not in said
+        said = _refused(lambda j=judge: api.change_round(1, route_judge=j))
+        assert "generation.add_modelversion" in said
+        said = _refused(lambda j=judge: api.start_loop(1, 4, j))
+        assert "generation.add_modelversion" in said
+        said = _refused(lambda j=judge: api.start_loop(1, 4, "judges.rules:length_target", params={"eval_judge": j}))
+        assert "generation.add_modelversion" in said
+    assert not CompareJob.objects.exists() and not LoopRun.objects.exists()
+    assert LabellingRound.objects.get(number=1).route_judge == ""
+    # a registered version by name needs no such permission, and with the permission a folder is taken
+    api.change_round(1, route_judge="judges.llm:for_version?name=base")
+    person.user_permissions.add(Permission.objects.get(codename="add_modelversion"))
+    api.change_round(1, route_judge=f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")
+    assert "model_dir=" in LabellingRound.objects.get(number=1).route_judge
+    assert api.start_compare(base.pk, other.pk, judge=f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")["id"]
+
+
+def test_the_admin_asks_the_same_of_a_routing_judge_over_a_folder(client, tiny_model_dir):
+    LabellingRound.objects.create(number=3)
+    person = make_user("rounds", is_staff=True)
+    person.user_permissions.set(Permission.objects.filter(codename__in=["change_labellinground",
+                                                                        "view_labellinground"]))
+    client.force_login(person)
+    form = {"number": 3, "guidelines": "", "labels_per_pair": 1, "gold_rate": 0.1, "queue_order": "uncertain",
+            "route_threshold": 0.9, "audit_share": 0.1, "close_width": "",
+            "route_judge": f"judges.llm:LLMJudge?model_dir={tiny_model_dir}"}
+    round_id = LabellingRound.objects.get(number=3).pk
+    response = client.post(f"/admin/annotate/labellinground/{round_id}/change/", form)
+    assert response.status_code == 200 and "generation.add_modelversion" in response.content.decode()
+    assert LabellingRound.objects.get(number=3).route_judge == ""
