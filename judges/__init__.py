@@ -182,14 +182,20 @@ def check_folder_access(path: str, user) -> None:
     from the answer whether a folder held one. A registered version is named with judges.llm:for_version."""
     if user is None or not path:
         return
-    named = {key for key, _ in parse_qsl(path.strip().partition("?")[2], keep_blank_values=True)}
-    if named & FOLDER_ARGUMENTS:
+    if _names_a_folder(path):
         from prefloop.access import may
 
         if not may(user, FOLDER_PERMISSION):
             raise JudgeError(f"judge {path.strip()!r} loads a model from a folder on the server, which needs the "
                              f"permission {FOLDER_PERMISSION!r} (as registering a folder as a version does): name "
                              "a registered version instead, e.g. judges.llm:for_version?name=base")
+
+
+def _names_a_folder(path: str, depth: int = 0) -> bool:
+    """Whether a judge's arguments, or those of a judge named in them (judges.noise:Noisy?judge=...), name a folder."""
+    arguments = parse_qsl(path.strip().partition("?")[2], keep_blank_values=True)
+    return any(key in FOLDER_ARGUMENTS or ("?" in value and depth < 8 and _names_a_folder(value, depth + 1))
+               for key, value in arguments)
 
 
 def _takes(factory, name: str) -> bool:

@@ -38,8 +38,11 @@ def test_a_judge_over_a_folder_needs_the_permission_to_register_one(live_server,
     LabellingRound.objects.create(number=1)
     Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
     api, person = _client(live_server, "comparer", "add_comparejob", "change_labellinground", "add_looprun")
-    for folder in (tiny_model_dir, "/etc"):  # a checkpoint or not: the same refusal, so nothing is learnt of it
-        judge = f"judges.llm:LLMJudge?model_dir={folder}"
+    from urllib.parse import quote
+
+    # a checkpoint or not: the same refusal, so nothing is learnt of the folder; and wrapped in the noise judge
+    named = [f"judges.llm:LLMJudge?model_dir={folder}" for folder in (tiny_model_dir, "/etc")]
+    for judge in [*named, *(f"judges.noise:Noisy?share=0.1&judge={quote(inner, safe='')}" for inner in named)]:
         said = _refused(lambda j=judge: api.start_compare(base.pk, other.pk, judge=j))
         assert "generation.add_modelversion" in said and "holds no checkpoint" not in said
         said = _refused(lambda j=judge: api.change_round(1, route_judge=j))
