@@ -5,6 +5,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 
 from jobs.admin import RefusesDeleting
+from prefloop.access import may
 
 from . import closing, routing
 from .forms import LabellingRoundForm
@@ -110,6 +111,8 @@ class PairAdmin(admin.ModelAdmin):
         """A stored pair keeps its prompt and answers: its labels say "a" or "b" of these two, and swapping them in
         the admin turned every label on it into the opposite preference (training learnt it without a word)."""
         fixed = list(self.readonly_fields)
+        if not may(request.user, "annotate.add_label"):  # a gold answer decides the pair for training, as a label does
+            fixed += ["is_gold", "gold_choice"]
         return fixed + ["prompt", "response_a", "response_b"] if obj is not None else fixed
 
 

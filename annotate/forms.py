@@ -194,7 +194,7 @@ class LabellingRoundForm(forms.ModelForm):
         if path:
             try:
                 check_judge(path)  # allowed, and arguments it takes: building it may load a model
-                if self.instance.pk is None or "route_judge" in self.changed_data:  # a judge kept is not re-asked
+                if canonical_path(path) != (self.instance.route_judge or ""):  # the stored judge, kept, is not re-asked
                     check_folder_access(path, self.user)
             except JudgeError as exc:
                 raise forms.ValidationError(str(exc)) from None

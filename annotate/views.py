@@ -282,8 +282,10 @@ def _round_page(request, round_: LabellingRound, form, gold_form, status: int = 
 
 @require_POST
 def round_gold(request: HttpRequest, number: int) -> HttpResponse:
-    """Staff: make a pair a gold pair of the round, with its right answer."""
+    """Staff: make a pair a gold pair of the round, with its right answer (which decides the pair for training, as a
+    label would: the permission to add labels too)."""
     _staff(request, "annotate.change_pair")
+    _staff(request, "annotate.add_label")
     round_ = get_object_or_404(LabellingRound, number=number)
     gold_form = GoldPairForm(request.POST)
     if gold_form.is_valid():
@@ -301,8 +303,10 @@ def round_gold(request: HttpRequest, number: int) -> HttpResponse:
 
 @require_POST
 def round_ungold(request: HttpRequest, number: int) -> HttpResponse:
-    """Staff: make a gold pair of the round a regular pair again."""
+    """Staff: make a gold pair of the round a regular pair again (its labels decide it again: as setting it, the
+    permission to add labels too)."""
     _staff(request, "annotate.change_pair")
+    _staff(request, "annotate.add_label")
     round_ = get_object_or_404(LabellingRound, number=number)
     form = PairForm(request.POST)
     if not form.is_valid():

@@ -392,11 +392,11 @@ def start_generation_job(
         raise GenerationError(f"number of prompts must be from 1 to {MAX_PROMPTS_PER_JOB:,} (got {n_prompts})")
     if len(tag) > 100 or not tag.isprintable():
         raise GenerationError("tag: expected up to 100 printable characters")
-    check_pairing(pairing, judge, config.n, config.temperature)
-    try:
+    try:  # before check_pairing builds the judge: its failure on a folder would say whether a checkpoint is there
         check_folder_access(judge, user)
     except JudgeError as exc:
         raise GenerationError(str(exc)) from None
+    check_pairing(pairing, judge, config.n, config.temperature)
     if pairing != "none":  # samples only make no pair, so they wait on no round
         check_round_open(version)
     # One job at a time chooses a version's prompts: a form sent twice (a double click, a retried request) is two

@@ -34,6 +34,7 @@ from jobs import lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE, Status
 from judges import Judge, JudgeError, canonical_path, check_folder_access, load_judge
+from prefloop.access import may
 from prefloop.numerics import dtype_choice
 from training.dpo.config import DPOConfig
 from training.evaluation import mean_kl
@@ -84,6 +85,9 @@ def sampling_config(data: dict | None = None, **overrides) -> SamplingConfig:
 # ---- loop runs ------------------------------------------------------------------------------------------------
 
 
+PROMOTES = "generation.change_modelversion"
+
+
 def start_loop_run(
     *, rounds: int, pairs: int, judge: str, tag: str = "", eval_limit: int = 64, seed: int = 0,
     params: dict | None = None, user=None, enqueue: bool = True, eval_judge: str = "", preset: str | None = None,
@@ -105,6 +109,11 @@ def start_loop_run(
             raise LoopError(f"{what} must be from {low} to {high:,} (got {value})")
     if len(tag) > 100 or not tag.isprintable():
         raise LoopError("tag: expected up to 100 printable characters")
+    if user is not None and not may(user, PROMOTES):
+        # each round's gate makes its version current when it passes, on the votes of judges the starter chose: as
+        # checking the gate on the Train page or by the API needs, so starting the rounds that check it does
+        raise LoopError(f"a loop makes the versions its gate passes current: starting one needs the permission "
+                        f"{PROMOTES!r} besides 'loop.add_looprun'")
     check_folder_access(judge, user)  # before it is built: building it loads the folder's model
     load_judge(judge, dtype=dtype_choice())
     judge = canonical_path(judge)  # one spelling: the same loop typed two ways is one run (the twin check below)

@@ -37,7 +37,8 @@ def test_a_judge_over_a_folder_needs_the_permission_to_register_one(live_server,
     other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
     LabellingRound.objects.create(number=1)
     Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
-    api, person = _client(live_server, "comparer", "add_comparejob", "change_labellinground", "add_looprun")
+    api, person = _client(live_server, "comparer", "add_comparejob", "change_labellinground", "add_looprun",
+                          "change_modelversion", "add_generationjob")
     from urllib.parse import quote
 
     # a checkpoint or not: the same refusal, so nothing is learnt of the folder; and wrapped in the noise judge
@@ -51,8 +52,14 @@ def test_a_judge_over_a_folder_needs_the_permission_to_register_one(live_server,
         assert "generation.add_modelversion" in said
         said = _refused(lambda j=judge: api.start_loop(1, 4, "judges.rules:length_target", params={"eval_judge": j}))
         assert "generation.add_modelversion" in said
+        said = _refused(lambda j=judge: api.start_generation(1, version=base.pk, pairing="judge", judge=j,
+                                                             sampling={"n": 2, "temperature": 0.8}))
+        assert "generation.add_modelversion" in said and "holds no checkpoint" not in said
     assert not CompareJob.objects.exists() and not LoopRun.objects.exists()
     assert LabellingRound.objects.get(number=1).route_judge == ""
+    # a round whose routing judge someone allowed set over a folder: its other settings still change
+    LabellingRound.objects.create(number=2, route_judge=f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")
+    assert api.change_round(2, gold_rate=0.2)["gold_rate"] == 0.2
     # a registered version by name needs no such permission, and with the permission a folder is taken
     api.change_round(1, route_judge="judges.llm:for_version?name=base")
     person.user_permissions.add(Permission.objects.get(codename="add_modelversion"))
@@ -74,3 +81,12 @@ def test_the_admin_asks_the_same_of_a_routing_judge_over_a_folder(client, tiny_m
     response = client.post(f"/admin/annotate/labellinground/{round_id}/change/", form)
     assert response.status_code == 200 and "generation.add_modelversion" in response.content.decode()
     assert LabellingRound.objects.get(number=3).route_judge == ""
+
+
+def test_a_loop_needs_the_permission_to_make_versions_current(live_server, tiny_model_dir):
+    """From an outside probe: its gate makes each passing round's version current, on the votes of judges the
+    starter picks; staff allowed only to start loops made versions current that way."""
+    ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    api, _ = _client(live_server, "looper", "add_looprun")
+    said = _refused(lambda: api.start_loop(1, 4, "judges.rules:length_target"))
+    assert "generation.change_modelversion" in said and not LoopRun.objects.exists()
