@@ -130,6 +130,14 @@ WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")  # what transformers and 
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")  # and peft an adapter's
 
 
+def _holds_weights(path: Path, patterns: Iterable[str]) -> bool:
+    """Whether the folder holds a file matching one of the weights' patterns (WEIGHT_FILES, ADAPTER_WEIGHT_FILES):
+    the check a version's folder (`version_folder_problem`) and base's checkpoint (`checkpoint_problem`) share.
+    The second does not call the first: it reads config.json as JSON before it looks for weights, and names what is
+    missing in bootstrap_model's own words, which differ from the API's and the admin's."""
+    return any(f.is_file() for pattern in patterns for f in path.glob(pattern))
+
+
 def given_folder(typed: str) -> Path:
     """A folder a person typed for a version (the admin's form, POST /versions): absolute, `~` expanded, or a
     GenerationError saying why not. A relative one was read from the web server's working directory, and a worker
@@ -155,7 +163,7 @@ def version_folder_problem(path: Path, kind: str = ModelVersion.FULL) -> str | N
     try:
         if not (path / marker).is_file():
             return f"{path} holds no {marker}: not a {what} folder"
-        if not any(f.is_file() for pattern in weights for f in path.glob(pattern)):
+        if not _holds_weights(path, weights):
             return f"{path} holds no weights ({', '.join(weights)}): the {what} is not all there"
     except OSError as exc:  # a name too long for the file system, a folder the server may not read: not a 500
         return f"{str(path)[:200]!r} cannot be read on the server: {exc.strerror or exc}"
@@ -178,7 +186,7 @@ def checkpoint_problem(path: Path) -> str | None:
         return f"{config} is not a model's config (not JSON: {exc})"
     if not isinstance(parsed, dict) or not isinstance(parsed.get("model_type"), str) or not parsed["model_type"]:
         return f"{config} is not a model's config (no model_type, as transformers writes one)"
-    if not any(f.is_file() for pattern in WEIGHT_FILES for f in path.glob(pattern)):
+    if not _holds_weights(path, WEIGHT_FILES):
         return f"{path} holds no weights (no {' or '.join(WEIGHT_FILES)} beside its config.json)"
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
         return f"{path} holds no tokenizer (no {', '.join(TOKENIZER_FILES)})"
