@@ -72,14 +72,21 @@ KIND_PERMISSIONS = {ImportJob.PROMPTS: "generation.add_prompt", ImportJob.PAIRS:
 
 
 class ImportNotAllowed(Exception):
-    """The account may start import jobs, but not write the rows of this kind."""
+    """The account may start import jobs, but not write the rows of this kind. Its text names the kind for the page
+    and the API; `reason` is the refusal alone, for a job that reads the permission again as it runs."""
+
+    def __init__(self, kind: str, needed: str):
+        self.reason = refusal(needed)
+        super().__init__(f"kind {kind!r}: {self.reason}")
 
 
 def check_kind_permission(user, kind: str) -> None:
-    """ImportNotAllowed unless the account may write the rows of this kind of import."""
-    needed = KIND_PERMISSIONS.get(kind)
-    if needed is not None and not may(user, needed):
-        raise ImportNotAllowed(f"kind {kind!r}: {refusal(needed)}")
+    """ImportNotAllowed unless the account may write the rows of this kind of import; a KeyError for a kind that is
+    none of KIND_PERMISSIONS' (the page's form and the API take those alone), so a job row with another kind imports
+    nothing rather than importing unchecked."""
+    needed = KIND_PERMISSIONS[kind]
+    if not may(user, needed):
+        raise ImportNotAllowed(kind, needed)
 
 
 def start_form(data: dict, user) -> ImportJob:
@@ -125,10 +132,13 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
 
     hooks = dict(name=job.file_name, progress=progress, should_stop=tracker.should_stop, on_read=on_read)
     # the kind's permission again, as the job runs: one taken away (or its account deleted) since the upload counts
-    needed = KIND_PERMISSIONS[job.kind]
-    if job.created_by is None or not may(job.created_by, needed):
-        raise importers.ImportProblem([f"the account that queued this import may no longer write {job.kind}: "
-                                       + (refusal(needed) if job.created_by else "it was deleted")])
+    lost = f"the account that queued this import may no longer write {job.kind}: "
+    if job.created_by is None:
+        raise importers.ImportProblem([lost + "it was deleted"])
+    try:
+        check_kind_permission(job.created_by, job.kind)
+    except ImportNotAllowed as exc:
+        raise importers.ImportProblem([lost + exc.reason]) from None
     if job.kind == ImportJob.PROMPTS:
         return importers.import_prompts(path, split=options.get("split", "train"), tag=options.get("tag", ""),
                                         **hooks)
