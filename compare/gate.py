@@ -217,9 +217,12 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
     # not measured (its run ended before measuring it, no eval prompts, a failed measurement): said, not hidden
     if kl is None and to_base is None:
         drift.append("KL not measured: the drift budget was not checked")
-    for per_token, per_answer, bound, what, over in (
-            (kl, evidence.kl_to_reference, rule.max_kl_per_token, "KL to the reference", "the step from the reference"),
-            (to_base, evidence.kl_to_base, rule.max_kl_to_base_per_token, "KL to base", "the drift from base")):
+    # each bound: its figures, its name, what it checks, and what its budget is measured from (said when it is over)
+    for per_token, per_answer, bound, what, over, budget_from in (
+            (kl, evidence.kl_to_reference, rule.max_kl_per_token, "KL to the reference", "the step from the reference",
+             ""),
+            (to_base, evidence.kl_to_base, rule.max_kl_to_base_per_token, "KL to base", "the drift from base",
+             " from base (the rounds' drift added up)")):
         if per_token is None:
             if kl is not None or to_base is not None:
                 drift.append(f"{what} not measured: {over} was not checked")
@@ -233,8 +236,7 @@ def decide(evidence: GateEvidence, rule: GateRule) -> GateResult:
         shown = f"{what} {per_answer:.3g} nats an answer ({per_token:.{g}g} a token)"
         drift.append(shown)
         if per_token > bound + AT_BOUND:
-            failed.append(f"{shown}: over the budget of {bound:g} nats a token"
-                          + (" from base (the rounds' drift added up)" if what == "KL to base" else ""))
+            failed.append(f"{shown}: over the budget of {bound:g} nats a token{budget_from}")
     if failed:
         return GateResult(False, failed)
     return GateResult(True, [measured] + ([length] if length else []) + drift)
