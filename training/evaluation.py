@@ -3,7 +3,6 @@ new version's own answers to eval prompts (mean KL to the reference and to base,
 log-prob code under the one chat template."""
 from __future__ import annotations
 
-import gc
 import logging
 import math
 from collections.abc import Callable
@@ -177,8 +176,7 @@ def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOC
             check()
             say(f"KL to {first.name!r} on {len(answers)} answer{'s' if len(answers) != 1 else ''}",
                 before=("answers", "heldout"), within=0.5)
-            base._scorer = None  # the reference's model is let go before base's loads: two models held, not three
-            gc.collect()
+            base.release()  # the reference's model is let go before base's loads: two models held, not three
             try:
                 metrics["kl_to_base"] = _mean_kl(policy.kl(Scorer(first.path, scoring), _answer_pairs(answers),
                                                            should_stop, _answer_ids(answers)))

@@ -183,6 +183,13 @@ class Scorer:
             self._scorer = PairLogps(load_model(self.model_dir, self.device))
         return self._scorer
 
+    def release(self) -> None:
+        """Let the loaded model go, collected now rather than whenever the collector runs, so its memory is free
+        before another model loads; the next use loads it again. A round's evaluation lets its reference's go before
+        base's loads: two models held at once, not three."""
+        self._scorer = None
+        gc.collect()
+
     def _rows(self, pairs: list[PreferencePair]) -> list[TokenizedPair]:
         return tokenize_pairs(self.tokenizer, pairs, self.config)
 
