@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-
 def main() -> None:
     from bench.report import add_training_arguments, ensure_model
 

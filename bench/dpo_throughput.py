@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-
 def run_ours(args) -> dict:
     from training.dpo.config import DPOConfig
     from training.dpo.data import load_pairs_jsonl
