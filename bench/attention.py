@@ -1,14 +1,16 @@
-"""Attention in the trainer's pair layout on the CPU: eager attention against SDPA, a training step's forward and
-backward (and the reference pass's forward without gradients) on each length-grouped batch of the benchmark's pairs.
+"""Attention in the trainer's pair layout on the CPU: its own attention (pair_attention, the batch packed without
+padding) against transformers' eager attention and SDPA on the padded batch, a training step's forward and backward
+(and the reference pass's forward without gradients) on each length-grouped batch of the benchmark's pairs.
 
     .venv/bin/python bench/attention.py [--model DIR] [--pairs 32] [--batch-size 4] [--max-length 512]
                                         [--dtype auto|float32|bfloat16] [--repeats 3]
 
-The trainer (training.dpo.logps.attention_for) runs eager attention on the CPU for a batch whose eager attention
-keeps at most EAGER_ATTENTION_BYTES for backward, and SDPA above it; this measures the two on the same model, the same
-batches, in the same process, interleaved (SDPA, eager, SDPA, ...), with the fastest of `--repeats` per batch and
-engine. It also gives each batch's eager bytes against the budget, and the largest difference of the summed
-log-probs between the two (they round differently in bf16). Prints a table headed by the CPU model and the dtype.
+The trainer (training.dpo.logps.attention_for) runs pair_attention on the CPU for a batch whose eager attention
+would keep at most EAGER_ATTENTION_BYTES for backward (transformers' eager attention for an architecture outside
+PLAIN_ATTENTION), and SDPA above it; this measures the three on the same model, the same batches, in the same
+process, interleaved (SDPA, eager, pairs, SDPA, ...), with the fastest of `--repeats` per batch and engine. It also
+gives each batch's eager bytes against the budget, and the largest difference of the summed log-probs between
+pair_attention and SDPA (they round differently in bf16). Prints a table headed by the CPU model and the dtype.
 """
 from __future__ import annotations
 
@@ -49,11 +51,14 @@ def main() -> None:
     batches.sort(key=lambda pb: pb.input_ids.shape[1])
     dtype = resolve_dtype(args.dtype, "cpu")
     scorer = logps.PairLogps(load_model(args.model, "cpu"))
-    budget = logps.EAGER_ATTENTION_BYTES
+    budget, plain = logps.EAGER_ATTENTION_BYTES, logps.PLAIN_ATTENTION
+    engines = ("sdpa", "eager", "pairs")
 
     def run(pb, engine: str, grad: bool) -> tuple[float, torch.Tensor]:
-        # the budget decides the engine (attention_for): none gives SDPA, an unbounded one eager
+        # the budget and the list of plain architectures decide the engine (attention_for): no budget gives SDPA, an
+        # unbounded one pair_attention, and transformers' eager attention for an architecture outside the list
         logps.EAGER_ATTENTION_BYTES = 0 if engine == "sdpa" else 2**62
+        logps.PLAIN_ATTENTION = plain if engine == "pairs" else frozenset()
         start = time.perf_counter()
         with torch.set_grad_enabled(grad), _autocast("cpu", dtype):
             out = scorer(pb)
@@ -66,17 +71,25 @@ def main() -> None:
              f"dtype {describe_dtype(args.dtype, 'cpu', setting='--dtype')}; the fastest of {args.repeats} "
              "interleaved runs per batch and engine.", "", f"Machine: {machine_line()}.", "",
              "| rows x length | eager keeps MB (budget " f"{budget / 2**20:.0f}) | step SDPA s | step eager s | "
-             "eager/SDPA | no-grad SDPA s | no-grad eager s | eager/SDPA | largest log-prob difference |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    totals = {key: 0.0 for key in ("sdpa", "eager", "sdpa-nograd", "eager-nograd")}
+             "step pairs s | pairs/SDPA | pairs/eager | no-grad SDPA s | no-grad eager s | no-grad pairs s | "
+             "pairs/SDPA | pairs/eager | largest log-prob difference, pairs and SDPA |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    totals = {key: 0.0 for engine in engines for key in (engine, f"{engine}-nograd")}
+
+    def row(label: str, kept: str, t: dict[str, float], difference: str) -> str:
+        return (f"| {label} | {kept} | {t['sdpa']:.2f} | {t['eager']:.2f} | {t['pairs']:.2f} | "
+                f"{t['pairs'] / t['sdpa']:.2f} | {t['pairs'] / t['eager']:.2f} | {t['sdpa-nograd']:.2f} | "
+                f"{t['eager-nograd']:.2f} | {t['pairs-nograd']:.2f} | {t['pairs-nograd'] / t['sdpa-nograd']:.2f} | "
+                f"{t['pairs-nograd'] / t['eager-nograd']:.2f} | {difference} |")
+
     with retain_freed_memory():
-        run(batches[-1], "sdpa", True)
-        run(batches[-1], "eager", True)  # warm: first calls, allocations
+        for engine in engines:
+            run(batches[-1], engine, True)  # warm: first calls, allocations
         for pb in batches:
             best: dict[str, float] = {}
             outs: dict[str, torch.Tensor] = {}
             for _ in range(args.repeats):
-                for engine in ("sdpa", "eager"):
+                for engine in engines:
                     for grad in (True, False):
                         key = engine if grad else f"{engine}-nograd"
                         seconds, outs[engine] = run(pb, engine, grad)
@@ -86,15 +99,11 @@ def main() -> None:
             cfg = scorer.causal_lm().config
             b, length = pb.input_ids.shape
             kept = b * cfg.num_attention_heads * length * length * 6 * cfg.num_hidden_layers
-            lines.append(f"| {b} x {length} | {kept / 2**20:.0f} | {best['sdpa']:.2f} | {best['eager']:.2f} | "
-                         f"{best['eager'] / best['sdpa']:.2f} | {best['sdpa-nograd']:.2f} | "
-                         f"{best['eager-nograd']:.2f} | {best['eager-nograd'] / best['sdpa-nograd']:.2f} | "
-                         f"{float((outs['eager'] - outs['sdpa']).abs().max()):.3f} |")
+            lines.append(row(f"{b} x {length}", f"{kept / 2**20:.0f}", best,
+                             f"{float((outs['pairs'] - outs['sdpa']).abs().max()):.3f}"))
             print(lines[-1], file=sys.stderr, flush=True)
-    logps.EAGER_ATTENTION_BYTES = budget
-    lines.append(f"| all | | {totals['sdpa']:.2f} | {totals['eager']:.2f} | {totals['eager'] / totals['sdpa']:.2f} | "
-                 f"{totals['sdpa-nograd']:.2f} | {totals['eager-nograd']:.2f} | "
-                 f"{totals['eager-nograd'] / totals['sdpa-nograd']:.2f} | |")
+    logps.EAGER_ATTENTION_BYTES, logps.PLAIN_ATTENTION = budget, plain
+    lines.append(row("all", "", totals, ""))
     print("\n".join(lines))
 
 

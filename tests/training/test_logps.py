@@ -110,6 +110,32 @@ def test_chunked_token_logps_match_log_softmax():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kept_logits_give_the_recomputed_gradients_and_survive_a_second_backward(monkeypatch, dtype):
+    """The head keeps a training forward's logits for backward (no second product) up to KEPT_LOGITS_BYTES and
+    recomputes them over it: the same gradients either way, and a second backward through a kept graph (fp32 kept
+    logits, which .float() hands back as they are, were worked on in place by the first) gives the first's."""
+    from training.dpo import logps
+
+    torch.manual_seed(0)
+    hidden = torch.randn(10, 16, requires_grad=True)
+    head = torch.nn.Linear(16, 70, bias=False)
+    targets = torch.randint(0, 70, (10,))
+    weights = torch.randn(10)
+
+    def grads(budget, twice=False):
+        monkeypatch.setattr(logps, "KEPT_LOGITS_BYTES", budget)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = (token_logps(hidden, head, targets, chunk=3) * weights).sum()
+        first = torch.autograd.grad(out, [hidden, head.weight], retain_graph=twice)
+        return (first, torch.autograd.grad(out, [hidden, head.weight])) if twice else first
+
+    recomputed = grads(0)
+    kept, again = grads(2**30, twice=True)
+    for a, b, c in zip(recomputed, kept, again, strict=True):
+        assert torch.equal(a, b) and torch.equal(b, c)
+
 def test_chat_template_tokens(tokenizer):
     pair = PreferencePair(prompt="Hi there", chosen="Hello!", rejected=f"Go away{tokenizer.eos_token}")
     t = tokenize_pair(tokenizer, pair, max_length=512, max_prompt_length=256)
@@ -227,10 +253,11 @@ def test_an_attention_that_reads_no_4d_mask_is_refused_by_name(model):
         model.config._attn_implementation = "sdpa"
 
 
-@pytest.mark.parametrize("budget, engine", [(0, "sdpa"), (2**62, "eager")])
+@pytest.mark.parametrize("budget, engine", [(0, "sdpa"), (2**62, "prefloop_pairs")])
 def test_the_layout_is_exact_under_either_attention_the_cpu_picks(model, monkeypatch, budget, engine):
-    """On the CPU a batch runs eager attention when what it keeps for backward fits the budget (faster there:
-    bench/attention.py), SDPA over it: both read the layout's mask, and the model's own setting is left as it was."""
+    """On the CPU a batch runs the trainer's own eager attention when what it keeps for backward fits the budget
+    (faster there: bench/attention.py), SDPA over it: both read the layout's mask, and the model's own setting is left
+    as it was."""
     from training.dpo import logps
 
     monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", budget)
@@ -250,7 +277,7 @@ def test_the_budget_counts_what_eager_attention_keeps_over_all_layers(model, mon
     config = model.config
     kept = rows * config.num_attention_heads * length * length * 6 * config.num_hidden_layers
     monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", kept)
-    assert logps.attention_for(model, batch) == "eager"
+    assert logps.attention_for(model, batch) == logps.PAIR_ATTENTION
     monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", kept - 1)
     assert logps.attention_for(model, batch) == "sdpa"
     # an exception inside the forward leaves the model's setting as it was
@@ -264,7 +291,8 @@ def test_the_budget_counts_what_eager_attention_keeps_over_all_layers(model, mon
 
 def test_one_scorer_shared_by_two_threads_reads_each_batch_with_its_own_attention(model, monkeypatch):
     """A forward that chose SDPA (passing SDPA's bool mask) ran its layers as eager while another thread had switched
-    the model's shared setting, and eager added the mask as 1 and 0: 7 of 150 wrong (an outside review)."""
+    the model's shared setting, and eager added the mask as 1 and 0: 7 of 150 wrong (an outside review). The same
+    holds with the trainer's own eager attention in its place."""
     import threading
 
     from training.dpo import logps
@@ -276,7 +304,7 @@ def test_one_scorer_shared_by_two_threads_reads_each_batch_with_its_own_attentio
     rows, length = small.input_ids.shape
     monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES",
                         rows * config.num_attention_heads * length * length * 6 * config.num_hidden_layers)
-    assert logps.attention_for(model, small) == "eager" and logps.attention_for(model, big) == "sdpa"
+    assert logps.attention_for(model, small) == logps.PAIR_ATTENTION and logps.attention_for(model, big) == "sdpa"
     with torch.no_grad():
         want = {"small": scorer(small), "big": scorer(big)}
     wrong = {"small": 0, "big": 0}
@@ -292,3 +320,53 @@ def test_one_scorer_shared_by_two_threads_reads_each_batch_with_its_own_attentio
     for thread in threads:
         thread.join()
     assert wrong == {"small": 0, "big": 0} and model.config._attn_implementation == "sdpa"
+
+
+def _transformers_eager(model, batch, dtype):
+    """The batch's log-probs and the gradient of their weighted sum under transformers' own eager attention."""
+    from training.dpo import logps
+
+    model.config._attn_implementation = "eager"
+    try:
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            out = PairLogps(model)(batch)
+    finally:
+        model.config._attn_implementation = "sdpa"
+    assert logps.attention_for(model, batch) == logps.PAIR_ATTENTION
+    return out
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.05)])
+def test_the_trainers_eager_attention_is_transformers_eager_in_value_and_gradient(model, dtype, tolerance):
+    """pair_attention (the CPU's attention for the pair layout) against transformers' eager attention on the same
+    batch: the same log-probs and gradients, in fp32 to rounding and in bf16 to bf16's (its softmax is taken in bf16
+    where eager's is fp32 then rounded, and its mask is a bf16 one); padding rows and a grouped-query model
+    included."""
+    from training.dpo import logps
+
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # query heads share key heads
+    batch = build_pair_batch(ROWS + [([5, 6, 7, 8, 9, 10], [11, 12, 13], [14])], pad_token_id=0)
+    weights = torch.linspace(-1, 1, 2 * batch.pairs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    want = _transformers_eager(model, batch, dtype)
+    want_grads = torch.autograd.grad((want * weights).sum(), params)
+    assert logps.attention_for(model, batch) == logps.PAIR_ATTENTION
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        got = PairLogps(model)(batch)
+    got_grads = torch.autograd.grad((got * weights).sum(), params)
+    assert got.tolist() == pytest.approx(want.tolist(), abs=tolerance)
+    scale = max(float(g.abs().max()) for g in want_grads)
+    assert max(float((a - b).abs().max()) for a, b in zip(got_grads, want_grads, strict=True)) <= tolerance * scale
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_an_architecture_outside_the_plain_ones_keeps_transformers_eager(model, monkeypatch):
+    """A model type whose attention does more than softmax(q k^T) v (Gemma's soft-capping) is never handed to
+    pair_attention, which would drop it: it runs transformers' eager attention under the budget."""
+    from training.dpo import logps
+
+    batch = build_pair_batch(ROWS, pad_token_id=0)
+    monkeypatch.setattr(model.config, "model_type", "gemma2")
+    assert logps.attention_for(model, batch) == "eager"
+    with pytest.raises(ValueError, match="soft-capping"):
+        logps.pair_attention(None, *(torch.zeros(1, 2, 3, 4),) * 3, torch.zeros(1, 1, 3, 3), 1.0, softcap=30.0)

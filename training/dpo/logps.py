@@ -8,13 +8,17 @@ in chunks over the response positions only, so the full [batch, length, vocab] l
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-LOGIT_CHUNK = 1024  # response positions per lm_head chunk: 1024 x 49152 fp32 logits = 200 MB
+LOGIT_CHUNK = 512  # response positions per lm_head chunk: 512 x 49152 fp32 logits = 100 MB
+# Logits a training forward keeps for backward (in the compute dtype), where the backward recomputed them: a
+# [tokens, vocabulary] product, about a twentieth of a step on SmolLM2-135M. Over this, they are recomputed.
+KEPT_LOGITS_BYTES = 512 * 2**20
 
 
 @dataclass
@@ -93,24 +97,30 @@ def build_pair_batch(rows: list[tuple[list[int], list[int], list[int]]], pad_tok
 
 
 class _TokenLogps(torch.autograd.Function):
-    """log softmax(hidden @ weight.T)[target] per row, in chunks; backward recomputes each chunk's logits."""
+    """log softmax(hidden @ weight.T)[target] per row, in chunks. Backward reads each chunk's logits as forward made
+    them when `keep` (kept in the compute dtype, so the same values), else recomputes them."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, chunk):
+    def forward(ctx, hidden, weight, targets, chunk, keep):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
         w = weight.to(hidden.dtype)
+        kept = torch.empty((hidden.shape[0], w.shape[0]), dtype=hidden.dtype, device=hidden.device) if keep else None
         for s in range(0, hidden.shape[0], chunk):
-            logits = (hidden[s : s + chunk] @ w.T).float()
+            product = hidden[s : s + chunk] @ w.T
+            if kept is not None:
+                kept[s : s + chunk] = product
+            logits = product.float()
+            del product
             lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0] - lse[s : s + chunk]
-        ctx.save_for_backward(hidden, weight, targets, lse)
+        ctx.save_for_backward(hidden, weight, targets, lse, *(() if kept is None else (kept,)))
         ctx.chunk = chunk
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        hidden, weight, targets, lse = ctx.saved_tensors
+        hidden, weight, targets, lse, *kept = ctx.saved_tensors
         w = weight.to(hidden.dtype)
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         # the weight gradient is accumulated over chunks in fp32 (fp64 for an fp64 weight); each chunk's product is
@@ -122,7 +132,9 @@ class _TokenLogps(torch.autograd.Function):
             g = grad_out[s : s + ctx.chunk].float()
             # d logp_t / d logits = onehot(t) - softmax; scaled by the upstream gradient of each row (in place: these
             # are chunk x vocabulary tensors, the largest of the step)
-            d = (h @ w.T).float()
+            # a copy of what is kept (an fp32 one, .float() would hand back itself, and a second backward read the
+            # first's leftovers)
+            d = kept[0][s : s + ctx.chunk].to(torch.float32, copy=True) if kept else (h @ w.T).float()
             d.sub_(lse[s : s + ctx.chunk, None]).exp_().mul_(-g[:, None])
             d.scatter_add_(1, targets[s : s + ctx.chunk, None], g[:, None])
             d = d.to(hidden.dtype)
@@ -133,7 +145,7 @@ class _TokenLogps(torch.autograd.Function):
                 grad_weight = part.to(acc_dtype) if grad_weight is None else grad_weight.add_(part)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_hidden, grad_weight, None, None
+        return grad_hidden, grad_weight, None, None, None
 
 
 def token_logps(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
@@ -148,21 +160,90 @@ def token_logps(hidden: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor,
     if getattr(lm_head, "bias", None) is not None:
         logits = lm_head(hidden).float()
         return torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
-    return _TokenLogps.apply(hidden, lm_head.weight, targets, chunk)
+    weight = lm_head.weight
+    keep = (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+            and hidden.shape[0] * weight.shape[0] * hidden.element_size() <= KEPT_LOGITS_BYTES)
+    return _TokenLogps.apply(hidden, weight, targets, chunk, keep)
 
 
-# What eager attention may keep for the backward pass, over all layers: its softmax output (fp32) and the
-# probabilities cast for the product (bf16 or fp32), B x heads x L x L each per layer. Under it, a CPU batch runs
-# eager attention; over it, SDPA, whose flash kernel keeps no L x L matrix. bench/attention.py: on the CPU, in bf16,
-# eager took 10-15% less time a training step at every length of the benchmark's pairs (L 73-417), in fp32 and
-# without gradients 2-9% less; on a GPU SDPA's kernels are the fast ones, and it keeps them.
+# What the CPU's own attention may keep for the backward pass, over all layers, counted as eager attention keeps it:
+# its softmax output (fp32) and the probabilities cast for the product (bf16 or fp32), B x heads x L x L each per
+# layer (pair_attention keeps one such tensor, in the compute dtype). Under it, a CPU batch runs pair_attention (or
+# eager); over it, SDPA, whose flash kernel keeps no L x L matrix. bench/attention.py: on the CPU, in bf16, eager took
+# 10-15% less time a training step than SDPA at every length of the benchmark's pairs (L 73-417), in fp32 and without
+# gradients 2-9% less; on a GPU SDPA's kernels are the fast ones, and it keeps them.
 EAGER_ATTENTION_BYTES = 2 * 2**30
+
+PAIR_ATTENTION = "prefloop_pairs"
+# Architectures whose attention, once queries and keys are projected, normed and rotated, is softmax(q k^T * scaling
+# + mask) v and nothing more: pair_attention computes exactly that. Others (Gemma's logit soft-capping, attention
+# sinks) keep transformers' own eager attention.
+PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+class PairSegments:
+    """The pairs of one packed row, for pair_attention: each pair's (start, end) in the row and its additive
+    [1, 1, n, n] layout mask. `calls` counts the attention calls that read them, so a forward can tell that its
+    model's attention did (a model that ignored them would attend across pairs)."""
+
+    def __init__(self, bounds: list[tuple[int, int]], masks: list[torch.Tensor]):
+        self.bounds, self.masks, self.calls = bounds, masks, 0
+
+
+def _attend(query, key, value, mask, scaling, dtype):
+    """softmax(q k^T * scaling + mask) v in `dtype`, a group of query heads reading its key and value head in place.
+    query [B, heads, L, D], key and value [B, kv heads, L, D], mask [B, 1, L, L] additive -> [B, heads, L, D]."""
+    rows, heads, length, width = query.shape
+    kv_heads = key.shape[1]
+    q = (query * scaling).to(dtype).reshape(rows, kv_heads, heads // kv_heads * length, width)
+    scores = torch.matmul(q, key.to(dtype).transpose(-1, -2))
+    scores = scores.view(rows, kv_heads, heads // kv_heads, length, -1).add_(mask.to(dtype).unsqueeze(2))
+    probs = torch.softmax(scores, dim=-1)
+    return torch.matmul(probs.view(rows, kv_heads, heads // kv_heads * length, -1), value.to(dtype)).view(
+        rows, heads, length, width)
+
+
+def pair_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, pair_segments=None, **kwargs):
+    """Eager attention for the pair layout on the CPU, as transformers' AttentionInterface calls it: the same
+    softmax(q k^T * scaling + mask) v in the compute dtype (autocast's, else the inputs'), with three savings over
+    transformers' eager one. The additive mask is in that dtype, so adding it makes no fp32 copy of the scores (eager
+    adds an fp32 mask to bf16 scores); the softmax is taken in it (the CPU's kernel computes in fp32 inside and rounds
+    once: 31 of 6.3M bf16 probabilities one unit in the last place apart from an fp32 softmax rounded), so backward
+    keeps one heads x L x L tensor per pair and layer where eager kept an fp32 one and its bf16 copy; and a group of
+    query heads reads its shared key and value heads in place (no repeat_kv copies).
+
+    `pair_segments` (PairSegments): the batch packed into one row without padding (PairLogps.hidden), each pair
+    attending within its own segment under its own mask; else `attention_mask` is the [B, 1, L, L] additive mask of
+    a padded batch (attention_mask_for)."""
+    if dropout or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise ValueError("pair_attention computes plain softmax attention: no dropout, soft-capping or sinks")
+    device = query.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    with torch.autocast(device, enabled=False):
+        if pair_segments is None:
+            out = _attend(query, key, value, attention_mask, scaling, dtype)
+        else:
+            pair_segments.calls += 1
+            out = torch.cat([_attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, scaling, dtype)
+                             for (a, b), mask in zip(pair_segments.bounds, pair_segments.masks, strict=True)], dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+@functools.cache
+def _registered() -> str:
+    """PAIR_ATTENTION, registered with transformers on first use (importing its modelling code at import time cost
+    every process that imports the trainer, the web's included, its start-up)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PAIR_ATTENTION, pair_attention)
+    return PAIR_ATTENTION
 
 
 def attention_for(model: nn.Module, batch: PairBatch) -> str:
     """The attention implementation a batch runs with: the model's own, except that a model loaded with SDPA runs
-    eager attention on the CPU when what eager keeps fits EAGER_ATTENTION_BYTES. Decided on the batch's shape
-    alone, with or without gradients, so the reference pass and a training step take the same for the same batch."""
+    pair_attention (eager attention for an architecture outside PLAIN_ATTENTION) on the CPU when what it keeps fits
+    EAGER_ATTENTION_BYTES. Decided on the batch's shape alone, with or without gradients, so the reference pass and
+    a training step take the same for the same batch."""
     implementation = getattr(model.config, "_attn_implementation", None) or "eager"
     if implementation != "sdpa" or batch.input_ids.device.type != "cpu":
         return implementation
@@ -170,7 +251,9 @@ def attention_for(model: nn.Module, batch: PairBatch) -> str:
     if not isinstance(heads, int) or not isinstance(layers, int):
         return implementation
     rows, length = batch.input_ids.shape
-    return "eager" if rows * heads * length * length * 6 * layers <= EAGER_ATTENTION_BYTES else implementation
+    if rows * heads * length * length * 6 * layers > EAGER_ATTENTION_BYTES:
+        return implementation
+    return _registered() if getattr(model.config, "model_type", None) in PLAIN_ATTENTION else "eager"
 
 
 # Held by every forward on the CPU, where a model's attention may be switched (attention_for): transformers reads the
@@ -199,17 +282,18 @@ def _attention(model: nn.Module, batch: PairBatch):
             model.config._attn_implementation = before
 
 
-def attention_mask_for(implementation: str, mask: torch.Tensor) -> torch.Tensor:
+def attention_mask_for(implementation: str, mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The pair layout's [B, 1, L, L] mask (True = may attend) as the attention takes a 4D mask as given: SDPA reads
     a bool mask so, but eager attention adds the mask to the scores, and a bool mask added as 1 and 0 let the
     rejected answer see the chosen one (an architecture without SDPA, or a config asking for eager, trained on wrong
-    log-probs without a word). Eager gets 0 where a position may attend and the most negative float where not; an
-    attention that takes no such mask (flash attention 2 reads a 2D padding mask) is refused, naming it."""
+    log-probs without a word). Eager gets 0 where a position may attend and the most negative fp32 number where not,
+    pair_attention the same in `dtype`, the compute dtype; an attention that takes no such mask (flash attention 2
+    reads a 2D padding mask) is refused, naming it."""
     if implementation == "sdpa":
         return mask
-    if implementation == "eager":
-        return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(
-            ~mask, torch.finfo(torch.float32).min)
+    if implementation in ("eager", PAIR_ATTENTION):
+        dtype = torch.float32 if implementation == "eager" else dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min)
     raise ValueError(f"the model's attention implementation is {implementation!r}: the trainer lays a pair out as "
                      "one row with a 4D attention mask, which only 'sdpa' and 'eager' attention read; load the model "
                      "with attn_implementation='sdpa' (set it in its config.json)")
@@ -236,17 +320,52 @@ class PairLogps(nn.Module):
         return sums.index_add(0, batch.sequence_index, per_token)
 
     def hidden(self, batch: PairBatch) -> torch.Tensor:
-        """The last hidden state at each position that predicts a response token [N, H], in batch.target_ids order."""
+        """The last hidden state at each position that predicts a response token [N, H], in batch.target_ids order.
+
+        Under pair_attention the batch runs packed: its rows' real tokens one after another in a single row, each pair
+        attending within its own segment, so no layer computes over padding (a tenth of the tokens of the
+        benchmark's length-grouped batches of 4: bench/dpo_throughput.py)."""
         lm = self.causal_lm()
         backbone = getattr(lm, lm.base_model_prefix)
+        device = batch.input_ids.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else lm.dtype
         with _attention(lm, batch) as implementation:
+            if implementation == PAIR_ATTENTION:
+                return self._packed_hidden(backbone, batch, dtype)
             hidden = backbone(
                 input_ids=batch.input_ids,
-                attention_mask=attention_mask_for(implementation, batch.attention_mask),
+                attention_mask=attention_mask_for(implementation, batch.attention_mask, dtype),
                 position_ids=batch.position_ids,
                 use_cache=False,
             ).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.predictor_index)
+
+    @staticmethod
+    def _packed_hidden(backbone: nn.Module, batch: PairBatch, dtype: torch.dtype) -> torch.Tensor:
+        rows, length = batch.input_ids.shape
+        counts = batch.row_tokens.tolist()
+        starts = [sum(counts[:i]) for i in range(rows)]
+        device = batch.input_ids.device
+        real = torch.cat([torch.arange(n, device=device) + i * length for i, n in enumerate(counts)])
+        segments = PairSegments(
+            [(a, a + n) for a, n in zip(starts, counts, strict=True)],
+            [attention_mask_for(PAIR_ATTENTION, batch.attention_mask[i : i + 1, :, :n, :n], dtype)
+             for i, n in enumerate(counts)])
+        hidden = backbone(
+            input_ids=batch.input_ids.reshape(-1)[real][None],
+            attention_mask=None,
+            position_ids=batch.position_ids.reshape(-1)[real][None],
+            use_cache=False,
+            pair_segments=segments,
+        ).last_hidden_state[0]
+        if not segments.calls:
+            raise RuntimeError(f"{type(backbone).__name__} did not run its attention through transformers' attention "
+                               "interface, so the packed pairs would attend across each other; load it with "
+                               "attn_implementation='eager'")
+        # a predictor's flat index in the padded batch (row * length + position) -> its index in the packed row
+        row = torch.div(batch.predictor_index, length, rounding_mode="floor")
+        offsets = torch.tensor(starts, dtype=torch.long, device=device)
+        return hidden.index_select(0, offsets[row] + batch.predictor_index - row * length)
 
     def token_logps(self, batch: PairBatch) -> torch.Tensor:
         """Log-prob of each response token [N], in the order of batch.target_ids (sequence_index says whose)."""
