@@ -4,8 +4,9 @@ the held-out pairs (a fixed share of prompts, chosen by hash, never trained on) 
 Cached reference log-probs are the trainer's own (never the sampler's Response.logp_sum), and are kept per dtype:
 a value computed in bf16 differs from the fp32 one by far more than fp32's rounding (docs/numerics.md), so a run
 in one dtype never mixes in the other's. The stored key names the computation as well as the dtype (`cache_key`):
-half-precision values from before the lm_head ran in autocast's dtype are stored under the bare dtype name, which
-no run reads any more (even one written by a worker still on the old code while a new release migrates)."""
+half-precision values of an earlier computation are stored under another key (the bare dtype name before the
+lm_head ran in autocast's dtype, "/h2" before the CPU's packed attention), which no run reads any more (even one
+written by a worker still on the old code while a new release migrates)."""
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,9 @@ from prefloop.numerics import product_dtype
 from .dpo.data import PreferencePair
 from .models import ReferenceLogp
 
-# the half-precision computation of today: the lm_head's product in autocast's dtype (training/dpo/logps.py)
-HALF_PRECISION_KEYS = {"bfloat16": "bfloat16/h2", "float16": "float16/h2"}
+# the half-precision computation of today (training/dpo/logps.py): the lm_head's product in autocast's dtype (h2),
+# and on the CPU the batch packed without padding under the trainer's own attention, its softmax in that dtype (h3)
+HALF_PRECISION_KEYS = {"bfloat16": "bfloat16/h3", "float16": "float16/h3"}
 
 
 def cache_key(dtype: str) -> str:

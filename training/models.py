@@ -100,7 +100,7 @@ class ReferenceLogp(models.Model):
     dtype = models.CharField(
         max_length=16, default="",
         help_text="The dtype the trainer computed it in, with the computation (training.dataset.cache_key: "
-                  "'bfloat16/h2'); values under another key (empty: before dtypes were recorded) are not reused.",
+                  "'bfloat16/h3'); values under another key (empty: before dtypes were recorded) are not reused.",
     )
     logp = models.FloatField()
     created = models.DateTimeField(auto_now_add=True)
