@@ -370,3 +370,80 @@ def test_an_architecture_outside_the_plain_ones_keeps_transformers_eager(model, 
     assert logps.attention_for(model, batch) == "eager"
     with pytest.raises(ValueError, match="soft-capping"):
         logps.pair_attention(None, *(torch.zeros(1, 2, 3, 4),) * 3, torch.zeros(1, 1, 3, 3), 1.0, softcap=30.0)
+
+
+def _tiny(kind: str, **extra):
+    """A tiny random model of a transformers architecture, its weights large enough that attention matters."""
+    import transformers
+
+    settings = dict(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, max_position_embeddings=256, attn_implementation="sdpa") | extra
+    model = getattr(transformers, f"{kind}ForCausalLM")(getattr(transformers, f"{kind}Config")(**settings)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3) if p.dim() > 1 else p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+LONG_ROWS = ROWS + [([3] * 20, list(range(10, 40)), [50])]
+
+
+@pytest.mark.parametrize("kind, extra", [
+    ("Mistral", {"sliding_window": 8}),
+    ("Qwen2", {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}),
+    ("Qwen3", {"use_sliding_window": True, "sliding_window": 8, "max_window_layers": 1}),
+])
+def test_a_sliding_window_is_applied_in_the_packed_layout_and_refused_past_it_in_the_padded_one(kind, extra,
+                                                                                                 monkeypatch):
+    """transformers passes a sliding window to the attention of Mistral's and Qwen's layers, and adds none to a 4D
+    mask given as it is: the trainer's attention dropped it (27 nats off on a 51-token row with a window of 8, an
+    outside review), and the padded path never had it. The packed layout applies it per layer, counting distances in
+    the pair's own positions; a padded batch that reaches past the window is refused, naming it."""
+    from training.dpo import logps
+
+    model = _tiny(kind, **extra)
+    assert logps.sliding_window(model.config) == 8
+    batch = build_pair_batch(LONG_ROWS, pad_token_id=0)
+    want = [plain_sequence_logps(model, p, c) for p, c, _ in LONG_ROWS] + [
+        plain_sequence_logps(model, p, r) for p, _, r in LONG_ROWS]
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", 2**62)
+    assert logps.attention_for(model, batch) == logps.PAIR_ATTENTION
+    with torch.no_grad():
+        assert PairLogps(model)(batch).tolist() == pytest.approx(want, abs=1e-4)
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", 0)
+    with pytest.raises(ValueError, match="position 49, past the model's sliding window of 8"):
+        PairLogps(model)(batch)
+    short = build_pair_batch(ROWS, pad_token_id=0)  # every position within the window: the padded path reads it
+    with torch.no_grad():
+        assert PairLogps(model)(short).tolist() == pytest.approx(
+            [plain_sequence_logps(model, p, c) for p, c, _ in ROWS]
+            + [plain_sequence_logps(model, p, r) for p, _, r in ROWS], abs=1e-4)
+
+
+def test_an_fp64_model_under_autocast_stays_in_fp64(monkeypatch):
+    """Autocast leaves fp64 alone: the trainer's attention computed an fp64 model's attention in bf16 under it, and
+    its fp64 output projection refused the result."""
+    from training.dpo import logps
+
+    model = _tiny("Llama").double()
+    batch = build_pair_batch(LONG_ROWS, pad_token_id=0)
+    monkeypatch.setattr(logps, "EAGER_ATTENTION_BYTES", 2**62)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = PairLogps(model)(batch)
+    want = [plain_sequence_logps(model, p, c) for p, c, _ in LONG_ROWS] + [
+        plain_sequence_logps(model, p, r) for p, _, r in LONG_ROWS]
+    assert got.tolist() == pytest.approx(want, abs=1e-4)
+
+
+def test_an_attention_call_without_the_packed_segments_is_refused():
+    """A model that does not pass its keyword arguments on to its attention would run the packed row with no mask:
+    refused by name, where it failed on a None deep in the attention."""
+    from training.dpo import logps
+
+    class Attention(torch.nn.Module):
+        pass
+
+    q = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(RuntimeError, match="Attention called the trainer's pair attention without"):
+        logps.pair_attention(Attention(), q, q, q, None, 1.0)

@@ -181,13 +181,47 @@ PAIR_ATTENTION = "prefloop_pairs"
 PLAIN_ATTENTION = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
-class PairSegments:
-    """The pairs of one packed row, for pair_attention: each pair's (start, end) in the row and its additive
-    [1, 1, n, n] layout mask. `calls` counts the attention calls that read them, so a forward can tell that its
-    model's attention did (a model that ignored them would attend across pairs)."""
+def _compute_dtype(device: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype autocast computes a product of `dtype` tensors in: its own, except that it leaves fp64 alone."""
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) and dtype != torch.float64 else dtype
 
-    def __init__(self, bounds: list[tuple[int, int]], masks: list[torch.Tensor]):
-        self.bounds, self.masks, self.calls = bounds, masks, 0
+
+def sliding_window(config) -> int | None:
+    """The sliding window of a model whose layers (some or all) attend only to the last `window` positions, from its
+    config (Mistral's sliding_window; Qwen's with use_sliding_window, on the layers layer_types names so); None when
+    every layer attends to all positions."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    return window
+
+
+def _check_window(config, batch: PairBatch) -> None:
+    """ValueError for a padded batch that reaches past the model's sliding window: its 4D layout mask is passed as
+    given, so transformers adds no window to it, and its far tokens would see positions the model never does (the
+    packed path applies the window itself)."""
+    window = sliding_window(config)
+    if window is None:
+        return
+    rows = batch.row_tokens.tolist()
+    furthest = max(int(batch.position_ids[i, :n].max()) for i, n in enumerate(rows))
+    if furthest >= window:
+        raise ValueError(f"a pair reaches position {furthest}, past the model's sliding window of {window} "
+                         f"positions, which the trainer applies only on the CPU under its own attention: cut pairs "
+                         f"to a max_length of at most {window} tokens")
+
+
+class PairSegments:
+    """The pairs of one packed row, for pair_attention: each pair's (start, end) in the row, its additive
+    [1, 1, n, n] layout mask and its tokens' positions in the layout (a sliding window counts distances in them).
+    `calls` counts the attention calls that read them, so a forward can tell that its model's attention did (a model
+    that ignored them would attend across pairs)."""
+
+    def __init__(self, bounds: list[tuple[int, int]], masks: list[torch.Tensor], positions: list[torch.Tensor]):
+        self.bounds, self.masks, self.positions, self.calls = bounds, masks, positions, 0
 
 
 def _attend(query, key, value, mask, scaling, dtype):
@@ -217,15 +251,24 @@ def pair_attention(module, query, key, value, attention_mask, scaling, dropout=0
     a padded batch (attention_mask_for)."""
     if dropout or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise ValueError("pair_attention computes plain softmax attention: no dropout, soft-capping or sinks")
+    if pair_segments is None and attention_mask is None:
+        raise RuntimeError(f"{type(module).__name__} called the trainer's pair attention without the packed pairs' "
+                           "segments (its model does not pass its keyword arguments on to the attention), so the "
+                           "pairs would attend across each other; load it with attn_implementation='eager'")
     device = query.device.type
-    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+    dtype = _compute_dtype(device, query.dtype)
     with torch.autocast(device, enabled=False):
         if pair_segments is None:
             out = _attend(query, key, value, attention_mask, scaling, dtype)
         else:
             pair_segments.calls += 1
+            window = kwargs.get("sliding_window")  # this layer's (Mistral's, Qwen's): none for a full-attention one
+            masks = pair_segments.masks
+            if window is not None:  # as transformers' rule: a query sees the keys less than `window` positions back
+                masks = [m.masked_fill((p[:, None] - p[None, :] >= window)[None, None], torch.finfo(m.dtype).min)
+                         for m, p in zip(masks, pair_segments.positions, strict=True)]
             out = torch.cat([_attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, scaling, dtype)
-                             for (a, b), mask in zip(pair_segments.bounds, pair_segments.masks, strict=True)], dim=2)
+                             for (a, b), mask in zip(pair_segments.bounds, masks, strict=True)], dim=2)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -328,10 +371,11 @@ class PairLogps(nn.Module):
         lm = self.causal_lm()
         backbone = getattr(lm, lm.base_model_prefix)
         device = batch.input_ids.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else lm.dtype
+        dtype = _compute_dtype(device, lm.dtype)
         with _attention(lm, batch) as implementation:
             if implementation == PAIR_ATTENTION:
                 return self._packed_hidden(backbone, batch, dtype)
+            _check_window(lm.config, batch)
             hidden = backbone(
                 input_ids=batch.input_ids,
                 attention_mask=attention_mask_for(implementation, batch.attention_mask, dtype),
@@ -350,7 +394,8 @@ class PairLogps(nn.Module):
         segments = PairSegments(
             [(a, a + n) for a, n in zip(starts, counts, strict=True)],
             [attention_mask_for(PAIR_ATTENTION, batch.attention_mask[i : i + 1, :, :n, :n], dtype)
-             for i, n in enumerate(counts)])
+             for i, n in enumerate(counts)],
+            [batch.position_ids[i, :n] for i, n in enumerate(counts)])
         hidden = backbone(
             input_ids=batch.input_ids.reshape(-1)[real][None],
             attention_mask=None,
