@@ -3,7 +3,9 @@
 A pair is laid out as one row `[prompt | chosen | rejected]`: the rejected tokens attend to the prompt and to
 themselves but never to the chosen tokens, and their positions restart where the prompt ends, so the row gives
 exactly the log-probs of two separate sequences while the prompt is encoded once. The lm_head and log-softmax run
-in chunks over the response positions only, so the full [batch, length, vocab] logits are never built.
+in chunks over the response positions only, so the full [batch, length, vocab] logits are never built. On the CPU
+a batch of such rows runs packed, its rows one after another without padding, under the trainer's own attention
+(pair_attention); on a GPU, padded under the model's own.
 """
 from __future__ import annotations
 
