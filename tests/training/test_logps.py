@@ -436,9 +436,12 @@ def test_an_fp64_model_under_autocast_stays_in_fp64(monkeypatch):
     assert got.tolist() == pytest.approx(want, abs=1e-4)
 
 
-def test_an_attention_call_without_the_packed_segments_is_refused():
+@pytest.mark.parametrize("mask", [None, torch.zeros(1, 1, 3, 3)], ids=["no mask", "a 4D mask"])
+def test_an_attention_call_without_the_packed_segments_is_refused(mask):
     """A model that does not pass its keyword arguments on to its attention would run the packed row with no mask:
-    refused by name, where it failed on a None deep in the attention."""
+    refused by name, where it failed on a None deep in the attention. A call with a mask but no segments is refused
+    too: the trainer runs this attention only on packed batches (PairLogps passes the segments), and a row it did
+    not lay out would attend across its pairs."""
     from training.dpo import logps
 
     class Attention(torch.nn.Module):
@@ -446,4 +449,4 @@ def test_an_attention_call_without_the_packed_segments_is_refused():
 
     q = torch.zeros(1, 2, 3, 4)
     with pytest.raises(RuntimeError, match="Attention called the trainer's pair attention without"):
-        logps.pair_attention(Attention(), q, q, q, None, 1.0)
+        logps.pair_attention(Attention(), q, q, q, mask, 1.0)

@@ -249,28 +249,27 @@ def pair_attention(module, query, key, value, attention_mask, scaling, dropout=0
     query heads reads its shared key and value heads in place (no repeat_kv copies).
 
     `pair_segments` (PairSegments): the batch packed into one row without padding (PairLogps.hidden), each pair
-    attending within its own segment under its own mask; else `attention_mask` is the [B, 1, L, L] additive mask of
-    a padded batch (attention_mask_for)."""
+    attending within its own segment under its own mask; `attention_mask`, whatever transformers built for the
+    packed row, is not read. A call without the segments is refused: the trainer runs this attention only on a
+    packed batch, and a row it has not laid out would attend across its pairs."""
     if dropout or kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         raise ValueError("pair_attention computes plain softmax attention: no dropout, soft-capping or sinks")
-    if pair_segments is None and attention_mask is None:
+    if pair_segments is None:
         raise RuntimeError(f"{type(module).__name__} called the trainer's pair attention without the packed pairs' "
-                           "segments (its model does not pass its keyword arguments on to the attention), so the "
-                           "pairs would attend across each other; load it with attn_implementation='eager'")
+                           "segments (PairLogps passes them with each packed batch; a model that does not pass its "
+                           "keyword arguments on to the attention drops them), so the pairs would attend across each "
+                           "other; load it with attn_implementation='eager'")
+    pair_segments.calls += 1
     device = query.device.type
     dtype = _compute_dtype(device, query.dtype)
     with torch.autocast(device, enabled=False):
-        if pair_segments is None:
-            out = _attend(query, key, value, attention_mask, scaling, dtype)
-        else:
-            pair_segments.calls += 1
-            window = kwargs.get("sliding_window")  # this layer's (Mistral's, Qwen's): none for a full-attention one
-            masks = pair_segments.masks
-            if window is not None:  # as transformers' rule: a query sees the keys less than `window` positions back
-                masks = [m.masked_fill((p[:, None] - p[None, :] >= window)[None, None], torch.finfo(m.dtype).min)
-                         for m, p in zip(masks, pair_segments.positions, strict=True)]
-            out = torch.cat([_attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, scaling, dtype)
-                             for (a, b), mask in zip(pair_segments.bounds, masks, strict=True)], dim=2)
+        window = kwargs.get("sliding_window")  # this layer's (Mistral's, Qwen's): none for a full-attention one
+        masks = pair_segments.masks
+        if window is not None:  # as transformers' rule: a query sees the keys less than `window` positions back
+            masks = [m.masked_fill((p[:, None] - p[None, :] >= window)[None, None], torch.finfo(m.dtype).min)
+                     for m, p in zip(masks, pair_segments.positions, strict=True)]
+        out = torch.cat([_attend(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], mask, scaling, dtype)
+                         for (a, b), mask in zip(pair_segments.bounds, masks, strict=True)], dim=2)
     return out.transpose(1, 2).contiguous(), None
 
 
