@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import threading
 from dataclasses import dataclass
 
@@ -387,9 +388,9 @@ class PairLogps(nn.Module):
 
     @staticmethod
     def _packed_hidden(backbone: nn.Module, batch: PairBatch, dtype: torch.dtype) -> torch.Tensor:
-        rows, length = batch.input_ids.shape
+        length = batch.input_ids.shape[1]
         counts = batch.row_tokens.tolist()
-        starts = [sum(counts[:i]) for i in range(rows)]
+        starts = list(itertools.accumulate(counts, initial=0))[:-1]  # where each row's tokens begin in the packed row
         device = batch.input_ids.device
         real = torch.cat([torch.arange(n, device=device) + i * length for i, n in enumerate(counts)])
         segments = PairSegments(
