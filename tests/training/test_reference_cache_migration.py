@@ -11,12 +11,18 @@ from tests.migrating import migrate_to, models_as_of
 BEFORE = [("training", "0007_promotion_gate")]
 
 
+def _version_and_response(old):
+    """A version and its response to a prompt, made with the historical models of `old` (models_as_of's apps)."""
+    prompt = old.get_model("generation", "Prompt").objects.create(text="Name a fruit.")
+    version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/x")
+    response = old.get_model("generation", "Response").objects.create(prompt=prompt, version=version, text="apple")
+    return version, response
+
+
 @pytest.mark.slow
 def test_half_precision_reference_logps_are_dropped_and_fp32_kept(transactional_db):
     with models_as_of(BEFORE) as old:
-        prompt = old.get_model("generation", "Prompt").objects.create(text="Name a fruit.")
-        version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/x")
-        response = old.get_model("generation", "Response").objects.create(prompt=prompt, version=version, text="apple")
+        version, response = _version_and_response(old)
         cached = old.get_model("training", "ReferenceLogp")
         for dtype, logp in (("float32", -1.5), ("bfloat16", -1.75), ("float16", -2.0), ("", -3.0)):
             cached.objects.create(response=response, reference=version, max_length=512, dtype=dtype, logp=logp)
@@ -27,9 +33,7 @@ def test_half_precision_reference_logps_are_dropped_and_fp32_kept(transactional_
 @pytest.mark.slow
 def test_values_cached_before_only_whole_pairs_were_cached_are_dropped(transactional_db):
     with models_as_of([("training", "0010_data_choice_spin")]) as old:
-        prompt = old.get_model("generation", "Prompt").objects.create(text="Name a fruit.")
-        version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/x")
-        response = old.get_model("generation", "Response").objects.create(prompt=prompt, version=version, text="apple")
+        version, response = _version_and_response(old)
         old.get_model("training", "ReferenceLogp").objects.create(response=response, reference=version,
                                                                   max_length=512, dtype="float32", logp=-1.5)
     from training.models import ReferenceLogp
@@ -40,9 +44,7 @@ def test_values_cached_before_only_whole_pairs_were_cached_are_dropped(transacti
 @pytest.mark.slow
 def test_values_of_the_padded_attention_computation_are_dropped_and_fp32_kept(transactional_db):
     with models_as_of([("training", "0014_data_choice_says_labelling_round")]) as old:
-        prompt = old.get_model("generation", "Prompt").objects.create(text="Name a fruit.")
-        version = old.get_model("generation", "ModelVersion").objects.create(name="base", path="/x")
-        response = old.get_model("generation", "Response").objects.create(prompt=prompt, version=version, text="apple")
+        version, response = _version_and_response(old)
         cached = old.get_model("training", "ReferenceLogp")
         for dtype, logp in (("float32", -1.5), ("bfloat16/h2", -1.75), ("float16/h2", -2.0)):
             cached.objects.create(response=response, reference=version, max_length=512, dtype=dtype, logp=logp)
