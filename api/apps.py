@@ -12,10 +12,10 @@ class ApiConfig(AppConfig):
 
         from prefloop.lockout import check_proxy_count
 
-        from .tokens import note_new_password, revoke_on_new_password
+        from .tokens import note_lost_access, revoke_on_lost_access
 
         checks.register(check_proxy_count, checks.Tags.security, deploy=True)
 
         user = get_user_model()
-        pre_save.connect(note_new_password, sender=user, dispatch_uid="api-note-new-password")
-        post_save.connect(revoke_on_new_password, sender=user, dispatch_uid="api-revoke-on-new-password")
+        pre_save.connect(note_lost_access, sender=user, dispatch_uid="api-note-lost-access")
+        post_save.connect(revoke_on_lost_access, sender=user, dispatch_uid="api-revoke-on-lost-access")

@@ -43,26 +43,37 @@ def revoke_token(row: ApiToken) -> None:
     ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=timezone.now())
 
 
-def note_new_password(sender, instance, update_fields=None, **kwargs) -> None:
+def note_lost_access(sender, instance, update_fields=None, **kwargs) -> None:
     """pre_save of the user model: whether the save stores a new password (the change page, a reset, the admin,
-    `changepassword`, a password disabled), to revoke the person's live tokens once it is stored (revoke_on_new_password).
-    A token is a second password: one made from a stolen session kept working after the victim changed theirs.
+    `changepassword`, a password disabled) or disables the account, to revoke the person's live tokens once it is
+    stored (revoke_on_lost_access). A token is a second password: one made from a stolen session kept working after
+    the victim changed theirs, and after an administrator disabled the account and enabled it again (a token was
+    refused only while its account was disabled).
 
     Django marks a password set with set_password (the raw text kept until saved), and unmarks it for the re-hash it
     does at sign-in when its hasher's settings move on (an upgrade): that is no new password, and must not revoke
     every token at everyone's next sign-in. A password made unusable is never marked, and always counts."""
     instance._revoke_tokens = False
-    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+    if instance.pk is None:
         return
-    if getattr(instance, "_password", None) is None and is_password_usable(instance.password):
+
+    def saved(field: str) -> bool:
+        return update_fields is None or field in update_fields
+
+    new_password = saved("password") and (getattr(instance, "_password", None) is not None
+                                          or not is_password_usable(instance.password))
+    disabled = saved("is_active") and not instance.is_active
+    if not (new_password or disabled):
         return
-    stored = type(instance).objects.filter(pk=instance.pk).values_list("password", flat=True).first()
-    instance._revoke_tokens = stored is not None and stored != instance.password
+    stored = type(instance).objects.filter(pk=instance.pk).values_list("password", "is_active").first()
+    if stored is not None:
+        instance._revoke_tokens = (new_password and stored[0] != instance.password) or (disabled and stored[1])
 
 
-def revoke_on_new_password(sender, instance, **kwargs) -> None:
-    """post_save of the user model: the new password is written; its owner's tokens end with the transaction (at
-    once outside one). Revoked before the write, a token made in between from the old session outlived it."""
+def revoke_on_lost_access(sender, instance, **kwargs) -> None:
+    """post_save of the user model: the new password (or the disabling) is written; its owner's tokens end with the
+    transaction (at once outside one). Revoked before the write, a token made in between from the old session
+    outlived it."""
     if getattr(instance, "_revoke_tokens", False):
         instance._revoke_tokens = False
         user_id = instance.pk

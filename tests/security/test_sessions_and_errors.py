@@ -1,4 +1,4 @@
-"""An outside probe's findings: a token that outlived a password change, and
+"""An outside probe's findings: a token that outlived a password change or its account being disabled, and
 workers' raw errors (database hosts, users, paths) shown to annotators."""
 from __future__ import annotations
 
@@ -79,6 +79,30 @@ def test_a_password_disabled_in_the_admin_revokes_the_tokens_too(client, staff, 
     assert answer.status_code == 302
     annotator.refresh_from_db()
     assert not annotator.has_usable_password() and user_for_token(token) is None
+
+
+def test_an_account_disabled_in_the_admin_keeps_none_of_its_tokens_once_enabled_again(client, staff, annotator):
+    """The attack: a token made from a stolen session; an administrator disables the account (what docs/api.md says
+    ends its tokens), then enables it again for its owner, and the stolen token worked again: it was refused only
+    while the account was disabled."""
+    _, stolen = create_token(annotator, "made with the stolen session")
+    _, staffs = create_token(staff, "someone else's")
+    client.force_login(staff)
+    change = f"/admin/auth/user/{annotator.pk}/change/"
+    fields = {"username": annotator.username, "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00",
+              "initial-date_joined_0": "2026-01-01", "initial-date_joined_1": "00:00:00"}
+    assert client.post(change, fields).status_code == 302  # is_active left out: disabled
+    annotator.refresh_from_db()
+    assert not annotator.is_active and user_for_token(stolen) is None
+    assert client.post(change, {**fields, "is_active": "on"}).status_code == 302
+    annotator.refresh_from_db()
+    assert annotator.is_active and user_for_token(stolen) is None
+    assert user_for_token(staffs) == staff  # another person's tokens stay
+    _, fresh = create_token(annotator, "after")
+    annotator.last_name = "Renamed"
+    annotator.save()  # a save of an account that stays enabled revokes nothing
+    annotator.save(update_fields=["is_active"])
+    assert user_for_token(fresh) == annotator
 
 
 def test_tokens_are_revoked_after_the_new_password_is_written_not_before(annotator, django_assert_num_queries):
