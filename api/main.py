@@ -26,8 +26,6 @@ from . import data, jobs, labelling, rounds, versions, voting
 from .auth import SessionAuth, TokenAuth
 from .fields import FIELDS_ERROR, refuse_stray_query
 
-MAX_DEPTH = 64
-
 
 class JSONParser(Parser):
     """json.loads, with every way a body can fail (bad JSON, nesting deep enough to exhaust the stack, a number of
