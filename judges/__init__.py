@@ -6,7 +6,10 @@ judges by name and turns their answers into one of the four outcomes.
 A name is only ever imported when it is on the allow-list: the built-in judges below, plus the judges listed in the
 PREFLOOP_JUDGES setting (and PREFLOOP_COMPARE_JUDGE). A name stored in a job's parameters, typed on the command line
 or posted in a form is checked before anything is imported, so no stored text can make a worker import or call
-anything else (`subprocess:Popen`, `os:system`). The only Django this package touches is that setting.
+anything else (`subprocess:Popen`, `os:system`). A judge whose arguments name a folder on the server (names_a_folder:
+model_dir, base_dir, those its factory declares in `folder_arguments`, or a path as text) is one a person names only
+with the permission to register a folder as a version (check_folder_access). The only Django this package touches is
+that setting, and that permission.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import importlib
 import inspect
 import math
 import numbers
+import os
 from collections.abc import Callable, Collection
 from urllib.parse import parse_qsl, urlencode
 
@@ -132,11 +136,23 @@ def _target_and_arguments(path: str, allowed: Collection[str] | None) -> tuple[o
     """The allowed attribute a judge's name points at, and the keyword arguments to build it with (None: it is the
     judge itself, not a factory), each read as the factory declares it."""
     name = check_allowed(path, allowed)
-    module_name, _, attr = name.partition(":")
     path = path.strip()
     query = path.partition("?")[2]
     if not query and name in BUILT_IN_FACTORIES:
         raise JudgeError(f"judge {path!r} needs arguments, e.g. {name}?{BUILT_IN_FACTORIES[name]}")
+    target = _attribute(path, name)
+    if not (query or inspect.isclass(target)):
+        return target, None
+    if not callable(target):
+        raise JudgeError(f"judge {path!r}: {name.partition(':')[2]!r} is not callable, so it takes no arguments")
+    kinds = _argument_kinds(target)
+    return target, {key: _argument(path, key, value, kinds.get(key))
+                    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
+
+
+def _attribute(path: str, name: str) -> object:
+    """The attribute an allowed judge's callable name ("package.module:attr") points at, its module imported."""
+    module_name, _, attr = name.partition(":")
     try:
         target = importlib.import_module(module_name)
     except ImportError as exc:
@@ -146,13 +162,7 @@ def _target_and_arguments(path: str, allowed: Collection[str] | None) -> tuple[o
             target = getattr(target, part)
     except AttributeError:
         raise JudgeError(f"judge {path!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if not (query or inspect.isclass(target)):
-        return target, None
-    if not callable(target):
-        raise JudgeError(f"judge {path!r}: {attr!r} is not callable, so it takes no arguments")
-    kinds = _argument_kinds(target)
-    return target, {key: _argument(path, key, value, kinds.get(key))
-                    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False)}
+    return target
 
 
 def check_judge(path: str, allowed: Collection[str] | None = None) -> str:
@@ -173,16 +183,20 @@ def check_judge(path: str, allowed: Collection[str] | None = None) -> str:
 # workers load whatever checkpoint a folder holds, as registering that folder as a version would.
 FOLDER_ARGUMENTS = frozenset({"model_dir", "base_dir"})
 FOLDER_PERMISSION = "generation.add_modelversion"
+# The attribute on a judge's factory (a class or function listed in PREFLOOP_JUDGES) naming its own arguments that
+# take a folder, under other names: `folder_arguments = ("checkpoint",)`.
+FOLDER_ATTRIBUTE = "folder_arguments"
+MAX_NESTED_JUDGES = 8  # judges named inside judges (judges.noise:Noisy?judge=...) read for folders, this deep
 
 
 def check_folder_access(path: str, user) -> None:
     """JudgeError when a person (`user`; None: the command line, whose user reads the server's folders anyway) names
-    a judge over a folder by path without the permission to register a folder as a version. Staff allowed only to
-    start comparisons or set a round's routing judge had the workers load any checkpoint on the server, and learnt
-    from the answer whether a folder held one. A registered version is named with judges.llm:for_version."""
+    a judge over a folder (`names_a_folder`) without the permission to register a folder as a version. Staff allowed
+    only to start comparisons or set a round's routing judge had the workers load any checkpoint on the server, and
+    learnt from the answer whether a folder held one. A registered version is named with judges.llm:for_version."""
     if user is None or not path:
         return
-    if _names_a_folder(path):
+    if names_a_folder(path):
         from prefloop.access import may
 
         if not may(user, FOLDER_PERMISSION):
@@ -191,11 +205,61 @@ def check_folder_access(path: str, user) -> None:
                              "a registered version instead, e.g. judges.llm:for_version?name=base")
 
 
-def _names_a_folder(path: str, depth: int = 0) -> bool:
-    """Whether a judge's arguments, or those of a judge named in them (judges.noise:Noisy?judge=...), name a folder."""
-    arguments = parse_qsl(path.strip().partition("?")[2], keep_blank_values=True)
-    return any(key in FOLDER_ARGUMENTS or ("?" in value and depth < 8 and _names_a_folder(value, depth + 1))
-               for key, value in arguments)
+def names_a_folder(path: str, depth: int = 0) -> bool:
+    """Whether a judge's name has the workers read a folder on the server. An argument of it, or of a judge named in
+    its arguments (judges.noise:Noisy?judge=...), names a folder when:
+
+    - its name is one of FOLDER_ARGUMENTS (model_dir, base_dir), whatever the judge;
+    - the judge's factory lists it in its `folder_arguments` attribute (FOLDER_ATTRIBUTE), as a judge of your own
+      that takes its checkpoint as `checkpoint=` should;
+    - it takes text (an argument the factory annotates as int, float or bool never names a folder) and its value is
+      written as a path on the server, absolute or from "~", whether or not it is there, or names a file or folder
+      that is there relative to the worker's folder.
+
+    An absolute path counts whether it exists or not, so a refusal tells no one what the server holds. The last two
+    are read only for an allowed judge (its module imported, nothing built): any other is refused when loaded. An
+    odd value (a NUL byte, a name too long for the system) raises nothing here."""
+    path = path.strip() if isinstance(path, str) else ""
+    factory = _factory(path)
+    declared = _declared_folders(factory)
+    kinds = _argument_kinds(factory) if factory is not None else {}
+    for key, value in parse_qsl(path.partition("?")[2], keep_blank_values=True):
+        if key in FOLDER_ARGUMENTS or key in declared:
+            return True
+        if "?" in value and depth < MAX_NESTED_JUDGES and names_a_folder(value, depth + 1):
+            return True
+        if factory is not None and kinds.get(key, str) is str and _is_server_path(value):
+            return True
+    return False
+
+
+def _factory(path: str) -> object | None:
+    """The attribute an allowed judge's name points at (nothing built); None for a name not allowed or not there."""
+    try:
+        return _attribute(path, check_allowed(path))
+    except JudgeError:
+        return None
+
+
+def _declared_folders(factory: object | None) -> frozenset[str]:
+    """The argument names a factory declares as folders (FOLDER_ATTRIBUTE): one name, or a collection of names."""
+    declared = getattr(factory, FOLDER_ATTRIBUTE, ()) if factory is not None else ()
+    if isinstance(declared, str):
+        return frozenset({declared})
+    try:
+        return frozenset(name for name in declared if isinstance(name, str))
+    except TypeError:
+        return frozenset()
+
+
+def _is_server_path(value: str) -> bool:
+    """Whether an argument's text is written as a path on the server (absolute, or from "~") or names one there."""
+    if value.startswith("~") or os.path.isabs(value):
+        return True
+    try:
+        return os.path.lexists(value)
+    except (OSError, ValueError):  # lexists answers False for the odd values it knows; any other counts as a path
+        return True
 
 
 def _takes(factory, name: str) -> bool:

@@ -90,3 +90,85 @@ def test_a_loop_needs_the_permission_to_make_versions_current(live_server, tiny_
     api, _ = _client(live_server, "looper", "add_looprun")
     said = _refused(lambda: api.start_loop(1, 4, "judges.rules:length_target"))
     assert "generation.change_modelversion" in said and not LoopRun.objects.exists()
+
+
+BUILT: list[str] = []  # what the teams' judges below were built over
+
+
+def checkpoint_judge(checkpoint: str, style: str = "plain"):
+    """A team's own judge (listed in PREFLOOP_JUDGES) over a checkpoint folder given as `checkpoint=`."""
+    BUILT.append(checkpoint)
+    return lambda prompt, first, second: "a"
+
+
+class ShelfJudge:
+    """A team's own judge that finds its checkpoint by name in a folder of its own: only its declaration
+    (judges.FOLDER_ATTRIBUTE) says the argument names a folder."""
+
+    folder_arguments = ("shelf",)
+
+    def __init__(self, shelf: str, tie_words: int = 0):
+        BUILT.append(shelf)
+
+    def __call__(self, prompt, first, second):
+        return "a"
+
+
+OWN_JUDGES = ["tests.security.test_judge_folders:checkpoint_judge", "tests.security.test_judge_folders:ShelfJudge"]
+
+
+def test_a_judge_of_your_own_over_a_folder_by_another_name_needs_the_permission_too(live_server, tiny_model_dir,
+                                                                                   settings):
+    """From an outside probe: only model_dir and base_dir were read as folders, so a judge the operator listed that
+    takes its checkpoint as `checkpoint=` loaded any folder on the server for staff without the permission."""
+    from urllib.parse import quote
+
+    settings.PREFLOOP_JUDGES = [*settings.PREFLOOP_JUDGES, *OWN_JUDGES]
+    BUILT.clear()
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
+    LabellingRound.objects.create(number=1)
+    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
+    api, person = _client(live_server, "teammate", "add_comparejob", "change_labellinground", "add_looprun",
+                          "change_modelversion", "add_generationjob")
+    own = "tests.security.test_judge_folders:checkpoint_judge"
+    # a folder that is there, or one written as a path that is not (the same refusal: nothing is learnt of the disk),
+    # from "~", one the factory declares, and each inside the noise judge
+    named = [f"{own}?checkpoint={tiny_model_dir}", f"{own}?checkpoint=/nowhere/at/all", f"{own}?checkpoint=~/models",
+             "tests.security.test_judge_folders:ShelfJudge?shelf=round-2"]
+    for judge in [*named, *(f"judges.noise:Noisy?share=0.1&judge={quote(inner, safe='')}" for inner in named)]:
+        for start in (lambda j: api.start_compare(base.pk, other.pk, judge=j),
+                      lambda j: api.change_round(1, route_judge=j),
+                      lambda j: api.start_loop(1, 4, j),
+                      lambda j: api.start_generation(1, version=base.pk, pairing="judge", judge=j,
+                                                     sampling={"n": 2, "temperature": 0.8})):
+            assert "generation.add_modelversion" in _refused(lambda s=start, j=judge: s(j)), judge
+    assert BUILT == [] and not CompareJob.objects.exists() and not LoopRun.objects.exists()
+    assert LabellingRound.objects.get(number=1).route_judge == ""
+    # ordinary arguments are not refused: text that names nothing on the server, numbers, a version's name
+    for judge in (f"{own}?checkpoint=team-model&style=concise", "judges.rules:LengthTarget?target_words=40",
+                  "judges.llm:for_version?name=base"):
+        api.change_round(1, route_judge=judge)
+    # a number that is a path is refused as a number, there or not (not as a folder: that would tell which)
+    for value in ("/etc", "/nowhere/at/all"):
+        said = _refused(lambda v=value: api.change_round(1, route_judge=f"judges.rules:LengthTarget?target_words={v}"))
+        assert "whole number" in said and "generation.add_modelversion" not in said
+    # with the permission, the folder is taken
+    person.user_permissions.add(Permission.objects.get(codename="add_modelversion"))
+    assert api.start_compare(base.pk, other.pk, judge=f"{own}?checkpoint={tiny_model_dir}")["id"]
+    assert BUILT == [str(tiny_model_dir)]
+
+
+# odd values: a NUL byte, a name too long for the system, home folders, the folder above
+ODD = {"%00": False, "a" * 5000: False, "~%00": True, "~": True, "~nobody-here/x": True, "..": True, "%2Fetc%00x": True}
+
+
+@pytest.mark.parametrize("value", list(ODD))
+def test_an_odd_argument_never_breaks_the_folder_check(settings, value):
+    from judges import names_a_folder
+
+    settings.PREFLOOP_JUDGES = [*settings.PREFLOOP_JUDGES, *OWN_JUDGES]
+    for path in (f"judges.noise:Noisy?share=0.1&judge=judges.llm:LLMJudge%3Fdtype%3D{value}",
+                 f"no.such:judge?x={value}", f"judges.rules:LengthTarget?target_words={value}"):
+        names_a_folder(path)  # no exception, whatever it decides
+    assert names_a_folder(f"tests.security.test_judge_folders:checkpoint_judge?checkpoint={value}") is ODD[value]
