@@ -18,7 +18,8 @@ from annotate.services import is_automatic
 from generation.backends.base import MAX_SEED, GenerationCancelled, SamplingConfig
 from generation.models import ModelVersion, Prompt, Response, normalised_hash
 from generation.services import answers_for, left_out
-from jobs import lifecycle
+from jobs import folder_judges, lifecycle
+from jobs.folder_judges import FolderJudgeRefused
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import FOREGROUND, Status
 from judges import JudgeError, canonical_path, verdict  # noqa: F401  (callers catch JudgeError from here)
@@ -134,7 +135,8 @@ def start_compare_job(
         raise CompareError(f"no prompt with id {', '.join(map(str, sorted(missing)))}")
     # the judge under its one spelling (its votes are stored under it too): typed two ways, it was two sets' judge
     judge = canonical_path(judge.strip()) if judge.strip() else ""
-    params = {"seed": seed, "sampling": sampling or {}, **({"judge": judge} if judge else {})}
+    params = {"seed": seed, "sampling": sampling or {}, **({"judge": judge} if judge else {}),
+              **folder_judges.noted(user, judge)}
     # The same set sent twice (a double click, a retried request) while the first is active: both versions answered
     # the same prompts twice over, and the list showed two sets to vote on, each with half the votes.
     with transaction.atomic():
@@ -208,6 +210,8 @@ def run_compare_job(
     tracker = Tracker(job)
     try:
         _answer_and_pair(job, answer or _default_answerer(), tracker, progress)
+    except FolderJudgeRefused as exc:  # the person's permission, read again: a refusal, no traceback
+        lifecycle.fail(job, str(exc))
     except (JobCancelled, GenerationCancelled):
         made = job.comparisons.count()
         if made:  # stopped while its judge voted: the set is answered and stays votable
@@ -226,6 +230,8 @@ def run_compare_job(
 
 def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
                      report: Callable[[int, int], None] | None) -> None:
+    path = job.params.get("judge")
+    folder_judges.check_creator(job, path)  # before anything is answered: a refused set stores nothing more
     by_id = Prompt.objects.in_bulk(job.prompt_ids)
     prompts = [by_id[i] for i in job.prompt_ids if i in by_id]
     if not prompts:  # deleting a prompt deletes it from the sets queued with it
@@ -240,7 +246,6 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
     if 2 * n != job.total:  # prompts deleted since it was queued: counted against, the bar read "6 / 8" at 99%
         tracker.report(total=2 * n, force=True)
     config = _sampling_config(job.params.get("sampling") or {})
-    path = job.params.get("judge")
     # the bar's units: each version's answers, then a judge's votes (as an evaluation counts them): the answers took
     # the whole bar, which stood at 99% while the judge voted
     units = (3 if path else 2) * n
@@ -280,6 +285,7 @@ def _answer_and_pair(job: CompareJob, answer: Answerer, tracker: Tracker,
                           "left_is_a": secrets.randbelow(2) == 0},
             )
     if path:  # a stop from here keeps the comparisons and the votes stored so far
+        folder_judges.check_creator(job, path)  # again: the answering may have taken hours
         tracker.report(stage=f"judging with {path}", force=True)
         judge_comparisons(job.comparisons.select_related("prompt", "response_a", "response_b").order_by("pk"),
                           load_judge(path), path, judge_account(path), should_stop=tracker.should_stop,

@@ -19,7 +19,8 @@ from django.db.models import Avg
 
 from annotate.models import LabellingRound, Pair, in_lock_order
 from annotate.selection import ScoringCancelled, prepare_queue
-from jobs import lifecycle
+from jobs import folder_judges, lifecycle
+from jobs.folder_judges import FolderJudgeRefused
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE
 from judges import JudgeError, check_folder_access, load_judge, verdict
@@ -422,7 +423,9 @@ def start_generation_job(
             version=version, created_by=user, total=len(prompt_ids), part_of=part_of,
             params={"sampling": config.to_dict(), "split": split, "tag": tag, "pairing": pairing,
                     "prompt_ids": prompt_ids, "chunk_prompts": chunk_prompts(config),
-                    **({"judge": judge} if judge else {}), **(noted or {})},
+                    **({"judge": judge} if judge else {}), **(noted or {}),
+                    # a job run inside another is given its judge built, by the job its starter's permission is read for
+                    **(folder_judges.noted(user, judge) if pairing == "judge" and not part_of else {})},
         )
     if enqueue:
         lifecycle.enqueue(job)
@@ -463,6 +466,8 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
     tracker = Tracker(job, parents=parents)
     try:
         _sample_job(job, tracker, progress, judge)
+    except FolderJudgeRefused as exc:  # the person's permission, read again: a refusal, no traceback
+        lifecycle.fail(job, str(exc))
     except (JobCancelled, GenerationCancelled):
         job.refresh_from_db(fields=["pairs_made"])
         lifecycle.stopped(job, f"{job.pairs_made} pair{'s' if job.pairs_made != 1 else ''} kept")
@@ -482,6 +487,10 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
     done = set(Response.objects.filter(job=job).values_list("prompt_id", flat=True).distinct())
     todo = [pid for pid in prompt_ids if pid not in done and pid not in skipped]
     total = len(prompt_ids) - len(skipped)
+    if todo and job.params.get("pairing") == "judge" and judge is None:
+        # the judge is built below from its name: its starter's permission to name one over a folder, as it is now,
+        # before a model is loaded or a round made
+        folder_judges.check_creator(job, job.params.get("judge", ""))
     tracker.report(done=total - len(todo), total=total, progress=(total - len(todo)) / max(total, 1), force=True,
                    stage="loading the model" if todo else "")
     round_ = _labelling_round(job.version) if job.params.get("pairing") != "none" else None  # none: no pairs

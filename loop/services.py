@@ -30,7 +30,7 @@ from generation.services import (
     run_generation_job,
     start_generation_job,
 )
-from jobs import lifecycle
+from jobs import folder_judges, lifecycle
 from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE, Status
 from judges import Judge, JudgeError, canonical_path, check_folder_access, load_judge
@@ -160,6 +160,7 @@ def start_loop_run(
     params = {**base, **params, "preset": chosen.name} | {
         section: {**base[section], **params.get(section, {})} for section in ("sampling", "training") if section in base}
     _check_params(params, judge)
+    params.update(folder_judges.noted(user, judge, eval_judge))  # the unknown settings above refuse its key
     try:
         current = current_version()
     except Exception as exc:
@@ -309,8 +310,10 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
     tracker = Tracker(run)
     tracker.report(done=len(run.results), total=run.rounds, force=True)
     try:
-        judge = load_judge(run.judge, dtype=dtype_choice())
         eval_path = eval_judge_of(run)
+        # before either is built: its starter's permission to name a judge over a folder, as it is now
+        folder_judges.check_creator(run, run.judge, eval_path)
+        judge = load_judge(run.judge, dtype=dtype_choice())
         eval_judge = judge if eval_path == run.judge else load_judge(eval_path, dtype=dtype_choice())
         while len(run.results) < run.rounds:
             result = _one_round(run, judge, tracker, progress, eval_judge)  # stored with its gate's decision
