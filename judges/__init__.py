@@ -213,10 +213,9 @@ def names_a_folder(path: str, depth: int = 0) -> bool:
     - the judge's factory lists it in its `folder_arguments` attribute (FOLDER_ATTRIBUTE), as a judge of your own
       that takes its checkpoint as `checkpoint=` should;
     - it takes text (an argument the factory annotates as int, float or bool never names a folder) and its value is
-      written as a path on the server, absolute or from "~", whether or not it is there, or names a file or folder
-      that is there relative to the worker's folder.
+      written as a path on the server (absolute, from "~" or ".", or with a "/" in it), whether or not it is there.
 
-    An absolute path counts whether it exists or not, so a refusal tells no one what the server holds. The last two
+    A path counts whether it is there or not, so a refusal tells no one what the server holds. The last two
     are read only for an allowed judge (its module imported, nothing built): any other is refused when loaded. An
     odd value (a NUL byte, a name too long for the system) raises nothing here."""
     path = path.strip() if isinstance(path, str) else ""
@@ -253,13 +252,12 @@ def _declared_folders(factory: object | None) -> frozenset[str]:
 
 
 def _is_server_path(value: str) -> bool:
-    """Whether an argument's text is written as a path on the server (absolute, or from "~") or names one there."""
-    if value.startswith("~") or os.path.isabs(value):
-        return True
-    try:
-        return os.path.lexists(value)
-    except (OSError, ValueError):  # lexists answers False for the odd values it knows; any other counts as a path
-        return True
+    """Whether an argument's text is written as a path on the server: absolute, from "~" or ".", or with a folder
+    separator in it. Whether it is there is never read, so a refusal tells no one what the server holds, and a plain
+    word (a version's name, a style) that happens to name something in the worker's folder is not refused for it: a
+    judge that finds its folder from a bare name declares the argument (FOLDER_ATTRIBUTE)."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    return value.startswith(("~", ".")) or os.path.isabs(value) or any(s in value for s in separators)
 
 
 def _takes(factory, name: str) -> bool:

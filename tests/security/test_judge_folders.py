@@ -135,6 +135,7 @@ def test_a_judge_of_your_own_over_a_folder_by_another_name_needs_the_permission_
     # a folder that is there, or one written as a path that is not (the same refusal: nothing is learnt of the disk),
     # from "~", one the factory declares, and each inside the noise judge
     named = [f"{own}?checkpoint={tiny_model_dir}", f"{own}?checkpoint=/nowhere/at/all", f"{own}?checkpoint=~/models",
+             f"{own}?checkpoint=var/models", f"{own}?checkpoint=./team-model",
              "tests.security.test_judge_folders:ShelfJudge?shelf=round-2"]
     for judge in [*named, *(f"judges.noise:Noisy?share=0.1&judge={quote(inner, safe='')}" for inner in named)]:
         for start in (lambda j: api.start_compare(base.pk, other.pk, judge=j),
@@ -145,8 +146,9 @@ def test_a_judge_of_your_own_over_a_folder_by_another_name_needs_the_permission_
             assert "generation.add_modelversion" in _refused(lambda s=start, j=judge: s(j)), judge
     assert BUILT == [] and not CompareJob.objects.exists() and not LoopRun.objects.exists()
     assert LabellingRound.objects.get(number=1).route_judge == ""
-    # ordinary arguments are not refused: text that names nothing on the server, numbers, a version's name
-    for judge in (f"{own}?checkpoint=team-model&style=concise", "judges.rules:LengthTarget?target_words=40",
+    # ordinary arguments are not refused: text that names nothing on the server, numbers, a version's name, a plain
+    # word that happens to name a folder where the worker runs ("var": its existence is never read)
+    for judge in (f"{own}?checkpoint=team-model&style=concise", f"{own}?checkpoint=team-model&style=var", "judges.rules:LengthTarget?target_words=40",
                   "judges.llm:for_version?name=base"):
         api.change_round(1, route_judge=judge)
     # a number that is a path is refused as a number, there or not (not as a folder: that would tell which)
