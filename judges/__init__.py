@@ -214,30 +214,36 @@ def names_a_folder(path: str, depth: int = 0) -> bool:
       that takes its checkpoint as `checkpoint=` should;
     - it takes text (an argument the factory annotates as int, float or bool never names a folder) and its value is
       written as a path on the server (absolute, from "~" or ".", or with a "/" in it), whether or not it is there.
+      Not for a built-in judge (BUILT_IN_JUDGES), whose arguments are known: its folders are model_dir and base_dir,
+      judges.llm:for_version's `name` is a registered version's (looked up in the database, "Qwen/Qwen2.5-0.5B"
+      too) and judges.noise:Noisy's `judge` a judge's name, read as one above.
 
     A path counts whether it is there or not, so a refusal tells no one what the server holds. The last two
     are read only for an allowed judge (its module imported, nothing built): any other is refused when loaded. An
     odd value (a NUL byte, a name too long for the system) raises nothing here."""
     path = path.strip() if isinstance(path, str) else ""
-    factory = _factory(path)
+    name, factory = _factory(path)
     declared = _declared_folders(factory)
-    kinds = _argument_kinds(factory) if factory is not None else {}
+    guessed = factory is not None and name not in BUILT_IN_JUDGES  # the path rule: judges of your own only
+    kinds = _argument_kinds(factory) if guessed else {}
     for key, value in parse_qsl(path.partition("?")[2], keep_blank_values=True):
         if key in FOLDER_ARGUMENTS or key in declared:
             return True
         if "?" in value and depth < MAX_NESTED_JUDGES and names_a_folder(value, depth + 1):
             return True
-        if factory is not None and kinds.get(key, str) is str and _is_server_path(value):
+        if guessed and kinds.get(key, str) is str and _is_server_path(value):
             return True
     return False
 
 
-def _factory(path: str) -> object | None:
-    """The attribute an allowed judge's name points at (nothing built); None for a name not allowed or not there."""
+def _factory(path: str) -> tuple[str, object | None]:
+    """An allowed judge's callable name and the attribute it points at (nothing built); ("", None) for a name not
+    allowed or not there."""
     try:
-        return _attribute(path, check_allowed(path))
+        name = check_allowed(path)
+        return name, _attribute(path, name)
     except JudgeError:
-        return None
+        return "", None
 
 
 def _declared_folders(factory: object | None) -> frozenset[str]:

@@ -1,0 +1,46 @@
+"""From a review of the folder-judge checks (judges.names_a_folder, jobs.folder_judges): what they still let through
+or refused wrongly."""
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from compare import services as compare_services
+from generation.models import ModelVersion, Prompt
+from judges import JudgeError, check_folder_access, names_a_folder
+from tests.annotate.factories import make_user
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def comparer(db):
+    """Staff who may start comparisons, and not register a folder as a version."""
+    person = make_user("comparer", is_staff=True)
+    person.user_permissions.set(Permission.objects.filter(codename__in=["add_comparejob", "view_modelversion"]))
+    return person
+
+
+def test_a_registered_version_whose_name_has_a_slash_is_no_folder(comparer, tiny_model_dir):
+    """A version named as its hub repository is ("Qwen/Qwen2.5-0.5B-Instruct") is a registered version, which
+    judges.llm:for_version looks up in the database: no folder is named. Its "/" made the path rule take it for one,
+    so the very alternative the folder refusal offers ("name a registered version instead") was refused too, alone
+    and inside the noise judge."""
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    hub = ModelVersion.objects.create(name="Qwen/Qwen2.5-0.5B-Instruct", path=str(tiny_model_dir), parent=base,
+                                      round=1)
+    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
+    by_name = f"judges.llm:for_version?name={hub.name}"
+    for judge in (by_name, f"judges.noise:Noisy?share=0.1&judge={quote(by_name, safe='')}"):
+        assert not names_a_folder(judge), judge
+        check_folder_access(judge, comparer)  # no JudgeError
+        assert compare_services.start_compare_job(hub, base, limit=1, judge=judge, user=comparer, enqueue=False)
+    # the built-in judge over a folder is still one, there or not, and inside the noise judge
+    for folder in (tiny_model_dir, "/etc"):
+        inner = f"judges.llm:LLMJudge?model_dir={folder}"
+        for judge in (inner, f"judges.noise:Noisy?share=0.1&judge={quote(inner, safe='')}"):
+            assert names_a_folder(judge)
+            with pytest.raises(JudgeError, match="generation.add_modelversion"):
+                check_folder_access(judge, comparer)
