@@ -186,7 +186,8 @@ FOLDER_PERMISSION = "generation.add_modelversion"
 # The attribute on a judge's factory (a class or function listed in PREFLOOP_JUDGES) naming its own arguments that
 # take a folder, under other names: `folder_arguments = ("checkpoint",)`.
 FOLDER_ATTRIBUTE = "folder_arguments"
-MAX_NESTED_JUDGES = 8  # judges named inside judges (judges.noise:Noisy?judge=...) read for folders, this deep
+MAX_NESTED_JUDGES = 8  # judges named inside judges (judges.noise:Noisy?judge=...) read for folders, this deep;
+# one nested deeper (a judge of your own wrapping itself) counts as naming a folder (names_a_folder)
 
 
 def check_folder_access(path: str, user) -> None:
@@ -216,7 +217,8 @@ def names_a_folder(path: str, depth: int = 0) -> bool:
       written as a path on the server (absolute, from "~" or ".", or with a "/" in it), whether or not it is there.
       Not for a built-in judge (BUILT_IN_JUDGES), whose arguments are known: its folders are model_dir and base_dir,
       judges.llm:for_version's `name` is a registered version's (looked up in the database, "Qwen/Qwen2.5-0.5B"
-      too) and judges.noise:Noisy's `judge` a judge's name, read as one above.
+      too) and judges.noise:Noisy's `judge` a judge's name, read as one above;
+    - it names a judge (has a "?") nested deeper than MAX_NESTED_JUDGES, where it is no longer read.
 
     A path counts whether it is there or not, so a refusal tells no one what the server holds. The last two
     are read only for an allowed judge (its module imported, nothing built): any other is refused when loaded. An
@@ -229,7 +231,8 @@ def names_a_folder(path: str, depth: int = 0) -> bool:
     for key, value in parse_qsl(path.partition("?")[2], keep_blank_values=True):
         if key in FOLDER_ARGUMENTS or key in declared:
             return True
-        if "?" in value and depth < MAX_NESTED_JUDGES and names_a_folder(value, depth + 1):
+        # a judge named in it, read in turn; one nested deeper than that is not read, and counts as a folder
+        if "?" in value and (depth >= MAX_NESTED_JUDGES or names_a_folder(value, depth + 1)):
             return True
         if guessed and kinds.get(key, str) is str and _is_server_path(value):
             return True

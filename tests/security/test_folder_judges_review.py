@@ -44,3 +44,36 @@ def test_a_registered_version_whose_name_has_a_slash_is_no_folder(comparer, tiny
             assert names_a_folder(judge)
             with pytest.raises(JudgeError, match="generation.add_modelversion"):
                 check_folder_access(judge, comparer)
+
+
+def wrapper_judge(inner: str):
+    """A team's own judge that wraps another by name (as judges.noise:Noisy does), and may wrap itself."""
+    from judges import load_judge
+
+    return load_judge(inner)
+
+
+WRAPPER = "tests.security.test_folder_judges_review:wrapper_judge"
+
+
+def test_a_folder_nested_past_the_depth_read_is_taken_for_one(settings, comparer):
+    """Judges named inside judges are read MAX_NESTED_JUDGES deep; one nested deeper was not read at all, so a
+    wrapper of your own wrapping itself nine times over judges.llm:LLMJudge?model_dir=models (a bare name, with no
+    "/" for the path rule to see) had the workers load that folder for staff without the permission. Past the depth
+    read, a judge named inside a judge now counts as naming a folder."""
+    from judges import MAX_NESTED_JUDGES
+
+    settings.PREFLOOP_JUDGES = [*settings.PREFLOOP_JUDGES, WRAPPER]
+
+    def nested(depth: int) -> str:
+        judge = "judges.llm:LLMJudge?model_dir=models"
+        for _ in range(depth):
+            judge = f"{WRAPPER}?inner={quote(judge, safe='')}"
+        return judge
+
+    for depth in (1, MAX_NESTED_JUDGES, MAX_NESTED_JUDGES + 1, MAX_NESTED_JUDGES + 3):
+        assert names_a_folder(nested(depth)), depth
+        with pytest.raises(JudgeError, match="generation.add_modelversion"):
+            check_folder_access(nested(depth), comparer)
+    # a wrapper over a judge that names no folder is not one, within the depth read
+    assert not names_a_folder(f"{WRAPPER}?inner={quote('judges.rules:LengthTarget?target_words=40', safe='')}")
