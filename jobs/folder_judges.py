@@ -40,12 +40,14 @@ def check_creator(job: Job, *paths: str) -> None:
             continue
         # read now, not the job's cached row: its permissions are cached on it, and it may be gone since
         creator = get_user_model().objects.filter(pk=job.created_by_id).first() if job.created_by_id else None
-        if creator is None:
-            raise FolderJudgeRefused(_refusal(path, "was deleted"))
+        if creator is None:  # or a command's queued before its jobs were marked: the rows cannot tell which
+            raise FolderJudgeRefused(_refusal(path, "was deleted, or a command queued it before commands' jobs were "
+                                                    "marked as theirs (queue it again from the command)"))
         try:
             check_folder_access(path, creator)
         except JudgeError:
-            why = "was deactivated" if not creator.is_active else "no longer has it"
+            # "does not have it": a judge read as a folder only since it was queued was never allowed to them
+            why = "was deactivated" if not creator.is_active else "does not have it"
             raise FolderJudgeRefused(_refusal(path, why)) from None
 
 

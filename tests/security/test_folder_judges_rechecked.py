@@ -32,7 +32,7 @@ def folder_judge(model_dir: str):
 
 SPY = "tests.security.test_folder_judges_rechecked:folder_judge"
 PERMISSIONS = ("add_comparejob", "add_generationjob", "add_looprun", "change_modelversion", "add_modelversion")
-LOST = {"revoked": "no longer has it", "deactivated": "was deactivated", "deleted": "was deleted"}
+LOST = {"revoked": "does not have it", "deactivated": "was deactivated", "deleted": "was deleted"}
 
 
 @pytest.fixture

@@ -77,3 +77,27 @@ def test_a_folder_nested_past_the_depth_read_is_taken_for_one(settings, comparer
             check_folder_access(nested(depth), comparer)
     # a wrapper over a judge that names no folder is not one, within the depth read
     assert not names_a_folder(f"{WRAPPER}?inner={quote('judges.rules:LengthTarget?target_words=40', safe='')}")
+
+
+def test_the_refusal_says_what_is_known_of_a_job_s_starter(tiny_model_dir, comparer):
+    """A job with no starter and no command's mark is a person's whose account was deleted, or one a command
+    queued before commands' jobs were marked (the upgrade that brought this check): the refusal said "the account
+    that started this job was deleted" of the latter too, and "no longer has it" of a person who never had the
+    permission (a judge read as a folder only since then). It now says what is known, and how to run it again."""
+    from compare.models import CompareJob
+    from jobs import folder_judges
+
+    judge = f"judges.llm:LLMJudge?model_dir={tiny_model_dir}"
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
+    queued = CompareJob.objects.create(version_a=other, version_b=base, prompt_ids=[], total=0,
+                                       params={"seed": 0, "sampling": {}, "judge": judge})  # before the mark
+    with pytest.raises(folder_judges.FolderJudgeRefused) as refused:
+        folder_judges.check_creator(queued, judge)
+    said = str(refused.value)
+    assert "was deleted" in said and "command" in said and "queue" in said, said
+    queued.created_by = comparer  # never had the permission
+    with pytest.raises(folder_judges.FolderJudgeRefused) as refused:
+        folder_judges.check_creator(queued, judge)
+    said = str(refused.value)
+    assert "does not have it" in said and "no longer" not in said, said
