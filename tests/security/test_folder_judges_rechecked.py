@@ -191,3 +191,22 @@ def test_a_loop_run_resumed_after_a_lost_worker_builds_no_folder_judge_for_a_sta
     loop_tasks.run_loop_task.apply(args=[run.pk])
     refused(run, judge, "revoked")
     assert run.results == kept and "resuming" in run.log
+
+
+def test_a_command_s_loop_run_and_generation_job_build_their_folder_judge(judge, versions, monkeypatch):
+    """The commands' loop runs (run_loop) and generation jobs (generate_pairs --queue) are marked as a command's
+    too, so a worker builds their judge over a folder, as it does a command's comparison set's."""
+    base, child = versions
+    run = loop_services.start_loop_run(rounds=1, pairs=1, judge=judge, tag="t", eval_limit=1, enqueue=False,
+                                       preset="quick")
+    BUILT.clear()
+    monkeypatch.setattr(loop_services, "_one_round", lambda *args, **kwargs: pytest.fail("built, and a round ran"))
+    with pytest.raises(pytest.fail.Exception, match="a round ran"):
+        loop_services.run_loop(run.pk)
+    assert BUILT  # its judge was built: not refused
+    config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=4, seed=0)
+    job = gen.start_generation_job(child, n_prompts=1, config=config, pairing="judge", judge=judge, enqueue=False)
+    BUILT.clear()
+    monkeypatch.setattr(gen, "backend_for", lambda *args, **kwargs: pytest.fail("built, and the model loaded"))
+    with pytest.raises(pytest.fail.Exception, match="the model loaded"):  # past the check, which comes first
+        gen.run_generation_job(job.pk)
