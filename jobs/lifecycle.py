@@ -392,6 +392,10 @@ class Tracker:
         self._rate_from_claim = True  # until this attempt's first progress is written
         # Set by a job that runs others inside it: told each child report (fraction, stage), so its own bar moves.
         self.on_child: Callable[[float, str], None] | None = None
+        # Set by a command running the job in the foreground: told each report (fraction, stage), written or
+        # throttled, so its bar shows what the job's page shows (a count of steps or chunks stood still, or full,
+        # through the work around them)
+        self.on_report: Callable[[float, str], None] | None = None
 
     def should_stop(self, *, fresh: bool = False) -> bool:
         """Whether this job, or one it runs inside, was asked to stop. `fresh`: ask the database now, for this job and
@@ -417,8 +421,10 @@ class Tracker:
             raise JobCancelled
 
     def tell_parents(self, progress: float, stage: str) -> None:
-        """Pass (progress, stage) to the jobs this one runs inside, which show it; this job's own row is left alone
-        (a finished job that still works for its parent, measuring say)."""
+        """Pass (progress, stage) to the jobs this one runs inside, which show it, and to `on_report`; this job's own
+        row is left alone (a finished job that still works for its parent, measuring say)."""
+        if self.on_report:
+            self.on_report(progress, stage)
         for parent in self.parents:
             if parent.on_child:
                 parent.on_child(progress, stage)

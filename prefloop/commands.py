@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
 
 from jobs import lifecycle
 from jobs.models import FOREGROUND, Job
@@ -98,3 +100,31 @@ def in_foreground(command: str, job: Job) -> Iterator[None]:
         raise CommandError(f"{command}: interrupted: {job._meta.verbose_name} {job.pk} is cancelled "
                            f"({job.stage})") from None
 
+
+
+class JobBar:
+    """A percent bar on stderr that shows a foreground job's own progress and stage, as its page does: pass it as
+    the job's `on_report` (jobs.lifecycle.Tracker). Short of 100% until `finished()` (jobs.models.Job.percent: the
+    work after the last counted unit, measuring a version or readying a round's pairs, is still work)."""
+
+    STAGE_SHOWN = 60  # characters of the stage in the bar's description
+
+    def __init__(self, bar, prefix: str):
+        self.bar, self.prefix = bar, prefix
+
+    def __call__(self, fraction: float, stage: str) -> None:
+        if stage:
+            shown = stage if len(stage) <= self.STAGE_SHOWN else stage[: self.STAGE_SHOWN - 1] + "…"
+            self.bar.set_description(f"{self.prefix}: {shown}")
+        percent = min(99, math.floor(100 * min(1.0, max(0.0, fraction)) + 1e-9))
+        if percent > self.bar.n:  # a resumed job's bar may start behind it: it never goes back
+            self.bar.update(percent - self.bar.n)
+
+    def finished(self) -> None:
+        self.bar.update(100 - self.bar.n)
+
+
+@contextmanager
+def job_bar(prefix: str) -> Iterator[JobBar]:
+    with tqdm(total=100, desc=prefix, unit="%", bar_format="{l_bar}{bar}| {elapsed}<{remaining}") as bar:
+        yield JobBar(bar, prefix)

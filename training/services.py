@@ -311,13 +311,16 @@ def _claim(run_id: int) -> TrainingRun | None:
 
 
 def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | None = None,
-                 parents: Iterable[Tracker] = ()) -> TrainingRun:
+                 parents: Iterable[Tracker] = (), on_report: Callable[[float, str], None] | None = None) -> TrainingRun:
     """Run a queued round to the end; safe to call twice (a finished run is left alone). `parents`: trackers of
-    the jobs this run is part of (a loop run), whose cancel stops it too."""
+    the jobs this run is part of (a loop run), whose cancel stops it too. `progress(step, total, metrics)` after
+    each DPO step; `on_report(fraction, stage)` at every report of the run's progress (Tracker.on_report), the
+    stages around the steps too."""
     run = _claim(run_id)
     if run is None:
         return TrainingRun.objects.get(pk=run_id)
     tracker = Tracker(run, parents=parents)
+    tracker.on_report = on_report
     out_tmp: Path | None = None
     version = None
     try:

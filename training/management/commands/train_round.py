@@ -3,12 +3,11 @@ on reference answers) and register the new version, with a progress bar."""
 import json
 
 from django.core.management.base import CommandError
-from tqdm import tqdm
 
 from generation.models import ModelVersion
 from generation.services import GenerationError
 from prefloop.commands import Command as PrefLoopCommand
-from prefloop.commands import in_foreground, json_object_option
+from prefloop.commands import in_foreground, job_bar, json_object_option
 from training.models import TrainingRun
 from training.services import DATA_CHOICES, TrainingError, run_training, start_training_run
 
@@ -47,13 +46,15 @@ class Command(PrefLoopCommand):
         if o["queue"]:
             self.stdout.write(f"run {run.pk} queued")
             return
-        with tqdm(desc=f"training run {run.pk}", unit="step") as bar:
+        # the run's own progress and stage, as its page shows them: a bar of DPO steps stood empty through the
+        # reference log-probs and the warm start, and full while the new version was measured
+        with job_bar(f"training run {run.pk}") as bar:
             def progress(step, total, metrics):
-                bar.total = total
-                bar.update(step - bar.n)
-                bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
+                bar.bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
             with in_foreground("train_round", run):
-                run = run_training(run.pk, progress=progress)
+                run = run_training(run.pk, progress=progress, on_report=bar)
+            if run.status == TrainingRun.SUCCEEDED:
+                bar.finished()
         if run.status != TrainingRun.SUCCEEDED:
             raise CommandError(f"train_round: run {run.pk} {run.status}: {run.error or run.stage}")
         self.stdout.write(json.dumps({"run": run.pk, "version": run.output_version.name, **run.metrics}))

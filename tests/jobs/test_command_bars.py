@@ -1,0 +1,84 @@
+"""The progress bars of the commands that run a job in the foreground tell what the job's own row tells: train_round's
+bar counted DPO steps alone, so it stood empty while the reference log-probs and the warm start ran, and at 100% while
+the run measured its new version (answering the eval prompts, KL), which can take as long as the training."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from generation.models import ModelVersion, Prompt
+from prefloop import commands
+from tests.faults.test_worker_killed import _labelled_pairs
+from training import services as train
+
+pytestmark = pytest.mark.django_db
+PARAMS = {"epochs": 1, "batch_size": 1, "max_length": 64, "max_prompt_length": 32}
+
+
+class _Bars:
+    """Stands in for tqdm in a command's module: each bar's (n, total, description) at every moment asked."""
+
+    def __init__(self):
+        self.bars = []
+
+    def __call__(self, *args, **kwargs):
+        bars = self
+
+        class Bar:
+            def __init__(self):
+                self.n, self.total, self.desc = 0, kwargs.get("total"), kwargs.get("desc", "")
+                bars.bars.append(self)
+
+            def update(self, k=1):
+                self.n += k
+
+            def set_description(self, desc, refresh=True):
+                self.desc = desc
+
+            def set_postfix(self, *a, **k):
+                pass
+
+            def write(self, *a, **k):
+                pass
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        return Bar()
+
+    def shown(self) -> tuple[float, str]:
+        bar = self.bars[-1]
+        return (bar.n / bar.total if bar.total else 0.0), bar.desc
+
+
+def test_train_rounds_bar_is_short_of_full_while_the_run_measures_its_version(tiny_model_dir, annotator, settings,
+                                                                              tmp_path, monkeypatch):
+    from training.management.commands import train_round
+
+    settings.MODELS_DIR = tmp_path / "models"
+    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(version, annotator, 4)
+    for k in range(3):
+        Prompt.objects.create(text=f"eval question {k}", split="eval")
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
+    bars = _Bars()
+    monkeypatch.setattr(train_round, "tqdm", bars, raising=False)  # the command's own bar, or the shared one
+    monkeypatch.setattr(commands, "tqdm", bars)
+    seen, real = [], train._evaluate
+
+    def measuring(*args, **kwargs):
+        seen.append(bars.shown())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "_evaluate", measuring)
+    call_command("train_round", params=json.dumps(PARAMS), stdout=io.StringIO(), stderr=io.StringIO())
+    (fraction, desc), = seen
+    assert 0.5 < fraction < 1.0, (fraction, desc)  # the steps are done, the measuring is not
+    assert "measuring 'round-1'" in desc
+    assert bars.shown()[0] == 1.0  # full once the run succeeded
