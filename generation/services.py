@@ -453,17 +453,21 @@ def _labelling_round(version: ModelVersion) -> LabellingRound:
 
 
 def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | None = None, judge=None,
-                       parents: Iterable[Tracker] = ()) -> GenerationJob:
+                       parents: Iterable[Tracker] = (),
+                       on_report: Callable[[float, str], None] | None = None) -> GenerationJob:
     """Sample the job's prompts that have no responses yet, chunk by chunk; safe to run again after a crash.
 
     `judge`: the loaded judge of a "judge" pairing job, when the caller has it already (else it is loaded by name).
     `parents`: trackers of the jobs this one runs inside (a loop run): cancelling one of them stops this job too.
+    `progress(done, total)` after each stored chunk; `on_report(fraction, stage)` at every report of the job's
+    progress (Tracker.on_report): inside a chunk as its tokens are sampled and its samples judged, and after.
     A cancelled job stops inside the chunk it is sampling and stores nothing of that chunk.
     """
     job = lifecycle.claim(GenerationJob, job_id, retry_failed=True)
     if job is None:
         return GenerationJob.objects.get(pk=job_id)
     tracker = Tracker(job, parents=parents)
+    tracker.on_report = on_report
     try:
         _sample_job(job, tracker, progress, judge)
     except FolderJudgeRefused as exc:  # the person's permission, read again: a refusal, no traceback

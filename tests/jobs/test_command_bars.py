@@ -1,6 +1,8 @@
 """The progress bars of the commands that run a job in the foreground tell what the job's own row tells: train_round's
 bar counted DPO steps alone, so it stood empty while the reference log-probs and the warm start ran, and at 100% while
-the run measured its new version (answering the eval prompts, KL), which can take as long as the training."""
+the run measured its new version (answering the eval prompts, KL), which can take as long as the training;
+generate_pairs' bar moved once per stored chunk of prompts, so a job of one chunk (16 prompts of 4 samples) stood at 0
+until its end, then at 100% while the round's pairs were readied."""
 from __future__ import annotations
 
 import io
@@ -9,6 +11,7 @@ import json
 import pytest
 from django.core.management import call_command
 
+from generation import services as gen
 from generation.models import ModelVersion, Prompt
 from prefloop import commands
 from tests.faults.test_worker_killed import _labelled_pairs
@@ -82,3 +85,35 @@ def test_train_rounds_bar_is_short_of_full_while_the_run_measures_its_version(ti
     assert 0.5 < fraction < 1.0, (fraction, desc)  # the steps are done, the measuring is not
     assert "measuring 'round-1'" in desc
     assert bars.shown()[0] == 1.0  # full once the run succeeded
+
+
+def test_generate_pairs_bar_moves_inside_a_chunk_and_is_short_of_full_while_the_pairs_are_readied(
+        tiny_model_dir, settings, monkeypatch):
+    from generation.management.commands import generate_pairs
+
+    for k in range(4):
+        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
+    gen.register_version("base", tiny_model_dir)
+    bars = _Bars()
+    monkeypatch.setattr(generate_pairs, "tqdm", bars, raising=False)
+    monkeypatch.setattr(commands, "tqdm", bars)
+    seen, real = [], gen._prepare_queue
+    sampled, real_store = [], gen._store_samples
+
+    def readying(*args, **kwargs):
+        seen.append(bars.shown())
+        return real(*args, **kwargs)
+
+    def storing(*args, **kwargs):  # the one chunk's samples are in, none stored yet
+        sampled.append(bars.shown())
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "_prepare_queue", readying)
+    monkeypatch.setattr(gen, "_store_samples", storing)
+    call_command("generate_pairs", prompts=4, samples=2, max_new_tokens=8, stdout=io.StringIO(),
+                 stderr=io.StringIO())
+    (fraction, desc), = sampled
+    assert 0.5 < fraction < 1.0 and "sampling prompts 1–4" in desc, (fraction, desc)
+    (fraction, desc), = seen
+    assert fraction < 1.0, (fraction, desc)  # every prompt sampled, the job not done
+    assert bars.shown()[0] == 1.0

@@ -1,6 +1,5 @@
 """Sample K responses per prompt with a version and queue pairs for labelling, with a progress bar."""
 from django.core.management.base import CommandError
-from tqdm import tqdm
 
 from generation.backends.base import MAX_SEED, SamplingConfig
 from generation.models import ModelVersion
@@ -13,7 +12,7 @@ from generation.services import (
 )
 from judges import JudgeError
 from prefloop.commands import Command as PrefLoopCommand
-from prefloop.commands import in_foreground
+from prefloop.commands import in_foreground, job_bar
 
 
 class Command(PrefLoopCommand):
@@ -61,17 +60,18 @@ class Command(PrefLoopCommand):
         if o["queue"]:
             self.stdout.write(f"job {job.pk} queued: {job.total} prompts with version {version.name!r}")
             return
-        with tqdm(total=job.total, desc=f"sampling with {version.name}", unit="prompt") as bar:
-            def progress(done, total):
-                bar.total = total  # less the prompts left out for the model's context (the job's log names them)
-                bar.update(done - bar.n)
+        # the job's own progress and stage, as its page shows them: a bar of stored chunks stood at 0 through a job
+        # of one chunk, and full while the round's pairs were readied
+        with job_bar(f"sampling with {version.name}") as bar:
             try:
                 with in_foreground("generate_pairs", job):
-                    job = run_generation_job(job.pk, progress=progress)
+                    job = run_generation_job(job.pk, on_report=bar)
             except (GenerationError, JudgeError, OSError, ValueError) as exc:  # recorded on the job; the log has the trace
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {exc}") from None
             except Exception as exc:  # a checkpoint that cannot be loaded, say: one line, not a traceback
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {type(exc).__name__}: {exc}") from None
+            if job.status == job.SUCCEEDED:
+                bar.finished()
         if job.status != job.SUCCEEDED:  # cancelled from a page or the API meanwhile, say
             raise CommandError(f"generate_pairs: job {job.pk} {job.status}: {job.error or job.stage}")
         made = ("samples only (pairing none)" if job.params.get("pairing") == "none"
