@@ -194,13 +194,15 @@ def _sampling_config(data: dict) -> SamplingConfig | None:
 
 
 def run_compare_job(
-    job_id: int, *, answer: Answerer | None = None, progress: Callable[[int, int], None] | None = None
+    job_id: int, *, answer: Answerer | None = None, progress: Callable[[int, int], None] | None = None,
+    on_report: Callable[[float, str], None] | None = None,
 ) -> CompareJob:
     """Both versions answer every prompt (stored answers reused), then one comparison per prompt, sides random.
 
     Safe to run twice: answers and comparisons already made are kept. `answer` defaults to
     generation.services.answers_for(version, prompts, config, *, seed, on_progress, should_stop, on_partial);
-    `progress(done, total)` is called as answers come in (a CLI's bar), besides the count recorded on the job.
+    `progress(done, total)` is called as answers come in, besides the count recorded on the job; `on_report(fraction,
+    stage)` at every report of the job's progress (Tracker.on_report: a command's bar), within a batch too.
     A cancelled job stops inside the batch it is sampling; no comparison is made.
     """
     # a retry or a resume walks the set again from its first answer, reusing what it stored: its bar starts at 0
@@ -208,6 +210,7 @@ def run_compare_job(
     if job is None:
         return CompareJob.objects.get(pk=job_id)
     tracker = Tracker(job)
+    tracker.on_report = on_report
     try:
         _answer_and_pair(job, answer or _default_answerer(), tracker, progress)
     except FolderJudgeRefused as exc:  # the person's permission, read again: a refusal, no traceback

@@ -117,3 +117,29 @@ def test_generate_pairs_bar_moves_inside_a_chunk_and_is_short_of_full_while_the_
     (fraction, desc), = seen
     assert fraction < 1.0, (fraction, desc)  # every prompt sampled, the job not done
     assert bars.shown()[0] == 1.0
+
+
+def test_compare_versions_bar_moves_while_a_version_answers(tiny_model_dir, monkeypatch):
+    """Its bar counted stored answers: each version answers its prompts in one batch (up to 128), so the bar stood
+    at 0 while the first version sampled, then at half while the second did."""
+    from compare.management.commands import compare_versions
+
+    base = gen.register_version("base", tiny_model_dir)
+    gen.register_version("child", tiny_model_dir, parent=base)
+    for k in range(3):
+        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="eval")
+    bars = _Bars()
+    monkeypatch.setattr(compare_versions, "tqdm", bars, raising=False)
+    monkeypatch.setattr(commands, "tqdm", bars)
+    seen, real = [], gen.storable_text
+
+    def storing(text):  # the first version's batch is sampled, none of its answers stored yet
+        seen.append(bars.shown())
+        return real(text)
+
+    monkeypatch.setattr(gen, "storable_text", storing)
+    call_command("compare_versions", "child", "base", "--max-new-tokens", "8", stdout=io.StringIO(),
+                 stderr=io.StringIO())
+    fraction, desc = seen[0]
+    assert 0.3 < fraction < 1.0 and "answering with A" in desc, (fraction, desc)
+    assert bars.shown()[0] == 1.0

@@ -1,11 +1,10 @@
 """`manage.py compare_versions A B`: both versions answer the eval split (or one prompt) now, in this process."""
 from django.core.management.base import CommandError
-from tqdm import tqdm
 
 from compare import services
 from generation.models import ModelVersion
 from prefloop.commands import Command as PrefLoopCommand
-from prefloop.commands import in_foreground
+from prefloop.commands import in_foreground, job_bar
 
 
 class Command(PrefLoopCommand):
@@ -33,12 +32,13 @@ class Command(PrefLoopCommand):
                 *versions, text=opts["prompt"], limit=opts["limit"], seed=opts["seed"],
                 blind=not opts["side_by_side"], sampling={"max_new_tokens": opts["max_new_tokens"]}, enqueue=False,
             )
-            with tqdm(total=job.total, desc="answers", unit="answer") as bar:
-                def progress(done: int, total: int) -> None:
-                    bar.update(done - bar.n)
-
+            # the set's own progress and stage, as its page shows them: a bar of stored answers stood still while a
+            # version answered its prompts, all in one batch
+            with job_bar(f"comparison set {job.pk}") as bar:
                 with in_foreground("compare_versions", job):
-                    job = services.run_compare_job(job.pk, progress=progress)
+                    job = services.run_compare_job(job.pk, on_report=bar)
+                if job.status == job.SUCCEEDED:
+                    bar.finished()
         except (services.CompareError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         except CommandError:
