@@ -463,7 +463,7 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
     progress (Tracker.on_report): inside a chunk as its tokens are sampled and its samples judged, and after.
     A cancelled job stops inside the chunk it is sampling and stores nothing of that chunk.
     """
-    job = lifecycle.claim(GenerationJob, job_id, retry_failed=True)
+    job = lifecycle.claim(GenerationJob, job_id, retry_failed=True, resume_at=_resumed_at)
     if job is None:
         return GenerationJob.objects.get(pk=job_id)
     tracker = Tracker(job, parents=parents)
@@ -481,6 +481,15 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
         raise
     job.refresh_from_db()
     return job
+
+
+def _resumed_at(job: GenerationJob) -> tuple[float, int]:
+    """(progress, done) a resumed or retried attempt starts from: the prompts of the chunks stored. It samples again
+    from the chunk the last attempt was in, whose tokens that attempt's bar had counted: left there, the bar went
+    back at the new attempt's first report, which named no reason."""
+    done = Response.objects.filter(job=job).values("prompt_id").distinct().count()
+    total = len(job.params["prompt_ids"]) - len(job.params.get("skipped_prompt_ids", ()))
+    return done / max(total, 1), done
 
 
 def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> None:

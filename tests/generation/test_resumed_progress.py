@@ -1,0 +1,46 @@
+"""A generation job resumed after a lost worker, or retried after a failure, samples again from the chunk the lost
+attempt was in: its bar, left where that attempt was (partway into a chunk, the tokens it had sampled), went back at
+the new attempt's first report, whose stage read "loading the model", with no word of why."""
+import pytest
+
+from generation import services as gen
+from generation.backends.base import SamplingConfig
+from generation.models import GenerationJob, Prompt
+from jobs import lifecycle
+
+pytestmark = pytest.mark.django_db
+
+
+def _written(monkeypatch) -> list[tuple[float, str]]:
+    """(progress, stage) of the job's row after each report of its tracker."""
+    rows, real = [], lifecycle.Tracker.report
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)
+
+    def spy(self, *args, **kwargs):
+        if not rows:  # the row as the claim left it
+            rows.append(GenerationJob.objects.values_list("progress", "stage").get(pk=self.job.pk))
+        out = real(self, *args, **kwargs)
+        rows.append(GenerationJob.objects.values_list("progress", "stage").get(pk=self.job.pk))
+        return out
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", spy)
+    return rows
+
+
+@pytest.mark.parametrize("left", ["running", "failed"])
+def test_a_resumed_job_says_why_its_bar_went_back(tiny_model_dir, monkeypatch, left):
+    for k in range(4):
+        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
+    base = gen.register_version("base", tiny_model_dir)
+    config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
+    job = gen.start_generation_job(base, n_prompts=4, config=config, enqueue=False)
+    # the lost (or failed) attempt was partway into its one chunk: nothing of it stored
+    GenerationJob.objects.filter(pk=job.pk).update(status=left, attempts=1, progress=0.6, stage="sampling prompts 1–4",
+                                                   error="boom" if left == "failed" else "")
+    rows = _written(monkeypatch)
+    job = gen.run_generation_job(job.pk)
+    assert job.status == "succeeded"
+    claimed = rows[0]
+    assert claimed[0] == 0.0 and "after" in claimed[1], claimed  # back at the claim, its stage saying why
+    back = [(rows[k - 1], rows[k]) for k in range(1, len(rows)) if rows[k][0] < rows[k - 1][0] - 1e-9]
+    assert not back, back
