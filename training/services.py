@@ -299,7 +299,10 @@ def _claim(run_id: int) -> TrainingRun | None:
     _remove_partial_checkpoints(run_id)
     with transaction.atomic():
         registered = TrainingRun.objects.filter(pk=run_id, output_version__isnull=False).exists()
-        run = lifecycle.claim(TrainingRun, run_id, restart=not registered)
+        # a registered run measures its version again from the start: its bar starts there, in the claim's write that
+        # says why (left where the lost attempt was, the first report moved it back under the measuring's stage)
+        run = lifecycle.claim(TrainingRun, run_id, restart=not registered,
+                              resume_at=lambda run: (_training_share([]), run.done))
         if run is not None and not registered:
             # the lost attempt's figures go with its steps: a run started again showed them beside "0 steps recorded"
             TrainingStep.objects.filter(run=run).delete()

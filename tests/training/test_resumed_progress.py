@@ -1,0 +1,44 @@
+"""A training run whose worker was lost after it registered its version is resumed to measure that version, not to
+train again. Its bar, left where the lost attempt was (partway through measuring), went back to the measuring's start
+at the new attempt's first report, whose stage named the measuring, with no word of why."""
+import pytest
+
+from generation.models import ModelVersion, Prompt
+from jobs import lifecycle
+from tests.faults.test_worker_killed import _labelled_pairs
+from training import services as train
+from training.models import TrainingRun
+
+PARAMS = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
+
+
+@pytest.mark.django_db
+def test_a_run_resumed_to_measure_its_version_says_why_its_bar_went_back(tiny_model_dir, annotator, settings,
+                                                                         tmp_path, monkeypatch):
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(base, annotator, 4)
+    for k in range(2):
+        Prompt.objects.create(text=f"eval question {k}", split="eval")
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 2
+    run = train.run_training(train.start_training_run(input_version=base, params=PARAMS, enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    # lost while measuring, most of the way through
+    TrainingRun.objects.filter(pk=run.pk).update(status="running", finished=None, progress=0.97,
+                                                 stage="measuring 'round-1': KL to 'tiny-base' on 2 answers")
+    rows, real = [], lifecycle.Tracker.report
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)
+
+    def spy(self, *args, **kwargs):
+        if not rows:  # the row as the claim left it
+            rows.append(TrainingRun.objects.values_list("progress", "stage").get(pk=self.job.pk))
+        out = real(self, *args, **kwargs)
+        rows.append(TrainingRun.objects.values_list("progress", "stage").get(pk=self.job.pk))
+        return out
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", spy)
+    again = train.run_training(run.pk)
+    assert again.status == "succeeded", again.error
+    assert rows[0] == (train.TRAINING_SHARE, "resuming after a lost worker"), rows[0]
+    back = [(rows[k - 1], rows[k]) for k in range(1, len(rows)) if rows[k][0] < rows[k - 1][0] - 1e-9]
+    assert not back, back
