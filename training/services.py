@@ -381,6 +381,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         # (the checks between steps ask at most that often) registered the version and ended the run "succeeded"
         # after its page had said "cancelling"
         tracker.check(fresh=True)
+        tracker.report(stage="registering the new version", force=True)  # every pair's reference log-probs stored too
         store_reference_logps(run.reference_version, config.max_length, config.dtype, rows, result.reference_logps,
                               result.truncated_pairs)
         version = _register(run, config, out_tmp)
@@ -547,9 +548,11 @@ def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[Pr
         TrainingStep.objects.update_or_create(run=run, step=step, defaults={"data": metrics})
         if board is not None:
             board.scalars(step, metrics)
+        # after the last step the checkpoint is written (a model's weights: seconds to minutes), still "training"
         tracker.report(done=step, total=total,
                        progress=share * (warm["steps"] + step) / max(warm["steps"] + total, 1),
-                       metrics=metrics, stage="training", force=step == total)
+                       metrics=metrics, stage="training" if step < total else "saving the trained checkpoint",
+                       force=step == total)
         if progress:
             progress(step, total, metrics)
 

@@ -42,3 +42,31 @@ def test_a_run_resumed_to_measure_its_version_says_why_its_bar_went_back(tiny_mo
     assert rows[0] == (train.TRAINING_SHARE, "resuming after a lost worker"), rows[0]
     back = [(rows[k - 1], rows[k]) for k in range(1, len(rows)) if rows[k][0] < rows[k - 1][0] - 1e-9]
     assert not back, back
+
+
+@pytest.mark.django_db
+def test_the_stage_says_the_checkpoint_is_saved_and_registered_after_the_last_step(tiny_model_dir, annotator,
+                                                                                  settings, tmp_path, monkeypatch):
+    """After its last step a run saves the checkpoint (a model's weights), stores the reference log-probs of every
+    pair and registers the version: its stage read "training" through all of it."""
+    from training.dpo import trainer
+
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(base, annotator, 4)
+    seen = {}
+    real_save, real_store = trainer.save_whole, train.store_reference_logps
+
+    def saving(*args, **kwargs):
+        seen["saving"] = TrainingRun.objects.values_list("stage", flat=True).get()
+        return real_save(*args, **kwargs)
+
+    def storing(*args, **kwargs):
+        seen["storing"] = TrainingRun.objects.values_list("stage", flat=True).get()
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_whole", saving)
+    monkeypatch.setattr(train, "store_reference_logps", storing)
+    run = train.run_training(train.start_training_run(input_version=base, params=PARAMS, enqueue=False).pk)
+    assert run.status == "succeeded", run.error
+    assert seen == {"saving": "saving the trained checkpoint", "storing": "registering the new version"}, seen

@@ -155,7 +155,7 @@ def test_measuring_a_trained_version_says_which_part_it_is_in(base, monkeypatch)
                          "measuring 'round-1': answering eval prompts: 2 of 2",
                          "measuring 'round-1': KL to 'tiny-base' on 2 answers"], measuring
     # the bar moves through the measuring too: the last training step leaves room for it, each part moves it on
-    trained = bar["training"]
+    trained = bar["saving the trained checkpoint"]  # the last step's
     moved = [bar[s] for s in measuring]
     assert trained == moved[0] == moved[1] < moved[2] <= moved[3] < 1, (trained, moved)
 
