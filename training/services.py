@@ -338,8 +338,12 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                                 _training_share([]))
             run.refresh_from_db()
             return run
+        # every decided pair so far, for the `all` data: long in a large instance, said, and a Cancel meanwhile heard
+        # before a model is loaded
+        tracker.report(stage="reading the pairs it trains on", force=True)
         data = data_for(run.input_version, run.data_choice, reference=run.reference_version,
                         max_length=config.max_length, dtype=config.dtype, seed=config.seed)
+        tracker.check()
         pairs, rows, as_sure, coin_flips = _labels_for_loss(data.pairs, data.rows, config)
         if coin_flips and not pairs:
             raise TrainingError(f"no pairs to train on with the {config.loss_type!r} loss: the {coin_flips} decided "

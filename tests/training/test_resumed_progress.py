@@ -70,3 +70,36 @@ def test_the_stage_says_the_checkpoint_is_saved_and_registered_after_the_last_st
     run = train.run_training(train.start_training_run(input_version=base, params=PARAMS, enqueue=False).pk)
     assert run.status == "succeeded", run.error
     assert seen == {"saving": "saving the trained checkpoint", "storing": "registering the new version"}, seen
+
+
+@pytest.mark.django_db
+def test_a_cancel_while_the_run_reads_its_pairs_stops_it_before_a_model_is_loaded(tiny_model_dir, annotator,
+                                                                                  settings, tmp_path, monkeypatch):
+    """A run first reads the labelled pairs it trains on (every decided pair so far, for the `all` data: long, in a
+    large instance), with no stage: the page showed it running with nothing said, and a Cancel pressed then was heard
+    only once the model was loaded and the reference log-probs begun."""
+    from training.dpo import trainer
+
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    _labelled_pairs(base, annotator, 4)
+    seen, real = [], train.data_for
+
+    def reading(*args, **kwargs):  # a person presses Cancel as the run reads its pairs
+        run = TrainingRun.objects.get()
+        seen.append(run.stage)
+        lifecycle.cancel(run)
+        return real(*args, **kwargs)
+
+    def loading(*args, **kwargs):
+        seen.append("a model loaded")
+        raise AssertionError("a model was loaded after the cancel")
+
+    monkeypatch.setattr(train, "data_for", reading)
+    monkeypatch.setattr(trainer, "load_model", loading)
+    run = train.run_training(train.start_training_run(input_version=base, params=PARAMS, enqueue=False).pk)
+    assert seen == ["reading the pairs it trains on"], seen
+    assert run.status == "cancelled", (run.status, run.error)
+    assert run.stage.startswith("cancelled before any of its steps (at: reading the pairs it trains on")
+    assert ModelVersion.objects.count() == 1

@@ -60,12 +60,12 @@ def test_a_run_started_again_shows_nothing_of_the_attempt_it_threw_away(base, mo
     def unreadable(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ts, "data_for", unreadable)  # the new attempt fails reading its pairs, before any stage
+    monkeypatch.setattr(ts, "data_for", unreadable)  # the new attempt fails reading its pairs
     run = ts.run_training(run.pk)
     assert run.status == "failed" and run.steps.count() == 0
     assert run.metrics == {} and run.pairs == 0
     # its stage is the new attempt's, not the lost one's ("failed in: training")
-    assert run.stage == "failed in: starting again after a lost worker"
+    assert run.stage == "failed in: reading the pairs it trains on"
     client.force_login(staff)
     assert "last optimiser step" not in _text(client, f"/training/runs/{run.pk}/")
 
