@@ -583,9 +583,9 @@ def _prepare_queue(job: GenerationJob, round_, tracker: Tracker) -> None:
     cancel meanwhile stops it (the margins scored before stay)."""
     tracker.report(stage="scoring the round's pairs for its queue order", force=True)
     try:
-        # margins under the current version (the one people's labels will train next), which is normally the job's
-        # counted in the stage: every open pair of a round ordered by margin is scored (earlier jobs' too), a forward
-        # pass per answer, and the bar stands at its end meanwhile
+        # margins under the current version (the one people's labels will train next), normally the job's own; every
+        # open pair of a round ordered by margin is scored (earlier jobs' too), a forward pass per answer, while the
+        # bar stands at its end: the stage counts them
         prepared = prepare_queue(ModelVersion.objects.current() or job.version, rounds=[round_],
                                  cancelled=tracker.should_stop, progress=lambda done, total: tracker.report(
                                      stage=f"scoring the margins of the round's pairs for its queue order: {done} of "

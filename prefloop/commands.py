@@ -101,7 +101,6 @@ def in_foreground(command: str, job: Job) -> Iterator[None]:
                            f"({job.stage})") from None
 
 
-
 class JobBar:
     """A percent bar on stderr that shows a foreground job's own progress and stage, as its page does: pass it as
     the job's `on_report` (jobs.lifecycle.Tracker). Short of 100% until `finished()` (jobs.models.Job.percent: the
