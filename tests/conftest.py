@@ -43,6 +43,19 @@ def annotator(django_user_model):
     return django_user_model.objects.create_user("ann", password="pw-ann-123")
 
 
+@pytest.fixture
+def trainable_base(tiny_model_dir, annotator, settings, tmp_path):
+    """The current version "tiny-base" (the tiny model) with 4 pairs the annotator decided, ready for a training run
+    whose checkpoints go to the test's own models folder."""
+    from generation.models import ModelVersion
+    from tests.labelled import labelled_pairs
+
+    settings.MODELS_DIR = tmp_path / "models"
+    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
+    labelled_pairs(version, annotator, 4)
+    return version
+
+
 # Judges the tests define, importable by name like any team's own; listed the way a team lists its judges.
 TEST_JUDGES = [
     "tests.loop.judges_for_tests:prefers_good", "tests.loop.judges_for_tests:fails_on_third",

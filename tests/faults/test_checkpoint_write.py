@@ -28,13 +28,12 @@ def full_models_dir(tmp_path, settings):
 @pytest.mark.django_db
 def test_full_disk_during_checkpoint_write(full_models_dir, tiny_model_dir, annotator):
     from generation.models import ModelVersion
+    from tests.labelled import labelled_pairs
     from training import services
     from training.models import TrainingRun
 
-    from .test_worker_killed import _labelled_pairs
-
     base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+    labelled_pairs(base, annotator, 4)
     run = services.start_training_run(input_version=base, params={"epochs": 1, "batch_size": 2, "max_length": 64,
                                                                   "max_prompt_length": 32}, enqueue=False)
     run = services.run_training(run.pk)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.labelled import labelled_pairs
+
 from .conftest import wait_for
-from .test_worker_killed import TRAIN_PARAMS, _labelled_pairs, _model_folders, _wait_out_redelivery
+from .test_worker_killed import TRAIN_PARAMS, _model_folders, _wait_out_redelivery
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +86,7 @@ def test_a_training_run_cancels_between_steps_keeping_no_checkpoint(worker, brok
     from training.models import TrainingRun
     from training.tasks import run_training
 
-    _labelled_pairs(tiny_version, annotator, 8)
+    labelled_pairs(tiny_version, annotator, 8)
     run = services.start_training_run(input_version=tiny_version, params=TRAIN_PARAMS, enqueue=False)
     worker.start()
     broker.send(run_training, run.pk)

@@ -7,23 +7,11 @@ import time
 
 import pytest
 
+from tests.labelled import labelled_pairs
+
 from .conftest import VISIBILITY_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _labelled_pairs(version, annotator, count: int) -> None:
-    """Decided pairs for training: response A always chosen."""
-    from annotate.models import Label, LabellingRound, Pair
-    from generation.models import Prompt, Response
-
-    round_ = LabellingRound.objects.create(number=1)
-    for i in range(count):
-        prompt = Prompt.objects.create(text=f"Question {i}: what is {i} plus {i}?")
-        a = Response.objects.create(prompt=prompt, version=version, sample_index=0, text=f"It is {2 * i}. Thank you!")
-        b = Response.objects.create(prompt=prompt, version=version, sample_index=1, text="The quick brown fox.")
-        pair = Pair.objects.create(prompt=prompt, response_a=a, response_b=b, round=round_, labels_done=1)
-        Label.objects.create(pair=pair, annotator=annotator, choice="a", side="left", left_is_a=True)
 
 
 def _model_folders(models_dir) -> tuple[list[str], list[str]]:
@@ -50,7 +38,7 @@ def test_worker_killed_mid_training(worker, broker, tiny_version, annotator, wor
     from training.models import TrainingRun
     from training.tasks import run_training
 
-    _labelled_pairs(tiny_version, annotator, 8)
+    labelled_pairs(tiny_version, annotator, 8)
     models_dir = worker_data_dir / "models"
     run = services.start_training_run(input_version=tiny_version, params=TRAIN_PARAMS, enqueue=False)
     worker.start()

@@ -6,25 +6,9 @@ import pytest
 from generation import services as gen
 from generation.backends.base import SamplingConfig
 from generation.models import GenerationJob, Prompt
-from jobs import lifecycle
+from tests.labelled import rows_at_reports, went_back
 
 pytestmark = pytest.mark.django_db
-
-
-def _written(monkeypatch) -> list[tuple[float, str]]:
-    """(progress, stage) of the job's row after each report of its tracker."""
-    rows, real = [], lifecycle.Tracker.report
-    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)
-
-    def spy(self, *args, **kwargs):
-        if not rows:  # the row as the claim left it
-            rows.append(GenerationJob.objects.values_list("progress", "stage").get(pk=self.job.pk))
-        out = real(self, *args, **kwargs)
-        rows.append(GenerationJob.objects.values_list("progress", "stage").get(pk=self.job.pk))
-        return out
-
-    monkeypatch.setattr(lifecycle.Tracker, "report", spy)
-    return rows
 
 
 @pytest.mark.parametrize("left", ["running", "failed"])
@@ -37,10 +21,9 @@ def test_a_resumed_job_says_why_its_bar_went_back(tiny_model_dir, monkeypatch, l
     # the lost (or failed) attempt was partway into its one chunk: nothing of it stored
     GenerationJob.objects.filter(pk=job.pk).update(status=left, attempts=1, progress=0.6, stage="sampling prompts 1–4",
                                                    error="boom" if left == "failed" else "")
-    rows = _written(monkeypatch)
+    rows = rows_at_reports(monkeypatch, GenerationJob)
     job = gen.run_generation_job(job.pk)
     assert job.status == "succeeded"
     claimed = rows[0]
     assert claimed[0] == 0.0 and "after" in claimed[1], claimed  # back at the claim, its stage saying why
-    back = [(rows[k - 1], rows[k]) for k in range(1, len(rows)) if rows[k][0] < rows[k - 1][0] - 1e-9]
-    assert not back, back
+    assert not went_back(rows), went_back(rows)

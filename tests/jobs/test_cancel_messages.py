@@ -9,9 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from generation.models import ModelVersion
 from jobs import lifecycle
-from tests.faults.test_worker_killed import _labelled_pairs
 from training import services as train
 from training.models import TrainingRun
 
@@ -19,15 +17,7 @@ pytestmark = pytest.mark.django_db
 PARAMS = {"epochs": 1, "batch_size": 1, "max_length": 64, "max_prompt_length": 32}
 
 
-@pytest.fixture
-def base(tiny_model_dir, annotator, settings, tmp_path):
-    settings.MODELS_DIR = tmp_path / "models"
-    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(version, annotator, 4)
-    return version
-
-
-def test_train_round_cancelled_from_its_page_says_where_it_stopped(base, monkeypatch):
+def test_train_round_cancelled_from_its_page_says_where_it_stopped(trainable_base, monkeypatch):
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
     from training.management.commands import train_round
 
@@ -47,9 +37,9 @@ def test_train_round_cancelled_from_its_page_says_where_it_stopped(base, monkeyp
     assert str(stopped.value) == f"train_round: run {run_.pk} cancelled: cancelled after 1 of 4 steps: no checkpoint kept"
 
 
-def test_a_run_cancelled_before_its_first_step_says_where_not_0_of_0(base, monkeypatch):
+def test_a_run_cancelled_before_its_first_step_says_where_not_0_of_0(trainable_base, monkeypatch):
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
-    run = train.start_training_run(input_version=base, params=PARAMS, enqueue=False)
+    run = train.start_training_run(input_version=trainable_base, params=PARAMS, enqueue=False)
     real = train.train_dpo
 
     def cancel_then_train(*args, **kwargs):

@@ -12,9 +12,8 @@ import pytest
 from django.core.management import call_command
 
 from generation import services as gen
-from generation.models import ModelVersion, Prompt
+from generation.models import Prompt
 from prefloop import commands
-from tests.faults.test_worker_killed import _labelled_pairs
 from training import services as train
 
 pytestmark = pytest.mark.django_db
@@ -60,13 +59,9 @@ class _Bars:
         return (bar.n / bar.total if bar.total else 0.0), bar.desc
 
 
-def test_train_rounds_bar_is_short_of_full_while_the_run_measures_its_version(tiny_model_dir, annotator, settings,
-                                                                              tmp_path, monkeypatch):
+def test_train_rounds_bar_is_short_of_full_while_the_run_measures_its_version(trainable_base, settings, monkeypatch):
     from training.management.commands import train_round
 
-    settings.MODELS_DIR = tmp_path / "models"
-    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(version, annotator, 4)
     for k in range(3):
         Prompt.objects.create(text=f"eval question {k}", split="eval")
     settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3

@@ -18,7 +18,6 @@ from compare.models import CompareJob
 from generation import services as gen
 from generation.models import GenerationJob, ModelVersion, Prompt
 from jobs import lifecycle
-from tests.faults.test_worker_killed import _labelled_pairs
 from training import services as train
 from training.models import TrainingRun
 
@@ -70,21 +69,17 @@ def test_generate_pairs_job_is_not_resumed_by_a_worker_starting_beside_it(tiny_m
     assert job.status == "succeeded" and job.attempts == 1 and job.part_of == "foreground"
 
 
-def test_train_round_run_is_not_resumed_by_a_worker_starting_beside_it(tiny_model_dir, annotator, settings, tmp_path,
-                                                                     worker_starts):
+def test_train_round_run_is_not_resumed_by_a_worker_starting_beside_it(trainable_base, worker_starts):
     wrap, sent, said = worker_starts
     from training.management.commands import train_round
 
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
     wrap(train_round, "run_training")
     params = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
     call_command("train_round", params=json.dumps(params), stdout=io.StringIO(), stderr=io.StringIO())
     run = TrainingRun.objects.get()
     assert said == [{}] and sent == []
     assert run.status == "succeeded" and run.attempts == 1 and run.part_of == "foreground"
-    assert ModelVersion.objects.filter(parent=base).count() == 1
+    assert ModelVersion.objects.filter(parent=trainable_base).count() == 1
 
 
 def test_compare_versions_set_is_not_resumed_by_a_worker_starting_beside_it(tiny_model_dir, worker_starts):

@@ -190,17 +190,13 @@ def test_a_name_taken_in_the_database_or_on_disk_is_never_reused(tmp_path, setti
 
 
 @pytest.mark.django_db
-def test_two_real_rounds_on_one_version_leave_the_first_checkpoint_intact(tmp_path, settings, tiny_model_dir,
-                                                                           annotator):
+def test_two_real_rounds_on_one_version_leave_the_first_checkpoint_intact(trainable_base):
     """The whole path: train, register round-1; train again from the same version; the first stays as it was."""
     from generation.models import ModelVersion
-    from tests.faults.test_worker_killed import _labelled_pairs
     from training import services
     from training.models import TrainingRun
 
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+    base = trainable_base
     params = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
     first = services.run_training(services.start_training_run(input_version=base, params=params, enqueue=False).pk)
     assert first.status == TrainingRun.SUCCEEDED, first.error

@@ -5,7 +5,6 @@ import pytest
 from django.db import OperationalError
 
 from generation.models import ModelVersion
-from tests.faults.test_worker_killed import _labelled_pairs
 from training import promotion
 from training import services as train
 from training.models import TrainingRun
@@ -15,10 +14,8 @@ FAST = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
 
 @pytest.mark.django_db
 def test_a_version_whose_run_failed_just_after_registering_it_still_awaits_the_gate(
-        tiny_model_dir, annotator, settings, tmp_path, monkeypatch, client, staff):
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+        trainable_base, monkeypatch, client, staff):
+    base = trainable_base
 
     def database_hiccup(version):  # right after the version's row was written
         raise OperationalError("database is locked")
@@ -37,12 +34,10 @@ def test_a_version_whose_run_failed_just_after_registering_it_still_awaits_the_g
 
 @pytest.mark.django_db
 def test_ctrl_c_before_the_checkpoint_is_registered_leaves_no_temporary_folder(
-        tiny_model_dir, annotator, settings, tmp_path, monkeypatch):
+        trainable_base, settings, monkeypatch):
     """The written checkpoint (models/.tmp-run-N-...) was removed only for an Exception: a Ctrl-C of train_round or
     run_loop (KeyboardInterrupt) left it on disk, a whole checkpoint when it landed while saving, until the next run."""
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+    base = trainable_base
 
     def ctrl_c(*args, **kwargs):  # as the checkpoint is written, before it becomes a version
         raise KeyboardInterrupt
@@ -55,17 +50,13 @@ def test_ctrl_c_before_the_checkpoint_is_registered_leaves_no_temporary_folder(
 
 @pytest.mark.django_db
 def test_ctrl_c_while_the_version_is_measured_names_the_candidate_it_leaves(
-        tiny_model_dir, annotator, settings, tmp_path, monkeypatch):
+        trainable_base, monkeypatch):
     """A cancel from the page while a run measured its version said which candidate stayed; a Ctrl-C of train_round
     at that point said only "stopped: Ctrl-C at the command line", with a registered version left behind unnamed."""
     import io
     import json
 
     from django.core.management import CommandError, call_command
-
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
 
     def ctrl_c(*args, **kwargs):  # while the registered version's answers are sampled and measured
         raise KeyboardInterrupt

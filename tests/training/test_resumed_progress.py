@@ -5,7 +5,7 @@ import pytest
 
 from generation.models import ModelVersion, Prompt
 from jobs import lifecycle
-from tests.faults.test_worker_killed import _labelled_pairs
+from tests.labelled import rows_at_reports, went_back
 from training import services as train
 from training.models import TrainingRun
 
@@ -13,11 +13,8 @@ PARAMS = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 3
 
 
 @pytest.mark.django_db
-def test_a_run_resumed_to_measure_its_version_says_why_its_bar_went_back(tiny_model_dir, annotator, settings,
-                                                                         tmp_path, monkeypatch):
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+def test_a_run_resumed_to_measure_its_version_says_why_its_bar_went_back(trainable_base, settings, monkeypatch):
+    base = trainable_base
     for k in range(2):
         Prompt.objects.create(text=f"eval question {k}", split="eval")
     settings.PREFLOOP_ROUND_EVAL_PROMPTS = 2
@@ -26,34 +23,20 @@ def test_a_run_resumed_to_measure_its_version_says_why_its_bar_went_back(tiny_mo
     # lost while measuring, most of the way through
     TrainingRun.objects.filter(pk=run.pk).update(status="running", finished=None, progress=0.97,
                                                  stage="measuring 'round-1': KL to 'tiny-base' on 2 answers")
-    rows, real = [], lifecycle.Tracker.report
-    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)
-
-    def spy(self, *args, **kwargs):
-        if not rows:  # the row as the claim left it
-            rows.append(TrainingRun.objects.values_list("progress", "stage").get(pk=self.job.pk))
-        out = real(self, *args, **kwargs)
-        rows.append(TrainingRun.objects.values_list("progress", "stage").get(pk=self.job.pk))
-        return out
-
-    monkeypatch.setattr(lifecycle.Tracker, "report", spy)
+    rows = rows_at_reports(monkeypatch, TrainingRun)
     again = train.run_training(run.pk)
     assert again.status == "succeeded", again.error
     assert rows[0] == (train.TRAINING_SHARE, "resuming after a lost worker"), rows[0]
-    back = [(rows[k - 1], rows[k]) for k in range(1, len(rows)) if rows[k][0] < rows[k - 1][0] - 1e-9]
-    assert not back, back
+    assert not went_back(rows), went_back(rows)
 
 
 @pytest.mark.django_db
-def test_the_stage_says_the_checkpoint_is_saved_and_registered_after_the_last_step(tiny_model_dir, annotator,
-                                                                                  settings, tmp_path, monkeypatch):
+def test_the_stage_says_the_checkpoint_is_saved_and_registered_after_the_last_step(trainable_base, monkeypatch):
     """After its last step a run saves the checkpoint (a model's weights), stores the reference log-probs of every
     pair and registers the version: its stage read "training" through all of it."""
     from training.dpo import trainer
 
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+    base = trainable_base
     seen = {}
     real_save, real_store = trainer.save_whole, train.store_reference_logps
 
@@ -73,17 +56,14 @@ def test_the_stage_says_the_checkpoint_is_saved_and_registered_after_the_last_st
 
 
 @pytest.mark.django_db
-def test_a_cancel_while_the_run_reads_its_pairs_stops_it_before_a_model_is_loaded(tiny_model_dir, annotator,
-                                                                                  settings, tmp_path, monkeypatch):
+def test_a_cancel_while_the_run_reads_its_pairs_stops_it_before_a_model_is_loaded(trainable_base, monkeypatch):
     """A run first reads the labelled pairs it trains on (every decided pair so far, for the `all` data: long, in a
     large instance), with no stage: the page showed it running with nothing said, and a Cancel pressed then was heard
     only once the model was loaded and the reference log-probs begun."""
     from training.dpo import trainer
 
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
-    settings.MODELS_DIR = tmp_path / "models"
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+    base = trainable_base
     seen, real = [], train.data_for
 
     def reading(*args, **kwargs):  # a person presses Cancel as the run reads its pairs

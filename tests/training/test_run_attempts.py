@@ -9,9 +9,8 @@ import pytest
 from django.utils import timezone
 
 import training.services as ts
-from generation.models import ModelVersion, Prompt
+from generation.models import Prompt
 from jobs import lifecycle
-from tests.faults.test_worker_killed import _labelled_pairs
 from training.models import TrainingRun
 
 P = {"epochs": 3, "batch_size": 2, "max_length": 64, "max_prompt_length": 32}
@@ -26,14 +25,11 @@ def _text(client, url):
 
 
 @pytest.fixture
-def base(db, tiny_model_dir, annotator, settings, tmp_path):
-    settings.MODELS_DIR = tmp_path / "models"
+def base(trainable_base, settings):
     settings.PREFLOOP_ROUND_EVAL_PROMPTS = 2
     for k in range(2):
         Prompt.objects.create(text=f"Eval question {k}: name a colour.", split="eval")
-    version = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(version, annotator, 4)
-    return version
+    return trainable_base
 
 
 def _lose_at_step(monkeypatch, step):

@@ -8,9 +8,7 @@ import sys
 
 import pytest
 
-from generation.models import ModelVersion
 from jobs import lifecycle
-from tests.faults.test_worker_killed import _labelled_pairs
 from training import services as train
 from training.launcher import _follow
 
@@ -19,12 +17,10 @@ WARM = {"epochs": 1, "batch_size": 2, "max_length": 64, "max_prompt_length": 32,
 
 @pytest.mark.django_db
 def test_a_warm_start_names_its_steps_and_moves_the_bar_before_the_dpo_steps(
-        tiny_model_dir, annotator, settings, tmp_path, monkeypatch):
-    settings.MODELS_DIR = tmp_path / "models"
+        trainable_base, settings, monkeypatch):
     settings.PREFLOOP_HELDOUT_FRACTION = 0.0
     settings.PREFLOOP_ROUND_EVAL_PROMPTS = 0
-    base = ModelVersion.objects.create(name="tiny-base", path=str(tiny_model_dir), is_current=True)
-    _labelled_pairs(base, annotator, 4)
+    base = trainable_base
     seen = []
     report = lifecycle.Tracker.report
 
