@@ -25,6 +25,26 @@ def _client(live_server, name: str, *codenames: str) -> tuple[Client, object]:
     return Client(live_server.url, create_token(person, "probe")[1]), person
 
 
+def _probe(live_server, tiny_model_dir, name: str) -> tuple[Client, object, dict]:
+    """A staff member allowed to start comparisons, loops and generation and to change rounds, but not to register
+    a folder as a version; and each start that names a judge, as a function of the judge's name."""
+    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
+    other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
+    LabellingRound.objects.create(number=1)
+    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
+    api, person = _client(live_server, name, "add_comparejob", "change_labellinground", "add_looprun",
+                          "change_modelversion", "add_generationjob")
+    starts = {
+        "compare": lambda j: api.start_compare(base.pk, other.pk, judge=j),
+        "routing judge": lambda j: api.change_round(1, route_judge=j),
+        "loop": lambda j: api.start_loop(1, 4, j),
+        "loop's eval judge": lambda j: api.start_loop(1, 4, "judges.rules:length_target", params={"eval_judge": j}),
+        "generation": lambda j: api.start_generation(1, version=base.pk, pairing="judge", judge=j,
+                                                     sampling={"n": 2, "temperature": 0.8}),
+    }
+    return api, person, starts
+
+
 def _refused(call) -> str:
     with pytest.raises(APIError) as refused:
         call()
@@ -33,28 +53,16 @@ def _refused(call) -> str:
 
 
 def test_a_judge_over_a_folder_needs_the_permission_to_register_one(live_server, tiny_model_dir):
-    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
-    other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
-    LabellingRound.objects.create(number=1)
-    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
-    api, person = _client(live_server, "comparer", "add_comparejob", "change_labellinground", "add_looprun",
-                          "change_modelversion", "add_generationjob")
     from urllib.parse import quote
+
+    api, person, starts = _probe(live_server, tiny_model_dir, "comparer")
 
     # a checkpoint or not: the same refusal, so nothing is learnt of the folder; and wrapped in the noise judge
     named = [f"judges.llm:LLMJudge?model_dir={folder}" for folder in (tiny_model_dir, "/etc")]
     for judge in [*named, *(f"judges.noise:Noisy?share=0.1&judge={quote(inner, safe='')}" for inner in named)]:
-        said = _refused(lambda j=judge: api.start_compare(base.pk, other.pk, judge=j))
-        assert "generation.add_modelversion" in said and "holds no checkpoint" not in said
-        said = _refused(lambda j=judge: api.change_round(1, route_judge=j))
-        assert "generation.add_modelversion" in said
-        said = _refused(lambda j=judge: api.start_loop(1, 4, j))
-        assert "generation.add_modelversion" in said
-        said = _refused(lambda j=judge: api.start_loop(1, 4, "judges.rules:length_target", params={"eval_judge": j}))
-        assert "generation.add_modelversion" in said
-        said = _refused(lambda j=judge: api.start_generation(1, version=base.pk, pairing="judge", judge=j,
-                                                             sampling={"n": 2, "temperature": 0.8}))
-        assert "generation.add_modelversion" in said and "holds no checkpoint" not in said
+        for where, start in starts.items():
+            said = _refused(lambda s=start, j=judge: s(j))
+            assert "generation.add_modelversion" in said and "holds no checkpoint" not in said, (where, judge)
     assert not CompareJob.objects.exists() and not LoopRun.objects.exists()
     assert LabellingRound.objects.get(number=1).route_judge == ""
     # a round whose routing judge someone allowed set over a folder: its other settings still change
@@ -65,7 +73,7 @@ def test_a_judge_over_a_folder_needs_the_permission_to_register_one(live_server,
     person.user_permissions.add(Permission.objects.get(codename="add_modelversion"))
     api.change_round(1, route_judge=f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")
     assert "model_dir=" in LabellingRound.objects.get(number=1).route_judge
-    assert api.start_compare(base.pk, other.pk, judge=f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")["id"]
+    assert starts["compare"](f"judges.llm:LLMJudge?model_dir={tiny_model_dir}")["id"]
 
 
 def test_the_admin_asks_the_same_of_a_routing_judge_over_a_folder(client, tiny_model_dir):
@@ -125,12 +133,7 @@ def test_a_judge_of_your_own_over_a_folder_by_another_name_needs_the_permission_
 
     settings.PREFLOOP_JUDGES = [*settings.PREFLOOP_JUDGES, *OWN_JUDGES]
     BUILT.clear()
-    base = ModelVersion.objects.create(name="base", path=str(tiny_model_dir), is_current=True)
-    other = ModelVersion.objects.create(name="other", path=str(tiny_model_dir), parent=base, round=1)
-    LabellingRound.objects.create(number=1)
-    Prompt.objects.create(text="Which is better?", split=Prompt.EVAL)
-    api, person = _client(live_server, "teammate", "add_comparejob", "change_labellinground", "add_looprun",
-                          "change_modelversion", "add_generationjob")
+    api, person, starts = _probe(live_server, tiny_model_dir, "teammate")
     own = "tests.security.test_judge_folders:checkpoint_judge"
     # a folder that is there, or one written as a path that is not (the same refusal: nothing is learnt of the disk),
     # from "~", one the factory declares, and each inside the noise judge
@@ -138,12 +141,8 @@ def test_a_judge_of_your_own_over_a_folder_by_another_name_needs_the_permission_
              f"{own}?checkpoint=var/models", f"{own}?checkpoint=./team-model",
              "tests.security.test_judge_folders:ShelfJudge?shelf=round-2"]
     for judge in [*named, *(f"judges.noise:Noisy?share=0.1&judge={quote(inner, safe='')}" for inner in named)]:
-        for start in (lambda j: api.start_compare(base.pk, other.pk, judge=j),
-                      lambda j: api.change_round(1, route_judge=j),
-                      lambda j: api.start_loop(1, 4, j),
-                      lambda j: api.start_generation(1, version=base.pk, pairing="judge", judge=j,
-                                                     sampling={"n": 2, "temperature": 0.8})):
-            assert "generation.add_modelversion" in _refused(lambda s=start, j=judge: s(j)), judge
+        for where, start in starts.items():
+            assert "generation.add_modelversion" in _refused(lambda s=start, j=judge: s(j)), (where, judge)
     assert BUILT == [] and not CompareJob.objects.exists() and not LoopRun.objects.exists()
     assert LabellingRound.objects.get(number=1).route_judge == ""
     # ordinary arguments are not refused: text that names nothing on the server, numbers, a version's name, a plain
@@ -157,7 +156,7 @@ def test_a_judge_of_your_own_over_a_folder_by_another_name_needs_the_permission_
         assert "whole number" in said and "generation.add_modelversion" not in said
     # with the permission, the folder is taken
     person.user_permissions.add(Permission.objects.get(codename="add_modelversion"))
-    assert api.start_compare(base.pk, other.pk, judge=f"{own}?checkpoint={tiny_model_dir}")["id"]
+    assert starts["compare"](f"{own}?checkpoint={tiny_model_dir}")["id"]
     assert BUILT == [str(tiny_model_dir)]
 
 
