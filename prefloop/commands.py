@@ -103,8 +103,9 @@ def in_foreground(command: str, job: Job) -> Iterator[None]:
 
 class JobBar:
     """A percent bar on stderr that shows a foreground job's own progress and stage, as its page does: pass it as
-    the job's `on_report` (jobs.lifecycle.Tracker). Short of 100% until `finished()` (jobs.models.Job.percent: the
-    work after the last counted unit, measuring a version or readying a round's pairs, is still work)."""
+    the job's `on_report` (jobs.lifecycle.Tracker). Short of 100% until `ended(job)` finds it succeeded
+    (jobs.models.Job.percent: the work after the last counted unit, measuring a version or readying a round's pairs,
+    is still work)."""
 
     STAGE_SHOWN = 60  # characters of the stage in the bar's description
 
@@ -119,8 +120,10 @@ class JobBar:
         if percent > self.bar.n:  # a resumed job's bar may start behind it: it never goes back
             self.bar.update(percent - self.bar.n)
 
-    def finished(self) -> None:
-        self.bar.update(100 - self.bar.n)
+    def ended(self, job) -> None:
+        """Full if `job` (as its run returned it) succeeded; left where it stood if it did not."""
+        if job.status == job.SUCCEEDED:
+            self.bar.update(100 - self.bar.n)
 
 
 @contextmanager

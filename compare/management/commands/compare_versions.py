@@ -37,8 +37,7 @@ class Command(PrefLoopCommand):
             with job_bar(f"comparison set {job.pk}") as bar:
                 with in_foreground("compare_versions", job):
                     job = services.run_compare_job(job.pk, on_report=bar)
-                if job.status == job.SUCCEEDED:
-                    bar.finished()
+                bar.ended(job)
         except (services.CompareError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         except CommandError:

@@ -70,8 +70,7 @@ class Command(PrefLoopCommand):
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {exc}") from None
             except Exception as exc:  # a checkpoint that cannot be loaded, say: one line, not a traceback
                 raise CommandError(f"generate_pairs: job {job.pk} failed: {type(exc).__name__}: {exc}") from None
-            if job.status == job.SUCCEEDED:
-                bar.finished()
+            bar.ended(job)
         if job.status != job.SUCCEEDED:  # cancelled from a page or the API meanwhile, say
             raise CommandError(f"generate_pairs: job {job.pk} {job.status}: {job.error or job.stage}")
         made = ("samples only (pairing none)" if job.params.get("pairing") == "none"

@@ -53,8 +53,7 @@ class Command(PrefLoopCommand):
                 bar.bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}")
             with in_foreground("train_round", run):
                 run = run_training(run.pk, progress=progress, on_report=bar)
-            if run.status == TrainingRun.SUCCEEDED:
-                bar.finished()
+            bar.ended(run)
         if run.status != TrainingRun.SUCCEEDED:
             raise CommandError(f"train_round: run {run.pk} {run.status}: {run.error or run.stage}")
         self.stdout.write(json.dumps({"run": run.pk, "version": run.output_version.name, **run.metrics}))
