@@ -128,8 +128,9 @@ def evaluate(
             elif isinstance(exc, KeyboardInterrupt):  # Ctrl-C on the `evaluate` command
                 lifecycle.interrupted(job, partial)
             else:
-                lifecycle.fail(job, f"{partial}; {type(exc).__name__}: {exc}")
-                CompareJob.objects.filter(pk=job.pk).update(stage=partial)
+                # the stage in the same write as the end: a set cancelled meanwhile says so, one ended already keeps
+                # its own stage (it was overwritten, under a state that said something else)
+                lifecycle.fail(job, f"{partial}; {type(exc).__name__}: {exc}", stage=partial)
         raise
     lifecycle.finish(job)
     outcomes = voted.values_list("outcome", flat=True)

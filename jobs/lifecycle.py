@@ -154,16 +154,19 @@ def _logged(line: str) -> Concat:
     return Concat(F("log"), Value(f"[{timezone.now():%H:%M:%S}] {line}\n"))
 
 
-def fail(job: Job, message: str) -> None:
-    """Mark the job failed with a message for a person; a job being cancelled ends cancelled, saying what stopped it."""
+def fail(job: Job, message: str, *, stage: str | None = None) -> None:
+    """Mark the job failed with a message for a person; a job being cancelled ends cancelled, saying what stopped it.
+    `stage`: what its page should say of where it stopped (by default the stage it was in, said to be where it
+    failed); written with the end, so a job that had already ended keeps the stage of its own end."""
     now, model = timezone.now(), type(job)
     model.objects.filter(pk=job.pk, status__in=[Status.QUEUED, Status.RUNNING]).update(
-        status=Status.FAILED, error=message, finished=now, stage=_failed_in())
+        status=Status.FAILED, error=message, finished=now, stage=_failed_in() if stage is None else fit(stage))
     # asked to stop, it failed on the way: cancelled, and its stage and log say so (the stage it was in stayed, read
     # as still at work, and the log had no line of the cancel)
     how = "cancelled; failed while stopping"
     model.objects.filter(pk=job.pk, status=Status.CANCELLING).update(
-        status=Status.CANCELLED, error=message, finished=now, stage=_failed_in(how, no_stage=how),
+        status=Status.CANCELLED, error=message, finished=now,
+        stage=_failed_in(how, no_stage=how) if stage is None else fit(f"{how}: {stage}"),
         log=_logged(f"{how}: {message}"))
     job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
 

@@ -189,6 +189,48 @@ def test_a_judge_that_fails_leaves_the_set_failed_saying_so(table):
     assert job.stage == "the judge stopped after 0 of 2 comparisons: its votes are partial"
 
 
+def test_a_judge_that_fails_while_a_cancel_is_asked_ends_the_set_cancelled_saying_so(table, monkeypatch):
+    """Its stage was overwritten with the partial line alone, under a state of cancelled: the page read as if the
+    judge had simply stopped, with no word of the cancel or the failure."""
+    from compare.models import CompareJob
+    from compare.services import cancel_compare_job
+    from jobs import lifecycle
+
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    base, new = table
+    calls = []
+
+    def judge(prompt, first, second):
+        calls.append(prompt)
+        if len(calls) == 2:  # a person presses Cancel, and the judge fails before its next check for a stop
+            cancel_compare_job(CompareJob.objects.get())
+            raise RuntimeError("judge unreachable")
+        return "tie"
+
+    with pytest.raises(Exception, match="judge unreachable"):
+        evaluate(base, new, "spy", judge=judge, limit=5)
+    job = CompareJob.objects.get()
+    assert job.status == "cancelled" and "judge unreachable" in job.error
+    assert job.stage == ("cancelled; failed while stopping: "
+                         "the judge stopped after 1 of 5 comparisons: its votes are partial")
+
+
+def test_a_judge_that_fails_after_its_set_ended_leaves_the_sets_stage_alone(table):
+    """A set ended meanwhile (its command's process taken for gone, say) had its stage overwritten by the failure."""
+    from compare.models import CompareJob
+
+    base, new = table
+
+    def judge(prompt, first, second):
+        CompareJob.objects.update(status="cancelled", stage="cancelled: the command running it ended")
+        raise RuntimeError("judge unreachable")
+
+    with pytest.raises(Exception, match="judge unreachable"):
+        evaluate(base, new, "spy", judge=judge, limit=2)
+    job = CompareJob.objects.get()
+    assert (job.status, job.stage) == ("cancelled", "cancelled: the command running it ended")
+
+
 def test_an_evaluation_leaves_out_a_prompt_too_long_for_the_context_and_says_so(table, tiny_model_dir):
     """A round's measuring failed on one such eval prompt, and the loop with it; the rest are compared."""
     base, new = table
