@@ -20,7 +20,7 @@ from jobs.lifecycle import AlreadyActive
 from judges import JudgeError
 from loop.services import LoopError
 from prefcore.rows import DuplicateKey, repeated_key, unique_keys
-from training.services import TrainingError
+from training.services import AlreadyRunning, TrainingError
 
 from . import data, jobs, labelling, rounds, versions, voting
 from .auth import SessionAuth, TokenAuth
@@ -203,7 +203,8 @@ def _twin(request, exc):
     return _error(request, 409, str(exc), job=jobs.describe(jobs.kind_of(exc.job), exc.job))
 
 
-for _domain, _status in ((GenerationError, 400), (TrainingError, 400), (LoopError, 400), (CompareError, 400),
-                         (ByLeaseOnly, 400), (LabelError, 409), (ExportError, 409),
+# (a subclass's own status wins over its domain's: the handler is looked up along the exception's MRO)
+for _domain, _status in ((GenerationError, 400), (TrainingError, 400), (AlreadyRunning, 409), (LoopError, 400),
+                         (CompareError, 400), (ByLeaseOnly, 400), (LabelError, 409), (ExportError, 409),
                          (JudgeError, 400)):
     api.add_exception_handler(_domain, lambda request, exc, status=_status: _error(request, status, str(exc)))

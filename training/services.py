@@ -52,6 +52,11 @@ class TrainingError(Exception):
     setting: str | None = None
 
 
+class AlreadyRunning(TrainingError):
+    """A training round on the same input version is queued or running (one at a time per version): a conflict with
+    that run, not a bad setting."""
+
+
 def start_training_run(
     *, input_version: ModelVersion | None = None, reference_choice: str = TrainingRun.REF_BASE,
     data_choice: str = TrainingRun.DATA_ALL, params: dict | None = None, user=None, enqueue: bool = True,
@@ -96,7 +101,7 @@ def start_training_run(
                 data_choice=data_choice, params=config.to_dict(), created_by=user, part_of=part_of,
             )
     except IntegrityError:
-        raise TrainingError(f"a training round on version {input_version.name!r} is already queued or running") from None
+        raise AlreadyRunning(f"a training round on version {input_version.name!r} is already queued or running") from None
     if measured:
         _log(run, measured)
     if enqueue:

@@ -87,6 +87,17 @@ def test_a_training_round_that_cannot_run_fails_with_its_reason(staff_api, tiny_
     assert staff_api.get(f"/training/{job['id']}/metrics")["status"] == "failed"
 
 
+def test_a_second_training_round_on_a_version_already_training_is_a_conflict(staff_api, tiny_version):
+    """It answered 400, as a bad setting does, where the API's other "already at work" refusals answer 409."""
+    first = training_services.start_training_run(input_version=tiny_version, enqueue=False)
+    TrainingRun.objects.filter(pk=first.pk).update(status="running")
+    with pytest.raises(APIError) as refused:
+        staff_api.start_training(input_version=tiny_version.pk)
+    assert refused.value.status == 409
+    assert refused.value.detail == "a training round on version 'base' is already queued or running"
+    assert list(TrainingRun.objects.values_list("pk", flat=True)) == [first.pk]  # nothing new was made
+
+
 def test_queued_jobs_are_cancelled_through_their_services(staff_api, tiny_version):
     Prompt.objects.create(text="Say something.", split=Prompt.TRAIN)
     queued = {
