@@ -96,15 +96,13 @@ def decisions(
     include_eval: bool = False,
     same_answers: bool = True,
     progress: Callable[[int], None] | None = None,
-    on_count: Callable[[int], None] | None = None,
 ) -> list[Decision]:
     """Every decided pair (of the given round numbers), oldest first, with its labels; pairs on eval prompts only
     when asked for (pages that show labels, never training data). `same_answers=False` leaves out pairs whose two
     answers are one text, as exports do: such a row teaches nothing (training leaves them out too, and counts them).
     Pairs held back as near-duplicates (route "duplicate") are never among them, for training, exports and pages
     alike, whatever labels they got before the hold-back; nor are pairs routed to people that no person has labelled
-    (decide). `progress(n)` is told of each n pairs read (decided or not): reading them is most of an export's time;
-    `on_count(total)`, before the first, of how many it will read (a bar's total)."""
+    (decide). `progress(n)` is told of each n pairs read (decided or not): reading them is most of an export's time."""
     labels = Label.objects.select_related("annotator").order_by("created", "pk")
     if not include_automatic:
         labels = labels.filter(is_automatic=False)
@@ -119,8 +117,6 @@ def decisions(
         pairs = pairs.filter(round__number__in=[r for r in rounds if 0 <= r <= MAX_NUMBER])
     if not include_eval:
         pairs = pairs.exclude(prompt__split=Prompt.EVAL)
-    if on_count is not None:
-        on_count(pairs.count())
     out = []
     for pair in pairs.iterator(chunk_size=500):
         if progress is not None:

@@ -197,13 +197,11 @@ def export_preferences(
     soft_labels: bool = False,
     license: str = DEFAULT_LICENSE,
     progress: Callable[[int], None] | None = None,
-    on_count: Callable[[int], None] | None = None,
 ) -> Export:
     """Write every decided pair (of the given rounds) to a new path at or inside `out` (see write_rows); `license`
-    is the licence field of an hf export's dataset card; `progress(n)` is told of each n pairs read, `on_count(total)`
-    first of how many it will read (decided or not)."""
+    is the licence field of an hf export's dataset card; `progress(n)` is told of each n pairs read."""
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
-                  soft_labels=soft_labels, same_answers=False, progress=progress, on_count=on_count)
+                  soft_labels=soft_labels, same_answers=False, progress=progress)
     )
     return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license))

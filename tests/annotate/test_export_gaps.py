@@ -107,15 +107,3 @@ def test_the_hf_refusal_page_still_counts_the_stored_labels(client, staff):
     page = refused.content.decode()
     assert refused.status_code == 400 and "No decided pairs to export" in page
     assert "Stored labels: 1 by people, 0 by judges." in page
-
-
-def test_the_export_commands_bar_shows_pairs_read_of_a_total(tmp_path, capsys):
-    """It counted pairs with no total ("2row [00:00, ...]"): nobody could tell how much of an export was left."""
-    user = make_user()
-    for _ in range(3):
-        label_pair(make_pair().pk, user, "left")
-    label_pair(make_pair().pk, user, "tie")  # read too, and counted in the total, though it writes no row
-    out = io.StringIO()
-    call_command("export_preferences", str(tmp_path / "out.jsonl"), stdout=out)
-    assert "0/4 [" in capsys.readouterr().err  # the bar starts at 0 of the 4 pairs it reads
-    assert out.getvalue().startswith("wrote 3 preference rows")

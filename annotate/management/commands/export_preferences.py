@@ -6,7 +6,6 @@ annotator ids and label times. OUT must not exist yet, or be a folder: the expor
 name. Nothing already there is overwritten.
 """
 
-from contextlib import ExitStack
 from pathlib import Path
 
 from django.core.management.base import CommandError
@@ -82,16 +81,11 @@ class Command(PrefLoopCommand):
             if not 0 <= number <= MAX_NUMBER or not LabellingRound.objects.filter(number=number).exists():
                 raise CommandError(f"--round {number}: no such labelling round")
         try:
-            with ExitStack() as bars:
-                ticks = []  # the bar's update, once the pairs to read are counted: it shows N of M, not N alone
-
-                def on_count(total: int) -> None:
-                    ticks.append(bars.enter_context(bar("export preferences", total=total)))
-
+            with bar("export preferences") as progress:
                 export = export_preferences(
                     options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
                     include_automatic=options["include_automatic"], soft_labels=options["soft_labels"],
-                    license=licence, progress=lambda n: ticks[0](n), on_count=on_count,
+                    license=licence, progress=progress,
                 )
         except ExportError as err:
             raise CommandError(str(err)) from None
