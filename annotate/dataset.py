@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from django.db.models import Prefetch, Q
+from django.db.models import Prefetch, Q, QuerySet
 
 from generation.models import Prompt, Response
 
@@ -87,6 +87,18 @@ def decide(pair: Pair, labels: list[Label], *, soft_labels: bool = False) -> Dec
     return Decision(pair, chosen, rejected, prob, share, labels)
 
 
+def candidate_pairs(*, rounds: list[int] | None = None, include_eval: bool = False) -> QuerySet[Pair]:
+    """The pairs `decisions` reads (of the given round numbers): those with a label or a gold answer, less those
+    held back; none of them may be decided (a tie), but with none there is certainly nothing to export."""
+    pairs = (Pair.objects.filter(Q(labels_done__gt=0) | Q(is_gold=True, gold_choice__in=[A, B]))
+             .exclude(route=Route.DUPLICATE))  # held back: its labels (given before the hold-back) decide nothing
+    if rounds is not None:  # a number no round can have matches nothing (and SQLite could not even look it up)
+        pairs = pairs.filter(round__number__in=[r for r in rounds if 0 <= r <= MAX_NUMBER])
+    if not include_eval:
+        pairs = pairs.exclude(prompt__split=Prompt.EVAL)
+    return pairs
+
+
 def decisions(
     *,
     rounds: list[int] | None = None,
@@ -96,27 +108,26 @@ def decisions(
     include_eval: bool = False,
     same_answers: bool = True,
     progress: Callable[[int], None] | None = None,
+    counted: Callable[[int], None] | None = None,
 ) -> list[Decision]:
     """Every decided pair (of the given round numbers), oldest first, with its labels; pairs on eval prompts only
     when asked for (pages that show labels, never training data). `same_answers=False` leaves out pairs whose two
     answers are one text, as exports do: such a row teaches nothing (training leaves them out too, and counts them).
     Pairs held back as near-duplicates (route "duplicate") are never among them, for training, exports and pages
     alike, whatever labels they got before the hold-back; nor are pairs routed to people that no person has labelled
-    (decide). `progress(n)` is told of each n pairs read (decided or not): reading them is most of an export's time."""
+    (decide). `progress(n)` is told of each n pairs read (decided or not): reading them is most of an export's time;
+    `counted(n)`, before the reading, how many pairs it will read (one COUNT query, made only when asked)."""
     labels = Label.objects.select_related("annotator").order_by("created", "pk")
     if not include_automatic:
         labels = labels.filter(is_automatic=False)
     pairs = (
-        Pair.objects.filter(Q(labels_done__gt=0) | Q(is_gold=True, gold_choice__in=[A, B]))
+        candidate_pairs(rounds=rounds, include_eval=include_eval)
         .select_related("prompt", "response_a", "response_b", "round")
         .prefetch_related(Prefetch("labels", queryset=labels, to_attr="counted_labels"))
-        .exclude(route=Route.DUPLICATE)  # held back: its labels (given before the hold-back) decide nothing
         .order_by("pk")
     )
-    if rounds is not None:  # a number no round can have matches nothing (and SQLite could not even look it up)
-        pairs = pairs.filter(round__number__in=[r for r in rounds if 0 <= r <= MAX_NUMBER])
-    if not include_eval:
-        pairs = pairs.exclude(prompt__split=Prompt.EVAL)
+    if counted is not None:
+        counted(pairs.count())
     out = []
     for pair in pairs.iterator(chunk_size=500):
         if progress is not None:

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from . import hf_dataset
 from .dataset import Decision, decisions
-from .hf_dataset import DEFAULT_LICENSE, write_hf_folder
+from .hf_dataset import DEFAULT_LICENSE, write_hf_folder, write_parquet
 
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
 
@@ -80,14 +80,38 @@ class ExportError(Exception):
     """An export that would overwrite something: names the path and what to do instead."""
 
 
+class ExportStopped(Exception):
+    """The export was asked to stop (`should_stop`): nothing of it is left at the path it was going to."""
+
+
 @dataclass(frozen=True)
 class Export:
     rows: int
     path: Path  # where the rows went: the path asked for, or a new name inside the folder asked for
 
 
-def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license: str = DEFAULT_LICENSE) -> Path:
+@dataclass(frozen=True)
+class ExportHooks:
+    """What an export tells the job running it, and asks it: each optional. `counted(n)`: the pairs it will read;
+    `read(n)`: n more read; `writing(n)`: the rows it will write, once read; `written(n)`: n more written;
+    `should_stop()`: asked between pairs read and chunks written."""
+
+    counted: Callable[[int], None] | None = None
+    read: Callable[[int], None] | None = None
+    writing: Callable[[int], None] | None = None
+    written: Callable[[int], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+    def stop_if_asked(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise ExportStopped("the export was asked to stop")
+
+
+def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license: str = DEFAULT_LICENSE,
+               written: Callable[[int], None] | None = None) -> Path:
     """Write the rows to a new path and return it; nothing that was there before is overwritten or deleted.
+    `written(n)` is told of each n rows written (hf_dataset.WRITE_ROWS at a time); an exception it raises stops the
+    export, and nothing of it is left.
 
     `out` may be a path that does not exist yet (or an empty file: it holds nothing to lose), or an existing folder,
     in which case the export goes inside it under a new name (preferences-<UTC time>.<format>). Anything else is an
@@ -109,7 +133,7 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
         if fmt == "hf":
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
             try:
-                write_hf_folder(rows, tmp, license=license)
+                write_hf_folder(rows, tmp, license=license, written=written)
                 _same_mode(tmp, target)
                 os.rename(tmp, target)  # onto the empty folder claimed above
             except BaseException:
@@ -121,10 +145,15 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
         try:
             if fmt == "jsonl":
                 with open(tmp_name, "w", encoding="utf-8") as fh:
-                    for row in rows:
-                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    step = hf_dataset.WRITE_ROWS
+                    for start in range(0, len(rows), step):
+                        part = rows[start:start + step]
+                        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in part)
+                        if written is not None:
+                            written(len(part))
             else:  # Arrow types from the values: a data frame made a round column with a missing round a float
-                pq.write_table(pa.Table.from_pylist(rows) if rows else TEXT_ROW_SCHEMA.empty_table(), tmp_name)
+                write_parquet(pa.Table.from_pylist(rows) if rows else TEXT_ROW_SCHEMA.empty_table(), tmp_name,
+                              written=written)
             _same_mode(Path(tmp_name), target)
             os.replace(tmp_name, target)  # onto the empty file claimed above
         except BaseException:
@@ -197,11 +226,30 @@ def export_preferences(
     soft_labels: bool = False,
     license: str = DEFAULT_LICENSE,
     progress: Callable[[int], None] | None = None,
+    hooks: ExportHooks | None = None,
 ) -> Export:
     """Write every decided pair (of the given rounds) to a new path at or inside `out` (see write_rows); `license`
-    is the licence field of an hf export's dataset card; `progress(n)` is told of each n pairs read."""
+    is the licence field of an hf export's dataset card; `progress(n)` is told of each n pairs read; `hooks`: an
+    export job's progress and Cancel (ExportStopped once `should_stop` says so, with nothing left at `out`)."""
+    hooks = hooks or ExportHooks()
+
+    def read(n: int) -> None:
+        if progress is not None:
+            progress(n)
+        if hooks.read is not None:
+            hooks.read(n)
+        hooks.stop_if_asked()
+
+    def written(n: int) -> None:
+        if hooks.written is not None:
+            hooks.written(n)
+        hooks.stop_if_asked()
+
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
-                  soft_labels=soft_labels, same_answers=False, progress=progress)
+                  soft_labels=soft_labels, same_answers=False, progress=read, counted=hooks.counted)
     )
-    return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license))
+    hooks.stop_if_asked()
+    if hooks.writing is not None:
+        hooks.writing(len(rows))
+    return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license, written=written))

@@ -4,6 +4,7 @@ card (YAML header with the licence, the data files and the features; then column
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SHARD_ROWS = 50_000  # rows per Parquet file: a few tens of MB of text, as the Hub's own converter aims for
+WRITE_ROWS = 5_000  # rows written at a time (a Parquet row group): an export job reports and hears a Cancel between
 DEFAULT_LICENSE = "unknown"
 COLUMNS = {
     "prompt": "the prompt: text, or the chat so far as {role, content} messages",
@@ -35,15 +37,30 @@ COLUMNS = {
 }
 
 
-def write_hf_folder(rows: list[dict], folder: Path, *, license: str = DEFAULT_LICENSE) -> None:
-    """Write the shards and the card into `folder` (which exists and is empty: the exporter's temporary folder)."""
+def write_parquet(table: pa.Table, path: Path | str, *, written: Callable[[int], None] | None = None) -> None:
+    """Write `table` to a Parquet file WRITE_ROWS rows at a time (one schema: the whole table's), telling
+    `written(n)` of each n rows written; an exception it raises stops the writing there."""
+    with pq.ParquetWriter(path, table.schema) as writer:
+        if table.num_rows == 0:
+            writer.write_table(table)  # a file with the columns and no rows
+        for start in range(0, table.num_rows, WRITE_ROWS):
+            part = table.slice(start, WRITE_ROWS)
+            writer.write_table(part)
+            if written is not None:
+                written(part.num_rows)
+
+
+def write_hf_folder(rows: list[dict], folder: Path, *, license: str = DEFAULT_LICENSE,
+                    written: Callable[[int], None] | None = None) -> None:
+    """Write the shards and the card into `folder` (which exists and is empty: the exporter's temporary folder);
+    `written(n)` is told of each n rows written (write_parquet)."""
     data = folder / "data"
     data.mkdir()
     table = pa.Table.from_pylist(rows)
     shards = max(1, -(-len(rows) // SHARD_ROWS))
     for i in range(shards):
         part = table.slice(i * SHARD_ROWS, SHARD_ROWS)
-        pq.write_table(part, data / f"train-{i:05d}-of-{shards:05d}.parquet")
+        write_parquet(part, data / f"train-{i:05d}-of-{shards:05d}.parquet", written=written)
     (folder / "README.md").write_text(dataset_card(rows, table.schema, license=license), encoding="utf-8")
 
 

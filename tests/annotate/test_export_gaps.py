@@ -107,3 +107,25 @@ def test_the_hf_refusal_page_still_counts_the_stored_labels(client, staff):
     page = refused.content.decode()
     assert refused.status_code == 400 and "No decided pairs to export" in page
     assert "Stored labels: 1 by people, 0 by judges." in page
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_an_export_says_what_it_reads_and_writes_and_one_asked_to_stop_leaves_nothing(tmp_path, monkeypatch, fmt):
+    """An export job's progress and Cancel (annotate.export_jobs): the pairs it will read, the rows it writes a chunk
+    at a time, and a stop heard between chunks, with no part of the export left behind."""
+    from annotate import hf_dataset
+
+    monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
+    person = make_user()
+    for _ in range(5):
+        label_pair(make_pair().pk, person, "left")
+    told: dict[str, list[int]] = {"counted": [], "read": [], "writing": [], "written": []}
+    hooks = exporters.ExportHooks(**{name: told[name].append for name in told},
+                                  should_stop=lambda: sum(told["written"]) >= 2)
+    out = tmp_path / "out" / f"prefs.{fmt}"
+    with pytest.raises(exporters.ExportStopped):
+        export_preferences(out, fmt=fmt, hooks=hooks)
+    assert (told["counted"], sum(told["read"]), told["writing"], told["written"]) == ([5], 5, [5], [2])
+    assert list((tmp_path / "out").iterdir()) == []
+    whole = export_preferences(out, fmt=fmt, hooks=exporters.ExportHooks(written=told["written"].append))
+    assert whole.rows == 5 and told["written"][1:] == [2, 2, 1]
