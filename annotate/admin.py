@@ -1,15 +1,16 @@
-"""Admin pages for rounds, pairs, assignments, labels, annotator profiles and import jobs."""
+"""Admin pages for rounds, pairs, assignments, labels, annotator profiles, and import and export jobs."""
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
+from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 
 from jobs.admin import RefusesDeleting
 from prefloop.access import may
 
-from . import closing, routing
+from . import closing, export_jobs, routing
 from .forms import LabellingRoundForm
-from .models import AnnotatorProfile, Assignment, ImportJob, Label, LabellingRound, Pair
+from .models import AnnotatorProfile, Assignment, ExportJob, ImportJob, Label, LabellingRound, Pair
 from .rounds import save_round
 
 
@@ -179,3 +180,31 @@ class ImportJobAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         # an active job's worker would fail on a missing row, and its upload would wait for the sweep
         return super().has_delete_permission(request, obj) and (obj is None or not obj.is_active)
+
+
+@admin.register(ExportJob)
+class ExportJobAdmin(admin.ModelAdmin):
+    """Read only: an export is started on the Export page, which names its path in the exports folder; a path edited
+    here would be served (or removed) wherever it pointed. Deleting an ended export removes its file."""
+
+    list_display = ("pk", "format", "round_number", "status", "done", "total", "created", "created_by")
+    list_filter = ("status", "format")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # an active job's worker would write a file no row names
+        return super().has_delete_permission(request, obj) and (obj is None or not obj.is_active)
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        transaction.on_commit(lambda: export_jobs.remove_files(obj))
+
+    def delete_queryset(self, request, queryset) -> None:
+        jobs = list(queryset)
+        super().delete_queryset(request, queryset)
+        transaction.on_commit(lambda: [export_jobs.remove_files(job) for job in jobs])

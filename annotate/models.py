@@ -1,4 +1,6 @@
 """Pairs waiting for labels, who is looking at which pair, and the labels people (and judges) give."""
+from pathlib import Path
+
 from django.conf import settings
 from django.db import connection, models
 from django.db.models import Q
@@ -290,3 +292,28 @@ class ImportJob(Job):
 
         return str(ImportResult(self.added, self.skipped, tuple(self.set_aside), tuple(self.disagreeing),
                                 tuple(self.same_answers), tuple(self.held_back)))
+
+
+class ExportJob(Job):
+    """The decided pairs written as a file by a worker (annotate.export_jobs), with the export page's options; the
+    file is kept under settings.EXPORTS_DIR, in a folder of the job's own, until the job is deleted."""
+
+    unit = "rows"
+    task_name = "annotate.tasks.run_export_job"
+    start_again = "start the export again"
+
+    format = models.CharField(max_length=10, help_text="jsonl, parquet, or hf (a Hugging Face data set, zipped).")
+    round_number = models.IntegerField(null=True, blank=True, help_text="Only this labelling round (empty: all).")
+    min_agreement = models.FloatField(null=True, blank=True)
+    include_automatic = models.BooleanField(default=True, help_text="Judge labels counted beside people's.")
+    soft_labels = models.BooleanField(default=False)
+    license = models.CharField(max_length=100, help_text="For hf: the dataset card's licence field.")
+    path = models.CharField(max_length=1000, help_text="Where the file is written and kept, under the exports folder.")
+
+    def __str__(self) -> str:
+        return f"export {self.pk} ({self.format})"
+
+    @property
+    def file_name(self) -> str:
+        """The name the download is saved under."""
+        return Path(self.path).name

@@ -1,9 +1,6 @@
-"""Views of the labelling workspace: the label page (full or its htmx partial), quality, import and export."""
+"""Views of the labelling workspace: the label page (full or its htmx partial), quality, import and export (both
+as jobs)."""
 from __future__ import annotations
-
-import shutil
-import tempfile
-from pathlib import Path
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -11,19 +8,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from jobs.views import cancel_view
 from prefcore.text import word_diff
 from prefloop.access import STAFF_ONLY, require
 
-from . import exporters, import_jobs, services
+from . import export_jobs, import_jobs, services
 from . import quality as quality_report
 from . import rounds as labelling_rounds
 from .feedback import saved_line
 from .forms import ExportForm, GoldPairForm, ImportForm, LabelForm, LabellingRoundForm, LeaseForm, PairForm, RoundForm
-from .models import BY_PEOPLE, ImportJob, Label, LabellingRound, Pair
+from .models import BY_PEOPLE, ExportJob, ImportJob, Label, LabellingRound, Pair
 
 
 def _staff(request: HttpRequest, perm: str | None = None) -> None:
@@ -170,51 +166,60 @@ import_cancel = cancel_view(ImportJob, partial="annotate/_import_job.html", name
 
 
 def export(request: HttpRequest) -> HttpResponse:
-    """Staff: download the decided pairs as TRL JSONL, Parquet, or a zipped Hugging Face data set folder."""
-    _staff(request)
-    form = ExportForm(request.GET or None)
+    """Staff: the export form; sent (POST), a worker writes the decided pairs as TRL JSONL, Parquet, or a zipped
+    Hugging Face data set folder, as a job with progress and a Cancel button, whose page offers the file; the recent
+    exports are listed. A GET with the form's fields (an old ?download= link) shows the form filled in."""
+    _staff(request, "annotate.add_exportjob")
+    form = ExportForm(request.POST if request.method == "POST" else (request.GET or None))
     status = 200
-    if request.GET.get("download"):
+    if request.method == "POST":
+        status = 400
         if form.is_valid():
             try:
-                return _download(form.cleaned_data)
-            except exporters.ExportError as err:
-                messages.error(request, str(err).capitalize() + ".")
+                job = export_jobs.start_form(form.cleaned_data, request.user)
+            except export_jobs.NothingToExport as exc:
+                form.add_error(None, str(exc)[:1].upper() + str(exc)[1:] + ".")
+            except export_jobs.QUEUE_ERRORS:
+                form.add_error(None, export_jobs.QUEUE_DOWN[:1].upper() + export_jobs.QUEUE_DOWN[1:] + ".")
+                status = 503
+            else:
+                return redirect("annotate:export_job", pk=job.pk)
+    elif request.GET and not form.is_valid():
         status = 400
     # imported labels are no one's here (models.BY_PEOPLE): counted "by people", as the Quality page does not
     labels = Label.objects.aggregate(people=Count("pk", filter=BY_PEOPLE),
                                      imported=Count("pk", filter=Q(is_automatic=False) & ~BY_PEOPLE),
                                      judges=Count("pk", filter=Q(is_automatic=True)))
-    return render(request, "annotate/export.html", {"form": form if request.GET else ExportForm(), "labels": labels},
+    recent = ExportJob.objects.select_related("created_by").order_by("-created")[:10]
+    return render(request, "annotate/export.html", {"form": form if form.is_bound else ExportForm(),
+                                                    "labels": labels, "recent": recent, "kept": export_jobs.KEPT,
+                                                    "from_link": request.method == "GET" and bool(request.GET)},
                   status=status)
 
 
-def _download(data: dict) -> FileResponse:
-    """The export the form asked for, as an attachment; exporters.ExportError when there is nothing it can write."""
-    fmt = data["format"]
-    options = dict(fmt=fmt, rounds=_rounds(data["round"]), min_agreement=data["min_agreement"],
-                   include_automatic=data["include_automatic"], soft_labels=data["soft_labels"],
-                   license=data["license"])
-    stem = f"preferences-{timezone.now():%Y%m%d-%H%M%S}"
-    if fmt == "hf":
-        return _hf_download(stem, options)
-    tmp = tempfile.NamedTemporaryFile(suffix=f".{fmt}", delete=False)
-    tmp.close()
-    try:
-        exporters.export_preferences(tmp.name, **options)
-        return FileResponse(open(tmp.name, "rb"), as_attachment=True, filename=f"{stem}.{fmt}")
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)  # an open handle keeps the data until the response is sent
+def export_job(request: HttpRequest, pk: int) -> HttpResponse:
+    """Staff: one export's progress while it runs (the htmx partial is polled), then its file or why not."""
+    _staff(request)
+    job = get_object_or_404(ExportJob, pk=pk)
+    return render(request, "annotate/_export_job.html" if request.htmx else "annotate/export_job.html",
+                  {"job": job, "kept": export_jobs.KEPT})
 
 
-def _hf_download(stem: str, options: dict) -> FileResponse:
-    """The hf export folder as one zip (its top folder named like the download), made in a private temporary
-    folder that is gone once the response holds the zip open."""
-    with tempfile.TemporaryDirectory() as work:
-        export = exporters.export_preferences(Path(work) / stem, **options)
-        archive = shutil.make_archive(str(Path(work) / stem), "zip", root_dir=work, base_dir=export.path.name)
-        handle = open(archive, "rb")  # noqa: SIM115  (FileResponse closes it)
-    return FileResponse(handle, as_attachment=True, filename=f"{stem}.zip")
+export_cancel = cancel_view(ExportJob, partial="annotate/_export_job.html", name="job", then="annotate:export_job",
+                            then_with_pk=True)
+
+
+def export_download(request: HttpRequest, pk: int) -> FileResponse:
+    """Staff: a finished export's file, as an attachment: the job's own file in its folder under the exports folder,
+    never a path anything else names."""
+    _staff(request)
+    job = get_object_or_404(ExportJob, pk=pk)
+    if job.status != ExportJob.SUCCEEDED:
+        raise Http404(f"Export {job.pk} is {job.status}: its file can be downloaded once it has finished.")
+    path = export_jobs.served_file(job)
+    if path is None:
+        raise Http404(f"Export {job.pk}'s file is not in the exports folder any more: start the export again.")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=job.file_name)
 
 
 def skipped(request: HttpRequest) -> HttpResponse:

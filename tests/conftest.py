@@ -75,8 +75,10 @@ def listed_test_judges(settings):
 
 @pytest.fixture(autouse=True)
 def _imports_dir(settings, tmp_path):
-    """Uploads of the import page go to the test's own folder, not the data folder of the checkout."""
+    """Uploads of the import page, and files of the export page, go to the test's own folders, not the data folder
+    of the checkout."""
     settings.IMPORTS_DIR = tmp_path / "imports"
+    settings.EXPORTS_DIR = tmp_path / "exports"
 
 
 @pytest.fixture(scope="session", autouse=True)

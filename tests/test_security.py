@@ -17,7 +17,9 @@ from django.urls.resolvers import RegexPattern
 # Pages anyone may open: signing in and out (no password reset: PrefLoop sends no mail; staff set passwords).
 PUBLIC = {"login", "logout", "admin:login", "admin:logout", "healthz", "favicon"}  # healthz: "ok" or what failed, no data
 STAFF_PREFIXES = ("/admin/", "/generation/", "/training/")
-STAFF_NAMES = {"annotate:quality", "annotate:import", "annotate:export"}  # staff pages outside those folders
+# staff pages outside those folders
+STAFF_NAMES = {"annotate:quality", "annotate:import", "annotate:export", "annotate:export_job", "annotate:export_cancel",
+               "annotate:export_download"}
 XSS = "<script>alert(1)</script>"
 XSS_IMG = "<img src=x onerror=alert(2)>"
 MARK = "Zebra-7f3a"  # shows where model output was rendered at all

@@ -9,9 +9,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from annotate.models import AnnotatorProfile, Label
+from annotate.models import AnnotatorProfile, ExportJob, Label
 from annotate.services import decided_pairs, label_pair
 
+from . import exporting
 from .factories import lease_of, make_pair, make_prompt, make_round, make_user, shown_pair
 
 pytestmark = pytest.mark.django_db
@@ -159,15 +160,15 @@ def test_parquet_and_hf_formats(tmp_path):
     assert loaded[0]["chosen"] == "beta" and set(loaded.column_names) >= {"prompt", "chosen", "rejected"}
 
 
-def test_staff_download_button(client, staff):
+def test_staff_export_button_starts_a_job_whose_page_offers_the_file(client, staff):
     pair = make_pair(text_a="one", text_b="two")
     _labels(pair, "left")
     client.force_login(staff)
     page = client.get(reverse("annotate:export")).content.decode()
-    assert 'name="download"' in page
-    response = client.get(reverse("annotate:export"), {"format": "jsonl", "download": "1", "include_automatic": "on"})
-    assert response.status_code == 200 and "attachment" in response["Content-Disposition"]
-    row = json.loads(b"".join(response.streaming_content).decode().splitlines()[0])
+    assert '<form method="post"' in page and "csrfmiddlewaretoken" in page and ">Export</button>" in page
+    job, response = exporting.export(client, format="jsonl")
+    assert job.status == "succeeded" and (job.done, job.total) == (1, 1)
+    row = json.loads(exporting.content(response).decode().splitlines()[0])
     assert (row["chosen"], row["rejected"]) == ("one", "two")
 
 
@@ -235,12 +236,11 @@ def test_the_export_page_refuses_an_unknown_round_as_the_command_does(client, st
     """?round=99 downloaded an empty file, where the command says there is no such round."""
     make_round(2)
     client.force_login(staff)
-    refused = client.get(reverse("annotate:export"), {"round": 99, "format": "jsonl", "download": 1})
-    assert refused.status_code == 400 and "no labelling round 99" in refused.content.decode()
-    assert "attachment" not in refused.get("Content-Disposition", "")
-    ok = client.get(reverse("annotate:export"), {"round": 2, "format": "jsonl", "download": 1,
-                                                   "include_automatic": "on"})
-    assert ok.status_code == 200 and "attachment" in ok["Content-Disposition"]
+    job, refused = exporting.export(client, round=99, format="jsonl")
+    assert job is None and refused.status_code == 400 and "Round: no labelling round 99" in refused.content.decode()
+    assert not ExportJob.objects.exists()
+    job, ok = exporting.export(client, round=2, format="jsonl")
+    assert job.status == "succeeded" and exporting.content(ok) == b""  # a round with no decided pair: empty, truly
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])

@@ -1,6 +1,6 @@
 """Exports as their readers meet them: an empty Parquet export still has its columns, files get the mode any new
-file gets, the dataset card describes every column, a plain download link counts judge labels as the command does,
-and a refused download still shows the page as it is."""
+file gets, the dataset card describes every column, a form without the page's boxes counts judge labels as the
+command does, and a refused export still shows the page as it is."""
 from __future__ import annotations
 
 import io
@@ -8,6 +8,7 @@ import json
 import os
 import re
 import stat
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -18,9 +19,10 @@ from annotate import exporters
 from annotate.dataset import decisions
 from annotate.exporters import export_preferences, preference_rows
 from annotate.hf_dataset import COLUMNS
-from annotate.models import AnnotatorProfile
+from annotate.models import AnnotatorProfile, ExportJob
 from annotate.services import label_pair
 
+from . import exporting
 from .factories import make_pair, make_round, make_user
 
 pytestmark = pytest.mark.django_db
@@ -66,47 +68,54 @@ def test_exports_get_the_mode_a_new_file_or_folder_gets(tmp_path, umask):
                      "inside": 0o666 & ~umask}
 
 
-def _rows(response) -> list[dict]:
-    assert response.status_code == 200, response.content[:500]
-    return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+def _rows(client, **fields) -> list[dict]:
+    job, response = exporting.export(client, **fields)
+    assert job is not None, response.content.decode()[-2000:]
+    return [json.loads(line) for line in exporting.content(response).decode().splitlines()]
 
 
-def test_a_download_link_without_the_box_counts_judge_labels_and_the_page_box_still_decides(client, staff):
+def test_a_form_without_the_box_counts_judge_labels_and_the_page_box_still_decides(client, staff):
     judge = make_user("judge")
     AnnotatorProfile.objects.create(user=judge, is_automatic=True)
     label_pair(make_pair().pk, judge, "left")
     client.force_login(staff)
     url = reverse("annotate:export")
-    assert len(_rows(client.get(url, {"format": "jsonl", "download": "1"}))) == 1  # as export_preferences does
+    # a script's form without the page's boxes: as export_preferences does
+    assert len(_rows(client, format="jsonl", boxes_shown=None, include_automatic=None)) == 1
 
     page = client.get(url).content.decode()
     assert re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', page)
     assert '<input type="hidden" name="boxes_shown" value="1">' in page
     # what the page sends: the box ticked, or left unticked (sent as nothing) beside the hidden input
-    assert len(_rows(client.get(url, {"format": "jsonl", "boxes_shown": "1", "include_automatic": "on",
-                                      "download": "1"}))) == 1
-    assert _rows(client.get(url, {"format": "jsonl", "boxes_shown": "1", "download": "1"})) == []
-    assert _rows(client.get(url, {"format": "jsonl", "include_automatic": "false", "download": "1"})) == []
+    assert len(_rows(client, format="jsonl", include_automatic="on")) == 1
+    assert _rows(client, format="jsonl", include_automatic=None) == []
+    assert _rows(client, format="jsonl", boxes_shown=None, include_automatic="false") == []
 
 
 def test_a_page_shown_again_keeps_the_box_as_it_was(client, staff):
     make_round(number=2)
     client.force_login(staff)
     url = reverse("annotate:export")
-    from_link = client.get(url, {"round": 99, "download": "1"}).content.decode()
-    assert re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', from_link)
-    unticked = client.get(url, {"round": 99, "boxes_shown": "1", "download": "1"}).content.decode()
+    # an old download link (GET) shows the form filled in, its errors named, and starts nothing
+    from_link = client.get(url, {"round": 99, "download": "1"})
+    assert from_link.status_code == 400 and "Round: no labelling round 99" in from_link.content.decode()
+    assert re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', from_link.content.decode())
+    unticked = exporting.post(client, round=99, include_automatic=None).content.decode()
     assert re.search(r'<input type="checkbox" name="include_automatic"', unticked)
     assert not re.search(r'<input type="checkbox" name="include_automatic"[^>]*checked', unticked)
+    assert not ExportJob.objects.exists()
 
 
-def test_the_hf_refusal_page_still_counts_the_stored_labels(client, staff):
-    label_pair(make_pair().pk, make_user(), "tie")  # a label, and no decided pair: hf refuses an empty export
+def test_the_hf_refusal_says_why_and_the_page_still_counts_the_stored_labels(client, staff):
     client.force_login(staff)
-    refused = client.get(reverse("annotate:export"), {"format": "hf", "download": "1"})
+    refused = exporting.post(client, format="hf")  # nothing labelled: refused before any job is started
     page = refused.content.decode()
-    assert refused.status_code == 400 and "No decided pairs to export" in page
-    assert "Stored labels: 1 by people, 0 by judges." in page
+    assert refused.status_code == 400 and "No decided pairs to export" in page and not ExportJob.objects.exists()
+    label_pair(make_pair().pk, make_user(), "tie")  # a label, and no decided pair: the job finds none, and says so
+    assert "Stored labels: 1 by people, 0 by judges." in client.get(reverse("annotate:export")).content.decode()
+    job, page = exporting.export(client, format="hf")
+    assert job.status == "failed" and "No decided pairs to export with these filters" in page.content.decode()
+    assert not (Path(job.path).parent).exists()
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])

@@ -2,12 +2,15 @@
 reads, and that TRL's DPOTrainer trains on as it is."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.core.management import call_command
 
 from annotate.exporters import ExportError, export_preferences
 from annotate.services import label_pair
 
+from . import exporting
 from .factories import make_pair, make_prompt, make_round, make_user
 
 pytestmark = pytest.mark.django_db
@@ -101,15 +104,17 @@ def test_the_export_page_downloads_the_hf_folder_zipped(client, staff, tmp_path)
     client.force_login(staff)
     page = client.get("/annotate/export/")
     assert 'value="hf"' in page.content.decode()
-    response = client.get("/annotate/export/?format=hf&include_automatic=on&license=mit&download=1")
-    assert response.status_code == 200 and response["Content-Disposition"].endswith('.zip"')
-    zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).extractall(tmp_path / "unzipped")
+    job, response = exporting.export(client, format="hf", license="mit")
+    assert job.status == "succeeded" and response["Content-Disposition"].endswith('.zip"')
+    zipfile.ZipFile(io.BytesIO(exporting.content(response))).extractall(tmp_path / "unzipped")
     (folder,) = (tmp_path / "unzipped").iterdir()
+    assert folder.name + ".zip" == job.file_name  # its top folder named like the download
     train = datasets.load_dataset(str(folder), split="train", cache_dir=str(tmp_path / "cache"))
     assert train.num_rows == 2 and 'license: "mit"' in (folder / "README.md").read_text()
+    assert [p.name for p in Path(job.path).parent.iterdir()] == [job.file_name], "the data set folder is zipped away"
     make_round(9)
-    empty = client.get("/annotate/export/?format=hf&round=9&download=1")
-    assert empty.status_code == 400 and "No decided pairs" in empty.content.decode()
+    job, empty = exporting.export(client, format="hf", round=9)
+    assert job is None and empty.status_code == 400 and "No decided pairs" in empty.content.decode()
 
 
 def test_the_cards_size_tag_is_one_the_hub_knows():

@@ -11,6 +11,7 @@ from annotate.models import AnnotatorProfile, Label, Pair
 from annotate.services import label_pair
 from generation.models import Prompt
 from prefloop_client import APIError
+from tests.annotate import exporting
 from tests.annotate.factories import make_pair, make_prompt, make_round, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,11 +82,13 @@ def test_a_prompt_push_takes_reference_answers_and_refuses_a_bad_one_by_line(sta
 
 
 def _export_page(user, query: str) -> list[dict]:
+    """The rows of the export page's job for these form fields (the form posted, its job run, its file downloaded)."""
     page = PageClient()
     page.force_login(user)
-    response = page.get(f"/annotate/export/?{query}&format=jsonl&download=1")
-    assert response.status_code == 200
-    return [json.loads(line) for line in b"".join(response.streaming_content).decode().splitlines()]
+    fields = {"boxes_shown": None, "include_automatic": None, **dict(pair.split("=") for pair in query.split("&"))}
+    job, response = exporting.export(page, **fields)
+    assert job is not None and job.status == "succeeded"
+    return [json.loads(line) for line in exporting.content(response).decode().splitlines()]
 
 
 @pytest.mark.parametrize("query, filters", [

@@ -7,7 +7,7 @@ import pytest
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from annotate.models import ImportJob
+from annotate.models import ExportJob, ImportJob
 from compare.models import CompareJob
 from generation.models import GenerationJob, ModelVersion
 from jobs import lifecycle
@@ -39,12 +39,12 @@ def test_every_job_kind_is_a_job_with_its_task_routed_in_one_place(settings):
     from prefloop.celery import app
 
     kinds = lifecycle.job_kinds()
-    assert set(kinds) == {GenerationJob, TrainingRun, CompareJob, LoopRun, ImportJob}
+    assert set(kinds) == {GenerationJob, TrainingRun, CompareJob, LoopRun, ImportJob, ExportJob}
     for kind in kinds:
         assert lifecycle.task_named(kind.task_name).name == kind.task_name
         route = app.amqp.router.route({}, kind.task_name)
-        # imports load no model: the default queue's worker runs them while the GPU worker trains
-        want = settings.CELERY_TASK_DEFAULT_QUEUE if kind is ImportJob else settings.PREFLOOP_GPU_QUEUE
+        # imports and exports load no model: the default queue's worker runs them while the GPU worker trains
+        want = settings.CELERY_TASK_DEFAULT_QUEUE if kind in (ImportJob, ExportJob) else settings.PREFLOOP_GPU_QUEUE
         assert route["queue"].name == want == lifecycle.queue_of(kind.task_name)
 
 

@@ -1,0 +1,172 @@
+"""Exports from the web page as jobs: a worker on the default queue writes the decided pairs (annotate.exporters)
+with progress and a Cancel button, into a folder of the job's own under settings.EXPORTS_DIR, and the job's page
+offers the file for download once it is written. The file is kept until the job is deleted (the admin).
+
+A large export took minutes inside the page's request: no progress, no cancel, and past gunicorn's 120 s timeout
+the request was killed. A cancelled or failed export leaves nothing behind; a job whose worker was lost starts again
+from the first pair (an export stores nothing in the database).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from jobs import lifecycle
+from jobs.lifecycle import Tracker
+from jobs.models import ENDED
+from prefloop.private_files import private_dir
+
+from . import exporters
+from .dataset import candidate_pairs
+from .models import ExportJob
+
+log = logging.getLogger(__name__)
+
+# The broker refused the task (down, unreachable): the job is marked failed (lifecycle.enqueue).
+QUEUE_ERRORS = (KombuOperationalError,)
+QUEUE_DOWN = "the task queue could not be reached, so the export was not started: try again in a moment"
+# The bar's share for reading and deciding the pairs (most of an export's time); writing the rows has the rest.
+READ_SHARE = 0.8
+KEPT = "kept until the export is deleted (in the admin, Export jobs)"
+
+
+class NothingToExport(Exception):
+    """The form's filters leave no labelled pair, and the format needs at least one row (hf): said before a job
+    is started."""
+
+
+def start_form(data: dict, user) -> ExportJob:
+    """Queue an export with a valid ExportForm's cleaned data; returns the job. NothingToExport when it can tell
+    cheaply that an hf export would have no row; kombu's OperationalError when the queue is down (the job is then
+    recorded failed)."""
+    fmt, number = data["format"], data["round"]
+    rounds = [number] if number is not None else None
+    if fmt == "hf" and not candidate_pairs(rounds=rounds).exists():
+        raise NothingToExport("no decided pairs to export with these filters: a Hugging Face data set needs at "
+                              "least one row (`datasets` cannot load an empty one)")
+    stamp = f"{timezone.now():%Y%m%d-%H%M%S}"
+    name = f"preferences-{stamp}.{'zip' if fmt == 'hf' else fmt}"
+    path = Path(settings.EXPORTS_DIR) / uuid.uuid4().hex / name  # a folder of its own: nothing else is in it
+    with transaction.atomic():
+        job = ExportJob.objects.create(
+            format=fmt, round_number=number, min_agreement=data["min_agreement"],
+            include_automatic=data["include_automatic"], soft_labels=data["soft_labels"], license=data["license"],
+            path=str(path), created_by=user, stage="waiting for a worker")
+        lifecycle.enqueue(job)  # sent once the row is committed
+    return job
+
+
+def own_folder(job: ExportJob) -> Path | None:
+    """The job's own folder: the folder of its path, itself directly inside the exports folder (both resolved);
+    None for a path anywhere else (a row edited by hand), which nothing here reads, serves or removes."""
+    root = Path(settings.EXPORTS_DIR).resolve()
+    if not job.path:
+        return None
+    folder = Path(job.path).resolve().parent
+    return folder if folder.parent == root else None
+
+
+def served_file(job: ExportJob) -> Path | None:
+    """The finished export's file to download, or None: not finished, gone, or not in the job's own folder."""
+    folder = own_folder(job)
+    if job.status != ExportJob.SUCCEEDED or folder is None:
+        return None
+    path = Path(job.path).resolve()
+    return path if path.parent == folder and path.is_file() else None
+
+
+def remove_files(job: ExportJob) -> None:
+    """Remove the job's own folder (its file, and anything a stopped or lost attempt left)."""
+    folder = own_folder(job)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _zip(folder: Path, archive: Path, tracker: Tracker) -> None:
+    """The hf export's folder as one zip (its top folder named like the download), a Cancel heard between files."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for path in sorted(folder.rglob("*")):
+            if tracker.should_stop():
+                raise exporters.ExportStopped("the export was asked to stop")
+            out.write(path, Path(folder.name) / path.relative_to(folder))
+
+
+def _export(job: ExportJob, tracker: Tracker, counts: dict[str, int]) -> int:
+    """Write the export with progress (`counts`: pairs and rows, so far); returns the rows written."""
+    path = Path(job.path)
+    private_dir(path.parent)
+
+    def counted(n: int) -> None:
+        counts["pairs"] = n
+        tracker.report(stage=f"reading {n:,} labelled pair{'s' if n != 1 else ''}", force=True)
+
+    def read(n: int) -> None:
+        counts["read"] += n
+        tracker.report(progress=READ_SHARE * counts["read"] / max(1, counts["pairs"]))
+
+    def writing(n: int) -> None:
+        counts["rows"] = n
+        tracker.report(done=0, total=n, progress=READ_SHARE, stage=f"writing {n:,} row{'s' if n != 1 else ''}",
+                       force=True)
+
+    def written(n: int) -> None:
+        counts["written"] += n
+        share = counts["written"] / max(1, counts["rows"])
+        tracker.report(done=counts["written"], progress=READ_SHARE + (1 - READ_SHARE) * share)
+
+    hooks = exporters.ExportHooks(counted=counted, read=read, writing=writing, written=written,
+                                  should_stop=tracker.should_stop)
+    options = dict(fmt=job.format, rounds=[job.round_number] if job.round_number is not None else None,
+                   min_agreement=job.min_agreement, include_automatic=job.include_automatic,
+                   soft_labels=job.soft_labels, license=job.license, hooks=hooks)
+    if job.format != "hf":
+        return exporters.export_preferences(path, **options).rows
+    export = exporters.export_preferences(path.with_suffix(""), **options)
+    tracker.report(done=export.rows, stage="zipping the data set folder", force=True)
+    _zip(export.path, path, tracker)
+    shutil.rmtree(export.path)
+    return export.rows
+
+
+def run(job_id: int) -> ExportJob:
+    """The worker's side: read the pairs and write the rows with progress, stop when cancelled."""
+    job = lifecycle.claim(ExportJob, job_id, restart=True)
+    if job is None:  # cancelled while queued, or out of attempts
+        job = ExportJob.objects.get(pk=job_id)
+        if job.status in ENDED and job.status != ExportJob.SUCCEEDED:
+            remove_files(job)
+        return job
+    remove_files(job)  # what a lost attempt left: the export is written again from the start
+    tracker = Tracker(job)
+    tracker.report(stage="counting the labelled pairs", force=True)
+    counts = {"pairs": 0, "read": 0, "rows": 0, "written": 0}
+    try:
+        rows = _export(job, tracker, counts)
+    except exporters.ExportStopped:
+        # the rows it had written when it stopped (the last report may have been too soon after another to write)
+        ExportJob.objects.filter(pk=job.pk).update(done=counts["written"])
+        lifecycle.stopped(job, "nothing was kept; start the export again for the file")
+    except exporters.ExportError as err:
+        lifecycle.fail(job, str(err)[:1].upper() + str(err)[1:] + ".")
+    except OSError as exc:
+        log.warning("export job %s could not be written", job.pk, exc_info=True)
+        lifecycle.fail(job, f"the export could not be written in the exports folder ({exc.strerror or exc})")
+    except Exception as exc:  # shown on the page; the worker log has the traceback
+        log.exception("export job %s failed", job.pk)
+        lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
+        raise
+    else:
+        lifecycle.finish(job, done=rows, total=rows)
+    finally:
+        job.refresh_from_db()
+        if job.status != ExportJob.SUCCEEDED:
+            remove_files(job)
+    return job

@@ -1,0 +1,237 @@
+"""The export page starts a job: a worker writes the file with progress and a Cancel button (a cancelled or failed
+export leaves nothing), the job's page offers the finished file to staff alone, and only the job's own file in the
+exports folder is ever served or removed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from unittest import mock
+
+import pyarrow.parquet as pq
+import pytest
+from django.urls import reverse
+
+from annotate import export_jobs, hf_dataset
+from annotate.exporters import export_preferences
+from annotate.models import ExportJob
+from annotate.services import label_pair
+from jobs import lifecycle
+from jobs.lifecycle import Tracker
+
+from . import exporting
+from .factories import make_pair, make_round, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+def _decided(n: int, round_=None) -> None:
+    person = make_user()
+    for i in range(n):
+        label_pair(make_pair(text_a=f"good {i}", text_b=f"bad {i}", round=round_).pk, person, "left")
+
+
+def _rows(fmt: str, path: Path) -> list[dict]:
+    if fmt == "jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return pq.read_table(path).to_pylist()
+
+
+def test_the_export_button_starts_a_job_with_the_forms_options_and_shows_its_page(client, staff):
+    make_round(3)
+    client.force_login(staff)
+    response = exporting.post(client, format="parquet", round=3, min_agreement="0.6", soft_labels="on",
+                              include_automatic=None, license="mit")
+    assert response.status_code == 302
+    job = ExportJob.objects.get()
+    assert response.url == reverse("annotate:export_job", args=[job.pk])
+    assert (job.status, job.format, job.round_number, job.min_agreement, job.include_automatic, job.soft_labels,
+            job.license, job.created_by) == ("queued", "parquet", 3, 0.6, False, True, "mit", staff)
+    path = Path(job.path)
+    assert path.parent.parent == Path(export_jobs.settings.EXPORTS_DIR) and path.name.endswith(".parquet")
+    page = client.get(response.url).content.decode()
+    assert "queued" in page and 'hx-trigger="every 1s"' in page, "the page polls while the job waits"
+    assert f'hx-post="{reverse("annotate:export_cancel", args=[job.pk])}"' in page
+    assert "people's labels only" in page and "round 3" in page
+    listing = client.get(reverse("annotate:export")).content.decode()
+    assert "Recent exports" in listing and reverse("annotate:export_job", args=[job.pk]) in listing
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_the_job_writes_the_rows_export_preferences_writes_and_its_count_reaches_the_total(
+        client, staff, tmp_path, monkeypatch, fmt):
+    monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written, as the page would poll it
+    _decided(5)
+    seen = []
+    report = Tracker.report
+
+    def recording(self, **kwargs):
+        written = report(self, **kwargs)
+        seen.append(ExportJob.objects.values_list("done", "total", "stage").get(pk=self.job.pk))
+        return written
+
+    monkeypatch.setattr(Tracker, "report", recording)
+    client.force_login(staff)
+    job, response = exporting.export(client, format=fmt)
+    assert job.status == "succeeded" and (job.done, job.total, job.progress) == (5, 5, 1.0)
+    assert [done for done, total, _ in seen if total == 5] == [0, 2, 4, 5], "rows written, chunk by chunk"
+    stages = [stage for _, _, stage in seen]
+    assert "reading 5 labelled pairs" in stages and "writing 5 rows" in stages
+    direct = export_preferences(tmp_path / f"direct.{fmt}", fmt=fmt)
+    downloaded = tmp_path / f"downloaded.{fmt}"
+    downloaded.write_bytes(exporting.content(response))
+    assert _rows(fmt, downloaded) == _rows(fmt, direct.path) and len(_rows(fmt, downloaded)) == 5
+    assert response["Content-Disposition"].endswith(f'{job.file_name}"') and job.file_name.startswith("preferences-")
+    page = client.get(reverse("annotate:export_job", args=[job.pk])).content.decode()
+    assert "Written: 5 rows. The file is kept until the export is deleted" in page
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_partial_file(
+        client, staff, monkeypatch, settings, fmt):
+    monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)  # the Cancel click is read at the next chunk
+    _decided(6)
+    client.force_login(staff)
+    response = exporting.post(client, format=fmt)
+    job = ExportJob.objects.get()
+    report, partial = Tracker.report, []
+
+    def cancelling(self, **kwargs):  # the first chunk is written: the person clicks Cancel
+        if kwargs.get("done") == 2 and not partial:
+            partial.extend(p for p in Path(job.path).parent.rglob("*") if p.is_file())
+            page = client.get(response.url).content.decode()
+            assert "running" in page and "writing 6 rows" in page
+            answer = client.post(reverse("annotate:export_cancel", args=[job.pk]), HTTP_HX_REQUEST="true")
+            assert answer.status_code == 200
+        return report(self, **kwargs)
+
+    monkeypatch.setattr(Tracker, "report", cancelling)
+    export_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert partial, "a part of the export was on disk when the Cancel came"
+    assert job.status == "cancelled" and job.stage.startswith("cancelled after 2 of 6 rows: nothing was kept")
+    assert not Path(job.path).parent.exists() and list(Path(settings.EXPORTS_DIR).iterdir()) == []
+    page = client.get(response.url).content.decode()
+    assert "Nothing was kept" in page and reverse("annotate:export_download", args=[job.pk]) not in page
+    assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 404
+
+
+def test_a_job_cancelled_while_queued_writes_nothing(client, staff):
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    client.post(reverse("annotate:export_cancel", args=[job.pk]))
+    export_jobs.run(job.pk)  # the task arrives late
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.stage == "cancelled before it started"
+    assert not Path(job.path).parent.exists()
+
+
+def test_after_a_lost_worker_the_export_is_written_again_from_the_start(client, staff):
+    _decided(2)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    lifecycle.claim(ExportJob, job.pk, restart=True)  # the first worker took it ...
+    folder = Path(job.path).parent
+    folder.mkdir(parents=True)
+    Path(job.path).write_text("half a line")  # ... and was killed while it wrote
+    export_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.attempts == 2 and len(Path(job.path).read_text().splitlines()) == 2
+
+
+def test_the_file_is_for_staff_alone_and_only_once_the_job_has_finished(client, staff, annotator):
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    link = reverse("annotate:export_download", args=[job.pk])
+    waiting = client.get(link)
+    assert waiting.status_code == 404 and f"Export {job.pk} is queued: its file can be downloaded once it has " \
+                                          "finished" in waiting.content.decode()
+    export_jobs.run(job.pk)
+    assert exporting.content(client.get(link)).count(b"\n") == 1
+    client.force_login(annotator)
+    for url in (link, reverse("annotate:export_job", args=[job.pk]), reverse("annotate:export")):
+        assert client.get(url).status_code == 403
+    assert client.post(reverse("annotate:export"), {"format": "jsonl"}).status_code == 403
+    assert ExportJob.objects.count() == 1
+
+
+@pytest.mark.parametrize("where", ["outside", "dotdot", "symlink", "the folder itself"])
+def test_a_job_row_whose_path_leaves_its_folder_in_the_exports_folder_is_refused(client, staff, tmp_path, settings,
+                                                                                 where):
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    export_jobs.run(job.pk)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not an export")
+    folder = Path(job.path).parent
+    tampered = {"outside": str(secret), "dotdot": str(folder / ".." / ".." / "secret.txt"),
+                "symlink": str(folder / "link.jsonl"), "the folder itself": str(folder)}[where]
+    if where == "symlink":
+        (folder / "link.jsonl").symlink_to(secret)
+    ExportJob.objects.filter(pk=job.pk).update(path=tampered)
+    response = client.get(reverse("annotate:export_download", args=[job.pk]))
+    assert response.status_code == 404 and not response.streaming
+    assert "not in the exports folder" in response.content.decode()
+    job.refresh_from_db()
+    export_jobs.remove_files(job)  # as deleting it does: nothing outside its own folder goes
+    assert secret.read_text() == "not an export" and Path(settings.EXPORTS_DIR).is_dir()
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"format": "xml"}, "Format: Select a valid choice"),
+    ({"min_agreement": "2"}, "Min agreement: Ensure this value is less than or equal to 1"),
+    ({"min_agreement": "nan"}, "Min agreement:"),
+    ({"round": "abc"}, "Round: Enter a whole number"),
+    ({"round": "99999999999999999999"}, "The form parameter 'round' is a whole number beyond 64 bits"),
+    ({"license": "a\u200bb"}, "License: expected printable characters"),
+])
+def test_bad_form_input_is_refused_naming_the_field_and_starts_nothing(client, staff, fields, named):
+    client.force_login(staff)
+    response = exporting.post(client, **fields)
+    assert response.status_code == 400 and named in response.content.decode()
+    assert not ExportJob.objects.exists()
+
+
+@pytest.mark.parametrize("query", ["format=xml&download=1", "round=abc&download=1", "format=jsonl&download=1"])
+def test_an_old_download_link_shows_the_form_filled_in_and_starts_nothing(client, staff, query):
+    client.force_login(staff)
+    response = client.get(f"{reverse('annotate:export')}?{query}")
+    assert response.status_code in (200, 400) and not response.streaming
+    assert not ExportJob.objects.exists()
+    if response.status_code == 200:
+        assert "press Export to start this one" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_export_page_says_when_the_task_queue_is_down(client, staff):
+    from kombu.exceptions import OperationalError
+
+    _decided(1)
+    client.force_login(staff)
+    with mock.patch("annotate.tasks.run_export_job.apply_async", side_effect=OperationalError("broker down")):
+        response = exporting.post(client)
+    assert response.status_code == 503
+    assert "The task queue could not be reached, so the export was not started" in response.content.decode()
+    assert ExportJob.objects.get().status == "failed"
+
+
+def test_deleting_an_ended_export_in_the_admin_removes_its_file(admin_client, client, staff, django_capture_on_commit_callbacks):
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    assert admin_client.get(f"/admin/annotate/exportjob/{job.pk}/delete/").status_code == 403, "not while queued"
+    export_jobs.run(job.pk)
+    assert Path(job.path).is_file()
+    assert admin_client.get(f"/admin/annotate/exportjob/{job.pk}/change/").status_code == 200  # a read-only view
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(f"/admin/annotate/exportjob/{job.pk}/delete/", {"post": "yes"})
+    assert not ExportJob.objects.exists() and not Path(job.path).parent.exists()
