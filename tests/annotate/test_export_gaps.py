@@ -138,3 +138,15 @@ def test_an_export_says_what_it_reads_and_writes_and_one_asked_to_stop_leaves_no
     assert list((tmp_path / "out").iterdir()) == []
     whole = export_preferences(out, fmt=fmt, hooks=exporters.ExportHooks(written=told["written"].append))
     assert whole.rows == 5 and told["written"][1:] == [2, 2, 1]
+
+
+def test_the_export_commands_bar_shows_pairs_read_of_a_total(tmp_path, capsys):
+    """It counted pairs with no total ("2row [00:00, ...]"): nobody could tell how much of an export was left."""
+    user = make_user()
+    for _ in range(3):
+        label_pair(make_pair().pk, user, "left")
+    label_pair(make_pair().pk, user, "tie")  # read too, and counted in the total, though it writes no row
+    out = io.StringIO()
+    call_command("export_preferences", str(tmp_path / "out.jsonl"), stdout=out)
+    assert "0/4 [" in capsys.readouterr().err  # the bar starts at 0 of the 4 pairs it reads
+    assert out.getvalue().startswith("wrote 3 preference rows")

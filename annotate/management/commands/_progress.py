@@ -1,4 +1,4 @@
-"""A tqdm bar on stderr for the import and export commands, and the import commands' one way of running."""
+"""A tqdm bar on stderr for the import commands, and their one way of running."""
 from contextlib import ExitStack, contextmanager
 
 from django.core.management.base import CommandError

@@ -9,13 +9,12 @@ name. Nothing already there is overwritten.
 from pathlib import Path
 
 from django.core.management.base import CommandError
+from tqdm import tqdm
 
-from annotate.exporters import EXPORT_FORMATS, ExportError, export_preferences
+from annotate.exporters import EXPORT_FORMATS, ExportError, ExportHooks, export_preferences
 from annotate.hf_dataset import DEFAULT_LICENSE
 from annotate.models import MAX_NUMBER, LabellingRound
 from prefloop.commands import Command as PrefLoopCommand
-
-from ._progress import bar
 
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
@@ -81,11 +80,17 @@ class Command(PrefLoopCommand):
             if not 0 <= number <= MAX_NUMBER or not LabellingRound.objects.filter(number=number).exists():
                 raise CommandError(f"--round {number}: no such labelling round")
         try:
-            with bar("export preferences") as progress:
+            # the pairs read of how many it will read (reading is most of an export's time; the rows are written
+            # at once after it): the bar counted pairs with no total, so no one could tell how much was left
+            with tqdm(desc="export preferences", unit="pair", leave=False) as shown:
+                def counted(total: int) -> None:
+                    shown.total = total
+                    shown.refresh()
+
                 export = export_preferences(
                     options["out"], fmt=options["format"], rounds=options["round"], min_agreement=share,
                     include_automatic=options["include_automatic"], soft_labels=options["soft_labels"],
-                    license=licence, progress=progress,
+                    license=licence, progress=shown.update, hooks=ExportHooks(counted=counted),
                 )
         except ExportError as err:
             raise CommandError(str(err)) from None
