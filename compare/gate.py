@@ -38,7 +38,7 @@ class GateRule:
                 f"several voters on the same two answers count once, at their mean), win rate ≥ "
                 f"{self.min_win_rate:.0%} with the 95% interval's lower end ≥ {self.min_lower_bound:.0%}, answers "
                 f"at most {self.max_length_growth:.0%} longer, the share cut at the token limit up by at most "
-                f"{self.max_cut_share_growth:.0%} (both against the current version's answers, or base's where "
+                f"{_points(self.max_cut_share_growth, 0, sign=False)} (both against the current version's answers, or base's where "
                 f"those are longer or cut more often), KL to the reference at most {self.max_kl_per_token:g} nats "
                 f"a token and to base at most {self.max_kl_to_base_per_token:g}")
 

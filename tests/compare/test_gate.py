@@ -169,3 +169,16 @@ def test_a_kl_just_over_its_budget_does_not_read_as_the_budget():
     evidence = GateEvidence(candidate_wins=50, current_wins=14, kl_to_reference=50.04, kl_answer_tokens=100.0)
     assert decide(evidence, RULE).reasons == [
         "KL to the reference 50 nats an answer (0.5004 a token): over the budget of 0.5 nats a token"]
+
+
+def test_the_rule_as_the_train_page_states_it_gives_the_cut_bound_in_points():
+    """The cut share's bound is a difference of two shares (10 points: 20% of answers cut may become 30%), as the
+    gate's reasons say; the Train page's statement of the rule called it "up by at most 10%", a relative rise."""
+    text = GateRule(max_cut_share_growth=0.10).describe()
+    assert "the share cut at the token limit up by at most 10 points" in text
+    # and it is the bound decide() holds: +10 points passes, +11 points does not
+    evidence = GateEvidence(candidate_wins=14, current_wins=2, candidate_tokens=100.0, current_tokens=100.0,
+                            candidate_truncated=30, current_truncated=20, answers=100)
+    assert decide(evidence, GateRule(max_cut_share_growth=0.10)).passed
+    evidence.candidate_truncated = 31
+    assert "more than 10 points" in decide(evidence, GateRule(max_cut_share_growth=0.10)).reason
