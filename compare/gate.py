@@ -34,11 +34,14 @@ class GateRule:
         return asdict(self)
 
     def describe(self) -> str:
+        win, low, longer = (f"{x:.{_exact(x)}%}" for x in (self.min_win_rate, self.min_lower_bound,
+                                                            self.max_length_growth))
+        cut = _points(self.max_cut_share_growth, _exact(self.max_cut_share_growth), sign=False)
         return (f"at least {self.min_votes} blind votes against the current version (on as many pairs of answers: "
                 f"several voters on the same two answers count once, at their mean), win rate ≥ "
-                f"{self.min_win_rate:.0%} with the 95% interval's lower end ≥ {self.min_lower_bound:.0%}, answers "
-                f"at most {self.max_length_growth:.0%} longer, the share cut at the token limit up by at most "
-                f"{_points(self.max_cut_share_growth, 0, sign=False)} (both against the current version's answers, or base's where "
+                f"{win} with the 95% interval's lower end ≥ {low}, answers "
+                f"at most {longer} longer, the share cut at the token limit up by at most "
+                f"{cut} (both against the current version's answers, or base's where "
                 f"those are longer or cut more often), KL to the reference at most {self.max_kl_per_token:g} nats "
                 f"a token and to base at most {self.max_kl_to_base_per_token:g}")
 
@@ -260,6 +263,15 @@ def _points(change: float, digits: int, *, sign: bool = True) -> str:
     rise (the cut share from 20% to 90% is +70 points, +350%)."""
     number = f"{100 * change:{'+' if sign else ''}.{digits}f}"
     return f"{number} point{'' if number.lstrip('+-') == '1' else 's'}"
+
+
+def _exact(share: float) -> int:
+    """Decimals (up to 3) that write a bound given as a share in per cent as it is: a win rate of at least 0.425 is
+    "42.5%", never "42%" (a rate of 42.2% is below it)."""
+    for digits in range(3):
+        if abs(round(100 * share, digits) - 100 * share) < 1e-9:
+            return digits
+    return 3
 
 
 def _digits(*pairs: tuple[float, float]) -> int:

@@ -182,3 +182,15 @@ def test_the_rule_as_the_train_page_states_it_gives_the_cut_bound_in_points():
     assert decide(evidence, GateRule(max_cut_share_growth=0.10)).passed
     evidence.candidate_truncated = 31
     assert "more than 10 points" in decide(evidence, GateRule(max_cut_share_growth=0.10)).reason
+
+
+def test_the_rule_as_the_train_page_states_it_gives_each_bound_as_it_is():
+    """Bounds set with a decimal (PREFLOOP_GATE_*) were rounded to whole per cent in the rule's statement: a minimum
+    win rate of 0.425 read "≥ 42%", and a candidate at 42.2% was kept out below it."""
+    text = GateRule(min_win_rate=0.425, min_lower_bound=0.3, max_length_growth=0.125,
+                    max_cut_share_growth=0.075).describe()
+    assert "win rate ≥ 42.5% with the 95% interval's lower end ≥ 30%" in text
+    assert "answers at most 12.5% longer" in text
+    assert "up by at most 7.5 points" in text
+    evidence = GateEvidence(candidate_wins=422, current_wins=578)  # 42.2%
+    assert "is below 42.5%" in decide(evidence, GateRule(min_win_rate=0.425, min_lower_bound=0.3)).reason
