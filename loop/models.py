@@ -25,3 +25,13 @@ class LoopRun(Job):
     @property
     def rounds_done(self) -> int:
         return len(self.results or [])
+
+    @property
+    def evaluated_on(self) -> str:
+        """How many eval prompts its rounds were evaluated on, as their judge's votes against base count them: the
+        eval limit is at most that (the eval split, or its tag, may have fewer prompts; one too long is left out)."""
+        counts = sorted({r["votes"]["n"] for r in self.results or [] if isinstance(r.get("votes"), dict)})
+        if not counts:
+            return f"up to {self.eval_limit} eval prompts"
+        shown = f"{' or '.join(map(str, counts))} eval prompt{'s' if counts != [1] else ''}"
+        return shown if counts == [self.eval_limit] else f"{shown} (limit {self.eval_limit})"

@@ -116,3 +116,17 @@ def test_a_round_with_no_votes_says_its_win_rate_was_not_measured(client, staff,
     client.force_login(staff)
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert "not measured" in page and "[, ]" not in page
+
+
+def test_the_run_page_says_how_many_eval_prompts_its_rounds_were_evaluated_on(client, staff, ready):
+    """The page read "evaluated on 64 eval prompts" (the limit asked) where the eval split held 40: each round's
+    evaluation, and its win rate against base, rested on 40."""
+    run = LoopRun.objects.create(rounds=2, pairs=8, judge="judges.rules:length_target", eval_limit=64, total=2)
+    client.force_login(staff)
+    assert "evaluated on up to 64 eval prompts" in client.get(f"/loop/runs/{run.pk}/").content.decode()
+    votes = {"n": 40, "b_wins": 24, "a_wins": 12, "ties": 4, "both_bad": 0}
+    LoopRun.objects.filter(pk=run.pk).update(results=[{"round": 1, "version": "round-1", "votes": votes}])
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert "evaluated on 40 eval prompts (limit 64)" in page and "evaluated on 64" not in page
+    LoopRun.objects.filter(pk=run.pk).update(eval_limit=40)
+    assert "evaluated on 40 eval prompts" in client.get(f"/loop/runs/{run.pk}/").content.decode()
