@@ -13,6 +13,7 @@ from prefloop.forms import JSON_FIELDS
 from training.promotion import PromotionError, rollback
 
 from . import services
+from .length import version_length
 from .models import GenerationJob, ModelVersion, Prompt, Response
 
 
@@ -48,7 +49,11 @@ class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
     form = ModelVersionForm
     list_display = ["name", "lineage_display", "round", "kind", "size", "made_by", "is_current", "created"]
     list_filter = ["kind", "is_current"]
-    readonly_fields = ["is_current", "size_bytes", "created", "mean_response_tokens"]
+    # the mean answer length measured as every page measures it (generation.length), not the stored
+    # mean_response_tokens, which only a generation job or a round's measuring writes: stale once comparison or loop
+    # answers are stored
+    readonly_fields = ["is_current", "size_bytes", "created", "mean_answer_tokens"]
+    exclude = ["mean_response_tokens"]
     actions = ["make_current", "generate_pairs"]
 
     def delete_refusal(self, obj) -> str:
@@ -70,6 +75,13 @@ class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
     @admin.display(description="size")
     def size(self, obj):
         return filesizeformat(obj.size_bytes)
+
+    @admin.display(description="mean answer tokens")
+    def mean_answer_tokens(self, obj):
+        length = version_length(obj) if obj is not None and obj.pk else None
+        if length is None or length.mean is None:
+            return "–"
+        return f"{length.mean:.4g} ({length.label})"
 
     @admin.display(description="made by")
     def made_by(self, obj):
