@@ -30,7 +30,8 @@ class LoopRun(Job):
     def evaluated_on(self) -> str:
         """How many eval prompts its rounds were evaluated on, as their judge's votes against base count them: the
         eval limit is at most that (the eval split, or its tag, may have fewer prompts; one too long is left out)."""
-        counts = sorted({r["votes"]["n"] for r in self.results or [] if isinstance(r.get("votes"), dict)})
+        votes = [r.get("votes") for r in self.results or [] if isinstance(r, dict)]
+        counts = sorted({v["n"] for v in votes if isinstance(v, dict) and isinstance(v.get("n"), int)})
         if not counts:
             return f"up to {self.eval_limit} eval prompts"
         shown = f"{' or '.join(map(str, counts))} eval prompt{'s' if counts != [1] else ''}"
