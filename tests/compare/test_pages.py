@@ -176,3 +176,15 @@ def test_a_chat_prompt_is_shown_whole_to_voters(client, annotator, versions):
     job.blind = False
     job.save()
     assert "SYSTEM-RULE" in client.get(reverse("compare:job", args=[job.pk])).content.decode()
+
+
+def test_the_sets_list_counts_the_prompts_a_finished_set_compared(client, staff, versions):
+    """The list's Prompts column counted the prompts a set was given, where the set had compared fewer (a prompt
+    deleted meanwhile, or too long for a version's context: its log names them), so a set of 2 comparisons read 3."""
+    job = make_job(*versions, n=2)
+    job.prompt_ids = [*job.prompt_ids, make_prompt().pk]  # given, never compared
+    job.save()
+    client.force_login(staff)
+    row = next(r for r in re.findall(r"<tr>.*?</tr>", client.get("/compare/").content.decode(), re.S)
+               if f"#{job.pk}<" in r)
+    assert re.search(r"<td>\s*2 of 3\s*</td>", row), row
