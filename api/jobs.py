@@ -1,4 +1,5 @@
-"""Long work through the API (staff): start, watch and cancel generation, training, comparison, loop and import jobs.
+"""Long work through the API (staff): start, watch and cancel generation, training, comparison, loop, import and
+export jobs, and download a finished export's file.
 
 Starting and cancelling call each app's services, exactly as its page does; watching reads the job's row. Every job
 is described in one shape: kind, id, status, progress (0 to 1), error, times, and the kind's own details."""
@@ -9,14 +10,14 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
-from django.http import HttpRequest
+from django.http import FileResponse, HttpRequest
 from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
 from ninja.errors import HttpError, ValidationError
 from pydantic import Field, model_validator
 
-from annotate import import_jobs
-from annotate.forms import ImportForm
-from annotate.models import ImportJob
+from annotate import export_jobs, import_jobs
+from annotate.forms import ExportForm, ImportForm
+from annotate.models import ExportJob, ImportJob
 from compare import services as compare_services
 from compare.models import CompareJob
 from generation import services as generation_services
@@ -31,12 +32,12 @@ from training import services as training_services
 from training.models import TrainingRun
 
 from .auth import STAFF, staff
-from .fields import Body, Count, Id, Name, NoBody, Number, Text, fields_error, found
+from .fields import Body, Count, Fraction, Id, Name, NoBody, Number, Text, fields_error, found
 
 router = Router(tags=["jobs"])
-Kind = Literal["generation", "training", "compare", "loop", "import"]
+Kind = Literal["generation", "training", "compare", "loop", "import", "export"]
 MODELS = {"generation": GenerationJob, "training": TrainingRun, "compare": CompareJob, "loop": LoopRun,
-          "import": ImportJob}
+          "import": ImportJob, "export": ExportJob}
 ACTIVE = ("queued", "running", "cancelling")  # cancelling: the worker is stopping it
 
 
@@ -96,6 +97,12 @@ def _details(kind: str, job) -> dict[str, Any]:
                 "total": job.total, "added": job.added, "skipped": job.skipped, "set_aside": job.set_aside,
                 "disagreeing": job.disagreeing, "same_answers": job.same_answers, "held_back": job.held_back, "problems": job.problems, "problem_count": job.problem_count,
                 "summary": job.summary}
+    if kind == "export":
+        return {"format": job.format, "round": job.round_number, "min_agreement": job.min_agreement,
+                "include_automatic": job.include_automatic, "soft_labels": job.soft_labels, "license": job.license,
+                "file_name": job.file_name, "done": job.done, "total": job.total,
+                # the file once it is written (its page's download link); null before, and for one that failed
+                "download_url": f"/api/v1/jobs/export/{job.pk}/file" if job.status == ExportJob.SUCCEEDED else None}
     return {"rounds": job.rounds, "rounds_done": job.rounds_done, "stage": job.stage, "judge": job.judge,
             "results": job.results}
 
@@ -290,6 +297,60 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
     return Status(201, describe("import", job))
 
 
+class ExportStart(Body):
+    format: Literal["jsonl", "parquet", "hf"] = Field(
+        "jsonl", description="jsonl (TRL rows), parquet, or hf (a Hugging Face data set folder, zipped)")
+    round: Number | None = Field(None, description="Only this labelling round's pairs; all rounds if left out.")
+    min_agreement: Fraction | None = Field(None, description="Leave out pairs whose majority has a smaller vote "
+                                                             "share (0 to 1); gold pairs stay in.")
+    include_automatic: bool = Field(True, description="Judges' labels counted beside people's, as in training.")
+    soft_labels: bool = False
+    license: Name = Field("", description="For hf: the dataset card's licence field (the page's default if empty).")
+
+
+@router.post("/export", auth=staff("annotate.add_exportjob"), response={201: JobOut},
+             summary="Start an export of the decided pairs")
+def start_export(request: HttpRequest, payload: ExportStart):
+    """The Export page's form, as a job: a worker writes the file with progress; once the job has succeeded its
+    details give `download_url`."""
+    # checked by the page's own form (an unknown round, a licence that is no text), refused under each field's name
+    fields = {"format": payload.format, "round": "" if payload.round is None else payload.round,
+              "min_agreement": "" if payload.min_agreement is None else payload.min_agreement,
+              "license": payload.license, ExportForm.BOX_SHOWN: "1",
+              **({"include_automatic": "on"} if payload.include_automatic else {}),
+              **({"soft_labels": "on"} if payload.soft_labels else {})}
+    form = ExportForm(fields)
+    if not form.is_valid():
+        raise ValidationError([{"loc": ("body",) if name == "__all__" else ("body", name), "msg": " ".join(errors)}
+                               for name, errors in form.errors.items()])
+    try:
+        job = export_jobs.start_form(form.cleaned_data, request.user)
+    except export_jobs.NothingToExport as exc:
+        raise HttpError(400, str(exc)) from None
+    except export_jobs.QUEUE_ERRORS:
+        raise HttpError(503, export_jobs.QUEUE_DOWN) from None
+    return Status(201, describe("export", job))
+
+
+@router.get("/export/{job_id}/file", auth=STAFF, summary="Download a finished export's file",
+            openapi_extra={"responses": {200: {"description": "The file, as an attachment.",
+                                               "content": {"application/octet-stream": {}}}}})
+def export_file(request: HttpRequest, job_id: Id):
+    """The file the job wrote (for hf, the zipped data set folder), as its page offers it: 409 until the job has
+    succeeded, 404 when its file is no longer in the exports folder."""
+    job = found(ExportJob, job_id, "export job")
+    if job.status != ExportJob.SUCCEEDED:
+        if job.status in ACTIVE:
+            raise HttpError(409, f"export job {job.pk} is still {job.status}: its file can be downloaded once it has "
+                                 "succeeded")
+        raise HttpError(409, f"export job {job.pk} ended {job.status} and kept no file: start the export again")
+    path = export_jobs.served_file(job)
+    if path is None:
+        raise HttpError(404, f"export job {job.pk}'s file is not in the exports folder any more: start the export "
+                             "again")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=job.file_name)
+
+
 class JobFilter(Schema):
     kind: Kind
     active: bool | None = Field(None, description="true: only jobs queued or at work; false: only ended ones")
@@ -333,7 +394,7 @@ def cancel_job(request: HttpRequest, kind: Kind, job_id: Id, payload: NoBody | N
         training_services.cancel_training_run(job)
     elif kind == "loop":
         loop_services.cancel_loop_run(job)
-    elif kind == "import":
+    elif kind in ("import", "export"):  # a cancelled export removes what it had written (export_jobs.run)
         lifecycle.cancel(job)
     else:
         compare_services.cancel_compare_job(job)

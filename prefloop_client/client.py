@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-JOB_KINDS = ("generation", "training", "compare", "loop", "import")
+JOB_KINDS = ("generation", "training", "compare", "loop", "import", "export")
+DOWNLOAD_CHUNK = 2**20  # bytes read and written at a time by download_export
 PUSH_BATCH = 5000  # rows per request at most (a push of more is sent in several)
 PUSH_BYTES = 4 * 2**20  # a request's rows, as JSON, at most: under the server's 5 MiB body limit, whatever the rows
 _ROW = "api: line "  # how the server names a pushed row ("api: line 3: ..."): the Nth of its request
@@ -100,21 +101,34 @@ class Client:
         """One call; the parsed JSON answer (None for 204), or APIError. `path` is relative to the API (/versions),
         or as the API writes its own addresses (/api/v1/training/1/metrics). `content`: a body of its own (bytes,
         content type) in place of JSON."""
+        resp, url = self._open(method, path, body, query, content=content)
+        with resp:
+            raw = _read(resp, method, url, self.timeout)
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise APIError(resp.status, f"{url} did not answer with JSON: is {self.base} PrefLoop's API?") from None
+
+    def _open(self, method: str, path: str, body: Any = None, query: dict | None = None, *,
+              content: tuple[bytes, str] | None = None, accept: str = "application/json"):
+        """(the open answer, to be read with _read, and its url), or APIError: a refusal with the server's message,
+        APIConnectionError for no answer."""
         if path.startswith("/api/v1/"):
             path = path[len("/api/v1"):]
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode({k: _query_value(v) for k, v in query.items() if v is not None})
         data = None if body is None else json.dumps(body).encode("utf-8")
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": accept}
         if data is not None:
             headers["Content-Type"] = "application/json"
         if content is not None:
             data, headers["Content-Type"] = content
         req = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
-            with _OPENER.open(req, timeout=self.timeout) as resp:
-                raw = resp.read()
+            return _OPENER.open(req, timeout=self.timeout), url
         except urllib.error.HTTPError as exc:
             try:
                 raw = exc.read()
@@ -140,12 +154,6 @@ class Client:
             raise APIConnectionError(f"{method} {url}: could not connect ({exc.reason})") from None
         except (OSError, http.client.HTTPException) as exc:
             raise APIConnectionError(f"{method} {url}: the connection broke ({type(exc).__name__}: {exc})") from None
-        if not raw:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise APIError(resp.status, f"{url} did not answer with JSON: is {self.base} PrefLoop's API?") from None
 
     def get(self, path: str, **query) -> Any:
         return self.request("GET", path, query=query)
@@ -311,6 +319,46 @@ class Client:
     def start_loop(self, rounds: int, pairs: int, judge: str, **options) -> dict:
         return self.post("/jobs/loop", {"rounds": rounds, "pairs": pairs, "judge": judge, **options})
 
+    def start_export(self, format: str = "jsonl", round: int | None = None, min_agreement: float | None = None,
+                     include_automatic: bool = True, soft_labels: bool = False, license: str | None = None) -> dict:
+        """Export the decided pairs as the Export page does, as a job: `format` jsonl (TRL rows), parquet, or hf (a
+        Hugging Face data set folder, zipped). Returns the job; `wait` for it, then `download_export` its file."""
+        body = {"format": format, "include_automatic": include_automatic, "soft_labels": soft_labels,
+                **({"round": round} if round is not None else {}),
+                **({"min_agreement": min_agreement} if min_agreement is not None else {}),
+                **({"license": license} if license is not None else {})}
+        return self.post("/jobs/export", body)
+
+    def download_export(self, job: dict | int, path: str | Path) -> Path:
+        """Write a finished export's file to `path` (a new file, or an existing folder to write it inside under the
+        job's file name); returns where it was written. An existing file is never overwritten (FileExistsError,
+        nothing asked of the server), and a download that breaks off leaves nothing at the path. APIError 409 while
+        the job has not succeeded."""
+        if isinstance(job, dict) and _kind(job["kind"]) != "export":
+            raise ValueError(f"{job['kind']} job {job['id']} is not an export: only an export job has a file")
+        job_id = int(job["id"]) if isinstance(job, dict) else int(job)
+        path = Path(path)
+        if path.is_dir():
+            path = path / Path(self.job("export", job_id)["details"]["file_name"]).name
+        if path.exists():
+            raise FileExistsError(f"{path} exists already: a download never overwrites a file; give a new path")
+        resp, url = self._open("GET", f"/jobs/export/{job_id}/file", accept="application/octet-stream")
+        with resp:
+            try:
+                out = path.open("xb")  # created here, or refused: a file made meanwhile is not overwritten either
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists already: a download never overwrites a file") from None
+            try:
+                with out:
+                    while chunk := _read(resp, "GET", url, self.timeout, DOWNLOAD_CHUNK):
+                        out.write(chunk)
+                if getattr(resp, "length", None):  # bytes still owed of its Content-Length: the answer ended early
+                    raise APIConnectionError(f"GET {url}: the connection broke {resp.length:,} bytes before the end")
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+        return path
+
     def job(self, kind: str, job_id: int) -> dict:
         return self.get(f"/jobs/{_kind(kind)}/{int(job_id)}")
 
@@ -437,6 +485,17 @@ def _counted_from(exc: APIError, sent: int) -> APIError:
         return APIConnectionError(detail)
     body = {**exc.body, "detail": detail, "problems": [counted(p) for p in exc.problems]}
     return APIError(exc.status, detail, body)
+
+
+def _read(resp, method: str, url: str, timeout: float, size: int | None = None) -> bytes:
+    """The answer's body (`size` bytes of it at most, when given), or APIConnectionError when it breaks off or stalls
+    past `timeout`."""
+    try:
+        return resp.read(size)
+    except TimeoutError:
+        raise APIConnectionError(f"{method} {url}: no answer within {timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise APIConnectionError(f"{method} {url}: the connection broke ({type(exc).__name__}: {exc})") from None
 
 
 def _shown(token: str) -> str:
