@@ -9,7 +9,9 @@ from the first pair (an export stores nothing in the database).
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -36,6 +38,8 @@ QUEUE_DOWN = "the task queue could not be reached, so the export was not started
 # The bar's share for reading and deciding the pairs (most of an export's time); writing the rows has the rest.
 READ_SHARE = 0.8
 KEPT = "kept until the export is deleted (in the admin, Export jobs)"
+JOB_FOLDER = re.compile(r"[0-9a-f]{32}")  # a job's own folder's name (uuid4().hex): the sweep removes no other
+SWEEP_AFTER_S = 3600.0  # an orphaned job folder is removed once this old (a job's folder is made as it runs)
 
 
 class NothingToExport(Exception):
@@ -90,6 +94,26 @@ def remove_files(job: ExportJob) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
+    """Remove the exports folder's job folders that no export job names (its row deleted other than in the admin,
+    which removes the folder itself): a uuid-named folder, older than `older_than_s`, that is no job's own. Anything
+    else there (a file or folder someone put there by hand) is left. Returns how many."""
+    root = Path(settings.EXPORTS_DIR)
+    if not root.is_dir():
+        return 0
+    named = {Path(path).parent.name for path in ExportJob.objects.values_list("path", flat=True)}
+    removed, before = 0, time.time() - older_than_s
+    for folder in root.iterdir():
+        try:
+            if (JOB_FOLDER.fullmatch(folder.name) and folder.name not in named and folder.is_dir()
+                    and not folder.is_symlink() and folder.stat().st_mtime < before):
+                shutil.rmtree(folder)
+                removed += 1
+        except FileNotFoundError:  # another worker's sweep
+            continue
+    return removed
+
+
 def _zip(folder: Path, archive: Path, tracker: Tracker) -> None:
     """The hf export's folder as one zip (its top folder named like the download), a Cancel heard between files."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
@@ -139,6 +163,7 @@ def _export(job: ExportJob, tracker: Tracker, counts: dict[str, int]) -> int:
 def run(job_id: int) -> ExportJob:
     """The worker's side: read the pairs and write the rows with progress, stop when cancelled."""
     job = lifecycle.claim(ExportJob, job_id, restart=True)
+    sweep()
     if job is None:  # cancelled while queued, or out of attempts
         job = ExportJob.objects.get(pk=job_id)
         if job.status in ENDED and job.status != ExportJob.SUCCEEDED:

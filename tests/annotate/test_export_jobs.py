@@ -235,3 +235,28 @@ def test_deleting_an_ended_export_in_the_admin_removes_its_file(admin_client, cl
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(f"/admin/annotate/exportjob/{job.pk}/delete/", {"post": "yes"})
     assert not ExportJob.objects.exists() and not Path(job.path).parent.exists()
+
+
+def test_a_job_folder_no_export_names_any_more_is_swept_and_nothing_else(client, staff, settings):
+    """A job row deleted other than in the admin (the shell, a script) left its folder and file in the exports folder
+    for good: nothing named it, so nothing would ever remove it."""
+    import os
+    import time
+
+    _decided(1)
+    client.force_login(staff)
+    root = Path(settings.EXPORTS_DIR)
+    old = time.time() - 2 * export_jobs.SWEEP_AFTER_S
+    orphan, mine, fresh = root / ("a" * 32), root / ("b" * 32), root / ("c" * 32)
+    kept = [root / "team-notes", root / "copy.jsonl"]  # put there by hand: not a job's folder by its name
+    for folder in (orphan, mine, fresh, kept[0]):
+        folder.mkdir(parents=True)
+        (folder / "preferences.jsonl").write_text("{}\n")
+    kept[1].write_text("{}\n")
+    for path in (orphan, mine, *kept):
+        os.utime(path, (old, old))
+    ExportJob.objects.create(format="jsonl", license="", path=str(mine / "preferences.jsonl"), status="succeeded")
+    exporting.post(client)
+    export_jobs.run(ExportJob.objects.latest("pk").pk)
+    assert not orphan.exists()
+    assert mine.is_dir() and fresh.is_dir() and all(p.exists() for p in kept)  # a job's, too new, not a job folder
