@@ -69,13 +69,14 @@ def start_form(data: dict, user) -> ExportJob:
 
 
 def own_folder(job: ExportJob) -> Path | None:
-    """The job's own folder: the folder of its path, itself directly inside the exports folder (both resolved);
-    None for a path anywhere else (a row edited by hand), which nothing here reads, serves or removes."""
+    """The job's own folder: the folder of its path, named as start_form names one (JOB_FOLDER) and directly inside
+    the exports folder (both resolved); None for a path anywhere else (a row edited by hand), which nothing here
+    writes, serves or removes: a row naming a folder someone keeps there (exports/team-notes/x) removed it whole."""
     root = Path(settings.EXPORTS_DIR).resolve()
     if not job.path:
         return None
     folder = Path(job.path).resolve().parent
-    return folder if folder.parent == root else None
+    return folder if folder.parent == root and JOB_FOLDER.fullmatch(folder.name) else None
 
 
 def served_file(job: ExportJob) -> Path | None:
@@ -84,7 +85,7 @@ def served_file(job: ExportJob) -> Path | None:
     if job.status != ExportJob.SUCCEEDED or folder is None:
         return None
     path = Path(job.path).resolve()
-    return path if path.parent == folder and path.is_file() else None
+    return path if path.is_file() else None
 
 
 def remove_files(job: ExportJob) -> None:
@@ -111,6 +112,8 @@ def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
                 removed += 1
         except FileNotFoundError:  # another worker's sweep
             continue
+        except OSError:  # one it may not remove (its permissions, a mount): left, and said, not every export stuck
+            log.warning("the exports folder's %s could not be removed", folder, exc_info=True)
     return removed
 
 
@@ -163,13 +166,23 @@ def _export(job: ExportJob, tracker: Tracker, counts: dict[str, int]) -> int:
 def run(job_id: int) -> ExportJob:
     """The worker's side: read the pairs and write the rows with progress, stop when cancelled."""
     job = lifecycle.claim(ExportJob, job_id, restart=True)
-    sweep()
+    try:
+        sweep()
+    except Exception:  # (the database, say) a sweep that fails is tried again by the next export; this one goes on
+        log.warning("the exports folder could not be swept", exc_info=True)
     if job is None:  # cancelled while queued, or out of attempts
         job = ExportJob.objects.get(pk=job_id)
         if job.status in ENDED and job.status != ExportJob.SUCCEEDED:
             remove_files(job)
         return job
+    if own_folder(job) is None:  # a row edited by hand: nothing is written where it points
+        lifecycle.fail(job, f"its path {job.path!r} is not a folder of its own in the exports folder: start the "
+                            "export again from the Export page")
+        return job
     remove_files(job)  # what a lost attempt left: the export is written again from the start
+    if job.total:  # the rows a lost attempt was writing: this one counts them again (the pairs may have changed)
+        job.total = 0
+        ExportJob.objects.filter(pk=job.pk).update(total=0)
     tracker = Tracker(job)
     tracker.report(stage="counting the labelled pairs", force=True)
     counts = {"pairs": 0, "read": 0, "rows": 0, "written": 0}

@@ -303,7 +303,7 @@ class ExportJob(Job):
     start_again = "start the export again"
 
     format = models.CharField(max_length=10, help_text="jsonl, parquet, or hf (a Hugging Face data set, zipped).")
-    round_number = models.IntegerField(null=True, blank=True, help_text="Only this labelling round (empty: all).")
+    round_number = models.PositiveIntegerField(null=True, blank=True, help_text="Only this labelling round (empty: all).")
     min_agreement = models.FloatField(null=True, blank=True)
     include_automatic = models.BooleanField(default=True, help_text="Judge labels counted beside people's.")
     soft_labels = models.BooleanField(default=False)

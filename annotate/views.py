@@ -205,8 +205,9 @@ def export_job(request: HttpRequest, pk: int) -> HttpResponse:
                   {"job": job, "kept": export_jobs.KEPT})
 
 
+# (htmx: the job's own view, whose partial says how long a finished export's file is kept)
 export_cancel = cancel_view(ExportJob, partial="annotate/_export_job.html", name="job", then="annotate:export_job",
-                            then_with_pk=True)
+                            then_with_pk=True, shown_by=export_job)
 
 
 def export_download(request: HttpRequest, pk: int) -> FileResponse:

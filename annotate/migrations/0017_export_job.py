@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
                 ('part_of', models.CharField(blank=True, db_index=True, help_text='The job this one runs inside (app_label.model:pk): that job resumes or ends it, not the queue.', max_length=80)),
                 ('runner', models.CharField(blank=True, db_default='', default='', help_text="The command's process that runs this job in the foreground (host, boot id, PID namespace, pid, start time: jobs.runner); empty for a worker's. Once it is gone, the job is ended.", max_length=160)),
                 ('format', models.CharField(help_text='jsonl, parquet, or hf (a Hugging Face data set, zipped).', max_length=10)),
-                ('round_number', models.IntegerField(blank=True, help_text='Only this labelling round (empty: all).', null=True)),
+                ('round_number', models.PositiveIntegerField(blank=True, help_text='Only this labelling round (empty: all).', null=True)),
                 ('min_agreement', models.FloatField(blank=True, null=True)),
                 ('include_automatic', models.BooleanField(default=True, help_text="Judge labels counted beside people's.")),
                 ('soft_labels', models.BooleanField(default=False)),

@@ -200,13 +200,14 @@ def test_bad_form_input_is_refused_naming_the_field_and_starts_nothing(client, s
     assert not ExportJob.objects.exists()
 
 
-@pytest.mark.parametrize("query", ["format=xml&download=1", "round=abc&download=1", "format=jsonl&download=1"])
-def test_an_old_download_link_shows_the_form_filled_in_and_starts_nothing(client, staff, query):
+@pytest.mark.parametrize("query, status", [("format=xml&download=1", 400), ("round=abc&download=1", 400),
+                                           ("format=jsonl&download=1", 200)])
+def test_an_old_download_link_shows_the_form_filled_in_and_starts_nothing(client, staff, query, status):
     client.force_login(staff)
     response = client.get(f"{reverse('annotate:export')}?{query}")
-    assert response.status_code in (200, 400) and not response.streaming
+    assert response.status_code == status and not response.streaming
     assert not ExportJob.objects.exists()
-    if response.status_code == 200:
+    if status == 200:
         assert "press Export to start this one" in response.content.decode()
 
 
@@ -260,3 +261,92 @@ def test_a_job_folder_no_export_names_any_more_is_swept_and_nothing_else(client,
     export_jobs.run(ExportJob.objects.latest("pk").pk)
     assert not orphan.exists()
     assert mine.is_dir() and fresh.is_dir() and all(p.exists() for p in kept)  # a job's, too new, not a job folder
+
+
+def test_a_row_naming_a_folder_kept_in_the_exports_folder_neither_writes_there_nor_removes_it(
+        client, staff, settings):
+    """From the review: a job row edited by hand to point at a folder someone keeps in the exports folder
+    (exports/team-notes/...) had the worker write its export there, and deleting the job removed the whole folder."""
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    notes = Path(settings.EXPORTS_DIR) / "team-notes"
+    notes.mkdir(parents=True)
+    (notes / "plan.txt").write_text("keep me")
+    ExportJob.objects.filter(pk=job.pk).update(path=str(notes / "preferences.jsonl"))
+    job = export_jobs.run(job.pk)
+    assert job.status == "failed" and "is not a folder of its own in the exports folder" in job.error
+    assert sorted(p.name for p in notes.iterdir()) == ["plan.txt"], "nothing written where the row pointed"
+    export_jobs.remove_files(job)  # as deleting the job does
+    assert (notes / "plan.txt").read_text() == "keep me"
+
+
+def test_a_sweep_that_cannot_remove_a_folder_leaves_the_export_to_run(client, staff, settings, monkeypatch):
+    """From the review: a folder the sweep could not remove (its permissions, a busy mount) raised out of the job
+    before it was tried, and left every export after it 'running' under 'waiting for a worker'."""
+    import os
+    import time
+
+    _decided(1)
+    client.force_login(staff)
+    orphan = Path(settings.EXPORTS_DIR) / ("d" * 32)
+    orphan.mkdir(parents=True)
+    old = time.time() - 2 * export_jobs.SWEEP_AFTER_S
+    os.utime(orphan, (old, old))
+
+    real = export_jobs.shutil.rmtree
+
+    def busy(path, *args, **kwargs):
+        if Path(path) == orphan:
+            raise OSError(16, "Device or resource busy", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(export_jobs.shutil, "rmtree", busy)
+    exporting.post(client)
+    job = export_jobs.run(ExportJob.objects.get().pk)
+    assert job.status == "succeeded" and orphan.is_dir()
+
+
+def test_a_worker_lost_again_and_again_ends_the_job_failed_and_removes_what_it_wrote(client, staff):
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    ExportJob.objects.filter(pk=job.pk).update(status="running", attempts=job.max_attempts, total=7)
+    Path(job.path).parent.mkdir(parents=True)
+    Path(job.path).write_text("half a line")  # the last attempt was killed while it wrote
+    job = export_jobs.run(job.pk)
+    assert job.status == "failed" and "stopped during this job" in job.error
+    assert not Path(job.path).parent.exists()
+
+
+def test_a_restarted_export_counts_its_rows_again(client, staff, monkeypatch):
+    """A lost attempt's total (the rows it was writing) stood on the new attempt's page as '0 / 7' while it read
+    the pairs again, and a Cancel then said 'cancelled after 0 of 7 rows'."""
+    _decided(2)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    ExportJob.objects.filter(pk=job.pk).update(status="running", attempts=1, total=7, done=3)
+    seen = []
+    real = export_jobs._export
+
+    def watched(job, tracker, counts):
+        seen.append(ExportJob.objects.values_list("done", "total").get(pk=job.pk))
+        return real(job, tracker, counts)
+
+    monkeypatch.setattr(export_jobs, "_export", watched)
+    job = export_jobs.run(job.pk)
+    assert seen == [(0, 0)] and (job.status, job.done, job.total) == ("succeeded", 2, 2)
+
+
+def test_a_cancel_that_lands_after_the_export_finished_shows_how_long_the_file_is_kept(client, staff):
+    """From the review: the Cancel button's answer (htmx) rendered the job's partial without the sentence of how long
+    the file is kept: 'The file is .'"""
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = export_jobs.run(ExportJob.objects.get().pk)
+    answer = client.post(reverse("annotate:export_cancel", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert f"The file is {export_jobs.KEPT}." in answer
