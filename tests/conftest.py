@@ -82,6 +82,29 @@ def _imports_dir(settings, tmp_path):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _broker_folder_of_its_own(tmp_path_factory):
+    """With the folder broker, the tasks the tests queue (a job started in a test that commits) go to a folder of the
+    test run's own: they went to the checkout's var/broker/queue, where the next `make run` worker took them and ran
+    job ids of the tests on the instance's own database."""
+    from django.conf import settings
+
+    from prefloop.celery import app
+    from tests.broker import publish_with
+
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("broker")
+    for sub in ("queue", "processed", "control"):
+        (folder / sub).mkdir()
+    saved = dict(app.conf.broker_transport_options or {})
+    publish_with(app, dict(saved, control_folder=str(folder / "control"), data_folder_in=str(folder / "queue"),
+                           data_folder_out=str(folder / "queue"), processed_folder=str(folder / "processed")))
+    yield folder
+    publish_with(app, saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_writer_lock_left():
     """The SQLite writers' lock file (annotate.services) is made beside the test database, which Django deletes at the
     end; the lock was left behind, one file per test run in var/."""

@@ -16,6 +16,7 @@ from annotate.services import next_pair_for, record_label
 from generation import services as gen
 from generation.backends.base import SamplingConfig
 from generation.models import ModelVersion, Prompt, Response
+from tests.broker import publish_with
 from training import services as train
 from training.dataset import is_heldout
 from training.models import ReferenceLogp, TrainingRun
@@ -201,7 +202,7 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
         queue = data_dir / "broker" / "queue"
         queue.mkdir(parents=True)
         (data_dir / "broker" / "processed").mkdir()
-        _publish_with(app, dict(saved_options, data_folder_in=str(queue), data_folder_out=str(queue)))
+        publish_with(app, dict(saved_options, data_folder_in=str(queue), data_folder_out=str(queue)))
     settings.MODELS_DIR = data_dir / "models"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", "default,gpu", "--pool", "solo",
@@ -223,13 +224,4 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        _publish_with(app, saved_options)
-
-
-def _publish_with(app, options: dict) -> None:
-    """Publish with these broker options from now on. The app keeps its connection and producer pools, made with
-    the options of the first task any earlier test sent: without dropping them, the task would go to the old folder
-    and the worker would wait for it forever."""
-    app.conf.broker_transport_options = options
-    app._pool = None
-    app.amqp._producer_pool = None
+        publish_with(app, saved_options)

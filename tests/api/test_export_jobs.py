@@ -23,6 +23,17 @@ from tests.annotate.factories import make_pair, make_round, make_user
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _not_sent(request, monkeypatch) -> list:
+    """The export task's messages, kept here where a test runs the job itself (eager_tasks aside): sent, they waited
+    in the checkout's broker folder for its next worker, which ran them on its own database."""
+    sent = []
+    if "eager_tasks" not in request.fixturenames:
+        monkeypatch.setattr(lifecycle.task_named(ExportJob.task_name), "apply_async",
+                            lambda *args, **kwargs: sent.append(args))
+    return sent
+
+
 def _decided(n: int, round_=None) -> None:
     person = make_user()
     for i in range(n):
