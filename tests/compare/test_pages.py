@@ -188,3 +188,12 @@ def test_the_sets_list_counts_the_prompts_a_finished_set_compared(client, staff,
     row = next(r for r in re.findall(r"<tr>.*?</tr>", client.get("/compare/").content.decode(), re.S)
                if f"#{job.pk}<" in r)
     assert re.search(r"<td>\s*2 of 3\s*</td>", row), row
+    # a set that ended having compared none (every prompt too long), and one still waiting for its answers
+    ended = CompareJob.objects.create(version_a=versions[0], version_b=versions[1], prompt_ids=job.prompt_ids,
+                                      status=CompareJob.FAILED, total=6)
+    waiting = CompareJob.objects.create(version_a=versions[0], version_b=versions[1], prompt_ids=job.prompt_ids,
+                                        total=6)
+    rows = re.findall(r"<tr>.*?</tr>", client.get("/compare/").content.decode(), re.S)
+    shown = {pk: next(r for r in rows if f"#{pk}<" in r) for pk in (ended.pk, waiting.pk)}
+    assert re.search(r"<td>\s*0 of 3\s*</td>", shown[ended.pk]), shown[ended.pk]
+    assert re.search(r"<td>\s*3\s*</td>", shown[waiting.pk]), shown[waiting.pk]
