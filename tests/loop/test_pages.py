@@ -129,4 +129,10 @@ def test_the_run_page_says_how_many_eval_prompts_its_rounds_were_evaluated_on(cl
     page = client.get(f"/loop/runs/{run.pk}/").content.decode()
     assert "evaluated on 40 eval prompts (limit 64)" in page and "evaluated on 64" not in page
     LoopRun.objects.filter(pk=run.pk).update(eval_limit=40)
-    assert "evaluated on 40 eval prompts" in client.get(f"/loop/runs/{run.pk}/").content.decode()
+    page = client.get(f"/loop/runs/{run.pk}/").content.decode()
+    assert "evaluated on 40 eval prompts" in page and "(limit" not in page
+    # a result row without a vote count (edited by hand) is left out of it, never a 500
+    LoopRun.objects.filter(pk=run.pk).update(results=[{"round": 1, "votes": {"won": 3}}, {"round": 2, "votes": None},
+                                                      "not a row"])
+    page = client.get(f"/loop/runs/{run.pk}/")
+    assert page.status_code == 200 and "evaluated on up to 40 eval prompts" in page.content.decode()
