@@ -17,17 +17,17 @@ STAFF_ONLY = "This page is for staff: ask an administrator if you need it."
 
 def may(user, perm: str) -> bool:
     """Whether a staff member may do, in the pages and the API, what the admin's model permission `perm`
-    ("app.codename", e.g. "generation.change_modelversion") lets them do there. A superuser may do anything; a
-    staff member an administrator has given permissions (their own or a group's) may do what those allow, as in
-    the admin, so one given view permissions only looks; a staff member given none acts as every staff member did
-    before the pages read permissions: all of it. Before, the admin's limits held in the admin alone, and staff it
-    let only look switched the current version, cancelled runs and made rounds from the pages and the API."""
+    ("app.codename", e.g. "generation.change_modelversion") lets them do there. A superuser may do anything; any
+    other staff member may do what the permissions an administrator gave them (their own or a group's) allow, as in
+    the admin, and nothing more: one given view permissions only looks, and one given none looks at the staff pages
+    and changes nothing, as staff status alone grants nothing in Django's admin. Staff given no permission could
+    once do everything here; the upgrade (annotate's migration 0018) put such staff as an instance then had in the
+    group "PrefLoop staff (every action)", so they keep what they did until an administrator narrows it."""
     if not (user.is_authenticated and user.is_active and user.is_staff):
         return False
     if user.is_superuser:
         return True
-    granted = user.get_all_permissions()
-    return not granted or perm in granted
+    return perm in user.get_all_permissions()
 
 
 def change_perm(model) -> str:

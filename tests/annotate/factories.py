@@ -5,6 +5,7 @@ import itertools
 import re
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from annotate.models import Assignment, LabellingRound, Pair
 from generation.models import Prompt, Response
@@ -40,6 +41,16 @@ def make_pairs(count: int, **fields) -> list[Pair]:
 def make_user(name: str | None = None, password: str | None = None, **fields):
     """A user; without a password (hashing one costs a noticeable fraction of a second) unless given."""
     return get_user_model().objects.create_user(name or f"user{next(_n)}", password=password, **fields)
+
+
+def make_staff(name: str | None = None, *perms: str, password: str | None = None):
+    """A staff member, not a superuser, given the admin permissions `perms` ("app.codename") and no other: staff
+    status alone lets a person look, never act (prefloop.access.may)."""
+    person = make_user(name, password=password, is_staff=True)
+    for perm in perms:
+        app, codename = perm.split(".")
+        person.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+    return person
 
 
 def shown_lease(html: str) -> int:

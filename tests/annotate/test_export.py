@@ -13,7 +13,7 @@ from annotate.models import AnnotatorProfile, ExportJob, Label
 from annotate.services import decided_pairs, label_pair
 
 from . import exporting
-from .factories import lease_of, make_pair, make_prompt, make_round, make_user, shown_pair
+from .factories import lease_of, make_pair, make_prompt, make_round, make_staff, make_user, shown_pair
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -207,7 +207,7 @@ def test_comments_are_shown_on_the_quality_page(staff, annotator):
 
 
 def test_the_export_page_says_judge_labels_are_included_and_counts_them(client):
-    staff = make_user("boss", is_staff=True)
+    staff = make_staff("boss", "annotate.add_exportjob")
     judge = make_user("judge")
     AnnotatorProfile.objects.create(user=judge, is_automatic=True)
     person = make_user("anna")

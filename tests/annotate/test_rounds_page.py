@@ -12,7 +12,7 @@ from django.utils import timezone
 from annotate.models import LabellingRound, Pair
 from annotate.services import label_pair, next_pair_for, record_label
 
-from .factories import make_pair, make_round, make_user
+from .factories import make_pair, make_round, make_staff, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,8 @@ SETTINGS = {"number": "7", "guidelines": "Prefer **short**, correct answers.", "
 
 @pytest.fixture
 def boss(client):
-    user = make_user("boss", is_staff=True)
+    user = make_staff("boss", "annotate.add_labellinground", "annotate.change_labellinground", "annotate.change_pair",
+                      "annotate.add_label")
     client.force_login(user)
     return user
 

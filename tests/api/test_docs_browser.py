@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.annotate.factories import make_user
+from tests.annotate.factories import make_staff, make_user
 from tests.security.test_csp_browser import _sign_in, _violations, _wait, browser  # noqa: F401  (browser: fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -24,7 +24,7 @@ def test_the_docs_page_tries_a_write_with_the_session_and_its_csrf_token(browser
     from generation.models import ModelVersion
 
     version = ModelVersion.objects.create(name="base", path="/nonexistent")
-    make_user("docs-writer", password="pw-docs-123", is_staff=True)
+    make_staff("docs-writer", "generation.change_modelversion", password="pw-docs-123")
     _sign_in(browser, live_server, "docs-writer", "pw-docs-123")
     browser.get(live_server.url + "/api/v1/docs")
     _wait(browser, lambda d: d.find_elements("css selector", ".opblock"), timeout=30)

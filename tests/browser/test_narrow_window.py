@@ -21,7 +21,7 @@ OVERFLOW = """
 
 
 def test_no_page_scrolls_sideways_at_400_px(browser, live_server):  # noqa: F811
-    make_user("narrow", password="pw-narrow-123", is_staff=True)
+    make_user("narrow", password="pw-narrow-123", is_staff=True, is_superuser=True)  # every page with its forms
     base = make_version("base", is_current=True)
     new = make_version("round-1-with-a-rather-long-name", parent=base)
     TrainingRun.objects.create(input_version=base, reference_version=base, output_version=new,

@@ -7,7 +7,7 @@ import pytest
 from compare.services import record_vote
 from generation.models import VersionChange
 from generation.services import current_version
-from tests.annotate.factories import make_user
+from tests.annotate.factories import make_staff, make_user
 from tests.browser.test_labelling import _sign_in, _wait, browser  # noqa: F401 (the fixture)
 from tests.compare.conftest import make_job, make_version
 from training.models import TrainingRun
@@ -21,7 +21,7 @@ def _row_text(driver, version) -> str:
 
 def test_the_gate_keeps_a_worse_round_out_and_staff_promote_it_by_hand(browser, live_server, settings):  # noqa: F811
     settings.PREFLOOP_GATE_MIN_VOTES = 8
-    staff = make_user("lead", password="pw-lead-123", is_staff=True)
+    staff = make_staff("lead", "generation.change_modelversion", password="pw-lead-123")
     base = make_version("base", is_current=True)
     worse = make_version("round-1", parent=base)
     run = TrainingRun.objects.create(input_version=base, reference_version=base, output_version=worse,

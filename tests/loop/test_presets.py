@@ -9,6 +9,7 @@ from django.core.management.base import CommandError
 from loop.models import LoopRun
 from loop.presets import ALL, DEFAULT, PRESETS, QUICK, REPLAY
 from loop.services import LoopError, run_loop, start_loop_run
+from tests.annotate.factories import make_staff
 
 from .test_run_loop import JUDGE, PARAMS
 
@@ -117,7 +118,7 @@ def test_an_unknown_preset_is_refused_naming_the_known_ones(prompts, client, dja
                        params={"preset": "fast"})
     with pytest.raises(CommandError, match="run_loop: unknown loop preset 'fast'"):
         call_command("run_loop", rounds=1, pairs=2, judge=JUDGE, preset="fast")
-    staff = django_user_model.objects.create_user("boss", password="pw-boss-123", is_staff=True)
+    staff = make_staff("boss", "loop.add_looprun", "generation.change_modelversion")
     client.force_login(staff)
     response = client.post("/api/v1/jobs/loop", json.dumps({"rounds": 1, "pairs": 2, "judge": JUDGE, "tag": "t",
                                                               "eval_limit": 2, "preset": "fast"}),
