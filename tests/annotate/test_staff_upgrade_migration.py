@@ -37,8 +37,9 @@ def test_staff_with_no_permission_keep_every_action_and_others_keep_theirs(trans
     for perm in ("generation.change_modelversion", "training.add_trainingrun", "training.change_trainingrun",
                  "annotate.add_exportjob", "annotate.add_importjob", "api.add_apitoken", "loop.add_looprun"):
         assert may(person("plain"), perm), perm
-    assert person("looker").get_all_permissions() == {"generation.view_modelversion"}
-    assert person("grouped").get_all_permissions() == {"generation.change_modelversion"}
+    exporting = {"annotate.view_exportjob", "annotate.add_exportjob", "annotate.change_exportjob"}  # migration 0019
+    assert person("looker").get_all_permissions() == {"generation.view_modelversion", *exporting}
+    assert person("grouped").get_all_permissions() == {"generation.change_modelversion", *exporting}
     assert not may(person("looker"), "training.add_trainingrun")
     assert not person("gone").groups.exists() and not person("annotator").groups.exists()
 
@@ -52,3 +53,28 @@ def test_an_instance_with_no_such_staff_gets_no_group(transactional_db):
     from django.contrib.auth.models import Group
 
     assert not Group.objects.exists()
+
+
+@pytest.mark.slow
+def test_staff_given_some_permissions_keep_exporting(transactional_db):
+    """Exporting needed staff status alone until exports became jobs, which need the export job's permissions: staff
+    an administrator had given some permissions lost the Export button with the upgrade."""
+    with models_as_of(BEFORE) as old:
+        users, permissions = old.get_model("auth", "User"), old.get_model("auth", "Permission")
+        looker = users.objects.create(username="looker", is_staff=True)
+        looker.user_permissions.add(permissions.objects.get(codename="view_modelversion"))
+        grouped = users.objects.create(username="grouped", is_staff=True)
+        releasers = old.get_model("auth", "Group").objects.create(name="releasers")
+        releasers.permissions.add(permissions.objects.get(codename="change_modelversion"))
+        grouped.groups.add(releasers)
+        users.objects.create(username="annotator")
+        permissions.objects.filter(content_type__app_label="annotate", content_type__model="exportjob").delete()
+    from django.contrib.auth.models import User
+
+    from prefloop.access import may
+
+    for name, kept in (("looker", "generation.view_modelversion"), ("grouped", "generation.change_modelversion")):
+        person = User.objects.get(username=name)
+        assert may(person, "annotate.add_exportjob") and may(person, "annotate.change_exportjob"), name
+        assert may(person, kept) and not may(person, "training.add_trainingrun"), name
+    assert not User.objects.get(username="annotator").user_permissions.exists()
