@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from annotate import services
 from annotate.models import BOTH_BAD, LEFT, RIGHT, TIE, Assignment, Pair
+from prefloop.access import may
 
 from .auth import only
 from .fields import Body, Comment, Id, NoBody, Seconds, fields_error, found
@@ -71,11 +72,14 @@ class LeaseIn(Body):
 
 
 def _picks_pairs(user, request) -> bool:
-    return user.is_staff or services.is_automatic(user)
+    # staff status alone grants nothing (prefloop.access.may): a label on a pair one picks, a gold pair among them,
+    # decides it as a gold answer does, which needs the permission to add labels
+    return may(user, PICK_PERM) or services.is_automatic(user)
 
 
-PICKS_PAIRS = only(_picks_pairs, "choosing a pair to label is for staff and automatic labellers: people label the "
-                                 "pairs the queue leases them (POST /label/next)")
+PICK_PERM = "annotate.add_label"
+PICKS_PAIRS = only(_picks_pairs, f"choosing a pair to label is for automatic labellers and staff with the permission "
+                                 f"{PICK_PERM!r}: people label the pairs the queue leases them (POST /label/next)")
 
 
 @router.post("/lease", auth=PICKS_PAIRS, response=ChosenLeaseOut,

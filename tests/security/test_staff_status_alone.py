@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -95,3 +96,18 @@ def test_the_pages_show_staff_status_alone_what_it_lacks_instead_of_the_controls
     versions = client.get("/training/").content.decode()
     assert 'class="rollback"' not in versions and 'class="promote"' not in versions
     assert 'class="cancel"' not in client.get(f"/training/runs/{run.pk}/").content.decode()
+
+
+def test_staff_status_alone_cannot_pick_a_pair_to_label(newcomer):
+    """From a review: choosing which pair to label (a gold pair among them, which decides it as a gold answer does)
+    was allowed to any staff account through the API, and a label on a gold pair the newcomer picked was stored."""
+    from annotate.models import Assignment
+
+    gold = make_pair(is_gold=True, gold_choice="a")
+    api = Client(HTTP_AUTHORIZATION=f"Bearer {create_token(newcomer, 'looking')[1]}")
+    answer = api.post("/api/v1/label/lease", data=json.dumps({"pair": gold.pk}), content_type="application/json")
+    assert answer.status_code == 403 and "'annotate.add_label'" in answer.json()["detail"]
+    assert not Assignment.objects.filter(annotator=newcomer).exists() and not Label.objects.exists()
+    newcomer.user_permissions.add(Permission.objects.get(codename="add_label"))
+    answer = api.post("/api/v1/label/lease", data=json.dumps({"pair": gold.pk}), content_type="application/json")
+    assert answer.status_code == 200 and answer.json()["pair"] == gold.pk  # with the permission, as before
