@@ -83,7 +83,7 @@ PICKS_PAIRS = only(_picks_pairs, f"choosing a pair to label is for automatic lab
 
 
 @router.post("/lease", auth=PICKS_PAIRS, response=ChosenLeaseOut,
-             summary="Lease one chosen pair (staff and automatic labellers)")
+             summary="Lease one chosen pair (staff who may add labels, and automatic labellers)")
 def lease(request: HttpRequest, payload: LeaseIn):
     """For scripts that pick their pairs. A person's token may not: choosing pairs would skip the gold pairs the
     queue mixes in, its order and its random sides, and let one person label the prompts they pick into the data
