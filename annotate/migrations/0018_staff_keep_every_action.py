@@ -1,7 +1,8 @@
 """Staff given no permission at all could do everything in the pages and the API; now staff status alone grants
 nothing (prefloop.access.may). So that an upgrade takes nothing from the staff an instance has, those active staff
 members (not superusers) with no permission of their own or through a group are put in one group holding every
-permission of PrefLoop's apps, for an administrator to narrow. An instance with no such staff gets no group."""
+view, add and change permission of PrefLoop's apps (what the pages and the API read), for an administrator to
+narrow. An instance with no such staff gets no group."""
 from django.conf import settings
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
@@ -27,7 +28,10 @@ def keep_every_action(apps, schema_editor):
         create_permissions(config, apps=apps, verbosity=0, using=schema_editor.connection.alias)
         config.models_module = None
     group, _ = apps.get_model("auth", "Group").objects.get_or_create(name=GROUP)
-    group.permissions.add(*apps.get_model("auth", "Permission").objects.filter(content_type__app_label__in=APPS))
+    # what the pages and the API let them do (they read view, add and change permissions): not the admin's deletes,
+    # which staff status alone never reached
+    group.permissions.add(*apps.get_model("auth", "Permission").objects.filter(
+        content_type__app_label__in=APPS).exclude(codename__startswith="delete_"))
     group.user_set.add(*staff)
 
 
