@@ -189,10 +189,29 @@ def decided():
 def test_export_preferences_shows_its_progress(tmp_path, monkeypatch, decided):
     from annotate.management.commands import export_preferences
 
-    calls = []
-    monkeypatch.setattr(export_preferences, "bar", _recording_bar(calls), raising=False)
+    class Bar:  # tqdm as the command uses it: its total set once the pairs to read are counted
+        shown = []
+
+        def __init__(self, desc, **kwargs):
+            self.desc, self.total, self.n = desc, None, 0
+            Bar.shown.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def refresh(self):
+            pass
+
+        def update(self, n=1):
+            self.n += n
+
+    monkeypatch.setattr(export_preferences, "tqdm", Bar)
     call_command("export_preferences", str(tmp_path / "out.jsonl"), stdout=io.StringIO())
-    assert calls[0] == ("export preferences", None) and sum(calls[1:]) == len(decided)
+    (bar,) = Bar.shown
+    assert (bar.desc, bar.total, bar.n) == ("export preferences", len(decided), len(decided))
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
