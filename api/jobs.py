@@ -135,6 +135,13 @@ def _sampling(data: dict | None, what: str = "sampling") -> SamplingConfig | Non
         raise HttpError(400, f"{what}: {exc}") from None
 
 
+def form_refused(form, where: str) -> ValidationError:
+    """A page's form that refused what the API was given, each of its errors under `where` and the field's name (the
+    form's own errors under `where` alone), as a refused JSON body's fields are."""
+    return ValidationError([{"loc": (where,) if name == "__all__" else (where, name), "msg": " ".join(errors)}
+                            for name, errors in form.errors.items()])
+
+
 def setting_refused(where: str, name: str, message: str) -> ValidationError:
     """A 400 naming the setting in errors[].field ("sampling.temprature", "params.epoch"), as a body's own fields
     are named: the sentence alone left a program nothing to point at."""
@@ -286,8 +293,7 @@ def start_import(request: HttpRequest, file: File[UploadedFile], kind: Form[Lite
         raise HttpError(403, str(exc)) from None
     form = ImportForm({"kind": kind, "format": format, "split": split, "tag": tag, "round": round}, {"file": file})
     if not form.is_valid():  # named field by field in `errors`, as a refused JSON body's fields are
-        raise ValidationError([{"loc": ("form",) if name == "__all__" else ("form", name), "msg": " ".join(errors)}
-                               for name, errors in form.errors.items()])
+        raise form_refused(form, "form")
     try:
         job = import_jobs.start_form(form.cleaned_data, request.user)
     except import_jobs.ImportNotAllowed as exc:
@@ -321,8 +327,7 @@ def start_export(request: HttpRequest, payload: ExportStart):
               **({"soft_labels": "on"} if payload.soft_labels else {})}
     form = ExportForm(fields)
     if not form.is_valid():
-        raise ValidationError([{"loc": ("body",) if name == "__all__" else ("body", name), "msg": " ".join(errors)}
-                               for name, errors in form.errors.items()])
+        raise form_refused(form, "body")
     try:
         job = export_jobs.start_form(form.cleaned_data, request.user)
     except export_jobs.NothingToExport as exc:
