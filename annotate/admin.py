@@ -5,7 +5,8 @@ from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from jobs.admin import RefusesDeleting
+from jobs import lifecycle
+from jobs.admin import RefusesDeleting, RefusesDeletingActiveJobs, StartedElsewhereJobAdmin
 from prefloop.access import may
 
 from . import closing, export_jobs, routing
@@ -164,41 +165,25 @@ class AnnotatorProfileAdmin(admin.ModelAdmin):
 
 
 @admin.register(ImportJob)
-class ImportJobAdmin(admin.ModelAdmin):
+class ImportJobAdmin(RefusesDeletingActiveJobs, StartedElsewhereJobAdmin, admin.ModelAdmin):
     """Read only: an import is started on the Import page (or the API), which checks the file it keeps; a path
-    edited here would have a worker read any file the server can."""
+    edited here would have a worker read any file the server can. An active one is not deleted (its worker would
+    fail on the missing row, and its upload would wait for the sweep)."""
 
     list_display = ("pk", "file_name", "kind", "status", "done", "total", "added", "skipped", "created", "created_by")
     list_filter = ("status", "kind")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # an active job's worker would fail on a missing row, and its upload would wait for the sweep
-        return super().has_delete_permission(request, obj) and (obj is None or not obj.is_active)
+    cancel = staticmethod(lifecycle.cancel)
 
 
 @admin.register(ExportJob)
-class ExportJobAdmin(admin.ModelAdmin):
+class ExportJobAdmin(RefusesDeletingActiveJobs, StartedElsewhereJobAdmin, admin.ModelAdmin):
     """Read only: an export is started on the Export page, which names its path in the exports folder; a path edited
-    here would be served (or removed) wherever it pointed. Deleting an ended export removes its file."""
+    here would be served (or removed) wherever it pointed. Deleting an ended export removes its file; an active one
+    is not deleted (its worker would write a file no row names)."""
 
     list_display = ("pk", "format", "round_number", "status", "done", "total", "created", "created_by")
     list_filter = ("status", "format")
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # an active job's worker would write a file no row names
-        return super().has_delete_permission(request, obj) and (obj is None or not obj.is_active)
+    cancel = staticmethod(lifecycle.cancel)
 
     def delete_model(self, request, obj) -> None:
         super().delete_model(request, obj)

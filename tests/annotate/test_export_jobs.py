@@ -229,7 +229,9 @@ def test_deleting_an_ended_export_in_the_admin_removes_its_file(admin_client, cl
     client.force_login(staff)
     exporting.post(client)
     job = ExportJob.objects.get()
-    assert admin_client.get(f"/admin/annotate/exportjob/{job.pk}/delete/").status_code == 403, "not while queued"
+    refused = admin_client.post(f"/admin/annotate/exportjob/{job.pk}/delete/", {"post": "yes"}, follow=True)
+    assert "Not deleted: export job" in refused.content.decode() and "is queued" in refused.content.decode()
+    assert ExportJob.objects.filter(pk=job.pk).exists(), "not while queued"
     export_jobs.run(job.pk)
     assert Path(job.path).is_file()
     assert admin_client.get(f"/admin/annotate/exportjob/{job.pk}/change/").status_code == 200  # a read-only view
@@ -350,3 +352,18 @@ def test_a_cancel_that_lands_after_the_export_finished_shows_how_long_the_file_i
     job = export_jobs.run(ExportJob.objects.get().pk)
     answer = client.post(reverse("annotate:export_cancel", args=[job.pk]), HTTP_HX_REQUEST="true").content.decode()
     assert f"The file is {export_jobs.KEPT}." in answer
+
+
+def test_the_admin_cancels_selected_exports_and_leaves_ended_ones(admin_client, client, staff):
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    exporting.post(client)
+    queued, ended = ExportJob.objects.order_by("pk")
+    export_jobs.run(ended.pk)
+    answer = admin_client.post("/admin/annotate/exportjob/", {"action": "cancel_selected",
+                                                              "_selected_action": [queued.pk, ended.pk]}, follow=True)
+    queued.refresh_from_db(), ended.refresh_from_db()
+    assert (queued.status, ended.status) == ("cancelled", "succeeded")
+    assert "1 export job asked to stop" in answer.content.decode()
+    assert Path(ended.path).is_file(), "the finished export's file is kept"

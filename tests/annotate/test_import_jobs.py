@@ -384,5 +384,7 @@ def test_the_admin_lists_import_jobs_but_cannot_point_one_at_another_file(admin_
     assert admin_client.get("/admin/annotate/importjob/add/").status_code == 403
     # an ended job may be deleted; an active one may not (its worker would fail on the missing row)
     running, _ = queue(client, "b.jsonl", _prompts(1))
-    assert admin_client.get(f"/admin/annotate/importjob/{running.pk}/delete/").status_code == 403
+    refused = admin_client.post(f"/admin/annotate/importjob/{running.pk}/delete/", {"post": "yes"}, follow=True)
+    assert f"Not deleted: import job {running.pk} is queued" in refused.content.decode()
+    assert ImportJob.objects.filter(pk=running.pk).exists()
     assert admin_client.get(f"/admin/annotate/importjob/{job.pk}/delete/").status_code == 200
