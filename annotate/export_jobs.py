@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from jobs import lifecycle
 from jobs.lifecycle import Tracker
 from jobs.models import ENDED
+from prefloop.errors import sentence
 from prefloop.private_files import private_dir
 
 from . import exporters
@@ -193,7 +194,7 @@ def run(job_id: int) -> ExportJob:
         ExportJob.objects.filter(pk=job.pk).update(done=counts["written"])
         lifecycle.stopped(job, "nothing was kept; start the export again for the file")
     except exporters.ExportError as err:
-        lifecycle.fail(job, str(err)[:1].upper() + str(err)[1:] + ".")
+        lifecycle.fail(job, sentence(str(err)))
     except OSError as exc:
         log.warning("export job %s could not be written", job.pk, exc_info=True)
         lifecycle.fail(job, f"the export could not be written in the exports folder ({exc.strerror or exc})")

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from jobs.views import cancel_view
 from prefcore.text import word_diff
 from prefloop.access import STAFF_ONLY, require
+from prefloop.errors import sentence
 
 from . import export_jobs, import_jobs, services
 from . import quality as quality_report
@@ -83,7 +84,7 @@ def submit(request: HttpRequest) -> HttpResponse:
             seconds=data["seconds"],
         )
     except services.LabelError as err:
-        return _next(request, str(err).capitalize() + ".")
+        return _next(request, sentence(str(err)))
     return _next(request, saved=saved_line(label.side, label.strength, label.comment))  # what is stored
 
 
@@ -95,7 +96,7 @@ def skip_pair(request: HttpRequest) -> HttpResponse:
     try:
         services.skip(request.user, form.target(request.user))
     except services.LabelError as err:
-        return _next(request, str(err).capitalize() + ".")
+        return _next(request, sentence(str(err)))
     return _next(request, saved="Skipped: that pair will not be shown again")
 
 
@@ -178,9 +179,9 @@ def export(request: HttpRequest) -> HttpResponse:
             try:
                 job = export_jobs.start_form(form.cleaned_data, request.user)
             except export_jobs.NothingToExport as exc:
-                form.add_error(None, str(exc)[:1].upper() + str(exc)[1:] + ".")
+                form.add_error(None, sentence(str(exc)))
             except export_jobs.QUEUE_ERRORS:
-                form.add_error(None, export_jobs.QUEUE_DOWN[:1].upper() + export_jobs.QUEUE_DOWN[1:] + ".")
+                form.add_error(None, sentence(export_jobs.QUEUE_DOWN))
                 status = 503
             else:
                 return redirect("annotate:export_job", pk=job.pk)
@@ -237,7 +238,7 @@ def return_to_skipped(request: HttpRequest) -> HttpResponse:
     try:
         services.return_to_skipped(request.user, form.target(request.user))
     except services.LabelError as err:
-        messages.error(request, str(err).capitalize() + ".")
+        messages.error(request, sentence(str(err)))
         return redirect("annotate:skipped")
     return redirect("annotate:label")
 
@@ -322,7 +323,7 @@ def round_ungold(request: HttpRequest, number: int) -> HttpResponse:
         try:
             labelling_rounds.unset_gold(round_, pair_id)
         except labelling_rounds.RoundError as exc:
-            messages.error(request, str(exc).capitalize() + ".")
+            messages.error(request, sentence(str(exc)))
         else:
             messages.success(request, f"Pair {pair_id} is a regular pair again.")
             return redirect("annotate:round", number=round_.number)

@@ -21,6 +21,14 @@ from django.views.decorators.csrf import requires_csrf_token
 logger = logging.getLogger(__name__)
 
 
+def sentence(text: str) -> str:
+    """`text`, a message that starts lower case to be read inside another ("pair 3 was given to Alice before"), as a
+    sentence of its own: its first letter upper case, the rest as written (str.capitalize() lowered it: "alice"), a
+    full stop at the end unless it ends in one already."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
 def bad_request_reason(exception: BaseException | None) -> str:
     """A sentence for a request Django refused before any view read it: the kind of fault, never the value sent."""
     if isinstance(exception, TooManyFieldsSent):

@@ -4,6 +4,8 @@ empty body."""
 import pytest
 from django.test import Client
 
+from prefloop.errors import sentence
+
 pytestmark = pytest.mark.django_db
 
 
@@ -79,3 +81,9 @@ def test_a_refusal_whose_frame_cannot_be_drawn_still_says_its_sentence(staff, se
     assert 'id="refusal"' not in response.content.decode()  # the sentence alone, not the framed page
     response = client.get("/annotate/", HTTP_HOST="evil.example.org")
     assert response.status_code == 400 and "does not answer to the host name" in response.content.decode()
+
+
+def test_a_message_made_a_sentence_keeps_its_names_as_written():
+    # str.capitalize(), which the pages used, lowered the rest: "Pair 3 was given to alice before."
+    assert sentence("pair 3 was given to Alice before") == "Pair 3 was given to Alice before."
+    assert sentence("the KL budget was exceeded.") == "The KL budget was exceeded.", "one full stop"
