@@ -15,6 +15,7 @@ import time
 import uuid
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import transaction
@@ -87,6 +88,31 @@ def served_file(job: ExportJob) -> Path | None:
         return None
     path = Path(job.path).resolve()
     return path if path.is_file() else None
+
+
+class NoFile(Exception):
+    """Why a job's file cannot be downloaded: `status` 409 while the job runs or when it ended without one, 404 when
+    its file is gone; the same for the page and the API."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+def open_file(job: ExportJob) -> BinaryIO:
+    """The finished job's own file, opened for reading, or NoFile."""
+    if job.status != ExportJob.SUCCEEDED:
+        if job.status not in ENDED:
+            raise NoFile(409, f"export job {job.pk} is still {job.status}: its file can be downloaded once it has "
+                              "succeeded")
+        raise NoFile(409, f"export job {job.pk} ended {job.status} and kept no file: start the export again")
+    path = served_file(job)
+    try:
+        if path is not None:
+            return path.open("rb")
+    except OSError:  # removed (a delete in the admin) since served_file looked
+        pass
+    raise NoFile(404, f"export job {job.pk}'s file is not in the exports folder any more: start the export again")
 
 
 def remove_files(job: ExportJob) -> None:

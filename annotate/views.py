@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from jobs.views import cancel_view
 from prefcore.text import word_diff
 from prefloop.access import STAFF_ONLY, require
-from prefloop.errors import sentence
+from prefloop.errors import refusal_page, sentence
 
 from . import export_jobs, import_jobs, services
 from . import quality as quality_report
@@ -216,12 +216,11 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse:
     never a path anything else names."""
     _staff(request)
     job = get_object_or_404(ExportJob, pk=pk)
-    if job.status != ExportJob.SUCCEEDED:
-        raise Http404(f"Export {job.pk} is {job.status}: its file can be downloaded once it has finished.")
-    path = export_jobs.served_file(job)
-    if path is None:
-        raise Http404(f"Export {job.pk}'s file is not in the exports folder any more: start the export again.")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=job.file_name)
+    try:
+        return FileResponse(export_jobs.open_file(job), as_attachment=True, filename=job.file_name)
+    except export_jobs.NoFile as exc:  # as the API answers it: 409 for a job with no file (yet), 404 for one gone
+        return refusal_page(request, "404.html" if exc.status == 404 else "400.html",
+                            "Not found" if exc.status == 404 else "Refused", sentence(str(exc)), exc.status)
 
 
 def skipped(request: HttpRequest) -> HttpResponse:

@@ -344,16 +344,10 @@ def export_file(request: HttpRequest, job_id: Id):
     """The file the job wrote (for hf, the zipped data set folder), as its page offers it: 409 until the job has
     succeeded, 404 when its file is no longer in the exports folder."""
     job = found(ExportJob, job_id, "export job")
-    if job.status != ExportJob.SUCCEEDED:
-        if job.status in ACTIVE:
-            raise HttpError(409, f"export job {job.pk} is still {job.status}: its file can be downloaded once it has "
-                                 "succeeded")
-        raise HttpError(409, f"export job {job.pk} ended {job.status} and kept no file: start the export again")
-    path = export_jobs.served_file(job)
-    if path is None:
-        raise HttpError(404, f"export job {job.pk}'s file is not in the exports folder any more: start the export "
-                             "again")
-    return FileResponse(path.open("rb"), as_attachment=True, filename=job.file_name)
+    try:
+        return FileResponse(export_jobs.open_file(job), as_attachment=True, filename=job.file_name)
+    except export_jobs.NoFile as exc:
+        raise HttpError(exc.status, str(exc)) from None
 
 
 class JobFilter(Schema):

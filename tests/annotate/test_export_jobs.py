@@ -114,7 +114,9 @@ def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_parti
     assert not Path(job.path).parent.exists() and list(Path(settings.EXPORTS_DIR).iterdir()) == []
     page = client.get(response.url).content.decode()
     assert "Nothing was kept" in page and reverse("annotate:export_download", args=[job.pk]) not in page
-    assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 404
+    gone = client.get(reverse("annotate:export_download", args=[job.pk]))
+    assert gone.status_code == 409 and f"Export job {job.pk} ended cancelled and kept no file: start the export " \
+                                       "again." in gone.content.decode()
 
 
 def test_a_job_cancelled_while_queued_writes_nothing(client, staff):
@@ -150,8 +152,9 @@ def test_the_file_is_for_staff_alone_and_only_once_the_job_has_finished(client, 
     job = ExportJob.objects.get()
     link = reverse("annotate:export_download", args=[job.pk])
     waiting = client.get(link)
-    assert waiting.status_code == 404 and f"Export {job.pk} is queued: its file can be downloaded once it has " \
-                                          "finished" in waiting.content.decode()
+    # as the API answers it (409, the same sentence): it said "once it has finished" of a cancelled job too
+    assert waiting.status_code == 409 and f"Export job {job.pk} is still queued: its file can be downloaded once " \
+                                          "it has succeeded." in waiting.content.decode()
     export_jobs.run(job.pk)
     assert exporting.content(client.get(link)).count(b"\n") == 1
     client.force_login(annotator)
