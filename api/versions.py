@@ -207,10 +207,20 @@ class BoardFilters(Schema):
 
 @router.get("/leaderboard", summary="Bradley-Terry ratings of the versions")
 def get_leaderboard(request: HttpRequest, filters: Query[BoardFilters]) -> dict:
+    """The leaderboard page's figures: each version's rating with its interval, raw and length-controlled (null,
+    with `lc_needs` the votes it needs, until the length-controlled fit has enough), and `win_rates`: for each pair
+    of rated versions that met, the share of pairs of answers the first won against the second (ties and "both bad"
+    half), its 95% Wilson interval, the pairs of answers and the votes cast."""
     board = leaderboard.build_board(include_automatic=filters.automatic)
     rows = [_board_row(row) for row in board.rows]
+    names = [name for name, _ in board.matrix]
+    win_rates = [{"version": name, "against": against, "rate": cell.rate, "low": _finite(cell.low),
+                  "high": _finite(cell.high), "pairs": cell.n, "votes": cell.votes}
+                 for name, cells in board.matrix for against, cell in zip(names, cells, strict=True)
+                 if cell.rate is not None]
     return {"anchor": board.anchor, "votes": board.votes, "length_coef": _finite(board.length_coef),
-            "unrated": board.unrated, "message": board.message, "rows": rows}
+            "lc_needs": board.lc_needs, "unrated": board.unrated, "message": board.message, "rows": rows,
+            "win_rates": win_rates}
 
 
 def _board_row(row: leaderboard.Row) -> dict:

@@ -102,6 +102,14 @@ def test_the_leaderboard_with_votes_is_json(staff_api, annotator):
     assert rows["base"]["rating"] == 1000 and rows["round-1"]["rating"] > 1000
     assert rows["round-1"]["votes"] == 5 and rows["round-1"]["mean_tokens"] == 12
     assert rows["round-1"]["answers"] == 5 and rows["round-1"]["truncated_answers"] == 0
+    # the length-controlled rating is null with the votes it needs, as the page says "needs N votes"
+    assert rows["round-1"]["lc_rating"] is None and board["lc_needs"] > 5
+    # the page's win-rate table: 5 votes on 5 pairs of answers, round-1 winning 3.5
+    rates = {(w["version"], w["against"]): w for w in board["win_rates"]}
+    assert set(rates) == {("round-1", "base"), ("base", "round-1")}
+    assert rates["round-1", "base"]["rate"] == pytest.approx(0.7) and rates["base", "round-1"]["rate"] == pytest.approx(0.3)
+    assert rates["round-1", "base"]["pairs"] == 5 and rates["round-1", "base"]["votes"] == 5
+    assert 0 < rates["round-1", "base"]["low"] < 0.7 < rates["round-1", "base"]["high"] < 1
 
 
 def test_labelling_with_the_client(annotator_api):
