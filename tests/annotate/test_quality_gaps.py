@@ -111,3 +111,15 @@ def test_an_unknown_round_on_the_quality_page_is_refused_naming_it(client, staff
     assert refused.status_code == 400 and "no labelling round 99" in refused.content.decode()
     assert client.get(reverse("annotate:quality"), {"round": 2}).status_code == 200
     assert client.get(reverse("annotate:quality"), {"round": "x"}).status_code == 400
+
+
+def test_the_overlap_line_counts_the_people_who_share_a_pair_not_everyone(client, staff):
+    # "1 pairs labelled by two or more of 2 people" read as if two people had labelled at all, where three had
+    shared, alone = make_pair(labels_needed=2), make_pair()
+    label_pair(shared.pk, make_user("pat"), "left")
+    label_pair(shared.pk, make_user("kim"), "right")
+    label_pair(alone.pk, make_user("lee"), "left")
+    client.force_login(staff)
+    page = client.get(reverse("annotate:quality")).content.decode()
+    line = re.search(r'<p id="overlap">(.*?)</p>', page, re.S).group(1)
+    assert line == "1 pair labelled by two or more people, 2 people between them (automatic labellers left out)."
