@@ -124,12 +124,15 @@ def remove_files(job: ExportJob) -> None:
 
 def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
     """Remove the exports folder's job folders that no export job names (its row deleted other than in the admin,
-    which removes the folder itself): a uuid-named folder, older than `older_than_s`, that is no job's own. Anything
-    else there (a file or folder someone put there by hand) is left. Returns how many."""
+    which removes the folder itself), or that a job ended without a file names (cancelled after its worker was lost
+    while it wrote: no worker came back to remove what it left): a uuid-named folder, older than `older_than_s`,
+    that is no job's own. Anything else there (a file or folder someone put there by hand) is left. Returns how
+    many."""
     root = Path(settings.EXPORTS_DIR)
     if not root.is_dir():
         return 0
-    named = {Path(path).parent.name for path in ExportJob.objects.values_list("path", flat=True)}
+    kept = ExportJob.objects.exclude(status__in=[ExportJob.CANCELLED, ExportJob.FAILED])
+    named = {Path(path).parent.name for path in kept.values_list("path", flat=True)}
     removed, before = 0, time.time() - older_than_s
     for folder in root.iterdir():
         try:

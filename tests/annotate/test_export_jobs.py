@@ -268,6 +268,38 @@ def test_a_job_folder_no_export_names_any_more_is_swept_and_nothing_else(client,
     assert mine.is_dir() and fresh.is_dir() and all(p.exists() for p in kept)  # a job's, too new, not a job folder
 
 
+def test_an_export_cancelled_after_its_worker_was_lost_leaves_nothing_once_swept(client, staff, settings):
+    """From an outside probe: an export whose worker was lost while it wrote, cancelled from its page (ended at once,
+    as a silent job is), kept its half-written file in the exports folder for good: no worker came back to remove
+    it, and the sweep spared its folder because a job row named it. "A cancelled or failed export leaves nothing
+    behind": the next export's sweep removes it, as it does an orphan's (an hour on)."""
+    import os
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    lifecycle.claim(ExportJob, job.pk, restart=True)  # a worker took it ...
+    folder = Path(job.path).parent
+    folder.mkdir(parents=True)
+    Path(job.path).write_text('{"prompt": "half a row"')  # ... and was lost while it wrote
+    long_ago = timezone.now() - timedelta(hours=2)
+    ExportJob.objects.filter(pk=job.pk).update(claimed=long_ago, updated=long_ago)
+    client.post(reverse("annotate:export_cancel", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == "cancelled" and "without a word from its worker" in job.stage
+    old = time.time() - 2 * export_jobs.SWEEP_AFTER_S
+    os.utime(folder, (old, old))
+    exporting.post(client)
+    export_jobs.run(ExportJob.objects.latest("pk").pk)
+    assert not folder.exists()
+    assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 404
+
+
 def test_a_row_naming_a_folder_kept_in_the_exports_folder_neither_writes_there_nor_removes_it(
         client, staff, settings):
     """From the review: a job row edited by hand to point at a folder someone keeps in the exports folder
