@@ -301,6 +301,7 @@ class ExportJob(Job):
     unit = "rows"
     task_name = "annotate.tasks.run_export_job"
     start_again = "start the export again"
+    left_when_lost = "nothing was kept; start the export again for the file"  # its folder is swept (export_jobs)
 
     format = models.CharField(max_length=10, help_text="jsonl, parquet, or hf (a Hugging Face data set, zipped).")
     round_number = models.PositiveIntegerField(null=True, blank=True, help_text="Only this labelling round (empty: all).")

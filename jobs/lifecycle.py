@@ -218,7 +218,7 @@ def cancel(job: Job) -> None:
         # (in a step that asks nothing, a model loading) stops at its next check, and every end of a job is written
         # only while it is active.
         reason = (f"cancelled after {round(silent / 60)} min without a word from its worker (it seems lost); "
-                  "what it stored before stays")
+                  f"{job.left_when_lost}")
         cutoff = now - timedelta(seconds=SILENT_AFTER_S)  # silent still as it is ended (no report came meanwhile)
         ended = model.objects.filter(
             Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff),

@@ -47,6 +47,7 @@ class Job(models.Model):
     unit = "units"  # what done/total count, in the plural, for the progress partial
     task_name = ""  # the Celery task that runs a job of this kind, by name (routing: CELERY_TASK_ROUTES)
     start_again = "start it again"  # what a person does to run a job again that never started (lifecycle.enqueue)
+    left_when_lost = "what it stored before stays"  # said of a job cancelled at once, its worker lost (lifecycle.cancel)
     max_attempts = 3  # workers lost during one job before it is marked failed instead of resumed again
 
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)

@@ -300,6 +300,30 @@ def test_an_export_cancelled_after_its_worker_was_lost_leaves_nothing_once_swept
     assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 404
 
 
+def test_an_export_cancelled_after_its_worker_was_lost_says_nothing_was_kept(client, staff):
+    """From an outside probe: such an export's page said "cancelled after 120 min without a word from its worker (it
+    seems lost); what it stored before stays" above "Nothing was kept": an export stores nothing but its file, which
+    is not kept. Other kinds (an import's rows) still say what they stored stays."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    job = ExportJob.objects.get()
+    lifecycle.claim(ExportJob, job.pk, restart=True)  # a worker took it, and was lost
+    long_ago = timezone.now() - timedelta(hours=2)
+    ExportJob.objects.filter(pk=job.pk).update(claimed=long_ago, updated=long_ago)
+    client.post(reverse("annotate:export_cancel", args=[job.pk]))
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert job.stage == "cancelled after 120 min without a word from its worker (it seems lost); nothing was kept; " \
+                        "start the export again for the file"
+    page = client.get(reverse("annotate:export_job", args=[job.pk])).content.decode()
+    assert "what it stored before stays" not in page and "Nothing was kept" in page
+
+
 def test_a_row_naming_a_folder_kept_in_the_exports_folder_neither_writes_there_nor_removes_it(
         client, staff, settings):
     """From the review: a job row edited by hand to point at a folder someone keeps in the exports folder
