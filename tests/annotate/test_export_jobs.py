@@ -297,7 +297,7 @@ def test_an_export_cancelled_after_its_worker_was_lost_leaves_nothing_once_swept
     exporting.post(client)
     export_jobs.run(ExportJob.objects.latest("pk").pk)
     assert not folder.exists()
-    assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 404
+    assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 409
 
 
 def test_an_export_cancelled_after_its_worker_was_lost_says_nothing_was_kept(client, staff):
