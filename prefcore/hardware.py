@@ -45,7 +45,19 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# What a machine torch can find a GPU on shows: NVIDIA's driver, AMD's (ROCm builds of torch report it as cuda), or
+# WSL's GPU. Without any of them torch.cuda.is_available() is False, and asking torch costs its import (1.5 s and
+# 200 MB in a web process that only shows which dtype the workers run in).
+GPU_SIGNS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _no_gpu_here() -> bool:
+    return not any(Path(sign).exists() for sign in GPU_SIGNS)
+
+
 def default_device() -> str:
+    if _no_gpu_here():
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -80,10 +92,19 @@ def dtype_name(dtype) -> str:
     return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
 
 
+def resolved_dtype_name(choice=None, device: str | None = None) -> str:
+    """dtype_name(resolve_dtype(choice, device)), without importing torch on a CPU (what the pages show)."""
+    if isinstance(choice, str) and choice in _DTYPE_NAMES:
+        return _DTYPE_NAMES[choice]
+    if choice in (None, "auto") and (device or default_device()) == "cpu":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return dtype_name(resolve_dtype(choice, device))
+
+
 def describe_dtype(choice=None, device: str | None = None, *, setting: str = "PREFLOOP_DTYPE") -> str:
     """One line saying which dtype a choice gives here and why, e.g. "bfloat16 (native bf16 on this CPU)" or
     "float32 (forced by PREFLOOP_DTYPE)"; `setting` names where a forced choice came from."""
-    name = dtype_name(resolve_dtype(choice, device))
+    name = resolved_dtype_name(choice, device)
     if choice not in (None, "auto"):
         return f"{name} (forced by {setting})"
     device = device or default_device()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from prefcore.hardware import describe_dtype, dtype_name, resolve_dtype
+from prefcore.hardware import describe_dtype, resolved_dtype_name
 
 
 def dtype_choice() -> str:
@@ -18,7 +18,7 @@ def dtype_choice() -> str:
 def product_dtype(device: str | None = None) -> str:
     """The dtype models run in here ("float32", "bfloat16"; "float16" on a GPU without bf16): the setting, with
     "auto" resolved for `device` (default: this machine's, a GPU when there is one)."""
-    return dtype_name(resolve_dtype(settings.PREFLOOP_DTYPE, device))
+    return resolved_dtype_name(settings.PREFLOOP_DTYPE, device)
 
 
 def dtype_note(device: str | None = None) -> str:

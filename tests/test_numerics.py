@@ -82,7 +82,7 @@ def test_evaluation_scores_in_the_settings_dtype(base, settings, monkeypatch):
     prompt = Prompt.objects.create(text="hi", split="eval")
     answer = Response.objects.create(prompt=prompt, version=base, text="hello", token_count=1)
     seen = []
-    monkeypatch.setattr("training.evaluation.compute_kl",
+    monkeypatch.setattr("training.dpo.trainer.compute_kl",
                         lambda path, reference, pairs, config, should_stop=None, chosen_ids=None:
                         seen.append(config.dtype) or [[0.0]] * len(pairs))
     evaluation.mean_kl(base, base, {prompt.pk: answer})

@@ -19,7 +19,7 @@ from prefloop.numerics import product_dtype
 from .dataset import store_reference_logps
 from .dpo.config import DPOConfig
 from .dpo.data import PreferencePair
-from .dpo.trainer import Scorer, TrainingCancelled, compute_kl
+from .dpo.outcome import TrainingCancelled
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def mean_kl(version: ModelVersion, reference: ModelVersion, answers: dict[int, R
     the KL of the two next-token distributions over the whole vocabulary (`training.dpo.logps.position_kl`), summed
     over the answer, averaged over the answers. Never negative. GenerationCancelled between batches once
     should_stop() says so."""
+
+    from .dpo.trainer import compute_kl  # (here: it imports torch, which the pages that import this never need)
 
     if not answers:
         return math.nan
@@ -115,6 +117,7 @@ def evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOCo
 def _evaluate_round(version: ModelVersion, reference: ModelVersion, config: DPOConfig,
                     heldout: list[PreferencePair], heldout_rows: list[tuple[Response, Response]],
                     should_stop: Callable[[], bool] | None, on_stage: Callable[[str, float], None] | None = None) -> dict:
+    from .dpo.trainer import Scorer  # (here, as in mean_kl)
 
     def check() -> None:
         if should_stop is not None and should_stop():

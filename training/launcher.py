@@ -22,7 +22,7 @@ from pathlib import Path
 from training import keeper
 from training.dpo.config import DPOConfig
 from training.dpo.data import PreferencePair
-from training.dpo.trainer import StageCallback, StepCallback, TrainingCancelled, TrainResult
+from training.dpo.outcome import StageCallback, StepCallback, TrainingCancelled, TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.5  # how often should_stop() is asked while no step arrives

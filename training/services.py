@@ -35,8 +35,7 @@ from prefloop.numerics import dtype_note, product_dtype
 from .dataset import RoundData, labelling_round, round_data, spin_data, store_reference_logps
 from .dpo.config import SMOOTHED_LOSSES, DPOConfig, agreement_for_smoothing
 from .dpo.data import PreferencePair
-from .dpo.terms import terms_for
-from .dpo.trainer import SFT_STAGE, TrainingCancelled, train_dpo
+from .dpo.outcome import SFT_STAGE, TrainingCancelled
 from .evaluation import eval_answer_prompts, evaluate_round
 from .launcher import train_in_processes
 from .models import TrainingRun, TrainingStep
@@ -112,6 +111,8 @@ def start_training_run(
 def check_loss_terms(config: DPOConfig) -> None:
     """Refuse, as a TrainingError, a loss term that is not allowed, does not load or cannot run with the loss: here,
     before anything is queued, not in the worker."""
+    from .dpo.terms import terms_for  # (here: it imports torch, which a web process needs only to start a run)
+
     try:
         terms_for(config, settings.PREFLOOP_LOSS_TERMS)
     except ValueError as exc:
@@ -580,6 +581,8 @@ def _train(run: TrainingRun, tracker: Tracker, config: DPOConfig, pairs: list[Pr
                                           allowed_terms=settings.PREFLOOP_LOSS_TERMS, on_stage=on_stage)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
+        from .dpo.trainer import train_dpo  # (here: it imports torch, which the pages never need)
+
         return train_dpo(config, _full_path(run.input_version), pairs, out_dir,
                          reference_dir=_full_path(run.reference_version), on_step=on_step, should_stop=should_stop,
                          allowed_terms=settings.PREFLOOP_LOSS_TERMS, on_stage=on_stage)

@@ -22,6 +22,26 @@ def test_backend_dtype_follows_cpu_flags(tiny_model_dir, monkeypatch, cpuinfo, e
     assert [len(s.token_ids) for s in out[0]] == [6, 6]
 
 
+@pytest.mark.parametrize("cpuinfo", [AVX2_ONLY, AMX])
+@pytest.mark.parametrize("choice", [None, "auto", "float32", "fp32", "bfloat16", "bf16", "float16", torch.bfloat16])
+def test_the_dtype_named_without_torch_is_the_one_torch_resolves(monkeypatch, cpuinfo, choice):
+    # the pages name the dtype without importing torch (prefcore.hardware.resolved_dtype_name): the same name as the
+    # dtype the sampler and the trainer resolve, on either CPU kind
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: cpuinfo)
+    assert hardware.resolved_dtype_name(choice, "cpu") == hardware.dtype_name(hardware.resolve_dtype(choice, "cpu"))
+    with pytest.raises(ValueError, match="int3"):
+        hardware.resolved_dtype_name("int3", "cpu")
+
+
+def test_a_machine_showing_no_gpu_is_a_cpu_one_and_one_showing_a_gpu_asks_torch(monkeypatch, tmp_path):
+    monkeypatch.setattr(hardware, "GPU_SIGNS", (str(tmp_path / "no-such-driver"),))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("asked torch on a machine with no GPU"))
+    assert hardware.default_device() == "cpu"
+    monkeypatch.setattr(hardware, "GPU_SIGNS", (str(tmp_path),))  # a driver's sign, present
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert hardware.default_device() == "cuda"
+
+
 def test_dtype_can_be_forced(tiny_model_dir):
     backend = load_backend(str(tiny_model_dir), kind="hf", device="cpu", dtype="bfloat16")
     assert backend.dtype == torch.bfloat16

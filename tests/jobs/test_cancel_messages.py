@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 
 from jobs import lifecycle
 from training import services as train
+from training.dpo import trainer
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -40,13 +41,13 @@ def test_train_round_cancelled_from_its_page_says_where_it_stopped(trainable_bas
 def test_a_run_cancelled_before_its_first_step_says_where_not_0_of_0(trainable_base, monkeypatch):
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
     run = train.start_training_run(input_version=trainable_base, params=PARAMS, enqueue=False)
-    real = train.train_dpo
+    real = trainer.train_dpo
 
     def cancel_then_train(*args, **kwargs):
         lifecycle.cancel(TrainingRun.objects.get(pk=run.pk))  # pressed while the model loads
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_dpo", cancel_then_train)
+    monkeypatch.setattr(trainer, "train_dpo", cancel_then_train)
     run = train.run_training(run.pk)
     assert run.status == "cancelled"
     assert run.stage.startswith("cancelled before any of its steps (at: ") and "0 of 0" not in run.stage, run.stage

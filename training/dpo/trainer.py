@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,39 +28,16 @@ from training.dpo.config import SMOOTHED_LOSSES, DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair, truncate
 from training.dpo.logps import PairLogps, build_pair_batch, position_kl
 from training.dpo.losses import dpo_loss, implicit_rewards, kto_loss, nll_loss, rrhf_loss
+from training.dpo.outcome import (
+    REFERENCE_STAGE,
+    SFT_STAGE,
+    StageCallback,
+    StepCallback,
+    TrainingCancelled,
+    TrainingDiverged,
+    TrainResult,
+)
 from training.dpo.terms import TermBatch, term_name, terms_for
-
-
-@dataclass
-class TrainResult:
-    pairs: int
-    steps: int
-    mean_loss: float
-    seconds: float
-    pairs_per_s: float
-    peak_rss_mb: float
-    final_metrics: dict = field(default_factory=dict)
-    reference_logps: list[tuple[float, float]] = field(default_factory=list)
-    truncated: int = 0
-    dropped: int = 0
-    # per pair, in input order: cut to max_length (its reference log-probs then hold for this pair only, not for
-    # its answers in other pairs: training.dataset.store_reference_logps)
-    truncated_pairs: list[bool] = field(default_factory=list)
-
-
-class TrainingCancelled(Exception):
-    """should_stop() returned True; nothing was saved."""
-
-
-class TrainingDiverged(Exception):
-    """A step's loss or gradient was not a finite number; the weights were not updated with it and nothing was saved."""
-
-
-StepCallback = Callable[[int, int, dict], None]
-# (stage, units done, units in the stage, optimiser steps still to come after it): the work before the first DPO step
-StageCallback = Callable[[str, int, int, int], None]
-REFERENCE_STAGE = "computing reference log-probs"
-SFT_STAGE = "SFT warm start"
 
 
 def peak_rss_mb() -> float:
