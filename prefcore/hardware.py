@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import sys
 from pathlib import Path
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -45,9 +46,15 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-# What a machine torch can find a GPU on shows: NVIDIA's driver, AMD's (ROCm builds of torch report it as cuda), or
-# WSL's GPU. Without any of them torch.cuda.is_available() is False, and asking torch costs its import (1.5 s and
-# 200 MB in a web process that only shows which dtype the workers run in).
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# What a machine shows when torch may find a GPU on it: NVIDIA's driver, AMD's (ROCm builds of torch report it as
+# cuda), WSL's GPU. Read only to say which dtype a page's note names (shown_device), never to choose where a model
+# runs: a GPU these do not cover (a board whose driver has other device files) is still found by default_device.
 GPU_SIGNS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
@@ -55,12 +62,13 @@ def _no_gpu_here() -> bool:
     return not any(Path(sign).exists() for sign in GPU_SIGNS)
 
 
-def default_device() -> str:
-    if _no_gpu_here():
+def shown_device() -> str:
+    """The device a note for the pages names, without importing torch where the machine shows no GPU (torch is 1.5 s
+    and 200 MB of a web process that only names the dtype): "cpu" there, default_device() elsewhere or once torch is
+    loaded anyway."""
+    if "torch" not in sys.modules and _no_gpu_here():
         return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return default_device()
 
 
 def fastest_dtype(device: str | None = None, cpuinfo: str | None = None):
@@ -93,7 +101,7 @@ def dtype_name(dtype) -> str:
 
 
 def resolved_dtype_name(choice=None, device: str | None = None) -> str:
-    """dtype_name(resolve_dtype(choice, device)), without importing torch on a CPU (what the pages show)."""
+    """dtype_name(resolve_dtype(choice, device)), without importing torch for a name or for the device "cpu"."""
     if isinstance(choice, str) and choice in _DTYPE_NAMES:
         return _DTYPE_NAMES[choice]
     if choice in (None, "auto") and (device or default_device()) == "cpu":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from prefcore.hardware import describe_dtype, resolved_dtype_name
+from prefcore.hardware import describe_dtype, resolved_dtype_name, shown_device
 
 
 def dtype_choice() -> str:
@@ -22,5 +22,6 @@ def product_dtype(device: str | None = None) -> str:
 
 
 def dtype_note(device: str | None = None) -> str:
-    """One line for the pages, e.g. "bfloat16 (native bf16 on this CPU)" or "float32 (forced by PREFLOOP_DTYPE)"."""
-    return describe_dtype(settings.PREFLOOP_DTYPE, device)
+    """One line for the pages, e.g. "bfloat16 (native bf16 on this CPU)" or "float32 (forced by PREFLOOP_DTYPE)":
+    for this machine's device as the pages name it (prefcore.hardware.shown_device: no torch where no GPU shows)."""
+    return describe_dtype(settings.PREFLOOP_DTYPE, device or shown_device())

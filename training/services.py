@@ -30,7 +30,7 @@ from jobs.lifecycle import JobCancelled, Tracker
 from jobs.models import ACTIVE
 from prefcore.errors import SettingError
 from prefcore.hardware import describe_dtype
-from prefloop.numerics import dtype_note, product_dtype
+from prefloop.numerics import product_dtype
 
 from .dataset import RoundData, labelling_round, round_data, spin_data, store_reference_logps
 from .dpo.config import SMOOTHED_LOSSES, DPOConfig, agreement_for_smoothing
@@ -460,7 +460,7 @@ def _run_config(run: TrainingRun) -> DPOConfig:
         config = DPOConfig.from_dict(dict(config.to_dict(), dtype=product_dtype()))
         run.params = dict(run.params, dtype=config.dtype)
         TrainingRun.objects.filter(pk=run.pk).update(params=run.params)
-        _log(run, f"computing in {dtype_note()}")
+        _log(run, f"computing in {describe_dtype(settings.PREFLOOP_DTYPE)}")  # this worker's device, from torch
     else:
         _log(run, f"computing in {describe_dtype(config.dtype, setting='this run')}")
     return config
