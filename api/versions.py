@@ -207,10 +207,11 @@ class BoardFilters(Schema):
 
 @router.get("/leaderboard", summary="Bradley-Terry ratings of the versions")
 def get_leaderboard(request: HttpRequest, filters: Query[BoardFilters]) -> dict:
-    """The leaderboard page's figures: each version's rating with its interval, raw and length-controlled (null,
-    with `lc_needs` the votes it needs, until the length-controlled fit has enough), and `win_rates`: for each pair
-    of rated versions that met, the share of pairs of answers the first won against the second (ties and "both bad"
-    half), its 95% Wilson interval, the pairs of answers and the votes cast."""
+    """The leaderboard page's figures: each version's rating with its interval, raw and length-controlled (null
+    until the length-controlled fit has `lc_needs` votes among the rated versions, `votes` being those it has; 0 once
+    it is shown), and `win_rates`: for each pair of rated versions that met, the share of pairs of answers the first
+    won against the second (ties and "both bad" half), its 95% Wilson interval, the pairs of answers and the votes
+    cast."""
     board = leaderboard.build_board(include_automatic=filters.automatic)
     rows = [_board_row(row) for row in board.rows]
     names = [name for name, _ in board.matrix]

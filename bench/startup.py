@@ -54,7 +54,8 @@ COMMANDS = {
 
 def run_once(checkout: Path, args: list[str], data: Path) -> tuple[float, float]:
     """(seconds, peak MB) of one command in `checkout` with a fresh data folder and database."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "PREFLOOP_SERVICES")}
     data.mkdir(parents=True, exist_ok=True)
     env.update(DJANGO_SETTINGS_MODULE="prefloop.settings", PREFLOOP_DATA_DIR=str(data),
                DATABASE_URL=f"sqlite:///{data / 'db.sqlite3'}")
@@ -80,14 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results: dict[tuple[str, str], list[tuple[float, float]]] = {}
             for repeat in range(args.repeats):
-                for name, command in COMMANDS.items():
+                for number, (name, command) in enumerate(COMMANDS.items()):
                     for side, checkout in (("peer", peer), ("ours", ROOT)):  # interleaved: a load hurts both
-                        data = Path(tmp) / f"{side}-{repeat}-{len(results)}"
+                        data = Path(tmp) / f"{side}-{repeat}-{number}"  # a new folder, so a new database, each run
                         results.setdefault((name, side), []).append(run_once(checkout, command, data))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(peer)], cwd=ROOT, check=False)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                      text=True).stdout.strip():
+        revision += " with changes"  # what ran is the working tree, not the commit alone
     against = subprocess.run(["git", "rev-parse", "--short", args.against], cwd=ROOT, capture_output=True,
                              text=True).stdout.strip()
     lines = [f"CPU: {report.cpu_line()}; load average {os.getloadavg()[0]:.1f} at the end; "
