@@ -85,12 +85,22 @@ def _imports_dir(settings, tmp_path):
 def _broker_folder_of_its_own(tmp_path_factory):
     """With the folder broker, the tasks the tests queue (a job started in a test that commits) go to a folder of the
     test run's own: they went to the checkout's var/broker/queue, where the next `make run` worker took them and ran
-    job ids of the tests on the instance's own database."""
+    job ids of the tests on the instance's own database. With Redis, under keys of the test run's own
+    (tests.broker.run_key_prefix), removed at the end: they went to the queues of the database CELERY_BROKER_URL names,
+    which an instance's workers read when the tests were pointed at its Redis."""
     from django.conf import settings
 
     from prefloop.celery import app
-    from tests.broker import publish_with
+    from tests.broker import forget_test_keys, publish_with, run_key_prefix
 
+    if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        saved = dict(app.conf.broker_transport_options or {})
+        prefix = run_key_prefix()
+        publish_with(app, dict(saved, global_keyprefix=prefix))
+        yield prefix
+        publish_with(app, saved)
+        forget_test_keys(settings.CELERY_BROKER_URL, prefix)
+        return
     if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
         yield None
         return

@@ -203,6 +203,8 @@ def test_training_round_runs_in_a_real_celery_worker(transactional_db, tiny_mode
         queue.mkdir(parents=True)
         (data_dir / "broker" / "processed").mkdir()
         publish_with(app, dict(saved_options, data_folder_in=str(queue), data_folder_out=str(queue)))
+    else:  # the worker reads the queues CELERY_BROKER_URL names, not the test run's own keys (tests.conftest)
+        publish_with(app, {k: v for k, v in saved_options.items() if k != "global_keyprefix"})
     settings.MODELS_DIR = data_dir / "models"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", "default,gpu", "--pool", "solo",
