@@ -9,7 +9,7 @@ given before the hold-back decided the pair alone).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -99,6 +99,23 @@ def candidate_pairs(*, rounds: list[int] | None = None, include_eval: bool = Fal
     return pairs
 
 
+READ_PAGE = 500  # pairs read a query at a time (with their labels, responses and prompts)
+
+
+def _pages(pairs: QuerySet[Pair]) -> Iterator[Pair]:
+    """`pairs` (ordered by pk) a page of READ_PAGE at a time, each page one query read whole. QuerySet.iterator held
+    one cursor open from the first pair to the last, and with it SQLite's read snapshot: a write from this connection
+    between two pairs (an export job's progress report) was refused at once with "database is locked" once another
+    process had written meanwhile (a Cancel, another job's progress, a label), and the export failed."""
+    after = None
+    while True:
+        page = list((pairs if after is None else pairs.filter(pk__gt=after))[:READ_PAGE])
+        yield from page
+        if len(page) < READ_PAGE:
+            return
+        after = page[-1].pk
+
+
 def decisions(
     *,
     rounds: list[int] | None = None,
@@ -129,7 +146,7 @@ def decisions(
     if counted is not None:
         counted(pairs.count())
     out = []
-    for pair in pairs.iterator(chunk_size=500):
+    for pair in _pages(pairs):
         if progress is not None:
             progress(1)
         if not same_answers and pair.response_a.text == pair.response_b.text:

@@ -426,3 +426,41 @@ def test_the_admin_cancels_selected_exports_and_leaves_ended_ones(admin_client, 
     assert (queued.status, ended.status) == ("cancelled", "succeeded")
     assert "1 export job asked to stop" in answer.content.decode()
     assert Path(ended.path).is_file(), "the finished export's file is kept"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_reading_its_pairs_on_sqlite_survives_another_process_writing(tmp_path):
+    """An export reports its progress (a write) while it reads the pairs. It read them through one open cursor
+    (QuerySet.iterator), which holds SQLite's read snapshot between its chunks: once another process had written
+    (a Cancel from the page, a generation job's progress, a person's label), the export's next write was refused at
+    once with "database is locked" (a stale snapshot cannot take the write lock; no busy timeout waits for it), and
+    the export failed, or a cancelled one said it failed while stopping. The pairs are read a page at a time now."""
+    import sqlite3
+
+    from django.db import connection
+
+    from annotate.importers import import_preferences
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the read snapshot is SQLite's")
+    rows = [{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(1200)]  # more than a page
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    import_preferences(path)
+    writer = sqlite3.connect(connection.settings_dict["NAME"], timeout=30, isolation_level=None)
+    writer.execute("CREATE TABLE IF NOT EXISTS probe_writes (at REAL)")
+    read = []
+
+    def progress(n: int) -> None:  # another process writes, then the export reports its progress, every 100 pairs
+        read.append(n)
+        if len(read) % 100 == 0:
+            writer.execute("INSERT INTO probe_writes VALUES (1)")
+            with connection.cursor() as cursor:
+                cursor.execute("INSERT INTO probe_writes VALUES (2)")
+
+    try:
+        export = export_preferences(tmp_path / "out.jsonl", fmt="jsonl", progress=progress)
+    finally:
+        writer.execute("DROP TABLE probe_writes")
+        writer.close()
+    assert export.rows == 1200 and len(read) == 1200
