@@ -11,6 +11,18 @@ BEFORE = [("annotate", "0017_export_job")]
 GROUP = "PrefLoop staff (every action)"
 
 
+def _staff_with_some_permissions(old) -> None:
+    """Before the upgrade: "looker", staff who may view versions, and "grouped", staff in a group that may change
+    them (the models as of BEFORE)."""
+    users, permissions = old.get_model("auth", "User"), old.get_model("auth", "Permission")
+    looker = users.objects.create(username="looker", is_staff=True)
+    looker.user_permissions.add(permissions.objects.get(codename="view_modelversion"))
+    grouped = users.objects.create(username="grouped", is_staff=True)
+    releasers = old.get_model("auth", "Group").objects.create(name="releasers")
+    releasers.permissions.add(permissions.objects.get(codename="change_modelversion"))
+    grouped.groups.add(releasers)
+
+
 @pytest.mark.slow
 def test_staff_with_no_permission_keep_every_action_and_others_keep_theirs(transactional_db):
     with models_as_of(BEFORE) as old:
@@ -18,12 +30,7 @@ def test_staff_with_no_permission_keep_every_action_and_others_keep_theirs(trans
         users.objects.create(username="plain", is_staff=True)
         users.objects.create(username="gone", is_staff=True, is_active=False)
         users.objects.create(username="annotator")
-        looker = users.objects.create(username="looker", is_staff=True)
-        looker.user_permissions.add(permissions.objects.get(codename="view_modelversion"))
-        grouped = users.objects.create(username="grouped", is_staff=True)
-        releasers = old.get_model("auth", "Group").objects.create(name="releasers")
-        releasers.permissions.add(permissions.objects.get(codename="change_modelversion"))
-        grouped.groups.add(releasers)
+        _staff_with_some_permissions(old)
         # as for a model this very migrate adds: its permissions are not made until post_migrate
         permissions.objects.filter(content_type__app_label="annotate", content_type__model="exportjob").delete()
     from django.contrib.auth.models import Group, User
@@ -66,12 +73,7 @@ def test_staff_given_some_permissions_keep_exporting(transactional_db):
     an administrator had given some permissions lost the Export button with the upgrade."""
     with models_as_of(BEFORE) as old:
         users, permissions = old.get_model("auth", "User"), old.get_model("auth", "Permission")
-        looker = users.objects.create(username="looker", is_staff=True)
-        looker.user_permissions.add(permissions.objects.get(codename="view_modelversion"))
-        grouped = users.objects.create(username="grouped", is_staff=True)
-        releasers = old.get_model("auth", "Group").objects.create(name="releasers")
-        releasers.permissions.add(permissions.objects.get(codename="change_modelversion"))
-        grouped.groups.add(releasers)
+        _staff_with_some_permissions(old)
         users.objects.create(username="annotator")
         permissions.objects.filter(content_type__app_label="annotate", content_type__model="exportjob").delete()
     from django.contrib.auth.models import User
