@@ -78,7 +78,11 @@ def fastest_dtype(device: str | None = None, cpuinfo: str | None = None):
     device = device or default_device()
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16(cpuinfo) else torch.float32
+    return getattr(torch, _cpu_dtype_name(cpuinfo))
+
+
+def _cpu_dtype_name(cpuinfo: str | None = None) -> str:
+    return "bfloat16" if cpu_has_native_bf16(cpuinfo) else "float32"
 
 
 def resolve_dtype(choice=None, device: str | None = None):
@@ -105,7 +109,7 @@ def resolved_dtype_name(choice=None, device: str | None = None) -> str:
     if isinstance(choice, str) and choice in _DTYPE_NAMES:
         return _DTYPE_NAMES[choice]
     if choice in (None, "auto") and (device or default_device()) == "cpu":
-        return "bfloat16" if cpu_has_native_bf16() else "float32"
+        return _cpu_dtype_name()
     return dtype_name(resolve_dtype(choice, device))
 
 
