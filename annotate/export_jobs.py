@@ -216,19 +216,25 @@ def run(job_id: int) -> ExportJob:
     tracker = Tracker(job)
     tracker.report(stage="counting the labelled pairs", force=True)
     counts = {"pairs": 0, "read": 0, "rows": 0, "written": 0}
+    # An export that ends without its file removes what it wrote before it says so ("nothing was kept"): removed
+    # after, a reader of the ended job found its partial file still in the exports folder.
     try:
         rows = _export(job, tracker, counts)
     except exporters.ExportStopped:
         # the rows it had written when it stopped (the last report may have been too soon after another to write)
         ExportJob.objects.filter(pk=job.pk).update(done=counts["written"])
+        remove_files(job)
         lifecycle.stopped(job, "nothing was kept; start the export again for the file")
     except exporters.ExportError as err:
+        remove_files(job)
         lifecycle.fail(job, sentence(str(err)))
     except OSError as exc:
         log.warning("export job %s could not be written", job.pk, exc_info=True)
+        remove_files(job)
         lifecycle.fail(job, f"the export could not be written in the exports folder ({exc.strerror or exc})")
     except Exception as exc:  # shown on the page; the worker log has the traceback
         log.exception("export job %s failed", job.pk)
+        remove_files(job)
         lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
         raise
     else:

@@ -407,17 +407,19 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
                   "promotion gate against the current version, or when staff promote it by hand")
         _measure_and_finish(run, version, config, data, tracker, share)
     except (TrainingCancelled, JobCancelled):
+        # the unregistered checkpoint goes before the run says so ("no checkpoint kept"): removed after, a reader of
+        # the ended run (the page, a test, a script freeing the disk) found its folder still there
+        if out_tmp is not None:
+            shutil.rmtree(out_tmp, ignore_errors=True)
         # stopped while its version was measured: the version is registered (a candidate, as the log says), with
         # the figures measured so far
         lifecycle.stopped(run, "no checkpoint kept" if version is None else
                           f"stopped while measuring {version.name!r}, which stays a candidate, its figures partial")
-        if out_tmp is not None:
-            shutil.rmtree(out_tmp, ignore_errors=True)
     except Exception as exc:
         log.exception("training run %s failed", run.pk)
-        lifecycle.fail(run, str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
+        lifecycle.fail(run, str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")
     except BaseException as exc:  # Ctrl-C at the command line: the caller records it; the unregistered checkpoint goes
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)

@@ -107,9 +107,18 @@ def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_parti
         return report(self, **kwargs)
 
     monkeypatch.setattr(Tracker, "report", cancelling)
+    stopped, left_when_said = lifecycle.stopped, []
+
+    def saying_stopped(job_, kept):  # what a reader finds on disk the moment the job says "nothing was kept"
+        folder = Path(job.path).parent
+        left_when_said.extend([folder, *folder.rglob("*")] if folder.exists() else [])
+        return stopped(job_, kept)
+
+    monkeypatch.setattr(lifecycle, "stopped", saying_stopped)
     export_jobs.run(job.pk)
     job.refresh_from_db()
     assert partial, "a part of the export was on disk when the Cancel came"
+    assert left_when_said == [], "the job said nothing was kept while its folder was still there"
     assert job.status == "cancelled" and job.stage.startswith("cancelled after 2 of 6 rows: nothing was kept")
     assert not Path(job.path).parent.exists() and list(Path(settings.EXPORTS_DIR).iterdir()) == []
     page = client.get(response.url).content.decode()

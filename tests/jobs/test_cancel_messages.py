@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -52,3 +54,25 @@ def test_a_run_cancelled_before_its_first_step_says_where_not_0_of_0(trainable_b
     assert run.status == "cancelled"
     assert run.stage.startswith("cancelled before any of its steps (at: ") and "0 of 0" not in run.stage, run.stage
     assert run.stage.endswith(": no checkpoint kept")
+
+
+def test_a_run_cancelled_between_steps_has_removed_its_checkpoint_when_it_says_none_was_kept(trainable_base,
+                                                                                            monkeypatch):
+    """The run said "cancelled ...: no checkpoint kept" and only then removed its unregistered checkpoint folder: a
+    reader of the ended run (its page, a script freeing the disk, the fault test's check) found the folder there."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    run = train.start_training_run(input_version=trainable_base, params=PARAMS, enqueue=False)
+    stopped, seen = lifecycle.stopped, []
+
+    def saying_stopped(job, kept):  # the moment the run's row says "cancelled": what is on disk
+        seen.append(sorted(p.name for p in Path(settings.MODELS_DIR).glob(f".tmp-run-{run.pk}-*")))
+        return stopped(job, kept)
+
+    def report(step, total, metrics):
+        if step == 1:  # Cancel pressed on the run's page after its first step
+            lifecycle.cancel(TrainingRun.objects.get(pk=run.pk))
+
+    monkeypatch.setattr(lifecycle, "stopped", saying_stopped)
+    run = train.run_training(run.pk, progress=report)
+    assert run.status == "cancelled" and run.stage.endswith(": no checkpoint kept"), run.stage
+    assert seen == [[]], f"the run said no checkpoint was kept while {seen} was on disk"
