@@ -326,23 +326,33 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
                       f"(base: {result['base_truncated_answers']})")
             if on_round:
                 on_round(result)
+        _end_parts_left(run, Status.SUCCEEDED)
         lifecycle.finish(run)
     except (JobCancelled, GenerationCancelled):  # answering inside an evaluation stops with the latter
         kept = len(run.results)
         stage = LoopRun.objects.values_list("stage", flat=True).get(pk=run.pk)
         where = stage if stage.startswith("before round") else f"in {stage or 'its first step'}"
+        _end_parts_left(run, Status.CANCELLED)
         lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped {where}"
                                + _left_candidate(run) + "; the samples, pairs and labels it stored stay")
     except Exception as exc:
         known = (JudgeError, LoopError, CompareError)
         if not isinstance(exc, known):
             log.exception("loop run %s failed", run.pk)
+        # a run asked to stop that fails on the way ends cancelled (lifecycle.fail), and its parts say so
+        stopping = LoopRun.objects.filter(pk=run.pk, status=Status.CANCELLING).exists()
+        _end_parts_left(run, Status.CANCELLED if stopping else Status.FAILED)
         lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
     run.refresh_from_db()
-    # a part the run kept to resume (a registered training run) and did not reach ends with it, not "running" on
-    lifecycle.end_parts(run, f"left when loop run {run.pk} ended {run.status}",
-                        Status.FAILED if run.status == Status.FAILED else Status.CANCELLED)
     return run
+
+
+def _end_parts_left(run: LoopRun, ending: str) -> None:
+    """End the parts the run kept to resume (a registered training run) and did not reach, so that none reads
+    "running" on, before the run itself is ended `ending`: ended after it, a reader of the ended run (its page,
+    run_loop's caller, the fault test's "nothing is left running") found its round's training run still running."""
+    lifecycle.end_parts(run, f"left when loop run {run.pk} ended {ending}",
+                        Status.FAILED if ending == Status.FAILED else Status.CANCELLED)
 
 
 def _left_candidate(run: LoopRun) -> str:

@@ -155,6 +155,42 @@ def test_a_registered_run_kept_to_resume_ends_with_a_loop_that_never_reached_it(
     assert training.status == "failed" and f"left when loop run {loop_run.pk} ended failed" in training.error
 
 
+@pytest.mark.parametrize("how", ["failed", "cancelled"])
+def test_a_loop_that_never_reached_its_kept_run_has_ended_it_when_it_says_it_ended(how, loop_run, monkeypatch):
+    """The loop run wrote its end ("failed", "cancelled ...") and only then ended the registered training run it had
+    kept to resume: a reader of the ended loop (its page, run_loop's caller, the fault test's "nothing is left
+    running") found its round's training run still "running"."""
+    lose_once(monkeypatch, training_services, "_measure_and_finish")  # round-1 registered, then the worker dies
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+
+    def no_judge(*args, **kwargs):  # the resumed loop ends before its round reaches the training run
+        if how == "cancelled":  # Cancel pressed on the loop's page as it loads its judge
+            lifecycle.cancel(LoopRun.objects.get(pk=loop_run.pk))
+            raise lifecycle.JobCancelled
+        raise loop_services.JudgeError("judge cannot load")
+
+    monkeypatch.setattr(loop_services, "load_judge", no_judge)
+    seen = []
+
+    def watching(name):
+        real = getattr(lifecycle, name)
+
+        def ending(job, *args, **kwargs):  # the moment the loop's row says it ended: its training run's status
+            if isinstance(job, LoopRun):
+                seen.append(list(TrainingRun.objects.values_list("status", flat=True)))
+            return real(job, *args, **kwargs)
+
+        monkeypatch.setattr(lifecycle, name, ending)
+
+    for name in ("fail", "stopped", "finish"):
+        watching(name)
+    assert run_loop(loop_run.pk).status == how
+    assert seen == [[how]], f"the loop said it ended while its training run was {seen}"
+    (training,) = TrainingRun.objects.all()
+    assert f"left when loop run {loop_run.pk} ended {how}" in training.error
+
+
 def test_a_registered_run_is_not_kept_when_the_current_version_changed_meanwhile(loop_run, loop_base, tiny_model_dir,
                                                                                   monkeypatch):
     """Staff made another version current while the loop's worker was down: the round starts from it, so the run
