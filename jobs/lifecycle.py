@@ -33,10 +33,11 @@ CHECK_EVERY_S = 0.5  # the database is asked whether to stop at most this often
 ALIVE_EVERY_S = 30.0  # and told the worker is alive (Job.alive_at) at most this often
 
 
-# Called with the job after end_if_runner_gone ended it (and the jobs inside it), to clean up what its dead process
-# left on disk: each kind's own business (training removes the unregistered checkpoint folders of the runs among them),
-# added in the kind's AppConfig.ready. Only that job's and its parts' leftovers: those of a run ended otherwise (the
-# silence rule) may belong to a process still at work. One that fails is logged, and the job stays ended.
+# Called with the job after end_if_runner_gone ended it (and the jobs inside it), in the transaction that ends them,
+# to clean up what its dead process left on disk: each kind's own business (training removes the unregistered
+# checkpoint folders of the runs among them), added in the kind's AppConfig.ready. Only that job's and its parts'
+# leftovers: those of a run ended otherwise (the silence rule) may belong to a process still at work. One that fails
+# is logged, and the job stays ended.
 AFTER_RUNNER_GONE: list[Callable[[Job], None]] = []
 
 
@@ -241,17 +242,24 @@ def end_if_runner_gone(job: Job) -> bool:
     # the stage is shown to everyone who sees the job (a comparison set's voters): the process and its machine are
     # said in the error and log, which staff read
     stage = f"cancelled: the command running it {gone}"
-    # one write, only while the job is active and still that process's
-    ended = model.objects.filter(pk=job.pk, runner=job.runner, status__in=ACTIVE).update(
-        status=Status.CANCELLED, error=reason, finished=now, stage=fit(stage), log=_logged(f"cancelled: {reason}"))
-    if ended:
-        end_parts(job, reason, Status.CANCELLED, stage=stage)
-        log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
-        for clean_up in AFTER_RUNNER_GONE:
-            try:
-                clean_up(job)
-            except Exception:
-                log.exception("cleaning up after %s %s failed", model.__name__, job.pk)
+    # The job's end, its parts' and the clean-ups of what its process left on disk are committed together, so
+    # whoever reads it "cancelled" finds its parts ended and its leftovers gone: committed before them, a reader of
+    # the ended job (its page, a worker starting, a script freeing the disk) found a part "running" and its dead
+    # round's unregistered checkpoint folder still there.
+    with transaction.atomic():
+        # one write, only while the job is active and still that process's
+        ended = model.objects.filter(pk=job.pk, runner=job.runner, status__in=ACTIVE).update(
+            status=Status.CANCELLED, error=reason, finished=now, stage=fit(stage),
+            log=_logged(f"cancelled: {reason}"))
+        if ended:
+            end_parts(job, reason, Status.CANCELLED, stage=stage)
+            log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
+            for clean_up in AFTER_RUNNER_GONE:
+                try:
+                    with transaction.atomic():  # a clean-up's failed query undoes its own writes, not the job's end
+                        clean_up(job)
+                except Exception:
+                    log.exception("cleaning up after %s %s failed", model.__name__, job.pk)
     job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
     return bool(ended)
 

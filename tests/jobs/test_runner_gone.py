@@ -175,6 +175,37 @@ def test_a_dead_rounds_unregistered_checkpoint_goes_when_its_job_is_ended(settin
     assert not left.exists() and folders[elsewhere.pk].exists() and folders[silent.pk].exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_commands_job_reads_cancelled_only_once_its_parts_and_checkpoint_are_gone(settings, tmp_path,
+                                                                                       monkeypatch):
+    """The job was written "cancelled" (committed), then its parts, then its dead round's unregistered checkpoint
+    was removed: a reader of the ended loop (its page, a worker starting, a script freeing the disk) found its round
+    "running" and the folder still there, as a039def found of a cancelled training run."""
+    from tests.threads import run_at_once
+    from training.models import TrainingRun
+
+    settings.MODELS_DIR = tmp_path / "models"
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    loop = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", part_of="foreground",
+                                  status="running", runner=_dead_process())
+    dead = TrainingRun.objects.create(input_version=base, reference_version=base, status="running", part_of=loop.key)
+    folder = settings.MODELS_DIR / f".tmp-run-{dead.pk}-abc123"
+    folder.mkdir(parents=True)
+    seen = []
+
+    def reading(job):  # as the clean-ups begin: what another process reads of the loop and its round
+        def read():
+            seen.append((LoopRun.objects.get(pk=loop.pk).status, TrainingRun.objects.get(pk=dead.pk).status))
+        assert run_at_once({"reader": read}) == []
+
+    monkeypatch.setattr(lifecycle, "AFTER_RUNNER_GONE", [reading, *lifecycle.AFTER_RUNNER_GONE])
+    lifecycle.cancel(loop)
+    loop.refresh_from_db()
+    assert loop.status == "cancelled" and not folder.exists()
+    # (Cancel's own "cancelling" is written first, on its own)
+    assert seen == [("cancelling", "running")], f"read {seen} while the dead round's checkpoint was still there"
+
+
 @pytest.mark.django_db
 def test_a_job_whose_command_runs_or_is_elsewhere_still_stops_as_before(client, staff):
     """The other side: a live command stops its job itself; one on another machine cannot be judged from here."""
