@@ -221,12 +221,15 @@ def cancel(job: Job) -> None:
         reason = (f"cancelled after {round(silent / 60)} min without a word from its worker (it seems lost); "
                   f"{job.left_when_lost}")
         cutoff = now - timedelta(seconds=SILENT_AFTER_S)  # silent still as it is ended (no report came meanwhile)
-        ended = model.objects.filter(
-            Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff),
-            Q(alive_at__isnull=True) | Q(alive_at__lt=cutoff), pk=job.pk, status=Status.CANCELLING,
-        ).update(status=Status.CANCELLED, finished=now, stage=reason, log=_logged(reason))
-        if ended:
-            end_parts(job, reason, Status.CANCELLED)
+        # the job's end and its parts' committed together: the job committed first, a reader of the ended job (its
+        # page, the API) found a job inside it still "running"
+        with transaction.atomic():
+            ended = model.objects.filter(
+                Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff),
+                Q(alive_at__isnull=True) | Q(alive_at__lt=cutoff), pk=job.pk, status=Status.CANCELLING,
+            ).update(status=Status.CANCELLED, finished=now, stage=reason, log=_logged(reason))
+            if ended:
+                end_parts(job, reason, Status.CANCELLED)
         job.refresh_from_db(fields=["status", "finished", "stage", "log"])
 
 

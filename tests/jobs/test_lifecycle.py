@@ -307,6 +307,33 @@ def test_cancel_ends_a_job_whose_worker_seems_lost_at_once_with_the_jobs_inside_
     assert part.status == "cancelled" and "it seems lost" in part.error
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_job_ended_for_its_silence_reads_cancelled_only_once_the_jobs_inside_it_are_ended(monkeypatch):
+    """Cancel committed a silent loop run "cancelled", and only then ended the training run inside it: a reader of
+    the ended loop (its page, the API, a test) found its round still "running"."""
+    from tests.threads import run_at_once
+
+    long_ago = timezone.now() - timedelta(minutes=12)
+    base = ModelVersion.objects.create(name="base", path="/nowhere/base", is_current=True)
+    loop_run = LoopRun.objects.create(rounds=1, pairs=1, judge="judges.rules:length_target", status="cancelling",
+                                      claimed=long_ago, updated=long_ago)
+    part = TrainingRun.objects.create(input_version=base, reference_version=base, status="running",
+                                      part_of=loop_run.key)
+    seen, end_parts = [], lifecycle.end_parts
+
+    def ending_parts(job, *args, **kwargs):  # as the parts are ended: what another process reads of the loop
+        def read():
+            seen.append(LoopRun.objects.get(pk=loop_run.pk).status)
+        assert run_at_once({"reader": read}) == []
+        return end_parts(job, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "end_parts", ending_parts)
+    lifecycle.cancel(loop_run)
+    part.refresh_from_db()
+    assert loop_run.status == "cancelled" and part.status == "cancelled"
+    assert seen == ["cancelling"], "the loop read cancelled while the training run inside it was still running"
+
+
 def test_cancel_asks_a_job_that_is_writing_progress_to_stop_and_does_not_end_it(jobs):
     job = lifecycle.claim(GenerationJob, jobs[0].pk)
     Tracker(job).report(progress=0.5, force=True)
