@@ -574,8 +574,10 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
                               f"for max_new_tokens {config.max_new_tokens} in the model's context; see the log")
     if job.params.get("pairing") != "none":  # no pairs made: no queue to ready
         _prepare_queue(job, round_, tracker)
-    lifecycle.finish(job)
+    # the version's mean answer length takes in the job's answers before the job says it succeeded: stored after, a
+    # reader of the finished job found the length without them
     update_mean_length(job.version)
+    lifecycle.finish(job)
 
 
 def _prepare_queue(job: GenerationJob, round_, tracker: Tracker) -> None:
