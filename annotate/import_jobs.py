@@ -118,7 +118,7 @@ def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
 
 def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
     options, path = job.options, job.path
-    rows = {"n": 0, "done": 0}
+    rows = {"n": 0}
 
     def on_read(total: int) -> None:
         rows["n"] = total
@@ -126,11 +126,14 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
         tracker.report(done=0, total=total, progress=0.0, stage=f"writing {total:,} checked rows", force=True,
                        claimed=timezone.now(), claimed_progress=0.0)
 
-    def progress(n: int) -> None:
-        rows["done"] += n
-        tracker.report(done=rows["done"], progress=rows["done"] / max(1, rows["n"]))
+    def on_chunk(stored: importers.ImportResult, done: int) -> None:
+        # Reported once a chunk's rows are written, in its transaction: the rows done and what they stored are
+        # committed with the chunk, so a page read mid-import says how many were added so far, and never counts a
+        # row its chunk did not store. Reported row by row (inside a chunk), `added` and the rest stayed 0 until the
+        # job ended, though the bar moved. Throttled as any report: one left out is made up by the next chunk's.
+        tracker.report(done=done, progress=done / max(1, rows["n"]), **_counts(stored))
 
-    hooks = dict(name=job.file_name, progress=progress, should_stop=tracker.should_stop, on_read=on_read)
+    hooks = dict(name=job.file_name, should_stop=tracker.should_stop, on_read=on_read, on_chunk=on_chunk)
     # the kind's permission again, as the job runs: one taken away (or its account deleted) since the upload counts
     lost = f"the account that queued this import may no longer write {job.kind}: "
     if job.created_by is None:
@@ -169,7 +172,9 @@ def run(job_id: int) -> ImportJob:
     if job.attempts > 1:
         lifecycle.append_log(job, "the rows the lost attempt stored count as already present")
     tracker = Tracker(job)
-    tracker.report(stage=f"reading and checking {job.file_name}", force=True)
+    # a lost attempt's counts (of the chunks it stored) start again with its rows: this attempt counts every row
+    # again, those that attempt stored as already present
+    tracker.report(stage=f"reading and checking {job.file_name}", force=True, **_counts(importers.ImportResult(0, 0)))
     try:
         result = _import(job, tracker)
     except importers.ImportProblem as problem:

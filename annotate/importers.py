@@ -108,10 +108,14 @@ class ImportStopped(Exception):
 
 
 def _chunked(rows: list, write: Callable[[list], ImportResult], should_stop: Callable[[], bool] | None,
-             on_read: Callable[[int], None] | None) -> ImportResult:
+             on_read: Callable[[int], None] | None,
+             on_chunk: Callable[[ImportResult, int], None] | None = None) -> ImportResult:
     """Told `on_read` how many rows the file holds (all of them checked), `write` each chunk of CHUNK_ROWS rows in
-    a transaction of its own; the sum of their results. Asked to stop (`should_stop`, between chunks) or interrupted
-    (Ctrl-C, inside one: that chunk is rolled back), raise ImportStopped with what was stored."""
+    a transaction of its own; the sum of their results. `on_chunk(result, rows)` is told, inside each chunk's
+    transaction once its rows are written, what the chunks so far have stored and how many rows they handled: what
+    it writes (an import job's counts) is committed with the chunk, or rolled back with it. Asked to stop
+    (`should_stop`, between chunks) or interrupted (Ctrl-C, inside one: that chunk is rolled back), raise
+    ImportStopped with what was stored."""
     if on_read is not None:
         on_read(len(rows))
     total, done = ImportResult(0, 0), 0
@@ -122,6 +126,8 @@ def _chunked(rows: list, write: Callable[[list], ImportResult], should_stop: Cal
             chunk = rows[start:start + CHUNK_ROWS]
             with transaction.atomic():
                 part = write(chunk)
+                if on_chunk is not None:
+                    on_chunk(total + part, done + len(chunk))
             total, done = total + part, done + len(chunk)
             if done < len(rows) and connection.vendor == "sqlite" and not connection.in_atomic_block:
                 time.sleep(WRITERS_GAP_S)
@@ -240,7 +246,7 @@ def _prompts_by_hash(rows: Iterable[PromptRow], *, split: str, tag: str, source:
 def import_prompts(
     path: Path | str, *, split: str = Prompt.TRAIN, tag: str = "", name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None, on_chunk: Callable[[ImportResult, int], None] | None = None,
 ) -> ImportResult:
     """Prompts from a file with a `prompt` column (text or a message list) and, optionally, a reference answer per
     row (`reference`, or TRL's `completion`), which SPIN rounds train over the model's own answers."""
@@ -279,7 +285,7 @@ def import_prompts(
                           if split == Prompt.TRAIN and prompts[h].split == Prompt.EVAL and not new)
         return ImportResult(created, len(chunk) - created - len(set_aside), set_aside=set_aside)
 
-    return _chunked(rows, write, should_stop, on_read)
+    return _chunked(rows, write, should_stop, on_read, on_chunk)
 
 
 def _add_references(chunk: list[PromptRow], hashes: list[str], prompts: dict[str, Prompt], before: set[str],
@@ -417,7 +423,8 @@ def _inserted(objects: list) -> list:
 
 
 def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
-                 should_stop: Callable[[], bool] | None, on_read: Callable[[int], None] | None) -> ImportResult:
+                 should_stop: Callable[[], bool] | None, on_read: Callable[[int], None] | None,
+                 on_chunk: Callable[[ImportResult, int], None] | None = None) -> ImportResult:
     source = _source(name)
     new = _NewPairs(source)  # one for the whole import: a stand-in id names one new pair, whichever chunk it is in
     held_back = getattr(make, "held_back", [])  # the lines `make` held back as near-duplicates (import_pairs)
@@ -474,13 +481,14 @@ def _write_pairs(rows, name, make, progress: Callable[[int], None] | None,
             progress(len(set_aside) + len(same))
         return ImportResult(created, skipped, set_aside, tuple(disagreeing), same, tuple(held_back[held_before:]))
 
-    return _chunked(rows, write, should_stop, on_read)
+    return _chunked(rows, write, should_stop, on_read, on_chunk)
 
 
 def import_pairs(
     path: Path | str, *, round_number: int | None = None, labels_needed: int | None = None, name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None, new_rounds: bool = True,
+    on_chunk: Callable[[ImportResult, int], None] | None = None,
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue; a pair whose two answers are
     nearly the same is stored held back (route "duplicate"), as a generation job holds back its own: people could
@@ -512,7 +520,7 @@ def import_pairs(
 
     make.texts = lambda row: (row.response_a, row.response_b)
     make.held_back = []
-    return _write_pairs(rows, name, make, progress, should_stop, on_read)
+    return _write_pairs(rows, name, make, progress, should_stop, on_read, on_chunk)
 
 
 def _choice(row, chosen_is_a: bool) -> str:
@@ -658,6 +666,7 @@ def import_preferences(
     path: Path | str, *, fmt: str = "auto", round_number: int | None = None, name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None, new_rounds: bool = True,
+    on_chunk: Callable[[ImportResult, int], None] | None = None,
 ) -> ImportResult:
     """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account. A
     new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it).
@@ -778,4 +787,4 @@ def import_preferences(
     make.texts = lambda row: (row.chosen, row.rejected)
     make.onto = onto_pairs
     user = import_account()
-    return _write_pairs(rows, name, make, progress, should_stop, on_read)
+    return _write_pairs(rows, name, make, progress, should_stop, on_read, on_chunk)

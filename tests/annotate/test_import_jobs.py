@@ -14,7 +14,7 @@ from django.urls import reverse
 from annotate import import_jobs, importers
 from annotate.importers import ImportStopped, import_preferences, import_prompts
 from annotate.models import ImportJob, Label, Pair
-from generation.models import Prompt
+from generation.models import Prompt, normalised_hash
 from jobs import lifecycle
 from tests.annotate.importing import post, queue, upload
 from tests.threads import run_at_once
@@ -102,6 +102,51 @@ def test_cancelling_an_import_job_from_its_page_stops_it_between_chunks(client, 
     monkeypatch.setattr(importers, "_prompts_by_hash", real)
     again, _ = upload(client, "six.jsonl", _prompts(6))
     assert again.status == "succeeded" and (again.added, again.skipped) == (2, 4) and Prompt.objects.count() == 6
+
+
+def test_an_import_jobs_counts_follow_the_chunks_it_has_stored(client, staff, monkeypatch):
+    """Its `added` and `skipped` were written only when the job ended: a page (or the API) read while the chunks
+    were written said "0 added" under a moving bar. They are written with each chunk, in its transaction."""
+    monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written, as the page would poll it
+    client.force_login(staff)
+    Prompt.objects.create(text="question 1", hash=normalised_hash("question 1"), source="before")
+    job, url = queue(client, "six.jsonl", _prompts(6))
+    real, seen = importers._prompts_by_hash, []
+
+    def writing(*args, **kwargs):  # each chunk as it begins: what the row and the page say of those before it
+        seen.append((ImportJob.objects.values_list("done", "added", "skipped").get(pk=job.pk),
+                     client.get(url).content.decode()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(importers, "_prompts_by_hash", writing)
+    import_jobs.run(job.pk)
+    assert [counts for counts, _ in seen] == [(0, 0, 0), (2, 1, 1), (4, 3, 1)]
+    assert "Stored so far: 3 added, 1 already present." in seen[2][1]
+    assert "Stored before it stopped" not in seen[2][1] and "Stored so far" not in seen[0][1]
+    job.refresh_from_db()
+    assert job.status == "succeeded" and (job.done, job.added, job.skipped) == (6, 5, 1)
+
+
+def test_a_retried_import_does_not_show_the_counts_its_lost_attempt_stored(client, staff, monkeypatch):
+    """Its rows are counted again from the first (those the lost attempt stored as already present): the counts
+    that attempt's last chunk wrote stood beside "reading and checking" as this attempt's until it had written."""
+    client.force_login(staff)
+    job, url = queue(client, "a.jsonl", _prompts(3))
+    lifecycle.claim(ImportJob, job.pk, restart=True)  # the first worker took it ...
+    import_prompts(job.path, name=job.file_name)  # ... stored every row, said so, and was killed
+    ImportJob.objects.filter(pk=job.pk).update(done=3, added=3)
+    real, reading = importers.formats.read_prompts, []
+
+    def read(*args, **kwargs):
+        reading.append(ImportJob.objects.values_list("done", "added", "skipped").get(pk=job.pk))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(importers.formats, "read_prompts", read)
+    import_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert reading == [(0, 0, 0)]
+    assert job.status == "succeeded" and (job.added, job.skipped) == (0, 3)
 
 
 def _upload_file(name, content):
