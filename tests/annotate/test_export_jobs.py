@@ -3,6 +3,7 @@ export leaves nothing), the job's page offers the finished file to staff alone, 
 exports folder is ever served or removed."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from unittest import mock
@@ -84,6 +85,38 @@ def test_the_job_writes_the_rows_export_preferences_writes_and_its_count_reaches
     assert response["Content-Disposition"].endswith(f'{job.file_name}"') and job.file_name.startswith("preferences-")
     page = client.get(reverse("annotate:export_job", args=[job.pk])).content.decode()
     assert "Written: 5 rows. The file is kept until the export is deleted" in page
+
+
+def test_an_hf_exports_bar_moves_while_its_folder_is_zipped(client, staff, tmp_path, monkeypatch):
+    """Its rows are counted as jsonl's and parquet's are; then its bar stood at 99% (full, but running) through
+    "zipping the data set folder", which deflates every shard. Zipping has the bar's last share, by bytes zipped."""
+    import zipfile
+
+    monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
+    monkeypatch.setattr(export_jobs, "ZIP_BLOCK", 512)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written, as the page would poll it
+    _decided(5)
+    seen = []
+    report = Tracker.report
+
+    def recording(self, **kwargs):
+        written = report(self, **kwargs)
+        seen.append(ExportJob.objects.values_list("done", "total", "progress", "stage").get(pk=self.job.pk))
+        return written
+
+    monkeypatch.setattr(Tracker, "report", recording)
+    client.force_login(staff)
+    job, response = exporting.export(client, format="hf")
+    assert job.status == "succeeded" and (job.done, job.total, job.progress) == (5, 5, 1.0)
+    writing = [(done, progress) for done, _, progress, stage in seen if stage == "writing 5 rows"]
+    assert [done for done, _ in writing] == [0, 2, 4, 5], "rows written, chunk by chunk"
+    assert writing[-1][1] == pytest.approx(1 - export_jobs.ZIP_SHARE)
+    zipping = [progress for done, _, progress, stage in seen if stage == "zipping the data set folder"]
+    assert len(zipping) > 5 and zipping == sorted(set(zipping)), "the bar moves on as the bytes are zipped"
+    assert zipping[0] == pytest.approx(1 - export_jobs.ZIP_SHARE) and zipping[-1] == pytest.approx(1.0)
+    zipfile.ZipFile(io.BytesIO(exporting.content(response))).extractall(tmp_path / "unzipped")
+    (folder,) = (tmp_path / "unzipped").iterdir()
+    assert len(pq.read_table(next((folder / "data").iterdir())).to_pylist()) == 5
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
