@@ -241,6 +241,16 @@ def run(job_id: int) -> ExportJob:
     # after, a reader of the ended job found its partial file still in the exports folder.
     try:
         rows = _export(job, tracker, counts)
+        # The file is in place, and the job offers it once it ends succeeded. A Cancel pressed since the last check
+        # (asked at most every CHECK_EVERY_S, and not at all while the file was renamed into place or the hf folder
+        # removed) is honoured as one pressed a moment earlier, with nothing kept: the job ended "succeeded" under
+        # a page that had just answered "cancelling". Asked afresh with the job's row locked until it has ended, so
+        # a Cancel arriving meanwhile waits and finds the job ended, with nothing to cancel.
+        with transaction.atomic():
+            ExportJob.objects.select_for_update().values_list("pk").get(pk=job.pk)
+            if tracker.should_stop(fresh=True):
+                raise exporters.ExportStopped("the export was asked to stop")
+            lifecycle.finish(job, done=rows, total=rows)
     except exporters.ExportStopped:
         # the rows it had written when it stopped (the last report may have been too soon after another to write)
         ExportJob.objects.filter(pk=job.pk).update(done=counts["written"])
@@ -258,8 +268,6 @@ def run(job_id: int) -> ExportJob:
         remove_files(job)
         lifecycle.fail(job, f"{type(exc).__name__}: {exc}")
         raise
-    else:
-        lifecycle.finish(job, done=rows, total=rows)
     finally:
         job.refresh_from_db()
         if job.status != ExportJob.SUCCEEDED:

@@ -444,6 +444,39 @@ def test_a_restarted_export_counts_its_rows_again(client, staff, monkeypatch):
     assert seen == [(0, 0)] and (job.status, job.done, job.total) == ("succeeded", 2, 2)
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "hf"])
+def test_a_cancel_that_lands_once_the_file_is_written_but_before_the_job_ends_keeps_nothing(
+        client, staff, monkeypatch, settings, fmt):
+    """A Cancel pressed after the export's last check for one (its last chunk of rows, its last block zipped: asked
+    at most every CHECK_EVERY_S) but before the job ended, while the file was renamed into place or the hf folder
+    removed: the job ended "succeeded" with its file, under a page that had just answered "cancelling", and nothing
+    said the Cancel had come too late. Before it ends, the job asks afresh (as a training run does before it
+    registers its version): the Cancel is honoured as one a moment earlier is, with nothing kept. One that comes
+    after the job ended finds nothing to cancel (the next test)."""
+    _decided(5)
+    client.force_login(staff)
+    response = exporting.post(client, format=fmt)
+    job = ExportJob.objects.get()
+    real, answers = export_jobs._export, []
+
+    def written_then_cancelled(job_, tracker, counts):
+        rows = real(job_, tracker, counts)
+        assert Path(job.path).is_file(), "the file is in place"
+        answers.append(client.post(reverse("annotate:export_cancel", args=[job.pk]),
+                                   HTTP_HX_REQUEST="true").content.decode())
+        return rows
+
+    monkeypatch.setattr(export_jobs, "_export", written_then_cancelled)
+    export_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert "cancelling" in answers[0]
+    assert job.status == "cancelled" and job.stage.startswith("cancelled after 5 of 5 rows: nothing was kept")
+    assert not Path(job.path).parent.exists() and list(Path(settings.EXPORTS_DIR).iterdir()) == []
+    page = client.get(response.url).content.decode()
+    assert "Nothing was kept" in page and reverse("annotate:export_download", args=[job.pk]) not in page
+    assert client.get(reverse("annotate:export_download", args=[job.pk])).status_code == 409
+
+
 def test_a_cancel_that_lands_after_the_export_finished_shows_how_long_the_file_is_kept(client, staff):
     """From the review: the Cancel button's answer (htmx) rendered the job's partial without the sentence of how long
     the file is kept: 'The file is .'"""
