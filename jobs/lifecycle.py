@@ -33,12 +33,14 @@ CHECK_EVERY_S = 0.5  # the database is asked whether to stop at most this often
 ALIVE_EVERY_S = 30.0  # and told the worker is alive (Job.alive_at) at most this often
 
 
-# Called with the job after end_if_runner_gone ended it (and the jobs inside it), in the transaction that ends them,
-# to clean up what its dead process left on disk: each kind's own business (training removes the unregistered
-# checkpoint folders of the runs among them), added in the kind's AppConfig.ready. Only that job's and its parts'
-# leftovers: those of a run ended otherwise (the silence rule) may belong to a process still at work. One that fails
-# is logged, and the job stays ended.
-AFTER_RUNNER_GONE: list[Callable[[Job], None]] = []
+# Called with a job the life cycle ended (with the jobs inside it) on behalf of a process that is gone, in the
+# transaction that ends them, to clean up what that process left on disk: each kind's own business (training removes
+# the unregistered checkpoint folders of the runs among them), added in the kind's AppConfig.ready. The endings that
+# call them: end_if_runner_gone (the command running it was killed outright) and claim (its worker was lost while it
+# stopped, or once too often; requeue_interrupted claims those at a worker's start). Only that job's and its parts'
+# leftovers: those of a run ended otherwise (the silence rule in cancel) may belong to a process still at work. One
+# that fails is logged, and the job stays ended.
+AFTER_PROCESS_GONE: list[Callable[[Job], None]] = []
 
 
 class JobCancelled(Exception):
@@ -103,6 +105,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
             job.log += f"[{now:%H:%M:%S}] {stage}\n"
             _end(job, Status.CANCELLED, now, stage=fit(stage), fields=["log"])
             end_parts(job, f"cancelled with {_named(job)}, whose worker was lost while stopping", Status.CANCELLED)
+            _clean_up_after(job)
             return None
         again = ""  # the stage a new attempt starts in: the lost attempt's stage blamed the next one's failure
         if retry_failed and job.status == Status.FAILED:
@@ -117,6 +120,7 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
             _end(job, Status.FAILED, now, fields=["error"],
                  stage=fit(f"failed in: {job.stage}") if job.stage else "")
             end_parts(job, f"{_named(job)} failed: {job.error}")
+            _clean_up_after(job)
             return None
         if lost:
             job.log += f"[{now:%H:%M:%S}] the worker was lost; " + ("starting again\n" if restart else "resuming\n")
@@ -133,6 +137,18 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
         job.save(update_fields=["status", "attempts", "error", "started", "finished", "claimed", "claimed_progress",
                                 "updated", "log", "done", "progress", "stage"])
     return job
+
+
+def _clean_up_after(job: Job) -> None:
+    """Run the AFTER_PROCESS_GONE clean-ups for `job`, just ended (with its parts) for a process that is gone, inside
+    the transaction that ends it: whoever reads it ended finds what its process left on disk gone (the next claim of
+    its kind, which removed it before, may come hours later, or never)."""
+    for clean_up in AFTER_PROCESS_GONE:
+        try:
+            with transaction.atomic():  # a clean-up's failed query undoes its own writes, not the job's end
+                clean_up(job)
+        except Exception:
+            log.exception("cleaning up after %s %s failed", type(job).__name__, job.pk)
 
 
 def _end(job: Job, status: str, now, *, stage: str | None = None, fields: Iterable[str] = ()) -> None:
@@ -223,6 +239,10 @@ def cancel(job: Job) -> None:
         cutoff = now - timedelta(seconds=SILENT_AFTER_S)  # silent still as it is ended (no report came meanwhile)
         # the job's end and its parts' committed together: the job committed first, a reader of the ended job (its
         # page, the API) found a job inside it still "running"
+        # Its leftovers on disk are left (no AFTER_PROCESS_GONE clean-up, unlike a job whose process is known gone):
+        # silence is only a guess, and a worker alive after all is still writing them (a checkpoint, an export's file)
+        # until its next check, which stops it and removes its own; those of a process that did die are removed by
+        # the next claim of its kind (training) or the exports' sweep.
         with transaction.atomic():
             ended = model.objects.filter(
                 Q(updated__lt=cutoff) | Q(updated__isnull=True, claimed__lt=cutoff),
@@ -257,12 +277,7 @@ def end_if_runner_gone(job: Job) -> bool:
         if ended:
             end_parts(job, reason, Status.CANCELLED, stage=stage)
             log.warning("%s %s ended: %s", model.__name__, job.pk, reason)
-            for clean_up in AFTER_RUNNER_GONE:
-                try:
-                    with transaction.atomic():  # a clean-up's failed query undoes its own writes, not the job's end
-                        clean_up(job)
-                except Exception:
-                    log.exception("cleaning up after %s %s failed", model.__name__, job.pk)
+            _clean_up_after(job)
     job.refresh_from_db(fields=["status", "error", "finished", "stage", "log"])
     return bool(ended)
 

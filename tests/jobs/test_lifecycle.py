@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.template.loader import render_to_string
@@ -155,6 +156,43 @@ def test_a_loop_run_ended_when_claimed_ends_the_jobs_inside_it(jobs, version, ho
     part.refresh_from_db()
     assert part.status == ("cancelled" if how == "cancelled" else "failed")
     assert f"loop run {loop_run.pk}" in part.error and part.finished is not None
+
+
+@pytest.mark.parametrize("how", ["stopping", "out of attempts"])
+def test_a_lost_workers_job_ended_when_claimed_has_its_runs_checkpoint_folders_removed(jobs, version, settings,
+                                                                                       tmp_path, how):
+    """A training run (or a loop's round) whose worker was lost while it stopped, or lost once too often, was ended
+    by the next claim (requeue_interrupted at a worker's start, a loop's own task) with its unregistered checkpoint
+    folder (hundreds of MB to GB) left on disk until some later training run happened to be claimed. Those of a run
+    still at work beside it (a worker sharing the disk), and of one ended otherwise, stay."""
+    import tempfile
+
+    settings.MODELS_DIR = tmp_path / "models"
+    settings.MODELS_DIR.mkdir()
+    versions = [ModelVersion.objects.create(name=f"v{k}", path="/nowhere", round=k) for k in range(2, 5)]
+    loop_run = lifecycle.claim(LoopRun, jobs[3].pk)
+    round_run = TrainingRun.objects.create(input_version=versions[0], status="running", attempts=1,
+                                           part_of=loop_run.key)
+    alone = lifecycle.claim(TrainingRun, jobs[1].pk)
+    beside = TrainingRun.objects.create(input_version=versions[1], status="running", part_of="foreground")
+    ended = TrainingRun.objects.create(input_version=versions[2], status="cancelled")
+    # named as run_training names them
+    folders = {run.pk: Path(tempfile.mkdtemp(prefix=f".tmp-run-{run.pk}-", dir=settings.MODELS_DIR))
+               for run in (round_run, alone, beside, ended)}
+    if how == "stopping":
+        lifecycle.cancel(loop_run)
+        lifecycle.cancel(alone)
+        assert lifecycle.requeue_interrupted() == {}  # a worker starts: it ends both
+    else:
+        for job in (loop_run, alone):
+            type(job).objects.filter(pk=job.pk).update(attempts=job.max_attempts)
+            assert lifecycle.claim(type(job), job.pk) is None  # as the loop's task claims it again
+    for run in (loop_run, round_run, alone):
+        run.refresh_from_db()
+        assert not run.is_active
+    assert not folders[round_run.pk].exists(), "the lost loop's round kept its checkpoint folder"
+    assert not folders[alone.pk].exists(), "the lost training run kept its checkpoint folder"
+    assert folders[beside.pk].exists() and folders[ended.pk].exists(), "another run's checkpoint folder was removed"
 
 
 def test_progress_writes_are_throttled_and_forced_ones_always_land(jobs):

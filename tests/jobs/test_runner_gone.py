@@ -198,7 +198,7 @@ def test_a_dead_commands_job_reads_cancelled_only_once_its_parts_and_checkpoint_
             seen.append((LoopRun.objects.get(pk=loop.pk).status, TrainingRun.objects.get(pk=dead.pk).status))
         assert run_at_once({"reader": read}) == []
 
-    monkeypatch.setattr(lifecycle, "AFTER_RUNNER_GONE", [reading, *lifecycle.AFTER_RUNNER_GONE])
+    monkeypatch.setattr(lifecycle, "AFTER_PROCESS_GONE", [reading, *lifecycle.AFTER_PROCESS_GONE])
     lifecycle.cancel(loop)
     loop.refresh_from_db()
     assert loop.status == "cancelled" and not folder.exists()
