@@ -4,3 +4,13 @@ from django.apps import AppConfig
 class AnnotateConfig(AppConfig):
     name = "annotate"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from jobs.lifecycle import AFTER_PROCESS_GONE
+
+        from .export_jobs import remove_files_of
+
+        # an export whose worker was lost (while it stopped, or once too often) leaves its folder, a partial file in
+        # it: removed when its job is ended for it, not an hour on by the next export's sweep
+        if remove_files_of not in AFTER_PROCESS_GONE:
+            AFTER_PROCESS_GONE.append(remove_files_of)

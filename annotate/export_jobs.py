@@ -126,6 +126,14 @@ def remove_files(job: ExportJob) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def remove_files_of(job) -> None:
+    """The folder of `job`, an export the life cycle ended for a process that is gone (lifecycle.AFTER_PROCESS_GONE:
+    its worker lost while it stopped, or once too often): what that process wrote is a partial file no one will
+    finish, and a job ended so is read as having kept nothing. Jobs of other kinds are left alone."""
+    if isinstance(job, ExportJob):
+        remove_files(job)
+
+
 def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
     """Remove the exports folder's job folders that no export job names (its row deleted other than in the admin,
     which removes the folder itself), or that a job ended without a file names (cancelled after its worker was lost

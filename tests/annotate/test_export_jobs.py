@@ -424,6 +424,37 @@ def test_a_worker_lost_again_and_again_ends_the_job_failed_and_removes_what_it_w
     assert not Path(job.path).parent.exists()
 
 
+@pytest.mark.parametrize("how", ["stopping", "out of attempts"])
+def test_an_export_whose_worker_was_lost_reads_ended_only_once_its_folder_is_gone(client, staff, how):
+    """An export whose worker was lost while it was being cancelled was ended by the next worker's start
+    (requeue_interrupted) with its half-written file left in the exports folder until the next export's sweep, an hour
+    on; one lost once too often was ended failed by its task's claim, which returned with the folder still there (run
+    removed it only afterwards). Another export's folder stays."""
+    _decided(1)
+    client.force_login(staff)
+    exporting.post(client)
+    exporting.post(client)
+    job, done = ExportJob.objects.order_by("pk")
+    ExportJob.objects.filter(pk=done.pk).update(status="succeeded")
+    Path(done.path).parent.mkdir(parents=True)
+    Path(done.path).write_text('{"prompt": "a row"}\n')
+    lifecycle.claim(ExportJob, job.pk, restart=True)  # a worker took it ...
+    folder = Path(job.path).parent
+    folder.mkdir(parents=True)
+    Path(job.path).write_text('{"prompt": "half a row"')  # ... and was lost while it wrote
+    if how == "stopping":
+        client.post(reverse("annotate:export_cancel", args=[job.pk]))  # a Cancel its worker never heard
+        assert ExportJob.objects.get(pk=job.pk).status == "cancelling"
+        assert lifecycle.requeue_interrupted() == {}  # a worker starts, and ends it
+    else:
+        ExportJob.objects.filter(pk=job.pk).update(attempts=job.max_attempts)
+        assert lifecycle.claim(ExportJob, job.pk, restart=True) is None  # as export_jobs.run claims it again
+    job.refresh_from_db()
+    assert job.status == ("cancelled" if how == "stopping" else "failed")
+    assert not folder.exists(), "the ended export's partial file was left in the exports folder"
+    assert Path(done.path).is_file(), "another export's file was removed"
+
+
 def test_a_restarted_export_counts_its_rows_again(client, staff, monkeypatch):
     """A lost attempt's total (the rows it was writing) stood on the new attempt's page as '0 / 7' while it read
     the pairs again, and a Cancel then said 'cancelled after 0 of 7 rows'."""
