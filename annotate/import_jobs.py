@@ -97,6 +97,14 @@ def start_form(data: dict, user) -> ImportJob:
     return start(data["file"], kind=data["kind"], options=options, user=user)
 
 
+def remove_upload_of(job) -> None:
+    """The upload of `job`, an import the life cycle ended for a process that is gone (lifecycle.AFTER_PROCESS_GONE:
+    its worker lost while it stopped, or once too often): no attempt will read it again, and a job's file goes when
+    the job ends. Jobs of other kinds are left alone."""
+    if isinstance(job, ImportJob):
+        Path(job.path).unlink(missing_ok=True)
+
+
 def sweep(older_than_s: float = SWEEP_AFTER_S) -> int:
     """Remove uploads no import will read: their job ended without running (a worker lost while it was being
     cancelled ends it so) or is gone. Only files older than `older_than_s`: an upload is written before its job's

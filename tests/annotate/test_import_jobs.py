@@ -175,6 +175,29 @@ def test_after_a_lost_worker_the_import_starts_again_and_what_it_stored_counts_a
     assert "count as already present" in job.log and Prompt.objects.count() == 3
 
 
+@pytest.mark.parametrize("how", ["stopping", "out of attempts"])
+def test_an_import_whose_worker_was_lost_reads_ended_only_once_its_upload_is_gone(client, staff, how):
+    """An import whose worker was lost while it was being cancelled was ended by the next worker's start
+    (requeue_interrupted) with its upload left in the imports folder until the next import's sweep, an hour on; one
+    lost once too often was ended failed by its task's claim, which returned with the upload still there (run
+    removed it only afterwards). Another import's upload stays."""
+    client.force_login(staff)
+    job, url = queue(client, "a.jsonl", _prompts(3))
+    other, url = queue(client, "b.jsonl", _prompts(2))
+    lifecycle.claim(ImportJob, job.pk, restart=True)  # a worker took it, and was lost
+    if how == "stopping":
+        client.post(reverse("annotate:import_cancel", args=[job.pk]))  # a Cancel its worker never heard
+        assert ImportJob.objects.get(pk=job.pk).status == "cancelling"
+        assert lifecycle.requeue_interrupted() == {}  # a worker starts, and ends it
+    else:
+        ImportJob.objects.filter(pk=job.pk).update(attempts=job.max_attempts)
+        assert lifecycle.claim(ImportJob, job.pk, restart=True) is None  # as import_jobs.run claims it again
+    job.refresh_from_db()
+    assert job.status == ("cancelled" if how == "stopping" else "failed")
+    assert not Path(job.path).exists(), "the ended import's upload was left in the imports folder"
+    assert Path(other.path).is_file(), "another import's upload was removed"
+
+
 def test_a_starting_worker_resumes_only_the_jobs_of_its_own_queues(client, staff, settings):
     client.force_login(staff)
     job, url = queue(client, "a.jsonl", _prompts(3))
