@@ -142,7 +142,9 @@ def claim(model: type[Job], pk: int, *, restart: bool = False, retry_failed: boo
 def _clean_up_after(job: Job) -> None:
     """Run the AFTER_PROCESS_GONE clean-ups for `job`, just ended (with its parts) for a process that is gone, inside
     the transaction that ends it: whoever reads it ended finds what its process left on disk gone (the next claim of
-    its kind, which removed it before, may come hours later, or never)."""
+    its kind, which removed it before, may come hours later, or never). The price: other writers wait while a
+    folder is removed (SQLite's one write lock, the job's row lock on PostgreSQL), milliseconds for a checkpoint on a
+    local disk, and these endings are rare (a process killed or lost)."""
     for clean_up in AFTER_PROCESS_GONE:
         try:
             with transaction.atomic():  # a clean-up's failed query undoes its own writes, not the job's end

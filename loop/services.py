@@ -339,10 +339,14 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         known = (JudgeError, LoopError, CompareError)
         if not isinstance(exc, known):
             log.exception("loop run %s failed", run.pk)
-        # a run asked to stop that fails on the way ends cancelled (lifecycle.fail), and its parts say so
-        stopping = LoopRun.objects.filter(pk=run.pk, status=Status.CANCELLING).exists()
-        _end_parts_left(run, Status.CANCELLED if stopping else Status.FAILED)
-        lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
+        # a run asked to stop that fails on the way ends cancelled (lifecycle.fail), and its parts say so: its row
+        # held from the read to its end, so a Cancel landing between them cannot end the parts "failed" under a run
+        # that ends "cancelled"
+        with transaction.atomic():
+            status = LoopRun.objects.select_for_update().values_list("status", flat=True).get(pk=run.pk)
+            stopping = status == Status.CANCELLING
+            _end_parts_left(run, Status.CANCELLED if stopping else Status.FAILED)
+            lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
     run.refresh_from_db()
     return run
 

@@ -227,3 +227,44 @@ def test_a_round_that_finishes_after_its_run_was_ended_for_silence_keeps_its_fig
     monkeypatch.setattr(loop_services, "check_gate", gate_then_ended)
     run = run_loop(loop_run.pk)
     assert run.status == "cancelled" and [r["version"] for r in run.results] == ["round-1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_landing_as_a_loop_fails_cannot_end_its_kept_run_failed_under_a_cancelled_loop(loop_run,
+                                                                                               monkeypatch):
+    """The failing loop read "not stopping", ended its kept training run "failed", then failed itself: a Cancel
+    pressed between the read and the end made the loop "cancelled; failed while stopping" over a round that said
+    "left when loop run N ended failed". Its row is held from the read to its end, so the Cancel comes after."""
+    import threading
+
+    from django.db import connection
+
+    lose_once(monkeypatch, training_services, "_measure_and_finish")  # round-1 registered, then the worker dies
+    with pytest.raises(WorkerLost):
+        run_loop(loop_run.pk)
+
+    def no_judge(*args, **kwargs):
+        raise loop_services.JudgeError("judge cannot load")
+
+    monkeypatch.setattr(loop_services, "load_judge", no_judge)
+    real, pressed = lifecycle.end_parts, []
+
+    def pressing_cancel(job, reason, *args, **kwargs):  # as the loop ends the part it kept: Cancel is pressed
+        if isinstance(job, LoopRun) and reason.startswith("left when") and not pressed:
+            def press():
+                try:
+                    lifecycle.cancel(LoopRun.objects.get(pk=job.pk))
+                finally:
+                    connection.close()
+            pressed.append(threading.Thread(target=press))
+            pressed[0].start()
+            pressed[0].join(1.0)  # it lands at once unless the loop's row is held
+        return real(job, reason, *args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "end_parts", pressing_cancel)
+    loop = run_loop(loop_run.pk)
+    pressed[0].join(60)
+    loop.refresh_from_db()
+    (training,) = TrainingRun.objects.all()
+    assert f"ended {loop.status}" in training.error and training.status == loop.status, \
+        f"the loop ended {loop.status} ({loop.stage}) and its kept run {training.status}: {training.error}"
