@@ -75,10 +75,13 @@ def listed_test_judges(settings):
 
 @pytest.fixture(autouse=True)
 def _imports_dir(settings, tmp_path):
-    """Uploads of the import page, and files of the export page, go to the test's own folders, not the data folder
-    of the checkout."""
+    """Uploads of the import page, files of the export page, and the checkpoints training writes and the life cycle
+    cleans up go to the test's own folders, not the data folder of the checkout: a test ending a lost job (ids start
+    at 1 in every test) removed `var/models/.tmp-run-<id>-*`, the folder of a run `make run` was training beside it.
+    The base model is read where PREFLOOP_BASE_MODEL names it, in the checkout."""
     settings.IMPORTS_DIR = tmp_path / "imports"
     settings.EXPORTS_DIR = tmp_path / "exports"
+    settings.MODELS_DIR = tmp_path / "models"
 
 
 @pytest.fixture(scope="session", autouse=True)

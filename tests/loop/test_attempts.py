@@ -258,7 +258,7 @@ def test_a_cancel_landing_as_a_loop_fails_cannot_end_its_kept_run_failed_under_a
                     connection.close()
             pressed.append(threading.Thread(target=press))
             pressed[0].start()
-            pressed[0].join(1.0)  # it lands at once unless the loop's row is held
+            pressed[0].join(5.0)  # it lands at once unless the loop's row is held (then this waits 5 s)
         return real(job, reason, *args, **kwargs)
 
     monkeypatch.setattr(lifecycle, "end_parts", pressing_cancel)
