@@ -31,6 +31,19 @@ def _decided(n: int, round_=None) -> None:
         label_pair(make_pair(text_a=f"good {i}", text_b=f"bad {i}", round=round_).pk, person, "left")
 
 
+def _recording_reports(monkeypatch, *fields: str) -> list[tuple]:
+    """The export job's `fields`, as stored after each of its progress reports (what a page polling it reads)."""
+    seen, report = [], Tracker.report
+
+    def recording(self, **kwargs):
+        written = report(self, **kwargs)
+        seen.append(ExportJob.objects.values_list(*fields).get(pk=self.job.pk))
+        return written
+
+    monkeypatch.setattr(Tracker, "report", recording)
+    return seen
+
+
 def _rows(fmt: str, path: Path) -> list[dict]:
     if fmt == "jsonl":
         return [json.loads(line) for line in path.read_text().splitlines()]
@@ -63,15 +76,7 @@ def test_the_job_writes_the_rows_export_preferences_writes_and_its_count_reaches
     monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
     monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written, as the page would poll it
     _decided(5)
-    seen = []
-    report = Tracker.report
-
-    def recording(self, **kwargs):
-        written = report(self, **kwargs)
-        seen.append(ExportJob.objects.values_list("done", "total", "stage").get(pk=self.job.pk))
-        return written
-
-    monkeypatch.setattr(Tracker, "report", recording)
+    seen = _recording_reports(monkeypatch, "done", "total", "stage")
     client.force_login(staff)
     job, response = exporting.export(client, format=fmt)
     assert job.status == "succeeded" and (job.done, job.total, job.progress) == (5, 5, 1.0)
@@ -96,15 +101,7 @@ def test_an_hf_exports_bar_moves_while_its_folder_is_zipped(client, staff, tmp_p
     monkeypatch.setattr(export_jobs, "ZIP_BLOCK", 512)
     monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written, as the page would poll it
     _decided(5)
-    seen = []
-    report = Tracker.report
-
-    def recording(self, **kwargs):
-        written = report(self, **kwargs)
-        seen.append(ExportJob.objects.values_list("done", "total", "progress", "stage").get(pk=self.job.pk))
-        return written
-
-    monkeypatch.setattr(Tracker, "report", recording)
+    seen = _recording_reports(monkeypatch, "done", "total", "progress", "stage")
     client.force_login(staff)
     job, response = exporting.export(client, format="hf")
     assert job.status == "succeeded" and (job.done, job.total, job.progress) == (5, 5, 1.0)

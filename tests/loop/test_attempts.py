@@ -139,10 +139,10 @@ def test_a_cancel_after_a_round_ended_says_it_stopped_before_the_next(loop_base,
     assert run.stage.startswith("cancelled after 1 of 2 rounds: 1 round kept; stopped before round 2"), run.stage
 
 
-def test_a_registered_run_kept_to_resume_ends_with_a_loop_that_never_reached_it(loop_run, monkeypatch):
-    """Kept for the round to resume, and the resumed loop failed before training: the run read "running" for ever,
-    its version refused by the gate and by promotion by hand ("still running")."""
-    lose_once(monkeypatch, training_services, "_measure_and_finish")  # round-1 registered, then the worker dies
+def _kept_run_then_no_judge(loop_run, monkeypatch) -> None:
+    """The loop's worker is lost once round 1's training run has registered its version (the run is kept for the
+    round to resume), and the resumed loop fails before it reaches that run: its judge cannot load."""
+    lose_once(monkeypatch, training_services, "_measure_and_finish")
     with pytest.raises(WorkerLost):
         run_loop(loop_run.pk)
 
@@ -150,6 +150,12 @@ def test_a_registered_run_kept_to_resume_ends_with_a_loop_that_never_reached_it(
         raise loop_services.JudgeError("judge cannot load")
 
     monkeypatch.setattr(loop_services, "load_judge", no_judge)
+
+
+def test_a_registered_run_kept_to_resume_ends_with_a_loop_that_never_reached_it(loop_run, monkeypatch):
+    """Kept for the round to resume, and the resumed loop failed before training: the run read "running" for ever,
+    its version refused by the gate and by promotion by hand ("still running")."""
+    _kept_run_then_no_judge(loop_run, monkeypatch)
     assert run_loop(loop_run.pk).status == "failed"
     (training,) = TrainingRun.objects.all()
     assert training.status == "failed" and f"left when loop run {loop_run.pk} ended failed" in training.error
@@ -239,14 +245,7 @@ def test_a_cancel_landing_as_a_loop_fails_cannot_end_its_kept_run_failed_under_a
 
     from django.db import connection
 
-    lose_once(monkeypatch, training_services, "_measure_and_finish")  # round-1 registered, then the worker dies
-    with pytest.raises(WorkerLost):
-        run_loop(loop_run.pk)
-
-    def no_judge(*args, **kwargs):
-        raise loop_services.JudgeError("judge cannot load")
-
-    monkeypatch.setattr(loop_services, "load_judge", no_judge)
+    _kept_run_then_no_judge(loop_run, monkeypatch)
     real, pressed = lifecycle.end_parts, []
 
     def pressing_cancel(job, reason, *args, **kwargs):  # as the loop ends the part it kept: Cancel is pressed
