@@ -282,7 +282,8 @@ def _remove_unless_active(found: dict[int, list[Path]], *, also: int | None = No
 def remove_checkpoints_of(job) -> None:
     """The unregistered checkpoint folders of `job` (a training run) or of the runs inside it (a loop's rounds), once
     they are no longer active: its process died while training (kill -9, the out-of-memory killer, a lost worker)
-    and the job was ended for it (lifecycle.AFTER_PROCESS_GONE). The folders of other runs are theirs: one ended by the silence rule may still be at work."""
+    and the job was ended for it (lifecycle.AFTER_PROCESS_GONE). The folders of other runs are theirs: one ended by
+    the silence rule may still be at work."""
     runs = set(TrainingRun.objects.filter(part_of=job.key).values_list("pk", flat=True))
     if isinstance(job, TrainingRun):
         runs.add(job.pk)
