@@ -85,8 +85,10 @@ class _Dist:
 def load_model(model_dir: str | Path, device: str):
     from transformers import AutoModelForCausalLM
 
-    # fp32 master weights; bf16 (when fastest) is applied by autocast so the optimiser keeps full precision
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    # fp32 master weights; bf16 (when fastest) is applied by autocast so the optimiser keeps full precision. Read
+    # into the process's own memory, not mapped from the file: a parameter mapped copy-on-write from the file paid a
+    # page fault for each of its pages at the optimiser's first step (bench/dpo_throughput.py)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, disable_mmap=True)
     model.to(device)
     model.eval()  # no dropout: DPO compares policy and reference on the same deterministic forward
     return model
