@@ -82,13 +82,16 @@ class _Dist:
         return self.accelerator.reduce(values, "mean") if self.accelerator else values
 
 
-def load_model(model_dir: str | Path, device: str):
+def load_model(model_dir: str | Path, device: str, *, trained: bool = False):
+    """The model in fp32 (master weights; bf16, where fastest, is applied by autocast, so the optimiser keeps full
+    precision), in eval mode. `trained`: its weights are read into the process's own memory rather than mapped from
+    the checkpoint: a weight mapped copy-on-write from model.safetensors paid a page fault for each of its pages at the
+    optimiser's first write (2.3 s of the first step on the default model, bench/dpo_throughput.py). A model only read
+    (a reference, a scorer) stays mapped, which holds the file once in memory while it loads, not twice. A .bin
+    checkpoint is mapped either way (transformers reads only safetensors files into memory)."""
     from transformers import AutoModelForCausalLM
 
-    # fp32 master weights; bf16 (when fastest) is applied by autocast so the optimiser keeps full precision. Read
-    # into the process's own memory, not mapped from the file: a parameter mapped copy-on-write from the file paid a
-    # page fault for each of its pages at the optimiser's first step (bench/dpo_throughput.py)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, disable_mmap=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, disable_mmap=trained)
     model.to(device)
     model.eval()  # no dropout: DPO compares policy and reference on the same deterministic forward
     return model
@@ -462,7 +465,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
         gc.collect()
         missing = []
 
-    model = load_model(model_dir, device)
+    model = load_model(model_dir, device, trained=not config.lora)  # LoRA writes its adapters, not these weights
     if config.lora:
         model = _apply_lora(model, config)
     scorer = PairLogps(model)
