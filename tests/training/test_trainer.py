@@ -1,6 +1,7 @@
 """The training loop on the tiny model: first-step loss, learning a synthetic preference, references, LoRA, CLI."""
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -355,7 +356,6 @@ def test_the_weights_a_run_trains_are_read_into_its_own_memory_not_mapped_from_t
     before may hold a model mapped from the shared one); a model only read stays mapped, which shows the check sees
     a mapping where there is one."""
     import os
-    import shutil
 
     from training.dpo.trainer import load_model
 
@@ -368,7 +368,27 @@ def test_the_weights_a_run_trains_are_read_into_its_own_memory_not_mapped_from_t
 
     trained = load_model(folder, "cpu", trained=True)
     assert mapped() == []
-    assert next(trained.parameters()).requires_grad
     read_only = load_model(folder, "cpu")
     assert mapped() != []
-    del read_only
+    assert trained is not read_only
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_run_reads_into_memory_the_model_it_trains_and_maps_those_it_only_reads(tiny_model_dir, tmp_path, monkeypatch,
+                                                                                  lora):
+    """The run's own loads: the policy it trains read into memory (the test above: not mapped), the reference it only
+    reads mapped; with LoRA, whose optimiser writes only the adapters, the base mapped too (one process: under DDP
+    every weight is written once as it broadcasts)."""
+    from training.dpo import trainer
+
+    loads, load = [], trainer.load_model
+
+    def recording(model_dir, device, *, trained=False):
+        loads.append((Path(model_dir).name, trained))
+        return load(model_dir, device, trained=trained)
+
+    monkeypatch.setattr(trainer, "load_model", recording)
+    reference = Path(shutil.copytree(tiny_model_dir, tmp_path / "reference"))
+    train_dpo(DPOConfig(batch_size=4, epochs=1, lora=lora), tiny_model_dir, synthetic_pairs(4), tmp_path / "out",
+              reference_dir=reference)
+    assert loads == [("reference", False), (tiny_model_dir.name, not lora)]

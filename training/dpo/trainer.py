@@ -85,10 +85,12 @@ class _Dist:
 def load_model(model_dir: str | Path, device: str, *, trained: bool = False):
     """The model in fp32 (master weights; bf16, where fastest, is applied by autocast, so the optimiser keeps full
     precision), in eval mode. `trained`: its weights are read into the process's own memory rather than mapped from
-    the checkpoint: a weight mapped copy-on-write from model.safetensors paid a page fault for each of its pages at the
-    optimiser's first write (2.3 s of the first step on the default model, bench/dpo_throughput.py). A model only read
-    (a reference, a scorer) stays mapped, which holds the file once in memory while it loads, not twice. A .bin
-    checkpoint is mapped either way (transformers reads only safetensors files into memory)."""
+    the checkpoint: a weight mapped copy-on-write from model.safetensors paid a page fault for each of its pages at
+    its first write (the optimiser's first step on the default model: 2.4 s, 0.2 s read into memory; docs/
+    performance.md, "the first AMX Xeon since the packed trainer"). A model only read (a reference, a scorer) stays
+    mapped, which holds the file once in memory while it loads, not twice (an fp32 checkpoint; another dtype is
+    converted into the process's memory either way). A .bin checkpoint is mapped either way (transformers reads only
+    safetensors files into memory)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, disable_mmap=trained)
@@ -465,7 +467,9 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
         gc.collect()
         missing = []
 
-    model = load_model(model_dir, device, trained=not config.lora)  # LoRA writes its adapters, not these weights
+    # LoRA's optimiser writes only its adapters; but DDP (accelerate launch) writes every weight once, in place, as it
+    # broadcasts rank 0's at its start
+    model = load_model(model_dir, device, trained=not config.lora or dist.accelerator is not None)
     if config.lora:
         model = _apply_lora(model, config)
     scorer = PairLogps(model)
