@@ -366,19 +366,29 @@ def test_the_weights_a_run_trains_are_read_into_its_own_memory_not_mapped_from_t
     def mapped() -> list[str]:
         return [line for line in Path("/proc/self/maps").read_text().splitlines() if line.endswith(" " + weights)]
 
-    trained = load_model(folder, "cpu", trained=True)
-    assert mapped() == []
-    read_only = load_model(folder, "cpu")
+    held = [load_model(folder, "cpu", trained=True)]  # each model held while the mappings are read: freed, a model
+    assert mapped() == []                             # mapped from the file would unmap it
+    held.append(load_model(folder, "cpu"))
     assert mapped() != []
-    assert trained is not read_only
 
 
-@pytest.mark.parametrize("lora", [False, True])
+class _OneProcessAccelerator:
+    """What _train_dpo asks of accelerate's Accelerator, in one process: a run as `accelerate launch` starts it
+    without a process group (the broadcast itself is tests/training/test_accelerate.py's)."""
+
+    def prepare(self, model):
+        return model
+
+    def wait_for_everyone(self):
+        pass
+
+
+@pytest.mark.parametrize(("lora", "launched", "read"), [(False, False, True), (True, False, False), (True, True, True)])
 def test_a_run_reads_into_memory_the_model_it_trains_and_maps_those_it_only_reads(tiny_model_dir, tmp_path, monkeypatch,
-                                                                                  lora):
+                                                                                  lora, launched, read):
     """The run's own loads: the policy it trains read into memory (the test above: not mapped), the reference it only
-    reads mapped; with LoRA, whose optimiser writes only the adapters, the base mapped too (one process: under DDP
-    every weight is written once as it broadcasts)."""
+    reads mapped; with LoRA, whose optimiser writes only the adapters, the base mapped too, except under accelerate
+    launch, where DDP writes every weight once as it broadcasts rank 0's."""
     from training.dpo import trainer
 
     loads, load = [], trainer.load_model
@@ -387,8 +397,21 @@ def test_a_run_reads_into_memory_the_model_it_trains_and_maps_those_it_only_read
         loads.append((Path(model_dir).name, trained))
         return load(model_dir, device, trained=trained)
 
+    class Launched(trainer._Dist):
+        def __init__(self):
+            super().__init__()
+            self.accelerator = _OneProcessAccelerator()
+
+        def gather(self, obj):
+            return obj
+
+        def mean(self, values):
+            return values
+
     monkeypatch.setattr(trainer, "load_model", recording)
+    if launched:
+        monkeypatch.setattr(trainer, "_Dist", Launched)
     reference = Path(shutil.copytree(tiny_model_dir, tmp_path / "reference"))
     train_dpo(DPOConfig(batch_size=4, epochs=1, lora=lora), tiny_model_dir, synthetic_pairs(4), tmp_path / "out",
               reference_dir=reference)
-    assert loads == [("reference", False), (tiny_model_dir.name, not lora)]
+    assert loads == [("reference", False), (tiny_model_dir.name, read)]

@@ -86,7 +86,7 @@ def load_model(model_dir: str | Path, device: str, *, trained: bool = False):
     """The model in fp32 (master weights; bf16, where fastest, is applied by autocast, so the optimiser keeps full
     precision), in eval mode. `trained`: its weights are read into the process's own memory rather than mapped from
     the checkpoint: a weight mapped copy-on-write from model.safetensors paid a page fault for each of its pages at
-    its first write (the optimiser's first step on the default model: 2.4 s, 0.2 s read into memory; docs/
+    its first write (the optimiser's first step on the default model: 2.3-2.6 s, about 0.4 s read into memory; docs/
     performance.md, "the first AMX Xeon since the packed trainer"). A model only read (a reference, a scorer) stays
     mapped, which holds the file once in memory while it loads, not twice (an fp32 checkpoint; another dtype is
     converted into the process's memory either way). A .bin checkpoint is mapped either way (transformers reads only
