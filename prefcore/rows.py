@@ -228,6 +228,19 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def argument_problem(value: str) -> str | None:
+    """What is wrong with a command-line argument no name or database can hold, or None: a NUL character, or a lone
+    surrogate (how Python passes on bytes the shell could not decode as UTF-8, e.g. a file name in Latin-1, which
+    failed only when something first wrote the name out: for the training command line, after its whole run)."""
+    if "\x00" in value:
+        return "holds a NUL character"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds bytes that are not UTF-8 text (at character {exc.start + 1})"
+    return None
+
+
 def check_text(value: str, field: str) -> str:
     """Text the database can store: no NUL character (PostgreSQL refuses it) and no lone surrogate (not Unicode
     text at all; it cannot be encoded as UTF-8)."""
@@ -291,6 +304,11 @@ def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | 
     name = name or path.name
     limits = limits or ImportLimits()
     kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None and path.is_dir():  # a data set folder (the hf export's) was "unknown file type '(none)'"
+        shards = sorted(p.relative_to(path).as_posix() for p in path.glob("data/*.parquet"))[:2]
+        raise ImportProblem([f"{name}: {path} is a folder, not a file: an import reads one .jsonl, .csv or .parquet "
+                             "file" + (f" (this data set folder holds its rows in Parquet files: import each, e.g. "
+                                       f"{', '.join(shards)})" if shards else "")])
     if kind is None:
         raise ImportProblem([f"{name}: unknown file type {path.suffix or '(none)'!r}: expected .jsonl, .csv or .parquet"])
     size = _regular_file(path, name).st_size  # before anything opens it

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from jobs import lifecycle
 from jobs.models import FOREGROUND, Job
 from jobs.runner import this_process
-from prefcore.rows import DuplicateKey, unique_keys
+from prefcore.rows import DuplicateKey, argument_problem, unique_keys
 
 
 class _OneLine(logging.Filter):
@@ -49,21 +49,11 @@ def json_object_option(value: str, command: str, option: str, example: str) -> d
     return parsed
 
 
-def _problem(value: str) -> str | None:
-    if "\x00" in value:
-        return "holds a NUL character"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"holds bytes that are not UTF-8 text (at character {exc.start + 1})"
-    return None
-
-
 class Command(BaseCommand):
     def execute(self, *args, **options):
         for name, value in [*((f"argument {i + 1}", a) for i, a in enumerate(args)), *options.items()]:
             for item in value if isinstance(value, list | tuple) else [value]:
-                if isinstance(item, str) and (problem := _problem(item)):
+                if isinstance(item, str) and (problem := argument_problem(item)):
                     label = name if name.startswith("argument") else f"--{name.replace('_', '-')}"
                     raise CommandError(f"{label} {problem}: {item.encode('utf-8', 'backslashreplace')[:60]!r}")
         if options.get("verbosity", 1) >= 2:

@@ -108,3 +108,15 @@ def test_a_folder_named_like_a_file_is_refused_naming_it(tmp_path):
     folder.mkdir()
     with pytest.raises(ImportProblem, match=r"rows\.jsonl: .* is a folder, not a regular file"):
         read_rows(folder)
+
+
+def test_a_data_set_folder_is_refused_naming_its_parquet_files(tmp_path):
+    """An hf export's folder (found by an outside probe: it was "unknown file type '(none)'")."""
+    folder = tmp_path / "export"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train-00000-of-00001.parquet").write_bytes(b"")
+    with pytest.raises(ImportProblem) as caught:
+        read_rows(folder)
+    assert caught.value.problems == [
+        f"export: {folder} is a folder, not a file: an import reads one .jsonl, .csv or .parquet file (this data set "
+        "folder holds its rows in Parquet files: import each, e.g. data/train-00000-of-00001.parquet)"]

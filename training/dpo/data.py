@@ -49,6 +49,14 @@ class TokenizedPair:
 LOGP_ROUNDING = 1e-3
 
 
+def _as_float(value: int | float) -> float:
+    """The number as a float; NaN for one past a float's range (NaN fails every comparison)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
 def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
     """One preference row as a pair, read by the same rules as the import page (`prefcore.rows`: TRL with an
     explicit or implicit prompt, HH-RLHF transcripts, UltraFeedback), plus what only training reads: cached
@@ -65,9 +73,12 @@ def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
         value = row.get(field, row.get(field + "s"))
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"field {field!r}: expected a number, got {value!r}")
-        # NaN, infinity or a positive sum is no log-prob (a sum of log-softmax values may round a hair above 0)
-        if value is not None and not (math.isfinite(value) and value <= LOGP_ROUNDING):
-            raise ValueError(f"field {field!r}: expected a finite log-probability (0 or below), got {value!r}")
+        # NaN, infinity or a positive sum is no log-prob (a sum of log-softmax values may round a hair above 0); an
+        # integer past a float's range (math.isfinite raised OverflowError on it) is none either
+        if value is not None and not (-math.inf < _as_float(value) <= LOGP_ROUNDING):
+            shown = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) and abs(value) > 10**15 \
+                else repr(value)
+            raise ValueError(f"field {field!r}: expected a finite log-probability (0 or below), got {shown}")
         refs.append(None if value is None else float(value))
     flags = []
     for field in ("chosen_flags", "rejected_flags"):

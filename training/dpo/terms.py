@@ -56,6 +56,23 @@ class TermResult:
 Term = Callable[[TermBatch], TermResult]
 
 
+class TermFailed(ValueError):
+    """A loss term raised, or returned something without a TermResult's margin and loss, on a training batch: said naming the term
+    (a term of one's own, allowed with --allow-term, ended the training command line in a traceback)."""
+
+
+def apply_term(term: Term, batch: TermBatch) -> TermResult:
+    """`term(batch)`, or a TermFailed naming the term and what went wrong."""
+    try:
+        result = term(batch)
+    except Exception as exc:
+        raise TermFailed(f"loss term {term_name(term)} failed on a training batch: {type(exc).__name__}: {exc}") from exc
+    if not (hasattr(result, "margin") and hasattr(result, "loss")):
+        raise TermFailed(f"loss term {term_name(term)} returned {type(result).__name__}, not a TermResult (its margin "
+                         "and loss, either None)")
+    return result
+
+
 def _bounded(term: str, argument: str, value, bound: Bound, setting: str) -> float:
     """`value` as a float when `bound` holds it, else a ValueError naming the argument and the setting whose bound
     it is: a term named in loss_terms takes no weight its own setting would refuse."""

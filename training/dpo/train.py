@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -32,8 +33,9 @@ def _flag(name: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.dpo.train", description="Train a policy with DPO.")
     parser.add_argument("--model", required=True, help="starting model (and default reference) directory")
-    parser.add_argument("--data", required=True, help="JSONL of preference rows (TRL, HH-RLHF or UltraFeedback, "
-                        "as the import page reads them; optional: preference_prob, ref_chosen_logp, ref_rejected_logp)")
+    parser.add_argument("--data", required=True, help="JSONL file, one JSON object per line, of preference rows in "
+                        "TRL, HH-RLHF or UltraFeedback columns (optional: preference_prob, and ref_chosen_logp with "
+                        "ref_rejected_logp); the import page reads CSV, Parquet and JSON arrays too, this reads JSONL")
     parser.add_argument("--out", required=True, help="directory for the checkpoint or LoRA adapter")
     parser.add_argument("--reference", default=None, help="reference model directory (default: --model)")
     parser.add_argument("--config", default=None, metavar="FILE.json",
@@ -83,7 +85,11 @@ def config_from_args(args: argparse.Namespace) -> DPOConfig:
         return DPOConfig(**values)
     path = Path(args.config)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8-sig"), object_pairs_hook=rows.unique_keys)
+        raw = path.read_bytes()
+    except OSError as exc:  # the OS's message named no flag
+        raise ValueError(f"--config {path}: {'a folder, not a file' if path.is_dir() else exc.strerror or exc}") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=rows.unique_keys)
     except UnicodeDecodeError as exc:
         raise ValueError(f"--config {path}: not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -105,7 +111,7 @@ def check_model_dir(path: str, flag: str) -> None:
     not a JSON object was reported in the library's words, naming no flag, after torch had loaded)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise ValueError(f"{flag} {folder}: no such directory")
+        raise ValueError(f"{flag} {folder}: " + ("a file, not a model directory" if folder.exists() else "no such directory"))
     config = folder / "config.json"
     if not config.is_file():
         raise ValueError(f"{flag} {folder}: not a model directory (no config.json)")
@@ -148,16 +154,47 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def check_result_path(path: str) -> None:
-    """--result must be a file that can be written, said before training (not after it, losing the run's report)."""
+def check_result_path(path: str, out: str) -> None:
+    """--result must be a new (or empty) file that can be written, outside --out, said before training (not after it,
+    losing the run's report). Nothing is written over: an existing file there (the --data file named by mistake) was
+    replaced by the report, and one inside --out (its model.safetensors) replaced the trained weights."""
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"--result {target}: is a folder (name a file)")
+    if _holds_data(target):
+        raise ValueError(f"--result {target}: the file exists (it would be written over): name a new file")
+    if Path(out).resolve() in target.resolve().parents:
+        raise ValueError(f"--result {target}: inside --out {out}, which holds the model only: name a file elsewhere")
     _check_parent("--result", target)
 
 
+def _holds_data(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0 or not path.is_file()
+    except FileNotFoundError:
+        return False
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every text argument one no file name can be: a NUL character, or bytes the shell could not decode as UTF-8
+    (a Latin-1 file name); such an --out trained the whole run and then failed to save it, naming no flag."""
+    for dest, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if dest != "given_settings" and isinstance(item, str) and (problem := rows.argument_problem(item)):
+                flag = _flag(dest) if dest in CONFIG_FLAGS else "--" + dest.replace("_", "-")
+                try:
+                    shown = os.fsencode(item)
+                except UnicodeEncodeError:  # a surrogate no byte was decoded to
+                    shown = item.encode("utf-8", "backslashreplace")
+                raise ValueError(f"{flag} {problem}: {shown[:60]!r}")
+
+
 def _write_json(path: Path, data: dict) -> None:
-    """Write, then rename: a reader never sees half a file."""
+    """Write, then rename: a reader never sees half a file. A file that came there during the run is not written
+    over (check_result_path said so before it)."""
+    if _holds_data(path):
+        raise FileExistsError(errno.EEXIST, "the file came there during the run (it would be written over); the "
+                                            "report is not written")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
@@ -167,12 +204,13 @@ def _write_json(path: Path, data: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_arguments(args)
         config = config_from_args(args)
         check_model_dir(args.model, "--model")
         if args.reference is not None:
             check_model_dir(args.reference, "--reference")
         if args.result:
-            check_result_path(args.result)
+            check_result_path(args.result, args.out)
         # loaded after the flags are checked: torch and transformers take seconds, a bad flag should not wait
         from training.dpo.data import load_pairs_jsonl
 

@@ -37,7 +37,7 @@ from training.dpo.outcome import (
     TrainingDiverged,
     TrainResult,
 )
-from training.dpo.terms import TermBatch, term_name, terms_for
+from training.dpo.terms import TermBatch, apply_term, term_name, terms_for
 
 
 def peak_rss_mb() -> float:
@@ -333,7 +333,7 @@ def _pair_loss(config: DPOConfig, logps, counts, ref_c, ref_r, prefs, terms=(), 
         chosen_flags, rejected_flags = flags if flags is not None else ([frozenset()] * b, [frozenset()] * b)
         batch = TermBatch(pc, pr, ref_c, ref_r, nc, nr, chosen_flags, rejected_flags, config.beta)
         for term in terms:
-            result = term(batch)
+            result = apply_term(term, batch)
             if result.margin is not None:
                 margin = result.margin if margin is None else margin + result.margin
                 if term_log is not None:  # a margin term's shift, logged per step as a loss term's loss is

@@ -1,0 +1,126 @@
+"""The training command line's inputs, from an outside probe (7 December 2026): a --result naming the --data file (or
+any file there) replaced it with the report, and one inside --out replaced the trained weights; an integer past a
+float's range as a cached reference log-prob, and a permitted loss term that raised, ended in a traceback; a file
+name the shell could not decode as UTF-8 was refused only when the model was saved, after the whole run, naming no
+flag; a --config that is not there named no flag either."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from training.dpo import train
+
+
+def _args(model, data, out, *more) -> list[str]:
+    return ["--model", str(model), "--data", str(data), "--out", str(out), "--dtype", "float32", "--epochs", "1", *more]
+
+
+ROWS = "".join(json.dumps({"prompt": f"Q{i}", "chosen": "Thank you!", "rejected": "No."}) + "\n" for i in range(2))
+
+
+def _data(tmp_path: Path) -> Path:
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(ROWS)
+    return data
+
+
+def _undecodable(folder: Path, name: bytes) -> str:
+    """A path whose last name is bytes that are not UTF-8, as Python hands such a command-line argument on."""
+    return os.fsdecode(os.fsencode(str(folder)) + b"/" + name)
+
+
+def test_a_result_naming_an_existing_file_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    data = _data(tmp_path)
+    out = tmp_path / "out"
+    assert train.main(_args(tiny_model_dir, data, out, "--result", str(data))) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --result {data}: the file exists (it would be written over)")
+    assert data.read_text() == ROWS and not out.exists()  # the data kept, nothing trained
+
+
+def test_a_result_inside_out_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    for inside in (out / "model.safetensors", out / "sub" / "result.json"):
+        assert train.main(_args(tiny_model_dir, _data(tmp_path), out, "--result", str(inside))) == 2
+        assert f"error: --result {inside}: inside --out {out}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_empty_result_file_is_written_and_the_model_is_whole(tiny_model_dir, tmp_path, capsys):
+    """As a caller makes one (mktemp): an empty file holds nothing to lose."""
+    result, out = tmp_path / "result.json", tmp_path / "out"
+    result.touch()
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out, "--result", str(result))) == 0
+    assert json.loads(result.read_text())["pairs"] == 2
+    assert not (out / "model.safetensors").read_bytes().startswith(b"{")
+
+
+def test_a_result_file_that_comes_during_the_run_is_not_written_over(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import training.dpo.trainer as trainer
+
+    result = tmp_path / "result.json"
+    real = trainer.train_dpo
+
+    def and_someone_writes_the_file(*args, **kwargs):
+        done = real(*args, **kwargs)
+        result.write_text("another program's")
+        return done
+
+    monkeypatch.setattr(trainer, "train_dpo", and_someone_writes_the_file)
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), tmp_path / "out", "--result", str(result))) == 2
+    assert "the file came there during the run" in capsys.readouterr().err
+    assert result.read_text() == "another program's"
+
+
+def test_a_reference_logp_past_a_floats_range_is_an_error_naming_line_and_field(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(ROWS + '{"prompt": "x", "chosen": "a", "rejected": "b", "ref_chosen_logp": -' + "9" * 400
+                    + ', "ref_rejected_logp": -1}\n')
+    assert train.main(_args(tiny_model_dir, data, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:3: field 'ref_chosen_logp': expected a finite log-probability (0 or below), got an integer of " \
+           "400 digits" in err
+
+
+def test_file_names_that_are_not_utf8_are_refused_naming_the_flag_before_training(tiny_model_dir, tmp_path, capsys):
+    model = _undecodable(tmp_path, b"model\xfd")
+    shutil.copytree(tiny_model_dir, model)
+    data = _data(tmp_path)
+    for args, flag in ((_args(tiny_model_dir, data, _undecodable(tmp_path, b"out\xfe")), "--out"),
+                       (_args(model, data, tmp_path / "out"), "--model"),
+                       (_args(tiny_model_dir, data, tmp_path / "out", "--result", _undecodable(tmp_path, b"r\xe9.json")),
+                        "--result")):
+        assert train.main(args) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"error: {flag} holds bytes that are not UTF-8 text")
+        assert '"step"' not in captured.out  # said before training, not after the whole run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model\udcfd", "pairs.jsonl"]
+
+
+def test_a_config_file_that_is_not_there_or_a_folder_names_the_flag(tiny_model_dir, tmp_path, capsys):
+    data = _data(tmp_path)
+    for config, said in ((tmp_path / "nope.json", "No such file or directory"), (tmp_path, "a folder, not a file")):
+        assert train.main(["--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "out"),
+                           "--config", str(config)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: --config {config}: {said}"
+
+
+def test_a_model_that_is_a_file_is_said_so(tiny_model_dir, tmp_path, capsys):
+    data = _data(tmp_path)
+    assert train.main(_args(data, data, tmp_path / "out")) == 2
+    assert capsys.readouterr().err.strip() == f"error: --model {data}: a file, not a model directory"
+
+
+def test_a_permitted_loss_term_that_fails_is_one_line_naming_it_and_nothing_is_saved(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    for term, said in (("json:dumps", "loss term dumps failed on a training batch: TypeError: "),
+                       ("builtins:len", "loss term len failed on a training batch: TypeError: ")):
+        assert train.main(_args(tiny_model_dir, _data(tmp_path), out, "--allow-term", term, "--loss-terms", term)) == 2
+        err = capsys.readouterr().err
+        assert f"\nerror: {said}" in err and "Traceback" not in err  # after the progress bars
+        assert not out.exists()
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out, "--allow-term", "builtins:repr",
+                            "--loss-terms", "builtins:repr")) == 2
+    assert "error: loss term repr returned str, not a TermResult" in capsys.readouterr().err
