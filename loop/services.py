@@ -140,7 +140,7 @@ def start_loop_run(
         raise LoopError(str(exc)) from None
     named_eval = params.get("eval_judge")
     for value in (eval_judge, named_eval):
-        if value and not isinstance(value, str):
+        if value is not None and not isinstance(value, str):  # 0, false, [] and {} too: none of them is "none given"
             raise LoopError(f"eval_judge must be a judge's 'package.module:attr' name (got {type(value).__name__})")
     # both given and not the same judge (spelt two ways is one): one of them was dropped without a word, as the
     # preset's would be above

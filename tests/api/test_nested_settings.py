@@ -30,6 +30,8 @@ def _attacks(a: int, b: int) -> list[tuple[str, dict, str]]:
         ("loop", {**loop, "params": {"sampling": {"top_p": HUGE}}}, "top_p"),
         ("loop", {**loop, "params": {"eval_judge": 1}}, "eval_judge"),
         ("loop", {**loop, "params": {"eval_judge": ["judges.rules:length_target"]}}, "eval_judge"),
+        # falsy ones too (an outside probe: they were read as "none given", and the run started, 201)
+        *(("loop", {**loop, "params": {"eval_judge": value}}, "eval_judge") for value in (0, False, [], {})),
     ]
 
 
