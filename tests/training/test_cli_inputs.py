@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from training.dpo import train
 
 
@@ -70,7 +72,8 @@ def test_a_result_file_that_comes_during_the_run_is_not_written_over(tiny_model_
 
     monkeypatch.setattr(trainer, "train_dpo", and_someone_writes_the_file)
     assert train.main(_args(tiny_model_dir, _data(tmp_path), tmp_path / "out", "--result", str(result))) == 2
-    assert "the file came there during the run" in capsys.readouterr().err
+    assert f"error: --result {result}: the file exists (it would be written over), which it was not when the run " \
+           "began; the report is not written" in capsys.readouterr().err
     assert result.read_text() == "another program's"
 
 
@@ -80,23 +83,51 @@ def test_a_reference_logp_past_a_floats_range_is_an_error_naming_line_and_field(
                     + ', "ref_rejected_logp": -1}\n')
     assert train.main(_args(tiny_model_dir, data, tmp_path / "out")) == 2
     err = capsys.readouterr().err
-    assert f"{data}:3: field 'ref_chosen_logp': expected a finite log-probability (0 or below), got an integer of " \
-           "400 digits" in err
+    assert f"{data}:3: field 'ref_chosen_logp': expected a finite log-probability (0 or below), got a negative " \
+           "integer of 400 digits" in err
 
 
-def test_file_names_that_are_not_utf8_are_refused_naming_the_flag_before_training(tiny_model_dir, tmp_path, capsys):
+def test_file_names_the_model_libraries_cannot_take_are_refused_naming_the_flag_before_training(tiny_model_dir,
+                                                                                              tmp_path, capsys):
     model = _undecodable(tmp_path, b"model\xfd")
     shutil.copytree(tiny_model_dir, model)
     data = _data(tmp_path)
     for args, flag in ((_args(tiny_model_dir, data, _undecodable(tmp_path, b"out\xfe")), "--out"),
                        (_args(model, data, tmp_path / "out"), "--model"),
-                       (_args(tiny_model_dir, data, tmp_path / "out", "--result", _undecodable(tmp_path, b"r\xe9.json")),
-                        "--result")):
+                       (_args(tiny_model_dir, data, tmp_path / "out", "--reference", model), "--reference")):
         assert train.main(args) == 2
         captured = capsys.readouterr()
         assert captured.err.startswith(f"error: {flag} holds bytes that are not UTF-8 text")
         assert '"step"' not in captured.out  # said before training, not after the whole run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model\udcfd", "pairs.jsonl"]
+
+
+def test_data_and_result_names_that_are_not_utf8_are_read_and_written(tiny_model_dir, tmp_path, capsys):
+    """This program reads --data and writes --result itself, and takes such names (they trained before the check)."""
+    data = Path(_undecodable(tmp_path, b"pairs\xe9.jsonl"))
+    data.write_text(ROWS)
+    result = Path(_undecodable(tmp_path, b"r\xe9sultat.json"))
+    assert train.main(_args(tiny_model_dir, data, tmp_path / "out", "--result", str(result))) == 0
+    assert json.loads(result.read_text())["pairs"] == 2
+
+
+def test_a_result_under_a_file_equal_to_out_or_holding_it_or_special_is_refused_naming_it(tiny_model_dir, tmp_path,
+                                                                                         capsys):
+    data = _data(tmp_path)
+    out = tmp_path / "out"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for result, said in ((data / "r.json", f"{data} is a file, not a folder"),
+                         (out, f"is --out {out}, which holds the model only"),
+                         (out.parent, "is a folder"),
+                         (fifo, "not a regular file (a device, a pipe or a socket): name a new file"),
+                         (Path("/dev/null"), "not a regular file (a device, a pipe or a socket): name a new file")):
+        assert train.main(_args(tiny_model_dir, data, out, "--result", str(result))) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --result {result}: ") and said in err, err
+    assert train.main(_args(tiny_model_dir, data, tmp_path / "r.json" / "model", "--result", str(tmp_path / "r.json"))) == 2
+    assert f"--out {tmp_path / 'r.json' / 'model'} is inside it" in capsys.readouterr().err
+    assert not out.exists() and data.read_text() == ROWS
 
 
 def test_a_config_file_that_is_not_there_or_a_folder_names_the_flag(tiny_model_dir, tmp_path, capsys):
@@ -124,3 +155,21 @@ def test_a_permitted_loss_term_that_fails_is_one_line_naming_it_and_nothing_is_s
     assert train.main(_args(tiny_model_dir, _data(tmp_path), out, "--allow-term", "builtins:repr",
                             "--loss-terms", "builtins:repr")) == 2
     assert "error: loss term repr returned str, not a TermResult" in capsys.readouterr().err
+
+
+def test_a_stop_or_divergence_said_inside_a_term_stays_what_it_is():
+    from training.dpo.outcome import TrainingCancelled, TrainingDiverged
+    from training.dpo.terms import TermFailed, apply_term
+
+    for kind in (TrainingCancelled, TrainingDiverged):
+        def term(batch, kind=kind):
+            raise kind("said inside the term")
+
+        with pytest.raises(kind):
+            apply_term(term, None)
+
+    def broken(batch):
+        raise KeyError("x")
+
+    with pytest.raises(TermFailed, match=r"^loss term broken failed on a training batch: KeyError: 'x'$"):
+        apply_term(broken, None)

@@ -76,8 +76,8 @@ def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
         # NaN, infinity or a positive sum is no log-prob (a sum of log-softmax values may round a hair above 0); an
         # integer past a float's range (math.isfinite raised OverflowError on it) is none either
         if value is not None and not (-math.inf < _as_float(value) <= LOGP_ROUNDING):
-            shown = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) and abs(value) > 10**15 \
-                else repr(value)
+            shown = repr(value) if not isinstance(value, int) or abs(value) < 10**15 else \
+                f"{'a negative' if value < 0 else 'an'} integer of {len(str(abs(value)))} digits"
             raise ValueError(f"field {field!r}: expected a finite log-probability (0 or below), got {shown}")
         refs.append(None if value is None else float(value))
     flags = []

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl
 import torch
 
 from training.dpo.config import BOUNDS, MARGIN_LOSSES, Bound
+from training.dpo.outcome import TrainingCancelled, TrainingDiverged
 
 
 @dataclass
@@ -57,14 +58,16 @@ Term = Callable[[TermBatch], TermResult]
 
 
 class TermFailed(ValueError):
-    """A loss term raised, or returned something without a TermResult's margin and loss, on a training batch: said naming the term
-    (a term of one's own, allowed with --allow-term, ended the training command line in a traceback)."""
+    """A loss term raised, or returned something without a TermResult's margin and loss, on a training batch: said
+    naming the term (a term of one's own, allowed with --allow-term, ended the training command line in a traceback)."""
 
 
 def apply_term(term: Term, batch: TermBatch) -> TermResult:
     """`term(batch)`, or a TermFailed naming the term and what went wrong."""
     try:
         result = term(batch)
+    except (TrainingCancelled, TrainingDiverged):  # a stop or a divergence said from inside a term stays what it is
+        raise
     except Exception as exc:
         raise TermFailed(f"loss term {term_name(term)} failed on a training batch: {type(exc).__name__}: {exc}") from exc
     if not (hasattr(result, "margin") and hasattr(result, "loss")):

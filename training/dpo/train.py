@@ -7,7 +7,8 @@ one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits 2
 before training (--out must be a new or empty folder: nothing there is written over), a run whose loss or gradient
 stops being a finite number exits 1 with one such line, and Ctrl-C exits 130 with one. Cached
 reference log-probs in the JSONL (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
-whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs).
+whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs) to a
+new (or empty) file outside --out.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import dataclasses
 import errno
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-term", action="append", default=[], metavar="package.module:attr",
                         help="a loss term --loss-terms may name besides the built-in ones (repeat for more)")
     parser.add_argument("--result", default=None, metavar="FILE.json",
-                        help="write the whole result here, with every pair's reference log-probs in input order")
+                        help="write the whole result here, with every pair's reference log-probs in input order (a new "
+                        "or empty file, outside --out: nothing is written over)")
     group = parser.add_argument_group("training settings (DPOConfig's fields, with its defaults and ranges)")
     for field in dataclasses.fields(DPOConfig):
         default = field.default
@@ -161,26 +164,47 @@ def check_result_path(path: str, out: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"--result {target}: is a folder (name a file)")
-    if _holds_data(target):
-        raise ValueError(f"--result {target}: the file exists (it would be written over): name a new file")
-    if Path(out).resolve() in target.resolve().parents:
-        raise ValueError(f"--result {target}: inside --out {out}, which holds the model only: name a file elsewhere")
-    _check_parent("--result", target)
+    _check_parent("--result", target)  # first: a file above it (a --data file/r.json) is said as such
+    if (problem := _holds_data(target)) is not None:
+        raise ValueError(f"--result {target}: {problem}: name a new file")
+    result, model = target.resolve(), Path(out).resolve()
+    if result == model or model in result.parents:
+        raise ValueError(f"--result {target}: {'is' if result == model else 'inside'} --out {out}, which holds the "
+                         "model only: name a file elsewhere")
+    if result in model.parents:
+        raise ValueError(f"--result {target}: --out {out} is inside it: name a file elsewhere")
 
 
-def _holds_data(path: Path) -> bool:
+def _holds_data(path: Path) -> str | None:
+    """Why `path` may not be written over, or None: a file with something in it, or something not a regular file (a
+    device, a pipe: the report's rename replaced /dev/stdout, a link, with a file when run as root)."""
     try:
-        return path.stat().st_size > 0 or not path.is_file()
-    except FileNotFoundError:
-        return False
+        found = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISDIR(found.st_mode):
+        return "a folder"
+    if not stat.S_ISREG(found.st_mode):
+        return "not a regular file (a device, a pipe or a socket)"
+    return "the file exists (it would be written over)" if found.st_size > 0 else None
+
+
+# The flags whose paths the model libraries open or write: they take no name the shell could not decode as UTF-8
+# (transformers and tokenizers write names out as UTF-8), and failed naming no flag, --out after the whole run.
+LIBRARY_PATHS = ("model", "reference", "out")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """Every text argument one no file name can be: a NUL character, or bytes the shell could not decode as UTF-8
-    (a Latin-1 file name); such an --out trained the whole run and then failed to save it, naming no flag."""
+    """Refused before anything runs, naming the flag: a NUL character in any text argument (no file name or setting
+    holds one), and bytes the shell could not decode as UTF-8 (a Latin-1 file name) in --model, --reference or --out,
+    which the model libraries cannot take: such an --out trained the whole run and then failed to save it. --data and
+    --result are read and written by this program, which takes such names."""
     for dest, value in vars(args).items():
         for item in value if isinstance(value, list) else [value]:
-            if dest != "given_settings" and isinstance(item, str) and (problem := rows.argument_problem(item)):
+            if dest == "given_settings" or not isinstance(item, str):
+                continue
+            problem = rows.argument_problem(item)
+            if problem and ("\x00" in item or dest in LIBRARY_PATHS):
                 flag = _flag(dest) if dest in CONFIG_FLAGS else "--" + dest.replace("_", "-")
                 try:
                     shown = os.fsencode(item)
@@ -192,9 +216,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 def _write_json(path: Path, data: dict) -> None:
     """Write, then rename: a reader never sees half a file. A file that came there during the run is not written
     over (check_result_path said so before it)."""
-    if _holds_data(path):
-        raise FileExistsError(errno.EEXIST, "the file came there during the run (it would be written over); the "
-                                            "report is not written")
+    if (problem := _holds_data(path)) is not None:
+        raise FileExistsError(errno.EEXIST, f"{problem}, which it was not when the run began; the report is not "
+                                            "written")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
