@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.parse
@@ -77,7 +78,12 @@ class Client:
     """Client(url, token): `url` is where PrefLoop is served (https://host), `token` one of your API tokens."""
 
     def __init__(self, url: str, token: str, *, timeout: float = 60.0):
-        self.base = url.rstrip("/") + "/api/v1"
+        # a URL no request can use ("localhost:8000", without its http://) failed only at the first request, and
+        # `wait` took it for a server not reachable yet and tried it again until its deadline (an hour by default)
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"url {url!r}: expected where PrefLoop is served, as http://host:port or https://host")
+        self.base = url.strip().rstrip("/") + "/api/v1"
         # A token read from a file (Path("token").read_text()) ends in a newline, which http.client refused at the
         # first request with a ValueError quoting the whole header, token and all, into whatever log caught it.
         # Spaces and line ends around it are no part of any token; a character left that no token holds (tokens are
@@ -334,14 +340,22 @@ class Client:
         job's file name); returns where it was written. An existing file is never overwritten (FileExistsError,
         nothing asked of the server), and a download that breaks off leaves nothing at the path. APIError 409 while
         the job has not succeeded."""
-        if isinstance(job, dict) and _kind(job["kind"]) != "export":
-            raise ValueError(f"{job['kind']} job {job['id']} is not an export: only an export job has a file")
-        job_id = int(job["id"]) if isinstance(job, dict) else int(job)
+        if isinstance(job, dict):
+            kind, job_id = _job_of(job)
+            if kind != "export":
+                raise ValueError(f"{kind} job {job_id} is not an export: only an export job has a file")
+        else:
+            job_id = int(job)
+        as_folder = str(path).endswith(("/", os.sep))  # "downloads/" names a folder (Path drops the slash)
         path = Path(path)
+        if as_folder and not path.is_dir():
+            raise FileNotFoundError(f"{path}/: no such folder (it was written as a file of that name): make it first")
         if path.is_dir():
             path = path / Path(self.job("export", job_id)["details"]["file_name"]).name
         if path.exists():
             raise FileExistsError(f"{path} exists already: a download never overwrites a file; give a new path")
+        if not path.parent.is_dir():  # said before the server is asked for the file
+            raise FileNotFoundError(f"{path}: the folder {path.parent} does not exist: make it first")
         resp, url = self._open("GET", f"/jobs/export/{job_id}/file", accept="application/octet-stream")
         with resp:
             try:
@@ -390,7 +404,7 @@ class Client:
             except APIError as exc:
                 if exc.status not in TRANSIENT or time.monotonic() >= deadline:
                     raise
-                time.sleep(poll)
+                _sleep_until(deadline, poll)
                 continue
             if on_progress:
                 on_progress(state)
@@ -400,7 +414,7 @@ class Client:
                 return state
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{kind} job {job_id} still {state['status']} after {timeout:g} s")
-            time.sleep(poll)
+            _sleep_until(deadline, poll)
 
     # ---- labelling -----------------------------------------------------------------------------------------
 
@@ -535,9 +549,25 @@ def _kind(kind: str) -> str:
     return kind
 
 
+def _sleep_until(deadline: float, poll: float) -> None:
+    """Sleep `poll` s, or until `deadline` when that comes first: a poll longer than the time left overran the
+    timeout by up to a whole poll (timeout=60, poll=600 waited ten minutes)."""
+    time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+
+
+def _job_of(job: dict) -> tuple[str, int]:
+    """A job dict's kind and id, as a start_* call or `job` returns them; a ValueError for a dict without them (a
+    KeyError traceback before)."""
+    missing = [key for key in ("kind", "id") if key not in job]
+    if missing:
+        raise ValueError(f"a job as a start_* call or job() returns it holds its kind and id; this one has no "
+                         f"{' and no '.join(missing)} (give the kind and the id instead)")
+    return _kind(job["kind"]), int(job["id"])
+
+
 def _job_ref(job_or_kind: dict | str, job_id: int | None) -> tuple[str, int]:
     if isinstance(job_or_kind, dict):
-        return _kind(job_or_kind["kind"]), int(job_or_kind["id"])
+        return _job_of(job_or_kind)
     if job_id is None:
         raise ValueError("give a job (as returned by a start_* call) or a kind and an id")
     return _kind(job_or_kind), int(job_id)

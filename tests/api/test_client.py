@@ -27,7 +27,7 @@ def test_the_client_needs_nothing_but_the_standard_library():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    assert imported <= {"__future__", "http", "json", "time", "typing", "urllib", "collections", "pathlib",
+    assert imported <= {"__future__", "http", "json", "time", "typing", "urllib", "collections", "pathlib", "os",
                         "uuid"}, imported
 
 
