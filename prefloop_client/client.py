@@ -80,10 +80,7 @@ class Client:
     def __init__(self, url: str, token: str, *, timeout: float = 60.0):
         # a URL no request can use ("localhost:8000", without its http://) failed only at the first request, and
         # `wait` took it for a server not reachable yet and tried it again until its deadline (an hour by default)
-        parts = urllib.parse.urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"url {url!r}: expected where PrefLoop is served, as http://host:port or https://host")
-        self.base = url.strip().rstrip("/") + "/api/v1"
+        self.base = _checked_url(url) + "/api/v1"
         # A token read from a file (Path("token").read_text()) ends in a newline, which http.client refused at the
         # first request with a ValueError quoting the whole header, token and all, into whatever log caught it.
         # Spaces and line ends around it are no part of any token; a character left that no token holds (tokens are
@@ -348,8 +345,10 @@ class Client:
             job_id = int(job)
         as_folder = str(path).endswith(("/", os.sep))  # "downloads/" names a folder (Path drops the slash)
         path = Path(path)
+        if as_folder and path.exists() and not path.is_dir():
+            raise FileExistsError(f"{path} is a file, not a folder (a path ending in / names a folder)")
         if as_folder and not path.is_dir():
-            raise FileNotFoundError(f"{path}/: no such folder (it was written as a file of that name): make it first")
+            raise FileNotFoundError(f"no such folder {path}/ (a path ending in / names a folder): make it first")
         if path.is_dir():
             path = path / Path(self.job("export", job_id)["details"]["file_name"]).name
         if path.exists():
@@ -396,6 +395,8 @@ class Client:
         stop). A poll that gets no answer, or a proxy's 502/503/504, is tried again until then (a server
         restarting, a slow answer); one still failing at the deadline is raised as it is (APIConnectionError), not
         as TimeoutError: the job may well have ended."""
+        if not (poll >= 0 and timeout >= 0):  # a negative poll polled as fast as it could (time.sleep refused it)
+            raise ValueError(f"wait(timeout={timeout!r}, poll={poll!r}): both are seconds, 0 or more")
         kind, job_id = _job_ref(job_or_kind, job_id)
         deadline = time.monotonic() + timeout
         while True:
@@ -547,6 +548,24 @@ def _kind(kind: str) -> str:
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}: expected one of {', '.join(JOB_KINDS)}")
     return kind
+
+
+def _checked_url(url: str) -> str:
+    """`url` without the spaces around it and its last slash, or a ValueError: one no request can use (no http:// or
+    https://, no host, a port that is no number, a space or control character inside, which urlsplit drops
+    silently and the request does not)."""
+    raw = url.strip()
+    problem = ValueError(f"url {url!r}: expected where PrefLoop is served, as http://host:port or https://host")
+    if any(char.isspace() or not char.isprintable() for char in raw):
+        raise problem
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018 (read for its check: a port that is no number or out of range raises)
+    except ValueError:
+        raise problem from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise problem
+    return raw.rstrip("/")
 
 
 def _sleep_until(deadline: float, poll: float) -> None:

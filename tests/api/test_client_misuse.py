@@ -39,7 +39,9 @@ def test_wait_ends_at_its_timeout_when_the_poll_is_longer(staff_api):
     assert time.monotonic() - started < 5  # not the 30 s poll
 
 
-@pytest.mark.parametrize("url", ["localhost:8000", "127.0.0.1:8000", "ftp://host", "http://", "prefloop.example.org"])
+@pytest.mark.parametrize("url", ["localhost:8000", "127.0.0.1:8000", "ftp://host", "http://", "prefloop.example.org",
+                                 "http://host:abc", "http://:8000", "http://ho\nst:1", "http://ho st", "http://[::1",
+                                 "http://host:99999"])
 def test_a_url_no_request_can_use_is_refused_when_the_client_is_made(url):
     with pytest.raises(ValueError, match=r"expected where PrefLoop is served, as http://host:port or https://host"):
         Client(url, "pfl_token")
@@ -47,16 +49,35 @@ def test_a_url_no_request_can_use_is_refused_when_the_client_is_made(url):
 
 def test_a_url_with_spaces_around_it_is_taken(live_server, staff, token_for):
     assert Client(f"  {live_server.url}/ \n", token_for(staff)).versions() == []
+    for url in ("HTTP://host:8000/prefix/", "https://[::1]:8443", "http://host"):
+        assert Client(url, "pfl_token").base == url.rstrip("/") + "/api/v1"
+
+
+def test_wait_refuses_a_negative_poll_or_timeout(staff_api):
+    for timeout, poll in ((1, -1), (-1, 1)):
+        with pytest.raises(ValueError, match=r"both are seconds, 0 or more"):
+            staff_api.wait("training", 1, timeout=timeout, poll=poll)
 
 
 def test_a_download_to_a_folder_path_that_is_not_there_is_refused_and_one_that_is_there_is_written_inside(
         staff_api, finished_export, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"^downloads/: no such folder"):
-        staff_api.download_export(finished_export, "downloads/")
-    with pytest.raises(FileNotFoundError, match=r"the folder missing does not exist"):
-        staff_api.download_export(finished_export, "missing/x.jsonl")
+
+    def asked(*args, **kwargs):
+        raise AssertionError("the server was asked before the path was checked")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(staff_api, "_open", asked)
+        patched.setattr(staff_api, "job", asked)
+        with pytest.raises(FileNotFoundError, match=r"^no such folder downloads/ \(a path ending in / names a folder\)"):
+            staff_api.download_export(finished_export, "downloads/")
+        with pytest.raises(FileNotFoundError, match=r"the folder missing does not exist"):
+            staff_api.download_export(finished_export, "missing/x.jsonl")
+        (tmp_path / "afile").write_text("kept")
+        with pytest.raises(FileExistsError, match=r"^afile is a file, not a folder"):
+            staff_api.download_export(finished_export, "afile/")
     assert not (tmp_path / "downloads").exists() and not (tmp_path / "missing").exists()
+    assert (tmp_path / "afile").read_text() == "kept"
     (tmp_path / "downloads").mkdir()
     written = staff_api.download_export(finished_export, "downloads/")
     assert written.resolve().parent == tmp_path / "downloads" and written.read_text().startswith("{")

@@ -117,11 +117,15 @@ def test_a_result_under_a_file_equal_to_out_or_holding_it_or_special_is_refused_
     out = tmp_path / "out"
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
+    (tmp_path / "empty").touch()
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "empty")
     for result, said in ((data / "r.json", f"{data} is a file, not a folder"),
                          (out, f"is --out {out}, which holds the model only"),
                          (out.parent, "is a folder"),
                          (fifo, "not a regular file (a device, a pipe or a socket): name a new file"),
-                         (Path("/dev/null"), "not a regular file (a device, a pipe or a socket): name a new file")):
+                         (Path("/dev/null"), "not a regular file (a device, a pipe or a socket): name a new file"),
+                         (link, "a link (the report would replace it): name a new file")):
         assert train.main(_args(tiny_model_dir, data, out, "--result", str(result))) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: --result {result}: ") and said in err, err

@@ -176,12 +176,14 @@ def check_result_path(path: str, out: str) -> None:
 
 
 def _holds_data(path: Path) -> str | None:
-    """Why `path` may not be written over, or None: a file with something in it, or something not a regular file (a
-    device, a pipe: the report's rename replaced /dev/stdout, a link, with a file when run as root)."""
+    """Why `path` may not be written over, or None: a file with something in it, a link (the report's rename replaced
+    /dev/stdout, a link, with a file when run as root), or something else not a regular file (a device, a pipe)."""
     try:
-        found = path.stat()
+        found = path.lstat()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if stat.S_ISLNK(found.st_mode):  # the report's rename would replace the link, not write where it points
+        return "a link (the report would replace it)"
     if stat.S_ISDIR(found.st_mode):
         return "a folder"
     if not stat.S_ISREG(found.st_mode):
