@@ -106,6 +106,11 @@ class Client:
         content type) in place of JSON."""
         resp, url = self._open(method, path, body, query, content=content)
         with resp:
+            # the API's own file (an export's download_url), not read: a one-row JSONL file read as JSON was that
+            # row, and a longer one "not PrefLoop's API"
+            if resp.headers.get("Content-Disposition", "").startswith("attachment"):
+                raise APIError(resp.status, f"{url} answered a file, not JSON: fetch an export's file with "
+                                            "download_export(job, path)")
             raw = _read(resp, method, url, self.timeout)
         if not raw:
             return None

@@ -11,7 +11,7 @@ import pytest
 from annotate import export_jobs
 from annotate.services import label_pair
 from generation.models import ModelVersion
-from prefloop_client import Client
+from prefloop_client import APIError, Client
 from tests.annotate.factories import make_pair, make_user
 from training.models import TrainingRun
 
@@ -91,3 +91,9 @@ def test_a_job_dict_without_its_kind_or_id_is_a_clear_error(staff_api, tmp_path)
             call({"id": 1})
         with pytest.raises(ValueError, match=r"this one has no kind and no id"):
             call({})
+
+
+def test_getting_an_exports_file_as_json_points_to_download_export(staff_api, finished_export):
+    """It said the server was not PrefLoop's API (an outside probe): the address answers the export's file."""
+    with pytest.raises(APIError, match=r"answered a file, not JSON: fetch an export's file with download_export"):
+        staff_api.get(finished_export["details"]["download_url"])
