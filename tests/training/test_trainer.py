@@ -88,6 +88,36 @@ def test_reference_logps_come_from_the_reference_and_cached_ones_are_kept(tiny_m
     assert len(result.reference_logps) == 6
 
 
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_the_first_steps_pairs_take_their_reference_from_that_steps_forward(tiny_model_dir, tmp_path, dtype,
+                                                                               grad_accum):
+    """The reference pass leaves out the first optimiser step's pairs (its grad_accum batches all run on the starting
+    weights): their reference log-probs are that step's own forward's, equal to a pass of their own, so the first
+    step's rewards are 0 and its loss log 2; the later pairs' come from the pass. With a warm start before the steps
+    the policy is no longer the starting model there, and every pair goes through the pass."""
+    from training.dpo.trainer import _first_step_rows, load_tokenizer, tokenize_pairs
+
+    pairs = synthetic_pairs(8)
+    config = DPOConfig(dtype=dtype, batch_size=2, grad_accum=grad_accum, learning_rate=1e-3)
+    expected = compute_logps(tiny_model_dir, pairs, config)
+    passes, steps = [], []
+    result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", on_step=lambda s, t, m: steps.append(m),
+                       on_stage=lambda stage, done, total, then: passes.append(total))
+    first = _first_step_rows(tokenize_pairs(load_tokenizer(tiny_model_dir), pairs, config), list(range(8)), config)
+    assert len(first) == 2 * grad_accum
+    assert set(passes) == {4 - grad_accum}  # batches of the reference pass
+    for i in range(8):
+        assert list(result.reference_logps[i]) == pytest.approx(list(expected[i]), abs=1e-4)
+    assert steps[0]["rewards/chosen"] == steps[0]["rewards/rejected"] == 0
+    assert steps[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert steps[1]["rewards/chosen"] != 0  # the second step's pairs meet trained weights and the pass's reference
+
+    passes.clear()
+    train_dpo(DPOConfig(dtype=dtype, batch_size=2, sft_warmup_epochs=1), tiny_model_dir, pairs, tmp_path / "warm",
+              on_stage=lambda stage, done, total, then: passes.append((stage, total)))
+    assert {total for stage, total in passes if stage.startswith("computing reference")} == {4}
+
+
 def test_separate_reference_dir_is_used(tiny_model_dir, tmp_path, dtype):
     from tests.tiny import build_tiny_model
 
@@ -227,9 +257,10 @@ def test_cli_prints_json_lines_and_summary(tiny_model_dir, tmp_path, dtype):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.strip().splitlines()]
-    # the reference pass first (4 pairs, batch 2: 2 batches, 2 optimiser steps to come), then the steps
-    assert lines[:3] == [{"stage": "computing reference log-probs", "done": d, "total": 2, "then": 2} for d in range(3)]
-    assert [line["step"] for line in lines[3:-1]] == [1, 2]
+    # the reference pass first (4 pairs, batch 2: the second batch's; the first step's own forward gives the first
+    # batch's; 2 optimiser steps to come), then the steps
+    assert lines[:2] == [{"stage": "computing reference log-probs", "done": d, "total": 1, "then": 2} for d in range(2)]
+    assert [line["step"] for line in lines[2:-1]] == [1, 2]
     assert set(lines[-1]) >= {"pairs", "loss", "pairs_per_s", "peak_rss_mb"} and lines[-1]["pairs"] == 4
     data.write_text('{"prompt": "x"}\n')
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -128,8 +128,8 @@ def _reference_logps_for(
 ) -> dict[int, tuple[float, float]]:
     """Summed log-probs of chosen and rejected for rows[i], i in indices, in length-grouped batches.
 
-    Reference log-probs are always computed here, by the trainer's own code in the run's dtype, never taken from the
-    sampler's Response.logp_sum: those equal these to 1e-3 only in fp32 (tests/training/test_reference_logps.py); in
+    Reference log-probs are always computed by the trainer's own code in the run's dtype (here, or in the first
+    step's forward for that step's pairs: _train_loop), never taken from the sampler's Response.logp_sum: those equal these to 1e-3 only in fp32 (tests/training/test_reference_logps.py); in
     bf16 the sampler's bf16 weights and the trainer's fp32 weights under autocast differ by far more
     (docs/numerics.md)."""
     out: dict[int, tuple[float, float]] = {}
@@ -474,6 +474,15 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
         model = _apply_lora(model, config)
     scorer = PairLogps(model)
 
+    # The first optimiser step's pairs meet the starting weights in that step's own forward, which gives their
+    # reference log-probs bit for bit (the same model, the same batches, the same code; no pass of their own then),
+    # where the reference is the starting model as the policy runs it: no --reference, no adapters, no warm start
+    # before the steps, one process (ranks share the reference work, not the steps' batches)
+    first_step: set[int] = set()
+    if missing and reference_dir is None and not config.lora and not config.sft_warmup_epochs and dist.world == 1:
+        first_step = set(_first_step_rows(rows, keep, config)) & set(missing)
+        missing = [i for i in missing if i not in first_step]
+
     if missing:
         # the reference is the starting model, before any SFT warm start (as --model's help says): it was the warmed
         # model without LoRA and the starting one with it; with a fresh LoRA adapter it is the model with adapters off
@@ -493,7 +502,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     reference.update(dict(gathered))
 
     result = _train_loop(scorer, model_for_steps, rows, keep, reference, pairs, config, device, dtype, pad_id, dist,
-                         on_step, should_stop, terms)
+                         on_step, should_stop, terms, first_step)
 
     if dist.is_main:
         save_whole(model, tokenizer, Path(out_dir))
@@ -621,8 +630,18 @@ def _sft_warmup(scorer, model, rows, keep, config, device, dtype, pad_id, dist, 
     gc.collect()
 
 
+def _first_step_rows(rows: list[TokenizedPair], keep: list[int], config: DPOConfig) -> list[int]:
+    """The rows the first optimiser step of a one-process run trains on (its first grad_accum batches), as
+    _train_loop draws them."""
+    batches = length_grouped_batches([rows[i].length for i in keep], config.batch_size, config.seed)
+    return [keep[b] for batch in batches[: config.grad_accum] for b in batch]
+
+
 def _train_loop(scorer, model, rows, keep, reference, pairs, config, device, dtype, pad_id, dist, on_step,
-                should_stop, terms=()):
+                should_stop, terms=(), first_step: Collection[int] = ()):
+    """The DPO steps. `reference` holds each row's reference log-probs but those of `first_step`, the first step's
+    rows, whose reference is that step's own forward (the starting weights): it is taken there and added to
+    `reference`."""
     # DDP needs the same number of steps on every rank: each takes an equal share (the remainder is not trained)
     share = len(keep) // dist.world
     mine = keep[dist.rank :: dist.world][:share]
@@ -657,8 +676,6 @@ def _train_loop(scorer, model, rows, keep, reference, pairs, config, device, dty
                 idx = [mine[b] for b in batch]
                 pb = build_pair_batch([rows[i].row() for i in idx], pad_id).to(device)
                 tokens += pb.tokens
-                ref_c = torch.tensor([reference[i][0] for i in idx], device=device)
-                ref_r = torch.tensor([reference[i][1] for i in idx], device=device)
                 prefs = None
                 if use_prefs:
                     prefs = torch.tensor([noisy_target(pairs[i].preference_prob, config.smoothing) for i in idx],
@@ -666,6 +683,13 @@ def _train_loop(scorer, model, rows, keep, reference, pairs, config, device, dty
                 with _autocast(device, dtype):
                     logps = model(pb)
                 logps = logps.float()
+                if step == 0 and first_step:
+                    own = logps.detach().cpu()
+                    for k, i in enumerate(idx):
+                        if i in first_step:
+                            reference[i] = (float(own[k]), float(own[len(idx) + k]))
+                ref_c = torch.tensor([reference[i][0] for i in idx], device=device)
+                ref_r = torch.tensor([reference[i][1] for i in idx], device=device)
                 flags = ([pairs[i].chosen_flags for i in idx], [pairs[i].rejected_flags for i in idx]) if terms else None
                 batch_log: dict[str, float] = {}
                 loss, rc, rr = _pair_loss(config, logps, pb.token_counts.to(device), ref_c, ref_r, prefs,
