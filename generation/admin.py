@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from jobs.admin import RefusesDeleting, RefusesDeletingActiveJobs, StartedElsewhereJobAdmin
 from prefloop.access import may
@@ -112,7 +113,7 @@ class ModelVersionAdmin(RefusesDeleting, admin.ModelAdmin):
         for version in queryset:
             try:
                 job = services.start_generation_job(version, n_prompts=32, user=request.user)
-            except services.GenerationError as exc:
+            except (services.GenerationError, QueueUnreachable) as exc:  # the latter: the job is ended failed, said why
                 self.message_user(request, str(exc), messages.ERROR)
             else:
                 self.message_user(request, f"Generation job {job.pk} queued for {version.name}; see /generation/.")

@@ -1,10 +1,10 @@
-"""Jobs started from the admin's "Add" forms: a queue that is down is said on the page (it answered 500), and
-settings that are not an object are refused as the page and the API refuse them (they ran with the defaults)."""
+"""Jobs started from the admin's "Add" forms and its "Generate pairs" action: a queue that is down is said on the
+page (it answered 500), and settings that are not an object are refused as the page and the API refuse them (they ran with the defaults)."""
 from __future__ import annotations
 
 import pytest
 
-from generation.models import ModelVersion, Prompt
+from generation.models import GenerationJob, ModelVersion, Prompt
 from loop.models import LoopRun
 from tests.api.test_queue_down import queue  # noqa: F401 - the queue stood in for, down at first
 from training.models import TrainingRun
@@ -46,3 +46,15 @@ def test_admin_training_settings_that_are_not_an_object_are_refused(client, staf
     assert response.status_code == 200
     assert "training settings" in response.content.decode()
     assert not TrainingRun.objects.exists()
+
+
+def test_the_admin_generate_pairs_action_with_the_queue_down_says_so(client, staff, queue, base):  # noqa: F811
+    """The versions list's "Generate pairs" action (found by an outside probe: it answered 500, the job failed)."""
+    client.force_login(staff)
+    response = client.post("/admin/generation/modelversion/", {"action": "generate_pairs",
+                                                               "_selected_action": [base.pk]}, follow=True)
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("task queue could not be reached" in m for m in shown), shown
+    assert not any("queued" in m for m in shown), shown
+    assert GenerationJob.objects.get().status == "failed"
