@@ -85,9 +85,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens")
     def revoke(self, request, queryset):
-        for row in queryset:
-            tokens.revoke_token(row)
-        messages.success(request, f"{queryset.count()} token(s) revoked.")
+        revoked = sum(tokens.revoke_token(row) for row in queryset)
+        already = queryset.count() - revoked  # counted as revoked too, it read as if they had been live until now
+        messages.success(request, f"{revoked} token(s) revoked." + (f" {already} had been revoked already." if already
+                                                                    else ""))
 
 
 class AccessAttemptAdmin(AxesAccessAttemptAdmin):

@@ -38,9 +38,10 @@ def create_token(user, name: str) -> tuple[ApiToken, str]:
     return row, token
 
 
-def revoke_token(row: ApiToken) -> None:
-    """Refuse the token from now on (kept, revoked, so the page and the admin show when)."""
-    ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=timezone.now())
+def revoke_token(row: ApiToken) -> bool:
+    """Refuse the token from now on (kept, revoked, so the page and the admin show when); False when it was revoked
+    already (its time of revoking is kept)."""
+    return bool(ApiToken.objects.filter(pk=row.pk, revoked__isnull=True).update(revoked=timezone.now()))
 
 
 def note_lost_access(sender, instance, update_fields=None, **kwargs) -> None:

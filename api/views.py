@@ -69,6 +69,8 @@ def revoke(request: HttpRequest) -> HttpResponse:
         messages.error(request, "No such token.")
         return redirect("api:account")
     row = get_object_or_404(ApiToken, pk=form.cleaned_data["token"], user=request.user)  # only one's own
-    tokens.revoke_token(row)
+    if not tokens.revoke_token(row):  # a second click, or another tab: it was refused from then, not now
+        messages.info(request, f"Token {row.prefix}… had been revoked already.")
+        return redirect("api:account")
     messages.success(request, f"Token {row.prefix}… revoked: it is refused from now on.")
     return redirect("api:account")

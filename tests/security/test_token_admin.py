@@ -128,3 +128,20 @@ def test_a_failure_while_making_a_token_reports_no_password(url, staff, monkeypa
         got_request_exception.disconnect(report)
     assert answer.status_code == 500 and len(reports) == 1
     assert "the database went away" in reports[0] and "pw-staff-123" not in reports[0]
+
+
+def test_revoking_a_token_revoked_already_says_so_and_keeps_when_it_was(client, staff):
+    """Found by an outside probe: the admin's Revoke counted every token selected as revoked now, and the account
+    page said "revoked: it is refused from now on" of a token refused since long before (a second click)."""
+    live, old = (ApiToken.objects.get(pk=create_token(staff, name)[0].pk) for name in ("live", "old"))
+    ApiToken.objects.filter(pk=old.pk).update(revoked="2026-01-02T03:04:05Z")
+    client.force_login(staff)
+    page = client.post("/admin/api/apitoken/", {"action": "revoke", "_selected_action": [live.pk, old.pk]},
+                       follow=True)
+    shown = [str(m) for m in page.context["messages"]]
+    assert shown == ["1 token(s) revoked. 1 had been revoked already."], shown
+    old.refresh_from_db()
+    assert old.revoked.year == 2026 and old.revoked.month == 1
+    page = client.post("/account/tokens/revoke/", {"token": old.pk}, follow=True)
+    shown = [str(m) for m in page.context["messages"]]
+    assert shown == [f"Token {old.prefix}… had been revoked already."], shown
