@@ -121,3 +121,18 @@ def test_an_import_with_the_queue_down_says_to_upload_its_file_again(db, setting
     job = ImportJob.objects.get()
     assert job.status == "failed" and job.error.endswith("upload the file again"), job.error
     assert not any((tmp_path / "imports").iterdir())  # the upload is not kept
+
+
+@pytest.mark.parametrize("command, args, model", [
+    ("generate_pairs", ["--queue", "--prompts", "1"], GenerationJob),
+    ("train_round", ["--queue"], TrainingRun),
+])
+def test_a_command_that_queues_its_job_with_the_queue_down_says_so_in_one_line(versions, queue, command, args, model):
+    """`generate_pairs --queue` and `train_round --queue` ended in kombu's traceback (an outside probe): a
+    CommandError now, the service's message for a person, and the job ended failed, as the pages and the API do."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=rf"^{command}: the task queue could not be reached, so .* was not started"):
+        call_command(command, *args)
+    assert model.objects.get().status == "failed"

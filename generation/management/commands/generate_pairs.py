@@ -1,5 +1,6 @@
 """Sample K responses per prompt with a version and queue pairs for labelling, with a progress bar."""
 from django.core.management.base import CommandError
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from generation.backends.base import MAX_SEED, SamplingConfig
 from generation.models import ModelVersion
@@ -55,7 +56,7 @@ class Command(PrefLoopCommand):
             job = start_generation_job(version, n_prompts=o["prompts"], config=config, split=o["split"],
                                        tag=o["tag"], pairing=o["pairing"], judge=o["judge"], enqueue=o["queue"],
                                        with_reference=o["with_reference"])
-        except (GenerationError, ValueError) as exc:
+        except (GenerationError, ValueError, QueueUnreachable) as exc:  # the last: the job is ended failed, said why
             raise CommandError(f"generate_pairs: {exc}") from None
         if o["queue"]:
             self.stdout.write(f"job {job.pk} queued: {job.total} prompts with version {version.name!r}")

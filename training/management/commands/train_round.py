@@ -3,6 +3,7 @@ on reference answers) and register the new version, with a progress bar."""
 import json
 
 from django.core.management.base import CommandError
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from generation.models import ModelVersion
 from generation.services import GenerationError
@@ -41,7 +42,7 @@ class Command(PrefLoopCommand):
                                      enqueue=o["queue"])
         except ModelVersion.DoesNotExist:
             raise CommandError(f"train_round: no version named {o['version']!r}") from None
-        except (TrainingError, GenerationError) as exc:
+        except (TrainingError, GenerationError, QueueUnreachable) as exc:  # the last: the run is ended failed, said why
             raise CommandError(f"train_round: {exc}") from None
         if o["queue"]:
             self.stdout.write(f"run {run.pk} queued")
