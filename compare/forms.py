@@ -16,7 +16,8 @@ class StartForm(forms.Form):
         widget=forms.RadioSelect, label="Prompts",
     )
     limit = forms.IntegerField(min_value=1, max_value=MAX_PROMPTS, initial=8, label="How many eval prompts")
-    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt")
+    # as long as POST /api/v1/compare takes it (api/fields.Text): the page stored a prompt of any size
+    text = forms.CharField(required=False, max_length=20_000, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt")
     blind = forms.BooleanField(
         required=False, initial=True, label="Blind: hide which answer is which version until I vote (uncheck for a plain side by side)"
     )

@@ -197,3 +197,19 @@ def test_the_sets_list_counts_the_prompts_a_finished_set_compared(client, staff,
     shown = {pk: next(r for r in rows if f"#{pk}<" in r) for pk in (ended.pk, waiting.pk)}
     assert re.search(r"<td>\s*0 of 3\s*</td>", shown[ended.pk]), shown[ended.pk]
     assert re.search(r"<td>\s*3\s*</td>", shown[waiting.pk]), shown[waiting.pk]
+
+
+def test_a_typed_prompt_longer_than_the_api_takes_is_refused_and_nothing_is_stored(client, staff, versions):
+    """The Compare page stored a typed prompt of several megabytes as a Prompt (an outside probe); POST
+    /api/v1/compare takes 20,000 characters. The page now says the field is too long and stores nothing."""
+    from generation.models import Prompt
+
+    base, child = versions
+    client.force_login(staff)
+    before = Prompt.objects.count()
+    form = {"version_a": child.pk, "version_b": base.pk, "prompts": "typed", "limit": 5, "seed": 0,
+            "max_new_tokens": 64, "text": "x" * 20_001}
+    response = client.post(reverse("compare:index"), form)
+    assert response.status_code == 400
+    assert "at most 20000 characters (it has 20001)" in response.content.decode()
+    assert Prompt.objects.count() == before and not CompareJob.objects.exists()
