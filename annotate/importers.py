@@ -4,12 +4,12 @@ Every row is checked first (prefcore.rows, within the PREFLOOP_IMPORT_MAX_* limi
 Only then is anything written, in transactions of CHUNK_ROWS rows each, so the database's write lock is held for
 a fraction of a second at a time, never for the whole file (on SQLite every label people submit waits for it).
 An import that is stopped part-way (cancelled, or Ctrl-C at the command line) keeps the chunks it wrote and says how
-far it got (`ImportStopped`); running it again adds the rest, because rows already in the database (same normalised
-prompt, same responses) are skipped, so importing a file twice adds nothing. A preference on a pair that is here
-without one (pushed unlabelled, or labelled by people only) is recorded on that pair as the import's label,
-whichever way round its two answers were stored. Pairs and preferences whose prompt is an eval prompt (the same
-normalised text: case, Unicode form and spacing aside) are set aside and reported: eval prompts measure the model
-and are never trained on.
+far it got (`ImportStopped`; cancelled while the file is read and checked, it has stored nothing); running it again
+adds the rest, because rows already in the database (same normalised prompt, same responses) are skipped, so
+importing a file twice adds nothing. A preference on a pair that is here without one (pushed unlabelled, or
+labelled by people only) is recorded on that pair as the import's label, whichever way round its two answers were
+stored. Pairs and preferences whose prompt is an eval prompt (the same normalised text: case, Unicode form and
+spacing aside) are set aside and reported: eval prompts measure the model and are never trained on.
 """
 from __future__ import annotations
 
@@ -96,15 +96,31 @@ class ImportResult:
 class ImportStopped(Exception):
     """The import stopped before its last row, asked to (`why`: "cancelled"), interrupted, or failed part-way
     (`error`: the database's error, say): the first `rows` of `total` rows were handled and their chunks stored
-    (`result` counts them); running the import again adds the rest."""
+    (`result` counts them); running the import again adds the rest. `reading`: asked to stop while the file was
+    read and checked, before any row was written (rows and total 0: nothing was stored)."""
 
-    def __init__(self, result: ImportResult, rows: int, total: int, why: str, error: Exception | None = None):
+    def __init__(self, result: ImportResult, rows: int, total: int, why: str, error: Exception | None = None, *,
+                 reading: bool = False):
         self.result, self.rows, self.total, self.why, self.error = result, rows, total, why, error
+        self.reading = reading  # stopped while the file was read and checked, before any row was written
         super().__init__(str(self))
 
     def __str__(self) -> str:
+        if self.reading:
+            return f"{self.why} while the file was read and checked: nothing was stored"
         return (f"{self.why} after {self.rows:,} of {self.total:,} rows; those are stored ({self.result}); "
                 "importing the file again adds the rest (rows already stored are skipped)")
+
+
+def _read(read: Callable[[formats.Watch], list], on_reading: Callable[[int, int, str], None] | None,
+          should_stop: Callable[[], bool] | None) -> list:
+    """The file's checked rows, `read` told a watch: `on_reading(done, total, what)` of the lines read and the rows
+    checked (prefcore.rows.Watch), and `should_stop` asked as often, so a Cancel is heard while a large file is read
+    (seconds, before any row is written). Stopped there, ImportStopped with nothing stored."""
+    try:
+        return read(formats.Watch(on_reading, should_stop))
+    except formats.ReadStopped:
+        raise ImportStopped(ImportResult(0, 0), 0, 0, "cancelled", reading=True) from None
 
 
 def _chunked(rows: list, write: Callable[[list], ImportResult], should_stop: Callable[[], bool] | None,
@@ -247,6 +263,7 @@ def import_prompts(
     path: Path | str, *, split: str = Prompt.TRAIN, tag: str = "", name: str | None = None,
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None, on_chunk: Callable[[ImportResult, int], None] | None = None,
+    on_reading: Callable[[int, int, str], None] | None = None,
 ) -> ImportResult:
     """Prompts from a file with a `prompt` column (text or a message list) and, optionally, a reference answer per
     row (`reference`, or TRL's `completion`), which SPIN rounds train over the model's own answers."""
@@ -254,7 +271,7 @@ def import_prompts(
         raise ImportProblem([f"unknown split {split!r}: expected train or eval"])
     _check_tag(tag)
     name = name or Path(path).name
-    rows = formats.read_prompts(path, name, _limits())
+    rows = _read(lambda watch: formats.read_prompts(path, name, _limits(), watch), on_reading, should_stop)
     source = _source(name)
     if split == Prompt.EVAL:
         # A prompt stored as a train prompt keeps its split (its answers may have been trained on), and an eval
@@ -489,6 +506,7 @@ def import_pairs(
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None, new_rounds: bool = True,
     on_chunk: Callable[[ImportResult, int], None] | None = None,
+    on_reading: Callable[[int, int, str], None] | None = None,
 ) -> ImportResult:
     """Unlabelled pairs (prompt, response_a, response_b) that join the labelling queue; a pair whose two answers are
     nearly the same is stored held back (route "duplicate"), as a generation job holds back its own: people could
@@ -504,7 +522,7 @@ def import_pairs(
     if labels_needed is not None and not 1 <= labels_needed <= MAX_LABELS_NEEDED:
         raise ImportProblem([f"labels needed {labels_needed}: expected 1 to {MAX_LABELS_NEEDED}"])
     name = name or Path(path).name
-    rows = formats.read_pairs(path, name, _limits())
+    rows = _read(lambda watch: formats.read_pairs(path, name, _limits(), watch), on_reading, should_stop)
 
     round_ = None
 
@@ -667,6 +685,7 @@ def import_preferences(
     progress: Callable[[int], None] | None = None, should_stop: Callable[[], bool] | None = None,
     on_read: Callable[[int], None] | None = None, new_rounds: bool = True,
     on_chunk: Callable[[ImportResult, int], None] | None = None,
+    on_reading: Callable[[int, int, str], None] | None = None,
 ) -> ImportResult:
     """Labelled pairs: the chosen response is stored as A, the rejected as B, with a label by the import account. A
     new pair goes to `round_number`, or, when that is None, to the row's own `round` (as the export writes it).
@@ -696,7 +715,8 @@ def import_preferences(
             marks[id(parsed)] = found
         return parsed
 
-    rows = formats.read_preferences(path, fmt, name, _limits(), own_round=round_number is None, also=read_marks)
+    rows = _read(lambda watch: formats.read_preferences(path, fmt, name, _limits(), own_round=round_number is None,
+                                                        also=read_marks, watch=watch), on_reading, should_stop)
 
     labelled: dict[int, str] = {}  # pair id -> the import account's choice on it, as far as this import knows
     rounds: dict[int | None, LabellingRound | None] = {}

@@ -32,6 +32,33 @@ MAX_NUMBER = 2**31 - 1  # round numbers and counts are PositiveIntegerFields: 32
 csv.field_size_limit(2**31 - 1)
 FORMATS = ("auto", "trl", "hh", "ultrafeedback")
 SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+# What a reader's `watch` is told it counts: the file read (its lines, or a Parquet file's rows), then its rows checked
+LINES_READ, ROWS_READ, ROWS_CHECKED = "lines read", "rows read", "rows checked"
+WATCH_STEPS = 100  # a reader tells its watch at most about this many times a pass (and at its end), however long
+
+
+class ReadStopped(Exception):
+    """The reader's `should_stop` said yes while the file was read or checked: nothing of it was returned."""
+
+
+class Watch:
+    """A long read's progress and stop signal: `progress(done, total, what)` (what: LINES_READ, ROWS_READ or
+    ROWS_CHECKED) and `should_stop()`, each optional, asked every 1/WATCH_STEPS of a pass (a call a row cost more
+    than the parsing of a short row). ReadStopped once `should_stop` says so."""
+
+    def __init__(self, progress: Callable[[int, int, str], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.progress, self.should_stop = progress, should_stop
+        self.next = 0  # the count at which it is told next (callers compare before calling: a call a row is slow)
+
+    def __call__(self, done: int, total: int, what: str) -> None:
+        """Told `done` of `total` counted: passed on, and the next count to tell set."""
+        self.next = done + max(1, total // WATCH_STEPS)
+        if self.should_stop is not None and self.should_stop():
+            raise ReadStopped(f"asked to stop after {done:,} of {total:,} {what}")
+        if self.progress is not None:
+            self.progress(done, total, what)
+
 
 
 class ImportProblem(Exception):
@@ -167,11 +194,13 @@ _LARGEST_ID = 2**63 - 1  # the database's ids are 64-bit: a larger pair_id is no
 _SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
-def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
+def _json_array(text: str, max_items: int, watch: Watch, skipped: int = 0) -> list[tuple[int, Any]]:
     """(line its first character is on, value) for each element of the JSON array `text` (which starts with "["),
     so that an error in a row names its line in the file, not its position in the array. Stops reading past
-    max_items elements. Syntax errors are json's own JSONDecodeError, with the line and column in `text`."""
+    max_items elements. Syntax errors are json's own JSONDecodeError, with the line and column in `text`. `watch` is
+    told the file's lines read (`skipped`: the blank lines before the array)."""
     decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
+    lines = text.count("\n") + 1 + skipped
     items: list[tuple[int, Any]] = []
     line, counted = 1, 0  # the line of text[counted]
     at = _SPACE.match(text, 1).end()
@@ -187,6 +216,8 @@ def _json_array(text: str, max_items: int) -> list[tuple[int, Any]]:
             except DuplicateKey as exc:
                 raise DuplicateKey(str(exc), line) from None
             items.append((line, value))
+            if line + skipped >= watch.next:
+                watch(line + skipped, lines, LINES_READ)
             if len(items) > max_items:
                 raise _TooMany()
             at = _SPACE.match(text, at).end()
@@ -298,8 +329,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[tuple[int, dict]]:
-    """(line number, row) for each row of a JSONL, CSV or Parquet file; `name` is how errors call the file."""
+def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | None = None,
+              watch: Watch | None = None) -> list[tuple[int, dict]]:
+    """(line number, row) for each row of a JSONL, CSV or Parquet file; `name` is how errors call the file. `watch`
+    is told the lines (a Parquet file's rows) read, and may stop the reading (ReadStopped)."""
+    watch = watch or Watch()
     path = Path(path)
     name = name or path.name
     limits = limits or ImportLimits()
@@ -313,12 +347,12 @@ def read_rows(path: Path | str, name: str | None = None, limits: ImportLimits | 
         raise ImportProblem([f"{name}: unknown file type {path.suffix or '(none)'!r}: expected .jsonl, .csv or .parquet"])
     size = _regular_file(path, name).st_size  # before anything opens it
     if kind == "parquet":
-        return _read_parquet(path, name, limits)
+        return _read_parquet(path, name, limits, watch)
     if size > limits.max_bytes:  # text files: the decoded size is the file's
         raise limits.too_many_bytes(name, f"{size:,} bytes")
     if kind == "jsonl":
-        return _read_jsonl(path, name, limits)
-    return _read_csv(path, name, limits)
+        return _read_jsonl(path, name, limits, watch)
+    return _read_csv(path, name, limits, watch)
 
 
 _SPECIAL = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
@@ -351,11 +385,12 @@ def _utf8_text(data: bytes, name: str) -> str:
                              "save the file as UTF-8"]) from None
 
 
-def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
+def _read_csv(path: Path, name: str, limits: ImportLimits, watch: Watch) -> list[tuple[int, dict]]:
     """Rows of a CSV file, each numbered by the line it starts on: an answer cell often spans several lines, so
     counting records (as a data frame does) names the wrong line after the first such cell."""
     text = _utf8_text(path.read_bytes(), name)  # as bytes: a cell's own "\r\n" is kept as written
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    lines = text.count("\n") + 1  # as csv counts them, near enough for a bar: a lone "\r" is rare
     header: list[str] | None = None
     rows: list[tuple[int, dict]] = []
     problems: list[str] = []
@@ -369,6 +404,8 @@ def _read_csv(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, di
         except csv.Error as exc:
             raise ImportProblem([f"{name}: line {start}: not valid CSV ({exc})"]) from None
         end = reader.line_num
+        if end >= watch.next:
+            watch(min(end, lines), lines, LINES_READ)
         if not any(cell.strip() for cell in cells):  # a blank line, or a spreadsheet's row of empty cells
             continue
         if header is None:
@@ -452,7 +489,7 @@ def _decoded_bytes(array) -> int:
     return array.nbytes
 
 
-def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
+def _read_parquet(path: Path, name: str, limits: ImportLimits, watch: Watch) -> list[tuple[int, dict]]:
     """Rows of a Parquet file, never decoding more than the limits allow: the row count and the uncompressed size
     from the metadata first, then small batches, each counted before it becomes Python objects (a column of one
     repeated string compresses a thousandfold, so the metadata alone cannot tell the decoded size)."""
@@ -482,7 +519,7 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
         raise ImportProblem([f"{name}: column {column!r} is named twice: which one is meant cannot be told"
                              for column in twice])
     rows: list[tuple[int, dict]] = []
-    decoded = 0
+    decoded, told = 0, None
     plain = pa.schema([pa.field(f.name, _decoded_type(f.type)) for f in schema])
     try:
         for batch in parquet.iter_batches(batch_size=256):
@@ -492,21 +529,29 @@ def _read_parquet(path: Path, name: str, limits: ImportLimits) -> list[tuple[int
             batch = batch.cast(plain) if plain != batch.schema else batch
             for row in batch.to_pylist():
                 rows.append((len(rows) + 1, {str(k): _plain(v) for k, v in row.items()}))
-    except ImportProblem:
+            if len(rows) >= watch.next:
+                try:
+                    watch(len(rows), meta.num_rows, ROWS_READ)
+                except Exception as exc:  # the watcher's own (a database error, say): no fault of the file's
+                    told = exc
+                    raise
+    except (ImportProblem, ReadStopped):
         raise
     except Exception as exc:
+        if exc is told:
+            raise
         raise ImportProblem([f"{name}: cannot read as PARQUET: {_first_line(exc)}"]) from None
     return rows
 
 
-def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, dict]]:
+def _read_jsonl(path: Path, name: str, limits: ImportLimits, watch: Watch) -> list[tuple[int, dict]]:
     # lines as read_text() reads them (universal newlines): a Windows file's "\r\n" ends a line as "\n" does
     text = _utf8_text(path.read_bytes(), name).replace("\r\n", "\n").replace("\r", "\n")
     stripped = text.lstrip()
     if stripped.startswith("[") and not _array_on_one_line(stripped):  # a JSON array of objects is accepted too
         skipped = text[:len(text) - len(stripped)].count("\n")  # the blank lines stripped before it
         try:
-            items = _json_array(stripped, limits.max_rows)
+            items = _json_array(stripped, limits.max_rows, watch, skipped)
         except _TooDeep:
             raise limits.too_deep(name) from None
         except _TooMany:
@@ -528,7 +573,10 @@ def _read_jsonl(path: Path, name: str, limits: ImportLimits) -> list[tuple[int, 
     rows, problems = [], []
     # Lines end at "\n" only: str.splitlines() also breaks at U+2028, U+2029 and U+0085, which JSON strings hold
     # unescaped (our own export writes them so), and cut such a row in two.
-    for number, line in enumerate(text.split("\n"), start=1):
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if number >= watch.next:
+            watch(number, len(lines), LINES_READ)
         if not line.strip():
             continue
         if len(rows) >= limits.max_rows:
@@ -842,10 +890,15 @@ def _preference_row(line: int, row: dict, fmt: str) -> PreferenceRow:
     return PreferenceRow(line, prompt, chosen, rejected, preference_prob=prob)
 
 
-def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
-    """Parse every row; collect every problem before giving up, so one run names them all."""
+def _check_all(rows: list[tuple[int, dict]], name: str, parse, watch: Watch | None = None) -> list:
+    """Parse every row; collect every problem before giving up, so one run names them all. `watch` is told the rows
+    checked (from 0: the reading's count ended at its own total)."""
     out, problems = [], []
-    for line, row in rows:
+    watch = watch or Watch()
+    watch.next = 0
+    for checked, (line, row) in enumerate(rows):
+        if checked >= watch.next:
+            watch(checked, len(rows), ROWS_CHECKED)
         try:
             out.append(parse(line, row))
         except RowError as err:
@@ -854,6 +907,7 @@ def _check_all(rows: list[tuple[int, dict]], name: str, parse) -> list:
         raise ImportProblem(problems)
     if not out:
         raise ImportProblem([f"{name}: no rows"])
+    watch(len(rows), len(rows), ROWS_CHECKED)
     return out
 
 
@@ -893,19 +947,22 @@ def prompt_file_row(line: int, row: dict) -> PromptRow:
     return dataclasses.replace(prompt, reference=reference)
 
 
-def read_prompts(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[PromptRow]:
+def read_prompts(path: Path | str, name: str | None = None, limits: ImportLimits | None = None,
+                 watch: Watch | None = None) -> list[PromptRow]:
     name = name or Path(path).name
-    return _check_all(read_rows(path, name, limits), name, prompt_file_row)
+    return _check_all(read_rows(path, name, limits, watch), name, prompt_file_row, watch)
 
 
-def read_pairs(path: Path | str, name: str | None = None, limits: ImportLimits | None = None) -> list[PairRow]:
+def read_pairs(path: Path | str, name: str | None = None, limits: ImportLimits | None = None,
+               watch: Watch | None = None) -> list[PairRow]:
     name = name or Path(path).name
-    return _check_all(read_rows(path, name, limits), name, _pair_row)
+    return _check_all(read_rows(path, name, limits, watch), name, _pair_row, watch)
 
 
 def read_preferences(
     path: Path | str, fmt: str = "auto", name: str | None = None, limits: ImportLimits | None = None, *,
     own_round: bool = True, also: Callable[[PreferenceRow, dict], PreferenceRow] | None = None,
+    watch: Watch | None = None,
 ) -> list[PreferenceRow]:
     """`own_round`: read each row's `round` (PreferenceRow.round); off when the import names the round itself, so a
     column that means something else in another data set is not read at all. `also(parsed, row)`: the caller's
@@ -927,4 +984,4 @@ def read_preferences(
                 int(i) for i in ids if isinstance(i, (int, float)) and not isinstance(i, bool) and float(i).is_integer()))
         return parsed if also is None else also(parsed, row)
 
-    return _check_all(read_rows(path, name, limits), name, parse)
+    return _check_all(read_rows(path, name, limits, watch), name, parse, watch)

@@ -50,9 +50,9 @@ def test_an_import_asked_to_stop_keeps_the_chunks_it_wrote_and_a_second_run_adds
     monkeypatch.setattr(importers, "CHUNK_ROWS", 2)
     path = tmp_path / "p.jsonl"
     path.write_bytes(_prompts(5))
-    asked = iter([False, False, True])
+    chunks = []  # asked while the file is read too: a stop once two chunks are written
     with pytest.raises(ImportStopped) as stopped:
-        import_prompts(path, should_stop=lambda: next(asked))
+        import_prompts(path, should_stop=lambda: len(chunks) == 2, on_chunk=lambda result, rows: chunks.append(rows))
     assert (stopped.value.rows, stopped.value.total, stopped.value.why) == (4, 5, "cancelled")
     assert stopped.value.result.created == 4 and Prompt.objects.count() == 4
     assert "cancelled after 4 of 5 rows; those are stored (4 added" in str(stopped.value)
