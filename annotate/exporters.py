@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from . import hf_dataset
 from .dataset import Decision, decisions
-from .hf_dataset import DEFAULT_LICENSE, write_hf_folder, write_parquet
+from .hf_dataset import DEFAULT_LICENSE, table_of, write_hf_folder, write_parquet
 
 EXPORT_FORMATS = ("jsonl", "parquet", "hf")
 
@@ -93,13 +93,15 @@ class Export:
 @dataclass(frozen=True)
 class ExportHooks:
     """What an export tells the job running it, and asks it: each optional. `counted(n)`: the pairs it will read;
-    `read(n)`: n more read; `writing(n)`: the rows it will write, once read; `written(n)`: n more written;
-    `should_stop()`: asked between pairs read and chunks written."""
+    `read(n)`: n more read; `writing(n)`: the rows it will write, once read; `built(n)`: n more made into the
+    Arrow table a Parquet or hf export writes (all of them before the first is written); `written(n)`: n more
+    written; `should_stop()`: asked between pairs read, parts of the table built and chunks written."""
 
     counted: Callable[[int], None] | None = None
     read: Callable[[int], None] | None = None
     writing: Callable[[int], None] | None = None
     written: Callable[[int], None] | None = None
+    built: Callable[[int], None] | None = None
     should_stop: Callable[[], bool] | None = None
 
     def stop_if_asked(self) -> None:
@@ -108,10 +110,11 @@ class ExportHooks:
 
 
 def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license: str = DEFAULT_LICENSE,
-               written: Callable[[int], None] | None = None) -> Path:
+               written: Callable[[int], None] | None = None, built: Callable[[int], None] | None = None) -> Path:
     """Write the rows to a new path and return it; nothing that was there before is overwritten or deleted.
-    `written(n)` is told of each n rows written (hf_dataset.WRITE_ROWS at a time); an exception it raises stops the
-    export, and nothing of it is left.
+    `built(n)` is told of each n rows made into the Arrow table of a Parquet or hf export, then `written(n)` of
+    each n rows written (hf_dataset.WRITE_ROWS at a time); an exception either raises stops the export, and nothing
+    of it is left.
 
     `out` may be a path that does not exist yet (or an empty file: it holds nothing to lose), or an existing folder,
     in which case the export goes inside it under a new name (preferences-<UTC time>.<format>). Anything else is an
@@ -133,7 +136,7 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
         if fmt == "hf":
             tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
             try:
-                write_hf_folder(rows, tmp, license=license, written=written)
+                write_hf_folder(rows, tmp, license=license, written=written, built=built)
                 _same_mode(tmp, target)
                 os.rename(tmp, target)  # onto the empty folder claimed above
             except BaseException:
@@ -152,7 +155,7 @@ def write_rows(rows: list[dict], out: Path | str, fmt: str = "jsonl", *, license
                         if written is not None:
                             written(len(part))
             else:  # Arrow types from the values: a data frame made a round column with a missing round a float
-                write_parquet(pa.Table.from_pylist(rows) if rows else TEXT_ROW_SCHEMA.empty_table(), tmp_name,
+                write_parquet(table_of(rows, built=built) if rows else TEXT_ROW_SCHEMA.empty_table(), tmp_name,
                               written=written)
             _same_mode(Path(tmp_name), target)
             os.replace(tmp_name, target)  # onto the empty file claimed above
@@ -245,6 +248,11 @@ def export_preferences(
             hooks.written(n)
         hooks.stop_if_asked()
 
+    def built(n: int) -> None:
+        if hooks.built is not None:
+            hooks.built(n)
+        hooks.stop_if_asked()
+
     rows = preference_rows(
         decisions(rounds=rounds, min_agreement=min_agreement, include_automatic=include_automatic,
                   soft_labels=soft_labels, same_answers=False, progress=read, counted=hooks.counted)
@@ -252,4 +260,5 @@ def export_preferences(
     hooks.stop_if_asked()
     if hooks.writing is not None:
         hooks.writing(len(rows))
-    return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license, written=written))
+    return Export(rows=len(rows), path=write_rows(rows, out, fmt, license=license, written=written,
+                                                    built=built))

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 SHARD_ROWS = 50_000  # rows per Parquet file: a few tens of MB of text, as the Hub's own converter aims for
-WRITE_ROWS = 5_000  # rows written at a time (a Parquet row group): an export job reports and hears a Cancel between
+# rows built and written at a time (a Parquet row group): an export job reports and hears a Cancel between
+WRITE_ROWS = 5_000
 DEFAULT_LICENSE = "unknown"
 COLUMNS = {
     "prompt": "the prompt: text, or the chat so far as {role, content} messages",
@@ -37,6 +38,22 @@ COLUMNS = {
 }
 
 
+def table_of(rows: list[dict], *, built: Callable[[int], None] | None = None) -> pa.Table:
+    """The rows as one Arrow table, typed as `pa.Table.from_pylist(rows)` types them (a column with no value in one
+    part takes the type the others give it), built WRITE_ROWS rows at a time, telling `built(n)` of each n rows
+    built; an exception it raises stops the building there. Built in one call, a large export's table took most of
+    the time its file was written, and the job's bar stood still through it."""
+    parts = []
+    for start in range(0, len(rows), WRITE_ROWS):
+        part = pa.Table.from_pylist(rows[start:start + WRITE_ROWS])
+        parts.append(part)
+        if built is not None:
+            built(part.num_rows)
+    if len(parts) < 2:
+        return parts[0] if parts else pa.Table.from_pylist(rows)
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
 def write_parquet(table: pa.Table, path: Path | str, *, written: Callable[[int], None] | None = None) -> None:
     """Write `table` to a Parquet file WRITE_ROWS rows at a time (one schema: the whole table's), telling
     `written(n)` of each n rows written; an exception it raises stops the writing there."""
@@ -51,12 +68,13 @@ def write_parquet(table: pa.Table, path: Path | str, *, written: Callable[[int],
 
 
 def write_hf_folder(rows: list[dict], folder: Path, *, license: str = DEFAULT_LICENSE,
-                    written: Callable[[int], None] | None = None) -> None:
+                    written: Callable[[int], None] | None = None, built: Callable[[int], None] | None = None) -> None:
     """Write the shards and the card into `folder` (which exists and is empty: the exporter's temporary folder);
-    `written(n)` is told of each n rows written (write_parquet)."""
+    `built(n)` is told of each n rows made into the table (table_of), then `written(n)` of each n written
+    (write_parquet)."""
     data = folder / "data"
     data.mkdir()
-    table = pa.Table.from_pylist(rows)
+    table = table_of(rows, built=built)
     shards = max(1, -(-len(rows) // SHARD_ROWS))
     for i in range(shards):
         part = table.slice(i * SHARD_ROWS, SHARD_ROWS)
