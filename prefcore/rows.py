@@ -390,7 +390,10 @@ def _read_csv(path: Path, name: str, limits: ImportLimits, watch: Watch) -> list
     counting records (as a data frame does) names the wrong line after the first such cell."""
     text = _utf8_text(path.read_bytes(), name)  # as bytes: a cell's own "\r\n" is kept as written
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    lines = text.count("\n") + 1  # as csv counts them, near enough for a bar: a lone "\r" is rare
+    # lines as csv counts them (reader.line_num): "\r\n", a lone "\r" (a classic Mac file, a cell's own) or "\n"
+    # ends one. Counted by "\n" alone, a file of "\r" lines was "1 of 1 lines read" from its first row on, the
+    # watch told at every row
+    lines = text.count("\n") + text.count("\r") - text.count("\r\n") + 1
     header: list[str] | None = None
     rows: list[tuple[int, dict]] = []
     problems: list[str] = []

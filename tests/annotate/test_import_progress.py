@@ -132,3 +132,22 @@ def test_a_bad_row_is_still_named_by_its_line_and_field_with_the_reading_watched
         import_pairs(path, on_reading=lambda *step: told.append(step), should_stop=lambda: False)
     assert problem.value.problems[0].startswith("pairs.jsonl: line 201: field 'response_b'")
     assert told and not Pair.objects.exists() and not Prompt.objects.exists()
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"], ids=["cr", "crlf", "lf"])
+def test_a_csv_files_lines_are_counted_as_csv_reads_them(tmp_path, ending):
+    """A lone "\\r" ends a line for csv (a classic Mac file, or a cell's own): counted by "\\n" alone, such a file was
+    "1 of 1 lines read" from its first row on, and the watch was told at every row. Each pass is told in steps,
+    each further on than the one before, never past its total."""
+    from prefcore import rows as formats
+
+    path = tmp_path / "p.csv"
+    cells = ['"first\rsecond"' if i % 2 else f"q{i}" for i in range(ROWS)]  # a cell of two lines, every other row
+    path.write_bytes(("prompt" + ending + ending.join(cells) + ending).encode())
+    told: list[tuple[int, int, str]] = []
+    assert len(formats.read_prompts(path, watch=formats.Watch(lambda *step: told.append(step)))) == ROWS
+    read = [(done, total) for done, total, what in told if what == formats.LINES_READ]
+    total = read[0][1]
+    assert total == 1 + ROWS + ROWS // 2 + 1  # the header, a line a row and one more a two-line cell, the end
+    assert [done for done, _ in read] == sorted({done for done, _ in read}) and read[-1][0] <= total
+    assert {t for _, t in read} == {total} and len(read) <= formats.WATCH_STEPS + 1
