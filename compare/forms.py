@@ -6,6 +6,9 @@ from generation.models import ModelVersion
 
 from .services import MAX_PROMPTS
 
+# a typed prompt's length, as POST /api/v1/compare takes it (api/fields.Text): the page stored a prompt of any size
+MAX_TYPED = 20_000
+
 
 class StartForm(forms.Form):
     EVAL, TYPED = "eval", "typed"
@@ -16,8 +19,8 @@ class StartForm(forms.Form):
         widget=forms.RadioSelect, label="Prompts",
     )
     limit = forms.IntegerField(min_value=1, max_value=MAX_PROMPTS, initial=8, label="How many eval prompts")
-    # as long as POST /api/v1/compare takes it (api/fields.Text): the page stored a prompt of any size
-    text = forms.CharField(required=False, max_length=20_000, widget=forms.Textarea(attrs={"rows": 3}), label="Prompt")
+    text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "maxlength": MAX_TYPED}),
+                           label="Prompt")
     blind = forms.BooleanField(
         required=False, initial=True, label="Blind: hide which answer is which version until I vote (uncheck for a plain side by side)"
     )
@@ -28,6 +31,9 @@ class StartForm(forms.Form):
         data = super().clean()
         if data.get("version_a") and data.get("version_a") == data.get("version_b"):
             self.add_error("version_b", "Choose a different version from A.")
-        if data.get("prompts") == self.TYPED and not (data.get("text") or "").strip():
+        typed = (data.get("text") or "").replace("\r\n", "\n")  # a browser counts a line break as one character
+        if data.get("prompts") == self.TYPED and not typed.strip():
             self.add_error("text", "Type a prompt, or choose the eval split.")
+        elif data.get("prompts") == self.TYPED and len(typed) > MAX_TYPED:  # the eval split ignores a text left here
+            self.add_error("text", f"Ensure this value has at most {MAX_TYPED} characters (it has {len(typed)}).")
         return data

@@ -202,10 +202,13 @@ def test_the_sets_list_counts_the_prompts_a_finished_set_compared(client, staff,
 def test_a_typed_prompt_longer_than_the_api_takes_is_refused_and_nothing_is_stored(client, staff, versions):
     """The Compare page stored a typed prompt of several megabytes as a Prompt (an outside probe); POST
     /api/v1/compare takes 20,000 characters. The page now says the field is too long and stores nothing."""
+    from unittest import mock
+
     from generation.models import Prompt
 
     base, child = versions
     client.force_login(staff)
+    make_prompt()
     before = Prompt.objects.count()
     form = {"version_a": child.pk, "version_b": base.pk, "prompts": "typed", "limit": 5, "seed": 0,
             "max_new_tokens": 64, "text": "x" * 20_001}
@@ -213,3 +216,10 @@ def test_a_typed_prompt_longer_than_the_api_takes_is_refused_and_nothing_is_stor
     assert response.status_code == 400
     assert "at most 20000 characters (it has 20001)" in response.content.decode()
     assert Prompt.objects.count() == before and not CompareJob.objects.exists()
+    # a browser sends each line break it counted as one character as two ("\r\n"): the limit counts them as one
+    lines = dict(form, text="x\r\n" * 9_999 + "xx")
+    with mock.patch("compare.tasks.answer_compare_job.apply_async"):
+        assert client.post(reverse("compare:index"), lines).status_code == 302
+    # and a long text left in the box while the eval split is chosen is not the set's prompt: nothing to refuse
+    with mock.patch("compare.tasks.answer_compare_job.apply_async"):
+        assert client.post(reverse("compare:index"), dict(form, prompts="eval", seed=1)).status_code == 302
