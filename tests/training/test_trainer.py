@@ -446,3 +446,22 @@ def test_a_run_reads_into_memory_the_model_it_trains_and_maps_those_it_only_read
     train_dpo(DPOConfig(batch_size=4, epochs=1, lora=lora), tiny_model_dir, synthetic_pairs(4), tmp_path / "out",
               reference_dir=reference)
     assert loads == [("reference", False), (tiny_model_dir.name, read)]
+
+
+def test_a_reference_that_is_the_model_itself_is_read_from_the_policy(tiny_model_dir, tmp_path, dtype, monkeypatch):
+    """A round of the base version whose reference is the base (the training service's default) named the same
+    folder twice: a second copy of the model was loaded for the reference pass, and the first step's pairs went
+    through it too. The same folder is now the policy before its first step: one model loaded, the same values."""
+    from training.dpo import trainer
+
+    pairs = synthetic_pairs(8)
+    config = DPOConfig(dtype=dtype, batch_size=2)
+    expected = compute_logps(tiny_model_dir, pairs, config)
+    loaded, passes = [], []
+    load = trainer.load_model
+    monkeypatch.setattr(trainer, "load_model", lambda *a, **k: loaded.append(a[0]) or load(*a, **k))
+    result = train_dpo(config, tiny_model_dir, pairs, tmp_path / "out", reference_dir=tiny_model_dir / ".",
+                       on_stage=lambda stage, done, total, then: passes.append(total))
+    assert len(loaded) == 1 and set(passes) == {3}  # 4 batches, the first step's taken in its own forward
+    for i in range(8):
+        assert list(result.reference_logps[i]) == pytest.approx(list(expected[i]), abs=1e-4)

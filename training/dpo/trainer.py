@@ -452,6 +452,11 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     _check_trainable(pairs, keep, dist.world, steps, config)
     tell = on_stage if dist.is_main else None
 
+    if reference_dir is not None and Path(reference_dir).resolve() == Path(model_dir).resolve():
+        # the starting model is its own reference (a training round of the base version, whose reference is the base):
+        # its log-probs are the policy's before any step, as without a reference, with one model loaded, not two
+        reference_dir = None
+
     def reference_batch(done: int, total: int) -> None:
         if tell:
             tell(REFERENCE_STAGE, done, total, steps)
