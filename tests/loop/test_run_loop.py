@@ -96,7 +96,9 @@ def test_run_loop_two_rounds_end_to_end(tiny_loop, capsys, monkeypatch, settings
 
     run_1, run_2 = TrainingRun.objects.order_by("pk")
     assert run_2.reference_version == base and run_2.pairs > run_1.pairs > 0
-    assert computed == [run_1.pairs, run_2.pairs - run_1.pairs]
+    # (round 1's 4 pairs are its first step's batch of 4, with the base as their reference: that step's own forward
+    # gave their reference log-probs, and no pass ran; they were stored all the same)
+    assert run_1.pairs == 4 and computed == [run_2.pairs - run_1.pairs]
     assert ReferenceLogp.objects.filter(reference=base).count() == 2 * run_2.pairs
     assert run_1.data_choice == run_2.data_choice == "all"
 
