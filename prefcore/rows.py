@@ -9,6 +9,7 @@ and scores).
 """
 from __future__ import annotations
 
+import argparse
 import codecs
 import csv
 import dataclasses
@@ -270,6 +271,14 @@ def argument_problem(value: str) -> str | None:
     except UnicodeEncodeError as exc:
         return f"holds bytes that are not UTF-8 text (at character {exc.start + 1})"
     return None
+
+
+def read_negative_numbers(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`parser`, reading `--lr -1e-5` as the value -1e-5: Python 3.11's argparse took a negative number in scientific
+    notation (and -inf, -nan) for a flag ("expected one argument"), so the range check that says what is wrong never
+    ran. No flag of ours starts with a digit, "inf" or "nan", so an argument starting "-" and one of those is a value."""
+    parser._negative_number_matcher = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
+    return parser
 
 
 def check_text(value: str, field: str) -> str:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from jobs import lifecycle
 from jobs.models import FOREGROUND, Job
 from jobs.runner import this_process
-from prefcore.rows import DuplicateKey, argument_problem, unique_keys
+from prefcore.rows import DuplicateKey, argument_problem, read_negative_numbers, unique_keys
 
 
 class _OneLine(logging.Filter):
@@ -50,6 +50,9 @@ def json_object_option(value: str, command: str, option: str, example: str) -> d
 
 
 class Command(BaseCommand):
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        return read_negative_numbers(super().create_parser(prog_name, subcommand, **kwargs))  # --top-p -1e-5
+
     def execute(self, *args, **options):
         for name, value in [*((f"argument {i + 1}", a) for i, a in enumerate(args)), *options.items()]:
             for item in value if isinstance(value, list | tuple) else [value]:

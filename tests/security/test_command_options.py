@@ -92,3 +92,13 @@ def test_junk_in_every_command_option_gives_a_clear_error_or_works(tmp_path, mon
             (tmp_path / "new-export.jsonl").unlink(missing_ok=True)
     assert walked > 50
     assert failures == [], "\n".join(failures)
+
+
+@pytest.mark.django_db
+def test_a_negative_number_in_scientific_notation_is_a_value_the_option_refuses(tmp_path):
+    """From an outside probe: argparse read `--min-agreement -1e-5` (and -inf) as a flag, "expected one argument",
+    and the option's own check, which says what it takes, never ran."""
+    for value in ("-1e-5", "-inf", "-NaN"):
+        with pytest.raises(CommandError, match=r"^--min-agreement must be between 0 and 1, got (-1e-05|-inf|nan)$"):
+            call_command("export_preferences", str(tmp_path / "out.jsonl"), "--min-agreement", value)
+    assert not (tmp_path / "out.jsonl").exists()

@@ -161,6 +161,12 @@ def test_a_permitted_loss_term_that_fails_is_one_line_naming_it_and_nothing_is_s
     assert "error: loss term repr returned str, not a TermResult" in capsys.readouterr().err
 
 
+def test_a_negative_learning_rate_in_scientific_notation_is_refused_as_out_of_range(tmp_path, capsys):
+    """From an outside probe: argparse read `--lr -1e-5` as a flag ("expected one argument"), not the value."""
+    assert train.main(_args(tmp_path / "no-model", _data(tmp_path), tmp_path / "out", "--lr", "-1e-5")) == 2
+    assert capsys.readouterr().err.startswith("error: DPOConfig.learning_rate=-1e-05: must be more than 0")
+
+
 def test_a_stop_or_divergence_said_inside_a_term_stays_what_it_is():
     from training.dpo.outcome import TrainingCancelled, TrainingDiverged
     from training.dpo.terms import TermFailed, apply_term

@@ -33,7 +33,8 @@ def _flag(name: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.dpo.train", description="Train a policy with DPO.")
+    parser = rows.read_negative_numbers(
+        argparse.ArgumentParser(prog="python -m training.dpo.train", description="Train a policy with DPO."))
     parser.add_argument("--model", required=True, help="starting model (and default reference) directory")
     parser.add_argument("--data", required=True, help="JSONL file, one JSON object per line, of preference rows in "
                         "TRL, HH-RLHF or UltraFeedback columns (optional: preference_prob, and ref_chosen_logp with "
