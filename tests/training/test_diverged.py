@@ -27,3 +27,16 @@ def test_the_launcher_reads_a_diverged_traceback_past_torchrun():
             "subprocess.CalledProcessError: Command '['python', '-m', 'x']' returned non-zero exit status 1."]
     assert failure_message(wall) == ("training.dpo.trainer.TrainingDiverged: step 1 of 1: the loss is nan and the "
                                      "gradient norm nan")
+
+
+def test_the_cli_says_a_stop_from_inside_a_loss_term_in_one_line(tiny_model_dir, tmp_path, capsys):
+    """From an outside probe: a TrainingCancelled raised inside a loss term ended the command line in a traceback."""
+    term = "tests.training.terms_for_tests:cancelling"
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"prompt": "Q", "chosen": "Thank you!", "rejected": "No."}) + "\n")
+    code = train.main(["--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "out"),
+                       "--dtype", "float32", "--epochs", "1", "--loss-terms", term, "--allow-term", term])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "\nerror: stopped by the term: its deadline passed: nothing was saved\n" in "\n" + err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

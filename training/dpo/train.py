@@ -5,7 +5,8 @@ the first step as JSON lines too ({"stage": "computing reference log-probs" or "
 "total": units in the stage, "then": steps to come after it}), a progress bar on stderr, and, as the last stdout line,
 one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits 2 with one clear line ("error: ..."),
 before training (--out must be a new or empty folder: nothing there is written over), a run whose loss or gradient
-stops being a finite number exits 1 with one such line, and Ctrl-C exits 130 with one. Cached
+stops being a finite number, or that a loss term stops (TrainingCancelled), exits 1 with one such line, and Ctrl-C
+exits 130 with one. Cached
 reference log-probs in the JSONL (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
 whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs) to a
 new (or empty) file outside --out.
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from training.dpo.trainer import MARKS, TrainingDiverged, train_dpo  # loads torch and transformers (see above)
+    from training.dpo.trainer import MARKS, TrainingCancelled, TrainingDiverged, train_dpo  # loads torch (see above)
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only the main process reports
     bar = tqdm(desc="DPO steps", unit="step", file=sys.stderr, disable=not main_process)
@@ -276,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:  # the settings or the data, not a bug: its line, as the launcher reads it
         bar.close()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except TrainingCancelled as exc:  # a loss term may stop the run (nothing is saved then): its line, no traceback
+        bar.close()
+        print(f"error: {_one_line(exc)}: nothing was saved", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the model is saved whole or not at all)
         bar.close()
