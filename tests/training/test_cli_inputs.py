@@ -161,6 +161,35 @@ def test_a_permitted_loss_term_that_fails_is_one_line_naming_it_and_nothing_is_s
     assert "error: loss term repr returned str, not a TermResult" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_or_result_where_nothing_can_be_made_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    """From an outside probe: access() says /proc is writable, and --out /proc/o trained the whole run, then failed
+    to save it in the OS's words, naming no flag (--result there lost the report the same way)."""
+    out = tmp_path / "out"
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), "/proc/prefloop-out")) == 2
+    assert capsys.readouterr().err == "error: --out /proc/prefloop-out: cannot be made there (No such file or directory)\n"
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), out, "--result", "/proc/prefloop-result.json")) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --result /proc/prefloop-result.json: cannot be made there (No such file or directory)\n"
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_link_to_nowhere_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
+    """It trained the whole run and then failed to make the folder ("File exists"); the link is left as it was."""
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), link)) == 2
+    assert capsys.readouterr().err == f"error: --out {link}: a link to {tmp_path / 'gone'}, which is not there\n"
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_checking_that_out_and_result_can_be_made_leaves_nothing(tmp_path):
+    out, result = tmp_path / "a" / "b" / "out", tmp_path / "c" / "result.json"
+    train.check_out_dir(str(out))
+    train.check_result_path(str(result), str(out))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_negative_learning_rate_in_scientific_notation_is_refused_as_out_of_range(tmp_path, capsys):
     """From an outside probe: argparse read `--lr -1e-5` as a flag ("expected one argument"), not the value."""
     assert train.main(_args(tmp_path / "no-model", _data(tmp_path), tmp_path / "out", "--lr", "-1e-5")) == 2

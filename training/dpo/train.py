@@ -14,6 +14,7 @@ new (or empty) file outside --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -143,16 +144,36 @@ def check_out_dir(path: str) -> None:
         return
     if folder.exists():
         raise ValueError(f"--out {folder}: is a file (name a folder)")
-    _check_parent("--out", folder)
+    _check_parent("--out", folder, folder=True)
 
 
-def _check_parent(flag: str, target: Path) -> None:
-    """The nearest existing folder above `target` (one that is not there yet) is a folder this process can write in."""
+def _check_parent(flag: str, target: Path, *, folder: bool = False) -> None:
+    """The nearest existing folder above `target` (one that is not there yet) is a folder this process can write in,
+    and `target` (a folder, or a file) can be made there: made, then removed with the folders made above it. Where
+    access() says yes and nothing can be made (under /proc, a name the file system refuses, a link to nowhere), the
+    model or the report failed to be written after the whole run, naming no flag. Not tried in a launch of several
+    processes (the launcher's own paths)."""
     parent = next((p for p in target.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ValueError(f"{flag} {target}: {parent} is a file, not a folder")
     if parent is not None and not os.access(parent, os.W_OK):
         raise ValueError(f"{flag} {target}: {parent} is not writable")
+    if target.exists():  # an empty file or folder, taken as it is
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would make and remove the same name at once
+        return
+    if target.is_symlink():
+        raise ValueError(f"{flag} {target}: a link to {os.readlink(target)}, which is not there")
+    made = [p for p in (target, *target.parents) if not p.exists()]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.mkdir() if folder else target.touch(exist_ok=False)
+    except OSError as exc:
+        raise ValueError(f"{flag} {target}: cannot be made there ({exc.strerror or exc})") from None
+    finally:
+        for path in made:  # the deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _one_line(exc: BaseException) -> str:
