@@ -212,3 +212,25 @@ def test_a_stop_or_divergence_said_inside_a_term_stays_what_it_is():
 
     with pytest.raises(TermFailed, match=r"^loss term broken failed on a training batch: KeyError: 'x'$"):
         apply_term(broken, None)
+
+
+def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, monkeypatch, capsys):
+    """From an outside probe: Ctrl-C in the seconds the trainer's imports (torch, transformers) take ended in a
+    traceback through torch's modules."""
+    import importlib.abc
+    import sys
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "training.dpo.trainer":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "training.dpo.trainer", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    assert train.main(_args(model, _data(tmp_path), tmp_path / "out")) == 130
+    assert capsys.readouterr().err == "error: interrupted: nothing was saved\n"
+    assert not (tmp_path / "out").exists()

@@ -268,13 +268,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--data {args.data}: {'a folder, not a file' if Path(args.data).is_dir() else 'no such file'}")
         pairs = load_pairs_jsonl(args.data)
         check_out_dir(args.out)
+        from tqdm import tqdm
+
+        from training.dpo.trainer import MARKS, TrainingCancelled, TrainingDiverged, train_dpo  # loads torch (above)
     except (ValueError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-
-    from tqdm import tqdm
-
-    from training.dpo.trainer import MARKS, TrainingCancelled, TrainingDiverged, train_dpo  # loads torch (see above)
+    except KeyboardInterrupt:  # Ctrl-C while torch loads (seconds) ended in a traceback of torch's imports
+        print("error: interrupted: nothing was saved", file=sys.stderr)
+        return 130
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch only the main process reports
     bar = tqdm(desc="DPO steps", unit="step", file=sys.stderr, disable=not main_process)
