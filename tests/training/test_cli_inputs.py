@@ -234,3 +234,18 @@ def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, monkeypatch, capsys):
     assert train.main(_args(model, _data(tmp_path), tmp_path / "out")) == 130
     assert capsys.readouterr().err == "error: interrupted: nothing was saved\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_name_too_long_for_the_file_system_names_its_flag(tiny_model_dir, tmp_path, capsys):
+    """From an outside probe: each was said in the OS's words alone, "[Errno 36] File name too long: '...'"."""
+    long = str(tmp_path / ("a" * 300))
+    data, out = _data(tmp_path), tmp_path / "out"
+    for flag, argv in (("--config", _args(tiny_model_dir, data, out, "--config", long)[:6] + ["--config", long]),
+                       ("--model", _args(long, data, out)),
+                       ("--reference", _args(tiny_model_dir, data, out, "--reference", long)),
+                       ("--result", _args(tiny_model_dir, data, out, "--result", long)),
+                       ("--data", _args(tiny_model_dir, long, out)),
+                       ("--out", _args(tiny_model_dir, data, long))):
+        assert train.main(argv) == 2
+        assert capsys.readouterr().err == f"error: {flag} {long}: File name too long\n"
+    assert not out.exists()

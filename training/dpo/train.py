@@ -21,6 +21,7 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefcore import rows
@@ -176,6 +177,16 @@ def _check_parent(flag: str, target: Path, *, folder: bool = False) -> None:
                 path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _naming(flag: str, path: str) -> Iterator[None]:
+    """An OSError while a flag's path is looked at names the flag: a name too long for the file system was said in
+    the OS's words alone ("[Errno 36] File name too long: ...")."""
+    try:
+        yield
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
@@ -254,20 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         check_arguments(args)
-        config = config_from_args(args)
-        check_model_dir(args.model, "--model")
+        with _naming("--config", args.config):
+            config = config_from_args(args)
+        with _naming("--model", args.model):
+            check_model_dir(args.model, "--model")
         if args.reference is not None:
-            check_model_dir(args.reference, "--reference")
+            with _naming("--reference", args.reference):
+                check_model_dir(args.reference, "--reference")
         if args.result:
-            check_result_path(args.result, args.out)
+            with _naming("--result", args.result):
+                check_result_path(args.result, args.out)
         # loaded after the flags are checked: torch and transformers take seconds, a bad flag should not wait
         from training.dpo.data import load_pairs_jsonl
 
-        if Path(args.data).is_dir() or not Path(args.data).exists():  # the OS's message named no flag (a pipe,
-            # /dev/stdin, is read as a file is)
-            raise ValueError(f"--data {args.data}: {'a folder, not a file' if Path(args.data).is_dir() else 'no such file'}")
+        with _naming("--data", args.data):
+            if Path(args.data).is_dir() or not Path(args.data).exists():  # the OS's message named no flag (a pipe,
+                # /dev/stdin, is read as a file is)
+                raise ValueError(f"--data {args.data}: {'a folder, not a file' if Path(args.data).is_dir() else 'no such file'}")
         pairs = load_pairs_jsonl(args.data)
-        check_out_dir(args.out)
+        with _naming("--out", args.out):
+            check_out_dir(args.out)
         from tqdm import tqdm
 
         from training.dpo.trainer import MARKS, TrainingCancelled, TrainingDiverged, train_dpo  # loads torch (above)
