@@ -290,3 +290,15 @@ def test_ensure_admin_refuses_a_password_the_settings_refuse(monkeypatch):
     monkeypatch.setenv("PREFLOOP_ADMIN_PASSWORD", "demo-password")  # docs/screenshots/take.py's
     call_command("ensure_admin", username="admin", stdout=io.StringIO())
     assert get_user_model().objects.get(username="admin").check_password("demo-password")
+
+
+@pytest.mark.parametrize("command", ["import_prompts", "import_pairs", "import_preferences"])
+def test_an_import_file_that_cannot_be_opened_is_said_as_the_file_and_why(tmp_path, command):
+    """From an outside probe: said in the OS's words, "[Errno 2] No such file or directory: '...'"."""
+    (tmp_path / "file").write_text("")
+    for path, why in ((tmp_path / "missing.jsonl", "No such file or directory"),
+                      (tmp_path / "file" / "x.jsonl", "Not a directory"),
+                      (tmp_path / ("a" * 300 + ".jsonl"), "File name too long")):
+        with pytest.raises(CommandError) as caught:
+            call_command(command, str(path))
+        assert str(caught.value) == f"{path}: {why}"

@@ -32,8 +32,8 @@ def run_import(desc: str, importer, path: str, **options):
         raise CommandError(err.report()) from None
     except ImportStopped as stopped:
         raise CommandError(f"{path}: {stopped}") from None
-    except OSError as err:
-        raise CommandError(str(err)) from None
+    except OSError as err:  # its str() was the OS's words ("[Errno 2] No such file or directory: '...'")
+        raise CommandError(f"{err.filename or path}: {err.strerror or err}") from None
     except KeyboardInterrupt:
         if ticks:
             raise CommandError(f"{path}: interrupted after its rows were stored: importing it again says what it "
