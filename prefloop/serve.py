@@ -35,10 +35,18 @@ def _dies_with_parent(sig: int):
     return arrange
 
 
+def _port(value: str) -> str:
+    """A TCP port, checked before any process starts: the web server refused 99999 only after both workers had
+    started, in a traceback (OverflowError), and "abc" below a line saying PrefLoop was serving on it."""
+    if not (value.strip().isdigit() and 1 <= int(value) <= 65535):
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535 (--port, or PREFLOOP_PORT), got {value!r}")
+    return str(int(value))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("PREFLOOP_HOST", "127.0.0.1"))
-    parser.add_argument("--port", default=os.environ.get("PREFLOOP_PORT", "8000"))
+    parser.add_argument("--port", type=_port, default=os.environ.get("PREFLOOP_PORT", "8000"))
     args = parser.parse_args(argv)
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="prefloop.settings", PYTHONUNBUFFERED="1")
     def worker(queue: str) -> list[str]:

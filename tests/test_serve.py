@@ -127,3 +127,20 @@ def test_ctrl_c_stops_serve_at_once_while_a_job_runs_and_the_job_resumes_later(t
         assert "a job that was running resumes at the next start" in said and "Traceback" not in said
         # killed, not finished: still running in the database, for the next start to resume
         assert status() == "running"
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "abc", ""])
+def test_a_port_no_server_can_take_is_refused_before_anything_starts(port, monkeypatch, capsys):
+    """From an outside probe: --port 99999 (or PREFLOOP_PORT=99999) started both workers, then the web server failed
+    in a traceback (OverflowError); "abc" was refused only below a line saying PrefLoop was serving on it."""
+    from prefloop import serve
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args[0]}")
+
+    monkeypatch.setattr(subprocess, "Popen", started)
+    with pytest.raises(SystemExit) as exited:
+        serve.main(["--port", port])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --port: expected a port number from 1 to 65535 (--port, or PREFLOOP_PORT), got {port!r}")
