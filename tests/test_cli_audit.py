@@ -302,3 +302,22 @@ def test_an_import_file_that_cannot_be_opened_is_said_as_the_file_and_why(tmp_pa
         with pytest.raises(CommandError) as caught:
             call_command(command, str(path))
         assert str(caught.value) == f"{path}: {why}"
+
+
+def test_ctrl_c_while_django_starts_is_one_line(monkeypatch, capsys):
+    """From an outside probe: Ctrl-C in the second or more Django takes to start (settings, apps, the URL checks),
+    before a command's own handling, ended in a traceback through the URL modules."""
+    import runpy
+    import sys
+
+    import django.core.management
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(django.core.management, "execute_from_command_line", interrupted)
+    monkeypatch.setattr(sys, "argv", ["manage.py", "score_margins"])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "manage.py"), run_name="__main__")
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "manage.py score_margins: interrupted\n"
