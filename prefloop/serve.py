@@ -14,6 +14,7 @@ import argparse
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,11 +44,31 @@ def _port(value: str) -> str:
     return str(int(value))
 
 
+def _cannot_serve(host: str, port: int) -> str | None:
+    """Why the web server could not listen on host:port (a host name no resolver knows, an address not this
+    machine's, a port in use or kept for root), or None: tried by binding it once, before any process starts. The
+    web server said so only after both workers had started, and no flag was named."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as exc:  # socket.gaierror; a name IDNA cannot encode
+        return f"no address for this host ({getattr(exc, 'strerror', None) or exc})"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server sets it (a port in TIME_WAIT)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen there ({exc.strerror or exc})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("PREFLOOP_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=_port, default=os.environ.get("PREFLOOP_PORT", "8000"))
     args = parser.parse_args(argv)
+    problem = _cannot_serve(args.host, int(args.port))
+    if problem:
+        parser.error(f"--host {args.host} --port {args.port} (or PREFLOOP_HOST, PREFLOOP_PORT): {problem}")
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="prefloop.settings", PYTHONUNBUFFERED="1")
     def worker(queue: str) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", "prefloop", "worker", "-Q", queue, "-n", f"{queue}@%h",

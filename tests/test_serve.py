@@ -144,3 +144,30 @@ def test_a_port_no_server_can_take_is_refused_before_anything_starts(port, monke
     assert exited.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(
         f"error: argument --port: expected a port number from 1 to 65535 (--port, or PREFLOOP_PORT), got {port!r}")
+
+
+def test_a_host_or_port_the_web_server_cannot_listen_on_is_refused_before_anything_starts(monkeypatch, capsys):
+    """From an outside probe: --host nosuch.invalid started both workers, then the web server failed ("Name or
+    service not known") naming no flag; a port in use did the same. Each is now tried before any process starts."""
+    import socket
+
+    from prefloop import serve
+
+    def started(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args[0]}")
+
+    monkeypatch.setattr(subprocess, "Popen", started)
+    with pytest.raises(SystemExit) as exited:
+        serve.main(["--host", "nosuch.invalid", "--port", "8000"])
+    assert exited.value.code == 2
+    assert "error: --host nosuch.invalid --port 8000 (or PREFLOOP_HOST, PREFLOOP_PORT): no address for this host" in \
+        capsys.readouterr().err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exited:
+            serve.main(["--host", "127.0.0.1", "--port", str(port)])
+    assert exited.value.code == 2
+    assert f"--port {port} (or PREFLOOP_HOST, PREFLOOP_PORT): cannot listen there (Address already in use)" in \
+        capsys.readouterr().err
