@@ -75,6 +75,9 @@ class RoundAdmin(RefusesDeleting, admin.ModelAdmin):
                 closing.close_round(round_, f"closed by {request.user.get_username()} from the admin")
             except closing.ClosingError as exc:
                 messages.warning(request, str(exc))
+            else:  # said: the page came back with no word that anything happened
+                messages.info(request, f"round {round_.number} closed: its open pairs need no more labels, and people "
+                                       "are given nothing more from it")
 
 
 class LabelInline(admin.TabularInline):

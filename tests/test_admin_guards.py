@@ -262,3 +262,18 @@ def test_the_current_version_is_not_deleted(client, staff):
         assert response.status_code == 302 and exists(current) and exists(old)
         assert "current is the current version" in said(response)
     assert delete_one(client, old).status_code == 302 and not exists(old)
+
+
+def test_closing_rounds_from_the_admin_says_which_closed_and_which_were_closed_already(client):
+    """"Close labelling now" came back with no word when it worked (an outside probe): only a round closed already
+    was said. Each round closed is now said, beside the warning for one that was closed."""
+    client.force_login(make_user("boss", is_staff=True, is_superuser=True))
+    open_round, closed = make_round(number=7), make_round(number=8)
+    closed.closed_at, closed.closed_reason = timezone.now(), "done"
+    closed.save()
+    response = client.post(admin_url(LabellingRound), {"action": "close_now",
+                                                       "_selected_action": [open_round.pk, closed.pk]}, follow=True)
+    said = [str(m) for m in get_messages(response.wsgi_request)]
+    assert any(m.startswith("round 7 closed: its open pairs need no more labels") for m in said), said
+    assert any(m.startswith("round 8 closed already") for m in said), said
+    assert LabellingRound.objects.get(pk=open_round.pk).closed_at is not None
