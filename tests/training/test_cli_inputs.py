@@ -249,3 +249,34 @@ def test_a_name_too_long_for_the_file_system_names_its_flag(tiny_model_dir, tmp_
         assert train.main(argv) == 2
         assert capsys.readouterr().err == f"error: {flag} {long}: File name too long\n"
     assert not out.exists()
+
+
+def test_checking_an_out_or_result_below_a_link_to_nowhere_leaves_the_link(tmp_path):
+    """Review of 75075fa: the check removed every missing name above --out it had tried to make, and a link to
+    nowhere is a missing name: `--out link/model` refused the run and deleted the user's link `link`."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    for check, flag, target in ((lambda t: train.check_out_dir(t), "--out", link / "model"),
+                                (lambda t: train.check_result_path(t, str(tmp_path / "o")), "--result",
+                                 link / "r.json")):
+        with pytest.raises(ValueError) as refused:
+            check(str(target))
+        assert str(refused.value) == f"{flag} {target}: {link} is a link to {tmp_path / 'gone'}, which is not there"
+        assert link.is_symlink() and not (tmp_path / "gone").exists()
+
+
+def test_checking_a_result_leaves_a_file_another_process_wrote_meanwhile(tmp_path, monkeypatch):
+    """Review of 75075fa: a --result written by another process between the check's look and its making (two runs
+    given one report name) was removed by the check as its own: that process's report lost."""
+    result = tmp_path / "r.json"
+    touch = Path.touch
+
+    def another_process_first(self, *args, **kwargs):
+        if self == result:
+            result.write_text('{"the other run": 1}')
+        return touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", another_process_first)
+    with pytest.raises(ValueError, match="File exists"):
+        train.check_result_path(str(result), str(tmp_path / "out"))
+    assert result.read_text() == '{"the other run": 1}'

@@ -165,16 +165,25 @@ def _check_parent(flag: str, target: Path, *, folder: bool = False) -> None:
         return
     if target.is_symlink():
         raise ValueError(f"{flag} {target}: a link to {os.readlink(target)}, which is not there")
-    made = [p for p in (target, *target.parents) if not p.exists()]
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.mkdir() if folder else target.touch(exist_ok=False)
+    made: list[Path] = []  # what this made, the only things it removes: not a link to nowhere above `target`,
+    try:  # nor a file or folder another process made meanwhile
+        for path in reversed([p for p in (target, *target.parents) if not p.exists()]):  # the shallowest first
+            try:
+                path.touch(exist_ok=False) if path == target and not folder else path.mkdir()
+            except FileExistsError:
+                if path.is_symlink() and not path.exists():
+                    raise ValueError(f"{flag} {target}: {path} is a link to {os.readlink(path)}, which is not "
+                                     "there") from None
+                if path == target or not path.is_dir():
+                    raise
+                continue  # a folder made meanwhile (by another run): there, not this check's to remove
+            made.append(path)
     except OSError as exc:
         raise ValueError(f"{flag} {target}: cannot be made there ({exc.strerror or exc})") from None
     finally:
-        for path in made:  # the deepest first
+        for path in reversed(made):  # the deepest first
             with contextlib.suppress(OSError):
-                path.rmdir() if path.is_dir() else path.unlink(missing_ok=True)
+                path.rmdir() if path.is_dir() else path.unlink()
 
 
 @contextlib.contextmanager
