@@ -48,16 +48,19 @@ def _cannot_serve(host: str, port: int) -> str | None:
     """Why the web server could not listen on host:port (a host name no resolver knows, an address not this
     machine's, a port in use or kept for root), or None: tried by binding it once, before any process starts. The
     web server said so only after both workers had started, and no flag was named."""
+    ipv6 = host.startswith("[") and host.endswith("]")  # runserver's IPv6 form, [::]; any other host it binds as IPv4
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(host[1:-1] if ipv6 else host, port,
+                                                             socket.AF_INET6 if ipv6 else socket.AF_INET,
+                                                             socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError) as exc:  # socket.gaierror; a name IDNA cannot encode
         return f"no address for this host ({getattr(exc, 'strerror', None) or exc})"
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server sets it (a port in TIME_WAIT)
-        try:
+    try:
+        with socket.socket(family, kind, proto) as probe:  # no IPv6 on this machine: refused here
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server sets it (TIME_WAIT)
             probe.bind(address)
-        except OSError as exc:
-            return f"cannot listen there ({exc.strerror or exc})"
+    except OSError as exc:
+        return f"cannot listen there ({exc.strerror or exc})"
     return None
 
 

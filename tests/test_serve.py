@@ -171,3 +171,32 @@ def test_a_host_or_port_the_web_server_cannot_listen_on_is_refused_before_anythi
     assert exited.value.code == 2
     assert f"--port {port} (or PREFLOOP_HOST, PREFLOOP_PORT): cannot listen there (Address already in use)" in \
         capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["[::]", "[::1]", "localhost", "0.0.0.0"])
+def test_a_host_the_web_server_listens_on_is_taken(host, monkeypatch):
+    """Review of 30cfbe2: the check resolved --host [::], runserver's IPv6 form, with its brackets ("no address for
+    this host") and refused it; and it tried a name's first address of any family, where runserver binds IPv4 (a
+    localhost that resolves to ::1 first was tried on IPv6)."""
+    import socket
+
+    from prefloop import serve
+
+    if host.startswith("[") and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    resolve, tried = socket.getaddrinfo, []
+
+    def ipv6_first(name, port, family=0, *args, **kwargs):  # as /etc/hosts or gai.conf may order localhost
+        ipv6 = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+        return (ipv6 if name == "localhost" and family == socket.AF_UNSPEC else []) + resolve(name, port, family,
+                                                                                               *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", ipv6_first)
+    monkeypatch.setattr(socket.socket, "bind", lambda self, address, bind=socket.socket.bind: (
+        tried.append(self.family), bind(self, address))[1])
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    tried.clear()
+    assert serve._cannot_serve(host, port) is None
+    assert tried == [socket.AF_INET6 if host.startswith("[") else socket.AF_INET]
