@@ -280,3 +280,27 @@ def test_checking_a_result_leaves_a_file_another_process_wrote_meanwhile(tmp_pat
     with pytest.raises(ValueError, match="File exists"):
         train.check_result_path(str(result), str(tmp_path / "out"))
     assert result.read_text() == '{"the other run": 1}'
+
+
+@pytest.mark.parametrize("broken", [OSError("libcudnn.so.9: cannot open shared object file: No such file or directory"),
+                                    ValueError("numpy.dtype size changed, may indicate binary incompatibility")])
+def test_a_broken_install_found_while_torch_loads_is_not_said_as_bad_input(broken, tmp_path, monkeypatch):
+    """Review of 3b55f4e: the trainer's imports moved under the handler for bad flags, so an install that fails to
+    load (an OSError from a missing CUDA library, numpy's ValueError) exited 2, "bad input", in one line that named
+    no flag and lost the traceback saying which library."""
+    import importlib.abc
+    import sys
+
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "training.dpo.trainer":
+                raise broken
+            return None
+
+    monkeypatch.delitem(sys.modules, "training.dpo.trainer", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(type(broken)):
+        train.main(_args(model, _data(tmp_path), tmp_path / "out"))

@@ -294,12 +294,16 @@ def main(argv: list[str] | None = None) -> int:
         pairs = load_pairs_jsonl(args.data)
         with _naming("--out", args.out):
             check_out_dir(args.out)
-        from tqdm import tqdm
-
-        from training.dpo.trainer import MARKS, TrainingCancelled, TrainingDiverged, train_dpo  # loads torch (above)
     except (ValueError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted: nothing was saved", file=sys.stderr)
+        return 130
+    try:  # not bad input: a broken install (a CUDA library missing, numpy's "dtype size changed") keeps its traceback
+        from tqdm import tqdm
+
+        from training.dpo.trainer import MARKS, TrainingCancelled, TrainingDiverged, train_dpo  # loads torch (above)
     except KeyboardInterrupt:  # Ctrl-C while torch loads (seconds) ended in a traceback of torch's imports
         print("error: interrupted: nothing was saved", file=sys.stderr)
         return 130
