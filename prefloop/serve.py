@@ -39,7 +39,7 @@ def _dies_with_parent(sig: int):
 def _port(value: str) -> str:
     """A TCP port, checked before any process starts: the web server refused 99999 only after both workers had
     started, in a traceback (OverflowError), and "abc" below a line saying PrefLoop was serving on it."""
-    if not (value.strip().isdigit() and 1 <= int(value) <= 65535):
+    if not (value.strip().isdecimal() and 1 <= int(value) <= 65535):  # not isdigit: "²" is a digit int() refuses
         raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535 (--port, or PREFLOOP_PORT), got {value!r}")
     return str(int(value))
 

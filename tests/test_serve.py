@@ -129,7 +129,7 @@ def test_ctrl_c_stops_serve_at_once_while_a_job_runs_and_the_job_resumes_later(t
         assert status() == "running"
 
 
-@pytest.mark.parametrize("port", ["99999", "0", "-1", "abc", ""])
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "abc", "", "²"])  # "²": isdigit() but not int()
 def test_a_port_no_server_can_take_is_refused_before_anything_starts(port, monkeypatch, capsys):
     """From an outside probe: --port 99999 (or PREFLOOP_PORT=99999) started both workers, then the web server failed
     in a traceback (OverflowError); "abc" was refused only below a line saying PrefLoop was serving on it."""
