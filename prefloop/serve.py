@@ -49,6 +49,8 @@ def _cannot_serve(host: str, port: int) -> str | None:
     machine's, a port in use or kept for root), or None: tried by binding it once, before any process starts. The
     web server said so only after both workers had started, and no flag was named."""
     ipv6 = host.startswith("[") and host.endswith("]")  # runserver's IPv6 form, [::]; any other host it binds as IPv4
+    if ":" in host and not ipv6:  # runserver refuses a bare IPv6 address too, naming no flag
+        return f"an IPv6 address goes in brackets: --host [{host}]"
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host[1:-1] if ipv6 else host, port,
                                                              socket.AF_INET6 if ipv6 else socket.AF_INET,

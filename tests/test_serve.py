@@ -171,6 +171,10 @@ def test_a_host_or_port_the_web_server_cannot_listen_on_is_refused_before_anythi
     assert exited.value.code == 2
     assert f"--port {port} (or PREFLOOP_HOST, PREFLOOP_PORT): cannot listen there (Address already in use)" in \
         capsys.readouterr().err
+    with pytest.raises(SystemExit):  # runserver refuses a bare IPv6 address too: the form it takes is said
+        serve.main(["--host", "::1", "--port", "8000"])
+    assert "--host ::1 --port 8000 (or PREFLOOP_HOST, PREFLOOP_PORT): an IPv6 address goes in brackets: --host [::1]" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("host", ["[::]", "[::1]", "localhost", "0.0.0.0"])
