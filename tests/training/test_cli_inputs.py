@@ -304,3 +304,12 @@ def test_a_broken_install_found_while_torch_loads_is_not_said_as_bad_input(broke
     (model / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(type(broken)):
         train.main(_args(model, _data(tmp_path), tmp_path / "out"))
+
+
+def test_a_data_file_that_cannot_be_read_names_the_flag(tiny_model_dir, tmp_path, capsys):
+    """Looked at, --data named its flag; read, an error of the OS was said in its words alone ("[Errno 5]
+    Input/output error", of a file the kernel refuses to read: a review's note)."""
+    out = tmp_path / "out"
+    assert train.main(_args(tiny_model_dir, "/proc/self/mem", out)) == 2
+    assert capsys.readouterr().err == "error: --data /proc/self/mem: Input/output error\n"
+    assert not out.exists()

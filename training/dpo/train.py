@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             if Path(args.data).is_dir() or not Path(args.data).exists():  # the OS's message named no flag (a pipe,
                 # /dev/stdin, is read as a file is)
                 raise ValueError(f"--data {args.data}: {'a folder, not a file' if Path(args.data).is_dir() else 'no such file'}")
-        pairs = load_pairs_jsonl(args.data)
+            pairs = load_pairs_jsonl(args.data)  # a file that cannot be read (permissions, an I/O error) names it too
         with _naming("--out", args.out):
             check_out_dir(args.out)
     except (ValueError, OSError) as exc:
