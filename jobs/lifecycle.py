@@ -417,6 +417,7 @@ class Tracker:
         self.job, self.parents = job, list(parents)
         self._checked, self._stop, self._alive = 0.0, False, 0.0
         self._written = 0.0
+        self._held: dict = {}  # counts and fields of throttled reports not written yet (flush)
         # What the last report said, written or throttled: a report of a stage alone passes it to the parents (the
         # last progress written, seconds old, moved a loop's bar back at each stage the job inside it named)
         self._progress = job.progress
@@ -451,6 +452,17 @@ class Tracker:
         if self.should_stop(fresh=fresh):
             raise JobCancelled
 
+    def flush(self) -> None:
+        """Write what the throttle held back, before the job's end is written: a training run stopped after its
+        step 5, whose report came within a second of step 4's, said "cancelled after 4 of 8 steps" with 5 stored.
+        The row only, while the job is active; the parents are not told (they may be stopping too)."""
+        if self._held:
+            held, self._held = self._held, {}
+            type(self.job).objects.filter(pk=self.job.pk, status__in=ACTIVE).update(updated=timezone.now(), **held)
+            for name in ("done", "total", "progress"):
+                if name in held:
+                    setattr(self.job, name, held[name])
+
     def tell_parents(self, progress: float, stage: str) -> None:
         """Pass (progress, stage) to the jobs this one runs inside, which show it, and to `on_report`; this job's own
         row is left alone (a finished job that still works for its parent, measuring say)."""
@@ -471,10 +483,13 @@ class Tracker:
         # long as the new one ran without another report (loading a model, measuring a round).
         new_stage = stage is not None and fit(stage) != self.job.stage
         if not force and not new_stage and now - self._written < WRITE_EVERY_S:
+            self._held.update({name: value for name, value in (("done", done), ("total", total),
+                                                               ("progress", progress)) if value is not None}, **own)
             self.tell_parents(self._progress, told)
             return False
         self._written = now
-        fields: dict = {"updated": timezone.now(), **own}
+        fields: dict = {**self._held, "updated": timezone.now(), **own}
+        self._held = {}
         if "claimed" in own:  # the job sets its own starting point (an import, once its rows are read)
             self._rate_from_claim = False
         elif self._rate_from_claim and progress is not None and progress > self.job.progress:

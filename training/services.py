@@ -412,6 +412,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         # the ended run (the page, a test, a script freeing the disk) found its folder still there
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
+        tracker.flush()  # the steps it took, a throttled report's too: the end says "cancelled after N of M steps"
         # stopped while its version was measured: the version is registered (a candidate, as the log says), with
         # the figures measured so far
         lifecycle.stopped(run, "no checkpoint kept" if version is None else

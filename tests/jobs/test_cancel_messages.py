@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from jobs import lifecycle
 from training import services as train
 from training.dpo import trainer
-from training.models import TrainingRun
+from training.models import TrainingRun, TrainingStep
 
 pytestmark = pytest.mark.django_db
 PARAMS = {"epochs": 1, "batch_size": 1, "max_length": 64, "max_prompt_length": 32}
@@ -76,3 +76,21 @@ def test_a_run_cancelled_between_steps_has_removed_its_checkpoint_when_it_says_n
     run = train.run_training(run.pk, progress=report)
     assert run.status == "cancelled" and run.stage.endswith(": no checkpoint kept"), run.stage
     assert seen == [[]], f"the run said no checkpoint was kept while {seen} was on disk"
+
+
+def test_a_run_cancelled_after_a_step_whose_report_was_held_back_counts_that_step(trainable_base, monkeypatch):
+    """Progress is written at most once a second, so a step taken within a second of the last write was not written:
+    a run stopped after its step 2 said "cancelled after 1 of 4 steps" (and its bar stood at a quarter) with two steps
+    on its dashboard."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 3600.0)  # every step's report after the first is held back
+    run = train.start_training_run(input_version=trainable_base, params=PARAMS, enqueue=False)
+
+    def report(step, total, metrics):
+        if step == 2:  # Cancel pressed on the run's page after its second step
+            lifecycle.cancel(TrainingRun.objects.get(pk=run.pk))
+
+    run = train.run_training(run.pk, progress=report)
+    assert run.status == "cancelled" and TrainingStep.objects.filter(run=run).count() == 2
+    assert run.stage == "cancelled after 2 of 4 steps: no checkpoint kept", run.stage
+    assert (run.done, run.progress) == (2, 0.5)
