@@ -474,7 +474,10 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
         lifecycle.fail(job, str(exc))
     except (JobCancelled, GenerationCancelled):
         job.refresh_from_db(fields=["pairs_made"])
-        lifecycle.stopped(job, f"{job.pairs_made} pair{'s' if job.pairs_made != 1 else ''} kept")
+        # the bar ends at the prompts it kept: the tokens of the chunk it dropped stayed on it (37% of a job that kept
+        # none of its prompts)
+        lifecycle.stopped(job, f"{job.pairs_made} pair{'s' if job.pairs_made != 1 else ''} kept",
+                          progress=_resumed_at(job)[0])
     except Exception as exc:  # recorded on the job for the page; the worker log has the traceback
         log.exception("generation job %s failed", job.pk)
         lifecycle.fail(job, f"{type(exc).__name__}: {exc}")

@@ -297,8 +297,9 @@ def end_orphans() -> list[Job]:
     return ended
 
 
-def stopped(job: Job, kept: str) -> None:
-    """The worker stopped the job on request: cancelled, saying what it kept ("cancelled after 3 of 8 prompts: ...")."""
+def stopped(job: Job, kept: str, *, progress: float | None = None) -> None:
+    """The worker stopped the job on request: cancelled, saying what it kept ("cancelled after 3 of 8 prompts: ...").
+    `progress`: where its bar ends, for a job whose bar counted the unit in flight that it drops (its tokens)."""
     done, stored_total, at = type(job).objects.values_list("done", "total", "stage").get(pk=job.pk)
     total = job.total or stored_total
     if total:
@@ -307,8 +308,9 @@ def stopped(job: Job, kept: str) -> None:
         stage = f"cancelled before any of its {job.unit}" + (f" (at: {at})" if at else "")
     stage += f": {kept}" if kept else ""
     # One write: whoever sees "cancelled" also sees the line in the log.
-    type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(status=Status.CANCELLED, finished=timezone.now(),
-                                                                   stage=fit(stage), log=_logged(stage))
+    type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(
+        status=Status.CANCELLED, finished=timezone.now(), stage=fit(stage), log=_logged(stage),
+        **({} if progress is None else {"progress": progress}))
     job.refresh_from_db()
 
 
