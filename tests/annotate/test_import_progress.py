@@ -151,3 +151,26 @@ def test_a_csv_files_lines_are_counted_as_csv_reads_them(tmp_path, ending):
     assert total == 1 + ROWS + ROWS // 2 + 1  # the header, a line a row and one more a two-line cell, the end
     assert [done for done, _ in read] == sorted({done for done, _ in read}) and read[-1][0] <= total
     assert {t for _, t in read} == {total} and len(read) <= formats.WATCH_STEPS + 1
+
+
+def test_an_import_cancelled_between_chunks_ends_its_bar_at_the_rows_it_stored(client, staff, monkeypatch):
+    """A chunk's report is written at most once a second, and two chunks of 500 rows take less: an import stopped
+    after 1,000 of 1,200 rows, all stored, ended with its bar where the reading had left it (3%)."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 3600.0)  # every chunk's report held back
+    client.force_login(staff)
+    job, url = queue(client, *_file("jsonl", _questions(1200)))
+    report = lifecycle.Tracker.report
+
+    def cancelling(self, **kwargs):  # Cancel pressed on its page once two chunks are stored
+        written = report(self, **kwargs)
+        if kwargs.get("done") == 2 * importers.CHUNK_ROWS:
+            lifecycle.cancel(ImportJob.objects.get(pk=job.pk))
+        return written
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", cancelling)
+    import_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.stage.startswith("cancelled after 1000 of 1200 rows: 1000 added")
+    assert Prompt.objects.count() == job.done == 1000
+    assert job.progress == pytest.approx(import_jobs.READ_SHARE + (1 - import_jobs.READ_SHARE) * 1000 / 1200)
