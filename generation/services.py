@@ -507,8 +507,10 @@ def _sample_job(job: GenerationJob, tracker: Tracker, progress, judge=None) -> N
         # the judge is built below from its name: its starter's permission to name one over a folder, as it is now,
         # before a model is loaded or a round made
         folder_judges.check_creator(job, job.params.get("judge", ""))
+    # pairs_made counted again: a worker lost after a chunk was stored, before the job's row counted it, left the
+    # chunk's pairs out of it for good (a resumed job said "0 pairs kept" with the pairs in the queue)
     tracker.report(done=total - len(todo), total=total, progress=(total - len(todo)) / max(total, 1), force=True,
-                   stage="loading the model" if todo else "")
+                   stage="loading the model" if todo else "", pairs_made=Pair.objects.filter(job=job).count())
     round_ = _labelling_round(job.version) if job.params.get("pairing") != "none" else None  # none: no pairs
     backend = backend_for(job.version, _job_dtype(job)) if todo else None
     if todo and job.params.get("pairing") == "judge" and judge is None:

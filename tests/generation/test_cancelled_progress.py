@@ -1,7 +1,9 @@
 """A generation job cancelled while it samples stores nothing of the chunk in flight, and its bar counted that chunk's
-tokens: the job ended "cancelled after 0 of 4 prompts: 0 pairs kept" under a bar at 37%."""
+tokens: the job ended "cancelled after 0 of 4 prompts: 0 pairs kept" under a bar at 37%. And a job resumed after a
+lost worker says the pairs it really kept."""
 import pytest
 
+from annotate.models import Pair
 from generation import services as gen
 from generation.backends.base import SamplingConfig
 from generation.models import GenerationJob, Prompt, Response
@@ -29,3 +31,40 @@ def test_a_job_cancelled_while_sampling_ends_its_bar_at_the_prompts_it_kept(tiny
     assert max(bars) > 0.3 and not Response.objects.exists()
     assert job.status == "cancelled" and job.stage == "cancelled after 0 of 4 prompts: 0 pairs kept", job.stage
     assert (job.done, job.progress, job.percent) == (0, 0.0, 0)
+
+
+class WorkerKilled(BaseException):
+    """The worker's process killed (out of memory, say): nothing of the job's own handling runs."""
+
+
+def test_a_job_resumed_after_a_worker_lost_between_a_chunk_and_its_count_says_the_pairs_it_kept(tiny_model_dir,
+                                                                                                monkeypatch):
+    """A chunk's answers and pairs are stored in one transaction and counted on the job's row in the next: a worker
+    lost between the two left the chunk's pairs out of pairs_made for good, and the resumed job, cancelled, said
+    "cancelled after 2 of 4 prompts: 0 pairs kept" with 2 pairs in the queue."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    for k in range(4):
+        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
+    base = gen.register_version("base", tiny_model_dir)
+    config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
+    job = gen.start_generation_job(base, n_prompts=4, config=config, enqueue=False)
+    GenerationJob.objects.filter(pk=job.pk).update(params=dict(job.params, chunk_prompts=2))  # two chunks of 2
+    store = gen._store_samples
+
+    def store_then_die(*args, **kwargs):
+        store(*args, **kwargs)
+        raise WorkerKilled  # the first chunk is committed, its count is not
+
+    monkeypatch.setattr(gen, "_store_samples", store_then_die)
+    with pytest.raises(WorkerKilled):
+        gen.run_generation_job(job.pk)
+    monkeypatch.setattr(gen, "_store_samples", store)
+
+    def on_report(fraction, stage):
+        if stage.startswith("sampling prompts 3"):  # Cancel pressed while the resumed job samples its second chunk
+            lifecycle.cancel(GenerationJob.objects.get(pk=job.pk))
+
+    job = gen.run_generation_job(job.pk, on_report=on_report)  # the next worker resumes it
+    kept = Pair.objects.filter(job=job).count()
+    assert kept == 2 and job.pairs_made == kept
+    assert job.status == "cancelled" and job.stage == "cancelled after 2 of 4 prompts: 2 pairs kept", job.stage
