@@ -421,6 +421,7 @@ def run_training(run_id: int, *, progress: Callable[[int, int, dict], None] | No
         log.exception("training run %s failed", run.pk)
         if out_tmp is not None:
             shutil.rmtree(out_tmp, ignore_errors=True)
+        tracker.flush()  # as for a cancel: a run that diverged at step 3 showed 2 steps taken
         lifecycle.fail(run, str(exc) if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}")
     except BaseException as exc:  # Ctrl-C at the command line: the caller records it; the unregistered checkpoint goes
         if out_tmp is not None:

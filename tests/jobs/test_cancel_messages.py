@@ -94,3 +94,17 @@ def test_a_run_cancelled_after_a_step_whose_report_was_held_back_counts_that_ste
     assert run.status == "cancelled" and TrainingStep.objects.filter(run=run).count() == 2
     assert run.stage == "cancelled after 2 of 4 steps: no checkpoint kept", run.stage
     assert (run.done, run.progress) == (2, 0.5)
+
+
+def test_a_run_that_fails_after_a_step_whose_report_was_held_back_counts_that_step(trainable_base, monkeypatch):
+    """The same for a run that fails (diverges, say) after its step 2: its count and bar stood at step 1."""
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 3600.0)
+    run = train.start_training_run(input_version=trainable_base, params=PARAMS, enqueue=False)
+
+    def report(step, total, metrics):
+        if step == 2:
+            raise RuntimeError("the loss is nan at step 3")
+
+    run = train.run_training(run.pk, progress=report)
+    assert run.status == "failed" and TrainingStep.objects.filter(run=run).count() == 2
+    assert (run.done, run.progress) == (2, 0.5), run.error
