@@ -213,8 +213,11 @@ def run(job_id: int) -> ImportJob:
         lifecycle.fail(job, f"{job.file_name} cannot be imported ({count} problem{'s' if count != 1 else ''}); "
                             "nothing was stored. Fix the file and upload it again.")
     except importers.ImportStopped as stopped:
-        tracker.flush()  # the bar of the last chunk stored: held back, it read 3% with 1,000 of 1,200 rows stored
-        ImportJob.objects.filter(pk=job.pk).update(done=stopped.rows, **_counts(stopped.result))
+        # the bar at the rows of the chunks stored: left to the tracker, a chunk's report it held back (written at most
+        # once a second) left it at 3% with 1,000 of 1,200 rows stored, and flushed, one made inside a chunk then
+        # rolled back (Ctrl-C, a failed commit) put it at 100% with 1,000 of 1,500
+        bar = {} if stopped.reading else {"progress": READ_SHARE + (1 - READ_SHARE) * stopped.rows / max(1, stopped.total)}
+        ImportJob.objects.filter(pk=job.pk).update(done=stopped.rows, **bar, **_counts(stopped.result))
         if stopped.error is not None:  # the database failed part-way: what was stored stays, and is said
             log.error("import job %s failed part-way", job.pk, exc_info=stopped.error)
             lifecycle.fail(job, str(stopped))

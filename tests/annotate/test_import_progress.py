@@ -174,3 +174,26 @@ def test_an_import_cancelled_between_chunks_ends_its_bar_at_the_rows_it_stored(c
     assert job.status == "cancelled" and job.stage.startswith("cancelled after 1000 of 1200 rows: 1000 added")
     assert Prompt.objects.count() == job.done == 1000
     assert job.progress == pytest.approx(import_jobs.READ_SHARE + (1 - import_jobs.READ_SHARE) * 1000 / 1200)
+
+
+@pytest.mark.parametrize("lost", [KeyboardInterrupt, RuntimeError])
+def test_an_import_stopped_inside_a_chunk_ends_its_bar_at_the_chunks_committed(client, staff, monkeypatch, lost):
+    """A chunk's report is made inside its transaction: one held back by the throttle, of a chunk then rolled back
+    (Ctrl-C inside it, its commit failing), was written as the import stopped, the bar at 100% with 1,000 of 1,500
+    rows stored."""
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 3600.0)  # every chunk's report held back
+    client.force_login(staff)
+    job, url = queue(client, *_file("jsonl", _questions(1500)))
+    report = lifecycle.Tracker.report
+
+    def rolled_back(self, **kwargs):  # the third chunk, reported, then lost before it commits
+        written = report(self, **kwargs)
+        if kwargs.get("done") == 3 * importers.CHUNK_ROWS:
+            raise lost("the chunk's commit")
+        return written
+
+    monkeypatch.setattr(lifecycle.Tracker, "report", rolled_back)
+    import_jobs.run(job.pk)
+    job.refresh_from_db()
+    assert Prompt.objects.count() == job.done == 1000 and job.added == 1000, (job.status, job.stage)
+    assert job.progress == pytest.approx(import_jobs.READ_SHARE + (1 - import_jobs.READ_SHARE) * 1000 / 1500)
