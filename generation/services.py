@@ -473,11 +473,14 @@ def run_generation_job(job_id: int, *, progress: Callable[[int, int], None] | No
     except FolderJudgeRefused as exc:  # the person's permission, read again: a refusal, no traceback
         lifecycle.fail(job, str(exc))
     except (JobCancelled, GenerationCancelled):
-        job.refresh_from_db(fields=["pairs_made"])
         # the bar ends at the prompts it kept: the tokens of the chunk it dropped stayed on it (37% of a job that kept
-        # none of its prompts)
-        lifecycle.stopped(job, f"{job.pairs_made} pair{'s' if job.pairs_made != 1 else ''} kept",
-                          progress=_resumed_at(job)[0])
+        # none of its prompts). Its count and pairs too, from what is stored: a loop run's cancel, raised as a prompt
+        # deleted meanwhile was left out, came between a chunk's commit and its count (said "0 of 3 prompts: 0 pairs
+        # kept", the bar at 1/3, with the chunk's prompt and pair stored)
+        at, done = _resumed_at(job)
+        pairs = Pair.objects.filter(job=job).count()
+        GenerationJob.objects.filter(pk=job.pk, status__in=ACTIVE).update(done=done, pairs_made=pairs)
+        lifecycle.stopped(job, f"{pairs} pair{'s' if pairs != 1 else ''} kept", progress=at)
     except Exception as exc:  # recorded on the job for the page; the worker log has the traceback
         log.exception("generation job %s failed", job.pk)
         lifecycle.fail(job, f"{type(exc).__name__}: {exc}")

@@ -68,3 +68,44 @@ def test_a_job_resumed_after_a_worker_lost_between_a_chunk_and_its_count_says_th
     kept = Pair.objects.filter(job=job).count()
     assert kept == 2 and job.pairs_made == kept
     assert job.status == "cancelled" and job.stage == "cancelled after 2 of 4 prompts: 2 pairs kept", job.stage
+
+
+class LoopStub:
+    """A loop run's tracker that the job runs inside, cancelled: it raises JobCancelled as the job's next report is
+    passed up to it once the job's first chunk is stored (the loop's report checks its own stop)."""
+
+    on_child = None
+
+    def should_stop(self, *, fresh=False):
+        return False
+
+    def tell(self, fraction, stage):
+        if Response.objects.exists():
+            raise lifecycle.JobCancelled
+
+
+def test_a_job_whose_loop_is_cancelled_after_a_chunk_is_stored_counts_that_chunk(tiny_model_dir, monkeypatch):
+    """A prompt deleted while its chunk sampled is left out once the chunk is stored, and the report of the lowered
+    total, passed to the loop run the job is part of, raises its cancel before the job's row counts the chunk: the job
+    ended "cancelled after 0 of 3 prompts: 0 pairs kept" with the chunk's prompt and pair stored and its bar at 1/3."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    for k in range(4):
+        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
+    base = gen.register_version("base", tiny_model_dir)
+    config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
+    job = gen.start_generation_job(base, n_prompts=4, config=config, enqueue=False)
+    GenerationJob.objects.filter(pk=job.pk).update(params=dict(job.params, chunk_prompts=2))  # two chunks of 2
+    doomed = job.params["prompt_ids"][1]
+    loop = LoopStub()
+    loop.on_child = loop.tell
+
+    def on_report(fraction, stage):
+        if stage.startswith("sampling prompts 1") and Prompt.objects.filter(pk=doomed).exists():
+            Prompt.objects.filter(pk=doomed).delete()  # deleted in the admin while its chunk samples
+
+    job = gen.run_generation_job(job.pk, on_report=on_report, parents=[loop])
+    kept = Pair.objects.filter(job=job).count()
+    assert Response.objects.values("prompt_id").distinct().count() == 1 and kept >= 1
+    assert job.status == "cancelled", job.stage
+    assert job.stage == f"cancelled after 1 of 3 prompts: {kept} pair{'s' if kept != 1 else ''} kept", job.stage
+    assert (job.done, job.pairs_made, job.progress) == (1, kept, pytest.approx(1 / 3))
