@@ -33,6 +33,31 @@ def _undecodable(folder: Path, name: bytes) -> str:
     return os.fsdecode(os.fsencode(str(folder)) + b"/" + name)
 
 
+def _failing_import(monkeypatch, exc: BaseException) -> None:
+    """Importing the trainer (and so torch, transformers) raises `exc`, as Ctrl-C or a broken install does while
+    they load: it is dropped from sys.modules so that train.main imports it again, through this finder."""
+    import importlib.abc
+    import sys
+
+    class Failing(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "training.dpo.trainer":
+                raise exc
+            return None
+
+    monkeypatch.delitem(sys.modules, "training.dpo.trainer", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Failing(), *sys.meta_path])
+
+
+@pytest.fixture
+def config_only_model(tmp_path) -> Path:
+    """A model folder that passes the checks made before the trainer is imported, with no weights to load."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    return model
+
+
 def test_a_result_naming_an_existing_file_is_refused_before_training(tiny_model_dir, tmp_path, capsys):
     data = _data(tmp_path)
     out = tmp_path / "out"
@@ -214,24 +239,11 @@ def test_a_stop_or_divergence_said_inside_a_term_stays_what_it_is():
         apply_term(broken, None)
 
 
-def test_ctrl_c_while_torch_loads_is_one_line(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_while_torch_loads_is_one_line(config_only_model, tmp_path, monkeypatch, capsys):
     """From an outside probe: Ctrl-C in the seconds the trainer's imports (torch, transformers) take ended in a
     traceback through torch's modules."""
-    import importlib.abc
-    import sys
-
-    class Interrupting(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "training.dpo.trainer":
-                raise KeyboardInterrupt
-            return None
-
-    monkeypatch.delitem(sys.modules, "training.dpo.trainer", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    assert train.main(_args(model, _data(tmp_path), tmp_path / "out")) == 130
+    _failing_import(monkeypatch, KeyboardInterrupt())
+    assert train.main(_args(config_only_model, _data(tmp_path), tmp_path / "out")) == 130
     assert capsys.readouterr().err == "error: interrupted: nothing was saved\n"
     assert not (tmp_path / "out").exists()
 
@@ -284,26 +296,14 @@ def test_checking_a_result_leaves_a_file_another_process_wrote_meanwhile(tmp_pat
 
 @pytest.mark.parametrize("broken", [OSError("libcudnn.so.9: cannot open shared object file: No such file or directory"),
                                     ValueError("numpy.dtype size changed, may indicate binary incompatibility")])
-def test_a_broken_install_found_while_torch_loads_is_not_said_as_bad_input(broken, tmp_path, monkeypatch):
+def test_a_broken_install_found_while_torch_loads_is_not_said_as_bad_input(broken, config_only_model, tmp_path,
+                                                                           monkeypatch):
     """Review of 3b55f4e: the trainer's imports moved under the handler for bad flags, so an install that fails to
     load (an OSError from a missing CUDA library, numpy's ValueError) exited 2, "bad input", in one line that named
     no flag and lost the traceback saying which library."""
-    import importlib.abc
-    import sys
-
-    class Broken(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "training.dpo.trainer":
-                raise broken
-            return None
-
-    monkeypatch.delitem(sys.modules, "training.dpo.trainer", raising=False)
-    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"model_type": "llama"}')
+    _failing_import(monkeypatch, broken)
     with pytest.raises(type(broken)):
-        train.main(_args(model, _data(tmp_path), tmp_path / "out"))
+        train.main(_args(config_only_model, _data(tmp_path), tmp_path / "out"))
 
 
 def test_a_data_file_that_cannot_be_read_names_the_flag(tiny_model_dir, tmp_path, capsys):
