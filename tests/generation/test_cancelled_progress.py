@@ -33,22 +33,30 @@ def test_a_job_cancelled_while_sampling_ends_its_bar_at_the_prompts_it_kept(tiny
     assert (job.done, job.progress, job.percent) == (0, 0.0, 0)
 
 
-class WorkerKilled(BaseException):
-    """The worker's process killed (out of memory, say): nothing of the job's own handling runs."""
-
-
-def test_a_job_resumed_after_a_worker_lost_between_a_chunk_and_its_count_says_the_pairs_it_kept(tiny_model_dir,
-                                                                                                monkeypatch):
-    """A chunk's answers and pairs are stored in one transaction and counted on the job's row in the next: a worker
-    lost between the two left the chunk's pairs out of pairs_made for good, and the resumed job, cancelled, said
-    "cancelled after 2 of 4 prompts: 0 pairs kept" with 2 pairs in the queue."""
+@pytest.fixture
+def two_chunk_job(db, tiny_model_dir, monkeypatch) -> GenerationJob:
+    """A job of 4 prompts sampled in two chunks of 2, not yet run, whose row is asked at every check whether to stop
+    (a cancel is seen at once, not up to CHECK_EVERY_S later)."""
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
     for k in range(4):
         Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
     base = gen.register_version("base", tiny_model_dir)
     config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
     job = gen.start_generation_job(base, n_prompts=4, config=config, enqueue=False)
-    GenerationJob.objects.filter(pk=job.pk).update(params=dict(job.params, chunk_prompts=2))  # two chunks of 2
+    GenerationJob.objects.filter(pk=job.pk).update(params=dict(job.params, chunk_prompts=2))
+    return GenerationJob.objects.get(pk=job.pk)
+
+
+class WorkerKilled(BaseException):
+    """The worker's process killed (out of memory, say): nothing of the job's own handling runs."""
+
+
+def test_a_job_resumed_after_a_worker_lost_between_a_chunk_and_its_count_says_the_pairs_it_kept(two_chunk_job,
+                                                                                                monkeypatch):
+    """A chunk's answers and pairs are stored in one transaction and counted on the job's row in the next: a worker
+    lost between the two left the chunk's pairs out of pairs_made for good, and the resumed job, cancelled, said
+    "cancelled after 2 of 4 prompts: 0 pairs kept" with 2 pairs in the queue."""
+    job = two_chunk_job
     store = gen._store_samples
 
     def store_then_die(*args, **kwargs):
@@ -84,17 +92,11 @@ class LoopStub:
             raise lifecycle.JobCancelled
 
 
-def test_a_job_whose_loop_is_cancelled_after_a_chunk_is_stored_counts_that_chunk(tiny_model_dir, monkeypatch):
+def test_a_job_whose_loop_is_cancelled_after_a_chunk_is_stored_counts_that_chunk(two_chunk_job):
     """A prompt deleted while its chunk sampled is left out once the chunk is stored, and the report of the lowered
     total, passed to the loop run the job is part of, raises its cancel before the job's row counts the chunk: the job
     ended "cancelled after 0 of 3 prompts: 0 pairs kept" with the chunk's prompt and pair stored and its bar at 1/3."""
-    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
-    for k in range(4):
-        Prompt.objects.create(text=f"Question {k}: name {k} birds.", split="train")
-    base = gen.register_version("base", tiny_model_dir)
-    config = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=0)
-    job = gen.start_generation_job(base, n_prompts=4, config=config, enqueue=False)
-    GenerationJob.objects.filter(pk=job.pk).update(params=dict(job.params, chunk_prompts=2))  # two chunks of 2
+    job = two_chunk_job
     doomed = job.params["prompt_ids"][1]
     loop = LoopStub()
     loop.on_child = loop.tell
