@@ -200,7 +200,7 @@ def _export(job: ExportJob, tracker: Tracker, counts: dict[str, int]) -> int:
         counts["read"] += n
         tracker.report(progress=READ_SHARE * counts["read"] / max(1, counts["pairs"]))
 
-    said = {"writing": "", "at": 0.0}
+    said = {"writing": ""}
 
     def writing(n: int) -> None:
         counts["rows"] = n
@@ -217,12 +217,11 @@ def _export(job: ExportJob, tracker: Tracker, counts: dict[str, int]) -> int:
 
     def built(n: int) -> None:
         counts["built"] += n
-        # a new stage is written at once (Tracker.report), so the count in it is given at most every WRITE_EVERY_S
-        stage, now = None, time.monotonic()
-        if now - said["at"] >= lifecycle.WRITE_EVERY_S or counts["built"] == counts["rows"]:
-            said["at"] = now
-            stage = f"{said['writing']}: building the Parquet table, {counts['built']:,} of {counts['rows']:,} rows"
-        tracker.report(progress=writing_progress(), stage=stage)
+        # the count in the stage is written as progress is, at most every WRITE_EVERY_S (Tracker.report's
+        # stage_name); the last at once, so the page says the table is whole while its first rows are written
+        building = f"{said['writing']}: building the Parquet table"
+        tracker.report(progress=writing_progress(), stage=f"{building}, {counts['built']:,} of {counts['rows']:,} rows",
+                       stage_name=building, force=counts["built"] == counts["rows"])
 
     def written(n: int) -> None:
         counts["written"] += n

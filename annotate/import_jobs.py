@@ -134,18 +134,14 @@ def _import(job: ImportJob, tracker: Tracker) -> importers.ImportResult:
     options, path = job.options, job.path
     rows = {"n": 0}
 
-    told = {"at": 0.0}
     reading = f"reading and checking {job.file_name}"
 
     def on_reading(done: int, total: int, what: str) -> None:
-        # Told about a hundred times a pass (prefcore.rows.Watch). The stage says the count, but a new stage is
-        # written at once (Tracker.report), so it is given at most once every WRITE_EVERY_S, as progress is written.
+        # Told about a hundred times a pass (prefcore.rows.Watch). The stage says the count: named `reading`, a count
+        # that alone changed is written as progress is, at most every WRITE_EVERY_S (Tracker.report's stage_name)
         part = (0.5 if what == formats.ROWS_CHECKED else 0.0) + 0.5 * done / max(1, total)
-        now = time.monotonic()
-        stage = None
-        if now - told["at"] >= lifecycle.WRITE_EVERY_S:
-            told["at"], stage = now, f"{reading}: {done:,} of {total:,} {what}"
-        tracker.report(progress=READ_SHARE * part, stage=stage)
+        tracker.report(progress=READ_SHARE * part, stage=f"{reading}: {done:,} of {total:,} {what}",
+                       stage_name=reading)
 
     def on_read(total: int) -> None:
         rows["n"] = total

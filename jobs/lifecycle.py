@@ -412,7 +412,7 @@ class Tracker:
 
     `should_stop()` is cheap to call per decode step: it asks the database at most every CHECK_EVERY_S whether this
     job, or a job it runs inside (`parents`), was asked to stop. `report(...)` writes progress at most every
-    WRITE_EVERY_S unless forced.
+    WRITE_EVERY_S unless forced, and a new stage at once (a stage whose count alone changed, as progress).
     """
 
     def __init__(self, job: Job, *, parents: Iterable[Tracker] = ()):
@@ -420,6 +420,7 @@ class Tracker:
         self._checked, self._stop, self._alive = 0.0, False, 0.0
         self._written = 0.0
         self._held: dict = {}  # counts and fields of throttled reports not written yet (flush)
+        self._stage_name: str | None = None  # the name of the stage last written, when its text carries a count
         # What the last report said, written or throttled: a report of a stage alone passes it to the parents (the
         # last progress written, seconds old, moved a loop's bar back at each stage the job inside it named)
         self._progress = job.progress
@@ -461,7 +462,7 @@ class Tracker:
         if self._held:
             held, self._held = self._held, {}
             type(self.job).objects.filter(pk=self.job.pk, status__in=ACTIVE).update(updated=timezone.now(), **held)
-            for name in ("done", "total", "progress"):
+            for name in ("done", "total", "progress", "stage"):
                 if name in held:
                     setattr(self.job, name, held[name])
 
@@ -475,23 +476,35 @@ class Tracker:
                 parent.on_child(progress, stage)
 
     def report(self, *, done: int | None = None, total: int | None = None, progress: float | None = None,
-               stage: str | None = None, force: bool = False, **own) -> bool:
-        """Record progress (throttled), with any of the kind's own fields (`own`); returns whether it was written."""
+               stage: str | None = None, stage_name: str | None = None, force: bool = False, **own) -> bool:
+        """Record progress (throttled), with any of the kind's own fields (`own`); returns whether it was written.
+        `stage_name`: the name of a `stage` whose text carries a count ("reading p.jsonl: 1,200 of 5,000 lines" of
+        "reading p.jsonl"), told many times a second: a stage of another name is written at once, one whose count
+        alone changed is held as progress is, until the next write or flush."""
         if progress is not None:
             self._progress = progress
         told = stage or self.job.stage
         now = time.monotonic()
         # A new stage is written at once: throttled, it was dropped, and the page named the stage before it for as
-        # long as the new one ran without another report (loading a model, measuring a round).
-        new_stage = stage is not None and fit(stage) != self.job.stage
+        # long as the new one ran without another report (loading a model, measuring a round). One whose count alone
+        # changed is not new: its stage is told at every report, and each written at once undid the throttle.
+        new_stage = stage is not None and fit(stage) != self.job.stage and (
+            stage_name is None or stage_name != self._stage_name)
         if not force and not new_stage and now - self._written < WRITE_EVERY_S:
             self._held.update({name: value for name, value in (("done", done), ("total", total),
                                                                ("progress", progress)) if value is not None}, **own)
-            self.tell_parents(self._progress, told)
+            if stage is not None and stage_name is not None:  # its count, written with the next write (or flush)
+                self._held["stage"] = fit(stage)
+            # told the stage the row says (the page's), not a count held back
+            self.tell_parents(self._progress, self.job.stage if stage_name is not None else told)
             return False
         self._written = now
         fields: dict = {**self._held, "updated": timezone.now(), **own}
         self._held = {}
+        if stage is None and "stage" in fields:  # a stage's count held back, written with this report
+            self.job.stage = told = fields["stage"]
+        if stage is not None:
+            self._stage_name = stage_name
         if "claimed" in own:  # the job sets its own starting point (an import, once its rows are read)
             self._rate_from_claim = False
         elif self._rate_from_claim and progress is not None and progress > self.job.progress:

@@ -321,6 +321,34 @@ def test_a_new_stage_is_written_at_once_not_dropped_by_the_throttle(jobs):
     assert job.stage == "training" and job.progress == 0.3
 
 
+def test_a_stage_whose_count_alone_changed_is_written_as_progress_is_and_held_until_flushed(jobs, monkeypatch):
+    """An import's reading and an export's table building name a count in their stage, told many times a second:
+    each count a new stage written at once, they gave the count themselves at most every WRITE_EVERY_S. Its name is
+    written at once; a count alone is held with the progress, and written by the next write or flush."""
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 3600.0)  # every report after a write held back, unless new
+    job = lifecycle.claim(GenerationJob, jobs[0].pk)
+    tracker = Tracker(job)
+    told = []
+    tracker.on_report = lambda fraction, stage: told.append(stage)
+    reading = "reading and checking p.jsonl"
+
+    def row():
+        return GenerationJob.objects.values_list("progress", "stage").get(pk=job.pk)
+
+    assert tracker.report(progress=0.0, stage="loading", force=True)
+    assert tracker.report(progress=0.1, stage=f"{reading}: 10 of 90 lines read", stage_name=reading)  # a new name
+    assert not tracker.report(progress=0.2, stage=f"{reading}: 20 of 90 lines read", stage_name=reading)
+    assert not tracker.report(progress=0.3, stage=f"{reading}: 30 of 90 rows checked", stage_name=reading)
+    assert row() == (0.1, f"{reading}: 10 of 90 lines read") and told[-1] == f"{reading}: 10 of 90 lines read"
+    tracker.flush()  # as the job ends: the count it held, with its bar
+    assert row() == (0.3, f"{reading}: 30 of 90 rows checked") == (job.progress, job.stage)
+    assert not tracker.report(progress=0.4, stage=f"{reading}: 40 of 90 rows checked", stage_name=reading)
+    assert tracker.report(done=1, force=True)  # the next write takes the count held
+    assert row() == (0.4, f"{reading}: 40 of 90 rows checked") and told[-1] == f"{reading}: 40 of 90 rows checked"
+    assert tracker.report(progress=0.5, stage="writing 90 checked rows")  # another stage: at once, as before
+    assert row() == (0.5, "writing 90 checked rows")
+
+
 def test_cancel_ends_a_job_whose_worker_seems_lost_at_once_with_the_jobs_inside_it(jobs, staff, client):
     """A job whose worker died stayed "cancelling" after Cancel, with no button left to press, until some worker of
     its queue started again (with Redis and no restart: the broker's visibility timeout, about a day)."""
