@@ -200,13 +200,14 @@ def _failed_in(how: str = "failed", *, no_stage: str = "") -> Case:
 STAGE_LENGTH = 200  # jobs.models.Job.stage's max_length
 
 
-def fit(stage: str) -> str:
+def fit(stage: str, length: int = STAGE_LENGTH) -> str:
     """A stage as the field holds it: a longer one shortened at a word with "…", not cut mid-word (a cancelled loop
-    run's line ended "...; the samples, pairs and labe"); the whole line is in the log."""
-    if len(stage) <= STAGE_LENGTH:
+    run's line ended "...; the samples, pairs and labe"); the whole line is in the log. `length`: for a part of a
+    stage, the room left for it."""
+    if len(stage) <= length:
         return stage
-    cut = stage[: STAGE_LENGTH - 1]
-    return (cut.rsplit(" ", 1)[0] if " " in cut[STAGE_LENGTH // 2 :] else cut).rstrip(" ;,:·(") + "…"
+    cut = stage[: length - 1]
+    return (cut.rsplit(" ", 1)[0] if " " in cut[length // 2 :] else cut).rstrip(" ;,:·(") + "…"
 
 
 def finish(job: Job, *, stage: str = "", **fields) -> None:

@@ -7,6 +7,7 @@ these functions.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -333,8 +334,13 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         stage = LoopRun.objects.values_list("stage", flat=True).get(pk=run.pk)
         where = stage if stage.startswith("before round") else f"in {stage or 'its first step'}"
         _end_parts_left(run, Status.CANCELLED)
-        lifecycle.stopped(run, f"{kept} round{'s' if kept != 1 else ''} kept; stopped {where}"
-                               + _left_candidate(run) + "; the samples, pairs and labels it stored stay")
+        head, candidate = f"{kept} round{'s' if kept != 1 else ''} kept; stopped ", _left_candidate(run)
+        # where it stopped is shortened to the room the stage has left before the candidate its round registered:
+        # a job's stage there ("train · measuring 'round-1': answering eval prompts: 0 of 3") cut that off ("it
+        # stays a candidate, not…"). The longest opening lifecycle.stopped writes: "cancelled after N of N rounds: "
+        room = lifecycle.STAGE_LENGTH - len(f"cancelled after {run.rounds} of {run.rounds} rounds: {head}{candidate}")
+        lifecycle.stopped(run, head + _shortened(where, max(room, 24)) + candidate
+                          + "; the samples, pairs and labels it stored stay")
     except Exception as exc:
         known = (JudgeError, LoopError, CompareError)
         if not isinstance(exc, known):
@@ -349,6 +355,17 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
             lifecycle.fail(run, str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}")
     run.refresh_from_db()
     return run
+
+
+def _shortened(where: str, room: int) -> str:
+    """Where a run stopped in at most `room` characters: its last parts dropped, marked "…" ("in round 1: train ·
+    measuring 'round-1': answering eval prompts: 0 of 3" without ": 0 of 3": cut at a word, it read "...prompts: 0…")."""
+    if len(where) <= room:
+        return where
+    parts = re.split(r"(?=: | · )", where)[:-1]  # each part but the first with the ": " or " · " before it
+    while len(parts) > 1 and len("".join(parts)) + 1 > room:  # room for the "…"
+        parts.pop()
+    return lifecycle.fit(("".join(parts) or where) + "…", room)
 
 
 def _end_parts_left(run: LoopRun, ending: str) -> None:
@@ -400,9 +417,10 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
                                        part_of=run.key, with_reference=spin, noted={"loop_round": number})
         except GenerationError as exc:
             raise LoopError(f"round {number}: {exc}") from None
-    tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage)
+    tracker.on_child = lambda fraction, stage: report("generate", fraction, 1, stage, told=True)
     job = run_generation_job(job.pk, judge=judge, parents=[tracker])
     if job.status == job.CANCELLED:
+        _ended_at(tracker, index, run.rounds, "generate", job)
         raise JobCancelled
     if job.status != job.SUCCEEDED:
         raise LoopError(f"round {number}: generation job {job.pk} {job.status}: {job.error}")
@@ -434,10 +452,11 @@ def _one_round(run: LoopRun, judge: Judge, tracker: Tracker, progress: Progress 
                                           params=dict(params.get("training", {})), enqueue=False, part_of=run.key)
         except TrainingError as exc:
             raise LoopError(f"round {number}: {exc}") from None
-    tracker.on_child = lambda fraction, stage: report("train", fraction, 1, stage)
+    tracker.on_child = lambda fraction, stage: report("train", fraction, 1, stage, told=True)
     training = run_training(training.pk, parents=[tracker])
     tracker.on_child = None
     if training.status == TrainingRun.CANCELLED:
+        _ended_at(tracker, index, run.rounds, "train", training)
         raise JobCancelled
     if training.status != TrainingRun.SUCCEEDED:
         raise LoopError(f"round {number}: training run {training.pk} {training.status}: {training.error}")
@@ -590,16 +609,30 @@ def _num(x) -> float | None:
     return None if x is None or x != x else round(float(x), 4)
 
 
+def _ended_at(tracker: Tracker, index: int, rounds: int, stage: str, part) -> None:
+    """The run's bar where its round's job `part`, ended cancelled, ended its own: at what the job kept (a generation
+    job's prompts stored, a training run's steps taken), not at the last report it passed up, which counted what it
+    then dropped (the tokens of the chunk it sampled) or was held back by the throttle (a step within a second of the
+    last written): the run's bar stood at 10% of its round over a generation job ended at 0 of 4 prompts kept."""
+    tracker.report(progress=run_fraction(index, rounds, stage, part.progress, 1), force=True)
+
+
 def _stage_reporter(run: LoopRun, tracker: Tracker, index: int, progress: Progress | None):
     """Record the stage and overall progress on the run (throttled by the tracker) and pass it on; stop if
-    cancelled. `detail`: what a job inside the round says it is doing."""
+    cancelled. `detail`: what a job inside the round says it is doing. `told`: the report is that job's own, passed
+    up once its row holds it (Tracker.on_child): written before the look for a cancel, so a run stopped then ends at
+    the stage and bar its job reached. Looked for first, a Cancel pressed as the job named a new stage ended the run
+    "stopped in round 1: train · loading the model" under a training run saving its checkpoint, its step taken."""
 
-    def report(stage: str, done: float, total: float, detail: str = "") -> None:
-        tracker.check()
+    def report(stage: str, done: float, total: float, detail: str = "", *, told: bool = False) -> None:
+        if not told:  # a stage of the loop's own: a cancel stops it before it starts
+            tracker.check()
         fraction = run_fraction(index, run.rounds, stage, done, total)
         tracker.report(progress=fraction, stage=f"round {index + 1}: {stage}" + (f" · {detail}" if detail else ""))
         if progress:
             progress(stage, done, total)
+        if told:
+            tracker.check()
 
     return report
 

@@ -153,3 +153,88 @@ def test_a_cancel_pressed_just_before_the_gate_decides_promotes_nothing(loop_run
     assert "stopped in round 1: evaluate" in run.stage and "it stays a candidate, not promoted" in run.stage
     assert ModelVersion.objects.get(is_current=True).name == "base"
     assert ModelVersion.objects.get(name="round-1").made_by_run.decision == "candidate"
+
+
+
+def _cancel_loop_when_its_training_reports(monkeypatch, run, pressed):
+    """A person presses Cancel on the loop run when its training run reports (fraction, stage) with `pressed` true:
+    on the run's own bar (on_report), after the run wrote its row and before the report is passed up to the loop."""
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    real = loop_services.run_training
+
+    def run_training(pk, **kwargs):
+        def on_report(fraction, stage):
+            if pressed(fraction, stage):
+                lifecycle.cancel(LoopRun.objects.get(pk=run.pk))
+        return real(pk, on_report=on_report, **kwargs)
+
+    monkeypatch.setattr(loop_services, "run_training", run_training)
+
+
+def test_a_loop_cancelled_as_its_training_run_names_a_new_stage_ends_at_that_stage(loop_run, monkeypatch):
+    """The loop looked for a cancel before it wrote the stage its training run passed up: a Cancel pressed as the run
+    saved its checkpoint (its step taken) ended the loop "stopped in round 1: train · loading the model", a stage the
+    run had left, its bar at the train stage's start (35%) under a run at 90%."""
+    _cancel_loop_when_its_training_reports(monkeypatch, loop_run,
+                                           lambda fraction, stage: stage == "saving the trained checkpoint")
+    run = run_loop(loop_run.pk)
+    training = TrainingRun.objects.get(part_of=run.key)
+    assert training.status == "cancelled" and training.stage == "cancelled after 1 of 1 steps: no checkpoint kept"
+    assert run.status == "cancelled" and run.results == []
+    assert "; stopped in round 1: train · saving the trained checkpoint;" in run.stage, run.stage
+    assert run.progress == pytest.approx(loop_services.run_fraction(0, 1, "train", training.progress, 1))
+
+
+def test_a_loop_cancelled_after_a_training_step_whose_report_it_held_back_ends_its_bar_at_that_step(
+        loop_base, monkeypatch, settings):
+    """The loop writes its progress at most once a second, and a step of its training run reported within a second
+    of the last one (the same stage, "training") was held back: cancelled then, the loop wrote nothing it held, and
+    its bar ended a step behind the run's, which counts the steps it took."""
+    from .test_run_loop import JUDGE, PARAMS
+
+    _, make = loop_base
+    make(train=8, eval=3)
+    settings.PREFLOOP_ROUND_EVAL_PROMPTS = 3
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 3600.0)  # a report of the stage already written is held back
+    params = dict(PARAMS, training=dict(PARAMS["training"], batch_size=1))  # a step a pair
+    loop_run = loop_services.start_loop_run(rounds=1, pairs=4, judge=JUDGE, tag="t", eval_limit=3, params=params,
+                                            enqueue=False, preset="all")
+    steps = []
+
+    def pressed(fraction, stage):
+        if stage == "training":
+            steps.append(fraction)
+        return len(steps) == 2  # Cancel pressed as the run reports its second step
+
+    _cancel_loop_when_its_training_reports(monkeypatch, loop_run, pressed)
+    run = run_loop(loop_run.pk)
+    training = TrainingRun.objects.get(part_of=run.key)
+    assert training.status == "cancelled" and training.done == 2, training.stage
+    assert run.status == "cancelled" and "; stopped in round 1: train · training;" in run.stage, run.stage
+    assert run.progress == pytest.approx(loop_services.run_fraction(0, 1, "train", training.progress, 1))
+    assert run.progress == pytest.approx(loop_services.run_fraction(0, 1, "train", steps[-1], 1))
+
+
+def test_a_loop_cancelled_while_its_generation_job_samples_ends_its_bar_at_what_the_job_kept(loop_run, monkeypatch):
+    """A generation job's bar counts the tokens of the chunk it samples, and the job, cancelled, stores nothing of that
+    chunk and ends its bar at the prompts it kept: the loop's bar stayed where the chunk's tokens had taken it."""
+    from generation.models import GenerationJob, Response
+
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written, the chunk's tokens on the bars
+    real, told = loop_services.run_generation_job, []
+
+    def run_generation_job(pk, **kwargs):
+        def on_report(fraction, stage):
+            told.append((fraction, stage))
+            if fraction > 0.3 and stage.startswith("sampling"):  # Cancel pressed on the loop's page partway in
+                lifecycle.cancel(LoopRun.objects.get(pk=loop_run.pk))
+        return real(pk, on_report=on_report, **kwargs)
+
+    monkeypatch.setattr(loop_services, "run_generation_job", run_generation_job)
+    run = run_loop(loop_run.pk)
+    job = GenerationJob.objects.get(part_of=run.key)
+    assert told[-1][0] > 0.3 and not Response.objects.filter(prompt__split="train").exists()
+    assert job.status == "cancelled" and job.stage == "cancelled after 0 of 4 prompts: 0 pairs kept", job.stage
+    assert run.status == "cancelled" and f"; stopped in round 1: generate · {told[-1][1]};" in run.stage, run.stage
+    assert (run.progress, job.progress) == (0.0, 0.0)
