@@ -141,10 +141,10 @@ def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_parti
     monkeypatch.setattr(Tracker, "report", cancelling)
     stopped, left_when_said = lifecycle.stopped, []
 
-    def saying_stopped(job_, kept):  # what a reader finds on disk the moment the job says "nothing was kept"
+    def saying_stopped(job_, kept, **kwargs):  # what a reader finds on disk the moment the job says "nothing was kept"
         folder = Path(job.path).parent
         left_when_said.extend([folder, *folder.rglob("*")] if folder.exists() else [])
-        return stopped(job_, kept)
+        return stopped(job_, kept, **kwargs)
 
     monkeypatch.setattr(lifecycle, "stopped", saying_stopped)
     export_jobs.run(job.pk)
@@ -158,6 +158,37 @@ def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_parti
     gone = client.get(reverse("annotate:export_download", args=[job.pk]))
     assert gone.status_code == 409 and f"Export job {job.pk} ended cancelled and kept no file: start the export " \
                                        "again." in gone.content.decode()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_an_export_cancelled_part_way_ends_its_bar_at_what_it_kept(client, staff, monkeypatch, fmt):
+    """An export cancelled as it wrote its rows removes its partial file and says "nothing was kept", and its bar
+    stayed where the pairs read and the rows written had taken it (86% of a JSONL export stopped after 2 of 6 rows):
+    a full-looking bar over an export with no file. It ends at what it kept, nothing: empty."""
+    monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
+    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written: the page's bar follows the rows
+    _decided(6)
+    client.force_login(staff)
+    response = exporting.post(client, format=fmt)
+    job = ExportJob.objects.get()
+    report, bars = Tracker.report, []
+
+    def cancelling(self, **kwargs):  # the first chunk is written: the person clicks Cancel
+        written = report(self, **kwargs)
+        if kwargs.get("done") == 2 and not bars:
+            bars.append(ExportJob.objects.values_list("progress", flat=True).get(pk=job.pk))
+            client.post(reverse("annotate:export_cancel", args=[job.pk]), HTTP_HX_REQUEST="true")
+        return written
+
+    monkeypatch.setattr(Tracker, "report", cancelling)
+    job = export_jobs.run(job.pk)
+    assert bars and bars[0] > export_jobs.READ_SHARE, "the bar had moved past the reading when the Cancel came"
+    assert job.status == "cancelled" and job.stage.startswith("cancelled after 2 of 6 rows: nothing was kept")
+    assert not Path(job.path).parent.exists()
+    assert (job.progress, job.percent) == (0.0, 0), "nothing was kept, and the bar says so"
+    page = client.get(response.url).content.decode()
+    assert 'value="0"' in page and "Nothing was kept" in page
 
 
 def test_a_job_cancelled_while_queued_writes_nothing(client, staff):
