@@ -754,9 +754,10 @@ def answers_for(
     its whole batch, and failed the comparison or the round's measuring it was part of (callers say which were left
     out: left_out).
 
-    `on_progress(answered, total)` after each stored batch; `on_partial(answered, total)` while a batch samples, with
-    a fractional count (its tokens so far); `should_stop()` is asked per decode step: True raises
-    GenerationCancelled, and nothing of the batch in flight is stored.
+    `on_progress(answered, total)` after each stored batch, and before the first for the answers reused (when some
+    are to be sampled); `on_partial(answered, total)` while a batch samples, with a fractional count (its tokens so
+    far); `should_stop()` is asked per decode step: True raises GenerationCancelled, and nothing of the batch in
+    flight is stored.
     """
     config = SamplingConfig.from_dict(dict((config or SamplingConfig()).to_dict(), n=1))
     prompts = list(prompts)
@@ -782,6 +783,10 @@ def answers_for(
             missing = [p for i, p in enumerate(missing) if i not in unfit]
             kept = {p.pk for p in missing}
             prompts = [p for p in prompts if p.pk in answers or p.pk in kept]
+        if on_progress and len(prompts) > len(missing):
+            # the answers reused, counted before the first new batch samples (its tokens go on from them): counted
+            # only with it, a set cancelled inside that batch said "0 answers kept for reuse" with them stored
+            on_progress(len(prompts) - len(missing), len(prompts))
         for start in range(0, len(missing), config.batch_size):
             chunk = missing[start:start + config.batch_size]
             seeds = [prompt_seed(seed, p.pk) for p in chunk]
