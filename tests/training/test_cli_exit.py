@@ -92,3 +92,18 @@ def test_a_whole_run_ends_with_its_summary_as_the_last_line(tiny_model_dir, tmp_
         *range(1, summary["steps"] + 1)]
     assert json.loads((tmp_path / "r.json").read_text())["pairs"] == 4
     assert (tmp_path / "out" / "config.json").exists()
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_run_started_with_stdout_or_stderr_closed_leaves_with_its_code(tmp_path, closed):
+    """Started with its stdout (or stderr) closed (`>&-`), Python gives the process no such stream (sys.stdout is
+    None): print() writes nothing and the run went on, and its exit was its code. leave() flushed None, and the run
+    ended in an AttributeError, exit 1, after its checkpoint and --result were written."""
+    import os
+
+    script = LEAVING.replace('sys.stdout.write("written, not flushed")\n', "")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "log")], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env=_environ(), preexec_fn=lambda: os.close(closed))
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (tmp_path / "log").read_text() == "logged before leaving\n"

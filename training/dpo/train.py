@@ -374,8 +374,9 @@ def leave(code: int) -> None:
         sys.exit(code)
     logging.shutdown()  # a handler's buffered records (a file handler's) are written, as the normal exit writes them
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:  # None: started with it closed (`>&-`), print() writes nothing there
+                stream.flush()
     except (OSError, ValueError):
         sys.exit(code)
     os._exit(code)
