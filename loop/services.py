@@ -337,8 +337,10 @@ def run_loop(run_id: int, *, progress: Progress | None = None,
         head, candidate = f"{kept} round{'s' if kept != 1 else ''} kept; stopped ", _left_candidate(run)
         # where it stopped is shortened to the room the stage has left before the candidate its round registered:
         # a job's stage there ("train · measuring 'round-1': answering eval prompts: 0 of 3") cut that off ("it
-        # stays a candidate, not…"). The longest opening lifecycle.stopped writes: "cancelled after N of N rounds: "
-        room = lifecycle.STAGE_LENGTH - len(f"cancelled after {run.rounds} of {run.rounds} rounds: {head}{candidate}")
+        # stays a candidate, not…"). The longest opening lifecycle.stopped writes: "cancelled after N of N rounds: ";
+        # and after the candidate "; …": the tail after it is cut by lifecycle.fit at a word within the field, which
+        # took the candidate's last word with it when the candidate ended within 2 characters of the field's end
+        room = lifecycle.STAGE_LENGTH - len(f"cancelled after {run.rounds} of {run.rounds} rounds: {head}{candidate}; …")
         lifecycle.stopped(run, head + _shortened(where, max(room, 24)) + candidate
                           + "; the samples, pairs and labels it stored stay")
     except Exception as exc:

@@ -238,3 +238,20 @@ def test_a_loop_cancelled_while_its_generation_job_samples_ends_its_bar_at_what_
     assert job.status == "cancelled" and job.stage == "cancelled after 0 of 4 prompts: 0 pairs kept", job.stage
     assert run.status == "cancelled" and f"; stopped in round 1: generate · {told[-1][1]};" in run.stage, run.stage
     assert (run.progress, job.progress) == (0.0, 0.0)
+
+
+def test_a_loop_cancelled_at_a_stage_that_just_fills_the_room_keeps_the_candidate_whole(loop_run, monkeypatch):
+    """Where a run stopped is shortened to the room the stage leaves before the candidate its round registered, but
+    that room counted none of the tail after it ("; the samples, pairs and labels it stored stay"), which
+    lifecycle.fit cuts at a word within the field: a stage that filled the room, or came within 2 characters of it,
+    cut the candidate's last word with the tail ("it stays a candidate, not…")."""
+    from generation.models import ModelVersion
+
+    # "in round 1: train · measuring 'round-1': KL to 'base-v2' on 3 answers", 69 characters: the room was 70
+    ModelVersion.objects.filter(name="base").update(name="base-v2")
+    _cancel_loop_when_its_training_reports(monkeypatch, loop_run,
+                                           lambda fraction, stage: stage.startswith("measuring 'round-1': KL to"))
+    run = run_loop(loop_run.pk)
+    assert run.status == "cancelled"
+    assert "stopped in round 1: train · measuring 'round-1'" in run.stage, run.stage
+    assert "(its training had registered 'round-1': it stays a candidate, not promoted)" in run.stage, run.stage
