@@ -1,11 +1,14 @@
-"""Preference pairs: the dataclass the trainer takes, loading TRL-format JSONL, and tokenizing with truncation.
+"""Preference pairs: the dataclass the trainer takes, loading them from a file (JSONL; CSV, Parquet and JSON arrays as
+the import page reads them), and tokenizing with truncation.
 
 Prompts go through the one chat template (prefcore.chat) once per pair, so chosen and rejected share exactly the
 same prompt token ids; each response is its text's tokens plus exactly one EOS.
 """
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +85,8 @@ def pair_from_row(row: dict, line: int = 0) -> PreferencePair:
         refs.append(None if value is None else float(value))
     flags = []
     for field in ("chosen_flags", "rejected_flags"):
-        value = row.get(field, [])
+        value = row.get(field)
+        value = [] if value is None else value  # null: none (a Parquet column's cell in a row without flags)
         if not isinstance(value, list) or not all(isinstance(f, str) for f in value):
             raise ValueError(f"field {field!r}: expected a list of flag names, e.g. [\"cut\"]")
         flags.append(frozenset(value))
@@ -118,6 +122,63 @@ def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
     if not pairs:
         raise ValueError(f"{path}: no pairs found")
     return pairs
+
+
+# Read with prefcore.rows as the import page reads them; any other name (.jsonl, a pipe such as /dev/stdin) as JSONL
+TABLE_SUFFIXES = (".csv", ".parquet", ".json")
+# A training file is the user's own: the web import's limits (200,000 rows, 256 MiB) are not the trainer's
+UNLIMITED = rows.ImportLimits(max_rows=sys.maxsize, max_bytes=sys.maxsize)
+# The cells only training reads, which a CSV holds as text: numbers, and lists of flag names as JSON
+CSV_NUMBERS = ("ref_chosen_logp", "ref_rejected_logp", "ref_chosen_logps", "ref_rejected_logps")
+CSV_LISTS = ("chosen_flags", "rejected_flags")
+
+
+def load_pairs(path: str | Path) -> list[PreferencePair]:
+    """Pairs from a file of preference rows: a .csv, .parquet or .json (an array, or JSON Lines) file read as the
+    import page reads it, anything else as JSONL (load_pairs_jsonl). A bad row is a ValueError naming the file, line
+    and field, as load_pairs_jsonl's are."""
+    path = Path(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        return load_pairs_jsonl(path)
+    name = str(path)
+    try:
+        table = rows.read_rows(path, name, UNLIMITED)
+    except rows.ImportProblem as exc:
+        raise ValueError(exc.problems[0].replace(f"{name}: line ", f"{name}:", 1)) from None
+    csv = path.suffix.lower() == ".csv"
+    pairs = []
+    for number, row in table:
+        try:
+            pairs.append(pair_from_row(_csv_cells(row) if csv else row, number))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+    if not pairs:
+        raise ValueError(f"{path}: no pairs found")
+    return pairs
+
+
+def _csv_cells(row: dict) -> dict:
+    """A CSV row's training-only cells as a JSON row holds them: an empty cell is no value, a number cell a number
+    (text that is none stays text, and pair_from_row names it), a flag list's cell JSON text."""
+    row = dict(row)
+    for field in (*CSV_NUMBERS, *CSV_LISTS):
+        if field not in row:
+            continue
+        text = row[field].strip()
+        if not text:
+            del row[field]
+        elif field in CSV_NUMBERS:
+            try:
+                row[field] = float(text)
+            except ValueError:
+                pass
+        else:
+            try:
+                row[field] = json.loads(text)
+            except ValueError:
+                raise ValueError(f"field {field!r}: expected a JSON list of flag names, e.g. [\"cut\"], got "
+                                 f"{text[:40]!r}") from None
+    return row
 
 
 def truncate(prompt: list[int], chosen: list[int], rejected: list[int], max_length: int, max_prompt_length: int):

@@ -7,7 +7,7 @@ one JSON summary (pairs, loss, pairs_per_s, peak_rss_mb, ...). Bad input exits 2
 before training (--out must be a new or empty folder: nothing there is written over), a run whose loss or gradient
 stops being a finite number, or that a loss term stops (TrainingCancelled), exits 1 with one such line, and Ctrl-C
 exits 130 with one. Cached
-reference log-probs in the JSONL (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
+reference log-probs in the rows (ref_chosen_logp, ref_rejected_logp) are used, not recomputed; `--config` takes a
 whole DPOConfig as JSON and `--result` writes the whole TrainResult (with every pair's reference log-probs) to a
 new (or empty) file outside --out.
 """
@@ -40,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = rows.read_negative_numbers(
         argparse.ArgumentParser(prog="python -m training.dpo.train", description="Train a policy with DPO."))
     parser.add_argument("--model", required=True, help="starting model (and default reference) directory")
-    parser.add_argument("--data", required=True, help="JSONL file, one JSON object per line, of preference rows in "
-                        "TRL, HH-RLHF or UltraFeedback columns (optional: preference_prob, and ref_chosen_logp with "
-                        "ref_rejected_logp); the import page reads CSV, Parquet and JSON arrays too, this reads JSONL")
+    parser.add_argument("--data", required=True, help="preference rows in TRL, HH-RLHF or UltraFeedback columns "
+                        "(optional: preference_prob, and ref_chosen_logp with ref_rejected_logp): a .csv, .parquet or "
+                        ".json (an array) file read as the import page reads it, any other name (.jsonl, a pipe) as "
+                        "JSONL, one JSON object per line")
     parser.add_argument("--out", required=True, help="directory for the checkpoint or LoRA adapter")
     parser.add_argument("--reference", default=None, help="reference model directory (default: --model)")
     parser.add_argument("--config", default=None, metavar="FILE.json",
@@ -286,13 +287,13 @@ def main(argv: list[str] | None = None) -> int:
             with _naming("--result", args.result):
                 check_result_path(args.result, args.out)
         # loaded after the flags are checked: torch and transformers take seconds, a bad flag should not wait
-        from training.dpo.data import load_pairs_jsonl
+        from training.dpo.data import load_pairs
 
         with _naming("--data", args.data):
             if Path(args.data).is_dir() or not Path(args.data).exists():  # the OS's message named no flag (a pipe,
                 # /dev/stdin, is read as a file is)
                 raise ValueError(f"--data {args.data}: {'a folder, not a file' if Path(args.data).is_dir() else 'no such file'}")
-            pairs = load_pairs_jsonl(args.data)  # a file that cannot be read (permissions, an I/O error) names it too
+            pairs = load_pairs(args.data)  # a file that cannot be read (permissions, an I/O error) names it too
         with _naming("--out", args.out):
             check_out_dir(args.out)
     except (ValueError, OSError) as exc:
