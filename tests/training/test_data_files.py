@@ -89,3 +89,10 @@ def test_the_command_line_trains_on_a_csv_file(tiny_model_dir, tmp_path, capsys)
     assert train.main(["--model", str(tiny_model_dir), "--data", str(tmp_path / "bad.parquet"), "--out",
                        str(tmp_path / "out2")]) == 2
     assert f"error: --data {tmp_path / 'bad.parquet'}: no such file" in capsys.readouterr().err
+
+
+def test_a_flag_list_nested_past_the_json_parser_names_the_file_line_and_field(tmp_path):
+    # json.loads raised RecursionError on the cell, which is no ValueError: the command ended in a traceback (exit 1)
+    path = _csv(tmp_path / "p.csv", [{**ROWS[1], "chosen_flags": "[" * 100_000 + "]" * 100_000}])
+    with pytest.raises(ValueError, match=r"p\.csv:2: field 'chosen_flags': expected a JSON list of flag names"):
+        load_pairs(path)

@@ -6,7 +6,6 @@ same prompt token ids; each response is its text's tokens plus exactly one EOS.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -173,8 +172,8 @@ def _csv_cells(row: dict) -> dict:
             except ValueError:
                 pass
         else:
-            try:
-                row[field] = json.loads(text)
+            try:  # as the JSONL reader parses a line: nesting past json's parser (a RecursionError) is a ValueError
+                row[field] = rows.json_value(text)
             except ValueError:
                 raise ValueError(f"field {field!r}: expected a JSON list of flag names, e.g. [\"cut\"], got "
                                  f"{text[:40]!r}") from None
