@@ -121,22 +121,28 @@ def test_an_hf_exports_bar_moves_while_its_folder_is_zipped(client, staff, tmp_p
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
 def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_partial_file(
         client, staff, monkeypatch, settings, fmt):
+    """It removes its partial file and says "nothing was kept", and its bar ends at what it kept, nothing: left where
+    the pairs read and the rows written had taken it (86% of a JSONL export stopped after 2 of 6 rows), it was a
+    full-looking bar over an export with no file."""
     monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
     monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)  # the Cancel click is read at the next chunk
+    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written: the page's bar follows the rows
     _decided(6)
     client.force_login(staff)
     response = exporting.post(client, format=fmt)
     job = ExportJob.objects.get()
-    report, partial = Tracker.report, []
+    report, partial, bars = Tracker.report, [], []
 
     def cancelling(self, **kwargs):  # the first chunk is written: the person clicks Cancel
+        written = report(self, **kwargs)
         if kwargs.get("done") == 2 and not partial:
             partial.extend(p for p in Path(job.path).parent.rglob("*") if p.is_file())
+            bars.append(ExportJob.objects.values_list("progress", flat=True).get(pk=job.pk))
             page = client.get(response.url).content.decode()
             assert "running" in page and "writing 6 rows" in page
             answer = client.post(reverse("annotate:export_cancel", args=[job.pk]), HTTP_HX_REQUEST="true")
             assert answer.status_code == 200
-        return report(self, **kwargs)
+        return written
 
     monkeypatch.setattr(Tracker, "report", cancelling)
     stopped, left_when_said = lifecycle.stopped, []
@@ -150,45 +156,17 @@ def test_a_cancel_while_the_rows_are_written_stops_the_job_and_removes_its_parti
     export_jobs.run(job.pk)
     job.refresh_from_db()
     assert partial, "a part of the export was on disk when the Cancel came"
+    assert bars[0] > export_jobs.READ_SHARE, "the bar had moved past the reading when the Cancel came"
     assert left_when_said == [], "the job said nothing was kept while its folder was still there"
     assert job.status == "cancelled" and job.stage.startswith("cancelled after 2 of 6 rows: nothing was kept")
     assert not Path(job.path).parent.exists() and list(Path(settings.EXPORTS_DIR).iterdir()) == []
-    page = client.get(response.url).content.decode()
-    assert "Nothing was kept" in page and reverse("annotate:export_download", args=[job.pk]) not in page
-    gone = client.get(reverse("annotate:export_download", args=[job.pk]))
-    assert gone.status_code == 409 and f"Export job {job.pk} ended cancelled and kept no file: start the export " \
-                                       "again." in gone.content.decode()
-
-
-@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
-def test_an_export_cancelled_part_way_ends_its_bar_at_what_it_kept(client, staff, monkeypatch, fmt):
-    """An export cancelled as it wrote its rows removes its partial file and says "nothing was kept", and its bar
-    stayed where the pairs read and the rows written had taken it (86% of a JSONL export stopped after 2 of 6 rows):
-    a full-looking bar over an export with no file. It ends at what it kept, nothing: empty."""
-    monkeypatch.setattr(hf_dataset, "WRITE_ROWS", 2)
-    monkeypatch.setattr(lifecycle, "CHECK_EVERY_S", 0.0)
-    monkeypatch.setattr(lifecycle, "WRITE_EVERY_S", 0.0)  # every report written: the page's bar follows the rows
-    _decided(6)
-    client.force_login(staff)
-    response = exporting.post(client, format=fmt)
-    job = ExportJob.objects.get()
-    report, bars = Tracker.report, []
-
-    def cancelling(self, **kwargs):  # the first chunk is written: the person clicks Cancel
-        written = report(self, **kwargs)
-        if kwargs.get("done") == 2 and not bars:
-            bars.append(ExportJob.objects.values_list("progress", flat=True).get(pk=job.pk))
-            client.post(reverse("annotate:export_cancel", args=[job.pk]), HTTP_HX_REQUEST="true")
-        return written
-
-    monkeypatch.setattr(Tracker, "report", cancelling)
-    job = export_jobs.run(job.pk)
-    assert bars and bars[0] > export_jobs.READ_SHARE, "the bar had moved past the reading when the Cancel came"
-    assert job.status == "cancelled" and job.stage.startswith("cancelled after 2 of 6 rows: nothing was kept")
-    assert not Path(job.path).parent.exists()
     assert (job.progress, job.percent) == (0.0, 0), "nothing was kept, and the bar says so"
     page = client.get(response.url).content.decode()
     assert 'value="0"' in page and "Nothing was kept" in page
+    assert reverse("annotate:export_download", args=[job.pk]) not in page
+    gone = client.get(reverse("annotate:export_download", args=[job.pk]))
+    assert gone.status_code == 409 and f"Export job {job.pk} ended cancelled and kept no file: start the export " \
+                                       "again." in gone.content.decode()
 
 
 def test_a_job_cancelled_while_queued_writes_nothing(client, staff):
