@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,17 +106,34 @@ def load_pairs_jsonl(path: str | Path) -> list[PreferencePair]:
     try:
         lines = rows.text_lines(path.read_bytes(), str(path))
     except rows.ImportProblem as exc:
-        raise ValueError(exc.problems[0].replace(f"{path}: line ", f"{path}:", 1)) from None
+        raise _problem(exc, path) from None
+
+    def numbered():
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, rows.json_value(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from None
+
+    return _pairs(path, numbered())
+
+
+def _problem(exc: rows.ImportProblem, path: Path) -> ValueError:
+    """The reader's first problem as a ValueError worded as the loaders' own ("FILE:LINE: ...", not "FILE: line LINE:
+    ...")."""
+    return ValueError(exc.problems[0].replace(f"{path}: line ", f"{path}:", 1))
+
+
+def _pairs(path: Path, numbered: Iterable[tuple[int, dict]],
+           cells: Callable[[dict], dict] | None = None) -> list[PreferencePair]:
+    """The pairs of (line number, row) items read from `path`, each row read by `cells` first where given: a bad row
+    is a ValueError naming the file and line."""
     pairs = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, row in numbered:
         try:
-            row = rows.json_value(line)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
-        try:
-            pairs.append(pair_from_row(row, number))
+            pairs.append(pair_from_row(cells(row) if cells else row, number))
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
     if not pairs:
@@ -139,21 +157,11 @@ def load_pairs(path: str | Path) -> list[PreferencePair]:
     path = Path(path)
     if path.suffix.lower() not in TABLE_SUFFIXES:
         return load_pairs_jsonl(path)
-    name = str(path)
     try:
-        table = rows.read_rows(path, name, UNLIMITED)
+        table = rows.read_rows(path, str(path), UNLIMITED)
     except rows.ImportProblem as exc:
-        raise ValueError(exc.problems[0].replace(f"{name}: line ", f"{name}:", 1)) from None
-    csv = path.suffix.lower() == ".csv"
-    pairs = []
-    for number, row in table:
-        try:
-            pairs.append(pair_from_row(_csv_cells(row) if csv else row, number))
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
-    if not pairs:
-        raise ValueError(f"{path}: no pairs found")
-    return pairs
+        raise _problem(exc, path) from None
+    return _pairs(path, table, _csv_cells if path.suffix.lower() == ".csv" else None)
 
 
 def _csv_cells(row: dict) -> dict:
