@@ -107,3 +107,35 @@ def test_a_run_started_with_stdout_or_stderr_closed_leaves_with_its_code(tmp_pat
     assert proc.returncode == 3, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stdout + proc.stderr
     assert (tmp_path / "log").read_text() == "logged before leaving\n"
+
+
+# Two gloo processes that run collectives as DDP does (asynchronous all-reduces, an object gather, a barrier), then
+# leave through train.leave(0); an exit handler registered before the group was made (so it runs after leave's
+# work) writes whether the group was still there.
+GLOO_LEAVING = """
+import atexit, os, sys
+import torch, torch.distributed as dist
+from training.dpo.train import leave
+out = sys.argv[1] + "." + os.environ["RANK"]
+atexit.register(lambda: open(out, "w").write(str(dist.is_initialized())))
+dist.init_process_group("gloo")
+for _ in range(20):
+    dist.all_reduce(torch.ones(1000), async_op=True).wait()
+dist.all_gather_object([None, None], list(range(1000)))
+dist.barrier()
+leave(0)
+"""
+
+
+def test_under_accelerate_launch_the_process_group_is_destroyed_before_the_teardown(tmp_path):
+    """Left to the interpreter's teardown, gloo's worker threads could still hold the last collective's tensors,
+    whose release then took the GIL of an interpreter being torn down: a worker died of SIGABRT after a run that had
+    saved its model (CI, tests/training/test_launcher.py), and the launch was reported failed. This script without
+    the group destroyed died so in 5 of 20 launches here. So every process destroys the group before it exits."""
+    script = tmp_path / "leaving.py"
+    script.write_text(GLOO_LEAVING)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path / "initialized")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env=_environ(PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(tmp_path / f"initialized.{rank}").read_text() for rank in (0, 1)] == ["False", "False"]
