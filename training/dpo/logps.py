@@ -117,14 +117,15 @@ class _TokenLogps(torch.autograd.Function):
             del product
             lse[s : s + chunk] = torch.logsumexp(logits, dim=-1)
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None])[:, 0] - lse[s : s + chunk]
-        ctx.save_for_backward(hidden, weight, targets, lse, *(() if kept is None else (kept,)))
+        # the head's weight in the compute dtype is kept for backward rather than cast again there (a 49152 x 576
+        # head: 113 MB read and 57 MB written, about 40 ms of a step on AMX); in fp32 it is weight itself
+        ctx.save_for_backward(hidden, weight, w, targets, lse, *(() if kept is None else (kept,)))
         ctx.chunk = chunk
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        hidden, weight, targets, lse, *kept = ctx.saved_tensors
-        w = weight.to(hidden.dtype)
+        hidden, weight, w, targets, lse, *kept = ctx.saved_tensors
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         # the weight gradient is accumulated over chunks in fp32 (fp64 for an fp64 weight); each chunk's product is
         # taken in the compute dtype, as autocast takes every other layer's weight gradient
