@@ -368,16 +368,19 @@ def leave(code: int) -> None:
     The teardown of a finished run (the garbage of torch's and transformers' modules, their tensors and thread
     pools) took about 1 s of the command's whole time (bench/dpo_throughput.py; 0.04 s with os._exit), with nothing
     left to write: the checkpoint and --result are written and closed by then. So the streams are flushed and the
-    process ends at once. Not under `accelerate launch` (WORLD_SIZE > 1): the process group's own exit handlers stay,
-    and the group is destroyed first. Left to the interpreter's teardown, gloo's worker threads could still hold the
-    last collective's tensors, whose release then took the GIL of an interpreter being torn down: the process died of
-    SIGABRT after a run that had saved its model (the launcher then reported the run failed; a toy gloo job of 50
-    all-reduces did so in 5 of 20 launches, none of 20 with the group destroyed; pytorch/pytorch#179291).
+    process ends at once. Under `accelerate launch` (WORLD_SIZE > 1) too, once the process group is destroyed
+    (accelerate's own end, end_training, destroys it): the teardown was where a process died of SIGABRT after a run
+    that had saved its model (CI; the launcher then reported the run failed). gloo's worker threads still ran then,
+    and a tensor they released took the GIL of an interpreter being torn down (pytorch/pytorch#179291). Destroying
+    the group does not end those threads in a training process: the group outlives destroy_process_group (DDP's
+    construction imports torch._dynamo and with it torch.distributed.nn.functional, whose functions keep the group
+    made before it as a default argument; in the trainer more than that holds it), so they ran until the teardown
+    freed it. A toy gloo job of 50 all-reduces that made a DDP module died so in 3 of 20 launches with the group
+    destroyed, in none of 20 that left without the teardown (9 of 20 without either).
     A stream that cannot be flushed (a closed pipe) leaves through the normal exit, which reports it as it always
     did."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _destroy_process_group()
-        sys.exit(code)
     logging.shutdown()  # a handler's buffered records (a file handler's) are written, as the normal exit writes them
     try:
         for stream in (sys.stdout, sys.stderr):
