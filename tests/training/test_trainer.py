@@ -465,3 +465,40 @@ def test_a_reference_that_is_the_model_itself_is_read_from_the_policy(tiny_model
     assert len(loaded) == 1 and set(passes) == {3}  # 4 batches, the first step's taken in its own forward
     for i in range(8):
         assert list(result.reference_logps[i]) == pytest.approx(list(expected[i]), abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_tied_embeddings_sparse_gradient_trains_the_weights_its_dense_one_did(tiny_model_dir, tmp_path, monkeypatch,
+                                                                               dtype):
+    """One process, full fine-tune, head tied to the input embedding (the tiny model, as SmolLM2): the embedding's
+    gradient is taken as sparse rows added into the head's dense one. Same steps (losses, gradient norms) and the
+    same trained weights as with the dense gradient, up to the order of fp32 additions, over two epochs with
+    gradient accumulation and clipping; and it is used (the embedding is sparse during the run)."""
+    from safetensors.torch import load_file
+
+    import training.dpo.trainer as trainer
+
+    seen = []
+    make_sparse = trainer._sparse_tied_embedding
+    monkeypatch.setattr(trainer, "_sparse_tied_embedding",
+                        lambda model: (make_sparse(model), seen.append(model.get_input_embeddings().sparse)))
+    config = DPOConfig(dtype=dtype, epochs=2, batch_size=2, grad_accum=2, learning_rate=1e-3, warmup_ratio=0.0,
+                       max_grad_norm=1.0)
+    runs = {}
+    for sparse in (True, False):
+        monkeypatch.setattr(trainer, "SPARSE_TIED_EMBEDDING", sparse)
+        steps = []
+        train_dpo(config, tiny_model_dir, synthetic_pairs(12), tmp_path / str(sparse),
+                  on_step=lambda s, t, m, steps=steps: steps.append((m["loss"], m["grad_norm"])))
+        runs[sparse] = steps, load_file(tmp_path / str(sparse) / "model.safetensors")
+    assert seen == [True, False]
+    (sparse_steps, sparse_weights), (dense_steps, dense_weights) = runs[True], runs[False]
+    assert len(sparse_steps) == len(dense_steps) == 6
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    flat = [x for step in sparse_steps for x in step]
+    assert flat == pytest.approx([x for step in dense_steps for x in step], rel=tolerance, abs=tolerance)
+    assert sparse_weights.keys() == dense_weights.keys()
+    for name, weight in sparse_weights.items():
+        assert torch.allclose(weight, dense_weights[name], atol=tolerance, rtol=tolerance), name
+    assert not torch.equal(sparse_weights["model.embed_tokens.weight"],
+                           load_file(tiny_model_dir / "model.safetensors")["model.embed_tokens.weight"])
