@@ -611,10 +611,14 @@ SPARSE_TIED_EMBEDDING = True
 def _sparse_tied_embedding(model) -> None:
     """The embedding's backward made a dense vocabulary x hidden gradient (zeros but for the batch's tokens, 113 MB
     for SmolLM2-135M in fp32) that autograd then added to the head's gradient of the same tied weight, a step's
-    largest elementwise pass (80-120 ms on AMX, bench/dpo_throughput.py's longest batch). As sparse rows, the batch's
-    tokens are added into the head's dense gradient where they land; the sum is the same up to the order of fp32
-    additions. Only where the head shares the weight: it is the last layer, so its dense gradient comes first in
-    backward and the parameter's gradient stays dense for the optimiser and the clipping. Not under DDP or LoRA."""
+    largest elementwise pass (80-120 ms on AMX, bench/dpo_throughput.py's longest batch). As sparse rows, no
+    zero-filled gradient is made: autograd sums the weight's two gradients before accumulating them, and the sum is a
+    dense copy of the head's gradient with the batch's tokens added where they land (torch 2.13 adds a sparse gradient
+    that arrives after a dense one into a copy, not in place, and the head's, the last layer's, arrives first); the
+    same up to the order of fp32 additions. Only where the head shares the weight: the embedding's gradient reaches it
+    only through the head, so every backward that gives the weight sparse rows gives it the head's dense gradient too,
+    and the sum is dense for the optimiser and the clipping (a sparse one alone would fail both). Not under DDP or
+    LoRA."""
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     if (SPARSE_TIED_EMBEDDING and isinstance(embedding, torch.nn.Embedding) and head is not None
             and embedding.weight is head.weight and embedding.weight.requires_grad):
