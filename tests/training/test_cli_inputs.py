@@ -313,3 +313,23 @@ def test_a_data_file_that_cannot_be_read_names_the_flag(tiny_model_dir, tmp_path
     assert train.main(_args(tiny_model_dir, "/proc/self/mem", out)) == 2
     assert capsys.readouterr().err == "error: --data /proc/self/mem: Input/output error\n"
     assert not out.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_under_accelerate_launch_the_main_process_refuses_an_out_where_nothing_can_be_made(tiny_model_dir, tmp_path,
+                                                                                           capsys, monkeypatch):
+    """The check was skipped in every process of a launch (the same names made and removed by each at once), so
+    `accelerate launch -m training.dpo.train --out /proc/o` trained the whole run before its save failed. The main
+    process, which writes the model and the report, checks; the others leave the names alone."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert train.main(_args(tiny_model_dir, _data(tmp_path), "/proc/prefloop-out")) == 2
+    assert capsys.readouterr().err == "error: --out /proc/prefloop-out: cannot be made there (No such file or directory)\n"
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone")
+    with pytest.raises(ValueError, match="which is not there"):
+        train.check_out_dir(str(link))
+    monkeypatch.setenv("RANK", "1")
+    train.check_out_dir(str(tmp_path / "a" / "out"))  # not made, not removed: the main process's to try
+    train.check_out_dir(str(link))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "pairs.jsonl"]

@@ -154,8 +154,9 @@ def _check_parent(flag: str, target: Path, *, folder: bool = False) -> None:
     """The nearest existing folder above `target` (one that is not there yet) is a folder this process can write in,
     and `target` (a folder, or a file) can be made there: made, then removed with the folders made above it. Where
     access() says yes and nothing can be made (under /proc, a name the file system refuses, a link to nowhere), the
-    model or the report failed to be written after the whole run, naming no flag. Not tried in a launch of several
-    processes (the launcher's own paths)."""
+    model or the report failed to be written after the whole run, naming no flag. In a launch of several processes
+    (accelerate launch) the main process tries it, the one that writes the model and the report; the others would
+    make and remove the same names at the same moment."""
     parent = next((p for p in target.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ValueError(f"{flag} {target}: {parent} is a file, not a folder")
@@ -163,7 +164,7 @@ def _check_parent(flag: str, target: Path, *, folder: bool = False) -> None:
         raise ValueError(f"{flag} {target}: {parent} is not writable")
     if target.exists():  # an empty file or folder, taken as it is
         return
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process would make and remove the same name at once
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
         return
     if target.is_symlink():
         raise ValueError(f"{flag} {target}: a link to {os.readlink(target)}, which is not there")
