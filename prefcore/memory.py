@@ -46,6 +46,18 @@ def _glibc():
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
+def give_back_free() -> bool:
+    """Give the free heap back to the system now (glibc's malloc_trim), inside retain_freed_memory too; returns whether
+    it could (glibc only). For a run's end, before its checkpoint is written: the optimiser's state and the steps'
+    buffers are free by then, and the checkpoint's pages (the page cache) take the pages just given back instead of
+    growing the machine's memory by the checkpoint's size."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 @contextlib.contextmanager
 def retain_freed_memory() -> Iterator[bool]:
     """While inside: large blocks come from the heap and freed memory stays in the process. Yields whether it could

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from prefcore.memory import _glibc, retain_freed_memory
+from prefcore.memory import _glibc, give_back_free, retain_freed_memory
 
 BLOCK = 64 * 1024 * 1024
 
@@ -52,6 +52,18 @@ def test_large_blocks_come_from_the_heap_and_are_kept_only_inside():
         assert _mapped_after_malloc(libc) == 0 and libc.mallinfo2().arena == heap  # reused, not grown
         held = _rss()
     assert held - _rss() >= BLOCK // 2  # what is free goes back to the system on leaving
+
+
+def test_give_back_free_returns_the_free_heap_inside_and_the_setting_stays():
+    """A run's end gives its freed buffers back before the checkpoint is written (training.dpo.trainer): the memory
+    goes back to the system at once, and large blocks still come from the heap while the run lasts."""
+    libc = _libc()
+    with retain_freed_memory():
+        _mapped_after_malloc(libc)
+        held = _rss()
+        assert give_back_free()
+        assert held - _rss() >= BLOCK // 2
+        assert _mapped_after_malloc(libc) == 0
 
 
 def test_nested_uses_keep_the_setting_until_the_last_leaves():

@@ -468,30 +468,35 @@ def test_a_reference_that_is_the_model_itself_is_read_from_the_policy(tiny_model
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_a_tied_embeddings_sparse_gradient_trains_the_weights_its_dense_one_did(tiny_model_dir, tmp_path, monkeypatch,
-                                                                               dtype):
+def test_a_tied_embeddings_rows_added_in_place_train_the_weights_its_dense_gradient_did(tiny_model_dir, tmp_path,
+                                                                                       monkeypatch, dtype):
     """One process, full fine-tune, head tied to the input embedding (the tiny model, as SmolLM2): the embedding's
-    gradient is taken as sparse rows added into the head's dense one. Same steps (losses, gradient norms) and the
-    same trained weights as with the dense gradient, up to the order of fp32 additions, over two epochs with
-    gradient accumulation and clipping; and it is used (the embedding is sparse during the run)."""
+    gradient rows are added in place into the weight's gradient, which already holds the head's. Same steps (losses,
+    gradient norms) and the same trained weights as with autograd's dense gradient, up to the order of fp32
+    additions, over two epochs with gradient accumulation and clipping; and it is used, with the head's gradient
+    there first in every backward (no dense gradient is made for the embedding)."""
     from safetensors.torch import load_file
 
     import training.dpo.trainer as trainer
 
-    seen = []
-    make_sparse = trainer._sparse_tied_embedding
-    monkeypatch.setattr(trainer, "_sparse_tied_embedding",
-                        lambda model: (make_sparse(model), seen.append(model.get_input_embeddings().sparse)))
+    found = []
+    backward = trainer._RowsIntoGrad.backward
+
+    def watched(ctx, grad):
+        found.append(ctx.embedding.weight.grad is not None)
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(trainer._RowsIntoGrad, "backward", staticmethod(watched))
     config = DPOConfig(dtype=dtype, epochs=2, batch_size=2, grad_accum=2, learning_rate=1e-3, warmup_ratio=0.0,
                        max_grad_norm=1.0)
     runs = {}
     for sparse in (True, False):
-        monkeypatch.setattr(trainer, "SPARSE_TIED_EMBEDDING", sparse)
+        monkeypatch.setattr(trainer, "TIED_ROWS_IN_PLACE", sparse)
         steps = []
         train_dpo(config, tiny_model_dir, synthetic_pairs(12), tmp_path / str(sparse),
                   on_step=lambda s, t, m, steps=steps: steps.append((m["loss"], m["grad_norm"])))
         runs[sparse] = steps, load_file(tmp_path / str(sparse) / "model.safetensors")
-    assert seen == [True, False]
+    assert len(found) == 12 and all(found)  # 6 steps of 2 batches, in the first run only
     (sparse_steps, sparse_weights), (dense_steps, dense_weights) = runs[True], runs[False]
     assert len(sparse_steps) == len(dense_steps) == 6
     tolerance = 1e-5 if dtype == "float32" else 2e-2
@@ -502,3 +507,20 @@ def test_a_tied_embeddings_sparse_gradient_trains_the_weights_its_dense_one_did(
         assert torch.allclose(weight, dense_weights[name], atol=tolerance, rtol=tolerance), name
     assert not torch.equal(sparse_weights["model.embed_tokens.weight"],
                            load_file(tiny_model_dir / "model.safetensors")["model.embed_tokens.weight"])
+
+
+def test_the_free_heap_is_given_back_after_the_steps_and_before_the_checkpoint_is_written(tiny_model_dir, tmp_path,
+                                                                                          monkeypatch):
+    """The optimiser's state and the steps' buffers, free once the steps end, go back to the system before the
+    checkpoint is written, so its pages take theirs (prefcore.memory.give_back_free); not before the last step."""
+    import training.dpo.trainer as trainer
+
+    events = []
+    give_back, save = trainer.give_back_free, trainer.save_whole
+    monkeypatch.setattr(trainer, "give_back_free", lambda: (events.append("give back"), give_back())[1])
+    monkeypatch.setattr(trainer, "save_whole", lambda *a: (events.append("save"), save(*a))[1])
+    train_dpo(DPOConfig(dtype="float32", batch_size=2), tiny_model_dir, synthetic_pairs(4), tmp_path / "out",
+              on_step=lambda s, t, m: events.append("step"))
+    steps = events.count("step")
+    assert steps >= 2 and events == ["step"] * steps + ["give back", "save"]
+    assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -23,7 +23,7 @@ import torch
 
 from prefcore.chat import prompt_token_ids, response_token_ids
 from prefcore.hardware import resolve_dtype as resolve
-from prefcore.memory import retain_freed_memory
+from prefcore.memory import give_back_free, retain_freed_memory
 from training.dpo.config import SMOOTHED_LOSSES, DPOConfig
 from training.dpo.data import PreferencePair, TokenizedPair, length_grouped_batches, tokenize_pair, truncate
 from training.dpo.logps import PairLogps, build_pair_batch, position_kl
@@ -478,7 +478,7 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
     if config.lora:
         model = _apply_lora(model, config)
     elif dist.world == 1:
-        _sparse_tied_embedding(model)
+        _tied_embedding_rows_in_place(model)
     scorer = PairLogps(model)
 
     # The first optimiser step's pairs meet the starting weights in that step's own forward, which gives their
@@ -512,6 +512,10 @@ def _train_dpo(config, model_dir, pairs, out_dir, *, reference_dir, on_step, sho
                          on_step, should_stop, terms, first_step)
 
     if dist.is_main:
+        # the optimiser's state and the steps' buffers are free now: given back before the checkpoint is written, they
+        # are the pages its page cache takes (writing 538 MB of SmolLM2-135M took 1.3-1.6 s on a 2-core AMX Xeon
+        # with them kept, 0.8 s plus 0.14 s of giving back without: the fresh pages cost a fault in a virtual machine)
+        give_back_free()
         save_whole(model, tokenizer, Path(out_dir))
     if dist.accelerator:
         dist.accelerator.wait_for_everyone()
@@ -603,26 +607,56 @@ def _check_finite(where: str, loss: float, grad_norm: float) -> None:
             "(check the pairs' label probabilities and the settings: a smaller learning rate, or a bounded loss)")
 
 
-# Whether a one-process full fine-tune of a model whose input embedding is its head (tied, as SmolLM2's) takes the
-# embedding's gradient as sparse rows (tests compare the two).
-SPARSE_TIED_EMBEDDING = True
+# Whether a one-process full fine-tune of a model whose input embedding is its head (tied, as SmolLM2's) adds the
+# embedding's gradient rows into the weight's gradient in place (tests compare it with autograd's dense gradient).
+TIED_ROWS_IN_PLACE = True
 
 
-def _sparse_tied_embedding(model) -> None:
+class _RowsIntoGrad(torch.autograd.Function):
+    """An embedding lookup whose backward adds its rows into the weight's .grad in place, outside autograd's sum.
+
+    forward(ids, anchor, embedding): the rows of embedding.weight at ids. `anchor`, an empty leaf that requires grad,
+    is the only input autograd sees (the output must require grad); the weight is no input, so its gradient node
+    waits on the head alone and accumulates the head's gradient as soon as it is made (autograd runs a ready
+    accumulation first), before the embedding's backward, the last of the step."""
+
+    @staticmethod
+    def forward(ctx, ids, anchor, embedding):
+        ctx.save_for_backward(ids)
+        ctx.embedding = embedding
+        return torch.nn.functional.embedding(ids, embedding.weight.detach(), embedding.padding_idx)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ids,) = ctx.saved_tensors
+        weight, padding = ctx.embedding.weight, ctx.embedding.padding_idx
+        ids, rows = ids.reshape(-1), grad.reshape(-1, grad.shape[-1])
+        if padding is not None:  # the padding row's gradient is zero, as nn.Embedding's backward gives it
+            keep = ids != padding
+            ids, rows = ids[keep], rows[keep]
+        if weight.grad is None:  # the head's gradient not accumulated yet (not autograd's order today): made here
+            weight.grad = torch.zeros_like(weight)
+        weight.grad.index_add_(0, ids, rows.to(weight.grad.dtype))
+        return None, None, None
+
+
+def _tied_embedding_rows_in_place(model) -> None:
     """The embedding's backward made a dense vocabulary x hidden gradient (zeros but for the batch's tokens, 113 MB
     for SmolLM2-135M in fp32) that autograd then added to the head's gradient of the same tied weight, a step's
-    largest elementwise pass (80-120 ms on AMX, bench/dpo_throughput.py's longest batch). As sparse rows, no
-    zero-filled gradient is made: autograd sums the weight's two gradients before accumulating them, and the sum is a
-    dense copy of the head's gradient with the batch's tokens added where they land (torch 2.13 adds a sparse gradient
-    that arrives after a dense one into a copy, not in place, and the head's, the last layer's, arrives first); the
-    same up to the order of fp32 additions. Only where the head shares the weight: the embedding's gradient reaches it
-    only through the head, so every backward that gives the weight sparse rows gives it the head's dense gradient too,
-    and the sum is dense for the optimiser and the clipping (a sparse one alone would fail both). Not under DDP or
+    largest elementwise pass (80-120 ms on AMX, bench/dpo_throughput.py's longest batch). Taken as sparse rows
+    (d375681), autograd still summed the two gradients into a dense copy of the head's (torch 2.13 adds a sparse
+    gradient that arrives after a dense one into a copy, not in place). Now the embedding's rows are added in place
+    into the weight's gradient (_RowsIntoGrad), which by then holds the head's: no vocabulary x hidden tensor is
+    made or copied for the embedding; the same up to the order of fp32 additions. Only where the head shares the
+    weight (the weight's gradient is then dense for the optimiser and the clipping) and the embedding is a plain
+    lookup (no max_norm, no scaling by frequency). Not under DDP (its hooks wait on the weight's accumulation) or
     LoRA."""
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
-    if (SPARSE_TIED_EMBEDDING and isinstance(embedding, torch.nn.Embedding) and head is not None
-            and embedding.weight is head.weight and embedding.weight.requires_grad):
-        embedding.sparse = True
+    if (TIED_ROWS_IN_PLACE and type(embedding) is torch.nn.Embedding and head is not None
+            and embedding.weight is head.weight and embedding.weight.requires_grad and embedding.max_norm is None
+            and not embedding.scale_grad_by_freq and not embedding.sparse):
+        anchor = torch.empty(0, requires_grad=True)
+        embedding.forward = lambda ids: _RowsIntoGrad.apply(ids, anchor, embedding)
 
 
 def _sft_warmup(scorer, model, rows, keep, config, device, dtype, pad_id, dist, should_stop, on_step=None) -> None:
