@@ -16,6 +16,7 @@ import resource
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -656,7 +657,10 @@ def _tied_embedding_rows_in_place(model) -> None:
             and embedding.weight is head.weight and embedding.weight.requires_grad and embedding.max_norm is None
             and not embedding.scale_grad_by_freq and not embedding.sparse):
         anchor = torch.empty(0, requires_grad=True)
-        embedding.forward = lambda ids: _RowsIntoGrad.apply(ids, anchor, embedding)
+        # the module held weakly: a forward stored on the module that held it was a cycle, and kept the tied weight
+        # (vocabulary x hidden) alive past the run until the collector's next full pass
+        module = weakref.ref(embedding)
+        embedding.forward = lambda ids: _RowsIntoGrad.apply(ids, anchor, module())
 
 
 def _sft_warmup(scorer, model, rows, keep, config, device, dtype, pad_id, dist, should_stop, on_step=None) -> None:
