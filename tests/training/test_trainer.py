@@ -558,3 +558,16 @@ def test_a_tied_embeddings_weight_is_freed_as_the_run_returns(tiny_model_dir, tm
         assert weights[0]() is None
     finally:
         gc.enable()
+
+
+def test_the_tied_embeddings_rows_go_in_place_only_for_a_model_on_the_cpu(tiny_model_dir):
+    """Measured on the CPU only; on CUDA index_add_ adds its rows with atomics, in no fixed order, where autograd's
+    dense backward is repeatable: a model elsewhere (here the meta device) keeps nn.Embedding's own forward."""
+    import training.dpo.trainer as trainer
+
+    model = trainer.load_model(tiny_model_dir, torch.device("cpu"), trained=True)
+    trainer._tied_embedding_rows_in_place(model)
+    assert "forward" in vars(model.get_input_embeddings())
+    model = trainer.load_model(tiny_model_dir, torch.device("cpu"), trained=True).to("meta")
+    trainer._tied_embedding_rows_in_place(model)
+    assert "forward" not in vars(model.get_input_embeddings())

@@ -650,12 +650,13 @@ def _tied_embedding_rows_in_place(model) -> None:
     into the weight's gradient (_RowsIntoGrad), which by then holds the head's: no vocabulary x hidden tensor is
     made or copied for the embedding; the same up to the order of fp32 additions. Only where the head shares the
     weight (the weight's gradient is then dense for the optimiser and the clipping) and the embedding is a plain
-    lookup (no max_norm, no scaling by frequency). Not under DDP (its hooks wait on the weight's accumulation) or
-    LoRA."""
+    lookup (no max_norm, no scaling by frequency). On the CPU only, where it was measured (on CUDA index_add_ adds
+    with atomics, in no fixed order, where the dense backward's sum is repeatable). Not under DDP (its hooks wait on
+    the weight's accumulation) or LoRA."""
     embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
     if (TIED_ROWS_IN_PLACE and type(embedding) is torch.nn.Embedding and head is not None
             and embedding.weight is head.weight and embedding.weight.requires_grad and embedding.max_norm is None
-            and not embedding.scale_grad_by_freq and not embedding.sparse):
+            and not embedding.scale_grad_by_freq and not embedding.sparse and embedding.weight.device.type == "cpu"):
         anchor = torch.empty(0, requires_grad=True)
         # the module held weakly: a forward stored on the module that held it was a cycle, and kept the tied weight
         # (vocabulary x hidden) alive past the run until the collector's next full pass
